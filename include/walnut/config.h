@@ -1,0 +1,107 @@
+/*
+ * config: twemproxy's nutcracker.yml, read with libcyaml into an immutable,
+ * refcounted snapshot. Loaded and validated on the control thread (or main,
+ * before threads start); a snapshot is read-only afterwards and may be shared
+ * by any thread that holds a reference.
+ */
+#ifndef WALNUT_CONFIG_H
+#define WALNUT_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "walnut/route.h"
+
+/* twemproxy 0.5.0's defaults (nc_conf.h), plus walnut's own keys. */
+#define WN_CONF_DEFAULT_HASH WN_HASH_FNV1A_64
+#define WN_CONF_DEFAULT_DIST WN_DIST_KETAMA
+#define WN_CONF_DEFAULT_TIMEOUT (-1) /* no timeout */
+#define WN_CONF_DEFAULT_BACKLOG 512
+#define WN_CONF_DEFAULT_CLIENT_CONNECTIONS 0
+#define WN_CONF_DEFAULT_REDIS_DB 0
+#define WN_CONF_DEFAULT_SERVER_RETRY_TIMEOUT 30000 /* ms */
+#define WN_CONF_DEFAULT_SERVER_FAILURE_LIMIT 2
+#define WN_CONF_DEFAULT_SERVER_CONNECTIONS 1
+#define WN_CONF_DEFAULT_KETAMA_PORT 11211
+#define WN_CONF_DEFAULT_HEALTH_CHECK_INTERVAL 1000 /* ms; walnut-only */
+#define WN_CONF_DEFAULT_MAX_EJECTED_FRACTION 1.0   /* walnut-only: twemproxy may eject all */
+
+/* A listen address or a server address. */
+typedef struct wn_conf_addr {
+    char *host;    /* owned: host name, IPv4/IPv6 literal (no brackets), or unix path */
+    uint16_t port; /* 0 for a unix socket */
+    bool is_unix;
+    unsigned perm; /* unix listen sockets only: octal permission, 0 when not given */
+} wn_conf_addr_t;
+
+typedef struct wn_conf_server {
+    char *pname;         /* owned: the text as written ("127.0.0.1:11211:1 name") */
+    char *name;          /* owned: twemproxy's server name, what ketama hashes */
+    size_t name_len;
+    wn_conf_addr_t addr; /* owned */
+    uint32_t weight;     /* > 0 */
+    int line;            /* line in the file, for messages */
+} wn_conf_server_t;
+
+typedef struct wn_conf_pool {
+    char *name;           /* owned */
+    int line;             /* line of the pool's name */
+    char *listen_text;    /* owned: as written */
+    wn_conf_addr_t listen; /* owned */
+    wn_hash_t hash;
+    char hash_tag[2];
+    bool has_hash_tag;
+    wn_dist_t distribution;
+    int timeout;          /* ms, or -1 for none */
+    int backlog;
+    bool preconnect;
+    bool redis;
+    char *redis_auth;     /* owned; NULL when not set */
+    int redis_db;
+    int server_connections;
+    bool auto_eject_hosts;
+    int server_retry_timeout; /* ms */
+    int server_failure_limit;
+    int client_connections;   /* 0: unlimited */
+    bool tcpkeepalive;
+    bool reuseport;           /* accepted for compatibility; walnut always uses it */
+    /* walnut-only keys */
+    int health_check_interval;   /* ms; 0 disables active probes */
+    double max_ejected_fraction; /* 0..1: no ejection past this share of servers */
+
+    wn_conf_server_t *servers; /* owned; sorted as twemproxy sorts: name length, then bytes */
+    uint32_t nservers;
+} wn_conf_pool_t;
+
+typedef struct wn_conf {
+    atomic_int refs;
+    char *path;             /* owned: file it was read from ("<string>" if parsed from text) */
+    wn_conf_pool_t *pools;  /* owned; in file order */
+    uint32_t npools;
+} wn_conf_t;
+
+/*
+ * Read and validate `path`. On success returns 0 and a snapshot with one
+ * reference in *out. On failure returns a negative error, leaves *out
+ * untouched and writes one line a person can act on into err, e.g.
+ *   walnut.yml:7: pool 'alpha': hash 'sha1' is not one of one_at_a_time, md5, ...
+ */
+int wn_conf_load(const char *path, wn_conf_t **out, char *err, size_t errlen);
+/* The same from text in memory; `name` is used in messages in place of a path. */
+int wn_conf_parse(const char *text, size_t len, const char *name, wn_conf_t **out, char *err,
+                  size_t errlen);
+
+void wn_conf_ref(wn_conf_t *conf);
+/* Drop a reference; the last one frees. NULL is fine. Any thread. */
+void wn_conf_unref(wn_conf_t *conf);
+
+/* The pool named `name`, or NULL. */
+const wn_conf_pool_t *wn_conf_pool_find(const wn_conf_t *conf, const char *name);
+
+/* Fill ring servers (borrowing names from the pool) for wn_ring_create; `out`
+ * holds pool->nservers entries. */
+void wn_conf_ring_servers(const wn_conf_pool_t *pool, wn_ring_server_t *out);
+
+#endif

@@ -1,0 +1,101 @@
+/*
+ * core: the error space, logging and small helpers every module shares.
+ * Callable from any thread. Nothing here knows about pools, workers or protocols.
+ */
+#ifndef WALNUT_CORE_H
+#define WALNUT_CORE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * One error space: 0 is success, negative values are errors. libuv's codes
+ * (negated errno values, above -4096) pass through unchanged; walnut's own
+ * codes live in a disjoint range starting at WN_ERR_BASE, generated from this
+ * table, which also gives wn_strerror() its text.
+ */
+#define WN_ERRNO_MAP(XX)                                                                          \
+    XX(EAGAIN, "more input needed")                                                               \
+    XX(EPROTO, "protocol error")                                                                  \
+    XX(ECONFIG, "invalid configuration")                                                          \
+    XX(ETOOBIG, "value exceeds a limit")                                                          \
+    XX(ENOSERVER, "no server available")                                                          \
+    XX(ENOMEM, "out of memory")                                                                   \
+    XX(EINVAL, "invalid argument")                                                                \
+    XX(EFULL, "queue is full")                                                                    \
+    XX(EIO, "input/output error")
+
+#define WN_ERR_BASE (-30000)
+
+enum wn_errno {
+    WN_ERR_FIRST_ = WN_ERR_BASE,
+#define WN_ERR_DEFINE(code, text) WN_##code,
+    WN_ERRNO_MAP(WN_ERR_DEFINE)
+#undef WN_ERR_DEFINE
+    WN_ERR_LAST_
+};
+
+/* Text for any error code: walnut's own, libuv's, or a negated errno. Never NULL. */
+const char *wn_strerror(int err);
+/* Name of a walnut error code ("WN_EPROTO"), or of a libuv one; never NULL. */
+const char *wn_err_name(int err);
+
+/*
+ * Logging. Levels are twemproxy's (-v 0..11): a message is written when its
+ * level is at or below the configured one. Each line carries the time, the
+ * level, the thread's name (set by wn_log_set_thread) and the source place.
+ * A line is written with one write(2), so threads never interleave mid-line.
+ */
+enum wn_log_level {
+    WN_LOG_EMERG = 0,
+    WN_LOG_ALERT = 1,
+    WN_LOG_CRIT = 2,
+    WN_LOG_ERR = 3,
+    WN_LOG_WARN = 4,
+    WN_LOG_NOTICE = 5, /* default */
+    WN_LOG_INFO = 6,
+    WN_LOG_DEBUG = 7,
+    WN_LOG_VERB = 8,
+    WN_LOG_VVERB = 9,
+    WN_LOG_VVVERB = 10,
+    WN_LOG_PVERB = 11,
+};
+#define WN_LOG_LEVEL_MAX WN_LOG_PVERB
+
+/* Start logging at `level` to `path` (NULL or "" or "stderr": standard error).
+ * Main thread, before other threads start. Returns 0 or a negative error. */
+int wn_log_init(int level, const char *path);
+/* Reopen the log file (after rotation); any thread. */
+int wn_log_reopen(void);
+void wn_log_deinit(void);
+void wn_log_set_level(int level);
+int wn_log_get_level(void);
+/* Name shown for the calling thread ("main", "control", "worker 3"). Copied. */
+void wn_log_set_thread(const char *name);
+
+void wn_log_write(int level, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int wn_log_enabled(int level);
+
+#define WN_LOG(level, ...)                                                                        \
+    do {                                                                                          \
+        if (wn_log_enabled(level))                                                                \
+            wn_log_write((level), __FILE__, __LINE__, __VA_ARGS__);                              \
+    } while (0)
+#define wn_log_error(...) WN_LOG(WN_LOG_ERR, __VA_ARGS__)
+#define wn_log_warn(...) WN_LOG(WN_LOG_WARN, __VA_ARGS__)
+#define wn_log_notice(...) WN_LOG(WN_LOG_NOTICE, __VA_ARGS__)
+#define wn_log_info(...) WN_LOG(WN_LOG_INFO, __VA_ARGS__)
+#define wn_log_debug(...) WN_LOG(WN_LOG_DEBUG, __VA_ARGS__)
+#define wn_log_verb(...) WN_LOG(WN_LOG_VERB, __VA_ARGS__)
+
+/* Monotonic clock in milliseconds / microseconds. */
+uint64_t wn_time_ms(void);
+uint64_t wn_time_us(void);
+
+#define WN_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define WN_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define WN_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#endif
