@@ -1,0 +1,200 @@
+/*
+ * control/options.c: the command line, with twemproxy's flags and meanings
+ * plus walnut's own (--workers, --locate). Main thread, before threads start;
+ * reports errors through the caller's buffer and never exits.
+ */
+#include "walnut/control.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "walnut/core.h"
+
+enum { OPT_LOCATE = 1000 };
+
+static const struct option long_options[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {"test-conf", no_argument, NULL, 't'},
+    {"daemonize", no_argument, NULL, 'd'},
+    {"describe-stats", no_argument, NULL, 'D'},
+    {"verbose", required_argument, NULL, 'v'},
+    {"verbosity", required_argument, NULL, 'v'},
+    {"output", required_argument, NULL, 'o'},
+    {"conf-file", required_argument, NULL, 'c'},
+    {"stats-port", required_argument, NULL, 's'},
+    {"stats-interval", required_argument, NULL, 'i'},
+    {"stats-addr", required_argument, NULL, 'a'},
+    {"pid-file", required_argument, NULL, 'p'},
+    {"mbuf-size", required_argument, NULL, 'm'},
+    {"workers", required_argument, NULL, 'T'},
+    {"locate", no_argument, NULL, OPT_LOCATE},
+    {NULL, 0, NULL, 0},
+};
+
+static const char short_options[] = "hVtdDv:o:c:s:i:a:p:m:T:";
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return WN_EINVAL;
+}
+
+/* A whole decimal number in [min, max]; anything else is rejected. */
+static int parse_num(const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (s[0] == '\0' || *end != '\0' || errno != 0 || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+void wn_options_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: walnut [-?hVdDt] [-v verbosity level] [-o output file]\n"
+            "              [-c conf file] [-s stats port] [-a stats addr]\n"
+            "              [-i stats interval] [-p pid file] [-m mbuf size]\n"
+            "              [-T workers] [--locate KEY...]\n"
+            "\n"
+            "Options:\n"
+            "  -h, --help             : this help\n"
+            "  -V, --version          : show version and exit\n"
+            "  -t, --test-conf        : test configuration for syntax errors and exit\n"
+            "  -d, --daemonize        : run as a daemon\n"
+            "  -D, --describe-stats   : print stats description and exit\n"
+            "  -v, --verbose=N        : set logging level (default: %d, min: 0, max: %d)\n"
+            "  -o, --output=S         : set logging file (default: stderr)\n"
+            "  -c, --conf-file=S      : set configuration file (default: %s)\n"
+            "  -s, --stats-port=N     : set stats monitoring port (default: %d)\n"
+            "  -a, --stats-addr=S     : set stats monitoring ip (default: %s)\n"
+            "  -i, --stats-interval=N : set stats aggregation interval in msec (default: %d)\n"
+            "  -p, --pid-file=S       : set pid file (default: off)\n"
+            "  -m, --mbuf-size=N      : set size of buffer chunk (default: %d, min: %d, max: %d)\n"
+            "  -T, --workers=N        : set number of worker threads (default: online CPUs,\n"
+            "                           max: %d)\n"
+            "      --locate KEY...    : print the server each KEY lands on in every pool of\n"
+            "                           the configuration, then exit\n",
+            WN_LOG_NOTICE, WN_LOG_LEVEL_MAX, WN_DEFAULT_CONF_FILE, WN_DEFAULT_STATS_PORT,
+            WN_DEFAULT_STATS_ADDR, WN_DEFAULT_STATS_INTERVAL, WN_DEFAULT_MBUF_SIZE,
+            WN_MIN_MBUF_SIZE, WN_MAX_MBUF_SIZE, WN_MAX_WORKERS);
+}
+
+int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_t errlen)
+{
+    *opts = (wn_options_t){
+        .action = WN_ACTION_RUN,
+        .verbosity = WN_LOG_NOTICE,
+        .conf_file = WN_DEFAULT_CONF_FILE,
+        .stats_port = WN_DEFAULT_STATS_PORT,
+        .stats_addr = WN_DEFAULT_STATS_ADDR,
+        .stats_interval = WN_DEFAULT_STATS_INTERVAL,
+        .mbuf_size = WN_DEFAULT_MBUF_SIZE,
+    };
+    bool locate = false;
+    long v;
+
+    optind = 0; /* 0 makes glibc reinitialise, so parsing twice works (tests) */
+    opterr = 0; /* we word the errors ourselves */
+    for (;;) {
+        int c = getopt_long(argc, argv, short_options, long_options, NULL);
+        if (c == -1)
+            break;
+        switch (c) {
+        case 'h':
+            opts->action = WN_ACTION_HELP;
+            break;
+        case 'V':
+            opts->action = WN_ACTION_VERSION;
+            break;
+        case 't':
+            opts->action = WN_ACTION_TEST_CONF;
+            break;
+        case 'd':
+            opts->daemonize = true;
+            break;
+        case 'D':
+            opts->action = WN_ACTION_DESCRIBE_STATS;
+            break;
+        case 'v':
+            if (parse_num(optarg, 0, WN_LOG_LEVEL_MAX, &v) < 0)
+                return fail(err, errlen, "option -v requires a number from 0 to %d, not '%s'",
+                            WN_LOG_LEVEL_MAX, optarg);
+            opts->verbosity = (int)v;
+            break;
+        case 'o':
+            opts->log_file = optarg;
+            break;
+        case 'c':
+            opts->conf_file = optarg;
+            break;
+        case 's':
+            if (parse_num(optarg, 1, 65535, &v) < 0)
+                return fail(err, errlen, "option -s requires a port from 1 to 65535, not '%s'",
+                            optarg);
+            opts->stats_port = (uint16_t)v;
+            break;
+        case 'i':
+            if (parse_num(optarg, 1, INT_MAX, &v) < 0)
+                return fail(err, errlen,
+                            "option -i requires a positive number of milliseconds, not '%s'",
+                            optarg);
+            opts->stats_interval = (int)v;
+            break;
+        case 'a':
+            opts->stats_addr = optarg;
+            break;
+        case 'p':
+            opts->pid_file = optarg;
+            break;
+        case 'm':
+            if (parse_num(optarg, WN_MIN_MBUF_SIZE, WN_MAX_MBUF_SIZE, &v) < 0)
+                return fail(err, errlen, "option -m requires a size from %d to %d bytes, not '%s'",
+                            WN_MIN_MBUF_SIZE, WN_MAX_MBUF_SIZE, optarg);
+            opts->mbuf_size = (size_t)v;
+            break;
+        case 'T':
+            if (parse_num(optarg, 1, WN_MAX_WORKERS, &v) < 0)
+                return fail(err, errlen, "option --workers requires a number from 1 to %d, not '%s'",
+                            WN_MAX_WORKERS, optarg);
+            opts->workers = (int)v;
+            break;
+        case OPT_LOCATE:
+            locate = true;
+            break;
+        case ':':
+        case '?':
+        default:
+            if (optopt != 0 && strchr(short_options, optopt) != NULL)
+                return fail(err, errlen, "option -%c requires a value", optopt);
+            if (optopt != 0)
+                return fail(err, errlen, "unknown option -%c (see walnut -h)", optopt);
+            return fail(err, errlen, "unknown option '%s' (see walnut -h)", argv[optind - 1]);
+        }
+    }
+
+    if (locate) {
+        if (optind >= argc)
+            return fail(err, errlen, "option --locate requires at least one KEY");
+        if (opts->action == WN_ACTION_RUN)
+            opts->action = WN_ACTION_LOCATE;
+        opts->locate_keys = argv + optind;
+        opts->nlocate_keys = argc - optind;
+    } else if (optind < argc) {
+        return fail(err, errlen, "unexpected argument '%s' (see walnut -h)", argv[optind]);
+    }
+    return 0;
+}

@@ -1,0 +1,23 @@
+/*
+ * core/time.c: the monotonic clock. Any thread; no state.
+ */
+#include "walnut/core.h"
+
+#include <time.h>
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t wn_time_ms(void)
+{
+    return now_ns() / 1000000u;
+}
+
+uint64_t wn_time_us(void)
+{
+    return now_ns() / 1000u;
+}

@@ -1,0 +1,88 @@
+/*
+ * main.c: walnut's entry point. Parses the command line, answers the
+ * one-shot actions (-h, -V, -t, -D, --locate) and hands a running proxy over
+ * to the control module. Main thread only; everything else lives in the library.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "walnut/config.h"
+#include "walnut/control.h"
+#include "walnut/core.h"
+
+static void print_version(FILE *out)
+{
+    fprintf(out, "This is walnut-%s\n", WN_VERSION);
+}
+
+static wn_conf_t *load_conf(const char *path)
+{
+    char err[1024];
+    wn_conf_t *conf = NULL;
+    if (wn_conf_load(path, &conf, err, sizeof(err)) < 0) {
+        fprintf(stderr, "walnut: %s\n", err);
+        fprintf(stderr, "walnut: configuration file '%s' syntax is invalid\n", path);
+        return NULL;
+    }
+    return conf;
+}
+
+int main(int argc, char **argv)
+{
+    wn_options_t opts;
+    char err[512];
+
+    if (wn_options_parse(argc, argv, &opts, err, sizeof(err)) < 0) {
+        fprintf(stderr, "walnut: %s\n", err);
+        return EXIT_FAILURE;
+    }
+
+    wn_conf_t *conf;
+    int rc;
+    switch (opts.action) {
+    case WN_ACTION_HELP:
+        print_version(stdout);
+        wn_options_usage(stdout);
+        return EXIT_SUCCESS;
+    case WN_ACTION_VERSION:
+        print_version(stdout);
+        return EXIT_SUCCESS;
+    case WN_ACTION_DESCRIBE_STATS:
+        wn_stats_describe(stdout);
+        return EXIT_SUCCESS;
+    case WN_ACTION_TEST_CONF:
+        conf = load_conf(opts.conf_file);
+        if (conf == NULL)
+            return EXIT_FAILURE;
+        fprintf(stderr, "walnut: configuration file '%s' syntax is ok\n", opts.conf_file);
+        wn_conf_unref(conf);
+        return EXIT_SUCCESS;
+    case WN_ACTION_LOCATE:
+        conf = load_conf(opts.conf_file);
+        if (conf == NULL)
+            return EXIT_FAILURE;
+        rc = wn_locate_print(conf, opts.locate_keys, opts.nlocate_keys, stdout);
+        wn_conf_unref(conf);
+        if (rc < 0) {
+            fprintf(stderr, "walnut: --locate failed: %s\n", wn_strerror(rc));
+            return EXIT_FAILURE;
+        }
+        return EXIT_SUCCESS;
+    case WN_ACTION_RUN:
+        break;
+    }
+
+    rc = wn_log_init(opts.verbosity, opts.log_file);
+    if (rc < 0) {
+        fprintf(stderr, "walnut: cannot open log file '%s': %s\n", opts.log_file,
+                wn_strerror(rc));
+        return EXIT_FAILURE;
+    }
+    conf = load_conf(opts.conf_file);
+    if (conf == NULL)
+        return EXIT_FAILURE;
+    rc = wn_control_run(conf, &opts);
+    wn_conf_unref(conf);
+    wn_log_deinit();
+    return rc < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

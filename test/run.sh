@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Build walnut and run its whole test suite (unit, integration, fuzz smoke).
+#   bash test/run.sh               plain build in build/
+#   WALNUT_SANITIZE=asan bash test/run.sh   ASan+UBSan build in build-asan/
+#   WALNUT_SANITIZE=tsan bash test/run.sh   ThreadSanitizer build in build-tsan/
+# Installs missing Debian packages first (needs root for that).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+bash "$top/test/install-deps.sh"
+
+sanitize=${WALNUT_SANITIZE:-}
+args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
+case "$sanitize" in
+  "") build="$top/build" ;;
+  asan) build="$top/build-asan"; args+=(-DWALNUT_ASAN=ON) ;;
+  tsan) build="$top/build-tsan"; args+=(-DWALNUT_TSAN=ON) ;;
+  fuzz) build="$top/build-fuzz"; args+=(-DWALNUT_FUZZ=ON); export CC=clang ;;
+  *) echo "run.sh: WALNUT_SANITIZE must be asan, tsan or fuzz, not '$sanitize'" >&2; exit 2 ;;
+esac
+[ "${CI:-}" = true ] && args+=(-DWALNUT_WERROR=ON)
+
+cmake -S "$top" -B "$build" "${args[@]}" >/dev/null
+cmake --build "$build" -j "$(nproc)"
+label=()
+[ "$sanitize" = fuzz ] && label=(-L fuzz)
+ctest --test-dir "$build" --output-on-failure -j "$(nproc)" "${label[@]}"

@@ -1,0 +1,132 @@
+/*
+ * Unit tests for control/options.c: twemproxy's flags keep their meaning and
+ * defaults; errors name the option and what it needs.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "walnut/control.h"
+#include "walnut/core.h"
+
+static int parse(wn_options_t *o, char *err, size_t errlen, int argc, const char **argv)
+{
+    return wn_options_parse(argc, (char **)argv, o, err, errlen);
+}
+
+#define PARSE(o, err, ...)                                                                        \
+    parse((o), (err), sizeof(err),                                                                \
+          (int)(sizeof((const char *[]){"walnut", __VA_ARGS__}) / sizeof(const char *)),          \
+          (const char *[]){"walnut", __VA_ARGS__})
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    wn_options_t o;
+    char err[256] = "";
+    const char *argv[] = {"walnut"};
+    assert_int_equal(parse(&o, err, sizeof(err), 1, argv), 0);
+    assert_int_equal(o.action, WN_ACTION_RUN);
+    assert_int_equal(o.verbosity, 5);
+    assert_string_equal(o.conf_file, WN_DEFAULT_CONF_FILE);
+    assert_int_equal(o.stats_port, 22222);
+    assert_string_equal(o.stats_addr, "0.0.0.0");
+    assert_int_equal(o.stats_interval, 30000);
+    assert_int_equal(o.mbuf_size, 16384);
+    assert_null(o.pid_file);
+    assert_null(o.log_file);
+    assert_false(o.daemonize);
+    assert_int_equal(o.workers, 0);
+}
+
+static void test_short_and_long_forms(void **state)
+{
+    (void)state;
+    wn_options_t o;
+    char err[256] = "";
+    assert_int_equal(PARSE(&o, err, "-t", "-c", "x.yml", "-v", "11", "-o", "log", "-s", "9999",
+                           "-a", "127.0.0.1", "-i", "500", "-p", "pid", "-m", "512", "-T", "4",
+                           "-d"),
+                     0);
+    assert_int_equal(o.action, WN_ACTION_TEST_CONF);
+    assert_string_equal(o.conf_file, "x.yml");
+    assert_int_equal(o.verbosity, 11);
+    assert_string_equal(o.log_file, "log");
+    assert_int_equal(o.stats_port, 9999);
+    assert_string_equal(o.stats_addr, "127.0.0.1");
+    assert_int_equal(o.stats_interval, 500);
+    assert_string_equal(o.pid_file, "pid");
+    assert_int_equal(o.mbuf_size, 512);
+    assert_int_equal(o.workers, 4);
+    assert_true(o.daemonize);
+
+    assert_int_equal(PARSE(&o, err, "--conf-file=y.yml", "--workers", "2", "--verbose=0",
+                           "--mbuf-size=16777216", "--describe-stats"),
+                     0);
+    assert_string_equal(o.conf_file, "y.yml");
+    assert_int_equal(o.workers, 2);
+    assert_int_equal(o.verbosity, 0);
+    assert_int_equal(o.mbuf_size, 16777216);
+    assert_int_equal(o.action, WN_ACTION_DESCRIBE_STATS);
+
+    assert_int_equal(PARSE(&o, err, "-V"), 0);
+    assert_int_equal(o.action, WN_ACTION_VERSION);
+    assert_int_equal(PARSE(&o, err, "--help"), 0);
+    assert_int_equal(o.action, WN_ACTION_HELP);
+}
+
+static void test_locate(void **state)
+{
+    (void)state;
+    wn_options_t o;
+    char err[256] = "";
+    assert_int_equal(PARSE(&o, err, "-c", "a.yml", "--locate", "k1", "k2"), 0);
+    assert_int_equal(o.action, WN_ACTION_LOCATE);
+    assert_int_equal(o.nlocate_keys, 2);
+    assert_string_equal(o.locate_keys[0], "k1");
+    assert_string_equal(o.locate_keys[1], "k2");
+    assert_int_equal(PARSE(&o, err, "--locate"), WN_EINVAL);
+    assert_non_null(strstr(err, "--locate requires at least one KEY"));
+}
+
+static void expect_error(const char *needle, int rc, const char *err)
+{
+    assert_int_equal(rc, WN_EINVAL);
+    if (strstr(err, needle) == NULL)
+        fail_msg("error '%s' does not contain '%s'", err, needle);
+}
+
+static void test_errors_name_the_option(void **state)
+{
+    (void)state;
+    wn_options_t o;
+    char err[256];
+    expect_error("option -v requires a number from 0 to 11, not '12'", PARSE(&o, err, "-v", "12"),
+                 err);
+    expect_error("option -s requires a port", PARSE(&o, err, "-s", "0"), err);
+    expect_error("option -s requires a port", PARSE(&o, err, "-s", "70000"), err);
+    expect_error("option -m requires a size from 512", PARSE(&o, err, "-m", "100"), err);
+    expect_error("option -m requires a size", PARSE(&o, err, "-m", "16k"), err);
+    expect_error("option --workers requires a number from 1 to 256", PARSE(&o, err, "-T", "0"),
+                 err);
+    expect_error("option -i requires a positive number", PARSE(&o, err, "-i", "x"), err);
+    expect_error("option -c requires a value", PARSE(&o, err, "-c"), err);
+    expect_error("unknown option -x", PARSE(&o, err, "-x"), err);
+    expect_error("unknown option '--bogus'", PARSE(&o, err, "--bogus"), err);
+    expect_error("unexpected argument 'stray'", PARSE(&o, err, "stray"), err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_short_and_long_forms),
+        cmocka_unit_test(test_locate),
+        cmocka_unit_test(test_errors_name_the_option),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
