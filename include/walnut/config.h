@@ -64,9 +64,9 @@ typedef struct wn_conf_pool {
     bool auto_eject_hosts;
     int server_retry_timeout; /* ms */
     int server_failure_limit;
-    int client_connections;   /* 0: unlimited */
+    int client_connections;   /* 0: unlimited; twemproxy 0.5.0 parses it but never enforces it */
     bool tcpkeepalive;
-    bool reuseport;           /* accepted for compatibility; walnut always uses it */
+    bool reuseport;           /* twemproxy after 0.5.0; accepted, walnut always uses it */
     /* walnut-only keys */
     int health_check_interval;   /* ms; 0 disables active probes */
     double max_ejected_fraction; /* 0..1: no ejection past this share of servers */
@@ -78,7 +78,7 @@ typedef struct wn_conf_pool {
 typedef struct wn_conf {
     atomic_int refs;
     char *path;             /* owned: file it was read from ("<string>" if parsed from text) */
-    wn_conf_pool_t *pools;  /* owned; in file order */
+    wn_conf_pool_t *pools;  /* owned; in file order (twemproxy keeps them sorted by name) */
     uint32_t npools;
 } wn_conf_t;
 
@@ -87,6 +87,9 @@ typedef struct wn_conf {
  * reference in *out. On failure returns a negative error, leaves *out
  * untouched and writes one line a person can act on into err, e.g.
  *   walnut.yml:7: pool 'alpha': hash 'sha1' is not one of one_at_a_time, md5, ...
+ * Errors: WN_ECONFIG (the file is wrong), WN_ENOMEM, or a negated errno when
+ * the file cannot be opened or read. err may be NULL. No DNS lookups: host
+ * names are checked for form only. Never writes to stderr.
  */
 int wn_conf_load(const char *path, wn_conf_t **out, char *err, size_t errlen);
 /* The same from text in memory; `name` is used in messages in place of a path. */

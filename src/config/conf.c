@@ -1,0 +1,184 @@
+/*
+ * config/conf.c: the public face of the config module. Reads the file, runs
+ * bridge -> libcyaml -> validation, and owns the refcounted snapshot. Loading
+ * runs on the control (or main) thread; ref/unref and lookups on any thread.
+ */
+#include "walnut/config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf_priv.h"
+#include "walnut/core.h"
+
+void wn_conf_errf(char *err, size_t errlen, const char *file, int line, const char *pool,
+                  const char *fmt, ...)
+{
+    size_t used;
+    int n;
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return;
+    if (line > 0)
+        n = snprintf(err, errlen, "%s:%d: ", file, line);
+    else
+        n = snprintf(err, errlen, "%s: ", file);
+    used = n > 0 ? WN_MIN((size_t)n, errlen - 1) : 0;
+    if (pool != NULL && used < errlen - 1) {
+        n = snprintf(err + used, errlen - used, "pool '%.*s': ", WN_CONF_QUOTE_MAX, pool);
+        used = n > 0 ? WN_MIN(used + (size_t)n, errlen - 1) : used;
+    }
+    va_start(ap, fmt);
+    vsnprintf(err + used, errlen - used, fmt, ap);
+    va_end(ap);
+}
+
+static void conf_free(wn_conf_t *conf)
+{
+    for (uint32_t i = 0; i < conf->npools; i++)
+        wn_conf_pool_deinit(&conf->pools[i]);
+    free(conf->pools);
+    free(conf->path);
+    free(conf);
+}
+
+int wn_conf_parse(const char *text, size_t len, const char *name, wn_conf_t **out, char *err,
+                  size_t errlen)
+{
+    wn_conf_src_t src = {0};
+    wn_conf_raw_pool_t *raw = NULL;
+    wn_conf_t *conf = NULL;
+    int rc;
+
+    if (name == NULL)
+        name = "<string>";
+    if (text == NULL || out == NULL) {
+        wn_conf_errf(err, errlen, name, 0, NULL, "no text to parse");
+        return WN_EINVAL;
+    }
+
+    rc = wn_conf_bridge(text, len, name, &src, err, errlen);
+    if (rc != 0)
+        goto fail;
+    rc = wn_conf_schema_load(&src, name, &raw, err, errlen);
+    if (rc != 0)
+        goto fail;
+
+    conf = calloc(1, sizeof(*conf));
+    if (conf == NULL || (conf->path = strdup(name)) == NULL) {
+        wn_conf_errf(err, errlen, name, 0, NULL, "out of memory");
+        rc = WN_ENOMEM;
+        goto fail;
+    }
+    atomic_init(&conf->refs, 1);
+    rc = wn_conf_build(conf, &src, raw, name, err, errlen);
+    if (rc != 0)
+        goto fail;
+
+    wn_conf_schema_free(raw, src.npools);
+    wn_conf_src_deinit(&src);
+    *out = conf;
+    return 0;
+
+fail:
+    if (conf != NULL)
+        conf_free(conf);
+    wn_conf_schema_free(raw, src.npools);
+    wn_conf_src_deinit(&src);
+    return rc;
+}
+
+int wn_conf_load(const char *path, wn_conf_t **out, char *err, size_t errlen)
+{
+    FILE *fp = NULL;
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+
+    if (path == NULL || out == NULL) {
+        wn_conf_errf(err, errlen, "(null)", 0, NULL, "no configuration file given");
+        return WN_EINVAL;
+    }
+    fp = fopen(path, "rb");
+    if (fp == NULL) {
+        rc = -errno;
+        wn_conf_errf(err, errlen, path, 0, NULL, "cannot open: %s", strerror(errno));
+        return rc;
+    }
+    errno = 0;
+    for (;;) {
+        if (len == cap) {
+            size_t ncap = cap ? cap * 2 : 8192;
+            char *p;
+            if (cap >= WN_CONF_FILE_MAX) {
+                wn_conf_errf(err, errlen, path, 0, NULL, "file is larger than %u bytes",
+                             WN_CONF_FILE_MAX);
+                rc = WN_ECONFIG;
+                goto fail;
+            }
+            p = realloc(text, ncap);
+            if (p == NULL) {
+                wn_conf_errf(err, errlen, path, 0, NULL, "out of memory");
+                rc = WN_ENOMEM;
+                goto fail;
+            }
+            text = p;
+            cap = ncap;
+        }
+        size_t n = fread(text + len, 1, cap - len, fp);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    if (ferror(fp)) {
+        rc = errno != 0 ? -errno : WN_EIO;
+        wn_conf_errf(err, errlen, path, 0, NULL, "cannot read: %s",
+                     errno != 0 ? strerror(errno) : "read error");
+        goto fail;
+    }
+    rc = wn_conf_parse(text, len, path, out, err, errlen);
+
+fail:
+    free(text);
+    fclose(fp);
+    return rc;
+}
+
+void wn_conf_ref(wn_conf_t *conf)
+{
+    if (conf != NULL)
+        atomic_fetch_add_explicit(&conf->refs, 1, memory_order_relaxed);
+}
+
+void wn_conf_unref(wn_conf_t *conf)
+{
+    if (conf == NULL)
+        return;
+    /* acq_rel: every holder's reads happen before the free */
+    if (atomic_fetch_sub_explicit(&conf->refs, 1, memory_order_acq_rel) == 1)
+        conf_free(conf);
+}
+
+const wn_conf_pool_t *wn_conf_pool_find(const wn_conf_t *conf, const char *name)
+{
+    if (conf == NULL || name == NULL)
+        return NULL;
+    for (uint32_t i = 0; i < conf->npools; i++) {
+        if (strcmp(conf->pools[i].name, name) == 0)
+            return &conf->pools[i];
+    }
+    return NULL;
+}
+
+void wn_conf_ring_servers(const wn_conf_pool_t *pool, wn_ring_server_t *out)
+{
+    for (uint32_t i = 0; i < pool->nservers; i++) {
+        out[i].name = pool->servers[i].name;
+        out[i].name_len = pool->servers[i].name_len;
+        out[i].weight = pool->servers[i].weight;
+    }
+}
