@@ -94,6 +94,43 @@ int wn_log_enabled(int level);
 uint64_t wn_time_ms(void);
 uint64_t wn_time_us(void);
 
+/*
+ * Buffers: fixed-size chunks (the -m size) from a per-worker pool, refcounted
+ * with plain ints. A buffer never crosses threads: the pool, every buffer it
+ * hands out and every reference belong to one worker. Requests and responses
+ * point into buffers by (buffer, offset, length) and hold a reference, so
+ * values travel from one socket to another without being copied.
+ */
+typedef struct wn_bufpool wn_bufpool_t;
+
+typedef struct wn_buf {
+    struct wn_buf *next;  /* free list / owner's chain; owner's use */
+    wn_bufpool_t *pool;   /* borrowed: the pool outlives its buffers */
+    uint32_t refs;
+    uint32_t cap;         /* bytes of data[] */
+    uint32_t len;         /* bytes filled */
+    char data[];
+} wn_buf_t;
+
+struct wn_bufpool {
+    size_t chunk_size;    /* cap of pooled buffers */
+    size_t max_free;      /* free buffers kept for reuse; the rest go back to malloc */
+    size_t nfree;
+    size_t nlive;         /* handed out and not yet returned */
+    wn_buf_t *free;       /* owned */
+};
+
+void wn_bufpool_init(wn_bufpool_t *pool, size_t chunk_size, size_t max_free);
+/* Frees the free list. Buffers still live are the caller's leak; returns their count. */
+size_t wn_bufpool_deinit(wn_bufpool_t *pool);
+/* A buffer with one reference and len 0 of at least `size` bytes (0: the
+ * chunk size); larger-than-chunk buffers are malloc'd and never pooled.
+ * NULL when memory is exhausted. */
+wn_buf_t *wn_buf_get(wn_bufpool_t *pool, size_t size);
+void wn_buf_ref(wn_buf_t *buf);
+/* Drop a reference; the last returns the buffer to its pool. NULL is fine. */
+void wn_buf_unref(wn_buf_t *buf);
+
 #define WN_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define WN_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define WN_MAX(a, b) ((a) > (b) ? (a) : (b))

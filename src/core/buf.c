@@ -1,0 +1,69 @@
+/*
+ * core/buf.c: per-worker pools of fixed-size, refcounted buffer chunks.
+ * One thread owns a pool and all its buffers; nothing here is atomic.
+ */
+#include "walnut/core.h"
+
+#include <stdlib.h>
+
+void wn_bufpool_init(wn_bufpool_t *pool, size_t chunk_size, size_t max_free)
+{
+    *pool = (wn_bufpool_t){.chunk_size = chunk_size, .max_free = max_free};
+}
+
+size_t wn_bufpool_deinit(wn_bufpool_t *pool)
+{
+    wn_buf_t *b = pool->free;
+    while (b != NULL) {
+        wn_buf_t *next = b->next;
+        free(b);
+        b = next;
+    }
+    pool->free = NULL;
+    pool->nfree = 0;
+    return pool->nlive;
+}
+
+wn_buf_t *wn_buf_get(wn_bufpool_t *pool, size_t size)
+{
+    wn_buf_t *b;
+    if (size <= pool->chunk_size && pool->free != NULL) {
+        b = pool->free;
+        pool->free = b->next;
+        pool->nfree--;
+    } else {
+        size_t cap = size > pool->chunk_size ? size : pool->chunk_size;
+        if (cap > UINT32_MAX)
+            return NULL;
+        b = malloc(sizeof(*b) + cap);
+        if (b == NULL)
+            return NULL;
+        b->cap = (uint32_t)cap;
+        b->pool = pool;
+    }
+    b->next = NULL;
+    b->refs = 1;
+    b->len = 0;
+    pool->nlive++;
+    return b;
+}
+
+void wn_buf_ref(wn_buf_t *buf)
+{
+    buf->refs++;
+}
+
+void wn_buf_unref(wn_buf_t *buf)
+{
+    if (buf == NULL || --buf->refs > 0)
+        return;
+    wn_bufpool_t *pool = buf->pool;
+    pool->nlive--;
+    if (buf->cap == pool->chunk_size && pool->nfree < pool->max_free) {
+        buf->next = pool->free;
+        pool->free = buf;
+        pool->nfree++;
+        return;
+    }
+    free(buf);
+}
