@@ -1,0 +1,167 @@
+/*
+ * proto/mc_lex.c: line framing, tokens and numbers for the memcached ASCII
+ * parsers. Pure: no I/O, no allocation, no logging; any thread.
+ */
+#include "proto/mc_lex.h"
+
+#include "walnut/core.h"
+
+#include <string.h>
+
+wn_mc_limits_t mc_limits(const wn_mc_limits_t *lim)
+{
+    wn_mc_limits_t l = {WN_MC_LINE_MAX, WN_MC_VALUE_MAX};
+    if (lim != NULL)
+        l = *lim;
+    if (l.max_line < WN_MC_LINE_MIN)
+        l.max_line = WN_MC_LINE_MIN;
+    /* Line lengths are returned as int; bytes + 2 must fit in 31 bits. */
+    if (l.max_line > (uint32_t)INT32_MAX)
+        l.max_line = (uint32_t)INT32_MAX;
+    if (l.max_value > (uint32_t)INT32_MAX - 2)
+        l.max_value = (uint32_t)INT32_MAX - 2;
+    return l;
+}
+
+int mc_line_find(uint32_t *scanned, const char *buf, size_t n, uint32_t max_line,
+                 uint32_t *line_len, uint32_t *content_len)
+{
+    /* Only the first max_line bytes may hold the line end; never look past
+     * them, so a client streaming junk costs at most max_line bytes. */
+    size_t window = n < max_line ? n : max_line;
+    size_t from = *scanned;
+    if (from > window)
+        from = 0; /* the caller shrank the buffer: start over rather than trust it */
+    const char *nl = window > from ? memchr(buf + from, '\n', window - from) : NULL;
+    if (nl == NULL) {
+        if (n >= max_line)
+            return WN_ETOOBIG;
+        *scanned = (uint32_t)window;
+        return WN_EAGAIN;
+    }
+    uint32_t end = (uint32_t)(nl - buf);
+    *line_len = end + 1;
+    *content_len = (end > 0 && buf[end - 1] == '\r') ? end - 1 : end;
+    *scanned = 0;
+    return 0;
+}
+
+bool mc_token_next(const char *buf, uint32_t *pos, uint32_t end, wn_mc_span_t *tok)
+{
+    uint32_t i = *pos;
+    while (i < end && buf[i] == ' ')
+        i++;
+    if (i >= end) {
+        *pos = end;
+        return false;
+    }
+    uint32_t start = i;
+    while (i < end && buf[i] != ' ')
+        i++;
+    tok->off = start;
+    tok->len = i - start;
+    *pos = i;
+    return true;
+}
+
+bool mc_span_eq(const char *buf, wn_mc_span_t t, const char *s)
+{
+    size_t len = strlen(s);
+    return t.len == len && memcmp(buf + t.off, s, len) == 0;
+}
+
+/* isspace() in the C locale. */
+static bool c_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/* strtol/strtoul's scan in base 10. Returns false when no digits were read
+ * or the digits are followed by something other than white space or the
+ * token end (memcached's endptr test). *mag saturates; *overflow set when the
+ * magnitude does not fit in 64 bits. */
+static bool scan_number(const char *s, size_t len, bool *neg, uint64_t *mag, bool *overflow)
+{
+    size_t i = 0;
+    while (i < len && c_space(s[i]))
+        i++;
+    *neg = false;
+    if (i < len && (s[i] == '+' || s[i] == '-')) {
+        *neg = s[i] == '-';
+        i++;
+    }
+    size_t digits = i;
+    uint64_t v = 0;
+    *overflow = false;
+    while (i < len && s[i] >= '0' && s[i] <= '9') {
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            *overflow = true;
+        else
+            v = v * 10 + d;
+        i++;
+    }
+    if (i == digits)
+        return false;
+    if (i < len && !c_space(s[i]))
+        return false;
+    *mag = v;
+    return true;
+}
+
+bool mc_read_u64(const char *s, size_t len, uint64_t *out)
+{
+    bool neg, overflow;
+    uint64_t mag;
+    if (!scan_number(s, len, &neg, &mag, &overflow) || overflow)
+        return false;
+    uint64_t v = neg ? (uint64_t)0 - mag : mag;
+    /* memcached rejects a '-' only when the result looks negative as signed. */
+    if (neg && v > (uint64_t)INT64_MAX)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool mc_read_u32(const char *s, size_t len, uint32_t *out)
+{
+    uint64_t v;
+    if (!mc_read_u64(s, len, &v))
+        return false;
+    *out = (uint32_t)v; /* memcached stores an unsigned long into a uint32_t */
+    return true;
+}
+
+bool mc_read_i32(const char *s, size_t len, int32_t *out)
+{
+    bool neg, overflow;
+    uint64_t mag;
+    if (!scan_number(s, len, &neg, &mag, &overflow) || overflow)
+        return false;
+    /* strtol's range on LP64 */
+    if (!neg && mag > (uint64_t)INT64_MAX)
+        return false;
+    if (neg && mag > (uint64_t)INT64_MAX + 1)
+        return false;
+    /* memcached stores the long into an int32_t: keep the low 32 bits. */
+    uint32_t low = (uint32_t)(neg ? (uint64_t)0 - mag : mag);
+    *out = low <= (uint32_t)INT32_MAX ? (int32_t)low : -(int32_t)(UINT32_MAX - low) - 1;
+    return true;
+}
+
+bool mc_read_digits(const char *s, size_t len, uint64_t *out)
+{
+    if (len == 0 || len > 20)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
