@@ -1,0 +1,119 @@
+/*
+ * worker: one thread with its own libuv loop, its own listening sockets (one
+ * per pool, SO_REUSEPORT), its own client connections, buffer pool and
+ * backend connection pools. Created and stopped by the main/control thread;
+ * everything inside runs on the worker's thread only.
+ */
+#ifndef WALNUT_WORKER_H
+#define WALNUT_WORKER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "walnut/config.h"
+
+typedef struct wn_worker wn_worker_t;
+
+/*
+ * Messages between the control thread and a worker, one SPSC ring per
+ * direction per worker. A message is copied into the ring; a pointer in it
+ * (a ring) is handed over with the message: the receiver owns that reference.
+ */
+typedef enum wn_msg_type {
+    /* control -> worker */
+    WN_MSG_RING = 1,   /* ring: the pool's new ring (one reference handed over) */
+    WN_MSG_HEALTHY,    /* server answered control's probe: stop holding requests for it */
+    /* worker -> control */
+    WN_MSG_FAIL,       /* a request or connection to the server failed with err */
+    WN_MSG_OK,         /* the server answered again after a reported failure */
+    WN_MSG_RING_DONE,  /* ring: the worker no longer uses it (reference handed back) */
+} wn_msg_type_t;
+
+struct wn_ring;
+
+typedef struct wn_msg {
+    uint32_t type;     /* wn_msg_type_t */
+    uint32_t pool;     /* index in the config's pools */
+    uint32_t server;   /* index in the pool's (sorted) servers */
+    int32_t err;       /* FAIL: what failed */
+    struct wn_ring *ring; /* RING, RING_DONE */
+    uint64_t epoch;    /* RING: the ring's epoch */
+    int worker;        /* worker -> control: the sender */
+} wn_msg_t;
+
+/* Counters one worker keeps. Written only by their worker (relaxed stores),
+ * read by any thread with relaxed loads; sums across workers are the totals. */
+#define WN_WORKER_STATS_MAP(XX)                                                                   \
+    XX(curr_connections)                                                                          \
+    XX(total_connections)                                                                         \
+    XX(rejected_connections)                                                                      \
+    XX(cmd_get)                                                                                   \
+    XX(cmd_set)                                                                                   \
+    XX(cmd_touch)                                                                                 \
+    XX(get_hits)                                                                                  \
+    XX(get_misses)                                                                                \
+    XX(requests)                                                                                  \
+    XX(request_errors)                                                                            \
+    XX(fragments)                                                                                 \
+    XX(forward_error)                                                                             \
+    XX(server_timedout)                                                                           \
+    XX(server_err)                                                                                \
+    XX(server_eof)                                                                                \
+    XX(server_ejects)                                                                             \
+    XX(server_connections)                                                                        \
+    XX(bytes_read)                                                                                \
+    XX(bytes_written)
+
+typedef struct wn_worker_stats {
+#define WN_STAT_FIELD(name) _Atomic uint64_t name;
+    WN_WORKER_STATS_MAP(WN_STAT_FIELD)
+#undef WN_STAT_FIELD
+} wn_worker_stats_t;
+
+typedef struct wn_worker_options {
+    int id;
+    int nworkers;
+    size_t mbuf_size;
+    bool accept_unix; /* this worker accepts on unix-socket listeners */
+    /* All workers' stats, for `stats` answered by any worker (borrowed). */
+    wn_worker_t *const *all;
+    /* Where failures go: the control thread's wakeup (borrowed; NULL: the
+     * worker has no control thread and decides ejection itself, as tests may). */
+    uv_async_t *control_wakeup;
+} wn_worker_options_t;
+
+/* Create a worker for `conf` (a reference is taken). Main thread. Opens the
+ * worker's listening sockets, so address errors show up here: returns 0, or a
+ * negative error with a line in err. */
+int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker_t **out,
+                     char *err, size_t errlen);
+/* Initial rings: the worker takes one reference of rings[p] for each pool p
+ * (control builds them). Main thread, before start. NULL: the worker builds
+ * its own from the configuration with every server live. */
+void wn_worker_set_rings(wn_worker_t *w, struct wn_ring *const *rings);
+
+/* Control thread: send msg to the worker (wakes it). Never blocks and never
+ * loses a message: a full ring spills into control's outbox for this worker,
+ * flushed on the next wn_worker_flush_outbox. 0 or WN_ENOMEM. */
+int wn_worker_post(wn_worker_t *w, const wn_msg_t *msg);
+/* Control thread: retry messages that did not fit; returns how many still wait. */
+size_t wn_worker_flush_outbox(wn_worker_t *w);
+/* Control thread: take the next message the worker sent; 0 or WN_EAGAIN. */
+int wn_worker_receive(wn_worker_t *w, wn_msg_t *msg);
+/* The epoch of the ring the worker uses for pool p (any thread; relaxed). */
+uint64_t wn_worker_ring_epoch(const wn_worker_t *w, uint32_t pool);
+
+/* Start the worker's thread. */
+int wn_worker_start(wn_worker_t *w);
+/* Ask the worker to stop: it closes its listeners, answers what is in flight,
+ * closes its connections and ends its loop. Any thread; returns at once. */
+void wn_worker_stop(wn_worker_t *w);
+/* Wait for the thread to end, then free the worker. Main thread. */
+void wn_worker_join(wn_worker_t *w);
+const wn_worker_stats_t *wn_worker_stats(const wn_worker_t *w);
+
+#endif

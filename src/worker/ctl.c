@@ -1,0 +1,288 @@
+/*
+ * worker/ctl.c: the worker's end of the control channel. Reports backend
+ * failures and recoveries to the control thread, which alone decides
+ * ejection; takes new rings and health verdicts from it. While a server is
+ * suspect (a connection to it just failed) clients about to send it a
+ * request wait for control's verdict instead of failing: an ejection
+ * re-routes them with the new ring, a good probe sends them on. The wait is
+ * bounded. Worker thread only, except the wn_worker_* calls marked control.
+ */
+#include "worker_priv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Ring sizes: messages are rare (failures, ejections), a burst fits easily. */
+#define CTL_RING_CAPACITY 1024
+/* How long a client waits at most for control's verdict on a suspect
+ * server before its request is tried anyway. */
+#define HOLD_MIN_MS 1000
+#define HOLD_MAX_MS 5000
+
+int ctl_init(wn_worker_t *w)
+{
+    int rc = wn_spsc_create(CTL_RING_CAPACITY, sizeof(wn_msg_t), &w->from_control);
+    if (rc < 0)
+        return rc;
+    rc = wn_spsc_create(CTL_RING_CAPACITY, sizeof(wn_msg_t), &w->to_control);
+    if (rc < 0) {
+        wn_spsc_destroy(w->from_control);
+        w->from_control = NULL;
+        return rc;
+    }
+    wn_spsc_outbox_init(&w->outbox, w->to_control);
+    wn_spsc_outbox_init(&w->control_outbox, w->from_control);
+    uv_timer_init(&w->loop, &w->hold_timer);
+    w->hold_timer.data = w;
+    w->hold_timer_open = true;
+    return 0;
+}
+
+static void drop_msg(void *msg, void *arg)
+{
+    (void)arg;
+    const wn_msg_t *m = msg;
+    if (m->type == WN_MSG_RING || m->type == WN_MSG_RING_DONE)
+        wn_ring_unref(m->ring);
+}
+
+/* After both threads have stopped. */
+void ctl_deinit(wn_worker_t *w)
+{
+    wn_msg_t m;
+    wn_spsc_outbox_deinit(&w->outbox, drop_msg, NULL);
+    wn_spsc_outbox_deinit(&w->control_outbox, drop_msg, NULL);
+    if (w->from_control != NULL)
+        while (wn_spsc_pop(w->from_control, &m) == 0)
+            drop_msg(&m, NULL);
+    if (w->to_control != NULL)
+        while (wn_spsc_pop(w->to_control, &m) == 0)
+            drop_msg(&m, NULL);
+    wn_spsc_destroy(w->from_control);
+    wn_spsc_destroy(w->to_control);
+    w->from_control = w->to_control = NULL;
+}
+
+static void send_to_control(wn_worker_t *w, wn_msg_t *m)
+{
+    if (w->control_wakeup == NULL) {
+        drop_msg(m, NULL);
+        return;
+    }
+    m->worker = w->id;
+    if (wn_spsc_outbox_push(&w->outbox, m) < 0) {
+        wn_log_error("cannot queue a message for control: out of memory");
+        drop_msg(m, NULL);
+        return;
+    }
+    uv_async_send(w->control_wakeup);
+}
+
+static uint64_t hold_ms(const server_rt_t *s)
+{
+    const wn_conf_pool_t *c = s->pool->conf;
+    /* Control needs server_failure_limit failed checks, each up to timeout. */
+    uint64_t per = c->timeout > 0 ? (uint64_t)c->timeout : 200;
+    uint64_t ms = (uint64_t)c->server_failure_limit * per + 500;
+    return WN_MAX(HOLD_MIN_MS, WN_MIN(HOLD_MAX_MS, ms));
+}
+
+static void on_hold_timer(uv_timer_t *t);
+
+static void arm_hold_timer(wn_worker_t *w)
+{
+    uint64_t now = uv_now(&w->loop), next = 0;
+    for (uint32_t p = 0; p < w->npools; p++)
+        for (uint32_t i = 0; i < w->pools[p].nservers; i++) {
+            uint64_t u = w->pools[p].servers[i].suspect_until_ms;
+            if (u != 0 && (next == 0 || u < next))
+                next = u;
+        }
+    if (next == 0)
+        uv_timer_stop(&w->hold_timer);
+    else
+        uv_timer_start(&w->hold_timer, on_hold_timer, next > now ? next - now : 0, 0);
+}
+
+static void on_hold_timer(uv_timer_t *t)
+{
+    wn_worker_t *w = t->data;
+    uint64_t now = uv_now(&w->loop);
+    for (uint32_t p = 0; p < w->npools; p++)
+        for (uint32_t i = 0; i < w->pools[p].nservers; i++) {
+            server_rt_t *s = &w->pools[p].servers[i];
+            if (s->suspect_until_ms != 0 && s->suspect_until_ms <= now) {
+                wn_log_info("pool '%s': no verdict on server %s in time; trying it again",
+                            w->pools[p].conf->name, s->conf->name);
+                ctl_release(s);
+            }
+        }
+    server_flush_all(w);
+    client_flush_all(w);
+    arm_hold_timer(w);
+}
+
+bool server_is_suspect(const server_rt_t *s)
+{
+    return s->suspect_until_ms != 0;
+}
+
+void ctl_server_failed(server_rt_t *s, int err)
+{
+    wn_worker_t *w = s->pool->w;
+    s->reported = true;
+    wn_msg_t m = {.type = WN_MSG_FAIL, .pool = s->pool->idx, .server = s->idx, .err = err};
+    send_to_control(w, &m);
+    /* Hold new requests only where control may eject: otherwise there is no
+     * verdict worth waiting for. */
+    if (w->control_wakeup != NULL && s->pool->conf->auto_eject_hosts &&
+        s->suspect_until_ms == 0) {
+        s->suspect_until_ms = uv_now(&w->loop) + hold_ms(s);
+        s->pool->nsuspect++;
+        arm_hold_timer(w);
+    }
+}
+
+void ctl_server_ok(server_rt_t *s)
+{
+    if (!s->reported)
+        return;
+    s->reported = false;
+    wn_msg_t m = {.type = WN_MSG_OK, .pool = s->pool->idx, .server = s->idx};
+    send_to_control(s->pool->w, &m);
+}
+
+bool ctl_hold(client_t *c, server_rt_t *s)
+{
+    if (s->suspect_until_ms == 0)
+        return false;
+    if (c->held_by == NULL) {
+        c->held_by = s;
+        c->wait_next = s->waiters;
+        s->waiters = c;
+    }
+    /* Stop reading too: a held client must not fill memory meanwhile. */
+    client_resume(c);
+    return true;
+}
+
+void ctl_forget(client_t *c)
+{
+    server_rt_t *s = c->held_by;
+    if (s == NULL)
+        return;
+    client_t **pp = &s->waiters;
+    while (*pp != NULL && *pp != c)
+        pp = &(*pp)->wait_next;
+    if (*pp == c)
+        *pp = c->wait_next;
+    c->held_by = NULL;
+    c->wait_next = NULL;
+}
+
+void ctl_release(server_rt_t *s)
+{
+    if (s->suspect_until_ms != 0)
+        s->pool->nsuspect--;
+    s->suspect_until_ms = 0;
+    client_t *c = s->waiters;
+    s->waiters = NULL;
+    while (c != NULL) {
+        client_t *next = c->wait_next;
+        c->held_by = NULL;
+        c->wait_next = NULL;
+        if (!c->closing)
+            client_resume(c);
+        c = next;
+    }
+}
+
+static void swap_ring(wn_worker_t *w, const wn_msg_t *m)
+{
+    if (m->pool >= w->npools) {
+        wn_ring_unref(m->ring);
+        return;
+    }
+    pool_rt_t *p = &w->pools[m->pool];
+    wn_ring_t *old = p->ring;
+    p->ring = m->ring;
+    atomic_store_explicit(&p->epoch, m->epoch, memory_order_relaxed);
+    wn_log_info("pool '%s': now on ring epoch %llu (%u of %u servers live)", p->conf->name,
+                (unsigned long long)m->epoch, wn_ring_nlive(p->ring), wn_ring_nservers(p->ring));
+    wn_msg_t back = {.type = WN_MSG_RING_DONE, .pool = m->pool, .ring = old};
+    send_to_control(w, &back);
+    /* Every hold in the pool ends: held clients route with the new ring. */
+    for (uint32_t i = 0; i < p->nservers; i++)
+        if (p->servers[i].suspect_until_ms != 0 || p->servers[i].waiters != NULL)
+            ctl_release(&p->servers[i]);
+}
+
+void ctl_receive(wn_worker_t *w)
+{
+    wn_msg_t m;
+    while (wn_spsc_pop(w->from_control, &m) == 0) {
+        switch (m.type) {
+        case WN_MSG_RING:
+            swap_ring(w, &m);
+            break;
+        case WN_MSG_HEALTHY:
+            if (m.pool < w->npools && m.server < w->pools[m.pool].nservers) {
+                server_rt_t *s = &w->pools[m.pool].servers[m.server];
+                if (s->suspect_until_ms != 0 || s->waiters != NULL)
+                    ctl_release(s);
+            }
+            break;
+        default:
+            drop_msg(&m, NULL);
+            break;
+        }
+    }
+    /* Messages that did not fit earlier go now. */
+    if (wn_spsc_outbox_pending(&w->outbox) > 0 && wn_spsc_outbox_flush(&w->outbox) > 0 &&
+        w->control_wakeup != NULL)
+        uv_async_send(w->control_wakeup);
+    arm_hold_timer(w);
+    server_flush_all(w);
+    client_flush_all(w);
+}
+
+/* ---- the control thread's side ------------------------------------------- */
+
+int wn_worker_post(wn_worker_t *w, const wn_msg_t *msg)
+{
+    int rc = wn_spsc_outbox_push(&w->control_outbox, msg);
+    if (rc == 0)
+        uv_async_send(&w->wakeup);
+    return rc;
+}
+
+size_t wn_worker_flush_outbox(wn_worker_t *w)
+{
+    if (wn_spsc_outbox_pending(&w->control_outbox) == 0)
+        return 0;
+    if (wn_spsc_outbox_flush(&w->control_outbox) > 0)
+        uv_async_send(&w->wakeup);
+    return wn_spsc_outbox_pending(&w->control_outbox);
+}
+
+int wn_worker_receive(wn_worker_t *w, wn_msg_t *msg)
+{
+    return wn_spsc_pop(w->to_control, msg);
+}
+
+uint64_t wn_worker_ring_epoch(const wn_worker_t *w, uint32_t pool)
+{
+    if (pool >= w->npools)
+        return 0;
+    return atomic_load_explicit(&w->pools[pool].epoch, memory_order_relaxed);
+}
+
+void wn_worker_set_rings(wn_worker_t *w, wn_ring_t *const *rings)
+{
+    for (uint32_t p = 0; p < w->npools; p++) {
+        wn_ring_ref(rings[p]);
+        wn_ring_unref(w->pools[p].ring);
+        w->pools[p].ring = rings[p];
+        atomic_store_explicit(&w->pools[p].epoch, wn_ring_epoch(rings[p]), memory_order_relaxed);
+    }
+}

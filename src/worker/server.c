@@ -1,0 +1,380 @@
+/*
+ * worker/server.c: a worker's connections to one backend server. Requests
+ * from many clients are queued on a connection in order, written in batches
+ * (one uv_write per loop turn per connection) and matched to replies in FIFO
+ * order. Connection failures and timeouts fail every request on that
+ * connection with twemproxy's SERVER_ERROR strings and count toward
+ * ejection. Worker thread only.
+ */
+#include "worker_priv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct write_ctx {
+    uv_write_t req;
+    uint32_t n;
+    wn_buf_t **bufs; /* references held until the write completes */
+    uv_buf_t *iov;
+} write_ctx_t;
+
+static void sconn_fail_all(sconn_t *c, int err);
+static void sconn_close(sconn_t *c, int err);
+
+int server_rt_init(server_rt_t *s, pool_rt_t *pool, uint32_t idx)
+{
+    s->pool = pool;
+    s->conf = &pool->conf->servers[idx];
+    s->idx = idx;
+    s->nconns = (uint32_t)pool->conf->server_connections;
+    s->conns = calloc(s->nconns, sizeof(*s->conns));
+    return s->conns == NULL ? WN_ENOMEM : 0;
+}
+
+void server_rt_deinit(server_rt_t *s)
+{
+    for (uint32_t i = 0; i < s->nconns; i++)
+        free(s->conns[i]); /* closed by server_close_all before the loop ended */
+    free(s->conns);
+    s->conns = NULL;
+}
+
+uint32_t server_inflight(const server_rt_t *s)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s->nconns; i++)
+        if (s->conns[i] != NULL)
+            n += s->conns[i]->nqueued;
+    return n;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    sconn_t *c = h->data;
+    if (--c->closes == 0 && c->state == SCONN_CLOSING)
+        c->state = SCONN_IDLE;
+}
+
+static void on_timer(uv_timer_t *t);
+
+static void arm_timer(sconn_t *c)
+{
+    int timeout = c->server->pool->conf->timeout;
+    if (timeout <= 0 || c->head == NULL || c->head == c->unsent)
+        return;
+    uint64_t now = uv_now(c->timer.loop);
+    uint64_t due = c->head->sent_ms + (uint64_t)timeout;
+    uv_timer_start(&c->timer, on_timer, due > now ? due - now : 0, 0);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    sconn_t *c = t->data;
+    int timeout = c->server->pool->conf->timeout;
+    if (c->head == NULL || c->head == c->unsent)
+        return;
+    uint64_t now = uv_now(t->loop);
+    if (now < c->head->sent_ms + (uint64_t)timeout) {
+        arm_timer(c);
+        return;
+    }
+    wn_worker_t *w = c->server->pool->w;
+    STAT_INC(w, server_timedout);
+    wn_log_warn("pool '%s': server %s: no reply within %d ms, closing its connection",
+                c->server->pool->conf->name, c->server->conf->name, timeout);
+    sconn_close(c, UV_ETIMEDOUT);
+}
+
+static void on_read_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)hint;
+    sconn_t *c = h->data;
+    if (instream_alloc(c->server->pool->w, &c->in, c->data_left == 0, buf) < 0)
+        *buf = uv_buf_init(NULL, 0);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    sconn_t *c = s->data;
+    wn_worker_t *w = c->server->pool->w;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        int err = (int)nread;
+        if (err == UV_EOF) {
+            STAT_INC(w, server_eof);
+            err = UV_ECONNRESET;
+        } else {
+            STAT_INC(w, server_err);
+        }
+        if (c->head != NULL)
+            wn_log_warn("pool '%s': server %s closed with %u request(s) in flight: %s",
+                        c->server->pool->conf->name, c->server->conf->name, c->nqueued,
+                        uv_strerror((int)nread));
+        sconn_close(c, err);
+        return;
+    }
+    c->in.buf->len += (uint32_t)nread;
+    STAT_ADD(w, bytes_read, (uint64_t)nread);
+    int rc = mc_server_process(c);
+    if (rc < 0) {
+        STAT_INC(w, server_err);
+        wn_log_warn("pool '%s': server %s sent a reply walnut cannot frame (%s); closing",
+                    c->server->pool->conf->name, c->server->conf->name, wn_strerror(rc));
+        sconn_close(c, UV_ECONNRESET);
+        return;
+    }
+    if (c->head != NULL && c->head != c->unsent)
+        arm_timer(c);
+    else
+        uv_timer_stop(&c->timer);
+    client_flush_all(w);
+}
+
+static void mark_dirty(sconn_t *c)
+{
+    if (c->dirty)
+        return;
+    wn_worker_t *w = c->server->pool->w;
+    c->dirty = true;
+    c->dirty_next = w->dirty_servers;
+    w->dirty_servers = c;
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    sconn_t *c = req->data;
+    pool_rt_t *pool = c->server->pool;
+    if (c->state != SCONN_CONNECTING)
+        return;
+    if (status < 0) {
+        STAT_INC(pool->w, server_err);
+        wn_log_warn("pool '%s': cannot connect to server %s: %s", pool->conf->name,
+                    c->server->conf->name, uv_strerror(status));
+        sconn_close(c, status);
+        return;
+    }
+    c->state = SCONN_CONNECTED;
+    STAT_INC(pool->w, server_connections);
+    if (!c->server->conf->addr.is_unix)
+        uv_tcp_nodelay(&c->h.tcp, 1);
+    uv_read_start(&c->h.stream, on_read_alloc, on_read);
+    if (c->unsent != NULL) {
+        mark_dirty(c);
+        server_flush_all(pool->w);
+    }
+}
+
+static int sconn_connect(sconn_t *c)
+{
+    server_rt_t *s = c->server;
+    uv_loop_t *loop = &s->pool->w->loop;
+    int rc;
+    if (!c->timer_open) {
+        uv_timer_init(loop, &c->timer);
+        c->timer.data = c;
+        c->timer_open = true;
+    }
+    c->connect_req.data = c;
+    mc_sconn_reset(c);
+    if (s->conf->addr.is_unix) {
+        uv_pipe_init(loop, &c->h.pipe, 0);
+        c->h.handle.data = c;
+        c->handle_open = true;
+        c->state = SCONN_CONNECTING;
+        uv_pipe_connect(&c->connect_req, &c->h.pipe, s->conf->addr.host, on_connect);
+        return 0;
+    }
+    uv_tcp_init(loop, &c->h.tcp);
+    c->h.handle.data = c;
+    c->handle_open = true;
+    c->state = SCONN_CONNECTING;
+    rc = uv_tcp_connect(&c->connect_req, &c->h.tcp, (const struct sockaddr *)&s->addr,
+                        on_connect);
+    if (rc < 0) {
+        sconn_close(c, rc);
+        return rc;
+    }
+    return 0;
+}
+
+static sconn_t *get_conn(server_rt_t *s, uint32_t slot)
+{
+    uint32_t i = slot % s->nconns;
+    if (s->conns[i] == NULL) {
+        sconn_t *c = calloc(1, sizeof(*c));
+        if (c == NULL)
+            return NULL;
+        c->server = s;
+        c->state = SCONN_IDLE;
+        s->conns[i] = c;
+    }
+    return s->conns[i];
+}
+
+void server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
+{
+    sconn_t *c = get_conn(s, slot);
+    if (c == NULL) {
+        req_fail(r, WN_ENOMEM);
+        return;
+    }
+    if (c->state == SCONN_CLOSING) {
+        /* The old connection is still closing: this request cannot wait for it. */
+        req_fail(r, UV_ECONNRESET);
+        return;
+    }
+    req_ref(r);
+    r->snext = NULL;
+    if (c->tail != NULL)
+        c->tail->snext = r;
+    else
+        c->head = r;
+    c->tail = r;
+    if (c->unsent == NULL)
+        c->unsent = r;
+    c->nqueued++;
+    if (c->state == SCONN_IDLE) {
+        if (sconn_connect(c) < 0)
+            return;
+    }
+    if (c->state == SCONN_CONNECTED)
+        mark_dirty(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    write_ctx_t *ctx = req->data;
+    for (uint32_t i = 0; i < ctx->n; i++)
+        wn_buf_unref(ctx->bufs[i]);
+    free(ctx);
+    (void)status; /* a failed write shows up as a read error or a timeout */
+}
+
+static void flush_conn(sconn_t *c)
+{
+    wn_worker_t *w = c->server->pool->w;
+    uint32_t nsegs = 0;
+    for (req_t *r = c->unsent; r != NULL; r = r->snext)
+        nsegs += r->out.n;
+    if (nsegs == 0)
+        return;
+    write_ctx_t *ctx = malloc(sizeof(*ctx) + nsegs * (sizeof(wn_buf_t *) + sizeof(uv_buf_t)));
+    if (ctx == NULL) {
+        sconn_close(c, WN_ENOMEM);
+        return;
+    }
+    ctx->iov = (uv_buf_t *)(ctx + 1);
+    ctx->bufs = (wn_buf_t **)(ctx->iov + nsegs);
+    ctx->n = 0;
+    uint64_t now = uv_now(&w->loop), bytes = 0;
+    for (req_t *r = c->unsent; r != NULL; r = r->snext) {
+        for (uint32_t i = 0; i < r->out.n; i++) {
+            seg_t *sg = &r->out.v[i];
+            wn_buf_ref(sg->buf);
+            ctx->bufs[ctx->n] = sg->buf;
+            ctx->iov[ctx->n++] = uv_buf_init(sg->buf->data + sg->off, sg->len);
+            bytes += sg->len;
+        }
+        r->sent_ms = now;
+    }
+    c->unsent = NULL;
+    ctx->req.data = ctx;
+    int rc = uv_write(&ctx->req, &c->h.stream, ctx->iov, ctx->n, on_write);
+    if (rc < 0) {
+        on_write(&ctx->req, rc);
+        sconn_close(c, rc);
+        return;
+    }
+    STAT_ADD(w, bytes_written, bytes);
+    arm_timer(c);
+}
+
+void server_flush_all(wn_worker_t *w)
+{
+    while (w->dirty_servers != NULL) {
+        sconn_t *c = w->dirty_servers;
+        w->dirty_servers = c->dirty_next;
+        c->dirty = false;
+        c->dirty_next = NULL;
+        if (c->state == SCONN_CONNECTED)
+            flush_conn(c);
+    }
+}
+
+/* Pop the head request: its reply is complete (or it failed). */
+void sconn_pop(sconn_t *c)
+{
+    req_t *r = c->head;
+    c->head = r->snext;
+    if (c->head == NULL)
+        c->tail = NULL;
+    if (c->unsent == r)
+        c->unsent = c->head;
+    r->snext = NULL;
+    c->nqueued--;
+    c->data_left = 0;
+    req_unref(r);
+}
+
+static void sconn_fail_all(sconn_t *c, int err)
+{
+    while (c->head != NULL) {
+        req_t *r = c->head;
+        req_ref(r);
+        sconn_pop(c);
+        req_fail(r, err);
+        req_unref(r);
+    }
+}
+
+static void sconn_close(sconn_t *c, int err)
+{
+    server_rt_t *s = c->server;
+    bool had_requests = c->head != NULL;
+    if (c->state == SCONN_CONNECTED)
+        STAT_DEC(s->pool->w, server_connections);
+    c->state = SCONN_CLOSING;
+    mc_sconn_reset(c);
+    instream_deinit(&c->in);
+    if (c->handle_open) {
+        c->handle_open = false;
+        c->closes++;
+        uv_close(&c->h.handle, on_handle_closed);
+    }
+    if (c->timer_open) {
+        uv_timer_stop(&c->timer);
+    }
+    if (c->closes == 0)
+        c->state = SCONN_IDLE;
+    sconn_fail_all(c, err);
+    if (err != 0 && (had_requests || err == UV_ECONNREFUSED || err == UV_ETIMEDOUT))
+        ctl_server_failed(s, err);
+    client_flush_all(s->pool->w);
+}
+
+void server_preconnect(server_rt_t *s)
+{
+    for (uint32_t i = 0; i < s->nconns; i++) {
+        sconn_t *c = get_conn(s, i);
+        if (c != NULL && c->state == SCONN_IDLE)
+            sconn_connect(c);
+    }
+}
+
+void server_close_all(server_rt_t *s)
+{
+    for (uint32_t i = 0; i < s->nconns; i++) {
+        sconn_t *c = s->conns[i];
+        if (c == NULL)
+            continue;
+        if (c->state != SCONN_IDLE && c->state != SCONN_CLOSING)
+            sconn_close(c, 0);
+        if (c->timer_open) {
+            c->timer_open = false;
+            c->closes++;
+            uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+        }
+    }
+}
