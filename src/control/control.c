@@ -1,24 +1,257 @@
 /*
- * control/control.c: start-up and the control thread's run loop. Main thread.
- * The worker runtime (listeners, client and backend connections) is not built
- * yet; until it is, run reports the pools the configuration describes and
- * stops, so nobody mistakes a validated configuration for a running proxy.
+ * control/control.c: start-up and the control thread. Runs on the main
+ * thread, which becomes the control thread: writes the pid file, builds
+ * each pool's first ring, creates and starts the workers, then runs the
+ * control loop: worker messages (health.c decides on them), signals, and at
+ * the end a clean stop. It reaches workers only through their message rings.
  */
-#include "walnut/control.h"
+#include "control_priv.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "walnut/core.h"
 
+static void log_convergence(control_t *ctl, uint32_t pool)
+{
+    hpool_t *p = &ctl->pools[pool];
+    if (p->converged_epoch == p->epoch)
+        return;
+    for (int i = 0; i < ctl->nworkers; i++)
+        if (wn_worker_ring_epoch(ctl->workers[i], pool) != p->epoch)
+            return;
+    p->converged_epoch = p->epoch;
+    wn_log_notice("pool '%s': all %d workers on ring epoch %llu", p->conf->name, ctl->nworkers,
+                  (unsigned long long)p->epoch);
+}
+
+static void on_wakeup(uv_async_t *a)
+{
+    control_t *ctl = a->data;
+    for (int i = 0; i < ctl->nworkers; i++) {
+        wn_msg_t m;
+        while (wn_worker_receive(ctl->workers[i], &m) == 0) {
+            switch (m.type) {
+            case WN_MSG_RING_DONE:
+                wn_ring_unref(m.ring);
+                if (m.pool < ctl->npools)
+                    log_convergence(ctl, m.pool);
+                break;
+            case WN_MSG_FAIL:
+            case WN_MSG_OK:
+                health_on_message(ctl, &m);
+                break;
+            default:
+                break;
+            }
+        }
+        wn_worker_flush_outbox(ctl->workers[i]);
+    }
+}
+
+static void stop_all(control_t *ctl)
+{
+    ctl->stopping = true;
+    for (int i = 0; i < ctl->nworkers; i++)
+        wn_worker_stop(ctl->workers[i]);
+    /* Workers finish what is in flight (bounded by their grace period);
+     * they may still post to our wakeup meanwhile, so it stays open. */
+    for (int i = 0; i < ctl->nworkers; i++) {
+        wn_worker_join(ctl->workers[i]);
+        ctl->workers[i] = NULL;
+    }
+    ctl->nworkers = 0;
+    health_stop(ctl);
+    uv_close((uv_handle_t *)&ctl->wakeup, NULL);
+    uv_close((uv_handle_t *)&ctl->sigint, NULL);
+    uv_close((uv_handle_t *)&ctl->sigterm, NULL);
+    uv_close((uv_handle_t *)&ctl->sighup, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    control_t *ctl = h->data;
+    if (signum == SIGHUP) {
+        /* twemproxy reopens its log on SIGHUP; so do we (log rotation). */
+        wn_log_reopen();
+        wn_log_notice("log reopened on SIGHUP");
+        return;
+    }
+    if (ctl->stopping)
+        return;
+    wn_log_notice("signal %d (%s): stopping %d worker(s)", signum, strsignal(signum),
+                  ctl->nworkers);
+    stop_all(ctl);
+}
+
+static int daemonize(void)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid > 0)
+        _exit(0);
+    if (setsid() < 0)
+        return -errno;
+    pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid > 0)
+        _exit(0);
+    if (chdir("/") < 0)
+        return -errno;
+    umask(0);
+    int fd = open("/dev/null", O_RDWR);
+    if (fd < 0)
+        return -errno;
+    dup2(fd, STDIN_FILENO);
+    dup2(fd, STDOUT_FILENO);
+    if (fd > STDERR_FILENO)
+        close(fd);
+    return 0;
+}
+
+static int write_pid_file(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+    ssize_t w = write(fd, buf, (size_t)n);
+    int err = w == n ? 0 : -errno;
+    close(fd);
+    return err;
+}
+
+static int create_workers(control_t *ctl, const wn_options_t *opts)
+{
+    wn_ring_t **rings = calloc(ctl->npools ? ctl->npools : 1, sizeof(*rings));
+    if (rings == NULL)
+        return WN_ENOMEM;
+    for (uint32_t p = 0; p < ctl->npools; p++)
+        rings[p] = ctl->pools[p].ring;
+    int rc = 0;
+    for (int i = 0; i < ctl->nworkers; i++) {
+        char err[512];
+        wn_worker_options_t wo = {
+            .id = i,
+            .nworkers = ctl->nworkers,
+            .mbuf_size = opts->mbuf_size,
+            .accept_unix = i == 0,
+            .all = ctl->workers,
+            .control_wakeup = &ctl->wakeup,
+        };
+        rc = wn_worker_create(ctl->conf, &wo, &ctl->workers[i], err, sizeof(err));
+        if (rc < 0) {
+            wn_log_error("%s", err);
+            break;
+        }
+        wn_worker_set_rings(ctl->workers[i], rings);
+    }
+    free(rings);
+    return rc;
+}
+
 int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
 {
-    (void)opts;
+    control_t ctl = {.conf = conf};
+    int rc;
+
+    /* Redis pools pass -t (the configuration is valid) but cannot be served
+     * yet: refuse to start rather than speak memcached to Redis clients. */
+    for (uint32_t p = 0; p < conf->npools; p++) {
+        if (conf->pools[p].redis) {
+            wn_log_error("pool '%s': redis pools are not supported by this version of walnut "
+                         "yet (memcached pools only)",
+                         conf->pools[p].name);
+            return WN_ECONFIG;
+        }
+    }
+
+    if (opts->daemonize && (rc = daemonize()) < 0) {
+        wn_log_error("cannot daemonize: %s", wn_strerror(rc));
+        return rc;
+    }
+    if (opts->pid_file != NULL && (rc = write_pid_file(opts->pid_file)) < 0) {
+        wn_log_error("cannot write pid file '%s': %s", opts->pid_file, wn_strerror(rc));
+        return rc;
+    }
+    /* A peer that closes while we write must not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+    wn_log_set_thread("control");
+
+    ctl.nworkers = opts->workers;
+    if (ctl.nworkers <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        ctl.nworkers = n > 0 ? (int)WN_MIN(n, WN_MAX_WORKERS) : 1;
+    }
+    ctl.workers = calloc((size_t)ctl.nworkers, sizeof(*ctl.workers));
+    if (ctl.workers == NULL || uv_loop_init(&ctl.loop) < 0) {
+        free(ctl.workers);
+        return WN_ENOMEM;
+    }
+    uv_async_init(&ctl.loop, &ctl.wakeup, on_wakeup);
+    ctl.wakeup.data = &ctl;
+    uv_signal_init(&ctl.loop, &ctl.sigint);
+    uv_signal_init(&ctl.loop, &ctl.sigterm);
+    uv_signal_init(&ctl.loop, &ctl.sighup);
+    ctl.sigint.data = ctl.sigterm.data = ctl.sighup.data = &ctl;
+
+    rc = health_init(&ctl);
+    if (rc == 0)
+        rc = create_workers(&ctl, opts);
+    int started = 0;
+    for (; rc == 0 && started < ctl.nworkers; started++) {
+        rc = wn_worker_start(ctl.workers[started]);
+        if (rc < 0)
+            wn_log_error("cannot start worker %d: %s", started, wn_strerror(rc));
+    }
+    if (rc < 0) {
+        /* Stop what started; workers created but never started are only
+         * freed by the exit that follows. */
+        for (int i = 0; i < started; i++)
+            wn_worker_stop(ctl.workers[i]);
+        for (int i = 0; i < started; i++)
+            wn_worker_join(ctl.workers[i]);
+        ctl.nworkers = 0;
+        ctl.stopping = true;
+        if (ctl.pools != NULL)
+            health_stop(&ctl);
+        uv_close((uv_handle_t *)&ctl.wakeup, NULL);
+        uv_close((uv_handle_t *)&ctl.sigint, NULL);
+        uv_close((uv_handle_t *)&ctl.sigterm, NULL);
+        uv_close((uv_handle_t *)&ctl.sighup, NULL);
+        uv_run(&ctl.loop, UV_RUN_DEFAULT);
+        goto out;
+    }
+
+    uv_signal_start(&ctl.sigint, on_signal, SIGINT);
+    uv_signal_start(&ctl.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&ctl.sighup, on_signal, SIGHUP);
+    health_start(&ctl);
     for (uint32_t p = 0; p < conf->npools; p++) {
         const wn_conf_pool_t *pool = &conf->pools[p];
-        wn_log_notice("pool '%s': listen %s, %u servers, %s/%s, %s", pool->name,
+        wn_log_notice("pool '%s': listening on %s, %u server(s), %s/%s, %s", pool->name,
                       pool->listen_text, pool->nservers, wn_hash_name(pool->hash),
                       wn_dist_name(pool->distribution), pool->redis ? "redis" : "memcache");
     }
-    wn_log_error("configuration '%s' is valid, but the proxy data path is not built yet: "
-                 "walnut can check configurations (-t) and placement (--locate) only",
-                 conf->path);
-    return WN_EINVAL;
+    wn_log_notice("walnut-%s started on pid %ld with %d worker(s)", WN_VERSION, (long)getpid(),
+                  ctl.nworkers);
+    uv_run(&ctl.loop, UV_RUN_DEFAULT);
+    wn_log_notice("stopped");
+
+out:
+    if (uv_loop_close(&ctl.loop) != 0)
+        wn_log_error("control loop closed with handles still open");
+    health_deinit(&ctl);
+    free(ctl.workers);
+    if (opts->pid_file != NULL)
+        unlink(opts->pid_file);
+    return rc;
 }

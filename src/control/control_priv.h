@@ -1,0 +1,95 @@
+/*
+ * control_priv.h: the control thread's private state. Everything here is
+ * owned by the control thread; workers are reached only through
+ * wn_worker_post / wn_worker_receive.
+ */
+#ifndef WALNUT_CONTROL_PRIV_H
+#define WALNUT_CONTROL_PRIV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "walnut/config.h"
+#include "walnut/control.h"
+#include "walnut/route.h"
+#include "walnut/worker.h"
+
+typedef struct control control_t;
+typedef struct hpool hpool_t;
+
+/* Control's own connection to one server, for active health probes. */
+typedef struct probe {
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+        uv_stream_t stream;
+        uv_handle_t handle;
+    } h;
+    uv_connect_t connect_req;
+    uv_write_t write_req;
+    uv_timer_t timer;   /* next probe, or the current probe's deadline */
+    bool handle_open;
+    bool closing;       /* uv_close called, its callback not yet run */
+    bool connected;
+    bool busy;          /* a probe is outstanding */
+    bool fresh;         /* new connection: redis auth/select go first */
+    char rbuf[512];
+    size_t rlen;
+    uint32_t lines_left;
+    bool ok;            /* every reply line so far was good */
+    char wbuf[600];
+} probe_t;
+
+typedef struct hserver {
+    hpool_t *pool;                /* borrowed */
+    const wn_conf_server_t *conf; /* borrowed from the config */
+    uint32_t idx;
+    struct sockaddr_storage addr;
+    uint32_t failures;            /* consecutive, counted once per event */
+    uint64_t last_fail_ms;        /* when the last failure was counted */
+    bool suspected;               /* a worker reported a failure, no verdict sent yet */
+    bool ejected;
+    uint64_t retry_at_ms;         /* ejected: earliest rejoin */
+    bool guard_logged;            /* max_ejected_fraction stopped an ejection */
+    probe_t probe;
+} hserver_t;
+
+struct hpool {
+    control_t *ctl;               /* borrowed */
+    const wn_conf_pool_t *conf;   /* borrowed */
+    uint32_t idx;
+    hserver_t *servers;           /* owned */
+    uint32_t nservers;
+    wn_ring_t *ring;              /* one reference held: the current ring */
+    uint64_t epoch;
+    uint64_t last_build_ms;
+    bool rebuild_pending;
+    uv_timer_t rebuild_timer;     /* a rate-limited rebuild waits here */
+    uint64_t converged_epoch;     /* last epoch every worker was seen on */
+};
+
+struct control {
+    uv_loop_t loop;
+    uv_signal_t sigint, sigterm, sighup;
+    uv_async_t wakeup;            /* workers have messages */
+    wn_conf_t *conf;              /* borrowed */
+    wn_worker_t **workers;        /* owned */
+    int nworkers;
+    hpool_t *pools;               /* owned */
+    uint32_t npools;
+    bool stopping;
+};
+
+/* health.c */
+int health_init(control_t *ctl);
+/* Start probing (after the workers run). */
+void health_start(control_t *ctl);
+/* Close every probe handle (stop). */
+void health_stop(control_t *ctl);
+void health_deinit(control_t *ctl);
+/* A worker's message about a server. */
+void health_on_message(control_t *ctl, const wn_msg_t *m);
+
+#endif

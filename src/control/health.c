@@ -1,0 +1,562 @@
+/*
+ * control/health.c: one view of server health for the whole process. The
+ * control thread probes every server on its own connection (memcached
+ * `version`, Redis `PING` after AUTH/SELECT), hears the failures and
+ * recoveries workers report, counts consecutive failures once per event,
+ * ejects at server_failure_limit, rejoins only after a good probe once
+ * server_retry_timeout has passed, and rebuilds a pool's ring once per
+ * change (rate-limited), broadcasting it to every worker with an epoch.
+ * Control thread only.
+ */
+#include "control_priv.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "walnut/core.h"
+
+/* Reports from several workers within this window are one event. */
+#define DEDUPE_MS 100
+/* After a failure, check again this soon (rather than a whole interval). */
+#define CONFIRM_MS 100
+/* At most one ring rebuild per pool this often; changes in between are batched. */
+#define MIN_REBUILD_MS 100
+/* Probe deadline when the pool has no timeout. */
+#define DEFAULT_PROBE_TIMEOUT_MS 1000
+
+static void probe_schedule(hserver_t *s, uint64_t delay_ms);
+static void request_rebuild(hpool_t *p);
+
+static uint64_t now_ms(const control_t *ctl)
+{
+    return uv_now(&ctl->loop);
+}
+
+static bool probing(const hpool_t *p)
+{
+    return p->conf->health_check_interval > 0;
+}
+
+static uint64_t probe_timeout(const hpool_t *p)
+{
+    return p->conf->timeout > 0 ? (uint64_t)p->conf->timeout : DEFAULT_PROBE_TIMEOUT_MS;
+}
+
+static void broadcast(control_t *ctl, const wn_msg_t *m)
+{
+    for (int i = 0; i < ctl->nworkers; i++) {
+        if (m->type == WN_MSG_RING)
+            wn_ring_ref(m->ring);
+        if (wn_worker_post(ctl->workers[i], m) < 0) {
+            wn_log_error("cannot queue a message for worker %d: out of memory", i);
+            if (m->type == WN_MSG_RING)
+                wn_ring_unref(m->ring);
+        }
+    }
+}
+
+/* Tell workers holding requests for s to stop waiting. */
+static void send_verdict(hserver_t *s)
+{
+    if (!s->suspected)
+        return;
+    s->suspected = false;
+    wn_msg_t m = {.type = WN_MSG_HEALTHY, .pool = s->pool->idx, .server = s->idx};
+    broadcast(s->pool->ctl, &m);
+}
+
+/* ---- the ring ------------------------------------------------------------- */
+
+static int build_ring(hpool_t *p)
+{
+    bool *live = calloc(p->nservers, sizeof(*live));
+    wn_ring_server_t *rs = calloc(p->nservers, sizeof(*rs));
+    if (live == NULL || rs == NULL) {
+        free(live);
+        free(rs);
+        return WN_ENOMEM;
+    }
+    wn_conf_ring_servers(p->conf, rs);
+    for (uint32_t i = 0; i < p->nservers; i++)
+        live[i] = !p->servers[i].ejected;
+    wn_ring_params_t params = {
+        .dist = p->conf->distribution,
+        .hash = p->conf->hash,
+        .hash_tag = p->conf->has_hash_tag ? p->conf->hash_tag : NULL,
+        .epoch = p->epoch + 1,
+    };
+    wn_ring_t *ring;
+    int rc = wn_ring_create(&params, rs, p->nservers, live, &ring);
+    free(live);
+    free(rs);
+    if (rc < 0)
+        return rc;
+    wn_ring_unref(p->ring);
+    p->ring = ring;
+    p->epoch++;
+    p->last_build_ms = now_ms(p->ctl);
+    return 0;
+}
+
+static void rebuild_now(hpool_t *p)
+{
+    p->rebuild_pending = false;
+    int rc = build_ring(p);
+    if (rc < 0) {
+        wn_log_error("pool '%s': cannot build its ring: %s", p->conf->name, wn_strerror(rc));
+        return;
+    }
+    wn_log_notice("pool '%s': ring epoch %llu: %u of %u servers live", p->conf->name,
+                  (unsigned long long)p->epoch, wn_ring_nlive(p->ring), p->nservers);
+    wn_msg_t m = {.type = WN_MSG_RING, .pool = p->idx, .ring = p->ring, .epoch = p->epoch};
+    broadcast(p->ctl, &m);
+}
+
+static void on_rebuild_timer(uv_timer_t *t)
+{
+    rebuild_now(t->data);
+}
+
+static void request_rebuild(hpool_t *p)
+{
+    if (p->rebuild_pending)
+        return;
+    uint64_t now = now_ms(p->ctl);
+    if (now >= p->last_build_ms + MIN_REBUILD_MS) {
+        rebuild_now(p);
+        return;
+    }
+    p->rebuild_pending = true;
+    wn_log_info("pool '%s': ring changes coming fast; rebuilding in %llu ms", p->conf->name,
+                (unsigned long long)(p->last_build_ms + MIN_REBUILD_MS - now));
+    uv_timer_start(&p->rebuild_timer, on_rebuild_timer, p->last_build_ms + MIN_REBUILD_MS - now,
+                   0);
+}
+
+/* ---- decisions ------------------------------------------------------------ */
+
+static void eject(hserver_t *s, int err, const char *how)
+{
+    hpool_t *p = s->pool;
+    uint32_t ejected = 0;
+    for (uint32_t i = 0; i < p->nservers; i++)
+        ejected += p->servers[i].ejected;
+    if ((double)(ejected + 1) > p->conf->max_ejected_fraction * (double)p->nservers + 1e-9) {
+        if (!s->guard_logged)
+            wn_log_warn("pool '%s': server %s is failing (%s) but stays in: %u of %u servers "
+                        "are out and max_ejected_fraction is %.2f",
+                        p->conf->name, s->conf->name, wn_strerror(err), ejected, p->nservers,
+                        p->conf->max_ejected_fraction);
+        s->guard_logged = true;
+        send_verdict(s);
+        return;
+    }
+    s->ejected = true;
+    s->failures = 0;
+    s->retry_at_ms = now_ms(p->ctl) + (uint64_t)p->conf->server_retry_timeout;
+    s->suspected = false; /* the new ring is the verdict */
+    wn_log_warn("pool '%s': server %s ejected after %d consecutive failures (last: %s, %s); "
+                "retry in %d ms",
+                p->conf->name, s->conf->name, p->conf->server_failure_limit, wn_strerror(err),
+                how, p->conf->server_retry_timeout);
+    request_rebuild(p);
+    probe_schedule(s, (uint64_t)p->conf->server_retry_timeout);
+}
+
+static void rejoin(hserver_t *s, const char *how)
+{
+    hpool_t *p = s->pool;
+    s->ejected = false;
+    s->failures = 0;
+    s->guard_logged = false;
+    wn_log_notice("pool '%s': server %s rejoins (%s)", p->conf->name, s->conf->name, how);
+    request_rebuild(p);
+}
+
+static void count_failure(hserver_t *s, int err, const char *how)
+{
+    hpool_t *p = s->pool;
+    s->failures++;
+    s->last_fail_ms = now_ms(p->ctl);
+    wn_log_info("pool '%s': server %s failure %u of %d (%s, %s)", p->conf->name, s->conf->name,
+                s->failures, p->conf->server_failure_limit, wn_strerror(err), how);
+    if (!p->conf->auto_eject_hosts) {
+        send_verdict(s);
+        return;
+    }
+    if (s->failures >= (uint32_t)p->conf->server_failure_limit) {
+        eject(s, err, how);
+        return;
+    }
+    if (probing(p))
+        probe_schedule(s, CONFIRM_MS);
+    else
+        send_verdict(s); /* nothing will confirm it: let requests try again */
+}
+
+static void count_success(hserver_t *s)
+{
+    s->failures = 0;
+    s->guard_logged = false;
+    send_verdict(s);
+}
+
+void health_on_message(control_t *ctl, const wn_msg_t *m)
+{
+    if (m->pool >= ctl->npools || m->server >= ctl->pools[m->pool].nservers)
+        return;
+    hserver_t *s = &ctl->pools[m->pool].servers[m->server];
+    if (s->ejected) {
+        /* Out already; a worker still finishing old requests is no news. */
+        send_verdict(s);
+        return;
+    }
+    if (m->type == WN_MSG_OK) {
+        if (!s->probe.busy)
+            count_success(s);
+        return;
+    }
+    s->suspected = true;
+    if (now_ms(ctl) < s->last_fail_ms + DEDUPE_MS && s->failures > 0)
+        return; /* the same event, seen by another worker or connection */
+    char how[32];
+    snprintf(how, sizeof(how), "reported by worker %d", m->worker);
+    count_failure(s, m->err, how);
+}
+
+/* ---- probes --------------------------------------------------------------- */
+
+static void probe_closed(uv_handle_t *h)
+{
+    hserver_t *s = h->data;
+    s->probe.closing = false;
+}
+
+static void probe_close(hserver_t *s)
+{
+    probe_t *pr = &s->probe;
+    if (pr->handle_open) {
+        pr->handle_open = false;
+        pr->closing = true;
+        uv_close(&pr->h.handle, probe_closed);
+    }
+    pr->connected = false;
+    pr->busy = false;
+    pr->rlen = 0;
+}
+
+static void probe_done(hserver_t *s, int err)
+{
+    hpool_t *p = s->pool;
+    probe_t *pr = &s->probe;
+    pr->busy = false;
+    uv_timer_stop(&pr->timer);
+    if (p->ctl->stopping)
+        return;
+    uint64_t interval = (uint64_t)p->conf->health_check_interval;
+    if (err == 0) {
+        if (s->ejected) {
+            if (now_ms(p->ctl) >= s->retry_at_ms) {
+                rejoin(s, "answered a probe after server_retry_timeout");
+            } else {
+                probe_schedule(s, s->retry_at_ms - now_ms(p->ctl));
+                return;
+            }
+        } else {
+            count_success(s);
+        }
+        if (probing(p))
+            probe_schedule(s, interval);
+        return;
+    }
+    probe_close(s);
+    if (s->ejected) {
+        uint64_t again = probing(p) ? interval : (uint64_t)p->conf->server_retry_timeout;
+        wn_log_info("pool '%s': ejected server %s still failing (%s); next check in %llu ms",
+                    p->conf->name, s->conf->name, wn_strerror(err), (unsigned long long)again);
+        probe_schedule(s, again);
+        return;
+    }
+    count_failure(s, err, "health probe");
+    if (!s->ejected && probing(p) && s->failures == 0)
+        probe_schedule(s, interval);
+}
+
+static bool line_ok(const hpool_t *p, const char *line, size_t len)
+{
+    if (p->conf->redis)
+        return len >= 1 && line[0] == '+';
+    return len >= 8 && memcmp(line, "VERSION ", 8) == 0;
+}
+
+static void probe_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)hint;
+    hserver_t *s = h->data;
+    probe_t *pr = &s->probe;
+    *buf = uv_buf_init(pr->rbuf + pr->rlen, (unsigned)(sizeof(pr->rbuf) - pr->rlen));
+}
+
+static void probe_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    hserver_t *s = st->data;
+    probe_t *pr = &s->probe;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        if (pr->busy)
+            probe_done(s, nread == UV_EOF ? UV_ECONNRESET : (int)nread);
+        else
+            probe_close(s);
+        return;
+    }
+    if (!pr->busy) {
+        probe_close(s); /* bytes nobody asked for */
+        return;
+    }
+    pr->rlen += (size_t)nread;
+    for (;;) {
+        char *nl = memchr(pr->rbuf, '\n', pr->rlen);
+        if (nl == NULL)
+            break;
+        size_t len = (size_t)(nl - pr->rbuf) + 1;
+        if (!line_ok(s->pool, pr->rbuf, len))
+            pr->ok = false;
+        memmove(pr->rbuf, pr->rbuf + len, pr->rlen - len);
+        pr->rlen -= len;
+        if (--pr->lines_left == 0) {
+            probe_done(s, pr->ok ? 0 : WN_EPROTO);
+            return;
+        }
+    }
+    if (pr->rlen == sizeof(pr->rbuf))
+        probe_done(s, WN_EPROTO);
+}
+
+static void probe_written(uv_write_t *req, int status)
+{
+    hserver_t *s = req->data;
+    if (status < 0 && s->probe.busy)
+        probe_done(s, status);
+}
+
+static void probe_send(hserver_t *s)
+{
+    probe_t *pr = &s->probe;
+    const wn_conf_pool_t *c = s->pool->conf;
+    size_t n = 0;
+    pr->lines_left = 0;
+    pr->ok = true;
+    pr->rlen = 0;
+    if (c->redis) {
+        if (pr->fresh && c->redis_auth != NULL) {
+            n += (size_t)snprintf(pr->wbuf + n, sizeof(pr->wbuf) - n,
+                                  "*2\r\n$4\r\nAUTH\r\n$%zu\r\n%s\r\n", strlen(c->redis_auth),
+                                  c->redis_auth);
+            pr->lines_left++;
+        }
+        if (pr->fresh && c->redis_db != 0) {
+            char db[16];
+            int dl = snprintf(db, sizeof(db), "%d", c->redis_db);
+            n += (size_t)snprintf(pr->wbuf + n, sizeof(pr->wbuf) - n,
+                                  "*2\r\n$6\r\nSELECT\r\n$%d\r\n%s\r\n", dl, db);
+            pr->lines_left++;
+        }
+        n += (size_t)snprintf(pr->wbuf + n, sizeof(pr->wbuf) - n, "PING\r\n");
+    } else {
+        n += (size_t)snprintf(pr->wbuf + n, sizeof(pr->wbuf) - n, "version\r\n");
+    }
+    pr->lines_left++;
+    pr->fresh = false;
+    if (n >= sizeof(pr->wbuf)) {
+        probe_done(s, WN_ETOOBIG);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(pr->wbuf, (unsigned)n);
+    pr->write_req.data = s;
+    int rc = uv_write(&pr->write_req, &pr->h.stream, &b, 1, probe_written);
+    if (rc < 0)
+        probe_done(s, rc);
+}
+
+static void probe_connected(uv_connect_t *req, int status)
+{
+    hserver_t *s = req->data;
+    probe_t *pr = &s->probe;
+    if (!pr->busy)
+        return;
+    if (status < 0) {
+        probe_done(s, status);
+        return;
+    }
+    pr->connected = true;
+    pr->fresh = true;
+    uv_read_start(&pr->h.stream, probe_alloc, probe_read);
+    probe_send(s);
+}
+
+static void on_probe_timer(uv_timer_t *t);
+
+static void probe_start(hserver_t *s)
+{
+    probe_t *pr = &s->probe;
+    uv_loop_t *loop = &s->pool->ctl->loop;
+    if (pr->closing) {
+        /* The old connection's handle is still closing; its memory is ours again soon. */
+        uv_timer_start(&pr->timer, on_probe_timer, 10, 0);
+        return;
+    }
+    pr->busy = true;
+    uv_timer_start(&pr->timer, on_probe_timer, probe_timeout(s->pool), 0);
+    if (pr->connected) {
+        probe_send(s);
+        return;
+    }
+    if (pr->handle_open) {
+        probe_close(s); /* connecting, not yet connected: start over shortly */
+        pr->busy = false;
+        uv_timer_start(&pr->timer, on_probe_timer, 10, 0);
+        return;
+    }
+    int rc;
+    pr->connect_req.data = s;
+    if (s->conf->addr.is_unix) {
+        uv_pipe_init(loop, &pr->h.pipe, 0);
+        pr->h.handle.data = s;
+        pr->handle_open = true;
+        uv_pipe_connect(&pr->connect_req, &pr->h.pipe, s->conf->addr.host, probe_connected);
+        return;
+    }
+    uv_tcp_init(loop, &pr->h.tcp);
+    pr->h.handle.data = s;
+    pr->handle_open = true;
+    uv_tcp_nodelay(&pr->h.tcp, 1);
+    rc = uv_tcp_connect(&pr->connect_req, &pr->h.tcp, (const struct sockaddr *)&s->addr,
+                        probe_connected);
+    if (rc < 0)
+        probe_done(s, rc);
+}
+
+static void on_probe_timer(uv_timer_t *t)
+{
+    hserver_t *s = t->data;
+    if (s->pool->ctl->stopping)
+        return;
+    if (s->probe.busy) {
+        probe_done(s, UV_ETIMEDOUT);
+        return;
+    }
+    if (!probing(s->pool) && s->ejected) {
+        /* Probes off: rejoin after the retry timeout, as twemproxy does. */
+        rejoin(s, "server_retry_timeout passed; health checks are off");
+        return;
+    }
+    probe_start(s);
+}
+
+static void probe_schedule(hserver_t *s, uint64_t delay_ms)
+{
+    if (s->probe.busy || s->pool->ctl->stopping)
+        return; /* the outstanding probe decides what comes next */
+    uv_timer_start(&s->probe.timer, on_probe_timer, delay_ms, 0);
+}
+
+/* ---- life cycle ----------------------------------------------------------- */
+
+static int resolve(const wn_conf_server_t *sc, struct sockaddr_storage *out)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", sc->addr.port);
+    int rc = getaddrinfo(sc->addr.host, port, &hints, &res);
+    if (rc != 0)
+        return rc == EAI_SYSTEM ? -errno : UV_EAI_NONAME;
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+int health_init(control_t *ctl)
+{
+    ctl->pools = calloc(ctl->conf->npools, sizeof(*ctl->pools));
+    if (ctl->pools == NULL)
+        return WN_ENOMEM;
+    ctl->npools = ctl->conf->npools;
+    for (uint32_t i = 0; i < ctl->npools; i++) {
+        hpool_t *p = &ctl->pools[i];
+        p->ctl = ctl;
+        p->conf = &ctl->conf->pools[i];
+        p->idx = i;
+        uv_timer_init(&ctl->loop, &p->rebuild_timer);
+        p->rebuild_timer.data = p;
+        p->servers = calloc(p->conf->nservers, sizeof(*p->servers));
+        if (p->servers == NULL)
+            return WN_ENOMEM;
+        p->nservers = p->conf->nservers;
+        for (uint32_t j = 0; j < p->nservers; j++) {
+            hserver_t *s = &p->servers[j];
+            s->pool = p;
+            s->conf = &p->conf->servers[j];
+            s->idx = j;
+            uv_timer_init(&ctl->loop, &s->probe.timer);
+            s->probe.timer.data = s;
+            if (!s->conf->addr.is_unix) {
+                int rc = resolve(s->conf, &s->addr);
+                if (rc < 0) {
+                    wn_log_error("pool '%s': server %s: cannot resolve '%s'", p->conf->name,
+                                 s->conf->name, s->conf->addr.host);
+                    return rc;
+                }
+            }
+        }
+        int rc = build_ring(p);
+        if (rc < 0)
+            return rc;
+        p->converged_epoch = p->epoch;
+    }
+    return 0;
+}
+
+void health_start(control_t *ctl)
+{
+    for (uint32_t i = 0; i < ctl->npools; i++) {
+        hpool_t *p = &ctl->pools[i];
+        if (!probing(p))
+            continue;
+        /* Spread the first probes over the interval. */
+        for (uint32_t j = 0; j < p->nservers; j++)
+            probe_schedule(&p->servers[j], (uint64_t)p->conf->health_check_interval * j /
+                                               (p->nservers ? p->nservers : 1));
+    }
+}
+
+void health_stop(control_t *ctl)
+{
+    for (uint32_t i = 0; i < ctl->npools; i++) {
+        hpool_t *p = &ctl->pools[i];
+        /* After a failed start some handles were never initialised. */
+        if (p->rebuild_timer.loop != NULL)
+            uv_close((uv_handle_t *)&p->rebuild_timer, NULL);
+        for (uint32_t j = 0; j < p->nservers; j++) {
+            hserver_t *s = &p->servers[j];
+            probe_close(s);
+            if (s->probe.timer.loop != NULL)
+                uv_close((uv_handle_t *)&s->probe.timer, NULL);
+        }
+    }
+}
+
+void health_deinit(control_t *ctl)
+{
+    for (uint32_t i = 0; i < ctl->npools; i++) {
+        free(ctl->pools[i].servers);
+        wn_ring_unref(ctl->pools[i].ring);
+    }
+    free(ctl->pools);
+    ctl->pools = NULL;
+}
