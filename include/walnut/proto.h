@@ -290,4 +290,24 @@ int wn_mc_retrieval_head_compose(char *dst, size_t cap, const char *line,
                                  const wn_mc_request_t *req, const wn_mc_span_t *keys,
                                  size_t nkeys);
 
+/* ---- merging split retrievals ------------------------------------------ */
+
+/*
+ * A multi-key get split across servers is answered with the VALUE blocks
+ * in the client's key order. Each fragment's reply lists its hits in the
+ * order of the fragment's keys (a subsequence: misses are absent), so one
+ * cursor per fragment is enough: walk the client's keys in order and, for
+ * each, take the fragment's next VALUE if its key matches, else it is a
+ * miss. Duplicate keys work (memcached answers each occurrence).
+ */
+typedef struct wn_mc_frag_values {
+    const char *const *keys; /* VALUE keys in reply order (borrowed) */
+    const uint32_t *lens;
+    uint32_t n;
+    uint32_t cursor; /* next VALUE to take; start at 0 */
+} wn_mc_frag_values_t;
+
+/* The index of f's VALUE answering `key` (advancing the cursor), or -1 for a miss. */
+int32_t wn_mc_merge_take(wn_mc_frag_values_t *f, const char *key, uint32_t len);
+
 #endif

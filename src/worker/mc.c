@@ -481,13 +481,22 @@ static int add_item(req_t *r, const char *key, uint32_t key_len)
     if (r->nitems == r->items_cap) {
         uint32_t cap = r->items_cap ? r->items_cap * 2 : 8;
         value_item_t *items = realloc(r->items, sizeof(*items) * cap);
-        if (items == NULL)
+        if (items != NULL)
+            r->items = items;
+        const char **vkeys = realloc(r->vkeys, sizeof(*vkeys) * cap);
+        if (vkeys != NULL)
+            r->vkeys = vkeys;
+        uint32_t *vlens = realloc(r->vlens, sizeof(*vlens) * cap);
+        if (vlens != NULL)
+            r->vlens = vlens;
+        if (items == NULL || vkeys == NULL || vlens == NULL)
             return WN_ENOMEM;
-        r->items = items;
         r->items_cap = cap;
     }
-    r->items[r->nitems++] = (value_item_t){
-        .seg_first = r->rsp.n, .nsegs = 0, .key = key, .key_len = key_len};
+    r->items[r->nitems] = (value_item_t){.seg_first = r->rsp.n, .nsegs = 0};
+    r->vkeys[r->nitems] = key;
+    r->vlens[r->nitems] = key_len;
+    r->nitems++;
     return 0;
 }
 
@@ -574,24 +583,30 @@ int mc_merge_split(req_t *p)
         if (frag->failed)
             return segv_append(&p->rsp, &frag->rsp);
     }
-    /* VALUE blocks in the client's key order; each fragment's replies come
-     * in its own key order, so one cursor per fragment suffices. */
+    /* VALUE blocks in the client's key order (wn_mc_merge_take's rule). */
+    wn_mc_frag_values_t *fv = calloc(p->nfrag_slots, sizeof(*fv));
+    if (fv == NULL)
+        return WN_ENOMEM;
+    for (uint32_t f = 0; f < p->nfrag_slots; f++)
+        fv[f] = (wn_mc_frag_values_t){
+            .keys = p->frags[f]->vkeys, .lens = p->frags[f]->vlens, .n = p->frags[f]->nitems};
     for (uint32_t k = 0; k < p->nkeys; k++) {
         req_t *frag = p->frags[p->key_frag[k]];
-        if (frag->merge_cursor >= frag->nitems)
-            continue;
-        value_item_t *it = &frag->items[frag->merge_cursor];
-        if (it->key_len != p->keys[k].len ||
-            memcmp(it->key, p->line + p->keys[k].off, it->key_len) != 0)
+        int32_t i = wn_mc_merge_take(&fv[p->key_frag[k]], p->line + p->keys[k].off,
+                                     p->keys[k].len);
+        if (i < 0)
             continue; /* a miss */
-        frag->merge_cursor++;
-        for (uint32_t i = 0; i < it->nsegs; i++) {
-            seg_t *sg = &frag->rsp.v[it->seg_first + i];
+        const value_item_t *it = &frag->items[i];
+        for (uint32_t j = 0; j < it->nsegs; j++) {
+            seg_t *sg = &frag->rsp.v[it->seg_first + j];
             int rc = segv_push(&p->rsp, sg->buf, sg->off, sg->len);
-            if (rc < 0)
+            if (rc < 0) {
+                free(fv);
                 return rc;
+            }
         }
     }
+    free(fv);
     size_t len;
     const char *end = wn_mc_reply_text(WN_MC_REPLY_END, &len);
     return scratch_push(w, &p->rsp, end, len);

@@ -48,6 +48,8 @@ void req_unref(req_t *r)
     free(r->key_frag);
     free(r->keys);
     free(r->items);
+    free(r->vkeys);
+    free(r->vlens);
     free(r);
 }
 

@@ -73,12 +73,11 @@ typedef struct instream {
     uint32_t pos;
 } instream_t;
 
-/* One item of a get-family response from a fragment: a VALUE block. */
+/* One item of a get-family response from a fragment: a VALUE block. Its key
+ * is kept in parallel arrays (req_t.vkeys/vlens) for wn_mc_merge_take. */
 typedef struct value_item {
     uint32_t seg_first; /* index into the response's segv */
     uint32_t nsegs;
-    const char *key;    /* borrowed: inside a buffer the segv references */
-    uint32_t key_len;
 } value_item_t;
 
 typedef enum req_kind {
@@ -114,7 +113,8 @@ struct req {
     value_item_t *items; /* fragments of a SPLIT: VALUE blocks in rsp (owned) */
     uint32_t nitems;
     uint32_t items_cap;
-    uint32_t merge_cursor; /* SPLIT merge: next item to take from this fragment */
+    const char **vkeys; /* VALUE keys, borrowed from buffers rsp references (owned array) */
+    uint32_t *vlens;    /* (owned array) */
     uint32_t hits;      /* get family: VALUE blocks seen */
     const char *line;   /* SPLIT parents: the request line (its buffer is held in out) */
     wn_mc_span_t *keys; /* SPLIT parents: key spans in the line, in key order (owned) */
