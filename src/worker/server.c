@@ -57,31 +57,45 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void on_timer(uv_timer_t *t);
 
-static void arm_timer(sconn_t *c)
+/* The deadline that matters now: the connect's while connecting, else the
+ * oldest sent request's. 0: none. */
+static uint64_t deadline(const sconn_t *c)
 {
     int timeout = c->server->pool->conf->timeout;
-    if (timeout <= 0 || c->head == NULL || c->head == c->unsent)
+    if (timeout <= 0)
+        return 0;
+    if (c->state == SCONN_CONNECTING)
+        return c->connect_ms + (uint64_t)timeout;
+    if (c->head == NULL || c->head == c->unsent)
+        return 0;
+    return c->head->sent_ms + (uint64_t)timeout;
+}
+
+static void arm_timer(sconn_t *c)
+{
+    uint64_t due = deadline(c);
+    if (due == 0)
         return;
     uint64_t now = uv_now(c->timer.loop);
-    uint64_t due = c->head->sent_ms + (uint64_t)timeout;
     uv_timer_start(&c->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
 static void on_timer(uv_timer_t *t)
 {
     sconn_t *c = t->data;
-    int timeout = c->server->pool->conf->timeout;
-    if (c->head == NULL || c->head == c->unsent)
+    uint64_t due = deadline(c);
+    if (due == 0)
         return;
-    uint64_t now = uv_now(t->loop);
-    if (now < c->head->sent_ms + (uint64_t)timeout) {
+    if (uv_now(t->loop) < due) {
         arm_timer(c);
         return;
     }
     wn_worker_t *w = c->server->pool->w;
     STAT_INC(w, server_timedout);
-    wn_log_warn("pool '%s': server %s: no reply within %d ms, closing its connection",
-                c->server->pool->conf->name, c->server->conf->name, timeout);
+    wn_log_warn("pool '%s': server %s: %s within %d ms, closing its connection",
+                c->server->pool->conf->name, c->server->conf->name,
+                c->state == SCONN_CONNECTING ? "no connection" : "no reply",
+                c->server->pool->conf->timeout);
     sconn_close(c, UV_ETIMEDOUT);
 }
 
@@ -156,6 +170,7 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     c->state = SCONN_CONNECTED;
+    uv_timer_stop(&c->timer);
     STAT_INC(pool->w, server_connections);
     if (!c->server->conf->addr.is_unix)
         uv_tcp_nodelay(&c->h.tcp, 1);
@@ -177,6 +192,7 @@ static int sconn_connect(sconn_t *c)
         c->timer_open = true;
     }
     c->connect_req.data = c;
+    c->connect_ms = uv_now(loop);
     mc_sconn_reset(c);
     if (s->conf->addr.is_unix) {
         uv_pipe_init(loop, &c->h.pipe, 0);
@@ -184,6 +200,7 @@ static int sconn_connect(sconn_t *c)
         c->handle_open = true;
         c->state = SCONN_CONNECTING;
         uv_pipe_connect(&c->connect_req, &c->h.pipe, s->conf->addr.host, on_connect);
+        arm_timer(c);
         return 0;
     }
     uv_tcp_init(loop, &c->h.tcp);
@@ -196,6 +213,7 @@ static int sconn_connect(sconn_t *c)
         sconn_close(c, rc);
         return rc;
     }
+    arm_timer(c);
     return 0;
 }
 

@@ -138,6 +138,7 @@ struct sconn {
     uv_timer_t timer;
     server_rt_t *server;  /* borrowed: outlives the connection */
     sconn_state_t state;
+    uint64_t connect_ms;  /* when the connect started */
     bool handle_open;     /* h is initialised and needs closing */
     bool timer_open;
     bool dirty;           /* on the worker's flush list */
