@@ -18,6 +18,14 @@
 
 typedef struct wn_worker wn_worker_t;
 
+/* A connection or listener handle that is TCP or a unix socket. */
+typedef union wn_stream {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+    uv_stream_t stream;
+    uv_handle_t handle;
+} wn_stream_t;
+
 /*
  * Messages between the control thread and a worker, one SPSC ring per
  * direction per worker. A message is copied into the ring; a pointer in it

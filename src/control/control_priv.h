@@ -21,12 +21,7 @@ typedef struct hpool hpool_t;
 
 /* Control's own connection to one server, for active health probes. */
 typedef struct probe {
-    union {
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-        uv_stream_t stream;
-        uv_handle_t handle;
-    } h;
+    wn_stream_t h;
     uv_connect_t connect_req;
     uv_write_t write_req;
     uv_timer_t timer;   /* next probe, or the current probe's deadline */

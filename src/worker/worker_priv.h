@@ -128,12 +128,7 @@ typedef enum sconn_state {
 } sconn_state_t;
 
 struct sconn {
-    union {
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-        uv_stream_t stream;
-        uv_handle_t handle;
-    } h;
+    wn_stream_t h;
     uv_connect_t connect_req;
     uv_timer_t timer;
     server_rt_t *server;  /* borrowed: outlives the connection */
@@ -175,24 +170,14 @@ struct pool_rt {
     wn_ring_t *ring;                 /* one reference held */
     server_rt_t *servers;            /* owned */
     uint32_t nservers;
-    union {
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-        uv_stream_t stream;
-        uv_handle_t handle;
-    } listener;
+    wn_stream_t listener;
     bool listening;
     _Atomic uint64_t epoch;          /* epoch of `ring`, readable by any thread */
     uint32_t nsuspect;               /* servers with suspect_until_ms set */
 };
 
 struct client {
-    union {
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-        uv_stream_t stream;
-        uv_handle_t handle;
-    } h;
+    wn_stream_t h;
     wn_worker_t *w;      /* borrowed */
     pool_rt_t *pool;     /* borrowed */
     client_t *prev, *next; /* worker's client list */
