@@ -78,6 +78,12 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
         *buf = uv_buf_init(NULL, 0);
 }
 
+/* Nothing more will be asked or answered: the peer is done and so are we. */
+static bool finished(const client_t *c)
+{
+    return c->eof && c->head == NULL && c->held_by == NULL && c->writes == 0;
+}
+
 bool client_over_bounds(const client_t *c)
 {
     return c->inflight >= WN_CLIENT_MAX_INFLIGHT ||
@@ -110,6 +116,10 @@ static void update_reading(client_t *c)
 void client_resume(client_t *c)
 {
     update_reading(c);
+    if (!c->closing && c->held_by == NULL && c->eof)
+        mc_client_process(c); /* a held request may still be waiting in the buffer */
+    if (!c->closing && finished(c))
+        client_close(c);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -124,7 +134,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         uv_read_stop(s);
         c->reading = false;
         c->eof = true;
-        if (nread != UV_EOF || c->head == NULL)
+        if (nread != UV_EOF || finished(c))
             client_close(c);
         else
             client_mark_ready(c);
@@ -222,7 +232,7 @@ static void on_write(uv_write_t *req, int status)
         client_close(c);
         return;
     }
-    if (c->eof && c->head == NULL && c->writes == 0) {
+    if (finished(c)) {
         client_close(c);
         return;
     }
@@ -298,7 +308,7 @@ static void flush_client(client_t *c)
             return;
         }
     }
-    if (c->writes == 0 && (c->close_on_write || (c->eof && c->head == NULL))) {
+    if (c->writes == 0 && (c->close_on_write || finished(c))) {
         client_close(c);
         return;
     }
