@@ -9,15 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct cwrite {
-    uv_write_t req;
-    client_t *c;
-    uint64_t bytes;
-    uint32_t n;
-    wn_buf_t **bufs; /* references held until the write completes */
-    uv_buf_t *iov;
-} cwrite_t;
-
 static void on_client_closed(uv_handle_t *h)
 {
     client_t *c = h->data;
@@ -101,7 +92,6 @@ static void update_reading(client_t *c)
         c->paused = false;
         /* Requests already buffered go first. */
         mc_client_process(c);
-        server_flush_all(c->w);
         if (c->closing || c->eof || client_over_bounds(c) || c->held_by != NULL)
             return;
         if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
@@ -138,14 +128,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             client_close(c);
         else
             client_mark_ready(c);
-        client_flush_all(w);
         return;
     }
     c->in.buf->len += (uint32_t)nread;
     STAT_ADD(w, bytes_read, (uint64_t)nread);
     mc_client_process(c);
-    server_flush_all(w);
-    client_flush_all(w);
+    /* Writes to servers and clients go out once per loop turn (worker_flush). */
     if (!c->closing)
         update_reading(c);
 }
@@ -213,15 +201,11 @@ void client_mark_ready(client_t *c)
     c->w->dirty_clients = c;
 }
 
-static void on_write(uv_write_t *req, int status)
+static void on_written(void *arg, int status, uint64_t bytes)
 {
-    cwrite_t *wr = req->data;
-    client_t *c = wr->c;
-    for (uint32_t i = 0; i < wr->n; i++)
-        wn_buf_unref(wr->bufs[i]);
+    client_t *c = arg; /* still valid: libuv runs write callbacks before close callbacks */
     c->writes--;
-    c->pending_bytes -= wr->bytes;
-    free(wr);
+    c->pending_bytes -= bytes;
     if (c->closing)
         return;
     if (status < 0) {
@@ -237,55 +221,57 @@ static void on_write(uv_write_t *req, int status)
         return;
     }
     update_reading(c);
-    server_flush_all(c->w);
-    client_flush_all(c->w);
 }
 
-/* Write every reply that is ready at the head of c's FIFO, in one uv_write. */
+/* Write every reply that is ready at the head of c's FIFO, in one write. */
 static void flush_client(client_t *c)
 {
-    uint32_t nsegs = 0;
+    uint32_t nsegs = 0, nreqs = 0;
     bool close_after = false;
     for (req_t *r = c->head; r != NULL && r->done; r = r->next) {
         if (!r->noreply && !r->swallow)
             nsegs += r->rsp.n;
-        if (r->close_after)
+        nreqs++;
+        if (r->close_after) {
+            close_after = true;
             break;
-    }
-    cwrite_t *wr = NULL;
-    if (nsegs > 0) {
-        wr = malloc(sizeof(*wr) + nsegs * (sizeof(wn_buf_t *) + sizeof(uv_buf_t)));
-        if (wr == NULL) {
-            client_close(c);
-            return;
         }
-        wr->iov = (uv_buf_t *)(wr + 1);
-        wr->bufs = (wn_buf_t **)(wr->iov + nsegs);
-        wr->n = 0;
-        wr->bytes = 0;
-        wr->c = c;
     }
-    while (c->head != NULL && c->head->done) {
-        req_t *r = c->head;
-        if (!r->noreply && !r->swallow) {
-            for (uint32_t i = 0; i < r->rsp.n; i++) {
-                seg_t *sg = &r->rsp.v[i];
-                wn_buf_ref(sg->buf);
-                wr->bufs[wr->n] = sg->buf;
-                wr->iov[wr->n++] = uv_buf_init(sg->buf->data + sg->off, sg->len);
-                wr->bytes += sg->len;
-            }
-        }
+    if (nreqs == 0)
+        return;
+    outv_t o;
+    if (outv_init(&o, nsegs) < 0) {
+        client_close(c);
+        return;
+    }
+    req_t *r = c->head;
+    for (uint32_t k = 0; k < nreqs; k++, r = r->next) {
+        if (r->noreply || r->swallow)
+            continue;
+        for (uint32_t i = 0; i < r->rsp.n; i++)
+            outv_add(&o, r->rsp.v[i].buf, r->rsp.v[i].off, r->rsp.v[i].len);
+    }
+    int64_t queued = outv_write(&o, &c->h.stream, on_written, c);
+    STAT_ADD(c->w, bytes_written, o.bytes);
+    outv_deinit(&o);
+    /* Written or queued (with references of its own): the requests can go. */
+    for (uint32_t k = 0; k < nreqs; k++) {
+        r = c->head;
         c->head = r->next;
         if (c->head == NULL)
             c->tail = NULL;
         r->next = NULL;
         r->client = NULL;
         c->inflight--;
-        close_after = r->close_after;
         req_unref(r);
-        if (close_after)
-            break;
+    }
+    if (queued < 0) {
+        client_close(c);
+        return;
+    }
+    if (queued > 0) {
+        c->writes++;
+        c->pending_bytes += (uint64_t)queued;
     }
     if (close_after) {
         /* Nothing after a quit or a framing error is answered. */
@@ -295,18 +281,6 @@ static void flush_client(client_t *c)
             c->reading = false;
         }
         c->eof = true;
-    }
-    if (wr != NULL) {
-        wr->req.data = wr;
-        c->writes++;
-        c->pending_bytes += wr->bytes;
-        STAT_ADD(c->w, bytes_written, wr->bytes);
-        int rc = uv_write(&wr->req, &c->h.stream, wr->iov, wr->n, on_write);
-        if (rc < 0) {
-            wr->req.data = wr;
-            on_write(&wr->req, rc);
-            return;
-        }
     }
     if (c->writes == 0 && (c->close_on_write || finished(c))) {
         client_close(c);

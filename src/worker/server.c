@@ -11,13 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct write_ctx {
-    uv_write_t req;
-    uint32_t n;
-    wn_buf_t **bufs; /* references held until the write completes */
-    uv_buf_t *iov;
-} write_ctx_t;
-
 static void sconn_fail_all(sconn_t *c, int err);
 static void sconn_close(sconn_t *c, int err);
 
@@ -48,11 +41,17 @@ uint32_t server_inflight(const server_rt_t *s)
     return n;
 }
 
+static int sconn_connect(sconn_t *c);
+
 static void on_handle_closed(uv_handle_t *h)
 {
     sconn_t *c = h->data;
-    if (--c->closes == 0 && c->state == SCONN_CLOSING)
-        c->state = SCONN_IDLE;
+    if (--c->closes > 0 || c->state != SCONN_CLOSING)
+        return;
+    c->state = SCONN_IDLE;
+    /* Requests that came while the old connection was closing go on a new one. */
+    if (c->head != NULL && !c->server->pool->w->stopping)
+        sconn_connect(c);
 }
 
 static void on_timer(uv_timer_t *t);
@@ -143,7 +142,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         arm_timer(c);
     else
         uv_timer_stop(&c->timer);
-    client_flush_all(w);
 }
 
 static void mark_dirty(sconn_t *c)
@@ -175,10 +173,8 @@ static void on_connect(uv_connect_t *req, int status)
     if (!c->server->conf->addr.is_unix)
         uv_tcp_nodelay(&c->h.tcp, 1);
     uv_read_start(&c->h.stream, on_read_alloc, on_read);
-    if (c->unsent != NULL) {
+    if (c->unsent != NULL)
         mark_dirty(c);
-        server_flush_all(pool->w);
-    }
 }
 
 static int sconn_connect(sconn_t *c)
@@ -238,11 +234,6 @@ void server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
         req_fail(r, WN_ENOMEM);
         return;
     }
-    if (c->state == SCONN_CLOSING) {
-        /* The old connection is still closing: this request cannot wait for it. */
-        req_fail(r, UV_ECONNRESET);
-        return;
-    }
     req_ref(r);
     r->snext = NULL;
     if (c->tail != NULL)
@@ -253,21 +244,13 @@ void server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
     if (c->unsent == NULL)
         c->unsent = r;
     c->nqueued++;
+    /* CLOSING: the request waits in the queue; the close callback reconnects. */
     if (c->state == SCONN_IDLE) {
         if (sconn_connect(c) < 0)
             return;
     }
     if (c->state == SCONN_CONNECTED)
         mark_dirty(c);
-}
-
-static void on_write(uv_write_t *req, int status)
-{
-    write_ctx_t *ctx = req->data;
-    for (uint32_t i = 0; i < ctx->n; i++)
-        wn_buf_unref(ctx->bufs[i]);
-    free(ctx);
-    (void)status; /* a failed write shows up as a read error or a timeout */
 }
 
 static void flush_conn(sconn_t *c)
@@ -278,34 +261,26 @@ static void flush_conn(sconn_t *c)
         nsegs += r->out.n;
     if (nsegs == 0)
         return;
-    write_ctx_t *ctx = malloc(sizeof(*ctx) + nsegs * (sizeof(wn_buf_t *) + sizeof(uv_buf_t)));
-    if (ctx == NULL) {
+    outv_t o;
+    if (outv_init(&o, nsegs) < 0) {
         sconn_close(c, WN_ENOMEM);
         return;
     }
-    ctx->iov = (uv_buf_t *)(ctx + 1);
-    ctx->bufs = (wn_buf_t **)(ctx->iov + nsegs);
-    ctx->n = 0;
-    uint64_t now = uv_now(&w->loop), bytes = 0;
+    uint64_t now = uv_now(&w->loop);
     for (req_t *r = c->unsent; r != NULL; r = r->snext) {
-        for (uint32_t i = 0; i < r->out.n; i++) {
-            seg_t *sg = &r->out.v[i];
-            wn_buf_ref(sg->buf);
-            ctx->bufs[ctx->n] = sg->buf;
-            ctx->iov[ctx->n++] = uv_buf_init(sg->buf->data + sg->off, sg->len);
-            bytes += sg->len;
-        }
+        for (uint32_t i = 0; i < r->out.n; i++)
+            outv_add(&o, r->out.v[i].buf, r->out.v[i].off, r->out.v[i].len);
         r->sent_ms = now;
     }
     c->unsent = NULL;
-    ctx->req.data = ctx;
-    int rc = uv_write(&ctx->req, &c->h.stream, ctx->iov, ctx->n, on_write);
+    /* A failed write shows up as a read error or a timeout: no callback needed. */
+    int64_t rc = outv_write(&o, &c->h.stream, NULL, NULL);
+    STAT_ADD(w, bytes_written, o.bytes);
+    outv_deinit(&o);
     if (rc < 0) {
-        on_write(&ctx->req, rc);
-        sconn_close(c, rc);
+        sconn_close(c, (int)rc);
         return;
     }
-    STAT_ADD(w, bytes_written, bytes);
     arm_timer(c);
 }
 

@@ -136,3 +136,105 @@ void instream_deinit(instream_t *in)
     in->buf = NULL;
     in->pos = 0;
 }
+
+typedef struct wctx {
+    uv_write_t req;
+    outv_done_cb cb;
+    void *arg;
+    uint64_t bytes;
+    uint32_t n;
+    wn_buf_t **bufs; /* references held until the write completes */
+    uv_buf_t *iov;
+} wctx_t;
+
+int outv_init(outv_t *o, uint32_t need)
+{
+    o->n = 0;
+    o->bytes = 0;
+    if (need <= OUTV_INLINE) {
+        o->iov = o->iov_inl;
+        o->bufs = o->bufs_inl;
+        return 0;
+    }
+    o->iov = malloc(need * (sizeof(uv_buf_t) + sizeof(wn_buf_t *)));
+    if (o->iov == NULL)
+        return WN_ENOMEM;
+    o->bufs = (wn_buf_t **)(o->iov + need);
+    return 0;
+}
+
+void outv_add(outv_t *o, wn_buf_t *buf, uint32_t off, uint32_t len)
+{
+    o->bufs[o->n] = buf;
+    o->iov[o->n++] = uv_buf_init(buf->data + off, len);
+    o->bytes += len;
+}
+
+void outv_deinit(outv_t *o)
+{
+    if (o->iov != o->iov_inl)
+        free(o->iov);
+    o->iov = NULL;
+}
+
+static void on_wctx_done(uv_write_t *req, int status)
+{
+    wctx_t *ctx = req->data;
+    for (uint32_t i = 0; i < ctx->n; i++)
+        wn_buf_unref(ctx->bufs[i]);
+    outv_done_cb cb = ctx->cb;
+    void *arg = ctx->arg;
+    uint64_t bytes = ctx->bytes;
+    free(ctx);
+    if (cb != NULL)
+        cb(arg, status, bytes);
+}
+
+int64_t outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg)
+{
+    if (o->n == 0)
+        return 0;
+    /* Most writes fit the socket buffer: no request, no references, and no
+     * poll re-arm. UV_EAGAIN also means an earlier write is still queued. */
+    int rc = uv_try_write(st, o->iov, o->n);
+    if (rc < 0 && rc != UV_EAGAIN)
+        return rc;
+    uint64_t done = rc > 0 ? (uint64_t)rc : 0;
+    if (done == o->bytes)
+        return 0;
+    uint32_t first = 0;
+    while (done >= o->iov[first].len) {
+        done -= o->iov[first].len;
+        first++;
+    }
+    uint32_t n = o->n - first;
+    wctx_t *ctx = malloc(sizeof(*ctx) + n * (sizeof(uv_buf_t) + sizeof(wn_buf_t *)));
+    if (ctx == NULL)
+        return WN_ENOMEM;
+    ctx->iov = (uv_buf_t *)(ctx + 1);
+    ctx->bufs = (wn_buf_t **)(ctx->iov + n);
+    ctx->n = n;
+    ctx->cb = cb;
+    ctx->arg = arg;
+    ctx->bytes = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uv_buf_t b = o->iov[first + i];
+        if (i == 0) {
+            b.base += done;
+            b.len -= done;
+        }
+        ctx->iov[i] = b;
+        ctx->bufs[i] = o->bufs[first + i];
+        wn_buf_ref(ctx->bufs[i]);
+        ctx->bytes += b.len;
+    }
+    ctx->req.data = ctx;
+    rc = uv_write(&ctx->req, st, ctx->iov, n, on_wctx_done);
+    if (rc < 0) {
+        for (uint32_t i = 0; i < n; i++)
+            wn_buf_unref(ctx->bufs[i]);
+        free(ctx);
+        return rc;
+    }
+    return (int64_t)ctx->bytes;
+}

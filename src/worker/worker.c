@@ -30,12 +30,29 @@ static void finish_stop(wn_worker_t *w)
         uv_close((uv_handle_t *)&w->hold_timer, NULL);
         w->hold_timer_open = false;
     }
+    if (!uv_is_closing((uv_handle_t *)&w->flusher))
+        uv_close((uv_handle_t *)&w->flusher, NULL);
 }
 
 void worker_client_gone(wn_worker_t *w)
 {
     if (w->stopping && w->clients == NULL)
         finish_stop(w);
+}
+
+void worker_flush(wn_worker_t *w)
+{
+    /* Flushing clients can parse more requests (a client under its bounds
+     * again), which makes servers dirty again: go until both are quiet. */
+    while (w->dirty_servers != NULL || w->dirty_clients != NULL) {
+        server_flush_all(w);
+        client_flush_all(w);
+    }
+}
+
+static void on_check(uv_check_t *h)
+{
+    worker_flush(h->data);
 }
 
 static void on_stop_grace(uv_timer_t *t)
@@ -120,6 +137,11 @@ int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker
         goto fail_async;
     }
     w->wakeup.data = w;
+    /* Runs after every poll phase: the end of a loop turn. */
+    uv_check_init(&w->loop, &w->flusher);
+    w->flusher.data = w;
+    uv_check_start(&w->flusher, on_check);
+    uv_unref((uv_handle_t *)&w->flusher);
     rc = ctl_init(w);
     if (rc < 0) {
         snprintf(err, errlen, "worker %d: cannot create its control channel: %s", w->id,
@@ -154,6 +176,7 @@ fail_pools:
     uv_close((uv_handle_t *)&w->hold_timer, NULL);
     w->hold_timer_open = false;
 fail_ctl:
+    uv_close((uv_handle_t *)&w->flusher, NULL);
     uv_close((uv_handle_t *)&w->wakeup, NULL);
 fail_async:
     uv_run(&w->loop, UV_RUN_DEFAULT);

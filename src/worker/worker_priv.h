@@ -65,6 +65,32 @@ int segv_append(segv_t *sv, const segv_t *src);
 void segv_clear(segv_t *sv);
 uint64_t segv_bytes(const segv_t *sv);
 
+/* What one flush writes to a socket: iovecs over buffers (no references
+ * taken until part of it must wait for uv_write). */
+#define OUTV_INLINE 32
+typedef struct outv {
+    uv_buf_t *iov;
+    wn_buf_t **bufs;
+    uint32_t n;
+    uint64_t bytes;
+    uv_buf_t iov_inl[OUTV_INLINE];
+    wn_buf_t *bufs_inl[OUTV_INLINE];
+} outv_t;
+
+typedef void (*outv_done_cb)(void *arg, int status, uint64_t bytes);
+
+/* Room for `need` segments. 0 or WN_ENOMEM. */
+int outv_init(outv_t *o, uint32_t need);
+void outv_add(outv_t *o, wn_buf_t *buf, uint32_t off, uint32_t len);
+/*
+ * Write o to st: as much as the socket takes at once (uv_try_write), the
+ * rest through uv_write with buffer references held until it is written,
+ * then cb(arg, status, bytes queued). Returns the bytes left queued (0: all
+ * written, cb is not called) or a negative error (nothing queued).
+ */
+int64_t outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg);
+void outv_deinit(outv_t *o);
+
 /* Read side of a connection: the buffer being filled and how far it has been
  * parsed. Bytes before `pos` belong to requests/responses (which hold their
  * own references); the stream holds one reference on `buf`. */
@@ -234,6 +260,7 @@ struct wn_worker {
     wn_spsc_outbox_t control_outbox; /* control's, in front of from_control (control thread only) */
     uv_async_t *control_wakeup;    /* borrowed; NULL: no control thread */
     uv_timer_t hold_timer;         /* ends holds whose time is up */
+    uv_check_t flusher;            /* one batched flush per loop turn */
     bool hold_timer_open;
 };
 
@@ -254,6 +281,8 @@ void client_accept(pool_rt_t *pool, uv_stream_t *listener);
 /* A request of c finished; write out whatever is ready in order. */
 void client_mark_ready(client_t *c);
 void client_flush_all(wn_worker_t *w);
+/* Flush what this loop turn made ready (called once per turn, from a check handle). */
+void worker_flush(wn_worker_t *w);
 void client_close(client_t *c);
 /* Read and parse again if nothing holds c back (bounds, a hold, eof). */
 void client_resume(client_t *c);
