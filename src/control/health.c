@@ -152,6 +152,9 @@ static void eject(hserver_t *s, int err, const char *how)
                         p->conf->max_ejected_fraction);
         s->guard_logged = true;
         send_verdict(s);
+        /* It stays in: keep checking it, so a recovery is seen. */
+        if (probing(p))
+            probe_schedule(s, (uint64_t)p->conf->health_check_interval);
         return;
     }
     s->ejected = true;
@@ -179,7 +182,9 @@ static void rejoin(hserver_t *s, const char *how)
 static void count_failure(hserver_t *s, int err, const char *how)
 {
     hpool_t *p = s->pool;
-    s->failures++;
+    /* Past the limit (kept in by max_ejected_fraction) the count stays there. */
+    if (s->failures < (uint32_t)p->conf->server_failure_limit)
+        s->failures++;
     s->last_fail_ms = now_ms(p->ctl);
     wn_log_info("pool '%s': server %s failure %u of %d (%s, %s)", p->conf->name, s->conf->name,
                 s->failures, p->conf->server_failure_limit, wn_strerror(err), how);
@@ -220,8 +225,14 @@ void health_on_message(control_t *ctl, const wn_msg_t *m)
         return;
     }
     s->suspected = true;
-    if (now_ms(ctl) < s->last_fail_ms + DEDUPE_MS && s->failures > 0)
-        return; /* the same event, seen by another worker or connection */
+    if (now_ms(ctl) < s->last_fail_ms + DEDUPE_MS && s->failures > 0) {
+        /* The same event, seen by another worker or connection. A verdict
+         * is on its way from the confirming probe, unless nothing will
+         * change: the server is failing but kept in. */
+        if (s->failures >= (uint32_t)s->pool->conf->server_failure_limit || !probing(s->pool))
+            send_verdict(s);
+        return;
+    }
     char how[32];
     snprintf(how, sizeof(how), "reported by worker %d", m->worker);
     count_failure(s, m->err, how);
