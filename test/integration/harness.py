@@ -1,0 +1,1102 @@
+"""harness.py: shared helpers for walnut's integration tests.
+
+Starts and stops real backends (memcached, redis-server) and the proxy under
+test (walnut by default; the real twemproxy with WALNUT_TEST_PROXY=nutcracker)
+on ephemeral loopback ports, writes twemproxy YAML configs, and offers raw
+socket helpers with exact-bytes assertions. Every process it starts is
+stopped by PID (in cleanups and, as a last resort, at exit); every wait has a
+deadline. Run the tests with Debian's /usr/bin/python3 and the stdlib only.
+
+Environment:
+  WALNUT_BIN          path of the walnut binary (default: <source>/build/walnut)
+  WALNUT_SOURCE_DIR   the source tree (default: two levels above this file)
+  WALNUT_TEST_PROXY   walnut (default) or nutcracker: which proxy serves the
+                      data-path tests. Assertions where twemproxy is known to
+                      differ from walnut's specification are marked with
+                      ProxyTestCase.nc_differs() and reported, not failed,
+                      under nutcracker.
+  WALNUT_NUTCRACKER_BIN  path of nutcracker (default: found on PATH, /usr/sbin)
+  WALNUT_TEST_KEEP    if set, keep temp dirs (configs, logs) for inspection
+"""
+
+import atexit
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HOST = "127.0.0.1"
+PROXY = os.environ.get("WALNUT_TEST_PROXY", "walnut").strip() or "walnut"
+if PROXY not in ("walnut", "nutcracker"):
+    raise SystemExit("harness: WALNUT_TEST_PROXY must be 'walnut' or 'nutcracker', not %r" % PROXY)
+UNDER_NUTCRACKER = PROXY == "nutcracker"
+
+# Generous: the machine may be slow (2 cores, sanitizer builds).
+START_DEADLINE = 30.0
+STOP_DEADLINE = 15.0
+IO_TIMEOUT = 20.0
+
+# twemproxy's SERVER_ERROR texts are strerror() strings of the failure.
+TWEMPROXY_SERVER_ERRORS = (
+    "Connection refused", "Connection reset by peer", "Connection timed out",
+    "Broken pipe", "Host is down", "No route to host", "Network is unreachable",
+    "Connection aborted", "Software caused connection abort", "Unknown error",
+    "Transport endpoint is not connected", "Invalid argument",
+)
+
+
+class HarnessError(Exception):
+    """A precondition of the test environment is not met (tool missing, start failed)."""
+
+
+# ---------------------------------------------------------------------------
+# paths and tools
+
+
+def source_dir():
+    d = os.environ.get("WALNUT_SOURCE_DIR")
+    if d:
+        return os.path.abspath(d)
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+
+def walnut_bin():
+    p = os.environ.get("WALNUT_BIN")
+    if not p:
+        p = os.path.join(source_dir(), "build", "walnut")
+    if not (os.path.isfile(p) and os.access(p, os.X_OK)):
+        raise HarnessError("walnut binary not found or not executable: %r "
+                           "(set WALNUT_BIN to the built binary)" % p)
+    return p
+
+
+_SEARCH_DIRS = ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin", "/sbin", "/bin"]
+
+
+def find_tool(*names, package=None):
+    """The first of names found on PATH or in the usual bin dirs; HarnessError if none."""
+    dirs = os.environ.get("PATH", "").split(os.pathsep) + _SEARCH_DIRS
+    for name in names:
+        for d in dirs:
+            if not d:
+                continue
+            p = os.path.join(d, name)
+            if os.path.isfile(p) and os.access(p, os.X_OK):
+                return p
+    raise HarnessError("required tool not found: %s%s" % (
+        " or ".join(names), " (Debian package %s; see test/install-deps.sh)" % package
+        if package else ""))
+
+
+def nutcracker_bin():
+    p = os.environ.get("WALNUT_NUTCRACKER_BIN")
+    if p:
+        if not (os.path.isfile(p) and os.access(p, os.X_OK)):
+            raise HarnessError("WALNUT_NUTCRACKER_BIN=%r is not an executable" % p)
+        return p
+    return find_tool("nutcracker", package="nutcracker")
+
+
+def proxy_bin():
+    return nutcracker_bin() if UNDER_NUTCRACKER else walnut_bin()
+
+
+def free_port(host=HOST):
+    """An ephemeral port on host, found by binding port 0 (may race; callers retry)."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class TempDir:
+    """A temp dir removed on cleanup unless WALNUT_TEST_KEEP is set."""
+
+    def __init__(self, prefix="walnut-it-"):
+        self.path = tempfile.mkdtemp(prefix=prefix)
+
+    def join(self, *parts):
+        return os.path.join(self.path, *parts)
+
+    def cleanup(self):
+        if os.environ.get("WALNUT_TEST_KEEP"):
+            sys.stderr.write("harness: keeping %s\n" % self.path)
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# processes
+
+_live_lock = threading.Lock()
+_live = {}  # pid -> Popen, every process the harness started and has not reaped
+
+
+def _register(proc):
+    with _live_lock:
+        _live[proc.pid] = proc
+
+
+def _unregister(proc):
+    with _live_lock:
+        _live.pop(proc.pid, None)
+
+
+@atexit.register
+def _kill_leftovers():
+    """Last resort: anything a test forgot is killed by its PID."""
+    with _live_lock:
+        procs = list(_live.values())
+        _live.clear()
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, signal.SIGCONT)
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _stop_proc(proc, sig=signal.SIGTERM, deadline=STOP_DEADLINE):
+    """Signal proc by PID, wait up to deadline, then SIGKILL. Returns (rc, graceful)."""
+    if proc is None:
+        return None, True
+    graceful = True
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=deadline)
+        except subprocess.TimeoutExpired:
+            graceful = False
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+    _unregister(proc)
+    return proc.returncode, graceful
+
+
+def _connect(host, port, timeout):
+    """A connected socket: TCP to (host, port), or a Unix socket when host is a path."""
+    if host.startswith("/"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(host)
+        except OSError:
+            s.close()
+            raise
+        return s
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def wait_port(host, port, proc=None, deadline=START_DEADLINE):
+    """Poll until host:port (or the Unix socket at path host) accepts.
+
+    False if proc exits or time runs out.
+    """
+    end = time.monotonic() + deadline
+    delay = 0.01
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with _connect(host, port, 1.0):
+                return True
+        except OSError:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+    return False
+
+
+def wait_until(pred, deadline=10.0, interval=0.05, what="condition"):
+    """Poll pred() until true; returns its value or raises AssertionError at the deadline."""
+    end = time.monotonic() + deadline
+    last_exc = None
+    while True:
+        try:
+            v = pred()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - report the last one
+            last_exc = e
+        if time.monotonic() >= end:
+            raise AssertionError("timed out after %.1fs waiting for %s%s" % (
+                deadline, what, "; last error: %r" % last_exc if last_exc else ""))
+        time.sleep(interval)
+
+
+def tail(path, nbytes=6000):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - nbytes))
+            return f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return "<cannot read %s: %s>" % (path, e)
+
+
+def task_states(pid):
+    """The state letter of every thread of pid (from /proc/PID/task/*/stat)."""
+    states = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            pass
+    return states
+
+
+def sigstop_and_wait(pid, deadline=10.0):
+    """SIGSTOP pid and wait until every thread is really stopped (kill() returns before)."""
+    os.kill(pid, signal.SIGSTOP)
+    wait_until(lambda: all(s in "tT" for s in task_states(pid)), deadline=deadline,
+               interval=0.005, what="pid %d to stop" % pid)
+
+
+class Memcached:
+    """A real memcached on 127.0.0.1 (ephemeral port), restartable on the same port."""
+
+    def __init__(self, tmp, name="mc", port=None, memory_mb=64, extra=()):
+        self.tmp, self.name, self.port = tmp, name, port
+        self.memory_mb, self.extra = memory_mb, list(extra)
+        self.proc = None
+        self.bin = find_tool("memcached", package="memcached")
+        self.log_path = os.path.join(tmp.path, "%s.log" % name)
+
+    @property
+    def addr(self):
+        return "%s:%d" % (HOST, self.port)
+
+    def _cmd(self, port):
+        cmd = [self.bin, "-l", HOST, "-p", str(port), "-U", "0", "-m", str(self.memory_mb),
+               "-t", "1", "-c", "4096"] + self.extra
+        if os.geteuid() == 0:
+            cmd[1:1] = ["-u", "nobody"]
+        return cmd
+
+    def start(self):
+        """Start (or restart on the same port after a kill). Verifies the listener is ours."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise HarnessError("%s already running (pid %d)" % (self.name, self.proc.pid))
+        fixed = self.port is not None
+        attempts = 1 if not fixed else 40  # same port: wait for it to be free again
+        last = ""
+        for _ in range(8 if not fixed else 1):
+            port = self.port if fixed else free_port()
+            for _ in range(attempts):
+                log = open(self.log_path, "ab")
+                self.proc = subprocess.Popen(self._cmd(port), stdout=log, stderr=log,
+                                             stdin=subprocess.DEVNULL)
+                log.close()
+                _register(self.proc)
+                if wait_port(HOST, port, self.proc, deadline=START_DEADLINE) and \
+                        self._is_ours(port):
+                    self.port = port
+                    return self
+                _stop_proc(self.proc, signal.SIGKILL)
+                last = tail(self.log_path, 800)
+                if fixed:
+                    time.sleep(0.1)
+        raise HarnessError("cannot start memcached %s (port %s): %s" % (self.name, self.port, last))
+
+    def _is_ours(self, port):
+        try:
+            st = mc_stats(port)
+        except (OSError, AssertionError):
+            return False
+        return st.get("pid") == str(self.proc.pid)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        """SIGKILL (a crash): the port stays known for start() again."""
+        _stop_proc(self.proc, signal.SIGKILL)
+
+    def sigstop(self):
+        sigstop_and_wait(self.proc.pid)
+
+    def sigcont(self):
+        if self.running():
+            os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self):
+        _stop_proc(self.proc, signal.SIGTERM)
+
+    # direct access (never through the proxy)
+    def flush(self):
+        mc_command(self.port, b"flush_all\r\n", b"OK\r\n")
+
+    def keys_held(self, keys):
+        return mc_keys_held(self.port, keys)
+
+    def dump_keys(self):
+        return mc_dump_keys(self.port)
+
+    def stats(self, arg=""):
+        return mc_stats(self.port, arg)
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1 (ephemeral port), no persistence."""
+
+    def __init__(self, tmp, name="redis", port=None, extra=()):
+        self.tmp, self.name, self.port, self.extra = tmp, name, port, list(extra)
+        self.proc = None
+        self.bin = find_tool("redis-server", package="redis-server")
+        self.log_path = os.path.join(tmp.path, "%s.log" % name)
+        self.dir = os.path.join(tmp.path, name + "-data")
+        os.makedirs(self.dir, exist_ok=True)
+
+    @property
+    def addr(self):
+        return "%s:%d" % (HOST, self.port)
+
+    def start(self):
+        fixed = self.port is not None
+        last = ""
+        for _ in range(1 if fixed else 8):
+            port = self.port if fixed else free_port()
+            for _ in range(40 if fixed else 1):
+                cmd = [self.bin, "--port", str(port), "--bind", HOST, "--save", "",
+                       "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
+                       "--logfile", self.log_path, "--protected-mode", "no"] + self.extra
+                self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+                _register(self.proc)
+                if wait_port(HOST, port, self.proc) and self._is_ours(port):
+                    self.port = port
+                    return self
+                _stop_proc(self.proc, signal.SIGKILL)
+                last = tail(self.log_path, 800)
+                if fixed:
+                    time.sleep(0.1)
+        raise HarnessError("cannot start redis-server %s (port %s): %s" % (self.name, self.port, last))
+
+    def _is_ours(self, port):
+        try:
+            with Raw(port, timeout=5) as c:
+                c.send(b"INFO server\r\n")
+                c.recv_until(b"process_id:")
+                pid = int(c.recv_line().strip())
+            return pid == self.proc.pid
+        except (OSError, AssertionError, ValueError):
+            return False
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        _stop_proc(self.proc, signal.SIGKILL)
+
+    def sigstop(self):
+        sigstop_and_wait(self.proc.pid)
+
+    def sigcont(self):
+        if self.running():
+            os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self):
+        _stop_proc(self.proc, signal.SIGTERM)
+
+
+# ---------------------------------------------------------------------------
+# configuration
+
+
+def yaml_scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    s = str(v)
+    if re.fullmatch(r"[A-Za-z0-9_.:/\-\[\]]+", s) and s not in ("true", "false", "null", "yes", "no"):
+        return s
+    return '"%s"' % s.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def render_config(pools):
+    """twemproxy YAML for pools: {name: {key: value, ..., 'servers': [spec, ...]}}.
+
+    Insertion order is kept (listen first reads best). Server specs are strings
+    ("127.0.0.1:11211:1 name") or objects with .addr (weight 1).
+    """
+    out = ["# written by test/integration/harness.py"]
+    for name, pool in pools.items():
+        out.append("%s:" % name)
+        for key, value in pool.items():
+            if key == "servers":
+                out.append("  servers:")
+                for s in value:
+                    spec = s if isinstance(s, str) else "%s:1" % s.addr
+                    out.append("   - %s" % spec)
+            else:
+                out.append("  %s: %s" % (key, yaml_scalar(value)))
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def pool(servers, listen=None, **settings):
+    """One pool's settings with harness defaults; listen=None picks an ephemeral port."""
+    p = {"listen": listen or "%s:%d" % (HOST, free_port())}
+    p.update({"hash": "fnv1a_64", "distribution": "ketama", "auto_eject_hosts": False})
+    p.update(settings)
+    p["servers"] = list(servers)
+    return p
+
+
+def listen_port(pool_settings):
+    return int(str(pool_settings["listen"]).rsplit(":", 1)[1].split()[0])
+
+
+def unix_path(pool_settings):
+    """The Unix socket path a pool listens on (listen: /path [perm]), else None."""
+    listen = str(pool_settings["listen"])
+    return listen.split()[0] if listen.startswith("/") else None
+
+
+class Proxy:
+    """The proxy under test (walnut, or nutcracker under WALNUT_TEST_PROXY=nutcracker).
+
+    kind overrides the global choice (e.g. a reference nutcracker beside walnut).
+    """
+
+    def __init__(self, tmp, pools, workers=1, verbosity=5, kind=None, name=None, extra=()):
+        self.tmp, self.pools, self.workers, self.verbosity = tmp, pools, workers, verbosity
+        self.kind = kind or PROXY
+        self.name = name or self.kind
+        self.extra = list(extra)
+        self.bin = nutcracker_bin() if self.kind == "nutcracker" else walnut_bin()
+        self.conf_path = tmp.join("%s.yml" % self.name)
+        self.log_path = tmp.join("%s.log" % self.name)
+        self.proc = None
+        self.stats_port = None
+
+    def port(self, pool_name=None):
+        if pool_name is None:
+            pool_name = next(iter(self.pools))
+        p = self.pools[pool_name]
+        return unix_path(p) or listen_port(p)
+
+    def write_config(self):
+        with open(self.conf_path, "w") as f:
+            f.write(render_config(self.pools))
+
+    def command(self):
+        self.stats_port = free_port()
+        cmd = [self.bin, "-c", self.conf_path, "-v", str(self.verbosity), "-o", self.log_path,
+               "-s", str(self.stats_port), "-a", HOST]
+        if self.kind == "walnut":
+            cmd += ["--workers", str(self.workers)]
+        return cmd + self.extra
+
+    def start(self):
+        """Start and wait until every pool's listen port accepts; retries with fresh ports."""
+        last = ""
+        for attempt in range(4):
+            if attempt:
+                for p in self.pools.values():  # a port was taken meanwhile: pick new ones
+                    if not str(p["listen"]).startswith("/"):
+                        p["listen"] = "%s:%d" % (HOST, free_port())
+            self.write_config()
+            with open(self.log_path + ".stdout", "ab") as out:
+                self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                             stdout=out, stderr=subprocess.STDOUT)
+            _register(self.proc)
+            ok = all(wait_port(unix_path(p), None, self.proc) if unix_path(p) else
+                     wait_port(HOST, listen_port(p), self.proc) for p in self.pools.values())
+            if ok and self.proc.poll() is None:
+                return self
+            rc, _ = _stop_proc(self.proc, signal.SIGKILL)
+            last = "exit status %s; log:\n%s\n%s" % (rc, tail(self.log_path),
+                                                    tail(self.log_path + ".stdout"))
+        raise HarnessError("%s did not start serving (config %s): %s" % (
+            self.name, self.conf_path, last))
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        return tail(self.log_path, 20000) + tail(self.log_path + ".stdout", 4000)
+
+    def expected_term_status(self):
+        # walnut exits 0 on SIGTERM; twemproxy 0.5.0 does not handle SIGTERM
+        # and dies of it (status -15 here), so no clean status is asserted for it.
+        return (1, -signal.SIGTERM) if self.kind == "nutcracker" else (0,)
+
+    def stop(self, check=True):
+        """SIGTERM; with check, assert a clean exit within the deadline (log on failure)."""
+        if self.proc is None:
+            return None
+        was_alive = self.proc.poll() is None
+        rc, graceful = _stop_proc(self.proc, signal.SIGTERM)
+        self.proc_rc = rc
+        if check:
+            if not was_alive:
+                raise AssertionError("%s had already exited (status %s) before SIGTERM; log:\n%s"
+                                     % (self.name, rc, self.log()))
+            if not graceful:
+                raise AssertionError("%s did not exit within %.0fs of SIGTERM; log:\n%s"
+                                     % (self.name, STOP_DEADLINE, self.log()))
+            if rc not in self.expected_term_status():
+                raise AssertionError("%s exited with status %s after SIGTERM, expected %s; log:\n%s"
+                                     % (self.name, rc, " or ".join(map(str, self.expected_term_status())),
+                                        self.log()))
+        return rc
+
+    def kill(self):
+        _stop_proc(self.proc, signal.SIGKILL)
+
+
+def run_walnut(args, timeout=60, input_bytes=None):
+    """Run the walnut binary with args (str or bytes); returns CompletedProcess (bytes out)."""
+    return subprocess.run([walnut_bin()] + list(args), stdin=subprocess.DEVNULL
+                          if input_bytes is None else None, input=input_bytes,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+
+
+def walnut_locate(conf_path, keys, timeout=120):
+    """{(pool, key_bytes): (server_name, address)} from `walnut -c conf --locate keys...`."""
+    keys = [k if isinstance(k, bytes) else k.encode() for k in keys]
+    out = {}
+    step = 500  # keep argv comfortably small
+    for i in range(0, len(keys), step):
+        chunk = keys[i:i + step]
+        r = subprocess.run([walnut_bin(), "-c", conf_path, "--locate"] + chunk,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=timeout)
+        if r.returncode != 0:
+            raise AssertionError("walnut --locate exited %d: %s" % (
+                r.returncode, r.stderr.decode("utf-8", "replace")))
+        for line in r.stdout.split(b"\n"):
+            if not line:
+                continue
+            parts = line.split(b"\t")
+            if len(parts) != 4:
+                raise AssertionError("walnut --locate: line is not pool<TAB>key<TAB>server"
+                                     "<TAB>address: %r" % line)
+            out[(parts[0].decode(), parts[1])] = (parts[2].decode(), parts[3].decode())
+    return out
+
+
+# ---------------------------------------------------------------------------
+# raw sockets
+
+
+def show(b, limit=300):
+    """A bytes value shortened for messages."""
+    if len(b) <= limit:
+        return repr(b)
+    return "%r ... (%d bytes) ... %r" % (b[:limit // 2], len(b), b[-limit // 2:])
+
+
+def first_diff(a, b):
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n if len(a) != len(b) else -1
+
+
+def describe_mismatch(expected, got):
+    i = first_diff(expected, got)
+    lo = max(0, i - 80)
+    return ("bytes differ at offset %d (expected %d bytes, got %d)\n  expected[%d:]: %r\n"
+            "  got[%d:]:      %r" % (i, len(expected), len(got), lo, expected[lo:i + 120],
+                                     lo, got[lo:i + 120]))
+
+
+class Raw:
+    """A raw client: send bytes, read with deadlines, assert exact bytes.
+
+    port is a TCP port on host, or a path (str starting with '/') of a Unix socket.
+    """
+
+    def __init__(self, port, host=HOST, timeout=IO_TIMEOUT):
+        self.timeout = timeout
+        if isinstance(port, str) and port.startswith("/"):
+            host, port = port, None
+        self.sock = _connect(host, port, timeout)
+        self.buf = b""
+        self.eof = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+
+    def reset(self):
+        """Close with RST (SO_LINGER 0) instead of FIN."""
+        import struct
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, end):
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("deadline passed")
+        self.sock.settimeout(remaining)
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def recv_until(self, term, timeout=None):
+        """Bytes up to and including the first term; AssertionError on EOF or deadline."""
+        end = time.monotonic() + (timeout or self.timeout)
+        start = 0
+        while True:
+            i = self.buf.find(term, start)
+            if i >= 0:
+                out, self.buf = self.buf[:i + len(term)], self.buf[i + len(term):]
+                return out
+            start = max(0, len(self.buf) - len(term) + 1)
+            try:
+                if not self._fill(end):
+                    raise AssertionError("connection closed before %r; got %s" % (term, show(self.buf)))
+            except socket.timeout:
+                raise AssertionError("no %r within %.1fs; got %s" % (
+                    term, timeout or self.timeout, show(self.buf))) from None
+
+    def recv_line(self, timeout=None):
+        return self.recv_until(b"\r\n", timeout)
+
+    def recv_exact(self, n, timeout=None):
+        """Exactly n bytes, or whatever came before EOF/deadline (caller compares)."""
+        end = time.monotonic() + (timeout or self.timeout)
+        while len(self.buf) < n:
+            try:
+                if not self._fill(end):
+                    break
+            except socket.timeout:
+                break
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def expect(self, expected, timeout=None, what=""):
+        """Read len(expected) bytes and assert they are exactly expected."""
+        got = self.recv_exact(len(expected), timeout)
+        if got != expected:
+            why = " (EOF)" if self.eof and len(got) < len(expected) else \
+                  " (timed out)" if len(got) < len(expected) else ""
+            raise AssertionError("%s%s%s" % (what + ": " if what else "",
+                                             describe_mismatch(expected, got), why))
+        return got
+
+    def request(self, data, expected, timeout=None, what=""):
+        self.send(data)
+        return self.expect(expected, timeout, what or show(data, 80))
+
+    def recv_until_closed(self, timeout=None):
+        """Everything until EOF; AssertionError if the peer keeps it open past the deadline."""
+        end = time.monotonic() + (timeout or self.timeout)
+        while True:
+            try:
+                if not self._fill(end):
+                    out, self.buf = self.buf, b""
+                    return out
+            except socket.timeout:
+                raise AssertionError("connection not closed within %.1fs; got %s" % (
+                    timeout or self.timeout, show(self.buf))) from None
+            except ConnectionResetError:
+                out, self.buf = self.buf, b""
+                return out
+
+    def expect_closed(self, timeout=None, what=""):
+        rest = self.recv_until_closed(timeout)
+        if rest:
+            raise AssertionError("%sexpected the connection to close with no more bytes, got %s"
+                                 % (what + ": " if what else "", show(rest)))
+
+    def quiet_for(self, seconds):
+        """Assert nothing arrives (and no EOF) for seconds."""
+        end = time.monotonic() + seconds
+        try:
+            while self._fill(end):
+                pass
+            raise AssertionError("connection closed unexpectedly; got %s" % show(self.buf))
+        except socket.timeout:
+            pass
+        if self.buf:
+            raise AssertionError("unexpected bytes: %s" % show(self.buf))
+
+
+def send_and_read(port, data, nbytes, timeout=IO_TIMEOUT):
+    """Send data while reading nbytes back concurrently (avoids deadlock on big pipelines)."""
+    with Raw(port, timeout=timeout) as c:
+        err = []
+
+        def writer():
+            try:
+                c.sock.sendall(data)
+            except OSError as e:
+                err.append(e)
+
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        got = c.recv_exact(nbytes, timeout)
+        t.join(timeout)
+        return got, err
+
+
+# ---------------------------------------------------------------------------
+# memcached, asked directly
+
+
+def mc_command(port, data, terminator=b"\r\n", timeout=IO_TIMEOUT, expect=None):
+    """Send one request straight to a memcached; return bytes up to terminator."""
+    with Raw(port, timeout=timeout) as c:
+        c.send(data)
+        got = c.recv_until(terminator)
+    if expect is not None and got != expect:
+        raise AssertionError("memcached :%d: %r -> %r, expected %r" % (port, data, got, expect))
+    return got
+
+
+def mc_stats(port, arg=""):
+    cmd = ("stats %s" % arg).strip().encode() + b"\r\n"
+    raw = mc_command(port, cmd, b"END\r\n")
+    out = {}
+    for line in raw.split(b"\r\n"):
+        if line.startswith(b"STAT "):
+            parts = line.decode("utf-8", "replace").split(" ", 2)
+            out[parts[1]] = parts[2] if len(parts) > 2 else ""
+    return out
+
+
+def parse_values(data):
+    """{key: (flags, value)} from a get/gets reply (VALUE blocks then END)."""
+    out = {}
+    i = 0
+    while True:
+        j = data.index(b"\r\n", i)
+        line = data[i:j]
+        if line == b"END":
+            if j + 2 != len(data):
+                raise AssertionError("bytes after END: %s" % show(data[j + 2:]))
+            return out
+        parts = line.split(b" ")
+        if parts[0] != b"VALUE":
+            raise AssertionError("unexpected line in get reply: %r" % line)
+        n = int(parts[3])
+        out[parts[1]] = (int(parts[2]), data[j + 2:j + 2 + n])
+        if data[j + 2 + n:j + 4 + n] != b"\r\n":
+            raise AssertionError("value of %r not followed by CRLF" % parts[1])
+        i = j + 4 + n
+
+
+def mc_get_many(port, keys, chunk=100):
+    """{key: value} of the keys a memcached holds (multi-get, chunked)."""
+    keys = [k if isinstance(k, bytes) else k.encode() for k in keys]
+    out = {}
+    with Raw(port) as c:
+        for i in range(0, len(keys), chunk):
+            c.send(b"get " + b" ".join(keys[i:i + chunk]) + b"\r\n")
+            # read until the END line that is at a line start
+            data = b""
+            while True:
+                data += c.recv_until(b"\r\n")
+                if data == b"END\r\n" or data.endswith(b"\r\nEND\r\n"):
+                    try:
+                        vals = parse_values(data)
+                        break
+                    except (ValueError, IndexError, AssertionError):
+                        continue  # the END was inside a value
+            out.update({k: v for k, (_, v) in vals.items()})
+    return out
+
+
+def mc_keys_held(port, keys):
+    """The subset of keys (bytes) a memcached holds, asked directly."""
+    return set(mc_get_many(port, keys))
+
+
+def mc_dump_keys(port, limit=1000000):
+    """Every key a memcached holds (lru_crawler metadump all), as bytes."""
+    from urllib.parse import unquote_to_bytes
+    raw = mc_command(port, b"lru_crawler metadump all\r\n", b"END\r\n", timeout=60)
+    keys = set()
+    for line in raw.split(b"\r\n"):
+        if line.startswith(b"key="):
+            keys.add(unquote_to_bytes(line.split(b" ", 1)[0][4:]))
+            if len(keys) > limit:
+                break
+    return keys
+
+
+def placement(backends, keys):
+    """{key: backend} by asking every backend directly; AssertionError if a key is on 0 or 2+."""
+    keys = [k if isinstance(k, bytes) else k.encode() for k in keys]
+    where = {}
+    for b in backends:
+        for k in mc_keys_held(b.port, keys):
+            if k in where:
+                raise AssertionError("key %r is on both %s and %s" % (k, where[k].addr, b.addr))
+            where[k] = b
+    missing = [k for k in keys if k not in where]
+    if missing:
+        raise AssertionError("%d keys on no backend, e.g. %r" % (len(missing), missing[:5]))
+    return where
+
+
+# ---------------------------------------------------------------------------
+# a recording memcached stand-in: what exactly did the proxy send?
+
+
+class FakeMemcached:
+    """A tiny memcached (text protocol, in-memory) that records every request it parses.
+
+    Listens on 127.0.0.1 with a kernel-chosen port (bind port 0, read it back).
+    requests() lists (connection number, raw request bytes incl. any data block).
+    Threads end when stop() closes the listener and connections.
+    """
+
+    STORAGE = (b"set", b"add", b"replace", b"append", b"prepend", b"cas")
+
+    def __init__(self, name="fake"):
+        self.name = name
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind((HOST, 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.store = {}
+        self.log = []
+        self.conns = []
+        self.threads = []
+        self.stopped = False
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    @property
+    def addr(self):
+        return "%s:%d" % (HOST, self.port)
+
+    def _accept(self):
+        n = 0
+        while not self.stopped:
+            try:
+                conn, _ = self.lsock.accept()
+            except OSError:
+                return
+            n += 1
+            with self.lock:
+                self.conns.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn, n), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _serve(self, conn, cid):
+        buf = b""
+        try:
+            while not self.stopped:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+                while True:
+                    i = buf.find(b"\r\n")
+                    if i < 0:
+                        break
+                    line = buf[:i]
+                    parts = line.split()
+                    need = i + 2
+                    if parts and parts[0] in self.STORAGE and len(parts) >= 5 and \
+                            parts[4].isdigit():
+                        need = i + 2 + int(parts[4]) + 2
+                        if len(buf) < need:
+                            break
+                    raw, buf = buf[:need], buf[need:]
+                    with self.lock:
+                        self.log.append((cid, raw))
+                        reply = self._answer(parts, raw[i + 2:-2])
+                    if reply:
+                        conn.sendall(reply)
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def _answer(self, parts, data):
+        if not parts:
+            return b"ERROR\r\n"
+        cmd, noreply = parts[0], parts[-1] == b"noreply"
+        r = b"ERROR\r\n"
+        if cmd in self.STORAGE and len(parts) >= 5:
+            k, flags = parts[1], int(parts[2])
+            have = k in self.store
+            if cmd == b"set" or (cmd == b"add" and not have) or (cmd == b"replace" and have):
+                self.store[k] = (flags, data)
+                r = b"STORED\r\n"
+            elif cmd in (b"append", b"prepend") and have:
+                f, v = self.store[k]
+                self.store[k] = (f, v + data if cmd == b"append" else data + v)
+                r = b"STORED\r\n"
+            elif cmd == b"cas":
+                r = b"NOT_FOUND\r\n" if not have else b"EXISTS\r\n"
+            else:
+                r = b"NOT_STORED\r\n"
+        elif cmd in (b"get", b"gets"):
+            r = b"".join(b"VALUE %s %d %d%s\r\n%s\r\n" % (
+                k, self.store[k][0], len(self.store[k][1]), b" 1" if cmd == b"gets" else b"",
+                self.store[k][1]) for k in parts[1:] if k in self.store) + b"END\r\n"
+        elif cmd == b"delete" and len(parts) >= 2:
+            r = b"DELETED\r\n" if self.store.pop(parts[1], None) else b"NOT_FOUND\r\n"
+        elif cmd in (b"incr", b"decr") and len(parts) >= 3:
+            if parts[1] not in self.store:
+                r = b"NOT_FOUND\r\n"
+            else:
+                f, v = self.store[parts[1]]
+                n = int(v) + int(parts[2]) if cmd == b"incr" else max(0, int(v) - int(parts[2]))
+                self.store[parts[1]] = (f, b"%d" % n)
+                r = b"%d\r\n" % n
+        elif cmd == b"touch" and len(parts) >= 3:
+            r = b"TOUCHED\r\n" if parts[1] in self.store else b"NOT_FOUND\r\n"
+        elif cmd == b"version":
+            r = b"VERSION 1.6.18-fake\r\n"
+        elif cmd in (b"flush_all", b"verbosity"):
+            if cmd == b"flush_all":
+                self.store.clear()
+            r = b"OK\r\n"
+        return b"" if noreply else r
+
+    def requests(self, ignore_probes=True):
+        """(connection, raw request) in arrival order; health probes (version) left out."""
+        with self.lock:
+            out = list(self.log)
+        if ignore_probes:
+            out = [(c, r) for c, r in out if r != b"version\r\n"]
+        return out
+
+    def clear(self):
+        with self.lock:
+            self.log.clear()
+
+    def stop(self):
+        self.stopped = True
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+        for t in self.threads:
+            t.join(5)
+
+
+# ---------------------------------------------------------------------------
+# test case base: cleanups, known twemproxy differences
+
+KNOWN_DIFFS = []  # (test id, reason, outcome) recorded under nutcracker
+
+
+class ProxyTestCase(unittest.TestCase):
+    maxDiff = 4000
+
+    @contextlib.contextmanager
+    def nc_differs(self, reason):
+        """Mark a block where twemproxy is known to differ from walnut's specification.
+
+        Under walnut the block runs as normal assertions. Under nutcracker a
+        failure (AssertionError, socket error) in the block is recorded as an
+        expected difference and the test goes on; a pass is recorded too.
+        """
+        if not UNDER_NUTCRACKER:
+            yield
+            return
+        try:
+            yield
+        except (AssertionError, OSError, HarnessError, ValueError, IndexError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            KNOWN_DIFFS.append((self.id(), reason, "differs as expected: " + msg[:300]))
+        else:
+            KNOWN_DIFFS.append((self.id(), reason, "nutcracker matched walnut's spec here"))
+
+    def start_memcached(self, tmp, n=3, prefix="mc"):
+        out = []
+        for i in range(n):
+            m = Memcached(tmp, name="%s%d" % (prefix, i)).start()
+            self.addCleanup(m.stop)
+            out.append(m)
+        return out
+
+    def start_proxy(self, tmp, pools, workers=1, **kw):
+        p = Proxy(tmp, pools, workers=workers, **kw).start()
+        self.addCleanup(p.kill)  # runs after the check below (cleanups are LIFO)
+        return p
+
+    def tmpdir(self):
+        t = TempDir()
+        self.addCleanup(t.cleanup)
+        return t
+
+    def assertServerError(self, line, what=""):
+        """A SERVER_ERROR line; under the twemproxy wording where the text is a strerror."""
+        self.assertRegex(line, rb"^SERVER_ERROR [^\r\n]+\r\n$", what)
+
+
+def report_known_diffs(stream=sys.stderr):
+    if not UNDER_NUTCRACKER:
+        return
+    stream.write("\n=== Known differences from walnut's spec, observed under nutcracker "
+                 "(%d) ===\n" % len(KNOWN_DIFFS))
+    for tid, reason, outcome in KNOWN_DIFFS:
+        stream.write("- %s\n    spec: %s\n    %s\n" % (tid.split(".", 1)[-1], reason, outcome))
+    stream.write("\n")
+    stream.flush()
+
+
+def main():
+    """unittest.main with verbose output; the summary is the last thing printed."""
+    sys.stderr.write("harness: proxy under test: %s (%s)\n" % (PROXY, _describe_proxy()))
+    unittest.main(verbosity=2)
+
+
+def _describe_proxy():
+    try:
+        return proxy_bin()
+    except HarnessError as e:
+        return str(e)
