@@ -50,6 +50,23 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     return WN_EINVAL;
 }
 
+/* "-m/--mbuf-size": the option in both spellings, whichever the user typed. */
+static const char *opt_name(int c)
+{
+    static _Thread_local char buf[48];
+    for (const struct option *o = long_options; o->name != NULL; o++) {
+        if (o->val == c) {
+            if (c < 256)
+                snprintf(buf, sizeof(buf), "-%c/--%s", c, o->name);
+            else
+                snprintf(buf, sizeof(buf), "--%s", o->name);
+            return buf;
+        }
+    }
+    snprintf(buf, sizeof(buf), "-%c", c);
+    return buf;
+}
+
 /* A whole decimal number in [min, max]; anything else is rejected. */
 static int parse_num(const char *s, long min, long max, long *out)
 {
@@ -131,8 +148,8 @@ int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_
             break;
         case 'v':
             if (parse_num(optarg, 0, WN_LOG_LEVEL_MAX, &v) < 0)
-                return fail(err, errlen, "option -v requires a number from 0 to %d, not '%s'",
-                            WN_LOG_LEVEL_MAX, optarg);
+                return fail(err, errlen, "option %s requires a number from 0 to %d, not '%s'",
+                            opt_name('v'), WN_LOG_LEVEL_MAX, optarg);
             opts->verbosity = (int)v;
             break;
         case 'o':
@@ -143,15 +160,15 @@ int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_
             break;
         case 's':
             if (parse_num(optarg, 1, 65535, &v) < 0)
-                return fail(err, errlen, "option -s requires a port from 1 to 65535, not '%s'",
-                            optarg);
+                return fail(err, errlen, "option %s requires a port from 1 to 65535, not '%s'",
+                            opt_name('s'), optarg);
             opts->stats_port = (uint16_t)v;
             break;
         case 'i':
             if (parse_num(optarg, 1, INT_MAX, &v) < 0)
                 return fail(err, errlen,
-                            "option -i requires a positive number of milliseconds, not '%s'",
-                            optarg);
+                            "option %s requires a positive number of milliseconds, not '%s'",
+                            opt_name('i'), optarg);
             opts->stats_interval = (int)v;
             break;
         case 'a':
@@ -162,14 +179,14 @@ int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_
             break;
         case 'm':
             if (parse_num(optarg, WN_MIN_MBUF_SIZE, WN_MAX_MBUF_SIZE, &v) < 0)
-                return fail(err, errlen, "option -m requires a size from %d to %d bytes, not '%s'",
-                            WN_MIN_MBUF_SIZE, WN_MAX_MBUF_SIZE, optarg);
+                return fail(err, errlen, "option %s requires a size from %d to %d bytes, not '%s'",
+                            opt_name('m'), WN_MIN_MBUF_SIZE, WN_MAX_MBUF_SIZE, optarg);
             opts->mbuf_size = (size_t)v;
             break;
         case 'T':
             if (parse_num(optarg, 1, WN_MAX_WORKERS, &v) < 0)
-                return fail(err, errlen, "option --workers requires a number from 1 to %d, not '%s'",
-                            WN_MAX_WORKERS, optarg);
+                return fail(err, errlen, "option %s requires a number from 1 to %d, not '%s'",
+                            opt_name('T'), WN_MAX_WORKERS, optarg);
             opts->workers = (int)v;
             break;
         case OPT_LOCATE:
@@ -179,7 +196,7 @@ int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_
         case '?':
         default:
             if (optopt != 0 && strchr(short_options, optopt) != NULL)
-                return fail(err, errlen, "option -%c requires a value", optopt);
+                return fail(err, errlen, "option %s requires a value", opt_name(optopt));
             if (optopt != 0)
                 return fail(err, errlen, "unknown option -%c (see walnut -h)", optopt);
             return fail(err, errlen, "unknown option '%s' (see walnut -h)", argv[optind - 1]);

@@ -105,16 +105,16 @@ static void test_errors_name_the_option(void **state)
     (void)state;
     wn_options_t o;
     char err[256];
-    expect_error("option -v requires a number from 0 to 11, not '12'", PARSE(&o, err, "-v", "12"),
+    expect_error("option -v/--verbose requires a number from 0 to 11, not '12'", PARSE(&o, err, "-v", "12"),
                  err);
-    expect_error("option -s requires a port", PARSE(&o, err, "-s", "0"), err);
-    expect_error("option -s requires a port", PARSE(&o, err, "-s", "70000"), err);
-    expect_error("option -m requires a size from 512", PARSE(&o, err, "-m", "100"), err);
-    expect_error("option -m requires a size", PARSE(&o, err, "-m", "16k"), err);
-    expect_error("option --workers requires a number from 1 to 256", PARSE(&o, err, "-T", "0"),
+    expect_error("option -s/--stats-port requires a port", PARSE(&o, err, "-s", "0"), err);
+    expect_error("option -s/--stats-port requires a port", PARSE(&o, err, "-s", "70000"), err);
+    expect_error("option -m/--mbuf-size requires a size from 512", PARSE(&o, err, "-m", "100"), err);
+    expect_error("option -m/--mbuf-size requires a size", PARSE(&o, err, "-m", "16k"), err);
+    expect_error("option -T/--workers requires a number from 1 to 256", PARSE(&o, err, "-T", "0"),
                  err);
-    expect_error("option -i requires a positive number", PARSE(&o, err, "-i", "x"), err);
-    expect_error("option -c requires a value", PARSE(&o, err, "-c"), err);
+    expect_error("option -i/--stats-interval requires a positive number", PARSE(&o, err, "-i", "x"), err);
+    expect_error("option -c/--conf-file requires a value", PARSE(&o, err, "-c"), err);
     expect_error("unknown option -x", PARSE(&o, err, "-x"), err);
     expect_error("unknown option '--bogus'", PARSE(&o, err, "--bogus"), err);
     expect_error("unexpected argument 'stray'", PARSE(&o, err, "stray"), err);

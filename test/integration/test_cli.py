@@ -1,0 +1,245 @@
+#!/usr/bin/python3
+"""walnut's command line: -V, -h, -t on good and bad configurations, bad options,
+-D (twemproxy's stat names), and --locate against the placement tables measured
+on the real nutcracker (test/data/placement/). Needs no backend and no serving
+data path; nutcracker is used to cross-check -D and the bad configurations.
+"""
+
+import glob
+import os
+import random
+import re
+import subprocess
+import sys
+
+sys.dont_write_bytecode = True  # keep the source tree clean
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+# twemproxy 0.5.0's stats (nc_stats.h), pool then server
+TWEMPROXY_POOL_STATS = ["client_eof", "client_err", "client_connections", "server_ejects",
+                        "forward_error", "fragments"]
+TWEMPROXY_SERVER_STATS = ["server_eof", "server_err", "server_timedout", "server_connections",
+                          "server_ejected_at", "requests", "request_bytes", "responses",
+                          "response_bytes", "in_queue", "in_queue_bytes", "out_queue",
+                          "out_queue_bytes"]
+
+GOOD = """\
+alpha:
+  listen: 127.0.0.1:22121
+  hash: fnv1a_64
+  distribution: ketama
+  timeout: 400
+  servers:
+   - 127.0.0.1:11211:1 one
+   - 127.0.0.1:11212:1 two
+"""
+
+# name -> (config text, line the message must name, words the message must contain)
+BAD_CONFIGS = {
+    "unknown_key": (GOOD.replace("  timeout: 400\n", "  timeout: 400\n  bogus_key: 1\n"),
+                    6, ["bogus_key"]),
+    "bad_hash": (GOOD.replace("hash: fnv1a_64", "hash: sha1"), 3, ["hash", "sha1"]),
+    "bad_distribution": (GOOD.replace("ketama", "chaos"), 4, ["distribution", "chaos"]),
+    "duplicate_server_names": (GOOD.replace("11212:1 two", "11212:1 one"), 8,
+                               ["servers", "one"]),
+    "zero_weight": (GOOD.replace("11212:1 two", "11212:0 two"), 8, ["servers", "weight"]),
+    "bad_server_port": (GOOD.replace("11212:1 two", "99999:1 two"), 8, ["servers", "99999"]),
+    "bad_listen_port": (GOOD.replace("22121", "notaport"), 2, ["listen", "notaport"]),
+    "bad_timeout": (GOOD.replace("timeout: 400", "timeout: soon"), 5, ["timeout", "soon"]),
+    "bad_bool": (GOOD.replace("  timeout: 400\n", "  timeout: 400\n  preconnect: maybe\n"), 6,
+                 ["preconnect", "maybe"]),
+}
+
+
+def run(args, timeout=60):
+    r = h.run_walnut(args, timeout=timeout)
+    return r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
+
+
+class TestCommandLine(h.ProxyTestCase):
+
+    def setUp(self):
+        self.bin = h.walnut_bin()
+
+    def test_version(self):
+        for flag in ("-V", "--version"):
+            rc, out, err = run([flag])
+            self.assertEqual(rc, 0, err)
+            self.assertRegex(out, r"^This is walnut-\d+\.\d+\.\d+\S*\n", flag)
+
+    def test_help(self):
+        for flag in ("-h", "--help"):
+            rc, out, err = run([flag])
+            self.assertEqual(rc, 0, err)
+            self.assertIn("Usage: walnut", out)
+            for opt in ("-h", "-V", "-t", "-d", "-D", "-v", "-o", "-c", "-s", "-a", "-i", "-p",
+                        "-m", "--workers", "--locate"):
+                self.assertRegex(out, r"(^|[\s,\[])%s\b" % re.escape(opt),
+                                 "%s does not mention %s" % (flag, opt))
+
+    def test_example_configs_are_ok(self):
+        src = h.source_dir()
+        for name in ("nutcracker.yml", "walnut.yml"):
+            path = os.path.join(src, "config", name)
+            self.assertTrue(os.path.isfile(path), "missing example configuration %s" % path)
+            for args in (["-t", "-c", path], ["--test-conf", "--conf-file=%s" % path]):
+                rc, out, err = run(args)
+                self.assertEqual(rc, 0, "%s: %s" % (args, out + err))
+                self.assertIn("syntax is ok", out + err, args)
+                self.assertIn(path, out + err, "the ok message names the file")
+        # config/nutcracker.yml is twemproxy's own example: nutcracker accepts it too
+        nc = h.nutcracker_bin()
+        r = subprocess.run([nc, "-t", "-c", os.path.join(src, "config", "nutcracker.yml")],
+                           capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_bad_configs(self):
+        tmp = self.tmpdir()
+        nc = h.nutcracker_bin()
+        path = tmp.join("good.yml")
+        with open(path, "w") as f:
+            f.write(GOOD)
+        rc, out, err = run(["-t", "-c", path])
+        self.assertEqual(rc, 0, "the base of the bad configs must be good: %s" % err)
+        for name, (text, line, words) in BAD_CONFIGS.items():
+            with self.subTest(config=name):
+                path = tmp.join("%s.yml" % name)
+                with open(path, "w") as f:
+                    f.write(text)
+                rc, out, err = run(["-t", "-c", path])
+                msg = out + err
+                self.assertEqual(rc, 1, "%s: exit %d, output: %s" % (name, rc, msg))
+                self.assertIn("syntax is invalid", msg)
+                self.assertRegex(msg, r"%s:%d:" % (re.escape(os.path.basename(path)), line),
+                                 "%s: the message must name file and line %d" % (name, line))
+                for w in words:
+                    self.assertIn(w, msg, "%s: the message must name %r" % (name, w))
+                # as strict as twemproxy: it rejects these too
+                r = subprocess.run([nc, "-t", "-c", path], capture_output=True, timeout=60,
+                                   stdin=subprocess.DEVNULL)
+                self.assertNotEqual(r.returncode, 0, "nutcracker accepts %s" % name)
+
+    def test_unreadable_and_malformed_configs(self):
+        tmp = self.tmpdir()
+        cases = {
+            "missing": (None, ["cannot open"]),
+            "empty": ("", ["empty"]),
+            "not_yaml": ("alpha:\n  listen: [\n", ["alpha"]),
+            "no_servers": ("alpha:\n  listen: 127.0.0.1:22121\n", ["servers"]),
+        }
+        for name, (text, words) in cases.items():
+            with self.subTest(config=name):
+                path = tmp.join("%s.yml" % name)
+                if text is not None:
+                    with open(path, "w") as f:
+                        f.write(text)
+                rc, out, err = run(["-t", "-c", path])
+                self.assertEqual(rc, 1, out + err)
+                self.assertIn(os.path.basename(path), out + err)
+                self.assertIn("syntax is invalid", out + err)
+                for w in words:
+                    self.assertIn(w, out + err)
+
+    def test_bad_options(self):
+        tmp = self.tmpdir()
+        conf = tmp.join("good.yml")
+        with open(conf, "w") as f:
+            f.write(GOOD)
+        cases = [
+            (["-v", "99"], "-v"),
+            (["-v", "x"], "-v"),
+            (["-m", "1"], "-m"),
+            (["-m", "100000000"], "-m"),
+            (["--workers", "0"], "--workers"),
+            (["--workers", "257"], "--workers"),
+            (["-T", "0"], "-T"),
+            (["-s", "70000"], "-s"),
+            (["-i", "abc"], "-i"),
+            (["-x"], "-x"),
+            (["--no-such-option"], "--no-such-option"),
+            (["--workers"], "--workers"),
+        ]
+        for args, opt in cases:
+            with self.subTest(args=args):
+                # -t keeps a wrongly accepted option from starting a proxy
+                rc, out, err = run(args + ["-t", "-c", conf] if args != ["--workers"]
+                                   else ["-t", "-c", conf] + args, timeout=30)
+                self.assertNotEqual(rc, 0, "%s accepted: %s" % (args, out + err))
+                # an option's long and short spellings name the same option
+                aliases = {"-T": ("-T", "--workers"), "--workers": ("-T", "--workers")}
+                self.assertTrue(any(a in err for a in aliases.get(opt, (opt,))),
+                                "%s: the error must name the option %s: %r" % (args, opt, err))
+                self.assertNotIn("syntax is ok", out + err)
+
+    def test_describe_stats(self):
+        rc, out, err = run(["-D"])
+        self.assertEqual(rc, 0, err)
+        names = set(re.findall(r"^[ \t]+([a-z_]+)[ \t]", out, re.M))
+        for n in TWEMPROXY_POOL_STATS + TWEMPROXY_SERVER_STATS:
+            self.assertIn(n, names, "-D does not list twemproxy's %s" % n)
+        # and every name the real nutcracker describes
+        r = subprocess.run([h.nutcracker_bin(), "-D"], capture_output=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+        nc_names = set(re.findall(r"^[ \t]+([a-z_]+)[ \t]", (r.stdout + r.stderr).decode(), re.M))
+        self.assertTrue(nc_names, "could not read nutcracker -D")
+        self.assertEqual(nc_names - names, set(), "stats nutcracker -D lists and walnut -D lacks")
+
+    def test_locate_matches_placement_tables(self):
+        pdir = os.path.join(h.source_dir(), "test", "data", "placement")
+        shapes = sorted(glob.glob(os.path.join(pdir, "*.yml")))
+        self.assertGreaterEqual(len(shapes), 5, "placement tables missing in %s" % pdir)
+        total = 0
+        for yml in shapes:
+            shape = os.path.basename(yml)[:-4]
+            tsv = yml[:-4] + ".tsv"
+            with self.subTest(shape=shape):
+                self.assertTrue(os.path.isfile(tsv), "%s has no %s" % (yml, tsv))
+                rows = {}  # key -> {pool: server}
+                with open(tsv, "rb") as f:
+                    for line in f:
+                        pool, key_hex, server = line.rstrip(b"\n").split(b"\t")
+                        key = bytes.fromhex(key_hex.decode())
+                        rows.setdefault(key, {})[pool.decode()] = server.decode()
+                usable = sorted(k for k in rows if k and not k.startswith(b"-") and b"\0" not in k)
+                sample = random.Random(shape).sample(usable, min(90, len(usable)))
+                # always include the longest and some non-ASCII keys
+                sample += [k for k in usable if len(k) >= 240][:3]
+                sample += [k for k in usable if any(b >= 0x80 for b in k)][:5]
+                sample = list(dict.fromkeys(sample))
+                located = h.walnut_locate(yml, sample)
+                checked = 0
+                for key in sample:
+                    for pool, server in rows[key].items():
+                        got = located.get((pool, key))
+                        self.assertIsNotNone(got, "%s: --locate printed nothing for pool %s key %r"
+                                             % (shape, pool, key))
+                        self.assertEqual(got[0], server, "%s: pool %s key %r (hex %s)" % (
+                            shape, pool, key, key.hex()))
+                        checked += 1
+                self.assertGreaterEqual(checked, 1000, "%s: too few rows checked" % shape)
+                total += checked
+        self.assertGreaterEqual(total, 1000 * len(shapes))
+
+    def test_locate_usage(self):
+        pdir = os.path.join(h.source_dir(), "test", "data", "placement")
+        rc, out, err = run(["-c", os.path.join(pdir, "two_servers.yml"), "--locate"])
+        self.assertNotEqual(rc, 0, "--locate with no key must fail")
+        self.assertIn("--locate", err)
+        # a bad config: --locate reports it like -t does
+        tmp = self.tmpdir()
+        bad = tmp.join("bad.yml")
+        with open(bad, "w") as f:
+            f.write(BAD_CONFIGS["bad_hash"][0])
+        rc, out, err = run(["-c", bad, "--locate", "k"])
+        self.assertEqual(rc, 1)
+        self.assertIn("bad.yml:3:", err)
+        self.assertEqual(out, "")
+
+
+def tearDownModule():
+    h.report_known_diffs()
+
+
+if __name__ == "__main__":
+    h.main()
