@@ -856,6 +856,28 @@ class TestFailover(h.ProxyTestCase):
             "no probe connection reached the kept server %s in 2.5 s (total_connections "
             "%d -> %d, one of them this check's own)" % (kept.addr, before, after)))
 
+    # ------------------------------------------------------------- 10
+
+    def test_10_idle_dead_server_is_ejected_by_probes(self):
+        """With no client traffic at all, control's own probes find a dead server and
+        eject it: a first failed probe, a confirming one, then the new ring."""
+        self.setup_pair()
+        victim = self.mcs[1]
+        t_kill = time.time()
+        victim.kill()
+        try:
+            (e, _), = self.log.wait(rx_ejected(self.name(victim)),
+                                    INTERVAL_MS / 1000.0 + EJECT_DEADLINE, since=t_kill)[:1]
+        except AssertionError as err:
+            raise AssertionError(self.with_log(str(err))) from None
+        measured("10: idle kill -> ejected by probes", e.t - t_kill)
+        counted = self.log.find(r"pool '%s': server %s failure \d of 2 \((.*)\)" % (
+            POOL, re.escape(self.name(victim))), since=t_kill)
+        self.assertTrue(counted, self.with_log("no failure was counted"))
+        self.assertTrue(all(m.group(1).endswith("health probe") for _, m in counted),
+                        self.with_log("with no traffic only probes can find the failure"))
+        self.assert_converged(live=1)
+
     # ------------------------------------------------------------- 8
 
     def test_8_max_ejected_fraction_keeps_one(self):
