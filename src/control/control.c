@@ -203,6 +203,11 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
     uv_signal_init(&ctl.loop, &ctl.sighup);
     ctl.sigint.data = ctl.sigterm.data = ctl.sighup.data = &ctl;
 
+    /* Handlers first: workers serve as soon as they start, so a stop signal
+     * may come before this thread reaches its loop; it is queued until then. */
+    uv_signal_start(&ctl.sigint, on_signal, SIGINT);
+    uv_signal_start(&ctl.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&ctl.sighup, on_signal, SIGHUP);
     rc = health_init(&ctl);
     if (rc == 0)
         rc = create_workers(&ctl, opts);
@@ -231,9 +236,6 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
         goto out;
     }
 
-    uv_signal_start(&ctl.sigint, on_signal, SIGINT);
-    uv_signal_start(&ctl.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&ctl.sighup, on_signal, SIGHUP);
     health_start(&ctl);
     for (uint32_t p = 0; p < conf->npools; p++) {
         const wn_conf_pool_t *pool = &conf->pools[p];
