@@ -89,8 +89,8 @@ typedef struct wn_worker_options {
     bool accept_unix; /* this worker accepts on unix-socket listeners */
     /* All workers' stats, for `stats` answered by any worker (borrowed). */
     wn_worker_t *const *all;
-    /* Where failures go: the control thread's wakeup (borrowed; NULL: the
-     * worker has no control thread and decides ejection itself, as tests may). */
+    /* Where failures go: the control thread's wakeup (borrowed). NULL: no
+     * control thread; failures are not reported and nothing is ever ejected. */
     uv_async_t *control_wakeup;
 } wn_worker_options_t;
 
@@ -100,8 +100,8 @@ typedef struct wn_worker_options {
 int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker_t **out,
                      char *err, size_t errlen);
 /* Initial rings: the worker takes one reference of rings[p] for each pool p
- * (control builds them). Main thread, before start. NULL: the worker builds
- * its own from the configuration with every server live. */
+ * (control builds them). Main thread, before start. Without this call the
+ * worker uses rings it built itself with every server live. */
 void wn_worker_set_rings(wn_worker_t *w, struct wn_ring *const *rings);
 
 /* Control thread: send msg to the worker (wakes it). Never blocks and never

@@ -49,6 +49,7 @@ void client_close(client_t *c)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
     w->nclients--;
+    c->pool->nclients--;
     STAT_DEC(w, curr_connections);
     if (c->dirty) {
         client_t **pp = &w->dirty_clients;
@@ -161,10 +162,7 @@ void client_accept(pool_rt_t *pool, uv_stream_t *listener)
     int limit = pool->conf->client_connections;
     if (limit > 0) {
         uint32_t share = (uint32_t)((limit + w->nworkers - 1) / w->nworkers);
-        uint32_t mine = 0;
-        for (client_t *o = w->clients; o != NULL; o = o->next)
-            mine += o->pool == pool;
-        if (mine >= share) {
+        if (pool->nclients >= share) {
             STAT_INC(w, rejected_connections);
             c->closing = true;
             uv_close(&c->h.handle, (uv_close_cb)free);
@@ -184,6 +182,7 @@ void client_accept(pool_rt_t *pool, uv_stream_t *listener)
         w->clients->prev = c;
     w->clients = c;
     w->nclients++;
+    pool->nclients++;
     STAT_INC(w, curr_connections);
     STAT_INC(w, total_connections);
     if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)

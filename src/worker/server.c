@@ -32,15 +32,6 @@ void server_rt_deinit(server_rt_t *s)
     s->conns = NULL;
 }
 
-uint32_t server_inflight(const server_rt_t *s)
-{
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < s->nconns; i++)
-        if (s->conns[i] != NULL)
-            n += s->conns[i]->nqueued;
-    return n;
-}
-
 static int sconn_connect(sconn_t *c);
 
 static void on_handle_closed(uv_handle_t *h)

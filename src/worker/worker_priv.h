@@ -200,6 +200,7 @@ struct pool_rt {
     bool listening;
     _Atomic uint64_t epoch;          /* epoch of `ring`, readable by any thread */
     uint32_t nsuspect;               /* servers with suspect_until_ms set */
+    uint32_t nclients;               /* this worker's open clients of the pool */
 };
 
 struct client {
@@ -301,7 +302,6 @@ void server_flush_all(wn_worker_t *w);
 void server_preconnect(server_rt_t *s);
 /* Idle servers close when the worker stops. */
 void server_close_all(server_rt_t *s);
-uint32_t server_inflight(const server_rt_t *s);
 
 /* route glue (pool.c) */
 int pool_rt_init(pool_rt_t *p, wn_worker_t *w, const wn_conf_pool_t *conf, uint32_t idx);
