@@ -1,0 +1,86 @@
+/*
+ * core/stats.c: counter blocks and latency histograms. A block is written by
+ * one thread and read by any; nothing here locks. See walnut/stats.h.
+ */
+#include "walnut/stats.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "walnut/config.h"
+
+#define WN_DESC_(name, kind, text) {#name, WN_STAT_##kind, text},
+const wn_stat_desc_t wn_global_stat_desc[WN_GLOBAL_STAT_COUNT] = {WN_GLOBAL_STATS_MAP(WN_DESC_)};
+const wn_stat_desc_t wn_pool_stat_desc[WN_POOL_STAT_COUNT] = {WN_POOL_STATS_MAP(WN_DESC_)};
+const wn_stat_desc_t wn_server_stat_desc[WN_SERVER_STAT_COUNT] = {WN_SERVER_STATS_MAP(WN_DESC_)};
+#undef WN_DESC_
+#define WN_CAUSE_DESC_(name, text) {#name, WN_STAT_COUNTER, text},
+const wn_stat_desc_t wn_error_cause_desc[WN_CAUSE_COUNT] = {WN_ERROR_CAUSE_MAP(WN_CAUSE_DESC_)};
+#undef WN_CAUSE_DESC_
+
+const uint64_t wn_hist_bounds_us[WN_HIST_BUCKETS - 1] = {
+    10,     25,     50,      100,     250,     500,     1000,    2500,    5000,    10000,
+    25000,  50000,  100000,  250000,  500000,  1000000, 2500000, 5000000, 10000000,
+};
+
+unsigned wn_hist_bucket(uint64_t us)
+{
+    /* Binary search for the first bound >= us; past the last: +Inf. */
+    unsigned lo = 0, hi = WN_HIST_BUCKETS - 1;
+    while (lo < hi) {
+        unsigned mid = (lo + hi) / 2;
+        if (us <= wn_hist_bounds_us[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+void wn_hist_record(wn_hist_t *h, uint64_t us)
+{
+    wn_stat_add(&h->bucket[wn_hist_bucket(us)], 1);
+    wn_stat_add(&h->sum_us, us);
+    wn_stat_add(&h->count, 1);
+}
+
+void wn_hist_add(wn_hist_sum_t *dst, const wn_hist_t *src)
+{
+    for (unsigned i = 0; i < WN_HIST_BUCKETS; i++)
+        dst->bucket[i] += wn_stat_get(&src->bucket[i]);
+    dst->sum_us += wn_stat_get(&src->sum_us);
+    dst->count += wn_stat_get(&src->count);
+}
+
+wn_stats_block_t *wn_stats_block_create(const struct wn_conf *conf)
+{
+    uint32_t npools = conf->npools, nservers = 0;
+    for (uint32_t p = 0; p < npools; p++)
+        nservers += conf->pools[p].nservers;
+    /* One allocation: the block, its pools, the server index, its servers. */
+    size_t off_pools = (sizeof(wn_stats_block_t) + 63) & ~(size_t)63;
+    size_t off_base = off_pools + sizeof(wn_pool_stats_t) * npools;
+    size_t off_servers = (off_base + sizeof(uint32_t) * npools + 63) & ~(size_t)63;
+    size_t size = off_servers + sizeof(wn_server_stats_t) * nservers;
+    char *mem = aligned_alloc(64, (size + 63) & ~(size_t)63);
+    if (mem == NULL)
+        return NULL;
+    memset(mem, 0, size);
+    wn_stats_block_t *b = (wn_stats_block_t *)mem;
+    b->npools = npools;
+    b->pools = (wn_pool_stats_t *)(mem + off_pools);
+    b->server_base = (uint32_t *)(mem + off_base);
+    b->nservers = nservers;
+    b->servers = (wn_server_stats_t *)(mem + off_servers);
+    uint32_t base = 0;
+    for (uint32_t p = 0; p < npools; p++) {
+        b->server_base[p] = base;
+        base += conf->pools[p].nservers;
+    }
+    return b;
+}
+
+void wn_stats_block_destroy(wn_stats_block_t *b)
+{
+    free(b);
+}
