@@ -2,7 +2,8 @@
  * core/log.c: leveled logging to stderr or a file, from any thread. Each line
  * is formatted into a stack buffer and written with one write(2) so lines from
  * different threads never interleave. The level is an atomic; the file
- * descriptor is swapped atomically on reopen.
+ * descriptor number never changes after start-up: reopen dup2()s the new file
+ * onto it, so a thread in the middle of a write never sees it closed.
  */
 #include "walnut/core.h"
 
@@ -61,10 +62,13 @@ int wn_log_reopen(void)
     int fd = open_log(log_path);
     if (fd < 0)
         return fd;
-    int old = atomic_exchange(&log_fd, fd);
-    if (old != STDERR_FILENO)
-        close(old);
-    return 0;
+    /* Other threads may be writing through the current descriptor right now:
+     * never close it under them. dup2 points the same number at the new file
+     * in one step, so every write goes to the old file or the new one. */
+    int cur = atomic_load(&log_fd);
+    int rc = dup2(fd, cur) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
 }
 
 void wn_log_deinit(void)
