@@ -27,6 +27,8 @@
 #define WN_CONF_DEFAULT_KETAMA_PORT 11211
 #define WN_CONF_DEFAULT_HEALTH_CHECK_INTERVAL 1000 /* ms; walnut-only */
 #define WN_CONF_DEFAULT_MAX_EJECTED_FRACTION 1.0   /* walnut-only: twemproxy may eject all */
+#define WN_CONF_DEFAULT_CLIENT_BUFFER_LIMIT (64u << 20) /* walnut-only: bytes */
+#define WN_CONF_MIN_CLIENT_BUFFER_LIMIT (64u << 10)
 
 /* A listen address or a server address. */
 typedef struct wn_conf_addr {
@@ -70,6 +72,9 @@ typedef struct wn_conf_pool {
     /* walnut-only keys */
     int health_check_interval;   /* ms; 0 disables active probes */
     double max_ejected_fraction; /* 0..1: no ejection past this share of servers */
+    /* Bytes walnut may hold for one client (its requests not yet sent, its
+     * replies not yet written); past it the client is disconnected. */
+    uint64_t client_buffer_limit;
 
     wn_conf_server_t *servers; /* owned; sorted as twemproxy sorts: name length, then bytes */
     uint32_t nservers;

@@ -93,6 +93,8 @@ int wn_log_enabled(int level);
 /* Monotonic clock in milliseconds / microseconds. */
 uint64_t wn_time_ms(void);
 uint64_t wn_time_us(void);
+/* Wall-clock time in microseconds since the epoch (for timestamps people read). */
+uint64_t wn_wall_us(void);
 
 /*
  * Buffers: fixed-size chunks (the -m size) from a per-worker pool, refcounted
@@ -118,9 +120,12 @@ struct wn_bufpool {
     size_t nfree;
     size_t nlive;         /* handed out and not yet returned */
     wn_buf_t *free;       /* owned */
+    uint64_t bytes;       /* data bytes allocated now, in use or free */
+    uint64_t freed;       /* data bytes given back to malloc, ever */
 };
 
-void wn_bufpool_init(wn_bufpool_t *pool, size_t chunk_size, size_t max_free);
+/* Keep at most max_free_bytes of free chunks (at least one chunk). */
+void wn_bufpool_init(wn_bufpool_t *pool, size_t chunk_size, size_t max_free_bytes);
 /* Frees the free list. Buffers still live are the caller's leak; returns their count. */
 size_t wn_bufpool_deinit(wn_bufpool_t *pool);
 /* A buffer with one reference and len 0 of at least `size` bytes (0: the

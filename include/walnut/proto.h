@@ -28,6 +28,9 @@
 typedef struct wn_mc_limits {
     uint32_t max_line;  /* longest line including its \n; >= WN_MC_LINE_MIN */
     uint32_t max_value; /* largest data block, not counting its trailing \r\n */
+    /* Longest get/gets/gat/gats line (many keys); 0: max_line. memcached
+     * itself has no limit on them. */
+    uint32_t max_retrieval_line;
 } wn_mc_limits_t;
 
 /* ---- commands ---------------------------------------------------------- */
@@ -274,13 +277,24 @@ int wn_mc_response_parse(wn_mc_rsp_parser_t *p, wn_mc_cmd_t cmd, const char *buf
 /* ---- composers --------------------------------------------------------- */
 
 /*
- * Bytes needed for a retrieval head for `nkeys` keys of the request `req`
- * (get, gets, gat or gats) parsed from `line`: "get k1 k2\r\n" or
- * "gat <exptime> k1 k2\r\n" (the exptime token copied from the request).
- * 0 if req->cmd is not a retrieval command.
+ * The request line `line` (parsed into req, req->noreply set) without its
+ * final "noreply" token: its tokens joined by single spaces, then "\r\n".
+ * The proxy sends noreply requests this way and drops the reply itself.
+ * Returns the length written, WN_ETOOBIG if cap is too small (req->line_len
+ * + 2 always suffices), WN_EINVAL if the line does not end in noreply.
+ */
+int wn_mc_compose_without_noreply(char *dst, size_t cap, const char *line,
+                                  const wn_mc_request_t *req);
+
+/*
+ * Bytes needed for a retrieval head for keys keys[order[0]], keys[order[1]],
+ * ... (order NULL: keys[0..nkeys)) of the request `req` (get, gets, gat or
+ * gats) parsed from `line`: "get k1 k2\r\n" or "gat <exptime> k1 k2\r\n"
+ * (the exptime token copied from the request). 0 if req->cmd is not a
+ * retrieval command.
  */
 size_t wn_mc_retrieval_head_size(const char *line, const wn_mc_request_t *req,
-                                 const wn_mc_span_t *keys, size_t nkeys);
+                                 const wn_mc_span_t *keys, const uint32_t *order, size_t nkeys);
 /*
  * Write that head into dst (cap bytes). Returns the length written, or
  * WN_ETOOBIG if it does not fit, WN_EINVAL for a non-retrieval command or
@@ -288,26 +302,33 @@ size_t wn_mc_retrieval_head_size(const char *line, const wn_mc_request_t *req,
  */
 int wn_mc_retrieval_head_compose(char *dst, size_t cap, const char *line,
                                  const wn_mc_request_t *req, const wn_mc_span_t *keys,
-                                 size_t nkeys);
+                                 const uint32_t *order, size_t nkeys);
 
-/* ---- merging split retrievals ------------------------------------------ */
+/* ---- matching retrieval replies to their keys ------------------------- */
 
 /*
- * A multi-key get split across servers is answered with the VALUE blocks
- * in the client's key order. Each fragment's reply lists its hits in the
- * order of the fragment's keys (a subsequence: misses are absent), so one
- * cursor per fragment is enough: walk the client's keys in order and, for
- * each, take the fragment's next VALUE if its key matches, else it is a
- * miss. Duplicate keys work (memcached answers each occurrence).
+ * memcached answers a retrieval with one VALUE per key found, in the order
+ * the keys were asked (a key asked twice is answered twice). So a VALUE
+ * answers the first of the request's keys still to come that has its name;
+ * a VALUE naming none of them is not an answer to this request (a protocol
+ * error: the proxy never hands it to anyone).
  */
-typedef struct wn_mc_frag_values {
-    const char *const *keys; /* VALUE keys in reply order (borrowed) */
-    const uint32_t *lens;
-    uint32_t n;
-    uint32_t cursor; /* next VALUE to take; start at 0 */
-} wn_mc_frag_values_t;
 
-/* The index of f's VALUE answering `key` (advancing the cursor), or -1 for a miss. */
-int32_t wn_mc_merge_take(wn_mc_frag_values_t *f, const char *key, uint32_t len);
+/*
+ * Keys given as spans of `line`, visited as keys[order[0]], keys[order[1]],
+ * ... (order NULL: keys[0..n)). Start with *cursor = 0. Returns the
+ * position j (< n) the VALUE key answers and sets *cursor = j + 1, or -1
+ * when no key from *cursor on has that name (*cursor unchanged).
+ */
+int32_t wn_mc_match_key(const char *line, const wn_mc_span_t *keys, const uint32_t *order,
+                        uint32_t n, uint32_t *cursor, const char *vkey, uint32_t vlen);
+
+/*
+ * The same over the keys of a parsed request line (a forwarded retrieval):
+ * *cursor is a byte offset into line, start with 0. True when a key from the
+ * cursor on has the VALUE's name (the cursor moves past it).
+ */
+bool wn_mc_match_line_key(const char *line, const wn_mc_request_t *req, uint32_t *cursor,
+                          const char *vkey, uint32_t vlen);
 
 #endif

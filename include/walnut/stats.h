@@ -175,6 +175,10 @@ static inline void wn_stat_sub(_Atomic uint64_t *c, uint64_t n)
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) - n,
                           memory_order_relaxed);
 }
+static inline void wn_stat_set(_Atomic uint64_t *c, uint64_t v)
+{
+    atomic_store_explicit(c, v, memory_order_relaxed);
+}
 static inline uint64_t wn_stat_get(const _Atomic uint64_t *c)
 {
     return atomic_load_explicit(c, memory_order_relaxed);

@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "walnut/config.h"
+#include "walnut/stats.h"
 
 typedef struct wn_worker wn_worker_t;
 
@@ -53,42 +54,17 @@ typedef struct wn_msg {
     int worker;        /* worker -> control: the sender */
 } wn_msg_t;
 
-/* Counters one worker keeps. Written only by their worker (relaxed stores),
- * read by any thread with relaxed loads; sums across workers are the totals. */
-#define WN_WORKER_STATS_MAP(XX)                                                                   \
-    XX(curr_connections)                                                                          \
-    XX(total_connections)                                                                         \
-    XX(rejected_connections)                                                                      \
-    XX(cmd_get)                                                                                   \
-    XX(cmd_set)                                                                                   \
-    XX(cmd_touch)                                                                                 \
-    XX(get_hits)                                                                                  \
-    XX(get_misses)                                                                                \
-    XX(requests)                                                                                  \
-    XX(request_errors)                                                                            \
-    XX(fragments)                                                                                 \
-    XX(forward_error)                                                                             \
-    XX(server_timedout)                                                                           \
-    XX(server_err)                                                                                \
-    XX(server_eof)                                                                                \
-    XX(server_ejects)                                                                             \
-    XX(server_connections)                                                                        \
-    XX(bytes_read)                                                                                \
-    XX(bytes_written)
-
-typedef struct wn_worker_stats {
-#define WN_STAT_FIELD(name) _Atomic uint64_t name;
-    WN_WORKER_STATS_MAP(WN_STAT_FIELD)
-#undef WN_STAT_FIELD
-} wn_worker_stats_t;
-
 typedef struct wn_worker_options {
     int id;
     int nworkers;
     size_t mbuf_size;
     bool accept_unix; /* this worker accepts on unix-socket listeners */
-    /* All workers' stats, for `stats` answered by any worker (borrowed). */
-    wn_worker_t *const *all;
+    /* Counters: this worker's block (it is the only writer), and every
+     * block (all workers' and control's) for the memcached `stats` command.
+     * Borrowed: owned by control, freed only after every worker is joined. */
+    wn_stats_block_t *stats;
+    wn_stats_block_t *const *all_stats;
+    uint32_t nall_stats;
     /* Where failures go: the control thread's wakeup (borrowed). NULL: no
      * control thread; failures are not reported and nothing is ever ejected. */
     uv_async_t *control_wakeup;
@@ -120,8 +96,11 @@ int wn_worker_start(wn_worker_t *w);
 /* Ask the worker to stop: it closes its listeners, answers what is in flight,
  * closes its connections and ends its loop. Any thread; returns at once. */
 void wn_worker_stop(wn_worker_t *w);
-/* Wait for the thread to end, then free the worker. Main thread. */
-void wn_worker_join(wn_worker_t *w);
-const wn_worker_stats_t *wn_worker_stats(const wn_worker_t *w);
+/* Wait for the thread to end (if it was started; a test may run the loop
+ * itself), then free the worker. Main thread. Returns 0, or the error of
+ * closing its loop (a handle left open). */
+int wn_worker_join(wn_worker_t *w);
+/* Free a worker that was created but never started. Main thread; NULL is fine. */
+void wn_worker_destroy(wn_worker_t *w);
 
 #endif

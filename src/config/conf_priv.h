@@ -86,6 +86,7 @@ typedef struct wn_conf_raw_pool {
     int *reuseport;
     int *health_check_interval;
     double *max_ejected_fraction;
+    int *client_buffer_limit;
     char **servers;
     unsigned servers_count;
 } wn_conf_raw_pool_t;

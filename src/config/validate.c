@@ -151,6 +151,19 @@ static int build_pool(const ctx_t *c, const wn_conf_raw_pool_t *raw, wn_conf_poo
     pool->max_ejected_fraction = raw->max_ejected_fraction ? *raw->max_ejected_fraction
                                                            : WN_CONF_DEFAULT_MAX_EJECTED_FRACTION;
 
+    pool->client_buffer_limit = raw->client_buffer_limit
+                                    ? (uint64_t)(uint32_t)*raw->client_buffer_limit
+                                    : WN_CONF_DEFAULT_CLIENT_BUFFER_LIMIT;
+    if (raw->client_buffer_limit &&
+        (*raw->client_buffer_limit < 0 ||
+         pool->client_buffer_limit < WN_CONF_MIN_CLIENT_BUFFER_LIMIT)) {
+        wn_conf_errf(c->err, c->errlen, c->file, key_line(c, "client_buffer_limit"), sp->name,
+                     "client_buffer_limit %d is too small (want at least %u bytes; the "
+                     "default is %u)",
+                     *raw->client_buffer_limit, WN_CONF_MIN_CLIENT_BUFFER_LIMIT,
+                     WN_CONF_DEFAULT_CLIENT_BUFFER_LIMIT);
+        return WN_ECONFIG;
+    }
     if (pool->server_connections == 0) {
         wn_conf_errf(c->err, c->errlen, c->file, key_line(c, "server_connections"), sp->name,
                      "server_connections is 0; want 1 or more connections per server");

@@ -17,6 +17,9 @@
 
 #include "walnut/core.h"
 
+/* Messages that did not fit a worker's ring are retried this often. */
+#define OUTBOX_RETRY_MS 10
+
 static void log_convergence(control_t *ctl, uint32_t pool)
 {
     hpool_t *p = &ctl->pools[pool];
@@ -28,6 +31,30 @@ static void log_convergence(control_t *ctl, uint32_t pool)
     p->converged_epoch = p->epoch;
     wn_log_notice("pool '%s': all %d workers on ring epoch %llu", p->conf->name, ctl->nworkers,
                   (unsigned long long)p->epoch);
+}
+
+/* Push what waits in the outboxes; true while something still waits. */
+static bool flush_outboxes(control_t *ctl)
+{
+    size_t waiting = 0;
+    for (int i = 0; i < ctl->nworkers; i++)
+        waiting += wn_worker_flush_outbox(ctl->workers[i]);
+    return waiting > 0;
+}
+
+static void on_outbox_timer(uv_timer_t *t)
+{
+    control_t *ctl = t->data;
+    if (!ctl->stopping && flush_outboxes(ctl))
+        uv_timer_start(&ctl->outbox_timer, on_outbox_timer, OUTBOX_RETRY_MS, 0);
+}
+
+void wn_control_outbox_retry(control_t *ctl)
+{
+    /* A worker's ring was full: retry on a timer, since that worker may
+     * have nothing to tell us and so never wake us to do it. */
+    if (!ctl->stopping && !uv_is_active((uv_handle_t *)&ctl->outbox_timer))
+        uv_timer_start(&ctl->outbox_timer, on_outbox_timer, OUTBOX_RETRY_MS, 0);
 }
 
 static void on_wakeup(uv_async_t *a)
@@ -67,6 +94,7 @@ static void stop_all(control_t *ctl)
     }
     ctl->nworkers = 0;
     health_stop(ctl);
+    uv_close((uv_handle_t *)&ctl->outbox_timer, NULL);
     uv_close((uv_handle_t *)&ctl->wakeup, NULL);
     uv_close((uv_handle_t *)&ctl->sigint, NULL);
     uv_close((uv_handle_t *)&ctl->sigterm, NULL);
@@ -129,6 +157,29 @@ static int write_pid_file(const char *path)
     return err;
 }
 
+/* Every worker's counter block and control's own, laid out for the config. */
+static int create_blocks(control_t *ctl)
+{
+    ctl->nblocks = (uint32_t)ctl->nworkers + 1;
+    ctl->blocks = calloc(ctl->nblocks, sizeof(*ctl->blocks));
+    if (ctl->blocks == NULL)
+        return WN_ENOMEM;
+    for (uint32_t i = 0; i < ctl->nblocks; i++) {
+        ctl->blocks[i] = wn_stats_block_create(ctl->conf);
+        if (ctl->blocks[i] == NULL)
+            return WN_ENOMEM;
+    }
+    return 0;
+}
+
+static void destroy_blocks(control_t *ctl)
+{
+    for (uint32_t i = 0; ctl->blocks != NULL && i < ctl->nblocks; i++)
+        wn_stats_block_destroy(ctl->blocks[i]);
+    free(ctl->blocks);
+    ctl->blocks = NULL;
+}
+
 static int create_workers(control_t *ctl, const wn_options_t *opts)
 {
     wn_ring_t **rings = calloc(ctl->npools ? ctl->npools : 1, sizeof(*rings));
@@ -144,7 +195,9 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
             .nworkers = ctl->nworkers,
             .mbuf_size = opts->mbuf_size,
             .accept_unix = i == 0,
-            .all = ctl->workers,
+            .stats = ctl->blocks[i],
+            .all_stats = ctl->blocks,
+            .nall_stats = ctl->nblocks,
             .control_wakeup = &ctl->wakeup,
         };
         rc = wn_worker_create(ctl->conf, &wo, &ctl->workers[i], err, sizeof(err));
@@ -198,6 +251,8 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
     }
     uv_async_init(&ctl.loop, &ctl.wakeup, on_wakeup);
     ctl.wakeup.data = &ctl;
+    uv_timer_init(&ctl.loop, &ctl.outbox_timer);
+    ctl.outbox_timer.data = &ctl;
     uv_signal_init(&ctl.loop, &ctl.sigint);
     uv_signal_init(&ctl.loop, &ctl.sigterm);
     uv_signal_init(&ctl.loop, &ctl.sighup);
@@ -208,7 +263,9 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
     uv_signal_start(&ctl.sigint, on_signal, SIGINT);
     uv_signal_start(&ctl.sigterm, on_signal, SIGTERM);
     uv_signal_start(&ctl.sighup, on_signal, SIGHUP);
-    rc = health_init(&ctl);
+    rc = create_blocks(&ctl);
+    if (rc == 0)
+        rc = health_init(&ctl);
     if (rc == 0)
         rc = create_workers(&ctl, opts);
     int started = 0;
@@ -218,16 +275,20 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
             wn_log_error("cannot start worker %d: %s", started, wn_strerror(rc));
     }
     if (rc < 0) {
-        /* Stop what started; workers created but never started are only
-         * freed by the exit that follows. */
+        /* Stop what started, free what was only created. */
+        if (started > 0 && rc < 0 && started <= ctl.nworkers)
+            started--; /* the one that failed to start */
         for (int i = 0; i < started; i++)
             wn_worker_stop(ctl.workers[i]);
         for (int i = 0; i < started; i++)
             wn_worker_join(ctl.workers[i]);
+        for (int i = started; i < ctl.nworkers; i++)
+            wn_worker_destroy(ctl.workers[i]);
         ctl.nworkers = 0;
         ctl.stopping = true;
         if (ctl.pools != NULL)
             health_stop(&ctl);
+        uv_close((uv_handle_t *)&ctl.outbox_timer, NULL);
         uv_close((uv_handle_t *)&ctl.wakeup, NULL);
         uv_close((uv_handle_t *)&ctl.sigint, NULL);
         uv_close((uv_handle_t *)&ctl.sigterm, NULL);
@@ -252,6 +313,8 @@ out:
     if (uv_loop_close(&ctl.loop) != 0)
         wn_log_error("control loop closed with handles still open");
     health_deinit(&ctl);
+    /* Every worker is joined: nobody reads the blocks any more. */
+    destroy_blocks(&ctl);
     free(ctl.workers);
     if (opts->pid_file != NULL)
         unlink(opts->pid_file);

@@ -14,6 +14,7 @@
 #include "walnut/config.h"
 #include "walnut/control.h"
 #include "walnut/route.h"
+#include "walnut/stats.h"
 #include "walnut/worker.h"
 
 typedef struct control control_t;
@@ -34,7 +35,8 @@ typedef struct probe {
     size_t rlen;
     uint32_t lines_left;
     bool ok;            /* every reply line so far was good */
-    char wbuf[600];
+    char *wbuf;         /* owned: sized for the pool's AUTH/SELECT/PING */
+    size_t wcap;
 } probe_t;
 
 typedef struct hserver {
@@ -43,6 +45,11 @@ typedef struct hserver {
     uint32_t idx;
     struct sockaddr_storage addr;
     uint32_t failures;            /* consecutive, counted once per event */
+    bool data_failed;             /* the last failure came from real traffic, and no real
+                                     request has succeeded since: a good probe does not
+                                     clear it (a server may answer probes and fail requests) */
+    uint64_t ejected_at_us;       /* wall clock of the last ejection (twemproxy's
+                                     server_ejected_at), 0 if never */
     uint64_t last_fail_ms;        /* when the last failure was counted */
     bool suspected;               /* a worker reported a failure, no verdict sent yet */
     bool ejected;
@@ -75,7 +82,15 @@ struct control {
     hpool_t *pools;               /* owned */
     uint32_t npools;
     bool stopping;
+    /* Counter blocks: one per worker, then control's own (ejections). Owned;
+     * freed only after every worker is joined. */
+    wn_stats_block_t **blocks;
+    uint32_t nblocks;
+    uv_timer_t outbox_timer;      /* retries messages that did not fit a worker's ring */
 };
+
+/* control.c: some message to a worker is waiting in an outbox; retry soon. */
+void wn_control_outbox_retry(control_t *ctl);
 
 /* health.c */
 int health_init(control_t *ctl);

@@ -159,7 +159,10 @@ static void eject(hserver_t *s, int err, const char *how)
     }
     s->ejected = true;
     s->failures = 0;
+    s->data_failed = false;
     s->retry_at_ms = now_ms(p->ctl) + (uint64_t)p->conf->server_retry_timeout;
+    s->ejected_at_us = wn_wall_us();
+    wn_stat_add(&p->ctl->blocks[p->ctl->nblocks - 1]->pools[p->idx].v[WN_P_server_ejects], 1);
     s->suspected = false; /* the new ring is the verdict */
     wn_log_warn("pool '%s': server %s ejected after %d consecutive failures (last: %s, %s); "
                 "retry in %d ms",
@@ -202,10 +205,22 @@ static void count_failure(hserver_t *s, int err, const char *how)
         send_verdict(s); /* nothing will confirm it: let requests try again */
 }
 
-static void count_success(hserver_t *s)
+/*
+ * How probes and real traffic combine: every failure counts toward
+ * server_failure_limit (a worker's report of a failed request or connection,
+ * or a failed probe). A real request answered again clears the count. A good
+ * probe clears it only when the failures came from probes: a server that
+ * answers probes but fails real requests keeps its count, so it is ejected
+ * after server_failure_limit failed requests even while its probe answers.
+ * Either success ends the hold on the server's clients.
+ */
+static void count_success(hserver_t *s, bool from_traffic)
 {
-    s->failures = 0;
-    s->guard_logged = false;
+    if (from_traffic || !s->data_failed) {
+        s->failures = 0;
+        s->data_failed = false;
+        s->guard_logged = false;
+    }
     send_verdict(s);
 }
 
@@ -220,11 +235,11 @@ void health_on_message(control_t *ctl, const wn_msg_t *m)
         return;
     }
     if (m->type == WN_MSG_OK) {
-        if (!s->probe.busy)
-            count_success(s);
+        count_success(s, true);
         return;
     }
     s->suspected = true;
+    s->data_failed = true;
     if (now_ms(ctl) < s->last_fail_ms + DEDUPE_MS && s->failures > 0) {
         /* The same event, seen by another worker or connection. A verdict
          * is on its way from the confirming probe, unless nothing will
@@ -277,7 +292,7 @@ static void probe_done(hserver_t *s, int err)
                 return;
             }
         } else {
-            count_success(s);
+            count_success(s, false);
         }
         if (probing(p))
             probe_schedule(s, interval);
@@ -355,35 +370,61 @@ static void probe_written(uv_write_t *req, int status)
         probe_done(s, status);
 }
 
+/* Append a RESP command of two words to the probe's buffer; false if it
+ * does not fit (a very long redis_auth). */
+static bool put_command(probe_t *pr, size_t *n, const char *cmd, const char *arg)
+{
+    size_t room = pr->wcap - *n;
+    int len = snprintf(pr->wbuf + *n, room, "*2\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n", strlen(cmd),
+                       cmd, strlen(arg), arg);
+    if (len < 0 || (size_t)len >= room)
+        return false;
+    *n += (size_t)len;
+    return true;
+}
+
 static void probe_send(hserver_t *s)
 {
     probe_t *pr = &s->probe;
     const wn_conf_pool_t *c = s->pool->conf;
     size_t n = 0;
+    bool fits = true;
     pr->lines_left = 0;
     pr->ok = true;
     pr->rlen = 0;
+    /* Room for AUTH <password>, SELECT <db> and the ping, whatever their size. */
+    size_t need = 128 + (c->redis_auth != NULL ? strlen(c->redis_auth) : 0);
+    if (pr->wcap < need) {
+        char *nb = realloc(pr->wbuf, need);
+        if (nb == NULL) {
+            probe_done(s, WN_ENOMEM);
+            return;
+        }
+        pr->wbuf = nb;
+        pr->wcap = need;
+    }
     if (c->redis) {
         if (pr->fresh && c->redis_auth != NULL) {
-            n += (size_t)snprintf(pr->wbuf + n, sizeof(pr->wbuf) - n,
-                                  "*2\r\n$4\r\nAUTH\r\n$%zu\r\n%s\r\n", strlen(c->redis_auth),
-                                  c->redis_auth);
+            fits = fits && put_command(pr, &n, "AUTH", c->redis_auth);
             pr->lines_left++;
         }
         if (pr->fresh && c->redis_db != 0) {
             char db[16];
-            int dl = snprintf(db, sizeof(db), "%d", c->redis_db);
-            n += (size_t)snprintf(pr->wbuf + n, sizeof(pr->wbuf) - n,
-                                  "*2\r\n$6\r\nSELECT\r\n$%d\r\n%s\r\n", dl, db);
+            snprintf(db, sizeof(db), "%d", c->redis_db);
+            fits = fits && put_command(pr, &n, "SELECT", db);
             pr->lines_left++;
         }
-        n += (size_t)snprintf(pr->wbuf + n, sizeof(pr->wbuf) - n, "PING\r\n");
+    }
+    const char *ping = c->redis ? "PING\r\n" : "version\r\n";
+    if (fits && strlen(ping) < pr->wcap - n) {
+        memcpy(pr->wbuf + n, ping, strlen(ping));
+        n += strlen(ping);
     } else {
-        n += (size_t)snprintf(pr->wbuf + n, sizeof(pr->wbuf) - n, "version\r\n");
+        fits = false;
     }
     pr->lines_left++;
     pr->fresh = false;
-    if (n >= sizeof(pr->wbuf)) {
+    if (!fits) {
         probe_done(s, WN_ETOOBIG);
         return;
     }
@@ -565,6 +606,8 @@ void health_stop(control_t *ctl)
 void health_deinit(control_t *ctl)
 {
     for (uint32_t i = 0; i < ctl->npools; i++) {
+        for (uint32_t j = 0; ctl->pools[i].servers != NULL && j < ctl->pools[i].nservers; j++)
+            free(ctl->pools[i].servers[j].probe.wbuf);
         free(ctl->pools[i].servers);
         wn_ring_unref(ctl->pools[i].ring);
     }

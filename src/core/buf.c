@@ -6,9 +6,10 @@
 
 #include <stdlib.h>
 
-void wn_bufpool_init(wn_bufpool_t *pool, size_t chunk_size, size_t max_free)
+void wn_bufpool_init(wn_bufpool_t *pool, size_t chunk_size, size_t max_free_bytes)
 {
-    *pool = (wn_bufpool_t){.chunk_size = chunk_size, .max_free = max_free};
+    size_t n = chunk_size > 0 ? max_free_bytes / chunk_size : 0;
+    *pool = (wn_bufpool_t){.chunk_size = chunk_size, .max_free = n > 0 ? n : 1};
 }
 
 size_t wn_bufpool_deinit(wn_bufpool_t *pool)
@@ -16,6 +17,8 @@ size_t wn_bufpool_deinit(wn_bufpool_t *pool)
     wn_buf_t *b = pool->free;
     while (b != NULL) {
         wn_buf_t *next = b->next;
+        pool->bytes -= b->cap;
+        pool->freed += b->cap;
         free(b);
         b = next;
     }
@@ -40,6 +43,7 @@ wn_buf_t *wn_buf_get(wn_bufpool_t *pool, size_t size)
             return NULL;
         b->cap = (uint32_t)cap;
         b->pool = pool;
+        pool->bytes += cap;
     }
     b->next = NULL;
     b->refs = 1;
@@ -65,5 +69,7 @@ void wn_buf_unref(wn_buf_t *buf)
         pool->nfree++;
         return;
     }
+    pool->bytes -= buf->cap;
+    pool->freed += buf->cap;
     free(buf);
 }

@@ -1,5 +1,6 @@
 /*
- * core/time.c: the monotonic clock. Any thread; no state.
+ * core/time.c: the monotonic clock, and the wall clock for timestamps.
+ * Any thread; no state.
  */
 #include "walnut/core.h"
 
@@ -20,4 +21,11 @@ uint64_t wn_time_ms(void)
 uint64_t wn_time_us(void)
 {
     return now_ns() / 1000u;
+}
+
+uint64_t wn_wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }

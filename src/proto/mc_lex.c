@@ -10,7 +10,7 @@
 
 wn_mc_limits_t mc_limits(const wn_mc_limits_t *lim)
 {
-    wn_mc_limits_t l = {WN_MC_LINE_MAX, WN_MC_VALUE_MAX};
+    wn_mc_limits_t l = {WN_MC_LINE_MAX, WN_MC_VALUE_MAX, 0};
     if (lim != NULL)
         l = *lim;
     if (l.max_line < WN_MC_LINE_MIN)
@@ -20,6 +20,10 @@ wn_mc_limits_t mc_limits(const wn_mc_limits_t *lim)
         l.max_line = (uint32_t)INT32_MAX;
     if (l.max_value > (uint32_t)INT32_MAX - 2)
         l.max_value = (uint32_t)INT32_MAX - 2;
+    if (l.max_retrieval_line < l.max_line)
+        l.max_retrieval_line = l.max_line;
+    if (l.max_retrieval_line > (uint32_t)INT32_MAX)
+        l.max_retrieval_line = (uint32_t)INT32_MAX;
     return l;
 }
 

@@ -1,18 +1,43 @@
 /*
- * proto/mc_merge.c: the rule that puts a split multi-get's VALUE blocks back
- * in the client's key order. Pure; any thread.
+ * proto/mc_merge.c: which key of a retrieval request a VALUE line answers.
+ * memcached answers get/gets/gat/gats with one VALUE per key found, in the
+ * order the keys were asked (a key asked twice is answered twice), so each
+ * VALUE must name one of the keys still to come; the first such key is the
+ * one it answers. Anything else is not an answer to this request. The proxy
+ * merges split replies by these positions, so every VALUE lands at its own
+ * key's place in the client's order. Pure; any thread.
  */
 #include "walnut/proto.h"
 
+#include "proto/mc_lex.h"
+
 #include <string.h>
 
-int32_t wn_mc_merge_take(wn_mc_frag_values_t *f, const char *key, uint32_t len)
+int32_t wn_mc_match_key(const char *line, const wn_mc_span_t *keys, const uint32_t *order,
+                        uint32_t n, uint32_t *cursor, const char *vkey, uint32_t vlen)
 {
-    if (f->cursor >= f->n)
-        return -1;
-    uint32_t i = f->cursor;
-    if (f->lens[i] != len || memcmp(f->keys[i], key, len) != 0)
-        return -1;
-    f->cursor++;
-    return (int32_t)i;
+    for (uint32_t j = *cursor; j < n; j++) {
+        wn_mc_span_t k = keys[order != NULL ? order[j] : j];
+        if (k.len == vlen && memcmp(line + k.off, vkey, vlen) == 0) {
+            *cursor = j + 1;
+            return (int32_t)j;
+        }
+    }
+    return -1;
+}
+
+bool wn_mc_match_line_key(const char *line, const wn_mc_request_t *req, uint32_t *cursor,
+                          const char *vkey, uint32_t vlen)
+{
+    uint32_t end = req->keys.off + req->keys.len;
+    uint32_t pos = *cursor < req->keys.off ? req->keys.off : *cursor;
+    wn_mc_span_t tok;
+    while (pos <= end && mc_token_next(line, &pos, end, &tok)) {
+        if (tok.len == vlen && memcmp(line + tok.off, vkey, vlen) == 0) {
+            *cursor = pos;
+            return true;
+        }
+    }
+    *cursor = end;
+    return false;
 }

@@ -65,7 +65,7 @@ static int reject(wn_mc_request_t *r, wn_mc_reply_t reply, wn_mc_after_t after)
 {
     r->reply = reply;
     r->after = after;
-    return after == WN_MC_AFTER_SWALLOW ? WN_ETOOBIG : WN_EPROTO;
+    return reply == WN_MC_REPLY_TOO_LARGE ? WN_ETOOBIG : WN_EPROTO;
 }
 
 static void set_one_key(wn_mc_request_t *r, wn_mc_span_t key)
@@ -133,6 +133,24 @@ static int parse_retrieval(const line_tokens_t *lt, wn_mc_request_t *r)
     return rc;
 }
 
+/*
+ * A rejected storage line whose value length still reads as a length has
+ * announced a data block: it is swallowed (data_len set, after SWALLOW).
+ * memcached 1.6 runs such a block as commands instead ("set k x 0 18" then
+ * "delete important"), which lets a client's data smuggle commands; walnut
+ * deliberately does not. Without a readable length there is nothing to
+ * swallow and the next line is parsed, as memcached does.
+ */
+static int reject_storage(const line_tokens_t *lt, wn_mc_request_t *r, wn_mc_reply_t reply)
+{
+    int32_t vlen;
+    if (lt->n >= 5 && read_i32(lt, 4, &vlen) && vlen >= 0 && vlen <= INT32_MAX - 2) {
+        r->data_len = (uint32_t)vlen + 2;
+        return reject(r, reply, WN_MC_AFTER_SWALLOW);
+    }
+    return reject(r, reply, WN_MC_AFTER_CONTINUE);
+}
+
 /* set add replace append prepend: <cmd> <key> <flags> <exptime> <bytes> [noreply]
  * cas: <cmd> <key> <flags> <exptime> <bytes> <cas unique> [noreply]
  * A sixth (seventh) token that is not "noreply" is ignored, as memcached does. */
@@ -141,16 +159,16 @@ static int parse_storage(const wn_mc_limits_t *lim, const line_tokens_t *lt, wn_
     bool cas = r->cmd == WN_MC_CAS;
     uint32_t want = cas ? 7 : 6;
     if (lt->nt != want && lt->nt != want + 1)
-        return reject(r, WN_MC_REPLY_ERROR, WN_MC_AFTER_CONTINUE);
+        return reject_storage(lt, r, WN_MC_REPLY_ERROR);
     r->noreply = last_is_noreply(lt);
     if (lt->t[1].len > WN_MC_KEY_MAX)
-        return reject(r, WN_MC_REPLY_BAD_FORMAT, WN_MC_AFTER_CONTINUE);
+        return reject_storage(lt, r, WN_MC_REPLY_BAD_FORMAT);
     set_one_key(r, lt->t[1]);
     int32_t vlen;
     if (!read_u32(lt, 2, &r->flags) || !read_i32(lt, 3, &r->exptime) || !read_i32(lt, 4, &vlen))
-        return reject(r, WN_MC_REPLY_BAD_FORMAT, WN_MC_AFTER_CONTINUE);
+        return reject_storage(lt, r, WN_MC_REPLY_BAD_FORMAT);
     if (cas && !read_u64(lt, 5, &r->cas))
-        return reject(r, WN_MC_REPLY_BAD_FORMAT, WN_MC_AFTER_CONTINUE);
+        return reject_storage(lt, r, WN_MC_REPLY_BAD_FORMAT);
     return value_length(lim, r, vlen);
 }
 
@@ -346,10 +364,29 @@ void wn_mc_req_parser_init(wn_mc_req_parser_t *p, const wn_mc_limits_t *lim)
     p->scanned = 0;
 }
 
+/* Does the line start like a retrieval ("get ", "gets ", "gat ", "gats "
+ * after any spaces)? Those may be as long as max_retrieval_line. */
+static bool looks_like_retrieval(const char *buf, size_t n)
+{
+    size_t i = 0;
+    while (i < n && i < 64 && buf[i] == ' ')
+        i++;
+    static const char *const starts[] = {"get ", "gets ", "gat ", "gats "};
+    for (size_t w = 0; w < WN_ARRAY_SIZE(starts); w++) {
+        size_t len = strlen(starts[w]);
+        if (n - i >= len && memcmp(buf + i, starts[w], len) == 0)
+            return true;
+    }
+    return false;
+}
+
 int wn_mc_request_parse(wn_mc_req_parser_t *p, const char *buf, size_t n, wn_mc_request_t *req)
 {
     uint32_t line_len = 0, content_len = 0;
-    int rc = mc_line_find(&p->scanned, buf, n, p->lim.max_line, &line_len, &content_len);
+    uint32_t max_line = p->lim.max_line;
+    if (n > max_line / 2 && p->lim.max_retrieval_line > max_line && looks_like_retrieval(buf, n))
+        max_line = p->lim.max_retrieval_line;
+    int rc = mc_line_find(&p->scanned, buf, n, max_line, &line_len, &content_len);
     if (rc == WN_EAGAIN)
         return rc;
 

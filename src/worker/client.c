@@ -1,159 +1,140 @@
 /*
- * worker/client.c: client connections: accept, read, hand bytes to the
- * protocol (mc.c), and write replies strictly in request order. Bounded:
- * a client with too many requests in flight or too many reply bytes
- * unwritten is not read until it drains. Worker thread only.
+ * worker/client.c: client connections. Reads hand bytes to the pool's
+ * protocol unit; replies are written strictly in request order by the flush
+ * (wn_client_flush), which alone writes, resumes and closes. Bounded: a
+ * client with too many requests in flight or too many bytes held is not read
+ * until it drains, and one over its pool's client_buffer_limit is
+ * disconnected. Worker thread only.
  */
-#include "worker_priv.h"
+#include "protocol.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static void on_client_closed(uv_handle_t *h)
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static uint64_t soft_limit(const client_t *c)
 {
-    client_t *c = h->data;
-    wn_worker_t *w = c->w;
-    instream_deinit(&c->in);
-    free(c);
-    worker_client_gone(w);
+    return c->pool->buffer_limit / 4;
 }
 
-void client_close(client_t *c)
+bool wn_client_can_parse(const client_t *c)
 {
-    if (c->closing)
+    if (c->closing || c->broken || c->overlimit || c->stop_parsing || c->held_by != NULL)
+        return false;
+    /* Inside a request the soft bounds wait for its end: a half-received
+     * request would otherwise never complete. The hard limit still holds. */
+    return c->mid_request ||
+           (c->inflight < WN_CLIENT_MAX_INFLIGHT && c->held < soft_limit(c));
+}
+
+void wn_client_mark(client_t *c)
+{
+    if (c->dirty || c->closing)
         return;
-    c->closing = true;
-    wn_worker_t *w = c->w;
-    ctl_forget(c);
-    /* Requests still in flight stay with their servers; their replies are
-     * dropped when they come, never sent to anyone else. */
-    while (c->head != NULL) {
-        req_t *r = c->head;
-        c->head = r->next;
-        r->next = NULL;
-        r->client = NULL;
-        req_unref(r);
-    }
-    c->tail = NULL;
-    c->inflight = 0;
-    if (c->data_req != NULL) {
-        c->data_req->client = NULL;
-        req_unref(c->data_req);
-        c->data_req = NULL;
-    }
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        w->clients = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-    w->nclients--;
-    c->pool->nclients--;
-    STAT_DEC(w, curr_connections);
-    if (c->dirty) {
-        client_t **pp = &w->dirty_clients;
-        while (*pp != NULL && *pp != c)
-            pp = &(*pp)->dirty_next;
-        if (*pp == c)
-            *pp = c->dirty_next;
-        c->dirty = false;
-    }
-    uv_close(&c->h.handle, on_client_closed);
+    c->dirty = true;
+    c->dirty_next = c->w->dirty_clients;
+    c->w->dirty_clients = c;
+    wn_worker_kick(c->w);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     (void)hint;
     client_t *c = h->data;
-    if (instream_alloc(c->w, &c->in, c->data_left == 0, buf) < 0)
-        *buf = uv_buf_init(NULL, 0);
+    uint32_t keep = 0;
+    uint64_t ahead = 0;
+    wn_proto_client_read_plan(c, &keep, &ahead);
+    if (wn_instream_alloc(c->w, &c->in, keep, ahead, buf) < 0)
+        *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
 }
 
-/* Nothing more will be asked or answered: the peer is done and so are we. */
-static bool finished(const client_t *c)
+static void start_reading(client_t *c)
 {
-    return c->eof && c->head == NULL && c->held_by == NULL && c->writes == 0;
-}
-
-bool client_over_bounds(const client_t *c)
-{
-    return c->inflight >= WN_CLIENT_MAX_INFLIGHT ||
-           c->pending_bytes >= WN_CLIENT_MAX_PENDING_BYTES;
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-
-static void update_reading(client_t *c)
-{
-    if (c->closing)
-        return;
-    bool want = !c->eof && !client_over_bounds(c) && c->held_by == NULL;
-    if (want && !c->reading) {
-        c->paused = false;
-        /* Requests already buffered go first. */
-        mc_client_process(c);
-        if (c->closing || c->eof || client_over_bounds(c) || c->held_by != NULL)
-            return;
-        if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
-            c->reading = true;
-    } else if (!want && c->reading) {
-        uv_read_stop(&c->h.stream);
-        c->reading = false;
-        c->paused = !c->eof;
-    }
-}
-
-void client_resume(client_t *c)
-{
-    update_reading(c);
-    if (!c->closing && c->held_by == NULL && c->eof)
-        mc_client_process(c); /* a held request may still be waiting in the buffer */
-    if (!c->closing && finished(c))
-        client_close(c);
+    if (!c->reading && uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
+        c->reading = true;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
     client_t *c = s->data;
-    wn_worker_t *w = c->w;
     if (nread == 0)
         return;
     if (nread < 0) {
-        /* EOF: answer what was asked, then close; errors: close now. */
         uv_read_stop(s);
         c->reading = false;
         c->eof = true;
-        if (nread != UV_EOF || finished(c))
-            client_close(c);
-        else
-            client_mark_ready(c);
+        if (nread == UV_EOF) {
+            /* Answer what was asked in full; a half-sent request is dropped. */
+            wn_proto_client_eof(c);
+        } else {
+            c->broken = true;
+        }
+        wn_client_mark(c);
         return;
     }
     c->in.buf->len += (uint32_t)nread;
-    STAT_ADD(w, bytes_read, (uint64_t)nread);
-    mc_client_process(c);
-    /* Writes to servers and clients go out once per loop turn (worker_flush). */
-    if (!c->closing)
-        update_reading(c);
+    wn_stat_add(WN_GSTAT(c->w, bytes_read), (uint64_t)nread);
+    if (c->stop_parsing) {
+        /* After quit or lost framing nothing more is looked at. */
+        c->in.pos = c->in.buf->len;
+    } else {
+        wn_proto_client_parse(c);
+    }
+    if (c->reading && !wn_client_can_parse(c)) {
+        uv_read_stop(s);
+        c->reading = false;
+    }
 }
 
-void client_accept(pool_rt_t *pool, uv_stream_t *listener)
+static client_t *client_new(pool_rt_t *pool)
 {
     wn_worker_t *w = pool->w;
-    client_t *c = calloc(1, sizeof(*c));
+    client_t *c = calloc(1, wn_proto_client_size(pool->proto));
     if (c == NULL)
-        return;
+        return NULL;
     c->w = w;
     c->pool = pool;
+    c->h.handle.data = c;
+    return c;
+}
+
+static void client_attach(client_t *c)
+{
+    wn_worker_t *w = c->w;
+    pool_rt_t *pool = c->pool;
+    wn_proto_client_init(c);
+    c->slot = w->next_slot++;
+    c->next = w->clients;
+    if (w->clients != NULL)
+        w->clients->prev = c;
+    w->clients = c;
+    w->nclients++;
+    pool->nclients++;
+    wn_stat_add(WN_GSTAT(w, curr_connections), 1);
+    wn_stat_add(WN_GSTAT(w, total_connections), 1);
+    wn_stat_add(WN_PSTAT(pool, client_connections), 1);
+    start_reading(c);
+    if (!c->reading) {
+        c->broken = true;
+        wn_client_mark(c);
+    }
+}
+
+void wn_client_accept(pool_rt_t *pool, uv_stream_t *listener)
+{
+    wn_worker_t *w = pool->w;
+    client_t *c = client_new(pool);
+    if (c == NULL)
+        return;
     if (pool->conf->listen.is_unix)
         uv_pipe_init(&w->loop, &c->h.pipe, 0);
     else
         uv_tcp_init(&w->loop, &c->h.tcp);
     c->h.handle.data = c;
+    c->closing = true; /* until attached: closed without the client's books */
     if (uv_accept(listener, &c->h.stream) < 0) {
-        c->closing = true;
         uv_close(&c->h.handle, (uv_close_cb)free);
         return;
     }
@@ -163,8 +144,7 @@ void client_accept(pool_rt_t *pool, uv_stream_t *listener)
     if (limit > 0) {
         uint32_t share = (uint32_t)((limit + w->nworkers - 1) / w->nworkers);
         if (pool->nclients >= share) {
-            STAT_INC(w, rejected_connections);
-            c->closing = true;
+            wn_stat_add(WN_GSTAT(w, rejected_connections), 1);
             uv_close(&c->h.handle, (uv_close_cb)free);
             return;
         }
@@ -174,128 +154,251 @@ void client_accept(pool_rt_t *pool, uv_stream_t *listener)
         if (pool->conf->tcpkeepalive)
             uv_tcp_keepalive(&c->h.tcp, 1, 60);
     }
-    wn_mc_limits_t lim = {.max_line = WN_MAX_LINE, .max_value = WN_MAX_VALUE};
-    wn_mc_req_parser_init(&c->parser, &lim);
-    c->slot = w->next_slot++;
-    c->next = w->clients;
-    if (w->clients != NULL)
-        w->clients->prev = c;
-    w->clients = c;
-    w->nclients++;
-    pool->nclients++;
-    STAT_INC(w, curr_connections);
-    STAT_INC(w, total_connections);
-    if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
-        c->reading = true;
-    else
-        client_close(c);
+    c->closing = false;
+    client_attach(c);
 }
 
-void client_mark_ready(client_t *c)
+int wn_client_open(pool_rt_t *pool, uv_file fd, bool is_pipe, client_t **out)
 {
-    if (c->dirty || c->closing)
+    wn_worker_t *w = pool->w;
+    client_t *c = client_new(pool);
+    if (c == NULL)
+        return WN_ENOMEM;
+    int rc = is_pipe ? uv_pipe_init(&w->loop, &c->h.pipe, 0) : uv_tcp_init(&w->loop, &c->h.tcp);
+    if (rc == 0)
+        rc = is_pipe ? uv_pipe_open(&c->h.pipe, fd) : uv_tcp_open(&c->h.tcp, fd);
+    c->h.handle.data = c;
+    if (rc < 0) {
+        c->closing = true;
+        uv_close(&c->h.handle, (uv_close_cb)free);
+        return rc;
+    }
+    client_attach(c);
+    if (out != NULL)
+        *out = c;
+    return 0;
+}
+
+static void on_client_closed(uv_handle_t *h)
+{
+    client_t *c = h->data;
+    wn_worker_t *w = c->w;
+    free(c);
+    wn_worker_client_gone(w);
+}
+
+static void unlink_dirty(client_t *c)
+{
+    if (!c->dirty)
         return;
-    c->dirty = true;
-    c->dirty_next = c->w->dirty_clients;
-    c->w->dirty_clients = c;
+    client_t **pp = &c->w->dirty_clients;
+    while (*pp != NULL && *pp != c)
+        pp = &(*pp)->dirty_next;
+    if (*pp == c)
+        *pp = c->dirty_next;
+    c->dirty = false;
+}
+
+/* Only the flush (and the worker's last-resort stop) close a client. */
+static void client_close(client_t *c, bool error)
+{
+    if (c->closing)
+        return;
+    wn_worker_t *w = c->w;
+    pool_rt_t *pool = c->pool;
+    wn_ctl_forget(c);
+    /* Requests still in flight stay with their servers; their replies are
+     * dropped when they come, never sent to anyone else. */
+    while (c->head != NULL) {
+        req_t *r = c->head;
+        c->head = r->next;
+        r->next = NULL;
+        wn_req_detach(r);
+        wn_req_unref(r);
+    }
+    c->tail = NULL;
+    c->inflight = 0;
+    wn_proto_client_deinit(c);
+    wn_instream_deinit(&c->in);
+    c->closing = true;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        w->clients = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    w->nclients--;
+    pool->nclients--;
+    wn_stat_sub(WN_GSTAT(w, curr_connections), 1);
+    wn_stat_sub(WN_PSTAT(pool, client_connections), 1);
+    wn_stat_add(error ? WN_PSTAT(pool, client_err) : WN_PSTAT(pool, client_eof), 1);
+    unlink_dirty(c);
+    uv_close(&c->h.handle, on_client_closed);
 }
 
 static void on_written(void *arg, int status, uint64_t bytes)
 {
-    client_t *c = arg; /* still valid: libuv runs write callbacks before close callbacks */
+    client_t *c = arg; /* valid: libuv runs write callbacks before close callbacks */
     c->writes--;
-    c->pending_bytes -= bytes;
-    if (c->closing)
-        return;
-    if (status < 0) {
-        client_close(c);
-        return;
-    }
-    if (c->close_on_write && c->writes == 0) {
-        client_close(c);
-        return;
-    }
-    if (finished(c)) {
-        client_close(c);
-        return;
-    }
-    update_reading(c);
+    c->pending -= bytes;
+    c->held -= bytes;
+    if (status < 0)
+        c->broken = true;
+    wn_client_mark(c);
 }
 
-/* Write every reply that is ready at the head of c's FIFO, in one write. */
-static void flush_client(client_t *c)
+/* Nothing more will be asked or answered. */
+static bool finished(const client_t *c)
 {
-    uint32_t nsegs = 0, nreqs = 0;
+    return c->eof && c->head == NULL && c->held_by == NULL && c->writes == 0;
+}
+
+/* Write every reply ready at the head of c's FIFO, in order, in one write;
+ * an incomplete head's bytes so far go too (a large value streams). */
+static int write_ready(client_t *c)
+{
+    outv_t o;
+    wn_outv_init(&o);
+    uint64_t released = 0;
     bool close_after = false;
-    for (req_t *r = c->head; r != NULL && r->done; r = r->next) {
-        if (!r->noreply && !r->swallow)
-            nsegs += r->rsp.n;
-        nreqs++;
+    int rc = 0;
+    req_t *r = c->head;
+    while (r != NULL && rc == 0) {
+        if (!r->noreply) {
+            for (uint32_t i = r->rsp_sent; i < r->rsp.n && rc == 0; i++)
+                rc = wn_outv_add(&o, r->rsp.v[i].buf, r->rsp.v[i].off, r->rsp.v[i].len);
+        }
+        if (!r->done)
+            break;
         if (r->close_after) {
             close_after = true;
             break;
         }
+        r = r->next;
     }
-    if (nreqs == 0)
-        return;
-    outv_t o;
-    if (outv_init(&o, nsegs) < 0) {
-        client_close(c);
-        return;
+    if (rc < 0) {
+        wn_outv_deinit(&o);
+        return rc;
     }
-    req_t *r = c->head;
-    for (uint32_t k = 0; k < nreqs; k++, r = r->next) {
-        if (r->noreply || r->swallow)
-            continue;
-        for (uint32_t i = 0; i < r->rsp.n; i++)
-            outv_add(&o, r->rsp.v[i].buf, r->rsp.v[i].off, r->rsp.v[i].len);
-    }
-    int64_t queued = outv_write(&o, &c->h.stream, on_written, c);
-    STAT_ADD(c->w, bytes_written, o.bytes);
-    outv_deinit(&o);
-    /* Written or queued (with references of its own): the requests can go. */
-    for (uint32_t k = 0; k < nreqs; k++) {
+    int64_t queued = wn_outv_write(&o, &c->h.stream, on_written, c);
+    wn_stat_add(WN_GSTAT(c->w, bytes_written), o.bytes);
+    wn_outv_deinit(&o);
+    if (queued < 0)
+        return (int)queued;
+    /* Written or queued with references of their own: the requests can go,
+     * and a streaming head lets go of what it has sent. */
+    while (c->head != NULL) {
         r = c->head;
+        if (!r->done) {
+            for (uint32_t i = r->rsp_sent; i < r->rsp.n; i++) {
+                wn_buf_unref(r->rsp.v[i].buf);
+                r->rsp.v[i].buf = NULL;
+                released += r->rsp.v[i].len;
+                if (r->acct >= r->rsp.v[i].len)
+                    r->acct -= r->rsp.v[i].len;
+                else
+                    r->acct = 0;
+            }
+            r->rsp_sent = r->rsp.n;
+            break;
+        }
+        bool last = r->close_after;
         c->head = r->next;
         if (c->head == NULL)
             c->tail = NULL;
         r->next = NULL;
+        released += r->acct;
+        r->acct = 0;
         r->client = NULL;
         c->inflight--;
-        req_unref(r);
+        wn_req_unref(r);
+        if (last)
+            break;
     }
-    if (queued < 0) {
-        client_close(c);
-        return;
-    }
+    c->held -= WN_MIN(released, c->held);
     if (queued > 0) {
         c->writes++;
-        c->pending_bytes += (uint64_t)queued;
+        c->pending += (uint64_t)queued;
+        c->held += (uint64_t)queued;
     }
     if (close_after) {
-        /* Nothing after a quit or a framing error is answered. */
+        /* Nothing after a quit or lost framing is answered. */
+        c->stop_parsing = true;
         c->close_on_write = true;
+    }
+    return 0;
+}
+
+void wn_client_stream(client_t *c, req_t *r)
+{
+    if (c->head == r)
+        wn_client_mark(c);
+}
+
+void wn_client_flush(client_t *c)
+{
+    if (c->closing)
+        return;
+    if (c->overlimit) {
+        wn_log_warn("pool '%s': client holds %llu bytes, over client_buffer_limit %llu; "
+                    "disconnecting it",
+                    c->pool->conf->name, (unsigned long long)c->held,
+                    (unsigned long long)c->pool->buffer_limit);
+        wn_stat_add(WN_PSTAT(c->pool, client_overlimit), 1);
+        client_close(c, true);
+        return;
+    }
+    if (c->broken) {
+        client_close(c, true);
+        return;
+    }
+    if (c->head != NULL && (c->head->done || c->head->rsp.n > c->head->rsp_sent)) {
+        if (write_ready(c) < 0) {
+            client_close(c, true);
+            return;
+        }
+    }
+    if (c->close_on_write) {
         if (c->reading) {
             uv_read_stop(&c->h.stream);
             c->reading = false;
         }
-        c->eof = true;
-    }
-    if (c->writes == 0 && (c->close_on_write || finished(c))) {
-        client_close(c);
+        if (c->writes == 0)
+            client_close(c, false);
         return;
     }
-    update_reading(c);
+    if (finished(c)) {
+        client_close(c, false);
+        return;
+    }
+    /* Under its bounds again: parse what is buffered, then read on. */
+    if (!c->eof && wn_client_can_parse(c)) {
+        if (c->in.buf != NULL && c->in.pos < c->in.buf->len)
+            wn_proto_client_parse(c);
+        if (wn_client_can_parse(c))
+            start_reading(c);
+    } else if (c->eof && c->held_by == NULL && !c->stop_parsing && c->in.buf != NULL &&
+               c->in.pos < c->in.buf->len && wn_client_can_parse(c)) {
+        /* Half-closed with complete requests still buffered (held earlier). */
+        wn_proto_client_parse(c);
+    }
+    if (c->reading && !wn_client_can_parse(c)) {
+        uv_read_stop(&c->h.stream);
+        c->reading = false;
+    }
+    wn_instream_trim(&c->in);
+    if (finished(c))
+        client_close(c, false);
 }
 
-void client_flush_all(wn_worker_t *w)
+void wn_client_shutdown(client_t *c)
 {
-    while (w->dirty_clients != NULL) {
-        client_t *c = w->dirty_clients;
-        w->dirty_clients = c->dirty_next;
-        c->dirty = false;
-        c->dirty_next = NULL;
-        if (!c->closing)
-            flush_client(c);
+    if (c->reading) {
+        uv_read_stop(&c->h.stream);
+        c->reading = false;
     }
+    c->eof = true;
+    c->stop_parsing = true;
+    wn_client_mark(c);
 }

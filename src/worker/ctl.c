@@ -18,8 +18,13 @@
  * server before its request is tried anyway. */
 #define HOLD_MIN_MS 1000
 #define HOLD_MAX_MS 5000
+/* A full ring to control is retried this often until it drains. */
+#define OUTBOX_RETRY_MS 10
 
-int ctl_init(wn_worker_t *w)
+static void release(server_rt_t *s);
+static void arm_hold_timer(wn_worker_t *w);
+
+int wn_ctl_init(wn_worker_t *w)
 {
     int rc = wn_spsc_create(CTL_RING_CAPACITY, sizeof(wn_msg_t), &w->from_control);
     if (rc < 0)
@@ -38,6 +43,14 @@ int ctl_init(wn_worker_t *w)
     return 0;
 }
 
+void wn_ctl_close(wn_worker_t *w)
+{
+    if (w->hold_timer_open) {
+        uv_close((uv_handle_t *)&w->hold_timer, NULL);
+        w->hold_timer_open = false;
+    }
+}
+
 static void drop_msg(void *msg, void *arg)
 {
     (void)arg;
@@ -47,7 +60,7 @@ static void drop_msg(void *msg, void *arg)
 }
 
 /* After both threads have stopped. */
-void ctl_deinit(wn_worker_t *w)
+void wn_ctl_deinit(wn_worker_t *w)
 {
     wn_msg_t m;
     wn_spsc_outbox_deinit(&w->outbox, drop_msg, NULL);
@@ -76,6 +89,17 @@ static void send_to_control(wn_worker_t *w, wn_msg_t *m)
         return;
     }
     uv_async_send(w->control_wakeup);
+    /* Spilled into the outbox: retry on a timer, since control may have
+     * nothing to tell us and so never wake us to flush it. */
+    if (wn_spsc_outbox_pending(&w->outbox) > 0)
+        arm_hold_timer(w);
+}
+
+static void flush_outbox(wn_worker_t *w)
+{
+    if (wn_spsc_outbox_pending(&w->outbox) > 0 && wn_spsc_outbox_flush(&w->outbox) > 0 &&
+        w->control_wakeup != NULL)
+        uv_async_send(w->control_wakeup);
 }
 
 static uint64_t hold_ms(const server_rt_t *s)
@@ -98,6 +122,10 @@ static void arm_hold_timer(wn_worker_t *w)
             if (u != 0 && (next == 0 || u < next))
                 next = u;
         }
+    if (wn_spsc_outbox_pending(&w->outbox) > 0 && (next == 0 || next > now + OUTBOX_RETRY_MS))
+        next = now + OUTBOX_RETRY_MS;
+    if (!w->hold_timer_open)
+        return;
     if (next == 0)
         uv_timer_stop(&w->hold_timer);
     else
@@ -114,20 +142,14 @@ static void on_hold_timer(uv_timer_t *t)
             if (s->suspect_until_ms != 0 && s->suspect_until_ms <= now) {
                 wn_log_info("pool '%s': no verdict on server %s in time; trying it again",
                             w->pools[p].conf->name, s->conf->name);
-                ctl_release(s);
+                release(s);
             }
         }
-    server_flush_all(w);
-    client_flush_all(w);
+    flush_outbox(w);
     arm_hold_timer(w);
 }
 
-bool server_is_suspect(const server_rt_t *s)
-{
-    return s->suspect_until_ms != 0;
-}
-
-void ctl_server_failed(server_rt_t *s, int err)
+void wn_ctl_server_failed(server_rt_t *s, int err)
 {
     wn_worker_t *w = s->pool->w;
     s->reported = true;
@@ -143,7 +165,7 @@ void ctl_server_failed(server_rt_t *s, int err)
     }
 }
 
-void ctl_server_ok(server_rt_t *s)
+void wn_ctl_server_ok(server_rt_t *s)
 {
     if (!s->reported)
         return;
@@ -152,7 +174,7 @@ void ctl_server_ok(server_rt_t *s)
     send_to_control(s->pool->w, &m);
 }
 
-bool ctl_hold(client_t *c, server_rt_t *s)
+bool wn_ctl_hold(client_t *c, server_rt_t *s)
 {
     if (s->suspect_until_ms == 0)
         return false;
@@ -161,12 +183,12 @@ bool ctl_hold(client_t *c, server_rt_t *s)
         c->wait_next = s->waiters;
         s->waiters = c;
     }
-    /* Stop reading too: a held client must not fill memory meanwhile. */
-    client_resume(c);
+    /* wn_client_can_parse is false while held: the client is not read
+     * meanwhile, and the flush parses on once the hold ends. */
     return true;
 }
 
-void ctl_forget(client_t *c)
+void wn_ctl_forget(client_t *c)
 {
     server_rt_t *s = c->held_by;
     if (s == NULL)
@@ -180,7 +202,7 @@ void ctl_forget(client_t *c)
     c->wait_next = NULL;
 }
 
-void ctl_release(server_rt_t *s)
+static void release(server_rt_t *s)
 {
     if (s->suspect_until_ms != 0)
         s->pool->nsuspect--;
@@ -191,8 +213,7 @@ void ctl_release(server_rt_t *s)
         client_t *next = c->wait_next;
         c->held_by = NULL;
         c->wait_next = NULL;
-        if (!c->closing)
-            client_resume(c);
+        wn_client_mark(c); /* the flush parses what it holds */
         c = next;
     }
 }
@@ -214,10 +235,10 @@ static void swap_ring(wn_worker_t *w, const wn_msg_t *m)
     /* Every hold in the pool ends: held clients route with the new ring. */
     for (uint32_t i = 0; i < p->nservers; i++)
         if (p->servers[i].suspect_until_ms != 0 || p->servers[i].waiters != NULL)
-            ctl_release(&p->servers[i]);
+            release(&p->servers[i]);
 }
 
-void ctl_receive(wn_worker_t *w)
+void wn_ctl_receive(wn_worker_t *w)
 {
     wn_msg_t m;
     while (wn_spsc_pop(w->from_control, &m) == 0) {
@@ -229,7 +250,7 @@ void ctl_receive(wn_worker_t *w)
             if (m.pool < w->npools && m.server < w->pools[m.pool].nservers) {
                 server_rt_t *s = &w->pools[m.pool].servers[m.server];
                 if (s->suspect_until_ms != 0 || s->waiters != NULL)
-                    ctl_release(s);
+                    release(s);
             }
             break;
         default:
@@ -238,12 +259,8 @@ void ctl_receive(wn_worker_t *w)
         }
     }
     /* Messages that did not fit earlier go now. */
-    if (wn_spsc_outbox_pending(&w->outbox) > 0 && wn_spsc_outbox_flush(&w->outbox) > 0 &&
-        w->control_wakeup != NULL)
-        uv_async_send(w->control_wakeup);
+    flush_outbox(w);
     arm_hold_timer(w);
-    server_flush_all(w);
-    client_flush_all(w);
 }
 
 /* ---- the control thread's side ------------------------------------------- */

@@ -1,138 +1,256 @@
 /*
- * worker/request.c: a request's life: created by the client side, queued on
- * the client's FIFO and (for forwarded ones) on a server connection's FIFO,
- * completed by a reply or a failure, freed when the last holder lets go.
- * A request whose client has gone stays valid until the server side is done
- * with it; its reply is then dropped. Worker thread only.
+ * worker/request.c: a request's life. Created by a protocol unit from the
+ * worker's free list, queued on its client's FIFO and (forwarded ones) on a
+ * server connection's FIFO, completed by a reply or a failure, freed when the
+ * last holder lets go. A request whose client has gone keeps going until the
+ * server side is done with it; its reply is dropped as it arrives. Every byte
+ * held for a client is counted against its pool's client_buffer_limit.
+ * Completing or failing only marks: clients are written by the flush.
+ * Worker thread only.
  */
-#include "worker_priv.h"
+#include "protocol.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-req_t *req_create(client_t *c, req_kind_t kind, wn_mc_cmd_t cmd)
+req_t *wn_req_create(pool_rt_t *pool, client_t *c, req_kind_t kind)
 {
-    req_t *r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return NULL;
+    wn_worker_t *w = pool->w;
+    req_t *r = w->free_reqs;
+    if (r != NULL) {
+        w->free_reqs = r->next;
+        w->nfree_reqs--;
+    } else {
+        r = malloc(wn_proto_req_slot_size());
+        if (r == NULL)
+            return NULL;
+    }
+    memset(r, 0, wn_proto_req_slot_size());
     r->refs = 1;
-    r->kind = kind;
-    r->cmd = cmd;
+    r->kind = (uint8_t)kind;
+    r->pool = pool;
     r->client = c;
-    segv_init(&r->out);
-    segv_init(&r->rsp);
+    r->start_us = wn_worker_now_us();
+    wn_segv_init(&r->out);
+    wn_segv_init(&r->rsp);
     return r;
 }
 
-void req_ref(req_t *r)
+void wn_req_ref(req_t *r)
 {
     r->refs++;
 }
 
-void req_unref(req_t *r)
+req_t *wn_req_root(req_t *r)
+{
+    return r->kind == REQ_FRAGMENT && r->parent != NULL ? r->parent : r;
+}
+
+client_t *wn_req_client(const req_t *r)
+{
+    const req_t *root = r->kind == REQ_FRAGMENT ? r->parent : r;
+    if (root == NULL || root->client == NULL || root->client->overlimit)
+        return NULL;
+    return root->client;
+}
+
+/* Count n more (or fewer) bytes held for r's client. */
+static void account(req_t *r, int64_t n)
+{
+    req_t *root = wn_req_root(r);
+    client_t *c = root->client;
+    if (c == NULL || n == 0)
+        return;
+    if (n < 0 && (uint64_t)-n > root->acct)
+        n = -(int64_t)root->acct;
+    root->acct += (uint64_t)n;
+    c->held += (uint64_t)n;
+    if (n > 0 && c->held > c->pool->buffer_limit && !c->overlimit) {
+        /* The flush disconnects it; from now on its replies are dropped. */
+        c->overlimit = true;
+        wn_client_mark(c);
+    }
+}
+
+/* A parent lets go of its fragments once its reply is settled: each
+ * fragment holds a reference on its parent, so holding them longer would be
+ * a cycle. Fragments still in flight live on in their server's queue. */
+static void release_frags(req_t *r)
+{
+    for (uint32_t i = 0; i < r->nfrags; i++) {
+        if (r->frags[i] != NULL) {
+            req_t *f = r->frags[i];
+            r->frags[i] = NULL;
+            wn_req_unref(f);
+        }
+    }
+}
+
+int wn_req_frags_alloc(req_t *r, uint32_t n)
+{
+    r->frags = calloc(n ? n : 1, sizeof(*r->frags));
+    if (r->frags == NULL)
+        return WN_ENOMEM;
+    r->nfrags = n;
+    return 0;
+}
+
+void wn_req_unref(req_t *r)
 {
     if (r == NULL || --r->refs > 0)
         return;
-    segv_clear(&r->out);
-    segv_clear(&r->rsp);
-    if (r->frags != NULL) {
-        for (uint32_t i = 0; i < r->nfrag_slots; i++) {
-            if (r->frags[i] != NULL) {
-                r->frags[i]->parent = NULL;
-                req_unref(r->frags[i]);
-            }
-        }
-        free(r->frags);
+    account(r, -(int64_t)r->acct);
+    wn_proto_req_release(r);
+    wn_segv_clear(&r->out);
+    wn_segv_clear(&r->rsp);
+    release_frags(r);
+    free(r->frags);
+    if (r->parent != NULL) {
+        req_t *p = r->parent;
+        r->parent = NULL;
+        wn_req_unref(p);
     }
-    free(r->key_frag);
-    free(r->keys);
-    free(r->items);
-    free(r->vkeys);
-    free(r->vlens);
+    wn_worker_t *w = r->pool->w;
+    if (w->nfree_reqs < WN_REQ_FREE_MAX) {
+        r->next = w->free_reqs;
+        w->free_reqs = r;
+        w->nfree_reqs++;
+        return;
+    }
     free(r);
 }
 
-int req_reply_local(req_t *r, const char *text, size_t len)
+void wn_req_free_all(wn_worker_t *w)
 {
-    wn_worker_t *w = r->client != NULL ? r->client->w : NULL;
-    int rc = 0;
-    segv_clear(&r->rsp);
-    if (w != NULL && len > 0)
-        rc = scratch_push(w, &r->rsp, text, len);
-    req_done(r);
+    while (w->free_reqs != NULL) {
+        req_t *r = w->free_reqs;
+        w->free_reqs = r->next;
+        free(r);
+    }
+    w->nfree_reqs = 0;
+}
+
+void wn_req_enqueue_client(client_t *c, req_t *r)
+{
+    wn_req_ref(r);
+    r->next = NULL;
+    if (c->tail != NULL)
+        c->tail->next = r;
+    else
+        c->head = r;
+    c->tail = r;
+    c->inflight++;
+}
+
+int wn_req_out_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len)
+{
+    int rc = wn_segv_push(&r->out, buf, off, len);
+    if (rc == 0) {
+        r->out_bytes += len;
+        account(r, len);
+    }
     return rc;
 }
 
-static void parent_fragment_done(req_t *parent)
+int wn_req_out_scratch(req_t *r, const char *data, size_t len)
 {
-    if (parent->nfrags > 0 && --parent->nfrags > 0)
-        return;
-    if (parent->client == NULL) {
-        parent->done = true;
-        return;
+    int rc = wn_scratch_push(r->pool->w, &r->out, data, len);
+    if (rc == 0) {
+        r->out_bytes += len;
+        account(r, (int64_t)len);
     }
-    int rc = parent->kind == REQ_SPLIT ? mc_merge_split(parent) : mc_merge_broadcast(parent);
-    if (rc < 0) {
-        req_fail(parent, rc);
-        return;
-    }
-    req_done(parent);
+    return rc;
 }
 
-void req_done(req_t *r)
+void wn_req_out_written(req_t *r)
+{
+    if (r->keep_out)
+        return;
+    account(r, -(int64_t)r->out_bytes);
+    wn_segv_clear(&r->out);
+}
+
+int wn_req_rsp_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len, bool split)
+{
+    if (r->swallow || wn_req_client(r) == NULL)
+        return 0;
+    int rc = split ? wn_segv_push_split(&r->rsp, buf, off, len)
+                   : wn_segv_push(&r->rsp, buf, off, len);
+    if (rc == 0)
+        account(r, len);
+    return rc;
+}
+
+int wn_req_rsp_scratch(req_t *r, const char *data, size_t len)
+{
+    if (len == 0 || wn_req_client(r) == NULL)
+        return 0;
+    int rc = wn_scratch_push(r->pool->w, &r->rsp, data, len);
+    if (rc == 0)
+        account(r, (int64_t)len);
+    return rc;
+}
+
+void wn_req_done(req_t *r)
 {
     if (r->done)
         return;
     r->done = true;
     if (r->kind == REQ_FRAGMENT) {
-        if (r->parent != NULL)
-            parent_fragment_done(r->parent);
+        req_t *p = r->parent;
+        if (p != NULL && !p->done) {
+            if (p->frags_left > 0)
+                p->frags_left--;
+            wn_proto_parent_progress(p);
+        }
         return;
     }
+    if (r->kind == REQ_INTERNAL)
+        return;
+    if (r->kind == REQ_PARENT)
+        release_frags(r);
+    wn_hist_record(&r->pool->stats->latency, wn_worker_now_us() - r->start_us);
     if (r->client != NULL)
-        client_mark_ready(r->client);
+        wn_client_mark(r->client);
 }
 
-/* twemproxy answers a request it could not complete with the system's text
- * for the error: "SERVER_ERROR Connection refused" and friends. */
-static const char *fail_text(int err)
-{
-    switch (err) {
-    case 0:
-    case UV_EOF:
-    case UV_ECONNRESET:
-        return "Connection reset by peer";
-    case UV_ECONNREFUSED:
-    case WN_ENOSERVER:
-        return "Connection refused";
-    case UV_ETIMEDOUT:
-        return "Connection timed out";
-    case UV_ENOMEM:
-    case WN_ENOMEM:
-        return "Out of memory";
-    default:
-        return wn_strerror(err);
-    }
-}
-
-void req_fail(req_t *r, int err)
+void wn_req_fail(req_t *r, int err)
 {
     if (r->done)
         return;
-    char line[160];
-    int n = snprintf(line, sizeof(line), "SERVER_ERROR %s\r\n", fail_text(err));
     r->failed = true;
-    segv_clear(&r->rsp);
-    if (r->kind == REQ_FRAGMENT) {
-        /* The parent's merge sees `failed` and answers with this line. */
-        wn_worker_t *w = r->parent && r->parent->client ? r->parent->client->w : NULL;
-        if (w != NULL)
-            scratch_push(w, &r->rsp, line, (size_t)n);
-        req_done(r);
-        return;
+    if (r->kind != REQ_FRAGMENT && r->kind != REQ_INTERNAL && r->client != NULL)
+        wn_stat_add(WN_PSTAT(r->pool, forward_error), 1);
+    wn_proto_req_error(r, err);
+}
+
+void wn_req_reply(req_t *r, const char *text, size_t len)
+{
+    if (r->rsp.n > 0) {
+        /* Replace what was gathered (a failed merge, say). */
+        uint64_t had = 0;
+        for (uint32_t i = r->rsp_sent; i < r->rsp.n; i++)
+            had += r->rsp.v[i].len;
+        account(r, -(int64_t)had);
+        wn_segv_clear(&r->rsp);
+        if (r->rsp_sent > 0) {
+            /* Part of the reply is on its way already: nothing coherent can
+             * follow it, so the client is closed after it. */
+            r->close_after = true;
+            wn_req_done(r);
+            return;
+        }
     }
-    if (r->client != NULL)
-        STAT_INC(r->client->w, forward_error);
-    req_reply_local(r, line, (size_t)n);
+    if (wn_req_rsp_scratch(r, text, len) < 0 && r->client != NULL) {
+        /* No memory for even an error line: this client cannot be answered
+         * in order any more; it is closed after what came before. */
+        r->close_after = true;
+    }
+    wn_req_done(r);
+}
+
+void wn_req_detach(req_t *r)
+{
+    account(r, -(int64_t)r->acct);
+    r->client = NULL;
 }

@@ -1,71 +1,58 @@
 /*
  * worker/server.c: a worker's connections to one backend server. Requests
- * from many clients are queued on a connection in order, written in batches
- * (one uv_write per loop turn per connection) and matched to replies in FIFO
- * order. Connection failures and timeouts fail every request on that
- * connection with twemproxy's SERVER_ERROR strings and count toward
- * ejection. Worker thread only.
+ * from many clients queue on a connection in order, are written by the flush
+ * (one write per connection per loop turn) and are matched to replies in
+ * FIFO order by the pool's protocol unit. A connection that breaks (read
+ * error, a reply that does not match, no progress within `timeout`) is only
+ * marked here; the flush closes it, fails what was queued on it with the
+ * protocol's error reply, and reports the failure to control.
+ * Worker thread only.
  */
-#include "worker_priv.h"
+#include "protocol.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static void sconn_fail_all(sconn_t *c, int err);
 static void sconn_close(sconn_t *c, int err);
 
-int server_rt_init(server_rt_t *s, pool_rt_t *pool, uint32_t idx)
+int wn_server_rt_init(server_rt_t *s, pool_rt_t *pool, uint32_t idx)
 {
     s->pool = pool;
     s->conf = &pool->conf->servers[idx];
     s->idx = idx;
     s->nconns = (uint32_t)pool->conf->server_connections;
     s->conns = calloc(s->nconns, sizeof(*s->conns));
+    s->stats = wn_stats_server(pool->w->stats, pool->idx, idx);
     return s->conns == NULL ? WN_ENOMEM : 0;
 }
 
-void server_rt_deinit(server_rt_t *s)
+void wn_server_rt_deinit(server_rt_t *s)
 {
-    for (uint32_t i = 0; i < s->nconns; i++)
-        free(s->conns[i]); /* closed by server_close_all before the loop ended */
+    for (uint32_t i = 0; s->conns != NULL && i < s->nconns; i++) {
+        if (s->conns[i] != NULL)
+            wn_instream_deinit(&s->conns[i]->in);
+        free(s->conns[i]); /* closed by wn_server_close_all before the loop ended */
+    }
     free(s->conns);
     s->conns = NULL;
 }
 
-static int sconn_connect(sconn_t *c);
-
-static void on_handle_closed(uv_handle_t *h)
+static bool outstanding(const sconn_t *c)
 {
-    sconn_t *c = h->data;
-    if (--c->closes > 0 || c->state != SCONN_CLOSING)
-        return;
-    c->state = SCONN_IDLE;
-    /* Requests that came while the old connection was closing go on a new one. */
-    if (c->head != NULL && !c->server->pool->w->stopping)
-        sconn_connect(c);
+    return c->head != NULL && c->head != c->unsent;
+}
+
+/* ---- timeouts: the longest wait for the next byte of progress ------------- */
+
+static int timeout_ms(const sconn_t *c)
+{
+    return c->server->pool->conf->timeout;
 }
 
 static void on_timer(uv_timer_t *t);
 
-/* The deadline that matters now: the connect's while connecting, else the
- * oldest sent request's. 0: none. */
-static uint64_t deadline(const sconn_t *c)
+static void arm_timer(sconn_t *c, uint64_t due)
 {
-    int timeout = c->server->pool->conf->timeout;
-    if (timeout <= 0)
-        return 0;
-    if (c->state == SCONN_CONNECTING)
-        return c->connect_ms + (uint64_t)timeout;
-    if (c->head == NULL || c->head == c->unsent)
-        return 0;
-    return c->head->sent_ms + (uint64_t)timeout;
-}
-
-static void arm_timer(sconn_t *c)
-{
-    uint64_t due = deadline(c);
-    if (due == 0)
-        return;
     uint64_t now = uv_now(c->timer.loop);
     uv_timer_start(&c->timer, on_timer, due > now ? due - now : 0, 0);
 }
@@ -73,142 +60,89 @@ static void arm_timer(sconn_t *c)
 static void on_timer(uv_timer_t *t)
 {
     sconn_t *c = t->data;
-    uint64_t due = deadline(c);
-    if (due == 0)
+    uint64_t now = uv_now(t->loop);
+    int timeout = timeout_ms(c);
+    uint64_t due;
+    if (timeout <= 0 || c->fail_err != 0)
         return;
-    if (uv_now(t->loop) < due) {
-        arm_timer(c);
+    if (c->state == SCONN_CONNECTING)
+        due = c->connect_ms + (uint64_t)timeout;
+    else if (c->state == SCONN_CONNECTED && outstanding(c))
+        due = c->progress_ms + (uint64_t)timeout;
+    else
+        return;
+    if (now < due) {
+        arm_timer(c, due); /* there was progress since: wait on */
         return;
     }
-    wn_worker_t *w = c->server->pool->w;
-    STAT_INC(w, server_timedout);
-    wn_log_warn("pool '%s': server %s: %s within %d ms, closing its connection",
-                c->server->pool->conf->name, c->server->conf->name,
+    server_rt_t *s = c->server;
+    wn_stat_add(WN_SSTAT(s, server_timedout), 1);
+    wn_log_warn("pool '%s': server %s: %s for %d ms; closing its connection",
+                s->pool->conf->name, s->conf->name,
                 c->state == SCONN_CONNECTING ? "no connection" : "no reply",
-                c->server->pool->conf->timeout);
-    sconn_close(c, UV_ETIMEDOUT);
+                timeout);
+    wn_sconn_fail(c, UV_ETIMEDOUT);
 }
+
+/* ---- reading -------------------------------------------------------------- */
 
 static void on_read_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     (void)hint;
     sconn_t *c = h->data;
-    if (instream_alloc(c->server->pool->w, &c->in, c->data_left == 0, buf) < 0)
+    uint32_t keep = 0;
+    uint64_t ahead = 0;
+    wn_proto_server_read_plan(c, &keep, &ahead);
+    if (wn_instream_alloc(c->server->pool->w, &c->in, keep, ahead, buf) < 0)
         *buf = uv_buf_init(NULL, 0);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
-    sconn_t *c = s->data;
-    wn_worker_t *w = c->server->pool->w;
-    if (nread == 0)
+    sconn_t *c = st->data;
+    server_rt_t *s = c->server;
+    wn_worker_t *w = s->pool->w;
+    if (nread == 0 || c->fail_err != 0)
         return;
     if (nread < 0) {
         int err = (int)nread;
         if (err == UV_EOF) {
-            STAT_INC(w, server_eof);
+            wn_stat_add(WN_SSTAT(s, server_eof), 1);
             err = UV_ECONNRESET;
         } else {
-            STAT_INC(w, server_err);
+            wn_stat_add(WN_SSTAT(s, server_err), 1);
         }
         if (c->head != NULL)
             wn_log_warn("pool '%s': server %s closed with %u request(s) in flight: %s",
-                        c->server->pool->conf->name, c->server->conf->name, c->nqueued,
+                        s->pool->conf->name, s->conf->name, c->nqueued,
                         uv_strerror((int)nread));
-        sconn_close(c, err);
+        wn_sconn_fail(c, err);
         return;
     }
     c->in.buf->len += (uint32_t)nread;
-    STAT_ADD(w, bytes_read, (uint64_t)nread);
-    int rc = mc_server_process(c);
+    c->progress_ms = uv_now(&w->loop);
+    wn_stat_add(WN_GSTAT(w, bytes_read), (uint64_t)nread);
+    wn_stat_add(WN_SSTAT(s, response_bytes), (uint64_t)nread);
+    int rc = wn_proto_server_parse(c);
     if (rc < 0) {
-        STAT_INC(w, server_err);
-        wn_log_warn("pool '%s': server %s sent a reply walnut cannot frame (%s); closing",
-                    c->server->pool->conf->name, c->server->conf->name, wn_strerror(rc));
-        sconn_close(c, UV_ECONNRESET);
+        wn_stat_add(WN_SSTAT(s, server_err), 1);
+        wn_log_warn("pool '%s': server %s sent a reply that does not match its request "
+                    "(%s); closing the connection",
+                    s->pool->conf->name, s->conf->name, wn_strerror(rc));
+        wn_sconn_fail(c, WN_EPROTO);
         return;
     }
-    if (c->head != NULL && c->head != c->unsent)
-        arm_timer(c);
-    else
-        uv_timer_stop(&c->timer);
+    wn_instream_trim(&c->in);
 }
 
-static void mark_dirty(sconn_t *c)
-{
-    if (c->dirty)
-        return;
-    wn_worker_t *w = c->server->pool->w;
-    c->dirty = true;
-    c->dirty_next = w->dirty_servers;
-    w->dirty_servers = c;
-}
-
-static void on_connect(uv_connect_t *req, int status)
-{
-    sconn_t *c = req->data;
-    pool_rt_t *pool = c->server->pool;
-    if (c->state != SCONN_CONNECTING)
-        return;
-    if (status < 0) {
-        STAT_INC(pool->w, server_err);
-        wn_log_warn("pool '%s': cannot connect to server %s: %s", pool->conf->name,
-                    c->server->conf->name, uv_strerror(status));
-        sconn_close(c, status);
-        return;
-    }
-    c->state = SCONN_CONNECTED;
-    uv_timer_stop(&c->timer);
-    STAT_INC(pool->w, server_connections);
-    if (!c->server->conf->addr.is_unix)
-        uv_tcp_nodelay(&c->h.tcp, 1);
-    uv_read_start(&c->h.stream, on_read_alloc, on_read);
-    if (c->unsent != NULL)
-        mark_dirty(c);
-}
-
-static int sconn_connect(sconn_t *c)
-{
-    server_rt_t *s = c->server;
-    uv_loop_t *loop = &s->pool->w->loop;
-    int rc;
-    if (!c->timer_open) {
-        uv_timer_init(loop, &c->timer);
-        c->timer.data = c;
-        c->timer_open = true;
-    }
-    c->connect_req.data = c;
-    c->connect_ms = uv_now(loop);
-    mc_sconn_reset(c);
-    if (s->conf->addr.is_unix) {
-        uv_pipe_init(loop, &c->h.pipe, 0);
-        c->h.handle.data = c;
-        c->handle_open = true;
-        c->state = SCONN_CONNECTING;
-        uv_pipe_connect(&c->connect_req, &c->h.pipe, s->conf->addr.host, on_connect);
-        arm_timer(c);
-        return 0;
-    }
-    uv_tcp_init(loop, &c->h.tcp);
-    c->h.handle.data = c;
-    c->handle_open = true;
-    c->state = SCONN_CONNECTING;
-    rc = uv_tcp_connect(&c->connect_req, &c->h.tcp, (const struct sockaddr *)&s->addr,
-                        on_connect);
-    if (rc < 0) {
-        sconn_close(c, rc);
-        return rc;
-    }
-    arm_timer(c);
-    return 0;
-}
+/* ---- queueing ------------------------------------------------------------- */
 
 static sconn_t *get_conn(server_rt_t *s, uint32_t slot)
 {
     uint32_t i = slot % s->nconns;
     if (s->conns[i] == NULL) {
-        sconn_t *c = calloc(1, sizeof(*c));
+        sconn_t *c = calloc(1, wn_proto_sconn_size(s->pool->proto));
         if (c == NULL)
             return NULL;
         c->server = s;
@@ -218,14 +152,30 @@ static sconn_t *get_conn(server_rt_t *s, uint32_t slot)
     return s->conns[i];
 }
 
-void server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
+static void queue_stats(req_t *r, int64_t dir)
+{
+    server_rt_t *s = r->server;
+    if (s == NULL)
+        return;
+    if (r->sent) {
+        wn_stat_add(WN_SSTAT(s, out_queue), (uint64_t)dir);
+        wn_stat_add(WN_SSTAT(s, out_queue_bytes), (uint64_t)(dir * (int64_t)r->out_bytes));
+    } else {
+        wn_stat_add(WN_SSTAT(s, in_queue), (uint64_t)dir);
+        wn_stat_add(WN_SSTAT(s, in_queue_bytes), (uint64_t)(dir * (int64_t)r->out_bytes));
+    }
+}
+
+void wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
 {
     sconn_t *c = get_conn(s, slot);
     if (c == NULL) {
-        req_fail(r, WN_ENOMEM);
+        wn_req_fail(r, WN_ENOMEM);
         return;
     }
-    req_ref(r);
+    wn_req_ref(r);
+    r->conn = c;
+    r->server = s;
     r->snext = NULL;
     if (c->tail != NULL)
         c->tail->snext = r;
@@ -235,60 +185,27 @@ void server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
     if (c->unsent == NULL)
         c->unsent = r;
     c->nqueued++;
-    /* CLOSING: the request waits in the queue; the close callback reconnects. */
-    if (c->state == SCONN_IDLE) {
-        if (sconn_connect(c) < 0)
-            return;
-    }
-    if (c->state == SCONN_CONNECTED)
-        mark_dirty(c);
+    queue_stats(r, 1);
+    /* CONNECTING: on_connect marks it; CLOSING: the close callback does. */
+    if (c->state == SCONN_IDLE || c->state == SCONN_CONNECTED)
+        wn_sconn_mark(c);
 }
 
-static void flush_conn(sconn_t *c)
+void wn_sconn_enqueue(sconn_t *c, req_t *r)
 {
-    wn_worker_t *w = c->server->pool->w;
-    uint32_t nsegs = 0;
-    for (req_t *r = c->unsent; r != NULL; r = r->snext)
-        nsegs += r->out.n;
-    if (nsegs == 0)
-        return;
-    outv_t o;
-    if (outv_init(&o, nsegs) < 0) {
-        sconn_close(c, WN_ENOMEM);
-        return;
-    }
-    uint64_t now = uv_now(&w->loop);
-    for (req_t *r = c->unsent; r != NULL; r = r->snext) {
-        for (uint32_t i = 0; i < r->out.n; i++)
-            outv_add(&o, r->out.v[i].buf, r->out.v[i].off, r->out.v[i].len);
-        r->sent_ms = now;
-    }
-    c->unsent = NULL;
-    /* A failed write shows up as a read error or a timeout: no callback needed. */
-    int64_t rc = outv_write(&o, &c->h.stream, NULL, NULL);
-    STAT_ADD(w, bytes_written, o.bytes);
-    outv_deinit(&o);
-    if (rc < 0) {
-        sconn_close(c, (int)rc);
-        return;
-    }
-    arm_timer(c);
+    /* A new connection: nothing is written yet, so the front is unsent. */
+    wn_req_ref(r);
+    r->conn = c;
+    r->server = c->server;
+    r->snext = c->head;
+    c->head = r;
+    if (c->tail == NULL)
+        c->tail = r;
+    c->unsent = r;
+    c->nqueued++;
 }
 
-void server_flush_all(wn_worker_t *w)
-{
-    while (w->dirty_servers != NULL) {
-        sconn_t *c = w->dirty_servers;
-        w->dirty_servers = c->dirty_next;
-        c->dirty = false;
-        c->dirty_next = NULL;
-        if (c->state == SCONN_CONNECTED)
-            flush_conn(c);
-    }
-}
-
-/* Pop the head request: its reply is complete (or it failed). */
-void sconn_pop(sconn_t *c)
+void wn_sconn_pop(sconn_t *c)
 {
     req_t *r = c->head;
     c->head = r->snext;
@@ -297,19 +214,172 @@ void sconn_pop(sconn_t *c)
     if (c->unsent == r)
         c->unsent = c->head;
     r->snext = NULL;
+    r->conn = NULL;
     c->nqueued--;
-    c->data_left = 0;
-    req_unref(r);
+    if (r->kind != REQ_INTERNAL) {
+        queue_stats(r, -1);
+        if (r->sent) {
+            wn_stat_add(WN_SSTAT(c->server, responses), 1);
+            wn_hist_record(&c->server->stats->latency, wn_worker_now_us() - r->sent_us);
+        }
+    }
+    if (c->head != NULL && c->head != c->unsent)
+        c->progress_ms = uv_now(&c->server->pool->w->loop);
+    wn_req_unref(r);
 }
 
-static void sconn_fail_all(sconn_t *c, int err)
+void wn_sconn_fail(sconn_t *c, int err)
+{
+    if (c->fail_err != 0)
+        return;
+    c->fail_err = err;
+    if (c->handle_open && c->state == SCONN_CONNECTED)
+        uv_read_stop(&c->h.stream);
+    if (c->timer_open)
+        uv_timer_stop(&c->timer);
+    wn_sconn_mark(c);
+}
+
+/* ---- connecting ----------------------------------------------------------- */
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    sconn_t *c = req->data;
+    server_rt_t *s = c->server;
+    if (c->state != SCONN_CONNECTING || c->fail_err != 0)
+        return;
+    if (status < 0) {
+        wn_stat_add(WN_SSTAT(s, server_err), 1);
+        wn_log_warn("pool '%s': cannot connect to server %s: %s", s->pool->conf->name,
+                    s->conf->name, uv_strerror(status));
+        wn_sconn_fail(c, status);
+        return;
+    }
+    c->state = SCONN_CONNECTED;
+    uv_timer_stop(&c->timer);
+    wn_stat_add(WN_SSTAT(s, server_connections), 1);
+    if (!s->conf->addr.is_unix)
+        uv_tcp_nodelay(&c->h.tcp, 1);
+    int rc = uv_read_start(&c->h.stream, on_read_alloc, on_read);
+    if (rc < 0) {
+        wn_sconn_fail(c, rc);
+        return;
+    }
+    wn_proto_sconn_hello(c);
+    wn_sconn_mark(c);
+}
+
+static void on_handle_closed(uv_handle_t *h);
+
+static int sconn_connect(sconn_t *c)
+{
+    server_rt_t *s = c->server;
+    uv_loop_t *loop = &s->pool->w->loop;
+    if (!c->timer_open) {
+        uv_timer_init(loop, &c->timer);
+        c->timer.data = c;
+        c->timer_open = true;
+    }
+    c->connect_req.data = c;
+    c->connect_ms = uv_now(loop);
+    c->fail_err = 0;
+    wn_proto_sconn_reset(c);
+    int rc;
+    if (s->conf->addr.is_unix) {
+        uv_pipe_init(loop, &c->h.pipe, 0);
+        c->h.handle.data = c;
+        c->handle_open = true;
+        c->state = SCONN_CONNECTING;
+        uv_pipe_connect(&c->connect_req, &c->h.pipe, s->conf->addr.host, on_connect);
+        rc = 0;
+    } else {
+        uv_tcp_init(loop, &c->h.tcp);
+        c->h.handle.data = c;
+        c->handle_open = true;
+        c->state = SCONN_CONNECTING;
+        rc = uv_tcp_connect(&c->connect_req, &c->h.tcp, (const struct sockaddr *)&s->addr,
+                            on_connect);
+    }
+    if (rc < 0) {
+        /* Failed at once (unreachable, out of descriptors): the same as a
+         * failed connect, handled by this same flush. */
+        wn_stat_add(WN_SSTAT(s, server_err), 1);
+        wn_log_warn("pool '%s': cannot connect to server %s: %s", s->pool->conf->name,
+                    s->conf->name, uv_strerror(rc));
+        c->fail_err = rc;
+        return rc;
+    }
+    if (timeout_ms(c) > 0)
+        arm_timer(c, c->connect_ms + (uint64_t)timeout_ms(c));
+    return 0;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    sconn_t *c = h->data;
+    if (--c->closes > 0 || c->state != SCONN_CLOSING)
+        return;
+    c->state = SCONN_IDLE;
+    /* Requests that came while the old connection was closing go on a new one. */
+    if (c->head != NULL && !c->server->pool->w->stopping)
+        wn_sconn_mark(c);
+}
+
+/* ---- the flush's part: write, connect, close ------------------------------- */
+
+static void write_unsent(sconn_t *c)
+{
+    server_rt_t *s = c->server;
+    wn_worker_t *w = s->pool->w;
+    outv_t o;
+    wn_outv_init(&o);
+    for (req_t *r = c->unsent; r != NULL; r = r->snext)
+        for (uint32_t i = 0; i < r->out.n; i++)
+            if (wn_outv_add(&o, r->out.v[i].buf, r->out.v[i].off, r->out.v[i].len) < 0) {
+                wn_outv_deinit(&o);
+                sconn_close(c, WN_ENOMEM);
+                return;
+            }
+    uint64_t now = uv_now(&w->loop), now_us = wn_worker_now_us();
+    bool was_idle = !outstanding(c);
+    /* A failed write shows up as a read error or a timeout. */
+    int64_t rc = wn_outv_write(&o, &c->h.stream, NULL, NULL);
+    wn_stat_add(WN_GSTAT(w, bytes_written), o.bytes);
+    wn_outv_deinit(&o);
+    if (rc < 0) {
+        sconn_close(c, (int)rc);
+        return;
+    }
+    for (req_t *r = c->unsent; r != NULL; r = r->snext) {
+        if (r->kind != REQ_INTERNAL) {
+            queue_stats(r, -1);
+            r->sent = true;
+            queue_stats(r, 1);
+            wn_stat_add(WN_SSTAT(s, requests), 1);
+            wn_stat_add(WN_SSTAT(s, request_bytes), r->out_bytes);
+        } else {
+            r->sent = true;
+        }
+        r->sent_us = now_us;
+        wn_req_out_written(r);
+    }
+    c->unsent = NULL;
+    if (was_idle) {
+        c->progress_ms = now;
+        if (timeout_ms(c) > 0 && !uv_is_active((uv_handle_t *)&c->timer))
+            arm_timer(c, now + (uint64_t)timeout_ms(c));
+    }
+}
+
+/* Fail everything queued on c with err (the protocol writes the replies). */
+static void fail_queued(sconn_t *c, int err)
 {
     while (c->head != NULL) {
         req_t *r = c->head;
-        req_ref(r);
-        sconn_pop(c);
-        req_fail(r, err);
-        req_unref(r);
+        wn_req_ref(r);
+        wn_sconn_pop(c);
+        wn_req_fail(r, err);
+        wn_req_unref(r);
     }
 }
 
@@ -318,46 +388,72 @@ static void sconn_close(sconn_t *c, int err)
     server_rt_t *s = c->server;
     bool had_requests = c->head != NULL;
     if (c->state == SCONN_CONNECTED)
-        STAT_DEC(s->pool->w, server_connections);
+        wn_stat_sub(WN_SSTAT(s, server_connections), 1);
     c->state = SCONN_CLOSING;
-    mc_sconn_reset(c);
-    instream_deinit(&c->in);
+    wn_proto_sconn_reset(c);
+    wn_instream_deinit(&c->in);
     if (c->handle_open) {
         c->handle_open = false;
         c->closes++;
         uv_close(&c->h.handle, on_handle_closed);
     }
-    if (c->timer_open) {
+    if (c->timer_open)
         uv_timer_stop(&c->timer);
-    }
     if (c->closes == 0)
         c->state = SCONN_IDLE;
-    sconn_fail_all(c, err);
-    if (err != 0 && (had_requests || err == UV_ECONNREFUSED || err == UV_ETIMEDOUT))
-        ctl_server_failed(s, err);
-    client_flush_all(s->pool->w);
+    c->fail_err = 0;
+    fail_queued(c, err);
+    if (err != 0 && err != UV_ECANCELED &&
+        (had_requests || err == UV_ECONNREFUSED || err == UV_ETIMEDOUT))
+        wn_ctl_server_failed(s, err);
 }
 
-void server_preconnect(server_rt_t *s)
+void wn_sconn_flush(sconn_t *c)
+{
+    if (c->fail_err != 0) {
+        sconn_close(c, c->fail_err);
+        return;
+    }
+    switch (c->state) {
+    case SCONN_IDLE:
+        if (c->head == NULL || c->server->pool->w->stopping)
+            return;
+        if (sconn_connect(c) < 0)
+            sconn_close(c, c->fail_err);
+        return;
+    case SCONN_CONNECTED:
+        if (c->unsent != NULL)
+            write_unsent(c);
+        return;
+    default: /* connecting or closing: their callbacks mark it again */
+        return;
+    }
+}
+
+void wn_server_preconnect(server_rt_t *s)
 {
     for (uint32_t i = 0; i < s->nconns; i++) {
         sconn_t *c = get_conn(s, i);
-        if (c != NULL && c->state == SCONN_IDLE)
-            sconn_connect(c);
+        if (c != NULL && c->state == SCONN_IDLE && sconn_connect(c) < 0)
+            sconn_close(c, c->fail_err);
     }
 }
 
-void server_close_all(server_rt_t *s)
+void wn_server_close_all(server_rt_t *s)
 {
     for (uint32_t i = 0; i < s->nconns; i++) {
         sconn_t *c = s->conns[i];
         if (c == NULL)
             continue;
         if (c->state != SCONN_IDLE && c->state != SCONN_CLOSING)
-            sconn_close(c, 0);
+            sconn_close(c, UV_ECANCELED);
+        else
+            fail_queued(c, UV_ECANCELED);
         if (c->timer_open) {
             c->timer_open = false;
             c->closes++;
+            if (c->state == SCONN_IDLE)
+                c->state = SCONN_CLOSING;
             uv_close((uv_handle_t *)&c->timer, on_handle_closed);
         }
     }

@@ -1,7 +1,7 @@
 /*
- * worker/stream.c: segment lists and the read side of a connection. Worker
- * thread only. A segment holds a buffer reference, so bytes read from one
- * socket can be written to another without a copy.
+ * worker/stream.c: segment lists, write vectors and the read side of a
+ * connection. A segment holds a buffer reference, so bytes read from one
+ * socket are written to another without a copy. Worker thread only.
  */
 #include "worker_priv.h"
 
@@ -9,9 +9,9 @@
 #include <string.h>
 
 /* Below this much free space a buffer is not worth reading into. */
-#define MIN_READ_SPACE 128
+#define MIN_READ_SPACE 256
 
-void segv_init(segv_t *sv)
+void wn_segv_init(segv_t *sv)
 {
     sv->v = sv->inl;
     sv->n = 0;
@@ -36,7 +36,8 @@ static int push(segv_t *sv, wn_buf_t *buf, uint32_t off, uint32_t len, bool merg
 {
     if (len == 0)
         return 0;
-    /* Adjacent bytes of the same buffer extend the last segment. */
+    /* Adjacent bytes of the same buffer extend the last segment (a written
+     * segment has no buffer any more, so it is never extended). */
     if (merge && sv->n > 0) {
         seg_t *last = &sv->v[sv->n - 1];
         if (last->buf == buf && last->off + last->len == off) {
@@ -51,17 +52,26 @@ static int push(segv_t *sv, wn_buf_t *buf, uint32_t off, uint32_t len, bool merg
     return 0;
 }
 
-int segv_push(segv_t *sv, wn_buf_t *buf, uint32_t off, uint32_t len)
+int wn_segv_push(segv_t *sv, wn_buf_t *buf, uint32_t off, uint32_t len)
 {
     return push(sv, buf, off, len, true);
 }
 
-int segv_push_split(segv_t *sv, wn_buf_t *buf, uint32_t off, uint32_t len)
+int wn_segv_push_split(segv_t *sv, wn_buf_t *buf, uint32_t off, uint32_t len)
 {
     return push(sv, buf, off, len, false);
 }
 
-int scratch_push(wn_worker_t *w, segv_t *sv, const char *data, size_t len)
+void wn_segv_clear(segv_t *sv)
+{
+    for (uint32_t i = 0; i < sv->n; i++)
+        wn_buf_unref(sv->v[i].buf);
+    if (sv->v != sv->inl)
+        free(sv->v);
+    wn_segv_init(sv);
+}
+
+int wn_scratch_push(wn_worker_t *w, segv_t *sv, const char *data, size_t len)
 {
     wn_buf_t *b = w->scratch;
     if (b == NULL || b->cap - b->len < len) {
@@ -74,55 +84,39 @@ int scratch_push(wn_worker_t *w, segv_t *sv, const char *data, size_t len)
     uint32_t off = b->len;
     memcpy(b->data + off, data, len);
     b->len += (uint32_t)len;
-    return segv_push(sv, b, off, (uint32_t)len);
+    return wn_segv_push(sv, b, off, (uint32_t)len);
 }
 
-int segv_append(segv_t *sv, const segv_t *src)
-{
-    for (uint32_t i = 0; i < src->n; i++) {
-        int rc = segv_push(sv, src->v[i].buf, src->v[i].off, src->v[i].len);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
-}
+/* ---- reads ---------------------------------------------------------------- */
 
-void segv_clear(segv_t *sv)
-{
-    for (uint32_t i = 0; i < sv->n; i++)
-        wn_buf_unref(sv->v[i].buf);
-    if (sv->v != sv->inl)
-        free(sv->v);
-    segv_init(sv);
-}
-
-uint64_t segv_bytes(const segv_t *sv)
-{
-    uint64_t n = 0;
-    for (uint32_t i = 0; i < sv->n; i++)
-        n += sv->v[i].len;
-    return n;
-}
-
-int instream_alloc(wn_worker_t *w, instream_t *in, bool keep_line, uv_buf_t *out)
+int wn_instream_alloc(wn_worker_t *w, instream_t *in, uint32_t keep, uint64_t ahead, uv_buf_t *out)
 {
     wn_buf_t *b = in->buf;
-    if (b != NULL && b->cap - b->len >= WN_MIN(MIN_READ_SPACE, b->cap / 4 + 1)) {
-        *out = uv_buf_init(b->data + b->len, b->cap - b->len);
+    uint32_t room = b != NULL ? b->cap - b->len : 0;
+    /* Keep filling the current buffer while it has room, unless a value is
+     * coming that a buffer of its own would take in far fewer reads. */
+    if (b != NULL && room >= WN_MIN(MIN_READ_SPACE, b->cap / 4 + 1) &&
+        (ahead <= room || room >= WN_READ_AHEAD_MAX / 4)) {
+        *out = uv_buf_init(b->data + b->len, room);
         return 0;
     }
-    /* A partial line moves to the new buffer so the parser sees it whole;
-     * everything before it is owned by requests that hold references. */
-    uint32_t partial = (b != NULL && keep_line) ? b->len - in->pos : 0;
+    if (b != NULL && keep > b->len - in->pos)
+        keep = b->len - in->pos;
+    if (b == NULL)
+        keep = 0;
+    /* An incomplete line moves along so the parser sees it whole; everything
+     * before it belongs to requests that hold their own references. */
     size_t want = w->bufs.chunk_size;
-    if ((size_t)partial * 2 > want)
-        want = (size_t)partial * 2;
+    if ((size_t)keep * 2 > want)
+        want = (size_t)keep * 2;
+    if (ahead > want)
+        want = WN_MIN(ahead + keep, (uint64_t)WN_MAX(want, WN_READ_AHEAD_MAX));
     wn_buf_t *nb = wn_buf_get(&w->bufs, want);
     if (nb == NULL)
         return WN_ENOMEM;
-    if (partial > 0)
-        memcpy(nb->data, b->data + in->pos, partial);
-    nb->len = partial;
+    if (keep > 0)
+        memcpy(nb->data, b->data + b->len - keep, keep);
+    nb->len = keep;
     wn_buf_unref(b);
     in->buf = nb;
     in->pos = 0;
@@ -130,12 +124,23 @@ int instream_alloc(wn_worker_t *w, instream_t *in, bool keep_line, uv_buf_t *out
     return 0;
 }
 
-void instream_deinit(instream_t *in)
+void wn_instream_trim(instream_t *in)
+{
+    if (in->buf != NULL && in->pos == in->buf->len && in->buf->refs == 1) {
+        wn_buf_unref(in->buf);
+        in->buf = NULL;
+        in->pos = 0;
+    }
+}
+
+void wn_instream_deinit(instream_t *in)
 {
     wn_buf_unref(in->buf);
     in->buf = NULL;
     in->pos = 0;
 }
+
+/* ---- writes --------------------------------------------------------------- */
 
 typedef struct wctx {
     uv_write_t req;
@@ -147,30 +152,45 @@ typedef struct wctx {
     uv_buf_t *iov;
 } wctx_t;
 
-int outv_init(outv_t *o, uint32_t need)
+void wn_outv_init(outv_t *o)
 {
     o->n = 0;
     o->bytes = 0;
-    if (need <= OUTV_INLINE) {
-        o->iov = o->iov_inl;
-        o->bufs = o->bufs_inl;
-        return 0;
-    }
-    o->iov = malloc(need * (sizeof(uv_buf_t) + sizeof(wn_buf_t *)));
-    if (o->iov == NULL)
+    o->cap = OUTV_INLINE;
+    o->iov = o->iov_inl;
+    o->bufs = o->bufs_inl;
+}
+
+static int outv_grow(outv_t *o)
+{
+    uint32_t cap = o->cap * 2;
+    uv_buf_t *iov = malloc(cap * (sizeof(uv_buf_t) + sizeof(wn_buf_t *)));
+    if (iov == NULL)
         return WN_ENOMEM;
-    o->bufs = (wn_buf_t **)(o->iov + need);
+    wn_buf_t **bufs = (wn_buf_t **)(iov + cap);
+    memcpy(iov, o->iov, o->n * sizeof(*iov));
+    memcpy(bufs, o->bufs, o->n * sizeof(*bufs));
+    if (o->iov != o->iov_inl)
+        free(o->iov);
+    o->iov = iov;
+    o->bufs = bufs;
+    o->cap = cap;
     return 0;
 }
 
-void outv_add(outv_t *o, wn_buf_t *buf, uint32_t off, uint32_t len)
+int wn_outv_add(outv_t *o, wn_buf_t *buf, uint32_t off, uint32_t len)
 {
+    if (len == 0)
+        return 0;
+    if (o->n == o->cap && outv_grow(o) < 0)
+        return WN_ENOMEM;
     o->bufs[o->n] = buf;
     o->iov[o->n++] = uv_buf_init(buf->data + off, len);
     o->bytes += len;
+    return 0;
 }
 
-void outv_deinit(outv_t *o)
+void wn_outv_deinit(outv_t *o)
 {
     if (o->iov != o->iov_inl)
         free(o->iov);
@@ -190,12 +210,12 @@ static void on_wctx_done(uv_write_t *req, int status)
         cb(arg, status, bytes);
 }
 
-int64_t outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg)
+int64_t wn_outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg)
 {
     if (o->n == 0)
         return 0;
-    /* Most writes fit the socket buffer: no request, no references, and no
-     * poll re-arm. UV_EAGAIN also means an earlier write is still queued. */
+    /* Most writes fit the socket buffer: no request, no references, no poll
+     * re-arm. UV_EAGAIN also means an earlier write is still queued. */
     int rc = uv_try_write(st, o->iov, o->n);
     if (rc < 0 && rc != UV_EAGAIN)
         return rc;

@@ -1,10 +1,12 @@
 /*
  * worker/worker.c: a worker's thread, loop and life cycle. Created on the
  * main thread (listening sockets are opened there, so address errors are
- * reported before anything starts), then run on its own thread; the only
- * thing another thread may do is ask it to stop (uv_async_send).
+ * reported before anything starts), then run on its own thread; another
+ * thread may only post messages to it and ask it to stop. At stop it closes
+ * its listeners and idle clients at once, gives clients with requests in
+ * flight a grace period, then closes everything and ends its loop.
  */
-#include "worker_priv.h"
+#include "protocol.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,44 +17,40 @@
  * their connections anyway. */
 #define STOP_GRACE_MS 5000
 
+uint64_t wn_worker_now_us(void)
+{
+    return wn_time_us();
+}
+
+static void close_if_open(uv_handle_t *h)
+{
+    if (h->loop != NULL && !uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
 static void finish_stop(wn_worker_t *w)
 {
+    if (w->stopped)
+        return;
+    w->stopped = true;
     for (uint32_t p = 0; p < w->npools; p++)
         for (uint32_t s = 0; s < w->pools[p].nservers; s++)
-            server_close_all(&w->pools[p].servers[s]);
-    if (!uv_is_closing((uv_handle_t *)&w->wakeup))
-        uv_close((uv_handle_t *)&w->wakeup, NULL);
+            wn_server_close_all(&w->pools[p].servers[s]);
+    close_if_open((uv_handle_t *)&w->wakeup);
     if (w->stop_timer_open) {
         uv_close((uv_handle_t *)&w->stop_timer, NULL);
         w->stop_timer_open = false;
     }
-    if (w->hold_timer_open) {
-        uv_close((uv_handle_t *)&w->hold_timer, NULL);
-        w->hold_timer_open = false;
-    }
-    if (!uv_is_closing((uv_handle_t *)&w->flusher))
-        uv_close((uv_handle_t *)&w->flusher, NULL);
+    wn_ctl_close(w);
+    close_if_open((uv_handle_t *)&w->flusher);
+    close_if_open((uv_handle_t *)&w->kick);
+    close_if_open((uv_handle_t *)&w->trim_timer);
 }
 
-void worker_client_gone(wn_worker_t *w)
+void wn_worker_client_gone(wn_worker_t *w)
 {
     if (w->stopping && w->clients == NULL)
         finish_stop(w);
-}
-
-void worker_flush(wn_worker_t *w)
-{
-    /* Flushing clients can parse more requests (a client under its bounds
-     * again), which makes servers dirty again: go until both are quiet. */
-    while (w->dirty_servers != NULL || w->dirty_clients != NULL) {
-        server_flush_all(w);
-        client_flush_all(w);
-    }
-}
-
-static void on_check(uv_check_t *h)
-{
-    worker_flush(h->data);
 }
 
 static void on_stop_grace(uv_timer_t *t)
@@ -60,9 +58,9 @@ static void on_stop_grace(uv_timer_t *t)
     wn_worker_t *w = t->data;
     wn_log_warn("stop: %u client connection(s) still busy after %d ms, closing them",
                 w->nclients, STOP_GRACE_MS);
-    for (client_t *c = w->clients, *next; c != NULL; c = next) {
-        next = c->next;
-        client_close(c);
+    for (client_t *c = w->clients; c != NULL; c = c->next) {
+        c->broken = true;
+        wn_client_mark(c);
     }
 }
 
@@ -71,24 +69,12 @@ static void begin_stop(wn_worker_t *w)
     if (w->stopping)
         return;
     w->stopping = true;
-    for (uint32_t p = 0; p < w->npools; p++) {
-        pool_rt_t *pool = &w->pools[p];
-        if (pool->listening) {
-            uv_close(&pool->listener.handle, NULL);
-            pool->listening = false;
-        }
-    }
-    /* Stop taking requests; a client whose requests are all answered closes now. */
-    for (client_t *c = w->clients, *next; c != NULL; c = next) {
-        next = c->next;
-        if (c->reading) {
-            uv_read_stop(&c->h.stream);
-            c->reading = false;
-        }
-        c->eof = true;
-        client_mark_ready(c);
-    }
-    client_flush_all(w);
+    for (uint32_t p = 0; p < w->npools; p++)
+        wn_listen_close(&w->pools[p]);
+    /* Stop taking requests; the flush closes each client once it has its
+     * answers (an idle one at once). */
+    for (client_t *c = w->clients; c != NULL; c = c->next)
+        wn_client_shutdown(c);
     if (w->clients == NULL) {
         finish_stop(w);
         return;
@@ -102,9 +88,34 @@ static void begin_stop(wn_worker_t *w)
 static void on_wakeup(uv_async_t *a)
 {
     wn_worker_t *w = a->data;
-    ctl_receive(w);
+    wn_ctl_receive(w);
     if (atomic_load_explicit(&w->stop_requested, memory_order_acquire))
         begin_stop(w);
+}
+
+/* Undo a partial wn_worker_create: close what was opened, run the loop until
+ * the close callbacks ran, free. */
+static void destroy(wn_worker_t *w)
+{
+    for (uint32_t p = 0; p < w->npools; p++)
+        wn_listen_close(&w->pools[p]);
+    close_if_open((uv_handle_t *)&w->wakeup);
+    wn_ctl_close(w);
+    close_if_open((uv_handle_t *)&w->flusher);
+    close_if_open((uv_handle_t *)&w->kick);
+    close_if_open((uv_handle_t *)&w->trim_timer);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    for (uint32_t p = 0; p < w->npools; p++)
+        wn_pool_rt_deinit(&w->pools[p]);
+    free(w->pools);
+    if (uv_loop_close(&w->loop) != 0)
+        wn_log_error("worker %d: loop closed with handles still open", w->id);
+    wn_ctl_deinit(w);
+    wn_buf_unref(w->scratch);
+    wn_req_free_all(w);
+    wn_bufpool_deinit(&w->bufs);
+    wn_conf_unref(w->conf);
+    free(w);
 }
 
 int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker_t **out,
@@ -112,82 +123,60 @@ int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker
 {
     wn_worker_t *w = calloc(1, sizeof(*w));
     if (w == NULL) {
-        snprintf(err, errlen, "out of memory");
+        snprintf(err, errlen, "worker %d: out of memory", opts->id);
         return WN_ENOMEM;
     }
     w->id = opts->id;
     w->nworkers = opts->nworkers;
     w->accept_unix = opts->accept_unix;
-    w->all = opts->all;
+    w->stats = opts->stats;
+    w->all_stats = opts->all_stats;
+    w->nall_stats = opts->nall_stats;
     w->control_wakeup = opts->control_wakeup;
     w->start_time = (uint64_t)time(NULL);
     snprintf(w->name, sizeof(w->name), "worker %d", opts->id);
     wn_conf_ref(conf);
     w->conf = conf;
-    wn_bufpool_init(&w->bufs, opts->mbuf_size, 4096);
+    wn_bufpool_init(&w->bufs, opts->mbuf_size, WN_BUFPOOL_FREE_BYTES);
 
     int rc = uv_loop_init(&w->loop);
     if (rc < 0) {
         snprintf(err, errlen, "worker %d: cannot create its loop: %s", w->id, uv_strerror(rc));
-        goto fail_loop;
+        wn_conf_unref(conf);
+        free(w);
+        return rc;
     }
     rc = uv_async_init(&w->loop, &w->wakeup, on_wakeup);
     if (rc < 0) {
-        snprintf(err, errlen, "worker %d: %s", w->id, uv_strerror(rc));
-        goto fail_async;
+        snprintf(err, errlen, "worker %d: cannot create its wakeup: %s", w->id, uv_strerror(rc));
+        goto fail;
     }
     w->wakeup.data = w;
-    /* Runs after every poll phase: the end of a loop turn. */
-    uv_check_init(&w->loop, &w->flusher);
-    w->flusher.data = w;
-    uv_check_start(&w->flusher, on_check);
-    uv_unref((uv_handle_t *)&w->flusher);
-    rc = ctl_init(w);
+    wn_worker_flush_init(w);
+    rc = wn_ctl_init(w);
     if (rc < 0) {
         snprintf(err, errlen, "worker %d: cannot create its control channel: %s", w->id,
                  wn_strerror(rc));
-        goto fail_ctl;
+        goto fail;
     }
-
-    w->pools = calloc(conf->npools, sizeof(*w->pools));
+    w->pools = calloc(conf->npools ? conf->npools : 1, sizeof(*w->pools));
     if (w->pools == NULL) {
         rc = WN_ENOMEM;
-        snprintf(err, errlen, "out of memory");
-        goto fail_pools;
+        snprintf(err, errlen, "worker %d: out of memory", w->id);
+        goto fail;
     }
     for (uint32_t p = 0; p < conf->npools; p++) {
-        rc = pool_rt_init(&w->pools[p], w, &conf->pools[p], p);
-        if (rc < 0) {
-            snprintf(err, errlen, "pool '%s': cannot listen on %s: %s", conf->pools[p].name,
-                     conf->pools[p].listen_text, wn_strerror(rc));
-            goto fail_pool;
-        }
+        /* Counted before init: a half-initialised pool is undone too. */
         w->npools++;
+        rc = wn_pool_rt_init(&w->pools[p], w, &conf->pools[p], p, err, errlen);
+        if (rc < 0)
+            goto fail;
     }
     *out = w;
     return 0;
 
-fail_pool:
-    for (uint32_t p = 0; p < w->npools; p++) {
-        if (w->pools[p].listening)
-            uv_close(&w->pools[p].listener.handle, NULL);
-    }
-fail_pools:
-    uv_close((uv_handle_t *)&w->hold_timer, NULL);
-    w->hold_timer_open = false;
-fail_ctl:
-    uv_close((uv_handle_t *)&w->flusher, NULL);
-    uv_close((uv_handle_t *)&w->wakeup, NULL);
-fail_async:
-    uv_run(&w->loop, UV_RUN_DEFAULT);
-    for (uint32_t p = 0; p < w->npools; p++)
-        pool_rt_deinit(&w->pools[p]);
-    free(w->pools);
-    uv_loop_close(&w->loop);
-    ctl_deinit(w);
-fail_loop:
-    wn_conf_unref(w->conf);
-    free(w);
+fail:
+    destroy(w);
     return rc;
 }
 
@@ -197,18 +186,26 @@ static void worker_main(void *arg)
     wn_log_set_thread(w->name);
     wn_log_debug("started");
     for (uint32_t p = 0; p < w->npools; p++) {
-        for (uint32_t s = 0; s < w->pools[p].nservers; s++) {
-            if (w->pools[p].conf->preconnect)
-                server_preconnect(&w->pools[p].servers[s]);
-        }
+        if (!w->pools[p].conf->preconnect)
+            continue;
+        for (uint32_t s = 0; s < w->pools[p].nservers; s++)
+            wn_server_preconnect(&w->pools[p].servers[s]);
     }
     uv_run(&w->loop, UV_RUN_DEFAULT);
     wn_log_debug("stopped");
 }
 
+void wn_worker_destroy(wn_worker_t *w)
+{
+    if (w != NULL)
+        destroy(w);
+}
+
 int wn_worker_start(wn_worker_t *w)
 {
-    return uv_thread_create(&w->thread, worker_main, w);
+    int rc = uv_thread_create(&w->thread, worker_main, w);
+    w->started = rc == 0;
+    return rc;
 }
 
 void wn_worker_stop(wn_worker_t *w)
@@ -217,31 +214,33 @@ void wn_worker_stop(wn_worker_t *w)
     uv_async_send(&w->wakeup);
 }
 
-void wn_worker_join(wn_worker_t *w)
+int wn_worker_join(wn_worker_t *w)
 {
     if (w == NULL)
-        return;
-    uv_thread_join(&w->thread);
-    for (uint32_t p = 0; p < w->npools; p++)
-        pool_rt_deinit(&w->pools[p]);
-    /* Anything left (closing handles) finishes here. */
+        return 0;
+    if (w->started)
+        uv_thread_join(&w->thread);
+    /* Anything left (close callbacks) finishes here, on this thread, now
+     * that the worker's is gone. */
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    for (uint32_t p = 0; p < w->npools; p++)
+        wn_pool_rt_deinit(&w->pools[p]);
     int rc = uv_loop_close(&w->loop);
     if (rc != 0)
         wn_log_error("worker %d: loop closed with handles still open: %s", w->id,
                      uv_strerror(rc));
     wn_buf_unref(w->scratch);
     w->scratch = NULL;
-    ctl_deinit(w);
+    wn_req_free_all(w);
+    wn_ctl_deinit(w);
     size_t live = wn_bufpool_deinit(&w->bufs);
-    if (live != 0)
+    if (live != 0) {
         wn_log_error("worker %d: %zu buffers still referenced at exit", w->id, live);
+        if (rc == 0)
+            rc = WN_EIO;
+    }
     free(w->pools);
     wn_conf_unref(w->conf);
     free(w);
-}
-
-const wn_worker_stats_t *wn_worker_stats(const wn_worker_t *w)
-{
-    return &w->stats;
+    return rc;
 }

@@ -1,7 +1,19 @@
 /*
- * worker_priv.h: the worker module's private structures. Everything here is
- * owned by one worker thread and never touched by another, except the stats
- * counters (relaxed atomics, read by anyone).
+ * worker_priv.h: the worker core's private structures. The core (worker.c,
+ * listen.c, client.c, server.c, request.c, flush.c, stream.c, pool.c,
+ * ctl.c) knows no protocol; it reaches the protocol units (mc_*.c, ...) only
+ * through the entry points in protocol.h. Everything here is owned by one
+ * worker thread, except the stats blocks (relaxed atomics, read by anyone).
+ *
+ * One event flow, downward only:
+ *   - read callbacks parse and enqueue: client bytes become requests queued on
+ *     server connections; server bytes complete requests;
+ *   - completing or failing a request only marks it done and its client dirty;
+ *     a failing connection is only marked failed and dirty;
+ *   - only the per-turn flush (flush.c, a uv_check) connects, writes and
+ *     closes, and it alone may parse a client's buffered bytes again;
+ *   - nothing called from below the flush calls back up into parsing,
+ *     writing or closing. A request being dispatched holds a reference.
  */
 #ifndef WALNUT_WORKER_PRIV_H
 #define WALNUT_WORKER_PRIV_H
@@ -12,28 +24,22 @@
 
 #include "walnut/config.h"
 #include "walnut/core.h"
-#include "walnut/proto.h"
 #include "walnut/route.h"
 #include "walnut/spsc.h"
+#include "walnut/stats.h"
 #include "walnut/worker.h"
 
-/* Per-client bounds: stop reading a client while it has this many requests
- * in flight or this many reply bytes waiting to be written. */
+/* Per-client bounds. A client with this many requests in flight, or holding
+ * a quarter of its buffer limit, is not read until it drains; one holding
+ * more than its limit (client_buffer_limit) is disconnected. */
 #define WN_CLIENT_MAX_INFLIGHT 1024
-#define WN_CLIENT_MAX_PENDING_BYTES (8u << 20)
-/* Largest request line (a multi-key get); longer lines are rejected. */
-#define WN_MAX_LINE (64u * 1024u)
-/* Values a client may store: memcached's default item size limit (-I 1m). */
-#define WN_MAX_VALUE (1024u * 1024u)
-/* Values a backend may return (one started with a larger -I). */
-#define WN_MAX_SERVER_VALUE (64u * 1024u * 1024u)
-
-#define STAT_ADD(w, name, n)                                                                      \
-    atomic_store_explicit(&(w)->stats.name,                                                       \
-                          atomic_load_explicit(&(w)->stats.name, memory_order_relaxed) + (n),     \
-                          memory_order_relaxed)
-#define STAT_INC(w, name) STAT_ADD(w, name, 1)
-#define STAT_DEC(w, name) STAT_ADD(w, name, (uint64_t)-1)
+/* Largest buffer a read is sized to when more bytes are known to be coming
+ * (a value); the rest of a larger value arrives in further buffers. */
+#define WN_READ_AHEAD_MAX (1u << 20)
+/* Free buffer bytes a worker keeps for reuse; more go back to malloc. */
+#define WN_BUFPOOL_FREE_BYTES (4u << 20)
+/* Free request slots a worker keeps for reuse. */
+#define WN_REQ_FREE_MAX 4096
 
 typedef struct wn_worker wn_worker_t;
 typedef struct pool_rt pool_rt_t;
@@ -42,9 +48,11 @@ typedef struct sconn sconn_t;
 typedef struct client client_t;
 typedef struct req req_t;
 
-/* A reference-holding span of a buffer. */
+/* ---- byte spans over buffers (stream.c) ----------------------------------- */
+
+/* A reference-holding span of a buffer (buf NULL: already written, released). */
 typedef struct seg {
-    wn_buf_t *buf; /* one reference held */
+    wn_buf_t *buf;
     uint32_t off;
     uint32_t len;
 } seg_t;
@@ -57,21 +65,22 @@ typedef struct segv {
     seg_t inl[3];
 } segv_t;
 
-void segv_init(segv_t *sv);
-/* Append [off, off+len) of buf, taking a reference. 0 or WN_ENOMEM. */
-int segv_push(segv_t *sv, wn_buf_t *buf, uint32_t off, uint32_t len);
-/* Append all of src's segments (taking references). */
-int segv_append(segv_t *sv, const segv_t *src);
-void segv_clear(segv_t *sv);
-uint64_t segv_bytes(const segv_t *sv);
+void wn_segv_init(segv_t *sv);
+/* Append [off, off+len) of buf, taking a reference; adjacent bytes of the
+ * same buffer extend the last segment unless it is at index `frozen` or
+ * before (already handed to a write). 0 or WN_ENOMEM. */
+int wn_segv_push(segv_t *sv, wn_buf_t *buf, uint32_t off, uint32_t len);
+/* The same without merging (segment boundaries mark items). */
+int wn_segv_push_split(segv_t *sv, wn_buf_t *buf, uint32_t off, uint32_t len);
+void wn_segv_clear(segv_t *sv);
 
-/* What one flush writes to a socket: iovecs over buffers (no references
- * taken until part of it must wait for uv_write). */
+/* What one flush writes to a socket: iovecs over buffers. */
 #define OUTV_INLINE 32
 typedef struct outv {
     uv_buf_t *iov;
     wn_buf_t **bufs;
     uint32_t n;
+    uint32_t cap;
     uint64_t bytes;
     uv_buf_t iov_inl[OUTV_INLINE];
     wn_buf_t *bufs_inl[OUTV_INLINE];
@@ -79,102 +88,165 @@ typedef struct outv {
 
 typedef void (*outv_done_cb)(void *arg, int status, uint64_t bytes);
 
-/* Room for `need` segments. 0 or WN_ENOMEM. */
-int outv_init(outv_t *o, uint32_t need);
-void outv_add(outv_t *o, wn_buf_t *buf, uint32_t off, uint32_t len);
+void wn_outv_init(outv_t *o);
+/* Append a span; 0 or WN_ENOMEM (the outv grows). */
+int wn_outv_add(outv_t *o, wn_buf_t *buf, uint32_t off, uint32_t len);
 /*
- * Write o to st: as much as the socket takes at once (uv_try_write), the
- * rest through uv_write with buffer references held until it is written,
- * then cb(arg, status, bytes queued). Returns the bytes left queued (0: all
+ * Write o to st: as much as the socket takes now (uv_try_write), the rest
+ * through uv_write with buffer references held until it is written, then
+ * cb(arg, status, bytes queued). Returns the bytes left queued (0: all
  * written, cb is not called) or a negative error (nothing queued).
  */
-int64_t outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg);
-void outv_deinit(outv_t *o);
+int64_t wn_outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg);
+void wn_outv_deinit(outv_t *o);
 
 /* Read side of a connection: the buffer being filled and how far it has been
- * parsed. Bytes before `pos` belong to requests/responses (which hold their
- * own references); the stream holds one reference on `buf`. */
+ * parsed. Bytes before `pos` belong to requests/replies (which hold their own
+ * references); the stream holds one reference on `buf`. */
 typedef struct instream {
     wn_buf_t *buf;
     uint32_t pos;
 } instream_t;
 
-/* One item of a get-family response from a fragment: a VALUE block. Its key
- * is kept in parallel arrays (req_t.vkeys/vlens) for wn_mc_merge_take. */
-typedef struct value_item {
-    uint32_t seg_first; /* index into the response's segv */
-    uint32_t nsegs;
-} value_item_t;
+/* Space for the next read. `keep` bytes before the end (an incomplete line)
+ * move to a new buffer with them, so a line is always contiguous; `ahead` is
+ * how many bytes are known to be coming (a value), to size the buffer. */
+int wn_instream_alloc(wn_worker_t *w, instream_t *in, uint32_t keep, uint64_t ahead, uv_buf_t *out);
+/* Give the buffer back when everything in it is parsed and nothing else
+ * holds it (an idle connection keeps no buffer). */
+void wn_instream_trim(instream_t *in);
+void wn_instream_deinit(instream_t *in);
+/* Copy `len` bytes into the worker's scratch buffer and append them to sv. */
+int wn_scratch_push(wn_worker_t *w, segv_t *sv, const char *data, size_t len);
+
+/* ---- requests (request.c) ------------------------------------------------- */
 
 typedef enum req_kind {
-    REQ_FORWARD,   /* whole request to one server; reply relayed as is */
-    REQ_SPLIT,     /* multi-key get split into fragments; reply merged */
-    REQ_BROADCAST, /* flush_all / verbosity to every server; one reply */
-    REQ_FRAGMENT,  /* part of a SPLIT or BROADCAST */
-    REQ_LOCAL,     /* answered by walnut itself */
+    REQ_FORWARD,  /* to one server; its reply goes to the client */
+    REQ_PARENT,   /* split into fragments; the protocol merges their replies */
+    REQ_FRAGMENT, /* part of a PARENT */
+    REQ_LOCAL,    /* answered by walnut */
+    REQ_INTERNAL, /* sent by walnut itself on a new server connection (AUTH, SELECT) */
 } req_kind_t;
 
+/*
+ * A request. Protocol units embed it as the first member of their own
+ * request type (mc_req_t, ...) and allocate it from the worker's slots.
+ * References: the client FIFO, the server connection FIFO, a fragment's
+ * link to its parent and a parent's links to its fragments each hold one;
+ * so does whoever is dispatching it.
+ */
 struct req {
-    uint32_t refs;      /* client FIFO, server FIFO, parent: each holds one */
-    req_kind_t kind;
-    wn_mc_cmd_t cmd;
-    client_t *client;   /* borrowed; NULL once the client is gone */
-    req_t *next;        /* client's FIFO */
-    req_t *snext;       /* server connection's FIFO */
-    req_t *parent;      /* fragments: the request they are part of (ref held) */
-    uint32_t nfrags;    /* parents: fragments not yet done */
-    req_t **frags;      /* SPLIT parents: fragments by server order (owned array, refs held) */
-    uint32_t nfrag_slots;
-    uint32_t *key_frag; /* SPLIT parents: fragment slot of each key, in key order (owned) */
-    uint32_t nkeys;
-    bool noreply;       /* the client wants no reply */
-    bool swallow;       /* the backend replies, the client does not get it */
-    bool close_after;   /* quit, or framing lost: close the client after this reply */
-    bool done;
+    uint32_t refs;
+    uint8_t kind;       /* req_kind_t */
+    bool noreply;       /* the client wants no reply at all */
+    bool swallow;       /* the server's reply is read and dropped */
+    bool close_after;   /* close the client after this reply (quit, framing lost) */
+    bool done;          /* the reply is complete (or failed) */
     bool failed;        /* answered with an error made by walnut */
-    uint64_t sent_ms;
-    server_rt_t *server; /* where it goes (forward/fragment) */
-    segv_t out;         /* bytes to send to the server */
-    segv_t rsp;         /* bytes to send to the client */
-    value_item_t *items; /* fragments of a SPLIT: VALUE blocks in rsp (owned) */
-    uint32_t nitems;
-    uint32_t items_cap;
-    const char **vkeys; /* VALUE keys, borrowed from buffers rsp references (owned array) */
-    uint32_t *vlens;    /* (owned array) */
-    uint32_t hits;      /* get family: VALUE blocks seen */
-    const char *line;   /* SPLIT parents: the request line (its buffer is held in out) */
-    wn_mc_span_t *keys; /* SPLIT parents: key spans in the line, in key order (owned) */
+    bool keep_out;      /* the protocol still needs `out` after it is written */
+    bool sent;          /* written to its server connection */
+    uint16_t cmd;       /* the protocol's command index, for per-command counters */
+    pool_rt_t *pool;    /* borrowed: outlives every request */
+    client_t *client;   /* borrowed; NULL for fragments and once the client is gone */
+    req_t *next;        /* client FIFO */
+    req_t *snext;       /* server connection FIFO */
+    sconn_t *conn;      /* borrowed: the connection it is queued on, or NULL */
+    server_rt_t *server; /* where it goes (forward, fragment) */
+    req_t *parent;      /* fragments: one reference held */
+    req_t **frags;      /* parents: fragments (owned array), one reference each until
+                           the parent is done; NULL entries after that */
+    uint32_t nfrags;
+    uint32_t frags_left; /* parents: fragments not yet done */
+    uint64_t start_us;  /* received (latency) */
+    uint64_t sent_us;   /* written to the server (latency) */
+    uint64_t out_bytes; /* bytes of `out` */
+    uint64_t acct;      /* bytes counted in the client's held total (root requests) */
+    uint32_t rsp_sent;  /* segments of rsp already written to the client (streaming) */
+    segv_t out;         /* bytes for the server */
+    segv_t rsp;         /* bytes for the client */
 };
 
+/* A slot from the worker's free list, zeroed, refs 1, with `pool` and
+ * `client` set and kind given. NULL on ENOMEM. */
+req_t *wn_req_create(pool_rt_t *pool, client_t *c, req_kind_t kind);
+void wn_req_ref(req_t *r);
+/* Room for n fragments in a parent (r->frags, r->nfrags). 0 or WN_ENOMEM. */
+int wn_req_frags_alloc(req_t *r, uint32_t n);
+void wn_req_unref(req_t *r);
+/* The request in the client's FIFO this one answers to (itself, or the parent). */
+req_t *wn_req_root(req_t *r);
+/* The client r's reply is for, or NULL (gone, over its limit). */
+client_t *wn_req_client(const req_t *r);
+/* Append the client's FIFO (takes a reference). */
+void wn_req_enqueue_client(client_t *c, req_t *r);
+/* Request bytes for the server; counted against the client's limit. */
+int wn_req_out_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len);
+int wn_req_out_scratch(req_t *r, const char *data, size_t len);
+/* Reply bytes for the client; dropped when nobody will read them; counted
+ * against the client's limit (which may mark the client over it). `split`
+ * keeps the bytes a segment of their own. */
+int wn_req_rsp_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len, bool split);
+int wn_req_rsp_scratch(req_t *r, const char *data, size_t len);
+/* r's reply is complete: parents hear of fragments, clients get dirty. */
+void wn_req_done(req_t *r);
+/* r could not be completed: the protocol composes its error reply. */
+void wn_req_fail(req_t *r, int err);
+/* Answer r with a line walnut wrote (copied). */
+void wn_req_reply(req_t *r, const char *text, size_t len);
+/* The client is going away: its requests keep going but answer nobody. */
+void wn_req_detach(req_t *r);
+/* The request bytes were written to the server: release them unless kept. */
+void wn_req_out_written(req_t *r);
+void wn_req_free_all(wn_worker_t *w);
+
+/* ---- server connections (server.c) ---------------------------------------- */
+
 typedef enum sconn_state {
-    SCONN_IDLE,       /* not connected */
+    SCONN_IDLE, /* not connected */
     SCONN_CONNECTING,
     SCONN_CONNECTED,
-    SCONN_CLOSING,
+    SCONN_CLOSING, /* uv_close called, callbacks outstanding */
 } sconn_state_t;
 
+/* A connection to a server. Protocol units embed it first in their own type. */
 struct sconn {
     wn_stream_t h;
     uv_connect_t connect_req;
     uv_timer_t timer;
     server_rt_t *server;  /* borrowed: outlives the connection */
-    sconn_state_t state;
-    uint64_t connect_ms;  /* when the connect started */
-    bool handle_open;     /* h is initialised and needs closing */
+    uint8_t state;        /* sconn_state_t */
+    bool handle_open;
     bool timer_open;
     bool dirty;           /* on the worker's flush list */
+    int fail_err;         /* failed: close at the next flush with this error */
     sconn_t *dirty_next;
     req_t *head;          /* FIFO: sent or waiting to be sent, oldest first (refs held) */
     req_t *tail;
-    req_t *unsent;        /* first request of the FIFO not yet written */
+    req_t *unsent;        /* first request not yet written */
     uint32_t nqueued;
-    instream_t in;
-    wn_mc_rsp_parser_t rsp; /* response framing state for the head request */
-    uint32_t data_left;   /* bytes of a VALUE data block still to come */
-    bool done_after_data; /* the head's reply is complete once the data block is in */
-    char trailer[2];      /* last two bytes of the data block seen so far */
+    uint64_t connect_ms;  /* when the connect started */
+    uint64_t progress_ms; /* last time the server sent bytes (or was sent the oldest request) */
     uint32_t closes;      /* close callbacks outstanding */
+    instream_t in;
 };
+
+/* Queue r on the server's connection for client slot `slot` (takes a
+ * reference). The flush connects and writes. */
+void wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r);
+/* Queue an internal request at the front of a new connection (AUTH/SELECT). */
+void wn_sconn_enqueue(sconn_t *c, req_t *r);
+/* The head request of c is complete: unlink it (its reference is dropped). */
+void wn_sconn_pop(sconn_t *c);
+/* c broke (read error, protocol error, timeout): mark it, the flush closes it. */
+void wn_sconn_fail(sconn_t *c, int err);
+/* Flush: connect, write, or close c as its state asks. */
+void wn_sconn_flush(sconn_t *c);
+int wn_server_rt_init(server_rt_t *s, pool_rt_t *pool, uint32_t idx);
+void wn_server_rt_deinit(server_rt_t *s);
+void wn_server_preconnect(server_rt_t *s);
+/* Stop: close every connection of s, failing what is queued. */
+void wn_server_close_all(server_rt_t *s);
 
 struct server_rt {
     pool_rt_t *pool;                 /* borrowed */
@@ -183,16 +255,21 @@ struct server_rt {
     sconn_t **conns;                 /* owned: server_connections of them */
     uint32_t nconns;
     struct sockaddr_storage addr;    /* resolved at start (TCP servers) */
+    int resolve_err;                 /* the address did not resolve: fail requests with it */
     uint64_t suspect_until_ms;       /* a connection failed: hold new requests until
                                         control decides or this passes; 0: not suspect */
     bool reported;                   /* a failure was reported and no success since */
     client_t *waiters;               /* clients held until the suspicion is resolved */
+    wn_server_stats_t *stats;        /* borrowed: this worker's block */
 };
+
+/* ---- pools (pool.c, listen.c) ---------------------------------------------- */
 
 struct pool_rt {
     wn_worker_t *w;                  /* borrowed */
     const wn_conf_pool_t *conf;      /* borrowed from the worker's config */
     uint32_t idx;
+    uint8_t proto;                   /* wn_proto_t: which protocol unit serves it */
     wn_ring_t *ring;                 /* one reference held */
     server_rt_t *servers;            /* owned */
     uint32_t nservers;
@@ -201,59 +278,104 @@ struct pool_rt {
     _Atomic uint64_t epoch;          /* epoch of `ring`, readable by any thread */
     uint32_t nsuspect;               /* servers with suspect_until_ms set */
     uint32_t nclients;               /* this worker's open clients of the pool */
+    uint64_t buffer_limit;           /* client_buffer_limit */
+    wn_pool_stats_t *stats;          /* borrowed: this worker's block */
 };
 
+int wn_pool_rt_init(pool_rt_t *p, wn_worker_t *w, const wn_conf_pool_t *conf, uint32_t idx,
+                    char *err, size_t errlen);
+void wn_pool_rt_deinit(pool_rt_t *p);
+/* The server for key, or NULL when none is live. */
+server_rt_t *wn_pool_route(pool_rt_t *p, const char *key, size_t len);
+/* Open the pool's listening socket (listen.c); `first`: no other worker of
+ * this process has bound it yet, so a process already serving it is found. */
+int wn_listen_open(pool_rt_t *p, bool first, char *err, size_t errlen);
+void wn_listen_close(pool_rt_t *p);
+
+/* ---- clients (client.c) ---------------------------------------------------- */
+
+/* A client connection. Protocol units embed it first in their own type. */
 struct client {
     wn_stream_t h;
-    wn_worker_t *w;      /* borrowed */
-    pool_rt_t *pool;     /* borrowed */
+    wn_worker_t *w;        /* borrowed */
+    pool_rt_t *pool;       /* borrowed */
     client_t *prev, *next; /* worker's client list */
     instream_t in;
-    req_t *data_req;     /* request whose data block is being collected */
-    uint32_t data_left;
-    req_t *head, *tail;  /* FIFO of requests in arrival order (refs held) */
+    req_t *head, *tail;    /* FIFO of requests in arrival order (refs held) */
     uint32_t inflight;
-    uint64_t pending_bytes; /* reply bytes handed to uv_write and not yet written */
-    uint32_t writes;     /* uv_write calls outstanding */
+    uint64_t held;         /* bytes held for it: requests unsent, replies unwritten */
+    uint64_t pending;      /* of which handed to uv_write and not yet written */
+    uint32_t writes;       /* uv_write calls outstanding */
     bool reading;
-    bool eof;            /* peer closed its side or we stopped reading for good */
+    bool eof;              /* the peer closed its side: answer what was asked, then close */
+    bool broken;           /* the socket failed: close at the next flush */
+    bool overlimit;        /* held more than the pool's buffer limit: close at the next flush */
+    bool stop_parsing;     /* quit, or framing lost: nothing more is read or parsed */
+    bool mid_request;      /* the protocol is inside a request: keep reading (see
+                              wn_client_can_parse); set by the protocol unit */
+    bool close_on_write;   /* close once the queued writes are done */
     bool closing;
     bool dirty;
-    bool paused;         /* reading stopped by the per-client bounds */
     client_t *dirty_next;
-    uint32_t slot;       /* picks this client's connection to each server */
-    server_rt_t *held_by; /* waiting for control's verdict on this server */
-    client_t *wait_next; /* held_by's waiter list */
-    wn_mc_req_parser_t parser;
-    char trailer[2];     /* last two bytes of the data block seen so far */
-    bool close_on_write; /* close once the queued writes are done */
+    uint32_t slot;         /* picks this client's connection to each server */
+    server_rt_t *held_by;  /* waiting for control's verdict on this server */
+    client_t *wait_next;   /* held_by's waiter list */
 };
+
+void wn_client_accept(pool_rt_t *pool, uv_stream_t *listener);
+/* Adopt an already connected stream fd (tests, socket handover). */
+int wn_client_open(pool_rt_t *pool, uv_file fd, bool is_pipe, client_t **out);
+/* Queue c for the next flush. */
+void wn_client_mark(client_t *c);
+/* Flush: write what is ready, close or resume reading as c's state asks. */
+void wn_client_flush(client_t *c);
+/* Stop: no more reading; answer what is in flight; a finished client closes. */
+void wn_client_shutdown(client_t *c);
+/* c may read and parse more (bounds, holds and state allow it). */
+bool wn_client_can_parse(const client_t *c);
+/* Reply bytes became ready for c's FIFO head while it is incomplete. */
+void wn_client_stream(client_t *c, req_t *r);
+
+/* ---- the worker (worker.c, flush.c) ---------------------------------------- */
 
 struct wn_worker {
     int id;
     int nworkers;
     wn_conf_t *conf;     /* one reference held */
     uv_loop_t loop;
-    uv_async_t wakeup;   /* stop requests */
+    uv_async_t wakeup;   /* control messages and stop requests */
     uv_thread_t thread;
+    bool started;        /* the thread runs (tests may drive the loop themselves) */
     atomic_int stop_requested;
     bool stopping;
+    bool stopped;        /* finish_stop ran */
     bool accept_unix;
     uv_timer_t stop_timer; /* grace period for in-flight requests at stop */
     bool stop_timer_open;
+    uv_timer_t trim_timer; /* gives freed memory back to the system now and then */
     wn_bufpool_t bufs;
+    uint64_t trimmed_at;   /* bufs.freed at the last malloc_trim */
     pool_rt_t *pools;    /* owned */
     uint32_t npools;
     client_t *clients;   /* list */
     uint32_t nclients;
     sconn_t *dirty_servers;
     client_t *dirty_clients;
-    uint64_t start_time; /* unix seconds */
+    uv_check_t flusher;  /* one flush per loop turn */
+    uv_idle_t kick;      /* keeps the loop from sleeping while a flush is due */
+    bool flushing;
     uint32_t next_slot;
     wn_buf_t *scratch;   /* composed heads and local replies are cut from here */
-    wn_worker_t *const *all;
-    wn_worker_stats_t stats;
+    req_t *free_reqs;    /* request slots for reuse */
+    uint32_t nfree_reqs;
+    uint64_t start_time; /* unix seconds */
     char name[24];
+    /* Counters: this worker writes only `stats`; `all` (every worker's and
+     * control's blocks) is read for the memcached `stats` command. Both are
+     * owned by control and outlive the worker. */
+    wn_stats_block_t *stats;
+    wn_stats_block_t *const *all_stats;
+    uint32_t nall_stats;
     /* The control channel (ctl.c). */
     wn_spsc_t *from_control;       /* owned; control produces, we consume */
     wn_spsc_t *to_control;         /* owned; we produce, control consumes */
@@ -261,98 +383,43 @@ struct wn_worker {
     wn_spsc_outbox_t control_outbox; /* control's, in front of from_control (control thread only) */
     uv_async_t *control_wakeup;    /* borrowed; NULL: no control thread */
     uv_timer_t hold_timer;         /* ends holds whose time is up */
-    uv_check_t flusher;            /* one batched flush per loop turn */
     bool hold_timer_open;
 };
 
-/* request.c */
-req_t *req_create(client_t *c, req_kind_t kind, wn_mc_cmd_t cmd);
-void req_ref(req_t *r);
-void req_unref(req_t *r);
-/* Finish r with a reply made by walnut (copied). */
-int req_reply_local(req_t *r, const char *text, size_t len);
-/* r's reply is complete (rsp filled, or failed): propagate to parent/client. */
-void req_done(req_t *r);
-/* Fail r (and, for fragments, its part of the parent) with `err` as
- * "SERVER_ERROR <strerror>". */
-void req_fail(req_t *r, int err);
+/* flush.c */
+void wn_worker_flush_init(wn_worker_t *w);
+/* Queue a server connection for the next flush. */
+void wn_sconn_mark(sconn_t *c);
+/* Make sure a flush runs soon even if nothing else wakes the loop. */
+void wn_worker_kick(wn_worker_t *w);
+/* A client went away; while stopping, the last one ends the loop. */
+void wn_worker_client_gone(wn_worker_t *w);
 
-/* client.c */
-void client_accept(pool_rt_t *pool, uv_stream_t *listener);
-/* A request of c finished; write out whatever is ready in order. */
-void client_mark_ready(client_t *c);
-void client_flush_all(wn_worker_t *w);
-/* Flush what this loop turn made ready (called once per turn, from a check handle). */
-void worker_flush(wn_worker_t *w);
-void client_close(client_t *c);
-/* Read and parse again if nothing holds c back (bounds, a hold, eof). */
-void client_resume(client_t *c);
-/* c holds as many requests or unwritten reply bytes as it may. */
-bool client_over_bounds(const client_t *c);
+/* ---- the control channel and holds (ctl.c) --------------------------------- */
 
-/* worker.c: a client went away; while stopping, the last one ends the loop. */
-void worker_client_gone(wn_worker_t *w);
-
-/* server.c */
-int server_rt_init(server_rt_t *s, pool_rt_t *pool, uint32_t idx);
-void server_rt_deinit(server_rt_t *s);
-/* Queue r on the server's connection for client slot `slot`. */
-void server_enqueue(server_rt_t *s, uint32_t slot, req_t *r);
-void server_flush_all(wn_worker_t *w);
-void server_preconnect(server_rt_t *s);
-/* Idle servers close when the worker stops. */
-void server_close_all(server_rt_t *s);
-
-/* route glue (pool.c) */
-int pool_rt_init(pool_rt_t *p, wn_worker_t *w, const wn_conf_pool_t *conf, uint32_t idx);
-void pool_rt_deinit(pool_rt_t *p);
-/* Build a ring with every server live (no control thread gave one). */
-int pool_rt_default_ring(pool_rt_t *p);
-/* The server for key, or NULL when none is live. */
-server_rt_t *pool_route(pool_rt_t *p, const char *key, size_t len);
-
-/* ctl.c: the worker's end of the control channel. */
-int ctl_init(wn_worker_t *w);
-void ctl_deinit(wn_worker_t *w);
+int wn_ctl_init(wn_worker_t *w);
+void wn_ctl_deinit(wn_worker_t *w);
+void wn_ctl_close(wn_worker_t *w);
 /* Drain control's messages (on the worker's wakeup). */
-void ctl_receive(wn_worker_t *w);
+void wn_ctl_receive(wn_worker_t *w);
 /* A request or connection to s failed / s answered. */
-void ctl_server_failed(server_rt_t *s, int err);
-void ctl_server_ok(server_rt_t *s);
-/* s is suspect: c must wait before sending it anything. True when c was put on hold. */
-bool ctl_hold(client_t *c, server_rt_t *s);
-/* Let every client held on s go on. */
-void ctl_release(server_rt_t *s);
+void wn_ctl_server_failed(server_rt_t *s, int err);
+void wn_ctl_server_ok(server_rt_t *s);
+/* s is suspect: c must wait before sending it anything. True when c waits. */
+bool wn_ctl_hold(client_t *c, server_rt_t *s);
 /* c is closing: take it off any waiter list. */
-void ctl_forget(client_t *c);
-bool server_is_suspect(const server_rt_t *s);
+void wn_ctl_forget(client_t *c);
+static inline bool wn_server_is_suspect(const server_rt_t *s)
+{
+    return s->suspect_until_ms != 0;
+}
 
-/* mc.c: the memcached request path. */
-/* Parse and dispatch what c has buffered. */
-void mc_client_process(client_t *c);
-/* Build the client's reply of a SPLIT parent from its fragments. */
-int mc_merge_split(req_t *parent);
-/* Build a BROADCAST parent's single reply. */
-int mc_merge_broadcast(req_t *parent);
-/* Answer `stats` with this process's counters. */
-int mc_reply_stats(req_t *r);
+/* Stats helpers for the owning worker. */
+#define WN_GSTAT(w, name) (&(w)->stats->global[WN_G_##name])
+#define WN_PSTAT(p, name) (&(p)->stats->v[WN_P_##name])
+#define WN_SSTAT(s, name) (&(s)->stats->v[WN_S_##name])
 
-/* mc.c, backend side: frame the replies buffered on c; < 0 on a protocol error. */
-int mc_server_process(sconn_t *c);
-/* Forget a half-framed reply (the connection is closing). */
-void mc_sconn_reset(sconn_t *c);
-
-/* server.c: the head request of c is complete; unlink it. */
-void sconn_pop(sconn_t *c);
-
-/* The stream helpers (stream.c). */
-/* Cut `len` bytes from the worker's scratch buffer, copy `data` there and
- * append them to sv. 0 or WN_ENOMEM. */
-int scratch_push(wn_worker_t *w, segv_t *sv, const char *data, size_t len);
-/* Append without merging into the previous segment (segment boundaries mark items). */
-int segv_push_split(segv_t *sv, wn_buf_t *buf, uint32_t off, uint32_t len);
-/* Space for the next read: keep the unparsed tail contiguous with what comes. */
-int instream_alloc(wn_worker_t *w, instream_t *in, bool keep_line, uv_buf_t *out);
-void instream_deinit(instream_t *in);
+/* The time in microseconds for latency (monotonic). */
+uint64_t wn_worker_now_us(void);
 
 #endif

@@ -39,22 +39,29 @@ static void check_request(const char *line, size_t avail, const wn_mc_limits_t *
     CHECK(rc == WN_EPROTO || rc == WN_ETOOBIG || rc > 0);
     CHECK((unsigned)r->cmd < WN_MC_CMD_COUNT);
     CHECK((unsigned)r->reply < WN_MC_REPLY_COUNT);
+    uint32_t most = WN_MAX(lim->max_line, lim->max_retrieval_line);
     if (rc == WN_ETOOBIG && r->after == WN_MC_AFTER_CLOSE) {
         CHECK(r->line_len == 0 && r->reply == WN_MC_REPLY_LINE_TOO_LONG);
         CHECK(avail >= lim->max_line);
         CHECK(memchr(line, '\n', lim->max_line) == NULL);
         return;
     }
-    /* a complete line: it ends at its first "\n", within the limit */
-    CHECK(r->line_len >= 1 && r->line_len <= avail && r->line_len <= lim->max_line);
+    /* a complete line: it ends at its first "\n", within the limit (a
+     * retrieval line's may be larger) */
+    CHECK(r->line_len >= 1 && r->line_len <= avail && r->line_len <= most);
+    if (r->line_len > lim->max_line)
+        CHECK(r->cmd == WN_MC_GET || r->cmd == WN_MC_GETS || r->cmd == WN_MC_GAT ||
+              r->cmd == WN_MC_GATS || r->cmd == WN_MC_UNKNOWN);
     CHECK(line[r->line_len - 1] == '\n');
     CHECK(memchr(line, '\n', r->line_len - 1) == NULL);
     if (rc < 0) {
         CHECK(r->reply != WN_MC_REPLY_NONE || r->after == WN_MC_AFTER_CLOSE);
-        if (r->after == WN_MC_AFTER_SWALLOW) {
-            CHECK(rc == WN_ETOOBIG && r->reply == WN_MC_REPLY_TOO_LARGE);
+        if (r->reply == WN_MC_REPLY_TOO_LARGE) {
+            CHECK(rc == WN_ETOOBIG && r->after == WN_MC_AFTER_SWALLOW);
             CHECK(r->bytes > lim->max_value && r->data_len == r->bytes + 2);
         }
+        if (r->after == WN_MC_AFTER_SWALLOW) /* a rejected storage line: its block goes */
+            CHECK(r->data_len >= 2 && r->data_len <= (uint32_t)INT32_MAX);
         return;
     }
     CHECK((uint32_t)rc == r->line_len);
@@ -95,14 +102,14 @@ static void check_roundtrip(const char *line, const wn_mc_request_t *r)
     while (i < r->nkeys && wn_mc_key_next(line, r, &cursor, &keys[i]))
         i++;
     CHECK(i == r->nkeys);
-    size_t size = wn_mc_retrieval_head_size(line, r, keys, r->nkeys);
+    size_t size = wn_mc_retrieval_head_size(line, r, keys, NULL, r->nkeys);
     char *head = malloc(size);
     CHECK(head != NULL);
-    CHECK(wn_mc_retrieval_head_compose(head, size - 1, line, r, keys, r->nkeys) == WN_ETOOBIG);
-    int n = wn_mc_retrieval_head_compose(head, size, line, r, keys, r->nkeys);
+    CHECK(wn_mc_retrieval_head_compose(head, size - 1, line, r, keys, NULL, r->nkeys) == WN_ETOOBIG);
+    int n = wn_mc_retrieval_head_compose(head, size, line, r, keys, NULL, r->nkeys);
     CHECK(n > 0 && (size_t)n == size);
 
-    wn_mc_limits_t big = {(uint32_t)size, WN_MC_VALUE_MAX};
+    wn_mc_limits_t big = {(uint32_t)size, WN_MC_VALUE_MAX, 0};
     wn_mc_req_parser_t p;
     wn_mc_req_parser_init(&p, &big);
     wn_mc_request_t back;
@@ -153,6 +160,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     wn_mc_limits_t lim = {
         .max_line = (mode & 3) == 0 ? WN_MC_LINE_MAX : 64u << (mode & 3), /* 16K, 128..512 */
         .max_value = (mode & 4) ? 16 : WN_MC_VALUE_MAX,
+        /* retrieval lines may be longer than other lines */
+        .max_retrieval_line = (mode & 8) ? (64u << (mode & 3)) * 4 : 0,
     };
     wn_mc_req_parser_t p;
     wn_mc_req_parser_init(&p, &lim);

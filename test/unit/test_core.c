@@ -30,7 +30,7 @@ static void test_bufpool_reuse_and_refs(void **state)
 {
     (void)state;
     wn_bufpool_t pool;
-    wn_bufpool_init(&pool, 512, 2);
+    wn_bufpool_init(&pool, 512, 2 * 512); /* keeps two free chunks */
     wn_buf_t *a = wn_buf_get(&pool, 0);
     assert_non_null(a);
     assert_int_equal(a->cap, 512);
@@ -63,7 +63,12 @@ static void test_bufpool_reuse_and_refs(void **state)
     wn_buf_unref(c);
     wn_buf_unref(d);
     assert_int_equal(pool.nfree, 2);
+    /* Byte accounting: two free chunks allocated; the big one and the third
+     * chunk went back to malloc. */
+    assert_int_equal(pool.bytes, 2 * 512);
+    assert_int_equal(pool.freed, 4096 + 512);
     assert_int_equal(wn_bufpool_deinit(&pool), 0);
+    assert_int_equal(pool.bytes, 0);
     wn_buf_unref(NULL);
 }
 
@@ -71,7 +76,7 @@ static void test_bufpool_reports_leaks(void **state)
 {
     (void)state;
     wn_bufpool_t pool;
-    wn_bufpool_init(&pool, 512, 8);
+    wn_bufpool_init(&pool, 512, 8 * 512);
     wn_buf_t *a = wn_buf_get(&pool, 0);
     assert_int_equal(wn_bufpool_deinit(&pool), 1);
     wn_buf_unref(a); /* back on the free list; a second deinit frees it */

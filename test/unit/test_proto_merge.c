@@ -1,6 +1,7 @@
 /*
- * Unit tests for proto/mc_merge.c: a split multi-get's VALUE blocks come
- * back in the client's key order, misses skipped, duplicates answered.
+ * Unit tests for proto/mc_merge.c: which key a VALUE line answers. A split
+ * multi-get's VALUE blocks are put back at their own keys' places; a VALUE
+ * naming no key still to come is refused, never attributed to another key.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,112 +14,111 @@
 
 #include "walnut/proto.h"
 
-typedef struct frag {
-    const char *keys[8];
-    uint32_t lens[8];
-    wn_mc_frag_values_t fv;
-} frag_t;
-
-static void frag_init(frag_t *f, const char *const *hits, uint32_t n)
+/* Keys of `line` (space separated, starting at 0) as spans. */
+static uint32_t spans(const char *line, wn_mc_span_t *out)
 {
-    for (uint32_t i = 0; i < n; i++) {
-        f->keys[i] = hits[i];
-        f->lens[i] = (uint32_t)strlen(hits[i]);
+    uint32_t n = 0, i = 0, len = (uint32_t)strlen(line);
+    while (i < len) {
+        while (i < len && line[i] == ' ')
+            i++;
+        uint32_t s = i;
+        while (i < len && line[i] != ' ')
+            i++;
+        if (i > s)
+            out[n++] = (wn_mc_span_t){s, i - s};
     }
-    f->fv = (wn_mc_frag_values_t){.keys = f->keys, .lens = f->lens, .n = n};
+    return n;
 }
 
-/* Merge client keys (each with its fragment) into "f:i" picks, "-" for a miss. */
-static void merge(frag_t *frags, const char *const *keys, const int *key_frag, int nkeys,
+/* Match the VALUE keys `vals` in turn; write the positions ("-" for none). */
+static void match(const char *line, const uint32_t *order, uint32_t n_order, const char *vals,
                   char *out, size_t cap)
 {
-    size_t n = 0;
+    wn_mc_span_t keys[16], v[16];
+    uint32_t nk = spans(line, keys), nv = spans(vals, v);
+    uint32_t cursor = 0;
+    size_t o = 0;
     out[0] = '\0';
-    for (int k = 0; k < nkeys; k++) {
-        int32_t i = wn_mc_merge_take(&frags[key_frag[k]].fv, keys[k], (uint32_t)strlen(keys[k]));
-        if (i < 0)
-            n += (size_t)snprintf(out + n, cap - n, "- ");
-        else
-            n += (size_t)snprintf(out + n, cap - n, "%d:%d ", key_frag[k], i);
+    for (uint32_t i = 0; i < nv; i++) {
+        int32_t j = wn_mc_match_key(line, keys, order, order ? n_order : nk, &cursor,
+                                    vals + v[i].off, v[i].len);
+        o += (size_t)snprintf(out + o, cap - o, j < 0 ? "- " : "%d ", j);
     }
 }
 
-static void test_interleaved_fragments(void **state)
+static void test_in_order_with_misses(void **state)
 {
     (void)state;
-    /* Client asks a b c d e; a c e live on fragment 0, b d on fragment 1. */
-    static const char *const keys[] = {"a", "b", "c", "d", "e"};
-    static const int kf[] = {0, 1, 0, 1, 0};
-    frag_t f[2];
-    frag_init(&f[0], (const char *const[]){"a", "c", "e"}, 3);
-    frag_init(&f[1], (const char *const[]){"b", "d"}, 2);
-    char out[128];
-    merge(f, keys, kf, 5, out, sizeof(out));
-    assert_string_equal(out, "0:0 1:0 0:1 1:1 0:2 ");
-}
-
-static void test_misses_are_skipped(void **state)
-{
-    (void)state;
-    static const char *const keys[] = {"a", "b", "c", "d", "e"};
-    static const int kf[] = {0, 1, 0, 1, 0};
-    frag_t f[2];
-    frag_init(&f[0], (const char *const[]){"c"}, 1); /* a and e missed */
-    frag_init(&f[1], (const char *const[]){"b", "d"}, 2);
-    char out[128];
-    merge(f, keys, kf, 5, out, sizeof(out));
-    assert_string_equal(out, "- 1:0 0:0 1:1 - ");
+    char out[64];
+    match("a b c d e", NULL, 0, "a c e", out, sizeof(out));
+    assert_string_equal(out, "0 2 4 ");
+    match("a b c d e", NULL, 0, "", out, sizeof(out));
+    assert_string_equal(out, "");
 }
 
 static void test_duplicates_and_prefixes(void **state)
 {
     (void)state;
-    /* "get ab a ab": the fragment answers each occurrence; a key is never
-     * matched by a prefix of another. */
-    static const char *const keys[] = {"ab", "a", "ab", "abc"};
-    static const int kf[] = {0, 0, 0, 0};
-    frag_t f[1];
-    frag_init(&f[0], (const char *const[]){"ab", "a", "ab"}, 3);
-    char out[128];
-    merge(f, keys, kf, 4, out, sizeof(out));
-    assert_string_equal(out, "0:0 0:1 0:2 - ");
+    char out[64];
+    /* Each occurrence answered once; a key never matches a prefix of another. */
+    match("ab a ab abc", NULL, 0, "ab a ab", out, sizeof(out));
+    assert_string_equal(out, "0 1 2 ");
+    match("ab a ab abc", NULL, 0, "abc", out, sizeof(out));
+    assert_string_equal(out, "3 ");
+    match("ab", NULL, 0, "a", out, sizeof(out));
+    assert_string_equal(out, "- ");
 }
 
-static void test_all_miss_and_empty(void **state)
+/* A VALUE for a key not asked, or one answered already, or out of order: refused. */
+static void test_unexpected_values_refused(void **state)
 {
     (void)state;
-    static const char *const keys[] = {"x", "y"};
-    static const int kf[] = {0, 1};
-    frag_t f[2];
-    frag_init(&f[0], NULL, 0);
-    frag_init(&f[1], NULL, 0);
     char out[64];
-    merge(f, keys, kf, 2, out, sizeof(out));
-    assert_string_equal(out, "- - ");
+    match("a b", NULL, 0, "secret", out, sizeof(out));
+    assert_string_equal(out, "- ");
+    match("a b", NULL, 0, "b a", out, sizeof(out));
+    assert_string_equal(out, "1 - ");
+    match("a", NULL, 0, "a a", out, sizeof(out));
+    assert_string_equal(out, "0 - ");
 }
 
-/* A reply out of the fragment's key order cannot be placed: those VALUEs are
- * not sent rather than sent against the wrong key. */
-static void test_unexpected_order_is_not_misattributed(void **state)
+/* A fragment's keys are a subset of the line's, visited through `order`. */
+static void test_fragment_order(void **state)
 {
     (void)state;
-    static const char *const keys[] = {"a", "b"};
-    static const int kf[] = {0, 0};
-    frag_t f[1];
-    frag_init(&f[0], (const char *const[]){"b", "a"}, 2);
     char out[64];
-    merge(f, keys, kf, 2, out, sizeof(out));
-    assert_string_equal(out, "- 0:0 ");
+    static const uint32_t frag1[] = {1, 3}; /* "b d" of "a b c d e" */
+    match("a b c d e", frag1, 2, "b d", out, sizeof(out));
+    assert_string_equal(out, "0 1 ");
+    match("a b c d e", frag1, 2, "a", out, sizeof(out));
+    assert_string_equal(out, "- ");
+}
+
+static void test_line_keys(void **state)
+{
+    (void)state;
+    const char *line = "get  k1 k2  k1\r\n";
+    wn_mc_req_parser_t p;
+    wn_mc_req_parser_init(&p, NULL);
+    wn_mc_request_t q;
+    assert_int_equal(wn_mc_request_parse(&p, line, strlen(line), &q), (int)strlen(line));
+    uint32_t cursor = 0;
+    assert_true(wn_mc_match_line_key(line, &q, &cursor, "k1", 2));
+    assert_true(wn_mc_match_line_key(line, &q, &cursor, "k1", 2)); /* the third key */
+    assert_false(wn_mc_match_line_key(line, &q, &cursor, "k2", 2)); /* passed already */
+    cursor = 0;
+    assert_false(wn_mc_match_line_key(line, &q, &cursor, "k", 1));
+    assert_false(wn_mc_match_line_key(line, &q, &cursor, "get", 3));
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_interleaved_fragments),
-        cmocka_unit_test(test_misses_are_skipped),
+        cmocka_unit_test(test_in_order_with_misses),
         cmocka_unit_test(test_duplicates_and_prefixes),
-        cmocka_unit_test(test_all_miss_and_empty),
-        cmocka_unit_test(test_unexpected_order_is_not_misattributed),
+        cmocka_unit_test(test_unexpected_values_refused),
+        cmocka_unit_test(test_fragment_order),
+        cmocka_unit_test(test_line_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

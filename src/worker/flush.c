@@ -1,0 +1,101 @@
+/*
+ * worker/flush.c: the per-turn flush, the only place that connects, writes
+ * and closes. Everything that happens in a loop turn (reads, replies,
+ * failures, timers, control messages) only marks server connections and
+ * clients dirty; a uv_check handle then flushes them once, after the poll
+ * phase. Work marked outside the poll phase (timers, close callbacks) starts
+ * an idle handle so the loop does not sleep before flushing. Worker thread.
+ */
+#include "protocol.h"
+
+#include <malloc.h>
+
+/* Give freed memory back to the system once this much went back to malloc. */
+#define TRIM_AFTER_BYTES (16u << 20)
+#define TRIM_DELAY_MS 1000
+
+void wn_sconn_mark(sconn_t *c)
+{
+    if (c->dirty)
+        return;
+    wn_worker_t *w = c->server->pool->w;
+    c->dirty = true;
+    c->dirty_next = w->dirty_servers;
+    w->dirty_servers = c;
+    wn_worker_kick(w);
+}
+
+static void on_kick(uv_idle_t *h)
+{
+    (void)h; /* its only job is to keep the poll phase from sleeping */
+}
+
+void wn_worker_kick(wn_worker_t *w)
+{
+    if (!w->flushing && !w->stopped)
+        uv_idle_start(&w->kick, on_kick);
+}
+
+static void on_trim(uv_timer_t *t)
+{
+    wn_worker_t *w = t->data;
+    w->trimmed_at = w->bufs.freed;
+    malloc_trim(0);
+}
+
+/* Once per flush: publish the buffer gauge, and when much memory went back
+ * to malloc since the last trim, trim a little later (glibc keeps freed
+ * chunks in its arenas otherwise, and RSS never shrinks). */
+static void after_flush(wn_worker_t *w)
+{
+    wn_stat_set(WN_GSTAT(w, buffer_bytes), w->bufs.bytes);
+    if (w->bufs.freed - w->trimmed_at >= TRIM_AFTER_BYTES && !w->stopped &&
+        !uv_is_active((uv_handle_t *)&w->trim_timer))
+        uv_timer_start(&w->trim_timer, on_trim, TRIM_DELAY_MS, 0);
+}
+
+static void flush(wn_worker_t *w)
+{
+    w->flushing = true;
+    /* Closing a server fails its requests (clients become dirty); flushing a
+     * client may parse more requests (servers become dirty): go on until
+     * both lists are empty. */
+    while (w->dirty_servers != NULL || w->dirty_clients != NULL) {
+        while (w->dirty_servers != NULL) {
+            sconn_t *c = w->dirty_servers;
+            w->dirty_servers = c->dirty_next;
+            c->dirty = false;
+            c->dirty_next = NULL;
+            wn_sconn_flush(c);
+        }
+        while (w->dirty_clients != NULL) {
+            client_t *c = w->dirty_clients;
+            w->dirty_clients = c->dirty_next;
+            c->dirty = false;
+            c->dirty_next = NULL;
+            wn_client_flush(c);
+        }
+    }
+    w->flushing = false;
+    uv_idle_stop(&w->kick);
+    after_flush(w);
+}
+
+static void on_check(uv_check_t *h)
+{
+    flush(h->data);
+}
+
+void wn_worker_flush_init(wn_worker_t *w)
+{
+    uv_check_init(&w->loop, &w->flusher);
+    w->flusher.data = w;
+    uv_check_start(&w->flusher, on_check);
+    uv_unref((uv_handle_t *)&w->flusher);
+    uv_idle_init(&w->loop, &w->kick);
+    w->kick.data = w;
+    uv_unref((uv_handle_t *)&w->kick);
+    uv_timer_init(&w->loop, &w->trim_timer);
+    w->trim_timer.data = w;
+    uv_unref((uv_handle_t *)&w->trim_timer);
+}

@@ -1,0 +1,147 @@
+/*
+ * worker/listen.c: a pool's listening socket in one worker. Every worker
+ * binds its own socket with SO_REUSEPORT so the kernel spreads connections;
+ * before the first of them binds, the address is tried without
+ * SO_REUSEPORT, so an address another process already serves is an error
+ * (otherwise the kernel would silently split clients between two
+ * processes). Runs on the main thread at creation; the listener is then the
+ * worker's.
+ */
+#include "protocol.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    pool_rt_t *pool = listener->data;
+    if (status < 0) {
+        wn_log_warn("pool '%s': accept failed: %s", pool->conf->name, uv_strerror(status));
+        return;
+    }
+    wn_client_accept(pool, listener);
+}
+
+static int resolve_listen(const wn_conf_addr_t *a, struct sockaddr_storage *out,
+                          socklen_t *outlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", a->port);
+    if (a->host[0] == '\0')
+        hints.ai_flags = AI_PASSIVE;
+    int rc = getaddrinfo(a->host[0] ? a->host : NULL, port, &hints, &res);
+    if (rc != 0)
+        return rc == EAI_SYSTEM ? -errno : UV_EAI_NONAME;
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    *outlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int tcp_socket(const struct sockaddr_storage *ss, socklen_t len, bool reuseport)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+        (ss->ss_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+        bind(fd, (const struct sockaddr *)ss, len) < 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+static int listen_tcp(pool_rt_t *p, bool first, char *err, size_t errlen)
+{
+    const wn_conf_pool_t *conf = p->conf;
+    struct sockaddr_storage ss;
+    socklen_t sslen = 0;
+    int rc = resolve_listen(&conf->listen, &ss, &sslen);
+    if (rc < 0) {
+        snprintf(err, errlen, "pool '%s': cannot resolve listen address %s: %s", conf->name,
+                 conf->listen_text, rc == UV_EAI_NONAME ? "unknown host" : wn_strerror(rc));
+        return rc;
+    }
+    if (first) {
+        /* Without SO_REUSEPORT this bind fails if anyone listens there. */
+        int probe = tcp_socket(&ss, sslen, false);
+        if (probe < 0) {
+            snprintf(err, errlen, "pool '%s': cannot listen on %s: %s%s", conf->name,
+                     conf->listen_text, wn_strerror(probe),
+                     probe == UV_EADDRINUSE ? " (another process serves it)" : "");
+            return probe;
+        }
+        close(probe);
+    }
+    int fd = tcp_socket(&ss, sslen, true);
+    if (fd < 0) {
+        snprintf(err, errlen, "pool '%s': cannot listen on %s: %s", conf->name,
+                 conf->listen_text, wn_strerror(fd));
+        return fd;
+    }
+    uv_tcp_init(&p->w->loop, &p->listener.tcp);
+    p->listener.handle.data = p;
+    p->listening = true;
+    rc = uv_tcp_open(&p->listener.tcp, fd);
+    if (rc < 0) {
+        close(fd);
+    } else {
+        rc = uv_listen(&p->listener.stream, conf->backlog, on_connection);
+    }
+    if (rc < 0)
+        snprintf(err, errlen, "pool '%s': cannot listen on %s: %s", conf->name,
+                 conf->listen_text, wn_strerror(rc));
+    return rc;
+}
+
+static int listen_unix(pool_rt_t *p, char *err, size_t errlen)
+{
+    const wn_conf_pool_t *conf = p->conf;
+    const char *path = conf->listen.host;
+    struct stat st;
+    /* A socket file left by an earlier run would make bind fail; replace it,
+     * but never remove anything that is not a socket. */
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(path);
+    uv_pipe_init(&p->w->loop, &p->listener.pipe, 0);
+    p->listener.handle.data = p;
+    p->listening = true;
+    int rc = uv_pipe_bind(&p->listener.pipe, path);
+    if (rc == 0 && conf->listen.perm != 0 && chmod(path, conf->listen.perm) < 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = uv_listen(&p->listener.stream, conf->backlog, on_connection);
+    if (rc < 0)
+        snprintf(err, errlen, "pool '%s': cannot listen on %s: %s", conf->name, path,
+                 wn_strerror(rc));
+    return rc;
+}
+
+int wn_listen_open(pool_rt_t *p, bool first, char *err, size_t errlen)
+{
+    if (p->conf->listen.is_unix)
+        return listen_unix(p, err, errlen);
+    return listen_tcp(p, first, err, errlen);
+}
+
+void wn_listen_close(pool_rt_t *p)
+{
+    if (p->listening) {
+        uv_close(&p->listener.handle, NULL);
+        p->listening = false;
+    }
+}

@@ -1,0 +1,183 @@
+/*
+ * worker/mc_merge.c: putting split memcached requests back together, and
+ * the error replies walnut makes. A split get's VALUE blocks are merged in
+ * the client's key order as soon as their turn comes (each one knows which
+ * key it answers), so a long multi-get streams to the client instead of
+ * being held whole; one END closes it. flush_all and verbosity answer OK
+ * when every server did, else the first other answer. Worker thread only.
+ */
+#include "mc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* twemproxy answers a request it could not complete with the system's text
+ * for the error: "SERVER_ERROR Connection refused" and friends. */
+const char *wn_mc_fail_text(int err)
+{
+    switch (err) {
+    case 0:
+    case UV_EOF:
+    case UV_ECONNRESET:
+        return "Connection reset by peer";
+    case UV_ECONNREFUSED:
+    case WN_ENOSERVER:
+        return "Connection refused";
+    case UV_ETIMEDOUT:
+        return "Connection timed out";
+    case WN_EPROTO:
+        return "Invalid argument"; /* twemproxy's EINVAL for a reply it cannot parse */
+    case UV_ENOMEM:
+    case WN_ENOMEM:
+        return "Out of memory";
+    default:
+        return wn_strerror(err);
+    }
+}
+
+void wn_mc_req_error(req_t *r, int err)
+{
+    char line[160];
+    int n = snprintf(line, sizeof(line), "SERVER_ERROR %s\r\n", wn_mc_fail_text(err));
+    if (r->kind == REQ_FRAGMENT) {
+        /* The parent's merge answers for the whole request. */
+        mc_req(r)->error_line = true;
+        wn_segv_clear(&r->rsp);
+        wn_req_rsp_scratch(r, line, (size_t)n);
+        wn_req_done(r);
+        return;
+    }
+    wn_req_reply(r, line, (size_t)n);
+}
+
+void wn_mc_req_release(req_t *r)
+{
+    mc_req_t *m = mc_req(r);
+    if (r->kind == REQ_PARENT)
+        free(m->split); /* the fragments that borrow it hold a reference on r */
+    m->split = NULL;
+}
+
+/* Move a complete item's segments from its fragment to the parent's reply.
+ * The bytes were counted against the client when they arrived. */
+static int emit_item(mc_req_t *p, mc_req_t *f, const mc_item_t *it)
+{
+    for (uint32_t j = 0; j < it->nsegs; j++) {
+        seg_t *sg = &f->r.rsp.v[it->seg_first + j];
+        if (wn_segv_push(&p->r.rsp, sg->buf, sg->off, sg->len) < 0)
+            return WN_ENOMEM;
+        wn_buf_unref(sg->buf);
+        sg->buf = NULL;
+    }
+    return 0;
+}
+
+/* A failed fragment answers for the whole: its error line (a server's
+ * CLIENT_ERROR/SERVER_ERROR, or walnut's own), the client's other parts
+ * dropped. */
+static void answer_with_error(mc_req_t *p, mc_req_t *f)
+{
+    char line[512];
+    size_t n = 0;
+    for (uint32_t i = 0; i < f->r.rsp.n && n < sizeof(line); i++) {
+        seg_t *sg = &f->r.rsp.v[i];
+        if (sg->buf == NULL)
+            continue;
+        size_t take = WN_MIN((size_t)sg->len, sizeof(line) - n);
+        memcpy(line + n, sg->buf->data + sg->off, take);
+        n += take;
+    }
+    if (n == 0 || line[n - 1] != '\n')
+        n = (size_t)snprintf(line, sizeof(line), "SERVER_ERROR %s\r\n", wn_mc_fail_text(0));
+    wn_stat_add(&p->r.pool->stats->errors[WN_CAUSE_server_error], 1);
+    p->r.failed = true;
+    wn_req_reply(&p->r, line, n);
+}
+
+static void split_progress(mc_req_t *p)
+{
+    mc_split_t *s = p->split;
+    for (uint32_t f = 0; f < p->r.nfrags; f++) {
+        mc_req_t *fr = mc_req(p->r.frags[f]);
+        if (fr->error_line && fr->r.done) {
+            answer_with_error(p, fr);
+            return;
+        }
+    }
+    bool grew = false;
+    while (s->merged < s->nkeys) {
+        uint32_t k = s->merged;
+        mc_req_t *fr = mc_req(p->r.frags[s->key_frag[k]]);
+        if (fr->taken < fr->ncomplete) {
+            const mc_item_t *it = &s->items[s->frag_first[fr->frag] + fr->taken];
+            if (it->key == k) {
+                if (emit_item(p, fr, it) < 0) {
+                    wn_req_fail(&p->r, WN_ENOMEM);
+                    return;
+                }
+                fr->taken++;
+                grew = true;
+            }
+        } else if (!fr->r.done) {
+            break; /* its answer for this key may still come */
+        }
+        s->merged++;
+    }
+    if (s->merged == s->nkeys && p->r.frags_left == 0) {
+        size_t len;
+        const char *end = wn_mc_reply_text(WN_MC_REPLY_END, &len);
+        wn_req_rsp_scratch(&p->r, end, len);
+        wn_req_done(&p->r);
+        return;
+    }
+    if (grew && p->r.client != NULL)
+        wn_client_stream(p->r.client, &p->r);
+}
+
+static bool first_bytes_are(const req_t *r, const char *want, size_t n)
+{
+    char got[8];
+    size_t have = 0;
+    for (uint32_t i = 0; i < r->rsp.n && have < n; i++) {
+        const seg_t *sg = &r->rsp.v[i];
+        size_t take = WN_MIN((size_t)sg->len, n - have);
+        memcpy(got + have, sg->buf->data + sg->off, take);
+        have += take;
+    }
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < r->rsp.n; i++)
+        total += r->rsp.v[i].len;
+    return have == n && total == n && memcmp(got, want, n) == 0;
+}
+
+static void broadcast_done(mc_req_t *p)
+{
+    if (p->r.frags_left > 0)
+        return;
+    for (uint32_t f = 0; f < p->r.nfrags; f++) {
+        req_t *fr = p->r.frags[f];
+        /* A swallowed (noreply) fragment keeps no bytes: nothing to judge. */
+        if (fr->swallow && !fr->failed)
+            continue;
+        if (!first_bytes_are(fr, "OK\r\n", 4)) {
+            for (uint32_t i = 0; i < fr->rsp.n; i++)
+                wn_segv_push(&p->r.rsp, fr->rsp.v[i].buf, fr->rsp.v[i].off, fr->rsp.v[i].len);
+            wn_req_done(&p->r);
+            return;
+        }
+    }
+    wn_req_rsp_scratch(&p->r, "OK\r\n", 4);
+    wn_req_done(&p->r);
+}
+
+void wn_mc_parent_progress(req_t *parent)
+{
+    mc_req_t *p = mc_req(parent);
+    if (parent->done)
+        return;
+    if (p->split != NULL)
+        split_progress(p);
+    else
+        broadcast_done(p);
+}

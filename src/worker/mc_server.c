@@ -1,0 +1,209 @@
+/*
+ * worker/mc_server.c: memcached ASCII replies from a server. Frames each
+ * reply line and data block and attaches it to the request at the head of
+ * the connection. A reply must match its request: bytes where no request is
+ * waiting, a line that is no valid answer to the command, or a VALUE for a
+ * key the request did not ask for (or asked for fewer times) is a protocol
+ * error, and the core closes the connection and fails what was on it. No
+ * client ever receives bytes meant for another. Worker thread only.
+ */
+#include "mc.h"
+
+#include <string.h>
+
+void wn_mc_sconn_reset(sconn_t *sc)
+{
+    mc_sconn_t *s = (mc_sconn_t *)sc;
+    wn_mc_limits_t lim = {.max_line = WN_MC_MAX_LINE, .max_value = WN_MC_MAX_SERVER_VALUE};
+    wn_mc_rsp_parser_init(&s->rsp, &lim);
+    s->data_left = 0;
+    s->done_after_data = false;
+}
+
+void wn_mc_server_read_plan(const sconn_t *sc, uint32_t *keep, uint64_t *ahead)
+{
+    const mc_sconn_t *s = (const mc_sconn_t *)sc;
+    if (s->data_left > 0) {
+        *keep = 0;
+        *ahead = s->data_left;
+        return;
+    }
+    *keep = sc->in.buf != NULL ? sc->in.buf->len - sc->in.pos : 0;
+    *ahead = 0;
+}
+
+static void track_trailer(char trailer[2], const char *p, uint32_t n)
+{
+    if (n >= 2) {
+        trailer[0] = p[n - 2];
+        trailer[1] = p[n - 1];
+    } else if (n == 1) {
+        trailer[0] = trailer[1];
+        trailer[1] = p[0];
+    }
+}
+
+static bool is_fragment_of_split(const mc_req_t *r)
+{
+    return r->r.kind == REQ_FRAGMENT && r->split != NULL;
+}
+
+/* The head's reply is complete. */
+static void complete_head(mc_sconn_t *s)
+{
+    req_t *r = s->s.head;
+    mc_req_t *m = mc_req(r);
+    wn_worker_t *w = s->s.server->pool->w;
+    wn_req_ref(r);
+    wn_sconn_pop(&s->s);
+    wn_ctl_server_ok(s->s.server);
+    if (m->is_get) {
+        wn_stat_add(WN_GSTAT(w, get_hits), m->hits);
+        if (m->nkeys > m->hits)
+            wn_stat_add(WN_GSTAT(w, get_misses), m->nkeys - m->hits);
+    }
+    wn_req_done(r);
+    wn_req_unref(r);
+}
+
+/* Which key does this VALUE answer? -1: none (a reply for someone else). */
+static int32_t match_value(mc_req_t *m, const char *key, uint32_t len)
+{
+    if (is_fragment_of_split(m)) {
+        mc_split_t *sp = m->split;
+        const uint32_t *order = sp->frag_keys + sp->frag_first[m->frag];
+        mc_req_t *p = mc_req(m->r.parent);
+        int32_t j = wn_mc_match_key(p->line, sp->keys, order, m->nkeys, &m->match, key, len);
+        return j < 0 ? -1 : (int32_t)order[j];
+    }
+    if (m->line == NULL)
+        return -1;
+    return wn_mc_match_line_key(m->line, &m->q, &m->match, key, len) ? 0 : -1;
+}
+
+/* A VALUE line of a fragment starts an item (merged later by key). */
+static int start_item(mc_req_t *m, int32_t key, wn_buf_t *b, uint32_t pos, uint32_t len)
+{
+    mc_split_t *sp = m->split;
+    mc_item_t *it = &sp->items[sp->frag_first[m->frag] + m->nitems];
+    it->key = (uint32_t)key;
+    it->seg_first = m->r.rsp.n;
+    it->nsegs = 0;
+    m->nitems++;
+    int rc = wn_req_rsp_push(&m->r, b, pos, len, true);
+    it->nsegs = m->r.rsp.n - it->seg_first;
+    return rc;
+}
+
+static void item_grew(mc_req_t *m)
+{
+    if (is_fragment_of_split(m) && m->nitems > 0) {
+        mc_item_t *it = &m->split->items[m->split->frag_first[m->frag] + m->nitems - 1];
+        it->nsegs = m->r.rsp.n - it->seg_first;
+    }
+}
+
+/* A VALUE block's data is all in: a fragment's item is complete; a
+ * forwarded reply may stream to its client. */
+static void value_done(mc_req_t *m)
+{
+    if (is_fragment_of_split(m)) {
+        m->ncomplete++;
+        if (m->r.parent != NULL && !m->r.parent->done)
+            wn_proto_parent_progress(m->r.parent);
+    }
+}
+
+static int take_data(mc_sconn_t *s, req_t *r, wn_buf_t *b)
+{
+    mc_req_t *m = mc_req(r);
+    uint32_t pos = s->s.in.pos;
+    uint32_t take = WN_MIN(b->len - pos, s->data_left);
+    if (wn_req_rsp_push(r, b, pos, take, false) < 0)
+        return WN_ENOMEM;
+    item_grew(m);
+    track_trailer(s->trailer, b->data + pos, take);
+    s->s.in.pos += take;
+    s->data_left -= take;
+    if (s->data_left > 0) {
+        if (r->kind == REQ_FORWARD && r->client != NULL)
+            wn_client_stream(r->client, r);
+        return 0;
+    }
+    if (!wn_mc_data_trailer_ok(s->trailer[0], s->trailer[1]))
+        return WN_EPROTO;
+    value_done(m);
+    if (s->done_after_data) {
+        s->done_after_data = false;
+        complete_head(s);
+    } else if (r->kind == REQ_FORWARD && r->client != NULL) {
+        wn_client_stream(r->client, r);
+    }
+    return 0;
+}
+
+/* One framed reply line for the head request. */
+static int take_line(mc_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
+                     const wn_mc_response_t *rsp)
+{
+    mc_req_t *m = mc_req(r);
+    int rc = 0;
+    if (rsp->type == WN_MC_RSP_VALUE) {
+        int32_t key = match_value(m, b->data + pos + rsp->key.off, rsp->key.len);
+        if (key < 0)
+            return WN_EPROTO; /* not a key this request asked for */
+        m->hits++;
+        if (is_fragment_of_split(m))
+            rc = start_item(m, key, b, pos, rsp->line_len);
+        else
+            rc = wn_req_rsp_push(r, b, pos, rsp->line_len, false);
+    } else if (is_fragment_of_split(m)) {
+        if (rsp->type != WN_MC_RSP_END) {
+            /* An error line instead of VALUE/END: the merge answers with it. */
+            m->error_line = true;
+            rc = wn_req_rsp_push(r, b, pos, rsp->line_len, true);
+        }
+    } else {
+        rc = wn_req_rsp_push(r, b, pos, rsp->line_len, false);
+    }
+    s->s.in.pos += rsp->line_len;
+    if (rc < 0)
+        return rc;
+    if (rsp->data_len > 0) {
+        s->data_left = rsp->data_len;
+        s->done_after_data = rsp->done;
+        s->trailer[0] = s->trailer[1] = 0;
+        return 0;
+    }
+    if (rsp->done)
+        complete_head(s);
+    return 0;
+}
+
+int wn_mc_server_parse(sconn_t *sc)
+{
+    mc_sconn_t *s = (mc_sconn_t *)sc;
+    for (;;) {
+        wn_buf_t *b = sc->in.buf;
+        if (b == NULL || sc->in.pos == b->len)
+            return 0;
+        req_t *r = sc->head;
+        if (r == NULL || r == sc->unsent)
+            return WN_EPROTO; /* bytes nobody asked for */
+        int rc;
+        if (s->data_left > 0) {
+            rc = take_data(s, r, b);
+        } else {
+            uint32_t pos = sc->in.pos;
+            wn_mc_response_t rsp;
+            rc = wn_mc_response_parse(&s->rsp, (wn_mc_cmd_t)mc_req(r)->cmd, b->data + pos,
+                                      b->len - pos, &rsp);
+            if (rc == WN_EAGAIN)
+                return 0;
+            if (rc > 0)
+                rc = take_line(s, r, b, pos, &rsp);
+        }
+        if (rc < 0)
+            return rc;
+    }
+}

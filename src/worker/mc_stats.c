@@ -1,0 +1,61 @@
+/*
+ * worker/mc_stats.c: the memcached `stats` command, answered with walnut's
+ * own counters: the process-wide ones and those of the client's pool,
+ * summed over every worker's block (and control's) at the moment of asking.
+ * The blocks are owned by control and outlive every worker. Worker thread.
+ */
+#include "mc.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void wn_mc_reply_stats(mc_req_t *r)
+{
+    wn_worker_t *w = r->r.pool->w;
+    uint32_t pool = r->r.pool->idx;
+    uint64_t g[WN_GLOBAL_STAT_COUNT] = {0}, pv[WN_POOL_STAT_COUNT] = {0};
+    uint64_t sv[WN_SERVER_STAT_COUNT] = {0};
+    for (uint32_t b = 0; b < w->nall_stats; b++) {
+        wn_stats_block_t *blk = w->all_stats[b];
+        for (int i = 0; i < WN_GLOBAL_STAT_COUNT; i++)
+            g[i] += wn_stat_get(&blk->global[i]);
+        for (int i = 0; i < WN_POOL_STAT_COUNT; i++)
+            pv[i] += wn_stat_get(&blk->pools[pool].v[i]);
+        for (uint32_t s = 0; s < r->r.pool->nservers; s++)
+            for (int i = 0; i < WN_SERVER_STAT_COUNT; i++)
+                sv[i] += wn_stat_get(&wn_stats_server(blk, pool, s)->v[i]);
+    }
+    char text[4096];
+    size_t n = 0;
+    uint64_t now = (uint64_t)time(NULL);
+#define LINE(...)                                                                                 \
+    do {                                                                                          \
+        int m_ = snprintf(text + n, sizeof(text) - n, __VA_ARGS__);                               \
+        if (m_ > 0 && (size_t)m_ < sizeof(text) - n)                                              \
+            n += (size_t)m_;                                                                      \
+    } while (0)
+    LINE("STAT pid %ld\r\n", (long)getpid());
+    LINE("STAT uptime %llu\r\n", (unsigned long long)(now - w->start_time));
+    LINE("STAT time %llu\r\n", (unsigned long long)now);
+    LINE("STAT version %s-walnut\r\n", WN_VERSION);
+    LINE("STAT threads %d\r\n", w->nworkers);
+    for (int i = 0; i < WN_GLOBAL_STAT_COUNT; i++)
+        LINE("STAT %s %llu\r\n", wn_global_stat_desc[i].name, (unsigned long long)g[i]);
+    for (int i = 0; i < WN_POOL_STAT_COUNT; i++) {
+        if (i == WN_P_client_connections)
+            continue; /* curr_connections says it, process-wide */
+        LINE("STAT %s %llu\r\n", wn_pool_stat_desc[i].name, (unsigned long long)pv[i]);
+    }
+    /* The pool's servers together; names that are not already server_* get
+     * the prefix (requests here are what clients asked, above). */
+    for (int i = 0; i < WN_SERVER_STAT_COUNT; i++) {
+        const char *name = wn_server_stat_desc[i].name;
+        LINE("STAT %s%s %llu\r\n", strncmp(name, "server_", 7) == 0 ? "" : "server_", name,
+             (unsigned long long)sv[i]);
+    }
+    LINE("END\r\n");
+#undef LINE
+    wn_req_reply(&r->r, text, n);
+}

@@ -1,0 +1,139 @@
+/*
+ * worker/protocol.c: the core's way into the protocol units: one switch per
+ * entry point on the pool's protocol. Adding a protocol means a case here
+ * and a unit of its own files; nothing else in the core changes.
+ * Worker thread only.
+ */
+#include "protocol.h"
+
+#include "mc.h"
+
+wn_proto_t wn_proto_of(const wn_conf_pool_t *conf)
+{
+    return conf->redis ? WN_PROTO_REDIS : WN_PROTO_MC;
+}
+
+const char *wn_proto_name(wn_proto_t proto)
+{
+    return proto == WN_PROTO_REDIS ? "redis" : "memcache";
+}
+
+/* Every unit's request fits one slot size: the free list is shared. */
+typedef union req_slot {
+    mc_req_t mc;
+} req_slot_t;
+
+size_t wn_proto_req_slot_size(void)
+{
+    return sizeof(req_slot_t);
+}
+
+size_t wn_proto_client_size(wn_proto_t proto)
+{
+    switch (proto) {
+    case WN_PROTO_MC:
+    default:
+        return sizeof(mc_client_t);
+    }
+}
+
+size_t wn_proto_sconn_size(wn_proto_t proto)
+{
+    switch (proto) {
+    case WN_PROTO_MC:
+    default:
+        return sizeof(mc_sconn_t);
+    }
+}
+
+#define DISPATCH(proto, mc_call)                                                                  \
+    do {                                                                                          \
+        switch ((wn_proto_t)(proto)) {                                                            \
+        case WN_PROTO_MC:                                                                         \
+        default:                                                                                  \
+            mc_call;                                                                              \
+            return;                                                                               \
+        }                                                                                         \
+    } while (0)
+
+void wn_proto_client_init(client_t *c)
+{
+    DISPATCH(c->pool->proto, wn_mc_client_init(c));
+}
+
+void wn_proto_client_parse(client_t *c)
+{
+    DISPATCH(c->pool->proto, wn_mc_client_parse(c));
+}
+
+void wn_proto_client_eof(client_t *c)
+{
+    DISPATCH(c->pool->proto, wn_mc_client_eof(c));
+}
+
+void wn_proto_client_deinit(client_t *c)
+{
+    DISPATCH(c->pool->proto, wn_mc_client_deinit(c));
+}
+
+void wn_proto_client_read_plan(const client_t *c, uint32_t *keep, uint64_t *ahead)
+{
+    DISPATCH(c->pool->proto, wn_mc_client_read_plan(c, keep, ahead));
+}
+
+void wn_proto_sconn_reset(sconn_t *s)
+{
+    DISPATCH(s->server->pool->proto, wn_mc_sconn_reset(s));
+}
+
+void wn_proto_sconn_hello(sconn_t *s)
+{
+    DISPATCH(s->server->pool->proto, (void)s); /* memcached needs no greeting */
+}
+
+int wn_proto_server_parse(sconn_t *s)
+{
+    switch ((wn_proto_t)s->server->pool->proto) {
+    case WN_PROTO_MC:
+    default:
+        return wn_mc_server_parse(s);
+    }
+}
+
+void wn_proto_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead)
+{
+    DISPATCH(s->server->pool->proto, wn_mc_server_read_plan(s, keep, ahead));
+}
+
+void wn_proto_req_error(req_t *r, int err)
+{
+    DISPATCH(r->pool->proto, wn_mc_req_error(r, err));
+}
+
+void wn_proto_parent_progress(req_t *parent)
+{
+    DISPATCH(parent->pool->proto, wn_mc_parent_progress(parent));
+}
+
+void wn_proto_req_release(req_t *r)
+{
+    DISPATCH(r->pool->proto, wn_mc_req_release(r));
+}
+
+uint32_t wn_proto_ncmds(wn_proto_t proto)
+{
+    switch (proto) {
+    case WN_PROTO_MC:
+    default:
+        return WN_MC_CMD_COUNT;
+    }
+}
+
+const char *wn_proto_cmd_name(wn_proto_t proto, uint32_t cmd)
+{
+    switch (proto) {
+    case WN_PROTO_MC:
+    default:
+        return wn_mc_cmd_name((wn_mc_cmd_t)cmd);
+    }
+}

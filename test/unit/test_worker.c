@@ -1,0 +1,810 @@
+/*
+ * Unit tests for the worker core, on a real uv loop driven by the test
+ * itself: clients are one end of a socketpair() handed to the worker, and
+ * backends are non-blocking TCP listeners on 127.0.0.1 that the test serves
+ * between loop turns. Each test ends with the worker stopped and its loop
+ * closed cleanly (wn_worker_join returns uv_loop_close's result), so a
+ * leaked handle or a buffer still referenced fails it. The memcached unit
+ * is the protocol; no real memcached is needed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "walnut/config.h"
+#include "walnut/stats.h"
+#include "walnut/worker.h"
+#include "worker/protocol.h"
+
+/* ---- a scripted backend ---------------------------------------------------- */
+
+#define FAKE_CONNS 8
+#define FAKE_BUF (1 << 20)
+
+typedef struct fake fake_t;
+/* Called with the bytes a connection has received; returns how many it
+ * consumed and may send replies on fd. */
+typedef size_t (*fake_fn)(fake_t *f, int fd, const char *in, size_t n);
+
+struct fake {
+    int lfd;
+    uint16_t port;
+    int conns[FAKE_CONNS];
+    char *in[FAKE_CONNS];
+    size_t inlen[FAKE_CONNS];
+    fake_fn fn;
+    char log[8192]; /* every byte received, for assertions */
+    size_t loglen;
+    int accepted;
+    void *arg;
+};
+
+static void fake_start(fake_t *f, fake_fn fn)
+{
+    memset(f, 0, sizeof(*f));
+    f->fn = fn;
+    f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    assert_true(f->lfd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(f->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    socklen_t len = sizeof(a);
+    assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&a, &len), 0);
+    f->port = ntohs(a.sin_port);
+    assert_int_equal(listen(f->lfd, 16), 0);
+    for (int i = 0; i < FAKE_CONNS; i++)
+        f->conns[i] = -1;
+}
+
+static void fake_stop(fake_t *f)
+{
+    for (int i = 0; i < FAKE_CONNS; i++) {
+        if (f->conns[i] >= 0)
+            close(f->conns[i]);
+        free(f->in[i]);
+    }
+    close(f->lfd);
+}
+
+static void fake_close_conns(fake_t *f)
+{
+    for (int i = 0; i < FAKE_CONNS; i++) {
+        if (f->conns[i] >= 0)
+            close(f->conns[i]);
+        f->conns[i] = -1;
+        f->inlen[i] = 0;
+    }
+}
+
+static void send_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (w <= 0)
+            return;
+        c += w;
+        n -= (size_t)w;
+    }
+}
+
+static void fake_step(fake_t *f)
+{
+    int fd = accept4(f->lfd, NULL, NULL, SOCK_NONBLOCK);
+    if (fd >= 0) {
+        for (int i = 0; i < FAKE_CONNS; i++) {
+            if (f->conns[i] < 0) {
+                f->conns[i] = fd;
+                f->inlen[i] = 0;
+                if (f->in[i] == NULL)
+                    f->in[i] = malloc(FAKE_BUF);
+                fd = -1;
+                f->accepted++;
+                break;
+            }
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    for (int i = 0; i < FAKE_CONNS; i++) {
+        if (f->conns[i] < 0)
+            continue;
+        ssize_t r = recv(f->conns[i], f->in[i] + f->inlen[i], FAKE_BUF - f->inlen[i], 0);
+        if (r == 0) {
+            close(f->conns[i]);
+            f->conns[i] = -1;
+            continue;
+        }
+        if (r > 0) {
+            size_t take = WN_MIN((size_t)r, sizeof(f->log) - f->loglen);
+            memcpy(f->log + f->loglen, f->in[i] + f->inlen[i], take);
+            f->loglen += take;
+            f->inlen[i] += (size_t)r;
+        }
+        if (f->inlen[i] == 0)
+            continue;
+        /* Called while bytes wait, so a script may answer later. */
+        size_t used = f->fn(f, f->conns[i], f->in[i], f->inlen[i]);
+        memmove(f->in[i], f->in[i] + used, f->inlen[i] - used);
+        f->inlen[i] -= used;
+    }
+}
+
+/* A tiny memcached: "get k..." answers VALUE k 0 <len of k> with k as the
+ * value (misses for keys starting with "miss"), storage commands STORED,
+ * everything else a line per request. */
+static size_t answer_line(fake_t *f, int fd, const char *line, size_t len);
+
+static size_t mini_memcached(fake_t *f, int fd, const char *in, size_t n)
+{
+    size_t used = 0;
+    for (;;) {
+        const char *nl = memchr(in + used, '\n', n - used);
+        if (nl == NULL)
+            return used;
+        size_t len = (size_t)(nl - (in + used)) + 1;
+        size_t data = 0;
+        unsigned bytes;
+        char cmd[16];
+        if (sscanf(in + used, "%15s %*s %*u %*d %u", cmd, &bytes) == 2 &&
+            (strcmp(cmd, "set") == 0 || strcmp(cmd, "add") == 0))
+            data = bytes + 2;
+        if (n - used - len < data)
+            return used;
+        answer_line(f, fd, in + used, len);
+        used += len + data;
+    }
+}
+
+/* Values: the key itself, or 8,000 bytes for keys starting with "big". */
+#define BIG_VALUE 8000
+
+static size_t answer_line(fake_t *f, int fd, const char *line, size_t len)
+{
+    (void)f;
+    size_t cap = len * 4 + BIG_VALUE * (len / 4 + 1) + 64;
+    char *buf = malloc(cap);
+    size_t o = 0;
+    if (len > 4 && memcmp(line, "get ", 4) == 0) {
+        size_t i = 4;
+        while (i < len) {
+            while (i < len && (line[i] == ' ' || line[i] == '\r' || line[i] == '\n'))
+                i++;
+            size_t s = i;
+            while (i < len && line[i] != ' ' && line[i] != '\r' && line[i] != '\n')
+                i++;
+            if (i > s && !(i - s >= 4 && memcmp(line + s, "miss", 4) == 0)) {
+                bool big = i - s >= 3 && memcmp(line + s, "big", 3) == 0;
+                size_t vlen = big ? BIG_VALUE : i - s;
+                o += (size_t)snprintf(buf + o, cap - o, "VALUE %.*s 0 %zu\r\n", (int)(i - s),
+                                      line + s, vlen);
+                if (big)
+                    memset(buf + o, 'x', vlen);
+                else
+                    memcpy(buf + o, line + s, vlen);
+                o += vlen;
+                memcpy(buf + o, "\r\n", 2);
+                o += 2;
+            }
+        }
+        memcpy(buf + o, "END\r\n", 5);
+        o += 5;
+    } else if (len > 4 && (memcmp(line, "set ", 4) == 0 || memcmp(line, "add ", 4) == 0)) {
+        o = (size_t)snprintf(buf, cap, "STORED\r\n");
+    } else if (len > 7 && memcmp(line, "delete ", 7) == 0) {
+        o = (size_t)snprintf(buf, cap, "DELETED\r\n");
+    } else if (len >= 7 && memcmp(line, "version", 7) == 0) {
+        o = (size_t)snprintf(buf, cap, "VERSION 1.6.18\r\n");
+    } else {
+        o = (size_t)snprintf(buf, cap, "ERROR\r\n");
+    }
+    send_all(fd, buf, o);
+    free(buf);
+    return len;
+}
+
+/* Never answers. */
+static size_t silent(fake_t *f, int fd, const char *in, size_t n)
+{
+    (void)f, (void)fd, (void)in;
+    return n;
+}
+
+/* Keeps what it gets, unanswered, until the test switches it. */
+static size_t hold(fake_t *f, int fd, const char *in, size_t n)
+{
+    (void)f, (void)fd, (void)in, (void)n;
+    return 0;
+}
+
+/* ---- the worker under test -------------------------------------------------- */
+
+typedef struct fixture {
+    wn_conf_t *conf;
+    wn_stats_block_t *stats;
+    wn_worker_t *w;
+    char dir[64];
+} fixture_t;
+
+static void worker_up(fixture_t *fx, const char *pool_yaml)
+{
+    memset(fx, 0, sizeof(*fx));
+    snprintf(fx->dir, sizeof(fx->dir), "/tmp/wn-test-worker-XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    char text[4096];
+    /* A unix listen address that this worker does not open (accept_unix
+     * false): clients come from socketpairs instead. */
+    snprintf(text, sizeof(text), "p:\n  listen: %s/sock\n%s", fx->dir, pool_yaml);
+    char err[256];
+    int rc = wn_conf_parse(text, strlen(text), "test.yml", &fx->conf, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("config: %s", err);
+    fx->stats = wn_stats_block_create(fx->conf);
+    assert_non_null(fx->stats);
+    static wn_stats_block_t *all[1];
+    all[0] = fx->stats;
+    wn_worker_options_t wo = {
+        .id = 0,
+        .nworkers = 1,
+        .mbuf_size = 16384,
+        .accept_unix = false,
+        .stats = fx->stats,
+        .all_stats = all,
+        .nall_stats = 1,
+    };
+    rc = wn_worker_create(fx->conf, &wo, &fx->w, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("worker: %s", err);
+}
+
+/* Stop the worker, run its loop out, and check it closes clean. */
+static void worker_down(fixture_t *fx)
+{
+    wn_worker_stop(fx->w);
+    for (int i = 0; i < 2000 && uv_run(&fx->w->loop, UV_RUN_NOWAIT) != 0; i++)
+        usleep(1000);
+    assert_int_equal(wn_worker_join(fx->w), 0);
+    wn_stats_block_destroy(fx->stats);
+    wn_conf_unref(fx->conf);
+    rmdir(fx->dir);
+}
+
+/* A client: our end of a socketpair whose other end the worker adopts. */
+static int client_new(fixture_t *fx, int sndbuf)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    if (sndbuf > 0) {
+        setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+        setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &sndbuf, sizeof(sndbuf));
+    }
+    assert_int_equal(wn_client_open(&fx->w->pools[0], sv[1], true, NULL), 0);
+    return sv[0];
+}
+
+/* Turn the loop and the fakes until `done(arg)` or the deadline (ms). */
+typedef bool (*cond_fn)(void *arg);
+
+static bool pump(fixture_t *fx, fake_t **fakes, int nfakes, cond_fn done, void *arg, int ms)
+{
+    for (int t = 0; t < ms; t++) {
+        uv_run(&fx->w->loop, UV_RUN_NOWAIT);
+        for (int i = 0; i < nfakes; i++)
+            fake_step(fakes[i]);
+        uv_run(&fx->w->loop, UV_RUN_NOWAIT);
+        if (done != NULL && done(arg))
+            return true;
+        usleep(1000);
+    }
+    return done == NULL;
+}
+
+typedef struct reader {
+    int fd;
+    char buf[1 << 16];
+    size_t len;
+    bool eof;
+    const char *want; /* done when buf holds this much */
+} reader_t;
+
+static void reader_fill(reader_t *r)
+{
+    while (r->len < sizeof(r->buf) - 1) {
+        ssize_t n = recv(r->fd, r->buf + r->len, sizeof(r->buf) - 1 - r->len, 0);
+        if (n == 0) {
+            r->eof = true;
+            break;
+        }
+        if (n < 0)
+            break;
+        r->len += (size_t)n;
+    }
+    r->buf[r->len] = '\0';
+}
+
+static bool got_want(void *arg)
+{
+    reader_t *r = arg;
+    reader_fill(r);
+    return r->len >= strlen(r->want) || r->eof;
+}
+
+static bool got_eof(void *arg)
+{
+    reader_t *r = arg;
+    reader_fill(r);
+    return r->eof;
+}
+
+static void expect(fixture_t *fx, fake_t **fakes, int nfakes, int fd, const char *want)
+{
+    reader_t *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    r->want = want;
+    pump(fx, fakes, nfakes, got_want, r, 5000);
+    if (r->len != strlen(want) || memcmp(r->buf, want, r->len) != 0)
+        fail_msg("client got '%s', want '%s'", r->buf, want);
+    free(r);
+}
+
+static void expect_eof(fixture_t *fx, fake_t **fakes, int nfakes, int fd, const char *want)
+{
+    reader_t *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    pump(fx, fakes, nfakes, got_eof, r, 5000);
+    assert_true(r->eof);
+    if (want != NULL && strcmp(r->buf, want) != 0)
+        fail_msg("client got '%s' before EOF, want '%s'", r->buf, want);
+    free(r);
+}
+
+static const char *pool2(const fake_t *a, const fake_t *b, const char *extra)
+{
+    static char yaml[1024];
+    snprintf(yaml, sizeof(yaml),
+             "  timeout: 2000\n%s  servers:\n    - 127.0.0.1:%u:1 a\n    - 127.0.0.1:%u:1 b\n",
+             extra, a->port, b->port);
+    return yaml;
+}
+
+/* Two keys that land on different servers of pool2 (ketama over names a, b). */
+static void split_keys(fixture_t *fx, const char **ka, const char **kb)
+{
+    static char keys[64][8];
+    int ia = -1, ib = -1;
+    for (int i = 0; i < 64 && (ia < 0 || ib < 0); i++) {
+        snprintf(keys[i], sizeof(keys[i]), "k%d", i);
+        server_rt_t *s = wn_pool_route(&fx->w->pools[0], keys[i], strlen(keys[i]));
+        if (s->idx == 0 && ia < 0)
+            ia = i;
+        if (s->idx == 1 && ib < 0)
+            ib = i;
+    }
+    assert_true(ia >= 0 && ib >= 0);
+    *ka = keys[ia];
+    *kb = keys[ib];
+}
+
+/* ---- tests ------------------------------------------------------------------ */
+
+/* Replies go back in request order even when the later server answers first. */
+static void test_pipeline_order(void **state)
+{
+    (void)state;
+    fake_t a, b;
+    fake_start(&a, hold);
+    fake_start(&b, mini_memcached);
+    fixture_t fx;
+    worker_up(&fx, pool2(&a, &b, ""));
+    const char *ka, *kb;
+    split_keys(&fx, &ka, &kb);
+    int c = client_new(&fx, 0);
+    char req[128];
+    snprintf(req, sizeof(req), "get %s\r\nget %s\r\n", ka, kb);
+    send_all(c, req, strlen(req));
+    fake_t *fakes[] = {&a, &b};
+    pump(&fx, fakes, 2, NULL, NULL, 100); /* b has answered by now, a not */
+    char early[64];
+    assert_int_equal(recv(c, early, sizeof(early), 0), -1); /* nothing out of order */
+    a.fn = mini_memcached;                                  /* a answers on its next step */
+    char want[256];
+    snprintf(want, sizeof(want), "VALUE %s 0 %zu\r\n%s\r\nEND\r\nVALUE %s 0 %zu\r\n%s\r\nEND\r\n",
+             ka, strlen(ka), ka, kb, strlen(kb), kb);
+    expect(&fx, fakes, 2, c, want);
+    close(c);
+    worker_down(&fx);
+    fake_stop(&a);
+    fake_stop(&b);
+}
+
+/* Defect 1: nothing after quit is run. */
+static void test_bytes_after_quit(void **state)
+{
+    (void)state;
+    fake_t a, b;
+    fake_start(&a, mini_memcached);
+    fake_start(&b, mini_memcached);
+    fixture_t fx;
+    worker_up(&fx, pool2(&a, &b, ""));
+    int c = client_new(&fx, 0);
+    send_all(c, "quit\r\ndelete victim\r\nget x y z\r\n", 32);
+    fake_t *fakes[] = {&a, &b};
+    expect_eof(&fx, fakes, 2, c, "");
+    pump(&fx, fakes, 2, NULL, NULL, 50);
+    assert_int_equal(a.loglen + b.loglen, 0);
+    close(c);
+    worker_down(&fx);
+    fake_stop(&a);
+    fake_stop(&b);
+}
+
+/* Defect 3: a client that closes in the middle of a value is closed, and its
+ * half request is never forwarded. */
+static void test_eof_mid_value(void **state)
+{
+    (void)state;
+    fake_t a, b;
+    fake_start(&a, mini_memcached);
+    fake_start(&b, mini_memcached);
+    fixture_t fx;
+    worker_up(&fx, pool2(&a, &b, ""));
+    fake_t *fakes[] = {&a, &b};
+    int c = client_new(&fx, 0);
+    char req[256];
+    int n = snprintf(req, sizeof(req), "set y 0 0 1000\r\n");
+    memset(req + n, 'v', 100);
+    send_all(c, req, (size_t)n + 100);
+    pump(&fx, fakes, 2, NULL, NULL, 20);
+    assert_int_equal(fx.w->nclients, 1);
+    shutdown(c, SHUT_WR);
+    expect_eof(&fx, fakes, 2, c, "");
+    pump(&fx, fakes, 2, NULL, NULL, 20);
+    assert_int_equal(fx.w->nclients, 0);
+    assert_int_equal(a.loglen + b.loglen, 0);
+    assert_int_equal(wn_stat_get(&fx.stats->global[WN_G_curr_connections]), 0);
+    close(c);
+    worker_down(&fx);
+    fake_stop(&a);
+    fake_stop(&b);
+}
+
+/* Defect 2: a data block walnut rejects is swallowed, never run. */
+static void test_rejected_block_swallowed(void **state)
+{
+    (void)state;
+    fake_t a, b;
+    fake_start(&a, mini_memcached);
+    fake_start(&b, mini_memcached);
+    fixture_t fx;
+    worker_up(&fx, pool2(&a, &b, ""));
+    fake_t *fakes[] = {&a, &b};
+    int c = client_new(&fx, 0);
+    const char *req = "ms foo 16\r\ndelete important\r\nset k abc 0 16\r\ndelete important\r\n"
+                      "version\r\n";
+    send_all(c, req, strlen(req));
+    expect(&fx, fakes, 2, c,
+           "ERROR\r\nCLIENT_ERROR bad command line format\r\nVERSION " WN_VERSION "-walnut\r\n");
+    assert_int_equal(a.loglen + b.loglen, 0);
+    close(c);
+    worker_down(&fx);
+    fake_stop(&a);
+    fake_stop(&b);
+}
+
+/* Defect 4: a client that does not read is disconnected past its limit, and
+ * counted; the server connection goes on serving others. */
+static void test_over_limit_disconnected(void **state)
+{
+    (void)state;
+    fake_t a, b;
+    fake_start(&a, mini_memcached);
+    fake_start(&b, mini_memcached);
+    fixture_t fx;
+    worker_up(&fx, pool2(&a, &b, "  client_buffer_limit: 65536\n"));
+    fake_t *fakes[] = {&a, &b};
+    int c = client_new(&fx, 4096);
+    /* 64 gets of 8,000-byte values, never read: 512 KB against a 64 KiB limit. */
+    char req[64 * 16];
+    size_t o = 0;
+    for (int i = 0; i < 64; i++)
+        o += (size_t)snprintf(req + o, sizeof(req) - o, "get big%d\r\n", i);
+    send_all(c, req, o);
+    pump(&fx, fakes, 2, NULL, NULL, 300);
+    assert_int_equal(fx.w->nclients, 0);
+    assert_int_equal(wn_stat_get(&fx.stats->pools[0].v[WN_P_client_overlimit]), 1);
+    /* Another client is served as usual. */
+    int c2 = client_new(&fx, 0);
+    send_all(c2, "get missing\r\n", 13);
+    expect(&fx, fakes, 2, c2, "END\r\n");
+    close(c);
+    close(c2);
+    worker_down(&fx);
+    fake_stop(&a);
+    fake_stop(&b);
+}
+
+/* An unsolicited reply never reaches a client: the connection is closed. */
+static size_t extra_value(fake_t *f, int fd, const char *in, size_t n)
+{
+    size_t used = mini_memcached(f, fd, in, n);
+    if (used > 0)
+        send_all(fd, "VALUE secret 0 6\r\nsecret\r\nEND\r\n", 31);
+    return used;
+}
+
+static void test_unsolicited_reply(void **state)
+{
+    (void)state;
+    fake_t a;
+    fake_start(&a, extra_value);
+    fixture_t fx;
+    char yaml[256];
+    snprintf(yaml, sizeof(yaml), "  timeout: 2000\n  servers:\n    - 127.0.0.1:%u:1\n", a.port);
+    worker_up(&fx, yaml);
+    fake_t *fakes[] = {&a};
+    int c = client_new(&fx, 0);
+    send_all(c, "get k1\r\n", 8);
+    expect(&fx, fakes, 1, c, "VALUE k1 0 2\r\nk1\r\nEND\r\n");
+    /* The extra VALUE arrived with nothing asked: the connection was closed;
+     * the next get goes on a new one and gets its own answer. */
+    pump(&fx, fakes, 1, NULL, NULL, 50);
+    send_all(c, "get k2\r\n", 8);
+    reader_t *r = calloc(1, sizeof(*r));
+    r->fd = c;
+    r->want = "VALUE k2 0 2\r\nk2\r\nEND\r\n";
+    pump(&fx, fakes, 1, got_want, r, 3000);
+    assert_null(strstr(r->buf, "secret"));
+    assert_true(a.accepted >= 2);
+    free(r);
+    close(c);
+    worker_down(&fx);
+    fake_stop(&a);
+}
+
+/* Defect 12: progress resets the timeout; silence past it fails. */
+typedef struct dribble {
+    int fd;
+    int sent;
+    uint64_t next_ms;
+} dribble_t;
+
+static size_t dribble_start(fake_t *f, int fd, const char *in, size_t n)
+{
+    dribble_t *d = f->arg;
+    if (memchr(in, '\n', n) == NULL)
+        return 0;
+    d->fd = fd;
+    send_all(fd, "VALUE big 0 1000\r\n", 18);
+    d->sent = 0;
+    d->next_ms = wn_time_ms() + 60;
+    return n;
+}
+
+static void dribble_step(dribble_t *d)
+{
+    if (d->fd <= 0 || d->sent >= 10 || wn_time_ms() < d->next_ms)
+        return;
+    char chunk[100];
+    memset(chunk, 'x', sizeof(chunk));
+    send_all(d->fd, chunk, sizeof(chunk));
+    if (++d->sent == 10)
+        send_all(d->fd, "\r\nEND\r\n", 7);
+    d->next_ms = wn_time_ms() + 60;
+}
+
+static void test_timeout_is_per_progress(void **state)
+{
+    (void)state;
+    fake_t a;
+    fake_start(&a, dribble_start);
+    dribble_t d = {0};
+    a.arg = &d;
+    fixture_t fx;
+    char yaml[256];
+    snprintf(yaml, sizeof(yaml), "  timeout: 150\n  servers:\n    - 127.0.0.1:%u:1\n", a.port);
+    worker_up(&fx, yaml);
+    fake_t *fakes[] = {&a};
+    int c = client_new(&fx, 0);
+    send_all(c, "get big\r\n", 9);
+    reader_t *r = calloc(1, sizeof(*r));
+    r->fd = c;
+    r->want = "VALUE big 0 1000\r\n";
+    size_t want_len = 18 + 1000 + 2 + 5;
+    for (int t = 0; t < 3000 && r->len < want_len; t++) {
+        pump(&fx, fakes, 1, NULL, NULL, 1);
+        dribble_step(&d);
+        reader_fill(r);
+    }
+    /* 600 ms of reply under a 150 ms timeout: whole, because it progressed. */
+    assert_int_equal(r->len, want_len);
+    assert_memory_equal(r->buf + r->len - 7, "\r\nEND\r\n", 7);
+    /* Now silence: the next request times out. */
+    a.fn = silent;
+    r->len = 0;
+    send_all(c, "get big\r\n", 9);
+    r->want = "SERVER_ERROR Connection timed out\r\n";
+    pump(&fx, fakes, 1, got_want, r, 3000);
+    assert_string_equal(r->buf, "SERVER_ERROR Connection timed out\r\n");
+    free(r);
+    close(c);
+    worker_down(&fx);
+    fake_stop(&a);
+}
+
+/* A connect that fails at once, under a split get: the failing fragment
+ * settles the request with an error; nothing is freed under the dispatcher. */
+static void test_connect_fails_at_once(void **state)
+{
+    (void)state;
+    fake_t b;
+    fake_start(&b, mini_memcached);
+    fixture_t fx;
+    char yaml[512];
+    snprintf(yaml, sizeof(yaml),
+             "  servers:\n    - 255.255.255.255:11211:1 a\n    - 127.0.0.1:%u:1 b\n", b.port);
+    worker_up(&fx, yaml);
+    const char *ka, *kb;
+    split_keys(&fx, &ka, &kb);
+    fake_t *fakes[] = {&b};
+    int c = client_new(&fx, 0);
+    char req[128];
+    snprintf(req, sizeof(req), "get %s %s\r\nversion\r\n", ka, kb);
+    send_all(c, req, strlen(req));
+    reader_t *r = calloc(1, sizeof(*r));
+    r->fd = c;
+    r->want = "VERSION";
+    pump(&fx, fakes, 1, got_want, r, 3000);
+    pump(&fx, fakes, 1, NULL, NULL, 20);
+    reader_fill(r);
+    assert_true(strncmp(r->buf, "SERVER_ERROR ", 13) == 0);
+    assert_non_null(strstr(r->buf, "\r\nVERSION " WN_VERSION "-walnut\r\n"));
+    /* exactly two lines */
+    assert_ptr_equal(strstr(r->buf, "\r\n") + 2, strstr(r->buf, "VERSION"));
+    free(r);
+    close(c);
+    worker_down(&fx);
+    fake_stop(&b);
+}
+
+/* Defect 9: stopping closes idle clients at once (no grace wait). */
+static void test_stop_closes_idle_clients(void **state)
+{
+    (void)state;
+    fake_t a, b;
+    fake_start(&a, mini_memcached);
+    fake_start(&b, mini_memcached);
+    fixture_t fx;
+    worker_up(&fx, pool2(&a, &b, ""));
+    int c = client_new(&fx, 0);
+    fake_t *fakes[] = {&a, &b};
+    pump(&fx, fakes, 2, NULL, NULL, 10);
+    uint64_t t0 = wn_time_ms();
+    wn_worker_stop(fx.w);
+    reader_t *r = calloc(1, sizeof(*r));
+    r->fd = c;
+    pump(&fx, fakes, 2, got_eof, r, 3000);
+    assert_true(r->eof);
+    assert_true(wn_time_ms() - t0 < 1000);
+    free(r);
+    close(c);
+    worker_down(&fx);
+    fake_stop(&a);
+    fake_stop(&b);
+}
+
+/* An idle connection holds no read buffer; a long noreply head goes out
+ * without its noreply (defect 6); a 7,500-key get works (defect 5). */
+static bool nothing_buffered(void *arg)
+{
+    fixture_t *fx = arg;
+    return fx->w->clients != NULL && fx->w->clients->in.buf == NULL;
+}
+
+static void test_idle_buffer_noreply_and_long_get(void **state)
+{
+    (void)state;
+    fake_t a, b;
+    fake_start(&a, mini_memcached);
+    fake_start(&b, mini_memcached);
+    fixture_t fx;
+    worker_up(&fx, pool2(&a, &b, ""));
+    fake_t *fakes[] = {&a, &b};
+    int c = client_new(&fx, 0);
+    char req[600];
+    int n = snprintf(req, sizeof(req), "set%*sk 0 0 1 noreply\r\nx\r\nget k\r\n", 400, "");
+    send_all(c, req, (size_t)n);
+    expect(&fx, fakes, 2, c, "VALUE k 0 1\r\nk\r\nEND\r\n");
+    assert_non_null(strstr(a.loglen ? a.log : b.log, "set k 0 0 1\r\nx\r\n"));
+    assert_true(pump(&fx, fakes, 2, nothing_buffered, &fx, 1000));
+
+    /* 7,500 keys, a line of 75 KB, over 64 KiB: split and merged
+     * in key order, misses left out. */
+    size_t cap = 7500 * 12 + 16, o = 0;
+    char *big = malloc(cap);
+    o += (size_t)snprintf(big + o, cap - o, "get");
+    for (int i = 0; i < 7500; i++)
+        o += (size_t)snprintf(big + o, cap - o, i % 3 ? " key%06d" : " miss%05d", i);
+    o += (size_t)snprintf(big + o, cap - o, "\r\n");
+    assert_true(o > 65536);
+    send_all(c, big, o);
+    /* 5,000 hits of 32 bytes ("VALUE key000001 0 9\r\nkey000001\r\n"), then END. */
+    reader_t *r = calloc(1, sizeof(*r));
+    r->fd = c;
+    size_t total = 0, want = 5000 * 32 + 5;
+    for (int t = 0; t < 10000 && total < want && !r->eof; t++) {
+        pump(&fx, fakes, 2, NULL, NULL, 1);
+        size_t before = r->len;
+        reader_fill(r);
+        total += r->len - before;
+        if (r->len > sizeof(r->buf) / 2) { /* keep a window of the last bytes */
+            memmove(r->buf, r->buf + r->len - 256, 256);
+            r->len = 256;
+            r->buf[r->len] = '\0';
+        }
+    }
+    if (total != want)
+        fail_msg("got %zu of %zu bytes, eof %d, tail %s", total, want, r->eof, r->buf);
+    assert_non_null(strstr(r->buf, "VALUE key007499 0 9\r\nkey007499\r\nEND\r\n"));
+    free(r);
+    free(big);
+    close(c);
+    worker_down(&fx);
+    fake_stop(&a);
+    fake_stop(&b);
+}
+
+/* A dead server fails its requests with twemproxy's text; the client's
+ * connection stays usable. */
+static void test_server_gone(void **state)
+{
+    (void)state;
+    fake_t a;
+    fake_start(&a, silent);
+    fixture_t fx;
+    char yaml[256];
+    snprintf(yaml, sizeof(yaml), "  servers:\n    - 127.0.0.1:%u:1\n", a.port);
+    worker_up(&fx, yaml);
+    fake_t *fakes[] = {&a};
+    int c = client_new(&fx, 0);
+    send_all(c, "get a\r\n", 7);
+    pump(&fx, fakes, 1, NULL, NULL, 30);
+    fake_close_conns(&a);
+    expect(&fx, fakes, 1, c, "SERVER_ERROR Connection reset by peer\r\n");
+    a.fn = mini_memcached;
+    send_all(c, "get b\r\n", 7);
+    expect(&fx, fakes, 1, c, "VALUE b 0 1\r\nb\r\nEND\r\n");
+    close(c);
+    worker_down(&fx);
+    fake_stop(&a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pipeline_order),
+        cmocka_unit_test(test_bytes_after_quit),
+        cmocka_unit_test(test_eof_mid_value),
+        cmocka_unit_test(test_rejected_block_swallowed),
+        cmocka_unit_test(test_over_limit_disconnected),
+        cmocka_unit_test(test_unsolicited_reply),
+        cmocka_unit_test(test_timeout_is_per_progress),
+        cmocka_unit_test(test_connect_fails_at_once),
+        cmocka_unit_test(test_stop_closes_idle_clients),
+        cmocka_unit_test(test_idle_buffer_noreply_and_long_get),
+        cmocka_unit_test(test_server_gone),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
