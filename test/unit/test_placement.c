@@ -2,8 +2,9 @@
  * test_placement: walnut places every key on the server twemproxy 0.5.0 does.
  * Loads each test/data/placement/<shape>.yml with the config loader, builds
  * each pool's ring and checks wn_ring_lookup against <shape>.tsv, which
- * test/tools/gen_placement.py measured on the real nutcracker. Also checks the
- * properties of the random distribution, which has no table.
+ * test/tools/gen_placement.py (memcached pools) and gen_placement_redis.py
+ * (redis_* shapes, `redis: true` pools) measured on the real nutcracker. Also
+ * checks the properties of the random distribution, which has no table.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,22 +22,39 @@
 #include "walnut/core.h"
 #include "walnut/route.h"
 
-#define NPOOLS_PER_SHAPE (WN_HASH_COUNT * 2) /* every hash x (ketama, modula) */
-#define MAX_KEY 250
+#define NPOOLS_ALL (WN_HASH_COUNT * 2) /* every hash x (ketama, modula) */
+#define NPOOLS_REDIS 7                 /* gen_placement_redis.py's POOLS */
+#define MAX_POOLS NPOOLS_ALL
+/* Redis keys go up to nutcracker's limit: shorter than the mbuf (16384) - 48. */
+#define MAX_KEY 16384
 #define MAX_EXAMPLES 5 /* mismatches printed per pool */
 
 typedef struct shape {
     const char *name;
-    uint32_t nservers;      /* servers in every pool */
-    uint32_t min_keys;      /* rows per pool at least */
+    uint32_t nservers; /* servers in every pool */
+    uint32_t min_keys; /* rows per pool at least */
+    uint32_t npools;   /* pools in the config, each named <hash>_<distribution> */
+    bool redis;        /* every pool has `redis: true` */
 } shape_t;
 
-/* Row counts as generated: 297 keys per pool (357 for hash_tag); a little
- * slack so that a regenerated key set may change slightly. */
+/* Row counts as generated: 297 keys per pool (357 for hash_tag); redis: 192
+ * (239 for redis_hash_tag, 427 with every single-byte key). A little slack so
+ * that a regenerated key set may change slightly. */
 static const shape_t shapes[] = {
-    {"two_servers", 2, 280},  {"weights_1_2_3", 3, 280}, {"servers_25", 25, 280},
-    {"servers_47", 47, 280},  {"named", 5, 280},         {"default_port", 4, 280},
-    {"hash_tag", 3, 340},
+    {"two_servers", 2, 280, NPOOLS_ALL, false},
+    {"weights_1_2_3", 3, 280, NPOOLS_ALL, false},
+    {"servers_25", 25, 280, NPOOLS_ALL, false},
+    {"servers_47", 47, 280, NPOOLS_ALL, false},
+    {"named", 5, 280, NPOOLS_ALL, false},
+    {"default_port", 4, 280, NPOOLS_ALL, false},
+    {"hash_tag", 3, 340, NPOOLS_ALL, false},
+    {"redis_two_servers", 2, 400, NPOOLS_REDIS, true},
+    {"redis_weights_1_2_3", 3, 180, NPOOLS_REDIS, true},
+    {"redis_named", 5, 180, NPOOLS_REDIS, true},
+    {"redis_hash_tag", 3, 220, NPOOLS_REDIS, true},
+    {"redis_servers_25", 25, 400, NPOOLS_REDIS, true},
+    {"redis_default_port", 4, 180, NPOOLS_REDIS, true},
+    {"redis_all_hashes", 4, 180, NPOOLS_ALL, true},
 };
 
 /* Per-pool state while checking one shape. */
@@ -88,10 +106,11 @@ static int hexval(int c)
     return -1;
 }
 
-/* Decode `n` hex digits into out; the key length, or -1. */
+/* Decode `n` hex digits into out; the key length, or -1. No digits is the
+ * empty key, which Redis pools allow (it hashes to 0). */
 static int unhex(const char *s, size_t n, char *out, size_t cap)
 {
-    if (n == 0 || n % 2 != 0 || n / 2 > cap)
+    if (n % 2 != 0 || n / 2 > cap)
         return -1;
     for (size_t i = 0; i < n; i += 2) {
         int hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
@@ -144,7 +163,7 @@ static void check_shape(void **state)
     const shape_t *shape = *state;
     char path[1024], err[512] = "";
     wn_conf_t *conf = NULL;
-    pool_check_t checks[NPOOLS_PER_SHAPE];
+    pool_check_t checks[MAX_POOLS];
     uint32_t nchecks = 0, total_rows = 0, total_bad = 0, bad_lines = 0;
     bool setup_failed = false;
 
@@ -156,13 +175,13 @@ static void check_shape(void **state)
         print_error("%s: wn_conf_load failed (%d %s): %s\n", path, rc, wn_strerror(rc), err);
         fail();
     }
-    if (conf->npools != NPOOLS_PER_SHAPE) {
-        print_error("%s: %u pools, expected %d\n", path, conf->npools, NPOOLS_PER_SHAPE);
+    if (conf->npools != shape->npools) {
+        print_error("%s: %u pools, expected %u\n", path, conf->npools, shape->npools);
         setup_failed = true;
     }
 
     /* One ring per pool, checking the loader read the pool as its name says. */
-    for (uint32_t p = 0; p < conf->npools && nchecks < NPOOLS_PER_SHAPE; p++) {
+    for (uint32_t p = 0; p < conf->npools && nchecks < MAX_POOLS; p++) {
         const wn_conf_pool_t *pool = &conf->pools[p];
         char want[64];
         snprintf(want, sizeof(want), "%s_%s", wn_hash_name(pool->hash),
@@ -170,6 +189,11 @@ static void check_shape(void **state)
         if (strcmp(want, pool->name) != 0) {
             print_error("%s: pool '%s' loaded as hash %s, distribution %s\n", shape->name,
                         pool->name, wn_hash_name(pool->hash), wn_dist_name(pool->distribution));
+            setup_failed = true;
+        }
+        if (pool->redis != shape->redis) {
+            print_error("%s: pool '%s' loaded as %s, expected %s\n", shape->name, pool->name,
+                        pool->redis ? "redis" : "memcached", shape->redis ? "redis" : "memcached");
             setup_failed = true;
         }
         if (pool->nservers != shape->nservers) {
@@ -232,7 +256,7 @@ static void check_shape(void **state)
         *t2 = '\0';
         const char *pool_name = line, *hex = t1 + 1, *want = t2 + 1;
         size_t want_len = strlen(want);
-        char key[MAX_KEY];
+        static char key[MAX_KEY];
         int klen = unhex(hex, (size_t)(t2 - hex), key, sizeof(key));
         if (klen < 0) {
             if (bad_lines++ < 3)
@@ -272,9 +296,10 @@ static void check_shape(void **state)
             const char *got_name = got == WN_RING_NONE        ? "(none)"
                                    : got < pc->pool->nservers ? pc->pool->servers[got].name
                                                               : "(out of range)";
-            print_error("  %s/%s: key \"%s\" (hex %s): expected %s%s, got [%u] %s\n",
-                        shape->name, pool_name, shown, hex, want,
-                        expect < 0 ? " (no server by that name in the config)" : "", got,
+            print_error("  %s/%s: key \"%s\" (%d bytes, hex %.64s%s): expected %s%s, got [%u] "
+                        "%s\n",
+                        shape->name, pool_name, shown, klen, hex, strlen(hex) > 64 ? "..." : "",
+                        want, expect < 0 ? " (no server by that name in the config)" : "", got,
                         got_name);
         }
     }
@@ -300,7 +325,7 @@ static void check_shape(void **state)
     wn_conf_unref(conf);
 
     assert_false(setup_failed);
-    assert_int_equal(nchecks, NPOOLS_PER_SHAPE);
+    assert_int_equal(nchecks, shape->npools);
     assert_int_equal(short_pools, 0);
     assert_int_equal(bad_lines, 0);
     assert_int_equal(total_bad, 0);
