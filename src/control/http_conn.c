@@ -6,6 +6,13 @@
  * rendered) and handed to uv_write; its memory goes in the write callback,
  * the connection's in its handles' close callbacks. A connection has one
  * deadline at a time (rearm). Loop thread only; never blocks.
+ *
+ * Why http-parser (Debian's libhttp-parser-dev 2.9): a pure, incremental,
+ * callback parser with no I/O of its own, so it sits on a libuv stream as
+ * it was made to (Node used it over libuv for years); it can pause inside a
+ * callback, which is how heads and bodies are bounded here. llhttp, its
+ * successor with the same callback shape, has no C package in Debian 12;
+ * libmicrohttpd brings its own event loop and threads.
  */
 #include "http_priv.h"
 

@@ -271,6 +271,10 @@ int wn_stats_view_build(wn_stats_view_t *v, const wn_conf_t *conf,
     if (gethostname(v->source, sizeof(v->source)) != 0)
         snprintf(v->source, sizeof(v->source), "unknown");
     v->source[sizeof(v->source) - 1] = '\0';
+    /* Host names are ASCII; anything else would make the JSON invalid. */
+    for (char *p = v->source; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            *p = '?';
     v->nworkers = opts->nworkers;
 
     uint32_t np = conf->npools;
