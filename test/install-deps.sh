@@ -5,7 +5,8 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
-  libuv1-dev libcyaml-dev libyaml-dev libcmocka-dev libmd-dev
+  libuv1-dev libcyaml-dev libyaml-dev libcmocka-dev libmd-dev libjansson-dev libhttp-parser-dev
+  prometheus  # only for promtool (check metrics); its service is stopped below
   memcached redis-server redis-tools nutcracker libmemcached-tools
   python3 python3-pymemcache python3-redis
 )
@@ -27,7 +28,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts the packaged services; walnut's tests start their own on
 # ephemeral ports, and the quick start wants 11211 free, so stop them.
-for svc in memcached redis-server nutcracker; do
+for svc in memcached redis-server nutcracker prometheus; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi

@@ -36,7 +36,8 @@ typedef enum wn_stat_kind {
     XX(get_misses, COUNTER, "keys not found by retrieval commands")                               \
     XX(bytes_read, COUNTER, "bytes read from clients and servers")                                \
     XX(bytes_written, COUNTER, "bytes written to clients and servers")                            \
-    XX(buffer_bytes, GAUGE, "bytes of buffers in use, free ones included")
+    XX(buffer_bytes, GAUGE, "bytes of buffers in use, free ones included")                       \
+    XX(total_server_connections, COUNTER, "server connections opened (connect attempts)")
 
 /* Per pool. The first six are twemproxy's, in twemproxy's order. */
 #define WN_POOL_STATS_MAP(XX)                                                                     \

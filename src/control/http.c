@@ -1,0 +1,233 @@
+/*
+ * control/http.c: the stats server (see http.h): its listening socket,
+ * accepting within max_conns, start and stop. Each connection is
+ * http_conn.c's. The server frees itself once stopped and every handle's
+ * close callback has run. Loop thread only.
+ */
+#include "http_priv.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "walnut/core.h"
+
+void wn_http_limits_default(wn_http_limits_t *l)
+{
+    *l = (wn_http_limits_t){
+        .first_byte_ms = WN_HTTP_FIRST_BYTE_MS,
+        .request_ms = 5000,
+        .idle_ms = 30000,
+        .write_ms = 10000,
+        .linger_ms = 1000,
+        .max_head = 8192,
+        .max_headers = 64,
+        .max_url = 2048,
+        .max_body = 4096,
+        .max_conns = 64,
+        .max_pending = 1,
+    };
+}
+
+void http_server_maybe_free(wn_http_t *srv)
+{
+    if (srv->stopping && !srv->listener_open && srv->nconns == 0 && srv->nrefused == 0)
+        free(srv);
+}
+
+/* ---- accepting ------------------------------------------------------------------ */
+
+static void on_refused_closed(uv_handle_t *h)
+{
+    wn_http_t *srv = h->data;
+    srv->nrefused--;
+    free(h);
+    http_server_maybe_free(srv);
+}
+
+/* Over max_conns: accept and close at once. (Not accepting would leave
+ * the connection in the backlog and stop libuv watching the listener.) */
+static void refuse(wn_http_t *srv)
+{
+    uv_tcp_t *t = malloc(sizeof(*t));
+    if (t == NULL) {
+        wn_log_error("stats: out of memory: a stats client waits in the backlog");
+        return;
+    }
+    uv_tcp_init(srv->loop, t);
+    t->data = srv;
+    srv->nrefused++;
+    srv->counters.refused++;
+    if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)t) < 0)
+        wn_log_info("stats: accept failed");
+    uv_close((uv_handle_t *)t, on_refused_closed);
+}
+
+static void on_connection(uv_stream_t *l, int status)
+{
+    wn_http_t *srv = l->data;
+    if (status < 0) {
+        wn_log_warn("stats: accept: %s", wn_strerror(status));
+        return;
+    }
+    if (srv->stopping)
+        return;
+    if (srv->nconns >= srv->lim.max_conns) {
+        refuse(srv);
+        return;
+    }
+    if (http_conn_open(srv, l) < 0)
+        refuse(srv);
+}
+/* ---- the server ----------------------------------------------------------------- */
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    wn_http_t *srv = h->data;
+    srv->listener_open = false;
+    http_server_maybe_free(srv);
+}
+
+/* A listening socket for addr:port with plain system calls, so that a bad
+ * address leaves no libuv handle behind to close. */
+static int listen_socket(const char *addr, uint16_t port, uv_loop_t *loop, int *out_fd,
+                         uint16_t *bound_port)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    memset(&ss, 0, sizeof(ss));
+    if (uv_ip4_addr(addr, port, in4) == 0) {
+        sslen = sizeof(*in4);
+    } else if (uv_ip6_addr(addr, port, in6) == 0) {
+        sslen = sizeof(*in6);
+    } else {
+        /* A host name: resolved once, at start-up (synchronous: no callback). */
+        uv_getaddrinfo_t req;
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+        int rc = uv_getaddrinfo(loop, &req, NULL, addr, NULL, &hints);
+        if (rc < 0)
+            return rc;
+        if (req.addrinfo == NULL)
+            return UV_EAI_NONAME;
+        memcpy(&ss, req.addrinfo->ai_addr, req.addrinfo->ai_addrlen);
+        sslen = req.addrinfo->ai_addrlen;
+        uv_freeaddrinfo(req.addrinfo);
+        if (ss.ss_family == AF_INET)
+            in4->sin_port = htons(port);
+        else
+            in6->sin6_port = htons(port);
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, (struct sockaddr *)&ss, sslen) < 0 || listen(fd, SOMAXCONN) < 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof(bound);
+    if (getsockname(fd, (struct sockaddr *)&bound, &blen) < 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    *bound_port = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
+                                                   : ((struct sockaddr_in6 *)&bound)->sin6_port);
+    *out_fd = fd;
+    return 0;
+}
+
+int wn_http_start(wn_http_t **out, uv_loop_t *loop, const char *addr, uint16_t port,
+                  const wn_http_handlers_t *h, void *arg, char *err, size_t errlen)
+{
+    if (out == NULL || loop == NULL || addr == NULL || h == NULL || h->build_view == NULL) {
+        if (err != NULL)
+            snprintf(err, errlen, "stats: no address or no view handler");
+        return WN_EINVAL;
+    }
+    wn_http_limits_t lim;
+    if (h->limits != NULL)
+        lim = *h->limits;
+    else
+        wn_http_limits_default(&lim);
+    if (lim.max_head < 64 || lim.max_url == 0 || lim.max_conns == 0 || lim.max_pending == 0) {
+        if (err != NULL)
+            snprintf(err, errlen, "stats: limits too small to serve a request");
+        return WN_EINVAL;
+    }
+    wn_http_t *srv = calloc(1, sizeof(*srv));
+    if (srv == NULL) {
+        if (err != NULL)
+            snprintf(err, errlen, "stats: out of memory");
+        return WN_ENOMEM;
+    }
+    int fd = -1;
+    int rc = listen_socket(addr, port, loop, &fd, &srv->port);
+    if (rc < 0) {
+        if (err != NULL)
+            snprintf(err, errlen, "stats: cannot listen on %s%s%s:%u: %s",
+                     strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "",
+                     (unsigned)port, wn_strerror(rc));
+        free(srv);
+        return rc;
+    }
+    srv->loop = loop;
+    srv->h = *h;
+    srv->arg = arg;
+    srv->lim = lim;
+    uv_tcp_init(loop, &srv->listener);
+    srv->listener.data = srv;
+    srv->listener_open = true;
+    rc = uv_tcp_open(&srv->listener, fd);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&srv->listener, SOMAXCONN, on_connection);
+    if (rc < 0) {
+        if (err != NULL)
+            snprintf(err, errlen, "stats: cannot listen on %s:%u: %s", addr, (unsigned)port,
+                     wn_strerror(rc));
+        /* The handle exists now: it goes in its close callback, so the
+         * caller's loop must still run (as after wn_http_stop). */
+        srv->stopping = true;
+        uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
+        return rc;
+    }
+    *out = srv;
+    return 0;
+}
+
+void wn_http_stop(wn_http_t *srv)
+{
+    if (srv == NULL || srv->stopping)
+        return;
+    srv->stopping = true;
+    if (srv->listener_open && !uv_is_closing((uv_handle_t *)&srv->listener))
+        uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
+    for (conn_t *c = srv->conns; c != NULL; c = c->next)
+        http_conn_close(c);
+    http_server_maybe_free(srv);
+}
+
+uint16_t wn_http_port(const wn_http_t *srv)
+{
+    return srv->port;
+}
+
+uint32_t wn_http_connections(const wn_http_t *srv)
+{
+    return srv->nconns;
+}
+
+const wn_http_counters_t *wn_http_counters(const wn_http_t *srv)
+{
+    return &srv->counters;
+}

@@ -1,0 +1,691 @@
+/*
+ * control/http_conn.c: one stats connection (see http.h). Requests are parsed
+ * with http-parser, paused at the end of each head and each message, so that
+ * sizes are checked before anything is kept and responses go out in request
+ * order, one queued at a time. A response is made whole (a fresh view,
+ * rendered) and handed to uv_write; its memory goes in the write callback,
+ * the connection's in its handles' close callbacks. A connection has one
+ * deadline at a time (rearm). Loop thread only; never blocks.
+ *
+ * Why http-parser (Debian's libhttp-parser-dev 2.9): a pure, incremental,
+ * callback parser with no I/O of its own, so it sits on a libuv stream as
+ * it was made to (Node used it over libuv for years); it can pause inside a
+ * callback, which is how heads and bodies are bounded here. llhttp, its
+ * successor with the same callback shape, has no C package in Debian 12;
+ * libmicrohttpd brings its own event loop and threads.
+ */
+#include "http_priv.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "walnut/core.h"
+
+/* A response on its way: the head inside, the body the renderer's. */
+typedef struct wreq {
+    uv_write_t req;
+    conn_t *c;                /* borrowed: a handle outlives its write requests */
+    char *body;               /* owned (malloc'd by a renderer or here) */
+    size_t head_len;
+    char head[512];
+} wreq_t;
+
+static void drive(conn_t *c);
+
+static uint64_t now_ms(const conn_t *c)
+{
+    return uv_now(c->srv->loop);
+}
+
+/* ---- freeing ---------------------------------------------------------------- */
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    conn_t *c = h->data;
+    if (--c->handles > 0)
+        return;
+    wn_http_t *srv = c->srv;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    srv->nconns--;
+    free(c->buf);
+    free(c->url);
+    free(c);
+    http_server_maybe_free(srv);
+}
+
+void http_conn_close(conn_t *c)
+{
+    if (c->closing_handles)
+        return;
+    c->closing_handles = true;
+    /* Pending writes and the shutdown complete with UV_ECANCELED before the
+     * close callbacks run; their callbacks see closing_handles and only free. */
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+}
+
+/* ---- writing ------------------------------------------------------------------ */
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    conn_t *c = req->data;
+    if (c->closing_handles)
+        return;
+    if (status < 0 || c->eof) {
+        http_conn_close(c);
+        return;
+    }
+    /* Our side is done. Closing now with unread input would make the kernel
+     * send a reset, which can destroy the response before the client read
+     * it; so drain until the client closes too, for linger_ms at most. */
+    c->lingering = true;
+    c->linger_start_ms = now_ms(c);
+    drive(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    wreq_t *w = (wreq_t *)req;
+    conn_t *c = w->c;
+    free(w->body);
+    free(w);
+    c->pending--;
+    if (c->closing_handles)
+        return;
+    if (status < 0) {
+        http_conn_close(c);
+        return;
+    }
+    c->write_progress_ms = c->idle_since_ms = now_ms(c);
+    drive(c);
+}
+
+/* Queue one response. body (malloc'd, may be NULL) is taken over; with
+ * head_only the body only gives its length (HEAD). */
+static void send_response(conn_t *c, int status, const char *type, char *body, size_t body_len,
+                          bool head_only, const char *extra_headers)
+{
+    wreq_t *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        free(body);
+        http_conn_close(c);
+        return;
+    }
+    w->c = c;
+    w->body = body;
+    char date[64];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    const char *conn_hdr = "";
+    if (c->done)
+        conn_hdr = "Connection: close\r\n";
+    else if (c->parser.http_major == 1 && c->parser.http_minor == 0)
+        conn_hdr = "Connection: keep-alive\r\n"; /* 1.0 asked for it, or we'd be done */
+    int n = snprintf(w->head, sizeof(w->head),
+                     "HTTP/1.1 %d %s\r\n"
+                     "Server: walnut/%s\r\n"
+                     "Date: %s\r\n"
+                     "Content-Type: %s\r\n"
+                     "Content-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\n"
+                     "%s%s\r\n",
+                     status, http_status_str((enum http_status)status), WN_VERSION, date, type,
+                     body_len, extra_headers != NULL ? extra_headers : "", conn_hdr);
+    w->head_len = (size_t)n < sizeof(w->head) ? (size_t)n : sizeof(w->head) - 1;
+    uv_buf_t bufs[2] = {uv_buf_init(w->head, (unsigned)w->head_len),
+                        uv_buf_init(body, (unsigned)body_len)};
+    unsigned nbufs = head_only || body_len == 0 ? 1 : 2;
+    if (c->pending == 0)
+        c->write_progress_ms = now_ms(c);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write);
+    if (rc < 0) {
+        free(w->body);
+        free(w);
+        http_conn_close(c);
+        return;
+    }
+    c->pending++;
+    c->srv->counters.requests++;
+}
+
+/* No more requests on c: shut our side down once what is queued is written. */
+static void finish(conn_t *c)
+{
+    if (c->shut || c->closing_handles)
+        return;
+    c->shut = true;
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
+        http_conn_close(c);
+}
+
+static char *text_body(const char *s, size_t *len)
+{
+    *len = strlen(s);
+    return strdup(s);
+}
+
+static void send_error(conn_t *c, int status, bool head_only)
+{
+    char msg[128];
+    snprintf(msg, sizeof(msg), "%s\n", http_status_str((enum http_status)status));
+    size_t len;
+    char *body = text_body(msg, &len);
+    if (body == NULL) {
+        http_conn_close(c);
+        return;
+    }
+    send_response(c, status, "text/plain; charset=utf-8", body, len, head_only,
+                  status == 405 ? "Allow: GET, HEAD\r\n" : NULL);
+}
+
+/* A request whose form we refuse: answer, then no more from this client. */
+static void reject(conn_t *c, int status)
+{
+    c->srv->counters.rejected++;
+    c->done = true;
+    send_error(c, status, false);
+    finish(c);
+}
+
+/* ---- routes ----------------------------------------------------------------- */
+
+typedef char *(*render_fn)(const wn_stats_view_t *v, size_t *len);
+
+/* A fresh view rendered by `render`; "\n" appended when asked. NULL on error
+ * (the reason in *err). */
+static char *render_view(wn_http_t *srv, render_fn render, bool newline, size_t *len, int *err)
+{
+    wn_stats_view_t v;
+    memset(&v, 0, sizeof(v));
+    int rc = srv->h.build_view(&v, srv->arg);
+    if (rc < 0) {
+        wn_stats_view_free(&v);
+        *err = rc;
+        return NULL;
+    }
+    char *text = render(&v, len);
+    wn_stats_view_free(&v);
+    if (text == NULL) {
+        *err = WN_ENOMEM;
+        return NULL;
+    }
+    if (newline) {
+        char *t = realloc(text, *len + 2);
+        if (t == NULL) {
+            free(text);
+            *err = WN_ENOMEM;
+            return NULL;
+        }
+        text = t;
+        text[(*len)++] = '\n';
+        text[*len] = '\0';
+    }
+    return text;
+}
+
+static bool path_is(const char *path, size_t n, const char *want)
+{
+    return n == strlen(want) && memcmp(path, want, n) == 0;
+}
+
+static void respond(conn_t *c)
+{
+    wn_http_t *srv = c->srv;
+    bool head = c->parser.method == HTTP_HEAD;
+    if (c->parser.method != HTTP_GET && !head) {
+        send_error(c, 405, false);
+        return;
+    }
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    if (c->url_len == 0 || http_parser_parse_url(c->url, c->url_len, 0, &u) != 0) {
+        c->done = true;
+        send_error(c, 400, head);
+        return;
+    }
+    const char *path = "/";
+    size_t plen = 1;
+    if (u.field_set & (1u << UF_PATH)) {
+        path = c->url + u.field_data[UF_PATH].off;
+        plen = u.field_data[UF_PATH].len;
+    }
+
+    render_fn render = NULL;
+    const char *type = WN_STATS_JSON_CONTENT_TYPE;
+    bool newline = true;
+    if (path_is(path, plen, "/stats")) {
+        render = wn_stats_json_render;
+    } else if (path_is(path, plen, "/servers")) {
+        render = wn_stats_json_servers;
+    } else if (path_is(path, plen, "/metrics")) {
+        render = wn_stats_prom_render;
+        type = WN_STATS_PROM_CONTENT_TYPE;
+        newline = false;
+    } else if (path_is(path, plen, "/healthz")) {
+        char reason[256] = "";
+        int bad = srv->h.health != NULL ? srv->h.health(reason, sizeof(reason), srv->arg) : 0;
+        char line[300];
+        if (bad == 0) {
+            snprintf(line, sizeof(line), "ok\n");
+        } else {
+            /* One line, whatever the handler wrote. */
+            reason[sizeof(reason) - 1] = '\0';
+            for (char *p = reason; *p != '\0'; p++)
+                if (*p == '\r' || *p == '\n')
+                    *p = ' ';
+            snprintf(line, sizeof(line), "%s\n", reason[0] != '\0' ? reason : "unhealthy");
+        }
+        size_t len;
+        char *body = text_body(line, &len);
+        if (body == NULL) {
+            http_conn_close(c);
+            return;
+        }
+        send_response(c, bad == 0 ? 200 : 503, "text/plain; charset=utf-8", body, len, head,
+                      NULL);
+        return;
+    } else {
+        send_error(c, 404, head);
+        return;
+    }
+
+    size_t len = 0;
+    int err = 0;
+    char *body = render_view(srv, render, newline, &len, &err);
+    if (body == NULL) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "cannot make the stats: %s\n", wn_strerror(err));
+        body = text_body(msg, &len);
+        if (body == NULL) {
+            http_conn_close(c);
+            return;
+        }
+        send_response(c, 500, "text/plain; charset=utf-8", body, len, head, NULL);
+        return;
+    }
+    send_response(c, 200, type, body, len, head, NULL);
+}
+
+/* twemproxy's protocol: the JSON and a newline, then close. */
+static void respond_raw(conn_t *c)
+{
+    c->mode = MODE_RAW;
+    c->done = true;
+    c->srv->counters.twemproxy++;
+    size_t len = 0;
+    int err = 0;
+    char *body = render_view(c->srv, wn_stats_json_render, true, &len, &err);
+    if (body == NULL) {
+        wn_log_warn("stats: cannot make the stats: %s", wn_strerror(err));
+        http_conn_close(c);
+        return;
+    }
+    wreq_t *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        free(body);
+        http_conn_close(c);
+        return;
+    }
+    w->c = c;
+    w->body = body;
+    w->head_len = 0;
+    uv_buf_t buf = uv_buf_init(body, (unsigned)len);
+    c->write_progress_ms = now_ms(c);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write) < 0) {
+        free(body);
+        free(w);
+        http_conn_close(c);
+        return;
+    }
+    c->pending++;
+    finish(c);
+}
+
+/* ---- parsing ---------------------------------------------------------------- */
+
+static conn_t *conn_of(http_parser *p)
+{
+    return p->data;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    conn_t *c = conn_of(p);
+    c->url_len = 0;
+    c->nheaders = 0;
+    c->body_bytes = 0;
+    c->in_field = false;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    conn_t *c = conn_of(p);
+    if (c->url_len + n > c->srv->lim.max_url) {
+        c->error_status = 414;
+        return -1;
+    }
+    memcpy(c->url + c->url_len, at, n);
+    c->url_len += n;
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    (void)at;
+    (void)n;
+    conn_t *c = conn_of(p);
+    if (!c->in_field) {
+        c->in_field = true;
+        if (++c->nheaders > c->srv->lim.max_headers) {
+            c->error_status = 431;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    (void)at;
+    (void)n;
+    conn_of(p)->in_field = false;
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    conn_t *c = conn_of(p);
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->lim.max_body) {
+        c->error_status = 413;
+        return -1;
+    }
+    c->event = EV_HEADERS;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    (void)at;
+    conn_t *c = conn_of(p);
+    /* Chunked bodies have no length up front: count what comes. */
+    c->body_bytes += (uint32_t)WN_MIN(n, (size_t)UINT32_MAX);
+    if (c->body_bytes > c->srv->lim.max_body) {
+        c->error_status = 413;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    conn_t *c = conn_of(p);
+    c->event = EV_MESSAGE;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* A complete request: answer it, and decide whether another may follow. */
+static void request_done(conn_t *c)
+{
+    c->in_request = false;
+    c->head_done = false;
+    c->head_bytes = 0;
+    c->idle_since_ms = now_ms(c);
+    /* HTTP/1.0 without keep-alive, Connection: close, or an upgrade we do
+     * not speak: this is the last response. */
+    if (!http_should_keep_alive(&c->parser) || c->parser.upgrade)
+        c->done = true;
+    respond(c);
+    if (c->done)
+        finish(c);
+}
+
+/* Parse what is buffered, as far as the bounds allow. */
+static void parse(conn_t *c)
+{
+    const wn_http_limits_t *lim = &c->srv->lim;
+    while (!c->done && !c->closing_handles && c->off < c->len && c->pending < lim->max_pending) {
+        if (!c->in_request) {
+            c->in_request = true;
+            c->req_start_ms = now_ms(c);
+            c->error_status = 0;
+        }
+        size_t n = c->len - c->off;
+        bool in_head = !c->head_done;
+        if (in_head) {
+            if (c->head_bytes >= lim->max_head) {
+                reject(c, 431);
+                return;
+            }
+            n = WN_MIN(n, (size_t)(lim->max_head - c->head_bytes));
+        }
+        c->event = EV_NONE;
+        size_t used = http_parser_execute(&c->parser, &settings, c->buf + c->off, n);
+        c->off += used;
+        if (in_head)
+            c->head_bytes += (uint32_t)used;
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e == HPE_PAUSED) {
+            http_parser_pause(&c->parser, 0);
+            if (c->event == EV_HEADERS)
+                c->head_done = true;
+            else if (c->event == EV_MESSAGE)
+                request_done(c);
+            continue;
+        }
+        if (e != HPE_OK) {
+            /* A method the parser does not know is malformed input to us
+             * (400); known methods other than GET and HEAD get 405. */
+            reject(c, c->error_status != 0 ? c->error_status
+                      : e == HPE_HEADER_OVERFLOW ? 431
+                                                 : 400);
+            return;
+        }
+        if (c->parser.upgrade) {
+            /* The parser stops at an upgrade (CONNECT); nothing we serve. */
+            reject(c, 405);
+            return;
+        }
+    }
+}
+
+/* ---- the connection's state machine ------------------------------------------- */
+
+static void on_timer(uv_timer_t *t)
+{
+    conn_t *c = t->data;
+    if (c->closing_handles)
+        return;
+    if (c->mode == MODE_FIRST) {
+        /* Silent since it connected: twemproxy's stats protocol. */
+        respond_raw(c);
+        drive(c);
+        return;
+    }
+    if (!c->lingering)
+        c->srv->counters.timeouts++;
+    http_conn_close(c);
+}
+
+/* The one deadline a connection has at any time. */
+static void rearm(conn_t *c)
+{
+    const wn_http_limits_t *lim = &c->srv->lim;
+    uint64_t d = UINT64_MAX;
+    if (c->lingering) {
+        d = c->linger_start_ms + lim->linger_ms;
+    } else if (c->mode == MODE_FIRST) {
+        d = c->accepted_ms + lim->first_byte_ms;
+    } else {
+        /* A request must arrive whole within request_ms of its first byte,
+         * however slowly it trickles in; a response must make progress
+         * every write_ms; an idle keep-alive connection lasts idle_ms. */
+        if (c->in_request)
+            d = WN_MIN(d, c->req_start_ms + lim->request_ms);
+        if (c->pending > 0)
+            d = WN_MIN(d, c->write_progress_ms + lim->write_ms);
+        if (!c->in_request && c->pending == 0 && !c->done)
+            d = WN_MIN(d, c->idle_since_ms + lim->idle_ms);
+    }
+    if (d == UINT64_MAX) {
+        /* Only between the last write and the shutdown's callback. */
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uint64_t now = now_ms(c);
+    uv_timer_start(&c->timer, on_timer, d > now ? d - now : 0, 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    conn_t *c = h->data;
+    if (c->done)
+        c->off = c->len = 0; /* input after the last request is only dropped */
+    *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    conn_t *c = s->data;
+    if (c->closing_handles || nread == 0)
+        return;
+    if (nread == UV_EOF) {
+        c->eof = true;
+        uv_read_stop(s);
+        c->reading = false;
+        if (c->lingering) {
+            http_conn_close(c);
+            return;
+        }
+        if (c->mode == MODE_FIRST)
+            respond_raw(c); /* connected, sent nothing, half-closed */
+        drive(c);
+        return;
+    }
+    if (nread < 0) {
+        http_conn_close(c);
+        return;
+    }
+    if (c->done) {
+        c->off = c->len = 0;
+        return;
+    }
+    if (c->mode == MODE_FIRST)
+        c->mode = MODE_HTTP;
+    c->len += (size_t)nread;
+    drive(c);
+}
+
+static void set_reading(conn_t *c, bool want)
+{
+    if (want && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+            http_conn_close(c);
+            return;
+        }
+        c->reading = true;
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+/* After anything happened to c: parse what can be parsed, decide whether to
+ * read on, set the deadline. */
+static void drive(conn_t *c)
+{
+    if (c->closing_handles)
+        return;
+    if (!c->done)
+        parse(c);
+    if (c->closing_handles)
+        return;
+    if (c->off == c->len) {
+        c->off = c->len = 0;
+    } else if (c->off > 0) {
+        memmove(c->buf, c->buf + c->off, c->len - c->off);
+        c->len -= c->off;
+        c->off = 0;
+    }
+    /* The client half-closed and everything it sent is answered (a request
+     * cut short gets nothing): no more responses. */
+    if (c->eof && !c->done && c->len == 0) {
+        c->done = true;
+        finish(c);
+        if (c->closing_handles)
+            return;
+    }
+    /* Read on unless the client sent no EOF yet and either a pipelined
+     * request waits for its turn (max_pending responses queued) or the
+     * buffer is full. After the last request input is read to be dropped. */
+    bool want = !c->eof && (c->done || (c->pending < c->srv->lim.max_pending && c->len < c->cap));
+    set_reading(c, want);
+    if (!c->closing_handles)
+        rearm(c);
+}
+
+/* ---- opening ------------------------------------------------------------------ */
+
+int http_conn_open(wn_http_t *srv, uv_stream_t *l)
+{
+    conn_t *c = calloc(1, sizeof(*c));
+    if (c != NULL) {
+        c->cap = srv->lim.max_head;
+        c->buf = malloc(c->cap);
+        c->url = malloc(srv->lim.max_url);
+    }
+    if (c == NULL || c->buf == NULL || c->url == NULL) {
+        if (c != NULL) {
+            free(c->buf);
+            free(c->url);
+            free(c);
+        }
+        return WN_ENOMEM;
+    }
+    c->srv = srv;
+    uv_tcp_init(srv->loop, &c->tcp);
+    uv_timer_init(srv->loop, &c->timer);
+    c->handles = 2;
+    c->tcp.data = c->timer.data = c;
+    c->next = srv->conns;
+    if (srv->conns != NULL)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->mode = MODE_FIRST;
+    c->accepted_ms = c->idle_since_ms = now_ms(c);
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) < 0) {
+        http_conn_close(c);
+        return 0;
+    }
+    srv->counters.accepted++;
+    uv_tcp_nodelay(&c->tcp, 1);
+    drive(c); /* read, and wait first_byte_ms for a first byte */
+    return 0;
+}

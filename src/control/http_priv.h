@@ -1,0 +1,85 @@
+/*
+ * http_priv.h: the stats server's insides, shared by http.c (the listener,
+ * accepting, start and stop) and http_conn.c (one connection: parsing,
+ * routes, responses, deadlines). Loop thread only, like http.h.
+ */
+#ifndef WALNUT_CONTROL_HTTP_PRIV_H
+#define WALNUT_CONTROL_HTTP_PRIV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <http_parser.h>
+#include <uv.h>
+
+#include "http.h"
+
+typedef struct conn conn_t;
+
+struct wn_http {
+    uv_loop_t *loop;          /* borrowed */
+    uv_tcp_t listener;
+    wn_http_handlers_t h;
+    void *arg;                /* borrowed: the handlers' */
+    wn_http_limits_t lim;
+    conn_t *conns;            /* owned: open connections, a doubly linked list */
+    uint32_t nconns;          /* in the list: counts until the close callbacks ran */
+    uint32_t nrefused;        /* refused handles whose close callback has not run */
+    bool listener_open;
+    bool stopping;
+    uint16_t port;
+    wn_http_counters_t counters;
+};
+
+typedef enum mode {
+    MODE_FIRST, /* nothing received yet: HTTP or twemproxy is still open */
+    MODE_HTTP,
+    MODE_RAW,   /* twemproxy's protocol: one JSON, then close */
+} mode_t_;
+
+/* What made the paused parser stop. */
+typedef enum event {
+    EV_NONE,
+    EV_HEADERS,
+    EV_MESSAGE,
+} event_t;
+
+struct conn {
+    wn_http_t *srv;           /* borrowed: the server outlives its connections */
+    conn_t *prev, *next;      /* srv->conns */
+    uv_tcp_t tcp;
+    uv_timer_t timer;         /* the connection's one deadline (see rearm) */
+    uv_shutdown_t shutdown_req;
+    int handles;              /* open handles; freed when the last close callback ran */
+    bool closing_handles;     /* uv_close called */
+    mode_t_ mode;
+    http_parser parser;
+    event_t event;
+    bool reading;             /* uv_read_start in effect */
+    bool in_request;          /* a request's first byte came; its response is not queued */
+    bool head_done;
+    bool in_field;            /* the parser is inside a header name */
+    bool done;                /* no further request: a closing response is queued */
+    bool shut;                /* uv_shutdown called */
+    bool lingering;           /* shut down; draining the client's input until EOF */
+    bool eof;                 /* the client half-closed */
+    int error_status;         /* a parser callback's verdict (413, 414, 431) */
+    uint32_t head_bytes, nheaders, body_bytes;
+    uint32_t pending;         /* writes queued, callbacks not run */
+    uint64_t accepted_ms, req_start_ms, idle_since_ms, write_progress_ms, linger_start_ms;
+    size_t url_len;
+    char *url;                /* owned, [lim.max_url] */
+    size_t off, len, cap;     /* buf[off, len): received, not yet parsed */
+    char *buf;                /* owned, [cap] */
+};
+
+/* http.c: free the server once stopped and every handle is closed. */
+void http_server_maybe_free(wn_http_t *srv);
+
+/* http_conn.c: a connection for the one waiting on listener l; 0, or
+ * WN_ENOMEM (nothing accepted: the caller refuses it). */
+int http_conn_open(wn_http_t *srv, uv_stream_t *l);
+/* Close c's handles; it is freed (and unlinked) in their close callbacks. */
+void http_conn_close(conn_t *c);
+
+#endif
