@@ -36,10 +36,12 @@ typedef enum wn_msg_type {
     /* control -> worker */
     WN_MSG_RING = 1,   /* ring: the pool's new ring (one reference handed over) */
     WN_MSG_HEALTHY,    /* server answered control's probe: stop holding requests for it */
+    WN_MSG_PING,       /* epoch: a heartbeat to answer with PONG (the loop is alive) */
     /* worker -> control */
     WN_MSG_FAIL,       /* a request or connection to the server failed with err */
     WN_MSG_OK,         /* the server answered again after a reported failure */
     WN_MSG_RING_DONE,  /* ring: the worker no longer uses it (reference handed back) */
+    WN_MSG_PONG,       /* epoch: the PING answered */
 } wn_msg_type_t;
 
 struct wn_ring;

@@ -73,6 +73,9 @@ static void on_wakeup(uv_async_t *a)
             case WN_MSG_OK:
                 health_on_message(ctl, &m);
                 break;
+            case WN_MSG_PONG:
+                wn_control_pong(ctl, &m);
+                break;
             default:
                 break;
             }
@@ -84,6 +87,7 @@ static void on_wakeup(uv_async_t *a)
 static void stop_all(control_t *ctl)
 {
     ctl->stopping = true;
+    wn_control_stats_stop(ctl);
     for (int i = 0; i < ctl->nworkers; i++)
         wn_worker_stop(ctl->workers[i]);
     /* Workers finish what is in flight (bounded by their grace period);
@@ -269,15 +273,18 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
     if (rc == 0)
         rc = create_workers(&ctl, opts);
     int started = 0;
-    for (; rc == 0 && started < ctl.nworkers; started++) {
+    while (rc == 0 && started < ctl.nworkers) {
         rc = wn_worker_start(ctl.workers[started]);
         if (rc < 0)
             wn_log_error("cannot start worker %d: %s", started, wn_strerror(rc));
+        else
+            started++;
     }
+    if (rc == 0)
+        rc = wn_control_stats_start(&ctl, opts->stats_addr, opts->stats_port);
     if (rc < 0) {
         /* Stop what started, free what was only created. */
-        if (started > 0 && rc < 0 && started <= ctl.nworkers)
-            started--; /* the one that failed to start */
+        wn_control_stats_stop(&ctl);
         for (int i = 0; i < started; i++)
             wn_worker_stop(ctl.workers[i]);
         for (int i = 0; i < started; i++)
@@ -313,8 +320,10 @@ out:
     if (uv_loop_close(&ctl.loop) != 0)
         wn_log_error("control loop closed with handles still open");
     health_deinit(&ctl);
-    /* Every worker is joined: nobody reads the blocks any more. */
+    /* Every worker is joined and the stats server is gone: nobody reads
+     * the blocks any more. */
     destroy_blocks(&ctl);
+    wn_control_stats_deinit(&ctl);
     free(ctl.workers);
     if (opts->pid_file != NULL)
         unlink(opts->pid_file);

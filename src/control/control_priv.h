@@ -50,6 +50,8 @@ typedef struct hserver {
                                      clear it (a server may answer probes and fail requests) */
     uint64_t ejected_at_us;       /* wall clock of the last ejection (twemproxy's
                                      server_ejected_at), 0 if never */
+    int last_probe_err;           /* 0 or the last probe's error */
+    uint64_t last_probe_ms;       /* loop time the last probe finished; 0: never */
     uint64_t last_fail_ms;        /* when the last failure was counted */
     bool suspected;               /* a worker reported a failure, no verdict sent yet */
     bool ejected;
@@ -87,10 +89,31 @@ struct control {
     wn_stats_block_t **blocks;
     uint32_t nblocks;
     uv_timer_t outbox_timer;      /* retries messages that did not fit a worker's ring */
+    /* The stats server (stats.c) and what it reports. */
+    struct wn_http *http;
+    uint64_t start_us;            /* wall clock at start */
+    struct wn_stats_cmd_table *cmd_tables; /* owned, [npools] */
+    /* Heartbeats: every worker answers control's PING from its loop. */
+    uv_timer_t heartbeat_timer;
+    uint64_t heartbeat_seq;
+    uint64_t heartbeat_sent_ms;   /* when the outstanding PING went out */
+    uint64_t *pong_seq;           /* owned, [nworkers]: last PING each answered */
+    uint64_t *pong_ms;            /* owned, [nworkers]: when */
 };
 
 /* control.c: some message to a worker is waiting in an outbox; retry soon. */
 void wn_control_outbox_retry(control_t *ctl);
+
+/* stats.c: the stats server, and the workers' heartbeat it reports on. */
+int wn_control_stats_start(control_t *ctl, const char *addr, uint16_t port);
+void wn_control_stats_stop(control_t *ctl);
+void wn_control_stats_deinit(control_t *ctl);
+/* A worker answered a PING. */
+void wn_control_pong(control_t *ctl, const wn_msg_t *m);
+/* Every worker answered the last heartbeat within `within_ms`; otherwise
+ * the first that did not, in *late (and how long it has been, *late_ms). */
+bool wn_control_workers_alive(const control_t *ctl, uint64_t within_ms, int *late,
+                              uint64_t *late_ms);
 
 /* health.c */
 int health_init(control_t *ctl);

@@ -280,6 +280,8 @@ static void probe_done(hserver_t *s, int err)
     probe_t *pr = &s->probe;
     pr->busy = false;
     uv_timer_stop(&pr->timer);
+    s->last_probe_err = err;
+    s->last_probe_ms = now_ms(p->ctl);
     if (p->ctl->stopping)
         return;
     uint64_t interval = (uint64_t)p->conf->health_check_interval;

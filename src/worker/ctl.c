@@ -253,6 +253,12 @@ void wn_ctl_receive(wn_worker_t *w)
                     release(s);
             }
             break;
+        case WN_MSG_PING: {
+            /* Answered from the loop itself: a wedged loop never answers. */
+            wn_msg_t pong = {.type = WN_MSG_PONG, .epoch = m.epoch};
+            send_to_control(w, &pong);
+            break;
+        }
         default:
             drop_msg(&m, NULL);
             break;

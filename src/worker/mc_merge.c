@@ -90,7 +90,11 @@ static void answer_with_error(mc_req_t *p, mc_req_t *f)
     }
     if (n == 0 || line[n - 1] != '\n')
         n = (size_t)snprintf(line, sizeof(line), "SERVER_ERROR %s\r\n", wn_mc_fail_text(0));
-    wn_stat_add(&p->r.pool->stats->errors[WN_CAUSE_server_error], 1);
+    /* One error for the whole request; a fragment walnut failed counted
+     * its cause already, a server's own error line counts here. */
+    if (!f->r.failed)
+        wn_stat_add(&p->r.pool->stats->errors[WN_CAUSE_server_error], 1);
+    wn_stat_add(WN_PSTAT(p->r.pool, forward_error), 1);
     p->r.failed = true;
     wn_req_reply(&p->r, line, n);
 }

@@ -214,13 +214,44 @@ void wn_req_done(req_t *r)
         wn_client_mark(r->client);
 }
 
+static wn_error_cause_t cause_of(int err)
+{
+    switch (err) {
+    case UV_ECONNREFUSED:
+    case WN_ENOSERVER:
+        return WN_CAUSE_refused;
+    case UV_ETIMEDOUT:
+        return WN_CAUSE_timeout;
+    case UV_ECONNRESET:
+    case UV_EOF:
+    case UV_EPIPE:
+    case UV_ECONNABORTED:
+        return WN_CAUSE_reset;
+    case WN_EPROTO:
+        return WN_CAUSE_protocol;
+    case UV_ENETUNREACH:
+    case UV_EHOSTUNREACH:
+    case UV_EHOSTDOWN:
+    case UV_EAI_NONAME:
+    case UV_EADDRNOTAVAIL:
+        return WN_CAUSE_unreachable;
+    default:
+        return WN_CAUSE_other;
+    }
+}
+
 void wn_req_fail(req_t *r, int err)
 {
     if (r->done)
         return;
     r->failed = true;
-    if (r->kind != REQ_FRAGMENT && r->kind != REQ_INTERNAL && r->client != NULL)
-        wn_stat_add(WN_PSTAT(r->pool, forward_error), 1);
+    if (r->kind != REQ_INTERNAL) {
+        /* Each failed request or fragment counts its cause; the client's
+         * request counts once as a forward error. */
+        wn_stat_add(&r->pool->stats->errors[cause_of(err)], 1);
+        if (r->kind != REQ_FRAGMENT)
+            wn_stat_add(WN_PSTAT(r->pool, forward_error), 1);
+    }
     wn_proto_req_error(r, err);
 }
 

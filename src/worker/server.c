@@ -283,6 +283,7 @@ static int sconn_connect(sconn_t *c)
     c->connect_req.data = c;
     c->connect_ms = uv_now(loop);
     c->fail_err = 0;
+    wn_stat_add(WN_GSTAT(s->pool->w, total_server_connections), 1);
     wn_proto_sconn_reset(c);
     int rc;
     if (s->conf->addr.is_unix) {

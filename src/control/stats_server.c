@@ -1,0 +1,181 @@
+/*
+ * control/stats_server.c: what the stats server reports, built on the
+ * control thread at the moment a client asks: the workers' and control's
+ * counter blocks summed (stats_view.c), control's health view laid over it,
+ * and /healthz's verdict. Also the workers' heartbeat: control PINGs every
+ * worker through its ring and each answers from its own loop, so a wedged
+ * worker shows in /healthz (and, later, stops the systemd watchdog).
+ * Control thread only.
+ */
+#include "control_priv.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "walnut/proto.h"
+#include "stats_view.h"
+#include "walnut/core.h"
+
+/* Heartbeats go out this often; a worker that has not answered one for
+ * WORKER_LATE_MS is reported as not serving. */
+#define HEARTBEAT_MS 1000
+#define WORKER_LATE_MS 3000
+
+static const char *const *mc_cmd_names(uint32_t *n)
+{
+    static const char *names[WN_MC_CMD_COUNT];
+    for (uint32_t i = 0; i < WN_MC_CMD_COUNT; i++)
+        names[i] = wn_mc_cmd_name((wn_mc_cmd_t)i);
+    *n = WN_MC_CMD_COUNT;
+    return names;
+}
+
+static int build_view(wn_stats_view_t *v, void *arg)
+{
+    control_t *ctl = arg;
+    wn_stats_view_opts_t o = {
+        .nworkers = (uint32_t)ctl->nworkers,
+        .start_us = ctl->start_us,
+        .cmds = ctl->cmd_tables,
+    };
+    int rc = wn_stats_view_build(v, ctl->conf, ctl->blocks, ctl->nblocks, &o);
+    if (rc < 0)
+        return rc;
+    uint64_t now = uv_now(&ctl->loop);
+    for (uint32_t p = 0; p < ctl->npools && p < v->npools; p++) {
+        hpool_t *hp = &ctl->pools[p];
+        wn_stats_pool_view_t *pv = &v->pools[p];
+        pv->epoch = hp->epoch;
+        for (int w = 0; w < ctl->nworkers; w++)
+            pv->worker_epoch[w] = wn_worker_ring_epoch(ctl->workers[w], p);
+        for (uint32_t s = 0; s < hp->nservers && s < pv->nservers; s++) {
+            const hserver_t *hs = &hp->servers[s];
+            wn_stats_server_view_t *sv = &pv->servers[s];
+            sv->ejected = hs->ejected;
+            sv->state = hs->ejected                      ? WN_HEALTH_EJECTED
+                        : (hs->suspected || hs->failures) ? WN_HEALTH_SUSPECT
+                                                          : WN_HEALTH_UP;
+            sv->failures = hs->failures;
+            sv->ejected_at_us = hs->ejected_at_us;
+            sv->probed = hs->last_probe_ms != 0;
+            sv->last_probe_err = hs->last_probe_err;
+            sv->last_probe_age_ms = sv->probed ? now - hs->last_probe_ms : 0;
+        }
+    }
+    return 0;
+}
+
+bool wn_control_workers_alive(const control_t *ctl, uint64_t within_ms, int *late,
+                              uint64_t *late_ms)
+{
+    uint64_t now = uv_now((uv_loop_t *)&ctl->loop);
+    for (int i = 0; i < ctl->nworkers; i++) {
+        /* Late: the PING it has not answered went out more than within_ms ago. */
+        if (ctl->pong_seq[i] != ctl->heartbeat_seq && now - ctl->heartbeat_sent_ms > within_ms) {
+            *late = i;
+            *late_ms = now - ctl->pong_ms[i];
+            return false;
+        }
+    }
+    return true;
+}
+
+static int health(char *reason, size_t len, void *arg)
+{
+    control_t *ctl = arg;
+    int late;
+    uint64_t late_ms;
+    if (ctl->stopping) {
+        snprintf(reason, len, "walnut is stopping");
+        return 1;
+    }
+    if (!wn_control_workers_alive(ctl, WORKER_LATE_MS, &late, &late_ms)) {
+        snprintf(reason, len, "worker %d has not answered for %llu ms", late,
+                 (unsigned long long)late_ms);
+        return 1;
+    }
+    for (uint32_t p = 0; p < ctl->npools; p++) {
+        uint32_t live = 0;
+        for (uint32_t s = 0; s < ctl->pools[p].nservers; s++)
+            live += !ctl->pools[p].servers[s].ejected;
+        if (live == 0) {
+            snprintf(reason, len, "pool '%s' has no live server", ctl->pools[p].conf->name);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void on_heartbeat(uv_timer_t *t)
+{
+    control_t *ctl = t->data;
+    if (ctl->stopping)
+        return;
+    ctl->heartbeat_seq++;
+    ctl->heartbeat_sent_ms = uv_now(&ctl->loop);
+    wn_msg_t m = {.type = WN_MSG_PING, .epoch = ctl->heartbeat_seq};
+    bool spilled = false;
+    for (int i = 0; i < ctl->nworkers; i++) {
+        if (wn_worker_post(ctl->workers[i], &m) < 0)
+            wn_log_error("cannot queue a heartbeat for worker %d: out of memory", i);
+        spilled |= wn_worker_flush_outbox(ctl->workers[i]) > 0;
+    }
+    if (spilled)
+        wn_control_outbox_retry(ctl);
+}
+
+void wn_control_pong(control_t *ctl, const wn_msg_t *m)
+{
+    if (m->worker < 0 || m->worker >= ctl->nworkers)
+        return;
+    if (m->epoch > ctl->pong_seq[m->worker]) {
+        ctl->pong_seq[m->worker] = m->epoch;
+        ctl->pong_ms[m->worker] = uv_now(&ctl->loop);
+    }
+}
+
+int wn_control_stats_start(control_t *ctl, const char *addr, uint16_t port)
+{
+    ctl->start_us = wn_wall_us();
+    ctl->cmd_tables = calloc(ctl->npools ? ctl->npools : 1, sizeof(*ctl->cmd_tables));
+    ctl->pong_seq = calloc((size_t)ctl->nworkers, sizeof(uint64_t));
+    ctl->pong_ms = calloc((size_t)ctl->nworkers, sizeof(uint64_t));
+    if (ctl->cmd_tables == NULL || ctl->pong_seq == NULL || ctl->pong_ms == NULL)
+        return WN_ENOMEM;
+    for (uint32_t p = 0; p < ctl->npools; p++) {
+        /* Redis pools get their own table with the Redis unit. */
+        ctl->cmd_tables[p].names = mc_cmd_names(&ctl->cmd_tables[p].n);
+    }
+    uint64_t now = uv_now(&ctl->loop);
+    for (int i = 0; i < ctl->nworkers; i++)
+        ctl->pong_ms[i] = now;
+    uv_timer_init(&ctl->loop, &ctl->heartbeat_timer);
+    ctl->heartbeat_timer.data = ctl;
+    uv_timer_start(&ctl->heartbeat_timer, on_heartbeat, 0, HEARTBEAT_MS);
+
+    char err[256];
+    wn_http_handlers_t h = {.build_view = build_view, .health = health};
+    int rc = wn_http_start(&ctl->http, &ctl->loop, addr, port, &h, ctl, err, sizeof(err));
+    if (rc < 0)
+        wn_log_error("stats: %s", err);
+    return rc;
+}
+
+void wn_control_stats_stop(control_t *ctl)
+{
+    if (ctl->heartbeat_timer.loop != NULL && !uv_is_closing((uv_handle_t *)&ctl->heartbeat_timer))
+        uv_close((uv_handle_t *)&ctl->heartbeat_timer, NULL);
+    wn_http_stop(ctl->http);
+    ctl->http = NULL;
+}
+
+void wn_control_stats_deinit(control_t *ctl)
+{
+    free(ctl->cmd_tables);
+    free(ctl->pong_seq);
+    free(ctl->pong_ms);
+    ctl->cmd_tables = NULL;
+    ctl->pong_seq = ctl->pong_ms = NULL;
+}
