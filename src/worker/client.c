@@ -13,30 +13,8 @@
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
-static uint64_t soft_limit(const client_t *c)
-{
-    return c->pool->buffer_limit / 4;
-}
 
-bool wn_client_can_parse(const client_t *c)
-{
-    if (c->closing || c->broken || c->overlimit || c->stop_parsing || c->held_by != NULL)
-        return false;
-    /* Inside a request the soft bounds wait for its end: a half-received
-     * request would otherwise never complete. The hard limit still holds. */
-    return c->mid_request ||
-           (c->inflight < WN_CLIENT_MAX_INFLIGHT && c->held < soft_limit(c));
-}
 
-void wn_client_mark(client_t *c)
-{
-    if (c->dirty || c->closing)
-        return;
-    c->dirty = true;
-    c->dirty_next = c->w->dirty_clients;
-    c->w->dirty_clients = c;
-    wn_worker_kick(c->w);
-}
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
@@ -91,7 +69,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static client_t *client_new(pool_rt_t *pool)
 {
     wn_worker_t *w = pool->w;
-    client_t *c = calloc(1, wn_proto_client_size(pool->proto));
+    client_t *c = calloc(1, pool->client_size);
     if (c == NULL)
         return NULL;
     c->w = w;
@@ -184,7 +162,7 @@ static void on_client_closed(uv_handle_t *h)
     client_t *c = h->data;
     wn_worker_t *w = c->w;
     free(c);
-    wn_worker_client_gone(w);
+    wn_worker_kick(w); /* a stopping worker may be done: the flush looks */
 }
 
 static void unlink_dirty(client_t *c)
@@ -330,11 +308,6 @@ static int write_ready(client_t *c)
     return 0;
 }
 
-void wn_client_stream(client_t *c, req_t *r)
-{
-    if (c->head == r)
-        wn_client_mark(c);
-}
 
 void wn_client_flush(client_t *c)
 {

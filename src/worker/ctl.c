@@ -7,7 +7,7 @@
  * re-routes them with the new ring, a good probe sends them on. The wait is
  * bounded. Worker thread only, except the wn_worker_* calls marked control.
  */
-#include "worker_priv.h"
+#include "core_types.h"
 
 #include <stdlib.h>
 #include <string.h>

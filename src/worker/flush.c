@@ -14,27 +14,8 @@
 #define TRIM_AFTER_BYTES (16u << 20)
 #define TRIM_DELAY_MS 1000
 
-void wn_sconn_mark(sconn_t *c)
-{
-    if (c->dirty)
-        return;
-    wn_worker_t *w = c->server->pool->w;
-    c->dirty = true;
-    c->dirty_next = w->dirty_servers;
-    w->dirty_servers = c;
-    wn_worker_kick(w);
-}
 
-static void on_kick(uv_idle_t *h)
-{
-    (void)h; /* its only job is to keep the poll phase from sleeping */
-}
 
-void wn_worker_kick(wn_worker_t *w)
-{
-    if (!w->flushing && !w->stopped)
-        uv_idle_start(&w->kick, on_kick);
-}
 
 static void on_trim(uv_timer_t *t)
 {
@@ -79,6 +60,34 @@ static void flush(wn_worker_t *w)
     w->flushing = false;
     uv_idle_stop(&w->kick);
     after_flush(w);
+    /* Stopping and the last client has gone: the worker ends. */
+    if (w->stopping && w->clients == NULL && !w->stopped)
+        wn_worker_finish_stop(w);
+}
+
+static void close_if_open(uv_handle_t *h)
+{
+    if (h->loop != NULL && !uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void wn_worker_finish_stop(wn_worker_t *w)
+{
+    if (w->stopped)
+        return;
+    w->stopped = true;
+    for (uint32_t p = 0; p < w->npools; p++)
+        for (uint32_t s = 0; s < w->pools[p].nservers; s++)
+            wn_server_close_all(&w->pools[p].servers[s]);
+    close_if_open((uv_handle_t *)&w->wakeup);
+    if (w->stop_timer_open) {
+        uv_close((uv_handle_t *)&w->stop_timer, NULL);
+        w->stop_timer_open = false;
+    }
+    wn_ctl_close(w);
+    close_if_open((uv_handle_t *)&w->flusher);
+    close_if_open((uv_handle_t *)&w->kick);
+    close_if_open((uv_handle_t *)&w->trim_timer);
 }
 
 static void on_check(uv_check_t *h)

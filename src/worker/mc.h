@@ -6,7 +6,7 @@
 #ifndef WALNUT_WORKER_MC_H
 #define WALNUT_WORKER_MC_H
 
-#include "protocol.h"
+#include "core_types.h"
 #include "walnut/proto.h"
 
 /* Longest non-retrieval request line, and longest get/gets/gat/gats line
@@ -39,7 +39,6 @@ typedef struct mc_split {
     uint32_t *frag_first;  /* [nfrags + 1] each fragment's start in frag_keys/items */
     mc_item_t *items;      /* [nkeys] VALUE blocks, grouped like frag_keys */
     uint32_t merged;       /* client keys merged so far */
-    size_t size;           /* bytes of this allocation (counted against the client) */
 } mc_split_t;
 
 typedef struct mc_req {
@@ -106,8 +105,11 @@ void wn_mc_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead);
 
 /* mc_merge.c */
 void wn_mc_parent_progress(req_t *parent);
-void wn_mc_req_error(req_t *r, int err);
-void wn_mc_req_release(req_t *r);
+/* r could not be completed: count it, answer it with twemproxy's
+ * SERVER_ERROR text; a fragment's parent merges on. */
+void wn_mc_fail(req_t *r, int err);
+/* Queue r on server s for c's slot, or fail it. */
+void wn_mc_forward(client_t *c, server_rt_t *s, req_t *r);
 /* The text twemproxy answers a failed request with (strerror of the cause). */
 const char *wn_mc_fail_text(int err);
 

@@ -114,10 +114,7 @@ static void data_done(mc_client_t *c)
         wn_stat_add(WN_PSTAT(c->c.pool, request_errors), 1);
         wn_req_reply(&r->r, text, len);
     } else if (!r->r.done) {
-        if (r->r.server == NULL)
-            wn_req_fail(&r->r, WN_ENOSERVER);
-        else
-            wn_server_enqueue(r->r.server, c->c.slot, &r->r);
+        wn_mc_forward(&c->c, r->r.server, &r->r);
     }
     wn_req_unref(&r->r);
 }

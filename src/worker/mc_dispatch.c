@@ -78,7 +78,7 @@ static void dispatch_keyed(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_m
         c->trailer[0] = c->trailer[1] = 0;
         if (rc < 0) {
             c->data_swallow = true;
-            wn_req_fail(&r->r, rc);
+            wn_mc_fail(&r->r, rc);
             wn_req_unref(&r->r);
             return;
         }
@@ -86,25 +86,25 @@ static void dispatch_keyed(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_m
         return;
     }
     if (rc < 0)
-        wn_req_fail(&r->r, rc);
-    else if (r->r.server == NULL)
-        wn_req_fail(&r->r, WN_ENOSERVER);
+        wn_mc_fail(&r->r, rc);
     else
-        wn_server_enqueue(r->r.server, c->c.slot, &r->r);
+        wn_mc_forward(&c->c, r->r.server, &r->r);
     wn_req_unref(&r->r);
 }
 
 /* ---- retrieval ------------------------------------------------------------ */
 
-static mc_split_t *split_alloc(uint32_t nkeys, uint32_t nservers)
+/* The split's bookkeeping, in one buffer the parent holds (r->arena). */
+static mc_split_t *split_alloc(wn_worker_t *w, uint32_t nkeys, uint32_t nservers, wn_buf_t **out)
 {
     uint32_t maxf = WN_MIN(nkeys, nservers);
     size_t size = sizeof(mc_split_t) + sizeof(wn_mc_span_t) * nkeys +
                   sizeof(uint32_t) * (2 * (size_t)nkeys + maxf + 1 + nservers) +
                   sizeof(mc_item_t) * nkeys + 16;
-    mc_split_t *s = malloc(size);
-    if (s == NULL)
+    wn_buf_t *b = wn_buf_get(&w->bufs, size);
+    if (b == NULL)
         return NULL;
+    mc_split_t *s = (mc_split_t *)(((uintptr_t)b->data + 15) & ~(uintptr_t)15);
     char *m = (char *)(s + 1);
     s->keys = (wn_mc_span_t *)m;
     m += sizeof(wn_mc_span_t) * nkeys;
@@ -116,7 +116,7 @@ static mc_split_t *split_alloc(uint32_t nkeys, uint32_t nservers)
     s->nkeys = nkeys;
     s->nfrags = 0;
     s->merged = 0;
-    s->size = size;
+    *out = b;
     return s;
 }
 
@@ -197,13 +197,13 @@ static void dispatch_split(mc_client_t *c, mc_req_t *r, mc_split_t *s, server_rt
     r->r.kind = REQ_PARENT;
     r->split = s;
     if (wn_req_frags_alloc(&r->r, s->nfrags) < 0) {
-        wn_req_fail(&r->r, WN_ENOMEM);
+        wn_mc_fail(&r->r, WN_ENOMEM);
         return;
     }
     for (uint32_t f = 0; f < s->nfrags; f++) {
         int rc = make_fragment(r, f, where[f], q);
         if (rc < 0) {
-            wn_req_fail(&r->r, rc);
+            wn_mc_fail(&r->r, rc);
             return;
         }
     }
@@ -212,7 +212,7 @@ static void dispatch_split(mc_client_t *c, mc_req_t *r, mc_split_t *s, server_rt
     /* A fragment that fails at once may settle the parent, which then lets
      * go of the rest: those are not sent. */
     for (uint32_t f = 0; f < s->nfrags && r->r.frags[f] != NULL; f++)
-        wn_server_enqueue(where[f], c->c.slot, r->r.frags[f]);
+        wn_mc_forward(&c->c, where[f], r->r.frags[f]);
 }
 
 static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
@@ -235,7 +235,7 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
     /* The line stays held (by `out`) to match VALUE keys, or for the split. */
     r->r.keep_out = true;
     if (wn_req_out_push(&r->r, b, pos, q->line_len) < 0) {
-        wn_req_fail(&r->r, WN_ENOMEM);
+        wn_mc_fail(&r->r, WN_ENOMEM);
         wn_req_unref(&r->r);
         return;
     }
@@ -249,12 +249,13 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
         wn_req_unref(&r->r);
         return;
     } else {
-        mc_split_t *s = split_alloc(q->nkeys, pool->nservers);
-        server_rt_t **where = s != NULL ? malloc(sizeof(*where) * WN_MIN(q->nkeys, pool->nservers)) : NULL;
-        uint32_t *fos = s != NULL ? s->frag_first + WN_MIN(q->nkeys, pool->nservers) + 1 : NULL;
+        uint32_t maxf = WN_MIN(q->nkeys, pool->nservers);
+        mc_split_t *s = split_alloc(pool->w, q->nkeys, pool->nservers, &r->r.arena);
+        server_rt_t **where = s != NULL ? malloc(sizeof(*where) * maxf) : NULL;
+        uint32_t *fos = s != NULL ? s->frag_first + maxf + 1 : NULL;
         if (s == NULL || where == NULL) {
-            free(s);
-            wn_req_fail(&r->r, WN_ENOMEM);
+            free(where);
+            wn_mc_fail(&r->r, WN_ENOMEM);
             wn_req_unref(&r->r);
             return;
         }
@@ -267,12 +268,10 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
         }
         r->r.server = routed ? where[0] : NULL;
         free(where);
-        free(s);
+        wn_buf_unref(r->r.arena);
+        r->r.arena = NULL;
     }
-    if (r->r.server == NULL)
-        wn_req_fail(&r->r, WN_ENOSERVER);
-    else
-        wn_server_enqueue(r->r.server, c->c.slot, &r->r);
+    wn_mc_forward(&c->c, r->r.server, &r->r);
     wn_req_unref(&r->r);
 }
 
@@ -289,7 +288,7 @@ static void dispatch_broadcast(mc_client_t *c, wn_buf_t *b, uint32_t pos,
     }
     r->r.noreply = q->noreply;
     if (wn_req_frags_alloc(&r->r, pool->nservers) < 0) {
-        wn_req_fail(&r->r, WN_ENOMEM);
+        wn_mc_fail(&r->r, WN_ENOMEM);
         wn_req_unref(&r->r);
         return;
     }
@@ -298,7 +297,7 @@ static void dispatch_broadcast(mc_client_t *c, wn_buf_t *b, uint32_t pos,
         if (f == NULL || push_line(f, b, pos, q) < 0) {
             if (f != NULL)
                 wn_req_unref(&f->r);
-            wn_req_fail(&r->r, WN_ENOMEM);
+            wn_mc_fail(&r->r, WN_ENOMEM);
             wn_req_unref(&r->r);
             return;
         }
@@ -311,7 +310,7 @@ static void dispatch_broadcast(mc_client_t *c, wn_buf_t *b, uint32_t pos,
     }
     r->r.frags_left = pool->nservers;
     for (uint32_t i = 0; i < pool->nservers && r->r.frags[i] != NULL; i++)
-        wn_server_enqueue(&pool->servers[i], c->c.slot, r->r.frags[i]);
+        wn_mc_forward(&c->c, &pool->servers[i], r->r.frags[i]);
     wn_req_unref(&r->r);
 }
 

@@ -36,8 +36,10 @@ const char *wn_mc_fail_text(int err)
     }
 }
 
-void wn_mc_req_error(req_t *r, int err)
+void wn_mc_fail(req_t *r, int err)
 {
+    if (!wn_req_failed(r, err))
+        return;
     char line[160];
     int n = snprintf(line, sizeof(line), "SERVER_ERROR %s\r\n", wn_mc_fail_text(err));
     if (r->kind == REQ_FRAGMENT) {
@@ -46,17 +48,19 @@ void wn_mc_req_error(req_t *r, int err)
         wn_segv_clear(&r->rsp);
         wn_req_rsp_scratch(r, line, (size_t)n);
         wn_req_done(r);
+        if (r->parent != NULL)
+            wn_mc_parent_progress(r->parent);
         return;
     }
     wn_req_reply(r, line, (size_t)n);
 }
 
-void wn_mc_req_release(req_t *r)
+void wn_mc_forward(client_t *c, server_rt_t *s, req_t *r)
 {
-    mc_req_t *m = mc_req(r);
-    if (r->kind == REQ_PARENT)
-        free(m->split); /* the fragments that borrow it hold a reference on r */
-    m->split = NULL;
+    if (s == NULL)
+        wn_mc_fail(r, WN_ENOSERVER);
+    else if (wn_server_enqueue(s, c->slot, r) < 0)
+        wn_mc_fail(r, WN_ENOMEM);
 }
 
 /* Move a complete item's segments from its fragment to the parent's reply.
@@ -117,7 +121,7 @@ static void split_progress(mc_req_t *p)
             const mc_item_t *it = &s->items[s->frag_first[fr->frag] + fr->taken];
             if (it->key == k) {
                 if (emit_item(p, fr, it) < 0) {
-                    wn_req_fail(&p->r, WN_ENOMEM);
+                    wn_mc_fail(&p->r, WN_ENOMEM);
                     return;
                 }
                 fr->taken++;

@@ -63,6 +63,8 @@ static void complete_head(mc_sconn_t *s)
             wn_stat_add(WN_GSTAT(w, get_misses), m->nkeys - m->hits);
     }
     wn_req_done(r);
+    if (r->kind == REQ_FRAGMENT && r->parent != NULL)
+        wn_mc_parent_progress(r->parent);
     wn_req_unref(r);
 }
 
@@ -110,7 +112,7 @@ static void value_done(mc_req_t *m)
     if (is_fragment_of_split(m)) {
         m->ncomplete++;
         if (m->r.parent != NULL && !m->r.parent->done)
-            wn_proto_parent_progress(m->r.parent);
+            wn_mc_parent_progress(m->r.parent);
     }
 }
 

@@ -1,7 +1,7 @@
 /*
  * worker/pool.c: a pool as one worker runs it: its servers, the ring it
- * routes with (built by the control thread, which alone decides ejection),
- * its protocol and its listener (listen.c). Created on the main thread, then
+ * routes with (built by the control thread, which alone decides ejection)
+ * and its protocol. Its listener is listen.c's. Created on the main thread, then
  * used only by the worker's thread.
  */
 #include "protocol.h"
@@ -56,6 +56,8 @@ int wn_pool_rt_init(pool_rt_t *p, wn_worker_t *w, const wn_conf_pool_t *conf, ui
 {
     *p = (pool_rt_t){.w = w, .conf = conf, .idx = idx};
     p->proto = (uint8_t)wn_proto_of(conf);
+    p->client_size = wn_proto_client_size(p->proto);
+    p->sconn_size = wn_proto_sconn_size(p->proto);
     p->buffer_limit = conf->client_buffer_limit;
     p->stats = &w->stats->pools[idx];
     p->servers = calloc(conf->nservers ? conf->nservers : 1, sizeof(*p->servers));
@@ -87,9 +89,7 @@ int wn_pool_rt_init(pool_rt_t *p, wn_worker_t *w, const wn_conf_pool_t *conf, ui
                  wn_strerror(rc));
         return rc;
     }
-    if (conf->listen.is_unix && !w->accept_unix)
-        return 0; /* one worker accepts on a unix socket */
-    return wn_listen_open(p, w->id == 0, err, errlen);
+    return 0;
 }
 
 void wn_pool_rt_deinit(pool_rt_t *p)
@@ -101,10 +101,4 @@ void wn_pool_rt_deinit(pool_rt_t *p)
     p->nservers = 0;
     wn_ring_unref(p->ring);
     p->ring = NULL;
-}
-
-server_rt_t *wn_pool_route(pool_rt_t *p, const char *key, size_t len)
-{
-    uint32_t idx = wn_ring_lookup(p->ring, key, len);
-    return idx == WN_RING_NONE ? NULL : &p->servers[idx];
 }

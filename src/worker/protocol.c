@@ -105,19 +105,9 @@ void wn_proto_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead
     DISPATCH(s->server->pool->proto, wn_mc_server_read_plan(s, keep, ahead));
 }
 
-void wn_proto_req_error(req_t *r, int err)
+void wn_proto_fail(req_t *r, int err)
 {
-    DISPATCH(r->pool->proto, wn_mc_req_error(r, err));
-}
-
-void wn_proto_parent_progress(req_t *parent)
-{
-    DISPATCH(parent->pool->proto, wn_mc_parent_progress(parent));
-}
-
-void wn_proto_req_release(req_t *r)
-{
-    DISPATCH(r->pool->proto, wn_mc_req_release(r));
+    DISPATCH(r->pool->proto, wn_mc_fail(r, err));
 }
 
 uint32_t wn_proto_ncmds(wn_proto_t proto)

@@ -14,7 +14,7 @@
 #ifndef WALNUT_WORKER_PROTOCOL_H
 #define WALNUT_WORKER_PROTOCOL_H
 
-#include "worker_priv.h"
+#include "core_types.h"
 
 typedef enum wn_proto {
     WN_PROTO_MC = 0, /* memcached ASCII */
@@ -55,12 +55,9 @@ void wn_proto_sconn_hello(sconn_t *s);
 int wn_proto_server_parse(sconn_t *s);
 void wn_proto_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead);
 
-/* Compose r's error reply for `err` in the client's protocol. */
-void wn_proto_req_error(req_t *r, int err);
-/* A fragment of `parent` finished (or several did): merge what can be. */
-void wn_proto_parent_progress(req_t *parent);
-/* r is being freed: release the unit's memory in it. */
-void wn_proto_req_release(req_t *r);
+/* r could not be completed (its connection failed): count it, and answer it
+ * with the protocol's error reply; a fragment's parent hears of it. */
+void wn_proto_fail(req_t *r, int err);
 
 /* Number and names of the unit's commands (per-command counters). */
 uint32_t wn_proto_ncmds(wn_proto_t proto);

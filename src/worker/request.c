@@ -8,7 +8,7 @@
  * Completing or failing only marks: clients are written by the flush.
  * Worker thread only.
  */
-#include "protocol.h"
+#include "core_types.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -21,11 +21,11 @@ req_t *wn_req_create(pool_rt_t *pool, client_t *c, req_kind_t kind)
         w->free_reqs = r->next;
         w->nfree_reqs--;
     } else {
-        r = malloc(wn_proto_req_slot_size());
+        r = malloc(w->req_size);
         if (r == NULL)
             return NULL;
     }
-    memset(r, 0, wn_proto_req_slot_size());
+    memset(r, 0, w->req_size);
     r->refs = 1;
     r->kind = (uint8_t)kind;
     r->pool = pool;
@@ -100,7 +100,7 @@ void wn_req_unref(req_t *r)
     if (r == NULL || --r->refs > 0)
         return;
     account(r, -(int64_t)r->acct);
-    wn_proto_req_release(r);
+    wn_buf_unref(r->arena);
     wn_segv_clear(&r->out);
     wn_segv_clear(&r->rsp);
     release_frags(r);
@@ -130,17 +130,6 @@ void wn_req_free_all(wn_worker_t *w)
     w->nfree_reqs = 0;
 }
 
-void wn_req_enqueue_client(client_t *c, req_t *r)
-{
-    wn_req_ref(r);
-    r->next = NULL;
-    if (c->tail != NULL)
-        c->tail->next = r;
-    else
-        c->head = r;
-    c->tail = r;
-    c->inflight++;
-}
 
 int wn_req_out_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len)
 {
@@ -197,12 +186,11 @@ void wn_req_done(req_t *r)
         return;
     r->done = true;
     if (r->kind == REQ_FRAGMENT) {
+        /* The protocol unit merges; it hears of this from whoever completed
+         * the fragment (its reply parser, or its error path). */
         req_t *p = r->parent;
-        if (p != NULL && !p->done) {
-            if (p->frags_left > 0)
-                p->frags_left--;
-            wn_proto_parent_progress(p);
-        }
+        if (p != NULL && !p->done && p->frags_left > 0)
+            p->frags_left--;
         return;
     }
     if (r->kind == REQ_INTERNAL)
@@ -240,10 +228,10 @@ static wn_error_cause_t cause_of(int err)
     }
 }
 
-void wn_req_fail(req_t *r, int err)
+bool wn_req_failed(req_t *r, int err)
 {
     if (r->done)
-        return;
+        return false;
     r->failed = true;
     if (r->kind != REQ_INTERNAL) {
         /* Each failed request or fragment counts its cause; the client's
@@ -252,7 +240,7 @@ void wn_req_fail(req_t *r, int err)
         if (r->kind != REQ_FRAGMENT)
             wn_stat_add(WN_PSTAT(r->pool, forward_error), 1);
     }
-    wn_proto_req_error(r, err);
+    return true;
 }
 
 void wn_req_reply(req_t *r, const char *text, size_t len)

@@ -138,107 +138,11 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 
 /* ---- queueing ------------------------------------------------------------- */
 
-static sconn_t *get_conn(server_rt_t *s, uint32_t slot)
-{
-    uint32_t i = slot % s->nconns;
-    if (s->conns[i] == NULL) {
-        sconn_t *c = calloc(1, wn_proto_sconn_size(s->pool->proto));
-        if (c == NULL)
-            return NULL;
-        c->server = s;
-        c->state = SCONN_IDLE;
-        s->conns[i] = c;
-    }
-    return s->conns[i];
-}
 
-static void queue_stats(req_t *r, int64_t dir)
-{
-    server_rt_t *s = r->server;
-    if (s == NULL)
-        return;
-    if (r->sent) {
-        wn_stat_add(WN_SSTAT(s, out_queue), (uint64_t)dir);
-        wn_stat_add(WN_SSTAT(s, out_queue_bytes), (uint64_t)(dir * (int64_t)r->out_bytes));
-    } else {
-        wn_stat_add(WN_SSTAT(s, in_queue), (uint64_t)dir);
-        wn_stat_add(WN_SSTAT(s, in_queue_bytes), (uint64_t)(dir * (int64_t)r->out_bytes));
-    }
-}
 
-void wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
-{
-    sconn_t *c = get_conn(s, slot);
-    if (c == NULL) {
-        wn_req_fail(r, WN_ENOMEM);
-        return;
-    }
-    wn_req_ref(r);
-    r->conn = c;
-    r->server = s;
-    r->snext = NULL;
-    if (c->tail != NULL)
-        c->tail->snext = r;
-    else
-        c->head = r;
-    c->tail = r;
-    if (c->unsent == NULL)
-        c->unsent = r;
-    c->nqueued++;
-    queue_stats(r, 1);
-    /* CONNECTING: on_connect marks it; CLOSING: the close callback does. */
-    if (c->state == SCONN_IDLE || c->state == SCONN_CONNECTED)
-        wn_sconn_mark(c);
-}
 
-void wn_sconn_enqueue(sconn_t *c, req_t *r)
-{
-    /* A new connection: nothing is written yet, so the front is unsent. */
-    wn_req_ref(r);
-    r->conn = c;
-    r->server = c->server;
-    r->snext = c->head;
-    c->head = r;
-    if (c->tail == NULL)
-        c->tail = r;
-    c->unsent = r;
-    c->nqueued++;
-}
 
-void wn_sconn_pop(sconn_t *c)
-{
-    req_t *r = c->head;
-    c->head = r->snext;
-    if (c->head == NULL)
-        c->tail = NULL;
-    if (c->unsent == r)
-        c->unsent = c->head;
-    r->snext = NULL;
-    r->conn = NULL;
-    c->nqueued--;
-    if (r->kind != REQ_INTERNAL) {
-        queue_stats(r, -1);
-        if (r->sent) {
-            wn_stat_add(WN_SSTAT(c->server, responses), 1);
-            wn_hist_record(&c->server->stats->latency, wn_worker_now_us() - r->sent_us);
-        }
-    }
-    if (c->head != NULL && c->head != c->unsent)
-        c->progress_ms = uv_now(&c->server->pool->w->loop);
-    wn_req_unref(r);
-}
 
-void wn_sconn_fail(sconn_t *c, int err)
-{
-    if (c->fail_err != 0)
-        return;
-    c->fail_err = err;
-    if (c->handle_open && c->state == SCONN_CONNECTED)
-        uv_read_stop(&c->h.stream);
-    if (c->timer_open)
-        uv_timer_stop(&c->timer);
-    wn_sconn_mark(c);
-}
 
 /* ---- connecting ----------------------------------------------------------- */
 
@@ -352,15 +256,7 @@ static void write_unsent(sconn_t *c)
         return;
     }
     for (req_t *r = c->unsent; r != NULL; r = r->snext) {
-        if (r->kind != REQ_INTERNAL) {
-            queue_stats(r, -1);
-            r->sent = true;
-            queue_stats(r, 1);
-            wn_stat_add(WN_SSTAT(s, requests), 1);
-            wn_stat_add(WN_SSTAT(s, request_bytes), r->out_bytes);
-        } else {
-            r->sent = true;
-        }
+        wn_queue_sent(r);
         r->sent_us = now_us;
         wn_req_out_written(r);
     }
@@ -379,7 +275,7 @@ static void fail_queued(sconn_t *c, int err)
         req_t *r = c->head;
         wn_req_ref(r);
         wn_sconn_pop(c);
-        wn_req_fail(r, err);
+        wn_proto_fail(r, err);
         wn_req_unref(r);
     }
 }
@@ -434,7 +330,7 @@ void wn_sconn_flush(sconn_t *c)
 void wn_server_preconnect(server_rt_t *s)
 {
     for (uint32_t i = 0; i < s->nconns; i++) {
-        sconn_t *c = get_conn(s, i);
+        sconn_t *c = wn_server_conn(s, i);
         if (c != NULL && c->state == SCONN_IDLE && sconn_connect(c) < 0)
             sconn_close(c, c->fail_err);
     }

@@ -3,7 +3,7 @@
  * connection. A segment holds a buffer reference, so bytes read from one
  * socket are written to another without a copy. Worker thread only.
  */
-#include "worker_priv.h"
+#include "core_types.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -17,40 +17,10 @@
  * their connections anyway. */
 #define STOP_GRACE_MS 5000
 
-uint64_t wn_worker_now_us(void)
-{
-    return wn_time_us();
-}
-
 static void close_if_open(uv_handle_t *h)
 {
     if (h->loop != NULL && !uv_is_closing(h))
         uv_close(h, NULL);
-}
-
-static void finish_stop(wn_worker_t *w)
-{
-    if (w->stopped)
-        return;
-    w->stopped = true;
-    for (uint32_t p = 0; p < w->npools; p++)
-        for (uint32_t s = 0; s < w->pools[p].nservers; s++)
-            wn_server_close_all(&w->pools[p].servers[s]);
-    close_if_open((uv_handle_t *)&w->wakeup);
-    if (w->stop_timer_open) {
-        uv_close((uv_handle_t *)&w->stop_timer, NULL);
-        w->stop_timer_open = false;
-    }
-    wn_ctl_close(w);
-    close_if_open((uv_handle_t *)&w->flusher);
-    close_if_open((uv_handle_t *)&w->kick);
-    close_if_open((uv_handle_t *)&w->trim_timer);
-}
-
-void wn_worker_client_gone(wn_worker_t *w)
-{
-    if (w->stopping && w->clients == NULL)
-        finish_stop(w);
 }
 
 static void on_stop_grace(uv_timer_t *t)
@@ -76,7 +46,7 @@ static void begin_stop(wn_worker_t *w)
     for (client_t *c = w->clients; c != NULL; c = c->next)
         wn_client_shutdown(c);
     if (w->clients == NULL) {
-        finish_stop(w);
+        wn_worker_finish_stop(w);
         return;
     }
     uv_timer_init(&w->loop, &w->stop_timer);
@@ -138,6 +108,7 @@ int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker
     wn_conf_ref(conf);
     w->conf = conf;
     wn_bufpool_init(&w->bufs, opts->mbuf_size, WN_BUFPOOL_FREE_BYTES);
+    w->req_size = wn_proto_req_slot_size();
 
     int rc = uv_loop_init(&w->loop);
     if (rc < 0) {
@@ -171,6 +142,12 @@ int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker
         rc = wn_pool_rt_init(&w->pools[p], w, &conf->pools[p], p, err, errlen);
         if (rc < 0)
             goto fail;
+        /* One worker accepts on a unix socket; every one on TCP. */
+        if (!conf->pools[p].listen.is_unix || w->accept_unix) {
+            rc = wn_listen_open(&w->pools[p], w->id == 0, err, errlen);
+            if (rc < 0)
+                goto fail;
+        }
     }
     *out = w;
     return 0;

@@ -1206,6 +1206,76 @@ static void test_compose_retrieval(void **state)
                      WN_EINVAL);
 }
 
+/* A noreply request goes to the server without its noreply token, composed
+ * from the tokens however the client spaced them. */
+static void test_compose_without_noreply(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"set k 0 0 1 noreply\r\n", "set k 0 0 1\r\n"},
+        {"  set   k  0 0 1   noreply  \r\n", "set k 0 0 1\r\n"},
+        {"delete k noreply\n", "delete k\r\n"},
+        {"incr n 5 noreply\r\n", "incr n 5\r\n"},
+        {"cas k 1 2 3 99 noreply\r\n", "cas k 1 2 3 99\r\n"},
+        {"flush_all 10 noreply\r\n", "flush_all 10\r\n"},
+    };
+    for (size_t i = 0; i < WN_ARRAY_SIZE(cases); i++) {
+        wn_mc_request_t r;
+        size_t n = strlen(cases[i].in);
+        assert_int_equal(parse_once(cases[i].in, n, NULL, &r), (int)n);
+        assert_true(r.noreply);
+        char dst[128];
+        int len = wn_mc_compose_without_noreply(dst, sizeof dst, cases[i].in, &r);
+        assert_int_equal(len, (int)strlen(cases[i].out));
+        assert_memory_equal(dst, cases[i].out, (size_t)len);
+        /* it fits in line_len + 2 and not in one byte less than it needs */
+        assert_true((size_t)len <= r.line_len + 2);
+        assert_int_equal(wn_mc_compose_without_noreply(dst, (size_t)len - 1, cases[i].in, &r),
+                         WN_ETOOBIG);
+    }
+    /* 400 spaces in the head: the composed head has none of them */
+    char line[512];
+    int n = snprintf(line, sizeof line, "set%*sk 0 0 1 noreply\r\n", 400, "");
+    wn_mc_request_t r;
+    assert_int_equal(parse_once(line, (size_t)n, NULL, &r), n);
+    char dst[512];
+    int len = wn_mc_compose_without_noreply(dst, sizeof dst, line, &r);
+    assert_int_equal(len, 13);
+    assert_memory_equal(dst, "set k 0 0 1\r\n", 13);
+    /* not a noreply line */
+    assert_int_equal(parse_once("set k 0 0 1\r\n", 13, NULL, &r), 13);
+    assert_int_equal(wn_mc_compose_without_noreply(dst, sizeof dst, "set k 0 0 1\r\n", &r),
+                     WN_EINVAL);
+}
+
+/* Retrieval lines may be as long as max_retrieval_line; others stop at max_line. */
+static void test_retrieval_line_limit(void **state)
+{
+    (void)state;
+    const wn_mc_limits_t lim = {.max_line = 128, .max_value = 1024, .max_retrieval_line = 4096};
+    char line[4200];
+    size_t o = 0;
+    o += (size_t)snprintf(line + o, sizeof line - o, "get");
+    while (o < 3000)
+        o += (size_t)snprintf(line + o, sizeof line - o, " key%04zu", o);
+    o += (size_t)snprintf(line + o, sizeof line - o, "\r\n");
+    wn_mc_request_t r;
+    assert_int_equal(parse_once(line, o, &lim, &r), (int)o);
+    assert_int_equal(r.cmd, WN_MC_GET);
+    assert_true(r.nkeys > 300);
+    /* the same length as another command: too long, closed */
+    memcpy(line, "xyz", 3);
+    assert_int_equal(parse_once(line, o, &lim, &r), WN_ETOOBIG);
+    assert_int_equal(r.after, WN_MC_AFTER_CLOSE);
+    /* past the retrieval limit: too long as well */
+    memset(line, 'k', sizeof line);
+    memcpy(line, "gets ", 5);
+    assert_int_equal(parse_once(line, 4096, &lim, &r), WN_ETOOBIG);
+    assert_int_equal(parse_once(line, 4095, &lim, &r), WN_EAGAIN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1216,6 +1286,8 @@ int main(void)
         cmocka_unit_test(test_response_golden),       cmocka_unit_test(test_response_split),
         cmocka_unit_test(test_response_validity),     cmocka_unit_test(test_response_limits),
         cmocka_unit_test(test_compose_retrieval),
+        cmocka_unit_test(test_compose_without_noreply),
+        cmocka_unit_test(test_retrieval_line_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,5 @@
 /*
- * worker_priv.h: the worker core's private structures. The core (worker.c,
+ * core_types.h: the worker core's private structures. The core (worker.c,
  * listen.c, client.c, server.c, request.c, flush.c, stream.c, pool.c,
  * ctl.c) knows no protocol; it reaches the protocol units (mc_*.c, ...) only
  * through the entry points in protocol.h. Everything here is owned by one
@@ -15,8 +15,8 @@
  *   - nothing called from below the flush calls back up into parsing,
  *     writing or closing. A request being dispatched holds a reference.
  */
-#ifndef WALNUT_WORKER_PRIV_H
-#define WALNUT_WORKER_PRIV_H
+#ifndef WALNUT_WORKER_CORE_TYPES_H
+#define WALNUT_WORKER_CORE_TYPES_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -165,6 +165,8 @@ struct req {
     uint32_t rsp_sent;  /* segments of rsp already written to the client (streaming) */
     segv_t out;         /* bytes for the server */
     segv_t rsp;         /* bytes for the client */
+    wn_buf_t *arena;    /* one reference: memory a protocol unit keeps for the request
+                           (a split's bookkeeping), shared with its fragments */
 };
 
 /* A slot from the worker's free list, zeroed, refs 1, with `pool` and
@@ -190,8 +192,10 @@ int wn_req_rsp_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len, bool sp
 int wn_req_rsp_scratch(req_t *r, const char *data, size_t len);
 /* r's reply is complete: parents hear of fragments, clients get dirty. */
 void wn_req_done(req_t *r);
-/* r could not be completed: the protocol composes its error reply. */
-void wn_req_fail(req_t *r, int err);
+/* r could not be completed: count it (by cause) and mark it failed; the
+ * protocol unit then composes its error reply (wn_proto_fail does both).
+ * False when r was done already. */
+bool wn_req_failed(req_t *r, int err);
 /* Answer r with a line walnut wrote (copied). */
 void wn_req_reply(req_t *r, const char *text, size_t len);
 /* The client is going away: its requests keep going but answer nobody. */
@@ -232,8 +236,13 @@ struct sconn {
 };
 
 /* Queue r on the server's connection for client slot `slot` (takes a
- * reference). The flush connects and writes. */
-void wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r);
+ * reference). The flush connects and writes. 0, or WN_ENOMEM (r untouched). */
+int wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r);
+/* The connection of s that client slot `slot` uses (created idle on first
+ * use); NULL on ENOMEM. */
+sconn_t *wn_server_conn(server_rt_t *s, uint32_t slot);
+/* r was written to its connection: it now waits for its reply. */
+void wn_queue_sent(req_t *r);
 /* Queue an internal request at the front of a new connection (AUTH/SELECT). */
 void wn_sconn_enqueue(sconn_t *c, req_t *r);
 /* The head request of c is complete: unlink it (its reference is dropped). */
@@ -279,6 +288,8 @@ struct pool_rt {
     uint32_t nsuspect;               /* servers with suspect_until_ms set */
     uint32_t nclients;               /* this worker's open clients of the pool */
     uint64_t buffer_limit;           /* client_buffer_limit */
+    size_t client_size;              /* bytes of the protocol unit's client */
+    size_t sconn_size;               /* bytes of the protocol unit's server connection */
     wn_pool_stats_t *stats;          /* borrowed: this worker's block */
 };
 
@@ -286,7 +297,11 @@ int wn_pool_rt_init(pool_rt_t *p, wn_worker_t *w, const wn_conf_pool_t *conf, ui
                     char *err, size_t errlen);
 void wn_pool_rt_deinit(pool_rt_t *p);
 /* The server for key, or NULL when none is live. */
-server_rt_t *wn_pool_route(pool_rt_t *p, const char *key, size_t len);
+static inline server_rt_t *wn_pool_route(pool_rt_t *p, const char *key, size_t len)
+{
+    uint32_t idx = wn_ring_lookup(p->ring, key, len);
+    return idx == WN_RING_NONE ? NULL : &p->servers[idx];
+}
 /* Open the pool's listening socket (listen.c); `first`: no other worker of
  * this process has bound it yet, so a process already serving it is found. */
 int wn_listen_open(pool_rt_t *p, bool first, char *err, size_t errlen);
@@ -365,6 +380,7 @@ struct wn_worker {
     uv_idle_t kick;      /* keeps the loop from sleeping while a flush is due */
     bool flushing;
     uint32_t next_slot;
+    size_t req_size;     /* request slots: the largest protocol unit's request */
     wn_buf_t *scratch;   /* composed heads and local replies are cut from here */
     req_t *free_reqs;    /* request slots for reuse */
     uint32_t nfree_reqs;
@@ -392,8 +408,9 @@ void wn_worker_flush_init(wn_worker_t *w);
 void wn_sconn_mark(sconn_t *c);
 /* Make sure a flush runs soon even if nothing else wakes the loop. */
 void wn_worker_kick(wn_worker_t *w);
-/* A client went away; while stopping, the last one ends the loop. */
-void wn_worker_client_gone(wn_worker_t *w);
+/* Stopping, and no client is left: close servers and the worker's own
+ * handles so its loop ends. */
+void wn_worker_finish_stop(wn_worker_t *w);
 
 /* ---- the control channel and holds (ctl.c) --------------------------------- */
 
@@ -420,6 +437,9 @@ static inline bool wn_server_is_suspect(const server_rt_t *s)
 #define WN_SSTAT(s, name) (&(s)->stats->v[WN_S_##name])
 
 /* The time in microseconds for latency (monotonic). */
-uint64_t wn_worker_now_us(void);
+static inline uint64_t wn_worker_now_us(void)
+{
+    return wn_time_us();
+}
 
 #endif

@@ -1,0 +1,74 @@
+/*
+ * worker/mark.c: marking work for the flush. Whatever happens in a loop turn
+ * (a read, a reply, a failure, a timer, a message from control) only puts
+ * clients and server connections on the worker's dirty lists; the flush
+ * (flush.c) does the work. Also the test every parser asks before taking
+ * another request: may this client be read and parsed further? The bottom of
+ * the core: it calls nothing but libuv. Worker thread only.
+ */
+#include "core_types.h"
+
+static void on_kick(uv_idle_t *h)
+{
+    (void)h; /* its only job is to keep the poll phase from sleeping */
+}
+
+void wn_worker_kick(wn_worker_t *w)
+{
+    if (!w->flushing && !w->stopped)
+        uv_idle_start(&w->kick, on_kick);
+}
+
+void wn_client_mark(client_t *c)
+{
+    if (c->dirty || c->closing)
+        return;
+    c->dirty = true;
+    c->dirty_next = c->w->dirty_clients;
+    c->w->dirty_clients = c;
+    wn_worker_kick(c->w);
+}
+
+void wn_sconn_mark(sconn_t *c)
+{
+    if (c->dirty)
+        return;
+    wn_worker_t *w = c->server->pool->w;
+    c->dirty = true;
+    c->dirty_next = w->dirty_servers;
+    w->dirty_servers = c;
+    wn_worker_kick(w);
+}
+
+void wn_sconn_fail(sconn_t *c, int err)
+{
+    if (c->fail_err != 0)
+        return;
+    c->fail_err = err;
+    if (c->handle_open && c->state == SCONN_CONNECTED)
+        uv_read_stop(&c->h.stream);
+    if (c->timer_open)
+        uv_timer_stop(&c->timer);
+    wn_sconn_mark(c);
+}
+
+void wn_client_stream(client_t *c, req_t *r)
+{
+    if (c->head == r)
+        wn_client_mark(c);
+}
+
+static uint64_t soft_limit(const client_t *c)
+{
+    return c->pool->buffer_limit / 4;
+}
+
+bool wn_client_can_parse(const client_t *c)
+{
+    if (c->closing || c->broken || c->overlimit || c->stop_parsing || c->held_by != NULL)
+        return false;
+    /* Inside a request the soft bounds wait for its end: a half-received
+     * request would otherwise never complete. The hard limit still holds. */
+    return c->mid_request ||
+           (c->inflight < WN_CLIENT_MAX_INFLIGHT && c->held < soft_limit(c));
+}

@@ -1,0 +1,124 @@
+/*
+ * worker/queue.c: the request FIFOs. Every client keeps its requests in
+ * arrival order (replies go back in that order); every server connection
+ * keeps what it must send and what it waits replies for, oldest first, and
+ * a reply always answers the head. Enqueueing only queues and marks: the
+ * flush connects and writes. Worker thread only.
+ */
+#include "core_types.h"
+
+#include <stdlib.h>
+
+void wn_req_enqueue_client(client_t *c, req_t *r)
+{
+    wn_req_ref(r);
+    r->next = NULL;
+    if (c->tail != NULL)
+        c->tail->next = r;
+    else
+        c->head = r;
+    c->tail = r;
+    c->inflight++;
+}
+
+sconn_t *wn_server_conn(server_rt_t *s, uint32_t slot)
+{
+    uint32_t i = slot % s->nconns;
+    if (s->conns[i] == NULL) {
+        sconn_t *c = calloc(1, s->pool->sconn_size);
+        if (c == NULL)
+            return NULL;
+        c->server = s;
+        c->state = SCONN_IDLE;
+        s->conns[i] = c;
+    }
+    return s->conns[i];
+}
+
+static void queue_stats(req_t *r, int64_t dir)
+{
+    server_rt_t *s = r->server;
+    if (s == NULL)
+        return;
+    if (r->sent) {
+        wn_stat_add(WN_SSTAT(s, out_queue), (uint64_t)dir);
+        wn_stat_add(WN_SSTAT(s, out_queue_bytes), (uint64_t)(dir * (int64_t)r->out_bytes));
+    } else {
+        wn_stat_add(WN_SSTAT(s, in_queue), (uint64_t)dir);
+        wn_stat_add(WN_SSTAT(s, in_queue_bytes), (uint64_t)(dir * (int64_t)r->out_bytes));
+    }
+}
+
+int wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
+{
+    sconn_t *c = wn_server_conn(s, slot);
+    if (c == NULL)
+        return WN_ENOMEM;
+    wn_req_ref(r);
+    r->conn = c;
+    r->server = s;
+    r->snext = NULL;
+    if (c->tail != NULL)
+        c->tail->snext = r;
+    else
+        c->head = r;
+    c->tail = r;
+    if (c->unsent == NULL)
+        c->unsent = r;
+    c->nqueued++;
+    queue_stats(r, 1);
+    /* CONNECTING: on_connect marks it; CLOSING: the close callback does. */
+    if (c->state == SCONN_IDLE || c->state == SCONN_CONNECTED)
+        wn_sconn_mark(c);
+    return 0;
+}
+
+void wn_sconn_enqueue(sconn_t *c, req_t *r)
+{
+    /* A new connection: nothing is written yet, so the front is unsent. */
+    wn_req_ref(r);
+    r->conn = c;
+    r->server = c->server;
+    r->snext = c->head;
+    c->head = r;
+    if (c->tail == NULL)
+        c->tail = r;
+    c->unsent = r;
+    c->nqueued++;
+}
+
+void wn_sconn_pop(sconn_t *c)
+{
+    req_t *r = c->head;
+    c->head = r->snext;
+    if (c->head == NULL)
+        c->tail = NULL;
+    if (c->unsent == r)
+        c->unsent = c->head;
+    r->snext = NULL;
+    r->conn = NULL;
+    c->nqueued--;
+    if (r->kind != REQ_INTERNAL) {
+        queue_stats(r, -1);
+        if (r->sent) {
+            wn_stat_add(WN_SSTAT(c->server, responses), 1);
+            wn_hist_record(&c->server->stats->latency, wn_worker_now_us() - r->sent_us);
+        }
+    }
+    if (c->head != NULL && c->head != c->unsent)
+        c->progress_ms = uv_now(&c->server->pool->w->loop);
+    wn_req_unref(r);
+}
+
+void wn_queue_sent(req_t *r)
+{
+    if (r->kind != REQ_INTERNAL) {
+        queue_stats(r, -1);
+        r->sent = true;
+        queue_stats(r, 1);
+        wn_stat_add(WN_SSTAT(r->server, requests), 1);
+        wn_stat_add(WN_SSTAT(r->server, request_bytes), r->out_bytes);
+    } else {
+        r->sent = true;
+    }
+}
