@@ -26,11 +26,11 @@ int32_t wn_mc_match_key(const char *line, const wn_mc_span_t *keys, const uint32
     return -1;
 }
 
-bool wn_mc_match_line_key(const char *line, const wn_mc_request_t *req, uint32_t *cursor,
+bool wn_mc_match_line_key(const char *line, wn_mc_span_t keys, uint32_t *cursor,
                           const char *vkey, uint32_t vlen)
 {
-    uint32_t end = req->keys.off + req->keys.len;
-    uint32_t pos = *cursor < req->keys.off ? req->keys.off : *cursor;
+    uint32_t end = keys.off + keys.len;
+    uint32_t pos = *cursor < keys.off ? keys.off : *cursor;
     wn_mc_span_t tok;
     while (pos <= end && mc_token_next(line, &pos, end, &tok)) {
         if (tok.len == vlen && memcmp(line + tok.off, vkey, vlen) == 0) {

@@ -39,6 +39,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     client_t *c = s->data;
     if (nread == 0)
         return;
+    wn_worker_tick(c->w);
     if (nread < 0) {
         uv_read_stop(s);
         c->reading = false;
@@ -74,6 +75,7 @@ static client_t *client_new(pool_rt_t *pool)
         return NULL;
     c->w = w;
     c->pool = pool;
+    c->soft_limit = pool->buffer_limit / 4;
     c->h.handle.data = c;
     return c;
 }

@@ -319,6 +319,7 @@ struct client {
     req_t *head, *tail;    /* FIFO of requests in arrival order (refs held) */
     uint32_t inflight;
     uint64_t held;         /* bytes held for it: requests unsent, replies unwritten */
+    uint64_t soft_limit;   /* a quarter of the pool's buffer limit: stop reading past it */
     uint64_t pending;      /* of which handed to uv_write and not yet written */
     uint32_t writes;       /* uv_write calls outstanding */
     bool reading;
@@ -337,6 +338,21 @@ struct client {
     client_t *wait_next;   /* held_by's waiter list */
 };
 
+/*
+ * May c be read and parsed further? Not once it is closing, broken, over its
+ * limit, done (quit, lost framing) or held for control's verdict. Between
+ * requests the soft bounds apply too: 1024 requests in flight, or a quarter
+ * of the buffer limit held; inside a request (the unit sets mid_request) they
+ * wait for its end, or a half-received request could never complete.
+ */
+static inline bool wn_client_can_parse(const client_t *c)
+{
+    if (c->closing || c->broken || c->overlimit || c->stop_parsing || c->held_by != NULL)
+        return false;
+    return c->mid_request ||
+           (c->inflight < WN_CLIENT_MAX_INFLIGHT && c->held < c->soft_limit);
+}
+
 void wn_client_accept(pool_rt_t *pool, uv_stream_t *listener);
 /* Adopt an already connected stream fd (tests, socket handover). */
 int wn_client_open(pool_rt_t *pool, uv_file fd, bool is_pipe, client_t **out);
@@ -346,8 +362,7 @@ void wn_client_mark(client_t *c);
 void wn_client_flush(client_t *c);
 /* Stop: no more reading; answer what is in flight; a finished client closes. */
 void wn_client_shutdown(client_t *c);
-/* c may read and parse more (bounds, holds and state allow it). */
-bool wn_client_can_parse(const client_t *c);
+
 /* Reply bytes became ready for c's FIFO head while it is incomplete. */
 void wn_client_stream(client_t *c, req_t *r);
 
@@ -380,6 +395,7 @@ struct wn_worker {
     uv_idle_t kick;      /* keeps the loop from sleeping while a flush is due */
     bool flushing;
     uint32_t next_slot;
+    uint64_t now_us;     /* wn_worker_tick's clock */
     size_t req_size;     /* request slots: the largest protocol unit's request */
     wn_buf_t *scratch;   /* composed heads and local replies are cut from here */
     req_t *free_reqs;    /* request slots for reuse */
@@ -436,10 +452,16 @@ static inline bool wn_server_is_suspect(const server_rt_t *s)
 #define WN_PSTAT(p, name) (&(p)->stats->v[WN_P_##name])
 #define WN_SSTAT(s, name) (&(s)->stats->v[WN_S_##name])
 
-/* The time in microseconds for latency (monotonic). */
-static inline uint64_t wn_worker_now_us(void)
+/* The time in microseconds for latency (monotonic), read once per event
+ * (a read, a timer, a flush) rather than per request: requests that arrive
+ * or complete together share it. */
+static inline uint64_t wn_worker_now_us(const wn_worker_t *w)
 {
-    return wn_time_us();
+    return w->now_us;
+}
+static inline void wn_worker_tick(wn_worker_t *w)
+{
+    w->now_us = wn_time_us();
 }
 
 #endif

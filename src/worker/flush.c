@@ -38,6 +38,8 @@ static void after_flush(wn_worker_t *w)
 static void flush(wn_worker_t *w)
 {
     w->flushing = true;
+    if (w->dirty_servers != NULL || w->dirty_clients != NULL)
+        wn_worker_tick(w);
     /* Closing a server fails its requests (clients become dirty); flushing a
      * client may parse more requests (servers become dirty): go on until
      * both lists are empty. */

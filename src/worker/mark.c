@@ -2,9 +2,8 @@
  * worker/mark.c: marking work for the flush. Whatever happens in a loop turn
  * (a read, a reply, a failure, a timer, a message from control) only puts
  * clients and server connections on the worker's dirty lists; the flush
- * (flush.c) does the work. Also the test every parser asks before taking
- * another request: may this client be read and parsed further? The bottom of
- * the core: it calls nothing but libuv. Worker thread only.
+ * (flush.c) does the work. The bottom of the core: it calls nothing but
+ * libuv. Worker thread only.
  */
 #include "core_types.h"
 
@@ -56,19 +55,4 @@ void wn_client_stream(client_t *c, req_t *r)
 {
     if (c->head == r)
         wn_client_mark(c);
-}
-
-static uint64_t soft_limit(const client_t *c)
-{
-    return c->pool->buffer_limit / 4;
-}
-
-bool wn_client_can_parse(const client_t *c)
-{
-    if (c->closing || c->broken || c->overlimit || c->stop_parsing || c->held_by != NULL)
-        return false;
-    /* Inside a request the soft bounds wait for its end: a half-received
-     * request would otherwise never complete. The hard limit still holds. */
-    return c->mid_request ||
-           (c->inflight < WN_CLIENT_MAX_INFLIGHT && c->held < soft_limit(c));
 }

@@ -50,7 +50,7 @@ typedef struct mc_req {
     /* Forwarded retrievals: the request line (its buffer held by `out`) and
      * its key run, to match each VALUE to a key asked for. */
     const char *line;
-    wn_mc_request_t q;
+    wn_mc_span_t keys;
     uint32_t match;        /* matching cursor (byte offset, or position in a fragment's keys) */
     /* Parents: the split. Fragments: the parent's split (borrowed) and index. */
     mc_split_t *split;

@@ -231,7 +231,7 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
     r->is_get = true;
     r->nkeys = q->nkeys;
     r->line = line;
-    r->q = *q;
+    r->keys = q->nkeys == 1 ? q->key : q->keys; /* one key: its own span */
     /* The line stays held (by `out`) to match VALUE keys, or for the split. */
     r->r.keep_out = true;
     if (wn_req_out_push(&r->r, b, pos, q->line_len) < 0) {

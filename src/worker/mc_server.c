@@ -80,7 +80,14 @@ static int32_t match_value(mc_req_t *m, const char *key, uint32_t len)
     }
     if (m->line == NULL)
         return -1;
-    return wn_mc_match_line_key(m->line, &m->q, &m->match, key, len) ? 0 : -1;
+    if (m->nkeys == 1) {
+        /* The common case, one key: it may be answered once. */
+        if (m->match != 0 || m->keys.len != len || memcmp(m->line + m->keys.off, key, len) != 0)
+            return -1;
+        m->match = 1;
+        return 0;
+    }
+    return wn_mc_match_line_key(m->line, m->keys, &m->match, key, len) ? 0 : -1;
 }
 
 /* A VALUE line of a fragment starts an item (merged later by key). */

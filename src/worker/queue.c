@@ -102,7 +102,7 @@ void wn_sconn_pop(sconn_t *c)
         queue_stats(r, -1);
         if (r->sent) {
             wn_stat_add(WN_SSTAT(c->server, responses), 1);
-            wn_hist_record(&c->server->stats->latency, wn_worker_now_us() - r->sent_us);
+            wn_hist_record(&c->server->stats->latency, wn_worker_now_us(c->server->pool->w) - r->sent_us);
         }
     }
     if (c->head != NULL && c->head != c->unsent)

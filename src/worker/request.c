@@ -30,7 +30,7 @@ req_t *wn_req_create(pool_rt_t *pool, client_t *c, req_kind_t kind)
     r->kind = (uint8_t)kind;
     r->pool = pool;
     r->client = c;
-    r->start_us = wn_worker_now_us();
+    r->start_us = wn_worker_now_us(w);
     wn_segv_init(&r->out);
     wn_segv_init(&r->rsp);
     return r;
@@ -197,7 +197,7 @@ void wn_req_done(req_t *r)
         return;
     if (r->kind == REQ_PARENT)
         release_frags(r);
-    wn_hist_record(&r->pool->stats->latency, wn_worker_now_us() - r->start_us);
+    wn_hist_record(&r->pool->stats->latency, wn_worker_now_us(r->pool->w) - r->start_us);
     if (r->client != NULL)
         wn_client_mark(r->client);
 }

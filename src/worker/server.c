@@ -60,6 +60,7 @@ static void arm_timer(sconn_t *c, uint64_t due)
 static void on_timer(uv_timer_t *t)
 {
     sconn_t *c = t->data;
+    wn_worker_tick(c->server->pool->w);
     uint64_t now = uv_now(t->loop);
     int timeout = timeout_ms(c);
     uint64_t due;
@@ -105,6 +106,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     wn_worker_t *w = s->pool->w;
     if (nread == 0 || c->fail_err != 0)
         return;
+    wn_worker_tick(w);
     if (nread < 0) {
         int err = (int)nread;
         if (err == UV_EOF) {
@@ -245,7 +247,7 @@ static void write_unsent(sconn_t *c)
                 sconn_close(c, WN_ENOMEM);
                 return;
             }
-    uint64_t now = uv_now(&w->loop), now_us = wn_worker_now_us();
+    uint64_t now = uv_now(&w->loop), now_us = wn_worker_now_us(w);
     bool was_idle = !outstanding(c);
     /* A failed write shows up as a read error or a timeout. */
     int64_t rc = wn_outv_write(&o, &c->h.stream, NULL, NULL);
