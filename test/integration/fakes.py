@@ -129,6 +129,10 @@ class FakeBackend:
     def stop(self):
         self.stop_event.set()
         try:
+            self.lsock.shutdown(socket.SHUT_RDWR)  # wakes accept(); close() alone does not
+        except OSError:
+            pass
+        try:
             self.lsock.close()
         except OSError:
             pass

@@ -28,6 +28,7 @@ the idle-connections test is skipped.
 Run with Debian's /usr/bin/python3; WALNUT_BIN names the binary.
 """
 
+import hashlib
 import os
 import re
 import signal
@@ -37,7 +38,6 @@ import subprocess
 import sys
 import threading
 import time
-import unittest
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -165,13 +165,17 @@ class HostileCase(h.ProxyTestCase):
     def setUp(self):
         if h.UNDER_NUTCRACKER:
             self.skipTest("walnut's own behaviour (the rebuilt core)")
+        t0 = time.monotonic()
+        # registered first, so it runs last: the time includes every cleanup
+        self.addCleanup(lambda: sys.stderr.write("  [%.1f s] %s\n" % (
+            time.monotonic() - t0, self.id().split(".", 1)[-1])))
         self.tmp = self.tmpdir()
 
     def memcached(self, n=1, **kw):
         out = []
         for i in range(n):
             m = h.Memcached(self.tmp, name="mc%d" % i, **kw).start()
-            self.addCleanup(m.stop)
+            self.addCleanup(m.kill)  # SIGKILL: a SIGTERM'd memcached takes ~1 s to go
             out.append(m)
         return out
 
@@ -212,19 +216,21 @@ class HostileCase(h.ProxyTestCase):
             self.fail("sanitizer report in walnut's output:\n%s\n--- log tail:\n%s" % (
                 "\n".join(bad[:20]), px.log()[-6000:]))
 
-    def keys_on(self, px, addr, n, prefix, exclude_addr=None, limit=20000):
+    def keys_on(self, px, addr, n, prefix, limit=20000):
         """n keys that walnut --locate maps to the server at addr."""
         out = []
         step = 400
         i = 0
         while len(out) < n and i < limit:
-            cand = [b"%s%d" % (prefix, j) for j in range(i, i + step)]
+            # varied tails: fnv1a's low bits barely move with a last digit
+            cand = [b"%s%d:%s" % (prefix, j, hashlib.md5(b"%d" % j).hexdigest()[:6].encode())
+                    for j in range(i, i + step)]
             where = h.walnut_locate(px.conf_path, cand)
             for k in cand:
                 if where[("alpha", k)][1] == addr:
                     out.append(k)
             i += step
-        self.assertEqual(len(out), n, "not enough keys on %s" % addr)
+        self.assertGreaterEqual(len(out), n, "not enough keys on %s" % addr)
         return out[:n]
 
     def version_answered(self, port, what=""):
@@ -517,14 +523,15 @@ class TestMemoryBounds(HostileCase):
         try:
             px = self.proxy([mc], verbosity=6, nofile=nofile, **settings)
         except h.HarnessError as e:
-            if limit and "client_buffer_limit" in str(e):
-                self.fail("walnut does not accept client_buffer_limit: %s" % str(e)[-1500:])
+            lines = [l for l in str(e).splitlines() if "client_buffer_limit" in l]
+            if limit and lines:
+                self.fail("walnut does not accept client_buffer_limit: %s" % lines[0])
             raise
         # warm up: one big get through walnut (buffer pools, backend connection)
         c = h.Raw(px.port(), timeout=30)
         try:
             c.send(b"get bigkey\r\n")
-            self.assertEqual(len(c.recv_until(b"\r\nEND\r\n")), len(get_reply([(b"bigkey", 0, big)])))
+            self.assertEqual(c.recv_until(b"\r\nEND\r\n"), get_reply([(b"bigkey", 0, big)]))
         finally:
             c.close()
         time.sleep(0.2)
@@ -573,7 +580,7 @@ class TestMemoryBounds(HostileCase):
         if not sanitized():
             self.assertLess(g, bound, "RSS growth %.1f MiB with %d client(s) not reading" % (
                 g / MiB, nclients))
-        self.assertIn("client_buffer_limit", px.log(),
+        self.assertIn("client_buffer_limit", read_file(px.log_path),
                       "a log line names client_buffer_limit")
         self.assertAlive(px)
         c = self.raw(port)
@@ -629,11 +636,18 @@ class TestMemoryBounds(HostileCase):
                 c = h.Raw(port, timeout=20)
                 conns.append(c)
                 c.request(b"set idle%d 0 0 %d\r\n%s\r\n" % (i, len(value), value), b"STORED\r\n")
-            time.sleep(0.5)
-            grown = rss(px.pid) - base
-            self.assertEqual(stat_int(port, "curr_connections"), 1001)
-            self.assertLess(grown, 6 * MiB, "1,000 idle connections cost %.1f MiB (%.1f KiB "
-                            "each)" % (grown / MiB, grown / 1024 / 1000))
+            h.wait_until(lambda: stat_int(port, "curr_connections") == 1001, deadline=10,
+                         what="1,000 clients (and this one) connected")
+            grown = [0]
+
+            def small():
+                grown[0] = rss(px.pid) - base
+                return grown[0] < 6 * MiB
+            try:
+                h.wait_until(small, deadline=5, interval=0.1, what="RSS growth < 6 MiB")
+            except AssertionError:
+                self.fail("1,000 idle connections cost %.1f MiB (%.1f KiB each)" % (
+                    grown[0] / MiB, grown[0] / 1024 / 1000))
         finally:
             for c in conns:
                 c.close()
@@ -738,8 +752,9 @@ class TestBackendMisbehaviour(HostileCase):
         for t in threads:
             t.join(60)
         self.assertAlive(px)
-        self.assertEqual(wrong, [], "clients received VALUEs they did not ask for (%d, e.g. %r)"
-                         % (len(wrong), wrong[:3]))
+        if wrong:
+            self.fail("clients received VALUEs they did not ask for: %d times, e.g. %r"
+                      % (len(wrong), wrong[:3]))
         self.assertGreater(answered[0] + failed[0], 0)
 
     def test_12a_slow_but_steady_reply_is_delivered(self):
@@ -751,9 +766,21 @@ class TestBackendMisbehaviour(HostileCase):
         c = self.raw(px.port(), timeout=60)
         c.send(b"get big\r\n")
         want = fake.full_reply()
-        got = c.recv_exact(len(want), timeout=60)
+        got = b""
+        end = time.monotonic() + 60
+        while len(got) < len(want) and want.startswith(got) and time.monotonic() < end:
+            c.sock.settimeout(max(0.01, end - time.monotonic()))
+            try:
+                chunk = c.sock.recv(1 << 20)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            got += chunk
         if got != want:
-            self.fail("slow steady reply: %s" % h.describe_mismatch(want[:200], got[:200]))
+            i = h.first_diff(want, got)
+            self.fail("slow steady reply: got %d of %d bytes, differing at %d: %s" % (
+                len(got), len(want), i, h.show(got[max(0, i - 20):i + 60])))
 
     def test_12b_stalled_reply_times_out(self):
         """Defect 12: a backend silent mid-reply for longer than timeout: the client gets
@@ -812,9 +839,9 @@ class TestBackendMisbehaviour(HostileCase):
         self.assertAlive(px, "after quit + split get")
         self.version_answered(port, "after quit + split get")
 
-        for _ in range(3):
+        for i in range(4):  # the failing server's key first, then last
             c = self.raw(port, timeout=10)
-            c.send(b"get %s %s\r\nversion\r\n" % (x, k1))
+            c.send(b"get %s %s\r\nversion\r\n" % ((x, k1) if i % 2 == 0 else (k1, x)))
             first = c.recv_line()
             self.assertRegex(first, rb"^SERVER_ERROR [^\r\n]+\r\n$")
             second = c.recv_line()
