@@ -79,6 +79,10 @@ def proc_status(pid, field):
     raise AssertionError("no %s in /proc/%d/status" % (field, pid))
 
 
+def measured(what, value):
+    sys.stderr.write("  [measured] %s: %s\n" % (what, value))
+
+
 def rss(pid):
     return proc_status(pid, "VmRSS")
 
@@ -543,11 +547,16 @@ class TestMemoryBounds(HostileCase):
         port = px.port()
         base = rss(px.pid)
         have_peak = reset_peak(px.pid)
+        # Every get walnut forwarded before the disconnect still brings its 1 MB
+        # back to be dropped (~1 GB per client here). Under a sanitizer each
+        # byte read is slow and RSS is not asserted, so fewer gets (still ~20x
+        # the limit) keep the functional check quick.
+        gets = self.GETS if not sanitized() else 150
         socks = []
         for _ in range(nclients):
             s = self.sock(port, timeout=10)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-            s.sendall(b"get bigkey\r\n" * self.GETS)
+            s.sendall(b"get bigkey\r\n" * gets)
             socks.append(s)
         peak = [base]
 
@@ -559,7 +568,8 @@ class TestMemoryBounds(HostileCase):
         over = None
         # fail early rather than let a walnut without the bound eat the machine
         rss_guard = bound if not sanitized() else 4 * bound + 512 * MiB
-        end = time.monotonic() + 60
+        wait = 120
+        end = time.monotonic() + wait
         while True:
             self.assertAlive(px)
             if growth() > rss_guard:
@@ -570,13 +580,14 @@ class TestMemoryBounds(HostileCase):
             if over >= nclients:
                 break
             if time.monotonic() > end:
-                self.fail("client_overlimit is %d after 60 s, expected %d; RSS growth %d MiB"
-                          % (over, nclients, growth() // MiB))
+                self.fail("client_overlimit is %d after %d s, expected %d; RSS growth %d MiB"
+                          % (over, wait, nclients, growth() // MiB))
             time.sleep(0.05)
         for i, s in enumerate(socks):
             closed, n = drain_until_closed(s, deadline=30)
             self.assertTrue(closed, "client %d not disconnected (read %d bytes)" % (i, n))
         g = growth()
+        measured("peak RSS growth, %d client(s) not reading" % nclients, "%.1f MiB" % (g / MiB))
         if not sanitized():
             self.assertLess(g, bound, "RSS growth %.1f MiB with %d client(s) not reading" % (
                 g / MiB, nclients))
@@ -608,6 +619,7 @@ class TestMemoryBounds(HostileCase):
                 return last[0] < base + 48 * MiB
             try:
                 h.wait_until(returned, deadline=10, interval=0.1, what="RSS back down")
+                measured("RSS above baseline once they left", "%.1f MiB" % ((last[0] - base) / MiB))
             except AssertionError:
                 self.fail("RSS stays %.1f MiB above baseline after the clients left" % (
                     (last[0] - base) / MiB))
@@ -645,6 +657,7 @@ class TestMemoryBounds(HostileCase):
                 return grown[0] < 6 * MiB
             try:
                 h.wait_until(small, deadline=5, interval=0.1, what="RSS growth < 6 MiB")
+                measured("RSS growth, 1,000 idle connections", "%.1f MiB" % (grown[0] / MiB))
             except AssertionError:
                 self.fail("1,000 idle connections cost %.1f MiB (%.1f KiB each)" % (
                     grown[0] / MiB, grown[0] / 1024 / 1000))
