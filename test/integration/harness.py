@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -483,8 +484,10 @@ class Proxy:
     kind overrides the global choice (e.g. a reference nutcracker beside walnut).
     """
 
-    def __init__(self, tmp, pools, workers=1, verbosity=5, kind=None, name=None, extra=()):
+    def __init__(self, tmp, pools, workers=1, verbosity=5, kind=None, name=None, extra=(),
+                 nofile=None):
         self.tmp, self.pools, self.workers, self.verbosity = tmp, pools, workers, verbosity
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) for the proxy, if set
         self.kind = kind or PROXY
         self.name = name or self.kind
         self.extra = list(extra)
@@ -523,7 +526,8 @@ class Proxy:
             self.write_config()
             with open(self.log_path + ".stdout", "ab") as out:
                 self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                             stdout=out, stderr=subprocess.STDOUT)
+                                             stdout=out, stderr=subprocess.STDOUT,
+                                             preexec_fn=self._preexec())
             _register(self.proc)
             ok = all(wait_port(unix_path(p), None, self.proc) if unix_path(p) else
                      wait_port(HOST, listen_port(p), self.proc) for p in self.pools.values())
@@ -534,6 +538,19 @@ class Proxy:
                                                     tail(self.log_path + ".stdout"))
         raise HarnessError("%s did not start serving (config %s): %s" % (
             self.name, self.conf_path, last))
+
+    def _preexec(self):
+        if self.nofile is None:
+            return None
+        n = int(self.nofile)
+
+        def limit_fds():  # runs in the child between fork and exec: no imports here
+            resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+        return limit_fds
+
+    @property
+    def pid(self):
+        return self.proc.pid
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

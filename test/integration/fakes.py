@@ -1,0 +1,216 @@
+"""fakes.py: misbehaving memcached backends for the hostile tests.
+
+Each fake is a small threaded TCP server on 127.0.0.1 with a kernel-chosen
+port. It frames the memcached text protocol just enough (request lines, and
+the data block of storage commands) and answers through reply(), which a
+subclass overrides to misbehave in one controlled way. A reply is bytes, or a
+list of (bytes, delay_before_seconds) steps to send slowly; every delay is
+cut short by stop(). Health probes (`version`) are answered normally unless
+a subclass says otherwise, so walnut's control thread sees a live server.
+
+Every thread ends when stop() closes the listener and the connections; the
+tests register stop() as a cleanup.
+"""
+
+import socket
+import threading
+
+HOST = "127.0.0.1"
+STORAGE = (b"set", b"add", b"replace", b"append", b"prepend", b"cas")
+
+
+class FakeBackend:
+    """Base: accepts, frames requests, sends whatever reply() returns."""
+
+    VERSION = b"VERSION 1.6.18\r\n"
+
+    def __init__(self, name="fake"):
+        self.name = name
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind((HOST, 0))
+        self.lsock.listen(128)
+        self.port = self.lsock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.conns = []
+        self.threads = []
+        self.received = []      # (connection number, request line) in arrival order
+        self.nconns = 0
+        t = threading.Thread(target=self._accept, name="%s-accept" % name, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    @property
+    def addr(self):
+        return "%s:%d" % (HOST, self.port)
+
+    # -- override ------------------------------------------------------------
+
+    def reply(self, cid, parts, data):
+        """The answer to one request: bytes, or [(bytes, delay_before_s), ...]."""
+        if parts and parts[0] == b"version":
+            return self.VERSION
+        return b"ERROR\r\n"
+
+    # -- machinery -----------------------------------------------------------
+
+    def requests(self, ignore_probes=True):
+        with self.lock:
+            out = list(self.received)
+        if ignore_probes:
+            out = [(c, line) for c, line in out if line != b"version"]
+        return out
+
+    def _accept(self):
+        while not self.stop_event.is_set():
+            try:
+                conn, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.lock:
+                if self.stop_event.is_set():
+                    conn.close()
+                    return
+                self.nconns += 1
+                cid = self.nconns
+                self.conns.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn, cid),
+                                 name="%s-conn%d" % (self.name, cid), daemon=True)
+            t.start()
+            with self.lock:
+                self.threads.append(t)
+
+    def _send(self, conn, reply):
+        if isinstance(reply, (bytes, bytearray)):
+            if reply:
+                conn.sendall(reply)
+            return True
+        for chunk, delay in reply:
+            if delay and self.stop_event.wait(delay):
+                return False
+            if chunk:
+                conn.sendall(chunk)
+        return True
+
+    def _serve(self, conn, cid):
+        buf = b""
+        try:
+            while not self.stop_event.is_set():
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+                while True:
+                    i = buf.find(b"\r\n")
+                    if i < 0:
+                        break
+                    line = buf[:i]
+                    parts = line.split()
+                    need = i + 2
+                    if parts and parts[0] in STORAGE and len(parts) >= 5 and parts[4].isdigit():
+                        need = i + 2 + int(parts[4]) + 2
+                        if len(buf) < need:
+                            break
+                    data = buf[i + 2:need - 2] if need > i + 2 else b""
+                    buf = buf[need:]
+                    with self.lock:
+                        self.received.append((cid, line))
+                    if not self._send(conn, self.reply(cid, parts, data)):
+                        return
+        except OSError:
+            return
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def stop(self):
+        self.stop_event.set()
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)  # wakes accept(); close() alone does not
+        except OSError:
+            pass
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        with self.lock:
+            conns = list(self.conns)
+            threads = list(self.threads)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                c.close()
+            except OSError:
+                pass
+        for t in threads:
+            t.join(5)
+
+
+class ProbeOnlyBackend(FakeBackend):
+    """Answers the health probe (`version`) and nothing else: every real
+    request gets a line no memcached would send."""
+
+    def reply(self, cid, parts, data):
+        if parts and parts[0] == b"version":
+            return self.VERSION
+        return b"HELLO\r\n"
+
+
+class LeakyBackend(FakeBackend):
+    """Answers `get <k>` from a small dict, correctly, then appends a VALUE
+    block nobody asked for (a stray reply meant for no one)."""
+
+    EXTRA = b"VALUE secret 0 6\r\nsecret\r\nEND\r\n"
+
+    def __init__(self, values, name="leaky"):
+        self.values = dict(values)  # {key bytes: value bytes}
+        super().__init__(name)
+
+    def reply(self, cid, parts, data):
+        if parts and parts[0] == b"version":
+            return self.VERSION
+        if parts and parts[0] in (b"get", b"gets"):
+            out = b""
+            for k in parts[1:]:
+                if k in self.values:
+                    v = self.values[k]
+                    out += b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(v), v)
+            return out + b"END\r\n" + self.EXTRA
+        return b"ERROR\r\n"
+
+
+class SlowValueBackend(FakeBackend):
+    """`get <key>` of its one big value: the reply goes out in `chunks` pieces,
+    `gap` seconds apart (steady progress, slower in total than any timeout).
+    With stall_after set, it sends that many pieces and then nothing more
+    (it stays connected) for `stall` seconds."""
+
+    def __init__(self, key, value, chunks, gap, stall_after=None, stall=30.0, name="slow"):
+        self.key, self.value = key, value
+        self.chunks, self.gap = chunks, gap
+        self.stall_after, self.stall = stall_after, stall
+        super().__init__(name)
+
+    def full_reply(self):
+        return b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (self.key, len(self.value), self.value)
+
+    def reply(self, cid, parts, data):
+        if parts and parts[0] == b"version":
+            return self.VERSION
+        if parts and parts[0] in (b"get", b"gets") and parts[1:] == [self.key]:
+            whole = self.full_reply()
+            size = -(-len(whole) // self.chunks)
+            pieces = [whole[i:i + size] for i in range(0, len(whole), size)]
+            steps = [(p, 0 if i == 0 else self.gap) for i, p in enumerate(pieces)]
+            if self.stall_after is not None:
+                steps = steps[:self.stall_after] + [(b"", self.stall)]
+            return steps
+        if parts and parts[0] in (b"get", b"gets"):
+            return b"END\r\n"
+        return b"ERROR\r\n"

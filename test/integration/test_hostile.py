@@ -1,0 +1,893 @@
+#!/usr/bin/python3
+"""test_hostile.py: regression tests for the defects of the outside review.
+
+Each test names the defect it guards (the review's numbering) and asserts the
+behaviour of the rebuilt worker core:
+
+   1  bytes after `quit` are never run
+   2  a rejected request's data block is swallowed, never run (no smuggling)
+   3  a client that closes mid-value is closed on walnut's side too
+   4  memory is bounded: client_buffer_limit, free buffers returned, idle
+      connections hold no read buffer
+   5  multi-get lines over 64 KiB work
+   6  a noreply line with a long run of spaces is still forwarded
+   7  a backend that answers probes but fails every real request is ejected
+   8  an unsolicited backend reply never reaches another client
+   9  SIGTERM with an idle client connected exits at once
+  10  shutdown while workers are busy is clean (no sanitizer report)
+  11  a second walnut on the same listen address fails to start
+  12  timeout bounds the wait for the next byte, not for a whole reply
+  13  a connect that fails at once does not free what the caller still uses
+  14  server_ejects is counted
+
+Misbehaving backends come from fakes.py. RSS bounds (defect 4) are asserted
+only for a plain build: a sanitizer's allocator keeps freed memory (ASan's
+quarantine) and shadow memory, so there the functional half is asserted and
+the idle-connections test is skipped.
+
+Run with Debian's /usr/bin/python3; WALNUT_BIN names the binary.
+"""
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fakes  # noqa: E402
+import harness as h  # noqa: E402
+
+HOST = h.HOST
+MiB = 1 << 20
+SANITIZER_RX = re.compile(r"runtime error|AddressSanitizer|ThreadSanitizer")
+
+_sanitized = None
+
+
+def sanitized():
+    """True if the walnut binary was built with ASan or TSan (its RSS means little)."""
+    global _sanitized
+    if _sanitized is None:
+        with open(h.walnut_bin(), "rb") as f:
+            data = f.read()
+        _sanitized = b"__asan_init" in data or b"__tsan_init" in data
+    return _sanitized
+
+
+def raise_own_fd_limit(want=4096):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (min(want, hard) if hard != resource.RLIM_INFINITY else want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def proc_status(pid, field):
+    """A /proc/PID/status field in bytes (VmRSS, VmHWM)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
+def measured(what, value):
+    sys.stderr.write("  [measured] %s: %s\n" % (what, value))
+
+
+def rss(pid):
+    return proc_status(pid, "VmRSS")
+
+
+def reset_peak(pid):
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False if not allowed."""
+    try:
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def nfds(pid):
+    try:
+        return len(os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return -1
+
+
+def walnut_stats(port, timeout=10.0):
+    """{name: value} from `stats` answered by walnut itself."""
+    with h.Raw(port, timeout=timeout) as c:
+        c.send(b"stats\r\n")
+        raw = c.recv_until(b"END\r\n")
+    out = {}
+    for line in raw.split(b"\r\n"):
+        if line.startswith(b"STAT "):
+            parts = line.decode("utf-8", "replace").split(" ", 2)
+            out[parts[1]] = parts[2] if len(parts) > 2 else ""
+    return out
+
+
+def stat_int(port, name):
+    st = walnut_stats(port)
+    if name not in st:
+        raise AssertionError("walnut's stats have no %s (has: %s)" % (name, " ".join(sorted(st))))
+    return int(st[name])
+
+
+def get_reply(items):
+    return b"".join(b"VALUE %s %d %d\r\n%s\r\n" % (k, f, len(v), v) for k, f, v in items) + \
+        b"END\r\n"
+
+
+def read_file(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def drain_until_closed(sock, deadline, max_bytes=4 << 30):
+    """Read and drop until EOF or RST; returns (closed, nbytes). Bounded in time."""
+    end = time.monotonic() + deadline
+    n = 0
+    while n < max_bytes:
+        left = end - time.monotonic()
+        if left <= 0:
+            return False, n
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(1 << 20)
+        except socket.timeout:
+            return False, n
+        except (ConnectionResetError, BrokenPipeError):
+            return True, n
+        if not chunk:
+            return True, n
+        n += len(chunk)
+    return False, n
+
+
+def rst_close(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+class HostileCase(h.ProxyTestCase):
+    """Fixtures shared by the tests below."""
+
+    def setUp(self):
+        if h.UNDER_NUTCRACKER:
+            self.skipTest("walnut's own behaviour (the rebuilt core)")
+        t0 = time.monotonic()
+        # registered first, so it runs last: the time includes every cleanup
+        self.addCleanup(lambda: sys.stderr.write("  [%.1f s] %s\n" % (
+            time.monotonic() - t0, self.id().split(".", 1)[-1])))
+        self.tmp = self.tmpdir()
+
+    def memcached(self, n=1, **kw):
+        out = []
+        for i in range(n):
+            m = h.Memcached(self.tmp, name="mc%d" % i, **kw).start()
+            self.addCleanup(m.kill)  # SIGKILL: a SIGTERM'd memcached takes ~1 s to go
+            out.append(m)
+        return out
+
+    def fake(self, fake):
+        self.addCleanup(fake.stop)
+        return fake
+
+    def proxy(self, servers, workers=1, start=True, verbosity=5, nofile=None, name=None,
+              **settings):
+        px = h.Proxy(self.tmp, {"alpha": h.pool(servers, **settings)}, workers=workers,
+                     verbosity=verbosity, nofile=nofile, name=name)
+        if start:
+            px.start()
+            self.addCleanup(px.kill)
+        else:
+            px.write_config()
+        return px
+
+    def raw(self, port, timeout=h.IO_TIMEOUT):
+        c = h.Raw(port, timeout=timeout)
+        self.addCleanup(c.close)
+        return c
+
+    def sock(self, port, timeout=h.IO_TIMEOUT):
+        s = socket.create_connection((HOST, port), timeout=timeout)
+        self.addCleanup(s.close)
+        return s
+
+    def assertAlive(self, px, what=""):
+        if not px.alive():
+            self.fail("%swalnut exited (status %s); log:\n%s" % (
+                what + ": " if what else "", px.proc.returncode, px.log()))
+
+    def assertNoSanitizerReport(self, px):
+        text = read_file(px.log_path) + read_file(px.log_path + ".stdout")
+        bad = [l for l in text.splitlines() if SANITIZER_RX.search(l)]
+        if bad:
+            self.fail("sanitizer report in walnut's output:\n%s\n--- log tail:\n%s" % (
+                "\n".join(bad[:20]), px.log()[-6000:]))
+
+    def keys_on(self, px, addr, n, prefix, limit=20000):
+        """n keys that walnut --locate maps to the server at addr."""
+        out = []
+        step = 400
+        i = 0
+        while len(out) < n and i < limit:
+            # varied tails: fnv1a's low bits barely move with a last digit
+            cand = [b"%s%d:%s" % (prefix, j, hashlib.md5(b"%d" % j).hexdigest()[:6].encode())
+                    for j in range(i, i + step)]
+            where = h.walnut_locate(px.conf_path, cand)
+            for k in cand:
+                if where[("alpha", k)][1] == addr:
+                    out.append(k)
+            i += step
+        self.assertGreaterEqual(len(out), n, "not enough keys on %s" % addr)
+        return out[:n]
+
+    def version_answered(self, port, what=""):
+        c = self.raw(port, timeout=10)
+        c.send(b"version\r\n")
+        line = c.recv_line()
+        self.assertTrue(line.startswith(b"VERSION "), "%s: %r" % (what, line))
+
+
+# ---------------------------------------------------------------------------
+
+
+class TestProtocolFraming(HostileCase):
+    """Defects 1, 2, 5, 6: what a client sends is run exactly as framed."""
+
+    def start(self, nmc=1, **kw):
+        self.mcs = self.memcached(nmc)
+        self.px = self.proxy(self.mcs, timeout=10000, **kw)
+        self.port = self.px.port()
+        return self.mcs[0]
+
+    def test_01_bytes_after_quit_are_never_run(self):
+        """Defect 1: requests pipelined after `quit` are dropped, not forwarded."""
+        mc = self.start()
+        h.mc_command(mc.port, b"set victim 0 0 1\r\nv\r\n", expect=b"STORED\r\n")
+        c = self.raw(self.port)
+        c.send(b"quit\r\ndelete victim\r\n")
+        c.expect_closed(what="after quit")
+        # One worker, one server connection: anything walnut forwarded for the
+        # closed client reaches memcached before this get.
+        c2 = self.raw(self.port)
+        c2.send(b"get victim\r\n")
+        got = c2.recv_until(b"END\r\n")
+        self.assertIn(b"victim", mc.keys_held([b"victim"]),
+                      "`delete victim` sent after `quit` was run (get through walnut: %r)" % got)
+        self.assertEqual(got, get_reply([(b"victim", 0, b"v")]))
+
+        c3 = self.raw(self.port)
+        c3.send(b"get qk\r\nquit\r\nset x 0 0 1\r\nz\r\n")
+        c3.expect(b"END\r\n", what="reply to the get before quit")
+        c3.expect_closed(what="after quit")
+        c4 = self.raw(self.port)
+        c4.send(b"get x\r\n")
+        got = c4.recv_until(b"END\r\n")
+        self.assertEqual(mc.keys_held([b"x"]), set(),
+                         "`set x` sent after `quit` was run (get through walnut: %r)" % got)
+        self.assertEqual(got, b"END\r\n")
+
+    def read_until_version(self, c, what):
+        lines = []
+        for _ in range(6):
+            line = c.recv_line(timeout=10)
+            lines.append(line)
+            if line.startswith(b"VERSION "):
+                return lines
+        self.fail("%s: no VERSION line; got %r" % (what, lines))
+
+    def test_02_rejected_request_data_block_is_swallowed(self):
+        """Defect 2: the data block of a rejected storage request is never run as a command."""
+        mc = self.start()
+        h.mc_command(mc.port, b"set important 0 0 2\r\nok\r\n", expect=b"STORED\r\n")
+        # ms (meta set) is not supported: its 16+2 bytes of data are the block.
+        c = self.raw(self.port)
+        c.send(b"ms foo 16\r\ndelete important\r\n")
+        c.send(b"version\r\n")
+        lines = self.read_until_version(c, "after a rejected ms")
+        self.assertIn(b"important", mc.keys_held([b"important"]),
+                      "the data block of a rejected `ms` was run as `delete important`; "
+                      "walnut answered %r" % lines)
+        self.assertNotIn(b"DELETED\r\n", lines)
+
+        # A storage line whose length parses but whose flags do not: memcached
+        # itself would run the block as a command (request smuggling).
+        h.mc_command(mc.port, b"set important 0 0 2\r\nok\r\n", expect=b"STORED\r\n")
+        c2 = self.raw(self.port)
+        c2.send(b"set k abc 0 18\r\ndelete important\r\n\r\n")
+        line = c2.recv_line(timeout=10)
+        c2.send(b"version\r\n")
+        lines = [line] + self.read_until_version(c2, "after a bad storage line")
+        self.assertIn(b"important", mc.keys_held([b"important"]),
+                      "the data block of `set k abc 0 18` was run as `delete important`; "
+                      "walnut answered %r" % lines)
+        self.assertEqual(lines[0], b"CLIENT_ERROR bad command line format\r\n")
+        self.assertEqual(len(lines), 2, "one reply for the bad line, then VERSION: %r" % lines)
+        self.assertEqual(mc.keys_held([b"k"]), set())
+
+    def test_05_multiget_lines_over_64k(self):
+        """Defect 5: a get line of ~130 KB (6,000 keys over two servers) is answered."""
+        self.start(nmc=2)
+        keys = [(b"mk:%05d:" % i).ljust(20, b"p") for i in range(6000)]
+        present = [k for i, k in enumerate(keys) if i % 7 != 3]
+        vals = {k: b"v%d" % (len(k) * 31 + i) for i, k in enumerate(present)}
+        sets = b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(v), v) for k, v in vals.items())
+        got, err = h.send_and_read(self.port, sets, 8 * len(vals), timeout=60)
+        self.assertFalse(err, err)
+        self.assertEqual(got, b"STORED\r\n" * len(vals))
+        where = h.placement(self.mcs, present)
+        self.assertEqual(len(set(where.values())), 2, "keys on both servers")
+
+        line = b"get " + b" ".join(keys) + b"\r\n"
+        self.assertGreater(len(line), 120000)
+        want = get_reply([(k, 0, vals[k]) for k in keys if k in vals])
+        got, err = h.send_and_read(self.port, line, len(want), timeout=60)
+        if got != want:
+            self.fail("get of 6,000 keys (%d-byte line): %s" % (
+                len(line), h.describe_mismatch(want, got)))
+
+        # pymemcache's get_many sends one line: 2,000 keys of ~40 bytes (~82 KB)
+        from pymemcache.client.base import Client
+        pm = Client((HOST, self.port), connect_timeout=10, timeout=60, default_noreply=False)
+        self.addCleanup(pm.close)
+        pkeys = ["pm:%05d:" % i + "q" * 31 for i in range(2000)]
+        pvals = {k: ("val%d" % i).encode() for i, k in enumerate(pkeys) if i % 5}
+        self.assertEqual(pm.set_many(pvals), [])
+        self.assertEqual(pm.get_many(pkeys), pvals)
+
+    def test_06_noreply_with_long_head(self):
+        """Defect 6: `set` + 400 spaces + `k 0 0 1 noreply` is stored and not answered."""
+        self.start()
+        c = self.raw(self.port)
+        c.send(b"set" + b" " * 400 + b"nrk 0 0 1 noreply\r\nx\r\nget nrk\r\n")
+        got = c.recv_until(b"END\r\n", timeout=10)
+        self.assertEqual(got, get_reply([(b"nrk", 0, b"x")]), "only the get is answered")
+        c.request(b"version\r\n", b"VERSION ", what="nothing more before the next reply")
+        self.assertIn(b"nrk", self.mcs[0].keys_held([b"nrk"]))
+
+
+class TestClientLifecycle(HostileCase):
+    """Defects 3, 9, 10, 11: connections and the process end cleanly."""
+
+    def closing_clients(self, port, n, rst, pid):
+        """n clients that send half a value then close (FIN, or RST); paced so
+        that a walnut which closes its side never holds more than ~50 at once."""
+        head = b"set y 0 0 1000\r\n" + b"a" * 100
+        for i in range(n):
+            try:
+                s = socket.create_connection((HOST, port), timeout=10)
+            except OSError as e:
+                self.fail("client %d could not connect: %s (walnut fds: %d)" % (i, e, nfds(pid)))
+            try:
+                s.sendall(head)
+            except OSError:
+                pass
+            if rst:
+                rst_close(s)
+            else:
+                s.close()
+            if i % 50 == 49:
+                self.wait_connections(port, pid, "after %d %s clients" % (
+                    i + 1, "RST" if rst else "FIN"))
+
+    def wait_connections(self, port, pid, what, most=2):
+        last = [None]
+
+        def settled():
+            last[0] = stat_int(port, "curr_connections")
+            return last[0] <= most
+        try:
+            h.wait_until(settled, deadline=15, interval=0.05, what="curr_connections <= %d" % most)
+        except AssertionError:
+            self.fail("%s: curr_connections stays %s (walnut holds %d fds: sockets left in "
+                      "CLOSE_WAIT)" % (what, last[0], nfds(pid)))
+
+    def test_03_client_closing_mid_value_is_closed(self):
+        """Defect 3: a client gone mid-value (FIN or RST) is closed by walnut, no fd leak."""
+        mcs = self.memcached(1)
+        px = self.proxy(mcs, timeout=10000, nofile=256)
+        port = px.port()
+        for rst in (False, True):
+            self.closing_clients(port, 300, rst, px.pid)
+            self.assertAlive(px)
+            c = self.raw(port, timeout=10)
+            c.request(b"set y 0 0 2\r\nok\r\n", b"STORED\r\n")
+            c.request(b"get y\r\n", get_reply([(b"y", 0, b"ok")]))
+            c.close()
+            self.wait_connections(port, px.pid, "after 300 %s clients" % ("RST" if rst else "FIN"))
+        px.stop()
+
+    def test_09_sigterm_with_idle_client_exits_at_once(self):
+        """Defect 9: SIGTERM with an idle client connected: exit 0 within ~1 s."""
+        mcs = self.memcached(1)
+        px = self.proxy(mcs, workers=2)
+        c = self.raw(px.port())
+        c.request(b"get idle\r\n", b"END\r\n")
+        t0 = time.monotonic()
+        os.kill(px.pid, signal.SIGTERM)
+        try:
+            rc = px.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.fail("walnut still running 15 s after SIGTERM")
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, px.log())
+        # the spec says 1 s; generous slack for a slow (sanitizer) build, far below 5 s
+        self.assertLess(took, 2.5, "exit took %.2f s after SIGTERM with an idle client" % took)
+
+    def test_10_shutdown_while_busy_is_clean(self):
+        """Defect 10: SIGTERM while 8 clients hammer `stats` on 4 workers: exit 0, no
+        sanitizer report. Repeated 10 times."""
+        mcs = self.memcached(1)
+        for rnd in range(10):
+            px = self.proxy(mcs, workers=4, name="walnut%d" % rnd)
+            port = px.port()
+            stop = threading.Event()
+            served = [0] * 8
+
+            def hammer(i):
+                try:
+                    with h.Raw(port, timeout=2) as c:
+                        end = time.monotonic() + 30
+                        while not stop.is_set() and time.monotonic() < end:
+                            # pipelined: a worker is busy for a while when the stop comes
+                            c.send(b"stats\r\n" * 16)
+                            for _ in range(16):
+                                c.recv_until(b"END\r\n")
+                            served[i] += 1
+                except (OSError, AssertionError):
+                    pass
+
+            threads = [threading.Thread(target=hammer, args=(i,), daemon=True) for i in range(8)]
+            for t in threads:
+                t.start()
+            h.wait_until(lambda: sum(1 for s in served if s) >= 6, deadline=15,
+                         what="clients being served")
+            time.sleep(0.05 * (rnd % 4))
+            os.kill(px.pid, signal.SIGTERM)
+            # keep asking through the shutdown for a moment, then leave
+            time.sleep(0.3)
+            stop.set()
+            for t in threads:
+                t.join(10)
+            try:
+                rc = px.proc.wait(timeout=h.STOP_DEADLINE)
+            except subprocess.TimeoutExpired:
+                rc = "still running after %.0f s" % h.STOP_DEADLINE
+            self.assertNoSanitizerReport(px)
+            self.assertEqual(rc, 0, "round %d: exit status %s; log:\n%s" % (rnd, rc, px.log()))
+
+    def test_11_second_walnut_on_same_address_fails(self):
+        """Defect 11: a second walnut on a listen address in use exits non-zero, naming it."""
+        mcs = self.memcached(1)
+        px = self.proxy(mcs)
+        port = px.port()
+        conf2 = self.tmp.join("second.yml")
+        with open(conf2, "w") as f:
+            f.write(h.render_config(px.pools))
+        log2 = self.tmp.join("second.log")
+        cmd = [h.walnut_bin(), "-c", conf2, "-v", "5", "-o", log2, "-s", str(h.free_port()),
+               "-a", HOST, "--workers", "1"]
+        second = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT)
+        h._register(second)
+        self.addCleanup(h._stop_proc, second, signal.SIGKILL)
+        try:
+            out, _ = second.communicate(timeout=10)
+            rc = second.returncode
+        except subprocess.TimeoutExpired:
+            h._stop_proc(second, signal.SIGKILL)
+            out, rc = second.communicate()[0] or b"", None
+        text = out.decode("utf-8", "replace") + read_file(log2)
+        self.assertIsNotNone(rc, "a second walnut on 127.0.0.1:%d is still running after 10 s "
+                                 "(it shares the port)" % port)
+        self.assertNotEqual(rc, 0, text)
+        self.assertIn("127.0.0.1:%d" % port, text, "the message names the address")
+        self.assertAlive(px, "the first walnut")
+        for i in range(20):  # every new client reaches the first one
+            c = h.Raw(port, timeout=10)
+            try:
+                c.request(b"set s%d 0 0 1\r\n1\r\n" % i, b"STORED\r\n")
+            finally:
+                c.close()
+        self.assertEqual(int(walnut_stats(port)["pid"]), px.pid)
+        px.stop()
+
+
+class TestMemoryBounds(HostileCase):
+    """Defect 4: one client's buffered bytes are bounded; free buffers go back."""
+
+    LIMIT = 8 * MiB
+    VALUE = 1000000
+    GETS = 1200
+
+    def start(self, limit=True, nofile=None):
+        mc = self.memcached(1, memory_mb=64)[0]
+        big = b"B" * self.VALUE
+        h.mc_command(mc.port, b"set bigkey 0 0 %d\r\n%s\r\n" % (len(big), big),
+                     expect=b"STORED\r\n")
+        settings = {"timeout": 10000}
+        if limit:
+            settings["client_buffer_limit"] = self.LIMIT
+        try:
+            px = self.proxy([mc], verbosity=6, nofile=nofile, **settings)
+        except h.HarnessError as e:
+            lines = [l for l in str(e).splitlines() if "client_buffer_limit" in l]
+            if limit and lines:
+                self.fail("walnut does not accept client_buffer_limit: %s" % lines[0])
+            raise
+        # warm up: one big get through walnut (buffer pools, backend connection)
+        c = h.Raw(px.port(), timeout=30)
+        try:
+            c.send(b"get bigkey\r\n")
+            self.assertEqual(c.recv_until(b"\r\nEND\r\n"), get_reply([(b"bigkey", 0, big)]))
+        finally:
+            c.close()
+        time.sleep(0.2)
+        return mc, px
+
+    def flood(self, px, nclients, bound):
+        """nclients send GETS x `get bigkey` and never read. Waits until each is
+        counted over the limit; fails early if walnut's RSS grows past bound."""
+        port = px.port()
+        base = rss(px.pid)
+        have_peak = reset_peak(px.pid)
+        # Every get walnut forwarded before the disconnect still brings its 1 MB
+        # back to be dropped (~1 GB per client here). Under a sanitizer each
+        # byte read is slow and RSS is not asserted, so fewer gets (still ~20x
+        # the limit) keep the functional check quick.
+        gets = self.GETS if not sanitized() else 150
+        socks = []
+        for _ in range(nclients):
+            s = self.sock(port, timeout=10)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            s.sendall(b"get bigkey\r\n" * gets)
+            socks.append(s)
+        peak = [base]
+
+        def growth():
+            cur = proc_status(px.pid, "VmHWM") if have_peak else rss(px.pid)
+            peak[0] = max(peak[0], cur)
+            return peak[0] - base
+
+        over = None
+        # fail early rather than let a walnut without the bound eat the machine
+        rss_guard = bound if not sanitized() else 4 * bound + 512 * MiB
+        wait = 120
+        end = time.monotonic() + wait
+        while True:
+            self.assertAlive(px)
+            if growth() > rss_guard:
+                self.fail("walnut's RSS grew by %d MiB (bound %d MiB) with %d client(s) not "
+                          "reading; client_overlimit %s" % (growth() // MiB, bound // MiB,
+                                                            nclients, over))
+            over = stat_int(port, "client_overlimit")
+            if over >= nclients:
+                break
+            if time.monotonic() > end:
+                self.fail("client_overlimit is %d after %d s, expected %d; RSS growth %d MiB"
+                          % (over, wait, nclients, growth() // MiB))
+            time.sleep(0.05)
+        for i, s in enumerate(socks):
+            closed, n = drain_until_closed(s, deadline=30)
+            self.assertTrue(closed, "client %d not disconnected (read %d bytes)" % (i, n))
+        g = growth()
+        measured("peak RSS growth, %d client(s) not reading" % nclients, "%.1f MiB" % (g / MiB))
+        if not sanitized():
+            self.assertLess(g, bound, "RSS growth %.1f MiB with %d client(s) not reading" % (
+                g / MiB, nclients))
+        self.assertIn("client_buffer_limit", read_file(px.log_path),
+                      "a log line names client_buffer_limit")
+        self.assertAlive(px)
+        c = self.raw(port)
+        c.request(b"get nothere\r\n", b"END\r\n")
+        return base
+
+    def test_04a_one_client_not_reading_is_disconnected(self):
+        """Defect 4: client_buffer_limit 8 MiB, 1,200 gets of a 1 MB value, never read:
+        disconnected, counted, RSS growth < 80 MiB (before: ~1 GiB)."""
+        mc, px = self.start()
+        self.flood(px, 1, 80 * MiB)
+        self.assertGreaterEqual(stat_int(px.port(), "client_overlimit"), 1)
+        px.stop()
+
+    def test_04b_ten_clients_bounded_then_memory_returned(self):
+        """Defect 4: 10 such clients at once: growth < 200 MiB; after they leave RSS drops
+        back below baseline + 48 MiB within seconds (free buffers bounded and returned)."""
+        mc, px = self.start()
+        base = self.flood(px, 10, 200 * MiB)
+        if not sanitized():
+            last = [0]
+
+            def returned():
+                last[0] = rss(px.pid)
+                return last[0] < base + 48 * MiB
+            try:
+                h.wait_until(returned, deadline=10, interval=0.1, what="RSS back down")
+                measured("RSS above baseline once they left", "%.1f MiB" % ((last[0] - base) / MiB))
+            except AssertionError:
+                self.fail("RSS stays %.1f MiB above baseline after the clients left" % (
+                    (last[0] - base) / MiB))
+        px.stop()
+
+    def test_04c_idle_connections_hold_no_read_buffer(self):
+        """Defect 4: 1,000 idle connections, each after one 15,000-byte set: RSS growth
+        < 6 MiB (before: ~16 KiB per connection)."""
+        if sanitized():
+            self.skipTest("RSS is not meaningful under a sanitizer")
+        if raise_own_fd_limit(4096) < 1100:
+            self.skipTest("cannot open 1,000 sockets here (RLIMIT_NOFILE)")
+        mc = self.memcached(1)[0]
+        px = self.proxy([mc], nofile=4096, timeout=10000)
+        port = px.port()
+        value = b"i" * 15000
+        for i in range(20):  # warm up
+            c = h.Raw(port)
+            c.request(b"set w%d 0 0 %d\r\n%s\r\n" % (i, len(value), value), b"STORED\r\n")
+            c.close()
+        time.sleep(0.3)
+        base = rss(px.pid)
+        conns = []
+        try:
+            for i in range(1000):
+                c = h.Raw(port, timeout=20)
+                conns.append(c)
+                c.request(b"set idle%d 0 0 %d\r\n%s\r\n" % (i, len(value), value), b"STORED\r\n")
+            h.wait_until(lambda: stat_int(port, "curr_connections") == 1001, deadline=10,
+                         what="1,000 clients (and this one) connected")
+            grown = [0]
+
+            def small():
+                grown[0] = rss(px.pid) - base
+                return grown[0] < 6 * MiB
+            try:
+                h.wait_until(small, deadline=5, interval=0.1, what="RSS growth < 6 MiB")
+                measured("RSS growth, 1,000 idle connections", "%.1f MiB" % (grown[0] / MiB))
+            except AssertionError:
+                self.fail("1,000 idle connections cost %.1f MiB (%.1f KiB each)" % (
+                    grown[0] / MiB, grown[0] / 1024 / 1000))
+        finally:
+            for c in conns:
+                c.close()
+        px.stop()
+
+
+class TestBackendMisbehaviour(HostileCase):
+    """Defects 7, 8, 12, 13, 14: what a backend does never reaches the wrong client."""
+
+    def test_07_probe_only_backend_is_ejected(self):
+        """Defect 7: a backend that answers `version` but nothing else is ejected;
+        its keys go to the live server."""
+        fake = self.fake(fakes.ProbeOnlyBackend())
+        mc = self.memcached(1)[0]
+        px = self.proxy([fake, mc], start=False, auto_eject_hosts=True, server_failure_limit=2,
+                        server_retry_timeout=30000, health_check_interval=200, timeout=400)
+        keys = self.keys_on(px, fake.addr, 200, b"ej:")
+        px.start()
+        self.addCleanup(px.kill)
+        port = px.port()
+        errors, stored = [], []
+        c = h.Raw(port, timeout=10)
+        try:
+            for i, k in enumerate(keys):
+                t0 = time.monotonic()
+                try:
+                    c.send(b"set %s 0 0 1\r\n%d\r\n" % (k, i % 10))
+                    line = c.recv_line(timeout=10)
+                except (OSError, AssertionError) as e:
+                    errors.append((i, repr(e)[:100]))
+                    c.close()
+                    c = h.Raw(port, timeout=10)
+                    continue
+                if line == b"STORED\r\n":
+                    stored.append(k)
+                else:
+                    errors.append((i, line))
+                time.sleep(max(0.0, 0.025 - (time.monotonic() - t0)))
+        finally:
+            c.close()
+        self.assertLessEqual(len(errors), 6, "%d of %d sets failed, first: %r" % (
+            len(errors), len(keys), errors[:8]))
+        held = mc.keys_held(stored)
+        self.assertEqual(len(held), len(stored), "keys STORED but not on the live memcached: %r"
+                         % sorted(set(stored) - held)[:10])
+
+    def test_08_stray_reply_never_reaches_another_client(self):
+        """Defect 8: a backend that appends a VALUE nobody asked for: no client ever
+        receives a VALUE for a key it did not ask."""
+        values = {b"c%d:k%d" % (t, j): b"val-%d-%d" % (t, j) for t in range(6) for j in range(4)}
+        fake = self.fake(fakes.LeakyBackend(values))
+        px = self.proxy([fake], workers=2, server_connections=1, timeout=2000)
+        port = px.port()
+        lock = threading.Lock()
+        wrong, answered, failed = [], [0], [0]
+
+        def read_reply(c, key):
+            """One get reply; records wrong VALUEs. False if the connection is gone."""
+            while True:
+                line = c.recv_line(timeout=10)
+                if line == b"END\r\n":
+                    return True
+                if not line.startswith(b"VALUE "):
+                    with lock:
+                        failed[0] += 1
+                    return True  # an error line answers the request
+                parts = line.split()
+                n = int(parts[3])
+                data = c.recv_exact(n + 2, timeout=10)
+                if parts[1] != key or data[:n] != values.get(key):
+                    with lock:
+                        wrong.append((key, line, data[:40]))
+
+        def client(t):
+            mykeys = [b"c%d:k%d" % (t, j) for j in range(4)]
+            end = time.monotonic() + 6
+            c = None
+            rounds = 0
+            while time.monotonic() < end and rounds < 150:
+                rounds += 1
+                try:
+                    if c is None:
+                        c = h.Raw(port, timeout=10)
+                    batch = [mykeys[(rounds + j) % 4] for j in range(3)]
+                    c.send(b"".join(b"get %s\r\n" % k for k in batch))
+                    for k in batch:
+                        read_reply(c, k)
+                    with lock:
+                        answered[0] += 1
+                except (OSError, AssertionError):
+                    with lock:
+                        failed[0] += 1
+                    if c is not None:
+                        c.close()
+                    c = None
+            if c is not None:
+                c.close()
+
+        threads = [threading.Thread(target=client, args=(t,), daemon=True) for t in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertAlive(px)
+        if wrong:
+            self.fail("clients received VALUEs they did not ask for: %d times, e.g. %r"
+                      % (len(wrong), wrong[:3]))
+        self.assertGreater(answered[0] + failed[0], 0)
+
+    def test_12a_slow_but_steady_reply_is_delivered(self):
+        """Defect 12: a 4,000,000-byte value in 40 chunks 60 ms apart (~2.4 s) with
+        timeout 500 arrives whole: timeout bounds the wait for the next byte."""
+        value = bytes(range(256)) * (4000000 // 256) + b"z" * (4000000 % 256)
+        fake = self.fake(fakes.SlowValueBackend(b"big", value, chunks=40, gap=0.06))
+        px = self.proxy([fake], timeout=500)
+        c = self.raw(px.port(), timeout=60)
+        c.send(b"get big\r\n")
+        want = fake.full_reply()
+        got = b""
+        end = time.monotonic() + 60
+        while len(got) < len(want) and want.startswith(got) and time.monotonic() < end:
+            c.sock.settimeout(max(0.01, end - time.monotonic()))
+            try:
+                chunk = c.sock.recv(1 << 20)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            got += chunk
+        if got != want:
+            i = h.first_diff(want, got)
+            self.fail("slow steady reply: got %d of %d bytes, differing at %d: %s" % (
+                len(got), len(want), i, h.show(got[max(0, i - 20):i + 60])))
+
+    def test_12b_stalled_reply_times_out(self):
+        """Defect 12: a backend silent mid-reply for longer than timeout: the client gets
+        SERVER_ERROR Connection timed out (or EOF after a partial reply) in time."""
+        value = b"s" * 4000000
+        fake = self.fake(fakes.SlowValueBackend(b"big", value, chunks=40, gap=0.06,
+                                                stall_after=5, stall=30))
+        px = self.proxy([fake], timeout=500)
+        c = self.raw(px.port(), timeout=30)
+        t0 = time.monotonic()
+        c.send(b"get big\r\n")
+        want = fake.full_reply()
+        err = b"SERVER_ERROR Connection timed out\r\n"
+        got = b""
+        while True:
+            left = t0 + 15 - time.monotonic()
+            if left <= 0:
+                self.fail("no timeout within 15 s; got %d bytes" % len(got))
+            c.sock.settimeout(left)
+            try:
+                chunk = c.sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                took = time.monotonic() - t0
+                self.assertTrue(len(got) > 0 and want.startswith(got),
+                                "closed after %r instead of a prefix of the reply" % got[:80])
+                break
+            got += chunk
+            if got == err:
+                took = time.monotonic() - t0
+                break
+            if not (want.startswith(got) or err.startswith(got)):
+                self.fail("unexpected bytes: %s" % h.show(got))
+        # 5 chunks take ~0.24 s, then 0.5 s of silence; generous slack
+        self.assertLess(took, 0.24 + 0.5 + 3.0, "outcome after %.2f s" % took)
+        self.assertAlive(px)
+
+    def test_13_connect_failing_at_once(self):
+        """Defect 13: a server whose connect fails synchronously: no use-after-free; a
+        split get answers one SERVER_ERROR line, then the next request is answered."""
+        mc = self.memcached(1)[0]
+        px = self.proxy(["255.255.255.255:11211:1 bad", "%s:1" % mc.addr], start=False,
+                        health_check_interval=0, timeout=2000)
+        x = self.keys_on(px, "255.255.255.255:11211", 1, b"x")[0]
+        k1 = self.keys_on(px, mc.addr, 1, b"k")[0]
+        px.start()
+        self.addCleanup(px.kill)
+        port = px.port()
+        c = self.raw(port, timeout=10)
+        c.send(b"quit\r\nget %s %s\r\n" % (x, k1))
+        c.expect_closed(what="after quit")
+        time.sleep(0.2)
+        self.assertAlive(px, "after quit + split get")
+        self.version_answered(port, "after quit + split get")
+
+        for i in range(4):  # the failing server's key first, then last
+            c = self.raw(port, timeout=10)
+            c.send(b"get %s %s\r\nversion\r\n" % ((x, k1) if i % 2 == 0 else (k1, x)))
+            first = c.recv_line()
+            self.assertRegex(first, rb"^SERVER_ERROR [^\r\n]+\r\n$")
+            second = c.recv_line()
+            self.assertTrue(second.startswith(b"VERSION "),
+                            "after the SERVER_ERROR for the get: %r" % second)
+            c.close()
+        time.sleep(0.2)
+        self.assertAlive(px, "after split gets to a server that cannot be connected")
+        self.version_answered(port, "at the end")
+        self.assertNoSanitizerReport(px)
+        px.stop()
+
+    def test_14_server_ejects_is_counted(self):
+        """Defect 14: after an ejection `stats` shows server_ejects >= 1."""
+        mcs = self.memcached(2)
+        px = self.proxy(mcs, auto_eject_hosts=True, server_failure_limit=2,
+                        server_retry_timeout=30000, health_check_interval=200, timeout=400)
+        port = px.port()
+        self.assertEqual(stat_int(port, "server_ejects"), 0)
+        mcs[1].kill()
+        h.wait_until(lambda: re.search(r"server \S+ ejected", read_file(px.log_path)),
+                     deadline=20, what="the ejection in walnut's log")
+        last = [None]
+
+        def counted():
+            last[0] = stat_int(port, "server_ejects")
+            return last[0] >= 1
+        try:
+            h.wait_until(counted, deadline=10, what="server_ejects >= 1")
+        except AssertionError:
+            self.fail("server_ejects stays %s after the ejection" % last[0])
+        px.stop()
+
+
+if __name__ == "__main__":
+    h.main()
