@@ -324,11 +324,11 @@ int32_t wn_mc_match_key(const char *line, const wn_mc_span_t *keys, const uint32
                         uint32_t n, uint32_t *cursor, const char *vkey, uint32_t vlen);
 
 /*
- * The same over the keys of a parsed request line (a forwarded retrieval):
- * *cursor is a byte offset into line, start with 0. True when a key from the
+ * The same over the key run of a parsed request line (req->keys of a
+ * forwarded retrieval): *cursor is a byte offset into line, start with 0. True when a key from the
  * cursor on has the VALUE's name (the cursor moves past it).
  */
-bool wn_mc_match_line_key(const char *line, const wn_mc_request_t *req, uint32_t *cursor,
+bool wn_mc_match_line_key(const char *line, wn_mc_span_t keys, uint32_t *cursor,
                           const char *vkey, uint32_t vlen);
 
 #endif

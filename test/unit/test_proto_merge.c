@@ -103,12 +103,12 @@ static void test_line_keys(void **state)
     wn_mc_request_t q;
     assert_int_equal(wn_mc_request_parse(&p, line, strlen(line), &q), (int)strlen(line));
     uint32_t cursor = 0;
-    assert_true(wn_mc_match_line_key(line, &q, &cursor, "k1", 2));
-    assert_true(wn_mc_match_line_key(line, &q, &cursor, "k1", 2)); /* the third key */
-    assert_false(wn_mc_match_line_key(line, &q, &cursor, "k2", 2)); /* passed already */
+    assert_true(wn_mc_match_line_key(line, q.keys, &cursor, "k1", 2));
+    assert_true(wn_mc_match_line_key(line, q.keys, &cursor, "k1", 2)); /* the third key */
+    assert_false(wn_mc_match_line_key(line, q.keys, &cursor, "k2", 2)); /* passed already */
     cursor = 0;
-    assert_false(wn_mc_match_line_key(line, &q, &cursor, "k", 1));
-    assert_false(wn_mc_match_line_key(line, &q, &cursor, "get", 3));
+    assert_false(wn_mc_match_line_key(line, q.keys, &cursor, "k", 1));
+    assert_false(wn_mc_match_line_key(line, q.keys, &cursor, "get", 3));
 }
 
 int main(void)
