@@ -148,7 +148,9 @@ typedef struct wn_meta_request {
  * does: it then consumes exactly bytes + 2 and goes on).
  * WN_EPROTO: rejected; answer req->err and go on as req->after says.
  * WN_ETOOBIG: ms with bytes over lim->max_value: answer TOO_LARGE, swallow.
- * WN_EINVAL: not a meta command at all (cmd WN_META_NONE, err NONE).
+ * WN_EINVAL: not a meta command at all (cmd WN_META_NONE, err NONE,
+ * line_len set): the classic parser's. wn_mc_request_parse reports
+ * WN_MC_META exactly for the lines this parser gives a cmd other than NONE.
  *
  * Checks, in memcached's order: command word (mx: ERROR); key present (else
  * ERROR; me: BAD_FORMAT); key <= 250 bytes as sent; ms: a length token;

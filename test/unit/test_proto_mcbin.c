@@ -450,12 +450,71 @@ static void test_compose(void **state)
     assert_int_equal(wn_mcbin_compose_header(out, 24, 0x10, 0, 4, 4, UINT32_MAX, 0, 0), WN_EINVAL);
 }
 
+/* ---- captured traffic -------------------------------------------------- */
+
+/* A corpus file (its first byte is the fuzzer's mode byte, dropped). */
+static uint8_t *read_capture(const char *dir, const char *name, size_t *len)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/../fuzz/corpus/%s/%s", WN_TEST_DATA, dir, name);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    static uint8_t buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    assert_true(n >= 1 && n < sizeof buf);
+    *len = n - 1;
+    return exact_copy(buf + 1, n - 1);
+}
+
+/* memccapable -b, memccp/memccat/memcrm/memcstat/memcflush/memctouch
+ * --binary, relayed to memcached 1.6.18 and recorded: every request packet
+ * is accepted and framed to the byte, and so is every reply. */
+static void test_captured_traffic(void **state)
+{
+    (void)state;
+    unsigned files = 0;
+    for (int i = 1; i <= 9; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "c%03d", i);
+        size_t len, pos = 0;
+        uint8_t *b = read_capture("fuzz_mcbin_request", name, &len);
+        if (b == NULL)
+            continue;
+        files++;
+        while (pos < len) {
+            wn_mcbin_request_t r;
+            int rc = wn_mcbin_request_parse(NULL, b + pos, len - pos, &r);
+            if (rc <= 0)
+                fail_msg("%s at %zu: %s", name, pos, wn_err_name(rc));
+            pos += r.head_len + r.value_len;
+        }
+        assert_int_equal(pos, len);
+        free(b);
+        b = read_capture("fuzz_mcbin_response", name, &len);
+        for (pos = 0; b != NULL && pos < len;) {
+            wn_mcbin_response_t r;
+            uint32_t opaque = (uint32_t)b[pos + 12] << 24 | (uint32_t)b[pos + 13] << 16 |
+                              (uint32_t)b[pos + 14] << 8 | b[pos + 15];
+            int rc = wn_mcbin_response_parse(NULL, b[pos + 1], opaque, b + pos, len - pos, &r);
+            if (rc <= 0)
+                fail_msg("%s reply at %zu: %s", name, pos, wn_err_name(rc));
+            pos += r.head_len + r.value_len;
+        }
+        if (b != NULL)
+            assert_int_equal(pos, len);
+        free(b);
+    }
+    assert_true(files >= 5);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_golden_split), cmocka_unit_test(test_request_limits),
         cmocka_unit_test(test_response_golden_split), cmocka_unit_test(test_quiet),
-        cmocka_unit_test(test_compose),
+        cmocka_unit_test(test_compose),        cmocka_unit_test(test_captured_traffic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -595,6 +595,76 @@ static void test_names(void **state)
     assert_string_equal(wn_meta_rsp_type_name(R(VA)), "VA");
 }
 
+/* ---- captured traffic -------------------------------------------------- */
+
+static char *read_capture(const char *name, size_t *len)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/../fuzz/corpus/fuzz_mc_meta/%s", WN_TEST_DATA, name);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    assert_true(n >= 1 && n < sizeof buf);
+    *len = n - 1;
+    return exact_copy(buf + 1, n - 1);
+}
+
+/* Sessions of meta traffic relayed to memcached 1.6.18 and recorded (the
+ * last two, and one line of the third, errors on purpose): the worker's flow (classic framing,
+ * then the meta verdict) walks each request stream to its end, and every
+ * reply memcached sent frames. */
+static void test_captured_traffic(void **state)
+{
+    (void)state;
+    unsigned files = 0;
+    for (int i = 1; i <= 8; i++) {
+        char name[32];
+        size_t len, pos = 0;
+        snprintf(name, sizeof name, "req_c%03d", i);
+        char *b = read_capture(name, &len);
+        if (b == NULL)
+            continue;
+        files++;
+        wn_mc_req_parser_t p;
+        wn_mc_req_parser_init(&p, NULL);
+        while (pos < len) {
+            wn_mc_request_t cr;
+            int crc = wn_mc_request_parse(&p, b + pos, len - pos, &cr);
+            if (crc == WN_EAGAIN)
+                break; /* the last session ends inside a value */
+            wn_meta_request_t r;
+            int rc = wn_meta_line_parse(NULL, b + pos, cr.line_len, &r);
+            assert_int_equal(cr.cmd == WN_MC_META, r.cmd != WN_META_NONE);
+            if (cr.cmd != WN_MC_META) { /* the "\n" after a bad data chunk */
+                pos += cr.line_len;
+                continue;
+            }
+            assert_true(rc != WN_EINVAL && rc != WN_EAGAIN);
+            pos += r.line_len + (rc > 0 || r.after == WN_MC_AFTER_SWALLOW ? r.data_len : 0);
+        }
+        assert_true(pos == len || i == 8);
+        free(b);
+        snprintf(name, sizeof name, "rsp_c%03d", i);
+        b = read_capture(name, &len);
+        wn_mc_rsp_parser_t rp;
+        wn_mc_rsp_parser_init(&rp, NULL);
+        for (pos = 0; b != NULL && pos < len;) {
+            wn_meta_response_t r;
+            int rc = wn_meta_response_parse(&rp, b + pos, len - pos, &r);
+            if (rc <= 0)
+                fail_msg("%s at %zu: %s", name, pos, wn_err_name(rc));
+            pos += r.line_len + r.data_len;
+        }
+        if (b != NULL)
+            assert_int_equal(pos, len);
+        free(b);
+    }
+    assert_int_equal(files, 8);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -602,6 +672,7 @@ int main(void)
         cmocka_unit_test(test_request_limits), cmocka_unit_test(test_base64),
         cmocka_unit_test(test_response_golden_split), cmocka_unit_test(test_quiet_rule),
         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_captured_traffic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
