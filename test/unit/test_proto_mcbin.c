@@ -50,12 +50,14 @@ static size_t build(const pkt_t *p, uint8_t *out, size_t cap)
     };
     wn_mcbin_header_encode(out, &h);
     size_t o = WN_MCBIN_HEADER_LEN;
-    memcpy(out + o, p->extras, p->nextras);
-    o += p->nextras;
-    memcpy(out + o, p->key, p->nkey);
-    o += p->nkey;
-    memcpy(out + o, p->value, p->nvalue);
-    return o + p->nvalue;
+    const char *parts[] = {p->extras, p->key, p->value};
+    size_t lens[] = {p->nextras, p->nkey, p->nvalue};
+    for (size_t i = 0; i < 3; i++) {
+        if (lens[i] > 0)
+            memcpy(out + o, parts[i], lens[i]);
+        o += lens[i];
+    }
+    return o;
 }
 
 static uint8_t *exact_copy(const uint8_t *s, size_t n)
