@@ -614,6 +614,15 @@ bool wn_rcmd_argc_ok(const wn_rcmd_t *cmd, uint32_t argc);
 bool wn_rcmd_key_range(const wn_rcmd_t *cmd, uint32_t argc, uint32_t *first, uint32_t *last,
                        uint32_t *step);
 
+/*
+ * The arg index of the key a command is routed by: first_key, or, for
+ * commands whose keys only follow a numkeys arg (EVAL, ZUNION, ZINTER,
+ * ZDIFF, ...), numkeys_at + 1; the caller checks that numkeys >= 1 and that
+ * argc reaches it. 0: the command names no key. (twemproxy 0.5.0 routes
+ * ZUNION, ZINTER and ZDIFF by arg 1, their numkeys.)
+ */
+uint32_t wn_rcmd_route_arg(const wn_rcmd_t *cmd);
+
 /* What the proxy answers for an UNSUPPORTED command (walnut's own text):
  * "-ERR unsupported command '<name>': <reason>\r\n". WN_EINVAL for a
  * command of another class. */

@@ -381,6 +381,13 @@ bool wn_rcmd_key_range(const wn_rcmd_t *cmd, uint32_t argc, uint32_t *first, uin
     return true;
 }
 
+uint32_t wn_rcmd_route_arg(const wn_rcmd_t *cmd)
+{
+    if (cmd->first_key > 0)
+        return (uint32_t)cmd->first_key;
+    return cmd->numkeys_at > 0 ? (uint32_t)cmd->numkeys_at + 1 : 0;
+}
+
 int wn_resp_compose_unsupported(char *dst, size_t cap, const wn_rcmd_t *cmd)
 {
     if (cmd->cls != WN_RCMD_UNSUPPORTED || cmd->unsupported_reason == NULL)

@@ -297,6 +297,24 @@ static void test_key_range(void **state)
     assert_keys("get", 1, false, 0, 0, 0); /* too few args: no key there */
     assert_int_equal(wn_rcmd_lookup("zunion", 6)->numkeys_at, 1);
     assert_int_equal(wn_rcmd_lookup("zunionstore", 11)->numkeys_at, 2);
+
+    /* routing: the first key, wherever it is */
+    static const struct {
+        const char *name;
+        uint32_t arg;
+    } route[] = {{"get", 1}, {"mset", 1}, {"bitop", 2}, {"zunionstore", 1}, {"zunion", 2},
+                 {"zdiff", 2}, {"eval", 3}, {"evalsha_ro", 3}, {"fcall", 3}, {"lmpop", 2},
+                 {"ping", 0}, {"command", 0}, {"keys", 0}};
+    for (size_t i = 0; i < WN_ARRAY_SIZE(route); i++)
+        assert_int_equal(wn_rcmd_route_arg(wn_rcmd_lookup(route[i].name, strlen(route[i].name))),
+                         route[i].arg);
+    /* every forwarded class can be routed */
+    for (uint16_t id = 0; id < wn_rcmd_count(); id++) {
+        const wn_rcmd_t *c = wn_rcmd_by_id(id);
+        if (c->cls == WN_RCMD_KEY || c->cls == WN_RCMD_SCRIPT || c->cls == WN_RCMD_MULTI_KEY ||
+            c->cls == WN_RCMD_MULTI_KV || c->cls == WN_RCMD_ALL_KEYS_ONE_SERVER)
+            assert_true(wn_rcmd_route_arg(c) >= 1);
+    }
 }
 
 static void test_unsupported_reply(void **state)
