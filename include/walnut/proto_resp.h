@@ -73,22 +73,22 @@ static inline bool wn_resp_crlf_ok(char a, char b)
  * test/unit/test_proto_resp.c). BULK_CRLF is walnut's own: redis-server
  * skips the two bytes after a bulk payload without looking at them.
  */
-#define WN_RESP_REQERR_MAP(XX)                                                                    \
-    XX(NONE, "")                                                                                  \
-    XX(MBULK_LEN, "-ERR Protocol error: invalid multibulk length")                                \
-    XX(BULK_LEN, "-ERR Protocol error: invalid bulk length")                                      \
-    XX(EXPECTED_DOLLAR, "-ERR Protocol error: expected '$', got '?'")                             \
-    XX(MBULK_TOO_BIG, "-ERR Protocol error: too big mbulk count string")                          \
-    XX(BULK_TOO_BIG, "-ERR Protocol error: too big bulk count string")                            \
-    XX(INLINE_TOO_BIG, "-ERR Protocol error: too big inline request")                             \
-    XX(UNBALANCED_QUOTES, "-ERR Protocol error: unbalanced quotes in request")                    \
+#define WN_RESP_REQERR_MAP(XX)                                                                     \
+    XX(NONE, "")                                                                                   \
+    XX(MBULK_LEN, "-ERR Protocol error: invalid multibulk length")                                 \
+    XX(BULK_LEN, "-ERR Protocol error: invalid bulk length")                                       \
+    XX(EXPECTED_DOLLAR, "-ERR Protocol error: expected '$', got '?'")                              \
+    XX(MBULK_TOO_BIG, "-ERR Protocol error: too big mbulk count string")                           \
+    XX(BULK_TOO_BIG, "-ERR Protocol error: too big bulk count string")                             \
+    XX(INLINE_TOO_BIG, "-ERR Protocol error: too big inline request")                              \
+    XX(UNBALANCED_QUOTES, "-ERR Protocol error: unbalanced quotes in request")                     \
     XX(BULK_CRLF, "-ERR Protocol error: bulk data not followed by CRLF")
 
 typedef enum wn_resp_req_err {
 #define WN_RESP_REQERR_ENUM(up, text) WN_RESP_REQERR_##up,
     WN_RESP_REQERR_MAP(WN_RESP_REQERR_ENUM)
 #undef WN_RESP_REQERR_ENUM
-    WN_RESP_REQERR_COUNT
+        WN_RESP_REQERR_COUNT
 } wn_resp_req_err_t;
 
 /* Room for any request error line, "\r\n" included. */
@@ -232,8 +232,7 @@ typedef struct wn_resp_rsp_tok {
  * After an error the stream is lost: close the connection. tok untouched
  * unless > 0.
  */
-int wn_resp_reply_next(wn_resp_rsp_parser_t *p, const char *buf, size_t n,
-                       wn_resp_rsp_tok_t *tok);
+int wn_resp_reply_next(wn_resp_rsp_parser_t *p, const char *buf, size_t n, wn_resp_rsp_tok_t *tok);
 
 /* True between replies (no array open). */
 static inline bool wn_resp_reply_idle(const wn_resp_rsp_parser_t *p)
@@ -343,253 +342,253 @@ typedef struct wn_rcmd {
  * Every top-level command of redis-server 7.0.15, sorted by name (bytes);
  * the ids are the positions in this list.
  */
-#define WN_RCMD_MAP(XX)                                                                           \
-    XX(ACL, "acl")                                                                                \
-    XX(APPEND, "append")                                                                          \
-    XX(ASKING, "asking")                                                                          \
-    XX(AUTH, "auth")                                                                              \
-    XX(BGREWRITEAOF, "bgrewriteaof")                                                              \
-    XX(BGSAVE, "bgsave")                                                                          \
-    XX(BITCOUNT, "bitcount")                                                                      \
-    XX(BITFIELD, "bitfield")                                                                      \
-    XX(BITFIELD_RO, "bitfield_ro")                                                                \
-    XX(BITOP, "bitop")                                                                            \
-    XX(BITPOS, "bitpos")                                                                          \
-    XX(BLMOVE, "blmove")                                                                          \
-    XX(BLMPOP, "blmpop")                                                                          \
-    XX(BLPOP, "blpop")                                                                            \
-    XX(BRPOP, "brpop")                                                                            \
-    XX(BRPOPLPUSH, "brpoplpush")                                                                  \
-    XX(BZMPOP, "bzmpop")                                                                          \
-    XX(BZPOPMAX, "bzpopmax")                                                                      \
-    XX(BZPOPMIN, "bzpopmin")                                                                      \
-    XX(CLIENT, "client")                                                                          \
-    XX(CLUSTER, "cluster")                                                                        \
-    XX(COMMAND, "command")                                                                        \
-    XX(CONFIG, "config")                                                                          \
-    XX(COPY, "copy")                                                                              \
-    XX(DBSIZE, "dbsize")                                                                          \
-    XX(DEBUG, "debug")                                                                            \
-    XX(DECR, "decr")                                                                              \
-    XX(DECRBY, "decrby")                                                                          \
-    XX(DEL, "del")                                                                                \
-    XX(DISCARD, "discard")                                                                        \
-    XX(DUMP, "dump")                                                                              \
-    XX(ECHO, "echo")                                                                              \
-    XX(EVAL, "eval")                                                                              \
-    XX(EVAL_RO, "eval_ro")                                                                        \
-    XX(EVALSHA, "evalsha")                                                                        \
-    XX(EVALSHA_RO, "evalsha_ro")                                                                  \
-    XX(EXEC, "exec")                                                                              \
-    XX(EXISTS, "exists")                                                                          \
-    XX(EXPIRE, "expire")                                                                          \
-    XX(EXPIREAT, "expireat")                                                                      \
-    XX(EXPIRETIME, "expiretime")                                                                  \
-    XX(FAILOVER, "failover")                                                                      \
-    XX(FCALL, "fcall")                                                                            \
-    XX(FCALL_RO, "fcall_ro")                                                                      \
-    XX(FLUSHALL, "flushall")                                                                      \
-    XX(FLUSHDB, "flushdb")                                                                        \
-    XX(FUNCTION, "function")                                                                      \
-    XX(GEOADD, "geoadd")                                                                          \
-    XX(GEODIST, "geodist")                                                                        \
-    XX(GEOHASH, "geohash")                                                                        \
-    XX(GEOPOS, "geopos")                                                                          \
-    XX(GEORADIUS, "georadius")                                                                    \
-    XX(GEORADIUS_RO, "georadius_ro")                                                              \
-    XX(GEORADIUSBYMEMBER, "georadiusbymember")                                                    \
-    XX(GEORADIUSBYMEMBER_RO, "georadiusbymember_ro")                                              \
-    XX(GEOSEARCH, "geosearch")                                                                    \
-    XX(GEOSEARCHSTORE, "geosearchstore")                                                          \
-    XX(GET, "get")                                                                                \
-    XX(GETBIT, "getbit")                                                                          \
-    XX(GETDEL, "getdel")                                                                          \
-    XX(GETEX, "getex")                                                                            \
-    XX(GETRANGE, "getrange")                                                                      \
-    XX(GETSET, "getset")                                                                          \
-    XX(HDEL, "hdel")                                                                              \
-    XX(HELLO, "hello")                                                                            \
-    XX(HEXISTS, "hexists")                                                                        \
-    XX(HGET, "hget")                                                                              \
-    XX(HGETALL, "hgetall")                                                                        \
-    XX(HINCRBY, "hincrby")                                                                        \
-    XX(HINCRBYFLOAT, "hincrbyfloat")                                                              \
-    XX(HKEYS, "hkeys")                                                                            \
-    XX(HLEN, "hlen")                                                                              \
-    XX(HMGET, "hmget")                                                                            \
-    XX(HMSET, "hmset")                                                                            \
-    XX(HRANDFIELD, "hrandfield")                                                                  \
-    XX(HSCAN, "hscan")                                                                            \
-    XX(HSET, "hset")                                                                              \
-    XX(HSETNX, "hsetnx")                                                                          \
-    XX(HSTRLEN, "hstrlen")                                                                        \
-    XX(HVALS, "hvals")                                                                            \
-    XX(INCR, "incr")                                                                              \
-    XX(INCRBY, "incrby")                                                                          \
-    XX(INCRBYFLOAT, "incrbyfloat")                                                                \
-    XX(INFO, "info")                                                                              \
-    XX(KEYS, "keys")                                                                              \
-    XX(LASTSAVE, "lastsave")                                                                      \
-    XX(LATENCY, "latency")                                                                        \
-    XX(LCS, "lcs")                                                                                \
-    XX(LINDEX, "lindex")                                                                          \
-    XX(LINSERT, "linsert")                                                                        \
-    XX(LLEN, "llen")                                                                              \
-    XX(LMOVE, "lmove")                                                                            \
-    XX(LMPOP, "lmpop")                                                                            \
-    XX(LOLWUT, "lolwut")                                                                          \
-    XX(LPOP, "lpop")                                                                              \
-    XX(LPOS, "lpos")                                                                              \
-    XX(LPUSH, "lpush")                                                                            \
-    XX(LPUSHX, "lpushx")                                                                          \
-    XX(LRANGE, "lrange")                                                                          \
-    XX(LREM, "lrem")                                                                              \
-    XX(LSET, "lset")                                                                              \
-    XX(LTRIM, "ltrim")                                                                            \
-    XX(MEMORY, "memory")                                                                          \
-    XX(MGET, "mget")                                                                              \
-    XX(MIGRATE, "migrate")                                                                        \
-    XX(MODULE, "module")                                                                          \
-    XX(MONITOR, "monitor")                                                                        \
-    XX(MOVE, "move")                                                                              \
-    XX(MSET, "mset")                                                                              \
-    XX(MSETNX, "msetnx")                                                                          \
-    XX(MULTI, "multi")                                                                            \
-    XX(OBJECT, "object")                                                                          \
-    XX(PERSIST, "persist")                                                                        \
-    XX(PEXPIRE, "pexpire")                                                                        \
-    XX(PEXPIREAT, "pexpireat")                                                                    \
-    XX(PEXPIRETIME, "pexpiretime")                                                                \
-    XX(PFADD, "pfadd")                                                                            \
-    XX(PFCOUNT, "pfcount")                                                                        \
-    XX(PFDEBUG, "pfdebug")                                                                        \
-    XX(PFMERGE, "pfmerge")                                                                        \
-    XX(PFSELFTEST, "pfselftest")                                                                  \
-    XX(PING, "ping")                                                                              \
-    XX(PSETEX, "psetex")                                                                          \
-    XX(PSUBSCRIBE, "psubscribe")                                                                  \
-    XX(PSYNC, "psync")                                                                            \
-    XX(PTTL, "pttl")                                                                              \
-    XX(PUBLISH, "publish")                                                                        \
-    XX(PUBSUB, "pubsub")                                                                          \
-    XX(PUNSUBSCRIBE, "punsubscribe")                                                              \
-    XX(QUIT, "quit")                                                                              \
-    XX(RANDOMKEY, "randomkey")                                                                    \
-    XX(READONLY, "readonly")                                                                      \
-    XX(READWRITE, "readwrite")                                                                    \
-    XX(RENAME, "rename")                                                                          \
-    XX(RENAMENX, "renamenx")                                                                      \
-    XX(REPLCONF, "replconf")                                                                      \
-    XX(REPLICAOF, "replicaof")                                                                    \
-    XX(RESET, "reset")                                                                            \
-    XX(RESTORE, "restore")                                                                        \
-    XX(RESTORE_ASKING, "restore-asking")                                                          \
-    XX(ROLE, "role")                                                                              \
-    XX(RPOP, "rpop")                                                                              \
-    XX(RPOPLPUSH, "rpoplpush")                                                                    \
-    XX(RPUSH, "rpush")                                                                            \
-    XX(RPUSHX, "rpushx")                                                                          \
-    XX(SADD, "sadd")                                                                              \
-    XX(SAVE, "save")                                                                              \
-    XX(SCAN, "scan")                                                                              \
-    XX(SCARD, "scard")                                                                            \
-    XX(SCRIPT, "script")                                                                          \
-    XX(SDIFF, "sdiff")                                                                            \
-    XX(SDIFFSTORE, "sdiffstore")                                                                  \
-    XX(SELECT, "select")                                                                          \
-    XX(SET, "set")                                                                                \
-    XX(SETBIT, "setbit")                                                                          \
-    XX(SETEX, "setex")                                                                            \
-    XX(SETNX, "setnx")                                                                            \
-    XX(SETRANGE, "setrange")                                                                      \
-    XX(SHUTDOWN, "shutdown")                                                                      \
-    XX(SINTER, "sinter")                                                                          \
-    XX(SINTERCARD, "sintercard")                                                                  \
-    XX(SINTERSTORE, "sinterstore")                                                                \
-    XX(SISMEMBER, "sismember")                                                                    \
-    XX(SLAVEOF, "slaveof")                                                                        \
-    XX(SLOWLOG, "slowlog")                                                                        \
-    XX(SMEMBERS, "smembers")                                                                      \
-    XX(SMISMEMBER, "smismember")                                                                  \
-    XX(SMOVE, "smove")                                                                            \
-    XX(SORT, "sort")                                                                              \
-    XX(SORT_RO, "sort_ro")                                                                        \
-    XX(SPOP, "spop")                                                                              \
-    XX(SPUBLISH, "spublish")                                                                      \
-    XX(SRANDMEMBER, "srandmember")                                                                \
-    XX(SREM, "srem")                                                                              \
-    XX(SSCAN, "sscan")                                                                            \
-    XX(SSUBSCRIBE, "ssubscribe")                                                                  \
-    XX(STRLEN, "strlen")                                                                          \
-    XX(SUBSCRIBE, "subscribe")                                                                    \
-    XX(SUBSTR, "substr")                                                                          \
-    XX(SUNION, "sunion")                                                                          \
-    XX(SUNIONSTORE, "sunionstore")                                                                \
-    XX(SUNSUBSCRIBE, "sunsubscribe")                                                              \
-    XX(SWAPDB, "swapdb")                                                                          \
-    XX(SYNC, "sync")                                                                              \
-    XX(TIME, "time")                                                                              \
-    XX(TOUCH, "touch")                                                                            \
-    XX(TTL, "ttl")                                                                                \
-    XX(TYPE, "type")                                                                              \
-    XX(UNLINK, "unlink")                                                                          \
-    XX(UNSUBSCRIBE, "unsubscribe")                                                                \
-    XX(UNWATCH, "unwatch")                                                                        \
-    XX(WAIT, "wait")                                                                              \
-    XX(WATCH, "watch")                                                                            \
-    XX(XACK, "xack")                                                                              \
-    XX(XADD, "xadd")                                                                              \
-    XX(XAUTOCLAIM, "xautoclaim")                                                                  \
-    XX(XCLAIM, "xclaim")                                                                          \
-    XX(XDEL, "xdel")                                                                              \
-    XX(XGROUP, "xgroup")                                                                          \
-    XX(XINFO, "xinfo")                                                                            \
-    XX(XLEN, "xlen")                                                                              \
-    XX(XPENDING, "xpending")                                                                      \
-    XX(XRANGE, "xrange")                                                                          \
-    XX(XREAD, "xread")                                                                            \
-    XX(XREADGROUP, "xreadgroup")                                                                  \
-    XX(XREVRANGE, "xrevrange")                                                                    \
-    XX(XSETID, "xsetid")                                                                          \
-    XX(XTRIM, "xtrim")                                                                            \
-    XX(ZADD, "zadd")                                                                              \
-    XX(ZCARD, "zcard")                                                                            \
-    XX(ZCOUNT, "zcount")                                                                          \
-    XX(ZDIFF, "zdiff")                                                                            \
-    XX(ZDIFFSTORE, "zdiffstore")                                                                  \
-    XX(ZINCRBY, "zincrby")                                                                        \
-    XX(ZINTER, "zinter")                                                                          \
-    XX(ZINTERCARD, "zintercard")                                                                  \
-    XX(ZINTERSTORE, "zinterstore")                                                                \
-    XX(ZLEXCOUNT, "zlexcount")                                                                    \
-    XX(ZMPOP, "zmpop")                                                                            \
-    XX(ZMSCORE, "zmscore")                                                                        \
-    XX(ZPOPMAX, "zpopmax")                                                                        \
-    XX(ZPOPMIN, "zpopmin")                                                                        \
-    XX(ZRANDMEMBER, "zrandmember")                                                                \
-    XX(ZRANGE, "zrange")                                                                          \
-    XX(ZRANGEBYLEX, "zrangebylex")                                                                \
-    XX(ZRANGEBYSCORE, "zrangebyscore")                                                            \
-    XX(ZRANGESTORE, "zrangestore")                                                                \
-    XX(ZRANK, "zrank")                                                                            \
-    XX(ZREM, "zrem")                                                                              \
-    XX(ZREMRANGEBYLEX, "zremrangebylex")                                                          \
-    XX(ZREMRANGEBYRANK, "zremrangebyrank")                                                        \
-    XX(ZREMRANGEBYSCORE, "zremrangebyscore")                                                      \
-    XX(ZREVRANGE, "zrevrange")                                                                    \
-    XX(ZREVRANGEBYLEX, "zrevrangebylex")                                                          \
-    XX(ZREVRANGEBYSCORE, "zrevrangebyscore")                                                      \
-    XX(ZREVRANK, "zrevrank")                                                                      \
-    XX(ZSCAN, "zscan")                                                                            \
-    XX(ZSCORE, "zscore")                                                                          \
-    XX(ZUNION, "zunion")                                                                          \
-    XX(ZUNIONSTORE, "zunionstore")                                                                
+#define WN_RCMD_MAP(XX)                                                                            \
+    XX(ACL, "acl")                                                                                 \
+    XX(APPEND, "append")                                                                           \
+    XX(ASKING, "asking")                                                                           \
+    XX(AUTH, "auth")                                                                               \
+    XX(BGREWRITEAOF, "bgrewriteaof")                                                               \
+    XX(BGSAVE, "bgsave")                                                                           \
+    XX(BITCOUNT, "bitcount")                                                                       \
+    XX(BITFIELD, "bitfield")                                                                       \
+    XX(BITFIELD_RO, "bitfield_ro")                                                                 \
+    XX(BITOP, "bitop")                                                                             \
+    XX(BITPOS, "bitpos")                                                                           \
+    XX(BLMOVE, "blmove")                                                                           \
+    XX(BLMPOP, "blmpop")                                                                           \
+    XX(BLPOP, "blpop")                                                                             \
+    XX(BRPOP, "brpop")                                                                             \
+    XX(BRPOPLPUSH, "brpoplpush")                                                                   \
+    XX(BZMPOP, "bzmpop")                                                                           \
+    XX(BZPOPMAX, "bzpopmax")                                                                       \
+    XX(BZPOPMIN, "bzpopmin")                                                                       \
+    XX(CLIENT, "client")                                                                           \
+    XX(CLUSTER, "cluster")                                                                         \
+    XX(COMMAND, "command")                                                                         \
+    XX(CONFIG, "config")                                                                           \
+    XX(COPY, "copy")                                                                               \
+    XX(DBSIZE, "dbsize")                                                                           \
+    XX(DEBUG, "debug")                                                                             \
+    XX(DECR, "decr")                                                                               \
+    XX(DECRBY, "decrby")                                                                           \
+    XX(DEL, "del")                                                                                 \
+    XX(DISCARD, "discard")                                                                         \
+    XX(DUMP, "dump")                                                                               \
+    XX(ECHO, "echo")                                                                               \
+    XX(EVAL, "eval")                                                                               \
+    XX(EVAL_RO, "eval_ro")                                                                         \
+    XX(EVALSHA, "evalsha")                                                                         \
+    XX(EVALSHA_RO, "evalsha_ro")                                                                   \
+    XX(EXEC, "exec")                                                                               \
+    XX(EXISTS, "exists")                                                                           \
+    XX(EXPIRE, "expire")                                                                           \
+    XX(EXPIREAT, "expireat")                                                                       \
+    XX(EXPIRETIME, "expiretime")                                                                   \
+    XX(FAILOVER, "failover")                                                                       \
+    XX(FCALL, "fcall")                                                                             \
+    XX(FCALL_RO, "fcall_ro")                                                                       \
+    XX(FLUSHALL, "flushall")                                                                       \
+    XX(FLUSHDB, "flushdb")                                                                         \
+    XX(FUNCTION, "function")                                                                       \
+    XX(GEOADD, "geoadd")                                                                           \
+    XX(GEODIST, "geodist")                                                                         \
+    XX(GEOHASH, "geohash")                                                                         \
+    XX(GEOPOS, "geopos")                                                                           \
+    XX(GEORADIUS, "georadius")                                                                     \
+    XX(GEORADIUS_RO, "georadius_ro")                                                               \
+    XX(GEORADIUSBYMEMBER, "georadiusbymember")                                                     \
+    XX(GEORADIUSBYMEMBER_RO, "georadiusbymember_ro")                                               \
+    XX(GEOSEARCH, "geosearch")                                                                     \
+    XX(GEOSEARCHSTORE, "geosearchstore")                                                           \
+    XX(GET, "get")                                                                                 \
+    XX(GETBIT, "getbit")                                                                           \
+    XX(GETDEL, "getdel")                                                                           \
+    XX(GETEX, "getex")                                                                             \
+    XX(GETRANGE, "getrange")                                                                       \
+    XX(GETSET, "getset")                                                                           \
+    XX(HDEL, "hdel")                                                                               \
+    XX(HELLO, "hello")                                                                             \
+    XX(HEXISTS, "hexists")                                                                         \
+    XX(HGET, "hget")                                                                               \
+    XX(HGETALL, "hgetall")                                                                         \
+    XX(HINCRBY, "hincrby")                                                                         \
+    XX(HINCRBYFLOAT, "hincrbyfloat")                                                               \
+    XX(HKEYS, "hkeys")                                                                             \
+    XX(HLEN, "hlen")                                                                               \
+    XX(HMGET, "hmget")                                                                             \
+    XX(HMSET, "hmset")                                                                             \
+    XX(HRANDFIELD, "hrandfield")                                                                   \
+    XX(HSCAN, "hscan")                                                                             \
+    XX(HSET, "hset")                                                                               \
+    XX(HSETNX, "hsetnx")                                                                           \
+    XX(HSTRLEN, "hstrlen")                                                                         \
+    XX(HVALS, "hvals")                                                                             \
+    XX(INCR, "incr")                                                                               \
+    XX(INCRBY, "incrby")                                                                           \
+    XX(INCRBYFLOAT, "incrbyfloat")                                                                 \
+    XX(INFO, "info")                                                                               \
+    XX(KEYS, "keys")                                                                               \
+    XX(LASTSAVE, "lastsave")                                                                       \
+    XX(LATENCY, "latency")                                                                         \
+    XX(LCS, "lcs")                                                                                 \
+    XX(LINDEX, "lindex")                                                                           \
+    XX(LINSERT, "linsert")                                                                         \
+    XX(LLEN, "llen")                                                                               \
+    XX(LMOVE, "lmove")                                                                             \
+    XX(LMPOP, "lmpop")                                                                             \
+    XX(LOLWUT, "lolwut")                                                                           \
+    XX(LPOP, "lpop")                                                                               \
+    XX(LPOS, "lpos")                                                                               \
+    XX(LPUSH, "lpush")                                                                             \
+    XX(LPUSHX, "lpushx")                                                                           \
+    XX(LRANGE, "lrange")                                                                           \
+    XX(LREM, "lrem")                                                                               \
+    XX(LSET, "lset")                                                                               \
+    XX(LTRIM, "ltrim")                                                                             \
+    XX(MEMORY, "memory")                                                                           \
+    XX(MGET, "mget")                                                                               \
+    XX(MIGRATE, "migrate")                                                                         \
+    XX(MODULE, "module")                                                                           \
+    XX(MONITOR, "monitor")                                                                         \
+    XX(MOVE, "move")                                                                               \
+    XX(MSET, "mset")                                                                               \
+    XX(MSETNX, "msetnx")                                                                           \
+    XX(MULTI, "multi")                                                                             \
+    XX(OBJECT, "object")                                                                           \
+    XX(PERSIST, "persist")                                                                         \
+    XX(PEXPIRE, "pexpire")                                                                         \
+    XX(PEXPIREAT, "pexpireat")                                                                     \
+    XX(PEXPIRETIME, "pexpiretime")                                                                 \
+    XX(PFADD, "pfadd")                                                                             \
+    XX(PFCOUNT, "pfcount")                                                                         \
+    XX(PFDEBUG, "pfdebug")                                                                         \
+    XX(PFMERGE, "pfmerge")                                                                         \
+    XX(PFSELFTEST, "pfselftest")                                                                   \
+    XX(PING, "ping")                                                                               \
+    XX(PSETEX, "psetex")                                                                           \
+    XX(PSUBSCRIBE, "psubscribe")                                                                   \
+    XX(PSYNC, "psync")                                                                             \
+    XX(PTTL, "pttl")                                                                               \
+    XX(PUBLISH, "publish")                                                                         \
+    XX(PUBSUB, "pubsub")                                                                           \
+    XX(PUNSUBSCRIBE, "punsubscribe")                                                               \
+    XX(QUIT, "quit")                                                                               \
+    XX(RANDOMKEY, "randomkey")                                                                     \
+    XX(READONLY, "readonly")                                                                       \
+    XX(READWRITE, "readwrite")                                                                     \
+    XX(RENAME, "rename")                                                                           \
+    XX(RENAMENX, "renamenx")                                                                       \
+    XX(REPLCONF, "replconf")                                                                       \
+    XX(REPLICAOF, "replicaof")                                                                     \
+    XX(RESET, "reset")                                                                             \
+    XX(RESTORE, "restore")                                                                         \
+    XX(RESTORE_ASKING, "restore-asking")                                                           \
+    XX(ROLE, "role")                                                                               \
+    XX(RPOP, "rpop")                                                                               \
+    XX(RPOPLPUSH, "rpoplpush")                                                                     \
+    XX(RPUSH, "rpush")                                                                             \
+    XX(RPUSHX, "rpushx")                                                                           \
+    XX(SADD, "sadd")                                                                               \
+    XX(SAVE, "save")                                                                               \
+    XX(SCAN, "scan")                                                                               \
+    XX(SCARD, "scard")                                                                             \
+    XX(SCRIPT, "script")                                                                           \
+    XX(SDIFF, "sdiff")                                                                             \
+    XX(SDIFFSTORE, "sdiffstore")                                                                   \
+    XX(SELECT, "select")                                                                           \
+    XX(SET, "set")                                                                                 \
+    XX(SETBIT, "setbit")                                                                           \
+    XX(SETEX, "setex")                                                                             \
+    XX(SETNX, "setnx")                                                                             \
+    XX(SETRANGE, "setrange")                                                                       \
+    XX(SHUTDOWN, "shutdown")                                                                       \
+    XX(SINTER, "sinter")                                                                           \
+    XX(SINTERCARD, "sintercard")                                                                   \
+    XX(SINTERSTORE, "sinterstore")                                                                 \
+    XX(SISMEMBER, "sismember")                                                                     \
+    XX(SLAVEOF, "slaveof")                                                                         \
+    XX(SLOWLOG, "slowlog")                                                                         \
+    XX(SMEMBERS, "smembers")                                                                       \
+    XX(SMISMEMBER, "smismember")                                                                   \
+    XX(SMOVE, "smove")                                                                             \
+    XX(SORT, "sort")                                                                               \
+    XX(SORT_RO, "sort_ro")                                                                         \
+    XX(SPOP, "spop")                                                                               \
+    XX(SPUBLISH, "spublish")                                                                       \
+    XX(SRANDMEMBER, "srandmember")                                                                 \
+    XX(SREM, "srem")                                                                               \
+    XX(SSCAN, "sscan")                                                                             \
+    XX(SSUBSCRIBE, "ssubscribe")                                                                   \
+    XX(STRLEN, "strlen")                                                                           \
+    XX(SUBSCRIBE, "subscribe")                                                                     \
+    XX(SUBSTR, "substr")                                                                           \
+    XX(SUNION, "sunion")                                                                           \
+    XX(SUNIONSTORE, "sunionstore")                                                                 \
+    XX(SUNSUBSCRIBE, "sunsubscribe")                                                               \
+    XX(SWAPDB, "swapdb")                                                                           \
+    XX(SYNC, "sync")                                                                               \
+    XX(TIME, "time")                                                                               \
+    XX(TOUCH, "touch")                                                                             \
+    XX(TTL, "ttl")                                                                                 \
+    XX(TYPE, "type")                                                                               \
+    XX(UNLINK, "unlink")                                                                           \
+    XX(UNSUBSCRIBE, "unsubscribe")                                                                 \
+    XX(UNWATCH, "unwatch")                                                                         \
+    XX(WAIT, "wait")                                                                               \
+    XX(WATCH, "watch")                                                                             \
+    XX(XACK, "xack")                                                                               \
+    XX(XADD, "xadd")                                                                               \
+    XX(XAUTOCLAIM, "xautoclaim")                                                                   \
+    XX(XCLAIM, "xclaim")                                                                           \
+    XX(XDEL, "xdel")                                                                               \
+    XX(XGROUP, "xgroup")                                                                           \
+    XX(XINFO, "xinfo")                                                                             \
+    XX(XLEN, "xlen")                                                                               \
+    XX(XPENDING, "xpending")                                                                       \
+    XX(XRANGE, "xrange")                                                                           \
+    XX(XREAD, "xread")                                                                             \
+    XX(XREADGROUP, "xreadgroup")                                                                   \
+    XX(XREVRANGE, "xrevrange")                                                                     \
+    XX(XSETID, "xsetid")                                                                           \
+    XX(XTRIM, "xtrim")                                                                             \
+    XX(ZADD, "zadd")                                                                               \
+    XX(ZCARD, "zcard")                                                                             \
+    XX(ZCOUNT, "zcount")                                                                           \
+    XX(ZDIFF, "zdiff")                                                                             \
+    XX(ZDIFFSTORE, "zdiffstore")                                                                   \
+    XX(ZINCRBY, "zincrby")                                                                         \
+    XX(ZINTER, "zinter")                                                                           \
+    XX(ZINTERCARD, "zintercard")                                                                   \
+    XX(ZINTERSTORE, "zinterstore")                                                                 \
+    XX(ZLEXCOUNT, "zlexcount")                                                                     \
+    XX(ZMPOP, "zmpop")                                                                             \
+    XX(ZMSCORE, "zmscore")                                                                         \
+    XX(ZPOPMAX, "zpopmax")                                                                         \
+    XX(ZPOPMIN, "zpopmin")                                                                         \
+    XX(ZRANDMEMBER, "zrandmember")                                                                 \
+    XX(ZRANGE, "zrange")                                                                           \
+    XX(ZRANGEBYLEX, "zrangebylex")                                                                 \
+    XX(ZRANGEBYSCORE, "zrangebyscore")                                                             \
+    XX(ZRANGESTORE, "zrangestore")                                                                 \
+    XX(ZRANK, "zrank")                                                                             \
+    XX(ZREM, "zrem")                                                                               \
+    XX(ZREMRANGEBYLEX, "zremrangebylex")                                                           \
+    XX(ZREMRANGEBYRANK, "zremrangebyrank")                                                         \
+    XX(ZREMRANGEBYSCORE, "zremrangebyscore")                                                       \
+    XX(ZREVRANGE, "zrevrange")                                                                     \
+    XX(ZREVRANGEBYLEX, "zrevrangebylex")                                                           \
+    XX(ZREVRANGEBYSCORE, "zrevrangebyscore")                                                       \
+    XX(ZREVRANK, "zrevrank")                                                                       \
+    XX(ZSCAN, "zscan")                                                                             \
+    XX(ZSCORE, "zscore")                                                                           \
+    XX(ZUNION, "zunion")                                                                           \
+    XX(ZUNIONSTORE, "zunionstore")
 
 typedef enum wn_rcmd_id {
 #define WN_RCMD_ID_ENUM(up, name) WN_RCMD_ID_##up,
     WN_RCMD_MAP(WN_RCMD_ID_ENUM)
 #undef WN_RCMD_ID_ENUM
-    WN_RCMD_COUNT
+        WN_RCMD_COUNT
 } wn_rcmd_id_t;
 
 /* The command called `name` (len bytes, any case), or NULL if redis-server 7

@@ -27,16 +27,16 @@ static const char R_STREAMS[] = "streams are not supported";
 #define MV WN_RCMD_F_MOVABLE
 #define NC WN_RCMD_F_NC
 
-#define C(up, nm, ar, cl, fl, first, last, step, numkeys, reason)                                 \
-    [WN_RCMD_ID_##up] = {.name = nm,                                                              \
-                         .unsupported_reason = reason,                                            \
-                         .arity = ar,                                                             \
-                         .id = WN_RCMD_ID_##up,                                                   \
-                         .cls = WN_RCMD_##cl,                                                     \
-                         .flags = fl,                                                             \
-                         .first_key = first,                                                      \
-                         .last_key = last,                                                        \
-                         .key_step = step,                                                        \
+#define C(up, nm, ar, cl, fl, first, last, step, numkeys, reason)                                  \
+    [WN_RCMD_ID_##up] = {.name = nm,                                                               \
+                         .unsupported_reason = reason,                                             \
+                         .arity = ar,                                                              \
+                         .id = WN_RCMD_ID_##up,                                                    \
+                         .cls = WN_RCMD_##cl,                                                      \
+                         .flags = fl,                                                              \
+                         .first_key = first,                                                       \
+                         .last_key = last,                                                         \
+                         .key_step = step,                                                         \
                          .numkeys_at = numkeys}
 
 /*
@@ -344,8 +344,8 @@ uint16_t wn_rcmd_count(void)
 }
 
 static const char *const class_names[] = {
-    "key", "multi_key", "multi_kv", "script", "all_keys_one_server", "local", "keyless",
-    "unsupported",
+    "key",   "multi_key", "multi_kv",    "script", "all_keys_one_server",
+    "local", "keyless",   "unsupported",
 };
 _Static_assert(WN_ARRAY_SIZE(class_names) == WN_RCMD_CLASS_COUNT, "one name per class");
 

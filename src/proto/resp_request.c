@@ -154,8 +154,7 @@ static int inline_line(wn_resp_req_parser_t *p, const char *buf, size_t n, wn_re
     return (int)t.line_len;
 }
 
-int wn_resp_request_next(wn_resp_req_parser_t *p, const char *buf, size_t n,
-                         wn_resp_req_tok_t *tok)
+int wn_resp_request_next(wn_resp_req_parser_t *p, const char *buf, size_t n, wn_resp_req_tok_t *tok)
 {
     if (p->args_left > 0)
         return bulk_line(p, buf, n, tok);

@@ -94,8 +94,8 @@ static void check_line(const wn_resp_limits_t *lim, const char *s, const wn_resp
  * it must give the whole's answer and leave the same state; or decided on
  * the prefix, then the same answer. Short lines are grown byte by byte.
  */
-static void check_prefixes(const wn_resp_req_parser_t *before, const char *s, size_t avail,
-                           int rc, const wn_resp_req_tok_t *tok, const wn_resp_req_parser_t *after,
+static void check_prefixes(const wn_resp_req_parser_t *before, const char *s, size_t avail, int rc,
+                           const wn_resp_req_tok_t *tok, const wn_resp_req_parser_t *after,
                            size_t split)
 {
     size_t end = rc > 0 ? (size_t)rc : avail;

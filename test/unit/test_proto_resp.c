@@ -260,7 +260,8 @@ typedef struct req_case {
 #define E_QUOTES PROTO "unbalanced quotes in request"
 #define E_DOLLAR(c) PROTO "expected '$', got '" c "'"
 #define E_CRLF PROTO "bulk data not followed by CRLF"
-#define UNKNOWN(name, args) "-ERR unknown command '" name "', with args beginning with: " args "\r\n"
+#define UNKNOWN(name, args)                                                                        \
+    "-ERR unknown command '" name "', with args beginning with: " args "\r\n"
 
 #define PING "*1\r\n$4\r\nPING\r\n"
 #define PONG "+PONG\r\n"
@@ -452,8 +453,8 @@ static void test_request_golden(void **state)
         if (strncmp(c->redis, "-ERR unknown command", 20) == 0) {
             char e[WN_RESP_UNKNOWN_CMD_MAX];
             assert_true(l.n >= 1);
-            int n = wn_resp_compose_unknown_cmd(e, sizeof e, l.args[0].s, l.args[0].len,
-                                                l.args + 1, l.n - 1);
+            int n = wn_resp_compose_unknown_cmd(e, sizeof e, l.args[0].s, l.args[0].len, l.args + 1,
+                                                l.n - 1);
             assert_int_equal(n, strlen(c->redis));
             assert_memory_equal(e, c->redis, (size_t)n);
         }
@@ -1012,13 +1013,13 @@ static void test_reply_resume(void **state)
         size_t want_len_ = sizeof(want) - 1;                                                       \
         size_t cap = sizeof dst_;                                                                  \
         char *dst = dst_;                                                                          \
-        assert_int_equal((call_with_cap), (int)want_len_);                                        \
-        assert_memory_equal(dst_, want, want_len_);                                               \
+        assert_int_equal((call_with_cap), (int)want_len_);                                         \
+        assert_memory_equal(dst_, want, want_len_);                                                \
         cap = want_len_;                                                                           \
-        assert_int_equal((call_with_cap), (int)want_len_);                                        \
+        assert_int_equal((call_with_cap), (int)want_len_);                                         \
         memset(dst_, '#', sizeof dst_);                                                            \
         cap = want_len_ - 1;                                                                       \
-        assert_int_equal((call_with_cap), WN_ETOOBIG);                                            \
+        assert_int_equal((call_with_cap), WN_ETOOBIG);                                             \
         assert_int_equal(dst_[0], '#');                                                            \
     } while (0)
 
@@ -1049,14 +1050,12 @@ static void test_compose(void **state)
     ASSERT_COMPOSE(wn_resp_compose_simple(dst, cap, "PONG", 4), WN_RESP_PONG);
     ASSERT_COMPOSE(wn_resp_compose_error(dst, cap, "ERR Connection refused", 22),
                    "-ERR Connection refused\r\n");
-    ASSERT_COMPOSE(wn_resp_compose_error(dst, cap, "ERR a\r\nb\nc\rd", 12),
-                   "-ERR a  b c d\r\n");
+    ASSERT_COMPOSE(wn_resp_compose_error(dst, cap, "ERR a\r\nb\nc\rd", 12), "-ERR a  b c d\r\n");
     char d[16];
     assert_int_equal(wn_resp_compose_simple(d, sizeof d, "a\nb", 3), WN_EINVAL);
     assert_int_equal(wn_resp_compose_simple(d, sizeof d, "a\rb", 3), WN_EINVAL);
     ASSERT_COMPOSE(wn_resp_compose_cmd_head(dst, cap, "mget", 4, 2), "*3\r\n$4\r\nmget\r\n");
-    ASSERT_COMPOSE(wn_resp_compose_cmd_head(dst, cap, "mset", 4, 998),
-                   "*999\r\n$4\r\nmset\r\n");
+    ASSERT_COMPOSE(wn_resp_compose_cmd_head(dst, cap, "mset", 4, 998), "*999\r\n$4\r\nmset\r\n");
     ASSERT_COMPOSE(wn_resp_compose_cmd_head(dst, cap, "del", 3, 9), "*10\r\n$3\r\ndel\r\n");
     ASSERT_COMPOSE(wn_resp_compose_cmd_head(dst, cap, "x", 1, UINT32_MAX),
                    "*4294967296\r\n$1\r\nx\r\n");
@@ -1115,12 +1114,12 @@ static void test_arity_error(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_golden),  cmocka_unit_test(test_request_split),
-        cmocka_unit_test(test_request_limits),  cmocka_unit_test(test_request_resume),
-        cmocka_unit_test(test_inline_args),     cmocka_unit_test(test_request_errors),
-        cmocka_unit_test(test_reply_golden),    cmocka_unit_test(test_reply_split),
-        cmocka_unit_test(test_reply_limits),    cmocka_unit_test(test_reply_resume),
-        cmocka_unit_test(test_compose),         cmocka_unit_test(test_compose_roundtrip),
+        cmocka_unit_test(test_request_golden), cmocka_unit_test(test_request_split),
+        cmocka_unit_test(test_request_limits), cmocka_unit_test(test_request_resume),
+        cmocka_unit_test(test_inline_args),    cmocka_unit_test(test_request_errors),
+        cmocka_unit_test(test_reply_golden),   cmocka_unit_test(test_reply_split),
+        cmocka_unit_test(test_reply_limits),   cmocka_unit_test(test_reply_resume),
+        cmocka_unit_test(test_compose),        cmocka_unit_test(test_compose_roundtrip),
         cmocka_unit_test(test_arity_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

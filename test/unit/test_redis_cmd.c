@@ -52,8 +52,8 @@ static size_t load_command_info(measured_t *rows, size_t cap)
             continue;
         assert_true(n < cap);
         measured_t *m = &rows[n++];
-        int got = sscanf(line, "%31s %d %d %d %d %d %255s", m->name, &m->arity, &m->first,
-                         &m->last, &m->step, &m->numkeys_at, m->flags);
+        int got = sscanf(line, "%31s %d %d %d %d %d %255s", m->name, &m->arity, &m->first, &m->last,
+                         &m->step, &m->numkeys_at, m->flags);
         assert_int_equal(got, 7);
     }
     fclose(f);
@@ -161,7 +161,8 @@ static void test_lookup(void **state)
         assert_non_null(c);
         assert_int_equal(c->id, WN_RCMD_ID_GET);
     }
-    assert_int_equal(wn_rcmd_lookup("GEORADIUSBYMEMBER_RO", 20)->id, WN_RCMD_ID_GEORADIUSBYMEMBER_RO);
+    assert_int_equal(wn_rcmd_lookup("GEORADIUSBYMEMBER_RO", 20)->id,
+                     WN_RCMD_ID_GEORADIUSBYMEMBER_RO);
     assert_int_equal(wn_rcmd_lookup("EvalSha_Ro", 10)->id, WN_RCMD_ID_EVALSHA_RO);
     assert_int_equal(wn_rcmd_lookup("acl", 3)->id, 0);
     assert_int_equal(wn_rcmd_lookup("zunionstore", 11)->id, WN_RCMD_COUNT - 1);
@@ -169,8 +170,19 @@ static void test_lookup(void **state)
     assert_int_equal(wn_rcmd_lookup("getset", 3)->id, WN_RCMD_ID_GET);
     assert_int_equal(wn_rcmd_lookup("setex", 3)->id, WN_RCMD_ID_SET);
 
-    static const char *unknown[] = {"", "g", "ge", "gett", "foo", "zzzz", "a", "aaa", "config|get",
-                                    "georadiusbymember_rox", "restore_asking", "get ", " get"};
+    static const char *unknown[] = {"",
+                                    "g",
+                                    "ge",
+                                    "gett",
+                                    "foo",
+                                    "zzzz",
+                                    "a",
+                                    "aaa",
+                                    "config|get",
+                                    "georadiusbymember_rox",
+                                    "restore_asking",
+                                    "get ",
+                                    " get"};
     for (size_t i = 0; i < WN_ARRAY_SIZE(unknown); i++)
         assert_null(wn_rcmd_lookup(unknown[i], strlen(unknown[i])));
     assert_null(wn_rcmd_lookup("get\0", 4));
@@ -204,7 +216,8 @@ static void test_classes(void **state)
          WN_RCMD_ALL_KEYS_ONE_SERVER},
         {"ping echo quit select auth hello client", WN_RCMD_LOCAL},
         {"command lolwut", WN_RCMD_KEYLESS},
-        {"get set getdel hgetall sinter sunionstore rpoplpush smove lmove pfmerge pfcount copy sort "
+        {"get set getdel hgetall sinter sunionstore rpoplpush smove lmove pfmerge pfcount copy "
+         "sort "
          "zunionstore zinterstore zdiff georadius move expiretime sort_ro substr",
          WN_RCMD_KEY},
         {"multi exec discard watch unwatch subscribe publish pubsub blpop brpop blmove bzpopmin "
@@ -302,9 +315,9 @@ static void test_key_range(void **state)
     static const struct {
         const char *name;
         uint32_t arg;
-    } route[] = {{"get", 1}, {"mset", 1}, {"bitop", 2}, {"zunionstore", 1}, {"zunion", 2},
-                 {"zdiff", 2}, {"eval", 3}, {"evalsha_ro", 3}, {"fcall", 3}, {"lmpop", 2},
-                 {"ping", 0}, {"command", 0}, {"keys", 0}};
+    } route[] = {{"get", 1},   {"mset", 1},    {"bitop", 2},      {"zunionstore", 1}, {"zunion", 2},
+                 {"zdiff", 2}, {"eval", 3},    {"evalsha_ro", 3}, {"fcall", 3},       {"lmpop", 2},
+                 {"ping", 0},  {"command", 0}, {"keys", 0}};
     for (size_t i = 0; i < WN_ARRAY_SIZE(route); i++)
         assert_int_equal(wn_rcmd_route_arg(wn_rcmd_lookup(route[i].name, strlen(route[i].name))),
                          route[i].arg);
@@ -330,8 +343,7 @@ static void test_unsupported_reply(void **state)
     assert_int_equal(wn_resp_compose_unsupported(e, sizeof want - 2, wn_rcmd_lookup("multi", 5)),
                      WN_ETOOBIG);
     assert_int_equal(e[0], '#');
-    assert_int_equal(wn_resp_compose_unsupported(e, sizeof e, wn_rcmd_lookup("get", 3)),
-                     WN_EINVAL);
+    assert_int_equal(wn_resp_compose_unsupported(e, sizeof e, wn_rcmd_lookup("get", 3)), WN_EINVAL);
     /* every refusal fits, is one line, and says why */
     for (uint16_t id = 0; id < wn_rcmd_count(); id++) {
         const wn_rcmd_t *c = wn_rcmd_by_id(id);
@@ -347,9 +359,12 @@ static void test_unsupported_reply(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_table_matches_redis), cmocka_unit_test(test_ids_and_order),
-        cmocka_unit_test(test_lookup),              cmocka_unit_test(test_classes),
-        cmocka_unit_test(test_argc),                cmocka_unit_test(test_key_range),
+        cmocka_unit_test(test_table_matches_redis),
+        cmocka_unit_test(test_ids_and_order),
+        cmocka_unit_test(test_lookup),
+        cmocka_unit_test(test_classes),
+        cmocka_unit_test(test_argc),
+        cmocka_unit_test(test_key_range),
         cmocka_unit_test(test_unsupported_reply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
