@@ -82,6 +82,8 @@ static inline bool wn_resp_crlf_ok(char a, char b)
     XX(BULK_TOO_BIG, "-ERR Protocol error: too big bulk count string")                             \
     XX(INLINE_TOO_BIG, "-ERR Protocol error: too big inline request")                              \
     XX(UNBALANCED_QUOTES, "-ERR Protocol error: unbalanced quotes in request")                     \
+    XX(MBULK_UNAUTH, "-ERR Protocol error: unauthenticated multibulk length")                      \
+    XX(BULK_UNAUTH, "-ERR Protocol error: unauthenticated bulk length")                            \
     XX(BULK_CRLF, "-ERR Protocol error: bulk data not followed by CRLF")
 
 typedef enum wn_resp_req_err {
@@ -104,10 +106,23 @@ typedef struct wn_resp_req_parser {
     uint8_t err;        /* wn_resp_req_err_t of the last WN_EPROTO */
     uint8_t got;        /* EXPECTED_DOLLAR: the byte found instead of '$' */
     bool stuck;         /* a NUL hides the pending line's end (as in redis-server) */
+    bool unauth;        /* the client must still authenticate: redis-server's small limits */
 } wn_resp_req_parser_t;
 
 /* `lim` NULL: defaults. Ready for the first request. */
 void wn_resp_req_parser_init(wn_resp_req_parser_t *p, const wn_resp_limits_t *lim);
+
+/* redis-server 7 (with requirepass) bounds a client that has not yet
+ * authenticated: more args than this is MBULK_UNAUTH, a longer bulk is
+ * BULK_UNAUTH (checked after the ordinary limits, as it does). */
+#define WN_RESP_UNAUTH_MAX_ARGS 10u
+#define WN_RESP_UNAUTH_MAX_BULK 16384u
+/* Turn those bounds on (the pool wants AUTH and the client has not passed
+ * it) or off (after a successful AUTH). Off after init. */
+static inline void wn_resp_req_parser_set_unauth(wn_resp_req_parser_t *p, bool unauth)
+{
+    p->unauth = unauth;
+}
 
 typedef enum wn_resp_req_tok_type {
     WN_RESP_REQ_ARRAY,  /* "*N\r\n", N >= 1: N bulk lines follow */

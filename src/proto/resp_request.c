@@ -71,6 +71,8 @@ static int multibulk_line(wn_resp_req_parser_t *p, const char *buf, size_t n,
     if (buf[cr + 1] != '\n' || !resp_read_i64(buf + 1, cr - 1, &count) ||
         count > (int64_t)p->lim.max_args)
         return fail(p, WN_RESP_REQERR_MBULK_LEN);
+    if (p->unauth && count > (int64_t)WN_RESP_UNAUTH_MAX_ARGS)
+        return fail(p, WN_RESP_REQERR_MBULK_UNAUTH);
     line_done(p);
     uint32_t line_len = cr + 2;
     if (count <= 0) {
@@ -99,6 +101,8 @@ static int bulk_line(wn_resp_req_parser_t *p, const char *buf, size_t n, wn_resp
     if (buf[cr + 1] != '\n' || !resp_read_i64(buf + 1, cr - 1, &len) || len < 0 ||
         (uint64_t)len > p->lim.max_bulk)
         return fail(p, WN_RESP_REQERR_BULK_LEN);
+    if (p->unauth && len > (int64_t)WN_RESP_UNAUTH_MAX_BULK)
+        return fail(p, WN_RESP_REQERR_BULK_UNAUTH);
     line_done(p);
     uint32_t line_len = cr + 2;
     tok_init(tok, WN_RESP_REQ_BULK, line_len);

@@ -51,11 +51,12 @@ static bool same_tok(const wn_resp_req_tok_t *a, const wn_resp_req_tok_t *b)
 static bool same_state(const wn_resp_req_parser_t *a, const wn_resp_req_parser_t *b)
 {
     return a->scanned == b->scanned && a->nargs == b->nargs && a->args_left == b->args_left &&
-           a->err == b->err && a->got == b->got && a->stuck == b->stuck;
+           a->err == b->err && a->got == b->got && a->stuck == b->stuck && a->unauth == b->unauth;
 }
 
 /* A line of this token: where it ends and what it may hold. */
-static void check_line(const wn_resp_limits_t *lim, const char *s, const wn_resp_req_tok_t *t)
+static void check_line(const wn_resp_limits_t *lim, bool unauth, const char *s,
+                       const wn_resp_req_tok_t *t)
 {
     uint32_t n = t->line_len;
     CHECK(n >= 1);
@@ -75,9 +76,11 @@ static void check_line(const wn_resp_limits_t *lim, const char *s, const wn_resp
     switch (t->type) {
     case WN_RESP_REQ_ARRAY:
         CHECK(t->nargs >= 1 && t->nargs <= lim->max_args);
+        CHECK(!unauth || t->nargs <= WN_RESP_UNAUTH_MAX_ARGS);
         break;
     case WN_RESP_REQ_BULK:
         CHECK(t->bulk_len <= lim->max_bulk && t->arg < t->nargs);
+        CHECK(!unauth || t->bulk_len <= WN_RESP_UNAUTH_MAX_BULK);
         CHECK(t->last == (t->arg + 1 == t->nargs));
         break;
     case WN_RESP_REQ_INLINE:
@@ -219,6 +222,7 @@ static uint64_t play(const char *in, size_t n, const wn_resp_limits_t *lim, size
 {
     wn_resp_req_parser_t p;
     wn_resp_req_parser_init(&p, lim);
+    wn_resp_req_parser_set_unauth(&p, (mode & 0x88) == 0x88);
     uint64_t h = 14695981039346656037ull;
     size_t pos = 0, vis = step == 0 ? n : 0;
     req_args_t args = {.store = malloc(n + 1), .cap = n};
@@ -249,7 +253,7 @@ static uint64_t play(const char *in, size_t n, const wn_resp_limits_t *lim, size
         mix(&h, &tok.nargs, sizeof tok.nargs);
         mix(&h, &tok.bulk_len, sizeof tok.bulk_len);
         if (step == 0) {
-            check_line(&p.lim, in + pos, &tok);
+            check_line(&p.lim, p.unauth, in + pos, &tok);
             check_prefixes(&before, in + pos, vis - pos, rc, &tok, &p, pos * 7 + mode);
         }
         if (tok.type == WN_RESP_REQ_ARRAY) {

@@ -573,6 +573,49 @@ static void test_request_limits(void **state)
     free(huge);
 }
 
+/* Measured on a redis-server 7.0.15 with requirepass, before AUTH:
+ * "*10" waits for args, "*11" gets "-ERR Protocol error: unauthenticated
+ * multibulk length"; "$16384" waits, "$16385" gets "... unauthenticated
+ * bulk length"; both close the connection. */
+static void test_request_unauth(void **state)
+{
+    (void)state;
+    wn_resp_req_parser_t p;
+    wn_resp_req_tok_t tok;
+    wn_resp_req_parser_init(&p, NULL);
+    assert_false(p.unauth);
+    wn_resp_req_parser_set_unauth(&p, true);
+    assert_int_equal(wn_resp_request_next(&p, "*10\r\n", 5, &tok), 5);
+    assert_int_equal(wn_resp_request_next(&p, "$16384\r\n", 8, &tok), 8);
+    wn_resp_req_parser_init(&p, NULL);
+    wn_resp_req_parser_set_unauth(&p, true);
+    assert_int_equal(wn_resp_request_next(&p, "*11\r\n", 5, &tok), WN_EPROTO);
+    char e[WN_RESP_REQERR_MAX];
+    int n = wn_resp_req_error(&p, e, sizeof e);
+    static const char mb[] = "-ERR Protocol error: unauthenticated multibulk length\r\n";
+    assert_int_equal(n, sizeof mb - 1);
+    assert_memory_equal(e, mb, sizeof mb - 1);
+    /* the ordinary check comes first */
+    wn_resp_req_parser_init(&p, NULL);
+    wn_resp_req_parser_set_unauth(&p, true);
+    assert_int_equal(wn_resp_request_next(&p, "*2147483648\r\n", 13, &tok), WN_EPROTO);
+    assert_int_equal(p.err, WN_RESP_REQERR_MBULK_LEN);
+    wn_resp_req_parser_init(&p, NULL);
+    wn_resp_req_parser_set_unauth(&p, true);
+    assert_int_equal(wn_resp_request_next(&p, "*2\r\n", 4, &tok), 4);
+    assert_int_equal(wn_resp_request_next(&p, "$16385\r\n", 8, &tok), WN_EPROTO);
+    n = wn_resp_req_error(&p, e, sizeof e);
+    static const char b[] = "-ERR Protocol error: unauthenticated bulk length\r\n";
+    assert_int_equal(n, sizeof b - 1);
+    assert_memory_equal(e, b, sizeof b - 1);
+    /* after AUTH, the ordinary limits */
+    wn_resp_req_parser_init(&p, NULL);
+    wn_resp_req_parser_set_unauth(&p, true);
+    wn_resp_req_parser_set_unauth(&p, false);
+    assert_int_equal(wn_resp_request_next(&p, "*11\r\n", 5, &tok), 5);
+    assert_int_equal(wn_resp_request_next(&p, "$16385\r\n", 8, &tok), 8);
+}
+
 /* A growing buffer is searched once: the parser resumes where it stopped. */
 static void test_request_resume(void **state)
 {
@@ -1120,7 +1163,7 @@ int main(void)
         cmocka_unit_test(test_reply_golden),   cmocka_unit_test(test_reply_split),
         cmocka_unit_test(test_reply_limits),   cmocka_unit_test(test_reply_resume),
         cmocka_unit_test(test_compose),        cmocka_unit_test(test_compose_roundtrip),
-        cmocka_unit_test(test_arity_error),
+        cmocka_unit_test(test_arity_error),    cmocka_unit_test(test_request_unauth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
