@@ -16,8 +16,8 @@
 
 /* ---- limits ------------------------------------------------------------ */
 
-/* Defaults. redis-server 7.0 accepts up to 2^31-1 args; walnut's default
- * bounds a request at redis's old (< 7.0) limit of 1M args. */
+/* Defaults. redis-server 7.0.15 accepts up to 2^31-1 args (measured);
+ * walnut bounds a request at 1M args by default. */
 #define WN_RESP_MAX_ARGS (1024u * 1024u)
 /* redis-server's proto-max-bulk-len (512 MiB) */
 #define WN_RESP_MAX_BULK (512ull * 1024u * 1024u)
@@ -58,8 +58,7 @@ typedef struct wn_resp_span {
     uint32_t len;
 } wn_resp_span_t;
 
-/* A bulk payload, a reply line's text, an inline line: must end in "\r\n".
- * Pass the two bytes after the payload. */
+/* The two bytes after a bulk payload (request or reply) must be "\r\n". */
 static inline bool wn_resp_crlf_ok(char a, char b)
 {
     return a == '\r' && b == '\n';
@@ -90,7 +89,7 @@ typedef enum wn_resp_req_err {
 #define WN_RESP_REQERR_ENUM(up, text) WN_RESP_REQERR_##up,
     WN_RESP_REQERR_MAP(WN_RESP_REQERR_ENUM)
 #undef WN_RESP_REQERR_ENUM
-        WN_RESP_REQERR_COUNT
+    WN_RESP_REQERR_COUNT
 } wn_resp_req_err_t;
 
 /* Room for any request error line, "\r\n" included. */
@@ -603,7 +602,7 @@ typedef enum wn_rcmd_id {
 #define WN_RCMD_ID_ENUM(up, name) WN_RCMD_ID_##up,
     WN_RCMD_MAP(WN_RCMD_ID_ENUM)
 #undef WN_RCMD_ID_ENUM
-        WN_RCMD_COUNT
+    WN_RCMD_COUNT
 } wn_rcmd_id_t;
 
 /* The command called `name` (len bytes, any case), or NULL if redis-server 7
