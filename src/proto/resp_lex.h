@@ -1,0 +1,56 @@
+/*
+ * proto/resp_lex.h: the lexical pieces shared by the RESP request and reply
+ * parsers: resolving limits, finding a line's end resumably, and reading
+ * numbers as strictly as redis-server does. Module-private; pure.
+ */
+#ifndef WALNUT_PROTO_RESP_LEX_H
+#define WALNUT_PROTO_RESP_LEX_H
+
+#include "walnut/proto_resp.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Where a line's terminator is. A line is searched from *scanned for `stop`
+ * ('\r' for RESP lines, '\n' for inline lines), within the first `window`
+ * bytes only (the limit); a NUL before it hides it and so does, when
+ * no_lf is set, a '\n' (reported as RESP_LINE_BAD).
+ */
+typedef enum resp_line_rc {
+    RESP_LINE_FOUND,   /* *at: the terminator's index */
+    RESP_LINE_AGAIN,   /* not yet: more bytes may bring it */
+    RESP_LINE_TOO_BIG, /* `window` bytes are here and hold no terminator */
+    RESP_LINE_BAD,     /* no_lf: a '\n' came before any '\r' */
+} resp_line_rc_t;
+
+typedef struct resp_line_scan {
+    uint32_t *scanned; /* resumable search position (parser state) */
+    bool *stuck;       /* NULL: NULs are ordinary bytes; else set when one hides the end */
+    uint32_t window;   /* the terminator must be at an index < window */
+    char stop;
+    bool no_lf;
+} resp_line_scan_t;
+
+resp_line_rc_t resp_line_find(const resp_line_scan_t *s, const char *buf, size_t n, uint32_t *at);
+
+/* redis-server's string2ll over s[0, len): an optional '-', then "0" or a
+ * digit string without a leading zero, within int64_t; "-0" is refused. */
+bool resp_read_i64(const char *s, size_t len, int64_t *out);
+
+/*
+ * The next inline arg of line[0, end) from *cursor: 1 with *arg (and, when
+ * out is not NULL, its value written there), 0 when no arg is left, -1 on
+ * unbalanced quotes. See wn_resp_inline_next for the rules.
+ */
+int resp_inline_scan(const char *line, uint32_t end, uint32_t *cursor, wn_resp_inline_arg_t *arg,
+                     char *out);
+
+/* C isspace() in the "C" locale. */
+static inline bool resp_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+#endif

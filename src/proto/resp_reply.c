@@ -1,0 +1,130 @@
+/*
+ * proto/resp_reply.c: frames RESP2 replies from redis servers one line at a
+ * time, tracking nested arrays so the proxy knows where each reply ends and
+ * at which depth every element sits. Strict: what redis-server never sends
+ * is a protocol error. Pure: no I/O, no allocation, no logging; called on
+ * the worker thread that owns the server connection.
+ */
+#include "walnut/proto_resp.h"
+
+#include "proto/resp_lex.h"
+#include "walnut/core.h"
+
+#include <string.h>
+
+void wn_resp_rsp_parser_init(wn_resp_rsp_parser_t *p, const wn_resp_limits_t *lim)
+{
+    p->lim = wn_resp_limits_resolve(lim);
+    p->scanned = 0;
+    p->depth = 0;
+}
+
+static int fail(wn_resp_rsp_parser_t *p, int rc)
+{
+    p->scanned = 0;
+    p->depth = 0;
+    return rc;
+}
+
+/* Find the line's "\r\n". 0 with *line_len, WN_EAGAIN, or an error. */
+static int find_line(wn_resp_rsp_parser_t *p, const char *buf, size_t n, uint32_t limit,
+                     uint32_t *line_len)
+{
+    resp_line_scan_t s = {&p->scanned, NULL, limit - 1, '\r', true};
+    uint32_t cr;
+    switch (resp_line_find(&s, buf, n, &cr)) {
+    case RESP_LINE_FOUND:
+        if ((size_t)cr + 1 >= n)
+            return WN_EAGAIN;
+        if (buf[cr + 1] != '\n')
+            return fail(p, WN_EPROTO);
+        *line_len = cr + 2;
+        return 0;
+    case RESP_LINE_AGAIN:
+        return WN_EAGAIN;
+    case RESP_LINE_TOO_BIG:
+        return fail(p, WN_ETOOBIG);
+    default:
+        return fail(p, WN_EPROTO); /* a bare '\n' */
+    }
+}
+
+/* A length of '$' or '*': -1 (null) or 0..max. */
+static int read_len(wn_resp_rsp_parser_t *p, const char *buf, uint32_t line_len, uint64_t max,
+                    int64_t *out)
+{
+    if (!resp_read_i64(buf + 1, line_len - 3, out) || *out < -1)
+        return fail(p, WN_EPROTO);
+    if (*out > 0 && (uint64_t)*out > max)
+        return fail(p, WN_ETOOBIG);
+    return 0;
+}
+
+/* Parse the line into t; 1 when it opens an array with elements, 0 for a
+ * complete item, or a negative error. */
+static int parse_item(wn_resp_rsp_parser_t *p, const char *buf, uint32_t line_len,
+                      wn_resp_rsp_tok_t *t)
+{
+    int rc;
+    switch (t->type) {
+    case '+':
+    case '-':
+        t->text.off = 1;
+        t->text.len = line_len - 3;
+        return 0;
+    case ':':
+        return resp_read_i64(buf + 1, line_len - 3, &t->number) ? 0 : fail(p, WN_EPROTO);
+    case '$':
+        rc = read_len(p, buf, line_len, p->lim.max_bulk, &t->number);
+        if (rc == 0 && t->number > 0)
+            t->bulk_len = (uint64_t)t->number;
+        return rc;
+    default: /* '*' */
+        rc = read_len(p, buf, line_len, p->lim.max_elems, &t->number);
+        if (rc != 0 || t->number <= 0)
+            return rc;
+        return p->depth < p->lim.max_depth ? 1 : fail(p, WN_ETOOBIG);
+    }
+}
+
+int wn_resp_reply_next(wn_resp_rsp_parser_t *p, const char *buf, size_t n, wn_resp_rsp_tok_t *tok)
+{
+    if (n == 0)
+        return WN_EAGAIN;
+    char type = buf[0];
+    uint32_t limit;
+    if (type == '+' || type == '-')
+        limit = p->lim.max_text;
+    else if (type == ':' || type == '$' || type == '*')
+        limit = p->lim.max_line;
+    else
+        return fail(p, WN_EPROTO); /* RESP3 and anything else */
+
+    uint32_t line_len;
+    int rc = find_line(p, buf, n, limit, &line_len);
+    if (rc != 0)
+        return rc;
+    wn_resp_rsp_tok_t t;
+    memset(&t, 0, sizeof(t));
+    t.type = type;
+    t.line_len = line_len;
+    t.depth = p->depth;
+    int opens = parse_item(p, buf, line_len, &t);
+    if (opens < 0)
+        return opens;
+
+    /* The element has started: its array has one fewer to come. */
+    p->scanned = 0;
+    if (p->depth > 0)
+        p->left[p->depth - 1]--;
+    if (opens) {
+        p->left[p->depth++] = (uint32_t)t.number;
+    } else {
+        /* complete: close every array that has nothing more to come */
+        while (p->depth > 0 && p->left[p->depth - 1] == 0)
+            p->depth--;
+        t.done = p->depth == 0;
+    }
+    *tok = t;
+    return (int)line_len;
+}
