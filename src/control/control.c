@@ -220,17 +220,6 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
     control_t ctl = {.conf = conf};
     int rc;
 
-    /* Redis pools pass -t (the configuration is valid) but cannot be served
-     * yet: refuse to start rather than speak memcached to Redis clients. */
-    for (uint32_t p = 0; p < conf->npools; p++) {
-        if (conf->pools[p].redis) {
-            wn_log_error("pool '%s': redis pools are not supported by this version of walnut "
-                         "yet (memcached pools only)",
-                         conf->pools[p].name);
-            return WN_ECONFIG;
-        }
-    }
-
     if (opts->daemonize && (rc = daemonize()) < 0) {
         wn_log_error("cannot daemonize: %s", wn_strerror(rc));
         return rc;

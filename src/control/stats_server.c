@@ -15,6 +15,7 @@
 
 #include "http.h"
 #include "walnut/proto.h"
+#include "walnut/proto_resp.h"
 #include "stats_view.h"
 #include "walnut/core.h"
 
@@ -23,12 +24,23 @@
 #define HEARTBEAT_MS 1000
 #define WORKER_LATE_MS 3000
 
+/* The command names a pool's per-command counters are indexed by: the
+ * worker's protocol unit counts cmds[] by these tables' indexes. */
 static const char *const *mc_cmd_names(uint32_t *n)
 {
     static const char *names[WN_MC_CMD_COUNT];
     for (uint32_t i = 0; i < WN_MC_CMD_COUNT; i++)
         names[i] = wn_mc_cmd_name((wn_mc_cmd_t)i);
     *n = WN_MC_CMD_COUNT;
+    return names;
+}
+
+static const char *const *redis_cmd_names(uint32_t *n)
+{
+    static const char *names[WN_RCMD_COUNT];
+    for (uint32_t i = 0; i < WN_RCMD_COUNT; i++)
+        names[i] = wn_rcmd_by_id((uint16_t)i)->name;
+    *n = WN_RCMD_COUNT;
     return names;
 }
 
@@ -145,8 +157,10 @@ int wn_control_stats_start(control_t *ctl, const char *addr, uint16_t port)
     if (ctl->cmd_tables == NULL || ctl->pong_seq == NULL || ctl->pong_ms == NULL)
         return WN_ENOMEM;
     for (uint32_t p = 0; p < ctl->npools; p++) {
-        /* Redis pools get their own table with the Redis unit. */
-        ctl->cmd_tables[p].names = mc_cmd_names(&ctl->cmd_tables[p].n);
+        if (ctl->conf->pools[p].redis)
+            ctl->cmd_tables[p].names = redis_cmd_names(&ctl->cmd_tables[p].n);
+        else
+            ctl->cmd_tables[p].names = mc_cmd_names(&ctl->cmd_tables[p].n);
     }
     uint64_t now = uv_now(&ctl->loop);
     for (int i = 0; i < ctl->nworkers; i++)

@@ -118,6 +118,9 @@ void wn_instream_trim(instream_t *in);
 void wn_instream_deinit(instream_t *in);
 /* Copy `len` bytes into the worker's scratch buffer and append them to sv. */
 int wn_scratch_push(wn_worker_t *w, segv_t *sv, const char *data, size_t len);
+/* `size` bytes of memory (8-aligned, uninitialised) that live as long as
+ * `keep` holds them: a reference is appended to keep. NULL on ENOMEM. */
+void *wn_scratch_alloc(wn_worker_t *w, segv_t *keep, size_t size);
 
 /* ---- requests (request.c) ------------------------------------------------- */
 
@@ -165,8 +168,8 @@ struct req {
     uint32_t rsp_sent;  /* segments of rsp already written to the client (streaming) */
     segv_t out;         /* bytes for the server */
     segv_t rsp;         /* bytes for the client */
-    wn_buf_t *arena;    /* one reference: memory a protocol unit keeps for the request
-                           (a split's bookkeeping), shared with its fragments */
+    segv_t keep;        /* memory a protocol unit keeps for the request (a split's
+                           bookkeeping, copied args): references the core drops at free */
 };
 
 /* A slot from the worker's free list, zeroed, refs 1, with `pool` and
@@ -182,8 +185,12 @@ req_t *wn_req_root(req_t *r);
 client_t *wn_req_client(const req_t *r);
 /* Append the client's FIFO (takes a reference). */
 void wn_req_enqueue_client(client_t *c, req_t *r);
+/* Count `bytes` more held for r's client (memory a unit keeps for it). */
+void wn_req_hold(req_t *r, uint64_t bytes);
 /* Request bytes for the server; counted against the client's limit. */
 int wn_req_out_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len);
+/* The same, starting a segment of its own (an argument's first bytes). */
+int wn_req_out_push_split(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len);
 int wn_req_out_scratch(req_t *r, const char *data, size_t len);
 /* Reply bytes for the client; dropped when nobody will read them; counted
  * against the client's limit (which may mark the client over it). `split`
@@ -196,6 +203,9 @@ void wn_req_done(req_t *r);
  * protocol unit then composes its error reply (wn_proto_fail does both).
  * False when r was done already. */
 bool wn_req_failed(req_t *r, int err);
+/* What a failed request is answered with, as twemproxy words it (strerror
+ * of the cause): "Connection refused", "Connection timed out", ... */
+const char *wn_req_fail_text(int err);
 /* Answer r with a line walnut wrote (copied). */
 void wn_req_reply(req_t *r, const char *text, size_t len);
 /* The client is going away: its requests keep going but answer nobody. */

@@ -110,8 +110,7 @@ void wn_mc_parent_progress(req_t *parent);
 void wn_mc_fail(req_t *r, int err);
 /* Queue r on server s for c's slot, or fail it. */
 void wn_mc_forward(client_t *c, server_rt_t *s, req_t *r);
-/* The text twemproxy answers a failed request with (strerror of the cause). */
-const char *wn_mc_fail_text(int err);
+
 
 /* mc_stats.c: `stats` answered with walnut's counters. */
 void wn_mc_reply_stats(mc_req_t *r);

@@ -94,17 +94,16 @@ static void dispatch_keyed(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_m
 
 /* ---- retrieval ------------------------------------------------------------ */
 
-/* The split's bookkeeping, in one buffer the parent holds (r->arena). */
-static mc_split_t *split_alloc(wn_worker_t *w, uint32_t nkeys, uint32_t nservers, wn_buf_t **out)
+/* The split's bookkeeping, in memory the parent keeps (r->keep). */
+static mc_split_t *split_alloc(wn_worker_t *w, uint32_t nkeys, uint32_t nservers, segv_t *keep)
 {
     uint32_t maxf = WN_MIN(nkeys, nservers);
     size_t size = sizeof(mc_split_t) + sizeof(wn_mc_span_t) * nkeys +
                   sizeof(uint32_t) * (2 * (size_t)nkeys + maxf + 1 + nservers) +
-                  sizeof(mc_item_t) * nkeys + 16;
-    wn_buf_t *b = wn_buf_get(&w->bufs, size);
-    if (b == NULL)
+                  sizeof(mc_item_t) * nkeys;
+    mc_split_t *s = wn_scratch_alloc(w, keep, size);
+    if (s == NULL)
         return NULL;
-    mc_split_t *s = (mc_split_t *)(((uintptr_t)b->data + 15) & ~(uintptr_t)15);
     char *m = (char *)(s + 1);
     s->keys = (wn_mc_span_t *)m;
     m += sizeof(wn_mc_span_t) * nkeys;
@@ -116,7 +115,6 @@ static mc_split_t *split_alloc(wn_worker_t *w, uint32_t nkeys, uint32_t nservers
     s->nkeys = nkeys;
     s->nfrags = 0;
     s->merged = 0;
-    *out = b;
     return s;
 }
 
@@ -250,7 +248,7 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
         return;
     } else {
         uint32_t maxf = WN_MIN(q->nkeys, pool->nservers);
-        mc_split_t *s = split_alloc(pool->w, q->nkeys, pool->nservers, &r->r.arena);
+        mc_split_t *s = split_alloc(pool->w, q->nkeys, pool->nservers, &r->r.keep);
         server_rt_t **where = s != NULL ? malloc(sizeof(*where) * maxf) : NULL;
         uint32_t *fos = s != NULL ? s->frag_first + maxf + 1 : NULL;
         if (s == NULL || where == NULL) {
@@ -268,8 +266,7 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
         }
         r->r.server = routed ? where[0] : NULL;
         free(where);
-        wn_buf_unref(r->r.arena);
-        r->r.arena = NULL;
+        wn_segv_clear(&r->r.keep);
     }
     wn_mc_forward(&c->c, r->r.server, &r->r);
     wn_req_unref(&r->r);

@@ -12,36 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* twemproxy answers a request it could not complete with the system's text
- * for the error: "SERVER_ERROR Connection refused" and friends. */
-const char *wn_mc_fail_text(int err)
-{
-    switch (err) {
-    case 0:
-    case UV_EOF:
-    case UV_ECONNRESET:
-        return "Connection reset by peer";
-    case UV_ECONNREFUSED:
-    case WN_ENOSERVER:
-        return "Connection refused";
-    case UV_ETIMEDOUT:
-        return "Connection timed out";
-    case WN_EPROTO:
-        return "Invalid argument"; /* twemproxy's EINVAL for a reply it cannot parse */
-    case UV_ENOMEM:
-    case WN_ENOMEM:
-        return "Out of memory";
-    default:
-        return wn_strerror(err);
-    }
-}
-
 void wn_mc_fail(req_t *r, int err)
 {
     if (!wn_req_failed(r, err))
         return;
     char line[160];
-    int n = snprintf(line, sizeof(line), "SERVER_ERROR %s\r\n", wn_mc_fail_text(err));
+    int n = snprintf(line, sizeof(line), "SERVER_ERROR %s\r\n", wn_req_fail_text(err));
     if (r->kind == REQ_FRAGMENT) {
         /* The parent's merge answers for the whole request. */
         mc_req(r)->error_line = true;
@@ -93,7 +69,7 @@ static void answer_with_error(mc_req_t *p, mc_req_t *f)
         n += take;
     }
     if (n == 0 || line[n - 1] != '\n')
-        n = (size_t)snprintf(line, sizeof(line), "SERVER_ERROR %s\r\n", wn_mc_fail_text(0));
+        n = (size_t)snprintf(line, sizeof(line), "SERVER_ERROR %s\r\n", wn_req_fail_text(0));
     /* One error for the whole request; a fragment walnut failed counted
      * its cause already, a server's own error line counts here. */
     if (!f->r.failed)

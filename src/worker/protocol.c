@@ -7,6 +7,7 @@
 #include "protocol.h"
 
 #include "mc.h"
+#include "redis.h"
 
 wn_proto_t wn_proto_of(const wn_conf_pool_t *conf)
 {
@@ -21,6 +22,7 @@ const char *wn_proto_name(wn_proto_t proto)
 /* Every unit's request fits one slot size: the free list is shared. */
 typedef union req_slot {
     mc_req_t mc;
+    redis_req_t redis;
 } req_slot_t;
 
 size_t wn_proto_req_slot_size(void)
@@ -31,6 +33,8 @@ size_t wn_proto_req_slot_size(void)
 size_t wn_proto_client_size(wn_proto_t proto)
 {
     switch (proto) {
+    case WN_PROTO_REDIS:
+        return sizeof(redis_client_t);
     case WN_PROTO_MC:
     default:
         return sizeof(mc_client_t);
@@ -40,15 +44,20 @@ size_t wn_proto_client_size(wn_proto_t proto)
 size_t wn_proto_sconn_size(wn_proto_t proto)
 {
     switch (proto) {
+    case WN_PROTO_REDIS:
+        return sizeof(redis_sconn_t);
     case WN_PROTO_MC:
     default:
         return sizeof(mc_sconn_t);
     }
 }
 
-#define DISPATCH(proto, mc_call)                                                                  \
+#define DISPATCH(proto, mc_call, redis_call)                                                      \
     do {                                                                                          \
         switch ((wn_proto_t)(proto)) {                                                            \
+        case WN_PROTO_REDIS:                                                                      \
+            redis_call;                                                                           \
+            return;                                                                               \
         case WN_PROTO_MC:                                                                         \
         default:                                                                                  \
             mc_call;                                                                              \
@@ -58,42 +67,46 @@ size_t wn_proto_sconn_size(wn_proto_t proto)
 
 void wn_proto_client_init(client_t *c)
 {
-    DISPATCH(c->pool->proto, wn_mc_client_init(c));
+    DISPATCH(c->pool->proto, wn_mc_client_init(c), wn_redis_client_init(c));
 }
 
 void wn_proto_client_parse(client_t *c)
 {
-    DISPATCH(c->pool->proto, wn_mc_client_parse(c));
+    DISPATCH(c->pool->proto, wn_mc_client_parse(c), wn_redis_client_parse(c));
 }
 
 void wn_proto_client_eof(client_t *c)
 {
-    DISPATCH(c->pool->proto, wn_mc_client_eof(c));
+    DISPATCH(c->pool->proto, wn_mc_client_eof(c), wn_redis_client_eof(c));
 }
 
 void wn_proto_client_deinit(client_t *c)
 {
-    DISPATCH(c->pool->proto, wn_mc_client_deinit(c));
+    DISPATCH(c->pool->proto, wn_mc_client_deinit(c), wn_redis_client_deinit(c));
 }
 
 void wn_proto_client_read_plan(const client_t *c, uint32_t *keep, uint64_t *ahead)
 {
-    DISPATCH(c->pool->proto, wn_mc_client_read_plan(c, keep, ahead));
+    DISPATCH(c->pool->proto, wn_mc_client_read_plan(c, keep, ahead),
+             wn_redis_client_read_plan(c, keep, ahead));
 }
 
 void wn_proto_sconn_reset(sconn_t *s)
 {
-    DISPATCH(s->server->pool->proto, wn_mc_sconn_reset(s));
+    DISPATCH(s->server->pool->proto, wn_mc_sconn_reset(s), wn_redis_sconn_reset(s));
 }
 
 void wn_proto_sconn_hello(sconn_t *s)
 {
-    DISPATCH(s->server->pool->proto, (void)s); /* memcached needs no greeting */
+    /* memcached needs no greeting */
+    DISPATCH(s->server->pool->proto, (void)s, wn_redis_sconn_hello(s));
 }
 
 int wn_proto_server_parse(sconn_t *s)
 {
     switch ((wn_proto_t)s->server->pool->proto) {
+    case WN_PROTO_REDIS:
+        return wn_redis_server_parse(s);
     case WN_PROTO_MC:
     default:
         return wn_mc_server_parse(s);
@@ -102,17 +115,20 @@ int wn_proto_server_parse(sconn_t *s)
 
 void wn_proto_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead)
 {
-    DISPATCH(s->server->pool->proto, wn_mc_server_read_plan(s, keep, ahead));
+    DISPATCH(s->server->pool->proto, wn_mc_server_read_plan(s, keep, ahead),
+             wn_redis_server_read_plan(s, keep, ahead));
 }
 
 void wn_proto_fail(req_t *r, int err)
 {
-    DISPATCH(r->pool->proto, wn_mc_fail(r, err));
+    DISPATCH(r->pool->proto, wn_mc_fail(r, err), wn_redis_fail(r, err));
 }
 
 uint32_t wn_proto_ncmds(wn_proto_t proto)
 {
     switch (proto) {
+    case WN_PROTO_REDIS:
+        return wn_rcmd_count();
     case WN_PROTO_MC:
     default:
         return WN_MC_CMD_COUNT;
@@ -122,6 +138,10 @@ uint32_t wn_proto_ncmds(wn_proto_t proto)
 const char *wn_proto_cmd_name(wn_proto_t proto, uint32_t cmd)
 {
     switch (proto) {
+    case WN_PROTO_REDIS: {
+        const wn_rcmd_t *c = wn_rcmd_by_id((uint16_t)cmd);
+        return c != NULL ? c->name : NULL;
+    }
     case WN_PROTO_MC:
     default:
         return wn_mc_cmd_name((wn_mc_cmd_t)cmd);

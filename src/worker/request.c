@@ -33,6 +33,7 @@ req_t *wn_req_create(pool_rt_t *pool, client_t *c, req_kind_t kind)
     r->start_us = wn_worker_now_us(w);
     wn_segv_init(&r->out);
     wn_segv_init(&r->rsp);
+    wn_segv_init(&r->keep);
     return r;
 }
 
@@ -100,7 +101,7 @@ void wn_req_unref(req_t *r)
     if (r == NULL || --r->refs > 0)
         return;
     account(r, -(int64_t)r->acct);
-    wn_buf_unref(r->arena);
+    wn_segv_clear(&r->keep);
     wn_segv_clear(&r->out);
     wn_segv_clear(&r->rsp);
     release_frags(r);
@@ -130,6 +131,21 @@ void wn_req_free_all(wn_worker_t *w)
     w->nfree_reqs = 0;
 }
 
+
+void wn_req_hold(req_t *r, uint64_t bytes)
+{
+    account(r, (int64_t)bytes);
+}
+
+int wn_req_out_push_split(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len)
+{
+    int rc = wn_segv_push_split(&r->out, buf, off, len);
+    if (rc == 0) {
+        r->out_bytes += len;
+        account(r, len);
+    }
+    return rc;
+}
 
 int wn_req_out_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len)
 {
@@ -225,6 +241,30 @@ static wn_error_cause_t cause_of(int err)
         return WN_CAUSE_unreachable;
     default:
         return WN_CAUSE_other;
+    }
+}
+
+/* twemproxy answers a request it could not complete with the system's text
+ * for the error: "SERVER_ERROR Connection refused" and friends. */
+const char *wn_req_fail_text(int err)
+{
+    switch (err) {
+    case 0:
+    case UV_EOF:
+    case UV_ECONNRESET:
+        return "Connection reset by peer";
+    case UV_ECONNREFUSED:
+    case WN_ENOSERVER:
+        return "Connection refused";
+    case UV_ETIMEDOUT:
+        return "Connection timed out";
+    case WN_EPROTO:
+        return "Invalid argument"; /* twemproxy's EINVAL for a reply it cannot parse */
+    case UV_ENOMEM:
+    case WN_ENOMEM:
+        return "Out of memory";
+    default:
+        return wn_strerror(err);
     }
 }
 

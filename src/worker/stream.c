@@ -87,6 +87,32 @@ int wn_scratch_push(wn_worker_t *w, segv_t *sv, const char *data, size_t len)
     return wn_segv_push(sv, b, off, (uint32_t)len);
 }
 
+static uint32_t aligned_off(const wn_buf_t *b, uint32_t from)
+{
+    uintptr_t p = ((uintptr_t)(b->data + from) + 7u) & ~(uintptr_t)7u;
+    return (uint32_t)(p - (uintptr_t)b->data);
+}
+
+void *wn_scratch_alloc(wn_worker_t *w, segv_t *keep, size_t size)
+{
+    if (size == 0)
+        size = 1;
+    wn_buf_t *b = w->scratch;
+    uint32_t off = b != NULL ? aligned_off(b, b->len) : 0;
+    if (b == NULL || off > b->cap || b->cap - off < size) {
+        wn_buf_t *nb = wn_buf_get(&w->bufs, size + 8);
+        if (nb == NULL)
+            return NULL;
+        wn_buf_unref(b);
+        w->scratch = b = nb;
+        off = aligned_off(b, 0);
+    }
+    if (wn_segv_push_split(keep, b, off, (uint32_t)size) < 0)
+        return NULL;
+    b->len = off + (uint32_t)size;
+    return b->data + off;
+}
+
 /* ---- reads ---------------------------------------------------------------- */
 
 int wn_instream_alloc(wn_worker_t *w, instream_t *in, uint32_t keep, uint64_t ahead, uv_buf_t *out)

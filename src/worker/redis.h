@@ -1,0 +1,143 @@
+/*
+ * redis.h: the Redis (RESP2) protocol unit's private types. Each starts with
+ * the core's struct (client_t, sconn_t, req_t), so the core allocates them by
+ * size and the unit casts. Worker thread only.
+ */
+#ifndef WALNUT_WORKER_REDIS_H
+#define WALNUT_WORKER_REDIS_H
+
+#include "core_types.h"
+#include "walnut/proto_resp.h"
+
+/* Keys walnut routes: up to this many bytes (twemproxy: its buffer size
+ * less 48, 16335 bytes by default). Longer keys are refused. */
+#define WN_REDIS_MAX_KEY (64u * 1024u)
+/* Keys in one split command (MGET, DEL, MSET, ...). */
+#define WN_REDIS_MAX_KEYS 1000000u
+/* Arguments kept inline in a request; more get an array of their own. */
+#define WN_REDIS_INLINE_ARGS 6
+/* Bytes of a command name walnut looks at (longer names are unknown). */
+#define WN_REDIS_NAME_MAX 64
+/* Bytes of arguments kept for the unknown-command error text. */
+#define WN_REDIS_ERRARGS_MAX 160
+
+/* One argument of a request: its segments in r->out (header "$len\r\n",
+ * payload, "\r\n"), and its value when walnut needs to read it (keys,
+ * local commands' args): contiguous in a buffer the request holds. */
+typedef struct redis_arg {
+    uint32_t seg;     /* index of its first segment in r->out */
+    uint32_t nsegs;   /* its segments */
+    const char *val;  /* its payload, or NULL (not needed, or too long to copy) */
+    uint32_t len;     /* payload bytes */
+} redis_arg_t;
+
+/* One element of a fragment's array reply (MGET): its segments in the
+ * fragment's rsp, and the client key (index) it answers. */
+typedef struct redis_item {
+    uint32_t seg_first;
+    uint32_t nsegs;
+} redis_item_t;
+
+typedef enum redis_merge {
+    RMERGE_NONE = 0,
+    RMERGE_ARRAY, /* MGET: elements in the client's key order */
+    RMERGE_SUM,   /* DEL UNLINK TOUCH EXISTS: the sum of the integers */
+    RMERGE_OK,    /* MSET: +OK when every part says +OK */
+} redis_merge_t;
+
+/* A split's bookkeeping (one buffer, r->arena). */
+typedef struct redis_split {
+    uint32_t nkeys;
+    uint32_t nfrags;
+    uint32_t *key_frag;    /* [nkeys] the fragment of each key */
+    uint32_t *frag_first;  /* [nfrags + 1] each fragment's first key position in frag_keys */
+    uint32_t *frag_keys;   /* [nkeys] key indexes grouped by fragment */
+    redis_item_t *items;   /* [nkeys] fragment elements, grouped like frag_keys */
+    uint32_t merged;       /* client keys merged so far (ARRAY) */
+    int64_t sum;           /* SUM */
+} redis_split_t;
+
+typedef struct redis_req {
+    req_t r;
+    const wn_rcmd_t *cmd;  /* NULL: not known (yet) */
+    uint32_t nargs;        /* the request's N */
+    uint32_t got;          /* args complete so far */
+    redis_arg_t *args;     /* [nargs]: inl, or an owned array */
+    redis_arg_t inl[WN_REDIS_INLINE_ARGS]; /* (larger arrays and copied args: r.keep) */
+    uint8_t merge;         /* redis_merge_t: parents and their fragments */
+    bool internal_select;  /* REQ_INTERNAL: SELECT (a failure closes the connection) */
+    /* Fragments: */
+    redis_split_t *split;  /* the parent's (borrowed) */
+    uint32_t frag;
+    uint32_t nkeys;        /* keys of this fragment (elements expected) */
+    uint32_t nitems;       /* elements started */
+    uint32_t ncomplete;    /* elements complete */
+    uint32_t taken;        /* elements merged into the parent */
+    bool error_reply;      /* the reply (or walnut's failure) is an error line */
+    bool bad_shape;        /* the reply was not the type the merge needs */
+} redis_req_t;
+
+typedef struct redis_client {
+    client_t c;
+    wn_resp_req_parser_t parser;
+    redis_req_t *cur;        /* the request being received (one reference) */
+    bool cur_swallow;        /* its args are read and dropped (answered locally) */
+    uint64_t data_left;      /* payload + "\r\n" bytes of the current arg still to come */
+    uint32_t hdr;            /* bytes of the current arg's "$len\r\n" line */
+    char trailer[2];
+    char name[WN_REDIS_NAME_MAX]; /* arg 0 as sent, cut */
+    uint32_t name_len;
+    char errargs[WN_REDIS_ERRARGS_MAX]; /* the first args, for unknown-command errors */
+    uint32_t errargs_len;
+    uint32_t nerrargs;
+    wn_resp_str_t errarg[8];
+    redis_req_t *pending;    /* complete, waiting for a hold to end (one reference) */
+    bool authed;             /* passed AUTH (or the pool has no redis_auth) */
+    char *client_name;       /* CLIENT SETNAME (owned) */
+    uint64_t id;             /* CLIENT ID */
+} redis_client_t;
+
+typedef struct redis_sconn {
+    sconn_t s;
+    wn_resp_rsp_parser_t rsp;
+    uint64_t data_left;      /* payload + "\r\n" bytes of a bulk still to come */
+    bool done_after_data;
+    char trailer[2];
+    bool auth_logged;        /* an AUTH failure on this connection was logged */
+} redis_sconn_t;
+
+static inline redis_req_t *redis_req(req_t *r)
+{
+    return (redis_req_t *)r;
+}
+
+/* redis_client.c */
+void wn_redis_client_init(client_t *c);
+void wn_redis_client_parse(client_t *c);
+void wn_redis_client_eof(client_t *c);
+void wn_redis_client_deinit(client_t *c);
+void wn_redis_client_read_plan(const client_t *c, uint32_t *keep, uint64_t *ahead);
+/* Answer r (already in c's FIFO) with a line walnut wrote. */
+void wn_redis_reply(redis_req_t *r, const char *text, size_t len);
+
+/* redis_dispatch.c: a complete request goes where its command says.
+ * False when c must wait (a hold): the caller keeps r pending. */
+bool wn_redis_dispatch(redis_client_t *c, redis_req_t *r);
+/* Queue r on server s for c's slot, or fail it. */
+void wn_redis_forward(client_t *c, server_rt_t *s, req_t *r);
+
+/* redis_local.c: PING ECHO QUIT SELECT AUTH HELLO CLIENT. */
+void wn_redis_local(redis_client_t *c, redis_req_t *r);
+
+/* redis_server.c */
+void wn_redis_sconn_reset(sconn_t *s);
+void wn_redis_sconn_hello(sconn_t *s);
+int wn_redis_server_parse(sconn_t *s);
+void wn_redis_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead);
+
+/* redis_merge.c */
+void wn_redis_parent_progress(req_t *parent);
+/* r could not be completed: count it, answer "-ERR <cause>". */
+void wn_redis_fail(req_t *r, int err);
+
+#endif

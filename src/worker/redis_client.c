@@ -1,0 +1,457 @@
+/*
+ * worker/redis_client.c: RESP2 from clients. Frames multibulk requests one
+ * line at a time and takes bulk payloads by count, so values travel by
+ * reference however large; inline requests (`PING` from telnet) are turned
+ * into the same multibulk form. Each argument's place is recorded, with its
+ * value when walnut must read it (keys, local commands' args). A request
+ * walnut answers itself with an error (unknown command, wrong arity, not
+ * authenticated) has its remaining arguments read and dropped. A protocol
+ * error gets redis-server's text, then the connection closes, as
+ * redis-server does. Worker thread only; never writes or closes.
+ */
+#include "redis.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t next_id = 0; /* per worker thread: see client_id() */
+
+static uint64_t client_id(const client_t *c)
+{
+    /* Unique in the process: the worker in the top bits. */
+    return ((uint64_t)(uint32_t)c->w->id << 48) | (++next_id & 0xffffffffffffull);
+}
+
+void wn_redis_client_init(client_t *cl)
+{
+    redis_client_t *c = (redis_client_t *)cl;
+    wn_resp_req_parser_init(&c->parser, NULL);
+    c->authed = cl->pool->conf->redis_auth == NULL;
+    wn_resp_req_parser_set_unauth(&c->parser, !c->authed);
+    c->id = client_id(cl);
+}
+
+static void drop_cur(redis_client_t *c)
+{
+    if (c->cur != NULL) {
+        redis_req_t *r = c->cur;
+        c->cur = NULL;
+        /* It holds its place in the FIFO: answered with nothing, so the
+         * replies before it still go out. */
+        r->r.kind = REQ_LOCAL;
+        r->r.noreply = true;
+        wn_req_out_written(&r->r);
+        wn_req_reply(&r->r, "", 0);
+        wn_req_unref(&r->r);
+    }
+    c->data_left = 0;
+    c->cur_swallow = false;
+}
+
+void wn_redis_client_deinit(client_t *cl)
+{
+    redis_client_t *c = (redis_client_t *)cl;
+    drop_cur(c);
+    if (c->pending != NULL) {
+        wn_req_unref(&c->pending->r);
+        c->pending = NULL;
+    }
+    free(c->client_name);
+    c->client_name = NULL;
+}
+
+void wn_redis_client_eof(client_t *cl)
+{
+    /* A request that never arrived whole is dropped, never forwarded. */
+    drop_cur((redis_client_t *)cl);
+    cl->mid_request = false;
+}
+
+void wn_redis_client_read_plan(const client_t *cl, uint32_t *keep, uint64_t *ahead)
+{
+    const redis_client_t *c = (const redis_client_t *)cl;
+    if (c->data_left > 0) {
+        *keep = 0;
+        *ahead = c->data_left;
+        return;
+    }
+    *keep = cl->in.buf != NULL ? cl->in.buf->len - cl->in.pos : 0;
+    *ahead = 0;
+}
+
+void wn_redis_reply(redis_req_t *r, const char *text, size_t len)
+{
+    wn_req_reply(&r->r, text, len);
+}
+
+/* A line walnut answers with, queued in order like any other reply. */
+static void answer_line(redis_client_t *c, const char *text, size_t len, bool close_after)
+{
+    redis_req_t *r = (redis_req_t *)wn_req_create(c->c.pool, &c->c, REQ_LOCAL);
+    if (r == NULL) {
+        c->c.broken = true;
+        wn_client_mark(&c->c);
+        return;
+    }
+    wn_req_enqueue_client(&c->c, &r->r);
+    r->r.close_after = close_after;
+    wn_req_reply(&r->r, text, len);
+    wn_req_unref(&r->r);
+}
+
+/* redis-server answers a protocol error and closes; so does walnut. */
+static void protocol_error(redis_client_t *c, wn_resp_req_parser_t *p)
+{
+    char line[WN_RESP_REQERR_MAX];
+    int n = wn_resp_req_error(p, line, sizeof(line));
+    drop_cur(c);
+    c->c.stop_parsing = true;
+    c->c.in.pos = c->c.in.buf != NULL ? c->c.in.buf->len : 0;
+    wn_stat_add(WN_PSTAT(c->c.pool, request_errors), 1);
+    answer_line(c, line, n > 0 ? (size_t)n : 0, true);
+}
+
+/* A "*N" line at b, pos: a request of N arguments begins. */
+static bool start_request(redis_client_t *c, uint32_t nargs, wn_buf_t *b, uint32_t pos,
+                          uint32_t line_len)
+{
+    redis_req_t *r = (redis_req_t *)wn_req_create(c->c.pool, &c->c, REQ_FORWARD);
+    if (r == NULL)
+        return false;
+    wn_req_enqueue_client(&c->c, &r->r);
+    if (wn_req_out_push_split(&r->r, b, pos, line_len) < 0) {
+        wn_req_unref(&r->r);
+        return false;
+    }
+    r->nargs = nargs;
+    r->args = r->inl;
+    if (nargs > WN_REDIS_INLINE_ARGS) {
+        size_t size = sizeof(redis_arg_t) * nargs;
+        r->args = wn_scratch_alloc(c->c.w, &r->r.keep, size);
+        if (r->args == NULL) {
+            wn_req_unref(&r->r);
+            return false;
+        }
+        wn_req_hold(&r->r, size);
+    }
+    c->cur = r;
+    c->name_len = 0;
+    c->errargs_len = 0;
+    c->nerrargs = 0;
+    c->cur_swallow = false;
+    return true;
+}
+
+/* ---- arguments ------------------------------------------------------------- */
+
+/* Does walnut need to read argument i of the request (a key, a numkeys, a
+ * local command's argument)? Values it only forwards are never copied. */
+static bool arg_needed(const redis_req_t *r, uint32_t i)
+{
+    const wn_rcmd_t *cmd = r->cmd;
+    if (cmd == NULL)
+        return false;
+    switch (cmd->cls) {
+    case WN_RCMD_LOCAL:
+        return true;
+    case WN_RCMD_MULTI_KEY:
+        return i >= 1;
+    case WN_RCMD_MULTI_KV:
+        return i % 2 == 1;
+    default:
+        break;
+    }
+    uint32_t first, last, step;
+    if (wn_rcmd_key_range(cmd, r->nargs, &first, &last, &step) && i >= first && i <= last &&
+        (i - first) % step == 0)
+        return true;
+    if (cmd->numkeys_at > 0 && i >= (uint32_t)cmd->numkeys_at) {
+        /* numkeys itself, and the keys after it (numkeys is read by then) */
+        if (i == (uint32_t)cmd->numkeys_at)
+            return true;
+        const redis_arg_t *nk = &r->args[cmd->numkeys_at];
+        uint64_t numkeys = 0;
+        for (uint32_t k = 0; nk->val != NULL && k < nk->len && k < 10; k++)
+            numkeys = numkeys * 10 + (uint64_t)(nk->val[k] - '0');
+        return i - (uint32_t)cmd->numkeys_at <= numkeys;
+    }
+    return false;
+}
+
+/* Make argument i's value readable: a pointer into its buffer when it lies
+ * in one segment, else a copy walnut keeps (up to WN_REDIS_MAX_KEY bytes). */
+static void settle_value(redis_req_t *r, uint32_t i, uint32_t hdr)
+{
+    redis_arg_t *a = &r->args[i];
+    a->val = NULL;
+    const seg_t *sg = &r->r.out.v[a->seg];
+    if (sg->len >= hdr + a->len) {
+        a->val = sg->buf->data + sg->off + hdr;
+        return;
+    }
+    if (!arg_needed(r, i) || a->len > WN_REDIS_MAX_KEY)
+        return;
+    char *copy = wn_scratch_alloc(r->r.pool->w, &r->r.keep, a->len);
+    if (copy == NULL)
+        return;
+    wn_req_hold(&r->r, a->len);
+    uint32_t skip = hdr, got = 0;
+    for (uint32_t j = a->seg; j < a->seg + a->nsegs && got < a->len; j++) {
+        const seg_t *s = &r->r.out.v[j];
+        uint32_t off = 0;
+        if (skip >= s->len) {
+            skip -= s->len;
+            continue;
+        }
+        off = skip;
+        skip = 0;
+        uint32_t take = WN_MIN(s->len - off, a->len - got);
+        memcpy(copy + got, s->buf->data + s->off + off, take);
+        got += take;
+    }
+    a->val = copy;
+}
+
+/* Arg 0 is in: which command, and will walnut answer it itself? */
+static void command_known(redis_client_t *c, redis_req_t *r)
+{
+    r->cmd = c->name_len < WN_REDIS_NAME_MAX ? wn_rcmd_lookup(c->name, c->name_len) : NULL;
+    const wn_rcmd_t *cmd = r->cmd;
+    bool answered_here =
+        cmd == NULL || !wn_rcmd_argc_ok(cmd, r->nargs) || cmd->cls == WN_RCMD_UNSUPPORTED ||
+        (!c->authed && cmd->id != WN_RCMD_ID_AUTH && cmd->id != WN_RCMD_ID_HELLO &&
+         cmd->id != WN_RCMD_ID_QUIT);
+    if (cmd != NULL)
+        wn_stat_add(&c->c.pool->stats->cmds[cmd->id], 1);
+    if (answered_here) {
+        /* Read the rest and drop it: nothing of it is forwarded. */
+        c->cur_swallow = true;
+        r->r.kind = REQ_LOCAL;
+        wn_req_out_written(&r->r);
+    }
+}
+
+/* Keep the first arguments' text for redis-server's unknown-command error. */
+static void keep_errarg(redis_client_t *c, const char *p, uint32_t n, bool first_bytes)
+{
+    if (first_bytes && c->nerrargs < WN_ARRAY_SIZE(c->errarg)) {
+        c->errarg[c->nerrargs].s = c->errargs + c->errargs_len;
+        c->errarg[c->nerrargs].len = 0;
+        c->nerrargs++;
+    }
+    if (c->nerrargs == 0)
+        return;
+    wn_resp_str_t *e = &c->errarg[c->nerrargs - 1];
+    uint32_t take = WN_MIN(n, (uint32_t)sizeof(c->errargs) - c->errargs_len);
+    if (e->s + e->len != c->errargs + c->errargs_len)
+        return; /* a later argument than we keep */
+    memcpy(c->errargs + c->errargs_len, p, take);
+    c->errargs_len += take;
+    e->len += take;
+}
+
+static void request_done(redis_client_t *c);
+
+/* The bytes after an argument's payload are in: check them, settle it. */
+static bool arg_done(redis_client_t *c, wn_resp_req_parser_t *p, uint32_t hdr)
+{
+    if (wn_resp_request_bulk_end(p, c->trailer[0], c->trailer[1]) < 0) {
+        protocol_error(c, p);
+        return false;
+    }
+    redis_req_t *r = c->cur;
+    uint32_t i = r->got++;
+    if (i == 0) {
+        command_known(c, r);
+    } else if (!c->cur_swallow) {
+        r->args[i].nsegs = r->r.out.n - r->args[i].seg;
+        settle_value(r, i, hdr);
+    }
+    if (r->got == r->nargs)
+        request_done(c);
+    return true;
+}
+
+/* A "$len" line of argument tok->arg (its bytes at b, pos). */
+static bool start_arg(redis_client_t *c, wn_buf_t *b, uint32_t pos, const wn_resp_req_tok_t *tok)
+{
+    redis_req_t *r = c->cur;
+    redis_arg_t *a = &r->args[tok->arg];
+    a->len = (uint32_t)WN_MIN(tok->bulk_len, UINT32_MAX);
+    a->val = NULL;
+    a->seg = r->r.out.n;
+    a->nsegs = 0;
+    c->data_left = tok->bulk_len + 2;
+    c->trailer[0] = c->trailer[1] = 0;
+    if (c->cur_swallow)
+        return true;
+    return wn_req_out_push_split(&r->r, b, pos, tok->line_len) == 0;
+}
+
+/* Payload bytes of the current argument at b[pos..pos+avail). */
+static uint32_t take_payload(redis_client_t *c, wn_resp_req_parser_t *p, wn_buf_t *b,
+                             uint32_t pos, uint32_t avail, uint32_t hdr)
+{
+    redis_req_t *r = c->cur;
+    uint32_t take = (uint32_t)WN_MIN((uint64_t)avail, c->data_left);
+    const char *d = b->data + pos;
+    uint64_t payload_left = c->data_left > 2 ? c->data_left - 2 : 0;
+    uint32_t payload = (uint32_t)WN_MIN((uint64_t)take, payload_left);
+    if (r->got == 0) {
+        uint32_t room = WN_REDIS_NAME_MAX - c->name_len;
+        memcpy(c->name + c->name_len, d, WN_MIN(payload, room));
+        c->name_len += WN_MIN(payload, room);
+    } else if (r->cmd == NULL) {
+        keep_errarg(c, d, payload, c->data_left == r->args[r->got].len + 2);
+    }
+    if (!c->cur_swallow && wn_req_out_push(&r->r, b, pos, take) < 0) {
+        c->c.broken = true;
+        wn_client_mark(&c->c);
+        return take;
+    }
+    if (take >= 2) {
+        c->trailer[0] = d[take - 2];
+        c->trailer[1] = d[take - 1];
+    } else if (take == 1) {
+        c->trailer[0] = c->trailer[1];
+        c->trailer[1] = d[0];
+    }
+    c->data_left -= take;
+    if (c->data_left == 0)
+        arg_done(c, p, hdr);
+    return take;
+}
+
+/* ---- inline requests: the same request in multibulk form ------------------ */
+
+static void inline_request(redis_client_t *c, const char *line, const wn_resp_req_tok_t *tok)
+{
+    /* Compose "*N\r\n$len\r\narg\r\n..." into a buffer and play it. */
+    size_t size = WN_RESP_ARRAY_HEAD_MAX;
+    uint32_t cursor = 0;
+    wn_resp_inline_arg_t arg;
+    while (wn_resp_inline_next(line, tok, &cursor, &arg))
+        size += WN_RESP_BULK_HEAD_MAX + arg.len + 2;
+    wn_buf_t *mb = wn_buf_get(&c->c.w->bufs, size);
+    if (mb == NULL) {
+        c->c.broken = true;
+        wn_client_mark(&c->c);
+        return;
+    }
+    int n = wn_resp_array_head(mb->data, size, tok->nargs);
+    mb->len = (uint32_t)n;
+    cursor = 0;
+    while (wn_resp_inline_next(line, tok, &cursor, &arg)) {
+        mb->len += (uint32_t)wn_resp_bulk_head(mb->data + mb->len, size - mb->len, arg.len);
+        mb->len += (uint32_t)wn_resp_inline_unescape(line, &arg, mb->data + mb->len);
+        memcpy(mb->data + mb->len, "\r\n", 2);
+        mb->len += 2;
+    }
+    wn_resp_req_parser_t p;
+    wn_resp_req_parser_init(&p, NULL);
+    uint32_t pos = 0, hdr = 0;
+    while (pos < mb->len && !c->c.stop_parsing) {
+        if (c->data_left > 0) {
+            pos += take_payload(c, &p, mb, pos, mb->len - pos, hdr);
+            continue;
+        }
+        wn_resp_req_tok_t t;
+        int rc = wn_resp_request_next(&p, mb->data + pos, mb->len - pos, &t);
+        if (rc <= 0)
+            break; /* cannot happen: walnut composed it */
+        if (t.type == WN_RESP_REQ_ARRAY && !start_request(c, t.nargs, mb, pos, t.line_len)) {
+            c->c.broken = true;
+            wn_client_mark(&c->c);
+            break;
+        }
+        if (t.type == WN_RESP_REQ_BULK) {
+            hdr = t.line_len;
+            start_arg(c, mb, pos, &t);
+        }
+        pos += (uint32_t)rc;
+    }
+    wn_buf_unref(mb);
+}
+
+/* ---- the parse loop ------------------------------------------------------- */
+
+static void request_done(redis_client_t *c)
+{
+    redis_req_t *r = c->cur;
+    c->cur = NULL;
+    bool swallowed = c->cur_swallow;
+    c->cur_swallow = false;
+    if (swallowed || r->r.kind == REQ_LOCAL) {
+        wn_redis_local(c, r); /* errors and local commands */
+        wn_req_unref(&r->r);
+        return;
+    }
+    if (!wn_redis_dispatch(c, r)) {
+        c->pending = r; /* held: dispatched again when the hold ends */
+        return;
+    }
+    wn_req_unref(&r->r);
+}
+
+void wn_redis_client_parse(client_t *cl)
+{
+    redis_client_t *c = (redis_client_t *)cl;
+    for (;;) {
+        cl->mid_request = c->cur != NULL;
+        if (!wn_client_can_parse(cl))
+            break;
+        if (c->pending != NULL) {
+            redis_req_t *r = c->pending;
+            c->pending = NULL;
+            if (!wn_redis_dispatch(c, r)) {
+                c->pending = r;
+                break;
+            }
+            wn_req_unref(&r->r);
+            continue;
+        }
+        wn_buf_t *b = cl->in.buf;
+        if (b == NULL || cl->in.pos == b->len)
+            break;
+        uint32_t pos = cl->in.pos;
+        if (c->data_left > 0) {
+            cl->in.pos += take_payload(c, &c->parser, b, pos, b->len - pos, c->hdr);
+            continue;
+        }
+        wn_resp_req_tok_t tok;
+        int rc = wn_resp_request_next(&c->parser, b->data + pos, b->len - pos, &tok);
+        if (rc == WN_EAGAIN) {
+            cl->mid_request = true;
+            break;
+        }
+        if (rc < 0) {
+            protocol_error(c, &c->parser);
+            break;
+        }
+        cl->in.pos += tok.line_len;
+        switch (tok.type) {
+        case WN_RESP_REQ_EMPTY:
+            break;
+        case WN_RESP_REQ_INLINE:
+            wn_stat_add(WN_PSTAT(cl->pool, requests), 1);
+            inline_request(c, b->data + pos, &tok);
+            break;
+        case WN_RESP_REQ_ARRAY:
+            wn_stat_add(WN_PSTAT(cl->pool, requests), 1);
+            if (!start_request(c, tok.nargs, b, pos, tok.line_len)) {
+                cl->broken = true;
+                wn_client_mark(cl);
+                return;
+            }
+            break;
+        case WN_RESP_REQ_BULK:
+            c->hdr = tok.line_len;
+            if (!start_arg(c, b, pos, &tok)) {
+                cl->broken = true;
+                wn_client_mark(cl);
+                return;
+            }
+            break;
+        }
+    }
+}

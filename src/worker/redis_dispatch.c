@@ -1,0 +1,328 @@
+/*
+ * worker/redis_dispatch.c: where a complete Redis request goes. Commands
+ * with a key go to its server unchanged (bytes by reference); MGET, DEL,
+ * UNLINK, TOUCH, EXISTS and MSET whose keys live on several servers are split
+ * into one sub-command per server, keys in their relative order; commands
+ * that must see all their keys on one server (MSETNX, RENAME, ...) are
+ * forwarded when they do and refused when they do not; keyless commands
+ * (COMMAND, LOLWUT, scripts without keys) go to the server of the key
+ * "placeholder", as in twemproxy; local ones are answered in redis_local.c.
+ * The request being dispatched holds a reference; nothing here writes.
+ * Worker thread only.
+ */
+#include "redis.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void wn_redis_forward(client_t *c, server_rt_t *s, req_t *r)
+{
+    if (s == NULL)
+        wn_redis_fail(r, WN_ENOSERVER);
+    else if (wn_server_enqueue(s, c->slot, r) < 0)
+        wn_redis_fail(r, WN_ENOMEM);
+}
+
+/* Answer r with "-ERR <a><b><c>\r\n" (walnut's own refusals). */
+static void refuse(redis_req_t *r, const char *a, const char *b, const char *c)
+{
+    char line[256];
+    int n = snprintf(line, sizeof(line), "-ERR %s%s%s\r\n", a, b, c);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        n = (int)sizeof(line) - 1;
+    wn_stat_add(WN_PSTAT(r->r.pool, request_errors), 1);
+    wn_redis_reply(r, line, (size_t)n);
+}
+
+/* The server of argument i, a key; NULL with *bad set when it is too long
+ * to route (or nothing is live: *bad stays false). */
+static server_rt_t *key_server(redis_req_t *r, uint32_t i, bool *bad)
+{
+    const redis_arg_t *a = &r->args[i];
+    if (a->val == NULL) {
+        *bad = true;
+        return NULL;
+    }
+    return wn_pool_route(r->r.pool, a->val, a->len);
+}
+
+/* Forward r whole to s, unless s is suspect (then c waits: false). */
+static bool forward_whole(redis_client_t *c, redis_req_t *r, server_rt_t *s)
+{
+    if (s != NULL && wn_server_is_suspect(s) && wn_ctl_hold(&c->c, s))
+        return false;
+    wn_redis_forward(&c->c, s, &r->r);
+    return true;
+}
+
+static bool too_long(redis_req_t *r)
+{
+    refuse(r, "key too long: walnut routes keys of up to ", "65536", " bytes");
+    return true;
+}
+
+/* numkeys of a script-like command; -1 when it does not read as one. */
+static int64_t numkeys(const redis_req_t *r)
+{
+    const redis_arg_t *a = &r->args[r->cmd->numkeys_at];
+    if (a->val == NULL || a->len == 0 || a->len > 10)
+        return -1;
+    int64_t n = 0;
+    for (uint32_t i = 0; i < a->len; i++) {
+        if (a->val[i] < '0' || a->val[i] > '9')
+            return -1;
+        n = n * 10 + (a->val[i] - '0');
+    }
+    return n;
+}
+
+/* The positions of r's keys: *first, every *step up to *last. */
+static bool key_positions(const redis_req_t *r, uint32_t *first, uint32_t *last, uint32_t *step)
+{
+    const wn_rcmd_t *cmd = r->cmd;
+    if (cmd->numkeys_at > 0 && cmd->first_key <= 0) {
+        int64_t nk = numkeys(r);
+        if (nk <= 0 || (uint64_t)cmd->numkeys_at + (uint64_t)nk >= r->nargs)
+            return false;
+        *first = (uint32_t)cmd->numkeys_at + 1;
+        *last = *first + (uint32_t)nk - 1;
+        *step = 1;
+        return true;
+    }
+    return wn_rcmd_key_range(cmd, r->nargs, first, last, step);
+}
+
+/* ---- splitting ------------------------------------------------------------- */
+
+static redis_split_t *split_alloc(redis_req_t *r, uint32_t nkeys, uint32_t nservers)
+{
+    uint32_t maxf = WN_MIN(nkeys, nservers);
+    size_t size = sizeof(redis_split_t) + sizeof(uint32_t) * (2 * (size_t)nkeys + maxf + 1 +
+                                                              nservers) +
+                  sizeof(redis_item_t) * nkeys;
+    redis_split_t *s = wn_scratch_alloc(r->r.pool->w, &r->r.keep, size);
+    if (s == NULL)
+        return NULL;
+    wn_req_hold(&r->r, size);
+    memset(s, 0, sizeof(*s));
+    char *m = (char *)(s + 1);
+    s->items = (redis_item_t *)m;
+    m += sizeof(redis_item_t) * nkeys;
+    s->key_frag = (uint32_t *)m;
+    s->frag_keys = s->key_frag + nkeys;
+    s->frag_first = s->frag_keys + nkeys;
+    s->nkeys = nkeys;
+    return s;
+}
+
+/* Route each key (at positions first + k * step, with `per` args each);
+ * fill key_frag; where[f] is fragment f's server. -1: a key too long. */
+static int route_keys(redis_req_t *r, redis_split_t *s, uint32_t first, uint32_t step,
+                      uint32_t *fos, server_rt_t **where)
+{
+    pool_rt_t *pool = r->r.pool;
+    for (uint32_t i = 0; i < pool->nservers; i++)
+        fos[i] = UINT32_MAX;
+    for (uint32_t k = 0; k < s->nkeys; k++) {
+        bool bad = false;
+        server_rt_t *srv = key_server(r, first + k * step, &bad);
+        if (bad)
+            return -1;
+        if (srv == NULL)
+            return 0;
+        if (fos[srv->idx] == UINT32_MAX) {
+            where[s->nfrags] = srv;
+            fos[srv->idx] = s->nfrags++;
+        }
+        s->key_frag[k] = fos[srv->idx];
+    }
+    return 1;
+}
+
+static void group_keys(redis_split_t *s, uint32_t *next)
+{
+    uint32_t *first = s->frag_first;
+    memset(first, 0, sizeof(uint32_t) * (s->nfrags + 1));
+    for (uint32_t k = 0; k < s->nkeys; k++)
+        first[s->key_frag[k] + 1]++;
+    for (uint32_t f = 0; f < s->nfrags; f++)
+        first[f + 1] += first[f];
+    memcpy(next, first, sizeof(uint32_t) * s->nfrags);
+    for (uint32_t k = 0; k < s->nkeys; k++)
+        s->frag_keys[next[s->key_frag[k]]++] = k;
+}
+
+/* Push argument i's bytes (header, payload, CRLF) onto fragment f's out. */
+static int push_arg(redis_req_t *p, redis_req_t *f, uint32_t i)
+{
+    const redis_arg_t *a = &p->args[i];
+    for (uint32_t j = a->seg; j < a->seg + a->nsegs; j++) {
+        const seg_t *sg = &p->r.out.v[j];
+        int rc = wn_req_out_push(&f->r, sg->buf, sg->off, sg->len);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Fragment f: "*<n+1>\r\n$<len>\r\n<name>\r\n" and its keys' arguments
+ * (with their values for MSET: `per` args from each key on). */
+static int make_fragment(redis_req_t *p, uint32_t f, uint32_t first, uint32_t step,
+                         uint32_t per)
+{
+    redis_split_t *s = p->split;
+    redis_req_t *fr = (redis_req_t *)wn_req_create(p->r.pool, NULL, REQ_FRAGMENT);
+    if (fr == NULL)
+        return WN_ENOMEM;
+    fr->cmd = p->cmd;
+    fr->merge = p->merge;
+    fr->split = s;
+    fr->frag = f;
+    fr->nkeys = s->frag_first[f + 1] - s->frag_first[f];
+    wn_req_ref(&p->r);
+    fr->r.parent = &p->r;
+    p->r.frags[f] = &fr->r;
+    char head[WN_RESP_ARRAY_HEAD_MAX + WN_RESP_BULK_HEAD_MAX + 32];
+    size_t nlen = strlen(p->cmd->name);
+    int n = wn_resp_compose_cmd_head(head, sizeof(head), p->cmd->name, nlen, fr->nkeys * per);
+    if (n < 0 || wn_req_out_scratch(&fr->r, head, (size_t)n) < 0)
+        return WN_ENOMEM;
+    for (uint32_t j = s->frag_first[f]; j < s->frag_first[f + 1]; j++) {
+        uint32_t at = first + s->frag_keys[j] * step;
+        for (uint32_t k = 0; k < per; k++) {
+            int rc = push_arg(p, fr, at + k);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static bool split_send(redis_client_t *c, redis_req_t *r, redis_split_t *s, server_rt_t **where,
+                       uint32_t *scratch, uint32_t first, uint32_t step, uint32_t per)
+{
+    for (uint32_t f = 0; f < s->nfrags; f++)
+        if (wn_server_is_suspect(where[f]) && wn_ctl_hold(&c->c, where[f]))
+            return false;
+    group_keys(s, scratch);
+    r->r.kind = REQ_PARENT;
+    r->split = s;
+    if (wn_req_frags_alloc(&r->r, s->nfrags) < 0) {
+        wn_redis_fail(&r->r, WN_ENOMEM);
+        return true;
+    }
+    for (uint32_t f = 0; f < s->nfrags; f++) {
+        if (make_fragment(r, f, first, step, per) < 0) {
+            wn_redis_fail(&r->r, WN_ENOMEM);
+            return true;
+        }
+    }
+    r->r.frags_left = s->nfrags;
+    wn_stat_add(WN_PSTAT(c->c.pool, fragments), s->nfrags);
+    /* The fragments hold the arguments' bytes now. */
+    wn_req_out_written(&r->r);
+    for (uint32_t f = 0; f < s->nfrags && r->r.frags[f] != NULL; f++)
+        wn_redis_forward(&c->c, where[f], r->r.frags[f]);
+    return true;
+}
+
+/* MGET DEL UNLINK TOUCH EXISTS MSET: keys from `first` on, `per` args each. */
+static bool dispatch_split(redis_client_t *c, redis_req_t *r, uint32_t per, redis_merge_t merge)
+{
+    pool_rt_t *pool = c->c.pool;
+    uint32_t first = 1, nkeys = (r->nargs - 1) / per;
+    if (nkeys > WN_REDIS_MAX_KEYS) {
+        refuse(r, "too many keys: walnut splits up to ", "1000000", " keys");
+        return true;
+    }
+    uint32_t maxf = WN_MIN(nkeys, pool->nservers);
+    redis_split_t *s = split_alloc(r, nkeys, pool->nservers);
+    server_rt_t *where_inl[16];
+    server_rt_t **where = maxf <= 16 ? where_inl : malloc(sizeof(*where) * maxf);
+    if (s == NULL || where == NULL) {
+        wn_redis_fail(&r->r, WN_ENOMEM);
+        return true;
+    }
+    uint32_t *fos = s->frag_first + maxf + 1;
+    r->merge = (uint8_t)merge;
+    int routed = route_keys(r, s, first, per, fos, where);
+    bool sent = true;
+    if (routed < 0)
+        sent = too_long(r);
+    else if (routed == 0)
+        wn_redis_forward(&c->c, NULL, &r->r);
+    else if (s->nfrags == 1)
+        sent = forward_whole(c, r, where[0]); /* one server: as the client sent it */
+    else
+        sent = split_send(c, r, s, where, fos, first, per, per);
+    if (where != where_inl)
+        free(where);
+    return sent;
+}
+
+/* MSETNX, RENAME, ...: forwarded when every key is on one server. */
+static bool dispatch_one_server(redis_client_t *c, redis_req_t *r)
+{
+    uint32_t first, last, step;
+    if (!key_positions(r, &first, &last, &step)) {
+        /* No key to go by (numkeys 0, say): the server answers the error. */
+        return forward_whole(c, r, wn_pool_route(c->c.pool, "placeholder", 11));
+    }
+    server_rt_t *one = NULL;
+    for (uint32_t i = first; i <= last; i += step) {
+        bool bad = false;
+        server_rt_t *s = key_server(r, i, &bad);
+        if (bad)
+            return too_long(r);
+        if (one != NULL && s != one) {
+            refuse(r, "walnut cannot run '", r->cmd->name,
+                   "' across servers: its keys map to different servers (give them one hash "
+                   "tag)");
+            return true;
+        }
+        one = s;
+    }
+    return forward_whole(c, r, one);
+}
+
+bool wn_redis_dispatch(redis_client_t *c, redis_req_t *r)
+{
+    const wn_rcmd_t *cmd = r->cmd;
+    pool_rt_t *pool = c->c.pool;
+    bool bad = false;
+    switch ((wn_rcmd_class_t)cmd->cls) {
+    case WN_RCMD_LOCAL:
+        wn_redis_local(c, r);
+        return true;
+    case WN_RCMD_MULTI_KEY:
+        if (r->nargs > 2)
+            return dispatch_split(c, r, 1,
+                                  cmd->id == WN_RCMD_ID_MGET ? RMERGE_ARRAY : RMERGE_SUM);
+        break;
+    case WN_RCMD_MULTI_KV:
+        if (r->nargs > 3)
+            return dispatch_split(c, r, 2, RMERGE_OK);
+        break;
+    case WN_RCMD_ALL_KEYS_ONE_SERVER:
+        return dispatch_one_server(c, r);
+    case WN_RCMD_SCRIPT: {
+        int64_t nk = numkeys(r);
+        if (nk <= 0 || (uint64_t)cmd->numkeys_at + 1 >= r->nargs)
+            /* No key: any server answers alike (twemproxy closes instead). */
+            return forward_whole(c, r, wn_pool_route(pool, "placeholder", 11));
+        server_rt_t *s = key_server(r, (uint32_t)cmd->numkeys_at + 1, &bad);
+        return bad ? too_long(r) : forward_whole(c, r, s);
+    }
+    case WN_RCMD_KEYLESS:
+        return forward_whole(c, r, wn_pool_route(pool, "placeholder", 11));
+    default:
+        break;
+    }
+    /* One key decides: the routing argument. */
+    uint32_t at = wn_rcmd_route_arg(cmd);
+    if (at == 0 || at >= r->nargs)
+        return forward_whole(c, r, wn_pool_route(pool, "placeholder", 11));
+    server_rt_t *s = key_server(r, at, &bad);
+    return bad ? too_long(r) : forward_whole(c, r, s);
+}

@@ -1,0 +1,122 @@
+/*
+ * worker/redis_merge.c: a split Redis command answered as one. When every
+ * part has answered: MGET is one array of the elements in the client's key
+ * order (by reference, not copied), DEL/UNLINK/TOUCH/EXISTS the sum of the
+ * parts' integers, MSET +OK. If any part failed (walnut could not reach its
+ * server) or its server answered an error, the client gets one error line
+ * for the whole command and its connection stays usable; no part's result
+ * is ever given to another client. Also walnut's own error replies.
+ * Worker thread only.
+ */
+#include "redis.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void wn_redis_fail(req_t *r, int err)
+{
+    if (!wn_req_failed(r, err))
+        return;
+    char line[160];
+    int n = snprintf(line, sizeof(line), "-ERR %s\r\n", wn_req_fail_text(err));
+    if (r->kind == REQ_FRAGMENT) {
+        /* The parent answers for the whole command. */
+        redis_req(r)->error_reply = true;
+        wn_segv_clear(&r->rsp);
+        wn_req_rsp_scratch(r, line, (size_t)n);
+        wn_req_done(r);
+        if (r->parent != NULL)
+            wn_redis_parent_progress(r->parent);
+        return;
+    }
+    if (r->kind == REQ_INTERNAL) {
+        wn_req_done(r);
+        return;
+    }
+    wn_redis_reply(redis_req(r), line, (size_t)n);
+}
+
+/* The whole command answered with one fragment's error line. */
+static void answer_error(redis_req_t *p, redis_req_t *f)
+{
+    char line[512];
+    size_t n = 0;
+    for (uint32_t i = 0; i < f->r.rsp.n && n < sizeof(line); i++) {
+        const seg_t *sg = &f->r.rsp.v[i];
+        size_t take = WN_MIN((size_t)sg->len, sizeof(line) - n);
+        memcpy(line + n, sg->buf->data + sg->off, take);
+        n += take;
+    }
+    if (n < 3 || line[n - 1] != '\n')
+        n = (size_t)snprintf(line, sizeof(line), "-ERR %s\r\n", wn_req_fail_text(0));
+    if (!f->r.failed)
+        wn_stat_add(&p->r.pool->stats->errors[WN_CAUSE_server_error], 1);
+    wn_stat_add(WN_PSTAT(p->r.pool, forward_error), 1);
+    p->r.failed = true;
+    wn_redis_reply(p, line, n);
+}
+
+static void answer_array(redis_req_t *p)
+{
+    redis_split_t *s = p->split;
+    char head[WN_RESP_ARRAY_HEAD_MAX];
+    int n = wn_resp_array_head(head, sizeof(head), s->nkeys);
+    if (n < 0 || wn_req_rsp_scratch(&p->r, head, (size_t)n) < 0) {
+        wn_redis_fail(&p->r, WN_ENOMEM);
+        return;
+    }
+    /* Key k is element j of its fragment, j counting that fragment's keys
+     * in order; the bytes were counted against the client on arrival. */
+    for (uint32_t k = 0; k < s->nkeys; k++) {
+        redis_req_t *f = redis_req(p->r.frags[s->key_frag[k]]);
+        const redis_item_t *it = &s->items[s->frag_first[f->frag] + f->taken++];
+        for (uint32_t j = 0; j < it->nsegs; j++) {
+            const seg_t *sg = &f->r.rsp.v[it->seg_first + j];
+            if (wn_segv_push(&p->r.rsp, sg->buf, sg->off, sg->len) < 0) {
+                wn_redis_fail(&p->r, WN_ENOMEM);
+                return;
+            }
+        }
+    }
+    wn_req_done(&p->r);
+}
+
+void wn_redis_parent_progress(req_t *parent)
+{
+    redis_req_t *p = redis_req(parent);
+    if (parent->done || parent->frags_left > 0)
+        return;
+    for (uint32_t f = 0; f < parent->nfrags; f++) {
+        redis_req_t *fr = redis_req(parent->frags[f]);
+        if (fr->error_reply) {
+            answer_error(p, fr);
+            return;
+        }
+    }
+    for (uint32_t f = 0; f < parent->nfrags; f++) {
+        redis_req_t *fr = redis_req(parent->frags[f]);
+        if (fr->bad_shape || (p->merge == RMERGE_ARRAY && fr->nitems != fr->nkeys)) {
+            /* twemproxy's text for a part it cannot merge */
+            wn_stat_add(&p->r.pool->stats->errors[WN_CAUSE_protocol], 1);
+            wn_stat_add(WN_PSTAT(p->r.pool, forward_error), 1);
+            wn_redis_reply(p, "-ERR Invalid argument\r\n", 23);
+            return;
+        }
+    }
+    char line[WN_RESP_INT_MAX];
+    int n;
+    switch (p->merge) {
+    case RMERGE_ARRAY:
+        answer_array(p);
+        return;
+    case RMERGE_SUM:
+        n = wn_resp_compose_int(line, sizeof(line), p->split->sum);
+        wn_req_rsp_scratch(&p->r, line, n > 0 ? (size_t)n : 0);
+        wn_req_done(&p->r);
+        return;
+    default:
+        wn_req_rsp_scratch(&p->r, "+OK\r\n", 5);
+        wn_req_done(&p->r);
+        return;
+    }
+}

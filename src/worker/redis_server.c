@@ -1,0 +1,254 @@
+/*
+ * worker/redis_server.c: RESP2 replies from a Redis server. Every reply is
+ * one RESP value, framed to its end (nested arrays to a bounded depth) and
+ * relayed byte for byte to the request at the head of the connection; bytes
+ * where no request waits are a protocol error. A split command's parts are
+ * collected element by element (MGET) or by value (DEL's integer, MSET's
+ * +OK) for redis_merge.c. A new connection first sends AUTH <redis_auth>
+ * and SELECT <redis_db>; their replies are checked. -LOADING and
+ * -MASTERDOWN are relayed and count as server failures. Worker thread only.
+ */
+#include "redis.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void wn_redis_sconn_reset(sconn_t *sc)
+{
+    redis_sconn_t *s = (redis_sconn_t *)sc;
+    wn_resp_rsp_parser_init(&s->rsp, NULL);
+    s->data_left = 0;
+    s->done_after_data = false;
+}
+
+void wn_redis_server_read_plan(const sconn_t *sc, uint32_t *keep, uint64_t *ahead)
+{
+    const redis_sconn_t *s = (const redis_sconn_t *)sc;
+    if (s->data_left > 0) {
+        *keep = 0;
+        *ahead = s->data_left;
+        return;
+    }
+    *keep = sc->in.buf != NULL ? sc->in.buf->len - sc->in.pos : 0;
+    *ahead = 0;
+}
+
+/* AUTH or SELECT, sent by walnut ahead of any request on a new connection. */
+static void internal(sconn_t *sc, const char *name, const char *arg, bool select)
+{
+    pool_rt_t *pool = sc->server->pool;
+    redis_req_t *r = (redis_req_t *)wn_req_create(pool, NULL, REQ_INTERNAL);
+    if (r == NULL)
+        return;
+    r->internal_select = select;
+    char head[64];
+    int n = wn_resp_compose_cmd_head(head, sizeof(head), name, strlen(name), 1);
+    size_t alen = strlen(arg), size = wn_resp_bulk_size(alen);
+    char *bulk = wn_scratch_alloc(pool->w, &r->r.keep, size);
+    int m = bulk != NULL ? wn_resp_compose_bulk(bulk, size, arg, alen) : -1;
+    if (n < 0 || m < 0 || wn_req_out_scratch(&r->r, head, (size_t)n) < 0 ||
+        wn_req_out_scratch(&r->r, bulk, (size_t)m) < 0) {
+        wn_req_unref(&r->r);
+        return;
+    }
+    wn_sconn_enqueue(sc, &r->r);
+    wn_req_unref(&r->r);
+}
+
+void wn_redis_sconn_hello(sconn_t *sc)
+{
+    const wn_conf_pool_t *conf = sc->server->pool->conf;
+    /* Each goes to the front: SELECT first, then AUTH before it. */
+    if (conf->redis_db != 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", conf->redis_db);
+        internal(sc, "SELECT", db, true);
+    }
+    if (conf->redis_auth != NULL)
+        internal(sc, "AUTH", conf->redis_auth, false);
+}
+
+static bool starts(const char *p, size_t n, const char *word)
+{
+    size_t len = strlen(word);
+    return n >= len && memcmp(p, word, len) == 0;
+}
+
+/* The head's reply is complete. */
+static void complete_head(redis_sconn_t *s, bool server_ok)
+{
+    req_t *r = s->s.head;
+    wn_req_ref(r);
+    wn_sconn_pop(&s->s);
+    if (server_ok)
+        wn_ctl_server_ok(s->s.server);
+    wn_req_done(r);
+    if (r->kind == REQ_FRAGMENT && r->parent != NULL)
+        wn_redis_parent_progress(r->parent);
+    wn_req_unref(r);
+}
+
+/* An internal request's reply: AUTH/SELECT must say +OK. */
+static int internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
+                          const wn_resp_rsp_tok_t *tok)
+{
+    if (tok->type == '+')
+        return 0;
+    server_rt_t *srv = s->s.server;
+    wn_log_warn("pool '%s': server %s answered walnut's %s with: %.*s", srv->pool->conf->name,
+                srv->conf->name, r->internal_select ? "SELECT" : "AUTH",
+                (int)WN_MIN(tok->line_len, 200u), line);
+    wn_ctl_server_failed(srv, WN_EPROTO);
+    /* In the wrong database every request would be wrong: close. Refused
+     * AUTH: requests get the server's own -NOAUTH, which says what is wrong. */
+    return r->internal_select ? WN_EPROTO : 0;
+}
+
+/* A fragment's element begins (depth 1 of an MGET reply). */
+static int start_item(redis_req_t *f, wn_buf_t *b, uint32_t pos, uint32_t len)
+{
+    if (f->nitems >= f->nkeys)
+        return WN_EPROTO; /* more elements than keys asked */
+    redis_item_t *it = &f->split->items[f->split->frag_first[f->frag] + f->nitems++];
+    it->seg_first = f->r.rsp.n;
+    int rc = wn_req_rsp_push(&f->r, b, pos, len, true);
+    it->nsegs = f->r.rsp.n - it->seg_first;
+    return rc;
+}
+
+static void item_grew(redis_req_t *f)
+{
+    if (f->nitems > 0) {
+        redis_item_t *it = &f->split->items[f->split->frag_first[f->frag] + f->nitems - 1];
+        it->nsegs = f->r.rsp.n - it->seg_first;
+    }
+}
+
+/* One reply line for a fragment: does it have the shape its merge needs? */
+static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
+                         const wn_resp_rsp_tok_t *tok)
+{
+    if (tok->depth == 0 && tok->type == '-') {
+        f->error_reply = true;
+        return wn_req_rsp_push(&f->r, b, pos, tok->line_len, true);
+    }
+    switch (f->merge) {
+    case RMERGE_ARRAY:
+        if (tok->depth == 0) {
+            if (tok->type != '*' || tok->number != (int64_t)f->nkeys)
+                f->bad_shape = true;
+            return 0;
+        }
+        if (tok->depth != 1 || tok->type == '*')
+            return WN_EPROTO; /* MGET's elements are strings or nulls */
+        return start_item(f, b, pos, tok->line_len);
+    case RMERGE_SUM:
+        if (tok->type != ':')
+            f->bad_shape = true;
+        else
+            f->split->sum += tok->number;
+        return 0;
+    default: /* RMERGE_OK */
+        if (tok->type != '+')
+            f->bad_shape = true;
+        return 0;
+    }
+}
+
+static int take_line(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
+                     const wn_resp_rsp_tok_t *tok)
+{
+    redis_req_t *rr = redis_req(r);
+    const char *line = b->data + pos;
+    int rc = 0;
+    bool ok = true;
+    if (r->kind == REQ_INTERNAL) {
+        rc = internal_reply(s, rr, line, tok);
+    } else if (r->kind == REQ_FRAGMENT) {
+        rc = fragment_line(rr, b, pos, tok);
+    } else {
+        if (tok->depth == 0 && tok->type == '-' &&
+            (starts(line + 1, tok->line_len - 1, "LOADING") ||
+             starts(line + 1, tok->line_len - 1, "MASTERDOWN"))) {
+            /* Relayed as the server said it; health hears of it. */
+            wn_ctl_server_failed(s->s.server, UV_EAGAIN);
+            ok = false;
+        }
+        rc = wn_req_rsp_push(r, b, pos, tok->line_len, false);
+    }
+    s->s.in.pos += tok->line_len;
+    if (rc < 0)
+        return rc;
+    if (tok->type == '$' && tok->number >= 0) {
+        s->data_left = tok->bulk_len + 2;
+        s->done_after_data = tok->done;
+        s->trailer[0] = s->trailer[1] = 0;
+        return 0;
+    }
+    if (tok->done)
+        complete_head(s, ok);
+    return 0;
+}
+
+static int take_data(redis_sconn_t *s, req_t *r, wn_buf_t *b)
+{
+    uint32_t pos = s->s.in.pos;
+    uint32_t take = (uint32_t)WN_MIN((uint64_t)(b->len - pos), s->data_left);
+    bool keep = r->kind != REQ_INTERNAL &&
+                (r->kind != REQ_FRAGMENT || redis_req(r)->merge == RMERGE_ARRAY);
+    if (keep && wn_req_rsp_push(r, b, pos, take, false) < 0)
+        return WN_ENOMEM;
+    if (r->kind == REQ_FRAGMENT)
+        item_grew(redis_req(r));
+    const char *d = b->data + pos;
+    if (take >= 2) {
+        s->trailer[0] = d[take - 2];
+        s->trailer[1] = d[take - 1];
+    } else if (take == 1) {
+        s->trailer[0] = s->trailer[1];
+        s->trailer[1] = d[0];
+    }
+    s->s.in.pos += take;
+    s->data_left -= take;
+    if (s->data_left > 0) {
+        if (r->kind == REQ_FORWARD && r->client != NULL)
+            wn_client_stream(r->client, r);
+        return 0;
+    }
+    if (!wn_resp_crlf_ok(s->trailer[0], s->trailer[1]))
+        return WN_EPROTO;
+    if (s->done_after_data) {
+        s->done_after_data = false;
+        complete_head(s, true);
+    } else if (r->kind == REQ_FORWARD && r->client != NULL) {
+        wn_client_stream(r->client, r);
+    }
+    return 0;
+}
+
+int wn_redis_server_parse(sconn_t *sc)
+{
+    redis_sconn_t *s = (redis_sconn_t *)sc;
+    for (;;) {
+        wn_buf_t *b = sc->in.buf;
+        if (b == NULL || sc->in.pos == b->len)
+            return 0;
+        req_t *r = sc->head;
+        if (r == NULL || r == sc->unsent)
+            return WN_EPROTO; /* bytes nobody asked for */
+        int rc;
+        if (s->data_left > 0) {
+            rc = take_data(s, r, b);
+        } else {
+            uint32_t pos = sc->in.pos;
+            wn_resp_rsp_tok_t tok;
+            rc = wn_resp_reply_next(&s->rsp, b->data + pos, b->len - pos, &tok);
+            if (rc == WN_EAGAIN)
+                return 0;
+            if (rc > 0)
+                rc = take_line(s, r, b, pos, &tok);
+        }
+        if (rc < 0)
+            return rc;
+    }
+}
