@@ -307,7 +307,9 @@ static void test_key_range(void **state)
     assert_keys("zunion", 4, false, 0, 0, 0);     /* only numkeys: see numkeys_at */
     assert_keys("eval", 4, false, 0, 0, 0);
     assert_keys("ping", 1, false, 0, 0, 0);
-    assert_keys("get", 1, false, 0, 0, 0); /* too few args: no key there */
+    assert_keys("get", 1, false, 0, 0, 0);   /* too few args: no key there */
+    assert_keys("rename", 2, true, 1, 1, 1); /* only the keys that are there */
+    assert_keys("mset", 4, true, 1, 3, 2);   /* (argc_ok refuses this one) */
     assert_int_equal(wn_rcmd_lookup("zunion", 6)->numkeys_at, 1);
     assert_int_equal(wn_rcmd_lookup("zunionstore", 11)->numkeys_at, 2);
 
