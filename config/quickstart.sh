@@ -35,5 +35,5 @@ for port in 11211 11212; do
   memcached -u nobody -l 127.0.0.1 -p "$port" -U 0 -m 64 &
   pids+=($!)
 done
-echo "quickstart: memcached on 127.0.0.1:11211 and :11212; walnut listens on 127.0.0.1:22121"
-"$top/build/walnut" -c "$top/config/walnut.yml" "$@"
+echo "quickstart: memcached on 127.0.0.1:11211 and :11212; walnut listens on 127.0.0.1:22121, stats on http://127.0.0.1:22222/"
+"$top/build/walnut" -c "$top/config/walnut.yml" -a 127.0.0.1 "$@"

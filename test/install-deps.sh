@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
-  libuv1-dev libcyaml-dev libyaml-dev libcmocka-dev libmd-dev libjansson-dev libhttp-parser-dev
+  libuv1-dev libcyaml-dev libyaml-dev libcmocka-dev libmd-dev libsystemd-dev systemd libjansson-dev libhttp-parser-dev
   prometheus  # only for promtool (check metrics); its service is stopped below
   memcached redis-server redis-tools nutcracker libmemcached-tools
   python3 python3-pymemcache python3-redis

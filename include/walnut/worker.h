@@ -37,6 +37,7 @@ typedef enum wn_msg_type {
     WN_MSG_RING = 1,   /* ring: the pool's new ring (one reference handed over) */
     WN_MSG_HEALTHY,    /* server answered control's probe: stop holding requests for it */
     WN_MSG_PING,       /* epoch: a heartbeat to answer with PONG (the loop is alive) */
+    WN_MSG_WEDGE,      /* test hook (WALNUT_TEST_HOOKS=1): block the loop for good */
     /* worker -> control */
     WN_MSG_FAIL,       /* a request or connection to the server failed with err */
     WN_MSG_OK,         /* the server answered again after a reported failure */
@@ -67,6 +68,9 @@ typedef struct wn_worker_options {
     wn_stats_block_t *stats;
     wn_stats_block_t *const *all_stats;
     uint32_t nall_stats;
+    /* Listening sockets handed over by systemd, one per pool (-1: the
+     * worker binds its own); each fd becomes the worker's. NULL: none. */
+    const int *listen_fds;
     /* Where failures go: the control thread's wakeup (borrowed). NULL: no
      * control thread; failures are not reported and nothing is ever ejected. */
     uv_async_t *control_wakeup;

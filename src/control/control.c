@@ -84,9 +84,11 @@ static void on_wakeup(uv_async_t *a)
     }
 }
 
-static void stop_all(control_t *ctl)
+void wn_control_stop(control_t *ctl)
 {
     ctl->stopping = true;
+    wn_sd_notify(ctl, "STOPPING=1");
+    wn_sd_watchdog_stop(ctl);
     wn_control_stats_stop(ctl);
     for (int i = 0; i < ctl->nworkers; i++)
         wn_worker_stop(ctl->workers[i]);
@@ -100,25 +102,7 @@ static void stop_all(control_t *ctl)
     health_stop(ctl);
     uv_close((uv_handle_t *)&ctl->outbox_timer, NULL);
     uv_close((uv_handle_t *)&ctl->wakeup, NULL);
-    uv_close((uv_handle_t *)&ctl->sigint, NULL);
-    uv_close((uv_handle_t *)&ctl->sigterm, NULL);
-    uv_close((uv_handle_t *)&ctl->sighup, NULL);
-}
-
-static void on_signal(uv_signal_t *h, int signum)
-{
-    control_t *ctl = h->data;
-    if (signum == SIGHUP) {
-        /* twemproxy reopens its log on SIGHUP; so do we (log rotation). */
-        wn_log_reopen();
-        wn_log_notice("log reopened on SIGHUP");
-        return;
-    }
-    if (ctl->stopping)
-        return;
-    wn_log_notice("signal %d (%s): stopping %d worker(s)", signum, strsignal(signum),
-                  ctl->nworkers);
-    stop_all(ctl);
+    wn_signals_close(ctl);
 }
 
 static int daemonize(void)
@@ -192,8 +176,21 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
     for (uint32_t p = 0; p < ctl->npools; p++)
         rings[p] = ctl->pools[p].ring;
     int rc = 0;
+    int *fds = calloc(ctl->npools ? ctl->npools : 1, sizeof(int));
+    if (fds == NULL) {
+        free(rings);
+        return WN_ENOMEM;
+    }
     for (int i = 0; i < ctl->nworkers; i++) {
         char err[512];
+        for (uint32_t p = 0; p < ctl->npools; p++) {
+            fds[p] = wn_sd_fd_for_worker(ctl, p, i);
+            if (fds[p] < -1) {
+                wn_log_error("cannot share an inherited socket with worker %d: %s", i,
+                             wn_strerror(fds[p]));
+                fds[p] = -1;
+            }
+        }
         wn_worker_options_t wo = {
             .id = i,
             .nworkers = ctl->nworkers,
@@ -202,6 +199,7 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
             .stats = ctl->blocks[i],
             .all_stats = ctl->blocks,
             .nall_stats = ctl->nblocks,
+            .listen_fds = fds,
             .control_wakeup = &ctl->wakeup,
         };
         rc = wn_worker_create(ctl->conf, &wo, &ctl->workers[i], err, sizeof(err));
@@ -211,13 +209,14 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
         }
         wn_worker_set_rings(ctl->workers[i], rings);
     }
+    free(fds);
     free(rings);
     return rc;
 }
 
 int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
 {
-    control_t ctl = {.conf = conf};
+    control_t ctl = {.conf = conf, .conf_path = opts->conf_file};
     int rc;
 
     if (opts->daemonize && (rc = daemonize()) < 0) {
@@ -246,19 +245,24 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
     ctl.wakeup.data = &ctl;
     uv_timer_init(&ctl.loop, &ctl.outbox_timer);
     ctl.outbox_timer.data = &ctl;
-    uv_signal_init(&ctl.loop, &ctl.sigint);
-    uv_signal_init(&ctl.loop, &ctl.sigterm);
-    uv_signal_init(&ctl.loop, &ctl.sighup);
-    ctl.sigint.data = ctl.sigterm.data = ctl.sighup.data = &ctl;
-
     /* Handlers first: workers serve as soon as they start, so a stop signal
      * may come before this thread reaches its loop; it is queued until then. */
-    uv_signal_start(&ctl.sigint, on_signal, SIGINT);
-    uv_signal_start(&ctl.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&ctl.sighup, on_signal, SIGHUP);
+    wn_signals_start(&ctl);
+    wn_sd_init(&ctl);
+    /* Heartbeats often enough that a worker late for half the watchdog
+     * interval is seen. */
+    ctl.heartbeat_ms = 1000;
+    if (ctl.watchdog_usec > 0 && ctl.watchdog_usec / 4000 < ctl.heartbeat_ms)
+        ctl.heartbeat_ms = WN_MAX(ctl.watchdog_usec / 4000, 10);
     rc = create_blocks(&ctl);
     if (rc == 0)
         rc = health_init(&ctl);
+    if (rc == 0) {
+        int n = wn_sd_listen_fds(&ctl);
+        if (n < 0)
+            wn_log_error("cannot take the sockets systemd handed over: %s", wn_strerror(n));
+        rc = n < 0 ? n : 0;
+    }
     if (rc == 0)
         rc = create_workers(&ctl, opts);
     int started = 0;
@@ -286,9 +290,7 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
             health_stop(&ctl);
         uv_close((uv_handle_t *)&ctl.outbox_timer, NULL);
         uv_close((uv_handle_t *)&ctl.wakeup, NULL);
-        uv_close((uv_handle_t *)&ctl.sigint, NULL);
-        uv_close((uv_handle_t *)&ctl.sigterm, NULL);
-        uv_close((uv_handle_t *)&ctl.sighup, NULL);
+        wn_signals_close(&ctl);
         uv_run(&ctl.loop, UV_RUN_DEFAULT);
         goto out;
     }
@@ -302,6 +304,10 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
     }
     wn_log_notice("walnut-%s started on pid %ld with %d worker(s)", WN_VERSION, (long)getpid(),
                   ctl.nworkers);
+    /* Every listener is bound and every worker runs. */
+    wn_sd_watchdog_start(&ctl);
+    wn_sd_notify(&ctl, "READY=1\nMAINPID=%ld", (long)getpid());
+    wn_sd_status(&ctl);
     uv_run(&ctl.loop, UV_RUN_DEFAULT);
     wn_log_notice("stopped");
 
@@ -313,6 +319,7 @@ out:
      * the blocks any more. */
     destroy_blocks(&ctl);
     wn_control_stats_deinit(&ctl);
+    free(ctl.inherited);
     free(ctl.workers);
     if (opts->pid_file != NULL)
         unlink(opts->pid_file);

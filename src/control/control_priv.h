@@ -20,6 +20,13 @@
 typedef struct control control_t;
 typedef struct hpool hpool_t;
 
+/* Listening sockets systemd handed over for one pool (socket activation). */
+#define WN_MAX_INHERITED 64
+typedef struct wn_inherited {
+    int fds[WN_MAX_INHERITED];
+    uint32_t n;
+} wn_inherited_t;
+
 /* Control's own connection to one server, for active health probes. */
 typedef struct probe {
     wn_stream_t h;
@@ -74,9 +81,12 @@ struct hpool {
     uint64_t converged_epoch;     /* last epoch every worker was seen on */
 };
 
+#define WN_NSIGNALS 6
+
 struct control {
     uv_loop_t loop;
-    uv_signal_t sigint, sigterm, sighup;
+    uv_signal_t signals[WN_NSIGNALS]; /* signals.c */
+    int nsignals;
     uv_async_t wakeup;            /* workers have messages */
     wn_conf_t *conf;              /* borrowed */
     wn_worker_t **workers;        /* owned */
@@ -97,12 +107,44 @@ struct control {
     uv_timer_t heartbeat_timer;
     uint64_t heartbeat_seq;
     uint64_t heartbeat_sent_ms;   /* when the outstanding PING went out */
+    uint64_t heartbeat_ms;        /* how often */
     uint64_t *pong_seq;           /* owned, [nworkers]: last PING each answered */
     uint64_t *pong_ms;            /* owned, [nworkers]: when */
+    /* systemd (sd.c) */
+    bool sd_notify;               /* NOTIFY_SOCKET is set */
+    uint64_t watchdog_usec;       /* WATCHDOG_USEC; 0: none */
+    uv_timer_t watchdog_timer;
+    bool watchdog_held;           /* a worker is late: WATCHDOG=1 withheld (logged once) */
+    char last_reload[160];        /* for STATUS=: how the last reload went ("" before one) */
+    wn_inherited_t *inherited;    /* owned, [npools], or NULL: no socket activation */
+    const char *conf_path;        /* borrowed from the options: what SIGHUP re-reads */
 };
 
 /* control.c: some message to a worker is waiting in an outbox; retry soon. */
 void wn_control_outbox_retry(control_t *ctl);
+
+/* signals.c: INT/TERM stop, HUP reloads, TTIN/TTOU change the log level,
+ * and (WALNUT_TEST_HOOKS=1 only) USR2 wedges worker 0 for tests. */
+void wn_signals_start(control_t *ctl);
+void wn_signals_close(control_t *ctl);
+/* control.c */
+void wn_control_stop(control_t *ctl);
+void wn_control_reload(control_t *ctl);
+
+/* sd.c: systemd's notify protocol, watchdog and socket activation. */
+void wn_sd_init(control_t *ctl);
+void wn_sd_notify(control_t *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* STATUS=: pools, workers, servers ejected, the last reload. */
+void wn_sd_status(control_t *ctl);
+void wn_sd_watchdog_start(control_t *ctl);
+void wn_sd_watchdog_stop(control_t *ctl);
+uint64_t wn_sd_monotonic_usec(void);
+/* Take the sockets systemd handed over and match them to pools (by
+ * FileDescriptorName=, else by address); returns how many, or < 0. */
+int wn_sd_listen_fds(control_t *ctl);
+/* The inherited socket worker `worker` serves pool `pool` on (its own fd),
+ * -1 when the pool binds its own, or a negative error. */
+int wn_sd_fd_for_worker(const control_t *ctl, uint32_t pool, int worker);
 
 /* stats.c: the stats server, and the workers' heartbeat it reports on. */
 int wn_control_stats_start(control_t *ctl, const char *addr, uint16_t port);

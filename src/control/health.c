@@ -170,6 +170,7 @@ static void eject(hserver_t *s, int err, const char *how)
                 how, p->conf->server_retry_timeout);
     request_rebuild(p);
     probe_schedule(s, (uint64_t)p->conf->server_retry_timeout);
+    wn_sd_status(p->ctl);
 }
 
 static void rejoin(hserver_t *s, const char *how)
@@ -180,6 +181,7 @@ static void rejoin(hserver_t *s, const char *how)
     s->guard_logged = false;
     wn_log_notice("pool '%s': server %s rejoins (%s)", p->conf->name, s->conf->name, how);
     request_rebuild(p);
+    wn_sd_status(p->ctl);
 }
 
 static void count_failure(hserver_t *s, int err, const char *how)

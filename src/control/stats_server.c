@@ -19,9 +19,8 @@
 #include "stats_view.h"
 #include "walnut/core.h"
 
-/* Heartbeats go out this often; a worker that has not answered one for
- * WORKER_LATE_MS is reported as not serving. */
-#define HEARTBEAT_MS 1000
+/* A worker that has not answered a heartbeat (sent every ctl->heartbeat_ms)
+ * for WORKER_LATE_MS is reported as not serving. */
 #define WORKER_LATE_MS 3000
 
 /* The command names a pool's per-command counters are indexed by: the
@@ -84,8 +83,9 @@ bool wn_control_workers_alive(const control_t *ctl, uint64_t within_ms, int *lat
 {
     uint64_t now = uv_now((uv_loop_t *)&ctl->loop);
     for (int i = 0; i < ctl->nworkers; i++) {
-        /* Late: the PING it has not answered went out more than within_ms ago. */
-        if (ctl->pong_seq[i] != ctl->heartbeat_seq && now - ctl->heartbeat_sent_ms > within_ms) {
+        /* Late: it has not answered the latest PING, and its last answer is
+         * older than within_ms (PINGs go out more often than that). */
+        if (ctl->pong_seq[i] != ctl->heartbeat_seq && now - ctl->pong_ms[i] > within_ms) {
             *late = i;
             *late_ms = now - ctl->pong_ms[i];
             return false;
@@ -167,7 +167,7 @@ int wn_control_stats_start(control_t *ctl, const char *addr, uint16_t port)
         ctl->pong_ms[i] = now;
     uv_timer_init(&ctl->loop, &ctl->heartbeat_timer);
     ctl->heartbeat_timer.data = ctl;
-    uv_timer_start(&ctl->heartbeat_timer, on_heartbeat, 0, HEARTBEAT_MS);
+    uv_timer_start(&ctl->heartbeat_timer, on_heartbeat, 0, ctl->heartbeat_ms);
 
     char err[256];
     wn_http_handlers_t h = {.build_view = build_view, .health = health};

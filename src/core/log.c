@@ -1,5 +1,7 @@
 /*
- * core/log.c: leveled logging to stderr or a file, from any thread. Each line
+ * core/log.c: leveled logging to stderr or a file, from any thread. When
+ * stderr is the systemd journal, lines carry the syslog priority ("<3>")
+ * instead of a timestamp, so `journalctl -p warning` works. Each line
  * is formatted into a stack buffer and written with one write(2) so lines from
  * different threads never interleave. The level is an atomic; the file
  * descriptor number never changes after start-up: reopen dup2()s the new file
@@ -9,6 +11,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,6 +25,9 @@
 #define LOG_PATH_MAX 4096
 
 static atomic_int log_level = WN_LOG_NOTICE;
+/* stderr is the systemd journal: lines carry "<priority>" and no time (the
+ * journal stamps them). Decided at init, before other threads start. */
+static bool to_journal;
 static atomic_int log_fd = STDERR_FILENO;
 static char log_path[LOG_PATH_MAX]; /* written only by wn_log_init, before threads start */
 static _Thread_local char thread_name[24] = "main";
@@ -35,12 +43,25 @@ static int open_log(const char *path)
     return fd < 0 ? -errno : fd;
 }
 
+/* systemd sets JOURNAL_STREAM=<device>:<inode> of the stream it gave us;
+ * stderr is the journal when it is still that stream. */
+static bool stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    struct stat st;
+    unsigned long long dev, ino;
+    if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) < 0)
+        return false;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 int wn_log_init(int level, const char *path)
 {
     wn_log_set_level(level);
     if (path == NULL || path[0] == '\0' || strcmp(path, "stderr") == 0) {
         log_path[0] = '\0';
         atomic_store(&log_fd, STDERR_FILENO);
+        to_journal = stderr_is_journal();
         return 0;
     }
     if (strlen(path) >= sizeof(log_path))
@@ -118,9 +139,18 @@ void wn_log_write(int level, const char *file, int line, const char *fmt, ...)
     if (level > WN_LOG_LEVEL_MAX)
         level = WN_LOG_LEVEL_MAX;
 
-    size_t n = strftime(buf, sizeof(buf), "[%Y-%m-%d %H:%M:%S", &tm);
-    int m = snprintf(buf + n, sizeof(buf) - n, ".%03d] %-6s %s %s:%d ", (int)(tv.tv_usec / 1000),
+    size_t n;
+    int m;
+    if (to_journal) {
+        /* sd-daemon's "<N>" prefix: syslog priorities are 0..7 */
+        m = snprintf(buf, sizeof(buf), "<%d>%-6s %s %s:%d ", level < 7 ? level : 7,
                      level_names[level], thread_name, base, line);
+        n = 0;
+    } else {
+        n = strftime(buf, sizeof(buf), "[%Y-%m-%d %H:%M:%S", &tm);
+        m = snprintf(buf + n, sizeof(buf) - n, ".%03d] %-6s %s %s:%d ",
+                     (int)(tv.tv_usec / 1000), level_names[level], thread_name, base, line);
+    }
     if (m > 0)
         n += (size_t)m < sizeof(buf) - n ? (size_t)m : sizeof(buf) - n - 1;
 

@@ -10,6 +10,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
@@ -311,6 +312,32 @@ static int write_ready(client_t *c)
 }
 
 
+void wn_client_shutdown(client_t *c)
+{
+    /* Read on: requests already on their way are answered; the flush
+     * closes the client as soon as it has nothing in flight. */
+    c->draining = true;
+    wn_client_mark(c);
+}
+
+/* Bytes the client sent that walnut has not read yet (a stopping worker
+ * must not close over them: the client would get a reset, not a reply). */
+static bool input_waiting(const client_t *c)
+{
+    uv_os_fd_t fd;
+    char b;
+    if (uv_fileno(&c->h.handle, &fd) < 0)
+        return false;
+    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+/* Stopping: nothing in flight, nothing buffered, nothing on its way. */
+static bool drained(const client_t *c)
+{
+    return c->head == NULL && c->writes == 0 && c->held_by == NULL && !c->mid_request &&
+           (c->in.buf == NULL || c->in.pos == c->in.buf->len) && !input_waiting(c);
+}
+
 void wn_client_flush(client_t *c)
 {
     if (c->closing)
@@ -343,7 +370,7 @@ void wn_client_flush(client_t *c)
             client_close(c, false);
         return;
     }
-    if (finished(c)) {
+    if (finished(c) || (c->draining && drained(c))) {
         client_close(c, false);
         return;
     }
@@ -363,17 +390,7 @@ void wn_client_flush(client_t *c)
         c->reading = false;
     }
     wn_instream_trim(&c->in);
-    if (finished(c))
+    if (finished(c) || (c->draining && drained(c)))
         client_close(c, false);
 }
 
-void wn_client_shutdown(client_t *c)
-{
-    if (c->reading) {
-        uv_read_stop(&c->h.stream);
-        c->reading = false;
-    }
-    c->eof = true;
-    c->stop_parsing = true;
-    wn_client_mark(c);
-}

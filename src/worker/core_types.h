@@ -315,6 +315,8 @@ static inline server_rt_t *wn_pool_route(pool_rt_t *p, const char *key, size_t l
 /* Open the pool's listening socket (listen.c); `first`: no other worker of
  * this process has bound it yet, so a process already serving it is found. */
 int wn_listen_open(pool_rt_t *p, bool first, char *err, size_t errlen);
+/* Listen on a socket systemd handed over (it becomes the pool's). */
+int wn_listen_adopt(pool_rt_t *p, int fd, char *err, size_t errlen);
 void wn_listen_close(pool_rt_t *p);
 
 /* ---- clients (client.c) ---------------------------------------------------- */
@@ -337,6 +339,7 @@ struct client {
     bool broken;           /* the socket failed: close at the next flush */
     bool overlimit;        /* held more than the pool's buffer limit: close at the next flush */
     bool stop_parsing;     /* quit, or framing lost: nothing more is read or parsed */
+    bool draining;         /* the worker is stopping: close once nothing is in flight */
     bool mid_request;      /* the protocol is inside a request: keep reading (see
                               wn_client_can_parse); set by the protocol unit */
     bool close_on_write;   /* close once the queued writes are done */
@@ -370,7 +373,7 @@ int wn_client_open(pool_rt_t *pool, uv_file fd, bool is_pipe, client_t **out);
 void wn_client_mark(client_t *c);
 /* Flush: write what is ready, close or resume reading as c's state asks. */
 void wn_client_flush(client_t *c);
-/* Stop: no more reading; answer what is in flight; a finished client closes. */
+/* Stop: answer what is in flight (and on its way); close once drained. */
 void wn_client_shutdown(client_t *c);
 
 /* Reply bytes became ready for c's FIFO head while it is incomplete. */

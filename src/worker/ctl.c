@@ -11,6 +11,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Ring sizes: messages are rare (failures, ejections), a burst fits easily. */
 #define CTL_RING_CAPACITY 1024
@@ -259,6 +260,12 @@ void wn_ctl_receive(wn_worker_t *w)
             send_to_control(w, &pong);
             break;
         }
+        case WN_MSG_WEDGE:
+            /* Only sent when the process runs with WALNUT_TEST_HOOKS=1: a
+             * stuck loop, as a bug would make it, for the watchdog tests. */
+            wn_log_warn("wedged by the test hook");
+            for (;;)
+                sleep(3600);
         default:
             drop_msg(&m, NULL);
             break;

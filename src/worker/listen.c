@@ -138,6 +138,29 @@ int wn_listen_open(pool_rt_t *p, bool first, char *err, size_t errlen)
     return listen_tcp(p, first, err, errlen);
 }
 
+int wn_listen_adopt(pool_rt_t *p, int fd, char *err, size_t errlen)
+{
+    const wn_conf_pool_t *conf = p->conf;
+    int rc;
+    if (conf->listen.is_unix) {
+        uv_pipe_init(&p->w->loop, &p->listener.pipe, 0);
+        rc = uv_pipe_open(&p->listener.pipe, fd);
+    } else {
+        uv_tcp_init(&p->w->loop, &p->listener.tcp);
+        rc = uv_tcp_open(&p->listener.tcp, fd);
+    }
+    p->listener.handle.data = p;
+    p->listening = true;
+    if (rc < 0)
+        close(fd);
+    else
+        rc = uv_listen(&p->listener.stream, conf->backlog, on_connection);
+    if (rc < 0)
+        snprintf(err, errlen, "pool '%s': cannot listen on the socket systemd handed over: %s",
+                 conf->name, wn_strerror(rc));
+    return rc;
+}
+
 void wn_listen_close(pool_rt_t *p)
 {
     if (p->listening) {

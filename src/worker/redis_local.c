@@ -247,7 +247,12 @@ void wn_redis_local(redis_client_t *c, redis_req_t *r)
     }
     switch ((wn_rcmd_id_t)cmd->id) {
     case WN_RCMD_ID_PING:
-        if (r->nargs == 1)
+        if (r->nargs > 2) {
+            /* redis-server's table says -1, its code refuses a second arg */
+            char line[WN_RESP_ARITY_ERR_MAX];
+            int n = wn_resp_compose_arity_error(line, sizeof(line), "ping", 4);
+            reply_error(r, n > 0 ? line : "-ERR syntax error\r\n");
+        } else if (r->nargs == 1)
             reply_str(r, "+PONG\r\n");
         else
             reply_bulk(r, r->args[1].val ? r->args[1].val : "", r->args[1].len);

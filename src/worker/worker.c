@@ -16,6 +16,9 @@
 /* How long a stopping worker waits for in-flight requests before it closes
  * their connections anyway. */
 #define STOP_GRACE_MS 5000
+/* How long a stopping worker keeps serving every client, idle or not,
+ * before it closes those with nothing in flight. */
+#define STOP_LINGER_MS 200
 
 static void close_if_open(uv_handle_t *h)
 {
@@ -34,6 +37,16 @@ static void on_stop_grace(uv_timer_t *t)
     }
 }
 
+/* The linger is over: every client closes as soon as nothing of it is in
+ * flight; the rest get the grace period. */
+static void on_stop_linger(uv_timer_t *t)
+{
+    wn_worker_t *w = t->data;
+    for (client_t *c = w->clients; c != NULL; c = c->next)
+        wn_client_shutdown(c);
+    uv_timer_start(&w->stop_timer, on_stop_grace, STOP_GRACE_MS - STOP_LINGER_MS, 0);
+}
+
 static void begin_stop(wn_worker_t *w)
 {
     if (w->stopping)
@@ -41,18 +54,17 @@ static void begin_stop(wn_worker_t *w)
     w->stopping = true;
     for (uint32_t p = 0; p < w->npools; p++)
         wn_listen_close(&w->pools[p]);
-    /* Stop taking requests; the flush closes each client once it has its
-     * answers (an idle one at once). */
-    for (client_t *c = w->clients; c != NULL; c = c->next)
-        wn_client_shutdown(c);
     if (w->clients == NULL) {
         wn_worker_finish_stop(w);
         return;
     }
+    /* A client accepted a moment ago may not have sent its request yet:
+     * closing it now would lose that request (a socket handed over by
+     * systemd would have queued it for the next walnut instead). */
     uv_timer_init(&w->loop, &w->stop_timer);
     w->stop_timer.data = w;
     w->stop_timer_open = true;
-    uv_timer_start(&w->stop_timer, on_stop_grace, STOP_GRACE_MS, 0);
+    uv_timer_start(&w->stop_timer, on_stop_linger, STOP_LINGER_MS, 0);
 }
 
 static void on_wakeup(uv_async_t *a)
@@ -142,12 +154,15 @@ int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker
         rc = wn_pool_rt_init(&w->pools[p], w, &conf->pools[p], p, err, errlen);
         if (rc < 0)
             goto fail;
-        /* One worker accepts on a unix socket; every one on TCP. */
-        if (!conf->pools[p].listen.is_unix || w->accept_unix) {
+        /* A socket systemd handed over; else one worker accepts on a unix
+         * socket and every one binds its own on TCP. */
+        int fd = opts->listen_fds != NULL ? opts->listen_fds[p] : -1;
+        if (fd >= 0)
+            rc = wn_listen_adopt(&w->pools[p], fd, err, errlen);
+        else if (!conf->pools[p].listen.is_unix || w->accept_unix)
             rc = wn_listen_open(&w->pools[p], w->id == 0, err, errlen);
-            if (rc < 0)
-                goto fail;
-        }
+        if (rc < 0)
+            goto fail;
     }
     *out = w;
     return 0;

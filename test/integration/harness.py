@@ -485,8 +485,9 @@ class Proxy:
     """
 
     def __init__(self, tmp, pools, workers=1, verbosity=5, kind=None, name=None, extra=(),
-                 nofile=None):
+                 nofile=None, env=None):
         self.tmp, self.pools, self.workers, self.verbosity = tmp, pools, workers, verbosity
+        self.env = env  # extra environment variables for the proxy, if set
         self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) for the proxy, if set
         self.kind = kind or PROXY
         self.name = name or self.kind
@@ -525,9 +526,10 @@ class Proxy:
                         p["listen"] = "%s:%d" % (HOST, free_port())
             self.write_config()
             with open(self.log_path + ".stdout", "ab") as out:
+                env = dict(os.environ, **self.env) if self.env else None
                 self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                              stdout=out, stderr=subprocess.STDOUT,
-                                             preexec_fn=self._preexec())
+                                             preexec_fn=self._preexec(), env=env)
             _register(self.proc)
             ok = all(wait_port(unix_path(p), None, self.proc) if unix_path(p) else
                      wait_port(HOST, listen_port(p), self.proc) for p in self.pools.values())

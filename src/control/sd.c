@@ -1,0 +1,192 @@
+/*
+ * control/sd.c: telling systemd the truth, through libsystemd's sd-daemon:
+ * READY=1 once every listener is bound and every worker runs, STATUS= kept
+ * current, RELOADING=1/READY=1 around a reload, STOPPING=1 at shutdown, and
+ * WATCHDOG=1 at half the watchdog interval, but only while every worker's
+ * loop answers control's heartbeat (a wedged worker makes systemd restart
+ * walnut). Also the listening sockets systemd hands over (socket
+ * activation). Without NOTIFY_SOCKET / LISTEN_FDS nothing changes.
+ * Control thread only.
+ */
+#include "control_priv.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "walnut/core.h"
+
+void wn_sd_init(control_t *ctl)
+{
+    const char *ns = getenv("NOTIFY_SOCKET");
+    ctl->sd_notify = ns != NULL && ns[0] != '\0';
+    uint64_t usec = 0;
+    /* WATCHDOG_USEC (and WATCHDOG_PID, if set, naming us); kept in the
+     * environment for a child that may need it. */
+    if (sd_watchdog_enabled(0, &usec) > 0)
+        ctl->watchdog_usec = usec;
+}
+
+void wn_sd_notify(control_t *ctl, const char *fmt, ...)
+{
+    if (!ctl->sd_notify)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    int rc = sd_notify(0, msg);
+    if (rc < 0)
+        wn_log_warn("sd_notify: %s", strerror(-rc));
+}
+
+void wn_sd_status(control_t *ctl)
+{
+    if (!ctl->sd_notify)
+        return;
+    uint32_t servers = 0, ejected = 0;
+    for (uint32_t p = 0; p < ctl->npools; p++)
+        for (uint32_t s = 0; s < ctl->pools[p].nservers; s++) {
+            servers++;
+            ejected += ctl->pools[p].servers[s].ejected;
+        }
+    wn_sd_notify(ctl, "STATUS=%u pool(s), %d worker(s), %u of %u server(s) ejected%s%s",
+                 ctl->npools, ctl->nworkers, ejected, servers,
+                 ctl->last_reload[0] ? "; " : "", ctl->last_reload);
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+    control_t *ctl = t->data;
+    int late;
+    uint64_t late_ms;
+    /* A worker that has not answered within the half interval holds the
+     * watchdog back: systemd restarts walnut when the full one passes. */
+    if (wn_control_workers_alive(ctl, ctl->watchdog_usec / 2000, &late, &late_ms)) {
+        wn_sd_notify(ctl, "WATCHDOG=1");
+        ctl->watchdog_held = false;
+    } else if (!ctl->watchdog_held) {
+        wn_log_error("worker %d has not answered for %llu ms: no WATCHDOG=1 for systemd", late,
+                     (unsigned long long)late_ms);
+        ctl->watchdog_held = true;
+    }
+}
+
+void wn_sd_watchdog_start(control_t *ctl)
+{
+    if (ctl->watchdog_usec == 0 || !ctl->sd_notify)
+        return;
+    uint64_t half_ms = ctl->watchdog_usec / 2000;
+    uv_timer_init(&ctl->loop, &ctl->watchdog_timer);
+    ctl->watchdog_timer.data = ctl;
+    uv_timer_start(&ctl->watchdog_timer, on_watchdog, half_ms ? half_ms : 1, half_ms ? half_ms : 1);
+}
+
+void wn_sd_watchdog_stop(control_t *ctl)
+{
+    if (ctl->watchdog_timer.loop != NULL && !uv_is_closing((uv_handle_t *)&ctl->watchdog_timer))
+        uv_close((uv_handle_t *)&ctl->watchdog_timer, NULL);
+}
+
+uint64_t wn_sd_monotonic_usec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* ---- socket activation ------------------------------------------------------ */
+
+/* Is fd a listening socket on the pool's address? */
+static bool fd_matches(int fd, const wn_conf_pool_t *pool)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return false;
+    if (pool->listen.is_unix) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)&ss;
+        return ss.ss_family == AF_UNIX && strcmp(un->sun_path, pool->listen.host) == 0;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", pool->listen.port);
+    if (getaddrinfo(pool->listen.host[0] ? pool->listen.host : NULL, port, &hints, &res) != 0)
+        return false;
+    bool same = false;
+    for (struct addrinfo *a = res; a != NULL && !same; a = a->ai_next)
+        same = a->ai_addrlen == len && memcmp(a->ai_addr, &ss, len) == 0;
+    freeaddrinfo(res);
+    return same;
+}
+
+int wn_sd_listen_fds(control_t *ctl)
+{
+    char **names = NULL;
+    int n = sd_listen_fds_with_names(1, &names);
+    if (n <= 0)
+        return n < 0 ? n : 0;
+    uint32_t np = ctl->conf->npools;
+    ctl->inherited = calloc(np ? np : 1, sizeof(*ctl->inherited));
+    if (ctl->inherited == NULL)
+        return WN_ENOMEM;
+    bool *used = calloc((size_t)n, sizeof(bool));
+    if (used == NULL)
+        return WN_ENOMEM;
+    for (uint32_t p = 0; p < np; p++) {
+        const wn_conf_pool_t *pool = &ctl->conf->pools[p];
+        wn_inherited_t *in = &ctl->inherited[p];
+        /* By FileDescriptorName= = the pool's name; else by address. */
+        for (int pass = 0; pass < 2 && in->n == 0; pass++)
+            for (int i = 0; i < n && in->n < WN_MAX_INHERITED; i++) {
+                int fd = SD_LISTEN_FDS_START + i;
+                bool match = pass == 0 ? names[i] != NULL && strcmp(names[i], pool->name) == 0
+                                       : fd_matches(fd, pool);
+                if (!used[i] && match) {
+                    used[i] = true;
+                    in->fds[in->n++] = fd;
+                }
+            }
+        if (in->n > 0)
+            wn_log_notice("pool '%s': serving on %u socket(s) systemd handed over", pool->name,
+                          in->n);
+    }
+    for (int i = 0; i < n; i++) {
+        if (!used[i]) {
+            wn_log_warn("systemd handed over socket %d ('%s') that no pool listens on; closing it",
+                        SD_LISTEN_FDS_START + i, names[i] ? names[i] : "");
+            close(SD_LISTEN_FDS_START + i);
+        }
+        free(names[i]);
+    }
+    free(names);
+    free(used);
+    return n;
+}
+
+int wn_sd_fd_for_worker(const control_t *ctl, uint32_t pool, int worker)
+{
+    if (ctl->inherited == NULL || ctl->inherited[pool].n == 0)
+        return -1;
+    const wn_inherited_t *in = &ctl->inherited[pool];
+    /* One socket per worker (ListenStream= repeated with ReusePort=yes), or
+     * all workers accept on the same one(s). Each worker owns its fd. */
+    int fd = in->fds[(uint32_t)worker % in->n];
+    if ((uint32_t)worker < in->n)
+        return fd;
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    return copy < 0 ? -errno : copy;
+}

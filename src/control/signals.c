@@ -1,0 +1,75 @@
+/*
+ * control/signals.c: the process's signals, handled on the control thread's
+ * loop. SIGINT and SIGTERM stop walnut gracefully; SIGHUP reopens the log and
+ * reloads the configuration; SIGTTIN and SIGTTOU raise and lower the log level
+ * (as twemproxy). With WALNUT_TEST_HOOKS=1 in the environment, SIGUSR2
+ * wedges worker 0's loop, so tests can see the watchdog withheld; nothing
+ * else reads that variable. Control thread only.
+ */
+#include "control_priv.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "walnut/core.h"
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    control_t *ctl = h->data;
+    switch (signum) {
+    case SIGHUP:
+        /* twemproxy reopens its log on SIGHUP; walnut also reloads. */
+        wn_log_reopen();
+        wn_log_notice("signal %d (SIGHUP): log reopened, reloading the configuration", signum);
+        wn_control_reload(ctl);
+        return;
+    case SIGTTIN:
+    case SIGTTOU: {
+        int level = wn_log_get_level() + (signum == SIGTTIN ? 1 : -1);
+        wn_log_set_level(level);
+        /* Always written, whatever the new level: the operator asked. */
+        wn_log_write(WN_LOG_NOTICE, __FILE__, __LINE__, "signal %d (%s): %s log level to %d",
+                     signum, strsignal(signum), signum == SIGTTIN ? "up" : "down",
+                     wn_log_get_level());
+        return;
+    }
+    case SIGUSR2: {
+        wn_log_warn("signal %d (SIGUSR2, test hook): wedging worker 0", signum);
+        wn_msg_t m = {.type = WN_MSG_WEDGE};
+        if (ctl->nworkers > 0)
+            wn_worker_post(ctl->workers[0], &m);
+        return;
+    }
+    default:
+        if (ctl->stopping)
+            return;
+        wn_log_notice("signal %d (%s): stopping %d worker(s)", signum, strsignal(signum),
+                      ctl->nworkers);
+        wn_control_stop(ctl);
+        return;
+    }
+}
+
+void wn_signals_start(control_t *ctl)
+{
+    int sigs[WN_NSIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGTTIN, SIGTTOU, 0};
+    const char *hooks = getenv("WALNUT_TEST_HOOKS");
+    if (hooks != NULL && strcmp(hooks, "1") == 0)
+        sigs[5] = SIGUSR2;
+    ctl->nsignals = 0;
+    for (int i = 0; i < WN_NSIGNALS && sigs[i] != 0; i++) {
+        uv_signal_t *h = &ctl->signals[ctl->nsignals++];
+        uv_signal_init(&ctl->loop, h);
+        h->data = ctl;
+        uv_signal_start(h, on_signal, sigs[i]);
+    }
+}
+
+void wn_signals_close(control_t *ctl)
+{
+    for (int i = 0; i < ctl->nsignals; i++)
+        if (!uv_is_closing((uv_handle_t *)&ctl->signals[i]))
+            uv_close((uv_handle_t *)&ctl->signals[i], NULL);
+    ctl->nsignals = 0;
+}

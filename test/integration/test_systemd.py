@@ -1,0 +1,368 @@
+"""walnut as a systemd service, without booting systemd.
+
+- sd_notify: the test binds its own AF_UNIX datagram socket, starts walnut
+  with NOTIFY_SOCKET (and WATCHDOG_USEC) pointing at it, and reads what walnut
+  says: READY=1 once the port answers, STATUS=, WATCHDOG=1 at half the
+  interval and none once a worker is wedged (WALNUT_TEST_HOOKS=1 + SIGUSR2),
+  RELOADING=1 with MONOTONIC_USEC then READY=1 around SIGHUP, STOPPING=1 at
+  SIGTERM.
+- the journal: with JOURNAL_STREAM naming stderr, lines carry "<priority>"
+  and no timestamp.
+- socket activation with the real systemd-socket-activate, several workers;
+  and a restart that loses no connection attempt (the test holds the socket
+  and hands it to two walnuts in turn, as systemd does).
+- the unit: systemd-analyze verify and security --offline=true.
+- cmake --install puts the binary, units, man page and a default config that
+  it never overwrites.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+
+class NotifySocket:
+    """The manager's end of sd_notify: an AF_UNIX datagram socket."""
+
+    def __init__(self, tmp):
+        self.path = tmp.join("notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.msgs = []  # (time, {key: value})
+
+    def close(self):
+        self.sock.close()
+
+    def read_until(self, pred, deadline, what):
+        end = time.time() + deadline
+        while time.time() < end:
+            self.sock.settimeout(max(0.01, end - time.time()))
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                break
+            fields = dict(line.split("=", 1) for line in data.decode().split("\n") if "=" in line)
+            self.msgs.append((time.time(), fields))
+            if pred(fields):
+                return fields
+        raise AssertionError("no sd_notify message %s within %.0fs; got %r"
+                             % (what, deadline, [m for _, m in self.msgs]))
+
+    def drain(self, seconds):
+        """Every message in the next `seconds`."""
+        got = []
+        end = time.time() + seconds
+        while time.time() < end:
+            self.sock.settimeout(max(0.01, end - time.time()))
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                break
+            got.append(dict(line.split("=", 1) for line in data.decode().split("\n")
+                            if "=" in line))
+        return got
+
+
+def mc_ok(port):
+    with socket.create_connection((h.HOST, port), timeout=5) as s:
+        s.sendall(b"version\r\n")
+        return s.recv(100).startswith(b"VERSION ")
+
+
+class TestNotify(h.ProxyTestCase):
+    def start(self, env, workers=2):
+        tmp = self.tmpdir()
+        backends = self.start_memcached(tmp, n=1)
+        ns = NotifySocket(tmp)
+        self.addCleanup(ns.close)
+        env = dict(env, NOTIFY_SOCKET=ns.path)
+        px = h.Proxy(tmp, {"alpha": h.pool(backends)}, workers=workers, env=env)
+        self.addCleanup(px.stop, False)
+        px.start()
+        return px, ns
+
+    def test_ready_status_reload_stopping(self):
+        px, ns = self.start({})
+        ready = ns.read_until(lambda m: m.get("READY") == "1", 20, "READY=1")
+        self.assertEqual(ready.get("MAINPID"), str(px.pid))
+        # READY comes once everything listens: the port answers by then
+        self.assertTrue(mc_ok(px.port()))
+        status = ns.read_until(lambda m: "STATUS" in m, 5, "STATUS=")
+        self.assertRegex(status["STATUS"], r"1 pool\(s\), 2 worker\(s\), 0 of 1 server\(s\) ejected")
+        # SIGHUP: RELOADING=1 with the monotonic time, then READY=1
+        os.kill(px.pid, signal.SIGHUP)
+        rel = ns.read_until(lambda m: m.get("RELOADING") == "1", 10, "RELOADING=1")
+        self.assertRegex(rel.get("MONOTONIC_USEC", ""), r"^\d+$")
+        now_us = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.assertLess(abs(now_us - int(rel["MONOTONIC_USEC"])), 10_000_000)
+        ns.read_until(lambda m: m.get("READY") == "1", 10, "READY=1 after the reload")
+        # SIGTERM: STOPPING=1
+        os.kill(px.pid, signal.SIGTERM)
+        ns.read_until(lambda m: m.get("STOPPING") == "1", 10, "STOPPING=1")
+        self.assertEqual(px.stop(check=False), 0)
+
+    def test_watchdog_only_while_workers_answer(self):
+        # 400 ms watchdog: WATCHDOG=1 every ~200 ms while all is well.
+        px, ns = self.start({"WATCHDOG_USEC": "400000", "WALNUT_TEST_HOOKS": "1"}, workers=3)
+        ns.read_until(lambda m: m.get("READY") == "1", 20, "READY=1")
+        pings = [m for m in ns.drain(2.0) if m.get("WATCHDOG") == "1"]
+        self.assertGreaterEqual(len(pings), 4, "WATCHDOG=1 at half the interval")
+        # Wedge worker 0 (test hook): the watchdog stops within the interval.
+        os.kill(px.pid, signal.SIGUSR2)
+        ns.drain(0.6)  # what was on its way before the wedge showed
+        late = [m for m in ns.drain(2.0) if m.get("WATCHDOG") == "1"]
+        self.assertEqual(late, [], "WATCHDOG=1 sent while a worker was wedged")
+        self.assertIn("no WATCHDOG=1", px.log())
+        px.kill()
+
+    def test_no_notify_socket_changes_nothing(self):
+        tmp = self.tmpdir()
+        backends = self.start_memcached(tmp, n=1)
+        px = h.Proxy(tmp, {"alpha": h.pool(backends)}, workers=2,
+                     env={"NOTIFY_SOCKET": "", "WATCHDOG_USEC": "100000"})
+        self.addCleanup(px.stop, False)
+        px.start()
+        self.assertTrue(mc_ok(px.port()))
+        self.assertNotIn("sd_notify", px.log())
+        px.stop()
+
+
+class TestJournal(h.ProxyTestCase):
+    def test_priority_prefix_when_stderr_is_the_journal(self):
+        tmp = self.tmpdir()
+        conf = tmp.join("j.yml")
+        with open(conf, "w") as f:
+            f.write(h.render_config({"alpha": h.pool(["127.0.0.1:1:1"])}))
+        r, w = os.pipe()
+        st = os.fstat(w)
+        env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+        p = subprocess.Popen([h.walnut_bin(), "-c", conf, "-T", "1", "-s", str(h.free_port()),
+                              "-a", h.HOST], stderr=w, stdout=subprocess.DEVNULL, env=env)
+        os.close(w)
+        h._register(p)
+        buf = b""
+        end = time.time() + 20
+        os.set_blocking(r, False)
+        while time.time() < end and b"started on pid" not in buf:
+            try:
+                buf += os.read(r, 65536)
+            except BlockingIOError:
+                time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=15)
+        os.set_blocking(r, True)
+        buf += os.read(r, 65536)
+        os.close(r)
+        lines = [ln for ln in buf.decode(errors="replace").splitlines() if ln]
+        self.assertTrue(lines, "nothing logged")
+        for ln in lines:
+            self.assertRegex(ln, r"^<[0-7]>", "journal line without a priority: %r" % ln)
+            self.assertNotRegex(ln, r"\[\d{4}-\d\d-\d\d", "timestamp in a journal line")
+        self.assertTrue(any(ln.startswith("<5>NOTICE") for ln in lines))
+        # A warning (the server refuses connections) is priority 4
+        # (start-up probes fail: port 1 is closed).
+
+
+class TestSignals(h.ProxyTestCase):
+    def test_ttin_ttou_change_the_log_level(self):
+        tmp = self.tmpdir()
+        backends = self.start_memcached(tmp, n=1)
+        px = self.start_proxy(tmp, {"alpha": h.pool(backends)})
+        os.kill(px.pid, signal.SIGTTIN)
+        h.wait_until(lambda: "up log level to 6" in px.log(), deadline=10, what="SIGTTIN")
+        for level in (5, 4):  # one at a time: signals of one kind coalesce
+            os.kill(px.pid, signal.SIGTTOU)
+            h.wait_until(lambda: "down log level to %d" % level in px.log(), deadline=10,
+                         what="SIGTTOU to %d" % level)
+        self.assertTrue(mc_ok(px.port()))
+        px.stop()
+
+
+class TestSocketActivation(h.ProxyTestCase):
+    def conf(self, tmp, port, backends, name="alpha"):
+        path = tmp.join("sa.yml")
+        with open(path, "w") as f:
+            f.write(h.render_config({name: h.pool(backends, listen="%s:%d" % (h.HOST, port))}))
+        return path
+
+    @staticmethod
+    def listening(port):
+        try:
+            socket.create_connection((h.HOST, port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def run_activated(self, argv_extra, name, workers=3):
+        tmp = self.tmpdir()
+        backends = self.start_memcached(tmp, n=2)
+        port = h.free_port()
+        conf = self.conf(tmp, port, backends)
+        log = tmp.join("sa.log")
+        cmd = [h.find_tool("systemd-socket-activate", package="systemd"),
+               "-l", "%s:%d" % (h.HOST, port)] + argv_extra + [
+            "--", h.walnut_bin(), "-c", conf, "-T", str(workers), "-o", log,
+            "-s", str(h.free_port()), "-a", h.HOST]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        h._register(p)
+        self.addCleanup(h._stop_proc, p, signal.SIGTERM)
+        # systemd-socket-activate starts walnut on the first connection, which
+        # waits in the backlog meanwhile; wait for its socket to exist.
+        h.wait_until(lambda: self.listening(port), deadline=20, what="the activation socket")
+        # Many connections, spread over the workers; all served.
+        for i in range(30):
+            with socket.create_connection((h.HOST, port), timeout=5) as s:
+                s.sendall(b"set sa%d 0 0 1\r\nx\r\nget sa%d\r\n" % (i, i))
+                got = b""
+                while not got.endswith(b"END\r\n"):
+                    d = s.recv(4096)
+                    self.assertTrue(d, "closed")
+                    got += d
+                self.assertEqual(got, b"STORED\r\nVALUE sa%d 0 1\r\nx\r\nEND\r\n" % i)
+        text = open(log).read()
+        self.assertIn("serving on 1 socket(s) systemd handed over", text)
+        return p, text
+
+    def test_matched_by_name(self):
+        self.run_activated(["--fdname=alpha"], "alpha")
+
+    def test_matched_by_address(self):
+        p, text = self.run_activated([], "unnamed")
+        self.assertNotIn("no pool listens on", text)
+
+    def test_restart_loses_no_connection_attempt(self):
+        """The manager (this test) holds the listening socket; walnut is
+        stopped and started again while clients keep connecting: every
+        connection is answered (they wait in the backlog meanwhile)."""
+        tmp = self.tmpdir()
+        backends = self.start_memcached(tmp, n=1)
+        lsock = socket.socket()
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind((h.HOST, 0))
+        lsock.listen(512)
+        self.addCleanup(lsock.close)
+        port = lsock.getsockname()[1]
+        conf = self.conf(tmp, port, backends)
+
+        def launch(n):
+            log = tmp.join("restart%d.log" % n)
+            # LISTEN_PID must be the exec'd process: set it in a shell that execs.
+            cmd = ["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=alpha exec "$@"',
+                   "sh", h.walnut_bin(), "-c", conf, "-T", "2", "-o", log,
+                   "-s", str(h.free_port()), "-a", h.HOST]
+            fd = lsock.fileno()
+            p = subprocess.Popen(cmd, pass_fds=(3,), preexec_fn=lambda: os.dup2(fd, 3),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            h._register(p)
+            h.wait_until(lambda: os.path.exists(log) and "started on pid" in open(log).read(),
+                         deadline=20, what="walnut %d" % n)
+            return p
+
+        first = launch(1)
+        results = {"ok": 0, "fail": []}
+        stop = threading.Event()
+
+        def client():
+            while not stop.is_set():
+                try:
+                    with socket.create_connection((h.HOST, port), timeout=20) as s:
+                        s.sendall(b"version\r\n")
+                        s.settimeout(20)
+                        if s.recv(100).startswith(b"VERSION "):
+                            results["ok"] += 1
+                        else:
+                            results["fail"].append("bad reply")
+                except OSError as e:
+                    results["fail"].append(repr(e))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(0.5)
+            first.send_signal(signal.SIGTERM)
+            first.wait(timeout=15)
+            time.sleep(0.3)  # nobody accepts now: connections queue in the backlog
+            second = launch(2)
+            self.addCleanup(h._stop_proc, second, signal.SIGTERM)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+        self.assertEqual(results["fail"], [], "connection attempts lost across the restart")
+        self.assertGreater(results["ok"], 20)
+
+
+class TestUnitAndInstall(unittest.TestCase):
+    def unit(self, tmp):
+        src = os.path.join(h.source_dir(), "config", "walnut.service")
+        text = open(src).read().replace("@WALNUT_BIN@", h.walnut_bin())
+        path = os.path.join(tmp, "walnut.service")
+        with open(path, "w") as f:
+            f.write(text)
+        shutil.copy(os.path.join(h.source_dir(), "config", "walnut.socket"), tmp)
+        return path
+
+    def tmp(self):
+        t = h.TempDir("walnut-it-unit-")
+        self.addCleanup(t.cleanup)
+        return t
+
+    def test_verify_and_security(self):
+        if True:
+            tmp = self.tmp()
+            path = self.unit(tmp.path)
+            tool = h.find_tool("systemd-analyze", package="systemd")
+            r = subprocess.run([tool, "verify", "--man=no", path,
+                                os.path.join(tmp.path, "walnut.socket")],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               timeout=60)
+            self.assertEqual((r.returncode, r.stdout.strip()), (0, ""), r.stdout)
+            r = subprocess.run([tool, "security", "--offline=true", path],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               timeout=60)
+            m = re.search(r"Overall exposure level for walnut.service: (\d+\.\d+)", r.stdout)
+            self.assertIsNotNone(m, r.stdout[-2000:])
+            print("  [measured] systemd-analyze security exposure: %s" % m.group(1))
+            self.assertLess(float(m.group(1)), 2.0)
+
+    def test_install(self):
+        build = os.path.dirname(h.walnut_bin())
+        if not os.path.exists(os.path.join(build, "cmake_install.cmake")):
+            self.fail("no cmake_install.cmake beside %s" % h.walnut_bin())
+        if True:
+            dest = self.tmp().path
+            env = dict(os.environ, DESTDIR=dest)
+            cmd = ["cmake", "--install", build, "--prefix", "/usr/local"]
+            r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stdout)
+            for rel in ("usr/local/bin/walnut", "usr/local/lib/systemd/system/walnut.service",
+                        "usr/local/lib/systemd/system/walnut.socket",
+                        "usr/local/share/man/man8/walnut.8", "etc/walnut/walnut.yml"):
+                self.assertTrue(os.path.exists(os.path.join(dest, rel)), rel)
+            unit = open(os.path.join(dest, "usr/local/lib/systemd/system/walnut.service")).read()
+            self.assertIn("ExecStart=/usr/local/bin/walnut ", unit)
+            self.assertNotIn("@WALNUT_BIN@", unit)
+            conf = os.path.join(dest, "etc/walnut/walnut.yml")
+            with open(conf, "w") as f:
+                f.write("# mine\n")
+            r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stdout)
+            self.assertEqual(open(conf).read(), "# mine\n", "an existing config was overwritten")
+
+
+if __name__ == "__main__":
+    h.main()
