@@ -7,7 +7,8 @@
  * Blocks are created by control before the workers start and destroyed only
  * after every worker has been joined, so a reader never sees freed memory.
  * Latency histograms use fixed log-spaced buckets and merge by addition.
- * Part of the core module: no libuv, no threads of its own.
+ * The stats module: above config (a block is laid out for a configuration),
+ * below worker and control; no libuv, no threads of its own.
  */
 #ifndef WALNUT_STATS_H
 #define WALNUT_STATS_H
@@ -147,6 +148,7 @@ typedef struct wn_server_stats {
 } wn_server_stats_t;
 
 typedef struct wn_stats_block {
+    struct wn_conf *conf;       /* one reference: the configuration it is laid out for */
     _Atomic uint64_t global[WN_GLOBAL_STAT_COUNT];
     uint32_t npools;
     wn_pool_stats_t *pools;     /* [npools], inside this allocation */
@@ -155,9 +157,17 @@ typedef struct wn_stats_block {
     wn_server_stats_t *servers; /* [nservers], inside this allocation */
 } wn_stats_block_t;
 
-/* One block laid out for conf's pools and servers, zeroed. NULL on ENOMEM. */
-wn_stats_block_t *wn_stats_block_create(const struct wn_conf *conf);
+/* One block laid out for conf's pools and servers, zeroed; it holds a
+ * reference on conf. NULL on ENOMEM. */
+wn_stats_block_t *wn_stats_block_create(struct wn_conf *conf);
 void wn_stats_block_destroy(wn_stats_block_t *b);
+/*
+ * dst += src, pools matched by name and servers by name within them, so a
+ * block laid out for one configuration carries into a block for another
+ * (a reload). What has no match in dst is dropped. src is read with relaxed
+ * loads (its owner may still be writing); dst must have no other writer.
+ */
+void wn_stats_block_fold(wn_stats_block_t *dst, const wn_stats_block_t *src);
 
 static inline wn_server_stats_t *wn_stats_server(wn_stats_block_t *b, uint32_t pool,
                                                  uint32_t server)

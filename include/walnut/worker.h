@@ -38,11 +38,14 @@ typedef enum wn_msg_type {
     WN_MSG_HEALTHY,    /* server answered control's probe: stop holding requests for it */
     WN_MSG_PING,       /* epoch: a heartbeat to answer with PONG (the loop is alive) */
     WN_MSG_WEDGE,      /* test hook (WALNUT_TEST_HOOKS=1): block the loop for good */
+    WN_MSG_STATS_REPLY, /* epoch: the asking id; text/len: the memcached `stats` reply
+                           (malloc'd, handed over) */
     /* worker -> control */
     WN_MSG_FAIL,       /* a request or connection to the server failed with err */
     WN_MSG_OK,         /* the server answered again after a reported failure */
     WN_MSG_RING_DONE,  /* ring: the worker no longer uses it (reference handed back) */
     WN_MSG_PONG,       /* epoch: the PING answered */
+    WN_MSG_STATS,      /* pool, epoch (an id): compose the memcached `stats` reply */
 } wn_msg_type_t;
 
 struct wn_ring;
@@ -53,7 +56,9 @@ typedef struct wn_msg {
     uint32_t server;   /* index in the pool's (sorted) servers */
     int32_t err;       /* FAIL: what failed */
     struct wn_ring *ring; /* RING, RING_DONE */
-    uint64_t epoch;    /* RING: the ring's epoch */
+    uint64_t epoch;    /* RING: the ring's epoch; PING, PONG, STATS*: an id */
+    char *text;        /* STATS_REPLY */
+    size_t len;
     int worker;        /* worker -> control: the sender */
 } wn_msg_t;
 
@@ -62,12 +67,9 @@ typedef struct wn_worker_options {
     int nworkers;
     size_t mbuf_size;
     bool accept_unix; /* this worker accepts on unix-socket listeners */
-    /* Counters: this worker's block (it is the only writer), and every
-     * block (all workers' and control's) for the memcached `stats` command.
-     * Borrowed: owned by control, freed only after every worker is joined. */
+    /* Counters: this worker's block (it is the only writer). Borrowed:
+     * owned by control, freed only after the worker is done with it. */
     wn_stats_block_t *stats;
-    wn_stats_block_t *const *all_stats;
-    uint32_t nall_stats;
     /* Listening sockets handed over by systemd, one per pool (-1: the
      * worker binds its own); each fd becomes the worker's. NULL: none. */
     const int *listen_fds;

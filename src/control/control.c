@@ -76,6 +76,9 @@ static void on_wakeup(uv_async_t *a)
             case WN_MSG_PONG:
                 wn_control_pong(ctl, &m);
                 break;
+            case WN_MSG_STATS:
+                wn_control_mc_stats(ctl, &m);
+                break;
             default:
                 break;
             }
@@ -197,8 +200,6 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
             .mbuf_size = opts->mbuf_size,
             .accept_unix = i == 0,
             .stats = ctl->blocks[i],
-            .all_stats = ctl->blocks,
-            .nall_stats = ctl->nblocks,
             .listen_fds = fds,
             .control_wakeup = &ctl->wakeup,
         };

@@ -152,6 +152,8 @@ void wn_control_stats_stop(control_t *ctl);
 void wn_control_stats_deinit(control_t *ctl);
 /* A worker answered a PING. */
 void wn_control_pong(control_t *ctl, const wn_msg_t *m);
+/* A worker asks for the memcached `stats` reply (answered at once). */
+void wn_control_mc_stats(control_t *ctl, const wn_msg_t *m);
 /* Every worker answered the last heartbeat within `within_ms`; otherwise
  * the first that did not, in *late (and how long it has been, *late_ms). */
 bool wn_control_workers_alive(const control_t *ctl, uint64_t within_ms, int *late,

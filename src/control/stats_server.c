@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "http.h"
 #include "walnut/proto.h"
@@ -136,6 +137,72 @@ static void on_heartbeat(uv_timer_t *t)
     }
     if (spilled)
         wn_control_outbox_retry(ctl);
+}
+
+/* The memcached `stats` reply for a pool: walnut's counters as STAT lines,
+ * from the same sums the HTTP stats serve. */
+static char *mc_stats_text(control_t *ctl, uint32_t pool, size_t *len)
+{
+    wn_stats_view_t v;
+    if (build_view(&v, ctl) < 0)
+        return NULL;
+    size_t cap = 8192, n = 0;
+    char *text = malloc(cap);
+    if (text == NULL) {
+        wn_stats_view_free(&v);
+        return NULL;
+    }
+#define LINE(...)                                                                                 \
+    do {                                                                                          \
+        int m_ = snprintf(text + n, cap - n, __VA_ARGS__);                                        \
+        if (m_ > 0 && (size_t)m_ < cap - n)                                                       \
+            n += (size_t)m_;                                                                      \
+    } while (0)
+    LINE("STAT pid %ld\r\n", (long)getpid());
+    LINE("STAT uptime %llu\r\n", (unsigned long long)v.uptime);
+    LINE("STAT time %llu\r\n", (unsigned long long)v.timestamp);
+    LINE("STAT version %s-walnut\r\n", WN_VERSION);
+    LINE("STAT threads %d\r\n", ctl->nworkers);
+    for (int i = 0; i < WN_GLOBAL_STAT_COUNT; i++)
+        LINE("STAT %s %llu\r\n", wn_global_stat_desc[i].name, (unsigned long long)v.global[i]);
+    if (pool < v.npools) {
+        const wn_stats_pool_view_t *pv = &v.pools[pool];
+        for (int i = 0; i < WN_POOL_STAT_COUNT; i++) {
+            if (i == WN_P_client_connections)
+                continue; /* curr_connections says it, process-wide */
+            LINE("STAT %s %llu\r\n", wn_pool_stat_desc[i].name, (unsigned long long)pv->v[i]);
+        }
+        /* The pool's servers together; names that are not already server_*
+         * get the prefix (requests above are what clients asked). */
+        for (int i = 0; i < WN_SERVER_STAT_COUNT; i++) {
+            uint64_t sum = 0;
+            for (uint32_t s = 0; s < pv->nservers; s++)
+                sum += pv->servers[s].v[i];
+            const char *name = wn_server_stat_desc[i].name;
+            LINE("STAT %s%s %llu\r\n", strncmp(name, "server_", 7) == 0 ? "" : "server_", name,
+                 (unsigned long long)sum);
+        }
+    }
+    LINE("END\r\n");
+#undef LINE
+    wn_stats_view_free(&v);
+    *len = n;
+    return text;
+}
+
+void wn_control_mc_stats(control_t *ctl, const wn_msg_t *m)
+{
+    if (m->worker < 0 || m->worker >= ctl->nworkers)
+        return;
+    wn_msg_t reply = {.type = WN_MSG_STATS_REPLY, .epoch = m->epoch};
+    reply.text = mc_stats_text(ctl, m->pool, &reply.len);
+    if (reply.text == NULL) {
+        static const char oom[] = "SERVER_ERROR out of memory\r\n";
+        reply.text = strdup(oom);
+        reply.len = sizeof(oom) - 1;
+    }
+    if (reply.text == NULL || wn_worker_post(ctl->workers[m->worker], &reply) < 0)
+        free(reply.text);
 }
 
 void wn_control_pong(control_t *ctl, const wn_msg_t *m)

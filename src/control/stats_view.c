@@ -219,7 +219,9 @@ static void read_process(wn_stats_process_t *pr, uint64_t start_us)
 
 static bool block_fits(const wn_stats_block_t *b, const wn_conf_t *conf)
 {
-    if (b->npools != conf->npools)
+    if (b->conf == conf)
+        return true;
+    if (b->conf != NULL || b->npools != conf->npools)
         return false;
     uint32_t base = 0;
     for (uint32_t p = 0; p < conf->npools; p++) {
@@ -262,9 +264,16 @@ int wn_stats_view_build(wn_stats_view_t *v, const wn_conf_t *conf,
     if (opts == NULL)
         opts = &no_opts;
     memset(v, 0, sizeof(*v));
-    for (size_t i = 0; i < nblocks; i++)
-        if (blocks[i] != NULL && !block_fits(blocks[i], conf))
-            return WN_EINVAL;
+    /* Blocks laid out for another configuration (a reload under way) are
+     * folded by name into one laid out for this one. */
+    wn_stats_block_t *folded = NULL;
+    for (size_t i = 0; i < nblocks; i++) {
+        if (blocks[i] == NULL || block_fits(blocks[i], conf))
+            continue;
+        if (folded == NULL && (folded = wn_stats_block_create((wn_conf_t *)conf)) == NULL)
+            return WN_ENOMEM;
+        wn_stats_block_fold(folded, blocks[i]);
+    }
 
     v->service = "walnut";
     v->version = WN_VERSION;
@@ -308,8 +317,12 @@ int wn_stats_view_build(wn_stats_view_t *v, const wn_conf_t *conf,
     qsort_r(v->sorted, np, sizeof(*v->sorted), pool_order, (void *)conf);
 
     for (size_t i = 0; i < nblocks; i++)
-        if (blocks[i] != NULL)
+        if (blocks[i] != NULL && block_fits(blocks[i], conf))
             sum_block(v, blocks[i]);
+    if (folded != NULL)
+        sum_block(v, folded);
+    wn_stats_block_destroy(folded);
+    folded = NULL;
 
     /* The header, as twemproxy counts it (see stats_view.h). */
     uint64_t server_conns = 0;
@@ -331,6 +344,7 @@ int wn_stats_view_build(wn_stats_view_t *v, const wn_conf_t *conf,
     return 0;
 
 nomem:
+    wn_stats_block_destroy(folded);
     wn_stats_view_free(v);
     return WN_ENOMEM;
 }

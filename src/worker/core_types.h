@@ -415,12 +415,14 @@ struct wn_worker {
     uint32_t nfree_reqs;
     uint64_t start_time; /* unix seconds */
     char name[24];
-    /* Counters: this worker writes only `stats`; `all` (every worker's and
-     * control's blocks) is read for the memcached `stats` command. Both are
-     * owned by control and outlive the worker. */
+    /* Counters: this worker writes only its own block (owned by control;
+     * it outlives the worker). The memcached `stats` command is answered by
+     * control, which alone reads every block: requests wait here for it. */
     wn_stats_block_t *stats;
-    wn_stats_block_t *const *all_stats;
-    uint32_t nall_stats;
+    req_t **stats_waiting;         /* owned array: requests waiting for control's stats */
+    uint64_t *stats_ids;           /* their ids */
+    uint32_t nstats_waiting;
+    uint64_t stats_seq;
     /* The control channel (ctl.c). */
     wn_spsc_t *from_control;       /* owned; control produces, we consume */
     wn_spsc_t *to_control;         /* owned; we produce, control consumes */
@@ -453,6 +455,9 @@ void wn_ctl_server_failed(server_rt_t *s, int err);
 void wn_ctl_server_ok(server_rt_t *s);
 /* s is suspect: c must wait before sending it anything. True when c waits. */
 bool wn_ctl_hold(client_t *c, server_rt_t *s);
+/* Ask control for the memcached `stats` reply to r (r waits, holding a
+ * reference); false when there is no control thread to ask. */
+bool wn_ctl_ask_stats(req_t *r);
 /* c is closing: take it off any waiter list. */
 void wn_ctl_forget(client_t *c);
 static inline bool wn_server_is_suspect(const server_rt_t *s)

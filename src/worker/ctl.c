@@ -24,6 +24,7 @@
 
 static void release(server_rt_t *s);
 static void arm_hold_timer(wn_worker_t *w);
+static void send_to_control(wn_worker_t *w, wn_msg_t *m);
 
 int wn_ctl_init(wn_worker_t *w)
 {
@@ -50,6 +51,16 @@ void wn_ctl_close(wn_worker_t *w)
         uv_close((uv_handle_t *)&w->hold_timer, NULL);
         w->hold_timer_open = false;
     }
+    /* Stopping: a stats answer still on its way finds nobody. */
+    while (w->nstats_waiting > 0) {
+        req_t *r = w->stats_waiting[--w->nstats_waiting];
+        wn_req_reply(r, "", 0);
+        wn_req_unref(r);
+    }
+    free(w->stats_waiting);
+    free(w->stats_ids);
+    w->stats_waiting = NULL;
+    w->stats_ids = NULL;
 }
 
 static void drop_msg(void *msg, void *arg)
@@ -58,6 +69,55 @@ static void drop_msg(void *msg, void *arg)
     const wn_msg_t *m = msg;
     if (m->type == WN_MSG_RING || m->type == WN_MSG_RING_DONE)
         wn_ring_unref(m->ring);
+    if (m->type == WN_MSG_STATS_REPLY)
+        free(m->text);
+}
+
+bool wn_ctl_ask_stats(req_t *r)
+{
+    wn_worker_t *w = r->pool->w;
+    if (w->control_wakeup == NULL || w->stopping)
+        return false;
+    req_t **reqs = realloc(w->stats_waiting, sizeof(*reqs) * (w->nstats_waiting + 1));
+    if (reqs != NULL)
+        w->stats_waiting = reqs;
+    uint64_t *ids = realloc(w->stats_ids, sizeof(*ids) * (w->nstats_waiting + 1));
+    if (ids != NULL)
+        w->stats_ids = ids;
+    if (reqs == NULL || ids == NULL)
+        return false;
+    uint64_t id = ++w->stats_seq;
+    wn_req_ref(r);
+    w->stats_waiting[w->nstats_waiting] = r;
+    w->stats_ids[w->nstats_waiting++] = id;
+    wn_msg_t m = {.type = WN_MSG_STATS, .pool = r->pool->idx, .epoch = id};
+    send_to_control(w, &m);
+    return true;
+}
+
+/* Take the waiting request asked as `id` off the list (NULL: none). */
+static req_t *take_waiting(wn_worker_t *w, uint64_t id)
+{
+    for (uint32_t i = 0; i < w->nstats_waiting; i++) {
+        if (w->stats_ids[i] != id)
+            continue;
+        req_t *r = w->stats_waiting[i];
+        w->stats_waiting[i] = w->stats_waiting[w->nstats_waiting - 1];
+        w->stats_ids[i] = w->stats_ids[w->nstats_waiting - 1];
+        w->nstats_waiting--;
+        return r;
+    }
+    return NULL;
+}
+
+static void stats_reply(wn_worker_t *w, const wn_msg_t *m)
+{
+    req_t *r = take_waiting(w, m->epoch);
+    if (r != NULL) {
+        wn_req_reply(r, m->text, m->len);
+        wn_req_unref(r);
+    }
+    free(m->text);
 }
 
 /* After both threads have stopped. */
@@ -260,6 +320,9 @@ void wn_ctl_receive(wn_worker_t *w)
             send_to_control(w, &pong);
             break;
         }
+        case WN_MSG_STATS_REPLY:
+            stats_reply(w, &m);
+            break;
         case WN_MSG_WEDGE:
             /* Only sent when the process runs with WALNUT_TEST_HOOKS=1: a
              * stuck loop, as a bug would make it, for the watchdog tests. */

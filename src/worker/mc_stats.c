@@ -1,8 +1,10 @@
 /*
  * worker/mc_stats.c: the memcached `stats` command, answered with walnut's
- * own counters: the process-wide ones and those of the client's pool,
- * summed over every worker's block (and control's) at the moment of asking.
- * The blocks are owned by control and outlive every worker. Worker thread.
+ * own counters: the process-wide ones and those of the client's pool. Control
+ * composes the reply from every worker's counters (the same sums as the HTTP
+ * stats; it alone reads other threads' blocks); the request waits for it in
+ * order like any other. With no control thread (unit tests) this worker's
+ * own block answers. Worker thread.
  */
 #include "mc.h"
 
@@ -13,12 +15,14 @@
 
 void wn_mc_reply_stats(mc_req_t *r)
 {
+    if (wn_ctl_ask_stats(&r->r))
+        return;
     wn_worker_t *w = r->r.pool->w;
     uint32_t pool = r->r.pool->idx;
     uint64_t g[WN_GLOBAL_STAT_COUNT] = {0}, pv[WN_POOL_STAT_COUNT] = {0};
     uint64_t sv[WN_SERVER_STAT_COUNT] = {0};
-    for (uint32_t b = 0; b < w->nall_stats; b++) {
-        wn_stats_block_t *blk = w->all_stats[b];
+    for (uint32_t b = 0; b < 1; b++) {
+        wn_stats_block_t *blk = w->stats;
         for (int i = 0; i < WN_GLOBAL_STAT_COUNT; i++)
             g[i] += wn_stat_get(&blk->global[i]);
         for (int i = 0; i < WN_POOL_STAT_COUNT; i++)

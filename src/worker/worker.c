@@ -112,8 +112,6 @@ int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker
     w->nworkers = opts->nworkers;
     w->accept_unix = opts->accept_unix;
     w->stats = opts->stats;
-    w->all_stats = opts->all_stats;
-    w->nall_stats = opts->nall_stats;
     w->control_wakeup = opts->control_wakeup;
     w->start_time = (uint64_t)time(NULL);
     snprintf(w->name, sizeof(w->name), "worker %d", opts->id);

@@ -254,16 +254,12 @@ static void worker_up(fixture_t *fx, const char *pool_yaml)
         fail_msg("config: %s", err);
     fx->stats = wn_stats_block_create(fx->conf);
     assert_non_null(fx->stats);
-    static wn_stats_block_t *all[1];
-    all[0] = fx->stats;
     wn_worker_options_t wo = {
         .id = 0,
         .nworkers = 1,
         .mbuf_size = 16384,
         .accept_unix = false,
         .stats = fx->stats,
-        .all_stats = all,
-        .nall_stats = 1,
     };
     rc = wn_worker_create(fx->conf, &wo, &fx->w, err, sizeof(err));
     if (rc != 0)

@@ -1,5 +1,5 @@
 /*
- * core/stats.c: counter blocks and latency histograms. A block is written by
+ * stats/stats.c: counter blocks and latency histograms. A block is written by
  * one thread and read by any; nothing here locks. See walnut/stats.h.
  */
 #include "walnut/stats.h"
@@ -57,7 +57,7 @@ void wn_hist_add(wn_hist_sum_t *dst, const wn_hist_t *src)
     dst->count += wn_stat_get(&src->count);
 }
 
-wn_stats_block_t *wn_stats_block_create(const struct wn_conf *conf)
+wn_stats_block_t *wn_stats_block_create(struct wn_conf *conf)
 {
     uint32_t npools = conf->npools, nservers = 0;
     for (uint32_t p = 0; p < npools; p++)
@@ -72,6 +72,8 @@ wn_stats_block_t *wn_stats_block_create(const struct wn_conf *conf)
         return NULL;
     memset(mem, 0, size);
     wn_stats_block_t *b = (wn_stats_block_t *)mem;
+    wn_conf_ref(conf);
+    b->conf = conf;
     b->npools = npools;
     b->pools = (wn_pool_stats_t *)(mem + off_pools);
     b->server_base = (uint32_t *)(mem + off_base);
@@ -87,5 +89,64 @@ wn_stats_block_t *wn_stats_block_create(const struct wn_conf *conf)
 
 void wn_stats_block_destroy(wn_stats_block_t *b)
 {
+    if (b == NULL)
+        return;
+    wn_conf_unref(b->conf);
     free(b);
+}
+
+static void add_all(_Atomic uint64_t *dst, const _Atomic uint64_t *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        wn_stat_add(&dst[i], wn_stat_get(&src[i]));
+}
+
+static void add_hist(wn_hist_t *dst, const wn_hist_t *src)
+{
+    add_all(dst->bucket, src->bucket, WN_HIST_BUCKETS);
+    wn_stat_add(&dst->sum_us, wn_stat_get(&src->sum_us));
+    wn_stat_add(&dst->count, wn_stat_get(&src->count));
+}
+
+static int32_t find_pool(const wn_conf_t *conf, const char *name)
+{
+    for (uint32_t p = 0; p < conf->npools; p++)
+        if (strcmp(conf->pools[p].name, name) == 0)
+            return (int32_t)p;
+    return -1;
+}
+
+static int32_t find_server(const wn_conf_pool_t *pool, const char *name)
+{
+    for (uint32_t s = 0; s < pool->nservers; s++)
+        if (strcmp(pool->servers[s].name, name) == 0)
+            return (int32_t)s;
+    return -1;
+}
+
+void wn_stats_block_fold(wn_stats_block_t *dst, const wn_stats_block_t *src)
+{
+    add_all(dst->global, src->global, WN_GLOBAL_STAT_COUNT);
+    const wn_conf_t *sc = src->conf, *dc = dst->conf;
+    for (uint32_t sp = 0; sp < src->npools; sp++) {
+        int32_t dp = sc == dc ? (int32_t)sp : find_pool(dc, sc->pools[sp].name);
+        if (dp < 0)
+            continue;
+        const wn_pool_stats_t *ps = &src->pools[sp];
+        wn_pool_stats_t *pd = &dst->pools[dp];
+        add_all(pd->v, ps->v, WN_POOL_STAT_COUNT);
+        add_all(pd->errors, ps->errors, WN_CAUSE_COUNT);
+        add_all(pd->cmds, ps->cmds, WN_STATS_MAX_CMDS);
+        add_hist(&pd->latency, &ps->latency);
+        const wn_conf_pool_t *spc = &sc->pools[sp], *dpc = &dc->pools[dp];
+        for (uint32_t ss = 0; ss < spc->nservers; ss++) {
+            int32_t ds = sc == dc ? (int32_t)ss : find_server(dpc, spc->servers[ss].name);
+            if (ds < 0)
+                continue;
+            const wn_server_stats_t *from = &src->servers[src->server_base[sp] + ss];
+            wn_server_stats_t *to = &dst->servers[dst->server_base[dp] + (uint32_t)ds];
+            add_all(to->v, from->v, WN_SERVER_STAT_COUNT);
+            add_hist(&to->latency, &from->latency);
+        }
+    }
 }
