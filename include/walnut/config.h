@@ -108,6 +108,19 @@ void wn_conf_unref(wn_conf_t *conf);
 /* The pool named `name`, or NULL. */
 const wn_conf_pool_t *wn_conf_pool_find(const wn_conf_t *conf, const char *name);
 
+/* What a reload compares. The two addresses are written the same (host or
+ * path, port). */
+bool wn_conf_addr_same(const wn_conf_addr_t *a, const wn_conf_addr_t *b);
+/* The server named `name` in pool, or NULL. */
+const wn_conf_server_t *wn_conf_server_find(const wn_conf_pool_t *pool, const char *name);
+/* Server a of pool pa and server b of pool pb are one backend (same name,
+ * same address): its health carries over a reload. */
+bool wn_conf_server_same(const wn_conf_server_t *a, const wn_conf_server_t *b);
+/* ... and connections open to it for pa can go on serving pb (the same
+ * number of them, the same Redis AUTH and SELECT). */
+bool wn_conf_server_conns_same(const wn_conf_pool_t *pa, const wn_conf_server_t *a,
+                               const wn_conf_pool_t *pb, const wn_conf_server_t *b);
+
 /* Fill ring servers (borrowing names from the pool) for wn_ring_create; `out`
  * holds pool->nservers entries. */
 void wn_conf_ring_servers(const wn_conf_pool_t *pool, wn_ring_server_t *out);

@@ -40,12 +40,17 @@ typedef enum wn_msg_type {
     WN_MSG_WEDGE,      /* test hook (WALNUT_TEST_HOOKS=1): block the loop for good */
     WN_MSG_STATS_REPLY, /* epoch: the asking id; text/len: the memcached `stats` reply
                            (malloc'd, handed over) */
+    WN_MSG_CONFIG,     /* gen: a reload. conf (one reference handed over), rings[nrings]
+                          (the new pools' rings, array and one reference each handed
+                          over), block: the counters to write from now on (borrowed) */
     /* worker -> control */
     WN_MSG_FAIL,       /* a request or connection to the server failed with err */
     WN_MSG_OK,         /* the server answered again after a reported failure */
-    WN_MSG_RING_DONE,  /* ring: the worker no longer uses it (reference handed back) */
+    WN_MSG_RING_DONE,  /* ring: the worker no longer uses it (reference handed back);
+                          epoch: the one it now routes the pool with */
     WN_MSG_PONG,       /* epoch: the PING answered */
     WN_MSG_STATS,      /* pool, epoch (an id): compose the memcached `stats` reply */
+    WN_MSG_CONFIG_DONE, /* gen: the worker runs that configuration now */
 } wn_msg_type_t;
 
 struct wn_ring;
@@ -57,8 +62,14 @@ typedef struct wn_msg {
     int32_t err;       /* FAIL: what failed */
     struct wn_ring *ring; /* RING, RING_DONE */
     uint64_t epoch;    /* RING: the ring's epoch; PING, PONG, STATS*: an id */
+    uint64_t gen;      /* the configuration generation pool and server count in
+                          (worker -> control: the sender's); CONFIG: the new one */
     char *text;        /* STATS_REPLY */
     size_t len;
+    struct wn_conf *conf;     /* CONFIG */
+    struct wn_ring **rings;   /* CONFIG */
+    uint32_t nrings;
+    wn_stats_block_t *block;  /* CONFIG */
     int worker;        /* worker -> control: the sender */
 } wn_msg_t;
 
@@ -96,8 +107,11 @@ int wn_worker_post(wn_worker_t *w, const wn_msg_t *msg);
 size_t wn_worker_flush_outbox(wn_worker_t *w);
 /* Control thread: take the next message the worker sent; 0 or WN_EAGAIN. */
 int wn_worker_receive(wn_worker_t *w, wn_msg_t *msg);
-/* The epoch of the ring the worker uses for pool p (any thread; relaxed). */
-uint64_t wn_worker_ring_epoch(const wn_worker_t *w, uint32_t pool);
+
+/* Could a pool listen on its address now? A TCP address another process
+ * serves is an error (a reload checks new addresses with it). Any thread;
+ * 0 or a negative error with a line in err. */
+int wn_listen_check(const wn_conf_pool_t *conf, char *err, size_t errlen);
 
 /* Start the worker's thread. */
 int wn_worker_start(wn_worker_t *w);

@@ -174,6 +174,37 @@ const wn_conf_pool_t *wn_conf_pool_find(const wn_conf_t *conf, const char *name)
     return NULL;
 }
 
+bool wn_conf_addr_same(const wn_conf_addr_t *a, const wn_conf_addr_t *b)
+{
+    return a->is_unix == b->is_unix && a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+const wn_conf_server_t *wn_conf_server_find(const wn_conf_pool_t *pool, const char *name)
+{
+    for (uint32_t i = 0; i < pool->nservers; i++)
+        if (strcmp(pool->servers[i].name, name) == 0)
+            return &pool->servers[i];
+    return NULL;
+}
+
+bool wn_conf_server_same(const wn_conf_server_t *a, const wn_conf_server_t *b)
+{
+    return strcmp(a->name, b->name) == 0 && wn_conf_addr_same(&a->addr, &b->addr);
+}
+
+static bool str_same(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+bool wn_conf_server_conns_same(const wn_conf_pool_t *pa, const wn_conf_server_t *a,
+                               const wn_conf_pool_t *pb, const wn_conf_server_t *b)
+{
+    return wn_conf_server_same(a, b) && pa->redis == pb->redis &&
+           pa->server_connections == pb->server_connections &&
+           str_same(pa->redis_auth, pb->redis_auth) && pa->redis_db == pb->redis_db;
+}
+
 void wn_conf_ring_servers(const wn_conf_pool_t *pool, wn_ring_server_t *out)
 {
     for (uint32_t i = 0; i < pool->nservers; i++) {

@@ -20,13 +20,13 @@
 /* Messages that did not fit a worker's ring are retried this often. */
 #define OUTBOX_RETRY_MS 10
 
-static void log_convergence(control_t *ctl, uint32_t pool)
+void wn_control_log_convergence(control_t *ctl, uint32_t pool)
 {
-    hpool_t *p = &ctl->pools[pool];
+    hpool_t *p = ctl->pools[pool];
     if (p->converged_epoch == p->epoch)
         return;
     for (int i = 0; i < ctl->nworkers; i++)
-        if (wn_worker_ring_epoch(ctl->workers[i], pool) != p->epoch)
+        if (p->worker_epoch[i] != p->epoch)
             return;
     p->converged_epoch = p->epoch;
     wn_log_notice("pool '%s': all %d workers on ring epoch %llu", p->conf->name, ctl->nworkers,
@@ -66,17 +66,26 @@ static void on_wakeup(uv_async_t *a)
             switch (m.type) {
             case WN_MSG_RING_DONE:
                 wn_ring_unref(m.ring);
-                if (m.pool < ctl->npools)
-                    log_convergence(ctl, m.pool);
+                /* Pool indexes are those of the configuration it names. */
+                if (m.gen == ctl->gen && m.pool < ctl->npools && m.worker == i) {
+                    ctl->pools[m.pool]->worker_epoch[i] = m.epoch;
+                    wn_control_log_convergence(ctl, m.pool);
+                }
                 break;
             case WN_MSG_FAIL:
             case WN_MSG_OK:
-                health_on_message(ctl, &m);
+                if (m.gen == ctl->gen)
+                    health_on_message(ctl, &m);
+                break;
+            case WN_MSG_CONFIG_DONE:
+                wn_control_config_done(ctl, &m);
                 break;
             case WN_MSG_PONG:
                 wn_control_pong(ctl, &m);
                 break;
             case WN_MSG_STATS:
+                if (m.gen != ctl->gen)
+                    m.pool = UINT32_MAX; /* a pool of an older configuration */
                 wn_control_mc_stats(ctl, &m);
                 break;
             default:
@@ -153,7 +162,8 @@ static int create_blocks(control_t *ctl)
 {
     ctl->nblocks = (uint32_t)ctl->nworkers + 1;
     ctl->blocks = calloc(ctl->nblocks, sizeof(*ctl->blocks));
-    if (ctl->blocks == NULL)
+    ctl->next_blocks = calloc(ctl->nblocks, sizeof(*ctl->next_blocks));
+    if (ctl->blocks == NULL || ctl->next_blocks == NULL)
         return WN_ENOMEM;
     for (uint32_t i = 0; i < ctl->nblocks; i++) {
         ctl->blocks[i] = wn_stats_block_create(ctl->conf);
@@ -165,10 +175,14 @@ static int create_blocks(control_t *ctl)
 
 static void destroy_blocks(control_t *ctl)
 {
-    for (uint32_t i = 0; ctl->blocks != NULL && i < ctl->nblocks; i++)
+    for (uint32_t i = 0; ctl->blocks != NULL && i < ctl->nblocks; i++) {
         wn_stats_block_destroy(ctl->blocks[i]);
+        wn_stats_block_destroy(ctl->next_blocks[i]);
+    }
     free(ctl->blocks);
+    free(ctl->next_blocks);
     ctl->blocks = NULL;
+    ctl->next_blocks = NULL;
 }
 
 static int create_workers(control_t *ctl, const wn_options_t *opts)
@@ -177,7 +191,7 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
     if (rings == NULL)
         return WN_ENOMEM;
     for (uint32_t p = 0; p < ctl->npools; p++)
-        rings[p] = ctl->pools[p].ring;
+        rings[p] = ctl->pools[p]->ring;
     int rc = 0;
     int *fds = calloc(ctl->npools ? ctl->npools : 1, sizeof(int));
     if (fds == NULL) {
@@ -219,6 +233,8 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
 {
     control_t ctl = {.conf = conf, .conf_path = opts->conf_file};
     int rc;
+    /* Control's own reference: a reload replaces it. */
+    wn_conf_ref(conf);
 
     if (opts->daemonize && (rc = daemonize()) < 0) {
         wn_log_error("cannot daemonize: %s", wn_strerror(rc));
@@ -297,8 +313,8 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
     }
 
     health_start(&ctl);
-    for (uint32_t p = 0; p < conf->npools; p++) {
-        const wn_conf_pool_t *pool = &conf->pools[p];
+    for (uint32_t p = 0; p < ctl.conf->npools; p++) {
+        const wn_conf_pool_t *pool = &ctl.conf->pools[p];
         wn_log_notice("pool '%s': listening on %s, %u server(s), %s/%s, %s", pool->name,
                       pool->listen_text, pool->nservers, wn_hash_name(pool->hash),
                       wn_dist_name(pool->distribution), pool->redis ? "redis" : "memcache");
@@ -322,6 +338,7 @@ out:
     wn_control_stats_deinit(&ctl);
     free(ctl.inherited);
     free(ctl.workers);
+    wn_conf_unref(ctl.conf);
     if (opts->pid_file != NULL)
         unlink(opts->pid_file);
     return rc;

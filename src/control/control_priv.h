@@ -64,6 +64,8 @@ typedef struct hserver {
     bool ejected;
     uint64_t retry_at_ms;         /* ejected: earliest rejoin */
     bool guard_logged;            /* max_ejected_fraction stopped an ejection */
+    bool retired;                 /* gone from the config: freed when its handles close */
+    uint32_t closes;              /* retired: close callbacks still to come */
     probe_t probe;
 } hserver_t;
 
@@ -71,7 +73,7 @@ struct hpool {
     control_t *ctl;               /* borrowed */
     const wn_conf_pool_t *conf;   /* borrowed */
     uint32_t idx;
-    hserver_t *servers;           /* owned */
+    hserver_t **servers;          /* owned, each owned: probes' handles never move */
     uint32_t nservers;
     wn_ring_t *ring;              /* one reference held: the current ring */
     uint64_t epoch;
@@ -79,6 +81,10 @@ struct hpool {
     bool rebuild_pending;
     uv_timer_t rebuild_timer;     /* a rate-limited rebuild waits here */
     uint64_t converged_epoch;     /* last epoch every worker was seen on */
+    uint64_t config_epoch;        /* the epoch of the ring sent with the last reload */
+    uint64_t *worker_epoch;       /* owned, [nworkers]: the ring epoch each worker
+                                     reported it routes with */
+    bool retired;                 /* gone from the config: freed when its timer closes */
 };
 
 #define WN_NSIGNALS 6
@@ -88,16 +94,24 @@ struct control {
     uv_signal_t signals[WN_NSIGNALS]; /* signals.c */
     int nsignals;
     uv_async_t wakeup;            /* workers have messages */
-    wn_conf_t *conf;              /* borrowed */
+    wn_conf_t *conf;              /* one reference: the configuration in force */
+    uint64_t gen;                 /* its generation: 0 at start, one more per reload */
     wn_worker_t **workers;        /* owned */
     int nworkers;
-    hpool_t *pools;               /* owned */
+    hpool_t **pools;              /* owned, each owned: a reload keeps them in place */
     uint32_t npools;
     bool stopping;
     /* Counter blocks: one per worker, then control's own (ejections). Owned;
      * freed only after every worker is joined. */
     wn_stats_block_t **blocks;
     uint32_t nblocks;
+    /* During a reload: the block each worker writes once it runs the new
+     * configuration; it replaces blocks[i] (folded into control's) when the
+     * worker says so. */
+    wn_stats_block_t **next_blocks;
+    int reload_acks;              /* workers yet to run the configuration of `gen` */
+    bool reload_again;            /* SIGHUP came during a reload: one more after it */
+    uint64_t reload_start_ms;
     uv_timer_t outbox_timer;      /* retries messages that did not fit a worker's ring */
     /* The stats server (stats.c) and what it reports. */
     struct wn_http *http;
@@ -115,7 +129,7 @@ struct control {
     uint64_t watchdog_usec;       /* WATCHDOG_USEC; 0: none */
     uv_timer_t watchdog_timer;
     bool watchdog_held;           /* a worker is late: WATCHDOG=1 withheld (logged once) */
-    char last_reload[160];        /* for STATUS=: how the last reload went ("" before one) */
+    char last_reload[200];        /* for STATUS=: how the last reload went ("" before one) */
     wn_inherited_t *inherited;    /* owned, [npools], or NULL: no socket activation */
     const char *conf_path;        /* borrowed from the options: what SIGHUP re-reads */
 };
@@ -129,7 +143,12 @@ void wn_signals_start(control_t *ctl);
 void wn_signals_close(control_t *ctl);
 /* control.c */
 void wn_control_stop(control_t *ctl);
+/* Log once when every worker routes `pool` with its newest ring. */
+void wn_control_log_convergence(control_t *ctl, uint32_t pool);
+/* reload.c */
 void wn_control_reload(control_t *ctl);
+/* A worker runs the reloaded configuration now. */
+void wn_control_config_done(control_t *ctl, const wn_msg_t *m);
 
 /* sd.c: systemd's notify protocol, watchdog and socket activation. */
 void wn_sd_init(control_t *ctl);
@@ -150,6 +169,8 @@ int wn_sd_fd_for_worker(const control_t *ctl, uint32_t pool, int worker);
 int wn_control_stats_start(control_t *ctl, const char *addr, uint16_t port);
 void wn_control_stats_stop(control_t *ctl);
 void wn_control_stats_deinit(control_t *ctl);
+/* What the stats report depends on the configuration (ctl->conf): set it up again. */
+int wn_control_stats_reconf(control_t *ctl);
 /* A worker answered a PING. */
 void wn_control_pong(control_t *ctl, const wn_msg_t *m);
 /* A worker asks for the memcached `stats` reply (answered at once). */
@@ -166,6 +187,11 @@ void health_start(control_t *ctl);
 /* Close every probe handle (stop). */
 void health_stop(control_t *ctl);
 void health_deinit(control_t *ctl);
+/* Take the pools and servers of `nc` (which the caller keeps alive): kept
+ * ones keep their health state, new ones start probing, gone ones close;
+ * every pool's ring is rebuilt. Nothing changes unless it returns 0; else
+ * err says why (a protocol change, an address that does not resolve). */
+int health_reload(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen);
 /* A worker's message about a server. */
 void health_on_message(control_t *ctl, const wn_msg_t *m);
 

@@ -1,33 +1,204 @@
 /*
  * control/reload.c: SIGHUP re-reads the configuration file. A file that does
- * not validate changes nothing: walnut keeps serving the configuration it
- * has and logs why, as -t would print it. Control thread only.
+ * not validate, or asks for what cannot change live (a pool's protocol), or
+ * names a listen address another process serves, changes nothing: walnut
+ * keeps serving the configuration it has and logs why, as -t would print it.
+ *
+ * A good one is applied in two steps. Control first takes it itself
+ * (health.c: kept servers keep their health, every ring is rebuilt), moves
+ * its own counters to a block laid out for it, and sends every worker the
+ * configuration as an immutable refcounted snapshot with the new rings and
+ * a fresh counter block, under a new generation. Each worker applies it
+ * between two events of its loop and says so; control then folds the
+ * worker's old block into its own (counters carry over by name) and, once
+ * every worker has answered, logs that they converged and tells systemd
+ * READY=1. A SIGHUP that comes meanwhile is applied right after.
+ * Control thread only.
  */
 #include "control_priv.h"
 
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
 
 #include "walnut/core.h"
+#include "walnut/route.h"
+
+static void finish(control_t *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void finish(control_t *ctl, const char *fmt, ...)
+{
+    char when[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime_r(&now, &tm));
+    char what[120];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    snprintf(ctl->last_reload, sizeof(ctl->last_reload), "last reload %s: %s", when, what);
+    wn_sd_notify(ctl, "READY=1");
+    wn_sd_status(ctl);
+}
+
+/* A pool listening where no pool listened before: is the address free? */
+static int check_listeners(const control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen)
+{
+    for (uint32_t i = 0; i < nc->npools; i++) {
+        bool served = false;
+        for (uint32_t j = 0; j < ctl->conf->npools && !served; j++)
+            served = wn_conf_addr_same(&nc->pools[i].listen, &ctl->conf->pools[j].listen);
+        if (served)
+            continue;
+        int rc = wn_listen_check(&nc->pools[i], err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* The next counter blocks: one per worker, and control's own with what it
+ * counted so far carried over. */
+static int make_blocks(control_t *ctl, wn_conf_t *nc, wn_stats_block_t **mine)
+{
+    *mine = wn_stats_block_create(nc);
+    if (*mine == NULL)
+        return WN_ENOMEM;
+    for (int i = 0; i < ctl->nworkers; i++) {
+        ctl->next_blocks[i] = wn_stats_block_create(nc);
+        if (ctl->next_blocks[i] == NULL) {
+            for (int j = 0; j <= i; j++) {
+                wn_stats_block_destroy(ctl->next_blocks[j]);
+                ctl->next_blocks[j] = NULL;
+            }
+            wn_stats_block_destroy(*mine);
+            return WN_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+static void send_config(control_t *ctl, int worker)
+{
+    wn_ring_t **rings = calloc(ctl->npools ? ctl->npools : 1, sizeof(*rings));
+    wn_msg_t m = {
+        .type = WN_MSG_CONFIG,
+        .gen = ctl->gen,
+        .conf = ctl->conf,
+        .rings = rings,
+        .nrings = ctl->npools,
+        .block = ctl->next_blocks[worker],
+    };
+    if (rings != NULL) {
+        for (uint32_t p = 0; p < ctl->npools; p++) {
+            rings[p] = ctl->pools[p]->ring;
+            wn_ring_ref(rings[p]);
+        }
+        wn_conf_ref(ctl->conf);
+        if (wn_worker_post(ctl->workers[worker], &m) == 0)
+            return;
+        for (uint32_t p = 0; p < ctl->npools; p++)
+            wn_ring_unref(rings[p]);
+        wn_conf_unref(ctl->conf);
+        free(rings);
+    }
+    /* Only memory can fail here. That worker stays on the configuration it
+     * has; its reports (older generation) are ignored from now on. */
+    wn_log_error("reload: cannot send the configuration to worker %d: out of memory", worker);
+    ctl->reload_acks--;
+}
 
 void wn_control_reload(control_t *ctl)
 {
     if (ctl->stopping || ctl->conf_path == NULL)
         return;
+    if (ctl->reload_acks > 0) {
+        wn_log_notice("reload: the previous reload is still reaching the workers; this one "
+                      "follows it");
+        ctl->reload_again = true;
+        return;
+    }
     wn_sd_notify(ctl, "RELOADING=1\nMONOTONIC_USEC=%llu",
                  (unsigned long long)wn_sd_monotonic_usec());
     char err[512];
-    wn_conf_t *conf = NULL;
-    int rc = wn_conf_load(ctl->conf_path, &conf, err, sizeof(err));
+    wn_conf_t *nc = NULL;
+    wn_stats_block_t *mine = NULL;
+    int rc = wn_conf_load(ctl->conf_path, &nc, err, sizeof(err));
+    if (rc == 0)
+        rc = check_listeners(ctl, nc, err, sizeof(err));
+    if (rc == 0 && make_blocks(ctl, nc, &mine) < 0) {
+        snprintf(err, sizeof(err), "out of memory");
+        rc = WN_ENOMEM;
+    }
+    if (rc == 0) {
+        rc = health_reload(ctl, nc, err, sizeof(err));
+        if (rc < 0) {
+            wn_stats_block_destroy(mine);
+            for (int i = 0; i < ctl->nworkers; i++) {
+                wn_stats_block_destroy(ctl->next_blocks[i]);
+                ctl->next_blocks[i] = NULL;
+            }
+        }
+    }
     if (rc < 0) {
         wn_log_error("reload: %s; still serving the configuration loaded before", err);
-        snprintf(ctl->last_reload, sizeof(ctl->last_reload), "last reload failed: %.120s", err);
-    } else {
-        wn_log_warn("reload: '%s' is valid, but this build does not apply changes live yet",
-                    ctl->conf_path);
-        snprintf(ctl->last_reload, sizeof(ctl->last_reload),
-                 "last reload: valid, not applied");
-        wn_conf_unref(conf);
+        wn_conf_unref(nc);
+        finish(ctl, "failed: %.96s", err);
+        return;
     }
-    wn_sd_notify(ctl, "READY=1");
-    wn_sd_status(ctl);
+
+    /* Committed: control runs the new configuration from here on. */
+    wn_stats_block_t **own = &ctl->blocks[ctl->nblocks - 1];
+    wn_stats_block_fold(mine, *own);
+    wn_stats_block_destroy(*own);
+    *own = mine;
+    wn_conf_unref(ctl->conf);
+    ctl->conf = nc;
+    ctl->gen++;
+    if (wn_control_stats_reconf(ctl) < 0)
+        wn_log_error("reload: out of memory; command counters are not reported");
+    for (uint32_t p = 0; p < ctl->npools; p++)
+        ctl->pools[p]->config_epoch = ctl->pools[p]->epoch;
+    ctl->reload_start_ms = uv_now(&ctl->loop);
+    ctl->reload_acks = ctl->nworkers;
+    wn_log_notice("reload: '%s' applied (generation %llu, %u pool(s)); sending it to %d "
+                  "worker(s)",
+                  ctl->conf_path, (unsigned long long)ctl->gen, ctl->npools, ctl->nworkers);
+    for (int i = 0; i < ctl->nworkers; i++)
+        send_config(ctl, i);
+    if (ctl->reload_acks == 0)
+        finish(ctl, "applied, but not every worker could take it");
+}
+
+void wn_control_config_done(control_t *ctl, const wn_msg_t *m)
+{
+    int i = m->worker;
+    if (m->gen != ctl->gen || i < 0 || i >= ctl->nworkers || ctl->next_blocks[i] == NULL)
+        return;
+    /* The worker writes its new block only: its old counters carry over in
+     * control's block, matched by pool and server name. */
+    wn_stats_block_t *own = ctl->blocks[ctl->nblocks - 1];
+    wn_stats_block_fold(own, ctl->blocks[i]);
+    wn_stats_block_destroy(ctl->blocks[i]);
+    ctl->blocks[i] = ctl->next_blocks[i];
+    ctl->next_blocks[i] = NULL;
+    for (uint32_t p = 0; p < ctl->npools; p++) {
+        hpool_t *hp = ctl->pools[p];
+        if (hp->worker_epoch[i] < hp->config_epoch)
+            hp->worker_epoch[i] = hp->config_epoch;
+    }
+    if (--ctl->reload_acks > 0)
+        return;
+    wn_log_notice("reload: all %d worker(s) run generation %llu (%llu ms)", ctl->nworkers,
+                  (unsigned long long)ctl->gen,
+                  (unsigned long long)(uv_now(&ctl->loop) - ctl->reload_start_ms));
+    for (uint32_t p = 0; p < ctl->npools; p++)
+        wn_control_log_convergence(ctl, p);
+    finish(ctl, "applied, generation %llu", (unsigned long long)ctl->gen);
+    if (ctl->reload_again) {
+        ctl->reload_again = false;
+        wn_control_reload(ctl);
+    }
 }

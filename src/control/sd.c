@@ -58,9 +58,9 @@ void wn_sd_status(control_t *ctl)
         return;
     uint32_t servers = 0, ejected = 0;
     for (uint32_t p = 0; p < ctl->npools; p++)
-        for (uint32_t s = 0; s < ctl->pools[p].nservers; s++) {
+        for (uint32_t s = 0; s < ctl->pools[p]->nservers; s++) {
             servers++;
-            ejected += ctl->pools[p].servers[s].ejected;
+            ejected += ctl->pools[p]->servers[s]->ejected;
         }
     wn_sd_notify(ctl, "STATUS=%u pool(s), %d worker(s), %u of %u server(s) ejected%s%s",
                  ctl->npools, ctl->nworkers, ejected, servers,

@@ -205,6 +205,9 @@ char *wn_stats_json_servers(const wn_stats_view_t *v, size_t *len)
     put(root, "version", json_string(v->version), &ok);
     put_u64(root, "timestamp", v->timestamp, &ok);
     put_u64(root, "workers", v->nworkers, &ok);
+    put_u64(root, "generation", v->generation, &ok);
+    put(root, "generation_converged", json_boolean(v->generation_converged), &ok);
+    put(root, "last_reload", v->last_reload[0] ? json_string(v->last_reload) : json_null(), &ok);
     for (uint32_t p = 0; p < v->npools; p++)
         if (json_array_append_new(pools, health_pool(&v->pools[p], v->nworkers, &ok)) != 0)
             ok = false;

@@ -272,6 +272,9 @@ static void render_header(sbuf_t *b, const wn_stats_view_t *v)
     sample_u64(b, "walnut_build_info", &l, 1);
     family(b, "walnut_workers", "gauge", "worker threads");
     sample_u64(b, "walnut_workers", NULL, v->nworkers);
+    family(b, "walnut_config_generation", "gauge",
+           "configuration generation: 0 at start, one more per applied reload");
+    sample_u64(b, "walnut_config_generation", NULL, v->generation);
     family(b, "walnut_uptime_seconds", "gauge", "seconds since walnut started");
     sample_u64(b, "walnut_uptime_seconds", NULL, v->uptime);
     family(b, "walnut_connections", "gauge",

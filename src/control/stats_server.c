@@ -52,18 +52,29 @@ static int build_view(wn_stats_view_t *v, void *arg)
         .start_us = ctl->start_us,
         .cmds = ctl->cmd_tables,
     };
-    int rc = wn_stats_view_build(v, ctl->conf, ctl->blocks, ctl->nblocks, &o);
+    /* During a reload a worker may write its next block already. */
+    wn_stats_block_t *blocks[2 * (WN_MAX_WORKERS + 1)];
+    size_t n = 0;
+    for (uint32_t i = 0; i < ctl->nblocks; i++) {
+        blocks[n++] = ctl->blocks[i];
+        if (ctl->next_blocks[i] != NULL)
+            blocks[n++] = ctl->next_blocks[i];
+    }
+    int rc = wn_stats_view_build(v, ctl->conf, blocks, n, &o);
     if (rc < 0)
         return rc;
+    v->generation = ctl->gen;
+    v->generation_converged = ctl->reload_acks == 0;
+    snprintf(v->last_reload, sizeof(v->last_reload), "%s", ctl->last_reload);
     uint64_t now = uv_now(&ctl->loop);
     for (uint32_t p = 0; p < ctl->npools && p < v->npools; p++) {
-        hpool_t *hp = &ctl->pools[p];
+        hpool_t *hp = ctl->pools[p];
         wn_stats_pool_view_t *pv = &v->pools[p];
         pv->epoch = hp->epoch;
         for (int w = 0; w < ctl->nworkers; w++)
-            pv->worker_epoch[w] = wn_worker_ring_epoch(ctl->workers[w], p);
+            pv->worker_epoch[w] = hp->worker_epoch[w];
         for (uint32_t s = 0; s < hp->nservers && s < pv->nservers; s++) {
-            const hserver_t *hs = &hp->servers[s];
+            const hserver_t *hs = hp->servers[s];
             wn_stats_server_view_t *sv = &pv->servers[s];
             sv->ejected = hs->ejected;
             sv->state = hs->ejected                      ? WN_HEALTH_EJECTED
@@ -111,10 +122,10 @@ static int health(char *reason, size_t len, void *arg)
     }
     for (uint32_t p = 0; p < ctl->npools; p++) {
         uint32_t live = 0;
-        for (uint32_t s = 0; s < ctl->pools[p].nservers; s++)
-            live += !ctl->pools[p].servers[s].ejected;
+        for (uint32_t s = 0; s < ctl->pools[p]->nservers; s++)
+            live += !ctl->pools[p]->servers[s]->ejected;
         if (live == 0) {
-            snprintf(reason, len, "pool '%s' has no live server", ctl->pools[p].conf->name);
+            snprintf(reason, len, "pool '%s' has no live server", ctl->pools[p]->conf->name);
             return 1;
         }
     }
@@ -215,20 +226,29 @@ void wn_control_pong(control_t *ctl, const wn_msg_t *m)
     }
 }
 
+int wn_control_stats_reconf(control_t *ctl)
+{
+    struct wn_stats_cmd_table *t = calloc(ctl->conf->npools ? ctl->conf->npools : 1, sizeof(*t));
+    if (t == NULL)
+        return WN_ENOMEM;
+    for (uint32_t p = 0; p < ctl->conf->npools; p++) {
+        if (ctl->conf->pools[p].redis)
+            t[p].names = redis_cmd_names(&t[p].n);
+        else
+            t[p].names = mc_cmd_names(&t[p].n);
+    }
+    free(ctl->cmd_tables);
+    ctl->cmd_tables = t;
+    return 0;
+}
+
 int wn_control_stats_start(control_t *ctl, const char *addr, uint16_t port)
 {
     ctl->start_us = wn_wall_us();
-    ctl->cmd_tables = calloc(ctl->npools ? ctl->npools : 1, sizeof(*ctl->cmd_tables));
     ctl->pong_seq = calloc((size_t)ctl->nworkers, sizeof(uint64_t));
     ctl->pong_ms = calloc((size_t)ctl->nworkers, sizeof(uint64_t));
-    if (ctl->cmd_tables == NULL || ctl->pong_seq == NULL || ctl->pong_ms == NULL)
+    if (wn_control_stats_reconf(ctl) < 0 || ctl->pong_seq == NULL || ctl->pong_ms == NULL)
         return WN_ENOMEM;
-    for (uint32_t p = 0; p < ctl->npools; p++) {
-        if (ctl->conf->pools[p].redis)
-            ctl->cmd_tables[p].names = redis_cmd_names(&ctl->cmd_tables[p].n);
-        else
-            ctl->cmd_tables[p].names = mc_cmd_names(&ctl->cmd_tables[p].n);
-    }
     uint64_t now = uv_now(&ctl->loop);
     for (int i = 0; i < ctl->nworkers; i++)
         ctl->pong_ms[i] = now;

@@ -119,6 +119,11 @@ typedef struct wn_stats_view {
     uint64_t curr_connections;
     uint64_t global[WN_GLOBAL_STAT_COUNT];
     uint32_t nworkers;
+    /* Reloads (filled in by control): the configuration generation, whether
+     * every worker runs it, how the last reload went ("" before one). */
+    uint64_t generation;
+    bool generation_converged;
+    char last_reload[200];
     wn_stats_pool_view_t *pools; /* owned, [npools], config order */
     uint32_t npools;
     uint32_t *sorted;            /* owned, [npools]: pool indexes in twemproxy's JSON order */

@@ -312,6 +312,12 @@ static int write_ready(client_t *c)
 }
 
 
+void wn_client_limits(client_t *c)
+{
+    c->soft_limit = c->pool->buffer_limit / 4;
+    wn_client_mark(c); /* a higher limit may let it be read again */
+}
+
 void wn_client_shutdown(client_t *c)
 {
     /* Read on: requests already on their way are answered; the flush

@@ -261,11 +261,20 @@ void wn_sconn_pop(sconn_t *c);
 void wn_sconn_fail(sconn_t *c, int err);
 /* Flush: connect, write, or close c as its state asks. */
 void wn_sconn_flush(sconn_t *c);
-int wn_server_rt_init(server_rt_t *s, pool_rt_t *pool, uint32_t idx);
-void wn_server_rt_deinit(server_rt_t *s);
+/* Server `idx` of pc (pool's configuration, or the one a reload brings),
+ * its address resolved: NULL with a line in err. It counts nowhere until
+ * wn_pool_rt_count_in. */
+server_rt_t *wn_server_rt_create(pool_rt_t *pool, const wn_conf_pool_t *pc, uint32_t idx,
+                                 char *err, size_t errlen);
+/* Free s once its connections are closed (wn_server_closed). */
+void wn_server_rt_destroy(server_rt_t *s);
 void wn_server_preconnect(server_rt_t *s);
 /* Stop: close every connection of s, failing what is queued. */
 void wn_server_close_all(server_rt_t *s);
+/* Nothing is queued on any connection of s. */
+bool wn_server_idle(const server_rt_t *s);
+/* Every connection of s is closed, its callbacks done. */
+bool wn_server_closed(const server_rt_t *s);
 
 struct server_rt {
     pool_rt_t *pool;                 /* borrowed */
@@ -280,9 +289,22 @@ struct server_rt {
     bool reported;                   /* a failure was reported and no success since */
     client_t *waiters;               /* clients held until the suspicion is resolved */
     wn_server_stats_t *stats;        /* borrowed: this worker's block */
+    bool retired;                    /* a reload dropped it: it finishes what is queued,
+                                        then closes (reconf.c) */
+    bool closing;                    /* retired and drained: its connections close */
+    uint64_t retired_ms;
+    server_rt_t *retired_next;       /* the worker's list of retired servers */
 };
 
 /* ---- pools (pool.c, listen.c) ---------------------------------------------- */
+
+/* A listening socket. Its own object, so that a reload can hand it from
+ * one pool to another that listens on the same address. */
+typedef struct listener {
+    wn_stream_t h;
+    pool_rt_t *pool;                 /* borrowed: whose clients it accepts */
+    const wn_conf_addr_t *addr;      /* borrowed from pool's configuration */
+} listener_t;
 
 struct pool_rt {
     wn_worker_t *w;                  /* borrowed */
@@ -290,11 +312,14 @@ struct pool_rt {
     uint32_t idx;
     uint8_t proto;                   /* wn_proto_t: which protocol unit serves it */
     wn_ring_t *ring;                 /* one reference held */
-    server_rt_t *servers;            /* owned */
+    server_rt_t **servers;           /* owned, each owned: requests point at them */
     uint32_t nservers;
-    wn_stream_t listener;
-    bool listening;
-    _Atomic uint64_t epoch;          /* epoch of `ring`, readable by any thread */
+    listener_t *listener;            /* owned; NULL: not listening (here) */
+    uint64_t epoch;                  /* epoch of `ring` */
+    bool retired;                    /* a reload dropped it: its clients drain, then it
+                                        closes (reconf.c) */
+    pool_rt_t *retired_next;         /* the worker's list of retired pools */
+    uint64_t retired_ms;
     uint32_t nsuspect;               /* servers with suspect_until_ms set */
     uint32_t nclients;               /* this worker's open clients of the pool */
     uint64_t buffer_limit;           /* client_buffer_limit */
@@ -303,20 +328,28 @@ struct pool_rt {
     wn_pool_stats_t *stats;          /* borrowed: this worker's block */
 };
 
-int wn_pool_rt_init(pool_rt_t *p, wn_worker_t *w, const wn_conf_pool_t *conf, uint32_t idx,
-                    char *err, size_t errlen);
-void wn_pool_rt_deinit(pool_rt_t *p);
+/* Pool `idx` of conf, with its servers and a ring of its own (every
+ * server live) until control's arrives: NULL with a line in err. */
+pool_rt_t *wn_pool_rt_create(wn_worker_t *w, const wn_conf_pool_t *conf, uint32_t idx,
+                             char *err, size_t errlen);
+/* Free p and its servers once their connections are closed. */
+void wn_pool_rt_destroy(pool_rt_t *p);
+/* Count p and its servers in block b, at p->idx and their indexes. */
+void wn_pool_rt_count_in(pool_rt_t *p, wn_stats_block_t *b);
 /* The server for key, or NULL when none is live. */
 static inline server_rt_t *wn_pool_route(pool_rt_t *p, const char *key, size_t len)
 {
     uint32_t idx = wn_ring_lookup(p->ring, key, len);
-    return idx == WN_RING_NONE ? NULL : &p->servers[idx];
+    return idx == WN_RING_NONE ? NULL : p->servers[idx];
 }
 /* Open the pool's listening socket (listen.c); `first`: no other worker of
  * this process has bound it yet, so a process already serving it is found. */
 int wn_listen_open(pool_rt_t *p, bool first, char *err, size_t errlen);
 /* Listen on a socket systemd handed over (it becomes the pool's). */
 int wn_listen_adopt(pool_rt_t *p, int fd, char *err, size_t errlen);
+/* Close a listener (freed by its close callback); NULL is fine. */
+void wn_listener_close(listener_t *l);
+/* Close the pool's listener. */
 void wn_listen_close(pool_rt_t *p);
 
 /* ---- clients (client.c) ---------------------------------------------------- */
@@ -367,6 +400,8 @@ static inline bool wn_client_can_parse(const client_t *c)
 }
 
 void wn_client_accept(pool_rt_t *pool, uv_stream_t *listener);
+/* The pool's limits changed (a reload): c takes them on. */
+void wn_client_limits(client_t *c);
 /* Adopt an already connected stream fd (tests, socket handover). */
 int wn_client_open(pool_rt_t *pool, uv_file fd, bool is_pipe, client_t **out);
 /* Queue c for the next flush. */
@@ -398,8 +433,20 @@ struct wn_worker {
     uv_timer_t trim_timer; /* gives freed memory back to the system now and then */
     wn_bufpool_t bufs;
     uint64_t trimmed_at;   /* bufs.freed at the last malloc_trim */
-    pool_rt_t *pools;    /* owned */
+    pool_rt_t **pools;   /* owned, each owned: clients and requests point at them */
     uint32_t npools;
+    uint64_t gen;        /* the configuration generation it runs (control's count) */
+    /* Reloads (reconf.c): what the new configuration dropped, until it is
+     * done with, and the configurations they still point into. */
+    pool_rt_t *retired_pools;
+    server_rt_t *retired_servers;
+    wn_conf_t **old_confs; /* owned, one reference each */
+    uint32_t nold_confs;
+    uv_timer_t reap_timer;
+    bool reap_timer_open;
+    /* Counters of what was dropped go here: nobody reads them. */
+    wn_pool_stats_t *sink_pool;     /* owned */
+    wn_server_stats_t *sink_server; /* owned */
     client_t *clients;   /* list */
     uint32_t nclients;
     sconn_t *dirty_servers;
@@ -443,9 +490,24 @@ void wn_worker_kick(wn_worker_t *w);
  * handles so its loop ends. */
 void wn_worker_finish_stop(wn_worker_t *w);
 
+/* ---- reloads (reconf.c) --------------------------------------------------- */
+
+/* Apply a WN_MSG_CONFIG; its references become the worker's. */
+void wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m);
+/* Free what retired and is done; false while something is left. */
+bool wn_reconf_reap(wn_worker_t *w);
+/* Stopping: close what retired pools and servers still hold. */
+void wn_reconf_close_all(wn_worker_t *w);
+/* After the loop ended: free everything retired, and the old configurations. */
+void wn_reconf_free_all(wn_worker_t *w);
+
 /* ---- the control channel and holds (ctl.c) --------------------------------- */
 
 int wn_ctl_init(wn_worker_t *w);
+/* Send a message to control (stamped with the worker and its generation). */
+void wn_ctl_send(wn_worker_t *w, wn_msg_t *m);
+/* End every hold in pool p (its clients route again). */
+void wn_ctl_release_pool(pool_rt_t *p);
 void wn_ctl_deinit(wn_worker_t *w);
 void wn_ctl_close(wn_worker_t *w);
 /* Drain control's messages (on the worker's wakeup). */

@@ -24,7 +24,6 @@
 
 static void release(server_rt_t *s);
 static void arm_hold_timer(wn_worker_t *w);
-static void send_to_control(wn_worker_t *w, wn_msg_t *m);
 
 int wn_ctl_init(wn_worker_t *w)
 {
@@ -71,6 +70,12 @@ static void drop_msg(void *msg, void *arg)
         wn_ring_unref(m->ring);
     if (m->type == WN_MSG_STATS_REPLY)
         free(m->text);
+    if (m->type == WN_MSG_CONFIG) {
+        for (uint32_t i = 0; i < m->nrings; i++)
+            wn_ring_unref(m->rings[i]);
+        free(m->rings);
+        wn_conf_unref(m->conf);
+    }
 }
 
 bool wn_ctl_ask_stats(req_t *r)
@@ -90,8 +95,9 @@ bool wn_ctl_ask_stats(req_t *r)
     wn_req_ref(r);
     w->stats_waiting[w->nstats_waiting] = r;
     w->stats_ids[w->nstats_waiting++] = id;
-    wn_msg_t m = {.type = WN_MSG_STATS, .pool = r->pool->idx, .epoch = id};
-    send_to_control(w, &m);
+    wn_msg_t m = {.type = WN_MSG_STATS, .pool = r->pool->retired ? UINT32_MAX : r->pool->idx,
+                  .epoch = id};
+    wn_ctl_send(w, &m);
     return true;
 }
 
@@ -137,13 +143,14 @@ void wn_ctl_deinit(wn_worker_t *w)
     w->from_control = w->to_control = NULL;
 }
 
-static void send_to_control(wn_worker_t *w, wn_msg_t *m)
+void wn_ctl_send(wn_worker_t *w, wn_msg_t *m)
 {
     if (w->control_wakeup == NULL) {
         drop_msg(m, NULL);
         return;
     }
     m->worker = w->id;
+    m->gen = w->gen;
     if (wn_spsc_outbox_push(&w->outbox, m) < 0) {
         wn_log_error("cannot queue a message for control: out of memory");
         drop_msg(m, NULL);
@@ -178,8 +185,8 @@ static void arm_hold_timer(wn_worker_t *w)
 {
     uint64_t now = uv_now(&w->loop), next = 0;
     for (uint32_t p = 0; p < w->npools; p++)
-        for (uint32_t i = 0; i < w->pools[p].nservers; i++) {
-            uint64_t u = w->pools[p].servers[i].suspect_until_ms;
+        for (uint32_t i = 0; i < w->pools[p]->nservers; i++) {
+            uint64_t u = w->pools[p]->servers[i]->suspect_until_ms;
             if (u != 0 && (next == 0 || u < next))
                 next = u;
         }
@@ -198,11 +205,11 @@ static void on_hold_timer(uv_timer_t *t)
     wn_worker_t *w = t->data;
     uint64_t now = uv_now(&w->loop);
     for (uint32_t p = 0; p < w->npools; p++)
-        for (uint32_t i = 0; i < w->pools[p].nservers; i++) {
-            server_rt_t *s = &w->pools[p].servers[i];
+        for (uint32_t i = 0; i < w->pools[p]->nservers; i++) {
+            server_rt_t *s = w->pools[p]->servers[i];
             if (s->suspect_until_ms != 0 && s->suspect_until_ms <= now) {
                 wn_log_info("pool '%s': no verdict on server %s in time; trying it again",
-                            w->pools[p].conf->name, s->conf->name);
+                            w->pools[p]->conf->name, s->conf->name);
                 release(s);
             }
         }
@@ -213,9 +220,12 @@ static void on_hold_timer(uv_timer_t *t)
 void wn_ctl_server_failed(server_rt_t *s, int err)
 {
     wn_worker_t *w = s->pool->w;
+    /* Dropped by a reload: control no longer watches it. */
+    if (s->retired || s->pool->retired)
+        return;
     s->reported = true;
     wn_msg_t m = {.type = WN_MSG_FAIL, .pool = s->pool->idx, .server = s->idx, .err = err};
-    send_to_control(w, &m);
+    wn_ctl_send(w, &m);
     /* Hold new requests only where control may eject: otherwise there is no
      * verdict worth waiting for. */
     if (w->control_wakeup != NULL && s->pool->conf->auto_eject_hosts &&
@@ -228,11 +238,11 @@ void wn_ctl_server_failed(server_rt_t *s, int err)
 
 void wn_ctl_server_ok(server_rt_t *s)
 {
-    if (!s->reported)
+    if (!s->reported || s->retired || s->pool->retired)
         return;
     s->reported = false;
     wn_msg_t m = {.type = WN_MSG_OK, .pool = s->pool->idx, .server = s->idx};
-    send_to_control(s->pool->w, &m);
+    wn_ctl_send(s->pool->w, &m);
 }
 
 bool wn_ctl_hold(client_t *c, server_rt_t *s)
@@ -279,24 +289,29 @@ static void release(server_rt_t *s)
     }
 }
 
+void wn_ctl_release_pool(pool_rt_t *p)
+{
+    for (uint32_t i = 0; i < p->nservers; i++)
+        if (p->servers[i]->suspect_until_ms != 0 || p->servers[i]->waiters != NULL)
+            release(p->servers[i]);
+}
+
 static void swap_ring(wn_worker_t *w, const wn_msg_t *m)
 {
     if (m->pool >= w->npools) {
         wn_ring_unref(m->ring);
         return;
     }
-    pool_rt_t *p = &w->pools[m->pool];
+    pool_rt_t *p = w->pools[m->pool];
     wn_ring_t *old = p->ring;
     p->ring = m->ring;
-    atomic_store_explicit(&p->epoch, m->epoch, memory_order_relaxed);
+    p->epoch = m->epoch;
     wn_log_info("pool '%s': now on ring epoch %llu (%u of %u servers live)", p->conf->name,
                 (unsigned long long)m->epoch, wn_ring_nlive(p->ring), wn_ring_nservers(p->ring));
-    wn_msg_t back = {.type = WN_MSG_RING_DONE, .pool = m->pool, .ring = old};
-    send_to_control(w, &back);
+    wn_msg_t back = {.type = WN_MSG_RING_DONE, .pool = m->pool, .ring = old, .epoch = m->epoch};
+    wn_ctl_send(w, &back);
     /* Every hold in the pool ends: held clients route with the new ring. */
-    for (uint32_t i = 0; i < p->nservers; i++)
-        if (p->servers[i].suspect_until_ms != 0 || p->servers[i].waiters != NULL)
-            release(&p->servers[i]);
+    wn_ctl_release_pool(p);
 }
 
 void wn_ctl_receive(wn_worker_t *w)
@@ -307,9 +322,12 @@ void wn_ctl_receive(wn_worker_t *w)
         case WN_MSG_RING:
             swap_ring(w, &m);
             break;
+        case WN_MSG_CONFIG:
+            wn_reconf_apply(w, &m);
+            break;
         case WN_MSG_HEALTHY:
-            if (m.pool < w->npools && m.server < w->pools[m.pool].nservers) {
-                server_rt_t *s = &w->pools[m.pool].servers[m.server];
+            if (m.pool < w->npools && m.server < w->pools[m.pool]->nservers) {
+                server_rt_t *s = w->pools[m.pool]->servers[m.server];
                 if (s->suspect_until_ms != 0 || s->waiters != NULL)
                     release(s);
             }
@@ -317,7 +335,7 @@ void wn_ctl_receive(wn_worker_t *w)
         case WN_MSG_PING: {
             /* Answered from the loop itself: a wedged loop never answers. */
             wn_msg_t pong = {.type = WN_MSG_PONG, .epoch = m.epoch};
-            send_to_control(w, &pong);
+            wn_ctl_send(w, &pong);
             break;
         }
         case WN_MSG_STATS_REPLY:
@@ -363,19 +381,12 @@ int wn_worker_receive(wn_worker_t *w, wn_msg_t *msg)
     return wn_spsc_pop(w->to_control, msg);
 }
 
-uint64_t wn_worker_ring_epoch(const wn_worker_t *w, uint32_t pool)
-{
-    if (pool >= w->npools)
-        return 0;
-    return atomic_load_explicit(&w->pools[pool].epoch, memory_order_relaxed);
-}
-
 void wn_worker_set_rings(wn_worker_t *w, wn_ring_t *const *rings)
 {
     for (uint32_t p = 0; p < w->npools; p++) {
         wn_ring_ref(rings[p]);
-        wn_ring_unref(w->pools[p].ring);
-        w->pools[p].ring = rings[p];
-        atomic_store_explicit(&w->pools[p].epoch, wn_ring_epoch(rings[p]), memory_order_relaxed);
+        wn_ring_unref(w->pools[p]->ring);
+        w->pools[p]->ring = rings[p];
+        w->pools[p]->epoch = wn_ring_epoch(rings[p]);
     }
 }

@@ -79,8 +79,9 @@ void wn_worker_finish_stop(wn_worker_t *w)
         return;
     w->stopped = true;
     for (uint32_t p = 0; p < w->npools; p++)
-        for (uint32_t s = 0; s < w->pools[p].nservers; s++)
-            wn_server_close_all(&w->pools[p].servers[s]);
+        for (uint32_t s = 0; s < w->pools[p]->nservers; s++)
+            wn_server_close_all(w->pools[p]->servers[s]);
+    wn_reconf_close_all(w);
     close_if_open((uv_handle_t *)&w->wakeup);
     if (w->stop_timer_open) {
         uv_close((uv_handle_t *)&w->stop_timer, NULL);

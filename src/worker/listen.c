@@ -21,12 +21,26 @@
 
 static void on_connection(uv_stream_t *listener, int status)
 {
-    pool_rt_t *pool = listener->data;
+    pool_rt_t *pool = ((listener_t *)listener->data)->pool;
     if (status < 0) {
         wn_log_warn("pool '%s': accept failed: %s", pool->conf->name, uv_strerror(status));
         return;
     }
     wn_client_accept(pool, listener);
+}
+
+/* The pool's listener, its handle still to be initialised (the caller does
+ * it at once: from then on closing it frees it). */
+static listener_t *listener_new(pool_rt_t *p)
+{
+    listener_t *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return NULL;
+    l->pool = p;
+    l->addr = &p->conf->listen;
+    l->h.handle.data = l;
+    p->listener = l;
+    return l;
 }
 
 static int resolve_listen(const wn_conf_addr_t *a, struct sockaddr_storage *out,
@@ -65,42 +79,70 @@ static int tcp_socket(const struct sockaddr_storage *ss, socklen_t len, bool reu
     return fd;
 }
 
+/* Without SO_REUSEPORT a bind fails if anyone listens there. */
+static int probe_tcp(const wn_conf_pool_t *conf, const struct sockaddr_storage *ss,
+                     socklen_t sslen, char *err, size_t errlen)
+{
+    int probe = tcp_socket(ss, sslen, false);
+    if (probe < 0) {
+        snprintf(err, errlen, "pool '%s': cannot listen on %s: %s%s", conf->name,
+                 conf->listen_text, wn_strerror(probe),
+                 probe == UV_EADDRINUSE ? " (another process serves it)" : "");
+        return probe;
+    }
+    close(probe);
+    return 0;
+}
+
+static int resolve_or_explain(const wn_conf_pool_t *conf, struct sockaddr_storage *ss,
+                              socklen_t *sslen, char *err, size_t errlen)
+{
+    int rc = resolve_listen(&conf->listen, ss, sslen);
+    if (rc < 0)
+        snprintf(err, errlen, "pool '%s': cannot resolve listen address %s: %s", conf->name,
+                 conf->listen_text, rc == UV_EAI_NONAME ? "unknown host" : wn_strerror(rc));
+    return rc;
+}
+
+int wn_listen_check(const wn_conf_pool_t *conf, char *err, size_t errlen)
+{
+    if (conf->listen.is_unix)
+        return 0;
+    struct sockaddr_storage ss;
+    socklen_t sslen = 0;
+    int rc = resolve_or_explain(conf, &ss, &sslen, err, errlen);
+    return rc < 0 ? rc : probe_tcp(conf, &ss, sslen, err, errlen);
+}
+
 static int listen_tcp(pool_rt_t *p, bool first, char *err, size_t errlen)
 {
     const wn_conf_pool_t *conf = p->conf;
     struct sockaddr_storage ss;
     socklen_t sslen = 0;
-    int rc = resolve_listen(&conf->listen, &ss, &sslen);
-    if (rc < 0) {
-        snprintf(err, errlen, "pool '%s': cannot resolve listen address %s: %s", conf->name,
-                 conf->listen_text, rc == UV_EAI_NONAME ? "unknown host" : wn_strerror(rc));
+    int rc = resolve_or_explain(conf, &ss, &sslen, err, errlen);
+    if (rc < 0)
         return rc;
-    }
-    if (first) {
-        /* Without SO_REUSEPORT this bind fails if anyone listens there. */
-        int probe = tcp_socket(&ss, sslen, false);
-        if (probe < 0) {
-            snprintf(err, errlen, "pool '%s': cannot listen on %s: %s%s", conf->name,
-                     conf->listen_text, wn_strerror(probe),
-                     probe == UV_EADDRINUSE ? " (another process serves it)" : "");
-            return probe;
-        }
-        close(probe);
-    }
+    if (first && (rc = probe_tcp(conf, &ss, sslen, err, errlen)) < 0)
+        return rc;
     int fd = tcp_socket(&ss, sslen, true);
     if (fd < 0) {
         snprintf(err, errlen, "pool '%s': cannot listen on %s: %s", conf->name,
                  conf->listen_text, wn_strerror(fd));
         return fd;
     }
-    uv_tcp_init(&p->w->loop, &p->listener.tcp);
-    p->listener.handle.data = p;
-    p->listening = true;
-    rc = uv_tcp_open(&p->listener.tcp, fd);
+    listener_t *l = listener_new(p);
+    if (l == NULL) {
+        close(fd);
+        snprintf(err, errlen, "pool '%s': out of memory", conf->name);
+        return WN_ENOMEM;
+    }
+    uv_tcp_init(&p->w->loop, &l->h.tcp);
+    l->h.handle.data = l;
+    rc = uv_tcp_open(&l->h.tcp, fd);
     if (rc < 0) {
         close(fd);
     } else {
-        rc = uv_listen(&p->listener.stream, conf->backlog, on_connection);
+        rc = uv_listen(&l->h.stream, conf->backlog, on_connection);
     }
     if (rc < 0)
         snprintf(err, errlen, "pool '%s': cannot listen on %s: %s", conf->name,
@@ -117,14 +159,18 @@ static int listen_unix(pool_rt_t *p, char *err, size_t errlen)
      * but never remove anything that is not a socket. */
     if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
         unlink(path);
-    uv_pipe_init(&p->w->loop, &p->listener.pipe, 0);
-    p->listener.handle.data = p;
-    p->listening = true;
-    int rc = uv_pipe_bind(&p->listener.pipe, path);
+    listener_t *l = listener_new(p);
+    if (l == NULL) {
+        snprintf(err, errlen, "pool '%s': out of memory", conf->name);
+        return WN_ENOMEM;
+    }
+    uv_pipe_init(&p->w->loop, &l->h.pipe, 0);
+    l->h.handle.data = l;
+    int rc = uv_pipe_bind(&l->h.pipe, path);
     if (rc == 0 && conf->listen.perm != 0 && chmod(path, conf->listen.perm) < 0)
         rc = -errno;
     if (rc == 0)
-        rc = uv_listen(&p->listener.stream, conf->backlog, on_connection);
+        rc = uv_listen(&l->h.stream, conf->backlog, on_connection);
     if (rc < 0)
         snprintf(err, errlen, "pool '%s': cannot listen on %s: %s", conf->name, path,
                  wn_strerror(rc));
@@ -142,29 +188,44 @@ int wn_listen_adopt(pool_rt_t *p, int fd, char *err, size_t errlen)
 {
     const wn_conf_pool_t *conf = p->conf;
     int rc;
-    if (conf->listen.is_unix) {
-        uv_pipe_init(&p->w->loop, &p->listener.pipe, 0);
-        rc = uv_pipe_open(&p->listener.pipe, fd);
-    } else {
-        uv_tcp_init(&p->w->loop, &p->listener.tcp);
-        rc = uv_tcp_open(&p->listener.tcp, fd);
+    listener_t *l = listener_new(p);
+    if (l == NULL) {
+        close(fd);
+        snprintf(err, errlen, "pool '%s': out of memory", conf->name);
+        return WN_ENOMEM;
     }
-    p->listener.handle.data = p;
-    p->listening = true;
+    if (conf->listen.is_unix) {
+        uv_pipe_init(&p->w->loop, &l->h.pipe, 0);
+        l->h.handle.data = l;
+        rc = uv_pipe_open(&l->h.pipe, fd);
+    } else {
+        uv_tcp_init(&p->w->loop, &l->h.tcp);
+        l->h.handle.data = l;
+        rc = uv_tcp_open(&l->h.tcp, fd);
+    }
     if (rc < 0)
         close(fd);
     else
-        rc = uv_listen(&p->listener.stream, conf->backlog, on_connection);
+        rc = uv_listen(&l->h.stream, conf->backlog, on_connection);
     if (rc < 0)
         snprintf(err, errlen, "pool '%s': cannot listen on the socket systemd handed over: %s",
                  conf->name, wn_strerror(rc));
     return rc;
 }
 
+static void listener_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void wn_listener_close(listener_t *l)
+{
+    if (l != NULL)
+        uv_close(&l->h.handle, listener_closed);
+}
+
 void wn_listen_close(pool_rt_t *p)
 {
-    if (p->listening) {
-        uv_close(&p->listener.handle, NULL);
-        p->listening = false;
-    }
+    wn_listener_close(p->listener);
+    p->listener = NULL;
 }

@@ -300,14 +300,14 @@ static void dispatch_broadcast(mc_client_t *c, wn_buf_t *b, uint32_t pos,
         }
         f->cmd = (uint8_t)q->cmd;
         f->frag = i;
-        f->r.server = &pool->servers[i];
+        f->r.server = pool->servers[i];
         wn_req_ref(&r->r);
         f->r.parent = &r->r;
         r->r.frags[i] = &f->r;
     }
     r->r.frags_left = pool->nservers;
     for (uint32_t i = 0; i < pool->nservers && r->r.frags[i] != NULL; i++)
-        wn_mc_forward(&c->c, &pool->servers[i], r->r.frags[i]);
+        wn_mc_forward(&c->c, pool->servers[i], r->r.frags[i]);
     wn_req_unref(&r->r);
 }
 

@@ -6,26 +6,9 @@
  */
 #include "protocol.h"
 
-#include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* getaddrinfo for a server; the first address wins, as in twemproxy. */
-static int resolve(const char *host, uint16_t port, struct sockaddr_storage *out)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    char portstr[8];
-    snprintf(portstr, sizeof(portstr), "%u", port);
-    int rc = getaddrinfo(host, portstr, &hints, &res);
-    if (rc != 0)
-        return rc == EAI_SYSTEM ? -errno : UV_EAI_NONAME;
-    memcpy(out, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    return 0;
-}
 
 /* A ring with every server live, until control hands over its own. */
 static int default_ring(pool_rt_t *p)
@@ -47,58 +30,62 @@ static int default_ring(pool_rt_t *p)
         return rc;
     wn_ring_unref(p->ring);
     p->ring = ring;
-    atomic_store_explicit(&p->epoch, 1, memory_order_relaxed);
+    p->epoch = 1;
     return 0;
 }
 
-int wn_pool_rt_init(pool_rt_t *p, wn_worker_t *w, const wn_conf_pool_t *conf, uint32_t idx,
-                    char *err, size_t errlen)
+pool_rt_t *wn_pool_rt_create(wn_worker_t *w, const wn_conf_pool_t *conf, uint32_t idx,
+                             char *err, size_t errlen)
 {
+    pool_rt_t *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        snprintf(err, errlen, "pool '%s': out of memory", conf->name);
+        return NULL;
+    }
     *p = (pool_rt_t){.w = w, .conf = conf, .idx = idx};
     p->proto = (uint8_t)wn_proto_of(conf);
     p->client_size = wn_proto_client_size(p->proto);
     p->sconn_size = wn_proto_sconn_size(p->proto);
     p->buffer_limit = conf->client_buffer_limit;
-    p->stats = &w->stats->pools[idx];
     p->servers = calloc(conf->nservers ? conf->nservers : 1, sizeof(*p->servers));
     if (p->servers == NULL) {
         snprintf(err, errlen, "pool '%s': out of memory", conf->name);
-        return WN_ENOMEM;
+        free(p);
+        return NULL;
     }
     for (uint32_t i = 0; i < conf->nservers; i++) {
+        p->servers[i] = wn_server_rt_create(p, conf, i, err, errlen);
+        if (p->servers[i] == NULL) {
+            wn_pool_rt_destroy(p);
+            return NULL;
+        }
         p->nservers++;
-        int rc = wn_server_rt_init(&p->servers[i], p, i);
-        if (rc < 0) {
-            snprintf(err, errlen, "pool '%s': out of memory", conf->name);
-            return rc;
-        }
-        if (conf->servers[i].addr.is_unix)
-            continue;
-        rc = resolve(conf->servers[i].addr.host, conf->servers[i].addr.port,
-                     &p->servers[i].addr);
-        if (rc < 0) {
-            snprintf(err, errlen, "pool '%s': server %s: cannot resolve '%s': %s", conf->name,
-                     conf->servers[i].name, conf->servers[i].addr.host,
-                     rc == UV_EAI_NONAME ? "unknown host" : wn_strerror(rc));
-            return rc;
-        }
     }
+    wn_pool_rt_count_in(p, w->stats);
     int rc = default_ring(p);
     if (rc < 0) {
         snprintf(err, errlen, "pool '%s': cannot build its ring: %s", conf->name,
                  wn_strerror(rc));
-        return rc;
+        wn_pool_rt_destroy(p);
+        return NULL;
     }
-    return 0;
+    return p;
 }
 
-void wn_pool_rt_deinit(pool_rt_t *p)
+void wn_pool_rt_count_in(pool_rt_t *p, wn_stats_block_t *b)
 {
-    for (uint32_t i = 0; p->servers != NULL && i < p->nservers; i++)
-        wn_server_rt_deinit(&p->servers[i]);
+    p->stats = &b->pools[p->idx];
+    for (uint32_t i = 0; i < p->nservers; i++)
+        p->servers[i]->stats = wn_stats_server(b, p->idx, i);
+}
+
+void wn_pool_rt_destroy(pool_rt_t *p)
+{
+    if (p == NULL)
+        return;
+    for (uint32_t i = 0; i < p->nservers; i++)
+        wn_server_rt_destroy(p->servers[i]);
     free(p->servers);
-    p->servers = NULL;
-    p->nservers = 0;
     wn_ring_unref(p->ring);
-    p->ring = NULL;
+    free(p);
 }

@@ -10,31 +10,89 @@
  */
 #include "protocol.h"
 
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static void sconn_close(sconn_t *c, int err);
 
-int wn_server_rt_init(server_rt_t *s, pool_rt_t *pool, uint32_t idx)
+/* getaddrinfo for a server; the first address wins, as in twemproxy. */
+static int resolve(const char *host, uint16_t port, struct sockaddr_storage *out)
 {
-    s->pool = pool;
-    s->conf = &pool->conf->servers[idx];
-    s->idx = idx;
-    s->nconns = (uint32_t)pool->conf->server_connections;
-    s->conns = calloc(s->nconns, sizeof(*s->conns));
-    s->stats = wn_stats_server(pool->w->stats, pool->idx, idx);
-    return s->conns == NULL ? WN_ENOMEM : 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    int rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0)
+        return rc == EAI_SYSTEM ? -errno : UV_EAI_NONAME;
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
 }
 
-void wn_server_rt_deinit(server_rt_t *s)
+server_rt_t *wn_server_rt_create(pool_rt_t *pool, const wn_conf_pool_t *pc, uint32_t idx,
+                                 char *err, size_t errlen)
 {
-    for (uint32_t i = 0; s->conns != NULL && i < s->nconns; i++) {
+    const wn_conf_server_t *sc = &pc->servers[idx];
+    server_rt_t *s = calloc(1, sizeof(*s));
+    if (s != NULL) {
+        s->nconns = (uint32_t)pc->server_connections;
+        s->conns = calloc(s->nconns, sizeof(*s->conns));
+    }
+    if (s == NULL || s->conns == NULL) {
+        free(s);
+        snprintf(err, errlen, "pool '%s': out of memory", pc->name);
+        return NULL;
+    }
+    s->pool = pool;
+    s->conf = sc;
+    s->idx = idx;
+    s->stats = pool->w->sink_server; /* until wn_pool_rt_count_in */
+    if (!sc->addr.is_unix) {
+        int rc = resolve(sc->addr.host, sc->addr.port, &s->addr);
+        if (rc < 0) {
+            snprintf(err, errlen, "pool '%s': server %s: cannot resolve '%s': %s", pc->name,
+                     sc->name, sc->addr.host,
+                     rc == UV_EAI_NONAME ? "unknown host" : wn_strerror(rc));
+            wn_server_rt_destroy(s);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+void wn_server_rt_destroy(server_rt_t *s)
+{
+    if (s == NULL)
+        return;
+    for (uint32_t i = 0; i < s->nconns; i++) {
         if (s->conns[i] != NULL)
             wn_instream_deinit(&s->conns[i]->in);
         free(s->conns[i]); /* closed by wn_server_close_all before the loop ended */
     }
     free(s->conns);
-    s->conns = NULL;
+    free(s);
+}
+
+bool wn_server_idle(const server_rt_t *s)
+{
+    for (uint32_t i = 0; i < s->nconns; i++)
+        if (s->conns[i] != NULL && s->conns[i]->head != NULL)
+            return false;
+    return true;
+}
+
+bool wn_server_closed(const server_rt_t *s)
+{
+    for (uint32_t i = 0; i < s->nconns; i++) {
+        const sconn_t *c = s->conns[i];
+        if (c != NULL && (c->handle_open || c->timer_open || c->closes > 0))
+            return false;
+    }
+    return true;
 }
 
 static bool outstanding(const sconn_t *c)

@@ -53,7 +53,7 @@ static void begin_stop(wn_worker_t *w)
         return;
     w->stopping = true;
     for (uint32_t p = 0; p < w->npools; p++)
-        wn_listen_close(&w->pools[p]);
+        wn_listen_close(w->pools[p]);
     if (w->clients == NULL) {
         wn_worker_finish_stop(w);
         return;
@@ -80,22 +80,26 @@ static void on_wakeup(uv_async_t *a)
 static void destroy(wn_worker_t *w)
 {
     for (uint32_t p = 0; p < w->npools; p++)
-        wn_listen_close(&w->pools[p]);
+        wn_listen_close(w->pools[p]);
     close_if_open((uv_handle_t *)&w->wakeup);
     wn_ctl_close(w);
+    wn_reconf_close_all(w);
     close_if_open((uv_handle_t *)&w->flusher);
     close_if_open((uv_handle_t *)&w->kick);
     close_if_open((uv_handle_t *)&w->trim_timer);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     for (uint32_t p = 0; p < w->npools; p++)
-        wn_pool_rt_deinit(&w->pools[p]);
+        wn_pool_rt_destroy(w->pools[p]);
     free(w->pools);
+    wn_reconf_free_all(w);
     if (uv_loop_close(&w->loop) != 0)
         wn_log_error("worker %d: loop closed with handles still open", w->id);
     wn_ctl_deinit(w);
     wn_buf_unref(w->scratch);
     wn_req_free_all(w);
     wn_bufpool_deinit(&w->bufs);
+    free(w->sink_pool);
+    free(w->sink_server);
     wn_conf_unref(w->conf);
     free(w);
 }
@@ -141,24 +145,27 @@ int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker
         goto fail;
     }
     w->pools = calloc(conf->npools ? conf->npools : 1, sizeof(*w->pools));
-    if (w->pools == NULL) {
+    w->sink_pool = calloc(1, sizeof(*w->sink_pool));
+    w->sink_server = calloc(1, sizeof(*w->sink_server));
+    if (w->pools == NULL || w->sink_pool == NULL || w->sink_server == NULL) {
         rc = WN_ENOMEM;
         snprintf(err, errlen, "worker %d: out of memory", w->id);
         goto fail;
     }
     for (uint32_t p = 0; p < conf->npools; p++) {
-        /* Counted before init: a half-initialised pool is undone too. */
-        w->npools++;
-        rc = wn_pool_rt_init(&w->pools[p], w, &conf->pools[p], p, err, errlen);
-        if (rc < 0)
+        w->pools[p] = wn_pool_rt_create(w, &conf->pools[p], p, err, errlen);
+        if (w->pools[p] == NULL) {
+            rc = WN_EINVAL;
             goto fail;
+        }
+        w->npools++;
         /* A socket systemd handed over; else one worker accepts on a unix
          * socket and every one binds its own on TCP. */
         int fd = opts->listen_fds != NULL ? opts->listen_fds[p] : -1;
         if (fd >= 0)
-            rc = wn_listen_adopt(&w->pools[p], fd, err, errlen);
+            rc = wn_listen_adopt(w->pools[p], fd, err, errlen);
         else if (!conf->pools[p].listen.is_unix || w->accept_unix)
-            rc = wn_listen_open(&w->pools[p], w->id == 0, err, errlen);
+            rc = wn_listen_open(w->pools[p], w->id == 0, err, errlen);
         if (rc < 0)
             goto fail;
     }
@@ -176,10 +183,10 @@ static void worker_main(void *arg)
     wn_log_set_thread(w->name);
     wn_log_debug("started");
     for (uint32_t p = 0; p < w->npools; p++) {
-        if (!w->pools[p].conf->preconnect)
+        if (!w->pools[p]->conf->preconnect)
             continue;
-        for (uint32_t s = 0; s < w->pools[p].nservers; s++)
-            wn_server_preconnect(&w->pools[p].servers[s]);
+        for (uint32_t s = 0; s < w->pools[p]->nservers; s++)
+            wn_server_preconnect(w->pools[p]->servers[s]);
     }
     uv_run(&w->loop, UV_RUN_DEFAULT);
     wn_log_debug("stopped");
@@ -214,7 +221,8 @@ int wn_worker_join(wn_worker_t *w)
      * that the worker's is gone. */
     uv_run(&w->loop, UV_RUN_DEFAULT);
     for (uint32_t p = 0; p < w->npools; p++)
-        wn_pool_rt_deinit(&w->pools[p]);
+        wn_pool_rt_destroy(w->pools[p]);
+    wn_reconf_free_all(w);
     int rc = uv_loop_close(&w->loop);
     if (rc != 0)
         wn_log_error("worker %d: loop closed with handles still open: %s", w->id,
@@ -230,6 +238,8 @@ int wn_worker_join(wn_worker_t *w)
             rc = WN_EIO;
     }
     free(w->pools);
+    free(w->sink_pool);
+    free(w->sink_server);
     wn_conf_unref(w->conf);
     free(w);
     return rc;

@@ -97,6 +97,19 @@ def find_tool(*names, package=None):
         if package else ""))
 
 
+_sanitized = None
+
+
+def sanitized():
+    """True if the walnut binary was built with ASan or TSan (its RSS means little)."""
+    global _sanitized
+    if _sanitized is None:
+        with open(walnut_bin(), "rb") as f:
+            data = f.read()
+        _sanitized = b"__asan_init" in data or b"__tsan_init" in data
+    return _sanitized
+
+
 def nutcracker_bin():
     p = os.environ.get("WALNUT_NUTCRACKER_BIN")
     if p:

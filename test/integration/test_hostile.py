@@ -48,17 +48,7 @@ HOST = h.HOST
 MiB = 1 << 20
 SANITIZER_RX = re.compile(r"runtime error|AddressSanitizer|ThreadSanitizer")
 
-_sanitized = None
-
-
-def sanitized():
-    """True if the walnut binary was built with ASan or TSan (its RSS means little)."""
-    global _sanitized
-    if _sanitized is None:
-        with open(h.walnut_bin(), "rb") as f:
-            data = f.read()
-        _sanitized = b"__asan_init" in data or b"__tsan_init" in data
-    return _sanitized
+sanitized = h.sanitized
 
 
 def raise_own_fd_limit(want=4096):

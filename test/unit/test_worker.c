@@ -287,7 +287,7 @@ static int client_new(fixture_t *fx, int sndbuf)
         setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
         setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &sndbuf, sizeof(sndbuf));
     }
-    assert_int_equal(wn_client_open(&fx->w->pools[0], sv[1], true, NULL), 0);
+    assert_int_equal(wn_client_open(fx->w->pools[0], sv[1], true, NULL), 0);
     return sv[0];
 }
 
@@ -383,7 +383,7 @@ static void split_keys(fixture_t *fx, const char **ka, const char **kb)
     int ia = -1, ib = -1;
     for (int i = 0; i < 64 && (ia < 0 || ib < 0); i++) {
         snprintf(keys[i], sizeof(keys[i]), "k%d", i);
-        server_rt_t *s = wn_pool_route(&fx->w->pools[0], keys[i], strlen(keys[i]));
+        server_rt_t *s = wn_pool_route(fx->w->pools[0], keys[i], strlen(keys[i]));
         if (s->idx == 0 && ia < 0)
             ia = i;
         if (s->idx == 1 && ib < 0)

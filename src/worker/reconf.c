@@ -1,0 +1,438 @@
+/*
+ * worker/reconf.c: a reload, as one worker applies it. Control sends the new
+ * configuration (an immutable snapshot), the new rings and a fresh counter
+ * block; the worker applies all of it between two events of its loop, so no
+ * request sees half of it:
+ *   - a pool still listed (same name) is kept: its clients, its listener if
+ *     the address is the same, and every server connection to a server that
+ *     is the same backend (name, address, connection count, AUTH, SELECT);
+ *   - a pool whose address changed listens on the new one before the old
+ *     listener closes; clients that came in on the old address keep being
+ *     served until they leave;
+ *   - a server no longer listed is retired: nothing new is routed to it, it
+ *     answers what is queued on it, then its connections close;
+ *   - a pool no longer listed stops accepting; its clients get what they
+ *     asked for and are closed as their requests complete (as at stop), then
+ *     its servers close;
+ *   - new pools and servers start as at start-up.
+ * Requests already parsed keep the pool and server they were routed to.
+ * Retired objects, and the configurations they point into, are freed once
+ * they are done (checked on a timer). Worker thread only.
+ */
+#include "protocol.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How often retired pools and servers are checked for being done. */
+#define REAP_MS 100
+/* How long a retired server may take to answer what is queued on it (a
+ * server with no timeout may never answer) before it is closed anyway. */
+#define RETIRE_GRACE_MS 30000
+
+static void on_reap(uv_timer_t *t)
+{
+    wn_worker_t *w = t->data;
+    wn_worker_tick(w);
+    if (wn_reconf_reap(w))
+        uv_timer_stop(t);
+}
+
+static void arm_reap(wn_worker_t *w)
+{
+    if (!w->reap_timer_open) {
+        uv_timer_init(&w->loop, &w->reap_timer);
+        w->reap_timer.data = w;
+        w->reap_timer_open = true;
+    }
+    if (!uv_is_active((uv_handle_t *)&w->reap_timer))
+        uv_timer_start(&w->reap_timer, on_reap, REAP_MS, REAP_MS);
+}
+
+static pool_rt_t *find_pool(wn_worker_t *w, const char *name)
+{
+    for (uint32_t i = 0; i < w->npools; i++)
+        if (strcmp(w->pools[i]->conf->name, name) == 0)
+            return w->pools[i];
+    return NULL;
+}
+
+static bool listed(server_rt_t *const *v, uint32_t n, const server_rt_t *s)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (v[i] == s)
+            return true;
+    return false;
+}
+
+/* A kept pool's server for sc that can go on as it is, or NULL. */
+static server_rt_t *find_server(pool_rt_t *p, const wn_conf_pool_t *pc,
+                                const wn_conf_server_t *sc, server_rt_t *const *taken,
+                                uint32_t ntaken)
+{
+    for (uint32_t j = 0; j < p->nservers; j++) {
+        server_rt_t *s = p->servers[j];
+        if (wn_conf_server_conns_same(p->conf, s->conf, pc, sc) && !listed(taken, ntaken, s))
+            return s;
+    }
+    return NULL;
+}
+
+/* What a retired server counts goes to the same-named server of its pool's
+ * new configuration (so gauges it holds come down where they went up), or
+ * nowhere. */
+static wn_server_stats_t *retired_server_stats(wn_worker_t *w, const pool_rt_t *p,
+                                               const char *name)
+{
+    if (p->retired)
+        return w->sink_server;
+    const wn_conf_server_t *sc = wn_conf_server_find(p->conf, name);
+    if (sc == NULL)
+        return w->sink_server;
+    return wn_stats_server(w->stats, p->idx, (uint32_t)(sc - p->conf->servers));
+}
+
+static void retire_server(wn_worker_t *w, server_rt_t *s)
+{
+    s->retired = true;
+    s->retired_ms = uv_now(&w->loop);
+    s->retired_next = w->retired_servers;
+    w->retired_servers = s;
+}
+
+static void retire_pool(wn_worker_t *w, pool_rt_t *p)
+{
+    p->retired = true;
+    p->retired_ms = uv_now(&w->loop);
+    p->stats = w->sink_pool;
+    for (uint32_t j = 0; j < p->nservers; j++)
+        p->servers[j]->stats = w->sink_server;
+    for (client_t *c = w->clients; c != NULL; c = c->next)
+        if (c->pool == p)
+            wn_client_shutdown(c);
+    p->retired_next = w->retired_pools;
+    w->retired_pools = p;
+    wn_log_info("pool '%s': removed; %u client(s) finish what they asked", p->conf->name,
+                p->nclients);
+}
+
+typedef struct plan {
+    pool_rt_t **pools;     /* [npools]: kept or new */
+    server_rt_t ***servers; /* [npools]: kept pools' new server lists */
+    bool *fresh;           /* [npools] */
+    listener_t **claimed;  /* [npools]: an old listener on the same address */
+    listener_t **old_l;    /* [old npools]: old pools' listeners */
+    uint32_t npools;
+} plan_t;
+
+static void plan_free(plan_t *pl)
+{
+    free(pl->pools);
+    free(pl->servers);
+    free(pl->fresh);
+    free(pl->claimed);
+    free(pl->old_l);
+}
+
+/* Every allocation and address lookup, before anything changes. */
+static int plan_make(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char *err, size_t errlen)
+{
+    size_t n = nc->npools ? nc->npools : 1;
+    pl->npools = nc->npools;
+    pl->pools = calloc(n, sizeof(*pl->pools));
+    pl->servers = calloc(n, sizeof(*pl->servers));
+    pl->fresh = calloc(n, sizeof(*pl->fresh));
+    pl->claimed = calloc(n, sizeof(*pl->claimed));
+    pl->old_l = calloc(w->npools ? w->npools : 1, sizeof(*pl->old_l));
+    if (pl->pools == NULL || pl->servers == NULL || pl->fresh == NULL || pl->claimed == NULL ||
+        pl->old_l == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return WN_ENOMEM;
+    }
+    for (uint32_t i = 0; i < nc->npools; i++) {
+        const wn_conf_pool_t *pc = &nc->pools[i];
+        pool_rt_t *old = find_pool(w, pc->name);
+        if (old == NULL) {
+            pl->pools[i] = wn_pool_rt_create(w, pc, i, err, errlen);
+            if (pl->pools[i] == NULL)
+                return WN_EINVAL;
+            pl->fresh[i] = true;
+            continue;
+        }
+        pl->pools[i] = old;
+        server_rt_t **v = calloc(pc->nservers ? pc->nservers : 1, sizeof(*v));
+        if (v == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return WN_ENOMEM;
+        }
+        pl->servers[i] = v;
+        for (uint32_t j = 0; j < pc->nservers; j++) {
+            v[j] = find_server(old, pc, &pc->servers[j], v, j);
+            if (v[j] == NULL)
+                v[j] = wn_server_rt_create(old, pc, j, err, errlen);
+            if (v[j] == NULL)
+                return WN_EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* Undo plan_make: only what it created goes. */
+static void plan_undo(const wn_conf_t *nc, plan_t *pl)
+{
+    for (uint32_t i = 0; pl->pools != NULL && i < nc->npools; i++) {
+        if (pl->fresh[i]) {
+            wn_pool_rt_destroy(pl->pools[i]);
+            continue;
+        }
+        server_rt_t **v = pl->servers[i];
+        for (uint32_t j = 0; v != NULL && j < nc->pools[i].nservers; j++)
+            if (v[j] != NULL && !listed(pl->pools[i]->servers, pl->pools[i]->nservers, v[j]))
+                wn_server_rt_destroy(v[j]);
+        free(v);
+    }
+}
+
+/* Old listeners go to the new pools on their addresses; the rest open new
+ * sockets; only then do old listeners nobody took close. */
+static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char *err,
+                          size_t errlen)
+{
+    for (uint32_t k = 0; k < w->npools; k++) {
+        pl->old_l[k] = w->pools[k]->listener;
+        w->pools[k]->listener = NULL;
+    }
+    for (uint32_t i = 0; i < nc->npools; i++)
+        for (uint32_t k = 0; k < w->npools && pl->claimed[i] == NULL; k++)
+            if (pl->old_l[k] != NULL &&
+                wn_conf_addr_same(pl->old_l[k]->addr, &nc->pools[i].listen)) {
+                pl->claimed[i] = pl->old_l[k];
+                pl->old_l[k] = NULL;
+            }
+    int rc = 0;
+    for (uint32_t i = 0; i < nc->npools; i++) {
+        pool_rt_t *p = pl->pools[i];
+        const wn_conf_pool_t *pc = &nc->pools[i];
+        listener_t *l = pl->claimed[i];
+        if (l != NULL) {
+            l->pool = p;
+            l->addr = &pc->listen;
+            p->listener = l;
+            continue;
+        }
+        if (pc->listen.is_unix && !w->accept_unix)
+            continue;
+        char why[256];
+        int r = wn_listen_open(p, false, why, sizeof(why));
+        if (r < 0) {
+            wn_listen_close(p);
+            wn_log_error("reload: %s", why);
+            if (rc == 0)
+                snprintf(err, errlen, "%s", why);
+            rc = r;
+        }
+    }
+    for (uint32_t k = 0; k < w->npools; k++)
+        wn_listener_close(pl->old_l[k]);
+    return rc;
+}
+
+static void send_done(wn_worker_t *w, uint64_t gen, int err)
+{
+    wn_msg_t m = {.type = WN_MSG_CONFIG_DONE, .epoch = gen, .err = err};
+    wn_ctl_send(w, &m);
+}
+
+void wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
+{
+    wn_conf_t *nc = m->conf;
+    char err[256] = "";
+    plan_t pl = {0};
+    if (w->stopping || m->nrings != nc->npools) {
+        for (uint32_t i = 0; i < m->nrings; i++)
+            wn_ring_unref(m->rings[i]);
+        free(m->rings);
+        wn_conf_unref(nc);
+        return;
+    }
+    /* New pools and servers count in the new block from their start. */
+    wn_stats_block_t *old_block = w->stats;
+    w->stats = m->block;
+    int rc = plan_make(w, nc, &pl, err, sizeof(err));
+    if (rc < 0) {
+        wn_log_error("reload: cannot apply generation %llu: %s; serving the configuration "
+                     "it had",
+                     (unsigned long long)m->gen, err);
+        plan_undo(nc, &pl);
+        plan_free(&pl);
+        w->stats = old_block;
+        for (uint32_t i = 0; i < m->nrings; i++)
+            wn_ring_unref(m->rings[i]);
+        free(m->rings);
+        wn_conf_unref(nc);
+        send_done(w, m->gen, rc);
+        return;
+    }
+
+    /* Commit; nothing below allocates except listeners. Holds end first:
+     * held clients route with the new rings. */
+    for (uint32_t k = 0; k < w->npools; k++)
+        wn_ctl_release_pool(w->pools[k]);
+    for (uint32_t k = 0; k < w->npools; k++)
+        if (wn_conf_pool_find(nc, w->pools[k]->conf->name) == NULL)
+            retire_pool(w, w->pools[k]);
+    for (uint32_t i = 0; i < nc->npools; i++) {
+        const wn_conf_pool_t *pc = &nc->pools[i];
+        pool_rt_t *p = pl.pools[i];
+        if (!pl.fresh[i]) {
+            for (uint32_t j = 0; j < p->nservers; j++)
+                if (!listed(pl.servers[i], pc->nservers, p->servers[j]))
+                    retire_server(w, p->servers[j]);
+            free(p->servers);
+            p->servers = pl.servers[i];
+            pl.servers[i] = NULL;
+            p->nservers = pc->nservers;
+            for (uint32_t j = 0; j < pc->nservers; j++) {
+                p->servers[j]->conf = &pc->servers[j];
+                p->servers[j]->idx = j;
+            }
+            p->conf = pc;
+            p->idx = i;
+            p->buffer_limit = pc->client_buffer_limit;
+        }
+        wn_ring_unref(p->ring);
+        p->ring = m->rings[i];
+        p->epoch = wn_ring_epoch(p->ring);
+        wn_pool_rt_count_in(p, w->stats);
+    }
+    /* Nothing may count in the old block once control is told (it frees it). */
+    for (server_rt_t *s = w->retired_servers; s != NULL; s = s->retired_next)
+        s->stats = retired_server_stats(w, s->pool, s->conf->name);
+    free(m->rings);
+    rc = move_listeners(w, nc, &pl, err, sizeof(err));
+    free(w->pools);
+    w->pools = pl.pools;
+    w->npools = nc->npools;
+    pl.pools = NULL;
+    for (client_t *c = w->clients; c != NULL; c = c->next)
+        if (!c->pool->retired)
+            wn_client_limits(c);
+    /* Retired objects point into the configuration they came with. */
+    wn_conf_t **confs = realloc(w->old_confs, sizeof(*confs) * (w->nold_confs + 1));
+    if (confs != NULL) {
+        w->old_confs = confs;
+        w->old_confs[w->nold_confs++] = w->conf;
+    } else {
+        wn_log_error("reload: out of memory; a configuration is kept until the worker stops");
+    }
+    w->conf = nc;
+    w->gen = m->gen;
+    /* A gauge the worker sets (not adds to) must not count twice once its
+     * old block is folded into control's. */
+    wn_stat_set(&old_block->global[WN_G_buffer_bytes], 0);
+    for (uint32_t i = 0; i < w->npools; i++)
+        if (pl.fresh[i] && w->pools[i]->conf->preconnect)
+            for (uint32_t j = 0; j < w->pools[i]->nservers; j++)
+                wn_server_preconnect(w->pools[i]->servers[j]);
+    plan_free(&pl);
+    arm_reap(w);
+    wn_log_info("now on configuration generation %llu (%u pool(s))", (unsigned long long)w->gen,
+                w->npools);
+    send_done(w, w->gen, rc);
+}
+
+static void close_server(server_rt_t *s)
+{
+    s->closing = true;
+    wn_server_close_all(s);
+}
+
+static bool stats_waiting_on(const wn_worker_t *w, const pool_rt_t *p)
+{
+    for (uint32_t i = 0; i < w->nstats_waiting; i++)
+        if (w->stats_waiting[i]->pool == p)
+            return true;
+    return false;
+}
+
+/* A server retired from p still drains: p must outlive it. */
+static bool has_retired_server(const wn_worker_t *w, const pool_rt_t *p)
+{
+    for (const server_rt_t *s = w->retired_servers; s != NULL; s = s->retired_next)
+        if (s->pool == p)
+            return true;
+    return false;
+}
+
+bool wn_reconf_reap(wn_worker_t *w)
+{
+    uint64_t now = uv_now(&w->loop);
+    for (server_rt_t **sp = &w->retired_servers; *sp != NULL;) {
+        server_rt_t *s = *sp;
+        if (!s->closing && (wn_server_idle(s) || now >= s->retired_ms + RETIRE_GRACE_MS))
+            close_server(s);
+        if (s->closing && wn_server_closed(s)) {
+            *sp = s->retired_next;
+            wn_server_rt_destroy(s);
+            continue;
+        }
+        sp = &s->retired_next;
+    }
+    for (pool_rt_t **pp = &w->retired_pools; *pp != NULL;) {
+        pool_rt_t *p = *pp;
+        bool idle = p->nclients == 0 && !stats_waiting_on(w, p) && !has_retired_server(w, p);
+        bool late = now >= p->retired_ms + RETIRE_GRACE_MS;
+        bool closed = true;
+        for (uint32_t j = 0; j < p->nservers; j++) {
+            server_rt_t *s = p->servers[j];
+            if (!s->closing && (idle || late))
+                close_server(s);
+            closed = closed && s->closing && wn_server_closed(s);
+        }
+        if (idle && closed) {
+            *pp = p->retired_next;
+            wn_pool_rt_destroy(p);
+            continue;
+        }
+        pp = &p->retired_next;
+    }
+    if (w->retired_servers != NULL || w->retired_pools != NULL)
+        return false;
+    for (uint32_t i = 0; i < w->nold_confs; i++)
+        wn_conf_unref(w->old_confs[i]);
+    w->nold_confs = 0;
+    return true;
+}
+
+void wn_reconf_close_all(wn_worker_t *w)
+{
+    for (server_rt_t *s = w->retired_servers; s != NULL; s = s->retired_next)
+        close_server(s);
+    for (pool_rt_t *p = w->retired_pools; p != NULL; p = p->retired_next)
+        for (uint32_t j = 0; j < p->nservers; j++)
+            close_server(p->servers[j]);
+    if (w->reap_timer_open) {
+        uv_close((uv_handle_t *)&w->reap_timer, NULL);
+        w->reap_timer_open = false;
+    }
+}
+
+void wn_reconf_free_all(wn_worker_t *w)
+{
+    while (w->retired_servers != NULL) {
+        server_rt_t *s = w->retired_servers;
+        w->retired_servers = s->retired_next;
+        wn_server_rt_destroy(s);
+    }
+    while (w->retired_pools != NULL) {
+        pool_rt_t *p = w->retired_pools;
+        w->retired_pools = p->retired_next;
+        wn_pool_rt_destroy(p);
+    }
+    for (uint32_t i = 0; i < w->nold_confs; i++)
+        wn_conf_unref(w->old_confs[i]);
+    free(w->old_confs);
+    w->old_confs = NULL;
+    w->nold_confs = 0;
+}

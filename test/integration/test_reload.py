@@ -1,0 +1,410 @@
+"""test_reload.py: SIGHUP applies a changed configuration with no client noticing.
+
+Real memcached backends, walnut with two workers. The main test keeps clients
+writing and reading on two pools while the file is reloaded 20 times: servers
+added, removed, re-weighted, a pool added and removed, an invalid file and a
+refused change in between. It asserts: no client connection dropped, no error
+reply and no wrong value, every key written after each reload found on the
+server `walnut --locate` names for the file in force, keys of servers that
+stayed put still readable after a server is added (ketama), every worker on
+the final generation, counters never going back, and the same fd count and
+about the same RSS once the file is back to what it was.
+
+The other tests: a pool's listen address moves (old clients stay served, new
+ones go to the new address), a removed pool answers what is in flight and
+then closes its clients, refused reloads (a protocol change, an address
+another process serves, a bad file) change nothing.
+"""
+
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+import unittest
+import urllib.request
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+
+def fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+class Loader(threading.Thread):
+    """One client connection that sets and reads back its own keys until told to stop.
+
+    A value names its key and a sequence number, so a reply meant for another
+    request is seen. A miss right after a set is possible only when a reload
+    moved the key between the two (counted, not an error).
+    """
+
+    def __init__(self, port, name, limit_s=120.0):
+        super().__init__(daemon=True)
+        self.port, self.name, self.limit_s = port, name, limit_s
+        self.stop_event = threading.Event()
+        self.errors = []
+        self.ops = 0
+        self.misses = 0
+        self.conn = h.Raw(port, timeout=10.0)
+
+    def run(self):
+        deadline = time.monotonic() + self.limit_s
+        seq = 0
+        try:
+            while not self.stop_event.is_set() and time.monotonic() < deadline:
+                seq += 1
+                key = b"%s:%d" % (self.name.encode(), seq % 500)
+                val = b"%s=%d" % (key, seq)
+                self.conn.send(b"set %s 0 0 %d\r\n%s\r\nget %s\r\n" % (key, len(val), val, key))
+                line = self.conn.recv_line()
+                if line != b"STORED\r\n":
+                    self.errors.append("set %r: %r" % (key, line))
+                    return
+                line = self.conn.recv_line()
+                if line == b"END\r\n":
+                    self.misses += 1
+                elif line == b"VALUE %s 0 %d\r\n" % (key, len(val)):
+                    data = self.conn.recv_line()
+                    end = self.conn.recv_line()
+                    if data != val + b"\r\n" or end != b"END\r\n":
+                        self.errors.append("get %r: %r %r" % (key, data, end))
+                        return
+                else:
+                    self.errors.append("get %r: %r" % (key, line))
+                    return
+                self.ops += 1
+        except (AssertionError, OSError) as e:
+            self.errors.append("connection: %s" % e)
+
+    def finish(self):
+        self.stop_event.set()
+        self.join(30)
+        alive = self.is_alive()
+        self.conn.close()
+        return alive
+
+
+class ReloadCase(h.ProxyTestCase):
+    def setUp(self):
+        if h.UNDER_NUTCRACKER:
+            self.skipTest("walnut-only: twemproxy does not reload")
+        self.tmp = self.tmpdir()
+
+    # -- helpers ---------------------------------------------------------
+
+    def servers_view(self):
+        url = "http://%s:%d/servers" % (h.HOST, self.px.stats_port)
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.loads(r.read())
+
+    def metric(self, name, **labels):
+        url = "http://%s:%d/metrics" % (h.HOST, self.px.stats_port)
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                lab = line[len(name):].split(" ")[0]
+                got = ",".join(sorted(lab.strip("{}").split(","))) if lab else ""
+                if got == want:
+                    return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def reload(self, pools=None, text=None):
+        """Write the file (pools, or raw text) and SIGHUP; returns the view once settled."""
+        before = self.servers_view()["generation"]
+        with open(self.px.conf_path, "w") as f:
+            f.write(text if text is not None else h.render_config(pools))
+        marker = self.log_size()
+        os.kill(self.px.pid, signal.SIGHUP)
+        # Settled: the reload was applied on every worker, or it was refused.
+        def settled():
+            log = self.log_since(marker)
+            return ("still serving the configuration loaded before" in log or
+                    ("run generation %d" % (before + 1)) in log)
+        h.wait_until(settled, deadline=10.0, what="the reload to settle")
+        view = self.servers_view()
+        if view["generation"] == before + 1:
+            self.px.pools = pools  # in force now: what --locate and port() go by
+        return view
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.px.log_path)
+        except OSError:
+            return 0
+
+    def log_since(self, offset):
+        with open(self.px.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def locate(self, keys, pool="alpha"):
+        """{key: server name} in pool for the file in force, from walnut --locate."""
+        path = self.tmp.join("in-force.yml")
+        with open(path, "w") as f:
+            f.write(h.render_config(self.px.pools))
+        got = h.walnut_locate(path, keys)
+        return {k: v[0] for (p, k), v in got.items() if p == pool}
+
+    def holder(self, key, mcs):
+        """Name of the one backend holding key (names are the mc objects' names)."""
+        found = [name for name, m in mcs.items() if m.keys_held([key])]
+        self.assertEqual(len(found), 1, "key %r held by %s" % (key, found))
+        return found[0]
+
+    def check_placement(self, port, mcs, tag, n=40):
+        keys = [b"place:%s:%d" % (tag.encode(), i) for i in range(n)]
+        with h.Raw(port) as c:
+            for k in keys:
+                c.request(b"set %s 0 0 1\r\nv\r\n" % k, b"STORED\r\n")
+        want = self.locate(keys)
+        for k in keys:
+            self.assertEqual(self.holder(k, mcs), want[k], "key %r after reload %s" % (k, tag))
+
+
+def spec(m, name, weight=1):
+    return "%s:%d %s" % (m.addr, weight, name)
+
+
+class TestReloadUnderLoad(ReloadCase):
+    def test_twenty_reloads_under_load(self):
+        mc = self.start_memcached(self.tmp, n=5)
+        byname = {"m%d" % i: m for i, m in enumerate(mc)}
+        alpha_port = "%s:%d" % (h.HOST, h.free_port())
+        steady_port = "%s:%d" % (h.HOST, h.free_port())
+        gamma_port = "%s:%d" % (h.HOST, h.free_port())
+
+        def conf(alpha_servers, gamma=False, steady_redis=False):
+            pools = {
+                "alpha": h.pool(alpha_servers, listen=alpha_port, server_retry_timeout=2000),
+                "steady": h.pool([spec(mc[4], "m4")], listen=steady_port,
+                                 **({"redis": True} if steady_redis else {})),
+            }
+            if gamma:
+                pools["gamma"] = h.pool([spec(mc[3], "m3")], listen=gamma_port)
+            return pools
+
+        base = [spec(mc[0], "m0"), spec(mc[1], "m1")]
+        self.px = self.start_proxy(self.tmp, conf(base), workers=2)
+        alpha, steady = self.px.port("alpha"), self.px.port("steady")
+
+        # Clients that stay connected through everything: two loaders per pool,
+        # and idle connections that only speak at the end.
+        loaders = [Loader(alpha, "a%d" % i) for i in range(2)] + \
+                  [Loader(steady, "s%d" % i) for i in range(2)]
+        idle = [h.Raw(alpha), h.Raw(steady)]
+        for c in idle:
+            self.addCleanup(c.close)
+        for t in loaders:
+            t.start()
+        self.addCleanup(lambda: [t.finish() for t in loaders])
+        h.wait_until(lambda: all(t.ops > 50 for t in loaders), deadline=20.0,
+                     what="loaders running")
+        self.check_placement(alpha, {n: byname[n] for n in ("m0", "m1")}, "warm")
+        time.sleep(0.3)
+        fds0, rss0 = fds(self.px.pid), rss_kib(self.px.pid)
+        steady_req0 = self.metric("walnut_pool_requests_total", pool="steady")
+        self.assertIsNotNone(steady_req0, "no walnut_pool_requests_total for steady")
+
+        # Keys on m0/m1 before m2 joins: under ketama only keys that move to
+        # m2 may go missing.
+        stable_keys = [b"stable:%d" % i for i in range(200)]
+        with h.Raw(alpha) as c:
+            for k in stable_keys:
+                c.request(b"set %s 0 0 2\r\nok\r\n" % k, b"STORED\r\n")
+        before_add = self.locate(stable_keys)
+
+        steps = [
+            ("add m2", conf(base + [spec(mc[2], "m2")])),
+            ("m1 weight 3", conf([spec(mc[0], "m0"), spec(mc[1], "m1", 3), spec(mc[2], "m2")])),
+            ("invalid file", "alpha:\n  listen: [oops\n"),
+            ("add pool gamma", conf([spec(mc[0], "m0"), spec(mc[1], "m1", 3), spec(mc[2], "m2")],
+                                    gamma=True)),
+            ("remove m0", conf([spec(mc[1], "m1", 3), spec(mc[2], "m2")], gamma=True)),
+            ("steady to redis (refused)", conf([spec(mc[1], "m1", 3), spec(mc[2], "m2")],
+                                               gamma=True, steady_redis=True)),
+            ("remove pool gamma", conf([spec(mc[1], "m1", 3), spec(mc[2], "m2")])),
+            ("m3 replaces m2", conf([spec(mc[1], "m1"), spec(mc[3], "m3")])),
+            ("m0 back", conf([spec(mc[0], "m0"), spec(mc[1], "m1"), spec(mc[3], "m3")])),
+            ("back to the start", conf(base)),
+        ]
+        applied = 0
+        gen0 = self.servers_view()["generation"]
+        for rnd in range(2):
+            for i, (what, c) in enumerate(steps):
+                tag = "%d.%d" % (rnd, i)
+                if isinstance(c, str):
+                    view = self.reload(text=c)
+                else:
+                    view = self.reload(pools=c)
+                refused = isinstance(c, str) or "refused" in what
+                if not refused:
+                    applied += 1
+                self.assertEqual(view["generation"], gen0 + applied, "after %s: %s" % (what, view))
+                self.assertTrue(view["generation_converged"], what)
+                if refused:
+                    self.assertIn("failed", view["last_reload"], what)
+                else:
+                    self.assertNotIn("failed", view["last_reload"], what)
+                for p in view["pools"]:
+                    self.assertTrue(p["converged"], "%s: pool %s %s" % (what, p["name"], p))
+                # Every key written now lands where the file in force puts it.
+                names = [s.split()[1] for s in self.px.pools["alpha"]["servers"]]
+                self.check_placement(alpha, {n: byname[n] for n in names}, tag)
+                if what == "add m2" and rnd == 0:
+                    after_add = self.locate(stable_keys)
+                    kept = [k for k in stable_keys if after_add[k] == before_add[k]]
+                    moved = [k for k in stable_keys if after_add[k] != before_add[k]]
+                    self.assertTrue(all(after_add[k] == "m2" for k in moved),
+                                    "ketama moved keys between old servers")
+                    self.assertGreater(len(kept), len(stable_keys) // 2)
+                    with h.Raw(alpha) as cl:
+                        for k in kept:
+                            cl.request(b"get %s\r\n" % k, b"VALUE %s 0 2\r\nok\r\nEND\r\n" % k,
+                                       what="key %r on a server that stayed" % k)
+                if "gamma" in self.px.pools:
+                    with h.Raw(self.px.port("gamma")) as g:
+                        g.request(b"set g 0 0 1\r\ng\r\nget g\r\n",
+                                  b"STORED\r\nVALUE g 0 1\r\ng\r\nEND\r\n", what="gamma")
+                for t in loaders:
+                    self.assertEqual(t.errors, [], "loader %s after %s" % (t.name, what))
+                    self.assertTrue(t.is_alive(), "loader %s ended after %s" % (t.name, what))
+        self.assertEqual(applied, 16)
+        # 20 reloads, back where it started; retired servers close within their drain.
+        ops_before = [t.ops for t in loaders]
+        h.wait_until(lambda: all(t.ops > o + 20 for t, o in zip(loaders, ops_before)),
+                     deadline=10.0, what="loaders still running")
+        for t in loaders:
+            self.assertFalse(t.finish(), "loader %s hung" % t.name)
+            self.assertEqual(t.errors, [], "loader %s" % t.name)
+            self.assertGreater(t.ops, 100)
+        for c in idle:
+            c.request(b"version\r\n", b"VERSION ", what="idle client after 20 reloads")
+            c.recv_line()
+        steady_req1 = self.metric("walnut_pool_requests_total", pool="steady")
+        self.assertGreater(steady_req1, steady_req0, "steady's counters went back")
+        time.sleep(0.5)
+        fds1, rss1 = fds(self.px.pid), rss_kib(self.px.pid)
+        sys.stderr.write("\n  reload: fds %d -> %d, RSS %d -> %d KiB, ops %s, misses %s\n" % (
+            fds0, fds1, rss0, rss1, [t.ops for t in loaders], [t.misses for t in loaders]))
+        # The loaders' own connections are closed now: two fewer clients per
+        # pool than at the start would be 4 fds less; the count must not be
+        # higher than at the start.
+        self.assertLessEqual(fds1, fds0, "fds leaked over 20 reloads")
+        if not h.sanitized():  # a sanitizer's allocator holds freed memory back
+            self.assertLess(rss1 - rss0, 8 * 1024, "RSS grew by %d KiB" % (rss1 - rss0))
+        self.assertIn("all 2 worker(s) run generation %d" % (gen0 + applied), self.px.log())
+        self.px.stop()
+
+
+class TestReloadListeners(ReloadCase):
+    def test_listen_moves_old_clients_stay(self):
+        mc = self.start_memcached(self.tmp, n=1)
+        old_listen = "%s:%d" % (h.HOST, h.free_port())
+        pools = {"alpha": h.pool(mc, listen=old_listen)}
+        self.px = self.start_proxy(self.tmp, pools, workers=2)
+        old_port = self.px.port("alpha")
+        before = [h.Raw(old_port) for _ in range(4)]
+        for c in before:
+            self.addCleanup(c.close)
+            c.request(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n")
+        new_listen = "%s:%d" % (h.HOST, h.free_port())
+        view = self.reload(pools={"alpha": h.pool(mc, listen=new_listen)})
+        self.assertEqual(view["generation"], 1)
+        new_port = self.px.port("alpha")
+        with h.Raw(new_port) as c:
+            c.request(b"get k\r\n", b"VALUE k 0 1\r\nx\r\nEND\r\n", what="new address")
+        for c in before:
+            c.request(b"get k\r\n", b"VALUE k 0 1\r\nx\r\nEND\r\n",
+                      what="client of the old address after the move")
+        with self.assertRaises(OSError):
+            socket.create_connection((h.HOST, old_port), timeout=2).close()
+        self.px.stop()
+
+    def test_removed_pool_answers_in_flight_then_closes(self):
+        mc = self.start_memcached(self.tmp, n=2)
+        pools = {"alpha": h.pool(mc[:1]), "beta": h.pool(mc[1:], timeout=10000)}
+        self.px = self.start_proxy(self.tmp, pools, workers=2)
+        beta = self.px.port("beta")
+        with h.Raw(beta) as c:
+            c.request(b"set b 0 0 1\r\ny\r\n", b"STORED\r\n")
+        idle = h.Raw(beta)
+        busy = h.Raw(beta)
+        self.addCleanup(idle.close)
+        self.addCleanup(busy.close)
+        idle.request(b"version\r\n", b"VERSION ")
+        idle.recv_line()
+        mc[1].sigstop()
+        try:
+            busy.send(b"get b\r\n")
+            time.sleep(0.2)
+            view = self.reload(pools={"alpha": pools["alpha"]})
+        finally:
+            mc[1].sigcont()
+        self.assertEqual([p["name"] for p in view["pools"]], ["alpha"])
+        busy.expect(b"VALUE b 0 1\r\ny\r\nEND\r\n", what="request in flight on a removed pool")
+        busy.expect_closed(timeout=5, what="busy client of a removed pool")
+        idle.expect_closed(timeout=5, what="idle client of a removed pool")
+        with self.assertRaises(OSError):
+            socket.create_connection((h.HOST, beta), timeout=2).close()
+        with h.Raw(self.px.port("alpha")) as c:
+            c.request(b"version\r\n", b"VERSION ")
+        self.px.stop()
+
+
+class TestReloadRefused(ReloadCase):
+    def test_refused_reloads_change_nothing(self):
+        mc = self.start_memcached(self.tmp, n=1)
+        pools = {"alpha": h.pool(mc)}
+        self.px = self.start_proxy(self.tmp, pools, workers=2)
+        port = self.px.port("alpha")
+        c = h.Raw(port)
+        self.addCleanup(c.close)
+        c.request(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n")
+
+        # 1. A file that does not validate: the error as -t prints it.
+        view = self.reload(text="alpha:\n  listen: 127.0.0.1:1\n  hash: nope\n  servers:\n"
+                                "   - 127.0.0.1:11211:1\n")
+        self.assertEqual(view["generation"], 0)
+        self.assertIn("failed", view["last_reload"])
+        self.assertIn(":3:", self.px.log().split("reload:")[-1])
+
+        # 2. The protocol of a pool.
+        view = self.reload(pools={"alpha": h.pool(mc, listen=pools["alpha"]["listen"],
+                                                  redis=True)})
+        self.assertEqual(view["generation"], 0)
+        self.assertIn("protocol cannot change", self.px.log())
+
+        # 3. A new pool on an address another process serves.
+        squatter = socket.socket()
+        self.addCleanup(squatter.close)
+        squatter.bind((h.HOST, 0))
+        squatter.listen(1)
+        taken = "%s:%d" % (h.HOST, squatter.getsockname()[1])
+        view = self.reload(pools={"alpha": pools["alpha"], "beta": h.pool(mc, listen=taken)})
+        self.assertEqual(view["generation"], 0)
+        self.assertIn("another process serves it", self.px.log())
+        self.assertEqual([p["name"] for p in view["pools"]], ["alpha"])
+
+        # Still serving, on the same connection.
+        c.request(b"get k\r\n", b"VALUE k 0 1\r\nx\r\nEND\r\n")
+        self.px.stop()
+
+
+if __name__ == "__main__":
+    h.main()
