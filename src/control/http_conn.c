@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "walnut/core.h"
@@ -513,12 +514,32 @@ static void parse(conn_t *c)
 
 /* ---- the connection's state machine ------------------------------------------- */
 
+/* Bytes from the client wait in the socket, not yet read. The loop runs
+ * timers before it polls, so after the control thread was held up (a long
+ * turn, a CPU quota's throttling, SIGSTOP) the first-byte timer can fire
+ * while a request that came long before it is still unread. */
+static bool input_waiting(conn_t *c)
+{
+    uv_os_fd_t fd;
+    char byte;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0)
+        return false;
+    return recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 static void on_timer(uv_timer_t *t)
 {
     conn_t *c = t->data;
     if (c->closing_handles)
         return;
     if (c->mode == MODE_FIRST) {
+        if (input_waiting(c)) {
+            /* It did speak: HTTP. The read callback brings the bytes. */
+            c->mode = MODE_HTTP;
+            c->idle_since_ms = now_ms(c);
+            drive(c);
+            return;
+        }
         /* Silent since it connected: twemproxy's stats protocol. */
         respond_raw(c);
         drive(c);
@@ -679,6 +700,9 @@ int http_conn_open(wn_http_t *srv, uv_stream_t *l)
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->mode = MODE_FIRST;
+    /* The first-byte wait counts from now, not from the start of this loop
+     * turn (uv_now), which may be long past when many clients came at once. */
+    uv_update_time(srv->loop);
     c->accepted_ms = c->idle_since_ms = now_ms(c);
     if (uv_accept(l, (uv_stream_t *)&c->tcp) < 0) {
         http_conn_close(c);
