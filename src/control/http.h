@@ -37,7 +37,8 @@ typedef struct wn_http_limits {
     uint32_t max_headers;   /* header fields: past it 431 */
     uint32_t max_url;       /* request target, bytes: past it 414 */
     uint32_t max_body;      /* request body, bytes (read and dropped): past it 413 */
-    uint32_t max_conns;     /* open stats connections; one more is accepted and closed */
+    uint32_t max_conns;     /* open stats connections; more wait in the listen backlog
+                             * (not accepted) until one of these closes */
     uint32_t max_pending;   /* responses queued and not yet written, per connection; while
                              * at it, no further pipelined request is read */
 } wn_http_limits_t;
@@ -67,7 +68,8 @@ typedef struct wn_http_handlers {
 /* What the server has done, for logs and tests. */
 typedef struct wn_http_counters {
     uint64_t accepted;  /* connections served */
-    uint64_t refused;   /* accepted and closed at once: max_conns were open */
+    uint64_t refused;   /* accepted and closed at once: no memory for the connection */
+    uint64_t deferred;  /* times a connection waited in the backlog: max_conns were open */
     uint64_t requests;  /* HTTP responses queued, errors included */
     uint64_t twemproxy; /* JSON written to a client that sent nothing */
     uint64_t timeouts;  /* connections closed by a request, idle or write timeout */

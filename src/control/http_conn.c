@@ -58,6 +58,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     free(c->buf);
     free(c->url);
     free(c);
+    http_server_slot_freed(srv);
     http_server_maybe_free(srv);
 }
 
@@ -704,9 +705,10 @@ int http_conn_open(wn_http_t *srv, uv_stream_t *l)
      * turn (uv_now), which may be long past when many clients came at once. */
     uv_update_time(srv->loop);
     c->accepted_ms = c->idle_since_ms = now_ms(c);
-    if (uv_accept(l, (uv_stream_t *)&c->tcp) < 0) {
+    int rc = uv_accept(l, (uv_stream_t *)&c->tcp);
+    if (rc < 0) {
         http_conn_close(c);
-        return 0;
+        return rc;
     }
     srv->counters.accepted++;
     uv_tcp_nodelay(&c->tcp, 1);
