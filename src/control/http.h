@@ -1,9 +1,11 @@
 /*
  * http.h: the stats server on the control thread's loop (twemproxy's -a:-s
- * port). A client that sends nothing for WN_HTTP_FIRST_BYTE_MS gets
- * twemproxy's JSON, a newline, and the connection closes (twemproxy's stats
- * protocol: `nc host 22222`). A client that sends an HTTP request gets
- * HTTP/1.1: GET or HEAD of /stats, /metrics, /healthz, /servers, with
+ * port). A client that sends nothing (or only line ends) for
+ * WN_HTTP_FIRST_BYTE_MS, or half-closes first, gets twemproxy's JSON, a
+ * newline, and the connection closes (twemproxy's stats protocol:
+ * `nc host 22222`, `echo | nc host 22222`). A client that sends an HTTP
+ * request gets HTTP/1.1: GET or HEAD of /stats (also /, so that
+ * `curl host:22222` still shows the stats), /metrics, /healthz, /servers, with
  * keep-alive and pipelining. Every resource a client can make the server
  * hold is bounded (wn_http_limits_t). Everything here runs on the thread of
  * the loop given to wn_http_start, and only there.

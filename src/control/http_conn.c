@@ -265,7 +265,8 @@ static void respond(conn_t *c)
     render_fn render = NULL;
     const char *type = WN_STATS_JSON_CONTENT_TYPE;
     bool newline = true;
-    if (path_is(path, plen, "/stats")) {
+    /* "/": `curl host:22222`, which twemproxy answers with its JSON too. */
+    if (path_is(path, plen, "/stats") || path_is(path, plen, "/")) {
         render = wn_stats_json_render;
     } else if (path_is(path, plen, "/servers")) {
         render = wn_stats_json_servers;
@@ -515,17 +516,29 @@ static void parse(conn_t *c)
 
 /* ---- the connection's state machine ------------------------------------------- */
 
-/* Bytes from the client wait in the socket, not yet read. The loop runs
- * timers before it polls, so after the control thread was held up (a long
- * turn, a CPU quota's throttling, SIGSTOP) the first-byte timer can fire
- * while a request that came long before it is still unread. */
+/* Only line ends: what `echo | nc host 22222` sends. twemproxy answers any
+ * client with its JSON, so such a client is still a silent one. */
+static bool only_line_ends(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != '\r' && p[i] != '\n')
+            return false;
+    return true;
+}
+
+/* Bytes from the client other than line ends wait in the socket, not yet
+ * read. The loop runs timers before it polls, so after the control thread
+ * was held up (a long turn, a CPU quota's throttling, SIGSTOP) the
+ * first-byte timer can fire while a request that came long before it is
+ * still unread. */
 static bool input_waiting(conn_t *c)
 {
     uv_os_fd_t fd;
-    char byte;
+    char peek[64];
     if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0)
         return false;
-    return recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+    ssize_t n = recv(fd, peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT);
+    return n > 0 && !only_line_ends(peek, (size_t)n);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -616,8 +629,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->off = c->len = 0;
         return;
     }
-    if (c->mode == MODE_FIRST)
+    if (c->mode == MODE_FIRST) {
+        if (only_line_ends(c->buf + c->len, (size_t)nread)) {
+            drive(c); /* dropped: still silent, the first-byte wait goes on */
+            return;
+        }
         c->mode = MODE_HTTP;
+    }
     c->len += (size_t)nread;
     drive(c);
 }

@@ -161,10 +161,12 @@ def parse_labels(s):
     return out
 
 
-def read_raw_stats(port, timeout=10.0, half_close=False):
-    """Connect, send nothing, read to EOF: (bytes, seconds to the first byte)."""
+def read_raw_stats(port, timeout=10.0, half_close=False, send=b""):
+    """Connect, send nothing (or send), read to EOF: (bytes, seconds to the first byte)."""
     with h.Raw(port, timeout=timeout) as c:
         t0 = time.monotonic()
+        if send:
+            c.send(send)
         if half_close:
             c.sock.shutdown(socket.SHUT_WR)
         first = None
@@ -771,6 +773,17 @@ class TestTwemproxyProtocol(StatsCase):
         data2, first2 = read_raw_stats(p.stats_port, half_close=True)
         self.assertEqual(data2.count(b"\n"), 1)
         loads_ordered(data2.decode())
+        # `echo | nc host 22222`: a line end, then EOF; or a line end and a wait.
+        for half_close in (True, False):
+            data3, _ = read_raw_stats(p.stats_port, half_close=half_close, send=b"\n")
+            self.assertTrue(data3.startswith(b"{") and data3.endswith(b"}\n"), h.show(data3))
+            loads_ordered(data3.decode())
+        # `curl host:22222`, as people read twemproxy's stats: / is /stats.
+        r = subprocess.run([tool("curl", "curl"), "-sS", "--max-time", "20",
+                            "http://%s:%d" % (HOST, p.stats_port)], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(loads_ordered(r.stdout.decode()).keys(), doc.keys())
         # /stats over HTTP is the same document (one newline at the end too).
         status, hdrs, body = http_request(p.stats_port, "/stats")
         self.assertEqual(status, 200)

@@ -426,6 +426,13 @@ static void test_404_405(void **state)
     assert_true(read_response(r, &rsp, false));
     assert_int_equal(rsp.status, 404);
     free(rsp.body);
+    /* "/" is /stats (`curl host:22222`, as with twemproxy). */
+    send_str(r->fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_true(read_response(r, &rsp, false));
+    assert_int_equal(rsp.status, 200);
+    assert_string_equal(header(&rsp, "Content-Type", v, sizeof(v)), "application/json");
+    json_decref(parse_json(rsp.body));
+    free(rsp.body);
     /* A small body is read and dropped; the connection goes on. */
     send_str(r->fd, "POST /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
     assert_true(read_response(r, &rsp, false));
@@ -613,6 +620,22 @@ static void test_twemproxy_mode(void **state)
     assert_true(r->len > 10 && r->buf[r->len - 1] == '\n');
     reader_free(r);
 
+    /* Only line ends (`echo | nc host 22222`) is silent too: with or
+     * without the half-close, the JSON. */
+    for (int half_close = 0; half_close < 2; half_close++) {
+        r = reader_new(connect_to(f->port));
+        send_str(r->fd, "\r\n");
+        if (half_close)
+            shutdown(r->fd, SHUT_WR);
+        while (fill(r))
+            ;
+        assert_true(r->len > 10);
+        r->buf[r->len] = '\0';
+        assert_int_equal(r->buf[0], '{');
+        assert_int_equal(r->buf[r->len - 1], '\n');
+        reader_free(r);
+    }
+
     /* When the view cannot be made, the connection just closes. */
     atomic_store(&f->view_fails, 1);
     r = reader_new(connect_to(f->port));
@@ -621,7 +644,7 @@ static void test_twemproxy_mode(void **state)
     assert_int_equal(r->len, 0);
     reader_free(r);
     stop_server(f);
-    assert_int_equal(f->counters.twemproxy, 3);
+    assert_int_equal(f->counters.twemproxy, 5);
 }
 
 static void test_http10_and_close(void **state)
