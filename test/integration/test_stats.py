@@ -1084,6 +1084,7 @@ class TestHttp(StatsCase):
             try:
                 start.wait(10)
                 c = http.client.HTTPConnection(HOST, self.sport, timeout=20)
+                seen = []   # the pool's requests counter, scrape after scrape
                 try:
                     for path in ("/metrics", "/stats", "/healthz", "/metrics"):
                         c.request("GET", path)
@@ -1092,11 +1093,23 @@ class TestHttp(StatsCase):
                         if r.status != 200:
                             raise AssertionError("%s: %d %r" % (path, r.status, body[:100]))
                         if path == "/stats":
-                            json.loads(body)
-                        elif path == "/metrics" and not body.endswith(b"\n"):
-                            raise AssertionError("/metrics cut short")
+                            st = json.loads(body)
+                            seen.append(st["alpha"]["requests"])
+                            for s in self.pools["alpha"]["servers"]:
+                                sv = st["alpha"][s.addr]
+                                for g in ("in_queue", "in_queue_bytes", "out_queue",
+                                          "out_queue_bytes", "server_connections"):
+                                    if not 0 <= sv[g] < 1 << 32:
+                                        raise AssertionError("gauge %s = %d" % (g, sv[g]))
+                        elif path == "/metrics":
+                            if not body.endswith(b"\n"):
+                                raise AssertionError("/metrics cut short")
+                            seen.append(metric_value(body.decode(), "walnut_pool_requests_total",
+                                                     pool="alpha"))
                         with lock:
                             done[0] += 1
+                    if seen != sorted(seen):
+                        raise AssertionError("requests counter went down: %r" % seen)
                 finally:
                     c.close()
             except Exception as e:  # noqa: BLE001 - collected
