@@ -1079,39 +1079,55 @@ class TestHttp(StatsCase):
         failures, done = [], [0]
         lock = threading.Lock()
         start = threading.Event()
+        curl = tool("curl", "curl")
+        out = self.tmpdir()
+        paths = ("/metrics", "/stats", "/healthz", "/metrics")
 
+        # Each scraper is a curl process (sends its request as soon as it is
+        # connected, as Prometheus does; 200 Python threads sharing the GIL can
+        # stay silent past the 100 ms after which the port speaks twemproxy's
+        # protocol), fetching 4 URLs on one kept-alive connection. The thread
+        # checks what it got.
         def scraper(i):
             try:
                 start.wait(10)
-                c = http.client.HTTPConnection(HOST, self.sport, timeout=20)
+                files = [out.join("s%d-%d" % (i, j)) for j in range(len(paths))]
+                argv = [curl, "-sS", "--max-time", "30", "-w", "%{http_code} %{num_connects}\\n"]
+                for f, path in zip(files, paths):
+                    argv += ["-o", f, "http://%s:%d%s" % (HOST, self.sport, path)]
+                r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, timeout=45)
+                if r.returncode != 0:
+                    raise AssertionError("curl exit %d: %r" % (r.returncode, r.stderr[:200]))
+                codes = [l.split() for l in r.stdout.decode().splitlines()]
+                if [c[0] for c in codes] != ["200"] * len(paths):
+                    raise AssertionError("statuses %r" % codes)
+                if sum(int(c[1]) for c in codes) != 1:
+                    raise AssertionError("not one kept-alive connection: %r" % codes)
                 seen = []   # the pool's requests counter, scrape after scrape
-                try:
-                    for path in ("/metrics", "/stats", "/healthz", "/metrics"):
-                        c.request("GET", path)
-                        r = c.getresponse()
-                        body = r.read()
-                        if r.status != 200:
-                            raise AssertionError("%s: %d %r" % (path, r.status, body[:100]))
-                        if path == "/stats":
-                            st = json.loads(body)
-                            seen.append(st["alpha"]["requests"])
-                            for s in self.pools["alpha"]["servers"]:
-                                sv = st["alpha"][s.addr]
-                                for g in ("in_queue", "in_queue_bytes", "out_queue",
-                                          "out_queue_bytes", "server_connections"):
-                                    if not 0 <= sv[g] < 1 << 32:
-                                        raise AssertionError("gauge %s = %d" % (g, sv[g]))
-                        elif path == "/metrics":
-                            if not body.endswith(b"\n"):
-                                raise AssertionError("/metrics cut short")
-                            seen.append(metric_value(body.decode(), "walnut_pool_requests_total",
-                                                     pool="alpha"))
-                        with lock:
-                            done[0] += 1
-                    if seen != sorted(seen):
-                        raise AssertionError("requests counter went down: %r" % seen)
-                finally:
-                    c.close()
+                for f, path in zip(files, paths):
+                    with open(f, "rb") as fh:
+                        body = fh.read()
+                    if path == "/stats":
+                        st = json.loads(body)
+                        seen.append(st["alpha"]["requests"])
+                        for srv in self.pools["alpha"]["servers"]:
+                            sv = st["alpha"][srv.addr]
+                            for g in ("in_queue", "in_queue_bytes", "out_queue",
+                                      "out_queue_bytes", "server_connections"):
+                                if not 0 <= sv[g] < 1 << 32:
+                                    raise AssertionError("gauge %s = %d" % (g, sv[g]))
+                    elif path == "/metrics":
+                        if not body.endswith(b"\n"):
+                            raise AssertionError("/metrics cut short")
+                        seen.append(metric_value(body.decode(), "walnut_pool_requests_total",
+                                                 pool="alpha"))
+                    elif body != b"ok\n":
+                        raise AssertionError("/healthz: %r" % body)
+                    with lock:
+                        done[0] += 1
+                if seen != sorted(seen):
+                    raise AssertionError("requests counter went down: %r" % seen)
             except Exception as e:  # noqa: BLE001 - collected
                 with lock:
                     failures.append("scraper %d: %r" % (i, e))
