@@ -104,7 +104,6 @@ static void on_connection(uv_stream_t *l, int status)
          * what the server holds stays bounded by max_conns.
          */
         srv->waiting = true;
-        srv->counters.deferred++;
         return;
     }
     take(srv);

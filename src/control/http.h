@@ -71,7 +71,6 @@ typedef struct wn_http_handlers {
 typedef struct wn_http_counters {
     uint64_t accepted;  /* connections served */
     uint64_t refused;   /* accepted and closed at once: no memory for the connection */
-    uint64_t deferred;  /* times a connection waited in the backlog: max_conns were open */
     uint64_t requests;  /* HTTP responses queued, errors included */
     uint64_t twemproxy; /* JSON written to a client that sent nothing */
     uint64_t timeouts;  /* connections closed by a request, idle or write timeout */

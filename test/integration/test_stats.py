@@ -840,6 +840,30 @@ class TestTwemproxyProtocol(StatsCase):
         self.assertTrue(body.endswith(b"}\n"))
         self.assertEqual(loads_ordered(body.decode()).keys(), doc.keys())
 
+    def test_names_like_walnut_fields_keep_twemproxys_order(self):
+        # A pool named like one of walnut's header fields and a server named
+        # like one of its pool fields: they are a pool and a server, in
+        # twemproxy's order, and the field of the same name is left out.
+        a, b = self.mcs
+        pools = {"workers": h.pool(["%s:1 epoch" % a.addr, "%s:1 b" % b.addr]),
+                 "alpha": h.pool(["%s:1" % a.addr])}
+        p = self.proxy(self.tmp, pools, workers=2)
+        data, _ = read_raw_stats(p.stats_port)
+        doc = loads_ordered(data.decode())
+        self.assertEqual(doc.keys().count("workers"), 1)
+        self.assertEqual([n for n, _ in doc.objects()], ["alpha", "workers"])
+        first_obj = min(i for i, (_, v) in enumerate(doc) if isinstance(v, Obj))
+        self.assertEqual(doc.scalars(), doc.keys()[:first_obj], "pools after every field")
+        pool = doc.get("workers")
+        self.assertEqual(pool.keys().count("epoch"), 1)
+        self.assertEqual([n for n, _ in pool.objects()], ["b", "epoch"])
+        self.assertEqual(pool.get("epoch").keys()[:len(TW_SERVER)], TW_SERVER)
+        self.assertEqual(pool.keys()[:len(TW_POOL)], TW_POOL)
+        # /metrics has labels, no clash: the ring epoch is there.
+        m = get_metrics(p.stats_port)
+        self.assertGreaterEqual(metric_value(m, "walnut_pool_ring_epoch", pool="workers"), 1)
+        self.assertEqual(metric_value(m, "walnut_workers"), 2)
+
     def test_fields_match_nutcracker(self):
         nc_bin = h.nutcracker_bin()
         self.assertTrue(nc_bin)
