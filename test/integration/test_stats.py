@@ -388,7 +388,9 @@ class TestCounters(StatsCase):
         self.tmp = self.tmpdir()
         self.mcs = self.start_memcached(self.tmp, n=2)
         self.pools = {"alpha": h.pool(self.mcs, timeout=5000)}
-        self.p = self.proxy(self.tmp, self.pools, workers=3)
+        # twemproxy's default aggregation interval, said out loud: with it
+        # twemproxy shows stale numbers; walnut sums at each request.
+        self.p = self.proxy(self.tmp, self.pools, workers=3, extra=("-i", "30000"))
         self.port = self.p.port()
         self.names = [m.addr for m in self.mcs]  # twemproxy names them host:port
 
