@@ -338,7 +338,9 @@ class StatsCase(h.ProxyTestCase):
     """Helpers shared by the test classes."""
 
     def proxy(self, tmp, pools, workers=1, cls=h.Proxy, **kw):
-        p = cls(tmp, pools, workers=workers, **kw).start()
+        # Always walnut, whatever WALNUT_TEST_PROXY says: nutcracker has no
+        # HTTP side; it is started only as the reference for its JSON.
+        p = cls(tmp, pools, workers=workers, kind="walnut", **kw).start()
         self.addCleanup(p.kill)
         # First (cleanups are LIFO): SIGTERM, exit status 0 within the deadline
         # (a sanitizer's report at exit fails the test here).
@@ -905,7 +907,7 @@ class TestHttp(StatsCase):
         try:
             cls.mcs = [h.Memcached(cls.tmp, name="mc%d" % i).start() for i in range(2)]
             cls.pools = {"alpha": h.pool(cls.mcs, timeout=5000)}
-            cls.p = h.Proxy(cls.tmp, cls.pools, workers=2).start()
+            cls.p = h.Proxy(cls.tmp, cls.pools, workers=2, kind="walnut").start()
             wait_stats_port(cls.p)
             cls.sport = cls.p.stats_port
         except BaseException:
