@@ -6,7 +6,8 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libuv1-dev libcyaml-dev libyaml-dev libcmocka-dev libmd-dev libsystemd-dev systemd libjansson-dev libhttp-parser-dev
-  prometheus  # only for promtool (check metrics); its service is stopped below
+  prometheus  # promtool (check metrics) and the server test_stats.py starts; its service is stopped below
+  curl        # test_stats.py: keep-alive, HEAD, 431 with a real HTTP client
   memcached redis-server redis-tools nutcracker libmemcached-tools
   python3 python3-pymemcache python3-redis
 )

@@ -50,8 +50,8 @@ static void on_refused_closed(uv_handle_t *h)
     http_server_maybe_free(srv);
 }
 
-/* Over max_conns: accept and close at once. (Not accepting would leave
- * the connection in the backlog and stop libuv watching the listener.) */
+/* No memory for a connection: accept and close it at once, so the
+ * listener goes on (see take). */
 static void refuse(wn_http_t *srv)
 {
     uv_tcp_t *t = malloc(sizeof(*t));
@@ -68,6 +68,24 @@ static void refuse(wn_http_t *srv)
     uv_close((uv_handle_t *)t, on_refused_closed);
 }
 
+static void on_connection(uv_stream_t *l, int status);
+
+/* Serve the connection libuv holds for the listener. */
+static void take(wn_http_t *srv)
+{
+    int rc = http_conn_open(srv, (uv_stream_t *)&srv->listener);
+    if (rc == WN_ENOMEM) {
+        refuse(srv);
+    } else if (rc < 0) {
+        /* A failed uv_accept of a held connection leaves the listener
+         * unwatched (libuv restarts it only on success): listen again. */
+        wn_log_info("stats: accept: %s", wn_strerror(rc));
+        rc = uv_listen((uv_stream_t *)&srv->listener, SOMAXCONN, on_connection);
+        if (rc < 0)
+            wn_log_error("stats: cannot listen again: %s", wn_strerror(rc));
+    }
+}
+
 static void on_connection(uv_stream_t *l, int status)
 {
     wn_http_t *srv = l->data;
@@ -78,11 +96,25 @@ static void on_connection(uv_stream_t *l, int status)
     if (srv->stopping)
         return;
     if (srv->nconns >= srv->lim.max_conns) {
-        refuse(srv);
+        /*
+         * At the cap: do not accept. libuv keeps this one and stops watching
+         * the listener, so the rest stay in the kernel's backlog; the next
+         * connection to go takes it (http_server_slot_freed). A burst of
+         * scrapers waits a few milliseconds instead of being dropped, and
+         * what the server holds stays bounded by max_conns.
+         */
+        srv->waiting = true;
         return;
     }
-    if (http_conn_open(srv, l) < 0)
-        refuse(srv);
+    take(srv);
+}
+
+void http_server_slot_freed(wn_http_t *srv)
+{
+    if (!srv->waiting || srv->stopping || srv->nconns >= srv->lim.max_conns)
+        return;
+    srv->waiting = false;
+    take(srv);
 }
 /* ---- the server ----------------------------------------------------------------- */
 

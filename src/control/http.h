@@ -1,9 +1,11 @@
 /*
  * http.h: the stats server on the control thread's loop (twemproxy's -a:-s
- * port). A client that sends nothing for WN_HTTP_FIRST_BYTE_MS gets
- * twemproxy's JSON, a newline, and the connection closes (twemproxy's stats
- * protocol: `nc host 22222`). A client that sends an HTTP request gets
- * HTTP/1.1: GET or HEAD of /stats, /metrics, /healthz, /servers, with
+ * port). A client that sends nothing (or only line ends) for
+ * WN_HTTP_FIRST_BYTE_MS, or half-closes first, gets twemproxy's JSON, a
+ * newline, and the connection closes (twemproxy's stats protocol:
+ * `nc host 22222`, `echo | nc host 22222`). A client that sends an HTTP
+ * request gets HTTP/1.1: GET or HEAD of /stats (also /, so that
+ * `curl host:22222` still shows the stats), /metrics, /healthz, /servers, with
  * keep-alive and pipelining. Every resource a client can make the server
  * hold is bounded (wn_http_limits_t). Everything here runs on the thread of
  * the loop given to wn_http_start, and only there.
@@ -37,7 +39,8 @@ typedef struct wn_http_limits {
     uint32_t max_headers;   /* header fields: past it 431 */
     uint32_t max_url;       /* request target, bytes: past it 414 */
     uint32_t max_body;      /* request body, bytes (read and dropped): past it 413 */
-    uint32_t max_conns;     /* open stats connections; one more is accepted and closed */
+    uint32_t max_conns;     /* open stats connections; more wait in the listen backlog
+                             * (not accepted) until one of these closes */
     uint32_t max_pending;   /* responses queued and not yet written, per connection; while
                              * at it, no further pipelined request is read */
 } wn_http_limits_t;
@@ -67,7 +70,7 @@ typedef struct wn_http_handlers {
 /* What the server has done, for logs and tests. */
 typedef struct wn_http_counters {
     uint64_t accepted;  /* connections served */
-    uint64_t refused;   /* accepted and closed at once: max_conns were open */
+    uint64_t refused;   /* accepted and closed at once: no memory for the connection */
     uint64_t requests;  /* HTTP responses queued, errors included */
     uint64_t twemproxy; /* JSON written to a client that sent nothing */
     uint64_t timeouts;  /* connections closed by a request, idle or write timeout */

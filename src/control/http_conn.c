@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "walnut/core.h"
@@ -57,6 +58,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     free(c->buf);
     free(c->url);
     free(c);
+    http_server_slot_freed(srv);
     http_server_maybe_free(srv);
 }
 
@@ -263,7 +265,8 @@ static void respond(conn_t *c)
     render_fn render = NULL;
     const char *type = WN_STATS_JSON_CONTENT_TYPE;
     bool newline = true;
-    if (path_is(path, plen, "/stats")) {
+    /* "/": `curl host:22222`, which twemproxy answers with its JSON too. */
+    if (path_is(path, plen, "/stats") || path_is(path, plen, "/")) {
         render = wn_stats_json_render;
     } else if (path_is(path, plen, "/servers")) {
         render = wn_stats_json_servers;
@@ -513,12 +516,44 @@ static void parse(conn_t *c)
 
 /* ---- the connection's state machine ------------------------------------------- */
 
+/* Only line ends: what `echo | nc host 22222` sends. twemproxy answers any
+ * client with its JSON, so such a client is still a silent one. */
+static bool only_line_ends(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != '\r' && p[i] != '\n')
+            return false;
+    return true;
+}
+
+/* Bytes from the client other than line ends wait in the socket, not yet
+ * read. The loop runs timers before it polls, so after the control thread
+ * was held up (a long turn, a CPU quota's throttling, SIGSTOP) the
+ * first-byte timer can fire while a request that came long before it is
+ * still unread. */
+static bool input_waiting(conn_t *c)
+{
+    uv_os_fd_t fd;
+    char peek[64];
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0)
+        return false;
+    ssize_t n = recv(fd, peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT);
+    return n > 0 && !only_line_ends(peek, (size_t)n);
+}
+
 static void on_timer(uv_timer_t *t)
 {
     conn_t *c = t->data;
     if (c->closing_handles)
         return;
     if (c->mode == MODE_FIRST) {
+        if (input_waiting(c)) {
+            /* It did speak: HTTP. The read callback brings the bytes. */
+            c->mode = MODE_HTTP;
+            c->idle_since_ms = now_ms(c);
+            drive(c);
+            return;
+        }
         /* Silent since it connected: twemproxy's stats protocol. */
         respond_raw(c);
         drive(c);
@@ -594,8 +629,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->off = c->len = 0;
         return;
     }
-    if (c->mode == MODE_FIRST)
+    if (c->mode == MODE_FIRST) {
+        if (only_line_ends(c->buf + c->len, (size_t)nread)) {
+            drive(c); /* dropped: still silent, the first-byte wait goes on */
+            return;
+        }
         c->mode = MODE_HTTP;
+    }
     c->len += (size_t)nread;
     drive(c);
 }
@@ -679,10 +719,14 @@ int http_conn_open(wn_http_t *srv, uv_stream_t *l)
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->mode = MODE_FIRST;
+    /* The first-byte wait counts from now, not from the start of this loop
+     * turn (uv_now), which may be long past when many clients came at once. */
+    uv_update_time(srv->loop);
     c->accepted_ms = c->idle_since_ms = now_ms(c);
-    if (uv_accept(l, (uv_stream_t *)&c->tcp) < 0) {
+    int rc = uv_accept(l, (uv_stream_t *)&c->tcp);
+    if (rc < 0) {
         http_conn_close(c);
-        return 0;
+        return rc;
     }
     srv->counters.accepted++;
     uv_tcp_nodelay(&c->tcp, 1);

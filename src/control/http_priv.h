@@ -27,6 +27,9 @@ struct wn_http {
     uint32_t nrefused;        /* refused handles whose close callback has not run */
     bool listener_open;
     bool stopping;
+    bool waiting;             /* a connection waits to be accepted (max_conns were open):
+                               * libuv holds it and watches the listener no more until
+                               * uv_accept */
     uint16_t port;
     wn_http_counters_t counters;
 };
@@ -75,9 +78,13 @@ struct conn {
 
 /* http.c: free the server once stopped and every handle is closed. */
 void http_server_maybe_free(wn_http_t *srv);
+/* http.c: a connection is gone (unlinked, nconns counted down): accept the
+ * one waiting, if any. */
+void http_server_slot_freed(wn_http_t *srv);
 
-/* http_conn.c: a connection for the one waiting on listener l; 0, or
- * WN_ENOMEM (nothing accepted: the caller refuses it). */
+/* http_conn.c: a connection for the one waiting on listener l; 0, WN_ENOMEM
+ * (nothing accepted: the caller refuses it), or uv_accept's error (the
+ * connection is gone). */
 int http_conn_open(wn_http_t *srv, uv_stream_t *l);
 /* Close c's handles; it is freed (and unlinked) in their close callbacks. */
 void http_conn_close(conn_t *c);

@@ -40,6 +40,40 @@ static void put_u64(json_t *o, const char *key, uint64_t x, bool *ok)
     put(o, key, jint(x), ok);
 }
 
+/*
+ * A pool or server may be named like one of walnut's own fields ("workers",
+ * "epoch", "cmd_get"). twemproxy has no such field, so the pool or server
+ * keeps the name: the field is left out, rather than the object landing in
+ * the field's place (out of twemproxy's order) or the field's value
+ * replacing the object.
+ */
+static bool pool_named(const wn_stats_view_t *v, const char *key)
+{
+    for (uint32_t i = 0; i < v->npools; i++)
+        if (strcmp(v->pools[i].name, key) == 0)
+            return true;
+    return false;
+}
+
+static bool server_named(const wn_stats_pool_view_t *p, const char *key)
+{
+    for (uint32_t s = 0; s < p->nservers; s++)
+        if (strcmp(p->servers[s].name, key) == 0)
+            return true;
+    return false;
+}
+
+/* A walnut-only field of pool p, unless a server has its name. */
+static void put_pool_extra(json_t *o, const wn_stats_pool_view_t *p, const char *key, json_t *val,
+                           bool *ok)
+{
+    if (server_named(p, key)) {
+        json_decref(val);
+        return;
+    }
+    put(o, key, val, ok);
+}
+
 static json_t *server_object(const wn_stats_server_view_t *s, bool *ok)
 {
     json_t *o = json_object();
@@ -73,20 +107,24 @@ static json_t *pool_object(const wn_stats_pool_view_t *p, bool *ok)
         return NULL;
     }
     /* twemproxy's six come first in the map; then walnut's pool stats. */
-    for (unsigned i = 0; i < WN_POOL_STAT_COUNT; i++)
-        put_u64(o, wn_pool_stat_desc[i].name, p->v[i], ok);
-    put(o, "protocol", json_string(p->protocol), ok);
-    put_u64(o, "epoch", p->epoch, ok);
+    for (unsigned i = 0; i < WN_POOL_STAT_COUNT; i++) {
+        if (i <= WN_P_fragments) /* twemproxy's own: always there */
+            put_u64(o, wn_pool_stat_desc[i].name, p->v[i], ok);
+        else
+            put_pool_extra(o, p, wn_pool_stat_desc[i].name, jint(p->v[i]), ok);
+    }
+    put_pool_extra(o, p, "protocol", json_string(p->protocol), ok);
+    put_pool_extra(o, p, "epoch", jint(p->epoch), ok);
     char key[128];
     for (unsigned i = 0; i < WN_CAUSE_COUNT; i++) {
         snprintf(key, sizeof(key), "forward_error_%s", wn_error_cause_desc[i].name);
-        put_u64(o, key, p->errors[i], ok);
+        put_pool_extra(o, p, key, jint(p->errors[i]), ok);
     }
     for (uint32_t i = 0; i < p->ncmds; i++) {
         if (p->cmd_names[i] == NULL)
             continue;
         snprintf(key, sizeof(key), "cmd_%s", p->cmd_names[i]);
-        put_u64(o, key, p->cmds[i], ok);
+        put_pool_extra(o, p, key, jint(p->cmds[i]), ok);
     }
     for (uint32_t s = 0; s < p->nservers; s++)
         put(o, p->servers[s].name, server_object(&p->servers[s], ok), ok);
@@ -115,10 +153,13 @@ char *wn_stats_json_render(const wn_stats_view_t *v, size_t *len)
     put_u64(root, "timestamp", v->timestamp, &ok);
     put_u64(root, "total_connections", v->total_connections, &ok);
     put_u64(root, "curr_connections", v->curr_connections, &ok);
-    /* WN_JSON_HEADER_EXTRA_MAP, then the global stats. */
-    put_u64(root, "workers", v->nworkers, &ok);
+    /* WN_JSON_HEADER_EXTRA_MAP, then the global stats; not where a pool
+     * has the name (pool_named). */
+    if (!pool_named(v, "workers"))
+        put_u64(root, "workers", v->nworkers, &ok);
     for (unsigned i = 0; i < WN_GLOBAL_STAT_COUNT; i++)
-        if (wn_stats_global_in_json((wn_global_stat_t)i))
+        if (wn_stats_global_in_json((wn_global_stat_t)i) &&
+            !pool_named(v, wn_global_stat_desc[i].name))
             put_u64(root, wn_global_stat_desc[i].name, v->global[i], &ok);
     for (uint32_t i = 0; i < v->npools; i++) {
         const wn_stats_pool_view_t *p = &v->pools[v->sorted[i]];
