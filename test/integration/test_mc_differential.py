@@ -41,7 +41,6 @@ import subprocess
 import sys
 import threading
 import time
-import unittest
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -207,7 +206,8 @@ def last_cas(data):
 
 
 def mask_cas(t):
-    return VALUE_CAS_RX.sub(rb"\1<cas>\r\n", t)
+    """Hide cas uniques (VALUE lines; pymemcache results tagged by tag_cas())."""
+    return re.sub(rb"cas:\d+", b"cas:<cas>", VALUE_CAS_RX.sub(rb"\1<cas>\r\n", t))
 
 
 class Side:
@@ -504,6 +504,28 @@ def stats_args_error(t, rec):
     return b"ERROR\r\n" * n + b"END\r\n<<W>>"
 
 
+def normalize_memcstat(t):
+    """memcstat prints each server's stats: keep the exit status and the server line."""
+    return b"\n".join(line for line in t.split(b"\n")
+                      if line.startswith((b"rc=", b"Server: ", b"stdout:", b"stderr:")))
+
+
+def normalize_pymemcache_stats(t):
+    m = re.match(rb"stats -> (\[.*\])\Z", t)
+    if not m:
+        return t
+    names = set(re.findall(rb"\(b'([^']+)'", m.group(1)))
+    need = {b"pid", b"uptime", b"time", b"version", b"curr_connections", b"cmd_get", b"cmd_set",
+            b"get_hits", b"get_misses"}
+    return b"stats -> <a dict with %s>" % b", ".join(sorted(need & names))
+
+
+VERSION_LINE_BUG = ("walnut's version line `VERSION 0.1.0-walnut` fails libmemcached 1.1.4: it "
+                    "reads the major version with strtol() and refuses 0 (response.cc); any "
+                    "line `VERSION M.m.u...` with 1 <= M <= 255 and m, u <= 255 passes (checked "
+                    "against a fake server: `VERSION 1.6.18-walnut-0.1.0` works)")
+
+
 SWALLOWED = [
     "cas.unique_2p64", "cas.unique_neg", "cas.unique_junk", "cas.missing_unique",
     "cas.noreply_as_unique", "cas.two_extra_args", "key.len251_set", "key.len251_set_noreply",
@@ -635,6 +657,51 @@ KNOWN_BUGS = [
 ]
 
 
+ALLOWED += [
+    Entry("tool:memcstat", "memcstat prints walnut's own stats", "walnut answers stats itself",
+          modes=("tool",), normalize=normalize_memcstat),
+    Entry("tool:memcstat_server_version", "memcstat --server-version prints walnut's version",
+          "walnut answers version itself", modes=("tool",),
+          normalize=lambda t: re.sub(rb"(?<= )(?!255\.255\.255)\d+\.\d+\.\d+", b"<version>", t)),
+    Entry("pymemcache:version", "version() returns walnut's version", "walnut answers version "
+          "itself", modes=("tool", "tool2"),
+          normalize=lambda t: re.sub(rb"version -> b'[^']*'", b"version -> <version>", t)),
+    Entry("pymemcache:stats", "stats() returns walnut's counters", "walnut answers stats itself",
+          modes=("tool", "tool2"), normalize=normalize_pymemcache_stats),
+    Entry(["pymemcache:stats_slabs", "pymemcache:stats_settings"], "stats(<group>) fails: "
+          "walnut answers ERROR", "stats groups describe one memcached (%s)" % README,
+          modes=("tool", "tool2"), expect=lambda t, rec: ("%s -> %r" % (
+              t.split(b" -> ")[0].decode(), "MemcacheUnknownCommandError(b'stats')")).encode()),
+]
+
+KNOWN_BUGS += [
+    Entry("tool:memcping", VERSION_LINE_BUG, ref="mcdiff#5", modes=("tool",),
+          now=rb"rc=1\nstdout:\n\nstderr:\nFailed to ping '127\.0\.0\.1:<port>:UNKNOWN READ "
+          rb"FAILURE\.\n"),
+    Entry(["tool:memcstat", "tool:memcstat_args_slabs"], VERSION_LINE_BUG, ref="mcdiff#5",
+          modes=("tool",), now=rb"rc=1\nstdout:\n\nstderr:\nFailed to .*strtol\(\) failed to "
+          rb"parse major version.*"),
+    Entry("tool:memcstat_server_version", VERSION_LINE_BUG, ref="mcdiff#5", modes=("tool",),
+          now=rb"rc=1\nstdout:\n\nstderr:\n127\.0\.0\.1:<port> 255\.255\.255\n"),
+    Entry("tool:memcdump", VERSION_LINE_BUG + "; and `stats cachedump` is answered with "
+          "walnut's stats (mcdiff#2)", ref="mcdiff#5",
+          modes=("tool",), now=rb"rc=1\nstdout:\n\nstderr:\nFailed to dump keys:.*strtol\(\) "
+          rb"failed to parse major version.*"),
+    Entry("tool:memccapable", "memccapable -a fails 18 of 27 tests: from the version line "
+          "(mcdiff#5) it takes walnut for memcached < 1.6 and expects errors for `version foo` "
+          "and `quit foo`, which then shifts every later reply; `ascii stat` fails on `stats "
+          "noreply` answered with stats (mcdiff#2). With the version line rewritten to 1.6.18 "
+          "only `ascii stat` fails", ref="mcdiff#5", modes=("tool",),
+          now=rb"rc=\d+\nstdout:\n.*\[FAIL\].*"),
+    Entry(["pymemcache:stats_slabs", "pymemcache:stats_settings"], "stats(<group>) returns "
+          "walnut's general stats", ref="mcdiff#2", modes=("tool", "tool2"),
+          now=rb"stats \w+ -> \[.*\(b'pid', \d+\).*"),
+    Entry("pymemcache:set_too_big", "a set over 1 MiB leaves the old value readable "
+          "(mcdiff#3 through pymemcache)", ref="mcdiff#3", modes=("tool", "tool2"),
+          now=rb".*\nget big after -> b'old'"),
+]
+
+
 # ---------------------------------------------------------------------------
 # judging
 
@@ -714,6 +781,172 @@ class Judge:
         for x in self.xfails:
             stream.write("  xfail %s\n" % x)
         stream.flush()
+
+
+# ---------------------------------------------------------------------------
+# clients: libmemcached's tools and pymemcache, against memcached and walnut
+
+
+def normalize_ports(t, ports):
+    for p in ports:
+        t = re.sub(rb"(?<!\d)%d(?!\d)" % p, b"<port>", t)
+    return t
+
+
+def run_tool(argv, cwd=None, timeout=60):
+    """One tool run as a transcript: exit status, stdout, stderr."""
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                       cwd=cwd)
+    return b"rc=%d\nstdout:\n%s\nstderr:\n%s" % (r.returncode, r.stdout, r.stderr)
+
+
+def tool(*names):
+    return h.find_tool(*names, package="libmemcached-tools")
+
+
+def tool_checks(tmp):
+    """[(name, fn(port) -> transcript)] for libmemcached's command-line tools."""
+    files = {"small.txt": b"hello walnut\n" * 3,
+             "large.bin": bytes((i * 131 + 7) & 0xff for i in range(600000)),
+             "empty": b""}
+    for name, data in files.items():
+        with open(os.path.join(tmp.path, name), "wb") as f:
+            f.write(data)
+
+    def srv(port):
+        return "--servers=%s:%d" % (HOST, port)
+
+    def cp_cat_rm(port):
+        out = [run_tool([tool("memccp"), srv(port)] + sorted(files), cwd=tmp.path)]
+        for name in sorted(files):
+            out.append(run_tool([tool("memccat"), srv(port), name]))
+        out.append(run_tool([tool("memcexist"), srv(port), "small.txt"]))
+        out.append(run_tool([tool("memctouch"), srv(port), "--expire=100", "small.txt"]))
+        out.append(run_tool([tool("memcrm"), srv(port), "small.txt"]))
+        for name in ("small.txt", "nope"):
+            out.append(run_tool([tool("memccat"), srv(port), name]))
+            out.append(run_tool([tool("memcexist"), srv(port), name]))
+            out.append(run_tool([tool("memctouch"), srv(port), "--expire=100", name]))
+            out.append(run_tool([tool("memcrm"), srv(port), name]))
+        out.append(run_tool([tool("memcflush"), srv(port)]))
+        out.append(run_tool([tool("memccat"), srv(port), "large.bin"]))
+        return b"\n----\n".join(out)
+
+    def dump(port):
+        run_tool([tool("memccp"), srv(port), "small.txt"], cwd=tmp.path)
+        return run_tool([tool("memcdump"), srv(port)], timeout=30)
+
+    def slap(port):
+        out = []
+        for test in ("set", "get", "mget"):
+            t = run_tool([tool("memcslap"), srv(port), "--concurrency=2", "--execute-number=300",
+                          "--test=%s" % test])
+            out.append(re.sub(rb"\d+\.\d+ seconds", b"<t> seconds", t))
+        return b"\n----\n".join(out)
+
+    def aslap(port):
+        t = run_tool([tool("memcaslap"), "-s", "%s:%d" % (HOST, port), "-x", "2000", "-T", "1",
+                      "-c", "1"])
+        keep = [line for line in t.split(b"\n") if re.match(
+            rb"rc=|(cmd_get|cmd_set|get_misses|verify_misses|expired_get): ", line)]
+        return b"\n".join(keep)
+
+    return [
+        ("tool:memcping", lambda port: run_tool([tool("memcping"), srv(port)])),
+        ("tool:memcstat", lambda port: run_tool([tool("memcstat"), srv(port)])),
+        ("tool:memcstat_server_version",
+         lambda port: run_tool([tool("memcstat"), "--server-version", srv(port)])),
+        ("tool:memcstat_args_slabs",
+         lambda port: run_tool([tool("memcstat"), "--args=slabs", srv(port)])),
+        ("tool:memccp_memccat_memcrm", cp_cat_rm),
+        ("tool:memcdump", dump),
+        ("tool:memccapable", lambda port: run_tool(
+            [tool("memccapable"), "-h", HOST, "-p", str(port), "-a", "-t", "5"], timeout=120)),
+        ("tool:memcslap", slap),
+        ("tool:memcaslap", aslap),
+    ]
+
+
+def tag_cas(value_cas):
+    """(value, cas) from gets, the cas marked so that mask_cas() can hide it."""
+    value, cas = value_cas
+    return value, "cas:%s" % (cas.decode() if cas is not None else None)
+
+
+def pymemcache_checks():
+    """[(name, fn(port) -> transcript)] for pymemcache's client calls."""
+    from pymemcache.client.base import Client
+    from pymemcache.exceptions import MemcacheError
+
+    def calls(port, script):
+        c = Client((HOST, port), connect_timeout=10, timeout=h.IO_TIMEOUT, default_noreply=False)
+        out = []
+        try:
+            for what, fn in script:
+                try:
+                    r = fn(c)
+                except MemcacheError as e:
+                    r = "%s(%s)" % (type(e).__name__, e)
+                if isinstance(r, dict):
+                    r = sorted(r.items())
+                out.append("%s -> %r" % (what, r))
+        finally:
+            c.close()
+        return "\n".join(out).encode()
+
+    big = bytes((i * 7) & 0xff for i in range(1000000))
+    keys = [b"pm:%d" % i for i in range(12)]
+    ops = [
+        ("set", lambda c: c.set(b"a", b"1")),
+        ("get", lambda c: c.get(b"a")),
+        ("get missing", lambda c: c.get(b"missing")),
+        ("set_many", lambda c: c.set_many({k: b"v" + k for k in keys})),
+        ("get_many", lambda c: c.get_many(keys + [b"missing"])),
+        ("gets", lambda c: tag_cas(c.gets(b"a"))),
+        ("cas right", lambda c: c.cas(b"a", b"2", c.gets(b"a")[1])),
+        ("cas wrong", lambda c: c.cas(b"a", b"3", b"1")),
+        ("cas missing", lambda c: c.cas(b"missing", b"3", b"1")),
+        ("gets_many", lambda c: {k: tag_cas(v) for k, v in c.gets_many(keys[:4]).items()}),
+        ("add existing", lambda c: c.add(b"a", b"x")),
+        ("add new", lambda c: c.add(b"n", b"10")),
+        ("replace", lambda c: c.replace(b"n", b"20")),
+        ("replace missing", lambda c: c.replace(b"missing", b"x")),
+        ("append", lambda c: c.append(b"a", b"+")),
+        ("prepend", lambda c: c.prepend(b"a", b"-")),
+        ("get a", lambda c: c.get(b"a")),
+        ("incr", lambda c: c.incr(b"n", 5)),
+        ("decr", lambda c: c.decr(b"n", 100)),
+        ("incr wrap", lambda c: (c.incr(b"n", 18446744073709551615), c.incr(b"n", 2))),
+        ("incr missing", lambda c: c.incr(b"missing", 1)),
+        ("incr non-numeric", lambda c: c.incr(b"a", 1)),
+        ("touch", lambda c: c.touch(b"a", 100)),
+        ("touch missing", lambda c: c.touch(b"missing", 100)),
+        ("set big", lambda c: c.set(b"big", big)),
+        ("get big", lambda c: c.get(b"big") == big),
+        ("noreply set", lambda c: c.set(b"q", b"q", noreply=True)),
+        ("get q", lambda c: c.get(b"q")),
+        ("delete", lambda c: c.delete(b"a")),
+        ("delete missing", lambda c: c.delete(b"a")),
+        ("delete_many", lambda c: c.delete_many(keys)),
+        ("get_many after", lambda c: c.get_many(keys)),
+        ("flush_all", lambda c: c.flush_all()),
+        ("get after flush", lambda c: c.get(b"n")),
+        ("flush_all delayed", lambda c: c.flush_all(delay=1000)),
+        ("quit", lambda c: c.quit()),
+    ]
+    return [
+        ("pymemcache:version", lambda port: calls(port, [("version", lambda c: c.version())])),
+        ("pymemcache:stats", lambda port: calls(port, [("stats", lambda c: c.stats())])),
+        ("pymemcache:stats_slabs", lambda port: calls(
+            port, [("stats slabs", lambda c: c.stats("slabs"))])),
+        ("pymemcache:stats_settings", lambda port: calls(
+            port, [("stats settings", lambda c: c.stats("settings"))])),
+        ("pymemcache:commands", lambda port: calls(port, ops)),
+        ("pymemcache:set_too_big", lambda port: calls(port, [
+            ("set", lambda c: c.set(b"big", b"old")),
+            ("set too big", lambda c: c.set(b"big", big + big)),
+            ("get big after", lambda c: c.get(b"big"))])),
+    ]
 
 
 class McDifferential(h.ProxyTestCase):
@@ -808,6 +1041,33 @@ class McDifferential(h.ProxyTestCase):
         if not only:
             judge.failures += judge.unused(("one", "two"))
         problems = corpus_errors + judge.failures
+        if problems:
+            self.fail("%d problem(s):\n%s" % (len(problems), "\n".join(problems)))
+
+    def test_clients(self):
+        """libmemcached's tools and pymemcache against memcached and against walnut."""
+        judge = Judge()
+        ports = [m.port for m in self.servers] + [self.one.port, self.two.port]
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        checks = [(n, fn, ("tool",)) for n, fn in tool_checks(tmp)] + \
+                 [(n, fn, ("tool", "tool2")) for n, fn in pymemcache_checks()]
+        for name, fn, modes in checks:
+            t1 = time.monotonic()
+            reset(self.admins)  # as for the corpus: b is untouched while direct runs
+            mc = normalize_ports(fn(self.direct.port), ports)
+            wn = normalize_ports(fn(self.one.port), ports)
+            judge.judge(name, "tool", mc, wn)
+            if "tool2" in modes:
+                for m in self.admins[1:]:
+                    m.flush(deep=True)
+                wn2 = normalize_ports(fn(self.two.port), ports)
+                judge.judge(name, "tool2", mask_cas(mc), mask_cas(wn2))
+            self.assertProxiesAlive()
+            if os.environ.get("WALNUT_MCDIFF_SHOW"):
+                sys.stderr.write("%s: %.1fs\n" % (name, time.monotonic() - t1))
+        judge.report("clients")
+        problems = judge.failures + judge.unused(("tool", "tool2"))
         if problems:
             self.fail("%d problem(s):\n%s" % (len(problems), "\n".join(problems)))
 
