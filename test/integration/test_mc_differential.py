@@ -6,7 +6,8 @@ format) is sent, on a fresh connection and from a clean state, to
 
   direct  a memcached asked directly (the reference),
   one     walnut with one memcached as its only server,
-  two     walnut with two memcached servers (keys spread over both),
+  two     walnut with two memcached servers (keys spread over both) and the
+          smallest buffer chunks (-m 512),
 
 and what comes back is compared byte for byte: direct against one, and direct
 against two with the cas uniques of VALUE lines masked (in front of two
@@ -235,9 +236,11 @@ class Runner:
         sock = socket.create_connection((HOST, side.port), timeout=STEP_DEADLINE)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         closed = False
+        # @eof half-closes after the last part that sends bytes; peeks may follow it
+        last_send = max([i for i, (pieces, _) in enumerate(rec.steps) if pieces] or [0])
         try:
             for idx, (pieces, bnd) in enumerate(rec.steps):
-                last = idx == len(rec.steps) - 1
+                last = idx == last_send
                 if not closed:
                     data = b"".join(
                         (last_cas(seen) or b"<no-cas-seen>") if p is CAS else p for p in pieces)
@@ -246,7 +249,8 @@ class Runner:
                         time.sleep(bnd[1])
                         continue
                     if last and "@eof" in rec.flags:
-                        got, closed, timed_out = self._exchange(sock, data, None, half_close=True)
+                        got, _, timed_out = self._exchange(sock, data, None, half_close=True)
+                        closed = True
                     elif "@vsentinel" in rec.flags:
                         got, closed, timed_out = self._exchange(sock, data + b"version\r\n",
                                                                 VERSION_END_RX)
@@ -529,7 +533,8 @@ VERSION_LINE_BUG = ("walnut's version line `VERSION 0.1.0-walnut` fails libmemca
 SWALLOWED = [
     "cas.unique_2p64", "cas.unique_neg", "cas.unique_junk", "cas.missing_unique",
     "cas.noreply_as_unique", "cas.two_extra_args", "key.len251_set", "key.len251_set_noreply",
-    "key.len251_add", "key.len251_append", "key.len251_cas", "key.len1000_set", "noreply.twice",
+    "key.len251_add", "key.len251_append", "key.len251_cas", "key.len251_replace",
+    "key.len251_prepend", "key.len1000_set", "noreply.twice",
     "noreply.as_flags", "noreply.as_exptime", "noreply.before_extra",
     "noreply.cas_before_unique", "noreply.bad_flags", "noreply.bad_key_len",
     "args.*.two_extra", "args.set.many_tokens", "args.set.23_tokens", "args.set.24_tokens",
@@ -610,7 +615,8 @@ ALLOWED = [
           "nothing", "walnut rejects the whole line before forwarding it; memcached 1.6.18 "
           "has touched the keys before the long one by then (here a keeps its TTL)",
           expect=lambda t, rec: t.replace(b"<<M HD t-1>>", b"<<M HD t~100>>", 1)),
-    Entry(["size.over_no_data", "size.bytes_int_max_minus2"], "a storage line over the item "
+    Entry(["size.over_no_data", "size.bytes_int_max_minus2", "eof.too_large_pending"],
+          "a storage line over the item "
           "size is answered as soon as the line is read", "memcached answers only once the "
           "whole data block has arrived (never, if the client closes first); walnut answers "
           "at once and swallows the block as it comes",
@@ -631,6 +637,14 @@ ALLOWED = [
               "line.split_leading_spaces_get":
                   b"STORED\r\n<<W>>VALUE k 0 1\r\nx\r\nEND\r\n<<W>>",
           }[rec.name], normalize=lambda t: VALUE_CAS_RX.sub(rb"\1<cas>\r\n", t)),
+    Entry("bound.get_100001_keys", "a get of more than 100,000 keys: CLIENT_ERROR too many "
+          "keys", "a bound against hostile clients (%s); memcached and pymemcache send a few "
+          "thousand keys at most" % README,
+          expect=literal(b"STORED\r\nCLIENT_ERROR too many keys\r\nVALUE k7 0 1\r\nx\r\n"
+                         b"END\r\n<<W>>")),
+    Entry("bound.get_line_17MiB", "a retrieval line over 16 MiB: CLIENT_ERROR line too long, "
+          "then close", "a bound against hostile clients (%s)" % README,
+          expect=literal(b"STORED\r\nCLIENT_ERROR line too long\r\n<<EOF>>")),
     Entry("line.set_70k", "a line over walnut's 64 KiB limit: CLIENT_ERROR line too long, "
           "then close", "memcached closes without a word",
           expect=literal(b"CLIENT_ERROR line too long\r\n<<EOF>>")),
@@ -961,8 +975,9 @@ class McDifferential(h.ProxyTestCase):
             one = h.Proxy(cls.tmp, {"one": h.pool([b], timeout=10000)}, workers=2,
                           name="walnut-one").start()
             cls.proxies.append(one)
+            # the smallest buffer chunks (-m 512): lines and values straddle them
             two = h.Proxy(cls.tmp, {"two": h.pool([b, c], timeout=10000)}, workers=2,
-                          name="walnut-two").start()
+                          name="walnut-two", extra=("-m", "512")).start()
             cls.proxies.append(two)
             cls.direct = Side("direct", a.port, [a.port])
             cls.one = Side("one", one.port(), [b.port])
