@@ -378,8 +378,15 @@ class Admin:
         self.c.expect(b"OK\r\nOK\r\n", what="%s: reset" % self.mc.name)
         if not deep:
             return
-        self.c.request(b"lru_crawler crawl all\r\n", b"OK\r\n")
         end = time.monotonic() + 10
+        while True:  # the crawler may be busy with a crawl of memcached's own
+            self.c.send(b"lru_crawler crawl all\r\n")
+            line = self.c.recv_line()
+            if line == b"OK\r\n":
+                break
+            if not line.startswith(b"BUSY") or time.monotonic() > end:
+                raise AssertionError("%s: lru_crawler crawl all -> %r" % (self.mc.name, line))
+            time.sleep(0.001)
         while True:  # a metadump is refused while the crawl runs
             self.c.send(b"lru_crawler metadump all\r\n")
             line = self.c.recv_line()
@@ -411,8 +418,9 @@ def reset(admins):
 #
 # An entry names records (globs over record names; an entry naming a record
 # exactly wins over a glob) and modes: "one" and "two" (the corpus through
-# walnut in front of one or two memcached servers), "tool" (client tools and
-# pymemcache, compared by TestClients).
+# walnut in front of one or two memcached servers), "tool" and "tool2" (client
+# tools and pymemcache through walnut in front of one or two servers:
+# test_clients).
 #
 # ALLOWED: a deliberate difference. expect(memcached's transcript, record)
 # gives walnut's exact transcript, and/or normalize() is applied to both sides
@@ -428,9 +436,12 @@ def reset(admins):
 
 class Entry:
     def __init__(self, records, what, why="", modes=("one", "two"), expect=None,
-                 normalize=None, ref="", now=None):
+                 normalize=None, ref="", now=None, timing=False):
         self.records = tuple(records) if isinstance(records, (list, tuple)) else (records,)
         self.what, self.why, self.modes, self.ref = what, why, modes, ref
+        # timing: memcached's side depends on how its reads split the input (\D{ms});
+        # a loaded machine may merge them, so agreeing with memcached is no staleness
+        self.timing = timing
         self.expect, self.normalize = expect, normalize
         self.now = re.compile(now, re.S) if isinstance(now, bytes) else now
         self.used = 0
@@ -636,7 +647,7 @@ ALLOWED = [
               "line.split_incr_3k": b"STORED\r\n<<W>>2\r\nVALUE k 0 1\r\n2\r\nEND\r\n<<W>>",
               "line.split_leading_spaces_get":
                   b"STORED\r\n<<W>>VALUE k 0 1\r\nx\r\nEND\r\n<<W>>",
-          }[rec.name], normalize=lambda t: VALUE_CAS_RX.sub(rb"\1<cas>\r\n", t)),
+          }[rec.name], normalize=lambda t: VALUE_CAS_RX.sub(rb"\1<cas>\r\n", t), timing=True),
     Entry("bound.get_100001_keys", "a get of more than 100,000 keys: CLIENT_ERROR too many "
           "keys", "a bound against hostile clients (%s); memcached and pymemcache send a few "
           "thousand keys at most" % README,
@@ -772,7 +783,7 @@ class Judge:
             return
         if not same:
             self.failures.append("%s: walnut differs%s" % (where, detail))
-        elif allow is not None and mc == wn:
+        elif allow is not None and mc == wn and not allow.timing:
             self.failures.append("%s: ALLOWED entry '%s' covers it but walnut and memcached "
                                  "agree exactly; drop the entry or narrow it" % (where, allow.what))
         elif allow is not None:
@@ -972,12 +983,13 @@ class McDifferential(h.ProxyTestCase):
             a, b, c = (h.Memcached(cls.tmp, name=n).start() for n in ("direct", "b", "c"))
             cls.servers = [a, b, c]
             cls.admins = [Admin(m) for m in cls.servers]
+            # walnut even under WALNUT_TEST_PROXY=nutcracker: the tables describe walnut
             one = h.Proxy(cls.tmp, {"one": h.pool([b], timeout=10000)}, workers=2,
-                          name="walnut-one").start()
+                          kind="walnut", name="walnut-one").start()
             cls.proxies.append(one)
             # the smallest buffer chunks (-m 512): lines and values straddle them
             two = h.Proxy(cls.tmp, {"two": h.pool([b, c], timeout=10000)}, workers=2,
-                          name="walnut-two", extra=("-m", "512")).start()
+                          kind="walnut", name="walnut-two", extra=("-m", "512")).start()
             cls.proxies.append(two)
             cls.direct = Side("direct", a.port, [a.port])
             cls.one = Side("one", one.port(), [b.port])
