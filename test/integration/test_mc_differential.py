@@ -779,7 +779,7 @@ class Judge:
                                      "still wrong; look again and update the entry%s"
                                      % (where, bug.ref, bug.what, detail))
             else:
-                self.xfails.append("%s: %s %s" % (where, bug.ref, bug.what))
+                self.xfails.append((bug.ref, where))
             return
         if not same:
             self.failures.append("%s: walnut differs%s" % (where, detail))
@@ -803,8 +803,11 @@ class Judge:
         stream.write("\n%s: %d identical, %d allowed differences, %d known bugs, %d failures\n"
                      % (what, self.passed, len(self.allowed), len(self.xfails),
                         len(self.failures)))
-        for x in self.xfails:
-            stream.write("  xfail %s\n" % x)
+        by_ref = {}
+        for ref, where in self.xfails:
+            by_ref.setdefault(ref, []).append(where)
+        for ref in sorted(by_ref):
+            stream.write("  known bug %s: %s\n" % (ref, ", ".join(by_ref[ref])))
         stream.flush()
 
 
