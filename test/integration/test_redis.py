@@ -1,0 +1,711 @@
+#!/usr/bin/python3
+"""Redis pools, end to end: real redis-servers behind the real walnut binary,
+raw sockets where exact bytes matter, redis-server asked directly (and watched
+with MONITOR) to see what walnut sent where.
+
+What walnut promises for `redis: true` pools (README, src/worker/redis_*.c):
+twemproxy's placement and routing, RESP2 relayed byte for byte, redis-server's
+own error texts for protocol errors, unknown commands and wrong arity (in
+order, the connection kept where redis-server keeps it), multi-key commands
+split per server and merged (EXISTS summed correctly, unlike twemproxy), local
+PING/ECHO/QUIT/SELECT/HELLO/CLIENT/AUTH, server errors (-OOM, -BUSY,
+-LOADING) relayed as the server said them, misbehaving servers cut off
+without leaking one client's data to another.
+
+Where the real nutcracker (measured: test/data/placement/redis_routing.json)
+answers differently on purpose, the test says so next to the assertion.
+Clients (redis-py, redis-cli, redis-benchmark) are in test_redis_clients.py,
+the byte-for-byte comparison with redis-server in test_redis_differential.py,
+failover in test_redis_failover.py.
+
+Run with Debian's /usr/bin/python3; WALNUT_BIN names the binary.
+"""
+
+import json
+import os
+import random
+import re
+import socket
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True  # keep the source tree clean
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fakes  # noqa: E402
+import harness as h  # noqa: E402
+
+HOST = h.HOST
+resp = h.resp
+RespError = h.RespError
+DATA = os.path.join(h.source_dir(), "test", "data")
+
+# walnut's error for a request it could not complete (twemproxy's strerror texts)
+RX_FAIL = rb"^-ERR (Connection refused|Connection reset by peer|Connection timed out|" \
+          rb"Invalid argument|Broken pipe|Host is down)\r\n$"
+
+# A reply of every RESP2 type, nested 20 arrays deep (twemproxy measured 20 levels via EVAL).
+NESTED_SCRIPT = ("local t = {KEYS[1], 0, {ok='fine'}, false, ARGV[1]} "
+                 "for i = 1, 19 do t = {i, 'lvl' .. i, t, {err='E' .. i}, {}} end return t")
+
+
+def spread_keys(port, backends, prefix, per_backend, rng, db=None):
+    """Keys on each backend: [[keys on backends[0]], ...], found by SET through
+    walnut and EXISTS on each backend directly. The keys are deleted again."""
+    buckets = [[] for _ in backends]
+    with h.Raw(port) as c:
+        for _round in range(40):
+            if all(len(b) >= per_backend for b in buckets):
+                break
+            batch = [b"%s:%08x" % (prefix, rng.getrandbits(32)) for _ in range(60)]
+            c.send(b"".join(resp("SET", k, "x") for k in batch))
+            c.expect(b"+OK\r\n" * len(batch), what="placing probe keys")
+            where = h.redis_placement(backends, batch, db=db)
+            for k in batch:
+                i = backends.index(where[k])
+                if len(buckets[i]) < per_backend:
+                    buckets[i].append(k)
+            c.send(b"".join(resp("DEL", k) for k in batch))
+            c.expect(b":1\r\n" * len(batch), what="deleting probe keys")
+    if not all(len(b) >= per_backend for b in buckets):
+        raise AssertionError("some backend has fewer than %d keys: %s" % (
+            per_backend, [len(b) for b in buckets]))
+    return buckets
+
+
+class RedisCase(h.ProxyTestCase):
+    """Helpers shared by the Redis test classes."""
+
+    def raw(self, port, timeout=h.IO_TIMEOUT):
+        c = h.Raw(port, timeout=timeout)
+        self.addCleanup(c.close)
+        return c
+
+    def start_redis(self, tmp, n, prefix="r", **kw):
+        out = []
+        for i in range(n):
+            r = h.RedisServer(tmp, name="%s%d" % (prefix, i), **kw).start()
+            self.addCleanup(r.stop)
+            out.append(r)
+        return out
+
+    def fake(self, cls, *args, **kw):
+        f = cls(*args, **kw)
+        self.addCleanup(f.stop)
+        return f
+
+    def exchange(self, port, data, timeout=h.IO_TIMEOUT):
+        """Replies to data (complete requests) on a fresh connection: (bytes, closed)."""
+        with h.Raw(port, timeout=timeout) as c:
+            return replies_to(c, data, timeout)
+
+    def assertSameAsDirect(self, proxy_port, direct_port, data, what="", flush=()):
+        """data through walnut and to redis-server directly: the same bytes, the
+        connection closed (or kept) alike. The servers in flush are emptied
+        before each pass (the keys must all live on the direct one)."""
+        for b in flush:
+            b.call("FLUSHALL")
+        got = self.exchange(proxy_port, data)
+        for b in flush:
+            b.call("FLUSHALL")
+        want = self.exchange(direct_port, data)
+        if got != want:
+            self.fail("%s%s\n  redis-server: %s closed=%s\n  walnut:       %s closed=%s" % (
+                what + ": " if what else "", h.show(data, 200), h.show(want[0], 400), want[1],
+                h.show(got[0], 400), got[1]))
+        return got[0]
+
+
+SENTINEL = b"--walnut-test-sentinel--"
+
+
+def replies_to(c, data, timeout=h.IO_TIMEOUT):
+    """Send data and an ECHO sentinel; return (the bytes before the sentinel's
+    reply, False), or (everything, True) if the connection closes first."""
+    mark = resp_bulk(SENTINEL)
+    try:
+        c.send(data + resp("ECHO", SENTINEL))
+    except OSError:
+        pass
+    end = time.monotonic() + timeout
+    while not c.buf.endswith(mark):
+        try:
+            if not c._fill(end):
+                out, c.buf = c.buf, b""
+                return out, True
+        except ConnectionResetError:
+            out, c.buf = c.buf, b""
+            return out, True
+        except socket.timeout:
+            raise AssertionError("no sentinel within %.1fs after %s; got %s" % (
+                timeout, h.show(data, 120), h.show(c.buf))) from None
+    out, c.buf = c.buf[:-len(mark)], b""
+    return out, False
+
+
+def resp_bulk(v):
+    return b"$%d\r\n%s\r\n" % (len(v), v)
+
+
+def resp_int(n):
+    return b":%d\r\n" % n
+
+
+def resp_array(items):
+    return b"*%d\r\n" % len(items) + b"".join(items)
+
+
+class TestRedis(RedisCase):
+    """One walnut (--workers 2) over three redis-servers: pool `alpha`
+    (defaults, timeout 10 s) and pool `tagged` (hash_tag "{}")."""
+
+    WORKERS = 2
+    NBACKENDS = 3
+    EXTRA_ARGS = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = h.TempDir()
+        cls.backends, cls.proxy = [], None
+        try:
+            cls.backends = [h.RedisServer(cls.tmp, name="r%d" % i).start()
+                            for i in range(cls.NBACKENDS)]
+            cls.pools = {"alpha": h.pool(cls.backends, redis=True, timeout=10000),
+                         "tagged": h.pool(cls.backends, redis=True, timeout=10000,
+                                          hash_tag="{}")}
+            cls.proxy = h.Proxy(cls.tmp, cls.pools, workers=cls.WORKERS,
+                                extra=cls.EXTRA_ARGS).start()
+            cls.port = cls.proxy.port("alpha")
+            cls.tport = cls.proxy.port("tagged")
+            cls.rng = random.Random(4321)
+            cls.keys_on = spread_keys(cls.port, cls.backends, b"sp", 30, cls.rng)
+        except BaseException:
+            cls._stop_all(check=False)
+            raise
+
+    @classmethod
+    def _stop_all(cls, check):
+        try:
+            if cls.proxy is not None:
+                cls.proxy.stop(check=check)
+        finally:
+            for b in cls.backends:
+                b.stop()
+            cls.tmp.cleanup()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._stop_all(check=True)  # SIGTERM: walnut must exit 0 promptly
+
+    def setUp(self):
+        self.assertProxyAlive()
+        for b in self.backends:
+            if not b.running():
+                b.start()
+            b.call("FLUSHALL")
+
+    def tearDown(self):
+        self.assertProxyAlive()
+
+    def assertProxyAlive(self):
+        if not self.proxy.alive():
+            self.fail("walnut is not running (exit status %s); log:\n%s" % (
+                self.proxy.proc.returncode, self.proxy.log()))
+
+    def key_per_backend(self, n=1, offset=0):
+        """n keys on every backend, interleaved: [b0k0, b1k0, b2k0, b0k1, ...]."""
+        return [bucket[j] for j in range(offset, offset + n) for bucket in self.keys_on]
+
+    def on(self, key):
+        """The backend (index) that holds key, asked directly."""
+        where = h.redis_placement(self.backends, [key])
+        return self.backends.index(where[h.resp_arg(key)])
+
+    # ------------------------------------------------------------- protocol
+
+    def test_inline_and_multibulk_requests(self):
+        """Inline requests (telnet style, quoted args, escapes) and multibulk
+        ones get the bytes redis-server sends."""
+        cases = [
+            b"PING\r\n", b"PING\n", b"ping hello\r\n", b"*1\r\n$4\r\nPING\r\n",
+            b"SET {k}1 \"a b\\x41\\n\"\r\nGET {k}1\r\n",
+            b"SET {k}2 'it''s'\r\n",             # unbalanced: closing quote not followed by space
+            b"SET {k}3 'it\\'s'\r\nGET {k}3\r\n",
+            b"SET {k}4 \"unterminated\r\n",
+            b"  \r\n\r\nPING\r\n",                # blank lines are no requests
+            b"ECHO \"\\t\\r\\x00\\xff\"\r\n",
+            b"set {k}5 v\r\n*2\r\n$3\r\nget\r\n$4\r\n{k}5\r\nGET {k}5\n",
+            b"\"GET\" '{k}5'\r\n",
+        ]
+        for data in cases:
+            self.assertSameAsDirect(self.tport, self.backends[self.on_tag(b"k")].port, data,
+                                    flush=self.backends)
+
+    def on_tag(self, tag):
+        """The backend index of hash tag `tag` in pool tagged (SET and look)."""
+        key = b"{%s}probe" % tag
+        with self.raw(self.tport) as c:
+            c.request(resp("SET", key, "1"), b"+OK\r\n")
+        i = self.on(key)
+        self.backends[i].call("DEL", key)
+        return i
+
+    def test_every_reply_type_relayed_byte_for_byte(self):
+        """+ - : $ $-1 $0 * *0 *-1 and 20 nested arrays, as redis-server sent them."""
+        k = b"{rt}k"
+        b = self.backends[self.on_tag(b"rt")].port
+        data = b"".join([
+            resp("SET", k, "v"), resp("GET", k), resp("GET", k + b"x"), resp("SET", k, ""),
+            resp("GET", k), resp("INCR", k + b"n"), resp("LRANGE", k + b"l", 0, -1),
+            resp("LPOP", k + b"l", 2), resp("HGET", k, "f"), resp("RPUSH", k + b"L", "a", "", "c"),
+            resp("LRANGE", k + b"L", 0, -1), resp("EVAL", NESTED_SCRIPT, 1, k, "argv"),
+            resp("EVAL", "return redis.error_reply('MYERR custom')", 1, k),
+            resp("EVAL", "return {1, {2, {3, {}}}, false}", 1, k),
+            resp("EVAL", "return redis.status_reply('STATUS')", 1, k),
+        ])
+        got = self.assertSameAsDirect(self.tport, b, data, flush=self.backends)
+        # sanity: the 20-level reply really is nested 20 deep
+        replies = h.resp_parse_all(got)
+        depth, v = 0, replies[11]
+        while isinstance(v, list):
+            depth += 1
+            v = v[2] if len(v) > 2 and isinstance(v[2], list) else None
+        self.assertEqual(depth, 20, "EVAL reply nesting")
+        self.assertIn(b"*-1\r\n", got)
+
+    def test_pipeline_one_byte_per_write(self):
+        """A pipeline of every kind of request, one byte per write: the same
+        replies as sent whole (and as redis-server answers)."""
+        keys = self.key_per_backend(2)
+        data = b"".join([
+            b"PING\r\n", resp("SET", keys[0], "v0"), resp("MSET", keys[1], "v1", keys[2], "v2"),
+            b"SET " + keys[3] + b" \"v 3\"\r\n",
+            resp("MGET", *keys[:4]), resp("DEL", keys[1], keys[2], keys[5]), resp("NOSUCH", "a"),
+            resp("GET"), resp("EXISTS", *keys), resp("ECHO", "x" * 300), resp("GET", keys[3]),
+        ])
+        whole, closed = self.exchange(self.port, data)
+        self.assertFalse(closed)
+        for b in self.backends:
+            b.call("FLUSHALL")
+        with self.raw(self.port) as c:
+            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for i in range(len(data)):
+                c.send(data[i:i + 1])
+                if i % 7 == 0:
+                    time.sleep(0.0005)  # let walnut see most bytes on their own
+            got, closed = replies_to(c, b"")
+        self.assertFalse(closed)
+        self.assertEqual(got, whole, h.describe_mismatch(whole, got))
+        self.assertEqual(h.resp_parse_all(got)[4], [b"v0", b"v1", b"v2", b"v 3"])
+
+    def test_split_at_every_point(self):
+        """A split MGET and a SET with a value, cut in two at every byte."""
+        keys = self.key_per_backend(1)
+        for b in self.backends:
+            b.call("FLUSHALL")
+        data = resp("SET", keys[0], "value\r\nwith crlf") + resp("MGET", keys[0], keys[1], keys[2])
+        want = b"+OK\r\n" + resp_array([resp_bulk(b"value\r\nwith crlf"), b"$-1\r\n", b"$-1\r\n"])
+        for i in range(1, len(data)):
+            with h.Raw(self.port) as c:
+                c.send(data[:i])
+                time.sleep(0.002)
+                c.send(data[i:])
+                c.expect(want, what="split at %d" % i)
+
+    def test_malformed_multibulk_same_error_then_close(self):
+        """Protocol errors: redis-server's text, then the connection closes; the
+        replies to earlier requests come first."""
+        d = self.backends[0].port
+        cases = [
+            b"*abc\r\n", b"*1\r\n$abc\r\n", b"*1\r\n$-1\r\n", b"*2\r\n$3\r\nGET\r\n$-1\r\n",
+            b"*1\r\nGET\r\n", b"*1\r\n:3\r\n", b"*2\r\n$3\r\nGET\r\n+x\r\n",
+            b"*1\r\n$4294967296\r\n", b"*1\r\n$536870913\r\n",  # over proto-max-bulk-len
+            b"*99999999999\r\n", b"*+1\r\n", b"*01\r\n", b"*1\r\n$04\r\n",
+            b"PING\r\n*1\r\n$x\r\n",   # the PONG first
+            b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n*\r\n",
+            b"SET a \"b\r\n",         # unbalanced quotes (inline)
+        ]
+        for data in cases:
+            with self.subTest(data=data):
+                self.assertSameAsDirect(self.port, d, data)
+                # and what redis-server sends is an error and a close
+                got, closed = self.exchange(self.port, data)
+                self.assertTrue(closed, h.show(data))
+                self.assertRegex(got, rb"-ERR Protocol error: [^\r\n]+\r\n$")
+
+    def test_empty_multibulk_is_no_request(self):
+        """*0, *-1 and *-5 are skipped (no reply), as redis-server does."""
+        d = self.backends[0].port
+        for data in (b"*0\r\nPING\r\n", b"*-1\r\n*1\r\n$4\r\nPING\r\n", b"*-5\r\nPING\r\n"):
+            self.assertEqual(self.assertSameAsDirect(self.port, d, data), b"+PONG\r\n")
+
+    def test_bulk_without_crlf_closes(self):
+        """A bulk not followed by CRLF: walnut answers its own protocol error and
+        closes (redis-server skips the two bytes unseen; documented difference,
+        see test_redis_differential.ALLOWED)."""
+        got, closed = self.exchange(self.port, b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n")
+        self.assertTrue(closed)
+        self.assertEqual(got, b"-ERR Protocol error: bulk data not followed by CRLF\r\n")
+
+    def _mid_bulk_disconnect(self, how):
+        # one hash tag: the three keys share a server (pool tagged)
+        before, half, marker = b"{mb}before", b"{mb}half", b"{mb}marker"
+        mons = [b.monitor() for b in self.backends]
+        for m in mons:
+            self.addCleanup(m.stop)
+        c = h.Raw(self.tport)
+        # a whole SET, then a SET whose value stops half way
+        c.send(resp("SET", before, "whole") + b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$100\r\n%s" % (
+            len(half), half, b"x" * 40))
+        c.expect(b"+OK\r\n")
+        time.sleep(0.1)
+        if how == "rst":
+            c.reset()
+        else:
+            c.sock.shutdown(socket.SHUT_WR)
+            c.expect_closed(what="walnut closes a client gone mid-bulk")
+            c.close()
+        # a marker through walnut to the same server: all before it has arrived
+        with self.raw(self.tport) as m:
+            m.request(resp("SET", marker, "1"), b"+OK\r\n")
+        i = self.on(before)
+        self.assertEqual(self.on(marker), i)
+        mons[i].wait_for(lambda e: e[2][:2] == [b"SET", marker])
+        seen = [e[2] for m in mons for e in m.commands()]
+        self.assertIn([b"SET", before, b"whole"], seen)
+        self.assertFalse([a for a in seen if half in a], "the half request reached a server")
+        for b in self.backends:
+            self.assertEqual(b.call("EXISTS", half), 0)
+
+    def test_client_gone_mid_bulk_fin(self):
+        self._mid_bulk_disconnect("fin")
+
+    def test_client_gone_mid_bulk_rst(self):
+        self._mid_bulk_disconnect("rst")
+
+    # -------------------------------------------------------------- routing
+
+    def routing_proxy(self):
+        """walnut on redis_routing.yml's pools (servers named r1 r2 r3, so
+        placement does not depend on ports) over this class's backends."""
+        names = ("r1", "r2", "r3")
+        servers = ["%s:1 %s" % (b.addr, n) for b, n in zip(self.backends, names)]
+        pools = {"routing": h.pool(servers, redis=True, timeout=10000),
+                 "routing_tag": h.pool(servers, redis=True, timeout=10000, hash_tag="{}")}
+        for p in pools.values():  # as nutcracker ran them: its defaults
+            p.pop("hash")
+            p.pop("distribution")
+        px = self.start_proxy(self.tmp, pools, workers=self.WORKERS, name="routing")
+        self.addCleanup(px.stop, check=False)
+        return px, dict(zip(names, self.backends))
+
+    def test_routing_matches_nutcracker(self):
+        """Every request of redis_routing.json (measured on nutcracker 0.5.0 with
+        MONITOR on each backend): the same reply and the same commands on the
+        same servers; where nutcracker closes the connection (EVAL numkeys 0,
+        MSET odd, MSETNX), walnut answers as a redis-server would. EXISTS is
+        split (nutcracker sends it whole to the first key's server)."""
+        with open(os.path.join(DATA, "placement", "redis_routing.json")) as f:
+            spec = json.load(f)
+        px, by_name = self.routing_proxy()
+        name_of = {b.port: n for n, b in by_name.items()}
+        # placement of every key the cases use, through walnut, read directly
+        for pool_name, where in spec["placement"].items():
+            with self.raw(px.port(pool_name)) as c:
+                for k in where:
+                    c.request(resp("SET", k, "p"), b"+OK\r\n")
+            got = h.redis_placement(self.backends, list(where))
+            for k, n in where.items():
+                self.assertEqual(name_of[got[k.encode()].port], n,
+                                 "pool %s key %r: walnut put it on %s, nutcracker on %s" % (
+                                     pool_name, k, name_of[got[k.encode()].port], n))
+            for b in self.backends:
+                b.call("FLUSHALL")
+        mons = {n: b.monitor() for n, b in by_name.items()}
+        for m in mons.values():
+            self.addCleanup(m.stop)
+        for case in spec["cases"]:
+            with self.subTest(note=case["note"]):
+                self.check_routing_case(spec, case, px, by_name, mons)
+
+    # nutcracker's behaviour walnut changes on purpose (note -> why)
+    ROUTING_DIFFS = {
+        "EVAL, numkeys 0": "closes; walnut forwards a keyless script to one server",
+        "EVAL, numkeys 0 with an ARGV": "closes; walnut forwards a keyless script to one server",
+        "EVAL, numkeys negative": "closes; walnut forwards, the server answers the error",
+        "EVAL, numkeys not a number": "closes; walnut forwards, the server answers the error",
+        "EVAL, no numkeys": "closes; walnut answers redis-server's arity error",
+        "EVALSHA, numkeys 0": "closes; walnut forwards a keyless script to one server",
+        "MSET, odd number of arguments": "closes; walnut answers redis-server's arity error",
+        "EXISTS is not split: all to the first key's server": "walnut splits EXISTS and sums",
+        "MSETNX is not supported": "closes; walnut refuses keys on several servers clearly",
+    }
+
+    def check_routing_case(self, spec, case, px, by_name, mons):
+        pool_name, req = case["pool"], [a.encode() for a in case["request"]]
+        for n, b in by_name.items():
+            b.call("FLUSHALL")
+            b.call("SCRIPT", "LOAD", spec["script"])
+            b.pipeline([("SET", k, n) for k in spec["placement"][pool_name]])
+        for m in mons.values():
+            m.clear()
+        got, closed = self.exchange(px.port(pool_name), resp(*req))
+        # everything the servers ran for it has reached MONITOR once a marker has
+        for n, b in by_name.items():
+            b.call("ECHO", "routing-marker")
+            mons[n].wait_for(lambda e: e[2] == [b"ECHO", b"routing-marker"])
+        seen = {}
+        for n, m in mons.items():
+            # leave out walnut's probes and the harness's own set-up
+            cmds = [e[2] for e in m.commands()
+                    if e[2] and e[2][0].upper() not in (b"PING", b"ECHO", b"SET", b"SCRIPT",
+                                                       b"FLUSHALL")]
+            if cmds:
+                seen[n] = [[c[0].lower()] + c[1:] for c in cmds]
+        nc_servers = {n: [[c[0].lower().encode()] + [a.encode() for a in c[1:]] for c in cmds]
+                      for n, cmds in case["servers"].items()}
+        why = self.ROUTING_DIFFS.get(case["note"])
+        if why is None:
+            self.assertFalse(closed, "walnut closed the connection")
+            self.assertEqual(got, case["reply"].encode(), "reply differs from nutcracker's")
+            self.assertEqual(seen, nc_servers, "commands per server differ from nutcracker's")
+            return
+        self.assertFalse(closed, "walnut closed the connection (nutcracker: %s)" % why)
+        if req[0].upper() == b"EXISTS":
+            self.assertEqual(got, case["reply"].encode())
+            place = spec["placement"][pool_name]
+            want = {}
+            for k in req[1:]:
+                want.setdefault(place[k.decode()], []).append(k)
+            self.assertEqual(seen, {n: [[b"exists"] + ks] for n, ks in want.items()})
+        elif req[0].upper() == b"MSETNX":
+            self.assertRegex(got, rb"^-ERR walnut cannot run 'msetnx' across servers[^\r\n]*\r\n$")
+            self.assertEqual(seen, {})
+        else:
+            # what a redis-server answers to the same request, asked directly
+            want, _ = self.exchange(by_name["r1"].port, resp(*req))
+            self.assertEqual(got, want, "walnut should answer as redis-server does")
+            self.assertLessEqual(len(seen), 1, "at most one server ran it: %r" % seen)
+
+    def test_placement_matches_nutcracker(self):
+        """redis_named (five servers with explicit names): a few hundred keys
+        (empty, binary, CR/LF, NUL, long) SET through walnut in 4 pools land on
+        the server nutcracker chose (test/data/placement/redis_named.tsv)."""
+        names = ["redis-10", "alpha", "redis-2", "zz", "b"]
+        tmp = self.tmpdir()
+        backends = self.start_redis(tmp, len(names), prefix="n")
+        servers = ["%s:1 %s" % (b.addr, n) for b, n in zip(backends, names)]
+        wanted = {"fnv1a_64_ketama": {}, "murmur_modula": {"hash": "murmur",
+                                                           "distribution": "modula"},
+                  "md5_ketama": {"hash": "md5", "distribution": "ketama"},
+                  "crc16_ketama": {"hash": "crc16", "distribution": "ketama"}}
+        pools = {}
+        for name, settings in wanted.items():
+            p = h.pool(servers, redis=True, timeout=10000)
+            p.pop("hash")
+            p.pop("distribution")
+            p.update(settings)
+            pools[name] = p
+        px = self.start_proxy(tmp, pools, workers=self.WORKERS, name="named")
+        table = {}
+        with open(os.path.join(DATA, "placement", "redis_named.tsv"), "rb") as f:
+            for line in f.read().split(b"\n"):
+                if line:
+                    pool_name, key_hex, server = line.split(b"\t")
+                    table.setdefault(pool_name.decode(), {})[bytes.fromhex(
+                        key_hex.decode())] = server.decode()
+        by_port = {b.port: n for b, n in zip(backends, names)}
+        checked = 0
+        for pool_name in wanted:
+            for b in backends:
+                b.call("FLUSHALL")
+            keys = list(table[pool_name])
+            self.assertIn(b"", keys)
+            with self.raw(px.port(pool_name)) as c:
+                c.send(b"".join(resp("SET", k, "v") for k in keys))
+                c.expect(b"+OK\r\n" * len(keys), what="SET through " + pool_name)
+            where = h.redis_placement(backends, keys)
+            bad = [(k, by_port[where[k].port], n) for k, n in table[pool_name].items()
+                   if by_port[where[k].port] != n]
+            self.assertEqual(bad[:5], [], "pool %s: %d of %d keys elsewhere than nutcracker "
+                             "put them (key, walnut, nutcracker)" % (pool_name, len(bad), len(keys)))
+            checked += len(keys)
+        self.assertGreater(checked, 700)
+        px.stop()
+
+    def test_empty_key(self):
+        """The empty key is a key like any other (nutcracker: hashes to 0)."""
+        with self.raw(self.port) as c:
+            c.request(resp("SET", "", "empty"), b"+OK\r\n")
+            c.request(resp("GET", ""), resp_bulk(b"empty"))
+            c.request(resp("MGET", "", self.keys_on[0][0], ""),
+                      resp_array([resp_bulk(b"empty"), b"$-1\r\n", resp_bulk(b"empty")]))
+            c.request(resp("EXISTS", "", ""), b":2\r\n")
+            c.request(resp("DEL", ""), b":1\r\n")
+        self.assertEqual(sum(b.call("EXISTS", "") for b in self.backends), 0)
+
+    def test_eval_routes_by_first_key(self):
+        """EVAL/EVALSHA go to the server of the first key after numkeys,
+        whatever ARGV holds; in the tagged pool, by the first key's tag."""
+        keys = self.key_per_backend(1)
+        script = "return redis.call('SET', KEYS[1], ARGV[1])"
+        sha = self.backends[0].call("SCRIPT", "LOAD", script).decode()
+        for b in self.backends[1:]:
+            b.call("SCRIPT", "LOAD", script)
+        with self.raw(self.port) as c:
+            for i, k in enumerate(keys):
+                other = keys[(i + 1) % 3]
+                c.request(resp("EVAL", script, 1, k, other), b"+OK\r\n")
+                c.request(resp("EVALSHA", sha, 2, k, other, b"sha:" + other), b"+OK\r\n")
+        where = h.redis_placement(self.backends, keys)
+        for i, k in enumerate(keys):
+            self.assertIs(where[k], self.backends[i])
+            self.assertEqual(self.backends[i].call("GET", k), b"sha:" + keys[(i + 1) % 3])
+        with self.raw(self.tport) as c:
+            c.request(resp("EVAL", script, 1, "{tg}a", "1"), b"+OK\r\n")
+            c.request(resp("EVAL", "return redis.call('SET', KEYS[2], ARGV[1])", 2, "{tg}a",
+                           "{tg}b", "2"), b"+OK\r\n")
+        w = h.redis_placement(self.backends, [b"{tg}a", b"{tg}b"])
+        self.assertIs(w[b"{tg}a"], w[b"{tg}b"])
+
+    # ------------------------------------------------------------ multi-key
+
+    def test_multikey_split_and_merged(self):
+        """MGET in key order with nils; DEL, UNLINK, TOUCH, EXISTS summed across
+        servers (EXISTS counts every server's keys: twemproxy sends it whole to
+        the first key's server); MSET +OK; each key where it belongs."""
+        keys = self.key_per_backend(3)
+        missing = [k + b":missing" for k in keys[:3]]
+        with self.raw(self.port) as c:
+            c.request(resp("MSET", *[x for k in keys for x in (k, b"v=" + k)]), b"+OK\r\n")
+            ask = [keys[0], missing[0], keys[4], keys[8], missing[2], keys[0]]
+            c.request(resp("MGET", *ask), resp_array(
+                [resp_bulk(b"v=" + k) if k in keys else b"$-1\r\n" for k in ask]))
+            with self.nc_differs("twemproxy sends EXISTS whole to the first key's server"):
+                c.request(resp("EXISTS", *(keys + missing)), resp_int(len(keys)))
+                c.request(resp("EXISTS", keys[0], keys[0], keys[1]), b":3\r\n")
+            c.request(resp("TOUCH", *(keys[:3] + missing)), b":3\r\n")
+            c.request(resp("UNLINK", keys[0], keys[1], missing[1]), b":2\r\n")
+            c.request(resp("DEL", *(keys + missing)), resp_int(len(keys) - 2))
+            c.request(resp("MGET", *keys[:3]), resp_array([b"$-1\r\n"] * 3))
+        for b in self.backends:
+            self.assertEqual(b.call("DBSIZE"), 0)
+
+    def test_mset_lands_on_each_keys_server(self):
+        keys = self.key_per_backend(4)
+        with self.raw(self.port) as c:
+            c.request(resp("MSET", *[x for k in keys for x in (k, b"m" + k)]), b"+OK\r\n")
+        where = h.redis_placement(self.backends, keys)
+        for i, k in enumerate(keys):
+            self.assertIs(where[k], self.backends[i % 3], k)
+            self.assertEqual(where[k].call("GET", k), b"m" + k)
+
+    def test_1000_keys_mget_mset(self):
+        """MSET and MGET of 1,000 keys across three servers, pipelined twice,
+        on a 100 KB-value mix; then DEL and EXISTS of all of them."""
+        rng = random.Random(7)
+        keys = [b"k1000:%d" % i for i in range(1000)]
+        vals = [bytes(rng.getrandbits(8) for _ in range(rng.choice((0, 1, 10, 200)))) for _ in keys]
+        vals[17] = b"x" * 100000
+        with self.raw(self.port) as c:
+            msetc = resp("MSET", *[x for kv in zip(keys, vals) for x in kv])
+            c.send(msetc * 2)
+            c.expect(b"+OK\r\n+OK\r\n")
+            want = resp_array([resp_bulk(v) for v in vals])
+            c.send(resp("MGET", *keys) * 2)
+            c.expect(want + want, what="two 1000-key MGETs")
+            c.request(resp("EXISTS", *keys), b":1000\r\n")
+            c.request(resp("DEL", *(keys + keys[:10])), b":1000\r\n")
+        counts = [b.call("DBSIZE") for b in self.backends]
+        self.assertEqual(counts, [0, 0, 0])
+
+    def test_one_server_commands_refused_across_servers(self):
+        """MSETNX, RENAME, RENAMENX, SMOVE-like commands whose keys are on two
+        servers: a clear -ERR and nothing sent; under one hash tag: they run."""
+        a, b = self.key_per_backend(1)[:2]
+        mons = [m for m in (x.monitor() for x in self.backends)]
+        for m in mons:
+            self.addCleanup(m.stop)
+        with self.raw(self.port) as c:
+            c.request(resp("SET", a, "1"), b"+OK\r\n")
+            for cmd in (("MSETNX", a, "1", b, "2"), ("RENAME", a, b), ("RENAMENX", a, b),
+                        ("BITOP", "AND", a, a, b), ("LCS", a, b)):
+                c.send(resp(*cmd))
+                line = c.recv_line()
+                self.assertRegex(line, rb"^-ERR walnut cannot run '%s' across servers: "
+                                 rb"[^\r\n]+hash tag[^\r\n]*\r\n$" % cmd[0].lower().encode(), cmd)
+            c.request(resp("GET", a), resp_bulk(b"1"))
+        time.sleep(0.2)
+        for m in mons:
+            self.assertFalse([e for e in m.commands() if e[2] and e[2][0].upper() in (
+                b"MSETNX", b"RENAME", b"RENAMENX", b"BITOP", b"LCS")])
+        with self.raw(self.tport) as c:
+            c.request(resp("MSETNX", "{u1}a", "1", "{u1}b", "2"), b":1\r\n")
+            c.request(resp("MSETNX", "{u1}a", "1", "{u1}c", "2"), b":0\r\n")
+            c.request(resp("RENAME", "{u1}a", "{u1}z"), b"+OK\r\n")
+            c.request(resp("RENAMENX", "{u1}b", "{u1}z"), b":0\r\n")
+            c.request(resp("MGET", "{u1}a", "{u1}b", "{u1}z"),
+                      resp_array([b"$-1\r\n", resp_bulk(b"2"), resp_bulk(b"1")]))
+            c.request(resp("LCS", "{u1}b", "{u1}z"), resp_bulk(b""))
+
+    def test_multikey_part_fails(self):
+        """One server of three killed: a split MGET/DEL/MSET/EXISTS answers one
+        error line naming the cause for the whole command, the connection stays
+        usable, and concurrent clients only ever get their own keys' values."""
+        tmp = self.tmpdir()
+        backends = self.start_redis(tmp, 3, prefix="pf")
+        px = self.start_proxy(tmp, {"p": h.pool(backends, redis=True, timeout=1000)},
+                              workers=self.WORKERS, name="partfail")
+        port = px.port()
+        buckets = spread_keys(port, backends, b"pf", 4, random.Random(3))
+        keys = [bk[j] for j in range(4) for bk in buckets]
+        with h.Raw(port) as c:
+            c.request(resp("MSET", *[x for k in keys for x in (k, b"v" + k)]), b"+OK\r\n")
+        # readers: each its own keys on the two live servers, checking every reply
+        stop = threading.Event()
+        errors = []
+        counts = [0] * 4
+
+        def reader(n):
+            mine = [k + b":%d" % n for k in keys]
+            try:
+                with h.Raw(port, timeout=10) as c:
+                    c.request(resp("MSET", *[x for k in mine for x in (k, k)]), b"+OK\r\n")
+                    while not stop.is_set() and counts[n] < 5000:
+                        c.send(resp("MGET", *mine))
+                        got = h.resp_parse(c.recv_resp())[0]
+                        counts[n] += 1
+                        if isinstance(got, RespError):
+                            continue  # the dead server's part
+                        if got != mine:
+                            errors.append((n, got))
+                            return
+            except (AssertionError, OSError) as e:
+                errors.append((n, repr(e)))
+
+        threads = [threading.Thread(target=reader, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        backends[2].kill()
+        with h.Raw(port) as c:
+            for cmd in (("MGET",) + tuple(keys), ("DEL",) + tuple(keys[:3]),
+                        ("MSET",) + tuple(x for k in keys for x in (k, "z")),
+                        ("EXISTS",) + tuple(keys), ("UNLINK",) + tuple(keys[:3])):
+                c.send(resp(*cmd))
+                self.assertRegex(c.recv_resp(), RX_FAIL, cmd[0])
+                c.request(resp("PING"), b"+PONG\r\n", what="still usable after " + cmd[0])
+            # the live servers' parts of the MSET ran: keys[3] is on a live one
+            c.request(resp("GET", keys[3]), resp_bulk(b"z"))
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(errors, [], "a reader got something not its own (or lost its "
+                         "connection); MGETs per reader: %s" % counts)
+        self.assertTrue(all(n > 0 for n in counts), counts)
+        backends[2].start()
+
+
+if __name__ == "__main__":
+    h.main()
