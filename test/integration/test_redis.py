@@ -49,11 +49,13 @@ NESTED_SCRIPT = ("local t = {KEYS[1], 0, {ok='fine'}, false, ARGV[1]} "
                  "for i = 1, 19 do t = {i, 'lvl' .. i, t, {err='E' .. i}, {}} end return t")
 
 
-def spread_keys(port, backends, prefix, per_backend, rng, db=None):
+def spread_keys(port, backends, prefix, per_backend, rng, db=None, auth=None):
     """Keys on each backend: [[keys on backends[0]], ...], found by SET through
     walnut and EXISTS on each backend directly. The keys are deleted again."""
     buckets = [[] for _ in backends]
     with h.Raw(port) as c:
+        if auth is not None:
+            c.request(resp("AUTH", auth), b"+OK\r\n")
         for _round in range(40):
             if all(len(b) >= per_backend for b in buckets):
                 break
@@ -705,6 +707,345 @@ class TestRedis(RedisCase):
                          "connection); MGETs per reader: %s" % counts)
         self.assertTrue(all(n > 0 for n in counts), counts)
         backends[2].start()
+
+    # --------------------------------------------------------- local answers
+
+    def test_unknown_and_arity_errors_in_order(self):
+        """Unknown commands and wrong arity: redis-server's exact texts, in
+        order among forwarded replies, the connection kept (twemproxy closes)."""
+        d = self.backends[self.on_tag(b"ua")].port
+        data = b"".join([
+            resp("SET", "{ua}a", "1"), resp("NOSUCHCMD", "x", "y"), resp("GET"),
+            resp("GET", "{ua}a"), b"FOO \"bar baz\" 'q'\r\n", resp("X" * 60, "a" * 200, "b"),
+            resp("nosuch", "a\r\nb", "c\x00d", "e" * 100, "f" * 30),
+            resp("SET", "{ua}a"), resp("MSET", "{ua}a", "1", "{ua}b"), resp("get", "{ua}a", "x"),
+            resp("GETX"), resp("MGET"), resp("EVAL", "return 1"),
+            resp("ECHO"), resp("SELECT"), resp("CLIENT"), resp("COMMAND", "NOSUCH"),
+            resp("PING"), resp("GET", "{ua}a"),
+        ])
+        with self.nc_differs("twemproxy closes the connection at an unknown command"):
+            got = self.assertSameAsDirect(self.tport, d, data, flush=self.backends)
+        self.assertTrue(got.endswith(b"+PONG\r\n$1\r\n1\r\n"))
+
+    def test_unknown_command_long_name_many_args(self):
+        """redis-server's unknown-command text shows up to 128 bytes of the name
+        and every argument while the text so far is under 128 bytes."""
+        d = self.backends[0].port
+        for cmd in (("X" * 200, "a"), ("Y" * 100, "b"), ("nosuch",) + tuple("arg%d" % i for i in range(50)),
+                    ("nosuch",) + tuple("%d" % i for i in range(12))):
+            with self.subTest(name=cmd[0][:10], nargs=len(cmd)):
+                self.assertSameAsDirect(self.port, d, resp(*cmd))
+
+    def test_ping_echo(self):
+        d = self.backends[0].port
+        data = b"".join([resp("PING"), resp("PING", "hello world"), resp("PING", ""),
+                         resp("ECHO", "x\r\n\x00\xff"), resp("ECHO", ""),
+                         resp("ECHO", "e" * 60000), b"ping\r\necho inline\r\n"])
+        with self.nc_differs("twemproxy rejects PING <msg> and ECHO"):
+            self.assertSameAsDirect(self.port, d, data)
+
+    def test_ping_extra_args_arity_error(self):
+        """PING with two arguments: redis-server's arity error (its COMMAND INFO
+        arity is -1, but pingCommand refuses more than one argument)."""
+        self.assertSameAsDirect(self.port, self.backends[0].port,
+                                resp("PING", "a", "b") + resp("PING", "a", "b", "c"))
+
+    def test_echo_ping_long_argument(self):
+        """ECHO and PING of arguments over 64 KiB (walnut's key copy limit) and
+        up to 8 MB: the argument back, as redis-server sends it."""
+        tmp = self.tmpdir()
+        backends = self.start_redis(tmp, 1, prefix="el")
+        px = self.start_proxy(tmp, {"p": h.pool(backends, redis=True, timeout=5000)},
+                              workers=1, name="echolong")
+        for n in (65536, 65537, 100000, 8 << 20):
+            for cmd in ("ECHO", "PING"):
+                if not px.alive():
+                    break
+                with self.subTest(cmd=cmd, n=n):
+                    v = bytes(random.Random(n).getrandbits(8) for _ in range(64)) * (n // 64) + \
+                        b"z" * (n % 64)
+                    with h.Raw(px.port()) as c:
+                        c.send(resp(cmd, v))
+                        got = c.recv_exact(len(resp_bulk(v)), timeout=10)
+                    self.assertTrue(got == resp_bulk(v), "%s of %d bytes: got %d bytes, %s" % (
+                        cmd, n, len(got), "same" if got == resp_bulk(v) else
+                        "differ at %d: %r" % (h.first_diff(got, resp_bulk(v)),
+                                              got[h.first_diff(got, resp_bulk(v)):][:40])))
+                    self.assertTrue(px.alive(), "walnut died (exit status %s)" % (
+                        px.proc.poll(),))
+
+    def test_quit_after_earlier_replies(self):
+        """QUIT: +OK after the earlier replies, then the connection closes, and
+        nothing sent after it runs."""
+        k = self.key_per_backend(1)
+        with self.raw(self.port) as c:
+            c.send(resp("SET", k[0], "1") + resp("MGET", *k) + resp("QUIT") +
+                   resp("SET", k[1], "after") + b"PING\r\n")
+            with self.nc_differs("twemproxy closes without +OK"):
+                c.expect(b"+OK\r\n" + resp_array([resp_bulk(b"1"), b"$-1\r\n", b"$-1\r\n"]) +
+                         b"+OK\r\n")
+            c.expect_closed()
+        time.sleep(0.1)
+        self.assertEqual(sum(b.call("EXISTS", k[1]) for b in self.backends), 0)
+        # as redis-server does
+        self.assertSameAsDirect(self.port, self.backends[0].port, b"PING\r\nQUIT\r\nPING\r\n")
+
+    def test_select(self):
+        """SELECT 0 (and SELECT <redis_db>) is +OK; any other db a clear -ERR."""
+        with self.raw(self.port) as c:
+            c.request(resp("SELECT", "0"), b"+OK\r\n")
+            for db in ("1", "15", "x", "-1", "00"):
+                c.send(resp("SELECT", db))
+                self.assertRegex(c.recv_line(), rb"^-ERR walnut serves one database per pool "
+                                 rb"\(redis_db 0\); SELECT 0 or 0 only\r\n$")
+            c.request(resp("PING"), b"+PONG\r\n")
+
+    def test_hello(self):
+        """HELLO and HELLO 2: a RESP2 map like redis-server's, plus walnut's
+        `proxy` field; HELLO 3 -NOPROTO (clients fall back to RESP2); bad
+        versions get redis-server's texts."""
+        with self.raw(self.port) as c:
+            for cmd in (("HELLO",), ("HELLO", "2"), ("hello", "2", "SETNAME", "hi")):
+                m = c.call(*cmd)
+                self.assertIsInstance(m, list, cmd)
+                fields = dict(zip(m[0::2], m[1::2]))
+                self.assertEqual(m[0::2], [b"server", b"version", b"proto", b"id", b"mode",
+                                           b"role", b"modules", b"proxy"])
+                self.assertEqual((fields[b"server"], fields[b"proto"], fields[b"mode"],
+                                  fields[b"role"], fields[b"modules"]),
+                                 (b"redis", 2, b"standalone", b"master", []))
+                self.assertRegex(fields[b"proxy"], rb"^walnut ")
+                self.assertEqual(fields[b"id"], c.call("CLIENT", "ID"))
+            c.request(resp("HELLO", "3"), b"-NOPROTO unsupported protocol version\r\n")
+        # the same texts as redis-server for versions it refuses too
+        self.assertSameAsDirect(self.port, self.backends[0].port, b"".join(
+            resp(*a) for a in (("HELLO", "4"), ("HELLO", "x"), ("HELLO", "2", "NOSUCH"),
+                               ("HELLO", "1"), ("HELLO", "0"))))
+
+    def test_hello_setname_is_kept(self):
+        """HELLO 2 SETNAME <name> names the connection, as redis-server does
+        (CLIENT GETNAME answers it)."""
+        with self.raw(self.port) as c:
+            self.assertIsInstance(c.call("HELLO", "2", "SETNAME", "myname"), list)
+            c.request(resp("CLIENT", "GETNAME"), resp_bulk(b"myname"))
+
+    def test_client_subcommands(self):
+        """CLIENT SETNAME/GETNAME/ID/INFO/SETINFO answered by walnut; others a
+        clear -ERR; redis-server's texts for a bad name and wrong arity."""
+        with self.raw(self.port) as c, self.raw(self.port) as c2:
+            c.request(resp("CLIENT", "GETNAME"), b"$-1\r\n")
+            c.request(resp("CLIENT", "SETNAME", "worker-1"), b"+OK\r\n")
+            c.request(resp("CLIENT", "GETNAME"), resp_bulk(b"worker-1"))
+            i1, i2 = c.call("CLIENT", "ID"), c2.call("CLIENT", "ID")
+            self.assertIsInstance(i1, int)
+            self.assertNotEqual(i1, i2)
+            self.assertEqual(c.call("CLIENT", "ID"), i1)
+            info = c.call("CLIENT", "INFO")
+            self.assertRegex(info, rb"^id=%d .*name=worker-1 " % i1)
+            self.assertTrue(info.endswith(b"\n"))
+            c.request(resp("CLIENT", "SETINFO", "LIB-NAME", "redis-py"), b"+OK\r\n")
+            c.request(resp("CLIENT", "SETINFO", "lib-ver", "4.3.4"), b"+OK\r\n")
+            c.request(resp("CLIENT", "SETNAME", ""), b"+OK\r\n")
+            c.request(resp("CLIENT", "GETNAME"), b"$-1\r\n")
+            for sub in (("LIST",), ("KILL", "ID", "1"), ("PAUSE", "10"), ("NOSUCH",),
+                        ("TRACKING", "on"), ("REPLY", "OFF")):
+                c.send(resp("CLIENT", *sub))
+                self.assertRegex(c.recv_line(), rb"^-ERR CLIENT %s is not supported by walnut"
+                                 rb"[^\r\n]*\r\n$" % sub[0].encode(), sub)
+            c.request(resp("PING"), b"+PONG\r\n")
+        self.assertSameAsDirect(self.port, self.backends[0].port, b"".join(
+            resp(*a) for a in (("CLIENT", "SETNAME", "a b"), ("CLIENT", "SETNAME", "a\nb"),
+                               ("CLIENT",), ("CLIENT", "GETNAME"))))
+
+    def test_command_forwarded(self):
+        """COMMAND, COMMAND COUNT, COMMAND INFO, COMMAND DOCS go to a server:
+        redis-server's own answer (twemproxy rejects COUNT and DOCS)."""
+        d = self.backends[0].port
+        for cmd in (("COMMAND", "COUNT"), ("COMMAND", "INFO", "get", "mset"),
+                    ("COMMAND", "DOCS", "get"), ("COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"),
+                    ("COMMAND", "LIST", "FILTERBY", "PATTERN", "getd*")):
+            with self.nc_differs("twemproxy rejects COMMAND with arguments"):
+                self.assertSameAsDirect(self.port, d, resp(*cmd))
+        with self.raw(self.port) as c:
+            self.assertEqual(len(c.call("COMMAND")), self.backends[0].call("COMMAND", "COUNT"))
+
+    UNSUPPORTED = {
+        r"transactions need a dedicated server connection": (
+            ("MULTI",), ("EXEC",), ("DISCARD",), ("WATCH", "k"), ("UNWATCH",)),
+        r"pub/sub needs a dedicated server connection": (
+            ("SUBSCRIBE", "c"), ("PSUBSCRIBE", "c*"), ("PUBLISH", "c", "m"),
+            ("UNSUBSCRIBE",), ("PUBSUB", "CHANNELS"), ("SSUBSCRIBE", "c")),
+        r"blocking commands would stall a shared server connection": (
+            ("BLPOP", "k", "0"), ("BRPOP", "k", "0"), ("BLMOVE", "a", "b", "LEFT", "LEFT", "0"),
+            ("BZPOPMIN", "k", "0"), ("BRPOPLPUSH", "a", "b", "0"), ("WAIT", "0", "0")),
+        r"the keyspace is spread over all servers": (
+            ("KEYS", "*"), ("SCAN", "0"), ("FLUSHALL",), ("FLUSHDB",), ("DBSIZE",),
+            ("RANDOMKEY",), ("SWAPDB", "0", "1")),
+        r"it describes one server; ask that server directly": (
+            ("INFO",), ("TIME",), ("SLOWLOG", "GET"), ("OBJECT", "ENCODING", "k")),
+        r"server administration goes to each server directly": (
+            ("CONFIG", "GET", "maxmemory"), ("SHUTDOWN",), ("DEBUG", "SLEEP", "0"), ("MONITOR",),
+            ("SAVE",), ("ACL", "WHOAMI")),
+        r"scripts and functions are managed on each server directly": (
+            ("SCRIPT", "LOAD", "return 1"), ("FUNCTION", "LIST")),
+        r"streams are not supported": (("XADD", "s", "*", "f", "v"), ("XLEN", "s")),
+        r"walnut is not a Redis Cluster node": (("CLUSTER", "INFO"), ("READONLY",)),
+    }
+
+    def test_unsupported_commands_refused_with_reason(self):
+        """Transactions, pub/sub, blocking, keyspace-wide and admin commands:
+        one -ERR naming the command and why; nothing sent; the connection stays
+        usable (twemproxy closes it)."""
+        with self.raw(self.port) as c:
+            for reason, cmds in self.UNSUPPORTED.items():
+                for cmd in cmds:
+                    c.send(resp(*cmd))
+                    with self.nc_differs("twemproxy closes the connection"):
+                        self.assertEqual(c.recv_line(), b"-ERR unsupported command '%s': %s\r\n" % (
+                            cmd[0].lower().encode(), reason.encode()))
+            c.request(resp("PING"), b"+PONG\r\n")
+            c.request(resp("SET", self.keys_on[0][0], "still"), b"+OK\r\n")
+        self.assertEqual(self.backends[0].call("GET", self.keys_on[0][0]), b"still")
+
+    # ------------------------------------------------------- AUTH, redis_db
+
+    PASSWORD = "s3cr3t-pw"
+
+    def test_auth(self):
+        """redis_auth with requirepass backends: NOAUTH before AUTH (unknown
+        commands and wrong arity still get their own errors, as redis-server
+        answers them first), twemproxy's texts for AUTH, AUTH default <pw>,
+        a failed AUTH logs the client out again (twemproxy's rule)."""
+        tmp = self.tmpdir()
+        backends = self.start_redis(tmp, 2, prefix="au", password=self.PASSWORD)
+        px = self.start_proxy(tmp, {"p": h.pool(backends, redis=True, timeout=5000,
+                                                redis_auth=self.PASSWORD)},
+                              workers=self.WORKERS, name="auth")
+        port = px.port()
+        noauth = b"-NOAUTH Authentication required\r\n"
+        with self.raw(port) as c:
+            for cmd in (("PING",), ("GET", "k"), ("SET", "k", "v"), ("MGET", "a", "b", "c"),
+                        ("ECHO", "x"), ("SELECT", "0"), ("CLIENT", "ID"), ("COMMAND",),
+                        ("EVAL", "return 1", "0"), ("MULTI",)):
+                c.request(resp(*cmd), noauth, what=cmd[0])
+            c.request(resp("HELLO"), b"-NOAUTH HELLO must be called with the client already "
+                      b"authenticated, otherwise the HELLO AUTH <user> <pass> option can be used "
+                      b"to authenticate the client and select the RESP protocol version at the "
+                      b"same time\r\n")
+            c.request(resp("AUTH", "wrong"), b"-ERR invalid password\r\n")
+            c.request(resp("AUTH", "default", "wrong"), b"-ERR invalid password\r\n")
+            c.request(resp("AUTH", "nobody", self.PASSWORD), b"-ERR invalid password\r\n")
+            c.request(resp("GET", "k"), noauth)
+            c.request(resp("AUTH", self.PASSWORD), b"+OK\r\n")
+            c.request(resp("SET", "k", "v"), b"+OK\r\n")
+            c.request(resp("MSET", "a", "1", "b", "2", "c", "3", "d", "4"), b"+OK\r\n")
+            c.request(resp("MGET", "k", "a", "d"), resp_array([resp_bulk(b"v"), resp_bulk(b"1"),
+                                                              resp_bulk(b"4")]))
+            c.request(resp("AUTH", "wrong"), b"-ERR invalid password\r\n")
+            c.request(resp("GET", "k"), noauth, what="after a failed AUTH (twemproxy's rule)")
+            c.request(resp("AUTH", "default", self.PASSWORD), b"+OK\r\n")
+            c.request(resp("GET", "k"), resp_bulk(b"v"))
+        # unknown command and wrong arity before AUTH: what redis-server says
+        d = backends[0].port
+        data = resp("NOSUCH", "a") + resp("GET") + resp("MSET", "a") + resp("MSET", "a", "b")
+        got, want = [], []
+        for p_, out in ((port, got), (d, want)):
+            with h.Raw(p_) as c:
+                c.send(data)
+                out.extend(c.recv_resp() for _ in range(4))
+        self.assertEqual(got[:3], want[:3])
+        self.assertEqual((got[3], want[3]), (noauth, b"-NOAUTH Authentication required.\r\n"),
+                         "walnut: twemproxy's NOAUTH text (no period)")
+        # AUTH and a command in one write; HELLO 2 AUTH
+        with self.raw(port) as c:
+            c.request(resp("AUTH", self.PASSWORD) + resp("GET", "k"), b"+OK\r\n$1\r\nv\r\n")
+        with self.raw(port) as c:
+            c.request(resp("HELLO", "2", "AUTH", "default", "bad"), b"-ERR invalid password\r\n")
+            m = c.call("HELLO", "2", "AUTH", "default", self.PASSWORD)
+            self.assertEqual(m[:2], [b"server", b"redis"])
+            c.request(resp("GET", "k"), resp_bulk(b"v"))
+        # an unauthenticated client gets redis-server's small limits
+        for data in (resp(*["x"] * 11), b"*2\r\n$3\r\nGET\r\n$20000\r\n"):
+            got, want = [], []
+            for p_, out in ((port, got), (d, want)):
+                with h.Raw(p_) as c:
+                    c.send(data)
+                    out.append(c.recv_until_closed())
+            self.assertEqual(got, want, h.show(data))
+        px.stop()
+
+    def test_auth_without_redis_auth(self):
+        """No redis_auth: AUTH x gets redis-server's own text; backends that
+        want a password answer data commands with their NOAUTH, relayed."""
+        d = self.backends[0].port
+        self.assertSameAsDirect(self.port, d, resp("AUTH", "x") + resp("AUTH", "a" * 100))
+        tmp = self.tmpdir()
+        backends = self.start_redis(tmp, 1, prefix="np", password="pw")
+        px = self.start_proxy(tmp, {"p": h.pool(backends, redis=True, timeout=5000)},
+                              workers=1, name="nopass")
+        with self.raw(px.port()) as c:
+            c.request(resp("GET", "k"), b"-NOAUTH Authentication required.\r\n")
+            c.request(resp("PING"), b"+PONG\r\n")
+
+    def test_auth_default_user_without_redis_auth(self):
+        """No redis_auth and backends without a password: redis-server accepts
+        AUTH default <anything> (the default user is nopass); so should walnut
+        (redis-py with username='default' sends exactly this); another user
+        gets redis-server's -WRONGPASS."""
+        self.assertSameAsDirect(self.port, self.backends[0].port,
+                                resp("AUTH", "default", "x") + resp("PING"))
+        # and another user: redis-server's WRONGPASS
+        self.assertSameAsDirect(self.port, self.backends[0].port,
+                                resp("AUTH", "someone", "x") + resp("PING"))
+
+    def test_redis_db(self):
+        """redis_db: 3: keys written through walnut are in db 3 on the servers;
+        SELECT 0 and SELECT 3 are +OK, others refused."""
+        tmp = self.tmpdir()
+        backends = self.start_redis(tmp, 3, prefix="db")
+        px = self.start_proxy(tmp, {"p": h.pool(backends, redis=True, timeout=5000, redis_db=3)},
+                              workers=self.WORKERS, name="db3")
+        keys = [k for b in spread_keys(px.port(), backends, b"db3", 20, random.Random(3), db=3)
+                for k in b]
+        with self.raw(px.port()) as c:
+            c.request(resp("MSET", *[x for k in keys for x in (k, b"v" + k)]), b"+OK\r\n")
+            c.request(resp("SET", "one", "1"), b"+OK\r\n")
+            c.request(resp("SELECT", "3"), b"+OK\r\n")
+            c.request(resp("SELECT", "0"), b"+OK\r\n")
+            c.send(resp("SELECT", "1"))
+            self.assertRegex(c.recv_line(), rb"^-ERR walnut serves one database per pool "
+                             rb"\(redis_db 3\)[^\r\n]*\r\n$")
+            c.request(resp("MGET", *keys), resp_array([resp_bulk(b"v" + k) for k in keys]))
+        where = h.redis_placement(backends, keys + [b"one"], db=3)
+        self.assertEqual(len({b.port for b in where.values()}), 3, "keys on every server")
+        for b in backends:
+            self.assertEqual(b.call("DBSIZE", db=0), 0, "db 0 of %s" % b.name)
+        self.assertEqual(sum(b.call("DBSIZE", db=3) for b in backends), len(keys) + 1)
+        px.stop()
+
+    def test_long_redis_auth(self):
+        """A 1500-byte password (once underflowed a buffer in the health probe):
+        clients authenticate, the probes pass (nothing is ejected), data flows."""
+        pw = "".join(random.Random(5).choice("abcdefghijklmnopqrstuvwxyz0123456789")
+                     for _ in range(1500))
+        tmp = self.tmpdir()
+        backends = self.start_redis(tmp, 2, prefix="lp", password=pw)
+        px = self.start_proxy(tmp, {"p": h.pool(backends, redis=True, timeout=2000,
+                                                redis_auth=pw, auto_eject_hosts=True,
+                                                server_failure_limit=1,
+                                                health_check_interval=100)},
+                              workers=self.WORKERS, name="longpw")
+        keys = [k for b in spread_keys(px.port(), backends, b"lp", 10, random.Random(4), auth=pw)
+                for k in b]
+        with self.raw(px.port()) as c:
+            c.request(resp("AUTH", pw), b"+OK\r\n")
+            c.request(resp("MSET", *[x for k in keys for x in (k, k)]), b"+OK\r\n")
+            time.sleep(1.0)  # ten probe rounds
+            c.request(resp("MGET", *keys), resp_array([resp_bulk(k) for k in keys]))
+        where = h.redis_placement(backends, keys)
+        self.assertEqual(len({b.port for b in where.values()}), 2)
+        self.assertNotRegex(px.log(), r"ejected|failed|WARN|ERROR")
+        px.stop()
 
 
 if __name__ == "__main__":
