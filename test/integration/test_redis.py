@@ -1047,6 +1047,151 @@ class TestRedis(RedisCase):
         self.assertNotRegex(px.log(), r"ejected|failed|WARN|ERROR")
         px.stop()
 
+    # ---------------------------------------------------------- server side
+
+    def test_oom_relayed(self):
+        """A server over maxmemory: its -OOM reaches the client as the server
+        said it (twemproxy answers -ERR Invalid argument) and the server is not
+        treated as broken: the next read works."""
+        k = self.keys_on[1][0]
+        b = self.backends[1]
+        b.call("SET", k, "before")
+        b.call("CONFIG", "SET", "maxmemory", "1")
+        try:
+            with self.nc_differs("twemproxy turns -OOM into -ERR Invalid argument"):
+                self.assertSameAsDirect(self.port, b.port, resp("SET", k, "v") + resp("GET", k) +
+                                        resp("MSET", k, "1", k + b"x", "2"))
+        finally:
+            b.call("CONFIG", "SET", "maxmemory", "0")
+        with self.raw(self.port) as c:
+            c.request(resp("SET", k, "after"), b"+OK\r\n")
+
+    def test_busy_relayed(self):
+        """A server running a long script: -BUSY relayed as it said it; after
+        SCRIPT KILL the server answers through walnut again."""
+        b = self.backends[2]
+        k = self.keys_on[2][0]
+        b.call("CONFIG", "SET", "busy-reply-threshold", "50")
+        busy = h.Raw(b.port)
+        self.addCleanup(busy.close)
+        busy.send(resp("EVAL", "local i = 0 while true do i = i + 1 end", 0))
+        time.sleep(0.2)
+        try:
+            with h.Raw(b.port) as d:
+                want = d.call("GET", k)
+            self.assertIsInstance(want, RespError)
+            self.assertTrue(want.startswith(b"BUSY "), want)
+            with self.raw(self.port) as c:
+                with self.nc_differs("twemproxy turns -BUSY into -ERR Invalid argument"):
+                    c.request(resp("GET", k), b"-%s\r\n" % want)
+        finally:
+            h.redis_call(b.port, "SCRIPT", "KILL")
+        self.assertRegex(busy.recv_line(), rb"^-ERR Script killed by user with SCRIPT KILL")
+        with self.raw(self.port) as c:
+            c.request(resp("SET", k, "v"), b"+OK\r\n")
+            c.request(resp("GET", k), resp_bulk(b"v"))
+
+    def fake_pool(self, fake, **settings):
+        settings.setdefault("timeout", 2000)
+        px = self.start_proxy(self.tmpdir(), {"p": h.pool([fake], redis=True, **settings)},
+                              workers=1, name="fake")
+        return px, px.port()
+
+    def test_loading_and_masterdown_relayed(self):
+        """-LOADING and -MASTERDOWN from a server reach the client verbatim."""
+        for line in (b"-LOADING Redis is loading the dataset in memory\r\n",
+                     b"-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is "
+                     b"set to 'no'.\r\n"):
+            f = self.fake(fakes.ErrorRedis, line)
+            px, port = self.fake_pool(f)
+            with self.raw(port) as c:
+                c.request(resp("GET", "k"), line)
+                c.request(resp("GET", "k"), line)
+                c.request(resp("PING"), b"+PONG\r\n")
+            px.stop()
+
+    def check_misbehaving_server(self, fake, port, good_prefix, nclients=3):
+        """Clients GET their own keys from a misbehaving fake: each reply is
+        that client's value or an -ERR; never another's, never the junk."""
+        errors, seen = [], [0, 0]
+
+        def client(n):
+            try:
+                with h.Raw(port, timeout=10) as c:
+                    for i in range(40):
+                        key = b"k%d-%d" % (n, i)
+                        fake.store[key] = b"%s%d-%d" % (good_prefix, n, i)
+                        c.send(resp("GET", key))
+                        got = c.recv_resp()
+                        if got == resp_bulk(fake.store[key]):
+                            seen[0] += 1
+                        elif re.match(RX_FAIL, got):
+                            seen[1] += 1
+                        else:
+                            errors.append((n, key, got))
+                    c.request(resp("PING"), b"+PONG\r\n")
+            except (AssertionError, OSError) as e:
+                errors.append((n, repr(e)))
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(nclients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors[:10], [], "%d replies not the client's own (or lost connections); "
+                         "%d right, %d -ERR" % (len(errors), seen[0], seen[1]))
+        return seen
+
+    def test_stray_reply_closes_server_connection(self):
+        """A server that sends a reply nobody asked for (right after the real
+        one, nothing else in flight): walnut sees bytes where no request waits,
+        closes that connection; the client gets its own value every time and
+        keeps its connection."""
+        f = self.fake(fakes.StrayReplyRedis)
+        px, port = self.fake_pool(f)
+        good, failed = self.check_misbehaving_server(f, port, b"val", nclients=1)
+        self.assertEqual((good, failed), (40, 0))
+        self.assertGreater(f.nconns, 10, "walnut should close and reopen the server connection")
+        self.assertTrue(px.alive())
+
+    def test_stray_reply_concurrent_clients_get_only_their_own(self):
+        """The same stray-reply server under three concurrent clients, whose
+        requests share one server connection: no client may get the stray
+        bytes or another client's value (DESIGN: "No client ever receives
+        bytes meant for another"). RESP has no request ids, so a stray that
+        arrives while another client's request is in flight looks like its
+        reply; the promise needs more than walnut's position matching."""
+        f = self.fake(fakes.StrayReplyRedis)
+        px, port = self.fake_pool(f)
+        self.check_misbehaving_server(f, port, b"val", nclients=3)
+
+    def test_garbage_reply_closes_server_connection(self):
+        """A reply that is no RESP: -ERR for the request, the server connection
+        closed, the client's kept."""
+        f = self.fake(fakes.GarbageRedis)
+        px, port = self.fake_pool(f)
+        with self.raw(port) as c:
+            for _ in range(3):
+                c.send(resp("GET", "k"))
+                self.assertRegex(c.recv_resp(), RX_FAIL)
+            c.request(resp("PING"), b"+PONG\r\n")
+            c.request(resp("SET", "k", "v"), b"+OK\r\n")
+        self.assertGreater(f.nconns, 1)
+
+    def test_slow_big_bulk_under_timeout(self):
+        """`timeout` is per progress: a 4 MB bulk dribbled over ~2 s under
+        timeout: 500 arrives whole."""
+        value = bytes(random.Random(9).getrandbits(8) for _ in range(256)) * (4 << 12)
+        f = self.fake(fakes.SlowBulkRedis, b"big", value, chunks=16, gap=0.13)
+        px, port = self.fake_pool(f, timeout=500)
+        with self.raw(port, timeout=30) as c:
+            t0 = time.monotonic()
+            c.send(resp("GET", "big"))
+            c.expect(resp_bulk(value), timeout=30)
+            took = time.monotonic() - t0
+            c.request(resp("PING"), b"+PONG\r\n")
+        self.assertGreater(took, 1.0, "the fake should have taken its time")
+
 
 if __name__ == "__main__":
     h.main()
