@@ -29,11 +29,17 @@ import socket
 import sys
 import threading
 import time
+import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fakes  # noqa: E402
 import harness as h  # noqa: E402
+
+# twemproxy closes the connection at most of what these tests send (unknown
+# commands, wrong arity, PING <msg>, ECHO, SELECT, HELLO, ...): see
+# test/data/placement/redis_routing.json and twemproxy-reference.md section 4.
+NC_SKIP = "walnut's Redis behaviour, far beyond twemproxy's"
 
 HOST = h.HOST
 resp = h.resp
@@ -157,6 +163,7 @@ def resp_array(items):
     return b"*%d\r\n" % len(items) + b"".join(items)
 
 
+@unittest.skipIf(h.UNDER_NUTCRACKER, NC_SKIP)
 class TestRedis(RedisCase):
     """One walnut (--workers 2) over three redis-servers: pool `alpha`
     (defaults, timeout 10 s) and pool `tagged` (hash_tag "{}")."""
@@ -607,9 +614,9 @@ class TestRedis(RedisCase):
             ask = [keys[0], missing[0], keys[4], keys[8], missing[2], keys[0]]
             c.request(resp("MGET", *ask), resp_array(
                 [resp_bulk(b"v=" + k) if k in keys else b"$-1\r\n" for k in ask]))
-            with self.nc_differs("twemproxy sends EXISTS whole to the first key's server"):
-                c.request(resp("EXISTS", *(keys + missing)), resp_int(len(keys)))
-                c.request(resp("EXISTS", keys[0], keys[0], keys[1]), b":3\r\n")
+            # twemproxy sends EXISTS whole to the first key's server
+            c.request(resp("EXISTS", *(keys + missing)), resp_int(len(keys)))
+            c.request(resp("EXISTS", keys[0], keys[0], keys[1]), b":3\r\n")
             c.request(resp("TOUCH", *(keys[:3] + missing)), b":3\r\n")
             c.request(resp("UNLINK", keys[0], keys[1], missing[1]), b":2\r\n")
             c.request(resp("DEL", *(keys + missing)), resp_int(len(keys) - 2))
@@ -747,8 +754,8 @@ class TestRedis(RedisCase):
             resp("ECHO"), resp("SELECT"), resp("CLIENT"), resp("COMMAND", "NOSUCH"),
             resp("PING"), resp("GET", "{ua}a"),
         ])
-        with self.nc_differs("twemproxy closes the connection at an unknown command"):
-            got = self.assertSameAsDirect(self.tport, d, data, flush=self.backends)
+        # twemproxy closes the connection at an unknown command
+        got = self.assertSameAsDirect(self.tport, d, data, flush=self.backends)
         self.assertTrue(got.endswith(b"+PONG\r\n$1\r\n1\r\n"))
 
     def test_unknown_command_long_name_many_args(self):
@@ -765,8 +772,8 @@ class TestRedis(RedisCase):
         data = b"".join([resp("PING"), resp("PING", "hello world"), resp("PING", ""),
                          resp("ECHO", "x\r\n\x00\xff"), resp("ECHO", ""),
                          resp("ECHO", "e" * 60000), b"ping\r\necho inline\r\n"])
-        with self.nc_differs("twemproxy rejects PING <msg> and ECHO"):
-            self.assertSameAsDirect(self.port, d, data)
+        # twemproxy rejects PING <msg> and ECHO
+        self.assertSameAsDirect(self.port, d, data)
 
     def test_ping_extra_args_arity_error(self):
         """PING with two arguments: redis-server's arity error (its COMMAND INFO
@@ -805,9 +812,9 @@ class TestRedis(RedisCase):
         with self.raw(self.port) as c:
             c.send(resp("SET", k[0], "1") + resp("MGET", *k) + resp("QUIT") +
                    resp("SET", k[1], "after") + b"PING\r\n")
-            with self.nc_differs("twemproxy closes without +OK"):
-                c.expect(b"+OK\r\n" + resp_array([resp_bulk(b"1"), b"$-1\r\n", b"$-1\r\n"]) +
-                         b"+OK\r\n")
+            # twemproxy closes without +OK
+            c.expect(b"+OK\r\n" + resp_array([resp_bulk(b"1"), b"$-1\r\n", b"$-1\r\n"]) +
+                     b"+OK\r\n")
             c.expect_closed()
         time.sleep(0.1)
         self.assertEqual(sum(b.call("EXISTS", k[1]) for b in self.backends), 0)
@@ -888,8 +895,8 @@ class TestRedis(RedisCase):
         for cmd in (("COMMAND", "COUNT"), ("COMMAND", "INFO", "get", "mset"),
                     ("COMMAND", "DOCS", "get"), ("COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"),
                     ("COMMAND", "LIST", "FILTERBY", "PATTERN", "getd*")):
-            with self.nc_differs("twemproxy rejects COMMAND with arguments"):
-                self.assertSameAsDirect(self.port, d, resp(*cmd))
+            # twemproxy rejects COMMAND with arguments
+            self.assertSameAsDirect(self.port, d, resp(*cmd))
         with self.raw(self.port) as c:
             self.assertEqual(len(c.call("COMMAND")), self.backends[0].call("COMMAND", "COUNT"))
 
@@ -924,9 +931,9 @@ class TestRedis(RedisCase):
             for reason, cmds in self.UNSUPPORTED.items():
                 for cmd in cmds:
                     c.send(resp(*cmd))
-                    with self.nc_differs("twemproxy closes the connection"):
-                        self.assertEqual(c.recv_line(), b"-ERR unsupported command '%s': %s\r\n" % (
-                            cmd[0].lower().encode(), reason.encode()))
+                    # twemproxy closes the connection
+                    self.assertEqual(c.recv_line(), b"-ERR unsupported command '%s': %s\r\n" % (
+                        cmd[0].lower().encode(), reason.encode()))
             c.request(resp("PING"), b"+PONG\r\n")
             c.request(resp("SET", self.keys_on[0][0], "still"), b"+OK\r\n")
         self.assertEqual(self.backends[0].call("GET", self.keys_on[0][0]), b"still")
@@ -1082,9 +1089,9 @@ class TestRedis(RedisCase):
         b.call("SET", k, "before")
         b.call("CONFIG", "SET", "maxmemory", "1")
         try:
-            with self.nc_differs("twemproxy turns -OOM into -ERR Invalid argument"):
-                self.assertSameAsDirect(self.port, b.port, resp("SET", k, "v") + resp("GET", k) +
-                                        resp("MSET", k, "1", k + b"x", "2"))
+            # twemproxy turns -OOM into -ERR Invalid argument
+            self.assertSameAsDirect(self.port, b.port, resp("SET", k, "v") + resp("GET", k) +
+                                    resp("MSET", k, "1", k + b"x", "2"))
         finally:
             b.call("CONFIG", "SET", "maxmemory", "0")
         with self.raw(self.port) as c:
@@ -1106,8 +1113,8 @@ class TestRedis(RedisCase):
             self.assertIsInstance(want, RespError)
             self.assertTrue(want.startswith(b"BUSY "), want)
             with self.raw(self.port) as c:
-                with self.nc_differs("twemproxy turns -BUSY into -ERR Invalid argument"):
-                    c.request(resp("GET", k), b"-%s\r\n" % want)
+                # twemproxy turns -BUSY into -ERR Invalid argument
+                c.request(resp("GET", k), b"-%s\r\n" % want)
         finally:
             h.redis_call(b.port, "SCRIPT", "KILL")
         self.assertRegex(busy.recv_line(), rb"^-ERR Script killed by user with SCRIPT KILL")

@@ -26,10 +26,16 @@ import signal
 import subprocess
 import sys
 import time
+import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+
+# twemproxy closes the connection at most of what these tests send (unknown
+# commands, wrong arity, PING <msg>, ECHO, SELECT, HELLO, ...): see
+# test/data/placement/redis_routing.json and twemproxy-reference.md section 4.
+NC_SKIP = "walnut's Redis behaviour, far beyond twemproxy's"
 
 HOST = h.HOST
 PASSWORD = "cl1ent-pw"
@@ -44,6 +50,7 @@ def redis_py():
     return redis
 
 
+@unittest.skipIf(h.UNDER_NUTCRACKER, NC_SKIP)
 class TestRedisClients(h.ProxyTestCase):
 
     @classmethod

@@ -16,10 +16,16 @@ import re
 import socket
 import sys
 import time
+import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+
+# twemproxy closes the connection at most of what these tests send (unknown
+# commands, wrong arity, PING <msg>, ECHO, SELECT, HELLO, ...): see
+# test/data/placement/redis_routing.json and twemproxy-reference.md section 4.
+NC_SKIP = "walnut's Redis behaviour, far beyond twemproxy's"
 
 CORPUS = os.path.join(h.source_dir(), "test", "data", "redis_differential.txt")
 SENTINEL = b"--walnut-differential-sentinel--"
@@ -200,6 +206,7 @@ class Runner:
         return out, False
 
 
+@unittest.skipIf(h.UNDER_NUTCRACKER, NC_SKIP)
 class TestRedisDifferential(h.ProxyTestCase):
 
     def test_corpus_through_walnut_equals_direct(self):
