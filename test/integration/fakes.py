@@ -252,6 +252,10 @@ class FakeRedis(FakeBackend):
             return b"+OK\r\n"
         if cmd == b"DEL":
             return b":%d\r\n" % sum(self.store.pop(k, None) is not None for k in args[1:])
+        if cmd == b"MGET":
+            return b"*%d\r\n" % (len(args) - 1) + b"".join(
+                b"$-1\r\n" if self.store.get(k) is None else resp_bulk(self.store[k])
+                for k in args[1:])
         return b"-ERR unknown command '%s'\r\n" % (args[0] if args else b"")
 
     def requests(self, ignore_probes=True):
@@ -284,6 +288,20 @@ class FakeRedis(FakeBackend):
             pos = j + 2 + ln + 2
         return args, buf[pos:]
 
+    def _send(self, conn, reply):
+        """As FakeBackend's; a step (None, delay) closes the connection."""
+        if isinstance(reply, list) and any(chunk is None for chunk, _ in reply):
+            steps = []
+            for chunk, delay in reply:
+                if chunk is None:
+                    if self.stop_event.wait(delay):
+                        return False
+                    conn.shutdown(socket.SHUT_RDWR)
+                    return False
+                steps.append((chunk, delay))
+            return super()._send(conn, steps)
+        return super()._send(conn, reply)
+
     def _serve(self, conn, cid):
         buf = b""
         try:
@@ -308,6 +326,25 @@ class FakeRedis(FakeBackend):
                 conn.close()
             except OSError:
                 pass
+
+
+class HalfReplyRedis(FakeRedis):
+    """A server that dies in the middle of a reply: GET gets the start of a
+    bulk (`$<size>\r\n` and `sent` bytes of it), MGET an array whose first
+    element is such a bulk; then the connection closes."""
+
+    def __init__(self, size=10, sent=3, delay=0.0, name="half-redis"):
+        self.size, self.sent, self.delay = size, sent, delay
+        super().__init__(name)
+
+    def reply(self, cid, args):
+        cmd = args[0].upper() if args else b""
+        head = b"$%d\r\n" % self.size + b"h" * self.sent
+        if cmd == b"GET":
+            return [(head, self.delay), (None, 0.05)]
+        if cmd == b"MGET":
+            return [(b"*%d\r\n" % (len(args) - 1) + head, self.delay), (None, 0.05)]
+        return super().reply(cid, args)
 
 
 class StrayReplyRedis(FakeRedis):

@@ -21,6 +21,7 @@ failover in test_redis_failover.py.
 Run with Debian's /usr/bin/python3; WALNUT_BIN names the binary.
 """
 
+import hashlib
 import json
 import os
 import random
@@ -335,12 +336,27 @@ class TestRedis(RedisCase):
             b"SET a \"b\r\n",         # unbalanced quotes (inline)
         ]
         for data in cases:
-            with self.subTest(data=data):
+            with self.subTest(data=h.show(data, 60)):
                 self.assertSameAsDirect(self.port, d, data)
                 # and what redis-server sends is an error and a close
                 got, closed = self.exchange(self.port, data)
                 self.assertTrue(closed, h.show(data))
                 self.assertRegex(got, rb"-ERR Protocol error: [^\r\n]+\r\n$")
+
+    def test_oversized_lines_same_error_then_close(self):
+        """Lines over 64 KiB with no end yet (inline, *N, $N): redis-server's
+        "too big" errors, then the connection closes."""
+        d = self.backends[0].port
+        for data in (b"A" * 70000, b"*1" + b"1" * 70000, b"*1\r\n$1" + b"1" * 70000,
+                     b"PING\r\n" + b"B" * 70000):
+            with self.subTest(data=h.show(data, 40)):
+                got = []
+                for port in (self.port, d):
+                    with h.Raw(port) as c:
+                        c.send(data)
+                        got.append(c.recv_until_closed())
+                self.assertEqual(got[0], got[1], "walnut, redis-server")
+                self.assertRegex(got[0], rb"-ERR Protocol error: too big [^\r\n]+\r\n$")
 
     def test_empty_multibulk_is_no_request(self):
         """*0, *-1 and *-5 are skipped (no reply), as redis-server does."""
@@ -1208,6 +1224,128 @@ class TestRedis(RedisCase):
             c.request(resp("PING"), b"+PONG\r\n")
             c.request(resp("SET", "k", "v"), b"+OK\r\n")
         self.assertGreater(f.nconns, 1)
+
+    def check_cut_reply(self, c, cut, what):
+        """After a reply cut short by its server: either one -ERR line and the
+        connection usable, or (bytes already relayed) a prefix of what the
+        server sent and the connection closed; never anything else."""
+        c.send(resp("PING"))
+        try:
+            line = c.recv_line(timeout=10)
+        except AssertionError:
+            line = None
+        if line is not None and re.fullmatch(RX_FAIL, line):
+            c.expect(b"+PONG\r\n", what=what)
+            return "error"
+        got = (line or b"") + c.recv_until_closed(timeout=10)
+        self.assertTrue(cut.startswith(got), "%s: %s" % (what, h.show(got)))
+        return "closed"
+
+    def test_server_gone_mid_reply(self):
+        """A server that closes in the middle of a bulk it has begun (10 bytes,
+        and 4 MB of which 1 MB is sent): the client gets one -ERR and keeps its
+        connection, or the relayed prefix and a close; a new connection works."""
+        for size, sent in ((10, 3), (4 << 20, 1 << 20)):
+            with self.subTest(size=size):
+                f = self.fake(fakes.HalfReplyRedis, size, sent)
+                px, port = self.fake_pool(f, timeout=5000)
+                with self.raw(port, timeout=10) as c:
+                    c.send(resp("SET", "k", "v") + resp("GET", "k"))
+                    c.expect(b"+OK\r\n")
+                    self.check_cut_reply(c, b"$%d\r\n" % size + b"h" * sent, "GET")
+                with self.raw(port) as c:
+                    c.request(resp("SET", "k2", "v"), b"+OK\r\n")
+                self.assertTrue(px.alive())
+                px.stop()
+
+    def test_split_part_gone_mid_reply(self):
+        """MGET over a good server and one that dies mid-reply (its keys last,
+        so the good part could stream first): one error line for the whole
+        command and the connection kept, never a partial merge."""
+        keys = [b"k" + hashlib.sha1(b"%d" % i).hexdigest()[:10].encode() for i in range(40)]
+        good = self.fake(fakes.FakeRedis, values={k: b"v" + k for k in keys})
+        for delay in (0.0, 0.2):
+            bad = self.fake(fakes.HalfReplyRedis, delay=delay)
+            px = self.start_proxy(self.tmpdir(), {"p": h.pool([good, bad], redis=True,
+                                                              timeout=5000)},
+                                  workers=1, name="halfsplit")
+            loc = h.walnut_locate(px.conf_path, keys)
+            mine = sorted(keys, key=lambda k: loc[("p", k)][1] != good.addr)
+            self.assertEqual({loc[("p", k)][1] for k in keys}, {good.addr, bad.addr})
+            with self.subTest(delay=delay), self.raw(px.port(), timeout=10) as c:
+                c.send(resp("MGET", *mine))
+                self.assertEqual(self.check_cut_reply(c, b"", "MGET"), "error")
+            self.assertTrue(px.alive())
+            px.stop()
+
+    def test_timeout_stopped_server(self):
+        """A stopped server (SIGSTOP) under timeout: 500: GET and a split MGET
+        answer -ERR Connection timed out in about that time, the connection
+        stays usable; after SIGCONT all is well."""
+        tmp = self.tmpdir()
+        backends = self.start_redis(tmp, 2, prefix="to")
+        px = self.start_proxy(tmp, {"p": h.pool(backends, redis=True, timeout=500)},
+                              workers=self.WORKERS, name="timeout")
+        buckets = spread_keys(px.port(), backends, b"to", 2, random.Random(21))
+        stopped = backends[1]
+        stopped.sigstop()
+        self.addCleanup(stopped.sigcont)
+        with self.raw(px.port(), timeout=10) as c:
+            for cmd in (("GET", buckets[1][0]), ("MGET", buckets[0][0], buckets[1][0]),
+                        ("SET", buckets[1][1], "x")):
+                t0 = time.monotonic()
+                c.send(resp(*cmd))
+                self.assertEqual(c.recv_resp(timeout=10), b"-ERR Connection timed out\r\n", cmd)
+                self.assertLess(time.monotonic() - t0, 8.0, "took far longer than timeout")
+            c.request(resp("GET", buckets[0][1]), b"$-1\r\n")
+        stopped.sigcont()
+        with self.raw(px.port(), timeout=10) as c:
+            c.request(resp("SET", buckets[1][0], "back"), b"+OK\r\n")
+            c.request(resp("MGET", buckets[0][0], buckets[1][0]),
+                      resp_array([b"$-1\r\n", resp_bulk(b"back")]))
+        px.stop()
+
+    def test_clients_gone_with_split_in_flight(self):
+        """Clients that send MGET/DEL/MSET over every server and leave (RST)
+        while one server is stopped: walnut stays up, answers others right,
+        and the late parts find nobody (ASan builds check the memory)."""
+        tmp = self.tmpdir()
+        backends = self.start_redis(tmp, 3, prefix="gn")
+        px = self.start_proxy(tmp, {"p": h.pool(backends, redis=True, timeout=5000)},
+                              workers=self.WORKERS, name="gone")
+        buckets = spread_keys(px.port(), backends, b"gn", 3, random.Random(22))
+        keys = [k for b in buckets for k in b]
+        with self.raw(px.port()) as c:
+            c.request(resp("MSET", *[x for k in keys for x in (k, k)]), b"+OK\r\n")
+        backends[2].sigstop()
+        self.addCleanup(backends[2].sigcont)
+        for i in range(8):
+            d = h.Raw(px.port())
+            d.send(resp("MGET", *keys) + resp("DEL", *keys[:4]) +
+                   resp("MSET", *[x for k in keys for x in (k, k)]) + resp("GET", keys[-1]))
+            time.sleep(0.02)
+            d.reset() if i % 2 else d.close()
+        time.sleep(0.2)
+        backends[2].sigcont()
+        with self.raw(px.port(), timeout=10) as c:
+            c.request(resp("MGET", *keys), resp_array([resp_bulk(k) for k in keys]))
+        self.assertTrue(px.alive())
+        px.stop()
+
+    def test_multikey_part_error_reply(self):
+        """A split MSET whose part meets -OOM on one server: that error line for
+        the whole command, the connection kept."""
+        keys = self.key_per_backend(2)
+        b = self.backends[1]
+        b.call("CONFIG", "SET", "maxmemory", "1")
+        try:
+            with self.raw(self.port) as c:
+                c.send(resp("MSET", *[x for k in keys for x in (k, "v")]))
+                self.assertEqual(c.recv_resp(), b"-OOM command not allowed when used memory > "
+                                 b"'maxmemory'.\r\n")
+                c.request(resp("PING"), b"+PONG\r\n")
+        finally:
+            b.call("CONFIG", "SET", "maxmemory", "0")
 
     def test_slow_big_bulk_under_timeout(self):
         """`timeout` is per progress: a 4 MB bulk dribbled over ~2 s under
