@@ -1070,6 +1070,55 @@ class TestRedis(RedisCase):
         self.assertEqual(sum(b.call("DBSIZE", db=3) for b in backends), len(keys) + 1)
         px.stop()
 
+    def test_backend_refuses_select_or_auth(self):
+        """redis_db beyond the servers' databases, or a redis_auth the servers
+        do not take: requests get an error at once (no hang), the log names
+        what the server answered, one log line per event (no stray CR/LF from
+        the server's reply in it)."""
+        tmp = self.tmpdir()
+        plain = self.start_redis(tmp, 1, prefix="sd")[0]
+        locked = self.start_redis(tmp, 1, prefix="sa", password="right")[0]
+        px = self.start_proxy(tmp, {
+            "baddb": h.pool([plain], redis=True, timeout=2000, redis_db=20),
+            "badauth": h.pool([locked], redis=True, timeout=2000, redis_auth="wrong")},
+            workers=1, name="refuses")
+        with self.raw(px.port("baddb"), timeout=5) as c:
+            for _ in range(2):
+                c.send(resp("SET", "k", "v"))
+                self.assertRegex(c.recv_resp(), rb"^-ERR [^\r\n]+\r\n$")
+            c.request(resp("PING"), b"+PONG\r\n")
+        with self.raw(px.port("badauth"), timeout=5) as c:
+            c.request(resp("AUTH", "wrong"), b"+OK\r\n")
+            c.send(resp("SET", "k", "v"))
+            self.assertRegex(c.recv_resp(), rb"^-(ERR|NOAUTH) [^\r\n]+\r\n$")
+        log = h.wait_until(lambda: (lambda t: t if "walnut's AUTH" in t and "walnut's SELECT"
+                                    in t else None)(open(px.log_path, "rb").read().decode()),
+                           deadline=5, what="the AUTH and SELECT warnings")
+        self.assertIn("answered walnut's SELECT with: -ERR DB index is out of range", log)
+        self.assertIn("answered walnut's AUTH with: -WRONGPASS", log)
+        bad = [ln for ln in log.split("\n") if not re.match(r"^\[\d{4}-", ln) and ln != ""]
+        self.assertEqual(bad, [], "log lines that are not log entries")
+        self.assertNotIn("\r", log)
+        self.assertNotIn("\n\n", log, "an empty line in the log (the server's CRLF)")
+
+    def test_client_buffer_limit(self):
+        """A client that pipelines big GETs and never reads is cut off at
+        client_buffer_limit (logged); others are served."""
+        tmp = self.tmpdir()
+        b = self.start_redis(tmp, 1, prefix="cb")[0]
+        px = self.start_proxy(tmp, {"p": h.pool([b], redis=True, timeout=5000,
+                                                client_buffer_limit=1 << 20)},
+                              workers=1, name="limit")
+        b.call("SET", "big", b"x" * 100000)
+        hog = self.raw(px.port(), timeout=10)
+        hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.send(resp("GET", "big") * 300)
+        h.wait_until(lambda: "over client_buffer_limit 1048576; disconnecting it" in
+                     open(px.log_path).read(), deadline=10, what="the disconnect")
+        with self.raw(px.port()) as c:
+            c.request(resp("STRLEN", "big"), b":100000\r\n")
+        px.stop()
+
     def test_long_redis_auth(self):
         """A 1500-byte password (once underflowed a buffer in the health probe):
         clients authenticate, the probes pass (nothing is ejected), data flows."""
