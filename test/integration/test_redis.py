@@ -1140,7 +1140,7 @@ class TestRedis(RedisCase):
             c.request(resp("MGET", *keys), resp_array([resp_bulk(k) for k in keys]))
         where = h.redis_placement(backends, keys)
         self.assertEqual(len({b.port for b in where.values()}), 2)
-        self.assertNotRegex(px.log(), r"ejected|failed|WARN|ERROR")
+        self.assertNotRegex(px.log(), r"(?m)^\[[^]]+\] (WARN|ERROR)|ejected")
         px.stop()
 
     # ---------------------------------------------------------- server side
