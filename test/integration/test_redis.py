@@ -796,6 +796,14 @@ class TestRedis(RedisCase):
         arity is -1, but pingCommand refuses more than one argument)."""
         self.assertSameAsDirect(self.port, self.backends[0].port,
                                 resp("PING", "a", "b") + resp("PING", "a", "b", "c"))
+        # after walnut has written a long error of its own (stack contents)
+        with self.raw(self.port) as c:
+            for before in (("SELECT", "1"), ("CLIENT", "LIST"), ("HELLO", "2", "X" * 60)):
+                c.send(resp(*before))
+                c.recv_line()
+                c.request(resp("PING", "a", "b"),
+                          b"-ERR wrong number of arguments for 'ping' command\r\n")
+                c.request(resp("PING"), b"+PONG\r\n", what="after PING a b")
 
     def test_echo_ping_long_argument(self):
         """ECHO and PING of arguments over 64 KiB (walnut's key copy limit) and
