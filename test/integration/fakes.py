@@ -1,4 +1,4 @@
-"""fakes.py: misbehaving memcached backends for the hostile tests.
+"""fakes.py: misbehaving memcached and Redis backends for the hostile tests.
 
 Each fake is a small threaded TCP server on 127.0.0.1 with a kernel-chosen
 port. It frames the memcached text protocol just enough (request lines, and
@@ -214,3 +214,188 @@ class SlowValueBackend(FakeBackend):
         if parts and parts[0] in (b"get", b"gets"):
             return b"END\r\n"
         return b"ERROR\r\n"
+
+
+# ---------------------------------------------------------------------------
+# Redis fakes
+
+
+def resp_bulk(v):
+    return b"$%d\r\n%s\r\n" % (len(v), v)
+
+
+class FakeRedis(FakeBackend):
+    """A tiny Redis (RESP2, in-memory strings) that records every request.
+
+    Frames multibulk and inline requests; received holds (connection number,
+    [args]). PING, AUTH, SELECT (what walnut sends on its own) and GET, SET,
+    DEL answer as redis-server would; reply() may be overridden to misbehave.
+    """
+
+    PROBES = (b"PING", b"AUTH", b"SELECT")
+
+    def __init__(self, name="fake-redis", values=None):
+        self.store = dict(values or {})
+        super().__init__(name)
+
+    def reply(self, cid, args):
+        cmd = args[0].upper() if args else b""
+        if cmd == b"PING":
+            return b"+PONG\r\n"
+        if cmd in (b"AUTH", b"SELECT"):
+            return b"+OK\r\n"
+        if cmd == b"GET" and len(args) == 2:
+            v = self.store.get(args[1])
+            return b"$-1\r\n" if v is None else resp_bulk(v)
+        if cmd == b"SET" and len(args) >= 3:
+            self.store[args[1]] = args[2]
+            return b"+OK\r\n"
+        if cmd == b"DEL":
+            return b":%d\r\n" % sum(self.store.pop(k, None) is not None for k in args[1:])
+        if cmd == b"MGET":
+            return b"*%d\r\n" % (len(args) - 1) + b"".join(
+                b"$-1\r\n" if self.store.get(k) is None else resp_bulk(self.store[k])
+                for k in args[1:])
+        return b"-ERR unknown command '%s'\r\n" % (args[0] if args else b"")
+
+    def requests(self, ignore_probes=True):
+        with self.lock:
+            out = list(self.received)
+        if ignore_probes:
+            out = [(c, a) for c, a in out if not a or a[0].upper() not in self.PROBES]
+        return out
+
+    @staticmethod
+    def frame(buf):
+        """(args, rest) of the first request in buf, or None if incomplete."""
+        if not buf.startswith(b"*"):
+            i = buf.find(b"\n")
+            if i < 0:
+                return None
+            return buf[:i].strip().split(), buf[i + 1:]
+        i = buf.find(b"\r\n")
+        if i < 0:
+            return None
+        n, pos, args = int(buf[1:i]), i + 2, []
+        for _ in range(max(n, 0)):
+            j = buf.find(b"\r\n", pos)
+            if j < 0:
+                return None
+            ln = int(buf[pos + 1:j])
+            if len(buf) < j + 2 + ln + 2:
+                return None
+            args.append(buf[j + 2:j + 2 + ln])
+            pos = j + 2 + ln + 2
+        return args, buf[pos:]
+
+    def _send(self, conn, reply):
+        """As FakeBackend's; a step (None, delay) closes the connection."""
+        if isinstance(reply, list) and any(chunk is None for chunk, _ in reply):
+            steps = []
+            for chunk, delay in reply:
+                if chunk is None:
+                    if self.stop_event.wait(delay):
+                        return False
+                    conn.shutdown(socket.SHUT_RDWR)
+                    return False
+                steps.append((chunk, delay))
+            return super()._send(conn, steps)
+        return super()._send(conn, reply)
+
+    def _serve(self, conn, cid):
+        buf = b""
+        try:
+            while not self.stop_event.is_set():
+                chunk = conn.recv(1 << 20)
+                if not chunk:
+                    return
+                buf += chunk
+                while True:
+                    got = self.frame(buf)
+                    if got is None:
+                        break
+                    args, buf = got
+                    with self.lock:
+                        self.received.append((cid, args))
+                    if not self._send(conn, self.reply(cid, args)):
+                        return
+        except (OSError, ValueError):
+            return
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+class HalfReplyRedis(FakeRedis):
+    """A server that dies in the middle of a reply: GET gets the start of a
+    bulk (`$<size>\r\n` and `sent` bytes of it), MGET an array whose first
+    element is such a bulk; then the connection closes."""
+
+    def __init__(self, size=10, sent=3, delay=0.0, name="half-redis"):
+        self.size, self.sent, self.delay = size, sent, delay
+        super().__init__(name)
+
+    def reply(self, cid, args):
+        cmd = args[0].upper() if args else b""
+        head = b"$%d\r\n" % self.size + b"h" * self.sent
+        if cmd == b"GET":
+            return [(head, self.delay), (None, 0.05)]
+        if cmd == b"MGET":
+            return [(b"*%d\r\n" % (len(args) - 1) + head, self.delay), (None, 0.05)]
+        return super().reply(cid, args)
+
+
+class StrayReplyRedis(FakeRedis):
+    """Answers GET correctly, then sends a second reply nobody asked for."""
+
+    STRAY = b"$6\r\nsecret\r\n"
+
+    def reply(self, cid, args):
+        r = super().reply(cid, args)
+        if args and args[0].upper() == b"GET":
+            return r + self.STRAY
+        return r
+
+
+class GarbageRedis(FakeRedis):
+    """Answers GET with bytes that are no RESP2 reply (garbage)."""
+
+    GARBAGE = b"!garbage \x00\xff\r\n"
+
+    def reply(self, cid, args):
+        if args and args[0].upper() == b"GET":
+            return self.GARBAGE
+        return super().reply(cid, args)
+
+
+class ErrorRedis(FakeRedis):
+    """Answers every data command (not the probes) with one fixed error line,
+    e.g. -LOADING as a server loading its dataset says it."""
+
+    def __init__(self, line, name="error-redis"):
+        self.line = line
+        super().__init__(name)
+
+    def reply(self, cid, args):
+        if args and args[0].upper() in self.PROBES:
+            return super().reply(cid, args)
+        return self.line
+
+
+class SlowBulkRedis(FakeRedis):
+    """GET <key> of one big value: the bulk reply goes out in `chunks` pieces,
+    `gap` seconds apart (steady progress, slower in total than any timeout)."""
+
+    def __init__(self, key, value, chunks, gap, name="slow-redis"):
+        self.key, self.value, self.chunks, self.gap = key, value, chunks, gap
+        super().__init__(name)
+
+    def reply(self, cid, args):
+        if args and args[0].upper() == b"GET" and args[1:] == [self.key]:
+            whole = resp_bulk(self.value)
+            size = -(-len(whole) // self.chunks)
+            pieces = [whole[i:i + size] for i in range(0, len(whole), size)]
+            return [(p, 0 if i == 0 else self.gap) for i, p in enumerate(pieces)]
+        return super().reply(cid, args)

@@ -374,10 +374,17 @@ class Memcached:
 
 
 class RedisServer:
-    """A real redis-server on 127.0.0.1 (ephemeral port), no persistence."""
+    """A real redis-server on 127.0.0.1 (ephemeral port), no persistence.
 
-    def __init__(self, tmp, name="redis", port=None, extra=()):
+    password sets requirepass (the harness's own connections authenticate).
+    call() and monitor() talk to it directly (see "Redis" below).
+    """
+
+    def __init__(self, tmp, name="redis", port=None, extra=(), password=None):
         self.tmp, self.name, self.port, self.extra = tmp, name, port, list(extra)
+        self.password = password
+        if password is not None:
+            self.extra += ["--requirepass", password]
         self.proc = None
         self.bin = find_tool("redis-server", package="redis-server")
         self.log_path = os.path.join(tmp.path, "%s.log" % name)
@@ -412,6 +419,9 @@ class RedisServer:
     def _is_ours(self, port):
         try:
             with Raw(port, timeout=5) as c:
+                if self.password is not None:
+                    c.send(resp("AUTH", self.password))
+                    c.expect(b"+OK\r\n")
                 c.send(b"INFO server\r\n")
                 c.recv_until(b"process_id:")
                 pid = int(c.recv_line().strip())
@@ -434,6 +444,17 @@ class RedisServer:
 
     def stop(self):
         _stop_proc(self.proc, signal.SIGTERM)
+
+    def call(self, *args, db=None):
+        """One command, asked directly (AUTH and SELECT db first); the parsed reply."""
+        return redis_call(self.port, *args, db=db, password=self.password)
+
+    def pipeline(self, commands, db=None):
+        """Several commands in one write, asked directly; their parsed replies."""
+        return redis_pipeline(self.port, commands, db=db, password=self.password)
+
+    def monitor(self):
+        return RedisMonitor(self.port, password=self.password)
 
 
 # ---------------------------------------------------------------------------
@@ -750,6 +771,27 @@ class Raw:
                                              describe_mismatch(expected, got), why))
         return got
 
+    def recv_resp(self, timeout=None):
+        """The raw bytes of exactly one RESP2 reply; AssertionError on EOF or deadline."""
+        end = time.monotonic() + (timeout or self.timeout)
+        while True:
+            got = resp_parse(self.buf)
+            if got is not None:
+                n = got[1]
+                out, self.buf = self.buf[:n], self.buf[n:]
+                return out
+            try:
+                if not self._fill(end):
+                    raise AssertionError("connection closed inside a reply; got %s" % show(self.buf))
+            except socket.timeout:
+                raise AssertionError("no whole reply within %.1fs; got %s" % (
+                    timeout or self.timeout, show(self.buf))) from None
+
+    def call(self, *args, timeout=None):
+        """Send one command (multibulk), return its parsed reply (RespError for -ERR...)."""
+        self.send(resp(*args))
+        return resp_parse(self.recv_resp(timeout))[0]
+
     def request(self, data, expected, timeout=None, what=""):
         self.send(data)
         return self.expect(expected, timeout, what or show(data, 80))
@@ -804,6 +846,207 @@ def send_and_read(port, data, nbytes, timeout=IO_TIMEOUT):
         got = c.recv_exact(nbytes, timeout)
         t.join(timeout)
         return got, err
+
+
+# ---------------------------------------------------------------------------
+# Redis: RESP2 encoding and parsing, redis-server asked directly
+
+
+class RespError(bytes):
+    """An error reply: its text without the '-' and CRLF (b"ERR unknown ...")."""
+
+
+def resp_arg(a):
+    if isinstance(a, bytes):
+        return a
+    if isinstance(a, (bytearray, memoryview)):
+        return bytes(a)
+    return str(a).encode()
+
+
+def resp(*args):
+    """A command as a RESP multibulk request; args are bytes, str or int."""
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = resp_arg(a)
+        parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(parts)
+
+
+def resp_parse(data, pos=0):
+    """(value, end) of the RESP2 reply starting at data[pos], or None if incomplete.
+
+    Values: bytes (simple strings and bulks), RespError, int, list, None (nulls).
+    ValueError on bytes that are no RESP2.
+    """
+    nl = data.find(b"\r\n", pos)
+    if nl < 0:
+        return None
+    t, line = data[pos:pos + 1], data[pos + 1:nl]
+    after = nl + 2
+    if t == b"+":
+        return bytes(line), after
+    if t == b"-":
+        return RespError(line), after
+    if t == b":":
+        return int(line), after
+    if t == b"$":
+        n = int(line)
+        if n < 0:
+            return None, after
+        if len(data) < after + n + 2:
+            return None
+        if data[after + n:after + n + 2] != b"\r\n":
+            raise ValueError("bulk not followed by CRLF at %d" % (after + n))
+        return bytes(data[after:after + n]), after + n + 2
+    if t == b"*":
+        n = int(line)
+        if n < 0:
+            return None, after
+        out = []
+        for _ in range(n):
+            got = resp_parse(data, after)
+            if got is None:
+                return None
+            out.append(got[0])
+            after = got[1]
+        return out, after
+    raise ValueError("not a RESP2 reply at %d: %s" % (pos, show(bytes(data[pos:pos + 40]))))
+
+
+def resp_parse_all(data):
+    """Every complete reply in data, parsed; ValueError if bytes are left over."""
+    out, pos = [], 0
+    while pos < len(data):
+        got = resp_parse(data, pos)
+        if got is None:
+            raise ValueError("incomplete reply at %d: %s" % (pos, show(data[pos:])))
+        out.append(got[0])
+        pos = got[1]
+    return out
+
+
+def _redis_conn(port, db, password, timeout):
+    c = Raw(port, timeout=timeout)
+    if password is not None:
+        c.send(resp("AUTH", password))
+        c.expect(b"+OK\r\n", what="AUTH on :%d" % port)
+    if db is not None:
+        c.send(resp("SELECT", db))
+        c.expect(b"+OK\r\n", what="SELECT %s on :%d" % (db, port))
+    return c
+
+
+def redis_call(port, *args, db=None, password=None, timeout=IO_TIMEOUT):
+    """One command on a fresh connection; the parsed reply."""
+    with _redis_conn(port, db, password, timeout) as c:
+        return c.call(*args)
+
+
+def redis_pipeline(port, commands, db=None, password=None, timeout=IO_TIMEOUT):
+    """[args, ...] in one write on a fresh connection; their parsed replies."""
+    with _redis_conn(port, db, password, timeout) as c:
+        c.send(b"".join(resp(*a) for a in commands))
+        return [resp_parse(c.recv_resp())[0] for _ in commands]
+
+
+def redis_placement(backends, keys, db=None):
+    """{key: backend} by EXISTS on every backend directly; AssertionError if a key
+    is on no backend or on two."""
+    keys = [resp_arg(k) for k in keys]
+    where = {}
+    for b in backends:
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            for k, n in zip(chunk, b.pipeline([("EXISTS", k) for k in chunk], db=db)):
+                if n == 1:
+                    if k in where:
+                        raise AssertionError("key %r is on both %s and %s" % (
+                            k, where[k].addr, b.addr))
+                    where[k] = b
+    missing = [k for k in keys if k not in where]
+    if missing:
+        raise AssertionError("%d keys on no backend, e.g. %r" % (len(missing), missing[:5]))
+    return where
+
+
+def _unrepr(s):
+    """redis-server's sdscatrepr() undone: \\n \\r \\t \\a \\b \\" \\\\ \\xHH."""
+    out, i = bytearray(), 0
+    esc = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("a"): 7, ord("b"): 8}
+    while i < len(s):
+        c = s[i]
+        if c == 0x5c and i + 1 < len(s):
+            d = s[i + 1]
+            if d == ord("x") and i + 3 < len(s):
+                out.append(int(s[i + 2:i + 4], 16))
+                i += 4
+                continue
+            out.append(esc.get(d, d))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return bytes(out)
+
+
+_MONITOR_RE = re.compile(rb'^\+\d+\.\d+ \[(\d+) ([^\]]*)\] (.*)$')
+_MONITOR_ARG_RE = re.compile(rb'"((?:[^"\\]|\\.)*)"')
+
+
+class RedisMonitor:
+    """MONITOR on a redis-server: every command it runs, as (db, client, [args]).
+
+    A thread reads until stop(); commands() returns what arrived so far, and
+    wait_for(pred) polls for an entry. Commands from the harness's own
+    connections show up too; filter by content.
+    """
+
+    def __init__(self, port, password=None):
+        self.c = _redis_conn(port, None, password, IO_TIMEOUT)
+        self.c.send(b"MONITOR\r\n")
+        self.c.expect(b"+OK\r\n", what="MONITOR")
+        self.lock = threading.Lock()
+        self.lines = []
+        self.stopped = False
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self):
+        while not self.stopped:
+            try:
+                line = self.c.recv_line(timeout=0.2)
+            except (AssertionError, OSError, AttributeError):
+                if self.c.eof or self.c.sock is None:
+                    return
+                continue
+            with self.lock:
+                self.lines.append(line[:-2])
+
+    def commands(self):
+        with self.lock:
+            lines = list(self.lines)
+        out = []
+        for line in lines:
+            m = _MONITOR_RE.match(line)
+            if m is None:
+                continue
+            args = [_unrepr(a) for a in _MONITOR_ARG_RE.findall(m.group(3))]
+            out.append((int(m.group(1)), m.group(2).decode(), args))
+        return out
+
+    def clear(self):
+        with self.lock:
+            self.lines.clear()
+
+    def wait_for(self, pred, deadline=10.0, what="a command on MONITOR"):
+        return wait_until(lambda: [c for c in self.commands() if pred(c)], deadline=deadline,
+                          interval=0.02, what=what)
+
+    def stop(self):
+        self.stopped = True
+        self.t.join(5)
+        self.c.close()
 
 
 # ---------------------------------------------------------------------------
