@@ -195,6 +195,9 @@ static void count_failure(hserver_t *s, int err, const char *how)
                 s->failures, p->conf->server_failure_limit, wn_strerror(err), how);
     if (!p->conf->auto_eject_hosts) {
         send_verdict(s);
+        /* Nothing is ejected, but keep looking: the view shows when it is back. */
+        if (probing(p))
+            probe_schedule(s, (uint64_t)p->conf->health_check_interval);
         return;
     }
     if (s->failures >= (uint32_t)p->conf->server_failure_limit) {

@@ -257,6 +257,9 @@ void wn_queue_sent(req_t *r);
 void wn_sconn_enqueue(sconn_t *c, req_t *r);
 /* The head request of c is complete: unlink it (its reference is dropped). */
 void wn_sconn_pop(sconn_t *c);
+/* The same for a request that got no reply (its connection failed): it is
+ * not counted as a response. */
+void wn_sconn_drop(sconn_t *c);
 /* c broke (read error, protocol error, timeout): mark it, the flush closes it. */
 void wn_sconn_fail(sconn_t *c, int err);
 /* Flush: connect, write, or close c as its state asks. */

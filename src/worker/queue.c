@@ -87,7 +87,19 @@ void wn_sconn_enqueue(sconn_t *c, req_t *r)
     c->nqueued++;
 }
 
+static void sconn_unlink(sconn_t *c, bool answered);
+
 void wn_sconn_pop(sconn_t *c)
+{
+    sconn_unlink(c, true);
+}
+
+void wn_sconn_drop(sconn_t *c)
+{
+    sconn_unlink(c, false);
+}
+
+static void sconn_unlink(sconn_t *c, bool answered)
 {
     req_t *r = c->head;
     c->head = r->snext;
@@ -100,7 +112,7 @@ void wn_sconn_pop(sconn_t *c)
     c->nqueued--;
     if (r->kind != REQ_INTERNAL) {
         queue_stats(r, -1);
-        if (r->sent) {
+        if (r->sent && answered) {
             wn_stat_add(WN_SSTAT(c->server, responses), 1);
             wn_hist_record(&c->server->stats->latency, wn_worker_now_us(c->server->pool->w) - r->sent_us);
         }

@@ -334,7 +334,7 @@ static void fail_queued(sconn_t *c, int err)
     while (c->head != NULL) {
         req_t *r = c->head;
         wn_req_ref(r);
-        wn_sconn_pop(c);
+        wn_sconn_drop(c);
         wn_proto_fail(r, err);
         wn_req_unref(r);
     }

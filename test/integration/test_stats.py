@@ -808,11 +808,8 @@ class TestFailures(StatsCase):
                                       server=name), 1)
         self.assertAlive(p)
 
-    # Known bug, not in the stats server's files: wn_sconn_pop (src/worker/server.c)
-    # counts every sent request it pops as a response and records its latency,
-    # including those failed by a timeout or a closed connection. Remove the
-    # decorator with the fix (an unexpected success fails the run).
-    @unittest.expectedFailure
+    # Regression: a request failed by a timeout or a closed connection was
+    # counted as a response, with a latency observation.
     def test_timed_out_request_is_not_a_response(self):
         p, name, st = self.time_out_one_request()
         # No reply came: nothing counts as a response, and the server's latency
@@ -822,12 +819,8 @@ class TestFailures(StatsCase):
         self.assertEqual(metric_value(m, "walnut_server_request_duration_seconds_count",
                                       pool="hung", server=name), 0)
 
-    # Known bug, not in the stats server's files: with auto_eject_hosts: false
-    # (twemproxy's default), probe_done (src/control/health.c) counts a failed
-    # probe and never schedules another, so /servers and walnut_server_health
-    # show the server "suspect" with an ever older failed probe after it is back
-    # and serving. Remove the decorator with the fix.
-    @unittest.expectedFailure
+    # Regression: with auto_eject_hosts: false a failed probe was never
+    # followed by another, so a server stayed "suspect" after it was back.
     def test_probes_go_on_without_auto_eject(self):
         tmp = self.tmpdir()
         (mc,) = self.start_memcached(tmp, n=1)
