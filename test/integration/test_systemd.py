@@ -106,6 +106,18 @@ class TestNotify(h.ProxyTestCase):
         now_us = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.assertLess(abs(now_us - int(rel["MONOTONIC_USEC"])), 10_000_000)
         ns.read_until(lambda m: m.get("READY") == "1", 10, "READY=1 after the reload")
+        st = ns.read_until(lambda m: "STATUS" in m, 5, "STATUS= after the reload")
+        self.assertIn("last reload", st["STATUS"])
+        self.assertIn("applied", st["STATUS"])
+        # A file that does not validate: RELOADING, READY again, STATUS says it failed.
+        with open(px.conf_path, "w") as f:
+            f.write("alpha:\n  listen: 127.0.0.1:1\n  hash: nope\n")
+        os.kill(px.pid, signal.SIGHUP)
+        ns.read_until(lambda m: m.get("RELOADING") == "1", 10, "RELOADING=1 (bad file)")
+        ns.read_until(lambda m: m.get("READY") == "1", 10, "READY=1 after the failed reload")
+        st = ns.read_until(lambda m: "STATUS" in m, 5, "STATUS= after the failed reload")
+        self.assertIn("failed", st["STATUS"])
+        self.assertTrue(mc_ok(px.port()), "still serving after a failed reload")
         # SIGTERM: STOPPING=1
         os.kill(px.pid, signal.SIGTERM)
         ns.read_until(lambda m: m.get("STOPPING") == "1", 10, "STOPPING=1")
