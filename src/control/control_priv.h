@@ -111,6 +111,7 @@ struct control {
     wn_stats_block_t **next_blocks;
     int reload_acks;              /* workers yet to run the configuration of `gen` */
     bool reload_again;            /* SIGHUP came during a reload: one more after it */
+    bool reload_failed;           /* a worker could not apply all of it */
     uint64_t reload_start_ms;
     uv_timer_t outbox_timer;      /* retries messages that did not fit a worker's ring */
     /* The stats server (stats.c) and what it reports. */

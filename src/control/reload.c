@@ -26,6 +26,7 @@
 #include "walnut/route.h"
 
 static void finish(control_t *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reload_acked(control_t *ctl);
 
 static void finish(control_t *ctl, const char *fmt, ...)
 {
@@ -107,6 +108,9 @@ static void send_config(control_t *ctl, int worker)
     /* Only memory can fail here. That worker stays on the configuration it
      * has; its reports (older generation) are ignored from now on. */
     wn_log_error("reload: cannot send the configuration to worker %d: out of memory", worker);
+    wn_stats_block_destroy(ctl->next_blocks[worker]);
+    ctl->next_blocks[worker] = NULL;
+    ctl->reload_failed = true;
     ctl->reload_acks--;
 }
 
@@ -163,6 +167,7 @@ void wn_control_reload(control_t *ctl)
         ctl->pools[p]->config_epoch = ctl->pools[p]->epoch;
     ctl->reload_start_ms = uv_now(&ctl->loop);
     ctl->reload_acks = ctl->nworkers;
+    ctl->reload_failed = false;
     wn_log_notice("reload: '%s' applied (generation %llu, %u pool(s)); sending it to %d "
                   "worker(s)",
                   ctl->conf_path, (unsigned long long)ctl->gen, ctl->npools, ctl->nworkers);
@@ -175,8 +180,24 @@ void wn_control_reload(control_t *ctl)
 void wn_control_config_done(control_t *ctl, const wn_msg_t *m)
 {
     int i = m->worker;
-    if (m->gen != ctl->gen || i < 0 || i >= ctl->nworkers || ctl->next_blocks[i] == NULL)
+    /* epoch: the generation answered; gen: the one the worker now runs. */
+    if (m->epoch != ctl->gen || i < 0 || i >= ctl->nworkers || ctl->next_blocks[i] == NULL)
         return;
+    if (m->gen != m->epoch) {
+        /* Out of memory in that worker: it serves what it had; its reports
+         * (an older generation) are ignored until a reload reaches it. */
+        wn_log_error("reload: worker %d could not apply generation %llu (%s); it keeps "
+                     "serving generation %llu",
+                     i, (unsigned long long)m->epoch, wn_strerror(m->err),
+                     (unsigned long long)m->gen);
+        wn_stats_block_destroy(ctl->next_blocks[i]);
+        ctl->next_blocks[i] = NULL;
+        ctl->reload_failed = true;
+        reload_acked(ctl);
+        return;
+    }
+    if (m->err < 0)
+        ctl->reload_failed = true; /* a listener did not open: that worker logged why */
     /* The worker writes its new block only: its old counters carry over in
      * control's block, matched by pool and server name. */
     wn_stats_block_t *own = ctl->blocks[ctl->nblocks - 1];
@@ -189,6 +210,12 @@ void wn_control_config_done(control_t *ctl, const wn_msg_t *m)
         if (hp->worker_epoch[i] < hp->config_epoch)
             hp->worker_epoch[i] = hp->config_epoch;
     }
+    reload_acked(ctl);
+}
+
+/* One more worker answered; the last one ends the reload. */
+static void reload_acked(control_t *ctl)
+{
     if (--ctl->reload_acks > 0)
         return;
     wn_log_notice("reload: all %d worker(s) run generation %llu (%llu ms)", ctl->nworkers,
@@ -196,7 +223,11 @@ void wn_control_config_done(control_t *ctl, const wn_msg_t *m)
                   (unsigned long long)(uv_now(&ctl->loop) - ctl->reload_start_ms));
     for (uint32_t p = 0; p < ctl->npools; p++)
         wn_control_log_convergence(ctl, p);
-    finish(ctl, "applied, generation %llu", (unsigned long long)ctl->gen);
+    if (ctl->reload_failed)
+        finish(ctl, "applied with errors (see the log), generation %llu",
+               (unsigned long long)ctl->gen);
+    else
+        finish(ctl, "applied, generation %llu", (unsigned long long)ctl->gen);
     if (ctl->reload_again) {
         ctl->reload_again = false;
         wn_control_reload(ctl);

@@ -495,8 +495,11 @@ void wn_worker_finish_stop(wn_worker_t *w);
 
 /* ---- reloads (reconf.c) --------------------------------------------------- */
 
-/* Apply a WN_MSG_CONFIG; its references become the worker's. */
-void wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m);
+/* Apply a WN_MSG_CONFIG; its references become the worker's. No client is
+ * held for a verdict when it is called. 0, or why (some of) it could not be
+ * applied: a listener that would not open, or nothing at all (out of memory,
+ * stopping: the worker keeps its configuration and generation). */
+int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m);
 /* Free what retired and is done; false while something is left. */
 bool wn_reconf_reap(wn_worker_t *w);
 /* Stopping: close what retired pools and servers still hold. */
@@ -507,14 +510,15 @@ void wn_reconf_free_all(wn_worker_t *w);
 /* ---- the control channel and holds (ctl.c) --------------------------------- */
 
 int wn_ctl_init(wn_worker_t *w);
-/* Send a message to control (stamped with the worker and its generation). */
-void wn_ctl_send(wn_worker_t *w, wn_msg_t *m);
-/* End every hold in pool p (its clients route again). */
-void wn_ctl_release_pool(pool_rt_t *p);
+
 void wn_ctl_deinit(wn_worker_t *w);
 void wn_ctl_close(wn_worker_t *w);
-/* Drain control's messages (on the worker's wakeup). */
-void wn_ctl_receive(wn_worker_t *w);
+/* Drain control's messages (on the worker's wakeup). Stops at a new
+ * configuration: true, with it in *config (holds already ended), for the
+ * worker to apply and answer with wn_ctl_config_done; then call again. */
+bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *config);
+/* Tell control the worker applied generation gen (err: 0, or what failed). */
+void wn_ctl_config_done(wn_worker_t *w, uint64_t gen, int err);
 /* A request or connection to s failed / s answered. */
 void wn_ctl_server_failed(server_rt_t *s, int err);
 void wn_ctl_server_ok(server_rt_t *s);

@@ -23,6 +23,7 @@
 #define OUTBOX_RETRY_MS 10
 
 static void release(server_rt_t *s);
+static void send_to_control(wn_worker_t *w, wn_msg_t *m);
 static void arm_hold_timer(wn_worker_t *w);
 
 int wn_ctl_init(wn_worker_t *w)
@@ -97,7 +98,7 @@ bool wn_ctl_ask_stats(req_t *r)
     w->stats_ids[w->nstats_waiting++] = id;
     wn_msg_t m = {.type = WN_MSG_STATS, .pool = r->pool->retired ? UINT32_MAX : r->pool->idx,
                   .epoch = id};
-    wn_ctl_send(w, &m);
+    send_to_control(w, &m);
     return true;
 }
 
@@ -143,7 +144,7 @@ void wn_ctl_deinit(wn_worker_t *w)
     w->from_control = w->to_control = NULL;
 }
 
-void wn_ctl_send(wn_worker_t *w, wn_msg_t *m)
+static void send_to_control(wn_worker_t *w, wn_msg_t *m)
 {
     if (w->control_wakeup == NULL) {
         drop_msg(m, NULL);
@@ -225,7 +226,7 @@ void wn_ctl_server_failed(server_rt_t *s, int err)
         return;
     s->reported = true;
     wn_msg_t m = {.type = WN_MSG_FAIL, .pool = s->pool->idx, .server = s->idx, .err = err};
-    wn_ctl_send(w, &m);
+    send_to_control(w, &m);
     /* Hold new requests only where control may eject: otherwise there is no
      * verdict worth waiting for. */
     if (w->control_wakeup != NULL && s->pool->conf->auto_eject_hosts &&
@@ -242,7 +243,7 @@ void wn_ctl_server_ok(server_rt_t *s)
         return;
     s->reported = false;
     wn_msg_t m = {.type = WN_MSG_OK, .pool = s->pool->idx, .server = s->idx};
-    wn_ctl_send(s->pool->w, &m);
+    send_to_control(s->pool->w, &m);
 }
 
 bool wn_ctl_hold(client_t *c, server_rt_t *s)
@@ -289,7 +290,13 @@ static void release(server_rt_t *s)
     }
 }
 
-void wn_ctl_release_pool(pool_rt_t *p)
+void wn_ctl_config_done(wn_worker_t *w, uint64_t gen, int err)
+{
+    wn_msg_t done = {.type = WN_MSG_CONFIG_DONE, .epoch = gen, .err = err};
+    send_to_control(w, &done);
+}
+
+static void release_pool(pool_rt_t *p)
 {
     for (uint32_t i = 0; i < p->nservers; i++)
         if (p->servers[i]->suspect_until_ms != 0 || p->servers[i]->waiters != NULL)
@@ -309,12 +316,12 @@ static void swap_ring(wn_worker_t *w, const wn_msg_t *m)
     wn_log_info("pool '%s': now on ring epoch %llu (%u of %u servers live)", p->conf->name,
                 (unsigned long long)m->epoch, wn_ring_nlive(p->ring), wn_ring_nservers(p->ring));
     wn_msg_t back = {.type = WN_MSG_RING_DONE, .pool = m->pool, .ring = old, .epoch = m->epoch};
-    wn_ctl_send(w, &back);
+    send_to_control(w, &back);
     /* Every hold in the pool ends: held clients route with the new ring. */
-    wn_ctl_release_pool(p);
+    release_pool(p);
 }
 
-void wn_ctl_receive(wn_worker_t *w)
+bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *config)
 {
     wn_msg_t m;
     while (wn_spsc_pop(w->from_control, &m) == 0) {
@@ -323,8 +330,12 @@ void wn_ctl_receive(wn_worker_t *w)
             swap_ring(w, &m);
             break;
         case WN_MSG_CONFIG:
-            wn_reconf_apply(w, &m);
-            break;
+            /* Holds end first: held clients route with the new rings. The
+             * worker applies it (reconf.c) and calls wn_ctl_config_done. */
+            for (uint32_t p = 0; p < w->npools; p++)
+                release_pool(w->pools[p]);
+            *config = m;
+            return true;
         case WN_MSG_HEALTHY:
             if (m.pool < w->npools && m.server < w->pools[m.pool]->nservers) {
                 server_rt_t *s = w->pools[m.pool]->servers[m.server];
@@ -335,7 +346,7 @@ void wn_ctl_receive(wn_worker_t *w)
         case WN_MSG_PING: {
             /* Answered from the loop itself: a wedged loop never answers. */
             wn_msg_t pong = {.type = WN_MSG_PONG, .epoch = m.epoch};
-            wn_ctl_send(w, &pong);
+            send_to_control(w, &pong);
             break;
         }
         case WN_MSG_STATS_REPLY:
@@ -355,6 +366,7 @@ void wn_ctl_receive(wn_worker_t *w)
     /* Messages that did not fit earlier go now. */
     flush_outbox(w);
     arm_hold_timer(w);
+    return false;
 }
 
 /* ---- the control thread's side ------------------------------------------- */

@@ -238,13 +238,7 @@ static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char 
     return rc;
 }
 
-static void send_done(wn_worker_t *w, uint64_t gen, int err)
-{
-    wn_msg_t m = {.type = WN_MSG_CONFIG_DONE, .epoch = gen, .err = err};
-    wn_ctl_send(w, &m);
-}
-
-void wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
+int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
 {
     wn_conf_t *nc = m->conf;
     char err[256] = "";
@@ -254,7 +248,7 @@ void wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
             wn_ring_unref(m->rings[i]);
         free(m->rings);
         wn_conf_unref(nc);
-        return;
+        return UV_ECANCELED;
     }
     /* New pools and servers count in the new block from their start. */
     wn_stats_block_t *old_block = w->stats;
@@ -271,14 +265,10 @@ void wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
             wn_ring_unref(m->rings[i]);
         free(m->rings);
         wn_conf_unref(nc);
-        send_done(w, m->gen, rc);
-        return;
+        return rc;
     }
 
-    /* Commit; nothing below allocates except listeners. Holds end first:
-     * held clients route with the new rings. */
-    for (uint32_t k = 0; k < w->npools; k++)
-        wn_ctl_release_pool(w->pools[k]);
+    /* Commit; nothing below allocates except listeners. */
     for (uint32_t k = 0; k < w->npools; k++)
         if (wn_conf_pool_find(nc, w->pools[k]->conf->name) == NULL)
             retire_pool(w, w->pools[k]);
@@ -339,7 +329,7 @@ void wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
     arm_reap(w);
     wn_log_info("now on configuration generation %llu (%u pool(s))", (unsigned long long)w->gen,
                 w->npools);
-    send_done(w, w->gen, rc);
+    return rc;
 }
 
 static void close_server(server_rt_t *s)

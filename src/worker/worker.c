@@ -70,7 +70,9 @@ static void begin_stop(wn_worker_t *w)
 static void on_wakeup(uv_async_t *a)
 {
     wn_worker_t *w = a->data;
-    wn_ctl_receive(w);
+    wn_msg_t config;
+    while (wn_ctl_receive(w, &config))
+        wn_ctl_config_done(w, config.gen, wn_reconf_apply(w, &config));
     if (atomic_load_explicit(&w->stop_requested, memory_order_acquire))
         begin_stop(w);
 }
