@@ -14,12 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t next_id = 0; /* per worker thread: see client_id() */
-
-static uint64_t client_id(const client_t *c)
+static uint64_t client_id(client_t *c)
 {
-    /* Unique in the process: the worker in the top bits. */
-    return ((uint64_t)(uint32_t)c->w->id << 48) | (++next_id & 0xffffffffffffull);
+    /* Unique in the process: the worker in the top bits, its own count below
+     * (each worker counts for itself: no counter is shared between threads). */
+    return ((uint64_t)(uint32_t)c->w->id << 48) | (++c->w->next_client_id & 0xffffffffffffull);
 }
 
 void wn_redis_client_init(client_t *cl)
