@@ -32,10 +32,16 @@ static void reply_str(redis_req_t *r, const char *text)
     reply(r, text, strlen(text));
 }
 
-static void reply_error(redis_req_t *r, const char *text)
+/* An error line of len bytes (composed lines are not NUL-terminated). */
+static void reply_error_len(redis_req_t *r, const char *text, size_t len)
 {
     wn_stat_add(WN_PSTAT(r->r.pool, request_errors), 1);
-    reply_str(r, text);
+    reply(r, text, len);
+}
+
+static void reply_error(redis_req_t *r, const char *text)
+{
+    reply_error_len(r, text, strlen(text));
 }
 
 /* A bulk string reply of (s, len), composed in scratch memory. */
@@ -251,7 +257,7 @@ void wn_redis_local(redis_client_t *c, redis_req_t *r)
             /* redis-server's table says -1, its code refuses a second arg */
             char line[WN_RESP_ARITY_ERR_MAX];
             int n = wn_resp_compose_arity_error(line, sizeof(line), "ping", 4);
-            reply_error(r, n > 0 ? line : "-ERR syntax error\r\n");
+            reply_error_len(r, line, n > 0 ? (size_t)n : 0);
         } else if (r->nargs == 1)
             reply_str(r, "+PONG\r\n");
         else
