@@ -152,7 +152,8 @@ static bool arg_needed(const redis_req_t *r, uint32_t i)
         return false;
     switch (cmd->cls) {
     case WN_RCMD_LOCAL:
-        return true;
+        /* ECHO's and PING's argument goes back by reference (reply_arg) */
+        return cmd->id != WN_RCMD_ID_ECHO && cmd->id != WN_RCMD_ID_PING;
     case WN_RCMD_MULTI_KEY:
         return i >= 1;
     case WN_RCMD_MULTI_KV:

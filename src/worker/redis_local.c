@@ -60,6 +60,27 @@ static void reply_bulk(redis_req_t *r, const char *s, size_t len)
         free(buf);
 }
 
+/*
+ * Argument i as a bulk reply (ECHO, PING <msg>). A request's bulk arrives in
+ * the reply's own form: its "$<len>\r\n" line is canonical (the parser takes
+ * strict digits only: no '+', no leading zero, no space) and the "\r\n" after
+ * the payload was checked (arg_done). So the bytes received are the reply,
+ * taken by reference from the buffers they arrived in, whatever the length.
+ */
+static void reply_arg(redis_req_t *r, uint32_t i)
+{
+    const redis_arg_t *a = &r->args[i];
+    for (uint32_t j = a->seg; j < a->seg + a->nsegs; j++) {
+        const seg_t *sg = &r->r.out.v[j];
+        if (wn_req_rsp_push(&r->r, sg->buf, sg->off, sg->len, false) < 0) {
+            wn_redis_fail(&r->r, WN_ENOMEM);
+            return;
+        }
+    }
+    wn_req_out_written(&r->r); /* nothing goes to a server */
+    wn_req_done(&r->r);
+}
+
 /* ---- errors for what walnut does not forward ------------------------------ */
 
 static void answer_refused(redis_client_t *c, redis_req_t *r)
@@ -261,10 +282,10 @@ void wn_redis_local(redis_client_t *c, redis_req_t *r)
         } else if (r->nargs == 1)
             reply_str(r, "+PONG\r\n");
         else
-            reply_bulk(r, r->args[1].val ? r->args[1].val : "", r->args[1].len);
+            reply_arg(r, 1);
         return;
     case WN_RCMD_ID_ECHO:
-        reply_bulk(r, r->args[1].val ? r->args[1].val : "", r->args[1].len);
+        reply_arg(r, 1);
         return;
     case WN_RCMD_ID_QUIT:
         /* +OK after every earlier reply, then the connection closes. */
