@@ -36,6 +36,11 @@ void wn_proto_client_init(client_t *c);
 /* Frame and dispatch c's buffered bytes, as far as wn_client_can_parse
  * allows. Called from the read callback and from the flush. */
 void wn_proto_client_parse(client_t *c);
+/* Does the unit keep a complete request of c whose bytes it has already
+ * consumed (Redis: read whole, then held while its server was suspect)?
+ * The flush parses again when a hold ends if so, even with no bytes left
+ * unparsed. memcached leaves a held request's line unparsed instead. */
+bool wn_proto_client_has_pending(const client_t *c);
 /* The client sent EOF: drop a half-received request (never forwarded). */
 void wn_proto_client_eof(client_t *c);
 /* The client is closing: release what the parse state holds. */

@@ -114,6 +114,7 @@ static inline redis_req_t *redis_req(req_t *r)
 /* redis_client.c */
 void wn_redis_client_init(client_t *c);
 void wn_redis_client_parse(client_t *c);
+bool wn_redis_client_has_pending(const client_t *c);
 void wn_redis_client_eof(client_t *c);
 void wn_redis_client_deinit(client_t *c);
 void wn_redis_client_read_plan(const client_t *c, uint32_t *keep, uint64_t *ahead);

@@ -66,6 +66,11 @@ void wn_redis_client_eof(client_t *cl)
     cl->mid_request = false;
 }
 
+bool wn_redis_client_has_pending(const client_t *cl)
+{
+    return ((const redis_client_t *)cl)->pending != NULL;
+}
+
 void wn_redis_client_read_plan(const client_t *cl, uint32_t *keep, uint64_t *ahead)
 {
     const redis_client_t *c = (const redis_client_t *)cl;
