@@ -64,6 +64,11 @@ static inline bool wn_resp_crlf_ok(char a, char b)
     return a == '\r' && b == '\n';
 }
 
+/* redis-server's string2ll over s[0, len): an optional '-', then "0" or
+ * digits without a leading zero, within int64_t ("-0", "+1", " 1" are not
+ * numbers). How redis-server reads an integer argument. */
+bool wn_resp_parse_int(const char *s, size_t len, int64_t *out);
+
 /* ---- request parser (client -> proxy) ---------------------------------- */
 
 /*

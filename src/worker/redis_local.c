@@ -110,24 +110,40 @@ static void set_authed(redis_client_t *c, bool ok)
     wn_resp_req_parser_set_unauth(&c->parser, !c->authed);
 }
 
-/* twemproxy checks AUTH itself against redis_auth; the Redis 6 form names
- * the user, which must be "default". */
-static void do_auth(redis_client_t *c, redis_req_t *r, uint32_t user_at, uint32_t pass_at)
+/*
+ * The password in argument pass_at, for the user in user_at (0: AUTH <pass>,
+ * the default user): NULL when accepted, else the error line. With
+ * redis_auth, twemproxy's rule and text: the password must be redis_auth
+ * (the Redis 6 form names the user, which must be "default"). Without it,
+ * what redis-server without a password answers: its default user takes any
+ * password, no other user exists, and AUTH <pass> is a mistake it names.
+ */
+static const char *auth_error(const redis_client_t *c, const redis_req_t *r, uint32_t user_at,
+                              uint32_t pass_at)
 {
     const char *want = c->c.pool->conf->redis_auth;
+    bool default_user = user_at == 0 || arg_is(r, user_at, "default");
     if (want == NULL) {
-        reply_error(r, "-ERR AUTH <password> called without any password configured for the "
-                       "default user. Are you sure your configuration is correct?\r\n");
-        return;
+        if (user_at == 0)
+            return "-ERR AUTH <password> called without any password configured for the "
+                   "default user. Are you sure your configuration is correct?\r\n";
+        return default_user ? NULL
+                            : "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
     }
     const redis_arg_t *p = &r->args[pass_at];
-    bool ok = (user_at == 0 || arg_is(r, user_at, "default")) && p->val != NULL &&
-              p->len == strlen(want) && memcmp(p->val, want, p->len) == 0;
-    set_authed(c, ok);
-    if (ok)
+    bool ok = default_user && p->val != NULL && p->len == strlen(want) &&
+              memcmp(p->val, want, p->len) == 0;
+    return ok ? NULL : "-ERR invalid password\r\n";
+}
+
+static void do_auth(redis_client_t *c, redis_req_t *r, uint32_t user_at, uint32_t pass_at)
+{
+    const char *err = auth_error(c, r, user_at, pass_at);
+    set_authed(c, err == NULL); /* a failed AUTH logs out (twemproxy's rule) */
+    if (err == NULL)
         reply_str(r, "+OK\r\n");
     else
-        reply_error(r, "-ERR invalid password\r\n");
+        reply_error(r, err);
 }
 
 static void do_select(redis_client_t *c, redis_req_t *r)
@@ -152,17 +168,79 @@ static void do_select(redis_client_t *c, redis_req_t *r)
 
 /* ---- HELLO and CLIENT --------------------------------------------------------- */
 
+/* Client names: redis-server refuses spaces, newlines and other specials. */
+static bool name_ok(const redis_arg_t *a)
+{
+    if (a->val == NULL)
+        return false;
+    for (uint32_t i = 0; i < a->len; i++)
+        if (a->val[i] < '!' || a->val[i] > '~')
+            return false;
+    return true;
+}
+
+/* CLIENT SETNAME <name> and HELLO's SETNAME option: false when refused
+ * (answered). An empty name clears it. */
+static bool set_name(redis_client_t *c, redis_req_t *r, uint32_t at)
+{
+    const redis_arg_t *a = &r->args[at];
+    if (a->len > 0 && a->val == NULL) {
+        reply_error(r, "-ERR walnut keeps client names of up to 65536 bytes\r\n");
+        return false;
+    }
+    if (!name_ok(a)) {
+        reply_error(r, "-ERR Client names cannot contain spaces, newlines or special "
+                       "characters.\r\n");
+        return false;
+    }
+    char *name = NULL;
+    if (a->len > 0 && (name = strndup(a->val, a->len)) == NULL) {
+        wn_redis_fail(&r->r, WN_ENOMEM);
+        return false;
+    }
+    free(c->client_name);
+    c->client_name = name;
+    return true;
+}
+
+/* redis-server's "Syntax error in HELLO option '%s'": the option up to a NUL,
+ * CR and LF shown as spaces (as in all its error replies). */
+static void hello_syntax_error(redis_req_t *r, uint32_t i)
+{
+    static const char head[] = "-ERR Syntax error in HELLO option '";
+    const redis_arg_t *a = &r->args[i];
+    size_t len = a->val != NULL ? a->len : 0;
+    const char *nul = len > 0 ? memchr(a->val, '\0', len) : NULL;
+    if (nul != NULL)
+        len = (size_t)(nul - a->val);
+    char *line = malloc(sizeof(head) - 1 + len + 3);
+    if (line == NULL) {
+        wn_redis_fail(&r->r, WN_ENOMEM);
+        return;
+    }
+    memcpy(line, head, sizeof(head) - 1);
+    char *d = line + sizeof(head) - 1;
+    for (size_t k = 0; k < len; k++)
+        *d++ = a->val[k] == '\r' || a->val[k] == '\n' ? ' ' : a->val[k];
+    memcpy(d, "'\r\n", 3);
+    reply_error_len(r, line, sizeof(head) - 1 + len + 3);
+    free(line);
+}
+
+/* HELLO [protover [AUTH user pass] [SETNAME name]]: the options in order, as
+ * redis-server 7.0 takes them (a name is set even if a later option fails). */
 static void do_hello(redis_client_t *c, redis_req_t *r)
 {
     uint32_t i = 1;
     if (r->nargs > 1) {
         const redis_arg_t *v = &r->args[1];
-        if (v->val == NULL || v->len == 0 || v->len > 9 ||
-            strspn(v->val, "0123456789") < v->len) {
+        int64_t ver;
+        if (v->val == NULL || !wn_resp_parse_int(v->val, v->len, &ver)) {
             reply_error(r, "-ERR Protocol version is not an integer or out of range\r\n");
             return;
         }
-        if (!(v->len == 1 && v->val[0] == '2')) {
+        if (ver != 2) {
+            /* redis-server refuses all but 2 and 3; walnut speaks RESP2 only */
             reply_error(r, "-NOPROTO unsupported protocol version\r\n");
             return;
         }
@@ -170,26 +248,19 @@ static void do_hello(redis_client_t *c, redis_req_t *r)
     }
     for (; i < r->nargs; i++) {
         if (arg_is(r, i, "AUTH") && i + 2 < r->nargs) {
-            const char *want = c->c.pool->conf->redis_auth;
-            const redis_arg_t *p = &r->args[i + 2];
-            bool ok = want != NULL && arg_is(r, i + 1, "default") && p->val != NULL &&
-                      p->len == strlen(want) && memcmp(p->val, want, p->len) == 0;
-            if (!ok) {
-                reply_error(r, want == NULL ? "-ERR AUTH <password> called without any password "
-                                              "configured for the default user. Are you sure "
-                                              "your configuration is correct?\r\n"
-                                            : "-ERR invalid password\r\n");
+            const char *err = auth_error(c, r, i + 1, i + 2);
+            if (err != NULL) {
+                reply_error(r, err);
                 return;
             }
             set_authed(c, true);
             i += 2;
         } else if (arg_is(r, i, "SETNAME") && i + 1 < r->nargs) {
-            i += 1; /* kept below, once authenticated */
+            if (!set_name(c, r, i + 1))
+                return;
+            i += 1;
         } else {
-            char line[160];
-            snprintf(line, sizeof(line), "-ERR Syntax error in HELLO option '%.*s'\r\n",
-                     (int)WN_MIN(r->args[i].len, 64u), r->args[i].val ? r->args[i].val : "");
-            reply_error(r, line);
+            hello_syntax_error(r, i);
             return;
         }
     }
@@ -211,41 +282,54 @@ static void do_hello(redis_client_t *c, redis_req_t *r)
     reply(r, line, (size_t)n);
 }
 
-/* Client names: redis-server refuses spaces, newlines and other specials. */
-static bool name_ok(const redis_arg_t *a)
+/* The CLIENT subcommands walnut answers, with redis-server's arity for each
+ * (SETINFO's from 7.2, which added it). */
+static const struct client_sub {
+    const char *name;
+    uint32_t argc;
+} client_subs[] = {
+    {"getname", 2}, {"setname", 3}, {"id", 2}, {"info", 2}, {"setinfo", 4},
+};
+
+/* A subcommand walnut answers, with the wrong number of arguments:
+ * redis-server's arity error names it "client|<sub>". */
+static bool client_arity_refused(redis_req_t *r)
 {
-    if (a->val == NULL)
-        return false;
-    for (uint32_t i = 0; i < a->len; i++)
-        if (a->val[i] < '!' || a->val[i] > '~')
+    for (size_t i = 0; i < WN_ARRAY_SIZE(client_subs); i++) {
+        const struct client_sub *sub = &client_subs[i];
+        if (!arg_is(r, 1, sub->name))
+            continue;
+        if (r->nargs == sub->argc)
             return false;
-    return true;
+        char name[32], line[WN_RESP_ARITY_ERR_MAX];
+        int len = snprintf(name, sizeof(name), "client|%s", sub->name);
+        int n = wn_resp_compose_arity_error(line, sizeof(line), name, (size_t)len);
+        reply_error_len(r, line, n > 0 ? (size_t)n : 0);
+        return true;
+    }
+    return false;
 }
 
 static void do_client(redis_client_t *c, redis_req_t *r)
 {
     char line[512];
-    if (arg_is(r, 1, "SETNAME") && r->nargs == 3) {
-        if (!name_ok(&r->args[2])) {
-            reply_error(r, "-ERR Client names cannot contain spaces, newlines or special "
-                           "characters.\r\n");
-            return;
-        }
-        free(c->client_name);
-        c->client_name = r->args[2].len > 0 ? strndup(r->args[2].val, r->args[2].len) : NULL;
-        reply_str(r, "+OK\r\n");
-    } else if (arg_is(r, 1, "GETNAME") && r->nargs == 2) {
+    if (client_arity_refused(r))
+        return;
+    if (arg_is(r, 1, "SETNAME")) {
+        if (set_name(c, r, 2))
+            reply_str(r, "+OK\r\n");
+    } else if (arg_is(r, 1, "GETNAME")) {
         if (c->client_name == NULL)
             reply_str(r, "$-1\r\n");
         else
             reply_bulk(r, c->client_name, strlen(c->client_name));
-    } else if (arg_is(r, 1, "ID") && r->nargs == 2) {
+    } else if (arg_is(r, 1, "ID")) {
         int n = snprintf(line, sizeof(line), ":%llu\r\n", (unsigned long long)c->id);
         reply(r, line, (size_t)n);
-    } else if (arg_is(r, 1, "SETINFO") && r->nargs == 4 &&
+    } else if (arg_is(r, 1, "SETINFO") &&
                (arg_is(r, 2, "LIB-NAME") || arg_is(r, 2, "LIB-VER"))) {
         reply_str(r, "+OK\r\n"); /* what client library this is: nothing to keep */
-    } else if (arg_is(r, 1, "INFO") && r->nargs == 2) {
+    } else if (arg_is(r, 1, "INFO")) {
         int n = snprintf(line, sizeof(line), "id=%llu name=%s db=0 proxy=walnut worker=%d\n",
                          (unsigned long long)c->id, c->client_name ? c->client_name : "",
                          c->c.w->id);
