@@ -102,6 +102,33 @@ static void answer_refused(redis_client_t *c, redis_req_t *r)
     reply(r, line, n > 0 ? (size_t)n : 0);
 }
 
+/*
+ * The error line "<head><arg><tail>", the argument shown as redis-server's
+ * "%s" shows one: up to a NUL, CR and LF as spaces (as in all its error
+ * replies; a CR LF from the client must not end walnut's line early), and
+ * at most `max` bytes of it.
+ */
+static void reply_error_showing(redis_req_t *r, const char *head, const redis_arg_t *a,
+                                size_t max, const char *tail)
+{
+    size_t len = a->val != NULL ? WN_MIN((size_t)a->len, max) : 0;
+    const char *nul = len > 0 ? memchr(a->val, '\0', len) : NULL;
+    if (nul != NULL)
+        len = (size_t)(nul - a->val);
+    size_t hlen = strlen(head), tlen = strlen(tail);
+    char *line = malloc(hlen + len + tlen);
+    if (line == NULL) {
+        wn_redis_fail(&r->r, WN_ENOMEM);
+        return;
+    }
+    memcpy(line, head, hlen);
+    for (size_t k = 0; k < len; k++)
+        line[hlen + k] = a->val[k] == '\r' || a->val[k] == '\n' ? ' ' : a->val[k];
+    memcpy(line + hlen + len, tail, tlen);
+    reply_error_len(r, line, hlen + len + tlen);
+    free(line);
+}
+
 /* ---- AUTH and SELECT -------------------------------------------------------- */
 
 static void set_authed(redis_client_t *c, bool ok)
@@ -203,29 +230,6 @@ static bool set_name(redis_client_t *c, redis_req_t *r, uint32_t at)
     return true;
 }
 
-/* redis-server's "Syntax error in HELLO option '%s'": the option up to a NUL,
- * CR and LF shown as spaces (as in all its error replies). */
-static void hello_syntax_error(redis_req_t *r, uint32_t i)
-{
-    static const char head[] = "-ERR Syntax error in HELLO option '";
-    const redis_arg_t *a = &r->args[i];
-    size_t len = a->val != NULL ? a->len : 0;
-    const char *nul = len > 0 ? memchr(a->val, '\0', len) : NULL;
-    if (nul != NULL)
-        len = (size_t)(nul - a->val);
-    char *line = malloc(sizeof(head) - 1 + len + 3);
-    if (line == NULL) {
-        wn_redis_fail(&r->r, WN_ENOMEM);
-        return;
-    }
-    memcpy(line, head, sizeof(head) - 1);
-    char *d = line + sizeof(head) - 1;
-    for (size_t k = 0; k < len; k++)
-        *d++ = a->val[k] == '\r' || a->val[k] == '\n' ? ' ' : a->val[k];
-    memcpy(d, "'\r\n", 3);
-    reply_error_len(r, line, sizeof(head) - 1 + len + 3);
-    free(line);
-}
 
 /* HELLO [protover [AUTH user pass] [SETNAME name]]: the options in order, as
  * redis-server 7.0 takes them (a name is set even if a later option fails). */
@@ -260,7 +264,8 @@ static void do_hello(redis_client_t *c, redis_req_t *r)
                 return;
             i += 1;
         } else {
-            hello_syntax_error(r, i);
+            reply_error_showing(r, "-ERR Syntax error in HELLO option '", &r->args[i], SIZE_MAX,
+                                "'\r\n");
             return;
         }
     }
@@ -310,6 +315,22 @@ static bool client_arity_refused(redis_req_t *r)
     return false;
 }
 
+/* CLIENT INFO: the client's connection to walnut (its name may be long). */
+static void client_info(redis_client_t *c, redis_req_t *r)
+{
+    const char *name = c->client_name != NULL ? c->client_name : "";
+    size_t size = strlen(name) + 96; /* and two numbers, a few words */
+    char *text = malloc(size);
+    if (text == NULL) {
+        wn_redis_fail(&r->r, WN_ENOMEM);
+        return;
+    }
+    int n = snprintf(text, size, "id=%llu name=%s db=0 proxy=walnut worker=%d\n",
+                     (unsigned long long)c->id, name, c->c.w->id);
+    reply_bulk(r, text, n > 0 && (size_t)n < size ? (size_t)n : 0);
+    free(text);
+}
+
 static void do_client(redis_client_t *c, redis_req_t *r)
 {
     char line[512];
@@ -330,20 +351,11 @@ static void do_client(redis_client_t *c, redis_req_t *r)
                (arg_is(r, 2, "LIB-NAME") || arg_is(r, 2, "LIB-VER"))) {
         reply_str(r, "+OK\r\n"); /* what client library this is: nothing to keep */
     } else if (arg_is(r, 1, "INFO")) {
-        int n = snprintf(line, sizeof(line), "id=%llu name=%s db=0 proxy=walnut worker=%d\n",
-                         (unsigned long long)c->id, c->client_name ? c->client_name : "",
-                         c->c.w->id);
-        reply_bulk(r, line, (size_t)n);
+        client_info(c, r);
     } else {
-        char name[WN_REDIS_NAME_MAX + 1];
-        uint32_t len = r->args[1].val ? WN_MIN(r->args[1].len, WN_REDIS_NAME_MAX) : 0;
-        memcpy(name, r->args[1].val ? r->args[1].val : "", len);
-        name[len] = '\0';
-        snprintf(line, sizeof(line),
-                 "-ERR CLIENT %s is not supported by walnut: a client's connection to a server "
-                 "is shared with other clients\r\n",
-                 name);
-        reply_error(r, line);
+        reply_error_showing(r, "-ERR CLIENT ", &r->args[1], 64,
+                            " is not supported by walnut: a client's connection to a server is "
+                            "shared with other clients\r\n");
     }
 }
 

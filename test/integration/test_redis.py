@@ -912,6 +912,22 @@ class TestRedis(RedisCase):
             resp(*a) for a in (("CLIENT", "SETNAME", "a b"), ("CLIENT", "SETNAME", "a\nb"),
                                ("CLIENT",), ("CLIENT", "GETNAME"))))
 
+    def test_client_info_long_name_and_crlf_subcommand(self):
+        """CLIENT INFO after a long CLIENT SETNAME shows the whole name (it was
+        composed in a 512-byte buffer and sent with snprintf's would-be length:
+        stack bytes); an unsupported subcommand holding CR LF is shown with
+        spaces, as redis-server shows arguments in errors, so the error stays
+        one line and the next reply is the next request's."""
+        name = b"n" * 2000
+        with self.raw(self.port) as c:
+            c.request(resp("CLIENT", "SETNAME", name), b"+OK\r\n")
+            self.assertRegex(c.call("CLIENT", "INFO"),
+                             rb"^id=\d+ name=%s db=0 proxy=walnut worker=\d+\n$" % name)
+            c.send(resp("CLIENT", "a\r\nb"))
+            self.assertEqual(c.recv_line(), b"-ERR CLIENT a  b is not supported by walnut: a "
+                             b"client's connection to a server is shared with other clients\r\n")
+            c.request(resp("PING"), b"+PONG\r\n")
+
     def test_command_forwarded(self):
         """COMMAND, COMMAND COUNT, COMMAND INFO, COMMAND DOCS go to a server:
         redis-server's own answer (twemproxy rejects COUNT and DOCS)."""
