@@ -142,6 +142,8 @@ static bool start_request(redis_client_t *c, uint32_t nargs, wn_buf_t *b, uint32
     c->name_len = 0;
     c->errargs_len = 0;
     c->nerrargs = 0;
+    c->errshown = 0;
+    c->errroom = 0;
     c->cur_swallow = false;
     return true;
 }
@@ -236,23 +238,33 @@ static void command_known(redis_client_t *c, redis_req_t *r)
     }
 }
 
-/* Keep the first arguments' text for redis-server's unknown-command error. */
+/*
+ * Keep what redis-server's unknown-command error shows of the arguments
+ * (n bytes at p of the current one; first_bytes: it begins here). It appends
+ * "'<arg>' " per arg while its text is under 128 bytes, each arg shown up to
+ * a NUL and to what is left of those 128: so all shown args together hold at
+ * most 128 bytes, in at most 43 args.
+ */
 static void keep_errarg(redis_client_t *c, const char *p, uint32_t n, bool first_bytes)
 {
-    if (first_bytes && c->nerrargs < WN_ARRAY_SIZE(c->errarg)) {
-        c->errarg[c->nerrargs].s = c->errargs + c->errargs_len;
-        c->errarg[c->nerrargs].len = 0;
-        c->nerrargs++;
+    if (first_bytes) {
+        c->errroom = 0;
+        if (c->errshown >= WN_RESP_UNKNOWN_ARG_BYTES || c->nerrargs >= WN_RESP_UNKNOWN_ARGS)
+            return; /* redis-server shows no more args */
+        c->errroom = WN_RESP_UNKNOWN_ARG_BYTES - c->errshown;
+        c->errarg_len[c->nerrargs++] = 0;
+        c->errshown += 3; /* the quotes and the space */
     }
-    if (c->nerrargs == 0)
-        return;
-    wn_resp_str_t *e = &c->errarg[c->nerrargs - 1];
-    uint32_t take = WN_MIN(n, (uint32_t)sizeof(c->errargs) - c->errargs_len);
-    if (e->s + e->len != c->errargs + c->errargs_len)
-        return; /* a later argument than we keep */
+    uint32_t take = WN_MIN(n, c->errroom);
+    take = WN_MIN(take, (uint32_t)sizeof(c->errargs) - c->errargs_len);
+    const char *nul = memchr(p, '\0', take);
+    if (nul != NULL)
+        take = (uint32_t)(nul - p);
     memcpy(c->errargs + c->errargs_len, p, take);
     c->errargs_len += take;
-    e->len += take;
+    c->errarg_len[c->nerrargs - 1] += (uint8_t)take;
+    c->errshown += take;
+    c->errroom = nul != NULL ? 0 : c->errroom - take; /* a NUL ends what is shown */
 }
 
 static void request_done(redis_client_t *c);

@@ -88,7 +88,14 @@ static void answer_refused(redis_client_t *c, redis_req_t *r)
     char line[WN_RESP_UNKNOWN_CMD_MAX + WN_RESP_UNSUPPORTED_MAX];
     int n;
     if (r->cmd == NULL) {
-        n = wn_resp_compose_unknown_cmd(line, sizeof(line), c->name, c->name_len, c->errarg,
+        wn_resp_str_t args[WN_RESP_UNKNOWN_ARGS];
+        const char *at = c->errargs;
+        for (uint32_t i = 0; i < c->nerrargs; i++) {
+            args[i].s = at;
+            args[i].len = c->errarg_len[i];
+            at += c->errarg_len[i];
+        }
+        n = wn_resp_compose_unknown_cmd(line, sizeof(line), c->name, c->name_len, args,
                                         c->nerrargs);
     } else if (!wn_rcmd_argc_ok(r->cmd, r->nargs)) {
         n = wn_resp_compose_arity_error(line, sizeof(line), r->cmd->name, strlen(r->cmd->name));
