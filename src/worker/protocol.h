@@ -8,8 +8,10 @@
  *
  * What a unit may call in the core: the request life cycle (request.c), the
  * client FIFO and queues (wn_req_enqueue_client, wn_server_enqueue,
- * wn_sconn_pop), routing (wn_pool_route) and holds (wn_ctl_hold). Never the
- * flush, never a write or a close.
+ * wn_sconn_pop), routing (wn_pool_route), holds (wn_ctl_hold), and
+ * wn_sconn_fail, which only marks a connection for the flush to close (a
+ * failure the unit has logged itself). Never the flush, never a write or a
+ * close.
  */
 #ifndef WALNUT_WORKER_PROTOCOL_H
 #define WALNUT_WORKER_PROTOCOL_H

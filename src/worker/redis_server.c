@@ -88,20 +88,27 @@ static void complete_head(redis_sconn_t *s, bool server_ok)
     wn_req_unref(r);
 }
 
-/* An internal request's reply: AUTH/SELECT must say +OK. */
-static int internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
-                          const wn_resp_rsp_tok_t *tok)
+/*
+ * An internal request's reply: AUTH/SELECT must say +OK; true when it did.
+ * A refusal is logged here, once, with the server's line (its CRLF left
+ * out). In the wrong database every request would be wrong: a refused SELECT
+ * fails the connection (its requests get an error). A refused AUTH does not:
+ * requests get the server's own -NOAUTH, which says what is wrong.
+ */
+static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
+                           const wn_resp_rsp_tok_t *tok)
 {
     if (tok->type == '+')
-        return 0;
+        return true;
     server_rt_t *srv = s->s.server;
-    wn_log_warn("pool '%s': server %s answered walnut's %s with: %.*s", srv->pool->conf->name,
+    wn_log_warn("pool '%s': server %s answered walnut's %s with: %.*s%s", srv->pool->conf->name,
                 srv->conf->name, r->internal_select ? "SELECT" : "AUTH",
-                (int)WN_MIN(tok->line_len, 200u), line);
+                (int)WN_MIN(tok->line_len - 2, 200u), line,
+                r->internal_select ? "; closing the connection" : "");
     wn_ctl_server_failed(srv, WN_EPROTO);
-    /* In the wrong database every request would be wrong: close. Refused
-     * AUTH: requests get the server's own -NOAUTH, which says what is wrong. */
-    return r->internal_select ? WN_EPROTO : 0;
+    if (r->internal_select)
+        wn_sconn_fail(&s->s, WN_EPROTO);
+    return false;
 }
 
 /* A fragment's element begins (depth 1 of an MGET reply). */
@@ -163,7 +170,7 @@ static int take_line(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
     int rc = 0;
     bool ok = true;
     if (r->kind == REQ_INTERNAL) {
-        rc = internal_reply(s, rr, line, tok);
+        ok = internal_reply(s, rr, line, tok);
     } else if (r->kind == REQ_FRAGMENT) {
         rc = fragment_line(rr, b, pos, tok);
     } else {
@@ -233,6 +240,8 @@ int wn_redis_server_parse(sconn_t *sc)
         wn_buf_t *b = sc->in.buf;
         if (b == NULL || sc->in.pos == b->len)
             return 0;
+        if (sc->fail_err != 0)
+            return 0; /* failed here (a refused SELECT): nothing more is read */
         req_t *r = sc->head;
         if (r == NULL || r == sc->unsent)
             return WN_EPROTO; /* bytes nobody asked for */
