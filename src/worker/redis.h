@@ -64,6 +64,8 @@ typedef struct redis_req {
     redis_arg_t *args;     /* [nargs]: inl, or an owned array */
     redis_arg_t inl[WN_REDIS_INLINE_ARGS]; /* (larger arrays and copied args: r.keep) */
     uint8_t merge;         /* redis_merge_t: parents and their fragments */
+    char reply_type;       /* wn_rcmd_reply_type: a reply of another type (not an error)
+                              is not this request's: the connection's replies shifted */
     bool internal_select;  /* REQ_INTERNAL: SELECT (a failure closes the connection) */
     /* Fragments: */
     redis_split_t *split;  /* the parent's (borrowed) */
@@ -73,7 +75,6 @@ typedef struct redis_req {
     uint32_t ncomplete;    /* elements complete */
     uint32_t taken;        /* elements merged into the parent */
     bool error_reply;      /* the reply (or walnut's failure) is an error line */
-    bool bad_shape;        /* the reply was not the type the merge needs */
 } redis_req_t;
 
 typedef struct redis_client {
@@ -92,8 +93,8 @@ typedef struct redis_client {
     uint32_t errargs_len;
     uint8_t errarg_len[WN_RESP_UNKNOWN_ARGS];
     uint32_t nerrargs;
-    uint32_t errshown;   /* redis-server's count of the text so far ("'arg' " each) */
-    uint32_t errroom;    /* bytes the current arg may still show */
+    uint32_t errshown;       /* redis-server's count of the text so far ("'arg' " each) */
+    uint32_t errroom;        /* bytes the current arg may still show */
     redis_req_t *pending;    /* complete, waiting for a hold to end (one reference) */
     bool authed;             /* passed AUTH (or the pool has no redis_auth) */
     char *client_name;       /* CLIENT SETNAME (owned) */

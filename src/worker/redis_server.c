@@ -131,7 +131,12 @@ static void item_grew(redis_req_t *f)
     }
 }
 
-/* One reply line for a fragment: does it have the shape its merge needs? */
+/*
+ * One reply line for a fragment. Its sub-command always answers one shape
+ * (MGET: an array of as many strings or nulls as keys; DEL and the like: an
+ * integer; MSET: +OK) or an error: any other reply is not its own but one
+ * shifted onto it, a protocol error.
+ */
 static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
                          const wn_resp_rsp_tok_t *tok)
 {
@@ -141,24 +146,18 @@ static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
     }
     switch (f->merge) {
     case RMERGE_ARRAY:
-        if (tok->depth == 0) {
-            if (tok->type != '*' || tok->number != (int64_t)f->nkeys)
-                f->bad_shape = true;
-            return 0;
-        }
+        if (tok->depth == 0)
+            return tok->type == '*' && tok->number == (int64_t)f->nkeys ? 0 : WN_EPROTO;
         if (tok->depth != 1 || tok->type == '*')
             return WN_EPROTO; /* MGET's elements are strings or nulls */
         return start_item(f, b, pos, tok->line_len);
     case RMERGE_SUM:
         if (tok->type != ':')
-            f->bad_shape = true;
-        else
-            f->split->sum += tok->number;
+            return WN_EPROTO;
+        f->split->sum += tok->number;
         return 0;
     default: /* RMERGE_OK */
-        if (tok->type != '+')
-            f->bad_shape = true;
-        return 0;
+        return tok->type == '+' ? 0 : WN_EPROTO;
     }
 }
 
@@ -174,6 +173,11 @@ static int take_line(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
     } else if (r->kind == REQ_FRAGMENT) {
         rc = fragment_line(rr, b, pos, tok);
     } else {
+        /* A reply of a type its command never answers (an error aside) is
+         * another request's: the connection's replies have shifted. */
+        if (tok->depth == 0 && rr->reply_type != 0 && tok->type != rr->reply_type &&
+            tok->type != '-')
+            return WN_EPROTO;
         if (tok->depth == 0 && tok->type == '-' &&
             (starts(line + 1, tok->line_len - 1, "LOADING") ||
              starts(line + 1, tok->line_len - 1, "MASTERDOWN"))) {
