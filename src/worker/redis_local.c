@@ -115,8 +115,8 @@ static void answer_refused(redis_client_t *c, redis_req_t *r)
  * replies; a CR LF from the client must not end walnut's line early), and
  * at most `max` bytes of it.
  */
-static void reply_error_showing(redis_req_t *r, const char *head, const redis_arg_t *a,
-                                size_t max, const char *tail)
+static void reply_error_showing(redis_req_t *r, const char *head, const redis_arg_t *a, size_t max,
+                                const char *tail)
 {
     size_t len = a->val != NULL ? WN_MIN((size_t)a->len, max) : 0;
     const char *nul = len > 0 ? memchr(a->val, '\0', len) : NULL;
@@ -237,7 +237,6 @@ static bool set_name(redis_client_t *c, redis_req_t *r, uint32_t at)
     return true;
 }
 
-
 /* HELLO [protover [AUTH user pass] [SETNAME name]]: the options in order, as
  * redis-server 7.0 takes them (a name is set even if a later option fails). */
 static void do_hello(redis_client_t *c, redis_req_t *r)
@@ -354,8 +353,7 @@ static void do_client(redis_client_t *c, redis_req_t *r)
     } else if (arg_is(r, 1, "ID")) {
         int n = snprintf(line, sizeof(line), ":%llu\r\n", (unsigned long long)c->id);
         reply(r, line, (size_t)n);
-    } else if (arg_is(r, 1, "SETINFO") &&
-               (arg_is(r, 2, "LIB-NAME") || arg_is(r, 2, "LIB-VER"))) {
+    } else if (arg_is(r, 1, "SETINFO") && (arg_is(r, 2, "LIB-NAME") || arg_is(r, 2, "LIB-VER"))) {
         reply_str(r, "+OK\r\n"); /* what client library this is: nothing to keep */
     } else if (arg_is(r, 1, "INFO")) {
         client_info(c, r);
