@@ -1,8 +1,10 @@
 /*
  * worker/redis_server.c: RESP2 replies from a Redis server. Every reply is
  * one RESP value, framed to its end (nested arrays to a bounded depth) and
- * relayed byte for byte to the request at the head of the connection; bytes
- * where no request waits are a protocol error. A split command's parts are
+ * relayed byte for byte to the request at the head of the connection. RESP
+ * has no request ids, so a reply is the head's by position only: bytes where
+ * no request waits, and a reply of a type the head's command never answers
+ * (a shifted reply), are protocol errors. A split command's parts are
  * collected element by element (MGET) or by value (DEL's integer, MSET's
  * +OK) for redis_merge.c. A new connection first sends AUTH <redis_auth>
  * and SELECT <redis_db>; their replies are checked. -LOADING and
