@@ -64,6 +64,11 @@ static inline bool wn_resp_crlf_ok(char a, char b)
     return a == '\r' && b == '\n';
 }
 
+/* redis-server's string2ll over s[0, len): an optional '-', then "0" or
+ * digits without a leading zero, within int64_t ("-0", "+1", " 1" are not
+ * numbers). How redis-server reads an integer argument. */
+bool wn_resp_parse_int(const char *s, size_t len, int64_t *out);
+
 /* ---- request parser (client -> proxy) ---------------------------------- */
 
 /*
@@ -346,6 +351,8 @@ typedef struct wn_rcmd {
     uint16_t id;       /* dense index < WN_RCMD_COUNT (< 256): WN_RCMD_ID_<NAME> */
     uint8_t cls;       /* wn_rcmd_class_t */
     uint8_t flags;     /* WN_RCMD_F_* */
+    char reply;        /* type byte of every reply but an error ('+' ':' '$' '*'), or 0 when
+                        * it depends on the arguments or the data: see wn_rcmd_reply_type */
     int8_t first_key;  /* COMMAND INFO key positions: first key's arg index (0: none), */
     int8_t last_key;   /* last (negative: from the end, -1 the last arg), */
     int8_t key_step;   /* and the step between keys */
@@ -626,6 +633,17 @@ bool wn_rcmd_argc_ok(const wn_rcmd_t *cmd, uint32_t argc);
  */
 bool wn_rcmd_key_range(const wn_rcmd_t *cmd, uint32_t argc, uint32_t *first, uint32_t *last,
                        uint32_t *step);
+
+/*
+ * The type byte every reply of a request of argc args has, an error aside
+ * ('+' ':' '$' '*'; a null is '$' or '*' too), or 0 when it depends on the
+ * arguments or the data. cmd->reply, and for a few commands whose options
+ * change the type, the type of their plainest form (SET key value: '+';
+ * LPOP key without a count: '$'). RESP has no request ids: a proxy that
+ * pipelines clients on one connection can tell a reply shifted onto the
+ * wrong request only by such a type.
+ */
+char wn_rcmd_reply_type(const wn_rcmd_t *cmd, uint32_t argc);
 
 /*
  * The arg index of the key a command is routed by: first_key, or, for

@@ -89,3 +89,8 @@ bool resp_read_i64(const char *s, size_t len, int64_t *out)
     *out = neg ? (int64_t)(0 - v) : (int64_t)v;
     return true;
 }
+
+bool wn_resp_parse_int(const char *s, size_t len, int64_t *out)
+{
+    return resp_read_i64(s, len, out);
+}

@@ -344,6 +344,14 @@ static bool drained(const client_t *c)
            (c->in.buf == NULL || c->in.pos == c->in.buf->len) && !input_waiting(c);
 }
 
+/* Work for the parser: bytes not framed yet, or a complete request the unit
+ * kept while c was held (its bytes are consumed: nothing else would resume
+ * it until the client sent more). */
+static bool parse_due(const client_t *c)
+{
+    return (c->in.buf != NULL && c->in.pos < c->in.buf->len) || wn_proto_client_has_pending(c);
+}
+
 void wn_client_flush(client_t *c)
 {
     if (c->closing)
@@ -382,12 +390,12 @@ void wn_client_flush(client_t *c)
     }
     /* Under its bounds again: parse what is buffered, then read on. */
     if (!c->eof && wn_client_can_parse(c)) {
-        if (c->in.buf != NULL && c->in.pos < c->in.buf->len)
+        if (parse_due(c))
             wn_proto_client_parse(c);
         if (wn_client_can_parse(c))
             start_reading(c);
-    } else if (c->eof && c->held_by == NULL && !c->stop_parsing && c->in.buf != NULL &&
-               c->in.pos < c->in.buf->len && wn_client_can_parse(c)) {
+    } else if (c->eof && c->held_by == NULL && !c->stop_parsing && parse_due(c) &&
+               wn_client_can_parse(c)) {
         /* Half-closed with complete requests still buffered (held earlier). */
         wn_proto_client_parse(c);
     }

@@ -458,6 +458,7 @@ struct wn_worker {
     uv_idle_t kick;      /* keeps the loop from sleeping while a flush is due */
     bool flushing;
     uint32_t next_slot;
+    uint64_t next_client_id; /* the last client id handed out here (Redis CLIENT ID) */
     uint64_t now_us;     /* wn_worker_tick's clock */
     size_t req_size;     /* request slots: the largest protocol unit's request */
     wn_buf_t *scratch;   /* composed heads and local replies are cut from here */

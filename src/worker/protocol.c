@@ -75,6 +75,17 @@ void wn_proto_client_parse(client_t *c)
     DISPATCH(c->pool->proto, wn_mc_client_parse(c), wn_redis_client_parse(c));
 }
 
+bool wn_proto_client_has_pending(const client_t *c)
+{
+    switch ((wn_proto_t)c->pool->proto) {
+    case WN_PROTO_REDIS:
+        return wn_redis_client_has_pending(c);
+    case WN_PROTO_MC:
+    default:
+        return false; /* a held request's line stays in the buffer, unparsed */
+    }
+}
+
 void wn_proto_client_eof(client_t *c)
 {
     DISPATCH(c->pool->proto, wn_mc_client_eof(c), wn_redis_client_eof(c));

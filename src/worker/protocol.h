@@ -8,8 +8,10 @@
  *
  * What a unit may call in the core: the request life cycle (request.c), the
  * client FIFO and queues (wn_req_enqueue_client, wn_server_enqueue,
- * wn_sconn_pop), routing (wn_pool_route) and holds (wn_ctl_hold). Never the
- * flush, never a write or a close.
+ * wn_sconn_pop), routing (wn_pool_route), holds (wn_ctl_hold), and
+ * wn_sconn_fail, which only marks a connection for the flush to close (a
+ * failure the unit has logged itself). Never the flush, never a write or a
+ * close.
  */
 #ifndef WALNUT_WORKER_PROTOCOL_H
 #define WALNUT_WORKER_PROTOCOL_H
@@ -36,6 +38,11 @@ void wn_proto_client_init(client_t *c);
 /* Frame and dispatch c's buffered bytes, as far as wn_client_can_parse
  * allows. Called from the read callback and from the flush. */
 void wn_proto_client_parse(client_t *c);
+/* Does the unit keep a complete request of c whose bytes it has already
+ * consumed (Redis: read whole, then held while its server was suspect)?
+ * The flush parses again when a hold ends if so, even with no bytes left
+ * unparsed. memcached leaves a held request's line unparsed instead. */
+bool wn_proto_client_has_pending(const client_t *c);
 /* The client sent EOF: drop a half-received request (never forwarded). */
 void wn_proto_client_eof(client_t *c);
 /* The client is closing: release what the parse state holds. */

@@ -16,10 +16,9 @@
 #define WN_REDIS_MAX_KEYS 1000000u
 /* Arguments kept inline in a request; more get an array of their own. */
 #define WN_REDIS_INLINE_ARGS 6
-/* Bytes of a command name walnut looks at (longer names are unknown). */
-#define WN_REDIS_NAME_MAX 64
-/* Bytes of arguments kept for the unknown-command error text. */
-#define WN_REDIS_ERRARGS_MAX 160
+/* Bytes of a command name walnut keeps: what redis-server's unknown-command
+ * error shows of it (command names are far shorter). */
+#define WN_REDIS_NAME_MAX WN_RESP_UNKNOWN_ARG_BYTES
 
 /* One argument of a request: its segments in r->out (header "$len\r\n",
  * payload, "\r\n"), and its value when walnut needs to read it (keys,
@@ -65,6 +64,8 @@ typedef struct redis_req {
     redis_arg_t *args;     /* [nargs]: inl, or an owned array */
     redis_arg_t inl[WN_REDIS_INLINE_ARGS]; /* (larger arrays and copied args: r.keep) */
     uint8_t merge;         /* redis_merge_t: parents and their fragments */
+    char reply_type;       /* wn_rcmd_reply_type: a reply of another type (not an error)
+                              is not this request's: the connection's replies shifted */
     bool internal_select;  /* REQ_INTERNAL: SELECT (a failure closes the connection) */
     /* Fragments: */
     redis_split_t *split;  /* the parent's (borrowed) */
@@ -74,7 +75,6 @@ typedef struct redis_req {
     uint32_t ncomplete;    /* elements complete */
     uint32_t taken;        /* elements merged into the parent */
     bool error_reply;      /* the reply (or walnut's failure) is an error line */
-    bool bad_shape;        /* the reply was not the type the merge needs */
 } redis_req_t;
 
 typedef struct redis_client {
@@ -87,10 +87,14 @@ typedef struct redis_client {
     char trailer[2];
     char name[WN_REDIS_NAME_MAX]; /* arg 0 as sent, cut */
     uint32_t name_len;
-    char errargs[WN_REDIS_ERRARGS_MAX]; /* the first args, for unknown-command errors */
+    /* What an unknown-command error shows of the args (see keep_errarg):
+     * their bytes one after another, and how many of them are each arg's. */
+    char errargs[WN_RESP_UNKNOWN_ARG_BYTES];
     uint32_t errargs_len;
+    uint8_t errarg_len[WN_RESP_UNKNOWN_ARGS];
     uint32_t nerrargs;
-    wn_resp_str_t errarg[8];
+    uint32_t errshown;       /* redis-server's count of the text so far ("'arg' " each) */
+    uint32_t errroom;        /* bytes the current arg may still show */
     redis_req_t *pending;    /* complete, waiting for a hold to end (one reference) */
     bool authed;             /* passed AUTH (or the pool has no redis_auth) */
     char *client_name;       /* CLIENT SETNAME (owned) */
@@ -114,6 +118,7 @@ static inline redis_req_t *redis_req(req_t *r)
 /* redis_client.c */
 void wn_redis_client_init(client_t *c);
 void wn_redis_client_parse(client_t *c);
+bool wn_redis_client_has_pending(const client_t *c);
 void wn_redis_client_eof(client_t *c);
 void wn_redis_client_deinit(client_t *c);
 void wn_redis_client_read_plan(const client_t *c, uint32_t *keep, uint64_t *ahead);

@@ -14,12 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t next_id = 0; /* per worker thread: see client_id() */
-
-static uint64_t client_id(const client_t *c)
+static uint64_t client_id(client_t *c)
 {
-    /* Unique in the process: the worker in the top bits. */
-    return ((uint64_t)(uint32_t)c->w->id << 48) | (++next_id & 0xffffffffffffull);
+    /* Unique in the process: the worker in the top bits, its own count below
+     * (each worker counts for itself: no counter is shared between threads). */
+    return ((uint64_t)(uint32_t)c->w->id << 48) | (++c->w->next_client_id & 0xffffffffffffull);
 }
 
 void wn_redis_client_init(client_t *cl)
@@ -65,6 +64,11 @@ void wn_redis_client_eof(client_t *cl)
     /* A request that never arrived whole is dropped, never forwarded. */
     drop_cur((redis_client_t *)cl);
     cl->mid_request = false;
+}
+
+bool wn_redis_client_has_pending(const client_t *cl)
+{
+    return ((const redis_client_t *)cl)->pending != NULL;
 }
 
 void wn_redis_client_read_plan(const client_t *cl, uint32_t *keep, uint64_t *ahead)
@@ -138,6 +142,8 @@ static bool start_request(redis_client_t *c, uint32_t nargs, wn_buf_t *b, uint32
     c->name_len = 0;
     c->errargs_len = 0;
     c->nerrargs = 0;
+    c->errshown = 0;
+    c->errroom = 0;
     c->cur_swallow = false;
     return true;
 }
@@ -153,7 +159,8 @@ static bool arg_needed(const redis_req_t *r, uint32_t i)
         return false;
     switch (cmd->cls) {
     case WN_RCMD_LOCAL:
-        return true;
+        /* ECHO's and PING's argument goes back by reference (reply_arg) */
+        return cmd->id != WN_RCMD_ID_ECHO && cmd->id != WN_RCMD_ID_PING;
     case WN_RCMD_MULTI_KEY:
         return i >= 1;
     case WN_RCMD_MULTI_KV:
@@ -217,6 +224,7 @@ static void command_known(redis_client_t *c, redis_req_t *r)
 {
     r->cmd = c->name_len < WN_REDIS_NAME_MAX ? wn_rcmd_lookup(c->name, c->name_len) : NULL;
     const wn_rcmd_t *cmd = r->cmd;
+    r->reply_type = cmd != NULL ? wn_rcmd_reply_type(cmd, r->nargs) : 0;
     bool answered_here =
         cmd == NULL || !wn_rcmd_argc_ok(cmd, r->nargs) || cmd->cls == WN_RCMD_UNSUPPORTED ||
         (!c->authed && cmd->id != WN_RCMD_ID_AUTH && cmd->id != WN_RCMD_ID_HELLO &&
@@ -231,23 +239,33 @@ static void command_known(redis_client_t *c, redis_req_t *r)
     }
 }
 
-/* Keep the first arguments' text for redis-server's unknown-command error. */
+/*
+ * Keep what redis-server's unknown-command error shows of the arguments
+ * (n bytes at p of the current one; first_bytes: it begins here). It appends
+ * "'<arg>' " per arg while its text is under 128 bytes, each arg shown up to
+ * a NUL and to what is left of those 128: so all shown args together hold at
+ * most 128 bytes, in at most 43 args.
+ */
 static void keep_errarg(redis_client_t *c, const char *p, uint32_t n, bool first_bytes)
 {
-    if (first_bytes && c->nerrargs < WN_ARRAY_SIZE(c->errarg)) {
-        c->errarg[c->nerrargs].s = c->errargs + c->errargs_len;
-        c->errarg[c->nerrargs].len = 0;
-        c->nerrargs++;
+    if (first_bytes) {
+        c->errroom = 0;
+        if (c->errshown >= WN_RESP_UNKNOWN_ARG_BYTES || c->nerrargs >= WN_RESP_UNKNOWN_ARGS)
+            return; /* redis-server shows no more args */
+        c->errroom = WN_RESP_UNKNOWN_ARG_BYTES - c->errshown;
+        c->errarg_len[c->nerrargs++] = 0;
+        c->errshown += 3; /* the quotes and the space */
     }
-    if (c->nerrargs == 0)
-        return;
-    wn_resp_str_t *e = &c->errarg[c->nerrargs - 1];
-    uint32_t take = WN_MIN(n, (uint32_t)sizeof(c->errargs) - c->errargs_len);
-    if (e->s + e->len != c->errargs + c->errargs_len)
-        return; /* a later argument than we keep */
+    uint32_t take = WN_MIN(n, c->errroom);
+    take = WN_MIN(take, (uint32_t)sizeof(c->errargs) - c->errargs_len);
+    const char *nul = memchr(p, '\0', take);
+    if (nul != NULL)
+        take = (uint32_t)(nul - p);
     memcpy(c->errargs + c->errargs_len, p, take);
     c->errargs_len += take;
-    e->len += take;
+    c->errarg_len[c->nerrargs - 1] += (uint8_t)take;
+    c->errshown += take;
+    c->errroom = nul != NULL ? 0 : c->errroom - take; /* a NUL ends what is shown */
 }
 
 static void request_done(redis_client_t *c);

@@ -241,6 +241,8 @@ static bool dispatch_split(redis_client_t *c, redis_req_t *r, uint32_t per, redi
     server_rt_t *where_inl[16];
     server_rt_t **where = maxf <= 16 ? where_inl : malloc(sizeof(*where) * maxf);
     if (s == NULL || where == NULL) {
+        if (where != where_inl)
+            free(where); /* NULL, or allocated while s was not */
         wn_redis_fail(&r->r, WN_ENOMEM);
         return true;
     }

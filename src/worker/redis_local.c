@@ -32,10 +32,16 @@ static void reply_str(redis_req_t *r, const char *text)
     reply(r, text, strlen(text));
 }
 
-static void reply_error(redis_req_t *r, const char *text)
+/* An error line of len bytes (composed lines are not NUL-terminated). */
+static void reply_error_len(redis_req_t *r, const char *text, size_t len)
 {
     wn_stat_add(WN_PSTAT(r->r.pool, request_errors), 1);
-    reply_str(r, text);
+    reply(r, text, len);
+}
+
+static void reply_error(redis_req_t *r, const char *text)
+{
+    reply_error_len(r, text, strlen(text));
 }
 
 /* A bulk string reply of (s, len), composed in scratch memory. */
@@ -54,6 +60,27 @@ static void reply_bulk(redis_req_t *r, const char *s, size_t len)
         free(buf);
 }
 
+/*
+ * Argument i as a bulk reply (ECHO, PING <msg>). A request's bulk arrives in
+ * the reply's own form: its "$<len>\r\n" line is canonical (the parser takes
+ * strict digits only: no '+', no leading zero, no space) and the "\r\n" after
+ * the payload was checked (arg_done). So the bytes received are the reply,
+ * taken by reference from the buffers they arrived in, whatever the length.
+ */
+static void reply_arg(redis_req_t *r, uint32_t i)
+{
+    const redis_arg_t *a = &r->args[i];
+    for (uint32_t j = a->seg; j < a->seg + a->nsegs; j++) {
+        const seg_t *sg = &r->r.out.v[j];
+        if (wn_req_rsp_push(&r->r, sg->buf, sg->off, sg->len, false) < 0) {
+            wn_redis_fail(&r->r, WN_ENOMEM);
+            return;
+        }
+    }
+    wn_req_out_written(&r->r); /* nothing goes to a server */
+    wn_req_done(&r->r);
+}
+
 /* ---- errors for what walnut does not forward ------------------------------ */
 
 static void answer_refused(redis_client_t *c, redis_req_t *r)
@@ -61,7 +88,14 @@ static void answer_refused(redis_client_t *c, redis_req_t *r)
     char line[WN_RESP_UNKNOWN_CMD_MAX + WN_RESP_UNSUPPORTED_MAX];
     int n;
     if (r->cmd == NULL) {
-        n = wn_resp_compose_unknown_cmd(line, sizeof(line), c->name, c->name_len, c->errarg,
+        wn_resp_str_t args[WN_RESP_UNKNOWN_ARGS];
+        const char *at = c->errargs;
+        for (uint32_t i = 0; i < c->nerrargs; i++) {
+            args[i].s = at;
+            args[i].len = c->errarg_len[i];
+            at += c->errarg_len[i];
+        }
+        n = wn_resp_compose_unknown_cmd(line, sizeof(line), c->name, c->name_len, args,
                                         c->nerrargs);
     } else if (!wn_rcmd_argc_ok(r->cmd, r->nargs)) {
         n = wn_resp_compose_arity_error(line, sizeof(line), r->cmd->name, strlen(r->cmd->name));
@@ -75,6 +109,33 @@ static void answer_refused(redis_client_t *c, redis_req_t *r)
     reply(r, line, n > 0 ? (size_t)n : 0);
 }
 
+/*
+ * The error line "<head><arg><tail>", the argument shown as redis-server's
+ * "%s" shows one: up to a NUL, CR and LF as spaces (as in all its error
+ * replies; a CR LF from the client must not end walnut's line early), and
+ * at most `max` bytes of it.
+ */
+static void reply_error_showing(redis_req_t *r, const char *head, const redis_arg_t *a, size_t max,
+                                const char *tail)
+{
+    size_t len = a->val != NULL ? WN_MIN((size_t)a->len, max) : 0;
+    const char *nul = len > 0 ? memchr(a->val, '\0', len) : NULL;
+    if (nul != NULL)
+        len = (size_t)(nul - a->val);
+    size_t hlen = strlen(head), tlen = strlen(tail);
+    char *line = malloc(hlen + len + tlen);
+    if (line == NULL) {
+        wn_redis_fail(&r->r, WN_ENOMEM);
+        return;
+    }
+    memcpy(line, head, hlen);
+    for (size_t k = 0; k < len; k++)
+        line[hlen + k] = a->val[k] == '\r' || a->val[k] == '\n' ? ' ' : a->val[k];
+    memcpy(line + hlen + len, tail, tlen);
+    reply_error_len(r, line, hlen + len + tlen);
+    free(line);
+}
+
 /* ---- AUTH and SELECT -------------------------------------------------------- */
 
 static void set_authed(redis_client_t *c, bool ok)
@@ -83,24 +144,40 @@ static void set_authed(redis_client_t *c, bool ok)
     wn_resp_req_parser_set_unauth(&c->parser, !c->authed);
 }
 
-/* twemproxy checks AUTH itself against redis_auth; the Redis 6 form names
- * the user, which must be "default". */
-static void do_auth(redis_client_t *c, redis_req_t *r, uint32_t user_at, uint32_t pass_at)
+/*
+ * The password in argument pass_at, for the user in user_at (0: AUTH <pass>,
+ * the default user): NULL when accepted, else the error line. With
+ * redis_auth, twemproxy's rule and text: the password must be redis_auth
+ * (the Redis 6 form names the user, which must be "default"). Without it,
+ * what redis-server without a password answers: its default user takes any
+ * password, no other user exists, and AUTH <pass> is a mistake it names.
+ */
+static const char *auth_error(const redis_client_t *c, const redis_req_t *r, uint32_t user_at,
+                              uint32_t pass_at)
 {
     const char *want = c->c.pool->conf->redis_auth;
+    bool default_user = user_at == 0 || arg_is(r, user_at, "default");
     if (want == NULL) {
-        reply_error(r, "-ERR AUTH <password> called without any password configured for the "
-                       "default user. Are you sure your configuration is correct?\r\n");
-        return;
+        if (user_at == 0)
+            return "-ERR AUTH <password> called without any password configured for the "
+                   "default user. Are you sure your configuration is correct?\r\n";
+        return default_user ? NULL
+                            : "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
     }
     const redis_arg_t *p = &r->args[pass_at];
-    bool ok = (user_at == 0 || arg_is(r, user_at, "default")) && p->val != NULL &&
-              p->len == strlen(want) && memcmp(p->val, want, p->len) == 0;
-    set_authed(c, ok);
-    if (ok)
+    bool ok = default_user && p->val != NULL && p->len == strlen(want) &&
+              memcmp(p->val, want, p->len) == 0;
+    return ok ? NULL : "-ERR invalid password\r\n";
+}
+
+static void do_auth(redis_client_t *c, redis_req_t *r, uint32_t user_at, uint32_t pass_at)
+{
+    const char *err = auth_error(c, r, user_at, pass_at);
+    set_authed(c, err == NULL); /* a failed AUTH logs out (twemproxy's rule) */
+    if (err == NULL)
         reply_str(r, "+OK\r\n");
     else
-        reply_error(r, "-ERR invalid password\r\n");
+        reply_error(r, err);
 }
 
 static void do_select(redis_client_t *c, redis_req_t *r)
@@ -125,17 +202,55 @@ static void do_select(redis_client_t *c, redis_req_t *r)
 
 /* ---- HELLO and CLIENT --------------------------------------------------------- */
 
+/* Client names: redis-server refuses spaces, newlines and other specials. */
+static bool name_ok(const redis_arg_t *a)
+{
+    if (a->val == NULL)
+        return false;
+    for (uint32_t i = 0; i < a->len; i++)
+        if (a->val[i] < '!' || a->val[i] > '~')
+            return false;
+    return true;
+}
+
+/* CLIENT SETNAME <name> and HELLO's SETNAME option: false when refused
+ * (answered). An empty name clears it. */
+static bool set_name(redis_client_t *c, redis_req_t *r, uint32_t at)
+{
+    const redis_arg_t *a = &r->args[at];
+    if (a->len > 0 && a->val == NULL) {
+        reply_error(r, "-ERR walnut keeps client names of up to 65536 bytes\r\n");
+        return false;
+    }
+    if (!name_ok(a)) {
+        reply_error(r, "-ERR Client names cannot contain spaces, newlines or special "
+                       "characters.\r\n");
+        return false;
+    }
+    char *name = NULL;
+    if (a->len > 0 && (name = strndup(a->val, a->len)) == NULL) {
+        wn_redis_fail(&r->r, WN_ENOMEM);
+        return false;
+    }
+    free(c->client_name);
+    c->client_name = name;
+    return true;
+}
+
+/* HELLO [protover [AUTH user pass] [SETNAME name]]: the options in order, as
+ * redis-server 7.0 takes them (a name is set even if a later option fails). */
 static void do_hello(redis_client_t *c, redis_req_t *r)
 {
     uint32_t i = 1;
     if (r->nargs > 1) {
         const redis_arg_t *v = &r->args[1];
-        if (v->val == NULL || v->len == 0 || v->len > 9 ||
-            strspn(v->val, "0123456789") < v->len) {
+        int64_t ver;
+        if (v->val == NULL || !wn_resp_parse_int(v->val, v->len, &ver)) {
             reply_error(r, "-ERR Protocol version is not an integer or out of range\r\n");
             return;
         }
-        if (!(v->len == 1 && v->val[0] == '2')) {
+        if (ver != 2) {
+            /* redis-server refuses all but 2 and 3; walnut speaks RESP2 only */
             reply_error(r, "-NOPROTO unsupported protocol version\r\n");
             return;
         }
@@ -143,26 +258,20 @@ static void do_hello(redis_client_t *c, redis_req_t *r)
     }
     for (; i < r->nargs; i++) {
         if (arg_is(r, i, "AUTH") && i + 2 < r->nargs) {
-            const char *want = c->c.pool->conf->redis_auth;
-            const redis_arg_t *p = &r->args[i + 2];
-            bool ok = want != NULL && arg_is(r, i + 1, "default") && p->val != NULL &&
-                      p->len == strlen(want) && memcmp(p->val, want, p->len) == 0;
-            if (!ok) {
-                reply_error(r, want == NULL ? "-ERR AUTH <password> called without any password "
-                                              "configured for the default user. Are you sure "
-                                              "your configuration is correct?\r\n"
-                                            : "-ERR invalid password\r\n");
+            const char *err = auth_error(c, r, i + 1, i + 2);
+            if (err != NULL) {
+                reply_error(r, err);
                 return;
             }
             set_authed(c, true);
             i += 2;
         } else if (arg_is(r, i, "SETNAME") && i + 1 < r->nargs) {
-            i += 1; /* kept below, once authenticated */
+            if (!set_name(c, r, i + 1))
+                return;
+            i += 1;
         } else {
-            char line[160];
-            snprintf(line, sizeof(line), "-ERR Syntax error in HELLO option '%.*s'\r\n",
-                     (int)WN_MIN(r->args[i].len, 64u), r->args[i].val ? r->args[i].val : "");
-            reply_error(r, line);
+            reply_error_showing(r, "-ERR Syntax error in HELLO option '", &r->args[i], SIZE_MAX,
+                                "'\r\n");
             return;
         }
     }
@@ -184,55 +293,74 @@ static void do_hello(redis_client_t *c, redis_req_t *r)
     reply(r, line, (size_t)n);
 }
 
-/* Client names: redis-server refuses spaces, newlines and other specials. */
-static bool name_ok(const redis_arg_t *a)
+/* The CLIENT subcommands walnut answers, with redis-server's arity for each
+ * (SETINFO's from 7.2, which added it). */
+static const struct client_sub {
+    const char *name;
+    uint32_t argc;
+} client_subs[] = {
+    {"getname", 2}, {"setname", 3}, {"id", 2}, {"info", 2}, {"setinfo", 4},
+};
+
+/* A subcommand walnut answers, with the wrong number of arguments:
+ * redis-server's arity error names it "client|<sub>". */
+static bool client_arity_refused(redis_req_t *r)
 {
-    if (a->val == NULL)
-        return false;
-    for (uint32_t i = 0; i < a->len; i++)
-        if (a->val[i] < '!' || a->val[i] > '~')
+    for (size_t i = 0; i < WN_ARRAY_SIZE(client_subs); i++) {
+        const struct client_sub *sub = &client_subs[i];
+        if (!arg_is(r, 1, sub->name))
+            continue;
+        if (r->nargs == sub->argc)
             return false;
-    return true;
+        char name[32], line[WN_RESP_ARITY_ERR_MAX];
+        int len = snprintf(name, sizeof(name), "client|%s", sub->name);
+        int n = wn_resp_compose_arity_error(line, sizeof(line), name, (size_t)len);
+        reply_error_len(r, line, n > 0 ? (size_t)n : 0);
+        return true;
+    }
+    return false;
+}
+
+/* CLIENT INFO: the client's connection to walnut (its name may be long). */
+static void client_info(redis_client_t *c, redis_req_t *r)
+{
+    const char *name = c->client_name != NULL ? c->client_name : "";
+    size_t size = strlen(name) + 96; /* and two numbers, a few words */
+    char *text = malloc(size);
+    if (text == NULL) {
+        wn_redis_fail(&r->r, WN_ENOMEM);
+        return;
+    }
+    int n = snprintf(text, size, "id=%llu name=%s db=0 proxy=walnut worker=%d\n",
+                     (unsigned long long)c->id, name, c->c.w->id);
+    reply_bulk(r, text, n > 0 && (size_t)n < size ? (size_t)n : 0);
+    free(text);
 }
 
 static void do_client(redis_client_t *c, redis_req_t *r)
 {
     char line[512];
-    if (arg_is(r, 1, "SETNAME") && r->nargs == 3) {
-        if (!name_ok(&r->args[2])) {
-            reply_error(r, "-ERR Client names cannot contain spaces, newlines or special "
-                           "characters.\r\n");
-            return;
-        }
-        free(c->client_name);
-        c->client_name = r->args[2].len > 0 ? strndup(r->args[2].val, r->args[2].len) : NULL;
-        reply_str(r, "+OK\r\n");
-    } else if (arg_is(r, 1, "GETNAME") && r->nargs == 2) {
+    if (client_arity_refused(r))
+        return;
+    if (arg_is(r, 1, "SETNAME")) {
+        if (set_name(c, r, 2))
+            reply_str(r, "+OK\r\n");
+    } else if (arg_is(r, 1, "GETNAME")) {
         if (c->client_name == NULL)
             reply_str(r, "$-1\r\n");
         else
             reply_bulk(r, c->client_name, strlen(c->client_name));
-    } else if (arg_is(r, 1, "ID") && r->nargs == 2) {
+    } else if (arg_is(r, 1, "ID")) {
         int n = snprintf(line, sizeof(line), ":%llu\r\n", (unsigned long long)c->id);
         reply(r, line, (size_t)n);
-    } else if (arg_is(r, 1, "SETINFO") && r->nargs == 4 &&
-               (arg_is(r, 2, "LIB-NAME") || arg_is(r, 2, "LIB-VER"))) {
+    } else if (arg_is(r, 1, "SETINFO") && (arg_is(r, 2, "LIB-NAME") || arg_is(r, 2, "LIB-VER"))) {
         reply_str(r, "+OK\r\n"); /* what client library this is: nothing to keep */
-    } else if (arg_is(r, 1, "INFO") && r->nargs == 2) {
-        int n = snprintf(line, sizeof(line), "id=%llu name=%s db=0 proxy=walnut worker=%d\n",
-                         (unsigned long long)c->id, c->client_name ? c->client_name : "",
-                         c->c.w->id);
-        reply_bulk(r, line, (size_t)n);
+    } else if (arg_is(r, 1, "INFO")) {
+        client_info(c, r);
     } else {
-        char name[WN_REDIS_NAME_MAX + 1];
-        uint32_t len = r->args[1].val ? WN_MIN(r->args[1].len, WN_REDIS_NAME_MAX) : 0;
-        memcpy(name, r->args[1].val ? r->args[1].val : "", len);
-        name[len] = '\0';
-        snprintf(line, sizeof(line),
-                 "-ERR CLIENT %s is not supported by walnut: a client's connection to a server "
-                 "is shared with other clients\r\n",
-                 name);
-        reply_error(r, line);
+        reply_error_showing(r, "-ERR CLIENT ", &r->args[1], 64,
+                            " is not supported by walnut: a client's connection to a server is "
+                            "shared with other clients\r\n");
     }
 }
 
@@ -251,14 +379,14 @@ void wn_redis_local(redis_client_t *c, redis_req_t *r)
             /* redis-server's table says -1, its code refuses a second arg */
             char line[WN_RESP_ARITY_ERR_MAX];
             int n = wn_resp_compose_arity_error(line, sizeof(line), "ping", 4);
-            reply_error(r, n > 0 ? line : "-ERR syntax error\r\n");
+            reply_error_len(r, line, n > 0 ? (size_t)n : 0);
         } else if (r->nargs == 1)
             reply_str(r, "+PONG\r\n");
         else
-            reply_bulk(r, r->args[1].val ? r->args[1].val : "", r->args[1].len);
+            reply_arg(r, 1);
         return;
     case WN_RCMD_ID_ECHO:
-        reply_bulk(r, r->args[1].val ? r->args[1].val : "", r->args[1].len);
+        reply_arg(r, 1);
         return;
     case WN_RCMD_ID_QUIT:
         /* +OK after every earlier reply, then the connection closes. */

@@ -95,7 +95,7 @@ void wn_redis_parent_progress(req_t *parent)
     }
     for (uint32_t f = 0; f < parent->nfrags; f++) {
         redis_req_t *fr = redis_req(parent->frags[f]);
-        if (fr->bad_shape || (p->merge == RMERGE_ARRAY && fr->nitems != fr->nkeys)) {
+        if (p->merge == RMERGE_ARRAY && fr->nitems != fr->nkeys) {
             /* twemproxy's text for a part it cannot merge */
             wn_stat_add(&p->r.pool->stats->errors[WN_CAUSE_protocol], 1);
             wn_stat_add(WN_PSTAT(p->r.pool, forward_error), 1);

@@ -1,8 +1,10 @@
 /*
  * worker/redis_server.c: RESP2 replies from a Redis server. Every reply is
  * one RESP value, framed to its end (nested arrays to a bounded depth) and
- * relayed byte for byte to the request at the head of the connection; bytes
- * where no request waits are a protocol error. A split command's parts are
+ * relayed byte for byte to the request at the head of the connection. RESP
+ * has no request ids, so a reply is the head's by position only: bytes where
+ * no request waits, and a reply of a type the head's command never answers
+ * (a shifted reply), are protocol errors. A split command's parts are
  * collected element by element (MGET) or by value (DEL's integer, MSET's
  * +OK) for redis_merge.c. A new connection first sends AUTH <redis_auth>
  * and SELECT <redis_db>; their replies are checked. -LOADING and
@@ -88,20 +90,27 @@ static void complete_head(redis_sconn_t *s, bool server_ok)
     wn_req_unref(r);
 }
 
-/* An internal request's reply: AUTH/SELECT must say +OK. */
-static int internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
-                          const wn_resp_rsp_tok_t *tok)
+/*
+ * An internal request's reply: AUTH/SELECT must say +OK; true when it did.
+ * A refusal is logged here, once, with the server's line (its CRLF left
+ * out). In the wrong database every request would be wrong: a refused SELECT
+ * fails the connection (its requests get an error). A refused AUTH does not:
+ * requests get the server's own -NOAUTH, which says what is wrong.
+ */
+static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
+                           const wn_resp_rsp_tok_t *tok)
 {
     if (tok->type == '+')
-        return 0;
+        return true;
     server_rt_t *srv = s->s.server;
-    wn_log_warn("pool '%s': server %s answered walnut's %s with: %.*s", srv->pool->conf->name,
+    wn_log_warn("pool '%s': server %s answered walnut's %s with: %.*s%s", srv->pool->conf->name,
                 srv->conf->name, r->internal_select ? "SELECT" : "AUTH",
-                (int)WN_MIN(tok->line_len, 200u), line);
+                (int)WN_MIN(tok->line_len - 2, 200u), line,
+                r->internal_select ? "; closing the connection" : "");
     wn_ctl_server_failed(srv, WN_EPROTO);
-    /* In the wrong database every request would be wrong: close. Refused
-     * AUTH: requests get the server's own -NOAUTH, which says what is wrong. */
-    return r->internal_select ? WN_EPROTO : 0;
+    if (r->internal_select)
+        wn_sconn_fail(&s->s, WN_EPROTO);
+    return false;
 }
 
 /* A fragment's element begins (depth 1 of an MGET reply). */
@@ -124,7 +133,12 @@ static void item_grew(redis_req_t *f)
     }
 }
 
-/* One reply line for a fragment: does it have the shape its merge needs? */
+/*
+ * One reply line for a fragment. Its sub-command always answers one shape
+ * (MGET: an array of as many strings or nulls as keys; DEL and the like: an
+ * integer; MSET: +OK) or an error: any other reply is not its own but one
+ * shifted onto it, a protocol error.
+ */
 static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
                          const wn_resp_rsp_tok_t *tok)
 {
@@ -134,24 +148,18 @@ static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
     }
     switch (f->merge) {
     case RMERGE_ARRAY:
-        if (tok->depth == 0) {
-            if (tok->type != '*' || tok->number != (int64_t)f->nkeys)
-                f->bad_shape = true;
-            return 0;
-        }
+        if (tok->depth == 0)
+            return tok->type == '*' && tok->number == (int64_t)f->nkeys ? 0 : WN_EPROTO;
         if (tok->depth != 1 || tok->type == '*')
             return WN_EPROTO; /* MGET's elements are strings or nulls */
         return start_item(f, b, pos, tok->line_len);
     case RMERGE_SUM:
         if (tok->type != ':')
-            f->bad_shape = true;
-        else
-            f->split->sum += tok->number;
+            return WN_EPROTO;
+        f->split->sum += tok->number;
         return 0;
     default: /* RMERGE_OK */
-        if (tok->type != '+')
-            f->bad_shape = true;
-        return 0;
+        return tok->type == '+' ? 0 : WN_EPROTO;
     }
 }
 
@@ -163,10 +171,15 @@ static int take_line(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
     int rc = 0;
     bool ok = true;
     if (r->kind == REQ_INTERNAL) {
-        rc = internal_reply(s, rr, line, tok);
+        ok = internal_reply(s, rr, line, tok);
     } else if (r->kind == REQ_FRAGMENT) {
         rc = fragment_line(rr, b, pos, tok);
     } else {
+        /* A reply of a type its command never answers (an error aside) is
+         * another request's: the connection's replies have shifted. */
+        if (tok->depth == 0 && rr->reply_type != 0 && tok->type != rr->reply_type &&
+            tok->type != '-')
+            return WN_EPROTO;
         if (tok->depth == 0 && tok->type == '-' &&
             (starts(line + 1, tok->line_len - 1, "LOADING") ||
              starts(line + 1, tok->line_len - 1, "MASTERDOWN"))) {
@@ -233,6 +246,8 @@ int wn_redis_server_parse(sconn_t *sc)
         wn_buf_t *b = sc->in.buf;
         if (b == NULL || sc->in.pos == b->len)
             return 0;
+        if (sc->fail_err != 0)
+            return 0; /* failed here (a refused SELECT): nothing more is read */
         req_t *r = sc->head;
         if (r == NULL || r == sc->unsent)
             return WN_EPROTO; /* bytes nobody asked for */

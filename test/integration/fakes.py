@@ -359,6 +359,23 @@ class StrayReplyRedis(FakeRedis):
         return r
 
 
+class ExtraIntegerRedis(FakeRedis):
+    """Answers INCR with its integer twice: the second is a well-formed reply
+    nobody asked for. With `delay`, both come that many seconds late (so that
+    other clients' requests queue behind the INCR on a shared connection)."""
+
+    def __init__(self, delay=0.0, name="extra-int-redis"):
+        self.delay = delay
+        super().__init__(name)
+
+    def reply(self, cid, args):
+        if len(args) == 2 and args[0].upper() == b"INCR":
+            n = int(self.store.get(args[1], b"0")) + 1
+            self.store[args[1]] = b"%d" % n
+            return [(b":%d\r\n:%d\r\n" % (n, n), self.delay)]
+        return super().reply(cid, args)
+
+
 class GarbageRedis(FakeRedis):
     """Answers GET with bytes that are no RESP2 reply (garbage)."""
 

@@ -332,6 +332,51 @@ static void test_key_range(void **state)
     }
 }
 
+static char reply_of(const char *name, uint32_t argc)
+{
+    const wn_rcmd_t *c = wn_rcmd_lookup(name, strlen(name));
+    assert_non_null(c);
+    return wn_rcmd_reply_type(c, argc);
+}
+
+/* The reply types walnut checks replies against (measured against
+ * redis-server 7.0 for every marked command: see the table's comment). */
+static void test_reply_type(void **state)
+{
+    (void)state;
+    assert_int_equal(reply_of("incr", 2), ':');
+    assert_int_equal(reply_of("del", 4), ':');
+    assert_int_equal(reply_of("expire", 4), ':');
+    assert_int_equal(reply_of("get", 2), '$');
+    assert_int_equal(reply_of("mget", 3), '*');
+    assert_int_equal(reply_of("mset", 5), '+');
+    assert_int_equal(reply_of("type", 2), '+');
+    /* SET: only its plain form is always +OK (GET, NX, XX change it) */
+    assert_int_equal(reply_of("set", 3), '+');
+    assert_int_equal(reply_of("set", 4), 0);
+    assert_int_equal(reply_of("set", 5), 0);
+    /* a count turns a bulk into an array */
+    static const char *const counted[] = {"lpop",        "rpop",       "spop",
+                                          "srandmember", "hrandfield", "zrandmember"};
+    for (size_t i = 0; i < WN_ARRAY_SIZE(counted); i++) {
+        assert_int_equal(reply_of(counted[i], 2), '$');
+        assert_int_equal(reply_of(counted[i], 3), 0);
+    }
+    /* types that depend on the arguments or the data */
+    static const char *const varies[] = {"zadd",      "zrank", "lpos", "sort",
+                                         "georadius", "lcs",   "eval", "command"};
+    for (size_t i = 0; i < WN_ARRAY_SIZE(varies); i++)
+        assert_int_equal(reply_of(varies[i], 4), 0);
+    /* only forwarded commands carry one, and only RESP2 types */
+    for (uint16_t id = 0; id < wn_rcmd_count(); id++) {
+        const wn_rcmd_t *c = wn_rcmd_by_id(id);
+        if (c->cls == WN_RCMD_LOCAL || c->cls == WN_RCMD_UNSUPPORTED || c->cls == WN_RCMD_SCRIPT ||
+            c->cls == WN_RCMD_KEYLESS)
+            assert_int_equal(c->reply, 0);
+        assert_true(c->reply == 0 || strchr("+:$*", c->reply) != NULL);
+    }
+}
+
 static void test_unsupported_reply(void **state)
 {
     (void)state;
@@ -368,6 +413,7 @@ int main(void)
         cmocka_unit_test(test_argc),
         cmocka_unit_test(test_key_range),
         cmocka_unit_test(test_unsupported_reply),
+        cmocka_unit_test(test_reply_type),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
