@@ -229,14 +229,14 @@ def check_correctness(proxies, tag, nkeys, memtier_keys=True):
 
 # --- memtier ------------------------------------------------------------------------------------
 
-def run_memtier(port, extra, outdir, label, timeout, watch_pids, procs):
+def run_memtier(port, extra, outdir, label, timeout, watch_pids, procs, protocol="memcache_text"):
     """One memtier_benchmark run; returns (json, wall seconds, memtier cpu s, {pid: cpu s delta}, foreign)
     where foreign is the share of the machine's CPU time (wall x nproc) used by processes that are
     neither watched nor memtier (other users of this machine) plus steal time."""
     jpath = os.path.join(outdir, label + ".json")
     opath = os.path.join(outdir, label + ".out")
     epath = os.path.join(outdir, label + ".err")
-    argv = ["memtier_benchmark", "-s", HOST, "-p", str(port), "--protocol=memcache_text", "--hide-histogram",
+    argv = ["memtier_benchmark", "-s", HOST, "-p", str(port), f"--protocol={protocol}", "--hide-histogram",
             "--print-percentiles=50,99", f"--json-out-file={jpath}"] + extra
     with open(os.path.join(outdir, label + ".cmd"), "w") as f:
         f.write(" ".join(argv) + "\n")
@@ -308,7 +308,7 @@ def one_run(tport, tpid, tlabel, label, size, pipeline, rnd, base, mc_pids, proc
     watch = sorted(set(p.pid for _, p, _ in procs.items))
     js, wall, mt_cpu, cpu, foreign = run_memtier(
         tport, base + [f"--test-time={args.test_time}", f"--pipeline={pipeline}", f"--data-size={size}"],
-        outdir, label, args.test_time + 60, watch, procs)
+        outdir, label, args.test_time + 60, watch, procs, getattr(args, "protocol", "memcache_text"))
     count = js["ALL STATS"]["Totals"]["Count"]
     ops = measured_rate(js, args.test_time, label)
     hr = hit_rate(js)
@@ -537,24 +537,26 @@ def report(results, targets, sizes, pipelines, args, outdir):
     lines = []
     lines.append(f"walnut: {args.walnut} ({walnut_revision(args.walnut)}); {os.cpu_count()} CPUs; "
                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    lines.append(f"memtier_benchmark --protocol=memcache_text -t {args.threads} -c {args.clients} "
+    lines.append(f"memtier_benchmark --protocol={getattr(args, 'protocol', 'memcache_text')} "
+                 f"-t {args.threads} -c {args.clients} "
                  f"--ratio={args.ratio} --test-time={args.test_time}, keys 1..{args.keys} (R:R), "
                  f"median of {args.rounds} rounds")
     lines.append("")
+    backend = getattr(args, "backend_name", "memcached")
     lines.append("| value | pipeline | target | ops/s | p50 ms | p99 ms | GET hit | target CPU s/100k req "
-                 "| memcached CPU s/100k | memtier CPU s/100k | ops/s per round |")
+                 f"| {backend} CPU s/100k | memtier CPU s/100k | ops/s per round |")
     lines.append("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for size in sizes:
         for pipeline in pipelines:
             for tlabel, _, _ in targets:
                 m = med[(size, pipeline, tlabel)]
-                cpu_b = "(same)" if tlabel.startswith("memcached") else f"{m['cpu_backends']:.3f}"
+                cpu_b = "(same)" if tlabel.startswith(backend) else f"{m['cpu_backends']:.3f}"
                 lines.append(f"| {size} B | {pipeline} | {tlabel} | {m['ops']:,.0f} | {m['p50']:.3f} | "
                              f"{m['p99']:.3f} | {m['hit'] * 100:.2f}% | {m['cpu_target']:.3f} | {cpu_b} | "
                              f"{m['cpu_memtier']:.3f} | {', '.join(f'{x:,}' for x in m['ops_all'])} |")
     lines.append("")
     lines.append("| value | pipeline | T1/nutcracker ops | T1/nutcracker CPU per req | T2/nutcracker ops "
-                 "| T2/nutcracker CPU per req | T1/memcached ops | T2/memcached ops |")
+                 f"| T2/nutcracker CPU per req | T1/{backend} ops | T2/{backend} ops |")
     lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
     direct, nc, w1, w2 = (t[0] for t in targets)
     for size in sizes:
