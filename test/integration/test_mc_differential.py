@@ -662,8 +662,6 @@ ALLOWED = [
 ]
 
 KNOWN_BUGS = [
-    Entry(["bget.hit", "bget.multi", "bget.miss", "bget.key251"], "bget is unknown to walnut (ERROR); memcached 1.6.18 serves bget as get",
-          ref="mcdiff#1", now=rb"(?:STORED\r\n)*ERROR\r\n<<W>>"),
     Entry(["stats.group.*", "stats.noreply"], "`stats <args>` is answered with walnut's "
           "general stats, not ERROR (mc_dispatch.c reply_local() ignores its text for "
           "WN_MC_STATS)", ref="mcdiff#2",
