@@ -2,16 +2,15 @@
  * worker/mc_dispatch.c: where a parsed memcached request goes. Keyed
  * commands go to their key's server; a get whose keys live on several
  * servers is split into one fragment per server (one arena for the split's
- * bookkeeping); flush_all and verbosity go to every server; version, stats
- * and quit are answered here. The request being dispatched holds a
- * reference; nothing here writes, connects or closes. Worker thread only.
+ * bookkeeping); flush_all and verbosity go to every server; version to the
+ * server of the key "placeholder"; stats and quit are answered here. The
+ * request being dispatched holds a reference; nothing here writes, connects
+ * or closes. Worker thread only.
  */
 #include "mc.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-static const char version_line[] = "VERSION " WN_VERSION "-walnut\r\n";
 
 static mc_req_t *new_req(mc_client_t *c, req_kind_t kind, wn_mc_cmd_t cmd)
 {
@@ -272,6 +271,28 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
     wn_req_unref(&r->r);
 }
 
+/* ---- version ------------------------------------------------------------------ */
+
+/* Forwarded, as twemproxy does, to the server the key "placeholder" maps to:
+ * clients see a real memcached's version line (libmemcached refuses to talk
+ * to a server whose major version reads as 0). Any tokens after the word are
+ * dropped: memcached ignores them. */
+static void dispatch_version(mc_client_t *c, const wn_mc_request_t *q)
+{
+    static const char line[] = "version\r\n";
+    mc_req_t *r = new_req(c, REQ_FORWARD, q->cmd);
+    if (r == NULL) {
+        out_of_memory(c);
+        return;
+    }
+    r->r.server = wn_pool_route(c->c.pool, "placeholder", 11);
+    if (wn_req_out_scratch(&r->r, line, sizeof(line) - 1) < 0)
+        wn_mc_fail(&r->r, WN_ENOMEM);
+    else
+        wn_mc_forward(&c->c, r->r.server, &r->r);
+    wn_req_unref(&r->r);
+}
+
 /* ---- flush_all and verbosity: every server, one reply -------------------- */
 
 static void dispatch_broadcast(mc_client_t *c, wn_buf_t *b, uint32_t pos,
@@ -320,7 +341,7 @@ static void reply_local(mc_client_t *c, wn_mc_cmd_t cmd, const char *text, size_
         return;
     }
     r->r.close_after = close_after;
-    if (cmd == WN_MC_STATS)
+    if (text == NULL)
         wn_mc_reply_stats(r);
     else
         wn_req_reply(&r->r, text, len);
@@ -352,12 +373,17 @@ void wn_mc_dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_mc_reque
         dispatch_broadcast(c, b, pos, q);
         return;
     case WN_MC_VERSION:
-        reply_local(c, q->cmd, version_line, sizeof(version_line) - 1, false);
+        dispatch_version(c, q);
         return;
     case WN_MC_STATS:
         if (q->arg.len > 0) {
-            /* stats subcommands describe one memcached, not the pool. */
-            reply_local(c, q->cmd, "ERROR\r\n", 7, false);
+            /* A group describes one memcached's internals: answered as a
+             * memcached holding nothing would (walnut cannot merge them). */
+            size_t len;
+            const char *text = wn_mc_stats_args_reply(b->data + pos + q->arg.off, q->arg.len, &len);
+            if (strncmp(text, "ERROR", 5) == 0 || strncmp(text, "CLIENT_ERROR", 12) == 0)
+                wn_stat_add(WN_PSTAT(c->c.pool, request_errors), 1);
+            reply_local(c, q->cmd, text, len, false);
             return;
         }
         reply_local(c, q->cmd, NULL, 0, false);
