@@ -67,7 +67,6 @@ typedef struct mc_client {
     mc_req_t *data_req;    /* request whose data block is arriving (one reference) */
     uint32_t data_left;    /* bytes of the data block still to come */
     bool data_swallow;     /* the block is dropped (a rejected request's) */
-    bool data_bad_close;   /* a bad data chunk: close after the reply */
     char trailer[2];       /* last two bytes of the data block seen so far */
 } mc_client_t;
 

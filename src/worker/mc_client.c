@@ -2,8 +2,8 @@
  * worker/mc_client.c: memcached ASCII from clients. Frames request lines and
  * data blocks from the client's buffer, answers what walnut answers itself
  * (rejected lines, quit) in order with everything else, and hands routable
- * requests to mc_dispatch.c. After quit or lost framing nothing more is
- * parsed; a rejected request's data block is always swallowed, never run.
+ * requests to mc_dispatch.c. After quit nothing more is parsed; a rejected
+ * request's data block is always swallowed, never run.
  * Worker thread only; never writes or closes (the flush does).
  */
 #include "mc.h"
@@ -102,15 +102,14 @@ static void data_done(mc_client_t *c)
     if (r == NULL)
         return;
     if (!wn_mc_data_trailer_ok(c->trailer[0], c->trailer[1])) {
-        /* The block is not where its length said: framing is lost. Answer,
-         * flush what came before, close. */
+        /* The block does not end in CRLF at its length. memcached answers
+         * (nothing under noreply), stores nothing, and reads on right after
+         * the bytes + 2 it took: so does walnut. The item never reaches a
+         * server. */
         size_t len;
         const char *text = wn_mc_reply_text(WN_MC_REPLY_BAD_CHUNK, &len);
         r->r.kind = REQ_LOCAL;
-        r->r.noreply = false;
         r->r.swallow = false;
-        r->r.close_after = true;
-        c->c.stop_parsing = true;
         wn_stat_add(WN_PSTAT(c->c.pool, request_errors), 1);
         wn_req_reply(&r->r, text, len);
     } else if (!r->r.done) {

@@ -436,12 +436,13 @@ def reset(admins):
 
 class Entry:
     def __init__(self, records, what, why="", modes=("one", "two"), expect=None,
-                 normalize=None, ref="", now=None, timing=False):
+                 normalize=None, ref="", now=None, timing=False, may_agree=False):
         self.records = tuple(records) if isinstance(records, (list, tuple)) else (records,)
         self.what, self.why, self.modes, self.ref = what, why, modes, ref
         # timing: memcached's side depends on how its reads split the input (\D{ms});
         # a loaded machine may merge them, so agreeing with memcached is no staleness
-        self.timing = timing
+        # may_agree: memcached's side depends on its state (an empty memcached agrees)
+        self.timing = timing or may_agree
         self.expect, self.normalize = expect, normalize
         self.now = re.compile(now, re.S) if isinstance(now, bytes) else now
         self.used = 0
@@ -542,14 +543,6 @@ SWALLOWED = [
         "neg1", "hex", "junk_after", "alpha", "dot", "exp", "neg2p31", "neg2p31m1", "neg2p63",
         "2p64", "huge", "fullwidth1", "spaces_plus", "minus_alone", "plus_alone")]
 
-BAD_CHUNK = [
-    "chunk.long", "chunk.short", "chunk.missing_crlf", "chunk.bare_lf", "chunk.bare_cr",
-    "chunk.lf_cr", "chunk.len0_with_data", "chunk.len_minus0_with_data",
-    "chunk.len_2p32_with_data", "chunk.long_existing", "chunk.long_cas", "chunk.long_append",
-    "chunk.after_good", "ws.bare_lf_data", "num.bytes.neg0", "num.bytes.lead00",
-    "num.bytes.2p32", "num.bytes.neg2p63",
-]
-
 ALLOWED = [
     Entry("stats.plain*", "stats is answered with walnut's own counters",
           "walnut answers stats itself, summed over its workers (%s)" % README,
@@ -563,7 +556,7 @@ ALLOWED = [
               "stats.group.items": b"END\r\n",
               "stats.group.settings": b"END\r\n",
               "stats.group.conns": b"END\r\n",
-          }[rec.name] + b"END\r\n<<W>>"),
+          }[rec.name] + b"END\r\n<<W>>", may_agree=True),
     Entry("stats.group.sizes_enable", "stats sizes_enable: STAT sizes_status error, "
           "STAT sizes_error not_supported (no END, as memcached)", "walnut keeps no item size "
           "histogram (%s)" % README,
@@ -594,14 +587,6 @@ ALLOWED = [
           "the `delete v` inside it is not run", "as above",
           expect=literal(b"STORED\r\nCLIENT_ERROR bad command line format\r\n"
                          b"VALUE v 0 1\r\n1\r\nEND\r\n<<W>>")),
-    Entry(BAD_CHUNK, "a data block not followed by CRLF at its length: CLIENT_ERROR bad data "
-          "chunk, then the connection is closed", "framing is lost; memcached reads on from "
-          "the wrong place and runs the rest of the value as commands (%s)" % README,
-          expect=closed_after(b"CLIENT_ERROR bad data chunk\r\n")),
-    Entry("chunk.long_noreply", "bad data chunk under noreply: walnut still says "
-          "CLIENT_ERROR bad data chunk, then closes", "the client learns why the connection "
-          "closes; memcached is silent and runs the rest of the value as commands",
-          expect=literal(b"CLIENT_ERROR bad data chunk\r\n<<EOF>>")),
     Entry(["key.len251_multi_drops_pipelined_replies", "key.len251_multi_after_get"],
           "earlier pipelined replies are kept when a get line has a key over 250 bytes",
           "memcached 1.6.18 frees every reply not yet written (conn_release_items() in "

@@ -697,16 +697,23 @@ class MemcachedSuite:
             self.assertRegex(c2.recv_line(), rb"^CLIENT_ERROR [^\r\n]*\r\n$")
             c2.expect(get_reply([(k, 0, b"x")]))
 
-    def test_bad_data_chunk_closes(self):
+    def test_bad_data_chunk_reads_on(self):
+        """A data block not ending in CRLF at its length: as memcached, CLIENT_ERROR bad data
+        chunk (nothing under noreply), nothing stored, and the bytes after the bytes + 2
+        taken are read as the next command."""
         k = self.keys_on[0][1]
-        with self.nc_differs("data block not ending in CRLF -> earlier replies, then "
-                             "CLIENT_ERROR bad data chunk, then close"):
+        with self.nc_differs("bad data chunk answered in order, the connection kept"):
             c = self.raw()
             c.send(b"set %s 0 0 1\r\nx\r\nget %s\r\nset %s 0 0 3\r\nabcde\r\nget %s\r\n"
                    % (k, k, k, k))
             c.expect(b"STORED\r\n" + get_reply([(k, 0, b"x")]) +
-                     b"CLIENT_ERROR bad data chunk\r\n")
-            c.expect_closed(what="after bad data chunk")
+                     b"CLIENT_ERROR bad data chunk\r\nERROR\r\n" + get_reply([(k, 0, b"x")]))
+            c.send(b"set %s 0 0 3 noreply\r\nabcd\r\nget %s\r\n" % (k, k))
+            c.expect(b"ERROR\r\n" + get_reply([(k, 0, b"x")]))
+            # short data: the next line's first bytes complete the block
+            c.send(b"set %s 0 0 3\r\nab\r\nset %s 0 0 1\r\nz\r\nget %s\r\n" % (k, k, k))
+            c.expect(b"CLIENT_ERROR bad data chunk\r\nERROR\r\nERROR\r\n" +
+                     get_reply([(k, 0, b"x")]))
         c2 = self.raw()
         c2.request(b"get %s\r\n" % k, get_reply([(k, 0, b"x")]))     # nothing was stored
 
