@@ -16,9 +16,12 @@
 /* Keys in one retrieval request, far above what clients send (pymemcache's
  * get_many of 2,000, memcached's own tests of 6,000). */
 #define WN_MC_MAX_KEYS 100000
-/* Values a client may store: memcached's default item size limit (-I 1m). */
-#define WN_MC_MAX_VALUE (1024u * 1024u)
-/* Values a backend may return (one started with a larger -I). */
+/* Values: walnut does not know the servers' item size limit (-I), so it
+ * forwards a storage command of any size whose line and data block fit in
+ * the pool's client_buffer_limit and lets the server answer; a larger one
+ * is answered SERVER_ERROR object too large for cache here (see
+ * mc_dispatch.c). A backend may return values up to the larger of this and
+ * client_buffer_limit. */
 #define WN_MC_MAX_SERVER_VALUE (64u * 1024u * 1024u)
 
 /* One VALUE block a fragment received: its segments in the fragment's rsp,

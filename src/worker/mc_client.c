@@ -13,8 +13,10 @@
 void wn_mc_client_init(client_t *cl)
 {
     mc_client_t *c = (mc_client_t *)cl;
+    /* No value limit in the parser: the pool's client_buffer_limit (which a
+     * reload may change) is checked at dispatch. */
     wn_mc_limits_t lim = {.max_line = WN_MC_MAX_LINE,
-                          .max_value = WN_MC_MAX_VALUE,
+                          .max_value = (uint32_t)INT32_MAX - 2,
                           .max_retrieval_line = WN_MC_MAX_RETRIEVAL_LINE};
     wn_mc_req_parser_init(&c->parser, &lim);
 }

@@ -9,6 +9,7 @@
  */
 #include "mc.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,12 +56,63 @@ static int push_line(mc_req_t *r, wn_buf_t *b, uint32_t pos, const wn_mc_request
     return rc;
 }
 
+/*
+ * A storage command larger than the client may hold (client_buffer_limit,
+ * line and data block together): walnut cannot forward it, so it answers as
+ * memcached answers an item over its size limit: SERVER_ERROR object too
+ * large for cache (nothing under noreply), the data block swallowed, and for
+ * set the old value unlinked: the key's server is sent a delete whose reply
+ * is dropped, queued like any request of this client, so order holds.
+ */
+static void too_large(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_mc_request_t *q)
+{
+    size_t len;
+    const char *text = wn_mc_reply_text(WN_MC_REPLY_TOO_LARGE, &len);
+    mc_req_t *r = new_req(c, REQ_LOCAL, q->cmd);
+    if (r == NULL) {
+        out_of_memory(c);
+        return;
+    }
+    r->r.noreply = q->noreply;
+    wn_stat_add(WN_PSTAT(c->c.pool, request_errors), 1);
+    wn_req_reply(&r->r, text, len);
+    wn_req_unref(&r->r);
+    c->data_left = q->data_len;
+    c->data_swallow = true;
+    if (q->cmd != WN_MC_SET)
+        return;
+    /* the delete: in the client's order, answering nobody */
+    mc_req_t *d = (mc_req_t *)wn_req_create(c->c.pool, &c->c, REQ_FORWARD);
+    if (d == NULL) {
+        out_of_memory(c);
+        return;
+    }
+    d->cmd = WN_MC_DELETE;
+    d->r.cmd = WN_MC_DELETE;
+    d->r.noreply = true;
+    d->r.swallow = true;
+    wn_req_enqueue_client(&c->c, &d->r);
+    const char *key = b->data + pos + q->key.off;
+    d->r.server = wn_pool_route(c->c.pool, key, q->key.len);
+    char line[WN_MC_KEY_MAX + 16];
+    int n = snprintf(line, sizeof(line), "delete %.*s\r\n", (int)q->key.len, key);
+    if (wn_req_out_scratch(&d->r, line, (size_t)n) < 0)
+        wn_mc_fail(&d->r, WN_ENOMEM);
+    else
+        wn_mc_forward(&c->c, d->r.server, &d->r);
+    wn_req_unref(&d->r);
+}
+
 /* set add replace append prepend cas incr decr touch delete: by key. */
 static void dispatch_keyed(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_mc_request_t *q)
 {
     wn_worker_t *w = c->c.w;
     if (wn_mc_cmd_is_storage(q->cmd))
         wn_stat_add(WN_GSTAT(w, cmd_set), 1);
+    if (q->data_len > 0 && (uint64_t)q->line_len + q->data_len > c->c.pool->buffer_limit) {
+        too_large(c, b, pos, q);
+        return;
+    }
     if (q->cmd == WN_MC_TOUCH)
         wn_stat_add(WN_GSTAT(w, cmd_touch), 1);
     mc_req_t *r = new_req(c, REQ_FORWARD, q->cmd);

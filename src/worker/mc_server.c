@@ -14,7 +14,10 @@
 void wn_mc_sconn_reset(sconn_t *sc)
 {
     mc_sconn_t *s = (mc_sconn_t *)sc;
-    wn_mc_limits_t lim = {.max_line = WN_MC_MAX_LINE, .max_value = WN_MC_MAX_SERVER_VALUE};
+    /* Whatever a client of the pool may store must read back. */
+    uint64_t limit = WN_MAX((uint64_t)WN_MC_MAX_SERVER_VALUE, sc->server->pool->buffer_limit);
+    wn_mc_limits_t lim = {.max_line = WN_MC_MAX_LINE,
+                          .max_value = (uint32_t)WN_MIN(limit, (uint64_t)INT32_MAX - 2)};
     wn_mc_rsp_parser_init(&s->rsp, &lim);
     s->data_left = 0;
     s->done_after_data = false;

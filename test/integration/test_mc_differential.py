@@ -604,11 +604,10 @@ ALLOWED = [
           "nothing", "walnut rejects the whole line before forwarding it; memcached 1.6.18 "
           "has touched the keys before the long one by then (here a keeps its TTL)",
           expect=lambda t, rec: t.replace(b"<<M HD t-1>>", b"<<M HD t~100>>", 1)),
-    Entry(["size.over_no_data", "size.bytes_int_max_minus2", "eof.too_large_pending"],
-          "a storage line over the item "
-          "size is answered as soon as the line is read", "memcached answers only once the "
-          "whole data block has arrived (never, if the client closes first); walnut answers "
-          "at once and swallows the block as it comes",
+    Entry("size.bytes_int_max_minus2", "a storage line larger than client_buffer_limit is "
+          "answered as soon as the line is read", "walnut cannot hold it to forward it (%s); "
+          "memcached answers only once the whole data block has arrived (never, if the client "
+          "closes first); walnut answers at once and swallows the block as it comes" % README,
           expect=literal(b"SERVER_ERROR object too large for cache\r\n<<EOF>>")),
     Entry(["line.unknown_16k", "line.split_set_2k", "line.split_gat_3k", "line.split_gats_3k",
            "line.split_incr_3k", "line.split_leading_spaces_get"],
@@ -640,12 +639,6 @@ ALLOWED = [
 ]
 
 KNOWN_BUGS = [
-    Entry(["size.over_existing_1MiB_plus1", "size.over_existing_1MiB_plus1_noreply",
-           "size.over_existing_2MB"],
-          "a set over 1 MiB leaves the old value readable; memcached unlinks the key when it "
-          "refuses a set as too large (walnut answers it locally, nothing reaches memcached)",
-          ref="mcdiff#3", now=rb"STORED\r\n(?:SERVER_ERROR object too large for cache\r\n)?"
-          rb"VALUE k 0 1\r\na\r\nEND\r\n<<W>>"),
     Entry(["line.set_16k", "line.gat_20k_keys"], "a request line memcached cannot take (16 KiB "
           "here) is forwarded: memcached resets the shared server connection, everything in "
           "flight on it fails (SERVER_ERROR Connection reset by peer) and it counts as a server "
@@ -670,11 +663,6 @@ ALLOWED += [
               b"stats settings": b"stats settings -> []"}[t.split(b" -> ")[0]]),
 ]
 
-KNOWN_BUGS += [
-    Entry("pymemcache:set_too_big", "a set over 1 MiB leaves the old value readable "
-          "(mcdiff#3 through pymemcache)", ref="mcdiff#3", modes=("tool", "tool2"),
-          now=rb".*\nget big after -> b'old'"),
-]
 
 
 # ---------------------------------------------------------------------------

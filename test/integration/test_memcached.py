@@ -717,6 +717,45 @@ class MemcachedSuite:
         c2 = self.raw()
         c2.request(b"get %s\r\n" % k, get_reply([(k, 0, b"x")]))     # nothing was stored
 
+    def test_value_limit_follows_the_servers(self):
+        """walnut forwards storage commands of any size up to client_buffer_limit and lets
+        the server decide; above it walnut answers as memcached does for an item over its
+        size: SERVER_ERROR object too large for cache, and a set unlinks the old value."""
+        tmp = self.tmpdir()
+        small = h.Memcached(tmp, name="small").start()
+        self.addCleanup(small.stop)
+        large = h.Memcached(tmp, name="large", extra=("-I", "2m")).start()
+        self.addCleanup(large.stop)
+        px = self.start_proxy(tmp, {"tight": h.pool([small], client_buffer_limit=65536),
+                                    "wide": h.pool([large])}, workers=self.WORKERS,
+                              extra=self.EXTRA_ARGS)
+        too_large = b"SERVER_ERROR object too large for cache\r\n"
+        with self.nc_differs("values larger than client_buffer_limit answered by walnut"):
+            c = self.raw(px.port("tight"))
+            over = b"v" * 70000 + b"\r\ndelete k\r\n"   # swallowed, never run
+            c.request(b"set k 0 0 3\r\nold\r\n", b"STORED\r\n")
+            for cmd in (b"add", b"replace", b"append", b"prepend"):
+                c.request(b"%s k 0 0 %d\r\n%s\r\n" % (cmd, len(over), over), too_large)
+                c.request(b"get k\r\n", get_reply([(b"k", 0, b"old")]), what=cmd)
+            c.request(b"cas k 0 0 %d 1\r\n%s\r\nget k\r\n" % (len(over), over),
+                      too_large + get_reply([(b"k", 0, b"old")]))
+            c.request(b"set k 0 0 %d\r\n%s\r\nget k\r\n" % (len(over), over),
+                      too_large + b"END\r\n", what="set unlinks the old value")
+            c.request(b"set k 0 0 3\r\nold\r\nset k 0 0 %d noreply\r\n%s\r\nget k\r\n"
+                      % (len(over), over), b"STORED\r\nEND\r\n", what="noreply")
+            # under the limit: memcached's own answer (-I 1m: stored)
+            v = os.urandom(60000)
+            c.request(b"set k 0 0 %d\r\n%s\r\nget k\r\n" % (len(v), v),
+                      b"STORED\r\n" + get_reply([(b"k", 0, v)]))
+        w = self.raw(px.port("wide"))
+        big = os.urandom(1500000)       # more than memcached's default item size
+        w.request(b"set b 0 0 %d\r\n%s\r\nget b\r\n" % (len(big), big),
+                  b"STORED\r\n" + get_reply([(b"b", 0, big)]), timeout=60)
+        huge = b"h" * 2500000           # more than this server's -I 2m: its answer
+        w.request(b"set b 0 0 %d\r\n%s\r\nget b\r\n" % (len(huge), huge),
+                  too_large + b"END\r\n", timeout=60)
+        px.stop(check=True)
+
     # ----------------------------------------------------------- concurrency
 
     def test_200_concurrent_clients(self):
