@@ -13,6 +13,12 @@
  * (thousands of keys; memcached has no limit, walnut this one). */
 #define WN_MC_MAX_LINE (64u * 1024u)
 #define WN_MC_MAX_RETRIEVAL_LINE (16u << 20)
+/* memcached closes a connection once 2048 bytes of a line are buffered
+ * without its end, unless the line starts with "get " or "gets " (after at
+ * most 100 spaces): a line walnut sends a server is never longer than this,
+ * except a get or gets that starts with its word. Longer lines are rebuilt
+ * from their tokens; long gat/gats lines are split into several. */
+#define WN_MC_SERVER_LINE_MAX 2048u
 /* Keys in one retrieval request, far above what clients send (pymemcache's
  * get_many of 2,000, memcached's own tests of 6,000). */
 #define WN_MC_MAX_KEYS 100000
@@ -97,6 +103,10 @@ void wn_mc_client_read_plan(const client_t *c, uint32_t *keep, uint64_t *ahead);
 void wn_mc_dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_mc_request_t *q);
 /* Would the request go to a suspect server? Then c is held (true). */
 bool wn_mc_must_wait(mc_client_t *c, const char *line, const wn_mc_request_t *q);
+/* A gat/gats rejected for a key over 250 bytes (q->nkeys: the keys before
+ * it): touch those keys as memcached has, answering nobody. */
+void wn_mc_dispatch_touch_only(mc_client_t *c, wn_buf_t *b, uint32_t pos,
+                               const wn_mc_request_t *q);
 /* A request answered by walnut, queued in order like any other. */
 mc_req_t *wn_mc_local(mc_client_t *c, wn_mc_cmd_t cmd);
 

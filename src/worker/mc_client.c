@@ -146,6 +146,11 @@ static bool rejected(mc_client_t *c, wn_buf_t *b, const wn_mc_request_t *q)
     wn_stat_add(WN_PSTAT(c->c.pool, requests), 1);
     switch (q->after) {
     case WN_MC_AFTER_CONTINUE:
+        if ((q->cmd == WN_MC_GAT || q->cmd == WN_MC_GATS) && q->reply == WN_MC_REPLY_BAD_FORMAT &&
+            q->nkeys > 0) {
+            /* memcached touched the keys before the one over 250 bytes */
+            wn_mc_dispatch_touch_only(c, b, c->c.in.pos, q);
+        }
         c->c.in.pos += q->line_len;
         reply_canned(c, q->cmd, q->reply, q->noreply, false);
         return true;

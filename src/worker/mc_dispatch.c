@@ -2,10 +2,12 @@
  * worker/mc_dispatch.c: where a parsed memcached request goes. Keyed
  * commands go to their key's server; a get whose keys live on several
  * servers is split into one fragment per server (one arena for the split's
- * bookkeeping); flush_all and verbosity go to every server; version to the
- * server of the key "placeholder"; stats and quit are answered here. The
- * request being dispatched holds a reference; nothing here writes, connects
- * or closes. Worker thread only.
+ * bookkeeping; a long gat/gats line into several per server, each under
+ * memcached's 2 KiB line limit); flush_all and verbosity go to every server;
+ * version to the server of the key "placeholder"; stats and quit are
+ * answered here. Lines memcached could not take as sent are rebuilt from
+ * their tokens. The request being dispatched holds a reference; nothing here
+ * writes, connects or closes. Worker thread only.
  */
 #include "mc.h"
 
@@ -38,22 +40,22 @@ static void out_of_memory(mc_client_t *c)
 
 /* The line as the server gets it: as sent, or without its noreply token
  * (walnut drops the reply itself: memcached still answers some errors to
- * noreply, and a reply nobody expects would shift every later reply). */
+ * noreply, and a reply nobody expects would shift every later reply), or
+ * rebuilt from its tokens when memcached could not take it as sent. */
 static int push_line(mc_req_t *r, wn_buf_t *b, uint32_t pos, const wn_mc_request_t *q)
 {
+    if (q->noreply)
+        r->r.swallow = true;
+    if (q->line_len > WN_MC_SERVER_LINE_MAX) {
+        char line[WN_MC_CANONICAL_MAX];
+        int len = wn_mc_compose_canonical(line, sizeof(line), b->data + pos, q);
+        return len < 0 ? len : wn_req_out_scratch(&r->r, line, (size_t)len);
+    }
     if (!q->noreply)
         return wn_req_out_push(&r->r, b, pos, q->line_len);
-    r->r.swallow = true;
-    size_t cap = (size_t)q->line_len + 2;
-    char small[512];
-    char *head = cap <= sizeof(small) ? small : malloc(cap);
-    if (head == NULL)
-        return WN_ENOMEM;
-    int len = wn_mc_compose_without_noreply(head, cap, b->data + pos, q);
-    int rc = len < 0 ? len : wn_req_out_scratch(&r->r, head, (size_t)len);
-    if (head != small)
-        free(head);
-    return rc;
+    char head[WN_MC_SERVER_LINE_MAX + 2];
+    int len = wn_mc_compose_without_noreply(head, sizeof(head), b->data + pos, q);
+    return len < 0 ? len : wn_req_out_scratch(&r->r, head, (size_t)len);
 }
 
 /*
@@ -145,10 +147,11 @@ static void dispatch_keyed(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_m
 
 /* ---- retrieval ------------------------------------------------------------ */
 
-/* The split's bookkeeping, in memory the parent keeps (r->keep). */
-static mc_split_t *split_alloc(wn_worker_t *w, uint32_t nkeys, uint32_t nservers, segv_t *keep)
+/* The split's bookkeeping, in memory the parent keeps (r->keep): room for
+ * maxf fragments. */
+static mc_split_t *split_alloc(wn_worker_t *w, uint32_t nkeys, uint32_t nservers, uint32_t maxf,
+                               segv_t *keep)
 {
-    uint32_t maxf = WN_MIN(nkeys, nservers);
     size_t size = sizeof(mc_split_t) + sizeof(wn_mc_span_t) * nkeys +
                   sizeof(uint32_t) * (2 * (size_t)nkeys + maxf + 1 + nservers) +
                   sizeof(mc_item_t) * nkeys;
@@ -169,24 +172,41 @@ static mc_split_t *split_alloc(wn_worker_t *w, uint32_t nkeys, uint32_t nservers
     return s;
 }
 
-/* Route every key; fill the split's keys and key_frag; count fragments.
- * where[f] is fragment f's server. Returns false if a key has no server. */
+/* Where a split's fragments go, and (gat, gats) the size of each one's line
+ * so far: scratch for routing, freed once they are made. */
+typedef struct frag_plan {
+    server_rt_t **where;   /* [maxf] */
+    uint32_t *size;        /* [maxf] */
+    uint32_t *of_server;   /* [nservers] the server's open fragment */
+    uint32_t head;         /* a line's bytes without keys */
+    bool bounded;          /* no line over WN_MC_SERVER_LINE_MAX */
+} frag_plan_t;
+
+/* Route every key; fill the split's keys and key_frag; count fragments:
+ * one per server, or (bounded) as many per server as keep each line under
+ * memcached's limit. Returns false if a key has no server. */
 static bool route_keys(mc_client_t *c, const char *line, const wn_mc_request_t *q, mc_split_t *s,
-                       uint32_t *frag_of_server, server_rt_t **where)
+                       frag_plan_t *plan)
 {
     pool_rt_t *pool = c->c.pool;
     for (uint32_t i = 0; i < pool->nservers; i++)
-        frag_of_server[i] = UINT32_MAX;
+        plan->of_server[i] = UINT32_MAX;
     uint32_t cursor = 0, n = 0;
     while (n < q->nkeys && wn_mc_key_next(line, q, &cursor, &s->keys[n])) {
-        server_rt_t *srv = wn_pool_route(pool, line + s->keys[n].off, s->keys[n].len);
+        wn_mc_span_t k = s->keys[n];
+        server_rt_t *srv = wn_pool_route(pool, line + k.off, k.len);
         if (srv == NULL)
             return false;
-        if (frag_of_server[srv->idx] == UINT32_MAX) {
-            where[s->nfrags] = srv;
-            frag_of_server[srv->idx] = s->nfrags++;
+        uint32_t f = plan->of_server[srv->idx];
+        if (f == UINT32_MAX ||
+            (plan->bounded && plan->size[f] + 1 + k.len > WN_MC_SERVER_LINE_MAX)) {
+            f = s->nfrags++;
+            plan->where[f] = srv;
+            plan->size[f] = plan->head;
+            plan->of_server[srv->idx] = f;
         }
-        s->key_frag[n++] = frag_of_server[srv->idx];
+        plan->size[f] += 1 + k.len;
+        s->key_frag[n++] = f;
     }
     s->nkeys = n;
     return true;
@@ -220,6 +240,7 @@ static int make_fragment(mc_req_t *p, uint32_t f, server_rt_t *srv, const wn_mc_
     fr->frag = f;
     fr->nkeys = s->frag_first[f + 1] - s->frag_first[f];
     fr->r.server = srv;
+    fr->r.swallow = p->r.noreply; /* a touch nobody reads (wn_mc_dispatch_touch_only) */
     wn_req_ref(&p->r);
     fr->r.parent = &p->r;
     p->r.frags[f] = &fr->r;
@@ -264,8 +285,57 @@ static void dispatch_split(mc_client_t *c, mc_req_t *r, mc_split_t *s, server_rt
         wn_mc_forward(&c->c, where[f], r->r.frags[f]);
 }
 
+/* May the line go to a server as the client sent it? */
+static bool retrieval_as_is(const char *line, const wn_mc_request_t *q)
+{
+    if (q->line_len <= WN_MC_SERVER_LINE_MAX)
+        return true;
+    /* memcached reads on past 2 KiB only for a line starting "get "/"gets "
+     * (bget, leading spaces: rebuilt) */
+    if (q->cmd == WN_MC_GET)
+        return memcmp(line, "get ", 4) == 0;
+    if (q->cmd == WN_MC_GETS)
+        return memcmp(line, "gets ", 5) == 0;
+    return false;
+}
+
+/* Route a retrieval with more than one key, or one that must be rebuilt:
+ * split, or forward whole when every key goes to one server and the line
+ * may go as it is. */
+static void dispatch_keys(mc_client_t *c, mc_req_t *r, const char *line, const wn_mc_request_t *q,
+                          bool as_is)
+{
+    pool_rt_t *pool = c->c.pool;
+    bool bounded = q->cmd == WN_MC_GAT || q->cmd == WN_MC_GATS;
+    uint32_t maxf = bounded ? q->nkeys : WN_MIN(q->nkeys, pool->nservers);
+    mc_split_t *s = split_alloc(pool->w, q->nkeys, pool->nservers, maxf, &r->r.keep);
+    frag_plan_t plan = {.bounded = bounded};
+    plan.where = s != NULL ? malloc((sizeof(*plan.where) + sizeof(*plan.size)) * maxf) : NULL;
+    if (s == NULL || plan.where == NULL) {
+        free(plan.where);
+        wn_mc_fail(&r->r, WN_ENOMEM);
+        return;
+    }
+    plan.size = (uint32_t *)(plan.where + maxf);
+    plan.of_server = s->frag_first + maxf + 1;
+    plan.head = (uint32_t)wn_mc_retrieval_head_size(line, q, NULL, NULL, 0);
+    bool routed = route_keys(c, line, q, s, &plan);
+    if (routed && (s->nfrags > 1 || !as_is)) {
+        /* the sizes are done with: scratch for grouping (nfrags entries) */
+        dispatch_split(c, r, s, plan.where, plan.size, q);
+        free(plan.where);
+        return;
+    }
+    r->r.server = routed ? plan.where[0] : NULL;
+    free(plan.where);
+    wn_segv_clear(&r->r.keep);
+    wn_mc_forward(&c->c, r->r.server, &r->r);
+}
+
+/* get gets gat gats (and bget, a get). `touch_only`: the keys of a gat
+ * memcached has touched before refusing the line; nobody reads the reply. */
 static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
-                               const wn_mc_request_t *q)
+                               const wn_mc_request_t *q, bool touch_only)
 {
     pool_rt_t *pool = c->c.pool;
     const char *line = b->data + pos;
@@ -281,6 +351,8 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
     r->nkeys = q->nkeys;
     r->line = line;
     r->keys = q->nkeys == 1 ? q->key : q->keys; /* one key: its own span */
+    r->r.noreply = touch_only;
+    r->r.swallow = touch_only;
     /* The line stays held (by `out`) to match VALUE keys, or for the split. */
     r->r.keep_out = true;
     if (wn_req_out_push(&r->r, b, pos, q->line_len) < 0) {
@@ -288,39 +360,25 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
         wn_req_unref(&r->r);
         return;
     }
-    if (q->nkeys == 1) {
+    bool as_is = !touch_only && retrieval_as_is(line, q);
+    if (q->nkeys == 1 && as_is) {
         r->r.server = wn_pool_route(pool, line + q->key.off, q->key.len);
+        wn_mc_forward(&c->c, r->r.server, &r->r);
     } else if (q->nkeys > WN_MC_MAX_KEYS) {
         r->r.kind = REQ_LOCAL;
         wn_stat_add(WN_PSTAT(pool, request_errors), 1);
         static const char too_many[] = "CLIENT_ERROR too many keys\r\n";
         wn_req_reply(&r->r, too_many, sizeof(too_many) - 1);
-        wn_req_unref(&r->r);
-        return;
     } else {
-        uint32_t maxf = WN_MIN(q->nkeys, pool->nservers);
-        mc_split_t *s = split_alloc(pool->w, q->nkeys, pool->nservers, &r->r.keep);
-        server_rt_t **where = s != NULL ? malloc(sizeof(*where) * maxf) : NULL;
-        uint32_t *fos = s != NULL ? s->frag_first + maxf + 1 : NULL;
-        if (s == NULL || where == NULL) {
-            free(where);
-            wn_mc_fail(&r->r, WN_ENOMEM);
-            wn_req_unref(&r->r);
-            return;
-        }
-        bool routed = route_keys(c, line, q, s, fos, where);
-        if (routed && s->nfrags > 1) {
-            dispatch_split(c, r, s, where, fos, q);
-            free(where);
-            wn_req_unref(&r->r);
-            return;
-        }
-        r->r.server = routed ? where[0] : NULL;
-        free(where);
-        wn_segv_clear(&r->r.keep);
+        dispatch_keys(c, r, line, q, as_is);
     }
-    wn_mc_forward(&c->c, r->r.server, &r->r);
     wn_req_unref(&r->r);
+}
+
+void wn_mc_dispatch_touch_only(mc_client_t *c, wn_buf_t *b, uint32_t pos,
+                               const wn_mc_request_t *q)
+{
+    dispatch_retrieval(c, b, pos, q, true);
 }
 
 /* ---- version ------------------------------------------------------------------ */
@@ -404,7 +462,7 @@ void wn_mc_dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_mc_reque
 {
     wn_stat_add(WN_PSTAT(c->c.pool, requests), 1);
     if (wn_mc_cmd_is_retrieval(q->cmd)) {
-        dispatch_retrieval(c, b, pos, q);
+        dispatch_retrieval(c, b, pos, q, false);
         return;
     }
     switch (q->cmd) {

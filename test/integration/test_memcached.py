@@ -1037,6 +1037,82 @@ class MemcachedSuite:
             self.assertEqual(parts[1:], want, "%s: fragment keys" % f.name)
         px.stop(check=True)
 
+    def test_servers_get_lines_they_take(self):
+        """memcached closes a connection holding 2 KiB of a line without its end (unless it
+        starts with get/gets): walnut rebuilds longer lines from their tokens, splits long
+        gat/gats lines, sends bget as get, version to the server of "placeholder", and a
+        delete for a set too large for client_buffer_limit."""
+        fakes = [h.FakeMemcached("fake%d" % i) for i in range(2)]
+        for i, f in enumerate(fakes):
+            f.version = b"1.6.18-fake%d" % i
+            self.addCleanup(f.stop)
+        tmp = self.tmpdir()
+        px = self.start_proxy(tmp, {"fk": h.pool(fakes, timeout=5000,
+                                                 client_buffer_limit=65536)},
+                              workers=self.WORKERS, extra=self.EXTRA_ARGS)
+        where = h.walnut_locate(px.conf_path, [b"placeholder"])
+        vaddr = where[("fk", b"placeholder")][1]
+        c = self.raw(px.port())
+        self.assertEqual(c.request(b"version\r\n", b"VERSION ") + c.recv_line(),
+                         b"VERSION %s\r\n" % next(f.version for f in fakes if f.addr == vaddr))
+        keys = [(b"gk%03d:" % i).ljust(150, b"g") for i in range(60)]
+        for k in keys:
+            c.request(b"set %s 0 0 1\r\nx\r\n" % k, b"STORED\r\n")
+        owner = {}
+        for f in fakes:
+            with f.lock:
+                owner.update({k: f for k in f.store})
+        self.assertTrue(all(any(owner[k] is f for k in keys) for f in fakes))
+        k = keys[0]
+        pad = b" " * 3000
+        zeros = b"0" * 3000
+        too_large = b"SERVER_ERROR object too large for cache\r\n"
+        script = [  # (request, what the server gets, reply)
+            (b"set %s%s0 0 1\r\nx\r\n" % (k, pad), b"set %s 0 0 1\r\nx\r\n" % k, b"STORED\r\n"),
+            (b"set %s %s7 -%s1 1 noreply\r\n1\r\n" % (k, zeros, zeros),
+             b"set %s 7 -1 1\r\n1\r\n" % k, b""),
+            (b"add %s 0 0 1%s\r\nx\r\n" % (k, pad), b"add %s 0 0 1\r\nx\r\n" % k,
+             b"NOT_STORED\r\n"),
+            (b"cas %s 0 0 1 %s5\r\nx\r\n" % (k, zeros), b"cas %s 0 0 1 5\r\nx\r\n" % k,
+             b"EXISTS\r\n"),
+            (b"touch %s%s+100\r\n" % (k, pad), b"touch %s 100\r\n" % k, b"TOUCHED\r\n"),
+            (b"incr%s%s %s5\r\n" % (pad, k, zeros), b"incr %s 5\r\n" % k, b"6\r\n"),
+            (b"delete %s 0%s noreply\r\n" % (k, pad), b"delete %s\r\n" % k, b""),
+            (b"set %s 0 0 70000\r\n%s\r\n" % (k, b"z" * 70000), b"delete %s\r\n" % k,
+             too_large),
+            (b"add %s 0 0 70000\r\n%s\r\n" % (k, b"z" * 70000), None, too_large),
+        ]
+        for f in fakes:
+            f.clear()
+        for req, _, reply in script:
+            c.request(req, reply, what=h.show(req, 60)) if reply else c.send(req)
+        want = [w for _, w, _ in script if w is not None]
+        h.wait_until(lambda: len(owner[k].requests()) >= len(want), deadline=10,
+                     what="the server to get %d requests" % len(want))
+        self.assertEqual([r for _, r in owner[k].requests()], want)
+        # a gat of 60 keys of 150 bytes: lines under 2 KiB, keys in client order
+        for f in fakes:
+            f.clear()
+        exptime = b"0" * 3000 + b"100"
+        c.request(b"gat %s %s\r\n" % (exptime, b" ".join(keys)),
+                  get_reply([(kk, 0, b"x") for kk in keys[1:]]), what="a long gat")
+        c.request(b"bget %s%s\r\n" % (pad, b" ".join(keys)),
+                  get_reply([(kk, 0, b"x") for kk in keys[1:]]), what="a long bget")
+        ngats = 0
+        for f in fakes:
+            lines = [r for _, r in f.requests()]
+            gats = [r for r in lines if r.startswith(b"gat ")]
+            ngats += len(gats)
+            self.assertTrue(all(len(r) <= 2048 for r in gats), [len(r) for r in gats])
+            self.assertEqual([t for r in gats for t in r.split()[2:]],
+                             [kk for kk in keys if owner[kk] is f])
+            self.assertEqual({r.split()[1] for r in gats}, {b"100"})
+            gets = [r for r in lines if not r.startswith(b"gat ")]
+            self.assertEqual(gets, [b"get %s\r\n" % b" ".join(kk for kk in keys
+                                                                if owner[kk] is f)])
+        self.assertGreaterEqual(ngats, 5, "9,000 bytes of keys in lines under 2 KiB")
+        px.stop(check=True)
+
     # ------------------------------------------------------------- placement
 
     def test_placement_matches_locate_and_nutcracker(self):
