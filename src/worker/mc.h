@@ -8,6 +8,7 @@
 
 #include "core_types.h"
 #include "walnut/proto.h"
+#include "walnut/proto_meta.h"
 
 /* Longest non-retrieval request line, and longest get/gets/gat/gats line
  * (thousands of keys; memcached has no limit, walnut this one). */
@@ -68,6 +69,14 @@ typedef struct mc_req {
     uint32_t ncomplete;    /* fragments: of which complete (data block in) */
     uint32_t taken;        /* fragments: of which merged into the parent */
     bool error_line;       /* fragments: the server answered with an error line */
+    /* Meta requests (cmd WN_MC_META): which one, and whether the client
+     * asked with q (the server is asked without it; walnut drops what
+     * memcached would not have sent). */
+    uint8_t meta;          /* wn_meta_cmd_t */
+    bool quiet;
+    /* Sent with its q and an mn after it: the reply, if any, ends at MN
+     * (ma with q and N: only memcached knows whether it answers). */
+    bool until_mn;
 } mc_req_t;
 
 typedef struct mc_client {
@@ -109,6 +118,15 @@ void wn_mc_dispatch_touch_only(mc_client_t *c, wn_buf_t *b, uint32_t pos,
                                const wn_mc_request_t *q);
 /* A request answered by walnut, queued in order like any other. */
 mc_req_t *wn_mc_local(mc_client_t *c, wn_mc_cmd_t cmd);
+/* A request of c's, queued in its FIFO and counted under cmd; NULL on ENOMEM. */
+mc_req_t *wn_mc_request(mc_client_t *c, req_kind_t kind, wn_mc_cmd_t cmd);
+
+/* mc_meta.c: the meta protocol (mg ms md ma mn me), on the same connections
+ * as the classic commands. A line the classic parser reported as META (at
+ * c's read position, q->line_len bytes): checked as memcached's meta parser
+ * checks it, then routed by its (decoded) key, or answered with its error.
+ * False when c must wait for a suspect server (the line is parsed again). */
+bool wn_mc_meta_line(mc_client_t *c, wn_buf_t *b, const wn_mc_request_t *q);
 
 /* mc_server.c */
 void wn_mc_sconn_reset(sconn_t *s);

@@ -192,6 +192,11 @@ void wn_mc_client_parse(client_t *cl)
             cl->mid_request = true;
             break;
         }
+        if (q.cmd == WN_MC_META && q.line_len > 0) {
+            if (!wn_mc_meta_line(c, b, &q))
+                break; /* parsed again when the hold ends */
+            continue;
+        }
         if (rc < 0) {
             if (!rejected(c, b, &q))
                 break;

@@ -32,6 +32,11 @@ mc_req_t *wn_mc_local(mc_client_t *c, wn_mc_cmd_t cmd)
     return new_req(c, REQ_LOCAL, cmd);
 }
 
+mc_req_t *wn_mc_request(mc_client_t *c, req_kind_t kind, wn_mc_cmd_t cmd)
+{
+    return new_req(c, kind, cmd);
+}
+
 static void out_of_memory(mc_client_t *c)
 {
     c->c.broken = true;
@@ -503,8 +508,8 @@ void wn_mc_dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_mc_reque
         reply_local(c, q->cmd, "", 0, true);
         return;
     default:
-        /* Meta commands and unknown words: not routable (yet). A data block
-         * it announced (ms) is swallowed, never run as commands. */
+        /* Unknown words (meta commands go to mc_meta.c). A data block it
+         * announced is swallowed, never run as commands. */
         if (q->data_len > 0) {
             c->data_left = q->data_len;
             c->data_swallow = true;

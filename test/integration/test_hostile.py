@@ -286,9 +286,9 @@ class TestProtocolFraming(HostileCase):
         """Defect 2: the data block of a rejected storage request is never run as a command."""
         mc = self.start()
         h.mc_command(mc.port, b"set important 0 0 2\r\nok\r\n", expect=b"STORED\r\n")
-        # ms (meta set) is not supported: its 16+2 bytes of data are the block.
+        # a rejected ms (an invalid flag): its 16+2 bytes of data are the block.
         c = self.raw(self.port)
-        c.send(b"ms foo 16\r\ndelete important\r\n")
+        c.send(b"ms foo 16 !\r\ndelete important\r\n")
         c.send(b"version\r\n")
         lines = self.read_until_version(c, "after a rejected ms")
         self.assertIn(b"important", mc.keys_held([b"important"]),

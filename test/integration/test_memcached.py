@@ -917,6 +917,33 @@ class MemcachedSuite:
         h.wait_until(served, deadline=30, interval=0.2, what="the resumed backend to serve")
         px.stop(check=True)
 
+    def test_meta_quiet_order_with_a_stopped_server(self):
+        """Quiet meta requests over every server while one is stopped (SIGSTOP): nothing
+        comes back early, then exactly what memcached would send, in request order, MN
+        after all of it; a second client on the live servers is not held up."""
+        keys = self.key_per_backend(2)         # [b0k0, b1k0, b2k0, b0k1, b1k1, b2k1]
+        hits, misses = keys[:3], keys[3:]
+        c = self.raw()
+        for k in hits:
+            c.request(b"set %s 0 0 2\r\nv%s\r\n" % (k, k[-1:]), b"STORED\r\n")
+        with self.nc_differs("meta commands are served (quiet mode, mn across servers)"):
+            self.backends[0].sigstop()
+            try:
+                req = b"".join(b"mg %s v q k O%d\r\n" % (k, i) for i, k in enumerate(keys))
+                req += b"md %s q\r\nms %s 1 q\r\nz\r\nmn\r\n" % (misses[1], misses[2])
+                c.send(req)
+                c.quiet_for(0.5)
+                with h.Raw(self.port, timeout=10) as c2:
+                    c2.request(b"mg %s v k\r\nmn\r\n" % hits[1],
+                               b"VA 2 k%s\r\nv%s\r\nMN\r\n" % (hits[1], hits[1][-1:]))
+            finally:
+                self.backends[0].sigcont()
+            want = b"".join(b"VA 2 k%s O%d\r\nv%s\r\n" % (k, i, k[-1:])
+                            for i, k in enumerate(hits))
+            # the misses, md's NF, ms's HD: not sent in quiet mode, as memcached
+            c.expect(want + b"NF\r\nMN\r\n", timeout=10)
+            c.request(b"mg %s v\r\n" % misses[2], b"VA 1\r\nz\r\n")
+
     def test_server_connections_keep_client_order(self):
         # several connections per server (per worker in walnut): one client's
         # requests to a server must still be answered in order
