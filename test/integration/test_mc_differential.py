@@ -514,7 +514,7 @@ SWALLOWED = [
     "noreply.as_flags", "noreply.as_exptime", "noreply.before_extra",
     "noreply.cas_before_unique", "noreply.bad_flags", "noreply.bad_key_len",
     "args.*.two_extra", "args.set.many_tokens", "args.set.23_tokens", "args.set.24_tokens",
-    "args.cas.five", "pipe.swallow_then_commands", "meta.key.long",
+    "args.cas.five", "pipe.swallow_then_commands", "meta.key.long", "tokens.cas_30",
 ] + ["num.flags." + n for n in (
     "neg1", "hex", "junk_after", "alpha", "dot", "exp", "neg2p31", "neg2p31m1", "neg2p63",
     "2p64", "huge", "fullwidth1", "minus_alone", "plus_alone")] + ["num.exptime." + n for n in (
