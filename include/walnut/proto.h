@@ -144,6 +144,9 @@ typedef struct wn_mc_request {
     wn_mc_span_t key;   /* the first key */
     wn_mc_span_t keys;  /* the run of space-separated keys, for wn_mc_key_next */
     wn_mc_span_t arg;   /* gat/gats/flush_all: exptime token; verbosity: level; stats: args */
+    /* A retrieval rejected for a key over 250 bytes: nkeys, key and keys
+     * describe the keys before it (memcached has run those: a gat touched
+     * them). */
     /* Only meaningful when wn_mc_request_parse returned a negative code: */
     wn_mc_reply_t reply; /* what to answer (send nothing if noreply is set) */
     wn_mc_after_t after; /* what to do next */
@@ -287,11 +290,24 @@ int wn_mc_compose_without_noreply(char *dst, size_t cap, const char *line,
                                   const wn_mc_request_t *req);
 
 /*
+ * The request's canonical line for a server: the command and its arguments
+ * as memcached reads them (numbers in decimal, single spaces, no noreply, no
+ * token memcached ignores), then "\r\n". For the lines memcached could not
+ * take as sent (over 2 KiB: it closes the connection). Storage commands,
+ * incr, decr, touch, delete, flush_all, verbosity, version. Returns the
+ * length written, WN_ETOOBIG if cap is too small (WN_MC_CANONICAL_MAX always
+ * suffices), WN_EINVAL for other commands.
+ */
+#define WN_MC_CANONICAL_MAX 384
+int wn_mc_compose_canonical(char *dst, size_t cap, const char *line, const wn_mc_request_t *req);
+
+/*
  * Bytes needed for a retrieval head for keys keys[order[0]], keys[order[1]],
  * ... (order NULL: keys[0..nkeys)) of the request `req` (get, gets, gat or
  * gats) parsed from `line`: "get k1 k2\r\n" or "gat <exptime> k1 k2\r\n"
- * (the exptime token copied from the request). 0 if req->cmd is not a
- * retrieval command.
+ * (the exptime in decimal, as memcached read it: req->exptime). With nkeys
+ * 0, the size of the head without keys. 0 if req->cmd is not a retrieval
+ * command.
  */
 size_t wn_mc_retrieval_head_size(const char *line, const wn_mc_request_t *req,
                                  const wn_mc_span_t *keys, const uint32_t *order, size_t nkeys);
@@ -303,6 +319,26 @@ size_t wn_mc_retrieval_head_size(const char *line, const wn_mc_request_t *req,
 int wn_mc_retrieval_head_compose(char *dst, size_t cap, const char *line,
                                  const wn_mc_request_t *req, const wn_mc_span_t *keys,
                                  const uint32_t *order, size_t nkeys);
+
+/*
+ * What a proxy answers `stats <args>` (args: the request's arg span, the
+ * text after "stats " up to the line's content end): each group as a
+ * memcached 1.6.18 holding nothing answers it, in its exact framing:
+ *   reset                      RESET (walnut's own counters are kept)
+ *   slabs                      STAT active_slabs 0, STAT total_malloced 0, END
+ *   items settings conns extstore   END
+ *   sizes                      STAT sizes_status disabled, END
+ *   sizes_disable              STAT sizes_status disabled (no END, as memcached)
+ *   sizes_enable               STAT sizes_status error, STAT sizes_error
+ *                              not_supported (no END)
+ *   detail on|off              OK;  detail dump: END;  detail <else>: memcached's
+ *                              CLIENT_ERROR usage line
+ *   cachedump <id> <limit>     END, or memcached's CLIENT_ERROR for missing or
+ *                              bad numbers and ids from 64 on
+ *   anything else              ERROR
+ * Returns static text (line ends included); *len set if len is not NULL.
+ */
+const char *wn_mc_stats_args_reply(const char *args, size_t len, size_t *outlen);
 
 /* ---- matching retrieval replies to their keys ------------------------- */
 

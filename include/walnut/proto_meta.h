@@ -196,11 +196,27 @@ int wn_meta_key_decode(const char *line, const wn_meta_request_t *req, uint8_t *
  * The request line without its q token (and the one space before it), every
  * other byte unchanged, line end included. A proxy must not send q to a
  * server: it could not tell when a reply is due. Returns the length written
- * (req->line_len - 1 - quiet_flag.len), WN_EINVAL if the request has no q,
- * WN_ETOOBIG if cap is too small (req->line_len always suffices).
+ * (req->line_len - 1 - quiet_flag.len; one more when q is the last token of
+ * a line ending in a bare LF right after a token ending in CR, whose CR must
+ * stay content), WN_EINVAL if the request has no q, WN_ETOOBIG if cap is too
+ * small (req->line_len always suffices).
  */
 int wn_meta_compose_without_quiet(char *dst, size_t cap, const char *line,
                                   const wn_meta_request_t *req);
+
+/*
+ * The request line rebuilt from what memcached reads in it, without q: the
+ * command, the key as sent, ms's length, then each flag as memcached takes
+ * it (N T R F C J D with their number in decimal, O and M as sent, every
+ * other flag its letter alone: memcached ignores the rest of those tokens),
+ * single spaces, "\r\n". For a line memcached could not take as sent (over
+ * 2 KiB). req must be a request wn_meta_line_parse accepted. Returns the
+ * length written, WN_ETOOBIG if cap is too small (WN_META_CANONICAL_MAX
+ * always suffices), WN_EINVAL for mn or no command.
+ */
+#define WN_META_CANONICAL_MAX 1024
+int wn_meta_compose_canonical(char *dst, size_t cap, const char *line,
+                              const wn_meta_request_t *req);
 
 /* ---- replies ----------------------------------------------------------- */
 

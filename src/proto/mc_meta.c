@@ -9,6 +9,8 @@
 #include "proto/mc_lex.h"
 #include "walnut/core.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Tokens counted; one more than memcached's limit is enough to refuse. */
@@ -356,10 +358,88 @@ int wn_meta_compose_without_quiet(char *dst, size_t cap, const char *line,
      * there is one) */
     uint32_t cut = q.off - 1;
     uint32_t rest = req->line_len - (q.off + q.len);
-    uint32_t total = cut + rest;
+    /* "mg k\r q\n": the key ends in a CR; with only the bare LF after it,
+     * that CR would become the line end and leave the key: add one. */
+    uint32_t guard = rest == 1 && cut > 0 && line[cut - 1] == '\r';
+    uint32_t total = cut + guard + rest;
     if (total > cap)
         return WN_ETOOBIG;
     memcpy(dst, line, cut);
-    memcpy(dst + cut, line + q.off + q.len, rest);
+    if (guard)
+        dst[cut] = '\r';
+    memcpy(dst + cut + guard, line + q.off + q.len, rest);
     return (int)total;
+}
+
+/* One flag as memcached takes it, after a space; false if it does not read
+ * (never for an accepted request). */
+static int canonical_flag(char *out, size_t cap, const char *tok, uint32_t len)
+{
+    const char *num = tok + 1;
+    uint32_t nlen = len - 1;
+    int32_t i32;
+    uint32_t u32;
+    uint64_t u64;
+    switch (tok[0]) {
+    case 'N':
+    case 'T':
+    case 'R':
+        if (!mc_read_i32(num, nlen, &i32))
+            return WN_EINVAL;
+        return snprintf(out, cap, " %c%" PRId32, tok[0], i32);
+    case 'F':
+        if (!mc_read_u32(num, nlen, &u32))
+            return WN_EINVAL;
+        return snprintf(out, cap, " F%" PRIu32, u32);
+    case 'C':
+    case 'J':
+    case 'D':
+        if (!mc_read_u64(num, nlen, &u64))
+            return WN_EINVAL;
+        return snprintf(out, cap, " %c%" PRIu64, tok[0], u64);
+    case 'O':
+    case 'M':
+        return snprintf(out, cap, " %.*s", (int)len, tok);
+    default:
+        return snprintf(out, cap, " %c", tok[0]);
+    }
+}
+
+int wn_meta_compose_canonical(char *dst, size_t cap, const char *line,
+                              const wn_meta_request_t *req)
+{
+    if (req->cmd == WN_META_NONE || req->cmd == WN_META_MN || req->cmd >= WN_META_CMD_COUNT)
+        return WN_EINVAL;
+    char buf[WN_META_CANONICAL_MAX];
+    size_t o = 0;
+    int n = snprintf(buf, sizeof buf, "%s %.*s", wn_meta_cmd_name(req->cmd), (int)req->key.len,
+                     line + req->key.off);
+    if (n < 0 || (size_t)n >= sizeof buf)
+        return WN_EINVAL;
+    o = (size_t)n;
+    if (req->cmd == WN_META_MS) {
+        n = snprintf(buf + o, sizeof buf - o, " %" PRIu32, req->bytes);
+        o += (size_t)n;
+    } else if (req->cmd == WN_META_ME && req->base64) {
+        n = snprintf(buf + o, sizeof buf - o, " b");
+        o += (size_t)n;
+    }
+    for (uint32_t i = 0; i < req->nflags; i++) {
+        const char *tok = line + req->flags[i].off;
+        uint32_t len = req->flags[i].len;
+        if (req->quiet && req->flags[i].off == req->quiet_flag.off)
+            continue;
+        n = canonical_flag(buf + o, sizeof buf - o, tok, len);
+        if (n < 0 || (size_t)n >= sizeof buf - o)
+            return WN_EINVAL;
+        o += (size_t)n;
+    }
+    if (o + 2 > sizeof buf)
+        return WN_EINVAL;
+    memcpy(buf + o, "\r\n", 2);
+    o += 2;
+    if (o > cap)
+        return WN_ETOOBIG;
+    memcpy(dst, buf, o);
+    return (int)o;
 }

@@ -90,26 +90,33 @@ static int value_length(const wn_mc_limits_t *lim, wn_mc_request_t *r, int32_t v
 }
 
 /* get/gets/gat/gats: every token from `first` on is a key; none may exceed
- * the key limit (memcached then answers only the error, no partial hits). */
+ * the key limit (memcached then answers only the error, no partial hits).
+ * memcached has looked up (gat: touched) the keys before a long one by then:
+ * on that rejection nkeys, key and keys describe those keys. */
 static int retrieval_keys(const line_tokens_t *lt, uint32_t first, wn_mc_request_t *r)
 {
     uint32_t pos = lt->t[first - 1].off + lt->t[first - 1].len;
     r->keys.off = pos;
     r->keys.len = lt->end - pos;
+    uint32_t last_end = pos;
     wn_mc_span_t tok;
     while (mc_token_next(lt->buf, &pos, lt->end, &tok)) {
-        if (tok.len > WN_MC_KEY_MAX)
+        if (tok.len > WN_MC_KEY_MAX) {
+            r->keys.len = last_end - r->keys.off;
             return reject(r, WN_MC_REPLY_BAD_FORMAT, WN_MC_AFTER_CONTINUE);
+        }
         if (r->nkeys == 0)
             r->key = tok;
         r->nkeys++;
+        last_end = tok.off + tok.len;
     }
     return 0;
 }
 
 static int parse_retrieval(const line_tokens_t *lt, wn_mc_request_t *r)
 {
-    if (tok_is(lt, 0, "get"))
+    /* bget: memcached's undocumented alias of get (same checks, same reply) */
+    if (tok_is(lt, 0, "get") || tok_is(lt, 0, "bget"))
         r->cmd = WN_MC_GET;
     else if (tok_is(lt, 0, "gets"))
         r->cmd = WN_MC_GETS;
@@ -311,7 +318,7 @@ static int parse_line(const wn_mc_limits_t *lim, const char *buf, uint32_t end, 
     char first = buf[lt.t[0].off];
     if (first == 'm' && lt.t[0].len == 2)
         return parse_meta(lim, &lt, r);
-    if (first == 'g')
+    if (first == 'g' || tok_is(&lt, 0, "bget"))
         return parse_retrieval(&lt, r);
 
     for (size_t i = 0; i < WN_ARRAY_SIZE(words); i++) {

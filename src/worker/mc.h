@@ -8,17 +8,27 @@
 
 #include "core_types.h"
 #include "walnut/proto.h"
+#include "walnut/proto_meta.h"
 
 /* Longest non-retrieval request line, and longest get/gets/gat/gats line
  * (thousands of keys; memcached has no limit, walnut this one). */
 #define WN_MC_MAX_LINE (64u * 1024u)
 #define WN_MC_MAX_RETRIEVAL_LINE (16u << 20)
+/* memcached closes a connection once 2048 bytes of a line are buffered
+ * without its end, unless the line starts with "get " or "gets " (after at
+ * most 100 spaces): a line walnut sends a server is never longer than this,
+ * except a get or gets that starts with its word. Longer lines are rebuilt
+ * from their tokens; long gat/gats lines are split into several. */
+#define WN_MC_SERVER_LINE_MAX 2048u
 /* Keys in one retrieval request, far above what clients send (pymemcache's
  * get_many of 2,000, memcached's own tests of 6,000). */
 #define WN_MC_MAX_KEYS 100000
-/* Values a client may store: memcached's default item size limit (-I 1m). */
-#define WN_MC_MAX_VALUE (1024u * 1024u)
-/* Values a backend may return (one started with a larger -I). */
+/* Values: walnut does not know the servers' item size limit (-I), so it
+ * forwards a storage command of any size whose line and data block fit in
+ * the pool's client_buffer_limit and lets the server answer; a larger one
+ * is answered SERVER_ERROR object too large for cache here (see
+ * mc_dispatch.c). A backend may return values up to the larger of this and
+ * client_buffer_limit. */
 #define WN_MC_MAX_SERVER_VALUE (64u * 1024u * 1024u)
 
 /* One VALUE block a fragment received: its segments in the fragment's rsp,
@@ -59,6 +69,14 @@ typedef struct mc_req {
     uint32_t ncomplete;    /* fragments: of which complete (data block in) */
     uint32_t taken;        /* fragments: of which merged into the parent */
     bool error_line;       /* fragments: the server answered with an error line */
+    /* Meta requests (cmd WN_MC_META): which one, and whether the client
+     * asked with q (the server is asked without it; walnut drops what
+     * memcached would not have sent). */
+    uint8_t meta;          /* wn_meta_cmd_t */
+    bool quiet;
+    /* Sent with its q and an mn after it: the reply, if any, ends at MN
+     * (ma with q and N: only memcached knows whether it answers). */
+    bool until_mn;
 } mc_req_t;
 
 typedef struct mc_client {
@@ -67,7 +85,6 @@ typedef struct mc_client {
     mc_req_t *data_req;    /* request whose data block is arriving (one reference) */
     uint32_t data_left;    /* bytes of the data block still to come */
     bool data_swallow;     /* the block is dropped (a rejected request's) */
-    bool data_bad_close;   /* a bad data chunk: close after the reply */
     char trailer[2];       /* last two bytes of the data block seen so far */
 } mc_client_t;
 
@@ -95,8 +112,21 @@ void wn_mc_client_read_plan(const client_t *c, uint32_t *keep, uint64_t *ahead);
 void wn_mc_dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_mc_request_t *q);
 /* Would the request go to a suspect server? Then c is held (true). */
 bool wn_mc_must_wait(mc_client_t *c, const char *line, const wn_mc_request_t *q);
+/* A gat/gats rejected for a key over 250 bytes (q->nkeys: the keys before
+ * it): touch those keys as memcached has, answering nobody. */
+void wn_mc_dispatch_touch_only(mc_client_t *c, wn_buf_t *b, uint32_t pos,
+                               const wn_mc_request_t *q);
 /* A request answered by walnut, queued in order like any other. */
 mc_req_t *wn_mc_local(mc_client_t *c, wn_mc_cmd_t cmd);
+/* A request of c's, queued in its FIFO and counted under cmd; NULL on ENOMEM. */
+mc_req_t *wn_mc_request(mc_client_t *c, req_kind_t kind, wn_mc_cmd_t cmd);
+
+/* mc_meta.c: the meta protocol (mg ms md ma mn me), on the same connections
+ * as the classic commands. A line the classic parser reported as META (at
+ * c's read position, q->line_len bytes): checked as memcached's meta parser
+ * checks it, then routed by its (decoded) key, or answered with its error.
+ * False when c must wait for a suspect server (the line is parsed again). */
+bool wn_mc_meta_line(mc_client_t *c, wn_buf_t *b, const wn_mc_request_t *q);
 
 /* mc_server.c */
 void wn_mc_sconn_reset(sconn_t *s);

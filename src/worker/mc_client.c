@@ -2,8 +2,8 @@
  * worker/mc_client.c: memcached ASCII from clients. Frames request lines and
  * data blocks from the client's buffer, answers what walnut answers itself
  * (rejected lines, quit) in order with everything else, and hands routable
- * requests to mc_dispatch.c. After quit or lost framing nothing more is
- * parsed; a rejected request's data block is always swallowed, never run.
+ * requests to mc_dispatch.c. After quit nothing more is parsed; a rejected
+ * request's data block is always swallowed, never run.
  * Worker thread only; never writes or closes (the flush does).
  */
 #include "mc.h"
@@ -13,8 +13,10 @@
 void wn_mc_client_init(client_t *cl)
 {
     mc_client_t *c = (mc_client_t *)cl;
+    /* No value limit in the parser: the pool's client_buffer_limit (which a
+     * reload may change) is checked at dispatch. */
     wn_mc_limits_t lim = {.max_line = WN_MC_MAX_LINE,
-                          .max_value = WN_MC_MAX_VALUE,
+                          .max_value = (uint32_t)INT32_MAX - 2,
                           .max_retrieval_line = WN_MC_MAX_RETRIEVAL_LINE};
     wn_mc_req_parser_init(&c->parser, &lim);
 }
@@ -102,15 +104,14 @@ static void data_done(mc_client_t *c)
     if (r == NULL)
         return;
     if (!wn_mc_data_trailer_ok(c->trailer[0], c->trailer[1])) {
-        /* The block is not where its length said: framing is lost. Answer,
-         * flush what came before, close. */
+        /* The block does not end in CRLF at its length. memcached answers
+         * (nothing under noreply), stores nothing, and reads on right after
+         * the bytes + 2 it took: so does walnut. The item never reaches a
+         * server. */
         size_t len;
         const char *text = wn_mc_reply_text(WN_MC_REPLY_BAD_CHUNK, &len);
         r->r.kind = REQ_LOCAL;
-        r->r.noreply = false;
         r->r.swallow = false;
-        r->r.close_after = true;
-        c->c.stop_parsing = true;
         wn_stat_add(WN_PSTAT(c->c.pool, request_errors), 1);
         wn_req_reply(&r->r, text, len);
     } else if (!r->r.done) {
@@ -145,6 +146,11 @@ static bool rejected(mc_client_t *c, wn_buf_t *b, const wn_mc_request_t *q)
     wn_stat_add(WN_PSTAT(c->c.pool, requests), 1);
     switch (q->after) {
     case WN_MC_AFTER_CONTINUE:
+        if ((q->cmd == WN_MC_GAT || q->cmd == WN_MC_GATS) && q->reply == WN_MC_REPLY_BAD_FORMAT &&
+            q->nkeys > 0) {
+            /* memcached touched the keys before the one over 250 bytes */
+            wn_mc_dispatch_touch_only(c, b, c->c.in.pos, q);
+        }
         c->c.in.pos += q->line_len;
         reply_canned(c, q->cmd, q->reply, q->noreply, false);
         return true;
@@ -185,6 +191,11 @@ void wn_mc_client_parse(client_t *cl)
         if (rc == WN_EAGAIN) {
             cl->mid_request = true;
             break;
+        }
+        if (q.cmd == WN_MC_META && q.line_len > 0) {
+            if (!wn_mc_meta_line(c, b, &q))
+                break; /* parsed again when the hold ends */
+            continue;
         }
         if (rc < 0) {
             if (!rejected(c, b, &q))

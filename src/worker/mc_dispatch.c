@@ -2,16 +2,18 @@
  * worker/mc_dispatch.c: where a parsed memcached request goes. Keyed
  * commands go to their key's server; a get whose keys live on several
  * servers is split into one fragment per server (one arena for the split's
- * bookkeeping); flush_all and verbosity go to every server; version, stats
- * and quit are answered here. The request being dispatched holds a
- * reference; nothing here writes, connects or closes. Worker thread only.
+ * bookkeeping; a long gat/gats line into several per server, each under
+ * memcached's 2 KiB line limit); flush_all and verbosity go to every server;
+ * version to the server of the key "placeholder"; stats and quit are
+ * answered here. Lines memcached could not take as sent are rebuilt from
+ * their tokens. The request being dispatched holds a reference; nothing here
+ * writes, connects or closes. Worker thread only.
  */
 #include "mc.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char version_line[] = "VERSION " WN_VERSION "-walnut\r\n";
 
 static mc_req_t *new_req(mc_client_t *c, req_kind_t kind, wn_mc_cmd_t cmd)
 {
@@ -30,6 +32,11 @@ mc_req_t *wn_mc_local(mc_client_t *c, wn_mc_cmd_t cmd)
     return new_req(c, REQ_LOCAL, cmd);
 }
 
+mc_req_t *wn_mc_request(mc_client_t *c, req_kind_t kind, wn_mc_cmd_t cmd)
+{
+    return new_req(c, kind, cmd);
+}
+
 static void out_of_memory(mc_client_t *c)
 {
     c->c.broken = true;
@@ -38,22 +45,69 @@ static void out_of_memory(mc_client_t *c)
 
 /* The line as the server gets it: as sent, or without its noreply token
  * (walnut drops the reply itself: memcached still answers some errors to
- * noreply, and a reply nobody expects would shift every later reply). */
+ * noreply, and a reply nobody expects would shift every later reply), or
+ * rebuilt from its tokens when memcached could not take it as sent. */
 static int push_line(mc_req_t *r, wn_buf_t *b, uint32_t pos, const wn_mc_request_t *q)
 {
+    if (q->noreply)
+        r->r.swallow = true;
+    if (q->line_len > WN_MC_SERVER_LINE_MAX) {
+        char line[WN_MC_CANONICAL_MAX];
+        int len = wn_mc_compose_canonical(line, sizeof(line), b->data + pos, q);
+        return len < 0 ? len : wn_req_out_scratch(&r->r, line, (size_t)len);
+    }
     if (!q->noreply)
         return wn_req_out_push(&r->r, b, pos, q->line_len);
-    r->r.swallow = true;
-    size_t cap = (size_t)q->line_len + 2;
-    char small[512];
-    char *head = cap <= sizeof(small) ? small : malloc(cap);
-    if (head == NULL)
-        return WN_ENOMEM;
-    int len = wn_mc_compose_without_noreply(head, cap, b->data + pos, q);
-    int rc = len < 0 ? len : wn_req_out_scratch(&r->r, head, (size_t)len);
-    if (head != small)
-        free(head);
-    return rc;
+    char head[WN_MC_SERVER_LINE_MAX + 2];
+    int len = wn_mc_compose_without_noreply(head, sizeof(head), b->data + pos, q);
+    return len < 0 ? len : wn_req_out_scratch(&r->r, head, (size_t)len);
+}
+
+/*
+ * A storage command larger than the client may hold (client_buffer_limit,
+ * line and data block together): walnut cannot forward it, so it answers as
+ * memcached answers an item over its size limit: SERVER_ERROR object too
+ * large for cache (nothing under noreply), the data block swallowed, and for
+ * set the old value unlinked: the key's server is sent a delete whose reply
+ * is dropped, queued like any request of this client, so order holds.
+ */
+static void too_large(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_mc_request_t *q)
+{
+    size_t len;
+    const char *text = wn_mc_reply_text(WN_MC_REPLY_TOO_LARGE, &len);
+    mc_req_t *r = new_req(c, REQ_LOCAL, q->cmd);
+    if (r == NULL) {
+        out_of_memory(c);
+        return;
+    }
+    r->r.noreply = q->noreply;
+    wn_stat_add(WN_PSTAT(c->c.pool, request_errors), 1);
+    wn_req_reply(&r->r, text, len);
+    wn_req_unref(&r->r);
+    c->data_left = q->data_len;
+    c->data_swallow = true;
+    if (q->cmd != WN_MC_SET)
+        return;
+    /* the delete: in the client's order, answering nobody */
+    mc_req_t *d = (mc_req_t *)wn_req_create(c->c.pool, &c->c, REQ_FORWARD);
+    if (d == NULL) {
+        out_of_memory(c);
+        return;
+    }
+    d->cmd = WN_MC_DELETE;
+    d->r.cmd = WN_MC_DELETE;
+    d->r.noreply = true;
+    d->r.swallow = true;
+    wn_req_enqueue_client(&c->c, &d->r);
+    const char *key = b->data + pos + q->key.off;
+    d->r.server = wn_pool_route(c->c.pool, key, q->key.len);
+    char line[WN_MC_KEY_MAX + 16];
+    int n = snprintf(line, sizeof(line), "delete %.*s\r\n", (int)q->key.len, key);
+    if (wn_req_out_scratch(&d->r, line, (size_t)n) < 0)
+        wn_mc_fail(&d->r, WN_ENOMEM);
+    else
+        wn_mc_forward(&c->c, d->r.server, &d->r);
+    wn_req_unref(&d->r);
 }
 
 /* set add replace append prepend cas incr decr touch delete: by key. */
@@ -62,6 +116,10 @@ static void dispatch_keyed(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_m
     wn_worker_t *w = c->c.w;
     if (wn_mc_cmd_is_storage(q->cmd))
         wn_stat_add(WN_GSTAT(w, cmd_set), 1);
+    if (q->data_len > 0 && (uint64_t)q->line_len + q->data_len > c->c.pool->buffer_limit) {
+        too_large(c, b, pos, q);
+        return;
+    }
     if (q->cmd == WN_MC_TOUCH)
         wn_stat_add(WN_GSTAT(w, cmd_touch), 1);
     mc_req_t *r = new_req(c, REQ_FORWARD, q->cmd);
@@ -94,10 +152,11 @@ static void dispatch_keyed(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_m
 
 /* ---- retrieval ------------------------------------------------------------ */
 
-/* The split's bookkeeping, in memory the parent keeps (r->keep). */
-static mc_split_t *split_alloc(wn_worker_t *w, uint32_t nkeys, uint32_t nservers, segv_t *keep)
+/* The split's bookkeeping, in memory the parent keeps (r->keep): room for
+ * maxf fragments. */
+static mc_split_t *split_alloc(wn_worker_t *w, uint32_t nkeys, uint32_t nservers, uint32_t maxf,
+                               segv_t *keep)
 {
-    uint32_t maxf = WN_MIN(nkeys, nservers);
     size_t size = sizeof(mc_split_t) + sizeof(wn_mc_span_t) * nkeys +
                   sizeof(uint32_t) * (2 * (size_t)nkeys + maxf + 1 + nservers) +
                   sizeof(mc_item_t) * nkeys;
@@ -118,24 +177,41 @@ static mc_split_t *split_alloc(wn_worker_t *w, uint32_t nkeys, uint32_t nservers
     return s;
 }
 
-/* Route every key; fill the split's keys and key_frag; count fragments.
- * where[f] is fragment f's server. Returns false if a key has no server. */
+/* Where a split's fragments go, and (gat, gats) the size of each one's line
+ * so far: scratch for routing, freed once they are made. */
+typedef struct frag_plan {
+    server_rt_t **where;   /* [maxf] */
+    uint32_t *size;        /* [maxf] */
+    uint32_t *of_server;   /* [nservers] the server's open fragment */
+    uint32_t head;         /* a line's bytes without keys */
+    bool bounded;          /* no line over WN_MC_SERVER_LINE_MAX */
+} frag_plan_t;
+
+/* Route every key; fill the split's keys and key_frag; count fragments:
+ * one per server, or (bounded) as many per server as keep each line under
+ * memcached's limit. Returns false if a key has no server. */
 static bool route_keys(mc_client_t *c, const char *line, const wn_mc_request_t *q, mc_split_t *s,
-                       uint32_t *frag_of_server, server_rt_t **where)
+                       frag_plan_t *plan)
 {
     pool_rt_t *pool = c->c.pool;
     for (uint32_t i = 0; i < pool->nservers; i++)
-        frag_of_server[i] = UINT32_MAX;
+        plan->of_server[i] = UINT32_MAX;
     uint32_t cursor = 0, n = 0;
     while (n < q->nkeys && wn_mc_key_next(line, q, &cursor, &s->keys[n])) {
-        server_rt_t *srv = wn_pool_route(pool, line + s->keys[n].off, s->keys[n].len);
+        wn_mc_span_t k = s->keys[n];
+        server_rt_t *srv = wn_pool_route(pool, line + k.off, k.len);
         if (srv == NULL)
             return false;
-        if (frag_of_server[srv->idx] == UINT32_MAX) {
-            where[s->nfrags] = srv;
-            frag_of_server[srv->idx] = s->nfrags++;
+        uint32_t f = plan->of_server[srv->idx];
+        if (f == UINT32_MAX ||
+            (plan->bounded && plan->size[f] + 1 + k.len > WN_MC_SERVER_LINE_MAX)) {
+            f = s->nfrags++;
+            plan->where[f] = srv;
+            plan->size[f] = plan->head;
+            plan->of_server[srv->idx] = f;
         }
-        s->key_frag[n++] = frag_of_server[srv->idx];
+        plan->size[f] += 1 + k.len;
+        s->key_frag[n++] = f;
     }
     s->nkeys = n;
     return true;
@@ -169,6 +245,7 @@ static int make_fragment(mc_req_t *p, uint32_t f, server_rt_t *srv, const wn_mc_
     fr->frag = f;
     fr->nkeys = s->frag_first[f + 1] - s->frag_first[f];
     fr->r.server = srv;
+    fr->r.swallow = p->r.noreply; /* a touch nobody reads (wn_mc_dispatch_touch_only) */
     wn_req_ref(&p->r);
     fr->r.parent = &p->r;
     p->r.frags[f] = &fr->r;
@@ -213,8 +290,57 @@ static void dispatch_split(mc_client_t *c, mc_req_t *r, mc_split_t *s, server_rt
         wn_mc_forward(&c->c, where[f], r->r.frags[f]);
 }
 
+/* May the line go to a server as the client sent it? */
+static bool retrieval_as_is(const char *line, const wn_mc_request_t *q)
+{
+    if (q->line_len <= WN_MC_SERVER_LINE_MAX)
+        return true;
+    /* memcached reads on past 2 KiB only for a line starting "get "/"gets "
+     * (bget, leading spaces: rebuilt) */
+    if (q->cmd == WN_MC_GET)
+        return memcmp(line, "get ", 4) == 0;
+    if (q->cmd == WN_MC_GETS)
+        return memcmp(line, "gets ", 5) == 0;
+    return false;
+}
+
+/* Route a retrieval with more than one key, or one that must be rebuilt:
+ * split, or forward whole when every key goes to one server and the line
+ * may go as it is. */
+static void dispatch_keys(mc_client_t *c, mc_req_t *r, const char *line, const wn_mc_request_t *q,
+                          bool as_is)
+{
+    pool_rt_t *pool = c->c.pool;
+    bool bounded = q->cmd == WN_MC_GAT || q->cmd == WN_MC_GATS;
+    uint32_t maxf = bounded ? q->nkeys : WN_MIN(q->nkeys, pool->nservers);
+    mc_split_t *s = split_alloc(pool->w, q->nkeys, pool->nservers, maxf, &r->r.keep);
+    frag_plan_t plan = {.bounded = bounded};
+    plan.where = s != NULL ? malloc((sizeof(*plan.where) + sizeof(*plan.size)) * maxf) : NULL;
+    if (s == NULL || plan.where == NULL) {
+        free(plan.where);
+        wn_mc_fail(&r->r, WN_ENOMEM);
+        return;
+    }
+    plan.size = (uint32_t *)(plan.where + maxf);
+    plan.of_server = s->frag_first + maxf + 1;
+    plan.head = (uint32_t)wn_mc_retrieval_head_size(line, q, NULL, NULL, 0);
+    bool routed = route_keys(c, line, q, s, &plan);
+    if (routed && (s->nfrags > 1 || !as_is)) {
+        /* the sizes are done with: scratch for grouping (nfrags entries) */
+        dispatch_split(c, r, s, plan.where, plan.size, q);
+        free(plan.where);
+        return;
+    }
+    r->r.server = routed ? plan.where[0] : NULL;
+    free(plan.where);
+    wn_segv_clear(&r->r.keep);
+    wn_mc_forward(&c->c, r->r.server, &r->r);
+}
+
+/* get gets gat gats (and bget, a get). `touch_only`: the keys of a gat
+ * memcached has touched before refusing the line; nobody reads the reply. */
 static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
-                               const wn_mc_request_t *q)
+                               const wn_mc_request_t *q, bool touch_only)
 {
     pool_rt_t *pool = c->c.pool;
     const char *line = b->data + pos;
@@ -230,6 +356,8 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
     r->nkeys = q->nkeys;
     r->line = line;
     r->keys = q->nkeys == 1 ? q->key : q->keys; /* one key: its own span */
+    r->r.noreply = touch_only;
+    r->r.swallow = touch_only;
     /* The line stays held (by `out`) to match VALUE keys, or for the split. */
     r->r.keep_out = true;
     if (wn_req_out_push(&r->r, b, pos, q->line_len) < 0) {
@@ -237,38 +365,46 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
         wn_req_unref(&r->r);
         return;
     }
-    if (q->nkeys == 1) {
+    bool as_is = !touch_only && retrieval_as_is(line, q);
+    if (q->nkeys == 1 && as_is) {
         r->r.server = wn_pool_route(pool, line + q->key.off, q->key.len);
+        wn_mc_forward(&c->c, r->r.server, &r->r);
     } else if (q->nkeys > WN_MC_MAX_KEYS) {
         r->r.kind = REQ_LOCAL;
         wn_stat_add(WN_PSTAT(pool, request_errors), 1);
         static const char too_many[] = "CLIENT_ERROR too many keys\r\n";
         wn_req_reply(&r->r, too_many, sizeof(too_many) - 1);
-        wn_req_unref(&r->r);
-        return;
     } else {
-        uint32_t maxf = WN_MIN(q->nkeys, pool->nservers);
-        mc_split_t *s = split_alloc(pool->w, q->nkeys, pool->nservers, &r->r.keep);
-        server_rt_t **where = s != NULL ? malloc(sizeof(*where) * maxf) : NULL;
-        uint32_t *fos = s != NULL ? s->frag_first + maxf + 1 : NULL;
-        if (s == NULL || where == NULL) {
-            free(where);
-            wn_mc_fail(&r->r, WN_ENOMEM);
-            wn_req_unref(&r->r);
-            return;
-        }
-        bool routed = route_keys(c, line, q, s, fos, where);
-        if (routed && s->nfrags > 1) {
-            dispatch_split(c, r, s, where, fos, q);
-            free(where);
-            wn_req_unref(&r->r);
-            return;
-        }
-        r->r.server = routed ? where[0] : NULL;
-        free(where);
-        wn_segv_clear(&r->r.keep);
+        dispatch_keys(c, r, line, q, as_is);
     }
-    wn_mc_forward(&c->c, r->r.server, &r->r);
+    wn_req_unref(&r->r);
+}
+
+void wn_mc_dispatch_touch_only(mc_client_t *c, wn_buf_t *b, uint32_t pos,
+                               const wn_mc_request_t *q)
+{
+    dispatch_retrieval(c, b, pos, q, true);
+}
+
+/* ---- version ------------------------------------------------------------------ */
+
+/* Forwarded, as twemproxy does, to the server the key "placeholder" maps to:
+ * clients see a real memcached's version line (libmemcached refuses to talk
+ * to a server whose major version reads as 0). Any tokens after the word are
+ * dropped: memcached ignores them. */
+static void dispatch_version(mc_client_t *c, const wn_mc_request_t *q)
+{
+    static const char line[] = "version\r\n";
+    mc_req_t *r = new_req(c, REQ_FORWARD, q->cmd);
+    if (r == NULL) {
+        out_of_memory(c);
+        return;
+    }
+    r->r.server = wn_pool_route(c->c.pool, "placeholder", 11);
+    if (wn_req_out_scratch(&r->r, line, sizeof(line) - 1) < 0)
+        wn_mc_fail(&r->r, WN_ENOMEM);
+    else
+        wn_mc_forward(&c->c, r->r.server, &r->r);
     wn_req_unref(&r->r);
 }
 
@@ -320,7 +456,7 @@ static void reply_local(mc_client_t *c, wn_mc_cmd_t cmd, const char *text, size_
         return;
     }
     r->r.close_after = close_after;
-    if (cmd == WN_MC_STATS)
+    if (text == NULL)
         wn_mc_reply_stats(r);
     else
         wn_req_reply(&r->r, text, len);
@@ -331,7 +467,7 @@ void wn_mc_dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_mc_reque
 {
     wn_stat_add(WN_PSTAT(c->c.pool, requests), 1);
     if (wn_mc_cmd_is_retrieval(q->cmd)) {
-        dispatch_retrieval(c, b, pos, q);
+        dispatch_retrieval(c, b, pos, q, false);
         return;
     }
     switch (q->cmd) {
@@ -352,12 +488,17 @@ void wn_mc_dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_mc_reque
         dispatch_broadcast(c, b, pos, q);
         return;
     case WN_MC_VERSION:
-        reply_local(c, q->cmd, version_line, sizeof(version_line) - 1, false);
+        dispatch_version(c, q);
         return;
     case WN_MC_STATS:
         if (q->arg.len > 0) {
-            /* stats subcommands describe one memcached, not the pool. */
-            reply_local(c, q->cmd, "ERROR\r\n", 7, false);
+            /* A group describes one memcached's internals: answered as a
+             * memcached holding nothing would (walnut cannot merge them). */
+            size_t len;
+            const char *text = wn_mc_stats_args_reply(b->data + pos + q->arg.off, q->arg.len, &len);
+            if (strncmp(text, "ERROR", 5) == 0 || strncmp(text, "CLIENT_ERROR", 12) == 0)
+                wn_stat_add(WN_PSTAT(c->c.pool, request_errors), 1);
+            reply_local(c, q->cmd, text, len, false);
             return;
         }
         reply_local(c, q->cmd, NULL, 0, false);
@@ -367,8 +508,8 @@ void wn_mc_dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_mc_reque
         reply_local(c, q->cmd, "", 0, true);
         return;
     default:
-        /* Meta commands and unknown words: not routable (yet). A data block
-         * it announced (ms) is swallowed, never run as commands. */
+        /* Unknown words (meta commands go to mc_meta.c). A data block it
+         * announced is swallowed, never run as commands. */
         if (q->data_len > 0) {
             c->data_left = q->data_len;
             c->data_swallow = true;

@@ -1,11 +1,12 @@
 /*
- * worker/mc_server.c: memcached ASCII replies from a server. Frames each
- * reply line and data block and attaches it to the request at the head of
- * the connection. A reply must match its request: bytes where no request is
- * waiting, a line that is no valid answer to the command, or a VALUE for a
- * key the request did not ask for (or asked for fewer times) is a protocol
- * error, and the core closes the connection and fails what was on it. No
- * client ever receives bytes meant for another. Worker thread only.
+ * worker/mc_server.c: memcached ASCII replies from a server, classic and
+ * meta. Frames each reply line and data block and attaches it to the
+ * request at the head of the connection. A reply must match its request:
+ * bytes where no request is waiting, a line that is no valid answer to the
+ * command, or a VALUE for a key the request did not ask for (or asked for
+ * fewer times) is a protocol error, and the core closes the connection and
+ * fails what was on it. No client ever receives bytes meant for another.
+ * Worker thread only.
  */
 #include "mc.h"
 
@@ -14,7 +15,10 @@
 void wn_mc_sconn_reset(sconn_t *sc)
 {
     mc_sconn_t *s = (mc_sconn_t *)sc;
-    wn_mc_limits_t lim = {.max_line = WN_MC_MAX_LINE, .max_value = WN_MC_MAX_SERVER_VALUE};
+    /* Whatever a client of the pool may store must read back. */
+    uint64_t limit = WN_MAX((uint64_t)WN_MC_MAX_SERVER_VALUE, sc->server->pool->buffer_limit);
+    wn_mc_limits_t lim = {.max_line = WN_MC_MAX_LINE,
+                          .max_value = (uint32_t)WN_MIN(limit, (uint64_t)INT32_MAX - 2)};
     wn_mc_rsp_parser_init(&s->rsp, &lim);
     s->data_left = 0;
     s->done_after_data = false;
@@ -189,6 +193,44 @@ static int take_line(mc_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
     return 0;
 }
 
+/* One reply line for a meta request: HD VA EN NF NS EX ME or an error, as
+ * its command allows. A quiet request's reply that memcached would not have
+ * sent (a miss of mg, the HD of ms md ma, ...) is read and dropped. */
+static int take_meta_line(mc_sconn_t *s, req_t *r, wn_buf_t *b)
+{
+    mc_req_t *m = mc_req(r);
+    uint32_t pos = s->s.in.pos;
+    wn_meta_response_t rsp;
+    int rc = wn_meta_response_parse(&s->rsp, b->data + pos, b->len - pos, &rsp);
+    if (rc < 0)
+        return rc;
+    if (m->until_mn && rsp.type == WN_META_RSP_MN) {
+        /* the end of what the server answered (maybe nothing) */
+        s->s.in.pos += rsp.line_len;
+        complete_head(s);
+        return 0;
+    }
+    if (!wn_meta_reply_allowed((wn_meta_cmd_t)m->meta, rsp.type))
+        return WN_EPROTO;
+    if (m->until_mn && r->rsp.n > 0)
+        return WN_EPROTO; /* one reply before MN at most */
+    if (m->quiet && wn_meta_quiet_drops((wn_meta_cmd_t)m->meta, rsp.type))
+        r->swallow = true;
+    rc = wn_req_rsp_push(r, b, pos, rsp.line_len, false);
+    s->s.in.pos += rsp.line_len;
+    if (rc < 0)
+        return rc;
+    if (rsp.data_len > 0) {
+        s->data_left = rsp.data_len;
+        s->done_after_data = !m->until_mn;
+        s->trailer[0] = s->trailer[1] = 0;
+        return 0;
+    }
+    if (!m->until_mn)
+        complete_head(s);
+    return 0;
+}
+
 int wn_mc_server_parse(sconn_t *sc)
 {
     mc_sconn_t *s = (mc_sconn_t *)sc;
@@ -202,6 +244,10 @@ int wn_mc_server_parse(sconn_t *sc)
         int rc;
         if (s->data_left > 0) {
             rc = take_data(s, r, b);
+        } else if (mc_req(r)->cmd == WN_MC_META) {
+            rc = take_meta_line(s, r, b);
+            if (rc == WN_EAGAIN)
+                return 0;
         } else {
             uint32_t pos = sc->in.pos;
             wn_mc_response_t rsp;

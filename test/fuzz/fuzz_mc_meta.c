@@ -4,8 +4,9 @@
  * is a byte stream played as the worker plays it. Checks: nothing outside
  * the input is read (ASan), results are self-consistent, a line fed as a
  * growing buffer parses as it does whole, the classic parser and this one
- * agree on which lines are meta, the line without q parses back as the same
- * request, and a base64 key decodes within its bound.
+ * agree on which lines are meta, the line without q (and the line rebuilt
+ * from its tokens) parses back as the same request, and a base64 key
+ * decodes within its bound.
  */
 #include "walnut/proto_meta.h"
 
@@ -28,6 +29,36 @@ static bool in_line(wn_mc_span_t s, uint32_t line_len)
     return s.off <= line_len && s.len <= line_len - s.off;
 }
 
+/* Rebuilt from its tokens (what a server gets for a line over 2 KiB): the
+ * same request without q, every other flag kept in order. */
+static void check_canonical(const char *line, const wn_meta_request_t *r,
+                            const wn_mc_limits_t *lim)
+{
+    char out[WN_META_CANONICAL_MAX];
+    int n = wn_meta_compose_canonical(out, sizeof out, line, r);
+    if (r->cmd == WN_META_MN) {
+        CHECK(n == WN_EINVAL);
+        return;
+    }
+    CHECK(n > 0 && out[n - 2] == '\r' && out[n - 1] == '\n');
+    CHECK(wn_meta_compose_canonical(out, (size_t)n - 1, line, r) == WN_ETOOBIG);
+    wn_meta_request_t back;
+    CHECK(wn_meta_line_parse(lim, out, (uint32_t)n, &back) == n);
+    CHECK(back.cmd == r->cmd && !back.quiet && back.base64 == r->base64);
+    CHECK(back.nflags == r->nflags - (r->quiet ? 1 : 0));
+    CHECK(back.data_len == r->data_len && back.mode == r->mode);
+    CHECK(back.key.len == r->key.len && memcmp(out + back.key.off, line + r->key.off, r->key.len) == 0);
+    CHECK(back.opaque.len == r->opaque.len &&
+          memcmp(out + back.opaque.off, line + r->opaque.off, r->opaque.len) == 0);
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < r->nflags; i++) {
+        if (r->quiet && r->flags[i].off == r->quiet_flag.off)
+            continue;
+        CHECK(out[back.flags[j].off] == line[r->flags[i].off]);
+        j++;
+    }
+}
+
 static void check_forwarded(const char *line, const wn_meta_request_t *r, const wn_mc_limits_t *lim)
 {
     CHECK(r->cmd > WN_META_NONE && r->cmd < WN_META_CMD_COUNT && r->err == WN_META_ERR_NONE);
@@ -48,12 +79,14 @@ static void check_forwarded(const char *line, const wn_meta_request_t *r, const 
     }
     for (uint32_t i = 0; i < r->nflags; i++)
         CHECK(r->flags[i].len >= 1 && r->flags[i].off + r->flags[i].len <= r->line_len);
+    check_canonical(line, r, lim);
     if (!r->quiet)
         return;
     char *out = malloc(r->line_len);
     CHECK(out != NULL);
     int n = wn_meta_compose_without_quiet(out, r->line_len, line, r);
-    CHECK(n > 0 && (uint32_t)n == r->line_len - 1 - r->quiet_flag.len);
+    uint32_t shorter = r->line_len - 1 - r->quiet_flag.len;
+    CHECK(n > 0 && ((uint32_t)n == shorter || (uint32_t)n == shorter + 1));
     wn_meta_request_t back;
     CHECK(wn_meta_line_parse(lim, out, (uint32_t)n, &back) == n);
     CHECK(back.cmd == r->cmd && !back.quiet && back.nflags == r->nflags - 1);

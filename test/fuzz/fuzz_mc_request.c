@@ -3,8 +3,9 @@
  * The first input byte picks the limits; the rest is a client byte stream,
  * played as the worker plays it. Checks: nothing outside the input is read
  * (ASan), every result is self-consistent, a line fed byte by byte or split
- * in two parses exactly as it does whole, and a retrieval head composed from
- * the parsed keys parses back to the same keys.
+ * in two parses exactly as it does whole, a retrieval head composed from
+ * the parsed keys parses back to the same keys, a line rebuilt from its
+ * tokens parses back as the same request, stats groups get framed replies.
  */
 #include "walnut/proto.h"
 
@@ -125,6 +126,46 @@ static void check_roundtrip(const char *line, const wn_mc_request_t *r)
     free(keys);
 }
 
+/* A non-retrieval request rebuilt from its tokens (what a server gets for
+ * a line over 2 KiB) parses back as the same request, without noreply; a
+ * stats group's answer is a framed reply; a retrieval refused for a long
+ * key names keys of the line. */
+static void check_canonical(const char *line, int rc, const wn_mc_request_t *r)
+{
+    if (rc > 0 && r->cmd == WN_MC_STATS && r->arg.len > 0) {
+        size_t len;
+        const char *text = wn_mc_stats_args_reply(line + r->arg.off, r->arg.len, &len);
+        CHECK(len >= 2 && text[len - 2] == '\r' && text[len - 1] == '\n');
+    }
+    if (rc < 0 && wn_mc_cmd_is_retrieval(r->cmd)) {
+        uint32_t cursor = 0, count = 0;
+        wn_mc_span_t k;
+        while (wn_mc_key_next(line, r, &cursor, &k)) {
+            CHECK(k.len >= 1 && k.len <= WN_MC_KEY_MAX && k.off + k.len <= r->line_len);
+            count++;
+        }
+        CHECK(count == r->nkeys);
+    }
+    if (rc <= 0 || wn_mc_cmd_is_retrieval(r->cmd) || r->cmd == WN_MC_META ||
+        r->cmd == WN_MC_STATS || r->cmd == WN_MC_QUIT)
+        return;
+    char out[WN_MC_CANONICAL_MAX];
+    CHECK(wn_mc_compose_canonical(out, 1, line, r) == WN_ETOOBIG);
+    int n = wn_mc_compose_canonical(out, sizeof out, line, r);
+    CHECK(n > 0 && out[n - 2] == '\r' && out[n - 1] == '\n');
+    wn_mc_limits_t lim = {WN_MC_LINE_MAX, (uint32_t)INT32_MAX - 2, 0};
+    wn_mc_req_parser_t p;
+    wn_mc_req_parser_init(&p, &lim);
+    wn_mc_request_t back;
+    CHECK(wn_mc_request_parse(&p, out, (size_t)n, &back) == n);
+    CHECK(back.cmd == r->cmd && !back.noreply && back.flags == r->flags &&
+          back.exptime == r->exptime && back.bytes == r->bytes && back.cas == r->cas &&
+          back.delta == r->delta && back.nkeys == r->nkeys);
+    if (r->nkeys == 1)
+        CHECK(back.key.len == r->key.len &&
+              memcmp(out + back.key.off, line + r->key.off, r->key.len) == 0);
+}
+
 /* The same line, fed as a growing buffer (byte by byte for short lines, in
  * two pieces otherwise), must give the same answer, and only at its end. */
 static void check_incremental(const char *line, size_t avail, const wn_mc_limits_t *lim, int rc,
@@ -182,6 +223,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_incremental(line, avail, &lim, rc, &r, (size_t)mode * 7 + pos);
         if (rc > 0)
             check_roundtrip(line, &r);
+        if (rc != WN_ETOOBIG || r.after != WN_MC_AFTER_CLOSE)
+            check_canonical(line, rc, &r);
         if (rc < 0 && r.after == WN_MC_AFTER_CLOSE)
             break;
         pos += r.line_len;

@@ -1165,6 +1165,7 @@ class FakeMemcached:
 
     def __init__(self, name="fake"):
         self.name = name
+        self.version = b"1.6.18-fake"  # what `version` answers
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind((HOST, 0))
@@ -1248,10 +1249,12 @@ class FakeMemcached:
                 r = b"NOT_FOUND\r\n" if not have else b"EXISTS\r\n"
             else:
                 r = b"NOT_STORED\r\n"
-        elif cmd in (b"get", b"gets"):
+        elif cmd in (b"get", b"gets", b"gat", b"gats"):
+            keys = parts[2:] if cmd in (b"gat", b"gats") else parts[1:]
             r = b"".join(b"VALUE %s %d %d%s\r\n%s\r\n" % (
-                k, self.store[k][0], len(self.store[k][1]), b" 1" if cmd == b"gets" else b"",
-                self.store[k][1]) for k in parts[1:] if k in self.store) + b"END\r\n"
+                k, self.store[k][0], len(self.store[k][1]),
+                b" 1" if cmd in (b"gets", b"gats") else b"",
+                self.store[k][1]) for k in keys if k in self.store) + b"END\r\n"
         elif cmd == b"delete" and len(parts) >= 2:
             r = b"DELETED\r\n" if self.store.pop(parts[1], None) else b"NOT_FOUND\r\n"
         elif cmd in (b"incr", b"decr") and len(parts) >= 3:
@@ -1265,7 +1268,7 @@ class FakeMemcached:
         elif cmd == b"touch" and len(parts) >= 3:
             r = b"TOUCHED\r\n" if parts[1] in self.store else b"NOT_FOUND\r\n"
         elif cmd == b"version":
-            r = b"VERSION 1.6.18-fake\r\n"
+            r = b"VERSION %s\r\n" % self.version
         elif cmd in (b"flush_all", b"verbosity"):
             if cmd == b"flush_all":
                 self.store.clear()

@@ -353,10 +353,15 @@ class MemcachedSuite:
         many[50] = items[0][0]
         c.request(b"get " + b" ".join(many) + CRLF, get_reply([items[0]]))
 
-    def test_version_answered(self):
+    def test_version_is_a_backends(self):
+        """version goes (as in twemproxy) to the server of the key "placeholder": clients
+        see a real memcached's version line (libmemcached refuses a major version 0)."""
+        want = h.mc_command(self.backends[0].port, b"version\r\n")
+        self.assertRegex(want, rb"^VERSION [1-9]\S*\r\n$")
         c = self.raw()
-        c.send(b"version\r\n")
-        self.assertRegex(c.recv_line(), rb"^VERSION \S+\r\n$")
+        c.request(b"version\r\n", want)
+        with self.nc_differs("arguments after version are ignored, as memcached does"):
+            c.request(b"version junk  x\r\n", want)
 
     def test_version_with_every_backend_down(self):
         tmp = self.tmpdir()
@@ -364,13 +369,10 @@ class MemcachedSuite:
         px = self.start_proxy(tmp, {"dead": h.pool(dead, timeout=2000)}, workers=self.WORKERS,
                               extra=self.EXTRA_ARGS)
         c = self.raw(px.port())
-        with self.nc_differs("version is answered by the proxy itself, even with every "
-                             "backend down"):
-            c.send(b"version\r\n")
-            self.assertRegex(c.recv_line(), rb"^VERSION \S+\r\n$")
-            c.send(b"version\r\nversion\r\n")
-            self.assertRegex(c.recv_until(b"\r\n") + c.recv_until(b"\r\n"),
-                             rb"^VERSION \S+\r\nVERSION \S+\r\n$")
+        # forwarded like any request: an error in order, the connection kept
+        c.send(b"version\r\nversion\r\n")
+        self.assertServerError(c.recv_line())
+        self.assertServerError(c.recv_line())
         c2 = self.raw(px.port())
         c2.send(b"get dead:key\r\n")
         self.assertServerError(c2.recv_line())
@@ -695,18 +697,64 @@ class MemcachedSuite:
             self.assertRegex(c2.recv_line(), rb"^CLIENT_ERROR [^\r\n]*\r\n$")
             c2.expect(get_reply([(k, 0, b"x")]))
 
-    def test_bad_data_chunk_closes(self):
+    def test_bad_data_chunk_reads_on(self):
+        """A data block not ending in CRLF at its length: as memcached, CLIENT_ERROR bad data
+        chunk (nothing under noreply), nothing stored, and the bytes after the bytes + 2
+        taken are read as the next command."""
         k = self.keys_on[0][1]
-        with self.nc_differs("data block not ending in CRLF -> earlier replies, then "
-                             "CLIENT_ERROR bad data chunk, then close"):
+        with self.nc_differs("bad data chunk answered in order, the connection kept"):
             c = self.raw()
             c.send(b"set %s 0 0 1\r\nx\r\nget %s\r\nset %s 0 0 3\r\nabcde\r\nget %s\r\n"
                    % (k, k, k, k))
             c.expect(b"STORED\r\n" + get_reply([(k, 0, b"x")]) +
-                     b"CLIENT_ERROR bad data chunk\r\n")
-            c.expect_closed(what="after bad data chunk")
+                     b"CLIENT_ERROR bad data chunk\r\nERROR\r\n" + get_reply([(k, 0, b"x")]))
+            c.send(b"set %s 0 0 3 noreply\r\nabcd\r\nget %s\r\n" % (k, k))
+            c.expect(b"ERROR\r\n" + get_reply([(k, 0, b"x")]))
+            # short data: the next line's first bytes complete the block
+            c.send(b"set %s 0 0 3\r\nab\r\nset %s 0 0 1\r\nz\r\nget %s\r\n" % (k, k, k))
+            c.expect(b"CLIENT_ERROR bad data chunk\r\nERROR\r\nERROR\r\n" +
+                     get_reply([(k, 0, b"x")]))
         c2 = self.raw()
         c2.request(b"get %s\r\n" % k, get_reply([(k, 0, b"x")]))     # nothing was stored
+
+    def test_value_limit_follows_the_servers(self):
+        """walnut forwards storage commands of any size up to client_buffer_limit and lets
+        the server decide; above it walnut answers as memcached does for an item over its
+        size: SERVER_ERROR object too large for cache, and a set unlinks the old value."""
+        tmp = self.tmpdir()
+        small = h.Memcached(tmp, name="small").start()
+        self.addCleanup(small.stop)
+        large = h.Memcached(tmp, name="large", extra=("-I", "2m")).start()
+        self.addCleanup(large.stop)
+        px = self.start_proxy(tmp, {"tight": h.pool([small], client_buffer_limit=65536),
+                                    "wide": h.pool([large])}, workers=self.WORKERS,
+                              extra=self.EXTRA_ARGS)
+        too_large = b"SERVER_ERROR object too large for cache\r\n"
+        with self.nc_differs("values larger than client_buffer_limit answered by walnut"):
+            c = self.raw(px.port("tight"))
+            over = b"v" * 70000 + b"\r\ndelete k\r\n"   # swallowed, never run
+            c.request(b"set k 0 0 3\r\nold\r\n", b"STORED\r\n")
+            for cmd in (b"add", b"replace", b"append", b"prepend"):
+                c.request(b"%s k 0 0 %d\r\n%s\r\n" % (cmd, len(over), over), too_large)
+                c.request(b"get k\r\n", get_reply([(b"k", 0, b"old")]), what=cmd)
+            c.request(b"cas k 0 0 %d 1\r\n%s\r\nget k\r\n" % (len(over), over),
+                      too_large + get_reply([(b"k", 0, b"old")]))
+            c.request(b"set k 0 0 %d\r\n%s\r\nget k\r\n" % (len(over), over),
+                      too_large + b"END\r\n", what="set unlinks the old value")
+            c.request(b"set k 0 0 3\r\nold\r\nset k 0 0 %d noreply\r\n%s\r\nget k\r\n"
+                      % (len(over), over), b"STORED\r\nEND\r\n", what="noreply")
+            # under the limit: memcached's own answer (-I 1m: stored)
+            v = os.urandom(60000)
+            c.request(b"set k 0 0 %d\r\n%s\r\nget k\r\n" % (len(v), v),
+                      b"STORED\r\n" + get_reply([(b"k", 0, v)]))
+        w = self.raw(px.port("wide"))
+        big = os.urandom(1500000)       # more than memcached's default item size
+        w.request(b"set b 0 0 %d\r\n%s\r\nget b\r\n" % (len(big), big),
+                  b"STORED\r\n" + get_reply([(b"b", 0, big)]), timeout=60)
+        huge = b"h" * 2500000           # more than this server's -I 2m: its answer
+        w.request(b"set b 0 0 %d\r\n%s\r\nget b\r\n" % (len(huge), huge),
+                  too_large + b"END\r\n", timeout=60)
+        px.stop(check=True)
 
     # ----------------------------------------------------------- concurrency
 
@@ -869,6 +917,33 @@ class MemcachedSuite:
         h.wait_until(served, deadline=30, interval=0.2, what="the resumed backend to serve")
         px.stop(check=True)
 
+    def test_meta_quiet_order_with_a_stopped_server(self):
+        """Quiet meta requests over every server while one is stopped (SIGSTOP): nothing
+        comes back early, then exactly what memcached would send, in request order, MN
+        after all of it; a second client on the live servers is not held up."""
+        keys = self.key_per_backend(2)         # [b0k0, b1k0, b2k0, b0k1, b1k1, b2k1]
+        hits, misses = keys[:3], keys[3:]
+        c = self.raw()
+        for k in hits:
+            c.request(b"set %s 0 0 2\r\nv%s\r\n" % (k, k[-1:]), b"STORED\r\n")
+        with self.nc_differs("meta commands are served (quiet mode, mn across servers)"):
+            self.backends[0].sigstop()
+            try:
+                req = b"".join(b"mg %s v q k O%d\r\n" % (k, i) for i, k in enumerate(keys))
+                req += b"md %s q\r\nms %s 1 q\r\nz\r\nmn\r\n" % (misses[1], misses[2])
+                c.send(req)
+                c.quiet_for(0.5)
+                with h.Raw(self.port, timeout=10) as c2:
+                    c2.request(b"mg %s v k\r\nmn\r\n" % hits[1],
+                               b"VA 2 k%s\r\nv%s\r\nMN\r\n" % (hits[1], hits[1][-1:]))
+            finally:
+                self.backends[0].sigcont()
+            want = b"".join(b"VA 2 k%s O%d\r\nv%s\r\n" % (k, i, k[-1:])
+                            for i, k in enumerate(hits))
+            # the misses, md's NF, ms's HD: not sent in quiet mode, as memcached
+            c.expect(want + b"NF\r\nMN\r\n", timeout=10)
+            c.request(b"mg %s v\r\n" % misses[2], b"VA 1\r\nz\r\n")
+
     def test_server_connections_keep_client_order(self):
         # several connections per server (per worker in walnut): one client's
         # requests to a server must still be answered in order
@@ -987,6 +1062,82 @@ class MemcachedSuite:
             self.assertTrue(got[0][1].endswith(b"\r\n"))
             self.assertEqual(parts[0], b"get")
             self.assertEqual(parts[1:], want, "%s: fragment keys" % f.name)
+        px.stop(check=True)
+
+    def test_servers_get_lines_they_take(self):
+        """memcached closes a connection holding 2 KiB of a line without its end (unless it
+        starts with get/gets): walnut rebuilds longer lines from their tokens, splits long
+        gat/gats lines, sends bget as get, version to the server of "placeholder", and a
+        delete for a set too large for client_buffer_limit."""
+        fakes = [h.FakeMemcached("fake%d" % i) for i in range(2)]
+        for i, f in enumerate(fakes):
+            f.version = b"1.6.18-fake%d" % i
+            self.addCleanup(f.stop)
+        tmp = self.tmpdir()
+        px = self.start_proxy(tmp, {"fk": h.pool(fakes, timeout=5000,
+                                                 client_buffer_limit=65536)},
+                              workers=self.WORKERS, extra=self.EXTRA_ARGS)
+        where = h.walnut_locate(px.conf_path, [b"placeholder"])
+        vaddr = where[("fk", b"placeholder")][1]
+        c = self.raw(px.port())
+        self.assertEqual(c.request(b"version\r\n", b"VERSION ") + c.recv_line(),
+                         b"VERSION %s\r\n" % next(f.version for f in fakes if f.addr == vaddr))
+        keys = [(b"gk%03d:" % i).ljust(150, b"g") for i in range(60)]
+        for k in keys:
+            c.request(b"set %s 0 0 1\r\nx\r\n" % k, b"STORED\r\n")
+        owner = {}
+        for f in fakes:
+            with f.lock:
+                owner.update({k: f for k in f.store})
+        self.assertTrue(all(any(owner[k] is f for k in keys) for f in fakes))
+        k = keys[0]
+        pad = b" " * 3000
+        zeros = b"0" * 3000
+        too_large = b"SERVER_ERROR object too large for cache\r\n"
+        script = [  # (request, what the server gets, reply)
+            (b"set %s%s0 0 1\r\nx\r\n" % (k, pad), b"set %s 0 0 1\r\nx\r\n" % k, b"STORED\r\n"),
+            (b"set %s %s7 -%s1 1 noreply\r\n1\r\n" % (k, zeros, zeros),
+             b"set %s 7 -1 1\r\n1\r\n" % k, b""),
+            (b"add %s 0 0 1%s\r\nx\r\n" % (k, pad), b"add %s 0 0 1\r\nx\r\n" % k,
+             b"NOT_STORED\r\n"),
+            (b"cas %s 0 0 1 %s5\r\nx\r\n" % (k, zeros), b"cas %s 0 0 1 5\r\nx\r\n" % k,
+             b"EXISTS\r\n"),
+            (b"touch %s%s+100\r\n" % (k, pad), b"touch %s 100\r\n" % k, b"TOUCHED\r\n"),
+            (b"incr%s%s %s5\r\n" % (pad, k, zeros), b"incr %s 5\r\n" % k, b"6\r\n"),
+            (b"delete %s 0%s noreply\r\n" % (k, pad), b"delete %s\r\n" % k, b""),
+            (b"set %s 0 0 70000\r\n%s\r\n" % (k, b"z" * 70000), b"delete %s\r\n" % k,
+             too_large),
+            (b"add %s 0 0 70000\r\n%s\r\n" % (k, b"z" * 70000), None, too_large),
+        ]
+        for f in fakes:
+            f.clear()
+        for req, _, reply in script:
+            c.request(req, reply, what=h.show(req, 60)) if reply else c.send(req)
+        want = [w for _, w, _ in script if w is not None]
+        h.wait_until(lambda: len(owner[k].requests()) >= len(want), deadline=10,
+                     what="the server to get %d requests" % len(want))
+        self.assertEqual([r for _, r in owner[k].requests()], want)
+        # a gat of 60 keys of 150 bytes: lines under 2 KiB, keys in client order
+        for f in fakes:
+            f.clear()
+        exptime = b"0" * 3000 + b"100"
+        c.request(b"gat %s %s\r\n" % (exptime, b" ".join(keys)),
+                  get_reply([(kk, 0, b"x") for kk in keys[1:]]), what="a long gat")
+        c.request(b"bget %s%s\r\n" % (pad, b" ".join(keys)),
+                  get_reply([(kk, 0, b"x") for kk in keys[1:]]), what="a long bget")
+        ngats = 0
+        for f in fakes:
+            lines = [r for _, r in f.requests()]
+            gats = [r for r in lines if r.startswith(b"gat ")]
+            ngats += len(gats)
+            self.assertTrue(all(len(r) <= 2048 for r in gats), [len(r) for r in gats])
+            self.assertEqual([t for r in gats for t in r.split()[2:]],
+                             [kk for kk in keys if owner[kk] is f])
+            self.assertEqual({r.split()[1] for r in gats}, {b"100"})
+            gets = [r for r in lines if not r.startswith(b"gat ")]
+            self.assertEqual(gets, [b"get %s\r\n" % b" ".join(kk for kk in keys
+                                                                if owner[kk] is f)])
+        self.assertGreaterEqual(ngats, 5, "9,000 bytes of keys in lines under 2 KiB")
         px.stop(check=True)
 
     # ------------------------------------------------------------- placement

@@ -167,7 +167,15 @@ static const req_case_t req_cases[] = {
     {IN("get a\rb\r\n"), FWD(GET), .keys = "a\rb", .mc = "END\r\n"},
     {IN("get " A250 "\r\n"), FWD(GET), .keys = A250, .mc = "END\r\n"},
     {IN("get " A251 "\r\n"), REJ(GET, BAD_FORMAT), .mc = E_FORMAT},
-    {IN("get x " A251 " y\r\n"), REJ(GET, BAD_FORMAT), .mc = E_FORMAT},
+    {IN("get x " A251 " y\r\n"), REJ(GET, BAD_FORMAT), .keys = "x", .mc = E_FORMAT},
+    {IN("get " A251 " y\r\n"), REJ(GET, BAD_FORMAT), .keys = "", .mc = E_FORMAT},
+    /* bget: memcached's undocumented alias of get */
+    {IN("bget a b\r\n"), FWD(GET), .keys = "a b", .mc = "END\r\n"},
+    {IN("  bget a\r\n"), FWD(GET), .keys = "a", .mc = "END\r\n"},
+    {IN("bget\r\n"), REJ(GET, ERROR), .mc = E_ERROR},
+    {IN("bget x " A251 "\r\n"), REJ(GET, BAD_FORMAT), .keys = "x", .mc = E_FORMAT},
+    {IN("bgets a\r\n"), REJ(UNKNOWN, ERROR), .mc = E_ERROR},
+    {IN("BGET a\r\n"), REJ(UNKNOWN, ERROR), .mc = E_ERROR},
     /* a NUL ends memcached's view of the line */
     {IN("get a\0b c\r\n"), FWD(GET), .keys = "a", .mc = "END\r\n"},
     {IN("get \0a\r\n"), REJ(GET, ERROR), .mc = E_ERROR},
@@ -184,7 +192,10 @@ static const req_case_t req_cases[] = {
     {IN("gat abc k\r\n"), REJ(GAT, BAD_EXPTIME), .mc = E_EXPTIME},
     {IN("gat 10x k\r\n"), REJ(GAT, BAD_EXPTIME), .mc = E_EXPTIME},
     {IN("gat 99999999999999999999 k\r\n"), REJ(GAT, BAD_EXPTIME), .mc = E_EXPTIME},
-    {IN("gat 10 " A251 "\r\n"), REJ(GAT, BAD_FORMAT), .mc = E_FORMAT},
+    {IN("gat 10 " A251 "\r\n"), REJ(GAT, BAD_FORMAT), .keys = "", .mc = E_FORMAT},
+    /* memcached touched a and b before it met the long key */
+    {IN("gat 10 a  b " A251 " c\r\n"), REJ(GAT, BAD_FORMAT), .keys = "a b", .mc = E_FORMAT},
+    {IN("gats 0 a " A251 "\r\n"), REJ(GATS, BAD_FORMAT), .keys = "a", .mc = E_FORMAT},
 
     /* set and friends: <key> <flags> <exptime> <bytes> [noreply] */
     {IN("set k 0 0 1\r\na\r\n"), FWD(SET), .keys = "k", .bytes = 1, .mc = "STORED\r\n"},
@@ -405,6 +416,13 @@ static void check_case(const req_case_t *c, const char *line, int rc, const wn_m
         assert_int_equal(r->after, c->after);
         if (c->after == WN_MC_AFTER_SWALLOW)
             assert_int_equal(r->data_len, c->data);
+        if (c->keys != NULL) {
+            /* a retrieval refused for a long key: the keys before it */
+            char keys[1024];
+            join_keys(line, r, keys, sizeof keys);
+            if (strcmp(keys, c->keys) != 0)
+                fail_msg("'%s': keys before the long one '%s', want '%s'", c->in, keys, c->keys);
+        }
         /* The local reply is what memcached sent first (nothing if noreply). */
         if (c->mc != NULL) {
             const char *want = r->noreply ? "" : wn_mc_reply_text(r->reply, NULL);
@@ -1186,15 +1204,16 @@ static void test_compose_retrieval(void **state)
     assert_int_equal(back.cmd, WN_MC_GET);
     assert_int_equal(back.nkeys, 3);
 
-    /* gats keeps the client's exptime token as written */
+    /* gats carries the exptime as memcached read it, in decimal */
     static const char gline[] = "gats +30 a b\r\n";
     assert_int_equal(parse_once(gline, sizeof gline - 1, NULL, &r), (int)sizeof gline - 1);
     cursor = 0;
     assert_true(wn_mc_key_next(gline, &r, &cursor, &keys[0]));
     assert_true(wn_mc_key_next(gline, &r, &cursor, &keys[1]));
+    assert_int_equal(wn_mc_retrieval_head_size(gline, &r, NULL, NULL, 0), 9);
     n = wn_mc_retrieval_head_compose(dst, sizeof dst, gline, &r, &keys[1], NULL, 1);
-    assert_int_equal(n, 12);
-    assert_memory_equal(dst, "gats +30 b\r\n", 12);
+    assert_int_equal(n, 11);
+    assert_memory_equal(dst, "gats 30 b\r\n", 11);
     assert_int_equal(parse_once(dst, (size_t)n, NULL, &back), n);
     assert_int_equal(back.cmd, WN_MC_GATS);
     assert_int_equal(back.exptime, 30);
@@ -1251,6 +1270,121 @@ static void test_compose_without_noreply(void **state)
 }
 
 /* Retrieval lines may be as long as max_retrieval_line; others stop at max_line. */
+/* A line memcached could not take as sent goes to the server rebuilt from
+ * what memcached reads in it: same command, same numbers. */
+static void test_compose_canonical(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"set k 0 0 1\r\n", "set k 0 0 1\r\n"},
+        {"set   k  00007 -0001 +3   noreply \r\n", "set k 7 -1 3\r\n"},
+        {"set k 4294967297 4294967396 3 junk\r\n", "set k 1 100 3\r\n"},
+        {"add k 1 2 3\r\n", "add k 1 2 3\r\n"},
+        {"replace k 1 2 3\r\n", "replace k 1 2 3\r\n"},
+        {"append k 1 2 3\r\n", "append k 1 2 3\r\n"},
+        {"prepend k 1 2 3 noreply\r\n", "prepend k 1 2 3\r\n"},
+        {"cas k 1 2 3 00018446744073709551615\r\n", "cas k 1 2 3 18446744073709551615\r\n"},
+        {"incr  k  +0005\r\n", "incr k 5\r\n"},
+        {"decr k 7 noreply\r\n", "decr k 7\r\n"},
+        {"touch k -0\r\n", "touch k 0\r\n"},
+        {"delete k 0 noreply\r\n", "delete k\r\n"},
+        {"delete k\r\n", "delete k\r\n"},
+        {"flush_all\r\n", "flush_all\r\n"},
+        {"flush_all noreply\r\n", "flush_all\r\n"},
+        {"flush_all 0010 noreply\r\n", "flush_all 10\r\n"},
+        {"verbosity 0001\r\n", "verbosity 1\r\n"},
+        {"version x y z\r\n", "version\r\n"},
+    };
+    for (size_t i = 0; i < WN_ARRAY_SIZE(cases); i++) {
+        size_t n = strlen(cases[i].in);
+        wn_mc_request_t r;
+        assert_int_equal(parse_once(cases[i].in, n, NULL, &r), (int)n);
+        char dst[WN_MC_CANONICAL_MAX];
+        int len = wn_mc_compose_canonical(dst, sizeof dst, cases[i].in, &r);
+        if (len < 0 || (size_t)len != strlen(cases[i].out) || memcmp(dst, cases[i].out, (size_t)len))
+            fail_msg("'%s': composed %d '%.*s', want '%s'", cases[i].in, len, len < 0 ? 0 : len,
+                     dst, cases[i].out);
+        /* too small: untouched, refused */
+        assert_int_equal(wn_mc_compose_canonical(dst, (size_t)len - 1, cases[i].in, &r),
+                         WN_ETOOBIG);
+    }
+    /* the longest one fits the bound */
+    const wn_mc_limits_t lim = {.max_line = WN_MC_LINE_MAX, .max_value = INT32_MAX - 2};
+    char line[512];
+    int n = snprintf(line, sizeof line, "prepend " A250 " 4294967295 -2147483648 2147483645 "
+                                        "noreply\r\n");
+    wn_mc_request_t r;
+    assert_int_equal(parse_once(line, (size_t)n, &lim, &r), n);
+    char dst[WN_MC_CANONICAL_MAX];
+    assert_true(wn_mc_compose_canonical(dst, sizeof dst, line, &r) > 0);
+    n = snprintf(line, sizeof line, "cas " A250 " 4294967295 -2147483648 2147483645 "
+                                    "18446744073709551615 noreply\r\n");
+    assert_int_equal(parse_once(line, (size_t)n, &lim, &r), n);
+    assert_true(wn_mc_compose_canonical(dst, sizeof dst, line, &r) > 0);
+    /* retrievals and unknown words have heads of their own, or none */
+    assert_int_equal(parse_once("get a\r\n", 7, NULL, &r), 7);
+    assert_int_equal(wn_mc_compose_canonical(dst, sizeof dst, "get a\r\n", &r), WN_EINVAL);
+}
+
+/* `stats <args>`: memcached 1.6.18's replies, measured, for a memcached
+ * holding nothing; the rows marked as walnut's differ from a busy one. */
+static void test_stats_args(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *args, *reply;
+    } cases[] = {
+        {"reset", "RESET\r\n"},
+        {"reset noreply", "RESET\r\n"},
+        {"slabs", "STAT active_slabs 0\r\nSTAT total_malloced 0\r\nEND\r\n"},
+        {"slabs extra", "STAT active_slabs 0\r\nSTAT total_malloced 0\r\nEND\r\n"},
+        {"items", "END\r\n"},
+        {"settings", "END\r\n"},    /* walnut's: a memcached lists its settings */
+        {"conns", "END\r\n"},       /* walnut's: a memcached lists its connections */
+        {"extstore", "END\r\n"},
+        {"sizes", "STAT sizes_status disabled\r\nEND\r\n"},
+        {"sizes_disable", "STAT sizes_status disabled\r\n"},
+        /* walnut's: memcached answers "STAT sizes_status enabled" */
+        {"sizes_enable", "STAT sizes_status error\r\nSTAT sizes_error not_supported\r\n"},
+        {"detail on", "OK\r\n"},
+        {"detail off", "OK\r\n"},
+        {"detail on noreply", "OK\r\n"},
+        {"detail dump", "END\r\n"},
+        {"detail dump x", "END\r\n"},
+        {"detail", "CLIENT_ERROR usage: stats detail on|off|dump\r\n"},
+        {"detail bogus", "CLIENT_ERROR usage: stats detail on|off|dump\r\n"},
+        {"cachedump 1 1", "END\r\n"},
+        {"cachedump 0 0", "END\r\n"},
+        {"cachedump 63 1", "END\r\n"},
+        {"cachedump 4294967296 1", "END\r\n"},
+        {"cachedump +1 1", "END\r\n"},
+        {"cachedump 1  1 x", "END\r\n"},
+        {"cachedump 64 1", "CLIENT_ERROR Illegal slab id\r\n"},
+        {"cachedump -1 1", "CLIENT_ERROR bad command line format\r\n"},
+        {"cachedump 1 x", "CLIENT_ERROR bad command line format\r\n"},
+        {"cachedump 1a 1", "CLIENT_ERROR bad command line format\r\n"},
+        {"cachedump 1", "CLIENT_ERROR bad command line\r\n"},
+        {"cachedump", "CLIENT_ERROR bad command line\r\n"},
+        {"bogus", "ERROR\r\n"},
+        {"noreply", "ERROR\r\n"},
+        {"proxy", "ERROR\r\n"},
+        {"SLABS", "ERROR\r\n"},
+    };
+    for (size_t i = 0; i < WN_ARRAY_SIZE(cases); i++) {
+        size_t len;
+        const char *got = wn_mc_stats_args_reply(cases[i].args, strlen(cases[i].args), &len);
+        if (len != strlen(got) || strcmp(got, cases[i].reply) != 0)
+            fail_msg("stats %s: '%s', want '%s'", cases[i].args, got, cases[i].reply);
+    }
+    /* through the parser: the args span stops at a NUL, as memcached's line does */
+    static const char line[] = "stats  reset\0junk\r\n";
+    wn_mc_request_t r;
+    assert_int_equal(parse_once(line, sizeof line - 1, NULL, &r), (int)sizeof line - 1);
+    assert_string_equal(wn_mc_stats_args_reply(line + r.arg.off, r.arg.len, NULL), "RESET\r\n");
+}
+
 static void test_retrieval_line_limit(void **state)
 {
     (void)state;
@@ -1288,6 +1422,8 @@ int main(void)
         cmocka_unit_test(test_compose_retrieval),
         cmocka_unit_test(test_compose_without_noreply),
         cmocka_unit_test(test_retrieval_line_limit),
+        cmocka_unit_test(test_compose_canonical),
+        cmocka_unit_test(test_stats_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

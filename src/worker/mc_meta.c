@@ -1,0 +1,212 @@
+/*
+ * worker/mc_meta.c: memcached's meta protocol (mg ms md ma mn me) from
+ * clients, on the same connections as the classic commands. A line is
+ * checked as memcached's meta parser checks it (its errors answered here, in
+ * order, always sent), then routed by its key (a base64 key decoded first,
+ * so it lands where the plain key would) with every flag passed through.
+ * A quiet request (q) goes to its server without q: a proxy could not tell
+ * when a quiet reply is due otherwise; mc_server.c drops what memcached
+ * would not have sent. mn is answered here: the client FIFO already puts it
+ * after every earlier reply, whichever servers they come from.
+ * Worker thread only; never writes or closes (the flush does).
+ */
+#include "mc.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* The value limit is the pool's client_buffer_limit, checked at dispatch. */
+static const wn_mc_limits_t meta_limits = {.max_line = WN_MC_MAX_LINE,
+                                           .max_value = (uint32_t)INT32_MAX - 2,
+                                           .max_retrieval_line = 0};
+
+static void out_of_memory(mc_client_t *c)
+{
+    c->c.broken = true; /* no way to answer in order */
+    wn_client_mark(&c->c);
+}
+
+/* Answer with a line of walnut's (copied), in order. */
+static void reply(mc_client_t *c, const char *text, size_t len, bool error)
+{
+    mc_req_t *r = wn_mc_local(c, WN_MC_META);
+    if (r == NULL) {
+        out_of_memory(c);
+        return;
+    }
+    if (error)
+        wn_stat_add(WN_PSTAT(c->c.pool, request_errors), 1);
+    wn_req_reply(&r->r, text, len);
+    wn_req_unref(&r->r);
+}
+
+/* The server of the request's key; NULL when none is live (or mn). */
+static server_rt_t *route(mc_client_t *c, const char *line, const wn_meta_request_t *mq)
+{
+    if (mq->cmd == WN_META_MN)
+        return NULL;
+    if (!mq->base64)
+        return wn_pool_route(c->c.pool, line + mq->key.off, mq->key.len);
+    uint8_t key[WN_META_KEY_DECODED_MAX];
+    int n = wn_meta_key_decode(line, mq, key, sizeof key);
+    return n > 0 ? wn_pool_route(c->c.pool, (const char *)key, (size_t)n) : NULL;
+}
+
+/*
+ * An ma with q and N: memcached sends the reply of one that created the item
+ * and drops that of one that found it, and nothing in the reply tells them
+ * apart. Such a request goes with its q and an mn after it, so the server
+ * itself says whether it answers: whatever comes before MN is the reply.
+ */
+static bool needs_mn(const char *line, const wn_meta_request_t *mq)
+{
+    if (mq->cmd != WN_META_MA || !mq->quiet)
+        return false;
+    for (uint32_t i = 0; i < mq->nflags; i++)
+        if (line[mq->flags[i].off] == 'N')
+            return true;
+    return false;
+}
+
+/* The line as its server gets it: as sent; without q (unless until_mn);
+ * or, when memcached could not take it as sent (over 2 KiB), rebuilt from
+ * its tokens. */
+static int push_line(mc_req_t *r, wn_buf_t *b, uint32_t pos, const wn_meta_request_t *mq)
+{
+    static const char mn[] = "mn\r\n";
+    const char *line = b->data + pos;
+    char out[WN_MC_SERVER_LINE_MAX + 8];
+    int len, rc;
+    if (mq->line_len > WN_MC_SERVER_LINE_MAX) {
+        len = wn_meta_compose_canonical(out, sizeof out, line, mq);
+        if (len > 0 && r->until_mn) /* put the q back */
+            len += snprintf(out + len - 2, sizeof out - (size_t)len + 2, " q\r\n") - 2;
+        rc = len < 0 ? len : wn_req_out_scratch(&r->r, out, (size_t)len);
+    } else if (!mq->quiet || r->until_mn) {
+        rc = wn_req_out_push(&r->r, b, pos, mq->line_len);
+    } else {
+        len = wn_meta_compose_without_quiet(out, sizeof out, line, mq);
+        rc = len < 0 ? len : wn_req_out_scratch(&r->r, out, (size_t)len);
+    }
+    if (rc == 0 && r->until_mn)
+        rc = wn_req_out_scratch(&r->r, mn, sizeof(mn) - 1);
+    return rc;
+}
+
+/*
+ * An ms larger than the client may hold: answered as memcached answers an
+ * item over its size (always sent, q or not), the data block swallowed, and
+ * the key unlinked as memcached unlinks it (any mode): an md to the key's
+ * server in the client's order, its reply dropped.
+ */
+static void too_large(mc_client_t *c, const char *line, const wn_meta_request_t *mq,
+                      server_rt_t *srv)
+{
+    size_t len;
+    const char *text = wn_meta_err_text(WN_META_ERR_TOO_LARGE, &len);
+    reply(c, text, len, true);
+    c->data_left = mq->data_len;
+    c->data_swallow = true;
+    mc_req_t *d = (mc_req_t *)wn_req_create(c->c.pool, &c->c, REQ_FORWARD);
+    if (d == NULL) {
+        out_of_memory(c);
+        return;
+    }
+    d->cmd = WN_MC_META;
+    d->r.cmd = WN_MC_META;
+    d->meta = WN_META_MD;
+    d->r.noreply = true;
+    d->r.swallow = true;
+    d->r.server = srv;
+    wn_req_enqueue_client(&c->c, &d->r);
+    char md[WN_MC_KEY_MAX + 16];
+    int n = snprintf(md, sizeof md, "md %.*s%s\r\n", (int)mq->key.len, line + mq->key.off,
+                     mq->base64 ? " b" : "");
+    if (wn_req_out_scratch(&d->r, md, (size_t)n) < 0)
+        wn_mc_fail(&d->r, WN_ENOMEM);
+    else
+        wn_mc_forward(&c->c, srv, &d->r);
+    wn_req_unref(&d->r);
+}
+
+static void dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_meta_request_t *mq,
+                     server_rt_t *srv)
+{
+    static const char mn[] = "MN\r\n";
+    if (mq->cmd == WN_META_MN) {
+        reply(c, mn, sizeof(mn) - 1, false);
+        return;
+    }
+    const char *line = b->data + pos;
+    if (mq->cmd == WN_META_MS) {
+        wn_stat_add(WN_GSTAT(c->c.w, cmd_set), 1);
+        if ((uint64_t)mq->line_len + mq->data_len > c->c.pool->buffer_limit) {
+            too_large(c, line, mq, srv);
+            return;
+        }
+    } else if (mq->cmd == WN_META_MG) {
+        wn_stat_add(WN_GSTAT(c->c.w, cmd_get), 1);
+    }
+    mc_req_t *r = wn_mc_request(c, REQ_FORWARD, WN_MC_META);
+    if (r == NULL) {
+        out_of_memory(c);
+        return;
+    }
+    r->meta = (uint8_t)mq->cmd;
+    r->until_mn = needs_mn(line, mq);
+    r->quiet = mq->quiet && !r->until_mn;
+    r->r.server = srv;
+    int rc = push_line(r, b, pos, mq);
+    if (mq->cmd == WN_META_MS) {
+        /* The data block follows; mc_client.c forwards once it is in (a bad
+         * chunk is answered there, always sent). */
+        c->data_left = mq->data_len;
+        c->trailer[0] = c->trailer[1] = 0;
+        if (rc < 0) {
+            c->data_swallow = true;
+            wn_mc_fail(&r->r, rc);
+            wn_req_unref(&r->r);
+            return;
+        }
+        c->data_req = r; /* our reference passes to it */
+        return;
+    }
+    if (rc < 0)
+        wn_mc_fail(&r->r, rc);
+    else
+        wn_mc_forward(&c->c, srv, &r->r);
+    wn_req_unref(&r->r);
+}
+
+bool wn_mc_meta_line(mc_client_t *c, wn_buf_t *b, const wn_mc_request_t *q)
+{
+    client_t *cl = &c->c;
+    uint32_t pos = cl->in.pos;
+    const char *line = b->data + pos;
+    wn_meta_request_t mq;
+    int rc = wn_meta_line_parse(&meta_limits, line, q->line_len, &mq);
+    if (rc < 0) {
+        /* memcached's error, always sent (q or not); a block it announced
+         * is swallowed, never run */
+        wn_stat_add(WN_PSTAT(cl->pool, requests), 1);
+        size_t len;
+        const char *text = wn_meta_err_text(mq.err, &len);
+        if (len == 0)
+            text = wn_meta_err_text(WN_META_ERR_ERROR, &len);
+        cl->in.pos += q->line_len;
+        if (mq.after == WN_MC_AFTER_SWALLOW && mq.data_len > 0) {
+            c->data_left = mq.data_len;
+            c->data_swallow = true;
+        }
+        reply(c, text, len, true);
+        return true;
+    }
+    server_rt_t *srv = route(c, line, &mq);
+    if (srv != NULL && cl->pool->nsuspect > 0 && wn_server_is_suspect(srv) &&
+        wn_ctl_hold(cl, srv))
+        return false;
+    wn_stat_add(WN_PSTAT(cl->pool, requests), 1);
+    cl->in.pos += q->line_len;
+    dispatch(c, b, pos, &mq, srv);
+    return true;
+}
