@@ -59,6 +59,13 @@ typedef struct mc_req {
     uint32_t ncomplete;    /* fragments: of which complete (data block in) */
     uint32_t taken;        /* fragments: of which merged into the parent */
     bool error_line;       /* fragments: the server answered with an error line */
+    /* Storage commands: routed when their line is parsed, queued once their
+     * data block is in. A reload in between may retire (and free) the server
+     * they were routed to, so they are routed again if the worker's
+     * configuration generation changed: the key is at route_key in the line,
+     * which starts their first `out` segment. */
+    uint64_t route_gen;
+    wn_mc_span_t route_key;
 } mc_req_t;
 
 typedef struct mc_client {

@@ -114,6 +114,13 @@ static void data_done(mc_client_t *c)
         wn_stat_add(WN_PSTAT(c->c.pool, request_errors), 1);
         wn_req_reply(&r->r, text, len);
     } else if (!r->r.done) {
+        if (r->route_gen != c->c.w->gen) {
+            /* A reload came while the block arrived: the server it was
+             * routed to may be gone. Route it with the pool's ring now. */
+            const seg_t *sg = &r->r.out.v[0];
+            const char *line = (const char *)sg->buf->data + sg->off;
+            r->r.server = wn_pool_route(c->c.pool, line + r->route_key.off, r->route_key.len);
+        }
         wn_mc_forward(&c->c, r->r.server, &r->r);
     }
     wn_req_unref(&r->r);

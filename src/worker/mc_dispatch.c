@@ -82,6 +82,8 @@ static void dispatch_keyed(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_m
             wn_req_unref(&r->r);
             return;
         }
+        r->route_gen = w->gen;
+        r->route_key = q->key;
         c->data_req = r; /* our reference passes to it */
         return;
     }
