@@ -92,6 +92,133 @@ class HostileCase(ReloadCase):
 
 
 # ---------------------------------------------------------------------------
+# F1: a worker that cannot apply a committed configuration wedges reloads
+
+
+def build_dns_shim(tmp):
+    """Compile shim/flaky_dns.c; the LD_PRELOAD value for walnut (a sanitizer
+    runtime the binary links goes first, as the sanitizers require)."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim", "flaky_dns.c")
+    out = tmp.join("flaky_dns.so")
+    cc = h.find_tool("cc", "gcc", "clang")
+    r = subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", out, src, "-ldl"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    if r.returncode != 0:
+        raise h.HarnessError("cannot build the DNS shim: %s" % r.stdout.decode())
+    pre = []
+    ldd = subprocess.run(["ldd", h.walnut_bin()], stdout=subprocess.PIPE, timeout=30)
+    for line in ldd.stdout.decode().splitlines():
+        m = re.search(r"(lib[at]san\.so[.0-9]*) => (\S+)", line)
+        if m:
+            pre.append(m.group(2))
+    return ":".join(pre + [out])
+
+
+class TestWorkerCannotApply(HostileCase):
+    def start_flaky(self, pools, workers=2):
+        self.dns_down = self.tmp.join("dns-down")
+        env = {"LD_PRELOAD": build_dns_shim(self.tmp), "WALNUT_TEST_DNS_DOWN": self.dns_down}
+        return self.start_proxy(self.tmp, pools, workers=workers, env=env, verbosity=6)
+
+    def wait_log(self, marker, text, deadline=10.0):
+        h.wait_until(lambda: text in self.log_since(marker), deadline=deadline, what=repr(text))
+
+    def test_dns_outage_during_reload_does_not_wedge_reloads(self):
+        """server_connections of a kept server (a host name) changes while DNS
+        is down. Control keeps the server (no lookup) and commits; each worker
+        opens it anew, its lookup fails and it stays on the old configuration.
+        At fe6da29 its CONFIG_DONE carried the old generation, so control
+        ignored it: the reload never converged and every later SIGHUP was
+        deferred for good (main's 18209aa fixed that part, for out of memory)."""
+        mc = self.start_memcached(self.tmp, n=2)
+        x, y = mc
+        xport = x.port
+
+        def conf(conns):
+            return {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % xport, spec(y.addr, "y")],
+                                    listen=listen, server_connections=conns)}
+        listen = "%s:%d" % (h.HOST, h.free_port())
+        self.px = self.start_flaky(conf(1))
+        with h.Raw(self.px.port("alpha")) as c:
+            c.request(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n")
+        open(self.dns_down, "w").close()
+        marker = self.log_size()
+        self.reload_nowait(conf(2))
+        # Either refused (nothing changes) or applied on every worker.
+        def settled():
+            v = self.servers_view()
+            return v["generation_converged"] and \
+                ("failed" in v["last_reload"] or v["generation"] == 1)
+        try:
+            h.wait_until(settled, deadline=8.0, what="the reload to settle")
+        finally:
+            os.unlink(self.dns_down)
+        # DNS is back: the next reload must be applied and converge.
+        self.reload_nowait(conf(3))
+        def applied():
+            v = self.servers_view()
+            return v["generation_converged"] and v["generation"] == 2 and \
+                "applied" in v["last_reload"] and "error" not in v["last_reload"]
+        h.wait_until(applied, deadline=8.0, what="a reload after DNS came back")
+        # Every worker runs it: alpha's servers take two connections each.
+        with h.Raw(self.px.port("alpha")) as c:
+            c.request(b"get a\r\n", b"VALUE a 0 1\r\n1\r\nEND\r\n")
+        self.assertNotIn("still reaching the workers", self.log_since(marker))
+        self.stop_clean()
+
+    def test_stuck_worker_gets_a_ring_it_cannot_index(self):
+        """The same stuck worker (old configuration: 2 servers) later gets a
+        ring control built for the new one (3 servers) when a server is
+        ejected: swap_ring checks only the pool index, and wn_pool_route then
+        reads p->servers[2] past the end of a 2-entry array."""
+        mc = self.start_memcached(self.tmp, n=3)
+        x, y, z = mc
+        listen = "%s:%d" % (h.HOST, h.free_port())
+        base = {"auto_eject_hosts": True, "server_failure_limit": 1,
+                "server_retry_timeout": 60000, "health_check_interval": 200, "timeout": 300}
+
+        def conf(servers, conns):
+            return {"alpha": h.pool(servers, listen=listen, server_connections=conns, **base)}
+        two = ["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y")]
+        three = two + [spec(z.addr, "z")]
+        self.px = self.start_flaky(conf(two, 1), workers=1)
+        open(self.dns_down, "w").close()
+        marker = self.log_size()
+        self.reload_nowait(conf(three, 2))
+        self.wait_log(marker, "cannot apply generation 1", deadline=5.0)
+        os.unlink(self.dns_down)
+        # Eject y: control rebuilds the 3-server ring and sends it.
+        y.kill()
+        h.wait_until(lambda: "ejected" in self.log_since(marker), deadline=10.0,
+                     what="y ejected")
+        time.sleep(0.5)
+        # Keys control's ring puts on z (index 2 of 3): the stuck worker has 2 servers.
+        path = self.tmp.join("three.yml")
+        with open(path, "w") as f:
+            f.write(h.render_config(conf(three, 2)))
+        cand = [hashlib.md5(b"%d" % i).hexdigest().encode() for i in range(300)]
+        got = h.walnut_locate(path, cand)
+        keys = [k for k in cand if got[("alpha", k)][0] == "z"][:16]
+        self.assertTrue(keys)
+        # The worker runs its old configuration: a request may fail (y is
+        # down and that worker cannot know), but each must be answered.
+        errors = []
+        try:
+            with h.Raw(self.px.port("alpha"), timeout=5) as c:
+                for k in keys:
+                    c.send(b"set %s 0 0 1\r\nv\r\n" % k)
+                    line = c.recv_line()
+                    if line != b"STORED\r\n" and not line.startswith(b"SERVER_ERROR "):
+                        errors.append((k, line))
+        except (OSError, AssertionError) as e:
+            errors.append(("connection", str(e)))
+        self.assertTrue(self.px.alive(), "walnut died:\n%s" % self.px.log()[-4000:])
+        self.check_sanitizers()
+        self.assertEqual(errors, [], "requests on the stuck worker after the ejection")
+        self.stop_clean()
+
+
+# ---------------------------------------------------------------------------
 # F5: a storage command routed before a reload, its data block after
 
 
