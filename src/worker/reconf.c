@@ -81,11 +81,16 @@ static server_rt_t *find_server(pool_rt_t *p, const wn_conf_pool_t *pc,
 
 /* What a retired server counts goes to the same-named server of its pool's
  * new configuration (so gauges it holds come down where they went up), or
- * nowhere. */
-static wn_server_stats_t *retired_server_stats(wn_worker_t *w, const pool_rt_t *p,
-                                               const char *name)
+ * nowhere, for good. */
+static wn_server_stats_t *retired_server_stats(wn_worker_t *w, const server_rt_t *s)
 {
-    if (p->retired)
+    const pool_rt_t *p = s->pool;
+    const char *name = s->conf->name;
+    /* Once counted nowhere, always: control folds blocks by name, so what it
+     * counted before went with the configuration that dropped its name; a
+     * same-named server a later reload brings back must not take the
+     * decrements (its gauges would go below zero). */
+    if (p->retired || s->stats == w->sink_server)
         return w->sink_server;
     const wn_conf_server_t *sc = wn_conf_server_find(p->conf, name);
     if (sc == NULL)
@@ -298,7 +303,7 @@ int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
     }
     /* Nothing may count in the old block once control is told (it frees it). */
     for (server_rt_t *s = w->retired_servers; s != NULL; s = s->retired_next)
-        s->stats = retired_server_stats(w, s->pool, s->conf->name);
+        s->stats = retired_server_stats(w, s);
     free(m->rings);
     rc = move_listeners(w, nc, &pl, err, sizeof(err));
     free(w->pools);

@@ -219,6 +219,53 @@ class TestWorkerCannotApply(HostileCase):
 
 
 # ---------------------------------------------------------------------------
+# F2: a retired server's counters follow its name into a later configuration
+
+
+class TestRetiredServerGauges(HostileCase):
+    def test_removed_then_readded_server_gauges_do_not_underflow(self):
+        """A server removed while a request waits on it, then added back (same
+        name) by the next reload before it answered: its gauges must not go
+        below zero when the old connection finally drains and closes."""
+        mc = self.start_memcached(self.tmp, n=2)
+        x, y = mc
+        both = {"alpha": h.pool([spec(x.addr, "x"), spec(y.addr, "y")],
+                                listen="%s:%d" % (h.HOST, h.free_port()))}
+        only_y = {"alpha": dict(both["alpha"], servers=[spec(y.addr, "y")])}
+        self.px = self.start_proxy(self.tmp, both, workers=1)
+        port = self.px.port("alpha")
+        key = self.key_on(both, "alpha", "x")
+        with h.Raw(port) as c:
+            c.request(b"set %s 0 0 1\r\nv\r\n" % key, b"STORED\r\n")
+        x.sigstop()
+        waiting = h.Raw(port)
+        self.addCleanup(waiting.close)
+        try:
+            waiting.send(b"get %s\r\n" % key)
+            time.sleep(0.3)  # queued on x's connection, unanswered
+            v = self.reload(pools=only_y)
+            self.assertEqual(v["generation"], 1)
+            v = self.reload(pools=both)
+            self.assertEqual(v["generation"], 2)
+        finally:
+            x.sigcont()
+        waiting.expect(b"VALUE %s 0 1\r\nv\r\nEND\r\n" % key,
+                       what="the request that waited on the removed server")
+        # The retired connection drains and closes (reaped every 100 ms).
+        time.sleep(1.0)
+        text = self.metrics()
+        bad = []
+        for line in text.splitlines():
+            if line.startswith("walnut_server_") and 'server="x"' in line:
+                val = int(float(line.rsplit(" ", 1)[1]))
+                if val >= 1 << 62:
+                    bad.append(line)
+        self.assertEqual(bad, [], "gauges of server x went below zero after remove + re-add:\n"
+                         + "\n".join(bad))
+        self.stop_clean()
+
+
+# ---------------------------------------------------------------------------
 # F5: a storage command routed before a reload, its data block after
 
 
