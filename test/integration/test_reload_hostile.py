@@ -266,6 +266,69 @@ class TestRetiredServerGauges(HostileCase):
 
 
 # ---------------------------------------------------------------------------
+# F3: a unix-socket listen address is never checked before a reload commits
+
+
+class TestUnixListenChecked(HostileCase):
+    def test_unix_move_to_unbindable_path_is_refused(self):
+        """A pool moved to a unix path that cannot be bound (its directory does
+        not exist): README says a listen address that cannot be served is
+        refused and changes nothing. walnut applies it, reports success,
+        closes (and unlinks) the old socket, and the pool listens nowhere."""
+        mc = self.start_memcached(self.tmp, n=1)
+        old = self.tmp.join("alpha.sock")
+        pools = {"alpha": h.pool(mc, listen=old)}
+        self.px = self.start_proxy(self.tmp, pools, workers=2)
+        bad = self.tmp.join("no-such-dir", "alpha.sock")
+        view = self.reload(pools={"alpha": h.pool(mc, listen=bad)})
+        try:
+            self.assertEqual(view["generation"], 0,
+                             "a reload to an unbindable unix path was applied: %s" % view)
+            self.assertIn("failed", view["last_reload"])
+        finally:
+            # Whatever the verdict, the pool must still be reachable somewhere.
+            reachable = any(os.path.exists(p) for p in (old, bad))
+            self.assertTrue(reachable, "pool alpha listens nowhere after the reload "
+                            "(last_reload: %r)" % self.servers_view()["last_reload"])
+        with h.Raw(old) as c:
+            c.request(b"version\r\n", b"VERSION ", what="the old unix address")
+        self.stop_clean()
+
+    def test_unix_path_another_process_serves_is_refused(self):
+        """A new pool on a unix socket path another process is serving: README
+        says such a reload is refused. walnut unlinks the other process's
+        socket file and takes the path over."""
+        mc = self.start_memcached(self.tmp, n=1)
+        pools = {"alpha": h.pool(mc)}
+        self.px = self.start_proxy(self.tmp, pools, workers=1)
+        theirs = self.tmp.join("theirs.sock")
+        other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(other.close)
+        other.bind(theirs)
+        other.listen(4)
+        view = self.reload(pools={"alpha": pools["alpha"], "beta": h.pool(mc, listen=theirs)})
+        # The other process must still own its path: a client connecting
+        # there reaches it, not walnut.
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(2)
+        try:
+            probe.connect(theirs)
+            other.settimeout(2)
+            try:
+                conn, _ = other.accept()
+                conn.close()
+                reached_other = True
+            except OSError:
+                reached_other = False
+        finally:
+            probe.close()
+        self.assertTrue(reached_other, "walnut took over the unix socket path another process "
+                        "serves (reload view: %s)" % view)
+        self.assertEqual(view["generation"], 0, "reload onto a served unix path was applied")
+        self.stop_clean()
+
+
+# ---------------------------------------------------------------------------
 # F5: a storage command routed before a reload, its data block after
 
 
