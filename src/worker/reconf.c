@@ -381,7 +381,10 @@ bool wn_reconf_reap(wn_worker_t *w)
         bool closed = true;
         for (uint32_t j = 0; j < p->nservers; j++) {
             server_rt_t *s = p->servers[j];
-            if (!s->closing && (idle || late))
+            /* A client still there after the grace may send on: its request
+             * opens a connection to the closed server again, so once the last
+             * client is gone, what is open closes again. */
+            if ((!s->closing && (idle || late)) || (idle && !wn_server_closed(s)))
                 close_server(s);
             closed = closed && s->closing && wn_server_closed(s);
         }

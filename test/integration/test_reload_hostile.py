@@ -329,6 +329,46 @@ class TestUnixListenChecked(HostileCase):
 
 
 # ---------------------------------------------------------------------------
+# F4: a removed pool whose servers were closed at the grace reconnects them
+# for a late request, and then is never reaped
+
+
+def backend_conns(m):
+    """Connections memcached m has open, other than the one asking."""
+    return int(m.stats()["curr_connections"]) - 1
+
+
+class TestRetiredPoolReaped(HostileCase):
+    def test_removed_pool_late_request_does_not_pin_a_backend_connection(self):
+        mc = self.start_memcached(self.tmp, n=2)
+        a, b = mc
+        base_b = backend_conns(b)
+        pools = {"alpha": h.pool([a]), "beta": h.pool([b], health_check_interval=0)}
+        self.px = self.start_proxy(self.tmp, pools, workers=1)
+        beta = self.px.port("beta")
+        slow = h.Raw(beta)
+        self.addCleanup(slow.close)
+        slow.request(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n")
+        slow.send(b"get k")  # half a line: the client is not done
+        view = self.reload(pools={"alpha": pools["alpha"]})
+        self.assertEqual([p["name"] for p in view["pools"]], ["alpha"])
+        # Past the 30 s grace the removed pool's servers are closed ...
+        time.sleep(31.5)
+        # ... and the rest of the line comes.
+        slow.send(b"\r\n")
+        line = slow.recv_line()
+        self.assertIn(line, (b"VALUE k 0 1\r\n", b"SERVER_ERROR Operation canceled\r\n"),
+                      "reply to a removed pool's client")
+        slow.close()
+        # The client is gone, the pool is gone: walnut must not keep b's
+        # connection open (the reaper runs every 100 ms).
+        h.wait_until(lambda: backend_conns(b) <= base_b, deadline=5.0,
+                     what="walnut to close its connection to the removed pool's backend "
+                          "(%d open, %d before walnut)" % (backend_conns(b), base_b))
+        self.stop_clean()
+
+
+# ---------------------------------------------------------------------------
 # F5: a storage command routed before a reload, its data block after
 
 
