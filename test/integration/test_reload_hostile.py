@@ -407,5 +407,41 @@ class TestDataBlockAcrossReload(HostileCase):
         self.stop_clean()
 
 
+# ---------------------------------------------------------------------------
+# F6 (TSan): Redis client ids are counted in one variable by every worker
+
+
+class TestRedisClientIds(HostileCase):
+    def test_clients_on_four_workers_race_for_no_counter(self):
+        """At fe6da29 redis_client.c's next_id was a plain static that every
+        worker thread incremented when it accepted a Redis client: a data
+        race that the TSan build reports (and exits non-zero for) as soon as
+        two workers accept at once (fixed on main by e3d20f3). Run this under
+        TSan; under other builds it checks the ids are unique."""
+        rs = h.RedisServer(self.tmp, name="r0").start()
+        self.addCleanup(rs.stop)
+        pools = {"r": h.pool([spec(rs.addr, "r")], redis=True)}
+        self.px = self.start_proxy(self.tmp, pools, workers=4)
+        port = self.px.port("r")
+        ids, errors = [], []
+
+        def client():
+            try:
+                for _ in range(8):
+                    with h.Raw(port, timeout=10) as c:
+                        c.send(h.resp("CLIENT", "ID"))
+                        ids.append(h.resp_parse(c.recv_resp())[0])
+            except (OSError, AssertionError) as e:
+                errors.append(str(e))
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(set(ids)), len(ids), "duplicate CLIENT ID")
+        self.stop_clean()
+
+
 if __name__ == "__main__":
     h.main()
