@@ -274,6 +274,8 @@ void wn_server_rt_destroy(server_rt_t *s);
 void wn_server_preconnect(server_rt_t *s);
 /* Stop: close every connection of s, failing what is queued. */
 void wn_server_close_all(server_rt_t *s);
+/* Its pool's timeout changed: connections waiting already get a deadline. */
+void wn_server_timeout_changed(server_rt_t *s);
 /* Nothing is queued on any connection of s. */
 bool wn_server_idle(const server_rt_t *s);
 /* Every connection of s is closed, its callbacks done. */

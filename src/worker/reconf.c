@@ -292,9 +292,18 @@ int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
                 p->servers[j]->conf = &pc->servers[j];
                 p->servers[j]->idx = j;
             }
+            int old_timeout = p->conf->timeout;
             p->conf = pc;
             p->idx = i;
             p->buffer_limit = pc->client_buffer_limit;
+            if (pc->timeout != old_timeout) {
+                /* Timers were armed (or not) by the old one. */
+                for (uint32_t j = 0; j < p->nservers; j++)
+                    wn_server_timeout_changed(p->servers[j]);
+                for (server_rt_t *s = w->retired_servers; s != NULL; s = s->retired_next)
+                    if (s->pool == p)
+                        wn_server_timeout_changed(s);
+            }
         }
         wn_ring_unref(p->ring);
         p->ring = m->rings[i];

@@ -443,5 +443,43 @@ class TestRedisClientIds(HostileCase):
         self.stop_clean()
 
 
+# ---------------------------------------------------------------------------
+# F7: a timeout a reload sets never reaches connections already waiting
+
+
+class TestTimeoutChange(HostileCase):
+    def test_timeout_added_by_reload_applies_to_a_hung_connection(self):
+        """The backend hangs (SIGSTOP) and the pool has no timeout, so a
+        request waits. The operator reloads with `timeout: 300`: the kept
+        server keeps its connection, whose timer was never armed (no timeout
+        when it connected and wrote), and nothing arms it now; every later
+        request on that connection queues behind and hangs too."""
+        mc = self.start_memcached(self.tmp, n=1)
+        x = mc[0]
+        listen = "%s:%d" % (h.HOST, h.free_port())
+        pools = {"alpha": h.pool([spec(x.addr, "x")], listen=listen)}
+        self.px = self.start_proxy(self.tmp, pools, workers=1)
+        c = h.Raw(self.px.port("alpha"), timeout=10)
+        self.addCleanup(c.close)
+        c.request(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n")
+        x.sigstop()
+        self.addCleanup(x.sigcont)
+        c.send(b"get k\r\n")
+        time.sleep(0.3)
+        v = self.reload(pools={"alpha": h.pool([spec(x.addr, "x")], listen=listen, timeout=300)})
+        self.assertEqual(v["generation"], 1)
+        c.send(b"get k\r\n")
+        try:
+            first = c.recv_line(timeout=4)
+            second = c.recv_line(timeout=4)
+        except AssertionError as e:
+            self.fail("a request on the hung server's connection still waits 4 s after a "
+                      "reload set timeout: 300 (%s)" % e)
+        self.assertServerError(first, "the request that waited before the reload")
+        self.assertServerError(second, "the request sent after the reload")
+        x.sigcont()
+        self.stop_clean()
+
+
 if __name__ == "__main__":
     h.main()
