@@ -58,6 +58,13 @@ def spec(addr, name, weight=1):
 
 
 class HostileCase(ReloadCase):
+    def start_proxy(self, tmp, pools, workers=1, **kw):
+        # The harness waits for the pools' ports; the stats server opens
+        # after them, and reload() asks it first.
+        px = super().start_proxy(tmp, pools, workers=workers, **kw)
+        self.assertTrue(h.wait_port(h.HOST, px.stats_port, px.proc), "no stats port")
+        return px
+
     def check_sanitizers(self):
         text = h.tail(self.px.log_path + ".stdout", 200000)
         m = SANITIZER_RE.search(text)
