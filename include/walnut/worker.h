@@ -63,7 +63,9 @@ typedef struct wn_msg {
     struct wn_ring *ring; /* RING, RING_DONE */
     uint64_t epoch;    /* RING: the ring's epoch; PING, PONG, STATS*: an id */
     uint64_t gen;      /* the configuration generation pool and server count in
-                          (worker -> control: the sender's); CONFIG: the new one */
+                          (worker -> control: the sender's; RING, HEALTHY: control's,
+                          dropped by a worker that runs another); CONFIG: the new one;
+                          CONFIG_DONE: the one the worker runs (epoch: the one sent) */
     char *text;        /* STATS_REPLY */
     size_t len;
     struct wn_conf *conf;     /* CONFIG */

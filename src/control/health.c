@@ -64,7 +64,10 @@ static void send_verdict(hserver_t *s)
     if (!s->suspected)
         return;
     s->suspected = false;
-    wn_msg_t m = {.type = WN_MSG_HEALTHY, .pool = s->pool->idx, .server = s->idx};
+    wn_msg_t m = {.type = WN_MSG_HEALTHY,
+                  .pool = s->pool->idx,
+                  .server = s->idx,
+                  .gen = s->pool->ctl->gen};
     broadcast(s->pool->ctl, &m);
 }
 
@@ -111,7 +114,8 @@ static void rebuild_now(hpool_t *p)
     }
     wn_log_notice("pool '%s': ring epoch %llu: %u of %u servers live", p->conf->name,
                   (unsigned long long)p->epoch, wn_ring_nlive(p->ring), p->nservers);
-    wn_msg_t m = {.type = WN_MSG_RING, .pool = p->idx, .ring = p->ring, .epoch = p->epoch};
+    wn_msg_t m = {
+        .type = WN_MSG_RING, .pool = p->idx, .ring = p->ring, .epoch = p->epoch, .gen = p->ctl->gen};
     broadcast(p->ctl, &m);
 }
 

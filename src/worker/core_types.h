@@ -274,6 +274,8 @@ void wn_server_rt_destroy(server_rt_t *s);
 void wn_server_preconnect(server_rt_t *s);
 /* Stop: close every connection of s, failing what is queued. */
 void wn_server_close_all(server_rt_t *s);
+/* Its pool's timeout changed: connections waiting already get a deadline. */
+void wn_server_timeout_changed(server_rt_t *s);
 /* Nothing is queued on any connection of s. */
 bool wn_server_idle(const server_rt_t *s);
 /* Every connection of s is closed, its callbacks done. */
@@ -296,6 +298,8 @@ struct server_rt {
                                         then closes (reconf.c) */
     bool closing;                    /* retired and drained: its connections close */
     uint64_t retired_ms;
+    wn_conf_t *retired_conf;         /* retired: a reference to the configuration its conf
+                                        points into */
     server_rt_t *retired_next;       /* the worker's list of retired servers */
 };
 
@@ -323,6 +327,8 @@ struct pool_rt {
                                         closes (reconf.c) */
     pool_rt_t *retired_next;         /* the worker's list of retired pools */
     uint64_t retired_ms;
+    wn_conf_t *retired_conf;         /* retired: a reference to the configuration its conf
+                                        points into */
     uint32_t nsuspect;               /* servers with suspect_until_ms set */
     uint32_t nclients;               /* this worker's open clients of the pool */
     uint64_t buffer_limit;           /* client_buffer_limit */
@@ -443,8 +449,6 @@ struct wn_worker {
      * done with, and the configurations they still point into. */
     pool_rt_t *retired_pools;
     server_rt_t *retired_servers;
-    wn_conf_t **old_confs; /* owned, one reference each */
-    uint32_t nold_confs;
     uv_timer_t reap_timer;
     bool reap_timer_open;
     /* Counters of what was dropped go here: nobody reads them. */

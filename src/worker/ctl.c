@@ -305,7 +305,9 @@ static void release_pool(pool_rt_t *p)
 
 static void swap_ring(wn_worker_t *w, const wn_msg_t *m)
 {
-    if (m->pool >= w->npools) {
+    /* A ring for another configuration (one this worker could not take)
+     * indexes other servers: never route with it. */
+    if (m->gen != w->gen || m->pool >= w->npools) {
         wn_ring_unref(m->ring);
         return;
     }
@@ -337,7 +339,8 @@ bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *config)
             *config = m;
             return true;
         case WN_MSG_HEALTHY:
-            if (m.pool < w->npools && m.server < w->pools[m.pool]->nservers) {
+            if (m.gen == w->gen && m.pool < w->npools &&
+                m.server < w->pools[m.pool]->nservers) {
                 server_rt_t *s = w->pools[m.pool]->servers[m.server];
                 if (s->suspect_until_ms != 0 || s->waiters != NULL)
                     release(s);

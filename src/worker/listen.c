@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -104,10 +105,53 @@ static int resolve_or_explain(const wn_conf_pool_t *conf, struct sockaddr_storag
     return rc;
 }
 
+/* A unix socket path is free when nothing is there, or a socket nobody
+ * accepts on (a file an earlier run left, which listen_unix replaces), and
+ * its directory takes a new entry. */
+static int check_unix(const wn_conf_pool_t *conf, char *err, size_t errlen)
+{
+    const char *path = conf->listen.host;
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(err, errlen, "pool '%s': cannot listen on %s: it exists and is not a socket",
+                     conf->name, path);
+            return WN_EINVAL;
+        }
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return -errno;
+        struct sockaddr_un un = {.sun_family = AF_UNIX};
+        snprintf(un.sun_path, sizeof(un.sun_path), "%s", path);
+        int rc = connect(fd, (const struct sockaddr *)&un, sizeof(un));
+        bool served = rc == 0 || errno == EAGAIN || errno == EINPROGRESS;
+        close(fd);
+        if (served) {
+            snprintf(err, errlen, "pool '%s': cannot listen on %s: %s (another process serves it)",
+                     conf->name, path, wn_strerror(UV_EADDRINUSE));
+            return UV_EADDRINUSE;
+        }
+    }
+    char dir[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash != NULL)
+        *slash = '\0';
+    if (access(slash != NULL ? dir : ".", W_OK | X_OK) < 0) {
+        int rc = -errno;
+        snprintf(err, errlen, "pool '%s': cannot listen on %s: %s", conf->name, path,
+                 wn_strerror(rc));
+        return rc;
+    }
+    return 0;
+}
+
 int wn_listen_check(const wn_conf_pool_t *conf, char *err, size_t errlen)
 {
     if (conf->listen.is_unix)
-        return 0;
+        return check_unix(conf, err, errlen);
     struct sockaddr_storage ss;
     socklen_t sslen = 0;
     int rc = resolve_or_explain(conf, &ss, &sslen, err, errlen);

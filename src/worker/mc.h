@@ -77,6 +77,12 @@ typedef struct mc_req {
     /* Sent with its q and an mn after it: the reply, if any, ends at MN
      * (ma with q and N: only memcached knows whether it answers). */
     bool until_mn;
+    /* Storage commands wait for their data block routed: if the worker's
+     * configuration generation moved meanwhile, they route again by this
+     * key (a copy kept by `keep`). */
+    uint64_t route_gen;
+    const char *route_key;
+    uint16_t route_key_len;
 } mc_req_t;
 
 typedef struct mc_client {
@@ -107,6 +113,10 @@ void wn_mc_client_parse(client_t *c);
 void wn_mc_client_eof(client_t *c);
 void wn_mc_client_deinit(client_t *c);
 void wn_mc_client_read_plan(const client_t *c, uint32_t *keep, uint64_t *ahead);
+/* r (routed by key, its line pushed) waits for its data block: c holds it
+ * (our reference passes), with a copy of the key in case a reload makes it
+ * route again. 0 or WN_ENOMEM (nothing changed). */
+int wn_mc_expect_data(mc_client_t *c, mc_req_t *r, const char *key, size_t len);
 
 /* mc_dispatch.c: route a parsed request (its line at b->data + pos). */
 void wn_mc_dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_mc_request_t *q);

@@ -21,6 +21,21 @@ void wn_mc_client_init(client_t *cl)
     wn_mc_req_parser_init(&c->parser, &lim);
 }
 
+int wn_mc_expect_data(mc_client_t *c, mc_req_t *r, const char *key, size_t len)
+{
+    /* Routed now, queued once the block is in. A reload meanwhile may retire
+     * (and free) that server: the key is kept to route it again. */
+    char *k = wn_scratch_alloc(c->c.w, &r->r.keep, len > 0 ? len : 1);
+    if (k == NULL)
+        return WN_ENOMEM;
+    memcpy(k, key, len);
+    r->route_key = k;
+    r->route_key_len = (uint16_t)len;
+    r->route_gen = c->c.w->gen;
+    c->data_req = r;
+    return 0;
+}
+
 static void drop_data_req(mc_client_t *c)
 {
     if (c->data_req != NULL) {
@@ -115,6 +130,8 @@ static void data_done(mc_client_t *c)
         wn_stat_add(WN_PSTAT(c->c.pool, request_errors), 1);
         wn_req_reply(&r->r, text, len);
     } else if (!r->r.done) {
+        if (r->route_gen != c->c.w->gen && r->r.server != NULL)
+            r->r.server = wn_pool_route(c->c.pool, r->route_key, r->route_key_len);
         wn_mc_forward(&c->c, r->r.server, &r->r);
     }
     wn_req_unref(&r->r);

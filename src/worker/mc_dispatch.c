@@ -140,7 +140,11 @@ static void dispatch_keyed(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_m
             wn_req_unref(&r->r);
             return;
         }
-        c->data_req = r; /* our reference passes to it */
+        if (wn_mc_expect_data(c, r, b->data + pos + q->key.off, q->key.len) < 0) {
+            c->data_swallow = true;
+            wn_mc_fail(&r->r, WN_ENOMEM);
+            wn_req_unref(&r->r);
+        }
         return;
     }
     if (rc < 0)

@@ -41,15 +41,27 @@ static void reply(mc_client_t *c, const char *text, size_t len, bool error)
 }
 
 /* The server of the request's key; NULL when none is live (or mn). */
+/* The key as it is hashed: a base64 key (b flag) decoded into buf. Its
+ * length, or <= 0 when it does not decode. */
+static int routing_key(const char *line, const wn_meta_request_t *mq, uint8_t *buf, size_t cap,
+                       const char **key)
+{
+    if (!mq->base64) {
+        *key = line + mq->key.off;
+        return (int)mq->key.len;
+    }
+    *key = (const char *)buf;
+    return wn_meta_key_decode(line, mq, buf, cap);
+}
+
 static server_rt_t *route(mc_client_t *c, const char *line, const wn_meta_request_t *mq)
 {
     if (mq->cmd == WN_META_MN)
         return NULL;
-    if (!mq->base64)
-        return wn_pool_route(c->c.pool, line + mq->key.off, mq->key.len);
-    uint8_t key[WN_META_KEY_DECODED_MAX];
-    int n = wn_meta_key_decode(line, mq, key, sizeof key);
-    return n > 0 ? wn_pool_route(c->c.pool, (const char *)key, (size_t)n) : NULL;
+    uint8_t buf[WN_META_KEY_DECODED_MAX];
+    const char *key;
+    int n = routing_key(line, mq, buf, sizeof buf, &key);
+    return n > 0 ? wn_pool_route(c->c.pool, key, (size_t)n) : NULL;
 }
 
 /*
@@ -168,7 +180,14 @@ static void dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_meta_re
             wn_req_unref(&r->r);
             return;
         }
-        c->data_req = r; /* our reference passes to it */
+        uint8_t buf[WN_META_KEY_DECODED_MAX];
+        const char *key;
+        int n = routing_key(line, mq, buf, sizeof buf, &key);
+        if (wn_mc_expect_data(c, r, key, n > 0 ? (size_t)n : 0) < 0) {
+            c->data_swallow = true;
+            wn_mc_fail(&r->r, WN_ENOMEM);
+            wn_req_unref(&r->r);
+        }
         return;
     }
     if (rc < 0)

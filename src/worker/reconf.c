@@ -81,11 +81,16 @@ static server_rt_t *find_server(pool_rt_t *p, const wn_conf_pool_t *pc,
 
 /* What a retired server counts goes to the same-named server of its pool's
  * new configuration (so gauges it holds come down where they went up), or
- * nowhere. */
-static wn_server_stats_t *retired_server_stats(wn_worker_t *w, const pool_rt_t *p,
-                                               const char *name)
+ * nowhere, for good. */
+static wn_server_stats_t *retired_server_stats(wn_worker_t *w, const server_rt_t *s)
 {
-    if (p->retired)
+    const pool_rt_t *p = s->pool;
+    const char *name = s->conf->name;
+    /* Once counted nowhere, always: control folds blocks by name, so what it
+     * counted before went with the configuration that dropped its name; a
+     * same-named server a later reload brings back must not take the
+     * decrements (its gauges would go below zero). */
+    if (p->retired || s->stats == w->sink_server)
         return w->sink_server;
     const wn_conf_server_t *sc = wn_conf_server_find(p->conf, name);
     if (sc == NULL)
@@ -95,6 +100,9 @@ static wn_server_stats_t *retired_server_stats(wn_worker_t *w, const pool_rt_t *
 
 static void retire_server(wn_worker_t *w, server_rt_t *s)
 {
+    /* It points into the configuration it came with: it keeps it. */
+    wn_conf_ref(w->conf);
+    s->retired_conf = w->conf;
     s->retired = true;
     s->retired_ms = uv_now(&w->loop);
     s->retired_next = w->retired_servers;
@@ -103,6 +111,8 @@ static void retire_server(wn_worker_t *w, server_rt_t *s)
 
 static void retire_pool(wn_worker_t *w, pool_rt_t *p)
 {
+    wn_conf_ref(w->conf);
+    p->retired_conf = w->conf;
     p->retired = true;
     p->retired_ms = uv_now(&w->loop);
     p->stats = w->sink_pool;
@@ -287,9 +297,18 @@ int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
                 p->servers[j]->conf = &pc->servers[j];
                 p->servers[j]->idx = j;
             }
+            int old_timeout = p->conf->timeout;
             p->conf = pc;
             p->idx = i;
             p->buffer_limit = pc->client_buffer_limit;
+            if (pc->timeout != old_timeout) {
+                /* Timers were armed (or not) by the old one. */
+                for (uint32_t j = 0; j < p->nservers; j++)
+                    wn_server_timeout_changed(p->servers[j]);
+                for (server_rt_t *s = w->retired_servers; s != NULL; s = s->retired_next)
+                    if (s->pool == p)
+                        wn_server_timeout_changed(s);
+            }
         }
         wn_ring_unref(p->ring);
         p->ring = m->rings[i];
@@ -298,7 +317,7 @@ int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
     }
     /* Nothing may count in the old block once control is told (it frees it). */
     for (server_rt_t *s = w->retired_servers; s != NULL; s = s->retired_next)
-        s->stats = retired_server_stats(w, s->pool, s->conf->name);
+        s->stats = retired_server_stats(w, s);
     free(m->rings);
     rc = move_listeners(w, nc, &pl, err, sizeof(err));
     free(w->pools);
@@ -308,14 +327,8 @@ int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
     for (client_t *c = w->clients; c != NULL; c = c->next)
         if (!c->pool->retired)
             wn_client_limits(c);
-    /* Retired objects point into the configuration they came with. */
-    wn_conf_t **confs = realloc(w->old_confs, sizeof(*confs) * (w->nold_confs + 1));
-    if (confs != NULL) {
-        w->old_confs = confs;
-        w->old_confs[w->nold_confs++] = w->conf;
-    } else {
-        wn_log_error("reload: out of memory; a configuration is kept until the worker stops");
-    }
+    /* What still points into the old configuration holds its own reference. */
+    wn_conf_unref(w->conf);
     w->conf = nc;
     w->gen = m->gen;
     /* A gauge the worker sets (not adds to) must not count twice once its
@@ -355,6 +368,31 @@ static bool has_retired_server(const wn_worker_t *w, const pool_rt_t *p)
     return false;
 }
 
+static void destroy_retired_server(server_rt_t *s)
+{
+    wn_conf_t *conf = s->retired_conf;
+    wn_server_rt_destroy(s);
+    wn_conf_unref(conf);
+}
+
+static void destroy_retired_pool(pool_rt_t *p)
+{
+    wn_conf_t *conf = p->retired_conf;
+    wn_pool_rt_destroy(p);
+    wn_conf_unref(conf);
+}
+
+/* The grace is over for a removed pool: clients still there (a request
+ * never finished, a pipeline that never pauses) are closed, as at stop. */
+static void end_clients(wn_worker_t *w, pool_rt_t *p)
+{
+    for (client_t *c = w->clients; c != NULL; c = c->next)
+        if (c->pool == p && !c->broken) {
+            c->broken = true;
+            wn_client_mark(c);
+        }
+}
+
 bool wn_reconf_reap(wn_worker_t *w)
 {
     uint64_t now = uv_now(&w->loop);
@@ -364,7 +402,7 @@ bool wn_reconf_reap(wn_worker_t *w)
             close_server(s);
         if (s->closing && wn_server_closed(s)) {
             *sp = s->retired_next;
-            wn_server_rt_destroy(s);
+            destroy_retired_server(s);
             continue;
         }
         sp = &s->retired_next;
@@ -373,26 +411,26 @@ bool wn_reconf_reap(wn_worker_t *w)
         pool_rt_t *p = *pp;
         bool idle = p->nclients == 0 && !stats_waiting_on(w, p) && !has_retired_server(w, p);
         bool late = now >= p->retired_ms + RETIRE_GRACE_MS;
+        if (late && p->nclients > 0)
+            end_clients(w, p);
         bool closed = true;
         for (uint32_t j = 0; j < p->nservers; j++) {
             server_rt_t *s = p->servers[j];
-            if (!s->closing && (idle || late))
+            /* A client still there after the grace may send on: its request
+             * opens a connection to the closed server again, so once the last
+             * client is gone, what is open closes again. */
+            if ((!s->closing && (idle || late)) || (idle && !wn_server_closed(s)))
                 close_server(s);
             closed = closed && s->closing && wn_server_closed(s);
         }
         if (idle && closed) {
             *pp = p->retired_next;
-            wn_pool_rt_destroy(p);
+            destroy_retired_pool(p);
             continue;
         }
         pp = &p->retired_next;
     }
-    if (w->retired_servers != NULL || w->retired_pools != NULL)
-        return false;
-    for (uint32_t i = 0; i < w->nold_confs; i++)
-        wn_conf_unref(w->old_confs[i]);
-    w->nold_confs = 0;
-    return true;
+    return w->retired_servers == NULL && w->retired_pools == NULL;
 }
 
 void wn_reconf_close_all(wn_worker_t *w)
@@ -413,16 +451,11 @@ void wn_reconf_free_all(wn_worker_t *w)
     while (w->retired_servers != NULL) {
         server_rt_t *s = w->retired_servers;
         w->retired_servers = s->retired_next;
-        wn_server_rt_destroy(s);
+        destroy_retired_server(s);
     }
     while (w->retired_pools != NULL) {
         pool_rt_t *p = w->retired_pools;
         w->retired_pools = p->retired_next;
-        wn_pool_rt_destroy(p);
+        destroy_retired_pool(p);
     }
-    for (uint32_t i = 0; i < w->nold_confs; i++)
-        wn_conf_unref(w->old_confs[i]);
-    free(w->old_confs);
-    w->old_confs = NULL;
-    w->nold_confs = 0;
 }

@@ -143,6 +143,25 @@ static void on_timer(uv_timer_t *t)
     wn_sconn_fail(c, UV_ETIMEDOUT);
 }
 
+/* The pool's timeout changed (a reload): a connection waiting already
+ * (connecting, or a request without a reply) gets a deadline by it now; a
+ * timer armed before sees the new value when it fires. */
+void wn_server_timeout_changed(server_rt_t *s)
+{
+    int timeout = s->pool->conf->timeout;
+    if (timeout <= 0)
+        return;
+    for (uint32_t i = 0; i < s->nconns; i++) {
+        sconn_t *c = s->conns[i];
+        if (c == NULL || !c->timer_open || c->fail_err != 0)
+            continue;
+        if (c->state == SCONN_CONNECTING)
+            arm_timer(c, c->connect_ms + (uint64_t)timeout);
+        else if (c->state == SCONN_CONNECTED && outstanding(c))
+            arm_timer(c, c->progress_ms + (uint64_t)timeout);
+    }
+}
+
 /* ---- reading -------------------------------------------------------------- */
 
 static void on_read_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)

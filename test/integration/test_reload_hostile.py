@@ -1,0 +1,840 @@
+"""test_reload_hostile.py: SIGHUP reload (commit 2b2cc70), attacked.
+
+Each F test is the regression test of one finding; the fix is in the commit
+that added it (F6, and F1's wedge, were fixed on main meanwhile: e3d20f3,
+18209aa; their tests stay):
+
+  F1  a worker that cannot take a committed configuration (a server's name
+      no longer resolves there) answered with its old generation: control
+      ignored it, the reload never converged and every later SIGHUP was
+      deferred for good; control's next ring (new indexes) was then routed
+      with by the worker's old server array (heap-buffer-overflow)
+  F2  a retired server's gauges followed its name into a later configuration
+      that brought the name back: server_connections, out_queue went below 0
+  F3  a unix-socket listen address was never checked before a reload
+      committed: an unbindable path was "applied" (the pool listened nowhere),
+      another process's live socket was unlinked and taken over
+  F4  a removed pool whose servers were closed at the 30 s grace reopened a
+      connection for a late request and was then never reaped
+  F5  a `set` routed before a reload and queued after it (its data block
+      arrived in between) went to the freed server (heap-use-after-free)
+  F6  (TSan) redis_client.c's "per worker thread" client id counter was one
+      variable shared by every worker
+  F7  a `timeout` a reload sets never reached connections already waiting on
+      a hung server: they, and every request queued behind, hung for good
+  U1  (not fixed, fails) a removed pool's client that is not done (half a
+      request, or pipelining without pause) is never closed: the pool, and
+      every configuration loaded after it, stay until that client leaves
+
+The rest is coverage that passes: reload storms (4 workers, many pools, Redis,
+unix sockets, swapped addresses; probes, ejections and flapping servers),
+reload then stop, health carried or not, Redis AUTH/SELECT changes.
+
+Real memcached/redis-server backends, raw sockets where bytes matter. Run with
+Debian's /usr/bin/python3; WALNUT_BIN names the binary (ASan and TSan builds:
+a sanitizer report makes walnut exit non-zero, which Proxy.stop(check=True)
+asserts against, and check_sanitizers() scans the log for it). F1 preloads
+shim/flaky_dns.c (built with cc) to make a DNS outage on demand.
+"""
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+from test_reload import Loader, ReloadCase, fds  # noqa: E402
+
+SANITIZER_RE = re.compile(r"AddressSanitizer|ThreadSanitizer|LeakSanitizer|runtime error")
+
+
+def spec(addr, name, weight=1):
+    return "%s:%d %s" % (addr, weight, name)
+
+
+class HostileCase(ReloadCase):
+    def start_proxy(self, tmp, pools, workers=1, **kw):
+        # The harness waits for the pools' ports; the stats server opens
+        # after them, and reload() asks it first.
+        px = super().start_proxy(tmp, pools, workers=workers, **kw)
+        self.assertTrue(h.wait_port(h.HOST, px.stats_port, px.proc), "no stats port")
+        return px
+
+    def check_sanitizers(self):
+        text = h.tail(self.px.log_path + ".stdout", 200000)
+        m = SANITIZER_RE.search(text)
+        self.assertIsNone(m, "sanitizer report in walnut's output:\n%s" % text[-6000:])
+
+    def stop_clean(self):
+        self.px.stop()
+        self.check_sanitizers()
+
+    def metrics(self):
+        import urllib.request
+        url = "http://%s:%d/metrics" % (h.HOST, self.px.stats_port)
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.read().decode()
+
+    def reload_nowait(self, pools=None, text=None):
+        with open(self.px.conf_path, "w") as f:
+            f.write(text if text is not None else h.render_config(pools))
+        os.kill(self.px.pid, signal.SIGHUP)
+
+    def key_on(self, pools, pool, server, prefix="k"):
+        """A key that `walnut --locate` puts on `server` of `pool` for the file `pools`."""
+        path = self.tmp.join("locate-%d.yml" % time.monotonic_ns())
+        with open(path, "w") as f:
+            f.write(h.render_config(pools))
+        keys = [b"%s%s" % (prefix.encode(), hashlib.md5(b"%d" % i).hexdigest()[:12].encode())
+                for i in range(200)]
+        got = h.walnut_locate(path, keys)
+        for k in keys:
+            if got[(pool, k)][0] == server:
+                return k
+        raise AssertionError("no key on %s" % server)
+
+
+# ---------------------------------------------------------------------------
+# F1: a worker that cannot apply a committed configuration wedges reloads
+
+
+def build_dns_shim(tmp):
+    """Compile shim/flaky_dns.c; the LD_PRELOAD value for walnut (a sanitizer
+    runtime the binary links goes first, as the sanitizers require)."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim", "flaky_dns.c")
+    out = tmp.join("flaky_dns.so")
+    cc = h.find_tool("cc", "gcc", "clang")
+    r = subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", out, src, "-ldl"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    if r.returncode != 0:
+        raise h.HarnessError("cannot build the DNS shim: %s" % r.stdout.decode())
+    pre = []
+    ldd = subprocess.run(["ldd", h.walnut_bin()], stdout=subprocess.PIPE, timeout=30)
+    for line in ldd.stdout.decode().splitlines():
+        m = re.search(r"(lib[at]san\.so[.0-9]*) => (\S+)", line)
+        if m:
+            pre.append(m.group(2))
+    return ":".join(pre + [out])
+
+
+class TestWorkerCannotApply(HostileCase):
+    def start_flaky(self, pools, workers=2):
+        self.dns_down = self.tmp.join("dns-down")
+        env = {"LD_PRELOAD": build_dns_shim(self.tmp), "WALNUT_TEST_DNS_DOWN": self.dns_down}
+        return self.start_proxy(self.tmp, pools, workers=workers, env=env, verbosity=6)
+
+    def wait_log(self, marker, text, deadline=10.0):
+        h.wait_until(lambda: text in self.log_since(marker), deadline=deadline, what=repr(text))
+
+    def test_dns_outage_during_reload_does_not_wedge_reloads(self):
+        """server_connections of a kept server (a host name) changes while DNS
+        is down. Control keeps the server (no lookup) and commits; each worker
+        opens it anew, its lookup fails and it stays on the old configuration.
+        At fe6da29 its CONFIG_DONE carried the old generation, so control
+        ignored it: the reload never converged and every later SIGHUP was
+        deferred for good (main's 18209aa fixed that part, for out of memory)."""
+        mc = self.start_memcached(self.tmp, n=2)
+        x, y = mc
+        xport = x.port
+
+        def conf(conns):
+            return {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % xport, spec(y.addr, "y")],
+                                    listen=listen, server_connections=conns)}
+        listen = "%s:%d" % (h.HOST, h.free_port())
+        self.px = self.start_flaky(conf(1))
+        with h.Raw(self.px.port("alpha")) as c:
+            c.request(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n")
+        open(self.dns_down, "w").close()
+        marker = self.log_size()
+        self.reload_nowait(conf(2))
+        # Either refused (nothing changes) or applied on every worker.
+        def settled():
+            v = self.servers_view()
+            return v["generation_converged"] and \
+                ("failed" in v["last_reload"] or v["generation"] == 1)
+        try:
+            h.wait_until(settled, deadline=8.0, what="the reload to settle")
+        finally:
+            os.unlink(self.dns_down)
+        # DNS is back: the next reload must be applied and converge.
+        self.reload_nowait(conf(3))
+        def applied():
+            v = self.servers_view()
+            return v["generation_converged"] and v["generation"] == 2 and \
+                "applied" in v["last_reload"] and "error" not in v["last_reload"]
+        h.wait_until(applied, deadline=8.0, what="a reload after DNS came back")
+        # Every worker runs it: alpha's servers take two connections each.
+        with h.Raw(self.px.port("alpha")) as c:
+            c.request(b"get a\r\n", b"VALUE a 0 1\r\n1\r\nEND\r\n")
+        self.assertNotIn("still reaching the workers", self.log_since(marker))
+        self.stop_clean()
+
+    def test_stuck_worker_gets_a_ring_it_cannot_index(self):
+        """The same stuck worker (old configuration: 2 servers) later gets a
+        ring control built for the new one (3 servers) when a server is
+        ejected: swap_ring checks only the pool index, and wn_pool_route then
+        reads p->servers[2] past the end of a 2-entry array."""
+        mc = self.start_memcached(self.tmp, n=3)
+        x, y, z = mc
+        listen = "%s:%d" % (h.HOST, h.free_port())
+        base = {"auto_eject_hosts": True, "server_failure_limit": 1,
+                "server_retry_timeout": 60000, "health_check_interval": 200, "timeout": 300}
+
+        def conf(servers, conns):
+            return {"alpha": h.pool(servers, listen=listen, server_connections=conns, **base)}
+        two = ["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y")]
+        three = two + [spec(z.addr, "z")]
+        self.px = self.start_flaky(conf(two, 1), workers=1)
+        open(self.dns_down, "w").close()
+        marker = self.log_size()
+        self.reload_nowait(conf(three, 2))
+        self.wait_log(marker, "cannot apply generation 1", deadline=5.0)
+        os.unlink(self.dns_down)
+        # Eject y: control rebuilds the 3-server ring and sends it.
+        y.kill()
+        h.wait_until(lambda: "ejected" in self.log_since(marker), deadline=10.0,
+                     what="y ejected")
+        time.sleep(0.5)
+        # Keys control's ring puts on z (index 2 of 3): the stuck worker has 2 servers.
+        path = self.tmp.join("three.yml")
+        with open(path, "w") as f:
+            f.write(h.render_config(conf(three, 2)))
+        cand = [hashlib.md5(b"%d" % i).hexdigest().encode() for i in range(300)]
+        got = h.walnut_locate(path, cand)
+        keys = [k for k in cand if got[("alpha", k)][0] == "z"][:16]
+        self.assertTrue(keys)
+        # The worker runs its old configuration: a request may fail (y is
+        # down and that worker cannot know), but each must be answered.
+        errors = []
+        try:
+            with h.Raw(self.px.port("alpha"), timeout=5) as c:
+                for k in keys:
+                    c.send(b"set %s 0 0 1\r\nv\r\n" % k)
+                    line = c.recv_line()
+                    if line != b"STORED\r\n" and not line.startswith(b"SERVER_ERROR "):
+                        errors.append((k, line))
+        except (OSError, AssertionError) as e:
+            errors.append(("connection", str(e)))
+        self.assertTrue(self.px.alive(), "walnut died:\n%s" % self.px.log()[-4000:])
+        self.check_sanitizers()
+        self.assertEqual(errors, [], "requests on the stuck worker after the ejection")
+        self.stop_clean()
+
+
+# ---------------------------------------------------------------------------
+# F2: a retired server's counters follow its name into a later configuration
+
+
+class TestRetiredServerGauges(HostileCase):
+    def test_removed_then_readded_server_gauges_do_not_underflow(self):
+        """A server removed while a request waits on it, then added back (same
+        name) by the next reload before it answered: its gauges must not go
+        below zero when the old connection finally drains and closes."""
+        mc = self.start_memcached(self.tmp, n=2)
+        x, y = mc
+        both = {"alpha": h.pool([spec(x.addr, "x"), spec(y.addr, "y")],
+                                listen="%s:%d" % (h.HOST, h.free_port()))}
+        only_y = {"alpha": dict(both["alpha"], servers=[spec(y.addr, "y")])}
+        self.px = self.start_proxy(self.tmp, both, workers=1)
+        port = self.px.port("alpha")
+        key = self.key_on(both, "alpha", "x")
+        with h.Raw(port) as c:
+            c.request(b"set %s 0 0 1\r\nv\r\n" % key, b"STORED\r\n")
+        x.sigstop()
+        waiting = h.Raw(port)
+        self.addCleanup(waiting.close)
+        try:
+            waiting.send(b"get %s\r\n" % key)
+            time.sleep(0.3)  # queued on x's connection, unanswered
+            v = self.reload(pools=only_y)
+            self.assertEqual(v["generation"], 1)
+            v = self.reload(pools=both)
+            self.assertEqual(v["generation"], 2)
+        finally:
+            x.sigcont()
+        waiting.expect(b"VALUE %s 0 1\r\nv\r\nEND\r\n" % key,
+                       what="the request that waited on the removed server")
+        # The retired connection drains and closes (reaped every 100 ms).
+        time.sleep(1.0)
+        text = self.metrics()
+        bad = []
+        for line in text.splitlines():
+            if line.startswith("walnut_server_") and 'server="x"' in line:
+                val = int(float(line.rsplit(" ", 1)[1]))
+                if val >= 1 << 62:
+                    bad.append(line)
+        self.assertEqual(bad, [], "gauges of server x went below zero after remove + re-add:\n"
+                         + "\n".join(bad))
+        self.stop_clean()
+
+
+# ---------------------------------------------------------------------------
+# F3: a unix-socket listen address is never checked before a reload commits
+
+
+class TestUnixListenChecked(HostileCase):
+    def test_unix_move_to_unbindable_path_is_refused(self):
+        """A pool moved to a unix path that cannot be bound (its directory does
+        not exist): README says a listen address that cannot be served is
+        refused and changes nothing. walnut applies it, reports success,
+        closes (and unlinks) the old socket, and the pool listens nowhere."""
+        mc = self.start_memcached(self.tmp, n=1)
+        old = self.tmp.join("alpha.sock")
+        pools = {"alpha": h.pool(mc, listen=old)}
+        self.px = self.start_proxy(self.tmp, pools, workers=2)
+        bad = self.tmp.join("no-such-dir", "alpha.sock")
+        view = self.reload(pools={"alpha": h.pool(mc, listen=bad)})
+        try:
+            self.assertEqual(view["generation"], 0,
+                             "a reload to an unbindable unix path was applied: %s" % view)
+            self.assertIn("failed", view["last_reload"])
+        finally:
+            # Whatever the verdict, the pool must still be reachable somewhere.
+            reachable = any(os.path.exists(p) for p in (old, bad))
+            self.assertTrue(reachable, "pool alpha listens nowhere after the reload "
+                            "(last_reload: %r)" % self.servers_view()["last_reload"])
+        with h.Raw(old) as c:
+            c.request(b"version\r\n", b"VERSION ", what="the old unix address")
+        self.stop_clean()
+
+    def test_unix_path_another_process_serves_is_refused(self):
+        """A new pool on a unix socket path another process is serving: README
+        says such a reload is refused. walnut unlinks the other process's
+        socket file and takes the path over."""
+        mc = self.start_memcached(self.tmp, n=1)
+        pools = {"alpha": h.pool(mc)}
+        self.px = self.start_proxy(self.tmp, pools, workers=1)
+        theirs = self.tmp.join("theirs.sock")
+        other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(other.close)
+        other.bind(theirs)
+        other.listen(4)
+        view = self.reload(pools={"alpha": pools["alpha"], "beta": h.pool(mc, listen=theirs)})
+        # The other process must still own its path: a client connecting
+        # there reaches it, not walnut.
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(2)
+        try:
+            probe.connect(theirs)
+            other.settimeout(2)
+            try:
+                conn, _ = other.accept()
+                conn.close()
+                reached_other = True
+            except OSError:
+                reached_other = False
+        finally:
+            probe.close()
+        self.assertTrue(reached_other, "walnut took over the unix socket path another process "
+                        "serves (reload view: %s)" % view)
+        self.assertEqual(view["generation"], 0, "reload onto a served unix path was applied")
+        self.stop_clean()
+
+
+# ---------------------------------------------------------------------------
+# F4: a removed pool whose servers were closed at the grace reconnects them
+# for a late request, and then is never reaped
+
+
+def backend_conns(m):
+    """Connections memcached m has open, other than the one asking."""
+    return int(m.stats()["curr_connections"]) - 1
+
+
+class TestRetiredPoolReaped(HostileCase):
+    def test_removed_pool_late_request_does_not_pin_a_backend_connection(self):
+        mc = self.start_memcached(self.tmp, n=2)
+        a, b = mc
+        base_b = backend_conns(b)
+        pools = {"alpha": h.pool([a]), "beta": h.pool([b], health_check_interval=0)}
+        self.px = self.start_proxy(self.tmp, pools, workers=1)
+        beta = self.px.port("beta")
+        slow = h.Raw(beta)
+        self.addCleanup(slow.close)
+        slow.request(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n")
+        slow.send(b"get k")  # half a line: the client is not done
+        view = self.reload(pools={"alpha": pools["alpha"]})
+        self.assertEqual([p["name"] for p in view["pools"]], ["alpha"])
+        # Past the 30 s grace the removed pool's servers are closed ...
+        time.sleep(31.5)
+        # ... and the rest of the line comes.
+        try:
+            slow.send(b"\r\n")
+            line = slow.recv_line()
+        except (OSError, AssertionError):
+            line = None  # closed at the grace (what U1 asks for): nothing more to see
+        self.assertIn(line, (None, b"VALUE k 0 1\r\n", b"SERVER_ERROR Operation canceled\r\n"),
+                      "reply to a removed pool's client")
+        slow.close()
+        # The client is gone, the pool is gone: walnut must not keep b's
+        # connection open (the reaper runs every 100 ms).
+        h.wait_until(lambda: backend_conns(b) <= base_b, deadline=5.0,
+                     what="walnut to close its connection to the removed pool's backend "
+                          "(%d open, %d before walnut)" % (backend_conns(b), base_b))
+        self.stop_clean()
+
+
+# ---------------------------------------------------------------------------
+# F5: a storage command routed before a reload, its data block after
+
+
+class TestDataBlockAcrossReload(HostileCase):
+    def test_set_whose_server_is_removed_before_its_data_arrives(self):
+        """`set` is routed when its command line is parsed; the request is
+        queued on that server only once its data block is in. A reload that
+        removes the server in between retires it; idle, it is closed and freed
+        100 ms later; the data block then arrives and the request is queued on
+        the freed server (heap-use-after-free; without ASan: a write to a
+        server no longer in the pool, or a crash)."""
+        mc = self.start_memcached(self.tmp, n=2)
+        x, y = mc
+        both = {"alpha": h.pool([spec(x.addr, "x"), spec(y.addr, "y")],
+                                listen="%s:%d" % (h.HOST, h.free_port()))}
+        only_y = {"alpha": dict(both["alpha"], servers=[spec(y.addr, "y")])}
+        self.px = self.start_proxy(self.tmp, both, workers=1)
+        key = self.key_on(both, "alpha", "x")
+        c = h.Raw(self.px.port("alpha"))
+        self.addCleanup(c.close)
+        value = b"0123456789" * 10
+        c.send(b"set %s 0 0 %d\r\n%s" % (key, len(value), value[:40]))
+        time.sleep(0.2)
+        self.reload(pools=only_y)
+        time.sleep(0.6)  # the retired server is reaped
+        c.send(value[40:] + b"\r\n")
+        try:
+            line = c.recv_line(timeout=5)
+        except (AssertionError, OSError) as e:
+            line = repr(e).encode()
+        self.assertTrue(self.px.alive(), "walnut died:\n%s" % self.px.log()[-6000:])
+        self.check_sanitizers()
+        self.assertEqual(line, b"STORED\r\n")
+        # Stored where the configuration in force puts it: y, the only server.
+        self.assertEqual(y.keys_held([key]), {key}, "the value went to the removed server x")
+        self.stop_clean()
+
+
+# ---------------------------------------------------------------------------
+# F6 (TSan): Redis client ids are counted in one variable by every worker
+
+
+class TestRedisClientIds(HostileCase):
+    def test_clients_on_four_workers_race_for_no_counter(self):
+        """At fe6da29 redis_client.c's next_id was a plain static that every
+        worker thread incremented when it accepted a Redis client: a data
+        race that the TSan build reports (and exits non-zero for) as soon as
+        two workers accept at once (fixed on main by e3d20f3). Run this under
+        TSan; under other builds it checks the ids are unique."""
+        rs = h.RedisServer(self.tmp, name="r0").start()
+        self.addCleanup(rs.stop)
+        pools = {"r": h.pool([spec(rs.addr, "r")], redis=True)}
+        self.px = self.start_proxy(self.tmp, pools, workers=4)
+        port = self.px.port("r")
+        ids, errors = [], []
+
+        def client():
+            try:
+                for _ in range(8):
+                    with h.Raw(port, timeout=10) as c:
+                        c.send(h.resp("CLIENT", "ID"))
+                        ids.append(h.resp_parse(c.recv_resp())[0])
+            except (OSError, AssertionError) as e:
+                errors.append(str(e))
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(set(ids)), len(ids), "duplicate CLIENT ID")
+        self.stop_clean()
+
+
+# ---------------------------------------------------------------------------
+# F7: a timeout a reload sets never reaches connections already waiting
+
+
+class TestTimeoutChange(HostileCase):
+    def test_timeout_added_by_reload_applies_to_a_hung_connection(self):
+        """The backend hangs (SIGSTOP) and the pool has no timeout, so a
+        request waits. The operator reloads with `timeout: 300`: the kept
+        server keeps its connection, whose timer was never armed (no timeout
+        when it connected and wrote), and nothing arms it now; every later
+        request on that connection queues behind and hangs too."""
+        mc = self.start_memcached(self.tmp, n=1)
+        x = mc[0]
+        listen = "%s:%d" % (h.HOST, h.free_port())
+        pools = {"alpha": h.pool([spec(x.addr, "x")], listen=listen)}
+        self.px = self.start_proxy(self.tmp, pools, workers=1)
+        c = h.Raw(self.px.port("alpha"), timeout=10)
+        self.addCleanup(c.close)
+        c.request(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n")
+        x.sigstop()
+        self.addCleanup(x.sigcont)
+        c.send(b"get k\r\n")
+        time.sleep(0.3)
+        v = self.reload(pools={"alpha": h.pool([spec(x.addr, "x")], listen=listen, timeout=300)})
+        self.assertEqual(v["generation"], 1)
+        c.send(b"get k\r\n")
+        try:
+            first = c.recv_line(timeout=4)
+            second = c.recv_line(timeout=4)
+        except AssertionError as e:
+            self.fail("a request on the hung server's connection still waits 4 s after a "
+                      "reload set timeout: 300 (%s)" % e)
+        self.assertServerError(first, "the request that waited before the reload")
+        self.assertServerError(second, "the request sent after the reload")
+        x.sigcont()
+        self.stop_clean()
+
+
+# ---------------------------------------------------------------------------
+# U1 (not fixed): a removed pool's client that is not done is never closed
+
+
+class TestRemovedPoolClientsEnd(HostileCase):
+    def test_removed_pool_client_with_a_half_request_is_closed_at_the_grace(self):
+        """README: removed pools 'answer what their clients have in flight,
+        then close those clients'. A client that sent half a line (or keeps
+        pipelining, so input always waits) is never 'drained', and nothing
+        closes a removed pool's clients at the 30 s grace (stop closes its
+        clients after 5 s). The pool then never goes, and since the worker
+        frees old configurations only once every retired object is gone
+        (wn_reconf_reap), every configuration loaded after it stays in
+        memory too, one more per reload."""
+        mc = self.start_memcached(self.tmp, n=2)
+        pools = {"alpha": h.pool(mc[:1]), "beta": h.pool(mc[1:])}
+        self.px = self.start_proxy(self.tmp, pools, workers=1)
+        half = h.Raw(self.px.port("beta"))
+        self.addCleanup(half.close)
+        half.request(b"version\r\n", b"VERSION ")
+        half.recv_line()
+        half.send(b"get k")
+        self.reload(pools={"alpha": pools["alpha"]})
+        try:
+            half.expect_closed(timeout=36, what="a removed pool's client with half a request, "
+                                               "36 s after the reload")
+        finally:
+            self.stop_clean()
+
+
+# ---------------------------------------------------------------------------
+# Storms: many SIGHUPs, many pools, four workers, under load
+
+
+class RedisLoader(threading.Thread):
+    """One RESP connection: SET then GET its own keys until told to stop."""
+
+    def __init__(self, port, name, limit_s=120.0):
+        super().__init__(daemon=True)
+        self.port, self.name, self.limit_s = port, name, limit_s
+        self.stop_event = threading.Event()
+        self.errors = []
+        self.ops = 0
+        self.conn = h.Raw(port, timeout=10.0)
+
+    def run(self):
+        deadline = time.monotonic() + self.limit_s
+        seq = 0
+        try:
+            while not self.stop_event.is_set() and time.monotonic() < deadline:
+                seq += 1
+                key = "%s:%d" % (self.name, seq % 300)
+                val = "%s=%d" % (key, seq)
+                self.conn.send(h.resp("SET", key, val) + h.resp("GET", key))
+                r1 = h.resp_parse(self.conn.recv_resp())[0]
+                r2 = h.resp_parse(self.conn.recv_resp())[0]
+                if r1 != b"OK" or r2 not in (val.encode(), None):
+                    self.errors.append("%s: %r %r" % (key, r1, r2))
+                    return
+                self.ops += 1
+        except (AssertionError, OSError) as e:
+            self.errors.append("connection: %s" % e)
+
+    def finish(self):
+        self.stop_event.set()
+        self.join(30)
+        alive = self.is_alive()
+        self.conn.close()
+        return alive
+
+
+def write_atomic(path, text):
+    tmp = path + ".new"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, path)
+
+
+class TestReloadStorm(HostileCase):
+    def test_fifty_sighups_four_workers_many_pools(self):
+        mc = self.start_memcached(self.tmp, n=4)
+        rs = h.RedisServer(self.tmp, name="r0").start()
+        self.addCleanup(rs.stop)
+        ports = {n: "%s:%d" % (h.HOST, h.free_port()) for n in ("m1", "m2", "m3", "r1", "x")}
+        upath = self.tmp.join("u.sock")
+
+        def conf(k):
+            pools = {
+                "m1": h.pool([spec(mc[0].addr, "a"), spec(mc[1].addr, "b")][:1 + k % 2],
+                             listen=ports["m1"], server_connections=1 + k % 3),
+                "m2": h.pool([spec(mc[1].addr, "b"), spec(mc[2].addr, "c", 1 + k % 4)],
+                             listen=ports["m2"] if k % 5 else ports["x"]),
+                "r1": h.pool([spec(rs.addr, "r")], listen=ports["r1"], redis=True,
+                             redis_db=k % 2),
+                "u": h.pool([spec(mc[3].addr, "d")], listen=upath),
+            }
+            if k % 3 == 0:
+                pools["m3"] = h.pool([spec(mc[3].addr, "d")], listen=ports["m3"])
+            if k % 4 == 1:  # m1 and m2 swap addresses
+                pools["m1"]["listen"], pools["m2"]["listen"] = \
+                    pools["m2"]["listen"], pools["m1"]["listen"]
+            return pools
+
+        base = conf(0)
+        self.px = self.start_proxy(self.tmp, base, workers=4, verbosity=5)
+        loaders = [Loader(h.listen_port(base["m1"]), "l1"),
+                   Loader(h.listen_port(base["m2"]), "l2"),
+                   Loader(upath, "lu")]
+        rl = RedisLoader(h.listen_port(base["r1"]), "r")
+        for t in loaders + [rl]:
+            t.start()
+        self.addCleanup(lambda: [t.finish() for t in loaders + [rl]])
+        h.wait_until(lambda: all(t.ops > 20 for t in loaders + [rl]), deadline=20.0,
+                     what="loaders running")
+        fds0 = fds(self.px.pid)
+        for k in range(1, 51):
+            write_atomic(self.px.conf_path, h.render_config(conf(k)))
+            os.kill(self.px.pid, signal.SIGHUP)
+            time.sleep(0.01 if k % 7 else 0.2)
+        self.assertTrue(self.px.alive(), self.px.log()[-4000:])
+        # The last file is conf(0) again: it must end in force on every worker.
+        write_atomic(self.px.conf_path, h.render_config(base))
+        time.sleep(0.5)
+        os.kill(self.px.pid, signal.SIGHUP)
+
+        def settled():
+            v = self.servers_view()
+            names = sorted(p["name"] for p in v["pools"])
+            return v["generation_converged"] and names == sorted(base) and \
+                "applied" in v["last_reload"]
+        h.wait_until(settled, deadline=30.0, what="the storm to settle on the base file")
+        ops = [t.ops for t in loaders + [rl]]
+        h.wait_until(lambda: all(t.ops > o + 10 for t, o in zip(loaders + [rl], ops)),
+                     deadline=15.0, what="loaders still running after the storm")
+        for t in loaders + [rl]:
+            self.assertFalse(t.finish(), "loader %s hung" % t.name)
+            self.assertEqual(t.errors, [], "loader %s" % t.name)
+        # Retired objects drain within a second here (no stopped backend).
+        time.sleep(1.5)
+        text = self.metrics()
+        huge = [l for l in text.splitlines() if not l.startswith("#") and
+                float(l.rsplit(" ", 1)[1]) >= 2 ** 62]
+        self.assertEqual(huge, [], "counters below zero after the storm")
+        self.assertLessEqual(fds(self.px.pid), fds0, "fds leaked by the storm")
+        self.stop_clean()
+
+
+class TestReloadStormHealth(HostileCase):
+    def test_storm_while_probes_fly_and_servers_flap(self):
+        """50 reloads 20 ms apart while control probes every 20 ms, ejects
+        and rejoins: servers (one dead, one SIGSTOPped) are removed and added
+        back while their probes are connecting, waiting or timing out."""
+        mc = self.start_memcached(self.tmp, n=3)
+        dead = "%s:%d" % (h.HOST, h.free_port())
+        mc[2].sigstop()
+        self.addCleanup(mc[2].sigcont)
+        listen = "%s:%d" % (h.HOST, h.free_port())
+        settings = {"auto_eject_hosts": True, "server_failure_limit": 1,
+                    "server_retry_timeout": 100, "health_check_interval": 20, "timeout": 50}
+
+        def conf(k):
+            servers = [spec(mc[0].addr, "a")]
+            if k % 2:
+                servers.append(spec(dead, "dead"))
+            if k % 3:
+                servers.append(spec(mc[2].addr, "stopped"))
+            if k % 5 == 0:
+                servers.append(spec(mc[1].addr, "b", 1 + k % 3))
+            return {"alpha": h.pool(servers, listen=listen,
+                                    server_connections=1 + k % 2, **settings)}
+        self.px = self.start_proxy(self.tmp, conf(1), workers=2)
+        port = self.px.port("alpha")
+        stop = threading.Event()
+        replies = []
+
+        def client():
+            try:
+                with h.Raw(port, timeout=10) as c:
+                    n = 0
+                    while not stop.is_set():
+                        n += 1
+                        c.send(b"set %s 0 0 1\r\nv\r\n" % hashlib.md5(b"%d" % n).hexdigest().encode())
+                        replies.append(c.recv_line())
+            except (OSError, AssertionError) as e:
+                replies.append(repr(e).encode())
+        t = threading.Thread(target=client, daemon=True)
+        t.start()
+        for k in range(2, 52):
+            write_atomic(self.px.conf_path, h.render_config(conf(k)))
+            os.kill(self.px.pid, signal.SIGHUP)
+            time.sleep(0.02)
+        time.sleep(1.0)
+        stop.set()
+        t.join(20)
+        self.assertTrue(self.px.alive(), self.px.log()[-4000:])
+        bad = [r for r in replies if r != b"STORED\r\n" and not r.startswith(b"SERVER_ERROR ")]
+        self.assertEqual(bad, [], "replies other than STORED or SERVER_ERROR")
+        self.assertGreater(len(replies), 20)
+        mc[2].sigcont()
+        self.stop_clean()
+
+
+class TestReloadAndStop(HostileCase):
+    def test_sighup_then_sigterm_at_once(self):
+        """A reload still reaching the workers (one holding a retired server
+        with a request queued on a SIGSTOPped backend) when walnut is told to
+        stop: a clean exit, nothing leaked (LeakSanitizer under ASan)."""
+        for rnd in range(3):
+            tmp = self.tmpdir()
+            mc = self.start_memcached(tmp, n=2)
+            x, y = mc
+            both = {"alpha": h.pool([spec(x.addr, "x"), spec(y.addr, "y")]),
+                    "beta": h.pool([spec(y.addr, "y")])}
+            self.px = self.start_proxy(tmp, both, workers=2)
+            key = self.key_on(both, "alpha", "x")
+            x.sigstop()
+            waiting = h.Raw(self.px.port("alpha"))
+            self.addCleanup(waiting.close)
+            waiting.send(b"get %s\r\n" % key)
+            time.sleep(0.2)
+            nc = {"alpha": dict(both["alpha"], servers=[spec(y.addr, "y")]),
+                  "gamma": h.pool([spec(y.addr, "y")])}
+            with open(self.px.conf_path, "w") as f:
+                f.write(h.render_config(nc))
+            os.kill(self.px.pid, signal.SIGHUP)
+            if rnd:
+                time.sleep(0.05 * rnd)
+            os.kill(self.px.pid, signal.SIGHUP)
+            self.px.stop()  # SIGCONTs nothing of x: the stop's grace ends the wait
+            self.check_sanitizers()
+            x.sigcont()
+
+
+# ---------------------------------------------------------------------------
+# What must carry over a reload, and what must not (these pass: coverage)
+
+
+class TestReloadCarries(HostileCase):
+    def test_ejected_server_stays_out_removed_then_added_starts_fresh(self):
+        mc = self.start_memcached(self.tmp, n=2)
+        x, y = mc
+        listen = "%s:%d" % (h.HOST, h.free_port())
+        settings = {"auto_eject_hosts": True, "server_failure_limit": 1,
+                    "server_retry_timeout": 60000, "health_check_interval": 100, "timeout": 300}
+
+        def conf(servers):
+            return {"alpha": h.pool(servers, listen=listen, **settings)}
+        both = conf([spec(x.addr, "x"), spec(y.addr, "y")])
+        self.px = self.start_proxy(self.tmp, both, workers=2)
+        key = self.key_on(both, "alpha", "x")
+        x.kill()
+
+        def state(name):
+            for p in self.servers_view()["pools"]:
+                for sv in p["servers"]:
+                    if sv["name"] == name:
+                        return sv
+            return None
+        h.wait_until(lambda: state("x")["ejected"], deadline=10, what="x ejected")
+        # Kept (y re-weighted): x stays out, its keys go to y with no error.
+        v = self.reload(pools=conf([spec(x.addr, "x"), spec(y.addr, "y", 2)]))
+        self.assertEqual(v["generation"], 1)
+        self.assertTrue(state("x")["ejected"], "a kept ejected server came back on reload")
+        with h.Raw(self.px.port("alpha")) as c:
+            for _ in range(4):  # both workers, whichever takes the connection
+                c.request(b"set %s 0 0 1\r\nv\r\n" % key, b"STORED\r\n",
+                          what="a key of the ejected server after a reload that kept it")
+        # Removed, then added back while it answers again: it starts fresh
+        # (not held out by the old ejection's 60 s retry timeout).
+        self.reload(pools=conf([spec(y.addr, "y")]))
+        x.start()
+        v = self.reload(pools=conf([spec(x.addr, "x"), spec(y.addr, "y")]))
+        self.assertEqual(v["generation"], 3)
+        self.assertFalse(state("x")["ejected"], "a removed and re-added server kept its ejection")
+        with h.Raw(self.px.port("alpha")) as c:
+            c.request(b"set %s 0 0 1\r\nw\r\n" % key, b"STORED\r\n")
+        self.assertEqual(x.keys_held([key]), {key}, "the re-added server gets its keys")
+        self.stop_clean()
+
+    def test_redis_auth_and_db_change_reopen_server_connections(self):
+        rs = h.RedisServer(self.tmp, name="r0", password="p1").start()
+        self.addCleanup(rs.stop)
+        listen = "%s:%d" % (h.HOST, h.free_port())
+
+        def conf(pw, db):
+            return {"r": h.pool([spec(rs.addr, "r")], listen=listen, redis=True,
+                                redis_auth=pw, redis_db=db)}
+        self.px = self.start_proxy(self.tmp, conf("p1", 0), workers=2)
+        port = self.px.port("r")
+        old = h.Raw(port)
+        self.addCleanup(old.close)
+        self.assertEqual(old.call("AUTH", "p1"), b"OK")
+        self.assertEqual(old.call("SET", "a", "1"), b"OK")
+        # The backend's password changes, and walnut's with it; db 0 -> 3.
+        rs.call("CONFIG", "SET", "requirepass", "p2")
+        rs.password = "p2"
+        v = self.reload(pools=conf("p2", 3))
+        self.assertEqual(v["generation"], 1)
+        # Kill every connection the backend has: walnut must come back with
+        # AUTH p2 and SELECT 3.
+        rs.call("CLIENT", "KILL", "TYPE", "normal")
+        with h.Raw(port) as c:
+            self.assertEqual(c.call("AUTH", "p2"), b"OK")
+            self.assertEqual(c.call("SET", "b", "2"), b"OK")
+        self.assertEqual(rs.call("GET", "b", db=3), b"2")
+        self.assertIsNone(rs.call("GET", "b", db=0))
+        # The client from before the reload goes on (it authenticated then).
+        self.assertEqual(old.call("SET", "c", "3"), b"OK")
+        self.assertEqual(rs.call("GET", "c", db=3), b"3")
+        self.stop_clean()
+
+    def test_pool_removed_and_readded_while_its_old_client_drains(self):
+        mc = self.start_memcached(self.tmp, n=2)
+        x, y = mc
+        beta_listen = "%s:%d" % (h.HOST, h.free_port())
+        pools = {"alpha": h.pool([spec(y.addr, "y")]),
+                 "beta": h.pool([spec(x.addr, "x")], listen=beta_listen)}
+        self.px = self.start_proxy(self.tmp, pools, workers=2)
+        old = h.Raw(self.px.port("beta"))
+        self.addCleanup(old.close)
+        old.request(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n")
+        x.sigstop()
+        self.addCleanup(x.sigcont)
+        old.send(b"get k\r\n")
+        time.sleep(0.2)
+        self.reload(pools={"alpha": pools["alpha"]})
+        v = self.reload(pools=pools)
+        self.assertEqual(v["generation"], 2)
+        x.sigcont()
+        old.expect(b"VALUE k 0 1\r\nv\r\nEND\r\n", what="the old beta's client")
+        old.expect_closed(timeout=5, what="the old beta's client after its reply")
+        news = [h.Raw(self.px.port("beta")) for _ in range(3)]
+        for c in news:
+            self.addCleanup(c.close)
+            c.request(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n", what="the new beta")
+        h.wait_until(lambda: self.metric("walnut_pool_client_connections", pool="beta") == 3,
+                     deadline=5, what="beta's client_connections to be 3 (is %s)" %
+                     self.metric("walnut_pool_client_connections", pool="beta"))
+        self.stop_clean()
+
+
+if __name__ == "__main__":
+    h.main()
