@@ -626,6 +626,11 @@ ALLOWED += [
           "memcached holding nothing", "walnut has no slabs (%s)" % README, modes=("tool",),
           expect=lambda t, rec: re.sub(rb"(?s)(Server: [^\n]*\n).*?(\n\nstderr)",
                                        rb"\1\tactive_slabs: 0\n\ttotal_malloced: 0\2", t)),
+    Entry("tool:memcdump", "memcdump lists no keys", "memcdump walks `stats items` and `stats "
+          "cachedump`, which a proxy answers as a memcached holding nothing (%s); memcached's own "
+          "list depends on whether the item is in its LRU listing yet" % README, modes=("tool",),
+          expect=lambda t, rec: re.sub(rb"(?s)(stdout:\n).*?(\nstderr)", rb"\1\2", t),
+          may_agree=True),
     Entry("pymemcache:stats", "stats() returns walnut's counters", "walnut answers stats itself",
           modes=("tool", "tool2"), normalize=normalize_pymemcache_stats),
     Entry(["pymemcache:stats_slabs", "pymemcache:stats_settings"], "stats(<group>) returns what "
