@@ -609,8 +609,17 @@ class TestCounters(StatsCase):
                                               sum_servers(st, "alpha", "server_connections") +
                                               npools)
 
-        st0 = h.wait_until(lambda: (lambda st: st if st["alpha"]["client_connections"] == 0
-                                    else None)(self.stats(p)), what="no clients at start")
+        # Settled: no client, and nothing accepted late (the harness's readiness
+        # connection may still be in the backlog when the first read says 0).
+        seen = []
+
+        def settled():
+            st = self.stats(p)
+            seen.append(st["total_connections"])
+            time.sleep(0.2)
+            return st if (st["alpha"]["client_connections"] == 0 and len(seen) > 1 and
+                          seen[-1] == seen[-2]) else None
+        st0 = h.wait_until(settled, what="no clients at start, nothing accepted late")
         self.assertTrue(header_consistent(st0), st0)
         clients = []
         for _ in range(5):
