@@ -38,6 +38,8 @@
 #define WN_MCBIN_HEADER_LEN 24
 #define WN_MCBIN_REQ_MAGIC 0x80
 #define WN_MCBIN_RES_MAGIC 0x81
+/* The memcached release whose binary protocol this reproduces (measured). */
+#define WN_MCBIN_COMPAT_VERSION "1.6.18"
 /* memcached refuses binary keys over KEY_MAX_LENGTH. */
 #define WN_MCBIN_KEY_MAX 250
 
