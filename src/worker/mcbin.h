@@ -64,8 +64,17 @@ static inline bool wn_mcbin_client_is(const client_t *c)
 }
 
 /* mcbin_client.c */
-/* Decide c's protocol on its first buffered byte (once); true: binary. */
-bool wn_mcbin_client_select(client_t *c);
+/* Decide c's protocol on its first buffered byte; true: binary. */
+bool wn_mcbin_client_decide(client_t *c);
+/* The protocol c speaks, decided once (inline: the text hot path pays one
+ * byte compare per parse). */
+static inline bool wn_mcbin_client_select(client_t *c)
+{
+    uint8_t mode = ((const mcbin_client_t *)c)->mode;
+    if (mode != MCBIN_UNDECIDED)
+        return mode == MCBIN_BINARY;
+    return wn_mcbin_client_decide(c);
+}
 void wn_mcbin_client_parse(client_t *c);
 void wn_mcbin_client_eof(client_t *c);
 void wn_mcbin_client_deinit(client_t *c);

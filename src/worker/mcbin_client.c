@@ -11,11 +11,9 @@
 
 #include <string.h>
 
-bool wn_mcbin_client_select(client_t *cl)
+bool wn_mcbin_client_decide(client_t *cl)
 {
     mcbin_client_t *c = (mcbin_client_t *)cl;
-    if (c->mode != MCBIN_UNDECIDED)
-        return c->mode == MCBIN_BINARY;
     if (cl->in.buf == NULL || cl->in.pos == cl->in.buf->len)
         return false;
     if ((uint8_t)cl->in.buf->data[cl->in.pos] != WN_MCBIN_REQ_MAGIC) {

@@ -197,6 +197,50 @@ class Session:
         return got[0] if len(got) == 2 else None
 
 
+class ScriptedMemcached(h.FakeMemcached):
+    """A text-protocol stand-in that records the exact bytes walnut sends (meta
+    commands, with ms data blocks framed) and answers each request from a
+    script: replies[raw request] = raw reply, else a default (version: VERSION,
+    mg: EN, ms: HD c1, md: HD, ma: NF, flush_all: OK)."""
+
+    def __init__(self, name="scripted"):
+        self.replies = {}
+        super().__init__(name)
+
+    def _serve(self, conn, cid):
+        buf = b""
+        try:
+            while not self.stopped:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+                while True:
+                    i = buf.find(b"\r\n")
+                    if i < 0:
+                        break
+                    parts = buf[:i].split()
+                    need = i + 2
+                    if parts and parts[0] == b"ms" and len(parts) >= 3:
+                        need += int(parts[2]) + 2
+                        if len(buf) < need:
+                            break
+                    raw, buf = buf[:need], buf[need:]
+                    with self.lock:
+                        self.log.append((cid, raw))
+                        reply = self.replies.get(raw)
+                    if reply is None:
+                        reply = {b"version": b"VERSION 1.6.18\r\n", b"mg": b"EN\r\n",
+                                 b"ms": b"HD c1\r\n", b"md": b"HD\r\n", b"ma": b"NF\r\n",
+                                 b"flush_all": b"OK\r\n"}.get(parts[0] if parts else b"",
+                                                              b"ERROR\r\n")
+                    conn.sendall(reply)
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+
 def locate(proxy, keys):
     """{key: server address} by the text path's routing (walnut --locate)."""
     name = next(iter(proxy.pools))
@@ -394,7 +438,8 @@ class BinarySuite:
                                 extra=cls.EXTRA_ARGS).start()
             cls.port = cls.proxy.port()
             # keys on every server, found by the text path's routing
-            cand = [b"bin:%d" % i for i in range(2000)]
+            rng = random.Random(11)  # consecutive names hash close together
+            cand = [b"bin:%08x" % rng.getrandbits(32) for i in range(400)]
             where = locate(cls.proxy, cand)
             addrs = [b.addr for b in cls.backends]
             cls.keys_on = [[k for k in cand if where[k] == a][:6] for a in addrs]
@@ -929,6 +974,141 @@ class BinarySuite:
             totals = json.load(f)["ALL STATS"]["Totals"]
         self.assertGreater(totals["Count"], 1000)
         self.assertEqual(totals.get("Connection Errors", 0), 0)
+
+
+@unittest.skipIf(h.UNDER_NUTCRACKER, NC_SKIP)
+class TestBinaryExactBytes(h.ProxyTestCase):
+    """What the server receives for each binary request, byte for byte, and the
+    packet the client gets for replies a real memcached rarely gives (out of
+    memory, an old memcached's ERROR, a reply that answers nothing asked)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = h.TempDir()
+        cls.fakes = [ScriptedMemcached("a"), ScriptedMemcached("b")]
+        cls.proxy = None
+        try:
+            cls.proxy = h.Proxy(cls.tmp, {"alpha": h.pool(cls.fakes, timeout=5000)},
+                                workers=1).start()
+        except BaseException:
+            for f in cls.fakes:
+                f.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.proxy.stop(check=True)
+        finally:
+            for f in cls.fakes:
+                f.stop()
+            cls.tmp.cleanup()
+
+    def setUp(self):
+        for f in self.fakes:
+            f.clear()
+            with f.lock:
+                f.replies.clear()
+        # consecutive names hash close together under fnv1a_64: random ones
+        rng = random.Random(7)
+        cand = [b"ex:%08x" % rng.getrandbits(32) for _ in range(200)]
+        where = locate(self.proxy, cand)
+        self.keys = {i: next(k for k in cand if where[k] == f.addr)
+                     for i, f in enumerate(self.fakes)}
+
+    def sent(self, i):
+        return b"".join(r for _, r in self.fakes[i].requests())
+
+    def exchange(self, pkts, opaque_end):
+        c = BinConn(self.proxy.port())
+        self.addCleanup(c.close)
+        c.send(b"".join(pkts) + packet(OP["NOOP"], opaque=opaque_end))
+        return b"".join(HDR.pack(0x81, p.op, len(p.key), len(p.extras), p.datatype, p.status,
+                                 len(p.extras) + len(p.key) + len(p.value), p.opaque, p.cas) +
+                        p.extras + p.key + p.value for p in c.read_until_opaque(opaque_end))
+
+    def noop(self, opq):
+        return HDR.pack(0x81, OP["NOOP"], 0, 0, 0, 0, 0, opq, 0)
+
+    def test_requests_and_replies_byte_for_byte(self):
+        k = self.keys[0]
+        f = self.fakes[0]
+        f.replies[b"mg %s v f c\r\n" % k] = b"VA 3 f5 c77\r\nabc\r\n"
+        f.replies[b"ms %s 3 T60 F9 C5 c\r\nxyz\r\n" % k] = b"HD c6\r\n"
+        f.replies[b"ma %s N0 J1 D2 v c\r\n" % k] = b"VA 2 c8\r\n42\r\n"
+        f.replies[b"mg %s T7 f c\r\n" % k] = b"HD f5 c9\r\n"
+        got = self.exchange([
+            packet(OP["GETK"], k, opaque=1),
+            packet(OP["SETQ"], k, set_extras(9, 60), b"xyz", opaque=2, cas=5),
+            packet(OP["INCREMENT"], k, incr_extras(2, 1, 0), opaque=3),
+            packet(OP["TOUCH"], k, exp_extras(7), opaque=4),
+            packet(OP["DELETEQ"], k, opaque=5, cas=3),
+            packet(OP["APPEND"], k, b"", b"++", opaque=6),
+            packet(OP["GATKQ"], b"a b", exp_extras(0xffffffff), opaque=7),
+        ], 8)
+        b64 = b"mg YSBi b T2147483647 v f c\r\n"  # key "a b", exptime 2^32-1
+        both = self.sent(0) + self.sent(1)
+        self.assertEqual(both.count(b64), 1)
+        self.assertEqual(self.sent(0).replace(b64, b""), b"".join([
+            b"mg %s v f c\r\n" % k,
+            b"ms %s 3 T60 F9 C5 c\r\nxyz\r\n" % k,
+            b"ma %s N0 J1 D2 v c\r\n" % k,
+            b"mg %s T7 f c\r\n" % k,
+            b"md %s C3\r\n" % k,
+            b"ms %s 2 MA c\r\n++\r\n" % k,
+        ]))
+        self.assertEqual(got, b"".join([
+            HDR.pack(0x81, OP["GETK"], len(k), 4, 0, OK, 4 + len(k) + 3, 1, 77) +
+            struct.pack(">I", 5) + k + b"abc",
+            HDR.pack(0x81, OP["INCREMENT"], 0, 0, 0, OK, 8, 3, 8) + struct.pack(">Q", 42),
+            HDR.pack(0x81, OP["TOUCH"], 0, 4, 0, OK, 4, 4, 9) + struct.pack(">I", 5),
+            HDR.pack(0x81, OP["APPEND"], 0, 0, 0, OK, 0, 6, 1),
+            self.noop(8),
+        ]))
+
+    def test_error_replies(self):
+        k0, k1 = self.keys[0], self.keys[1]
+        self.fakes[0].replies[b"ms %s 1 T0 F0 c\r\nv\r\n" % k0] = \
+            b"SERVER_ERROR out of memory storing object\r\n"
+        self.fakes[0].replies[b"mg %s v f c\r\n" % k0] = b"ERROR\r\n"
+        self.fakes[1].replies[b"ma %s D1 v c\r\n" % k1] = \
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+        self.fakes[1].replies[b"flush_all\r\n"] = b"SERVER_ERROR busy\r\n"
+        got = self.exchange([
+            packet(OP["SETQ"], k0, set_extras(), b"v", opaque=1),
+            packet(OP["GETQ"], k0, opaque=2),
+            packet(OP["INCREMENTQ"], k1, incr_extras(1, 0, 0xffffffff), opaque=3),
+            packet(OP["FLUSHQ"], opaque=4),
+        ], 5)
+
+        def err(op, opq, status, text):
+            return HDR.pack(0x81, op, 0, 0, 0, status, len(text), opq, 0) + text
+        self.assertEqual(got, b"".join([
+            err(OP["SETQ"], 1, ENOMEM, b"Out of memory"),
+            err(OP["GETQ"], 2, EINTERNAL, b"ERROR"),
+            err(OP["INCREMENTQ"], 3, DELTA_BADVAL,
+                b"Non-numeric server-side value for incr or decr"),
+            err(OP["FLUSHQ"], 4, EINTERNAL, b"SERVER_ERROR busy"),
+            self.noop(5),
+        ]))
+        self.assertEqual(self.sent(0).count(b"flush_all\r\n"), 1)
+        self.assertEqual(self.sent(1).count(b"flush_all\r\n"), 1)
+
+    def test_reply_that_answers_nothing_asked(self):
+        """A server answering an mg with a line no mg gets: its connection is closed
+        and the request fails (0x0086); the next request reconnects."""
+        k = self.keys[0]
+        self.fakes[0].replies[b"mg %s v f c\r\n" % k] = b"STORED\r\n"
+        c = BinConn(self.proxy.port())
+        self.addCleanup(c.close)
+        c.send(packet(OP["GET"], k, opaque=1))
+        p = c.read_packet()
+        self.assertEqual((p.op, p.status, p.opaque), (OP["GET"], ETMPFAIL, 1))
+        self.assertIn(p.value.decode(), h.TWEMPROXY_SERVER_ERRORS)
+        self.fakes[0].replies.clear()
+        c.send(packet(OP["GET"], k, opaque=2))
+        p = c.read_packet()
+        self.assertEqual((p.status, p.opaque, p.value), (ENOENT, 2, b"Not found"))
 
 
 @unittest.skipIf(h.UNDER_NUTCRACKER, NC_SKIP)
