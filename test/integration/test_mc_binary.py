@@ -540,6 +540,36 @@ class BinarySuite:
         self.assertEqual([p.key for p in got[:-1]], keys)
         self.assertEqual([p.value for p in got[:-1]], [b"v:" + k for k in keys])
 
+    def test_split_at_every_byte(self):
+        """A pipeline cut at every byte, the two parts in separate reads: the same
+        replies every time (heads straddling reads stay whole, values are taken
+        in pieces)."""
+        k0, k1 = self.spread(1)[:2]
+        data = (packet(OP["SET"], k0, set_extras(3), b"v" * 100, opaque=1) +
+                packet(OP["GETK"], k0, opaque=2) +
+                packet(OP["INCREMENT"], k1, incr_extras(1, 5), opaque=3) +
+                packet(OP["GETKQ"], b"nokey", opaque=4) +
+                packet(OP["APPENDQ"], k0, b"", b"w" * 30, opaque=5) +
+                packet(OP["NOOP"], opaque=6))
+        want = None
+        for cut in range(1, len(data)):
+            for b in self.backends:
+                b.flush()
+            c = self.conn()
+            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c.send(data[:cut])
+            time.sleep(0.005)
+            c.send(data[cut:])
+            got = [(p.op, p.status, p.opaque, p.extras, p.key, p.value)
+                   for p in c.read_until_opaque(6)]
+            c.close()
+            if want is None:
+                want = got
+                self.assertEqual([g[:3] for g in want], [(OP["SET"], OK, 1), (OP["GETK"], OK, 2),
+                                                         (OP["INCREMENT"], OK, 3),
+                                                         (OP["NOOP"], OK, 6)])
+            self.assertEqual(got, want, "cut at byte %d" % cut)
+
     def test_opaque_and_cas_carried(self):
         c = self.conn()
         for opq in (0, 1, 0x7fffffff, 0xfffffffe, 0xffffffff):
