@@ -88,7 +88,7 @@ bool wn_proto_client_has_pending(const client_t *c)
         return wn_redis_client_has_pending(c);
     case WN_PROTO_MC:
     default:
-        return false; /* a held request's line stays in the buffer, unparsed */
+        return false; /* a held request (text or binary) stays in the buffer, unparsed */
     }
 }
 
