@@ -38,8 +38,6 @@
 #define WN_MCBIN_HEADER_LEN 24
 #define WN_MCBIN_REQ_MAGIC 0x80
 #define WN_MCBIN_RES_MAGIC 0x81
-/* The memcached release whose binary protocol this reproduces (measured). */
-#define WN_MCBIN_COMPAT_VERSION "1.6.18"
 /* memcached refuses binary keys over KEY_MAX_LENGTH. */
 #define WN_MCBIN_KEY_MAX 250
 
@@ -250,7 +248,7 @@ bool wn_mcbin_quiet_drops(uint8_t op, uint16_t status);
  * the given opcode, status, lengths (bodylen = extlen + keylen + value_len),
  * opaque and cas. Writes 24 bytes; returns 24, WN_ETOOBIG if cap < 24, or
  * WN_EINVAL if the lengths add up past 32 bits.
- * NOOP: (op, OK, 0, 0, 0); VERSION: value "1.6.18"-like text after it;
+ * NOOP: (op, OK, 0, 0, 0); VERSION: the version text after it;
  * STAT: one per entry (key, value), then an empty one.
  */
 int wn_mcbin_compose_header(uint8_t *dst, size_t cap, uint8_t op, uint16_t status,
@@ -286,6 +284,7 @@ int wn_mcbin_compose_error(uint8_t *dst, size_t cap, uint8_t op, uint32_t opaque
  *                             [C<cas>] v c   (no N J when exptime is
  *                             0xffffffff: a miss is then Not found)
  *   FLUSH(Q)                  flush_all [<exptime>]   (to every server)
+ *   VERSION                   version   (to one server, as the text version)
  *
  * A key holding a byte the text protocol cannot carry (NUL, LF, space) is
  * sent base64-encoded with the b flag, so it can be at most 186 bytes long
@@ -304,12 +303,17 @@ bool wn_mcbin_key_needs_b64(const uint8_t *key, size_t len);
  * The text request line for the packet at pkt, framed by
  * wn_mcbin_request_parse as req (header, extras and key contiguous). Writes
  * the line with its "\r\n" to dst. Returns its length; WN_EINVAL when the
- * opcode is not one that is sent to a server (NOOP, VERSION, QUIT, STAT,
- * SASL, unknown) or the key cannot be carried (base64 too long);
+ * opcode is not one that is sent to a server (NOOP, QUIT, STAT, SASL,
+ * unknown) or the key cannot be carried (base64 too long);
  * WN_ETOOBIG when cap is too small (WN_MCBIN_TEXT_LINE_MAX always suffices).
  */
 int wn_mcbin_text_request(char *dst, size_t cap, const uint8_t *pkt,
                           const wn_mcbin_request_t *req);
+
+/* "md <key>[ b]\r\n": a SET (SETQ) refused as too large also unlinks the
+ * key's old value, as memcached does (it keeps it for ADD, REPLACE, APPEND
+ * and PREPEND). Returns as wn_mcbin_text_request. */
+int wn_mcbin_text_unlink(char *dst, size_t cap, const uint8_t *key, size_t keylen);
 
 /* What a server's text reply line means for a binary client. */
 typedef struct wn_mcbin_text_reply {
@@ -320,6 +324,8 @@ typedef struct wn_mcbin_text_reply {
     bool value;         /* VA: a data block of value_len bytes and "\r\n"
                          * follows the line */
     uint32_t value_len;
+    uint32_t text_off;  /* VERSION: the version, text_len bytes at this */
+    uint32_t text_len;  /* offset of the line (the packet's value) */
 } wn_mcbin_text_reply_t;
 
 /*
@@ -332,7 +338,7 @@ typedef struct wn_mcbin_text_reply {
  *   md: HD -> OK, NF -> KEY_ENOENT, EX -> KEY_EEXISTS
  *   ma: VA -> OK (the value is the number), NF -> KEY_ENOENT,
  *       NS -> NOT_STORED, EX -> KEY_EEXISTS
- *   flush_all: OK -> OK
+ *   flush_all: OK -> OK      version: VERSION <text> -> OK, text the value
  *   CLIENT_ERROR cannot increment or decrement non-numeric value ->
  *   DELTA_BADVAL; SERVER_ERROR object too large for cache -> E2BIG;
  *   SERVER_ERROR out of memory... -> ENOMEM; any other error line ->

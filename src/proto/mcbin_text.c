@@ -185,10 +185,22 @@ int wn_mcbin_text_request(char *dst, size_t cap, const uint8_t *pkt,
         if (h->extlen == 4)
             put_num(&o, 0, exptime_of(rd32(ext)));
         break;
+    case WN_MCBIN_OP_VERSION:
+        put_str(&o, "version");
+        break;
     default:
         return WN_EINVAL;
     }
     if (!ok)
+        return WN_EINVAL;
+    put(&o, "\r\n", 2);
+    return o.full ? WN_ETOOBIG : (int)o.n;
+}
+
+int wn_mcbin_text_unlink(char *dst, size_t cap, const uint8_t *key, size_t keylen)
+{
+    out_t o = {dst, cap, 0, false};
+    if (keylen == 0 || keylen > WN_MCBIN_KEY_MAX || !put_head(&o, "md", key, keylen, true))
         return WN_EINVAL;
     put(&o, "\r\n", 2);
     return o.full ? WN_ETOOBIG : (int)o.n;
@@ -320,6 +332,14 @@ int wn_mcbin_text_reply(uint8_t op, const char *line, size_t len, wn_mcbin_text_
     case WN_MCBIN_OP_FLUSH:
         ok = code_is(line, code, "OK") && pos >= end;
         break;
+    case WN_MCBIN_OP_VERSION:
+        /* "VERSION 1.6.18": the rest of the line, as memcached sends it */
+        ok = code_is(line, code, "VERSION");
+        if (ok && pos < end) {
+            r.text_off = pos + 1;
+            r.text_len = end - pos - 1;
+        }
+        break;
     default:
         break;
     }
@@ -334,7 +354,8 @@ int wn_mcbin_text_reply(uint8_t op, const char *line, size_t len, wn_mcbin_text_
         r.value = true;
         r.value_len = (uint32_t)n;
     }
-    if (loud != WN_MCBIN_OP_FLUSH && !read_flags(line, pos, end, &r))
+    if (loud != WN_MCBIN_OP_FLUSH && loud != WN_MCBIN_OP_VERSION &&
+        !read_flags(line, pos, end, &r))
         return WN_EPROTO;
     if (r.status != WN_MCBIN_OK) {
         /* memcached's error packets carry neither flags nor a CAS. */

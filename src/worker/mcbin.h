@@ -87,6 +87,10 @@ void wn_mcbin_dispatch(mcbin_client_t *c, wn_buf_t *b, uint32_t pos,
 bool wn_mcbin_must_wait(mcbin_client_t *c, const uint8_t *pkt, const wn_mcbin_request_t *q);
 /* A request answered by walnut, queued in order (one reference returned). */
 mcbin_req_t *wn_mcbin_local(mcbin_client_t *c, uint8_t op, uint32_t opaque, wn_mc_cmd_t cmd);
+/* A SET refused as too large: unlink the key's old value as memcached
+ * does, in c's order, answering nobody (best effort: nothing on ENOMEM or
+ * a key the text protocol cannot carry). */
+void wn_mcbin_unlink(mcbin_client_t *c, const uint8_t *key, uint16_t keylen);
 /* Answer r with an error packet (nothing when a quiet opcode drops it). */
 void wn_mcbin_reply_error(mcbin_req_t *r, uint16_t status);
 

@@ -133,9 +133,11 @@ static bool refused(mcbin_client_t *c, wn_buf_t *b, const wn_mcbin_request_t *q)
         return false;
     }
     bool skip = q->after == WN_MCBIN_AFTER_SKIP;
+    bool unlink = q->status == WN_MCBIN_E2BIG &&
+                  wn_mcbin_opcode_loud(q->h.opcode) == WN_MCBIN_OP_SET;
+    const uint8_t *key = (const uint8_t *)b->data + cl->in.pos + q->key_off;
     if (skip) {
         c->skip_left = q->skip_len;
-        skip_bytes(c, b);
     } else {
         /* Framing is lost (or memcached closes here): what came before is
          * answered, then this, then the connection closes. */
@@ -149,6 +151,10 @@ static bool refused(mcbin_client_t *c, wn_buf_t *b, const wn_mcbin_request_t *q)
                 : wn_mcbin_compose_error(buf, sizeof(buf), q->h.opcode, q->h.opaque, q->status);
     wn_req_reply(&r->m.r, (const char *)buf, n > 0 ? (size_t)n : 0);
     wn_req_unref(&r->m.r);
+    if (unlink)
+        wn_mcbin_unlink(c, key, q->h.keylen); /* the head is in (see below) */
+    if (skip)
+        skip_bytes(c, b);
     return skip;
 }
 
@@ -178,6 +184,13 @@ void wn_mcbin_client_parse(client_t *cl)
         wn_mcbin_request_t q;
         int rc = wn_mcbin_request_parse(&c->lim, pkt, b->len - pos, &q);
         if (rc == WN_EAGAIN) {
+            cl->mid_request = true;
+            break;
+        }
+        if (rc == WN_ETOOBIG && wn_mcbin_opcode_loud(q.h.opcode) == WN_MCBIN_OP_SET &&
+            b->len - pos < q.head_len) {
+            /* A SET too large unlinks its key: wait for the key (the head
+             * is at most 24 + 8 + 250 bytes). */
             cl->mid_request = true;
             break;
         }

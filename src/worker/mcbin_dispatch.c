@@ -2,19 +2,14 @@
  * worker/mcbin_dispatch.c: where a binary packet goes. Keyed opcodes become
  * one text (meta) command to the key's server, routed on the key's bytes
  * exactly as the text protocol routes them; FLUSH goes to every server;
- * NOOP, VERSION, QUIT and STAT are answered here, in order with the rest.
+ * VERSION to the server of the key "placeholder", as the text version (and
+ * twemproxy's); NOOP, QUIT and STAT are answered here, in order with the rest.
  * The request being dispatched holds a reference; nothing here writes,
  * connects or closes. Worker thread only.
  */
 #include "mcbin.h"
 
 #include <string.h>
-
-/* The memcached release whose binary protocol walnut reproduces, then
- * walnut's own version: binary clients parse VERSION as major.minor.micro
- * to decide what a server supports, and libmemcached refuses a major 0
- * ("0.1.0-walnut", the text protocol's answer). */
-static const char version_text[] = WN_MCBIN_COMPAT_VERSION "-walnut-" WN_VERSION;
 
 /* Counted under the text command with the same effect (per-command stats). */
 static wn_mc_cmd_t cmd_of(uint8_t loud)
@@ -146,6 +141,29 @@ static req_t *make_fragment(mcbin_req_t *p, uint32_t i, server_rt_t *s, wn_mc_cm
     return &f->r;
 }
 
+void wn_mcbin_unlink(mcbin_client_t *c, const uint8_t *key, uint16_t keylen)
+{
+    char line[WN_MCBIN_TEXT_LINE_MAX];
+    int n = wn_mcbin_text_unlink(line, sizeof(line), key, keylen);
+    if (n < 0)
+        return;
+    mc_req_t *d = (mc_req_t *)wn_req_create(c->mc.c.pool, &c->mc.c, REQ_FORWARD);
+    if (d == NULL)
+        return;
+    d->cmd = WN_MC_META;
+    d->meta = WN_META_MD;
+    d->r.cmd = WN_MC_DELETE;
+    d->r.noreply = true; /* its reply is read and dropped */
+    d->r.swallow = true;
+    wn_req_enqueue_client(&c->mc.c, &d->r);
+    d->r.server = wn_pool_route(c->mc.c.pool, (const char *)key, keylen);
+    if (wn_req_out_scratch(&d->r, line, (size_t)n) < 0)
+        wn_mc_fail(&d->r, WN_ENOMEM);
+    else
+        wn_mc_forward(&c->mc.c, d->r.server, &d->r);
+    wn_req_unref(&d->r);
+}
+
 static void count_keyed(wn_worker_t *w, uint8_t loud)
 {
     switch (loud) {
@@ -264,6 +282,34 @@ static void dispatch_flush(mcbin_client_t *c, const uint8_t *pkt, const wn_mcbin
     wn_req_unref(&r->m.r);
 }
 
+/* VERSION: forwarded, as the text version is (and as twemproxy does), to
+ * the server the key "placeholder" maps to: clients see a real memcached's
+ * version (libmemcached refuses a major version 0, as walnut's own would be). */
+static void dispatch_version(mcbin_client_t *c, const uint8_t *pkt,
+                             const wn_mcbin_request_t *q)
+{
+    client_t *cl = &c->mc.c;
+    mcbin_req_t *r = new_req(c, REQ_PARENT, q->h.opcode, q->h.opaque, WN_MC_VERSION);
+    if (r == NULL) {
+        out_of_memory(c);
+        return;
+    }
+    char line[WN_MCBIN_TEXT_LINE_MAX];
+    int n = wn_mcbin_text_request(line, sizeof(line), pkt, q);
+    server_rt_t *s = wn_pool_route(cl->pool, "placeholder", 11);
+    req_t *f = NULL;
+    if (n > 0 && wn_req_frags_alloc(&r->m.r, 1) == 0)
+        f = make_fragment(r, 0, s, WN_MC_VERSION);
+    if (f == NULL || wn_req_out_scratch(f, line, (size_t)n) < 0) {
+        wn_mcbin_reply_error(r, WN_MCBIN_ENOMEM);
+        wn_req_unref(&r->m.r);
+        return;
+    }
+    r->m.r.frags_left = 1;
+    wn_mc_forward(cl, s, f);
+    wn_req_unref(&r->m.r);
+}
+
 static void dispatch_local(mcbin_client_t *c, const wn_mcbin_request_t *q)
 {
     uint8_t op = q->h.opcode, loud = wn_mcbin_opcode_loud(op);
@@ -273,9 +319,6 @@ static void dispatch_local(mcbin_client_t *c, const wn_mcbin_request_t *q)
         return;
     }
     switch (loud) {
-    case WN_MCBIN_OP_VERSION:
-        reply_ok(r, version_text, sizeof(version_text) - 1);
-        break;
     case WN_MCBIN_OP_QUIT:
         /* Nothing after it is looked at; QUITQ closes without a word. */
         c->mc.c.stop_parsing = true;
@@ -310,13 +353,15 @@ void wn_mcbin_dispatch(mcbin_client_t *c, wn_buf_t *b, uint32_t pos,
     const uint8_t *pkt = (const uint8_t *)b->data + pos;
     switch (wn_mcbin_opcode_loud(q->h.opcode)) {
     case WN_MCBIN_OP_NOOP:
-    case WN_MCBIN_OP_VERSION:
     case WN_MCBIN_OP_QUIT:
     case WN_MCBIN_OP_STAT:
         dispatch_local(c, q);
         return;
     case WN_MCBIN_OP_FLUSH:
         dispatch_flush(c, pkt, q);
+        return;
+    case WN_MCBIN_OP_VERSION:
+        dispatch_version(c, pkt, q);
         return;
     default:
         dispatch_keyed(c, pkt, q);

@@ -75,6 +75,17 @@ static void reply_error_text(mcbin_req_t *p, uint16_t status, const char *text, 
     wn_req_reply(&p->m.r, buf, WN_MCBIN_HEADER_LEN + len);
 }
 
+/* A success with a text value (VERSION). */
+static void reply_text(mcbin_req_t *p, const char *text, size_t len)
+{
+    char buf[WN_MCBIN_HEADER_LEN + 256];
+    len = WN_MIN(len, sizeof(buf) - WN_MCBIN_HEADER_LEN);
+    wn_mcbin_compose_header((uint8_t *)buf, sizeof(buf), p->op, WN_MCBIN_OK, 0, 0,
+                            (uint32_t)len, p->opaque, 0);
+    memcpy(buf + WN_MCBIN_HEADER_LEN, text, len);
+    wn_req_reply(&p->m.r, buf, WN_MCBIN_HEADER_LEN + len);
+}
+
 /* A fragment walnut failed (server down, timed out, out of memory): its
  * reply is "SERVER_ERROR <twemproxy's text>". */
 static void reply_failed(mcbin_req_t *p, const char *line, uint32_t len)
@@ -187,6 +198,10 @@ static void keyed_done(mcbin_req_t *p, req_t *f)
     }
     if (wn_mcbin_quiet_drops(p->op, rep.status)) {
         wn_req_reply(&p->m.r, "", 0);
+        return;
+    }
+    if (rep.status == WN_MCBIN_OK && loud == WN_MCBIN_OP_VERSION) {
+        reply_text(p, line + rep.text_off, rep.text_len);
         return;
     }
     if (rep.status == WN_MCBIN_OK ||

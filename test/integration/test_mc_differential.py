@@ -468,15 +468,6 @@ def normalize_stats(t):
     return STATS_BLOCK_RX.sub(b"<STATS>", t)
 
 
-BINARY_VERSION_RX = re.compile(rb"\x81\x0b\x00\x00\x00\x00\x00\x00[\x00-\xff]{16}"
-                               rb"1\.6\.18(?:-walnut-\d+\.\d+\.\d+)?")
-
-
-def normalize_binary_version(t):
-    """A binary VERSION packet (header, then memcached's or walnut's version)."""
-    return BINARY_VERSION_RX.sub(b"<VERSION 1.6.18...>", t)
-
-
 def drop_block_reply(t, rec):
     """memcached runs the data block of a rejected storage line as commands; walnut
     swallows it. In these records the block is one short word that memcached
@@ -553,10 +544,6 @@ ALLOWED = [
           expect=lambda t, rec: t.replace(b"STAT sizes_status enabled\r\n",
                                           b"STAT sizes_status error\r\n"
                                           b"STAT sizes_error not_supported\r\n", 1)),
-    Entry("binary.version", "binary VERSION is walnut's own: 1.6.18-walnut-<version>",
-          "the memcached release whose binary protocol walnut reproduces, then walnut's own "
-          "(README, memcached's binary protocol; test_mc_binary.py compares the rest)",
-          normalize=normalize_binary_version),
     Entry(["odd.admin_shutdown", "odd.slabs_reassign", "odd.cache_memlimit"],
           "admin commands answer ERROR", "they act on one memcached; walnut forwards no "
           "admin command (unknown words get ERROR, %s)" % README,

@@ -118,7 +118,7 @@ static const line_case_t line_cases[] = {
     {"append key with space", 0x0e, K("a b"), .nvalue = 3, .line = "ms YSBi 3 b MA c\r\n"},
     /* not sent to a server */
     {"noop", 0x0a, .line = NULL},
-    {"version", 0x0b, .line = NULL},
+    {"version", 0x0b, .line = "version\r\n"},
     {"quit", 0x07, .line = NULL},
     {"stat", 0x10, .line = NULL},
 };
@@ -185,7 +185,7 @@ static void test_request_keys_never_break_lines(void **state)
                 bool b64 = b == 0 || b == '\n' || b == ' ';
                 if (l == WN_EINVAL) {
                     assert_true(!wn_mcbin_op_known(op) || (b64 && len > 186) ||
-                                op == 0x07 || op == 0x0a || op == 0x0b || op == 0x17 ||
+                                op == 0x07 || op == 0x0a || op == 0x17 ||
                                 op == 0x20 || op == 0x21 || op == 0x22);
                     continue;
                 }
@@ -212,6 +212,24 @@ static void test_request_keys_never_break_lines(void **state)
     n = build(pkt, 0x00, NULL, 0, key, 187, 0, 0);
     assert_true(wn_mcbin_request_parse(NULL, pkt, n, &q) > 0);
     assert_int_equal(wn_mcbin_text_request(line, sizeof(line), pkt, &q), WN_EINVAL);
+}
+
+static void test_unlink_lines(void **state)
+{
+    (void)state;
+    char line[WN_MCBIN_TEXT_LINE_MAX];
+    assert_int_equal(wn_mcbin_text_unlink(line, sizeof(line), (const uint8_t *)"k1", 2), 7);
+    assert_memory_equal(line, "md k1\r\n", 7);
+    assert_int_equal(wn_mcbin_text_unlink(line, sizeof(line), (const uint8_t *)"a b", 3), 11);
+    assert_memory_equal(line, "md YSBi b\r\n", 11);
+    assert_int_equal(wn_mcbin_text_unlink(line, 10, (const uint8_t *)"a b", 3), WN_ETOOBIG);
+    uint8_t key[WN_MCBIN_KEY_MAX + 1];
+    memset(key, ' ', sizeof(key));
+    assert_int_equal(wn_mcbin_text_unlink(line, sizeof(line), key, 187), WN_EINVAL);
+    assert_int_equal(wn_mcbin_text_unlink(line, sizeof(line), key, 0), WN_EINVAL);
+    memset(key, 'k', sizeof(key));
+    assert_int_equal(wn_mcbin_text_unlink(line, sizeof(line), key, 250), 3 + 250 + 2);
+    assert_int_equal(wn_mcbin_text_unlink(line, sizeof(line), key, 251), WN_EINVAL);
 }
 
 typedef struct reply_case {
@@ -273,6 +291,10 @@ static const reply_case_t reply_cases[] = {
     {0x05, "NS", R_ST(NOT_STORED)},
     {0x06, "EX", R_ST(KEY_EEXISTS)},
     {0x05, "HD", R_BAD},
+    /* version: the rest of the line is the value */
+    {0x0b, "VERSION 1.6.18", R_OK(false, 0, 0, false, 0)},
+    {0x0b, "VERSION", R_OK(false, 0, 0, false, 0)},
+    {0x0b, "OK", R_BAD},
     /* flush_all */
     {0x08, "OK", R_OK(false, 0, 0, false, 0)},
     {0x18, "OK", R_OK(false, 0, 0, false, 0)},
@@ -317,6 +339,19 @@ static void test_replies(void **state)
                      c->line, rep.status, rep.has_flags, rep.flags,
                      (unsigned long long)rep.cas, rep.value, rep.value_len);
     }
+}
+
+static void test_version_text(void **state)
+{
+    (void)state;
+    static const char line[] = "VERSION 1.6.18-xyz 2";
+    wn_mcbin_text_reply_t rep;
+    assert_int_equal(wn_mcbin_text_reply(0x0b, line, sizeof(line) - 1, &rep), 0);
+    assert_int_equal(rep.status, WN_MCBIN_OK);
+    assert_int_equal(rep.text_off, 8);
+    assert_int_equal(rep.text_len, sizeof(line) - 1 - 8);
+    assert_int_equal(wn_mcbin_text_reply(0x0b, "VERSION", 7, &rep), 0);
+    assert_int_equal(rep.text_len, 0);
 }
 
 static void test_numbers(void **state)
@@ -388,7 +423,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_lines),
         cmocka_unit_test(test_request_keys_never_break_lines),
+        cmocka_unit_test(test_unlink_lines),
         cmocka_unit_test(test_replies),
+        cmocka_unit_test(test_version_text),
         cmocka_unit_test(test_numbers),
         cmocka_unit_test(test_stats),
         cmocka_unit_test(test_new_statuses),
