@@ -88,6 +88,9 @@ static void value_done(mcbin_client_t *c)
         return;
     req_t *f = r->m.r.done ? NULL : r->m.r.frags[0];
     if (f != NULL) {
+        mc_req_t *fm = mc_req(f);
+        if (fm->route_gen != c->mc.c.w->gen && f->server != NULL)
+            f->server = wn_pool_route(c->mc.c.pool, fm->route_key, fm->route_key_len);
         if (wn_req_out_scratch(f, "\r\n", 2) < 0)
             wn_mc_fail(f, WN_ENOMEM);
         else

@@ -235,7 +235,21 @@ static void dispatch_keyed(mcbin_client_t *c, const uint8_t *pkt, const wn_mcbin
     }
     r->m.r.frags_left = 1;
     if (q->value_len > 0) {
-        /* The value follows; mcbin_client.c forwards once it is in. */
+        /* The value follows; mcbin_client.c forwards once it is in. A reload
+         * meanwhile may retire (and free) the server: the key is kept to
+         * route it again, as the text path does. */
+        mc_req_t *fm = mc_req(f);
+        char *k = wn_scratch_alloc(cl->w, &f->keep, q->h.keylen);
+        if (k == NULL) {
+            c->skip_left = q->value_len;
+            wn_mcbin_reply_error(r, WN_MCBIN_ENOMEM);
+            wn_req_unref(&r->m.r);
+            return;
+        }
+        memcpy(k, key, q->h.keylen);
+        fm->route_key = k;
+        fm->route_key_len = q->h.keylen;
+        fm->route_gen = cl->w->gen;
         c->value_req = r; /* our reference passes to it */
         c->value_left = q->value_len;
         return;

@@ -1150,6 +1150,39 @@ class TestBinaryExactBytes(h.ProxyTestCase):
         self.assertEqual((p.status, p.opaque, p.value), (ENOENT, 2, b"Not found"))
 
 
+import test_reload_hostile as rh  # noqa: E402  (its reload helpers; its tests stay there)
+
+
+class TestBinaryValueAcrossReload(rh.HostileCase):
+    """test_reload_hostile F5 for a binary SET: routed when its head is parsed,
+    queued once its value is in; a reload in between retires (and frees) the
+    server it was routed to. It must route again under the new configuration."""
+
+    def test_set_whose_server_is_removed_before_its_value_arrives(self):
+        mc = self.start_memcached(self.tmp, n=2)
+        x, y = mc
+        both = {"alpha": h.pool([rh.spec(x.addr, "x"), rh.spec(y.addr, "y")],
+                                listen="%s:%d" % (h.HOST, h.free_port()))}
+        only_y = {"alpha": dict(both["alpha"], servers=[rh.spec(y.addr, "y")])}
+        self.px = self.start_proxy(self.tmp, both, workers=1)
+        key = self.key_on(both, "alpha", "x")
+        c = BinConn(self.px.port("alpha"))
+        self.addCleanup(c.close)
+        value = b"0123456789" * 10
+        pkt = packet(OP["SET"], key, set_extras(4), value, opaque=9)
+        c.send(pkt[:-60])
+        time.sleep(0.2)
+        self.reload(pools=only_y)
+        time.sleep(0.6)  # the retired server is reaped
+        c.send(pkt[-60:])
+        p = c.read_packet(timeout=5)
+        self.assertTrue(self.px.alive(), "walnut died:\n%s" % self.px.log()[-6000:])
+        self.check_sanitizers()
+        self.assertEqual((p.op, p.status, p.opaque), (OP["SET"], OK, 9))
+        self.assertEqual(y.keys_held([key]), {key}, "the value went to the removed server x")
+        self.stop_clean()
+
+
 @unittest.skipIf(h.UNDER_NUTCRACKER, NC_SKIP)
 class TestBinaryWorkers1(BinarySuite, h.ProxyTestCase):
     WORKERS = 1
