@@ -360,4 +360,18 @@ bool wn_mcbin_text_number(const char *s, size_t len, uint64_t *out);
 int wn_mcbin_stats_compose(uint8_t *dst, size_t cap, uint32_t opaque, const char *text,
                            size_t len);
 
+/*
+ * The binary reply to STAT with a group (the key): what memcached 1.6.18's
+ * binary protocol answers when it holds nothing (measured), carrying the
+ * same content as walnut's text `stats <group>` (wn_mc_stats_args_reply):
+ * its STAT lines as packets, then the empty packet where the text has END
+ * (sizes_enable and sizes_disable have neither); reset and detail on|off:
+ * the empty packet; detail dump: ("detailed", "END\r\n") and the empty
+ * packet. Groups memcached's binary protocol does not know (conns,
+ * extstore, cachedump, detail <else>, unknown words): returns 0, answer
+ * KEY_ENOENT. Otherwise the length, or WN_ETOOBIG (dst NULL: measure).
+ */
+int wn_mcbin_stats_group(uint8_t *dst, size_t cap, uint32_t opaque, const char *group,
+                         size_t len);
+
 #endif

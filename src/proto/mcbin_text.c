@@ -374,11 +374,15 @@ bool wn_mcbin_text_number(const char *s, size_t len, uint64_t *out)
 
 /* ---- stats ---------------------------------------------------------------- */
 
-int wn_mcbin_stats_compose(uint8_t *dst, size_t cap, uint32_t opaque, const char *text,
-                           size_t len)
+/* STAT lines as packets; END (or, with end_optional, the end of the text)
+ * ends them, END with the empty packet. */
+static int stat_lines(uint8_t *dst, size_t cap, uint32_t opaque, const char *text, size_t len,
+                      bool end_optional)
 {
     size_t pos = 0, n = 0;
     for (;;) {
+        if (pos >= len && end_optional)
+            return (int)n;
         const char *nl = pos < len ? memchr(text + pos, '\n', len - pos) : NULL;
         size_t end = nl != NULL ? (size_t)(nl - text) : len;
         size_t content = end;
@@ -416,4 +420,46 @@ int wn_mcbin_stats_compose(uint8_t *dst, size_t cap, uint32_t opaque, const char
         n += pkt;
         pos = end + 1;
     }
+}
+
+int wn_mcbin_stats_compose(uint8_t *dst, size_t cap, uint32_t opaque, const char *text,
+                           size_t len)
+{
+    return stat_lines(dst, cap, opaque, text, len, false);
+}
+
+static bool word_is(const char *s, size_t len, const char *word)
+{
+    size_t n = strlen(word);
+    return len >= n && memcmp(s, word, n) == 0 && (len == n || s[n] == ' ');
+}
+
+int wn_mcbin_stats_group(uint8_t *dst, size_t cap, uint32_t opaque, const char *group,
+                         size_t len)
+{
+    /* Groups memcached's binary STAT does not have (the text one does). */
+    if (word_is(group, len, "conns") || word_is(group, len, "extstore") ||
+        word_is(group, len, "cachedump"))
+        return 0;
+    size_t tlen;
+    const char *text = wn_mc_stats_args_reply(group, len, &tlen);
+    if (strcmp(text, "END\r\n") == 0 && word_is(group, len, "detail")) {
+        /* detail dump: memcached's binary sends the (empty) dump as one stat,
+         * "detailed" = "END\r\n", then the empty packet */
+        size_t need = 2 * WN_MCBIN_HEADER_LEN + 8 + 5;
+        if (dst != NULL) {
+            if (cap < need)
+                return WN_ETOOBIG;
+            wn_mcbin_compose_header(dst, cap, WN_MCBIN_OP_STAT, WN_MCBIN_OK, 0, 8, 5, opaque, 0);
+            memcpy(dst + WN_MCBIN_HEADER_LEN, "detailedEND\r\n", 13);
+            wn_mcbin_compose_header(dst + need - WN_MCBIN_HEADER_LEN, WN_MCBIN_HEADER_LEN,
+                                    WN_MCBIN_OP_STAT, WN_MCBIN_OK, 0, 0, 0, opaque, 0);
+        }
+        return (int)need;
+    }
+    if (strcmp(text, "RESET\r\n") == 0 || strcmp(text, "OK\r\n") == 0)
+        return wn_mcbin_stats_compose(dst, cap, opaque, "END\r\n", 5);
+    if (strncmp(text, "STAT ", 5) != 0 && strcmp(text, "END\r\n") != 0)
+        return 0; /* ERROR, CLIENT_ERROR: a group memcached does not have */
+    return stat_lines(dst, cap, opaque, text, tlen, true);
 }

@@ -324,7 +324,19 @@ static void dispatch_version(mcbin_client_t *c, const uint8_t *pkt,
     wn_req_unref(&r->m.r);
 }
 
-static void dispatch_local(mcbin_client_t *c, const wn_mcbin_request_t *q)
+static void stat_group(mcbin_req_t *r, const char *group, size_t len)
+{
+    uint8_t buf[512];
+    int n = wn_mcbin_stats_group(buf, sizeof(buf), r->opaque, group, len);
+    if (n == 0)
+        wn_mcbin_reply_error(r, WN_MCBIN_KEY_ENOENT);
+    else if (n < 0)
+        wn_mcbin_reply_error(r, WN_MCBIN_ENOMEM);
+    else
+        wn_req_reply(&r->m.r, (const char *)buf, (size_t)n);
+}
+
+static void dispatch_local(mcbin_client_t *c, const uint8_t *pkt, const wn_mcbin_request_t *q)
 {
     uint8_t op = q->h.opcode, loud = wn_mcbin_opcode_loud(op);
     mcbin_req_t *r = wn_mcbin_local(c, op, q->h.opaque, cmd_of(loud));
@@ -345,9 +357,9 @@ static void dispatch_local(mcbin_client_t *c, const wn_mcbin_request_t *q)
     case WN_MCBIN_OP_STAT:
         if (q->h.keylen > 0) {
             /* Groups (settings, items, slabs ...) describe one memcached,
-             * not the pool: answered as memcached answers a group it does
-             * not have. */
-            wn_mcbin_reply_error(r, WN_MCBIN_KEY_ENOENT);
+             * not the pool: answered as the text `stats <group>` is, as a
+             * memcached holding nothing answers them in binary. */
+            stat_group(r, (const char *)pkt + q->key_off, q->h.keylen);
             break;
         }
         wn_mc_reply_stats(&r->m); /* the same counters as the text `stats` */
@@ -369,7 +381,7 @@ void wn_mcbin_dispatch(mcbin_client_t *c, wn_buf_t *b, uint32_t pos,
     case WN_MCBIN_OP_NOOP:
     case WN_MCBIN_OP_QUIT:
     case WN_MCBIN_OP_STAT:
-        dispatch_local(c, q);
+        dispatch_local(c, pkt, q);
         return;
     case WN_MCBIN_OP_FLUSH:
         dispatch_flush(c, pkt, q);

@@ -1,8 +1,8 @@
 /*
  * fuzz_mcbin_text.c: libFuzzer target for the binary <-> text translation.
- * The first byte picks what the rest is: 0 a client packet (framed by
- * wn_mcbin_request_parse, then turned into a text line), 1 an opcode byte
- * and a server's reply line, 2 a `stats` text. Checks: nothing outside the
+ * The first byte picks what the rest is (mod 4): 0 a client packet (framed
+ * by wn_mcbin_request_parse, then turned into a text line), 1 an opcode byte
+ * and a server's reply line, 2 a `stats` text, 3 a STAT group. Checks: nothing outside the
  * input is read (ASan); a composed line is one line (its only "\n" at the
  * end, no NUL: a key can never smuggle a command), fits the documented
  * maximum and is reproduced into an exact-size buffer; reply statuses are
@@ -105,6 +105,19 @@ static void stats(const uint8_t *in, size_t n)
     free(out);
 }
 
+static void stats_group(const uint8_t *in, size_t n)
+{
+    int len = wn_mcbin_stats_group(NULL, 0, 1, (const char *)in, n);
+    CHECK(len >= 0);
+    if (len == 0)
+        return;
+    uint8_t *out = malloc((size_t)len);
+    CHECK(out != NULL);
+    CHECK(wn_mcbin_stats_group(out, (size_t)len, 1, (const char *)in, n) == len);
+    CHECK(wn_mcbin_stats_group(out, (size_t)len - 1, 1, (const char *)in, n) == WN_ETOOBIG);
+    free(out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -114,15 +127,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (in == NULL)
         return 0;
     memcpy(in, data + 1, size - 1);
-    switch (data[0] % 3) {
+    switch (data[0] % 4) {
     case 0:
         request(in, size - 1);
         break;
     case 1:
         reply(in, size - 1);
         break;
-    default:
+    case 2:
         stats(in, size - 1);
+        break;
+    default:
+        stats_group(in, size - 1);
         break;
     }
     free(in);

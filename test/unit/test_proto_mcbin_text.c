@@ -404,6 +404,70 @@ static void test_stats(void **state)
     assert_int_equal(wn_mcbin_stats_compose(NULL, 0, 0, "ITEM x\r\nEND\r\n", 13), WN_EPROTO);
 }
 
+/* STAT groups: packets (key=value; "" is the empty packet) as memcached
+ * 1.6.18's binary STAT sends them when it holds nothing (measured). */
+typedef struct group_case {
+    const char *group;
+    const char *packets; /* "k=v|k=v|" with "|" alone for the empty packet; NULL: ENOENT */
+} group_case_t;
+
+static void test_stats_groups(void **state)
+{
+    (void)state;
+    static const group_case_t cases[] = {
+        {"items", "|"},
+        {"settings", "|"},
+        {"slabs", "active_slabs=0|total_malloced=0||"},
+        {"sizes", "sizes_status=disabled||"},
+        {"sizes_disable", "sizes_status=disabled|"},
+        {"sizes_enable", "sizes_status=error|sizes_error=not_supported|"},
+        {"reset", "|"},
+        {"detail on", "|"},
+        {"detail off", "|"},
+        {"detail dump", "detailed=END\r\n||"},
+        {"detail", NULL},
+        {"detail x", NULL},
+        {"conns", NULL},
+        {"extstore", NULL},
+        {"cachedump 1 1", NULL},
+        {"cachedump", NULL},
+        {"bogus", NULL},
+    };
+    for (size_t i = 0; i < WN_ARRAY_SIZE(cases); i++) {
+        const group_case_t *c = &cases[i];
+        size_t glen = strlen(c->group);
+        int n = wn_mcbin_stats_group(NULL, 0, 9, c->group, glen);
+        if (c->packets == NULL) {
+            if (n != 0)
+                fail_msg("%s: want ENOENT (0), got %d", c->group, n);
+            continue;
+        }
+        assert_true(n > 0);
+        uint8_t *buf = malloc((size_t)n);
+        assert_non_null(buf);
+        assert_int_equal(wn_mcbin_stats_group(buf, (size_t)n, 9, c->group, glen), n);
+        assert_int_equal(wn_mcbin_stats_group(buf, (size_t)n - 1, 9, c->group, glen), WN_ETOOBIG);
+        char got[256] = "";
+        size_t pos = 0;
+        while (pos < (size_t)n) {
+            wn_mcbin_header_t h;
+            wn_mcbin_header_decode(buf + pos, &h);
+            assert_int_equal(h.magic, WN_MCBIN_RES_MAGIC);
+            assert_int_equal(h.opcode, WN_MCBIN_OP_STAT);
+            assert_int_equal(h.opaque, 9);
+            const char *body = (const char *)buf + pos + WN_MCBIN_HEADER_LEN;
+            if (h.bodylen > 0)
+                snprintf(got + strlen(got), sizeof(got) - strlen(got), "%.*s=%.*s", h.keylen,
+                         body, (int)(h.bodylen - h.keylen), body + h.keylen);
+            strncat(got, "|", sizeof(got) - strlen(got) - 1);
+            pos += WN_MCBIN_HEADER_LEN + h.bodylen;
+        }
+        if (strcmp(got, c->packets) != 0)
+            fail_msg("%s: got '%s', want '%s'", c->group, got, c->packets);
+        free(buf);
+    }
+}
+
 /* The statuses walnut adds have memcached-style texts in error packets. */
 static void test_new_statuses(void **state)
 {
@@ -428,6 +492,7 @@ int main(void)
         cmocka_unit_test(test_version_text),
         cmocka_unit_test(test_numbers),
         cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_stats_groups),
         cmocka_unit_test(test_new_statuses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
