@@ -1,14 +1,16 @@
 #!/usr/bin/python3
-"""walnut vs twemproxy (nutcracker) vs memcached, memcached ASCII, driven by memtier_benchmark.
+"""walnut vs twemproxy (nutcracker) vs memcached, memcached ASCII and binary, driven by memtier_benchmark.
 
 Starts two memcached, nutcracker, walnut --workers 1 and walnut --workers 2 (all on ephemeral
 127.0.0.1 ports, the three proxies in front of the same two memcached), preloads every key so GETs
 hit, checks that the proxies return the same, correct data, then runs memtier_benchmark against
 each target in alternating rounds and prints a markdown table (medians over the rounds) and the
-walnut/nutcracker and walnut/memcached ratios.
+walnut/nutcracker and walnut/memcached ratios. With --protocols memcache_binary (in the default),
+the binary protocol is measured too, against memcached and walnut only: nutcracker has none.
 
 See bench/README.md. Run: bench/memcached.sh [--test-time 5] [--rounds 3] [--keys 100000]
 """
+import struct
 
 import argparse
 import json
@@ -178,6 +180,79 @@ class MC:
         raise BenchFailure("get: more VALUE lines than keys asked for")
 
 
+class BMC:
+    """A tiny memcached binary client (SET, GETK in a GETKQ...NOOP batch), for the checks."""
+
+    HDR = struct.Struct(">BBHBBHIIQ")
+
+    def __init__(self, port, timeout=5.0):
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def _packet(self):
+        while True:
+            if len(self.buf) >= 24:
+                magic, op, kl, el, _, st, bl, opq, _ = self.HDR.unpack(self.buf[:24])
+                if magic != 0x81:
+                    raise BenchFailure(f"binary: response magic {magic:#x}")
+                if len(self.buf) >= 24 + bl:
+                    body, self.buf = self.buf[24:24 + bl], self.buf[24 + bl:]
+                    return op, st, opq, body[:el], body[el:el + kl], body[el + kl:]
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise BenchFailure("binary: connection closed by the server")
+            self.buf += chunk
+
+    def set(self, key, value, flags=0):
+        extras = struct.pack(">II", flags, 0)
+        self.sock.sendall(self.HDR.pack(0x80, 0x01, len(key), 8, 0, 0, 8 + len(key) + len(value), 1, 0)
+                          + extras + key + value)
+        op, st, _, _, _, body = self._packet()
+        if op != 0x01 or st != 0:
+            raise BenchFailure(f"binary set {key!r}: status {st:#06x} {body[:60]!r}")
+
+    def get(self, keys):
+        """{key: (flags, value)} for the keys found, asked as GETKQ ... NOOP."""
+        req = b"".join(self.HDR.pack(0x80, 0x0d, len(k), 0, 0, 0, len(k), 2, 0) + k for k in keys)
+        self.sock.sendall(req + self.HDR.pack(0x80, 0x0a, 0, 0, 0, 0, 0, 3, 0))
+        found = {}
+        while True:
+            op, st, _, extras, key, value = self._packet()
+            if op == 0x0a:
+                return found
+            if op != 0x0d or st != 0 or len(extras) != 4:
+                raise BenchFailure(f"binary getkq: op {op:#x} status {st:#06x}")
+            found[key] = (struct.unpack(">I", extras)[0], value)
+
+
+def check_binary(bin_proxies, text_proxies, tag):
+    """Write through each walnut in binary; read back in binary through every walnut and as text
+    through every proxy (nutcracker included): the same items, byte for byte."""
+    rng = random.Random("bin" + tag)
+    specials = [b"", b"\r\nEND\r\n", b"VA 1 f0\r\n", b"\x00\xff" * 7, b"x" * 20000]
+    for wname, wport in bin_proxies:
+        keys = [f"wbenchbin:{tag}:{wname.replace(' ', '_')}:{i}".encode() for i in range(40)]
+        values = {k: (i, specials[i] if i < len(specials) else rng.randbytes(rng.randint(1, 3000)))
+                  for i, k in enumerate(keys)}
+        w = BMC(wport)
+        for k, (flags, v) in values.items():
+            w.set(k, v, flags)
+        w.close()
+        for rname, rport, cls in [(n, p, BMC) for n, p in bin_proxies] + \
+                [(n, p, MC) for n, p in text_proxies]:
+            r = cls(rport)
+            got = r.get(keys)
+            r.close()
+            if got != values:
+                bad = [k for k in keys if got.get(k) != values[k]][:5]
+                raise BenchFailure(f"binary correctness ({tag}): written in binary via {wname}, read via "
+                                   f"{rname} ({'binary' if cls is BMC else 'text'}) differs for {bad}")
+    log(f"binary correctness check '{tag}': ok ({len(bin_proxies)} binary writers)")
+
+
 def check_correctness(proxies, tag, nkeys, memtier_keys=True):
     """Write through each proxy, read through every proxy (single and multi-key GET), compare exactly.
     Then read a sample of memtier's keys through every proxy and compare."""
@@ -304,17 +379,19 @@ def hit_rate(js):
     return hits / (hits + misses) if hits + misses else float("nan")
 
 
-def one_run(tport, tpid, tlabel, label, size, pipeline, rnd, base, mc_pids, procs, outdir, args):
+def one_run(tport, tpid, tlabel, label, size, pipeline, rnd, base, mc_pids, procs, outdir, args, protocol=None):
+    protocol = protocol or getattr(args, "protocol", "memcache_text")
     watch = sorted(set(p.pid for _, p, _ in procs.items))
     js, wall, mt_cpu, cpu, foreign = run_memtier(
         tport, base + [f"--test-time={args.test_time}", f"--pipeline={pipeline}", f"--data-size={size}"],
-        outdir, label, args.test_time + 60, watch, procs, getattr(args, "protocol", "memcache_text"))
+        outdir, label, args.test_time + 60, watch, procs, protocol)
     count = js["ALL STATS"]["Totals"]["Count"]
     ops = measured_rate(js, args.test_time, label)
     hr = hit_rate(js)
     if hr < 0.99:
         raise BenchFailure(f"{label}: GET hit rate {hr:.4f} < 0.99 (wrong data or lost keys?)")
-    r = {"size": size, "pipeline": pipeline, "round": rnd + 1, "target": tlabel, "label": label,
+    r = {"protocol": protocol, "size": size, "pipeline": pipeline, "round": rnd + 1, "target": tlabel,
+         "label": label,
          "count": count, "ops": ops, "p50": pct(js, "p50.00"), "p99": pct(js, "p99.00"),
          "hit": hr, "wall": wall, "foreign_cpu": foreign,
          "memtier_printed_ops": js["ALL STATS"]["Totals"]["Ops/sec"],
@@ -377,13 +454,16 @@ def main():
     ap.add_argument("--pipelines", default="1,16")
     ap.add_argument("--sizes", default="32,1024")
     ap.add_argument("--ratio", default="1:10", help="set:get (default 1:10)")
+    ap.add_argument("--protocols", default="memcache_text,memcache_binary",
+                    help="memtier protocols to measure (default memcache_text,memcache_binary); "
+                         "memcache_binary runs against memcached and walnut only (nutcracker has none)")
     ap.add_argument("--max-other-load", type=float, default=0.25,
                     help="a run during which other processes (and steal) used more than this share of the "
                          "machine is repeated (default 0.25); before each run, wait up to 10 s for quiet")
     ap.add_argument("--retries", type=int, default=2, help="repeats of a disturbed run (default 2)")
-    ap.add_argument("--budget", type=int, default=480,
+    ap.add_argument("--budget", type=int, default=None,
                     help="seconds for all measured runs; waiting and repeating stop when the runs still to "
-                         "come would not fit (default 480)")
+                         "come would not fit (default 480 for the text rows, 840 with the binary ones)")
     ap.add_argument("--out", default=None, help="directory for logs and raw results (default: a new /tmp dir)")
     args = ap.parse_args()
 
@@ -398,6 +478,12 @@ def main():
                 f"-DCMAKE_BUILD_TYPE=Release && cmake --build {REPO}/build-bench -j2"
                 if name == "walnut" else f"{name} not found ({path})")
             return 2
+    protocols = [x for x in args.protocols.split(",") if x]
+    if not protocols or any(x not in ("memcache_text", "memcache_binary") for x in protocols):
+        log("--protocols: a comma-separated list of memcache_text and memcache_binary")
+        return 2
+    if args.budget is None:
+        args.budget = 480 if protocols == ["memcache_text"] else 840
     if not (0 <= args.retries <= 5 and 0 < args.max_other_load <= 1 and 0 <= args.budget <= 7200):
         log("out of range: --retries 0..5, --max-other-load 0..1, --budget 0..7200")
         return 2
@@ -454,13 +540,18 @@ def main():
             ("walnut -T2", w2_port, walnuts[2].pid),
         ]
         proxies = [("nutcracker", nc_port), ("walnut -T1", w1_port), ("walnut -T2", w2_port)]
+        # nutcracker has no binary protocol: binary rows measure memcached and walnut only
+        targets_of = {"memcache_text": targets, "memcache_binary": [targets[0]] + targets[2:]}
+        bin_proxies = [("walnut -T1", w1_port), ("walnut -T2", w2_port)]
         check_correctness(proxies, "start", args.keys, memtier_keys=False)
+        if "memcache_binary" in protocols:
+            check_binary(bin_proxies, proxies, "start")
 
         base = ["-t", str(args.threads), "-c", str(args.clients), f"--ratio={args.ratio}",
                 "--key-minimum=1", f"--key-maximum={args.keys}", "--key-pattern=R:R", "--distinct-client-seed"]
         results = []  # dicts
         deadline = time.monotonic() + args.budget
-        runs_left = len(sizes) * len(pipelines) * args.rounds * len(targets)
+        runs_left = len(sizes) * len(pipelines) * args.rounds * sum(len(targets_of[p]) for p in protocols)
         for size in sizes:
             # Preload every key through nutcracker (each key lands on its ketama owner, identical for
             # walnut), then every key straight into memcached A so the direct target hits too.
@@ -474,35 +565,40 @@ def main():
                 if n != args.keys:
                     raise BenchFailure(f"{label}: {n} sets, expected {args.keys}")
                 log(f"{label}: {n} keys of {size} B stored in {wall:.1f} s")
-            for pipeline in pipelines:
-                for rnd in range(args.rounds):
-                    k = rnd % len(targets)
-                    for tlabel, tport, tpid in targets[k:] + targets[:k]:
-                        slug = tlabel.split(" (")[0].replace(" ", "_").replace("-", "")
-                        best = None
-                        for attempt in range(args.retries + 1):
-                            # wait/repeat only while the runs still to come fit in the budget
-                            in_budget = time.monotonic() + (runs_left + 1) * (args.test_time + 1) + 15 < deadline
-                            if in_budget:
-                                wait_quiet(args.max_other_load, 10.0)
-                            label = f"{size}B_p{pipeline}_r{rnd + 1}_{slug}" + (f"_retry{attempt}" if attempt else "")
-                            r = one_run(tport, tpid, tlabel, label, size, pipeline, rnd, base, mc_pids, procs,
-                                        outdir, args)
-                            r["attempt"] = attempt + 1
-                            if best is None or r["foreign_cpu"] < best["foreign_cpu"]:
-                                best = r
-                            if r["foreign_cpu"] <= args.max_other_load or not in_budget:
-                                break
-                            if attempt < args.retries:
-                                log(f"{label}: other processes used {r['foreign_cpu']:.0%} of the machine; "
-                                    f"running it again")
-                        results.append(best)
-                        runs_left -= 1
+            for pipeline, protocol, rnd in [(pl, pr, rn) for pl in pipelines for pr in protocols
+                                            for rn in range(args.rounds)]:
+                tgts = targets_of[protocol]
+                k = rnd % len(tgts)
+                for tlabel, tport, tpid in tgts[k:] + tgts[:k]:
+                    slug = tlabel.split(" (")[0].replace(" ", "_").replace("-", "")
+                    if protocol != "memcache_text":
+                        slug = "bin_" + slug
+                    best = None
+                    for attempt in range(args.retries + 1):
+                        # wait/repeat only while the runs still to come fit in the budget
+                        in_budget = time.monotonic() + (runs_left + 1) * (args.test_time + 1) + 15 < deadline
+                        if in_budget:
+                            wait_quiet(args.max_other_load, 10.0)
+                        label = f"{size}B_p{pipeline}_r{rnd + 1}_{slug}" + (f"_retry{attempt}" if attempt else "")
+                        r = one_run(tport, tpid, tlabel, label, size, pipeline, rnd, base, mc_pids, procs,
+                                    outdir, args, protocol)
+                        r["attempt"] = attempt + 1
+                        if best is None or r["foreign_cpu"] < best["foreign_cpu"]:
+                            best = r
+                        if r["foreign_cpu"] <= args.max_other_load or not in_budget:
+                            break
+                        if attempt < args.retries:
+                            log(f"{label}: other processes used {r['foreign_cpu']:.0%} of the machine; "
+                                f"running it again")
+                    results.append(best)
+                    runs_left -= 1
             check_correctness(proxies, f"after-{size}B", args.keys)
+            if "memcache_binary" in protocols:
+                check_binary(bin_proxies, proxies, f"after-{size}B")
         procs.check_alive()
         with open(os.path.join(outdir, "runs.json"), "w") as f:
             json.dump(results, f, indent=1)
-        report(results, targets, sizes, pipelines, args, outdir)
+        report(results, targets, sizes, pipelines, args, outdir, protocols)
         return 0
     except BenchFailure as e:
         log(f"\nBENCHMARK FAILED: {e}\nlogs: {outdir}")
@@ -524,49 +620,69 @@ def walnut_revision(binary):
     return f"tree at {head or '?'}{' + uncommitted changes in src/include' if dirty else ''}, binary built {built}"
 
 
-def report(results, targets, sizes, pipelines, args, outdir):
+def report(results, targets, sizes, pipelines, args, outdir, protocols=None):
+    """The tables. protocols: the memtier protocols measured (default args.protocol); with more than
+    one, a protocol column; a target with no runs under a protocol gets an n/a row (nutcracker has no
+    memcached binary protocol)."""
+    protocols = protocols or [getattr(args, "protocol", "memcache_text")]
+    backend = getattr(args, "backend_name", "memcached")
+    short = {"memcache_text": "text", "memcache_binary": "binary"}
+    many = len(protocols) > 1
     med = {}
-    for size in sizes:
-        for pipeline in pipelines:
-            for tlabel, _, _ in targets:
-                rs = [r for r in results if r["size"] == size and r["pipeline"] == pipeline and r["target"] == tlabel]
-                med[(size, pipeline, tlabel)] = {k: statistics.median(r[k] for r in rs)
-                                                 for k in ("ops", "p50", "p99", "cpu_target", "cpu_backends",
-                                                           "cpu_memtier", "hit")}
-                med[(size, pipeline, tlabel)]["ops_all"] = [round(r["ops"]) for r in rs]
+    for r in results:
+        key = (r.get("protocol", protocols[0]), r["size"], r["pipeline"], r["target"])
+        med.setdefault(key, []).append(r)
+    for key, rs in med.items():
+        m = {k: statistics.median(r[k] for r in rs)
+             for k in ("ops", "p50", "p99", "cpu_target", "cpu_backends", "cpu_memtier", "hit")}
+        m["ops_all"] = [round(r["ops"]) for r in rs]
+        med[key] = m
+    col = (lambda protocol: f"| {short.get(protocol, protocol)} ") if many else (lambda protocol: "")
     lines = []
     lines.append(f"walnut: {args.walnut} ({walnut_revision(args.walnut)}); {os.cpu_count()} CPUs; "
                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    lines.append(f"memtier_benchmark --protocol={getattr(args, 'protocol', 'memcache_text')} "
-                 f"-t {args.threads} -c {args.clients} "
+    lines.append(f"memtier_benchmark --protocol={'|'.join(protocols)} -t {args.threads} -c {args.clients} "
                  f"--ratio={args.ratio} --test-time={args.test_time}, keys 1..{args.keys} (R:R), "
                  f"median of {args.rounds} rounds")
     lines.append("")
-    backend = getattr(args, "backend_name", "memcached")
-    lines.append("| value | pipeline | target | ops/s | p50 ms | p99 ms | GET hit | target CPU s/100k req "
-                 f"| {backend} CPU s/100k | memtier CPU s/100k | ops/s per round |")
-    lines.append("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
-    for size in sizes:
-        for pipeline in pipelines:
-            for tlabel, _, _ in targets:
-                m = med[(size, pipeline, tlabel)]
-                cpu_b = "(same)" if tlabel.startswith(backend) else f"{m['cpu_backends']:.3f}"
-                lines.append(f"| {size} B | {pipeline} | {tlabel} | {m['ops']:,.0f} | {m['p50']:.3f} | "
-                             f"{m['p99']:.3f} | {m['hit'] * 100:.2f}% | {m['cpu_target']:.3f} | {cpu_b} | "
-                             f"{m['cpu_memtier']:.3f} | {', '.join(f'{x:,}' for x in m['ops_all'])} |")
+    lines.append(("| protocol " if many else "") + "| value | pipeline | target | ops/s | p50 ms | p99 ms | GET hit "
+                 f"| target CPU s/100k req | {backend} CPU s/100k | memtier CPU s/100k | ops/s per round |")
+    lines.append(("|---" if many else "") + "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for protocol in protocols:
+        for size in sizes:
+            for pipeline in pipelines:
+                for tlabel, _, _ in targets:
+                    m = med.get((protocol, size, pipeline, tlabel))
+                    if m is None:
+                        lines.append(f"{col(protocol)}| {size} B | {pipeline} | {tlabel} | n/a: no binary "
+                                     f"protocol | | | | | | | |")
+                        continue
+                    cpu_b = "(same)" if tlabel.startswith(backend) else f"{m['cpu_backends']:.3f}"
+                    lines.append(f"{col(protocol)}| {size} B | {pipeline} | {tlabel} | {m['ops']:,.0f} | "
+                                 f"{m['p50']:.3f} | {m['p99']:.3f} | {m['hit'] * 100:.2f}% | {m['cpu_target']:.3f} | "
+                                 f"{cpu_b} | {m['cpu_memtier']:.3f} | {', '.join(f'{x:,}' for x in m['ops_all'])} |")
     lines.append("")
-    lines.append("| value | pipeline | T1/nutcracker ops | T1/nutcracker CPU per req | T2/nutcracker ops "
-                 f"| T2/nutcracker CPU per req | T1/{backend} ops | T2/{backend} ops |")
-    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append(("| protocol " if many else "") + "| value | pipeline | T1/nutcracker ops | T1/nutcracker CPU per req "
+                 f"| T2/nutcracker ops | T2/nutcracker CPU per req | T1/{backend} ops | T2/{backend} ops |")
+    lines.append(("|---" if many else "") + "|---:|---:|---:|---:|---:|---:|---:|---:|")
     direct, nc, w1, w2 = (t[0] for t in targets)
-    for size in sizes:
-        for pipeline in pipelines:
-            g = lambda t, k: med[(size, pipeline, t)][k]  # noqa: E731
-            lines.append(f"| {size} B | {pipeline} | {fmt_ratio(g(w1, 'ops'), g(nc, 'ops'))} | "
-                         f"{fmt_ratio(g(w1, 'cpu_target'), g(nc, 'cpu_target'))} | "
-                         f"{fmt_ratio(g(w2, 'ops'), g(nc, 'ops'))} | "
-                         f"{fmt_ratio(g(w2, 'cpu_target'), g(nc, 'cpu_target'))} | "
-                         f"{fmt_ratio(g(w1, 'ops'), g(direct, 'ops'))} | {fmt_ratio(g(w2, 'ops'), g(direct, 'ops'))} |")
+    for protocol in protocols:
+        for size in sizes:
+            for pipeline in pipelines:
+                def g(t, k):
+                    m = med.get((protocol, size, pipeline, t))
+                    return m[k] if m else None
+
+                def ratio(a, b):
+                    return "n/a" if a is None or b is None else fmt_ratio(a, b)
+                lines.append(f"{col(protocol)}| {size} B | {pipeline} | {ratio(g(w1, 'ops'), g(nc, 'ops'))} | "
+                             f"{ratio(g(w1, 'cpu_target'), g(nc, 'cpu_target'))} | "
+                             f"{ratio(g(w2, 'ops'), g(nc, 'ops'))} | "
+                             f"{ratio(g(w2, 'cpu_target'), g(nc, 'cpu_target'))} | "
+                             f"{ratio(g(w1, 'ops'), g(direct, 'ops'))} | {ratio(g(w2, 'ops'), g(direct, 'ops'))} |")
+    if "memcache_binary" in protocols:
+        lines.append("")
+        lines.append("nutcracker (twemproxy 0.5.0) has no memcached binary protocol: its binary rows are n/a.")
     fc = sorted(r["foreign_cpu"] for r in results)
     lines.append("")
     noisy = sum(1 for x in fc if x > args.max_other_load)

@@ -103,7 +103,10 @@ uint8_t wn_mcbin_opcode_loud(uint8_t op);
 bool wn_mcbin_op_stores(uint8_t op);
 
 /* Response status codes and memcached's texts for them (the body of its
- * error packets). NONE is walnut's: no packet at all. */
+ * error packets). NONE is walnut's: no packet at all. memcached 1.6.18
+ * never sends EINTERNAL or ETMPFAIL (codes of the protocol's later
+ * revisions); walnut sends them for what only a proxy meets: a server's
+ * reply it cannot map, a server it cannot reach. */
 #define WN_MCBIN_STATUS_MAP(XX)                                                                   \
     XX(OK, 0x0000, "")                                                                            \
     XX(KEY_ENOENT, 0x0001, "Not found")                                                           \
@@ -115,6 +118,8 @@ bool wn_mcbin_op_stores(uint8_t op);
     XX(AUTH_ERROR, 0x0020, "Auth failure.")                                                       \
     XX(UNKNOWN_COMMAND, 0x0081, "Unknown command")                                                \
     XX(ENOMEM, 0x0082, "Out of memory")                                                           \
+    XX(EINTERNAL, 0x0084, "Internal error")                                                       \
+    XX(ETMPFAIL, 0x0086, "Temporary failure")                                                     \
     XX(NONE, 0xffff, "")
 
 typedef enum wn_mcbin_status {
@@ -243,7 +248,7 @@ bool wn_mcbin_quiet_drops(uint8_t op, uint16_t status);
  * the given opcode, status, lengths (bodylen = extlen + keylen + value_len),
  * opaque and cas. Writes 24 bytes; returns 24, WN_ETOOBIG if cap < 24, or
  * WN_EINVAL if the lengths add up past 32 bits.
- * NOOP: (op, OK, 0, 0, 0); VERSION: value "1.6.18"-like text after it;
+ * NOOP: (op, OK, 0, 0, 0); VERSION: the version text after it;
  * STAT: one per entry (key, value), then an empty one.
  */
 int wn_mcbin_compose_header(uint8_t *dst, size_t cap, uint8_t op, uint16_t status,
@@ -257,5 +262,116 @@ int wn_mcbin_compose_header(uint8_t *dst, size_t cap, uint8_t op, uint16_t statu
 #define WN_MCBIN_ERROR_MAX (WN_MCBIN_HEADER_LEN + 64)
 int wn_mcbin_compose_error(uint8_t *dst, size_t cap, uint8_t op, uint32_t opaque,
                            uint16_t status);
+
+/* ---- translation to the text protocol ---------------------------------- */
+
+/*
+ * walnut's server connections are shared by every client of a worker and
+ * speak memcached's text protocol, so a binary request travels as the text
+ * command with the same semantics on memcached >= 1.6 (the meta commands,
+ * which carry CAS, modes and binary keys exactly), and its reply is mapped
+ * back to the packet memcached would have sent:
+ *
+ *   GET GETQ GETK GETKQ       mg <key> v f c
+ *   GAT GATQ GATK GATKQ       mg <key> T<exptime> v f c
+ *   TOUCH                     mg <key> T<exptime> f c
+ *   SET ADD REPLACE (+Q)      ms <key> <len> T<exptime> F<flags> [ME|MR] c
+ *                             with a CAS: ms ... C<cas> c (memcached turns
+ *                             ADD and REPLACE with a CAS into a CAS set)
+ *   APPEND PREPEND (+Q)       ms <key> <len> MA|MP [C<cas>] c
+ *   DELETE(Q)                 md <key> [C<cas>]
+ *   INCREMENT DECREMENT (+Q)  ma <key> [N<exptime> J<initial>] D<delta> [MD]
+ *                             [C<cas>] v c   (no N J when exptime is
+ *                             0xffffffff: a miss is then Not found)
+ *   FLUSH(Q)                  flush_all [<exptime>]   (to every server)
+ *   VERSION                   version   (to one server, as the text version)
+ *
+ * A key holding a byte the text protocol cannot carry (NUL, LF, space) is
+ * sent base64-encoded with the b flag, so it can be at most 186 bytes long
+ * (WN_MCBIN_TEXT_B64_KEY_MAX; memcached checks the encoded length against
+ * 250). An exptime over 2^31-1 is sent as 2^31-1: memcached reads meta's T
+ * as a signed 32-bit number, and as an absolute time either is decades
+ * away. Storing requests are followed by their value and "\r\n".
+ */
+#define WN_MCBIN_TEXT_LINE_MAX 512
+#define WN_MCBIN_TEXT_B64_KEY_MAX 186
+
+/* Must the key go base64 (a NUL, LF or space in it)? */
+bool wn_mcbin_key_needs_b64(const uint8_t *key, size_t len);
+
+/*
+ * The text request line for the packet at pkt, framed by
+ * wn_mcbin_request_parse as req (header, extras and key contiguous). Writes
+ * the line with its "\r\n" to dst. Returns its length; WN_EINVAL when the
+ * opcode is not one that is sent to a server (NOOP, QUIT, STAT, SASL,
+ * unknown) or the key cannot be carried (base64 too long);
+ * WN_ETOOBIG when cap is too small (WN_MCBIN_TEXT_LINE_MAX always suffices).
+ */
+int wn_mcbin_text_request(char *dst, size_t cap, const uint8_t *pkt,
+                          const wn_mcbin_request_t *req);
+
+/* "md <key>[ b]\r\n": a SET (SETQ) refused as too large also unlinks the
+ * key's old value, as memcached does (it keeps it for ADD, REPLACE, APPEND
+ * and PREPEND). Returns as wn_mcbin_text_request. */
+int wn_mcbin_text_unlink(char *dst, size_t cap, const uint8_t *key, size_t keylen);
+
+/* What a server's text reply line means for a binary client. */
+typedef struct wn_mcbin_text_reply {
+    uint16_t status;    /* what memcached's binary protocol answers */
+    bool has_flags;     /* an f flag came back: the item's client flags */
+    uint32_t flags;
+    uint64_t cas;       /* the c flag, else 0 */
+    bool value;         /* VA: a data block of value_len bytes and "\r\n"
+                         * follows the line */
+    uint32_t value_len;
+    uint32_t text_off;  /* VERSION: the version, text_len bytes at this */
+    uint32_t text_len;  /* offset of the line (the packet's value) */
+} wn_mcbin_text_reply_t;
+
+/*
+ * Map a reply line (content without its line end) to the status, flags and
+ * CAS memcached sends the binary request `op` (quiet or not), as
+ * wn_mcbin_text_request sent it:
+ *   mg: VA / HD -> OK, EN -> KEY_ENOENT
+ *   ms: HD -> OK, EX -> KEY_EEXISTS, NF -> KEY_ENOENT, NS -> KEY_EEXISTS for
+ *       ADD, KEY_ENOENT for REPLACE, NOT_STORED for the rest
+ *   md: HD -> OK, NF -> KEY_ENOENT, EX -> KEY_EEXISTS
+ *   ma: VA -> OK (the value is the number), NF -> KEY_ENOENT,
+ *       NS -> NOT_STORED, EX -> KEY_EEXISTS
+ *   flush_all: OK -> OK      version: VERSION <text> -> OK, text the value
+ *   CLIENT_ERROR cannot increment or decrement non-numeric value ->
+ *   DELTA_BADVAL; SERVER_ERROR object too large for cache -> E2BIG;
+ *   SERVER_ERROR out of memory... -> ENOMEM; any other error line ->
+ *   EINTERNAL (its text is the packet's body).
+ * Returns 0, or WN_EPROTO when the line is no answer to that command.
+ */
+int wn_mcbin_text_reply(uint8_t op, const char *line, size_t len, wn_mcbin_text_reply_t *rep);
+
+/* An incr/decr result as memcached writes it (1 to 20 digits). */
+bool wn_mcbin_text_number(const char *s, size_t len, uint64_t *out);
+
+/*
+ * The binary STAT reply for a text `stats` reply: one packet per
+ * "STAT <name> <value>" line (key name, value the rest of the line), then
+ * the empty packet; opcode STAT, the given opaque. With dst NULL (cap 0)
+ * only measures. Returns the length, WN_EPROTO for a line that is neither
+ * STAT nor END, or WN_ETOOBIG if cap is too small.
+ */
+int wn_mcbin_stats_compose(uint8_t *dst, size_t cap, uint32_t opaque, const char *text,
+                           size_t len);
+
+/*
+ * The binary reply to STAT with a group (the key): what memcached 1.6.18's
+ * binary protocol answers when it holds nothing (measured), carrying the
+ * same content as walnut's text `stats <group>` (wn_mc_stats_args_reply):
+ * its STAT lines as packets, then the empty packet where the text has END
+ * (sizes_enable and sizes_disable have neither); reset and detail on|off:
+ * the empty packet; detail dump: ("detailed", "END\r\n") and the empty
+ * packet. Groups memcached's binary protocol does not know (conns,
+ * extstore, cachedump, detail <else>, unknown words): returns 0, answer
+ * KEY_ENOENT. Otherwise the length, or WN_ETOOBIG (dst NULL: measure).
+ */
+int wn_mcbin_stats_group(uint8_t *dst, size_t cap, uint32_t opaque, const char *group,
+                         size_t len);
 
 #endif

@@ -8,6 +8,7 @@
  * bounded. Worker thread only, except the wn_worker_* calls marked control.
  */
 #include "core_types.h"
+#include "protocol.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -121,7 +122,7 @@ static void stats_reply(wn_worker_t *w, const wn_msg_t *m)
 {
     req_t *r = take_waiting(w, m->epoch);
     if (r != NULL) {
-        wn_req_reply(r, m->text, m->len);
+        wn_proto_stats_reply(r, m->text, m->len);
         wn_req_unref(r);
     }
     free(m->text);

@@ -7,6 +7,7 @@
  * when every server did, else the first other answer. Worker thread only.
  */
 #include "mc.h"
+#include "mcbin.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +161,10 @@ void wn_mc_parent_progress(req_t *parent)
     mc_req_t *p = mc_req(parent);
     if (parent->done)
         return;
+    if (wn_mcbin_req_is(parent)) {
+        wn_mcbin_progress(parent); /* a binary client's: its reply is a packet */
+        return;
+    }
     if (p->split != NULL)
         split_progress(p);
     else

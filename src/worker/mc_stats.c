@@ -7,6 +7,7 @@
  * own block answers. Worker thread.
  */
 #include "mc.h"
+#include "protocol.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -61,5 +62,5 @@ void wn_mc_reply_stats(mc_req_t *r)
     }
     LINE("END\r\n");
 #undef LINE
-    wn_req_reply(&r->r, text, n);
+    wn_proto_stats_reply(&r->r, text, n);
 }

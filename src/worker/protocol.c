@@ -7,6 +7,7 @@
 #include "protocol.h"
 
 #include "mc.h"
+#include "mcbin.h"
 #include "redis.h"
 
 wn_proto_t wn_proto_of(const wn_conf_pool_t *conf)
@@ -22,6 +23,7 @@ const char *wn_proto_name(wn_proto_t proto)
 /* Every unit's request fits one slot size: the free list is shared. */
 typedef union req_slot {
     mc_req_t mc;
+    mcbin_req_t mcbin;
     redis_req_t redis;
 } req_slot_t;
 
@@ -37,7 +39,7 @@ size_t wn_proto_client_size(wn_proto_t proto)
         return sizeof(redis_client_t);
     case WN_PROTO_MC:
     default:
-        return sizeof(mc_client_t);
+        return sizeof(mcbin_client_t); /* text or binary, by its first byte */
     }
 }
 
@@ -70,9 +72,13 @@ void wn_proto_client_init(client_t *c)
     DISPATCH(c->pool->proto, wn_mc_client_init(c), wn_redis_client_init(c));
 }
 
+/* A memcache pool's client speaks text or binary, chosen by its first byte
+ * as memcached does (0x80: binary); mcbin_*.c serves the binary ones. */
 void wn_proto_client_parse(client_t *c)
 {
-    DISPATCH(c->pool->proto, wn_mc_client_parse(c), wn_redis_client_parse(c));
+    DISPATCH(c->pool->proto,
+             wn_mcbin_client_select(c) ? wn_mcbin_client_parse(c) : wn_mc_client_parse(c),
+             wn_redis_client_parse(c));
 }
 
 bool wn_proto_client_has_pending(const client_t *c)
@@ -82,23 +88,29 @@ bool wn_proto_client_has_pending(const client_t *c)
         return wn_redis_client_has_pending(c);
     case WN_PROTO_MC:
     default:
-        return false; /* a held request's line stays in the buffer, unparsed */
+        return false; /* a held request (text or binary) stays in the buffer, unparsed */
     }
 }
 
 void wn_proto_client_eof(client_t *c)
 {
-    DISPATCH(c->pool->proto, wn_mc_client_eof(c), wn_redis_client_eof(c));
+    DISPATCH(c->pool->proto,
+             wn_mcbin_client_is(c) ? wn_mcbin_client_eof(c) : wn_mc_client_eof(c),
+             wn_redis_client_eof(c));
 }
 
 void wn_proto_client_deinit(client_t *c)
 {
-    DISPATCH(c->pool->proto, wn_mc_client_deinit(c), wn_redis_client_deinit(c));
+    DISPATCH(c->pool->proto,
+             wn_mcbin_client_is(c) ? wn_mcbin_client_deinit(c) : wn_mc_client_deinit(c),
+             wn_redis_client_deinit(c));
 }
 
 void wn_proto_client_read_plan(const client_t *c, uint32_t *keep, uint64_t *ahead)
 {
-    DISPATCH(c->pool->proto, wn_mc_client_read_plan(c, keep, ahead),
+    DISPATCH(c->pool->proto,
+             wn_mcbin_client_is(c) ? wn_mcbin_client_read_plan(c, keep, ahead)
+                                   : wn_mc_client_read_plan(c, keep, ahead),
              wn_redis_client_read_plan(c, keep, ahead));
 }
 
@@ -128,6 +140,14 @@ void wn_proto_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead
 {
     DISPATCH(s->server->pool->proto, wn_mc_server_read_plan(s, keep, ahead),
              wn_redis_server_read_plan(s, keep, ahead));
+}
+
+void wn_proto_stats_reply(req_t *r, const char *text, size_t len)
+{
+    if (r->pool->proto == WN_PROTO_MC && wn_mcbin_req_is(r))
+        wn_mcbin_stats_reply(r, text, len);
+    else
+        wn_req_reply(r, text, len);
 }
 
 void wn_proto_fail(req_t *r, int err)

@@ -66,6 +66,10 @@ void wn_proto_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead
  * with the protocol's error reply; a fragment's parent hears of it. */
 void wn_proto_fail(req_t *r, int err);
 
+/* Answer r, a memcached `stats` request, with control's text (binary
+ * clients get it as STAT packets). */
+void wn_proto_stats_reply(req_t *r, const char *text, size_t len);
+
 /* Number and names of the unit's commands (per-command counters). */
 uint32_t wn_proto_ncmds(wn_proto_t proto);
 const char *wn_proto_cmd_name(wn_proto_t proto, uint32_t cmd);

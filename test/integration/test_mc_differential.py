@@ -544,12 +544,6 @@ ALLOWED = [
           expect=lambda t, rec: t.replace(b"STAT sizes_status enabled\r\n",
                                           b"STAT sizes_status error\r\n"
                                           b"STAT sizes_error not_supported\r\n", 1)),
-    Entry(["binary.noop", "binary.version"], "the binary protocol is not served: a request "
-          "starting with 0x80 is read as ASCII (a LF in it ends an unknown line: ERROR)",
-          "memcached picks the protocol from a connection's first byte; walnut's memcached "
-          "pools speak ASCII (README status: binary not yet)",
-          expect=lambda t, rec: b"ERROR\r\n<<EOF>>" if b"\n" in rec.steps[0][0][0]
-          else b"<<EOF>>"),
     Entry(["odd.admin_shutdown", "odd.slabs_reassign", "odd.cache_memlimit"],
           "admin commands answer ERROR", "they act on one memcached; walnut forwards no "
           "admin command (unknown words get ERROR, %s)" % README,
