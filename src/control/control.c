@@ -57,12 +57,20 @@ void wn_control_outbox_retry(control_t *ctl)
         uv_timer_start(&ctl->outbox_timer, on_outbox_timer, OUTBOX_RETRY_MS, 0);
 }
 
+/* Messages taken from one worker per turn: a worker whose clients keep
+ * asking (memcached `stats`, answered at once) refills its ring as fast as
+ * control drains it, and must not starve the others. */
+#define MAX_MSGS_PER_TURN 64
+
 static void on_wakeup(uv_async_t *a)
 {
     control_t *ctl = a->data;
+    bool more = false;
     for (int i = 0; i < ctl->nworkers; i++) {
         wn_msg_t m;
-        while (wn_worker_receive(ctl->workers[i], &m) == 0) {
+        int taken = 0;
+        while (taken < MAX_MSGS_PER_TURN && wn_worker_receive(ctl->workers[i], &m) == 0) {
+            taken++;
             switch (m.type) {
             case WN_MSG_RING_DONE:
                 wn_ring_unref(m.ring);
@@ -92,8 +100,12 @@ static void on_wakeup(uv_async_t *a)
                 break;
             }
         }
+        more = more || taken == MAX_MSGS_PER_TURN;
         wn_worker_flush_outbox(ctl->workers[i]);
     }
+    /* The rest on the next turn, after every other worker's. */
+    if (more && !ctl->stopping)
+        uv_async_send(&ctl->wakeup);
 }
 
 void wn_control_stop(control_t *ctl)

@@ -8,6 +8,7 @@
 #include "stats_view.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,7 +191,13 @@ static void read_process(wn_stats_process_t *pr, uint64_t start_us)
         pr->have_resident = true;
     }
 
-    DIR *d = opendir("/proc/self/fd");
+    /* open + fdopendir rather than opendir: the descriptor number may have
+     * been a worker's socket a moment ago, and ThreadSanitizer only sees it
+     * start a new life through open(). */
+    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (d == NULL && dfd >= 0)
+        close(dfd);
     if (d != NULL) {
         int self = dirfd(d);
         uint64_t n = 0;
