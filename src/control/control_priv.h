@@ -181,7 +181,22 @@ void wn_control_mc_stats(control_t *ctl, const wn_msg_t *m);
 bool wn_control_workers_alive(const control_t *ctl, uint64_t within_ms, int *late,
                               uint64_t *late_ms);
 
-/* health.c */
+/* health.c: decisions and probes */
+static inline bool health_probing(const hpool_t *p)
+{
+    return p->conf->health_check_interval > 0;
+}
+/* Build p's ring from its servers' state (the epoch moves on); 0 or WN_ENOMEM. */
+int health_build_ring(hpool_t *p);
+void health_probe_close(hserver_t *s);
+/* Probe s after delay_ms, unless a probe is outstanding (its end decides). */
+void health_probe_schedule(hserver_t *s, uint64_t delay_ms);
+/* A worker's message about a server. */
+void health_on_message(control_t *ctl, const wn_msg_t *m);
+
+/* pools.c: the pools and servers themselves */
+/* A retired server's close callback came (its last one frees it). */
+void health_server_release(hserver_t *s);
 int health_init(control_t *ctl);
 /* Start probing (after the workers run). */
 void health_start(control_t *ctl);
@@ -193,7 +208,5 @@ void health_deinit(control_t *ctl);
  * every pool's ring is rebuilt. Nothing changes unless it returns 0; else
  * err says why (a protocol change, an address that does not resolve). */
 int health_reload(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen);
-/* A worker's message about a server. */
-void health_on_message(control_t *ctl, const wn_msg_t *m);
 
 #endif

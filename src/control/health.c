@@ -6,6 +6,7 @@
  * ejects at server_failure_limit, rejoins only after a good probe once
  * server_retry_timeout has passed, and rebuilds a pool's ring once per
  * change (rate-limited), broadcasting it to every worker with an epoch.
+ * The pools and servers themselves (made, kept, retired) are pools.c's.
  * Control thread only.
  */
 #include "control_priv.h"
@@ -27,7 +28,6 @@
 /* Probe deadline when the pool has no timeout. */
 #define DEFAULT_PROBE_TIMEOUT_MS 1000
 
-static void probe_schedule(hserver_t *s, uint64_t delay_ms);
 static void request_rebuild(hpool_t *p);
 
 static uint64_t now_ms(const control_t *ctl)
@@ -35,10 +35,6 @@ static uint64_t now_ms(const control_t *ctl)
     return uv_now(&ctl->loop);
 }
 
-static bool probing(const hpool_t *p)
-{
-    return p->conf->health_check_interval > 0;
-}
 
 static uint64_t probe_timeout(const hpool_t *p)
 {
@@ -73,7 +69,7 @@ static void send_verdict(hserver_t *s)
 
 /* ---- the ring ------------------------------------------------------------- */
 
-static int build_ring(hpool_t *p)
+int health_build_ring(hpool_t *p)
 {
     bool *live = calloc(p->nservers, sizeof(*live));
     wn_ring_server_t *rs = calloc(p->nservers, sizeof(*rs));
@@ -107,7 +103,7 @@ static int build_ring(hpool_t *p)
 static void rebuild_now(hpool_t *p)
 {
     p->rebuild_pending = false;
-    int rc = build_ring(p);
+    int rc = health_build_ring(p);
     if (rc < 0) {
         wn_log_error("pool '%s': cannot build its ring: %s", p->conf->name, wn_strerror(rc));
         return;
@@ -157,8 +153,8 @@ static void eject(hserver_t *s, int err, const char *how)
         s->guard_logged = true;
         send_verdict(s);
         /* It stays in: keep checking it, so a recovery is seen. */
-        if (probing(p))
-            probe_schedule(s, (uint64_t)p->conf->health_check_interval);
+        if (health_probing(p))
+            health_probe_schedule(s, (uint64_t)p->conf->health_check_interval);
         return;
     }
     s->ejected = true;
@@ -173,7 +169,7 @@ static void eject(hserver_t *s, int err, const char *how)
                 p->conf->name, s->conf->name, p->conf->server_failure_limit, wn_strerror(err),
                 how, p->conf->server_retry_timeout);
     request_rebuild(p);
-    probe_schedule(s, (uint64_t)p->conf->server_retry_timeout);
+    health_probe_schedule(s, (uint64_t)p->conf->server_retry_timeout);
     wn_sd_status(p->ctl);
 }
 
@@ -200,16 +196,16 @@ static void count_failure(hserver_t *s, int err, const char *how)
     if (!p->conf->auto_eject_hosts) {
         send_verdict(s);
         /* Nothing is ejected, but keep looking: the view shows when it is back. */
-        if (probing(p))
-            probe_schedule(s, (uint64_t)p->conf->health_check_interval);
+        if (health_probing(p))
+            health_probe_schedule(s, (uint64_t)p->conf->health_check_interval);
         return;
     }
     if (s->failures >= (uint32_t)p->conf->server_failure_limit) {
         eject(s, err, how);
         return;
     }
-    if (probing(p))
-        probe_schedule(s, CONFIRM_MS);
+    if (health_probing(p))
+        health_probe_schedule(s, CONFIRM_MS);
     else
         send_verdict(s); /* nothing will confirm it: let requests try again */
 }
@@ -253,7 +249,7 @@ void health_on_message(control_t *ctl, const wn_msg_t *m)
         /* The same event, seen by another worker or connection. A verdict
          * is on its way from the confirming probe, unless nothing will
          * change: the server is failing but kept in. */
-        if (s->failures >= (uint32_t)s->pool->conf->server_failure_limit || !probing(s->pool))
+        if (s->failures >= (uint32_t)s->pool->conf->server_failure_limit || !health_probing(s->pool))
             send_verdict(s);
         return;
     }
@@ -264,17 +260,15 @@ void health_on_message(control_t *ctl, const wn_msg_t *m)
 
 /* ---- probes --------------------------------------------------------------- */
 
-static void server_release(hserver_t *s);
-
 static void probe_closed(uv_handle_t *h)
 {
     hserver_t *s = h->data;
     s->probe.closing = false;
     if (s->retired)
-        server_release(s);
+        health_server_release(s);
 }
 
-static void probe_close(hserver_t *s)
+void health_probe_close(hserver_t *s)
 {
     probe_t *pr = &s->probe;
     if (pr->handle_open) {
@@ -303,27 +297,27 @@ static void probe_done(hserver_t *s, int err)
             if (now_ms(p->ctl) >= s->retry_at_ms) {
                 rejoin(s, "answered a probe after server_retry_timeout");
             } else {
-                probe_schedule(s, s->retry_at_ms - now_ms(p->ctl));
+                health_probe_schedule(s, s->retry_at_ms - now_ms(p->ctl));
                 return;
             }
         } else {
             count_success(s, false);
         }
-        if (probing(p))
-            probe_schedule(s, interval);
+        if (health_probing(p))
+            health_probe_schedule(s, interval);
         return;
     }
-    probe_close(s);
+    health_probe_close(s);
     if (s->ejected) {
-        uint64_t again = probing(p) ? interval : (uint64_t)p->conf->server_retry_timeout;
+        uint64_t again = health_probing(p) ? interval : (uint64_t)p->conf->server_retry_timeout;
         wn_log_info("pool '%s': ejected server %s still failing (%s); next check in %llu ms",
                     p->conf->name, s->conf->name, wn_strerror(err), (unsigned long long)again);
-        probe_schedule(s, again);
+        health_probe_schedule(s, again);
         return;
     }
     count_failure(s, err, "health probe");
-    if (!s->ejected && probing(p) && s->failures == 0)
-        probe_schedule(s, interval);
+    if (!s->ejected && health_probing(p) && s->failures == 0)
+        health_probe_schedule(s, interval);
 }
 
 static bool line_ok(const hpool_t *p, const char *line, size_t len)
@@ -352,11 +346,11 @@ static void probe_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         if (pr->busy)
             probe_done(s, nread == UV_EOF ? UV_ECONNRESET : (int)nread);
         else
-            probe_close(s);
+            health_probe_close(s);
         return;
     }
     if (!pr->busy) {
-        probe_close(s); /* bytes nobody asked for */
+        health_probe_close(s); /* bytes nobody asked for */
         return;
     }
     pr->rlen += (size_t)nread;
@@ -484,7 +478,7 @@ static void probe_start(hserver_t *s)
         return;
     }
     if (pr->handle_open) {
-        probe_close(s); /* connecting, not yet connected: start over shortly */
+        health_probe_close(s); /* connecting, not yet connected: start over shortly */
         pr->busy = false;
         uv_timer_start(&pr->timer, on_probe_timer, 10, 0);
         return;
@@ -517,7 +511,7 @@ static void on_probe_timer(uv_timer_t *t)
         probe_done(s, UV_ETIMEDOUT);
         return;
     }
-    if (!probing(s->pool) && s->ejected) {
+    if (!health_probing(s->pool) && s->ejected) {
         /* Probes off: rejoin after the retry timeout, as twemproxy does. */
         rejoin(s, "server_retry_timeout passed; health checks are off");
         return;
@@ -525,396 +519,9 @@ static void on_probe_timer(uv_timer_t *t)
     probe_start(s);
 }
 
-static void probe_schedule(hserver_t *s, uint64_t delay_ms)
+void health_probe_schedule(hserver_t *s, uint64_t delay_ms)
 {
     if (s->probe.busy || s->pool->ctl->stopping)
         return; /* the outstanding probe decides what comes next */
     uv_timer_start(&s->probe.timer, on_probe_timer, delay_ms, 0);
-}
-
-/* ---- life cycle ----------------------------------------------------------- */
-
-static int resolve(const wn_conf_server_t *sc, struct sockaddr_storage *out)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    char port[8];
-    snprintf(port, sizeof(port), "%u", sc->addr.port);
-    int rc = getaddrinfo(sc->addr.host, port, &hints, &res);
-    if (rc != 0)
-        return rc == EAI_SYSTEM ? -errno : UV_EAI_NONAME;
-    memcpy(out, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    return 0;
-}
-
-/* A server's state, without handles yet (server_open adds them): NULL with
- * a line in err when its address does not resolve or memory is short. */
-static hserver_t *server_new(const wn_conf_pool_t *pc, const wn_conf_server_t *sc, char *err,
-                             size_t errlen)
-{
-    hserver_t *s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        snprintf(err, errlen, "pool '%s': out of memory", pc->name);
-        return NULL;
-    }
-    s->conf = sc;
-    if (!sc->addr.is_unix) {
-        int rc = resolve(sc, &s->addr);
-        if (rc < 0) {
-            snprintf(err, errlen, "pool '%s': server %s: cannot resolve '%s'", pc->name,
-                     sc->name, sc->addr.host);
-            free(s);
-            return NULL;
-        }
-    }
-    return s;
-}
-
-static void server_open(hserver_t *s, hpool_t *p, uint32_t idx)
-{
-    s->pool = p;
-    s->idx = idx;
-    uv_timer_init(&p->ctl->loop, &s->probe.timer);
-    s->probe.timer.data = s;
-}
-
-static void server_release(hserver_t *s)
-{
-    if (--s->closes > 0)
-        return;
-    free(s->probe.wbuf);
-    free(s);
-}
-
-static void server_handle_closed(uv_handle_t *h)
-{
-    server_release(h->data);
-}
-
-/* The server leaves (a reload dropped it, or walnut stops): its probe and
- * timer close, then it is freed. A server never opened is freed at once. */
-static void server_retire(hserver_t *s)
-{
-    s->retired = true;
-    s->closes = 1;
-    probe_close(s);
-    if (s->probe.closing)
-        s->closes++; /* probe_closed releases it */
-    if (s->probe.timer.loop != NULL)
-        uv_close((uv_handle_t *)&s->probe.timer, server_handle_closed);
-    else
-        server_release(s);
-}
-
-/* A pool's state and its servers', without handles yet: NULL with a line in
- * err. Servers of `reuse` that are the same backend are taken over (their
- * health carries on) and marked in `taken`. */
-static hpool_t *pool_new(control_t *ctl, const wn_conf_pool_t *pc, char *err, size_t errlen)
-{
-    hpool_t *p = calloc(1, sizeof(*p));
-    if (p != NULL) {
-        p->servers = calloc(pc->nservers ? pc->nservers : 1, sizeof(*p->servers));
-        p->worker_epoch = calloc(ctl->nworkers > 0 ? (size_t)ctl->nworkers : 1,
-                                 sizeof(*p->worker_epoch));
-    }
-    if (p == NULL || p->servers == NULL || p->worker_epoch == NULL) {
-        if (p != NULL) {
-            free(p->servers);
-            free(p->worker_epoch);
-        }
-        free(p);
-        snprintf(err, errlen, "pool '%s': out of memory", pc->name);
-        return NULL;
-    }
-    p->ctl = ctl;
-    p->conf = pc;
-    return p;
-}
-
-static void pool_free(hpool_t *p)
-{
-    wn_ring_unref(p->ring);
-    free(p->servers);
-    free(p->worker_epoch);
-    free(p);
-}
-
-static void pool_timer_closed(uv_handle_t *h)
-{
-    pool_free(h->data);
-}
-
-/* A pool a reload prepared but could not commit: nothing was opened. */
-static void pool_discard(hpool_t *p)
-{
-    for (uint32_t j = 0; j < p->nservers; j++)
-        free(p->servers[j]);
-    pool_free(p);
-}
-
-static void pool_open(hpool_t *p, uint32_t idx)
-{
-    p->idx = idx;
-    uv_timer_init(&p->ctl->loop, &p->rebuild_timer);
-    p->rebuild_timer.data = p;
-    for (uint32_t j = 0; j < p->nservers; j++)
-        server_open(p->servers[j], p, j);
-}
-
-static void pool_retire(hpool_t *p)
-{
-    p->retired = true;
-    for (uint32_t j = 0; j < p->nservers; j++)
-        if (p->servers[j] != NULL)
-            server_retire(p->servers[j]);
-    p->nservers = 0;
-    if (p->rebuild_timer.loop != NULL)
-        uv_close((uv_handle_t *)&p->rebuild_timer, pool_timer_closed);
-    else
-        pool_free(p);
-}
-
-/* First probes of a pool's servers, spread over the interval. */
-static void schedule_probes(hpool_t *p)
-{
-    if (!probing(p))
-        return;
-    for (uint32_t j = 0; j < p->nservers; j++)
-        if (!p->servers[j]->ejected)
-            probe_schedule(p->servers[j], (uint64_t)p->conf->health_check_interval * j /
-                                              (p->nservers ? p->nservers : 1));
-}
-
-int health_init(control_t *ctl)
-{
-    char err[256];
-    ctl->pools = calloc(ctl->conf->npools ? ctl->conf->npools : 1, sizeof(*ctl->pools));
-    if (ctl->pools == NULL)
-        return WN_ENOMEM;
-    for (uint32_t i = 0; i < ctl->conf->npools; i++) {
-        const wn_conf_pool_t *pc = &ctl->conf->pools[i];
-        hpool_t *p = pool_new(ctl, pc, err, sizeof(err));
-        if (p == NULL) {
-            wn_log_error("%s", err);
-            return WN_ENOMEM;
-        }
-        ctl->pools[ctl->npools++] = p;
-        for (uint32_t j = 0; j < pc->nservers; j++) {
-            p->servers[j] = server_new(pc, &pc->servers[j], err, sizeof(err));
-            if (p->servers[j] == NULL) {
-                wn_log_error("%s", err);
-                return WN_EINVAL; /* health_stop frees what was made */
-            }
-            p->nservers++;
-        }
-        pool_open(p, i);
-        int rc = build_ring(p);
-        if (rc < 0)
-            return rc;
-        p->converged_epoch = p->epoch;
-        for (int w = 0; w < ctl->nworkers; w++)
-            p->worker_epoch[w] = p->epoch;
-    }
-    return 0;
-}
-
-void health_start(control_t *ctl)
-{
-    for (uint32_t i = 0; i < ctl->npools; i++)
-        schedule_probes(ctl->pools[i]);
-}
-
-void health_stop(control_t *ctl)
-{
-    for (uint32_t i = 0; i < ctl->npools; i++)
-        pool_retire(ctl->pools[i]);
-    ctl->npools = 0;
-}
-
-void health_deinit(control_t *ctl)
-{
-    free(ctl->pools);
-    ctl->pools = NULL;
-}
-
-/* ---- reload ---------------------------------------------------------------- */
-
-static hpool_t *find_pool(control_t *ctl, const char *name)
-{
-    for (uint32_t i = 0; i < ctl->npools; i++)
-        if (strcmp(ctl->pools[i]->conf->name, name) == 0)
-            return ctl->pools[i];
-    return NULL;
-}
-
-static hserver_t *find_server(hpool_t *p, const wn_conf_server_t *sc)
-{
-    for (uint32_t j = 0; j < p->nservers; j++)
-        if (!p->servers[j]->retired && wn_conf_server_same(p->servers[j]->conf, sc))
-            return p->servers[j];
-    return NULL;
-}
-
-/* A kept server under its new config: connections to it for probes that
- * were set up for other AUTH/SELECT start over. */
-static void server_carry(hserver_t *s, const wn_conf_pool_t *pc, uint32_t idx,
-                         const wn_conf_server_t *sc)
-{
-    if (!wn_conf_server_conns_same(s->pool->conf, s->conf, pc, sc))
-        probe_close(s);
-    s->conf = sc;
-    s->idx = idx;
-}
-
-int health_reload(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen)
-{
-    /* Refuse what cannot change live before touching anything. */
-    for (uint32_t i = 0; i < nc->npools; i++) {
-        hpool_t *old = find_pool(ctl, nc->pools[i].name);
-        if (old != NULL && old->conf->redis != nc->pools[i].redis) {
-            snprintf(err, errlen,
-                     "pool '%s': its protocol cannot change while walnut runs (redis: %s -> "
-                     "%s); restart walnut for that",
-                     nc->pools[i].name, old->conf->redis ? "true" : "false",
-                     nc->pools[i].redis ? "true" : "false");
-            return WN_EINVAL;
-        }
-    }
-    /* Prepare: every allocation and address lookup, so the commit below
-     * cannot fail half-way. np[i] is a new pool, or a kept one with its new
-     * server list in ns[i]. */
-    hpool_t **np = calloc(nc->npools ? nc->npools : 1, sizeof(*np));
-    hserver_t ***ns = calloc(nc->npools ? nc->npools : 1, sizeof(*ns));
-    bool *fresh = calloc(nc->npools ? nc->npools : 1, sizeof(*fresh));
-    int rc = 0;
-    if (np == NULL || ns == NULL || fresh == NULL) {
-        snprintf(err, errlen, "out of memory");
-        rc = WN_ENOMEM;
-        goto fail;
-    }
-    for (uint32_t i = 0; i < nc->npools && rc == 0; i++) {
-        const wn_conf_pool_t *pc = &nc->pools[i];
-        hpool_t *old = find_pool(ctl, pc->name);
-        if (old == NULL) {
-            np[i] = pool_new(ctl, pc, err, errlen);
-            if (np[i] == NULL) {
-                rc = WN_ENOMEM;
-                break;
-            }
-            fresh[i] = true;
-            ns[i] = np[i]->servers;
-        } else {
-            np[i] = old;
-            ns[i] = calloc(pc->nservers ? pc->nservers : 1, sizeof(**ns));
-            if (ns[i] == NULL) {
-                snprintf(err, errlen, "out of memory");
-                rc = WN_ENOMEM;
-                break;
-            }
-        }
-        for (uint32_t j = 0; j < pc->nservers; j++) {
-            hserver_t *s = fresh[i] ? NULL : find_server(old, &pc->servers[j]);
-            if (s == NULL)
-                s = server_new(pc, &pc->servers[j], err, errlen);
-            if (s == NULL) {
-                rc = WN_EINVAL;
-                break;
-            }
-            ns[i][j] = s;
-        }
-    }
-    if (rc < 0)
-        goto fail;
-
-    /* Commit. Pools and servers that are gone close and free themselves. */
-    for (uint32_t i = 0; i < ctl->npools; i++) {
-        hpool_t *p = ctl->pools[i];
-        if (wn_conf_pool_find(nc, p->conf->name) == NULL) {
-            wn_log_notice("pool '%s': removed", p->conf->name);
-            pool_retire(p);
-        }
-    }
-    for (uint32_t i = 0; i < nc->npools; i++) {
-        const wn_conf_pool_t *pc = &nc->pools[i];
-        hpool_t *p = np[i];
-        if (fresh[i]) {
-            p->nservers = pc->nservers;
-            pool_open(p, i);
-        } else {
-            /* Servers no longer listed go; kept ones keep their health. */
-            for (uint32_t j = 0; j < p->nservers; j++) {
-                bool kept = false;
-                for (uint32_t k = 0; k < pc->nservers && !kept; k++)
-                    kept = ns[i][k] == p->servers[j];
-                if (!kept) {
-                    wn_log_notice("pool '%s': server %s removed", pc->name,
-                                  p->servers[j]->conf->name);
-                    server_retire(p->servers[j]);
-                }
-            }
-            free(p->servers);
-            p->servers = ns[i];
-            p->nservers = pc->nservers;
-            p->idx = i;
-            bool was_probing = probing(p);
-            for (uint32_t j = 0; j < pc->nservers; j++) {
-                hserver_t *s = p->servers[j];
-                if (s->pool == NULL) {
-                    server_open(s, p, j);
-                    wn_log_notice("pool '%s': server %s added", pc->name, pc->servers[j].name);
-                    if (pc->health_check_interval > 0 && !ctl->stopping)
-                        probe_schedule(s, 0);
-                } else {
-                    server_carry(s, pc, j, &pc->servers[j]);
-                }
-            }
-            p->conf = pc;
-            if (!was_probing && !ctl->stopping)
-                schedule_probes(p);
-            /* The ring is rebuilt now, whatever was pending. */
-            uv_timer_stop(&p->rebuild_timer);
-            p->rebuild_pending = false;
-        }
-        ns[i] = NULL;
-        rc = build_ring(p);
-        if (rc < 0) {
-            /* Only memory can fail here; the pool keeps its old ring. */
-            wn_log_error("pool '%s': cannot build its ring: %s", pc->name, wn_strerror(rc));
-            rc = 0;
-        }
-        if (fresh[i]) {
-            for (int w = 0; w < ctl->nworkers; w++)
-                p->worker_epoch[w] = 0;
-            wn_log_notice("pool '%s': added, listening on %s, %u server(s)", pc->name,
-                          pc->listen_text, pc->nservers);
-            if (!ctl->stopping)
-                schedule_probes(p);
-        }
-    }
-    free(ctl->pools);
-    ctl->pools = np;
-    ctl->npools = nc->npools;
-    free(ns);
-    free(fresh);
-    return 0;
-
-fail:
-    for (uint32_t i = 0; np != NULL && i < nc->npools; i++) {
-        if (np[i] == NULL)
-            continue;
-        if (fresh[i]) {
-            np[i]->nservers = nc->pools[i].nservers;
-            pool_discard(np[i]);
-        } else if (ns[i] != NULL) {
-            for (uint32_t j = 0; j < nc->pools[i].nservers; j++)
-                if (ns[i][j] != NULL && ns[i][j]->pool == NULL)
-                    free(ns[i][j]);
-            free(ns[i]);
-        }
-    }
-    free(np);
-    free(ns);
-    free(fresh);
-    return rc;
 }

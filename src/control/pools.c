@@ -1,0 +1,401 @@
+/*
+ * control/pools.c: control's pools and servers as objects: made from the
+ * configuration at start, kept, added or retired by a reload (a kept server,
+ * same name and address, keeps its health state; a retired one closes its
+ * probe and is freed in the close callbacks), and freed at stop. The health
+ * decisions about them are health.c's. Control thread only.
+ */
+#include "control_priv.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "walnut/core.h"
+
+static int resolve(const wn_conf_server_t *sc, struct sockaddr_storage *out)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", sc->addr.port);
+    int rc = getaddrinfo(sc->addr.host, port, &hints, &res);
+    if (rc != 0)
+        return rc == EAI_SYSTEM ? -errno : UV_EAI_NONAME;
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* A server's state, without handles yet (server_open adds them): NULL with
+ * a line in err when its address does not resolve or memory is short. */
+static hserver_t *server_new(const wn_conf_pool_t *pc, const wn_conf_server_t *sc, char *err,
+                             size_t errlen)
+{
+    hserver_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        snprintf(err, errlen, "pool '%s': out of memory", pc->name);
+        return NULL;
+    }
+    s->conf = sc;
+    if (!sc->addr.is_unix) {
+        int rc = resolve(sc, &s->addr);
+        if (rc < 0) {
+            snprintf(err, errlen, "pool '%s': server %s: cannot resolve '%s'", pc->name,
+                     sc->name, sc->addr.host);
+            free(s);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+static void server_open(hserver_t *s, hpool_t *p, uint32_t idx)
+{
+    s->pool = p;
+    s->idx = idx;
+    uv_timer_init(&p->ctl->loop, &s->probe.timer);
+    s->probe.timer.data = s;
+}
+
+void health_server_release(hserver_t *s)
+{
+    if (--s->closes > 0)
+        return;
+    free(s->probe.wbuf);
+    free(s);
+}
+
+static void server_handle_closed(uv_handle_t *h)
+{
+    health_server_release(h->data);
+}
+
+/* The server leaves (a reload dropped it, or walnut stops): its probe and
+ * timer close, then it is freed. A server never opened is freed at once. */
+static void server_retire(hserver_t *s)
+{
+    s->retired = true;
+    s->closes = 1;
+    health_probe_close(s);
+    if (s->probe.closing)
+        s->closes++; /* probe_closed releases it */
+    if (s->probe.timer.loop != NULL)
+        uv_close((uv_handle_t *)&s->probe.timer, server_handle_closed);
+    else
+        health_server_release(s);
+}
+
+/* A pool's state and its servers', without handles yet: NULL with a line in
+ * err. Servers of `reuse` that are the same backend are taken over (their
+ * health carries on) and marked in `taken`. */
+static hpool_t *pool_new(control_t *ctl, const wn_conf_pool_t *pc, char *err, size_t errlen)
+{
+    hpool_t *p = calloc(1, sizeof(*p));
+    if (p != NULL) {
+        p->servers = calloc(pc->nservers ? pc->nservers : 1, sizeof(*p->servers));
+        p->worker_epoch = calloc(ctl->nworkers > 0 ? (size_t)ctl->nworkers : 1,
+                                 sizeof(*p->worker_epoch));
+    }
+    if (p == NULL || p->servers == NULL || p->worker_epoch == NULL) {
+        if (p != NULL) {
+            free(p->servers);
+            free(p->worker_epoch);
+        }
+        free(p);
+        snprintf(err, errlen, "pool '%s': out of memory", pc->name);
+        return NULL;
+    }
+    p->ctl = ctl;
+    p->conf = pc;
+    return p;
+}
+
+static void pool_free(hpool_t *p)
+{
+    wn_ring_unref(p->ring);
+    free(p->servers);
+    free(p->worker_epoch);
+    free(p);
+}
+
+static void pool_timer_closed(uv_handle_t *h)
+{
+    pool_free(h->data);
+}
+
+/* A pool a reload prepared but could not commit: nothing was opened. */
+static void pool_discard(hpool_t *p)
+{
+    for (uint32_t j = 0; j < p->nservers; j++)
+        free(p->servers[j]);
+    pool_free(p);
+}
+
+static void pool_open(hpool_t *p, uint32_t idx)
+{
+    p->idx = idx;
+    uv_timer_init(&p->ctl->loop, &p->rebuild_timer);
+    p->rebuild_timer.data = p;
+    for (uint32_t j = 0; j < p->nservers; j++)
+        server_open(p->servers[j], p, j);
+}
+
+static void pool_retire(hpool_t *p)
+{
+    p->retired = true;
+    for (uint32_t j = 0; j < p->nservers; j++)
+        if (p->servers[j] != NULL)
+            server_retire(p->servers[j]);
+    p->nservers = 0;
+    if (p->rebuild_timer.loop != NULL)
+        uv_close((uv_handle_t *)&p->rebuild_timer, pool_timer_closed);
+    else
+        pool_free(p);
+}
+
+/* First probes of a pool's servers, spread over the interval. */
+static void schedule_probes(hpool_t *p)
+{
+    if (!health_probing(p))
+        return;
+    for (uint32_t j = 0; j < p->nservers; j++)
+        if (!p->servers[j]->ejected)
+            health_probe_schedule(p->servers[j], (uint64_t)p->conf->health_check_interval * j /
+                                              (p->nservers ? p->nservers : 1));
+}
+
+int health_init(control_t *ctl)
+{
+    char err[256];
+    ctl->pools = calloc(ctl->conf->npools ? ctl->conf->npools : 1, sizeof(*ctl->pools));
+    if (ctl->pools == NULL)
+        return WN_ENOMEM;
+    for (uint32_t i = 0; i < ctl->conf->npools; i++) {
+        const wn_conf_pool_t *pc = &ctl->conf->pools[i];
+        hpool_t *p = pool_new(ctl, pc, err, sizeof(err));
+        if (p == NULL) {
+            wn_log_error("%s", err);
+            return WN_ENOMEM;
+        }
+        ctl->pools[ctl->npools++] = p;
+        for (uint32_t j = 0; j < pc->nservers; j++) {
+            p->servers[j] = server_new(pc, &pc->servers[j], err, sizeof(err));
+            if (p->servers[j] == NULL) {
+                wn_log_error("%s", err);
+                return WN_EINVAL; /* health_stop frees what was made */
+            }
+            p->nservers++;
+        }
+        pool_open(p, i);
+        int rc = health_build_ring(p);
+        if (rc < 0)
+            return rc;
+        p->converged_epoch = p->epoch;
+        for (int w = 0; w < ctl->nworkers; w++)
+            p->worker_epoch[w] = p->epoch;
+    }
+    return 0;
+}
+
+void health_start(control_t *ctl)
+{
+    for (uint32_t i = 0; i < ctl->npools; i++)
+        schedule_probes(ctl->pools[i]);
+}
+
+void health_stop(control_t *ctl)
+{
+    for (uint32_t i = 0; i < ctl->npools; i++)
+        pool_retire(ctl->pools[i]);
+    ctl->npools = 0;
+}
+
+void health_deinit(control_t *ctl)
+{
+    free(ctl->pools);
+    ctl->pools = NULL;
+}
+
+/* ---- reload ---------------------------------------------------------------- */
+
+static hpool_t *find_pool(control_t *ctl, const char *name)
+{
+    for (uint32_t i = 0; i < ctl->npools; i++)
+        if (strcmp(ctl->pools[i]->conf->name, name) == 0)
+            return ctl->pools[i];
+    return NULL;
+}
+
+static hserver_t *find_server(hpool_t *p, const wn_conf_server_t *sc)
+{
+    for (uint32_t j = 0; j < p->nservers; j++)
+        if (!p->servers[j]->retired && wn_conf_server_same(p->servers[j]->conf, sc))
+            return p->servers[j];
+    return NULL;
+}
+
+/* A kept server under its new config: connections to it for probes that
+ * were set up for other AUTH/SELECT start over. */
+static void server_carry(hserver_t *s, const wn_conf_pool_t *pc, uint32_t idx,
+                         const wn_conf_server_t *sc)
+{
+    if (!wn_conf_server_conns_same(s->pool->conf, s->conf, pc, sc))
+        health_probe_close(s);
+    s->conf = sc;
+    s->idx = idx;
+}
+
+int health_reload(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen)
+{
+    /* Refuse what cannot change live before touching anything. */
+    for (uint32_t i = 0; i < nc->npools; i++) {
+        hpool_t *old = find_pool(ctl, nc->pools[i].name);
+        if (old != NULL && old->conf->redis != nc->pools[i].redis) {
+            snprintf(err, errlen,
+                     "pool '%s': its protocol cannot change while walnut runs (redis: %s -> "
+                     "%s); restart walnut for that",
+                     nc->pools[i].name, old->conf->redis ? "true" : "false",
+                     nc->pools[i].redis ? "true" : "false");
+            return WN_EINVAL;
+        }
+    }
+    /* Prepare: every allocation and address lookup, so the commit below
+     * cannot fail half-way. np[i] is a new pool, or a kept one with its new
+     * server list in ns[i]. */
+    hpool_t **np = calloc(nc->npools ? nc->npools : 1, sizeof(*np));
+    hserver_t ***ns = calloc(nc->npools ? nc->npools : 1, sizeof(*ns));
+    bool *fresh = calloc(nc->npools ? nc->npools : 1, sizeof(*fresh));
+    int rc = 0;
+    if (np == NULL || ns == NULL || fresh == NULL) {
+        snprintf(err, errlen, "out of memory");
+        rc = WN_ENOMEM;
+        goto fail;
+    }
+    for (uint32_t i = 0; i < nc->npools && rc == 0; i++) {
+        const wn_conf_pool_t *pc = &nc->pools[i];
+        hpool_t *old = find_pool(ctl, pc->name);
+        if (old == NULL) {
+            np[i] = pool_new(ctl, pc, err, errlen);
+            if (np[i] == NULL) {
+                rc = WN_ENOMEM;
+                break;
+            }
+            fresh[i] = true;
+            ns[i] = np[i]->servers;
+        } else {
+            np[i] = old;
+            ns[i] = calloc(pc->nservers ? pc->nservers : 1, sizeof(**ns));
+            if (ns[i] == NULL) {
+                snprintf(err, errlen, "out of memory");
+                rc = WN_ENOMEM;
+                break;
+            }
+        }
+        for (uint32_t j = 0; j < pc->nservers; j++) {
+            hserver_t *s = fresh[i] ? NULL : find_server(old, &pc->servers[j]);
+            if (s == NULL)
+                s = server_new(pc, &pc->servers[j], err, errlen);
+            if (s == NULL) {
+                rc = WN_EINVAL;
+                break;
+            }
+            ns[i][j] = s;
+        }
+    }
+    if (rc < 0)
+        goto fail;
+
+    /* Commit. Pools and servers that are gone close and free themselves. */
+    for (uint32_t i = 0; i < ctl->npools; i++) {
+        hpool_t *p = ctl->pools[i];
+        if (wn_conf_pool_find(nc, p->conf->name) == NULL) {
+            wn_log_notice("pool '%s': removed", p->conf->name);
+            pool_retire(p);
+        }
+    }
+    for (uint32_t i = 0; i < nc->npools; i++) {
+        const wn_conf_pool_t *pc = &nc->pools[i];
+        hpool_t *p = np[i];
+        if (fresh[i]) {
+            p->nservers = pc->nservers;
+            pool_open(p, i);
+        } else {
+            /* Servers no longer listed go; kept ones keep their health. */
+            for (uint32_t j = 0; j < p->nservers; j++) {
+                bool kept = false;
+                for (uint32_t k = 0; k < pc->nservers && !kept; k++)
+                    kept = ns[i][k] == p->servers[j];
+                if (!kept) {
+                    wn_log_notice("pool '%s': server %s removed", pc->name,
+                                  p->servers[j]->conf->name);
+                    server_retire(p->servers[j]);
+                }
+            }
+            free(p->servers);
+            p->servers = ns[i];
+            p->nservers = pc->nservers;
+            p->idx = i;
+            bool was_probing = health_probing(p);
+            for (uint32_t j = 0; j < pc->nservers; j++) {
+                hserver_t *s = p->servers[j];
+                if (s->pool == NULL) {
+                    server_open(s, p, j);
+                    wn_log_notice("pool '%s': server %s added", pc->name, pc->servers[j].name);
+                    if (pc->health_check_interval > 0 && !ctl->stopping)
+                        health_probe_schedule(s, 0);
+                } else {
+                    server_carry(s, pc, j, &pc->servers[j]);
+                }
+            }
+            p->conf = pc;
+            if (!was_probing && !ctl->stopping)
+                schedule_probes(p);
+            /* The ring is rebuilt now, whatever was pending. */
+            uv_timer_stop(&p->rebuild_timer);
+            p->rebuild_pending = false;
+        }
+        ns[i] = NULL;
+        rc = health_build_ring(p);
+        if (rc < 0) {
+            /* Only memory can fail here; the pool keeps its old ring. */
+            wn_log_error("pool '%s': cannot build its ring: %s", pc->name, wn_strerror(rc));
+            rc = 0;
+        }
+        if (fresh[i]) {
+            for (int w = 0; w < ctl->nworkers; w++)
+                p->worker_epoch[w] = 0;
+            wn_log_notice("pool '%s': added, listening on %s, %u server(s)", pc->name,
+                          pc->listen_text, pc->nservers);
+            if (!ctl->stopping)
+                schedule_probes(p);
+        }
+    }
+    free(ctl->pools);
+    ctl->pools = np;
+    ctl->npools = nc->npools;
+    free(ns);
+    free(fresh);
+    return 0;
+
+fail:
+    for (uint32_t i = 0; np != NULL && i < nc->npools; i++) {
+        if (np[i] == NULL)
+            continue;
+        if (fresh[i]) {
+            np[i]->nservers = nc->pools[i].nservers;
+            pool_discard(np[i]);
+        } else if (ns[i] != NULL) {
+            for (uint32_t j = 0; j < nc->pools[i].nservers; j++)
+                if (ns[i][j] != NULL && ns[i][j]->pool == NULL)
+                    free(ns[i][j]);
+            free(ns[i]);
+        }
+    }
+    free(np);
+    free(ns);
+    free(fresh);
+    return rc;
+}
