@@ -241,13 +241,10 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
     return rc;
 }
 
-int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
+/* What the process does before anything else: detach, pid file, SIGPIPE. */
+static int process_setup(const wn_options_t *opts)
 {
-    control_t ctl = {.conf = conf, .conf_path = opts->conf_file};
     int rc;
-    /* Control's own reference: a reload replaces it. */
-    wn_conf_ref(conf);
-
     if (opts->daemonize && (rc = daemonize()) < 0) {
         wn_log_error("cannot daemonize: %s", wn_strerror(rc));
         return rc;
@@ -259,88 +256,125 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
     /* A peer that closes while we write must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
     wn_log_set_thread("control");
+    return 0;
+}
 
-    ctl.nworkers = opts->workers;
-    if (ctl.nworkers <= 0) {
+/* Control's loop and its own handles, signals and systemd's environment. */
+static int control_init(control_t *ctl, const wn_options_t *opts)
+{
+    ctl->nworkers = opts->workers;
+    if (ctl->nworkers <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        ctl.nworkers = n > 0 ? (int)WN_MIN(n, WN_MAX_WORKERS) : 1;
+        ctl->nworkers = n > 0 ? (int)WN_MIN(n, WN_MAX_WORKERS) : 1;
     }
-    ctl.workers = calloc((size_t)ctl.nworkers, sizeof(*ctl.workers));
-    if (ctl.workers == NULL || uv_loop_init(&ctl.loop) < 0) {
-        free(ctl.workers);
+    ctl->workers = calloc((size_t)ctl->nworkers, sizeof(*ctl->workers));
+    if (ctl->workers == NULL || uv_loop_init(&ctl->loop) < 0) {
+        free(ctl->workers);
+        ctl->workers = NULL;
         return WN_ENOMEM;
     }
-    uv_async_init(&ctl.loop, &ctl.wakeup, on_wakeup);
-    ctl.wakeup.data = &ctl;
-    uv_timer_init(&ctl.loop, &ctl.outbox_timer);
-    ctl.outbox_timer.data = &ctl;
+    uv_async_init(&ctl->loop, &ctl->wakeup, on_wakeup);
+    ctl->wakeup.data = ctl;
+    uv_timer_init(&ctl->loop, &ctl->outbox_timer);
+    ctl->outbox_timer.data = ctl;
     /* Handlers first: workers serve as soon as they start, so a stop signal
      * may come before this thread reaches its loop; it is queued until then. */
-    wn_signals_start(&ctl);
-    wn_sd_init(&ctl);
+    wn_signals_start(ctl);
+    wn_sd_init(ctl);
     /* Heartbeats often enough that a worker late for half the watchdog
      * interval is seen. */
-    ctl.heartbeat_ms = 1000;
-    if (ctl.watchdog_usec > 0 && ctl.watchdog_usec / 4000 < ctl.heartbeat_ms)
-        ctl.heartbeat_ms = WN_MAX(ctl.watchdog_usec / 4000, 10);
-    rc = create_blocks(&ctl);
+    ctl->heartbeat_ms = 1000;
+    if (ctl->watchdog_usec > 0 && ctl->watchdog_usec / 4000 < ctl->heartbeat_ms)
+        ctl->heartbeat_ms = WN_MAX(ctl->watchdog_usec / 4000, 10);
+    return 0;
+}
+
+/* Stats blocks, pools, inherited sockets, workers (each started), the stats
+ * port; on failure *started says how many workers run. */
+static int control_start(control_t *ctl, const wn_options_t *opts, int *started)
+{
+    int rc = create_blocks(ctl);
     if (rc == 0)
-        rc = health_init(&ctl);
+        rc = health_init(ctl);
     if (rc == 0) {
-        int n = wn_sd_listen_fds(&ctl);
+        int n = wn_sd_listen_fds(ctl);
         if (n < 0)
             wn_log_error("cannot take the sockets systemd handed over: %s", wn_strerror(n));
         rc = n < 0 ? n : 0;
     }
     if (rc == 0)
-        rc = create_workers(&ctl, opts);
-    int started = 0;
-    while (rc == 0 && started < ctl.nworkers) {
-        rc = wn_worker_start(ctl.workers[started]);
+        rc = create_workers(ctl, opts);
+    while (rc == 0 && *started < ctl->nworkers) {
+        rc = wn_worker_start(ctl->workers[*started]);
         if (rc < 0)
-            wn_log_error("cannot start worker %d: %s", started, wn_strerror(rc));
+            wn_log_error("cannot start worker %d: %s", *started, wn_strerror(rc));
         else
-            started++;
+            (*started)++;
     }
     if (rc == 0)
-        rc = wn_control_stats_start(&ctl, opts->stats_addr, opts->stats_port);
-    if (rc < 0) {
-        /* Stop what started, free what was only created. */
-        wn_control_stats_stop(&ctl);
-        for (int i = 0; i < started; i++)
-            wn_worker_stop(ctl.workers[i]);
-        for (int i = 0; i < started; i++)
-            wn_worker_join(ctl.workers[i]);
-        for (int i = started; i < ctl.nworkers; i++)
-            wn_worker_destroy(ctl.workers[i]);
-        ctl.nworkers = 0;
-        ctl.stopping = true;
-        if (ctl.pools != NULL)
-            health_stop(&ctl);
-        uv_close((uv_handle_t *)&ctl.outbox_timer, NULL);
-        uv_close((uv_handle_t *)&ctl.wakeup, NULL);
-        wn_signals_close(&ctl);
-        uv_run(&ctl.loop, UV_RUN_DEFAULT);
-        goto out;
-    }
+        rc = wn_control_stats_start(ctl, opts->stats_addr, opts->stats_port);
+    return rc;
+}
 
-    health_start(&ctl);
-    for (uint32_t p = 0; p < ctl.conf->npools; p++) {
-        const wn_conf_pool_t *pool = &ctl.conf->pools[p];
+/* A start that failed: stop what started, free what was only created, and
+ * let the loop close its handles. */
+static void control_abort(control_t *ctl, int started)
+{
+    wn_control_stats_stop(ctl);
+    for (int i = 0; i < started; i++)
+        wn_worker_stop(ctl->workers[i]);
+    for (int i = 0; i < started; i++)
+        wn_worker_join(ctl->workers[i]);
+    for (int i = started; i < ctl->nworkers; i++)
+        wn_worker_destroy(ctl->workers[i]);
+    ctl->nworkers = 0;
+    ctl->stopping = true;
+    if (ctl->pools != NULL)
+        health_stop(ctl);
+    uv_close((uv_handle_t *)&ctl->outbox_timer, NULL);
+    uv_close((uv_handle_t *)&ctl->wakeup, NULL);
+    wn_signals_close(ctl);
+    uv_run(&ctl->loop, UV_RUN_DEFAULT);
+}
+
+static void log_started(const control_t *ctl)
+{
+    for (uint32_t p = 0; p < ctl->conf->npools; p++) {
+        const wn_conf_pool_t *pool = &ctl->conf->pools[p];
         wn_log_notice("pool '%s': listening on %s, %u server(s), %s/%s, %s", pool->name,
                       pool->listen_text, pool->nservers, wn_hash_name(pool->hash),
                       wn_dist_name(pool->distribution), pool->redis ? "redis" : "memcache");
     }
     wn_log_notice("walnut-%s started on pid %ld with %d worker(s)", WN_VERSION, (long)getpid(),
-                  ctl.nworkers);
-    /* Every listener is bound and every worker runs. */
-    wn_sd_watchdog_start(&ctl);
-    wn_sd_notify(&ctl, "READY=1\nMAINPID=%ld", (long)getpid());
-    wn_sd_status(&ctl);
-    uv_run(&ctl.loop, UV_RUN_DEFAULT);
-    wn_log_notice("stopped");
+                  ctl->nworkers);
+}
 
-out:
+int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
+{
+    control_t ctl = {.conf = conf, .conf_path = opts->conf_file};
+    /* Control's own reference: a reload replaces it. */
+    wn_conf_ref(conf);
+    int rc = process_setup(opts);
+    if (rc == 0)
+        rc = control_init(&ctl, opts);
+    if (rc < 0) {
+        wn_conf_unref(ctl.conf);
+        return rc;
+    }
+    int started = 0;
+    rc = control_start(&ctl, opts, &started);
+    if (rc < 0) {
+        control_abort(&ctl, started);
+    } else {
+        health_start(&ctl);
+        log_started(&ctl);
+        /* Every listener is bound and every worker runs. */
+        wn_sd_watchdog_start(&ctl);
+        wn_sd_notify(&ctl, "READY=1\nMAINPID=%ld", (long)getpid());
+        wn_sd_status(&ctl);
+        uv_run(&ctl.loop, UV_RUN_DEFAULT);
+        wn_log_notice("stopped");
+    }
     if (uv_loop_close(&ctl.loop) != 0)
         wn_log_error("control loop closed with handles still open");
     health_deinit(&ctl);

@@ -88,9 +88,8 @@ static void server_retire(hserver_t *s)
         health_server_release(s);
 }
 
-/* A pool's state and its servers', without handles yet: NULL with a line in
- * err. Servers of `reuse` that are the same backend are taken over (their
- * health carries on) and marked in `taken`. */
+/* A pool's state with room for its servers, without handles yet: NULL with
+ * a line in err. */
 static hpool_t *pool_new(control_t *ctl, const wn_conf_pool_t *pc, char *err, size_t errlen)
 {
     hpool_t *p = calloc(1, sizeof(*p));
@@ -248,9 +247,9 @@ static void server_carry(hserver_t *s, const wn_conf_pool_t *pc, uint32_t idx,
     s->idx = idx;
 }
 
-int health_reload(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen)
+/* What can only change with a restart: refused before anything is touched. */
+static int check_fixed(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen)
 {
-    /* Refuse what cannot change live before touching anything. */
     for (uint32_t i = 0; i < nc->npools; i++) {
         hpool_t *old = find_pool(ctl, nc->pools[i].name);
         if (old != NULL && old->conf->redis != nc->pools[i].redis) {
@@ -262,52 +261,150 @@ int health_reload(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen)
             return WN_EINVAL;
         }
     }
-    /* Prepare: every allocation and address lookup, so the commit below
-     * cannot fail half-way. np[i] is a new pool, or a kept one with its new
-     * server list in ns[i]. */
-    hpool_t **np = calloc(nc->npools ? nc->npools : 1, sizeof(*np));
-    hserver_t ***ns = calloc(nc->npools ? nc->npools : 1, sizeof(*ns));
-    bool *fresh = calloc(nc->npools ? nc->npools : 1, sizeof(*fresh));
-    int rc = 0;
-    if (np == NULL || ns == NULL || fresh == NULL) {
-        snprintf(err, errlen, "out of memory");
-        rc = WN_ENOMEM;
-        goto fail;
-    }
-    for (uint32_t i = 0; i < nc->npools && rc == 0; i++) {
-        const wn_conf_pool_t *pc = &nc->pools[i];
-        hpool_t *old = find_pool(ctl, pc->name);
-        if (old == NULL) {
-            np[i] = pool_new(ctl, pc, err, errlen);
-            if (np[i] == NULL) {
-                rc = WN_ENOMEM;
-                break;
-            }
-            fresh[i] = true;
-            ns[i] = np[i]->servers;
-        } else {
-            np[i] = old;
-            ns[i] = calloc(pc->nservers ? pc->nservers : 1, sizeof(**ns));
-            if (ns[i] == NULL) {
-                snprintf(err, errlen, "out of memory");
-                rc = WN_ENOMEM;
-                break;
-            }
-        }
-        for (uint32_t j = 0; j < pc->nservers; j++) {
-            hserver_t *s = fresh[i] ? NULL : find_server(old, &pc->servers[j]);
-            if (s == NULL)
-                s = server_new(pc, &pc->servers[j], err, errlen);
-            if (s == NULL) {
-                rc = WN_EINVAL;
-                break;
-            }
-            ns[i][j] = s;
-        }
-    }
-    if (rc < 0)
-        goto fail;
+    return 0;
+}
 
+/* A reload prepared: for the new config's pool i, the pool (a new one, or
+ * the kept one) and, for a kept pool, its new server list (kept servers and
+ * new ones not yet opened). Every allocation and address lookup happens
+ * here, so the commit cannot fail half-way. */
+typedef struct plan {
+    uint32_t n;
+    hpool_t **pool;
+    hserver_t ***servers;
+    bool *fresh;
+} plan_t;
+
+static void plan_free(plan_t *pl)
+{
+    free(pl->pool);
+    free(pl->servers);
+    free(pl->fresh);
+}
+
+/* The reload failed: what the plan made is freed, nothing else is touched. */
+static void plan_discard(plan_t *pl, const wn_conf_t *nc)
+{
+    for (uint32_t i = 0; pl->pool != NULL && i < pl->n; i++) {
+        if (pl->pool[i] == NULL)
+            continue;
+        if (pl->fresh[i]) {
+            pl->pool[i]->nservers = nc->pools[i].nservers;
+            pool_discard(pl->pool[i]);
+        } else if (pl->servers[i] != NULL) {
+            for (uint32_t j = 0; j < nc->pools[i].nservers; j++)
+                if (pl->servers[i][j] != NULL && pl->servers[i][j]->pool == NULL)
+                    free(pl->servers[i][j]);
+            free(pl->servers[i]);
+        }
+    }
+    plan_free(pl);
+}
+
+static int plan_pool(control_t *ctl, plan_t *pl, uint32_t i, const wn_conf_pool_t *pc, char *err,
+                     size_t errlen)
+{
+    hpool_t *old = find_pool(ctl, pc->name);
+    if (old == NULL) {
+        pl->pool[i] = pool_new(ctl, pc, err, errlen);
+        if (pl->pool[i] == NULL)
+            return WN_ENOMEM;
+        pl->fresh[i] = true;
+        pl->servers[i] = pl->pool[i]->servers;
+    } else {
+        pl->pool[i] = old;
+        pl->servers[i] = calloc(pc->nservers ? pc->nservers : 1, sizeof(**pl->servers));
+        if (pl->servers[i] == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return WN_ENOMEM;
+        }
+    }
+    for (uint32_t j = 0; j < pc->nservers; j++) {
+        hserver_t *s = old == NULL ? NULL : find_server(old, &pc->servers[j]);
+        if (s == NULL)
+            s = server_new(pc, &pc->servers[j], err, errlen);
+        if (s == NULL)
+            return WN_EINVAL;
+        pl->servers[i][j] = s;
+    }
+    return 0;
+}
+
+static int plan_make(control_t *ctl, const wn_conf_t *nc, plan_t *pl, char *err, size_t errlen)
+{
+    size_t n = nc->npools ? nc->npools : 1;
+    pl->n = nc->npools;
+    pl->pool = calloc(n, sizeof(*pl->pool));
+    pl->servers = calloc(n, sizeof(*pl->servers));
+    pl->fresh = calloc(n, sizeof(*pl->fresh));
+    if (pl->pool == NULL || pl->servers == NULL || pl->fresh == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return WN_ENOMEM;
+    }
+    for (uint32_t i = 0; i < nc->npools; i++) {
+        int rc = plan_pool(ctl, pl, i, &nc->pools[i], err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* A kept pool takes its new server list: servers no longer listed go, kept
+ * ones keep their health, new ones open and are probed at once. */
+static void commit_kept(control_t *ctl, hpool_t *p, const wn_conf_pool_t *pc, uint32_t idx,
+                        hserver_t **ns)
+{
+    for (uint32_t j = 0; j < p->nservers; j++) {
+        bool kept = false;
+        for (uint32_t k = 0; k < pc->nservers && !kept; k++)
+            kept = ns[k] == p->servers[j];
+        if (!kept) {
+            wn_log_notice("pool '%s': server %s removed", pc->name, p->servers[j]->conf->name);
+            server_retire(p->servers[j]);
+        }
+    }
+    free(p->servers);
+    p->servers = ns;
+    p->nservers = pc->nservers;
+    p->idx = idx;
+    bool was_probing = health_probing(p);
+    for (uint32_t j = 0; j < pc->nservers; j++) {
+        hserver_t *s = p->servers[j];
+        if (s->pool != NULL) {
+            server_carry(s, pc, j, &pc->servers[j]);
+            continue;
+        }
+        server_open(s, p, j);
+        wn_log_notice("pool '%s': server %s added", pc->name, pc->servers[j].name);
+        if (pc->health_check_interval > 0 && !ctl->stopping)
+            health_probe_schedule(s, 0);
+    }
+    p->conf = pc;
+    if (!was_probing && !ctl->stopping)
+        schedule_probes(p);
+    /* The ring is rebuilt now, whatever was pending. */
+    uv_timer_stop(&p->rebuild_timer);
+    p->rebuild_pending = false;
+}
+
+static void commit_fresh(control_t *ctl, hpool_t *p, const wn_conf_pool_t *pc, uint32_t idx)
+{
+    p->nservers = pc->nservers;
+    pool_open(p, idx);
+    for (int w = 0; w < ctl->nworkers; w++)
+        p->worker_epoch[w] = 0;
+}
+
+int health_reload(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen)
+{
+    plan_t pl = {0};
+    int rc = check_fixed(ctl, nc, err, errlen);
+    if (rc == 0)
+        rc = plan_make(ctl, nc, &pl, err, errlen);
+    if (rc < 0) {
+        plan_discard(&pl, nc);
+        return rc;
+    }
     /* Commit. Pools and servers that are gone close and free themselves. */
     for (uint32_t i = 0; i < ctl->npools; i++) {
         hpool_t *p = ctl->pools[i];
@@ -318,55 +415,15 @@ int health_reload(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen)
     }
     for (uint32_t i = 0; i < nc->npools; i++) {
         const wn_conf_pool_t *pc = &nc->pools[i];
-        hpool_t *p = np[i];
-        if (fresh[i]) {
-            p->nservers = pc->nservers;
-            pool_open(p, i);
-        } else {
-            /* Servers no longer listed go; kept ones keep their health. */
-            for (uint32_t j = 0; j < p->nservers; j++) {
-                bool kept = false;
-                for (uint32_t k = 0; k < pc->nservers && !kept; k++)
-                    kept = ns[i][k] == p->servers[j];
-                if (!kept) {
-                    wn_log_notice("pool '%s': server %s removed", pc->name,
-                                  p->servers[j]->conf->name);
-                    server_retire(p->servers[j]);
-                }
-            }
-            free(p->servers);
-            p->servers = ns[i];
-            p->nservers = pc->nservers;
-            p->idx = i;
-            bool was_probing = health_probing(p);
-            for (uint32_t j = 0; j < pc->nservers; j++) {
-                hserver_t *s = p->servers[j];
-                if (s->pool == NULL) {
-                    server_open(s, p, j);
-                    wn_log_notice("pool '%s': server %s added", pc->name, pc->servers[j].name);
-                    if (pc->health_check_interval > 0 && !ctl->stopping)
-                        health_probe_schedule(s, 0);
-                } else {
-                    server_carry(s, pc, j, &pc->servers[j]);
-                }
-            }
-            p->conf = pc;
-            if (!was_probing && !ctl->stopping)
-                schedule_probes(p);
-            /* The ring is rebuilt now, whatever was pending. */
-            uv_timer_stop(&p->rebuild_timer);
-            p->rebuild_pending = false;
-        }
-        ns[i] = NULL;
+        hpool_t *p = pl.pool[i];
+        if (pl.fresh[i])
+            commit_fresh(ctl, p, pc, i);
+        else
+            commit_kept(ctl, p, pc, i, pl.servers[i]);
         rc = health_build_ring(p);
-        if (rc < 0) {
-            /* Only memory can fail here; the pool keeps its old ring. */
+        if (rc < 0) /* only memory can fail here; the pool keeps its old ring */
             wn_log_error("pool '%s': cannot build its ring: %s", pc->name, wn_strerror(rc));
-            rc = 0;
-        }
-        if (fresh[i]) {
-            for (int w = 0; w < ctl->nworkers; w++)
-                p->worker_epoch[w] = 0;
+        if (pl.fresh[i]) {
             wn_log_notice("pool '%s': added, listening on %s, %u server(s)", pc->name,
                           pc->listen_text, pc->nservers);
             if (!ctl->stopping)
@@ -374,28 +431,9 @@ int health_reload(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen)
         }
     }
     free(ctl->pools);
-    ctl->pools = np;
+    ctl->pools = pl.pool;
     ctl->npools = nc->npools;
-    free(ns);
-    free(fresh);
+    pl.pool = NULL;
+    plan_free(&pl);
     return 0;
-
-fail:
-    for (uint32_t i = 0; np != NULL && i < nc->npools; i++) {
-        if (np[i] == NULL)
-            continue;
-        if (fresh[i]) {
-            np[i]->nservers = nc->pools[i].nservers;
-            pool_discard(np[i]);
-        } else if (ns[i] != NULL) {
-            for (uint32_t j = 0; j < nc->pools[i].nservers; j++)
-                if (ns[i][j] != NULL && ns[i][j]->pool == NULL)
-                    free(ns[i][j]);
-            free(ns[i]);
-        }
-    }
-    free(np);
-    free(ns);
-    free(fresh);
-    return rc;
 }

@@ -248,16 +248,51 @@ static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char 
     return rc;
 }
 
+/* The message is not applied: what it carries is given back. */
+static void drop_msg(const wn_msg_t *m)
+{
+    for (uint32_t i = 0; i < m->nrings; i++)
+        wn_ring_unref(m->rings[i]);
+    free(m->rings);
+    wn_conf_unref(m->conf);
+}
+
+/* A kept pool takes its new server list and settings: servers no longer
+ * listed retire, timers follow a changed timeout. */
+static void commit_kept(wn_worker_t *w, pool_rt_t *p, const wn_conf_pool_t *pc, uint32_t idx,
+                        server_rt_t **ns)
+{
+    for (uint32_t j = 0; j < p->nservers; j++)
+        if (!listed(ns, pc->nservers, p->servers[j]))
+            retire_server(w, p->servers[j]);
+    free(p->servers);
+    p->servers = ns;
+    p->nservers = pc->nservers;
+    for (uint32_t j = 0; j < pc->nservers; j++) {
+        p->servers[j]->conf = &pc->servers[j];
+        p->servers[j]->idx = j;
+    }
+    int old_timeout = p->conf->timeout;
+    p->conf = pc;
+    p->idx = idx;
+    p->buffer_limit = pc->client_buffer_limit;
+    if (pc->timeout == old_timeout)
+        return;
+    /* Timers were armed (or not) by the old one. */
+    for (uint32_t j = 0; j < p->nservers; j++)
+        wn_server_timeout_changed(p->servers[j]);
+    for (server_rt_t *s = w->retired_servers; s != NULL; s = s->retired_next)
+        if (s->pool == p)
+            wn_server_timeout_changed(s);
+}
+
 int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
 {
     wn_conf_t *nc = m->conf;
     char err[256] = "";
     plan_t pl = {0};
     if (w->stopping || m->nrings != nc->npools) {
-        for (uint32_t i = 0; i < m->nrings; i++)
-            wn_ring_unref(m->rings[i]);
-        free(m->rings);
-        wn_conf_unref(nc);
+        drop_msg(m);
         return UV_ECANCELED;
     }
     /* New pools and servers count in the new block from their start. */
@@ -271,10 +306,7 @@ int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
         plan_undo(nc, &pl);
         plan_free(&pl);
         w->stats = old_block;
-        for (uint32_t i = 0; i < m->nrings; i++)
-            wn_ring_unref(m->rings[i]);
-        free(m->rings);
-        wn_conf_unref(nc);
+        drop_msg(m);
         return rc;
     }
 
@@ -283,32 +315,10 @@ int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
         if (wn_conf_pool_find(nc, w->pools[k]->conf->name) == NULL)
             retire_pool(w, w->pools[k]);
     for (uint32_t i = 0; i < nc->npools; i++) {
-        const wn_conf_pool_t *pc = &nc->pools[i];
         pool_rt_t *p = pl.pools[i];
         if (!pl.fresh[i]) {
-            for (uint32_t j = 0; j < p->nservers; j++)
-                if (!listed(pl.servers[i], pc->nservers, p->servers[j]))
-                    retire_server(w, p->servers[j]);
-            free(p->servers);
-            p->servers = pl.servers[i];
+            commit_kept(w, p, &nc->pools[i], i, pl.servers[i]);
             pl.servers[i] = NULL;
-            p->nservers = pc->nservers;
-            for (uint32_t j = 0; j < pc->nservers; j++) {
-                p->servers[j]->conf = &pc->servers[j];
-                p->servers[j]->idx = j;
-            }
-            int old_timeout = p->conf->timeout;
-            p->conf = pc;
-            p->idx = i;
-            p->buffer_limit = pc->client_buffer_limit;
-            if (pc->timeout != old_timeout) {
-                /* Timers were armed (or not) by the old one. */
-                for (uint32_t j = 0; j < p->nservers; j++)
-                    wn_server_timeout_changed(p->servers[j]);
-                for (server_rt_t *s = w->retired_servers; s != NULL; s = s->retired_next)
-                    if (s->pool == p)
-                        wn_server_timeout_changed(s);
-            }
         }
         wn_ring_unref(p->ring);
         p->ring = m->rings[i];
