@@ -170,24 +170,21 @@ static void finish(conn_t *c)
         http_conn_close(c);
 }
 
-static char *text_body(const char *s, size_t *len)
+static void send_answer(conn_t *c, int rc, http_answer_t *a, bool head_only)
 {
-    *len = strlen(s);
-    return strdup(s);
+    if (rc < 0) {
+        free(a->body);
+        http_conn_close(c);
+        return;
+    }
+    send_response(c, a->status, a->type, a->body, a->len, head_only, a->extra_headers);
 }
 
 static void send_error(conn_t *c, int status, bool head_only)
 {
-    char msg[128];
-    snprintf(msg, sizeof(msg), "%s\n", http_status_str((enum http_status)status));
-    size_t len;
-    char *body = text_body(msg, &len);
-    if (body == NULL) {
-        http_conn_close(c);
-        return;
-    }
-    send_response(c, status, "text/plain; charset=utf-8", body, len, head_only,
-                  status == 405 ? "Allow: GET, HEAD\r\n" : NULL);
+    http_answer_t a = {0};
+    int rc = http_error_answer(&a, status);
+    send_answer(c, rc, &a, head_only);
 }
 
 /* A request whose form we refuse: answer, then no more from this client. */
@@ -199,50 +196,8 @@ static void reject(conn_t *c, int status)
     finish(c);
 }
 
-/* ---- routes ----------------------------------------------------------------- */
-
-typedef char *(*render_fn)(const wn_stats_view_t *v, size_t *len);
-
-/* A fresh view rendered by `render`; "\n" appended when asked. NULL on error
- * (the reason in *err). */
-static char *render_view(wn_http_t *srv, render_fn render, bool newline, size_t *len, int *err)
-{
-    wn_stats_view_t v;
-    memset(&v, 0, sizeof(v));
-    int rc = srv->h.build_view(&v, srv->arg);
-    if (rc < 0) {
-        wn_stats_view_free(&v);
-        *err = rc;
-        return NULL;
-    }
-    char *text = render(&v, len);
-    wn_stats_view_free(&v);
-    if (text == NULL) {
-        *err = WN_ENOMEM;
-        return NULL;
-    }
-    if (newline) {
-        char *t = realloc(text, *len + 2);
-        if (t == NULL) {
-            free(text);
-            *err = WN_ENOMEM;
-            return NULL;
-        }
-        text = t;
-        text[(*len)++] = '\n';
-        text[*len] = '\0';
-    }
-    return text;
-}
-
-static bool path_is(const char *path, size_t n, const char *want)
-{
-    return n == strlen(want) && memcmp(path, want, n) == 0;
-}
-
 static void respond(conn_t *c)
 {
-    wn_http_t *srv = c->srv;
     bool head = c->parser.method == HTTP_HEAD;
     if (c->parser.method != HTTP_GET && !head) {
         send_error(c, 405, false);
@@ -262,61 +217,9 @@ static void respond(conn_t *c)
         plen = u.field_data[UF_PATH].len;
     }
 
-    render_fn render = NULL;
-    const char *type = WN_STATS_JSON_CONTENT_TYPE;
-    bool newline = true;
-    /* "/": `curl host:22222`, which twemproxy answers with its JSON too. */
-    if (path_is(path, plen, "/stats") || path_is(path, plen, "/")) {
-        render = wn_stats_json_render;
-    } else if (path_is(path, plen, "/servers")) {
-        render = wn_stats_json_servers;
-    } else if (path_is(path, plen, "/metrics")) {
-        render = wn_stats_prom_render;
-        type = WN_STATS_PROM_CONTENT_TYPE;
-        newline = false;
-    } else if (path_is(path, plen, "/healthz")) {
-        char reason[256] = "";
-        int bad = srv->h.health != NULL ? srv->h.health(reason, sizeof(reason), srv->arg) : 0;
-        char line[300];
-        if (bad == 0) {
-            snprintf(line, sizeof(line), "ok\n");
-        } else {
-            /* One line, whatever the handler wrote. */
-            reason[sizeof(reason) - 1] = '\0';
-            for (char *p = reason; *p != '\0'; p++)
-                if (*p == '\r' || *p == '\n')
-                    *p = ' ';
-            snprintf(line, sizeof(line), "%s\n", reason[0] != '\0' ? reason : "unhealthy");
-        }
-        size_t len;
-        char *body = text_body(line, &len);
-        if (body == NULL) {
-            http_conn_close(c);
-            return;
-        }
-        send_response(c, bad == 0 ? 200 : 503, "text/plain; charset=utf-8", body, len, head,
-                      NULL);
-        return;
-    } else {
-        send_error(c, 404, head);
-        return;
-    }
-
-    size_t len = 0;
-    int err = 0;
-    char *body = render_view(srv, render, newline, &len, &err);
-    if (body == NULL) {
-        char msg[200];
-        snprintf(msg, sizeof(msg), "cannot make the stats: %s\n", wn_strerror(err));
-        body = text_body(msg, &len);
-        if (body == NULL) {
-            http_conn_close(c);
-            return;
-        }
-        send_response(c, 500, "text/plain; charset=utf-8", body, len, head, NULL);
-        return;
-    }
-    send_response(c, 200, type, body, len, head, NULL);
+    http_answer_t a;
+    int rc = http_route(c->srv, path, plen, &a);
+    send_answer(c, rc, &a, head);
 }
 
 /* twemproxy's protocol: the JSON and a newline, then close. */
@@ -327,7 +230,7 @@ static void respond_raw(conn_t *c)
     c->srv->counters.twemproxy++;
     size_t len = 0;
     int err = 0;
-    char *body = render_view(c->srv, wn_stats_json_render, true, &len, &err);
+    char *body = http_render_raw(c->srv, &len, &err);
     if (body == NULL) {
         wn_log_warn("stats: cannot make the stats: %s", wn_strerror(err));
         http_conn_close(c);

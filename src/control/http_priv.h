@@ -1,7 +1,7 @@
 /*
  * http_priv.h: the stats server's insides, shared by http.c (the listener,
- * accepting, start and stop) and http_conn.c (one connection: parsing,
- * routes, responses, deadlines). Loop thread only, like http.h.
+ * accepting, start and stop), http_conn.c (one connection: parsing,
+ * responses, deadlines) and http_route.c (what each path answers). Loop thread only, like http.h.
  */
 #ifndef WALNUT_CONTROL_HTTP_PRIV_H
 #define WALNUT_CONTROL_HTTP_PRIV_H
@@ -88,5 +88,23 @@ void http_server_slot_freed(wn_http_t *srv);
 int http_conn_open(wn_http_t *srv, uv_stream_t *l);
 /* Close c's handles; it is freed (and unlinked) in their close callbacks. */
 void http_conn_close(conn_t *c);
+
+/* An answer to one request; body malloc'd, handed to the one who sends it. */
+typedef struct http_answer {
+    int status;
+    const char *type;          /* static */
+    char *body;                /* owned */
+    size_t len;
+    const char *extra_headers; /* static, "Name: value\r\n" lines, or NULL */
+} http_answer_t;
+
+/* http_route.c: the answer to GET/HEAD of path[plen]; 0, or WN_ENOMEM with
+ * no body (the caller closes the connection). Errors in making the stats
+ * are answers (500). */
+int http_route(wn_http_t *srv, const char *path, size_t plen, http_answer_t *a);
+/* http_route.c: the answer for an error status (404, 405 with Allow, ...). */
+int http_error_answer(http_answer_t *a, int status);
+/* http_route.c: twemproxy's JSON and a newline; NULL with *err. */
+char *http_render_raw(wn_http_t *srv, size_t *len, int *err);
 
 #endif

@@ -1,0 +1,124 @@
+/*
+ * control/http_route.c: what each stats path answers (/stats, /, /servers,
+ * /metrics, /healthz, and twemproxy's raw JSON), as a status, a type and a
+ * body made whole from a fresh view. Knows nothing of connections: the
+ * caller (http_conn.c) sends the answer. Loop thread only; never blocks.
+ */
+#include "http_priv.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "walnut/core.h"
+
+#define TEXT_PLAIN "text/plain; charset=utf-8"
+
+typedef char *(*render_fn)(const wn_stats_view_t *v, size_t *len);
+
+static int text_answer(http_answer_t *a, int status, const char *text)
+{
+    a->status = status;
+    a->type = TEXT_PLAIN;
+    a->len = strlen(text);
+    a->body = strdup(text);
+    return a->body != NULL ? 0 : WN_ENOMEM;
+}
+
+int http_error_answer(http_answer_t *a, int status)
+{
+    char msg[128];
+    snprintf(msg, sizeof(msg), "%s\n", http_status_str((enum http_status)status));
+    a->extra_headers = status == 405 ? "Allow: GET, HEAD\r\n" : NULL;
+    return text_answer(a, status, msg);
+}
+
+/* A fresh view rendered by `render`; "\n" appended when asked. NULL on error
+ * (the reason in *err). */
+static char *render_view(wn_http_t *srv, render_fn render, bool newline, size_t *len, int *err)
+{
+    wn_stats_view_t v;
+    memset(&v, 0, sizeof(v));
+    int rc = srv->h.build_view(&v, srv->arg);
+    if (rc < 0) {
+        wn_stats_view_free(&v);
+        *err = rc;
+        return NULL;
+    }
+    char *text = render(&v, len);
+    wn_stats_view_free(&v);
+    if (text == NULL) {
+        *err = WN_ENOMEM;
+        return NULL;
+    }
+    if (newline) {
+        char *t = realloc(text, *len + 2);
+        if (t == NULL) {
+            free(text);
+            *err = WN_ENOMEM;
+            return NULL;
+        }
+        text = t;
+        text[(*len)++] = '\n';
+        text[*len] = '\0';
+    }
+    return text;
+}
+
+char *http_render_raw(wn_http_t *srv, size_t *len, int *err)
+{
+    return render_view(srv, wn_stats_json_render, true, len, err);
+}
+
+static int healthz(wn_http_t *srv, http_answer_t *a)
+{
+    char reason[256] = "";
+    int bad = srv->h.health != NULL ? srv->h.health(reason, sizeof(reason), srv->arg) : 0;
+    if (bad == 0)
+        return text_answer(a, 200, "ok\n");
+    /* One line, whatever the handler wrote. */
+    reason[sizeof(reason) - 1] = '\0';
+    for (char *p = reason; *p != '\0'; p++)
+        if (*p == '\r' || *p == '\n')
+            *p = ' ';
+    char line[300];
+    snprintf(line, sizeof(line), "%s\n", reason[0] != '\0' ? reason : "unhealthy");
+    return text_answer(a, 503, line);
+}
+
+static bool path_is(const char *path, size_t n, const char *want)
+{
+    return n == strlen(want) && memcmp(path, want, n) == 0;
+}
+
+int http_route(wn_http_t *srv, const char *path, size_t plen, http_answer_t *a)
+{
+    memset(a, 0, sizeof(*a));
+    render_fn render = NULL;
+    const char *type = WN_STATS_JSON_CONTENT_TYPE;
+    bool newline = true;
+    /* "/": `curl host:22222`, which twemproxy answers with its JSON too. */
+    if (path_is(path, plen, "/stats") || path_is(path, plen, "/")) {
+        render = wn_stats_json_render;
+    } else if (path_is(path, plen, "/servers")) {
+        render = wn_stats_json_servers;
+    } else if (path_is(path, plen, "/metrics")) {
+        render = wn_stats_prom_render;
+        type = WN_STATS_PROM_CONTENT_TYPE;
+        newline = false;
+    } else if (path_is(path, plen, "/healthz")) {
+        return healthz(srv, a);
+    } else {
+        return http_error_answer(a, 404);
+    }
+    int err = 0;
+    a->body = render_view(srv, render, newline, &a->len, &err);
+    if (a->body == NULL) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "cannot make the stats: %s\n", wn_strerror(err));
+        return text_answer(a, 500, msg);
+    }
+    a->status = 200;
+    a->type = type;
+    return 0;
+}
