@@ -112,6 +112,10 @@ typedef struct instream {
  * move to a new buffer with them, so a line is always contiguous; `ahead` is
  * how many bytes are known to be coming (a value), to size the buffer. */
 int wn_instream_alloc(wn_worker_t *w, instream_t *in, uint32_t keep, uint64_t ahead, uv_buf_t *out);
+/* The keep/ahead a protocol asks of wn_instream_alloc: with `data_left`
+ * payload bytes known to be coming, nothing kept and that much ahead; else
+ * the unparsed bytes kept (an incomplete line or head stays contiguous). */
+void wn_instream_plan(const instream_t *in, uint64_t data_left, uint32_t *keep, uint64_t *ahead);
 /* Give the buffer back when everything in it is parsed and nothing else
  * holds it (an idle connection keeps no buffer). */
 void wn_instream_trim(instream_t *in);
@@ -176,6 +180,13 @@ struct req {
  * `client` set and kind given. NULL on ENOMEM. */
 req_t *wn_req_create(pool_rt_t *pool, client_t *c, req_kind_t kind);
 void wn_req_ref(req_t *r);
+/* A split request's keys grouped by fragment, key order kept within each:
+ * given key_frag[k] (key k's fragment), fills first[0..nfrags] (fragment f's
+ * keys are frag_keys[first[f] .. first[f+1])) and frag_keys[nkeys]; `next`
+ * is scratch room for nfrags entries. */
+void wn_split_group(const uint32_t *key_frag, uint32_t nkeys, uint32_t nfrags, uint32_t *first,
+                    uint32_t *next, uint32_t *frag_keys);
+
 /* Room for n fragments in a parent (r->frags, r->nfrags). 0 or WN_ENOMEM. */
 int wn_req_frags_alloc(req_t *r, uint32_t n);
 void wn_req_unref(req_t *r);
@@ -518,10 +529,16 @@ int wn_ctl_init(wn_worker_t *w);
 
 void wn_ctl_deinit(wn_worker_t *w);
 void wn_ctl_close(wn_worker_t *w);
-/* Drain control's messages (on the worker's wakeup). Stops at a new
- * configuration: true, with it in *config (holds already ended), for the
- * worker to apply and answer with wn_ctl_config_done; then call again. */
-bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *config);
+/* Drain control's messages (on the worker's wakeup). Stops at one the
+ * worker must handle above this layer, true with it in *out, then call
+ * again: a new configuration (WN_MSG_CONFIG; holds already ended) to apply
+ * and answer with wn_ctl_config_done, or the text of a `stats` request
+ * (WN_MSG_STATS_REPLY; take its request with wn_ctl_stats_take, free the
+ * text). */
+bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *out);
+/* The request waiting for the stats asked as `id`, off the list, with the
+ * reference the list held (NULL: none; its client may have gone). */
+req_t *wn_ctl_stats_take(wn_worker_t *w, uint64_t id);
 /* Tell control the worker applied generation gen (err: 0, or what failed). */
 void wn_ctl_config_done(wn_worker_t *w, uint64_t gen, int err);
 /* A request or connection to s failed / s answered. */

@@ -8,7 +8,6 @@
  * bounded. Worker thread only, except the wn_worker_* calls marked control.
  */
 #include "core_types.h"
-#include "protocol.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -103,8 +102,7 @@ bool wn_ctl_ask_stats(req_t *r)
     return true;
 }
 
-/* Take the waiting request asked as `id` off the list (NULL: none). */
-static req_t *take_waiting(wn_worker_t *w, uint64_t id)
+req_t *wn_ctl_stats_take(wn_worker_t *w, uint64_t id)
 {
     for (uint32_t i = 0; i < w->nstats_waiting; i++) {
         if (w->stats_ids[i] != id)
@@ -116,16 +114,6 @@ static req_t *take_waiting(wn_worker_t *w, uint64_t id)
         return r;
     }
     return NULL;
-}
-
-static void stats_reply(wn_worker_t *w, const wn_msg_t *m)
-{
-    req_t *r = take_waiting(w, m->epoch);
-    if (r != NULL) {
-        wn_proto_stats_reply(r, m->text, m->len);
-        wn_req_unref(r);
-    }
-    free(m->text);
 }
 
 /* After both threads have stopped. */
@@ -324,7 +312,7 @@ static void swap_ring(wn_worker_t *w, const wn_msg_t *m)
     release_pool(p);
 }
 
-bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *config)
+bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *out)
 {
     wn_msg_t m;
     while (wn_spsc_pop(w->from_control, &m) == 0) {
@@ -337,7 +325,7 @@ bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *config)
              * worker applies it (reconf.c) and calls wn_ctl_config_done. */
             for (uint32_t p = 0; p < w->npools; p++)
                 release_pool(w->pools[p]);
-            *config = m;
+            *out = m;
             return true;
         case WN_MSG_HEALTHY:
             if (m.gen == w->gen && m.pool < w->npools &&
@@ -354,8 +342,9 @@ bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *config)
             break;
         }
         case WN_MSG_STATS_REPLY:
-            stats_reply(w, &m);
-            break;
+            /* The reply is the protocol's: the worker hands it on. */
+            *out = m;
+            return true;
         case WN_MSG_WEDGE:
             /* Only sent when the process runs with WALNUT_TEST_HOOKS=1: a
              * stuck loop, as a bug would make it, for the watchdog tests. */

@@ -155,4 +155,17 @@ void wn_mc_forward(client_t *c, server_rt_t *s, req_t *r);
 /* mc_stats.c: `stats` answered with walnut's counters. */
 void wn_mc_reply_stats(mc_req_t *r);
 
+/* The last two bytes of a data block seen so far, as n bytes of it arrive
+ * (split anywhere): they must be "\r\n" at its end. */
+static inline void wn_mc_track_trailer(char trailer[2], const char *p, uint32_t n)
+{
+    if (n >= 2) {
+        trailer[0] = p[n - 2];
+        trailer[1] = p[n - 1];
+    } else if (n == 1) {
+        trailer[0] = trailer[1];
+        trailer[1] = p[0];
+    }
+}
+
 #endif

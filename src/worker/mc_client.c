@@ -69,26 +69,7 @@ void wn_mc_client_eof(client_t *cl)
 
 void wn_mc_client_read_plan(const client_t *cl, uint32_t *keep, uint64_t *ahead)
 {
-    const mc_client_t *c = (const mc_client_t *)cl;
-    if (c->data_left > 0) {
-        *keep = 0;
-        *ahead = c->data_left;
-        return;
-    }
-    /* An incomplete line stays contiguous with what comes. */
-    *keep = cl->in.buf != NULL ? cl->in.buf->len - cl->in.pos : 0;
-    *ahead = 0;
-}
-
-static void track_trailer(char trailer[2], const char *p, uint32_t n)
-{
-    if (n >= 2) {
-        trailer[0] = p[n - 2];
-        trailer[1] = p[n - 1];
-    } else if (n == 1) {
-        trailer[0] = trailer[1];
-        trailer[1] = p[0];
-    }
+    wn_instream_plan(&cl->in, ((const mc_client_t *)cl)->data_left, keep, ahead);
 }
 
 /* Answer with one of memcached's canned lines, in order. */
@@ -148,7 +129,7 @@ static void take_data(mc_client_t *c, wn_buf_t *b)
         wn_client_mark(&c->c);
         return;
     }
-    track_trailer(c->trailer, b->data + pos, take);
+    wn_mc_track_trailer(c->trailer, b->data + pos, take);
     c->c.in.pos += take;
     c->data_left -= take;
     if (c->data_left == 0) {

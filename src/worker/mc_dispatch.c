@@ -221,21 +221,6 @@ static bool route_keys(mc_client_t *c, const char *line, const wn_mc_request_t *
     return true;
 }
 
-/* Group key indexes by fragment, key order kept within each; `next` has
- * room for nfrags entries. */
-static void group_keys(mc_split_t *s, uint32_t *next)
-{
-    uint32_t *first = s->frag_first; /* [nfrags + 1]: counted, then prefix-summed */
-    memset(first, 0, sizeof(uint32_t) * (s->nfrags + 1));
-    for (uint32_t k = 0; k < s->nkeys; k++)
-        first[s->key_frag[k] + 1]++;
-    for (uint32_t f = 0; f < s->nfrags; f++)
-        first[f + 1] += first[f];
-    memcpy(next, first, sizeof(uint32_t) * s->nfrags);
-    for (uint32_t k = 0; k < s->nkeys; k++)
-        s->frag_keys[next[s->key_frag[k]]++] = k;
-}
-
 /* One fragment: "get k1 k2\r\n" of its keys, to its server. */
 static int make_fragment(mc_req_t *p, uint32_t f, server_rt_t *srv, const wn_mc_request_t *q)
 {
@@ -272,7 +257,7 @@ static int make_fragment(mc_req_t *p, uint32_t f, server_rt_t *srv, const wn_mc_
 static void dispatch_split(mc_client_t *c, mc_req_t *r, mc_split_t *s, server_rt_t **where,
                            uint32_t *scratch, const wn_mc_request_t *q)
 {
-    group_keys(s, scratch);
+    wn_split_group(s->key_frag, s->nkeys, s->nfrags, s->frag_first, scratch, s->frag_keys);
     r->r.kind = REQ_PARENT;
     r->split = s;
     if (wn_req_frags_alloc(&r->r, s->nfrags) < 0) {

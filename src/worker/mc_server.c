@@ -26,25 +26,7 @@ void wn_mc_sconn_reset(sconn_t *sc)
 
 void wn_mc_server_read_plan(const sconn_t *sc, uint32_t *keep, uint64_t *ahead)
 {
-    const mc_sconn_t *s = (const mc_sconn_t *)sc;
-    if (s->data_left > 0) {
-        *keep = 0;
-        *ahead = s->data_left;
-        return;
-    }
-    *keep = sc->in.buf != NULL ? sc->in.buf->len - sc->in.pos : 0;
-    *ahead = 0;
-}
-
-static void track_trailer(char trailer[2], const char *p, uint32_t n)
-{
-    if (n >= 2) {
-        trailer[0] = p[n - 2];
-        trailer[1] = p[n - 1];
-    } else if (n == 1) {
-        trailer[0] = trailer[1];
-        trailer[1] = p[0];
-    }
+    wn_instream_plan(&sc->in, ((const mc_sconn_t *)sc)->data_left, keep, ahead);
 }
 
 static bool is_fragment_of_split(const mc_req_t *r)
@@ -135,7 +117,7 @@ static int take_data(mc_sconn_t *s, req_t *r, wn_buf_t *b)
     if (wn_req_rsp_push(r, b, pos, take, false) < 0)
         return WN_ENOMEM;
     item_grew(m);
-    track_trailer(s->trailer, b->data + pos, take);
+    wn_mc_track_trailer(s->trailer, b->data + pos, take);
     s->s.in.pos += take;
     s->data_left -= take;
     if (s->data_left > 0) {

@@ -63,14 +63,10 @@ void wn_mcbin_client_eof(client_t *cl)
 void wn_mcbin_client_read_plan(const client_t *cl, uint32_t *keep, uint64_t *ahead)
 {
     const mcbin_client_t *c = (const mcbin_client_t *)cl;
-    if (c->value_left > 0 || c->skip_left > 0) {
-        *keep = 0;
-        *ahead = c->value_left > 0 ? c->value_left : WN_MIN(c->skip_left, WN_READ_AHEAD_MAX);
-        return;
-    }
     /* An incomplete head (at most 24 + 255 + 250 bytes) stays contiguous. */
-    *keep = cl->in.buf != NULL ? cl->in.buf->len - cl->in.pos : 0;
-    *ahead = 0;
+    wn_instream_plan(&cl->in,
+                     c->value_left > 0 ? c->value_left : WN_MIN(c->skip_left, WN_READ_AHEAD_MAX),
+                     keep, ahead);
 }
 
 static void out_of_memory(mcbin_client_t *c)

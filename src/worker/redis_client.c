@@ -73,14 +73,7 @@ bool wn_redis_client_has_pending(const client_t *cl)
 
 void wn_redis_client_read_plan(const client_t *cl, uint32_t *keep, uint64_t *ahead)
 {
-    const redis_client_t *c = (const redis_client_t *)cl;
-    if (c->data_left > 0) {
-        *keep = 0;
-        *ahead = c->data_left;
-        return;
-    }
-    *keep = cl->in.buf != NULL ? cl->in.buf->len - cl->in.pos : 0;
-    *ahead = 0;
+    wn_instream_plan(&cl->in, ((const redis_client_t *)cl)->data_left, keep, ahead);
 }
 
 void wn_redis_reply(redis_req_t *r, const char *text, size_t len)

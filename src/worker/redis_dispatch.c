@@ -140,19 +140,6 @@ static int route_keys(redis_req_t *r, redis_split_t *s, uint32_t first, uint32_t
     return 1;
 }
 
-static void group_keys(redis_split_t *s, uint32_t *next)
-{
-    uint32_t *first = s->frag_first;
-    memset(first, 0, sizeof(uint32_t) * (s->nfrags + 1));
-    for (uint32_t k = 0; k < s->nkeys; k++)
-        first[s->key_frag[k] + 1]++;
-    for (uint32_t f = 0; f < s->nfrags; f++)
-        first[f + 1] += first[f];
-    memcpy(next, first, sizeof(uint32_t) * s->nfrags);
-    for (uint32_t k = 0; k < s->nkeys; k++)
-        s->frag_keys[next[s->key_frag[k]]++] = k;
-}
-
 /* Push argument i's bytes (header, payload, CRLF) onto fragment f's out. */
 static int push_arg(redis_req_t *p, redis_req_t *f, uint32_t i)
 {
@@ -205,7 +192,7 @@ static bool split_send(redis_client_t *c, redis_req_t *r, redis_split_t *s, serv
     for (uint32_t f = 0; f < s->nfrags; f++)
         if (wn_server_is_suspect(where[f]) && wn_ctl_hold(&c->c, where[f]))
             return false;
-    group_keys(s, scratch);
+    wn_split_group(s->key_frag, s->nkeys, s->nfrags, s->frag_first, scratch, s->frag_keys);
     r->r.kind = REQ_PARENT;
     r->split = s;
     if (wn_req_frags_alloc(&r->r, s->nfrags) < 0) {

@@ -25,14 +25,7 @@ void wn_redis_sconn_reset(sconn_t *sc)
 
 void wn_redis_server_read_plan(const sconn_t *sc, uint32_t *keep, uint64_t *ahead)
 {
-    const redis_sconn_t *s = (const redis_sconn_t *)sc;
-    if (s->data_left > 0) {
-        *keep = 0;
-        *ahead = s->data_left;
-        return;
-    }
-    *keep = sc->in.buf != NULL ? sc->in.buf->len - sc->in.pos : 0;
-    *ahead = 0;
+    wn_instream_plan(&sc->in, ((const redis_sconn_t *)sc)->data_left, keep, ahead);
 }
 
 /* AUTH or SELECT, sent by walnut ahead of any request on a new connection. */

@@ -13,6 +13,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+void wn_split_group(const uint32_t *key_frag, uint32_t nkeys, uint32_t nfrags, uint32_t *first,
+                    uint32_t *next, uint32_t *frag_keys)
+{
+    /* Counted, then prefix-summed. */
+    memset(first, 0, sizeof(uint32_t) * (nfrags + 1));
+    for (uint32_t k = 0; k < nkeys; k++)
+        first[key_frag[k] + 1]++;
+    for (uint32_t f = 0; f < nfrags; f++)
+        first[f + 1] += first[f];
+    memcpy(next, first, sizeof(uint32_t) * nfrags);
+    for (uint32_t k = 0; k < nkeys; k++)
+        frag_keys[next[key_frag[k]]++] = k;
+}
+
 req_t *wn_req_create(pool_rt_t *pool, client_t *c, req_kind_t kind)
 {
     wn_worker_t *w = pool->w;

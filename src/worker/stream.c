@@ -150,6 +150,12 @@ int wn_instream_alloc(wn_worker_t *w, instream_t *in, uint32_t keep, uint64_t ah
     return 0;
 }
 
+void wn_instream_plan(const instream_t *in, uint64_t data_left, uint32_t *keep, uint64_t *ahead)
+{
+    *keep = data_left == 0 && in->buf != NULL ? in->buf->len - in->pos : 0;
+    *ahead = data_left;
+}
+
 void wn_instream_trim(instream_t *in)
 {
     if (in->buf != NULL && in->pos == in->buf->len && in->buf->refs == 1) {

@@ -67,12 +67,28 @@ static void begin_stop(wn_worker_t *w)
     uv_timer_start(&w->stop_timer, on_stop_linger, STOP_LINGER_MS, 0);
 }
 
+/* A message from control that the layers below hand up. */
+static void on_control_message(wn_worker_t *w, wn_msg_t *m)
+{
+    if (m->type == WN_MSG_CONFIG) {
+        wn_ctl_config_done(w, m->gen, wn_reconf_apply(w, m));
+        return;
+    }
+    /* WN_MSG_STATS_REPLY: the text control made for a `stats` request. */
+    req_t *r = wn_ctl_stats_take(w, m->epoch);
+    if (r != NULL) {
+        wn_proto_stats_reply(r, m->text, m->len);
+        wn_req_unref(r);
+    }
+    free(m->text);
+}
+
 static void on_wakeup(uv_async_t *a)
 {
     wn_worker_t *w = a->data;
-    wn_msg_t config;
-    while (wn_ctl_receive(w, &config))
-        wn_ctl_config_done(w, config.gen, wn_reconf_apply(w, &config));
+    wn_msg_t m;
+    while (wn_ctl_receive(w, &m))
+        on_control_message(w, &m);
     if (atomic_load_explicit(&w->stop_requested, memory_order_acquire))
         begin_stop(w);
 }

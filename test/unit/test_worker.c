@@ -26,6 +26,7 @@
 #include "walnut/config.h"
 #include "walnut/stats.h"
 #include "walnut/worker.h"
+#include "worker/core_types.h"
 #include "worker/protocol.h"
 
 /* ---- a scripted backend ---------------------------------------------------- */
@@ -397,6 +398,26 @@ static void split_keys(fixture_t *fx, const char **ka, const char **kb)
 /* ---- tests ------------------------------------------------------------------ */
 
 /* Replies go back in request order even when the later server answers first. */
+/* A split request's keys grouped by fragment, key order kept in each. */
+static void test_split_group(void **state)
+{
+    (void)state;
+    const uint32_t key_frag[] = {1, 0, 1, 2, 0, 1};
+    uint32_t first[4], next[3], keys[6];
+    wn_split_group(key_frag, 6, 3, first, next, keys);
+    const uint32_t want_first[] = {0, 2, 5, 6};
+    const uint32_t want_keys[] = {1, 4, 0, 2, 5, 3};
+    assert_memory_equal(first, want_first, sizeof(want_first));
+    assert_memory_equal(keys, want_keys, sizeof(want_keys));
+    /* One fragment: the keys as they came. */
+    const uint32_t one[] = {0, 0, 0};
+    wn_split_group(one, 3, 1, first, next, keys);
+    assert_int_equal(first[0], 0);
+    assert_int_equal(first[1], 3);
+    assert_int_equal(keys[0], 0);
+    assert_int_equal(keys[2], 2);
+}
+
 static void test_pipeline_order(void **state)
 {
     (void)state;
@@ -928,6 +949,7 @@ static void test_meta_quiet_order(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_split_group),
         cmocka_unit_test(test_pipeline_order),
         cmocka_unit_test(test_bytes_after_quit),
         cmocka_unit_test(test_eof_mid_value),
