@@ -57,6 +57,8 @@ typedef struct mc_req {
     bool is_get;           /* a retrieval: replies are VALUE... END, matched by key */
     uint32_t nkeys;        /* keys asked for */
     uint32_t hits;         /* VALUE blocks received */
+    bool counts_get;       /* a client's mg: its reply counts as get_hits or get_misses
+                            * (binary gets count theirs in mcbin_reply.c) */
     /* Forwarded retrievals: the request line (its buffer held by `out`) and
      * its key run, to match each VALUE to a key asked for. */
     const char *line;

@@ -165,6 +165,7 @@ static void dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_meta_re
         return;
     }
     r->meta = (uint8_t)mq->cmd;
+    r->counts_get = mq->cmd == WN_META_MG;
     r->until_mn = needs_mn(line, mq);
     r->quiet = mq->quiet && !r->until_mn;
     r->r.server = srv;

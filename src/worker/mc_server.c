@@ -198,6 +198,10 @@ static int take_meta_line(mc_sconn_t *s, req_t *r, wn_buf_t *b)
         return WN_EPROTO; /* one reply before MN at most */
     if (m->quiet && wn_meta_quiet_drops((wn_meta_cmd_t)m->meta, rsp.type))
         r->swallow = true;
+    if (m->counts_get && (rsp.type == WN_META_RSP_VA || rsp.type == WN_META_RSP_HD))
+        wn_stat_add(WN_GSTAT(s->s.server->pool->w, get_hits), 1);
+    else if (m->counts_get && rsp.type == WN_META_RSP_EN)
+        wn_stat_add(WN_GSTAT(s->s.server->pool->w, get_misses), 1);
     rc = wn_req_rsp_push(r, b, pos, rsp.line_len, false);
     s->s.in.pos += rsp.line_len;
     if (rc < 0)

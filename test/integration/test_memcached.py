@@ -442,8 +442,16 @@ class MemcachedSuite:
                 t.request(b"get %s\r\n" % k, get_reply([(k, 0, b"x")]))
             for i in range(5):
                 t.request(b"get st:miss:%d\r\n" % i, b"END\r\n")
-            want = {"cmd_set": len(keys), "cmd_get": len(keys) + 5, "get_hits": len(keys),
-                    "get_misses": 5}
+            # meta gets count as memcached counts them: a hit (VA, or HD
+            # without v) or a miss (EN), quiet or not
+            for k in keys:
+                t.request(b"mg %s v\r\n" % k, b"VA 1\r\nx\r\n")
+                t.request(b"mg %s\r\n" % k, b"HD\r\n")
+            for i in range(3):
+                t.request(b"mg st:mmiss:%d v\r\n" % i, b"EN\r\n")
+            t.request(b"mg st:mmiss:q v q\r\nmn\r\n", b"MN\r\n")
+            want = {"cmd_set": len(keys), "cmd_get": 3 * len(keys) + 9,
+                    "get_hits": 3 * len(keys), "get_misses": 9}
 
             def grown():
                 s1 = stats()
