@@ -355,10 +355,15 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
     /* Control's own reference: a reload replaces it. */
     wn_conf_ref(conf);
     int rc = process_setup(opts);
-    if (rc == 0)
-        rc = control_init(&ctl, opts);
     if (rc < 0) {
         wn_conf_unref(ctl.conf);
+        return rc;
+    }
+    rc = control_init(&ctl, opts);
+    if (rc < 0) {
+        wn_conf_unref(ctl.conf);
+        if (opts->pid_file != NULL)
+            unlink(opts->pid_file); /* ours: process_setup wrote it */
         return rc;
     }
     int started = 0;

@@ -188,6 +188,12 @@ static inline bool health_probing(const hpool_t *p)
 }
 /* Build p's ring from its servers' state (the epoch moves on); 0 or WN_ENOMEM. */
 int health_build_ring(hpool_t *p);
+/* The ring of pool config pc over servers[pc->nservers] (their ejected
+ * state), with the given epoch; 0 or WN_ENOMEM. Touches no pool. */
+int health_ring_make(const wn_conf_pool_t *pc, hserver_t *const *servers, uint64_t epoch,
+                     wn_ring_t **out);
+/* p takes ring (and its epoch), dropping the one it had. */
+void health_ring_install(hpool_t *p, wn_ring_t *ring);
 void health_probe_close(hserver_t *s);
 /* Probe s after delay_ms, unless a probe is outstanding (its end decides). */
 void health_probe_schedule(hserver_t *s, uint64_t delay_ms);

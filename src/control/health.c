@@ -69,35 +69,46 @@ static void send_verdict(hserver_t *s)
 
 /* ---- the ring ------------------------------------------------------------- */
 
-int health_build_ring(hpool_t *p)
+int health_ring_make(const wn_conf_pool_t *pc, hserver_t *const *servers, uint64_t epoch,
+                     wn_ring_t **out)
 {
-    bool *live = calloc(p->nservers, sizeof(*live));
-    wn_ring_server_t *rs = calloc(p->nservers, sizeof(*rs));
+    bool *live = calloc(pc->nservers ? pc->nservers : 1, sizeof(*live));
+    wn_ring_server_t *rs = calloc(pc->nservers ? pc->nservers : 1, sizeof(*rs));
     if (live == NULL || rs == NULL) {
         free(live);
         free(rs);
         return WN_ENOMEM;
     }
-    wn_conf_ring_servers(p->conf, rs);
-    for (uint32_t i = 0; i < p->nservers; i++)
-        live[i] = !p->servers[i]->ejected;
+    wn_conf_ring_servers(pc, rs);
+    for (uint32_t i = 0; i < pc->nservers; i++)
+        live[i] = !servers[i]->ejected;
     wn_ring_params_t params = {
-        .dist = p->conf->distribution,
-        .hash = p->conf->hash,
-        .hash_tag = p->conf->has_hash_tag ? p->conf->hash_tag : NULL,
-        .epoch = p->epoch + 1,
+        .dist = pc->distribution,
+        .hash = pc->hash,
+        .hash_tag = pc->has_hash_tag ? pc->hash_tag : NULL,
+        .epoch = epoch,
     };
-    wn_ring_t *ring;
-    int rc = wn_ring_create(&params, rs, p->nservers, live, &ring);
+    int rc = wn_ring_create(&params, rs, pc->nservers, live, out);
     free(live);
     free(rs);
-    if (rc < 0)
-        return rc;
+    return rc;
+}
+
+void health_ring_install(hpool_t *p, wn_ring_t *ring)
+{
     wn_ring_unref(p->ring);
     p->ring = ring;
-    p->epoch++;
+    p->epoch = wn_ring_epoch(ring);
     p->last_build_ms = now_ms(p->ctl);
-    return 0;
+}
+
+int health_build_ring(hpool_t *p)
+{
+    wn_ring_t *ring;
+    int rc = health_ring_make(p->conf, p->servers, p->epoch + 1, &ring);
+    if (rc == 0)
+        health_ring_install(p, ring);
+    return rc;
 }
 
 static void rebuild_now(hpool_t *p)

@@ -265,14 +265,15 @@ static int check_fixed(control_t *ctl, const wn_conf_t *nc, char *err, size_t er
 }
 
 /* A reload prepared: for the new config's pool i, the pool (a new one, or
- * the kept one) and, for a kept pool, its new server list (kept servers and
- * new ones not yet opened). Every allocation and address lookup happens
- * here, so the commit cannot fail half-way. */
+ * the kept one), for a kept pool its new server list (kept servers and new
+ * ones not yet opened), and the pool's new ring. Every allocation and
+ * address lookup happens here, so the commit cannot fail half-way. */
 typedef struct plan {
     uint32_t n;
     hpool_t **pool;
     hserver_t ***servers;
     bool *fresh;
+    wn_ring_t **ring;
 } plan_t;
 
 static void plan_free(plan_t *pl)
@@ -280,11 +281,14 @@ static void plan_free(plan_t *pl)
     free(pl->pool);
     free(pl->servers);
     free(pl->fresh);
+    free(pl->ring);
 }
 
 /* The reload failed: what the plan made is freed, nothing else is touched. */
 static void plan_discard(plan_t *pl, const wn_conf_t *nc)
 {
+    for (uint32_t i = 0; pl->ring != NULL && i < pl->n; i++)
+        wn_ring_unref(pl->ring[i]);
     for (uint32_t i = 0; pl->pool != NULL && i < pl->n; i++) {
         if (pl->pool[i] == NULL)
             continue;
@@ -327,7 +331,12 @@ static int plan_pool(control_t *ctl, plan_t *pl, uint32_t i, const wn_conf_pool_
             return WN_EINVAL;
         pl->servers[i][j] = s;
     }
-    return 0;
+    /* The ring now: kept servers keep their ejected state, new ones are live. */
+    int rc = health_ring_make(pc, pl->servers[i], (old != NULL ? old->epoch : 0) + 1,
+                              &pl->ring[i]);
+    if (rc < 0)
+        snprintf(err, errlen, "pool '%s': out of memory", pc->name);
+    return rc;
 }
 
 static int plan_make(control_t *ctl, const wn_conf_t *nc, plan_t *pl, char *err, size_t errlen)
@@ -337,7 +346,8 @@ static int plan_make(control_t *ctl, const wn_conf_t *nc, plan_t *pl, char *err,
     pl->pool = calloc(n, sizeof(*pl->pool));
     pl->servers = calloc(n, sizeof(*pl->servers));
     pl->fresh = calloc(n, sizeof(*pl->fresh));
-    if (pl->pool == NULL || pl->servers == NULL || pl->fresh == NULL) {
+    pl->ring = calloc(n, sizeof(*pl->ring));
+    if (pl->pool == NULL || pl->servers == NULL || pl->fresh == NULL || pl->ring == NULL) {
         snprintf(err, errlen, "out of memory");
         return WN_ENOMEM;
     }
@@ -420,9 +430,8 @@ int health_reload(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen)
             commit_fresh(ctl, p, pc, i);
         else
             commit_kept(ctl, p, pc, i, pl.servers[i]);
-        rc = health_build_ring(p);
-        if (rc < 0) /* only memory can fail here; the pool keeps its old ring */
-            wn_log_error("pool '%s': cannot build its ring: %s", pc->name, wn_strerror(rc));
+        health_ring_install(p, pl.ring[i]);
+        pl.ring[i] = NULL;
         if (pl.fresh[i]) {
             wn_log_notice("pool '%s': added, listening on %s, %u server(s)", pc->name,
                           pc->listen_text, pc->nservers);

@@ -63,7 +63,8 @@ void wn_mcbin_client_eof(client_t *cl)
 void wn_mcbin_client_read_plan(const client_t *cl, uint32_t *keep, uint64_t *ahead)
 {
     const mcbin_client_t *c = (const mcbin_client_t *)cl;
-    /* An incomplete head (at most 24 + 255 + 250 bytes) stays contiguous. */
+    /* A value or a refused packet's rest is read by count; otherwise an
+     * incomplete head (at most 24 + 255 + 250 bytes) stays contiguous. */
     wn_instream_plan(&cl->in,
                      c->value_left > 0 ? c->value_left : WN_MIN(c->skip_left, WN_READ_AHEAD_MAX),
                      keep, ahead);

@@ -192,6 +192,8 @@ static int plan_make(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char *err,
 static void plan_undo(const wn_conf_t *nc, plan_t *pl)
 {
     for (uint32_t i = 0; pl->pools != NULL && i < nc->npools; i++) {
+        if (pl->pools[i] == NULL)
+            continue; /* not planned (nor anything after it) */
         if (pl->fresh[i]) {
             wn_pool_rt_destroy(pl->pools[i]);
             continue;

@@ -70,17 +70,25 @@ static void begin_stop(wn_worker_t *w)
 /* A message from control that the layers below hand up. */
 static void on_control_message(wn_worker_t *w, wn_msg_t *m)
 {
-    if (m->type == WN_MSG_CONFIG) {
+    switch (m->type) {
+    case WN_MSG_CONFIG:
         wn_ctl_config_done(w, m->gen, wn_reconf_apply(w, m));
-        return;
+        break;
+    case WN_MSG_STATS_REPLY: {
+        /* The text control made for a `stats` request. */
+        req_t *r = wn_ctl_stats_take(w, m->epoch);
+        if (r != NULL) {
+            wn_proto_stats_reply(r, m->text, m->len);
+            wn_req_unref(r);
+        }
+        free(m->text);
+        break;
     }
-    /* WN_MSG_STATS_REPLY: the text control made for a `stats` request. */
-    req_t *r = wn_ctl_stats_take(w, m->epoch);
-    if (r != NULL) {
-        wn_proto_stats_reply(r, m->text, m->len);
-        wn_req_unref(r);
+    default:
+        wn_log_error("worker %d: control message %d handed up by mistake; dropped", w->id,
+                     (int)m->type);
+        break;
     }
-    free(m->text);
 }
 
 static void on_wakeup(uv_async_t *a)

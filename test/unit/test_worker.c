@@ -397,7 +397,6 @@ static void split_keys(fixture_t *fx, const char **ka, const char **kb)
 
 /* ---- tests ------------------------------------------------------------------ */
 
-/* Replies go back in request order even when the later server answers first. */
 /* A split request's keys grouped by fragment, key order kept in each. */
 static void test_split_group(void **state)
 {
@@ -418,6 +417,7 @@ static void test_split_group(void **state)
     assert_int_equal(keys[2], 2);
 }
 
+/* Replies go back in request order even when the later server answers first. */
 static void test_pipeline_order(void **state)
 {
     (void)state;
