@@ -14,9 +14,6 @@
 #define TRIM_AFTER_BYTES (16u << 20)
 #define TRIM_DELAY_MS 1000
 
-
-
-
 static void on_trim(uv_timer_t *t)
 {
     wn_worker_t *w = t->data;
