@@ -146,6 +146,7 @@ int wn_sd_listen_fds(control_t *ctl)
     bool *used = calloc((size_t)n, sizeof(bool));
     if (used == NULL)
         return WN_ENOMEM;
+    int rc = 0;
     for (uint32_t p = 0; p < np; p++) {
         const wn_conf_pool_t *pool = &ctl->conf->pools[p];
         wn_inherited_t *in = &ctl->inherited[p];
@@ -163,6 +164,16 @@ int wn_sd_listen_fds(control_t *ctl)
         if (in->n > 0)
             wn_log_notice("pool '%s': serving on %u socket(s) systemd handed over", pool->name,
                           in->n);
+        if (in->n > (uint32_t)ctl->nworkers && rc == 0) {
+            /* Each socket is accepted on by one worker; with ReusePort the
+             * kernel gives every socket its share of connections, and those
+             * of a socket nobody accepts on would wait forever. */
+            wn_log_error("pool '%s': systemd handed over %u sockets but walnut runs %d "
+                         "worker(s), and each socket needs a worker of its own: start at least "
+                         "%u workers (--workers) or list the address fewer times",
+                         pool->name, in->n, ctl->nworkers, in->n);
+            rc = WN_EINVAL;
+        }
     }
     for (int i = 0; i < n; i++) {
         if (!used[i]) {
@@ -174,7 +185,7 @@ int wn_sd_listen_fds(control_t *ctl)
     }
     free(names);
     free(used);
-    return n;
+    return rc < 0 ? rc : n;
 }
 
 int wn_sd_fd_for_worker(const control_t *ctl, uint32_t pool, int worker)

@@ -5,17 +5,19 @@
   says: READY=1 once the port answers, STATUS=, WATCHDOG=1 at half the
   interval and none once a worker is wedged (WALNUT_TEST_HOOKS=1 + SIGUSR2),
   RELOADING=1 with MONOTONIC_USEC then READY=1 around SIGHUP, STOPPING=1 at
-  SIGTERM.
+  SIGTERM; STATUS= again when a server is ejected and when it rejoins.
 - the journal: with JOURNAL_STREAM naming stderr, lines carry "<priority>"
-  and no timestamp.
+  (the level's, a server's ejection at <4>) and no timestamp.
 - socket activation with the real systemd-socket-activate, several workers;
-  and a restart that loses no connection attempt (the test holds the socket
-  and hands it to two walnuts in turn, as systemd does).
+  one SO_REUSEPORT socket per worker (every socket accepted on, every worker
+  serving); and a restart that loses no connection attempt (the test holds
+  the socket and hands it to two walnuts in turn, as systemd does).
 - the unit: systemd-analyze verify and security --offline=true.
 - cmake --install puts the binary, units, man page and a default config that
   it never overwrites.
 """
 
+import http.client
 import os
 import re
 import shutil
@@ -80,16 +82,20 @@ def mc_ok(port):
 
 
 class TestNotify(h.ProxyTestCase):
-    def start(self, env, workers=2):
+    def start(self, env, workers=2, n=1, **pool_settings):
+        px, ns, _ = self.start_with_backends(env, workers, n, **pool_settings)
+        return px, ns
+
+    def start_with_backends(self, env, workers=2, n=1, **pool_settings):
         tmp = self.tmpdir()
-        backends = self.start_memcached(tmp, n=1)
+        backends = self.start_memcached(tmp, n=n)
         ns = NotifySocket(tmp)
         self.addCleanup(ns.close)
         env = dict(env, NOTIFY_SOCKET=ns.path)
-        px = h.Proxy(tmp, {"alpha": h.pool(backends)}, workers=workers, env=env)
+        px = h.Proxy(tmp, {"alpha": h.pool(backends, **pool_settings)}, workers=workers, env=env)
         self.addCleanup(px.stop, False)
         px.start()
-        return px, ns
+        return px, ns, backends
 
     def test_ready_status_reload_stopping(self):
         px, ns = self.start({})
@@ -123,6 +129,40 @@ class TestNotify(h.ProxyTestCase):
         ns.read_until(lambda m: m.get("STOPPING") == "1", 10, "STOPPING=1")
         self.assertEqual(px.stop(check=False), 0)
 
+    def test_status_follows_ejection_and_rejoin(self):
+        """STATUS= is sent again when control ejects a server and when it
+        rejoins (control/health.c eject()/rejoin() -> wn_sd_status), with the
+        count of ejected servers (control/sd.c's wording)."""
+        px, ns, backends = self.start_with_backends(
+            {}, workers=2, n=2, auto_eject_hosts=True, server_failure_limit=2,
+            server_retry_timeout=1000, health_check_interval=200, timeout=400)
+
+        def status_is(ejected):
+            pat = re.compile(r"^1 pool\(s\), 2 worker\(s\), %d of 2 server\(s\) ejected"
+                             % ejected)
+            return lambda m: bool(pat.search(m.get("STATUS", "")))
+        ns.read_until(lambda m: m.get("READY") == "1", 20, "READY=1")
+        st = ns.read_until(lambda m: "STATUS" in m, 5, "STATUS= at start")
+        self.assertTrue(status_is(0)(st), st)
+        victim = backends[1]
+        port = victim.port
+        victim.kill()  # SIGKILL by PID: a crash; probes are refused from now on
+        t0 = time.time()
+        st = ns.read_until(status_is(1), 10, "STATUS= saying 1 of 2 server(s) ejected")
+        print("  [measured] kill -> STATUS '1 of 2 ejected': %.0f ms" % ((time.time() - t0) * 1000))
+        self.assertIn("ejected after 2 consecutive failures", px.log())
+        self.assertTrue(mc_ok(px.port()), "the pool serves on its live server")
+        victim.start()  # the same port again
+        self.assertEqual(victim.port, port)
+        t1 = time.time()
+        ns.read_until(status_is(0), 15, "STATUS= saying 0 of 2 server(s) ejected after the rejoin")
+        # not before server_retry_timeout (1000 ms after the ejection)
+        self.assertGreaterEqual(time.time() - t0, 1.0)
+        print("  [measured] restart -> STATUS '0 of 2 ejected': %.0f ms"
+              % ((time.time() - t1) * 1000))
+        self.assertIn("rejoins", px.log())
+        px.stop()
+
     def test_watchdog_only_while_workers_answer(self):
         # 400 ms watchdog: WATCHDOG=1 every ~200 ms while all is well.
         px, ns = self.start({"WATCHDOG_USEC": "400000", "WALNUT_TEST_HOOKS": "1"}, workers=3)
@@ -150,11 +190,20 @@ class TestNotify(h.ProxyTestCase):
 
 
 class TestJournal(h.ProxyTestCase):
+    # walnut's level names (core/log.c); the journal priority is the level, capped at 7
+    LEVELS = ("EMERG", "ALERT", "CRIT", "ERROR", "WARN", "NOTICE", "INFO", "DEBUG", "VERB",
+              "VVERB", "VVVERB", "PVERB")
+
     def test_priority_prefix_when_stderr_is_the_journal(self):
         tmp = self.tmpdir()
         conf = tmp.join("j.yml")
+        # The only server is 127.0.0.1:1 (closed): the start-up probe is refused and,
+        # with auto_eject_hosts and a failure limit of 1, the server is ejected at once,
+        # which walnut logs as a warning (priority 4). Without auto_eject_hosts a refused
+        # probe is only an INFO line, invisible at the default level.
         with open(conf, "w") as f:
-            f.write(h.render_config({"alpha": h.pool(["127.0.0.1:1:1"])}))
+            f.write(h.render_config({"alpha": h.pool(["127.0.0.1:1:1"], auto_eject_hosts=True,
+                                                     server_failure_limit=1)}))
         r, w = os.pipe()
         st = os.fstat(w)
         env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
@@ -162,27 +211,42 @@ class TestJournal(h.ProxyTestCase):
                               "-a", h.HOST], stderr=w, stdout=subprocess.DEVNULL, env=env)
         os.close(w)
         h._register(p)
-        buf = b""
-        end = time.time() + 20
+        self.addCleanup(h._stop_proc, p, signal.SIGKILL)
+        got = {"buf": b""}
         os.set_blocking(r, False)
-        while time.time() < end and b"started on pid" not in buf:
+
+        def started_and_warned():
             try:
-                buf += os.read(r, 65536)
+                got["buf"] += os.read(r, 65536)
             except BlockingIOError:
-                time.sleep(0.05)
+                pass
+            buf = got["buf"]
+            return b"started on pid" in buf and any(
+                ln.startswith((b"<4>", b"<3>")) for ln in buf.split(b"\n"))
+        try:
+            h.wait_until(started_and_warned, deadline=20,
+                         what="a start-up line and a <4>/<3> line on the journal stream")
+        except AssertionError as e:
+            raise AssertionError("%s; got %r" % (e, got["buf"][-2000:])) from None
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=15)
         os.set_blocking(r, True)
-        buf += os.read(r, 65536)
+        buf = got["buf"] + os.read(r, 65536)
         os.close(r)
         lines = [ln for ln in buf.decode(errors="replace").splitlines() if ln]
         self.assertTrue(lines, "nothing logged")
         for ln in lines:
-            self.assertRegex(ln, r"^<[0-7]>", "journal line without a priority: %r" % ln)
+            m = re.match(r"^<([0-7])>([A-Z]+) ", ln)
+            self.assertIsNotNone(m, "journal line without a priority: %r" % ln)
             self.assertNotRegex(ln, r"\[\d{4}-\d\d-\d\d", "timestamp in a journal line")
+            self.assertIn(m.group(2), self.LEVELS, ln)
+            self.assertEqual(int(m.group(1)), min(self.LEVELS.index(m.group(2)), 7),
+                             "priority does not match the level: %r" % ln)
         self.assertTrue(any(ln.startswith("<5>NOTICE") for ln in lines))
-        # A warning (the server refuses connections) is priority 4
-        # (start-up probes fail: port 1 is closed).
+        # The ejection of the refused server is a warning: priority 4.
+        warns = [ln for ln in lines if ln.startswith("<4>WARN")]
+        self.assertTrue(any("127.0.0.1:1" in ln and "ejected" in ln for ln in warns),
+                        "no <4>WARN line for the ejected server; lines: %r" % lines)
 
 
 class TestSignals(h.ProxyTestCase):
@@ -252,6 +316,122 @@ class TestSocketActivation(h.ProxyTestCase):
         p, text = self.run_activated([], "unnamed")
         self.assertNotIn("no pool listens on", text)
 
+    def hand_over_reuseport(self, tmp, n, workers, log):
+        """Play systemd: n SO_REUSEPORT sockets on one port, kept open here, handed
+        to walnut -T workers under the pool's name. Returns (process, port, stats port)."""
+        backends = self.start_memcached(tmp, n=1)
+        socks = []
+        port = 0
+        for _ in range(n):
+            s = socket.socket()
+            self.addCleanup(s.close)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((h.HOST, port))
+            s.listen(512)
+            port = s.getsockname()[1]
+            socks.append(s)
+        conf = self.conf(tmp, port, backends)
+        stats_port = h.free_port()
+        # LISTEN_PID must be the exec'd process: set it in a shell that execs.
+        cmd = ["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=%d LISTEN_FDNAMES=%s exec "$@"'
+               % (n, ":".join(["alpha"] * n)),
+               "sh", h.walnut_bin(), "-c", conf, "-T", str(workers), "-o", log,
+               "-s", str(stats_port), "-a", h.HOST]
+        srcs = [s.fileno() for s in socks]
+
+        def hand_over():  # in the child, before exec: fds 3.. are the sockets, in order
+            # Out of the way first: a socket may already sit on a number in 3..3+n.
+            high = [os.dup2(fd, 900 + i) for i, fd in enumerate(srcs)]
+            for i, fd in enumerate(high):
+                os.dup2(fd, 3 + i)
+        p = subprocess.Popen(cmd, pass_fds=tuple(range(3, 3 + n)), preexec_fn=hand_over,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        h._register(p)
+        self.addCleanup(h._stop_proc, p, signal.SIGTERM)
+        return p, port, stats_port
+
+    def test_more_sockets_than_workers_is_refused(self):
+        """Three sockets for two workers: the third would never be accepted on and
+        the kernel would still give it a third of the clients. walnut refuses to
+        start, saying why."""
+        tmp = self.tmpdir()
+        log = tmp.join("toomany.log")
+        p, _, _ = self.hand_over_reuseport(tmp, 3, 2, log)
+        try:
+            rc = p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.fail("walnut started with 3 sockets for 2 workers")
+        self.assertNotEqual(rc, 0)
+        with open(log) as f:
+            text = f.read()
+        self.assertIn("pool 'alpha': systemd handed over 3 sockets but walnut runs 2 worker(s)",
+                      text)
+
+    def test_one_reuseport_socket_per_worker(self):
+        """README: "list the address once per worker with ReusePort=yes and the
+        same name, and worker N takes the Nth". The test plays systemd: it
+        makes N SO_REUSEPORT sockets on one port, keeps them open (as systemd
+        does) and hands them all over under the pool's name to walnut -T N.
+        The kernel spreads connections over the N sockets, so a socket nobody
+        accepts on leaves its share of clients unanswered in its backlog; and
+        each worker keeps its own connection to the backend, so the number of
+        open server connections counts the workers that served clients."""
+        n = 3
+        tmp = self.tmpdir()
+        log = tmp.join("reuseport.log")
+        p, port, stats_port = self.hand_over_reuseport(tmp, n, n, log)
+
+        def read_log():
+            with open(log) as f:
+                return f.read()
+        h.wait_until(lambda: os.path.exists(log) and "started on pid" in read_log(),
+                     deadline=20, what="walnut to start")
+        text = read_log()
+        self.assertIn("pool 'alpha': serving on %d socket(s) systemd handed over" % n, text)
+        self.assertNotIn("no pool listens on", text)
+        conns = 60
+        for i in range(conns):
+            try:
+                with socket.create_connection((h.HOST, port), timeout=5) as c:
+                    c.sendall(b"set rp%d 0 0 1\r\nx\r\nget rp%d\r\n" % (i, i))
+                    got = b""
+                    while not got.endswith(b"END\r\n"):
+                        d = c.recv(4096)
+                        self.assertTrue(d, "connection %d closed after %r" % (i, got))
+                        got += d
+            except socket.timeout:
+                self.fail("connection %d got no answer in 5 s: one of the %d sockets is not "
+                          "accepted on; log:\n%s" % (i, n, h.tail(log)))
+            self.assertEqual(got, b"STORED\r\nVALUE rp%d 0 1\r\nx\r\nEND\r\n" % i)
+
+        def metrics():
+            conn = http.client.HTTPConnection(h.HOST, stats_port, timeout=10)
+            try:
+                conn.request("GET", "/metrics")
+                resp = conn.getresponse()
+                body = resp.read().decode()
+                self.assertEqual(resp.status, 200, body[:300])
+                return body
+            finally:
+                conn.close()
+
+        def sample(text, name):
+            vals = [float(m.group(2)) for m in re.finditer(
+                r"^%s(\{[^}]*\})? (\S+)$" % re.escape(name), text, re.M)
+                if m.group(1) is None or 'pool="alpha"' in m.group(1)]
+            self.assertEqual(len(vals), 1, "%s: %r" % (name, vals))
+            return vals[0]
+        text = metrics()
+        self.assertEqual(sample(text, "walnut_client_connections_accepted_total"), conns)
+        # server_connections is 1 (per worker) and control's probes are not counted:
+        # one open connection to the backend per worker that served a client. With
+        # 60 connections spread over 3 sockets, each gets some (all but surely).
+        self.assertEqual(sample(text, "walnut_server_connections"), n,
+                         "not every worker served clients (server connections per worker)")
+        self.assertEqual(sample(text, "walnut_server_connections_opened_total"), n)
+        self.assertEqual(h._stop_proc(p, signal.SIGTERM), (0, True))
+
     def test_restart_loses_no_connection_attempt(self):
         """The manager (this test) holds the listening socket; walnut is
         stopped and started again while clients keep connecting: every
@@ -319,7 +499,8 @@ class TestSocketActivation(h.ProxyTestCase):
 class TestUnitAndInstall(unittest.TestCase):
     def unit(self, tmp):
         src = os.path.join(h.source_dir(), "config", "walnut.service")
-        text = open(src).read().replace("@WALNUT_BIN@", h.walnut_bin())
+        # ExecStart= needs an absolute path (WALNUT_BIN may be relative)
+        text = open(src).read().replace("@WALNUT_BIN@", os.path.abspath(h.walnut_bin()))
         path = os.path.join(tmp, "walnut.service")
         with open(path, "w") as f:
             f.write(text)
