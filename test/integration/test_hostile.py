@@ -403,6 +403,25 @@ class TestClientLifecycle(HostileCase):
             self.wait_connections(port, px.pid, "after 300 %s clients" % ("RST" if rst else "FIN"))
         px.stop()
 
+    def test_03b_replies_before_eof_mid_value_still_go_out(self):
+        """Defect 3: requests complete before the half value are answered, then the
+        connection closes; the half request never reaches the server."""
+        mcs = self.memcached(1)
+        px = self.proxy(mcs, timeout=10000)
+        port = px.port()
+        c = self.raw(port, timeout=10)
+        c.request(b"set a3 0 0 1\r\nx\r\n", b"STORED\r\n")
+        c.send(b"get a3\r\nset b3 0 0 1\r\ny\r\nget b3\r\nset half3 0 0 1000\r\n" + b"z" * 300)
+        c.sock.shutdown(socket.SHUT_WR)
+        want = get_reply([(b"a3", 0, b"x")]) + b"STORED\r\n" + get_reply([(b"b3", 0, b"y")])
+        got = c.recv_until_closed(timeout=10)
+        self.assertEqual(got, want)
+        c.close()
+        d = self.raw(port, timeout=10)
+        d.request(b"get half3\r\n", b"END\r\n")
+        d.close()
+        px.stop()
+
     def test_09_sigterm_with_idle_client_exits_at_once(self):
         """Defect 9: SIGTERM with an idle client connected: exit 0 within ~1 s."""
         mcs = self.memcached(1)

@@ -111,6 +111,41 @@ class ReloadCase(h.ProxyTestCase):
         with urllib.request.urlopen(url, timeout=5) as r:
             return json.loads(r.read())
 
+    def fd_census(self, backend_ports):
+        """walnut's fds by kind: non-socket fds (files, pipes, eventfds, epoll), listening
+        sockets, and connected TCP sockets by the peer's port (a backend, or a client on
+        one of walnut's ports), from /proc/<pid>/fd and /proc/net/tcp."""
+        inodes, other = set(), 0
+        for fd in os.listdir("/proc/%d/fd" % self.px.pid):
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (self.px.pid, fd))
+            except FileNotFoundError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+            else:
+                other += 1
+        listening, to_backend, clients = 0, {}, 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if int(cols[9]) not in inodes:
+                        continue
+                    local_port = int(cols[1].split(":")[1], 16)
+                    remote_port = int(cols[2].split(":")[1], 16)
+                    if cols[3] == "0A":  # LISTEN
+                        listening += 1
+                    elif local_port == self.px.stats_port:
+                        continue  # this test's own scrapes, closing
+                    elif remote_port in backend_ports:
+                        to_backend[remote_port] = to_backend.get(remote_port, 0) + 1
+                    else:
+                        clients += 1
+        return {"other": other, "listening": listening, "to_backend": to_backend,
+                "clients": clients}
+
     def metric(self, name, **labels):
         url = "http://%s:%d/metrics" % (h.HOST, self.px.stats_port)
         with urllib.request.urlopen(url, timeout=5) as r:
@@ -177,6 +212,17 @@ class ReloadCase(h.ProxyTestCase):
             self.assertEqual(self.holder(k, mcs), want[k], "key %r after reload %s" % (k, tag))
 
 
+def total_connections(m):
+    """Connections memcached m has accepted since it started (its own count)."""
+    with h.Raw(m.port) as c:
+        c.send(b"stats\r\n")
+        text = c.recv_until(b"END\r\n")
+    for line in text.split(b"\r\n"):
+        if line.startswith(b"STAT total_connections "):
+            return int(line.split()[2])
+    raise AssertionError("no total_connections in memcached's stats")
+
+
 def spec(m, name, weight=1):
     return "%s:%d %s" % (m.addr, weight, name)
 
@@ -217,7 +263,11 @@ class TestReloadUnderLoad(ReloadCase):
                      what="loaders running")
         self.check_placement(alpha, {n: byname[n] for n in ("m0", "m1")}, "warm")
         time.sleep(0.3)
-        fds0, rss0 = fds(self.px.pid), rss_kib(self.px.pid)
+        backend_ports = {m.port: name for m, name in zip(mc, ("m0", "m1", "m2", "m3", "m4"))}
+        fds0, rss0, census0 = fds(self.px.pid), rss_kib(self.px.pid), self.fd_census(backend_ports)
+        # steady's only server: walnut's connections to it (workers' and the
+        # probe's) must all survive the reloads, none opened again.
+        steady_accepted0 = total_connections(mc[4])
         steady_req0 = self.metric("walnut_pool_requests_total", pool="steady")
         self.assertIsNotNone(steady_req0, "no walnut_pool_requests_total for steady")
 
@@ -285,6 +335,9 @@ class TestReloadUnderLoad(ReloadCase):
                     self.assertEqual(t.errors, [], "loader %s after %s" % (t.name, what))
                     self.assertTrue(t.is_alive(), "loader %s ended after %s" % (t.name, what))
         self.assertEqual(applied, 16)
+        # +1: this query's own connection (memcached counts it before answering).
+        self.assertEqual(total_connections(mc[4]), steady_accepted0 + 1,
+                         "a connection to the unchanged pool's server was opened again")
         # 20 reloads, back where it started; retired servers close within their drain.
         ops_before = [t.ops for t in loaders]
         h.wait_until(lambda: all(t.ops > o + 20 for t, o in zip(loaders, ops_before)),
@@ -299,13 +352,24 @@ class TestReloadUnderLoad(ReloadCase):
         steady_req1 = self.metric("walnut_pool_requests_total", pool="steady")
         self.assertGreater(steady_req1, steady_req0, "steady's counters went back")
         time.sleep(0.5)
-        fds1, rss1 = fds(self.px.pid), rss_kib(self.px.pid)
-        sys.stderr.write("\n  reload: fds %d -> %d, RSS %d -> %d KiB, ops %s, misses %s\n" % (
-            fds0, fds1, rss0, rss1, [t.ops for t in loaders], [t.misses for t in loaders]))
-        # The loaders' own connections are closed now: two fewer clients per
-        # pool than at the start would be 4 fds less; the count must not be
-        # higher than at the start.
-        self.assertLessEqual(fds1, fds0, "fds leaked over 20 reloads")
+        fds1, rss1, census1 = fds(self.px.pid), rss_kib(self.px.pid), self.fd_census(backend_ports)
+        sys.stderr.write("\n  reload: fds %d -> %d (%s -> %s), RSS %d -> %d KiB, ops %s, "
+                         "misses %s\n" % (fds0, fds1, census0, census1, rss0, rss1,
+                                          [t.ops for t in loaders],
+                                          [t.misses for t in loaders]))
+        # Back at the starting configuration, every kind of fd is accounted
+        # for, so neither the loaders that closed nor connections opened later
+        # can hide a leak: files, pipes and loop handles as at the start; the
+        # same listeners; the two idle clients; and connections only to the
+        # servers of the final file, at most one per worker and one probe each.
+        self.assertEqual(census1["other"], census0["other"], "non-socket fds leaked")
+        self.assertEqual(census1["listening"], census0["listening"], "listeners leaked")
+        self.assertEqual(census1["clients"], len(idle), "client sockets leaked")
+        final = {mc[0].port, mc[1].port, mc[4].port}
+        for port, n in census1["to_backend"].items():
+            self.assertIn(port, final, "a connection to %s, which the final file does not "
+                          "list" % backend_ports[port])
+            self.assertLessEqual(n, 2 + 1, "connections to %s" % backend_ports[port])
         if not h.sanitized():  # a sanitizer's allocator holds freed memory back
             self.assertLess(rss1 - rss0, 8 * 1024, "RSS grew by %d KiB" % (rss1 - rss0))
         self.assertIn("all 2 worker(s) run generation %d" % (gen0 + applied), self.px.log())

@@ -1299,6 +1299,27 @@ class TestHealthz(StatsCase):
         self.assertAlive(p)
 
 
+    def test_healthz_names_a_wedged_worker(self):
+        """A worker whose loop stops answering control makes /healthz 503, naming it."""
+        tmp = self.tmpdir()
+        mcs = self.start_memcached(tmp, n=1)
+        # Not self.proxy: a wedged worker never stops, so the clean-exit check
+        # cannot apply; start_proxy only kills it at the end.
+        p = self.start_proxy(tmp, {"alpha": h.pool(mcs)}, workers=2, kind="walnut",
+                             env={"WALNUT_TEST_HOOKS": "1"})
+        wait_stats_port(p)
+        self.assertEqual(http_request(p.stats_port, "/healthz")[::2], (200, b"ok\n"))
+        os.kill(p.proc.pid, signal.SIGUSR2)  # test hook: worker 0's loop stops for good
+
+        def unhealthy():
+            status, hdrs, body = http_request(p.stats_port, "/healthz")
+            return (status, body) if status != 200 else None
+
+        status, body = h.wait_until(unhealthy, deadline=20, what="/healthz 503")
+        self.assertEqual(status, 503)
+        self.assertRegex(body, rb"^worker 0 has not answered for \d+ ms\n$")
+
+
 # ---------------------------------------------------------------------------
 # Prometheus
 
