@@ -264,6 +264,47 @@ class TestSignals(h.ProxyTestCase):
         px.stop()
 
 
+    def test_sighup_reopens_the_log_file(self):
+        """logrotate's way: rename the log, SIGHUP; later lines go to a new file at the
+        old path, none to the renamed one, while two workers serve traffic."""
+        tmp = self.tmpdir()
+        backends = self.start_memcached(tmp, n=1)
+        px = self.start_proxy(tmp, {"alpha": h.pool(backends)}, workers=2)
+        rotated = px.log_path + ".1"
+        stop = threading.Event()
+        errors = []
+
+        def traffic():
+            try:
+                while not stop.is_set():
+                    if not mc_ok(px.port()):
+                        errors.append("a request failed")
+            except OSError as e:
+                errors.append(repr(e))
+        t = threading.Thread(target=traffic, daemon=True)
+        t.start()
+        self.addCleanup(stop.set)
+        for rnd in range(3):
+            os.rename(px.log_path, rotated)
+            os.kill(px.pid, signal.SIGHUP)
+            h.wait_until(lambda: os.path.exists(px.log_path), deadline=10,
+                         what="a new log file after SIGHUP %d" % rnd)
+            with open(rotated) as f:
+                old = f.read()
+            # A line written after the reopen: the level change is logged by control.
+            os.kill(px.pid, signal.SIGTTIN if rnd % 2 == 0 else signal.SIGTTOU)
+            marker = "up log level" if rnd % 2 == 0 else "down log level"
+            h.wait_until(lambda: marker in h.tail(px.log_path, 20000), deadline=10,
+                         what="%r in the new log" % marker)
+            with open(rotated) as f:
+                self.assertEqual(f.read(), old, "lines went to the renamed file after SIGHUP")
+            os.unlink(rotated)
+        stop.set()
+        t.join(timeout=20)
+        self.assertEqual(errors, [])
+        px.stop()
+
+
 class TestSocketActivation(h.ProxyTestCase):
     def conf(self, tmp, port, backends, name="alpha"):
         path = tmp.join("sa.yml")
