@@ -156,6 +156,8 @@ void wn_mc_forward(client_t *c, server_rt_t *s, req_t *r);
 
 /* mc_stats.c: `stats` answered with walnut's counters. */
 void wn_mc_reply_stats(mc_req_t *r);
+/* mc_stats.c: the stats text as r's reply, in r's framing (text or binary). */
+void wn_mc_stats_text(req_t *r, const char *text, size_t len);
 
 /* The last two bytes of a data block seen so far, as n bytes of it arrive
  * (split anywhere): they must be "\r\n" at its end. */

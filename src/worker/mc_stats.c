@@ -7,12 +7,20 @@
  * own block answers. Worker thread.
  */
 #include "mc.h"
-#include "protocol.h"
+#include "mcbin.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+void wn_mc_stats_text(req_t *r, const char *text, size_t len)
+{
+    if (wn_mcbin_req_is(r))
+        wn_mcbin_stats_reply(r, text, len);
+    else
+        wn_req_reply(r, text, len);
+}
 
 void wn_mc_reply_stats(mc_req_t *r)
 {
@@ -62,5 +70,5 @@ void wn_mc_reply_stats(mc_req_t *r)
     }
     LINE("END\r\n");
 #undef LINE
-    wn_proto_stats_reply(&r->r, text, n);
+    wn_mc_stats_text(&r->r, text, n);
 }

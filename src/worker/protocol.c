@@ -144,10 +144,7 @@ void wn_proto_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead
 
 void wn_proto_stats_reply(req_t *r, const char *text, size_t len)
 {
-    if (r->pool->proto == WN_PROTO_MC && wn_mcbin_req_is(r))
-        wn_mcbin_stats_reply(r, text, len);
-    else
-        wn_req_reply(r, text, len);
+    DISPATCH(r->pool->proto, wn_mc_stats_text(r, text, len), wn_req_reply(r, text, len));
 }
 
 void wn_proto_fail(req_t *r, int err)
