@@ -172,6 +172,20 @@ class TestCommandLine(h.ProxyTestCase):
                                 "%s: the error must name the option %s: %r" % (args, opt, err))
                 self.assertNotIn("syntax is ok", out + err)
 
+    def test_unresolvable_listen_address_says_so(self):
+        """Issue 7, D13: a listen host that does not resolve is reported as such (it
+        was "cannot listen on ..."), and walnut exits non-zero."""
+        tmp = self.tmpdir()
+        conf = tmp.join("unresolvable.yml")
+        with open(conf, "w") as f:
+            f.write(h.render_config({"alpha": h.pool(["127.0.0.1:%d:1" % h.free_port()],
+                                                     listen="no-such-host.invalid:%d"
+                                                     % h.free_port())}))
+        rc, out, err = run(["-c", conf, "-s", str(h.free_port()), "-a", h.HOST], timeout=60)
+        self.assertNotEqual(rc, 0, err)
+        self.assertIn("pool 'alpha': cannot resolve listen address no-such-host.invalid:", err)
+        self.assertNotIn("cannot listen on", err)
+
     def test_describe_stats(self):
         rc, out, err = run(["-D"])
         self.assertEqual(rc, 0, err)
