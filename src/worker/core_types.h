@@ -166,7 +166,6 @@ struct req {
     uint32_t nfrags;
     uint32_t frags_left; /* parents: fragments not yet done */
     uint64_t start_us;  /* received (latency) */
-    uint64_t sent_us;   /* written to the server (latency) */
     uint64_t out_bytes; /* bytes of `out` */
     uint64_t acct;      /* bytes counted in the client's held total (root requests) */
     uint32_t rsp_sent;  /* segments of rsp already written to the client (streaming) */

@@ -114,7 +114,10 @@ static void sconn_unlink(sconn_t *c, bool answered)
         queue_stats(r, -1);
         if (r->sent && answered) {
             wn_stat_add(WN_SSTAT(c->server, responses), 1);
-            wn_hist_record(&c->server->stats->latency, wn_worker_now_us(c->server->pool->w) - r->sent_us);
+            /* From the request's arrival (a fragment's: its parent's
+             * split) to its server's reply being complete. */
+            wn_hist_record(&c->server->stats->latency,
+                           wn_worker_now_us(c->server->pool->w) - r->start_us);
         }
     }
     if (c->head != NULL && c->head != c->unsent)

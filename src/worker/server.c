@@ -324,7 +324,7 @@ static void write_unsent(sconn_t *c)
                 sconn_close(c, WN_ENOMEM);
                 return;
             }
-    uint64_t now = uv_now(&w->loop), now_us = wn_worker_now_us(w);
+    uint64_t now = uv_now(&w->loop);
     bool was_idle = !outstanding(c);
     /* A failed write shows up as a read error or a timeout. */
     int64_t rc = wn_outv_write(&o, &c->h.stream, NULL, NULL);
@@ -336,7 +336,6 @@ static void write_unsent(sconn_t *c)
     }
     for (req_t *r = c->unsent; r != NULL; r = r->snext) {
         wn_queue_sent(r);
-        r->sent_us = now_us;
         wn_req_out_written(r);
     }
     c->unsent = NULL;
