@@ -21,14 +21,18 @@ bool wn_mcbin_client_decide(client_t *cl)
         return false;
     }
     c->mode = MCBIN_BINARY;
-    /* A value is held until it is forwarded: one that would take more than
-     * half of what the client may hold (client_buffer_limit) is refused up
-     * front (E2BIG, swallowed) rather than disconnecting the client later.
-     * With the default limit, memcached's 1 MiB item is the bound. */
-    c->lim.max_value = WN_MCBIN_VALUE_MAX;
-    if (cl->pool->buffer_limit / 2 < c->lim.max_value)
-        c->lim.max_value = (uint32_t)(cl->pool->buffer_limit / 2);
     return true;
+}
+
+/* A value is held until it is forwarded: one that would take more than half
+ * of what the client may hold (client_buffer_limit, which a reload may
+ * change) is refused up front (E2BIG, swallowed) rather than disconnecting
+ * the client later. With the default limit, memcached's 1 MiB item is the
+ * bound. */
+static void refresh_limits(mcbin_client_t *c)
+{
+    uint64_t half = c->mc.c.pool->buffer_limit / 2;
+    c->lim.max_value = half < WN_MCBIN_VALUE_MAX ? (uint32_t)half : WN_MCBIN_VALUE_MAX;
 }
 
 /* A request whose value never came in full was not forwarded: it is
@@ -182,6 +186,7 @@ void wn_mcbin_client_parse(client_t *cl)
         uint32_t pos = cl->in.pos;
         const uint8_t *pkt = (const uint8_t *)b->data + pos;
         wn_mcbin_request_t q;
+        refresh_limits(c);
         int rc = wn_mcbin_request_parse(&c->lim, pkt, b->len - pos, &q);
         if (rc == WN_EAGAIN) {
             cl->mid_request = true;

@@ -9,7 +9,8 @@ directly ("ref") and against walnut in front of two or three memcached, and
 compares the packets: status, opaque, extras (flags), key echo, value, and CAS
 (normalised per key: each server counts CAS on its own, so a key's n-th
 distinct CAS is compared, not its number). Where walnut differs by design the
-test says so (VERSION and STAT are walnut's own; see README "Binary protocol").
+test says so (STAT is walnut's own, VERSION is a server's; see README "memcached's binary
+protocol").
 
 Also: every quiet/NOOP combination and random pipelines across servers, keys
 with any bytes, routing equal to the text path's, values up to 1 MiB across
@@ -906,6 +907,31 @@ class BinarySuite:
                packet(OP["NOOP"], opaque=3))
         self.assertEqual([(p.status, p.opaque) for p in c.read_until_opaque(3)],
                          [(OK, 1), (E2BIG, 2), (OK, 3)])
+        px.stop(check=True)
+
+    def test_value_limit_follows_a_reload(self):
+        """A reload that halves client_buffer_limit applies to a binary client that is
+        already connected (its limit was fixed when it connected)."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        pools = {"small": h.pool(self.backends, client_buffer_limit=131072)}
+        px = h.Proxy(tmp, pools, workers=1).start()
+        self.addCleanup(px.kill)
+        c = self.conn(px.port())
+        c.send(packet(OP["SET"], b"sm", set_extras(), b"v" * 40000, opaque=1) +
+               packet(OP["NOOP"], opaque=2))
+        self.assertEqual([(p.status, p.opaque) for p in c.read_until_opaque(2)],
+                         [(OK, 1), (OK, 2)])
+        with open(px.conf_path, "w") as f:
+            f.write(h.render_config({"small": h.pool(self.backends,
+                                                     client_buffer_limit=65536)}))
+        os.kill(px.pid, signal.SIGHUP)
+        h.wait_until(lambda: "worker(s) run generation" in px.log(), deadline=10.0,
+                     what="the reload to reach the worker")
+        c.send(packet(OP["SET"], b"sm", set_extras(), b"v" * 40000, opaque=3) +
+               packet(OP["NOOP"], opaque=4))
+        self.assertEqual([(p.status, p.opaque) for p in c.read_until_opaque(4)],
+                         [(E2BIG, 3), (OK, 4)])
         px.stop(check=True)
 
     def test_pipeline_never_read(self):
