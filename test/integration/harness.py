@@ -630,6 +630,26 @@ def run_walnut(args, timeout=60, input_bytes=None):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
 
 
+def build_dns_shim(tmp):
+    """Compile shim/flaky_dns.c (the name flaky.walnut.test: 127.0.0.1, or EAI_NONAME while
+    the file named by WALNUT_TEST_DNS_DOWN exists; no real DNS); the LD_PRELOAD value for walnut (a sanitizer
+    runtime the binary links goes first, as the sanitizers require)."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim", "flaky_dns.c")
+    out = tmp.join("flaky_dns.so")
+    cc = find_tool("cc", "gcc", "clang")
+    r = subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", out, src, "-ldl"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    if r.returncode != 0:
+        raise HarnessError("cannot build the DNS shim: %s" % r.stdout.decode())
+    pre = []
+    ldd = subprocess.run(["ldd", walnut_bin()], stdout=subprocess.PIPE, timeout=30)
+    for line in ldd.stdout.decode().splitlines():
+        m = re.search(r"(lib[at]san\.so[.0-9]*) => (\S+)", line)
+        if m:
+            pre.append(m.group(2))
+    return ":".join(pre + [out])
+
+
 def walnut_locate(conf_path, keys, timeout=120):
     """{(pool, key_bytes): (server_name, address)} from `walnut -c conf --locate keys...`."""
     keys = [k if isinstance(k, bytes) else k.encode() for k in keys]

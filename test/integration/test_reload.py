@@ -125,7 +125,7 @@ class ReloadCase(h.ProxyTestCase):
                 inodes.add(int(target[8:-1]))
             else:
                 other += 1
-        listening, to_backend, clients = 0, {}, 0
+        listening, to_backend, clients, seen = 0, {}, 0, set()
         for table in ("/proc/net/tcp", "/proc/net/tcp6"):
             with open(table) as f:
                 next(f)
@@ -133,6 +133,7 @@ class ReloadCase(h.ProxyTestCase):
                     cols = line.split()
                     if int(cols[9]) not in inodes:
                         continue
+                    seen.add(int(cols[9]))
                     local_port = int(cols[1].split(":")[1], 16)
                     remote_port = int(cols[2].split(":")[1], 16)
                     if cols[3] == "0A":  # LISTEN
@@ -143,8 +144,9 @@ class ReloadCase(h.ProxyTestCase):
                         to_backend[remote_port] = to_backend.get(remote_port, 0) + 1
                     else:
                         clients += 1
+        # Sockets in no TCP table: unix sockets, or TCP ones that never bound.
         return {"other": other, "listening": listening, "to_backend": to_backend,
-                "clients": clients}
+                "clients": clients, "untracked_sockets": len(inodes - seen)}
 
     def metric(self, name, **labels):
         url = "http://%s:%d/metrics" % (h.HOST, self.px.stats_port)
@@ -363,6 +365,8 @@ class TestReloadUnderLoad(ReloadCase):
         # same listeners; the two idle clients; and connections only to the
         # servers of the final file, at most one per worker and one probe each.
         self.assertEqual(census1["other"], census0["other"], "non-socket fds leaked")
+        self.assertEqual(census1["untracked_sockets"], census0["untracked_sockets"],
+                         "non-TCP sockets leaked")
         self.assertEqual(census1["listening"], census0["listening"], "listeners leaked")
         self.assertEqual(census1["clients"], len(idle), "client sockets leaked")
         final = {mc[0].port, mc[1].port, mc[4].port}

@@ -147,19 +147,21 @@ class TestNotify(h.ProxyTestCase):
         victim = backends[1]
         port = victim.port
         victim.kill()  # SIGKILL by PID: a crash; probes are refused from now on
-        t0 = time.time()
+        t0 = time.monotonic()
         st = ns.read_until(status_is(1), 10, "STATUS= saying 1 of 2 server(s) ejected")
-        print("  [measured] kill -> STATUS '1 of 2 ejected': %.0f ms" % ((time.time() - t0) * 1000))
+        ejected_at = time.monotonic()
+        print("  [measured] kill -> STATUS '1 of 2 ejected': %.0f ms" % ((ejected_at - t0) * 1000))
         self.assertIn("ejected after 2 consecutive failures", px.log())
         self.assertTrue(mc_ok(px.port()), "the pool serves on its live server")
         victim.start()  # the same port again
         self.assertEqual(victim.port, port)
-        t1 = time.time()
+        t1 = time.monotonic()
         ns.read_until(status_is(0), 15, "STATUS= saying 0 of 2 server(s) ejected after the rejoin")
-        # not before server_retry_timeout (1000 ms after the ejection)
-        self.assertGreaterEqual(time.time() - t0, 1.0)
+        # not before server_retry_timeout (1000 ms after the ejection; both
+        # STATUS lines travel the same way, so 50 ms of slack is plenty)
+        self.assertGreaterEqual(time.monotonic() - ejected_at, 0.95)
         print("  [measured] restart -> STATUS '0 of 2 ejected': %.0f ms"
-              % ((time.time() - t1) * 1000))
+              % ((time.monotonic() - t1) * 1000))
         self.assertIn("rejoins", px.log())
         px.stop()
 
@@ -301,6 +303,7 @@ class TestSignals(h.ProxyTestCase):
             os.unlink(rotated)
         stop.set()
         t.join(timeout=20)
+        self.assertFalse(t.is_alive(), "the traffic thread hung")
         self.assertEqual(errors, [])
         px.stop()
 

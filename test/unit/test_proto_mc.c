@@ -1269,7 +1269,6 @@ static void test_compose_without_noreply(void **state)
                      WN_EINVAL);
 }
 
-/* Retrieval lines may be as long as max_retrieval_line; others stop at max_line. */
 /* A line memcached could not take as sent goes to the server rebuilt from
  * what memcached reads in it: same command, same numbers. */
 static void test_compose_canonical(void **state)
@@ -1385,6 +1384,7 @@ static void test_stats_args(void **state)
     assert_string_equal(wn_mc_stats_args_reply(line + r.arg.off, r.arg.len, NULL), "RESET\r\n");
 }
 
+/* Retrieval lines may be as long as max_retrieval_line; others stop at max_line. */
 static void test_retrieval_line_limit(void **state)
 {
     (void)state;
