@@ -114,7 +114,7 @@ struct control {
     bool reload_failed;           /* a worker could not apply all of it */
     uint64_t reload_start_ms;
     uv_timer_t outbox_timer;      /* retries messages that did not fit a worker's ring */
-    /* The stats server (stats.c) and what it reports. */
+    /* The stats server (stats_server.c) and what it reports. */
     struct wn_http *http;
     uint64_t start_us;            /* wall clock at start */
     struct wn_stats_cmd_table *cmd_tables; /* owned, [npools] */
@@ -166,7 +166,7 @@ int wn_sd_listen_fds(control_t *ctl);
  * -1 when the pool binds its own, or a negative error. */
 int wn_sd_fd_for_worker(const control_t *ctl, uint32_t pool, int worker);
 
-/* stats.c: the stats server, and the workers' heartbeat it reports on. */
+/* stats_server.c: the stats server, and the workers' heartbeat it reports on. */
 int wn_control_stats_start(control_t *ctl, const char *addr, uint16_t port);
 void wn_control_stats_stop(control_t *ctl);
 void wn_control_stats_deinit(control_t *ctl);

@@ -397,12 +397,10 @@ static void commit_kept(control_t *ctl, hpool_t *p, const wn_conf_pool_t *pc, ui
     p->rebuild_pending = false;
 }
 
-static void commit_fresh(control_t *ctl, hpool_t *p, const wn_conf_pool_t *pc, uint32_t idx)
+static void commit_fresh(hpool_t *p, const wn_conf_pool_t *pc, uint32_t idx)
 {
     p->nservers = pc->nservers;
-    pool_open(p, idx);
-    for (int w = 0; w < ctl->nworkers; w++)
-        p->worker_epoch[w] = 0;
+    pool_open(p, idx); /* worker_epoch starts zeroed (pool_new) */
 }
 
 int health_reload(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen)
@@ -427,7 +425,7 @@ int health_reload(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen)
         const wn_conf_pool_t *pc = &nc->pools[i];
         hpool_t *p = pl.pool[i];
         if (pl.fresh[i])
-            commit_fresh(ctl, p, pc, i);
+            commit_fresh(p, pc, i);
         else
             commit_kept(ctl, p, pc, i, pl.servers[i]);
         health_ring_install(p, pl.ring[i]);

@@ -5,7 +5,7 @@
  * keeps serving the configuration it has and logs why, as -t would print it.
  *
  * A good one is applied in two steps. Control first takes it itself
- * (health.c: kept servers keep their health, every ring is rebuilt), moves
+ * (pools.c: kept servers keep their health, every ring is rebuilt), moves
  * its own counters to a block laid out for it, and sends every worker the
  * configuration as an immutable refcounted snapshot with the new rings and
  * a fresh counter block, under a new generation. Each worker applies it

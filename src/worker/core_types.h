@@ -185,7 +185,6 @@ void wn_req_ref(req_t *r);
  * is scratch room for nfrags entries. */
 void wn_split_group(const uint32_t *key_frag, uint32_t nkeys, uint32_t nfrags, uint32_t *first,
                     uint32_t *next, uint32_t *frag_keys);
-
 /* Room for n fragments in a parent (r->frags, r->nfrags). 0 or WN_ENOMEM. */
 int wn_req_frags_alloc(req_t *r, uint32_t n);
 void wn_req_unref(req_t *r);
@@ -525,7 +524,6 @@ void wn_reconf_free_all(wn_worker_t *w);
 /* ---- the control channel and holds (ctl.c) --------------------------------- */
 
 int wn_ctl_init(wn_worker_t *w);
-
 void wn_ctl_deinit(wn_worker_t *w);
 void wn_ctl_close(wn_worker_t *w);
 /* Drain control's messages (on the worker's wakeup). Stops at one the

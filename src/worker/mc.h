@@ -71,9 +71,10 @@ typedef struct mc_req {
     uint32_t ncomplete;    /* fragments: of which complete (data block in) */
     uint32_t taken;        /* fragments: of which merged into the parent */
     bool error_line;       /* fragments: the server answered with an error line */
-    /* Meta requests (cmd WN_MC_META): which one, and whether the client
-     * asked with q (the server is asked without it; walnut drops what
-     * memcached would not have sent). */
+    /* Meta requests (cmd WN_MC_META): which one, and whether walnut drops
+     * what memcached would not have sent to a client that asked with q (the
+     * server is asked without it); false for until_mn requests, whose q the
+     * server sees. */
     uint8_t meta;          /* wn_meta_cmd_t */
     bool quiet;
     /* Sent with its q and an mn after it: the reply, if any, ends at MN

@@ -2,8 +2,9 @@
  * worker/mc_client.c: memcached ASCII from clients. Frames request lines and
  * data blocks from the client's buffer, answers what walnut answers itself
  * (rejected lines, quit) in order with everything else, and hands routable
- * requests to mc_dispatch.c. After quit nothing more is parsed; a rejected
- * request's data block is always swallowed, never run.
+ * requests to mc_dispatch.c. After quit, or once framing is lost (a line too
+ * long, an HTTP request), nothing more is parsed; a rejected request's data
+ * block is always swallowed, never run.
  * Worker thread only; never writes or closes (the flush does).
  */
 #include "mc.h"

@@ -40,7 +40,6 @@ static void reply(mc_client_t *c, const char *text, size_t len, bool error)
     wn_req_unref(&r->r);
 }
 
-/* The server of the request's key; NULL when none is live (or mn). */
 /* The key as it is hashed: a base64 key (b flag) decoded into buf. Its
  * length, or <= 0 when it does not decode. */
 static int routing_key(const char *line, const wn_meta_request_t *mq, uint8_t *buf, size_t cap,
@@ -54,6 +53,7 @@ static int routing_key(const char *line, const wn_meta_request_t *mq, uint8_t *b
     return wn_meta_key_decode(line, mq, buf, cap);
 }
 
+/* The server of the request's key; NULL when none is live (or mn). */
 static server_rt_t *route(mc_client_t *c, const char *line, const wn_meta_request_t *mq)
 {
     if (mq->cmd == WN_META_MN)

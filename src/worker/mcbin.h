@@ -11,8 +11,9 @@
  * with cmd WN_MC_META and its meta command, never quiet (flush_all:
  * WN_MC_FLUSH_ALL), so mc_server.c frames and checks its reply as for any
  * text client; mc_merge.c hands the parent back here when a fragment is
- * done (wn_mcbin_progress). Local answers (NOOP, VERSION, STAT, errors) are
- * LOCAL requests with `binary` set.
+ * done (wn_mcbin_progress). VERSION is a PARENT too, its fragment the text
+ * `version` (cmd WN_MC_VERSION) to the server of "placeholder". Local answers
+ * (NOOP, STAT, errors) are LOCAL requests with `binary` set.
  */
 #ifndef WALNUT_WORKER_MCBIN_H
 #define WALNUT_WORKER_MCBIN_H
