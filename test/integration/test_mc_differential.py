@@ -422,6 +422,9 @@ def reset(admins):
     for a, n in zip(admins, counts):
         a.bump(top - n)
     for a in admins:
+        # Unlinked, not only flushed: a flushed item stays visible to
+        # `stats cachedump` until memcached reclaims it, whenever that is.
+        a.c.send(b"delete %s noreply\r\n" % SYNC_KEY)
         a.flush()
 
 
