@@ -87,6 +87,7 @@ static void on_wakeup(uv_async_t *a)
                 break;
             case WN_MSG_CONFIG_DONE:
                 wn_control_config_done(ctl, &m);
+                wn_control_mc_stats_end_turn(ctl); /* a reload may have moved on */
                 break;
             case WN_MSG_PONG:
                 wn_control_pong(ctl, &m);
@@ -103,6 +104,7 @@ static void on_wakeup(uv_async_t *a)
         more = more || taken == MAX_MSGS_PER_TURN;
         wn_worker_flush_outbox(ctl->workers[i]);
     }
+    wn_control_mc_stats_end_turn(ctl);
     /* The rest on the next turn, after every other worker's. */
     if (more && !ctl->stopping)
         uv_async_send(&ctl->wakeup);

@@ -118,6 +118,9 @@ struct control {
     struct wn_http *http;
     uint64_t start_us;            /* wall clock at start */
     struct wn_stats_cmd_table *cmd_tables; /* owned, [npools] */
+    /* The view this turn's memcached `stats` replies share (NULL until the
+     * first asks): one per turn, however many a client pipelines. */
+    struct wn_stats_view *turn_view;
     /* Heartbeats: every worker answers control's PING from its loop. */
     uv_timer_t heartbeat_timer;
     uint64_t heartbeat_seq;
@@ -174,8 +177,10 @@ void wn_control_stats_deinit(control_t *ctl);
 int wn_control_stats_reconf(control_t *ctl);
 /* A worker answered a PING. */
 void wn_control_pong(control_t *ctl, const wn_msg_t *m);
-/* A worker asks for the memcached `stats` reply (answered at once). */
+/* A worker asks for the memcached `stats` reply (answered at once, from
+ * the turn's view); the turn is over: free that view. */
 void wn_control_mc_stats(control_t *ctl, const wn_msg_t *m);
+void wn_control_mc_stats_end_turn(control_t *ctl);
 /* Every worker answered the last heartbeat within `within_ms`; otherwise
  * the first that did not, in *late (and how long it has been, *late_ms). */
 bool wn_control_workers_alive(const control_t *ctl, uint64_t within_ms, int *late,

@@ -151,18 +151,26 @@ static void on_heartbeat(uv_timer_t *t)
 }
 
 /* The memcached `stats` reply for a pool: walnut's counters as STAT lines,
- * from the same sums the HTTP stats serve. */
+ * from the same sums the HTTP stats serve. Every reply of one control turn
+ * comes from one view: a client pipelining `stats` (with thousands of
+ * connections open, each view reads /proc/self/fd) costs a view per turn. */
 static char *mc_stats_text(control_t *ctl, uint32_t pool, size_t *len)
 {
-    wn_stats_view_t v;
-    if (build_view(&v, ctl) < 0)
-        return NULL;
+    if (ctl->turn_view == NULL) {
+        wn_stats_view_t *tv = malloc(sizeof(*tv));
+        if (tv == NULL)
+            return NULL;
+        if (build_view(tv, ctl) < 0) {
+            free(tv);
+            return NULL;
+        }
+        ctl->turn_view = tv;
+    }
+    const wn_stats_view_t *v = ctl->turn_view;
     size_t cap = 8192, n = 0;
     char *text = malloc(cap);
-    if (text == NULL) {
-        wn_stats_view_free(&v);
+    if (text == NULL)
         return NULL;
-    }
 #define LINE(...)                                                                                 \
     do {                                                                                          \
         int m_ = snprintf(text + n, cap - n, __VA_ARGS__);                                        \
@@ -170,14 +178,14 @@ static char *mc_stats_text(control_t *ctl, uint32_t pool, size_t *len)
             n += (size_t)m_;                                                                      \
     } while (0)
     LINE("STAT pid %ld\r\n", (long)getpid());
-    LINE("STAT uptime %llu\r\n", (unsigned long long)v.uptime);
-    LINE("STAT time %llu\r\n", (unsigned long long)v.timestamp);
+    LINE("STAT uptime %llu\r\n", (unsigned long long)v->uptime);
+    LINE("STAT time %llu\r\n", (unsigned long long)v->timestamp);
     LINE("STAT version %s-walnut\r\n", WN_VERSION);
     LINE("STAT threads %d\r\n", ctl->nworkers);
     for (int i = 0; i < WN_GLOBAL_STAT_COUNT; i++)
-        LINE("STAT %s %llu\r\n", wn_global_stat_desc[i].name, (unsigned long long)v.global[i]);
-    if (pool < v.npools) {
-        const wn_stats_pool_view_t *pv = &v.pools[pool];
+        LINE("STAT %s %llu\r\n", wn_global_stat_desc[i].name, (unsigned long long)v->global[i]);
+    if (pool < v->npools) {
+        const wn_stats_pool_view_t *pv = &v->pools[pool];
         for (int i = 0; i < WN_POOL_STAT_COUNT; i++) {
             if (i == WN_P_client_connections)
                 continue; /* curr_connections says it, process-wide */
@@ -196,7 +204,6 @@ static char *mc_stats_text(control_t *ctl, uint32_t pool, size_t *len)
     }
     LINE("END\r\n");
 #undef LINE
-    wn_stats_view_free(&v);
     *len = n;
     return text;
 }
@@ -214,6 +221,15 @@ void wn_control_mc_stats(control_t *ctl, const wn_msg_t *m)
     }
     if (reply.text == NULL || wn_worker_post(ctl->workers[m->worker], &reply) < 0)
         free(reply.text);
+}
+
+void wn_control_mc_stats_end_turn(control_t *ctl)
+{
+    if (ctl->turn_view != NULL) {
+        wn_stats_view_free(ctl->turn_view);
+        free(ctl->turn_view);
+        ctl->turn_view = NULL;
+    }
 }
 
 void wn_control_pong(control_t *ctl, const wn_msg_t *m)
