@@ -107,7 +107,7 @@ typedef struct redis_sconn {
     uint64_t data_left;      /* payload + "\r\n" bytes of a bulk still to come */
     bool done_after_data;
     char trailer[2];
-    bool auth_logged;        /* an AUTH failure on this connection was logged */
+    bool auth_refused;       /* the server refused walnut's AUTH on this connection */
 } redis_sconn_t;
 
 static inline redis_req_t *redis_req(req_t *r)

@@ -21,6 +21,7 @@ void wn_redis_sconn_reset(sconn_t *sc)
     wn_resp_rsp_parser_init(&s->rsp, NULL);
     s->data_left = 0;
     s->done_after_data = false;
+    s->auth_refused = false;
 }
 
 void wn_redis_server_read_plan(const sconn_t *sc, uint32_t *keep, uint64_t *ahead)
@@ -88,13 +89,18 @@ static void complete_head(redis_sconn_t *s, bool server_ok)
  * A refusal is logged here, once, with the server's line (its CRLF left
  * out). In the wrong database every request would be wrong: a refused SELECT
  * fails the connection (its requests get an error). A refused AUTH does not:
- * requests get the server's own -NOAUTH, which says what is wrong.
+ * requests get the server's own -NOAUTH, which says what is wrong. Nor does
+ * the SELECT after a refused AUTH, which the server refuses for the same
+ * reason (-NOAUTH): closing would only reconnect and be refused again, for
+ * every request, each counted as a failure and logged twice.
  */
 static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
                            const wn_resp_rsp_tok_t *tok)
 {
     if (tok->type == '+')
         return true;
+    if (r->internal_select && s->auth_refused)
+        return false; /* said already: the AUTH's refusal */
     server_rt_t *srv = s->s.server;
     wn_log_warn("pool '%s': server %s answered walnut's %s with: %.*s%s", srv->pool->conf->name,
                 srv->conf->name, r->internal_select ? "SELECT" : "AUTH",
@@ -103,6 +109,8 @@ static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
     wn_ctl_server_failed(srv, WN_EPROTO);
     if (r->internal_select)
         wn_sconn_fail(&s->s, WN_EPROTO);
+    else
+        s->auth_refused = true;
     return false;
 }
 

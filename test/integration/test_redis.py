@@ -1125,6 +1125,32 @@ class TestRedis(RedisCase):
         self.assertNotIn("\r", log)
         self.assertNotIn("\n\n", log, "an empty line in the log (the server's CRLF)")
 
+    def test_refused_auth_with_redis_db(self):
+        """A redis_auth the servers refuse, with redis_db set: the server refuses
+        walnut's SELECT too (-NOAUTH), for the same reason. That is not a second
+        failure: requests get the server's -NOAUTH, which says what is wrong, on one
+        connection, logged once. It used to close the connection at the SELECT: each
+        request opened a new one, got -ERR Invalid argument, and logged two warnings."""
+        tmp = self.tmpdir()
+        locked = self.start_redis(tmp, 1, prefix="sad", password="right")[0]
+        px = self.start_proxy(tmp, {
+            "p": h.pool([locked], redis=True, timeout=2000, redis_auth="wrong", redis_db=3)},
+            workers=1, name="authdb")
+
+        def connections():
+            info = locked.call("INFO", "stats")
+            return int(re.search(rb"total_connections_received:(\d+)", info).group(1))
+        before = connections()
+        with self.raw(px.port(), timeout=5) as c:
+            c.request(resp("AUTH", "wrong"), b"+OK\r\n")
+            for _ in range(5):
+                c.request(resp("SET", "k", "v"), b"-NOAUTH Authentication required.\r\n")
+        # walnut's one connection, and the one asking INFO now
+        self.assertEqual(connections() - before, 2)
+        log = open(px.log_path).read()
+        self.assertEqual(log.count("answered walnut's AUTH"), 1, log[-3000:])
+        self.assertNotIn("answered walnut's SELECT", log)
+
     def test_client_buffer_limit(self):
         """A client that pipelines big GETs and never reads is cut off at
         client_buffer_limit (logged); others are served."""
