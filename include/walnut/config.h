@@ -2,7 +2,9 @@
  * config: twemproxy's nutcracker.yml, read with libcyaml into an immutable,
  * refcounted snapshot. Loaded and validated on the control thread (or main,
  * before threads start); a snapshot is read-only afterwards and may be shared
- * by any thread that holds a reference.
+ * by any thread that holds a reference. One exception, made before it is
+ * shared: control looks up each server's address once (sa), and workers
+ * connect there, never asking DNS themselves.
  */
 #ifndef WALNUT_CONFIG_H
 #define WALNUT_CONFIG_H
@@ -11,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "walnut/route.h"
 
@@ -45,6 +48,10 @@ typedef struct wn_conf_server {
     wn_conf_addr_t addr; /* owned */
     uint32_t weight;     /* > 0 */
     int line;            /* line in the file, for messages */
+    /* The address control looked up (TCP servers), filled in before the
+     * snapshot is shared: every worker and control's probes use this one. */
+    struct sockaddr_storage sa;
+    bool has_sa;
 } wn_conf_server_t;
 
 typedef struct wn_conf_pool {
@@ -117,7 +124,8 @@ const wn_conf_server_t *wn_conf_server_find(const wn_conf_pool_t *pool, const ch
  * same address): its health carries over a reload. */
 bool wn_conf_server_same(const wn_conf_server_t *a, const wn_conf_server_t *b);
 /* ... and connections open to it for pa can go on serving pb (the same
- * number of them, the same Redis AUTH and SELECT). */
+ * looked-up address, the same number of them, the same Redis AUTH and
+ * SELECT). */
 bool wn_conf_server_conns_same(const wn_conf_pool_t *pa, const wn_conf_server_t *a,
                                const wn_conf_pool_t *pb, const wn_conf_server_t *b);
 

@@ -6,6 +6,7 @@
 #define WALNUT_CORE_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,12 @@ enum wn_errno {
 
 /* Text for any error code: walnut's own, libuv's, or a negated errno. Never NULL. */
 const char *wn_strerror(int err);
+
+/* Test hooks: the process runs with WALNUT_TEST_HOOKS=1. */
+bool wn_test_hooks(void);
+/* A fault a test switches on and off: hooks are on and the environment
+ * variable `var` names a file that exists. */
+bool wn_test_fault(const char *var);
 /* Name of a walnut error code ("WN_EPROTO"), or of a libuv one; never NULL. */
 const char *wn_err_name(int err);
 

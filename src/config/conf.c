@@ -6,6 +6,7 @@
 #include "walnut/config.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,10 +198,29 @@ static bool str_same(const char *a, const char *b)
     return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
+/* Both looked up to the same address (or neither looked up). */
+static bool sa_same(const wn_conf_server_t *a, const wn_conf_server_t *b)
+{
+    if (a->has_sa != b->has_sa)
+        return false;
+    if (!a->has_sa || a->sa.ss_family != b->sa.ss_family)
+        return !a->has_sa;
+    if (a->sa.ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)&a->sa, *y = (const void *)&b->sa;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->sa.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)&a->sa, *y = (const void *)&b->sa;
+        return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return false;
+}
+
 bool wn_conf_server_conns_same(const wn_conf_pool_t *pa, const wn_conf_server_t *a,
                                const wn_conf_pool_t *pb, const wn_conf_server_t *b)
 {
-    return wn_conf_server_same(a, b) && pa->redis == pb->redis &&
+    return wn_conf_server_same(a, b) && sa_same(a, b) && pa->redis == pb->redis &&
            pa->server_connections == pb->server_connections &&
            str_same(pa->redis_auth, pb->redis_auth) && pa->redis_db == pb->redis_db;
 }

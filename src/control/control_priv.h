@@ -50,7 +50,6 @@ typedef struct hserver {
     hpool_t *pool;                /* borrowed */
     const wn_conf_server_t *conf; /* borrowed from the config */
     uint32_t idx;
-    struct sockaddr_storage addr;
     uint32_t failures;            /* consecutive, counted once per event */
     bool data_failed;             /* the last failure came from real traffic, and no real
                                      request has succeeded since: a good probe does not
@@ -109,7 +108,9 @@ struct control {
      * configuration; it replaces blocks[i] (folded into control's) when the
      * worker says so. */
     wn_stats_block_t **next_blocks;
-    int reload_acks;              /* workers yet to run the configuration of `gen` */
+    int reload_acks;              /* workers yet to answer the configuration of `gen` */
+    uint64_t worker_gen[WN_MAX_WORKERS]; /* the generation each worker runs: one that
+                                     could not apply a reload stays behind */
     bool reload_again;            /* SIGHUP came during a reload: one more after it */
     bool reload_failed;           /* a worker could not apply all of it */
     uint64_t reload_start_ms;
@@ -177,6 +178,8 @@ void wn_control_stats_deinit(control_t *ctl);
 int wn_control_stats_reconf(control_t *ctl);
 /* A worker answered a PING. */
 void wn_control_pong(control_t *ctl, const wn_msg_t *m);
+/* Workers that run control's generation (all of them once converged). */
+int wn_control_workers_current(const control_t *ctl);
 /* A worker asks for the memcached `stats` reply (answered at once, from
  * the turn's view); the turn is over: free that view. */
 void wn_control_mc_stats(control_t *ctl, const wn_msg_t *m);
@@ -214,10 +217,13 @@ void health_start(control_t *ctl);
 /* Close every probe handle (stop). */
 void health_stop(control_t *ctl);
 void health_deinit(control_t *ctl);
-/* Take the pools and servers of `nc` (which the caller keeps alive): kept
- * ones keep their health state, new ones start probing, gone ones close;
- * every pool's ring is rebuilt. Nothing changes unless it returns 0; else
- * err says why (a protocol change, an address that does not resolve). */
-int health_reload(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen);
+/* Take the pools and servers of `nc` (which the caller keeps alive, and
+ * shares with workers only after this): kept ones keep their health state,
+ * new ones start probing, gone ones close; every pool's ring is rebuilt;
+ * every server's address is looked up into nc (a kept one keeps its old
+ * address if that fails). Nothing changes unless it returns 0; else err
+ * says why (a protocol change, a new server's address that does not
+ * resolve). */
+int health_reload(control_t *ctl, wn_conf_t *nc, char *err, size_t errlen);
 
 #endif

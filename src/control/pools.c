@@ -15,7 +15,10 @@
 
 #include "walnut/core.h"
 
-static int resolve(const wn_conf_server_t *sc, struct sockaddr_storage *out)
+/* Looks the server's address up (the first address wins, as in twemproxy)
+ * into sc->sa: the one address control probes and every worker connects to.
+ * Blocking, on the control thread only; workers never ask DNS. */
+static int resolve(wn_conf_server_t *sc)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *res = NULL;
@@ -24,14 +27,15 @@ static int resolve(const wn_conf_server_t *sc, struct sockaddr_storage *out)
     int rc = getaddrinfo(sc->addr.host, port, &hints, &res);
     if (rc != 0)
         return rc == EAI_SYSTEM ? -errno : UV_EAI_NONAME;
-    memcpy(out, res->ai_addr, res->ai_addrlen);
+    memcpy(&sc->sa, res->ai_addr, res->ai_addrlen);
+    sc->has_sa = true;
     freeaddrinfo(res);
     return 0;
 }
 
 /* A server's state, without handles yet (server_open adds them): NULL with
  * a line in err when its address does not resolve or memory is short. */
-static hserver_t *server_new(const wn_conf_pool_t *pc, const wn_conf_server_t *sc, char *err,
+static hserver_t *server_new(const wn_conf_pool_t *pc, wn_conf_server_t *sc, char *err,
                              size_t errlen)
 {
     hserver_t *s = calloc(1, sizeof(*s));
@@ -40,16 +44,26 @@ static hserver_t *server_new(const wn_conf_pool_t *pc, const wn_conf_server_t *s
         return NULL;
     }
     s->conf = sc;
-    if (!sc->addr.is_unix) {
-        int rc = resolve(sc, &s->addr);
-        if (rc < 0) {
-            snprintf(err, errlen, "pool '%s': server %s: cannot resolve '%s'", pc->name,
-                     sc->name, sc->addr.host);
-            free(s);
-            return NULL;
-        }
+    if (!sc->addr.is_unix && resolve(sc) < 0) {
+        snprintf(err, errlen, "pool '%s': server %s: cannot resolve '%s'", pc->name, sc->name,
+                 sc->addr.host);
+        free(s);
+        return NULL;
     }
     return s;
+}
+
+/* A kept server's name is looked up again, so a reload follows DNS. If that
+ * fails, it keeps the address it has: a DNS outage does not fail a reload
+ * for the servers walnut already knows. */
+static void resolve_kept(const wn_conf_pool_t *pc, wn_conf_server_t *sc, const hserver_t *s)
+{
+    if (sc->addr.is_unix || resolve(sc) == 0)
+        return;
+    wn_log_warn("pool '%s': server %s: cannot resolve '%s'; keeping the address it has",
+                pc->name, sc->name, sc->addr.host);
+    sc->sa = s->conf->sa;
+    sc->has_sa = s->conf->has_sa;
 }
 
 static void server_open(hserver_t *s, hpool_t *p, uint32_t idx)
@@ -173,7 +187,7 @@ int health_init(control_t *ctl)
     if (ctl->pools == NULL)
         return WN_ENOMEM;
     for (uint32_t i = 0; i < ctl->conf->npools; i++) {
-        const wn_conf_pool_t *pc = &ctl->conf->pools[i];
+        wn_conf_pool_t *pc = &ctl->conf->pools[i];
         hpool_t *p = pool_new(ctl, pc, err, sizeof(err));
         if (p == NULL) {
             wn_log_error("%s", err);
@@ -305,7 +319,7 @@ static void plan_discard(plan_t *pl, const wn_conf_t *nc)
     plan_free(pl);
 }
 
-static int plan_pool(control_t *ctl, plan_t *pl, uint32_t i, const wn_conf_pool_t *pc, char *err,
+static int plan_pool(control_t *ctl, plan_t *pl, uint32_t i, wn_conf_pool_t *pc, char *err,
                      size_t errlen)
 {
     hpool_t *old = find_pool(ctl, pc->name);
@@ -325,7 +339,9 @@ static int plan_pool(control_t *ctl, plan_t *pl, uint32_t i, const wn_conf_pool_
     }
     for (uint32_t j = 0; j < pc->nservers; j++) {
         hserver_t *s = old == NULL ? NULL : find_server(old, &pc->servers[j]);
-        if (s == NULL)
+        if (s != NULL)
+            resolve_kept(pc, &pc->servers[j], s);
+        else
             s = server_new(pc, &pc->servers[j], err, errlen);
         if (s == NULL)
             return WN_EINVAL;
@@ -339,7 +355,7 @@ static int plan_pool(control_t *ctl, plan_t *pl, uint32_t i, const wn_conf_pool_
     return rc;
 }
 
-static int plan_make(control_t *ctl, const wn_conf_t *nc, plan_t *pl, char *err, size_t errlen)
+static int plan_make(control_t *ctl, wn_conf_t *nc, plan_t *pl, char *err, size_t errlen)
 {
     size_t n = nc->npools ? nc->npools : 1;
     pl->n = nc->npools;
@@ -403,7 +419,7 @@ static void commit_fresh(hpool_t *p, const wn_conf_pool_t *pc, uint32_t idx)
     pool_open(p, idx); /* worker_epoch starts zeroed (pool_new) */
 }
 
-int health_reload(control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen)
+int health_reload(control_t *ctl, wn_conf_t *nc, char *err, size_t errlen)
 {
     plan_t pl = {0};
     int rc = check_fixed(ctl, nc, err, errlen);

@@ -11,8 +11,11 @@
  * a fresh counter block, under a new generation. Each worker applies it
  * between two events of its loop and says so; control then folds the
  * worker's old block into its own (counters carry over by name) and, once
- * every worker has answered, logs that they converged and tells systemd
- * READY=1. A SIGHUP that comes meanwhile is applied right after.
+ * every worker has answered, logs how many run it and tells systemd
+ * READY=1. A worker that could not apply it (out of memory) stays on the
+ * generation it had: the reload is then not converged (stats say so) until
+ * a later one reaches it. A SIGHUP that comes meanwhile is applied right
+ * after.
  * Control thread only.
  */
 #include "control_priv.h"
@@ -210,7 +213,16 @@ void wn_control_config_done(control_t *ctl, const wn_msg_t *m)
         if (hp->worker_epoch[i] < hp->config_epoch)
             hp->worker_epoch[i] = hp->config_epoch;
     }
+    ctl->worker_gen[i] = ctl->gen;
     reload_acked(ctl);
+}
+
+int wn_control_workers_current(const control_t *ctl)
+{
+    int n = 0;
+    for (int i = 0; i < ctl->nworkers; i++)
+        n += ctl->worker_gen[i] == ctl->gen;
+    return n;
 }
 
 /* One more worker answered; the last one ends the reload. */
@@ -218,9 +230,15 @@ static void reload_acked(control_t *ctl)
 {
     if (--ctl->reload_acks > 0)
         return;
-    wn_log_notice("reload: all %d worker(s) run generation %llu (%llu ms)", ctl->nworkers,
-                  (unsigned long long)ctl->gen,
-                  (unsigned long long)(uv_now(&ctl->loop) - ctl->reload_start_ms));
+    int current = wn_control_workers_current(ctl);
+    unsigned long long ms = uv_now(&ctl->loop) - ctl->reload_start_ms;
+    if (current == ctl->nworkers)
+        wn_log_notice("reload: all %d worker(s) run generation %llu (%llu ms)", ctl->nworkers,
+                      (unsigned long long)ctl->gen, ms);
+    else
+        wn_log_warn("reload: %d of %d worker(s) run generation %llu (%llu ms); the others "
+                    "serve the configuration they had until a reload reaches them",
+                    current, ctl->nworkers, (unsigned long long)ctl->gen, ms);
     for (uint32_t p = 0; p < ctl->npools; p++)
         wn_control_log_convergence(ctl, p);
     if (ctl->reload_failed)

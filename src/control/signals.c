@@ -54,8 +54,7 @@ static void on_signal(uv_signal_t *h, int signum)
 void wn_signals_start(control_t *ctl)
 {
     int sigs[WN_NSIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGTTIN, SIGTTOU, 0};
-    const char *hooks = getenv("WALNUT_TEST_HOOKS");
-    if (hooks != NULL && strcmp(hooks, "1") == 0)
+    if (wn_test_hooks())
         sigs[5] = SIGUSR2;
     ctl->nsignals = 0;
     for (int i = 0; i < WN_NSIGNALS && sigs[i] != 0; i++) {

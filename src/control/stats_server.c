@@ -64,7 +64,8 @@ static int build_view(wn_stats_view_t *v, void *arg)
     if (rc < 0)
         return rc;
     v->generation = ctl->gen;
-    v->generation_converged = ctl->reload_acks == 0;
+    v->generation_converged =
+        ctl->reload_acks == 0 && wn_control_workers_current(ctl) == ctl->nworkers;
     snprintf(v->last_reload, sizeof(v->last_reload), "%s", ctl->last_reload);
     uint64_t now = uv_now(&ctl->loop);
     for (uint32_t p = 0; p < ctl->npools && p < v->npools; p++) {

@@ -3,7 +3,9 @@
  */
 #include "walnut/core.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 static const char *const wn_err_text[] = {
@@ -40,4 +42,16 @@ const char *wn_err_name(int err)
     if (is_own(err))
         return wn_err_names[err - WN_ERR_FIRST_ - 1];
     return uv_err_name(err);
+}
+
+bool wn_test_hooks(void)
+{
+    const char *hooks = getenv("WALNUT_TEST_HOOKS");
+    return hooks != NULL && strcmp(hooks, "1") == 0;
+}
+
+bool wn_test_fault(const char *var)
+{
+    const char *path = wn_test_hooks() ? getenv(var) : NULL;
+    return path != NULL && access(path, F_OK) == 0;
 }

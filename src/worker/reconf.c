@@ -300,7 +300,13 @@ int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
     /* New pools and servers count in the new block from their start. */
     wn_stats_block_t *old_block = w->stats;
     w->stats = m->block;
-    int rc = plan_make(w, nc, &pl, err, sizeof(err));
+    int rc;
+    if (wn_test_fault("WALNUT_TEST_REFUSE_CONFIG")) { /* as if out of memory */
+        snprintf(err, sizeof(err), "out of memory (test hook)");
+        rc = WN_ENOMEM;
+    } else {
+        rc = plan_make(w, nc, &pl, err, sizeof(err));
+    }
     if (rc < 0) {
         wn_log_error("reload: cannot apply generation %llu: %s; serving the configuration "
                      "it had",

@@ -18,16 +18,23 @@
 
 static void sconn_close(sconn_t *c, int err);
 
-/* getaddrinfo for a server; the first address wins, as in twemproxy. */
-static int resolve(const char *host, uint16_t port, struct sockaddr_storage *out)
+/* A TCP server's address: the one control looked up (sc->sa), or, for a
+ * configuration control never saw (the worker's unit tests), a numeric
+ * address. Never DNS: a lookup would stall every client of this worker. */
+static int server_addr(const wn_conf_server_t *sc, struct sockaddr_storage *out)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    if (sc->has_sa) {
+        *out = sc->sa;
+        return 0;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     char portstr[8];
-    snprintf(portstr, sizeof(portstr), "%u", port);
-    int rc = getaddrinfo(host, portstr, &hints, &res);
-    if (rc != 0)
-        return rc == EAI_SYSTEM ? -errno : UV_EAI_NONAME;
+    snprintf(portstr, sizeof(portstr), "%u", sc->addr.port);
+    if (getaddrinfo(sc->addr.host, portstr, &hints, &res) != 0)
+        return UV_EAI_NONAME;
     memcpy(out, res->ai_addr, res->ai_addrlen);
     freeaddrinfo(res);
     return 0;
@@ -51,15 +58,11 @@ server_rt_t *wn_server_rt_create(pool_rt_t *pool, const wn_conf_pool_t *pc, uint
     s->conf = sc;
     s->idx = idx;
     s->stats = pool->w->sink_server; /* until wn_pool_rt_count_in */
-    if (!sc->addr.is_unix) {
-        int rc = resolve(sc->addr.host, sc->addr.port, &s->addr);
-        if (rc < 0) {
-            snprintf(err, errlen, "pool '%s': server %s: cannot resolve '%s': %s", pc->name,
-                     sc->name, sc->addr.host,
-                     rc == UV_EAI_NONAME ? "unknown host" : wn_strerror(rc));
-            wn_server_rt_destroy(s);
-            return NULL;
-        }
+    if (!sc->addr.is_unix && server_addr(sc, &s->addr) < 0) {
+        snprintf(err, errlen, "pool '%s': server %s: '%s' was not looked up", pc->name, sc->name,
+                 sc->addr.host);
+        wn_server_rt_destroy(s);
+        return NULL;
     }
     return s;
 }

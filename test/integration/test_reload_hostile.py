@@ -109,20 +109,38 @@ class HostileCase(ReloadCase):
 
 class TestWorkerCannotApply(HostileCase):
     def start_flaky(self, pools, workers=2):
+        """walnut with the DNS shim (flaky.walnut.test: down, moved, logged by thread)
+        and the test hook that makes every worker refuse a configuration (as out of
+        memory would) while self.refuse exists."""
         self.dns_down = self.tmp.join("dns-down")
-        env = {"LD_PRELOAD": h.build_dns_shim(self.tmp), "WALNUT_TEST_DNS_DOWN": self.dns_down}
+        self.dns_moved = self.tmp.join("dns-moved")
+        self.dns_log = self.tmp.join("dns-lookups")
+        self.refuse = self.tmp.join("refuse-config")
+        env = {"LD_PRELOAD": h.build_dns_shim(self.tmp), "WALNUT_TEST_DNS_DOWN": self.dns_down,
+               "WALNUT_TEST_DNS_MOVED": self.dns_moved, "WALNUT_TEST_DNS_LOG": self.dns_log,
+               "WALNUT_TEST_HOOKS": "1", "WALNUT_TEST_REFUSE_CONFIG": self.refuse}
         return self.start_proxy(self.tmp, pools, workers=workers, env=env, verbosity=6)
+
+    def lookups(self):
+        """Who looked flaky.walnut.test up so far: "main" (control) or "other"."""
+        try:
+            with open(self.dns_log) as f:
+                return f.read().split()
+        except FileNotFoundError:
+            return []
 
     def wait_log(self, marker, text, deadline=10.0):
         h.wait_until(lambda: text in self.log_since(marker), deadline=deadline, what=repr(text))
 
     def test_dns_outage_during_reload_does_not_wedge_reloads(self):
         """server_connections of a kept server (a host name) changes while DNS
-        is down. Control keeps the server (no lookup) and commits; each worker
-        opens it anew, its lookup fails and it stays on the old configuration.
-        At fe6da29 its CONFIG_DONE carried the old generation, so control
-        ignored it: the reload never converged and every later SIGHUP was
-        deferred for good (main's 18209aa fixed that part, for out of memory)."""
+        is down. At fe6da29 control kept the server (no lookup) and committed;
+        each worker opened it anew, its own lookup failed and it stayed on the
+        old configuration, and its CONFIG_DONE carried the old generation, so
+        control ignored it: the reload never converged and every later SIGHUP
+        was deferred for good (18209aa fixed that part). Now only control looks
+        names up: it keeps the server's address (and says so), and every worker
+        takes the configuration."""
         mc = self.start_memcached(self.tmp, n=2)
         x, y = mc
         xport = x.port
@@ -137,15 +155,17 @@ class TestWorkerCannotApply(HostileCase):
         open(self.dns_down, "w").close()
         marker = self.log_size()
         self.reload_nowait(conf(2))
-        # Either refused (nothing changes) or applied on every worker.
+        # Applied on every worker, the old address kept.
         def settled():
             v = self.servers_view()
-            return v["generation_converged"] and \
-                ("failed" in v["last_reload"] or v["generation"] == 1)
+            return v["generation_converged"] and v["generation"] == 1 and v
         try:
-            h.wait_until(settled, deadline=8.0, what="the reload to settle")
+            v = h.wait_until(settled, deadline=8.0, what="the reload to settle")
         finally:
             os.unlink(self.dns_down)
+        self.assertNotIn("error", v["last_reload"])
+        self.assertIn("server x: cannot resolve 'flaky.walnut.test'; keeping the address it has",
+                      self.log_since(marker))
         # DNS is back: the next reload must be applied and converge.
         self.reload_nowait(conf(3))
         def applied():
@@ -160,10 +180,12 @@ class TestWorkerCannotApply(HostileCase):
         self.stop_clean()
 
     def test_stuck_worker_gets_a_ring_it_cannot_index(self):
-        """The same stuck worker (old configuration: 2 servers) later gets a
-        ring control built for the new one (3 servers) when a server is
-        ejected: swap_ring checks only the pool index, and wn_pool_route then
-        reads p->servers[2] past the end of a 2-entry array."""
+        """A worker stuck on its old configuration (2 servers: it could not
+        apply the new one; the test hook refuses it as out of memory would)
+        later gets a ring control built for the new one (3 servers) when a
+        server is ejected: swap_ring checked only the pool index, and
+        wn_pool_route then read p->servers[2] past the end of a 2-entry
+        array."""
         mc = self.start_memcached(self.tmp, n=3)
         x, y, z = mc
         listen = "%s:%d" % (h.HOST, h.free_port())
@@ -175,11 +197,11 @@ class TestWorkerCannotApply(HostileCase):
         two = ["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y")]
         three = two + [spec(z.addr, "z")]
         self.px = self.start_flaky(conf(two, 1), workers=1)
-        open(self.dns_down, "w").close()
+        open(self.refuse, "w").close()
         marker = self.log_size()
         self.reload_nowait(conf(three, 2))
         self.wait_log(marker, "cannot apply generation 1", deadline=5.0)
-        os.unlink(self.dns_down)
+        os.unlink(self.refuse)
         # Eject y: control rebuilds the 3-server ring and sends it.
         y.kill()
         h.wait_until(lambda: "ejected" in self.log_since(marker), deadline=10.0,
@@ -208,6 +230,100 @@ class TestWorkerCannotApply(HostileCase):
         self.assertTrue(self.px.alive(), "walnut died:\n%s" % self.px.log()[-4000:])
         self.check_sanitizers()
         self.assertEqual(errors, [], "requests on the stuck worker after the ejection")
+        self.stop_clean()
+
+
+    def test_refused_configuration_is_not_converged(self):
+        """Every worker refuses generation 1 (the test hook: as out of memory). The
+        reload used to be reported converged all the same ("all 2 worker(s) run
+        generation 1", generation_converged true) while the workers served
+        generation 0. Now the log and /servers say how many run it, and the next
+        reload that reaches them converges."""
+        x, y = self.start_memcached(self.tmp, n=2)
+        listen = "%s:%d" % (h.HOST, h.free_port())
+
+        def conf(conns):
+            return {"alpha": h.pool([spec(x.addr, "x"), spec(y.addr, "y")], listen=listen,
+                                    server_connections=conns)}
+        self.px = self.start_flaky(conf(1), workers=2)
+        open(self.refuse, "w").close()
+        marker = self.log_size()
+        self.reload_nowait(conf(2))
+        self.wait_log(marker, "0 of 2 worker(s) run generation 1")
+        v = self.servers_view()
+        self.assertEqual(v["generation"], 1)
+        self.assertFalse(v["generation_converged"], v)
+        self.assertIn("applied with errors", v["last_reload"])
+        self.assertNotIn("all 2 worker(s) run generation 1", self.log_since(marker))
+        with h.Raw(self.px.port("alpha")) as c:  # still served, on generation 0
+            c.request(b"set a 0 0 1\r\n1\r\nget a\r\n", b"STORED\r\nVALUE a 0 1\r\n1\r\nEND\r\n")
+        os.unlink(self.refuse)
+        v = self.reload(pools=conf(3))
+        self.assertEqual(v["generation"], 2)
+        self.assertTrue(v["generation_converged"], v)
+        self.assertIn("all 2 worker(s) run generation 2", self.log_since(marker))
+        self.stop_clean()
+
+    def test_workers_never_ask_dns(self):
+        """Only control looks a server's name up, once per configuration; workers
+        connect to the address it found. Each worker used to look every name up
+        again, on its own loop, at start and at every reload: a slow DNS stalled
+        every client of that worker, and a name with several addresses could send
+        workers (and control's probes) to different servers."""
+        x, y = self.start_memcached(self.tmp, n=2)
+        listen = "%s:%d" % (h.HOST, h.free_port())
+
+        def conf(conns):
+            return {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y")],
+                                    listen=listen, server_connections=conns)}
+        self.px = self.start_flaky(conf(1), workers=2)
+        key = self.key_on(conf(1), "alpha", "x")
+        v = self.reload(pools=conf(2))  # every worker opens x anew
+        self.assertEqual(v["generation"], 1)
+        self.assertTrue(v["generation_converged"], v)
+        for i in range(8):  # connections land on both workers
+            with h.Raw(self.px.port("alpha")) as c:
+                c.request(b"set %s 0 0 1\r\n%d\r\n" % (key, i), b"STORED\r\n")
+        h.mc_command(x.port, b"get %s\r\n" % key, b"END\r\n",
+                     expect=b"VALUE %s 0 1\r\n7\r\nEND\r\n" % key)
+        who = self.lookups()
+        self.assertEqual(set(who), {"main"}, "lookups of flaky.walnut.test by thread: %r" % who)
+        self.assertGreaterEqual(len(who), 2, "at start and at the reload: %r" % who)
+        self.stop_clean()
+
+    def test_reload_follows_dns(self):
+        """A reload looks names up again: a server whose name moved to another
+        address (same port) is reached there by every worker, and its old
+        connections close; a server whose lookup fails keeps its address
+        (test_dns_outage_during_reload_does_not_wedge_reloads)."""
+        x, y = self.start_memcached(self.tmp, n=2)
+        moved = subprocess.Popen(
+            [h.find_tool("memcached", package="memcached"), "-l", "127.0.0.2", "-p", str(x.port),
+             "-U", "0", "-m", "16", "-t", "1"] + (["-u", "nobody"] if os.geteuid() == 0 else []),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        self.addCleanup(lambda: (moved.kill(), moved.wait()))
+        self.assertTrue(h.wait_port("127.0.0.2", x.port, moved), "memcached on 127.0.0.2")
+        listen = "%s:%d" % (h.HOST, h.free_port())
+        pools = {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y")],
+                                 listen=listen)}
+        self.px = self.start_flaky(pools, workers=2)
+        key = self.key_on(pools, "alpha", "x")
+        with h.Raw(self.px.port("alpha")) as c:
+            c.request(b"set %s 0 0 3\r\nold\r\n" % key, b"STORED\r\n")
+        open(self.dns_moved, "w").close()
+        v = self.reload(pools=pools)  # the same file: only the address changed
+        self.assertEqual(v["generation"], 1)
+        self.assertTrue(v["generation_converged"], v)
+        for i in range(8):  # both workers: none may still use the old connection
+            with h.Raw(self.px.port("alpha")) as c:
+                c.send(b"get %s\r\n" % key)
+                got = c.recv_until(b"END\r\n")
+                self.assertIn(got, (b"END\r\n", b"VALUE %s 0 3\r\nnew\r\nEND\r\n" % key))
+                c.request(b"set %s 0 0 3\r\nnew\r\n" % key, b"STORED\r\n")
+        with h.Raw(x.port, host="127.0.0.2") as c:
+            c.request(b"get %s\r\n" % key, b"VALUE %s 0 3\r\nnew\r\nEND\r\n" % key)
+        h.mc_command(x.port, b"get %s\r\n" % key, b"END\r\n",
+                     expect=b"VALUE %s 0 3\r\nold\r\nEND\r\n" % key)
         self.stop_clean()
 
 
