@@ -59,6 +59,10 @@ typedef struct wn_conf_pool {
     int line;             /* line of the pool's name */
     char *listen_text;    /* owned: as written */
     wn_conf_addr_t listen; /* owned */
+    /* The TCP listen address control looked up, filled in before the
+     * snapshot is shared (see wn_listen_resolve): workers bind this one. */
+    struct sockaddr_storage listen_sa;
+    uint32_t listen_salen;
     wn_hash_t hash;
     char hash_tag[2];
     bool has_hash_tag;

@@ -110,10 +110,14 @@ size_t wn_worker_flush_outbox(wn_worker_t *w);
 /* Control thread: take the next message the worker sent; 0 or WN_EAGAIN. */
 int wn_worker_receive(wn_worker_t *w, wn_msg_t *msg);
 
-/* Could a pool listen on its address now? A TCP address another process
- * serves is an error (a reload checks new addresses with it). Any thread;
- * 0 or a negative error with a line in err. */
-int wn_listen_check(const wn_conf_pool_t *conf, char *err, size_t errlen);
+/* Look a TCP pool's listen address up into conf->listen_sa (nothing for a
+ * unix socket): control does, before a worker sees the configuration;
+ * workers never ask DNS. 0 or a negative error with a line in err. */
+int wn_listen_resolve(wn_conf_pool_t *conf, char *err, size_t errlen);
+/* Could a pool listen on its address now (looked up, as above)? A TCP
+ * address another process serves is an error (a reload checks new
+ * addresses with it). Any thread; 0 or a negative error with a line in err. */
+int wn_listen_check(wn_conf_pool_t *conf, char *err, size_t errlen);
 
 /* Start the worker's thread. */
 int wn_worker_start(wn_worker_t *w);

@@ -201,6 +201,18 @@ static void destroy_blocks(control_t *ctl)
 
 static int create_workers(control_t *ctl, const wn_options_t *opts)
 {
+    /* Listen addresses are looked up here, once (servers' in health_init),
+     * but for pools serving on sockets systemd handed over. */
+    for (uint32_t p = 0; p < ctl->conf->npools; p++) {
+        if (ctl->inherited != NULL && ctl->inherited[p].n > 0)
+            continue;
+        char err[512];
+        int rc = wn_listen_resolve(&ctl->conf->pools[p], err, sizeof(err));
+        if (rc < 0) {
+            wn_log_error("%s", err);
+            return rc;
+        }
+    }
     wn_ring_t **rings = calloc(ctl->npools ? ctl->npools : 1, sizeof(*rings));
     if (rings == NULL)
         return WN_ENOMEM;

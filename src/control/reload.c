@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "walnut/core.h"
@@ -47,16 +48,23 @@ static void finish(control_t *ctl, const char *fmt, ...)
     wn_sd_status(ctl);
 }
 
-/* A pool listening where no pool listened before: is the address free? */
-static int check_listeners(const control_t *ctl, const wn_conf_t *nc, char *err, size_t errlen)
+/* A pool listening where no pool listened before: is the address free?
+ * (Looked up here, as every listen address: a kept one keeps the address
+ * its listener is bound to.) */
+static int check_listeners(const control_t *ctl, wn_conf_t *nc, char *err, size_t errlen)
 {
     for (uint32_t i = 0; i < nc->npools; i++) {
-        bool served = false;
-        for (uint32_t j = 0; j < ctl->conf->npools && !served; j++)
-            served = wn_conf_addr_same(&nc->pools[i].listen, &ctl->conf->pools[j].listen);
-        if (served)
+        wn_conf_pool_t *np = &nc->pools[i];
+        const wn_conf_pool_t *served = NULL;
+        for (uint32_t j = 0; j < ctl->conf->npools && served == NULL; j++)
+            if (wn_conf_addr_same(&np->listen, &ctl->conf->pools[j].listen))
+                served = &ctl->conf->pools[j];
+        if (served != NULL) {
+            np->listen_sa = served->listen_sa;
+            np->listen_salen = served->listen_salen;
             continue;
-        int rc = wn_listen_check(&nc->pools[i], err, errlen);
+        }
+        int rc = wn_listen_check(np, err, errlen);
         if (rc < 0)
             return rc;
     }

@@ -44,24 +44,6 @@ static listener_t *listener_new(pool_rt_t *p)
     return l;
 }
 
-static int resolve_listen(const wn_conf_addr_t *a, struct sockaddr_storage *out,
-                          socklen_t *outlen)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    char port[8];
-    snprintf(port, sizeof(port), "%u", a->port);
-    if (a->host[0] == '\0')
-        hints.ai_flags = AI_PASSIVE;
-    int rc = getaddrinfo(a->host[0] ? a->host : NULL, port, &hints, &res);
-    if (rc != 0)
-        return rc == EAI_SYSTEM ? -errno : UV_EAI_NONAME;
-    memcpy(out, res->ai_addr, res->ai_addrlen);
-    *outlen = res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-}
-
 static int tcp_socket(const struct sockaddr_storage *ss, socklen_t len, bool reuseport)
 {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -95,14 +77,28 @@ static int probe_tcp(const wn_conf_pool_t *conf, const struct sockaddr_storage *
     return 0;
 }
 
-static int resolve_or_explain(const wn_conf_pool_t *conf, struct sockaddr_storage *ss,
-                              socklen_t *sslen, char *err, size_t errlen)
+int wn_listen_resolve(wn_conf_pool_t *conf, char *err, size_t errlen)
 {
-    int rc = resolve_listen(&conf->listen, ss, sslen);
-    if (rc < 0)
+    const wn_conf_addr_t *a = &conf->listen;
+    if (a->is_unix)
+        return 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", a->port);
+    if (a->host[0] == '\0')
+        hints.ai_flags = AI_PASSIVE;
+    int rc = getaddrinfo(a->host[0] ? a->host : NULL, port, &hints, &res);
+    if (rc != 0) {
+        rc = rc == EAI_SYSTEM ? -errno : UV_EAI_NONAME;
         snprintf(err, errlen, "pool '%s': cannot resolve listen address %s: %s", conf->name,
                  conf->listen_text, rc == UV_EAI_NONAME ? "unknown host" : wn_strerror(rc));
-    return rc;
+        return rc;
+    }
+    memcpy(&conf->listen_sa, res->ai_addr, res->ai_addrlen);
+    conf->listen_salen = (uint32_t)res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
 }
 
 /* A unix socket path is free when nothing is there, or a socket nobody
@@ -148,27 +144,28 @@ static int check_unix(const wn_conf_pool_t *conf, char *err, size_t errlen)
     return 0;
 }
 
-int wn_listen_check(const wn_conf_pool_t *conf, char *err, size_t errlen)
+int wn_listen_check(wn_conf_pool_t *conf, char *err, size_t errlen)
 {
     if (conf->listen.is_unix)
         return check_unix(conf, err, errlen);
-    struct sockaddr_storage ss;
-    socklen_t sslen = 0;
-    int rc = resolve_or_explain(conf, &ss, &sslen, err, errlen);
-    return rc < 0 ? rc : probe_tcp(conf, &ss, sslen, err, errlen);
+    int rc = wn_listen_resolve(conf, err, errlen);
+    return rc < 0 ? rc : probe_tcp(conf, &conf->listen_sa, conf->listen_salen, err, errlen);
 }
 
 static int listen_tcp(pool_rt_t *p, bool first, char *err, size_t errlen)
 {
     const wn_conf_pool_t *conf = p->conf;
-    struct sockaddr_storage ss;
-    socklen_t sslen = 0;
-    int rc = resolve_or_explain(conf, &ss, &sslen, err, errlen);
-    if (rc < 0)
+    if (conf->listen_salen == 0) {
+        snprintf(err, errlen, "pool '%s': listen address %s was not looked up", conf->name,
+                 conf->listen_text);
+        return WN_EINVAL;
+    }
+    const struct sockaddr_storage *ss = &conf->listen_sa;
+    socklen_t sslen = conf->listen_salen;
+    int rc;
+    if (first && (rc = probe_tcp(conf, ss, sslen, err, errlen)) < 0)
         return rc;
-    if (first && (rc = probe_tcp(conf, &ss, sslen, err, errlen)) < 0)
-        return rc;
-    int fd = tcp_socket(&ss, sslen, true);
+    int fd = tcp_socket(ss, sslen, true);
     if (fd < 0) {
         snprintf(err, errlen, "pool '%s': cannot listen on %s: %s", conf->name,
                  conf->listen_text, wn_strerror(fd));

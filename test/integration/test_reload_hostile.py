@@ -272,18 +272,25 @@ class TestWorkerCannotApply(HostileCase):
         workers (and control's probes) to different servers."""
         x, y = self.start_memcached(self.tmp, n=2)
         listen = "%s:%d" % (h.HOST, h.free_port())
+        beta_port = h.free_port()
 
-        def conf(conns):
-            return {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y")],
-                                    listen=listen, server_connections=conns)}
+        def conf(conns, beta=False):
+            pools = {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y")],
+                                     listen=listen, server_connections=conns)}
+            if beta:  # a listen address by name, new in a reload
+                pools["beta"] = h.pool([spec(y.addr, "y")],
+                                       listen="flaky.walnut.test:%d" % beta_port)
+            return pools
         self.px = self.start_flaky(conf(1), workers=2)
         key = self.key_on(conf(1), "alpha", "x")
-        v = self.reload(pools=conf(2))  # every worker opens x anew
+        v = self.reload(pools=conf(2, beta=True))  # every worker opens x anew, and beta
         self.assertEqual(v["generation"], 1)
         self.assertTrue(v["generation_converged"], v)
         for i in range(8):  # connections land on both workers
             with h.Raw(self.px.port("alpha")) as c:
                 c.request(b"set %s 0 0 1\r\n%d\r\n" % (key, i), b"STORED\r\n")
+            with h.Raw(beta_port) as c:
+                c.request(b"version\r\n", b"VERSION " + y.stats()["version"].encode() + b"\r\n")
         h.mc_command(x.port, b"get %s\r\n" % key, b"END\r\n",
                      expect=b"VALUE %s 0 1\r\n7\r\nEND\r\n" % key)
         who = self.lookups()
