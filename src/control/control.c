@@ -82,7 +82,7 @@ static void on_wakeup(uv_async_t *a)
                 break;
             case WN_MSG_FAIL:
             case WN_MSG_OK:
-                if (m.gen == ctl->gen)
+                if (wn_control_report_current(ctl, &m))
                     health_on_message(ctl, &m);
                 break;
             case WN_MSG_CONFIG_DONE:
@@ -403,6 +403,7 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
     wn_control_stats_deinit(&ctl);
     free(ctl.inherited);
     free(ctl.workers);
+    wn_conf_unref(ctl.prev_conf);
     wn_conf_unref(ctl.conf);
     if (opts->pid_file != NULL)
         unlink(opts->pid_file);

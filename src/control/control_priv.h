@@ -95,6 +95,8 @@ struct control {
     uv_async_t wakeup;            /* workers have messages */
     wn_conf_t *conf;              /* one reference: the configuration in force */
     uint64_t gen;                 /* its generation: 0 at start, one more per reload */
+    wn_conf_t *prev_conf;         /* one reference, or NULL: generation gen - 1's, which
+                                     reports a worker sent before it took `conf` name */
     wn_worker_t **workers;        /* owned */
     int nworkers;
     hpool_t **pools;              /* owned, each owned: a reload keeps them in place */
@@ -178,6 +180,11 @@ void wn_control_stats_deinit(control_t *ctl);
 int wn_control_stats_reconf(control_t *ctl);
 /* A worker answered a PING. */
 void wn_control_pong(control_t *ctl, const wn_msg_t *m);
+/* A worker's FAIL or OK sent under the previous generation (before it took
+ * the reload, or by a worker that could not): its pool and server indexes
+ * moved to the configuration in force, matched by name. False when that
+ * server is not in it (or the message is older): the message is dropped. */
+bool wn_control_report_current(const control_t *ctl, wn_msg_t *m);
 /* Workers that run control's generation (all of them once converged). */
 int wn_control_workers_current(const control_t *ctl);
 /* A worker asks for the memcached `stats` reply (answered at once, from

@@ -117,7 +117,8 @@ static void send_config(control_t *ctl, int worker)
         free(rings);
     }
     /* Only memory can fail here. That worker stays on the configuration it
-     * has; its reports (older generation) are ignored from now on. */
+     * has; its reports count for servers the new one keeps (by name), until
+     * the next reload. */
     wn_log_error("reload: cannot send the configuration to worker %d: out of memory", worker);
     wn_stats_block_destroy(ctl->next_blocks[worker]);
     ctl->next_blocks[worker] = NULL;
@@ -169,7 +170,8 @@ void wn_control_reload(control_t *ctl)
     wn_stats_block_fold(mine, *own);
     wn_stats_block_destroy(*own);
     *own = mine;
-    wn_conf_unref(ctl->conf);
+    wn_conf_unref(ctl->prev_conf);
+    ctl->prev_conf = ctl->conf;
     ctl->conf = nc;
     ctl->gen++;
     if (wn_control_stats_reconf(ctl) < 0)
@@ -196,7 +198,8 @@ void wn_control_config_done(control_t *ctl, const wn_msg_t *m)
         return;
     if (m->gen != m->epoch) {
         /* Out of memory in that worker: it serves what it had; its reports
-         * (an older generation) are ignored until a reload reaches it. */
+         * count for servers the new configuration keeps, until the next
+         * reload (wn_control_report_current). */
         wn_log_error("reload: worker %d could not apply generation %llu (%s); it keeps "
                      "serving generation %llu",
                      i, (unsigned long long)m->epoch, wn_strerror(m->err),
@@ -223,6 +226,31 @@ void wn_control_config_done(control_t *ctl, const wn_msg_t *m)
     }
     ctl->worker_gen[i] = ctl->gen;
     reload_acked(ctl);
+}
+
+bool wn_control_report_current(const control_t *ctl, wn_msg_t *m)
+{
+    if (m->gen == ctl->gen)
+        return true;
+    const wn_conf_t *prev = ctl->prev_conf;
+    if (prev == NULL || m->gen + 1 != ctl->gen || m->pool >= prev->npools ||
+        m->server >= prev->pools[m->pool].nservers)
+        return false;
+    const wn_conf_pool_t *pp = &prev->pools[m->pool];
+    for (uint32_t p = 0; p < ctl->conf->npools; p++) {
+        const wn_conf_pool_t *pc = &ctl->conf->pools[p];
+        if (strcmp(pc->name, pp->name) != 0)
+            continue;
+        for (uint32_t i = 0; i < pc->nservers; i++) {
+            if (wn_conf_server_same(&pc->servers[i], &pp->servers[m->server])) {
+                m->pool = p;
+                m->server = i;
+                return true;
+            }
+        }
+        return false;
+    }
+    return false;
 }
 
 int wn_control_workers_current(const control_t *ctl)

@@ -264,6 +264,51 @@ class TestWorkerCannotApply(HostileCase):
         self.assertIn("all 2 worker(s) run generation 2", self.log_since(marker))
         self.stop_clean()
 
+    def server_state(self, name):
+        for p in self.servers_view()["pools"]:
+            for sv in p["servers"]:
+                if sv["name"] == name:
+                    return sv
+        raise AssertionError("no server %s in /servers" % name)
+
+    def test_report_from_before_a_reload_counts(self):
+        """A worker's FAIL or OK sent under the previous generation (before it took a
+        reload, or, as here, because it could not take it) was dropped by control:
+        an OK that should clear a server's failure count was lost, the count stayed,
+        and a later failure ejected a server that had been fine since. Reports of
+        the previous generation now count for the servers the configuration in
+        force keeps, matched by name."""
+        x, y = self.start_memcached(self.tmp, n=2)
+        listen = "%s:%d" % (h.HOST, h.free_port())
+
+        def conf(conns):
+            return {"alpha": h.pool([spec(x.addr, "x"), spec(y.addr, "y")], listen=listen,
+                                    server_connections=conns, auto_eject_hosts=True,
+                                    server_failure_limit=5, timeout=300)}
+        self.px = self.start_flaky(conf(1), workers=1)
+        key = self.key_on(conf(1), "alpha", "x")
+        with h.Raw(self.px.port("alpha"), timeout=10) as c:
+            x.sigstop()
+            try:
+                c.send(b"get %s\r\n" % key)
+                self.assertTrue(c.recv_line().startswith(b"SERVER_ERROR"))
+            finally:
+                x.sigcont()
+        h.wait_until(lambda: self.server_state("x")["failures"] >= 1, deadline=5,
+                     what="x's failure counted")
+        self.assertFalse(self.server_state("x")["ejected"])
+        open(self.refuse, "w").close()
+        marker = self.log_size()
+        self.reload_nowait(conf(2))
+        self.wait_log(marker, "0 of 1 worker(s) run generation 1")
+        # The worker (generation 0) reaches x again: its OK carries generation 0.
+        with h.Raw(self.px.port("alpha"), timeout=10) as c:
+            c.request(b"get %s\r\n" % key, b"END\r\n")
+        h.wait_until(lambda: self.server_state("x")["failures"] == 0, deadline=5,
+                     what="x's failure count cleared by the worker's OK")
+        os.unlink(self.refuse)
+        self.stop_clean()
+
     def test_workers_never_ask_dns(self):
         """Only control looks a server's name up, once per configuration; workers
         connect to the address it found. Each worker used to look every name up
