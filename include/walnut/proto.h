@@ -77,7 +77,8 @@ bool wn_mc_cmd_is_storage(wn_mc_cmd_t cmd);
 /*
  * A line the proxy itself answers with instead of forwarding the request.
  * The texts are memcached 1.6's, measured (see test/unit/test_proto_mc.c),
- * except LINE_TOO_LONG, which is walnut's own (memcached closes silently).
+ * except LINE_TOO_LONG (memcached closes silently) and TOO_MANY_KEYS (a
+ * bound memcached does not have), which are walnut's own.
  */
 #define WN_MC_REPLY_MAP(XX)                                                                       \
     XX(NONE, "")                                                                                  \
@@ -89,6 +90,7 @@ bool wn_mc_cmd_is_storage(wn_mc_cmd_t cmd);
     XX(BAD_CHUNK, "CLIENT_ERROR bad data chunk")                                                  \
     XX(TOO_LARGE, "SERVER_ERROR object too large for cache")                                      \
     XX(LINE_TOO_LONG, "CLIENT_ERROR line too long")                                               \
+    XX(TOO_MANY_KEYS, "CLIENT_ERROR too many keys")                                               \
     XX(END, "END")
 
 typedef enum wn_mc_reply {
@@ -151,6 +153,42 @@ typedef struct wn_mc_request {
     wn_mc_reply_t reply; /* what to answer (send nothing if noreply is set) */
     wn_mc_after_t after; /* what to do next */
 } wn_mc_request_t;
+
+/*
+ * A get/gets/gat/gats line too long to hold whole, parsed as it arrives.
+ * wn_mc_stream_begin takes the command word; wn_mc_stream_take then takes
+ * what has arrived of the rest, handing out runs of complete keys as soon as
+ * they are complete. Tokens, the line end, NUL and the limits are those of
+ * wn_mc_request_parse (a key over WN_MC_KEY_MAX bytes: BAD_FORMAT, the keys
+ * before it handed out, as memcached looked them up; more than max_keys:
+ * TOO_MANY_KEYS), so the same line asks for the same keys and gets the same
+ * verdict either way. Caller memory, one per line.
+ */
+typedef struct wn_mc_stream {
+    uint8_t cmd;            /* wn_mc_cmd_t: GET, GETS, GAT or GATS */
+    bool want_arg;          /* gat/gats: the exptime token is next */
+    bool nul;               /* a NUL ended the content: the rest up to "\n" is not read */
+    bool ended;             /* the line's "\n" was taken: verdict is final */
+    int32_t exptime;        /* gat/gats, once read */
+    uint32_t nkeys;         /* keys handed out so far */
+    uint32_t max_keys;
+    /* NONE: the line is good so far (at its end: answer the hits, then END);
+     * else the one line to answer instead (ERROR, BAD_EXPTIME, BAD_FORMAT,
+     * TOO_MANY_KEYS, or END for a gat with no key): set before the end,
+     * the rest of the line is dropped. */
+    wn_mc_reply_t verdict;
+} wn_mc_stream_t;
+
+/* `buf` (n bytes) starts a line: up to 64 spaces, then "get ", "gets ",
+ * "gat " or "gats ". Returns the bytes taken, or WN_EPROTO if it does not. */
+int wn_mc_stream_begin(wn_mc_stream_t *s, const char *buf, size_t n, uint32_t max_keys);
+/* Take from buf (the bytes after those taken so far): returns how many were
+ * taken, which stops before a token the end of buf cuts (call again with it
+ * and more). The keys taken this call: *nkeys of them, in `keys` (a span of
+ * buf: the first key's start to the last one's end, spaces between). The
+ * line is over when s->ended. */
+int wn_mc_stream_take(wn_mc_stream_t *s, const char *buf, size_t n, wn_mc_span_t *keys,
+                      uint32_t *nkeys);
 
 /*
  * Frame and parse one request line at `buf` (n bytes available, the line

@@ -5,7 +5,9 @@
  * (ASan), every result is self-consistent, a line fed byte by byte or split
  * in two parses exactly as it does whole, a retrieval head composed from
  * the parsed keys parses back to the same keys, a line rebuilt from its
- * tokens parses back as the same request, stats groups get framed replies.
+ * tokens parses back as the same request, stats groups get framed replies,
+ * a retrieval line streamed in pieces (mc_stream.c) asks for the same keys
+ * and gets the same verdict as parsed whole.
  */
 #include "walnut/proto.h"
 
@@ -191,6 +193,53 @@ static void check_incremental(const char *line, size_t avail, const wn_mc_limits
     CHECK(rc2 == rc && same(&r, whole));
 }
 
+/* A complete retrieval line, streamed in three pieces cut at a and b. */
+static void check_streamed(const char *line, int rc, const wn_mc_request_t *whole, size_t a,
+                           size_t b)
+{
+    size_t n = whole->line_len;
+    wn_mc_stream_t st;
+    int took = wn_mc_stream_begin(&st, line, n, UINT32_MAX);
+    if (took < 0)
+        return;
+    CHECK((size_t)took <= n);
+    size_t cuts[3] = {a % (n + 1), b % (n + 1), n};
+    if (cuts[1] < cuts[0]) {
+        size_t x = cuts[0];
+        cuts[0] = cuts[1];
+        cuts[1] = x;
+    }
+    size_t pos = (size_t)took;
+    uint32_t cursor = 0, nkeys = 0;
+    for (int c = 0; c < 3 && !st.ended; c++) {
+        size_t avail = WN_MAX(cuts[c], pos);
+        for (;;) {
+            wn_mc_span_t span;
+            uint32_t nk;
+            int t = wn_mc_stream_take(&st, line + pos, avail - pos, &span, &nk);
+            CHECK(t >= 0 && (size_t)t <= avail - pos);
+            /* each key handed out is the whole parse's next one */
+            size_t i = pos + span.off, end = pos + span.off + span.len;
+            for (uint32_t k = 0; k < nk; k++) {
+                while (i < end && line[i] == ' ')
+                    i++;
+                size_t s = i;
+                while (i < end && line[i] != ' ')
+                    i++;
+                wn_mc_span_t w;
+                CHECK(nkeys < whole->nkeys && wn_mc_key_next(line, whole, &cursor, &w));
+                CHECK(w.off == s && w.len == i - s);
+                nkeys++;
+            }
+            pos += (size_t)t;
+            if (st.ended || t == 0)
+                break;
+        }
+    }
+    CHECK(st.ended && pos == n && nkeys == whole->nkeys);
+    CHECK(st.verdict == (rc > 0 ? WN_MC_REPLY_NONE : whole->reply));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -223,6 +272,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_incremental(line, avail, &lim, rc, &r, (size_t)mode * 7 + pos);
         if (rc > 0)
             check_roundtrip(line, &r);
+        if ((rc > 0 || rc == WN_EPROTO) && wn_mc_cmd_is_retrieval(r.cmd))
+            check_streamed(line, rc, &r, (size_t)mode * 13 + pos, n - pos);
         if (rc != WN_ETOOBIG || r.after != WN_MC_AFTER_CLOSE)
             check_canonical(line, rc, &r);
         if (rc < 0 && r.after == WN_MC_AFTER_CLOSE)

@@ -1410,6 +1410,215 @@ static void test_retrieval_line_limit(void **state)
     assert_int_equal(parse_once(line, 4095, &lim, &r), WN_EAGAIN);
 }
 
+
+/* ---- streamed retrieval lines (mc_stream.c) ------------------------------- */
+
+typedef struct streamed {
+    char keys[8192]; /* every key handed out, each followed by '|' */
+    size_t keys_len;
+    uint32_t nkeys;
+    wn_mc_reply_t verdict;
+    bool ended;
+    int32_t exptime;
+} streamed_t;
+
+/* Stream `line` (n bytes) in pieces cut at the `cuts` offsets (ascending),
+ * as the worker does: what a call does not take is given again with more. */
+static void stream_line(const char *line, size_t n, const size_t *cuts, size_t ncuts,
+                        uint32_t max_keys, streamed_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    wn_mc_stream_t st;
+    int took = wn_mc_stream_begin(&st, line, n, max_keys);
+    assert_true(took > 0);
+    size_t pos = (size_t)took, avail = pos;
+    for (size_t c = 0; c <= ncuts && !st.ended; c++) {
+        avail = c < ncuts ? (cuts[c] > avail ? cuts[c] : avail) : n;
+        for (;;) {
+            wn_mc_span_t span;
+            uint32_t nk;
+            int t = wn_mc_stream_take(&st, line + pos, avail - pos, &span, &nk);
+            assert_true(t >= 0 && (size_t)t <= avail - pos);
+            if (nk > 0) {
+                assert_true(span.off + span.len <= (uint32_t)t);
+                /* the span holds exactly nk space-separated keys */
+                uint32_t count = 0;
+                size_t i = pos + span.off, end = pos + span.off + span.len;
+                while (i < end) {
+                    while (i < end && line[i] == ' ')
+                        i++;
+                    size_t k = i;
+                    while (i < end && line[i] != ' ')
+                        i++;
+                    if (i > k) {
+                        assert_true(out->keys_len + (i - k) + 1 < sizeof(out->keys));
+                        memcpy(out->keys + out->keys_len, line + k, i - k);
+                        out->keys_len += i - k;
+                        out->keys[out->keys_len++] = '|';
+                        count++;
+                    }
+                }
+                assert_int_equal(count, nk);
+                out->nkeys += nk;
+            }
+            pos += (size_t)t;
+            if (st.ended || t == 0)
+                break;
+        }
+    }
+    assert_int_equal(pos, n); /* the whole line, its "\n" included, is taken */
+    assert_true(st.ended);
+    assert_int_equal(st.nkeys, out->nkeys);
+    out->verdict = st.verdict;
+    out->ended = st.ended;
+    out->exptime = st.exptime;
+}
+
+/* The same line parsed whole: its keys ('|' after each) and its verdict. */
+static wn_mc_reply_t whole_line(const char *line, size_t n, char *keys, size_t *keys_len,
+                                uint32_t *nkeys, int32_t *exptime)
+{
+    wn_mc_limits_t lim = {.max_line = (uint32_t)n + 1, .max_value = 1024,
+                          .max_retrieval_line = (uint32_t)n + 1};
+    wn_mc_request_t r;
+    int rc = parse_once(line, n, &lim, &r);
+    assert_true(rc == (int)n || rc == WN_EPROTO);
+    *keys_len = 0;
+    *nkeys = 0;
+    *exptime = r.exptime;
+    uint32_t cursor = 0;
+    wn_mc_span_t k;
+    while (*nkeys < r.nkeys && wn_mc_key_next(line, &r, &cursor, &k)) {
+        memcpy(keys + *keys_len, line + k.off, k.len);
+        *keys_len += k.len;
+        keys[(*keys_len)++] = '|';
+        (*nkeys)++;
+    }
+    return rc > 0 ? WN_MC_REPLY_NONE : r.reply;
+}
+
+static uint32_t rnd(uint64_t *s)
+{
+    *s = *s * 6364136223846793005u + 1442695040888963407u;
+    return (uint32_t)(*s >> 33);
+}
+
+/* Random retrieval lines, streamed in random pieces, ask for the same keys
+ * and get the same verdict as parsed whole: spaces, "\r" inside tokens,
+ * "\r\n", "\n" and "\r\r\n" ends, NUL, keys of 250 and 251 bytes, gat with
+ * good and bad exptimes, no keys at all. */
+static void test_stream_matches_whole_line(void **state)
+{
+    (void)state;
+    static const char *words[] = {"get", "gets", "gat", "gats"};
+    static const char *exptimes[] = {"10", "-1", "0", "abc", "99999999999", "+7", "1x"};
+    uint64_t seed = 12345;
+    char line[6000];
+    for (int iter = 0; iter < 20000; iter++) {
+        size_t n = 0;
+        size_t lead = rnd(&seed) % 4 == 0 ? rnd(&seed) % 65 : 0;
+        memset(line, ' ', lead);
+        n = lead;
+        const char *word = words[rnd(&seed) % 4];
+        n += (size_t)sprintf(line + n, "%s ", word);
+        bool gat = word[2] == 't';
+        if (gat && rnd(&seed) % 8 != 0)
+            n += (size_t)sprintf(line + n, "%s ", exptimes[rnd(&seed) % 7]);
+        uint32_t ntok = rnd(&seed) % 12;
+        for (uint32_t t = 0; t < ntok; t++) {
+            uint32_t pick = rnd(&seed) % 20;
+            size_t len = pick == 0 ? 250 : pick == 1 ? 251 : 1 + rnd(&seed) % 12;
+            for (size_t i = 0; i < len; i++)
+                line[n + i] = (char)('a' + rnd(&seed) % 26);
+            if (pick == 2)
+                line[n + len / 2] = '\r';
+            if (pick == 3 && rnd(&seed) % 3 == 0)
+                line[n + len / 2] = '\0';
+            n += len;
+            size_t spaces = 1 + rnd(&seed) % 3;
+            if (t + 1 == ntok && rnd(&seed) % 2 == 0)
+                spaces = 0;
+            memset(line + n, ' ', spaces);
+            n += spaces;
+        }
+        switch (rnd(&seed) % 4) {
+        case 0:
+            n += (size_t)sprintf(line + n, "\n");
+            break;
+        case 1:
+            n += (size_t)sprintf(line + n, "\r\r\n");
+            break;
+        default:
+            n += (size_t)sprintf(line + n, "\r\n");
+            break;
+        }
+        char wkeys[8192];
+        size_t wlen;
+        uint32_t wn;
+        int32_t wexp;
+        wn_mc_reply_t wv = whole_line(line, n, wkeys, &wlen, &wn, &wexp);
+
+        size_t cuts[6];
+        size_t ncuts = rnd(&seed) % 6;
+        for (size_t c = 0; c < ncuts; c++)
+            cuts[c] = rnd(&seed) % (n + 1);
+        for (size_t a = 0; a < ncuts; a++) /* ascending */
+            for (size_t b = a + 1; b < ncuts; b++)
+                if (cuts[b] < cuts[a]) {
+                    size_t x = cuts[a];
+                    cuts[a] = cuts[b];
+                    cuts[b] = x;
+                }
+        streamed_t sv;
+        stream_line(line, n, cuts, ncuts, 1000, &sv);
+        if (sv.verdict != wv || sv.nkeys != wn || sv.keys_len != wlen ||
+            memcmp(sv.keys, wkeys, wlen) != 0)
+            fail_msg("iteration %d: line %zu bytes: whole %d (%u keys), streamed %d (%u keys)",
+                     iter, n, (int)wv, wn, (int)sv.verdict, sv.nkeys);
+        if (gat && wv == WN_MC_REPLY_NONE)
+            assert_int_equal(sv.exptime, wexp);
+    }
+}
+
+/* Every byte a piece of its own; and the bound on keys. */
+static void test_stream_bytewise_and_bound(void **state)
+{
+    (void)state;
+    char line[4096];
+    size_t n = (size_t)sprintf(line, "gat 42 ");
+    for (int i = 0; i < 300; i++)
+        n += (size_t)sprintf(line + n, "k%d ", i);
+    n += (size_t)sprintf(line + n, "\r\n");
+    size_t cuts[4096];
+    for (size_t i = 0; i < n; i++)
+        cuts[i] = i + 1;
+    streamed_t sv;
+    stream_line(line, n, cuts, n, 1000, &sv);
+    assert_int_equal(sv.verdict, WN_MC_REPLY_NONE);
+    assert_int_equal(sv.nkeys, 300);
+    assert_int_equal(sv.exptime, 42);
+    /* 300 keys against a bound of 299: the 299 go out, then the verdict */
+    stream_line(line, n, cuts, n, 299, &sv);
+    assert_int_equal(sv.verdict, WN_MC_REPLY_TOO_MANY_KEYS);
+    assert_int_equal(sv.nkeys, 299);
+    /* a token too long to be a key is refused before its end arrives */
+    wn_mc_stream_t st;
+    memset(line, 'x', sizeof(line));
+    memcpy(line, "get ", 4);
+    assert_int_equal(wn_mc_stream_begin(&st, line, 300, 10), 4);
+    wn_mc_span_t span;
+    uint32_t nk;
+    assert_int_equal(wn_mc_stream_take(&st, line + 4, 200, &span, &nk), 0); /* cut: later */
+    assert_int_equal(wn_mc_stream_take(&st, line + 4, 260, &span, &nk), 260);
+    assert_int_equal(st.verdict, WN_MC_REPLY_BAD_FORMAT);
+    assert_false(st.ended);
+    assert_int_equal(wn_mc_stream_take(&st, "yy\r\n", 4, &span, &nk), 4);
+    assert_true(st.ended);
+    /* not a retrieval */
+    assert_int_equal(wn_mc_stream_begin(&st, "set k 0 0 1", 11, 10), WN_EPROTO);
+    assert_int_equal(wn_mc_stream_begin(&st, "bget k", 6, 10), WN_EPROTO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1424,6 +1633,8 @@ int main(void)
         cmocka_unit_test(test_retrieval_line_limit),
         cmocka_unit_test(test_compose_canonical),
         cmocka_unit_test(test_stats_args),
+        cmocka_unit_test(test_stream_matches_whole_line),
+        cmocka_unit_test(test_stream_bytewise_and_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
