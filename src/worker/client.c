@@ -236,7 +236,8 @@ static bool finished(const client_t *c)
 }
 
 /* Write every reply ready at the head of c's FIFO, in order, in one write;
- * an incomplete head's bytes so far go too (a large value streams). */
+ * an incomplete head's bytes so far go too (a large value streams), unless
+ * its reply is held until done. */
 static int write_ready(client_t *c)
 {
     outv_t o;
@@ -246,6 +247,8 @@ static int write_ready(client_t *c)
     int rc = 0;
     req_t *r = c->head;
     while (r != NULL && rc == 0) {
+        if (!r->done && r->rsp_held)
+            break;
         if (!r->noreply) {
             for (uint32_t i = r->rsp_sent; i < r->rsp.n && rc == 0; i++)
                 rc = wn_outv_add(&o, r->rsp.v[i].buf, r->rsp.v[i].off, r->rsp.v[i].len);
@@ -272,7 +275,7 @@ static int write_ready(client_t *c)
     while (c->head != NULL) {
         r = c->head;
         if (!r->done) {
-            for (uint32_t i = r->rsp_sent; i < r->rsp.n; i++) {
+            for (uint32_t i = r->rsp_sent; i < r->rsp.n && !r->rsp_held; i++) {
                 wn_buf_unref(r->rsp.v[i].buf);
                 r->rsp.v[i].buf = NULL;
                 released += r->rsp.v[i].len;
@@ -281,7 +284,8 @@ static int write_ready(client_t *c)
                 else
                     r->acct = 0;
             }
-            r->rsp_sent = r->rsp.n;
+            if (!r->rsp_held)
+                r->rsp_sent = r->rsp.n;
             break;
         }
         bool last = r->close_after;
@@ -369,7 +373,8 @@ void wn_client_flush(client_t *c)
         client_close(c, true);
         return;
     }
-    if (c->head != NULL && (c->head->done || c->head->rsp.n > c->head->rsp_sent)) {
+    if (c->head != NULL &&
+        (c->head->done || (!c->head->rsp_held && c->head->rsp.n > c->head->rsp_sent))) {
         if (write_ready(c) < 0) {
             client_close(c, true);
             return;

@@ -152,6 +152,8 @@ struct req {
     bool done;          /* the reply is complete (or failed) */
     bool failed;        /* answered with an error made by walnut */
     bool keep_out;      /* the protocol still needs `out` after it is written */
+    bool rsp_held;      /* its reply goes out only once it is done, not as it grows
+                           (the protocol may still drop it) */
     bool sent;          /* written to its server connection */
     uint16_t cmd;       /* the protocol's command index, for per-command counters */
     pool_rt_t *pool;    /* borrowed: outlives every request */

@@ -10,18 +10,28 @@
 #include "walnut/proto.h"
 #include "walnut/proto_meta.h"
 
-/* Longest non-retrieval request line, and longest get/gets/gat/gats line
- * (thousands of keys; memcached has no limit, walnut this one). */
+/* Longest request line held whole. A get/gets/gat/gats line longer than
+ * this is parsed as it arrives (mc_client.c, a streamed line): it has no
+ * length limit, only WN_MC_MAX_KEYS. */
 #define WN_MC_MAX_LINE (64u * 1024u)
+/* What the parser may see of a retrieval line before the client streams it
+ * (one read beyond WN_MC_MAX_LINE at most; this is far above). */
 #define WN_MC_MAX_RETRIEVAL_LINE (16u << 20)
+/* A streamed line's keys go out in parts of at least this many keys or
+ * bytes of keys (or what is left at its end): a client sending a key at a
+ * time, or a few keys between long runs of spaces, does not make a request
+ * of each. */
+#define WN_MC_PART_MIN_KEYS 256u
+#define WN_MC_PART_MIN_BYTES (16u * 1024u)
 /* memcached closes a connection once 2048 bytes of a line are buffered
  * without its end, unless the line starts with "get " or "gets " (after at
  * most 100 spaces): a line walnut sends a server is never longer than this,
  * except a get or gets that starts with its word. Longer lines are rebuilt
  * from their tokens; long gat/gats lines are split into several. */
 #define WN_MC_SERVER_LINE_MAX 2048u
-/* Keys in one retrieval request, far above what clients send (pymemcache's
- * get_many of 2,000, memcached's own tests of 6,000). */
+/* Keys in one retrieval line, far above what clients send (pymemcache's
+ * get_many of 2,000, memcached's own tests of 6,000); past it the line is
+ * answered CLIENT_ERROR too many keys. */
 #define WN_MC_MAX_KEYS 100000
 /* Values: walnut does not know the servers' item size limit (-I), so it
  * forwards a storage command of any size whose line and data block fit in
@@ -86,7 +96,40 @@ typedef struct mc_req {
     uint64_t route_gen;
     const char *route_key;
     uint16_t route_key_len;
+    /* A part of a streamed line: its reply is held (not done, not streamed)
+     * until the line answers as one; part_done once its own merge is over. */
+    struct mc_line *part_of;
+    bool part_done;
 } mc_req_t;
+
+/*
+ * A get/gets/gat/gats line too long to hold whole, streamed: its keys go
+ * out in parts as they arrive, each part a split retrieval of its own. A
+ * part's reply is held until the line is over and every part is in; then
+ * the line answers as memcached would answer it whole: every part's hits
+ * and one END, or one line alone (the line's own verdict, say a key over
+ * 250 bytes, or the first part's error), the parts' hits dropped. Owned by
+ * the client while it reads the line, then by its parts; freed when it
+ * answers.
+ */
+typedef struct mc_line {
+    uint32_t pending;        /* parts whose merge is not over */
+    bool closed;             /* no more parts: the line ended, or the client left */
+    wn_mc_reply_t verdict;   /* NONE: answer the hits, then END */
+    uint32_t err_len;        /* the first part's error line, if one failed */
+    char err[256];
+    mc_req_t **parts;        /* [nparts], one reference each, in order */
+    uint32_t nparts;
+    uint32_t cap;
+    mc_req_t *term;          /* answers END or the error line (one reference);
+                                NULL when the client left mid-line */
+    /* Keys taken and not yet sent, one space between (the spaces a client
+     * put between them are never held): the next part. */
+    char *acc;
+    uint32_t acc_len;
+    uint32_t acc_cap;
+    uint32_t acc_keys;
+} mc_line_t;
 
 typedef struct mc_client {
     client_t c;
@@ -95,6 +138,8 @@ typedef struct mc_client {
     uint32_t data_left;    /* bytes of the data block still to come */
     bool data_swallow;     /* the block is dropped (a rejected request's) */
     char trailer[2];       /* last two bytes of the data block seen so far */
+    mc_line_t *line;       /* the retrieval line being streamed, or NULL */
+    wn_mc_stream_t stream; /* its parser */
 } mc_client_t;
 
 typedef struct mc_sconn {
@@ -116,6 +161,9 @@ void wn_mc_client_parse(client_t *c);
 void wn_mc_client_eof(client_t *c);
 void wn_mc_client_deinit(client_t *c);
 void wn_mc_client_read_plan(const client_t *c, uint32_t *keep, uint64_t *ahead);
+/* A streamed line has a part to send, or its end to answer, with no more
+ * bytes needed (a hold stopped it). */
+bool wn_mc_client_has_pending(const client_t *c);
 /* r (routed by key, its line pushed) waits for its data block: c holds it
  * (our reference passes), with a copy of the key in case a reload makes it
  * route again. 0 or WN_ENOMEM (nothing changed). */
@@ -129,6 +177,9 @@ bool wn_mc_must_wait(mc_client_t *c, const char *line, const wn_mc_request_t *q)
  * it): touch those keys as memcached has, answering nobody. */
 void wn_mc_dispatch_touch_only(mc_client_t *c, wn_buf_t *b, uint32_t pos,
                                const wn_mc_request_t *q);
+/* A part of c's streamed line: the retrieval q of a line composed for it
+ * (hb->data), dispatched now; its reply waits for the line. */
+void wn_mc_dispatch_part(mc_client_t *c, wn_buf_t *hb, const wn_mc_request_t *q);
 /* A request answered by walnut, queued in order like any other. */
 mc_req_t *wn_mc_local(mc_client_t *c, wn_mc_cmd_t cmd);
 /* A request of c's, queued in its FIFO and counted under cmd; NULL on ENOMEM. */
@@ -148,6 +199,8 @@ void wn_mc_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead);
 
 /* mc_merge.c */
 void wn_mc_parent_progress(req_t *parent);
+/* A streamed line has no more parts (closed): it answers once they are in. */
+void wn_mc_line_closed(mc_line_t *l);
 /* r could not be completed: count it, answer it with twemproxy's
  * SERVER_ERROR text; a fragment's parent merges on. */
 void wn_mc_fail(req_t *r, int err);

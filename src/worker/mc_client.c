@@ -4,11 +4,15 @@
  * (rejected lines, quit) in order with everything else, and hands routable
  * requests to mc_dispatch.c. After quit, or once framing is lost (a line too
  * long, an HTTP request), nothing more is parsed; a rejected request's data
- * block is always swallowed, never run.
+ * block is always swallowed, never run. A get/gets/gat/gats line longer than
+ * WN_MC_MAX_LINE is not held whole: it is streamed, its keys sent on in
+ * parts as they arrive (mc_line_t in mc.h).
  * Worker thread only; never writes or closes (the flush does).
  */
 #include "mc.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void wn_mc_client_init(client_t *cl)
@@ -47,9 +51,24 @@ static void drop_data_req(mc_client_t *c)
     c->data_swallow = false;
 }
 
+/* The streamed line is over: it answers once its parts are in. `term`:
+ * the request that answers END or the error, in order (NULL: nobody reads
+ * the answer, the client left mid-line). */
+static void line_close(mc_client_t *c, mc_req_t *term)
+{
+    mc_line_t *l = c->line;
+    c->line = NULL;
+    if (l == NULL)
+        return;
+    l->verdict = term != NULL ? c->stream.verdict : WN_MC_REPLY_NONE;
+    l->term = term;
+    wn_mc_line_closed(l);
+}
+
 void wn_mc_client_deinit(client_t *cl)
 {
     drop_data_req((mc_client_t *)cl);
+    line_close((mc_client_t *)cl, NULL);
 }
 
 void wn_mc_client_eof(client_t *cl)
@@ -65,6 +84,13 @@ void wn_mc_client_eof(client_t *cl)
         wn_req_reply(&r->r, "", 0);
     }
     drop_data_req(c);
+    /* A streamed line whose end has not arrived never will: its parts are
+     * dropped, unanswered. One whose end is buffered (a hold stopped the
+     * parse) is answered when parsing goes on. */
+    wn_buf_t *b = cl->in.buf;
+    if (c->line != NULL &&
+        (b == NULL || memchr(b->data + cl->in.pos, '\n', b->len - cl->in.pos) == NULL))
+        line_close(c, NULL);
     cl->mid_request = false;
 }
 
@@ -168,16 +194,160 @@ static bool rejected(mc_client_t *c, wn_buf_t *b, const wn_mc_request_t *q)
     }
 }
 
+/* ---- streamed retrieval lines ------------------------------------------------ */
+
+static void broken(mc_client_t *c)
+{
+    c->c.broken = true; /* out of memory: no way to answer in order */
+    wn_client_mark(&c->c);
+}
+
+/* A retrieval line WN_MC_MAX_LINE long with no end yet: stream it. False
+ * if the line does not start like one (it is then too long). */
+static bool stream_start(mc_client_t *c, wn_buf_t *b)
+{
+    uint32_t pos = c->c.in.pos;
+    int took = wn_mc_stream_begin(&c->stream, b->data + pos, b->len - pos, WN_MC_MAX_KEYS);
+    if (took < 0)
+        return false;
+    c->line = calloc(1, sizeof(*c->line));
+    if (c->line == NULL) {
+        broken(c);
+        return false;
+    }
+    wn_stat_add(WN_PSTAT(c->c.pool, requests), 1);
+    c->parser.scanned = 0; /* the next line is searched from its start */
+    c->c.in.pos += (uint32_t)took;
+    return true;
+}
+
+/* Keys taken from the client's bytes join the next part, one space apart. */
+static int gather(mc_line_t *l, const char *p, uint32_t len, uint32_t nkeys)
+{
+    if (l->acc_len + len + 1 > l->acc_cap) {
+        uint32_t cap = WN_MAX(2 * l->acc_cap, l->acc_len + len + 1);
+        char *acc = realloc(l->acc, cap);
+        if (acc == NULL)
+            return WN_ENOMEM;
+        l->acc = acc;
+        l->acc_cap = cap;
+    }
+    for (uint32_t i = 0; i < len;) {
+        while (i < len && p[i] == ' ')
+            i++;
+        uint32_t k = i;
+        while (i < len && p[i] != ' ')
+            i++;
+        if (i > k) {
+            if (l->acc_len > 0)
+                l->acc[l->acc_len++] = ' ';
+            memcpy(l->acc + l->acc_len, p + k, i - k);
+            l->acc_len += i - k;
+        }
+    }
+    l->acc_keys += nkeys;
+    return 0;
+}
+
+static bool part_due(const mc_client_t *c)
+{
+    const mc_line_t *l = c->line;
+    return l->acc_keys > 0 &&
+           (l->acc_keys >= WN_MC_PART_MIN_KEYS || l->acc_len >= WN_MC_PART_MIN_BYTES ||
+            c->stream.ended || c->stream.verdict != WN_MC_REPLY_NONE);
+}
+
+bool wn_mc_client_has_pending(const client_t *cl)
+{
+    const mc_client_t *c = (const mc_client_t *)cl;
+    return c->line != NULL && (part_due(c) || c->stream.ended);
+}
+
+/* The gathered keys as a part: a retrieval line of its own ("gat <exptime>"
+ * and the keys), parsed like any line and dispatched as a part of the
+ * streamed one. False when c is held for a suspect server (the part waits;
+ * sent when the hold ends). */
+static bool send_part(mc_client_t *c)
+{
+    mc_line_t *l = c->line;
+    const wn_mc_stream_t *st = &c->stream;
+    char head[32];
+    int hn = st->cmd == WN_MC_GAT || st->cmd == WN_MC_GATS
+                 ? snprintf(head, sizeof(head), "%s %ld ", wn_mc_cmd_name(st->cmd),
+                            (long)st->exptime)
+                 : snprintf(head, sizeof(head), "%s ", wn_mc_cmd_name(st->cmd));
+    size_t need = (size_t)hn + l->acc_len + 2;
+    wn_buf_t *hb = wn_buf_get(&c->c.w->bufs, need);
+    if (hb == NULL) {
+        broken(c);
+        return true;
+    }
+    memcpy(hb->data, head, (size_t)hn);
+    memcpy(hb->data + hn, l->acc, l->acc_len);
+    memcpy(hb->data + hn + l->acc_len, "\r\n", 2);
+    hb->len = (uint32_t)need;
+    wn_mc_limits_t lim = {.max_line = hb->len + 1, .max_retrieval_line = hb->len + 1};
+    wn_mc_req_parser_t parser;
+    wn_mc_req_parser_init(&parser, &lim);
+    wn_mc_request_t q;
+    int rc = wn_mc_request_parse(&parser, hb->data, hb->len, &q);
+    if (rc > 0 && c->c.pool->nsuspect > 0 && wn_mc_must_wait(c, hb->data, &q)) {
+        wn_buf_unref(hb);
+        return false;
+    }
+    if (rc > 0)
+        wn_mc_dispatch_part(c, hb, &q);
+    else if (c->stream.verdict == WN_MC_REPLY_NONE)
+        c->stream.verdict = WN_MC_REPLY_BAD_FORMAT; /* cannot be: both parsers agree */
+    wn_buf_unref(hb);
+    l->acc_len = 0;
+    l->acc_keys = 0;
+    return true;
+}
+
+/* Go on with the streamed line: send a part that is due, answer its end,
+ * or take what arrived. False when more bytes are needed, or a hold stops
+ * parsing. */
+static bool stream_more(mc_client_t *c, wn_buf_t *b)
+{
+    if (part_due(c))
+        return send_part(c) && !c->c.broken;
+    if (c->stream.ended) {
+        mc_req_t *term = wn_mc_local(c, (wn_mc_cmd_t)c->stream.cmd);
+        if (term == NULL)
+            broken(c);
+        line_close(c, term);
+        return !c->c.broken;
+    }
+    uint32_t pos = c->c.in.pos;
+    if (b == NULL || pos == b->len)
+        return false;
+    wn_mc_span_t keys;
+    uint32_t nkeys;
+    int took = wn_mc_stream_take(&c->stream, b->data + pos, b->len - pos, &keys, &nkeys);
+    if (nkeys > 0 && gather(c->line, b->data + pos + keys.off, keys.len, nkeys) < 0) {
+        broken(c);
+        return false;
+    }
+    c->c.in.pos += (uint32_t)took;
+    return took > 0 || part_due(c) || c->stream.ended;
+}
+
 void wn_mc_client_parse(client_t *cl)
 {
     mc_client_t *c = (mc_client_t *)cl;
     for (;;) {
         /* Between requests the client's bounds apply; inside one (a partial
          * line, a data block) reading goes on, or it could never complete. */
-        cl->mid_request = c->data_left > 0;
+        cl->mid_request = c->data_left > 0 || c->line != NULL;
         if (!wn_client_can_parse(cl))
             break;
         wn_buf_t *b = cl->in.buf;
+        if (c->line != NULL) {
+            if (!stream_more(c, b))
+                break;
+            continue;
+        }
         if (b == NULL || cl->in.pos == b->len)
             break;
         if (c->data_left > 0) {
@@ -188,6 +358,8 @@ void wn_mc_client_parse(client_t *cl)
         wn_mc_request_t q;
         int rc = wn_mc_request_parse(&c->parser, b->data + pos, b->len - pos, &q);
         if (rc == WN_EAGAIN) {
+            if (b->len - pos >= WN_MC_MAX_LINE && stream_start(c, b))
+                continue;
             cl->mid_request = true;
             break;
         }

@@ -15,16 +15,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-static mc_req_t *new_req(mc_client_t *c, req_kind_t kind, wn_mc_cmd_t cmd)
+/* A request of c's, in its FIFO; counted under cmd unless it is a part of
+ * a streamed line (the line counts once). */
+static mc_req_t *make_req(mc_client_t *c, req_kind_t kind, wn_mc_cmd_t cmd, bool counted)
 {
     mc_req_t *r = (mc_req_t *)wn_req_create(c->c.pool, &c->c, kind);
     if (r == NULL)
         return NULL;
     r->cmd = (uint8_t)cmd;
     r->r.cmd = (uint16_t)cmd;
-    wn_stat_add(&c->c.pool->stats->cmds[cmd], 1);
+    if (counted)
+        wn_stat_add(&c->c.pool->stats->cmds[cmd], 1);
     wn_req_enqueue_client(&c->c, &r->r);
     return r;
+}
+
+static mc_req_t *new_req(mc_client_t *c, req_kind_t kind, wn_mc_cmd_t cmd)
+{
+    return make_req(c, kind, cmd, true);
 }
 
 mc_req_t *wn_mc_local(mc_client_t *c, wn_mc_cmd_t cmd)
@@ -326,18 +334,42 @@ static void dispatch_keys(mc_client_t *c, mc_req_t *r, const char *line, const w
     wn_mc_forward(&c->c, r->r.server, &r->r);
 }
 
+/* A part of a streamed line joins it: the line holds a reference, and
+ * waits for its merge. */
+static int join_line(mc_line_t *l, mc_req_t *r)
+{
+    if (l->nparts == l->cap) {
+        uint32_t cap = l->cap ? 2 * l->cap : 16;
+        mc_req_t **v = realloc(l->parts, cap * sizeof(*v));
+        if (v == NULL)
+            return WN_ENOMEM;
+        l->parts = v;
+        l->cap = cap;
+    }
+    wn_req_ref(&r->r);
+    l->parts[l->nparts++] = r;
+    l->pending++;
+    r->part_of = l;
+    r->r.rsp_held = true; /* the line may still answer with one error line alone */
+    return 0;
+}
+
 /* get gets gat gats (and bget, a get). `touch_only`: the keys of a gat
- * memcached has touched before refusing the line; nobody reads the reply. */
+ * memcached has touched before refusing the line; nobody reads the reply.
+ * `part`: the streamed line this is a part of (always split: its merge
+ * holds the reply for the line). */
 static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
-                               const wn_mc_request_t *q, bool touch_only)
+                               const wn_mc_request_t *q, bool touch_only, mc_line_t *part)
 {
     pool_rt_t *pool = c->c.pool;
     const char *line = b->data + pos;
     wn_stat_add(WN_GSTAT(c->c.w, cmd_get), q->nkeys);
     if (q->cmd == WN_MC_GAT || q->cmd == WN_MC_GATS)
         wn_stat_add(WN_GSTAT(c->c.w, cmd_touch), q->nkeys);
-    mc_req_t *r = new_req(c, REQ_FORWARD, q->cmd);
-    if (r == NULL) {
+    mc_req_t *r = make_req(c, REQ_FORWARD, q->cmd, part == NULL);
+    if (r == NULL || (part != NULL && join_line(part, r) < 0)) {
+        if (r != NULL)
+            wn_req_unref(&r->r);
         out_of_memory(c);
         return;
     }
@@ -354,15 +386,16 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
         wn_req_unref(&r->r);
         return;
     }
-    bool as_is = !touch_only && retrieval_as_is(line, q);
+    bool as_is = !touch_only && part == NULL && retrieval_as_is(line, q);
     if (q->nkeys == 1 && as_is) {
         r->r.server = wn_pool_route(pool, line + q->key.off, q->key.len);
         wn_mc_forward(&c->c, r->r.server, &r->r);
     } else if (q->nkeys > WN_MC_MAX_KEYS) {
         r->r.kind = REQ_LOCAL;
         wn_stat_add(WN_PSTAT(pool, request_errors), 1);
-        static const char too_many[] = "CLIENT_ERROR too many keys\r\n";
-        wn_req_reply(&r->r, too_many, sizeof(too_many) - 1);
+        size_t len;
+        const char *text = wn_mc_reply_text(WN_MC_REPLY_TOO_MANY_KEYS, &len);
+        wn_req_reply(&r->r, text, len);
     } else {
         dispatch_keys(c, r, line, q, as_is);
     }
@@ -372,7 +405,12 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
 void wn_mc_dispatch_touch_only(mc_client_t *c, wn_buf_t *b, uint32_t pos,
                                const wn_mc_request_t *q)
 {
-    dispatch_retrieval(c, b, pos, q, true);
+    dispatch_retrieval(c, b, pos, q, true, NULL);
+}
+
+void wn_mc_dispatch_part(mc_client_t *c, wn_buf_t *hb, const wn_mc_request_t *q)
+{
+    dispatch_retrieval(c, hb, 0, q, false, c->line);
 }
 
 /* ---- version ------------------------------------------------------------------ */
@@ -456,7 +494,7 @@ void wn_mc_dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_mc_reque
 {
     wn_stat_add(WN_PSTAT(c->c.pool, requests), 1);
     if (wn_mc_cmd_is_retrieval(q->cmd)) {
-        dispatch_retrieval(c, b, pos, q, false);
+        dispatch_retrieval(c, b, pos, q, false, NULL);
         return;
     }
     switch (q->cmd) {

@@ -13,12 +13,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void part_failed(mc_req_t *p, const char *line, size_t n);
+
 void wn_mc_fail(req_t *r, int err)
 {
     if (!wn_req_failed(r, err))
         return;
     char line[160];
     int n = snprintf(line, sizeof(line), "SERVER_ERROR %s\r\n", wn_req_fail_text(err));
+    if (r->kind != REQ_FRAGMENT && mc_req(r)->part_of != NULL) {
+        part_failed(mc_req(r), line, (size_t)n);
+        return;
+    }
     if (r->kind == REQ_FRAGMENT) {
         /* The parent's merge answers for the whole request. */
         mc_req(r)->error_line = true;
@@ -77,7 +83,72 @@ static void answer_with_error(mc_req_t *p, mc_req_t *f)
         wn_stat_add(&p->r.pool->stats->errors[WN_CAUSE_server_error], 1);
     wn_stat_add(WN_PSTAT(p->r.pool, forward_error), 1);
     p->r.failed = true;
-    wn_req_reply(&p->r, line, n);
+    if (p->part_of != NULL)
+        part_failed(p, line, n);
+    else
+        wn_req_reply(&p->r, line, n);
+}
+
+/* ---- streamed lines --------------------------------------------------------- */
+
+/* Every part is in and the line is over: it answers as one. */
+static void line_answer(mc_line_t *l)
+{
+    size_t len;
+    const char *text = wn_mc_reply_text(WN_MC_REPLY_END, &len);
+    bool alone = l->verdict != WN_MC_REPLY_NONE || l->err_len > 0;
+    if (l->verdict != WN_MC_REPLY_NONE) {
+        text = wn_mc_reply_text(l->verdict, &len);
+    } else if (l->err_len > 0) {
+        text = l->err;
+        len = l->err_len;
+    }
+    for (uint32_t i = 0; i < l->nparts; i++) {
+        req_t *r = &l->parts[i]->r;
+        if (alone)
+            wn_req_reply(r, "", 0); /* its hits dropped */
+        else
+            wn_req_done(r);
+        wn_req_unref(r);
+    }
+    if (l->term != NULL) {
+        if (l->verdict != WN_MC_REPLY_NONE && l->verdict != WN_MC_REPLY_END)
+            wn_stat_add(WN_PSTAT(l->term->r.pool, request_errors), 1);
+        wn_req_reply(&l->term->r, text, len);
+        wn_req_unref(&l->term->r);
+    }
+    free(l->parts);
+    free(l->acc);
+    free(l);
+}
+
+/* A part's merge is over (its hits gathered, or its error kept). */
+static void part_over(mc_req_t *p)
+{
+    mc_line_t *l = p->part_of;
+    p->part_done = true;
+    if (--l->pending == 0 && l->closed)
+        line_answer(l);
+}
+
+/* A part failed: the line answers with the first such error line alone. */
+static void part_failed(mc_req_t *p, const char *line, size_t n)
+{
+    mc_line_t *l = p->part_of;
+    if (p->part_done)
+        return;
+    if (l->err_len == 0 && n <= sizeof(l->err)) {
+        memcpy(l->err, line, n);
+        l->err_len = (uint32_t)n;
+    }
+    part_over(p);
+}
+
+void wn_mc_line_closed(mc_line_t *l)
+{
+    l->closed = true;
+    if (l->pending == 0)
+        line_answer(l);
 }
 
 static void split_progress(mc_req_t *p)
@@ -110,13 +181,17 @@ static void split_progress(mc_req_t *p)
         s->merged++;
     }
     if (s->merged == s->nkeys && p->r.frags_left == 0) {
+        if (p->part_of != NULL) {
+            part_over(p); /* the line says END, once */
+            return;
+        }
         size_t len;
         const char *end = wn_mc_reply_text(WN_MC_REPLY_END, &len);
         wn_req_rsp_scratch(&p->r, end, len);
         wn_req_done(&p->r);
         return;
     }
-    if (grew && p->r.client != NULL)
+    if (grew && p->r.client != NULL && p->part_of == NULL)
         wn_client_stream(p->r.client, &p->r);
 }
 
@@ -159,7 +234,7 @@ static void broadcast_done(mc_req_t *p)
 void wn_mc_parent_progress(req_t *parent)
 {
     mc_req_t *p = mc_req(parent);
-    if (parent->done)
+    if (parent->done || p->part_done)
         return;
     if (wn_mcbin_req_is(parent)) {
         wn_mcbin_progress(parent); /* a binary client's: its reply is a packet */

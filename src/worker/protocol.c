@@ -88,7 +88,9 @@ bool wn_proto_client_has_pending(const client_t *c)
         return wn_redis_client_has_pending(c);
     case WN_PROTO_MC:
     default:
-        return false; /* a held request (text or binary) stays in the buffer, unparsed */
+        /* A held request stays in the buffer, unparsed; a streamed line's
+         * part waits outside it. */
+        return wn_mc_client_has_pending(c);
     }
 }
 

@@ -30,6 +30,7 @@ Run with Debian's /usr/bin/python3; WALNUT_BIN names the binary.
 
 import hashlib
 import os
+import random
 import re
 import signal
 import socket
@@ -340,6 +341,134 @@ class TestProtocolFraming(HostileCase):
         pvals = {k: ("val%d" % i).encode() for i, k in enumerate(pkeys) if i % 5}
         self.assertEqual(pm.set_many(pvals), [])
         self.assertEqual(pm.get_many(pkeys), pvals)
+
+    def test_05b_retrieval_lines_are_streamed(self):
+        """Defect 5: a get line is parsed as it arrives, with no length limit; only the
+        keys bound it. 10,000 keys of 100 bytes with 3,000 spaces after each (a 31 MB
+        line, over the 16 MiB walnut used to hold before answering `CLIENT_ERROR line
+        too long`): answered in key order with one END, while walnut's peak memory grows
+        by far less than the line (the spaces are never held). A key over 250 bytes in
+        a long line gets memcached's one error line (no hits), and the connection
+        goes on."""
+        self.start(nmc=2)
+        keys = [(b"sk:%05d:" % i).ljust(100, b"q") for i in range(10000)]
+        vals = {k: b"v%d" % i for i, k in enumerate(keys) if i % 9 == 4}
+        sets = b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(v), v) for k, v in vals.items())
+        got, err = h.send_and_read(self.port, sets, 8 * len(vals), timeout=60)
+        self.assertEqual(got, b"STORED\r\n" * len(vals), err)
+        pid = self.px.pid
+        have_peak = reset_peak(pid)
+        before = rss(pid)
+        pad = b" " * 3000
+        line = b"get " + pad.join(keys) + b"\r\n"
+        self.assertGreater(len(line), 29 << 20)
+        want = get_reply([(k, 0, vals[k]) for k in keys if k in vals])
+        got, err = h.send_and_read(self.port, line, len(want), timeout=120)
+        if got != want:
+            self.fail("a %d-byte get line: %s" % (len(line), h.describe_mismatch(want, got)))
+        grew = (proc_status(pid, "VmHWM") if have_peak else rss(pid)) - before
+        measured("peak memory growth for a %d MB get line" % (len(line) >> 20),
+                 "%.1f MiB" % (grew / 1048576.0))
+        # the keys (1 MB) are held until the line answers, twice (the client's parts
+        # and the servers' lines); the 30 MB of spaces never are
+        self.assertLess(grew, 16 << 20, "walnut held %d bytes for the line" % grew)
+
+        # The parts before the long key are out (and answered) before it arrives: their
+        # hits must not reach the client, however the line is cut into reads.
+        bad = b"get " + b" ".join(keys[:5000]) + b" " + b"x" * 251 + b" " + keys[4] + b"\r\n"
+        self.assertGreater(len(bad), 64 << 10)
+        data = bad + b"get %s\r\n" % keys[4]
+        want = b"CLIENT_ERROR bad command line format\r\n" + get_reply([(keys[4], 0, vals[keys[4]])])
+        rng = random.Random(5)
+        for attempt in range(20):
+            c = self.raw(self.port, timeout=60)
+            i = 0
+            while i < len(data):
+                n = rng.choice([1000, 7000, 65536, 100000, 300000])
+                c.send(data[i:i + n])
+                i += n
+                if rng.random() < 0.3:
+                    time.sleep(0.002)
+            c.expect(want, what="attempt %d" % attempt)
+            c.close()
+
+    def test_05c_streamed_line_bounds_and_eof(self):
+        """Defect 5: a streamed line's keys go out in parts of at least 256 keys (or
+        16 KiB), so a client trickling keys one at a time makes few requests; a client
+        that leaves in the middle of a long line is closed and its parts dropped (no
+        fd kept, nothing answered to anyone else); pymemcache's get_many of 5,000 keys
+        (a 235 KB line) is answered."""
+        self.start(nmc=2)
+        keys = [(b"tk:%05d:" % i).ljust(30, b"t") for i in range(3000)]
+        head = b"get " + b" ".join(keys[:2300]) + b" "
+        self.assertGreater(len(head), 64 << 10)
+        frags0 = stat_int(self.port, "fragments")
+        c = self.raw(self.port, timeout=60)
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.send(head)
+        for k in keys[2300:]:
+            c.send(k + b" ")
+            time.sleep(0.001)
+        c.send(b"\r\n")
+        c.expect(b"END\r\n")
+        frags = stat_int(self.port, "fragments") - frags0
+        measured("fragments for a 3,000-key line, 700 keys trickled one per write", frags)
+        # two servers: a part makes at most two fragments; measured 10 (the head in one
+        # or two parts, the trickled keys in three); a part per key would make 1,400
+        self.assertLessEqual(frags, 40, "parts of the trickled keys")
+
+        for rst in (False, True):
+            s = socket.create_connection((HOST, self.port))
+            s.sendall(head)
+            time.sleep(0.2)  # streamed, parts sent
+            if rst:
+                rst_close(s)
+            else:
+                s.close()
+        h.wait_until(lambda: stat_int(self.port, "curr_connections") <= 2 + 1, deadline=15,
+                     what="the clients that left mid-line closed")
+        self.assertAlive(self.px)
+
+        from pymemcache.client.base import Client
+        pm = Client((HOST, self.port), connect_timeout=10, timeout=60, default_noreply=False)
+        self.addCleanup(pm.close)
+        pkeys = ["pg:%05d:" % i + "r" * 38 for i in range(5000)]
+        pvals = {k: ("v%d" % i).encode() for i, k in enumerate(pkeys) if i % 3 == 0}
+        self.assertEqual(pm.set_many(pvals), [])
+        self.assertEqual(pm.get_many(pkeys), pvals)
+        self.assertNoSanitizerReport(self.px)
+
+    def test_05d_streamed_line_with_a_failing_server(self):
+        """Defect 5: when a part of a streamed line fails (one of two servers is down),
+        the whole line is answered with one error line and nothing else: no hits of
+        the other parts, no END, so the client's next reply is its own; a long gat
+        and a long get pipelined with short requests keep their order."""
+        mcs = self.memcached(2)
+        self.px = self.proxy(mcs, timeout=2000, auto_eject_hosts=False)
+        self.port = self.px.port()
+        keys = [(b"fk:%05d:" % i).ljust(40, b"f") for i in range(3000)]
+        where = h.walnut_locate(self.px.conf_path, keys[:50])
+        self.assertEqual(len({where[("alpha", k)][1] for k in keys[:50]}), 2, "keys on both")
+        first = keys[0]
+        c = self.raw(self.port, timeout=30)
+        c.send(b"set %s 0 0 2\r\nv0\r\n" % first)
+        c.expect(b"STORED\r\n")
+        line = b"get " + b" ".join(keys) + b"\r\n"
+        gat = b"gat 100 " + b" ".join(keys) + b"\r\n"
+        self.assertGreater(len(line), 64 << 10)
+        c.send(line + b"version\r\n" + gat + b"get %s\r\n" % first)
+        c.expect(get_reply([(first, 0, b"v0")]))
+        self.assertTrue(c.recv_line().startswith(b"VERSION "))
+        c.expect(get_reply([(first, 0, b"v0")]) * 2)
+        mcs[1].kill()
+        c.send(line + b"version\r\n")
+        err = c.recv_line()
+        self.assertTrue(err.startswith(b"SERVER_ERROR "), err)
+        nxt = c.recv_line()
+        self.assertTrue(nxt.startswith(b"VERSION ") or nxt.startswith(b"SERVER_ERROR "),
+                        "the reply after the line's one error: %r" % nxt)
+        self.assertAlive(self.px)
+        self.assertNoSanitizerReport(self.px)
 
     def test_06_noreply_with_long_head(self):
         """Defect 6: `set` + 400 spaces + `k 0 0 1 noreply` is stored and not answered."""
