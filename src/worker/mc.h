@@ -35,11 +35,21 @@
 #define WN_MC_MAX_KEYS 100000
 /* Values: walnut does not know the servers' item size limit (-I), so it
  * forwards a storage command of any size whose line and data block fit in
- * the pool's client_buffer_limit and lets the server answer; a larger one
- * is answered SERVER_ERROR object too large for cache here (see
- * mc_dispatch.c). A backend may return values up to the larger of this and
+ * half the pool's client_buffer_limit and lets the server answer; a larger
+ * one is answered SERVER_ERROR object too large for cache here (see
+ * mc_dispatch.c). Half: the command is held until forwarded, on top of up
+ * to a quarter of the limit in replies the client has not read yet (the
+ * reading pause), so sending it never takes the client over the limit. A
+ * backend may return values up to the larger of this and
  * client_buffer_limit. */
 #define WN_MC_MAX_SERVER_VALUE (64u * 1024u * 1024u)
+
+/* May a storage command of this size (its line and data block) be held to
+ * be forwarded? (the same bound for binary values: mcbin_client.c) */
+static inline bool wn_mc_storage_fits(const pool_rt_t *pool, uint64_t line_len, uint64_t data_len)
+{
+    return line_len + data_len <= pool->buffer_limit / 2;
+}
 
 /* One VALUE block a fragment received: its segments in the fragment's rsp,
  * and the client key (index in the split's keys) it answers. */

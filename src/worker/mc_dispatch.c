@@ -72,8 +72,9 @@ static int push_line(mc_req_t *r, wn_buf_t *b, uint32_t pos, const wn_mc_request
 }
 
 /*
- * A storage command larger than the client may hold (client_buffer_limit,
- * line and data block together): walnut cannot forward it, so it answers as
+ * A storage command larger than the client may hold (half its
+ * client_buffer_limit, line and data block together: wn_mc_storage_fits):
+ * walnut cannot forward it, so it answers as
  * memcached answers an item over its size limit: SERVER_ERROR object too
  * large for cache (nothing under noreply), the data block swallowed, and for
  * set the old value unlinked: the key's server is sent a delete whose reply
@@ -124,7 +125,7 @@ static void dispatch_keyed(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_m
     wn_worker_t *w = c->c.w;
     if (wn_mc_cmd_is_storage(q->cmd))
         wn_stat_add(WN_GSTAT(w, cmd_set), 1);
-    if (q->data_len > 0 && (uint64_t)q->line_len + q->data_len > c->c.pool->buffer_limit) {
+    if (q->data_len > 0 && !wn_mc_storage_fits(c->c.pool, q->line_len, q->data_len)) {
         too_large(c, b, pos, q);
         return;
     }

@@ -15,7 +15,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The value limit is the pool's client_buffer_limit, checked at dispatch. */
+/* The value limit is half the pool's client_buffer_limit, checked at dispatch
+ * (wn_mc_storage_fits). */
 static const wn_mc_limits_t meta_limits = {.max_line = WN_MC_MAX_LINE,
                                            .max_value = (uint32_t)INT32_MAX - 2,
                                            .max_retrieval_line = 0};
@@ -152,7 +153,7 @@ static void dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_meta_re
     const char *line = b->data + pos;
     if (mq->cmd == WN_META_MS) {
         wn_stat_add(WN_GSTAT(c->c.w, cmd_set), 1);
-        if ((uint64_t)mq->line_len + mq->data_len > c->c.pool->buffer_limit) {
+        if (!wn_mc_storage_fits(c->c.pool, mq->line_len, mq->data_len)) {
             too_large(c, line, mq, srv);
             return;
         }

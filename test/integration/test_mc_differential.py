@@ -579,7 +579,8 @@ ALLOWED = [
                   b"STORED\r\nVALUE a 0 1\r\n1\r\nEND\r\nSTORED\r\n"
                   b"CLIENT_ERROR bad command line format\r\nVALUE b 0 1\r\n2\r\nEND\r\n<<W>>",
           }[rec.name]),
-    Entry("size.bytes_int_max_minus2", "a storage line larger than client_buffer_limit is "
+    Entry("size.bytes_int_max_minus2", "a storage line larger than half the "
+          "client_buffer_limit is "
           "answered as soon as the line is read", "walnut cannot hold it to forward it (%s); "
           "memcached answers only once the whole data block has arrived (never, if the client "
           "closes first); walnut answers at once and swallows the block as it comes" % README,

@@ -781,9 +781,13 @@ class MemcachedSuite:
         c2.request(b"get %s\r\n" % k, get_reply([(k, 0, b"x")]))     # nothing was stored
 
     def test_value_limit_follows_the_servers(self):
-        """walnut forwards storage commands of any size up to client_buffer_limit and lets
-        the server decide; above it walnut answers as memcached does for an item over its
-        size: SERVER_ERROR object too large for cache, and a set unlinks the old value."""
+        """walnut forwards storage commands of any size up to half the client_buffer_limit
+        and lets the server decide; above it walnut answers as memcached does for an item
+        over its size: SERVER_ERROR object too large for cache, and a set unlinks the old
+        value. Half: a command is held until forwarded, on top of up to a quarter of the
+        limit in replies the client has not read, so its own set never takes a client over
+        the limit (a 60,000-byte set under a 65,536-byte limit was forwarded, and could
+        disconnect its client mid-value)."""
         tmp = self.tmpdir()
         small = h.Memcached(tmp, name="small").start()
         self.addCleanup(small.stop)
@@ -793,7 +797,8 @@ class MemcachedSuite:
                                     "wide": h.pool([large])}, workers=self.WORKERS,
                               extra=self.EXTRA_ARGS)
         too_large = b"SERVER_ERROR object too large for cache\r\n"
-        with self.nc_differs("values larger than client_buffer_limit answered by walnut"):
+        with self.nc_differs("values larger than half the client_buffer_limit answered by "
+                             "walnut"):
             c = self.raw(px.port("tight"))
             over = b"v" * 70000 + b"\r\ndelete k\r\n"   # swallowed, never run
             c.request(b"set k 0 0 3\r\nold\r\n", b"STORED\r\n")
@@ -806,8 +811,15 @@ class MemcachedSuite:
                       too_large + b"END\r\n", what="set unlinks the old value")
             c.request(b"set k 0 0 3\r\nold\r\nset k 0 0 %d noreply\r\n%s\r\nget k\r\n"
                       % (len(over), over), b"STORED\r\nEND\r\n", what="noreply")
-            # under the limit: memcached's own answer (-I 1m: stored)
-            v = os.urandom(60000)
+            # over half the limit: walnut's answer, the old value unlinked
+            v = os.urandom(40000)
+            c.request(b"set k 0 0 3\r\nold\r\nset k 0 0 %d\r\n%s\r\nget k\r\n" % (len(v), v),
+                      b"STORED\r\n" + too_large + b"END\r\n", what="over half the limit")
+            if not h.UNDER_NUTCRACKER:  # meta ms: the same bound
+                c.request(b"ms k %d\r\n%s\r\nmg k v\r\n" % (len(v), v), too_large + b"EN\r\n",
+                          what="ms over half the limit")
+            # under it: memcached's own answer (-I 1m: stored)
+            v = os.urandom(32000)
             c.request(b"set k 0 0 %d\r\n%s\r\nget k\r\n" % (len(v), v),
                       b"STORED\r\n" + get_reply([(b"k", 0, v)]))
         w = self.raw(px.port("wide"))
