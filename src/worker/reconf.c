@@ -389,6 +389,7 @@ static bool has_retired_server(const wn_worker_t *w, const pool_rt_t *p)
 static void destroy_retired_server(server_rt_t *s)
 {
     wn_conf_t *conf = s->retired_conf;
+    wn_log_info("pool '%s': removed server %s closed", s->pool->conf->name, s->conf->name);
     wn_server_rt_destroy(s);
     wn_conf_unref(conf);
 }
@@ -396,6 +397,7 @@ static void destroy_retired_server(server_rt_t *s)
 static void destroy_retired_pool(pool_rt_t *p)
 {
     wn_conf_t *conf = p->retired_conf;
+    wn_log_info("pool '%s': removed, its clients and servers closed", p->conf->name);
     wn_pool_rt_destroy(p);
     wn_conf_unref(conf);
 }

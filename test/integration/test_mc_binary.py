@@ -1198,16 +1198,17 @@ class TestBinaryValueAcrossReload(rh.HostileCase):
         both = {"alpha": h.pool([rh.spec(x.addr, "x"), rh.spec(y.addr, "y")],
                                 listen="%s:%d" % (h.HOST, h.free_port()))}
         only_y = {"alpha": dict(both["alpha"], servers=[rh.spec(y.addr, "y")])}
-        self.px = self.start_proxy(self.tmp, both, workers=1)
+        self.px = self.start_proxy(self.tmp, both, workers=1, verbosity=6)
         key = self.key_on(both, "alpha", "x")
         c = BinConn(self.px.port("alpha"))
         self.addCleanup(c.close)
         value = b"0123456789" * 10
         pkt = packet(OP["SET"], key, set_extras(4), value, opaque=9)
         c.send(pkt[:-60])
-        time.sleep(0.2)
+        time.sleep(0.2)  # the head is read and routed (nothing shows it)
+        marker = self.log_size()
         self.reload(pools=only_y)
-        time.sleep(0.6)  # the retired server is reaped
+        self.wait_log(marker, "pool 'alpha': removed server x closed")
         c.send(pkt[-60:])
         p = c.read_packet(timeout=5)
         self.assertTrue(self.px.alive(), "walnut died:\n%s" % self.px.log()[-6000:])

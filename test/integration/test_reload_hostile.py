@@ -69,6 +69,9 @@ class HostileCase(ReloadCase):
         self.assertTrue(h.wait_port(h.HOST, px.stats_port, px.proc), "no stats port")
         return px
 
+    def wait_log(self, marker, text, deadline=10.0):
+        h.wait_until(lambda: text in self.log_since(marker), deadline=deadline, what=repr(text))
+
     def check_sanitizers(self):
         text = h.tail(self.px.log_path + ".stdout", 200000)
         m = SANITIZER_RE.search(text)
@@ -128,9 +131,6 @@ class TestWorkerCannotApply(HostileCase):
                 return f.read().split()
         except FileNotFoundError:
             return []
-
-    def wait_log(self, marker, text, deadline=10.0):
-        h.wait_until(lambda: text in self.log_since(marker), deadline=deadline, what=repr(text))
 
     def test_dns_outage_during_reload_does_not_wedge_reloads(self):
         """server_connections of a kept server (a host name) changes while DNS
@@ -393,11 +393,12 @@ class TestRetiredServerGauges(HostileCase):
         both = {"alpha": h.pool([spec(x.addr, "x"), spec(y.addr, "y")],
                                 listen="%s:%d" % (h.HOST, h.free_port()))}
         only_y = {"alpha": dict(both["alpha"], servers=[spec(y.addr, "y")])}
-        self.px = self.start_proxy(self.tmp, both, workers=1)
+        self.px = self.start_proxy(self.tmp, both, workers=1, verbosity=6)
         port = self.px.port("alpha")
         key = self.key_on(both, "alpha", "x")
         with h.Raw(port) as c:
             c.request(b"set %s 0 0 1\r\nv\r\n" % key, b"STORED\r\n")
+        marker = self.log_size()
         x.sigstop()
         waiting = h.Raw(port)
         self.addCleanup(waiting.close)
@@ -413,7 +414,7 @@ class TestRetiredServerGauges(HostileCase):
         waiting.expect(b"VALUE %s 0 1\r\nv\r\nEND\r\n" % key,
                        what="the request that waited on the removed server")
         # The retired connection drains and closes (reaped every 100 ms).
-        time.sleep(1.0)
+        self.wait_log(marker, "pool 'alpha': removed server x closed")
         text = self.metrics()
         bad = []
         for line in text.splitlines():
@@ -548,15 +549,16 @@ class TestDataBlockAcrossReload(HostileCase):
         both = {"alpha": h.pool([spec(x.addr, "x"), spec(y.addr, "y")],
                                 listen="%s:%d" % (h.HOST, h.free_port()))}
         only_y = {"alpha": dict(both["alpha"], servers=[spec(y.addr, "y")])}
-        self.px = self.start_proxy(self.tmp, both, workers=1)
+        self.px = self.start_proxy(self.tmp, both, workers=1, verbosity=6)
         key = self.key_on(both, "alpha", "x")
         c = h.Raw(self.px.port("alpha"))
         self.addCleanup(c.close)
         value = b"0123456789" * 10
         c.send(b"set %s 0 0 %d\r\n%s" % (key, len(value), value[:40]))
-        time.sleep(0.2)
+        time.sleep(0.2)  # the head is read and routed (nothing shows it)
+        marker = self.log_size()
         self.reload(pools=only_y)
-        time.sleep(0.6)  # the retired server is reaped
+        self.wait_log(marker, "pool 'alpha': removed server x closed")
         c.send(value[40:] + b"\r\n")
         try:
             line = c.recv_line(timeout=5)
