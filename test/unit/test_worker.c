@@ -460,6 +460,66 @@ static void test_pipeline_order(void **state)
     fake_stop(&b);
 }
 
+/* Defect 5: a get line too long to hold whole is streamed in parts; a part
+ * whose keys go to a suspect server waits (nothing is sent, nothing
+ * answered) until the hold ends, then the line is answered whole. */
+static void test_streamed_line_waits_for_a_hold(void **state)
+{
+    (void)state;
+    fake_t a, b;
+    fake_start(&a, mini_memcached);
+    fake_start(&b, mini_memcached);
+    fixture_t fx;
+    worker_up(&fx, pool2(&a, &b, ""));
+    pool_rt_t *p = fx.w->pools[0];
+    server_rt_t *sa = p->servers[0];
+    sa->suspect_until_ms = uv_now(&fx.w->loop) + 60000; /* as a reported failure does */
+    p->nsuspect++;
+    /* 40 keys, 2,000 spaces after each: an 80 KB line, answered in 40 VALUEs */
+    size_t cap = 40 * 2010 + 16, n = 0;
+    char *line = malloc(cap);
+    char want[4096];
+    size_t wn = 0;
+    n += (size_t)snprintf(line + n, cap - n, "get ");
+    for (int i = 0; i < 40; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "s%08x", (unsigned)i * 2654435761u);
+        n += (size_t)snprintf(line + n, cap - n, "%s", key);
+        memset(line + n, ' ', 2000);
+        n += 2000;
+        wn += (size_t)snprintf(want + wn, sizeof(want) - wn, "VALUE %s 0 %zu\r\n%s\r\n", key,
+                               strlen(key), key);
+    }
+    n += (size_t)snprintf(line + n, cap - n, "\r\n");
+    snprintf(want + wn, sizeof(want) - wn, "END\r\n");
+    int on_b = 0; /* the keys go to both servers */
+    for (int i = 0; i < 40; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "s%08x", (unsigned)i * 2654435761u);
+        on_b += wn_pool_route(p, key, strlen(key))->idx == 1;
+    }
+    assert_true(on_b > 0 && on_b < 40);
+    int c = client_new(&fx, 0);
+    send_all(c, line, n);
+    fake_t *fakes[] = {&a, &b};
+    pump(&fx, fakes, 2, NULL, NULL, 200);
+    char early[64];
+    assert_int_equal(recv(c, early, sizeof(early), 0), -1); /* held: nothing answered */
+    assert_int_equal(a.loglen + b.loglen, 0);               /* nor sent */
+    /* Control's verdict: healthy. The part goes, the line is answered. */
+    wn_msg_t m = {.type = WN_MSG_HEALTHY, .pool = 0, .server = 0, .gen = fx.w->gen};
+    assert_int_equal(wn_worker_post(fx.w, &m), 0);
+    assert_int_equal(wn_worker_flush_outbox(fx.w), 0);
+    expect(&fx, fakes, 2, c, want);
+    if (a.loglen == 0 || b.loglen == 0)
+        fail_msg("a got %zu bytes, b %zu", a.loglen, b.loglen);
+    free(line);
+    close(c);
+    worker_down(&fx);
+    fake_stop(&a);
+    fake_stop(&b);
+}
+
 /* Defect 1: nothing after quit is run. */
 static void test_bytes_after_quit(void **state)
 {
@@ -973,6 +1033,7 @@ int main(void)
         cmocka_unit_test(test_server_gone),
         cmocka_unit_test(test_meta_server_bytes),
         cmocka_unit_test(test_meta_quiet_order),
+        cmocka_unit_test(test_streamed_line_waits_for_a_hold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
