@@ -114,20 +114,24 @@ typedef struct mc_req {
 
 /*
  * A get/gets/gat/gats line too long to hold whole, streamed: its keys go
- * out in parts as they arrive, each part a split retrieval of its own. A
- * part's reply is held until the line is over and every part is in; then
- * the line answers as memcached would answer it whole: every part's hits
- * and one END, or one line alone (the line's own verdict, say a key over
- * 250 bytes, or the first part's error), the parts' hits dropped. Owned by
- * the client while it reads the line, then by its parts; freed when it
- * answers.
+ * out in parts as they arrive, each part a split retrieval of its own.
+ * Until the line has ended, nothing goes to the client (req_t.rsp_held): a
+ * key over 250 bytes, too many keys or a part's error must then be the
+ * line's one answer, as memcached answers the line whole, the parts' hits
+ * dropped. Once it has ended good, the parts are released: they answer in
+ * order and stream like a split get, and the line adds one END (a part
+ * failing then answers with its error and the rest with nothing). Owned by
+ * the client while it reads the line, then by its parts; freed once every
+ * part is in and the line has answered.
  */
 typedef struct mc_line {
     uint32_t pending;        /* parts whose merge is not over */
     bool closed;             /* no more parts: the line ended, or the client left */
+    bool released;           /* ended good: its parts answer (and stream) in order */
+    bool failed;             /* released, then a part answered with an error line */
     wn_mc_reply_t verdict;   /* NONE: answer the hits, then END */
-    uint32_t err_len;        /* the first part's error line, if one failed */
-    char err[256];
+    uint32_t err_len;        /* before release, the first error line a part met */
+    char err[512];
     mc_req_t **parts;        /* [nparts], one reference each, in order */
     uint32_t nparts;
     uint32_t cap;

@@ -84,13 +84,10 @@ void wn_mc_client_eof(client_t *cl)
         wn_req_reply(&r->r, "", 0);
     }
     drop_data_req(c);
-    /* A streamed line whose end has not arrived never will: its parts are
-     * dropped, unanswered. One whose end is buffered (a hold stopped the
-     * parse) is answered when parsing goes on. */
-    wn_buf_t *b = cl->in.buf;
-    if (c->line != NULL &&
-        (b == NULL || memchr(b->data + cl->in.pos, '\n', b->len - cl->in.pos) == NULL))
-        line_close(c, NULL);
+    /* A streamed line whose end has not arrived never will (what arrived
+     * was parsed: a hold stops reading, so EOF is not seen meanwhile): its
+     * parts are dropped, unanswered. */
+    line_close(c, NULL);
     cl->mid_request = false;
 }
 

@@ -91,13 +91,16 @@ static void answer_with_error(mc_req_t *p, mc_req_t *f)
 
 /* ---- streamed lines --------------------------------------------------------- */
 
-/* Every part is in and the line is over: it answers as one. */
+/* Every part is in and the line is over: it answers as one (or, released,
+ * its parts have answered: the line adds its END). */
 static void line_answer(mc_line_t *l)
 {
-    size_t len;
-    const char *text = wn_mc_reply_text(WN_MC_REPLY_END, &len);
-    bool alone = l->verdict != WN_MC_REPLY_NONE || l->err_len > 0;
-    if (l->verdict != WN_MC_REPLY_NONE) {
+    size_t len = 0;
+    const char *text = "";
+    if (l->released) {
+        if (!l->failed) /* else a part's error line ended the reply */
+            text = wn_mc_reply_text(WN_MC_REPLY_END, &len);
+    } else if (l->verdict != WN_MC_REPLY_NONE) {
         text = wn_mc_reply_text(l->verdict, &len);
     } else if (l->err_len > 0) {
         text = l->err;
@@ -105,10 +108,8 @@ static void line_answer(mc_line_t *l)
     }
     for (uint32_t i = 0; i < l->nparts; i++) {
         req_t *r = &l->parts[i]->r;
-        if (alone)
-            wn_req_reply(r, "", 0); /* its hits dropped */
-        else
-            wn_req_done(r);
+        if (!r->done)
+            wn_req_reply(r, "", 0); /* its hits dropped: the line answers alone */
         wn_req_unref(r);
     }
     if (l->term != NULL) {
@@ -122,23 +123,54 @@ static void line_answer(mc_line_t *l)
     free(l);
 }
 
-/* A part's merge is over (its hits gathered, or its error kept). */
+/* A part's merge is over; once every part is and the line has ended, the
+ * line answers. */
 static void part_over(mc_req_t *p)
 {
     mc_line_t *l = p->part_of;
     p->part_done = true;
+    if (l->released && !p->r.done) {
+        if (l->failed)
+            wn_req_reply(&p->r, "", 0); /* after the error line: nothing */
+        else
+            wn_req_done(&p->r);
+    }
     if (--l->pending == 0 && l->closed)
         line_answer(l);
 }
 
-/* A part failed: the line answers with the first such error line alone. */
+/* Has any part before p sent, or readied, bytes for the client? */
+static bool earlier_parts_answered(const mc_line_t *l, const mc_req_t *p)
+{
+    for (uint32_t i = 0; i < l->nparts && l->parts[i] != p; i++) {
+        const req_t *r = &l->parts[i]->r;
+        if (r->rsp_sent > 0 || (r->done && r->rsp.n > 0))
+            return true;
+    }
+    return false;
+}
+
+/* A part failed. Before the line has ended nothing has gone out: the line
+ * answers with the first error line alone. After (its parts released and
+ * streaming), this part answers with the error and the parts after it with
+ * nothing; if hits went out before it, no reply can be whole any more, so
+ * the client is closed after the error, as for a split get. */
 static void part_failed(mc_req_t *p, const char *line, size_t n)
 {
     mc_line_t *l = p->part_of;
     if (p->part_done)
         return;
-    if (l->err_len == 0 && n <= sizeof(l->err)) {
+    if (l->released && !l->failed) {
+        l->failed = true;
+        bool partial = earlier_parts_answered(l, p);
+        wn_req_reply(&p->r, line, n);
+        if (partial)
+            p->r.close_after = true;
+    } else if (!l->released && l->err_len == 0) {
+        n = WN_MIN(n, sizeof(l->err));
         memcpy(l->err, line, n);
+        if (n == sizeof(l->err)) /* cut short: still a line */
+            memcpy(l->err + n - 2, "\r\n", 2);
         l->err_len = (uint32_t)n;
     }
     part_over(p);
@@ -147,6 +179,19 @@ static void part_failed(mc_req_t *p, const char *line, size_t n)
 void wn_mc_line_closed(mc_line_t *l)
 {
     l->closed = true;
+    if (l->term != NULL && l->verdict == WN_MC_REPLY_NONE && l->err_len == 0) {
+        /* The line is good: nothing can make it answer alone any more. Its
+         * parts answer in order, streaming like any split get. */
+        l->released = true;
+        for (uint32_t i = 0; i < l->nparts; i++) {
+            mc_req_t *p = l->parts[i];
+            p->r.rsp_held = false;
+            if (p->part_done)
+                wn_req_done(&p->r);
+            else if (p->r.client != NULL)
+                wn_client_stream(p->r.client, &p->r);
+        }
+    }
     if (l->pending == 0)
         line_answer(l);
 }
@@ -191,7 +236,7 @@ static void split_progress(mc_req_t *p)
         wn_req_done(&p->r);
         return;
     }
-    if (grew && p->r.client != NULL && p->part_of == NULL)
+    if (grew && p->r.client != NULL && (p->part_of == NULL || p->part_of->released))
         wn_client_stream(p->r.client, &p->r);
 }
 

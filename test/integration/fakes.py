@@ -162,6 +162,20 @@ class ProbeOnlyBackend(FakeBackend):
         return b"HELLO\r\n"
 
 
+class ServerErrorBackend(FakeBackend):
+    """Answers the probe; every other request gets the one line it was given
+    (say a long SERVER_ERROR)."""
+
+    def __init__(self, line, name="server-error"):
+        self.line = line
+        super().__init__(name)
+
+    def reply(self, cid, parts, data):
+        if parts and parts[0] == b"version":
+            return self.VERSION
+        return self.line
+
+
 class LeakyBackend(FakeBackend):
     """Answers `get <k>` from a small dict, correctly, then appends a VALUE
     block nobody asked for (a stray reply meant for no one)."""

@@ -425,6 +425,17 @@ class TestProtocolFraming(HostileCase):
                 rst_close(s)
             else:
                 s.close()
+        # Half-closed mid-line: the line never ends, so nothing is answered (memcached
+        # sends nothing either), not the hits of the parts already sent.
+        vals = {k: b"h%d" % i for i, k in enumerate(keys[:50])}
+        got, err = h.send_and_read(self.port, b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (
+            k, len(v), v) for k, v in vals.items()), 8 * len(vals))
+        self.assertEqual(got, b"STORED\r\n" * len(vals), err)
+        half = self.raw(self.port, timeout=15)
+        half.send(head)
+        time.sleep(0.2)
+        half.sock.shutdown(socket.SHUT_WR)
+        self.assertEqual(half.recv_until_closed(), b"", "answered a line that never ended")
         h.wait_until(lambda: stat_int(self.port, "curr_connections") <= 2 + 1, deadline=15,
                      what="the clients that left mid-line closed")
         self.assertAlive(self.px)
@@ -469,6 +480,37 @@ class TestProtocolFraming(HostileCase):
                         "the reply after the line's one error: %r" % nxt)
         self.assertAlive(self.px)
         self.assertNoSanitizerReport(self.px)
+
+    def test_05e_streamed_line_server_error_and_big_replies(self):
+        """Defect 5: a streamed line whose server answers with a long error line gets that
+        line (it was dropped once: the line then answered END as if nothing failed); a
+        streamed line whose hits come to more than client_buffer_limit streams to a client
+        that reads (its parts were held until all were in: the client was disconnected)."""
+        bad = self.fake(fakes.ServerErrorBackend(b"SERVER_ERROR " + b"e" * 300 + b"\r\n"))
+        px = self.proxy([bad], timeout=5000)
+        keys = [(b"ek:%05d:" % i).ljust(30, b"e") for i in range(3000)]
+        line = b"get " + b" ".join(keys) + b"\r\n"
+        self.assertGreater(len(line), 64 << 10)
+        c = self.raw(px.port(), timeout=30)
+        c.send(line + b"get %s\r\n" % keys[0])
+        err = b"SERVER_ERROR " + b"e" * 300 + b"\r\n"
+        c.expect(err + err)
+        c.close()
+
+        mc = self.memcached(1)[0]
+        px2 = self.proxy([mc], name="walnut-big", timeout=10000, client_buffer_limit=1 << 20)
+        value = b"v" * 1000
+        vals = {k: value for k in keys}
+        got, e = h.send_and_read(mc.port, b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (
+            k, len(v), v) for k, v in vals.items()), 8 * len(vals), timeout=60)
+        self.assertEqual(got, b"STORED\r\n" * len(vals), e)
+        want = get_reply([(k, 0, value) for k in keys])
+        self.assertGreater(len(want), 2 << 20)  # twice the limit
+        got, e = h.send_and_read(px2.port(), line, len(want), timeout=60)
+        if got != want:
+            self.fail("a streamed line with %d bytes of hits: %s\n%s" % (
+                len(want), h.describe_mismatch(want, got), px2.log()[-2000:]))
+        self.assertNotIn("over client_buffer_limit", px2.log())
 
     def test_06_noreply_with_long_head(self):
         """Defect 6: `set` + 400 spaces + `k 0 0 1 noreply` is stored and not answered."""
