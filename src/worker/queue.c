@@ -122,6 +122,9 @@ static void sconn_unlink(sconn_t *c, bool answered)
     }
     if (c->head != NULL && c->head != c->unsent)
         c->progress_ms = uv_now(&c->server->pool->w->loop);
+    /* A handshake request answered: what waited behind it may go. */
+    if (r->kind == REQ_INTERNAL && answered && c->unsent != NULL)
+        wn_sconn_mark(c);
     wn_req_unref(r);
 }
 

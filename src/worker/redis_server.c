@@ -90,16 +90,17 @@ static void complete_head(redis_sconn_t *s, bool server_ok)
  * out). In the wrong database every request would be wrong: a refused SELECT
  * fails the connection (its requests get an error). A refused AUTH does not:
  * requests get the server's own -NOAUTH, which says what is wrong. Nor does
- * the SELECT after a refused AUTH, which the server refuses for the same
+ * the SELECT after a refused AUTH when the server refuses it for the same
  * reason (-NOAUTH): closing would only reconnect and be refused again, for
- * every request, each counted as a failure and logged twice.
+ * every request, each counted as a failure and logged twice. Any other
+ * refusal of SELECT (a database out of range) fails the connection.
  */
 static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
                            const wn_resp_rsp_tok_t *tok)
 {
     if (tok->type == '+')
         return true;
-    if (r->internal_select && s->auth_refused)
+    if (r->internal_select && s->auth_refused && starts(line, tok->line_len, "-NOAUTH"))
         return false; /* said already: the AUTH's refusal */
     server_rt_t *srv = s->s.server;
     wn_log_warn("pool '%s': server %s answered walnut's %s with: %.*s%s", srv->pool->conf->name,

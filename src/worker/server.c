@@ -314,13 +314,31 @@ static void on_handle_closed(uv_handle_t *h)
 
 /* ---- the flush's part: write, connect, close ------------------------------- */
 
+/* What may be written now: everything unsent, but while walnut's own first
+ * requests on a new connection (a protocol's AUTH, SELECT) are unanswered,
+ * only those: a refused SELECT fails the requests behind it unrun, instead
+ * of the server running them in another database. The first request that
+ * must wait, or NULL. */
+static req_t *write_stop(const sconn_t *c)
+{
+    if (c->head == NULL || c->head->kind != REQ_INTERNAL)
+        return NULL;
+    req_t *r = c->unsent;
+    while (r != NULL && r->kind == REQ_INTERNAL)
+        r = r->snext;
+    return r;
+}
+
 static void write_unsent(sconn_t *c)
 {
     server_rt_t *s = c->server;
     wn_worker_t *w = s->pool->w;
+    req_t *stop = write_stop(c);
+    if (c->unsent == stop)
+        return; /* written again once the handshake is answered */
     outv_t o;
     wn_outv_init(&o);
-    for (req_t *r = c->unsent; r != NULL; r = r->snext)
+    for (req_t *r = c->unsent; r != stop; r = r->snext)
         for (uint32_t i = 0; i < r->out.n; i++)
             if (wn_outv_add(&o, r->out.v[i].buf, r->out.v[i].off, r->out.v[i].len) < 0) {
                 wn_outv_deinit(&o);
@@ -337,11 +355,11 @@ static void write_unsent(sconn_t *c)
         sconn_close(c, (int)rc);
         return;
     }
-    for (req_t *r = c->unsent; r != NULL; r = r->snext) {
+    for (req_t *r = c->unsent; r != stop; r = r->snext) {
         wn_queue_sent(r);
         wn_req_out_written(r);
     }
-    c->unsent = NULL;
+    c->unsent = stop;
     if (was_idle) {
         c->progress_ms = now;
         if (timeout_ms(c) > 0 && !uv_is_active((uv_handle_t *)&c->timer))

@@ -1096,9 +1096,10 @@ class TestRedis(RedisCase):
 
     def test_backend_refuses_select_or_auth(self):
         """redis_db beyond the servers' databases, or a redis_auth the servers
-        do not take: requests get an error at once (no hang), the log names
-        what the server answered, one log line per event (no stray CR/LF from
-        the server's reply in it)."""
+        do not take: requests get an error at once (no hang) and never run
+        (they were once written behind the SELECT and ran in database 0), the
+        log names what the server answered, one log line per event (no stray
+        CR/LF from the server's reply in it)."""
         tmp = self.tmpdir()
         plain = self.start_redis(tmp, 1, prefix="sd")[0]
         locked = self.start_redis(tmp, 1, prefix="sa", password="right")[0]
@@ -1111,6 +1112,8 @@ class TestRedis(RedisCase):
                 c.send(resp("SET", "k", "v"))
                 self.assertRegex(c.recv_resp(), rb"^-ERR [^\r\n]+\r\n$")
             c.request(resp("PING"), b"+PONG\r\n")
+        # Requests wait for the SELECT's answer: refused, they never ran (in db 0).
+        self.assertIsNone(plain.call("GET", "k"), "a SET behind the refused SELECT ran in db 0")
         with self.raw(px.port("badauth"), timeout=5) as c:
             c.request(resp("AUTH", "wrong"), b"+OK\r\n")
             c.send(resp("SET", "k", "v"))
@@ -1150,6 +1153,25 @@ class TestRedis(RedisCase):
         log = open(px.log_path).read()
         self.assertEqual(log.count("answered walnut's AUTH"), 1, log[-3000:])
         self.assertNotIn("answered walnut's SELECT", log)
+
+    def test_refused_auth_and_bad_redis_db(self):
+        """redis_auth set against a server with no password (it refuses walnut's AUTH
+        with -ERR, not -WRONGPASS) and a redis_db it does not have: the SELECT's
+        refusal is not the AUTH's (-ERR DB index is out of range, not -NOAUTH), so the
+        connection fails as for any refused SELECT, and nothing runs in database 0."""
+        tmp = self.tmpdir()
+        plain = self.start_redis(tmp, 1, prefix="sab")[0]
+        px = self.start_proxy(tmp, {
+            "p": h.pool([plain], redis=True, timeout=2000, redis_auth="pw", redis_db=20)},
+            workers=1, name="authbaddb")
+        with self.raw(px.port(), timeout=5) as c:
+            c.request(resp("AUTH", "pw"), b"+OK\r\n")
+            c.send(resp("SET", "authbaddb", "v"))
+            self.assertRegex(c.recv_resp(), rb"^-ERR [^\r\n]+\r\n$")
+        self.assertIsNone(plain.call("GET", "authbaddb"), "the SET ran in database 0")
+        log = h.wait_until(lambda: (lambda t: t if "walnut's SELECT" in t else None)(
+            open(px.log_path).read()), deadline=5, what="the SELECT warning")
+        self.assertIn("answered walnut's SELECT with: -ERR DB index is out of range", log)
 
     def test_client_buffer_limit(self):
         """A client that pipelines big GETs and never reads is cut off at
