@@ -362,14 +362,20 @@ class HalfReplyRedis(FakeRedis):
 
 
 class StrayReplyRedis(FakeRedis):
-    """Answers GET correctly, then sends a second reply nobody asked for."""
+    """Answers GET correctly, then sends a second reply nobody asked for. With
+    `delay`, both come that many seconds late (so that other clients'
+    requests queue behind the GET on a shared connection)."""
 
     STRAY = b"$6\r\nsecret\r\n"
+
+    def __init__(self, delay=0.0, name="stray-redis"):
+        self.delay = delay
+        super().__init__(name)
 
     def reply(self, cid, args):
         r = super().reply(cid, args)
         if args and args[0].upper() == b"GET":
-            return r + self.STRAY
+            return [(r + self.STRAY, self.delay)]
         return r
 
 
