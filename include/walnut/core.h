@@ -144,6 +144,10 @@ void wn_buf_ref(wn_buf_t *buf);
 void wn_buf_unref(wn_buf_t *buf);
 
 #define WN_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+/* A function off the hot path (a rare case inside a loop that runs per
+ * request): kept out of line, so it does not weigh on the loop's code. */
+#define WN_COLD __attribute__((cold, noinline))
+
 #define WN_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define WN_MAX(a, b) ((a) > (b) ? (a) : (b))
 

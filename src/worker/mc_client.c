@@ -201,7 +201,7 @@ static void broken(mc_client_t *c)
 
 /* A retrieval line WN_MC_MAX_LINE long with no end yet: stream it. False
  * if the line does not start like one (it is then too long). */
-static bool stream_start(mc_client_t *c, wn_buf_t *b)
+WN_COLD static bool stream_start(mc_client_t *c, wn_buf_t *b)
 {
     uint32_t pos = c->c.in.pos;
     int took = wn_mc_stream_begin(&c->stream, b->data + pos, b->len - pos, WN_MC_MAX_KEYS);
@@ -305,7 +305,7 @@ static bool send_part(mc_client_t *c)
 /* Go on with the streamed line: send a part that is due, answer its end,
  * or take what arrived. False when more bytes are needed, or a hold stops
  * parsing. */
-static bool stream_more(mc_client_t *c, wn_buf_t *b)
+WN_COLD static bool stream_more(mc_client_t *c, wn_buf_t *b)
 {
     if (part_due(c))
         return send_part(c) && !c->c.broken;

@@ -337,7 +337,7 @@ static void dispatch_keys(mc_client_t *c, mc_req_t *r, const char *line, const w
 
 /* A part of a streamed line joins it: the line holds a reference, and
  * waits for its merge. */
-static int join_line(mc_line_t *l, mc_req_t *r)
+WN_COLD static int join_line(mc_line_t *l, mc_req_t *r)
 {
     if (l->nparts == l->cap) {
         uint32_t cap = l->cap ? 2 * l->cap : 16;

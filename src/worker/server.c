@@ -317,12 +317,10 @@ static void on_handle_closed(uv_handle_t *h)
 /* What may be written now: everything unsent, but while walnut's own first
  * requests on a new connection (a protocol's AUTH, SELECT) are unanswered,
  * only those: a refused SELECT fails the requests behind it unrun, instead
- * of the server running them in another database. The first request that
- * must wait, or NULL. */
-static req_t *write_stop(const sconn_t *c)
+ * of the server running them in another database. Called when the head is
+ * such a request: the first request that must wait, or NULL. */
+WN_COLD static req_t *write_stop(const sconn_t *c)
 {
-    if (c->head == NULL || c->head->kind != REQ_INTERNAL)
-        return NULL;
     req_t *r = c->unsent;
     while (r != NULL && r->kind == REQ_INTERNAL)
         r = r->snext;
@@ -333,7 +331,7 @@ static void write_unsent(sconn_t *c)
 {
     server_rt_t *s = c->server;
     wn_worker_t *w = s->pool->w;
-    req_t *stop = write_stop(c);
+    req_t *stop = c->head != NULL && c->head->kind == REQ_INTERNAL ? write_stop(c) : NULL;
     if (c->unsent == stop)
         return; /* written again once the handshake is answered */
     outv_t o;
