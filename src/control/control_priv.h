@@ -83,7 +83,6 @@ struct hpool {
     uint64_t config_epoch;        /* the epoch of the ring sent with the last reload */
     uint64_t *worker_epoch;       /* owned, [nworkers]: the ring epoch each worker
                                      reported it routes with */
-    bool retired;                 /* gone from the config: freed when its timer closes */
 };
 
 #define WN_NSIGNALS 6

@@ -156,9 +156,9 @@ static void pool_open(hpool_t *p, uint32_t idx)
         server_open(p->servers[j], p, j);
 }
 
+/* The pool is gone from the config: freed when its timer closes. */
 static void pool_retire(hpool_t *p)
 {
-    p->retired = true;
     for (uint32_t j = 0; j < p->nservers; j++)
         if (p->servers[j] != NULL)
             server_retire(p->servers[j]);
