@@ -389,7 +389,6 @@ static bool has_retired_server(const wn_worker_t *w, const pool_rt_t *p)
 static void destroy_retired_server(server_rt_t *s)
 {
     wn_conf_t *conf = s->retired_conf;
-    wn_log_info("pool '%s': removed server %s closed", s->pool->conf->name, s->conf->name);
     wn_server_rt_destroy(s);
     wn_conf_unref(conf);
 }
@@ -397,7 +396,6 @@ static void destroy_retired_server(server_rt_t *s)
 static void destroy_retired_pool(pool_rt_t *p)
 {
     wn_conf_t *conf = p->retired_conf;
-    wn_log_info("pool '%s': removed, its clients and servers closed", p->conf->name);
     wn_pool_rt_destroy(p);
     wn_conf_unref(conf);
 }
@@ -422,6 +420,8 @@ bool wn_reconf_reap(wn_worker_t *w)
             close_server(s);
         if (s->closing && wn_server_closed(s)) {
             *sp = s->retired_next;
+            wn_log_info("pool '%s': removed server %s closed", s->pool->conf->name,
+                        s->conf->name);
             destroy_retired_server(s);
             continue;
         }
@@ -445,6 +445,7 @@ bool wn_reconf_reap(wn_worker_t *w)
         }
         if (idle && closed) {
             *pp = p->retired_next;
+            wn_log_info("pool '%s': removed, its clients and servers closed", p->conf->name);
             destroy_retired_pool(p);
             continue;
         }
