@@ -224,12 +224,11 @@ void health_start(control_t *ctl);
 void health_stop(control_t *ctl);
 void health_deinit(control_t *ctl);
 /* Take the pools and servers of `nc` (which the caller keeps alive, and
- * shares with workers only after this): kept ones keep their health state,
- * new ones start probing, gone ones close; every pool's ring is rebuilt;
- * every server's address is looked up into nc (a kept one keeps its old
- * address if that fails). Nothing changes unless it returns 0; else err
- * says why (a protocol change, a new server's address that does not
- * resolve). */
+ * shares with workers only after this): kept ones keep their health state
+ * and address, new ones are looked up (into nc) and start probing, gone
+ * ones close; every pool's ring is rebuilt. Nothing changes unless it
+ * returns 0; else err says why (a protocol change, a new server's address
+ * that does not resolve). */
 int health_reload(control_t *ctl, wn_conf_t *nc, char *err, size_t errlen);
 
 #endif

@@ -53,15 +53,13 @@ static hserver_t *server_new(const wn_conf_pool_t *pc, wn_conf_server_t *sc, cha
     return s;
 }
 
-/* A kept server's name is looked up again, so a reload follows DNS. If that
- * fails, it keeps the address it has: a DNS outage does not fail a reload
- * for the servers walnut already knows. */
-static void resolve_kept(const wn_conf_pool_t *pc, wn_conf_server_t *sc, const hserver_t *s)
+/* A kept server keeps the address it was looked up to: a reload asks DNS
+ * only for servers it adds. Looking every name up again would block
+ * control's loop (and its watchdog pings) for the resolver's timeout per
+ * server while DNS is down; to follow a name that moved, change its server
+ * line. */
+static void keep_address(wn_conf_server_t *sc, const hserver_t *s)
 {
-    if (sc->addr.is_unix || resolve(sc) == 0)
-        return;
-    wn_log_warn("pool '%s': server %s: cannot resolve '%s'; keeping the address it has",
-                pc->name, sc->name, sc->addr.host);
     sc->sa = s->conf->sa;
     sc->has_sa = s->conf->has_sa;
 }
@@ -340,7 +338,7 @@ static int plan_pool(control_t *ctl, plan_t *pl, uint32_t i, wn_conf_pool_t *pc,
     for (uint32_t j = 0; j < pc->nservers; j++) {
         hserver_t *s = old == NULL ? NULL : find_server(old, &pc->servers[j]);
         if (s != NULL)
-            resolve_kept(pc, &pc->servers[j], s);
+            keep_address(&pc->servers[j], s);
         else
             s = server_new(pc, &pc->servers[j], err, errlen);
         if (s == NULL)
