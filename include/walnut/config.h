@@ -122,6 +122,11 @@ const wn_conf_pool_t *wn_conf_pool_find(const wn_conf_t *conf, const char *name)
 /* What a reload compares. The two addresses are written the same (host or
  * path, port). */
 bool wn_conf_addr_same(const wn_conf_addr_t *a, const wn_conf_addr_t *b);
+/* A TCP address's first getaddrinfo answer, as twemproxy takes it (an empty
+ * host: the wildcard). `numeric`: literals only, never DNS. Blocking; 0, or
+ * UV_EAI_NONAME / a negative errno. */
+int wn_conf_addr_lookup(const wn_conf_addr_t *a, bool numeric, struct sockaddr_storage *out,
+                        uint32_t *outlen);
 /* The server named `name` in pool, or NULL. */
 const wn_conf_server_t *wn_conf_server_find(const wn_conf_pool_t *pool, const char *name);
 /* Server a of pool pa and server b of pool pb are one backend (same name,

@@ -6,6 +6,7 @@
 #include "walnut/config.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,6 +14,8 @@
 #include <string.h>
 
 #include "conf_priv.h"
+
+#include <uv.h>
 #include "walnut/core.h"
 
 void wn_conf_errf(char *err, size_t errlen, const char *file, int line, const char *pool,
@@ -173,6 +176,27 @@ const wn_conf_pool_t *wn_conf_pool_find(const wn_conf_t *conf, const char *name)
             return &conf->pools[i];
     }
     return NULL;
+}
+
+int wn_conf_addr_lookup(const wn_conf_addr_t *a, bool numeric, struct sockaddr_storage *out,
+                        uint32_t *outlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    if (a->host[0] == '\0')
+        hints.ai_flags |= AI_PASSIVE;
+    if (numeric)
+        hints.ai_flags |= AI_NUMERICHOST | AI_NUMERICSERV;
+    struct addrinfo *res = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", a->port);
+    int rc = getaddrinfo(a->host[0] ? a->host : NULL, port, &hints, &res);
+    if (rc != 0)
+        return rc == EAI_SYSTEM ? -errno : UV_EAI_NONAME;
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    if (outlen != NULL)
+        *outlen = (uint32_t)res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
 }
 
 bool wn_conf_addr_same(const wn_conf_addr_t *a, const wn_conf_addr_t *b)

@@ -7,8 +7,6 @@
  */
 #include "control_priv.h"
 
-#include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,17 +18,9 @@
  * Blocking, on the control thread only; workers never ask DNS. */
 static int resolve(wn_conf_server_t *sc)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    char port[8];
-    snprintf(port, sizeof(port), "%u", sc->addr.port);
-    int rc = getaddrinfo(sc->addr.host, port, &hints, &res);
-    if (rc != 0)
-        return rc == EAI_SYSTEM ? -errno : UV_EAI_NONAME;
-    memcpy(&sc->sa, res->ai_addr, res->ai_addrlen);
-    sc->has_sa = true;
-    freeaddrinfo(res);
-    return 0;
+    int rc = wn_conf_addr_lookup(&sc->addr, false, &sc->sa, NULL);
+    sc->has_sa = rc == 0;
+    return rc;
 }
 
 /* A server's state, without handles yet (server_open adds them): NULL with

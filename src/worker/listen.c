@@ -10,7 +10,6 @@
 #include "protocol.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,26 +78,13 @@ static int probe_tcp(const wn_conf_pool_t *conf, const struct sockaddr_storage *
 
 int wn_listen_resolve(wn_conf_pool_t *conf, char *err, size_t errlen)
 {
-    const wn_conf_addr_t *a = &conf->listen;
-    if (a->is_unix)
+    if (conf->listen.is_unix)
         return 0;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    char port[8];
-    snprintf(port, sizeof(port), "%u", a->port);
-    if (a->host[0] == '\0')
-        hints.ai_flags = AI_PASSIVE;
-    int rc = getaddrinfo(a->host[0] ? a->host : NULL, port, &hints, &res);
-    if (rc != 0) {
-        rc = rc == EAI_SYSTEM ? -errno : UV_EAI_NONAME;
+    int rc = wn_conf_addr_lookup(&conf->listen, false, &conf->listen_sa, &conf->listen_salen);
+    if (rc < 0)
         snprintf(err, errlen, "pool '%s': cannot resolve listen address %s: %s", conf->name,
                  conf->listen_text, rc == UV_EAI_NONAME ? "unknown host" : wn_strerror(rc));
-        return rc;
-    }
-    memcpy(&conf->listen_sa, res->ai_addr, res->ai_addrlen);
-    conf->listen_salen = (uint32_t)res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
+    return rc;
 }
 
 /* A unix socket path is free when nothing is there, or a socket nobody

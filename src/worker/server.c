@@ -10,8 +10,6 @@
  */
 #include "protocol.h"
 
-#include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,17 +25,7 @@ static int server_addr(const wn_conf_server_t *sc, struct sockaddr_storage *out)
         *out = sc->sa;
         return 0;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    char portstr[8];
-    snprintf(portstr, sizeof(portstr), "%u", sc->addr.port);
-    if (getaddrinfo(sc->addr.host, portstr, &hints, &res) != 0)
-        return UV_EAI_NONAME;
-    memcpy(out, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    return 0;
+    return wn_conf_addr_lookup(&sc->addr, true, out, NULL);
 }
 
 server_rt_t *wn_server_rt_create(pool_rt_t *pool, const wn_conf_pool_t *pc, uint32_t idx,
