@@ -491,6 +491,16 @@ class BinarySuite:
         self.addCleanup(c.close)
         return c
 
+    def limited_proxy(self, limit, pool="small"):
+        """A walnut of its own in front of the backends, one worker, with this
+        client_buffer_limit (stopped, checked, by the test)."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        px = h.Proxy(tmp, {pool: h.pool(self.backends, client_buffer_limit=limit)},
+                     workers=1).start()
+        self.addCleanup(px.kill)
+        return px
+
     def spread(self, n=1):
         """n keys on every server, interleaved."""
         return [ks[j] for j in range(n) for ks in self.keys_on]
@@ -896,11 +906,7 @@ class BinarySuite:
     def test_value_over_client_buffer_limit(self):
         """A value over half the pool's client_buffer_limit is refused (E2BIG, the
         value swallowed) up front instead of disconnecting the client later."""
-        tmp = h.TempDir()
-        self.addCleanup(tmp.cleanup)
-        pools = {"small": h.pool(self.backends, client_buffer_limit=65536)}
-        px = h.Proxy(tmp, pools, workers=1).start()
-        self.addCleanup(px.kill)
+        px = self.limited_proxy(65536)
         c = self.conn(px.port())
         c.send(packet(OP["SET"], b"sm", set_extras(), b"v" * 32768, opaque=1) +
                packet(OP["SET"], b"sm", set_extras(), b"v" * 32769, opaque=2) +
@@ -912,11 +918,7 @@ class BinarySuite:
     def test_value_limit_follows_a_reload(self):
         """A reload that halves client_buffer_limit applies to a binary client that is
         already connected (its limit was fixed when it connected)."""
-        tmp = h.TempDir()
-        self.addCleanup(tmp.cleanup)
-        pools = {"small": h.pool(self.backends, client_buffer_limit=131072)}
-        px = h.Proxy(tmp, pools, workers=1).start()
-        self.addCleanup(px.kill)
+        px = self.limited_proxy(131072)
         c = self.conn(px.port())
         c.send(packet(OP["SET"], b"sm", set_extras(), b"v" * 40000, opaque=1) +
                packet(OP["NOOP"], opaque=2))
@@ -937,11 +939,7 @@ class BinarySuite:
     def test_pipeline_never_read(self):
         """A client pipelining GETs of a 100 KB value and never reading: walnut holds
         at most its client_buffer_limit for it, then disconnects it; others go on."""
-        tmp = h.TempDir()
-        self.addCleanup(tmp.cleanup)
-        pools = {"lim": h.pool(self.backends, client_buffer_limit=4 << 20)}
-        px = h.Proxy(tmp, pools, workers=1).start()
-        self.addCleanup(px.kill)
+        px = self.limited_proxy(4 << 20, pool="lim")
         s = Session(px.port())
         s.do("SET", b"fat", set_extras(), b"F" * 100000)
         s.close()
