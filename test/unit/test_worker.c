@@ -388,6 +388,23 @@ static const char *pool2(const fake_t *a, const fake_t *b, const char *extra)
     return yaml;
 }
 
+/* The usual setup: two scripted backends a and b, and a worker whose pool
+ * (pool2, plus `extra` settings) has them as its servers; and its end. */
+static void two_up(fixture_t *fx, fake_t *a, fake_fn fa, fake_t *b, fake_fn fb,
+                   const char *extra)
+{
+    fake_start(a, fa);
+    fake_start(b, fb);
+    worker_up(fx, pool2(a, b, extra));
+}
+
+static void two_down(fixture_t *fx, fake_t *a, fake_t *b)
+{
+    worker_down(fx);
+    fake_stop(a);
+    fake_stop(b);
+}
+
 /* Two keys that land on different servers of pool2 (ketama over names a, b). */
 static void split_keys(fixture_t *fx, const char **ka, const char **kb)
 {
@@ -435,10 +452,8 @@ static void test_pipeline_order(void **state)
 {
     (void)state;
     fake_t a, b;
-    fake_start(&a, hold);
-    fake_start(&b, mini_memcached);
     fixture_t fx;
-    worker_up(&fx, pool2(&a, &b, ""));
+    two_up(&fx, &a, hold, &b, mini_memcached, "");
     const char *ka, *kb;
     split_keys(&fx, &ka, &kb);
     int c = client_new(&fx, 0);
@@ -455,9 +470,7 @@ static void test_pipeline_order(void **state)
              ka, strlen(ka), ka, kb, strlen(kb), kb);
     expect(&fx, fakes, 2, c, want);
     close(c);
-    worker_down(&fx);
-    fake_stop(&a);
-    fake_stop(&b);
+    two_down(&fx, &a, &b);
 }
 
 /* Defect 5: a get line too long to hold whole is streamed in parts; a part
@@ -467,10 +480,8 @@ static void test_streamed_line_waits_for_a_hold(void **state)
 {
     (void)state;
     fake_t a, b;
-    fake_start(&a, mini_memcached);
-    fake_start(&b, mini_memcached);
     fixture_t fx;
-    worker_up(&fx, pool2(&a, &b, ""));
+    two_up(&fx, &a, mini_memcached, &b, mini_memcached, "");
     pool_rt_t *p = fx.w->pools[0];
     server_rt_t *sa = p->servers[0];
     sa->suspect_until_ms = uv_now(&fx.w->loop) + 60000; /* as a reported failure does */
@@ -515,9 +526,7 @@ static void test_streamed_line_waits_for_a_hold(void **state)
         fail_msg("a got %zu bytes, b %zu", a.loglen, b.loglen);
     free(line);
     close(c);
-    worker_down(&fx);
-    fake_stop(&a);
-    fake_stop(&b);
+    two_down(&fx, &a, &b);
 }
 
 /* Defect 1: nothing after quit is run. */
@@ -525,10 +534,8 @@ static void test_bytes_after_quit(void **state)
 {
     (void)state;
     fake_t a, b;
-    fake_start(&a, mini_memcached);
-    fake_start(&b, mini_memcached);
     fixture_t fx;
-    worker_up(&fx, pool2(&a, &b, ""));
+    two_up(&fx, &a, mini_memcached, &b, mini_memcached, "");
     int c = client_new(&fx, 0);
     send_all(c, "quit\r\ndelete victim\r\nget x y z\r\n", 32);
     fake_t *fakes[] = {&a, &b};
@@ -536,9 +543,7 @@ static void test_bytes_after_quit(void **state)
     pump(&fx, fakes, 2, NULL, NULL, 50);
     assert_int_equal(a.loglen + b.loglen, 0);
     close(c);
-    worker_down(&fx);
-    fake_stop(&a);
-    fake_stop(&b);
+    two_down(&fx, &a, &b);
 }
 
 /* Defect 3: a client that closes in the middle of a value is closed, and its
@@ -547,10 +552,8 @@ static void test_eof_mid_value(void **state)
 {
     (void)state;
     fake_t a, b;
-    fake_start(&a, mini_memcached);
-    fake_start(&b, mini_memcached);
     fixture_t fx;
-    worker_up(&fx, pool2(&a, &b, ""));
+    two_up(&fx, &a, mini_memcached, &b, mini_memcached, "");
     fake_t *fakes[] = {&a, &b};
     int c = client_new(&fx, 0);
     char req[256];
@@ -566,9 +569,7 @@ static void test_eof_mid_value(void **state)
     assert_int_equal(a.loglen + b.loglen, 0);
     assert_int_equal(wn_stat_get(&fx.stats->global[WN_G_curr_connections]), 0);
     close(c);
-    worker_down(&fx);
-    fake_stop(&a);
-    fake_stop(&b);
+    two_down(&fx, &a, &b);
 }
 
 /* Defect 2: a data block walnut rejects is swallowed, never run. */
@@ -576,10 +577,8 @@ static void test_rejected_block_swallowed(void **state)
 {
     (void)state;
     fake_t a, b;
-    fake_start(&a, mini_memcached);
-    fake_start(&b, mini_memcached);
     fixture_t fx;
-    worker_up(&fx, pool2(&a, &b, ""));
+    two_up(&fx, &a, mini_memcached, &b, mini_memcached, "");
     fake_t *fakes[] = {&a, &b};
     int c = client_new(&fx, 0);
     const char *req = "ms foo 16 !\r\ndelete important\r\nset k abc 0 16\r\ndelete important\r\n"
@@ -589,9 +588,7 @@ static void test_rejected_block_swallowed(void **state)
            "CLIENT_ERROR invalid flag\r\nCLIENT_ERROR bad command line format\r\nMN\r\n");
     assert_int_equal(a.loglen + b.loglen, 0);
     close(c);
-    worker_down(&fx);
-    fake_stop(&a);
-    fake_stop(&b);
+    two_down(&fx, &a, &b);
 }
 
 /* Defect 4: a client that does not read is disconnected past its limit, and
@@ -600,10 +597,8 @@ static void test_over_limit_disconnected(void **state)
 {
     (void)state;
     fake_t a, b;
-    fake_start(&a, mini_memcached);
-    fake_start(&b, mini_memcached);
     fixture_t fx;
-    worker_up(&fx, pool2(&a, &b, "  client_buffer_limit: 65536\n"));
+    two_up(&fx, &a, mini_memcached, &b, mini_memcached, "  client_buffer_limit: 65536\n");
     fake_t *fakes[] = {&a, &b};
     int c = client_new(&fx, 4096);
     /* 64 gets of 8,000-byte values, never read: 512 KB against a 64 KiB limit. */
@@ -621,9 +616,7 @@ static void test_over_limit_disconnected(void **state)
     expect(&fx, fakes, 2, c2, "END\r\n");
     close(c);
     close(c2);
-    worker_down(&fx);
-    fake_stop(&a);
-    fake_stop(&b);
+    two_down(&fx, &a, &b);
 }
 
 /* An unsolicited reply never reaches a client: the connection is closed. */
@@ -774,10 +767,8 @@ static void test_stop_closes_idle_clients(void **state)
 {
     (void)state;
     fake_t a, b;
-    fake_start(&a, mini_memcached);
-    fake_start(&b, mini_memcached);
     fixture_t fx;
-    worker_up(&fx, pool2(&a, &b, ""));
+    two_up(&fx, &a, mini_memcached, &b, mini_memcached, "");
     int c = client_new(&fx, 0);
     fake_t *fakes[] = {&a, &b};
     pump(&fx, fakes, 2, NULL, NULL, 10);
@@ -790,9 +781,7 @@ static void test_stop_closes_idle_clients(void **state)
     assert_true(wn_time_ms() - t0 < 1000);
     free(r);
     close(c);
-    worker_down(&fx);
-    fake_stop(&a);
-    fake_stop(&b);
+    two_down(&fx, &a, &b);
 }
 
 /* An idle connection holds no read buffer; a long noreply head goes out
@@ -807,10 +796,8 @@ static void test_idle_buffer_noreply_and_long_get(void **state)
 {
     (void)state;
     fake_t a, b;
-    fake_start(&a, mini_memcached);
-    fake_start(&b, mini_memcached);
     fixture_t fx;
-    worker_up(&fx, pool2(&a, &b, ""));
+    two_up(&fx, &a, mini_memcached, &b, mini_memcached, "");
     fake_t *fakes[] = {&a, &b};
     int c = client_new(&fx, 0);
     char req[600];
@@ -851,9 +838,7 @@ static void test_idle_buffer_noreply_and_long_get(void **state)
     free(r);
     free(big);
     close(c);
-    worker_down(&fx);
-    fake_stop(&a);
-    fake_stop(&b);
+    two_down(&fx, &a, &b);
 }
 
 /* A dead server fails its requests with twemproxy's text; the client's
@@ -940,10 +925,8 @@ static void test_meta_server_bytes(void **state)
 {
     (void)state;
     fake_t a, b;
-    fake_start(&a, mini_meta);
-    fake_start(&b, mini_meta);
     fixture_t fx;
-    worker_up(&fx, pool2(&a, &b, "  client_buffer_limit: 65536\n"));
+    two_up(&fx, &a, mini_meta, &b, mini_meta, "  client_buffer_limit: 65536\n");
     fake_t *fakes[] = {&a, &b};
     int c = client_new(&fx, 0);
     fake_t *k1 = owner(&fx, &a, &b, "k1");
@@ -979,9 +962,7 @@ static void test_meta_server_bytes(void **state)
     assert_string_equal(fake_log(k1), "md k1\r\n");
     assert_int_equal(other->loglen, 0);
     close(c);
-    worker_down(&fx);
-    fake_stop(&a);
-    fake_stop(&b);
+    two_down(&fx, &a, &b);
 }
 
 /* Quiet requests over two servers, one of them slow: the client sees what
@@ -990,10 +971,8 @@ static void test_meta_quiet_order(void **state)
 {
     (void)state;
     fake_t a, b;
-    fake_start(&a, hold);
-    fake_start(&b, mini_meta);
     fixture_t fx;
-    worker_up(&fx, pool2(&a, &b, ""));
+    two_up(&fx, &a, hold, &b, mini_meta, "");
     fake_t *fakes[] = {&a, &b};
     const char *ka, *kb;
     split_keys(&fx, &ka, &kb);
@@ -1011,9 +990,7 @@ static void test_meta_quiet_order(void **state)
     /* mini_meta echoes no O; hits of ka and kb, b's miss and the HDs dropped */
     expect(&fx, fakes, 2, c, "VA 1\r\nv\r\nVA 1\r\nv\r\nMN\r\nVA 1\r\nv\r\n");
     close(c);
-    worker_down(&fx);
-    fake_stop(&a);
-    fake_stop(&b);
+    two_down(&fx, &a, &b);
 }
 
 int main(void)
