@@ -10,9 +10,11 @@ memtier_benchmark sends a fixed number of requests (no time limit) through it
 twice: N and 2N requests per client. The difference between the two runs'
 totals, divided by the extra requests, is the cost of one request with
 start-up and shutdown taken out. Pipeline 1 and 16, ratio 1:10 (set:get),
-32-byte values, keys preloaded so gets hit.
+32-byte values (--data-size), keys preloaded so gets hit. memcached text by
+default; --protocol redis puts two redis-servers behind a `redis: true` pool.
 
 Run: bench/cpu_per_request.py --walnut build-before/walnut --walnut build-bench/walnut
+     bench/cpu_per_request.py --protocol redis --data-size 1024 --walnut build-bench/walnut
 Prints a markdown table; see bench/README.md.
 """
 
@@ -56,11 +58,16 @@ def need(tool, hint):
     return path
 
 
-def memtier(port, requests, pipeline, clients, threads, key_max):
+MEMTIER_PROTOCOL = {"memcache": "memcache_text", "redis": "redis"}
+
+
+def memtier(port, requests, pipeline, args):
+    clients, threads = args.clients, args.threads
     cmd = [need("memtier_benchmark", "build it from RedisLabs/memtier_benchmark, see bench/README.md"),
-           "-s", HOST, "-p", str(port), "--protocol=memcache_text", "-t", str(threads),
-           "-c", str(clients), "--ratio=1:10", "--data-size=32", "--key-pattern=R:R",
-           "--key-maximum=%d" % key_max, "--pipeline=%d" % pipeline,
+           "-s", HOST, "-p", str(port), "--protocol=" + MEMTIER_PROTOCOL[args.protocol],
+           "-t", str(threads), "-c", str(clients), "--ratio=1:10",
+           "--data-size=%d" % args.data_size, "--key-pattern=R:R",
+           "--key-maximum=%d" % args.keys, "--pipeline=%d" % pipeline,
            "--requests=%d" % requests, "--hide-histogram", "--distinct-client-seed"]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=900)
     if r.returncode != 0:
@@ -86,7 +93,7 @@ def one_run(name, argv_for, tmp, requests, pipeline, args):
                          + argv_for(port), stdout=log, stderr=log)
     try:
         wait_port(port)
-        n = memtier(port, requests, pipeline, args.clients, args.threads, args.keys)
+        n = memtier(port, requests, pipeline, args)
     finally:
         p.send_signal(signal.SIGINT if name == "nutcracker" else signal.SIGTERM)
         try:
@@ -107,9 +114,15 @@ def main():
     ap.add_argument("--pipelines", default="1,16")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-nutcracker", action="store_true")
+    ap.add_argument("--protocol", choices=sorted(MEMTIER_PROTOCOL), default="memcache")
+    ap.add_argument("--data-size", type=int, default=32, help="value bytes (default 32)")
     args = ap.parse_args()
     need("valgrind", "Debian package valgrind")
-    mc = need("memcached", "Debian package memcached")
+    redis = args.protocol == "redis"
+    if redis:
+        server = need("redis-server", "Debian package redis-server")
+    else:
+        server = need("memcached", "Debian package memcached")
     walnuts = args.walnut or [os.path.join(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), "build", "walnut")]
     tmp = tempfile.mkdtemp(prefix="walnut-cpu-")
@@ -118,8 +131,12 @@ def main():
         ports = []
         for _ in range(2):
             port = free_port()
-            backends.append(subprocess.Popen([mc, "-u", "nobody", "-l", HOST, "-p", str(port),
-                                              "-U", "0", "-t", "2"]))
+            if redis:
+                argv = [server, "--port", str(port), "--bind", HOST, "--save", "",
+                        "--appendonly", "no"]
+            else:
+                argv = [server, "-u", "nobody", "-l", HOST, "-p", str(port), "-U", "0", "-t", "2"]
+            backends.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
             ports.append(port)
         for port in ports:
             wait_port(port)
@@ -128,7 +145,8 @@ def main():
         def write_conf(listen_port):
             with open(conf, "w") as f:
                 f.write("bench:\n  listen: %s:%d\n  hash: fnv1a_64\n  distribution: ketama\n"
-                        "  timeout: 5000\n  servers:\n" % (HOST, listen_port))
+                        "  timeout: 5000\n%s  servers:\n"
+                        % (HOST, listen_port, "  redis: true\n" if redis else ""))
                 for port in ports:
                     f.write("    - %s:%d:1\n" % (HOST, port))
             return conf
@@ -151,8 +169,9 @@ def main():
         # Preload every key into both memcached, so gets hit wherever a key lands.
         for port in ports:
             subprocess.run([need("memtier_benchmark", "see bench/README.md"), "-s", HOST, "-p",
-                            str(port), "--protocol=memcache_text", "-t", "1", "-c", "1",
-                            "--ratio=1:0", "--data-size=32", "--key-pattern=P:P",
+                            str(port), "--protocol=" + MEMTIER_PROTOCOL[args.protocol], "-t", "1",
+                            "-c", "1", "--ratio=1:0", "--data-size=%d" % args.data_size,
+                            "--key-pattern=P:P",
                             "--key-maximum=%d" % args.keys, "--requests=%d" % args.keys,
                             "--hide-histogram"], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, check=True, timeout=300)
@@ -172,6 +191,7 @@ def main():
             for name, label, _ in targets:
                 v = sorted(samples[name])
                 rows.append((pipeline, label, v[len(v) // 2], v))
+        print("%s, %d-byte values" % (args.protocol, args.data_size))
         print("| pipeline | target | instructions per request (median) | rounds |")
         print("|---:|---|---:|---|")
         for pipeline, label, per, v in rows:
