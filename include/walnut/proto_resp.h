@@ -357,6 +357,7 @@ typedef struct wn_rcmd {
     int8_t last_key;   /* last (negative: from the end, -1 the last arg), */
     int8_t key_step;   /* and the step between keys */
     int8_t numkeys_at; /* arg index of a "numkeys" arg followed by that many keys; 0: none */
+    uint8_t name_len;  /* strlen(name) */
 } wn_rcmd_t;
 
 /*

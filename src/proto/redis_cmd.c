@@ -46,7 +46,8 @@ static const char R_STREAMS[] = "streams are not supported";
                          .first_key = first,                                                       \
                          .last_key = last,                                                         \
                          .key_step = step,                                                         \
-                         .numkeys_at = numkeys}
+                         .numkeys_at = numkeys,                                            \
+                         .name_len = sizeof(nm) - 1}
 
 /*
  * One row per command: name, arity, class, flags, first key, last key, key
@@ -317,14 +318,17 @@ _Static_assert(WN_RCMD_COUNT < 256, "command ids must fit the per-command counte
 /* The longest command name ("georadiusbymember_ro"). */
 #define NAME_MAX_LEN 20
 
-/* Sort order of `lower` (len bytes, lowercase) against an entry's name. */
-static int name_cmp(const char *lower, size_t len, const char *name)
+/* Sort order of `lower` (len bytes, lowercase) against entry e's name. Most
+ * names differ in their first bytes: a byte loop beats strlen and memcmp. */
+static int name_cmp(const char *lower, size_t len, const wn_rcmd_t *e)
 {
-    size_t nlen = strlen(name);
-    int c = memcmp(lower, name, len < nlen ? len : nlen);
-    if (c != 0)
-        return c;
-    return len < nlen ? -1 : len > nlen ? 1 : 0;
+    size_t n = len < e->name_len ? len : e->name_len;
+    for (size_t i = 0; i < n; i++) {
+        int d = (unsigned char)lower[i] - (unsigned char)e->name[i];
+        if (d != 0)
+            return d;
+    }
+    return len < e->name_len ? -1 : len > e->name_len ? 1 : 0;
 }
 
 const wn_rcmd_t *wn_rcmd_lookup(const char *name, size_t len)
@@ -339,7 +343,7 @@ const wn_rcmd_t *wn_rcmd_lookup(const char *name, size_t len)
     size_t lo = 0, hi = WN_RCMD_COUNT;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = name_cmp(lower, len, table[mid].name);
+        int c = name_cmp(lower, len, &table[mid]);
         if (c == 0)
             return &table[mid];
         if (c < 0)

@@ -42,6 +42,19 @@ resp_line_rc_t resp_line_find(const resp_line_scan_t *s, const char *buf, size_t
     if (from > window)
         from = 0; /* the caller shrank the buffer: start over rather than trust it */
     bool stuck = s->stuck != NULL && *s->stuck;
+    /* Most lines are a few bytes ("$3", ":1", "+OK"): look at them byte by
+     * byte before paying for memchr. Anything unusual goes the long way. */
+    size_t quick = window - from < 32 ? window : from + 32;
+    for (; !stuck && from < quick; from++) {
+        char c = buf[from];
+        if (c == s->stop) {
+            *at = (uint32_t)from;
+            *s->scanned = *at;
+            return RESP_LINE_FOUND;
+        }
+        if (c == '\0' || c == '\n')
+            break;
+    }
     if (!stuck && window > from) {
         const char *base = buf + from;
         size_t len = window - from;
@@ -60,34 +73,6 @@ resp_line_rc_t resp_line_find(const resp_line_scan_t *s, const char *buf, size_t
     if (!stuck)
         *s->scanned = (uint32_t)window;
     return n >= s->window ? RESP_LINE_TOO_BIG : RESP_LINE_AGAIN;
-}
-
-bool resp_read_i64(const char *s, size_t len, int64_t *out)
-{
-    if (len == 0 || len > 20)
-        return false;
-    size_t i = 0;
-    bool neg = s[0] == '-';
-    if (neg && ++i == len)
-        return false;
-    if (s[i] == '0') {
-        if (neg || len != 1)
-            return false; /* "-0", "01" */
-        *out = 0;
-        return true;
-    }
-    uint64_t v = 0;
-    for (; i < len; i++) {
-        unsigned d = (unsigned char)s[i] - '0';
-        if (d > 9 || v > (UINT64_MAX - d) / 10)
-            return false;
-        v = v * 10 + d;
-    }
-    uint64_t max = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-    if (v > max)
-        return false;
-    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
-    return true;
 }
 
 bool wn_resp_parse_int(const char *s, size_t len, int64_t *out)

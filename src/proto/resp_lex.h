@@ -37,7 +37,34 @@ resp_line_rc_t resp_line_find(const resp_line_scan_t *s, const char *buf, size_t
 
 /* redis-server's string2ll over s[0, len): an optional '-', then "0" or a
  * digit string without a leading zero, within int64_t; "-0" is refused. */
-bool resp_read_i64(const char *s, size_t len, int64_t *out);
+static inline bool resp_read_i64(const char *s, size_t len, int64_t *out)
+{
+    if (len == 0 || len > 20)
+        return false;
+    size_t i = 0;
+    bool neg = s[0] == '-';
+    if (neg && ++i == len)
+        return false;
+    if (s[i] == '0') {
+        if (neg || len != 1)
+            return false; /* "-0", "01" */
+        *out = 0;
+        return true;
+    }
+    uint64_t v = 0;
+    for (; i < len; i++) {
+        unsigned d = (unsigned char)s[i] - '0';
+        if (d > 9 || v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    uint64_t max = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    if (v > max)
+        return false;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return true;
+}
+
 
 /*
  * The next inline arg of line[0, end) from *cursor: 1 with *arg (and, when

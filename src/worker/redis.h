@@ -20,12 +20,16 @@
  * error shows of it (command names are far shorter). */
 #define WN_REDIS_NAME_MAX WN_RESP_UNKNOWN_ARG_BYTES
 
-/* One argument of a request: its segments in r->out (header "$len\r\n",
- * payload, "\r\n"), and its value when walnut needs to read it (keys,
- * local commands' args): contiguous in a buffer the request holds. */
+/* One argument of a request: where its bytes (header "$len\r\n", payload,
+ * "\r\n") lie in r->out, and its value when walnut needs to read it (keys,
+ * local commands' args): contiguous in a buffer the request holds. Bytes
+ * that arrived together share a segment, so an argument usually begins and
+ * ends inside one that holds its neighbours too. */
 typedef struct redis_arg {
-    uint32_t seg;     /* index of its first segment in r->out */
-    uint32_t nsegs;   /* its segments */
+    uint32_t seg;     /* index of the segment holding its first byte */
+    uint32_t nsegs;   /* segments it spans */
+    uint32_t skip;    /* where it begins in the first */
+    uint32_t hdr;     /* its "$len\r\n" line's bytes */
     const char *val;  /* its payload, or NULL (not needed, or too long to copy) */
     uint32_t len;     /* payload bytes */
 } redis_arg_t;
@@ -83,7 +87,6 @@ typedef struct redis_client {
     redis_req_t *cur;        /* the request being received (one reference) */
     bool cur_swallow;        /* its args are read and dropped (answered locally) */
     uint64_t data_left;      /* payload + "\r\n" bytes of the current arg still to come */
-    uint32_t hdr;            /* bytes of the current arg's "$len\r\n" line */
     char trailer[2];
     char name[WN_REDIS_NAME_MAX]; /* arg 0 as sent, cut */
     uint32_t name_len;
@@ -124,6 +127,16 @@ void wn_redis_client_deinit(client_t *c);
 void wn_redis_client_read_plan(const client_t *c, uint32_t *keep, uint64_t *ahead);
 /* Answer r (already in c's FIFO) with a line walnut wrote. */
 void wn_redis_reply(redis_req_t *r, const char *text, size_t len);
+/* Hand fn the bytes [from, from + count) of argument i of r, piece by piece
+ * as they lie in its buffers; the first error fn returns ends it. */
+typedef int (*redis_piece_fn)(void *ctx, wn_buf_t *buf, uint32_t off, uint32_t len);
+int wn_redis_arg_pieces(const redis_req_t *r, uint32_t i, uint64_t from, uint64_t count,
+                        redis_piece_fn fn, void *ctx);
+/* An argument's bytes, header and CRLF included. */
+static inline uint64_t wn_redis_arg_bytes(const redis_arg_t *a)
+{
+    return (uint64_t)a->hdr + a->len + 2;
+}
 
 /* redis_dispatch.c: a complete request goes where its command says.
  * False when c must wait (a hold): the caller keeps r pending. */

@@ -178,15 +178,48 @@ static bool arg_needed(const redis_req_t *r, uint32_t i)
     return false;
 }
 
+int wn_redis_arg_pieces(const redis_req_t *r, uint32_t i, uint64_t from, uint64_t count,
+                        redis_piece_fn fn, void *ctx)
+{
+    const redis_arg_t *a = &r->args[i];
+    uint64_t skip = a->skip + from;
+    for (uint32_t j = a->seg; j < a->seg + a->nsegs && count > 0; j++) {
+        const seg_t *sg = &r->r.out.v[j];
+        if (skip >= sg->len) {
+            skip -= sg->len;
+            continue;
+        }
+        uint32_t take = (uint32_t)WN_MIN((uint64_t)sg->len - skip, count);
+        int rc = fn(ctx, sg->buf, sg->off + (uint32_t)skip, take);
+        if (rc < 0)
+            return rc;
+        count -= take;
+        skip = 0;
+    }
+    return 0;
+}
+
+typedef struct copy_ctx {
+    char *dst;
+} copy_ctx_t;
+
+static int copy_piece(void *ctx, wn_buf_t *buf, uint32_t off, uint32_t len)
+{
+    copy_ctx_t *cc = ctx;
+    memcpy(cc->dst, buf->data + off, len);
+    cc->dst += len;
+    return 0;
+}
+
 /* Make argument i's value readable: a pointer into its buffer when it lies
  * in one segment, else a copy walnut keeps (up to WN_REDIS_MAX_KEY bytes). */
-static void settle_value(redis_req_t *r, uint32_t i, uint32_t hdr)
+static void settle_value(redis_req_t *r, uint32_t i)
 {
     redis_arg_t *a = &r->args[i];
     a->val = NULL;
     const seg_t *sg = &r->r.out.v[a->seg];
-    if (sg->len >= hdr + a->len) {
-        a->val = sg->buf->data + sg->off + hdr;
+    if ((uint64_t)sg->len >= (uint64_t)a->skip + a->hdr + a->len) {
+        a->val = sg->buf->data + sg->off + a->skip + a->hdr;
         return;
     }
     if (!arg_needed(r, i) || a->len > WN_REDIS_MAX_KEY)
@@ -195,20 +228,8 @@ static void settle_value(redis_req_t *r, uint32_t i, uint32_t hdr)
     if (copy == NULL)
         return;
     wn_req_hold(&r->r, a->len);
-    uint32_t skip = hdr, got = 0;
-    for (uint32_t j = a->seg; j < a->seg + a->nsegs && got < a->len; j++) {
-        const seg_t *s = &r->r.out.v[j];
-        uint32_t off = 0;
-        if (skip >= s->len) {
-            skip -= s->len;
-            continue;
-        }
-        off = skip;
-        skip = 0;
-        uint32_t take = WN_MIN(s->len - off, a->len - got);
-        memcpy(copy + got, s->buf->data + s->off + off, take);
-        got += take;
-    }
+    copy_ctx_t cc = {copy};
+    wn_redis_arg_pieces(r, i, a->hdr, a->len, copy_piece, &cc);
     a->val = copy;
 }
 
@@ -264,7 +285,7 @@ static void keep_errarg(redis_client_t *c, const char *p, uint32_t n, bool first
 static void request_done(redis_client_t *c);
 
 /* The bytes after an argument's payload are in: check them, settle it. */
-static bool arg_done(redis_client_t *c, wn_resp_req_parser_t *p, uint32_t hdr)
+static bool arg_done(redis_client_t *c, wn_resp_req_parser_t *p)
 {
     if (wn_resp_request_bulk_end(p, c->trailer[0], c->trailer[1]) < 0) {
         protocol_error(c, p);
@@ -276,7 +297,7 @@ static bool arg_done(redis_client_t *c, wn_resp_req_parser_t *p, uint32_t hdr)
         command_known(c, r);
     } else if (!c->cur_swallow) {
         r->args[i].nsegs = r->r.out.n - r->args[i].seg;
-        settle_value(r, i, hdr);
+        settle_value(r, i);
     }
     if (r->got == r->nargs)
         request_done(c);
@@ -290,18 +311,24 @@ static bool start_arg(redis_client_t *c, wn_buf_t *b, uint32_t pos, const wn_res
     redis_arg_t *a = &r->args[tok->arg];
     a->len = (uint32_t)WN_MIN(tok->bulk_len, UINT32_MAX);
     a->val = NULL;
-    a->seg = r->r.out.n;
+    a->hdr = tok->line_len;
     a->nsegs = 0;
     c->data_left = tok->bulk_len + 2;
     c->trailer[0] = c->trailer[1] = 0;
     if (c->cur_swallow)
         return true;
-    return wn_req_out_push_split(&r->r, b, pos, tok->line_len) == 0;
+    /* Joins the segment of the bytes before it when it follows them in the
+     * same buffer: a request read whole is one segment. */
+    if (wn_req_out_push(&r->r, b, pos, tok->line_len) < 0)
+        return false;
+    a->seg = r->r.out.n - 1;
+    a->skip = r->r.out.v[a->seg].len - tok->line_len;
+    return true;
 }
 
 /* Payload bytes of the current argument at b[pos..pos+avail). */
 static uint32_t take_payload(redis_client_t *c, wn_resp_req_parser_t *p, wn_buf_t *b,
-                             uint32_t pos, uint32_t avail, uint32_t hdr)
+                             uint32_t pos, uint32_t avail)
 {
     redis_req_t *r = c->cur;
     uint32_t take = (uint32_t)WN_MIN((uint64_t)avail, c->data_left);
@@ -329,7 +356,7 @@ static uint32_t take_payload(redis_client_t *c, wn_resp_req_parser_t *p, wn_buf_
     }
     c->data_left -= take;
     if (c->data_left == 0)
-        arg_done(c, p, hdr);
+        arg_done(c, p);
     return take;
 }
 
@@ -360,10 +387,10 @@ static void inline_request(redis_client_t *c, const char *line, const wn_resp_re
     }
     wn_resp_req_parser_t p;
     wn_resp_req_parser_init(&p, NULL);
-    uint32_t pos = 0, hdr = 0;
+    uint32_t pos = 0;
     while (pos < mb->len && !c->c.stop_parsing) {
         if (c->data_left > 0) {
-            pos += take_payload(c, &p, mb, pos, mb->len - pos, hdr);
+            pos += take_payload(c, &p, mb, pos, mb->len - pos);
             continue;
         }
         wn_resp_req_tok_t t;
@@ -375,10 +402,8 @@ static void inline_request(redis_client_t *c, const char *line, const wn_resp_re
             wn_client_mark(&c->c);
             break;
         }
-        if (t.type == WN_RESP_REQ_BULK) {
-            hdr = t.line_len;
+        if (t.type == WN_RESP_REQ_BULK)
             start_arg(c, mb, pos, &t);
-        }
         pos += (uint32_t)rc;
     }
     wn_buf_unref(mb);
@@ -426,7 +451,7 @@ void wn_redis_client_parse(client_t *cl)
             break;
         uint32_t pos = cl->in.pos;
         if (c->data_left > 0) {
-            cl->in.pos += take_payload(c, &c->parser, b, pos, b->len - pos, c->hdr);
+            cl->in.pos += take_payload(c, &c->parser, b, pos, b->len - pos);
             continue;
         }
         wn_resp_req_tok_t tok;
@@ -456,7 +481,6 @@ void wn_redis_client_parse(client_t *cl)
             }
             break;
         case WN_RESP_REQ_BULK:
-            c->hdr = tok.line_len;
             if (!start_arg(c, b, pos, &tok)) {
                 cl->broken = true;
                 wn_client_mark(cl);

@@ -140,17 +140,15 @@ static int route_keys(redis_req_t *r, redis_split_t *s, uint32_t first, uint32_t
     return 1;
 }
 
+static int out_piece(void *ctx, wn_buf_t *buf, uint32_t off, uint32_t len)
+{
+    return wn_req_out_push(ctx, buf, off, len);
+}
+
 /* Push argument i's bytes (header, payload, CRLF) onto fragment f's out. */
 static int push_arg(redis_req_t *p, redis_req_t *f, uint32_t i)
 {
-    const redis_arg_t *a = &p->args[i];
-    for (uint32_t j = a->seg; j < a->seg + a->nsegs; j++) {
-        const seg_t *sg = &p->r.out.v[j];
-        int rc = wn_req_out_push(&f->r, sg->buf, sg->off, sg->len);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
+    return wn_redis_arg_pieces(p, i, 0, wn_redis_arg_bytes(&p->args[i]), out_piece, &f->r);
 }
 
 /* Fragment f: "*<n+1>\r\n$<len>\r\n<name>\r\n" and its keys' arguments

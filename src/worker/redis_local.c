@@ -67,15 +67,16 @@ static void reply_bulk(redis_req_t *r, const char *s, size_t len)
  * the payload was checked (arg_done). So the bytes received are the reply,
  * taken by reference from the buffers they arrived in, whatever the length.
  */
+static int rsp_piece(void *ctx, wn_buf_t *buf, uint32_t off, uint32_t len)
+{
+    return wn_req_rsp_push(ctx, buf, off, len, false);
+}
+
 static void reply_arg(redis_req_t *r, uint32_t i)
 {
-    const redis_arg_t *a = &r->args[i];
-    for (uint32_t j = a->seg; j < a->seg + a->nsegs; j++) {
-        const seg_t *sg = &r->r.out.v[j];
-        if (wn_req_rsp_push(&r->r, sg->buf, sg->off, sg->len, false) < 0) {
-            wn_redis_fail(&r->r, WN_ENOMEM);
-            return;
-        }
+    if (wn_redis_arg_pieces(r, i, 0, wn_redis_arg_bytes(&r->args[i]), rsp_piece, &r->r) < 0) {
+        wn_redis_fail(&r->r, WN_ENOMEM);
+        return;
     }
     wn_req_out_written(&r->r); /* nothing goes to a server */
     wn_req_done(&r->r);

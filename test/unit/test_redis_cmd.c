@@ -136,7 +136,19 @@ static void test_ids_and_order(void **state)
         assert_non_null(c->name);
         assert_int_equal(c->id, id);
         assert_true(c->cls < WN_RCMD_CLASS_COUNT);
+        assert_int_equal(c->name_len, strlen(c->name));
         assert_true(wn_rcmd_lookup(c->name, strlen(c->name)) == c);
+        /* a prefix or an extension of a name is another command or none */
+        char up[32];
+        size_t n = strlen(c->name);
+        for (size_t i = 0; i < n; i++)
+            up[i] = (char)toupper((unsigned char)c->name[i]);
+        assert_true(wn_rcmd_lookup(up, n) == c);
+        const wn_rcmd_t *pre = wn_rcmd_lookup(c->name, n - 1);
+        assert_true(pre == NULL || (pre->name_len == n - 1 && pre != c));
+        up[n] = 'X';
+        const wn_rcmd_t *ext = wn_rcmd_lookup(up, n + 1);
+        assert_true(ext == NULL || (ext->name_len == n + 1 && ext != c));
         for (const char *p = c->name; *p; p++)
             assert_false(isupper((unsigned char)*p));
         if (id > 0)
