@@ -207,6 +207,69 @@ static void test_lookup(void **state)
     assert_null(wn_rcmd_lookup("G\xc9T", 3));
 }
 
+/* The lookup against a plain scan of the table, for names close to real
+ * ones (a real name with one byte changed, cut or extended, random case)
+ * and random bytes. */
+static const wn_rcmd_t *scan_for(const char *name, size_t len)
+{
+    for (uint16_t id = 0; id < wn_rcmd_count(); id++) {
+        const wn_rcmd_t *c = wn_rcmd_by_id(id);
+        if (strlen(c->name) != len)
+            continue;
+        size_t i = 0;
+        while (i < len && (unsigned char)c->name[i] == (unsigned char)(
+                              name[i] >= 'A' && name[i] <= 'Z' ? name[i] - 'A' + 'a' : name[i]))
+            i++;
+        if (i == len)
+            return c;
+    }
+    return NULL;
+}
+
+static void test_lookup_against_scan(void **state)
+{
+    (void)state;
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    size_t found = 0;
+    for (int round = 0; round < 200000; round++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        uint32_t rnd = (uint32_t)(seed >> 33);
+        char name[40];
+        size_t len;
+        if (rnd % 4 == 0) {
+            len = 1 + rnd / 4 % 24;
+            for (size_t i = 0; i < len; i++) {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                name[i] = (char)(seed >> 56);
+            }
+        } else {
+            const wn_rcmd_t *c = wn_rcmd_by_id((uint16_t)(rnd % wn_rcmd_count()));
+            len = strlen(c->name);
+            memcpy(name, c->name, len);
+            for (size_t i = 0; i < len; i++)
+                if ((rnd >> (i % 16)) & 1)
+                    name[i] = (char)toupper((unsigned char)name[i]);
+            switch (rnd / 65536 % 4) {
+            case 0:
+                break;
+            case 1:
+                name[rnd / 7 % len] ^= (char)(1 + rnd / 13 % 127);
+                break;
+            case 2:
+                len -= 1 + rnd / 7 % len;
+                break;
+            default:
+                name[len++] = "as_-|"[rnd / 7 % 5];
+                break;
+            }
+        }
+        const wn_rcmd_t *want = len <= 20 ? scan_for(name, len) : NULL;
+        assert_true(wn_rcmd_lookup(name, len) == want);
+        found += want != NULL;
+    }
+    assert_true(found > 30000); /* about 3 in 16 rounds look up a real name */
+}
+
 static wn_rcmd_class_t cls_of(const char *name)
 {
     const wn_rcmd_t *c = wn_rcmd_lookup(name, strlen(name));
@@ -421,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_table_matches_redis),
         cmocka_unit_test(test_ids_and_order),
         cmocka_unit_test(test_lookup),
+        cmocka_unit_test(test_lookup_against_scan),
         cmocka_unit_test(test_classes),
         cmocka_unit_test(test_argc),
         cmocka_unit_test(test_key_range),
