@@ -52,6 +52,28 @@ static int find_cr(wn_resp_req_parser_t *p, const char *buf, size_t n, wn_resp_r
     }
 }
 
+/*
+ * The common line, whole in buf and fresh: its lead byte, 1 to 18 digits
+ * without a leading zero, "\r\n". Its length with *v, or 0 for anything
+ * else ("$0", a sign, a long or cut line, a NUL...), which the careful path
+ * below takes and judges as it always did; both give the same token.
+ */
+static uint32_t quick_line(const wn_resp_req_parser_t *p, const char *buf, size_t n, char lead,
+                           uint64_t *v)
+{
+    if (p->scanned != 0 || p->stuck || n < 4 || buf[0] != lead || buf[1] < '1' || buf[1] > '9')
+        return 0;
+    size_t end = n < 20 ? n : 20;
+    uint64_t x = (uint64_t)(buf[1] - '0');
+    size_t i = 2;
+    while (i < end && buf[i] >= '0' && buf[i] <= '9')
+        x = x * 10 + (uint64_t)(buf[i++] - '0');
+    if (i + 1 >= n || buf[i] != '\r' || buf[i + 1] != '\n')
+        return 0;
+    *v = x;
+    return (uint32_t)i + 2;
+}
+
 static void tok_init(wn_resp_req_tok_t *t, wn_resp_req_tok_type_t type, uint32_t line_len)
 {
     memset(t, 0, sizeof(*t));
@@ -63,18 +85,23 @@ static void tok_init(wn_resp_req_tok_t *t, wn_resp_req_tok_type_t type, uint32_t
 static int multibulk_line(wn_resp_req_parser_t *p, const char *buf, size_t n,
                           wn_resp_req_tok_t *tok)
 {
-    uint32_t cr;
-    int rc = find_cr(p, buf, n, WN_RESP_REQERR_MBULK_TOO_BIG, &cr);
-    if (rc != 0)
-        return rc;
-    int64_t count;
-    if (buf[cr + 1] != '\n' || !resp_read_i64(buf + 1, cr - 1, &count) ||
-        count > (int64_t)p->lim.max_args)
+    uint64_t quick;
+    uint32_t line_len = quick_line(p, buf, n, '*', &quick);
+    int64_t count = (int64_t)quick;
+    if (line_len == 0) {
+        uint32_t cr;
+        int rc = find_cr(p, buf, n, WN_RESP_REQERR_MBULK_TOO_BIG, &cr);
+        if (rc != 0)
+            return rc;
+        if (buf[cr + 1] != '\n' || !resp_read_i64(buf + 1, cr - 1, &count))
+            return fail(p, WN_RESP_REQERR_MBULK_LEN);
+        line_len = cr + 2;
+    }
+    if (count > (int64_t)p->lim.max_args)
         return fail(p, WN_RESP_REQERR_MBULK_LEN);
     if (p->unauth && count > (int64_t)WN_RESP_UNAUTH_MAX_ARGS)
         return fail(p, WN_RESP_REQERR_MBULK_UNAUTH);
     line_done(p);
-    uint32_t line_len = cr + 2;
     if (count <= 0) {
         tok_init(tok, WN_RESP_REQ_EMPTY, line_len);
         return (int)line_len;
@@ -88,23 +115,28 @@ static int multibulk_line(wn_resp_req_parser_t *p, const char *buf, size_t n,
 /* "$len\r\n" inside a multibulk request. */
 static int bulk_line(wn_resp_req_parser_t *p, const char *buf, size_t n, wn_resp_req_tok_t *tok)
 {
-    uint32_t cr;
-    int rc = find_cr(p, buf, n, WN_RESP_REQERR_BULK_TOO_BIG, &cr);
-    if (rc != 0)
-        return rc;
-    /* redis-server looks at the first byte only once the line is complete */
-    if (buf[0] != '$') {
-        p->got = (uint8_t)buf[0];
-        return fail(p, WN_RESP_REQERR_EXPECTED_DOLLAR);
+    uint64_t quick;
+    uint32_t line_len = quick_line(p, buf, n, '$', &quick);
+    int64_t len = (int64_t)quick;
+    if (line_len == 0) {
+        uint32_t cr;
+        int rc = find_cr(p, buf, n, WN_RESP_REQERR_BULK_TOO_BIG, &cr);
+        if (rc != 0)
+            return rc;
+        /* redis-server looks at the first byte only once the line is complete */
+        if (buf[0] != '$') {
+            p->got = (uint8_t)buf[0];
+            return fail(p, WN_RESP_REQERR_EXPECTED_DOLLAR);
+        }
+        if (buf[cr + 1] != '\n' || !resp_read_i64(buf + 1, cr - 1, &len) || len < 0)
+            return fail(p, WN_RESP_REQERR_BULK_LEN);
+        line_len = cr + 2;
     }
-    int64_t len;
-    if (buf[cr + 1] != '\n' || !resp_read_i64(buf + 1, cr - 1, &len) || len < 0 ||
-        (uint64_t)len > p->lim.max_bulk)
+    if ((uint64_t)len > p->lim.max_bulk)
         return fail(p, WN_RESP_REQERR_BULK_LEN);
     if (p->unauth && len > (int64_t)WN_RESP_UNAUTH_MAX_BULK)
         return fail(p, WN_RESP_REQERR_BULK_UNAUTH);
     line_done(p);
-    uint32_t line_len = cr + 2;
     tok_init(tok, WN_RESP_REQ_BULK, line_len);
     tok->nargs = p->nargs;
     tok->arg = p->nargs - p->args_left;
