@@ -63,7 +63,7 @@ static uint32_t quick_line(const wn_resp_req_parser_t *p, const char *buf, size_
 {
     if (p->scanned != 0 || p->stuck || n < 4 || buf[0] != lead || buf[1] < '1' || buf[1] > '9')
         return 0;
-    size_t end = n < 20 ? n : 20;
+    size_t end = n < 19 ? n : 19; /* digits at [1, 19): at most 18 */
     uint64_t x = (uint64_t)(buf[1] - '0');
     size_t i = 2;
     while (i < end && buf[i] >= '0' && buf[i] <= '9')

@@ -515,6 +515,23 @@ static void test_request_limits(void **state)
     assert_int_equal(tok.nargs, 3);
     assert_req_err("*4\r\n", 4, &lim, WN_RESP_REQERR_MBULK_LEN);
 
+    /* counts and lengths of 18 to 20 digits, around INT64_MAX: refused,
+     * never wrapped into a negative count (an empty request) or length */
+    static const char *const wide[] = {"999999999999999999", "9223372036854775807",
+                                       "9223372036854775808", "18446744073709551617",
+                                       "99999999999999999999"};
+    for (size_t i = 0; i < WN_ARRAY_SIZE(wide); i++) {
+        char hl[40];
+        int hn = snprintf(hl, sizeof hl, "*%s\r\n", wide[i]);
+        assert_req_err(hl, (size_t)hn, NULL, WN_RESP_REQERR_MBULK_LEN);
+        wn_resp_req_parser_t hp;
+        wn_resp_req_parser_init(&hp, NULL);
+        assert_int_equal(wn_resp_request_next(&hp, "*1\r\n", 4, &tok), 4);
+        hn = snprintf(hl, sizeof hl, "$%s\r\n", wide[i]);
+        assert_int_equal(wn_resp_request_next(&hp, hl, (size_t)hn, &tok), WN_EPROTO);
+        assert_int_equal(hp.err, WN_RESP_REQERR_BULK_LEN);
+    }
+
     /* bulk: max and max + 1 */
     wn_resp_req_parser_t p;
     wn_resp_req_parser_init(&p, &lim);
