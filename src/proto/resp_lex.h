@@ -35,6 +35,28 @@ typedef struct resp_line_scan {
 
 resp_line_rc_t resp_line_find(const resp_line_scan_t *s, const char *buf, size_t n, uint32_t *at);
 
+/*
+ * The common line, whole in buf: `lead`, 1 to 18 digits without a leading
+ * zero, "\r\n". Its length with *v, or 0 for anything else ("$0", a sign,
+ * a long or cut line, a NUL...), which the careful path (resp_line_find,
+ * resp_read_i64) takes and judges; both read such a line the same. For a
+ * fresh line only: one whose search has not begun.
+ */
+static inline uint32_t resp_quick_line(const char *buf, size_t n, char lead, uint64_t *v)
+{
+    if (n < 4 || buf[0] != lead || buf[1] < '1' || buf[1] > '9')
+        return 0;
+    size_t end = n < 19 ? n : 19; /* digits at [1, 19): at most 18 */
+    uint64_t x = (uint64_t)(buf[1] - '0');
+    size_t i = 2;
+    while (i < end && buf[i] >= '0' && buf[i] <= '9')
+        x = x * 10 + (uint64_t)(buf[i++] - '0');
+    if (i + 1 >= n || buf[i] != '\r' || buf[i + 1] != '\n')
+        return 0;
+    *v = x;
+    return (uint32_t)i + 2;
+}
+
 /* redis-server's string2ll over s[0, len): an optional '-', then "0" or a
  * digit string without a leading zero, within int64_t; "-0" is refused. */
 static inline bool resp_read_i64(const char *s, size_t len, int64_t *out)

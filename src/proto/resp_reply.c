@@ -49,11 +49,11 @@ static int find_line(wn_resp_rsp_parser_t *p, const char *buf, size_t n, uint32_
     }
 }
 
-/* A length of '$' or '*': -1 (null) or 0..max. */
+/* A length of '$' or '*': -1 (null) or 0..max. `quick`: already read. */
 static int read_len(wn_resp_rsp_parser_t *p, const char *buf, uint32_t line_len, uint64_t max,
-                    int64_t *out)
+                    bool quick, int64_t *out)
 {
-    if (!resp_read_i64(buf + 1, line_len - 3, out) || *out < -1)
+    if (!quick && (!resp_read_i64(buf + 1, line_len - 3, out) || *out < -1))
         return fail(p, WN_EPROTO);
     if (*out > 0 && (uint64_t)*out > max)
         return fail(p, WN_ETOOBIG);
@@ -61,8 +61,8 @@ static int read_len(wn_resp_rsp_parser_t *p, const char *buf, uint32_t line_len,
 }
 
 /* Parse the line into t; 1 when it opens an array with elements, 0 for a
- * complete item, or a negative error. */
-static int parse_item(wn_resp_rsp_parser_t *p, const char *buf, uint32_t line_len,
+ * complete item, or a negative error. `quick`: t->number is read already. */
+static int parse_item(wn_resp_rsp_parser_t *p, const char *buf, uint32_t line_len, bool quick,
                       wn_resp_rsp_tok_t *t)
 {
     int rc;
@@ -73,14 +73,15 @@ static int parse_item(wn_resp_rsp_parser_t *p, const char *buf, uint32_t line_le
         t->text.len = line_len - 3;
         return 0;
     case ':':
-        return resp_read_i64(buf + 1, line_len - 3, &t->number) ? 0 : fail(p, WN_EPROTO);
+        return quick || resp_read_i64(buf + 1, line_len - 3, &t->number) ? 0
+                                                                         : fail(p, WN_EPROTO);
     case '$':
-        rc = read_len(p, buf, line_len, p->lim.max_bulk, &t->number);
+        rc = read_len(p, buf, line_len, p->lim.max_bulk, quick, &t->number);
         if (rc == 0 && t->number > 0)
             t->bulk_len = (uint64_t)t->number;
         return rc;
     default: /* '*' */
-        rc = read_len(p, buf, line_len, p->lim.max_elems, &t->number);
+        rc = read_len(p, buf, line_len, p->lim.max_elems, quick, &t->number);
         if (rc != 0 || t->number <= 0)
             return rc;
         return p->depth < p->lim.max_depth ? 1 : fail(p, WN_ETOOBIG);
@@ -100,16 +101,21 @@ int wn_resp_reply_next(wn_resp_rsp_parser_t *p, const char *buf, size_t n, wn_re
     else
         return fail(p, WN_EPROTO); /* RESP3 and anything else */
 
-    uint32_t line_len;
-    int rc = find_line(p, buf, n, limit, &line_len);
-    if (rc != 0)
-        return rc;
+    uint64_t quick = 0;
+    uint32_t line_len =
+        p->scanned == 0 && type != '+' && type != '-' ? resp_quick_line(buf, n, type, &quick) : 0;
+    if (line_len == 0) {
+        int rc = find_line(p, buf, n, limit, &line_len);
+        if (rc != 0)
+            return rc;
+    }
     wn_resp_rsp_tok_t t;
     memset(&t, 0, sizeof(t));
     t.type = type;
     t.line_len = line_len;
     t.depth = p->depth;
-    int opens = parse_item(p, buf, line_len, &t);
+    t.number = (int64_t)quick;
+    int opens = parse_item(p, buf, line_len, quick != 0, &t);
     if (opens < 0)
         return opens;
 

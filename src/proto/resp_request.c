@@ -52,26 +52,10 @@ static int find_cr(wn_resp_req_parser_t *p, const char *buf, size_t n, wn_resp_r
     }
 }
 
-/*
- * The common line, whole in buf and fresh: its lead byte, 1 to 18 digits
- * without a leading zero, "\r\n". Its length with *v, or 0 for anything
- * else ("$0", a sign, a long or cut line, a NUL...), which the careful path
- * below takes and judges as it always did; both give the same token.
- */
-static uint32_t quick_line(const wn_resp_req_parser_t *p, const char *buf, size_t n, char lead,
-                           uint64_t *v)
+/* No part of the pending line has been looked at yet. */
+static bool fresh(const wn_resp_req_parser_t *p)
 {
-    if (p->scanned != 0 || p->stuck || n < 4 || buf[0] != lead || buf[1] < '1' || buf[1] > '9')
-        return 0;
-    size_t end = n < 19 ? n : 19; /* digits at [1, 19): at most 18 */
-    uint64_t x = (uint64_t)(buf[1] - '0');
-    size_t i = 2;
-    while (i < end && buf[i] >= '0' && buf[i] <= '9')
-        x = x * 10 + (uint64_t)(buf[i++] - '0');
-    if (i + 1 >= n || buf[i] != '\r' || buf[i + 1] != '\n')
-        return 0;
-    *v = x;
-    return (uint32_t)i + 2;
+    return p->scanned == 0 && !p->stuck;
 }
 
 static void tok_init(wn_resp_req_tok_t *t, wn_resp_req_tok_type_t type, uint32_t line_len)
@@ -85,8 +69,8 @@ static void tok_init(wn_resp_req_tok_t *t, wn_resp_req_tok_type_t type, uint32_t
 static int multibulk_line(wn_resp_req_parser_t *p, const char *buf, size_t n,
                           wn_resp_req_tok_t *tok)
 {
-    uint64_t quick;
-    uint32_t line_len = quick_line(p, buf, n, '*', &quick);
+    uint64_t quick = 0;
+    uint32_t line_len = fresh(p) ? resp_quick_line(buf, n, '*', &quick) : 0;
     int64_t count = (int64_t)quick;
     if (line_len == 0) {
         uint32_t cr;
@@ -115,8 +99,8 @@ static int multibulk_line(wn_resp_req_parser_t *p, const char *buf, size_t n,
 /* "$len\r\n" inside a multibulk request. */
 static int bulk_line(wn_resp_req_parser_t *p, const char *buf, size_t n, wn_resp_req_tok_t *tok)
 {
-    uint64_t quick;
-    uint32_t line_len = quick_line(p, buf, n, '$', &quick);
+    uint64_t quick = 0;
+    uint32_t line_len = fresh(p) ? resp_quick_line(buf, n, '$', &quick) : 0;
     int64_t len = (int64_t)quick;
     if (line_len == 0) {
         uint32_t cr;
