@@ -27,29 +27,45 @@ size_t wn_bufpool_deinit(wn_bufpool_t *pool)
     return pool->nlive;
 }
 
-wn_buf_t *wn_buf_get(wn_bufpool_t *pool, size_t size)
+/* A buffer handed out: one reference, empty. */
+static wn_buf_t *handed_out(wn_bufpool_t *pool, wn_buf_t *b)
 {
-    wn_buf_t *b;
-    if (size <= pool->chunk_size && pool->free != NULL) {
-        b = pool->free;
-        pool->free = b->next;
-        pool->nfree--;
-    } else {
-        size_t cap = size > pool->chunk_size ? size : pool->chunk_size;
-        if (cap > UINT32_MAX)
-            return NULL;
-        b = malloc(sizeof(*b) + cap);
-        if (b == NULL)
-            return NULL;
-        b->cap = (uint32_t)cap;
-        b->pool = pool;
-        pool->bytes += cap;
-    }
     b->next = NULL;
     b->refs = 1;
     b->len = 0;
     pool->nlive++;
     return b;
+}
+
+static wn_buf_t *buf_alloc(wn_bufpool_t *pool, size_t cap)
+{
+    if (cap > UINT32_MAX)
+        return NULL;
+    wn_buf_t *b = malloc(sizeof(*b) + cap);
+    if (b == NULL)
+        return NULL;
+    b->cap = (uint32_t)cap;
+    b->pool = pool;
+    pool->bytes += cap;
+    return handed_out(pool, b);
+}
+
+wn_buf_t *wn_buf_get(wn_bufpool_t *pool, size_t size)
+{
+    if (size <= pool->chunk_size && pool->free != NULL) {
+        wn_buf_t *b = pool->free;
+        pool->free = b->next;
+        pool->nfree--;
+        return handed_out(pool, b);
+    }
+    return buf_alloc(pool, size > pool->chunk_size ? size : pool->chunk_size);
+}
+
+wn_buf_t *wn_buf_get_exact(wn_bufpool_t *pool, size_t size)
+{
+    /* Its cap is not the chunk size (or it is, and pooling it is right):
+     * wn_buf_unref frees it. */
+    return buf_alloc(pool, size > 0 ? size : 1);
 }
 
 void wn_buf_ref(wn_buf_t *buf)

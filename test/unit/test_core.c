@@ -72,6 +72,38 @@ static void test_bufpool_reuse_and_refs(void **state)
     wn_buf_unref(NULL);
 }
 
+/* An exact buffer: its own size, counted, freed (not pooled) when let go. */
+static void test_buf_get_exact(void **state)
+{
+    (void)state;
+    wn_bufpool_t pool;
+    wn_bufpool_init(&pool, 512, 2 * 512);
+    wn_buf_t *small = wn_buf_get_exact(&pool, 100);
+    assert_non_null(small);
+    assert_int_equal(small->cap, 100);
+    assert_int_equal(small->len, 0);
+    assert_int_equal(small->refs, 1);
+    memset(small->data, 'x', 100); /* ASan checks the size */
+    wn_buf_t *none = wn_buf_get_exact(&pool, 0);
+    assert_int_equal(none->cap, 1);
+    assert_int_equal(pool.nlive, 2);
+    assert_int_equal(pool.bytes, 101);
+    wn_buf_unref(small);
+    wn_buf_unref(none);
+    assert_int_equal(pool.nfree, 0);
+    assert_int_equal(pool.nlive, 0);
+    assert_int_equal(pool.freed, 101);
+    /* A free chunk is not handed out for it. */
+    wn_buf_unref(wn_buf_get(&pool, 0));
+    assert_int_equal(pool.nfree, 1);
+    wn_buf_t *e = wn_buf_get_exact(&pool, 64);
+    assert_int_equal(e->cap, 64);
+    assert_int_equal(pool.nfree, 1);
+    wn_buf_unref(e);
+    assert_int_equal(wn_bufpool_deinit(&pool), 0);
+    assert_int_equal(pool.bytes, 0);
+}
+
 static void test_bufpool_reports_leaks(void **state)
 {
     (void)state;
@@ -88,6 +120,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_space),
         cmocka_unit_test(test_bufpool_reuse_and_refs),
+        cmocka_unit_test(test_buf_get_exact),
         cmocka_unit_test(test_bufpool_reports_leaks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
