@@ -363,7 +363,7 @@ void wn_client_flush(client_t *c)
     if (c->overlimit) {
         wn_log_warn("pool '%s': client holds %llu bytes, over client_buffer_limit %llu; "
                     "disconnecting it",
-                    c->pool->conf->name, (unsigned long long)c->held,
+                    c->pool->conf->name, (unsigned long long)WN_MAX(c->held, c->held_over),
                     (unsigned long long)c->pool->buffer_limit);
         wn_stat_add(WN_PSTAT(c->pool, client_overlimit), 1);
         client_close(c, true);

@@ -384,6 +384,8 @@ struct client {
     req_t *head, *tail;    /* FIFO of requests in arrival order (refs held) */
     uint32_t inflight;
     uint64_t held;         /* bytes held for it: requests unsent, replies unwritten */
+    uint64_t held_over;    /* `held` when it went over its limit (what the warning says:
+                              by the flush, written requests may have lowered it) */
     uint64_t soft_limit;   /* a quarter of the pool's buffer limit: stop reading past it */
     uint64_t pending;      /* of which handed to uv_write and not yet written */
     uint32_t writes;       /* uv_write calls outstanding */

@@ -83,6 +83,7 @@ static void account(req_t *r, int64_t n)
     if (n > 0 && c->held > c->pool->buffer_limit && !c->overlimit) {
         /* The flush disconnects it; from now on its replies are dropped. */
         c->overlimit = true;
+        c->held_over = c->held;
         wn_client_mark(c);
     }
 }
