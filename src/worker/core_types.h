@@ -198,6 +198,10 @@ client_t *wn_req_client(const req_t *r);
 void wn_req_enqueue_client(client_t *c, req_t *r);
 /* Count `bytes` more held for r's client (memory a unit keeps for it). */
 void wn_req_hold(req_t *r, uint64_t bytes);
+/* `bytes` counted for `from` are held on for `to`, a later request of the
+ * same client: released when `to` is answered, not `from`. Nothing happens
+ * once `from` is no longer counted (answered, or its client gone). */
+void wn_req_hold_move(req_t *from, req_t *to, uint64_t bytes);
 /* Request bytes for the server; counted against the client's limit. */
 int wn_req_out_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len);
 /* The same, starting a segment of its own (an argument's first bytes). */

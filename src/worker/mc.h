@@ -110,6 +110,10 @@ typedef struct mc_req {
      * until the line answers as one; part_done once its own merge is over. */
     struct mc_line *part_of;
     bool part_done;
+    /* Parts: bytes counted for what it keeps until it is freed (its line,
+     * its split, its and its fragments' slots), which the line holds after
+     * its reply is out; then counted on the line's term instead. */
+    uint64_t kept;
 } mc_req_t;
 
 /*

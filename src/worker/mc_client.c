@@ -274,7 +274,8 @@ static bool send_part(mc_client_t *c)
                             (long)st->exptime)
                  : snprintf(head, sizeof(head), "%s ", wn_mc_cmd_name(st->cmd));
     size_t need = (size_t)hn + l->acc_len + 2;
-    wn_buf_t *hb = wn_buf_get(&c->c.w->bufs, need);
+    /* Held until the line answers: a buffer of its own size, not a chunk. */
+    wn_buf_t *hb = wn_buf_get_exact(&c->c.w->bufs, need);
     if (hb == NULL) {
         broken(c);
         return true;

@@ -165,14 +165,20 @@ static void dispatch_keyed(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_m
 
 /* ---- retrieval ------------------------------------------------------------ */
 
+/* Bytes of a split's bookkeeping: 28 a key, more than a short key's own. */
+static size_t split_size(uint32_t nkeys, uint32_t nservers, uint32_t maxf)
+{
+    return sizeof(mc_split_t) + sizeof(wn_mc_span_t) * nkeys +
+           sizeof(uint32_t) * (2 * (size_t)nkeys + maxf + 1 + nservers) +
+           sizeof(mc_item_t) * nkeys;
+}
+
 /* The split's bookkeeping, in memory the parent keeps (r->keep): room for
  * maxf fragments. */
 static mc_split_t *split_alloc(wn_worker_t *w, uint32_t nkeys, uint32_t nservers, uint32_t maxf,
                                segv_t *keep)
 {
-    size_t size = sizeof(mc_split_t) + sizeof(wn_mc_span_t) * nkeys +
-                  sizeof(uint32_t) * (2 * (size_t)nkeys + maxf + 1 + nservers) +
-                  sizeof(mc_item_t) * nkeys;
+    size_t size = split_size(nkeys, nservers, maxf);
     mc_split_t *s = wn_scratch_alloc(w, keep, size);
     if (s == NULL)
         return NULL;
@@ -263,8 +269,9 @@ static int make_fragment(mc_req_t *p, uint32_t f, server_rt_t *srv, const wn_mc_
     return rc < 0 ? rc : 0;
 }
 
-static void dispatch_split(mc_client_t *c, mc_req_t *r, mc_split_t *s, server_rt_t **where,
-                           uint32_t *scratch, const wn_mc_request_t *q)
+/* `bytes`: the split's bookkeeping (split_size). */
+static void dispatch_split(mc_client_t *c, mc_req_t *r, mc_split_t *s, size_t bytes,
+                           server_rt_t **where, uint32_t *scratch, const wn_mc_request_t *q)
 {
     wn_split_group(s->key_frag, s->nkeys, s->nfrags, s->frag_first, scratch, s->frag_keys);
     r->r.kind = REQ_PARENT;
@@ -273,6 +280,13 @@ static void dispatch_split(mc_client_t *c, mc_req_t *r, mc_split_t *s, server_rt
         wn_mc_fail(&r->r, WN_ENOMEM);
         return;
     }
+    /* The split's memory is held for the client until the request is
+     * freed: its bookkeeping and each fragment's slot. The line and the
+     * fragments' lines count as they are pushed. */
+    uint64_t held = bytes + (uint64_t)s->nfrags * (c->c.w->req_size + sizeof(req_t *));
+    wn_req_hold(&r->r, held);
+    if (r->part_of != NULL)
+        r->kept += held;
     for (uint32_t f = 0; f < s->nfrags; f++) {
         int rc = make_fragment(r, f, where[f], q);
         if (rc < 0) {
@@ -311,6 +325,7 @@ static void dispatch_keys(mc_client_t *c, mc_req_t *r, const char *line, const w
     pool_rt_t *pool = c->c.pool;
     bool bounded = q->cmd == WN_MC_GAT || q->cmd == WN_MC_GATS;
     uint32_t maxf = bounded ? q->nkeys : WN_MIN(q->nkeys, pool->nservers);
+    size_t bytes = split_size(q->nkeys, pool->nservers, maxf);
     mc_split_t *s = split_alloc(pool->w, q->nkeys, pool->nservers, maxf, &r->r.keep);
     frag_plan_t plan = {.bounded = bounded};
     plan.where = s != NULL ? malloc((sizeof(*plan.where) + sizeof(*plan.size)) * maxf) : NULL;
@@ -325,7 +340,7 @@ static void dispatch_keys(mc_client_t *c, mc_req_t *r, const char *line, const w
     bool routed = route_keys(c, line, q, s, &plan);
     if (routed && (s->nfrags > 1 || !as_is)) {
         /* the sizes are done with: scratch for grouping (nfrags entries) */
-        dispatch_split(c, r, s, plan.where, plan.size, q);
+        dispatch_split(c, r, s, bytes, plan.where, plan.size, q);
         free(plan.where);
         return;
     }
@@ -336,7 +351,9 @@ static void dispatch_keys(mc_client_t *c, mc_req_t *r, const char *line, const w
 }
 
 /* A part of a streamed line joins it: the line holds a reference, and
- * waits for its merge. */
+ * waits for its merge. The part's slot is counted against the client (the
+ * line is one request, but its parts are not bounded by the client's
+ * requests in flight); so are its line and split, as they are made. */
 WN_COLD static int join_line(mc_line_t *l, mc_req_t *r)
 {
     if (l->nparts == l->cap) {
@@ -352,6 +369,8 @@ WN_COLD static int join_line(mc_line_t *l, mc_req_t *r)
     l->pending++;
     r->part_of = l;
     r->r.rsp_held = true; /* the line may still answer with one error line alone */
+    r->kept = r->r.pool->w->req_size + sizeof(mc_req_t *);
+    wn_req_hold(&r->r, r->kept);
     return 0;
 }
 
@@ -387,6 +406,8 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
         wn_req_unref(&r->r);
         return;
     }
+    if (part != NULL)
+        r->kept += q->line_len;
     bool as_is = !touch_only && part == NULL && retrieval_as_is(line, q);
     if (q->nkeys == 1 && as_is) {
         r->r.server = wn_pool_route(pool, line + q->key.off, q->key.len);

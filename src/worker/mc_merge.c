@@ -123,17 +123,30 @@ static void line_answer(mc_line_t *l)
     free(l);
 }
 
+/* A released part's reply is settled: it goes out, and the part's count
+ * would go with it, but the line keeps the part (its line, its split) until
+ * every part is in. That stays counted, on the line's term, answered after
+ * every part. */
+static void keep_counted(mc_line_t *l, mc_req_t *p)
+{
+    if (l->term != NULL && p->kept > 0) {
+        wn_req_hold_move(&p->r, &l->term->r, p->kept);
+        p->kept = 0;
+    }
+}
+
 /* A part's merge is over; once every part is and the line has ended, the
  * line answers. */
 static void part_over(mc_req_t *p)
 {
     mc_line_t *l = p->part_of;
     p->part_done = true;
-    if (l->released && !p->r.done) {
-        if (l->failed)
+    if (l->released) {
+        if (!p->r.done && l->failed)
             wn_req_reply(&p->r, "", 0); /* after the error line: nothing */
-        else
+        else if (!p->r.done)
             wn_req_done(&p->r);
+        keep_counted(l, p);
     }
     if (--l->pending == 0 && l->closed)
         line_answer(l);
@@ -186,10 +199,12 @@ void wn_mc_line_closed(mc_line_t *l)
         for (uint32_t i = 0; i < l->nparts; i++) {
             mc_req_t *p = l->parts[i];
             p->r.rsp_held = false;
-            if (p->part_done)
+            if (p->part_done) {
                 wn_req_done(&p->r);
-            else if (p->r.client != NULL)
+                keep_counted(l, p);
+            } else if (p->r.client != NULL) {
                 wn_client_stream(p->r.client, &p->r);
+            }
         }
     }
     if (l->pending == 0)

@@ -152,6 +152,16 @@ void wn_req_hold(req_t *r, uint64_t bytes)
     account(r, (int64_t)bytes);
 }
 
+void wn_req_hold_move(req_t *from, req_t *to, uint64_t bytes)
+{
+    req_t *a = wn_req_root(from), *b = wn_req_root(to);
+    if (a->client == NULL || a->client != b->client)
+        return; /* gone, or answered already: nothing is counted any more */
+    bytes = WN_MIN(bytes, a->acct);
+    a->acct -= bytes;
+    b->acct += bytes; /* the client's total is unchanged */
+}
+
 int wn_req_out_push_split(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len)
 {
     int rc = wn_segv_push_split(&r->out, buf, off, len);

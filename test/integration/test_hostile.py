@@ -512,6 +512,96 @@ class TestProtocolFraming(HostileCase):
                 len(want), h.describe_mismatch(want, got), px2.log()[-2000:]))
         self.assertNotIn("over client_buffer_limit", px2.log())
 
+    def test_05f_streamed_line_counts_what_it_holds(self):
+        """Defect 5: everything walnut holds for a streamed get line counts against
+        client_buffer_limit, not only the line's bytes: each part's split bookkeeping
+        (28 bytes a key) and request slots count too. Under a 256 KiB limit, eight
+        clients send 100,000 one-byte keys each (a 200 KB line, for which walnut held
+        about 2 MiB: it was answered END) and one 8,000 keys of 250 bytes, in chunks,
+        the ends held back: each is disconnected with nothing answered, with the
+        warning and client_overlimit; walnut's peak RSS grows by less than 3 x the
+        limit a client plus the 4 MiB of free buffers a worker keeps (it grew by 15
+        MiB for the eight, now by about 6 MiB). A client asking for a split get, and
+        for a long line of real keys, meanwhile and after is answered exactly."""
+        limit = 256 << 10
+        self.start(nmc=2, client_buffer_limit=limit)
+        good = [b"gk:%03d:%s" % (i, b"g" * (i % 40)) for i in range(40)]
+        vals = {k: b"val%d" % i for i, k in enumerate(good) if i % 3}
+        got, err = h.send_and_read(self.port, b"".join(
+            b"set %s 0 0 %d\r\n%s\r\n" % (k, len(v), v) for k, v in vals.items()),
+            8 * len(vals))
+        self.assertEqual(got, b"STORED\r\n" * len(vals), err)
+        short_get = b"get " + b" ".join(good) + b"\r\n"
+        short_want = get_reply([(k, 0, vals[k]) for k in good if k in vals])
+        # a streamed line, 70 KB of misses and a few hits: its count (the line, 28
+        # bytes a key, the hits) stays under the limit
+        long_keys = [good[i % 40] if i % 50 == 0 else b"lk:%05d:%s" % (i, b"m" * 22)
+                     for i in range(2200)]
+        long_get = b"get " + b" ".join(long_keys) + b"\r\n"
+        self.assertGreater(len(long_get), 64 << 10)
+        long_want = get_reply([(k, 0, vals[k]) for k in long_keys if k in vals])
+        other = self.raw(self.port, timeout=30)
+
+        def served(what):
+            other.send(short_get)
+            other.expect(short_want, what=what)
+
+        served("before")
+        pid = self.px.pid
+        have_peak = reset_peak(pid)
+        before = rss(pid)
+        short = b"get " + b" ".join(b"%x" % (i % 16) for i in range(99999)) + b" "
+        self.assertLess(len(short), limit)
+        # and one line of 250-byte keys (2 MB; its keys alone are over the limit)
+        long250 = b"get " + b" ".join(b"%06d:" % i + b"k" * 243 for i in range(7999)) + b" "
+        lines = [short] * 8 + [long250]
+        nclients = len(lines)
+        socks = [self.sock(self.port, timeout=30) for _ in range(nclients)]
+        cut = [False] * nclients
+        chunk = 32 << 10
+        for i in range(0, max(map(len, lines)), chunk):
+            for j, s in enumerate(socks):
+                if cut[j] or i >= len(lines[j]):
+                    continue
+                try:
+                    s.sendall(lines[j][i:i + chunk])
+                except (BrokenPipeError, ConnectionResetError):
+                    cut[j] = True
+            if i % (8 * chunk) == 0:
+                served("while %d lines are open" % nclients)
+            time.sleep(0.01)
+        time.sleep(0.5)  # the ends held back
+        for j, s in enumerate(socks):
+            try:
+                s.sendall(b"0\r\n")  # the line's last key, and its end
+            except (BrokenPipeError, ConnectionResetError):
+                cut[j] = True
+        for j, s in enumerate(socks):
+            closed, n = drain_until_closed(s, deadline=20)
+            self.assertTrue(closed and n == 0,
+                            "client %d: closed %s after %d bytes (a %d-byte line under a "
+                            "%d-byte limit)" % (j, closed, n, len(lines[j]) + 3, limit))
+        grew = (proc_status(pid, "VmHWM") if have_peak else rss(pid)) - before
+        measured("peak RSS growth, %d clients with a long get line open, limit %d KiB" % (
+            nclients, limit >> 10), "%.1f MiB" % (grew / MiB))
+        self.assertEqual(stat_int(self.port, "client_overlimit"), nclients)
+        warned = re.findall(r"client holds (\d+) bytes, over client_buffer_limit (\d+)",
+                            self.px.log())
+        self.assertEqual(len(warned), nclients, self.px.log()[-3000:])
+        for held, lim in warned:
+            self.assertGreater(int(held), int(lim), "the warning says what was held")
+        if not sanitized():
+            # each client is cut once its count passes the limit: what it held is about
+            # the limit; 3 x that a client, and the 4 MiB of free buffers a worker keeps
+            self.assertLess(grew, nclients * 3 * limit + (4 << 20),
+                            "walnut's RSS grew by %.1f MiB" % (grew / MiB))
+        served("after")
+        other.send(long_get)
+        other.expect(long_want, what="a 70 KB streamed line of real keys")
+        served("at the end")
+        self.assertAlive(self.px)
+        self.assertNoSanitizerReport(self.px)
+
     def test_06_noreply_with_long_head(self):
         """Defect 6: `set` + 400 spaces + `k 0 0 1 noreply` is stored and not answered."""
         self.start()

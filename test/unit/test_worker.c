@@ -529,6 +529,90 @@ static void test_streamed_line_waits_for_a_hold(void **state)
     two_down(&fx, &a, &b);
 }
 
+/* Keys of pool2 on server `idx` that the fakes miss: n of them, 8 bytes
+ * each ("miss%04d"). */
+static char *misses_on(fixture_t *fx, uint32_t idx, int n, int from)
+{
+    char *keys = calloc((size_t)n, 16);
+    int got = 0;
+    for (int i = from; i < 10000 && got < n; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "miss%04d", i);
+        if (wn_pool_route(fx->w->pools[0], k, 8)->idx == idx)
+            memcpy(keys + 16 * got++, k, 9);
+    }
+    assert_int_equal(got, n);
+    return keys;
+}
+
+static bool two_in_flight(void *arg)
+{
+    return ((client_t *)arg)->inflight <= 2;
+}
+
+/* What walnut holds for a streamed line counts against the client: its
+ * parts' lines, split bookkeeping (28 bytes a key, more than a short key)
+ * and request slots, from when each part is made until the line lets go of
+ * it, after the part's reply is out if the line still waits for a later
+ * part; then nothing is left counted. */
+static void test_streamed_line_counts_what_it_holds(void **state)
+{
+    (void)state;
+    fake_t a, b;
+    fixture_t fx;
+    two_up(&fx, &a, mini_memcached, &b, hold, "");
+    fake_t *fakes[] = {&a, &b};
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    client_t *cl;
+    assert_int_equal(wn_client_open(fx.w->pools[0], sv[1], true, &cl), 0);
+    int c = sv[0];
+    /* 512 keys on a, 200 spaces after each (a 107 KB head, streamed) */
+    enum { NA = 512 };
+    char *ka = misses_on(&fx, 0, NA, 0), *kb = misses_on(&fx, 1, 1, 0);
+    size_t cap = NA * 210 + 64, n = 0;
+    char *head = malloc(cap);
+    n += (size_t)snprintf(head, cap, "get ");
+    for (int i = 0; i < NA; i++)
+        n += (size_t)snprintf(head + n, cap - n, "%s%200s", ka + 16 * i, "");
+    assert_true(n > 65536);
+    send_all(c, head, n);
+    pump(&fx, fakes, 2, NULL, NULL, 200);
+    assert_true(a.loglen > 0); /* parts went out: at least 256 keys */
+    /* Each key a part holds: its 8 bytes and a space in the part's line,
+     * 28 of bookkeeping. */
+    uint64_t floor = 256 * (9 + 28);
+    if (cl->held < floor)
+        fail_msg("line open: the client holds %llu bytes counted, at least %llu expected",
+                 (unsigned long long)cl->held, (unsigned long long)floor);
+    /* The line ends with a key on b, which does not answer: the parts of a's
+     * keys are over and out of the client's queue (the last part and the
+     * line's END are left); the line keeps them until the last part is in. */
+    char end[32];
+    int en = snprintf(end, sizeof(end), "%s\r\n", kb);
+    send_all(c, end, (size_t)en);
+    assert_true(pump(&fx, fakes, 2, two_in_flight, cl, 3000));
+    pump(&fx, fakes, 2, NULL, NULL, 50);
+    assert_true(b.loglen > 0);
+    assert_int_equal(cl->inflight, 2);
+    floor = NA * (9 + 28); /* every key of the line is still held */
+    if (cl->held < floor)
+        fail_msg("parts answered, line waiting: %llu bytes counted, at least %llu expected",
+                 (unsigned long long)cl->held, (unsigned long long)floor);
+    /* b answers: the line is over, one END out; nothing held. */
+    b.fn = mini_memcached;
+    expect(&fx, fakes, 2, c, "END\r\n");
+    pump(&fx, fakes, 2, NULL, NULL, 20);
+    assert_int_equal(fx.w->nclients, 1);
+    assert_int_equal(cl->inflight, 0);
+    assert_int_equal(cl->held, 0);
+    free(head);
+    free(ka);
+    free(kb);
+    close(c);
+    two_down(&fx, &a, &b);
+}
+
 /* Defect 1: nothing after quit is run. */
 static void test_bytes_after_quit(void **state)
 {
@@ -1011,6 +1095,7 @@ int main(void)
         cmocka_unit_test(test_meta_server_bytes),
         cmocka_unit_test(test_meta_quiet_order),
         cmocka_unit_test(test_streamed_line_waits_for_a_hold),
+        cmocka_unit_test(test_streamed_line_counts_what_it_holds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
