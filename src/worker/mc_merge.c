@@ -163,6 +163,20 @@ static bool earlier_parts_answered(const mc_line_t *l, const mc_req_t *p)
     return false;
 }
 
+/* Parts after p whose merge is over have their hits ready, unsent (p is
+ * before them and was not done): p's error line ends the reply, so they
+ * answer nothing, or the client would take them for its next reply. */
+static void drop_later_replies(mc_line_t *l, const mc_req_t *p)
+{
+    uint32_t i = 0;
+    while (i < l->nparts && l->parts[i] != p)
+        i++;
+    for (i++; i < l->nparts; i++) {
+        if (l->parts[i]->r.done)
+            wn_req_reply(&l->parts[i]->r, "", 0);
+    }
+}
+
 /* A part failed. Before the line has ended nothing has gone out: the line
  * answers with the first error line alone. After (its parts released and
  * streaming), this part answers with the error and the parts after it with
@@ -179,6 +193,7 @@ static void part_failed(mc_req_t *p, const char *line, size_t n)
         wn_req_reply(&p->r, line, n);
         if (partial)
             p->r.close_after = true;
+        drop_later_replies(l, p);
     } else if (!l->released && l->err_len == 0) {
         n = WN_MIN(n, sizeof(l->err));
         memcpy(l->err, line, n);

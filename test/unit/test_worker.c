@@ -613,6 +613,71 @@ static void test_streamed_line_counts_what_it_holds(void **state)
     two_down(&fx, &a, &b);
 }
 
+/* Keys of pool2 on server `idx` that the fakes answer: n of 6 bytes. */
+static char *hits_on(fixture_t *fx, uint32_t idx, int n)
+{
+    char *keys = calloc((size_t)n, 8);
+    int got = 0;
+    for (int i = 0; i < 100000 && got < n; i++) {
+        char k[8];
+        snprintf(k, sizeof(k), "h%05d", i);
+        if (wn_pool_route(fx->w->pools[0], k, 6)->idx == idx)
+            memcpy(keys + 8 * got++, k, 7);
+    }
+    assert_int_equal(got, n);
+    return keys;
+}
+
+/* A streamed line's last part is over (its keys only on b, answered) while
+ * an earlier part waits for a; then a fails. The line answers with a's
+ * error line alone: the later part's hits, ready first, must not follow
+ * it (the client would take them for its next request's reply). */
+static void test_streamed_line_error_after_a_later_part(void **state)
+{
+    (void)state;
+    fake_t a, b;
+    fixture_t fx;
+    two_up(&fx, &a, hold, &b, mini_memcached, "");
+    fake_t *fakes[] = {&a, &b};
+    int c = client_new(&fx, 0);
+    /* part 1: 256 keys on both servers, 300 spaces after each (77 KB) */
+    char *ka = hits_on(&fx, 0, 128), *kb = hits_on(&fx, 1, 138);
+    size_t cap = 256 * 310 + 64, n = 0;
+    char *head = malloc(cap);
+    n += (size_t)snprintf(head, cap, "get ");
+    for (int i = 0; i < 256; i++) {
+        const char *k = (i % 2 ? kb : ka) + 8 * (i / 2);
+        n += (size_t)snprintf(head + n, cap - n, "%s%300s", k, "");
+    }
+    assert_true(n > 65536);
+    send_all(c, head, n);
+    pump(&fx, fakes, 2, NULL, NULL, 200);
+    assert_true(a.loglen > 0 && b.loglen > 0); /* part 1 went out */
+    /* part 2: ten keys on b; the line ends, b answers it */
+    char tail[128];
+    size_t tn = 0;
+    for (int i = 128; i < 138; i++)
+        tn += (size_t)snprintf(tail + tn, sizeof(tail) - tn, "%s ", kb + 8 * i);
+    tn += (size_t)snprintf(tail + tn, sizeof(tail) - tn, "\r\n");
+    send_all(c, tail, tn);
+    pump(&fx, fakes, 2, NULL, NULL, 200);
+    char early[64];
+    assert_int_equal(recv(c, early, sizeof(early), 0), -1); /* part 1 first */
+    fake_close_conns(&a); /* part 1's keys on a fail */
+    expect(&fx, fakes, 2, c, "SERVER_ERROR Connection reset by peer\r\n");
+    /* the next reply is the next request's own */
+    char get[32], want[64];
+    snprintf(get, sizeof(get), "get %s\r\n", kb);
+    snprintf(want, sizeof(want), "VALUE %s 0 6\r\n%s\r\nEND\r\n", kb, kb);
+    send_all(c, get, strlen(get));
+    expect(&fx, fakes, 2, c, want);
+    free(head);
+    free(ka);
+    free(kb);
+    close(c);
+    two_down(&fx, &a, &b);
+}
+
 /* Defect 1: nothing after quit is run. */
 static void test_bytes_after_quit(void **state)
 {
@@ -1096,6 +1161,7 @@ int main(void)
         cmocka_unit_test(test_meta_quiet_order),
         cmocka_unit_test(test_streamed_line_waits_for_a_hold),
         cmocka_unit_test(test_streamed_line_counts_what_it_holds),
+        cmocka_unit_test(test_streamed_line_error_after_a_later_part),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
