@@ -204,8 +204,6 @@ void wn_req_hold(req_t *r, uint64_t bytes);
 void wn_req_hold_move(req_t *from, req_t *to, uint64_t bytes);
 /* Request bytes for the server; counted against the client's limit. */
 int wn_req_out_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len);
-/* The same, starting a segment of its own (an argument's first bytes). */
-int wn_req_out_push_split(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len);
 int wn_req_out_scratch(req_t *r, const char *data, size_t len);
 /* Reply bytes for the client; dropped when nobody will read them; counted
  * against the client's limit (which may mark the client over it). `split`

@@ -116,7 +116,7 @@ static bool start_request(redis_client_t *c, uint32_t nargs, wn_buf_t *b, uint32
     if (r == NULL)
         return false;
     wn_req_enqueue_client(&c->c, &r->r);
-    if (wn_req_out_push_split(&r->r, b, pos, line_len) < 0) {
+    if (wn_req_out_push(&r->r, b, pos, line_len) < 0) {
         wn_req_unref(&r->r);
         return false;
     }

@@ -162,16 +162,6 @@ void wn_req_hold_move(req_t *from, req_t *to, uint64_t bytes)
     b->acct += bytes; /* the client's total is unchanged */
 }
 
-int wn_req_out_push_split(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len)
-{
-    int rc = wn_segv_push_split(&r->out, buf, off, len);
-    if (rc == 0) {
-        r->out_bytes += len;
-        account(r, len);
-    }
-    return rc;
-}
-
 int wn_req_out_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len)
 {
     int rc = wn_segv_push(&r->out, buf, off, len);
