@@ -65,22 +65,46 @@ static void tok_init(wn_resp_req_tok_t *t, wn_resp_req_tok_type_t type, uint32_t
     t->line_len = line_len;
 }
 
+/*
+ * The number of a "*N" or "$N" line (lead '*' or '$'): the quick read of a
+ * canonical line, else the careful one. 0 with *v and *line_len; WN_EAGAIN;
+ * or WN_EPROTO for `too_big` (no end within the limit), EXPECTED_DOLLAR (a
+ * bulk line that is not one) or `bad` (not a number redis-server takes).
+ */
+static int number_line(wn_resp_req_parser_t *p, const char *buf, size_t n, char lead,
+                       wn_resp_req_err_t too_big, wn_resp_req_err_t bad, int64_t *v,
+                       uint32_t *line_len)
+{
+    uint64_t quick = 0;
+    *line_len = fresh(p) ? resp_quick_line(buf, n, lead, &quick) : 0;
+    *v = (int64_t)quick;
+    if (*line_len != 0)
+        return 0;
+    uint32_t cr;
+    int rc = find_cr(p, buf, n, too_big, &cr);
+    if (rc != 0)
+        return rc;
+    /* redis-server looks at the first byte only once the line is complete */
+    if (buf[0] != lead) {
+        p->got = (uint8_t)buf[0];
+        return fail(p, WN_RESP_REQERR_EXPECTED_DOLLAR);
+    }
+    if (buf[cr + 1] != '\n' || !resp_read_i64(buf + 1, cr - 1, v))
+        return fail(p, bad);
+    *line_len = cr + 2;
+    return 0;
+}
+
 /* "*N\r\n": N >= 1 starts a request; N <= 0 is an empty one. */
 static int multibulk_line(wn_resp_req_parser_t *p, const char *buf, size_t n,
                           wn_resp_req_tok_t *tok)
 {
-    uint64_t quick = 0;
-    uint32_t line_len = fresh(p) ? resp_quick_line(buf, n, '*', &quick) : 0;
-    int64_t count = (int64_t)quick;
-    if (line_len == 0) {
-        uint32_t cr;
-        int rc = find_cr(p, buf, n, WN_RESP_REQERR_MBULK_TOO_BIG, &cr);
-        if (rc != 0)
-            return rc;
-        if (buf[cr + 1] != '\n' || !resp_read_i64(buf + 1, cr - 1, &count))
-            return fail(p, WN_RESP_REQERR_MBULK_LEN);
-        line_len = cr + 2;
-    }
+    int64_t count;
+    uint32_t line_len;
+    int rc = number_line(p, buf, n, '*', WN_RESP_REQERR_MBULK_TOO_BIG, WN_RESP_REQERR_MBULK_LEN,
+                         &count, &line_len);
+    if (rc != 0)
+        return rc;
     if (count > (int64_t)p->lim.max_args)
         return fail(p, WN_RESP_REQERR_MBULK_LEN);
     if (p->unauth && count > (int64_t)WN_RESP_UNAUTH_MAX_ARGS)
@@ -99,24 +123,13 @@ static int multibulk_line(wn_resp_req_parser_t *p, const char *buf, size_t n,
 /* "$len\r\n" inside a multibulk request. */
 static int bulk_line(wn_resp_req_parser_t *p, const char *buf, size_t n, wn_resp_req_tok_t *tok)
 {
-    uint64_t quick = 0;
-    uint32_t line_len = fresh(p) ? resp_quick_line(buf, n, '$', &quick) : 0;
-    int64_t len = (int64_t)quick;
-    if (line_len == 0) {
-        uint32_t cr;
-        int rc = find_cr(p, buf, n, WN_RESP_REQERR_BULK_TOO_BIG, &cr);
-        if (rc != 0)
-            return rc;
-        /* redis-server looks at the first byte only once the line is complete */
-        if (buf[0] != '$') {
-            p->got = (uint8_t)buf[0];
-            return fail(p, WN_RESP_REQERR_EXPECTED_DOLLAR);
-        }
-        if (buf[cr + 1] != '\n' || !resp_read_i64(buf + 1, cr - 1, &len) || len < 0)
-            return fail(p, WN_RESP_REQERR_BULK_LEN);
-        line_len = cr + 2;
-    }
-    if ((uint64_t)len > p->lim.max_bulk)
+    int64_t len;
+    uint32_t line_len;
+    int rc = number_line(p, buf, n, '$', WN_RESP_REQERR_BULK_TOO_BIG, WN_RESP_REQERR_BULK_LEN,
+                         &len, &line_len);
+    if (rc != 0)
+        return rc;
+    if (len < 0 || (uint64_t)len > p->lim.max_bulk)
         return fail(p, WN_RESP_REQERR_BULK_LEN);
     if (p->unauth && len > (int64_t)WN_RESP_UNAUTH_MAX_BULK)
         return fail(p, WN_RESP_REQERR_BULK_UNAUTH);
