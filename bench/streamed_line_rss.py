@@ -29,23 +29,6 @@ import harness as h  # noqa: E402
 MiB = 1 << 20
 
 
-def status(pid, field):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no %s" % field)
-
-
-def reset_peak(pid):
-    try:
-        with open("/proc/%d/clear_refs" % pid, "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def stat(port, name):
     with h.Raw(port, timeout=10) as c:
         c.send(b"stats\r\n")
@@ -80,8 +63,8 @@ def main():
         with h.Raw(port) as c:
             c.request(b"get warm\r\n", b"END\r\n")
         time.sleep(0.3)
-        base = status(pid, "VmRSS")
-        have_peak = reset_peak(pid)
+        base = h.proc_status(pid, "VmRSS")
+        have_peak = h.reset_peak(pid)
         if a.keylen >= 8:
             keys = [(b"%07d:" % i).ljust(a.keylen, b"k") for i in range(a.keys)]
         else:  # short keys: hex, as long as asked (repeating past 16 ** keylen)
@@ -108,9 +91,9 @@ def main():
         open_rss = 0
         end = time.monotonic() + a.hold
         while time.monotonic() < end:
-            open_rss = max(open_rss, status(pid, "VmRSS"))
+            open_rss = max(open_rss, h.proc_status(pid, "VmRSS"))
             time.sleep(0.05)
-        peak_open = status(pid, "VmHWM") if have_peak else open_rss
+        peak_open = h.proc_status(pid, "VmHWM") if have_peak else open_rss
         print("line open (end held back %.1f s): RSS %.1f MiB (+%.1f), peak %.1f MiB (+%.1f)" % (
             a.hold, open_rss / MiB, (open_rss - base) / MiB, peak_open / MiB,
             (peak_open - base) / MiB))
@@ -127,8 +110,8 @@ def main():
             got += ("<%s>" % type(e).__name__).encode()
         s.close()
         time.sleep(0.5)
-        after = status(pid, "VmRSS")
-        peak = status(pid, "VmHWM") if have_peak else max(open_rss, after)
+        after = h.proc_status(pid, "VmRSS")
+        peak = h.proc_status(pid, "VmHWM") if have_peak else max(open_rss, after)
         print("client got: %r" % (got[:80] if got else b"<closed, nothing>"))
         print("after: RSS %.1f MiB (+%.1f), peak over the run %.1f MiB (+%.1f)" % (
             after / MiB, (after - base) / MiB, peak / MiB, (peak - base) / MiB))

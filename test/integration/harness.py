@@ -270,6 +270,29 @@ def tail(path, nbytes=6000):
         return "<cannot read %s: %s>" % (path, e)
 
 
+def proc_status(pid, field):
+    """A /proc/PID/status field in bytes (VmRSS, VmHWM)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
+def rss(pid):
+    return proc_status(pid, "VmRSS")
+
+
+def reset_peak(pid):
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False if not allowed."""
+    try:
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def task_states(pid):
     """The state letter of every thread of pid (from /proc/PID/task/*/stat)."""
     states = []

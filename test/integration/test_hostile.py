@@ -61,31 +61,10 @@ def raise_own_fd_limit(want=4096):
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def proc_status(pid, field):
-    """A /proc/PID/status field in bytes (VmRSS, VmHWM)."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
-
-
 def measured(what, value):
     sys.stderr.write("  [measured] %s: %s\n" % (what, value))
 
 
-def rss(pid):
-    return proc_status(pid, "VmRSS")
-
-
-def reset_peak(pid):
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False if not allowed."""
-    try:
-        with open("/proc/%d/clear_refs" % pid, "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def nfds(pid):
@@ -357,8 +336,8 @@ class TestProtocolFraming(HostileCase):
         got, err = h.send_and_read(self.port, sets, 8 * len(vals), timeout=60)
         self.assertEqual(got, b"STORED\r\n" * len(vals), err)
         pid = self.px.pid
-        have_peak = reset_peak(pid)
-        before = rss(pid)
+        have_peak = h.reset_peak(pid)
+        before = h.rss(pid)
         pad = b" " * 3000
         line = b"get " + pad.join(keys) + b"\r\n"
         self.assertGreater(len(line), 29 << 20)
@@ -366,7 +345,7 @@ class TestProtocolFraming(HostileCase):
         got, err = h.send_and_read(self.port, line, len(want), timeout=120)
         if got != want:
             self.fail("a %d-byte get line: %s" % (len(line), h.describe_mismatch(want, got)))
-        grew = (proc_status(pid, "VmHWM") if have_peak else rss(pid)) - before
+        grew = (h.proc_status(pid, "VmHWM") if have_peak else h.rss(pid)) - before
         measured("peak memory growth for a %d MB get line" % (len(line) >> 20),
                  "%.1f MiB" % (grew / 1048576.0))
         # the keys (1 MB) are held until the line answers, twice (the client's parts
@@ -548,8 +527,8 @@ class TestProtocolFraming(HostileCase):
 
         served("before")
         pid = self.px.pid
-        have_peak = reset_peak(pid)
-        before = rss(pid)
+        have_peak = h.reset_peak(pid)
+        before = h.rss(pid)
         short = b"get " + b" ".join(b"%x" % (i % 16) for i in range(99999)) + b" "
         self.assertLess(len(short), limit)
         # and one line of 250-byte keys (2 MB; its keys alone are over the limit)
@@ -581,7 +560,7 @@ class TestProtocolFraming(HostileCase):
             self.assertTrue(closed and n == 0,
                             "client %d: closed %s after %d bytes (a %d-byte line under a "
                             "%d-byte limit)" % (j, closed, n, len(lines[j]) + 3, limit))
-        grew = (proc_status(pid, "VmHWM") if have_peak else rss(pid)) - before
+        grew = (h.proc_status(pid, "VmHWM") if have_peak else h.rss(pid)) - before
         measured("peak RSS growth, %d clients with a long get line open, limit %d KiB" % (
             nclients, limit >> 10), "%.1f MiB" % (grew / MiB))
         self.assertEqual(stat_int(self.port, "client_overlimit"), nclients)
@@ -816,8 +795,8 @@ class TestMemoryBounds(HostileCase):
         """nclients send GETS x `get bigkey` and never read. Waits until each is
         counted over the limit; fails early if walnut's RSS grows past bound."""
         port = px.port()
-        base = rss(px.pid)
-        have_peak = reset_peak(px.pid)
+        base = h.rss(px.pid)
+        have_peak = h.reset_peak(px.pid)
         # Every get walnut forwarded before the disconnect still brings its 1 MB
         # back to be dropped (~1 GB per client here). Under a sanitizer each
         # byte read is slow and RSS is not asserted, so fewer gets (still ~20x
@@ -832,7 +811,7 @@ class TestMemoryBounds(HostileCase):
         peak = [base]
 
         def growth():
-            cur = proc_status(px.pid, "VmHWM") if have_peak else rss(px.pid)
+            cur = h.proc_status(px.pid, "VmHWM") if have_peak else h.rss(px.pid)
             peak[0] = max(peak[0], cur)
             return peak[0] - base
 
@@ -886,7 +865,7 @@ class TestMemoryBounds(HostileCase):
             last = [0]
 
             def returned():
-                last[0] = rss(px.pid)
+                last[0] = h.rss(px.pid)
                 return last[0] < base + 48 * MiB
             try:
                 h.wait_until(returned, deadline=10, interval=0.1, what="RSS back down")
@@ -912,7 +891,7 @@ class TestMemoryBounds(HostileCase):
             c.request(b"set w%d 0 0 %d\r\n%s\r\n" % (i, len(value), value), b"STORED\r\n")
             c.close()
         time.sleep(0.3)
-        base = rss(px.pid)
+        base = h.rss(px.pid)
         conns = []
         try:
             for i in range(1000):
@@ -924,7 +903,7 @@ class TestMemoryBounds(HostileCase):
             grown = [0]
 
             def small():
-                grown[0] = rss(px.pid) - base
+                grown[0] = h.rss(px.pid) - base
                 return grown[0] < 6 * MiB
             try:
                 h.wait_until(small, deadline=5, interval=0.1, what="RSS growth < 6 MiB")
