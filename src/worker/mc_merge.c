@@ -163,17 +163,22 @@ static bool earlier_parts_answered(const mc_line_t *l, const mc_req_t *p)
     return false;
 }
 
-/* Parts after p whose merge is over have their hits ready, unsent (p is
- * before them and was not done): p's error line ends the reply, so they
- * answer nothing, or the client would take them for its next reply. */
+/* Parts after p may have hits ready, unsent (p is before them and was not
+ * done): p's error line ends the reply, so they answer nothing, or the
+ * client would take them for its next reply. A part whose merge is over
+ * answers nothing now; one still merging is held, and answers nothing when
+ * its merge is over (part_over). */
 static void drop_later_replies(mc_line_t *l, const mc_req_t *p)
 {
     uint32_t i = 0;
     while (i < l->nparts && l->parts[i] != p)
         i++;
     for (i++; i < l->nparts; i++) {
-        if (l->parts[i]->r.done)
-            wn_req_reply(&l->parts[i]->r, "", 0);
+        req_t *r = &l->parts[i]->r;
+        if (r->done)
+            wn_req_reply(r, "", 0);
+        else
+            r->rsp_held = true;
     }
 }
 

@@ -678,6 +678,69 @@ static void test_streamed_line_error_after_a_later_part(void **state)
     two_down(&fx, &a, &b);
 }
 
+/* Answers the first request line it holds with a server error, then holds
+ * the rest. */
+static size_t error_once(fake_t *f, int fd, const char *in, size_t n)
+{
+    const char *nl = memchr(in, '\n', n);
+    if (f->arg != NULL || nl == NULL)
+        return 0;
+    f->arg = f;
+    send_all(fd, "SERVER_ERROR out of memory\r\n", 28);
+    return (size_t)(nl - in) + 1;
+}
+
+/* A later part still merging when an earlier one fails: its keys on b are
+ * in (hits ready, the part not done), its key on a is not. a answers the
+ * earlier part with an error line: the line ends with that line, and the
+ * later part's hits must not follow it, now or when its last key comes. */
+static void test_streamed_line_error_before_a_merging_part(void **state)
+{
+    (void)state;
+    fake_t a, b;
+    fixture_t fx;
+    two_up(&fx, &a, hold, &b, mini_memcached, "");
+    fake_t *fakes[] = {&a, &b};
+    int c = client_new(&fx, 0);
+    /* part 1: 256 keys on a, 300 spaces after each (77 KB) */
+    char *ka = hits_on(&fx, 0, 258), *kb = hits_on(&fx, 1, 3);
+    size_t cap = 256 * 310 + 64, n = 0;
+    char *head = malloc(cap);
+    n += (size_t)snprintf(head, cap, "get ");
+    for (int i = 0; i < 256; i++)
+        n += (size_t)snprintf(head + n, cap - n, "%s%300s", ka + 8 * i, "");
+    assert_true(n > 65536);
+    send_all(c, head, n);
+    pump(&fx, fakes, 2, NULL, NULL, 200);
+    assert_true(a.loglen > 0); /* part 1 went out */
+    /* part 2: two keys on b (its first), two on a, one on b; the line ends
+     * and b answers: the first two hits are ready, in order */
+    char tail[128];
+    int tn = snprintf(tail, sizeof(tail), "%s %s %s %s %s\r\n", kb, kb + 8, ka + 8 * 256,
+                      ka + 8 * 257, kb + 16);
+    send_all(c, tail, (size_t)tn);
+    pump(&fx, fakes, 2, NULL, NULL, 200);
+    assert_non_null(strstr(fake_log(&b), kb + 16)); /* part 2 reached b */
+    char early[64];
+    assert_int_equal(recv(c, early, sizeof(early), 0), -1); /* part 1 first */
+    a.fn = error_once; /* part 1 fails with a's error; part 2 still waits for a */
+    expect(&fx, fakes, 2, c, "SERVER_ERROR out of memory\r\n");
+    a.fn = mini_memcached; /* now part 2's keys on a come in */
+    pump(&fx, fakes, 2, NULL, NULL, 200);
+    assert_int_equal(recv(c, early, sizeof(early), 0), -1);
+    /* the next reply is the next request's own */
+    char get[32], want[64];
+    snprintf(get, sizeof(get), "get %s\r\n", kb);
+    snprintf(want, sizeof(want), "VALUE %s 0 6\r\n%s\r\nEND\r\n", kb, kb);
+    send_all(c, get, strlen(get));
+    expect(&fx, fakes, 2, c, want);
+    free(head);
+    free(ka);
+    free(kb);
+    close(c);
+    two_down(&fx, &a, &b);
+}
+
 /* Defect 1: nothing after quit is run. */
 static void test_bytes_after_quit(void **state)
 {
@@ -1162,6 +1225,7 @@ int main(void)
         cmocka_unit_test(test_streamed_line_waits_for_a_hold),
         cmocka_unit_test(test_streamed_line_counts_what_it_holds),
         cmocka_unit_test(test_streamed_line_error_after_a_later_part),
+        cmocka_unit_test(test_streamed_line_error_before_a_merging_part),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
