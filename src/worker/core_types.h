@@ -125,6 +125,9 @@ int wn_scratch_push(wn_worker_t *w, segv_t *sv, const char *data, size_t len);
 /* `size` bytes of memory (8-aligned, uninitialised) that live as long as
  * `keep` holds them: a reference is appended to keep. NULL on ENOMEM. */
 void *wn_scratch_alloc(wn_worker_t *w, segv_t *keep, size_t size);
+/* The same in a buffer of its own: for memory kept long (a streamed line's
+ * part), which would otherwise pin a whole shared scratch chunk. */
+void *wn_keep_alloc_own(wn_worker_t *w, segv_t *keep, size_t size);
 
 /* ---- requests (request.c) ------------------------------------------------- */
 

@@ -113,6 +113,20 @@ void *wn_scratch_alloc(wn_worker_t *w, segv_t *keep, size_t size)
     return b->data + off;
 }
 
+void *wn_keep_alloc_own(wn_worker_t *w, segv_t *keep, size_t size)
+{
+    wn_buf_t *b = wn_buf_get_exact(&w->bufs, size + 8);
+    if (b == NULL)
+        return NULL;
+    uint32_t off = aligned_off(b, 0);
+    int rc = wn_segv_push_split(keep, b, off, (uint32_t)size);
+    wn_buf_unref(b); /* `keep` holds it now, or nothing does */
+    if (rc < 0)
+        return NULL;
+    b->len = off + (uint32_t)size;
+    return b->data + off;
+}
+
 /* ---- reads ---------------------------------------------------------------- */
 
 int wn_instream_alloc(wn_worker_t *w, instream_t *in, uint32_t keep, uint64_t ahead, uv_buf_t *out)
