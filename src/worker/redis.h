@@ -51,6 +51,7 @@ typedef enum redis_merge {
 /* A split's bookkeeping (one buffer, r->arena). */
 typedef struct redis_split {
     uint32_t nkeys;
+    uint32_t nservers;     /* the pool's when it was made (its arrays' sizes) */
     uint32_t nfrags;
     uint32_t *key_frag;    /* [nkeys] the fragment of each key */
     uint32_t *frag_first;  /* [nfrags + 1] each fragment's first key position in frag_keys */

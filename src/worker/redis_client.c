@@ -402,8 +402,11 @@ static void inline_request(redis_client_t *c, const char *line, const wn_resp_re
             wn_client_mark(&c->c);
             break;
         }
-        if (t.type == WN_RESP_REQ_BULK)
-            start_arg(c, mb, pos, &t);
+        if (t.type == WN_RESP_REQ_BULK && !start_arg(c, mb, pos, &t)) {
+            c->c.broken = true; /* out of memory, as in the parse loop */
+            wn_client_mark(&c->c);
+            break;
+        }
         pos += (uint32_t)rc;
     }
     wn_buf_unref(mb);

@@ -95,17 +95,24 @@ static bool key_positions(const redis_req_t *r, uint32_t *first, uint32_t *last,
 
 /* ---- splitting ------------------------------------------------------------- */
 
+/* The split's bookkeeping, kept by r. A request held (a suspect server)
+ * and dispatched again reuses what it made the first time. */
 static redis_split_t *split_alloc(redis_req_t *r, uint32_t nkeys, uint32_t nservers)
 {
-    uint32_t maxf = WN_MIN(nkeys, nservers);
-    size_t size = sizeof(redis_split_t) + sizeof(uint32_t) * (2 * (size_t)nkeys + maxf + 1 +
-                                                              nservers) +
-                  sizeof(redis_item_t) * nkeys;
-    redis_split_t *s = wn_scratch_alloc(r->r.pool->w, &r->r.keep, size);
-    if (s == NULL)
-        return NULL;
-    wn_req_hold(&r->r, size);
+    redis_split_t *s = r->split;
+    if (s == NULL || s->nkeys != nkeys || s->nservers != nservers) {
+        uint32_t maxf = WN_MIN(nkeys, nservers);
+        size_t size = sizeof(redis_split_t) +
+                      sizeof(uint32_t) * (2 * (size_t)nkeys + maxf + 1 + nservers) +
+                      sizeof(redis_item_t) * nkeys;
+        s = wn_scratch_alloc(r->r.pool->w, &r->r.keep, size);
+        if (s == NULL)
+            return NULL;
+        wn_req_hold(&r->r, size);
+        r->split = s;
+    }
     memset(s, 0, sizeof(*s));
+    s->nservers = nservers;
     char *m = (char *)(s + 1);
     s->items = (redis_item_t *)m;
     m += sizeof(redis_item_t) * nkeys;
