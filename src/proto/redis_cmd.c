@@ -3,13 +3,12 @@
  * positions and flags as its COMMAND INFO reports them; see
  * test/data/redis/measure_command_info.py) with the class the proxy gives
  * each command, and the case-insensitive lookup the worker does per
- * request. Pure: const data and an index built once; any thread.
+ * request. Pure: const data and an index built before main; any thread.
  */
 #include "walnut/proto_resp.h"
 
 #include "walnut/core.h"
 
-#include <pthread.h>
 #include <string.h>
 
 /* Why a command is refused (the tail of the proxy's error reply). */
@@ -47,7 +46,7 @@ static const char R_STREAMS[] = "streams are not supported";
                          .first_key = first,                                                       \
                          .last_key = last,                                                         \
                          .key_step = step,                                                         \
-                         .numkeys_at = numkeys,                                            \
+                         .numkeys_at = numkeys,                                                    \
                          .name_len = sizeof(nm) - 1}
 
 /*
@@ -321,14 +320,14 @@ _Static_assert(WN_RCMD_COUNT < 256, "command ids must fit the per-command counte
 
 /*
  * The lookup runs once per request: an open-addressing hash index over the
- * table (slot: id + 1, 0 empty), built once and read-only after, instead of
- * a binary search with a string compare per step.
+ * table (slot: id + 1, 0 empty) instead of a binary search with a string
+ * compare per step. It is built before main (a constructor: no thread exists
+ * yet) and only read after.
  */
 #define INDEX_SLOTS 1024u
 _Static_assert(WN_RCMD_COUNT * 2 < INDEX_SLOTS, "the index stays under half full");
 
 static uint8_t index_slots[INDEX_SLOTS];
-static pthread_once_t index_once = PTHREAD_ONCE_INIT;
 
 static uint32_t name_hash(const char *lower, size_t len)
 {
@@ -338,7 +337,7 @@ static uint32_t name_hash(const char *lower, size_t len)
     return h ^ (h >> 11);
 }
 
-static void index_build(void)
+__attribute__((constructor)) static void index_build(void)
 {
     for (uint16_t id = 0; id < WN_RCMD_COUNT; id++) {
         uint32_t slot = name_hash(table[id].name, table[id].name_len);
@@ -352,7 +351,6 @@ const wn_rcmd_t *wn_rcmd_lookup(const char *name, size_t len)
 {
     if (len == 0 || len > NAME_MAX_LEN)
         return NULL;
-    pthread_once(&index_once, index_build);
     char lower[NAME_MAX_LEN];
     for (size_t i = 0; i < len; i++) {
         char c = name[i];

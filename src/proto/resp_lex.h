@@ -87,7 +87,6 @@ static inline bool resp_read_i64(const char *s, size_t len, int64_t *out)
     return true;
 }
 
-
 /*
  * The next inline arg of line[0, end) from *cursor: 1 with *arg (and, when
  * out is not NULL, its value written there), 0 when no arg is left, -1 on

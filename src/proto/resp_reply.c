@@ -73,8 +73,7 @@ static int parse_item(wn_resp_rsp_parser_t *p, const char *buf, uint32_t line_le
         t->text.len = line_len - 3;
         return 0;
     case ':':
-        return quick || resp_read_i64(buf + 1, line_len - 3, &t->number) ? 0
-                                                                         : fail(p, WN_EPROTO);
+        return quick || resp_read_i64(buf + 1, line_len - 3, &t->number) ? 0 : fail(p, WN_EPROTO);
     case '$':
         rc = read_len(p, buf, line_len, p->lim.max_bulk, quick, &t->number);
         if (rc == 0 && t->number > 0)

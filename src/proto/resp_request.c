@@ -125,8 +125,8 @@ static int bulk_line(wn_resp_req_parser_t *p, const char *buf, size_t n, wn_resp
 {
     int64_t len;
     uint32_t line_len;
-    int rc = number_line(p, buf, n, '$', WN_RESP_REQERR_BULK_TOO_BIG, WN_RESP_REQERR_BULK_LEN,
-                         &len, &line_len);
+    int rc = number_line(p, buf, n, '$', WN_RESP_REQERR_BULK_TOO_BIG, WN_RESP_REQERR_BULK_LEN, &len,
+                         &line_len);
     if (rc != 0)
         return rc;
     if (len < 0 || (uint64_t)len > p->lim.max_bulk)

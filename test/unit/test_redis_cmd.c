@@ -217,8 +217,9 @@ static const wn_rcmd_t *scan_for(const char *name, size_t len)
         if (strlen(c->name) != len)
             continue;
         size_t i = 0;
-        while (i < len && (unsigned char)c->name[i] == (unsigned char)(
-                              name[i] >= 'A' && name[i] <= 'Z' ? name[i] - 'A' + 'a' : name[i]))
+        while (i < len && (unsigned char)c->name[i] ==
+                              (unsigned char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] - 'A' + 'a'
+                                                                               : name[i]))
             i++;
         if (i == len)
             return c;
