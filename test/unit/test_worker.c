@@ -628,6 +628,35 @@ static char *hits_on(fixture_t *fx, uint32_t idx, int n)
     return keys;
 }
 
+/* The head of a streamed get line: 256 keys, 300 spaces after each (77 KB),
+ * the i-th from ka (at 8 * i), or alternately from ka and kb when kb is not
+ * NULL. Sent, and pumped so that its first part goes out. */
+static void send_streamed_head(fixture_t *fx, fake_t **fakes, int c, const char *ka,
+                               const char *kb)
+{
+    size_t cap = 256 * 310 + 64, n = 0;
+    char *head = malloc(cap);
+    n += (size_t)snprintf(head, cap, "get ");
+    for (int i = 0; i < 256; i++) {
+        const char *k = kb == NULL ? ka + 8 * i : (i % 2 ? kb : ka) + 8 * (i / 2);
+        n += (size_t)snprintf(head + n, cap - n, "%s%300s", k, "");
+    }
+    assert_true(n > 65536);
+    send_all(c, head, n);
+    pump(fx, fakes, 2, NULL, NULL, 200);
+    free(head);
+}
+
+/* The client's next request gets its own reply: key k's hit, from b. */
+static void expect_next_reply_own(fixture_t *fx, fake_t **fakes, int c, const char *k)
+{
+    char get[32], want[64];
+    snprintf(get, sizeof(get), "get %s\r\n", k);
+    snprintf(want, sizeof(want), "VALUE %s 0 6\r\n%s\r\nEND\r\n", k, k);
+    send_all(c, get, strlen(get));
+    expect(fx, fakes, 2, c, want);
+}
+
 /* A streamed line's last part is over (its keys only on b, answered) while
  * an earlier part waits for a; then a fails. The line answers with a's
  * error line alone: the later part's hits, ready first, must not follow
@@ -640,18 +669,9 @@ static void test_streamed_line_error_after_a_later_part(void **state)
     two_up(&fx, &a, hold, &b, mini_memcached, "");
     fake_t *fakes[] = {&a, &b};
     int c = client_new(&fx, 0);
-    /* part 1: 256 keys on both servers, 300 spaces after each (77 KB) */
+    /* part 1: 256 keys on both servers */
     char *ka = hits_on(&fx, 0, 128), *kb = hits_on(&fx, 1, 138);
-    size_t cap = 256 * 310 + 64, n = 0;
-    char *head = malloc(cap);
-    n += (size_t)snprintf(head, cap, "get ");
-    for (int i = 0; i < 256; i++) {
-        const char *k = (i % 2 ? kb : ka) + 8 * (i / 2);
-        n += (size_t)snprintf(head + n, cap - n, "%s%300s", k, "");
-    }
-    assert_true(n > 65536);
-    send_all(c, head, n);
-    pump(&fx, fakes, 2, NULL, NULL, 200);
+    send_streamed_head(&fx, fakes, c, ka, kb);
     assert_true(a.loglen > 0 && b.loglen > 0); /* part 1 went out */
     /* part 2: ten keys on b; the line ends, b answers it */
     char tail[128];
@@ -665,13 +685,7 @@ static void test_streamed_line_error_after_a_later_part(void **state)
     assert_int_equal(recv(c, early, sizeof(early), 0), -1); /* part 1 first */
     fake_close_conns(&a); /* part 1's keys on a fail */
     expect(&fx, fakes, 2, c, "SERVER_ERROR Connection reset by peer\r\n");
-    /* the next reply is the next request's own */
-    char get[32], want[64];
-    snprintf(get, sizeof(get), "get %s\r\n", kb);
-    snprintf(want, sizeof(want), "VALUE %s 0 6\r\n%s\r\nEND\r\n", kb, kb);
-    send_all(c, get, strlen(get));
-    expect(&fx, fakes, 2, c, want);
-    free(head);
+    expect_next_reply_own(&fx, fakes, c, kb);
     free(ka);
     free(kb);
     close(c);
@@ -702,16 +716,9 @@ static void test_streamed_line_error_before_a_merging_part(void **state)
     two_up(&fx, &a, hold, &b, mini_memcached, "");
     fake_t *fakes[] = {&a, &b};
     int c = client_new(&fx, 0);
-    /* part 1: 256 keys on a, 300 spaces after each (77 KB) */
+    /* part 1: 256 keys on a */
     char *ka = hits_on(&fx, 0, 258), *kb = hits_on(&fx, 1, 3);
-    size_t cap = 256 * 310 + 64, n = 0;
-    char *head = malloc(cap);
-    n += (size_t)snprintf(head, cap, "get ");
-    for (int i = 0; i < 256; i++)
-        n += (size_t)snprintf(head + n, cap - n, "%s%300s", ka + 8 * i, "");
-    assert_true(n > 65536);
-    send_all(c, head, n);
-    pump(&fx, fakes, 2, NULL, NULL, 200);
+    send_streamed_head(&fx, fakes, c, ka, NULL);
     assert_true(a.loglen > 0); /* part 1 went out */
     /* part 2: two keys on b (its first), two on a, one on b; the line ends
      * and b answers: the first two hits are ready, in order */
@@ -728,13 +735,7 @@ static void test_streamed_line_error_before_a_merging_part(void **state)
     a.fn = mini_memcached; /* now part 2's keys on a come in */
     pump(&fx, fakes, 2, NULL, NULL, 200);
     assert_int_equal(recv(c, early, sizeof(early), 0), -1);
-    /* the next reply is the next request's own */
-    char get[32], want[64];
-    snprintf(get, sizeof(get), "get %s\r\n", kb);
-    snprintf(want, sizeof(want), "VALUE %s 0 6\r\n%s\r\nEND\r\n", kb, kb);
-    send_all(c, get, strlen(get));
-    expect(&fx, fakes, 2, c, want);
-    free(head);
+    expect_next_reply_own(&fx, fakes, c, kb);
     free(ka);
     free(kb);
     close(c);
