@@ -151,6 +151,9 @@ void wn_buf_unref(wn_buf_t *buf);
 /* A function off the hot path (a rare case inside a loop that runs per
  * request): kept out of line, so it does not weigh on the loop's code. */
 #define WN_COLD __attribute__((cold, noinline))
+/* For a small helper on the per-request path that the compiler would not
+ * inline by itself (two callers), where the call costs more than its body. */
+#define WN_INLINE static inline __attribute__((always_inline))
 
 #define WN_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define WN_MAX(a, b) ((a) > (b) ? (a) : (b))

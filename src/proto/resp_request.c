@@ -71,9 +71,9 @@ static void tok_init(wn_resp_req_tok_t *t, wn_resp_req_tok_type_t type, uint32_t
  * or WN_EPROTO for `too_big` (no end within the limit), EXPECTED_DOLLAR (a
  * bulk line that is not one) or `bad` (not a number redis-server takes).
  */
-static int number_line(wn_resp_req_parser_t *p, const char *buf, size_t n, char lead,
-                       wn_resp_req_err_t too_big, wn_resp_req_err_t bad, int64_t *v,
-                       uint32_t *line_len)
+WN_INLINE int number_line(wn_resp_req_parser_t *p, const char *buf, size_t n, char lead,
+                          wn_resp_req_err_t too_big, wn_resp_req_err_t bad, int64_t *v,
+                          uint32_t *line_len)
 {
     uint64_t quick = 0;
     *line_len = fresh(p) ? resp_quick_line(buf, n, lead, &quick) : 0;
