@@ -139,9 +139,10 @@ size_t wn_bufpool_deinit(wn_bufpool_t *pool);
  * chunk size); larger-than-chunk buffers are malloc'd and never pooled.
  * NULL when memory is exhausted. */
 wn_buf_t *wn_buf_get(wn_bufpool_t *pool, size_t size);
-/* A buffer of exactly `size` bytes (at least 1), malloc'd and never pooled:
- * for bytes held long in a buffer of their own, where a chunk's unused room
- * would be held with them. NULL when memory is exhausted. */
+/* A buffer of exactly `size` bytes (at least 1), malloc'd (pooled when freed
+ * only if `size` is the chunk size): for bytes held long in a buffer of their
+ * own, where a chunk's unused room would be held with them. NULL when memory
+ * is exhausted. */
 wn_buf_t *wn_buf_get_exact(wn_bufpool_t *pool, size_t size);
 void wn_buf_ref(wn_buf_t *buf);
 /* Drop a reference; the last returns the buffer to its pool. NULL is fine. */

@@ -173,13 +173,11 @@ static size_t split_size(uint32_t nkeys, uint32_t nservers, uint32_t maxf)
            sizeof(mc_item_t) * nkeys;
 }
 
-/* The split's bookkeeping, in memory the parent keeps (r->keep): room for
- * maxf fragments. A streamed line's part keeps it until the line answers:
- * a buffer of its own (`own`), not a share of a scratch chunk it would pin. */
-static mc_split_t *split_alloc(wn_worker_t *w, uint32_t nkeys, uint32_t nservers, uint32_t maxf,
-                               segv_t *keep, bool own)
+/* The split's bookkeeping, in memory the parent keeps (r->keep), `size`
+ * bytes from split_size. A streamed line's part keeps it until the line
+ * answers: a buffer of its own (`own`), not a share of a scratch chunk. */
+static mc_split_t *split_alloc(wn_worker_t *w, uint32_t nkeys, size_t size, segv_t *keep, bool own)
 {
-    size_t size = split_size(nkeys, nservers, maxf);
     mc_split_t *s = own ? wn_keep_alloc_own(w, keep, size) : wn_scratch_alloc(w, keep, size);
     if (s == NULL)
         return NULL;
@@ -327,8 +325,7 @@ static void dispatch_keys(mc_client_t *c, mc_req_t *r, const char *line, const w
     bool bounded = q->cmd == WN_MC_GAT || q->cmd == WN_MC_GATS;
     uint32_t maxf = bounded ? q->nkeys : WN_MIN(q->nkeys, pool->nservers);
     size_t bytes = split_size(q->nkeys, pool->nservers, maxf);
-    mc_split_t *s =
-        split_alloc(pool->w, q->nkeys, pool->nservers, maxf, &r->r.keep, r->part_of != NULL);
+    mc_split_t *s = split_alloc(pool->w, q->nkeys, bytes, &r->r.keep, r->part_of != NULL);
     frag_plan_t plan = {.bounded = bounded};
     plan.where = s != NULL ? malloc((sizeof(*plan.where) + sizeof(*plan.size)) * maxf) : NULL;
     if (s == NULL || plan.where == NULL) {
