@@ -85,6 +85,9 @@ static void account(req_t *r, int64_t n)
         c->overlimit = true;
         c->held_over = c->held;
         wn_client_mark(c);
+    } else if (n < 0 && !c->reading && c->held < c->soft_limit &&
+               c->held + (uint64_t)-n >= c->soft_limit) {
+        wn_client_mark(c); /* under its soft bound again: the flush reads it on */
     }
 }
 

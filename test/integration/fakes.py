@@ -230,6 +230,28 @@ class SlowValueBackend(FakeBackend):
         return b"ERROR\r\n"
 
 
+class BatchReplyBackend(FakeBackend):
+    """Answers the probe; reads every storage command at once but answers none
+    of them (STORED each, in order) until it has `n` of them."""
+
+    def __init__(self, n, name="batch-reply"):
+        self.n = n
+        self.pending = 0
+        super().__init__(name)
+
+    def reply(self, cid, parts, data):
+        if parts and parts[0] == b"version":
+            return self.VERSION
+        if parts and parts[0] in STORAGE:
+            with self.lock:
+                self.pending += 1
+                if self.pending < self.n:
+                    return b""
+                k, self.pending = self.pending, 0
+            return b"STORED\r\n" * k
+        return b"ERROR\r\n"
+
+
 # ---------------------------------------------------------------------------
 # Redis fakes
 

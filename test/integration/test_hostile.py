@@ -1140,6 +1140,28 @@ class TestBackendMisbehaviour(HostileCase):
             self.fail("server_ejects stays %s after the ejection" % last[0])
         px.stop()
 
+    def test_15_paused_client_resumes_when_its_bytes_are_taken(self):
+        """Defect 15: a client paused at its soft bound (a quarter of client_buffer_limit)
+        by sets walnut is forwarding is read on as soon as the server's socket has taken
+        them. The server here answers nothing until it has all 6 x 1 MB sets (before:
+        walnut waited for a reply and forwarded only 2, so neither side moved)."""
+        n = 6
+        fake = self.fake(fakes.BatchReplyBackend(n))
+        px = self.proxy([fake], client_buffer_limit=8 * MiB)
+        c = self.raw(px.port(), timeout=20)
+        value = b"v" * MiB
+        c.send(b"".join(b"set k%d 0 0 %d\r\n%s\r\n" % (i, len(value), value)
+                        for i in range(n)))
+        try:
+            h.wait_until(lambda: len(fake.requests()) >= n, deadline=15,
+                         what="all %d sets at the server" % n)
+        except AssertionError:
+            self.fail("walnut forwarded %d of %d sets and waited for a reply" % (
+                len(fake.requests()), n))
+        self.assertEqual(c.recv_exact(8 * n, timeout=20), b"STORED\r\n" * n)
+        self.assertAlive(px)
+        px.stop()
+
 
 if __name__ == "__main__":
     h.main()
