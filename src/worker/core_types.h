@@ -98,6 +98,11 @@ int wn_outv_add(outv_t *o, wn_buf_t *buf, uint32_t off, uint32_t len);
  * written, cb is not called) or a negative error (nothing queued).
  */
 int64_t wn_outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg);
+/* wn_outv_write in two steps, for a caller that must know what the socket
+ * took before it queues the rest: the bytes written now (or an error), then
+ * the rest from `done` queued as wn_outv_write does. */
+int64_t wn_outv_try(outv_t *o, uv_stream_t *st);
+int64_t wn_outv_queue(outv_t *o, uv_stream_t *st, uint64_t done, outv_done_cb cb, void *arg);
 void wn_outv_deinit(outv_t *o);
 
 /* Read side of a connection: the buffer being filled and how far it has been

@@ -315,6 +315,61 @@ WN_COLD static req_t *write_stop(const sconn_t *c)
     return r;
 }
 
+/* Requests whose bytes a queued write still holds: each stays counted
+ * against its client's limit until the socket has taken them, so a server
+ * that stops reading cannot make walnut read its clients on without bound. */
+typedef struct inwrite {
+    uint32_t n;
+    req_t *reqs[];
+} inwrite_t;
+
+static void on_taken(void *arg, int status, uint64_t bytes)
+{
+    (void)status; /* a failed write shows up as a read error or a timeout */
+    (void)bytes;
+    inwrite_t *q = arg;
+    for (uint32_t i = 0; i < q->n; i++) {
+        wn_req_out_written(q->reqs[i]);
+        wn_req_unref(q->reqs[i]);
+    }
+    free(q);
+}
+
+static uint64_t out_len(const req_t *r)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < r->out.n; i++)
+        n += r->out.v[i].len;
+    return n;
+}
+
+/* The requests from `from` to `stop` that the first `done` bytes did not
+ * cover, referenced; NULL when there are none or no memory (then they are
+ * let go as if written: uncounted, not lost). */
+WN_COLD static inwrite_t *still_in_write(req_t *from, req_t *stop, uint64_t done)
+{
+    uint32_t n = 0;
+    uint64_t end = 0;
+    for (req_t *r = from; r != stop; r = r->snext) {
+        end += out_len(r);
+        if (end > done)
+            n++;
+    }
+    inwrite_t *q = n > 0 ? malloc(sizeof(*q) + n * sizeof(req_t *)) : NULL;
+    if (q == NULL)
+        return NULL;
+    q->n = 0;
+    end = 0;
+    for (req_t *r = from; r != stop; r = r->snext) {
+        end += out_len(r);
+        if (end > done) {
+            wn_req_ref(r);
+            q->reqs[q->n++] = r;
+        }
+    }
+    return q;
+}
+
 static void write_unsent(sconn_t *c)
 {
     server_rt_t *s = c->server;
@@ -334,15 +389,26 @@ static void write_unsent(sconn_t *c)
     uint64_t now = uv_now(&w->loop);
     bool was_idle = !outstanding(c);
     /* A failed write shows up as a read error or a timeout. */
-    int64_t rc = wn_outv_write(&o, &c->h.stream, NULL, NULL);
+    int64_t rc = wn_outv_try(&o, &c->h.stream);
+    uint64_t taken = rc > 0 ? (uint64_t)rc : 0;
+    inwrite_t *q = NULL;
+    if (rc >= 0 && taken < o.bytes) {
+        q = still_in_write(c->unsent, stop, taken);
+        rc = wn_outv_queue(&o, &c->h.stream, taken, q != NULL ? on_taken : NULL, q);
+        if (rc < 0 && q != NULL)
+            on_taken(q, (int)rc, 0);
+    }
     wn_stat_add(WN_GSTAT(w, bytes_written), o.bytes);
     wn_outv_deinit(&o);
     if (rc < 0) {
         sconn_close(c, (int)rc);
         return;
     }
+    uint64_t end = 0;
     for (req_t *r = c->unsent; r != stop; r = r->snext) {
         wn_queue_sent(r);
+        if (q != NULL && (end += out_len(r)) > taken)
+            continue; /* let go by on_taken */
         wn_req_out_written(r);
     }
     c->unsent = stop;

@@ -256,7 +256,7 @@ static void on_wctx_done(uv_write_t *req, int status)
         cb(arg, status, bytes);
 }
 
-int64_t wn_outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg)
+int64_t wn_outv_try(outv_t *o, uv_stream_t *st)
 {
     if (o->n == 0)
         return 0;
@@ -265,8 +265,12 @@ int64_t wn_outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg)
     int rc = uv_try_write(st, o->iov, o->n);
     if (rc < 0 && rc != UV_EAGAIN)
         return rc;
-    uint64_t done = rc > 0 ? (uint64_t)rc : 0;
-    if (done == o->bytes)
+    return rc > 0 ? rc : 0;
+}
+
+int64_t wn_outv_queue(outv_t *o, uv_stream_t *st, uint64_t done, outv_done_cb cb, void *arg)
+{
+    if (done >= o->bytes)
         return 0;
     uint32_t first = 0;
     while (done >= o->iov[first].len) {
@@ -274,6 +278,8 @@ int64_t wn_outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg)
         first++;
     }
     uint32_t n = o->n - first;
+    if (n == 0)
+        return 0; /* cannot be: done < o->bytes */
     wctx_t *ctx = malloc(sizeof(*ctx) + n * (sizeof(uv_buf_t) + sizeof(wn_buf_t *)));
     if (ctx == NULL)
         return WN_ENOMEM;
@@ -295,7 +301,7 @@ int64_t wn_outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg)
         ctx->bytes += b.len;
     }
     ctx->req.data = ctx;
-    rc = uv_write(&ctx->req, st, ctx->iov, n, on_wctx_done);
+    int rc = uv_write(&ctx->req, st, ctx->iov, n, on_wctx_done);
     if (rc < 0) {
         for (uint32_t i = 0; i < n; i++)
             wn_buf_unref(ctx->bufs[i]);
@@ -303,4 +309,10 @@ int64_t wn_outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg)
         return rc;
     }
     return (int64_t)ctx->bytes;
+}
+
+int64_t wn_outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg)
+{
+    int64_t done = wn_outv_try(o, st);
+    return done < 0 ? done : wn_outv_queue(o, st, (uint64_t)done, cb, arg);
 }

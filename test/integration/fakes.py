@@ -230,6 +230,45 @@ class SlowValueBackend(FakeBackend):
         return b"ERROR\r\n"
 
 
+class StallingBackend(FakeBackend):
+    """Answers the probe; on a connection's first storage command it stops
+    reading that connection (it stays open) until go() is called, then
+    stores everything it is sent (STORED) and answers gets from what it
+    stored. While stalled, what walnut writes to it backs up in walnut."""
+
+    def __init__(self, name="stalling"):
+        self.go_event = threading.Event()
+        self.stalled = 0
+        self.store = {}
+        super().__init__(name)
+
+    def go(self):
+        self.go_event.set()
+
+    def reply(self, cid, parts, data):
+        if parts and parts[0] == b"version":
+            return self.VERSION
+        if parts and parts[0] in STORAGE:
+            if not self.go_event.is_set():
+                with self.lock:
+                    self.stalled += 1
+                while not self.go_event.wait(0.05):
+                    if self.stop_event.is_set():
+                        return b""
+            with self.lock:
+                self.store[parts[1]] = data
+            return b"STORED\r\n"
+        if parts and parts[0] in (b"get", b"gets"):
+            out = b""
+            with self.lock:
+                for k in parts[1:]:
+                    if k in self.store:
+                        v = self.store[k]
+                        out += b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(v), v)
+            return out + b"END\r\n"
+        return b"ERROR\r\n"
+
+
 class BatchReplyBackend(FakeBackend):
     """Answers the probe; reads every storage command at once but answers none
     of them (STORED each, in order) until it has `n` of them."""

@@ -1162,6 +1162,83 @@ class TestBackendMisbehaviour(HostileCase):
         self.assertAlive(px)
         px.stop()
 
+    def test_16_stalled_server_writes_are_bounded(self):
+        """Defect 16: a server that stops reading (no timeout set): the sets walnut
+        queues for it count against the client's client_buffer_limit, so walnut stops
+        reading that client; RSS growth < 48 MiB for 160 x 1 MB sets, each followed by a
+        get answered by a live server, whose replies woke the client (before: every set
+        read and queued, ~150 MiB). Another client is served meanwhile; once the server
+        reads again every request is answered, in order."""
+        fake = self.fake(fakes.StallingBackend())
+        mc = self.memcached(1)[0]
+        px = self.proxy([fake, mc], start=False, client_buffer_limit=8 * MiB)
+        n = 160 if not sanitized() else 40
+        keys = self.keys_on(px, fake.addr, n, b"st:")
+        other = self.keys_on(px, mc.addr, 1, b"ok:")[0]
+        px.start()
+        self.addCleanup(px.kill)
+        port = px.port()
+        h.mc_command(port, b"set %s 0 0 2\r\nok\r\n" % other, expect=b"STORED\r\n")
+        base = h.rss(px.pid)
+        have_peak = h.reset_peak(px.pid)
+        values = [(b"%08d" % i) * (MiB // 8) for i in range(n)]
+        s = self.sock(port, timeout=120)
+        sent = threading.Event()
+
+        def send_all():
+            try:
+                for k, v in zip(keys, values):
+                    s.sendall(b"set %s 0 0 %d\r\n%s\r\nget %s\r\n" % (k, len(v), v, other))
+            except OSError:
+                return
+            sent.set()
+
+        t = threading.Thread(target=send_all, daemon=True)
+        t.start()
+        self.addCleanup(t.join, 5)
+        h.wait_until(lambda: fake.stalled >= 1, deadline=20, what="the server stalled")
+
+        def growth():
+            cur = h.proc_status(px.pid, "VmHWM") if have_peak else h.rss(px.pid)
+            return cur - base
+
+        # Wait until walnut has taken all it will: the sender is done, or RSS has
+        # not moved for 1.5 s.
+        last, still_since, end = growth(), time.monotonic(), time.monotonic() + 30
+        while not sent.is_set() and time.monotonic() < end:
+            self.assertAlive(px)
+            time.sleep(0.1)
+            g = growth()
+            if g != last:
+                last, still_since = g, time.monotonic()
+            elif time.monotonic() - still_since > 1.5:
+                break
+        g = growth()
+        measured("RSS growth, %d x 1 MB sets to a stalled server" % n, "%.1f MiB" % (g / MiB))
+        if not sanitized():
+            self.assertFalse(sent.is_set(), "walnut read all %d MB meant for a server that "
+                             "does not read (RSS growth %.1f MiB)" % (n, g / MiB))
+            self.assertLess(g, 48 * MiB, "RSS growth %.1f MiB" % (g / MiB))
+        # another client is served meanwhile
+        c = self.raw(port, timeout=10)
+        c.request(b"get %s\r\n" % other, b"VALUE %s 0 2\r\nok\r\nEND\r\n" % other)
+        # the server reads again: nothing was lost
+        fake.go()
+        f = s.makefile("rb")
+        for i in range(n):
+            self.assertEqual(f.readline(), b"STORED\r\n", "set %d of %d" % (i, n))
+            self.assertEqual(f.readline() + f.readline() + f.readline(),
+                             b"VALUE %s 0 2\r\nok\r\nEND\r\n" % other, "get %d of %d" % (i, n))
+        t.join(30)
+        self.assertTrue(sent.is_set(), "the sender finished")
+        for i in (0, n - 1):
+            c.send(b"get %s\r\n" % keys[i])
+            self.assertEqual(c.recv_until(b"END\r\n", timeout=30),
+                             get_reply([(keys[i], 0, values[i])]))
+        self.assertAlive(px)
+        self.assertNoSanitizerReport(px)
+        px.stop()
+
 
 if __name__ == "__main__":
     h.main()
