@@ -156,7 +156,9 @@ static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
             return WN_EPROTO; /* MGET's elements are strings or nulls */
         return start_item(f, b, pos, tok->line_len);
     case RMERGE_SUM:
-        if (tok->type != ':')
+        /* a count of this part's keys: anything else is not its reply (and
+         * could overflow the sum) */
+        if (tok->type != ':' || tok->number < 0 || tok->number > (int64_t)f->nkeys)
             return WN_EPROTO;
         f->split->sum += tok->number;
         return 0;
