@@ -29,7 +29,9 @@
 #define WN_RESP_MAX_TEXT (64u * 1024u)
 /* reply array counts */
 #define WN_RESP_MAX_ELEMS 2147483647u
-/* reply nesting, and the capacity of the reply parser's stack */
+/* reply nesting the parser tracks level by level (its stack); arrays
+ * nested deeper are counted together, with no limit (redis-server sends
+ * 600 levels for a Lua table that deep) */
 #define WN_RESP_MAX_DEPTH 512u
 /* Smallest max_line / max_text accepted (smaller limits are raised to this). */
 #define WN_RESP_LINE_MIN 32u
@@ -46,7 +48,7 @@ typedef struct wn_resp_limits {
     uint32_t max_line;   /* longest "*N" "$N" ":N" line, CRLF included (requests, replies) */
     uint32_t max_text;   /* reply: longest "+..." or "-..." line, CRLF included */
     uint32_t max_elems;  /* reply: largest *N */
-    uint32_t max_depth;  /* reply: most arrays open at once, <= WN_RESP_MAX_DEPTH */
+    uint32_t max_depth;  /* reply: arrays tracked one by one, <= WN_RESP_MAX_DEPTH */
 } wn_resp_limits_t;
 
 /* The limits a parser initialised with `lim` (NULL: all defaults) uses. */
@@ -219,7 +221,8 @@ size_t wn_resp_inline_unescape(const char *line, const wn_resp_inline_arg_t *arg
 typedef struct wn_resp_rsp_parser {
     wn_resp_limits_t lim;
     uint32_t scanned;
-    uint32_t depth;                   /* arrays open */
+    uint32_t depth;                   /* arrays open, up to lim.max_depth */
+    uint64_t deep;                    /* elements still due in arrays opened beyond */
     uint32_t left[WN_RESP_MAX_DEPTH]; /* elements not yet started, per open array */
 } wn_resp_rsp_parser_t;
 
@@ -229,7 +232,8 @@ typedef struct wn_resp_rsp_tok {
     char type;           /* '+' '-' ':' '$' '*' */
     bool done;           /* this line (and its payload) completes the whole reply */
     uint32_t line_len;   /* bytes of the line, "\r\n" included */
-    uint32_t depth;      /* 0: the reply itself; 1: an element of a top-level array; ... */
+    uint32_t depth;      /* 0: the reply itself; 1: an element of a top-level array; ...;
+                          * lim.max_depth + 1 for anything inside arrays beyond it */
     uint64_t bulk_len;   /* '$' with number >= 0: payload bytes; the caller skips bulk_len + 2 */
     int64_t number;      /* ':' the value; '$' '*' the length (-1: null) */
     wn_resp_span_t text; /* '+' '-': the text after the type byte, without "\r\n" */
@@ -247,7 +251,7 @@ typedef struct wn_resp_rsp_tok {
  * (RESP3 included), a line end other than "\r\n", a CR or LF inside a line,
  * a number that is not strict decimal (no '+', no leading zeros, no "-0"),
  * a negative length other than -1), or WN_ETOOBIG (a line over its limit, a
- * bulk over max_bulk, an array over max_elems, nesting over max_depth).
+ * bulk over max_bulk, an array over max_elems). Nesting has no limit.
  * After an error the stream is lost: close the connection. tok untouched
  * unless > 0.
  */

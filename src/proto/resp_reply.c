@@ -17,12 +17,14 @@ void wn_resp_rsp_parser_init(wn_resp_rsp_parser_t *p, const wn_resp_limits_t *li
     p->lim = wn_resp_limits_resolve(lim);
     p->scanned = 0;
     p->depth = 0;
+    p->deep = 0;
 }
 
 static int fail(wn_resp_rsp_parser_t *p, int rc)
 {
     p->scanned = 0;
     p->depth = 0;
+    p->deep = 0;
     return rc;
 }
 
@@ -83,7 +85,7 @@ static int parse_item(wn_resp_rsp_parser_t *p, const char *buf, uint32_t line_le
         rc = read_len(p, buf, line_len, p->lim.max_elems, quick, &t->number);
         if (rc != 0 || t->number <= 0)
             return rc;
-        return p->depth < p->lim.max_depth ? 1 : fail(p, WN_ETOOBIG);
+        return 1;
     }
 }
 
@@ -120,9 +122,27 @@ int wn_resp_reply_next(wn_resp_rsp_parser_t *p, const char *buf, size_t n, wn_re
 
     /* The element has started: its array has one fewer to come. */
     p->scanned = 0;
-    if (p->depth > 0)
+    if (p->deep > 0) {
+        /* Inside arrays beyond the stack: their elements are counted
+         * together, and each is reported one level below the stack. */
+        t.depth = p->depth + 1;
+        p->deep--;
+        if (opens) {
+            if (p->deep > UINT64_MAX - (uint64_t)t.number)
+                return fail(p, WN_ETOOBIG); /* cannot be: 2^33 lines first */
+            p->deep += (uint64_t)t.number;
+        }
+        if (p->deep > 0) {
+            *tok = t;
+            return (int)line_len;
+        }
+        opens = 0; /* the deep arrays are all complete: close the stack's */
+    } else if (p->depth > 0) {
         p->left[p->depth - 1]--;
-    if (opens) {
+    }
+    if (opens && p->depth == p->lim.max_depth) {
+        p->deep = (uint64_t)t.number; /* the stack is full: count from here */
+    } else if (opens) {
         p->left[p->depth++] = (uint32_t)t.number;
     } else {
         /* complete: close every array that has nothing more to come */

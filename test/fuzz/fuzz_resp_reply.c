@@ -66,18 +66,19 @@ static void check_canonical(const char *line, const wn_resp_rsp_tok_t *t)
 }
 
 /* One value of the token sequence from *i at `depth`; checks each token's
- * depth and that done marks exactly the last token of a top-level value.
- * False if the sequence ends inside the value. */
-static bool read_value(const tok_rec_t *t, size_t n, size_t *i, uint32_t depth)
+ * depth (tracked one by one up to `cap`, reported as cap + 1 beyond) and
+ * that done marks exactly the last token of a top-level value. False if the
+ * sequence ends inside the value. */
+static bool read_value(const tok_rec_t *t, size_t n, size_t *i, uint32_t depth, uint32_t cap)
 {
     if (*i >= n)
         return false;
     const tok_rec_t *v = &t[(*i)++];
-    CHECK(v->depth == depth);
+    CHECK(v->depth == WN_MIN(depth, cap + 1));
     if (v->type == '*' && v->number > 0) {
         CHECK(!v->done);
         for (int64_t k = 0; k < v->number; k++)
-            if (!read_value(t, n, i, depth + 1))
+            if (!read_value(t, n, i, depth + 1, cap))
                 return false;
         if (depth == 0)
             CHECK(t[*i - 1].done);
@@ -88,12 +89,12 @@ static bool read_value(const tok_rec_t *t, size_t n, size_t *i, uint32_t depth)
     return true;
 }
 
-static void check_structure(const tok_rec_t *t, size_t n)
+static void check_structure(const tok_rec_t *t, size_t n, uint32_t cap)
 {
     size_t i = 0;
     while (i < n) {
         size_t start = i;
-        if (!read_value(t, n, &i, 0)) {
+        if (!read_value(t, n, &i, 0, cap)) {
             /* an unfinished reply: no token of it may say done */
             for (size_t k = start; k < n; k++)
                 CHECK(!t[k].done);
@@ -149,7 +150,7 @@ static uint64_t play(const char *in, size_t n, const wn_resp_limits_t *lim, size
             break;
         }
         CHECK((uint32_t)rc == tok.line_len && (size_t)rc <= vis - pos);
-        CHECK(tok.depth <= p->lim.max_depth && p->depth <= p->lim.max_depth);
+        CHECK(tok.depth <= p->lim.max_depth + 1 && p->depth <= p->lim.max_depth);
         CHECK(tok.type == '+' || tok.type == '-' ? tok.line_len <= p->lim.max_text
                                                  : tok.line_len <= p->lim.max_line);
         if (step == 0)
@@ -177,7 +178,7 @@ static uint64_t play(const char *in, size_t n, const wn_resp_limits_t *lim, size
         pos += 2;
     }
     if (step == 0)
-        check_structure(recs, nrec);
+        check_structure(recs, nrec, p->lim.max_depth);
     mix(&h, &rc, sizeof rc);
     mix(&h, &pos, sizeof pos);
     free(recs);

@@ -164,7 +164,6 @@ class TestLegitimateRepliesRefused(AdversarialRedisCase):
         self.assertEqual(got, [want] * 3, "the status line as redis-server sent it")
         px.stop()
 
-    @unittest.expectedFailure  # fixed by the next commit
     def test_02_deep_script_reply_fails_another_clients_executed_request(self):
         """redis-server nests a script's Lua tables as deep as they go: a table
         600 levels deep is a 601-level reply. Expected: relayed as redis-server
@@ -227,7 +226,7 @@ class TestMisbehavingServerSums(AdversarialRedisCase):
                          "DEL answered %r: a negative count no server sent" % (got,))
         px.stop()
 
-    @unittest.expectedFailure  # fixed two commits on
+    @unittest.expectedFailure  # fixed by the next commit
     def test_04_long_fragment_error_is_replaced_by_a_wrong_cause(self):
         """A part of a split MGET answered with an error line longer than 512
         bytes. Expected: the client gets the server's error line, as it does
