@@ -36,24 +36,22 @@ void wn_redis_fail(req_t *r, int err)
     wn_redis_reply(redis_req(r), line, (size_t)n);
 }
 
-/* The whole command answered with one fragment's error line. */
+/* The whole command answered with one fragment's error line, whole and by
+ * reference (counted against the client when it arrived). */
 static void answer_error(redis_req_t *p, redis_req_t *f)
 {
-    char line[512];
-    size_t n = 0;
-    for (uint32_t i = 0; i < f->r.rsp.n && n < sizeof(line); i++) {
-        const seg_t *sg = &f->r.rsp.v[i];
-        size_t take = WN_MIN((size_t)sg->len, sizeof(line) - n);
-        memcpy(line + n, sg->buf->data + sg->off, take);
-        n += take;
-    }
-    if (n < 3 || line[n - 1] != '\n')
-        n = (size_t)snprintf(line, sizeof(line), "-ERR %s\r\n", wn_req_fail_text(0));
     if (!f->r.failed)
         wn_stat_add(&p->r.pool->stats->errors[WN_CAUSE_server_error], 1);
     wn_stat_add(WN_PSTAT(p->r.pool, forward_error), 1);
     p->r.failed = true;
-    wn_redis_reply(p, line, n);
+    for (uint32_t i = 0; i < f->r.rsp.n; i++) {
+        const seg_t *sg = &f->r.rsp.v[i];
+        if (wn_segv_push(&p->r.rsp, sg->buf, sg->off, sg->len) < 0) {
+            wn_redis_fail(&p->r, WN_ENOMEM);
+            return;
+        }
+    }
+    wn_req_done(&p->r);
 }
 
 static void answer_array(redis_req_t *p)

@@ -226,7 +226,6 @@ class TestMisbehavingServerSums(AdversarialRedisCase):
                          "DEL answered %r: a negative count no server sent" % (got,))
         px.stop()
 
-    @unittest.expectedFailure  # fixed by the next commit
     def test_04_long_fragment_error_is_replaced_by_a_wrong_cause(self):
         """A part of a split MGET answered with an error line longer than 512
         bytes. Expected: the client gets the server's error line, as it does
