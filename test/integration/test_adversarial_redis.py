@@ -102,6 +102,15 @@ class AdversarialRedisCase(h.ProxyTestCase):
         self.addCleanup(c.close)
         return c
 
+    def split_over(self, a, b):
+        """walnut in front of a and b, a key on each, and a client."""
+        px = self.proxy([a, b], start=False, timeout=5000)
+        ka = self.keys_on(px, a.addr, 1, b"a:")[0]
+        kb = self.keys_on(px, b.addr, 1, b"b:")[0]
+        px.start()
+        self.addCleanup(px.kill)
+        return px, ka, kb, self.raw(px.port(), timeout=10)
+
     def keys_on(self, px, addr, n, prefix):
         """n keys that walnut --locate maps to the server at addr."""
         out, i = [], 0
@@ -209,12 +218,7 @@ class TestMisbehavingServerSums(AdversarialRedisCase):
         big = b":9223372036854775807\r\n"
         a = self.fake(ScriptRedis({b"DEL": big}, name="a"))
         b = self.fake(ScriptRedis({b"DEL": big}, name="b"))
-        px = self.proxy([a, b], start=False, timeout=5000)
-        ka = self.keys_on(px, a.addr, 1, b"a:")[0]
-        kb = self.keys_on(px, b.addr, 1, b"b:")[0]
-        px.start()
-        self.addCleanup(px.kill)
-        c = self.raw(px.port(), timeout=10)
+        px, ka, kb, c = self.split_over(a, b)
         try:
             got = c.call("DEL", ka, kb)
         except AssertionError as e:
@@ -236,12 +240,7 @@ class TestMisbehavingServerSums(AdversarialRedisCase):
         err = b"-ERR " + b"e" * 600 + b"\r\n"
         a = self.fake(ScriptRedis({b"MGET": err, b"GET": err}, name="a"))
         b = self.fake(fakes.FakeRedis(name="b"))
-        px = self.proxy([a, b], start=False, timeout=5000)
-        ka = self.keys_on(px, a.addr, 1, b"a:")[0]
-        kb = self.keys_on(px, b.addr, 1, b"b:")[0]
-        px.start()
-        self.addCleanup(px.kill)
-        c = self.raw(px.port(), timeout=10)
+        px, ka, kb, c = self.split_over(a, b)
         c.send(resp("GET", ka))
         self.assertEqual(c.recv_resp(), err, "the unsplit GET relays the error")
         c.send(resp("MGET", ka, kb))
