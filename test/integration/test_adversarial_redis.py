@@ -14,11 +14,8 @@ Run with Debian's /usr/bin/python3; WALNUT_BIN names the binary:
     WALNUT_BIN=build/walnut /usr/bin/python3 test/integration/test_adversarial_redis.py
 """
 
-import hashlib
 import os
-import re
 import sys
-import threading
 import time
 import unittest
 
@@ -26,24 +23,14 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fakes  # noqa: E402
 import harness as h  # noqa: E402
+import test_hostile  # noqa: E402
 
-HOST = h.HOST
-MiB = 1 << 20
 resp = h.resp
-SANITIZER_RX = re.compile(r"runtime error|AddressSanitizer|ThreadSanitizer")
 
 # A Lua busy wait of `ms` milliseconds (redis-server runs one script at a
 # time: whatever is pipelined behind it on the connection waits meanwhile).
 LUA_WAIT = ("local s = redis.call('TIME') local t0 = s[1] * 1000000 + s[2] "
             "repeat local n = redis.call('TIME') until n[1] * 1000000 + n[2] - t0 > %d * 1000 ")
-
-
-def read_file(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 # ---------------------------------------------------------------------------
@@ -69,11 +56,9 @@ class ScriptRedis(fakes.FakeRedis):
 # ---------------------------------------------------------------------------
 
 
-@unittest.skipIf(h.UNDER_NUTCRACKER, "walnut's own Redis behaviour")
-class AdversarialRedisCase(h.ProxyTestCase):
-
-    def setUp(self):
-        self.tmp = self.tmpdir()
+class AdversarialRedisCase(test_hostile.HostileCase):
+    """test_hostile's fixtures (walnut only, fakes, raw clients, keys_on, the
+    liveness and sanitizer checks), with Redis pools."""
 
     def redis(self, n=1, prefix="r", **kw):
         out = []
@@ -83,24 +68,8 @@ class AdversarialRedisCase(h.ProxyTestCase):
             out.append(r)
         return out
 
-    def fake(self, f):
-        self.addCleanup(f.stop)
-        return f
-
-    def proxy(self, servers, workers=1, start=True, **settings):
-        px = h.Proxy(self.tmp, {"alpha": h.pool(servers, redis=True, **settings)},
-                     workers=workers)
-        if start:
-            px.start()
-            self.addCleanup(px.kill)
-        else:
-            px.write_config()
-        return px
-
-    def raw(self, port, timeout=h.IO_TIMEOUT):
-        c = h.Raw(port, timeout=timeout)
-        self.addCleanup(c.close)
-        return c
+    def proxy(self, servers, **kw):
+        return super().proxy(servers, redis=True, **kw)
 
     def split_over(self, a, b):
         """walnut in front of a and b, a key on each, and a client."""
@@ -110,29 +79,6 @@ class AdversarialRedisCase(h.ProxyTestCase):
         px.start()
         self.addCleanup(px.kill)
         return px, ka, kb, self.raw(px.port(), timeout=10)
-
-    def keys_on(self, px, addr, n, prefix):
-        """n keys that walnut --locate maps to the server at addr."""
-        out, i = [], 0
-        while len(out) < n and i < 20000:
-            cand = [b"%s%d:%s" % (prefix, j, hashlib.md5(b"%d" % j).hexdigest()[:6].encode())
-                    for j in range(i, i + 400)]
-            where = h.walnut_locate(px.conf_path, cand)
-            out += [k for k in cand if where[("alpha", k)][1] == addr]
-            i += 400
-        self.assertGreaterEqual(len(out), n, "not enough keys on %s" % addr)
-        return out[:n]
-
-    def assertAlive(self, px, what=""):
-        if not px.alive():
-            self.fail("%swalnut exited (status %s); log:\n%s" % (
-                what + ": " if what else "", px.proc.returncode, px.log()[-6000:]))
-
-    def assertNoSanitizerReport(self, px):
-        text = read_file(px.log_path) + read_file(px.log_path + ".stdout")
-        bad = [l for l in text.splitlines() if SANITIZER_RX.search(l)]
-        if bad:
-            self.fail("sanitizer report in walnut's output:\n%s" % "\n".join(bad[:20]))
 
 
 class TestLegitimateRepliesRefused(AdversarialRedisCase):
