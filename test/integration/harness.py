@@ -810,9 +810,27 @@ class Raw:
         if got != expected:
             why = " (EOF)" if self.eof and len(got) < len(expected) else \
                   " (timed out)" if len(got) < len(expected) else ""
-            raise AssertionError("%s%s%s" % (what + ": " if what else "",
-                                             describe_mismatch(expected, got), why))
+            rest = self._rest_of_line(got)
+            raise AssertionError("%s%s%s%s" % (what + ": " if what else "",
+                                               describe_mismatch(expected, got), why,
+                                               "\n  the line went on: %s" % show(rest, 200)
+                                               if rest else ""))
         return got
+
+    def _rest_of_line(self, got):
+        """After a mismatch: what followed got up to its line end (waiting at most 1 s),
+        so a failure shows a whole SERVER_ERROR line, not its first bytes."""
+        if b"\r\n" in got or self.eof:
+            return b""
+        end = time.monotonic() + 1.0
+        while b"\r\n" not in self.buf and len(self.buf) < 4096:
+            try:
+                if not self._fill(end):
+                    break
+            except (socket.timeout, OSError):
+                break
+        i = self.buf.find(b"\r\n")
+        return self.buf[:i + 2] if i >= 0 else self.buf[:4096]
 
     def recv_resp(self, timeout=None):
         """The raw bytes of exactly one RESP2 reply; AssertionError on EOF or deadline."""
@@ -1387,7 +1405,29 @@ class ProxyTestCase(unittest.TestCase):
     def start_proxy(self, tmp, pools, workers=1, **kw):
         p = Proxy(tmp, pools, workers=workers, **kw).start()
         self.addCleanup(p.kill)  # runs after the check below (cleanups are LIFO)
+        self.addCleanup(self._log_if_failed, p)  # before the kill; tmp is cleaned after it
         return p
+
+    def _failed_so_far(self):
+        """Whether the test method (or a cleanup before this one) has failed or erred.
+        unittest resets its own success flag around each cleanup, so ask the result."""
+        outcome = getattr(self, "_outcome", None)
+        result = getattr(outcome, "result", None)
+        if result is None:
+            return False
+        return any(t is self for t, _ in list(result.failures) + list(result.errors))
+
+    def _log_if_failed(self, proxy):
+        """When the test has failed so far, the proxy's log tail goes to stderr: a failure
+        seen once in CI can then be read, not guessed at."""
+        if not self._failed_so_far():
+            return
+        rc = proxy.proc.poll() if proxy.proc else None
+        sys.stderr.write("\n--- %s: log of %s (pid %s, %s), last lines ---\n%s\n%s"
+                         "--- end of log ---\n"
+                         % (self.id(), proxy.name, proxy.proc.pid if proxy.proc else "-",
+                            "running" if rc is None else "exit status %s" % rc,
+                            tail(proxy.log_path, 6000), tail(proxy.log_path + ".stdout", 2000)))
 
     def tmpdir(self):
         t = TempDir()
