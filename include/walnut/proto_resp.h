@@ -25,7 +25,8 @@
 #define WN_RESP_MAX_INLINE (64u * 1024u)
 /* "*N\r\n" / "$N\r\n" / ":N\r\n" lines; the longest valid one is 23 bytes */
 #define WN_RESP_MAX_LINE 64u
-/* "+..." / "-..." reply lines, CRLF included */
+/* "+..." / "-..." reply lines returned whole, CRLF included; a longer one
+ * comes in pieces (its text is bounded by max_bulk, as a bulk's is) */
 #define WN_RESP_MAX_TEXT (64u * 1024u)
 /* reply array counts */
 #define WN_RESP_MAX_ELEMS 2147483647u
@@ -46,7 +47,7 @@ typedef struct wn_resp_limits {
     uint64_t max_bulk;   /* requests and replies: largest $N */
     uint32_t max_inline; /* request: most bytes of an inline line before its '\n' */
     uint32_t max_line;   /* longest "*N" "$N" ":N" line, CRLF included (requests, replies) */
-    uint32_t max_text;   /* reply: longest "+..." or "-..." line, CRLF included */
+    uint32_t max_text;   /* reply: longest "+..." or "-..." line returned whole, CRLF included */
     uint32_t max_elems;  /* reply: largest *N */
     uint32_t max_depth;  /* reply: arrays tracked one by one, <= WN_RESP_MAX_DEPTH */
 } wn_resp_limits_t;
@@ -223,6 +224,8 @@ typedef struct wn_resp_rsp_parser {
     uint32_t scanned;
     uint32_t depth;                   /* arrays open, up to lim.max_depth */
     uint64_t deep;                    /* elements still due in arrays opened beyond */
+    char text;                        /* '+' '-': inside a long line returned in pieces */
+    uint64_t text_len;                /* its bytes returned so far */
     uint32_t left[WN_RESP_MAX_DEPTH]; /* elements not yet started, per open array */
 } wn_resp_rsp_parser_t;
 
@@ -237,6 +240,8 @@ typedef struct wn_resp_rsp_tok {
     uint64_t bulk_len;   /* '$' with number >= 0: payload bytes; the caller skips bulk_len + 2 */
     int64_t number;      /* ':' the value; '$' '*' the length (-1: null) */
     wn_resp_span_t text; /* '+' '-': the text after the type byte, without "\r\n" */
+    bool partial;        /* '+' '-': a piece of a long line; more of it follows */
+    bool cont;           /* '+' '-': these bytes continue a line (no type byte) */
 } wn_resp_rsp_tok_t;
 
 /*
@@ -252,6 +257,14 @@ typedef struct wn_resp_rsp_tok {
  * a number that is not strict decimal (no '+', no leading zeros, no "-0"),
  * a negative length other than -1), or WN_ETOOBIG (a line over its limit, a
  * bulk over max_bulk, an array over max_elems). Nesting has no limit.
+ *
+ * A '+' or '-' line longer than max_text is not refused: it comes as a
+ * first piece of max_text - 1 bytes (partial, the type byte included), then
+ * as pieces of whatever bytes are there (partial and cont: no type byte),
+ * and ends with a piece that is cont and not partial, "\r\n" included,
+ * which completes the element like a whole line. Pieces of one line report
+ * the same type and depth; only its last may be done. Its text beyond
+ * max_bulk bytes is WN_ETOOBIG.
  * After an error the stream is lost: close the connection. tok untouched
  * unless > 0.
  */
@@ -260,7 +273,7 @@ int wn_resp_reply_next(wn_resp_rsp_parser_t *p, const char *buf, size_t n, wn_re
 /* True between replies (no array open). */
 static inline bool wn_resp_reply_idle(const wn_resp_rsp_parser_t *p)
 {
-    return p->depth == 0;
+    return p->depth == 0 && p->text == 0;
 }
 
 /* ---- composers --------------------------------------------------------- */

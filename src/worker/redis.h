@@ -112,6 +112,8 @@ typedef struct redis_sconn {
     bool done_after_data;
     char trailer[2];
     bool auth_refused;       /* the server refused walnut's AUTH on this connection */
+    bool text_ok;            /* a long +/- line coming in pieces: what its start said of
+                              * the server's health */
 } redis_sconn_t;
 
 static inline redis_req_t *redis_req(req_t *r)

@@ -1,6 +1,7 @@
 /*
  * worker/redis_server.c: RESP2 replies from a Redis server. Every reply is
- * one RESP value, framed to its end (nested arrays to a bounded depth) and
+ * one RESP value, framed to its end (nested arrays to any depth; a status or
+ * error line too long to hold whole in pieces, as a bulk's bytes) and
  * relayed byte for byte to the request at the head of the connection. RESP
  * has no request ids, so a reply is the head's by position only: bytes where
  * no request waits, and a reply of a type the head's command never answers
@@ -22,6 +23,7 @@ void wn_redis_sconn_reset(sconn_t *sc)
     s->data_left = 0;
     s->done_after_data = false;
     s->auth_refused = false;
+    s->text_ok = true;
 }
 
 void wn_redis_server_read_plan(const sconn_t *sc, uint32_t *keep, uint64_t *ahead)
@@ -167,9 +169,45 @@ static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
     }
 }
 
+/* The client's reply so far goes out while the rest is still to come. */
+static void stream(req_t *r)
+{
+    if (r->kind == REQ_FORWARD && r->client != NULL)
+        wn_client_stream(r->client, r);
+}
+
+/*
+ * More of a long '+' or '-' line that came in pieces: its start went through
+ * take_line's checks, and its bytes go where the start's went (a fragment
+ * keeps an error line or an MGET element; nothing else of a fragment's).
+ */
+static int take_text_piece(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
+                           const wn_resp_rsp_tok_t *tok)
+{
+    redis_req_t *rr = redis_req(r);
+    int rc = 0;
+    if (r->kind == REQ_FORWARD ||
+        (r->kind == REQ_FRAGMENT && ((tok->depth == 0 && rr->error_reply) ||
+                                     (tok->depth == 1 && rr->merge == RMERGE_ARRAY)))) {
+        rc = wn_req_rsp_push(r, b, pos, tok->line_len, false);
+        if (r->kind == REQ_FRAGMENT)
+            item_grew(rr);
+    }
+    s->s.in.pos += tok->line_len;
+    if (rc < 0)
+        return rc;
+    if (tok->done)
+        complete_head(s, s->text_ok);
+    else
+        stream(r);
+    return 0;
+}
+
 static int take_line(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
                      const wn_resp_rsp_tok_t *tok)
 {
+    if (tok->cont)
+        return take_text_piece(s, r, b, pos, tok);
     redis_req_t *rr = redis_req(r);
     const char *line = b->data + pos;
     int rc = 0;
@@ -202,8 +240,12 @@ static int take_line(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
         s->trailer[0] = s->trailer[1] = 0;
         return 0;
     }
-    if (tok->done)
+    if (tok->partial) {
+        s->text_ok = ok; /* for its last piece */
+        stream(r);
+    } else if (tok->done) {
         complete_head(s, ok);
+    }
     return 0;
 }
 
@@ -228,8 +270,7 @@ static int take_data(redis_sconn_t *s, req_t *r, wn_buf_t *b)
     s->s.in.pos += take;
     s->data_left -= take;
     if (s->data_left > 0) {
-        if (r->kind == REQ_FORWARD && r->client != NULL)
-            wn_client_stream(r->client, r);
+        stream(r);
         return 0;
     }
     if (!wn_resp_crlf_ok(s->trailer[0], s->trailer[1]))
@@ -237,8 +278,8 @@ static int take_data(redis_sconn_t *s, req_t *r, wn_buf_t *b)
     if (s->done_after_data) {
         s->done_after_data = false;
         complete_head(s, true);
-    } else if (r->kind == REQ_FORWARD && r->client != NULL) {
-        wn_client_stream(r->client, r);
+    } else {
+        stream(r);
     }
     return 0;
 }

@@ -87,36 +87,50 @@ class TestLegitimateRepliesRefused(AdversarialRedisCase):
     fails whatever other clients have queued on it, and counts a server
     failure, so any client can get a healthy server ejected."""
 
-    @unittest.expectedFailure  # open: a status line over WN_RESP_MAX_TEXT is not streamed
     def test_01_long_status_line_from_a_script_ejects_the_server(self):
         """A script may return a status (or error) line of any length:
         EVAL "return redis.status_reply(string.rep('x', 70000))" 0 makes
         redis-server send a 70,003-byte '+xxx...' line. Expected: relayed as
-        redis-server sends it, and the server stays in the pool. walnut refuses
-        status/error lines over 64 KiB (WN_RESP_MAX_TEXT): the client gets
-        '-ERR Invalid argument', the server connection is closed as if the
+        redis-server sends it, and the server stays in the pool. walnut refused
+        status/error lines over 64 KiB (WN_RESP_MAX_TEXT): the client got
+        '-ERR Invalid argument', the server connection was closed as if the
         server had misbehaved, and with auto_eject_hosts (server_failure_limit
-        2) two such requests from any client eject a healthy server: every
-        other client's GET then answers '-ERR Connection refused' for
-        server_retry_timeout (30 s here)."""
+        2) two such requests from any client ejected a healthy server: every
+        other client's GET then answered '-ERR Connection refused' for
+        server_retry_timeout (30 s here). Now such a line comes through in
+        pieces, as a bulk's bytes do: a status line, an error line, and both
+        inside an array, compared byte for byte with redis-server's own."""
         r = self.redis(1)[0]
-        script = "return redis.status_reply(string.rep('x', 70000))"
+        big = "string.rep('x', 70000)"
+        scripts = ["return redis.status_reply(%s)" % big,
+                   "return redis.error_reply('E' .. %s)" % big,
+                   "return {1, redis.status_reply(%s), {redis.error_reply('F' .. string.rep('y', "
+                   "200000))}, 'tail'}" % big]
+        want = []
         with h.Raw(r.port) as d:
-            want = d.call("EVAL", script, 0)
-        self.assertEqual(want, b"x" * 70000, "redis-server's own answer")
+            for sc in scripts:
+                d.send(resp("EVAL", sc, 0))
+                want.append(d.recv_resp(timeout=10))
+        self.assertEqual(want[0], b"+" + b"x" * 70000 + b"\r\n", "redis-server's own answer")
+        self.assertEqual(want[1], b"-ERR E" + b"x" * 70000 + b"\r\n", "redis-server's own answer")
+        self.assertEqual(len(want[2]), 4 + 4 + 70003 + 4 + 200008 + 10, "redis-server's own answer")
         r.call("SET", "other", "fine")
         px = self.proxy([r], timeout=5000, auto_eject_hosts=True, server_failure_limit=2,
                         server_retry_timeout=30000)
         c = self.raw(px.port())
-        got = [c.call("EVAL", script, 0) for _ in range(3)]
+        got = []
+        for sc in scripts:
+            c.send(resp("EVAL", sc, 0))
+            got.append(c.recv_resp(timeout=10))
         time.sleep(0.5)
         other = self.raw(px.port())
         after = other.call("GET", "other")
         self.assertAlive(px)
         self.assertEqual(after, b"fine",
-                         "another client's GET after 3 long status replies (walnut's replies "
+                         "another client's GET after the long lines (walnut's replies "
                          "to them: %s)" % [bytes(g[:40]) for g in got])
-        self.assertEqual(got, [want] * 3, "the status line as redis-server sent it")
+        for i, (g, w) in enumerate(zip(got, want)):
+            self.assertEqual(g, w, "script %d's reply as redis-server sent it" % i)
         px.stop()
 
     def test_02_deep_script_reply_fails_another_clients_executed_request(self):
@@ -191,6 +205,26 @@ class TestMisbehavingServerSums(AdversarialRedisCase):
         self.assertEqual(c.recv_resp(), err, "the unsplit GET relays the error")
         c.send(resp("MGET", ka, kb))
         self.assertEqual(c.recv_resp(), err, "the split MGET's answer")
+        px.stop()
+
+    def test_05_split_error_line_in_pieces(self):
+        """A part's error line over 64 KiB (WN_RESP_MAX_TEXT) comes in pieces,
+        as a bulk's bytes do: MGET, DEL and MSET split over two servers answer
+        the whole line, as the unsplit GET does; the connections stay usable and
+        the other server's part is not mixed in."""
+        err = b"-ERR " + b"e" * 200000 + b"\r\n"
+        a = self.fake(ScriptRedis({b"MGET": err, b"GET": err, b"DEL": err, b"MSET": err},
+                                  name="a"))
+        b = self.fake(fakes.FakeRedis(name="b"))
+        px, ka, kb, c = self.split_over(a, b)
+        c.send(resp("GET", ka))
+        self.assertEqual(c.recv_resp(), err, "the unsplit GET relays the error")
+        for cmd in (("MGET", ka, kb), ("DEL", ka, kb), ("MSET", ka, "1", kb, "2")):
+            c.send(resp(*cmd))
+            self.assertEqual(c.recv_resp(), err, "the split %s's answer" % cmd[0])
+        self.assertEqual(c.call("SET", kb, "v"), b"OK")
+        self.assertEqual(c.call("GET", kb), b"v")
+        self.assertAlive(px)
         px.stop()
 
 

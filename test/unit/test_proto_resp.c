@@ -268,6 +268,7 @@ typedef struct req_case {
 #define D10 "1111111111"
 #define D70 D10 D10 D10 D10 D10 D10 D10
 #define X10 "xxxxxxxxxx"
+#define X40 X10 X10 X10 X10
 #define X50 X10 X10 X10 X10 X10
 #define X200 X50 X50 X50 X50
 #define X128 X50 X50 X10 X10 "xxxxxxxx"
@@ -748,7 +749,9 @@ static void test_request_errors(void **state)
  * The trace of a reply stream: each line as <depth><type><value>, a '$'
  * payload after ':', '.' when it completed a reply; "!EPROTO" "!ETOOBIG"
  * for errors, "!TRAILER" when a payload is not followed by "\r\n", "?" when
- * the stream ends mid-line or mid-payload.
+ * the stream ends mid-line or mid-payload. A '+' or '-' line that comes in
+ * pieces (over lim's max_text) is traced once, whole, at its last piece: the
+ * trace is the same as with a limit it fits in.
  */
 static void play_rsp(const char *in, size_t len, const wn_resp_limits_t *lim, size_t first,
                      size_t step, trace_t *t)
@@ -758,6 +761,10 @@ static void play_rsp(const char *in, size_t len, const wn_resp_limits_t *lim, si
     wn_resp_rsp_parser_init(p, lim);
     reveal_t r = {len, WN_MIN(first, len), step};
     size_t pos = 0;
+    char text[4096]; /* a long line's text so far, and its type and depth */
+    size_t ntext = 0;
+    char text_type = 0;
+    uint32_t text_depth = 0;
     memset(t, 0, sizeof(*t));
     for (;;) {
         char *b = exact_copy(in + pos, r.vis - pos);
@@ -773,7 +780,8 @@ static void play_rsp(const char *in, size_t len, const wn_resp_limits_t *lim, si
             }
             break;
         }
-        tr_sep(t);
+        if (rc < 0 || !(tok.partial || tok.cont))
+            tr_sep(t); /* a long line's: at its last piece */
         if (rc < 0) {
             free(b);
             assert_true(rc == WN_EPROTO || rc == WN_ETOOBIG);
@@ -783,6 +791,33 @@ static void play_rsp(const char *in, size_t len, const wn_resp_limits_t *lim, si
         }
         assert_int_equal(rc, tok.line_len);
         assert_int_equal(tok.done, wn_resp_reply_idle(p) && !(tok.type == '*' && tok.number > 0));
+        if (tok.partial || tok.cont) {
+            /* a piece of a long line: the same type and depth throughout */
+            assert_true(tok.type == '+' || tok.type == '-');
+            assert_int_equal(tok.cont, text_type != 0);
+            assert_true(!tok.cont || (tok.type == text_type && tok.depth == text_depth));
+            assert_int_equal(tok.text.off, tok.cont ? 0 : 1);
+            assert_int_equal(tok.text.len, tok.line_len - tok.text.off - (tok.partial ? 0 : 2));
+            assert_true(!tok.partial || !tok.done);
+            assert_true(ntext + tok.text.len <= sizeof text);
+            memcpy(text + ntext, b + tok.text.off, tok.text.len);
+            ntext += tok.text.len;
+            text_type = tok.type;
+            text_depth = tok.depth;
+            free(b);
+            pos += (size_t)rc;
+            if (tok.partial)
+                continue;
+            tr_sep(t);
+            tr_add(t, "%u%c", tok.depth, tok.type);
+            tr_bytes(t, text, ntext);
+            ntext = 0;
+            text_type = 0;
+            if (tok.done)
+                tr_add(t, ".");
+            continue;
+        }
+        assert_int_equal(text_type, 0);
         tr_add(t, "%u%c", tok.depth, tok.type);
         if (tok.type == '+' || tok.type == '-') {
             assert_int_equal(tok.text.off, 1);
@@ -923,6 +958,51 @@ static void test_reply_golden(void **state)
     }
 }
 
+/* Long '+' and '-' lines under the smallest max_text (32): in pieces, traced
+ * as whole lines, at every split point; where a long line breaks the rules. */
+static const rsp_case_t long_text_cases[] = {
+    {IN("+" X40 "\r\n"), "0+" X40 "."},
+    {IN("-ERR " X40 X40 X40 "\r\n:1\r\n"), "0-ERR " X40 X40 X40 ". 0:1."},
+    {IN("+" X40 "x\r\n"), "0+" X40 "x."},
+    {IN("*3\r\n+" X40 "\r\n*1\r\n-" X40 "\r\n$1\r\na\r\n"), "0*3 1+" X40 " 1*1 2-" X40 " 1$1:a."},
+    {IN("+" X40), "?"},
+    {IN("+" X40 "\r"), "?"},
+    {IN("+" X40 "\rx\r\n"), "!EPROTO"},
+    {IN("+" X40 "\nx\r\n"), "!EPROTO"},
+    {IN("-" X40 "\n"), "!EPROTO"},
+    {IN("+" X40 "\r\r\n"), "!EPROTO"},
+};
+
+static int run_rsp(const char *s, size_t len, const wn_resp_limits_t *lim, uint32_t *deepest,
+                   size_t *replies);
+
+static void test_reply_long_text(void **state)
+{
+    (void)state;
+    wn_resp_limits_t lim = {.max_text = WN_RESP_LINE_MIN};
+    for (size_t i = 0; i < WN_ARRAY_SIZE(long_text_cases); i++) {
+        const rsp_case_t *c = &long_text_cases[i];
+        trace_t t;
+        play_rsp(c->in, c->len, NULL, c->len, 0, &t); /* whole: the default limit */
+        assert_trace(&t, c->trace, c->in, c->len);
+        for (size_t k = 0; k <= c->len; k++) {
+            play_rsp(c->in, c->len, &lim, k, 0, &t);
+            assert_trace(&t, c->trace, c->in, c->len);
+        }
+        play_rsp(c->in, c->len, &lim, 0, 1, &t);
+        assert_trace(&t, c->trace, c->in, c->len);
+    }
+    /* the text of a line in pieces is bounded as a bulk's is: max_bulk bytes */
+    uint32_t deepest;
+    size_t replies;
+    wn_resp_limits_t small = {.max_text = WN_RESP_LINE_MIN, .max_bulk = 40};
+    static const char at[] = "+" X40 "\r\n", over[] = "-" X40 "x\r\n";
+    assert_int_equal(run_rsp(at, sizeof at - 1, &small, &deepest, &replies), 12);
+    assert_int_equal(replies, 1);
+    assert_int_equal(run_rsp(over, sizeof over - 1, &small, &deepest, &replies), WN_ETOOBIG);
+    assert_int_equal(run_rsp(over, sizeof over - 3, &small, &deepest, &replies), WN_ETOOBIG);
+}
+
 static void test_reply_split(void **state)
 {
     (void)state;
@@ -1020,7 +1100,8 @@ static void test_reply_limits(void **state)
     assert_int_equal(replies, 1);
     assert_int_equal(run_rsp("$11\r\n", 5, &lim, &deepest, &replies), WN_ETOOBIG);
 
-    /* text lines: max_text bytes with "\r\n" */
+    /* text lines: max_text bytes with "\r\n" come whole; one more byte and
+     * the line comes in pieces (test_reply_long_text) */
     char line[40];
     memset(line, 'x', sizeof line);
     line[0] = '+';
@@ -1029,9 +1110,13 @@ static void test_reply_limits(void **state)
     memset(line, 'x', sizeof line);
     line[0] = '-';
     memcpy(line + 31, "\r\n", 2);
-    assert_int_equal(run_rsp(line, 33, &lim, &deepest, &replies), WN_ETOOBIG);
     assert_int_equal(run_rsp(line, 30, &lim, &deepest, &replies), WN_EAGAIN);
-    assert_int_equal(run_rsp(line, 31, &lim, &deepest, &replies), WN_ETOOBIG);
+    wn_resp_limits_t text_lim = {.max_text = 32}; /* (lim's max_bulk 10 bounds the pieces) */
+    assert_int_equal(run_rsp(line, 31, &text_lim, &deepest, &replies), 31); /* a first piece */
+    assert_int_equal(replies, 0);
+    assert_int_equal(run_rsp(line, 33, &text_lim, &deepest, &replies), 2); /* the last piece */
+    assert_int_equal(replies, 1);
+    assert_int_equal(run_rsp(line, 33, &lim, &deepest, &replies), WN_ETOOBIG);
 
     /* resolve: 0 means the default, small lines are raised */
     wn_resp_limits_t d = wn_resp_limits_resolve(NULL);
@@ -1184,13 +1269,14 @@ static void test_arity_error(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_golden), cmocka_unit_test(test_request_split),
-        cmocka_unit_test(test_request_limits), cmocka_unit_test(test_request_resume),
-        cmocka_unit_test(test_inline_args),    cmocka_unit_test(test_request_errors),
-        cmocka_unit_test(test_reply_golden),   cmocka_unit_test(test_reply_split),
-        cmocka_unit_test(test_reply_limits),   cmocka_unit_test(test_reply_resume),
-        cmocka_unit_test(test_compose),        cmocka_unit_test(test_compose_roundtrip),
-        cmocka_unit_test(test_arity_error),    cmocka_unit_test(test_request_unauth),
+        cmocka_unit_test(test_request_golden),    cmocka_unit_test(test_request_split),
+        cmocka_unit_test(test_request_limits),    cmocka_unit_test(test_request_resume),
+        cmocka_unit_test(test_inline_args),       cmocka_unit_test(test_request_errors),
+        cmocka_unit_test(test_reply_golden),      cmocka_unit_test(test_reply_split),
+        cmocka_unit_test(test_reply_long_text),   cmocka_unit_test(test_reply_limits),
+        cmocka_unit_test(test_reply_resume),      cmocka_unit_test(test_compose),
+        cmocka_unit_test(test_compose_roundtrip), cmocka_unit_test(test_arity_error),
+        cmocka_unit_test(test_request_unauth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
