@@ -178,6 +178,7 @@ struct req {
     uint64_t start_us;  /* received (latency) */
     uint64_t out_bytes; /* bytes of `out` */
     uint64_t acct;      /* bytes counted in the client's held total (root requests) */
+    uint64_t waiting;   /* bytes counted in its server's `waiting` (wn_server_enqueue) */
     uint32_t rsp_sent;  /* segments of rsp already written to the client (streaming) */
     segv_t out;         /* bytes for the server */
     segv_t rsp;         /* bytes for the client */
@@ -233,6 +234,10 @@ void wn_req_reply(req_t *r, const char *text, size_t len);
 void wn_req_detach(req_t *r);
 /* The request bytes were written to the server: release them unless kept. */
 void wn_req_out_written(req_t *r);
+
+/* r's bytes no longer wait for its server: its socket took them, or r left
+ * the queue unsent. */
+void wn_req_not_waiting(req_t *r);
 void wn_req_free_all(wn_worker_t *w);
 
 /* ---- server connections (server.c) ---------------------------------------- */
@@ -322,6 +327,9 @@ struct server_rt {
     wn_conf_t *retired_conf;         /* retired: a reference to the configuration its conf
                                         points into */
     server_rt_t *retired_next;       /* the worker's list of retired servers */
+    uint64_t waiting;                /* bytes queued for it that its sockets have not
+                                        taken, whoever sent them (clients that left too) */
+    bool over_warned;                /* `waiting` went over its bound: said so once */
 };
 
 /* ---- pools (pool.c, listen.c) ---------------------------------------------- */

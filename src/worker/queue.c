@@ -49,8 +49,37 @@ static void queue_stats(req_t *r, int64_t dir)
     }
 }
 
+/*
+ * A client's bytes count against it until the server's socket takes them;
+ * but a client may leave, or half-close and wait, and another come. So a
+ * server also bounds what waits for it, whoever sent it: past the pool's
+ * client_buffer_limit (a server that has stopped reading), requests for it
+ * are refused at once, until it reads again.
+ */
+static bool over_bound(server_rt_t *s)
+{
+    pool_rt_t *p = s->pool;
+    if (s->waiting <= p->buffer_limit) {
+        if (s->over_warned) {
+            s->over_warned = false;
+            wn_log_notice("pool '%s': server %s reads again: taking requests for it", p->conf->name,
+                          s->conf->name);
+        }
+        return false;
+    }
+    if (!s->over_warned) {
+        s->over_warned = true;
+        wn_log_warn("pool '%s': server %s has not taken %llu bytes queued for it (over "
+                    "client_buffer_limit): refusing requests for it until it reads",
+                    p->conf->name, s->conf->name, (unsigned long long)s->waiting);
+    }
+    return true;
+}
+
 int wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
 {
+    if (over_bound(s))
+        return WN_ENOMEM;
     sconn_t *c = wn_server_conn(s, slot);
     if (c == NULL)
         return WN_ENOMEM;
@@ -66,6 +95,8 @@ int wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
     if (c->unsent == NULL)
         c->unsent = r;
     c->nqueued++;
+    r->waiting = r->out_bytes;
+    s->waiting += r->waiting;
     queue_stats(r, 1);
     /* CONNECTING: on_connect marks it; CLOSING: the close callback does. */
     if (c->state == SCONN_IDLE || c->state == SCONN_CONNECTED)
@@ -109,6 +140,7 @@ static void sconn_unlink(sconn_t *c, bool answered)
         c->unsent = c->head;
     r->snext = NULL;
     r->conn = NULL;
+    wn_req_not_waiting(r);
     c->nqueued--;
     if (r->kind != REQ_INTERNAL) {
         queue_stats(r, -1);

@@ -185,8 +185,18 @@ int wn_req_out_scratch(req_t *r, const char *data, size_t len)
     return rc;
 }
 
+void wn_req_not_waiting(req_t *r)
+{
+    if (r->waiting == 0)
+        return;
+    server_rt_t *s = r->server;
+    s->waiting -= WN_MIN(r->waiting, s->waiting);
+    r->waiting = 0;
+}
+
 void wn_req_out_written(req_t *r)
 {
+    wn_req_not_waiting(r);
     if (r->keep_out)
         return;
     account(r, -(int64_t)r->out_bytes);
