@@ -1162,6 +1162,25 @@ class TestBackendMisbehaviour(HostileCase):
         self.assertAlive(px)
         px.stop()
 
+    def stalled_beside_live(self, nkeys, prefix):
+        """A server that stops reading at its first storage command, a memcached beside
+        it, walnut in front (client_buffer_limit 8 MiB): the fake, the proxy, nkeys keys
+        on the fake, a key on memcached set to "ok", and growth() (peak RSS since now)."""
+        fake = self.fake(fakes.StallingBackend())
+        mc = self.memcached(1)[0]
+        px = self.proxy([fake, mc], start=False, client_buffer_limit=8 * MiB)
+        keys = self.keys_on(px, fake.addr, nkeys, prefix)
+        other = self.keys_on(px, mc.addr, 1, b"ok:")[0]
+        px.start()
+        self.addCleanup(px.kill)
+        h.mc_command(px.port(), b"set %s 0 0 2\r\nok\r\n" % other, expect=b"STORED\r\n")
+        base = h.rss(px.pid)
+        have_peak = h.reset_peak(px.pid)
+
+        def growth():
+            return (h.proc_status(px.pid, "VmHWM") if have_peak else h.rss(px.pid)) - base
+        return fake, px, keys, other, growth
+
     def test_16_stalled_server_writes_are_bounded(self):
         """Defect 16: a server that stops reading (no timeout set): the sets walnut
         queues for it count against the client's client_buffer_limit, so walnut stops
@@ -1169,18 +1188,9 @@ class TestBackendMisbehaviour(HostileCase):
         get answered by a live server, whose replies woke the client (before: every set
         read and queued, ~150 MiB). Another client is served meanwhile; once the server
         reads again every request is answered, in order."""
-        fake = self.fake(fakes.StallingBackend())
-        mc = self.memcached(1)[0]
-        px = self.proxy([fake, mc], start=False, client_buffer_limit=8 * MiB)
         n = 160 if not sanitized() else 40
-        keys = self.keys_on(px, fake.addr, n, b"st:")
-        other = self.keys_on(px, mc.addr, 1, b"ok:")[0]
-        px.start()
-        self.addCleanup(px.kill)
+        fake, px, keys, other, growth = self.stalled_beside_live(n, b"st:")
         port = px.port()
-        h.mc_command(port, b"set %s 0 0 2\r\nok\r\n" % other, expect=b"STORED\r\n")
-        base = h.rss(px.pid)
-        have_peak = h.reset_peak(px.pid)
         values = [(b"%08d" % i) * (MiB // 8) for i in range(n)]
         s = self.sock(port, timeout=120)
         sent = threading.Event()
@@ -1197,11 +1207,6 @@ class TestBackendMisbehaviour(HostileCase):
         t.start()
         self.addCleanup(t.join, 5)
         h.wait_until(lambda: fake.stalled >= 1, deadline=20, what="the server stalled")
-
-        def growth():
-            cur = h.proc_status(px.pid, "VmHWM") if have_peak else h.rss(px.pid)
-            return cur - base
-
         # Wait until walnut has taken all it will: the sender is done, or RSS has
         # not moved for 1.5 s.
         last, still_since, end = growth(), time.monotonic(), time.monotonic() + 30
@@ -1249,18 +1254,9 @@ class TestBackendMisbehaviour(HostileCase):
         SERVER_ERROR at once; twice as many clients add (almost) nothing; other
         servers are served; once the server reads again it gets what was queued and
         takes requests again."""
-        fake = self.fake(fakes.StallingBackend())
-        mc = self.memcached(1)[0]
-        px = self.proxy([fake, mc], start=False, client_buffer_limit=8 * MiB)
         clients = 20 if not sanitized() else 8
-        keys = self.keys_on(px, fake.addr, clients * 6 + 2, b"lv:")
-        other = self.keys_on(px, mc.addr, 1, b"ok:")[0]
-        px.start()
-        self.addCleanup(px.kill)
+        fake, px, keys, other, growth = self.stalled_beside_live(clients * 6 + 2, b"lv:")
         port = px.port()
-        h.mc_command(port, b"set %s 0 0 2\r\nok\r\n" % other, expect=b"STORED\r\n")
-        base = h.rss(px.pid)
-        have_peak = h.reset_peak(px.pid)
         value = b"v" * MiB
 
         def round_of_clients(first):
@@ -1277,7 +1273,7 @@ class TestBackendMisbehaviour(HostileCase):
                                  what="the server stalled")
             time.sleep(0.5)
             self.assertAlive(px)
-            return (h.proc_status(px.pid, "VmHWM") if have_peak else h.rss(px.pid)) - base
+            return growth()
 
         g1 = round_of_clients(0)
         g2 = round_of_clients(clients)
