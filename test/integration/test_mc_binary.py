@@ -468,6 +468,7 @@ class BinarySuite:
 
     def setUp(self):
         self.assertProxyAlive()
+        self.addCleanup(self._log_if_failed, self.proxy)  # the class's proxy, on failure
         for b in self.backends + [self.ref]:
             if not b.running():
                 b.start()
@@ -1076,6 +1077,7 @@ class TestBinaryExactBytes(h.ProxyTestCase):
             cls.tmp.cleanup()
 
     def setUp(self):
+        self.addCleanup(self._log_if_failed, self.proxy)  # the class's proxy, on failure
         for f in self.fakes:
             f.clear()
             with f.lock:

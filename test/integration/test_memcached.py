@@ -113,6 +113,7 @@ class MemcachedSuite:
 
     def setUp(self):
         self.assertProxyAlive()
+        self.addCleanup(self._log_if_failed, self.proxy)  # the class's proxy, on failure
         for b in self.backends:
             if not b.running():
                 b.start()

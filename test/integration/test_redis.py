@@ -209,6 +209,7 @@ class TestRedis(RedisCase):
 
     def setUp(self):
         self.assertProxyAlive()
+        self.addCleanup(self._log_if_failed, self.proxy)  # the class's proxy, on failure
         for b in self.backends:
             if not b.running():
                 b.start()

@@ -91,6 +91,7 @@ class TestRedisClients(h.ProxyTestCase):
     def setUp(self):
         if not self.proxy.alive():
             self.fail("walnut is not running; log:\n%s" % self.proxy.log())
+        self.addCleanup(self._log_if_failed, self.proxy)  # the class's proxy, on failure
         for b in self.backends + [self.direct]:
             b.call("FLUSHALL", db=None)
             b.call("FLUSHALL", db=3) if b.password is None else None
