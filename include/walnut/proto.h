@@ -169,6 +169,7 @@ typedef struct wn_mc_stream {
     bool want_arg;          /* gat/gats: the exptime token is next */
     bool nul;               /* a NUL ended the content: the rest up to "\n" is not read */
     bool ended;             /* the line's "\n" was taken: verdict is final */
+    bool skip;              /* the rest of a long exptime token, judged by its start */
     int32_t exptime;        /* gat/gats, once read */
     uint32_t nkeys;         /* keys handed out so far */
     uint32_t max_keys;

@@ -94,6 +94,16 @@ int wn_mc_stream_take(wn_mc_stream_t *s, const char *buf, size_t n, wn_mc_span_t
             break;
         }
         char c = buf[i];
+        if (s->skip) {
+            /* on to the token's end (as below), taking what is passed */
+            while (i < len && buf[i] != ' ' && buf[i] != '\n' && buf[i] != '\0' &&
+                   !(buf[i] == '\r' && (i + 1 == len || buf[i + 1] == '\n')))
+                i++;
+            if (i == len || (buf[i] == '\r' && i + 1 == len))
+                return (int)i;
+            s->skip = false;
+            continue;
+        }
         if (c == ' ') {
             i++;
             continue;
@@ -123,9 +133,17 @@ int wn_mc_stream_take(wn_mc_stream_t *s, const char *buf, size_t n, wn_mc_span_t
         if (i == len || (buf[i] == '\r' && i + 1 == len)) {
             /* Cut by the end of what arrived: taken later, whole, unless it
              * is too long to be a key (or an exptime) already. */
+            if (i - t > WN_MC_KEY_MAX && s->want_arg) {
+                /* An exptime is decided by its start (memcached's strtol
+                 * stops at the first white-space byte, "-1\r...", and the
+                 * rest of the token is not looked at): judge what came,
+                 * pass over the rest. */
+                token(s, buf + t, i - t, t, keys, nkeys);
+                s->skip = true;
+                continue;
+            }
             if (i - t > WN_MC_KEY_MAX) {
-                s->verdict = s->want_arg ? WN_MC_REPLY_BAD_EXPTIME : WN_MC_REPLY_BAD_FORMAT;
-                s->want_arg = false;
+                s->verdict = WN_MC_REPLY_BAD_FORMAT;
                 continue;
             }
             return (int)t;
