@@ -75,6 +75,16 @@ static void token(wn_mc_stream_t *s, const char *t, uint32_t len, uint32_t off,
     s->nkeys++;
 }
 
+/* Where the token at i ends: at a space, NUL, "\n", or a "\r" right before
+ * "\n" (or at the end of what arrived, where a "\r" waits for the next byte). */
+static uint32_t token_end(const char *buf, uint32_t i, uint32_t len)
+{
+    while (i < len && buf[i] != ' ' && buf[i] != '\n' && buf[i] != '\0' &&
+           !(buf[i] == '\r' && (i + 1 == len || buf[i + 1] == '\n')))
+        i++;
+    return i;
+}
+
 int wn_mc_stream_take(wn_mc_stream_t *s, const char *buf, size_t n, wn_mc_span_t *keys,
                       uint32_t *nkeys)
 {
@@ -95,10 +105,8 @@ int wn_mc_stream_take(wn_mc_stream_t *s, const char *buf, size_t n, wn_mc_span_t
         }
         char c = buf[i];
         if (s->skip) {
-            /* on to the token's end (as below), taking what is passed */
-            while (i < len && buf[i] != ' ' && buf[i] != '\n' && buf[i] != '\0' &&
-                   !(buf[i] == '\r' && (i + 1 == len || buf[i + 1] == '\n')))
-                i++;
+            /* on to the token's end, taking what is passed */
+            i = token_end(buf, i, len);
             if (i == len || (buf[i] == '\r' && i + 1 == len))
                 return (int)i;
             s->skip = false;
@@ -125,11 +133,8 @@ int wn_mc_stream_take(wn_mc_stream_t *s, const char *buf, size_t n, wn_mc_span_t
                 continue;
             }
         }
-        /* A token: up to a space, NUL, "\n", or a "\r" right before "\n". */
         uint32_t t = i;
-        while (i < len && buf[i] != ' ' && buf[i] != '\n' && buf[i] != '\0' &&
-               !(buf[i] == '\r' && (i + 1 == len || buf[i + 1] == '\n')))
-            i++;
+        i = token_end(buf, i, len);
         if (i == len || (buf[i] == '\r' && i + 1 == len)) {
             /* Cut by the end of what arrived: taken later, whole, unless it
              * is too long to be a key (or an exptime) already. */

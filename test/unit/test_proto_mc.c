@@ -1580,6 +1580,41 @@ static void test_stream_matches_whole_line(void **state)
     }
 }
 
+/* A gat exptime token longer than a key, cut by the end of what arrived, is
+ * judged by its start as when the line is whole (memcached's strtol stops at
+ * the first white-space byte): "-1\r<300 bytes>" is -1, "12\v<300>" is 12,
+ * 300 digits are out of range; the keys after it are the same. */
+static void test_stream_long_exptime_cut(void **state)
+{
+    (void)state;
+    static const char *starts[] = {"-1\r", "12\v", "7\t", "9", "x"};
+    char line[1024];
+    for (size_t e = 0; e < sizeof(starts) / sizeof(starts[0]); e++) {
+        size_t n = (size_t)sprintf(line, "gats %s", starts[e]);
+        size_t tok = 5;
+        memset(line + n, e == 3 ? '1' : 'q', 300);
+        n += 300;
+        n += (size_t)sprintf(line + n, " alpha beta\r\n");
+        char wkeys[8192];
+        size_t wlen;
+        uint32_t wn;
+        int32_t wexp;
+        wn_mc_reply_t wv = whole_line(line, n, wkeys, &wlen, &wn, &wexp);
+        assert_int_equal(wv, e < 3 ? WN_MC_REPLY_NONE : WN_MC_REPLY_BAD_EXPTIME);
+        for (size_t cut = tok + 1; cut < tok + 310; cut++) {
+            size_t cuts[2] = {cut, cut + 1};
+            streamed_t sv;
+            stream_line(line, n, cuts, 2, 10, &sv);
+            if (sv.verdict != wv || sv.nkeys != wn || sv.keys_len != wlen ||
+                memcmp(sv.keys, wkeys, wlen) != 0)
+                fail_msg("start %zu cut %zu: whole %d (%u keys), streamed %d (%u keys)", e, cut,
+                         (int)wv, wn, (int)sv.verdict, sv.nkeys);
+            if (wv == WN_MC_REPLY_NONE)
+                assert_int_equal(sv.exptime, wexp);
+        }
+    }
+}
+
 /* Every byte a piece of its own; and the bound on keys. */
 static void test_stream_bytewise_and_bound(void **state)
 {
@@ -1635,6 +1670,7 @@ int main(void)
         cmocka_unit_test(test_stats_args),
         cmocka_unit_test(test_stream_matches_whole_line),
         cmocka_unit_test(test_stream_bytewise_and_bound),
+        cmocka_unit_test(test_stream_long_exptime_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
