@@ -9,7 +9,8 @@
  * collected element by element (MGET) or by value (DEL's integer, MSET's
  * +OK) for redis_merge.c. A new connection first sends AUTH <redis_auth>
  * and SELECT <redis_db>; their replies are checked. -LOADING and
- * -MASTERDOWN are relayed and count as server failures. Worker thread only.
+ * -MASTERDOWN are relayed and count as server failures (unless a script
+ * returned them). Worker thread only.
  */
 #include "redis.h"
 
@@ -222,7 +223,9 @@ static int take_line(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
         if (tok->depth == 0 && rr->reply_type != 0 && tok->type != rr->reply_type &&
             tok->type != '-')
             return WN_EPROTO;
+        /* A script's error is whatever the script said: not the server's. */
         if (tok->depth == 0 && tok->type == '-' &&
+            (rr->cmd == NULL || rr->cmd->cls != WN_RCMD_SCRIPT) &&
             (starts(line + 1, tok->line_len - 1, "LOADING") ||
              starts(line + 1, tok->line_len - 1, "MASTERDOWN"))) {
             /* Relayed as the server said it; health hears of it. */

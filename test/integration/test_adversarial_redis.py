@@ -14,6 +14,7 @@ Run with Debian's /usr/bin/python3; WALNUT_BIN names the binary:
     WALNUT_BIN=build/walnut /usr/bin/python3 test/integration/test_adversarial_redis.py
 """
 
+import json
 import os
 import sys
 import time
@@ -227,6 +228,49 @@ class TestMisbehavingServerSums(AdversarialRedisCase):
         self.assertAlive(px)
         px.stop()
 
+
+class TestClientsCannotFailServers(AdversarialRedisCase):
+
+    def test_06_script_error_replies_do_not_count_against_the_server(self):
+        """A real -LOADING or -MASTERDOWN reply says the server cannot serve
+        now, and walnut counts it as a server failure. But a script may
+        return any error line: EVAL "return redis.error_reply('LOADING x')"
+        makes a healthy redis-server answer '-LOADING x'. walnut counted those
+        too, so with auto_eject_hosts (server_failure_limit 2) three such
+        EVALs from any client ejected a healthy server: another client's GET
+        of a key on it answered nil (the key moved to the other server).
+        Expected: the script's error relayed, nothing counted, the server
+        kept (EVAL, EVALSHA and FCALL alike)."""
+        a, b = self.redis(2)
+        px = self.proxy([a, b], start=False, timeout=5000, auto_eject_hosts=True,
+                        server_failure_limit=2, server_retry_timeout=30000)
+        ka = self.keys_on(px, a.addr, 1, b"victim:")[0]
+        px.start()
+        self.addCleanup(px.kill)
+        a.call("SET", ka, "precious")
+        sha = a.call("SCRIPT", "LOAD", "return redis.error_reply('MASTERDOWN y')").decode()
+        a.call("FUNCTION", "LOAD", "#!lua name=wlib\nredis.register_function('loading', "
+               "function() return redis.error_reply('LOADING z') end)")
+        good = self.raw(px.port(), timeout=10)
+        self.assertEqual(good.call("GET", ka), b"precious")
+        hostile = self.raw(px.port(), timeout=10)
+        for cmd, want in ((("EVAL", "return redis.error_reply('LOADING x')", 1, ka),
+                           b"-LOADING x\r\n"),
+                          (("EVALSHA", sha, 1, ka), b"-MASTERDOWN y\r\n"),
+                          (("FCALL", "loading", 1, ka), b"-LOADING z\r\n")):
+            for _ in range(3):
+                hostile.send(resp(*cmd))
+                self.assertEqual(hostile.recv_resp(), want, "%s's reply, relayed" % cmd[0])
+        time.sleep(0.5)  # control hears of failures asynchronously
+        self.assertEqual(good.call("GET", ka), b"precious",
+                         "another client's GET of a key on the server the scripts ran on")
+        with h.Raw(px.stats_port, timeout=10) as st:
+            st.send(b"GET /stats HTTP/1.0\r\n\r\n")
+            body = st.recv_until_closed().split(b"\r\n\r\n", 1)[1]
+        pool = json.loads(body)[next(iter(px.pools))]
+        self.assertEqual(pool["server_ejects"], 0, "ejections in walnut's stats")
+        self.assertAlive(px)
+        px.stop()
 
 if __name__ == "__main__":
     h.main()

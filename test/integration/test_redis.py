@@ -670,7 +670,7 @@ class TestRedis(RedisCase):
         self.assertEqual(counts, [0, 0, 0])
 
     def test_one_server_commands_refused_across_servers(self):
-        """MSETNX, RENAME, RENAMENX, SMOVE-like commands whose keys are on two
+        """MSETNX, RENAME, RENAMENX, BITOP, LCS (twemproxy refuses them) with keys on two
         servers: a clear -ERR and nothing sent; under one hash tag: they run."""
         a, b = self.key_per_backend(1)[:2]
         mons = [m for m in (x.monitor() for x in self.backends)]
