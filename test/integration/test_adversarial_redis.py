@@ -3,12 +3,11 @@
 Redis path (RESP from clients, replies from servers, split/merge, local
 commands, the client_buffer_limit accounting of bytes queued for a server).
 
-Each test is a minimal reproducer: it failed on 3fc1c73, the code it was
-written against, and its docstring says what it expects and what walnut did
-instead. test_02 to test_04 now guard their fixes; test_01 is a defect still
-open, marked expectedFailure (an unexpected pass fails the run, so the mark
-is dropped when it is fixed). Misbehaving servers are small fakes defined here (subclasses of
-fakes.FakeRedis); everything else is a real redis-server.
+Each test is a minimal reproducer: it failed on the code it was written
+against (test_01 to test_04: 3fc1c73; test_05: bd06498~1; test_06: 9d2cf8f),
+and its docstring says what it expects and what walnut did instead. Each now
+guards its fix. Misbehaving servers are small fakes defined here (subclasses
+of fakes.FakeRedis); everything else is a real redis-server.
 
 Run with Debian's /usr/bin/python3; WALNUT_BIN names the binary:
     WALNUT_BIN=build/walnut /usr/bin/python3 test/integration/test_adversarial_redis.py
