@@ -303,8 +303,10 @@ static int control_init(control_t *ctl, const wn_options_t *opts)
     return 0;
 }
 
-/* Stats blocks, pools, inherited sockets, workers (each started), the stats
- * port; on failure *started says how many workers run. */
+/* Stats blocks, pools, inherited sockets, the stats port, then the workers
+ * (each binds its pools' ports) and each started: the stats port listens
+ * before any pool port does, so a client that reached a pool can reach the
+ * stats. On failure *started says how many workers run. */
 static int control_start(control_t *ctl, const wn_options_t *opts, int *started)
 {
     int rc = create_blocks(ctl);
@@ -317,6 +319,8 @@ static int control_start(control_t *ctl, const wn_options_t *opts, int *started)
         rc = n < 0 ? n : 0;
     }
     if (rc == 0)
+        rc = wn_control_stats_start(ctl, opts->stats_addr, opts->stats_port);
+    if (rc == 0)
         rc = create_workers(ctl, opts);
     while (rc == 0 && *started < ctl->nworkers) {
         rc = wn_worker_start(ctl->workers[*started]);
@@ -325,8 +329,6 @@ static int control_start(control_t *ctl, const wn_options_t *opts, int *started)
         else
             (*started)++;
     }
-    if (rc == 0)
-        rc = wn_control_stats_start(ctl, opts->stats_addr, opts->stats_port);
     return rc;
 }
 

@@ -185,7 +185,8 @@ def read_raw_stats(port, timeout=10.0, half_close=False, send=b""):
 
 
 def wait_stats_port(proxy, deadline=h.START_DEADLINE):
-    """The stats server answers HTTP (it starts after the pools' listeners)."""
+    """The stats server answers HTTP (its port listens before the pools', and control
+    serves it once every worker runs)."""
     def up():
         status, _, _ = http_request(proxy.stats_port, "/healthz", timeout=2)
         return status in (200, 503)
@@ -864,6 +865,44 @@ class TestFailures(StatsCase):
 def twemproxy_pool_order(names):
     """twemproxy's pool order in its JSON: shorter name first, then bytewise."""
     return sorted(names, key=lambda n: (len(n.encode()), n.encode()))
+
+
+class TestStartOrder(StatsCase):
+
+    def test_stats_port_listens_before_the_pools(self):
+        """A client that can reach a pool can reach the stats port: walnut
+        binds the stats port before any pool's. It bound the pools' ports
+        first (each worker its own, at creation), so a scraper or a test that
+        connected as soon as a pool accepted was sometimes refused on the
+        stats port (test_reload's test_refused_reloads_change_nothing failed
+        so under load). With 16 workers and 6 pools the window is wide enough
+        to see: connect to the last pool's port as fast as possible, then at
+        once to the stats port, five times over."""
+        tmp = self.tmpdir()
+        mcs = ["127.0.0.1:%d:1" % h.free_port() for _ in range(2)]  # never reached
+        for attempt in range(5):
+            pools = {"p%d" % i: h.pool(mcs) for i in range(6)}
+            px = h.Proxy(tmp, pools, workers=16, kind="walnut", name="order%d" % attempt)
+            px.write_config()
+            px.proc = subprocess.Popen(px.command(), stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            h._register(px.proc)
+            self.addCleanup(px.kill)
+            port = h.listen_port(pools["p5"])
+            end = time.monotonic() + h.START_DEADLINE
+            while True:
+                self.assertIsNone(px.proc.poll(), "walnut exited: %s" % h.tail(px.log_path))
+                self.assertLess(time.monotonic(), end, "pool p5 never accepted")
+                try:
+                    socket.create_connection((h.HOST, port), timeout=1).close()
+                    break
+                except ConnectionRefusedError:
+                    continue
+            try:
+                socket.create_connection((h.HOST, px.stats_port), timeout=1).close()
+            except ConnectionRefusedError:
+                self.fail("attempt %d: pool p5 accepted, the stats port refused" % attempt)
+            px.stop(check=True)
 
 
 class TestTwemproxyProtocol(StatsCase):
