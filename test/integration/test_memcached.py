@@ -190,8 +190,10 @@ class MemcachedSuite:
         self.assertEqual(c.incr(n, 5), 15)
         self.assertEqual(c.decr(n, 20), 0)
         self.assertEqual(c.incr(n, 18446744073709551615), 18446744073709551615)
-        self.assertIs(c.set(n, b"2"), True)  # (memcached 1.6.18 may refuse arithmetic
-        self.assertEqual(c.incr(n, 18446744073709551615), 1)  # on a stored 20-digit value)
+        # 64-bit wrap, from a short stored value: memcached 1.6.18 itself now and
+        # then answers arithmetic on a stored 20-digit value as non-numeric
+        self.assertIs(c.set(n, b"2"), True)
+        self.assertEqual(c.incr(n, 18446744073709551615), 1)
         self.assertIsNone(c.incr(miss, 1))
         self.assertIsNone(c.decr(miss, 1))
         self.assertIsNone(c.incr(n, 7, noreply=True))
@@ -246,8 +248,8 @@ class MemcachedSuite:
             (b"incr %s 1\r\n" % m, b"42\r\n"),
             (b"decr %s 50\r\n" % m, b"0\r\n"),
             (b"incr %s 18446744073709551615\r\n" % m, b"18446744073709551615\r\n"),
-            # (no arithmetic on the stored 20-digit value: memcached 1.6.18 itself
-            # answers it non-numeric now and then; the wrap is checked below)
+            # 64-bit wrap, from a short stored value (memcached 1.6.18 itself now and
+            # then answers arithmetic on the stored 20-digit value as non-numeric)
             (b"set %s 0 0 1\r\n2\r\n" % m, b"STORED\r\n"),
             (b"incr %s 18446744073709551615\r\n" % m, b"1\r\n"),
             (b"incr %s 1\r\n" % k, b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"),
