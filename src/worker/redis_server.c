@@ -9,8 +9,8 @@
  * collected element by element (MGET) or by value (DEL's integer, MSET's
  * +OK) for redis_merge.c. A new connection first sends AUTH <redis_auth>
  * and SELECT <redis_db>; their replies are checked. -LOADING and
- * -MASTERDOWN are relayed and count as server failures (unless a script
- * returned them). Worker thread only.
+ * -MASTERDOWN are relayed and count as server failures, a split command's
+ * parts' too (unless a script returned them). Worker thread only.
  */
 #include "redis.h"
 
@@ -204,6 +204,19 @@ static int take_text_piece(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos
     return 0;
 }
 
+/*
+ * -LOADING or -MASTERDOWN: the server cannot serve now, whether it answered a
+ * whole command or a split command's part. A script's error is whatever the
+ * script said, not the server's.
+ */
+static bool cannot_serve(const redis_req_t *rr, const char *line, const wn_resp_rsp_tok_t *tok)
+{
+    return tok->depth == 0 && tok->type == '-' &&
+           (rr->cmd == NULL || rr->cmd->cls != WN_RCMD_SCRIPT) &&
+           (starts(line + 1, tok->line_len - 1, "LOADING") ||
+            starts(line + 1, tok->line_len - 1, "MASTERDOWN"));
+}
+
 static int take_line(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
                      const wn_resp_rsp_tok_t *tok)
 {
@@ -223,16 +236,12 @@ static int take_line(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
         if (tok->depth == 0 && rr->reply_type != 0 && tok->type != rr->reply_type &&
             tok->type != '-')
             return WN_EPROTO;
-        /* A script's error is whatever the script said: not the server's. */
-        if (tok->depth == 0 && tok->type == '-' &&
-            (rr->cmd == NULL || rr->cmd->cls != WN_RCMD_SCRIPT) &&
-            (starts(line + 1, tok->line_len - 1, "LOADING") ||
-             starts(line + 1, tok->line_len - 1, "MASTERDOWN"))) {
-            /* Relayed as the server said it; health hears of it. */
-            wn_ctl_server_failed(s->s.server, UV_EAGAIN);
-            ok = false;
-        }
         rc = wn_req_rsp_push(r, b, pos, tok->line_len, false);
+    }
+    if (r->kind != REQ_INTERNAL && cannot_serve(rr, line, tok)) {
+        /* Relayed as the server said it; health hears of it. */
+        wn_ctl_server_failed(s->s.server, UV_EAGAIN);
+        ok = false;
     }
     s->s.in.pos += tok->line_len;
     if (rc < 0)

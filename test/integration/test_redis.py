@@ -1279,6 +1279,52 @@ class TestRedis(RedisCase):
                 c.request(resp("PING"), b"+PONG\r\n")
             px.stop()
 
+    def test_loading_answering_a_split_part_counts_against_the_server(self):
+        """A server answering -LOADING cannot serve, whether the request was a
+        whole command or one server's part of a split MGET or DEL. The part's
+        error was relayed but never counted: a loading server that only ever
+        got parts of split commands was never ejected (every key on it kept
+        failing). Expected: counted as for a whole command, so with
+        auto_eject_hosts and server_failure_limit 2 the server is ejected
+        (server_ejects >= 1) and the keys it held go to the other server."""
+        line = b"-LOADING Redis is loading the dataset in memory\r\n"
+        # on both servers (fnv1a keys that differ only at their end cluster on the ring)
+        keys = [hashlib.md5(b"%d" % i).hexdigest()[:12].encode() for i in range(40)]
+        for cmd in ("MGET", "DEL"):
+            with self.subTest(cmd=cmd):
+                good, loading = self.fake(fakes.FakeRedis), self.fake(fakes.ErrorRedis, line)
+                px = self.start_proxy(self.tmpdir(), {"p": h.pool(
+                    [good, loading], redis=True, timeout=2000, auto_eject_hosts=True,
+                    server_failure_limit=2, server_retry_timeout=60000)}, workers=1,
+                    name="loading-" + cmd.lower())
+                with self.raw(px.port(), timeout=10) as c:
+                    c.request(resp(cmd, *keys), line)
+                    self.assertTrue(any(a[0].upper() == cmd.encode()
+                                        for _cid, a in good.requests()),
+                                    "the keys span both servers (the good one got a part)")
+
+                    def ejects():
+                        with h.Raw(px.stats_port, timeout=10) as st:
+                            st.send(b"GET /stats HTTP/1.0\r\n\r\n")
+                            body = st.recv_until_closed().split(b"\r\n\r\n", 1)[1]
+                        return json.loads(body)["p"]["server_ejects"] >= 1
+
+                    for _ in range(3):  # more parts answered -LOADING, up to the limit
+                        c.send(resp(cmd, *keys))
+                        got = c.recv_resp()
+                        self.assertIn(got, (line, b"*40\r\n" + b"$-1\r\n" * 40, b":0\r\n"),
+                                      "the part's error, or (ejected) the good server's answer")
+                    h.wait_until(ejects, deadline=10, what="server_ejects >= 1")
+                    # every key now on the good server: no part goes to the loading one
+                    want = b"*40\r\n" + b"$-1\r\n" * 40 if cmd == "MGET" else b":0\r\n"
+
+                    def answer():
+                        c.send(resp(cmd, *keys))
+                        return c.recv_resp()
+                    h.wait_until(lambda: answer() == want, deadline=10,
+                                 what="%s answered by the good server alone" % cmd)
+                px.stop()
+
     def check_misbehaving_server(self, fake, port, good_prefix, nclients=3):
         """Clients GET their own keys from a misbehaving fake: each reply is
         that client's value or an -ERR; never another's, never the junk."""
