@@ -292,6 +292,11 @@ const char *wn_req_fail_text(int err)
     case WN_ENOMEM:
         return "Out of memory";
     default:
+        /* A system error (libuv's codes are negated errno values on Unix):
+         * the system's text, as twemproxy's strerror ("Broken pipe"), not
+         * libuv's lower-case one. */
+        if (err < 0 && err > -1000) /* libuv's own codes, walnut's: -3000 and below */
+            return strerror(-err);
         return wn_strerror(err);
     }
 }

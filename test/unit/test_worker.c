@@ -426,6 +426,24 @@ static void split_keys(fixture_t *fx, const char **ka, const char **kb)
 /* ---- tests ------------------------------------------------------------------ */
 
 /* A split request's keys grouped by fragment, key order kept in each. */
+/* A request walnut could not complete is answered with twemproxy's text for
+ * the cause: the system's strerror, capitalized ("Broken pipe"), never
+ * libuv's lower-case text ("broken pipe", seen by an adversarial client whose
+ * server closed while walnut still wrote to it). */
+static void test_fail_text_is_the_systems(void **state)
+{
+    (void)state;
+    assert_string_equal(wn_req_fail_text(UV_EPIPE), "Broken pipe");
+    assert_string_equal(wn_req_fail_text(UV_ENETUNREACH), "Network is unreachable");
+    assert_string_equal(wn_req_fail_text(UV_ECONNREFUSED), "Connection refused");
+    assert_string_equal(wn_req_fail_text(UV_EOF), "Connection reset by peer");
+    assert_string_equal(wn_req_fail_text(UV_ETIMEDOUT), "Connection timed out");
+    assert_string_equal(wn_req_fail_text(WN_EPROTO), "Invalid argument");
+    assert_string_equal(wn_req_fail_text(WN_ENOMEM), "Out of memory");
+    assert_string_equal(wn_req_fail_text(WN_ETOOBIG), wn_strerror(WN_ETOOBIG));
+    assert_string_equal(wn_req_fail_text(UV_EAI_NONAME), uv_strerror(UV_EAI_NONAME));
+}
+
 static void test_split_group(void **state)
 {
     (void)state;
@@ -1209,6 +1227,7 @@ static void test_meta_quiet_order(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fail_text_is_the_systems),
         cmocka_unit_test(test_split_group),
         cmocka_unit_test(test_pipeline_order),
         cmocka_unit_test(test_bytes_after_quit),
