@@ -42,6 +42,7 @@ typedef struct probe {
     size_t rlen;
     uint32_t lines_left;
     bool ok;            /* every reply line so far was good */
+    bool auth_line;     /* the next line answers AUTH (not judged) */
     char *wbuf;         /* owned: sized for the pool's AUTH/SELECT/PING */
     size_t wcap;
 } probe_t;

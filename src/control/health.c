@@ -370,7 +370,12 @@ static void probe_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         if (nl == NULL)
             break;
         size_t len = (size_t)(nl - pr->rbuf) + 1;
-        if (!line_ok(s->pool, pr->rbuf, len))
+        /* AUTH's answer is not the verdict: a server without a password
+         * refuses AUTH and serves every request (and the request path keeps
+         * such a connection); a wrong password shows in PING's -NOAUTH. */
+        if (pr->auth_line)
+            pr->auth_line = false;
+        else if (!line_ok(s->pool, pr->rbuf, len))
             pr->ok = false;
         memmove(pr->rbuf, pr->rbuf + len, pr->rlen - len);
         pr->rlen -= len;
@@ -411,6 +416,7 @@ static void probe_send(hserver_t *s)
     bool fits = true;
     pr->lines_left = 0;
     pr->ok = true;
+    pr->auth_line = false;
     pr->rlen = 0;
     /* Room for AUTH <password>, SELECT <db> and the ping, whatever their size. */
     size_t need = 128 + (c->redis_auth != NULL ? strlen(c->redis_auth) : 0);
@@ -427,6 +433,7 @@ static void probe_send(hserver_t *s)
         if (pr->fresh && c->redis_auth != NULL) {
             fits = fits && put_command(pr, &n, "AUTH", c->redis_auth);
             pr->lines_left++;
+            pr->auth_line = true;
         }
         if (pr->fresh && c->redis_db != 0) {
             char db[16];
