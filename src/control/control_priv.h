@@ -120,6 +120,7 @@ struct control {
     /* The stats server (stats_server.c) and what it reports. */
     struct wn_http *http;
     uint64_t start_us;            /* wall clock at start */
+    uint64_t listeners_opened;    /* pool listeners ever opened (total_connections counts them) */
     struct wn_stats_cmd_table *cmd_tables; /* owned, [npools] */
     /* The view this turn's memcached `stats` replies share (NULL until the
      * first asks): one per turn, however many a client pipelines. */

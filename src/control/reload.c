@@ -51,8 +51,10 @@ static void finish(control_t *ctl, const char *fmt, ...)
 /* A pool listening where no pool listened before: is the address free?
  * (Looked up here, as every listen address: a kept one keeps the address
  * its listener is bound to.) */
-static int check_listeners(const control_t *ctl, wn_conf_t *nc, char *err, size_t errlen)
+static int check_listeners(const control_t *ctl, wn_conf_t *nc, uint32_t *nnew, char *err,
+                           size_t errlen)
 {
+    *nnew = 0;
     for (uint32_t i = 0; i < nc->npools; i++) {
         wn_conf_pool_t *np = &nc->pools[i];
         const wn_conf_pool_t *served = NULL;
@@ -67,6 +69,7 @@ static int check_listeners(const control_t *ctl, wn_conf_t *nc, char *err, size_
         int rc = wn_listen_check(np, err, errlen);
         if (rc < 0)
             return rc;
+        (*nnew)++;
     }
     return 0;
 }
@@ -141,9 +144,10 @@ void wn_control_reload(control_t *ctl)
     char err[512];
     wn_conf_t *nc = NULL;
     wn_stats_block_t *mine = NULL;
+    uint32_t nnew = 0; /* pools listening where none did */
     int rc = wn_conf_load(ctl->conf_path, &nc, err, sizeof(err));
     if (rc == 0)
-        rc = check_listeners(ctl, nc, err, sizeof(err));
+        rc = check_listeners(ctl, nc, &nnew, err, sizeof(err));
     if (rc == 0 && make_blocks(ctl, nc, &mine) < 0) {
         snprintf(err, sizeof(err), "out of memory");
         rc = WN_ENOMEM;
@@ -174,6 +178,7 @@ void wn_control_reload(control_t *ctl)
     ctl->prev_conf = ctl->conf;
     ctl->conf = nc;
     ctl->gen++;
+    ctl->listeners_opened += nnew;
     if (wn_control_stats_reconf(ctl) < 0)
         wn_log_error("reload: out of memory; command counters are not reported");
     for (uint32_t p = 0; p < ctl->npools; p++)

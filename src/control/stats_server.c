@@ -50,6 +50,7 @@ static int build_view(wn_stats_view_t *v, void *arg)
     wn_stats_view_opts_t o = {
         .nworkers = (uint32_t)ctl->nworkers,
         .start_us = ctl->start_us,
+        .listeners_opened = ctl->listeners_opened,
         .cmds = ctl->cmd_tables,
     };
     /* During a reload a worker may write its next block already. */
@@ -262,6 +263,7 @@ int wn_control_stats_reconf(control_t *ctl)
 int wn_control_stats_start(control_t *ctl, const char *addr, uint16_t port)
 {
     ctl->start_us = wn_wall_us();
+    ctl->listeners_opened = ctl->conf->npools;
     ctl->pong_seq = calloc((size_t)ctl->nworkers, sizeof(uint64_t));
     ctl->pong_ms = calloc((size_t)ctl->nworkers, sizeof(uint64_t));
     if (wn_control_stats_reconf(ctl) < 0 || ctl->pong_seq == NULL || ctl->pong_ms == NULL)

@@ -337,8 +337,9 @@ int wn_stats_view_build(wn_stats_view_t *v, const wn_conf_t *conf,
         for (uint32_t s = 0; s < v->pools[p].nservers; s++)
             server_conns += v->pools[p].servers[s].v[WN_S_server_connections];
     v->curr_connections = v->global[WN_G_curr_connections] + server_conns + np;
-    v->total_connections =
-        v->global[WN_G_total_connections] + v->global[WN_G_total_server_connections] + np;
+    v->total_connections = v->global[WN_G_total_connections] +
+                           v->global[WN_G_total_server_connections] +
+                           (opts->listeners_opened != 0 ? opts->listeners_opened : np);
 
     struct timeval tv;
     gettimeofday(&tv, NULL);

@@ -110,7 +110,8 @@ typedef struct wn_stats_view {
      * twemproxy's header counts: client + server connections + one per pool
      * listener (a pool counts once however many workers listen on its
      * address with SO_REUSEPORT). total adds the connections ever opened:
-     * clients accepted + server connections opened + the pools' listeners.
+     * clients accepted + server connections opened + pool listeners opened
+     * (opts.listeners_opened: a reload that removes a pool keeps its count).
      * Server connections are the blocks' server_connections (workers' backend
      * connections; control's probe connections only if control counts them
      * in its own block).
@@ -133,6 +134,9 @@ typedef struct wn_stats_view {
 typedef struct wn_stats_view_opts {
     uint32_t nworkers;  /* worker_epoch arrays get this many entries */
     uint64_t start_us;  /* process start, wall clock usec; 0: read from /proc */
+    /* pool listeners ever opened (a reload that removes pools does not take
+     * them back: total_connections is a counter); 0: the pools in force */
+    uint64_t listeners_opened;
     const wn_stats_cmd_table_t *cmds; /* [conf->npools], or NULL: no per-command counts */
 } wn_stats_view_opts_t;
 

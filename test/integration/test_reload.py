@@ -435,6 +435,37 @@ class TestReloadListeners(ReloadCase):
         self.px.stop()
 
 
+    def test_connections_opened_is_a_counter(self):
+        """total_connections (JSON) and walnut_connections_opened_total count
+        pool listeners as twemproxy does, one per pool. They added the pools
+        in force now, so a reload that removed two of three pools took 2 off
+        a counter (Prometheus reads that as a reset). Expected: never less;
+        listeners opened by a later reload add to it."""
+        mc = self.start_memcached(self.tmp, n=1)
+        three = {name: h.pool(mc) for name in ("alpha", "beta", "gamma")}
+        self.px = self.start_proxy(self.tmp, three, workers=2)
+
+        def counts():
+            url = "http://%s:%d/stats" % (h.HOST, self.px.stats_port)
+            with urllib.request.urlopen(url, timeout=5) as r:
+                js = json.loads(r.read())["total_connections"]
+            return js, self.metric("walnut_connections_opened_total")
+
+        before = counts()
+        self.assertEqual(self.reload(pools={"alpha": three["alpha"]})["generation"], 1)
+        after_removal = counts()
+        for name, b, a in zip(("JSON total_connections", "walnut_connections_opened_total"),
+                              before, after_removal):
+            self.assertGreaterEqual(a, b, "%s after a reload removed two pools" % name)
+        again = {"alpha": three["alpha"], "beta": h.pool(mc), "gamma": h.pool(mc)}
+        self.assertEqual(self.reload(pools=again)["generation"], 2)
+        readded = counts()
+        for name, b, a in zip(("JSON total_connections", "walnut_connections_opened_total"),
+                              after_removal, readded):
+            self.assertGreaterEqual(a, b + 2, "%s after two listeners opened" % name)
+        self.px.stop()
+
+
 class TestReloadRefused(ReloadCase):
     def test_refused_reloads_change_nothing(self):
         mc = self.start_memcached(self.tmp, n=1)
