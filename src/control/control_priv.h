@@ -213,6 +213,9 @@ void health_ring_install(hpool_t *p, wn_ring_t *ring);
 void health_probe_close(hserver_t *s);
 /* Probe s after delay_ms, unless a probe is outstanding (its end decides). */
 void health_probe_schedule(hserver_t *s, uint64_t delay_ms);
+/* A reload turned auto_eject_hosts off: an ejected s is back (the ring the
+ * reload installs has it already). */
+void health_reload_rejoin(hserver_t *s);
 /* A worker's message about a server. */
 void health_on_message(control_t *ctl, const wn_msg_t *m);
 

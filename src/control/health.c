@@ -80,8 +80,10 @@ int health_ring_make(const wn_conf_pool_t *pc, hserver_t *const *servers, uint64
         return WN_ENOMEM;
     }
     wn_conf_ring_servers(pc, rs);
+    /* Without auto_eject_hosts nothing is out (a reload that turns it off
+     * brings ejected servers back: health_reload_rejoin). */
     for (uint32_t i = 0; i < pc->nservers; i++)
-        live[i] = !servers[i]->ejected;
+        live[i] = !servers[i]->ejected || !pc->auto_eject_hosts;
     wn_ring_params_t params = {
         .dist = pc->distribution,
         .hash = pc->hash,
@@ -184,15 +186,29 @@ static void eject(hserver_t *s, int err, const char *how)
     wn_sd_status(p->ctl);
 }
 
-static void rejoin(hserver_t *s, const char *how)
+static void rejoin_state(hserver_t *s, const char *how)
 {
-    hpool_t *p = s->pool;
     s->ejected = false;
     s->failures = 0;
     s->guard_logged = false;
-    wn_log_notice("pool '%s': server %s rejoins (%s)", p->conf->name, s->conf->name, how);
-    request_rebuild(p);
-    wn_sd_status(p->ctl);
+    wn_log_notice("pool '%s': server %s rejoins (%s)", s->pool->conf->name, s->conf->name, how);
+    wn_sd_status(s->pool->ctl);
+}
+
+static void rejoin(hserver_t *s, const char *how)
+{
+    rejoin_state(s, how);
+    request_rebuild(s->pool);
+}
+
+void health_reload_rejoin(hserver_t *s)
+{
+    if (!s->ejected)
+        return;
+    s->data_failed = false;
+    rejoin_state(s, "auto_eject_hosts is off now");
+    if (health_probing(s->pool) && !s->pool->ctl->stopping)
+        health_probe_schedule(s, (uint64_t)s->pool->conf->health_check_interval);
 }
 
 static void count_failure(hserver_t *s, int err, const char *how)

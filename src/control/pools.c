@@ -394,6 +394,9 @@ static void commit_kept(control_t *ctl, hpool_t *p, const wn_conf_pool_t *pc, ui
             health_probe_schedule(s, 0);
     }
     p->conf = pc;
+    if (!pc->auto_eject_hosts)
+        for (uint32_t j = 0; j < p->nservers; j++)
+            health_reload_rejoin(p->servers[j]);
     if (!was_probing && !ctl->stopping)
         schedule_probes(p);
     /* The ring is rebuilt now, whatever was pending. */

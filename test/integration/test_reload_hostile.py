@@ -933,6 +933,46 @@ class TestReloadCarries(HostileCase):
         self.assertEqual(x.keys_held([key]), {key}, "the re-added server gets its keys")
         self.stop_clean()
 
+    def test_auto_eject_turned_off_brings_an_ejected_server_back(self):
+        """A reload that turns auto_eject_hosts off: the file in force ejects
+        nothing, so a server ejected before is in the ring again, as a fresh
+        start with that file has it (its keys get SERVER_ERROR while it is
+        down, as twemproxy without auto_eject_hosts). It stayed ejected: its
+        keys were stored on the other server, and /servers said 'ejected'."""
+        mc = self.start_memcached(self.tmp, n=2)
+        x, y = mc
+        listen = "%s:%d" % (h.HOST, h.free_port())
+
+        def conf(eject):
+            return {"alpha": h.pool([spec(x.addr, "x"), spec(y.addr, "y")], listen=listen,
+                                    auto_eject_hosts=eject, server_failure_limit=1,
+                                    server_retry_timeout=60000, health_check_interval=100,
+                                    timeout=300)}
+        self.px = self.start_proxy(self.tmp, conf(True), workers=2)
+        key = self.key_on(conf(True), "alpha", "x")
+        x.kill()
+
+        def state(name):
+            return next(sv for p in self.servers_view()["pools"] for sv in p["servers"]
+                        if sv["name"] == name)
+        h.wait_until(lambda: state("x")["ejected"], deadline=10, what="x ejected")
+        self.assertEqual(self.reload(pools=conf(False))["generation"], 1)
+        self.assertFalse(state("x")["ejected"], "x under a file that ejects nothing")
+        with h.Raw(self.px.port("alpha")) as c:
+            for _ in range(4):  # both workers, whichever takes the connection
+                c.send(b"set %s 0 0 1\r\nv\r\n" % key)
+                self.assertServerError(c.recv_line(), "a key of the dead x")
+        self.assertEqual(y.keys_held([key]), set(), "x's key stored on y")
+        x.start()
+
+        def stored():
+            with h.Raw(self.px.port("alpha")) as c:
+                c.send(b"set %s 0 0 1\r\nw\r\n" % key)
+                return c.recv_line() == b"STORED\r\n"
+        h.wait_until(stored, deadline=10, what="x answering again")
+        self.assertEqual(x.keys_held([key]), {key}, "x's key on x")
+        self.stop_clean()
+
     def test_redis_auth_and_db_change_reopen_server_connections(self):
         rs = h.RedisServer(self.tmp, name="r0", password="p1").start()
         self.addCleanup(rs.stop)
