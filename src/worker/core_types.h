@@ -525,6 +525,9 @@ void wn_worker_flush_init(wn_worker_t *w);
 void wn_sconn_mark(sconn_t *c);
 /* Make sure a flush runs soon even if nothing else wakes the loop. */
 void wn_worker_kick(wn_worker_t *w);
+/* A retired server's connection has nothing left: the servers of its pool
+ * that wait for it to drain (server.c) may write again. */
+void wn_server_wake_successors(server_rt_t *s);
 /* Stopping, and no client is left: close servers and the worker's own
  * handles so its loop ends. */
 void wn_worker_finish_stop(wn_worker_t *w);

@@ -39,6 +39,23 @@ void wn_sconn_mark(sconn_t *c)
     wn_worker_kick(w);
 }
 
+static void mark_unsent(server_rt_t *s)
+{
+    for (uint32_t i = 0; i < s->nconns; i++)
+        if (s->conns[i] != NULL && s->conns[i]->unsent != NULL)
+            wn_sconn_mark(s->conns[i]);
+}
+
+void wn_server_wake_successors(server_rt_t *s)
+{
+    pool_rt_t *p = s->pool;
+    for (uint32_t i = 0; i < p->nservers; i++)
+        mark_unsent(p->servers[i]);
+    for (server_rt_t *o = p->w->retired_servers; o != NULL && o != s; o = o->retired_next)
+        if (o->pool == p)
+            mark_unsent(o); /* retired after s: newer */
+}
+
 void wn_sconn_fail(sconn_t *c, int err)
 {
     if (c->fail_err != 0)

@@ -142,6 +142,8 @@ static void sconn_unlink(sconn_t *c, bool answered)
     r->conn = NULL;
     wn_req_not_waiting(r);
     c->nqueued--;
+    if (c->head == NULL && c->server->retired)
+        wn_server_wake_successors(c->server);
     if (r->kind != REQ_INTERNAL) {
         queue_stats(r, -1);
         if (r->sent && answered) {

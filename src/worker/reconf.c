@@ -10,7 +10,9 @@
  *     listener closes; clients that came in on the old address keep being
  *     served until they leave;
  *   - a server no longer listed is retired: nothing new is routed to it, it
- *     answers what is queued on it, then its connections close;
+ *     answers what is queued on it, then its connections close; a server
+ *     for the same backend (new connections) writes nothing until it has
+ *     drained, so a client's requests keep their order (server.c);
  *   - a pool no longer listed stops accepting; its clients get what they
  *     asked for and are closed as their requests complete (as at stop), then
  *     its servers close;

@@ -456,6 +456,44 @@ static void sconn_close(sconn_t *c, int err)
         wn_ctl_server_failed(s, err);
 }
 
+/* The same backend: the same address as written, or the same one looked up. */
+static bool same_backend(const server_rt_t *a, const server_rt_t *b)
+{
+    if (wn_conf_addr_same(&a->conf->addr, &b->conf->addr))
+        return true;
+    if (a->conf->addr.is_unix || b->conf->addr.is_unix || a->addr.ss_family != b->addr.ss_family)
+        return false;
+    if (a->addr.ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)&a->addr, *y = (const void *)&b->addr;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->addr.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)&a->addr, *y = (const void *)&b->addr;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return false;
+}
+
+/*
+ * A reload replaced this backend's server (new server_connections, AUTH or
+ * SELECT; or removed it and added it back) while the one it replaced still
+ * has requests out. A client's later request must not overtake its earlier
+ * ones on the old connections (a get after a set would read the old value),
+ * so nothing is written until every older server for the backend drained:
+ * the last reply (or failure) there wakes it (wn_server_wake_successors).
+ * The retired list is newest first: a retired server waits for older ones.
+ */
+static bool behind_predecessor(const sconn_t *c)
+{
+    const server_rt_t *s = c->server;
+    const server_rt_t *o = s->retired ? s->retired_next : s->pool->w->retired_servers;
+    for (; o != NULL; o = o->retired_next)
+        if (o->pool == s->pool && !o->closing && same_backend(o, s) && !wn_server_idle(o))
+            return true;
+    return false;
+}
+
 void wn_sconn_flush(sconn_t *c)
 {
     if (c->fail_err != 0) {
@@ -470,7 +508,8 @@ void wn_sconn_flush(sconn_t *c)
             sconn_close(c, c->fail_err);
         return;
     case SCONN_CONNECTED:
-        if (c->unsent != NULL)
+        if (c->unsent != NULL &&
+            (c->server->pool->w->retired_servers == NULL || !behind_predecessor(c)))
             write_unsent(c);
         return;
     default: /* connecting or closing: their callbacks mark it again */

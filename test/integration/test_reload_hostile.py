@@ -391,6 +391,67 @@ class TestWorkerCannotApply(HostileCase):
 # F2: a retired server's counters follow its name into a later configuration
 
 
+class TestReplacedServerKeepsClientOrder(HostileCase):
+    """A reload that replaces a kept backend's server (a new
+    server_connections; or the server removed and added back) while the old
+    one still has requests out. A client's `set k B` went out on the old
+    connection behind another client's gets; its next `get k` went out on a
+    new connection and memcached ran it first: STORED, then the old value A
+    (every 1 -> 2 step; 4 of 5 removed-and-added tries). Expected: a client's
+    requests to one backend run in the order it sent them (README: each
+    client uses the same connection for a given server), so the get sees B.
+    memcached is SIGSTOPped only to hold the window open."""
+
+    def check_order(self, mode):
+        mc, other = self.start_memcached(self.tmp, n=2)
+        listen = "%s:%d" % (h.HOST, h.free_port())
+
+        def conf(step):
+            if mode == "conns":
+                return {"a": h.pool([spec(mc.addr, "m0")], listen=listen,
+                                    server_connections=1 + step)}
+            return {"a": h.pool([spec(mc.addr, "m0")] if step else [spec(other.addr, "m1")],
+                                listen=listen)}
+        self.px = self.start_proxy(self.tmp, conf(0 if mode == "conns" else 1), workers=1)
+        port = self.px.port("a")
+        for t in range(3):
+            if mode == "conns" and t > 0:
+                self.reload(pools=conf(0))  # back to one connection, outside the window
+            key = b"order%d" % t
+            c, noise = h.Raw(port, timeout=30), h.Raw(port, timeout=30)
+            self.addCleanup(c.close)
+            self.addCleanup(noise.close)
+            c.request(b"set %s 0 0 1\r\nA\r\n" % key, b"STORED\r\n")
+            noise.request(b"version\r\n", b"VERSION ")
+            noise.recv_line()
+            mc.sigstop()
+            try:
+                noise.send(b"get noise\r\n" * 3000)  # queued ahead on the old connection
+                time.sleep(0.2)
+                c.send(b"set %s 0 0 1\r\nB\r\n" % key)
+                time.sleep(0.2)
+                if mode == "conns":
+                    self.reload(pools=conf(1))
+                else:
+                    self.reload(pools=conf(0))  # removed (the pool serves m1 meanwhile)
+                    self.reload(pools=conf(1))  # and back: same name and address
+                c.send(b"get %s\r\n" % key)
+                time.sleep(0.3)
+            finally:
+                mc.sigcont()
+            c.expect(b"STORED\r\n", what="try %d: set B" % t)
+            c.expect(b"VALUE %s 0 1\r\nB\r\nEND\r\n" % key,
+                     what="try %d: the get sent after the set" % t)
+            noise.expect(b"END\r\n" * 3000, timeout=30, what="the other client's gets")
+        self.stop_clean()
+
+    def test_new_server_connections(self):
+        self.check_order("conns")
+
+    def test_server_removed_and_added_back(self):
+        self.check_order("readd")
+
+
 class TestRetiredServerGauges(HostileCase):
     def test_removed_then_readded_server_gauges_do_not_underflow(self):
         """A server removed while a request waits on it, then added back (same
