@@ -61,6 +61,19 @@ static int check_listeners(const control_t *ctl, wn_conf_t *nc, uint32_t *nnew, 
         for (uint32_t j = 0; j < ctl->conf->npools && served == NULL; j++)
             if (wn_conf_addr_same(&np->listen, &ctl->conf->pools[j].listen))
                 served = &ctl->conf->pools[j];
+        /* The same address spelled otherwise (localhost for 127.0.0.1): a
+         * new listener joins walnut's own (SO_REUSEPORT), as for a move. */
+        if (served == NULL && !np->listen.is_unix) {
+            int rc = wn_listen_resolve(np, err, errlen);
+            if (rc < 0)
+                return rc;
+            for (uint32_t j = 0; j < ctl->conf->npools && served == NULL; j++) {
+                const wn_conf_pool_t *op = &ctl->conf->pools[j];
+                if (!op->listen.is_unix && op->listen_salen == np->listen_salen &&
+                    memcmp(&op->listen_sa, &np->listen_sa, np->listen_salen) == 0)
+                    served = op;
+            }
+        }
         if (served != NULL) {
             np->listen_sa = served->listen_sa;
             np->listen_salen = served->listen_salen;

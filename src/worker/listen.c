@@ -38,6 +38,10 @@ static listener_t *listener_new(pool_rt_t *p)
         return NULL;
     l->pool = p;
     l->addr = &p->conf->listen;
+    if (!p->conf->listen.is_unix) {
+        l->sa = p->conf->listen_sa;
+        l->salen = p->conf->listen_salen;
+    }
     l->h.handle.data = l;
     p->listener = l;
     return l;

@@ -208,6 +208,17 @@ static void plan_undo(const wn_conf_t *nc, plan_t *pl)
     }
 }
 
+/* A listener serves pc's address: as written, or as looked up (localhost
+ * for 127.0.0.1), so a respelled address keeps its socket and the
+ * connections waiting in its accept queue. */
+static bool same_listen(const listener_t *l, const wn_conf_pool_t *pc)
+{
+    if (wn_conf_addr_same(l->addr, &pc->listen))
+        return true;
+    return l->salen != 0 && !pc->listen.is_unix && l->salen == pc->listen_salen &&
+           memcmp(&l->sa, &pc->listen_sa, l->salen) == 0;
+}
+
 /* Old listeners go to the new pools on their addresses; the rest open new
  * sockets; only then do old listeners nobody took close. */
 static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char *err,
@@ -219,8 +230,7 @@ static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char 
     }
     for (uint32_t i = 0; i < nc->npools; i++)
         for (uint32_t k = 0; k < w->npools && pl->claimed[i] == NULL; k++)
-            if (pl->old_l[k] != NULL &&
-                wn_conf_addr_same(pl->old_l[k]->addr, &nc->pools[i].listen)) {
+            if (pl->old_l[k] != NULL && same_listen(pl->old_l[k], &nc->pools[i])) {
                 pl->claimed[i] = pl->old_l[k];
                 pl->old_l[k] = NULL;
             }

@@ -404,6 +404,27 @@ class TestReloadListeners(ReloadCase):
             socket.create_connection((h.HOST, old_port), timeout=2).close()
         self.px.stop()
 
+    def test_respelled_listen_address_keeps_its_listener(self):
+        """listen: 127.0.0.1:P respelled 127.1:P (the same address, looked
+        up): control took it for a new address, probed it and refused the
+        reload with 'address already in use (another process serves it)'.
+        Expected: applied, the listener kept (clients connected before and
+        after are served), as for an unchanged address."""
+        mc = self.start_memcached(self.tmp, n=1)
+        port = h.free_port()
+        self.px = self.start_proxy(self.tmp, {"alpha": h.pool(mc, listen="%s:%d" % (h.HOST, port))},
+                                   workers=2)
+        before = h.Raw(port)
+        self.addCleanup(before.close)
+        before.request(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n")
+        view = self.reload(pools={"alpha": h.pool(mc, listen="127.1:%d" % port)})
+        self.assertEqual(view["generation"], 1, view["last_reload"])
+        before.request(b"get k\r\n", b"VALUE k 0 1\r\nx\r\nEND\r\n", what="client from before")
+        for _ in range(4):  # both workers
+            with h.Raw(port) as c:
+                c.request(b"get k\r\n", b"VALUE k 0 1\r\nx\r\nEND\r\n", what="new client")
+        self.px.stop()
+
     def test_removed_pool_answers_in_flight_then_closes(self):
         mc = self.start_memcached(self.tmp, n=2)
         pools = {"alpha": h.pool(mc[:1]), "beta": h.pool(mc[1:], timeout=10000)}
