@@ -373,7 +373,11 @@ void wn_client_flush(client_t *c)
         client_close(c, true);
         return;
     }
-    if (c->head != NULL &&
+    /* One write at a time: while the socket has not taken the last one,
+     * replies stay with their requests, where the client's bounds (requests
+     * in flight, bytes held) count them and stop its reading; queued writes
+     * would cost memory per reply that no bound sees. */
+    if (c->writes == 0 && c->head != NULL &&
         (c->head->done || (!c->head->rsp_held && c->head->rsp.n > c->head->rsp_sent))) {
         if (write_ready(c) < 0) {
             client_close(c, true);

@@ -875,6 +875,39 @@ class TestMemoryBounds(HostileCase):
                     (last[0] - base) / MiB))
         px.stop()
 
+    def test_04d_small_replies_never_read_are_bounded(self):
+        """A client pipelining tiny requests (meta `mn`, which walnut answers
+        itself; `mg k v`, a miss answered `EN`) with a 4 KiB receive buffer,
+        never reading. walnut handed each flush's replies to a queued write
+        and let the requests go: the write's per-reply bookkeeping (iovecs,
+        buffer references; ~40 bytes for a 4-byte reply) was counted nowhere,
+        so neither the byte bound nor the 1,024-requests bound stopped it:
+        +24.7 MB at an 8 MiB limit (an adversarial client's measure; +194 MB
+        at the default 64 MiB). Expected: RSS growth under the limit."""
+        mc, px = self.start()
+        for unit in (b"mn\r\n", b"mg k v\r\n"):
+            with self.subTest(request=unit):
+                s = self.sock(px.port(), timeout=2)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                base = h.rss(px.pid)
+                have_peak = h.reset_peak(px.pid)
+                chunk = unit * (65536 // len(unit))
+                sent, end = 0, time.monotonic() + 20
+                while time.monotonic() < end:
+                    try:
+                        sent += s.send(chunk)
+                    except socket.timeout:
+                        break  # walnut stopped reading
+                grew = (h.proc_status(px.pid, "VmHWM") if have_peak else h.rss(px.pid)) - base
+                measured("RSS growth, %r pipelined, never read" % unit,
+                         "%.1f MiB (%.1f MB sent)" % (grew / MiB, sent / 1e6))
+                self.assertAlive(px)
+                if not sanitized():
+                    self.assertLess(grew, self.LIMIT, "RSS growth with %.1f MB of %r never "
+                                    "read" % (sent / 1e6, unit))
+                s.close()
+        px.stop()
+
     def test_04c_idle_connections_hold_no_read_buffer(self):
         """Defect 4: 1,000 idle connections, each after one 15,000-byte set: RSS growth
         < 6 MiB (before: ~16 KiB per connection)."""
