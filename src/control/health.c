@@ -207,7 +207,9 @@ void health_reload_rejoin(hserver_t *s)
         return;
     s->data_failed = false;
     rejoin_state(s, "auto_eject_hosts is off now");
-    if (health_probing(s->pool) && !s->pool->ctl->stopping)
+    if (!health_probing(s->pool))
+        uv_timer_stop(&s->probe.timer); /* its rejoin timer */
+    else if (!s->pool->ctl->stopping)
         health_probe_schedule(s, (uint64_t)s->pool->conf->health_check_interval);
 }
 
@@ -545,9 +547,12 @@ static void on_probe_timer(uv_timer_t *t)
         probe_done(s, UV_ETIMEDOUT);
         return;
     }
-    if (!health_probing(s->pool) && s->ejected) {
-        /* Probes off: rejoin after the retry timeout, as twemproxy does. */
-        rejoin(s, "server_retry_timeout passed; health checks are off");
+    if (!health_probing(s->pool)) {
+        /* Probes off: rejoin after the retry timeout, as twemproxy does
+         * (a timer left from before a reload turned probes off probes
+         * nothing). */
+        if (s->ejected)
+            rejoin(s, "server_retry_timeout passed; health checks are off");
         return;
     }
     probe_start(s);

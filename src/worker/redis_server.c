@@ -87,6 +87,16 @@ static void complete_head(redis_sconn_t *s, bool server_ok)
     wn_req_unref(r);
 }
 
+/* A server without a password refusing AUTH: redis 6 and later say
+ * "-ERR AUTH <password> called without any password configured for the
+ * default user...", earlier ones "-ERR Client sent AUTH, but no password is
+ * set". */
+static bool no_password_set(const char *line, size_t len)
+{
+    return memmem(line, len, "without any password configured", 31) != NULL ||
+           memmem(line, len, "no password is set", 18) != NULL;
+}
+
 /*
  * An internal request's reply: AUTH/SELECT must say +OK; true when it did.
  * A refusal is logged here, once, with the server's line (its CRLF left
@@ -106,6 +116,16 @@ static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
     if (r->internal_select && s->auth_refused && starts(line, tok->line_len, "-NOAUTH"))
         return false; /* said already: the AUTH's refusal */
     server_rt_t *srv = s->s.server;
+    if (!r->internal_select && no_password_set(line, tok->line_len)) {
+        /* Not a failure: such a server serves every request (the probe's
+         * PING agrees). Said once per connection, as any refusal. */
+        wn_log_warn("pool '%s': server %s has no password and refused walnut's AUTH (%.*s); "
+                    "serving it without",
+                    srv->pool->conf->name, srv->conf->name,
+                    (int)WN_MIN(tok->line_len - 2, 200u), line);
+        s->auth_refused = true;
+        return false;
+    }
     wn_log_warn("pool '%s': server %s answered walnut's %s with: %.*s%s", srv->pool->conf->name,
                 srv->conf->name, r->internal_select ? "SELECT" : "AUTH",
                 (int)WN_MIN(tok->line_len - 2, 200u), line,

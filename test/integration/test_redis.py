@@ -1220,31 +1220,36 @@ class TestRedis(RedisCase):
         """redis_auth set, one server with that requirepass and one with none:
         the second refuses walnut's AUTH ('-ERR AUTH <password> called without
         any password configured ...') and serves every request. The request
-        path kept its connection, but the health probe (AUTH, then PING)
-        failed on the AUTH line, so the server was ejected within 200 ms and
-        never came back: its keys were written to the other server. Expected:
-        the probe judges PING, so the server stays in and keeps its keys."""
+        path kept its connection but counted the refusal as a failure, and the
+        health probe (AUTH, then PING) failed on the AUTH line, so the server
+        was ejected within 200 ms and never came back: its keys were written
+        to the other server. Expected: neither counts it (the probe judges
+        PING), so the server stays in and keeps its keys, even with
+        server_failure_limit 1 and every worker connecting."""
         tmp = self.tmpdir()
         locked = self.start_redis(tmp, 1, prefix="pw", password="pw")[0]
         open_ = self.start_redis(tmp, 1, prefix="nopw")[0]
         backends = [locked, open_]
         px = self.start_proxy(tmp, {"p": h.pool(backends, redis=True, timeout=2000,
                                                 redis_auth="pw", auto_eject_hosts=True,
-                                                server_failure_limit=2,
+                                                server_failure_limit=1,
                                                 server_retry_timeout=1000,
-                                                health_check_interval=100)},
+                                                health_check_interval=100,
+                                                server_connections=2)},
                               workers=self.WORKERS, name="nopw")
         keys = spread_keys(px.port(), backends, b"np", 5, random.Random(6), auth="pw")[1]
-        with self.raw(px.port()) as c:
+        clients = [self.raw(px.port()) for _ in range(4)]  # every worker, both connections
+        for c in clients:
             c.request(resp("AUTH", "pw"), b"+OK\r\n")
-            for i in range(10):  # over a second: ten probe rounds
+        for i in range(10):  # over a second: ten probe rounds
+            for c in clients:
                 for k in keys:
                     c.request(resp("SET", k, b"v%d" % i), b"+OK\r\n")
-                time.sleep(0.1)
+            time.sleep(0.1)
         for k in keys:
             self.assertEqual(open_.call("GET", k), b"v9", "key %r on its own server" % k)
         self.assertNotIn("ejected", px.log())
-        self.assertIn("answered walnut's AUTH with: -ERR AUTH", px.log(),
+        self.assertIn("has no password and refused walnut's AUTH (-ERR AUTH", px.log(),
                       "the request path's refused AUTH is still logged")
         px.stop()
 

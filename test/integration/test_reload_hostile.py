@@ -1034,6 +1034,35 @@ class TestReloadCarries(HostileCase):
         self.assertEqual(x.keys_held([key]), {key}, "x's key on x")
         self.stop_clean()
 
+    def test_auto_eject_turned_off_with_probes_off_probes_nothing(self):
+        """health_check_interval 0 (probes off): an ejected server's timer is
+        its rejoin at server_retry_timeout. A reload that turned
+        auto_eject_hosts off brought the server back but left that timer
+        armed; when it fired, the server was no longer ejected, so control
+        probed it and kept a connection open in a pool with probes off.
+        Expected: no connection to it from walnut without client traffic."""
+        x, y = self.start_memcached(self.tmp, n=2)
+        listen = "%s:%d" % (h.HOST, h.free_port())
+
+        def conf(eject):
+            return {"alpha": h.pool([spec(x.addr, "x"), spec(y.addr, "y")], listen=listen,
+                                    auto_eject_hosts=eject, server_failure_limit=1,
+                                    server_retry_timeout=1500, health_check_interval=0,
+                                    timeout=300)}
+        self.px = self.start_proxy(self.tmp, conf(True), workers=1)
+        key = self.key_on(conf(True), "alpha", "x")
+        x.kill()
+        with h.Raw(self.px.port("alpha")) as c:
+            c.send(b"get %s\r\n" % key)
+            self.assertServerError(c.recv_line(), "x is down")
+        h.wait_until(lambda: "ejected" in self.px.log(), deadline=5, what="x ejected")
+        self.reload(pools=conf(False))
+        x.start()
+        time.sleep(2.5)  # past the retry timeout
+        self.assertEqual(self.fd_census({x.port})["to_backend"].get(x.port, 0), 0,
+                         "walnut's connections to x with probes off and no traffic")
+        self.stop_clean()
+
     def test_redis_auth_and_db_change_reopen_server_connections(self):
         rs = h.RedisServer(self.tmp, name="r0", password="p1").start()
         self.addCleanup(rs.stop)

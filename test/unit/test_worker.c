@@ -425,7 +425,6 @@ static void split_keys(fixture_t *fx, const char **ka, const char **kb)
 
 /* ---- tests ------------------------------------------------------------------ */
 
-/* A split request's keys grouped by fragment, key order kept in each. */
 /* A request walnut could not complete is answered with twemproxy's text for
  * the cause: the system's strerror, capitalized ("Broken pipe"), never
  * libuv's lower-case text ("broken pipe", seen by an adversarial client whose
@@ -444,6 +443,7 @@ static void test_fail_text_is_the_systems(void **state)
     assert_string_equal(wn_req_fail_text(UV_EAI_NONAME), uv_strerror(UV_EAI_NONAME));
 }
 
+/* A split request's keys grouped by fragment, key order kept in each. */
 static void test_split_group(void **state)
 {
     (void)state;
