@@ -121,8 +121,8 @@ static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
          * PING agrees). Said once per connection, as any refusal. */
         wn_log_warn("pool '%s': server %s has no password and refused walnut's AUTH (%.*s); "
                     "serving it without",
-                    srv->pool->conf->name, srv->conf->name,
-                    (int)WN_MIN(tok->line_len - 2, 200u), line);
+                    srv->pool->conf->name, srv->conf->name, (int)WN_MIN(tok->line_len - 2, 200u),
+                    line);
         s->auth_refused = true;
         return false;
     }

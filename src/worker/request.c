@@ -295,8 +295,10 @@ const char *wn_req_fail_text(int err)
         /* A system error (libuv's codes are negated errno values on Unix):
          * the system's text, as twemproxy's strerror ("Broken pipe"), not
          * libuv's lower-case one. */
-        if (err < 0 && err > -1000) { /* libuv's own codes are -3000 and below */
-            const char *text = strerrordesc_np(-err); /* strerror's, thread-safe */
+        /* libuv's own codes are -3000 and below; strerrordesc_np is
+         * strerror's text, thread-safe. */
+        if (err < 0 && err > -1000) {
+            const char *text = strerrordesc_np(-err);
             if (text != NULL)
                 return text;
         }
