@@ -994,24 +994,30 @@ class TestReloadCarries(HostileCase):
         self.assertEqual(x.keys_held([key]), {key}, "the re-added server gets its keys")
         self.stop_clean()
 
+    def x_killed(self, workers, **settings):
+        """Pool alpha over memcached x and y, conf(eject) its file (ejection as
+        given, the rest from settings), walnut started with ejection on, a
+        key on x, and x killed: (x, y, conf, key)."""
+        x, y = self.start_memcached(self.tmp, n=2)
+        listen = "%s:%d" % (h.HOST, h.free_port())
+
+        def conf(eject):
+            return {"alpha": h.pool([spec(x.addr, "x"), spec(y.addr, "y")], listen=listen,
+                                    auto_eject_hosts=eject, server_failure_limit=1,
+                                    timeout=300, **settings)}
+        self.px = self.start_proxy(self.tmp, conf(True), workers=workers)
+        key = self.key_on(conf(True), "alpha", "x")
+        x.kill()
+        return x, y, conf, key
+
     def test_auto_eject_turned_off_brings_an_ejected_server_back(self):
         """A reload that turns auto_eject_hosts off: the file in force ejects
         nothing, so a server ejected before is in the ring again, as a fresh
         start with that file has it (its keys get SERVER_ERROR while it is
         down, as twemproxy without auto_eject_hosts). It stayed ejected: its
         keys were stored on the other server, and /servers said 'ejected'."""
-        mc = self.start_memcached(self.tmp, n=2)
-        x, y = mc
-        listen = "%s:%d" % (h.HOST, h.free_port())
-
-        def conf(eject):
-            return {"alpha": h.pool([spec(x.addr, "x"), spec(y.addr, "y")], listen=listen,
-                                    auto_eject_hosts=eject, server_failure_limit=1,
-                                    server_retry_timeout=60000, health_check_interval=100,
-                                    timeout=300)}
-        self.px = self.start_proxy(self.tmp, conf(True), workers=2)
-        key = self.key_on(conf(True), "alpha", "x")
-        x.kill()
+        x, y, conf, key = self.x_killed(2, server_retry_timeout=60000,
+                                        health_check_interval=100)
 
         def state(name):
             return next(sv for p in self.servers_view()["pools"] for sv in p["servers"]
@@ -1041,17 +1047,7 @@ class TestReloadCarries(HostileCase):
         armed; when it fired, the server was no longer ejected, so control
         probed it and kept a connection open in a pool with probes off.
         Expected: no connection to it from walnut without client traffic."""
-        x, y = self.start_memcached(self.tmp, n=2)
-        listen = "%s:%d" % (h.HOST, h.free_port())
-
-        def conf(eject):
-            return {"alpha": h.pool([spec(x.addr, "x"), spec(y.addr, "y")], listen=listen,
-                                    auto_eject_hosts=eject, server_failure_limit=1,
-                                    server_retry_timeout=1500, health_check_interval=0,
-                                    timeout=300)}
-        self.px = self.start_proxy(self.tmp, conf(True), workers=1)
-        key = self.key_on(conf(True), "alpha", "x")
-        x.kill()
+        x, y, conf, key = self.x_killed(1, server_retry_timeout=1500, health_check_interval=0)
         with h.Raw(self.px.port("alpha")) as c:
             c.send(b"get %s\r\n" % key)
             self.assertServerError(c.recv_line(), "x is down")
