@@ -330,6 +330,8 @@ struct server_rt {
     uint64_t waiting;                /* bytes queued for it that its sockets have not
                                         taken, whoever sent them (clients that left too) */
     bool over_warned;                /* `waiting` went over its bound: said so once */
+    uint64_t fresh;                  /* of `waiting`, what loop turn `fresh_turn` queued */
+    uint64_t fresh_turn;
 };
 
 /* ---- pools (pool.c, listen.c) ---------------------------------------------- */
@@ -494,6 +496,7 @@ struct wn_worker {
     uv_check_t flusher;  /* one flush per loop turn */
     uv_idle_t kick;      /* keeps the loop from sleeping while a flush is due */
     bool flushing;
+    uint64_t turns;                /* flushes done: one per loop turn that did work */
     uint32_t next_slot;
     uint64_t next_client_id; /* the last client id handed out here (Redis CLIENT ID) */
     uint64_t now_us;     /* wn_worker_tick's clock */

@@ -59,7 +59,12 @@ static void queue_stats(req_t *r, int64_t dir)
 static bool over_bound(server_rt_t *s)
 {
     pool_rt_t *p = s->pool;
-    if (s->waiting <= p->buffer_limit) {
+    /* What this turn queued was not offered to the socket yet: when one turn
+     * reads many clients, that alone may pass the bound while the server
+     * reads fine. What is left once the flush offered it says it stopped. */
+    uint64_t fresh = s->fresh_turn == p->w->turns ? s->fresh : 0;
+    uint64_t offered = s->waiting > fresh ? s->waiting - fresh : 0;
+    if (offered <= p->buffer_limit) {
         if (s->over_warned) {
             s->over_warned = false;
             wn_log_notice("pool '%s': server %s reads again: taking requests for it", p->conf->name,
@@ -97,6 +102,11 @@ int wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
     c->nqueued++;
     r->waiting = r->out_bytes;
     s->waiting += r->waiting;
+    if (s->fresh_turn != s->pool->w->turns) {
+        s->fresh_turn = s->pool->w->turns;
+        s->fresh = 0;
+    }
+    s->fresh += r->waiting;
     queue_stats(r, 1);
     /* CONNECTING: on_connect marks it; CLOSING: the close callback does. */
     if (c->state == SCONN_IDLE || c->state == SCONN_CONNECTED)

@@ -581,6 +581,35 @@ class TestProtocolFraming(HostileCase):
         self.assertAlive(self.px)
         self.assertNoSanitizerReport(self.px)
 
+    def test_05g_one_turns_requests_are_not_a_stalled_server(self):
+        """A server's bound on the bytes queued for it (client_buffer_limit)
+        says it stopped reading. It counted requests from the moment they were
+        queued, before walnut had offered them to the socket: when one loop
+        turn read many clients at once, what that turn queued alone passed the
+        bound, and a healthy memcached's requests got SERVER_ERROR Out of
+        memory (seen under ThreadSanitizer in CI, where walnut is slow, in
+        test_05f). Here walnut is stopped while eight clients each send 16 KiB
+        of gets, then resumed: one turn reads them all (128 KiB against a
+        64 KiB bound). Expected: every get answered by memcached."""
+        self.start(client_buffer_limit=64 << 10)
+        key = b"t" * 200
+        socks = [self.sock(self.port, timeout=30) for _ in range(8)]
+        h.sigstop_and_wait(self.px.pid)
+        try:
+            for s in socks:
+                s.sendall(b"get %s\r\n" % key * 80)
+        finally:
+            os.kill(self.px.pid, signal.SIGCONT)
+        for i, s in enumerate(socks):
+            got, n = b"", 80 * len(b"END\r\n")
+            while len(got) < n:
+                more = s.recv(65536)
+                if not more:
+                    break
+                got += more
+            self.assertEqual(got, b"END\r\n" * 80, "client %d's gets" % i)
+        self.assertAlive(self.px)
+
     def test_06_noreply_with_long_head(self):
         """Defect 6: `set` + 400 spaces + `k 0 0 1 noreply` is stored and not answered."""
         self.start()
