@@ -61,8 +61,12 @@ static bool over_bound(server_rt_t *s)
     pool_rt_t *p = s->pool;
     /* What this turn queued was not offered to the socket yet: when one turn
      * reads many clients, that alone may pass the bound while the server
-     * reads fine. What is left once the flush offered it says it stopped. */
-    uint64_t fresh = s->fresh_turn == p->w->turns ? s->fresh : 0;
+     * reads fine. What is left once the flush offered it says it stopped.
+     * One limit's worth at most is let through so: a worker that fell
+     * behind (descheduled, stopped) reads hundreds of clients in one turn,
+     * and a server that does not read would be queued all of it. So a
+     * server holds at most twice the limit. */
+    uint64_t fresh = s->fresh_turn == p->w->turns ? WN_MIN(s->fresh, p->buffer_limit) : 0;
     uint64_t offered = s->waiting > fresh ? s->waiting - fresh : 0;
     if (offered <= p->buffer_limit) {
         if (s->over_warned) {

@@ -588,12 +588,13 @@ class TestProtocolFraming(HostileCase):
         turn read many clients at once, what that turn queued alone passed the
         bound, and a healthy memcached's requests got SERVER_ERROR Out of
         memory (seen under ThreadSanitizer in CI, where walnut is slow, in
-        test_05f). Here walnut is stopped while eight clients each send 16 KiB
-        of gets, then resumed: one turn reads them all (128 KiB against a
-        64 KiB bound). Expected: every get answered by memcached."""
+        test_05f). Here walnut is stopped while six clients each send 16 KiB
+        of gets, then resumed: one turn reads them all (97 KiB against a
+        64 KiB bound; a turn may add up to one bound's worth). Expected:
+        every get answered by memcached."""
         self.start(client_buffer_limit=64 << 10)
         key = b"t" * 200
-        socks = [self.sock(self.port, timeout=30) for _ in range(8)]
+        socks = [self.sock(self.port, timeout=30) for _ in range(6)]
         h.sigstop_and_wait(self.px.pid)
         try:
             for s in socks:
@@ -1304,6 +1305,48 @@ class TestBackendMisbehaviour(HostileCase):
                              get_reply([(keys[i], 0, values[i])]))
         self.assertAlive(px)
         self.assertNoSanitizerReport(px)
+        px.stop()
+
+    def test_17b_one_turn_cannot_queue_past_twice_the_bound(self):
+        """A server that stops reading, and a worker that fell behind: walnut is
+        stopped while 60 clients each send a 1.9 MB set for that server, then
+        resumed, so one loop turn reads them all. The bound lets what one turn
+        queued through until it is offered to the socket (test_05g), and let
+        all of it through: ~90 MB queued for a server that never reads (an
+        adversarial run: 298 MB with 200 clients, limit 8 MiB). Expected: at
+        most twice the limit and the request that crosses it."""
+        fake, px, keys, other, growth = self.stalled_beside_live(62, b"ot:")
+        port = px.port()
+        first = self.sock(port, timeout=10)
+        first.sendall(b"set %s 0 0 1\r\nx\r\n" % keys[0])  # never answered: it stalls
+        h.wait_until(lambda: fake.stalled >= 1, deadline=20, what="the server stalled")
+        value = b"v" * 1900000
+        socks = [self.sock(port, timeout=10) for _ in range(60)]
+        h.sigstop_and_wait(px.pid)
+        try:
+            for k, s in zip(keys[1:], socks):
+                s.setblocking(False)
+                try:
+                    s.send(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(value), value))
+                except OSError:
+                    pass
+        finally:
+            os.kill(px.pid, signal.SIGCONT)
+        time.sleep(1)
+        late = self.raw(port, timeout=10)  # one more request for it: refused, and logged
+        late.send(b"set %s 0 0 1\r\nx\r\n" % keys[61])
+        self.assertServerError(late.recv_line(), "a request for a server over its bound")
+        for s in socks:
+            s.close()
+        queued = max(int(n) for n in re.findall(r"has not taken (\d+) bytes", px.log()))
+        measured("bytes queued for a stalled server after one turn read 60 x 1.9 MB sets",
+                 "%.1f MiB (limit 8 MiB)" % (queued / MiB))
+        self.assertLessEqual(queued, 2 * 8 * MiB + len(value) + 100,
+                             "bytes queued for a server that does not read")
+        c = self.raw(port, timeout=10)
+        c.request(b"get %s\r\n" % other, b"VALUE %s 0 2\r\nok\r\nEND\r\n" % other)
+        self.assertAlive(px)
+        fake.go()
         px.stop()
 
     def test_17_clients_that_leave_cannot_grow_a_stalled_servers_queue(self):
