@@ -122,6 +122,9 @@ const wn_conf_pool_t *wn_conf_pool_find(const wn_conf_t *conf, const char *name)
 /* What a reload compares. The two addresses are written the same (host or
  * path, port). */
 bool wn_conf_addr_same(const wn_conf_addr_t *a, const wn_conf_addr_t *b);
+/* Two looked-up TCP addresses are one (family, address, port); false for
+ * anything else (a zeroed one, a unix path). */
+bool wn_sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 /* A TCP address's first getaddrinfo answer, as twemproxy takes it (an empty
  * host: the wildcard). `numeric`: literals only, never DNS. Blocking; 0, or
  * UV_EAI_NONAME / a negative errno. */

@@ -199,6 +199,22 @@ int wn_conf_addr_lookup(const wn_conf_addr_t *a, bool numeric, struct sockaddr_s
     return 0;
 }
 
+bool wn_sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return false;
+}
+
 bool wn_conf_addr_same(const wn_conf_addr_t *a, const wn_conf_addr_t *b)
 {
     return a->is_unix == b->is_unix && a->port == b->port && strcmp(a->host, b->host) == 0;

@@ -67,12 +67,10 @@ static int check_listeners(const control_t *ctl, wn_conf_t *nc, uint32_t *nnew, 
             int rc = wn_listen_resolve(np, err, errlen);
             if (rc < 0)
                 return rc;
-            for (uint32_t j = 0; j < ctl->conf->npools && served == NULL; j++) {
-                const wn_conf_pool_t *op = &ctl->conf->pools[j];
-                if (!op->listen.is_unix && op->listen_salen == np->listen_salen &&
-                    memcmp(&op->listen_sa, &np->listen_sa, np->listen_salen) == 0)
-                    served = op;
-            }
+            for (uint32_t j = 0; j < ctl->conf->npools && served == NULL; j++)
+                if (!ctl->conf->pools[j].listen.is_unix &&
+                    wn_sockaddr_same(&ctl->conf->pools[j].listen_sa, &np->listen_sa))
+                    served = &ctl->conf->pools[j];
         }
         if (served != NULL) {
             np->listen_sa = served->listen_sa;

@@ -342,8 +342,7 @@ typedef struct listener {
     wn_stream_t h;
     pool_rt_t *pool;                 /* borrowed: whose clients it accepts */
     const wn_conf_addr_t *addr;      /* borrowed from pool's configuration */
-    struct sockaddr_storage sa;      /* TCP: the address bound (salen 0: unix) */
-    socklen_t salen;
+    struct sockaddr_storage sa;      /* TCP: the address bound (zeroed: unix) */
 } listener_t;
 
 struct pool_rt {

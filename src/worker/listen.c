@@ -38,10 +38,8 @@ static listener_t *listener_new(pool_rt_t *p)
         return NULL;
     l->pool = p;
     l->addr = &p->conf->listen;
-    if (!p->conf->listen.is_unix) {
+    if (!p->conf->listen.is_unix)
         l->sa = p->conf->listen_sa;
-        l->salen = p->conf->listen_salen;
-    }
     l->h.handle.data = l;
     p->listener = l;
     return l;
@@ -138,7 +136,7 @@ int wn_listen_check(wn_conf_pool_t *conf, char *err, size_t errlen)
 {
     if (conf->listen.is_unix)
         return check_unix(conf, err, errlen);
-    int rc = wn_listen_resolve(conf, err, errlen);
+    int rc = conf->listen_salen != 0 ? 0 : wn_listen_resolve(conf, err, errlen);
     return rc < 0 ? rc : probe_tcp(conf, &conf->listen_sa, conf->listen_salen, err, errlen);
 }
 

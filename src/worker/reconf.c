@@ -213,10 +213,8 @@ static void plan_undo(const wn_conf_t *nc, plan_t *pl)
  * connections waiting in its accept queue. */
 static bool same_listen(const listener_t *l, const wn_conf_pool_t *pc)
 {
-    if (wn_conf_addr_same(l->addr, &pc->listen))
-        return true;
-    return l->salen != 0 && !pc->listen.is_unix && l->salen == pc->listen_salen &&
-           memcmp(&l->sa, &pc->listen_sa, l->salen) == 0;
+    return wn_conf_addr_same(l->addr, &pc->listen) ||
+           (!pc->listen.is_unix && wn_sockaddr_same(&l->sa, &pc->listen_sa));
 }
 
 /* Old listeners go to the new pools on their addresses; the rest open new

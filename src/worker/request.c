@@ -292,11 +292,10 @@ const char *wn_req_fail_text(int err)
     case WN_ENOMEM:
         return "Out of memory";
     default:
-        /* A system error (libuv's codes are negated errno values on Unix):
-         * the system's text, as twemproxy's strerror ("Broken pipe"), not
-         * libuv's lower-case one. */
-        /* libuv's own codes are -3000 and below; strerrordesc_np is
-         * strerror's text, thread-safe. */
+        /* A system error (libuv's codes are negated errno values on Unix;
+         * its own are -3000 and below): the system's text, as twemproxy's
+         * strerror ("Broken pipe"), not libuv's lower-case one.
+         * strerrordesc_np is strerror's text, thread-safe. */
         if (err < 0 && err > -1000) {
             const char *text = strerrordesc_np(-err);
             if (text != NULL)

@@ -459,20 +459,9 @@ static void sconn_close(sconn_t *c, int err)
 /* The same backend: the same address as written, or the same one looked up. */
 static bool same_backend(const server_rt_t *a, const server_rt_t *b)
 {
-    if (wn_conf_addr_same(&a->conf->addr, &b->conf->addr))
-        return true;
-    if (a->conf->addr.is_unix || b->conf->addr.is_unix || a->addr.ss_family != b->addr.ss_family)
-        return false;
-    if (a->addr.ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)&a->addr, *y = (const void *)&b->addr;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (a->addr.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *x = (const void *)&a->addr, *y = (const void *)&b->addr;
-        return x->sin6_port == y->sin6_port &&
-               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-    }
-    return false;
+    return wn_conf_addr_same(&a->conf->addr, &b->conf->addr) ||
+           (!a->conf->addr.is_unix && !b->conf->addr.is_unix &&
+            wn_sockaddr_same(&a->addr, &b->addr));
 }
 
 /*

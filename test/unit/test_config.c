@@ -17,6 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <cmocka.h>
 
 #define DATA WN_TEST_DATA "/config/"
@@ -719,15 +722,47 @@ static void test_load_errors(void **state)
     wn_conf_unref(conf);
 }
 
+/* Looked-up addresses: one when family, address and port agree (the
+ * padding and the text they came from do not matter); never for a zeroed
+ * one (a unix listener) or across families. */
+static void test_sockaddr_same(void **state)
+{
+    (void)state;
+    struct sockaddr_storage a, b, z;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0xff, sizeof(b)); /* other padding */
+    memset(&z, 0, sizeof(z));
+    struct sockaddr_in *x = (void *)&a, *y = (void *)&b;
+    x->sin_family = y->sin_family = AF_INET;
+    x->sin_port = y->sin_port = htons(22121);
+    inet_pton(AF_INET, "127.0.0.1", &x->sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &y->sin_addr);
+    assert_true(wn_sockaddr_same(&a, &b));
+    y->sin_port = htons(22122);
+    assert_false(wn_sockaddr_same(&a, &b));
+    y->sin_port = htons(22121);
+    inet_pton(AF_INET, "127.0.0.2", &y->sin_addr);
+    assert_false(wn_sockaddr_same(&a, &b));
+    assert_false(wn_sockaddr_same(&z, &z));
+    struct sockaddr_in6 *v = (void *)&b;
+    memset(&b, 0, sizeof(b));
+    v->sin6_family = AF_INET6;
+    v->sin6_port = htons(22121);
+    inet_pton(AF_INET6, "::1", &v->sin6_addr);
+    assert_false(wn_sockaddr_same(&a, &b));
+    assert_true(wn_sockaddr_same(&b, &b));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_twemproxy_example), cmocka_unit_test(test_repo_configs),
-        cmocka_unit_test(test_every_key),         cmocka_unit_test(test_names_and_order),
-        cmocka_unit_test(test_server_parse),      cmocka_unit_test(test_listen_parse),
-        cmocka_unit_test(test_bad_files),         cmocka_unit_test(test_parse_text),
-        cmocka_unit_test(test_parse_rejects),     cmocka_unit_test(test_parse_yaml_shape),
-        cmocka_unit_test(test_refcount),          cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_sockaddr_same),    cmocka_unit_test(test_twemproxy_example),
+        cmocka_unit_test(test_repo_configs),     cmocka_unit_test(test_every_key),
+        cmocka_unit_test(test_names_and_order),  cmocka_unit_test(test_server_parse),
+        cmocka_unit_test(test_listen_parse),     cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_parse_text),       cmocka_unit_test(test_parse_rejects),
+        cmocka_unit_test(test_parse_yaml_shape), cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_load_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
