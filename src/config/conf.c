@@ -215,6 +215,25 @@ bool wn_sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_st
     return false;
 }
 
+bool wn_sockaddr_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (wn_sockaddr_same(a, b))
+        return true;
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port &&
+               (x->sin_addr.s_addr == htonl(INADDR_ANY) || y->sin_addr.s_addr == htonl(INADDR_ANY));
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               (IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+    }
+    return false;
+}
+
 bool wn_conf_addr_same(const wn_conf_addr_t *a, const wn_conf_addr_t *b)
 {
     return a->is_unix == b->is_unix && a->port == b->port && strcmp(a->host, b->host) == 0;

@@ -6,6 +6,7 @@
  * the end a clean stop. It reaches workers only through their message rings.
  */
 #include "control_priv.h"
+#include "http.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -199,6 +200,33 @@ static void destroy_blocks(control_t *ctl)
     ctl->next_blocks = NULL;
 }
 
+int wn_control_listen_distinct(const control_t *ctl, const wn_conf_t *conf, char *err,
+                               size_t errlen)
+{
+    struct sockaddr_storage stats;
+    bool have_stats = wn_http_address(ctl->http, &stats) == 0;
+    for (uint32_t i = 0; i < conf->npools; i++) {
+        const wn_conf_pool_t *p = &conf->pools[i];
+        if (p->listen.is_unix || p->listen_salen == 0)
+            continue;
+        if (have_stats && wn_sockaddr_overlap(&p->listen_sa, &stats)) {
+            snprintf(err, errlen, "pool '%s': cannot listen on %s: walnut's stats server listens "
+                     "there (-a, -s)", p->name, p->listen_text);
+            return UV_EADDRINUSE;
+        }
+        for (uint32_t j = 0; j < i; j++) {
+            const wn_conf_pool_t *q = &conf->pools[j];
+            if (q->listen.is_unix || q->listen_salen == 0 ||
+                !wn_sockaddr_overlap(&p->listen_sa, &q->listen_sa))
+                continue;
+            snprintf(err, errlen, "pool '%s': cannot listen on %s: pool '%s' listens there (%s)",
+                     p->name, p->listen_text, q->name, q->listen_text);
+            return UV_EADDRINUSE;
+        }
+    }
+    return 0;
+}
+
 static int create_workers(control_t *ctl, const wn_options_t *opts)
 {
     /* Listen addresses are looked up here, once (servers' in health_init),
@@ -213,19 +241,23 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
             return rc;
         }
     }
+    char err[512];
+    int rc = wn_control_listen_distinct(ctl, ctl->conf, err, sizeof(err));
+    if (rc < 0) {
+        wn_log_error("%s", err);
+        return rc;
+    }
     wn_ring_t **rings = calloc(ctl->npools ? ctl->npools : 1, sizeof(*rings));
     if (rings == NULL)
         return WN_ENOMEM;
     for (uint32_t p = 0; p < ctl->npools; p++)
         rings[p] = ctl->pools[p]->ring;
-    int rc = 0;
     int *fds = calloc(ctl->npools ? ctl->npools : 1, sizeof(int));
     if (fds == NULL) {
         free(rings);
         return WN_ENOMEM;
     }
     for (int i = 0; i < ctl->nworkers; i++) {
-        char err[512];
         for (uint32_t p = 0; p < ctl->npools; p++) {
             fds[p] = wn_sd_fd_for_worker(ctl, p, i);
             if (fds[p] < -1) {

@@ -173,6 +173,12 @@ int wn_sd_listen_fds(control_t *ctl);
  * -1 when the pool binds its own, or a negative error. */
 int wn_sd_fd_for_worker(const control_t *ctl, uint32_t pool, int worker);
 
+/* control.c: no two of conf's pools, nor a pool and the stats server,
+ * listen on one looked-up address (0, or UV_EADDRINUSE with err saying
+ * who listens there). Addresses not looked up are skipped. */
+int wn_control_listen_distinct(const control_t *ctl, const wn_conf_t *conf, char *err,
+                               size_t errlen);
+
 /* stats_server.c: the stats server, and the workers' heartbeat it reports on. */
 int wn_control_stats_start(control_t *ctl, const char *addr, uint16_t port);
 void wn_control_stats_stop(control_t *ctl);

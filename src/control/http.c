@@ -254,6 +254,15 @@ uint16_t wn_http_port(const wn_http_t *srv)
     return srv->port;
 }
 
+int wn_http_address(const wn_http_t *srv, struct sockaddr_storage *out)
+{
+    if (srv == NULL)
+        return WN_EINVAL;
+    int len = sizeof(*out);
+    memset(out, 0, sizeof(*out));
+    return uv_tcp_getsockname(&srv->listener, (struct sockaddr *)out, &len);
+}
+
 uint32_t wn_http_connections(const wn_http_t *srv)
 {
     return srv->nconns;

@@ -98,6 +98,9 @@ void wn_http_stop(wn_http_t *srv);
 
 /* The port the server listens on. */
 uint16_t wn_http_port(const wn_http_t *srv);
+/* The address the server listens on: 0, or a negative error (NULL srv:
+ * WN_EINVAL). */
+int wn_http_address(const wn_http_t *srv, struct sockaddr_storage *out);
 /* Open connections (accepted, not yet freed). */
 uint32_t wn_http_connections(const wn_http_t *srv);
 const wn_http_counters_t *wn_http_counters(const wn_http_t *srv);

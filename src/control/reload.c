@@ -50,12 +50,18 @@ static void finish(control_t *ctl, const char *fmt, ...)
 
 /* A pool listening where no pool listened before: is the address free?
  * (Looked up here, as every listen address: a kept one keeps the address
- * its listener is bound to.) */
+ * its listener is bound to.) Two pools of the file on one address, or a
+ * pool on the stats server's, are refused before any address is probed:
+ * the probe would blame another process. */
 static int check_listeners(const control_t *ctl, wn_conf_t *nc, uint32_t *nnew, char *err,
                            size_t errlen)
 {
     *nnew = 0;
-    for (uint32_t i = 0; i < nc->npools; i++) {
+    bool *fresh = calloc(nc->npools ? nc->npools : 1, sizeof(*fresh));
+    if (fresh == NULL)
+        return WN_ENOMEM;
+    int rc = 0;
+    for (uint32_t i = 0; i < nc->npools && rc == 0; i++) {
         wn_conf_pool_t *np = &nc->pools[i];
         const wn_conf_pool_t *served = NULL;
         for (uint32_t j = 0; j < ctl->conf->npools && served == NULL; j++)
@@ -64,10 +70,8 @@ static int check_listeners(const control_t *ctl, wn_conf_t *nc, uint32_t *nnew, 
         /* The same address spelled otherwise (localhost for 127.0.0.1): a
          * new listener joins walnut's own (SO_REUSEPORT), as for a move. */
         if (served == NULL && !np->listen.is_unix) {
-            int rc = wn_listen_resolve(np, err, errlen);
-            if (rc < 0)
-                return rc;
-            for (uint32_t j = 0; j < ctl->conf->npools && served == NULL; j++)
+            rc = wn_listen_resolve(np, err, errlen);
+            for (uint32_t j = 0; rc == 0 && j < ctl->conf->npools && served == NULL; j++)
                 if (!ctl->conf->pools[j].listen.is_unix &&
                     wn_sockaddr_same(&ctl->conf->pools[j].listen_sa, &np->listen_sa))
                     served = &ctl->conf->pools[j];
@@ -75,14 +79,20 @@ static int check_listeners(const control_t *ctl, wn_conf_t *nc, uint32_t *nnew, 
         if (served != NULL) {
             np->listen_sa = served->listen_sa;
             np->listen_salen = served->listen_salen;
-            continue;
+        } else {
+            fresh[i] = true;
         }
-        int rc = wn_listen_check(np, err, errlen);
-        if (rc < 0)
-            return rc;
+    }
+    if (rc == 0)
+        rc = wn_control_listen_distinct(ctl, nc, err, errlen);
+    for (uint32_t i = 0; i < nc->npools && rc == 0; i++) {
+        if (!fresh[i])
+            continue;
+        rc = wn_listen_check(&nc->pools[i], err, errlen);
         (*nnew)++;
     }
-    return 0;
+    free(fresh);
+    return rc;
 }
 
 /* The next counter blocks: one per worker, and control's own with what it

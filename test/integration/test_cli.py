@@ -192,6 +192,33 @@ class TestCommandLine(h.ProxyTestCase):
         self.assertIn("pool 'alpha': cannot resolve listen address flaky.walnut.test:", err)
         self.assertNotIn("cannot listen on", err)
 
+    def test_start_refuses_two_pools_on_one_address(self):
+        """Two pools on one address spelled two ways (validation compares the
+        text), or a pool on walnut's own stats address, failed at start with
+        'Address already in use (another process serves it)'. Expected:
+        a start that fails naming who listens there."""
+        tmp = self.tmpdir()
+        port, stats = h.free_port(), h.free_port()
+        server = ["127.0.0.1:%d:1" % h.free_port()]
+        cases = [
+            ({"alpha": h.pool(server, listen="127.0.0.1:%d" % port),
+              "beta": h.pool(server, listen="127.1:%d" % port)}, "pool 'alpha' listens there"),
+            ({"alpha": h.pool(server, listen="0.0.0.0:%d" % port),
+              "beta": h.pool(server, listen="127.0.0.1:%d" % port)}, "pool 'alpha' listens there"),
+            ({"alpha": h.pool(server, listen="127.1:%d" % stats)},
+             "walnut's stats server listens there"),
+        ]
+        for pools, why in cases:
+            conf = tmp.join("one-address.yml")
+            with open(conf, "w") as f:
+                f.write(h.render_config(pools))
+            r = subprocess.run([self.bin, "-c", conf, "-s", str(stats), "-a", h.HOST],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+            err = r.stderr.decode("utf-8", "replace")
+            self.assertNotEqual(r.returncode, 0, err)
+            self.assertIn(why, err, pools)
+            self.assertNotIn("another process", err)
+
     def test_describe_stats(self):
         rc, out, err = run(["-D"])
         self.assertEqual(rc, 0, err)

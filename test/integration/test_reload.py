@@ -525,6 +525,43 @@ class TestReloadRefused(ReloadCase):
         c.request(b"get k\r\n", b"VALUE k 0 1\r\nx\r\nEND\r\n")
         self.px.stop()
 
+    def test_pools_on_one_address_spelled_twice_are_refused(self):
+        """Validation compares listen addresses as written. A new pool on
+        127.1:P while alpha keeps 127.0.0.1:P was taken for alpha's own
+        listener and joined it (the kernel then split alpha's clients between
+        two pools); two new pools so spelled were refused as 'another process
+        serves it'; so was a pool on walnut's stats port. Expected: each
+        refused, naming who listens there; alpha serves on."""
+        mc = self.start_memcached(self.tmp, n=2)
+        port = h.free_port()
+        alpha = h.pool(mc[:1], listen="%s:%d" % (h.HOST, port))
+        self.px = self.start_proxy(self.tmp, {"alpha": alpha}, workers=2)
+        c = h.Raw(port)
+        self.addCleanup(c.close)
+        c.request(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n")
+        other = h.free_port()
+        cases = [
+            ({"beta": h.pool(mc[1:], listen="127.1:%d" % port)}, "pool 'alpha' listens there"),
+            ({"beta": h.pool(mc[1:], listen="%s:%d" % (h.HOST, other)),
+              "gamma": h.pool(mc[1:], listen="127.1:%d" % other)}, "pool 'beta' listens there"),
+            ({"beta": h.pool(mc[1:], listen="127.1:%d" % self.px.stats_port)},
+             "walnut's stats server listens there"),
+        ]
+        for extra, why in cases:
+            pools = dict({"alpha": alpha}, **extra)
+            marker = self.log_size()
+            view = self.reload(pools=pools)
+            log = self.log_since(marker)
+            self.assertEqual(view["generation"], 0, (extra, view["last_reload"]))
+            self.assertIn(why, log, extra)
+            self.assertNotIn("another process", log, extra)
+            self.assertEqual([p["name"] for p in view["pools"]], ["alpha"])
+        for _ in range(4):  # both workers: every client of the port is alpha's
+            with h.Raw(port) as n:
+                n.request(b"get k\r\n", b"VALUE k 0 1\r\nx\r\nEND\r\n", what="alpha")
+        c.request(b"get k\r\n", b"VALUE k 0 1\r\nx\r\nEND\r\n")
+        self.px.stop()
+
 
 if __name__ == "__main__":
     h.main()

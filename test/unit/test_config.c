@@ -753,10 +753,46 @@ static void test_sockaddr_same(void **state)
     assert_true(wn_sockaddr_same(&b, &b));
 }
 
+/* Addresses one cannot both listen on: the same one, or one port with the
+ * wildcard on either side, within a family. */
+static void test_sockaddr_overlap(void **state)
+{
+    (void)state;
+    struct sockaddr_storage a, b;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    struct sockaddr_in *x = (void *)&a, *y = (void *)&b;
+    x->sin_family = y->sin_family = AF_INET;
+    x->sin_port = y->sin_port = htons(22121);
+    inet_pton(AF_INET, "127.0.0.1", &x->sin_addr);
+    inet_pton(AF_INET, "127.0.0.2", &y->sin_addr);
+    assert_false(wn_sockaddr_overlap(&a, &b));
+    y->sin_addr.s_addr = htonl(INADDR_ANY);
+    assert_true(wn_sockaddr_overlap(&a, &b));
+    assert_true(wn_sockaddr_overlap(&b, &a));
+    y->sin_port = htons(22122);
+    assert_false(wn_sockaddr_overlap(&a, &b));
+    assert_true(wn_sockaddr_overlap(&a, &a));
+    struct sockaddr_storage c, d;
+    memset(&c, 0, sizeof(c));
+    memset(&d, 0, sizeof(d));
+    struct sockaddr_in6 *v = (void *)&c, *w = (void *)&d;
+    v->sin6_family = w->sin6_family = AF_INET6;
+    v->sin6_port = w->sin6_port = htons(22121);
+    inet_pton(AF_INET6, "::1", &v->sin6_addr);
+    assert_true(wn_sockaddr_overlap(&c, &d)); /* d is :: */
+    inet_pton(AF_INET6, "::2", &w->sin6_addr);
+    assert_false(wn_sockaddr_overlap(&c, &d));
+    x->sin_addr.s_addr = htonl(INADDR_ANY);
+    assert_false(wn_sockaddr_overlap(&a, &d)); /* v6 sockets are v6-only */
+    memset(&d, 0, sizeof(d));
+    assert_false(wn_sockaddr_overlap(&d, &d)); /* zeroed: no address */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sockaddr_same),    cmocka_unit_test(test_twemproxy_example),
+        cmocka_unit_test(test_sockaddr_same),    cmocka_unit_test(test_sockaddr_overlap),    cmocka_unit_test(test_twemproxy_example),
         cmocka_unit_test(test_repo_configs),     cmocka_unit_test(test_every_key),
         cmocka_unit_test(test_names_and_order),  cmocka_unit_test(test_server_parse),
         cmocka_unit_test(test_listen_parse),     cmocka_unit_test(test_bad_files),
