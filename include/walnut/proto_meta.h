@@ -218,6 +218,21 @@ int wn_meta_compose_without_quiet(char *dst, size_t cap, const char *line,
 int wn_meta_compose_canonical(char *dst, size_t cap, const char *line,
                               const wn_meta_request_t *req);
 
+/*
+ * The request line for a server, tagged so that its reply can be told from
+ * another's: the command, the key as sent, ms's length in decimal, each flag
+ * (as sent; `canonical`: as wn_meta_compose_canonical writes it) in order but
+ * q unless keep_quiet, the O token replaced by `tag` (an O token of at most
+ * WN_META_OPAQUE_MAX bytes, 'O' included), or `tag` last when there was
+ * none, single spaces, "\r\n". memcached echoes O in every reply but errors
+ * (wn_meta_rsp_echoes_opaque). For mg ms md ma that wn_meta_line_parse
+ * accepted. Returns the length written; WN_ETOOBIG if cap is too small;
+ * WN_EFULL if the added token would pass memcached's token limit (send the
+ * line untagged then); WN_EINVAL for another command or a bad tag.
+ */
+int wn_meta_compose_tagged(char *dst, size_t cap, const char *line, const wn_meta_request_t *req,
+                           bool keep_quiet, bool canonical, const char *tag, size_t taglen);
+
 /* ---- replies ----------------------------------------------------------- */
 
 #define WN_META_RSP_MAP(XX)                                                                       \
@@ -270,6 +285,10 @@ int wn_meta_response_parse(wn_mc_rsp_parser_t *p, const char *buf, size_t n,
  * ma: HD VA NF NS EX; mn: MN; me: ME EN; and ERROR, CLIENT_ERROR,
  * SERVER_ERROR answer any. A reply that cannot is a protocol error. */
 bool wn_meta_reply_allowed(wn_meta_cmd_t cmd, wn_meta_rsp_type_t type);
+
+/* Does memcached (1.6.18, measured) echo the request's O token in a reply of
+ * this type? HD VA EN NF NS EX: yes; MN, ME and the error lines: no. */
+bool wn_meta_rsp_echoes_opaque(wn_meta_rsp_type_t type);
 
 /*
  * Quiet mode (measured on memcached 1.6.18, raw sockets): must a reply of

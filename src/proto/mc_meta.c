@@ -443,3 +443,70 @@ int wn_meta_compose_canonical(char *dst, size_t cap, const char *line,
     memcpy(dst, buf, o);
     return (int)o;
 }
+
+int wn_meta_compose_tagged(char *dst, size_t cap, const char *line, const wn_meta_request_t *req,
+                           bool keep_quiet, bool canonical, const char *tag, size_t taglen)
+{
+    if (req->cmd != WN_META_MG && req->cmd != WN_META_MS && req->cmd != WN_META_MD &&
+        req->cmd != WN_META_MA)
+        return WN_EINVAL;
+    if (taglen < 2 || taglen > WN_META_OPAQUE_MAX || tag[0] != 'O' ||
+        memchr(tag, ' ', taglen) != NULL)
+        return WN_EINVAL;
+    bool drop_q = req->quiet && !keep_quiet;
+    uint32_t tokens = 2 + (req->cmd == WN_META_MS) + req->nflags - drop_q;
+    if (req->opaque.len == 0 && tokens + 1 > WN_META_TOKENS_MAX)
+        return WN_EFULL;
+    char num[WN_META_OPAQUE_MAX + 16];
+    size_t o = 0;
+    const char *name = wn_meta_cmd_name(req->cmd);
+    /* tokens in order; a NULL tok ends the line */
+    for (uint32_t i = 0;; i++) {
+        const char *tok;
+        size_t len;
+        if (i == 0) {
+            tok = name;
+            len = strlen(name);
+        } else if (i == 1) {
+            tok = line + req->key.off;
+            len = req->key.len;
+        } else if (i == 2 && req->cmd == WN_META_MS) {
+            int n = snprintf(num, sizeof num, "%" PRIu32, req->bytes);
+            tok = num;
+            len = (size_t)n;
+        } else {
+            uint32_t f = i - 2 - (req->cmd == WN_META_MS);
+            if (f > req->nflags || (f == req->nflags && req->opaque.len > 0))
+                break;
+            if (f == req->nflags) {
+                tok = tag; /* no O of the client's: the tag goes last */
+                len = taglen;
+            } else if (drop_q && req->flags[f].off == req->quiet_flag.off) {
+                continue;
+            } else if (req->opaque.len > 0 && req->flags[f].off == req->opaque.off) {
+                tok = tag;
+                len = taglen;
+            } else if (canonical) {
+                int n = canonical_flag(num, sizeof num, line + req->flags[f].off,
+                                       req->flags[f].len);
+                if (n < 2 || (size_t)n >= sizeof num)
+                    return WN_EINVAL;
+                tok = num + 1; /* after its space */
+                len = (size_t)n - 1;
+            } else {
+                tok = line + req->flags[f].off;
+                len = req->flags[f].len;
+            }
+        }
+        if (o + (i > 0) + len > cap)
+            return WN_ETOOBIG;
+        if (i > 0)
+            dst[o++] = ' ';
+        memcpy(dst + o, tok, len);
+        o += len;
+    }
+    if (o + 2 > cap)
+        return WN_ETOOBIG;
+    memcpy(dst + o, "\r\n", 2);
+    return (int)(o + 2);
+}

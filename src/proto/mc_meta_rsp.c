@@ -197,6 +197,21 @@ bool wn_meta_reply_allowed(wn_meta_cmd_t cmd, wn_meta_rsp_type_t type)
     return is_error(type) || (allowed_set(cmd) & (1u << type)) != 0;
 }
 
+bool wn_meta_rsp_echoes_opaque(wn_meta_rsp_type_t type)
+{
+    switch (type) {
+    case WN_META_RSP_HD:
+    case WN_META_RSP_VA:
+    case WN_META_RSP_EN:
+    case WN_META_RSP_NF:
+    case WN_META_RSP_NS:
+    case WN_META_RSP_EX:
+        return true;
+    default:
+        return false;
+    }
+}
+
 bool wn_meta_quiet_drops(wn_meta_cmd_t cmd, wn_meta_rsp_type_t type)
 {
     if ((unsigned)type >= WN_META_RSP_COUNT)

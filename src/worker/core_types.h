@@ -496,6 +496,7 @@ struct wn_worker {
     uv_idle_t kick;      /* keeps the loop from sleeping while a flush is due */
     bool flushing;
     uint64_t turns; /* flushes done: one per loop turn */
+    uint32_t meta_tags; /* the last O token walnut tagged a meta request with (mc.h) */
     uint32_t next_slot;
     uint64_t next_client_id; /* the last client id handed out here (Redis CLIENT ID) */
     uint64_t now_us;     /* wn_worker_tick's clock */

@@ -29,6 +29,8 @@
  * except a get or gets that starts with its word. Longer lines are rebuilt
  * from their tokens; long gat/gats lines are split into several. */
 #define WN_MC_SERVER_LINE_MAX 2048u
+/* A meta request's tag: "O" and up to 8 hex digits. */
+#define WN_MC_TAG_MAX 10
 /* Keys in one retrieval line, far above what clients send (pymemcache's
  * get_many of 2,000, memcached's own tests of 6,000); past it the line is
  * answered CLIENT_ERROR too many keys. */
@@ -100,6 +102,15 @@ typedef struct mc_req {
     /* Sent with its q and an mn after it: the reply, if any, ends at MN
      * (ma with q and N: only memcached knows whether it answers). */
     bool until_mn;
+    /* Meta requests walnut sends (text and binary): tagged with an O token
+     * of walnut's that every reply but an error must echo (a reply without it
+     * answers another request: a protocol error). 0: sent untagged (no room
+     * for the token). A text request's reply line is relayed with the tag
+     * taken out, and the client's own O token (kept in r.keep) put back. */
+    uint32_t tag;
+    bool tag_relay;
+    uint8_t opaque_len;
+    const char *opaque;
     /* Storage commands wait for their data block routed: if the worker's
      * configuration generation moved meanwhile, they route again by this
      * key (a copy kept by `keep`). */
@@ -209,6 +220,16 @@ mc_req_t *wn_mc_request(mc_client_t *c, req_kind_t kind, wn_mc_cmd_t cmd);
  * checks it, then routed by its (decoded) key, or answered with its error.
  * False when c must wait for a suspect server (the line is parsed again). */
 bool wn_mc_meta_line(mc_client_t *c, wn_buf_t *b, const wn_mc_request_t *q);
+/* A tag as its O token ("O" and hex digits) into buf (WN_MC_TAG_MAX
+ * bytes); its length. */
+size_t wn_mc_tag_text(uint32_t tag, char *buf);
+/* A new tag for r (r->tag set), written as its O token into buf
+ * (WN_MC_TAG_MAX bytes); its length. */
+size_t wn_mc_meta_tag(wn_worker_t *w, mc_req_t *r, char *buf);
+/* A line walnut composed for a meta request (ending "\r\n", len bytes, in
+ * buf of cap): r tagged, the tag put before the line end. The new length,
+ * or len untagged when it would not fit. */
+int wn_mc_meta_tag_line(wn_worker_t *w, mc_req_t *r, char *buf, int len, size_t cap);
 
 /* mc_server.c */
 void wn_mc_sconn_reset(sconn_t *s);

@@ -81,25 +81,94 @@ static bool needs_mn(const char *line, const wn_meta_request_t *mq)
     return false;
 }
 
-/* The line as its server gets it: as sent; without q (unless until_mn);
- * or, when memcached could not take it as sent (over 2 KiB), rebuilt from
- * its tokens. */
-static int push_line(mc_req_t *r, wn_buf_t *b, uint32_t pos, const wn_meta_request_t *mq)
+size_t wn_mc_tag_text(uint32_t tag, char *buf)
+{
+    static const char hex[] = "0123456789abcdef";
+    char digits[8];
+    size_t n = 0;
+    for (uint32_t v = tag; v != 0 && n < sizeof digits; v >>= 4)
+        digits[n++] = hex[v & 15];
+    buf[0] = 'O';
+    for (size_t i = 0; i < n; i++)
+        buf[1 + i] = digits[n - 1 - i];
+    return n + 1;
+}
+
+size_t wn_mc_meta_tag(wn_worker_t *w, mc_req_t *r, char *buf)
+{
+    if (++w->meta_tags == 0)
+        w->meta_tags = 1;
+    r->tag = w->meta_tags;
+    return wn_mc_tag_text(r->tag, buf);
+}
+
+int wn_mc_meta_tag_line(wn_worker_t *w, mc_req_t *r, char *buf, int len, size_t cap)
+{
+    if (len < 2 || (size_t)len + 1 + WN_MC_TAG_MAX > cap)
+        return len;
+    buf[len - 2] = ' ';
+    size_t n = wn_mc_meta_tag(w, r, buf + len - 1);
+    memcpy(buf + len - 1 + n, "\r\n", 2);
+    return len + 1 + (int)n;
+}
+
+/* The line untagged (me; or no room for the tag): as sent, without q
+ * (unless until_mn), or, when memcached could not take it as sent (over
+ * 2 KiB), rebuilt as memcached reads it. */
+static int push_untagged(mc_req_t *r, wn_buf_t *b, uint32_t pos, const wn_meta_request_t *mq,
+                         char *out, size_t cap)
+{
+    const char *line = b->data + pos;
+    int len;
+    if (mq->line_len > WN_MC_SERVER_LINE_MAX) {
+        len = wn_meta_compose_canonical(out, cap, line, mq);
+        if (len > 0 && r->until_mn) /* put the q back */
+            len += snprintf(out + len - 2, cap - (size_t)len + 2, " q\r\n") - 2;
+    } else if (!mq->quiet || r->until_mn) {
+        return wn_req_out_push(&r->r, b, pos, mq->line_len);
+    } else {
+        len = wn_meta_compose_without_quiet(out, cap, line, mq);
+    }
+    return len < 0 ? len : wn_req_out_scratch(&r->r, out, (size_t)len);
+}
+
+/* The line as its server gets it: rebuilt from its tokens with walnut's tag
+ * in place of the client's O (kept, to put back in the reply), without q
+ * (unless until_mn), as sent or, over 2 KiB, as memcached reads it; me
+ * untagged (memcached echoes nothing of it); then mn for until_mn. */
+static int push_line(mc_client_t *c, mc_req_t *r, wn_buf_t *b, uint32_t pos,
+                     const wn_meta_request_t *mq)
 {
     static const char mn[] = "mn\r\n";
     const char *line = b->data + pos;
-    char out[WN_MC_SERVER_LINE_MAX + 8];
-    int len, rc;
-    if (mq->line_len > WN_MC_SERVER_LINE_MAX) {
-        len = wn_meta_compose_canonical(out, sizeof out, line, mq);
-        if (len > 0 && r->until_mn) /* put the q back */
-            len += snprintf(out + len - 2, sizeof out - (size_t)len + 2, " q\r\n") - 2;
-        rc = len < 0 ? len : wn_req_out_scratch(&r->r, out, (size_t)len);
-    } else if (!mq->quiet || r->until_mn) {
-        rc = wn_req_out_push(&r->r, b, pos, mq->line_len);
+    char out[WN_MC_SERVER_LINE_MAX + WN_MC_TAG_MAX + 8];
+    char tag[WN_MC_TAG_MAX];
+    int len = WN_EFULL, rc;
+    if (mq->cmd != WN_META_ME) {
+        size_t taglen = wn_mc_meta_tag(c->c.w, r, tag);
+        bool canonical = mq->line_len > WN_MC_SERVER_LINE_MAX;
+        len = wn_meta_compose_tagged(out, sizeof out, line, mq, r->until_mn, canonical, tag,
+                                     taglen);
+        if (!canonical && (len == WN_ETOOBIG || len > (int)WN_MC_SERVER_LINE_MAX))
+            len = wn_meta_compose_tagged(out, sizeof out, line, mq, r->until_mn, true, tag,
+                                         taglen);
+    }
+    if (len == WN_EFULL) {
+        r->tag = 0;
+        rc = push_untagged(r, b, pos, mq, out, sizeof out);
+    } else if (len < 0) {
+        rc = len;
     } else {
-        len = wn_meta_compose_without_quiet(out, sizeof out, line, mq);
-        rc = len < 0 ? len : wn_req_out_scratch(&r->r, out, (size_t)len);
+        r->tag_relay = true;
+        if (mq->opaque.len > 0) {
+            char *o = wn_scratch_alloc(c->c.w, &r->r.keep, mq->opaque.len);
+            if (o == NULL)
+                return WN_ENOMEM;
+            memcpy(o, line + mq->opaque.off, mq->opaque.len);
+            r->opaque = o;
+            r->opaque_len = (uint8_t)mq->opaque.len;
+        }
+        rc = wn_req_out_scratch(&r->r, out, (size_t)len);
     }
     if (rc == 0 && r->until_mn)
         rc = wn_req_out_scratch(&r->r, mn, sizeof(mn) - 1);
@@ -132,9 +201,10 @@ static void too_large(mc_client_t *c, const char *line, const wn_meta_request_t 
     d->r.swallow = true;
     d->r.server = srv;
     wn_req_enqueue_client(&c->c, &d->r);
-    char md[WN_MC_KEY_MAX + 16];
+    char md[WN_MC_KEY_MAX + 16 + WN_MC_TAG_MAX];
     int n = snprintf(md, sizeof md, "md %.*s%s\r\n", (int)mq->key.len, line + mq->key.off,
                      mq->base64 ? " b" : "");
+    n = wn_mc_meta_tag_line(c->c.w, d, md, n, sizeof md);
     if (wn_req_out_scratch(&d->r, md, (size_t)n) < 0)
         wn_mc_fail(&d->r, WN_ENOMEM);
     else
@@ -170,7 +240,7 @@ static void dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_meta_re
     r->until_mn = needs_mn(line, mq);
     r->quiet = mq->quiet && !r->until_mn;
     r->r.server = srv;
-    int rc = push_line(r, b, pos, mq);
+    int rc = push_line(c, r, b, pos, mq);
     if (mq->cmd == WN_META_MS) {
         /* The data block follows; mc_client.c forwards once it is in (a bad
          * chunk is answered there, always sent). */

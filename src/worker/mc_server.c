@@ -175,6 +175,32 @@ static int take_line(mc_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
     return 0;
 }
 
+/* Does the line's O token (span `o`) say tag? */
+static bool tag_is(const char *line, wn_mc_span_t o, uint32_t tag)
+{
+    char want[WN_MC_TAG_MAX];
+    size_t n = wn_mc_tag_text(tag, want);
+    return o.len == n && memcmp(line + o.off, want, n) == 0;
+}
+
+/* A tagged request's reply line as its client gets it: the tag out (with
+ * the space before it), the client's own O token back in its place. */
+static int push_untagged(mc_req_t *m, wn_buf_t *b, uint32_t pos, const wn_meta_response_t *rsp)
+{
+    uint32_t at = rsp->opaque.off, after = at + rsp->opaque.len;
+    int rc;
+    if (m->opaque_len > 0) {
+        rc = wn_req_rsp_push(&m->r, b, pos, at, false);
+        if (rc == 0)
+            rc = wn_req_rsp_scratch(&m->r, m->opaque, m->opaque_len);
+    } else {
+        rc = wn_req_rsp_push(&m->r, b, pos, at - 1, false);
+    }
+    if (rc == 0)
+        rc = wn_req_rsp_push(&m->r, b, pos + after, rsp->line_len - after, false);
+    return rc;
+}
+
 /* One reply line for a meta request: HD VA EN NF NS EX ME or an error, as
  * its command allows. A quiet request's reply that memcached would not have
  * sent (a miss of mg, the HD of ms md ma, ...) is read and dropped. */
@@ -196,13 +222,19 @@ static int take_meta_line(mc_sconn_t *s, req_t *r, wn_buf_t *b)
         return WN_EPROTO;
     if (m->until_mn && r->rsp.n > 0)
         return WN_EPROTO; /* one reply before MN at most */
+    bool tagged = m->tag != 0 && wn_meta_rsp_echoes_opaque(rsp.type);
+    if (tagged && !tag_is(b->data + pos, rsp.opaque, m->tag))
+        return WN_EPROTO; /* the reply to another request */
     if (m->quiet && wn_meta_quiet_drops((wn_meta_cmd_t)m->meta, rsp.type))
         r->swallow = true;
     if (m->counts_get && (rsp.type == WN_META_RSP_VA || rsp.type == WN_META_RSP_HD))
         wn_stat_add(WN_GSTAT(s->s.server->pool->w, get_hits), 1);
     else if (m->counts_get && rsp.type == WN_META_RSP_EN)
         wn_stat_add(WN_GSTAT(s->s.server->pool->w, get_misses), 1);
-    rc = wn_req_rsp_push(r, b, pos, rsp.line_len, false);
+    if (tagged && m->tag_relay)
+        rc = push_untagged(m, b, pos, &rsp);
+    else
+        rc = wn_req_rsp_push(r, b, pos, rsp.line_len, false);
     s->s.in.pos += rsp.line_len;
     if (rc < 0)
         return rc;

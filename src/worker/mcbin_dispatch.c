@@ -143,13 +143,14 @@ static req_t *make_fragment(mcbin_req_t *p, uint32_t i, server_rt_t *s, wn_mc_cm
 
 void wn_mcbin_unlink(mcbin_client_t *c, const uint8_t *key, uint16_t keylen)
 {
-    char line[WN_MCBIN_TEXT_LINE_MAX];
-    int n = wn_mcbin_text_unlink(line, sizeof(line), key, keylen);
+    char line[WN_MCBIN_TEXT_LINE_MAX + WN_MC_TAG_MAX + 1];
+    int n = wn_mcbin_text_unlink(line, WN_MCBIN_TEXT_LINE_MAX, key, keylen);
     if (n < 0)
         return;
     mc_req_t *d = (mc_req_t *)wn_req_create(c->mc.c.pool, &c->mc.c, REQ_FORWARD);
     if (d == NULL)
         return;
+    n = wn_mc_meta_tag_line(c->mc.c.w, d, line, n, sizeof(line));
     d->cmd = WN_MC_META;
     d->meta = WN_META_MD;
     d->r.cmd = WN_MC_DELETE;
@@ -198,8 +199,8 @@ static void dispatch_keyed(mcbin_client_t *c, const uint8_t *pkt, const wn_mcbin
         out_of_memory(c);
         return;
     }
-    char line[WN_MCBIN_TEXT_LINE_MAX];
-    int n = wn_mcbin_text_request(line, sizeof(line), pkt, q);
+    char line[WN_MCBIN_TEXT_LINE_MAX + WN_MC_TAG_MAX + 1];
+    int n = wn_mcbin_text_request(line, WN_MCBIN_TEXT_LINE_MAX, pkt, q);
     if (n < 0) {
         /* A key the text protocol cannot carry, even base64-encoded. The
          * value (if any) is skipped, never run. */
@@ -225,8 +226,10 @@ static void dispatch_keyed(mcbin_client_t *c, const uint8_t *pkt, const wn_mcbin
     req_t *f = NULL;
     if (wn_req_frags_alloc(&r->m.r, 1) == 0)
         f = make_fragment(r, 0, s, WN_MC_META);
-    if (f != NULL)
+    if (f != NULL) {
         mc_req(f)->meta = (uint8_t)meta_of(loud); /* loud: q is walnut's business */
+        n = wn_mc_meta_tag_line(cl->w, mc_req(f), line, n, sizeof(line));
+    }
     if (f == NULL || wn_req_out_scratch(f, line, (size_t)n) < 0) {
         c->skip_left = q->value_len;
         wn_mcbin_reply_error(r, WN_MCBIN_ENOMEM); /* lets go of the fragment */

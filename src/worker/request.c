@@ -216,7 +216,7 @@ int wn_req_rsp_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len, bool sp
 
 int wn_req_rsp_scratch(req_t *r, const char *data, size_t len)
 {
-    if (len == 0 || wn_req_client(r) == NULL)
+    if (len == 0 || r->swallow || wn_req_client(r) == NULL)
         return 0;
     int rc = wn_scratch_push(r->pool->w, &r->rsp, data, len);
     if (rc == 0)

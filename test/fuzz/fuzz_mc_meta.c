@@ -5,7 +5,8 @@
  * the input is read (ASan), results are self-consistent, a line fed as a
  * growing buffer parses as it does whole, the classic parser and this one
  * agree on which lines are meta, the line without q (and the line rebuilt
- * from its tokens) parses back as the same request, and a base64 key
+ * from its tokens, and the line tagged for a server) parses back as the
+ * same request, and a base64 key
  * decodes within its bound.
  */
 #include "walnut/proto_meta.h"
@@ -59,6 +60,42 @@ static void check_canonical(const char *line, const wn_meta_request_t *r,
     }
 }
 
+/* Tagged for a server (as sent and canonical, q kept or not): parses back
+ * as the same command and key, with the tag as its opaque, the client's q
+ * only when kept, one flag more when it had no O (unless over the limit). */
+static void check_tagged(const char *line, const wn_meta_request_t *r, const wn_mc_limits_t *lim)
+{
+    static const char tag[] = "O7fffffff";
+    for (int v = 0; v < 4; v++) {
+        bool keep_quiet = v & 1, canonical = v & 2;
+        size_t cap = (size_t)r->line_len + WN_META_CANONICAL_MAX + sizeof tag;
+        char *out = malloc(cap);
+        CHECK(out != NULL);
+        int n = wn_meta_compose_tagged(out, cap, line, r, keep_quiet, canonical, tag,
+                                       sizeof tag - 1);
+        if (r->cmd == WN_META_MN || r->cmd == WN_META_ME) {
+            CHECK(n == WN_EINVAL);
+        } else if (n == WN_EFULL) {
+            CHECK(r->opaque.len == 0);
+        } else {
+            CHECK(n > 0 && (size_t)n <= cap && out[n - 2] == '\r' && out[n - 1] == '\n');
+            wn_meta_request_t back;
+            CHECK(wn_meta_line_parse(lim, out, (uint32_t)n, &back) == n);
+            CHECK(back.cmd == r->cmd && back.quiet == (r->quiet && keep_quiet));
+            CHECK(back.key.len == r->key.len &&
+                  memcmp(out + back.key.off, line + r->key.off, r->key.len) == 0);
+            CHECK(back.opaque.len == sizeof tag - 1 &&
+                  memcmp(out + back.opaque.off, tag, sizeof tag - 1) == 0);
+            CHECK(back.data_len == r->data_len && back.base64 == r->base64);
+            uint32_t want = r->nflags - (r->quiet && !keep_quiet) + (r->opaque.len == 0);
+            CHECK(back.nflags == want);
+            CHECK(wn_meta_compose_tagged(out, (size_t)n - 1, line, r, keep_quiet, canonical, tag,
+                                         sizeof tag - 1) == WN_ETOOBIG);
+        }
+        free(out);
+    }
+}
+
 static void check_forwarded(const char *line, const wn_meta_request_t *r, const wn_mc_limits_t *lim)
 {
     CHECK(r->cmd > WN_META_NONE && r->cmd < WN_META_CMD_COUNT && r->err == WN_META_ERR_NONE);
@@ -80,6 +117,7 @@ static void check_forwarded(const char *line, const wn_meta_request_t *r, const 
     for (uint32_t i = 0; i < r->nflags; i++)
         CHECK(r->flags[i].len >= 1 && r->flags[i].off + r->flags[i].len <= r->line_len);
     check_canonical(line, r, lim);
+    check_tagged(line, r, lim);
     if (!r->quiet)
         return;
     char *out = malloc(r->line_len);

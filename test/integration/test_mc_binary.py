@@ -204,9 +204,23 @@ class ScriptedMemcached(h.FakeMemcached):
     script: replies[raw request] = raw reply, else a default (version: VERSION,
     mg: EN, ms: HD c1, md: HD, ma: NF, flush_all: OK)."""
 
+    TAG = re.compile(rb" (O[0-9a-f]{1,8})(?=[ \r])")
+    ECHOES = (b"HD", b"VA", b"EN", b"NF", b"NS", b"EX")
+
     def __init__(self, name="scripted"):
         self.replies = {}
+        self.tags = []          # walnut's O token of each meta request, in order
+        self.echo = True        # False: answer without the O, as if for another request
+        self.drop_next = 0      # answer nothing to the next this many requests
         super().__init__(name)
+
+    def answer(self, raw, reply, tag):
+        """The reply as memcached sends it: the request's O token echoed on the
+        first line of HD VA EN NF NS EX (not on errors)."""
+        if tag is None or not self.echo or reply[:2] not in self.ECHOES:
+            return reply
+        i = reply.find(b"\r\n")
+        return reply[:i] + b" " + tag + reply[i:]
 
     def _serve(self, conn, cid):
         buf = b""
@@ -227,15 +241,25 @@ class ScriptedMemcached(h.FakeMemcached):
                         if len(buf) < need:
                             break
                     raw, buf = buf[:need], buf[need:]
+                    tag = None
+                    m = self.TAG.search(raw, 0, i + 1)
+                    if m is not None and parts[0][:1] == b"m":
+                        tag = m.group(1)
+                        raw = raw[:m.start()] + raw[m.end():]  # logged and scripted untagged
                     with self.lock:
                         self.log.append((cid, raw))
+                        if parts[0][:1] == b"m":
+                            self.tags.append(tag)
                         reply = self.replies.get(raw)
+                        drop = self.drop_next > 0
+                        self.drop_next -= drop
                     if reply is None:
                         reply = {b"version": b"VERSION 1.6.18\r\n", b"mg": b"EN\r\n",
                                  b"ms": b"HD c1\r\n", b"md": b"HD\r\n", b"ma": b"NF\r\n",
                                  b"flush_all": b"OK\r\n"}.get(parts[0] if parts else b"",
                                                               b"ERROR\r\n")
-                    conn.sendall(reply)
+                    if not drop:
+                        conn.sendall(self.answer(raw, reply, tag))
         except OSError:
             return
         finally:
@@ -1082,6 +1106,9 @@ class TestBinaryExactBytes(h.ProxyTestCase):
             f.clear()
             with f.lock:
                 f.replies.clear()
+                f.tags.clear()
+                f.echo = True
+                f.drop_next = 0
         # consecutive names hash close together under fnv1a_64: random ones
         rng = random.Random(7)
         cand = [b"ex:%08x" % rng.getrandbits(32) for _ in range(200)]
@@ -1130,6 +1157,11 @@ class TestBinaryExactBytes(h.ProxyTestCase):
             b"md %s C3\r\n" % k,
             b"ms %s 2 MA c\r\n++\r\n" % k,
         ]))
+        # each meta request tagged with an O token of its own
+        tags = self.fakes[0].tags + self.fakes[1].tags
+        self.assertEqual(len(tags), 7)
+        self.assertTrue(all(tags), tags)
+        self.assertEqual(len(set(tags)), len(tags), tags)
         self.assertEqual(got, b"".join([
             HDR.pack(0x81, OP["GETK"], len(k), 4, 0, OK, 4 + len(k) + 3, 1, 77) +
             struct.pack(">I", 5) + k + b"abc",
@@ -1182,6 +1214,68 @@ class TestBinaryExactBytes(h.ProxyTestCase):
         c.send(packet(OP["GET"], k, opaque=2))
         p = c.read_packet()
         self.assertEqual((p.status, p.opaque, p.value), (ENOENT, 2, b"Not found"))
+
+
+    def test_reply_for_another_request_is_refused(self):
+        """A server that drops one reply (or answers without the request's O
+        token): the next reply on the connection answered the earlier request,
+        and GET handed one client the value another asked for. Expected: the
+        reply's O token is checked; both requests fail (0x0086), no client
+        sees the other's value, and the next request is served."""
+        f = self.fakes[0]
+        k = self.keys[0]
+        rng = random.Random(11)  # consecutive names hash close together
+        cand = [b"ex2:%08x" % rng.getrandbits(32) for _ in range(200)]
+        where = locate(self.proxy, cand)
+        k2 = next(x for x in cand if where[x] == f.addr and x != k)
+        f.replies[b"mg %s v f c\r\n" % k2] = b"VA 6 f0 c1\r\nSECRET\r\n"
+        f.drop_next = 1
+        a = BinConn(self.proxy.port())
+        self.addCleanup(a.close)
+        b = BinConn(self.proxy.port())
+        self.addCleanup(b.close)
+        a.send(packet(OP["GET"], k, opaque=1))
+        h.wait_until(lambda: len(f.tags) == 1, what="a's GET at the server")
+        b.send(packet(OP["GET"], k2, opaque=2))
+        pa, pb = a.read_packet(), b.read_packet()
+        self.assertNotIn(b"SECRET", pa.value)
+        self.assertEqual((pa.status, pa.opaque), (ETMPFAIL, 1), pa)
+        self.assertEqual((pb.status, pb.opaque), (ETMPFAIL, 2), pb)
+        # a reply without the O token: refused the same way
+        f.echo = False
+        b.send(packet(OP["GET"], k2, opaque=3))
+        pb = b.read_packet()
+        self.assertEqual((pb.status, pb.opaque), (ETMPFAIL, 3), pb)
+        f.echo = True
+        b.send(packet(OP["GET"], k2, opaque=4))
+        pb = b.read_packet()
+        self.assertEqual((pb.status, pb.opaque, pb.value), (OK, 4, b"SECRET"), pb)
+
+    def test_text_meta_reply_for_another_request_is_refused(self):
+        """The same for text meta commands (mg, ms, ma carry no key in their
+        replies): a dropped reply must not hand A the value B asked for.
+        A client's own O token still comes back in its place."""
+        f = self.fakes[0]
+        k = self.keys[0]
+        rng = random.Random(13)  # consecutive names hash close together
+        cand = [b"ex3:%08x" % rng.getrandbits(32) for _ in range(200)]
+        where = locate(self.proxy, cand)
+        k2 = next(x for x in cand if where[x] == f.addr and x != k)
+        f.replies[b"mg %s v\r\n" % k2] = b"VA 6\r\nSECRET\r\n"
+        f.replies[b"mg %s s v\r\n" % k2] = b"VA 6 s6\r\nSECRET\r\n"
+        f.drop_next = 1
+        with h.Raw(self.proxy.port()) as a, h.Raw(self.proxy.port()) as b:
+            a.send(b"mg %s v\r\n" % k)
+            h.wait_until(lambda: len(f.tags) == 1, what="a's mg at the server")
+            b.send(b"mg %s v\r\n" % k2)
+            got_a, got_b = a.recv_line(), b.recv_line()
+            self.assertTrue(got_a.startswith(b"SERVER_ERROR "), got_a)
+            self.assertTrue(got_b.startswith(b"SERVER_ERROR "), got_b)
+            # (this fake echoes O last; memcached's order is the differential test's)
+            b.request(b"mg %s s v Oxyz\r\n" % k2, b"VA 6 s6 Oxyz\r\nSECRET\r\n",
+                      what="the client's own O in its place")
+            b.request(b"mg %s v\r\n" % k2, b"VA 6\r\nSECRET\r\n", what="no O: none back")
+            a.request(b"mn\r\n", b"MN\r\n")
 
 
 import test_reload_hostile as rh  # noqa: E402  (its reload helpers; its tests stay there)

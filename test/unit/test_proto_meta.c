@@ -479,12 +479,77 @@ static void test_compose_canonical(void **state)
     assert_int_equal(wn_meta_compose_canonical(out, sizeof out, "mn\r\n", &r), WN_EINVAL);
 }
 
+/* The line a server gets, tagged: the client's O replaced in place (or the
+ * tag last), q dropped unless kept, everything else as sent (or canonical);
+ * what it parses back to carries the tag as its opaque. */
+static void test_compose_tagged(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        bool keep_quiet, canonical;
+        const char *out;
+    } cases[] = {
+        {"mg k v\r\n", false, false, "mg k v O1f\r\n"},
+        {"mg k\r\n", false, false, "mg k O1f\r\n"},
+        {"mg   k   v   q   O12  \r\n", false, false, "mg k v O1f\r\n"},
+        {"mg k O12 v q t\r\n", true, false, "mg k O1f v q t\r\n"},
+        {"mg k vjunk T+0030 q\n", false, false, "mg k vjunk T+0030 O1f\r\n"},
+        {"mg k vjunk T+0030 q\n", false, true, "mg k v T30 O1f\r\n"},
+        {"ms k 0003 F7 q I\r\n", false, false, "ms k 3 F7 I O1f\r\n"},
+        {"md k q Oabc\r\n", false, false, "md k O1f\r\n"},
+        {"ma k N0 J00 D+5 MI q v\r\n", true, true, "ma k N0 J0 D5 MI q v O1f\r\n"},
+        {"mg aGk= b v\r\n", false, false, "mg aGk= b v O1f\r\n"},
+        {"mg foo\r q\n", false, false, "mg foo\r O1f\r\n"},
+    };
+    for (size_t i = 0; i < WN_ARRAY_SIZE(cases); i++) {
+        uint32_t n = (uint32_t)strlen(cases[i].in);
+        wn_meta_request_t r;
+        assert_int_equal(wn_meta_line_parse(NULL, cases[i].in, n, &r), (int)n);
+        char out[256];
+        int len = wn_meta_compose_tagged(out, sizeof out, cases[i].in, &r, cases[i].keep_quiet,
+                                         cases[i].canonical, "O1f", 3);
+        if (len != (int)strlen(cases[i].out) || memcmp(out, cases[i].out, (size_t)len) != 0)
+            fail_msg("'%s': '%.*s', want '%s'", cases[i].in, len < 0 ? 0 : len, out,
+                     cases[i].out);
+        assert_int_equal(wn_meta_compose_tagged(out, (size_t)len - 1, cases[i].in, &r,
+                                                cases[i].keep_quiet, cases[i].canonical, "O1f",
+                                                3),
+                         WN_ETOOBIG);
+        wn_meta_request_t back;
+        assert_int_equal(wn_meta_line_parse(NULL, out, (uint32_t)len, &back), len);
+        assert_int_equal(back.cmd, r.cmd);
+        assert_int_equal(back.quiet, r.quiet && cases[i].keep_quiet);
+        assert_int_equal(back.opaque.len, 3);
+        assert_memory_equal(out + back.opaque.off, "O1f", 3);
+    }
+    wn_meta_request_t r;
+    char out[256];
+    /* mn and me are never tagged; a tag must be an O token */
+    assert_int_equal(wn_meta_line_parse(NULL, "mn\r\n", 4, &r), 4);
+    assert_int_equal(wn_meta_compose_tagged(out, sizeof out, "mn\r\n", &r, false, false, "O1", 2),
+                     WN_EINVAL);
+    assert_int_equal(wn_meta_line_parse(NULL, "me k\r\n", 6, &r), 6);
+    assert_int_equal(wn_meta_compose_tagged(out, sizeof out, "me k\r\n", &r, false, false, "O1", 2),
+                     WN_EINVAL);
+    assert_int_equal(wn_meta_line_parse(NULL, "mg k v\r\n", 8, &r), 8);
+    assert_int_equal(wn_meta_compose_tagged(out, sizeof out, "mg k v\r\n", &r, false, false, "X1", 2),
+                     WN_EINVAL);
+    /* a line at memcached's token limit takes no more: sent untagged */
+    const char *full = "mg aGk= b c f h k l q s t u v I N1 P L R1 T1\r\n";
+    uint32_t n = (uint32_t)strlen(full);
+    assert_int_equal(wn_meta_line_parse(NULL, full, n, &r), (int)n);
+    assert_int_equal(wn_meta_compose_tagged(out, sizeof out, full, &r, true, false, "O1", 2),
+                     WN_EFULL);
+    assert_true(wn_meta_compose_tagged(out, sizeof out, full, &r, false, false, "O1", 2) > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_golden), cmocka_unit_test(test_request_split),
         cmocka_unit_test(test_request_limits), cmocka_unit_test(test_base64),
-        cmocka_unit_test(test_compose_canonical),
+        cmocka_unit_test(test_compose_canonical), cmocka_unit_test(test_compose_tagged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1132,7 +1132,20 @@ static size_t mini_meta(fake_t *f, int fd, const char *in, size_t n)
             out = "MN\r\n";
         else if (strcmp(cmd, "me") == 0)
             out = "ME k exp=-1\r\n";
-        send_all(fd, out, strlen(out));
+        /* memcached echoes the O token after the code (and VA's length) */
+        const char *o = strstr(line, " O");
+        const char *sp = strchr(out, '\n');
+        if (o != NULL && *out != '\0' && strncmp(out, "ME", 2) != 0 && strncmp(out, "MN", 2) != 0 &&
+            strncmp(out, "ERROR", 5) != 0) {
+            size_t olen = strcspn(o + 1, " \r\n") + 1;
+            size_t head = (size_t)(sp - out) - 1; /* before "\r\n" */
+            char echo[4200];
+            int m = snprintf(echo, sizeof echo, "%.*s%.*s%s", (int)head, out, (int)olen, o,
+                             out + head);
+            send_all(fd, echo, (size_t)m);
+        } else {
+            send_all(fd, out, strlen(out));
+        }
         used += len + data;
     }
 }
@@ -1163,12 +1176,13 @@ static void test_meta_server_bytes(void **state)
     fake_t *k1 = owner(&fx, &a, &b, "k1");
     fake_t *other = k1 == &a ? &b : &a;
     /* azE= is base64 for k1 */
-    const char *req = "mg k1 v q O1\r\nms k1 1 q T5\r\nx\r\nmd k1 q\r\nma k1 N0 q\r\nma k1 q\r\n"
+    const char *req = "mg k1 v q Oabc\r\nms k1 1 q T5\r\nx\r\nmd k1 q\r\nma k1 N0 q\r\nma k1 q\r\n"
                       "mg azE= b v q k\r\nme azE= b\r\nmn\r\n";
     send_all(c, req, strlen(req));
-    expect(&fx, fakes, 2, c, "VA 1\r\nv\r\nVA 1\r\nv\r\nME k exp=-1\r\nMN\r\n");
-    const char *want = "mg k1 v O1\r\nms k1 1 T5\r\nx\r\nmd k1\r\nma k1 N0 q\r\nmn\r\nma k1\r\n"
-                       "mg azE= b v k\r\nme azE= b\r\n";
+    expect(&fx, fakes, 2, c, "VA 1 Oabc\r\nv\r\nVA 1\r\nv\r\nME k exp=-1\r\nMN\r\n");
+    /* each tagged with walnut's O (the client's taken out), but me */
+    const char *want = "mg k1 v O1\r\nms k1 1 T5 O2\r\nx\r\nmd k1 O3\r\nma k1 N0 q O4\r\nmn\r\n"
+                       "ma k1 O5\r\nmg azE= b v k O6\r\nme azE= b\r\n";
     assert_string_equal(fake_log(k1), want);
     assert_int_equal(other->loglen, 0);
     /* a line over 2 KiB: rebuilt from its tokens, numbers in decimal */
@@ -1177,7 +1191,7 @@ static void test_meta_server_bytes(void **state)
     int n = snprintf(line, sizeof(line), "mg k1%*s v T%0*d k q\r\nmn\r\n", 3000, "", 2000, 30);
     send_all(c, line, (size_t)n);
     expect(&fx, fakes, 2, c, "VA 1\r\nv\r\nMN\r\n");
-    assert_string_equal(fake_log(k1), "mg k1 v T30 k\r\n");
+    assert_string_equal(fake_log(k1), "mg k1 v T30 k O7\r\n");
     /* an ms the client may not hold: SERVER_ERROR, data swallowed, md sent */
     k1->loglen = 0;
     n = snprintf(line, sizeof(line), "ms k1 70000 q\r\n");
@@ -1190,7 +1204,7 @@ static void test_meta_server_bytes(void **state)
     send_all(c, "mn\r\n", 4);
     expect(&fx, fakes, 2, c, "SERVER_ERROR object too large for cache\r\nMN\r\n");
     assert_true(pump(&fx, fakes, 2, got_md, k1, 2000));
-    assert_string_equal(fake_log(k1), "md k1\r\n");
+    assert_string_equal(fake_log(k1), "md k1 O8\r\n");
     assert_int_equal(other->loglen, 0);
     close(c);
     two_down(&fx, &a, &b);
@@ -1218,8 +1232,8 @@ static void test_meta_quiet_order(void **state)
     char early[64];
     assert_int_equal(recv(c, early, sizeof(early), 0), -1);
     a.fn = mini_meta;
-    /* mini_meta echoes no O; hits of ka and kb, b's miss and the HDs dropped */
-    expect(&fx, fakes, 2, c, "VA 1\r\nv\r\nVA 1\r\nv\r\nMN\r\nVA 1\r\nv\r\n");
+    /* hits of ka and kb with their O, b's miss and the HDs dropped */
+    expect(&fx, fakes, 2, c, "VA 1 O1\r\nv\r\nVA 1 O3\r\nv\r\nMN\r\nVA 1\r\nv\r\n");
     close(c);
     two_down(&fx, &a, &b);
 }
