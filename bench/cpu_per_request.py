@@ -58,7 +58,8 @@ def need(tool, hint):
     return path
 
 
-MEMTIER_PROTOCOL = {"memcache": "memcache_text", "redis": "redis"}
+MEMTIER_PROTOCOL = {"memcache": "memcache_text", "memcache_binary": "memcache_binary",
+                    "redis": "redis"}
 
 
 def memtier(port, requests, pipeline, args):
