@@ -130,6 +130,8 @@ int wn_meta_response_parse(wn_mc_rsp_parser_t *p, const char *buf, size_t n,
     int rc = mc_line_find(&p->scanned, buf, n, p->lim.max_line, &line_len, &content_len);
     if (rc == WN_EAGAIN)
         return rc;
+    if (rc == 0 && content_len + 2 != line_len)
+        rc = WN_EPROTO; /* a bare "\n": not memcached (wn_mc_response_parse) */
     if (rc == 0) {
         wn_meta_response_t r;
         memset(&r, 0, sizeof(r));

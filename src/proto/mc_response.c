@@ -263,6 +263,10 @@ int wn_mc_response_parse(wn_mc_rsp_parser_t *p, wn_mc_cmd_t cmd, const char *buf
     int rc = mc_line_find(&p->scanned, buf, n, p->lim.max_line, &line_len, &content_len);
     if (rc == WN_EAGAIN)
         return rc;
+    /* memcached ends every line with "\r\n"; a bare "\n" is not memcached
+     * (and would reach the client as it came). */
+    if (rc == 0 && content_len + 2 != line_len)
+        rc = WN_EPROTO;
     if (rc == 0) {
         wn_mc_response_t r;
         memset(&r, 0, sizeof(r));

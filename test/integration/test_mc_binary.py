@@ -1277,6 +1277,28 @@ class TestBinaryExactBytes(h.ProxyTestCase):
             b.request(b"mg %s v\r\n" % k2, b"VA 6\r\nSECRET\r\n", what="no O: none back")
             a.request(b"mn\r\n", b"MN\r\n")
 
+    def test_bare_lf_reply_is_refused(self):
+        """memcached ends every line with CRLF. `END\\n` to a get was relayed
+        as it came (a split get's merged reply too), and clients reading to
+        CRLF stalled. Expected: a protocol error, as for any line that is no
+        reply of memcached's."""
+        f = self.fakes[0]
+        k = self.keys[0]
+        f.replies[b"get %s\r\n" % k] = b"END\n"
+        f.replies[b"mg %s v\r\n" % k] = b"EN\n"
+        f.replies[b"mg %s v f c\r\n" % k] = b"EN\n"
+        with h.Raw(self.proxy.port()) as c:
+            for req in (b"get %s\r\n" % k, b"mg %s v\r\n" % k):
+                c.send(req)
+                line = c.recv_line()
+                self.assertTrue(line.startswith(b"SERVER_ERROR ") and line.endswith(b"\r\n"),
+                                (req, line))
+        b = BinConn(self.proxy.port())
+        self.addCleanup(b.close)
+        b.send(packet(OP["GET"], k, opaque=9))
+        p = b.read_packet()
+        self.assertEqual((p.status, p.opaque), (ETMPFAIL, 9), p)
+
 
 import test_reload_hostile as rh  # noqa: E402  (its reload helpers; its tests stay there)
 

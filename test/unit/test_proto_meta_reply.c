@@ -80,8 +80,9 @@ static const rsp_case_t rsp_cases[] = {
     {IN("ERROR\r\n"), .type = WN_META_RSP_ERROR},
     {IN("CLIENT_ERROR bad data chunk\r\n"), .type = WN_META_RSP_CLIENT_ERROR},
     {IN("SERVER_ERROR object too large for cache\r\n"), .type = WN_META_RSP_SERVER_ERROR},
-    {IN("HD\n"), .type = WN_META_RSP_HD},
-    /* not meta replies */
+    /* not meta replies (a bare LF: memcached ends every line with CRLF) */
+    {IN("HD\n"), .rc = WN_EPROTO},
+    {IN("EN\n"), .rc = WN_EPROTO},
     {IN("VA\r\n"), .rc = WN_EPROTO},
     {IN("VA x\r\n"), .rc = WN_EPROTO},
     {IN("VA -1\r\n"), .rc = WN_EPROTO},
