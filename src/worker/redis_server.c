@@ -175,7 +175,7 @@ static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
     case RMERGE_ARRAY:
         if (tok->depth == 0)
             return tok->type == '*' && tok->number == (int64_t)f->nkeys ? 0 : WN_EPROTO;
-        if (tok->depth != 1 || tok->type == '*')
+        if (tok->depth != 1 || tok->type != '$')
             return WN_EPROTO; /* MGET's elements are strings or nulls */
         return start_item(f, b, pos, tok->line_len);
     case RMERGE_SUM:
@@ -188,6 +188,15 @@ static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
     default: /* RMERGE_OK */
         return tok->type == '+' ? 0 : WN_EPROTO;
     }
+}
+
+/* MGET sent whole answers what its parts do: an array of one string or
+ * null per key (or an error); anything else is another request's reply. */
+static bool mget_shape_ok(const redis_req_t *rr, const wn_resp_rsp_tok_t *tok)
+{
+    if (tok->depth == 0)
+        return tok->type == '-' || (tok->type == '*' && tok->number == (int64_t)rr->nargs - 1);
+    return tok->depth == 1 && tok->type == '$';
 }
 
 /* The client's reply so far goes out while the rest is still to come. */
@@ -255,6 +264,8 @@ static int take_line(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
          * another request's: the connection's replies have shifted. */
         if (tok->depth == 0 && rr->reply_type != 0 && tok->type != rr->reply_type &&
             tok->type != '-')
+            return WN_EPROTO;
+        if (rr->cmd != NULL && rr->cmd->id == WN_RCMD_ID_MGET && !mget_shape_ok(rr, tok))
             return WN_EPROTO;
         rc = wn_req_rsp_push(r, b, pos, tok->line_len, false);
     }

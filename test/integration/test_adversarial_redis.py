@@ -228,6 +228,37 @@ class TestMisbehavingServerSums(AdversarialRedisCase):
         px.stop()
 
 
+class TestMgetShape(AdversarialRedisCase):
+
+    def test_07_mget_reply_of_the_wrong_shape_is_refused(self):
+        """MGET answers an array of one string or null per key. Sent whole
+        (its keys on one server) a reply with more or fewer elements reached
+        the client as it came; split, a part's error, integer or status
+        element was merged into the client's array. Expected: each is a
+        protocol error (-ERR Invalid argument), the right shape is relayed."""
+        shapes = [b"*2\r\n$6\r\nsecret\r\n$6\r\nsecret\r\n",  # 2 for 1 key
+                  b"*0\r\n",
+                  b"*1\r\n:5\r\n", b"*1\r\n+OK\r\n", b"*1\r\n-ERR weird\r\n",
+                  b"*1\r\n*1\r\n$1\r\nx\r\n"]
+        for bad in shapes:
+            a = self.fake(ScriptRedis({b"MGET": bad}, name="a"))
+            b = self.fake(ScriptRedis({b"MGET": bad}, name="b"))
+            px, ka, kb, c = self.split_over(a, b)
+            for keys in ([ka], [ka, kb]):
+                got = c.call("MGET", *keys)
+                self.assertIsInstance(got, h.RespError, (bad, keys, got))
+                self.assertIn("Invalid argument", str(got), (bad, keys))
+            self.assertAlive(px)
+            px.stop()
+        good = b"*1\r\n$-1\r\n"
+        a = self.fake(ScriptRedis({b"MGET": good}, name="a"))
+        b = self.fake(ScriptRedis({b"MGET": good}, name="b"))
+        px, ka, kb, c = self.split_over(a, b)
+        self.assertEqual(c.call("MGET", ka), [None])
+        self.assertEqual(c.call("MGET", ka, kb), [None, None])
+        px.stop()
+
+
 class TestClientsCannotFailServers(AdversarialRedisCase):
 
     def test_06_script_error_replies_do_not_count_against_the_server(self):
