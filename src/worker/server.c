@@ -10,11 +10,44 @@
  */
 #include "protocol.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static void sconn_close(sconn_t *c, int err);
+
+/* A server failing every request (a connection refused or closed each
+ * time, with auto_eject_hosts off) would log a line per request: its
+ * warnings are logged at most once per WN_SERVER_WARN_MS, the next one
+ * saying how many were left out. */
+#define WN_SERVER_WARN_MS 10000u
+#define server_warn(s, ...) server_warn_at((s), __LINE__, __VA_ARGS__)
+
+__attribute__((format(printf, 3, 4))) static void server_warn_at(server_rt_t *s, int line,
+                                                                 const char *fmt, ...)
+{
+    if (!wn_log_enabled(WN_LOG_WARN))
+        return;
+    uint64_t now = uv_now(&s->pool->w->loop);
+    if (s->warned_ms != 0 && now - s->warned_ms < WN_SERVER_WARN_MS) {
+        s->unsaid++;
+        return;
+    }
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (s->unsaid > 0)
+        wn_log_write(WN_LOG_WARN, __FILE__, line,
+                     "%s (and %u more warnings of this server in the last %u s, not logged)",
+                     text, s->unsaid, (unsigned)((now - s->warned_ms) / 1000));
+    else
+        wn_log_write(WN_LOG_WARN, __FILE__, line, "%s", text);
+    s->warned_ms = now > 0 ? now : 1;
+    s->unsaid = 0;
+}
 
 /* A TCP server's address: the one control looked up (sc->sa), or, for a
  * configuration control never saw (the worker's unit tests), a numeric
@@ -127,7 +160,7 @@ static void on_timer(uv_timer_t *t)
     }
     server_rt_t *s = c->server;
     wn_stat_add(WN_SSTAT(s, server_timedout), 1);
-    wn_log_warn("pool '%s': server %s: %s for %d ms; closing its connection",
+    server_warn(s, "pool '%s': server %s: %s for %d ms; closing its connection",
                 s->pool->conf->name, s->conf->name,
                 c->state == SCONN_CONNECTING ? "no connection" : "no reply",
                 timeout);
@@ -184,7 +217,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             wn_stat_add(WN_SSTAT(s, server_err), 1);
         }
         if (c->head != NULL)
-            wn_log_warn("pool '%s': server %s closed with %u request(s) in flight: %s",
+            server_warn(s, "pool '%s': server %s closed with %u request(s) in flight: %s",
                         s->pool->conf->name, s->conf->name, c->nqueued,
                         uv_strerror((int)nread));
         wn_sconn_fail(c, err);
@@ -197,7 +230,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     int rc = wn_proto_server_parse(c);
     if (rc < 0) {
         wn_stat_add(WN_SSTAT(s, server_err), 1);
-        wn_log_warn("pool '%s': server %s sent a reply that does not match its request "
+        server_warn(s, "pool '%s': server %s sent a reply that does not match its request "
                     "(%s); closing the connection",
                     s->pool->conf->name, s->conf->name, wn_strerror(rc));
         wn_sconn_fail(c, WN_EPROTO);
@@ -224,7 +257,7 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     if (status < 0) {
         wn_stat_add(WN_SSTAT(s, server_err), 1);
-        wn_log_warn("pool '%s': cannot connect to server %s: %s", s->pool->conf->name,
+        server_warn(s, "pool '%s': cannot connect to server %s: %s", s->pool->conf->name,
                     s->conf->name, uv_strerror(status));
         wn_sconn_fail(c, status);
         return;
@@ -279,7 +312,7 @@ static int sconn_connect(sconn_t *c)
         /* Failed at once (unreachable, out of descriptors): the same as a
          * failed connect, handled by this same flush. */
         wn_stat_add(WN_SSTAT(s, server_err), 1);
-        wn_log_warn("pool '%s': cannot connect to server %s: %s", s->pool->conf->name,
+        server_warn(s, "pool '%s': cannot connect to server %s: %s", s->pool->conf->name,
                     s->conf->name, uv_strerror(rc));
         c->fail_err = rc;
         return rc;

@@ -983,6 +983,28 @@ class TestMemoryBounds(HostileCase):
 class TestBackendMisbehaviour(HostileCase):
     """Defects 7, 8, 12, 13, 14: what a backend does never reaches the wrong client."""
 
+    def test_18_a_server_failing_every_request_does_not_flood_the_log(self):
+        """auto_eject_hosts off and a server that refuses every connection:
+        each request logged 'cannot connect to server' (an adversarial run:
+        8,400 lines in 5 s at the default level). Expected: a server's
+        warnings at most once per 10 s, the next saying how many were left
+        out; every request still answered."""
+        dead = "%s:%d:1" % (HOST, h.free_port())  # nothing listens there
+        px = self.proxy([dead], workers=1, timeout=1000)
+        c = self.raw(px.port())
+        for i in range(200):
+            c.request(b"get k%d\r\n" % i, b"SERVER_ERROR Connection refused\r\n")
+        lines = [ln for ln in px.log().splitlines() if "cannot connect to server" in ln]
+        self.assertGreaterEqual(len(lines), 1)
+        self.assertLessEqual(len(lines), 2, lines[:5])
+        time.sleep(10.2)  # the interval: the next warning is logged, with the count
+        c.request(b"get k\r\n", b"SERVER_ERROR Connection refused\r\n")
+        h.wait_until(lambda: "warnings of this server in the last" in px.log(), deadline=5,
+                     what="the warning that counts those left out")
+        self.assertRegex(px.log(), r"cannot connect to server [^\n]*\(and (19[89]|200) more "
+                                   r"warnings of this server in the last 1\d s, not logged\)")
+        px.stop()
+
     def test_07_probe_only_backend_is_ejected(self):
         """Defect 7: a backend that answers `version` but nothing else is ejected;
         its keys go to the live server."""
