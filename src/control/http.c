@@ -104,6 +104,7 @@ static void on_connection(uv_stream_t *l, int status)
          * what the server holds stays bounded by max_conns.
          */
         srv->waiting = true;
+        http_server_make_room(srv);
         return;
     }
     take(srv);

@@ -444,6 +444,48 @@ static bool input_waiting(conn_t *c)
     return n > 0 && !only_line_ends(peek, (size_t)n);
 }
 
+static void on_timer(uv_timer_t *t);
+
+/* While a client waits for a slot (every one taken), a connection idle
+ * between keep-alive requests, or whose request has trickled in, for this
+ * long gives its slot up (its client reconnects, as HTTP allows): a client
+ * of its own sends its next request, or a whole request, sooner. */
+#define WN_HTTP_YIELD_MS 1000u
+
+/* The one deadline a connection has at any time (UINT64_MAX: none). */
+static uint64_t deadline_of(const conn_t *c)
+{
+    const wn_http_limits_t *lim = &c->srv->lim;
+    if (c->lingering)
+        return c->linger_start_ms + lim->linger_ms;
+    if (c->mode == MODE_FIRST)
+        return c->accepted_ms + lim->first_byte_ms;
+    /* A request must arrive whole within request_ms of its first byte,
+     * however slowly it trickles in; a response must make progress every
+     * write_ms; an idle keep-alive connection lasts idle_ms. */
+    uint32_t yield = c->srv->waiting ? WN_HTTP_YIELD_MS : UINT32_MAX;
+    uint64_t d = UINT64_MAX;
+    if (c->in_request)
+        d = WN_MIN(d, c->req_start_ms + WN_MIN(lim->request_ms, yield));
+    if (c->pending > 0)
+        d = WN_MIN(d, c->write_progress_ms + lim->write_ms);
+    if (!c->in_request && c->pending == 0 && !c->done)
+        d = WN_MIN(d, c->idle_since_ms + WN_MIN(lim->idle_ms, yield));
+    return d;
+}
+
+static void rearm(conn_t *c)
+{
+    uint64_t d = deadline_of(c);
+    if (d == UINT64_MAX) {
+        /* Only between the last write and the shutdown's callback. */
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uint64_t now = now_ms(c);
+    uv_timer_start(&c->timer, on_timer, d > now ? d - now : 0, 0);
+}
+
 static void on_timer(uv_timer_t *t)
 {
     conn_t *c = t->data;
@@ -462,38 +504,13 @@ static void on_timer(uv_timer_t *t)
         drive(c);
         return;
     }
+    if (now_ms(c) < deadline_of(c)) {
+        rearm(c); /* shortened while a client waited, and nobody waits now */
+        return;
+    }
     if (!c->lingering)
         c->srv->counters.timeouts++;
     http_conn_close(c);
-}
-
-/* The one deadline a connection has at any time. */
-static void rearm(conn_t *c)
-{
-    const wn_http_limits_t *lim = &c->srv->lim;
-    uint64_t d = UINT64_MAX;
-    if (c->lingering) {
-        d = c->linger_start_ms + lim->linger_ms;
-    } else if (c->mode == MODE_FIRST) {
-        d = c->accepted_ms + lim->first_byte_ms;
-    } else {
-        /* A request must arrive whole within request_ms of its first byte,
-         * however slowly it trickles in; a response must make progress
-         * every write_ms; an idle keep-alive connection lasts idle_ms. */
-        if (c->in_request)
-            d = WN_MIN(d, c->req_start_ms + lim->request_ms);
-        if (c->pending > 0)
-            d = WN_MIN(d, c->write_progress_ms + lim->write_ms);
-        if (!c->in_request && c->pending == 0 && !c->done)
-            d = WN_MIN(d, c->idle_since_ms + lim->idle_ms);
-    }
-    if (d == UINT64_MAX) {
-        /* Only between the last write and the shutdown's callback. */
-        uv_timer_stop(&c->timer);
-        return;
-    }
-    uint64_t now = now_ms(c);
-    uv_timer_start(&c->timer, on_timer, d > now ? d - now : 0, 0);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -589,6 +606,15 @@ static void drive(conn_t *c)
     set_reading(c, want);
     if (!c->closing_handles)
         rearm(c);
+}
+
+/* ---- making room ---------------------------------------------------------------- */
+
+void http_server_make_room(wn_http_t *srv)
+{
+    for (conn_t *c = srv->conns; c != NULL; c = c->next)
+        if (!c->closing_handles)
+            rearm(c);
 }
 
 /* ---- opening ------------------------------------------------------------------ */

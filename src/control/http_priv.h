@@ -82,6 +82,11 @@ void http_server_maybe_free(wn_http_t *srv);
  * one waiting, if any. */
 void http_server_slot_freed(wn_http_t *srv);
 
+/* http_conn.c: every slot is taken and a client waits: connections idle
+ * between keep-alive requests, or whose request trickles in, give their
+ * slot up after a second of it (the client of a closed keep-alive
+ * connection reconnects, as HTTP allows). */
+void http_server_make_room(wn_http_t *srv);
 /* http_conn.c: a connection for the one waiting on listener l; 0, WN_ENOMEM
  * (nothing accepted: the caller refuses it), or uv_accept's error (the
  * connection is gone). */

@@ -749,25 +749,59 @@ static void test_connection_cap(void **state)
     send_str(d->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_true(quiet_for(c, 300));
     assert_true(quiet_for(d, 50));
-    /* The open ones are untouched and still served. */
+    /* The open ones are untouched and still served. Answered, a sits idle
+     * between keep-alive requests while c waits: it gives its slot up, and
+     * so does c, answered, for d (64 idle keep-alive scrapers would
+     * otherwise lock every other client out for idle_ms). */
     send_str(a->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     expect_healthz(a);
-    /* A slot frees: the first in line is taken and served, the next waits. */
-    reader_free(b);
+    assert_true(closed_within(a, 2000));
     expect_healthz(c);
-    assert_true(quiet_for(d, 200));
-    reader_free(a);
+    assert_true(closed_within(c, 2000));
     expect_healthz(d);
-    /* Stopping with one in line closes it too, and the loop closes cleanly. */
+    /* b has sent nothing yet (no request between requests): it keeps its
+     * slot; d, answered, keeps its own while nobody waits. */
+    assert_false(closed_within(b, 50));
+    assert_false(closed_within(d, 200));
+    /* A slot frees: the one in line is taken (d, idle, yields to it). */
     reader_t *e = reader_new(connect_to(f->port));
+    assert_true(closed_within(d, 2000));
     assert_true(quiet_for(e, 200));
+    /* Stopping closes every connection, and the loop closes cleanly. */
     stop_server(f);
     assert_true(closed_within(e, 2000));
+    assert_true(closed_within(b, 2000));
+    reader_free(a);
+    reader_free(b);
     reader_free(c);
     reader_free(d);
     reader_free(e);
     assert_int_equal(f->counters.refused, 0);
-    assert_int_equal(f->counters.accepted, 4);
+    assert_int_equal(f->counters.accepted, 5);
+    assert_int_equal(f->counters.timeouts, 3);
+}
+
+/* Every slot held by a request trickling in: the slowest that has taken a
+ * second or more gives its slot to a client that waits. */
+static void test_connection_cap_slow_requests(void **state)
+{
+    fixture_t *f = *state;
+    f->lim.max_conns = 2;
+    f->lim.request_ms = 60000; /* their own deadline is far off */
+    start_server(f);
+    reader_t *a = reader_new(connect_to(f->port));
+    reader_t *b = reader_new(connect_to(f->port));
+    send_str(a->fd, "G");
+    send_str(b->fd, "G");
+    assert_false(closed_within(a, 1100)); /* both slow now */
+    reader_t *c = reader_new(connect_to(f->port));
+    send_str(c->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_true(closed_within(a, 2000) || closed_within(b, 2000));
+    expect_healthz(c);
+    stop_server(f);
+    reader_free(a);
+    reader_free(b);
+    reader_free(c);
 }
 
 static void test_start_errors(void **state)
@@ -823,6 +857,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_twemproxy_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http10_and_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_healthz_and_500, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_cap_slow_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_errors, setup, teardown),
     };
