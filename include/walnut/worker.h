@@ -115,9 +115,9 @@ int wn_worker_receive(wn_worker_t *w, wn_msg_t *msg);
  * workers never ask DNS. 0 or a negative error with a line in err. */
 int wn_listen_resolve(wn_conf_pool_t *conf, char *err, size_t errlen);
 /* Could a pool listen on its address now (looked up as above, unless it was
- * already)? A TCP
- * address another process serves is an error (a reload checks new
- * addresses with it). Any thread; 0 or a negative error with a line in err. */
+ * already)? A TCP address another process serves, or a unix path something
+ * accepts on, is an error (start checks unix paths with it, a reload every
+ * new address). Any thread; 0 or a negative error with a line in err. */
 int wn_listen_check(wn_conf_pool_t *conf, char *err, size_t errlen);
 
 /* Start the worker's thread. */

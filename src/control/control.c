@@ -247,6 +247,19 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
         wn_log_error("%s", err);
         return rc;
     }
+    /* A unix path is checked as a reload checks it: the worker that binds
+     * it replaces a socket file, which must not be one another process
+     * accepts on. (TCP addresses are probed by the first worker's bind.) */
+    for (uint32_t p = 0; p < ctl->conf->npools; p++) {
+        if (!ctl->conf->pools[p].listen.is_unix ||
+            (ctl->inherited != NULL && ctl->inherited[p].n > 0))
+            continue;
+        rc = wn_listen_check(&ctl->conf->pools[p], err, sizeof(err));
+        if (rc < 0) {
+            wn_log_error("%s", err);
+            return rc;
+        }
+    }
     wn_ring_t **rings = calloc(ctl->npools ? ctl->npools : 1, sizeof(*rings));
     if (rings == NULL)
         return WN_ENOMEM;

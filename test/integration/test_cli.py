@@ -9,6 +9,7 @@ import glob
 import os
 import random
 import re
+import socket
 import subprocess
 import sys
 
@@ -218,6 +219,43 @@ class TestCommandLine(h.ProxyTestCase):
             self.assertNotEqual(r.returncode, 0, err)
             self.assertIn(why, err, pools)
             self.assertNotIn("another process", err)
+
+    def test_start_refuses_unix_path_another_process_serves(self):
+        """At start walnut unlinked a unix listen path another live process
+        accepts on and bound its own (a reload refused the same path). Expected:
+        the start fails as a reload does, and the other process keeps its path;
+        a stale socket file nobody accepts on is still replaced."""
+        tmp = self.tmpdir()
+        path = tmp.join("theirs.sock")
+        other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(other.close)
+        other.bind(path)
+        other.listen(4)
+        conf = tmp.join("unix.yml")
+        with open(conf, "w") as f:
+            f.write(h.render_config({"alpha": h.pool(["127.0.0.1:%d:1" % h.free_port()],
+                                                     listen=path)}))
+        r = subprocess.run([self.bin, "-c", conf, "-s", str(h.free_port()), "-a", h.HOST,
+                            "-T", "1"], stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=10)
+        err = r.stderr.decode("utf-8", "replace")
+        self.assertNotEqual(r.returncode, 0, err)
+        self.assertIn("pool 'alpha': cannot listen on %s: address already in use (another "
+                      "process serves it)" % path, err)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(probe.close)
+        probe.settimeout(2)
+        probe.connect(path)  # still the other process's path
+        other.settimeout(2)
+        other.accept()[0].close()
+        # A socket file nobody accepts on (left by a process that died) is replaced.
+        other.close()
+        px = h.Proxy(tmp, {"alpha": h.pool(["127.0.0.1:%d:1" % h.free_port()], listen=path)},
+                     name="stale")
+        px.start()
+        self.addCleanup(px.stop, False)
+        self.assertTrue(px.alive(), px.log())
+        px.stop()
 
     def test_describe_stats(self):
         rc, out, err = run(["-D"])
