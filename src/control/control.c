@@ -1,8 +1,8 @@
 /*
  * control/control.c: start-up and the control thread. Runs on the main
- * thread, which becomes the control thread: writes the pid file, builds
- * each pool's first ring, creates and starts the workers, then runs the
- * control loop: worker messages (health.c decides on them), signals, and at
+ * thread, which becomes the control thread: builds each pool's first ring,
+ * creates and starts the workers, writes the pid file once they run, then
+ * runs the control loop: worker messages (health.c decides on them), signals, and at
  * the end a clean stop. It reaches workers only through their message rings.
  */
 #include "control_priv.h"
@@ -159,6 +159,8 @@ static int daemonize(void)
     return 0;
 }
 
+/* Written only once start-up has succeeded: a second instance that fails
+ * to start (its port taken by the first) must not touch the first's file. */
 static int write_pid_file(const char *path)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -167,9 +169,25 @@ static int write_pid_file(const char *path)
     char buf[32];
     int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
     ssize_t w = write(fd, buf, (size_t)n);
-    int err = w == n ? 0 : -errno;
+    int err = w == n ? 0 : w < 0 ? -errno : WN_EIO;
     close(fd);
     return err;
+}
+
+/* Remove the pid file at exit if it still holds our pid: an instance
+ * started later with the same -p owns it now. */
+static void remove_pid_file(const char *path)
+{
+    char buf[32] = {0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    char *end;
+    long pid = n > 0 ? strtol(buf, &end, 10) : 0;
+    if (n > 0 && end != buf && (*end == '\n' || *end == '\0') && pid == (long)getpid())
+        unlink(path);
 }
 
 /* Every worker's counter block and control's own, laid out for the config. */
@@ -300,16 +318,13 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
     return rc;
 }
 
-/* What the process does before anything else: detach, pid file, SIGPIPE. */
+/* What the process does before anything else (before any thread exists,
+ * for fork's sake): detach, SIGPIPE. */
 static int process_setup(const wn_options_t *opts)
 {
     int rc;
     if (opts->daemonize && (rc = daemonize()) < 0) {
         wn_log_error("cannot daemonize: %s", wn_strerror(rc));
-        return rc;
-    }
-    if (opts->pid_file != NULL && (rc = write_pid_file(opts->pid_file)) < 0) {
-        wn_log_error("cannot write pid file '%s': %s", opts->pid_file, wn_strerror(rc));
         return rc;
     }
     /* A peer that closes while we write must not kill the process. */
@@ -423,12 +438,18 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
     rc = control_init(&ctl, opts);
     if (rc < 0) {
         wn_conf_unref(ctl.conf);
-        if (opts->pid_file != NULL)
-            unlink(opts->pid_file); /* ours: process_setup wrote it */
         return rc;
     }
     int started = 0;
+    bool pid_written = false;
     rc = control_start(&ctl, opts, &started);
+    /* Every listener is bound: the pid file names a process that serves. */
+    if (rc == 0 && opts->pid_file != NULL) {
+        rc = write_pid_file(opts->pid_file);
+        if (rc < 0)
+            wn_log_error("cannot write pid file '%s': %s", opts->pid_file, wn_strerror(rc));
+        pid_written = rc == 0;
+    }
     if (rc < 0) {
         control_abort(&ctl, started);
     } else {
@@ -452,7 +473,7 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
     free(ctl.workers);
     wn_conf_unref(ctl.prev_conf);
     wn_conf_unref(ctl.conf);
-    if (opts->pid_file != NULL)
-        unlink(opts->pid_file);
+    if (pid_written)
+        remove_pid_file(opts->pid_file);
     return rc;
 }

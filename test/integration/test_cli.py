@@ -257,6 +257,33 @@ class TestCommandLine(h.ProxyTestCase):
         self.assertTrue(px.alive(), px.log())
         px.stop()
 
+    def test_failed_start_leaves_the_pid_file_alone(self):
+        """A second walnut that failed to start (its port taken by the first)
+        removed the first one's pid file (-p), written before its listeners
+        were bound. Expected (as nutcracker): the file is written once start-up
+        has succeeded, so the failed one never touches it; the first removes it
+        when it stops."""
+        tmp = self.tmpdir()
+        pidfile = tmp.join("walnut.pid")
+        pools = {"alpha": h.pool(["127.0.0.1:%d:1" % h.free_port()])}
+        first = h.Proxy(tmp, pools, name="first", extra=["-p", pidfile])
+        first.start()
+        self.addCleanup(first.stop, False)
+        h.wait_until(lambda: os.path.exists(pidfile), what="the pid file")
+        with open(pidfile) as f:
+            self.assertEqual(f.read(), "%d\n" % first.pid)
+        r = subprocess.run([self.bin, "-c", first.conf_path, "-s", str(h.free_port()), "-a",
+                            h.HOST, "-T", "1", "-p", pidfile], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=30)
+        err = r.stderr.decode("utf-8", "replace")
+        self.assertNotEqual(r.returncode, 0, err)
+        self.assertIn("another process serves it", err)
+        self.assertTrue(os.path.exists(pidfile), "the failed start removed the pid file")
+        with open(pidfile) as f:
+            self.assertEqual(f.read(), "%d\n" % first.pid, "the failed start rewrote it")
+        first.stop()
+        self.assertFalse(os.path.exists(pidfile), "the pid file outlived its process")
+
     def test_describe_stats(self):
         rc, out, err = run(["-D"])
         self.assertEqual(rc, 0, err)
