@@ -72,17 +72,27 @@ int main(int argc, char **argv)
         break;
     }
 
+    /* -d chdirs to /: relative paths must name what they named here. */
+    if (opts.daemonize && (rc = wn_options_absolute_paths(&opts)) < 0) {
+        fprintf(stderr, "walnut: cannot resolve relative paths: %s\n", wn_strerror(rc));
+        wn_options_deinit(&opts);
+        return EXIT_FAILURE;
+    }
     rc = wn_log_init(opts.verbosity, opts.log_file);
     if (rc < 0) {
         fprintf(stderr, "walnut: cannot open log file '%s': %s\n", opts.log_file,
                 wn_strerror(rc));
+        wn_options_deinit(&opts);
         return EXIT_FAILURE;
     }
     conf = load_conf(opts.conf_file);
-    if (conf == NULL)
+    if (conf == NULL) {
+        wn_options_deinit(&opts);
         return EXIT_FAILURE;
+    }
     rc = wn_control_run(conf, &opts);
     wn_conf_unref(conf);
     wn_log_deinit();
+    wn_options_deinit(&opts);
     return rc < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -46,6 +46,7 @@ typedef struct wn_options {
     int workers;            /* -T/--workers: 0 = one per online CPU */
     char **locate_keys;     /* --locate: borrowed from argv */
     int nlocate_keys;
+    char *owned[3]; /* owned: paths made absolute by wn_options_absolute_paths */
 } wn_options_t;
 
 /*
@@ -54,6 +55,13 @@ typedef struct wn_options {
  */
 int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_t errlen);
 void wn_options_usage(FILE *out);
+/* Make relative -c, -p and -o paths absolute against the current directory
+ * (a daemon chdirs to /, and reload, the pid file and the log reopened on
+ * SIGHUP must still find them). 0 or a negative error; on error some may
+ * be done. Free with wn_options_deinit. */
+int wn_options_absolute_paths(wn_options_t *opts);
+/* Free what wn_options_absolute_paths made; opts' paths then dangle. */
+void wn_options_deinit(wn_options_t *opts);
 
 /* Print, for each key and each pool of `conf`, the server the key lands on:
  * "pool<TAB>key<TAB>server-name<TAB>address". Returns 0 or a negative error. */

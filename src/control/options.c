@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "walnut/core.h"
 
@@ -214,4 +215,44 @@ int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_
         return fail(err, errlen, "unexpected argument '%s' (see walnut -h)", argv[optind]);
     }
     return 0;
+}
+
+/* path made absolute against cwd, into *owned (malloc'ed); NULL paths and
+ * absolute ones are left as they are. */
+static int absolute(const char **path, char **owned, const char *cwd)
+{
+    if (*path == NULL || (*path)[0] == '/')
+        return 0;
+    size_t n = strlen(cwd) + 1 + strlen(*path) + 1;
+    char *abs = malloc(n);
+    if (abs == NULL)
+        return WN_ENOMEM;
+    snprintf(abs, n, "%s%s%s", cwd, cwd[strlen(cwd) - 1] == '/' ? "" : "/", *path);
+    *owned = abs;
+    *path = abs;
+    return 0;
+}
+
+int wn_options_absolute_paths(wn_options_t *opts)
+{
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof(cwd)) == NULL)
+        return -errno;
+    /* "stderr" is a name for the log, not a file (wn_log_init). */
+    bool log_is_file = opts->log_file != NULL && opts->log_file[0] != '\0' &&
+                       strcmp(opts->log_file, "stderr") != 0;
+    int rc = absolute(&opts->conf_file, &opts->owned[0], cwd);
+    if (rc == 0)
+        rc = absolute(&opts->pid_file, &opts->owned[1], cwd);
+    if (rc == 0 && log_is_file)
+        rc = absolute(&opts->log_file, &opts->owned[2], cwd);
+    return rc;
+}
+
+void wn_options_deinit(wn_options_t *opts)
+{
+    for (size_t i = 0; i < sizeof(opts->owned) / sizeof(opts->owned[0]); i++) {
+        free(opts->owned[i]);
+        opts->owned[i] = NULL;
+    }
 }

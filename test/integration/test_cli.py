@@ -9,6 +9,7 @@ import glob
 import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -283,6 +284,54 @@ class TestCommandLine(h.ProxyTestCase):
             self.assertEqual(f.read(), "%d\n" % first.pid, "the failed start rewrote it")
         first.stop()
         self.assertFalse(os.path.exists(pidfile), "the pid file outlived its process")
+
+    def test_daemon_keeps_relative_paths(self):
+        """-d chdirs to /, and relative -c, -p and -o paths were then read
+        against /: the pid file went to /NAME, a reload read /NAME.yml (and
+        failed) and the log reopened on SIGHUP was /NAME.log. Expected: they
+        name the files in the directory walnut was started from."""
+        tmp = self.tmpdir()
+        name = os.path.basename(os.path.dirname(tmp.join("x")))  # unique: nothing in / has it
+        for stray in ("/%s.pid" % name, "/%s.log" % name):  # where the bug put them
+            self.addCleanup(lambda p=stray: os.path.exists(p) and os.unlink(p))
+        with open(tmp.join(name + ".yml"), "w") as f:
+            f.write(h.render_config({"alpha": h.pool(["127.0.0.1:%d:1" % h.free_port()])}))
+        r = subprocess.run([self.bin, "-d", "-c", name + ".yml", "-p", name + ".pid", "-o",
+                            name + ".log", "-s", str(h.free_port()), "-a", h.HOST, "-T", "1"],
+                           cwd=os.path.dirname(tmp.join("x")), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        self.assertEqual(r.returncode, 0)
+
+        def daemon_pid():
+            for p in (tmp.join(name + ".pid"), "/%s.pid" % name):
+                try:
+                    with open(p) as f:
+                        return int(f.read())
+                except (OSError, ValueError):
+                    pass
+            return None
+        h.wait_until(lambda: daemon_pid() is not None, what="the daemon's pid file")
+        pid = daemon_pid()
+
+        def stop():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self.addCleanup(stop)
+        self.assertTrue(os.path.exists(tmp.join(name + ".pid")),
+                        "the pid file is not where -p named it")
+        log = tmp.join(name + ".log")
+        os.rename(log, log + ".1")
+        os.kill(pid, signal.SIGHUP)
+
+        def reloaded():
+            return os.path.exists(log) and "reload: all 1 worker(s) run generation" in open(
+                log).read()
+        h.wait_until(reloaded, deadline=10, what="the reload logged in the reopened log file")
+        stop()
+        h.wait_until(lambda: not os.path.exists(tmp.join(name + ".pid")), deadline=10,
+                     what="the daemon to remove its pid file")
 
     def test_describe_stats(self):
         rc, out, err = run(["-D"])

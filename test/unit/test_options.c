@@ -6,7 +6,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -120,13 +122,37 @@ static void test_errors_name_the_option(void **state)
     expect_error("unexpected argument 'stray'", PARSE(&o, err, "stray"), err);
 }
 
+/* -d chdirs to /: relative -c, -p, -o are made absolute against the cwd
+ * (absolute ones and the log's "stderr" are kept). */
+static void test_absolute_paths(void **state)
+{
+    (void)state;
+    wn_options_t o;
+    char err[256] = "";
+    char cwd[4096];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(PARSE(&o, err, "-d", "-c", "rel.yml", "-p", "/abs.pid", "-o", "stderr"), 0);
+    assert_int_equal(wn_options_absolute_paths(&o), 0);
+    char want[4200];
+    snprintf(want, sizeof(want), "%s%srel.yml", cwd, strcmp(cwd, "/") == 0 ? "" : "/");
+    assert_string_equal(o.conf_file, want);
+    assert_string_equal(o.pid_file, "/abs.pid");
+    assert_string_equal(o.log_file, "stderr");
+    wn_options_deinit(&o);
+    assert_int_equal(PARSE(&o, err, "-d", "-o", "dir/w.log", "-p", "w.pid"), 0);
+    assert_int_equal(wn_options_absolute_paths(&o), 0);
+    snprintf(want, sizeof(want), "%s%sdir/w.log", cwd, strcmp(cwd, "/") == 0 ? "" : "/");
+    assert_string_equal(o.log_file, want);
+    assert_string_equal(o.conf_file, WN_DEFAULT_CONF_FILE);
+    wn_options_deinit(&o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_short_and_long_forms),
-        cmocka_unit_test(test_locate),
-        cmocka_unit_test(test_errors_name_the_option),
+        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_short_and_long_forms),
+        cmocka_unit_test(test_locate),         cmocka_unit_test(test_errors_name_the_option),
+        cmocka_unit_test(test_absolute_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
