@@ -80,6 +80,18 @@ typedef struct wn_ring_params {
     uint64_t epoch;       /* recorded, returned by wn_ring_epoch */
 } wn_ring_params_t;
 
+/* The most points (ketama) or slots (modula: one per unit of weight) one
+ * ring holds: 2^26, 512 MiB of them. Live weights must also add up to at
+ * most UINT32_MAX (twemproxy keeps the total in 32 bits). */
+#define WN_RING_MAX_POINTS (1u << 26)
+#define WN_RING_MAX_TOTAL_WEIGHT UINT32_MAX
+
+/* Points a ring over `nlive` live servers whose weights add up to
+ * `total_weight` is sized for; wn_ring_create refuses (WN_ETOOBIG) more than
+ * WN_RING_MAX_POINTS, or a total weight over WN_RING_MAX_TOTAL_WEIGHT. The
+ * configuration checks both with all servers live, the most a ring needs. */
+uint64_t wn_ring_capacity(wn_dist_t dist, uint32_t nlive, uint64_t total_weight);
+
 /*
  * Build a ring over `n` servers in the pool's (sorted) order. `live` is NULL
  * (all servers live) or n flags; dead servers get no points. With no live

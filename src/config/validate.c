@@ -36,6 +36,36 @@ static bool bool_or(const int *v, bool def)
     return v != NULL ? *v != 0 : def;
 }
 
+/* The pool's ring, every server live, within what wn_ring_create builds:
+ * refused here so that -t, --locate, start and reload all say why. */
+static int check_ring_size(const ctx_t *c, const wn_conf_pool_t *pool)
+{
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < pool->nservers; i++)
+        total += pool->servers[i].weight;
+    uint64_t points = wn_ring_capacity(pool->distribution, pool->nservers, total);
+    int line = key_line(c, "servers");
+    if (total > WN_RING_MAX_TOTAL_WEIGHT) {
+        wn_conf_errf(c->err, c->errlen, c->file, line, c->sp->name,
+                     "servers' weights add up to %llu; at most %llu in all (lower the weights "
+                     "in proportion)",
+                     (unsigned long long)total, (unsigned long long)WN_RING_MAX_TOTAL_WEIGHT);
+        return WN_ECONFIG;
+    }
+    if (points <= WN_RING_MAX_POINTS)
+        return 0;
+    if (pool->distribution == WN_DIST_MODULA)
+        wn_conf_errf(c->err, c->errlen, c->file, line, c->sp->name,
+                     "servers' weights add up to %llu; modula takes one ring slot per unit of "
+                     "weight, at most %u in all (lower the weights in proportion)",
+                     (unsigned long long)total, WN_RING_MAX_POINTS);
+    else
+        wn_conf_errf(c->err, c->errlen, c->file, line, c->sp->name,
+                     "%u servers need %llu ring points; at most %u in all", pool->nservers,
+                     (unsigned long long)points, WN_RING_MAX_POINTS);
+    return WN_ECONFIG;
+}
+
 static int build_servers(const ctx_t *c, const wn_conf_raw_pool_t *raw, wn_conf_pool_t *pool)
 {
     const wn_conf_src_pool_t *sp = c->sp;
@@ -82,7 +112,7 @@ static int build_servers(const ctx_t *c, const wn_conf_raw_pool_t *raw, wn_conf_
             a->line);
         return WN_ECONFIG;
     }
-    return 0;
+    return check_ring_size(c, pool);
 
 oom:
     wn_conf_errf(c->err, c->errlen, c->file, 0, NULL, "out of memory");

@@ -192,8 +192,10 @@ int health_init(control_t *ctl)
         }
         pool_open(p, i);
         int rc = health_build_ring(p);
-        if (rc < 0)
+        if (rc < 0) {
+            wn_log_error("pool '%s': cannot build its ring: %s", pc->name, wn_strerror(rc));
             return rc;
+        }
         p->converged_epoch = p->epoch;
         for (int w = 0; w < ctl->nworkers; w++)
             p->worker_epoch[w] = p->epoch;

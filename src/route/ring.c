@@ -103,6 +103,20 @@ static int build_ketama(wn_ring_t *ring, const wn_ring_server_t *servers, const 
     return 0;
 }
 
+uint64_t wn_ring_capacity(wn_dist_t dist, uint32_t nlive, uint64_t total_weight)
+{
+    /* Upper bound on points: ketama gives each server at most 160 * nlive *
+     * weight/total points; modula one per unit of weight; random one each. */
+    switch (dist) {
+    case WN_DIST_KETAMA:
+        return (uint64_t)nlive * (KETAMA_POINTS_PER_SERVER + KETAMA_POINTS_PER_HASH);
+    case WN_DIST_MODULA:
+        return total_weight;
+    default:
+        return nlive;
+    }
+}
+
 int wn_ring_create(const wn_ring_params_t *params, const wn_ring_server_t *servers, uint32_t n,
                    const bool *live, wn_ring_t **out)
 {
@@ -120,24 +134,10 @@ int wn_ring_create(const wn_ring_params_t *params, const wn_ring_server_t *serve
         nlive++;
         total_weight += servers[s].weight;
     }
-    if (total_weight > UINT32_MAX)
+    if (total_weight > WN_RING_MAX_TOTAL_WEIGHT)
         return WN_ETOOBIG;
-
-    /* Upper bound on points: ketama gives each server at most 160 * nlive *
-     * weight/total points; modula one per unit of weight; random one each. */
-    uint64_t capacity;
-    switch (params->dist) {
-    case WN_DIST_KETAMA:
-        capacity = (uint64_t)nlive * KETAMA_POINTS_PER_SERVER + KETAMA_POINTS_PER_HASH * (uint64_t)nlive;
-        break;
-    case WN_DIST_MODULA:
-        capacity = total_weight;
-        break;
-    default:
-        capacity = nlive;
-        break;
-    }
-    if (capacity > (1u << 26))
+    uint64_t capacity = wn_ring_capacity(params->dist, nlive, total_weight);
+    if (capacity > WN_RING_MAX_POINTS)
         return WN_ETOOBIG;
 
     wn_ring_t *ring = calloc(1, sizeof(*ring) + sizeof(point_t) * (size_t)capacity);

@@ -333,6 +333,30 @@ class TestCommandLine(h.ProxyTestCase):
         h.wait_until(lambda: not os.path.exists(tmp.join(name + ".pid")), deadline=10,
                      what="the daemon to remove its pid file")
 
+    def test_ring_size_limits_named_everywhere(self):
+        """Three ketama servers of weight 2^31-1, or modula weights over 2^26 in
+        all: -t said ok, a start exited 1 without a word (even at -v 11) and
+        --locate said only "value exceeds a limit". Expected: every one of them
+        refuses the file naming the pool and the limit."""
+        tmp = self.tmpdir()
+        cases = {
+            "ketama": (["127.0.0.1:%d:2147483647" % h.free_port() for _ in range(3)],
+                       "at most 4294967295 in all"),
+            "modula": (["127.0.0.1:%d:67108864" % h.free_port(), "127.0.0.1:%d:1" % h.free_port()],
+                       "one ring slot per unit of weight, at most 67108864"),
+        }
+        for dist, (servers, limit) in cases.items():
+            with self.subTest(distribution=dist):
+                conf = tmp.join("%s.yml" % dist)
+                with open(conf, "w") as f:
+                    f.write(h.render_config({"alpha": h.pool(servers, distribution=dist)}))
+                for args in (["-t"], ["-v", "11", "-s", str(h.free_port()), "-a", h.HOST, "-T",
+                                      "1"], ["--locate", "k"]):
+                    rc, out, err = run(["-c", conf] + args, timeout=60)
+                    self.assertEqual(rc, 1, "%s: %s" % (args, out + err))
+                    self.assertIn("pool 'alpha'", err, args)
+                    self.assertIn(limit, err, args)
+
     def test_describe_stats(self):
         rc, out, err = run(["-D"])
         self.assertEqual(rc, 0, err)
