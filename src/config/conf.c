@@ -6,12 +6,15 @@
 #include "walnut/config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "conf_priv.h"
 
@@ -96,6 +99,19 @@ fail:
     return rc;
 }
 
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    if (S_ISCHR(mode) || S_ISBLK(mode))
+        return "a device";
+    return "a special file";
+}
+
 int wn_conf_load(const char *path, wn_conf_t **out, char *err, size_t errlen)
 {
     FILE *fp = NULL;
@@ -107,10 +123,33 @@ int wn_conf_load(const char *path, wn_conf_t **out, char *err, size_t errlen)
         wn_conf_errf(err, errlen, "(null)", 0, NULL, "no configuration file given");
         return WN_EINVAL;
     }
-    fp = fopen(path, "rb");
+    /* O_NONBLOCK: a FIFO put where the file was would block open (and the
+     * control thread with it) until something writes; only a regular file
+     * is read. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        rc = -errno;
+        wn_conf_errf(err, errlen, path, 0, NULL, "cannot open: %s", strerror(errno));
+        return rc;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
+        wn_conf_errf(err, errlen, path, 0, NULL, "cannot read: %s", strerror(errno));
+        close(fd);
+        return rc;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        wn_conf_errf(err, errlen, path, 0, NULL, "cannot read: it is %s, not a regular file",
+                     file_kind(st.st_mode));
+        close(fd);
+        return WN_EINVAL;
+    }
+    fp = fdopen(fd, "rb");
     if (fp == NULL) {
         rc = -errno;
         wn_conf_errf(err, errlen, path, 0, NULL, "cannot open: %s", strerror(errno));
+        close(fd);
         return rc;
     }
     errno = 0;

@@ -357,6 +357,23 @@ class TestCommandLine(h.ProxyTestCase):
                     self.assertIn("pool 'alpha'", err, args)
                     self.assertIn(limit, err, args)
 
+    def test_config_path_must_be_a_regular_file(self):
+        """A FIFO as the configuration file blocked -t (and a start) in open()
+        until something wrote to it. Expected: refused at once, saying why."""
+        tmp = self.tmpdir()
+        fifo = tmp.join("fifo.yml")
+        os.mkfifo(fifo)
+        for args in (["-t"], ["-s", str(h.free_port()), "-a", h.HOST, "-T", "1"]):
+            try:
+                rc, out, err = run(["-c", fifo] + args, timeout=10)
+            except subprocess.TimeoutExpired:
+                self.fail("%s on a FIFO blocked" % args)
+            self.assertEqual(rc, 1, out + err)
+            self.assertIn("fifo.yml: cannot read: it is a FIFO, not a regular file", err)
+        rc, out, err = run(["-t", "-c", tmp.join("")], timeout=10)
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("it is a directory, not a regular file", err)
+
     def test_describe_stats(self):
         rc, out, err = run(["-D"])
         self.assertEqual(rc, 0, err)

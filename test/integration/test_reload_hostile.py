@@ -559,6 +559,37 @@ class TestUnixListenChecked(HostileCase):
         self.stop_clean()
 
 
+class TestConfigPathNotAFile(HostileCase):
+    def test_fifo_in_place_of_the_file_is_refused(self):
+        """The configuration path replaced by a FIFO: SIGHUP blocked the control
+        thread in open() until something wrote to it (no stats, no health, no
+        watchdog). Expected: the reload is refused at once, saying the path is
+        not a regular file, and walnut goes on serving."""
+        mc = self.start_memcached(self.tmp, n=1)
+        pools = {"alpha": h.pool(mc)}
+        self.px = self.start_proxy(self.tmp, pools, workers=1)
+        os.unlink(self.px.conf_path)
+        os.mkfifo(self.px.conf_path)
+        # Whatever happens, never leave walnut blocked on the FIFO: a writer
+        # that gives up at once unblocks open(), which then reads an empty file.
+        def unblock():
+            try:
+                os.close(os.open(self.px.conf_path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+        self.addCleanup(unblock)
+        marker = self.log_size()
+        os.kill(self.px.pid, signal.SIGHUP)
+        self.wait_log(marker, "it is a FIFO, not a regular file; still serving the "
+                      "configuration loaded before", deadline=5)
+        view = self.servers_view()  # control answers
+        self.assertEqual(view["generation"], 0)
+        self.assertIn("failed", view["last_reload"])
+        with h.Raw(self.px.port()) as c:
+            c.request(b"version\r\n", b"VERSION ", what="alpha after the refused reload")
+        self.stop_clean()
+
+
 # ---------------------------------------------------------------------------
 # F4: a removed pool whose servers were closed at the grace reconnects them
 # for a late request, and then is never reaped

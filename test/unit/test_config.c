@@ -705,6 +705,7 @@ static void test_load_errors(void **state)
     assert_true(rc < 0);
     assert_ptr_equal(conf, SENTINEL);
     assert_contains(err, "cannot read");
+    assert_contains(err, "it is a directory, not a regular file");
 
     /* no error buffer, or a tiny one: still rejected, nothing overrun */
     const char *bad = ALPHA_HEAD "  hash: sha1\n" ONE_SERVER;
