@@ -196,7 +196,9 @@ int wn_conf_server_parse(const char *text, wn_conf_server_t *out, char *why, siz
     } else {
         const char *pcolon = last_of(text, addr_len, ':');
         if (pcolon == NULL)
-            return why_set(why, whylen, "has no port (want host:port:weight [name])");
+            return why_set(why, whylen,
+                           "has no weight (want host:port:weight [name], e.g. "
+                           "127.0.0.1:11211:1)");
         host_len = (size_t)(pcolon - text);
         rc = port_parse(pcolon + 1, addr_len - host_len - 1, &s.addr.port, why, whylen);
         if (rc != 0)

@@ -157,6 +157,11 @@ int wn_conf_load(const char *path, wn_conf_t **out, char *err, size_t errlen)
         if (len == cap) {
             size_t ncap = cap ? cap * 2 : 8192;
             char *p;
+            /* Exactly WN_CONF_FILE_MAX bytes are fine: larger only if
+             * one more byte is there. */
+            char more;
+            if (cap >= WN_CONF_FILE_MAX && fread(&more, 1, 1, fp) == 0)
+                break;
             if (cap >= WN_CONF_FILE_MAX) {
                 wn_conf_errf(err, errlen, path, 0, NULL, "file is larger than %u bytes",
                              WN_CONF_FILE_MAX);

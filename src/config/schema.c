@@ -218,8 +218,12 @@ static void explain(const wn_conf_src_t *src, const char *file, const capture_t 
                      WN_CONF_QUOTE_MAX, text, list);
         break;
     case CYAML_INT:
-        wn_conf_errf(err, errlen, file, line, sp->name, "%s '%.*s' is out of range (want 0 to %d)",
-                     f->key, WN_CONF_QUOTE_MAX, text, INT_MAX);
+        /* client_buffer_limit has a floor of its own (validate.c) */
+        wn_conf_errf(err, errlen, file, line, sp->name, "%s '%.*s' is out of range (want %u to %d)",
+                     f->key, WN_CONF_QUOTE_MAX, text,
+                     strcmp(f->key, "client_buffer_limit") == 0 ? WN_CONF_MIN_CLIENT_BUFFER_LIMIT
+                                                                : 0u,
+                     INT_MAX);
         break;
     case CYAML_FLOAT:
         wn_conf_errf(err, errlen, file, line, sp->name, "%s '%.*s' is not a number", f->key,

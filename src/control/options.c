@@ -196,7 +196,13 @@ int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_
         case ':':
         case '?':
         default:
-            if (optopt != 0 && strchr(short_options, optopt) != NULL)
+            /* A flag given a value (--test-conf=1): getopt names the flag. */
+            if (optopt == OPT_LOCATE)
+                return fail(err, errlen, "option --locate takes no value (the KEYs follow it)");
+            if (optopt > 0 && optopt < 256 && strchr(short_options, optopt) != NULL &&
+                strchr(short_options, optopt)[1] != ':')
+                return fail(err, errlen, "option %s takes no value", opt_name(optopt));
+            if (optopt > 0 && optopt < 256 && strchr(short_options, optopt) != NULL)
                 return fail(err, errlen, "option %s requires a value", opt_name(optopt));
             if (optopt != 0)
                 return fail(err, errlen, "unknown option -%c (see walnut -h)", optopt);

@@ -27,6 +27,9 @@
 
 #include "walnut/core.h"
 
+/* Failed notifications are logged at most this often. */
+#define NOTIFY_WARN_EVERY_MS 60000
+
 void wn_sd_init(control_t *ctl)
 {
     const char *ns = getenv("NOTIFY_SOCKET");
@@ -48,8 +51,22 @@ void wn_sd_notify(control_t *ctl, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     int rc = sd_notify(0, msg);
-    if (rc < 0)
+    if (rc >= 0)
+        return;
+    /* A socket that is gone stays gone: say so once, then once a minute at
+     * most, not at every STATUS and watchdog ping. */
+    uint64_t now = wn_time_ms();
+    if (ctl->notify_warned_ms != 0 && now - ctl->notify_warned_ms < NOTIFY_WARN_EVERY_MS) {
+        ctl->notify_unlogged++;
+        return;
+    }
+    if (ctl->notify_unlogged > 0)
+        wn_log_warn("sd_notify: %s (%u more failure(s) not logged)", strerror(-rc),
+                    ctl->notify_unlogged);
+    else
         wn_log_warn("sd_notify: %s", strerror(-rc));
+    ctl->notify_warned_ms = now != 0 ? now : 1;
+    ctl->notify_unlogged = 0;
 }
 
 void wn_sd_status(control_t *ctl)

@@ -279,7 +279,7 @@ int wn_control_stats_start(control_t *ctl, const char *addr, uint16_t port)
     wn_http_handlers_t h = {.build_view = build_view, .health = health};
     int rc = wn_http_start(&ctl->http, &ctl->loop, addr, port, &h, ctl, err, sizeof(err));
     if (rc < 0)
-        wn_log_error("stats: %s", err);
+        wn_log_error("%s", err); /* err says "stats: ..." */
     return rc;
 }
 

@@ -374,6 +374,23 @@ class TestCommandLine(h.ProxyTestCase):
         self.assertEqual(rc, 1, out + err)
         self.assertIn("it is a directory, not a regular file", err)
 
+    def test_stats_port_taken_says_so_once(self):
+        """A stats port another process holds: the message read "stats: stats:
+        cannot listen on ..." (the prefix twice)."""
+        tmp = self.tmpdir()
+        held = socket.socket()
+        self.addCleanup(held.close)
+        held.bind((h.HOST, 0))
+        held.listen(1)
+        conf = tmp.join("stats.yml")
+        with open(conf, "w") as f:
+            f.write(h.render_config({"alpha": h.pool(["127.0.0.1:%d:1" % h.free_port()])}))
+        rc, out, err = run(["-c", conf, "-s", str(held.getsockname()[1]), "-a", h.HOST, "-T",
+                            "1"], timeout=30)
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("stats: cannot listen on %s:%d" % (h.HOST, held.getsockname()[1]), err)
+        self.assertNotIn("stats: stats:", err)
+
     def test_describe_stats(self):
         rc, out, err = run(["-D"])
         self.assertEqual(rc, 0, err)

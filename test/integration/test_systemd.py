@@ -191,6 +191,24 @@ class TestNotify(h.ProxyTestCase):
         px.stop()
 
 
+    def test_missing_notify_socket_warned_once(self):
+        """NOTIFY_SOCKET naming a socket that does not exist: every notification
+        (READY, STATUS, each reload's RELOADING/READY/STATUS, every watchdog
+        ping) logged a warning. Expected: one, then at most one a minute."""
+        tmp = self.tmpdir()
+        backends = self.start_memcached(tmp, n=1)
+        px = h.Proxy(tmp, {"alpha": h.pool(backends)}, workers=1,
+                     env={"NOTIFY_SOCKET": tmp.join("gone.sock"), "WATCHDOG_USEC": "200000"})
+        self.addCleanup(px.stop, False)
+        px.start()
+        for _ in range(2):
+            os.kill(px.pid, signal.SIGHUP)
+            time.sleep(0.3)
+        self.assertTrue(mc_ok(px.port()))
+        px.stop()
+        self.assertEqual(px.log().count("sd_notify:"), 1, px.log())
+
+
 class TestJournal(h.ProxyTestCase):
     # walnut's level names (core/log.c); the journal priority is the level, capped at 7
     LEVELS = ("EMERG", "ALERT", "CRIT", "ERROR", "WARN", "NOTICE", "INFO", "DEBUG", "VERB",

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -316,7 +317,7 @@ static void test_server_parse(void **state)
         const char *text, *why;
     } bad[] = {
         {"", "empty"},
-        {"127.0.0.1:11211", "no port"},
+        {"127.0.0.1:11211", "has no weight"},
         {"127.0.0.1", "no port and weight"},
         {"127.0.0.1:11211:0", "zero weight"},
         {"127.0.0.1:11211:-1", "bad weight"},
@@ -584,6 +585,9 @@ static void test_parse_rejects(void **state)
     parse_bad(ALPHA_HEAD "  timeout:\n" ONE_SERVER, ":3:", "pool 'alpha'", "timeout", "no value");
     parse_bad(ALPHA_HEAD "  server_retry_timeout: 2147483648\n" ONE_SERVER, ":3:", "pool 'alpha'",
               "server_retry_timeout '2147483648'", "out of range");
+    /* client_buffer_limit's range starts at its own floor, not 0 */
+    parse_bad(ALPHA_HEAD "  client_buffer_limit: 2147483648\n" ONE_SERVER, ":3:", "pool 'alpha'",
+              "client_buffer_limit '2147483648'", "out of range (want 65536 to 2147483647)");
     parse_bad(ALPHA_HEAD "  client_connections: 99999999999999999999999\n" ONE_SERVER,
               ":3:", "pool 'alpha'", "client_connections", "out of range");
     /* booleans: only true and false, as twemproxy */
@@ -706,6 +710,33 @@ static void test_load_errors(void **state)
     assert_ptr_equal(conf, SENTINEL);
     assert_contains(err, "cannot read");
     assert_contains(err, "it is a directory, not a regular file");
+
+    /* a file of exactly WN_CONF_FILE_MAX bytes loads; one byte more does not */
+    char big[] = "/tmp/walnut-test-config-XXXXXX";
+    int fd = mkstemp(big);
+    assert_true(fd >= 0);
+    FILE *fp = fdopen(fd, "w");
+    assert_non_null(fp);
+    const char *head = ALPHA_HEAD ONE_SERVER "#";
+    fputs(head, fp);
+    for (size_t i = strlen(head); i < WN_CONF_FILE_MAX - 1; i++)
+        fputc('x', fp);
+    fputc('\n', fp);
+    assert_int_equal(fclose(fp), 0);
+    conf = NULL;
+    rc = wn_conf_load(big, &conf, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("a file of %u bytes: %s", WN_CONF_FILE_MAX, err);
+    wn_conf_unref(conf);
+    conf = SENTINEL;
+    fp = fopen(big, "a");
+    assert_non_null(fp);
+    fputc('\n', fp);
+    assert_int_equal(fclose(fp), 0);
+    assert_int_equal(wn_conf_load(big, &conf, err, sizeof(err)), WN_ECONFIG);
+    assert_contains(err, "file is larger than 16777216 bytes");
+    assert_ptr_equal(conf, SENTINEL);
+    unlink(big);
 
     /* no error buffer, or a tiny one: still rejected, nothing overrun */
     const char *bad = ALPHA_HEAD "  hash: sha1\n" ONE_SERVER;

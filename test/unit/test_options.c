@@ -117,6 +117,10 @@ static void test_errors_name_the_option(void **state)
                  err);
     expect_error("option -i/--stats-interval requires a positive number", PARSE(&o, err, "-i", "x"), err);
     expect_error("option -c/--conf-file requires a value", PARSE(&o, err, "-c"), err);
+    /* a flag given a value: it takes none (it was "requires a value") */
+    expect_error("option -t/--test-conf takes no value", PARSE(&o, err, "--test-conf=1"), err);
+    expect_error("option -d/--daemonize takes no value", PARSE(&o, err, "--daemonize=yes"), err);
+    expect_error("option --locate takes no value", PARSE(&o, err, "--locate=k", "k"), err);
     expect_error("unknown option -x", PARSE(&o, err, "-x"), err);
     expect_error("unknown option '--bogus'", PARSE(&o, err, "--bogus"), err);
     expect_error("unexpected argument 'stray'", PARSE(&o, err, "stray"), err);
