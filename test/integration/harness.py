@@ -76,7 +76,7 @@ def walnut_bin():
     if not (os.path.isfile(p) and os.access(p, os.X_OK)):
         raise HarnessError("walnut binary not found or not executable: %r "
                            "(set WALNUT_BIN to the built binary)" % p)
-    return p
+    return os.path.abspath(p)  # tests may run it from another directory
 
 
 _SEARCH_DIRS = ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin", "/sbin", "/bin"]
