@@ -417,8 +417,12 @@ static void log_started(const control_t *ctl)
 {
     for (uint32_t p = 0; p < ctl->conf->npools; p++) {
         const wn_conf_pool_t *pool = &ctl->conf->pools[p];
+        /* on the socket systemd handed over, wherever that listens */
+        const char *where = ctl->inherited != NULL && ctl->inherited[p].n > 0
+                                ? ctl->inherited[p].where
+                                : pool->listen_text;
         wn_log_notice("pool '%s': listening on %s, %u server(s), %s/%s, %s", pool->name,
-                      pool->listen_text, pool->nservers, wn_hash_name(pool->hash),
+                      where, pool->nservers, wn_hash_name(pool->hash),
                       wn_dist_name(pool->distribution), pool->redis ? "redis" : "memcache");
     }
     wn_log_notice("walnut-%s started on pid %ld with %d worker(s)", WN_VERSION, (long)getpid(),

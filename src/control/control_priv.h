@@ -25,6 +25,7 @@ typedef struct hpool hpool_t;
 typedef struct wn_inherited {
     int fds[WN_MAX_INHERITED];
     uint32_t n;
+    char where[128]; /* the first socket's address, as logged */
 } wn_inherited_t;
 
 /* Control's own connection to one server, for active health probes. */

@@ -150,6 +150,37 @@ static bool fd_matches(int fd, const wn_conf_pool_t *pool)
     return same;
 }
 
+/* The address a socket listens on, as an operator reads it. */
+static void sock_text(int fd, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    memset(&ss, 0, sizeof(ss));
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
+        snprintf(buf, len, "an unknown address");
+    } else if (ss.ss_family == AF_UNIX) {
+        snprintf(buf, len, "%s", ((const struct sockaddr_un *)&ss)->sun_path);
+    } else if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        snprintf(buf, len, "%s:%u", host, (unsigned)ntohs(in->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        snprintf(buf, len, "[%s]:%u", host, (unsigned)ntohs(in6->sin6_port));
+    } else {
+        snprintf(buf, len, "an address of family %d", (int)ss.ss_family);
+    }
+}
+
+/* systemd's name for a socket it was not told a name for (no
+ * FileDescriptorName=, no LISTEN_FDNAMES): no name at all. */
+static bool named(const char *name)
+{
+    return name != NULL && name[0] != '\0' && strcmp(name, "unknown") != 0;
+}
+
 int wn_sd_listen_fds(control_t *ctl)
 {
     char **names = NULL;
@@ -171,16 +202,24 @@ int wn_sd_listen_fds(control_t *ctl)
         for (int pass = 0; pass < 2 && in->n == 0; pass++)
             for (int i = 0; i < n && in->n < WN_MAX_INHERITED; i++) {
                 int fd = SD_LISTEN_FDS_START + i;
-                bool match = pass == 0 ? names[i] != NULL && strcmp(names[i], pool->name) == 0
+                bool match = pass == 0 ? named(names[i]) && strcmp(names[i], pool->name) == 0
                                        : fd_matches(fd, pool);
                 if (!used[i] && match) {
                     used[i] = true;
                     in->fds[in->n++] = fd;
                 }
             }
-        if (in->n > 0)
-            wn_log_notice("pool '%s': serving on %u socket(s) systemd handed over", pool->name,
-                          in->n);
+        if (in->n > 0) {
+            sock_text(in->fds[0], in->where, sizeof(in->where));
+            wn_log_notice("pool '%s': serving on %u socket(s) systemd handed over (%s)",
+                          pool->name, in->n, in->where);
+            /* Taken by its name: the name wins, but an address other than
+             * the file's is most likely a mix-up worth a word. */
+            if (!fd_matches(in->fds[0], pool))
+                wn_log_warn("pool '%s': the socket systemd named '%s' listens on %s, not on the "
+                            "configured listen address %s: serving on systemd's socket",
+                            pool->name, pool->name, in->where, pool->listen_text);
+        }
         if (in->n > (uint32_t)ctl->nworkers && rc == 0) {
             /* Each socket is accepted on by one worker; with ReusePort the
              * kernel gives every socket its share of connections, and those

@@ -494,6 +494,69 @@ class TestSocketActivation(h.ProxyTestCase):
         self.assertEqual(sample(text, "walnut_server_connections_opened_total"), n)
         self.assertEqual(h._stop_proc(p, signal.SIGTERM), (0, True))
 
+    def launch_with(self, tmp, socks, names, pools, log):
+        """walnut with `socks` handed over as fds 3.. under LISTEN_FDNAMES
+        `names` (None: no LISTEN_FDNAMES, as systemd without names)."""
+        conf = tmp.join("named.yml")
+        with open(conf, "w") as f:
+            f.write(h.render_config(pools))
+        env = 'LISTEN_PID=$$ LISTEN_FDS=%d ' % len(socks)
+        if names is not None:
+            env += 'LISTEN_FDNAMES=%s ' % ":".join(names)
+        cmd = ["/bin/sh", "-c", env + 'exec "$@"', "sh", h.walnut_bin(), "-c", conf, "-T", "1",
+               "-o", log, "-s", str(h.free_port()), "-a", h.HOST]
+        srcs = [s.fileno() for s in socks]
+
+        def hand_over():
+            high = [os.dup2(fd, 900 + i) for i, fd in enumerate(srcs)]
+            for i, fd in enumerate(high):
+                os.dup2(fd, 3 + i)
+        p = subprocess.Popen(cmd, pass_fds=tuple(range(3, 3 + len(socks))), preexec_fn=hand_over,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        h._register(p)
+        self.addCleanup(h._stop_proc, p, signal.SIGTERM)
+        return p
+
+    def test_sockets_named_for_other_addresses_are_said_so(self):
+        """Two sockets whose names are swapped against the file's addresses:
+        walnut serves each pool on the socket named for it (the README's
+        rule) without a word, and logged the file's address as where it
+        listened. Without LISTEN_FDNAMES systemd names every socket
+        'unknown', and a pool called 'unknown' took them all. Expected: a
+        warning naming both addresses, the real address in the log, and
+        'unknown' matching no pool by name."""
+        tmp = self.tmpdir()
+        backends = self.start_memcached(tmp, n=1)
+        socks = []
+        for _ in range(2):
+            s = socket.socket()
+            self.addCleanup(s.close)
+            s.bind((h.HOST, 0))
+            s.listen(64)
+            socks.append(s)
+        p1, p2 = (s.getsockname()[1] for s in socks)
+        log = tmp.join("named.log")
+        pools = {"alpha": h.pool(backends, listen="%s:%d" % (h.HOST, p1)),
+                 "beta": h.pool(backends, listen="%s:%d" % (h.HOST, p2))}
+        self.launch_with(tmp, socks, ["beta", "alpha"], pools, log)
+        h.wait_until(lambda: os.path.exists(log) and "started on pid" in open(log).read(),
+                     deadline=20, what="walnut")
+        text = open(log).read()
+        self.assertIn("pool 'alpha': the socket systemd named 'alpha' listens on %s:%d, not on "
+                      "the configured listen address %s:%d" % (h.HOST, p2, h.HOST, p1), text)
+        self.assertIn("pool 'alpha': listening on %s:%d," % (h.HOST, p2), text)
+        # no names: matched by address, and a pool named 'unknown' takes none by name
+        log2 = tmp.join("unnamed.log")
+        pools = {"unknown": h.pool(backends, listen="%s:%d" % (h.HOST, p1)),
+                 "beta": h.pool(backends, listen="%s:%d" % (h.HOST, p2))}
+        self.launch_with(tmp, socks, None, pools, log2)
+        h.wait_until(lambda: os.path.exists(log2) and "started on pid" in open(log2).read(),
+                     deadline=20, what="walnut without names")
+        text = open(log2).read()
+        self.assertIn("pool 'unknown': listening on %s:%d," % (h.HOST, p1), text)
+        self.assertIn("pool 'beta': listening on %s:%d," % (h.HOST, p2), text)
+        self.assertNotIn("not on the configured listen address", text)
+
     def test_restart_loses_no_connection_attempt(self):
         """The manager (this test) holds the listening socket; walnut is
         stopped and started again while clients keep connecting: every
