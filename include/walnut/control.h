@@ -73,6 +73,10 @@ int wn_locate_print(const wn_conf_t *conf, char *const *keys, int nkeys, FILE *o
  * reports the pools it would serve and returns WN_EINVAL.)
  */
 int wn_control_run(wn_conf_t *conf, const wn_options_t *opts);
+/* -t's checks beyond the file (as nutcracker -t): every TCP listen address
+ * looks up, and no two pools listen on one. 0, or a negative error with err
+ * saying which pool. Blocking (DNS). */
+int wn_control_check_listen(wn_conf_t *conf, char *err, size_t errlen);
 
 /* Print the stats walnut reports with their descriptions (-D). */
 void wn_stats_describe(FILE *out);

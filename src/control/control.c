@@ -218,20 +218,14 @@ static void destroy_blocks(control_t *ctl)
     ctl->next_blocks = NULL;
 }
 
-int wn_control_listen_distinct(const control_t *ctl, const wn_conf_t *conf, char *err,
-                               size_t errlen)
+/* No two of conf's pools listen on one looked-up address (those not
+ * looked up are skipped). */
+static int pools_apart(const wn_conf_t *conf, char *err, size_t errlen)
 {
-    struct sockaddr_storage stats;
-    bool have_stats = wn_http_address(ctl->http, &stats) == 0;
     for (uint32_t i = 0; i < conf->npools; i++) {
         const wn_conf_pool_t *p = &conf->pools[i];
         if (p->listen.is_unix || p->listen_salen == 0)
             continue;
-        if (have_stats && wn_sockaddr_overlap(&p->listen_sa, &stats)) {
-            snprintf(err, errlen, "pool '%s': cannot listen on %s: walnut's stats server listens "
-                     "there (-a, -s)", p->name, p->listen_text);
-            return UV_EADDRINUSE;
-        }
         for (uint32_t j = 0; j < i; j++) {
             const wn_conf_pool_t *q = &conf->pools[j];
             if (q->listen.is_unix || q->listen_salen == 0 ||
@@ -243,6 +237,36 @@ int wn_control_listen_distinct(const control_t *ctl, const wn_conf_t *conf, char
         }
     }
     return 0;
+}
+
+int wn_control_listen_distinct(const control_t *ctl, const wn_conf_t *conf, char *err,
+                               size_t errlen)
+{
+    struct sockaddr_storage stats;
+    if (wn_http_address(ctl->http, &stats) == 0) {
+        for (uint32_t i = 0; i < conf->npools; i++) {
+            const wn_conf_pool_t *p = &conf->pools[i];
+            if (p->listen.is_unix || p->listen_salen == 0 ||
+                !wn_sockaddr_overlap(&p->listen_sa, &stats))
+                continue;
+            snprintf(err, errlen,
+                     "pool '%s': cannot listen on %s: walnut's stats server listens there "
+                     "(-a, -s)",
+                     p->name, p->listen_text);
+            return UV_EADDRINUSE;
+        }
+    }
+    return pools_apart(conf, err, errlen);
+}
+
+int wn_control_check_listen(wn_conf_t *conf, char *err, size_t errlen)
+{
+    for (uint32_t p = 0; p < conf->npools; p++) {
+        int rc = wn_listen_resolve(&conf->pools[p], err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    return pools_apart(conf, err, errlen);
 }
 
 static int create_workers(control_t *ctl, const wn_options_t *opts)

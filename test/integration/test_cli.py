@@ -193,6 +193,13 @@ class TestCommandLine(h.ProxyTestCase):
         self.assertNotEqual(r.returncode, 0, err)
         self.assertIn("pool 'alpha': cannot resolve listen address flaky.walnut.test:", err)
         self.assertNotIn("cannot listen on", err)
+        # -t looks it up too, as nutcracker -t does
+        r = subprocess.run([self.bin, "-t", "-c", conf], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=60, env=env)
+        err = r.stderr.decode("utf-8", "replace")
+        self.assertNotEqual(r.returncode, 0, err)
+        self.assertIn("pool 'alpha': cannot resolve listen address flaky.walnut.test:", err)
+        self.assertNotIn("syntax is ok", err)
 
     def test_start_refuses_two_pools_on_one_address(self):
         """Two pools on one address spelled two ways (validation compares the
@@ -220,6 +227,12 @@ class TestCommandLine(h.ProxyTestCase):
             self.assertNotEqual(r.returncode, 0, err)
             self.assertIn(why, err, pools)
             self.assertNotIn("another process", err)
+            if "stats" not in why:
+                # -t says so too (as nutcracker -t looks listen addresses up)
+                rc, out, err = run(["-t", "-c", conf])
+                self.assertNotEqual(rc, 0, err)
+                self.assertIn(why, err)
+                self.assertNotIn("syntax is ok", err)
 
     def test_start_refuses_unix_path_another_process_serves(self):
         """At start walnut unlinked a unix listen path another live process
