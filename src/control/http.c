@@ -36,8 +36,11 @@ void wn_http_limits_default(wn_http_limits_t *l)
 
 void http_server_maybe_free(wn_http_t *srv)
 {
-    if (srv->stopping && !srv->listener_open && srv->nconns == 0 && srv->nrefused == 0)
+    if (srv->stopping && !srv->listener_open && !srv->turn_open && srv->nconns == 0 &&
+        srv->nrefused == 0) {
+        http_bodies_drop(srv);
         free(srv);
+    }
 }
 
 /* ---- accepting ------------------------------------------------------------------ */
@@ -118,6 +121,18 @@ void http_server_slot_freed(wn_http_t *srv)
     take(srv);
 }
 /* ---- the server ----------------------------------------------------------------- */
+
+static void on_turn(uv_check_t *p)
+{
+    ((wn_http_t *)p->data)->turns++;
+}
+
+static void on_turn_closed(uv_handle_t *h)
+{
+    wn_http_t *srv = h->data;
+    srv->turn_open = false;
+    http_server_maybe_free(srv);
+}
 
 static void on_listener_closed(uv_handle_t *h)
 {
@@ -234,6 +249,13 @@ int wn_http_start(wn_http_t **out, uv_loop_t *loop, const char *addr, uint16_t p
         uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
         return rc;
     }
+    /* Counts loop turns (shared bodies live one turn); never keeps the loop
+     * alive. */
+    uv_check_init(loop, &srv->turn);
+    srv->turn.data = srv;
+    uv_check_start(&srv->turn, on_turn);
+    uv_unref((uv_handle_t *)&srv->turn);
+    srv->turn_open = true;
     *out = srv;
     return 0;
 }
@@ -245,6 +267,8 @@ void wn_http_stop(wn_http_t *srv)
     srv->stopping = true;
     if (srv->listener_open && !uv_is_closing((uv_handle_t *)&srv->listener))
         uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
+    if (srv->turn_open && !uv_is_closing((uv_handle_t *)&srv->turn))
+        uv_close((uv_handle_t *)&srv->turn, on_turn_closed);
     for (conn_t *c = srv->conns; c != NULL; c = c->next)
         http_conn_close(c);
     http_server_maybe_free(srv);

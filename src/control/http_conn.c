@@ -28,7 +28,8 @@
 typedef struct wreq {
     uv_write_t req;
     conn_t *c;                /* borrowed: a handle outlives its write requests */
-    char *body;               /* owned (malloc'd by a renderer or here) */
+    char *body;               /* owned (malloc'd by a renderer or here), unless shared */
+    http_body_t *shared;      /* a reference, or NULL */
     size_t head_len;
     char head[512];
 } wreq_t;
@@ -75,6 +76,24 @@ void http_conn_close(conn_t *c)
 
 /* ---- writing ------------------------------------------------------------------ */
 
+static void wreq_free(wreq_t *w)
+{
+    if (w->shared != NULL)
+        http_body_unref(w->shared);
+    else
+        free(w->body);
+    free(w);
+}
+
+/* An answer's body let go of, unsent. */
+static void answer_drop(http_answer_t *a)
+{
+    if (a->shared != NULL)
+        http_body_unref(a->shared);
+    else
+        free(a->body);
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     conn_t *c = req->data;
@@ -96,8 +115,7 @@ static void on_write(uv_write_t *req, int status)
 {
     wreq_t *w = (wreq_t *)req;
     conn_t *c = w->c;
-    free(w->body);
-    free(w);
+    wreq_free(w);
     c->pending--;
     if (c->closing_handles)
         return;
@@ -109,19 +127,23 @@ static void on_write(uv_write_t *req, int status)
     drive(c);
 }
 
-/* Queue one response. body (malloc'd, may be NULL) is taken over; with
- * head_only the body only gives its length (HEAD). */
-static void send_response(conn_t *c, int status, const char *type, char *body, size_t body_len,
-                          bool head_only, const char *extra_headers)
+/* Queue one response. a's body is taken over; with head_only the body
+ * only gives its length (HEAD). */
+static void send_response(conn_t *c, http_answer_t *a, bool head_only)
 {
+    int status = a->status;
+    const char *type = a->type, *extra_headers = a->extra_headers;
+    char *body = a->body;
+    size_t body_len = a->len;
     wreq_t *w = malloc(sizeof(*w));
     if (w == NULL) {
-        free(body);
+        answer_drop(a);
         http_conn_close(c);
         return;
     }
     w->c = c;
     w->body = body;
+    w->shared = a->shared;
     char date[64];
     time_t t = time(NULL);
     struct tm tm;
@@ -150,8 +172,7 @@ static void send_response(conn_t *c, int status, const char *type, char *body, s
         c->write_progress_ms = now_ms(c);
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write);
     if (rc < 0) {
-        free(w->body);
-        free(w);
+        wreq_free(w);
         http_conn_close(c);
         return;
     }
@@ -173,11 +194,11 @@ static void finish(conn_t *c)
 static void send_answer(conn_t *c, int rc, http_answer_t *a, bool head_only)
 {
     if (rc < 0) {
-        free(a->body);
+        answer_drop(a);
         http_conn_close(c);
         return;
     }
-    send_response(c, a->status, a->type, a->body, a->len, head_only, a->extra_headers);
+    send_response(c, a, head_only);
 }
 
 static void send_error(conn_t *c, int status, bool head_only)
@@ -228,9 +249,8 @@ static void respond_raw(conn_t *c)
     c->mode = MODE_RAW;
     c->done = true;
     c->srv->counters.twemproxy++;
-    size_t len = 0;
     int err = 0;
-    char *body = http_render_raw(c->srv, &len, &err);
+    http_body_t *body = http_render_raw(c->srv, &err);
     if (body == NULL) {
         wn_log_warn("stats: cannot make the stats: %s", wn_strerror(err));
         http_conn_close(c);
@@ -238,18 +258,18 @@ static void respond_raw(conn_t *c)
     }
     wreq_t *w = malloc(sizeof(*w));
     if (w == NULL) {
-        free(body);
+        http_body_unref(body);
         http_conn_close(c);
         return;
     }
     w->c = c;
-    w->body = body;
+    w->body = body->text;
+    w->shared = body;
     w->head_len = 0;
-    uv_buf_t buf = uv_buf_init(body, (unsigned)len);
+    uv_buf_t buf = uv_buf_init(body->text, (unsigned)body->len);
     c->write_progress_ms = now_ms(c);
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write) < 0) {
-        free(body);
-        free(w);
+        wreq_free(w);
         http_conn_close(c);
         return;
     }

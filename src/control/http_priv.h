@@ -15,6 +15,7 @@
 #include "http.h"
 
 typedef struct conn conn_t;
+typedef struct http_body http_body_t;
 
 struct wn_http {
     uv_loop_t *loop;          /* borrowed */
@@ -32,6 +33,13 @@ struct wn_http {
                                * uv_accept */
     uint16_t port;
     wn_http_counters_t counters;
+    /* Loop turns, counted after each poll (http.c), and the bodies
+     * rendered in one, per kind (http_route.c). */
+    uv_check_t turn;
+    bool turn_open;
+    uint64_t turns;
+    http_body_t *bodies[3];
+    uint64_t bodies_turn[3];
 };
 
 typedef enum mode {
@@ -94,12 +102,28 @@ int http_conn_open(wn_http_t *srv, uv_stream_t *l);
 /* Close c's handles; it is freed (and unlinked) in their close callbacks. */
 void http_conn_close(conn_t *c);
 
-/* An answer to one request; body malloc'd, handed to the one who sends it. */
+/* A rendered stats body, shared by the responses of one loop turn that ask
+ * for the same thing: a scrape storm renders once per turn, not once per
+ * client, and holds one copy, however many clients do not read it. */
+struct http_body {
+    uint32_t refs;
+    size_t len;
+    char *text; /* owned */
+};
+
+/* http_route.c: one reference less; the last frees. NULL is fine. */
+void http_body_unref(http_body_t *b);
+/* http_route.c: drop the bodies kept for sharing (the server is freed). */
+void http_bodies_drop(wn_http_t *srv);
+
+/* An answer to one request: body malloc'd and handed to the one who sends
+ * it, or (shared set) a reference to a shared body whose text body is. */
 typedef struct http_answer {
     int status;
     const char *type;          /* static */
-    char *body;                /* owned */
+    char *body;                /* owned, unless shared */
     size_t len;
+    http_body_t *shared;       /* a reference, or NULL */
     const char *extra_headers; /* static, "Name: value\r\n" lines, or NULL */
 } http_answer_t;
 
@@ -109,7 +133,7 @@ typedef struct http_answer {
 int http_route(wn_http_t *srv, const char *path, size_t plen, http_answer_t *a);
 /* http_route.c: the answer for an error status (404, 405 with Allow, ...). */
 int http_error_answer(http_answer_t *a, int status);
-/* http_route.c: twemproxy's JSON and a newline; NULL with *err. */
-char *http_render_raw(wn_http_t *srv, size_t *len, int *err);
+/* http_route.c: twemproxy's JSON and a newline (a reference); NULL with *err. */
+http_body_t *http_render_raw(wn_http_t *srv, int *err);
 
 #endif

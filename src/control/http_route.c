@@ -33,10 +33,43 @@ int http_error_answer(http_answer_t *a, int status)
     return text_answer(a, status, msg);
 }
 
-/* A fresh view rendered by `render`; "\n" appended when asked. NULL on error
- * (the reason in *err). */
-static char *render_view(wn_http_t *srv, render_fn render, bool newline, size_t *len, int *err)
+void http_body_unref(http_body_t *b)
 {
+    if (b == NULL || --b->refs > 0)
+        return;
+    free(b->text);
+    free(b);
+}
+
+void http_bodies_drop(wn_http_t *srv)
+{
+    for (size_t k = 0; k < WN_ARRAY_SIZE(srv->bodies); k++) {
+        http_body_unref(srv->bodies[k]);
+        srv->bodies[k] = NULL;
+    }
+}
+
+/* What a stats path renders; each kind's body is shared within a turn. */
+enum { BODY_JSON, BODY_SERVERS, BODY_PROM };
+
+static const struct {
+    render_fn render;
+    bool newline;
+} kinds[] = {
+    [BODY_JSON] = {wn_stats_json_render, true},
+    [BODY_SERVERS] = {wn_stats_json_servers, true},
+    [BODY_PROM] = {wn_stats_prom_render, false},
+};
+
+/* A fresh view rendered as `kind` (a reference): the one rendered earlier
+ * in this loop turn if there is one (the same moment's counters), else a
+ * new one, kept for the rest of the turn. NULL on error (*err). */
+static http_body_t *rendered(wn_http_t *srv, int kind, int *err)
+{
+    if (srv->bodies[kind] != NULL && srv->bodies_turn[kind] == srv->turns) {
+        srv->bodies[kind]->refs++;
+        return srv->bodies[kind];
+    }
     wn_stats_view_t v;
     memset(&v, 0, sizeof(v));
     int rc = srv->h.build_view(&v, srv->arg);
@@ -45,29 +78,38 @@ static char *render_view(wn_http_t *srv, render_fn render, bool newline, size_t 
         *err = rc;
         return NULL;
     }
-    char *text = render(&v, len);
+    size_t len = 0;
+    char *text = kinds[kind].render(&v, &len);
     wn_stats_view_free(&v);
-    if (text == NULL) {
+    if (text != NULL && kinds[kind].newline) {
+        char *t = realloc(text, len + 2);
+        if (t == NULL) {
+            free(text);
+            text = NULL;
+        } else {
+            text = t;
+            text[len++] = '\n';
+            text[len] = '\0';
+        }
+    }
+    http_body_t *b = text != NULL ? malloc(sizeof(*b)) : NULL;
+    if (b == NULL) {
+        free(text);
         *err = WN_ENOMEM;
         return NULL;
     }
-    if (newline) {
-        char *t = realloc(text, *len + 2);
-        if (t == NULL) {
-            free(text);
-            *err = WN_ENOMEM;
-            return NULL;
-        }
-        text = t;
-        text[(*len)++] = '\n';
-        text[*len] = '\0';
-    }
-    return text;
+    b->refs = 2; /* the caller's and the turn's */
+    b->len = len;
+    b->text = text;
+    http_body_unref(srv->bodies[kind]);
+    srv->bodies[kind] = b;
+    srv->bodies_turn[kind] = srv->turns;
+    return b;
 }
 
-char *http_render_raw(wn_http_t *srv, size_t *len, int *err)
+http_body_t *http_render_raw(wn_http_t *srv, int *err)
 {
-    return render_view(srv, wn_stats_json_render, true, len, err);
+    return rendered(srv, BODY_JSON, err);
 }
 
 static int healthz(wn_http_t *srv, http_answer_t *a)
@@ -94,30 +136,30 @@ static bool path_is(const char *path, size_t n, const char *want)
 int http_route(wn_http_t *srv, const char *path, size_t plen, http_answer_t *a)
 {
     memset(a, 0, sizeof(*a));
-    render_fn render = NULL;
+    int kind;
     const char *type = WN_STATS_JSON_CONTENT_TYPE;
-    bool newline = true;
     /* "/": `curl host:22222`, which twemproxy answers with its JSON too. */
     if (path_is(path, plen, "/stats") || path_is(path, plen, "/")) {
-        render = wn_stats_json_render;
+        kind = BODY_JSON;
     } else if (path_is(path, plen, "/servers")) {
-        render = wn_stats_json_servers;
+        kind = BODY_SERVERS;
     } else if (path_is(path, plen, "/metrics")) {
-        render = wn_stats_prom_render;
+        kind = BODY_PROM;
         type = WN_STATS_PROM_CONTENT_TYPE;
-        newline = false;
     } else if (path_is(path, plen, "/healthz")) {
         return healthz(srv, a);
     } else {
         return http_error_answer(a, 404);
     }
     int err = 0;
-    a->body = render_view(srv, render, newline, &a->len, &err);
-    if (a->body == NULL) {
+    a->shared = rendered(srv, kind, &err);
+    if (a->shared == NULL) {
         char msg[200];
         snprintf(msg, sizeof(msg), "cannot make the stats: %s\n", wn_strerror(err));
         return text_answer(a, 500, msg);
     }
+    a->body = a->shared->text;
+    a->len = a->shared->len;
     a->status = 200;
     a->type = type;
     return 0;

@@ -56,6 +56,7 @@ typedef struct fixture {
     atomic_int healthy;   /* 1: /healthz says ok */
     atomic_int view_fails;
     atomic_int views;     /* views built */
+    atomic_int view_ms;   /* each view takes this long to build (a large configuration) */
     /* Set on the server thread before it ends; read after the join. */
     wn_http_counters_t counters;
     int loop_close_rc;
@@ -67,6 +68,10 @@ static int build_view(wn_stats_view_t *v, void *arg)
 {
     fixture_t *f = arg;
     atomic_fetch_add(&f->views, 1);
+    int ms = atomic_load(&f->view_ms);
+    if (ms > 0)
+        nanosleep(&(struct timespec){.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L},
+                  NULL);
     if (atomic_load(&f->view_fails))
         return WN_EIO;
     wn_stats_block_t *blocks[] = {f->block};
@@ -701,12 +706,21 @@ static void test_healthz_and_500(void **state)
     assert_true(read_response(r, &rsp, false));
     assert_int_equal(rsp.status, 500);
     free(rsp.body);
-    /* Each request builds its own view: values are live. */
+    /* Requests answered in one loop turn share a view (the same moment's
+     * counters); a later request builds its own: values are live. */
     atomic_store(&f->view_fails, 0);
     int before = atomic_load(&f->views);
     send_str(r->fd, "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n"
                     "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n");
     for (int i = 0; i < 2; i++) {
+        assert_true(read_response(r, &rsp, false));
+        assert_int_equal(rsp.status, 200);
+        free(rsp.body);
+    }
+    assert_in_range(atomic_load(&f->views) - before, 1, 2);
+    before = atomic_load(&f->views);
+    for (int i = 0; i < 2; i++) {
+        send_str(r->fd, "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_true(read_response(r, &rsp, false));
         assert_int_equal(rsp.status, 200);
         free(rsp.body);
@@ -779,6 +793,41 @@ static void test_connection_cap(void **state)
     assert_int_equal(f->counters.refused, 0);
     assert_int_equal(f->counters.accepted, 5);
     assert_int_equal(f->counters.timeouts, 3);
+}
+
+/* A scrape storm while views are slow to build (a configuration of
+ * thousands of servers): the requests of one loop turn share one render, so
+ * the control loop is not held for a render per client (its heartbeats and
+ * watchdog starved, 64 bodies held at once). */
+static void test_scrapes_of_one_turn_share_a_render(void **state)
+{
+    fixture_t *f = *state;
+    atomic_store(&f->view_ms, 100);
+    start_server(f);
+    enum { N = 20 };
+    reader_t *r[N];
+    for (int i = 0; i < N; i++)
+        r[i] = reader_new(connect_to(f->port));
+    for (int i = 0; i < N; i++)
+        send_str(r[i]->fd, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    response_t first = {0};
+    for (int i = 0; i < N; i++) {
+        response_t rsp;
+        assert_true(read_response(r[i], &rsp, false));
+        assert_int_equal(rsp.status, 200);
+        if (i == 0)
+            first = rsp;
+        else {
+            assert_int_equal(rsp.body_len, first.body_len);
+            free(rsp.body);
+        }
+    }
+    free(first.body);
+    /* the first turn's render, and one for whatever came in while it ran */
+    assert_in_range(atomic_load(&f->views), 1, 3);
+    for (int i = 0; i < N; i++)
+        reader_free(r[i]);
+    stop_server(f);
 }
 
 /* Every slot held by a request trickling in: the slowest that has taken a
@@ -857,6 +906,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_twemproxy_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http10_and_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_healthz_and_500, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scrapes_of_one_turn_share_a_render, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cap_slow_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_errors, setup, teardown),
