@@ -126,8 +126,8 @@ bool wn_conf_addr_same(const wn_conf_addr_t *a, const wn_conf_addr_t *b);
  * anything else (a zeroed one, a unix path). */
 bool wn_sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 /* Two looked-up TCP addresses cannot both be listened on: one address, or
- * one port of one family with either address the wildcard (IPv6 sockets
- * are v6-only, so the families never meet). */
+ * one port of one family with either address the wildcard (walnut's pool
+ * listeners are v6-only, so there the families never meet). */
 bool wn_sockaddr_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 /* A TCP address's first getaddrinfo answer, as twemproxy takes it (an empty
  * host: the wildcard). `numeric`: literals only, never DNS. Blocking; 0, or

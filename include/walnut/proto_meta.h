@@ -19,12 +19,16 @@
  *      which frames and parses in one call.)
  *   2. Route by the key: if req.base64, hash the bytes wn_meta_key_decode
  *      writes (memcached stores the decoded key), else the key span.
- *   3. Forward: if req.quiet, send wn_meta_compose_without_quiet's line
- *      instead of the client's (then, for ms, the data block unchanged), and
- *      remember that the request was quiet.
+ *   3. Forward: wn_meta_compose_tagged's line (a tag of the proxy's in
+ *      place of the client's O, q dropped), or, untagged, if req.quiet,
+ *      wn_meta_compose_without_quiet's line instead of the client's (then,
+ *      for ms, the data block unchanged), and remember that the request was
+ *      quiet.
  *   4. Frame the server's reply with wn_meta_response_parse; check it with
- *      wn_meta_reply_allowed; for a quiet request drop it when
- *      wn_meta_quiet_drops says so, else relay its bytes unchanged.
+ *      wn_meta_reply_allowed and, tagged, that it echoes the tag
+ *      (wn_meta_rsp_echoes_opaque); for a quiet request drop it when
+ *      wn_meta_quiet_drops says so, else relay its bytes, the client's O in
+ *      place of the tag.
  */
 #ifndef WALNUT_PROTO_META_H
 #define WALNUT_PROTO_META_H

@@ -244,10 +244,15 @@ int wn_control_listen_distinct(const control_t *ctl, const wn_conf_t *conf, char
 {
     struct sockaddr_storage stats;
     if (wn_http_address(ctl->http, &stats) == 0) {
+        /* The stats socket is not v6-only: on [::] it holds the IPv4 port too. */
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&stats;
+        bool dual = stats.ss_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
         for (uint32_t i = 0; i < conf->npools; i++) {
             const wn_conf_pool_t *p = &conf->pools[i];
+            const struct sockaddr_in *p4 = (const struct sockaddr_in *)&p->listen_sa;
             if (p->listen.is_unix || p->listen_salen == 0 ||
-                !wn_sockaddr_overlap(&p->listen_sa, &stats))
+                (!wn_sockaddr_overlap(&p->listen_sa, &stats) &&
+                 !(dual && p->listen_sa.ss_family == AF_INET && p4->sin_port == s6->sin6_port)))
                 continue;
             snprintf(err, errlen,
                      "pool '%s': cannot listen on %s: walnut's stats server listens there "

@@ -122,9 +122,13 @@ void http_server_slot_freed(wn_http_t *srv)
 }
 /* ---- the server ----------------------------------------------------------------- */
 
+/* The end of a loop turn: the bodies it shared go (their writes keep
+ * their own references). */
 static void on_turn(uv_check_t *p)
 {
-    ((wn_http_t *)p->data)->turns++;
+    wn_http_t *srv = p->data;
+    srv->turns++;
+    http_bodies_drop(srv);
 }
 
 static void on_turn_closed(uv_handle_t *h)
@@ -249,7 +253,7 @@ int wn_http_start(wn_http_t **out, uv_loop_t *loop, const char *addr, uint16_t p
         uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
         return rc;
     }
-    /* Counts loop turns (shared bodies live one turn); never keeps the loop
+    /* Ends each loop turn (shared bodies live one); never keeps the loop
      * alive. */
     uv_check_init(loop, &srv->turn);
     srv->turn.data = srv;

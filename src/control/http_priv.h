@@ -17,6 +17,10 @@
 typedef struct conn conn_t;
 typedef struct http_body http_body_t;
 
+/* What a stats path renders, each kind's body shared within a loop turn
+ * (http_route.c): /stats and twemproxy's JSON, /servers, /metrics. */
+enum { HTTP_BODY_JSON, HTTP_BODY_SERVERS, HTTP_BODY_PROM, HTTP_BODY_KINDS };
+
 struct wn_http {
     uv_loop_t *loop;          /* borrowed */
     uv_tcp_t listener;
@@ -38,8 +42,8 @@ struct wn_http {
     uv_check_t turn;
     bool turn_open;
     uint64_t turns;
-    http_body_t *bodies[3];
-    uint64_t bodies_turn[3];
+    http_body_t *bodies[HTTP_BODY_KINDS]; /* a reference each, or NULL */
+    uint64_t bodies_turn[HTTP_BODY_KINDS];
 };
 
 typedef enum mode {

@@ -49,16 +49,13 @@ void http_bodies_drop(wn_http_t *srv)
     }
 }
 
-/* What a stats path renders; each kind's body is shared within a turn. */
-enum { BODY_JSON, BODY_SERVERS, BODY_PROM };
-
 static const struct {
     render_fn render;
     bool newline;
 } kinds[] = {
-    [BODY_JSON] = {wn_stats_json_render, true},
-    [BODY_SERVERS] = {wn_stats_json_servers, true},
-    [BODY_PROM] = {wn_stats_prom_render, false},
+    [HTTP_BODY_JSON] = {wn_stats_json_render, true},
+    [HTTP_BODY_SERVERS] = {wn_stats_json_servers, true},
+    [HTTP_BODY_PROM] = {wn_stats_prom_render, false},
 };
 
 /* A fresh view rendered as `kind` (a reference): the one rendered earlier
@@ -109,7 +106,7 @@ static http_body_t *rendered(wn_http_t *srv, int kind, int *err)
 
 http_body_t *http_render_raw(wn_http_t *srv, int *err)
 {
-    return rendered(srv, BODY_JSON, err);
+    return rendered(srv, HTTP_BODY_JSON, err);
 }
 
 static int healthz(wn_http_t *srv, http_answer_t *a)
@@ -140,11 +137,11 @@ int http_route(wn_http_t *srv, const char *path, size_t plen, http_answer_t *a)
     const char *type = WN_STATS_JSON_CONTENT_TYPE;
     /* "/": `curl host:22222`, which twemproxy answers with its JSON too. */
     if (path_is(path, plen, "/stats") || path_is(path, plen, "/")) {
-        kind = BODY_JSON;
+        kind = HTTP_BODY_JSON;
     } else if (path_is(path, plen, "/servers")) {
-        kind = BODY_SERVERS;
+        kind = HTTP_BODY_SERVERS;
     } else if (path_is(path, plen, "/metrics")) {
-        kind = BODY_PROM;
+        kind = HTTP_BODY_PROM;
         type = WN_STATS_PROM_CONTENT_TYPE;
     } else if (path_is(path, plen, "/healthz")) {
         return healthz(srv, a);

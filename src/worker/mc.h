@@ -110,7 +110,7 @@ typedef struct mc_req {
     uint32_t tag;
     bool tag_relay;
     uint8_t opaque_len;
-    const char *opaque;
+    const char *opaque; /* borrowed from r.keep, which owns it; NULL: none */
     /* Storage commands wait for their data block routed: if the worker's
      * configuration generation moved meanwhile, they route again by this
      * key (a copy kept by `keep`). */

@@ -3,8 +3,10 @@
  * clients, on the same connections as the classic commands. A line is
  * checked as memcached's meta parser checks it (its errors answered here, in
  * order, always sent), then routed by its key (a base64 key decoded first,
- * so it lands where the plain key would) with every flag passed through.
- * A quiet request (q) goes to its server without q: a proxy could not tell
+ * so it lands where the plain key would) with every flag passed through
+ * but O: walnut's own tag takes its place (its reply must echo it; the
+ * client's O goes back into the reply, mc_server.c). A quiet request (q)
+ * goes to its server without q: a proxy could not tell
  * when a quiet reply is due otherwise; mc_server.c drops what memcached
  * would not have sent. mn is answered here: the client FIFO already puts it
  * after every earlier reply, whichever servers they come from.
@@ -115,7 +117,8 @@ int wn_mc_meta_tag_line(wn_worker_t *w, mc_req_t *r, char *buf, int len, size_t 
 /* The line untagged (me; or no room for the tag): as sent, without q
  * (unless until_mn), or, when memcached could not take it as sent (over
  * 2 KiB), rebuilt as memcached reads it. */
-static int push_untagged(mc_req_t *r, wn_buf_t *b, uint32_t pos, const wn_meta_request_t *mq,
+static int push_line_untagged(mc_req_t *r, wn_buf_t *b, uint32_t pos,
+                              const wn_meta_request_t *mq,
                          char *out, size_t cap)
 {
     const char *line = b->data + pos;
@@ -155,7 +158,7 @@ static int push_line(mc_client_t *c, mc_req_t *r, wn_buf_t *b, uint32_t pos,
     }
     if (len == WN_EFULL) {
         r->tag = 0;
-        rc = push_untagged(r, b, pos, mq, out, sizeof out);
+        rc = push_line_untagged(r, b, pos, mq, out, sizeof out);
     } else if (len < 0) {
         rc = len;
     } else {

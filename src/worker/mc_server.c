@@ -185,7 +185,8 @@ static bool tag_is(const char *line, wn_mc_span_t o, uint32_t tag)
 
 /* A tagged request's reply line as its client gets it: the tag out (with
  * the space before it), the client's own O token back in its place. */
-static int push_untagged(mc_req_t *m, wn_buf_t *b, uint32_t pos, const wn_meta_response_t *rsp)
+static int push_reply_untagged(mc_req_t *m, wn_buf_t *b, uint32_t pos,
+                               const wn_meta_response_t *rsp)
 {
     uint32_t at = rsp->opaque.off, after = at + rsp->opaque.len;
     int rc;
@@ -225,6 +226,11 @@ static int take_meta_line(mc_sconn_t *s, req_t *r, wn_buf_t *b)
     bool tagged = m->tag != 0 && wn_meta_rsp_echoes_opaque(rsp.type);
     if (tagged && !tag_is(b->data + pos, rsp.opaque, m->tag))
         return WN_EPROTO; /* the reply to another request */
+    /* Sent untagged (me, a line at memcached's token limit), so with no O
+     * at all (one of the client's would have been replaced by a tag): a
+     * reply that has one answers another request. */
+    if (m->tag == 0 && rsp.opaque.len > 0 && wn_meta_rsp_echoes_opaque(rsp.type))
+        return WN_EPROTO;
     if (m->quiet && wn_meta_quiet_drops((wn_meta_cmd_t)m->meta, rsp.type))
         r->swallow = true;
     if (m->counts_get && (rsp.type == WN_META_RSP_VA || rsp.type == WN_META_RSP_HD))
@@ -232,7 +238,7 @@ static int take_meta_line(mc_sconn_t *s, req_t *r, wn_buf_t *b)
     else if (m->counts_get && rsp.type == WN_META_RSP_EN)
         wn_stat_add(WN_GSTAT(s->s.server->pool->w, get_misses), 1);
     if (tagged && m->tag_relay)
-        rc = push_untagged(m, b, pos, &rsp);
+        rc = push_reply_untagged(m, b, pos, &rsp);
     else
         rc = wn_req_rsp_push(r, b, pos, rsp.line_len, false);
     s->s.in.pos += rsp.line_len;

@@ -227,7 +227,19 @@ class TestCommandLine(h.ProxyTestCase):
             self.assertNotEqual(r.returncode, 0, err)
             self.assertIn(why, err, pools)
             self.assertNotIn("another process", err)
-            if "stats" not in why:
+            if "stats" in why:
+                # a stats server on [::] holds the IPv4 port too (not v6-only)
+                try:
+                    socket.socket(socket.AF_INET6).close()
+                except OSError:
+                    continue
+                r = subprocess.run([self.bin, "-c", conf, "-s", str(stats), "-a", "::"],
+                                   stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+                err = r.stderr.decode("utf-8", "replace")
+                self.assertNotEqual(r.returncode, 0, err)
+                self.assertIn(why, err, "-a ::")
+                self.assertNotIn("another process", err)
+            else:
                 # -t says so too (as nutcracker -t looks listen addresses up)
                 rc, out, err = run(["-t", "-c", conf])
                 self.assertNotEqual(rc, 0, err)

@@ -1271,11 +1271,25 @@ class TestBinaryExactBytes(h.ProxyTestCase):
             got_a, got_b = a.recv_line(), b.recv_line()
             self.assertTrue(got_a.startswith(b"SERVER_ERROR "), got_a)
             self.assertTrue(got_b.startswith(b"SERVER_ERROR "), got_b)
-            # (this fake echoes O last; memcached's order is the differential test's)
+            # (this fake echoes O last; the order against a real memcached:
+            # test_memcached's meta tests and test/data/mc_differential.txt)
             b.request(b"mg %s s v Oxyz\r\n" % k2, b"VA 6 s6 Oxyz\r\nSECRET\r\n",
                       what="the client's own O in its place")
             b.request(b"mg %s v\r\n" % k2, b"VA 6\r\nSECRET\r\n", what="no O: none back")
             a.request(b"mn\r\n", b"MN\r\n")
+        # A line at memcached's 19-token limit goes untagged: a reply carrying
+        # an O (another request's tag) is not its own.
+        full = b"mg %s v s f t c h l k u N30 R30 T30 I P L C5 D1\r\n" % k
+        f.drop_next = 1
+        before = len(f.tags)
+        with h.Raw(self.proxy.port()) as a, h.Raw(self.proxy.port()) as b:
+            a.send(full)
+            h.wait_until(lambda: len(f.tags) == before + 1, what="a's mg at the server")
+            self.assertIsNone(f.tags[-1], "a line at the token limit cannot take a tag")
+            b.send(b"mg %s v\r\n" % k2)
+            got_a, got_b = a.recv_line(), b.recv_line()
+            self.assertTrue(got_a.startswith(b"SERVER_ERROR "), got_a)
+            self.assertTrue(got_b.startswith(b"SERVER_ERROR "), got_b)
 
     def test_bare_lf_reply_is_refused(self):
         """memcached ends every line with CRLF. `END\\n` to a get was relayed
