@@ -1116,6 +1116,14 @@ class TestBinaryExactBytes(h.ProxyTestCase):
         self.keys = {i: next(k for k in cand if where[k] == f.addr)
                      for i, f in enumerate(self.fakes)}
 
+    def another_key_on(self, i, prefix):
+        """A key of fake i's other than self.keys[i] (random names: consecutive
+        ones hash close together)."""
+        rng = random.Random(prefix)
+        cand = [prefix + b":%08x" % rng.getrandbits(32) for _ in range(200)]
+        where = locate(self.proxy, cand)
+        return next(x for x in cand if where[x] == self.fakes[i].addr and x != self.keys[i])
+
     def sent(self, i):
         return b"".join(r for _, r in self.fakes[i].requests())
 
@@ -1224,10 +1232,7 @@ class TestBinaryExactBytes(h.ProxyTestCase):
         sees the other's value, and the next request is served."""
         f = self.fakes[0]
         k = self.keys[0]
-        rng = random.Random(11)  # consecutive names hash close together
-        cand = [b"ex2:%08x" % rng.getrandbits(32) for _ in range(200)]
-        where = locate(self.proxy, cand)
-        k2 = next(x for x in cand if where[x] == f.addr and x != k)
+        k2 = self.another_key_on(0, b"ex2")
         f.replies[b"mg %s v f c\r\n" % k2] = b"VA 6 f0 c1\r\nSECRET\r\n"
         f.drop_next = 1
         a = BinConn(self.proxy.port())
@@ -1257,10 +1262,7 @@ class TestBinaryExactBytes(h.ProxyTestCase):
         A client's own O token still comes back in its place."""
         f = self.fakes[0]
         k = self.keys[0]
-        rng = random.Random(13)  # consecutive names hash close together
-        cand = [b"ex3:%08x" % rng.getrandbits(32) for _ in range(200)]
-        where = locate(self.proxy, cand)
-        k2 = next(x for x in cand if where[x] == f.addr and x != k)
+        k2 = self.another_key_on(0, b"ex3")
         f.replies[b"mg %s v\r\n" % k2] = b"VA 6\r\nSECRET\r\n"
         f.replies[b"mg %s s v\r\n" % k2] = b"VA 6 s6\r\nSECRET\r\n"
         f.drop_next = 1
