@@ -119,6 +119,13 @@ int wn_listen_resolve(wn_conf_pool_t *conf, char *err, size_t errlen);
  * accepts on, is an error (start checks unix paths with it, a reload every
  * new address). Any thread; 0 or a negative error with a line in err. */
 int wn_listen_check(wn_conf_pool_t *conf, char *err, size_t errlen);
+/* No two of conf's pools listen on one looked-up address (validation
+ * compares them as written: 127.1 is 127.0.0.1, 0.0.0.0 overlaps every
+ * IPv4 address of its port), nor a pool where `stats` (walnut's stats
+ * server; NULL: none) does. Addresses not looked up are skipped. 0, or
+ * UV_EADDRINUSE with err naming who listens there. Any thread. */
+int wn_listen_apart(const wn_conf_t *conf, const struct sockaddr_storage *stats, char *err,
+                    size_t errlen);
 
 /* Start the worker's thread. */
 int wn_worker_start(wn_worker_t *w);

@@ -6,7 +6,6 @@
  * the end a clean stop. It reaches workers only through their message rings.
  */
 #include "control_priv.h"
-#include "http.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -218,52 +217,6 @@ static void destroy_blocks(control_t *ctl)
     ctl->next_blocks = NULL;
 }
 
-/* No two of conf's pools listen on one looked-up address (those not
- * looked up are skipped). */
-static int pools_apart(const wn_conf_t *conf, char *err, size_t errlen)
-{
-    for (uint32_t i = 0; i < conf->npools; i++) {
-        const wn_conf_pool_t *p = &conf->pools[i];
-        if (p->listen.is_unix || p->listen_salen == 0)
-            continue;
-        for (uint32_t j = 0; j < i; j++) {
-            const wn_conf_pool_t *q = &conf->pools[j];
-            if (q->listen.is_unix || q->listen_salen == 0 ||
-                !wn_sockaddr_overlap(&p->listen_sa, &q->listen_sa))
-                continue;
-            snprintf(err, errlen, "pool '%s': cannot listen on %s: pool '%s' listens there (%s)",
-                     p->name, p->listen_text, q->name, q->listen_text);
-            return UV_EADDRINUSE;
-        }
-    }
-    return 0;
-}
-
-int wn_control_listen_distinct(const control_t *ctl, const wn_conf_t *conf, char *err,
-                               size_t errlen)
-{
-    struct sockaddr_storage stats;
-    if (wn_http_address(ctl->http, &stats) == 0) {
-        /* The stats socket is not v6-only: on [::] it holds the IPv4 port too. */
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&stats;
-        bool dual = stats.ss_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
-        for (uint32_t i = 0; i < conf->npools; i++) {
-            const wn_conf_pool_t *p = &conf->pools[i];
-            const struct sockaddr_in *p4 = (const struct sockaddr_in *)&p->listen_sa;
-            if (p->listen.is_unix || p->listen_salen == 0 ||
-                (!wn_sockaddr_overlap(&p->listen_sa, &stats) &&
-                 !(dual && p->listen_sa.ss_family == AF_INET && p4->sin_port == s6->sin6_port)))
-                continue;
-            snprintf(err, errlen,
-                     "pool '%s': cannot listen on %s: walnut's stats server listens there "
-                     "(-a, -s)",
-                     p->name, p->listen_text);
-            return UV_EADDRINUSE;
-        }
-    }
-    return pools_apart(conf, err, errlen);
-}
-
 int wn_control_check_listen(wn_conf_t *conf, char *err, size_t errlen)
 {
     for (uint32_t p = 0; p < conf->npools; p++) {
@@ -271,7 +224,7 @@ int wn_control_check_listen(wn_conf_t *conf, char *err, size_t errlen)
         if (rc < 0)
             return rc;
     }
-    return pools_apart(conf, err, errlen);
+    return wn_listen_apart(conf, NULL, err, errlen);
 }
 
 static int create_workers(control_t *ctl, const wn_options_t *opts)
@@ -289,7 +242,8 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
         }
     }
     char err[512];
-    int rc = wn_control_listen_distinct(ctl, ctl->conf, err, sizeof(err));
+    int rc = wn_listen_apart(ctl->conf, ctl->stats_salen ? &ctl->stats_sa : NULL, err,
+                             sizeof(err));
     if (rc < 0) {
         wn_log_error("%s", err);
         return rc;

@@ -120,6 +120,8 @@ struct control {
     uv_timer_t outbox_timer;      /* retries messages that did not fit a worker's ring */
     /* The stats server (stats_server.c) and what it reports. */
     struct wn_http *http;
+    struct sockaddr_storage stats_sa; /* where it listens (stats_salen 0: not yet) */
+    uint32_t stats_salen;
     uint64_t start_us;            /* wall clock at start */
     uint64_t listeners_opened;    /* pool listeners ever opened (total_connections counts them) */
     struct wn_stats_cmd_table *cmd_tables; /* owned, [npools] */
@@ -175,12 +177,6 @@ int wn_sd_listen_fds(control_t *ctl);
 /* The inherited socket worker `worker` serves pool `pool` on (its own fd),
  * -1 when the pool binds its own, or a negative error. */
 int wn_sd_fd_for_worker(const control_t *ctl, uint32_t pool, int worker);
-
-/* control.c: no two of conf's pools, nor a pool and the stats server,
- * listen on one looked-up address (0, or UV_EADDRINUSE with err saying
- * who listens there). Addresses not looked up are skipped. */
-int wn_control_listen_distinct(const control_t *ctl, const wn_conf_t *conf, char *err,
-                               size_t errlen);
 
 /* stats_server.c: the stats server, and the workers' heartbeat it reports on. */
 int wn_control_stats_start(control_t *ctl, const char *addr, uint16_t port);

@@ -84,7 +84,7 @@ static int check_listeners(const control_t *ctl, wn_conf_t *nc, uint32_t *nnew, 
         }
     }
     if (rc == 0)
-        rc = wn_control_listen_distinct(ctl, nc, err, errlen);
+        rc = wn_listen_apart(nc, ctl->stats_salen ? &ctl->stats_sa : NULL, err, errlen);
     for (uint32_t i = 0; i < nc->npools && rc == 0; i++) {
         if (!fresh[i])
             continue;

@@ -280,6 +280,8 @@ int wn_control_stats_start(control_t *ctl, const char *addr, uint16_t port)
     int rc = wn_http_start(&ctl->http, &ctl->loop, addr, port, &h, ctl, err, sizeof(err));
     if (rc < 0)
         wn_log_error("%s", err); /* err says "stats: ..." */
+    if (rc == 0 && wn_http_address(ctl->http, &ctl->stats_sa) == 0)
+        ctl->stats_salen = sizeof(ctl->stats_sa);
     return rc;
 }
 

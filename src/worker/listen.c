@@ -258,3 +258,37 @@ void wn_listen_close(pool_rt_t *p)
     wn_listener_close(p->listener);
     p->listener = NULL;
 }
+
+int wn_listen_apart(const wn_conf_t *conf, const struct sockaddr_storage *stats, char *err,
+                    size_t errlen)
+{
+    /* The stats socket is not v6-only: on [::] it holds the IPv4 port too. */
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)stats;
+    bool dual = stats != NULL && stats->ss_family == AF_INET6 &&
+                IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
+    for (uint32_t i = 0; i < conf->npools; i++) {
+        const wn_conf_pool_t *p = &conf->pools[i];
+        if (p->listen.is_unix || p->listen_salen == 0)
+            continue;
+        const struct sockaddr_in *p4 = (const struct sockaddr_in *)&p->listen_sa;
+        if (stats != NULL &&
+            (wn_sockaddr_overlap(&p->listen_sa, stats) ||
+             (dual && p->listen_sa.ss_family == AF_INET && p4->sin_port == s6->sin6_port))) {
+            snprintf(err, errlen,
+                     "pool '%s': cannot listen on %s: walnut's stats server listens there "
+                     "(-a, -s)",
+                     p->name, p->listen_text);
+            return UV_EADDRINUSE;
+        }
+        for (uint32_t j = 0; j < i; j++) {
+            const wn_conf_pool_t *q = &conf->pools[j];
+            if (q->listen.is_unix || q->listen_salen == 0 ||
+                !wn_sockaddr_overlap(&p->listen_sa, &q->listen_sa))
+                continue;
+            snprintf(err, errlen, "pool '%s': cannot listen on %s: pool '%s' listens there (%s)",
+                     p->name, p->listen_text, q->name, q->listen_text);
+            return UV_EADDRINUSE;
+        }
+    }
+    return 0;
+}
