@@ -122,6 +122,22 @@ void http_server_slot_freed(wn_http_t *srv)
 }
 /* ---- the server ----------------------------------------------------------------- */
 
+void http_body_unref(http_body_t *b)
+{
+    if (b == NULL || --b->refs > 0)
+        return;
+    free(b->text);
+    free(b);
+}
+
+void http_bodies_drop(wn_http_t *srv)
+{
+    for (size_t k = 0; k < WN_ARRAY_SIZE(srv->bodies); k++) {
+        http_body_unref(srv->bodies[k]);
+        srv->bodies[k] = NULL;
+    }
+}
+
 /* The end of a loop turn: the bodies it shared go (their writes keep
  * their own references). */
 static void on_turn(uv_check_t *p)

@@ -115,9 +115,10 @@ struct http_body {
     char *text; /* owned */
 };
 
-/* http_route.c: one reference less; the last frees. NULL is fine. */
+/* http.c: one reference less; the last frees. NULL is fine. */
 void http_body_unref(http_body_t *b);
-/* http_route.c: drop the bodies kept for sharing (the server is freed). */
+/* http.c: drop the bodies kept for sharing (the turn ended, or the server is
+ * freed). */
 void http_bodies_drop(wn_http_t *srv);
 
 /* An answer to one request: body malloc'd and handed to the one who sends

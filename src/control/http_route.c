@@ -33,22 +33,6 @@ int http_error_answer(http_answer_t *a, int status)
     return text_answer(a, status, msg);
 }
 
-void http_body_unref(http_body_t *b)
-{
-    if (b == NULL || --b->refs > 0)
-        return;
-    free(b->text);
-    free(b);
-}
-
-void http_bodies_drop(wn_http_t *srv)
-{
-    for (size_t k = 0; k < WN_ARRAY_SIZE(srv->bodies); k++) {
-        http_body_unref(srv->bodies[k]);
-        srv->bodies[k] = NULL;
-    }
-}
-
 static const struct {
     render_fn render;
     bool newline;
