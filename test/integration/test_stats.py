@@ -884,14 +884,17 @@ class TestStartOrder(StatsCase):
             pools = {"p%d" % i: h.pool(mcs) for i in range(6)}
             px = h.Proxy(tmp, pools, workers=16, kind="walnut", name="order%d" % attempt)
             px.write_config()
-            px.proc = subprocess.Popen(px.command(), stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            err_path = px.log_path + ".stderr"  # a sanitizer's report goes there
+            with open(err_path, "wb") as err:
+                px.proc = subprocess.Popen(px.command(), stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.DEVNULL, stderr=err)
             h._register(px.proc)
             self.addCleanup(px.kill)
             port = h.listen_port(pools["p5"])
             end = time.monotonic() + h.START_DEADLINE
             while True:
-                self.assertIsNone(px.proc.poll(), "walnut exited: %s" % h.tail(px.log_path))
+                self.assertIsNone(px.proc.poll(), "walnut exited (status %s): log:\n%s\nstderr:\n%s"
+                                  % (px.proc.returncode, h.tail(px.log_path), h.tail(err_path)))
                 self.assertLess(time.monotonic(), end, "pool p5 never accepted")
                 try:
                     socket.create_connection((h.HOST, port), timeout=1).close()
