@@ -56,8 +56,7 @@ int main(int argc, char **argv)
             return EXIT_FAILURE;
         if (wn_control_check_listen(conf, err, sizeof(err)) < 0) {
             fprintf(stderr, "walnut: %s\n", err);
-            fprintf(stderr, "walnut: configuration file '%s' syntax is invalid\n",
-                    opts.conf_file);
+            fprintf(stderr, "walnut: configuration file '%s' syntax is invalid\n", opts.conf_file);
             wn_conf_unref(conf);
             return EXIT_FAILURE;
         }

@@ -242,8 +242,7 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
         }
     }
     char err[512];
-    int rc = wn_listen_apart(ctl->conf, ctl->stats_salen ? &ctl->stats_sa : NULL, err,
-                             sizeof(err));
+    int rc = wn_listen_apart(ctl->conf, ctl->stats_salen ? &ctl->stats_sa : NULL, err, sizeof(err));
     if (rc < 0) {
         wn_log_error("%s", err);
         return rc;
@@ -404,9 +403,9 @@ static void log_started(const control_t *ctl)
         const char *where = ctl->inherited != NULL && ctl->inherited[p].n > 0
                                 ? ctl->inherited[p].where
                                 : pool->listen_text;
-        wn_log_notice("pool '%s': listening on %s, %u server(s), %s/%s, %s", pool->name,
-                      where, pool->nservers, wn_hash_name(pool->hash),
-                      wn_dist_name(pool->distribution), pool->redis ? "redis" : "memcache");
+        wn_log_notice("pool '%s': listening on %s, %u server(s), %s/%s, %s", pool->name, where,
+                      pool->nservers, wn_hash_name(pool->hash), wn_dist_name(pool->distribution),
+                      pool->redis ? "redis" : "memcache");
     }
     wn_log_notice("walnut-%s started on pid %ld with %d worker(s)", WN_VERSION, (long)getpid(),
                   ctl->nworkers);

@@ -211,8 +211,8 @@ int wn_sd_listen_fds(control_t *ctl)
             }
         if (in->n > 0) {
             sock_text(in->fds[0], in->where, sizeof(in->where));
-            wn_log_notice("pool '%s': serving on %u socket(s) systemd handed over (%s)",
-                          pool->name, in->n, in->where);
+            wn_log_notice("pool '%s': serving on %u socket(s) systemd handed over (%s)", pool->name,
+                          in->n, in->where);
             /* Taken by its name: the name wins, but an address other than
              * the file's is most likely a mix-up worth a word. */
             if (!fd_matches(in->fds[0], pool))

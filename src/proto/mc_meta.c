@@ -487,8 +487,8 @@ int wn_meta_compose_tagged(char *dst, size_t cap, const char *line, const wn_met
                 tok = tag;
                 len = taglen;
             } else if (canonical) {
-                int n = canonical_flag(num, sizeof num, line + req->flags[f].off,
-                                       req->flags[f].len);
+                int n =
+                    canonical_flag(num, sizeof num, line + req->flags[f].off, req->flags[f].len);
                 if (n < 2 || (size_t)n >= sizeof num)
                     return WN_EINVAL;
                 tok = num + 1; /* after its space */

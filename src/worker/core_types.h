@@ -332,8 +332,8 @@ struct server_rt {
     bool over_warned;                /* `waiting` went over its bound: said so once */
     uint64_t fresh;                  /* of `waiting`, what loop turn `fresh_turn` queued */
     uint64_t fresh_turn;
-    uint64_t warned_ms;              /* its last warning logged (server.c: at most one per
-                                        WN_SERVER_WARN_MS), and how many were left out since */
+    uint64_t warned_ms; /* its last warning logged (server.c: at most one per
+                           WN_SERVER_WARN_MS), and how many were left out since */
     uint32_t unsaid;
 };
 

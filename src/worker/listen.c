@@ -264,8 +264,8 @@ int wn_listen_apart(const wn_conf_t *conf, const struct sockaddr_storage *stats,
 {
     /* The stats socket is not v6-only: on [::] it holds the IPv4 port too. */
     const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)stats;
-    bool dual = stats != NULL && stats->ss_family == AF_INET6 &&
-                IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
+    bool dual =
+        stats != NULL && stats->ss_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
     for (uint32_t i = 0; i < conf->npools; i++) {
         const wn_conf_pool_t *p = &conf->pools[i];
         if (p->listen.is_unix || p->listen_salen == 0)

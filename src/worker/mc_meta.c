@@ -117,9 +117,8 @@ int wn_mc_meta_tag_line(wn_worker_t *w, mc_req_t *r, char *buf, int len, size_t 
 /* The line untagged (me; or no room for the tag): as sent, without q
  * (unless until_mn), or, when memcached could not take it as sent (over
  * 2 KiB), rebuilt as memcached reads it. */
-static int push_line_untagged(mc_req_t *r, wn_buf_t *b, uint32_t pos,
-                              const wn_meta_request_t *mq,
-                         char *out, size_t cap)
+static int push_line_untagged(mc_req_t *r, wn_buf_t *b, uint32_t pos, const wn_meta_request_t *mq,
+                              char *out, size_t cap)
 {
     const char *line = b->data + pos;
     int len;
@@ -150,11 +149,10 @@ static int push_line(mc_client_t *c, mc_req_t *r, wn_buf_t *b, uint32_t pos,
     if (mq->cmd != WN_META_ME) {
         size_t taglen = wn_mc_meta_tag(c->c.w, r, tag);
         bool canonical = mq->line_len > WN_MC_SERVER_LINE_MAX;
-        len = wn_meta_compose_tagged(out, sizeof out, line, mq, r->until_mn, canonical, tag,
-                                     taglen);
+        len =
+            wn_meta_compose_tagged(out, sizeof out, line, mq, r->until_mn, canonical, tag, taglen);
         if (!canonical && (len == WN_ETOOBIG || len > (int)WN_MC_SERVER_LINE_MAX))
-            len = wn_meta_compose_tagged(out, sizeof out, line, mq, r->until_mn, true, tag,
-                                         taglen);
+            len = wn_meta_compose_tagged(out, sizeof out, line, mq, r->until_mn, true, tag, taglen);
     }
     if (len == WN_EFULL) {
         r->tag = 0;

@@ -41,8 +41,8 @@ __attribute__((format(printf, 3, 4))) static void server_warn_at(server_rt_t *s,
     va_end(ap);
     if (s->unsaid > 0)
         wn_log_write(WN_LOG_WARN, __FILE__, line,
-                     "%s (and %u more warnings of this server in the last %u s, not logged)",
-                     text, s->unsaid, (unsigned)((now - s->warned_ms) / 1000));
+                     "%s (and %u more warnings of this server in the last %u s, not logged)", text,
+                     s->unsaid, (unsigned)((now - s->warned_ms) / 1000));
     else
         wn_log_write(WN_LOG_WARN, __FILE__, line, "%s", text);
     s->warned_ms = now > 0 ? now : 1;
@@ -162,8 +162,7 @@ static void on_timer(uv_timer_t *t)
     wn_stat_add(WN_SSTAT(s, server_timedout), 1);
     server_warn(s, "pool '%s': server %s: %s for %d ms; closing its connection",
                 s->pool->conf->name, s->conf->name,
-                c->state == SCONN_CONNECTING ? "no connection" : "no reply",
-                timeout);
+                c->state == SCONN_CONNECTING ? "no connection" : "no reply", timeout);
     wn_sconn_fail(c, UV_ETIMEDOUT);
 }
 
@@ -218,8 +217,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         }
         if (c->head != NULL)
             server_warn(s, "pool '%s': server %s closed with %u request(s) in flight: %s",
-                        s->pool->conf->name, s->conf->name, c->nqueued,
-                        uv_strerror((int)nread));
+                        s->pool->conf->name, s->conf->name, c->nqueued, uv_strerror((int)nread));
         wn_sconn_fail(c, err);
         return;
     }
@@ -230,7 +228,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     int rc = wn_proto_server_parse(c);
     if (rc < 0) {
         wn_stat_add(WN_SSTAT(s, server_err), 1);
-        server_warn(s, "pool '%s': server %s sent a reply that does not match its request "
+        server_warn(s,
+                    "pool '%s': server %s sent a reply that does not match its request "
                     "(%s); closing the connection",
                     s->pool->conf->name, s->conf->name, wn_strerror(rc));
         wn_sconn_fail(c, WN_EPROTO);

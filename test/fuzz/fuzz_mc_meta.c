@@ -71,8 +71,8 @@ static void check_tagged(const char *line, const wn_meta_request_t *r, const wn_
         size_t cap = (size_t)r->line_len + WN_META_CANONICAL_MAX + sizeof tag;
         char *out = malloc(cap);
         CHECK(out != NULL);
-        int n = wn_meta_compose_tagged(out, cap, line, r, keep_quiet, canonical, tag,
-                                       sizeof tag - 1);
+        int n =
+            wn_meta_compose_tagged(out, cap, line, r, keep_quiet, canonical, tag, sizeof tag - 1);
         if (r->cmd == WN_META_MN || r->cmd == WN_META_ME) {
             CHECK(n == WN_EINVAL);
         } else if (n == WN_EFULL) {

@@ -828,13 +828,13 @@ static void test_sockaddr_overlap(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sockaddr_same),    cmocka_unit_test(test_sockaddr_overlap),    cmocka_unit_test(test_twemproxy_example),
-        cmocka_unit_test(test_repo_configs),     cmocka_unit_test(test_every_key),
-        cmocka_unit_test(test_names_and_order),  cmocka_unit_test(test_server_parse),
-        cmocka_unit_test(test_listen_parse),     cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_parse_text),       cmocka_unit_test(test_parse_rejects),
-        cmocka_unit_test(test_parse_yaml_shape), cmocka_unit_test(test_refcount),
-        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_sockaddr_same),     cmocka_unit_test(test_sockaddr_overlap),
+        cmocka_unit_test(test_twemproxy_example), cmocka_unit_test(test_repo_configs),
+        cmocka_unit_test(test_every_key),         cmocka_unit_test(test_names_and_order),
+        cmocka_unit_test(test_server_parse),      cmocka_unit_test(test_listen_parse),
+        cmocka_unit_test(test_bad_files),         cmocka_unit_test(test_parse_text),
+        cmocka_unit_test(test_parse_rejects),     cmocka_unit_test(test_parse_yaml_shape),
+        cmocka_unit_test(test_refcount),          cmocka_unit_test(test_load_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

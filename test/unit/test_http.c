@@ -70,8 +70,7 @@ static int build_view(wn_stats_view_t *v, void *arg)
     atomic_fetch_add(&f->views, 1);
     int ms = atomic_load(&f->view_ms);
     if (ms > 0)
-        nanosleep(&(struct timespec){.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L},
-                  NULL);
+        nanosleep(&(struct timespec){.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L}, NULL);
     if (atomic_load(&f->view_fails))
         return WN_EIO;
     wn_stats_block_t *blocks[] = {f->block};

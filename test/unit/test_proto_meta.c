@@ -510,11 +510,9 @@ static void test_compose_tagged(void **state)
         int len = wn_meta_compose_tagged(out, sizeof out, cases[i].in, &r, cases[i].keep_quiet,
                                          cases[i].canonical, "O1f", 3);
         if (len != (int)strlen(cases[i].out) || memcmp(out, cases[i].out, (size_t)len) != 0)
-            fail_msg("'%s': '%.*s', want '%s'", cases[i].in, len < 0 ? 0 : len, out,
-                     cases[i].out);
+            fail_msg("'%s': '%.*s', want '%s'", cases[i].in, len < 0 ? 0 : len, out, cases[i].out);
         assert_int_equal(wn_meta_compose_tagged(out, (size_t)len - 1, cases[i].in, &r,
-                                                cases[i].keep_quiet, cases[i].canonical, "O1f",
-                                                3),
+                                                cases[i].keep_quiet, cases[i].canonical, "O1f", 3),
                          WN_ETOOBIG);
         wn_meta_request_t back;
         assert_int_equal(wn_meta_line_parse(NULL, out, (uint32_t)len, &back), len);
@@ -533,8 +531,9 @@ static void test_compose_tagged(void **state)
     assert_int_equal(wn_meta_compose_tagged(out, sizeof out, "me k\r\n", &r, false, false, "O1", 2),
                      WN_EINVAL);
     assert_int_equal(wn_meta_line_parse(NULL, "mg k v\r\n", 8, &r), 8);
-    assert_int_equal(wn_meta_compose_tagged(out, sizeof out, "mg k v\r\n", &r, false, false, "X1", 2),
-                     WN_EINVAL);
+    assert_int_equal(
+        wn_meta_compose_tagged(out, sizeof out, "mg k v\r\n", &r, false, false, "X1", 2),
+        WN_EINVAL);
     /* a line at memcached's token limit takes no more: sent untagged */
     const char *full = "mg aGk= b c f h k l q s t u v I N1 P L R1 T1\r\n";
     uint32_t n = (uint32_t)strlen(full);
@@ -547,8 +546,8 @@ static void test_compose_tagged(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_golden), cmocka_unit_test(test_request_split),
-        cmocka_unit_test(test_request_limits), cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_request_golden),    cmocka_unit_test(test_request_split),
+        cmocka_unit_test(test_request_limits),    cmocka_unit_test(test_base64),
         cmocka_unit_test(test_compose_canonical), cmocka_unit_test(test_compose_tagged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

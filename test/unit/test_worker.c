@@ -1140,8 +1140,8 @@ static size_t mini_meta(fake_t *f, int fd, const char *in, size_t n)
             size_t olen = strcspn(o + 1, " \r\n") + 1;
             size_t head = (size_t)(sp - out) - 1; /* before "\r\n" */
             char echo[4200];
-            int m = snprintf(echo, sizeof echo, "%.*s%.*s%s", (int)head, out, (int)olen, o,
-                             out + head);
+            int m =
+                snprintf(echo, sizeof echo, "%.*s%.*s%s", (int)head, out, (int)olen, o, out + head);
             send_all(fd, echo, (size_t)m);
         } else {
             send_all(fd, out, strlen(out));
