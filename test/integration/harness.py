@@ -97,17 +97,22 @@ def find_tool(*names, package=None):
         if package else ""))
 
 
-_sanitized = None
+_sanitizer = []
+
+
+def sanitizer():
+    """"asan" or "tsan" if the walnut binary was built with that sanitizer, else None."""
+    if not _sanitizer:
+        with open(walnut_bin(), "rb") as f:
+            data = f.read()
+        _sanitizer.append("asan" if b"__asan_init" in data else
+                          "tsan" if b"__tsan_init" in data else None)
+    return _sanitizer[0]
 
 
 def sanitized():
     """True if the walnut binary was built with ASan or TSan (its RSS means little)."""
-    global _sanitized
-    if _sanitized is None:
-        with open(walnut_bin(), "rb") as f:
-            data = f.read()
-        _sanitized = b"__asan_init" in data or b"__tsan_init" in data
-    return _sanitized
+    return sanitizer() is not None
 
 
 def nutcracker_bin():
@@ -257,6 +262,12 @@ def wait_until(pred, deadline=10.0, interval=0.05, what="condition"):
             raise AssertionError("timed out after %.1fs waiting for %s%s" % (
                 deadline, what, "; last error: %r" % last_exc if last_exc else ""))
         time.sleep(interval)
+
+
+def read_text(path, mode="r"):
+    """A whole file's contents (closed again at once)."""
+    with open(path, mode) as f:
+        return f.read()
 
 
 def tail(path, nbytes=6000):

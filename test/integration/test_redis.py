@@ -1120,7 +1120,7 @@ class TestRedis(RedisCase):
             c.send(resp("SET", "k", "v"))
             self.assertRegex(c.recv_resp(), rb"^-(ERR|NOAUTH) [^\r\n]+\r\n$")
         log = h.wait_until(lambda: (lambda t: t if "walnut's AUTH" in t and "walnut's SELECT"
-                                    in t else None)(open(px.log_path, "rb").read().decode()),
+                                    in t else None)(h.read_text(px.log_path, "rb").decode()),
                            deadline=5, what="the AUTH and SELECT warnings")
         self.assertIn("answered walnut's SELECT with: -ERR DB index is out of range", log)
         self.assertIn("answered walnut's AUTH with: -WRONGPASS", log)
@@ -1151,7 +1151,7 @@ class TestRedis(RedisCase):
                 c.request(resp("SET", "k", "v"), b"-NOAUTH Authentication required.\r\n")
         # walnut's one connection, and the one asking INFO now
         self.assertEqual(connections() - before, 2)
-        log = open(px.log_path).read()
+        log = h.read_text(px.log_path)
         self.assertEqual(log.count("answered walnut's AUTH"), 1, log[-3000:])
         self.assertNotIn("answered walnut's SELECT", log)
 
@@ -1171,7 +1171,7 @@ class TestRedis(RedisCase):
             self.assertRegex(c.recv_resp(), rb"^-ERR [^\r\n]+\r\n$")
         self.assertIsNone(plain.call("GET", "authbaddb"), "the SET ran in database 0")
         log = h.wait_until(lambda: (lambda t: t if "walnut's SELECT" in t else None)(
-            open(px.log_path).read()), deadline=5, what="the SELECT warning")
+            h.read_text(px.log_path)), deadline=5, what="the SELECT warning")
         self.assertIn("answered walnut's SELECT with: -ERR DB index is out of range", log)
 
     def test_client_buffer_limit(self):
@@ -1187,7 +1187,7 @@ class TestRedis(RedisCase):
         hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         hog.send(resp("GET", "big") * 300)
         h.wait_until(lambda: "over client_buffer_limit 1048576; disconnecting it" in
-                     open(px.log_path).read(), deadline=10, what="the disconnect")
+                     h.read_text(px.log_path), deadline=10, what="the disconnect")
         with self.raw(px.port()) as c:
             c.request(resp("STRLEN", "big"), b":100000\r\n")
         px.stop()
