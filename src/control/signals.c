@@ -8,6 +8,7 @@
  */
 #include "control_priv.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,10 +66,28 @@ void wn_signals_start(control_t *ctl)
     }
 }
 
+/* Only when walnut stops for good, every worker joined: this thread is the
+ * only one left to take a signal. Closing a handle gives its signal back
+ * its default action, which for each of these kills or stops the process,
+ * so a second SIGTERM from systemd between here and exit would end walnut
+ * by that signal, its pid file left behind. They are ignored instead, as a
+ * signal handled while stopping already is; blocked meanwhile, so one that
+ * comes in between is discarded by SIG_IGN rather than taken by default. */
 void wn_signals_close(control_t *ctl)
 {
+    sigset_t set, old;
+    sigemptyset(&set);
     for (int i = 0; i < ctl->nsignals; i++)
-        if (!uv_is_closing((uv_handle_t *)&ctl->signals[i]))
-            uv_close((uv_handle_t *)&ctl->signals[i], NULL);
+        sigaddset(&set, ctl->signals[i].signum);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    for (int i = 0; i < ctl->nsignals; i++) {
+        uv_signal_t *h = &ctl->signals[i];
+        int signum = h->signum;
+        if (uv_is_closing((uv_handle_t *)h))
+            continue;
+        uv_close((uv_handle_t *)h, NULL);
+        signal(signum, SIG_IGN);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     ctl->nsignals = 0;
 }
