@@ -8,6 +8,8 @@
  */
 #include "protocol.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,9 +205,24 @@ fail:
     return rc;
 }
 
+/* Signals are control's (control/signals.c): a worker blocks every one sent
+ * to the process, so the kernel hands them to the control thread and never
+ * interrupts a worker's system calls with them. The ones a fault raises, and
+ * SIGPROF for profilers, stay with the thread that runs. */
+static void block_process_signals(void)
+{
+    sigset_t set;
+    sigfillset(&set);
+    int own[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS, SIGPROF};
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        sigdelset(&set, own[i]);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
 static void worker_main(void *arg)
 {
     wn_worker_t *w = arg;
+    block_process_signals();
     wn_log_set_thread(w->name);
     wn_log_debug("started");
     for (uint32_t p = 0; p < w->npools; p++) {

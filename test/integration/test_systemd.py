@@ -283,6 +283,32 @@ class TestSignals(h.ProxyTestCase):
         self.assertTrue(mc_ok(px.port()))
         px.stop()
 
+    def test_only_the_control_thread_takes_signals(self):
+        """Workers block the process's signals (worker.c), so a SIGHUP or a
+        SIGTTIN never interrupts their system calls: the kernel hands each to
+        the control thread (the main thread), which handles them."""
+        tmp = self.tmpdir()
+        backends = self.start_memcached(tmp, n=1)
+        px = self.start_proxy(tmp, {"alpha": h.pool(backends)}, workers=3)
+        self.assertTrue(mc_ok(px.port()))
+
+        def blocked(tid):
+            for line in h.read_text("/proc/%d/task/%d/status" % (px.pid, tid)).splitlines():
+                if line.startswith("SigBlk:"):
+                    return int(line.split()[1], 16)
+        handled = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU]
+        tids = [int(t) for t in os.listdir("/proc/%d/task" % px.pid)]
+        self.assertEqual(blocked(px.pid) & sum(1 << (s - 1) for s in handled), 0,
+                         "the control thread blocks a signal it handles")
+        others = [t for t in tids if t != px.pid]
+        open_to = [t for t in others if not all(blocked(t) & (1 << (s - 1)) for s in handled)]
+        # three workers, and under TSan its own thread (which blocks them too)
+        self.assertGreaterEqual(len(others), 3)
+        self.assertEqual(open_to, [], "threads besides control that take a handled signal")
+        os.kill(px.pid, signal.SIGTTIN)
+        h.wait_until(lambda: "up log level" in px.log(), deadline=10, what="SIGTTIN handled")
+        px.stop()
+
     def test_signals_while_stopping_do_not_kill(self):
         """systemd (or an operator) may signal again while walnut stops: every
         signal walnut handles, sent over and over from SIGTERM until it exits,
