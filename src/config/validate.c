@@ -180,6 +180,15 @@ static int build_pool(const ctx_t *c, const wn_conf_raw_pool_t *raw, wn_conf_poo
         int_or(raw->health_check_interval, WN_CONF_DEFAULT_HEALTH_CHECK_INTERVAL);
     pool->max_ejected_fraction = raw->max_ejected_fraction ? *raw->max_ejected_fraction
                                                            : WN_CONF_DEFAULT_MAX_EJECTED_FRACTION;
+    if (pool->health_check_interval > 0 &&
+        pool->health_check_interval < WN_CONF_MIN_HEALTH_CHECK_INTERVAL) {
+        wn_conf_errf(c->err, c->errlen, c->file, key_line(c, "health_check_interval"), sp->name,
+                     "health_check_interval %d is too short: it counts milliseconds (want 0 to "
+                     "turn probes off, or at least %d; the default is %d)",
+                     pool->health_check_interval, WN_CONF_MIN_HEALTH_CHECK_INTERVAL,
+                     WN_CONF_DEFAULT_HEALTH_CHECK_INTERVAL);
+        return WN_ECONFIG;
+    }
 
     pool->client_buffer_limit = raw->client_buffer_limit
                                     ? (uint64_t)(uint32_t)*raw->client_buffer_limit

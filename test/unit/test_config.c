@@ -568,6 +568,9 @@ static void test_parse_text(void **state)
     assert_true(p->max_ejected_fraction == 0.0);
     assert_int_equal(p->servers[0].weight, 2147483647u);
     wn_conf_unref(conf);
+    conf = parse_ok(ALPHA_HEAD "  health_check_interval: 10\n" ONE_SERVER);
+    assert_int_equal(pool(conf, "alpha")->health_check_interval, WN_CONF_MIN_HEALTH_CHECK_INTERVAL);
+    wn_conf_unref(conf);
 }
 
 static void test_parse_rejects(void **state)
@@ -607,6 +610,10 @@ static void test_parse_rejects(void **state)
               "max_ejected_fraction 'nan'", "decimal");
     parse_bad(ALPHA_HEAD "  health_check_interval: -5\n" ONE_SERVER, ":3:", "pool 'alpha'",
               "health_check_interval '-5'", "negative");
+    parse_bad(ALPHA_HEAD "  health_check_interval: 1\n" ONE_SERVER, ":3:", "pool 'alpha'",
+              "health_check_interval 1 is too short", "milliseconds");
+    parse_bad(ALPHA_HEAD "  health_check_interval: 9\n" ONE_SERVER, ":3:", "pool 'alpha'",
+              "health_check_interval 9", "at least 10");
     /* hash_tag counts bytes */
     parse_bad(ALPHA_HEAD "  hash_tag: \"\xc2\xab\xc2\xbb\"\n" ONE_SERVER, ":3:", "pool 'alpha'",
               "hash_tag", "4 bytes");
