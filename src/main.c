@@ -3,6 +3,7 @@
  * one-shot actions (-h, -V, -t, -D, --locate) and hands a running proxy over
  * to the control module. Main thread only; everything else lives in the library.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -15,13 +16,17 @@ static void print_version(FILE *out)
     fprintf(out, "This is walnut-%s\n", WN_VERSION);
 }
 
-static wn_conf_t *load_conf(const char *path)
+/* With to_log, the reason also goes to the log file (-o), where an operator
+ * whose service manager drops stderr looks for it, as nutcracker puts it. */
+static wn_conf_t *load_conf(const char *path, bool to_log)
 {
     char err[1024];
     wn_conf_t *conf = NULL;
     if (wn_conf_load(path, &conf, err, sizeof(err)) < 0) {
         fprintf(stderr, "walnut: %s\n", err);
         fprintf(stderr, "walnut: configuration file '%s' syntax is invalid\n", path);
+        if (to_log)
+            wn_log_error("%s; configuration file '%s' syntax is invalid, not started", err, path);
         return NULL;
     }
     return conf;
@@ -51,7 +56,7 @@ int main(int argc, char **argv)
         wn_stats_describe(stdout);
         return EXIT_SUCCESS;
     case WN_ACTION_TEST_CONF:
-        conf = load_conf(opts.conf_file);
+        conf = load_conf(opts.conf_file, false);
         if (conf == NULL)
             return EXIT_FAILURE;
         if (wn_control_check_listen(conf, err, sizeof(err)) < 0) {
@@ -64,7 +69,7 @@ int main(int argc, char **argv)
         wn_conf_unref(conf);
         return EXIT_SUCCESS;
     case WN_ACTION_LOCATE:
-        conf = load_conf(opts.conf_file);
+        conf = load_conf(opts.conf_file, false);
         if (conf == NULL)
             return EXIT_FAILURE;
         rc = wn_locate_print(conf, opts.locate_keys, opts.nlocate_keys, stdout);
@@ -91,7 +96,7 @@ int main(int argc, char **argv)
         wn_options_deinit(&opts);
         return EXIT_FAILURE;
     }
-    conf = load_conf(opts.conf_file);
+    conf = load_conf(opts.conf_file, opts.log_file != NULL);
     if (conf == NULL) {
         wn_options_deinit(&opts);
         return EXIT_FAILURE;

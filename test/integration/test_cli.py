@@ -122,6 +122,24 @@ class TestCommandLine(h.ProxyTestCase):
                                    stdin=subprocess.DEVNULL)
                 self.assertNotEqual(r.returncode, 0, "nutcracker accepts %s" % name)
 
+    def test_failed_start_says_why_in_the_log_file(self):
+        """A start whose configuration does not validate said why on stderr
+        only; under a service manager that drops stderr the log file (-o)
+        stayed empty. nutcracker writes it there too."""
+        tmp = self.tmpdir()
+        path, log = tmp.join("bad.yml"), tmp.join("walnut.log")
+        with open(path, "w") as f:
+            f.write(GOOD + "  bogus_key: 1\n")
+        r = subprocess.run([self.bin, "-c", path, "-o", log, "-s", str(h.free_port()),
+                            "-a", h.HOST], stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(b"bogus_key", r.stderr)
+        text = h.read_text(log)
+        self.assertIn("unknown key 'bogus_key'", text)
+        self.assertIn("syntax is invalid, not started", text)
+        self.assertRegex(text, r"bad\.yml:\d+:")
+
     def test_unreadable_and_malformed_configs(self):
         tmp = self.tmpdir()
         cases = {
