@@ -101,6 +101,7 @@ typedef struct redis_client {
     uint32_t errroom;        /* bytes the current arg may still show */
     redis_req_t *pending;    /* complete, waiting for a hold to end (one reference) */
     bool authed;             /* passed AUTH (or the pool has no redis_auth) */
+    bool tx_refused;         /* MULTI was refused: nothing runs until EXEC or DISCARD */
     char *client_name;       /* CLIENT SETNAME (owned) */
     uint64_t id;             /* CLIENT ID */
 } redis_client_t;

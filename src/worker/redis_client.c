@@ -239,10 +239,11 @@ static void command_known(redis_client_t *c, redis_req_t *r)
     r->cmd = c->name_len < WN_REDIS_NAME_MAX ? wn_rcmd_lookup(c->name, c->name_len) : NULL;
     const wn_rcmd_t *cmd = r->cmd;
     r->reply_type = cmd != NULL ? wn_rcmd_reply_type(cmd, r->nargs) : 0;
-    bool answered_here =
-        cmd == NULL || !wn_rcmd_argc_ok(cmd, r->nargs) || cmd->cls == WN_RCMD_UNSUPPORTED ||
-        (!c->authed && cmd->id != WN_RCMD_ID_AUTH && cmd->id != WN_RCMD_ID_HELLO &&
-         cmd->id != WN_RCMD_ID_QUIT);
+    bool answered_here = cmd == NULL || !wn_rcmd_argc_ok(cmd, r->nargs) ||
+                         cmd->cls == WN_RCMD_UNSUPPORTED ||
+                         (!c->authed && cmd->id != WN_RCMD_ID_AUTH && cmd->id != WN_RCMD_ID_HELLO &&
+                          cmd->id != WN_RCMD_ID_QUIT) ||
+                         c->tx_refused; /* the body of a refused transaction runs nowhere */
     if (cmd != NULL)
         wn_stat_add(&c->c.pool->stats->cmds[cmd->id], 1);
     if (answered_here) {

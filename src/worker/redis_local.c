@@ -365,13 +365,42 @@ static void do_client(redis_client_t *c, redis_req_t *r)
     }
 }
 
+/*
+ * After a refused MULTI a client may go on as if in a transaction (redis-py
+ * sends MULTI, the commands and EXEC in one write): run none of them, as
+ * redis-server runs none of a transaction whose EXEC fails. EXEC ends it
+ * with redis-server's EXECABORT, DISCARD with +OK; QUIT still quits.
+ */
+static void answer_in_refused_tx(redis_client_t *c, redis_req_t *r)
+{
+    const wn_rcmd_t *cmd = r->cmd;
+    if (cmd != NULL && cmd->id == WN_RCMD_ID_DISCARD && wn_rcmd_argc_ok(cmd, r->nargs)) {
+        c->tx_refused = false;
+        reply_str(r, "+OK\r\n");
+    } else if (cmd != NULL && cmd->id == WN_RCMD_ID_EXEC && wn_rcmd_argc_ok(cmd, r->nargs)) {
+        c->tx_refused = false;
+        reply_error(r, "-EXECABORT Transaction discarded because walnut refused its MULTI "
+                       "(transactions need a dedicated server connection)\r\n");
+    } else {
+        reply_error(r, "-ERR not run: walnut refused this connection's MULTI (transactions need "
+                       "a dedicated server connection); EXEC or DISCARD ends it\r\n");
+    }
+}
+
 void wn_redis_local(redis_client_t *c, redis_req_t *r)
 {
     const wn_rcmd_t *cmd = r->cmd;
+    if (c->tx_refused && (cmd == NULL || cmd->id != WN_RCMD_ID_QUIT)) {
+        answer_in_refused_tx(c, r);
+        return;
+    }
     if (cmd == NULL || !wn_rcmd_argc_ok(cmd, r->nargs) || cmd->cls == WN_RCMD_UNSUPPORTED ||
         (!c->authed && cmd->id != WN_RCMD_ID_AUTH && cmd->id != WN_RCMD_ID_HELLO &&
          cmd->id != WN_RCMD_ID_QUIT)) {
         answer_refused(c, r);
+        /* what the client sends next belongs to a transaction it thinks open */
+        c->tx_refused = cmd != NULL && cmd->id == WN_RCMD_ID_MULTI && c->authed &&
+                        wn_rcmd_argc_ok(cmd, r->nargs);
         return;
     }
     switch ((wn_rcmd_id_t)cmd->id) {

@@ -943,7 +943,7 @@ class TestRedis(RedisCase):
 
     UNSUPPORTED = {
         r"transactions need a dedicated server connection": (
-            ("MULTI",), ("EXEC",), ("DISCARD",), ("WATCH", "k"), ("UNWATCH",)),
+            ("EXEC",), ("DISCARD",), ("WATCH", "k"), ("UNWATCH",)),  # MULTI: below
         r"pub/sub needs a dedicated server connection": (
             ("SUBSCRIBE", "c"), ("PSUBSCRIBE", "c*"), ("PUBLISH", "c", "m"),
             ("UNSUBSCRIBE",), ("PUBSUB", "CHANNELS"), ("SSUBSCRIBE", "c")),
@@ -978,6 +978,41 @@ class TestRedis(RedisCase):
             c.request(resp("PING"), b"+PONG\r\n")
             c.request(resp("SET", self.keys_on[0][0], "still"), b"+OK\r\n")
         self.assertEqual(self.backends[0].call("GET", self.keys_on[0][0]), b"still")
+
+    def test_refused_transaction_runs_nothing(self):
+        """MULTI is refused, and a client may go on as in a transaction
+        (redis-py sends MULTI, the commands and EXEC in one write): the
+        commands up to EXEC or DISCARD ran outside any transaction (an
+        adversarial pass: a retried INCRBY applied twice). Now none runs;
+        EXEC gets redis-server's EXECABORT; QUIT still quits; after EXEC or
+        DISCARD the connection serves again."""
+        k0, k1 = self.keys_on[0][0], self.keys_on[1][0]
+        tx = ("-ERR unsupported command 'multi': transactions need a dedicated server "
+              "connection\r\n").encode()
+        not_run = (b"-ERR not run: walnut refused this connection's MULTI (transactions need a "
+                   b"dedicated server connection); EXEC or DISCARD ends it\r\n")
+        abort = (b"-EXECABORT Transaction discarded because walnut refused its MULTI "
+                 b"(transactions need a dedicated server connection)\r\n")
+        with self.raw(self.port) as c:
+            # one write, as client libraries send a transaction
+            c.send(resp("MULTI") + resp("INCR", k0) + resp("SET", k1, "x") +
+                   resp("MGET", k0, k1) + resp("NOSUCH") + resp("GET") + resp("MULTI") +
+                   resp("EXEC") + resp("INCR", k0))
+            self.assertEqual([c.recv_line() for _ in range(9)],
+                             [tx] + [not_run] * 6 + [abort, b":1\r\n"])
+            # split at every byte, and ended by DISCARD
+            for b in resp("MULTI") + resp("SET", k1, "y") + resp("DISCARD"):
+                c.send(bytes([b]))
+            self.assertEqual([c.recv_line() for _ in range(3)], [tx, not_run, b"+OK\r\n"])
+            c.request(resp("GET", k0), resp_bulk(b"1"))
+            # EXEC and DISCARD with the wrong arity do not end it; QUIT quits
+            c.send(resp("MULTI") + resp("EXEC", "x") + resp("DISCARD", "x") + resp("QUIT"))
+            self.assertEqual([c.recv_line() for _ in range(4)],
+                             [tx, not_run, not_run, b"+OK\r\n"])
+            c.expect_closed(what="QUIT closes the connection")
+        self.assertIsNone(self.backends[1].call("GET", k1), "a refused transaction wrote")
+        self.assertEqual(self.backends[0].call("GET", k0), b"1")
+        # before AUTH, MULTI gets NOAUTH and starts nothing (test_auth)
 
     # ------------------------------------------------------- AUTH, redis_db
 

@@ -83,8 +83,17 @@ ALLOWED = [
     dict(name="refused, no args", cmd=r"^(MULTI|EXEC|DISCARD|UNWATCH|DBSIZE|RANDOMKEY|INFO|"
                                       r"TIME|LASTSAVE|ROLE|READONLY|FLUSHDB|FLUSHALL)$",
          walnut=REFUSED, why="as above"),
-    dict(name="no transaction", cmd=r"^SET tx 1$", walnut=rb"\+OK\r\n",
-         why="MULTI is refused, so the SET after it runs at once (redis-server: +QUEUED)"),
+    dict(name="refused transaction, body", cmd=r"^SET tx 1$",
+         walnut=rb"-ERR not run: walnut refused this connection's MULTI \(transactions need a "
+                rb"dedicated server connection\); EXEC or DISCARD ends it\r\n",
+         why="MULTI is refused, so nothing after it runs until EXEC or DISCARD "
+             "(redis-server: +QUEUED)"),
+    dict(name="refused transaction, exec", cmd=r"^EXEC$",
+         walnut=rb"-EXECABORT Transaction discarded because walnut refused its MULTI "
+                rb"\(transactions need a dedicated server connection\)\r\n",
+         why="EXEC ends the refused transaction, as redis-server ends one that cannot run"),
+    dict(name="refused transaction, nothing ran", cmd=r"^GET tx$", walnut=rb"\$-1\r\n",
+         why="the SET inside the refused transaction did not run (redis-server ran it at EXEC)"),
     dict(name="no transaction, dbsize", cmd=r"^GET s2$", walnut=rb"\$1\r\ny\r\n",
          why="FLUSHDB and FLUSHALL are refused, so the key is still there"),
     dict(name="exec arity", cmd=r"^EXEC a$",
