@@ -16,16 +16,17 @@
  * codes live in a disjoint range starting at WN_ERR_BASE, generated from this
  * table, which also gives wn_strerror() its text.
  */
-#define WN_ERRNO_MAP(XX)                                                                          \
-    XX(EAGAIN, "more input needed")                                                               \
-    XX(EPROTO, "protocol error")                                                                  \
-    XX(ECONFIG, "invalid configuration")                                                          \
-    XX(ETOOBIG, "value exceeds a limit")                                                          \
-    XX(ENOSERVER, "no server available")                                                          \
-    XX(ENOMEM, "out of memory")                                                                   \
-    XX(EINVAL, "invalid argument")                                                                \
-    XX(EFULL, "queue is full")                                                                    \
-    XX(EIO, "input/output error")
+#define WN_ERRNO_MAP(XX)                                                                           \
+    XX(EAGAIN, "more input needed")                                                                \
+    XX(EPROTO, "protocol error")                                                                   \
+    XX(ECONFIG, "invalid configuration")                                                           \
+    XX(ETOOBIG, "value exceeds a limit")                                                           \
+    XX(ENOSERVER, "no server available")                                                           \
+    XX(ENOMEM, "out of memory")                                                                    \
+    XX(EINVAL, "invalid argument")                                                                 \
+    XX(EFULL, "queue is full")                                                                     \
+    XX(EIO, "input/output error")                                                                  \
+    XX(ESELECT, "the server refused SELECT of the pool's redis_db")
 
 #define WN_ERR_BASE (-30000)
 

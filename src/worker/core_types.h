@@ -298,6 +298,12 @@ server_rt_t *wn_server_rt_create(pool_rt_t *pool, const wn_conf_pool_t *pc, uint
 /* Free s once its connections are closed (wn_server_closed). */
 void wn_server_rt_destroy(server_rt_t *s);
 void wn_server_preconnect(server_rt_t *s);
+/* A warning about s, logged at most once per 10 s per worker and place
+ * that logs it (a server that fails every request would otherwise log a
+ * line per request); the next one logged says how many were left out. */
+__attribute__((format(printf, 4, 5))) void wn_server_warn_at(server_rt_t *s, const char *file,
+                                                             int line, const char *fmt, ...);
+#define wn_server_warn(s, ...) wn_server_warn_at((s), __FILE__, __LINE__, __VA_ARGS__)
 /* Stop: close every connection of s, failing what is queued. */
 void wn_server_close_all(server_rt_t *s);
 /* Its pool's timeout changed: connections waiting already get a deadline. */
@@ -306,6 +312,9 @@ void wn_server_timeout_changed(server_rt_t *s);
 bool wn_server_idle(const server_rt_t *s);
 /* Every connection of s is closed, its callbacks done. */
 bool wn_server_closed(const server_rt_t *s);
+
+/* Places that log a warning about one server, each limited on its own. */
+#define WN_SERVER_WARN_SITES 4
 
 struct server_rt {
     pool_rt_t *pool;                 /* borrowed */
@@ -332,9 +341,15 @@ struct server_rt {
     bool over_warned;                /* `waiting` went over its bound: said so once */
     uint64_t fresh;                  /* of `waiting`, what loop turn `fresh_turn` queued */
     uint64_t fresh_turn;
-    uint64_t warned_ms; /* its last warning logged (server.c: at most one per
-                           WN_SERVER_WARN_MS), and how many were left out since */
-    uint32_t unsaid;
+    /* Its warnings, by the place that logs them (server.c: each at most
+     * once per WN_SERVER_WARN_MS): when one was last logged, and how many
+     * of it were left out since. */
+    struct server_warned {
+        const char *file; /* NULL: a free slot */
+        int line;
+        uint64_t at_ms;
+        uint32_t unsaid;
+    } warned[WN_SERVER_WARN_SITES];
 };
 
 /* ---- pools (pool.c, listen.c) ---------------------------------------------- */

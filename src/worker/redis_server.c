@@ -99,14 +99,14 @@ static bool no_password_set(const char *line, size_t len)
 
 /*
  * An internal request's reply: AUTH/SELECT must say +OK; true when it did.
- * A refusal is logged here, once, with the server's line (its CRLF left
- * out). In the wrong database every request would be wrong: a refused SELECT
- * fails the connection (its requests get an error). A refused AUTH does not:
- * requests get the server's own -NOAUTH, which says what is wrong. Nor does
- * the SELECT after a refused AUTH when the server refuses it for the same
- * reason (-NOAUTH): closing would only reconnect and be refused again, for
- * every request, each counted as a failure and logged twice. Any other
- * refusal of SELECT (a database out of range) fails the connection.
+ * A refusal is logged here, with the server's line (its CRLF left out), as
+ * any warning of this server: at most once per 10 s (a refused SELECT
+ * closes the connection, and every request opens another). In the wrong database every request
+ * would be wrong: a refused SELECT fails the connection (its requests get an error). A refused AUTH
+ * does not: requests get the server's own -NOAUTH, which says what is wrong. Nor does the SELECT
+ * after a refused AUTH when the server refuses it for the same reason (-NOAUTH): closing would only
+ * reconnect and be refused again, for every request, each counted as a failure and logged twice.
+ * Any other refusal of SELECT (a database out of range) fails the connection.
  */
 static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
                            const wn_resp_rsp_tok_t *tok)
@@ -119,20 +119,21 @@ static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
     if (!r->internal_select && no_password_set(line, tok->line_len)) {
         /* Not a failure: such a server serves every request (the probe's
          * PING agrees). Said once per connection, as any refusal. */
-        wn_log_warn("pool '%s': server %s has no password and refused walnut's AUTH (%.*s); "
-                    "serving it without",
-                    srv->pool->conf->name, srv->conf->name, (int)WN_MIN(tok->line_len - 2, 200u),
-                    line);
+        wn_server_warn(srv,
+                       "pool '%s': server %s has no password and refused walnut's AUTH (%.*s); "
+                       "serving it without",
+                       srv->pool->conf->name, srv->conf->name, (int)WN_MIN(tok->line_len - 2, 200u),
+                       line);
         s->auth_refused = true;
         return false;
     }
-    wn_log_warn("pool '%s': server %s answered walnut's %s with: %.*s%s", srv->pool->conf->name,
-                srv->conf->name, r->internal_select ? "SELECT" : "AUTH",
-                (int)WN_MIN(tok->line_len - 2, 200u), line,
-                r->internal_select ? "; closing the connection" : "");
+    wn_server_warn(srv, "pool '%s': server %s answered walnut's %s with: %.*s%s",
+                   srv->pool->conf->name, srv->conf->name, r->internal_select ? "SELECT" : "AUTH",
+                   (int)WN_MIN(tok->line_len - 2, 200u), line,
+                   r->internal_select ? "; closing the connection" : "");
     wn_ctl_server_failed(srv, WN_EPROTO);
     if (r->internal_select)
-        wn_sconn_fail(&s->s, WN_EPROTO);
+        wn_sconn_fail(&s->s, WN_ESELECT);
     else
         s->auth_refused = true;
     return false;

@@ -288,6 +288,8 @@ const char *wn_req_fail_text(int err)
         return "Connection timed out";
     case WN_EPROTO:
         return "Invalid argument"; /* twemproxy's EINVAL for a reply it cannot parse */
+    case WN_ESELECT:
+        return "the server refused SELECT of the pool's redis_db (see walnut's log)";
     case UV_ENOMEM:
     case WN_ENOMEM:
         return "Out of memory";
