@@ -184,6 +184,8 @@ struct req {
     segv_t rsp;         /* bytes for the client */
     segv_t keep;        /* memory a protocol unit keeps for the request (a split's
                            bookkeeping, copied args): references the core drops at free */
+    void *owned;        /* one heap block a protocol unit grows for the request (Redis:
+                           a long request's argument array); freed with it */
 };
 
 /* A slot from the worker's free list, zeroed, refs 1, with `pool` and

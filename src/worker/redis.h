@@ -66,8 +66,10 @@ typedef struct redis_req {
     const wn_rcmd_t *cmd;  /* NULL: not known (yet) */
     uint32_t nargs;        /* the request's N */
     uint32_t got;          /* args complete so far */
-    redis_arg_t *args;     /* [nargs]: inl, or an owned array */
-    redis_arg_t inl[WN_REDIS_INLINE_ARGS]; /* (larger arrays and copied args: r.keep) */
+    redis_arg_t *args;     /* [args_cap]: inl, or r.owned, grown as args arrive (a
+                              "*1048576" line alone reserves nothing) */
+    uint32_t args_cap;
+    redis_arg_t inl[WN_REDIS_INLINE_ARGS]; /* (larger arrays: r.owned; copied args: r.keep) */
     uint8_t merge;         /* redis_merge_t: parents and their fragments */
     char reply_type;       /* wn_rcmd_reply_type: a reply of another type (not an error)
                               is not this request's: the connection's replies shifted */

@@ -122,15 +122,7 @@ static bool start_request(redis_client_t *c, uint32_t nargs, wn_buf_t *b, uint32
     }
     r->nargs = nargs;
     r->args = r->inl;
-    if (nargs > WN_REDIS_INLINE_ARGS) {
-        size_t size = sizeof(redis_arg_t) * nargs;
-        r->args = wn_scratch_alloc(c->c.w, &r->r.keep, size);
-        if (r->args == NULL) {
-            wn_req_unref(&r->r);
-            return false;
-        }
-        wn_req_hold(&r->r, size);
-    }
+    r->args_cap = WN_REDIS_INLINE_ARGS;
     c->cur = r;
     c->name_len = 0;
     c->errargs_len = 0;
@@ -305,10 +297,34 @@ static bool arg_done(redis_client_t *c, wn_resp_req_parser_t *p)
     return true;
 }
 
+/*
+ * Room for argument i: the array (r.owned once past the inline ones)
+ * doubles, up to the request's count, as arguments arrive, so what it takes
+ * follows what the client sent, not what its "*N" line announced. Counted
+ * against the client as it grows.
+ */
+static bool args_room(redis_req_t *r, uint32_t i)
+{
+    if (i < r->args_cap)
+        return true;
+    uint32_t cap = WN_MIN(r->nargs, WN_MAX(r->args_cap * 2, 64u));
+    redis_arg_t *args = realloc(r->r.owned, sizeof(redis_arg_t) * cap);
+    if (args == NULL)
+        return false;
+    if (r->r.owned == NULL)
+        memcpy(args, r->inl, sizeof(r->inl));
+    wn_req_hold(&r->r, sizeof(redis_arg_t) * (cap - r->args_cap));
+    r->r.owned = r->args = args;
+    r->args_cap = cap;
+    return true;
+}
+
 /* A "$len" line of argument tok->arg (its bytes at b, pos). */
 static bool start_arg(redis_client_t *c, wn_buf_t *b, uint32_t pos, const wn_resp_req_tok_t *tok)
 {
     redis_req_t *r = c->cur;
+    if (!args_room(r, tok->arg))
+        return false;
     redis_arg_t *a = &r->args[tok->arg];
     a->len = (uint32_t)WN_MIN(tok->bulk_len, UINT32_MAX);
     a->val = NULL;

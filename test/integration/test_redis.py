@@ -1212,6 +1212,34 @@ class TestRedis(RedisCase):
             h.read_text(px.log_path)), deadline=5, what="the SELECT warning")
         self.assertIn("answered walnut's SELECT with: -ERR DB index is out of range", log)
 
+    def test_announced_argument_count_reserves_nothing(self):
+        """A "*1000000" line alone made walnut allocate room for a million
+        arguments (40 MB) before any came: 60 such connections reserved 2 GB
+        of address space (adversarial pass; redis-server grows its array as
+        arguments arrive). Room now follows what arrives; the request still
+        works when they all do."""
+        if h.sanitized():
+            self.skipTest("a sanitizer's allocator reserves address space of its own")
+        before = h.proc_status(self.proxy.pid, "VmSize")
+        conns = []
+        for _ in range(60):
+            c = h.Raw(self.port)
+            self.addCleanup(c.close)
+            c.send(b"*1000000\r\n$3\r\nDEL\r\n")
+            conns.append(c)
+        with self.raw(self.port) as c:
+            c.request(resp("PING"), b"+PONG\r\n")  # every line above has been read
+        grown = h.proc_status(self.proxy.pid, "VmSize") - before
+        self.assertLess(grown, 256 << 20, "60 announced requests reserved %d MB" % (grown >> 20))
+        # a long request that does arrive grows its room as it comes
+        with self.raw(self.port) as c:
+            keys = [b"ann%d" % i for i in range(100000)]
+            c.request(resp("MSET", *[x for k in keys[:1000] for x in (k, k)]), b"+OK\r\n")
+            data = resp("DEL", *keys)
+            for i in range(0, len(data), 65536):
+                c.send(data[i:i + 65536])
+            c.expect(b":1000\r\n", timeout=60)
+
     def test_client_buffer_limit(self):
         """A client that pipelines big GETs and never reads is cut off at
         client_buffer_limit (logged); others are served."""
