@@ -11,6 +11,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -185,19 +186,31 @@ static void do_select(redis_client_t *c, redis_req_t *r)
 {
     const redis_arg_t *a = &r->args[1];
     int db = c->c.pool->conf->redis_db;
-    char want[16];
-    snprintf(want, sizeof(want), "%d", db);
+    int64_t n;
+    /* What is no int to redis-server ("x", "01", " 1") gets its errors. */
+    if (a->val == NULL || !wn_resp_parse_int(a->val, a->len, &n)) {
+        reply_error(r, "-ERR value is not an integer or out of range\r\n");
+        return;
+    }
+    if (n < INT32_MIN || n > INT32_MAX) {
+        reply_error(r, "-ERR value is out of range, value must between -2147483648 and "
+                       "2147483647\r\n");
+        return;
+    }
     /* Clients believe they are in database 0 (twemproxy's model); the pool's
      * servers are all in redis_db. Either number names it. */
-    if (a->val != NULL && ((a->len == 1 && a->val[0] == '0') ||
-                           (a->len == strlen(want) && memcmp(a->val, want, a->len) == 0))) {
+    if (n == 0 || n == db) {
         reply_str(r, "+OK\r\n");
         return;
     }
     char line[160];
-    snprintf(line, sizeof(line),
-             "-ERR walnut serves one database per pool (redis_db %d); SELECT 0 or %d only\r\n",
-             db, db);
+    if (db == 0)
+        snprintf(line, sizeof(line),
+                 "-ERR walnut serves one database per pool (redis_db 0); SELECT 0 only\r\n");
+    else
+        snprintf(line, sizeof(line),
+                 "-ERR walnut serves one database per pool (redis_db %d); SELECT 0 or %d only\r\n",
+                 db, db);
     reply_error(r, line);
 }
 
@@ -354,8 +367,17 @@ static void do_client(redis_client_t *c, redis_req_t *r)
     } else if (arg_is(r, 1, "ID")) {
         int n = snprintf(line, sizeof(line), ":%llu\r\n", (unsigned long long)c->id);
         reply(r, line, (size_t)n);
-    } else if (arg_is(r, 1, "SETINFO") && (arg_is(r, 2, "LIB-NAME") || arg_is(r, 2, "LIB-VER"))) {
-        reply_str(r, "+OK\r\n"); /* what client library this is: nothing to keep */
+    } else if (arg_is(r, 1, "SETINFO")) {
+        /* What client library this is: checked as redis-server 7.2 checks
+         * it, then kept nowhere (a value too long to look at is not). */
+        const redis_arg_t *v = &r->args[3];
+        if (!arg_is(r, 2, "LIB-NAME") && !arg_is(r, 2, "LIB-VER"))
+            reply_error_showing(r, "-ERR Unrecognized option '", &r->args[2], 64, "'\r\n");
+        else if (v->len > 0 && v->val != NULL && !name_ok(v))
+            reply_error_showing(r, "-ERR ", &r->args[2], 8,
+                                " cannot contain spaces, newlines or special characters.\r\n");
+        else
+            reply_str(r, "+OK\r\n");
     } else if (arg_is(r, 1, "INFO")) {
         client_info(c, r);
     } else {

@@ -847,13 +847,20 @@ class TestRedis(RedisCase):
         self.assertSameAsDirect(self.port, self.backends[0].port, b"PING\r\nQUIT\r\nPING\r\n")
 
     def test_select(self):
-        """SELECT 0 (and SELECT <redis_db>) is +OK; any other db a clear -ERR."""
+        """SELECT 0 (and SELECT <redis_db>) is +OK; any other db a clear -ERR;
+        what is no integer to redis-server gets its error (it got walnut's)."""
         with self.raw(self.port) as c:
             c.request(resp("SELECT", "0"), b"+OK\r\n")
-            for db in ("1", "15", "x", "-1", "00"):
+            for db in ("1", "15", "-1", "2147483647"):
                 c.send(resp("SELECT", db))
                 self.assertRegex(c.recv_line(), rb"^-ERR walnut serves one database per pool "
-                                 rb"\(redis_db 0\); SELECT 0 or 0 only\r\n$")
+                                 rb"\(redis_db 0\); SELECT 0 only\r\n$")
+            for db in ("x", "00", "01", " 1", "+1", "-0", "2147483648", "-2147483649",
+                       "9223372036854775808", ""):
+                self.assertSameAsDirect(self.port, self.backends[0].port, resp("SELECT", db))
+                c.send(resp("SELECT", db))
+                self.assertRegex(c.recv_line(), rb"^-ERR value is (not an integer or )?out of "
+                                 rb"range")
             c.request(resp("PING"), b"+PONG\r\n")
 
     def test_hello(self):
@@ -901,6 +908,14 @@ class TestRedis(RedisCase):
             self.assertTrue(info.endswith(b"\n"))
             c.request(resp("CLIENT", "SETINFO", "LIB-NAME", "redis-py"), b"+OK\r\n")
             c.request(resp("CLIENT", "SETINFO", "lib-ver", "4.3.4"), b"+OK\r\n")
+            c.request(resp("CLIENT", "SETINFO", "lib-ver", ""), b"+OK\r\n")
+            # redis-server 7.2's checks (7.0, which the tests run, has no SETINFO)
+            c.request(resp("CLIENT", "SETINFO", "LIB-NAME", "my lib"),
+                      b"-ERR LIB-NAME cannot contain spaces, newlines or special characters.\r\n")
+            c.request(resp("CLIENT", "SETINFO", "lib-ver", "1\n2"),
+                      b"-ERR lib-ver cannot contain spaces, newlines or special characters.\r\n")
+            c.request(resp("CLIENT", "SETINFO", "lib-nom", "x"),
+                      b"-ERR Unrecognized option 'lib-nom'\r\n")
             c.request(resp("CLIENT", "SETNAME", ""), b"+OK\r\n")
             c.request(resp("CLIENT", "GETNAME"), b"$-1\r\n")
             for sub in (("LIST",), ("KILL", "ID", "1"), ("PAUSE", "10"), ("NOSUCH",),

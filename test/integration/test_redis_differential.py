@@ -69,8 +69,7 @@ ALLOWED = [
                 rb"server is shared with other clients\r\n",
          why="CLIENT subcommands about server connections make no sense behind a proxy"),
     dict(name="select", cmd=r"^SELECT (1|15)$",
-         walnut=rb"-ERR walnut serves one database per pool \(redis_db 0\); SELECT 0 or 0 "
-                rb"only\r\n",
+         walnut=rb"-ERR walnut serves one database per pool \(redis_db 0\); SELECT 0 only\r\n",
          why="a pool serves one database (redis_db); other SELECTs are refused"),
     dict(name="refused", cmd=r"^(MULTI|EXEC|DISCARD|WATCH|UNWATCH|SUBSCRIBE|PUBLISH|PUBSUB|"
                              r"BLPOP|BRPOP|BZPOPMIN|BLMOVE|WAIT|KEYS|SCAN|DBSIZE|RANDOMKEY|INFO|"
