@@ -25,8 +25,9 @@ static wn_conf_t *load_conf(const char *path, bool to_log)
     if (wn_conf_load(path, &conf, err, sizeof(err)) < 0) {
         fprintf(stderr, "walnut: %s\n", err);
         fprintf(stderr, "walnut: configuration file '%s' syntax is invalid\n", path);
-        if (to_log)
-            wn_log_error("%s; configuration file '%s' syntax is invalid, not started", err, path);
+        if (to_log) /* whatever the level (-v): the operator must see why */
+            wn_log_write(WN_LOG_ERR, __FILE__, __LINE__,
+                         "%s; configuration file '%s' syntax is invalid, not started", err, path);
         return NULL;
     }
     return conf;

@@ -292,6 +292,25 @@ void wn_sconn_drop(sconn_t *c);
 void wn_sconn_fail(sconn_t *c, int err);
 /* Flush: connect, write, or close c as its state asks. */
 void wn_sconn_flush(sconn_t *c);
+/* What a warning about one server says; each kind is limited on its own
+ * (server.c, wn_server_warn). */
+typedef enum wn_server_warn_kind {
+    WN_SWARN_CONNECT,  /* cannot connect */
+    WN_SWARN_TIMEOUT,  /* no progress within timeout */
+    WN_SWARN_CLOSED,   /* closed with requests in flight */
+    WN_SWARN_MISMATCH, /* a reply that does not match its request */
+    WN_SWARN_AUTH,     /* refused walnut's AUTH */
+    WN_SWARN_SELECT,   /* refused walnut's SELECT */
+    WN_SWARN_KINDS
+} wn_server_warn_kind_t;
+
+/* When a kind of warning about a server was last logged, and how many of
+ * it were left out since. */
+typedef struct server_warned {
+    uint64_t at_ms; /* 0: never */
+    uint32_t unsaid;
+} server_warned_t;
+
 /* Server `idx` of pc (pool's configuration, or the one a reload brings),
  * its address resolved: NULL with a line in err. It counts nowhere until
  * wn_pool_rt_count_in. */
@@ -300,12 +319,14 @@ server_rt_t *wn_server_rt_create(pool_rt_t *pool, const wn_conf_pool_t *pc, uint
 /* Free s once its connections are closed (wn_server_closed). */
 void wn_server_rt_destroy(server_rt_t *s);
 void wn_server_preconnect(server_rt_t *s);
-/* A warning about s, logged at most once per 10 s per worker and place
- * that logs it (a server that fails every request would otherwise log a
- * line per request); the next one logged says how many were left out. */
-__attribute__((format(printf, 4, 5))) void wn_server_warn_at(server_rt_t *s, const char *file,
-                                                             int line, const char *fmt, ...);
-#define wn_server_warn(s, ...) wn_server_warn_at((s), __FILE__, __LINE__, __VA_ARGS__)
+/* A warning about s, logged at most once per 10 s per worker and kind (a
+ * server that fails every request would otherwise log a line per request);
+ * the next one logged says how many were left out. */
+__attribute__((format(printf, 5, 6))) void wn_server_warn_at(server_rt_t *s,
+                                                             wn_server_warn_kind_t kind,
+                                                             const char *file, int line,
+                                                             const char *fmt, ...);
+#define wn_server_warn(s, kind, ...) wn_server_warn_at((s), (kind), __FILE__, __LINE__, __VA_ARGS__)
 /* Stop: close every connection of s, failing what is queued. */
 void wn_server_close_all(server_rt_t *s);
 /* Its pool's timeout changed: connections waiting already get a deadline. */
@@ -314,9 +335,6 @@ void wn_server_timeout_changed(server_rt_t *s);
 bool wn_server_idle(const server_rt_t *s);
 /* Every connection of s is closed, its callbacks done. */
 bool wn_server_closed(const server_rt_t *s);
-
-/* Places that log a warning about one server, each limited on its own. */
-#define WN_SERVER_WARN_SITES 4
 
 struct server_rt {
     pool_rt_t *pool;                 /* borrowed */
@@ -343,15 +361,8 @@ struct server_rt {
     bool over_warned;                /* `waiting` went over its bound: said so once */
     uint64_t fresh;                  /* of `waiting`, what loop turn `fresh_turn` queued */
     uint64_t fresh_turn;
-    /* Its warnings, by the place that logs them (server.c: each at most
-     * once per WN_SERVER_WARN_MS): when one was last logged, and how many
-     * of it were left out since. */
-    struct server_warned {
-        const char *file; /* NULL: a free slot */
-        int line;
-        uint64_t at_ms;
-        uint32_t unsaid;
-    } warned[WN_SERVER_WARN_SITES];
+    server_warned_t warned[WN_SWARN_KINDS]; /* server.c: each kind at most once per
+                                               WN_SERVER_WARN_MS */
 };
 
 /* ---- pools (pool.c, listen.c) ---------------------------------------------- */

@@ -391,12 +391,17 @@ static void do_client(redis_client_t *c, redis_req_t *r)
  * After a refused MULTI a client may go on as if in a transaction (redis-py
  * sends MULTI, the commands and EXEC in one write): run none of them, as
  * redis-server runs none of a transaction whose EXEC fails. EXEC ends it
- * with redis-server's EXECABORT, DISCARD with +OK; QUIT still quits.
+ * with redis-server's EXECABORT, DISCARD with +OK, RESET (which ends a
+ * transaction in redis-server) with its own refusal; QUIT still quits.
+ * MULTI's error says so, for a client that reads it before going on.
  */
 static void answer_in_refused_tx(redis_client_t *c, redis_req_t *r)
 {
     const wn_rcmd_t *cmd = r->cmd;
-    if (cmd != NULL && cmd->id == WN_RCMD_ID_DISCARD && wn_rcmd_argc_ok(cmd, r->nargs)) {
+    if (cmd != NULL && cmd->id == WN_RCMD_ID_RESET) {
+        c->tx_refused = false;
+        answer_refused(c, r);
+    } else if (cmd != NULL && cmd->id == WN_RCMD_ID_DISCARD && wn_rcmd_argc_ok(cmd, r->nargs)) {
         c->tx_refused = false;
         reply_str(r, "+OK\r\n");
     } else if (cmd != NULL && cmd->id == WN_RCMD_ID_EXEC && wn_rcmd_argc_ok(cmd, r->nargs)) {
@@ -419,10 +424,14 @@ void wn_redis_local(redis_client_t *c, redis_req_t *r)
     if (cmd == NULL || !wn_rcmd_argc_ok(cmd, r->nargs) || cmd->cls == WN_RCMD_UNSUPPORTED ||
         (!c->authed && cmd->id != WN_RCMD_ID_AUTH && cmd->id != WN_RCMD_ID_HELLO &&
          cmd->id != WN_RCMD_ID_QUIT)) {
-        answer_refused(c, r);
         /* what the client sends next belongs to a transaction it thinks open */
         c->tx_refused = cmd != NULL && cmd->id == WN_RCMD_ID_MULTI && c->authed &&
                         wn_rcmd_argc_ok(cmd, r->nargs);
+        if (c->tx_refused)
+            reply_error(r, "-ERR unsupported command 'multi': transactions need a dedicated "
+                           "server connection; what follows is not run until EXEC or DISCARD\r\n");
+        else
+            answer_refused(c, r);
         return;
     }
     switch ((wn_rcmd_id_t)cmd->id) {

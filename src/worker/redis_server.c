@@ -118,8 +118,8 @@ static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
     server_rt_t *srv = s->s.server;
     if (!r->internal_select && no_password_set(line, tok->line_len)) {
         /* Not a failure: such a server serves every request (the probe's
-         * PING agrees). Said once per connection, as any refusal. */
-        wn_server_warn(srv,
+         * PING agrees). Said once per connection, at most once per 10 s. */
+        wn_server_warn(srv, WN_SWARN_AUTH,
                        "pool '%s': server %s has no password and refused walnut's AUTH (%.*s); "
                        "serving it without",
                        srv->pool->conf->name, srv->conf->name, (int)WN_MIN(tok->line_len - 2, 200u),
@@ -127,8 +127,9 @@ static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
         s->auth_refused = true;
         return false;
     }
-    wn_server_warn(srv, "pool '%s': server %s answered walnut's %s with: %.*s%s",
-                   srv->pool->conf->name, srv->conf->name, r->internal_select ? "SELECT" : "AUTH",
+    wn_server_warn(srv, r->internal_select ? WN_SWARN_SELECT : WN_SWARN_AUTH,
+                   "pool '%s': server %s answered walnut's %s with: %.*s%s", srv->pool->conf->name,
+                   srv->conf->name, r->internal_select ? "SELECT" : "AUTH",
                    (int)WN_MIN(tok->line_len - 2, 200u), line,
                    r->internal_select ? "; closing the connection" : "");
     wn_ctl_server_failed(srv, WN_EPROTO);

@@ -261,6 +261,7 @@ static wn_error_cause_t cause_of(int err)
     case UV_ECONNABORTED:
         return WN_CAUSE_reset;
     case WN_EPROTO:
+    case WN_ESELECT: /* the server's answer to walnut's SELECT was not +OK */
         return WN_CAUSE_protocol;
     case UV_ENETUNREACH:
     case UV_EHOSTUNREACH:

@@ -18,34 +18,19 @@
 static void sconn_close(sconn_t *c, int err);
 
 /* A server failing every request (a connection refused or closed each
- * time, with auto_eject_hosts off) would log a line per request: each of
- * its warnings (by the place that logs it) is logged at most once per
- * WN_SERVER_WARN_MS, the next one saying how many were left out. Another
- * warning of the same server (a refused SELECT after a refused AUTH) is
- * limited on its own, not hidden by the first. */
+ * time, with auto_eject_hosts off) would log a line per request: each kind
+ * of its warnings is logged at most once per WN_SERVER_WARN_MS, the next one
+ * saying how many were left out. Another kind (a refused SELECT after a
+ * refused AUTH) is limited on its own, not hidden by the first. */
 #define WN_SERVER_WARN_MS 10000u
 
-static struct server_warned *warned_slot(server_rt_t *s, const char *file, int line)
-{
-    struct server_warned *oldest = &s->warned[0];
-    for (int i = 0; i < WN_SERVER_WARN_SITES; i++) {
-        struct server_warned *w = &s->warned[i];
-        if (w->file != NULL && w->line == line && strcmp(w->file, file) == 0)
-            return w;
-        if (w->file == NULL || (oldest->file != NULL && w->at_ms < oldest->at_ms))
-            oldest = w;
-    }
-    /* a place not seen lately takes a free slot, or the one logged longest ago */
-    *oldest = (struct server_warned){.file = file, .line = line};
-    return oldest;
-}
-
-void wn_server_warn_at(server_rt_t *s, const char *file, int line, const char *fmt, ...)
+void wn_server_warn_at(server_rt_t *s, wn_server_warn_kind_t kind, const char *file, int line,
+                       const char *fmt, ...)
 {
     if (!wn_log_enabled(WN_LOG_WARN))
         return;
     uint64_t now = uv_now(&s->pool->w->loop);
-    struct server_warned *w = warned_slot(s, file, line);
+    server_warned_t *w = &s->warned[kind];
     if (w->at_ms != 0 && now - w->at_ms < WN_SERVER_WARN_MS) {
         w->unsaid++;
         return;
@@ -176,7 +161,8 @@ static void on_timer(uv_timer_t *t)
     }
     server_rt_t *s = c->server;
     wn_stat_add(WN_SSTAT(s, server_timedout), 1);
-    wn_server_warn(s, "pool '%s': server %s: %s for %d ms; closing its connection",
+    wn_server_warn(s, WN_SWARN_TIMEOUT,
+                   "pool '%s': server %s: %s for %d ms; closing its connection",
                    s->pool->conf->name, s->conf->name,
                    c->state == SCONN_CONNECTING ? "no connection" : "no reply", timeout);
     wn_sconn_fail(c, UV_ETIMEDOUT);
@@ -232,7 +218,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             wn_stat_add(WN_SSTAT(s, server_err), 1);
         }
         if (c->head != NULL)
-            wn_server_warn(s, "pool '%s': server %s closed with %u request(s) in flight: %s",
+            wn_server_warn(s, WN_SWARN_CLOSED,
+                           "pool '%s': server %s closed with %u request(s) in flight: %s",
                            s->pool->conf->name, s->conf->name, c->nqueued, uv_strerror((int)nread));
         wn_sconn_fail(c, err);
         return;
@@ -244,7 +231,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     int rc = wn_proto_server_parse(c);
     if (rc < 0) {
         wn_stat_add(WN_SSTAT(s, server_err), 1);
-        wn_server_warn(s,
+        wn_server_warn(s, WN_SWARN_MISMATCH,
                        "pool '%s': server %s sent a reply that does not match its request "
                        "(%s); closing the connection",
                        s->pool->conf->name, s->conf->name, wn_strerror(rc));
@@ -272,8 +259,8 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     if (status < 0) {
         wn_stat_add(WN_SSTAT(s, server_err), 1);
-        wn_server_warn(s, "pool '%s': cannot connect to server %s: %s", s->pool->conf->name,
-                       s->conf->name, uv_strerror(status));
+        wn_server_warn(s, WN_SWARN_CONNECT, "pool '%s': cannot connect to server %s: %s",
+                       s->pool->conf->name, s->conf->name, uv_strerror(status));
         wn_sconn_fail(c, status);
         return;
     }
@@ -327,8 +314,8 @@ static int sconn_connect(sconn_t *c)
         /* Failed at once (unreachable, out of descriptors): the same as a
          * failed connect, handled by this same flush. */
         wn_stat_add(WN_SSTAT(s, server_err), 1);
-        wn_server_warn(s, "pool '%s': cannot connect to server %s: %s", s->pool->conf->name,
-                       s->conf->name, uv_strerror(rc));
+        wn_server_warn(s, WN_SWARN_CONNECT, "pool '%s': cannot connect to server %s: %s",
+                       s->pool->conf->name, s->conf->name, uv_strerror(rc));
         c->fail_err = rc;
         return rc;
     }

@@ -205,24 +205,9 @@ fail:
     return rc;
 }
 
-/* Signals are control's (control/signals.c): a worker blocks every one sent
- * to the process, so the kernel hands them to the control thread and never
- * interrupts a worker's system calls with them. The ones a fault raises, and
- * SIGPROF for profilers, stay with the thread that runs. */
-static void block_process_signals(void)
-{
-    sigset_t set;
-    sigfillset(&set);
-    int own[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS, SIGPROF};
-    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
-        sigdelset(&set, own[i]);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-}
-
 static void worker_main(void *arg)
 {
     wn_worker_t *w = arg;
-    block_process_signals();
     wn_log_set_thread(w->name);
     wn_log_debug("started");
     for (uint32_t p = 0; p < w->npools; p++) {
@@ -241,9 +226,24 @@ void wn_worker_destroy(wn_worker_t *w)
         destroy(w);
 }
 
+/*
+ * Signals are control's (control/signals.c): a worker blocks every one sent
+ * to the process, so the kernel hands them to the control thread and never
+ * interrupts a worker's system calls with them. The ones a fault raises, and
+ * SIGPROF for profilers, stay with the thread that runs. Blocked here, in
+ * the creating thread, around the creation: the worker inherits the mask and
+ * is born with it.
+ */
 int wn_worker_start(wn_worker_t *w)
 {
+    sigset_t set, old;
+    sigfillset(&set);
+    int own[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS, SIGPROF};
+    for (size_t i = 0; i < WN_ARRAY_SIZE(own); i++)
+        sigdelset(&set, own[i]);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
     int rc = uv_thread_create(&w->thread, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     w->started = rc == 0;
     return rc;
 }

@@ -130,15 +130,18 @@ class TestCommandLine(h.ProxyTestCase):
         path, log = tmp.join("bad.yml"), tmp.join("walnut.log")
         with open(path, "w") as f:
             f.write(GOOD + "  bogus_key: 1\n")
-        r = subprocess.run([self.bin, "-c", path, "-o", log, "-s", str(h.free_port()),
-                            "-a", h.HOST], stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=60)
-        self.assertEqual(r.returncode, 1, r.stderr)
-        self.assertIn(b"bogus_key", r.stderr)
-        text = h.read_text(log)
-        self.assertIn("unknown key 'bogus_key'", text)
-        self.assertIn("syntax is invalid, not started", text)
-        self.assertRegex(text, r"bad\.yml:\d+:")
+        for verbosity in ("5", "0"):  # whatever the level: the operator must see why
+            if os.path.exists(log):
+                os.unlink(log)
+            r = subprocess.run([self.bin, "-c", path, "-o", log, "-v", verbosity, "-s",
+                                str(h.free_port()), "-a", h.HOST], stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=60)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn(b"bogus_key", r.stderr)
+            text = h.read_text(log)
+            self.assertIn("unknown key 'bogus_key'", text, "-v %s" % verbosity)
+            self.assertIn("syntax is invalid, not started", text)
+            self.assertRegex(text, r"bad\.yml:\d+:")
 
     def test_unreadable_and_malformed_configs(self):
         tmp = self.tmpdir()

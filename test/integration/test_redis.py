@@ -1002,8 +1002,8 @@ class TestRedis(RedisCase):
         EXEC gets redis-server's EXECABORT; QUIT still quits; after EXEC or
         DISCARD the connection serves again."""
         k0, k1 = self.keys_on[0][0], self.keys_on[1][0]
-        tx = ("-ERR unsupported command 'multi': transactions need a dedicated server "
-              "connection\r\n").encode()
+        tx = (b"-ERR unsupported command 'multi': transactions need a dedicated server "
+              b"connection; what follows is not run until EXEC or DISCARD\r\n")
         not_run = (b"-ERR not run: walnut refused this connection's MULTI (transactions need a "
                    b"dedicated server connection); EXEC or DISCARD ends it\r\n")
         abort = (b"-EXECABORT Transaction discarded because walnut refused its MULTI "
@@ -1020,13 +1020,18 @@ class TestRedis(RedisCase):
                 c.send(bytes([b]))
             self.assertEqual([c.recv_line() for _ in range(3)], [tx, not_run, b"+OK\r\n"])
             c.request(resp("GET", k0), resp_bulk(b"1"))
+            # RESET ends it (with its own refusal), as it ends a transaction in redis-server
+            c.send(resp("MULTI") + resp("RESET") + resp("INCR", k0))
+            self.assertEqual([c.recv_line() for _ in range(3)],
+                             [tx, b"-ERR unsupported command 'reset': server administration goes "
+                              b"to each server directly\r\n", b":2\r\n"])
             # EXEC and DISCARD with the wrong arity do not end it; QUIT quits
             c.send(resp("MULTI") + resp("EXEC", "x") + resp("DISCARD", "x") + resp("QUIT"))
             self.assertEqual([c.recv_line() for _ in range(4)],
                              [tx, not_run, not_run, b"+OK\r\n"])
             c.expect_closed(what="QUIT closes the connection")
         self.assertIsNone(self.backends[1].call("GET", k1), "a refused transaction wrote")
-        self.assertEqual(self.backends[0].call("GET", k0), b"1")
+        self.assertEqual(self.backends[0].call("GET", k0), b"2")
         # before AUTH, MULTI gets NOAUTH and starts nothing (test_auth)
 
     # ------------------------------------------------------- AUTH, redis_db

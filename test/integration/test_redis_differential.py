@@ -82,6 +82,11 @@ ALLOWED = [
     dict(name="refused, no args", cmd=r"^(MULTI|EXEC|DISCARD|UNWATCH|DBSIZE|RANDOMKEY|INFO|"
                                       r"TIME|LASTSAVE|ROLE|READONLY|FLUSHDB|FLUSHALL)$",
          walnut=REFUSED, why="as above"),
+    dict(name="refused transaction", cmd=r"^MULTI$",
+         walnut=rb"-ERR unsupported command 'multi': transactions need a dedicated server "
+                rb"connection; what follows is not run until EXEC or DISCARD\r\n",
+         why="transactions need a dedicated server connection; the error says that what "
+             "follows is not run (below)"),
     dict(name="refused transaction, body", cmd=r"^SET tx 1$",
          walnut=rb"-ERR not run: walnut refused this connection's MULTI \(transactions need a "
                 rb"dedicated server connection\); EXEC or DISCARD ends it\r\n",
