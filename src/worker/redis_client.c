@@ -298,15 +298,13 @@ static bool arg_done(redis_client_t *c, wn_resp_req_parser_t *p)
 }
 
 /*
- * Room for argument i: the array (r.owned once past the inline ones)
+ * Room for one more argument: the array (r.owned once past the inline ones)
  * doubles, up to the request's count, as arguments arrive, so what it takes
  * follows what the client sent, not what its "*N" line announced. Counted
  * against the client as it grows.
  */
-static bool args_room(redis_req_t *r, uint32_t i)
+static bool args_grow(redis_req_t *r)
 {
-    if (i < r->args_cap)
-        return true;
     uint32_t cap = WN_MIN(r->nargs, WN_MAX(r->args_cap * 2, 64u));
     redis_arg_t *args = realloc(r->r.owned, sizeof(redis_arg_t) * cap);
     if (args == NULL)
@@ -323,7 +321,7 @@ static bool args_room(redis_req_t *r, uint32_t i)
 static bool start_arg(redis_client_t *c, wn_buf_t *b, uint32_t pos, const wn_resp_req_tok_t *tok)
 {
     redis_req_t *r = c->cur;
-    if (!args_room(r, tok->arg))
+    if (tok->arg >= r->args_cap && !args_grow(r))
         return false;
     redis_arg_t *a = &r->args[tok->arg];
     a->len = (uint32_t)WN_MIN(tok->bulk_len, UINT32_MAX);

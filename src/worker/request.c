@@ -124,7 +124,8 @@ void wn_req_unref(req_t *r)
     wn_segv_clear(&r->rsp);
     release_frags(r);
     free(r->frags);
-    free(r->owned);
+    if (r->owned != NULL)
+        free(r->owned);
     if (r->parent != NULL) {
         req_t *p = r->parent;
         r->parent = NULL;
