@@ -99,14 +99,16 @@ static bool no_password_set(const char *line, size_t len)
 
 /*
  * An internal request's reply: AUTH/SELECT must say +OK; true when it did.
- * A refusal is logged here, with the server's line (its CRLF left out), as
- * any warning of this server: at most once per 10 s (a refused SELECT
- * closes the connection, and every request opens another). In the wrong database every request
- * would be wrong: a refused SELECT fails the connection (its requests get an error). A refused AUTH
- * does not: requests get the server's own -NOAUTH, which says what is wrong. Nor does the SELECT
- * after a refused AUTH when the server refuses it for the same reason (-NOAUTH): closing would only
- * reconnect and be refused again, for every request, each counted as a failure and logged twice.
- * Any other refusal of SELECT (a database out of range) fails the connection.
+ * A refusal is logged here, with the server's line (its CRLF left out), at
+ * most once per 10 s per kind (wn_server_warn): a refused SELECT closes the
+ * connection and every request opens another. In the wrong database every
+ * request would be wrong: a refused SELECT fails the connection (its
+ * requests get an error saying so). A refused AUTH does not: requests get
+ * the server's own -NOAUTH, which says what is wrong. Nor does the SELECT
+ * after a refused AUTH when the server refuses it for the same reason
+ * (-NOAUTH): closing would only reconnect and be refused again, for every
+ * request, each counted as a failure. Any other refusal of SELECT (a
+ * database out of range) fails the connection.
  */
 static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
                            const wn_resp_rsp_tok_t *tok)
