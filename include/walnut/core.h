@@ -98,6 +98,18 @@ int wn_log_enabled(int level);
 #define wn_log_debug(...) WN_LOG(WN_LOG_DEBUG, __VA_ARGS__)
 #define wn_log_verb(...) WN_LOG(WN_LOG_VERB, __VA_ARGS__)
 
+/* A message said at most once per interval (a server failing every request,
+ * a notify socket that is gone): the owner's, not shared between threads. */
+typedef struct wn_log_limit {
+    uint64_t at_ms;  /* when it was last said; 0: never */
+    uint32_t unsaid; /* times left out since */
+} wn_log_limit_t;
+/* May it be said at now_ms? If so, *left_out is how many times it was not
+ * since it last was, *since_ms how long ago that was (both 0 the first
+ * time; since_ms may be NULL), and the interval starts again. */
+bool wn_log_limit_pass(wn_log_limit_t *l, uint64_t now_ms, uint64_t interval_ms, uint32_t *left_out,
+                       uint64_t *since_ms);
+
 /* Monotonic clock in milliseconds / microseconds. */
 uint64_t wn_time_ms(void);
 uint64_t wn_time_us(void);

@@ -13,6 +13,7 @@
 
 #include "walnut/config.h"
 #include "walnut/control.h"
+#include "walnut/core.h"
 #include "walnut/route.h"
 #include "walnut/stats.h"
 #include "walnut/worker.h"
@@ -137,8 +138,7 @@ struct control {
     uint64_t *pong_ms;            /* owned, [nworkers]: when */
     /* systemd (sd.c) */
     bool sd_notify;               /* NOTIFY_SOCKET is set */
-    uint64_t notify_warned_ms;    /* when a failed sd_notify was last logged; 0: never */
-    uint32_t notify_unlogged;     /* failures since, not logged */
+    wn_log_limit_t notify_warned; /* failed sd_notify calls, logged once a minute at most */
     uint64_t watchdog_usec;       /* WATCHDOG_USEC; 0: none */
     uv_timer_t watchdog_timer;
     bool watchdog_held;           /* a worker is late: WATCHDOG=1 withheld (logged once) */

@@ -55,18 +55,14 @@ void wn_sd_notify(control_t *ctl, const char *fmt, ...)
         return;
     /* A socket that is gone stays gone: say so once, then once a minute at
      * most, not at every STATUS and watchdog ping. */
-    uint64_t now = wn_time_ms();
-    if (ctl->notify_warned_ms != 0 && now - ctl->notify_warned_ms < NOTIFY_WARN_EVERY_MS) {
-        ctl->notify_unlogged++;
+    uint32_t left_out;
+    if (!wn_log_limit_pass(&ctl->notify_warned, wn_time_ms(), NOTIFY_WARN_EVERY_MS, &left_out,
+                           NULL))
         return;
-    }
-    if (ctl->notify_unlogged > 0)
-        wn_log_warn("sd_notify: %s (%u more failure(s) not logged)", strerror(-rc),
-                    ctl->notify_unlogged);
+    if (left_out > 0)
+        wn_log_warn("sd_notify: %s (%u more failure(s) not logged)", strerror(-rc), left_out);
     else
         wn_log_warn("sd_notify: %s", strerror(-rc));
-    ctl->notify_warned_ms = now != 0 ? now : 1;
-    ctl->notify_unlogged = 0;
 }
 
 void wn_sd_status(control_t *ctl)

@@ -177,3 +177,18 @@ void wn_log_write(int level, const char *file, int line, const char *fmt, ...)
     }
     errno = saved_errno;
 }
+
+bool wn_log_limit_pass(wn_log_limit_t *l, uint64_t now_ms, uint64_t interval_ms, uint32_t *left_out,
+                       uint64_t *since_ms)
+{
+    if (l->at_ms != 0 && now_ms - l->at_ms < interval_ms) {
+        l->unsaid++;
+        return false;
+    }
+    *left_out = l->unsaid;
+    if (since_ms != NULL)
+        *since_ms = l->at_ms != 0 ? now_ms - l->at_ms : 0;
+    l->at_ms = now_ms != 0 ? now_ms : 1;
+    l->unsaid = 0;
+    return true;
+}

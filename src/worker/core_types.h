@@ -304,13 +304,6 @@ typedef enum wn_server_warn_kind {
     WN_SWARN_KINDS
 } wn_server_warn_kind_t;
 
-/* When a kind of warning about a server was last logged, and how many of
- * it were left out since. */
-typedef struct server_warned {
-    uint64_t at_ms; /* 0: never */
-    uint32_t unsaid;
-} server_warned_t;
-
 /* Server `idx` of pc (pool's configuration, or the one a reload brings),
  * its address resolved: NULL with a line in err. It counts nowhere until
  * wn_pool_rt_count_in. */
@@ -361,8 +354,8 @@ struct server_rt {
     bool over_warned;                /* `waiting` went over its bound: said so once */
     uint64_t fresh;                  /* of `waiting`, what loop turn `fresh_turn` queued */
     uint64_t fresh_turn;
-    server_warned_t warned[WN_SWARN_KINDS]; /* server.c: each kind at most once per
-                                               WN_SERVER_WARN_MS */
+    wn_log_limit_t warned[WN_SWARN_KINDS]; /* server.c: each kind at most once per
+                                              WN_SERVER_WARN_MS */
 };
 
 /* ---- pools (pool.c, listen.c) ---------------------------------------------- */

@@ -27,27 +27,23 @@ static void sconn_close(sconn_t *c, int err);
 void wn_server_warn_at(server_rt_t *s, wn_server_warn_kind_t kind, const char *file, int line,
                        const char *fmt, ...)
 {
-    if (!wn_log_enabled(WN_LOG_WARN))
+    uint32_t left_out;
+    uint64_t since;
+    if (!wn_log_enabled(WN_LOG_WARN) ||
+        !wn_log_limit_pass(&s->warned[kind], uv_now(&s->pool->w->loop), WN_SERVER_WARN_MS,
+                           &left_out, &since))
         return;
-    uint64_t now = uv_now(&s->pool->w->loop);
-    server_warned_t *w = &s->warned[kind];
-    if (w->at_ms != 0 && now - w->at_ms < WN_SERVER_WARN_MS) {
-        w->unsaid++;
-        return;
-    }
     char text[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    if (w->unsaid > 0)
+    if (left_out > 0)
         wn_log_write(WN_LOG_WARN, file, line,
-                     "%s (and %u more like it in the last %u s, not logged)", text, w->unsaid,
-                     (unsigned)((now - w->at_ms) / 1000));
+                     "%s (and %u more like it in the last %u s, not logged)", text, left_out,
+                     (unsigned)(since / 1000));
     else
         wn_log_write(WN_LOG_WARN, file, line, "%s", text);
-    w->at_ms = now > 0 ? now : 1;
-    w->unsaid = 0;
 }
 
 /* A TCP server's address: the one control looked up (sc->sa), or, for a

@@ -115,13 +115,33 @@ static void test_bufpool_reports_leaks(void **state)
     assert_int_equal(wn_bufpool_deinit(&pool), 0);
 }
 
+/* The log limiter: the first passes; within the interval none does, and
+ * the next one after it says how many were left out and since when. */
+static void test_log_limit(void **state)
+{
+    (void)state;
+    wn_log_limit_t l = {0};
+    uint32_t left = 99;
+    uint64_t since = 99;
+    assert_true(wn_log_limit_pass(&l, 0, 10000, &left, &since)); /* a clock at 0 too */
+    assert_int_equal(left, 0);
+    assert_int_equal(since, 0);
+    for (int i = 0; i < 5; i++)
+        assert_false(wn_log_limit_pass(&l, 9999, 10000, &left, NULL));
+    assert_true(wn_log_limit_pass(&l, 12000, 10000, &left, &since));
+    assert_int_equal(left, 5);
+    assert_int_equal(since, 11999); /* from 1: a time of 0 is kept as 1 */
+    assert_false(wn_log_limit_pass(&l, 12001, 10000, &left, NULL));
+    assert_true(wn_log_limit_pass(&l, 22000, 10000, &left, NULL));
+    assert_int_equal(left, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_error_space),
-        cmocka_unit_test(test_bufpool_reuse_and_refs),
-        cmocka_unit_test(test_buf_get_exact),
-        cmocka_unit_test(test_bufpool_reports_leaks),
+        cmocka_unit_test(test_error_space),   cmocka_unit_test(test_bufpool_reuse_and_refs),
+        cmocka_unit_test(test_buf_get_exact), cmocka_unit_test(test_bufpool_reports_leaks),
+        cmocka_unit_test(test_log_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
