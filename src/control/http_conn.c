@@ -76,22 +76,19 @@ void http_conn_close(conn_t *c)
 
 /* ---- writing ------------------------------------------------------------------ */
 
-static void wreq_free(wreq_t *w)
+/* A body let go of: a reference to a shared one, or one of its own. */
+static void body_drop(http_body_t *shared, char *body)
 {
-    if (w->shared != NULL)
-        http_body_unref(w->shared);
+    if (shared != NULL)
+        http_body_unref(shared);
     else
-        free(w->body);
-    free(w);
+        free(body);
 }
 
-/* An answer's body let go of, unsent. */
-static void answer_drop(http_answer_t *a)
+static void wreq_free(wreq_t *w)
 {
-    if (a->shared != NULL)
-        http_body_unref(a->shared);
-    else
-        free(a->body);
+    body_drop(w->shared, w->body);
+    free(w);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -137,7 +134,7 @@ static void send_response(conn_t *c, http_answer_t *a, bool head_only)
     size_t body_len = a->len;
     wreq_t *w = malloc(sizeof(*w));
     if (w == NULL) {
-        answer_drop(a);
+        body_drop(a->shared, a->body); /* unsent */
         http_conn_close(c);
         return;
     }
@@ -194,7 +191,7 @@ static void finish(conn_t *c)
 static void send_answer(conn_t *c, int rc, http_answer_t *a, bool head_only)
 {
     if (rc < 0) {
-        answer_drop(a);
+        body_drop(a->shared, a->body); /* unsent */
         http_conn_close(c);
         return;
     }
