@@ -292,6 +292,8 @@ static int take_line(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
         stream(r);
     } else if (tok->done) {
         complete_head(s, ok);
+    } else {
+        stream(r); /* an array's header or element: integers flow as strings do */
     }
     return 0;
 }

@@ -1278,6 +1278,33 @@ class TestRedis(RedisCase):
             c.request(resp("STRLEN", "big"), b":100000\r\n")
         px.stop()
 
+    def test_integer_array_streams_past_client_buffer_limit(self):
+        """A reply of integers (LPOS COUNT 0, SMISMEMBER, a script's table)
+        went out only once complete: a million of them (8.9 MB) cut a
+        client reading as fast as it could at a 1 MiB client_buffer_limit,
+        while a million strings streamed. Integers now flow as strings do;
+        nested arrays too."""
+        tmp = self.tmpdir()
+        b = self.start_redis(tmp, 1, prefix="ia")[0]
+        px = self.start_proxy(tmp, {"p": h.pool([b], redis=True, timeout=10000,
+                                                client_buffer_limit=1 << 20)},
+                              workers=1, name="intarr")
+        flat = ("local t={} for i=1,1000000 do t[i]=i end return t",
+                b"*1000000\r\n" + b"".join(b":%d\r\n" % i for i in range(1, 1000001)))
+        nested = ("local t={} for i=1,200000 do t[i]={i,-i,{i}} end return t",
+                  b"*200000\r\n" + b"".join(b"*3\r\n:%d\r\n:-%d\r\n*1\r\n:%d\r\n" % (i, i, i)
+                                              for i in range(1, 200001)))
+        for script, want in (flat, nested):
+            req = resp("EVAL", script, "0")
+            direct, err = h.send_and_read(b.port, req, len(want), timeout=60)
+            self.assertEqual(direct, want, "redis-server's own reply")
+            got, err = h.send_and_read(px.port(), req + resp("PING"), len(want) + 7, timeout=60)
+            self.assertEqual(err, [])
+            self.assertTrue(got == want + b"+PONG\r\n",
+                            h.describe_mismatch(want + b"+PONG\r\n", got))
+        self.assertNotIn("over client_buffer_limit", h.read_text(px.log_path))
+        px.stop()
+
     def test_long_redis_auth(self):
         """A 1500-byte password (once underflowed a buffer in the health probe):
         clients authenticate, the probes pass (nothing is ejected), data flows."""
