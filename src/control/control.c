@@ -131,13 +131,38 @@ void wn_control_stop(control_t *ctl)
     wn_signals_close(ctl);
 }
 
+/*
+ * -d: the process that was started waits until the daemon has bound every
+ * listener and written its pid file, and exits 0 then, or 1 if the daemon
+ * failed or died first. A script or Type=forking unit that starts walnut
+ * -d learns from the exit status whether walnut serves (the parent used to
+ * exit 0 at once, even when the port was taken).
+ */
+static int daemon_ready_fd = -1;
+
 static int daemonize(void)
 {
-    pid_t pid = fork();
-    if (pid < 0)
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0)
         return -errno;
-    if (pid > 0)
-        _exit(0);
+    pid_t pid = fork();
+    if (pid < 0) {
+        int err = -errno;
+        close(ready[0]);
+        close(ready[1]);
+        return err;
+    }
+    if (pid > 0) {
+        close(ready[1]);
+        char status = 1;
+        ssize_t n;
+        do
+            n = read(ready[0], &status, 1);
+        while (n < 0 && errno == EINTR);
+        _exit(n == 1 && status == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
+    }
+    close(ready[0]);
+    daemon_ready_fd = ready[1]; /* the middle process's copy closes as it exits */
     if (setsid() < 0)
         return -errno;
     pid = fork();
@@ -156,6 +181,33 @@ static int daemonize(void)
     if (fd > STDERR_FILENO)
         close(fd);
     return 0;
+}
+
+/*
+ * Tells the waiting parent of -d how the start went (once; a no-op without
+ * -d). A daemon that dies before this closes the pipe: failure. Start-up
+ * errors went to the caller's standard error too; once serving with a log
+ * file, the daemon lets go of it (a caller reading it to its end would wait
+ * for the daemon to exit). Without -o the log is standard error: kept.
+ */
+static void daemon_report(int rc, bool log_to_file)
+{
+    if (daemon_ready_fd < 0)
+        return;
+    char status = rc == 0 ? 0 : 1;
+    if (rc == 0 && log_to_file) {
+        int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            dup2(fd, STDERR_FILENO);
+            close(fd);
+        }
+    }
+    ssize_t n;
+    do
+        n = write(daemon_ready_fd, &status, 1);
+    while (n < 0 && errno == EINTR);
+    close(daemon_ready_fd);
+    daemon_ready_fd = -1;
 }
 
 /* Written only once start-up has succeeded: a second instance that fails
@@ -436,6 +488,7 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
             wn_log_error("cannot write pid file '%s': %s", opts->pid_file, wn_strerror(rc));
         pid_written = rc == 0;
     }
+    daemon_report(rc, opts->log_file != NULL);
     if (rc < 0) {
         control_abort(&ctl, started);
     } else {

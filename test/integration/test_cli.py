@@ -331,6 +331,55 @@ class TestCommandLine(h.ProxyTestCase):
         first.stop()
         self.assertFalse(os.path.exists(pidfile), "the pid file outlived its process")
 
+    def test_daemon_exit_status_says_whether_it_serves(self):
+        """walnut -d exited 0 at once, before the daemon had loaded anything:
+        with its port taken the start failed in the background and the
+        command still said 0, and on success the pid file appeared only
+        later (a Type=forking unit reads it when the command returns).
+        Expected: the command returns once the daemon serves, 0 with the pid
+        file written, or 1 when the daemon failed (the reason in its log)."""
+        tmp = self.tmpdir()
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind((h.HOST, 0))
+        taken.listen(1)
+        conf = tmp.join("busy.yml")
+        with open(conf, "w") as f:
+            f.write(h.render_config({"alpha": h.pool(["127.0.0.1:%d:1" % h.free_port()],
+                                                     listen="%s:%d" % (h.HOST,
+                                                                       taken.getsockname()[1]))}))
+        pidfile, log = tmp.join("busy.pid"), tmp.join("busy.log")
+        r = subprocess.run([self.bin, "-d", "-c", conf, "-p", pidfile, "-o", log, "-s",
+                            str(h.free_port()), "-a", h.HOST, "-T", "1"],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("another process serves it", h.read_text(log))
+        self.assertFalse(os.path.exists(pidfile))
+        # and a start that works returns with its pid file written and its port open
+        conf = tmp.join("ok.yml")
+        pools = {"alpha": h.pool(["127.0.0.1:%d:1" % h.free_port()])}
+        with open(conf, "w") as f:
+            f.write(h.render_config(pools))
+        pidfile = tmp.join("ok.pid")
+        r = subprocess.run([self.bin, "-d", "-c", conf, "-p", pidfile, "-o", tmp.join("ok.log"),
+                            "-s", str(h.free_port()), "-a", h.HOST, "-T", "1"],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(os.path.exists(pidfile), "the command returned before the pid file")
+        with open(pidfile) as f:
+            pid = int(f.read())
+
+        def stop():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self.addCleanup(stop)
+        socket.create_connection((h.HOST, h.listen_port(pools["alpha"])), timeout=5).close()
+        stop()
+        h.wait_until(lambda: not os.path.exists(pidfile), deadline=10,
+                     what="the daemon to remove its pid file")
+
     def test_daemon_keeps_relative_paths(self):
         """-d chdirs to /, and relative -c, -p and -o paths were then read
         against /: the pid file went to /NAME, a reload read /NAME.yml (and
