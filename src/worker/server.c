@@ -106,11 +106,14 @@ bool wn_server_idle(const server_rt_t *s)
     return true;
 }
 
+/* Closed, and on no list: a connection marked after the turn's flush (by a
+ * close callback: requests came while it closed) is still on the worker's
+ * dirty list, which the next flush walks, and the reaper runs before it. */
 bool wn_server_closed(const server_rt_t *s)
 {
     for (uint32_t i = 0; i < s->nconns; i++) {
         const sconn_t *c = s->conns[i];
-        if (c != NULL && (c->handle_open || c->timer_open || c->closes > 0))
+        if (c != NULL && (c->handle_open || c->timer_open || c->closes > 0 || c->dirty))
             return false;
     }
     return true;

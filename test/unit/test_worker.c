@@ -1074,6 +1074,30 @@ static void test_idle_buffer_noreply_and_long_get(void **state)
 
 /* A dead server fails its requests with twemproxy's text; the client's
  * connection stays usable. */
+/* The reaper frees a removed server once wn_server_closed says so. A
+ * connection marked by its close callback (requests came while it closed)
+ * sits on the dirty list until the next flush, which the reaper's timer may
+ * run before: freed then, the flush would walk freed memory. */
+static void test_server_closed_waits_for_the_flush(void **state)
+{
+    (void)state;
+    sconn_t *c = calloc(1, sizeof(*c));
+    server_rt_t *s = calloc(1, sizeof(*s));
+    assert_non_null(c);
+    assert_non_null(s);
+    s->nconns = 1;
+    s->conns = &c;
+    c->server = s;
+    assert_true(wn_server_closed(s));
+    c->dirty = true;
+    assert_false(wn_server_closed(s));
+    c->dirty = false;
+    c->closes = 1;
+    assert_false(wn_server_closed(s));
+    free(s);
+    free(c);
+}
+
 static void test_server_gone(void **state)
 {
     (void)state;
@@ -1253,6 +1277,7 @@ int main(void)
         cmocka_unit_test(test_connect_fails_at_once),
         cmocka_unit_test(test_stop_closes_idle_clients),
         cmocka_unit_test(test_idle_buffer_noreply_and_long_get),
+        cmocka_unit_test(test_server_closed_waits_for_the_flush),
         cmocka_unit_test(test_server_gone),
         cmocka_unit_test(test_meta_server_bytes),
         cmocka_unit_test(test_meta_quiet_order),
