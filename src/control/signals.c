@@ -19,12 +19,19 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     control_t *ctl = h->data;
     switch (signum) {
-    case SIGHUP:
-        /* twemproxy reopens its log on SIGHUP; walnut also reloads. */
-        wn_log_reopen();
-        wn_log_notice("signal %d (SIGHUP): log reopened, reloading the configuration", signum);
+    case SIGHUP: {
+        /* twemproxy reopens its log on SIGHUP; walnut also reloads. A log
+         * that cannot be reopened (a FIFO nobody reads) keeps the old one. */
+        int rc = wn_log_reopen();
+        if (rc < 0)
+            wn_log_warn("signal %d (SIGHUP): cannot reopen the log file: %s; logging on to the "
+                        "one open before; reloading the configuration",
+                        signum, wn_strerror(rc));
+        else
+            wn_log_notice("signal %d (SIGHUP): log reopened, reloading the configuration", signum);
         wn_control_reload(ctl);
         return;
+    }
     case SIGTTIN:
     case SIGTTOU: {
         int level = wn_log_get_level() + (signum == SIGTTIN ? 1 : -1);

@@ -37,9 +37,16 @@ static const char *const level_names[] = {
     "INFO",  "DEBUG", "VERB", "VVERB", "VVVERB", "PVERB",
 };
 
+/*
+ * Never waits: a FIFO no process reads (a log shipper that died) fails to
+ * open (ENXIO) instead of holding the thread in open() until a reader
+ * comes, and one whose reader stops draining it drops the lines it cannot
+ * take (each line is one write of at most LOG_LINE_MAX < PIPE_BUF bytes:
+ * whole or not at all) instead of stopping every thread that logs.
+ */
 static int open_log(const char *path)
 {
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0644);
     return fd < 0 ? -errno : fd;
 }
 

@@ -590,6 +590,39 @@ class TestConfigPathNotAFile(HostileCase):
         self.stop_clean()
 
 
+class TestLogPathNotAFile(HostileCase):
+    def test_log_fifo_nobody_reads_at_sighup(self):
+        """The -o log path replaced by a FIFO whose reader has gone (a log
+        shipper that died): SIGHUP's reopen blocked the control thread in
+        open() until a reader came: no stats, no reload, SIGTERM ignored
+        (adversarial pass). Expected: the reopen fails at once, the old file
+        goes on (with a warning saying so), the reload runs, walnut stops
+        when told."""
+        mc = self.start_memcached(self.tmp, n=1)
+        pools = {"alpha": h.pool(mc)}
+        self.px = self.start_proxy(self.tmp, pools, workers=1)
+        old = self.px.log_path + ".1"
+        os.rename(self.px.log_path, old)
+        os.mkfifo(self.px.log_path)
+        try:
+            os.kill(self.px.pid, signal.SIGHUP)
+            h.wait_until(lambda: "reload: all 1 worker(s) run generation 1" in h.read_text(old),
+                         deadline=5, what="the reload, logged in the file open before")
+            self.assertIn("cannot reopen the log file: no such device or address; logging on "
+                          "to the one open before", h.read_text(old))
+            self.assertEqual(self.servers_view()["generation"], 1)  # control answers
+            with h.Raw(self.px.port()) as c:
+                c.request(b"version\r\n", b"VERSION ", what="alpha after the reload")
+        finally:
+            try:  # a reader, even one that leaves at once, lets a blocked open() return
+                os.close(os.open(self.px.log_path, os.O_RDONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+            os.unlink(self.px.log_path)  # the harness reads the log by this name
+            os.rename(old, self.px.log_path)
+        self.stop_clean()
+
+
 # ---------------------------------------------------------------------------
 # F4: a removed pool whose servers were closed at the grace reconnects them
 # for a late request, and then is never reaped
