@@ -485,8 +485,10 @@ static void sconn_close(sconn_t *c, int err)
         c->state = SCONN_IDLE;
     c->fail_err = 0;
     fail_queued(c, err);
+    /* A server closing an idle connection has not failed; one sending
+     * bytes nobody asked for (WN_EPROTO with nothing in flight) has. */
     if (err != 0 && err != UV_ECANCELED &&
-        (had_requests || err == UV_ECONNREFUSED || err == UV_ETIMEDOUT))
+        (had_requests || err == UV_ECONNREFUSED || err == UV_ETIMEDOUT || err == WN_EPROTO))
         wn_ctl_server_failed(s, err);
 }
 

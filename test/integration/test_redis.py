@@ -1519,6 +1519,21 @@ class TestRedis(RedisCase):
         self.assertGreater(f.nconns, 10, "walnut should close and reopen the server connection")
         self.assertTrue(px.alive())
 
+    def test_stray_reply_counts_a_server_failure(self):
+        """The same server with auto_eject_hosts: each stray closed the
+        connection but counted no failure (the queue was empty by then), so
+        the server was never ejected, against the README (adversarial pass).
+        Now each counts (a request answered between two strays clears the
+        count again, as for every failure): at server_failure_limit 1 the
+        first stray ejects it."""
+        f = self.fake(fakes.StrayReplyRedis)
+        px, port = self.fake_pool(f, auto_eject_hosts=True, server_failure_limit=1,
+                                  server_retry_timeout=30000)
+        with self.raw(port) as c:
+            c.request(resp("GET", "k"), b"$-1\r\n")
+            h.wait_until(lambda: "ejected" in px.log(), deadline=5, what="the server ejected")
+            c.request(resp("GET", "k"), b"-ERR Connection refused\r\n")
+
     # A documented limitation, not a bug to fix: RESP replies carry no request
     # id, so a well-formed extra reply of the same type as the next request's
     # (here a bulk after a GET, then another client's GET) cannot be told from
