@@ -465,7 +465,7 @@ static void log_started(const control_t *ctl)
 
 int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
 {
-    control_t ctl = {.conf = conf, .conf_path = opts->conf_file};
+    control_t ctl = {.conf = conf, .conf_path = opts->conf_file, .notify_fd = -1};
     /* Control's own reference: a reload replaces it. */
     wn_conf_ref(conf);
     int rc = process_setup(opts);
@@ -508,6 +508,7 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
      * the blocks any more. */
     destroy_blocks(&ctl);
     wn_control_stats_deinit(&ctl);
+    wn_sd_deinit(&ctl);
     free(ctl.inherited);
     free(ctl.workers);
     wn_conf_unref(ctl.prev_conf);

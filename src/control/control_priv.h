@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <uv.h>
 
 #include "walnut/config.h"
@@ -138,6 +139,9 @@ struct control {
     uint64_t *pong_ms;            /* owned, [nworkers]: when */
     /* systemd (sd.c) */
     bool sd_notify;               /* NOTIFY_SOCKET is set */
+    int notify_fd;                /* datagram socket to it, non-blocking; -1: none */
+    struct sockaddr_un notify_addr;
+    socklen_t notify_addrlen;     /* 0: NOTIFY_SOCKET is no address walnut can use */
     wn_log_limit_t notify_warned; /* failed sd_notify calls, logged once a minute at most */
     uint64_t watchdog_usec;       /* WATCHDOG_USEC; 0: none */
     uv_timer_t watchdog_timer;
@@ -165,6 +169,8 @@ void wn_control_config_done(control_t *ctl, const wn_msg_t *m);
 
 /* sd.c: systemd's notify protocol, watchdog and socket activation. */
 void wn_sd_init(control_t *ctl);
+/* Closes what wn_sd_init opened. */
+void wn_sd_deinit(control_t *ctl);
 void wn_sd_notify(control_t *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* STATUS=: pools, workers, servers ejected, the last reload. */
 void wn_sd_status(control_t *ctl);

@@ -1,5 +1,6 @@
 /*
- * control/sd.c: telling systemd the truth, through libsystemd's sd-daemon:
+ * control/sd.c: telling systemd the truth (sd_notify's protocol, sent
+ * without waiting; libsystemd for the watchdog and socket activation):
  * READY=1 once every listener is bound and every worker runs, STATUS= kept
  * current, RELOADING=1/READY=1 around a reload, STOPPING=1 at shutdown, and
  * WATCHDOG=1 at half the watchdog interval, but only while every worker's
@@ -15,6 +16,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,15 +32,69 @@
 /* Failed notifications are logged at most this often. */
 #define NOTIFY_WARN_EVERY_MS 60000
 
+/*
+ * NOTIFY_SOCKET as an AF_UNIX address: a path, or "@name" in the abstract
+ * namespace. Notifications are sent here rather than through libsystemd's
+ * sd_notify, which waits when the manager's queue is full: a manager that
+ * stops reading would stop control's loop (stats, reloads, SIGTERM) with it.
+ * A notification that cannot go at once is dropped and logged.
+ */
+static void notify_addr(control_t *ctl, const char *ns)
+{
+    size_t len = strlen(ns);
+    struct sockaddr_un *a = &ctl->notify_addr;
+    memset(a, 0, sizeof(*a));
+    a->sun_family = AF_UNIX;
+    if ((ns[0] != '/' && ns[0] != '@') || len >= sizeof(a->sun_path)) {
+        wn_log_warn("NOTIFY_SOCKET '%s' is not a unix socket address walnut can use; systemd "
+                    "will not hear from it",
+                    ns);
+        return;
+    }
+    memcpy(a->sun_path, ns, len);
+    if (ns[0] == '@')
+        a->sun_path[0] = '\0'; /* abstract: the length says where it ends */
+    else
+        len++; /* a path: with its terminating NUL */
+    ctl->notify_addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+}
+
 void wn_sd_init(control_t *ctl)
 {
+    ctl->notify_fd = -1;
+    ctl->notify_addrlen = 0;
     const char *ns = getenv("NOTIFY_SOCKET");
     ctl->sd_notify = ns != NULL && ns[0] != '\0';
+    if (ctl->sd_notify) {
+        notify_addr(ctl, ns);
+        ctl->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    }
     uint64_t usec = 0;
     /* WATCHDOG_USEC (and WATCHDOG_PID, if set, naming us); kept in the
      * environment for a child that may need it. */
     if (sd_watchdog_enabled(0, &usec) > 0)
         ctl->watchdog_usec = usec;
+}
+
+void wn_sd_deinit(control_t *ctl)
+{
+    if (ctl->notify_fd >= 0)
+        close(ctl->notify_fd);
+    ctl->notify_fd = -1;
+}
+
+static int notify_send(const control_t *ctl, const char *msg, size_t len)
+{
+    if (ctl->notify_addrlen == 0)
+        return 0; /* said at start */
+    if (ctl->notify_fd < 0)
+        return -EBADF;
+    ssize_t n;
+    do
+        n = sendto(ctl->notify_fd, msg, len, MSG_DONTWAIT | MSG_NOSIGNAL,
+                   (const struct sockaddr *)&ctl->notify_addr, ctl->notify_addrlen);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : 0;
 }
 
 void wn_sd_notify(control_t *ctl, const char *fmt, ...)
@@ -48,9 +104,11 @@ void wn_sd_notify(control_t *ctl, const char *fmt, ...)
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int len = vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    int rc = sd_notify(0, msg);
+    if (len < 0)
+        return;
+    int rc = notify_send(ctl, msg, WN_MIN((size_t)len, sizeof(msg) - 1));
     if (rc >= 0)
         return;
     /* A socket that is gone stays gone: say so once, then once a minute at
@@ -59,10 +117,12 @@ void wn_sd_notify(control_t *ctl, const char *fmt, ...)
     if (!wn_log_limit_pass(&ctl->notify_warned, wn_time_ms(), NOTIFY_WARN_EVERY_MS, &left_out,
                            NULL))
         return;
+    const char *why = rc == -EAGAIN ? " (the service manager is not reading; dropped)" : "";
     if (left_out > 0)
-        wn_log_warn("sd_notify: %s (%u more failure(s) not logged)", strerror(-rc), left_out);
+        wn_log_warn("sd_notify: %s%s (%u more failure(s) not logged)", strerror(-rc), why,
+                    left_out);
     else
-        wn_log_warn("sd_notify: %s", strerror(-rc));
+        wn_log_warn("sd_notify: %s%s", strerror(-rc), why);
 }
 
 void wn_sd_status(control_t *ctl)

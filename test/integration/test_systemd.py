@@ -18,6 +18,7 @@
 """
 
 import http.client
+import json
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ import sys
 import threading
 import time
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -190,6 +192,47 @@ class TestNotify(h.ProxyTestCase):
         self.assertNotIn("sd_notify", px.log())
         px.stop()
 
+
+    def test_manager_that_stops_reading_does_not_stop_control(self):
+        """A NOTIFY_SOCKET whose receiver never reads (a wedged manager):
+        libsystemd's sd_notify waits when the queue is full, and after a
+        reload storm filled it the control thread stopped there: no stats,
+        no reload, SIGTERM ignored (adversarial pass). Expected: what cannot
+        go at once is dropped, with a warning, and control goes on."""
+        tmp = self.tmpdir()
+        backends = self.start_memcached(tmp, n=1)
+        ns = NotifySocket(tmp)  # bound, never read
+        self.addCleanup(ns.close)
+        px = h.Proxy(tmp, {"alpha": h.pool(backends)}, workers=1,
+                     env={"NOTIFY_SOCKET": ns.path, "WATCHDOG_USEC": "20000"})
+        self.addCleanup(px.stop, False)
+        px.start()
+        for _ in range(40):  # three or four notifications each
+            os.kill(px.pid, signal.SIGHUP)
+            time.sleep(0.02)
+        h.wait_until(lambda: "all 1 worker(s) run generation 40" in px.log(), deadline=10,
+                     what="the fortieth reload")
+        url = "http://%s:%d/servers" % (h.HOST, px.stats_port)
+        with urllib.request.urlopen(url, timeout=5) as r:
+            self.assertEqual(json.loads(r.read())["generation"], 40)
+        self.assertTrue(mc_ok(px.port()))
+        self.assertIn("the service manager is not reading; dropped", px.log())
+        self.assertEqual(px.stop(), 0)
+
+    def test_abstract_notify_socket(self):
+        """NOTIFY_SOCKET=@name (the abstract namespace, as systemd may pass)."""
+        tmp = self.tmpdir()
+        backends = self.start_memcached(tmp, n=1)
+        name = "walnut-test-%d-%d" % (os.getpid(), time.monotonic_ns())
+        rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(rx.close)
+        rx.bind("\0" + name)
+        px = h.Proxy(tmp, {"alpha": h.pool(backends)}, workers=1, env={"NOTIFY_SOCKET": "@" + name})
+        self.addCleanup(px.stop, False)
+        px.start()
+        rx.settimeout(10)
+        self.assertIn(b"READY=1", rx.recv(4096))
+        self.assertEqual(px.stop(), 0)
 
     def test_missing_notify_socket_warned_once(self):
         """NOTIFY_SOCKET naming a socket that does not exist: every notification
