@@ -227,6 +227,10 @@ void health_probe_schedule(hserver_t *s, uint64_t delay_ms);
 /* A reload turned auto_eject_hosts off: an ejected s is back (the ring the
  * reload installs has it already). */
 void health_reload_rejoin(hserver_t *s);
+/* A reload lowered max_ejected_fraction below what is out: the servers
+ * ejected last come back until it holds, as a fresh start would have kept
+ * them in (the ring the reload installs has them already). */
+void health_reload_cap(hpool_t *p);
 /* A worker's message about a server. */
 void health_on_message(control_t *ctl, const wn_msg_t *m);
 

@@ -69,6 +69,24 @@ static void send_verdict(hserver_t *s)
 
 /* ---- the ring ------------------------------------------------------------- */
 
+/* How many of pc's servers may be out at once (eject's guard). */
+static uint32_t ejected_cap(const wn_conf_pool_t *pc)
+{
+    return (uint32_t)(pc->max_ejected_fraction * (double)pc->nservers + 1e-9);
+}
+
+/* The server ejected last among n still out (and not marked back[i]); one
+ * must be. */
+static uint32_t latest_ejected(hserver_t *const *servers, uint32_t n, const bool *back)
+{
+    uint32_t best = UINT32_MAX;
+    for (uint32_t i = 0; i < n; i++)
+        if (servers[i]->ejected && (back == NULL || !back[i]) &&
+            (best == UINT32_MAX || servers[i]->ejected_at_us > servers[best]->ejected_at_us))
+            best = i;
+    return best;
+}
+
 int health_ring_make(const wn_conf_pool_t *pc, hserver_t *const *servers, uint64_t epoch,
                      wn_ring_t **out)
 {
@@ -82,8 +100,15 @@ int health_ring_make(const wn_conf_pool_t *pc, hserver_t *const *servers, uint64
     wn_conf_ring_servers(pc, rs);
     /* Without auto_eject_hosts nothing is out (a reload that turns it off
      * brings ejected servers back: health_reload_rejoin). */
-    for (uint32_t i = 0; i < pc->nservers; i++)
+    uint32_t nout = 0;
+    for (uint32_t i = 0; i < pc->nservers; i++) {
         live[i] = !servers[i]->ejected || !pc->auto_eject_hosts;
+        nout += !live[i];
+    }
+    /* Never more out than max_ejected_fraction allows (a reload lowered
+     * it): the same servers health_reload_cap brings back. */
+    for (; nout > ejected_cap(pc); nout--)
+        live[latest_ejected(servers, pc->nservers, live)] = true;
     wn_ring_params_t params = {
         .dist = pc->distribution,
         .hash = pc->hash,
@@ -201,16 +226,33 @@ static void rejoin(hserver_t *s, const char *how)
     request_rebuild(s->pool);
 }
 
-void health_reload_rejoin(hserver_t *s)
+static void reload_rejoin(hserver_t *s, const char *how)
 {
     if (!s->ejected)
         return;
     s->data_failed = false;
-    rejoin_state(s, "auto_eject_hosts is off now");
+    rejoin_state(s, how);
     if (!health_probing(s->pool))
         uv_timer_stop(&s->probe.timer); /* its rejoin timer */
     else if (!s->pool->ctl->stopping)
         health_probe_schedule(s, (uint64_t)s->pool->conf->health_check_interval);
+}
+
+void health_reload_rejoin(hserver_t *s)
+{
+    reload_rejoin(s, "auto_eject_hosts is off now");
+}
+
+void health_reload_cap(hpool_t *p)
+{
+    if (!p->conf->auto_eject_hosts || p->nservers == 0)
+        return;
+    uint32_t out = 0;
+    for (uint32_t i = 0; i < p->nservers; i++)
+        out += p->servers[i]->ejected;
+    for (; out > ejected_cap(p->conf); out--)
+        reload_rejoin(p->servers[latest_ejected(p->servers, p->nservers, NULL)],
+                      "max_ejected_fraction is lower now");
 }
 
 static void count_failure(hserver_t *s, int err, const char *how)

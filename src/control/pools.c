@@ -399,6 +399,8 @@ static void commit_kept(control_t *ctl, hpool_t *p, const wn_conf_pool_t *pc, ui
     if (!pc->auto_eject_hosts)
         for (uint32_t j = 0; j < p->nservers; j++)
             health_reload_rejoin(p->servers[j]);
+    else
+        health_reload_cap(p);
     if (!was_probing && !ctl->stopping)
         schedule_probes(p);
     /* The ring is rebuilt now, whatever was pending. */

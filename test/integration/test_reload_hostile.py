@@ -1104,6 +1104,38 @@ class TestReloadCarries(HostileCase):
         self.assertEqual(x.keys_held([key]), {key}, "x's key on x")
         self.stop_clean()
 
+    def test_lower_max_ejected_fraction_brings_the_last_ejected_back(self):
+        """Three of four servers dead and ejected under max_ejected_fraction
+        1.0, then a reload to 0.25: all three stayed out, though a fresh start
+        with that file keeps one out (adversarial pass). Expected: the two
+        ejected last come back (failing, kept in by the cap), the first
+        ejected stays out, and the log says why."""
+        ms = self.start_memcached(self.tmp, n=4)
+        listen = "%s:%d" % (h.HOST, h.free_port())
+
+        def conf(frac):
+            return {"alpha": h.pool(["127.0.0.1:%d:1 s%d" % (m.port, i) for i, m in enumerate(ms)],
+                                    listen=listen, auto_eject_hosts=True, server_failure_limit=1,
+                                    server_retry_timeout=60000, health_check_interval=100,
+                                    timeout=300, max_ejected_fraction=frac)}
+        self.px = self.start_proxy(self.tmp, conf(1.0), workers=2)
+
+        def ejected():
+            return sorted(sv["name"] for p in self.servers_view()["pools"]
+                          for sv in p["servers"] if sv["ejected"])
+        for i in (1, 2, 3):  # one at a time: the order of ejection is known
+            ms[i].kill()
+            h.wait_until(lambda: "s%d" % i in ejected(), deadline=10, what="s%d ejected" % i)
+        self.assertEqual(ejected(), ["s1", "s2", "s3"])
+        self.reload(pools=conf(0.25))
+        self.assertEqual(ejected(), ["s1"])
+        log = self.px.log()
+        for name in ("s2", "s3"):
+            self.assertIn("server %s rejoins (max_ejected_fraction is lower now)" % name, log)
+        time.sleep(0.5)  # probes fail on s2 and s3: the cap keeps them in
+        self.assertEqual(ejected(), ["s1"])
+        self.stop_clean()
+
     def test_auto_eject_turned_off_with_probes_off_probes_nothing(self):
         """health_check_interval 0 (probes off): an ejected server's timer is
         its rejoin at server_retry_timeout. A reload that turned
