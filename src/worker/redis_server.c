@@ -189,8 +189,11 @@ static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
             return WN_EPROTO;
         f->split->sum += tok->number;
         return 0;
-    default: /* RMERGE_OK */
-        return tok->type == '+' ? 0 : WN_EPROTO;
+    default: /* RMERGE_OK: exactly +OK (a +QUEUED, say, is no MSET's) */
+        return tok->type == '+' && tok->done && tok->line_len == 5 &&
+                       memcmp(b->data + pos, "+OK\r\n", 5) == 0
+                   ? 0
+                   : WN_EPROTO;
     }
 }
 

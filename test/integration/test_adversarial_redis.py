@@ -190,6 +190,20 @@ class TestMisbehavingServerSums(AdversarialRedisCase):
                          "DEL answered %r: a negative count no server sent" % (got,))
         px.stop()
 
+    def test_03b_split_mset_part_answered_another_status(self):
+        """An MSET part must answer +OK: one answered +QUEUED (what a server
+        in a transaction says) was merged into +OK as if it had stored its
+        keys (adversarial pass). Expected: a protocol error, the whole MSET
+        answered with an error, the client kept."""
+        a = self.fake(ScriptRedis({b"MSET": b"+QUEUED\r\n"}, name="a"))
+        b = self.fake(ScriptRedis({b"MSET": b"+OK\r\n"}, name="b"))
+        px, ka, kb, c = self.split_over(a, b)
+        got = c.call("MSET", ka, "1", kb, "2")
+        self.assertIsInstance(got, h.RespError, "MSET answered %r" % (got,))
+        self.assertEqual(c.call("PING"), b"PONG")
+        self.assertAlive(px, "after the MSET")
+        px.stop()
+
     def test_04_long_fragment_error_is_replaced_by_a_wrong_cause(self):
         """A part of a split MGET answered with an error line longer than 512
         bytes. Expected: the client gets the server's error line, as it does
