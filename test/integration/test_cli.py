@@ -60,6 +60,14 @@ def run(args, timeout=60):
 
 
 class TestCommandLine(h.ProxyTestCase):
+    def held_port(self):
+        """A loopback port another socket listens on (for this test's life)."""
+        held = socket.socket()
+        self.addCleanup(held.close)
+        held.bind((h.HOST, 0))
+        held.listen(1)
+        return held.getsockname()[1]
+
 
     def setUp(self):
         self.bin = h.walnut_bin()
@@ -339,15 +347,10 @@ class TestCommandLine(h.ProxyTestCase):
         Expected: the command returns once the daemon serves, 0 with the pid
         file written, or 1 when the daemon failed (the reason in its log)."""
         tmp = self.tmpdir()
-        taken = socket.socket()
-        self.addCleanup(taken.close)
-        taken.bind((h.HOST, 0))
-        taken.listen(1)
         conf = tmp.join("busy.yml")
         with open(conf, "w") as f:
             f.write(h.render_config({"alpha": h.pool(["127.0.0.1:%d:1" % h.free_port()],
-                                                     listen="%s:%d" % (h.HOST,
-                                                                       taken.getsockname()[1]))}))
+                                                     listen="%s:%d" % (h.HOST, self.held_port()))}))
         pidfile, log = tmp.join("busy.pid"), tmp.join("busy.log")
         r = subprocess.run([self.bin, "-d", "-c", conf, "-p", pidfile, "-o", log, "-s",
                             str(h.free_port()), "-a", h.HOST, "-T", "1"],
@@ -473,17 +476,13 @@ class TestCommandLine(h.ProxyTestCase):
         """A stats port another process holds: the message read "stats: stats:
         cannot listen on ..." (the prefix twice)."""
         tmp = self.tmpdir()
-        held = socket.socket()
-        self.addCleanup(held.close)
-        held.bind((h.HOST, 0))
-        held.listen(1)
         conf = tmp.join("stats.yml")
         with open(conf, "w") as f:
             f.write(h.render_config({"alpha": h.pool(["127.0.0.1:%d:1" % h.free_port()])}))
-        rc, out, err = run(["-c", conf, "-s", str(held.getsockname()[1]), "-a", h.HOST, "-T",
-                            "1"], timeout=30)
+        held = self.held_port()
+        rc, out, err = run(["-c", conf, "-s", str(held), "-a", h.HOST, "-T", "1"], timeout=30)
         self.assertEqual(rc, 1, out + err)
-        self.assertIn("stats: cannot listen on %s:%d" % (h.HOST, held.getsockname()[1]), err)
+        self.assertIn("stats: cannot listen on %s:%d" % (h.HOST, held), err)
         self.assertNotIn("stats: stats:", err)
 
     def test_describe_stats(self):
