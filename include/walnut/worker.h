@@ -34,22 +34,23 @@ typedef union wn_stream {
  */
 typedef enum wn_msg_type {
     /* control -> worker */
-    WN_MSG_RING = 1,   /* ring: the pool's new ring (one reference handed over) */
-    WN_MSG_HEALTHY,    /* server answered control's probe: stop holding requests for it */
-    WN_MSG_PING,       /* epoch: a heartbeat to answer with PONG (the loop is alive) */
-    WN_MSG_WEDGE,      /* test hook (WALNUT_TEST_HOOKS=1): block the loop for good */
+    WN_MSG_RING = 1,    /* ring: the pool's new ring (one reference handed over) */
+    WN_MSG_HEALTHY,     /* server answered control's probe: stop holding requests for it;
+                           err != 0: a failed request still counts, report the next answer */
+    WN_MSG_PING,        /* epoch: a heartbeat to answer with PONG (the loop is alive) */
+    WN_MSG_WEDGE,       /* test hook (WALNUT_TEST_HOOKS=1): block the loop for good */
     WN_MSG_STATS_REPLY, /* epoch: the asking id; text/len: the memcached `stats` reply
                            (malloc'd, handed over) */
-    WN_MSG_CONFIG,     /* gen: a reload. conf (one reference handed over), rings[nrings]
-                          (the new pools' rings, array and one reference each handed
-                          over), block: the counters to write from now on (borrowed) */
+    WN_MSG_CONFIG,      /* gen: a reload. conf (one reference handed over), rings[nrings]
+                           (the new pools' rings, array and one reference each handed
+                           over), block: the counters to write from now on (borrowed) */
     /* worker -> control */
-    WN_MSG_FAIL,       /* a request or connection to the server failed with err */
-    WN_MSG_OK,         /* the server answered again after a reported failure */
-    WN_MSG_RING_DONE,  /* ring: the worker no longer uses it (reference handed back);
-                          epoch: the one it now routes the pool with */
-    WN_MSG_PONG,       /* epoch: the PING answered */
-    WN_MSG_STATS,      /* pool, epoch (an id): compose the memcached `stats` reply */
+    WN_MSG_FAIL,        /* a request or connection to the server failed with err */
+    WN_MSG_OK,          /* the server answered again after a reported failure */
+    WN_MSG_RING_DONE,   /* ring: the worker no longer uses it (reference handed back);
+                           epoch: the one it now routes the pool with */
+    WN_MSG_PONG,        /* epoch: the PING answered */
+    WN_MSG_STATS,       /* pool, epoch (an id): compose the memcached `stats` reply */
     WN_MSG_CONFIG_DONE, /* gen: the worker runs that configuration now */
 } wn_msg_type_t;
 
@@ -59,7 +60,7 @@ typedef struct wn_msg {
     uint32_t type;     /* wn_msg_type_t */
     uint32_t pool;     /* index in the config's pools */
     uint32_t server;   /* index in the pool's (sorted) servers */
-    int32_t err;       /* FAIL: what failed */
+    int32_t err;       /* FAIL: what failed; HEALTHY: see there */
     struct wn_ring *ring; /* RING, RING_DONE */
     uint64_t epoch;    /* RING: the ring's epoch; PING, PONG, STATS*: an id */
     uint64_t gen;      /* the configuration generation pool and server count in

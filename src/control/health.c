@@ -60,10 +60,14 @@ static void send_verdict(hserver_t *s)
     if (!s->suspected)
         return;
     s->suspected = false;
+    /* A failed request still counts until a request is answered again, on
+     * any worker: every worker reports its next answer from s (only the
+     * one that failed would, and it may never use s again). */
     wn_msg_t m = {.type = WN_MSG_HEALTHY,
                   .pool = s->pool->idx,
                   .server = s->idx,
-                  .gen = s->pool->ctl->gen};
+                  .gen = s->pool->ctl->gen,
+                  .err = s->data_failed && s->failures > 0};
     broadcast(s->pool->ctl, &m);
 }
 

@@ -333,6 +333,8 @@ bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *out)
                 server_rt_t *s = w->pools[m.pool]->servers[m.server];
                 if (s->suspect_until_ms != 0 || s->waiters != NULL)
                     release(s);
+                if (m.err != 0)
+                    s->reported = true; /* its next answer clears control's count */
             }
             break;
         case WN_MSG_PING: {

@@ -68,6 +68,15 @@ static bool listed(server_rt_t *const *v, uint32_t n, const server_rt_t *s)
     return false;
 }
 
+/* p's server of that name, or NULL. */
+static const server_rt_t *same_name(const pool_rt_t *p, const char *name)
+{
+    for (uint32_t j = 0; j < p->nservers; j++)
+        if (strcmp(p->servers[j]->conf->name, name) == 0)
+            return p->servers[j];
+    return NULL;
+}
+
 /* A kept pool's server for sc that can go on as it is, or NULL. */
 static server_rt_t *find_server(pool_rt_t *p, const wn_conf_pool_t *pc,
                                 const wn_conf_server_t *sc, server_rt_t *const *taken,
@@ -181,10 +190,16 @@ static int plan_make(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char *err,
         pl->servers[i] = v;
         for (uint32_t j = 0; j < pc->nservers; j++) {
             v[j] = find_server(old, pc, &pc->servers[j], v, j);
-            if (v[j] == NULL)
+            if (v[j] == NULL) {
                 v[j] = wn_server_rt_create(old, pc, j, err, errlen);
-            if (v[j] == NULL)
-                return WN_EINVAL;
+                if (v[j] == NULL)
+                    return WN_EINVAL;
+                /* New connections to a kept server (server_connections,
+                 * redis_auth changed): control's count of its failures goes
+                 * on, and so does the duty to report its next answer. */
+                const server_rt_t *was = same_name(old, pc->servers[j].name);
+                v[j]->reported = was != NULL && was->reported;
+            }
         }
     }
     return 0;

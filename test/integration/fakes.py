@@ -162,6 +162,19 @@ class ProbeOnlyBackend(FakeBackend):
         return b"HELLO\r\n"
 
 
+class BoomBackend(FakeBackend):
+    """A memcached that answers probes and every `get` (END), but answers a
+    get of a key starting `boom` with a line no memcached sends: one failed
+    request exactly when the test asks for one."""
+
+    def reply(self, cid, parts, data):
+        if parts and parts[0] == b"version":
+            return self.VERSION
+        if len(parts) >= 2 and parts[0] == b"get":
+            return b"HELLO\r\n" if parts[1].startswith(b"boom") else b"END\r\n"
+        return b"ERROR\r\n"
+
+
 class ServerErrorBackend(FakeBackend):
     """Answers the probe; every other request gets the one line it was given
     (say a long SERVER_ERROR)."""

@@ -29,6 +29,7 @@ Run with Debian's /usr/bin/python3; WALNUT_BIN names the binary.
 """
 
 import hashlib
+import json
 import os
 import random
 import re
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -1041,6 +1043,42 @@ class TestBackendMisbehaviour(HostileCase):
         held = mc.keys_held(stored)
         self.assertEqual(len(held), len(stored), "keys STORED but not on the live memcached: %r"
                          % sorted(set(stored) - held)[:10])
+
+    def test_07b_an_answer_on_any_worker_clears_a_failure(self):
+        """A failed request counts toward server_failure_limit until a request
+        is answered again (README). Only the worker that failed reported its
+        next answer, and good probes do not clear a request's failure: with
+        answers on another worker the count stayed at 1 for good, and one
+        unrelated failure much later ejected the server at limit 2
+        (control-plane review). Expected: an answer on any worker clears it."""
+        fake = self.fake(fakes.BoomBackend())
+        px = self.proxy([fake], workers=2, auto_eject_hosts=True, server_failure_limit=2,
+                        server_retry_timeout=60000, health_check_interval=200, timeout=1000)
+        # one client on each worker: each worker has its own server connection
+        by_conn = {}
+        for i in range(32):
+            c = self.raw(px.port())
+            c.request(b"get map%d\r\n" % i, b"END\r\n")
+            cid = [cid for cid, line in fake.requests() if line == b"get map%d" % i][0]
+            by_conn.setdefault(cid, c)
+            if len(by_conn) == 2:
+                break
+        self.assertEqual(len(by_conn), 2, "no client on the second worker")
+        a, b = by_conn.values()
+        a.request(b"get boom1\r\n", b"SERVER_ERROR ")
+
+        def failures():
+            url = "http://%s:%d/servers" % (HOST, px.stats_port)
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.loads(r.read())["pools"][0]["servers"][0]["failures"]
+        h.wait_until(lambda: failures() == 1, deadline=5, what="the failure counted")
+        time.sleep(0.5)  # a good probe or two: they do not clear it
+        for i in range(5):
+            b.request(b"get fine%d\r\n" % i, b"END\r\n")
+        h.wait_until(lambda: failures() == 0, deadline=5, what="B's answers clearing the count")
+        b.request(b"get boom2\r\n", b"SERVER_ERROR ")
+        time.sleep(0.5)
+        self.assertNotIn("ejected", px.log())
 
     def test_08_stray_reply_never_reaches_another_client(self):
         """Defect 8: a backend that appends a VALUE nobody asked for: no client ever

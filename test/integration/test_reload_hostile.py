@@ -51,6 +51,7 @@ import unittest
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fakes  # noqa: E402
 import harness as h  # noqa: E402
 from test_reload import Loader, ReloadCase, fds  # noqa: E402
 
@@ -1134,6 +1135,35 @@ class TestReloadCarries(HostileCase):
             self.assertIn("server %s rejoins (max_ejected_fraction is lower now)" % name, log)
         time.sleep(0.5)  # probes fail on s2 and s3: the cap keeps them in
         self.assertEqual(ejected(), ["s1"])
+        self.stop_clean()
+
+    def test_failure_cleared_by_an_answer_after_new_server_connections(self):
+        """A request failed, then a reload changed server_connections (new
+        connections, a new worker-side server): the old one owed control the
+        report of its next answer, the new one did not know, so the failure
+        counted for good and one more much later ejected the server at limit
+        2 (control-plane review). Expected: the answer after the reload
+        clears it, as without the reload."""
+        fake = fakes.BoomBackend()
+        self.addCleanup(fake.stop)
+
+        def conf(conns):
+            return {"alpha": h.pool(["%s:1 b" % fake.addr], auto_eject_hosts=True,
+                                    server_failure_limit=2, server_retry_timeout=60000,
+                                    health_check_interval=200, timeout=1000,
+                                    server_connections=conns, listen=listen)}
+        listen = "%s:%d" % (h.HOST, h.free_port())
+        self.px = self.start_proxy(self.tmp, conf(1), workers=1)
+
+        def failures():
+            return self.servers_view()["pools"][0]["servers"][0]["failures"]
+        with h.Raw(self.px.port()) as c:
+            c.request(b"get boom1\r\n", b"SERVER_ERROR ")
+        h.wait_until(lambda: failures() == 1, deadline=5, what="the failure counted")
+        self.reload(pools=conf(2))
+        with h.Raw(self.px.port()) as c:
+            c.request(b"get fine\r\n", b"END\r\n")
+        h.wait_until(lambda: failures() == 0, deadline=5, what="the answer clearing the count")
         self.stop_clean()
 
     def test_auto_eject_turned_off_with_probes_off_probes_nothing(self):
