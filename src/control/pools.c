@@ -365,6 +365,19 @@ static int plan_make(control_t *ctl, wn_conf_t *nc, plan_t *pl, char *err, size_
     return 0;
 }
 
+/* A reload turned health checks off: s's probe connection closes (a fresh
+ * start opens none), a probe in flight is forgotten, and an ejected s
+ * rejoins when its server_retry_timeout has passed, as twemproxy does. */
+static void probes_off(hserver_t *s, control_t *ctl)
+{
+    health_probe_close(s);
+    uv_timer_stop(&s->probe.timer);
+    if (s->ejected && !ctl->stopping) {
+        uint64_t now = uv_now(&ctl->loop); /* retry_at_ms's clock */
+        health_probe_schedule(s, s->retry_at_ms > now ? s->retry_at_ms - now : 0);
+    }
+}
+
 /* A kept pool takes its new server list: servers no longer listed go, kept
  * ones keep their health, new ones open and are probed at once. */
 static void commit_kept(control_t *ctl, hpool_t *p, const wn_conf_pool_t *pc, uint32_t idx,
@@ -384,6 +397,7 @@ static void commit_kept(control_t *ctl, hpool_t *p, const wn_conf_pool_t *pc, ui
     p->nservers = pc->nservers;
     p->idx = idx;
     bool was_probing = health_probing(p);
+    int old_interval = p->conf->health_check_interval;
     for (uint32_t j = 0; j < pc->nservers; j++) {
         hserver_t *s = p->servers[j];
         if (s->pool != NULL) {
@@ -401,8 +415,11 @@ static void commit_kept(control_t *ctl, hpool_t *p, const wn_conf_pool_t *pc, ui
             health_reload_rejoin(p->servers[j]);
     else
         health_reload_cap(p);
-    if (!was_probing && !ctl->stopping)
-        schedule_probes(p);
+    if (!ctl->stopping && (!was_probing || pc->health_check_interval < old_interval))
+        schedule_probes(p); /* at the new interval from now (not the old one's turn) */
+    if (was_probing && !health_probing(p))
+        for (uint32_t j = 0; j < p->nservers; j++)
+            probes_off(p->servers[j], ctl);
     /* The ring is rebuilt now, whatever was pending. */
     uv_timer_stop(&p->rebuild_timer);
     p->rebuild_pending = false;

@@ -1185,6 +1185,46 @@ class TestReloadCarries(HostileCase):
                          "walnut's connections to x with probes off and no traffic")
         self.stop_clean()
 
+    def probed_pool(self, interval):
+        """Pool alpha over memcached x and y with probes every `interval` ms
+        (ejection on, limit 1): (x, y, conf(interval) for a reload)."""
+        x, y = self.start_memcached(self.tmp, n=2)
+        listen = "%s:%d" % (h.HOST, h.free_port())
+
+        def conf(every):
+            return {"alpha": h.pool([spec(x.addr, "x"), spec(y.addr, "y")], listen=listen,
+                                    auto_eject_hosts=True, server_failure_limit=1,
+                                    server_retry_timeout=60000, timeout=300,
+                                    health_check_interval=every)}
+        self.px = self.start_proxy(self.tmp, conf(interval), workers=1)
+        return x, y, conf
+
+    def test_shorter_health_check_interval_applies_at_once(self):
+        """A reload from probes every 20 s to every 200 ms: each server's next
+        probe stayed where the old interval put it, so a server dying after
+        the reload went unnoticed for up to 20 s; a fresh start with that
+        file ejects it in about 200 ms (control-plane review)."""
+        x, y, conf = self.probed_pool(20000)
+        time.sleep(0.3)  # the first probes are done: the next are 20 s away
+        self.reload(pools=conf(200))
+        x.kill()
+        h.wait_until(lambda: "server x ejected" in self.px.log(), deadline=3,
+                     what="x ejected by the 200 ms probes")
+        self.stop_clean()
+
+    def test_health_checks_turned_off_close_probe_connections(self):
+        """A reload to health_check_interval 0 stopped probing but left each
+        server's probe connection open for good; a fresh start with that file
+        opens none (control-plane review)."""
+        x, y, conf = self.probed_pool(100)
+        time.sleep(0.5)  # probes connected
+        self.assertGreater(self.fd_census({x.port})["to_backend"].get(x.port, 0), 0,
+                           "no probe connection to x before the reload")
+        self.reload(pools=conf(0))
+        h.wait_until(lambda: self.fd_census({x.port, y.port})["to_backend"] == {}, deadline=3,
+                     what="the probe connections closed")
+        self.stop_clean()
+
     def test_redis_auth_and_db_change_reopen_server_connections(self):
         rs = h.RedisServer(self.tmp, name="r0", password="p1").start()
         self.addCleanup(rs.stop)
