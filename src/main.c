@@ -3,9 +3,12 @@
  * one-shot actions (-h, -V, -t, -D, --locate) and hands a running proxy over
  * to the control module. Main thread only; everything else lives in the library.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "walnut/config.h"
 #include "walnut/control.h"
@@ -33,11 +36,25 @@ static wn_conf_t *load_conf(const char *path, bool to_log)
     return conf;
 }
 
+/* Descriptors 0-2 are open from here on: started with one closed (`<&-`),
+ * the next open would take its number, and a later dup2 onto stdout or
+ * stderr (-d, the log) would close a socket, a pipe or the log file. */
+static void std_fds_open(void)
+{
+    int fd;
+    do
+        fd = open("/dev/null", O_RDWR);
+    while (fd >= 0 && fd <= STDERR_FILENO);
+    if (fd > STDERR_FILENO)
+        close(fd);
+}
+
 int main(int argc, char **argv)
 {
     wn_options_t opts;
     char err[512];
 
+    std_fds_open();
     if (wn_options_parse(argc, argv, &opts, err, sizeof(err)) < 0) {
         fprintf(stderr, "walnut: %s\n", err);
         return EXIT_FAILURE;
@@ -92,8 +109,8 @@ int main(int argc, char **argv)
     }
     rc = wn_log_init(opts.verbosity, opts.log_file);
     if (rc < 0) {
-        fprintf(stderr, "walnut: cannot open log file '%s': %s\n", opts.log_file,
-                wn_strerror(rc));
+        fprintf(stderr, "walnut: cannot open log file '%s': %s%s\n", opts.log_file, wn_strerror(rc),
+                rc == -ENXIO ? " (a FIFO no process reads: walnut does not wait for one)" : "");
         wn_options_deinit(&opts);
         return EXIT_FAILURE;
     }

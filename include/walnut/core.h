@@ -74,6 +74,8 @@ enum wn_log_level {
 /* Start logging at `level` to `path` (NULL or "" or "stderr": standard error).
  * Main thread, before other threads start. Returns 0 or a negative error. */
 int wn_log_init(int level, const char *path);
+/* Whether -o's value names a file: NULL, "" and "stderr" name standard error. */
+bool wn_log_names_file(const char *path);
 /* Reopen the log file (after rotation); any thread. */
 int wn_log_reopen(void);
 void wn_log_deinit(void);

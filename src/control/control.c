@@ -140,6 +140,18 @@ void wn_control_stop(control_t *ctl)
  */
 static int daemon_ready_fd = -1;
 
+/* Standard descriptor std now reads and writes /dev/null (0-2 are open:
+ * main made sure, so the new descriptor is above them). */
+static int to_dev_null(int std)
+{
+    int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = dup2(fd, std) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
 static int daemonize(void)
 {
     int ready[2];
@@ -173,14 +185,8 @@ static int daemonize(void)
     if (chdir("/") < 0)
         return -errno;
     umask(0);
-    int fd = open("/dev/null", O_RDWR);
-    if (fd < 0)
-        return -errno;
-    dup2(fd, STDIN_FILENO);
-    dup2(fd, STDOUT_FILENO);
-    if (fd > STDERR_FILENO)
-        close(fd);
-    return 0;
+    int rc = to_dev_null(STDIN_FILENO);
+    return rc < 0 ? rc : to_dev_null(STDOUT_FILENO);
 }
 
 /*
@@ -195,13 +201,8 @@ static void daemon_report(int rc, bool log_to_file)
     if (daemon_ready_fd < 0)
         return;
     char status = rc == 0 ? 0 : 1;
-    if (rc == 0 && log_to_file) {
-        int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            dup2(fd, STDERR_FILENO);
-            close(fd);
-        }
-    }
+    if (rc == 0 && log_to_file)
+        (void)to_dev_null(STDERR_FILENO); /* if it cannot, it stays the caller's */
     ssize_t n;
     do
         n = write(daemon_ready_fd, &status, 1);
@@ -488,7 +489,7 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
             wn_log_error("cannot write pid file '%s': %s", opts->pid_file, wn_strerror(rc));
         pid_written = rc == 0;
     }
-    daemon_report(rc, opts->log_file != NULL);
+    daemon_report(rc, wn_log_names_file(opts->log_file));
     if (rc < 0) {
         control_abort(&ctl, started);
     } else {

@@ -244,13 +244,10 @@ int wn_options_absolute_paths(wn_options_t *opts)
     char cwd[PATH_MAX];
     if (getcwd(cwd, sizeof(cwd)) == NULL)
         return -errno;
-    /* "stderr" is a name for the log, not a file (wn_log_init). */
-    bool log_is_file = opts->log_file != NULL && opts->log_file[0] != '\0' &&
-                       strcmp(opts->log_file, "stderr") != 0;
     int rc = absolute(&opts->conf_file, &opts->owned[0], cwd);
     if (rc == 0)
         rc = absolute(&opts->pid_file, &opts->owned[1], cwd);
-    if (rc == 0 && log_is_file)
+    if (rc == 0 && wn_log_names_file(opts->log_file))
         rc = absolute(&opts->log_file, &opts->owned[2], cwd);
     return rc;
 }

@@ -62,10 +62,15 @@ static bool stderr_is_journal(void)
     return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
 
+bool wn_log_names_file(const char *path)
+{
+    return path != NULL && path[0] != '\0' && strcmp(path, "stderr") != 0;
+}
+
 int wn_log_init(int level, const char *path)
 {
     wn_log_set_level(level);
-    if (path == NULL || path[0] == '\0' || strcmp(path, "stderr") == 0) {
+    if (!wn_log_names_file(path)) {
         log_path[0] = '\0';
         atomic_store(&log_fd, STDERR_FILENO);
         to_journal = stderr_is_journal();

@@ -383,6 +383,55 @@ class TestCommandLine(h.ProxyTestCase):
         h.wait_until(lambda: not os.path.exists(pidfile), deadline=10,
                      what="the daemon to remove its pid file")
 
+    def daemon(self, tmp, name, shell_redirects, log):
+        """walnut -d started by sh with those redirections: (status, pid)."""
+        pools = {"alpha": h.pool(["127.0.0.1:%d:1" % h.free_port()])}
+        conf, pidfile = tmp.join(name + ".yml"), tmp.join(name + ".pid")
+        with open(conf, "w") as f:
+            f.write(h.render_config(pools))
+        cmd = "exec %s -d -c %s -p %s -o %s -s %d -a %s -T 1 %s" % (
+            self.bin, conf, pidfile, log, h.free_port(), h.HOST, shell_redirects)
+        r = subprocess.run(["sh", "-c", cmd], stdin=subprocess.DEVNULL, timeout=30)
+        pid = None
+        if os.path.exists(pidfile):
+            with open(pidfile) as f:
+                pid = int(f.read())
+
+            def stop():
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            self.addCleanup(stop)
+            socket.create_connection((h.HOST, h.listen_port(pools["alpha"])), timeout=5).close()
+            stop()
+            h.wait_until(lambda: not os.path.exists(pidfile), deadline=10,
+                         what="the daemon to stop")
+        return r.returncode, pid
+
+    def test_daemon_with_closed_descriptors_or_log_on_stderr(self):
+        """Review of the change above: started with stdin and stdout closed,
+        the readiness pipe took descriptors 0 and 1, daemonizing pointed 1 at
+        /dev/null (closing the daemon's end) and the command said 1 while the
+        daemon served; with stderr closed the log file took descriptor 2 and
+        was pointed at /dev/null once serving. And `-o stderr` counted as a
+        file: the daemon let go of the log itself. Expected: status 0, the
+        log whole."""
+        tmp = self.tmpdir()
+        log = tmp.join("closed.log")
+        rc, pid = self.daemon(tmp, "closed", "<&- >&- 2>&-", log)
+        self.assertEqual(rc, 0)
+        self.assertIsNotNone(pid, "no pid file")
+        text = h.read_text(log)
+        for line in ("started on pid %d" % pid, "stopped"):
+            self.assertIn(line, text)
+        err = tmp.join("stderr.txt")
+        rc, pid = self.daemon(tmp, "stderr", "2>%s" % err, "stderr")
+        self.assertEqual(rc, 0)
+        text = h.read_text(err)
+        for line in ("started on pid %d" % pid, "stopped"):
+            self.assertIn(line, text)
+
     def test_daemon_keeps_relative_paths(self):
         """-d chdirs to /, and relative -c, -p and -o paths were then read
         against /: the pid file went to /NAME, a reload read /NAME.yml (and
