@@ -114,7 +114,7 @@ void wn_control_stop(control_t *ctl)
 {
     ctl->stopping = true;
     wn_sd_notify(ctl, "STOPPING=1");
-    wn_sd_watchdog_stop(ctl);
+    wn_sd_stop(ctl);
     wn_control_stats_stop(ctl);
     for (int i = 0; i < ctl->nworkers; i++)
         wn_worker_stop(ctl->workers[i]);

@@ -142,6 +142,9 @@ struct control {
     int notify_fd;                /* datagram socket to it, non-blocking; -1: none */
     struct sockaddr_un notify_addr;
     socklen_t notify_addrlen;     /* 0: NOTIFY_SOCKET is no address walnut can use */
+    char notify_pending[512];     /* a state the manager's full queue refused, to send again */
+    size_t notify_pending_len;    /* 0: none */
+    uv_timer_t notify_timer;      /* sends it again; initialised when first needed */
     wn_log_limit_t notify_warned; /* failed sd_notify calls, logged once a minute at most */
     uint64_t watchdog_usec;       /* WATCHDOG_USEC; 0: none */
     uv_timer_t watchdog_timer;
@@ -175,7 +178,8 @@ void wn_sd_notify(control_t *ctl, const char *fmt, ...) __attribute__((format(pr
 /* STATUS=: pools, workers, servers ejected, the last reload. */
 void wn_sd_status(control_t *ctl);
 void wn_sd_watchdog_start(control_t *ctl);
-void wn_sd_watchdog_stop(control_t *ctl);
+/* At stop: the watchdog's and the notification retry's timers close. */
+void wn_sd_stop(control_t *ctl);
 uint64_t wn_sd_monotonic_usec(void);
 /* Take the sockets systemd handed over and match them to pools (by
  * FileDescriptorName=, else by address); returns how many, or < 0. */

@@ -31,6 +31,8 @@
 
 /* Failed notifications are logged at most this often. */
 #define NOTIFY_WARN_EVERY_MS 60000
+/* How often a state change the manager's queue refused is sent again. */
+#define NOTIFY_RETRY_MS 50
 
 /*
  * NOTIFY_SOCKET as an AF_UNIX address: a path, or "@name" in the abstract
@@ -97,6 +99,50 @@ static int notify_send(const control_t *ctl, const char *msg, size_t len)
     return n < 0 ? -errno : 0;
 }
 
+/* Failed notifications, logged once a minute at most (a socket that is
+ * gone stays gone: not at every STATUS and watchdog ping). */
+static void notify_failed(control_t *ctl, int rc, bool again)
+{
+    uint32_t left_out;
+    if (!wn_log_limit_pass(&ctl->notify_warned, wn_time_ms(), NOTIFY_WARN_EVERY_MS, &left_out,
+                           NULL))
+        return;
+    const char *why = rc != -EAGAIN ? ""
+                      : again ? " (the service manager is not reading; sent again when it does)"
+                              : " (the service manager is not reading; dropped)";
+    if (left_out > 0)
+        wn_log_warn("sd_notify: %s%s (%u more failure(s) not logged)", strerror(-rc), why,
+                    left_out);
+    else
+        wn_log_warn("sd_notify: %s%s", strerror(-rc), why);
+}
+
+/* A state change (READY=1, RELOADING=1, STOPPING=1) is one the manager must
+ * not miss: refused by its full queue, it goes again until it is taken or a
+ * newer state replaces it (the manager would otherwise stay "reloading").
+ * STATUS= and WATCHDOG=1 are dropped: the next ones say as much. */
+static bool is_state(const char *msg)
+{
+    return strstr(msg, "READY=1") != NULL || strstr(msg, "RELOADING=1") != NULL ||
+           strstr(msg, "STOPPING=1") != NULL;
+}
+
+static void on_notify_retry(uv_timer_t *t)
+{
+    control_t *ctl = t->data;
+    if (ctl->notify_pending_len == 0) { /* a newer state went out meanwhile */
+        uv_timer_stop(t);
+        return;
+    }
+    int rc = notify_send(ctl, ctl->notify_pending, ctl->notify_pending_len);
+    if (rc == -EAGAIN)
+        return; /* next time */
+    ctl->notify_pending_len = 0;
+    uv_timer_stop(t);
+    if (rc < 0)
+        notify_failed(ctl, rc, false);
+}
+
 void wn_sd_notify(control_t *ctl, const char *fmt, ...)
 {
     if (!ctl->sd_notify)
@@ -108,21 +154,25 @@ void wn_sd_notify(control_t *ctl, const char *fmt, ...)
     va_end(ap);
     if (len < 0)
         return;
-    int rc = notify_send(ctl, msg, WN_MIN((size_t)len, sizeof(msg) - 1));
+    size_t n = WN_MIN((size_t)len, sizeof(msg) - 1);
+    bool state = is_state(msg);
+    if (state)
+        ctl->notify_pending_len = 0; /* an unsent older state is no longer news */
+    int rc = notify_send(ctl, msg, n);
     if (rc >= 0)
         return;
-    /* A socket that is gone stays gone: say so once, then once a minute at
-     * most, not at every STATUS and watchdog ping. */
-    uint32_t left_out;
-    if (!wn_log_limit_pass(&ctl->notify_warned, wn_time_ms(), NOTIFY_WARN_EVERY_MS, &left_out,
-                           NULL))
-        return;
-    const char *why = rc == -EAGAIN ? " (the service manager is not reading; dropped)" : "";
-    if (left_out > 0)
-        wn_log_warn("sd_notify: %s%s (%u more failure(s) not logged)", strerror(-rc), why,
-                    left_out);
-    else
-        wn_log_warn("sd_notify: %s%s", strerror(-rc), why);
+    bool again = rc == -EAGAIN && state && !ctl->stopping;
+    if (again) {
+        memcpy(ctl->notify_pending, msg, n);
+        ctl->notify_pending_len = n;
+        if (ctl->notify_timer.loop == NULL) {
+            uv_timer_init(&ctl->loop, &ctl->notify_timer);
+            ctl->notify_timer.data = ctl;
+        }
+        if (!uv_is_active((uv_handle_t *)&ctl->notify_timer))
+            uv_timer_start(&ctl->notify_timer, on_notify_retry, NOTIFY_RETRY_MS, NOTIFY_RETRY_MS);
+    }
+    notify_failed(ctl, rc, again);
 }
 
 void wn_sd_status(control_t *ctl)
@@ -167,10 +217,16 @@ void wn_sd_watchdog_start(control_t *ctl)
     uv_timer_start(&ctl->watchdog_timer, on_watchdog, half_ms ? half_ms : 1, half_ms ? half_ms : 1);
 }
 
-void wn_sd_watchdog_stop(control_t *ctl)
+static void close_timer(uv_timer_t *t)
 {
-    if (ctl->watchdog_timer.loop != NULL && !uv_is_closing((uv_handle_t *)&ctl->watchdog_timer))
-        uv_close((uv_handle_t *)&ctl->watchdog_timer, NULL);
+    if (t->loop != NULL && !uv_is_closing((uv_handle_t *)t))
+        uv_close((uv_handle_t *)t, NULL);
+}
+
+void wn_sd_stop(control_t *ctl)
+{
+    close_timer(&ctl->watchdog_timer);
+    close_timer(&ctl->notify_timer);
 }
 
 uint64_t wn_sd_monotonic_usec(void)

@@ -219,6 +219,36 @@ class TestNotify(h.ProxyTestCase):
         self.assertIn("the service manager is not reading; dropped", px.log())
         self.assertEqual(px.stop(), 0)
 
+    def test_refused_state_change_is_sent_again(self):
+        """Review of the change above: a full queue made walnut drop every
+        notification alike, so RELOADING=1 could go and its READY=1 be lost,
+        leaving systemd's unit "reloading" until its timeout. Expected: a
+        state change the queue refuses (READY, RELOADING, STOPPING) goes
+        again once the manager reads, the newest one only; STATUS= may be
+        dropped."""
+        px, ns = self.start({})
+        ns.read_until(lambda m: m.get("READY") == "1", 20, "READY=1")
+        ns.drain(0.3)
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(filler.close)
+        filler.setblocking(False)
+        for _ in range(10000):  # the manager's queue, full
+            try:
+                filler.sendto(b"FILLER=1", ns.path)
+            except BlockingIOError:
+                break
+        else:
+            self.fail("the notify socket's queue never filled")
+        os.kill(px.pid, signal.SIGHUP)
+        h.wait_until(lambda: "run generation 1" in px.log(), deadline=10, what="the reload")
+        time.sleep(0.2)
+        got = [m for m in ns.drain(1.0) if "FILLER" not in m]
+        states = [m for m in got if "READY" in m or "RELOADING" in m]
+        self.assertTrue(states, "no state change after the queue drained: %r" % got)
+        self.assertEqual(states[-1].get("READY"), "1", "the last state: %r" % states)
+        self.assertIn("sent again when it does", px.log())
+        self.assertEqual(px.stop(), 0)
+
     def test_abstract_notify_socket(self):
         """NOTIFY_SOCKET=@name (the abstract namespace, as systemd may pass)."""
         tmp = self.tmpdir()
