@@ -79,6 +79,14 @@ static uint32_t ejected_cap(const wn_conf_pool_t *pc)
     return (uint32_t)(pc->max_ejected_fraction * (double)pc->nservers + 1e-9);
 }
 
+static uint32_t ejected_count(const hpool_t *p)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < p->nservers; i++)
+        n += p->servers[i]->ejected;
+    return n;
+}
+
 /* The server ejected last among n still out (and not marked back[i]); one
  * must be. */
 static uint32_t latest_ejected(hserver_t *const *servers, uint32_t n, const bool *back)
@@ -183,10 +191,8 @@ static void request_rebuild(hpool_t *p)
 static void eject(hserver_t *s, int err, const char *how)
 {
     hpool_t *p = s->pool;
-    uint32_t ejected = 0;
-    for (uint32_t i = 0; i < p->nservers; i++)
-        ejected += p->servers[i]->ejected;
-    if ((double)(ejected + 1) > p->conf->max_ejected_fraction * (double)p->nservers + 1e-9) {
+    uint32_t ejected = ejected_count(p);
+    if (ejected + 1 > ejected_cap(p->conf)) {
         if (!s->guard_logged)
             wn_log_warn("pool '%s': server %s is failing (%s) but stays in: %u of %u servers "
                         "are out and max_ejected_fraction is %.2f",
@@ -251,10 +257,7 @@ void health_reload_cap(hpool_t *p)
 {
     if (!p->conf->auto_eject_hosts || p->nservers == 0)
         return;
-    uint32_t out = 0;
-    for (uint32_t i = 0; i < p->nservers; i++)
-        out += p->servers[i]->ejected;
-    for (; out > ejected_cap(p->conf); out--)
+    for (uint32_t out = ejected_count(p); out > ejected_cap(p->conf); out--)
         reload_rejoin(p->servers[latest_ejected(p->servers, p->nservers, NULL)],
                       "max_ejected_fraction is lower now");
 }

@@ -158,14 +158,21 @@ static void pool_retire(hpool_t *p)
 }
 
 /* First probes of a pool's servers, spread over the interval. */
+/* Live servers' probes spread over one interval from now; a probe already
+ * due sooner (a confirmation, a server just added) is not put off. */
 static void schedule_probes(hpool_t *p)
 {
     if (!health_probing(p))
         return;
-    for (uint32_t j = 0; j < p->nservers; j++)
-        if (!p->servers[j]->ejected)
-            health_probe_schedule(p->servers[j], (uint64_t)p->conf->health_check_interval * j /
-                                              (p->nservers ? p->nservers : 1));
+    for (uint32_t j = 0; j < p->nservers; j++) {
+        hserver_t *s = p->servers[j];
+        uint64_t at =
+            (uint64_t)p->conf->health_check_interval * j / (p->nservers ? p->nservers : 1);
+        if (s->ejected || (uv_is_active((uv_handle_t *)&s->probe.timer) &&
+                           uv_timer_get_due_in(&s->probe.timer) <= at))
+            continue;
+        health_probe_schedule(s, at);
+    }
 }
 
 int health_init(control_t *ctl)
