@@ -235,6 +235,11 @@ void health_reload_rejoin(hserver_t *s);
  * ejected last come back until it holds, as a fresh start would have kept
  * them in (the ring the reload installs has them already). */
 void health_reload_cap(hpool_t *p);
+/* A reload turned health checks off: s's probe connection closes (a fresh
+ * start opens none), a probe in flight is forgotten, a suspicion ends (no
+ * probe will confirm it), and an ejected s rejoins when its
+ * server_retry_timeout has passed, as twemproxy does. */
+void health_probes_off(hserver_t *s);
 /* A worker's message about a server. */
 void health_on_message(control_t *ctl, const wn_msg_t *m);
 

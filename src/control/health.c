@@ -253,6 +253,20 @@ void health_reload_rejoin(hserver_t *s)
     reload_rejoin(s, "auto_eject_hosts is off now");
 }
 
+void health_probes_off(hserver_t *s)
+{
+    health_probe_close(s);
+    uv_timer_stop(&s->probe.timer);
+    if (s->pool->ctl->stopping)
+        return;
+    if (s->ejected) {
+        uint64_t now = now_ms(s->pool->ctl);
+        health_probe_schedule(s, s->retry_at_ms > now ? s->retry_at_ms - now : 0);
+    } else {
+        send_verdict(s); /* no probe will confirm a suspicion: requests try again */
+    }
+}
+
 void health_reload_cap(hpool_t *p)
 {
     if (!p->conf->auto_eject_hosts || p->nservers == 0)

@@ -372,19 +372,6 @@ static int plan_make(control_t *ctl, wn_conf_t *nc, plan_t *pl, char *err, size_
     return 0;
 }
 
-/* A reload turned health checks off: s's probe connection closes (a fresh
- * start opens none), a probe in flight is forgotten, and an ejected s
- * rejoins when its server_retry_timeout has passed, as twemproxy does. */
-static void probes_off(hserver_t *s, control_t *ctl)
-{
-    health_probe_close(s);
-    uv_timer_stop(&s->probe.timer);
-    if (s->ejected && !ctl->stopping) {
-        uint64_t now = uv_now(&ctl->loop); /* retry_at_ms's clock */
-        health_probe_schedule(s, s->retry_at_ms > now ? s->retry_at_ms - now : 0);
-    }
-}
-
 /* A kept pool takes its new server list: servers no longer listed go, kept
  * ones keep their health, new ones open and are probed at once. */
 static void commit_kept(control_t *ctl, hpool_t *p, const wn_conf_pool_t *pc, uint32_t idx,
@@ -426,7 +413,7 @@ static void commit_kept(control_t *ctl, hpool_t *p, const wn_conf_pool_t *pc, ui
         schedule_probes(p); /* at the new interval from now (not the old one's turn) */
     if (was_probing && !health_probing(p))
         for (uint32_t j = 0; j < p->nservers; j++)
-            probes_off(p->servers[j], ctl);
+            health_probes_off(p->servers[j]);
     /* The ring is rebuilt now, whatever was pending. */
     uv_timer_stop(&p->rebuild_timer);
     p->rebuild_pending = false;
