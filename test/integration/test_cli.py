@@ -59,6 +59,14 @@ def run(args, timeout=60):
     return r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
 
 
+def term(pid):
+    """SIGTERM to pid, if it still runs."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
 class TestCommandLine(h.ProxyTestCase):
     def held_port(self):
         """A loopback port another socket listens on (for this test's life)."""
@@ -378,14 +386,9 @@ class TestCommandLine(h.ProxyTestCase):
             with open(pidfile) as f:
                 pid = int(f.read())
 
-            def stop():
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            self.addCleanup(stop)
+            self.addCleanup(term, pid)
             socket.create_connection((h.HOST, h.listen_port(pools["alpha"])), timeout=5).close()
-            stop()
+            term(pid)
             h.wait_until(lambda: not os.path.exists(pidfile), deadline=10,
                          what="the daemon to stop")
         return r.returncode, pid
@@ -440,13 +443,7 @@ class TestCommandLine(h.ProxyTestCase):
             return None
         h.wait_until(lambda: daemon_pid() is not None, what="the daemon's pid file")
         pid = daemon_pid()
-
-        def stop():
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        self.addCleanup(stop)
+        self.addCleanup(term, pid)
         self.assertTrue(os.path.exists(tmp.join(name + ".pid")),
                         "the pid file is not where -p named it")
         log = tmp.join(name + ".log")
@@ -457,7 +454,7 @@ class TestCommandLine(h.ProxyTestCase):
             return os.path.exists(log) and "reload: all 1 worker(s) run generation" in open(
                 log).read()
         h.wait_until(reloaded, deadline=10, what="the reload logged in the reopened log file")
-        stop()
+        term(pid)
         h.wait_until(lambda: not os.path.exists(tmp.join(name + ".pid")), deadline=10,
                      what="the daemon to remove its pid file")
 
