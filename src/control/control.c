@@ -147,6 +147,8 @@ static int to_dev_null(int std)
     int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (fd < 0)
         return -errno;
+    if (fd == std)
+        return 0; /* std was closed after all: it is /dev/null now */
     int rc = dup2(fd, std) < 0 ? -errno : 0;
     close(fd);
     return rc;
@@ -497,7 +499,7 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
         log_started(&ctl);
         /* Every listener is bound and every worker runs. */
         wn_sd_watchdog_start(&ctl);
-        wn_sd_notify(&ctl, "READY=1\nMAINPID=%ld", (long)getpid());
+        wn_sd_state(&ctl, "READY=1\nMAINPID=%ld", (long)getpid());
         wn_sd_status(&ctl);
         uv_run(&ctl.loop, UV_RUN_DEFAULT);
         wn_log_notice("stopped");

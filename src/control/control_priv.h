@@ -20,6 +20,13 @@
 #include "walnut/worker.h"
 
 typedef struct control control_t;
+/* A state notification (sd.c) waiting for the manager's queue. */
+#define WN_SD_MSG_MAX 512
+typedef struct wn_sd_pending {
+    char msg[WN_SD_MSG_MAX];
+    size_t len;
+    bool reloading; /* RELOADING=1, else READY=1 */
+} wn_sd_pending_t;
 typedef struct hpool hpool_t;
 
 /* Listening sockets systemd handed over for one pool (socket activation). */
@@ -142,9 +149,9 @@ struct control {
     int notify_fd;                /* datagram socket to it, non-blocking; -1: none */
     struct sockaddr_un notify_addr;
     socklen_t notify_addrlen;     /* 0: NOTIFY_SOCKET is no address walnut can use */
-    char notify_pending[512];     /* a state the manager's full queue refused, to send again */
-    size_t notify_pending_len;    /* 0: none */
-    uv_timer_t notify_timer;      /* sends it again; initialised when first needed */
+    wn_sd_pending_t pending[2];   /* states the manager's full queue refused, in order */
+    uint32_t npending;
+    uv_timer_t notify_timer;      /* sends them again; initialised when first needed */
     wn_log_limit_t notify_warned; /* failed sd_notify calls, logged once a minute at most */
     uint64_t watchdog_usec;       /* WATCHDOG_USEC; 0: none */
     uv_timer_t watchdog_timer;
@@ -175,6 +182,8 @@ void wn_sd_init(control_t *ctl);
 /* Closes what wn_sd_init opened. */
 void wn_sd_deinit(control_t *ctl);
 void wn_sd_notify(control_t *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* READY=1 or RELOADING=1 (fmt starts with it): sent again, in order, if refused. */
+void wn_sd_state(control_t *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* STATUS=: pools, workers, servers ejected, the last reload. */
 void wn_sd_status(control_t *ctl);
 void wn_sd_watchdog_start(control_t *ctl);
@@ -237,7 +246,8 @@ void health_reload_rejoin(hserver_t *s);
 void health_reload_cap(hpool_t *p);
 /* A reload turned health checks off: s's probe connection closes (a fresh
  * start opens none), a probe in flight is forgotten, a suspicion ends (no
- * probe will confirm it), and an ejected s rejoins when its
+ * probe will confirm it; the new configuration releases the workers' holds),
+ * and an ejected s rejoins when its
  * server_retry_timeout has passed, as twemproxy does. */
 void health_probes_off(hserver_t *s);
 /* A worker's message about a server. */

@@ -263,7 +263,10 @@ void health_probes_off(hserver_t *s)
         uint64_t now = now_ms(s->pool->ctl);
         health_probe_schedule(s, s->retry_at_ms > now ? s->retry_at_ms - now : 0);
     } else {
-        send_verdict(s); /* no probe will confirm a suspicion: requests try again */
+        /* No probe will confirm a suspicion. Not broadcast: this runs inside
+         * the reload's commit (new indices, old generation); the workers
+         * release their holds when the new configuration lands. */
+        s->suspected = false;
     }
 }
 

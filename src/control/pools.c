@@ -157,7 +157,6 @@ static void pool_retire(hpool_t *p)
         pool_free(p);
 }
 
-/* First probes of a pool's servers, spread over the interval. */
 /* Live servers' probes spread over one interval from now; a probe already
  * due sooner (a confirmation, a server just added) is not put off. */
 static void schedule_probes(hpool_t *p)

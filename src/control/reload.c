@@ -44,7 +44,7 @@ static void finish(control_t *ctl, const char *fmt, ...)
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
     snprintf(ctl->last_reload, sizeof(ctl->last_reload), "last reload %s: %s", when, what);
-    wn_sd_notify(ctl, "READY=1");
+    wn_sd_state(ctl, "READY=1");
     wn_sd_status(ctl);
 }
 
@@ -160,8 +160,8 @@ void wn_control_reload(control_t *ctl)
         ctl->reload_again = true;
         return;
     }
-    wn_sd_notify(ctl, "RELOADING=1\nMONOTONIC_USEC=%llu",
-                 (unsigned long long)wn_sd_monotonic_usec());
+    wn_sd_state(ctl, "RELOADING=1\nMONOTONIC_USEC=%llu",
+                (unsigned long long)wn_sd_monotonic_usec());
     char err[512];
     wn_conf_t *nc = NULL;
     wn_stats_block_t *mine = NULL;

@@ -117,62 +117,94 @@ static void notify_failed(control_t *ctl, int rc, bool again)
         wn_log_warn("sd_notify: %s%s", strerror(-rc), why);
 }
 
-/* A state change (READY=1, RELOADING=1, STOPPING=1) is one the manager must
- * not miss: refused by its full queue, it goes again until it is taken or a
- * newer state replaces it (the manager would otherwise stay "reloading").
- * STATUS= and WATCHDOG=1 are dropped: the next ones say as much. */
-static bool is_state(const char *msg)
-{
-    return strstr(msg, "READY=1") != NULL || strstr(msg, "RELOADING=1") != NULL ||
-           strstr(msg, "STOPPING=1") != NULL;
-}
+static void notify_timer_arm(control_t *ctl);
 
-static void on_notify_retry(uv_timer_t *t)
+static int format(char *msg, size_t size, const char *fmt, va_list ap)
 {
-    control_t *ctl = t->data;
-    if (ctl->notify_pending_len == 0) { /* a newer state went out meanwhile */
-        uv_timer_stop(t);
-        return;
-    }
-    int rc = notify_send(ctl, ctl->notify_pending, ctl->notify_pending_len);
-    if (rc == -EAGAIN)
-        return; /* next time */
-    ctl->notify_pending_len = 0;
-    uv_timer_stop(t);
-    if (rc < 0)
-        notify_failed(ctl, rc, false);
+    int len = vsnprintf(msg, size, fmt, ap);
+    return len < 0 ? -1 : (int)WN_MIN((size_t)len, size - 1);
 }
 
 void wn_sd_notify(control_t *ctl, const char *fmt, ...)
 {
     if (!ctl->sd_notify)
         return;
-    char msg[512];
+    char msg[WN_SD_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    int len = vsnprintf(msg, sizeof(msg), fmt, ap);
+    int n = format(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    if (len < 0)
+    int rc = n < 0 ? 0 : notify_send(ctl, msg, (size_t)n);
+    if (rc < 0)
+        notify_failed(ctl, rc, false);
+}
+
+/*
+ * READY=1 and RELOADING=1 are states the manager must not miss (it would
+ * stay "reloading"): refused by its full queue, they wait, in order, and go
+ * again every NOTIFY_RETRY_MS; a state that comes meanwhile waits behind
+ * them. The states alternate, so what waits is kept to its first and last:
+ * RELOADING, READY, RELOADING tells the manager no more than RELOADING.
+ * (STATUS= and WATCHDOG=1 are only dropped: the next ones say as much. At
+ * stop nothing is retried: STOPPING=1 goes once.)
+ */
+void wn_sd_state(control_t *ctl, const char *fmt, ...)
+{
+    if (!ctl->sd_notify)
         return;
-    size_t n = WN_MIN((size_t)len, sizeof(msg) - 1);
-    bool state = is_state(msg);
-    if (state)
-        ctl->notify_pending_len = 0; /* an unsent older state is no longer news */
-    int rc = notify_send(ctl, msg, n);
-    if (rc >= 0)
+    wn_sd_pending_t m;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = format(m.msg, sizeof(m.msg), fmt, ap);
+    va_end(ap);
+    if (n < 0)
         return;
-    bool again = rc == -EAGAIN && state && !ctl->stopping;
-    if (again) {
-        memcpy(ctl->notify_pending, msg, n);
-        ctl->notify_pending_len = n;
-        if (ctl->notify_timer.loop == NULL) {
-            uv_timer_init(&ctl->loop, &ctl->notify_timer);
-            ctl->notify_timer.data = ctl;
+    m.len = (size_t)n;
+    m.reloading = strncmp(fmt, "RELOADING=1", 11) == 0;
+    if (ctl->npending > 0) {
+        if (m.reloading == ctl->pending[0].reloading) {
+            ctl->npending = 1; /* back where the first leaves the manager */
+        } else {
+            ctl->pending[1] = m;
+            ctl->npending = 2;
         }
-        if (!uv_is_active((uv_handle_t *)&ctl->notify_timer))
-            uv_timer_start(&ctl->notify_timer, on_notify_retry, NOTIFY_RETRY_MS, NOTIFY_RETRY_MS);
+        return;
+    }
+    int rc = notify_send(ctl, m.msg, m.len);
+    if (rc == 0)
+        return;
+    bool again = rc == -EAGAIN && !ctl->stopping;
+    if (again) {
+        ctl->pending[0] = m;
+        ctl->npending = 1;
+        notify_timer_arm(ctl);
     }
     notify_failed(ctl, rc, again);
+}
+
+static void on_notify_retry(uv_timer_t *t)
+{
+    control_t *ctl = t->data;
+    while (ctl->npending > 0) {
+        int rc = notify_send(ctl, ctl->pending[0].msg, ctl->pending[0].len);
+        if (rc == -EAGAIN)
+            return; /* next time */
+        if (rc < 0)
+            notify_failed(ctl, rc, false);
+        ctl->pending[0] = ctl->pending[1];
+        ctl->npending--;
+    }
+    uv_timer_stop(t);
+}
+
+static void notify_timer_arm(control_t *ctl)
+{
+    if (ctl->notify_timer.loop == NULL) {
+        uv_timer_init(&ctl->loop, &ctl->notify_timer);
+        ctl->notify_timer.data = ctl;
+    }
+    if (!uv_is_active((uv_handle_t *)&ctl->notify_timer))
+        uv_timer_start(&ctl->notify_timer, on_notify_retry, NOTIFY_RETRY_MS, NOTIFY_RETRY_MS);
 }
 
 void wn_sd_status(control_t *ctl)

@@ -220,12 +220,14 @@ class TestNotify(h.ProxyTestCase):
         self.assertEqual(px.stop(), 0)
 
     def test_refused_state_change_is_sent_again(self):
-        """Review of the change above: a full queue made walnut drop every
-        notification alike, so RELOADING=1 could go and its READY=1 be lost,
-        leaving systemd's unit "reloading" until its timeout. Expected: a
-        state change the queue refuses (READY, RELOADING, STOPPING) goes
-        again once the manager reads, the newest one only; STATUS= may be
-        dropped."""
+        """Reviews of the non-blocking sender: a full queue made walnut drop
+        every notification alike, so RELOADING=1 could go and its READY=1 be
+        lost, leaving systemd's unit "reloading" until its timeout; the first
+        fix kept only the newest refused state (a RELOADING=1 never went, which
+        Type=notify-reload needs) and took any message containing "READY=1"
+        for a state, so a STATUS= quoting a bad file's `hash: READY=1`
+        replaced the waiting READY=1. Expected: refused RELOADING=1 then
+        READY=1 both reach the manager, in order, once it reads."""
         px, ns = self.start({})
         ns.read_until(lambda m: m.get("READY") == "1", 20, "READY=1")
         ns.drain(0.3)
@@ -239,13 +241,16 @@ class TestNotify(h.ProxyTestCase):
                 break
         else:
             self.fail("the notify socket's queue never filled")
+        with open(px.conf_path, "w") as f:  # refused: its STATUS= quotes READY=1
+            f.write("alpha:\n  listen: 127.0.0.1:1\n  hash: READY=1\n")
         os.kill(px.pid, signal.SIGHUP)
-        h.wait_until(lambda: "run generation 1" in px.log(), deadline=10, what="the reload")
+        h.wait_until(lambda: "still serving the configuration loaded before" in px.log(),
+                     deadline=10, what="the refused reload")
         time.sleep(0.2)
         got = [m for m in ns.drain(1.0) if "FILLER" not in m]
-        states = [m for m in got if "READY" in m or "RELOADING" in m]
-        self.assertTrue(states, "no state change after the queue drained: %r" % got)
-        self.assertEqual(states[-1].get("READY"), "1", "the last state: %r" % states)
+        states = [m for m in got if set(m) & {"READY", "RELOADING"}]
+        self.assertEqual([sorted(set(m) & {"READY", "RELOADING"}) for m in states],
+                         [["RELOADING"], ["READY"]], "states after the queue drained: %r" % got)
         self.assertIn("sent again when it does", px.log())
         self.assertEqual(px.stop(), 0)
 
