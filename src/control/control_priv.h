@@ -148,8 +148,8 @@ struct control {
     bool sd_notify;               /* NOTIFY_SOCKET is set */
     int notify_fd;                /* datagram socket to it, non-blocking; -1: none */
     struct sockaddr_un notify_addr;
-    socklen_t notify_addrlen;     /* 0: NOTIFY_SOCKET is no address walnut can use */
-    wn_sd_pending_t pending[2];   /* states the manager's full queue refused, in order */
+    socklen_t notify_addrlen;   /* 0: NOTIFY_SOCKET is no address walnut can use */
+    wn_sd_pending_t pending[2]; /* states the manager's full queue refused, in order */
     uint32_t npending;
     uv_timer_t notify_timer;      /* sends them again; initialised when first needed */
     wn_log_limit_t notify_warned; /* failed sd_notify calls, logged once a minute at most */
