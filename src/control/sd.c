@@ -119,7 +119,8 @@ static void notify_failed(control_t *ctl, int rc, bool again)
 
 static void notify_timer_arm(control_t *ctl);
 
-static int format(char *msg, size_t size, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static int format(char *msg, size_t size, const char *fmt,
+                                                         va_list ap)
 {
     int len = vsnprintf(msg, size, fmt, ap);
     return len < 0 ? -1 : (int)WN_MIN((size_t)len, size - 1);
