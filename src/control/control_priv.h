@@ -247,8 +247,8 @@ void health_reload_cap(hpool_t *p);
 /* A reload turned health checks off: s's probe connection closes (a fresh
  * start opens none), a probe in flight is forgotten, a suspicion ends (no
  * probe will confirm it; the new configuration releases the workers' holds),
- * and an ejected s rejoins when its
- * server_retry_timeout has passed, as twemproxy does. */
+ * and an ejected s rejoins when its server_retry_timeout has passed, as
+ * twemproxy does. */
 void health_probes_off(hserver_t *s);
 /* A worker's message about a server. */
 void health_on_message(control_t *ctl, const wn_msg_t *m);

@@ -87,13 +87,13 @@ static uint32_t ejected_count(const hpool_t *p)
     return n;
 }
 
-/* The server ejected last among n still out (and not marked back[i]); one
- * must be. */
-static uint32_t latest_ejected(hserver_t *const *servers, uint32_t n, const bool *back)
+/* The server ejected last among n, of those not already back in the ring
+ * (in[i], when in is given); there must be one. */
+static uint32_t latest_ejected(hserver_t *const *servers, uint32_t n, const bool *in)
 {
     uint32_t best = UINT32_MAX;
     for (uint32_t i = 0; i < n; i++)
-        if (servers[i]->ejected && (back == NULL || !back[i]) &&
+        if (servers[i]->ejected && (in == NULL || !in[i]) &&
             (best == UINT32_MAX || servers[i]->ejected_at_us > servers[best]->ejected_at_us))
             best = i;
     return best;

@@ -39,7 +39,8 @@
  * namespace. Notifications are sent here rather than through libsystemd's
  * sd_notify, which waits when the manager's queue is full: a manager that
  * stops reading would stop control's loop (stats, reloads, SIGTERM) with it.
- * A notification that cannot go at once is dropped and logged.
+ * What cannot go at once is logged, and dropped, or, for a state change,
+ * sent again (wn_sd_state).
  */
 static void notify_addr(control_t *ctl, const char *ns)
 {
@@ -117,8 +118,6 @@ static void notify_failed(control_t *ctl, int rc, bool again)
         wn_log_warn("sd_notify: %s%s", strerror(-rc), why);
 }
 
-static void notify_timer_arm(control_t *ctl);
-
 __attribute__((format(printf, 3, 0))) static int format(char *msg, size_t size, const char *fmt,
                                                          va_list ap)
 {
@@ -138,6 +137,31 @@ void wn_sd_notify(control_t *ctl, const char *fmt, ...)
     int rc = n < 0 ? 0 : notify_send(ctl, msg, (size_t)n);
     if (rc < 0)
         notify_failed(ctl, rc, false);
+}
+
+static void on_notify_retry(uv_timer_t *t)
+{
+    control_t *ctl = t->data;
+    while (ctl->npending > 0) {
+        int rc = notify_send(ctl, ctl->pending[0].msg, ctl->pending[0].len);
+        if (rc == -EAGAIN)
+            return; /* next time */
+        if (rc < 0)
+            notify_failed(ctl, rc, false);
+        ctl->pending[0] = ctl->pending[1];
+        ctl->npending--;
+    }
+    uv_timer_stop(t);
+}
+
+static void notify_timer_arm(control_t *ctl)
+{
+    if (ctl->notify_timer.loop == NULL) {
+        uv_timer_init(&ctl->loop, &ctl->notify_timer);
+        ctl->notify_timer.data = ctl;
+    }
+    if (!uv_is_active((uv_handle_t *)&ctl->notify_timer))
+        uv_timer_start(&ctl->notify_timer, on_notify_retry, NOTIFY_RETRY_MS, NOTIFY_RETRY_MS);
 }
 
 /*
@@ -181,31 +205,6 @@ void wn_sd_state(control_t *ctl, const char *fmt, ...)
         notify_timer_arm(ctl);
     }
     notify_failed(ctl, rc, again);
-}
-
-static void on_notify_retry(uv_timer_t *t)
-{
-    control_t *ctl = t->data;
-    while (ctl->npending > 0) {
-        int rc = notify_send(ctl, ctl->pending[0].msg, ctl->pending[0].len);
-        if (rc == -EAGAIN)
-            return; /* next time */
-        if (rc < 0)
-            notify_failed(ctl, rc, false);
-        ctl->pending[0] = ctl->pending[1];
-        ctl->npending--;
-    }
-    uv_timer_stop(t);
-}
-
-static void notify_timer_arm(control_t *ctl)
-{
-    if (ctl->notify_timer.loop == NULL) {
-        uv_timer_init(&ctl->loop, &ctl->notify_timer);
-        ctl->notify_timer.data = ctl;
-    }
-    if (!uv_is_active((uv_handle_t *)&ctl->notify_timer))
-        uv_timer_start(&ctl->notify_timer, on_notify_retry, NOTIFY_RETRY_MS, NOTIFY_RETRY_MS);
 }
 
 void wn_sd_status(control_t *ctl)
