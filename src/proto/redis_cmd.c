@@ -21,6 +21,8 @@ static const char R_ADMIN[] = "server administration goes to each server directl
 static const char R_SCRIPTS[] = "scripts and functions are managed on each server directly";
 static const char R_CLUSTER[] = "walnut is not a Redis Cluster node";
 static const char R_STREAMS[] = "streams are not supported";
+static const char R_MOVE[] =
+    "walnut serves one database per pool (redis_db); the key would leave it";
 
 #define W WN_RCMD_F_WRITE
 #define RO WN_RCMD_F_READONLY
@@ -166,7 +168,7 @@ static const wn_rcmd_t table[WN_RCMD_COUNT] = {
     C(MIGRATE, "migrate", -6, UNSUPPORTED, W|MV, 3, 3, 1, 0, ANY, R_CLUSTER),
     C(MODULE, "module", -2, UNSUPPORTED, 0, 0, 0, 0, 0, ANY, R_ADMIN),
     C(MONITOR, "monitor", 1, UNSUPPORTED, 0, 0, 0, 0, 0, ANY, R_ADMIN),
-    C(MOVE, "move", 3, KEY, W|NC, 1, 1, 1, 0, INT, NULL),
+    C(MOVE, "move", 3, UNSUPPORTED, W|NC, 1, 1, 1, 0, ANY, R_MOVE),
     C(MSET, "mset", -3, MULTI_KV, W|NC, 1, -1, 2, 0, ST, NULL),
     C(MSETNX, "msetnx", -3, ALL_KEYS_ONE_SERVER, W, 1, -1, 2, 0, INT, NULL),
     C(MULTI, "multi", 1, UNSUPPORTED, 0, 0, 0, 0, 0, ANY, R_TX),

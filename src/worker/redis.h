@@ -106,6 +106,7 @@ typedef struct redis_client {
     bool tx_refused;         /* MULTI was refused: nothing runs until EXEC or DISCARD */
     char *client_name;       /* CLIENT SETNAME (owned) */
     uint64_t id;             /* CLIENT ID */
+    uint64_t born_ms;        /* loop time it connected (CLIENT INFO's age) */
 } redis_client_t;
 
 typedef struct redis_sconn {

@@ -28,6 +28,7 @@ void wn_redis_client_init(client_t *cl)
     c->authed = cl->pool->conf->redis_auth == NULL;
     wn_resp_req_parser_set_unauth(&c->parser, !c->authed);
     c->id = client_id(cl);
+    c->born_ms = uv_now(&cl->w->loop);
 }
 
 static void drop_cur(redis_client_t *c)

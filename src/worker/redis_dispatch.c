@@ -5,10 +5,10 @@
  * into one sub-command per server, keys in their relative order; commands
  * that must see all their keys on one server (MSETNX, RENAME, ...) are
  * forwarded when they do and refused when they do not; keyless commands
- * (COMMAND, LOLWUT, scripts without keys) go to the server of the key
- * "placeholder", as in twemproxy; local ones are answered in redis_local.c.
- * The request being dispatched holds a reference; nothing here writes.
- * Worker thread only.
+ * (COMMAND, LOLWUT) go to the server of the key "placeholder", as in
+ * twemproxy; a script without keys only in a pool of one server; local ones are answered in
+ * redis_local.c. The request being dispatched holds a reference; nothing here writes. Worker thread
+ * only.
  */
 #include "redis.h"
 
@@ -29,8 +29,10 @@ static void refuse(redis_req_t *r, const char *a, const char *b, const char *c)
 {
     char line[256];
     int n = snprintf(line, sizeof(line), "-ERR %s%s%s\r\n", a, b, c);
-    if (n < 0 || (size_t)n >= sizeof(line))
+    if (n < 0 || (size_t)n >= sizeof(line)) { /* cut, still one line */
         n = (int)sizeof(line) - 1;
+        memcpy(line + n - 2, "\r\n", 2);
+    }
     wn_stat_add(WN_PSTAT(r->r.pool, request_errors), 1);
     wn_redis_reply(r, line, (size_t)n);
 }
@@ -62,7 +64,9 @@ static bool too_long(redis_req_t *r)
     return true;
 }
 
-/* numkeys of a script-like command; -1 when it does not read as one. */
+/* numkeys of a script-like command, read as twemproxy reads it (digits,
+ * leading zeros too: a count redis-server refuses still routes as there);
+ * -1 when it is no number. */
 static int64_t numkeys(const redis_req_t *r)
 {
     const redis_arg_t *a = &r->args[r->cmd->numkeys_at];
@@ -302,8 +306,16 @@ bool wn_redis_dispatch(redis_client_t *c, redis_req_t *r)
         return dispatch_one_server(c, r);
     case WN_RCMD_SCRIPT: {
         int64_t nk = numkeys(r);
+        if (nk == 0 && pool->nservers > 1) {
+            /* It may touch any key (named in ARGV): which server would be
+             * a guess (twemproxy closes the connection). */
+            refuse(r, "walnut routes '", cmd->name,
+                   "' by its keys: with numkeys 0 its server cannot be known (pass the keys "
+                   "the script uses as keys, under one hash tag)");
+            return true;
+        }
         if (nk <= 0 || (uint64_t)cmd->numkeys_at + 1 >= r->nargs)
-            /* No key: any server answers alike (twemproxy closes instead). */
+            /* One server, or no count: the server answers (its error). */
             return forward_whole(c, r, wn_pool_route(pool, "placeholder", 11));
         server_rt_t *s = key_server(r, (uint32_t)cmd->numkeys_at + 1, &bad);
         return bad ? too_long(r) : forward_whole(c, r, s);

@@ -9,6 +9,7 @@
  */
 #include "redis.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -335,18 +336,62 @@ static bool client_arity_refused(redis_req_t *r)
     return false;
 }
 
-/* CLIENT INFO: the client's connection to walnut (its name may be long). */
+/* An end of c's connection as redis-server writes it: "ip:port" ("[ip]:port"
+ * for IPv6) of the client (peer) or of walnut; "path:0" for a unix socket. */
+static void conn_addr(client_t *c, bool peer, char *out, size_t cap)
+{
+    snprintf(out, cap, "?:0");
+    if (c->h.handle.type == UV_NAMED_PIPE) {
+        char path[256];
+        size_t len = sizeof(path);
+        if (uv_pipe_getsockname(&c->h.pipe, path, &len) == 0)
+            snprintf(out, cap, "%.*s:0", (int)len, path);
+        return;
+    }
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    int rc = peer ? uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len)
+                  : uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)&ss, &len);
+    char ip[INET6_ADDRSTRLEN];
+    if (rc == 0 && ss.ss_family == AF_INET &&
+        uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip)) == 0)
+        snprintf(out, cap, "%s:%u", ip, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+    else if (rc == 0 && ss.ss_family == AF_INET6 &&
+             uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip)) == 0)
+        snprintf(out, cap, "[%s]:%u", ip, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+}
+
+/*
+ * CLIENT INFO: the client's connection to walnut, in redis-server 7.0's
+ * fields and order, so client libraries that read them all (redis-py's
+ * client_info) parse it. Fields a proxy has no counterpart for (sub, qbuf,
+ * obl, ...) are 0; tot-mem is what walnut holds for the client; db is the
+ * pool's redis_db; walnut adds proxy= and worker=. The name may be long.
+ */
 static void client_info(redis_client_t *c, redis_req_t *r)
 {
     const char *name = c->client_name != NULL ? c->client_name : "";
-    size_t size = strlen(name) + 96; /* and two numbers, a few words */
+    char addr[300], laddr[300];
+    conn_addr(&c->c, true, addr, sizeof(addr));
+    conn_addr(&c->c, false, laddr, sizeof(laddr));
+    uv_os_fd_t fd = -1;
+    (void)uv_fileno(&c->c.h.handle, &fd);
+    uint64_t now = uv_now(&c->c.w->loop);
+    uint64_t age = now > c->born_ms ? (now - c->born_ms) / 1000 : 0;
+    size_t size = strlen(name) + sizeof(addr) + sizeof(laddr) + 400;
     char *text = malloc(size);
     if (text == NULL) {
         wn_redis_fail(&r->r, WN_ENOMEM);
         return;
     }
-    int n = snprintf(text, size, "id=%llu name=%s db=0 proxy=walnut worker=%d\n",
-                     (unsigned long long)c->id, name, c->c.w->id);
+    int n = snprintf(text, size,
+                     "id=%llu addr=%s laddr=%s fd=%d name=%s age=%llu idle=0 flags=%s db=%d "
+                     "sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 "
+                     "rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=%llu events=r cmd=client|info "
+                     "user=default redir=-1 resp=2 proxy=walnut worker=%d\n",
+                     (unsigned long long)c->id, addr, laddr, (int)fd, name, (unsigned long long)age,
+                     c->c.h.handle.type == UV_NAMED_PIPE ? "U" : "N", c->c.pool->conf->redis_db,
+                     (unsigned long long)c->c.held, c->c.w->id);
     reply_bulk(r, text, n > 0 && (size_t)n < size ? (size_t)n : 0);
     free(text);
 }

@@ -456,12 +456,15 @@ class TestRedis(RedisCase):
 
     # nutcracker's behaviour walnut changes on purpose (note -> why)
     ROUTING_DIFFS = {
-        "EVAL, numkeys 0": "closes; walnut forwards a keyless script to one server",
-        "EVAL, numkeys 0 with an ARGV": "closes; walnut forwards a keyless script to one server",
+        "EVAL, numkeys 0": "closes; walnut refuses a script without keys in a pool of "
+                           "several servers",
+        "EVAL, numkeys 0 with an ARGV": "closes; walnut refuses a script without keys in a "
+                                        "pool of several servers",
         "EVAL, numkeys negative": "closes; walnut forwards, the server answers the error",
         "EVAL, numkeys not a number": "closes; walnut forwards, the server answers the error",
         "EVAL, no numkeys": "closes; walnut answers redis-server's arity error",
-        "EVALSHA, numkeys 0": "closes; walnut forwards a keyless script to one server",
+        "EVALSHA, numkeys 0": "closes; walnut refuses a script without keys in a pool of "
+                              "several servers",
         "MSET, odd number of arguments": "closes; walnut answers redis-server's arity error",
         "EXISTS is not split: all to the first key's server": "walnut splits EXISTS and sums",
         "MSETNX is not supported": "closes; walnut refuses keys on several servers clearly",
@@ -504,6 +507,10 @@ class TestRedis(RedisCase):
             for k in req[1:]:
                 want.setdefault(place[k.decode()], []).append(k)
             self.assertEqual(seen, {n: [[b"exists"] + ks] for n, ks in want.items()})
+        elif "numkeys 0" in case["note"]:
+            self.assertRegex(got, rb"^-ERR walnut routes '%s' by its keys: with numkeys 0 its "
+                             rb"server cannot be known[^\r\n]*\r\n$" % req[0].lower())
+            self.assertEqual(seen, {})
         elif req[0].upper() == b"MSETNX":
             self.assertRegex(got, rb"^-ERR walnut cannot run 'msetnx' across servers[^\r\n]*\r\n$")
             self.assertEqual(seen, {})
@@ -617,6 +624,43 @@ class TestRedis(RedisCase):
                            "{tg}b", "2"), b"+OK\r\n")
         w = h.redis_placement(self.backends, [b"{tg}a", b"{tg}b"])
         self.assertIs(w[b"{tg}a"], w[b"{tg}b"])
+
+    def test_eval_without_keys(self):
+        """A script with numkeys 0 may touch any key (named in ARGV), so in a
+        pool of several servers walnut cannot know where it belongs: refused
+        (it ran on the server of the key "placeholder": a GET of ARGV[1] read
+        nil, a SET landed on the wrong server), "00" too. A count that is no
+        number is forwarded for the server's own error; in a pool of one
+        server a keyless script runs."""
+        k = self.keys_on[0][0]
+        self.backends[0].call("SET", k, "orig")
+        get = "return redis.call('GET', ARGV[1])"
+        with self.raw(self.port) as c:
+            for cmd, first, nk in (("EVAL", get, "0"), ("EVALSHA", "a" * 40, "0"),
+                                   ("FCALL", "f", "0"), ("EVAL_RO", get, "0"),
+                                   ("FCALL_RO", "f", "0"), ("EVAL", get, "00")):
+                c.send(resp(cmd, first, nk, k))
+                self.assertEqual(c.recv_line(), (
+                    "-ERR walnut routes '%s' by its keys: with numkeys 0 its server cannot be "
+                    "known (pass the keys the script uses as keys, under one hash tag)\r\n"
+                    % cmd.lower()).encode())
+            c.send(resp("EVAL", "return redis.call('SET', ARGV[1], 'new')", 0, k))
+            self.assertTrue(c.recv_line().startswith(b"-ERR walnut routes 'eval' by its keys"))
+            c.request(resp("PING"), b"+PONG\r\n")
+        self.assertEqual(self.backends[0].call("GET", k), b"orig")
+        for b in self.backends[1:]:
+            self.assertIsNone(b.call("GET", k))
+        direct = self.backends[0].port
+        for nk in ("-1", "+1", " 1", "1x", "3", "99999999999"):
+            self.assertSameAsDirect(self.port, direct, resp("EVAL", get, nk, k, "x"),
+                                    what="numkeys %r" % nk)
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        one = self.start_redis(tmp, 1, prefix="one")[0]
+        px = self.start_proxy(tmp, {"one": h.pool([one], redis=True)}, workers=1, name="one")
+        self.addCleanup(px.stop, check=False)
+        one.call("SET", k, "solo")
+        self.assertSameAsDirect(px.port("one"), one.port, resp("EVAL", get, 0, k))
 
     # ------------------------------------------------------------ multi-key
 
@@ -937,8 +981,12 @@ class TestRedis(RedisCase):
         name = b"n" * 2000
         with self.raw(self.port) as c:
             c.request(resp("CLIENT", "SETNAME", name), b"+OK\r\n")
-            self.assertRegex(c.call("CLIENT", "INFO"),
-                             rb"^id=\d+ name=%s db=0 proxy=walnut worker=\d+\n$" % name)
+            self.assertRegex(c.call("CLIENT", "INFO"), (
+                rb"^id=\d+ addr=127\.0\.0\.1:%d laddr=127\.0\.0\.1:%d fd=\d+ name=%s age=\d+ "
+                rb"idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 "
+                rb"multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=\d+ events=r "
+                rb"cmd=client\|info user=default redir=-1 resp=2 proxy=walnut worker=\d+\n$")
+                % (c.sock.getsockname()[1], self.port, name))
             c.send(resp("CLIENT", "a\r\nb"))
             self.assertEqual(c.recv_line(), b"-ERR CLIENT a  b is not supported by walnut: a "
                              b"client's connection to a server is shared with other clients\r\n")
@@ -976,6 +1024,9 @@ class TestRedis(RedisCase):
         r"scripts and functions are managed on each server directly": (
             ("SCRIPT", "LOAD", "return 1"), ("FUNCTION", "LIST")),
         r"streams are not supported": (("XADD", "s", "*", "f", "v"), ("XLEN", "s")),
+        # forwarded, it moved the key to a database walnut refuses to SELECT
+        r"walnut serves one database per pool (redis_db); the key would leave it":
+            (("MOVE", "k", "1"), ("MOVE", "k", "0")),
         r"walnut is not a Redis Cluster node": (("CLUSTER", "INFO"), ("READONLY",)),
     }
 

@@ -227,6 +227,12 @@ class TestRedisClients(h.ProxyTestCase):
         self.assertTrue(db.mset({"d1": "1", "d2": "2", "d3": "3"}))
         self.assertEqual(db.mget("d1", "d2", "d3"), [b"1", b"2", b"3"])
         self.assertEqual(sum(b.call("DBSIZE", db=3) for b in self.backends[:3]), 3)
+        # redis-py reads every field redis-server 7.0 gives (KeyError on 'oll' before)
+        info = db.client_info()
+        self.assertEqual((info["name"], info["db"], info["flags"], info["proxy"]),
+                         ("db-user", 3, "N", "walnut"))
+        self.assertEqual(info["laddr"], "%s:%d" % (HOST, self.proxy.port("db3")))
+        self.assertEqual(info["id"], db.client_id())
         with self.assertRaisesRegex(redis.ResponseError, "walnut serves one database per pool"):
             self.client(self.port, db=5).ping()
 

@@ -62,7 +62,8 @@ ALLOWED = [
     dict(name="client id", cmd=r"^CLIENT ID$", walnut=rb":\d+\r\n",
          why="client ids are walnut's own (worker number in the top bits)"),
     dict(name="client info", cmd=r"^CLIENT INFO$",
-         walnut=rb"\$\d+\r\nid=\d+ name=\S* db=0 proxy=walnut worker=\d+\n\r\n",
+         walnut=rb"\$\d+\r\nid=\d+ addr=\S+ laddr=\S+ fd=\d+ name=\S* age=\d+ idle=0 flags=N "
+                rb"db=0 (\S+=\S+ )+proxy=walnut worker=\d+\n\r\n",
          why="CLIENT INFO describes the client's connection to walnut, not to a server"),
     dict(name="client other", cmd=r"^CLIENT (LIST|NOSUCH)$",
          walnut=rb"-ERR CLIENT \w+ is not supported by walnut: a client's connection to a "
@@ -82,6 +83,13 @@ ALLOWED = [
     dict(name="refused, no args", cmd=r"^(MULTI|EXEC|DISCARD|UNWATCH|DBSIZE|RANDOMKEY|INFO|"
                                       r"TIME|LASTSAVE|ROLE|READONLY|FLUSHDB|FLUSHALL)$",
          walnut=REFUSED, why="as above"),
+    dict(name="move", cmd=r"^MOVE \S+ \d+$",
+         walnut=rb"-ERR unsupported command 'move': walnut serves one database per pool "
+                rb"\(redis_db\); the key would leave it\r\n",
+         why="MOVE would take the key to a database walnut does not serve (twemproxy closes "
+             "the connection)"),
+    dict(name="after move", cmd=r"^EXISTS k10$", walnut=rb":1\r\n",
+         why="the refused MOVE left the key where it was"),
     dict(name="refused transaction", cmd=r"^MULTI$",
          walnut=rb"-ERR unsupported command 'multi': transactions need a dedicated server "
                 rb"connection; what follows is not run until EXEC or DISCARD\r\n",
