@@ -53,7 +53,9 @@ static int tcp_socket(const struct sockaddr_storage *ss, socklen_t len, bool reu
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+        /* an IPv4-mapped address (::ffff:a.b.c.d) takes IPv4 connections */
         (ss->ss_family == AF_INET6 &&
+         !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)ss)->sin6_addr) &&
          setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
         bind(fd, (const struct sockaddr *)ss, len) < 0) {
         int rc = -errno;

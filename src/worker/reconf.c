@@ -199,6 +199,7 @@ static int plan_make(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char *err,
                  * on, and so does the duty to report its next answer. */
                 const server_rt_t *was = same_name(old, pc->servers[j].name);
                 v[j]->reported = was != NULL && was->reported;
+                v[j]->added = was == NULL;
             }
         }
     }
@@ -377,10 +378,15 @@ int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
     /* A gauge the worker sets (not adds to) must not count twice once its
      * old block is folded into control's. */
     wn_stat_set(&old_block->global[WN_G_buffer_bytes], 0);
-    for (uint32_t i = 0; i < w->npools; i++)
-        if (pl.fresh[i] && w->pools[i]->conf->preconnect)
-            for (uint32_t j = 0; j < w->pools[i]->nservers; j++)
-                wn_server_preconnect(w->pools[i]->servers[j]);
+    /* preconnect: every server of a new pool, and those added to a kept one */
+    for (uint32_t i = 0; i < w->npools; i++) {
+        pool_rt_t *p = w->pools[i];
+        for (uint32_t j = 0; j < p->nservers; j++) {
+            if (p->conf->preconnect && (pl.fresh[i] || p->servers[j]->added))
+                wn_server_preconnect(p->servers[j]);
+            p->servers[j]->added = false;
+        }
+    }
     plan_free(&pl);
     arm_reap(w);
     wn_log_info("now on configuration generation %llu (%u pool(s))", (unsigned long long)w->gen,

@@ -544,11 +544,12 @@ void wn_sconn_flush(sconn_t *c)
 
 void wn_server_preconnect(server_rt_t *s)
 {
-    for (uint32_t i = 0; i < s->nconns; i++) {
-        sconn_t *c = wn_server_conn(s, i);
-        if (c != NULL && c->state == SCONN_IDLE && sconn_connect(c) < 0)
-            sconn_close(c, c->fail_err);
-    }
+    /* One connection, as twemproxy opens one per server: the others open
+     * when clients use them. All server_connections of every worker at
+     * once filled a server's connection limit. */
+    sconn_t *c = s->nconns > 0 ? wn_server_conn(s, 0) : NULL;
+    if (c != NULL && c->state == SCONN_IDLE && sconn_connect(c) < 0)
+        sconn_close(c, c->fail_err);
 }
 
 void wn_server_close_all(server_rt_t *s)

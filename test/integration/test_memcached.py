@@ -1092,6 +1092,20 @@ class MemcachedSuite:
         t.request(b"get %s\r\n" % keys[0], get_reply([(keys[0], 0, b"unix2-" + keys[0])]))
         px.stop(check=True)
 
+    def test_ipv4_mapped_listener(self):
+        """listen: ::ffff:127.0.0.1:PORT, an IPv4-mapped IPv6 address that
+        nutcracker serves, takes IPv4 clients. walnut made every IPv6 listener
+        IPv6-only, so its bind failed ("invalid argument") after -t said ok."""
+        tmp = self.tmpdir()
+        port = h.free_port()
+        px = self.start_proxy(tmp, {"mapped": h.pool(self.backends,
+                                                     listen="::ffff:127.0.0.1:%d" % port)},
+                              workers=self.WORKERS, extra=self.EXTRA_ARGS)
+        c = self.raw(port)
+        c.request(b"set mapped 0 0 1\r\nv\r\nget mapped\r\n",
+                  b"STORED\r\n" + get_reply([(b"mapped", 0, b"v")]))
+        px.stop(check=True)
+
     def test_backend_receives_client_bytes(self):
         fakes = [h.FakeMemcached("fake%d" % i) for i in range(2)]
         for f in fakes:

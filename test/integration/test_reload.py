@@ -487,6 +487,43 @@ class TestReloadListeners(ReloadCase):
         self.px.stop()
 
 
+class TestPreconnect(ReloadCase):
+    def test_preconnect_opens_one_connection_per_worker(self):
+        """preconnect: each worker opens one connection to every server at start,
+        and to a server a reload adds (twemproxy opens one per server); the rest
+        of server_connections open as clients use them. It opened all of them
+        at once (server_connections x workers per server): 600 x 2 filled a
+        memcached's default limit of 1024, and its other clients were refused."""
+        mcs = self.start_memcached(self.tmp, n=3)
+        ports = {m.port for m in mcs}
+        settings = dict(preconnect=True, server_connections=8, health_check_interval=0)
+        pools = {"alpha": h.pool(mcs[:2], **settings)}
+        self.px = self.start_proxy(self.tmp, pools, workers=2)
+        want = {mcs[0].port: 2, mcs[1].port: 2}
+
+        def census():
+            return self.fd_census(ports)["to_backend"]
+        h.wait_until(lambda: census() == want, deadline=10.0, interval=0.05,
+                     what="one connection per worker to each server (%s)" % census)
+        time.sleep(0.3)  # and no more come
+        self.assertEqual(census(), want)
+        grown = {"alpha": h.pool(mcs, listen=pools["alpha"]["listen"], **settings)}
+        self.assertEqual(self.reload(pools=grown)["generation"], 1)
+        want[mcs[2].port] = 2
+        h.wait_until(lambda: census() == want, deadline=10.0, interval=0.05,
+                     what="the added server preconnected once per worker")
+        # clients on other slots open the other connections as they need them
+        clients = [h.Raw(self.px.port("alpha")) for _ in range(12)]
+        try:
+            for i, c in enumerate(clients):
+                c.request(b"set pre:%d 0 0 1\r\nv\r\n" % i, b"STORED\r\n")
+            self.assertGreater(sum(census().values()), 6)
+        finally:
+            for c in clients:
+                c.close()
+        self.px.stop()
+
+
 class TestReloadRefused(ReloadCase):
     def test_refused_reloads_change_nothing(self):
         mc = self.start_memcached(self.tmp, n=1)
