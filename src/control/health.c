@@ -598,8 +598,10 @@ static void probe_start(hserver_t *s)
     pr->h.handle.data = s;
     pr->handle_open = true;
     uv_tcp_nodelay(&pr->h.tcp, 1);
-    rc = uv_tcp_connect(&pr->connect_req, &pr->h.tcp, (const struct sockaddr *)&s->conf->sa,
-                        probe_connected);
+    /* no address (its name did not resolve): it cannot serve */
+    rc = s->conf->has_sa ? uv_tcp_connect(&pr->connect_req, &pr->h.tcp,
+                                          (const struct sockaddr *)&s->conf->sa, probe_connected)
+                         : UV_EHOSTDOWN;
     if (rc < 0)
         probe_done(s, rc);
 }

@@ -23,10 +23,22 @@ static int resolve(wn_conf_server_t *sc)
     return rc;
 }
 
+/* A server whose name did not resolve is kept without an address: its
+ * requests and probes fail ("Host is down", as twemproxy answers), and a
+ * reload looks it up again. */
+static void unresolved(const wn_conf_pool_t *pc, const wn_conf_server_t *sc, int rc)
+{
+    wn_log_warn("pool '%s': server %s: cannot resolve '%s' (%s): its requests fail until a "
+                "reload finds its address",
+                pc->name, sc->name, sc->addr.host, wn_strerror(rc));
+}
+
 /* A server's state, without handles yet (server_open adds them): NULL with
- * a line in err when its address does not resolve or memory is short. */
-static hserver_t *server_new(const wn_conf_pool_t *pc, wn_conf_server_t *sc, char *err,
-                             size_t errlen)
+ * a line in err when memory is short, or when its address does not resolve
+ * and must (a server a reload adds: the reload is refused, saying why; one
+ * in the configuration walnut starts with is kept, as twemproxy keeps it). */
+static hserver_t *server_new(const wn_conf_pool_t *pc, wn_conf_server_t *sc, bool must_resolve,
+                             char *err, size_t errlen)
 {
     hserver_t *s = calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -34,12 +46,15 @@ static hserver_t *server_new(const wn_conf_pool_t *pc, wn_conf_server_t *sc, cha
         return NULL;
     }
     s->conf = sc;
-    if (!sc->addr.is_unix && resolve(sc) < 0) {
+    int rc = sc->addr.is_unix ? 0 : resolve(sc);
+    if (rc < 0 && must_resolve) {
         snprintf(err, errlen, "pool '%s': server %s: cannot resolve '%s'", pc->name, sc->name,
                  sc->addr.host);
         free(s);
         return NULL;
     }
+    if (rc < 0)
+        unresolved(pc, sc, rc);
     return s;
 }
 
@@ -48,10 +63,16 @@ static hserver_t *server_new(const wn_conf_pool_t *pc, wn_conf_server_t *sc, cha
  * control's loop (and its watchdog pings) for the resolver's timeout per
  * server while DNS is down; to follow a name that moved, change its server
  * line. */
-static void keep_address(wn_conf_server_t *sc, const hserver_t *s)
+static void keep_address(const wn_conf_pool_t *pc, wn_conf_server_t *sc, const hserver_t *s)
 {
     sc->sa = s->conf->sa;
     sc->has_sa = s->conf->has_sa;
+    if (!sc->addr.is_unix && !sc->has_sa) {
+        /* it never had one (DNS failed at start): asked again */
+        int rc = resolve(sc);
+        if (rc < 0)
+            unresolved(pc, sc, rc);
+    }
 }
 
 static void server_open(hserver_t *s, hpool_t *p, uint32_t idx)
@@ -189,7 +210,7 @@ int health_init(control_t *ctl)
         }
         ctl->pools[ctl->npools++] = p;
         for (uint32_t j = 0; j < pc->nservers; j++) {
-            p->servers[j] = server_new(pc, &pc->servers[j], err, sizeof(err));
+            p->servers[j] = server_new(pc, &pc->servers[j], false, err, sizeof(err));
             if (p->servers[j] == NULL) {
                 wn_log_error("%s", err);
                 return WN_EINVAL; /* health_stop frees what was made */
@@ -336,9 +357,9 @@ static int plan_pool(control_t *ctl, plan_t *pl, uint32_t i, wn_conf_pool_t *pc,
     for (uint32_t j = 0; j < pc->nservers; j++) {
         hserver_t *s = old == NULL ? NULL : find_server(old, &pc->servers[j]);
         if (s != NULL)
-            keep_address(&pc->servers[j], s);
+            keep_address(pc, &pc->servers[j], s);
         else
-            s = server_new(pc, &pc->servers[j], err, errlen);
+            s = server_new(pc, &pc->servers[j], true, err, errlen);
         if (s == NULL)
             return WN_EINVAL;
         pl->servers[i][j] = s;

@@ -76,12 +76,10 @@ server_rt_t *wn_server_rt_create(pool_rt_t *pool, const wn_conf_pool_t *pc, uint
     s->conf = sc;
     s->idx = idx;
     s->stats = pool->w->sink_server; /* until wn_pool_rt_count_in */
-    if (!sc->addr.is_unix && server_addr(sc, &s->addr) < 0) {
-        snprintf(err, errlen, "pool '%s': server %s: '%s' was not looked up", pc->name, sc->name,
-                 sc->addr.host);
-        wn_server_rt_destroy(s);
-        return NULL;
-    }
+    /* No address (control could not resolve the name): connections fail
+     * at once, as twemproxy's do ("Host is down"). */
+    if (!sc->addr.is_unix && server_addr(sc, &s->addr) < 0)
+        s->resolve_err = UV_EHOSTDOWN;
     return s;
 }
 
@@ -306,8 +304,9 @@ static int sconn_connect(sconn_t *c)
         c->h.handle.data = c;
         c->handle_open = true;
         c->state = SCONN_CONNECTING;
-        rc = uv_tcp_connect(&c->connect_req, &c->h.tcp, (const struct sockaddr *)&s->addr,
-                            on_connect);
+        rc = s->resolve_err != 0 ? s->resolve_err
+                                 : uv_tcp_connect(&c->connect_req, &c->h.tcp,
+                                                  (const struct sockaddr *)&s->addr, on_connect);
     }
     if (rc < 0) {
         /* Failed at once (unreachable, out of descriptors): the same as a

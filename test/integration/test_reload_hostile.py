@@ -93,25 +93,6 @@ class HostileCase(ReloadCase):
             f.write(text if text is not None else h.render_config(pools))
         os.kill(self.px.pid, signal.SIGHUP)
 
-    def key_on(self, pools, pool, server, prefix="k"):
-        """A key that `walnut --locate` puts on `server` of `pool` for the file `pools`."""
-        path = self.tmp.join("locate-%d.yml" % time.monotonic_ns())
-        with open(path, "w") as f:
-            f.write(h.render_config(pools))
-        keys = [b"%s%s" % (prefix.encode(), hashlib.md5(b"%d" % i).hexdigest()[:12].encode())
-                for i in range(200)]
-        got = h.walnut_locate(path, keys)
-        for k in keys:
-            if got[(pool, k)][0] == server:
-                return k
-        raise AssertionError("no key on %s" % server)
-
-
-# ---------------------------------------------------------------------------
-# F1: a worker that cannot apply a committed configuration wedges reloads
-
-
-class TestWorkerCannotApply(HostileCase):
     def start_flaky(self, pools, workers=2):
         """walnut with the DNS shim (flaky.walnut.test: down, moved, logged by thread)
         and the test hook that makes every worker refuse a configuration (as out of
@@ -133,6 +114,80 @@ class TestWorkerCannotApply(HostileCase):
         except FileNotFoundError:
             return []
 
+    def key_on(self, pools, pool, server, prefix="k"):
+        """A key that `walnut --locate` puts on `server` of `pool` for the file `pools`."""
+        path = self.tmp.join("locate-%d.yml" % time.monotonic_ns())
+        with open(path, "w") as f:
+            f.write(h.render_config(pools))
+        keys = [b"%s%s" % (prefix.encode(), hashlib.md5(b"%d" % i).hexdigest()[:12].encode())
+                for i in range(200)]
+        got = h.walnut_locate(path, keys)
+        for k in keys:
+            if got[(pool, k)][0] == server:
+                return k
+        raise AssertionError("no key on %s" % server)
+
+
+# ---------------------------------------------------------------------------
+# F1: a worker that cannot apply a committed configuration wedges reloads
+
+
+class TestUnresolvedServer(HostileCase):
+    def test_server_that_does_not_resolve_at_start(self):
+        """A server whose name does not resolve when walnut starts (DNS down at
+        boot, a retired host): nutcracker starts and answers its keys
+        "SERVER_ERROR Host is down"; walnut refused to start at all. Now it
+        starts, warns, fails that server's requests as nutcracker does (its
+        probes fail: with auto_eject_hosts it is ejected and its keys go to the
+        others), and a reload after DNS is back finds its address."""
+        mc = self.start_memcached(self.tmp, n=2)
+        x, y = mc
+        listen = "%s:%d" % (h.HOST, h.free_port())
+
+        def conf(**kw):
+            return {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y")],
+                                    listen=listen, timeout=2000, **kw)}
+        self.dns_down = self.tmp.join("dns-down")
+        open(self.dns_down, "w").close()
+        self.px = self.start_flaky(conf())
+        self.assertIn("server x: cannot resolve 'flaky.walnut.test'", self.px.log())
+        kx, ky = self.key_on(conf(), "alpha", "x"), self.key_on(conf(), "alpha", "y")
+        with h.Raw(self.px.port("alpha")) as c:
+            c.request(b"set %s 0 0 1\r\nv\r\n" % kx, b"SERVER_ERROR Host is down\r\n")
+            c.request(b"set %s 0 0 1\r\nv\r\n" % ky, b"STORED\r\n")
+        # DNS is back: a reload looks the name up again and x serves
+        os.unlink(self.dns_down)
+        self.assertEqual(self.reload(pools=conf())["generation"], 1)
+        with h.Raw(self.px.port("alpha")) as c:
+            c.request(b"set %s 0 0 1\r\nx\r\n" % kx, b"STORED\r\n")
+        self.assertTrue(x.keys_held([kx]))
+        # DNS down again at a reload: the server keeps the address it found
+        open(self.dns_down, "w").close()
+        self.assertEqual(self.reload(pools=conf(server_connections=2))["generation"], 2)
+        with h.Raw(self.px.port("alpha")) as c:
+            c.request(b"get %s\r\n" % kx, b"VALUE %s 0 1\r\nx\r\nEND\r\n" % kx)
+        self.stop_clean()
+
+    def test_unresolved_server_is_ejected(self):
+        """With auto_eject_hosts the unresolved server's probes fail and it is
+        ejected: every key is then served by the others."""
+        mc = self.start_memcached(self.tmp, n=2)
+        x, y = mc
+        self.dns_down = self.tmp.join("dns-down")
+        open(self.dns_down, "w").close()
+        pools = {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y")],
+                                 auto_eject_hosts=True, server_failure_limit=2,
+                                 server_retry_timeout=60000, health_check_interval=100)}
+        self.px = self.start_flaky(pools)
+        h.wait_until(lambda: "ejected" in self.px.log(), deadline=10.0, what="x ejected")
+        kx = self.key_on(pools, "alpha", "x")
+        with h.Raw(self.px.port("alpha")) as c:
+            c.request(b"set %s 0 0 1\r\nv\r\n" % kx, b"STORED\r\n")
+        self.assertTrue(y.keys_held([kx]))
+        self.stop_clean()
+
+
+class TestWorkerCannotApply(HostileCase):
     def test_dns_outage_during_reload_does_not_wedge_reloads(self):
         """server_connections of a kept server (a host name) changes while DNS
         is down. At fe6da29 control kept the server (no lookup) and committed;
