@@ -82,7 +82,8 @@ int wn_conf_listen_parse(const char *text, wn_conf_addr_t *out, char *why, size_
         return why_set(why, whylen, "is empty (want host:port or /path/to/socket [mode])");
 
     if (text[0] == '/') {
-        /* "/path/sock" or "/path/sock 0666", split at the last space */
+        /* "/path/sock" or "/path/sock 0666", split at the last space (a path
+         * with spaces needs a mode after it) */
         const char *sp = last_of(text, n, ' ');
         size_t plen = sp ? (size_t)(sp - text) : n;
         if (sp != NULL) {
@@ -100,8 +101,7 @@ int wn_conf_listen_parse(const char *text, wn_conf_addr_t *out, char *why, size_
                     (int)WN_MIN(mlen, WN_CONF_QUOTE_MAX), m);
             a.perm = (unsigned)v;
         }
-        if (has_space(text, plen))
-            return why_set(why, whylen, "has spaces in the unix socket path");
+        /* spaces before the last one are the path's, as in twemproxy */
         if (plen >= WN_CONF_UNIX_PATH_MAX)
             return why_set(why, whylen, "has a unix socket path of %zu bytes (at most %d)", plen,
                            WN_CONF_UNIX_PATH_MAX - 1);

@@ -383,6 +383,7 @@ static void test_listen_parse(void **state)
         {"/tmp/walnut.sock 0666", "/tmp/walnut.sock", 0, 0666, true},
         {"/tmp/walnut.sock 700", "/tmp/walnut.sock", 0, 0700, true},
         {"/tmp/walnut.sock 0", "/tmp/walnut.sock", 0, 0, true},
+        {"/tmp/my app.sock 0666", "/tmp/my app.sock", 0, 0666, true}, /* as in twemproxy */
     };
     static const struct {
         const char *text, *why;
@@ -401,7 +402,7 @@ static void test_listen_parse(void **state)
         {"/tmp/walnut.sock 1777", "mode '1777'"},
         {"/tmp/walnut.sock 06x", "mode '06x'"},
         {"/tmp/walnut.sock ", "no unix socket mode"},
-        {"/tmp/a b.sock 0666", "spaces"},
+        {"/tmp/a b.sock", "mode 'b.sock'"}, /* a path with spaces needs a mode after it */
         {"/tmp/"
          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock",
