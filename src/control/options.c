@@ -148,10 +148,11 @@ int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_
             opts->action = WN_ACTION_DESCRIBE_STATS;
             break;
         case 'v':
-            if (parse_num(optarg, 0, WN_LOG_LEVEL_MAX, &v) < 0)
+            /* above the most verbose level: that level, as twemproxy clamps it */
+            if (parse_num(optarg, 0, LONG_MAX, &v) < 0)
                 return fail(err, errlen, "option %s requires a number from 0 to %d, not '%s'",
                             opt_name('v'), WN_LOG_LEVEL_MAX, optarg);
-            opts->verbosity = (int)v;
+            opts->verbosity = (int)WN_MIN(v, (long)WN_LOG_LEVEL_MAX);
             break;
         case 'o':
             opts->log_file = optarg;
@@ -166,9 +167,9 @@ int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_
             opts->stats_port = (uint16_t)v;
             break;
         case 'i':
-            if (parse_num(optarg, 1, INT_MAX, &v) < 0)
-                return fail(err, errlen,
-                            "option %s requires a positive number of milliseconds, not '%s'",
+            /* accepted as twemproxy accepts it (0 too); stats are always current */
+            if (parse_num(optarg, 0, INT_MAX, &v) < 0)
+                return fail(err, errlen, "option %s requires a number of milliseconds, not '%s'",
                             opt_name('i'), optarg);
             opts->stats_interval = (int)v;
             break;

@@ -186,7 +186,7 @@ class TestCommandLine(h.ProxyTestCase):
         with open(conf, "w") as f:
             f.write(GOOD)
         cases = [
-            (["-v", "99"], "-v"),
+            (["-v", "-1"], "-v"),
             (["-v", "x"], "-v"),
             (["-m", "1"], "-m"),
             (["-m", "100000000"], "-m"),

@@ -95,6 +95,20 @@ static void test_locate(void **state)
     assert_non_null(strstr(err, "--locate requires at least one KEY"));
 }
 
+/* What nutcracker 0.5.0 takes: -v past 11 (it clamps), -i 0. */
+static void test_twemproxy_values(void **state)
+{
+    (void)state;
+    wn_options_t o;
+    char err[256] = "";
+    assert_int_equal(PARSE(&o, err, "-v", "12"), 0);
+    assert_int_equal(o.verbosity, 11);
+    assert_int_equal(PARSE(&o, err, "-v", "99999999999"), 0);
+    assert_int_equal(o.verbosity, 11);
+    assert_int_equal(PARSE(&o, err, "-i", "0"), 0);
+    assert_int_equal(o.stats_interval, 0);
+}
+
 static void expect_error(const char *needle, int rc, const char *err)
 {
     assert_int_equal(rc, WN_EINVAL);
@@ -107,15 +121,16 @@ static void test_errors_name_the_option(void **state)
     (void)state;
     wn_options_t o;
     char err[256];
-    expect_error("option -v/--verbose requires a number from 0 to 11, not '12'", PARSE(&o, err, "-v", "12"),
-                 err);
+    expect_error("option -v/--verbose requires a number from 0 to 11, not '-1'",
+                 PARSE(&o, err, "-v", "-1"), err);
     expect_error("option -s/--stats-port requires a port", PARSE(&o, err, "-s", "0"), err);
     expect_error("option -s/--stats-port requires a port", PARSE(&o, err, "-s", "70000"), err);
     expect_error("option -m/--mbuf-size requires a size from 512", PARSE(&o, err, "-m", "100"), err);
     expect_error("option -m/--mbuf-size requires a size", PARSE(&o, err, "-m", "16k"), err);
     expect_error("option -T/--workers requires a number from 1 to 256", PARSE(&o, err, "-T", "0"),
                  err);
-    expect_error("option -i/--stats-interval requires a positive number", PARSE(&o, err, "-i", "x"), err);
+    expect_error("option -i/--stats-interval requires a number of milliseconds",
+                 PARSE(&o, err, "-i", "x"), err);
     expect_error("option -c/--conf-file requires a value", PARSE(&o, err, "-c"), err);
     /* a flag given a value: it takes none (it was "requires a value") */
     expect_error("option -t/--test-conf takes no value", PARSE(&o, err, "--test-conf=1"), err);
@@ -154,8 +169,11 @@ static void test_absolute_paths(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_short_and_long_forms),
-        cmocka_unit_test(test_locate),         cmocka_unit_test(test_errors_name_the_option),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_short_and_long_forms),
+        cmocka_unit_test(test_locate),
+        cmocka_unit_test(test_twemproxy_values),
+        cmocka_unit_test(test_errors_name_the_option),
         cmocka_unit_test(test_absolute_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
