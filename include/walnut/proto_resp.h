@@ -347,10 +347,12 @@ typedef enum wn_rcmd_class {
     WN_RCMD_SCRIPT,    /* EVAL EVALSHA (+ _RO, FCALL): keys after the numkeys arg at numkeys_at */
     WN_RCMD_ALL_KEYS_ONE_SERVER, /* multi-key commands twemproxy refuses; walnut can forward
                                   * them when every key maps to one server */
-    WN_RCMD_LOCAL,       /* answered by the proxy: PING ECHO QUIT SELECT AUTH HELLO CLIENT */
-    WN_RCMD_KEYLESS,     /* no key, same answer from any server (COMMAND, LOLWUT): twemproxy
-                          * sends it to the server of the key "placeholder" */
-    WN_RCMD_UNSUPPORTED, /* refused; unsupported_reason says why */
+    WN_RCMD_LOCAL,        /* answered by the proxy: PING ECHO QUIT SELECT AUTH HELLO CLIENT */
+    WN_RCMD_KEYLESS,      /* no key, same answer from any server (COMMAND, LOLWUT): twemproxy
+                           * sends it to the server of the key "placeholder" */
+    WN_RCMD_EVERY_SERVER, /* SCRIPT: LOAD and FLUSH go to every live server (the worker
+                           * decides by the subcommand, refusing some) */
+    WN_RCMD_UNSUPPORTED,  /* refused; unsupported_reason says why */
     WN_RCMD_CLASS_COUNT
 } wn_rcmd_class_t;
 

@@ -210,7 +210,7 @@ static const wn_rcmd_t table[WN_RCMD_COUNT] = {
     C(SAVE, "save", 1, UNSUPPORTED, 0, 0, 0, 0, 0, ANY, R_ADMIN),
     C(SCAN, "scan", -2, UNSUPPORTED, RO, 0, 0, 0, 0, ANY, R_KEYSPACE),
     C(SCARD, "scard", 2, KEY, RO|NC, 1, 1, 1, 0, INT, NULL),
-    C(SCRIPT, "script", -2, UNSUPPORTED, 0, 0, 0, 0, 0, ANY, R_SCRIPTS),
+    C(SCRIPT, "script", -2, EVERY_SERVER, 0, 0, 0, 0, 0, ANY, NULL),
     C(SDIFF, "sdiff", -2, KEY, RO|NC, 1, -1, 1, 0, ARR, NULL),
     C(SDIFFSTORE, "sdiffstore", -3, KEY, W|NC, 1, -1, 1, 0, INT, NULL),
     C(SELECT, "select", 2, LOCAL, 0, 0, 0, 0, 0, ANY, NULL),
@@ -379,8 +379,8 @@ uint16_t wn_rcmd_count(void)
 }
 
 static const char *const class_names[] = {
-    "key",   "multi_key", "multi_kv",    "script", "all_keys_one_server",
-    "local", "keyless",   "unsupported",
+    "key",   "multi_key", "multi_kv",     "script",      "all_keys_one_server",
+    "local", "keyless",   "every_server", "unsupported",
 };
 _Static_assert(WN_ARRAY_SIZE(class_names) == WN_RCMD_CLASS_COUNT, "one name per class");
 

@@ -268,6 +268,14 @@ uint64_t wn_ring_epoch(const wn_ring_t *ring)
     return ring->epoch;
 }
 
+void wn_ring_live(const wn_ring_t *ring, bool *live)
+{
+    for (uint32_t i = 0; i < ring->nservers; i++)
+        live[i] = false;
+    for (uint32_t p = 0; p < ring->npoints; p++)
+        live[ring->points[p].server] = true;
+}
+
 uint32_t wn_ring_nservers(const wn_ring_t *ring)
 {
     return ring->nservers;

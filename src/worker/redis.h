@@ -9,6 +9,9 @@
 #include "core_types.h"
 #include "walnut/proto_resp.h"
 
+#include <string.h>
+#include <strings.h>
+
 /* Keys walnut routes: up to this many bytes (twemproxy: its buffer size
  * less 48, 16335 bytes by default). Longer keys are refused. */
 #define WN_REDIS_MAX_KEY (64u * 1024u)
@@ -45,7 +48,8 @@ typedef enum redis_merge {
     RMERGE_NONE = 0,
     RMERGE_ARRAY, /* MGET: elements in the client's key order */
     RMERGE_SUM,   /* DEL UNLINK TOUCH EXISTS: the sum of the integers */
-    RMERGE_OK,    /* MSET: +OK when every part says +OK */
+    RMERGE_OK,    /* MSET, SCRIPT FLUSH: +OK when every part says +OK */
+    RMERGE_SAME,  /* SCRIPT LOAD: the one bulk every server answered */
 } redis_merge_t;
 
 /* A split's bookkeeping (one buffer, r->arena). */
@@ -126,6 +130,13 @@ static inline redis_req_t *redis_req(req_t *r)
 }
 
 /* redis_client.c */
+/* Is argument i (read by walnut) `word`, in any case? */
+static inline bool wn_redis_arg_is(const redis_req_t *r, uint32_t i, const char *word)
+{
+    const redis_arg_t *a = &r->args[i];
+    return a->val != NULL && a->len == strlen(word) && strncasecmp(a->val, word, a->len) == 0;
+}
+
 void wn_redis_client_init(client_t *c);
 void wn_redis_client_parse(client_t *c);
 bool wn_redis_client_has_pending(const client_t *c);

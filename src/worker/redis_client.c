@@ -151,6 +151,8 @@ static bool arg_needed(const redis_req_t *r, uint32_t i)
         return i >= 1;
     case WN_RCMD_MULTI_KV:
         return i % 2 == 1;
+    case WN_RCMD_EVERY_SERVER:
+        return i == 1; /* the subcommand; a script goes by reference */
     default:
         break;
     }

@@ -259,6 +259,112 @@ static bool dispatch_split(redis_client_t *c, redis_req_t *r, uint32_t per, redi
     return sent;
 }
 
+/* ---- every server ----------------------------------------------------------- */
+
+/* Fragment f of p: p as the client sent it, for one of the servers. */
+static int make_copy(redis_req_t *p, uint32_t f)
+{
+    redis_req_t *fr = (redis_req_t *)wn_req_create(p->r.pool, NULL, REQ_FRAGMENT);
+    if (fr == NULL)
+        return WN_ENOMEM;
+    fr->cmd = p->cmd;
+    fr->merge = p->merge;
+    fr->frag = f;
+    wn_req_ref(&p->r);
+    fr->r.parent = &p->r;
+    p->r.frags[f] = &fr->r;
+    char head[WN_RESP_ARRAY_HEAD_MAX + WN_RESP_BULK_HEAD_MAX + 32];
+    int n = wn_resp_compose_cmd_head(head, sizeof(head), p->cmd->name, strlen(p->cmd->name),
+                                     p->nargs - 1);
+    if (n < 0 || wn_req_out_scratch(&fr->r, head, (size_t)n) < 0)
+        return WN_ENOMEM;
+    for (uint32_t i = 1; i < p->nargs; i++) {
+        int rc = push_arg(p, fr, i);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* r to each of the nf servers in where, answered once all have. */
+static bool send_to_all(redis_client_t *c, redis_req_t *r, server_rt_t **where, uint32_t nf)
+{
+    for (uint32_t f = 0; f < nf; f++)
+        if (wn_server_is_suspect(where[f]) && wn_ctl_hold(&c->c, where[f]))
+            return false;
+    r->r.kind = REQ_PARENT;
+    if (wn_req_frags_alloc(&r->r, nf) < 0) {
+        wn_redis_fail(&r->r, WN_ENOMEM);
+        return true;
+    }
+    for (uint32_t f = 0; f < nf; f++) {
+        if (make_copy(r, f) < 0) {
+            wn_redis_fail(&r->r, WN_ENOMEM);
+            return true;
+        }
+    }
+    r->r.frags_left = nf;
+    wn_stat_add(WN_PSTAT(c->c.pool, fragments), nf);
+    wn_req_out_written(&r->r); /* the fragments hold the arguments' bytes now */
+    for (uint32_t f = 0; f < nf && r->r.frags[f] != NULL; f++)
+        wn_redis_forward(&c->c, where[f], r->r.frags[f]);
+    return true;
+}
+
+/*
+ * SCRIPT LOAD and SCRIPT FLUSH go to every live server: EVALSHA goes to its
+ * key's server, which must have the script (redis-py's Script and Lock load
+ * it this way after a NOSCRIPT). LOAD is answered with the SHA1 they all
+ * gave, FLUSH with +OK; one failure or error answers the whole command.
+ * KILL, EXISTS and DEBUG are refused (they are about one server); other
+ * subcommands (HELP, a wrong one, a wrong count) get one server's answer.
+ */
+static bool dispatch_every_server(redis_client_t *c, redis_req_t *r)
+{
+    pool_rt_t *pool = c->c.pool;
+    if (wn_redis_arg_is(r, 1, "LOAD") && r->nargs == 3)
+        r->merge = RMERGE_SAME;
+    else if (wn_redis_arg_is(r, 1, "FLUSH") && r->nargs <= 3)
+        r->merge = RMERGE_OK;
+    else if (wn_redis_arg_is(r, 1, "KILL") || wn_redis_arg_is(r, 1, "EXISTS") ||
+             wn_redis_arg_is(r, 1, "DEBUG")) {
+        const char *sub = wn_redis_arg_is(r, 1, "KILL")     ? "kill"
+                          : wn_redis_arg_is(r, 1, "EXISTS") ? "exists"
+                                                            : "debug";
+        refuse(r, "unsupported command 'script ", sub,
+               "': it is about one server (walnut sends only SCRIPT LOAD and SCRIPT FLUSH, to "
+               "every server)");
+        return true;
+    } else {
+        return forward_whole(c, r, wn_pool_route(pool, "placeholder", 11));
+    }
+    uint32_t n = WN_MIN(pool->nservers, wn_ring_nservers(pool->ring)), nf = 0;
+    bool live_inl[16];
+    server_rt_t *where_inl[16];
+    bool *live = n <= 16 ? live_inl : malloc(sizeof(*live) * n);
+    server_rt_t **where = n <= 16 ? where_inl : malloc(sizeof(*where) * n);
+    bool sent = true;
+    if (live == NULL || where == NULL) {
+        wn_redis_fail(&r->r, WN_ENOMEM);
+    } else {
+        wn_ring_live(pool->ring, live);
+        for (uint32_t i = 0; i < n; i++)
+            if (live[i])
+                where[nf++] = pool->servers[i];
+        if (nf == 0)
+            wn_redis_fail(&r->r, WN_ENOSERVER);
+        else if (nf == 1)
+            sent = forward_whole(c, r, where[0]);
+        else
+            sent = send_to_all(c, r, where, nf);
+    }
+    if (live != live_inl)
+        free(live);
+    if (where != where_inl)
+        free(where);
+    return sent;
+}
+
 /* MSETNX, RENAME, ...: forwarded when every key is on one server. */
 static bool dispatch_one_server(redis_client_t *c, redis_req_t *r)
 {
@@ -322,6 +428,8 @@ bool wn_redis_dispatch(redis_client_t *c, redis_req_t *r)
     }
     case WN_RCMD_KEYLESS:
         return forward_whole(c, r, wn_pool_route(pool, "placeholder", 11));
+    case WN_RCMD_EVERY_SERVER:
+        return dispatch_every_server(c, r);
     default:
         break;
     }

@@ -18,12 +18,6 @@
 
 static const char NOAUTH[] = "-NOAUTH Authentication required\r\n";
 
-static bool arg_is(const redis_req_t *r, uint32_t i, const char *word)
-{
-    const redis_arg_t *a = &r->args[i];
-    return a->val != NULL && a->len == strlen(word) && strncasecmp(a->val, word, a->len) == 0;
-}
-
 static void reply(redis_req_t *r, const char *text, size_t len)
 {
     wn_redis_reply(r, text, len);
@@ -159,7 +153,7 @@ static const char *auth_error(const redis_client_t *c, const redis_req_t *r, uin
                               uint32_t pass_at)
 {
     const char *want = c->c.pool->conf->redis_auth;
-    bool default_user = user_at == 0 || arg_is(r, user_at, "default");
+    bool default_user = user_at == 0 || wn_redis_arg_is(r, user_at, "default");
     if (want == NULL) {
         if (user_at == 0)
             return "-ERR AUTH <password> called without any password configured for the "
@@ -272,7 +266,7 @@ static void do_hello(redis_client_t *c, redis_req_t *r)
         i = 2;
     }
     for (; i < r->nargs; i++) {
-        if (arg_is(r, i, "AUTH") && i + 2 < r->nargs) {
+        if (wn_redis_arg_is(r, i, "AUTH") && i + 2 < r->nargs) {
             const char *err = auth_error(c, r, i + 1, i + 2);
             if (err != NULL) {
                 reply_error(r, err);
@@ -280,7 +274,7 @@ static void do_hello(redis_client_t *c, redis_req_t *r)
             }
             set_authed(c, true);
             i += 2;
-        } else if (arg_is(r, i, "SETNAME") && i + 1 < r->nargs) {
+        } else if (wn_redis_arg_is(r, i, "SETNAME") && i + 1 < r->nargs) {
             if (!set_name(c, r, i + 1))
                 return;
             i += 1;
@@ -323,7 +317,7 @@ static bool client_arity_refused(redis_req_t *r)
 {
     for (size_t i = 0; i < WN_ARRAY_SIZE(client_subs); i++) {
         const struct client_sub *sub = &client_subs[i];
-        if (!arg_is(r, 1, sub->name))
+        if (!wn_redis_arg_is(r, 1, sub->name))
             continue;
         if (r->nargs == sub->argc)
             return false;
@@ -401,29 +395,29 @@ static void do_client(redis_client_t *c, redis_req_t *r)
     char line[512];
     if (client_arity_refused(r))
         return;
-    if (arg_is(r, 1, "SETNAME")) {
+    if (wn_redis_arg_is(r, 1, "SETNAME")) {
         if (set_name(c, r, 2))
             reply_str(r, "+OK\r\n");
-    } else if (arg_is(r, 1, "GETNAME")) {
+    } else if (wn_redis_arg_is(r, 1, "GETNAME")) {
         if (c->client_name == NULL)
             reply_str(r, "$-1\r\n");
         else
             reply_bulk(r, c->client_name, strlen(c->client_name));
-    } else if (arg_is(r, 1, "ID")) {
+    } else if (wn_redis_arg_is(r, 1, "ID")) {
         int n = snprintf(line, sizeof(line), ":%llu\r\n", (unsigned long long)c->id);
         reply(r, line, (size_t)n);
-    } else if (arg_is(r, 1, "SETINFO")) {
+    } else if (wn_redis_arg_is(r, 1, "SETINFO")) {
         /* What client library this is: checked as redis-server 7.2 checks
          * it, then kept nowhere (a value too long to look at is not). */
         const redis_arg_t *v = &r->args[3];
-        if (!arg_is(r, 2, "LIB-NAME") && !arg_is(r, 2, "LIB-VER"))
+        if (!wn_redis_arg_is(r, 2, "LIB-NAME") && !wn_redis_arg_is(r, 2, "LIB-VER"))
             reply_error_showing(r, "-ERR Unrecognized option '", &r->args[2], 64, "'\r\n");
         else if (v->len > 0 && v->val != NULL && !name_ok(v))
             reply_error_showing(r, "-ERR ", &r->args[2], 8,
                                 " cannot contain spaces, newlines or special characters.\r\n");
         else
             reply_str(r, "+OK\r\n");
-    } else if (arg_is(r, 1, "INFO")) {
+    } else if (wn_redis_arg_is(r, 1, "INFO")) {
         client_info(c, r);
     } else {
         reply_error_showing(r, "-ERR CLIENT ", &r->args[1], 64,

@@ -79,6 +79,45 @@ static void answer_array(redis_req_t *p)
     wn_req_done(&p->r);
 }
 
+/* The bytes of a reply kept in segments, into out (at most cap): its length,
+ * or cap + 1 when longer. */
+static size_t flatten(const segv_t *sv, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < sv->n; i++) {
+        const seg_t *sg = &sv->v[i];
+        if (n + sg->len > cap)
+            return cap + 1;
+        memcpy(out + n, sg->buf->data + sg->off, sg->len);
+        n += sg->len;
+    }
+    return n;
+}
+
+/* SCRIPT LOAD: every server gave the same SHA1; the client gets it. */
+static void answer_same(redis_req_t *p)
+{
+    char a[128], b[128];
+    size_t na = flatten(&redis_req(p->r.frags[0])->r.rsp, a, sizeof(a));
+    for (uint32_t f = 1; f < p->r.nfrags; f++) {
+        size_t nb = flatten(&redis_req(p->r.frags[f])->r.rsp, b, sizeof(b));
+        if (na > sizeof(a) || nb != na || memcmp(a, b, na) != 0) {
+            wn_stat_add(&p->r.pool->stats->errors[WN_CAUSE_protocol], 1);
+            wn_stat_add(WN_PSTAT(p->r.pool, forward_error), 1);
+            wn_redis_reply(p, "-ERR Invalid argument\r\n", 23);
+            return;
+        }
+    }
+    const segv_t *sv = &redis_req(p->r.frags[0])->r.rsp;
+    for (uint32_t i = 0; i < sv->n; i++) {
+        if (wn_segv_push(&p->r.rsp, sv->v[i].buf, sv->v[i].off, sv->v[i].len) < 0) {
+            wn_redis_fail(&p->r, WN_ENOMEM);
+            return;
+        }
+    }
+    wn_req_done(&p->r);
+}
+
 void wn_redis_parent_progress(req_t *parent)
 {
     redis_req_t *p = redis_req(parent);
@@ -106,6 +145,9 @@ void wn_redis_parent_progress(req_t *parent)
     switch (p->merge) {
     case RMERGE_ARRAY:
         answer_array(p);
+        return;
+    case RMERGE_SAME:
+        answer_same(p);
         return;
     case RMERGE_SUM:
         n = wn_resp_compose_int(line, sizeof(line), p->split->sum);

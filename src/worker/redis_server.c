@@ -189,6 +189,10 @@ static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
             return WN_EPROTO;
         f->split->sum += tok->number;
         return 0;
+    case RMERGE_SAME: /* SCRIPT LOAD: one bulk, kept to compare and answer */
+        return tok->depth == 0 && tok->type == '$' && tok->number >= 0
+                   ? wn_req_rsp_push(&f->r, b, pos, tok->line_len, true)
+                   : WN_EPROTO;
     default: /* RMERGE_OK: exactly +OK (a +QUEUED, say, is no MSET's) */
         return tok->type == '+' && tok->done && tok->line_len == 5 &&
                        memcmp(b->data + pos, "+OK\r\n", 5) == 0
@@ -306,7 +310,8 @@ static int take_data(redis_sconn_t *s, req_t *r, wn_buf_t *b)
     uint32_t pos = s->s.in.pos;
     uint32_t take = (uint32_t)WN_MIN((uint64_t)(b->len - pos), s->data_left);
     bool keep = r->kind != REQ_INTERNAL &&
-                (r->kind != REQ_FRAGMENT || redis_req(r)->merge == RMERGE_ARRAY);
+                (r->kind != REQ_FRAGMENT || redis_req(r)->merge == RMERGE_ARRAY ||
+                 redis_req(r)->merge == RMERGE_SAME);
     if (keep && wn_req_rsp_push(r, b, pos, take, false) < 0)
         return WN_ENOMEM;
     if (r->kind == REQ_FRAGMENT)

@@ -662,6 +662,73 @@ class TestRedis(RedisCase):
         one.call("SET", k, "solo")
         self.assertSameAsDirect(px.port("one"), one.port, resp("EVAL", get, 0, k))
 
+    def test_script_load_and_flush_reach_every_server(self):
+        """SCRIPT LOAD goes to every live server and is answered with the SHA1
+        they all gave, so EVALSHA finds the script whichever server its key is
+        on (SCRIPT was refused: redis-py's Lock could acquire but neither extend
+        nor release, and register_script failed). SCRIPT FLUSH empties every
+        server's cache; KILL, EXISTS and DEBUG are refused (they are about one
+        server); HELP, an unknown subcommand or a wrong count get a server's
+        own answer, and a FLUSH every server refuses its error."""
+        script = "return redis.call('GET', KEYS[1])"
+        sha = hashlib.sha1(script.encode()).hexdigest().encode()
+        for b in self.backends:
+            b.call("SCRIPT", "FLUSH")
+        keys = [self.keys_on[i][0] for i in range(3)]
+        with self.raw(self.port) as c:
+            c.request(resp("SCRIPT", "LOAD", script), resp_bulk(sha))
+            for k in keys:
+                c.request(resp("SET", k, b"v" + k), b"+OK\r\n")
+                c.request(resp("EVALSHA", sha, 1, k), resp_bulk(b"v" + k))
+        for b in self.backends:
+            self.assertEqual(b.call("SCRIPT", "EXISTS", sha), [1], b.name)
+        with self.raw(self.port) as c:
+            c.request(resp("SCRIPT", "FLUSH"), b"+OK\r\n")
+            c.request(resp("SCRIPT", "FLUSH", "ASYNC"), b"+OK\r\n")
+            c.request(resp("EVALSHA", sha, 1, keys[1]), b"-NOSCRIPT")
+            c.recv_line()
+            for sub, args in (("KILL", ()), ("EXISTS", (sha,)), ("DEBUG", ("NO",))):
+                c.send(resp("SCRIPT", sub, *args))
+                self.assertEqual(c.recv_line(), (
+                    "-ERR unsupported command 'script %s': it is about one server (walnut "
+                    "sends only SCRIPT LOAD and SCRIPT FLUSH, to every server)\r\n"
+                    % sub.lower()).encode())
+            c.request(resp("PING"), b"+PONG\r\n")
+        for b in self.backends:
+            self.assertEqual(b.call("SCRIPT", "EXISTS", sha), [0], b.name)
+        direct = self.backends[0].port
+        for req in (("SCRIPT", "HELP"), ("SCRIPT", "NOSUCH"), ("SCRIPT", "LOAD"),
+                    ("SCRIPT", "LOAD", "a", "b"), ("SCRIPT", "FLUSH", "NOSUCH"),
+                    ("SCRIPT", "LOAD", "return {")):
+            self.assertSameAsDirect(self.port, direct, resp(*req), what=" ".join(req))
+
+    def test_script_load_with_a_server_down(self):
+        """A server that cannot take the script fails the whole SCRIPT LOAD with
+        one error (the client can retry); the connection stays usable; once
+        the server is ejected the others take it."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        two = self.start_redis(tmp, 2, prefix="sl")
+        px = self.start_proxy(tmp, {"p": h.pool(two, redis=True, timeout=2000)}, workers=1,
+                              name="script-load")
+        self.addCleanup(px.stop, check=False)
+        two[1].stop()
+        with self.raw(px.port("p")) as c:
+            c.send(resp("SCRIPT", "LOAD", "return 1"))
+            self.assertEqual(c.recv_line(), b"-ERR Connection refused\r\n")
+            c.request(resp("PING"), b"+PONG\r\n")
+        ejecting = {"p": h.pool(two, redis=True, timeout=2000, auto_eject_hosts=True,
+                                server_failure_limit=1, server_retry_timeout=60000,
+                                health_check_interval=100)}
+        px2 = self.start_proxy(tmp, ejecting, workers=1, name="script-load-eject")
+        self.addCleanup(px2.stop, check=False)
+        h.wait_until(lambda: "workers on ring epoch 2" in px2.log(), deadline=10.0,
+                     what="the dead server out of the workers' ring")
+        sha = hashlib.sha1(b"return 2").hexdigest().encode()
+        with self.raw(px2.port("p")) as c:
+            c.request(resp("SCRIPT", "LOAD", "return 2"), resp_bulk(sha))
+        self.assertEqual(two[0].call("SCRIPT", "EXISTS", sha), [1])
+
     # ------------------------------------------------------------ multi-key
 
     def test_multikey_split_and_merged(self):
@@ -1022,7 +1089,7 @@ class TestRedis(RedisCase):
             ("CONFIG", "GET", "maxmemory"), ("SHUTDOWN",), ("DEBUG", "SLEEP", "0"), ("MONITOR",),
             ("SAVE",), ("ACL", "WHOAMI")),
         r"scripts and functions are managed on each server directly": (
-            ("SCRIPT", "LOAD", "return 1"), ("FUNCTION", "LIST")),
+            ("FUNCTION", "LIST"), ("FUNCTION", "FLUSH")),
         r"streams are not supported": (("XADD", "s", "*", "f", "v"), ("XLEN", "s")),
         # forwarded, it moved the key to a database walnut refuses to SELECT
         r"walnut serves one database per pool (redis_db); the key would leave it":

@@ -17,6 +17,7 @@ redis-py calls against one redis-server directly for comparison.
 Run with Debian's /usr/bin/python3; WALNUT_BIN names the binary.
 """
 
+import hashlib
 import os
 import pty
 import random
@@ -210,6 +211,38 @@ class TestRedisClients(h.ProxyTestCase):
             self.assertTrue(c.set(b"big\x00%d" % size, v))
             self.assertEqual(c.get(b"big\x00%d" % size), v)
         self.assertEqual(c.delete(*keys), len(keys))
+
+    def test_redis_py_lock_and_registered_scripts(self):
+        """redis-py's Lock and register_script: EVALSHA, and SCRIPT LOAD after
+        its NOSCRIPT. With SCRIPT refused, a lock was acquired but could be
+        neither extended nor released (LockError), so it stayed held until its
+        timeout; every registered script failed. Locks on keys of every server."""
+        redis = redis_py()
+        c = self.client()
+        for b in self.backends[:3]:
+            b.call("SCRIPT", "FLUSH")
+        # varied names: fnv1a_64's low bits barely move with a last digit
+        names = ["lock:%s" % hashlib.md5(b"%d" % i).hexdigest()[:10] for i in range(12)]
+        for n in names:
+            c.set(n, "x")
+        where = h.redis_placement(self.backends[:3], [n.encode() for n in names])
+        self.assertEqual(len({b.port for b in where.values()}), 3)
+        c.delete(*names)
+        for n in names:
+            lock = c.lock(n, timeout=30)
+            self.assertTrue(lock.acquire(blocking=False))
+            other = c.lock(n, timeout=30)
+            self.assertFalse(other.acquire(blocking=False))
+            other.local.token = b"not-the-owner"
+            with self.assertRaises(redis.exceptions.LockNotOwnedError):
+                other.release()  # the release script ran, and refused
+            self.assertTrue(lock.extend(10))
+            self.assertTrue(lock.reacquire())
+            lock.release()
+            self.assertIsNone(c.get(n))
+        echo = c.register_script("return {KEYS[1], ARGV[1]}")
+        self.assertEqual([echo(keys=[n], args=["a"]) for n in names[:3]],
+                         [[n.encode(), b"a"] for n in names[:3]])
 
     def test_redis_py_password_db_client_name(self):
         redis = redis_py()

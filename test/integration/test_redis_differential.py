@@ -74,15 +74,19 @@ ALLOWED = [
          why="a pool serves one database (redis_db); other SELECTs are refused"),
     dict(name="refused", cmd=r"^(MULTI|EXEC|DISCARD|WATCH|UNWATCH|SUBSCRIBE|PUBLISH|PUBSUB|"
                              r"BLPOP|BRPOP|BZPOPMIN|BLMOVE|WAIT|KEYS|SCAN|DBSIZE|RANDOMKEY|INFO|"
-                             r"TIME|LASTSAVE|ROLE|CONFIG|OBJECT|DEBUG|MEMORY|SLOWLOG|SCRIPT|XADD|"
+                             r"TIME|LASTSAVE|ROLE|CONFIG|OBJECT|DEBUG|MEMORY|SLOWLOG|XADD|"
                              r"XLEN|XRANGE|ACL|LATENCY|READONLY|FLUSHDB|FLUSHALL) ",
          walnut=REFUSED,
-         why="transactions, pub/sub, blocking, keyspace-wide, per-server, admin, script "
+         why="transactions, pub/sub, blocking, keyspace-wide, per-server, admin, function "
              "management, stream and cluster commands are refused, saying why (twemproxy "
              "closes the connection)"),
     dict(name="refused, no args", cmd=r"^(MULTI|EXEC|DISCARD|UNWATCH|DBSIZE|RANDOMKEY|INFO|"
                                       r"TIME|LASTSAVE|ROLE|READONLY|FLUSHDB|FLUSHALL)$",
          walnut=REFUSED, why="as above"),
+    dict(name="script about one server", cmd=r"^SCRIPT (EXISTS|KILL|DEBUG)( |$)",
+         walnut=rb"-ERR unsupported command 'script (exists|kill|debug)': it is about one server "
+                rb"\(walnut sends only SCRIPT LOAD and SCRIPT FLUSH, to every server\)\r\n",
+         why="SCRIPT LOAD and FLUSH go to every server; the other subcommands are about one"),
     dict(name="move", cmd=r"^MOVE \S+ \d+$",
          walnut=rb"-ERR unsupported command 'move': walnut serves one database per pool "
                 rb"\(redis_db\); the key would leave it\r\n",

@@ -292,12 +292,13 @@ static void test_classes(void **state)
          WN_RCMD_ALL_KEYS_ONE_SERVER},
         {"ping echo quit select auth hello client", WN_RCMD_LOCAL},
         {"command lolwut", WN_RCMD_KEYLESS},
+        {"script", WN_RCMD_EVERY_SERVER},
         {"get set getdel hgetall sinter sunionstore rpoplpush smove lmove pfmerge pfcount copy "
          "sort "
          "zunionstore zinterstore zdiff georadius expiretime sort_ro substr",
          WN_RCMD_KEY},
         {"multi exec discard watch unwatch subscribe publish pubsub blpop brpop blmove bzpopmin "
-         "wait keys scan randomkey dbsize flushall flushdb info time config script function "
+         "wait keys scan randomkey dbsize flushall flushdb info time config function "
          "object xadd xread cluster readonly migrate reset shutdown monitor move",
          WN_RCMD_UNSUPPORTED},
     };
@@ -449,7 +450,7 @@ static void test_reply_type(void **state)
     for (uint16_t id = 0; id < wn_rcmd_count(); id++) {
         const wn_rcmd_t *c = wn_rcmd_by_id(id);
         if (c->cls == WN_RCMD_LOCAL || c->cls == WN_RCMD_UNSUPPORTED || c->cls == WN_RCMD_SCRIPT ||
-            c->cls == WN_RCMD_KEYLESS)
+            c->cls == WN_RCMD_KEYLESS || c->cls == WN_RCMD_EVERY_SERVER)
             assert_int_equal(c->reply, 0);
         assert_true(c->reply == 0 || strchr("+:$*", c->reply) != NULL);
     }
