@@ -243,8 +243,26 @@ int wn_conf_addr_lookup(const wn_conf_addr_t *a, bool numeric, struct sockaddr_s
     return 0;
 }
 
-bool wn_sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 one it is: a
+ * listener on it takes IPv4 connections (listen.c). Others as they are. */
+static const struct sockaddr_storage *plain(const struct sockaddr_storage *a,
+                                            struct sockaddr_storage *tmp)
 {
+    const struct sockaddr_in6 *x = (const void *)a;
+    if (a->ss_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&x->sin6_addr))
+        return a;
+    struct sockaddr_in *v4 = (void *)tmp;
+    memset(tmp, 0, sizeof(*tmp));
+    v4->sin_family = AF_INET;
+    v4->sin_port = x->sin6_port;
+    memcpy(&v4->sin_addr, &x->sin6_addr.s6_addr[12], 4);
+    return tmp;
+}
+
+bool wn_sockaddr_same(const struct sockaddr_storage *a0, const struct sockaddr_storage *b0)
+{
+    struct sockaddr_storage ta, tb;
+    const struct sockaddr_storage *a = plain(a0, &ta), *b = plain(b0, &tb);
     if (a->ss_family != b->ss_family)
         return false;
     if (a->ss_family == AF_INET) {
@@ -259,8 +277,10 @@ bool wn_sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_st
     return false;
 }
 
-bool wn_sockaddr_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+bool wn_sockaddr_overlap(const struct sockaddr_storage *a0, const struct sockaddr_storage *b0)
 {
+    struct sockaddr_storage ta, tb;
+    const struct sockaddr_storage *a = plain(a0, &ta), *b = plain(b0, &tb);
     if (wn_sockaddr_same(a, b))
         return true;
     if (a->ss_family != b->ss_family)

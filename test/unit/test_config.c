@@ -795,6 +795,15 @@ static void test_sockaddr_same(void **state)
     inet_pton(AF_INET6, "::1", &v->sin6_addr);
     assert_false(wn_sockaddr_same(&a, &b));
     assert_true(wn_sockaddr_same(&b, &b));
+    /* an IPv4-mapped address is the IPv4 one (its listener takes IPv4) */
+    inet_pton(AF_INET6, "::ffff:127.0.0.1", &v->sin6_addr);
+    assert_true(wn_sockaddr_same(&a, &b));
+    assert_true(wn_sockaddr_same(&b, &a));
+    assert_true(wn_sockaddr_overlap(&a, &b));
+    inet_pton(AF_INET6, "::ffff:127.0.0.2", &v->sin6_addr);
+    assert_false(wn_sockaddr_same(&a, &b));
+    x->sin_addr.s_addr = htonl(INADDR_ANY);
+    assert_true(wn_sockaddr_overlap(&b, &a)); /* 0.0.0.0 takes 127.0.0.2 */
 }
 
 /* Addresses one cannot both listen on: the same one, or one port with the
