@@ -117,9 +117,9 @@ void wn_ring_hash_span(const wn_ring_t *ring, const char *key, size_t len, const
 
 uint64_t wn_ring_epoch(const wn_ring_t *ring);
 uint32_t wn_ring_nservers(const wn_ring_t *ring);
-/* Which servers are live (have points): wn_ring_nservers flags into live.
+/* Which of the first n servers are live (have points): n flags into live.
  * One pass over the points: for rare requests, not per key. */
-void wn_ring_live(const wn_ring_t *ring, bool *live);
+void wn_ring_live(const wn_ring_t *ring, bool *live, uint32_t n);
 uint32_t wn_ring_nlive(const wn_ring_t *ring);
 /* Number of points on the continuum (ketama: 160 per live server, scaled by
  * weight; modula: total live weight). For tests and logs. */

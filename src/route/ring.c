@@ -268,12 +268,13 @@ uint64_t wn_ring_epoch(const wn_ring_t *ring)
     return ring->epoch;
 }
 
-void wn_ring_live(const wn_ring_t *ring, bool *live)
+void wn_ring_live(const wn_ring_t *ring, bool *live, uint32_t n)
 {
-    for (uint32_t i = 0; i < ring->nservers; i++)
+    for (uint32_t i = 0; i < n; i++)
         live[i] = false;
     for (uint32_t p = 0; p < ring->npoints; p++)
-        live[ring->points[p].server] = true;
+        if (ring->points[p].server < n)
+            live[ring->points[p].server] = true;
 }
 
 uint32_t wn_ring_nservers(const wn_ring_t *ring)

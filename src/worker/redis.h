@@ -50,6 +50,7 @@ typedef enum redis_merge {
     RMERGE_SUM,   /* DEL UNLINK TOUCH EXISTS: the sum of the integers */
     RMERGE_OK,    /* MSET, SCRIPT FLUSH: +OK when every part says +OK */
     RMERGE_SAME,  /* SCRIPT LOAD: the one bulk every server answered */
+    RMERGE_ALL,   /* SCRIPT EXISTS: 1 for a script every server has */
 } redis_merge_t;
 
 /* A split's bookkeeping (one buffer, r->arena). */
@@ -63,6 +64,7 @@ typedef struct redis_split {
     redis_item_t *items;   /* [nkeys] fragment elements, grouped like frag_keys */
     uint32_t merged;       /* client keys merged so far (ARRAY) */
     int64_t sum;           /* SUM */
+    uint32_t *yes;         /* [nkeys] ALL: the servers that answered 1 for each element */
 } redis_split_t;
 
 typedef struct redis_req {

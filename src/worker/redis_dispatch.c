@@ -204,6 +204,7 @@ static bool split_send(redis_client_t *c, redis_req_t *r, redis_split_t *s, serv
     wn_split_group(s->key_frag, s->nkeys, s->nfrags, s->frag_first, scratch, s->frag_keys);
     r->r.kind = REQ_PARENT;
     r->split = s;
+    wn_req_out_uncount(&r->r); /* the fragments count the bytes: not twice */
     if (wn_req_frags_alloc(&r->r, s->nfrags) < 0) {
         wn_redis_fail(&r->r, WN_ENOMEM);
         return true;
@@ -270,6 +271,9 @@ static int make_copy(redis_req_t *p, uint32_t f)
     fr->cmd = p->cmd;
     fr->merge = p->merge;
     fr->frag = f;
+    fr->r.out_shared = f > 0; /* the same bytes as copy 0's, counted once */
+    fr->split = p->split;     /* SCRIPT EXISTS: the answers' counts */
+    fr->nkeys = p->split != NULL ? p->split->nkeys : 0;
     wn_req_ref(&p->r);
     fr->r.parent = &p->r;
     p->r.frags[f] = &fr->r;
@@ -286,6 +290,24 @@ static int make_copy(redis_req_t *p, uint32_t f)
     return 0;
 }
 
+/* SCRIPT EXISTS: for each of its n SHA1s, how many servers have it. */
+static bool counts_alloc(redis_req_t *r, uint32_t n)
+{
+    redis_split_t *s = r->split;
+    size_t size = sizeof(*s) + sizeof(uint32_t) * (size_t)n;
+    if (s == NULL || s->yes == NULL || s->nkeys != n) { /* else made before a hold */
+        s = wn_scratch_alloc(r->r.pool->w, &r->r.keep, size);
+        if (s == NULL)
+            return false;
+        wn_req_hold(&r->r, size);
+    }
+    memset(s, 0, size);
+    s->nkeys = n;
+    s->yes = (uint32_t *)(s + 1);
+    r->split = s;
+    return true;
+}
+
 /* r to each of the nf servers in where, answered once all have. */
 static bool send_to_all(redis_client_t *c, redis_req_t *r, server_rt_t **where, uint32_t nf)
 {
@@ -293,6 +315,7 @@ static bool send_to_all(redis_client_t *c, redis_req_t *r, server_rt_t **where, 
         if (wn_server_is_suspect(where[f]) && wn_ctl_hold(&c->c, where[f]))
             return false;
     r->r.kind = REQ_PARENT;
+    wn_req_out_uncount(&r->r); /* copy 0 counts the bytes */
     if (wn_req_frags_alloc(&r->r, nf) < 0) {
         wn_redis_fail(&r->r, WN_ENOMEM);
         return true;
@@ -312,11 +335,12 @@ static bool send_to_all(redis_client_t *c, redis_req_t *r, server_rt_t **where, 
 }
 
 /*
- * SCRIPT LOAD and SCRIPT FLUSH go to every live server: EVALSHA goes to its
- * key's server, which must have the script (redis-py's Script and Lock load
- * it this way after a NOSCRIPT). LOAD is answered with the SHA1 they all
- * gave, FLUSH with +OK; one failure or error answers the whole command.
- * KILL, EXISTS and DEBUG are refused (they are about one server); other
+ * SCRIPT LOAD, EXISTS and FLUSH go to every live server: EVALSHA goes to
+ * its key's server, which must have the script (redis-py's Script and Lock
+ * load it this way after a NOSCRIPT; its pipelines ask EXISTS first). LOAD
+ * is answered with the SHA1 they all gave, EXISTS with 1 for a script every
+ * server has, FLUSH with +OK; one failure or error answers the whole
+ * command. KILL and DEBUG are refused (they are about one server); other
  * subcommands (HELP, a wrong one, a wrong count) get one server's answer.
  */
 static bool dispatch_every_server(redis_client_t *c, redis_req_t *r)
@@ -326,14 +350,12 @@ static bool dispatch_every_server(redis_client_t *c, redis_req_t *r)
         r->merge = RMERGE_SAME;
     else if (wn_redis_arg_is(r, 1, "FLUSH") && r->nargs <= 3)
         r->merge = RMERGE_OK;
-    else if (wn_redis_arg_is(r, 1, "KILL") || wn_redis_arg_is(r, 1, "EXISTS") ||
-             wn_redis_arg_is(r, 1, "DEBUG")) {
-        const char *sub = wn_redis_arg_is(r, 1, "KILL")     ? "kill"
-                          : wn_redis_arg_is(r, 1, "EXISTS") ? "exists"
-                                                            : "debug";
-        refuse(r, "unsupported command 'script ", sub,
-               "': it is about one server (walnut sends only SCRIPT LOAD and SCRIPT FLUSH, to "
-               "every server)");
+    else if (wn_redis_arg_is(r, 1, "EXISTS") && r->nargs >= 3)
+        r->merge = RMERGE_ALL;
+    else if (wn_redis_arg_is(r, 1, "KILL") || wn_redis_arg_is(r, 1, "DEBUG")) {
+        refuse(r, "unsupported command 'script ", wn_redis_arg_is(r, 1, "KILL") ? "kill" : "debug",
+               "': it is about one server (walnut sends SCRIPT LOAD, EXISTS and FLUSH to every "
+               "server)");
         return true;
     } else {
         return forward_whole(c, r, wn_pool_route(pool, "placeholder", 11));
@@ -347,7 +369,7 @@ static bool dispatch_every_server(redis_client_t *c, redis_req_t *r)
     if (live == NULL || where == NULL) {
         wn_redis_fail(&r->r, WN_ENOMEM);
     } else {
-        wn_ring_live(pool->ring, live);
+        wn_ring_live(pool->ring, live, n);
         for (uint32_t i = 0; i < n; i++)
             if (live[i])
                 where[nf++] = pool->servers[i];
@@ -355,6 +377,8 @@ static bool dispatch_every_server(redis_client_t *c, redis_req_t *r)
             wn_redis_fail(&r->r, WN_ENOSERVER);
         else if (nf == 1)
             sent = forward_whole(c, r, where[0]);
+        else if (r->merge == RMERGE_ALL && !counts_alloc(r, r->nargs - 2))
+            wn_redis_fail(&r->r, WN_ENOMEM);
         else
             sent = send_to_all(c, r, where, nf);
     }

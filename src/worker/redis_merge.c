@@ -11,6 +11,7 @@
 #include "redis.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void wn_redis_fail(req_t *r, int err)
@@ -118,6 +119,31 @@ static void answer_same(redis_req_t *p)
     wn_req_done(&p->r);
 }
 
+/* SCRIPT EXISTS: 1 for each script every server has. */
+static void answer_all(redis_req_t *p)
+{
+    const redis_split_t *s = p->split;
+    char head[WN_RESP_ARRAY_HEAD_MAX];
+    int n = wn_resp_array_head(head, sizeof(head), s->nkeys);
+    char *text = malloc((size_t)s->nkeys * 4 + (n > 0 ? (size_t)n : 0));
+    if (n < 0 || text == NULL) {
+        free(text);
+        wn_redis_fail(&p->r, WN_ENOMEM);
+        return;
+    }
+    memcpy(text, head, (size_t)n);
+    size_t len = (size_t)n;
+    for (uint32_t k = 0; k < s->nkeys; k++, len += 4)
+        memcpy(text + len, s->yes[k] == p->r.nfrags ? ":1\r\n" : ":0\r\n", 4);
+    int rc = wn_req_rsp_scratch(&p->r, text, len);
+    free(text);
+    if (rc < 0) {
+        wn_redis_fail(&p->r, WN_ENOMEM);
+        return;
+    }
+    wn_req_done(&p->r);
+}
+
 void wn_redis_parent_progress(req_t *parent)
 {
     redis_req_t *p = redis_req(parent);
@@ -132,7 +158,7 @@ void wn_redis_parent_progress(req_t *parent)
     }
     for (uint32_t f = 0; f < parent->nfrags; f++) {
         redis_req_t *fr = redis_req(parent->frags[f]);
-        if (p->merge == RMERGE_ARRAY && fr->nitems != fr->nkeys) {
+        if ((p->merge == RMERGE_ARRAY || p->merge == RMERGE_ALL) && fr->nitems != fr->nkeys) {
             /* twemproxy's text for a part it cannot merge */
             wn_stat_add(&p->r.pool->stats->errors[WN_CAUSE_protocol], 1);
             wn_stat_add(WN_PSTAT(p->r.pool, forward_error), 1);
@@ -148,6 +174,9 @@ void wn_redis_parent_progress(req_t *parent)
         return;
     case RMERGE_SAME:
         answer_same(p);
+        return;
+    case RMERGE_ALL:
+        answer_all(p);
         return;
     case RMERGE_SUM:
         n = wn_resp_compose_int(line, sizeof(line), p->split->sum);

@@ -189,6 +189,14 @@ static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
             return WN_EPROTO;
         f->split->sum += tok->number;
         return 0;
+    case RMERGE_ALL: /* SCRIPT EXISTS: an array of one 0 or 1 per SHA1 */
+        if (tok->depth == 0)
+            return tok->type == '*' && tok->number == (int64_t)f->nkeys ? 0 : WN_EPROTO;
+        if (tok->depth != 1 || tok->type != ':' || tok->number < 0 || tok->number > 1 ||
+            f->nitems >= f->nkeys)
+            return WN_EPROTO;
+        f->split->yes[f->nitems++] += (uint32_t)tok->number;
+        return 0;
     case RMERGE_SAME: /* SCRIPT LOAD: one bulk, kept to compare and answer */
         return tok->depth == 0 && tok->type == '$' && tok->number >= 0
                    ? wn_req_rsp_push(&f->r, b, pos, tok->line_len, true)

@@ -172,7 +172,8 @@ int wn_req_out_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len)
     int rc = wn_segv_push(&r->out, buf, off, len);
     if (rc == 0) {
         r->out_bytes += len;
-        account(r, len);
+        if (!r->out_shared)
+            account(r, len);
     }
     return rc;
 }
@@ -182,9 +183,17 @@ int wn_req_out_scratch(req_t *r, const char *data, size_t len)
     int rc = wn_scratch_push(r->pool->w, &r->out, data, len);
     if (rc == 0) {
         r->out_bytes += len;
-        account(r, (int64_t)len);
+        if (!r->out_shared)
+            account(r, (int64_t)len);
     }
     return rc;
+}
+
+void wn_req_out_uncount(req_t *r)
+{
+    if (!r->out_shared)
+        account(r, -(int64_t)r->out_bytes);
+    r->out_shared = true;
 }
 
 void wn_req_not_waiting(req_t *r)
@@ -201,7 +210,8 @@ void wn_req_out_written(req_t *r)
     wn_req_not_waiting(r);
     if (r->keep_out)
         return;
-    account(r, -(int64_t)r->out_bytes);
+    if (!r->out_shared)
+        account(r, -(int64_t)r->out_bytes);
     wn_segv_clear(&r->out);
 }
 

@@ -666,10 +666,11 @@ class TestRedis(RedisCase):
         """SCRIPT LOAD goes to every live server and is answered with the SHA1
         they all gave, so EVALSHA finds the script whichever server its key is
         on (SCRIPT was refused: redis-py's Lock could acquire but neither extend
-        nor release, and register_script failed). SCRIPT FLUSH empties every
-        server's cache; KILL, EXISTS and DEBUG are refused (they are about one
-        server); HELP, an unknown subcommand or a wrong count get a server's
-        own answer, and a FLUSH every server refuses its error."""
+        nor release, and register_script failed). SCRIPT EXISTS says 1 for a
+        script every server has; SCRIPT FLUSH empties every server's cache;
+        KILL and DEBUG are refused (they are about one server); HELP, an
+        unknown subcommand or a wrong count get a server's own answer, and a
+        FLUSH every server refuses its error."""
         script = "return redis.call('GET', KEYS[1])"
         sha = hashlib.sha1(script.encode()).hexdigest().encode()
         for b in self.backends:
@@ -682,25 +683,61 @@ class TestRedis(RedisCase):
                 c.request(resp("EVALSHA", sha, 1, k), resp_bulk(b"v" + k))
         for b in self.backends:
             self.assertEqual(b.call("SCRIPT", "EXISTS", sha), [1], b.name)
+        # EXISTS: 1 for a script every server has (redis-py's pipelines ask it)
+        only_one = "return 'one'"
+        one = self.backends[1].call("SCRIPT", "LOAD", only_one)
+        with self.raw(self.port) as c:
+            c.request(resp("SCRIPT", "EXISTS", sha, one, "f" * 40, sha),
+                      resp_array([b":1\r\n", b":0\r\n", b":0\r\n", b":1\r\n"]))
+            c.request(resp("SCRIPT", "LOAD", only_one), resp_bulk(one))
+            c.request(resp("SCRIPT", "EXISTS", one), resp_array([b":1\r\n"]))
         with self.raw(self.port) as c:
             c.request(resp("SCRIPT", "FLUSH"), b"+OK\r\n")
             c.request(resp("SCRIPT", "FLUSH", "ASYNC"), b"+OK\r\n")
             c.request(resp("EVALSHA", sha, 1, keys[1]), b"-NOSCRIPT")
             c.recv_line()
-            for sub, args in (("KILL", ()), ("EXISTS", (sha,)), ("DEBUG", ("NO",))):
+            for sub, args in (("KILL", ()), ("DEBUG", ("NO",))):
                 c.send(resp("SCRIPT", sub, *args))
                 self.assertEqual(c.recv_line(), (
                     "-ERR unsupported command 'script %s': it is about one server (walnut "
-                    "sends only SCRIPT LOAD and SCRIPT FLUSH, to every server)\r\n"
+                    "sends SCRIPT LOAD, EXISTS and FLUSH to every server)\r\n"
                     % sub.lower()).encode())
             c.request(resp("PING"), b"+PONG\r\n")
         for b in self.backends:
             self.assertEqual(b.call("SCRIPT", "EXISTS", sha), [0], b.name)
         direct = self.backends[0].port
-        for req in (("SCRIPT", "HELP"), ("SCRIPT", "NOSUCH"), ("SCRIPT", "LOAD"),
+        for req in (("SCRIPT", "HELP"), ("SCRIPT", "NOSUCH"), ("SCRIPT", "LOAD"), ("SCRIPT", "EXISTS"),
                     ("SCRIPT", "LOAD", "a", "b"), ("SCRIPT", "FLUSH", "NOSUCH"),
                     ("SCRIPT", "LOAD", "return {")):
             self.assertSameAsDirect(self.port, direct, resp(*req), what=" ".join(req))
+
+    def test_split_and_copied_requests_count_their_bytes_once(self):
+        """A request split per server (MSET) or sent to every server (SCRIPT
+        LOAD) holds its bytes once, however many servers it goes to: the parts
+        reference the client's buffers. They were counted against
+        client_buffer_limit by the whole request and again by each part (MSET
+        twice; SCRIPT LOAD once more per server): under a 4 MiB limit an MSET
+        of 3 MB across two servers, or a 1.2 MB script for three, got the
+        client disconnected while a 3 MB SET passed."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        px = self.start_proxy(tmp, {"lim": h.pool(self.backends, redis=True, timeout=10000,
+                                                  client_buffer_limit=4 << 20)},
+                              workers=1, name="limit-once")
+        self.addCleanup(px.stop, check=False)
+        big = b"v" * (1500 << 10)
+        k0, k1 = self.keys_on[0][0], self.keys_on[1][0]
+        script = b"-- " + b"x" * (1200 << 10) + b"\nreturn 1"
+        sha = hashlib.sha1(script).hexdigest().encode()
+        with self.raw(px.port("lim")) as c:
+            c.request(resp("SET", k0, big + big), b"+OK\r\n")
+            c.request(resp("MSET", k0, big, k1, big), b"+OK\r\n")
+            c.request(resp("SCRIPT", "LOAD", script), resp_bulk(sha))
+            c.request(resp("PING"), b"+PONG\r\n")
+        self.assertEqual(self.backends[1].call("STRLEN", k1), len(big))
+        for b in self.backends:
+            self.assertEqual(b.call("SCRIPT", "EXISTS", sha), [1], b.name)
+        self.assertNotIn("over client_buffer_limit", px.log())
 
     def test_script_load_with_a_server_down(self):
         """A server that cannot take the script fails the whole SCRIPT LOAD with

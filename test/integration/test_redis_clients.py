@@ -243,6 +243,13 @@ class TestRedisClients(h.ProxyTestCase):
         echo = c.register_script("return {KEYS[1], ARGV[1]}")
         self.assertEqual([echo(keys=[n], args=["a"]) for n in names[:3]],
                          [[n.encode(), b"a"] for n in names[:3]])
+        # in a pipeline redis-py asks SCRIPT EXISTS first, and loads what is missing
+        for b in self.backends[:3]:
+            b.call("SCRIPT", "FLUSH")
+        pipe = c.pipeline(transaction=False)
+        for n in names:
+            echo(keys=[n], args=["p"], client=pipe)
+        self.assertEqual(pipe.execute(), [[n.encode(), b"p"] for n in names])
 
     def test_redis_py_password_db_client_name(self):
         redis = redis_py()
