@@ -271,7 +271,6 @@ static int make_copy(redis_req_t *p, uint32_t f)
     fr->cmd = p->cmd;
     fr->merge = p->merge;
     fr->frag = f;
-    fr->r.out_shared = f > 0; /* the same bytes as copy 0's, counted once */
     fr->split = p->split;     /* SCRIPT EXISTS: the answers' counts */
     fr->nkeys = p->split != NULL ? p->split->nkeys : 0;
     wn_req_ref(&p->r);
@@ -287,6 +286,8 @@ static int make_copy(redis_req_t *p, uint32_t f)
         if (rc < 0)
             return rc;
     }
+    if (f > 0)
+        wn_req_out_uncount(&fr->r); /* the same bytes as copy 0's: counted once */
     return 0;
 }
 

@@ -172,8 +172,7 @@ int wn_req_out_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len)
     int rc = wn_segv_push(&r->out, buf, off, len);
     if (rc == 0) {
         r->out_bytes += len;
-        if (!r->out_shared)
-            account(r, len);
+        account(r, len);
     }
     return rc;
 }
@@ -183,8 +182,7 @@ int wn_req_out_scratch(req_t *r, const char *data, size_t len)
     int rc = wn_scratch_push(r->pool->w, &r->out, data, len);
     if (rc == 0) {
         r->out_bytes += len;
-        if (!r->out_shared)
-            account(r, (int64_t)len);
+        account(r, (int64_t)len);
     }
     return rc;
 }
