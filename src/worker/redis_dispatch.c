@@ -162,27 +162,35 @@ static int push_arg(redis_req_t *p, redis_req_t *f, uint32_t i)
     return wn_redis_arg_pieces(p, i, 0, wn_redis_arg_bytes(&p->args[i]), out_piece, &f->r);
 }
 
-/* Fragment f: "*<n+1>\r\n$<len>\r\n<name>\r\n" and its keys' arguments
- * (with their values for MSET: `per` args from each key on). */
-static int make_fragment(redis_req_t *p, uint32_t f, uint32_t first, uint32_t step,
-                         uint32_t per)
+/* Fragment f of p, answering nkeys elements (keys, or SHA1s), tied to p,
+ * with its head "*<nargs+1>\r\n$<len>\r\n<name>\r\n". NULL: out of memory
+ * (p frees what was made). */
+static redis_req_t *fragment_new(redis_req_t *p, uint32_t f, uint32_t nkeys, uint32_t nargs)
 {
-    redis_split_t *s = p->split;
     redis_req_t *fr = (redis_req_t *)wn_req_create(p->r.pool, NULL, REQ_FRAGMENT);
     if (fr == NULL)
-        return WN_ENOMEM;
+        return NULL;
     fr->cmd = p->cmd;
     fr->merge = p->merge;
-    fr->split = s;
+    fr->split = p->split;
     fr->frag = f;
-    fr->nkeys = s->frag_first[f + 1] - s->frag_first[f];
+    fr->nkeys = nkeys;
     wn_req_ref(&p->r);
     fr->r.parent = &p->r;
     p->r.frags[f] = &fr->r;
     char head[WN_RESP_ARRAY_HEAD_MAX + WN_RESP_BULK_HEAD_MAX + 32];
-    size_t nlen = strlen(p->cmd->name);
-    int n = wn_resp_compose_cmd_head(head, sizeof(head), p->cmd->name, nlen, fr->nkeys * per);
-    if (n < 0 || wn_req_out_scratch(&fr->r, head, (size_t)n) < 0)
+    int n = wn_resp_compose_cmd_head(head, sizeof(head), p->cmd->name, strlen(p->cmd->name), nargs);
+    return n >= 0 && wn_req_out_scratch(&fr->r, head, (size_t)n) == 0 ? fr : NULL;
+}
+
+/* Fragment f of a split: its keys' arguments (with their values for MSET:
+ * `per` args from each key on). */
+static int make_fragment(redis_req_t *p, uint32_t f, uint32_t first, uint32_t step, uint32_t per)
+{
+    const redis_split_t *s = p->split;
+    uint32_t nkeys = s->frag_first[f + 1] - s->frag_first[f];
+    redis_req_t *fr = fragment_new(p, f, nkeys, nkeys * per);
+    if (fr == NULL)
         return WN_ENOMEM;
     for (uint32_t j = s->frag_first[f]; j < s->frag_first[f + 1]; j++) {
         uint32_t at = first + s->frag_keys[j] * step;
@@ -262,24 +270,12 @@ static bool dispatch_split(redis_client_t *c, redis_req_t *r, uint32_t per, redi
 
 /* ---- every server ----------------------------------------------------------- */
 
-/* Fragment f of p: p as the client sent it, for one of the servers. */
+/* Fragment f of p: p as the client sent it, for one of the servers (SCRIPT
+ * EXISTS: p->split counts the answers). */
 static int make_copy(redis_req_t *p, uint32_t f)
 {
-    redis_req_t *fr = (redis_req_t *)wn_req_create(p->r.pool, NULL, REQ_FRAGMENT);
+    redis_req_t *fr = fragment_new(p, f, p->split != NULL ? p->split->nkeys : 0, p->nargs - 1);
     if (fr == NULL)
-        return WN_ENOMEM;
-    fr->cmd = p->cmd;
-    fr->merge = p->merge;
-    fr->frag = f;
-    fr->split = p->split;     /* SCRIPT EXISTS: the answers' counts */
-    fr->nkeys = p->split != NULL ? p->split->nkeys : 0;
-    wn_req_ref(&p->r);
-    fr->r.parent = &p->r;
-    p->r.frags[f] = &fr->r;
-    char head[WN_RESP_ARRAY_HEAD_MAX + WN_RESP_BULK_HEAD_MAX + 32];
-    int n = wn_resp_compose_cmd_head(head, sizeof(head), p->cmd->name, strlen(p->cmd->name),
-                                     p->nargs - 1);
-    if (n < 0 || wn_req_out_scratch(&fr->r, head, (size_t)n) < 0)
         return WN_ENOMEM;
     for (uint32_t i = 1; i < p->nargs; i++) {
         int rc = push_arg(p, fr, i);
