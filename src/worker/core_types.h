@@ -160,8 +160,8 @@ struct req {
     bool done;          /* the reply is complete (or failed) */
     bool failed;        /* answered with an error made by walnut */
     bool keep_out;      /* the protocol still needs `out` after it is written */
-    bool out_shared;    /* `out` no longer counts against the client: another
-                           request's count covers the bytes (wn_req_out_uncount) */
+    bool out_shared;    /* a copy: `out` is not counted against the client, its
+                           parent's count covers the bytes until every copy is written */
     bool rsp_held;      /* its reply goes out only once it is done, not as it grows
                            (the protocol may still drop it) */
     bool sent;          /* written to its server connection */
@@ -177,6 +177,7 @@ struct req {
                            the parent is done; NULL entries after that */
     uint32_t nfrags;
     uint32_t frags_left; /* parents: fragments not yet done */
+    uint32_t copies_left; /* parents of copies: copies not yet written */
     uint64_t start_us;  /* received (latency) */
     uint64_t out_bytes; /* bytes of `out` */
     uint64_t acct;      /* bytes counted in the client's held total (root requests) */
@@ -218,9 +219,12 @@ void wn_req_hold_move(req_t *from, req_t *to, uint64_t bytes);
 /* Request bytes for the server; counted against the client's limit. */
 int wn_req_out_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len);
 int wn_req_out_scratch(req_t *r, const char *data, size_t len);
-/* r's bytes so far stop counting against its client (its fragments, made
- * from them, count them instead; or they are a copy of another fragment's);
- * `out` itself stays until wn_req_out_written. */
+/* The same for a copy of its parent's bytes: not counted; the parent's
+ * count (and `out`) stays until its last copy is written (copies_left). */
+int wn_req_out_push_shared(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len);
+int wn_req_out_scratch_shared(req_t *r, const char *data, size_t len);
+/* r's bytes stop counting against its client (its fragments, made from
+ * them, count them instead); `out` itself stays until wn_req_out_written. */
 void wn_req_out_uncount(req_t *r);
 /* Reply bytes for the client; dropped when nobody will read them; counted
  * against the client's limit (which may mark the client over it). `split`

@@ -156,16 +156,23 @@ static int out_piece(void *ctx, wn_buf_t *buf, uint32_t off, uint32_t len)
     return wn_req_out_push(ctx, buf, off, len);
 }
 
+static int out_piece_shared(void *ctx, wn_buf_t *buf, uint32_t off, uint32_t len)
+{
+    return wn_req_out_push_shared(ctx, buf, off, len);
+}
+
 /* Push argument i's bytes (header, payload, CRLF) onto fragment f's out. */
 static int push_arg(redis_req_t *p, redis_req_t *f, uint32_t i)
 {
-    return wn_redis_arg_pieces(p, i, 0, wn_redis_arg_bytes(&p->args[i]), out_piece, &f->r);
+    return wn_redis_arg_pieces(p, i, 0, wn_redis_arg_bytes(&p->args[i]),
+                               f->r.out_shared ? out_piece_shared : out_piece, &f->r);
 }
 
 /* Fragment f of p, answering nkeys elements (keys, or SHA1s), tied to p,
- * with its head "*<nargs+1>\r\n$<len>\r\n<name>\r\n". NULL: out of memory
- * (p frees what was made). */
-static redis_req_t *fragment_new(redis_req_t *p, uint32_t f, uint32_t nkeys, uint32_t nargs)
+ * with its head "*<nargs+1>\r\n$<len>\r\n<name>\r\n"; a copy's bytes are
+ * counted by p (shared). NULL: out of memory (p frees what was made). */
+static redis_req_t *fragment_new(redis_req_t *p, uint32_t f, uint32_t nkeys, uint32_t nargs,
+                                 bool shared)
 {
     redis_req_t *fr = (redis_req_t *)wn_req_create(p->r.pool, NULL, REQ_FRAGMENT);
     if (fr == NULL)
@@ -180,7 +187,11 @@ static redis_req_t *fragment_new(redis_req_t *p, uint32_t f, uint32_t nkeys, uin
     p->r.frags[f] = &fr->r;
     char head[WN_RESP_ARRAY_HEAD_MAX + WN_RESP_BULK_HEAD_MAX + 32];
     int n = wn_resp_compose_cmd_head(head, sizeof(head), p->cmd->name, strlen(p->cmd->name), nargs);
-    return n >= 0 && wn_req_out_scratch(&fr->r, head, (size_t)n) == 0 ? fr : NULL;
+    if (n < 0)
+        return NULL;
+    int rc = shared ? wn_req_out_scratch_shared(&fr->r, head, (size_t)n)
+                    : wn_req_out_scratch(&fr->r, head, (size_t)n);
+    return rc == 0 ? fr : NULL;
 }
 
 /* Fragment f of a split: its keys' arguments (with their values for MSET:
@@ -189,7 +200,7 @@ static int make_fragment(redis_req_t *p, uint32_t f, uint32_t first, uint32_t st
 {
     const redis_split_t *s = p->split;
     uint32_t nkeys = s->frag_first[f + 1] - s->frag_first[f];
-    redis_req_t *fr = fragment_new(p, f, nkeys, nkeys * per);
+    redis_req_t *fr = fragment_new(p, f, nkeys, nkeys * per, false);
     if (fr == NULL)
         return WN_ENOMEM;
     for (uint32_t j = s->frag_first[f]; j < s->frag_first[f + 1]; j++) {
@@ -271,10 +282,12 @@ static bool dispatch_split(redis_client_t *c, redis_req_t *r, uint32_t per, redi
 /* ---- every server ----------------------------------------------------------- */
 
 /* Fragment f of p: p as the client sent it, for one of the servers (SCRIPT
- * EXISTS: p->split counts the answers). */
+ * EXISTS: p->split counts the answers). Its bytes are p's: p's count covers
+ * them until the last copy is written. */
 static int make_copy(redis_req_t *p, uint32_t f)
 {
-    redis_req_t *fr = fragment_new(p, f, p->split != NULL ? p->split->nkeys : 0, p->nargs - 1);
+    redis_req_t *fr =
+        fragment_new(p, f, p->split != NULL ? p->split->nkeys : 0, p->nargs - 1, true);
     if (fr == NULL)
         return WN_ENOMEM;
     for (uint32_t i = 1; i < p->nargs; i++) {
@@ -282,8 +295,6 @@ static int make_copy(redis_req_t *p, uint32_t f)
         if (rc < 0)
             return rc;
     }
-    if (f > 0)
-        wn_req_out_uncount(&fr->r); /* the same bytes as copy 0's: counted once */
     return 0;
 }
 
@@ -312,7 +323,6 @@ static bool send_to_all(redis_client_t *c, redis_req_t *r, server_rt_t **where, 
         if (wn_server_is_suspect(where[f]) && wn_ctl_hold(&c->c, where[f]))
             return false;
     r->r.kind = REQ_PARENT;
-    wn_req_out_uncount(&r->r); /* copy 0 counts the bytes */
     if (wn_req_frags_alloc(&r->r, nf) < 0) {
         wn_redis_fail(&r->r, WN_ENOMEM);
         return true;
@@ -324,8 +334,9 @@ static bool send_to_all(redis_client_t *c, redis_req_t *r, server_rt_t **where, 
         }
     }
     r->r.frags_left = nf;
+    /* r keeps its bytes, and its count, until the last copy is written */
+    r->r.copies_left = nf;
     wn_stat_add(WN_PSTAT(c->c.pool, fragments), nf);
-    wn_req_out_written(&r->r); /* the fragments hold the arguments' bytes now */
     for (uint32_t f = 0; f < nf && r->r.frags[f] != NULL; f++)
         wn_redis_forward(&c->c, where[f], r->r.frags[f]);
     return true;

@@ -187,11 +187,28 @@ int wn_req_out_scratch(req_t *r, const char *data, size_t len)
     return rc;
 }
 
+int wn_req_out_push_shared(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len)
+{
+    int rc = wn_segv_push(&r->out, buf, off, len);
+    if (rc == 0)
+        r->out_bytes += len;
+    r->out_shared = true;
+    return rc;
+}
+
+int wn_req_out_scratch_shared(req_t *r, const char *data, size_t len)
+{
+    int rc = wn_scratch_push(r->pool->w, &r->out, data, len);
+    if (rc == 0)
+        r->out_bytes += len;
+    r->out_shared = true;
+    return rc;
+}
+
 void wn_req_out_uncount(req_t *r)
 {
-    if (!r->out_shared)
-        account(r, -(int64_t)r->out_bytes);
-    r->out_shared = true;
+    account(r, -(int64_t)r->out_bytes);
+    r->out_bytes = 0;
 }
 
 void wn_req_not_waiting(req_t *r)
@@ -210,6 +227,8 @@ void wn_req_out_written(req_t *r)
         return;
     if (!r->out_shared)
         account(r, -(int64_t)r->out_bytes);
+    else if (r->parent != NULL && r->parent->copies_left > 0 && --r->parent->copies_left == 0)
+        wn_req_out_written(r->parent); /* the last copy is out: its count goes */
     wn_segv_clear(&r->out);
 }
 

@@ -716,9 +716,10 @@ class TestRedis(RedisCase):
         LOAD) holds its bytes once, however many servers it goes to: the parts
         reference the client's buffers. They were counted against
         client_buffer_limit by the whole request and again by each part (MSET
-        twice; SCRIPT LOAD once more per server): under a 4 MiB limit an MSET
-        of 3 MB across two servers, or a 1.2 MB script for three, got the
-        client disconnected while a 3 MB SET passed."""
+        twice; SCRIPT LOAD once more per server, then, at 9031aee, twice while
+        its copies were made): under a 4 MiB limit an MSET of 3 MB across two
+        servers, or a 3 MB script for three, got the client disconnected while
+        a 3 MB SET passed."""
         tmp = h.TempDir()
         self.addCleanup(tmp.cleanup)
         px = self.start_proxy(tmp, {"lim": h.pool(self.backends, redis=True, timeout=10000,
@@ -727,7 +728,7 @@ class TestRedis(RedisCase):
         self.addCleanup(px.stop, check=False)
         big = b"v" * (1500 << 10)
         k0, k1 = self.keys_on[0][0], self.keys_on[1][0]
-        script = b"-- " + b"x" * (1200 << 10) + b"\nreturn 1"
+        script = b"-- " + b"x" * (3000 << 10) + b"\nreturn 1"
         sha = hashlib.sha1(script).hexdigest().encode()
         with self.raw(px.port("lim")) as c:
             c.request(resp("SET", k0, big + big), b"+OK\r\n")
@@ -737,6 +738,39 @@ class TestRedis(RedisCase):
         self.assertEqual(self.backends[1].call("STRLEN", k1), len(big))
         for b in self.backends:
             self.assertEqual(b.call("SCRIPT", "EXISTS", sha), [1], b.name)
+        self.assertNotIn("over client_buffer_limit", px.log())
+
+    def test_copies_for_a_stalled_server_stay_counted(self):
+        """A SCRIPT LOAD's bytes count against its client until every server's
+        copy is written. They stopped counting once the first server's copy was
+        written (3db5891): with another server stopped, one client pipelining
+        60 loads of 512 KB was read whole (30 MB, 15 held for the stopped
+        server: over client_buffer_limit 16 MiB while the client counted 3 KB),
+        until that server's bound refused every client's requests for it. Now
+        the client is paused at its limit's quarter; all 60 are answered once
+        the server runs again."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        two = self.start_redis(tmp, 2, prefix="st")
+        px = self.start_proxy(tmp, {"p": h.pool(two, redis=True, client_buffer_limit=16 << 20)},
+                              workers=1, name="stalled-copies")
+        self.addCleanup(px.stop, check=False)
+        for n, stopped in enumerate(two):  # the server whose copy goes first, and the other
+            scripts = [b"return %d -- " % i + b"x" * (512 << 10) for i in range(60 * n, 60 * n + 60)]
+            c = self.raw(px.port("p"), timeout=60)
+            stopped.sigstop()
+            self.addCleanup(stopped.sigcont)
+            sender = threading.Thread(target=lambda: c.send(b"".join(
+                resp("SCRIPT", "LOAD", sc) for sc in scripts)), daemon=True)
+            sender.start()
+            time.sleep(2.0)
+            self.assertNotIn("refusing requests for it", px.log())
+            self.assertTrue(sender.is_alive(), "walnut read all 30 MB for a stopped server")
+            stopped.sigcont()
+            sender.join(60)
+            for sc in scripts:
+                c.expect(resp_bulk(hashlib.sha1(sc).hexdigest().encode()), timeout=60)
+            c.close()
         self.assertNotIn("over client_buffer_limit", px.log())
 
     def test_script_load_with_a_server_down(self):
