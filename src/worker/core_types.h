@@ -177,7 +177,8 @@ struct req {
                            the parent is done; NULL entries after that */
     uint32_t nfrags;
     uint32_t frags_left; /* parents: fragments not yet done */
-    uint32_t copies_left; /* parents of copies: copies not yet written */
+    uint32_t copies_left; /* parents of copies: copies not yet written (one that fails
+                             unwritten never counts down: the count goes with the reply) */
     uint64_t start_us;  /* received (latency) */
     uint64_t out_bytes; /* bytes of `out` */
     uint64_t acct;      /* bytes counted in the client's held total (root requests) */
