@@ -125,13 +125,18 @@ const wn_conf_pool_t *wn_conf_pool_find(const wn_conf_t *conf, const char *name)
 /* What a reload compares. The two addresses are written the same (host or
  * path, port). */
 bool wn_conf_addr_same(const wn_conf_addr_t *a, const wn_conf_addr_t *b);
-/* Two looked-up TCP addresses are one (family, address, port); false for
- * anything else (a zeroed one, a unix path). */
+/* Two looked-up TCP addresses are one (family, address, port; an IPv4-mapped
+ * IPv6 address is the IPv4 one); false for anything else (a zeroed one, a
+ * unix path). */
 bool wn_sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 /* Two looked-up TCP addresses cannot both be listened on: one address, or
- * one port of one family with either address the wildcard (walnut's pool
- * listeners are v6-only, so there the families never meet). */
+ * one port of one family with either address the wildcard (walnut's IPv6
+ * pool listeners are v6-only, so there the families never meet, but for an
+ * IPv4-mapped address, which is read as IPv4). */
 bool wn_sockaddr_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+/* An address as operators and redis-server write it: "ip:port", "[ip]:port"
+ * for IPv6, a unix socket's path; "an address of family N" otherwise. */
+void wn_sockaddr_format(const struct sockaddr_storage *ss, char *buf, size_t len);
 /* A TCP address's first getaddrinfo answer, as twemproxy takes it (an empty
  * host: the wildcard). `numeric`: literals only, never DNS. Blocking; 0, or
  * UV_EAI_NONAME / a negative errno. */

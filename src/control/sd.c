@@ -11,7 +11,6 @@
  */
 #include "control_priv.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -299,23 +298,11 @@ static void sock_text(int fd, char *buf, size_t len)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
-    char host[INET6_ADDRSTRLEN] = "?";
     memset(&ss, 0, sizeof(ss));
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
         snprintf(buf, len, "an unknown address");
-    } else if (ss.ss_family == AF_UNIX) {
-        snprintf(buf, len, "%s", ((const struct sockaddr_un *)&ss)->sun_path);
-    } else if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        snprintf(buf, len, "%s:%u", host, (unsigned)ntohs(in->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        snprintf(buf, len, "[%s]:%u", host, (unsigned)ntohs(in6->sin6_port));
-    } else {
-        snprintf(buf, len, "an address of family %d", (int)ss.ss_family);
-    }
+    else
+        wn_sockaddr_format(&ss, buf, len);
 }
 
 /* systemd's name for a socket it was not told a name for (no

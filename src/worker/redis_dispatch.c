@@ -5,10 +5,11 @@
  * into one sub-command per server, keys in their relative order; commands
  * that must see all their keys on one server (MSETNX, RENAME, ...) are
  * forwarded when they do and refused when they do not; keyless commands
- * (COMMAND, LOLWUT) go to the server of the key "placeholder", as in
- * twemproxy; a script without keys only in a pool of one server; local ones are answered in
- * redis_local.c. The request being dispatched holds a reference; nothing here writes. Worker thread
- * only.
+ * (COMMAND, LOLWUT, a script without keys in a pool of one server) go to
+ * the server of the key "placeholder", as in twemproxy; SCRIPT LOAD, EXISTS
+ * and FLUSH go to every live server; local ones are answered in
+ * redis_local.c. The request being dispatched holds a reference; nothing
+ * here writes. Worker thread only.
  */
 #include "redis.h"
 

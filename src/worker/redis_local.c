@@ -9,7 +9,6 @@
  */
 #include "redis.h"
 
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -346,13 +345,8 @@ static void conn_addr(client_t *c, bool peer, char *out, size_t cap)
     int len = sizeof(ss);
     int rc = peer ? uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len)
                   : uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)&ss, &len);
-    char ip[INET6_ADDRSTRLEN];
-    if (rc == 0 && ss.ss_family == AF_INET &&
-        uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip)) == 0)
-        snprintf(out, cap, "%s:%u", ip, ntohs(((struct sockaddr_in *)&ss)->sin_port));
-    else if (rc == 0 && ss.ss_family == AF_INET6 &&
-             uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip)) == 0)
-        snprintf(out, cap, "[%s]:%u", ip, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+    if (rc == 0)
+        wn_sockaddr_format(&ss, out, cap);
 }
 
 /*

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -806,6 +807,37 @@ static void test_sockaddr_same(void **state)
     assert_true(wn_sockaddr_overlap(&b, &a)); /* 0.0.0.0 takes 127.0.0.2 */
 }
 
+/* Addresses as operators (and redis-server's CLIENT INFO) write them. */
+static void test_sockaddr_format(void **state)
+{
+    (void)state;
+    struct sockaddr_storage ss;
+    char buf[128];
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *v4 = (void *)&ss;
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(22121);
+    inet_pton(AF_INET, "127.0.0.1", &v4->sin_addr);
+    wn_sockaddr_format(&ss, buf, sizeof(buf));
+    assert_string_equal(buf, "127.0.0.1:22121");
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in6 *v6 = (void *)&ss;
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(6379);
+    inet_pton(AF_INET6, "::1", &v6->sin6_addr);
+    wn_sockaddr_format(&ss, buf, sizeof(buf));
+    assert_string_equal(buf, "[::1]:6379");
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_un *un = (void *)&ss;
+    un->sun_family = AF_UNIX;
+    strcpy(un->sun_path, "/run/my app.sock");
+    wn_sockaddr_format(&ss, buf, sizeof(buf));
+    assert_string_equal(buf, "/run/my app.sock");
+    ss.ss_family = AF_UNSPEC;
+    wn_sockaddr_format(&ss, buf, sizeof(buf));
+    assert_string_equal(buf, "an address of family 0");
+}
+
 /* Addresses one cannot both listen on: the same one, or one port with the
  * wildcard on either side, within a family. */
 static void test_sockaddr_overlap(void **state)
@@ -845,13 +877,14 @@ static void test_sockaddr_overlap(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sockaddr_same),     cmocka_unit_test(test_sockaddr_overlap),
-        cmocka_unit_test(test_twemproxy_example), cmocka_unit_test(test_repo_configs),
-        cmocka_unit_test(test_every_key),         cmocka_unit_test(test_names_and_order),
-        cmocka_unit_test(test_server_parse),      cmocka_unit_test(test_listen_parse),
-        cmocka_unit_test(test_bad_files),         cmocka_unit_test(test_parse_text),
-        cmocka_unit_test(test_parse_rejects),     cmocka_unit_test(test_parse_yaml_shape),
-        cmocka_unit_test(test_refcount),          cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_sockaddr_same),    cmocka_unit_test(test_sockaddr_overlap),
+        cmocka_unit_test(test_sockaddr_format),  cmocka_unit_test(test_twemproxy_example),
+        cmocka_unit_test(test_repo_configs),     cmocka_unit_test(test_every_key),
+        cmocka_unit_test(test_names_and_order),  cmocka_unit_test(test_server_parse),
+        cmocka_unit_test(test_listen_parse),     cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_parse_text),       cmocka_unit_test(test_parse_rejects),
+        cmocka_unit_test(test_parse_yaml_shape), cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_load_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
