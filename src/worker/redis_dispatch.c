@@ -348,9 +348,10 @@ static bool send_to_all(redis_client_t *c, redis_req_t *r, server_rt_t **where, 
  * its key's server, which must have the script (redis-py's Script and Lock
  * load it this way after a NOSCRIPT; its pipelines ask EXISTS first). LOAD
  * is answered with the SHA1 they all gave, EXISTS with 1 for a script every
- * server has, FLUSH with +OK; one failure or error answers the whole
- * command. KILL and DEBUG are refused (they are about one server); other
- * subcommands (HELP, a wrong one, a wrong count) get one server's answer.
+ * server has, FLUSH with +OK; an error reply answers the whole command, and
+ * so does a server walnut cannot reach, except for LOAD and EXISTS when
+ * another server answered (redis_merge.c). KILL and DEBUG are refused (they are about one server);
+ * other subcommands (HELP, a wrong one, a wrong count) get one server's answer.
  */
 static bool dispatch_every_server(redis_client_t *c, redis_req_t *r)
 {

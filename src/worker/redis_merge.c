@@ -95,12 +95,15 @@ static size_t flatten(const segv_t *sv, char *out, size_t cap)
     return n;
 }
 
-/* SCRIPT LOAD: every server gave the same SHA1; the client gets it. */
-static void answer_same(redis_req_t *p)
+/* SCRIPT LOAD: every server that answered gave the same SHA1 (`first`
+ * answered); the client gets it. */
+static void answer_same(redis_req_t *p, uint32_t first)
 {
     char a[128], b[128];
-    size_t na = flatten(&redis_req(p->r.frags[0])->r.rsp, a, sizeof(a));
-    for (uint32_t f = 1; f < p->r.nfrags; f++) {
+    size_t na = flatten(&redis_req(p->r.frags[first])->r.rsp, a, sizeof(a));
+    for (uint32_t f = first + 1; f < p->r.nfrags; f++) {
+        if (redis_req(p->r.frags[f])->r.failed)
+            continue;
         size_t nb = flatten(&redis_req(p->r.frags[f])->r.rsp, b, sizeof(b));
         if (na > sizeof(a) || nb != na || memcmp(a, b, na) != 0) {
             wn_stat_add(&p->r.pool->stats->errors[WN_CAUSE_protocol], 1);
@@ -109,7 +112,7 @@ static void answer_same(redis_req_t *p)
             return;
         }
     }
-    const segv_t *sv = &redis_req(p->r.frags[0])->r.rsp;
+    const segv_t *sv = &redis_req(p->r.frags[first])->r.rsp;
     for (uint32_t i = 0; i < sv->n; i++) {
         if (wn_segv_push(&p->r.rsp, sv->v[i].buf, sv->v[i].off, sv->v[i].len) < 0) {
             wn_redis_fail(&p->r, WN_ENOMEM);
@@ -119,8 +122,8 @@ static void answer_same(redis_req_t *p)
     wn_req_done(&p->r);
 }
 
-/* SCRIPT EXISTS: 1 for each script every server has. */
-static void answer_all(redis_req_t *p)
+/* SCRIPT EXISTS: 1 for each script every one of the `answered` servers has. */
+static void answer_all(redis_req_t *p, uint32_t answered)
 {
     const redis_split_t *s = p->split;
     char head[WN_RESP_ARRAY_HEAD_MAX];
@@ -134,7 +137,7 @@ static void answer_all(redis_req_t *p)
     memcpy(text, head, (size_t)n);
     size_t len = (size_t)n;
     for (uint32_t k = 0; k < s->nkeys; k++, len += 4)
-        memcpy(text + len, s->yes[k] == p->r.nfrags ? ":1\r\n" : ":0\r\n", 4);
+        memcpy(text + len, s->yes[k] == answered ? ":1\r\n" : ":0\r\n", 4);
     int rc = wn_req_rsp_scratch(&p->r, text, len);
     free(text);
     if (rc < 0) {
@@ -149,16 +152,31 @@ void wn_redis_parent_progress(req_t *parent)
     redis_req_t *p = redis_req(parent);
     if (parent->done || parent->frags_left > 0)
         return;
+    /* SCRIPT LOAD and EXISTS leave out a server walnut could not reach
+     * (refused, timed out, reset) when another answered: its keys fail
+     * anyway while it is away, and a server that comes back without the
+     * script answers EVALSHA with NOSCRIPT, which clients handle by loading
+     * it again (as after any server restart). */
+    uint32_t answered = 0, first = 0;
+    bool skip_failed = p->merge == RMERGE_SAME || p->merge == RMERGE_ALL;
+    for (uint32_t f = parent->nfrags; f-- > 0;) {
+        if (!redis_req(parent->frags[f])->r.failed) {
+            answered++;
+            first = f;
+        }
+    }
+    skip_failed = skip_failed && answered > 0;
     for (uint32_t f = 0; f < parent->nfrags; f++) {
         redis_req_t *fr = redis_req(parent->frags[f]);
-        if (fr->error_reply) {
+        if (fr->error_reply && !(skip_failed && fr->r.failed)) {
             answer_error(p, fr);
             return;
         }
     }
     for (uint32_t f = 0; f < parent->nfrags; f++) {
         redis_req_t *fr = redis_req(parent->frags[f]);
-        if ((p->merge == RMERGE_ARRAY || p->merge == RMERGE_ALL) && fr->nitems != fr->nkeys) {
+        if ((p->merge == RMERGE_ARRAY || p->merge == RMERGE_ALL) && fr->nitems != fr->nkeys &&
+            !(skip_failed && fr->r.failed)) {
             /* twemproxy's text for a part it cannot merge */
             wn_stat_add(&p->r.pool->stats->errors[WN_CAUSE_protocol], 1);
             wn_stat_add(WN_PSTAT(p->r.pool, forward_error), 1);
@@ -173,10 +191,10 @@ void wn_redis_parent_progress(req_t *parent)
         answer_array(p);
         return;
     case RMERGE_SAME:
-        answer_same(p);
+        answer_same(p, first);
         return;
     case RMERGE_ALL:
-        answer_all(p);
+        answer_all(p, answered);
         return;
     case RMERGE_SUM:
         n = wn_resp_compose_int(line, sizeof(line), p->split->sum);

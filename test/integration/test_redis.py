@@ -774,23 +774,67 @@ class TestRedis(RedisCase):
         self.assertNotIn("over client_buffer_limit", px.log())
 
     def test_script_load_with_a_server_down(self):
-        """A server that cannot take the script fails the whole SCRIPT LOAD with
-        one error (the client can retry); the connection stays usable; once
-        the server is ejected the others take it."""
+        """With auto_eject_hosts off a dead server stays in the ring: SCRIPT LOAD
+        and EXISTS are answered by the servers that can be reached (the dead
+        one's keys fail anyway, and once back it answers EVALSHA with NOSCRIPT,
+        which redis-py's Script and Lock handle by loading again); FLUSH (the
+        servers reached are flushed), and LOAD when no server answers, fail
+        with one error; the connection stays
+        usable; once the server is ejected the others take it too."""
         tmp = h.TempDir()
         self.addCleanup(tmp.cleanup)
         two = self.start_redis(tmp, 2, prefix="sl")
         px = self.start_proxy(tmp, {"p": h.pool(two, redis=True, timeout=2000)}, workers=1,
                               name="script-load")
         self.addCleanup(px.stop, check=False)
+        port1 = two[1].port
         two[1].stop()
+        sha = hashlib.sha1(b"return 1").hexdigest().encode()
         with self.raw(px.port("p")) as c:
-            c.send(resp("SCRIPT", "LOAD", "return 1"))
+            c.request(resp("SCRIPT", "LOAD", "return 1"), resp_bulk(sha))
+            c.request(resp("SCRIPT", "EXISTS", sha, b"0" * 40), b"*2\r\n:1\r\n:0\r\n")
+            self.assertEqual(two[0].call("SCRIPT", "EXISTS", sha), [1])
+            # FLUSH says it did not reach every server (the others are flushed)
+            c.send(resp("SCRIPT", "FLUSH"))
             self.assertEqual(c.recv_line(), b"-ERR Connection refused\r\n")
             c.request(resp("PING"), b"+PONG\r\n")
+        self.assertEqual(two[0].call("SCRIPT", "EXISTS", sha), [0])
+        # redis-py: a Lock on the live server's key is taken, extended and
+        # released (its scripts loaded through walnut with the other dead);
+        # the dead server comes back without them and NOSCRIPT makes redis-py
+        # load them again
+        where = h.walnut_locate(px.conf_path, [b"lock:%d" % i for i in range(200)])
+        live = [k for (_, k), (_, addr) in where.items() if addr.endswith(":%d" % two[0].port)]
+        dead = [k for (_, k), (_, addr) in where.items() if addr.endswith(":%d" % port1)]
+        import redis  # python3-redis (test/install-deps.sh)
+        cl = redis.Redis(host="127.0.0.1", port=px.port("p"), socket_timeout=10)
+        self.addCleanup(cl.close)
+        self.assertTrue(live and dead, where)
+        lk = cl.lock(live[0], timeout=30)
+        self.assertTrue(lk.acquire(blocking=False))
+        self.assertTrue(lk.extend(10))
+        lk.release()
+        two[1].start()
+        lk = cl.lock(dead[0], timeout=30)
+        h.wait_until(lambda: self._try_acquire(lk), deadline=10.0, what="the restarted server")
+        self.assertTrue(lk.extend(10))
+        lk.release()
+        self.assertEqual(two[1].call("EXISTS", dead[0]), 0)
+        # no server to answer: one error
+        two[0].stop()
+        two[1].stop()
+        with self.raw(px.port("p")) as c:
+            c.send(resp("SCRIPT", "LOAD", "return 3"))
+            self.assertEqual(c.recv_line(), b"-ERR Connection refused\r\n")
+            c.send(resp("SCRIPT", "EXISTS", sha))
+            self.assertEqual(c.recv_line(), b"-ERR Connection refused\r\n")
+            c.request(resp("PING"), b"+PONG\r\n")
+        two[0].start()
+        two[1].start()
         ejecting = {"p": h.pool(two, redis=True, timeout=2000, auto_eject_hosts=True,
                                 server_failure_limit=1, server_retry_timeout=60000,
                                 health_check_interval=100)}
+        two[1].stop()
         px2 = self.start_proxy(tmp, ejecting, workers=1, name="script-load-eject")
         self.addCleanup(px2.stop, check=False)
         h.wait_until(lambda: "workers on ring epoch 2" in px2.log(), deadline=10.0,
@@ -799,6 +843,14 @@ class TestRedis(RedisCase):
         with self.raw(px2.port("p")) as c:
             c.request(resp("SCRIPT", "LOAD", "return 2"), resp_bulk(sha))
         self.assertEqual(two[0].call("SCRIPT", "EXISTS", sha), [1])
+
+    @staticmethod
+    def _try_acquire(lk):
+        import redis
+        try:
+            return lk.acquire(blocking=False)
+        except redis.exceptions.ConnectionError:
+            return False
 
     # ------------------------------------------------------------ multi-key
 
