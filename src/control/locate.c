@@ -21,6 +21,27 @@ static void print_addr(FILE *out, const wn_conf_addr_t *a)
         fprintf(out, "%s:%u", a->host, a->port);
 }
 
+/* A key as one field of a line: a tab, a line break, any other control
+ * byte and the backslash escaped (\t \n \r \\ \xHH); other bytes, UTF-8
+ * included, as they are. */
+static void print_key(FILE *out, const char *key)
+{
+    for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++) {
+        if (*p == '\t')
+            fputs("\\t", out);
+        else if (*p == '\n')
+            fputs("\\n", out);
+        else if (*p == '\r')
+            fputs("\\r", out);
+        else if (*p == '\\')
+            fputs("\\\\", out);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(out, "\\x%02x", *p);
+        else
+            fputc(*p, out);
+    }
+}
+
 int wn_locate_print(const wn_conf_t *conf, char *const *keys, int nkeys, FILE *out)
 {
     for (uint32_t p = 0; p < conf->npools; p++) {
@@ -41,7 +62,9 @@ int wn_locate_print(const wn_conf_t *conf, char *const *keys, int nkeys, FILE *o
             return rc;
         for (int k = 0; k < nkeys; k++) {
             uint32_t idx = wn_ring_lookup(ring, keys[k], strlen(keys[k]));
-            fprintf(out, "%s\t%s\t", pool->name, keys[k]);
+            fprintf(out, "%s\t", pool->name);
+            print_key(out, keys[k]);
+            fputc('\t', out);
             if (idx == WN_RING_NONE) {
                 fprintf(out, "-\t-\n");
                 continue;

@@ -704,7 +704,7 @@ def walnut_locate(conf_path, keys, timeout=120):
     step = 500  # keep argv comfortably small
     for i in range(0, len(keys), step):
         chunk = keys[i:i + step]
-        r = subprocess.run([walnut_bin(), "-c", conf_path, "--locate"] + chunk,
+        r = subprocess.run([walnut_bin(), "-c", conf_path, "--locate", "--"] + chunk,
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=timeout)
         if r.returncode != 0:
@@ -717,8 +717,19 @@ def walnut_locate(conf_path, keys, timeout=120):
             if len(parts) != 4:
                 raise AssertionError("walnut --locate: line is not pool<TAB>key<TAB>server"
                                      "<TAB>address: %r" % line)
-            out[(parts[0].decode(), parts[1])] = (parts[2].decode(), parts[3].decode())
+            out[(parts[0].decode(), locate_unescape(parts[1]))] = (parts[2].decode(),
+                                                                  parts[3].decode())
     return out
+
+
+def locate_unescape(field):
+    """A key as --locate prints it (control bytes and backslash escaped) back to bytes."""
+    named = {b"t": b"\t", b"n": b"\n", b"r": b"\r", b"\\": b"\\"}
+
+    def one(m):
+        e = m.group(1)
+        return named[e] if e in named else bytes([int(e[1:], 16)])
+    return re.sub(rb"\\(x[0-9a-f]{2}|[tnr\\])", one, field)
 
 
 # ---------------------------------------------------------------------------

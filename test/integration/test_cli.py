@@ -543,14 +543,18 @@ class TestCommandLine(h.ProxyTestCase):
                         pool, key_hex, server = line.rstrip(b"\n").split(b"\t")
                         key = bytes.fromhex(key_hex.decode())
                         rows.setdefault(key, {})[pool.decode()] = server.decode()
-                # --locate prints a line per key: keys with a tab or newline (the
-                # unit test checks those) or that look like options are left out.
-                usable = sorted(k for k in rows if k and not k.startswith(b"-")
-                                and not any(c in k for c in (b"\0", b"\n", b"\t", b"\r")))
+                # --locate prints a line per key, control bytes escaped (keys
+                # with a NUL cannot be given on a command line)
+                usable = sorted(k for k in rows if k and b"\0" not in k)
                 sample = random.Random(shape).sample(usable, min(150, len(usable)))
                 # always include the longest and some non-ASCII keys
                 sample += [k for k in usable if len(k) >= 240][:3]
                 sample += [k for k in usable if any(b >= 0x80 for b in k)][:5]
+                # and keys with a tab, a line break, a control byte, a backslash,
+                # a leading '-' (after "--")
+                sample += [k for k in usable if any(b < 0x20 or b == 0x7f for b in k)][:5]
+                sample += [k for k in usable if b"\\" in k][:3]
+                sample += [k for k in usable if k.startswith(b"-")][:3]
                 sample = list(dict.fromkeys(sample))
                 located = h.walnut_locate(yml, sample)
                 checked = 0
