@@ -61,6 +61,7 @@ typedef struct wn_conf_pool {
     char *name;           /* owned */
     int line;             /* line of the pool's name */
     char *listen_text;    /* owned: as written */
+    char *listen_where;   /* owned: "file:line" of the listen key, for messages */
     wn_conf_addr_t listen; /* owned */
     /* The TCP listen address control looked up, filled in before the
      * snapshot is shared (see wn_listen_resolve): workers bind this one. */

@@ -6,6 +6,7 @@
  */
 #include "conf_priv.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,8 +137,11 @@ static int build_pool(const ctx_t *c, const wn_conf_raw_pool_t *raw, wn_conf_poo
         return WN_ECONFIG;
     }
     pool->listen_text = strdup(raw->listen);
-    if (pool->listen_text == NULL)
+    size_t where_len = strlen(c->file) + 16;
+    pool->listen_where = malloc(where_len);
+    if (pool->listen_text == NULL || pool->listen_where == NULL)
         goto oom;
+    snprintf(pool->listen_where, where_len, "%s:%d", c->file, key_line(c, "listen"));
     rc = wn_conf_listen_parse(raw->listen, &pool->listen, why, sizeof(why));
     if (rc == WN_ENOMEM)
         goto oom;
@@ -281,6 +285,7 @@ void wn_conf_pool_deinit(wn_conf_pool_t *pool)
         return;
     free(pool->name);
     free(pool->listen_text);
+    free(pool->listen_where);
     wn_conf_addr_deinit(&pool->listen);
     free(pool->redis_auth);
     for (uint32_t i = 0; i < pool->nservers; i++)

@@ -10,6 +10,7 @@
 #include "protocol.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,23 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     wn_client_accept(pool, listener);
+}
+
+/* err = "file:line: pool 'name': " and the rest, for an operator to find
+ * the listen key in question. */
+static void listen_fail(const wn_conf_pool_t *conf, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void listen_fail(const wn_conf_pool_t *conf, char *err, size_t errlen, const char *fmt, ...)
+{
+    int n = snprintf(err, errlen,
+                     "%s: pool '%s': ", conf->listen_where != NULL ? conf->listen_where : "?",
+                     conf->name);
+    if (n < 0 || (size_t)n >= errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+    va_end(ap);
 }
 
 /* The pool's listener, its handle still to be initialised (the caller does
@@ -71,9 +89,9 @@ static int probe_tcp(const wn_conf_pool_t *conf, const struct sockaddr_storage *
 {
     int probe = tcp_socket(ss, sslen, false);
     if (probe < 0) {
-        snprintf(err, errlen, "pool '%s': cannot listen on %s: %s%s", conf->name,
-                 conf->listen_text, wn_strerror(probe),
-                 probe == UV_EADDRINUSE ? " (another process serves it)" : "");
+        listen_fail(conf, err, errlen, "cannot listen on %s: %s%s", conf->listen_text,
+                    wn_strerror(probe),
+                    probe == UV_EADDRINUSE ? " (another process serves it)" : "");
         return probe;
     }
     close(probe);
@@ -86,8 +104,8 @@ int wn_listen_resolve(wn_conf_pool_t *conf, char *err, size_t errlen)
         return 0;
     int rc = wn_conf_addr_lookup(&conf->listen, false, &conf->listen_sa, &conf->listen_salen);
     if (rc < 0)
-        snprintf(err, errlen, "pool '%s': cannot resolve listen address %s: %s", conf->name,
-                 conf->listen_text, rc == UV_EAI_NONAME ? "unknown host" : wn_strerror(rc));
+        listen_fail(conf, err, errlen, "cannot resolve listen address %s: %s", conf->listen_text,
+                    rc == UV_EAI_NONAME ? "unknown host" : wn_strerror(rc));
     return rc;
 }
 
@@ -100,8 +118,8 @@ static int check_unix(const wn_conf_pool_t *conf, char *err, size_t errlen)
     struct stat st;
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) {
-            snprintf(err, errlen, "pool '%s': cannot listen on %s: it exists and is not a socket",
-                     conf->name, path);
+            listen_fail(conf, err, errlen, "cannot listen on %s: it exists and is not a socket",
+                        path);
             return WN_EINVAL;
         }
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -113,8 +131,8 @@ static int check_unix(const wn_conf_pool_t *conf, char *err, size_t errlen)
         bool served = rc == 0 || errno == EAGAIN || errno == EINPROGRESS;
         close(fd);
         if (served) {
-            snprintf(err, errlen, "pool '%s': cannot listen on %s: %s (another process serves it)",
-                     conf->name, path, wn_strerror(UV_EADDRINUSE));
+            listen_fail(conf, err, errlen, "cannot listen on %s: %s (another process serves it)",
+                        path, wn_strerror(UV_EADDRINUSE));
             return UV_EADDRINUSE;
         }
     }
@@ -127,8 +145,7 @@ static int check_unix(const wn_conf_pool_t *conf, char *err, size_t errlen)
         *slash = '\0';
     if (access(slash != NULL ? dir : ".", W_OK | X_OK) < 0) {
         int rc = -errno;
-        snprintf(err, errlen, "pool '%s': cannot listen on %s: %s", conf->name, path,
-                 wn_strerror(rc));
+        listen_fail(conf, err, errlen, "cannot listen on %s: %s", path, wn_strerror(rc));
         return rc;
     }
     return 0;
@@ -146,8 +163,7 @@ static int listen_tcp(pool_rt_t *p, bool first, char *err, size_t errlen)
 {
     const wn_conf_pool_t *conf = p->conf;
     if (conf->listen_salen == 0) {
-        snprintf(err, errlen, "pool '%s': listen address %s was not looked up", conf->name,
-                 conf->listen_text);
+        listen_fail(conf, err, errlen, "listen address %s was not looked up", conf->listen_text);
         return WN_EINVAL;
     }
     const struct sockaddr_storage *ss = &conf->listen_sa;
@@ -157,14 +173,14 @@ static int listen_tcp(pool_rt_t *p, bool first, char *err, size_t errlen)
         return rc;
     int fd = tcp_socket(ss, sslen, true);
     if (fd < 0) {
-        snprintf(err, errlen, "pool '%s': cannot listen on %s: %s", conf->name,
-                 conf->listen_text, wn_strerror(fd));
+        listen_fail(conf, err, errlen, "cannot listen on %s: %s", conf->listen_text,
+                    wn_strerror(fd));
         return fd;
     }
     listener_t *l = listener_new(p);
     if (l == NULL) {
         close(fd);
-        snprintf(err, errlen, "pool '%s': out of memory", conf->name);
+        listen_fail(conf, err, errlen, "out of memory");
         return WN_ENOMEM;
     }
     uv_tcp_init(&p->w->loop, &l->h.tcp);
@@ -176,8 +192,8 @@ static int listen_tcp(pool_rt_t *p, bool first, char *err, size_t errlen)
         rc = uv_listen(&l->h.stream, conf->backlog, on_connection);
     }
     if (rc < 0)
-        snprintf(err, errlen, "pool '%s': cannot listen on %s: %s", conf->name,
-                 conf->listen_text, wn_strerror(rc));
+        listen_fail(conf, err, errlen, "cannot listen on %s: %s", conf->listen_text,
+                    wn_strerror(rc));
     return rc;
 }
 
@@ -192,7 +208,7 @@ static int listen_unix(pool_rt_t *p, char *err, size_t errlen)
         unlink(path);
     listener_t *l = listener_new(p);
     if (l == NULL) {
-        snprintf(err, errlen, "pool '%s': out of memory", conf->name);
+        listen_fail(conf, err, errlen, "out of memory");
         return WN_ENOMEM;
     }
     uv_pipe_init(&p->w->loop, &l->h.pipe, 0);
@@ -203,8 +219,7 @@ static int listen_unix(pool_rt_t *p, char *err, size_t errlen)
     if (rc == 0)
         rc = uv_listen(&l->h.stream, conf->backlog, on_connection);
     if (rc < 0)
-        snprintf(err, errlen, "pool '%s': cannot listen on %s: %s", conf->name, path,
-                 wn_strerror(rc));
+        listen_fail(conf, err, errlen, "cannot listen on %s: %s", path, wn_strerror(rc));
     return rc;
 }
 
@@ -222,7 +237,7 @@ int wn_listen_adopt(pool_rt_t *p, int fd, char *err, size_t errlen)
     listener_t *l = listener_new(p);
     if (l == NULL) {
         close(fd);
-        snprintf(err, errlen, "pool '%s': out of memory", conf->name);
+        listen_fail(conf, err, errlen, "out of memory");
         return WN_ENOMEM;
     }
     if (conf->listen.is_unix) {
@@ -239,8 +254,8 @@ int wn_listen_adopt(pool_rt_t *p, int fd, char *err, size_t errlen)
     else
         rc = uv_listen(&l->h.stream, conf->backlog, on_connection);
     if (rc < 0)
-        snprintf(err, errlen, "pool '%s': cannot listen on the socket systemd handed over: %s",
-                 conf->name, wn_strerror(rc));
+        listen_fail(conf, err, errlen, "cannot listen on the socket systemd handed over: %s",
+                    wn_strerror(rc));
     return rc;
 }
 
@@ -276,10 +291,9 @@ int wn_listen_apart(const wn_conf_t *conf, const struct sockaddr_storage *stats,
         if (stats != NULL &&
             (wn_sockaddr_overlap(&p->listen_sa, stats) ||
              (dual && p->listen_sa.ss_family == AF_INET && p4->sin_port == s6->sin6_port))) {
-            snprintf(err, errlen,
-                     "pool '%s': cannot listen on %s: walnut's stats server listens there "
-                     "(-a, -s)",
-                     p->name, p->listen_text);
+            listen_fail(p, err, errlen,
+                        "cannot listen on %s: walnut's stats server listens there (-a, -s)",
+                        p->listen_text);
             return UV_EADDRINUSE;
         }
         for (uint32_t j = 0; j < i; j++) {
@@ -287,8 +301,8 @@ int wn_listen_apart(const wn_conf_t *conf, const struct sockaddr_storage *stats,
             if (q->listen.is_unix || q->listen_salen == 0 ||
                 !wn_sockaddr_overlap(&p->listen_sa, &q->listen_sa))
                 continue;
-            snprintf(err, errlen, "pool '%s': cannot listen on %s: pool '%s' listens there (%s)",
-                     p->name, p->listen_text, q->name, q->listen_text);
+            listen_fail(p, err, errlen, "cannot listen on %s: pool '%s' listens there (%s, %s)",
+                        p->listen_text, q->name, q->listen_text, q->listen_where);
             return UV_EADDRINUSE;
         }
     }

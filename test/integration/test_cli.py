@@ -67,6 +67,18 @@ def term(pid):
         pass
 
 
+
+def listen_where(conf, pool):
+    """"file:line" of pool's listen key in conf, as walnut's listen errors name it."""
+    in_pool = False
+    with open(conf) as f:
+        for n, line in enumerate(f, 1):
+            if not line.startswith(" "):
+                in_pool = line.rstrip().rstrip(":").strip("'\"") == pool
+            elif in_pool and line.strip().startswith("listen:"):
+                return "%s:%d" % (conf, n)
+    raise AssertionError("no listen key for pool %s in %s" % (pool, conf))
+
 class TestCommandLine(h.ProxyTestCase):
     def held_port(self):
         """A loopback port another socket listens on (for this test's life)."""
@@ -228,14 +240,16 @@ class TestCommandLine(h.ProxyTestCase):
                            stdin=subprocess.DEVNULL, capture_output=True, timeout=60, env=env)
         err = r.stderr.decode("utf-8", "replace")
         self.assertNotEqual(r.returncode, 0, err)
-        self.assertIn("pool 'alpha': cannot resolve listen address flaky.walnut.test:", err)
+        self.assertIn("%s: pool 'alpha': cannot resolve listen address flaky.walnut.test:"
+                      % listen_where(conf, "alpha"), err)
         self.assertNotIn("cannot listen on", err)
         # -t looks it up too, as nutcracker -t does
         r = subprocess.run([self.bin, "-t", "-c", conf], stdin=subprocess.DEVNULL,
                            capture_output=True, timeout=60, env=env)
         err = r.stderr.decode("utf-8", "replace")
         self.assertNotEqual(r.returncode, 0, err)
-        self.assertIn("pool 'alpha': cannot resolve listen address flaky.walnut.test:", err)
+        self.assertIn("%s: pool 'alpha': cannot resolve listen address flaky.walnut.test:"
+                      % listen_where(conf, "alpha"), err)
         self.assertNotIn("syntax is ok", err)
 
     def test_start_refuses_two_pools_on_one_address(self):
@@ -248,16 +262,22 @@ class TestCommandLine(h.ProxyTestCase):
         server = ["127.0.0.1:%d:1" % h.free_port()]
         cases = [
             ({"alpha": h.pool(server, listen="127.0.0.1:%d" % port),
-              "beta": h.pool(server, listen="127.1:%d" % port)}, "pool 'alpha' listens there"),
+              "beta": h.pool(server, listen="127.1:%d" % port)},
+             "{beta}: pool 'beta': cannot listen on 127.1:%d: pool 'alpha' listens there "
+             "(127.0.0.1:%d, {alpha})" % (port, port)),
             ({"alpha": h.pool(server, listen="0.0.0.0:%d" % port),
-              "beta": h.pool(server, listen="127.0.0.1:%d" % port)}, "pool 'alpha' listens there"),
+              "beta": h.pool(server, listen="127.0.0.1:%d" % port)},
+             "{beta}: pool 'beta': cannot listen on 127.0.0.1:%d: pool 'alpha' listens there "
+             "(0.0.0.0:%d, {alpha})" % (port, port)),
             ({"alpha": h.pool(server, listen="127.1:%d" % stats)},
-             "walnut's stats server listens there"),
+             "{alpha}: pool 'alpha': cannot listen on 127.1:%d: walnut's stats server listens "
+             "there" % stats),
         ]
         for pools, why in cases:
             conf = tmp.join("one-address.yml")
             with open(conf, "w") as f:
                 f.write(h.render_config(pools))
+            why = why.format(**{p: listen_where(conf, p) for p in pools})
             r = subprocess.run([self.bin, "-c", conf, "-s", str(stats), "-a", h.HOST],
                                stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
             err = r.stderr.decode("utf-8", "replace")
@@ -303,8 +323,8 @@ class TestCommandLine(h.ProxyTestCase):
                            timeout=10)
         err = r.stderr.decode("utf-8", "replace")
         self.assertNotEqual(r.returncode, 0, err)
-        self.assertIn("pool 'alpha': cannot listen on %s: address already in use (another "
-                      "process serves it)" % path, err)
+        self.assertIn("%s: pool 'alpha': cannot listen on %s: address already in use (another "
+                      "process serves it)" % (listen_where(conf, "alpha"), path), err)
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.addCleanup(probe.close)
         probe.settimeout(2)
