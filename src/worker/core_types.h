@@ -238,6 +238,9 @@ void wn_req_done(req_t *r);
  * protocol unit then composes its error reply (wn_proto_fail does both).
  * False when r was done already. */
 bool wn_req_failed(req_t *r, int err);
+/* err says the server could not be reached or did not answer (refused,
+ * timed out, reset, unreachable), not that it answered wrongly. */
+bool wn_req_err_unreached(int err);
 /* What a failed request is answered with, as twemproxy words it (strerror
  * of the cause): "Connection refused", "Connection timed out", ... */
 const char *wn_req_fail_text(int err);

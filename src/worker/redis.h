@@ -64,7 +64,8 @@ typedef struct redis_split {
     redis_item_t *items;   /* [nkeys] fragment elements, grouped like frag_keys */
     uint32_t merged;       /* client keys merged so far (ARRAY) */
     int64_t sum;           /* SUM */
-    uint32_t *yes;         /* [nkeys] ALL: the servers that answered 1 for each element */
+    uint8_t *yes;          /* [nfrags * nkeys] ALL: fragment f's answer for element k at
+                              f * nkeys + k */
 } redis_split_t;
 
 typedef struct redis_req {
@@ -88,6 +89,8 @@ typedef struct redis_req {
     uint32_t ncomplete;    /* elements complete */
     uint32_t taken;        /* elements merged into the parent */
     bool error_reply;      /* the reply (or walnut's failure) is an error line */
+    bool unreached;        /* failed by walnut: its server could not be reached
+                              (wn_req_err_unreached) */
 } redis_req_t;
 
 typedef struct redis_client {

@@ -299,12 +299,15 @@ static int make_copy(redis_req_t *p, uint32_t f)
     return 0;
 }
 
-/* SCRIPT EXISTS: for each of its n SHA1s, how many servers have it. */
-static bool counts_alloc(redis_req_t *r, uint32_t n)
+/* SCRIPT EXISTS: for each of its n SHA1s, what each of nf servers said
+ * (kept apart, so a server that fails half-way through its reply leaves
+ * no trace in the answer). */
+static bool counts_alloc(redis_req_t *r, uint32_t n, uint32_t nf)
 {
     redis_split_t *s = r->split;
-    size_t size = sizeof(*s) + sizeof(uint32_t) * (size_t)n;
-    if (s == NULL || s->yes == NULL || s->nkeys != n) { /* else made before a hold */
+    size_t size = sizeof(*s) + (size_t)n * nf;
+    if (s == NULL || s->yes == NULL || s->nkeys != n ||
+        s->nfrags != nf) { /* else made before a hold */
         s = wn_scratch_alloc(r->r.pool->w, &r->r.keep, size);
         if (s == NULL)
             return false;
@@ -312,7 +315,8 @@ static bool counts_alloc(redis_req_t *r, uint32_t n)
     }
     memset(s, 0, size);
     s->nkeys = n;
-    s->yes = (uint32_t *)(s + 1);
+    s->nfrags = nf;
+    s->yes = (uint8_t *)(s + 1);
     r->split = s;
     return true;
 }
@@ -387,7 +391,7 @@ static bool dispatch_every_server(redis_client_t *c, redis_req_t *r)
             wn_redis_fail(&r->r, WN_ENOSERVER);
         else if (nf == 1)
             sent = forward_whole(c, r, where[0]);
-        else if (r->merge == RMERGE_ALL && !counts_alloc(r, r->nargs - 2))
+        else if (r->merge == RMERGE_ALL && !counts_alloc(r, r->nargs - 2, nf))
             wn_redis_fail(&r->r, WN_ENOMEM);
         else
             sent = send_to_all(c, r, where, nf);

@@ -23,6 +23,7 @@ void wn_redis_fail(req_t *r, int err)
     if (r->kind == REQ_FRAGMENT) {
         /* The parent answers for the whole command. */
         redis_req(r)->error_reply = true;
+        redis_req(r)->unreached = wn_req_err_unreached(err);
         wn_segv_clear(&r->rsp);
         wn_req_rsp_scratch(r, line, (size_t)n);
         wn_req_done(r);
@@ -102,7 +103,7 @@ static void answer_same(redis_req_t *p, uint32_t first)
     char a[128], b[128];
     size_t na = flatten(&redis_req(p->r.frags[first])->r.rsp, a, sizeof(a));
     for (uint32_t f = first + 1; f < p->r.nfrags; f++) {
-        if (redis_req(p->r.frags[f])->r.failed)
+        if (redis_req(p->r.frags[f])->unreached)
             continue;
         size_t nb = flatten(&redis_req(p->r.frags[f])->r.rsp, b, sizeof(b));
         if (na > sizeof(a) || nb != na || memcmp(a, b, na) != 0) {
@@ -122,8 +123,8 @@ static void answer_same(redis_req_t *p, uint32_t first)
     wn_req_done(&p->r);
 }
 
-/* SCRIPT EXISTS: 1 for each script every one of the `answered` servers has. */
-static void answer_all(redis_req_t *p, uint32_t answered)
+/* SCRIPT EXISTS: 1 for each script every server that answered has. */
+static void answer_all(redis_req_t *p)
 {
     const redis_split_t *s = p->split;
     char head[WN_RESP_ARRAY_HEAD_MAX];
@@ -136,8 +137,12 @@ static void answer_all(redis_req_t *p, uint32_t answered)
     }
     memcpy(text, head, (size_t)n);
     size_t len = (size_t)n;
-    for (uint32_t k = 0; k < s->nkeys; k++, len += 4)
-        memcpy(text + len, s->yes[k] == answered ? ":1\r\n" : ":0\r\n", 4);
+    for (uint32_t k = 0; k < s->nkeys; k++, len += 4) {
+        bool all = true;
+        for (uint32_t f = 0; f < p->r.nfrags && all; f++)
+            all = redis_req(p->r.frags[f])->unreached || s->yes[(size_t)f * s->nkeys + k] == 1;
+        memcpy(text + len, all ? ":1\r\n" : ":0\r\n", 4);
+    }
     int rc = wn_req_rsp_scratch(&p->r, text, len);
     free(text);
     if (rc < 0) {
@@ -152,23 +157,19 @@ void wn_redis_parent_progress(req_t *parent)
     redis_req_t *p = redis_req(parent);
     if (parent->done || parent->frags_left > 0)
         return;
-    /* SCRIPT LOAD and EXISTS leave out a server walnut could not reach
+    /* SCRIPT LOAD and EXISTS leave out a server walnut got no answer from
      * (refused, timed out, reset) when another answered: its keys fail
      * anyway while it is away, and a server that comes back without the
      * script answers EVALSHA with NOSCRIPT, which clients handle by loading
      * it again (as after any server restart). */
-    uint32_t answered = 0, first = 0;
-    bool skip_failed = p->merge == RMERGE_SAME || p->merge == RMERGE_ALL;
-    for (uint32_t f = parent->nfrags; f-- > 0;) {
-        if (!redis_req(parent->frags[f])->r.failed) {
-            answered++;
+    uint32_t first = parent->nfrags;
+    for (uint32_t f = parent->nfrags; f-- > 0;)
+        if (!redis_req(parent->frags[f])->unreached)
             first = f;
-        }
-    }
-    skip_failed = skip_failed && answered > 0;
+    bool skip = (p->merge == RMERGE_SAME || p->merge == RMERGE_ALL) && first < parent->nfrags;
     for (uint32_t f = 0; f < parent->nfrags; f++) {
         redis_req_t *fr = redis_req(parent->frags[f]);
-        if (fr->error_reply && !(skip_failed && fr->r.failed)) {
+        if (fr->error_reply && !(skip && fr->unreached)) {
             answer_error(p, fr);
             return;
         }
@@ -176,7 +177,7 @@ void wn_redis_parent_progress(req_t *parent)
     for (uint32_t f = 0; f < parent->nfrags; f++) {
         redis_req_t *fr = redis_req(parent->frags[f]);
         if ((p->merge == RMERGE_ARRAY || p->merge == RMERGE_ALL) && fr->nitems != fr->nkeys &&
-            !(skip_failed && fr->r.failed)) {
+            !(skip && fr->unreached)) {
             /* twemproxy's text for a part it cannot merge */
             wn_stat_add(&p->r.pool->stats->errors[WN_CAUSE_protocol], 1);
             wn_stat_add(WN_PSTAT(p->r.pool, forward_error), 1);
@@ -194,7 +195,7 @@ void wn_redis_parent_progress(req_t *parent)
         answer_same(p, first);
         return;
     case RMERGE_ALL:
-        answer_all(p, answered);
+        answer_all(p);
         return;
     case RMERGE_SUM:
         n = wn_resp_compose_int(line, sizeof(line), p->split->sum);

@@ -195,7 +195,7 @@ static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
         if (tok->depth != 1 || tok->type != ':' || tok->number < 0 || tok->number > 1 ||
             f->nitems >= f->nkeys)
             return WN_EPROTO;
-        f->split->yes[f->nitems++] += (uint32_t)tok->number;
+        f->split->yes[(size_t)f->frag * f->nkeys + f->nitems++] = (uint8_t)tok->number;
         return 0;
     case RMERGE_SAME: /* SCRIPT LOAD: one bulk, kept to compare and answer */
         return tok->depth == 0 && tok->type == '$' && tok->number >= 0

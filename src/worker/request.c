@@ -302,6 +302,13 @@ static wn_error_cause_t cause_of(int err)
     }
 }
 
+bool wn_req_err_unreached(int err)
+{
+    wn_error_cause_t c = cause_of(err);
+    return c == WN_CAUSE_refused || c == WN_CAUSE_timeout || c == WN_CAUSE_reset ||
+           c == WN_CAUSE_unreachable;
+}
+
 /* twemproxy answers a request it could not complete with the system's text
  * for the error: "SERVER_ERROR Connection refused" and friends. */
 const char *wn_req_fail_text(int err)

@@ -1657,6 +1657,41 @@ class TestRedis(RedisCase):
                               workers=1, name="fake")
         return px, px.port()
 
+    def test_script_exists_ignores_a_server_that_fails_mid_reply(self):
+        """SCRIPT EXISTS leaves out a server walnut could not get an answer
+        from, but nothing of that server's reply may count: one that sent
+        ':1' for the first SHA1 and then went silent or closed made walnut
+        answer 1 where a server that did answer had 0 (its count was added
+        as the elements arrived). And a server that answers wrongly (a reply
+        walnut cannot read) is not left out: the client hears of it."""
+        sha_a, sha_b = b"a" * 40, b"b" * 40
+
+        class Scripted(fakes.FakeRedis):
+            def __init__(self, exists):
+                self.exists = exists
+                super().__init__()
+
+            def reply(self, cid, args):
+                if len(args) >= 2 and args[0].upper() == b"SCRIPT":
+                    return self.exists
+                return super().reply(cid, args)
+
+        cases = [("silent", [(b"*2\r\n:1\r\n", 0), (b"", 30)], b"*2\r\n:0\r\n:1\r\n"),
+                 ("closes", [(b"*2\r\n:1\r\n", 0), (None, 0.1)], b"*2\r\n:0\r\n:1\r\n"),
+                 ("garbage", b"*2\r\n:1\r\n:7\r\n", b"-ERR Invalid argument\r\n")]
+        for what, third, want in cases:
+            with self.subTest(what):
+                a = self.fake(Scripted, b"*2\r\n:1\r\n:1\r\n")
+                b = self.fake(Scripted, b"*2\r\n:0\r\n:1\r\n")
+                c = self.fake(Scripted, third)
+                px = self.start_proxy(self.tmpdir(), {"p": h.pool([a, b, c], redis=True,
+                                                                  timeout=1000)},
+                                      workers=1, name="exists-" + what)
+                with self.raw(px.port(), timeout=10) as cl:
+                    cl.request(resp("SCRIPT", "EXISTS", sha_a, sha_b), want)
+                    cl.request(resp("PING"), b"+PONG\r\n")
+                px.stop()
+
     def test_loading_and_masterdown_relayed(self):
         """-LOADING and -MASTERDOWN from a server reach the client verbatim."""
         for line in (b"-LOADING Redis is loading the dataset in memory\r\n",
