@@ -21,12 +21,12 @@ static void print_addr(FILE *out, const wn_conf_addr_t *a)
         fprintf(out, "%s:%u", a->host, a->port);
 }
 
-/* A key as one field of a line: a tab, a line break, any other control
- * byte and the backslash escaped (\t \n \r \\ \xHH); other bytes, UTF-8
- * included, as they are. */
-static void print_key(FILE *out, const char *key)
+/* A key or name as one field of a line: a tab, a line break, any other
+ * control byte and the backslash escaped (\t \n \r \\ \xHH); other bytes,
+ * UTF-8 included, as they are. */
+static void print_field(FILE *out, const char *text, size_t len)
 {
-    for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++) {
+    for (const unsigned char *p = (const unsigned char *)text; len-- > 0; p++) {
         if (*p == '\t')
             fputs("\\t", out);
         else if (*p == '\n')
@@ -62,15 +62,17 @@ int wn_locate_print(const wn_conf_t *conf, char *const *keys, int nkeys, FILE *o
             return rc;
         for (int k = 0; k < nkeys; k++) {
             uint32_t idx = wn_ring_lookup(ring, keys[k], strlen(keys[k]));
-            fprintf(out, "%s\t", pool->name);
-            print_key(out, keys[k]);
+            print_field(out, pool->name, strlen(pool->name));
+            fputc('\t', out);
+            print_field(out, keys[k], strlen(keys[k]));
             fputc('\t', out);
             if (idx == WN_RING_NONE) {
                 fprintf(out, "-\t-\n");
                 continue;
             }
             const wn_conf_server_t *s = &pool->servers[idx];
-            fprintf(out, "%.*s\t", (int)s->name_len, s->name);
+            print_field(out, s->name, s->name_len);
+            fputc('\t', out);
             print_addr(out, &s->addr);
             fprintf(out, "%s\n", pool->distribution == WN_DIST_RANDOM ? "\t(random)" : "");
         }

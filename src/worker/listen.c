@@ -30,6 +30,9 @@ static void on_connection(uv_stream_t *listener, int status)
     wn_client_accept(pool, listener);
 }
 
+/* As validation quotes names: the reason must fit after a long one. */
+#define NAME_MAX_SHOWN 80
+
 /* err = "file:line: pool 'name': " and the rest, for an operator to find
  * the listen key in question. */
 static void listen_fail(const wn_conf_pool_t *conf, char *err, size_t errlen, const char *fmt, ...)
@@ -37,8 +40,8 @@ static void listen_fail(const wn_conf_pool_t *conf, char *err, size_t errlen, co
 static void listen_fail(const wn_conf_pool_t *conf, char *err, size_t errlen, const char *fmt, ...)
 {
     int n = snprintf(err, errlen,
-                     "%s: pool '%s': ", conf->listen_where != NULL ? conf->listen_where : "?",
-                     conf->name);
+                     "%s: pool '%.*s': ", conf->listen_where != NULL ? conf->listen_where : "?",
+                     NAME_MAX_SHOWN, conf->name);
     if (n < 0 || (size_t)n >= errlen)
         return;
     va_list ap;
@@ -301,8 +304,9 @@ int wn_listen_apart(const wn_conf_t *conf, const struct sockaddr_storage *stats,
             if (q->listen.is_unix || q->listen_salen == 0 ||
                 !wn_sockaddr_overlap(&p->listen_sa, &q->listen_sa))
                 continue;
-            listen_fail(p, err, errlen, "cannot listen on %s: pool '%s' listens there (%s, %s)",
-                        p->listen_text, q->name, q->listen_text, q->listen_where);
+            listen_fail(p, err, errlen, "cannot listen on %s: pool '%.*s' listens there (%s, %s)",
+                        p->listen_text, NAME_MAX_SHOWN, q->name, q->listen_text,
+                        q->listen_where != NULL ? q->listen_where : "?");
             return UV_EADDRINUSE;
         }
     }

@@ -717,8 +717,8 @@ def walnut_locate(conf_path, keys, timeout=120):
             if len(parts) != 4:
                 raise AssertionError("walnut --locate: line is not pool<TAB>key<TAB>server"
                                      "<TAB>address: %r" % line)
-            out[(parts[0].decode(), locate_unescape(parts[1]))] = (parts[2].decode(),
-                                                                  parts[3].decode())
+            pool, key, server = (locate_unescape(x) for x in parts[:3])
+            out[(pool.decode(), key)] = (server.decode(), parts[3].decode())
     return out
 
 

@@ -303,6 +303,24 @@ class TestCommandLine(h.ProxyTestCase):
                 self.assertIn(why, err)
                 self.assertNotIn("syntax is ok", err)
 
+    def test_listen_error_keeps_its_reason_after_long_names(self):
+        """A pool name of 600 bytes filled the listen error's buffer before
+        the reason: -t said "pool 'ppp…" and nothing else. Names are quoted
+        at most 80 bytes, as validation quotes them."""
+        tmp = self.tmpdir()
+        port = h.free_port()
+        server = ["127.0.0.1:%d:1" % h.free_port()]
+        a, b = "a" * 600, "b" * 600
+        conf = tmp.join("long-names.yml")
+        with open(conf, "w") as f:
+            f.write(h.render_config({a: h.pool(server, listen="127.0.0.1:%d" % port),
+                                     b: h.pool(server, listen="127.1:%d" % port)}))
+        rc, out, err = run(["-t", "-c", conf])
+        self.assertNotEqual(rc, 0, err)
+        self.assertIn("%s: pool '%s': cannot listen on 127.1:%d: pool '%s' listens there "
+                      "(127.0.0.1:%d, %s)" % (listen_where(conf, b), b[:80], port, a[:80], port,
+                                              listen_where(conf, a)), err)
+
     def test_start_refuses_unix_path_another_process_serves(self):
         """At start walnut unlinked a unix listen path another live process
         accepts on and bound its own (a reload refused the same path). Expected:
@@ -589,6 +607,28 @@ class TestCommandLine(h.ProxyTestCase):
                 self.assertGreaterEqual(checked, len(sample), "%s: too few rows checked" % shape)
                 total += checked
         self.assertGreaterEqual(total, 1000 * len(shapes))
+
+    def test_locate_escapes_keys_and_names(self):
+        """Each key, pool and server name is one field of one line: tabs, line
+        breaks, control bytes and backslashes escaped; a key after -- may
+        start with '-'."""
+        tmp = self.tmpdir()
+        conf = tmp.join("names.yml")
+        with open(conf, "w") as f:
+            f.write('"po\\tol":\n  listen: 127.0.0.1:%d\n  servers:\n'
+                    '   - "127.0.0.1:%d:1 on\\te\\\\"\n' % (h.free_port(), h.free_port()))
+        keys = [b"a\tb", b"c\nd", b"e\\f", b"g\x01h", b"-i", "ключ".encode()]
+        r = subprocess.run([self.bin, "-c", conf, "--locate", "--"] + keys,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.split(b"\n")
+        self.assertEqual(lines[-1], b"")
+        self.assertEqual([ln.split(b"\t")[:3] for ln in lines[:-1]],
+                         [[b"po\\tol", k, b"on\\te\\\\"] for k in
+                          (b"a\\tb", b"c\\nd", b"e\\\\f", b"g\\x01h", b"-i", "ключ".encode())])
+        located = h.walnut_locate(conf, keys)
+        self.assertEqual(sorted(located), sorted(("po\tol", k) for k in keys))
+        self.assertEqual({v[0] for v in located.values()}, {"on\te\\"})
 
     def test_locate_usage(self):
         pdir = os.path.join(h.source_dir(), "test", "data", "placement")
