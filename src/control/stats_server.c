@@ -123,9 +123,14 @@ static int health(char *reason, size_t len, void *arg)
         return 1;
     }
     for (uint32_t p = 0; p < ctl->npools; p++) {
+        /* Live: neither ejected nor failing (server_failure_limit failures
+         * in a row, which is where a pool without auto_eject_hosts, or one
+         * max_ejected_fraction keeps from ejecting, leaves a dead server). */
+        const hpool_t *hp = ctl->pools[p];
         uint32_t live = 0;
-        for (uint32_t s = 0; s < ctl->pools[p]->nservers; s++)
-            live += !ctl->pools[p]->servers[s]->ejected;
+        for (uint32_t s = 0; s < hp->nservers; s++)
+            live += !hp->servers[s]->ejected &&
+                    hp->servers[s]->failures < (uint32_t)hp->conf->server_failure_limit;
         if (live == 0) {
             snprintf(reason, len, "pool '%s' has no live server", ctl->pools[p]->conf->name);
             return 1;

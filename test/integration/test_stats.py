@@ -1341,6 +1341,38 @@ class TestHealthz(StatsCase):
         self.assertAlive(p)
 
 
+    def test_healthz_without_ejection(self):
+        """With auto_eject_hosts off (twemproxy's default) nothing is ejected:
+        /healthz said 200 ok while every server of a pool was dead and every
+        request failed. A server with server_failure_limit failures in a row
+        is not live; with max_ejected_fraction keeping the last ones in, the
+        same."""
+        for name, settings in (
+                ("no-eject", dict(auto_eject_hosts=False)),
+                ("guarded", dict(auto_eject_hosts=True, max_ejected_fraction=0.5))):
+            with self.subTest(name):
+                tmp = self.tmpdir()
+                mcs = self.start_memcached(tmp, n=3)
+                pools = {"alpha": h.pool(mcs, timeout=1000, server_failure_limit=2,
+                                         server_retry_timeout=300, health_check_interval=100,
+                                         **settings)}
+                p = self.proxy(tmp, pools, workers=2, name=name)
+                self.assertEqual(http_request(p.stats_port, "/healthz")[::2], (200, b"ok\n"))
+                for m in mcs[:2]:
+                    m.kill()
+                time.sleep(1.0)  # probes find them; one server still answers
+                self.assertEqual(http_request(p.stats_port, "/healthz")[::2], (200, b"ok\n"))
+                mcs[2].kill()
+                status, body = h.wait_until(
+                    lambda: (lambda r: r[::2] if r[0] != 200 else None)(
+                        http_request(p.stats_port, "/healthz")), deadline=15,
+                    what="/healthz 503")
+                self.assertEqual((status, body), (503, b"pool 'alpha' has no live server\n"))
+                for m in mcs:
+                    m.start()
+                h.wait_until(lambda: http_request(p.stats_port, "/healthz")[::2] ==
+                             (200, b"ok\n"), deadline=20, what="/healthz 200 again")
+
     def test_healthz_names_a_wedged_worker(self):
         """A worker whose loop stops answering control makes /healthz 503, naming it."""
         tmp = self.tmpdir()
