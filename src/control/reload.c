@@ -19,6 +19,7 @@
  * Control thread only.
  */
 #include "control_priv.h"
+#include "stats_view.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -44,6 +45,9 @@ static void finish(control_t *ctl, const char *fmt, ...)
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
     snprintf(ctl->last_reload, sizeof(ctl->last_reload), "last reload %s: %s", when, what);
+    /* shown as JSON and in systemd's STATUS=, both UTF-8: a name cut in
+     * the middle of a character must not make them invalid */
+    wn_utf8_scrub(ctl->last_reload);
     wn_sd_state(ctl, "READY=1");
     wn_sd_status(ctl);
 }

@@ -101,6 +101,19 @@ static char *utf8_dup(const char *s)
     return out;
 }
 
+void wn_utf8_scrub(char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq((const unsigned char *)s + i, n - i);
+        if (len == 0) {
+            s[i++] = '?';
+        } else {
+            i += len;
+        }
+    }
+}
+
 static char *address_dup(const wn_conf_addr_t *a)
 {
     char buf[1100];

@@ -154,6 +154,10 @@ int wn_stats_view_build(wn_stats_view_t *v, const wn_conf_t *conf,
 /* Release what build allocated; leaves *v empty. NULL is fine. */
 void wn_stats_view_free(wn_stats_view_t *v);
 
+/* s made valid UTF-8 in place, its length kept: every byte that does not
+ * start a valid sequence (a character cut by truncation, say) becomes '?'. */
+void wn_utf8_scrub(char *s);
+
 /* ---- renderers: malloc'd NUL-terminated text, *len without the NUL; NULL
  * on ENOMEM. Release with free(). Pure functions of the view. ------------- */
 

@@ -541,6 +541,15 @@ class TestReloadRefused(ReloadCase):
         self.assertIn("failed", view["last_reload"])
         self.assertIn(":3:", self.px.log().split("reload:")[-1])
 
+        # 1b. Its message cut in the middle of a character (a long non-ASCII
+        # pool name): /servers answered 500 until the next reload.
+        for pad in ("", "x"):
+            view = self.reload(text="%s%s:\n  listen: 127.0.0.1:1\n  hash: sha1\n  servers:\n"
+                                    "   - 127.0.0.1:11211:1\n" % (pad, "é" * 60))
+            self.assertEqual(view["generation"], 0)
+            self.assertIn("failed", view["last_reload"])
+            self.assertIn("ééé", view["last_reload"])
+
         # 2. The protocol of a pool.
         view = self.reload(pools={"alpha": h.pool(mc, listen=pools["alpha"]["listen"],
                                                   redis=True)})
