@@ -77,7 +77,7 @@ int main(int argc, char **argv)
         conf = load_conf(opts.conf_file, false);
         if (conf == NULL)
             return EXIT_FAILURE;
-        if (wn_control_check_listen(conf, err, sizeof(err)) < 0) {
+        if (wn_control_check_listen(conf, opts.stats_addr, opts.stats_port, err, sizeof(err)) < 0) {
             fprintf(stderr, "walnut: %s\n", err);
             fprintf(stderr, "walnut: configuration file '%s' syntax is invalid\n", opts.conf_file);
             wn_conf_unref(conf);

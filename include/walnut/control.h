@@ -74,9 +74,11 @@ int wn_locate_print(const wn_conf_t *conf, char *const *keys, int nkeys, FILE *o
  */
 int wn_control_run(wn_conf_t *conf, const wn_options_t *opts);
 /* -t's checks beyond the file (as nutcracker -t): every TCP listen address
- * looks up, and no two pools listen on one. 0, or a negative error with err
- * saying which pool. Blocking (DNS). */
-int wn_control_check_listen(wn_conf_t *conf, char *err, size_t errlen);
+ * looks up, no two pools listen on one, and none on the stats server's (-a,
+ * -s; NULL or port 0: not checked). 0, or a negative error with err saying
+ * which pool. Blocking (DNS). */
+int wn_control_check_listen(wn_conf_t *conf, const char *stats_addr, uint16_t stats_port, char *err,
+                            size_t errlen);
 
 /* Print the stats walnut reports with their descriptions (-D). */
 void wn_stats_describe(FILE *out);

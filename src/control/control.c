@@ -272,14 +272,22 @@ static void destroy_blocks(control_t *ctl)
     ctl->next_blocks = NULL;
 }
 
-int wn_control_check_listen(wn_conf_t *conf, char *err, size_t errlen)
+int wn_control_check_listen(wn_conf_t *conf, const char *stats_addr, uint16_t stats_port, char *err,
+                            size_t errlen)
 {
     for (uint32_t p = 0; p < conf->npools; p++) {
         int rc = wn_listen_resolve(&conf->pools[p], err, errlen);
         if (rc < 0)
             return rc;
     }
-    return wn_listen_apart(conf, NULL, err, errlen);
+    /* The stats server's address as the start would bind it (port 0 is
+     * any port: nothing to clash with). */
+    struct sockaddr_storage ss;
+    uint32_t sslen = 0;
+    wn_conf_addr_t sa = {.host = (char *)stats_addr, .port = stats_port};
+    if (stats_addr != NULL && stats_port != 0 && wn_conf_addr_lookup(&sa, false, &ss, &sslen) < 0)
+        sslen = 0; /* the start says why it cannot listen there */
+    return wn_listen_apart(conf, sslen != 0 ? &ss : NULL, err, errlen);
 }
 
 static int create_workers(control_t *ctl, const wn_options_t *opts)

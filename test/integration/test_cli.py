@@ -285,6 +285,13 @@ class TestCommandLine(h.ProxyTestCase):
             self.assertIn(why, err, pools)
             self.assertNotIn("another process", err)
             if "stats" in why:
+                # -t with the same -a and -s says so too (it said "syntax is ok")
+                rc, out, err = run(["-t", "-c", conf, "-s", str(stats), "-a", h.HOST])
+                self.assertNotEqual(rc, 0, err)
+                self.assertIn(why, err)
+                self.assertNotIn("syntax is ok", err)
+                rc, out, err = run(["-t", "-c", conf, "-s", str(stats + 1), "-a", h.HOST])
+                self.assertEqual(rc, 0, err)
                 # a stats server on [::] holds the IPv4 port too (not v6-only)
                 try:
                     socket.socket(socket.AF_INET6).close()
