@@ -446,6 +446,24 @@ static bool only_line_ends(const char *p, size_t n)
     return true;
 }
 
+/* Whether a client's first bytes (line ends aside) can start an HTTP
+ * request: a method (upper-case letters) and a space, or as much of that
+ * as has come. Anything else (`echo stats | nc host 22222`, as collectors
+ * of twemproxy's stats send) gets twemproxy's JSON, as twemproxy answers
+ * any client. */
+static bool http_start(const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (p[i] == '\r' || p[i] == '\n'))
+        i++;
+    size_t letters = 0;
+    while (i < n && p[i] >= 'A' && p[i] <= 'Z') {
+        i++;
+        letters++;
+    }
+    return i == n ? true : letters > 0 && p[i] == ' ';
+}
+
 /* Bytes from the client other than line ends wait in the socket, not yet
  * read. The loop runs timers before it polls, so after the control thread
  * was held up (a long turn, a CPU quota's throttling, SIGSTOP) the
@@ -569,6 +587,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->mode == MODE_FIRST) {
         if (only_line_ends(c->buf + c->len, (size_t)nread)) {
             drive(c); /* dropped: still silent, the first-byte wait goes on */
+            return;
+        }
+        if (!http_start(c->buf + c->len, (size_t)nread)) {
+            respond_raw(c); /* not HTTP: twemproxy's protocol */
+            drive(c);
             return;
         }
         c->mode = MODE_HTTP;

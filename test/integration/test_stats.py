@@ -978,6 +978,16 @@ class TestTwemproxyProtocol(StatsCase):
             data3, _ = read_raw_stats(p.stats_port, half_close=half_close, send=b"\n")
             self.assertTrue(data3.startswith(b"{") and data3.endswith(b"}\n"), h.show(data3))
             loads_ordered(data3.decode())
+        # `echo stats | nc host 22222` and other bytes that cannot start an
+        # HTTP request: twemproxy answers every client with its JSON (walnut
+        # answered 400 Bad Request)
+        for send in (b"stats\n", b"stats\r\n", b"\r\nSTATS\r\n", b"{}", b"get /\r\n",
+                     b"\x16\x03\x01"):
+            for half_close in (True, False):
+                data4, _ = read_raw_stats(p.stats_port, half_close=half_close, send=send)
+                self.assertTrue(data4.startswith(b"{") and data4.endswith(b"}\n"),
+                                (send, h.show(data4)))
+                loads_ordered(data4.decode())
         # `curl host:22222`, as people read twemproxy's stats: / is /stats.
         r = subprocess.run([tool("curl", "curl"), "-sS", "--max-time", "20",
                             "http://%s:%d" % (HOST, p.stats_port)], stdin=subprocess.DEVNULL,

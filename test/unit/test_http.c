@@ -453,9 +453,11 @@ static void test_404_405(void **state)
     free(rsp.body);
     reader_free(r);
 
-    /* Not HTTP at all: 400, then closed. */
+    /* A request line that is not HTTP's: 400, then closed. (Bytes that
+     * cannot start a request at all get twemproxy's JSON: see
+     * test_twemproxy_mode.) */
     r = reader_new(connect_to(f->port));
-    send_str(r->fd, "stats\r\n\r\n");
+    send_str(r->fd, "GET /stats XTTP/1.1\r\n\r\n");
     assert_true(read_response(r, &rsp, false));
     assert_int_equal(rsp.status, 400);
     assert_string_equal(header(&rsp, "Connection", v, sizeof(v)), "close");
@@ -624,6 +626,23 @@ static void test_twemproxy_mode(void **state)
     assert_true(r->len > 10 && r->buf[r->len - 1] == '\n');
     reader_free(r);
 
+    /* Bytes that cannot start an HTTP request (`echo stats | nc host
+     * 22222`): twemproxy answers any client with its JSON, and so does
+     * walnut, at once. */
+    const char *not_http[] = {"stats\r\n", "stats\n", "\r\nSTATS\r\n", "get / HTTP/1.1\r\n"};
+    for (size_t i = 0; i < sizeof(not_http) / sizeof(not_http[0]); i++) {
+        r = reader_new(connect_to(f->port));
+        send_str(r->fd, not_http[i]);
+        while (fill(r))
+            ;
+        assert_true(r->len > 10);
+        r->buf[r->len] = '\0';
+        assert_int_equal(r->buf[0], '{');
+        assert_int_equal(r->buf[r->len - 1], '\n');
+        json_decref(parse_json(r->buf));
+        reader_free(r);
+    }
+
     /* Only line ends (`echo | nc host 22222`) is silent too: with or
      * without the half-close, the JSON. */
     for (int half_close = 0; half_close < 2; half_close++) {
@@ -648,7 +667,7 @@ static void test_twemproxy_mode(void **state)
     assert_int_equal(r->len, 0);
     reader_free(r);
     stop_server(f);
-    assert_int_equal(f->counters.twemproxy, 5);
+    assert_int_equal(f->counters.twemproxy, 9);
 }
 
 static void test_http10_and_close(void **state)
