@@ -231,9 +231,13 @@ int wn_meta_compose_canonical(char *dst, size_t cap, const char *line,
  * none, single spaces, "\r\n". memcached echoes O in every reply but errors
  * (wn_meta_rsp_echoes_opaque). For mg ms md ma that wn_meta_line_parse
  * accepted. Returns the length written; WN_ETOOBIG if cap is too small;
- * WN_EFULL if the added token would pass memcached's token limit (send the
- * line untagged then); WN_EINVAL for another command or a bad tag.
+ * WN_EFULL if the added token would pass memcached's token limit
+ * (wn_meta_tag_fits); WN_EINVAL for another command or a bad tag.
  */
+/* Room for a tag in req's line as wn_meta_compose_tagged writes it: the
+ * line has an O token to replace, or one more token stays within
+ * memcached's limit. */
+bool wn_meta_tag_fits(const wn_meta_request_t *req, bool keep_quiet);
 int wn_meta_compose_tagged(char *dst, size_t cap, const char *line, const wn_meta_request_t *req,
                            bool keep_quiet, bool canonical, const char *tag, size_t taglen);
 

@@ -444,6 +444,13 @@ int wn_meta_compose_canonical(char *dst, size_t cap, const char *line,
     return (int)o;
 }
 
+bool wn_meta_tag_fits(const wn_meta_request_t *req, bool keep_quiet)
+{
+    bool drop_q = req->quiet && !keep_quiet;
+    uint32_t tokens = 2 + (req->cmd == WN_META_MS) + req->nflags - drop_q;
+    return req->opaque.len > 0 || tokens + 1 <= WN_META_TOKENS_MAX;
+}
+
 int wn_meta_compose_tagged(char *dst, size_t cap, const char *line, const wn_meta_request_t *req,
                            bool keep_quiet, bool canonical, const char *tag, size_t taglen)
 {
@@ -454,8 +461,7 @@ int wn_meta_compose_tagged(char *dst, size_t cap, const char *line, const wn_met
         memchr(tag, ' ', taglen) != NULL)
         return WN_EINVAL;
     bool drop_q = req->quiet && !keep_quiet;
-    uint32_t tokens = 2 + (req->cmd == WN_META_MS) + req->nflags - drop_q;
-    if (req->opaque.len == 0 && tokens + 1 > WN_META_TOKENS_MAX)
+    if (!wn_meta_tag_fits(req, keep_quiet))
         return WN_EFULL;
     char num[WN_META_OPAQUE_MAX + 16];
     size_t o = 0;

@@ -114,7 +114,7 @@ int wn_mc_meta_tag_line(wn_worker_t *w, mc_req_t *r, char *buf, int len, size_t 
     return len + 1 + (int)n;
 }
 
-/* The line untagged (me; or no room for the tag): as sent, without q
+/* The line untagged (me, which memcached echoes nothing of): as sent, without q
  * (unless until_mn), or, when memcached could not take it as sent (over
  * 2 KiB), rebuilt as memcached reads it. */
 static int push_line_untagged(mc_req_t *r, wn_buf_t *b, uint32_t pos, const wn_meta_request_t *mq,
@@ -241,6 +241,24 @@ static void dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_meta_re
     r->until_mn = needs_mn(line, mq);
     r->quiet = mq->quiet && !r->until_mn;
     r->r.server = srv;
+    if (mq->cmd == WN_META_ME) {
+        uint8_t buf[WN_META_KEY_DECODED_MAX];
+        const char *key;
+        int n = routing_key(line, mq, buf, sizeof buf, &key);
+        size_t sent = mq->key.len;
+        char *copy = n > 0 ? wn_scratch_alloc(c->c.w, &r->r.keep, (size_t)n + sent) : NULL;
+        if (copy == NULL) {
+            wn_mc_fail(&r->r, WN_ENOMEM);
+            wn_req_unref(&r->r);
+            return;
+        }
+        memcpy(copy, key, (size_t)n);
+        memcpy(copy + n, line + mq->key.off, sent);
+        r->me_key = copy;
+        r->me_key_len = (uint16_t)n;
+        r->me_key_sent = copy + n;
+        r->me_key_sent_len = (uint16_t)sent;
+    }
     int rc = push_line(c, r, b, pos, mq);
     if (mq->cmd == WN_META_MS) {
         /* The data block follows; mc_client.c forwards once it is in (a bad
@@ -277,6 +295,16 @@ bool wn_mc_meta_line(mc_client_t *c, wn_buf_t *b, const wn_mc_request_t *q)
     const char *line = b->data + pos;
     wn_meta_request_t mq;
     int rc = wn_meta_line_parse(&meta_limits, line, q->line_len, &mq);
+    if (rc >= 0 && mq.cmd != WN_META_ME && mq.cmd != WN_META_MN &&
+        !wn_meta_tag_fits(&mq, needs_mn(line, &mq))) {
+        /* No room for walnut's O token (a line at memcached's token limit
+         * with no O of its own): untagged, a server that drops or repeats
+         * a reply could hand another client's value to this one. Refused
+         * as memcached refuses one token more. */
+        rc = WN_EINVAL;
+        mq.err = mq.cmd == WN_META_MG ? WN_META_ERR_MG_TOO_MANY : WN_META_ERR_TOO_MANY;
+        mq.after = WN_MC_AFTER_SWALLOW;
+    }
     if (rc < 0) {
         /* memcached's error, always sent (q or not); a block it announced
          * is swallowed, never run */

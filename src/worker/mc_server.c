@@ -202,6 +202,11 @@ static int push_reply_untagged(mc_req_t *m, wn_buf_t *b, uint32_t pos,
     return rc;
 }
 
+static bool span_is(const char *line, wn_mc_span_t sp, const char *want, size_t len)
+{
+    return sp.len == len && memcmp(line + sp.off, want, len) == 0;
+}
+
 /* One reply line for a meta request: HD VA EN NF NS EX ME or an error, as
  * its command allows. A quiet request's reply that memcached would not have
  * sent (a miss of mg, the HD of ms md ma, ...) is read and dropped. */
@@ -230,6 +235,10 @@ static int take_meta_line(mc_sconn_t *s, req_t *r, wn_buf_t *b)
      * at all (one of the client's would have been replaced by a tag): a
      * reply that has one answers another request. */
     if (m->tag == 0 && rsp.opaque.len > 0 && wn_meta_rsp_echoes_opaque(rsp.type))
+        return WN_EPROTO;
+    /* me cannot be tagged; its ME line names the key instead */
+    if (rsp.type == WN_META_RSP_ME && !span_is(b->data + pos, rsp.key, m->me_key, m->me_key_len) &&
+        !span_is(b->data + pos, rsp.key, m->me_key_sent, m->me_key_sent_len))
         return WN_EPROTO;
     if (m->quiet && wn_meta_quiet_drops((wn_meta_cmd_t)m->meta, rsp.type))
         r->swallow = true;

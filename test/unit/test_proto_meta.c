@@ -534,13 +534,20 @@ static void test_compose_tagged(void **state)
     assert_int_equal(
         wn_meta_compose_tagged(out, sizeof out, "mg k v\r\n", &r, false, false, "X1", 2),
         WN_EINVAL);
-    /* a line at memcached's token limit takes no more: sent untagged */
+    /* a line at memcached's token limit takes no more (walnut refuses it),
+     * unless its q is dropped or it has an O to replace */
     const char *full = "mg aGk= b c f h k l q s t u v I N1 P L R1 T1\r\n";
     uint32_t n = (uint32_t)strlen(full);
     assert_int_equal(wn_meta_line_parse(NULL, full, n, &r), (int)n);
+    assert_false(wn_meta_tag_fits(&r, true));
     assert_int_equal(wn_meta_compose_tagged(out, sizeof out, full, &r, true, false, "O1", 2),
                      WN_EFULL);
+    assert_true(wn_meta_tag_fits(&r, false));
     assert_true(wn_meta_compose_tagged(out, sizeof out, full, &r, false, false, "O1", 2) > 0);
+    const char *own = "mg aGk= b c f h k l q s t u v I N1 P L R1 Oz\r\n";
+    n = (uint32_t)strlen(own);
+    assert_int_equal(wn_meta_line_parse(NULL, own, n, &r), (int)n);
+    assert_true(wn_meta_tag_fits(&r, true));
 }
 
 int main(void)
