@@ -108,6 +108,18 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     drive(c);
 }
 
+static size_t queued(const conn_t *c)
+{
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+}
+
+/* A write was queued, or taken whole: the client's reading is on time. */
+static void write_progressed(conn_t *c)
+{
+    c->write_progress_ms = now_ms(c);
+    c->queued_at_progress = queued(c);
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     wreq_t *w = (wreq_t *)req;
@@ -120,7 +132,8 @@ static void on_write(uv_write_t *req, int status)
         http_conn_close(c);
         return;
     }
-    c->write_progress_ms = c->idle_since_ms = now_ms(c);
+    write_progressed(c);
+    c->idle_since_ms = c->write_progress_ms;
     drive(c);
 }
 
@@ -165,14 +178,18 @@ static void send_response(conn_t *c, http_answer_t *a, bool head_only)
     uv_buf_t bufs[2] = {uv_buf_init(w->head, (unsigned)w->head_len),
                         uv_buf_init(body, (unsigned)body_len)};
     unsigned nbufs = head_only || body_len == 0 ? 1 : 2;
-    if (c->pending == 0)
-        c->write_progress_ms = now_ms(c);
+    bool first = c->pending == 0;
+    size_t before = queued(c);
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write);
     if (rc < 0) {
         wreq_free(w);
         http_conn_close(c);
         return;
     }
+    if (first)
+        write_progressed(c);
+    else
+        c->queued_at_progress += queued(c) - before; /* more to write, none of it late yet */
     c->pending++;
     c->srv->counters.requests++;
 }
@@ -264,12 +281,12 @@ static void respond_raw(conn_t *c)
     w->shared = body;
     w->head_len = 0;
     uv_buf_t buf = uv_buf_init(body->text, (unsigned)body->len);
-    c->write_progress_ms = now_ms(c);
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write) < 0) {
         wreq_free(w);
         http_conn_close(c);
         return;
     }
+    write_progressed(c);
     c->pending++;
     finish(c);
 }
@@ -482,10 +499,14 @@ static bool input_waiting(conn_t *c)
 static void on_timer(uv_timer_t *t);
 
 /* While a client waits for a slot (every one taken), a connection idle
- * between keep-alive requests, or whose request has trickled in, for this
- * long gives its slot up (its client reconnects, as HTTP allows): a client
- * of its own sends its next request, or a whole request, sooner. */
-#define WN_HTTP_YIELD_MS 1000u
+ * between keep-alive requests, whose request has trickled in, or whose
+ * client has not read its response on, for this long gives its slot up (its
+ * client reconnects, as HTTP allows); one silent since it connected gets
+ * twemproxy's JSON then (twemproxy answers at once). A client of its own
+ * sends a whole request, and reads its answer, sooner: the slots turn over
+ * fast enough that a probe queued behind a thousand such connections is
+ * served within about a second. */
+#define WN_HTTP_YIELD_MS 50u
 
 /* The one deadline a connection has at any time (UINT64_MAX: none). */
 static uint64_t deadline_of(const conn_t *c)
@@ -493,17 +514,18 @@ static uint64_t deadline_of(const conn_t *c)
     const wn_http_limits_t *lim = &c->srv->lim;
     if (c->lingering)
         return c->linger_start_ms + lim->linger_ms;
+    uint32_t yield = c->srv->waiting ? WN_HTTP_YIELD_MS : UINT32_MAX;
     if (c->mode == MODE_FIRST)
-        return c->accepted_ms + lim->first_byte_ms;
+        return c->accepted_ms + WN_MIN(lim->first_byte_ms, yield);
     /* A request must arrive whole within request_ms of its first byte,
      * however slowly it trickles in; a response must make progress every
-     * write_ms; an idle keep-alive connection lasts idle_ms. */
-    uint32_t yield = c->srv->waiting ? WN_HTTP_YIELD_MS : UINT32_MAX;
+     * write_ms (on_timer looks at what is still queued); an idle keep-alive
+     * connection lasts idle_ms. */
     uint64_t d = UINT64_MAX;
     if (c->in_request)
         d = WN_MIN(d, c->req_start_ms + WN_MIN(lim->request_ms, yield));
     if (c->pending > 0)
-        d = WN_MIN(d, c->write_progress_ms + lim->write_ms);
+        d = WN_MIN(d, c->write_progress_ms + WN_MIN(lim->write_ms, yield));
     if (!c->in_request && c->pending == 0 && !c->done)
         d = WN_MIN(d, c->idle_since_ms + WN_MIN(lim->idle_ms, yield));
     return d;
@@ -541,6 +563,14 @@ static void on_timer(uv_timer_t *t)
     }
     if (now_ms(c) < deadline_of(c)) {
         rearm(c); /* shortened while a client waited, and nobody waits now */
+        return;
+    }
+    if (c->pending > 0 && !c->lingering && queued(c) < c->queued_at_progress) {
+        /* The client reads, slowly but on: a large body is not cut off. (It
+         * must keep reading within write_ms, or while another client waits
+         * for a slot, within the yield.) */
+        write_progressed(c);
+        rearm(c);
         return;
     }
     if (!c->lingering)

@@ -82,6 +82,7 @@ struct conn {
     uint32_t head_bytes, nheaders, body_bytes;
     uint32_t pending;         /* writes queued, callbacks not run */
     uint64_t accepted_ms, req_start_ms, idle_since_ms, write_progress_ms, linger_start_ms;
+    size_t queued_at_progress; /* bytes libuv still had to write at write_progress_ms */
     size_t url_len;
     char *url;                /* owned, [lim.max_url] */
     size_t off, len, cap;     /* buf[off, len): received, not yet parsed */

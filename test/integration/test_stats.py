@@ -1383,6 +1383,34 @@ class TestHealthz(StatsCase):
                 h.wait_until(lambda: http_request(p.stats_port, "/healthz")[::2] ==
                              (200, b"ok\n"), deadline=20, what="/healthz 200 again")
 
+    def test_healthz_behind_a_thousand_slow_connections(self):
+        """1,000 connections that each send half a request head and stop, queued
+        ahead of a /healthz probe: each of the 64 slots was held a second
+        before it gave way, so the probe waited about N/64 seconds (22 s behind
+        1,500). Expected: held connections give way fast enough that the probe
+        is answered within a few seconds; walnut serves on."""
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 1200:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        tmp = self.tmpdir()
+        mcs = self.start_memcached(tmp, n=1)
+        p = self.proxy(tmp, {"alpha": h.pool(mcs)}, workers=1)
+        held = []
+        self.addCleanup(lambda: [s.close() for s in held])
+        for i in range(1000):
+            s = socket.create_connection((HOST, p.stats_port), timeout=10)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+            held.append(s)
+        t0 = time.monotonic()
+        status, _, body = http_request(p.stats_port, "/healthz", timeout=60)
+        took = time.monotonic() - t0
+        self.assertEqual((status, body), (200, b"ok\n"))
+        self.assertLess(took, 10.0, "/healthz waited %.1f s behind 1,000 slow connections" % took)
+        with h.Raw(p.port()) as c:
+            c.request(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n")
+
     def test_healthz_names_a_wedged_worker(self):
         """A worker whose loop stops answering control makes /healthz 503, naming it."""
         tmp = self.tmpdir()

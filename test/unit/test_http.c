@@ -748,19 +748,20 @@ static void test_healthz_and_500(void **state)
     stop_server(f);
 }
 
-/* Nothing arrives (no byte, no EOF) for ms. */
-static bool quiet_for(reader_t *r, int ms)
-{
-    struct pollfd p = {.fd = r->fd, .events = POLLIN};
-    return poll(&p, 1, ms) == 0;
-}
-
 static void expect_healthz(reader_t *r)
 {
     response_t rsp;
     assert_true(read_response(r, &rsp, false));
     assert_int_equal(rsp.status, 200);
     free(rsp.body);
+}
+
+/* Read to EOF: twemproxy's JSON? */
+static bool got_raw_json(reader_t *r)
+{
+    while (fill(r))
+        ;
+    return r->len > 10 && r->buf[0] == '{' && r->buf[r->len - 1] == '\n';
 }
 
 static void test_connection_cap(void **state)
@@ -773,36 +774,34 @@ static void test_connection_cap(void **state)
     reader_t *b = reader_new(connect_to(f->port));
     assert_false(closed_within(a, 100));
     assert_false(closed_within(b, 50));
-    /* Two more, each with its request: they wait in the backlog, neither
-     * closed nor served. */
+    /* Two more, each with its request, wait in the backlog. a and b, silent
+     * since they connected, get twemproxy's JSON (as twemproxy answers on
+     * accept) within the yield instead of the first-byte wait, and give
+     * their slots up: c and d are served. */
     reader_t *c = reader_new(connect_to(f->port));
     reader_t *d = reader_new(connect_to(f->port));
     send_str(c->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     send_str(d->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_true(quiet_for(c, 300));
-    assert_true(quiet_for(d, 50));
-    /* The open ones are untouched and still served. Answered, a sits idle
-     * between keep-alive requests while c waits: it gives its slot up, and
-     * so does c, answered, for d (64 idle keep-alive scrapers would
-     * otherwise lock every other client out for idle_ms). */
-    send_str(a->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    expect_healthz(a);
-    assert_true(closed_within(a, 2000));
+    uint64_t t0 = mono_ms();
+    assert_true(got_raw_json(a));
+    assert_true(got_raw_json(b));
     expect_healthz(c);
-    assert_true(closed_within(c, 2000));
     expect_healthz(d);
-    /* b has sent nothing yet (no request between requests): it keeps its
-     * slot; d, answered, keeps its own while nobody waits. */
-    assert_false(closed_within(b, 50));
-    assert_false(closed_within(d, 200));
-    /* A slot frees: the one in line is taken (d, idle, yields to it). */
+    assert_true(mono_ms() - t0 < 2000);
+    /* Answered, c and d keep their slots between keep-alive requests while
+     * nobody waits. */
+    assert_false(closed_within(c, 200));
+    assert_false(closed_within(d, 50));
+    /* One more: the one idle longest gives its slot up (64 idle keep-alive
+     * scrapers would otherwise lock every other client out for idle_ms),
+     * and the newcomer is served. */
     reader_t *e = reader_new(connect_to(f->port));
-    assert_true(closed_within(d, 2000));
-    assert_true(quiet_for(e, 200));
+    send_str(e->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    expect_healthz(e);
+    assert_true(closed_within(c, 2000) || closed_within(d, 2000));
     /* Stopping closes every connection, and the loop closes cleanly. */
     stop_server(f);
     assert_true(closed_within(e, 2000));
-    assert_true(closed_within(b, 2000));
     reader_free(a);
     reader_free(b);
     reader_free(c);
@@ -810,7 +809,7 @@ static void test_connection_cap(void **state)
     reader_free(e);
     assert_int_equal(f->counters.refused, 0);
     assert_int_equal(f->counters.accepted, 5);
-    assert_int_equal(f->counters.timeouts, 3);
+    assert_int_equal(f->counters.twemproxy, 2);
 }
 
 /* A scrape storm while views are slow to build (a configuration of
