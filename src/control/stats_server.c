@@ -108,6 +108,23 @@ bool wn_control_workers_alive(const control_t *ctl, uint64_t within_ms, int *lat
     return true;
 }
 
+/* For /healthz: not ejected, and not failing: server_failure_limit
+ * failures in a row (where a pool without auto_eject_hosts, or one that
+ * max_ejected_fraction keeps from ejecting, leaves a dead server) and its
+ * last probe failed too. A good probe makes it live again even where only
+ * a good request clears the count (failures from traffic): a readiness
+ * probe's 503 stops the traffic that would. Without probes control cannot
+ * tell, and only ejection counts. */
+static bool server_live(const hserver_t *s)
+{
+    if (s->ejected)
+        return false;
+    /* (a limit of 0 or less counts nothing: the probe alone says) */
+    int limit = s->pool->conf->server_failure_limit;
+    return (limit > 0 && s->failures < (uint32_t)limit) || !health_probing(s->pool) ||
+           s->last_probe_ms == 0 || s->last_probe_err == 0;
+}
+
 static int health(char *reason, size_t len, void *arg)
 {
     control_t *ctl = arg;
@@ -123,14 +140,10 @@ static int health(char *reason, size_t len, void *arg)
         return 1;
     }
     for (uint32_t p = 0; p < ctl->npools; p++) {
-        /* Live: neither ejected nor failing (server_failure_limit failures
-         * in a row, which is where a pool without auto_eject_hosts, or one
-         * max_ejected_fraction keeps from ejecting, leaves a dead server). */
         const hpool_t *hp = ctl->pools[p];
         uint32_t live = 0;
         for (uint32_t s = 0; s < hp->nservers; s++)
-            live += !hp->servers[s]->ejected &&
-                    hp->servers[s]->failures < (uint32_t)hp->conf->server_failure_limit;
+            live += server_live(hp->servers[s]);
         if (live == 0) {
             snprintf(reason, len, "pool '%s' has no live server", ctl->pools[p]->conf->name);
             return 1;

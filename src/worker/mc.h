@@ -109,11 +109,12 @@ typedef struct mc_req {
      * taken out, and the client's own O token (kept in r.keep) put back. */
     uint32_t tag;
     bool tag_relay;
-    /* me, sent untagged: the key its ME line must name (decoded, as
-     * memcached 1.6.18 prints it, or as sent: a b key in base64), copies
-     * owned by r.keep; another key is another request's reply. */
-    const char *me_key, *me_key_sent;
-    uint16_t me_key_len, me_key_sent_len;
+    /* me, sent untagged: the key (decoded) its ME line must name, a copy
+     * owned by r.keep; another key is another request's reply. memcached
+     * prints a key stored with b in base64 (re-encoded: not always as the
+     * request spelled it), others as they are. */
+    const char *me_key;
+    uint16_t me_key_len;
     uint8_t opaque_len;
     const char *opaque; /* borrowed from r.keep, which owns it; NULL: none */
     /* Storage commands wait for their data block routed: if the worker's

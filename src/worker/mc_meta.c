@@ -245,19 +245,15 @@ static void dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_meta_re
         uint8_t buf[WN_META_KEY_DECODED_MAX];
         const char *key;
         int n = routing_key(line, mq, buf, sizeof buf, &key);
-        size_t sent = mq->key.len;
-        char *copy = n > 0 ? wn_scratch_alloc(c->c.w, &r->r.keep, (size_t)n + sent) : NULL;
+        char *copy = n > 0 ? wn_scratch_alloc(c->c.w, &r->r.keep, (size_t)n) : NULL;
         if (copy == NULL) {
             wn_mc_fail(&r->r, WN_ENOMEM);
             wn_req_unref(&r->r);
             return;
         }
         memcpy(copy, key, (size_t)n);
-        memcpy(copy + n, line + mq->key.off, sent);
         r->me_key = copy;
         r->me_key_len = (uint16_t)n;
-        r->me_key_sent = copy + n;
-        r->me_key_sent_len = (uint16_t)sent;
     }
     int rc = push_line(c, r, b, pos, mq);
     if (mq->cmd == WN_META_MS) {

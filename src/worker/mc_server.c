@@ -202,9 +202,15 @@ static int push_reply_untagged(mc_req_t *m, wn_buf_t *b, uint32_t pos,
     return rc;
 }
 
-static bool span_is(const char *line, wn_mc_span_t sp, const char *want, size_t len)
+/* The key an ME line names is the one asked for: as it is, or in base64
+ * (how memcached prints a key stored with b, whatever spelling asked). */
+static bool me_key_is(const char *line, wn_mc_span_t key, const mc_req_t *m)
 {
-    return sp.len == len && memcmp(line + sp.off, want, len) == 0;
+    if (key.len == m->me_key_len && memcmp(line + key.off, m->me_key, key.len) == 0)
+        return true;
+    uint8_t decoded[WN_META_KEY_DECODED_MAX];
+    int n = wn_meta_base64_decode(line + key.off, key.len, decoded, sizeof decoded);
+    return n == (int)m->me_key_len && memcmp(decoded, m->me_key, (size_t)n) == 0;
 }
 
 /* One reply line for a meta request: HD VA EN NF NS EX ME or an error, as
@@ -237,8 +243,7 @@ static int take_meta_line(mc_sconn_t *s, req_t *r, wn_buf_t *b)
     if (m->tag == 0 && rsp.opaque.len > 0 && wn_meta_rsp_echoes_opaque(rsp.type))
         return WN_EPROTO;
     /* me cannot be tagged; its ME line names the key instead */
-    if (rsp.type == WN_META_RSP_ME && !span_is(b->data + pos, rsp.key, m->me_key, m->me_key_len) &&
-        !span_is(b->data + pos, rsp.key, m->me_key_sent, m->me_key_sent_len))
+    if (rsp.type == WN_META_RSP_ME && !me_key_is(b->data + pos, rsp.key, m))
         return WN_EPROTO;
     if (m->quiet && wn_meta_quiet_drops((wn_meta_cmd_t)m->meta, rsp.type))
         r->swallow = true;

@@ -1358,14 +1358,15 @@ class TestHealthz(StatsCase):
         is not live; with max_ejected_fraction keeping the last ones in, the
         same."""
         for name, settings in (
-                ("no-eject", dict(auto_eject_hosts=False)),
-                ("guarded", dict(auto_eject_hosts=True, max_ejected_fraction=0.5))):
+                ("no-eject", dict(auto_eject_hosts=False, server_failure_limit=2)),
+                ("limit-0", dict(auto_eject_hosts=False, server_failure_limit=0)),
+                ("guarded", dict(auto_eject_hosts=True, max_ejected_fraction=0.5,
+                                 server_failure_limit=2))):
             with self.subTest(name):
                 tmp = self.tmpdir()
                 mcs = self.start_memcached(tmp, n=3)
-                pools = {"alpha": h.pool(mcs, timeout=1000, server_failure_limit=2,
-                                         server_retry_timeout=300, health_check_interval=100,
-                                         **settings)}
+                pools = {"alpha": h.pool(mcs, timeout=1000, server_retry_timeout=300,
+                                         health_check_interval=100, **settings)}
                 p = self.proxy(tmp, pools, workers=2, name=name)
                 self.assertEqual(http_request(p.stats_port, "/healthz")[::2], (200, b"ok\n"))
                 for m in mcs[:2]:
@@ -1378,6 +1379,13 @@ class TestHealthz(StatsCase):
                         http_request(p.stats_port, "/healthz")), deadline=15,
                     what="/healthz 503")
                 self.assertEqual((status, body), (503, b"pool 'alpha' has no live server\n"))
+                # failures from requests too (only a good request clears
+                # their count: a good probe must still make /healthz 200,
+                # or a readiness probe's 503 would keep the traffic away)
+                for _ in range(3):
+                    with h.Raw(p.port()) as c:
+                        c.send(b"get k\r\n")
+                        self.assertTrue(c.recv_line().startswith(b"SERVER_ERROR "))
                 for m in mcs:
                     m.start()
                 h.wait_until(lambda: http_request(p.stats_port, "/healthz")[::2] ==
