@@ -512,9 +512,9 @@ static void on_timer(uv_timer_t *t);
 static uint64_t deadline_of(const conn_t *c)
 {
     const wn_http_limits_t *lim = &c->srv->lim;
-    if (c->lingering)
-        return c->linger_start_ms + lim->linger_ms;
     uint32_t yield = c->srv->waiting ? WN_HTTP_YIELD_MS : UINT32_MAX;
+    if (c->lingering)
+        return c->linger_start_ms + WN_MIN(lim->linger_ms, yield);
     if (c->mode == MODE_FIRST)
         return c->accepted_ms + WN_MIN(lim->first_byte_ms, yield);
     /* A request must arrive whole within request_ms of its first byte,

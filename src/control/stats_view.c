@@ -106,7 +106,7 @@ void wn_utf8_scrub(char *s)
     size_t n = strlen(s);
     for (size_t i = 0; i < n;) {
         size_t len = utf8_seq((const unsigned char *)s + i, n - i);
-        if (len == 0) {
+        if (len == 0 || (unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
             s[i++] = '?';
         } else {
             i += len;

@@ -155,7 +155,9 @@ int wn_stats_view_build(wn_stats_view_t *v, const wn_conf_t *conf,
 void wn_stats_view_free(wn_stats_view_t *v);
 
 /* s made valid UTF-8 in place, its length kept: every byte that does not
- * start a valid sequence (a character cut by truncation, say) becomes '?'. */
+ * start a valid sequence (a character cut by truncation, say), and every
+ * control byte (a line break would start a new line of an sd_notify
+ * message), becomes '?'. */
 void wn_utf8_scrub(char *s);
 
 /* ---- renderers: malloc'd NUL-terminated text, *len without the NUL; NULL

@@ -291,9 +291,12 @@ int wn_listen_apart(const wn_conf_t *conf, const struct sockaddr_storage *stats,
         if (p->listen.is_unix || p->listen_salen == 0)
             continue;
         const struct sockaddr_in *p4 = (const struct sockaddr_in *)&p->listen_sa;
-        if (stats != NULL &&
-            (wn_sockaddr_overlap(&p->listen_sa, stats) ||
-             (dual && p->listen_sa.ss_family == AF_INET && p4->sin_port == s6->sin6_port))) {
+        const struct sockaddr_in6 *p6 = (const struct sockaddr_in6 *)&p->listen_sa;
+        bool ipv4 = p->listen_sa.ss_family == AF_INET ||
+                    (p->listen_sa.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&p6->sin6_addr));
+        in_port_t port = p->listen_sa.ss_family == AF_INET ? p4->sin_port : p6->sin6_port;
+        if (stats != NULL && (wn_sockaddr_overlap(&p->listen_sa, stats) ||
+                              (dual && ipv4 && port == s6->sin6_port))) {
             listen_fail(p, err, errlen,
                         "cannot listen on %s: walnut's stats server listens there (-a, -s)",
                         p->listen_text);

@@ -292,6 +292,22 @@ class TestCommandLine(h.ProxyTestCase):
                 self.assertNotIn("syntax is ok", err)
                 rc, out, err = run(["-t", "-c", conf, "-s", str(stats + 1), "-a", h.HOST])
                 self.assertEqual(rc, 0, err)
+                # -t with -a :: (which holds the IPv4 port too), for a pool
+                # on the IPv4 address or its IPv4-mapped spelling
+                try:
+                    socket.socket(socket.AF_INET6).close()
+                    v6 = True
+                except OSError:
+                    v6 = False
+                for listen in ("127.0.0.1:%d" % stats, "::ffff:127.0.0.1:%d" % stats):
+                    if not v6:
+                        break
+                    conf2 = tmp.join("mapped.yml")
+                    with open(conf2, "w") as f:
+                        f.write(h.render_config({"alpha": h.pool(server, listen=listen)}))
+                    rc, out, err = run(["-t", "-c", conf2, "-s", str(stats), "-a", "::"])
+                    self.assertNotEqual(rc, 0, (listen, err))
+                    self.assertIn("walnut's stats server listens there", err, listen)
                 # a stats server on [::] holds the IPv4 port too (not v6-only)
                 try:
                     socket.socket(socket.AF_INET6).close()

@@ -549,6 +549,11 @@ class TestReloadRefused(ReloadCase):
             self.assertEqual(view["generation"], 0)
             self.assertIn("failed", view["last_reload"])
             self.assertIn("ééé", view["last_reload"])
+        # a line break in a name (it went on into systemd's STATUS= as a new
+        # line of the notify message)
+        view = self.reload(text='"a\\nREADY=1":\n  listen: 127.0.0.1:1\n  hash: sha1\n'
+                                '  servers:\n   - 127.0.0.1:11211:1\n')
+        self.assertIn("a?READY=1", view["last_reload"])
 
         # 2. The protocol of a pool.
         view = self.reload(pools={"alpha": h.pool(mc, listen=pools["alpha"]["listen"],
