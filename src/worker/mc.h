@@ -109,17 +109,14 @@ typedef struct mc_req {
      * taken out, and the client's own O token (kept in r.keep) put back. */
     uint32_t tag;
     bool tag_relay;
-    /* me, sent untagged: the key (decoded) its ME line must name, a copy
-     * owned by r.keep; another key is another request's reply. memcached
-     * prints a key stored with b in base64 (re-encoded: not always as the
-     * request spelled it), others as they are. */
-    const char *me_key;
-    uint16_t me_key_len;
     uint8_t opaque_len;
     const char *opaque; /* borrowed from r.keep, which owns it; NULL: none */
-    /* Storage commands wait for their data block routed: if the worker's
-     * configuration generation moved meanwhile, they route again by this
-     * key (a copy kept by `keep`). */
+    /* The request's key (decoded), a copy owned by r.keep. Storage commands
+     * wait for their data block routed: if the worker's configuration
+     * generation moved meanwhile, they route again by it. me, sent untagged,
+     * checks its ME line against it: another key is another request's reply
+     * (memcached prints a key stored with b in base64, re-encoded: not always
+     * as the request spelled it; others as they are). */
     uint64_t route_gen;
     const char *route_key;
     uint16_t route_key_len;

@@ -252,8 +252,8 @@ static void dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_meta_re
             return;
         }
         memcpy(copy, key, (size_t)n);
-        r->me_key = copy;
-        r->me_key_len = (uint16_t)n;
+        r->route_key = copy;
+        r->route_key_len = (uint16_t)n;
     }
     int rc = push_line(c, r, b, pos, mq);
     if (mq->cmd == WN_META_MS) {

@@ -206,11 +206,11 @@ static int push_reply_untagged(mc_req_t *m, wn_buf_t *b, uint32_t pos,
  * (how memcached prints a key stored with b, whatever spelling asked). */
 static bool me_key_is(const char *line, wn_mc_span_t key, const mc_req_t *m)
 {
-    if (key.len == m->me_key_len && memcmp(line + key.off, m->me_key, key.len) == 0)
+    if (key.len == m->route_key_len && memcmp(line + key.off, m->route_key, key.len) == 0)
         return true;
     uint8_t decoded[WN_META_KEY_DECODED_MAX];
     int n = wn_meta_base64_decode(line + key.off, key.len, decoded, sizeof decoded);
-    return n == (int)m->me_key_len && memcmp(decoded, m->me_key, (size_t)n) == 0;
+    return n == (int)m->route_key_len && memcmp(decoded, m->route_key, (size_t)n) == 0;
 }
 
 /* One reply line for a meta request: HD VA EN NF NS EX ME or an error, as
