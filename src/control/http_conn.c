@@ -478,7 +478,7 @@ static bool http_start(const char *p, size_t n)
         i++;
         letters++;
     }
-    return i == n ? true : letters > 0 && p[i] == ' ';
+    return i == n || (letters > 0 && p[i] == ' ');
 }
 
 /* Bytes from the client other than line ends wait in the socket, not yet

@@ -282,21 +282,26 @@ void wn_listen_close(pool_rt_t *p)
 int wn_listen_apart(const wn_conf_t *conf, const struct sockaddr_storage *stats, char *err,
                     size_t errlen)
 {
-    /* The stats socket is not v6-only: on [::] it holds the IPv4 port too. */
+    /* The stats socket is not v6-only: on [::] it holds the IPv4 port too,
+     * as 0.0.0.0 would (which wn_sockaddr_overlap weighs against IPv4 and
+     * IPv4-mapped pool addresses). */
     const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)stats;
+    struct sockaddr_storage any4;
+    memset(&any4, 0, sizeof(any4));
     bool dual =
         stats != NULL && stats->ss_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
+    if (dual) {
+        struct sockaddr_in *a4 = (struct sockaddr_in *)&any4;
+        a4->sin_family = AF_INET;
+        a4->sin_port = s6->sin6_port;
+        a4->sin_addr.s_addr = htonl(INADDR_ANY);
+    }
     for (uint32_t i = 0; i < conf->npools; i++) {
         const wn_conf_pool_t *p = &conf->pools[i];
         if (p->listen.is_unix || p->listen_salen == 0)
             continue;
-        const struct sockaddr_in *p4 = (const struct sockaddr_in *)&p->listen_sa;
-        const struct sockaddr_in6 *p6 = (const struct sockaddr_in6 *)&p->listen_sa;
-        bool ipv4 = p->listen_sa.ss_family == AF_INET ||
-                    (p->listen_sa.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&p6->sin6_addr));
-        in_port_t port = p->listen_sa.ss_family == AF_INET ? p4->sin_port : p6->sin6_port;
         if (stats != NULL && (wn_sockaddr_overlap(&p->listen_sa, stats) ||
-                              (dual && ipv4 && port == s6->sin6_port))) {
+                              (dual && wn_sockaddr_overlap(&p->listen_sa, &any4)))) {
             listen_fail(p, err, errlen,
                         "cannot listen on %s: walnut's stats server listens there (-a, -s)",
                         p->listen_text);

@@ -354,8 +354,9 @@ static bool send_to_all(redis_client_t *c, redis_req_t *r, server_rt_t **where, 
  * is answered with the SHA1 they all gave, EXISTS with 1 for a script every
  * server has, FLUSH with +OK; an error reply answers the whole command, and
  * so does a server walnut cannot reach, except for LOAD and EXISTS when
- * another server answered (redis_merge.c). KILL and DEBUG are refused (they are about one server);
- * other subcommands (HELP, a wrong one, a wrong count) get one server's answer.
+ * another server answered (redis_merge.c). KILL and DEBUG are refused
+ * (they are about one server); other subcommands (HELP, a wrong one, a
+ * wrong count) get one server's answer.
  */
 static bool dispatch_every_server(redis_client_t *c, redis_req_t *r)
 {
