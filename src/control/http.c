@@ -31,6 +31,7 @@ void wn_http_limits_default(wn_http_limits_t *l)
         .max_body = 4096,
         .max_conns = 64,
         .max_pending = 1,
+        .max_held = (size_t)32 << 20,
     };
 }
 
@@ -126,6 +127,7 @@ void http_body_unref(http_body_t *b)
 {
     if (b == NULL || --b->refs > 0)
         return;
+    b->srv->held -= b->len;
     free(b->text);
     free(b);
 }
@@ -138,13 +140,18 @@ void http_bodies_drop(wn_http_t *srv)
     }
 }
 
-/* The end of a loop turn: the bodies it shared go (their writes keep
- * their own references). */
+/* The end of a loop turn: a body kept for sharing goes once no write holds
+ * it; one still being written stays on offer, as it costs nothing more. */
 static void on_turn(uv_check_t *p)
 {
     wn_http_t *srv = p->data;
     srv->turns++;
-    http_bodies_drop(srv);
+    for (size_t k = 0; k < WN_ARRAY_SIZE(srv->bodies); k++) {
+        if (srv->bodies[k] != NULL && srv->bodies[k]->refs == 1) {
+            http_body_unref(srv->bodies[k]);
+            srv->bodies[k] = NULL;
+        }
+    }
 }
 
 static void on_turn_closed(uv_handle_t *h)

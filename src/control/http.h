@@ -43,9 +43,13 @@ typedef struct wn_http_limits {
                              * (not accepted) until one of these closes */
     uint32_t max_pending;   /* responses queued and not yet written, per connection; while
                              * at it, no further pipelined request is read */
+    size_t max_held;        /* rendered stats bodies held by responses not yet written,
+                             * bytes: past it, a request gets the newest body of its kind
+                             * still held (older counters) instead of a new copy */
 } wn_http_limits_t;
 
-/* The defaults: 100 ms, 5 s, 30 s, 10 s, 1 s, 8 KiB, 64, 2 KiB, 4 KiB, 64, 1. */
+/* The defaults: 100 ms, 5 s, 30 s, 10 s, 1 s, 8 KiB, 64, 2 KiB, 4 KiB, 64, 1,
+ * 32 MiB. */
 void wn_http_limits_default(wn_http_limits_t *l);
 
 typedef struct wn_http_handlers {

@@ -44,6 +44,7 @@ struct wn_http {
     uint64_t turns;
     http_body_t *bodies[HTTP_BODY_KINDS]; /* a reference each, or NULL */
     uint64_t bodies_turn[HTTP_BODY_KINDS];
+    size_t held; /* bytes of every body alive (lim.max_held) */
 };
 
 typedef enum mode {
@@ -109,8 +110,10 @@ void http_conn_close(conn_t *c);
 
 /* A rendered stats body, shared by the responses of one loop turn that ask
  * for the same thing: a scrape storm renders once per turn, not once per
- * client, and holds one copy, however many clients do not read it. */
+ * client, and holds one copy, however many clients do not read it. Past
+ * lim.max_held, later turns share it too (http_route.c). */
 struct http_body {
+    wn_http_t *srv; /* borrowed: bodies go before their server (held) */
     uint32_t refs;
     size_t len;
     char *text; /* owned */

@@ -44,12 +44,18 @@ static const struct {
 
 /* A fresh view rendered as `kind` (a reference): the one rendered earlier
  * in this loop turn if there is one (the same moment's counters), else a
- * new one, kept for the rest of the turn. NULL on error (*err). */
+ * new one, kept for the rest of the turn and while a write holds it. When
+ * another copy would take the bodies held past lim.max_held (clients that
+ * do not read their responses), the one kept is answered again, with its
+ * older counters: memory stays bounded, and a scrape still gets stats.
+ * NULL on error (*err). */
 static http_body_t *rendered(wn_http_t *srv, int kind, int *err)
 {
-    if (srv->bodies[kind] != NULL && srv->bodies_turn[kind] == srv->turns) {
-        srv->bodies[kind]->refs++;
-        return srv->bodies[kind];
+    http_body_t *kept = srv->bodies[kind];
+    if (kept != NULL &&
+        (srv->bodies_turn[kind] == srv->turns || srv->held + kept->len > srv->lim.max_held)) {
+        kept->refs++;
+        return kept;
     }
     wn_stats_view_t v;
     memset(&v, 0, sizeof(v));
@@ -79,9 +85,11 @@ static http_body_t *rendered(wn_http_t *srv, int kind, int *err)
         *err = WN_ENOMEM;
         return NULL;
     }
+    b->srv = srv;
     b->refs = 2; /* the caller's and the turn's */
     b->len = len;
     b->text = text;
+    srv->held += len;
     http_body_unref(srv->bodies[kind]);
     srv->bodies[kind] = b;
     srv->bodies_turn[kind] = srv->turns;
