@@ -104,6 +104,26 @@ static void reply_failed(mcbin_req_t *p, const char *line, uint32_t len)
         reply_error_text(p, WN_MCBIN_ETMPFAIL, text, len);
 }
 
+/* A reply line walnut cannot translate, as an internal error's body: the
+ * server's words without walnut's O token, which the client never sent. */
+static void reply_unreadable(mcbin_req_t *p, req_t *f, const char *line, uint32_t len)
+{
+    char text[256], tag[WN_MC_TAG_MAX];
+    uint32_t t = mc_req(f)->tag;
+    size_t tn = t != 0 ? wn_mc_tag_text(t, tag) : 0;
+    size_t n = 0;
+    for (uint32_t i = 0; i < len && n < sizeof(text);) {
+        uint32_t after = i + 1 + (uint32_t)tn;
+        if (tn > 0 && line[i] == ' ' && after <= len && memcmp(line + i + 1, tag, tn) == 0 &&
+            (after == len || line[after] == ' ')) {
+            i = after;
+            continue;
+        }
+        text[n++] = line[i++];
+    }
+    reply_error_text(p, WN_MCBIN_EINTERNAL, text, n);
+}
+
 static bool gets_value(uint8_t loud)
 {
     return loud == WN_MCBIN_OP_GET || loud == WN_MCBIN_OP_GETK || loud == WN_MCBIN_OP_GAT ||
@@ -186,7 +206,7 @@ static void keyed_done(mcbin_req_t *p, req_t *f)
     }
     wn_mcbin_text_reply_t rep;
     if (wn_mcbin_text_reply(p->op, line, len, &rep) < 0) {
-        reply_error_text(p, WN_MCBIN_EINTERNAL, line, len);
+        reply_unreadable(p, f, line, len);
         return;
     }
     if (gets_value(loud)) {

@@ -1207,6 +1207,24 @@ class TestBinaryExactBytes(h.ProxyTestCase):
         self.assertEqual(self.sent(0).count(b"flush_all\r\n"), 1)
         self.assertEqual(self.sent(1).count(b"flush_all\r\n"), 1)
 
+    def test_unreadable_reply_keeps_walnuts_tag_to_itself(self):
+        """A reply line walnut cannot translate (flags past 32 bits) becomes an
+        internal error whose body is the server's line: it carried the O token
+        walnut added to the request, which the client never sent. Expected:
+        the server's words without the tag."""
+        k = self.keys[0]
+        self.fakes[0].replies[b"mg %s v f c\r\n" % k] = b"VA 1 f99999999999 c5\r\nx\r\n"
+        c = BinConn(self.proxy.port())
+        self.addCleanup(c.close)
+        c.send(packet(OP["GET"], k, opaque=1))
+        p = c.read_packet()
+        self.assertEqual((p.op, p.status, p.opaque), (OP["GET"], EINTERNAL, 1))
+        self.assertEqual(p.value, b"VA 1 f99999999999 c5")
+        self.fakes[0].replies.clear()
+        c.send(packet(OP["GET"], k, opaque=2))
+        p = c.read_packet()
+        self.assertEqual((p.status, p.opaque, p.value), (ENOENT, 2, b"Not found"))
+
     def test_reply_that_answers_nothing_asked(self):
         """A server answering an mg with a line no mg gets: its connection is closed
         and the request fails (0x0086); the next request reconnects."""
