@@ -412,6 +412,8 @@ static void parse(conn_t *c)
             c->req_start_ms = now_ms(c);
             c->error_status = 0;
         }
+        if (c->word_only)
+            return; /* a method or twemproxy's word: the next byte says */
         size_t n = c->len - c->off;
         bool in_head = !c->head_done;
         if (in_head) {
@@ -468,16 +470,21 @@ static bool only_line_ends(const char *p, size_t n)
  * as has come. Anything else (`echo stats | nc host 22222`, as collectors
  * of twemproxy's stats send) gets twemproxy's JSON, as twemproxy answers
  * any client. */
+static size_t upper_letters(const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && p[i] >= 'A' && p[i] <= 'Z')
+        i++;
+    return i;
+}
+
 static bool http_start(const char *p, size_t n)
 {
     size_t i = 0;
     while (i < n && (p[i] == '\r' || p[i] == '\n'))
         i++;
-    size_t letters = 0;
-    while (i < n && p[i] >= 'A' && p[i] <= 'Z') {
-        i++;
-        letters++;
-    }
+    size_t letters = upper_letters(p + i, n - i);
+    i += letters;
     return i == n || (letters > 0 && p[i] == ' ');
 }
 
@@ -601,8 +608,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             http_conn_close(c);
             return;
         }
-        if (c->mode == MODE_FIRST)
-            respond_raw(c); /* connected, sent nothing, half-closed */
+        if (c->mode == MODE_FIRST || c->word_only)
+            respond_raw(c); /* sent nothing, or one word (`STATS`), and half-closed */
         drive(c);
         return;
     }
@@ -625,6 +632,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         c->mode = MODE_HTTP;
+        c->word_only = memchr(c->buf + c->len, ' ', (size_t)nread) == NULL;
+    } else if (c->word_only) {
+        /* The word goes on, a space makes it a method, anything else ends
+         * it: `STATS` and a line end in a later packet are twemproxy's. */
+        size_t letters = upper_letters(c->buf + c->len, (size_t)nread);
+        if (letters < (size_t)nread && c->buf[c->len + letters] != ' ') {
+            respond_raw(c);
+            drive(c);
+            return;
+        }
+        c->word_only = letters == (size_t)nread;
     }
     c->len += (size_t)nread;
     drive(c);

@@ -79,6 +79,8 @@ struct conn {
     bool shut;                /* uv_shutdown called */
     bool lingering;           /* shut down; draining the client's input until EOF */
     bool eof;                 /* the client half-closed */
+    bool word_only;           /* HTTP so far only for want of a space: nothing but
+                               * upper-case letters came (`STATS`, or a method) */
     int error_status;         /* a parser callback's verdict (413, 414, 431) */
     uint32_t head_bytes, nheaders, body_bytes;
     uint32_t pending;         /* writes queued, callbacks not run */

@@ -988,6 +988,27 @@ class TestTwemproxyProtocol(StatsCase):
                 self.assertTrue(data4.startswith(b"{") and data4.endswith(b"}\n"),
                                 (send, h.show(data4)))
                 loads_ordered(data4.decode())
+        # One word, then EOF (`printf STATS | nc`), or its line end in a later
+        # packet: the parser called it a bad method (400) at its second letter.
+        data5, _ = read_raw_stats(p.stats_port, half_close=True, send=b"STATS")
+        self.assertTrue(data5.startswith(b"{") and data5.endswith(b"}\n"), h.show(data5))
+        for later in (b"\r\n", b"\n", b"S\r\n"):
+            with h.Raw(p.stats_port, timeout=10) as c:
+                c.send(b"STAT")
+                time.sleep(0.05)
+                c.send(later)
+                while c._fill(time.monotonic() + 10):
+                    pass
+                self.assertTrue(c.buf.startswith(b"{") and c.buf.endswith(b"}\n"),
+                                (later, h.show(c.buf)))
+        # A method in pieces is still HTTP.
+        with h.Raw(p.stats_port, timeout=10) as c:
+            for piece in (b"G", b"ET", b" /stats HTTP/1.0\r\n\r\n"):
+                c.send(piece)
+                time.sleep(0.05)
+            while c._fill(time.monotonic() + 10):
+                pass
+            self.assertTrue(c.buf.startswith(b"HTTP/1.1 200 OK\r\n"), h.show(c.buf[:80]))
         # `curl host:22222`, as people read twemproxy's stats: / is /stats.
         r = subprocess.run([tool("curl", "curl"), "-sS", "--max-time", "20",
                             "http://%s:%d" % (HOST, p.stats_port)], stdin=subprocess.DEVNULL,
