@@ -140,7 +140,12 @@ struct control {
     /* Heartbeats: every worker answers control's PING from its loop. */
     uv_timer_t heartbeat_timer;
     uint64_t heartbeat_seq;
-    uint64_t heartbeat_sent_ms;   /* when the outstanding PING went out */
+    /* When each of the last PINGs went out, by seq % WN_HEARTBEATS_KEPT:
+     * a worker is late by its oldest unanswered one, so that one sent just
+     * after a pause of the whole process (which held every thread) is not
+     * counted from before the pause. */
+#define WN_HEARTBEATS_KEPT 512
+    uint64_t heartbeat_sent_ms[WN_HEARTBEATS_KEPT];
     uint64_t heartbeat_ms;        /* how often */
     uint64_t *pong_seq;           /* owned, [nworkers]: last PING each answered */
     uint64_t *pong_ms;            /* owned, [nworkers]: when */

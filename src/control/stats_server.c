@@ -97,9 +97,15 @@ bool wn_control_workers_alive(const control_t *ctl, uint64_t within_ms, int *lat
 {
     uint64_t now = uv_now((uv_loop_t *)&ctl->loop);
     for (int i = 0; i < ctl->nworkers; i++) {
-        /* Late: it has not answered the latest PING, and its last answer is
-         * older than within_ms (PINGs go out more often than that). */
-        if (ctl->pong_seq[i] != ctl->heartbeat_seq && now - ctl->pong_ms[i] > within_ms) {
+        /* Late: a PING it has not answered went out more than within_ms
+         * ago (PINGs go out more often than that). Past the PINGs kept, the
+         * oldest kept is the bound (later than the real one). */
+        uint64_t behind = ctl->heartbeat_seq - ctl->pong_seq[i];
+        if (behind == 0)
+            continue;
+        uint64_t first = behind < WN_HEARTBEATS_KEPT ? ctl->pong_seq[i] + 1
+                                                     : ctl->heartbeat_seq - WN_HEARTBEATS_KEPT + 1;
+        if (now - ctl->heartbeat_sent_ms[first % WN_HEARTBEATS_KEPT] > within_ms) {
             *late = i;
             *late_ms = now - ctl->pong_ms[i];
             return false;
@@ -158,7 +164,7 @@ static void on_heartbeat(uv_timer_t *t)
     if (ctl->stopping)
         return;
     ctl->heartbeat_seq++;
-    ctl->heartbeat_sent_ms = uv_now(&ctl->loop);
+    ctl->heartbeat_sent_ms[ctl->heartbeat_seq % WN_HEARTBEATS_KEPT] = uv_now(&ctl->loop);
     wn_msg_t m = {.type = WN_MSG_PING, .epoch = ctl->heartbeat_seq};
     bool spilled = false;
     for (int i = 0; i < ctl->nworkers; i++) {

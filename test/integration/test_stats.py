@@ -1519,6 +1519,31 @@ class TestHealthz(StatsCase):
         self.assertEqual(status, 503)
         self.assertRegex(body, rb"^worker 0 has not answered for \d+ ms\n$")
 
+    def test_healthz_after_the_whole_process_paused(self):
+        """The whole process stopped for 4 s (SIGSTOP, a CPU quota's throttling,
+        a VM paused) with a /healthz probe waiting: control answered it before
+        reading the workers' answers to the heartbeat it sent on waking, and
+        counted them late from their last answer before the pause: 503 "worker
+        0 has not answered for 4000 ms". Expected: 200; a worker is late by the
+        oldest heartbeat it has not answered."""
+        tmp = self.tmpdir()
+        mcs = self.start_memcached(tmp, n=1)
+        p = self.proxy(tmp, {"alpha": h.pool(mcs)}, workers=2)
+        self.assertEqual(http_request(p.stats_port, "/healthz")[::2], (200, b"ok\n"))
+        for _ in range(2):
+            h.sigstop_and_wait(p.proc.pid)
+            try:
+                with h.Raw(p.stats_port, timeout=15) as c:
+                    c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    time.sleep(4.0)
+                    os.kill(p.proc.pid, signal.SIGCONT)
+                    while c._fill(time.monotonic() + 15):
+                        pass
+            finally:
+                os.kill(p.proc.pid, signal.SIGCONT)
+            self.assertTrue(c.buf.startswith(b"HTTP/1.1 200 OK\r\n") and c.buf.endswith(b"ok\n"),
+                            h.show(c.buf))
+
 
 # ---------------------------------------------------------------------------
 # Prometheus
