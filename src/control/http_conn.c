@@ -621,6 +621,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->off = c->len = 0;
         return;
     }
+    bool raw = false;
     if (c->mode == MODE_FIRST) {
         if (only_line_ends(c->buf + c->len, (size_t)nread)) {
             drive(c); /* dropped: still silent, the first-byte wait goes on */
@@ -637,12 +638,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         /* The word goes on, a space makes it a method, anything else ends
          * it: `STATS` and a line end in a later packet are twemproxy's. */
         size_t letters = upper_letters(c->buf + c->len, (size_t)nread);
-        if (letters < (size_t)nread && c->buf[c->len + letters] != ' ') {
-            respond_raw(c);
-            drive(c);
-            return;
-        }
+        raw = letters < (size_t)nread && c->buf[c->len + letters] != ' ';
         c->word_only = letters == (size_t)nread;
+    }
+    /* (no method is this long) */
+    if (raw || (c->word_only && c->len + (size_t)nread > 32)) {
+        respond_raw(c);
+        drive(c);
+        return;
     }
     c->len += (size_t)nread;
     drive(c);

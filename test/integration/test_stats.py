@@ -1001,6 +1001,14 @@ class TestTwemproxyProtocol(StatsCase):
                     pass
                 self.assertTrue(c.buf.startswith(b"{") and c.buf.endswith(b"}\n"),
                                 (later, h.show(c.buf)))
+        # A word longer than any method, never ended: the JSON, not a wait.
+        with h.Raw(p.stats_port, timeout=10) as c:
+            c.send(b"S" * 20)
+            time.sleep(0.05)
+            c.send(b"S" * 20)
+            while c._fill(time.monotonic() + 10):
+                pass
+            self.assertTrue(c.buf.startswith(b"{") and c.buf.endswith(b"}\n"), h.show(c.buf))
         # A method in pieces is still HTTP.
         with h.Raw(p.stats_port, timeout=10) as c:
             for piece in (b"G", b"ET", b" /stats HTTP/1.0\r\n\r\n"):
