@@ -75,6 +75,10 @@ static void reply_error_text(mcbin_req_t *p, uint16_t status, const char *text, 
     wn_req_reply(&p->m.r, buf, WN_MCBIN_HEADER_LEN + len);
 }
 
+/* memcached's text when it has no memory for an item being stored (its
+ * other out-of-memory errors say "Out of memory"). */
+#define OOM_STORING "Out of memory allocating item"
+
 /* A success with a text value (VERSION). */
 static void reply_text(mcbin_req_t *p, const char *text, size_t len)
 {
@@ -231,6 +235,8 @@ static void keyed_done(mcbin_req_t *p, req_t *f)
     }
     if (rep.status == WN_MCBIN_EINTERNAL)
         reply_error_text(p, rep.status, line, len);
+    else if (rep.status == WN_MCBIN_ENOMEM && wn_mcbin_op_stores(loud))
+        reply_error_text(p, rep.status, OOM_STORING, sizeof(OOM_STORING) - 1);
     else
         wn_mcbin_reply_error(p, rep.status);
 }

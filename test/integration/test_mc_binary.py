@@ -1197,7 +1197,7 @@ class TestBinaryExactBytes(h.ProxyTestCase):
         def err(op, opq, status, text):
             return HDR.pack(0x81, op, 0, 0, 0, status, len(text), opq, 0) + text
         self.assertEqual(got, b"".join([
-            err(OP["SETQ"], 1, ENOMEM, b"Out of memory"),
+            err(OP["SETQ"], 1, ENOMEM, b"Out of memory allocating item"),
             err(OP["GETQ"], 2, EINTERNAL, b"ERROR"),
             err(OP["INCREMENTQ"], 3, DELTA_BADVAL,
                 b"Non-numeric server-side value for incr or decr"),
