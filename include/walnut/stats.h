@@ -26,18 +26,20 @@ typedef enum wn_stat_kind {
 } wn_stat_kind_t;
 
 /* Process-wide counters (memcached's `stats` names where memcached has one). */
-#define WN_GLOBAL_STATS_MAP(XX)                                                                   \
-    XX(curr_connections, GAUGE, "open client connections")                                        \
-    XX(total_connections, COUNTER, "client connections accepted")                                 \
-    XX(rejected_connections, COUNTER, "client connections refused by client_connections")         \
-    XX(cmd_get, COUNTER, "keys asked for by get, gets, gat, gats")                                \
-    XX(cmd_set, COUNTER, "storage commands")                                                      \
-    XX(cmd_touch, COUNTER, "touch, gat and gats keys")                                            \
-    XX(get_hits, COUNTER, "keys found by retrieval commands")                                     \
-    XX(get_misses, COUNTER, "keys not found by retrieval commands")                               \
-    XX(bytes_read, COUNTER, "bytes read from clients and servers")                                \
-    XX(bytes_written, COUNTER, "bytes written to clients and servers")                            \
-    XX(buffer_bytes, GAUGE, "bytes of buffers in use, free ones included")                       \
+#define WN_GLOBAL_STATS_MAP(XX)                                                                    \
+    XX(curr_connections, GAUGE, "open client connections")                                         \
+    XX(total_connections, COUNTER, "client connections accepted")                                  \
+    XX(rejected_connections, COUNTER, "client connections refused by client_connections")          \
+    XX(cmd_get, COUNTER, "keys asked for by get, gets and mg, as memcached counts them")           \
+    XX(cmd_set, COUNTER, "storage commands")                                                       \
+    XX(cmd_touch, COUNTER, "keys asked for by touch, gat and gats, as memcached counts them")      \
+    XX(get_hits, COUNTER, "keys found by get, gets and mg")                                        \
+    XX(get_misses, COUNTER, "keys not found by get, gets and mg")                                  \
+    XX(touch_hits, COUNTER, "keys found by touch, gat and gats (and mg with T)")                   \
+    XX(touch_misses, COUNTER, "keys not found by touch, gat and gats")                             \
+    XX(bytes_read, COUNTER, "bytes read from clients and servers")                                 \
+    XX(bytes_written, COUNTER, "bytes written to clients and servers")                             \
+    XX(buffer_bytes, GAUGE, "bytes of buffers in use, free ones included")                         \
     XX(total_server_connections, COUNTER, "server connections opened (connect attempts)")
 
 /* Per pool. The first six are twemproxy's, in twemproxy's order. */

@@ -73,14 +73,20 @@ typedef struct mc_split {
     uint32_t merged;       /* client keys merged so far */
 } mc_split_t;
 
+/* How a client's mg counts its reply, as memcached does: without T a hit
+ * counts get_hits, a miss get_misses (cmd_get when sent); with T a hit
+ * counts as a touch (cmd_touch, touch_hits), a miss as a get (cmd_get,
+ * get_misses). */
+typedef enum mc_count { MC_COUNT_NONE, MC_COUNT_GET, MC_COUNT_GET_OR_TOUCH } mc_count_t;
+
 typedef struct mc_req {
     req_t r;
     uint8_t cmd;           /* wn_mc_cmd_t */
     bool is_get;           /* a retrieval: replies are VALUE... END, matched by key */
     uint32_t nkeys;        /* keys asked for */
     uint32_t hits;         /* VALUE blocks received */
-    bool counts_get;       /* a client's mg: its reply counts as get_hits or get_misses
-                            * (binary gets count theirs in mcbin_reply.c) */
+    uint8_t counts;        /* a client's mg: how its reply counts (mc_count_t; binary
+                            * requests count theirs in mcbin_reply.c) */
     /* Forwarded retrievals: the request line (its buffer held by `out`) and
      * its key run, to match each VALUE to a key asked for. */
     const char *line;

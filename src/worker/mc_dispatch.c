@@ -382,9 +382,10 @@ static void dispatch_retrieval(mc_client_t *c, wn_buf_t *b, uint32_t pos,
 {
     pool_rt_t *pool = c->c.pool;
     const char *line = b->data + pos;
-    wn_stat_add(WN_GSTAT(c->c.w, cmd_get), q->nkeys);
     if (q->cmd == WN_MC_GAT || q->cmd == WN_MC_GATS)
         wn_stat_add(WN_GSTAT(c->c.w, cmd_touch), q->nkeys);
+    else
+        wn_stat_add(WN_GSTAT(c->c.w, cmd_get), q->nkeys);
     mc_req_t *r = make_req(c, REQ_FORWARD, q->cmd, part == NULL);
     if (r == NULL || (part != NULL && join_line(part, r) < 0)) {
         if (r != NULL)

@@ -73,14 +73,17 @@ static server_rt_t *route(mc_client_t *c, const char *line, const wn_meta_reques
  * apart. Such a request goes with its q and an mn after it, so the server
  * itself says whether it answers: whatever comes before MN is the reply.
  */
-static bool needs_mn(const char *line, const wn_meta_request_t *mq)
+static bool has_flag(const char *line, const wn_meta_request_t *mq, char letter)
 {
-    if (mq->cmd != WN_META_MA || !mq->quiet)
-        return false;
     for (uint32_t i = 0; i < mq->nflags; i++)
-        if (line[mq->flags[i].off] == 'N')
+        if (line[mq->flags[i].off] == letter)
             return true;
     return false;
+}
+
+static bool needs_mn(const char *line, const wn_meta_request_t *mq)
+{
+    return mq->cmd == WN_META_MA && mq->quiet && has_flag(line, mq, 'N');
 }
 
 size_t wn_mc_tag_text(uint32_t tag, char *buf)
@@ -228,16 +231,19 @@ static void dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_meta_re
             too_large(c, line, mq, srv);
             return;
         }
-    } else if (mq->cmd == WN_META_MG) {
-        wn_stat_add(WN_GSTAT(c->c.w, cmd_get), 1);
     }
+    mc_count_t counts = mq->cmd != WN_META_MG     ? MC_COUNT_NONE
+                        : has_flag(line, mq, 'T') ? MC_COUNT_GET_OR_TOUCH
+                                                  : MC_COUNT_GET;
+    if (counts == MC_COUNT_GET)
+        wn_stat_add(WN_GSTAT(c->c.w, cmd_get), 1);
     mc_req_t *r = wn_mc_request(c, REQ_FORWARD, WN_MC_META);
     if (r == NULL) {
         out_of_memory(c);
         return;
     }
     r->meta = (uint8_t)mq->cmd;
-    r->counts_get = mq->cmd == WN_META_MG;
+    r->counts = (uint8_t)counts;
     r->until_mn = needs_mn(line, mq);
     r->quiet = mq->quiet && !r->until_mn;
     r->r.server = srv;

@@ -43,10 +43,12 @@ static void complete_head(mc_sconn_t *s)
     wn_req_ref(r);
     wn_sconn_pop(&s->s);
     wn_ctl_server_ok(s->s.server);
-    if (m->is_get) {
+    if (m->is_get && (m->cmd == WN_MC_GAT || m->cmd == WN_MC_GATS)) {
+        wn_stat_add(WN_GSTAT(w, touch_hits), m->hits);
+        wn_stat_add(WN_GSTAT(w, touch_misses), m->nkeys - WN_MIN(m->nkeys, m->hits));
+    } else if (m->is_get) {
         wn_stat_add(WN_GSTAT(w, get_hits), m->hits);
-        if (m->nkeys > m->hits)
-            wn_stat_add(WN_GSTAT(w, get_misses), m->nkeys - m->hits);
+        wn_stat_add(WN_GSTAT(w, get_misses), m->nkeys - WN_MIN(m->nkeys, m->hits));
     }
     wn_req_done(r);
     if (r->kind == REQ_FRAGMENT && r->parent != NULL)
@@ -159,6 +161,10 @@ static int take_line(mc_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
             rc = wn_req_rsp_push(r, b, pos, rsp->line_len, true);
         }
     } else {
+        if (m->cmd == WN_MC_TOUCH && rsp->type == WN_MC_RSP_TOUCHED)
+            wn_stat_add(WN_GSTAT(s->s.server->pool->w, touch_hits), 1);
+        else if (m->cmd == WN_MC_TOUCH && rsp->type == WN_MC_RSP_NOT_FOUND)
+            wn_stat_add(WN_GSTAT(s->s.server->pool->w, touch_misses), 1);
         rc = wn_req_rsp_push(r, b, pos, rsp->line_len, false);
     }
     s->s.in.pos += rsp->line_len;
@@ -173,6 +179,23 @@ static int take_line(mc_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
     if (rsp->done)
         complete_head(s);
     return 0;
+}
+
+/* A client's mg answered (mc_count_t). */
+static void count_mg(wn_worker_t *w, uint8_t counts, wn_meta_rsp_type_t type)
+{
+    bool hit = type == WN_META_RSP_VA || type == WN_META_RSP_HD;
+    if (counts == MC_COUNT_GET_OR_TOUCH && hit) {
+        wn_stat_add(WN_GSTAT(w, cmd_touch), 1);
+        wn_stat_add(WN_GSTAT(w, touch_hits), 1);
+    } else if (counts == MC_COUNT_GET_OR_TOUCH && type == WN_META_RSP_EN) {
+        wn_stat_add(WN_GSTAT(w, cmd_get), 1);
+        wn_stat_add(WN_GSTAT(w, get_misses), 1);
+    } else if (hit) {
+        wn_stat_add(WN_GSTAT(w, get_hits), 1);
+    } else if (type == WN_META_RSP_EN) {
+        wn_stat_add(WN_GSTAT(w, get_misses), 1);
+    }
 }
 
 /* Does the line's O token (span `o`) say tag? */
@@ -247,10 +270,8 @@ static int take_meta_line(mc_sconn_t *s, req_t *r, wn_buf_t *b)
         return WN_EPROTO;
     if (m->quiet && wn_meta_quiet_drops((wn_meta_cmd_t)m->meta, rsp.type))
         r->swallow = true;
-    if (m->counts_get && (rsp.type == WN_META_RSP_VA || rsp.type == WN_META_RSP_HD))
-        wn_stat_add(WN_GSTAT(s->s.server->pool->w, get_hits), 1);
-    else if (m->counts_get && rsp.type == WN_META_RSP_EN)
-        wn_stat_add(WN_GSTAT(s->s.server->pool->w, get_misses), 1);
+    if (m->counts != MC_COUNT_NONE)
+        count_mg(s->s.server->pool->w, m->counts, rsp.type);
     if (tagged && m->tag_relay)
         rc = push_reply_untagged(m, b, pos, &rsp);
     else

@@ -174,9 +174,6 @@ static void count_keyed(wn_worker_t *w, uint8_t loud)
         break;
     case WN_MCBIN_OP_GAT:
     case WN_MCBIN_OP_GATK:
-        wn_stat_add(WN_GSTAT(w, cmd_get), 1);
-        wn_stat_add(WN_GSTAT(w, cmd_touch), 1);
-        break;
     case WN_MCBIN_OP_TOUCH:
         wn_stat_add(WN_GSTAT(w, cmd_touch), 1);
         break;

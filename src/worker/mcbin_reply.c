@@ -195,6 +195,18 @@ static void reply_packet(mcbin_req_t *p, const req_t *f, const wn_mcbin_text_rep
     wn_req_done(r);
 }
 
+/* Hits and misses as memcached counts them: GAT and TOUCH are touches. */
+static void count_reply(wn_worker_t *w, uint8_t loud, uint16_t status)
+{
+    bool touch = loud == WN_MCBIN_OP_TOUCH || loud == WN_MCBIN_OP_GAT || loud == WN_MCBIN_OP_GATK;
+    if (!touch && !gets_value(loud))
+        return;
+    if (status == WN_MCBIN_OK)
+        wn_stat_add(touch ? WN_GSTAT(w, touch_hits) : WN_GSTAT(w, get_hits), 1);
+    else if (status == WN_MCBIN_KEY_ENOENT)
+        wn_stat_add(touch ? WN_GSTAT(w, touch_misses) : WN_GSTAT(w, get_misses), 1);
+}
+
 static void keyed_done(mcbin_req_t *p, req_t *f)
 {
     uint8_t loud = wn_mcbin_opcode_loud(p->op);
@@ -213,13 +225,7 @@ static void keyed_done(mcbin_req_t *p, req_t *f)
         reply_unreadable(p, f, line, len);
         return;
     }
-    if (gets_value(loud)) {
-        wn_worker_t *w = p->m.r.pool->w;
-        if (rep.status == WN_MCBIN_OK)
-            wn_stat_add(WN_GSTAT(w, get_hits), 1);
-        else if (rep.status == WN_MCBIN_KEY_ENOENT)
-            wn_stat_add(WN_GSTAT(w, get_misses), 1);
-    }
+    count_reply(p->m.r.pool->w, loud, rep.status);
     if (wn_mcbin_quiet_drops(p->op, rep.status)) {
         wn_req_reply(&p->m.r, "", 0);
         return;

@@ -35,6 +35,7 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -599,6 +600,58 @@ class TestCounters(StatsCase):
         self.assertGreaterEqual(metric_value(
             m, "walnut_pool_request_duration_seconds_count", pool="alpha"),
             st["alpha"]["requests"])
+
+    def test_get_and_touch_counted_as_memcached_counts_them(self):
+        """The same commands sent to memcached directly and through walnut:
+        walnut's `stats` moves cmd_get, cmd_touch and the hits and misses as
+        memcached's does. gat and gats counted as gets (cmd_get, get_hits)
+        besides cmd_touch, and touch_hits/touch_misses were missing, so a
+        hit ratio from a `stats` poller was skewed for gat users. memcached
+        counts gat, gats, touch and binary GAT/TOUCH as touches, an mg with
+        T as a touch when it hits and as a get when it misses."""
+        tmp = self.tmpdir()
+        mcs = self.start_memcached(tmp, n=2)
+        behind, direct = mcs
+        p = self.proxy(tmp, {"alpha": h.pool([behind])}, workers=1)
+        names = ("cmd_get", "cmd_touch", "get_hits", "get_misses", "touch_hits",
+                 "touch_misses")
+
+        def binary(op, key, extras=b""):
+            return struct.pack(">BBHBBHIIQ", 0x80, op, len(key), len(extras), 0, 0,
+                               len(key) + len(extras), 0, 0) + extras + key
+        ttl = struct.pack(">I", 100)
+        text = [b"get a zz\r\n", b"gets a\r\n", b"gat 100 a zz\r\n", b"gats 100 zz a\r\n",
+                b"touch a 100\r\n", b"touch zz 100\r\n", b"mg a v\r\n", b"mg zz v\r\n",
+                b"mg a v T100\r\n", b"mg zz v T100\r\n", b"mg a k q T5\r\nmn\r\n",
+                b"mg zz q\r\nmn\r\n"]
+        packets = [binary(0x00, b"a"), binary(0x0c, b"zz"), binary(0x1d, b"a", ttl),
+                   binary(0x1e, b"zz", ttl), binary(0x23, b"a", ttl), binary(0x1c, b"a", ttl),
+                   binary(0x1c, b"zz", ttl), binary(0x0a, b"")]
+
+        def run(port):
+            with h.Raw(port) as c:
+                c.request(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n")
+            before = h.mc_stats(port)
+            for cmd in text:
+                with h.Raw(port) as c:
+                    c.send(cmd)
+                    c.recv_until(b"END\r\n" if cmd.startswith(b"get") else
+                                 b"MN\r\n" if cmd.endswith(b"mn\r\n") else b"\r\n")
+            with h.Raw(port) as c:
+                c.send(b"".join(packets))
+                c.recv_until(struct.pack(">BB", 0x81, 0x0a))  # the NOOP's header
+            return before
+
+        want = {}
+        b0 = run(direct.port)
+        d1 = h.mc_stats(direct.port)
+        want = {n: int(d1[n]) - int(b0[n]) for n in names}
+        self.assertGreater(want["touch_hits"], 0)
+        w0 = run(p.port())
+        got = h.wait_until(lambda: (lambda s: s if all(
+            int(s[n]) - int(w0[n]) >= want[n] for n in names) else None)(
+            h.mc_stats(p.port())), deadline=5, interval=0.2, what="the counters")
+        self.assertEqual({n: int(got[n]) - int(w0[n]) for n in names}, want)
 
     def test_connection_gauges(self):
         p, port = self.p, self.port
