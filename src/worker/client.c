@@ -34,6 +34,73 @@ static void start_reading(client_t *c)
         c->reading = true;
 }
 
+/* ---- pacing (WN_CLIENT_STALL_MS) ----------------------------------------- */
+
+/* Not read for its soft bounds alone, with a reply write under way. */
+static bool paused_on_a_write(const client_t *c)
+{
+    return !c->reading && !c->unpaced && c->writes > 0 && !c->eof && !c->closing && !c->broken &&
+           !c->overlimit && !c->stop_parsing && c->held_by == NULL && !c->mid_request &&
+           (c->inflight >= WN_CLIENT_MAX_INFLIGHT || c->held >= c->soft_limit);
+}
+
+static void on_pace(uv_timer_t *t)
+{
+    wn_worker_t *w = t->data;
+    uint64_t now = uv_now(&w->loop);
+    bool watching = false;
+    for (client_t *c = w->clients; c != NULL; c = c->next) {
+        if (!paused_on_a_write(c)) {
+            c->stall_ms = 0;
+            continue;
+        }
+        watching = true;
+        size_t queued = uv_stream_get_write_queue_size(&c->h.stream);
+        if (c->stall_ms == 0 || queued != c->stall_queue) {
+            c->stall_ms = now;
+            c->stall_queue = queued;
+        } else if (now - c->stall_ms >= WN_CLIENT_STALL_MS) {
+            c->unpaced = true;
+            c->stall_ms = 0;
+            wn_client_mark(c);
+        }
+    }
+    if (!watching)
+        uv_timer_stop(t);
+}
+
+void wn_client_pace_init(wn_worker_t *w)
+{
+    uv_timer_init(&w->loop, &w->pace_timer);
+    w->pace_timer.data = w;
+    uv_unref((uv_handle_t *)&w->pace_timer);
+}
+
+/* c stopped reading: watch it if a write of its is under way. */
+static void pace_watch(client_t *c)
+{
+    uv_timer_t *t = &c->w->pace_timer;
+    if (paused_on_a_write(c) && !uv_is_active((uv_handle_t *)t))
+        uv_timer_start(t, on_pace, WN_CLIENT_STALL_MS / 4, WN_CLIENT_STALL_MS / 4);
+}
+
+/* Unpaced, the buffer limit bounds what is held and each request in flight
+ * (its own memory: the 1,024 bound no longer applies), counted at its slot
+ * plus REQ_EXTRA for its vectors, its reply's scratch and the allocator,
+ * with room to spare (measured: ~770 bytes of RSS a request for a 600-byte
+ * slot, a pipeline of `mn` never read). */
+#define REQ_EXTRA 400
+
+static void unpaced_bound(client_t *c)
+{
+    uint64_t total = c->held + (uint64_t)c->inflight * (c->w->req_size + REQ_EXTRA);
+    if (c->unpaced && !c->overlimit && total > c->pool->buffer_limit) {
+        c->overlimit = true;
+        c->held_over = total;
+        wn_client_mark(c);
+    }
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
@@ -61,10 +128,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->in.pos = c->in.buf->len;
     } else {
         wn_proto_client_parse(c);
+        unpaced_bound(c);
     }
     if (c->reading && !wn_client_can_parse(c)) {
         uv_read_stop(s);
         c->reading = false;
+        pace_watch(c);
     }
 }
 
@@ -222,6 +291,7 @@ static void on_written(void *arg, int status, uint64_t bytes)
 {
     client_t *c = arg; /* valid: libuv runs write callbacks before close callbacks */
     c->writes--;
+    c->unpaced = false; /* it reads: its bounds apply again */
     c->pending -= bytes;
     c->held -= bytes;
     if (status < 0)
@@ -408,10 +478,13 @@ void wn_client_flush(client_t *c)
         /* Half-closed with complete requests still buffered (held earlier). */
         wn_proto_client_parse(c);
     }
+    unpaced_bound(c);
     if (c->reading && !wn_client_can_parse(c)) {
         uv_read_stop(&c->h.stream);
         c->reading = false;
     }
+    if (!c->reading)
+        pace_watch(c);
     wn_instream_trim(&c->in);
     if (finished(c) || (c->draining && drained(c)))
         client_close(c, false);

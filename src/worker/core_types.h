@@ -458,6 +458,9 @@ struct client {
     bool mid_request;      /* the protocol is inside a request: keep reading (see
                               wn_client_can_parse); set by the protocol unit */
     bool close_on_write;   /* close once the queued writes are done */
+    bool unpaced;          /* read past the soft bounds (see wn_client_pace) */
+    uint64_t stall_ms;     /* paused with a write that has not moved since (0: not) */
+    size_t stall_queue;    /* that write's bytes libuv still had then */
     bool closing;
     bool dirty;
     client_t *dirty_next;
@@ -477,9 +480,23 @@ static inline bool wn_client_can_parse(const client_t *c)
 {
     if (c->closing || c->broken || c->overlimit || c->stop_parsing || c->held_by != NULL)
         return false;
-    return c->mid_request ||
+    return c->mid_request || c->unpaced ||
            (c->inflight < WN_CLIENT_MAX_INFLIGHT && c->held < c->soft_limit);
 }
+
+/*
+ * A client paused by its soft bounds whose reply write has not moved for
+ * WN_CLIENT_STALL_MS is most likely blocked sending the rest of a pipeline
+ * it writes whole before reading any reply (redis-py's pipeline, most
+ * clients' batches): pausing it would wait for it forever, and it for
+ * walnut. It is read on, "unpaced", until its next write completes; its
+ * bound is then the pool's buffer limit with each request in flight's own
+ * memory counted (a client that never reads is disconnected there, as
+ * before at that limit). Watched by a worker timer while such a client
+ * exists.
+ */
+#define WN_CLIENT_STALL_MS 1000
+void wn_client_pace_init(wn_worker_t *w);
 
 void wn_client_accept(pool_rt_t *pool, uv_stream_t *listener);
 /* The pool's limits changed (a reload): c takes them on. */
@@ -513,6 +530,7 @@ struct wn_worker {
     uv_timer_t stop_timer; /* grace period for in-flight requests at stop */
     bool stop_timer_open;
     uv_timer_t trim_timer; /* gives freed memory back to the system now and then */
+    uv_timer_t pace_timer; /* watches paused clients whose writes do not move (client.c) */
     wn_bufpool_t bufs;
     uint64_t trimmed_at;   /* bufs.freed at the last malloc_trim */
     pool_rt_t **pools;   /* owned, each owned: clients and requests point at them */

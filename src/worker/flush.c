@@ -89,6 +89,7 @@ void wn_worker_finish_stop(wn_worker_t *w)
     close_if_open((uv_handle_t *)&w->flusher);
     close_if_open((uv_handle_t *)&w->kick);
     close_if_open((uv_handle_t *)&w->trim_timer);
+    close_if_open((uv_handle_t *)&w->pace_timer);
 }
 
 static void on_check(uv_check_t *h)
@@ -108,4 +109,5 @@ void wn_worker_flush_init(wn_worker_t *w)
     uv_timer_init(&w->loop, &w->trim_timer);
     w->trim_timer.data = w;
     uv_unref((uv_handle_t *)&w->trim_timer);
+    wn_client_pace_init(w);
 }

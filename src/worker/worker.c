@@ -115,6 +115,7 @@ static void destroy(wn_worker_t *w)
     close_if_open((uv_handle_t *)&w->flusher);
     close_if_open((uv_handle_t *)&w->kick);
     close_if_open((uv_handle_t *)&w->trim_timer);
+    close_if_open((uv_handle_t *)&w->pace_timer);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     for (uint32_t p = 0; p < w->npools; p++)
         wn_pool_rt_destroy(w->pools[p]);

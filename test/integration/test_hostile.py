@@ -924,12 +924,16 @@ class TestMemoryBounds(HostileCase):
                 base = h.rss(px.pid)
                 have_peak = h.reset_peak(px.pid)
                 chunk = unit * (65536 // len(unit))
-                sent, end = 0, time.monotonic() + 20
+                sent, end, cut = 0, time.monotonic() + 20, False
                 while time.monotonic() < end:
                     try:
                         sent += s.send(chunk)
                     except socket.timeout:
-                        break  # walnut stopped reading
+                        continue  # paused; read on (unpaced) after WN_CLIENT_STALL_MS
+                    except (ConnectionResetError, BrokenPipeError):
+                        cut = True  # over the limit, requests in flight counted
+                        break
+                self.assertTrue(cut, "a client that never reads was not disconnected in 20 s")
                 grew = (h.proc_status(px.pid, "VmHWM") if have_peak else h.rss(px.pid)) - base
                 measured("RSS growth, %r pipelined, never read" % unit,
                          "%.1f MiB (%.1f MB sent)" % (grew / MiB, sent / 1e6))

@@ -195,6 +195,27 @@ class TestRedisClients(h.ProxyTestCase):
         self.assertEqual(c.ping(), True)
         self.assertEqual(c.mget("a", "balance"), [None, None], "a refused transaction ran")
 
+    def test_redis_py_pipeline_written_whole_before_reading(self):
+        """redis-py writes a pipeline whole before reading a reply. 12,000 GETs
+        of 1 KB keys and values (12 MB each way): walnut stopped reading the
+        client at 1,024 requests in flight while its replies waited for the
+        client to read, and the client was blocked writing the rest: both
+        waited forever (a client-tool pass; redis-server serves it). Expected:
+        every reply, in order; a client that pauses for a second is read on up
+        to its buffer limit."""
+        c = self.client(socket_timeout=30)
+        keys = [("big:%d:" % i).ljust(1000, "k") for i in range(64)]
+        for i, k in enumerate(keys):
+            c.set(k, ("%d:" % i).ljust(1000, "v"))
+        p = c.pipeline(transaction=False)
+        for i in range(12000):
+            p.get(keys[i % 64])
+        out = p.execute()
+        self.assertEqual(len(out), 12000)
+        for i in (0, 1, 63, 64, 5000, 11999):
+            self.assertEqual(out[i], ("%d:" % (i % 64)).ljust(1000, "v").encode(), i)
+        self.assertEqual(c.ping(), True)
+
     def test_redis_py_mget_mset_1000_and_big_binary_values(self):
         rng = random.Random(11)
         c = self.client()
