@@ -89,6 +89,7 @@ typedef struct redis_req {
     uint32_t ncomplete;    /* elements complete */
     uint32_t taken;        /* elements merged into the parent */
     bool error_reply;      /* the reply (or walnut's failure) is an error line */
+    bool over_limit;       /* larger than client_buffer_limit: read, dropped, refused */
     bool unreached;        /* failed by walnut: its server could not be reached
                               (wn_req_err_unreached) */
 } redis_req_t;

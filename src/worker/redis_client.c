@@ -109,6 +109,21 @@ static void protocol_error(redis_client_t *c, wn_resp_req_parser_t *p)
     answer_line(c, line, n > 0 ? (size_t)n : 0, true);
 }
 
+/* An argument that would take its request past the client's buffer limit
+ * (the client would be disconnected there, with no word): the rest of the
+ * request is read and dropped, and it is answered with an error naming the
+ * limit (wn_redis_local); the connection stays. */
+static void check_size(redis_client_t *c, const wn_resp_req_tok_t *tok)
+{
+    redis_req_t *r = c->cur;
+    if (r == NULL || c->cur_swallow || r->r.acct + tok->bulk_len <= c->c.pool->buffer_limit)
+        return;
+    r->over_limit = true;
+    c->cur_swallow = true;
+    r->r.kind = REQ_LOCAL;
+    wn_req_out_written(&r->r);
+}
+
 /* A "*N" line at b, pos: a request of N arguments begins. */
 static bool start_request(redis_client_t *c, uint32_t nargs, wn_buf_t *b, uint32_t pos,
                           uint32_t line_len)
@@ -502,6 +517,7 @@ void wn_redis_client_parse(client_t *cl)
             }
             break;
         case WN_RESP_REQ_BULK:
+            check_size(c, &tok);
             if (!start_arg(c, b, pos, &tok)) {
                 cl->broken = true;
                 wn_client_mark(cl);

@@ -740,6 +740,32 @@ class TestRedis(RedisCase):
             self.assertEqual(b.call("SCRIPT", "EXISTS", sha), [1], b.name)
         self.assertNotIn("over client_buffer_limit", px.log())
 
+    def test_request_over_the_buffer_limit_is_refused_not_cut(self):
+        """A request larger than client_buffer_limit (a SET of 5 MB, an MSET of
+        two 3 MB values, under 4 MiB) got its client disconnected as its bytes
+        came in: redis-py, still writing, saw "Connection reset by peer" and no
+        reason (a client-tool pass; redis-server stores it). Expected: the rest
+        is read and dropped, the request answered with an error naming the
+        limit, in order; nothing of it runs; the connection serves on."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        px = self.start_proxy(tmp, {"lim": h.pool(self.backends, redis=True, timeout=10000,
+                                                  client_buffer_limit=4 << 20)},
+                              workers=1, name="over-limit")
+        self.addCleanup(px.stop, check=False)
+        k0, k1 = self.keys_on[0][0], self.keys_on[1][0]
+        err = b"-ERR walnut: the request is larger than the pool's client_buffer_limit " \
+              b"(4194304 bytes)\r\n"
+        with self.raw(px.port("lim"), timeout=30) as c:
+            c.send(resp("SET", k0, "before") + resp("SET", k0, b"x" * (5 << 20)) +
+                   resp("MSET", k0, b"y" * (3 << 20), k1, b"z" * (3 << 20)) + resp("GET", k0))
+            self.assertEqual(c.recv_until(b"before\r\n"),
+                             b"+OK\r\n" + err + err + b"$6\r\nbefore\r\n")
+            c.request(resp("SET", k1, b"w" * (2 << 20)), b"+OK\r\n")
+            c.request(resp("PING"), b"+PONG\r\n")
+        self.assertEqual(self.backends[1].call("STRLEN", k1), 2 << 20)
+        self.assertNotIn("over client_buffer_limit", px.log())
+
     def test_copies_for_a_stalled_server_stay_counted(self):
         """A SCRIPT LOAD's bytes count against its client until every server's
         copy is written. They stopped counting once the first server's copy was
