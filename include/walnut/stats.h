@@ -54,7 +54,10 @@ typedef enum wn_stat_kind {
     XX(requests, COUNTER, "requests received from clients")                                       \
     XX(request_errors, COUNTER, "requests rejected by walnut (bad syntax, unknown command)")
 
-/* Why walnut answered a request with an error (forward_error by cause). */
+/* Why walnut failed a request or one per-server part of a split or copied
+ * one (each part counts: the client's reply may still succeed, as SCRIPT
+ * LOAD's does without a server it cannot reach; forward_error counts the
+ * client's requests answered with an error, once each). */
 #define WN_ERROR_CAUSE_MAP(XX)                                                                    \
     XX(refused, "connection refused, or no server live")                                          \
     XX(timeout, "no progress from the server within timeout")                                     \

@@ -317,7 +317,9 @@ static void render_pools(sbuf_t *b, const wn_stats_view_t *v)
     }
 
     family(b, "walnut_pool_forward_errors_by_cause_total", "counter",
-           "requests answered with an error made by walnut, by cause");
+           "requests and per-server parts of split or copied requests that walnut failed, by "
+           "cause (the client's reply may still succeed: SCRIPT LOAD leaves out a server it "
+           "cannot reach)");
     for (uint32_t p = 0; p < v->npools; p++) {
         for (unsigned c = 0; c < WN_CAUSE_COUNT; c++) {
             labels_t l = {.k = {"pool", "cause"},
