@@ -93,8 +93,10 @@ static void pace_watch(client_t *c)
 
 static void unpaced_bound(client_t *c)
 {
+    if (!c->unpaced)
+        return;
     uint64_t total = c->held + (uint64_t)c->inflight * (c->w->req_size + REQ_EXTRA);
-    if (c->unpaced && !c->overlimit && total > c->pool->buffer_limit) {
+    if (!c->overlimit && total > c->pool->buffer_limit) {
         c->overlimit = true;
         c->held_over = total;
         wn_client_mark(c);

@@ -198,13 +198,22 @@ static void reply_packet(mcbin_req_t *p, const req_t *f, const wn_mcbin_text_rep
 /* Hits and misses as memcached counts them: GAT and TOUCH are touches. */
 static void count_reply(wn_worker_t *w, uint8_t loud, uint16_t status)
 {
-    bool touch = loud == WN_MCBIN_OP_TOUCH || loud == WN_MCBIN_OP_GAT || loud == WN_MCBIN_OP_GATK;
-    if (!touch && !gets_value(loud))
+    bool hit = status == WN_MCBIN_OK;
+    if (!hit && status != WN_MCBIN_KEY_ENOENT)
         return;
-    if (status == WN_MCBIN_OK)
-        wn_stat_add(touch ? WN_GSTAT(w, touch_hits) : WN_GSTAT(w, get_hits), 1);
-    else if (status == WN_MCBIN_KEY_ENOENT)
-        wn_stat_add(touch ? WN_GSTAT(w, touch_misses) : WN_GSTAT(w, get_misses), 1);
+    switch (loud) {
+    case WN_MCBIN_OP_GET:
+    case WN_MCBIN_OP_GETK:
+        wn_stat_add(hit ? WN_GSTAT(w, get_hits) : WN_GSTAT(w, get_misses), 1);
+        break;
+    case WN_MCBIN_OP_GAT:
+    case WN_MCBIN_OP_GATK:
+    case WN_MCBIN_OP_TOUCH:
+        wn_stat_add(hit ? WN_GSTAT(w, touch_hits) : WN_GSTAT(w, touch_misses), 1);
+        break;
+    default:
+        break;
+    }
 }
 
 static void keyed_done(mcbin_req_t *p, req_t *f)

@@ -113,11 +113,8 @@ static void protocol_error(redis_client_t *c, wn_resp_req_parser_t *p)
  * (the client would be disconnected there, with no word): the rest of the
  * request is read and dropped, and it is answered with an error naming the
  * limit (wn_redis_local); the connection stays. */
-static void check_size(redis_client_t *c, const wn_resp_req_tok_t *tok)
+static void refuse_over_limit(redis_client_t *c, redis_req_t *r)
 {
-    redis_req_t *r = c->cur;
-    if (r == NULL || c->cur_swallow || r->r.acct + tok->bulk_len <= c->c.pool->buffer_limit)
-        return;
     r->over_limit = true;
     c->cur_swallow = true;
     r->r.kind = REQ_LOCAL;
@@ -348,6 +345,8 @@ static bool start_arg(redis_client_t *c, wn_buf_t *b, uint32_t pos, const wn_res
     a->nsegs = 0;
     c->data_left = tok->bulk_len + 2;
     c->trailer[0] = c->trailer[1] = 0;
+    if (!c->cur_swallow && r->r.acct + tok->bulk_len > c->c.pool->buffer_limit)
+        refuse_over_limit(c, r);
     if (c->cur_swallow)
         return true;
     /* Joins the segment of the bytes before it when it follows them in the
@@ -517,7 +516,6 @@ void wn_redis_client_parse(client_t *cl)
             }
             break;
         case WN_RESP_REQ_BULK:
-            check_size(c, &tok);
             if (!start_arg(c, b, pos, &tok)) {
                 cl->broken = true;
                 wn_client_mark(cl);
