@@ -1289,6 +1289,37 @@ class TestBackendMisbehaviour(HostileCase):
         self.assertAlive(px)
         px.stop()
 
+    def test_15b_pipeline_written_whole_before_reading(self):
+        """A client that writes 60,000 `get`s of 240-byte keys (15 MB of requests,
+        16 MB of replies) before reading any reply: walnut stopped reading it at
+        1,024 in flight while the replies waited for it to read, and it was
+        blocked writing the rest: both waited forever. Expected: read on once
+        its reply write has not moved for a second (under a 256 MiB limit, which
+        the requests in flight, about 1.3 KB each as counted, stay under);
+        every reply, in order."""
+        mc = self.memcached(1)[0]
+        px = self.proxy([mc], client_buffer_limit=256 * MiB)
+        keys = [(b"wb:%d:" % i).ljust(240, b"k") for i in range(32)]
+        for i, k in enumerate(keys):
+            h.mc_command(px.port(), b"set %s 0 0 10\r\n%s\r\n" % (k, (b"%d" % i).ljust(10, b"v")),
+                         expect=b"STORED\r\n")
+        n = 60000
+        s = self.sock(px.port(), timeout=30)
+        try:
+            s.sendall(b"".join(b"get %s\r\n" % keys[i % 32] for i in range(n)))
+        except socket.timeout:
+            self.fail("walnut stopped reading a client writing its pipeline whole")
+        want = b"".join(b"VALUE %s 0 10\r\n%s\r\nEND\r\n" % (keys[i % 32], (b"%d" % (i % 32))
+                        .ljust(10, b"v")) for i in range(n))
+        got = bytearray()
+        while len(got) < len(want):
+            d = s.recv(1 << 20)
+            self.assertTrue(d, "closed after %d of %d bytes" % (len(got), len(want)))
+            got += d
+        self.assertEqual(bytes(got), want)
+        s.close()
+        self.assertAlive(px)
+
     def stalled_beside_live(self, nkeys, prefix):
         """A server that stops reading at its first storage command, a memcached beside
         it, walnut in front (client_buffer_limit 8 MiB): the fake, the proxy, nkeys keys
