@@ -148,6 +148,7 @@ static client_t *client_new(pool_rt_t *pool)
     c->w = w;
     c->pool = pool;
     c->soft_limit = pool->buffer_limit / 4;
+    wn_segv_init(&c->backlog);
     c->h.handle.data = c;
     return c;
 }
@@ -270,6 +271,9 @@ static void client_close(client_t *c, bool error)
     }
     c->tail = NULL;
     c->inflight = 0;
+    wn_segv_clear(&c->backlog);
+    wn_buf_unref(c->backlog_buf);
+    c->backlog_buf = NULL;
     wn_proto_client_deinit(c);
     wn_instream_deinit(&c->in);
     c->closing = true;
@@ -304,7 +308,67 @@ static void on_written(void *arg, int status, uint64_t bytes)
 /* Nothing more will be asked or answered. */
 static bool finished(const client_t *c)
 {
-    return c->eof && c->head == NULL && c->held_by == NULL && c->writes == 0;
+    return c->eof && c->head == NULL && c->held_by == NULL && c->writes == 0 && c->backlog.n == 0;
+}
+
+/* Room for n more bytes in c's backlog buffer (a new one when it is full:
+ * the one filled so far stays referenced by the backlog's segments). */
+static wn_buf_t *backlog_room(client_t *c, size_t n)
+{
+    wn_buf_t *b = c->backlog_buf;
+    if (b != NULL && b->cap - b->len >= n)
+        return b;
+    wn_buf_t *nb = wn_buf_get(&c->w->bufs, n);
+    if (nb == NULL)
+        return NULL;
+    wn_buf_unref(b);
+    c->backlog_buf = nb;
+    return nb;
+}
+
+/* Unpaced with a write under way (see WN_CLIENT_STALL_MS): the replies of
+ * the requests done at the head of c's FIFO are copied into its backlog,
+ * in order, and the requests let go. Stops at one not done, at a close
+ * (quit: written by write_ready), or when memory runs out (the rest wait
+ * with their requests, as before). */
+static void compact_ready(client_t *c)
+{
+    uint64_t released = 0, copied = 0;
+    while (c->head != NULL && c->head->done && !c->head->close_after) {
+        req_t *r = c->head;
+        uint64_t len = 0;
+        if (!r->noreply)
+            for (uint32_t i = r->rsp_sent; i < r->rsp.n; i++)
+                len += r->rsp.v[i].len;
+        if (len > 0) {
+            wn_buf_t *b = len <= UINT32_MAX ? backlog_room(c, len) : NULL;
+            if (b == NULL)
+                break;
+            uint32_t at = b->len;
+            for (uint32_t i = r->rsp_sent; i < r->rsp.n; i++) {
+                const seg_t *s = &r->rsp.v[i];
+                memcpy(b->data + b->len, s->buf->data + s->off, s->len);
+                b->len += s->len;
+            }
+            if (wn_segv_push(&c->backlog, b, at, (uint32_t)len) < 0) {
+                b->len = at;
+                break;
+            }
+            copied += len;
+        }
+        c->head = r->next;
+        if (c->head == NULL)
+            c->tail = NULL;
+        r->next = NULL;
+        released += r->acct;
+        r->acct = 0;
+        r->client = NULL;
+        c->inflight--;
+        wn_req_unref(r);
+    }
+    c->backlog_bytes += copied;
+    c->held -= WN_MIN(released, c->held);
+    c->held += copied;
 }
 
 /* Write every reply ready at the head of c's FIFO, in order, in one write;
@@ -317,6 +381,8 @@ static int write_ready(client_t *c)
     uint64_t released = 0;
     bool close_after = false;
     int rc = 0;
+    for (uint32_t i = 0; i < c->backlog.n && rc == 0; i++)
+        rc = wn_outv_add(&o, c->backlog.v[i].buf, c->backlog.v[i].off, c->backlog.v[i].len);
     req_t *r = c->head;
     while (r != NULL && rc == 0) {
         if (!r->done && r->rsp_held)
@@ -342,8 +408,11 @@ static int write_ready(client_t *c)
     wn_outv_deinit(&o);
     if (queued < 0)
         return (int)queued;
-    /* Written or queued with references of their own: the requests can go,
-     * and a streaming head lets go of what it has sent. */
+    /* Written or queued with references of their own: the backlog and the
+     * requests can go, and a streaming head lets go of what it has sent. */
+    released += c->backlog_bytes;
+    c->backlog_bytes = 0;
+    wn_segv_clear(&c->backlog);
     while (c->head != NULL) {
         r = c->head;
         if (!r->done) {
@@ -416,8 +485,9 @@ static bool input_waiting(const client_t *c)
 /* Stopping: nothing in flight, nothing buffered, nothing on its way. */
 static bool drained(const client_t *c)
 {
-    return c->head == NULL && c->writes == 0 && c->held_by == NULL && !c->mid_request &&
-           (c->in.buf == NULL || c->in.pos == c->in.buf->len) && !input_waiting(c);
+    return c->head == NULL && c->writes == 0 && c->backlog.n == 0 && c->held_by == NULL &&
+           !c->mid_request && (c->in.buf == NULL || c->in.pos == c->in.buf->len) &&
+           !input_waiting(c);
 }
 
 /* Work for the parser: bytes not framed yet, or a complete request the unit
@@ -449,12 +519,16 @@ void wn_client_flush(client_t *c)
      * replies stay with their requests, where the client's bounds (requests
      * in flight, bytes held) count them and stop its reading; queued writes
      * would cost memory per reply that no bound sees. */
-    if (c->writes == 0 && c->head != NULL &&
-        (c->head->done || (!c->head->rsp_held && c->head->rsp.n > c->head->rsp_sent))) {
+    if (c->writes == 0 &&
+        (c->backlog.n > 0 ||
+         (c->head != NULL &&
+          (c->head->done || (!c->head->rsp_held && c->head->rsp.n > c->head->rsp_sent))))) {
         if (write_ready(c) < 0) {
             client_close(c, true);
             return;
         }
+    } else if (c->writes > 0 && c->unpaced) {
+        compact_ready(c);
     }
     if (c->close_on_write) {
         if (c->reading) {

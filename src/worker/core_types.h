@@ -458,7 +458,10 @@ struct client {
     bool mid_request;      /* the protocol is inside a request: keep reading (see
                               wn_client_can_parse); set by the protocol unit */
     bool close_on_write;   /* close once the queued writes are done */
-    bool unpaced;          /* read past the soft bounds (see wn_client_pace) */
+    bool unpaced;          /* read past the soft bounds (see WN_CLIENT_STALL_MS) */
+    segv_t backlog;        /* unpaced: replies copied out of their requests, next to write */
+    uint64_t backlog_bytes;
+    wn_buf_t *backlog_buf; /* the one being filled (a reference), or NULL */
     uint64_t stall_ms;     /* paused with a write that has not moved since (0: not) */
     size_t stall_queue;    /* that write's bytes libuv still had then */
     bool closing;
@@ -480,8 +483,8 @@ static inline bool wn_client_can_parse(const client_t *c)
 {
     if (c->closing || c->broken || c->overlimit || c->stop_parsing || c->held_by != NULL)
         return false;
-    return c->mid_request || c->unpaced ||
-           (c->inflight < WN_CLIENT_MAX_INFLIGHT && c->held < c->soft_limit);
+    return c->mid_request ||
+           (c->inflight < WN_CLIENT_MAX_INFLIGHT && (c->unpaced || c->held < c->soft_limit));
 }
 
 /*
@@ -489,11 +492,15 @@ static inline bool wn_client_can_parse(const client_t *c)
  * WN_CLIENT_STALL_MS is most likely blocked sending the rest of a pipeline
  * it writes whole before reading any reply (redis-py's pipeline, most
  * clients' batches): pausing it would wait for it forever, and it for
- * walnut. It is read on, "unpaced", until its next write completes; its
- * bound is then the pool's buffer limit with each request in flight's own
- * memory counted (a client that never reads is disconnected there, as
- * before at that limit). Watched by a worker timer while such a client
- * exists.
+ * walnut. It is read on, "unpaced", until its next write completes, with
+ * the replies of its requests done copied into a backlog of its own and
+ * the requests let go (held, each would keep alive a server read buffer it
+ * points into, 16 KiB shared with other clients' replies, for a few bytes
+ * of its own, and its slot): the 1,024 requests in flight still bound its
+ * reading, at the servers' pace, and the pool's buffer limit what it
+ * holds, backlog and requests' own memory counted (a client that never
+ * reads is disconnected there, as before at that limit).
+ * Watched by a worker timer while such a client exists.
  */
 #define WN_CLIENT_STALL_MS 1000
 void wn_client_pace_init(wn_worker_t *w);
