@@ -318,9 +318,19 @@ static bool arg_done(redis_client_t *c, wn_resp_req_parser_t *p)
  * follows what the client sent, not what its "*N" line announced. Counted
  * against the client as it grows.
  */
+static uint32_t args_next_cap(const redis_req_t *r)
+{
+    return WN_MIN(r->nargs, WN_MAX(r->args_cap * 2, 64u));
+}
+
+static uint64_t args_growth(const redis_req_t *r)
+{
+    return sizeof(redis_arg_t) * (uint64_t)(args_next_cap(r) - r->args_cap);
+}
+
 static bool args_grow(redis_req_t *r)
 {
-    uint32_t cap = WN_MIN(r->nargs, WN_MAX(r->args_cap * 2, 64u));
+    uint32_t cap = args_next_cap(r);
     redis_arg_t *args = realloc(r->r.owned, sizeof(redis_arg_t) * cap);
     if (args == NULL)
         return false;
@@ -336,17 +346,26 @@ static bool args_grow(redis_req_t *r)
 static bool start_arg(redis_client_t *c, wn_buf_t *b, uint32_t pos, const wn_resp_req_tok_t *tok)
 {
     redis_req_t *r = c->cur;
-    if (tok->arg >= r->args_cap && !args_grow(r))
+    c->data_left = tok->bulk_len + 2;
+    c->trailer[0] = c->trailer[1] = 0;
+    if (r->over_limit)
+        return true; /* read and dropped: nothing of it is kept */
+    bool grow = tok->arg >= r->args_cap;
+    /* What it will hold with this argument: its line, its bytes, the
+     * array's growth. */
+    if (!c->cur_swallow &&
+        r->r.acct + tok->line_len + tok->bulk_len + 2 + (grow ? args_growth(r) : 0) >
+            c->c.pool->buffer_limit) {
+        refuse_over_limit(c, r);
+        return true;
+    }
+    if (grow && !args_grow(r))
         return false;
     redis_arg_t *a = &r->args[tok->arg];
     a->len = (uint32_t)WN_MIN(tok->bulk_len, UINT32_MAX);
     a->val = NULL;
     a->hdr = tok->line_len;
     a->nsegs = 0;
-    c->data_left = tok->bulk_len + 2;
-    c->trailer[0] = c->trailer[1] = 0;
-    if (!c->cur_swallow && r->r.acct + tok->bulk_len > c->c.pool->buffer_limit)
-        refuse_over_limit(c, r);
     if (c->cur_swallow)
         return true;
     /* Joins the segment of the bytes before it when it follows them in the
@@ -371,7 +390,7 @@ static uint32_t take_payload(redis_client_t *c, wn_resp_req_parser_t *p, wn_buf_
         uint32_t room = WN_REDIS_NAME_MAX - c->name_len;
         memcpy(c->name + c->name_len, d, WN_MIN(payload, room));
         c->name_len += WN_MIN(payload, room);
-    } else if (r->cmd == NULL) {
+    } else if (r->cmd == NULL && !r->over_limit) {
         keep_errarg(c, d, payload, c->data_left == r->args[r->got].len + 2);
     }
     if (!c->cur_swallow && wn_req_out_push(&r->r, b, pos, take) < 0) {

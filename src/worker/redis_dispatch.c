@@ -102,14 +102,18 @@ static bool key_positions(const redis_req_t *r, uint32_t *first, uint32_t *last,
 
 /* The split's bookkeeping, kept by r. A request held (a suspect server)
  * and dispatched again reuses what it made the first time. */
+static size_t split_size(uint32_t nkeys, uint32_t nservers)
+{
+    uint32_t maxf = WN_MIN(nkeys, nservers);
+    return sizeof(redis_split_t) + sizeof(uint32_t) * (2 * (size_t)nkeys + maxf + 1 + nservers) +
+           sizeof(redis_item_t) * nkeys;
+}
+
 static redis_split_t *split_alloc(redis_req_t *r, uint32_t nkeys, uint32_t nservers)
 {
     redis_split_t *s = r->split;
     if (s == NULL || s->nkeys != nkeys || s->nservers != nservers) {
-        uint32_t maxf = WN_MIN(nkeys, nservers);
-        size_t size = sizeof(redis_split_t) +
-                      sizeof(uint32_t) * (2 * (size_t)nkeys + maxf + 1 + nservers) +
-                      sizeof(redis_item_t) * nkeys;
+        size_t size = split_size(nkeys, nservers);
         s = wn_scratch_alloc(r->r.pool->w, &r->r.keep, size);
         if (s == NULL)
             return NULL;
@@ -251,6 +255,12 @@ static bool dispatch_split(redis_client_t *c, redis_req_t *r, uint32_t per, redi
     uint32_t first = 1, nkeys = (r->nargs - 1) / per;
     if (nkeys > WN_REDIS_MAX_KEYS) {
         refuse(r, "too many keys: walnut splits up to ", "1000000", " keys");
+        return true;
+    }
+    /* Its bookkeeping would take it past the limit (the client would be
+     * cut with no word): refused. */
+    if (r->split == NULL && r->r.acct + split_size(nkeys, pool->nservers) > pool->buffer_limit) {
+        wn_redis_refuse_over_limit(r);
         return true;
     }
     uint32_t maxf = WN_MIN(nkeys, pool->nservers);

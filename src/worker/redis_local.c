@@ -447,17 +447,22 @@ static void answer_in_refused_tx(redis_client_t *c, redis_req_t *r)
     }
 }
 
+void wn_redis_refuse_over_limit(redis_req_t *r)
+{
+    char line[160];
+    int n = snprintf(line, sizeof(line),
+                     "-ERR walnut: the request is larger than the pool's client_buffer_limit "
+                     "(%llu bytes)\r\n",
+                     (unsigned long long)r->r.pool->buffer_limit);
+    wn_stat_add(WN_PSTAT(r->r.pool, request_errors), 1);
+    reply_error_len(r, line, n > 0 ? (size_t)n : 0);
+}
+
 void wn_redis_local(redis_client_t *c, redis_req_t *r)
 {
     const wn_rcmd_t *cmd = r->cmd;
     if (r->over_limit) {
-        char line[160];
-        int n = snprintf(line, sizeof(line),
-                         "-ERR walnut: the request is larger than the pool's client_buffer_limit "
-                         "(%llu bytes)\r\n",
-                         (unsigned long long)c->c.pool->buffer_limit);
-        wn_stat_add(WN_PSTAT(c->c.pool, request_errors), 1);
-        reply_error_len(r, line, n > 0 ? (size_t)n : 0);
+        wn_redis_refuse_over_limit(r);
         return;
     }
     if (c->tx_refused && (cmd == NULL || cmd->id != WN_RCMD_ID_QUIT)) {

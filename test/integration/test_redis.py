@@ -763,6 +763,18 @@ class TestRedis(RedisCase):
                              b"+OK\r\n" + err + err + b"$6\r\nbefore\r\n")
             c.request(resp("SET", k1, b"w" * (2 << 20)), b"+OK\r\n")
             c.request(resp("PING"), b"+PONG\r\n")
+            # Review: within the bytes of its own "$N" line and CRLF of the
+            # limit, and past it by the argument array's growth or a split's
+            # bookkeeping rather than by bytes, the client was still cut (and
+            # the earlier PONG lost).
+            edge = (4 << 20) - 40
+            c.send(resp("PING") + resp("SET", k0, b"e" * edge) + resp("PING"))
+            self.assertEqual(c.recv_until(b"+PONG\r\n" + err + b"+PONG\r\n"),
+                             b"+PONG\r\n" + err + b"+PONG\r\n")
+            for n in (200000, 85000):  # past it by the array; by the split
+                c.send(resp("PING") + resp("DEL", *[b"%x" % i for i in range(n)]) + resp("PING"))
+                self.assertEqual(c.recv_until(b"+PONG\r\n" + err + b"+PONG\r\n"),
+                                 b"+PONG\r\n" + err + b"+PONG\r\n", n)
         self.assertEqual(self.backends[1].call("STRLEN", k1), 2 << 20)
         self.assertNotIn("over client_buffer_limit", px.log())
 
