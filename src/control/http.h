@@ -45,7 +45,8 @@ typedef struct wn_http_limits {
                              * at it, no further pipelined request is read */
     size_t max_held;        /* rendered stats bodies held by responses not yet written,
                              * bytes: past it, a request gets the newest body of its kind
-                             * still held (older counters) instead of a new copy */
+                             * still held (older counters, at most 5 s) instead of a new
+                             * copy */
 } wn_http_limits_t;
 
 /* The defaults: 100 ms, 5 s, 30 s, 10 s, 1 s, 8 KiB, 64, 2 KiB, 4 KiB, 64, 1,

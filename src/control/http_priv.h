@@ -116,6 +116,7 @@ void http_conn_close(conn_t *c);
  * lim.max_held, later turns share it too (http_route.c). */
 struct http_body {
     wn_http_t *srv; /* borrowed: bodies go before their server (held) */
+    uint64_t made_ms; /* the loop's time when rendered */
     uint32_t refs;
     size_t len;
     char *text; /* owned */

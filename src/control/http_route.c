@@ -46,14 +46,21 @@ static const struct {
  * in this loop turn if there is one (the same moment's counters), else a
  * new one, kept for the rest of the turn and while a write holds it. When
  * another copy would take the bodies held past lim.max_held (clients that
- * do not read their responses), the one kept is answered again, with its
- * older counters: memory stays bounded, and a scrape still gets stats.
- * NULL on error (*err). */
+ * do not read their responses, or read them slowly), the one kept is
+ * answered again, with its older counters, if it is younger than
+ * HTTP_BODY_REUSE_MS: memory stays bounded, and a scrape still gets stats.
+ * An older one is not: stats that stop moving would mislead, so a slow
+ * reader holding on costs one more copy per HTTP_BODY_REUSE_MS at most
+ * (and its slot). NULL on error (*err). */
+#define HTTP_BODY_REUSE_MS 5000
+
 static http_body_t *rendered(wn_http_t *srv, int kind, int *err)
 {
     http_body_t *kept = srv->bodies[kind];
+    uint64_t now = uv_now(srv->loop);
     if (kept != NULL &&
-        (srv->bodies_turn[kind] == srv->turns || srv->held + kept->len > srv->lim.max_held)) {
+        (srv->bodies_turn[kind] == srv->turns ||
+         (srv->held + kept->len > srv->lim.max_held && now - kept->made_ms < HTTP_BODY_REUSE_MS))) {
         kept->refs++;
         return kept;
     }
@@ -86,6 +93,7 @@ static http_body_t *rendered(wn_http_t *srv, int kind, int *err)
         return NULL;
     }
     b->srv = srv;
+    b->made_ms = now;
     b->refs = 2; /* the caller's and the turn's */
     b->len = len;
     b->text = text;

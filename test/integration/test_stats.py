@@ -116,8 +116,8 @@ def get_json(port, path="/stats"):
     return json.loads(body)
 
 
-def get_metrics(port):
-    status, hdrs, body = http_request(port, "/metrics")
+def get_metrics(port, timeout=10.0):
+    status, hdrs, body = http_request(port, "/metrics", timeout=timeout)
     if status != 200:
         raise AssertionError("GET /metrics: %d %r" % (status, body[:300]))
     return body.decode("utf-8")
@@ -1559,6 +1559,60 @@ class TestHealthz(StatsCase):
         after = get_metrics(p.stats_port)
         self.assertGreater(metric_value(after, "walnut_pool_requests_total", pool="alpha"),
                            metric_value(first, "walnut_pool_requests_total", pool="alpha"))
+
+    def test_stats_keep_moving_beside_slow_readers(self):
+        """Eight clients read a 6 MB /metrics at 100 KB/s: past the 32 MiB of
+        bodies held, every scrape got the body still held by them, so /metrics
+        and the JSON stopped moving for as long as the slow readers went on (a
+        minute here; review of cb50e60). Expected: a body held is answered
+        again for 5 s at most; after that a scrape renders afresh."""
+        tmp = self.tmpdir()
+        mcs = self.start_memcached(tmp, n=1)
+        servers = ["%s:1 s%04d" % (mcs[0].addr, i) for i in range(2000)]
+        p = self.proxy(tmp, {"alpha": h.pool(servers)}, workers=1)
+        slow = []
+        self.addCleanup(lambda: [s.close() for s in slow])
+        for _ in range(8):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            s.settimeout(10)
+            s.connect((HOST, p.stats_port))
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            slow.append(s)
+            time.sleep(0.05)
+        stop = threading.Event()
+
+        def trickle():
+            while not stop.is_set():
+                for s in slow:
+                    try:
+                        s.recv(50000)
+                    except OSError:
+                        pass
+                time.sleep(0.5)
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        self.addCleanup(t.join, 5)
+        self.addCleanup(stop.set)
+        time.sleep(1.0)
+        sent, seen, t0, scrape = [], [], time.monotonic(), 0.0
+        while time.monotonic() < t0 + 16:
+            with h.Raw(p.port()) as c:
+                c.request(b"get k\r\n", b"END\r\n")
+            sent.append(time.monotonic())
+            value = metric_value(get_metrics(p.stats_port, timeout=30),
+                                 "walnut_pool_requests_total", pool="alpha")
+            seen.append((time.monotonic(), int(value)))
+            scrape = max(scrape, seen[-1][0] - sent[-1])
+            time.sleep(0.3)
+        stop.set()
+        # How old each scrape's count was: since the request after the last
+        # one it counts (5 s of reuse, the scrape itself, and a turn's slack).
+        ages = [at - sent[n] for at, n in seen if n < len(sent)]
+        sys.stderr.write("  [measured] oldest /metrics beside 8 slow readers: %.1f s "
+                         "(longest scrape %.1f s)\n" % (max(ages), scrape))
+        self.assertLess(max(ages), 5.0 + 1.5 + scrape, seen)
+        self.assertTrue(all(s.fileno() >= 0 for s in slow))
 
     def test_healthz_names_a_wedged_worker(self):
         """A worker whose loop stops answering control makes /healthz 503, naming it."""
