@@ -298,6 +298,7 @@ static void on_written(void *arg, int status, uint64_t bytes)
     client_t *c = arg; /* valid: libuv runs write callbacks before close callbacks */
     c->writes--;
     c->unpaced = false; /* it reads: its bounds apply again */
+    c->stall_ms = 0;
     c->pending -= bytes;
     c->held -= bytes;
     if (status < 0)
