@@ -411,9 +411,11 @@ static int write_ready(client_t *c)
         return (int)queued;
     /* Written or queued with references of their own: the backlog and the
      * requests can go, and a streaming head lets go of what it has sent. */
-    released += c->backlog_bytes;
-    c->backlog_bytes = 0;
-    wn_segv_clear(&c->backlog);
+    if (c->backlog.n > 0) {
+        released += c->backlog_bytes;
+        c->backlog_bytes = 0;
+        wn_segv_clear(&c->backlog);
+    }
     while (c->head != NULL) {
         r = c->head;
         if (!r->done) {
