@@ -312,6 +312,23 @@ static bool finished(const client_t *c)
     return c->eof && c->head == NULL && c->held_by == NULL && c->writes == 0 && c->backlog.n == 0;
 }
 
+/* c's head request is answered (its reply written, queued or copied): it
+ * leaves c. Returns what it held, for the caller to release. */
+static uint64_t pop_answered(client_t *c)
+{
+    req_t *r = c->head;
+    c->head = r->next;
+    if (c->head == NULL)
+        c->tail = NULL;
+    r->next = NULL;
+    uint64_t held = r->acct;
+    r->acct = 0;
+    r->client = NULL;
+    c->inflight--;
+    wn_req_unref(r);
+    return held;
+}
+
 /* Room for n more bytes in c's backlog buffer (a new one when it is full:
  * the one filled so far stays referenced by the backlog's segments). */
 static wn_buf_t *backlog_room(client_t *c, size_t n)
@@ -357,15 +374,7 @@ static void compact_ready(client_t *c)
             }
             copied += len;
         }
-        c->head = r->next;
-        if (c->head == NULL)
-            c->tail = NULL;
-        r->next = NULL;
-        released += r->acct;
-        r->acct = 0;
-        r->client = NULL;
-        c->inflight--;
-        wn_req_unref(r);
+        released += pop_answered(c);
     }
     c->backlog_bytes += copied;
     c->held -= WN_MIN(released, c->held);
@@ -433,15 +442,7 @@ static int write_ready(client_t *c)
             break;
         }
         bool last = r->close_after;
-        c->head = r->next;
-        if (c->head == NULL)
-            c->tail = NULL;
-        r->next = NULL;
-        released += r->acct;
-        r->acct = 0;
-        r->client = NULL;
-        c->inflight--;
-        wn_req_unref(r);
+        released += pop_answered(c);
         if (last)
             break;
     }
