@@ -170,7 +170,8 @@ void wn_redis_forward(client_t *c, server_rt_t *s, req_t *r);
 
 /* redis_local.c: PING ECHO QUIT SELECT AUTH HELLO CLIENT. */
 void wn_redis_local(redis_client_t *c, redis_req_t *r);
-/* Answer r: larger than its pool's client_buffer_limit, it did not run. */
+/* Answer r: larger than its pool's client_buffer_limit, it did not run
+ * (redis_client.c). */
 void wn_redis_refuse_over_limit(redis_req_t *r);
 
 /* redis_server.c */

@@ -82,6 +82,17 @@ void wn_redis_reply(redis_req_t *r, const char *text, size_t len)
     wn_req_reply(&r->r, text, len);
 }
 
+void wn_redis_refuse_over_limit(redis_req_t *r)
+{
+    char line[160];
+    int n = snprintf(line, sizeof(line),
+                     "-ERR walnut: the request is larger than the pool's client_buffer_limit "
+                     "(%llu bytes)\r\n",
+                     (unsigned long long)r->r.pool->buffer_limit);
+    wn_stat_add(WN_PSTAT(r->r.pool, request_errors), 1);
+    wn_redis_reply(r, line, n > 0 ? (size_t)n : 0);
+}
+
 /* A line walnut answers with, queued in order like any other reply. */
 static void answer_line(redis_client_t *c, const char *text, size_t len, bool close_after)
 {

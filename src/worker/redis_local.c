@@ -447,17 +447,6 @@ static void answer_in_refused_tx(redis_client_t *c, redis_req_t *r)
     }
 }
 
-void wn_redis_refuse_over_limit(redis_req_t *r)
-{
-    char line[160];
-    int n = snprintf(line, sizeof(line),
-                     "-ERR walnut: the request is larger than the pool's client_buffer_limit "
-                     "(%llu bytes)\r\n",
-                     (unsigned long long)r->r.pool->buffer_limit);
-    wn_stat_add(WN_PSTAT(r->r.pool, request_errors), 1);
-    reply_error_len(r, line, n > 0 ? (size_t)n : 0);
-}
-
 void wn_redis_local(redis_client_t *c, redis_req_t *r)
 {
     const wn_rcmd_t *cmd = r->cmd;

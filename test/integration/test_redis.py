@@ -775,6 +775,10 @@ class TestRedis(RedisCase):
                 c.send(resp("PING") + resp("DEL", *[b"%x" % i for i in range(n)]) + resp("PING"))
                 self.assertEqual(c.recv_until(b"+PONG\r\n" + err + b"+PONG\r\n"),
                                  b"+PONG\r\n" + err + b"+PONG\r\n", n)
+        with h.Raw(px.stats_port, timeout=10) as st:
+            st.send(b"GET /stats HTTP/1.0\r\n\r\n")
+            body = st.recv_until_closed().split(b"\r\n\r\n", 1)[1]
+        self.assertEqual(json.loads(body)["lim"]["request_errors"], 5, "each refusal once")
         self.assertEqual(self.backends[1].call("STRLEN", k1), 2 << 20)
         self.assertNotIn("over client_buffer_limit", px.log())
 
