@@ -424,6 +424,8 @@ static int write_ready(client_t *c)
         released += c->backlog_bytes;
         c->backlog_bytes = 0;
         wn_segv_clear(&c->backlog);
+        wn_buf_unref(c->backlog_buf); /* not held while there is no backlog */
+        c->backlog_buf = NULL;
     }
     while (c->head != NULL) {
         r = c->head;

@@ -99,6 +99,7 @@ typedef struct redis_client {
     wn_resp_req_parser_t parser;
     redis_req_t *cur;        /* the request being received (one reference) */
     bool cur_swallow;        /* its args are read and dropped (answered locally) */
+    bool arg_start;          /* the current arg's first payload bytes come next */
     uint64_t data_left;      /* payload + "\r\n" bytes of the current arg still to come */
     char trailer[2];
     char name[WN_REDIS_NAME_MAX]; /* arg 0 as sent, cut */

@@ -264,7 +264,7 @@ static void command_known(redis_client_t *c, redis_req_t *r)
                          c->tx_refused; /* the body of a refused transaction runs nowhere */
     if (cmd != NULL)
         wn_stat_add(&c->c.pool->stats->cmds[cmd->id], 1);
-    if (answered_here) {
+    if (answered_here && !c->cur_swallow) {
         /* Read the rest and drop it: nothing of it is forwarded. */
         c->cur_swallow = true;
         r->r.kind = REQ_LOCAL;
@@ -361,12 +361,16 @@ static bool start_arg(redis_client_t *c, wn_buf_t *b, uint32_t pos, const wn_res
     c->trailer[0] = c->trailer[1] = 0;
     if (r->over_limit)
         return true; /* read and dropped: nothing of it is kept */
+    c->arg_start = true;
+    if (c->cur_swallow)
+        return true; /* answered here: nothing of it is kept, not even its place */
     bool grow = tok->arg >= r->args_cap;
     /* What it will hold with this argument: its line, its bytes, the
-     * array's growth. */
-    if (!c->cur_swallow &&
-        r->r.acct + tok->line_len + tok->bulk_len + 2 + (grow ? args_growth(r) : 0) >
-            c->c.pool->buffer_limit) {
+     * array's growth, and a copy of it if it is a key split over buffers
+     * (settle_value; counted for any argument that could be one). */
+    if (r->r.acct + tok->line_len + tok->bulk_len + 2 + (grow ? args_growth(r) : 0) +
+            WN_MIN(tok->bulk_len, WN_REDIS_MAX_KEY) >
+        c->c.pool->buffer_limit) {
         refuse_over_limit(c, r);
         return true;
     }
@@ -377,8 +381,6 @@ static bool start_arg(redis_client_t *c, wn_buf_t *b, uint32_t pos, const wn_res
     a->val = NULL;
     a->hdr = tok->line_len;
     a->nsegs = 0;
-    if (c->cur_swallow)
-        return true;
     /* Joins the segment of the bytes before it when it follows them in the
      * same buffer: a request read whole is one segment. */
     if (wn_req_out_push(&r->r, b, pos, tok->line_len) < 0)
@@ -402,8 +404,9 @@ static uint32_t take_payload(redis_client_t *c, wn_resp_req_parser_t *p, wn_buf_
         memcpy(c->name + c->name_len, d, WN_MIN(payload, room));
         c->name_len += WN_MIN(payload, room);
     } else if (r->cmd == NULL && !r->over_limit) {
-        keep_errarg(c, d, payload, c->data_left == r->args[r->got].len + 2);
+        keep_errarg(c, d, payload, c->arg_start);
     }
+    c->arg_start = false;
     if (!c->cur_swallow && wn_req_out_push(&r->r, b, pos, take) < 0) {
         c->c.broken = true;
         wn_client_mark(&c->c);

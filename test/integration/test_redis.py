@@ -775,10 +775,19 @@ class TestRedis(RedisCase):
                 c.send(resp("PING") + resp("DEL", *[b"%x" % i for i in range(n)]) + resp("PING"))
                 self.assertEqual(c.recv_until(b"+PONG\r\n" + err + b"+PONG\r\n"),
                                  b"+PONG\r\n" + err + b"+PONG\r\n", n)
+            # Answered here (unknown, wrong arity): read and dropped; their
+            # argument arrays grew and counted, and took the client past the
+            # limit (second review).
+            many = [b"k"] * 200000
+            c.send(resp("PING") + resp("NOSUCHCMD", *many) + resp("GET", *many) + resp("PING"))
+            got = c.recv_until(b"command\r\n+PONG\r\n")
+            self.assertRegex(got, rb"^\+PONG\r\n-ERR unknown command 'NOSUCHCMD', with args "
+                             rb"beginning with: ('k' )+\r\n-ERR wrong number of arguments for "
+                             rb"'get' command\r\n\+PONG\r\n$")
         with h.Raw(px.stats_port, timeout=10) as st:
             st.send(b"GET /stats HTTP/1.0\r\n\r\n")
             body = st.recv_until_closed().split(b"\r\n\r\n", 1)[1]
-        self.assertEqual(json.loads(body)["lim"]["request_errors"], 5, "each refusal once")
+        self.assertEqual(json.loads(body)["lim"]["request_errors"], 7, "each refusal once")
         self.assertEqual(self.backends[1].call("STRLEN", k1), 2 << 20)
         self.assertNotIn("over client_buffer_limit", px.log())
 
