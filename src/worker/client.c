@@ -84,25 +84,6 @@ static void pace_watch(client_t *c)
         uv_timer_start(t, on_pace, WN_CLIENT_STALL_MS / 4, WN_CLIENT_STALL_MS / 4);
 }
 
-/* Unpaced, the buffer limit bounds what is held and each request in flight
- * (its own memory: the 1,024 bound no longer applies), counted at its slot
- * plus REQ_EXTRA for its vectors, its reply's scratch and the allocator,
- * with room to spare (measured: ~770 bytes of RSS a request for a 600-byte
- * slot, a pipeline of `mn` never read). */
-#define REQ_EXTRA 400
-
-static void unpaced_bound(client_t *c)
-{
-    if (!c->unpaced)
-        return;
-    uint64_t total = c->held + (uint64_t)c->inflight * (c->w->req_size + REQ_EXTRA);
-    if (!c->overlimit && total > c->pool->buffer_limit) {
-        c->overlimit = true;
-        c->held_over = total;
-        wn_client_mark(c);
-    }
-}
-
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
@@ -130,7 +111,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->in.pos = c->in.buf->len;
     } else {
         wn_proto_client_parse(c);
-        unpaced_bound(c);
     }
     if (c->reading && !wn_client_can_parse(c)) {
         uv_read_stop(s);
@@ -379,6 +359,13 @@ static void compact_ready(client_t *c)
     c->backlog_bytes += copied;
     c->held -= WN_MIN(released, c->held);
     c->held += copied;
+    /* As a request's bytes are counted (request.c): past the limit, the
+     * flush disconnects it. */
+    if (c->held > c->pool->buffer_limit && !c->overlimit) {
+        c->overlimit = true;
+        c->held_over = c->held;
+        wn_client_mark(c);
+    }
 }
 
 /* Write every reply ready at the head of c's FIFO, in order, in one write;
@@ -560,7 +547,6 @@ void wn_client_flush(client_t *c)
         /* Half-closed with complete requests still buffered (held earlier). */
         wn_proto_client_parse(c);
     }
-    unpaced_bound(c);
     if (c->reading && !wn_client_can_parse(c)) {
         uv_read_stop(&c->h.stream);
         c->reading = false;

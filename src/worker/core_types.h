@@ -498,8 +498,8 @@ static inline bool wn_client_can_parse(const client_t *c)
  * points into, 16 KiB shared with other clients' replies, for a few bytes
  * of its own, and its slot): the 1,024 requests in flight still bound its
  * reading, at the servers' pace, and the pool's buffer limit what it
- * holds, backlog and requests' own memory counted (a client that never
- * reads is disconnected there, as before at that limit).
+ * holds, the backlog counted with the rest (a client that never reads is
+ * disconnected there, as before at that limit).
  * Watched by a worker timer while such a client exists.
  */
 #define WN_CLIENT_STALL_MS 1000
