@@ -275,6 +275,10 @@ static int take_line(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
     int rc = 0;
     bool ok = true;
     if (r->kind == REQ_INTERNAL) {
+        /* AUTH and SELECT answer a status or an error: anything else is
+         * not their reply (shifted, or not a Redis server). */
+        if (tok->depth != 0 || (tok->type != '+' && tok->type != '-'))
+            return WN_EPROTO;
         ok = internal_reply(s, rr, line, tok);
     } else if (r->kind == REQ_FRAGMENT) {
         rc = fragment_line(rr, b, pos, tok);

@@ -4,7 +4,8 @@ Redis path (RESP from clients, replies from servers, split/merge, local
 commands, the client_buffer_limit accounting of bytes queued for a server).
 
 Each test is a minimal reproducer: it failed on the code it was written
-against (test_01 to test_04: 3fc1c73; test_05: bd06498~1; test_06: 9d2cf8f),
+against (test_01 to test_04: 3fc1c73; test_05: bd06498~1; test_06: 9d2cf8f; test_08:
+196e933),
 and its docstring says what it expects and what walnut did instead. Each now
 guards its fix. Misbehaving servers are small fakes defined here (subclasses
 of fakes.FakeRedis); everything else is a real redis-server.
@@ -313,6 +314,34 @@ class TestClientsCannotFailServers(AdversarialRedisCase):
             body = st.recv_until_closed().split(b"\r\n\r\n", 1)[1]
         pool = json.loads(body)[next(iter(px.pools))]
         self.assertEqual(pool["server_ejects"], 0, "ejections in walnut's stats")
+        self.assertAlive(px)
+        px.stop()
+
+
+class TestHandshakeReplies(AdversarialRedisCase):
+
+    def test_08_auth_answered_with_a_bulk_is_a_protocol_error(self):
+        """walnut's AUTH (redis_auth) may only be answered with a status or an
+        error line. A server that answers it with a bulk string ("$2 OK") is
+        not answering that AUTH: its replies are shifted or it is not Redis.
+        walnut logged "answered walnut's AUTH with: $2", counted a failure,
+        then counted the bulk's end as a success and ran the client's requests
+        on that connection (the SET below reached the server). Expected: a
+        reply that does not match its request, like any other: the connection
+        is closed with the usual warning, the client's request is answered
+        with an error and never written, a server error is counted."""
+        fake = self.fake(ScriptRedis({b"AUTH": b"$2\r\nOK\r\n"}, name="bulk-auth"))
+        px = self.proxy([fake], timeout=2000, redis_auth="s3cr3t-pw", health_check_interval=0)
+        c = self.raw(px.port(), timeout=5)
+        c.request(resp("AUTH", "s3cr3t-pw"), b"+OK\r\n")
+        c.send(resp("SET", "k", "v"))
+        self.assertRegex(c.recv_resp(), rb"^-ERR [^\r\n]+\r\n$", "the SET behind the AUTH")
+        self.assertEqual([a for _, a in fake.requests()], [],
+                         "requests written on a connection whose AUTH was not answered")
+        log = h.wait_until(lambda: (lambda t: t if "does not match its request" in t else None)(
+            h.read_text(px.log_path)), deadline=5, what="the mismatch warning")
+        self.assertNotIn("answered walnut's AUTH", log)
+        self.assertNotIn("s3cr3t", log, "the password in the log")
         self.assertAlive(px)
         px.stop()
 
