@@ -310,8 +310,11 @@ static uint64_t pop_answered(client_t *c)
 }
 
 /* Room for n more bytes in c's backlog buffer (a new one when it is full:
- * the one filled so far stays referenced by the backlog's segments). */
-static wn_buf_t *backlog_room(client_t *c, size_t n)
+ * the one filled so far stays referenced by the backlog's segments). A new
+ * buffer's whole size is added to *taken: a reply just over half a chunk
+ * leaves the rest of its chunk unused, and what the backlog holds is what
+ * counts against the client. */
+static wn_buf_t *backlog_room(client_t *c, size_t n, uint64_t *taken)
 {
     wn_buf_t *b = c->backlog_buf;
     if (b != NULL && b->cap - b->len >= n)
@@ -321,6 +324,7 @@ static wn_buf_t *backlog_room(client_t *c, size_t n)
         return NULL;
     wn_buf_unref(b);
     c->backlog_buf = nb;
+    *taken += nb->cap;
     return nb;
 }
 
@@ -331,7 +335,7 @@ static wn_buf_t *backlog_room(client_t *c, size_t n)
  * with their requests, as before). */
 static void compact_ready(client_t *c)
 {
-    uint64_t released = 0, copied = 0;
+    uint64_t released = 0, taken = 0;
     while (c->head != NULL && c->head->done && !c->head->close_after) {
         req_t *r = c->head;
         uint64_t len = 0;
@@ -339,7 +343,7 @@ static void compact_ready(client_t *c)
             for (uint32_t i = r->rsp_sent; i < r->rsp.n; i++)
                 len += r->rsp.v[i].len;
         if (len > 0) {
-            wn_buf_t *b = len <= UINT32_MAX ? backlog_room(c, len) : NULL;
+            wn_buf_t *b = len <= UINT32_MAX ? backlog_room(c, len, &taken) : NULL;
             if (b == NULL)
                 break;
             uint32_t at = b->len;
@@ -352,13 +356,12 @@ static void compact_ready(client_t *c)
                 b->len = at;
                 break;
             }
-            copied += len;
         }
         released += pop_answered(c);
     }
-    c->backlog_bytes += copied;
+    c->backlog_bytes += taken;
     c->held -= WN_MIN(released, c->held);
-    c->held += copied;
+    c->held += taken;
     /* As a request's bytes are counted (request.c): past the limit, the
      * flush disconnects it. */
     if (c->held > c->pool->buffer_limit && !c->overlimit) {
@@ -407,7 +410,7 @@ static int write_ready(client_t *c)
         return (int)queued;
     /* Written or queued with references of their own: the backlog and the
      * requests can go, and a streaming head lets go of what it has sent. */
-    if (c->backlog.n > 0) {
+    if (c->backlog_buf != NULL) {
         released += c->backlog_bytes;
         c->backlog_bytes = 0;
         wn_segv_clear(&c->backlog);

@@ -460,7 +460,7 @@ struct client {
     bool close_on_write;   /* close once the queued writes are done */
     bool unpaced;          /* read past the soft bounds (see WN_CLIENT_STALL_MS) */
     segv_t backlog;        /* unpaced: replies copied out of their requests, next to write */
-    uint64_t backlog_bytes;
+    uint64_t backlog_bytes; /* the sizes of the buffers it took, counted in held */
     wn_buf_t *backlog_buf; /* the one being filled (a reference), or NULL */
     uint64_t stall_ms;     /* paused with a write that has not moved since (0: not) */
     size_t stall_queue;    /* that write's bytes libuv still had then */

@@ -871,6 +871,56 @@ class TestRedis(RedisCase):
                 got += len(d)
         self.assertNotIn("over client_buffer_limit", px.log())
 
+    def test_backlog_counts_the_buffers_it_takes(self):
+        """An unpaced client's backlog copies each reply whole into 16 KiB
+        chunks, counting only the reply's bytes: replies just over half a
+        chunk (GETs of 8,200 bytes) each took a chunk of their own, so a client
+        that never reads held up to twice its limit before it was cut (peak RSS
+        growth 14.2 MiB at an 8 MiB limit on 196e933; 7.4 MiB with the fix). Expected: what the backlog
+        takes is what counts, so the client is cut near its limit (growth
+        within 1.4x of it, as for small replies in test_hostile's test_04d)."""
+        if h.sanitized():
+            self.skipTest("RSS under a sanitizer means little, and the load is slow")
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        r = h.RedisServer(tmp, name="waste").start()
+        self.addCleanup(r.stop)
+        limit = 8 << 20
+        px = self.start_proxy(tmp, {"p": h.pool([r], redis=True, server_connections=1,
+                                                client_buffer_limit=limit)},
+                              workers=1, name="waste")
+        self.addCleanup(px.stop, check=False)
+        r.call("SET", "v", "w" * 8200)
+        base = h.rss(px.pid)
+        a = socket.socket()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        a.connect((h.HOST, px.port()))
+        a.settimeout(0.5)
+        self.addCleanup(a.close)
+        # Paused past a quarter of its limit; unpaced once its write has
+        # stalled for a second; then a few requests at a time, so that what
+        # it holds is its backlog, not a burst of replies with their requests.
+        a.sendall(resp("GET", "v") * 300)
+        time.sleep(2.0)
+        batch = resp("GET", "v") * 4
+        peak, cut, end = 0, False, time.monotonic() + 20
+        while time.monotonic() < end:
+            try:
+                a.send(batch)
+            except socket.timeout:
+                pass
+            except (ConnectionResetError, BrokenPipeError):
+                cut = True
+                break
+            peak = max(peak, h.rss(px.pid))
+            time.sleep(0.002)
+        grew = peak - base
+        sys.stderr.write("  [measured] RSS growth, a client never reading 8,200-byte GETs, "
+                         "limit 8 MiB: %.1f MiB (cut: %s)\n" % (grew / (1 << 20), cut))
+        self.assertTrue(cut or "over client_buffer_limit" in px.log(),
+                        "the client was not cut at its limit in 20 s")
+        self.assertLess(grew, 1.4 * limit)
+
     def test_copies_for_a_stalled_server_stay_counted(self):
         """A SCRIPT LOAD's bytes count against its client until every server's
         copy is written. They stopped counting once the first server's copy was
