@@ -262,6 +262,7 @@ static void respond_raw(conn_t *c)
 {
     c->mode = MODE_RAW;
     c->done = true;
+    c->word_only = false;
     c->srv->counters.twemproxy++;
     int err = 0;
     http_body_t *body = http_render_raw(c->srv, &err);
@@ -524,6 +525,8 @@ static uint64_t deadline_of(const conn_t *c)
         return c->linger_start_ms + WN_MIN(lim->linger_ms, yield);
     if (c->mode == MODE_FIRST)
         return c->accepted_ms + WN_MIN(lim->first_byte_ms, yield);
+    if (c->word_only)
+        return c->word_ms + WN_MIN(lim->first_byte_ms, yield);
     /* A request must arrive whole within request_ms of its first byte,
      * however slowly it trickles in; a response must make progress every
      * write_ms (on_timer looks at what is still queued); an idle keep-alive
@@ -564,6 +567,13 @@ static void on_timer(uv_timer_t *t)
             return;
         }
         /* Silent since it connected: twemproxy's stats protocol. */
+        respond_raw(c);
+        drive(c);
+        return;
+    }
+    if (c->word_only && now_ms(c) >= deadline_of(c)) {
+        /* One word and silence (`STATS` with no line end, no EOF): an HTTP
+         * client sends its request line whole. twemproxy's protocol. */
         respond_raw(c);
         drive(c);
         return;
@@ -641,6 +651,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         raw = letters < (size_t)nread && c->buf[c->len + letters] != ' ';
         c->word_only = letters == (size_t)nread;
     }
+    if (c->word_only)
+        c->word_ms = now_ms(c);
     /* (no method is this long) */
     if (raw || (c->word_only && c->len + (size_t)nread > 32)) {
         respond_raw(c);

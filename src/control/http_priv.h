@@ -85,6 +85,7 @@ struct conn {
     uint32_t head_bytes, nheaders, body_bytes;
     uint32_t pending;         /* writes queued, callbacks not run */
     uint64_t accepted_ms, req_start_ms, idle_since_ms, write_progress_ms, linger_start_ms;
+    uint64_t word_ms;          /* word_only: when its last letters came */
     size_t queued_at_progress; /* bytes libuv still had to write at write_progress_ms */
     size_t url_len;
     char *url;                /* owned, [lim.max_url] */

@@ -1054,6 +1054,16 @@ class TestTwemproxyProtocol(StatsCase):
                     pass
                 self.assertTrue(c.buf.startswith(b"{") and c.buf.endswith(b"}\n"),
                                 (later, h.show(c.buf)))
+        # One word, no line end, no EOF: the JSON after the first-byte wait
+        # (100 ms), not the request deadline (5 s) and a close.
+        with h.Raw(p.stats_port, timeout=10) as c:
+            t0 = time.monotonic()
+            c.send(b"STATS")
+            while c._fill(time.monotonic() + 10):
+                pass
+            took = time.monotonic() - t0
+            self.assertTrue(c.buf.startswith(b"{") and c.buf.endswith(b"}\n"), h.show(c.buf))
+            self.assertLess(took, 2.5, "answered after %.1f s" % took)
         # A word longer than any method, never ended: the JSON, not a wait.
         with h.Raw(p.stats_port, timeout=10) as c:
             c.send(b"S" * 20)
@@ -1285,13 +1295,16 @@ class TestHttp(StatsCase):
         self.assertEqual(status, 200)
 
     def test_slowloris_closed_within_request_timeout(self):
-        # One byte a second: a request must be whole 5 s after its first byte.
+        # One byte a second after the method: a request must be whole 5 s
+        # after its first byte. (A lone word and silence is twemproxy's
+        # protocol, answered with the JSON: test_raw_client_gets_json_then_eof.)
         req = b"GET /stats HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 40 + b"\r\n\r\n"
         with h.Raw(self.sport) as c:
             t0 = time.monotonic()
-            closed_at, i = None, 0
+            c.sock.sendall(req[:4])
+            closed_at, i = None, 4
             c.sock.settimeout(1.0)
-            while i < 15:          # at most 15 s
+            while i < 19:          # at most 15 s
                 try:
                     c.sock.sendall(req[i:i + 1])
                 except (BrokenPipeError, ConnectionResetError):
@@ -1309,7 +1322,7 @@ class TestHttp(StatsCase):
                 except ConnectionResetError:
                     closed_at = time.monotonic()
                     break
-                if i == 2:
+                if i == 6:
                     # Meanwhile everyone else is served.
                     status, _, _ = http_request(self.sport, "/healthz")
                     self.assertEqual(status, 200)
