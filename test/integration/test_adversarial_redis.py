@@ -4,9 +4,8 @@ Redis path (RESP from clients, replies from servers, split/merge, local
 commands, the client_buffer_limit accounting of bytes queued for a server).
 
 Each test is a minimal reproducer: it failed on the code it was written
-against (test_01 to test_04: 3fc1c73; test_05: bd06498~1; test_06: 9d2cf8f; test_08:
-196e933),
-and its docstring says what it expects and what walnut did instead. Each now
+against (test_01 to test_04: 3fc1c73; test_05: bd06498~1; test_06: 9d2cf8f;
+test_08: 196e933), and its docstring says what it expects and what walnut did instead. Each now
 guards its fix. Misbehaving servers are small fakes defined here (subclasses
 of fakes.FakeRedis); everything else is a real redis-server.
 

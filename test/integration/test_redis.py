@@ -791,6 +791,27 @@ class TestRedis(RedisCase):
         self.assertEqual(self.backends[1].call("STRLEN", k1), 2 << 20)
         self.assertNotIn("over client_buffer_limit", px.log())
 
+    def never_reading_client(self, name, limit):
+        """A redis-server, walnut in front of it (one server connection, the
+        given client_buffer_limit) and a raw client with a small receive
+        buffer; skips under sanitizers (RSS means little there)."""
+        if h.sanitized():
+            self.skipTest("RSS under a sanitizer means little, and the load is slow")
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        r = h.RedisServer(tmp, name=name).start()
+        self.addCleanup(r.stop)
+        px = self.start_proxy(tmp, {"p": h.pool([r], redis=True, server_connections=1,
+                                                client_buffer_limit=limit)},
+                              workers=1, name=name)
+        self.addCleanup(px.stop, check=False)
+        a = socket.socket()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        a.connect((h.HOST, px.port()))
+        a.settimeout(0.5)
+        self.addCleanup(a.close)
+        return r, px, a
+
     def test_pipeline_written_whole_and_a_reader_that_never_reads(self):
         """Clients read on while their reply write does not move (9a8f0e0) held
         each completed reply with its request, pointing into the server's 16 KiB
@@ -802,27 +823,13 @@ class TestRedis(RedisCase):
         compact backlog of the client's; RSS growth within a small multiple of
         the limit; 300,000 GETs of 100 bytes written whole before reading are
         answered."""
-        if h.sanitized():
-            self.skipTest("RSS under a sanitizer means little, and the load is slow")
-        tmp = h.TempDir()
-        self.addCleanup(tmp.cleanup)
-        r = h.RedisServer(tmp, name="pin").start()
-        self.addCleanup(r.stop)
         limit = 16 << 20
-        px = self.start_proxy(tmp, {"p": h.pool([r], redis=True, server_connections=1,
-                                                client_buffer_limit=limit)},
-                              workers=1, name="pin")
-        self.addCleanup(px.stop, check=False)
+        r, px, a = self.never_reading_client("pin", limit)
         r.call("SET", "big", "b" * 8000)
         r.call("SET", "mid", "m" * 65536)
         r.call("SET", "s", "v")
         r.call("SET", "h", "h" * 100)
         base = h.rss(px.pid)
-        a = socket.socket()
-        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        a.connect((h.HOST, px.port()))
-        a.settimeout(0.5)
-        self.addCleanup(a.close)
         for _ in range(80):  # its write stalls; a second later it is read on
             a.sendall(resp("GET", "mid"))
         time.sleep(2.0)
@@ -876,27 +883,13 @@ class TestRedis(RedisCase):
         chunks, counting only the reply's bytes: replies just over half a
         chunk (GETs of 8,200 bytes) each took a chunk of their own, so a client
         that never reads held up to twice its limit before it was cut (peak RSS
-        growth 14.2 MiB at an 8 MiB limit on 196e933; 7.4 MiB with the fix). Expected: what the backlog
-        takes is what counts, so the client is cut near its limit (growth
+        growth 14.2 MiB at an 8 MiB limit on 196e933; 7.4 MiB with the fix).
+        Expected: what the backlog takes is what counts, so the client is cut near its limit (growth
         within 1.4x of it, as for small replies in test_hostile's test_04d)."""
-        if h.sanitized():
-            self.skipTest("RSS under a sanitizer means little, and the load is slow")
-        tmp = h.TempDir()
-        self.addCleanup(tmp.cleanup)
-        r = h.RedisServer(tmp, name="waste").start()
-        self.addCleanup(r.stop)
         limit = 8 << 20
-        px = self.start_proxy(tmp, {"p": h.pool([r], redis=True, server_connections=1,
-                                                client_buffer_limit=limit)},
-                              workers=1, name="waste")
-        self.addCleanup(px.stop, check=False)
+        r, px, a = self.never_reading_client("waste", limit)
         r.call("SET", "v", "w" * 8200)
         base = h.rss(px.pid)
-        a = socket.socket()
-        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        a.connect((h.HOST, px.port()))
-        a.settimeout(0.5)
-        self.addCleanup(a.close)
         # Paused past a quarter of its limit; unpaced once its write has
         # stalled for a second; then a few requests at a time, so that what
         # it holds is its backlog, not a burst of replies with their requests.
