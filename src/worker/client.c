@@ -328,11 +328,14 @@ static wn_buf_t *backlog_room(client_t *c, size_t n, uint64_t *taken)
     return nb;
 }
 
-/* Unpaced with a write under way (see WN_CLIENT_STALL_MS): the replies of
- * the requests done at the head of c's FIFO are copied into its backlog,
- * in order, and the requests let go. Stops at one not done, at a close
- * (quit: written by write_ready), or when memory runs out (the rest wait
- * with their requests, as before). */
+/* A write under way (the socket did not take the last one: the client
+ * reads slowly, or not at all): the replies of the requests done at the
+ * head of c's FIFO are copied into its backlog, in order, and the requests
+ * let go. Held with its request, each reply would keep alive the server
+ * read buffer it points into (16 KiB, shared with other clients' replies)
+ * for a few bytes counted; the backlog counts what it takes. Stops at one
+ * not done, at a close (quit: written by write_ready), or when memory runs
+ * out (the rest wait with their requests). */
 static void compact_ready(client_t *c)
 {
     uint64_t released = 0, taken = 0;
@@ -523,7 +526,7 @@ void wn_client_flush(client_t *c)
             client_close(c, true);
             return;
         }
-    } else if (c->writes > 0 && c->unpaced) {
+    } else if (c->writes > 0) {
         compact_ready(c);
     }
     if (c->close_on_write) {

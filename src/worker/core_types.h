@@ -93,9 +93,11 @@ void wn_outv_init(outv_t *o);
 int wn_outv_add(outv_t *o, wn_buf_t *buf, uint32_t off, uint32_t len);
 /*
  * Write o to st: as much as the socket takes now (uv_try_write), the rest
- * through uv_write with buffer references held until it is written, then
- * cb(arg, status, bytes queued). Returns the bytes left queued (0: all
- * written, cb is not called) or a negative error (nothing queued).
+ * through uv_write with buffer references held until it is written (or a
+ * compact copy of it, when the buffers it points into are more than twice
+ * its bytes), then cb(arg, status, bytes queued). Returns the bytes left
+ * queued (0: all written, cb is not called) or a negative error (nothing
+ * queued).
  */
 int64_t wn_outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg);
 /* wn_outv_write in two steps, for a caller that must know what the socket

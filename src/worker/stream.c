@@ -311,8 +311,62 @@ int64_t wn_outv_queue(outv_t *o, uv_stream_t *st, uint64_t done, outv_done_cb cb
     return (int64_t)ctx->bytes;
 }
 
+/* What queuing o's spans from `first` by reference keeps alive: the sizes
+ * of the buffers they point into (a buffer met again later counts again). */
+static uint64_t outv_pinned(const outv_t *o, uint32_t first)
+{
+    uint64_t n = 0;
+    for (uint32_t i = first; i < o->n; i++)
+        if (i == first || o->bufs[i] != o->bufs[i - 1])
+            n += o->bufs[i]->cap;
+    return n;
+}
+
+/* The spans of o from byte `done` on, copied into one buffer of their own
+ * (a reference the caller lets go), or NULL when there is no memory. */
+static wn_buf_t *outv_compact(const outv_t *o, uint64_t done)
+{
+    uint64_t left = o->bytes - done;
+    wn_buf_t *b = left <= UINT32_MAX ? wn_buf_get_exact(o->bufs[0]->pool, (size_t)left) : NULL;
+    if (b == NULL)
+        return NULL;
+    for (uint32_t i = 0; i < o->n; i++) {
+        uint64_t len = o->iov[i].len;
+        if (done >= len) {
+            done -= len;
+            continue;
+        }
+        memcpy(b->data + b->len, o->iov[i].base + done, (size_t)(len - done));
+        b->len += (uint32_t)(len - done);
+        done = 0;
+    }
+    return b;
+}
+
 int64_t wn_outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg)
 {
     int64_t done = wn_outv_try(o, st);
-    return done < 0 ? done : wn_outv_queue(o, st, (uint64_t)done, cb, arg);
+    if (done < 0 || (uint64_t)done >= o->bytes)
+        return done < 0 ? done : 0;
+    /* The socket is full. Replies of a few bytes, each in a server read
+     * buffer shared with others' replies, would keep those buffers alive
+     * for as long as the client does not read: queue a copy instead when
+     * the buffers are more than twice the bytes. */
+    uint32_t first = 0;
+    for (uint64_t d = (uint64_t)done; d >= o->iov[first].len; first++)
+        d -= o->iov[first].len;
+    wn_buf_t *b = outv_pinned(o, first) > 2 * (o->bytes - (uint64_t)done)
+                      ? outv_compact(o, (uint64_t)done)
+                      : NULL;
+    if (b != NULL) {
+        outv_t c;
+        wn_outv_init(&c);
+        int64_t rc = wn_outv_add(&c, b, 0, b->len); /* inline room: cannot fail */
+        if (rc == 0)
+            rc = wn_outv_queue(&c, st, 0, cb, arg);
+        wn_outv_deinit(&c);
+        wn_buf_unref(b); /* the queued write holds its own reference */
+        return rc;
+    }
+    return wn_outv_queue(o, st, (uint64_t)done, cb, arg);
 }

@@ -952,6 +952,81 @@ class TestMemoryBounds(HostileCase):
                 s.close()
         px.stop()
 
+    def test_04e_small_replies_cannot_pin_shared_read_buffers(self):
+        """A reply waits with its request, pointing into the server read buffer
+        it came in (16 KiB, shared with other clients' replies), and only its
+        own bytes count against client_buffer_limit. Six clients that filled
+        the kernel's queue towards them with large replies, then sent a small
+        GET every 4 ms and never read, while another client's 16 KB replies
+        passed through the same server connection, made each small reply keep
+        a 16 KiB buffer alive, in their stalled writes and with their
+        requests: at a 1 MiB limit, +30.5 MiB of RSS on 196e933, nobody
+        disconnected (an adversarial pass measured +86 MiB with ten); now
+        +0.5 MiB. Expected:
+        a stalled write and the replies waiting behind it kept compact (a
+        copy), so the clients hold about what their limits count."""
+        if sanitized():
+            self.skipTest("RSS is not meaningful under a sanitizer")
+        mc = self.memcached(1, memory_mb=64)[0]
+        limit = MiB
+        px = self.proxy([mc], timeout=10000, client_buffer_limit=limit)
+        big = b"b" * 16000
+        h.mc_command(mc.port, b"set big 0 0 %d\r\n%s\r\n" % (len(big), big), expect=b"STORED\r\n")
+        h.mc_command(mc.port, b"set s 0 0 100\r\n%s\r\n" % (b"s" * 100), expect=b"STORED\r\n")
+        base = h.rss(px.pid)
+        have_peak = h.reset_peak(px.pid)
+        stop = threading.Event()
+        end = time.monotonic() + 10
+
+        def streamer():
+            # Reads every reply at once: each 16 KB reply fills most of a
+            # server read buffer, and the small replies land one per buffer.
+            with socket.create_connection((HOST, px.port()), timeout=10) as b:
+                need = 8 * (16000 + len(b"VALUE big 0 16000\r\n\r\nEND\r\n"))
+                while not stop.is_set():
+                    b.sendall(b"get big\r\n" * 8)
+                    got = 0
+                    while got < need:
+                        d = b.recv(1 << 20)
+                        if not d:
+                            return
+                        got += len(d)
+
+        def attacker():
+            a = socket.socket()
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            a.settimeout(2)
+            self.addCleanup(a.close)
+            try:
+                a.connect((HOST, px.port()))
+                for _ in range(58):  # about 2.8 MB: the kernel's queue towards it
+                    a.sendall(b"get big\r\n" * 3)
+                    time.sleep(0.03)
+                while not stop.is_set():
+                    a.send(b"get s\r\n")
+                    time.sleep(0.004)
+            except OSError:
+                return
+        threads = [threading.Thread(target=streamer, daemon=True)] + [
+            threading.Thread(target=attacker, daemon=True) for _ in range(6)]
+        for t in threads:
+            t.start()
+        peak = 0
+        while time.monotonic() < end:
+            time.sleep(0.25)
+            peak = max(peak, h.rss(px.pid))
+        stop.set()
+        for t in threads:
+            t.join(10)
+        if have_peak:
+            peak = max(peak, h.proc_status(px.pid, "VmHWM"))
+        grew = peak - base
+        measured("RSS growth, six clients trickling small GETs behind stalled writes, "
+                 "1 MiB limit", "%.1f MiB" % (grew / MiB))
+        self.assertAlive(px)
+        self.assertLess(grew, 10 * MiB)
+        px.stop()
+
     def test_04c_idle_connections_hold_no_read_buffer(self):
         """Defect 4: 1,000 idle connections, each after one 15,000-byte set: RSS growth
         < 6 MiB (before: ~16 KiB per connection)."""
