@@ -96,7 +96,7 @@ struct hpool {
                                      reported it routes with */
 };
 
-#define WN_NSIGNALS 6
+#define WN_NSIGNALS 7
 
 struct control {
     uv_loop_t loop;

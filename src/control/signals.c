@@ -2,9 +2,11 @@
  * control/signals.c: the process's signals, handled on the control thread's
  * loop. SIGINT and SIGTERM stop walnut gracefully; SIGHUP reopens the log and
  * reloads the configuration; SIGTTIN and SIGTTOU raise and lower the log level
- * (as twemproxy). With WALNUT_TEST_HOOKS=1 in the environment, SIGUSR2
- * wedges worker 0's loop, so tests can see the watchdog withheld; nothing
- * else reads that variable. Control thread only.
+ * (as twemproxy); SIGUSR1 and SIGUSR2 are logged and change nothing (as
+ * twemproxy: a `kill -USR1` meant for another daemon must not end walnut,
+ * their default action). With WALNUT_TEST_HOOKS=1 in the environment,
+ * SIGUSR2 wedges worker 0's loop, so tests can see the watchdog withheld;
+ * nothing else reads that variable. Control thread only.
  */
 #include "control_priv.h"
 
@@ -42,13 +44,18 @@ static void on_signal(uv_signal_t *h, int signum)
                      wn_log_get_level());
         return;
     }
-    case SIGUSR2: {
-        wn_log_warn("signal %d (SIGUSR2, test hook): wedging worker 0", signum);
-        wn_msg_t m = {.type = WN_MSG_WEDGE};
-        if (ctl->nworkers > 0)
-            wn_worker_post(ctl->workers[0], &m);
+    case SIGUSR2:
+        if (wn_test_hooks()) {
+            wn_log_warn("signal %d (SIGUSR2, test hook): wedging worker 0", signum);
+            wn_msg_t m = {.type = WN_MSG_WEDGE};
+            if (ctl->nworkers > 0)
+                wn_worker_post(ctl->workers[0], &m);
+            return;
+        }
+        /* fall through */
+    case SIGUSR1:
+        wn_log_notice("signal %d (%s): ignored", signum, strsignal(signum));
         return;
-    }
     default:
         if (ctl->stopping)
             return;
@@ -61,11 +68,9 @@ static void on_signal(uv_signal_t *h, int signum)
 
 void wn_signals_start(control_t *ctl)
 {
-    int sigs[WN_NSIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGTTIN, SIGTTOU, 0};
-    if (wn_test_hooks())
-        sigs[5] = SIGUSR2;
+    int sigs[WN_NSIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
     ctl->nsignals = 0;
-    for (int i = 0; i < WN_NSIGNALS && sigs[i] != 0; i++) {
+    for (int i = 0; i < WN_NSIGNALS; i++) {
         uv_signal_t *h = &ctl->signals[ctl->nsignals++];
         uv_signal_init(&ctl->loop, h);
         h->data = ctl;

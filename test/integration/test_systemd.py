@@ -361,6 +361,22 @@ class TestSignals(h.ProxyTestCase):
         self.assertTrue(mc_ok(px.port()))
         px.stop()
 
+    def test_usr1_and_usr2_are_logged_and_ignored(self):
+        """SIGUSR1 and SIGUSR2 kept their default action, which ends the
+        process: a `kill -USR1` meant to make a daemon reopen its log (a
+        logrotate habit) killed walnut with no drain and left its pid file
+        (adversarial pass). twemproxy logs them and goes on; so does walnut."""
+        tmp = self.tmpdir()
+        backends = self.start_memcached(tmp, n=1)
+        px = self.start_proxy(tmp, {"alpha": h.pool(backends)}, workers=2)
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
+            os.kill(px.pid, sig)
+            h.wait_until(lambda: "signal %d (%s): ignored" % (sig, signal.strsignal(sig))
+                         in px.log(), deadline=10, what="%s logged" % sig.name)
+            self.assertTrue(px.alive(), "walnut ended on %s" % sig.name)
+            self.assertTrue(mc_ok(px.port()))
+        px.stop()
+
     def test_only_the_control_thread_takes_signals(self):
         """Workers block the process's signals (worker.c), so a SIGHUP or a
         SIGTTIN never interrupts their system calls: the kernel hands each to
@@ -374,7 +390,8 @@ class TestSignals(h.ProxyTestCase):
             for line in h.read_text("/proc/%d/task/%d/status" % (px.pid, tid)).splitlines():
                 if line.startswith("SigBlk:"):
                     return int(line.split()[1], 16)
-        handled = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU]
+        handled = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
+                   signal.SIGUSR1, signal.SIGUSR2]
         tids = [int(t) for t in os.listdir("/proc/%d/task" % px.pid)]
         self.assertEqual(blocked(px.pid) & sum(1 << (s - 1) for s in handled), 0,
                          "the control thread blocks a signal it handles")
@@ -402,7 +419,8 @@ class TestSignals(h.ProxyTestCase):
             self.skipTest("a storm of signals deadlocks the TSan build's deferred handlers")
         tmp = self.tmpdir()
         backends = self.start_memcached(tmp, n=1)
-        sigs = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU]
+        sigs = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
+                signal.SIGUSR1, signal.SIGUSR2]
         # Under ASan, a storm of signals keeps the leak check at exit (which
         # ptraces the process) from ever finishing; leaks are every other
         # test's business.
