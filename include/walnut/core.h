@@ -40,6 +40,9 @@ enum wn_errno {
 
 /* Text for any error code: walnut's own, libuv's, or a negated errno. Never NULL. */
 const char *wn_strerror(int err);
+/* walnut itself ran out of something (descriptors, memory, socket
+ * buffers): no fault of the peer it was talking to. */
+bool wn_err_local(int err);
 
 /* Test hooks: the process runs with WALNUT_TEST_HOOKS=1. */
 bool wn_test_hooks(void);

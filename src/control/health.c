@@ -403,6 +403,14 @@ static void probe_done(hserver_t *s, int err)
         return;
     }
     health_probe_close(s);
+    if (wn_err_local(err)) {
+        /* walnut is out of descriptors or memory: says nothing of the server. */
+        wn_log_info("pool '%s': cannot probe server %s: %s", p->conf->name, s->conf->name,
+                    wn_strerror(err));
+        health_probe_schedule(s, health_probing(p) ? interval
+                                                   : (uint64_t)p->conf->server_retry_timeout);
+        return;
+    }
     if (s->ejected) {
         uint64_t again = health_probing(p) ? interval : (uint64_t)p->conf->server_retry_timeout;
         wn_log_info("pool '%s': ejected server %s still failing (%s); next check in %llu ms",

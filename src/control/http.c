@@ -37,8 +37,7 @@ void wn_http_limits_default(wn_http_limits_t *l)
 
 void http_server_maybe_free(wn_http_t *srv)
 {
-    if (srv->stopping && !srv->listener_open && !srv->turn_open && srv->nconns == 0 &&
-        srv->nrefused == 0) {
+    if (srv->stopping && !srv->listener_open && !srv->turn_open && srv->nconns == 0) {
         http_bodies_drop(srv);
         free(srv);
     }
@@ -46,72 +45,40 @@ void http_server_maybe_free(wn_http_t *srv)
 
 /* ---- accepting ------------------------------------------------------------------ */
 
-static void on_refused_closed(uv_handle_t *h)
+static void on_connection(wn_acceptor_t *a, int fd)
 {
-    wn_http_t *srv = h->data;
-    srv->nrefused--;
-    free(h);
-    http_server_maybe_free(srv);
-}
-
-/* No memory for a connection: accept and close it at once, so the
- * listener goes on (see take). */
-static void refuse(wn_http_t *srv)
-{
-    uv_tcp_t *t = malloc(sizeof(*t));
-    if (t == NULL) {
-        wn_log_error("stats: out of memory: a stats client waits in the backlog");
+    wn_http_t *srv = a->data;
+    int rc = http_conn_open(srv, fd);
+    if (rc == 0)
         return;
-    }
-    uv_tcp_init(srv->loop, t);
-    t->data = srv;
-    srv->nrefused++;
-    srv->counters.refused++;
-    if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)t) < 0)
-        wn_log_info("stats: accept failed");
-    uv_close((uv_handle_t *)t, on_refused_closed);
-}
-
-static void on_connection(uv_stream_t *l, int status);
-
-/* Serve the connection libuv holds for the listener. */
-static void take(wn_http_t *srv)
-{
-    int rc = http_conn_open(srv, (uv_stream_t *)&srv->listener);
+    /* No memory for it: closed at once, so the listener goes on. */
+    close(fd);
     if (rc == WN_ENOMEM) {
-        refuse(srv);
-    } else if (rc < 0) {
-        /* A failed uv_accept of a held connection leaves the listener
-         * unwatched (libuv restarts it only on success): listen again. */
+        srv->counters.refused++;
+        wn_log_error("stats: out of memory: a stats connection was closed");
+    } else {
         wn_log_info("stats: accept: %s", wn_strerror(rc));
-        rc = uv_listen((uv_stream_t *)&srv->listener, SOMAXCONN, on_connection);
-        if (rc < 0)
-            wn_log_error("stats: cannot listen again: %s", wn_strerror(rc));
     }
 }
 
-static void on_connection(uv_stream_t *l, int status)
+/*
+ * At the cap, the acceptor stops watching the listener: the connections
+ * wait in the kernel's backlog; the next one to close lets them in
+ * (http_server_slot_freed). A burst of scrapers waits a few milliseconds
+ * instead of being dropped, and what the server holds stays bounded by
+ * max_conns.
+ */
+static bool room_for_one(wn_acceptor_t *a)
 {
-    wn_http_t *srv = l->data;
-    if (status < 0) {
-        wn_log_warn("stats: accept: %s", wn_strerror(status));
-        return;
-    }
+    wn_http_t *srv = a->data;
     if (srv->stopping)
-        return;
+        return false;
     if (srv->nconns >= srv->lim.max_conns) {
-        /*
-         * At the cap: do not accept. libuv keeps this one and stops watching
-         * the listener, so the rest stay in the kernel's backlog; the next
-         * connection to go takes it (http_server_slot_freed). A burst of
-         * scrapers waits a few milliseconds instead of being dropped, and
-         * what the server holds stays bounded by max_conns.
-         */
         srv->waiting = true;
         http_server_make_room(srv);
-        return;
+        return false;
     }
-    take(srv);
+    return true;
 }
 
 void http_server_slot_freed(wn_http_t *srv)
@@ -119,7 +86,7 @@ void http_server_slot_freed(wn_http_t *srv)
     if (!srv->waiting || srv->stopping || srv->nconns >= srv->lim.max_conns)
         return;
     srv->waiting = false;
-    take(srv);
+    wn_acceptor_start(&srv->acc);
 }
 /* ---- the server ----------------------------------------------------------------- */
 
@@ -161,9 +128,9 @@ static void on_turn_closed(uv_handle_t *h)
     http_server_maybe_free(srv);
 }
 
-static void on_listener_closed(uv_handle_t *h)
+static void on_listener_closed(wn_acceptor_t *a)
 {
-    wn_http_t *srv = h->data;
+    wn_http_t *srv = a->data;
     srv->listener_open = false;
     http_server_maybe_free(srv);
 }
@@ -260,22 +227,18 @@ int wn_http_start(wn_http_t **out, uv_loop_t *loop, const char *addr, uint16_t p
     srv->h = *h;
     srv->arg = arg;
     srv->lim = lim;
-    uv_tcp_init(loop, &srv->listener);
-    srv->listener.data = srv;
-    srv->listener_open = true;
-    rc = uv_tcp_open(&srv->listener, fd);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&srv->listener, SOMAXCONN, on_connection);
+    rc = wn_acceptor_init(loop, &srv->acc, fd, "stats", on_connection, room_for_one);
     if (rc < 0) {
         if (err != NULL)
             snprintf(err, errlen, "stats: cannot listen on %s:%u: %s", addr, (unsigned)port,
                      wn_strerror(rc));
-        /* The handle exists now: it goes in its close callback, so the
-         * caller's loop must still run (as after wn_http_stop). */
-        srv->stopping = true;
-        uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
+        close(fd);
+        free(srv);
         return rc;
     }
+    srv->acc.data = srv;
+    srv->listener_open = true;
+    wn_acceptor_start(&srv->acc);
     /* Ends each loop turn (shared bodies live one); never keeps the loop
      * alive. */
     uv_check_init(loop, &srv->turn);
@@ -292,8 +255,8 @@ void wn_http_stop(wn_http_t *srv)
     if (srv == NULL || srv->stopping)
         return;
     srv->stopping = true;
-    if (srv->listener_open && !uv_is_closing((uv_handle_t *)&srv->listener))
-        uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
+    if (srv->listener_open)
+        wn_acceptor_close(&srv->acc, on_listener_closed);
     if (srv->turn_open && !uv_is_closing((uv_handle_t *)&srv->turn))
         uv_close((uv_handle_t *)&srv->turn, on_turn_closed);
     for (conn_t *c = srv->conns; c != NULL; c = c->next)
@@ -310,9 +273,9 @@ int wn_http_address(const wn_http_t *srv, struct sockaddr_storage *out)
 {
     if (srv == NULL)
         return WN_EINVAL;
-    int len = sizeof(*out);
+    socklen_t len = sizeof(*out);
     memset(out, 0, sizeof(*out));
-    return uv_tcp_getsockname(&srv->listener, (struct sockaddr *)out, &len);
+    return getsockname(srv->acc.fd, (struct sockaddr *)out, &len) < 0 ? -errno : 0;
 }
 
 uint32_t wn_http_connections(const wn_http_t *srv)

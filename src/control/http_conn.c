@@ -722,7 +722,7 @@ void http_server_make_room(wn_http_t *srv)
 
 /* ---- opening ------------------------------------------------------------------ */
 
-int http_conn_open(wn_http_t *srv, uv_stream_t *l)
+int http_conn_open(wn_http_t *srv, int fd)
 {
     conn_t *c = calloc(1, sizeof(*c));
     if (c != NULL) {
@@ -755,7 +755,7 @@ int http_conn_open(wn_http_t *srv, uv_stream_t *l)
      * turn (uv_now), which may be long past when many clients came at once. */
     uv_update_time(srv->loop);
     c->accepted_ms = c->idle_since_ms = now_ms(c);
-    int rc = uv_accept(l, (uv_stream_t *)&c->tcp);
+    int rc = uv_tcp_open(&c->tcp, fd);
     if (rc < 0) {
         http_conn_close(c);
         return rc;

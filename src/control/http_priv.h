@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "http.h"
+#include "walnut/accept.h"
 
 typedef struct conn conn_t;
 typedef struct http_body http_body_t;
@@ -23,18 +24,16 @@ enum { HTTP_BODY_JSON, HTTP_BODY_SERVERS, HTTP_BODY_PROM, HTTP_BODY_KINDS };
 
 struct wn_http {
     uv_loop_t *loop;          /* borrowed */
-    uv_tcp_t listener;
+    wn_acceptor_t acc;        /* the listener */
     wn_http_handlers_t h;
     void *arg;                /* borrowed: the handlers' */
     wn_http_limits_t lim;
     conn_t *conns;            /* owned: open connections, a doubly linked list */
     uint32_t nconns;          /* in the list: counts until the close callbacks ran */
-    uint32_t nrefused;        /* refused handles whose close callback has not run */
-    bool listener_open;
+    bool listener_open;       /* acc not closed yet */
     bool stopping;
-    bool waiting;             /* a connection waits to be accepted (max_conns were open):
-                               * libuv holds it and watches the listener no more until
-                               * uv_accept */
+    bool waiting; /* a connection waits to be accepted (max_conns were open):
+                   * acc watches the listener no more until a slot is freed */
     uint16_t port;
     wn_http_counters_t counters;
     /* Loop turns, counted after each poll (http.c), and the bodies
@@ -104,10 +103,9 @@ void http_server_slot_freed(wn_http_t *srv);
  * slot up after a second of it (the client of a closed keep-alive
  * connection reconnects, as HTTP allows). */
 void http_server_make_room(wn_http_t *srv);
-/* http_conn.c: a connection for the one waiting on listener l; 0, WN_ENOMEM
- * (nothing accepted: the caller refuses it), or uv_accept's error (the
- * connection is gone). */
-int http_conn_open(wn_http_t *srv, uv_stream_t *l);
+/* http_conn.c: a connection for socket fd, just accepted; 0, or an error
+ * (WN_ENOMEM...): fd is still the caller's. */
+int http_conn_open(wn_http_t *srv, int fd);
 /* Close c's handles; it is freed (and unlinked) in their close callbacks. */
 void http_conn_close(conn_t *c);
 

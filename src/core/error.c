@@ -25,6 +25,12 @@ static int is_own(int err)
     return err > WN_ERR_FIRST_ && err < WN_ERR_LAST_;
 }
 
+bool wn_err_local(int err)
+{
+    return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM ||
+           err == WN_ENOMEM;
+}
+
 const char *wn_strerror(int err)
 {
     if (err == 0)

@@ -155,22 +155,9 @@ static void client_attach(client_t *c)
     }
 }
 
-void wn_client_accept(pool_rt_t *pool, uv_stream_t *listener)
+void wn_client_accept(pool_rt_t *pool, int fd)
 {
     wn_worker_t *w = pool->w;
-    client_t *c = client_new(pool);
-    if (c == NULL)
-        return;
-    if (pool->conf->listen.is_unix)
-        uv_pipe_init(&w->loop, &c->h.pipe, 0);
-    else
-        uv_tcp_init(&w->loop, &c->h.tcp);
-    c->h.handle.data = c;
-    c->closing = true; /* until attached: closed without the client's books */
-    if (uv_accept(listener, &c->h.stream) < 0) {
-        uv_close(&c->h.handle, (uv_close_cb)free);
-        return;
-    }
     /* client_connections is a process-wide limit in twemproxy; each worker
      * takes its share of it. */
     int limit = pool->conf->client_connections;
@@ -178,17 +165,20 @@ void wn_client_accept(pool_rt_t *pool, uv_stream_t *listener)
         uint32_t share = (uint32_t)((limit + w->nworkers - 1) / w->nworkers);
         if (pool->nclients >= share) {
             wn_stat_add(WN_GSTAT(w, rejected_connections), 1);
-            uv_close(&c->h.handle, (uv_close_cb)free);
+            close(fd);
             return;
         }
+    }
+    client_t *c = NULL;
+    if (wn_client_open(pool, fd, pool->conf->listen.is_unix, &c) < 0) {
+        close(fd);
+        return;
     }
     if (!pool->conf->listen.is_unix) {
         uv_tcp_nodelay(&c->h.tcp, 1);
         if (pool->conf->tcpkeepalive)
             uv_tcp_keepalive(&c->h.tcp, 1, 60);
     }
-    c->closing = false;
-    client_attach(c);
 }
 
 int wn_client_open(pool_rt_t *pool, uv_file fd, bool is_pipe, client_t **out)

@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "walnut/accept.h"
 #include "walnut/config.h"
 #include "walnut/core.h"
 #include "walnut/route.h"
@@ -380,9 +381,13 @@ struct server_rt {
 /* A listening socket. Its own object, so that a reload can hand it from
  * one pool to another that listens on the same address. */
 typedef struct listener {
-    wn_stream_t h;
+    wn_acceptor_t acc;
+    char *unix_path;                 /* owned: a unix socket's file, removed at close */
     pool_rt_t *pool;                 /* borrowed: whose clients it accepts */
-    const wn_conf_addr_t *addr;      /* borrowed from pool's configuration */
+    const wn_conf_addr_t *addr;      /* borrowed from pool's configuration, or addr_conf */
+    wn_conf_t *addr_conf;            /* a reference: the configuration addr is in, when it
+                                        is not the pool's (kept by a reload that could
+                                        not bind the new address) */
     struct sockaddr_storage sa;      /* TCP: the address bound (zeroed: unix) */
 } listener_t;
 
@@ -507,7 +512,8 @@ static inline bool wn_client_can_parse(const client_t *c)
 #define WN_CLIENT_STALL_MS 1000
 void wn_client_pace_init(wn_worker_t *w);
 
-void wn_client_accept(pool_rt_t *pool, uv_stream_t *listener);
+/* A connection accepted on the pool's listener: fd is the client's. */
+void wn_client_accept(pool_rt_t *pool, int fd);
 /* The pool's limits changed (a reload): c takes them on. */
 void wn_client_limits(client_t *c);
 /* Adopt an already connected stream fd (tests, socket handover). */

@@ -210,8 +210,10 @@ static void on_hold_timer(uv_timer_t *t)
 void wn_ctl_server_failed(server_rt_t *s, int err)
 {
     wn_worker_t *w = s->pool->w;
-    /* Dropped by a reload: control no longer watches it. */
-    if (s->retired || s->pool->retired)
+    /* Dropped by a reload: control no longer watches it. Out of descriptors
+     * or memory here: the server is not at fault (ejecting it would move its
+     * keys for nothing). */
+    if (s->retired || s->pool->retired || wn_err_local(err))
         return;
     s->reported = true;
     wn_msg_t m = {.type = WN_MSG_FAIL, .pool = s->pool->idx, .server = s->idx, .err = err};

@@ -20,14 +20,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static void on_connection(uv_stream_t *listener, int status)
+static void on_connection(wn_acceptor_t *a, int fd)
 {
-    pool_rt_t *pool = ((listener_t *)listener->data)->pool;
-    if (status < 0) {
-        wn_log_warn("pool '%s': accept failed: %s", pool->conf->name, uv_strerror(status));
-        return;
-    }
-    wn_client_accept(pool, listener);
+    wn_client_accept(((listener_t *)a->data)->pool, fd);
 }
 
 /* As validation quotes names: the reason must fit after a long one. */
@@ -50,20 +45,36 @@ static void listen_fail(const wn_conf_pool_t *conf, char *err, size_t errlen, co
     va_end(ap);
 }
 
-/* The pool's listener, its handle still to be initialised (the caller does
- * it at once: from then on closing it frees it). */
-static listener_t *listener_new(pool_rt_t *p)
+/* The pool's listener on listening socket fd, accepting; on an error fd is
+ * closed (and a unix socket's file removed). */
+static int listener_start(pool_rt_t *p, int fd, const char *unix_path)
 {
+    const wn_conf_pool_t *conf = p->conf;
     listener_t *l = calloc(1, sizeof(*l));
-    if (l == NULL)
-        return NULL;
+    char what[96];
+    snprintf(what, sizeof(what), "pool '%.*s'", NAME_MAX_SHOWN, conf->name);
+    int rc = l != NULL ? 0 : WN_ENOMEM;
+    if (rc == 0 && unix_path != NULL && (l->unix_path = strdup(unix_path)) == NULL)
+        rc = WN_ENOMEM;
+    if (rc == 0)
+        rc = wn_acceptor_init(&p->w->loop, &l->acc, fd, what, on_connection, NULL);
+    if (rc < 0) {
+        close(fd);
+        if (unix_path != NULL)
+            unlink(unix_path);
+        if (l != NULL)
+            free(l->unix_path);
+        free(l);
+        return rc;
+    }
+    l->acc.data = l;
     l->pool = p;
-    l->addr = &p->conf->listen;
-    if (!p->conf->listen.is_unix)
-        l->sa = p->conf->listen_sa;
-    l->h.handle.data = l;
+    l->addr = &conf->listen;
+    if (!conf->listen.is_unix)
+        l->sa = conf->listen_sa;
     p->listener = l;
-    return l;
+    wn_acceptor_start(&l->acc);
+    return 0;
 }
 
 static int tcp_socket(const struct sockaddr_storage *ss, socklen_t len, bool reuseport)
@@ -175,25 +186,12 @@ static int listen_tcp(pool_rt_t *p, bool first, char *err, size_t errlen)
     if (first && (rc = probe_tcp(conf, ss, sslen, err, errlen)) < 0)
         return rc;
     int fd = tcp_socket(ss, sslen, true);
-    if (fd < 0) {
-        listen_fail(conf, err, errlen, "cannot listen on %s: %s", conf->listen_text,
-                    wn_strerror(fd));
-        return fd;
-    }
-    listener_t *l = listener_new(p);
-    if (l == NULL) {
+    if (fd >= 0 && listen(fd, conf->backlog) < 0) {
+        rc = -errno;
         close(fd);
-        listen_fail(conf, err, errlen, "out of memory");
-        return WN_ENOMEM;
+        fd = rc;
     }
-    uv_tcp_init(&p->w->loop, &l->h.tcp);
-    l->h.handle.data = l;
-    rc = uv_tcp_open(&l->h.tcp, fd);
-    if (rc < 0) {
-        close(fd);
-    } else {
-        rc = uv_listen(&l->h.stream, conf->backlog, on_connection);
-    }
+    rc = fd < 0 ? fd : listener_start(p, fd, NULL);
     if (rc < 0)
         listen_fail(conf, err, errlen, "cannot listen on %s: %s", conf->listen_text,
                     wn_strerror(rc));
@@ -209,18 +207,30 @@ static int listen_unix(pool_rt_t *p, char *err, size_t errlen)
      * but never remove anything that is not a socket. */
     if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
         unlink(path);
-    listener_t *l = listener_new(p);
-    if (l == NULL) {
-        listen_fail(conf, err, errlen, "out of memory");
-        return WN_ENOMEM;
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    int rc = 0;
+    if (strlen(path) >= sizeof(un.sun_path)) {
+        rc = UV_ENAMETOOLONG;
+        listen_fail(conf, err, errlen, "cannot listen on %s: %s", path, wn_strerror(rc));
+        return rc;
     }
-    uv_pipe_init(&p->w->loop, &l->h.pipe, 0);
-    l->h.handle.data = l;
-    int rc = uv_pipe_bind(&l->h.pipe, path);
-    if (rc == 0 && conf->listen.perm != 0 && chmod(path, conf->listen.perm) < 0)
+    memcpy(un.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
         rc = -errno;
-    if (rc == 0)
-        rc = uv_listen(&l->h.stream, conf->backlog, on_connection);
+    } else if (bind(fd, (const struct sockaddr *)&un, sizeof(un)) < 0) {
+        rc = -errno;
+        close(fd);
+    } else {
+        if ((conf->listen.perm != 0 && chmod(path, conf->listen.perm) < 0) ||
+            listen(fd, conf->backlog) < 0) {
+            rc = -errno;
+            close(fd);
+            unlink(path);
+        } else {
+            rc = listener_start(p, fd, path);
+        }
+    }
     if (rc < 0)
         listen_fail(conf, err, errlen, "cannot listen on %s: %s", path, wn_strerror(rc));
     return rc;
@@ -235,42 +245,33 @@ int wn_listen_open(pool_rt_t *p, bool first, char *err, size_t errlen)
 
 int wn_listen_adopt(pool_rt_t *p, int fd, char *err, size_t errlen)
 {
-    const wn_conf_pool_t *conf = p->conf;
-    int rc;
-    listener_t *l = listener_new(p);
-    if (l == NULL) {
-        close(fd);
-        listen_fail(conf, err, errlen, "out of memory");
-        return WN_ENOMEM;
-    }
-    if (conf->listen.is_unix) {
-        uv_pipe_init(&p->w->loop, &l->h.pipe, 0);
-        l->h.handle.data = l;
-        rc = uv_pipe_open(&l->h.pipe, fd);
-    } else {
-        uv_tcp_init(&p->w->loop, &l->h.tcp);
-        l->h.handle.data = l;
-        rc = uv_tcp_open(&l->h.tcp, fd);
-    }
+    int rc = listen(fd, p->conf->backlog) < 0 ? -errno : 0;
     if (rc < 0)
         close(fd);
     else
-        rc = uv_listen(&l->h.stream, conf->backlog, on_connection);
+        rc = listener_start(p, fd, NULL);
     if (rc < 0)
-        listen_fail(conf, err, errlen, "cannot listen on the socket systemd handed over: %s",
+        listen_fail(p->conf, err, errlen, "cannot listen on the socket systemd handed over: %s",
                     wn_strerror(rc));
     return rc;
 }
 
-static void listener_closed(uv_handle_t *h)
+static void listener_closed(wn_acceptor_t *a)
 {
-    free(h->data);
+    listener_t *l = a->data;
+    /* As libuv did for a pipe it bound: the socket file goes with it. */
+    if (l->unix_path != NULL)
+        unlink(l->unix_path);
+    free(l->unix_path);
+    if (l->addr_conf != NULL)
+        wn_conf_unref(l->addr_conf);
+    free(l);
 }
 
 void wn_listener_close(listener_t *l)
 {
     if (l != NULL)
-        uv_close(&l->h.handle, listener_closed);
+        wn_acceptor_close(&l->acc, listener_closed);
 }
 
 void wn_listen_close(pool_rt_t *p)

@@ -256,6 +256,10 @@ static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char 
         if (l != NULL) {
             l->pool = p;
             l->addr = &pc->listen;
+            if (l->addr_conf != NULL) {
+                wn_conf_unref(l->addr_conf); /* its address is this configuration's too */
+                l->addr_conf = NULL;
+            }
             p->listener = l;
             continue;
         }
@@ -265,7 +269,28 @@ static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char 
         int r = wn_listen_open(p, false, why, sizeof(why));
         if (r < 0) {
             wn_listen_close(p);
-            wn_log_error("reload: %s", why);
+            /* The pool's old listener, if it had one, serves on (the new
+             * address is bound before the old one closes, or not at all);
+             * the next reload tries the new address again. */
+            listener_t *kept = NULL;
+            for (uint32_t k = 0; k < w->npools && kept == NULL; k++)
+                if (pl->old_l[k] != NULL && strcmp(w->pools[k]->conf->name, pc->name) == 0) {
+                    kept = pl->old_l[k];
+                    pl->old_l[k] = NULL;
+                }
+            if (kept != NULL) {
+                /* Its address is the old configuration's: held with it. */
+                if (kept->addr_conf == NULL) {
+                    wn_conf_ref(w->conf);
+                    kept->addr_conf = w->conf;
+                }
+                kept->pool = p;
+                p->listener = kept;
+            }
+            wn_log_error("reload: %s%s", why,
+                         kept != NULL ? "; the pool listens where it did until a reload can "
+                                        "bind the new address"
+                                      : "");
             if (rc == 0)
                 snprintf(err, errlen, "%s", why);
             rc = r;

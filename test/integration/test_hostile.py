@@ -675,6 +675,106 @@ class TestClientLifecycle(HostileCase):
             self.wait_connections(port, px.pid, "after 300 %s clients" % ("RST" if rst else "FIN"))
         px.stop()
 
+    def test_03c_out_of_descriptors_neither_spins_nor_wedges(self):
+        """walnut -T 2 at RLIMIT_NOFILE 64, held open by clients past its
+        limit while more connect. libuv's accept loop retries at once on
+        EMFILE; its spare descriptor is per loop, and another worker took the
+        one it freed: both workers spun for good (2.4 CPU-s a second), wrote
+        ~40 MB of "accept failed" a second, served nobody, and ignored
+        SIGTERM, even after every client was gone (adversarial pass; the
+        stats server's accept did the same to the control thread). Expected:
+        accepting pauses and retries on a timer, one warning, existing
+        clients served throughout, a stats request waiting in the backlog
+        served once descriptors are free, a clean stop."""
+        raise_own_fd_limit(4096)
+        mc = self.memcached(1)[0]
+        px = self.proxy([mc], workers=2, nofile=64, timeout=5000)
+        port = px.port()
+        keep = self.raw(port, timeout=10)
+        keep.request(b"version\r\n", b"VERSION 1.6.18\r\n")
+        held = []
+        for _ in range(120):
+            try:
+                held.append(self.sock(port, timeout=1))
+            except OSError:
+                break
+        for _ in range(100):  # accepted by the kernel, then dropped
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+            except OSError:
+                pass
+        scrape = socket.create_connection((HOST, px.stats_port), timeout=20)
+        self.addCleanup(scrape.close)
+        scrape.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        time.sleep(0.5)
+
+        def cpu():
+            with open("/proc/%d/stat" % px.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        c0 = cpu()
+        time.sleep(2)
+        used = cpu() - c0
+        measured("CPU of walnut -T 2 out of descriptors, 2 s", "%.2f s" % used)
+        self.assertLess(used, 0.5, "walnut spins while out of descriptors")
+        keep.request(b"version\r\n", b"VERSION 1.6.18\r\n")
+        log = px.log()
+        self.assertLess(log.count("cannot accept"), 10, log[-2000:])
+        self.assertIn("too many open files", log)
+        for sk in held:
+            sk.close()
+        got = b""
+        while True:
+            d = scrape.recv(4096)
+            if not d:
+                break
+            got += d
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 OK\r\n"), got[:100])
+        c = self.raw(port, timeout=10)
+        c.request(b"version\r\n", b"VERSION 1.6.18\r\n")
+        self.assertAlive(px)
+        px.stop()  # SIGTERM heard: a clean exit
+
+    def test_03d_out_of_descriptors_is_not_the_servers_fault(self):
+        """walnut out of descriptors (clients hold them all) cannot connect to
+        its servers nor probe them: it counted each EMFILE as a failure of
+        the server, and ejected two of four healthy servers, moving their
+        keys (adversarial pass). Expected: the requests get the error, the
+        servers stay in the ring, nothing is ejected."""
+        raise_own_fd_limit(4096)
+        mcs = self.memcached(4)
+        px = self.proxy(mcs, nofile=64, timeout=400, auto_eject_hosts=True,
+                        server_failure_limit=2, server_retry_timeout=1000)
+        port = px.port()
+        keep = self.raw(port, timeout=10)
+        time.sleep(0.3)
+        held = []
+        for _ in range(120):
+            try:
+                held.append(self.sock(port, timeout=1))
+            except OSError:
+                break
+        time.sleep(0.5)
+        # No server connection yet: each needs a descriptor walnut lacks.
+        keep.send(b"".join(b"get key%d\r\n" % i for i in range(20)))
+        got = b""
+        while got.count(b"\r\n") < 20:
+            got += keep.sock.recv(65536)
+        self.assertIn(b"SERVER_ERROR Too many open files\r\n", got)
+        time.sleep(2.5)  # probes fail meanwhile (every second), for the same reason
+        for sk in held:
+            sk.close()
+        time.sleep(0.3)
+        with h.Raw(px.stats_port, timeout=10) as st:
+            st.send(b"GET /servers HTTP/1.0\r\n\r\n")
+            body = st.recv_until_closed().split(b"\r\n\r\n", 1)[1]
+        servers = json.loads(body)["pools"][0]["servers"]
+        self.assertEqual([s["name"] for s in servers if s["ejected"]], [], body[:600])
+        self.assertNotIn("ejected", px.log())
+        keep.request(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n")
+        self.assertAlive(px)
+        px.stop()
+
     def test_03b_replies_before_eof_mid_value_still_go_out(self):
         """Defect 3: requests complete before the half value are answered, then the
         connection closes; the half request never reaches the server."""

@@ -615,6 +615,62 @@ class TestUnixListenChecked(HostileCase):
         self.stop_clean()
 
 
+class TestListenMoveThatCannotBind(HostileCase):
+    def test_pool_keeps_its_old_listener_when_the_new_one_fails(self):
+        """A reload moves a pool's listen address while walnut is one
+        descriptor short of its limit: control's checks pass, the worker's
+        bind of the new address fails (too many open files), and the worker
+        closed the old listener anyway: the pool listened nowhere, while
+        /healthz said ok (adversarial pass). Expected: the old listener
+        serves on, the log says why, and a later reload binds the new
+        address."""
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 512:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+        x, y = self.start_memcached(self.tmp, n=2)
+        old_listen = "%s:%d" % (h.HOST, h.free_port())
+        new_listen = "%s:%d" % (h.HOST, h.free_port())
+
+        def conf(listen, servers):
+            return {"alpha": h.pool(servers, listen=listen)}
+        self.px = self.start_proxy(self.tmp, conf(old_listen, [x]), nofile=64)
+        port_old, port_new = int(old_listen.rsplit(":", 1)[1]), int(new_listen.rsplit(":", 1)[1])
+        keep = h.Raw(port_old, timeout=10)
+        self.addCleanup(keep.close)
+        keep.request(b"version\r\n", b"VERSION 1.6.18\r\n")
+
+        def nfds():
+            return len(os.listdir("/proc/%d/fd" % self.px.pid))
+        held = []
+        while nfds() < 63 and len(held) < 100:
+            sk = socket.create_connection((h.HOST, port_old), timeout=2)
+            self.addCleanup(sk.close)
+            held.append(sk)
+            time.sleep(0.02)
+        time.sleep(0.3)
+        marker = self.log_size()
+        self.reload_nowait(conf(new_listen, [x, y]))
+        self.wait_log(marker, "reload:")
+        time.sleep(0.5)
+        for sk in held:
+            sk.close()
+        time.sleep(0.5)
+        log = self.log_since(marker)
+        if "cannot listen on %s" % new_listen not in log:
+            self.skipTest("the reload did not fail to bind here (descriptors left: the race "
+                          "was not met); log:\n%s" % log[-1500:])
+        self.assertIn("the pool listens where it did", log)
+        with h.Raw(port_old, timeout=5) as c:
+            c.request(b"version\r\n", b"VERSION 1.6.18\r\n")
+        keep.request(b"version\r\n", b"VERSION 1.6.18\r\n")
+        # Descriptors free again: the next reload binds the new address.
+        self.reload(pools=conf(new_listen, [x, y]))
+        with h.Raw(port_new, timeout=5) as c:
+            c.request(b"version\r\n", b"VERSION 1.6.18\r\n")
+        self.stop_clean()
+
+
 class TestConfigPathNotAFile(HostileCase):
     def test_fifo_in_place_of_the_file_is_refused(self):
         """The configuration path replaced by a FIFO: SIGHUP blocked the control
