@@ -572,6 +572,13 @@ static void on_timer(uv_timer_t *t)
         return;
     }
     if (c->word_only && now_ms(c) >= deadline_of(c)) {
+        if (input_waiting(c)) {
+            /* More came, still unread (the loop was busy): the read
+             * callback says what it is. */
+            c->word_ms = now_ms(c);
+            rearm(c);
+            return;
+        }
         /* One word and silence (`STATS` with no line end, no EOF): an HTTP
          * client sends its request line whole. twemproxy's protocol. */
         respond_raw(c);

@@ -299,6 +299,9 @@ static uint64_t pop_answered(client_t *c)
     return held;
 }
 
+/* A backlog buffer's size at least (the pool's chunk when not larger). */
+#define WN_BACKLOG_CHUNK 16384u
+
 /* Room for n more bytes in c's backlog buffer (a new one when it is full:
  * the one filled so far stays referenced by the backlog's segments). A new
  * buffer's whole size is added to *taken: a reply just over half a chunk
@@ -309,7 +312,12 @@ static wn_buf_t *backlog_room(client_t *c, size_t n, uint64_t *taken)
     wn_buf_t *b = c->backlog_buf;
     if (b != NULL && b->cap - b->len >= n)
         return b;
-    wn_buf_t *nb = wn_buf_get(&c->w->bufs, n);
+    /* The pool's chunks (-m) may be large: then a buffer of about what it
+     * will hold, not a chunk counted whole for a few bytes. */
+    wn_bufpool_t *pool = &c->w->bufs;
+    wn_buf_t *nb = pool->chunk_size <= WN_BACKLOG_CHUNK
+                       ? wn_buf_get(pool, n)
+                       : wn_buf_get_exact(pool, WN_MAX(n, (size_t)WN_BACKLOG_CHUNK));
     if (nb == NULL)
         return NULL;
     wn_buf_unref(b);

@@ -685,7 +685,9 @@ class TestClientLifecycle(HostileCase):
         stats server's accept did the same to the control thread). Expected:
         accepting pauses and retries on a timer, one warning, existing
         clients served throughout, a stats request waiting in the backlog
-        served once descriptors are free, a clean stop."""
+        served once descriptors are free, a clean stop. (The spin is a race:
+        when libuv's spare descriptor survives, 196e933 drains the backlog
+        silently and this fails only on the missing warning.)"""
         raise_own_fd_limit(4096)
         mc = self.memcached(1)[0]
         px = self.proxy([mc], workers=2, nofile=64, timeout=5000)
@@ -1125,6 +1127,40 @@ class TestMemoryBounds(HostileCase):
                  "1 MiB limit", "%.1f MiB" % (grew / MiB))
         self.assertAlive(px)
         self.assertLess(grew, 10 * MiB)
+        px.stop()
+
+    def test_04f_slow_reader_with_large_buffers_is_not_cut(self):
+        """A client that reads, slowly: three 1.9 MB GETs and two misses
+        pipelined, read after half a second. With walnut's buffers at 16 MiB
+        (-m) and an 8 MiB limit, the first reply copied behind its stalled
+        write (a 5-byte END) took a 16 MiB chunk, counted whole: the client
+        was cut after 3 MB ("client holds 17851904 bytes", review of
+        424c00d+7740858). Expected: every byte, as on 196e933."""
+        mc = h.Memcached(self.tmp, name="mcbig", extra=["-I", "2m"]).start()
+        self.addCleanup(mc.kill)
+        px = h.Proxy(self.tmp, {"alpha": h.pool([mc], client_buffer_limit=8 << 20)},
+                     name="bigbufs", extra=["-m", str(16 << 20)])
+        px.start()
+        self.addCleanup(px.kill)
+        size = 1900000
+        h.mc_command(mc.port, b"set big 0 0 %d\r\n%s\r\n" % (size, b"b" * size),
+                     expect=b"STORED\r\n")
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect((HOST, px.port()))
+        self.addCleanup(c.close)
+        c.sendall(b"get big\r\n" * 3 + b"get nothing\r\nget nothing2\r\n")
+        time.sleep(0.5)  # its socket is full meanwhile
+        want = 3 * (len(b"VALUE big 0 %d\r\n" % size) + size + 7) + 10
+        c.settimeout(10)
+        got = 0
+        while got < want:
+            d = c.recv(1 << 20)
+            if not d:
+                break
+            got += len(d)
+        self.assertEqual(got, want, "bytes before the close; log:\n%s" % px.log()[-1500:])
+        self.assertNotIn("over client_buffer_limit", px.log())
         px.stop()
 
     def test_04c_idle_connections_hold_no_read_buffer(self):
