@@ -675,6 +675,16 @@ class TestClientLifecycle(HostileCase):
             self.wait_connections(port, px.pid, "after 300 %s clients" % ("RST" if rst else "FIN"))
         px.stop()
 
+    def hold_connections(self, port, n):
+        """Up to n connections to port, held open (closed at cleanup)."""
+        held = []
+        for _ in range(n):
+            try:
+                held.append(self.sock(port, timeout=1))
+            except OSError:
+                break
+        return held
+
     def test_03c_out_of_descriptors_neither_spins_nor_wedges(self):
         """walnut -T 2 at RLIMIT_NOFILE 64, held open by clients past its
         limit while more connect. libuv's accept loop retries at once on
@@ -694,12 +704,7 @@ class TestClientLifecycle(HostileCase):
         port = px.port()
         keep = self.raw(port, timeout=10)
         keep.request(b"version\r\n", b"VERSION 1.6.18\r\n")
-        held = []
-        for _ in range(120):
-            try:
-                held.append(self.sock(port, timeout=1))
-            except OSError:
-                break
+        held = self.hold_connections(port, 120)
         for _ in range(100):  # accepted by the kernel, then dropped
             try:
                 socket.create_connection((HOST, port), timeout=1).close()
@@ -750,12 +755,7 @@ class TestClientLifecycle(HostileCase):
         port = px.port()
         keep = self.raw(port, timeout=10)
         time.sleep(0.3)
-        held = []
-        for _ in range(120):
-            try:
-                held.append(self.sock(port, timeout=1))
-            except OSError:
-                break
+        held = self.hold_connections(port, 120)
         time.sleep(0.5)
         # No server connection yet: each needs a descriptor walnut lacks.
         keep.send(b"".join(b"get key%d\r\n" % i for i in range(20)))
