@@ -9,6 +9,7 @@
  */
 #include "protocol.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <netinet/in.h>
@@ -97,11 +98,47 @@ static int tcp_socket(const struct sockaddr_storage *ss, socklen_t len, bool reu
     return fd;
 }
 
+/* One of walnut's own listening sockets is bound to ss (TCP) or path
+ * (unix): a listener a worker kept when a reload could not bind the address
+ * that replaced it (reconf.c). Reloading back to it is no conflict. */
+static bool own_listener(const struct sockaddr_storage *ss, const char *path)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return false;
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (*end != '\0' || end == e->d_name || fd == dirfd(d))
+            continue;
+        int acc = 0;
+        socklen_t alen = sizeof(acc);
+        struct sockaddr_storage b;
+        socklen_t blen = sizeof(b);
+        memset(&b, 0, sizeof(b));
+        if (getsockopt((int)fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &alen) < 0 || !acc ||
+            getsockname((int)fd, (struct sockaddr *)&b, &blen) < 0)
+            continue;
+        if (path != NULL)
+            found =
+                b.ss_family == AF_UNIX && strncmp(((struct sockaddr_un *)&b)->sun_path, path,
+                                                  sizeof(((struct sockaddr_un *)0)->sun_path)) == 0;
+        else
+            found = b.ss_family == ss->ss_family && wn_sockaddr_same(&b, ss);
+    }
+    closedir(d);
+    return found;
+}
+
 /* Without SO_REUSEPORT a bind fails if anyone listens there. */
 static int probe_tcp(const wn_conf_pool_t *conf, const struct sockaddr_storage *ss,
                      socklen_t sslen, char *err, size_t errlen)
 {
     int probe = tcp_socket(ss, sslen, false);
+    if (probe == UV_EADDRINUSE && own_listener(ss, NULL))
+        return 0;
     if (probe < 0) {
         listen_fail(conf, err, errlen, "cannot listen on %s: %s%s", conf->listen_text,
                     wn_strerror(probe),
@@ -144,7 +181,7 @@ static int check_unix(const wn_conf_pool_t *conf, char *err, size_t errlen)
         int rc = connect(fd, (const struct sockaddr *)&un, sizeof(un));
         bool served = rc == 0 || errno == EAGAIN || errno == EINPROGRESS;
         close(fd);
-        if (served) {
+        if (served && !own_listener(NULL, path)) {
             listen_fail(conf, err, errlen, "cannot listen on %s: %s (another process serves it)",
                         path, wn_strerror(UV_EADDRINUSE));
             return UV_EADDRINUSE;
