@@ -47,7 +47,6 @@ struct wn_acceptor {
     wn_accept_room_cb room;
     wn_acceptor_closed_cb on_closed;
     void *data;         /* the owner's */
-    uint64_t rests;     /* times accepting stopped for want of resources */
     uint64_t warned_ms; /* the last warning (0: none yet) */
     uint64_t unsaid;    /* rests since the last warning */
     char what[96];      /* who listens, for the log ("pool 'a'", "stats") */

@@ -48,7 +48,6 @@ static void rest(wn_acceptor_t *a, int err)
 {
     uv_poll_stop(&a->poll);
     a->resting = true;
-    a->rests++;
     uv_timer_start(&a->rest, on_rest_over, WN_ACCEPT_REST_MS, 0);
     uint64_t now = uv_now(a->rest.loop);
     if (a->warned_ms != 0 && now - a->warned_ms < WN_ACCEPT_WARN_MS) {
@@ -112,7 +111,7 @@ int wn_acceptor_init(uv_loop_t *loop, wn_acceptor_t *a, int fd, const char *what
     a->on_accept = on_accept;
     a->room = room;
     a->on_closed = NULL;
-    a->rests = a->warned_ms = a->unsaid = 0;
+    a->warned_ms = a->unsaid = 0;
     snprintf(a->what, sizeof(a->what), "%s", what);
     return 0;
 }

@@ -466,7 +466,8 @@ struct client {
                               wn_client_can_parse); set by the protocol unit */
     bool close_on_write;   /* close once the queued writes are done */
     bool unpaced;          /* read past the soft bounds (see WN_CLIENT_STALL_MS) */
-    segv_t backlog;        /* unpaced: replies copied out of their requests, next to write */
+    segv_t backlog;        /* replies copied out of their requests while a write was under
+                              way (compact_ready), next to write */
     uint64_t backlog_bytes; /* the sizes of the buffers it took, counted in held */
     wn_buf_t *backlog_buf; /* the one being filled (a reference), or NULL */
     uint64_t stall_ms;     /* paused with a write that has not moved since (0: not) */
@@ -499,14 +500,14 @@ static inline bool wn_client_can_parse(const client_t *c)
  * WN_CLIENT_STALL_MS is most likely blocked sending the rest of a pipeline
  * it writes whole before reading any reply (redis-py's pipeline, most
  * clients' batches): pausing it would wait for it forever, and it for
- * walnut. It is read on, "unpaced", until its next write completes, with
- * the replies of its requests done copied into a backlog of its own and
- * the requests let go (held, each would keep alive a server read buffer it
- * points into, 16 KiB shared with other clients' replies, for a few bytes
- * of its own, and its slot): the 1,024 requests in flight still bound its
- * reading, at the servers' pace, and the pool's buffer limit what it
- * holds, the backlog counted with the rest (a client that never reads is
- * disconnected there, as before at that limit).
+ * walnut. It is read on, "unpaced", until its next write completes. As for
+ * any client with a write under way, the replies of its requests done are
+ * copied into a backlog of its own and the requests let go (compact_ready:
+ * held, each would keep alive a server read buffer it points into, 16 KiB
+ * shared with other clients' replies, for a few bytes of its own): the
+ * 1,024 requests in flight still bound its reading, at the servers' pace,
+ * and the pool's buffer limit what it holds, the backlog counted with the
+ * rest (a client that never reads is disconnected there).
  * Watched by a worker timer while such a client exists.
  */
 #define WN_CLIENT_STALL_MS 1000

@@ -268,15 +268,24 @@ int64_t wn_outv_try(outv_t *o, uv_stream_t *st)
     return rc > 0 ? rc : 0;
 }
 
+/* The span of o that byte `done` falls in (done < o->bytes); *off: where
+ * in it. */
+static uint32_t outv_span_at(const outv_t *o, uint64_t done, uint64_t *off)
+{
+    uint32_t i = 0;
+    while (done >= o->iov[i].len) {
+        done -= o->iov[i].len;
+        i++;
+    }
+    *off = done;
+    return i;
+}
+
 int64_t wn_outv_queue(outv_t *o, uv_stream_t *st, uint64_t done, outv_done_cb cb, void *arg)
 {
     if (done >= o->bytes)
         return 0;
-    uint32_t first = 0;
-    while (done >= o->iov[first].len) {
-        done -= o->iov[first].len;
-        first++;
-    }
+    uint32_t first = outv_span_at(o, done, &done);
     uint32_t n = o->n - first;
     if (n == 0)
         return 0; /* cannot be: done < o->bytes */
@@ -330,15 +339,10 @@ static wn_buf_t *outv_compact(const outv_t *o, uint64_t done)
     wn_buf_t *b = left <= UINT32_MAX ? wn_buf_get_exact(o->bufs[0]->pool, (size_t)left) : NULL;
     if (b == NULL)
         return NULL;
-    for (uint32_t i = 0; i < o->n; i++) {
-        uint64_t len = o->iov[i].len;
-        if (done >= len) {
-            done -= len;
-            continue;
-        }
-        memcpy(b->data + b->len, o->iov[i].base + done, (size_t)(len - done));
-        b->len += (uint32_t)(len - done);
-        done = 0;
+    uint64_t off;
+    for (uint32_t i = outv_span_at(o, done, &off); i < o->n; i++, off = 0) {
+        memcpy(b->data + b->len, o->iov[i].base + off, (size_t)(o->iov[i].len - off));
+        b->len += (uint32_t)(o->iov[i].len - off);
     }
     return b;
 }
@@ -352,9 +356,8 @@ int64_t wn_outv_write(outv_t *o, uv_stream_t *st, outv_done_cb cb, void *arg)
      * buffer shared with others' replies, would keep those buffers alive
      * for as long as the client does not read: queue a copy instead when
      * the buffers are more than twice the bytes. */
-    uint32_t first = 0;
-    for (uint64_t d = (uint64_t)done; d >= o->iov[first].len; first++)
-        d -= o->iov[first].len;
+    uint64_t off;
+    uint32_t first = outv_span_at(o, (uint64_t)done, &off);
     wn_buf_t *b = outv_pinned(o, first) > 2 * (o->bytes - (uint64_t)done)
                       ? outv_compact(o, (uint64_t)done)
                       : NULL;
