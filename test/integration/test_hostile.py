@@ -130,6 +130,17 @@ def drain_until_closed(sock, deadline, max_bytes=4 << 30):
     return False, n
 
 
+def read_count(sock, n):
+    """Read and drop up to n bytes; how many came before EOF."""
+    got = 0
+    while got < n:
+        d = sock.recv(min(n - got, 1 << 20))
+        if not d:
+            break
+        got += len(d)
+    return got
+
+
 def rst_close(sock):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
@@ -1099,12 +1110,8 @@ class TestMemoryBounds(HostileCase):
                 need = 8 * (16000 + len(b"VALUE big 0 16000\r\n\r\nEND\r\n"))
                 while not stop.is_set():
                     b.sendall(b"get big\r\n" * 8)
-                    got = 0
-                    while got < need:
-                        d = b.recv(1 << 20)
-                        if not d:
-                            return
-                        got += len(d)
+                    if read_count(b, need) < need:
+                        return
 
         def attacker():
             a = socket.socket()
@@ -1165,12 +1172,7 @@ class TestMemoryBounds(HostileCase):
         time.sleep(0.5)  # its socket is full meanwhile
         want = 3 * (len(b"VALUE big 0 %d\r\n" % size) + size + 7) + 10
         c.settimeout(10)
-        got = 0
-        while got < want:
-            d = c.recv(1 << 20)
-            if not d:
-                break
-            got += len(d)
+        got = read_count(c, want)
         self.assertEqual(got, want, "bytes before the close; log:\n%s" % px.log()[-1500:])
         self.assertNotIn("over client_buffer_limit", px.log())
         px.stop()
