@@ -29,7 +29,8 @@ typedef enum wn_stat_kind {
 #define WN_GLOBAL_STATS_MAP(XX)                                                                    \
     XX(curr_connections, GAUGE, "open client connections")                                         \
     XX(total_connections, COUNTER, "client connections accepted")                                  \
-    XX(rejected_connections, COUNTER, "client connections refused by client_connections")          \
+    XX(rejected_connections, COUNTER,                                                              \
+       "client connections closed at once (client_connections, descriptors)")                      \
     XX(cmd_get, COUNTER, "keys asked for by get, gets and mg, as memcached counts them")           \
     XX(cmd_set, COUNTER, "storage commands")                                                       \
     XX(cmd_touch, COUNTER, "keys asked for by touch, gat and gats, as memcached counts them")      \

@@ -76,6 +76,20 @@ typedef struct wn_msg {
     int worker;        /* worker -> control: the sender */
 } wn_msg_t;
 
+/*
+ * Client connections of the whole process against a limit that keeps
+ * descriptors for what walnut itself must open (server connections, probes,
+ * listeners, the stats server's connections), as twemproxy keeps them: a
+ * client past it is accepted and closed at once. Control sets the limit at
+ * start and at each reload (0: none); workers count their clients in it.
+ * Shared by every thread; relaxed atomics (workers accepting at the same
+ * moment may pass it by one each).
+ */
+typedef struct wn_client_budget {
+    atomic_uint open;
+    atomic_uint limit;
+} wn_client_budget_t;
+
 typedef struct wn_worker_options {
     int id;
     int nworkers;
@@ -90,6 +104,9 @@ typedef struct wn_worker_options {
     /* Where failures go: the control thread's wakeup (borrowed). NULL: no
      * control thread; failures are not reported and nothing is ever ejected. */
     uv_async_t *control_wakeup;
+    /* The process's client count and limit (borrowed; outlives the worker).
+     * NULL: clients are not counted there. */
+    wn_client_budget_t *budget;
 } wn_worker_options_t;
 
 /* Create a worker for `conf` (a reference is taken). Main thread. Opens the

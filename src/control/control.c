@@ -350,6 +350,7 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
             .stats = ctl->blocks[i],
             .listen_fds = fds,
             .control_wakeup = &ctl->wakeup,
+            .budget = &ctl->budget,
         };
         rc = wn_worker_create(ctl->conf, &wo, &ctl->workers[i], err, sizeof(err));
         if (rc < 0) {
@@ -374,6 +375,7 @@ static int process_setup(const wn_options_t *opts)
     }
     /* A peer that closes while we write must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
+    wn_fds_raise();
     wn_log_set_thread("control");
     return 0;
 }
@@ -425,8 +427,10 @@ static int control_start(control_t *ctl, const wn_options_t *opts, int *started)
     }
     if (rc == 0)
         rc = wn_control_stats_start(ctl, opts->stats_addr, opts->stats_port);
-    if (rc == 0)
+    if (rc == 0) {
+        wn_fds_budget(ctl);
         rc = create_workers(ctl, opts);
+    }
     while (rc == 0 && *started < ctl->nworkers) {
         rc = wn_worker_start(ctl->workers[*started]);
         if (rc < 0)

@@ -164,6 +164,8 @@ struct control {
     char last_reload[200];        /* for STATUS=: how the last reload went ("" before one) */
     wn_inherited_t *inherited;    /* owned, [npools], or NULL: no socket activation */
     const char *conf_path;        /* borrowed from the options: what SIGHUP re-reads */
+    wn_client_budget_t budget;    /* clients of every worker against the descriptors (fds.c) */
+    bool budget_said;             /* its limit was logged */
 };
 
 /* control.c: some message to a worker is waiting in an outbox; retry soon. */
@@ -181,6 +183,12 @@ void wn_control_log_convergence(control_t *ctl, uint32_t pool);
 void wn_control_reload(control_t *ctl);
 /* A worker runs the reloaded configuration now. */
 void wn_control_config_done(control_t *ctl, const wn_msg_t *m);
+
+/* fds.c: the soft descriptor limit raised to the hard one (main thread,
+ * before any other starts); the clients' limit set from what is left beside
+ * the configuration's server connections (at start and at each reload). */
+void wn_fds_raise(void);
+void wn_fds_budget(control_t *ctl);
 
 /* sd.c: systemd's notify protocol, watchdog and socket activation. */
 void wn_sd_init(control_t *ctl);

@@ -29,7 +29,7 @@ void wn_http_limits_default(wn_http_limits_t *l)
         .max_headers = 64,
         .max_url = 2048,
         .max_body = 4096,
-        .max_conns = 64,
+        .max_conns = WN_HTTP_MAX_CONNS,
         .max_pending = 1,
         .max_held = (size_t)32 << 20,
     };

@@ -26,6 +26,8 @@
  * trip time, so 100 ms tells the two kinds of client apart without making a
  * twemproxy collector wait noticeably. */
 #define WN_HTTP_FIRST_BYTE_MS 100
+/* Stats connections open at once by default; more wait in the backlog. */
+#define WN_HTTP_MAX_CONNS 64
 
 typedef struct wn_http_limits {
     uint32_t first_byte_ms; /* silent this long: twemproxy mode (WN_HTTP_FIRST_BYTE_MS) */

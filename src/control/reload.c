@@ -204,6 +204,7 @@ void wn_control_reload(control_t *ctl)
     ctl->conf = nc;
     ctl->gen++;
     ctl->listeners_opened += nnew;
+    wn_fds_budget(ctl);
     if (wn_control_stats_reconf(ctl) < 0)
         wn_log_error("reload: out of memory; command counters are not reported");
     for (uint32_t p = 0; p < ctl->npools; p++)

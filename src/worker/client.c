@@ -145,6 +145,8 @@ static void client_attach(client_t *c)
     w->clients = c;
     w->nclients++;
     pool->nclients++;
+    if (w->budget != NULL)
+        atomic_fetch_add_explicit(&w->budget->open, 1, memory_order_relaxed);
     wn_stat_add(WN_GSTAT(w, curr_connections), 1);
     wn_stat_add(WN_GSTAT(w, total_connections), 1);
     wn_stat_add(WN_PSTAT(pool, client_connections), 1);
@@ -155,9 +157,36 @@ static void client_attach(client_t *c)
     }
 }
 
+#define WN_BUDGET_WARN_MS 60000u
+
+/* Is there room for one more client in the process's descriptor budget?
+ * If not, say so (once a minute at most). */
+static bool budget_room(wn_worker_t *w)
+{
+    wn_client_budget_t *b = w->budget;
+    if (b == NULL)
+        return true;
+    unsigned limit = atomic_load_explicit(&b->limit, memory_order_relaxed);
+    unsigned open = atomic_load_explicit(&b->open, memory_order_relaxed);
+    if (limit == 0 || open < limit)
+        return true;
+    uint32_t left_out;
+    if (wn_log_limit_pass(&w->budget_warned, uv_now(&w->loop), WN_BUDGET_WARN_MS, &left_out, NULL))
+        wn_log_warn("%u client connections open, the most the descriptor limit leaves room for "
+                    "beside server connections: new ones are closed at once (%u more since the "
+                    "last warning); raise RLIMIT_NOFILE (LimitNOFILE=, ulimit -n)",
+                    open, left_out);
+    return false;
+}
+
 void wn_client_accept(pool_rt_t *pool, int fd)
 {
     wn_worker_t *w = pool->w;
+    if (!budget_room(w)) {
+        wn_stat_add(WN_GSTAT(w, rejected_connections), 1);
+        close(fd);
+        return;
+    }
     /* client_connections is a process-wide limit in twemproxy; each worker
      * takes its share of it. */
     int limit = pool->conf->client_connections;
@@ -256,6 +285,8 @@ static void client_close(client_t *c, bool error)
     c->prev = c->next = NULL;
     w->nclients--;
     pool->nclients--;
+    if (w->budget != NULL)
+        atomic_fetch_sub_explicit(&w->budget->open, 1, memory_order_relaxed);
     wn_stat_sub(WN_GSTAT(w, curr_connections), 1);
     wn_stat_sub(WN_PSTAT(pool, client_connections), 1);
     wn_stat_add(error ? WN_PSTAT(pool, client_err) : WN_PSTAT(pool, client_eof), 1);

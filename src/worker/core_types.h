@@ -563,6 +563,8 @@ struct wn_worker {
     wn_server_stats_t *sink_server; /* owned */
     client_t *clients;   /* list */
     uint32_t nclients;
+    wn_client_budget_t *budget;   /* borrowed; NULL: none (wn_worker_options_t) */
+    wn_log_limit_t budget_warned; /* clients refused for it: said once a minute at most */
     sconn_t *dirty_servers;
     client_t *dirty_clients;
     uv_check_t flusher;  /* one flush per loop turn */

@@ -146,6 +146,7 @@ int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker
     w->accept_unix = opts->accept_unix;
     w->stats = opts->stats;
     w->control_wakeup = opts->control_wakeup;
+    w->budget = opts->budget;
     w->start_time = (uint64_t)time(NULL);
     snprintf(w->name, sizeof(w->name), "worker %d", opts->id);
     wn_conf_ref(conf);

@@ -569,7 +569,7 @@ class Proxy:
                  nofile=None, env=None):
         self.tmp, self.pools, self.workers, self.verbosity = tmp, pools, workers, verbosity
         self.env = env  # extra environment variables for the proxy, if set
-        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) for the proxy, if set
+        self.nofile = nofile  # RLIMIT_NOFILE for the proxy, if set: N (soft and hard) or (soft, hard)
         self.kind = kind or PROXY
         self.name = name or self.kind
         self.extra = list(extra)
@@ -625,10 +625,11 @@ class Proxy:
     def _preexec(self):
         if self.nofile is None:
             return None
-        n = int(self.nofile)
+        soft, hard = self.nofile if isinstance(self.nofile, tuple) else (self.nofile, self.nofile)
+        soft, hard = int(soft), int(hard)
 
         def limit_fds():  # runs in the child between fork and exec: no imports here
-            resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         return limit_fds
 
     @property

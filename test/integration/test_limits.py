@@ -1,11 +1,19 @@
-"""test_limits.py: client_connections is enforced (twemproxy 0.5.0 ignores it).
+"""test_limits.py: limits on client connections.
 
-Each worker takes its share of the pool's limit (the limit divided by the
-workers, rounded up): with one worker and client_connections 2, the third
-connection is closed at once and counted as rejected; closing one makes room.
+client_connections is enforced (twemproxy 0.5.0 ignores it). Each worker
+takes its share of the pool's limit (the limit divided by the workers,
+rounded up): with one worker and client_connections 2, the third connection
+is closed at once and counted as rejected; closing one makes room.
+
+Descriptors: as twemproxy does, walnut keeps RLIMIT_NOFILE's descriptors for
+its own server connections (and listeners, probes, stats) and closes clients
+past the rest at once, so a client flood cannot leave it unable to reach a
+server; the soft limit is raised to the hard one at start.
 """
 
 import os
+import re
+import signal
 import socket
 import sys
 import unittest
@@ -78,6 +86,185 @@ class TestClientConnections(h.ProxyTestCase):
                 c.close()
         h.wait_until(admitted, deadline=10.0, what="a new client admitted after one left")
         self.px.stop(check=True)
+
+
+def served_or_closed(sock):
+    """'served' if walnut answers `version` on sock, 'closed' if it closed it
+    unanswered, 'waiting' if it did neither within 2 s (never accepted)."""
+    sock.settimeout(2)
+    try:
+        sock.sendall(b"version\r\n")
+        got = b""
+        while not got.endswith(b"\r\n"):
+            d = sock.recv(4096)
+            if not d:
+                return "closed"
+            got += d
+    except (ConnectionResetError, BrokenPipeError):
+        return "closed"
+    except socket.timeout:
+        return "waiting"
+    sock.settimeout(10)
+    if not got.startswith(b"VERSION "):
+        raise AssertionError("unexpected reply to version: %r" % got)
+    return "served"
+
+
+class TestDescriptorBudget(h.ProxyTestCase):
+    """Clients fill RLIMIT_NOFILE: walnut answered `SERVER_ERROR Too many open
+    files` to the requests of the clients it had let in, being unable to open
+    a server connection (nutcracker, which keeps descriptors for its servers,
+    served them). Expected: clients past what the limit leaves beside the
+    server connections are closed at once, counted as rejected, warned about;
+    every client let in reaches every server."""
+
+    WORKERS = 2
+    NOFILE = 256
+    ATTEMPTS = 320  # more than the limit leaves: 256 less walnut's own
+
+    def setUp(self):
+        if h.UNDER_NUTCRACKER:
+            self.skipTest("walnut's log and stats")
+        soft, hard = resource_limits()
+        if soft < 2 * self.ATTEMPTS:
+            self.skipTest("this test needs %d descriptors of its own" % (2 * self.ATTEMPTS))
+        self.tmp = self.tmpdir()
+        self.mcs = self.start_memcached(self.tmp, n=2)
+
+    def start(self, nofile, server_connections=2):
+        self.px = self.start_proxy(
+            self.tmp, {"alpha": h.pool(self.mcs, server_connections=server_connections)},
+            workers=self.WORKERS, nofile=nofile)
+        return self.px
+
+    def log_since(self, offset):
+        with open(self.px.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def claimed_limit(self, since=0):
+        found = re.findall(r"clients up to (\d+), (\d+) kept", self.log_since(since))
+        self.assertTrue(found, "walnut does not say its clients' limit:\n" + self.px.log())
+        return int(found[-1][0])
+
+    def fill(self, n):
+        """n connections, each asked `version`: (served sockets, how many were
+        closed); stops at the third left waiting (walnut out of descriptors)."""
+        served, closed, waiting = [], 0, 0
+        for _ in range(n):
+            s = socket.create_connection((h.HOST, self.px.port()), timeout=10)
+            self.addCleanup(s.close)
+            got = served_or_closed(s)
+            if got == "served":
+                served.append(s)
+            elif got == "closed":
+                closed += 1
+                s.close()
+            else:
+                waiting += 1
+                if waiting == 3:
+                    break
+        self.waiting = waiting
+        return served, closed
+
+    def every_server_reached(self, clients):
+        """Each client sets and gets two keys (on both servers, spread over the
+        workers' server connections, which open now): all answered."""
+        for i, s in enumerate(clients):
+            s.sendall(b"set a%d 0 0 1\r\nx\r\nset b%d 0 0 1\r\ny\r\nget a%d b%d\r\n" % (i, i, i, i))
+        want = b"STORED\r\nSTORED\r\nVALUE a%d 0 1\r\nx\r\nVALUE b%d 0 1\r\ny\r\nEND\r\n"
+        for i, s in enumerate(clients):
+            got = b""
+            w = want % (i, i)
+            while len(got) < len(w) and b"ERROR" not in got:
+                d = s.recv(4096)
+                if not d:
+                    break
+                got += d
+            self.assertEqual(got, w, "client %d of %d" % (i + 1, len(clients)))
+        held = {m.name: len(m.keys_held([b"a%d" % i for i in range(len(clients))] +
+                                        [b"b%d" % i for i in range(len(clients))]))
+                for m in self.mcs}
+        self.assertTrue(all(n > 0 for n in held.values()), "keys on both servers: %s" % held)
+
+    def test_clients_past_the_budget_are_closed_and_servers_stay_reachable(self):
+        self.start(self.NOFILE)
+        limit = self.claimed_limit()
+        # The harness's readiness probe may still count: wait for it to go.
+        h.wait_until(lambda: metric(self.px.stats_port, "walnut_client_connections") == 0,
+                     deadline=10, what="no client yet")
+        served, closed = self.fill(self.ATTEMPTS)
+        sys.stderr.write("  [measured] clients let in at RLIMIT_NOFILE %d, -T %d, 4 server "
+                         "connections a worker: %d (claimed %d)\n"
+                         % (self.NOFILE, self.WORKERS, len(served), limit))
+        self.every_server_reached(served)
+        self.assertEqual(self.waiting, 0, "connections left waiting: out of descriptors")
+        self.assertGreater(limit, 64)
+        # Two workers accepting at once may each pass the count by one.
+        self.assertLessEqual(abs(len(served) - limit), self.WORKERS - 1,
+                             "served %d, closed %d" % (len(served), closed))
+        self.assertEqual(len(served) + closed, self.ATTEMPTS)
+        # Warned once a minute at most, by each worker that closed one.
+        warned = self.px.log().count("new ones are closed at once")
+        self.assertTrue(1 <= warned <= self.WORKERS, self.px.log()[-2000:])
+        self.assertEqual(metric(self.px.stats_port, "walnut_client_connections_rejected_total"),
+                         closed)
+        for s in served:
+            s.close()
+        # Room again once the workers saw them go.
+        def admitted():
+            with socket.create_connection((h.HOST, self.px.port()), timeout=10) as s:
+                return served_or_closed(s) == "served"
+        h.wait_until(admitted, deadline=10, interval=0.1, what="a client let in again")
+        self.px.stop(check=True)
+
+    def test_soft_limit_raised_to_the_hard_one(self):
+        self.start((self.NOFILE, 4 * self.NOFILE))
+        with open("/proc/%d/limits" % self.px.pid) as f:
+            line = [l for l in f if l.startswith("Max open files")][0]
+        self.assertEqual(line.split()[3:5], [str(4 * self.NOFILE)] * 2, line)
+        self.assertGreater(self.claimed_limit(), 3 * self.NOFILE)
+        self.px.stop(check=True)
+
+    def test_a_reload_keeps_room_for_more_server_connections(self):
+        """server_connections raised by a reload: more descriptors kept, fewer
+        clients let in, and every one still reaches every server."""
+        self.start(self.NOFILE)
+        before = self.claimed_limit()
+        mark = os.path.getsize(self.px.log_path)
+        with open(self.px.conf_path, "w") as f:
+            f.write(h.render_config({"alpha": h.pool(self.mcs, server_connections=12,
+                                                     listen=self.px.pools["alpha"]["listen"])}))
+        os.kill(self.px.pid, signal.SIGHUP)
+        h.wait_until(lambda: "clients up to" in self.log_since(mark),
+                     deadline=10, what="the reload's new limit")
+        after = self.claimed_limit(mark)
+        # 2 workers x 2 servers x 10 more connections each
+        self.assertEqual(before - after, self.WORKERS * 2 * 10)
+        served, closed = self.fill(self.ATTEMPTS)
+        self.every_server_reached(served)
+        self.assertEqual(self.waiting, 0, "connections left waiting: out of descriptors")
+        self.assertLessEqual(abs(len(served) - after), self.WORKERS - 1,
+                             "served %d, closed %d" % (len(served), closed))
+        self.px.stop(check=True)
+
+
+def resource_limits():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096 <= hard or (soft < hard and hard < 4096):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def metric(stats_port, name):
+    """The unlabelled sample `name` of walnut's /metrics."""
+    import urllib.request
+    with urllib.request.urlopen("http://%s:%d/metrics" % (h.HOST, stats_port), timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError("no %s in /metrics" % name)
 
 
 if __name__ == "__main__":
