@@ -299,7 +299,12 @@ static void reload_acked(control_t *ctl)
         return;
     int current = wn_control_workers_current(ctl);
     unsigned long long ms = uv_now(&ctl->loop) - ctl->reload_start_ms;
-    if (current == ctl->nworkers)
+    if (current == ctl->nworkers && ctl->reload_failed)
+        wn_log_warn("reload: all %d worker(s) run generation %llu (%llu ms), but a listener did "
+                    "not open on every worker (their errors are above): those pools listen where "
+                    "they did there until a reload opens it",
+                    ctl->nworkers, (unsigned long long)ctl->gen, ms);
+    else if (current == ctl->nworkers)
         wn_log_notice("reload: all %d worker(s) run generation %llu (%llu ms)", ctl->nworkers,
                       (unsigned long long)ctl->gen, ms);
     else

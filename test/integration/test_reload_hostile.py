@@ -662,6 +662,8 @@ class TestListenMoveThatCannotBind(HostileCase):
             self.skipTest("the reload did not fail to bind here (descriptors left: the race "
                           "was not met); log:\n%s" % log[-1500:])
         self.assertIn("the pool listens where it did", log)
+        # control's summary does not say all is well
+        self.assertIn("but a listener did not open on every worker", log)
         with h.Raw(port_old, timeout=5) as c:
             c.request(b"version\r\n", b"VERSION 1.6.18\r\n")
         keep.request(b"version\r\n", b"VERSION 1.6.18\r\n")
