@@ -275,6 +275,10 @@ static void render_header(sbuf_t *b, const wn_stats_view_t *v)
     family(b, "walnut_config_generation", "gauge",
            "configuration generation: 0 at start, one more per applied reload");
     sample_u64(b, "walnut_config_generation", NULL, v->generation);
+    family(b, "walnut_client_connections_limit", "gauge",
+           "client connections the descriptor limit leaves room for beside walnut's own "
+           "(server connections, listeners, probes, stats); 0: no limit");
+    sample_u64(b, "walnut_client_connections_limit", NULL, v->client_limit);
     family(b, "walnut_uptime_seconds", "gauge", "seconds since walnut started");
     sample_u64(b, "walnut_uptime_seconds", NULL, v->uptime);
     family(b, "walnut_connections", "gauge",

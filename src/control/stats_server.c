@@ -65,6 +65,7 @@ static int build_view(wn_stats_view_t *v, void *arg)
     if (rc < 0)
         return rc;
     v->generation = ctl->gen;
+    v->client_limit = atomic_load_explicit(&ctl->budget.limit, memory_order_relaxed);
     v->generation_converged =
         ctl->reload_acks == 0 && wn_control_workers_current(ctl) == ctl->nworkers;
     snprintf(v->last_reload, sizeof(v->last_reload), "%s", ctl->last_reload);

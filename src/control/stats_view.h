@@ -123,6 +123,7 @@ typedef struct wn_stats_view {
     /* Reloads (filled in by control): the configuration generation, whether
      * every worker runs it, how the last reload went ("" before one). */
     uint64_t generation;
+    uint64_t client_limit; /* clients the descriptors leave room for; 0: no limit */
     bool generation_converged;
     char last_reload[200];
     wn_stats_pool_view_t *pools; /* owned, [npools], config order */

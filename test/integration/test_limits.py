@@ -193,6 +193,7 @@ class TestDescriptorBudget(h.ProxyTestCase):
         # The harness's readiness probe may still count: wait for it to go.
         h.wait_until(lambda: metric(self.px.stats_port, "walnut_client_connections") == 0,
                      deadline=10, what="no client yet")
+        self.assertEqual(metric(self.px.stats_port, "walnut_client_connections_limit"), limit)
         served, closed = self.fill(self.ATTEMPTS)
         sys.stderr.write("  [measured] clients let in at RLIMIT_NOFILE %d, -T %d, 4 server "
                          "connections a worker: %d (claimed %d)\n"
@@ -241,6 +242,7 @@ class TestDescriptorBudget(h.ProxyTestCase):
         after = self.claimed_limit(mark)
         # 2 workers x 2 servers x 10 more connections each
         self.assertEqual(before - after, self.WORKERS * 2 * 10)
+        self.assertEqual(metric(self.px.stats_port, "walnut_client_connections_limit"), after)
         served, closed = self.fill(self.ATTEMPTS)
         self.every_server_reached(served)
         self.assertEqual(self.waiting, 0, "connections left waiting: out of descriptors")
