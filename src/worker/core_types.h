@@ -186,6 +186,7 @@ struct req {
     uint64_t out_bytes; /* bytes of `out` */
     uint64_t acct;      /* bytes counted in the client's held total (root requests) */
     uint64_t waiting;   /* bytes counted in its server's `waiting` (wn_server_enqueue) */
+    uint64_t held;      /* bytes counted in its server's `held` (wn_server_enqueue) */
     uint32_t rsp_sent;  /* segments of rsp already written to the client (streaming) */
     segv_t out;         /* bytes for the server */
     segv_t rsp;         /* bytes for the client */
@@ -257,6 +258,8 @@ void wn_req_out_written(req_t *r);
 /* r's bytes no longer wait for its server: its socket took them, or r left
  * the queue unsent. */
 void wn_req_not_waiting(req_t *r);
+/* r is answered, or dropped: its server holds it no more. */
+void wn_req_not_held(req_t *r);
 void wn_req_free_all(wn_worker_t *w);
 
 /* ---- server connections (server.c) ---------------------------------------- */
@@ -369,7 +372,13 @@ struct server_rt {
     server_rt_t *retired_next;       /* the worker's list of retired servers */
     uint64_t waiting;                /* bytes queued for it that its sockets have not
                                         taken, whoever sent them (clients that left too) */
-    bool over_warned;                /* `waiting` went over its bound: said so once */
+    /* Requests it has not answered, whoever sent them: each one's slot from
+     * the moment it is queued, and once written the bytes the protocol keeps
+     * to check the reply (a memcached get's line). A server that reads and
+     * does not answer is bounded by this, as one that stops reading is by
+     * `waiting`. */
+    uint64_t held;
+    bool over_warned;                /* `waiting` or `held` went over its bound: said so once */
     uint64_t fresh;                  /* of `waiting`, what loop turn `fresh_turn` queued */
     uint64_t fresh_turn;
     wn_log_limit_t warned[WN_SWARN_KINDS]; /* server.c: each kind at most once per

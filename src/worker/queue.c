@@ -54,11 +54,34 @@ static void queue_stats(req_t *r, int64_t dir)
  * but a client may leave, or half-close and wait, and another come. So a
  * server also bounds what waits for it, whoever sent it: past the pool's
  * client_buffer_limit (a server that has stopped reading), requests for it
- * are refused at once, until it reads again.
+ * are refused at once, until it reads again. Likewise for what it holds
+ * unanswered (`held`: a server that reads and does not answer, such as
+ * redis-server under CLIENT PAUSE), past the limit or WN_SERVER_HELD_MIN,
+ * whichever is larger: a small limit must not refuse a healthy server's
+ * ordinary pipelines (480 gets in flight are 390 KB of bookkeeping).
  */
+#define WN_SERVER_HELD_MIN (16u << 20)
+
+static bool over_held(server_rt_t *s)
+{
+    pool_rt_t *p = s->pool;
+    if (s->held <= WN_MAX(p->buffer_limit, (uint64_t)WN_SERVER_HELD_MIN))
+        return false;
+    if (!s->over_warned) {
+        s->over_warned = true;
+        wn_log_warn("pool '%s': server %s has not answered requests holding %llu bytes of "
+                    "walnut's memory (over client_buffer_limit, or 16 MiB): refusing requests "
+                    "for it until it answers",
+                    p->conf->name, s->conf->name, (unsigned long long)s->held);
+    }
+    return true;
+}
+
 static bool over_bound(server_rt_t *s)
 {
     pool_rt_t *p = s->pool;
+    if (over_held(s))
+        return true;
     /* What this turn queued was not offered to the socket yet: when one turn
      * reads many clients, that alone may pass the bound while the server
      * reads fine. What is left once the flush offered it says it stopped.
@@ -71,8 +94,8 @@ static bool over_bound(server_rt_t *s)
     if (offered <= p->buffer_limit) {
         if (s->over_warned) {
             s->over_warned = false;
-            wn_log_notice("pool '%s': server %s reads again: taking requests for it", p->conf->name,
-                          s->conf->name);
+            wn_log_notice("pool '%s': server %s catches up: taking requests for it again",
+                          p->conf->name, s->conf->name);
         }
         return false;
     }
@@ -106,6 +129,8 @@ int wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
     c->nqueued++;
     r->waiting = r->out_bytes;
     s->waiting += r->waiting;
+    r->held = s->pool->w->req_size;
+    s->held += r->held;
     if (s->fresh_turn != s->pool->w->turns) {
         s->fresh_turn = s->pool->w->turns;
         s->fresh = 0;
@@ -155,6 +180,7 @@ static void sconn_unlink(sconn_t *c, bool answered)
     r->snext = NULL;
     r->conn = NULL;
     wn_req_not_waiting(r);
+    wn_req_not_held(r);
     c->nqueued--;
     if (c->head == NULL && c->server->retired)
         wn_server_wake_successors(c->server);

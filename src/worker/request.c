@@ -220,11 +220,27 @@ void wn_req_not_waiting(req_t *r)
     r->waiting = 0;
 }
 
+void wn_req_not_held(req_t *r)
+{
+    if (r->held == 0)
+        return;
+    server_rt_t *s = r->server;
+    s->held -= WN_MIN(r->held, s->held);
+    r->held = 0;
+}
+
 void wn_req_out_written(req_t *r)
 {
     wn_req_not_waiting(r);
-    if (r->keep_out)
+    if (r->keep_out) {
+        /* kept until the reply: its server holds them (once, if written again) */
+        uint64_t want = r->server != NULL ? r->server->pool->w->req_size + r->out_bytes : 0;
+        if (r->held != 0 && r->held < want) {
+            r->server->held += want - r->held;
+            r->held = want;
+        }
         return;
+    }
     if (!r->out_shared)
         account(r, -(int64_t)r->out_bytes);
     else if (r->parent != NULL && r->parent->copies_left > 0 && --r->parent->copies_left == 0)
