@@ -67,11 +67,6 @@ void wn_options_deinit(wn_options_t *opts);
  * "pool<TAB>key<TAB>server-name<TAB>address". Returns 0 or a negative error. */
 int wn_locate_print(const wn_conf_t *conf, char *const *keys, int nkeys, FILE *out);
 
-/* Descriptors walnut keeps for what it opens itself with `conf` and
- * `nworkers` workers (server connections, listeners, probes, the stats
- * server, loops and files): clients may use the rest of RLIMIT_NOFILE. */
-uint64_t wn_fds_reserved(const wn_conf_t *conf, int nworkers);
-
 /*
  * Run the proxy for `conf` until told to stop. Main thread; returns 0 on a
  * clean stop or a negative error. (Until the worker runtime lands this only

@@ -6,6 +6,7 @@
  * the end a clean stop. It reaches workers only through their message rings.
  */
 #include "control_priv.h"
+#include "fds.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -428,7 +429,7 @@ static int control_start(control_t *ctl, const wn_options_t *opts, int *started)
     if (rc == 0)
         rc = wn_control_stats_start(ctl, opts->stats_addr, opts->stats_port);
     if (rc == 0) {
-        wn_fds_budget(ctl);
+        wn_fds_budget(&ctl->budget, &ctl->budget_said, ctl->conf, ctl->nworkers);
         rc = create_workers(ctl, opts);
     }
     while (rc == 0 && *started < ctl->nworkers) {

@@ -184,12 +184,6 @@ void wn_control_reload(control_t *ctl);
 /* A worker runs the reloaded configuration now. */
 void wn_control_config_done(control_t *ctl, const wn_msg_t *m);
 
-/* fds.c: the soft descriptor limit raised to the hard one (main thread,
- * before any other starts); the clients' limit set from what is left beside
- * the configuration's server connections (at start and at each reload). */
-void wn_fds_raise(void);
-void wn_fds_budget(control_t *ctl);
-
 /* sd.c: systemd's notify protocol, watchdog and socket activation. */
 void wn_sd_init(control_t *ctl);
 /* Closes what wn_sd_init opened. */

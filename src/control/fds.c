@@ -10,8 +10,9 @@
  * and go); workers count their clients against it (wn_client_budget_t).
  * Control thread (and the main thread before any other starts).
  */
-#include "control_priv.h"
+#include "fds.h"
 
+#include <stdatomic.h>
 #include <sys/resource.h>
 
 #include "http.h"
@@ -50,21 +51,26 @@ void wn_fds_raise(void)
                     (unsigned long long)was, (unsigned long long)rl.rlim_max);
 }
 
-void wn_fds_budget(control_t *ctl)
+void wn_fds_budget(wn_client_budget_t *budget, bool *said, const wn_conf_t *conf, int nworkers)
 {
     struct rlimit rl;
-    uint64_t reserved = wn_fds_reserved(ctl->conf, ctl->nworkers);
+    uint64_t reserved = wn_fds_reserved(conf, nworkers);
     uint64_t limit = 0; /* none */
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY) {
         rl.rlim_cur = RLIM_INFINITY;
     } else if (rl.rlim_cur > reserved) {
         limit = WN_MIN((uint64_t)rl.rlim_cur - reserved, (uint64_t)UINT32_MAX);
     }
-    unsigned old =
-        atomic_exchange_explicit(&ctl->budget.limit, (unsigned)limit, memory_order_relaxed);
-    if (old == limit && ctl->budget_said)
+    unsigned old = atomic_exchange_explicit(&budget->limit, (unsigned)limit, memory_order_relaxed);
+    unsigned open = atomic_load_explicit(&budget->open, memory_order_relaxed);
+    if (limit != 0 && open > limit)
+        wn_log_warn("descriptors: %u clients are open, more than the %llu the limit now leaves "
+                    "room for: none is closed, new ones are, and a server connection may fail "
+                    "for want of a descriptor until %llu of them leave",
+                    open, (unsigned long long)limit, (unsigned long long)(open - limit));
+    if (old == limit && *said)
         return;
-    ctl->budget_said = true;
+    *said = true;
     if (rl.rlim_cur == RLIM_INFINITY)
         wn_log_notice("descriptors: no limit; clients are not limited");
     else if (limit == 0)

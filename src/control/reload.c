@@ -19,6 +19,7 @@
  * Control thread only.
  */
 #include "control_priv.h"
+#include "fds.h"
 #include "stats_view.h"
 
 #include <stdarg.h>
@@ -204,7 +205,7 @@ void wn_control_reload(control_t *ctl)
     ctl->conf = nc;
     ctl->gen++;
     ctl->listeners_opened += nnew;
-    wn_fds_budget(ctl);
+    wn_fds_budget(&ctl->budget, &ctl->budget_said, ctl->conf, ctl->nworkers);
     if (wn_control_stats_reconf(ctl) < 0)
         wn_log_error("reload: out of memory; command counters are not reported");
     for (uint32_t p = 0; p < ctl->npools; p++)
@@ -301,8 +302,9 @@ static void reload_acked(control_t *ctl)
     unsigned long long ms = uv_now(&ctl->loop) - ctl->reload_start_ms;
     if (current == ctl->nworkers && ctl->reload_failed)
         wn_log_warn("reload: all %d worker(s) run generation %llu (%llu ms), but a listener did "
-                    "not open on every worker (their errors are above): those pools listen where "
-                    "they did there until a reload opens it",
+                    "not open on every worker (their errors are above): on those workers the pool "
+                    "listens at its old address, or not at all if it is new, until a reload opens "
+                    "it",
                     ctl->nworkers, (unsigned long long)ctl->gen, ms);
     else if (current == ctl->nworkers)
         wn_log_notice("reload: all %d worker(s) run generation %llu (%llu ms)", ctl->nworkers,

@@ -277,7 +277,8 @@ static void render_header(sbuf_t *b, const wn_stats_view_t *v)
     sample_u64(b, "walnut_config_generation", NULL, v->generation);
     family(b, "walnut_client_connections_limit", "gauge",
            "client connections the descriptor limit leaves room for beside walnut's own "
-           "(server connections, listeners, probes, stats); 0: no limit");
+           "(server connections, listeners, probes, stats); 0: not limited (no descriptor "
+           "limit, or one too low to keep any room: the log warns)");
     sample_u64(b, "walnut_client_connections_limit", NULL, v->client_limit);
     family(b, "walnut_uptime_seconds", "gauge", "seconds since walnut started");
     sample_u64(b, "walnut_uptime_seconds", NULL, v->uptime);

@@ -378,7 +378,8 @@ struct server_rt {
      * does not answer is bounded by this, as one that stops reading is by
      * `waiting`. */
     uint64_t held;
-    bool over_warned;                /* `waiting` or `held` went over its bound: said so once */
+    bool over_warned;                /* `waiting` went over its bound: said so once */
+    bool held_warned;                /* `held` went over its bound: said so once */
     uint64_t fresh;                  /* of `waiting`, what loop turn `fresh_turn` queued */
     uint64_t fresh_turn;
     wn_log_limit_t warned[WN_SWARN_KINDS]; /* server.c: each kind at most once per

@@ -65,10 +65,16 @@ static void queue_stats(req_t *r, int64_t dir)
 static bool over_held(server_rt_t *s)
 {
     pool_rt_t *p = s->pool;
-    if (s->held <= WN_MAX(p->buffer_limit, (uint64_t)WN_SERVER_HELD_MIN))
+    if (s->held <= WN_MAX(p->buffer_limit, (uint64_t)WN_SERVER_HELD_MIN)) {
+        if (s->held_warned) {
+            s->held_warned = false;
+            wn_log_notice("pool '%s': server %s answers again: taking requests for it",
+                          p->conf->name, s->conf->name);
+        }
         return false;
-    if (!s->over_warned) {
-        s->over_warned = true;
+    }
+    if (!s->held_warned) {
+        s->held_warned = true;
         wn_log_warn("pool '%s': server %s has not answered requests holding %llu bytes of "
                     "walnut's memory (over client_buffer_limit, or 16 MiB): refusing requests "
                     "for it until it answers",
@@ -77,11 +83,9 @@ static bool over_held(server_rt_t *s)
     return true;
 }
 
-static bool over_bound(server_rt_t *s)
+static bool over_waiting(server_rt_t *s)
 {
     pool_rt_t *p = s->pool;
-    if (over_held(s))
-        return true;
     /* What this turn queued was not offered to the socket yet: when one turn
      * reads many clients, that alone may pass the bound while the server
      * reads fine. What is left once the flush offered it says it stopped.
@@ -94,8 +98,8 @@ static bool over_bound(server_rt_t *s)
     if (offered <= p->buffer_limit) {
         if (s->over_warned) {
             s->over_warned = false;
-            wn_log_notice("pool '%s': server %s catches up: taking requests for it again",
-                          p->conf->name, s->conf->name);
+            wn_log_notice("pool '%s': server %s reads again: taking requests for it", p->conf->name,
+                          s->conf->name);
         }
         return false;
     }
@@ -106,6 +110,13 @@ static bool over_bound(server_rt_t *s)
                     p->conf->name, s->conf->name, (unsigned long long)s->waiting);
     }
     return true;
+}
+
+/* A server that has stopped reading says so first: its unsent requests
+ * count in `held` too. */
+static bool over_bound(server_rt_t *s)
+{
+    return over_waiting(s) || over_held(s);
 }
 
 int wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)

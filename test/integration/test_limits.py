@@ -11,6 +11,7 @@ past the rest at once, so a client flood cannot leave it unable to reach a
 server; the soft limit is raised to the hard one at start.
 """
 
+import hashlib
 import os
 import re
 import signal
@@ -170,21 +171,22 @@ class TestDescriptorBudget(h.ProxyTestCase):
     def every_server_reached(self, clients):
         """Each client sets and gets two keys (on both servers, spread over the
         workers' server connections, which open now): all answered."""
-        for i, s in enumerate(clients):
-            s.sendall(b"set a%d 0 0 1\r\nx\r\nset b%d 0 0 1\r\ny\r\nget a%d b%d\r\n" % (i, i, i, i))
-        want = b"STORED\r\nSTORED\r\nVALUE a%d 0 1\r\nx\r\nVALUE b%d 0 1\r\ny\r\nEND\r\n"
+        # (keys that spread: under fnv1a_64 "a0".."a130" can all land on one server)
+        keys = [(b"a" + hashlib.md5(b"%d" % i).hexdigest().encode(),
+                 b"b" + hashlib.md5(b"-%d" % i).hexdigest().encode()) for i in range(len(clients))]
+        for (a, b), s in zip(keys, clients):
+            s.sendall(b"set %s 0 0 1\r\nx\r\nset %s 0 0 1\r\ny\r\nget %s %s\r\n" % (a, b, a, b))
+        want = b"STORED\r\nSTORED\r\nVALUE %s 0 1\r\nx\r\nVALUE %s 0 1\r\ny\r\nEND\r\n"
         for i, s in enumerate(clients):
             got = b""
-            w = want % (i, i)
+            w = want % keys[i]
             while len(got) < len(w) and b"ERROR" not in got:
                 d = s.recv(4096)
                 if not d:
                     break
                 got += d
             self.assertEqual(got, w, "client %d of %d" % (i + 1, len(clients)))
-        held = {m.name: len(m.keys_held([b"a%d" % i for i in range(len(clients))] +
-                                        [b"b%d" % i for i in range(len(clients))]))
-                for m in self.mcs}
+        held = {m.name: len(m.keys_held([k for pair in keys for k in pair])) for m in self.mcs}
         self.assertTrue(all(n > 0 for n in held.values()), "keys on both servers: %s" % held)
 
     def test_clients_past_the_budget_are_closed_and_servers_stay_reachable(self):
@@ -232,6 +234,10 @@ class TestDescriptorBudget(h.ProxyTestCase):
         clients let in, and every one still reaches every server."""
         self.start(self.NOFILE)
         before = self.claimed_limit()
+        # More clients open than the new limit will leave room for: none is
+        # closed, and the log says how many must leave.
+        early, _ = self.fill(100)
+        self.assertEqual(len(early), 100)
         mark = os.path.getsize(self.px.log_path)
         with open(self.px.conf_path, "w") as f:
             f.write(h.render_config({"alpha": h.pool(self.mcs, server_connections=12,
@@ -243,6 +249,13 @@ class TestDescriptorBudget(h.ProxyTestCase):
         # 2 workers x 2 servers x 10 more connections each
         self.assertEqual(before - after, self.WORKERS * 2 * 10)
         self.assertEqual(metric(self.px.stats_port, "walnut_client_connections_limit"), after)
+        self.assertIn("100 clients are open, more than the %d the limit now leaves room for"
+                      % after, self.log_since(mark))
+        for s in early:
+            self.assertEqual(served_or_closed(s), "served")  # still served
+            s.close()
+        h.wait_until(lambda: metric(self.px.stats_port, "walnut_client_connections") == 0,
+                     deadline=10, what="the early clients gone")
         served, closed = self.fill(self.ATTEMPTS)
         self.every_server_reached(served)
         self.assertEqual(self.waiting, 0, "connections left waiting: out of descriptors")

@@ -1,0 +1,25 @@
+/*
+ * control/fds.h: file descriptors: the soft limit raised at start, and the
+ * clients' share of it (see fds.c). Control thread (raise: main thread).
+ */
+#ifndef WALNUT_CONTROL_FDS_H
+#define WALNUT_CONTROL_FDS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "walnut/config.h"
+#include "walnut/worker.h"
+
+/* What walnut keeps for what it opens itself with `conf` and `nworkers`
+ * workers (server connections, listeners, probes, the stats server, loops
+ * and files): clients may use the rest of RLIMIT_NOFILE. */
+uint64_t wn_fds_reserved(const wn_conf_t *conf, int nworkers);
+/* The soft limit raised to the hard one: before any other thread starts. */
+void wn_fds_raise(void);
+/* The clients' limit in budget set from what the limit leaves beside
+ * wn_fds_reserved (at start and at each reload), logged when it changes or
+ * *said is false (then true). */
+void wn_fds_budget(wn_client_budget_t *budget, bool *said, const wn_conf_t *conf, int nworkers);
+
+#endif
