@@ -974,7 +974,9 @@ class TestRedis(RedisCase):
         # up to the limit or 16 MiB, the larger (before: every request of
         # every client).
         self.assertLessEqual(most, max(limit, 16 << 20) // 512, "requests held for a paused server")
-        self.assertIn("has not answered requests holding", px.log())
+        # (which bound it meets first depends on how fast the paused server
+        # still reads: its socket's queue, or what it holds unanswered)
+        self.assertRegex(px.log(), "has not (answered requests holding|taken)")
         with h.Raw(px.port("p"), timeout=10) as c:
             c.request(resp("GET", on_paused[0]), b"-ERR ")  # refused at once
             c.recv_line()
@@ -989,7 +991,7 @@ class TestRedis(RedisCase):
                 c.send(resp("GET", on_paused[1]))
                 return c.recv_line() == b"$-1\r\n"
         h.wait_until(answered, deadline=30, interval=0.3, what="the server taking requests again")
-        self.assertIn("answers again", px.log())
+        self.assertRegex(px.log(), "(answers|reads) again")
         px.stop(check=True)
 
     def test_copies_for_a_stalled_server_stay_counted(self):
