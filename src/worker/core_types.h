@@ -258,8 +258,6 @@ void wn_req_out_written(req_t *r);
 /* r's bytes no longer wait for its server: its socket took them, or r left
  * the queue unsent. */
 void wn_req_not_waiting(req_t *r);
-/* r is answered, or dropped: its server holds it no more. */
-void wn_req_not_held(req_t *r);
 void wn_req_free_all(wn_worker_t *w);
 
 /* ---- server connections (server.c) ---------------------------------------- */

@@ -191,7 +191,11 @@ static void sconn_unlink(sconn_t *c, bool answered)
     r->snext = NULL;
     r->conn = NULL;
     wn_req_not_waiting(r);
-    wn_req_not_held(r);
+    if (r->held != 0) { /* answered, or dropped: its server holds it no more */
+        server_rt_t *s = c->server;
+        s->held -= WN_MIN(r->held, s->held);
+        r->held = 0;
+    }
     c->nqueued--;
     if (c->head == NULL && c->server->retired)
         wn_server_wake_successors(c->server);

@@ -220,15 +220,6 @@ void wn_req_not_waiting(req_t *r)
     r->waiting = 0;
 }
 
-void wn_req_not_held(req_t *r)
-{
-    if (r->held == 0)
-        return;
-    server_rt_t *s = r->server;
-    s->held -= WN_MIN(r->held, s->held);
-    r->held = 0;
-}
-
 void wn_req_out_written(req_t *r)
 {
     wn_req_not_waiting(r);
