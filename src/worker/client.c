@@ -266,6 +266,8 @@ static void client_close(client_t *c, bool error)
         c->head = r->next;
         r->next = NULL;
         wn_req_detach(r);
+        if (r->conn != NULL)
+            wn_proto_req_orphaned(r);
         wn_req_unref(r);
     }
     c->tail = NULL;

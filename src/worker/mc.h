@@ -252,6 +252,8 @@ void wn_mc_line_closed(mc_line_t *l);
 /* r could not be completed: count it, answer it with twemproxy's
  * SERVER_ERROR text; a fragment's parent merges on. */
 void wn_mc_fail(req_t *r, int err);
+/* wn_proto_req_orphaned for text and binary requests. */
+void wn_mc_req_orphaned(req_t *r);
 /* Queue r on server s for c's slot, or fail it. */
 void wn_mc_forward(client_t *c, server_rt_t *s, req_t *r);
 

@@ -154,6 +154,12 @@ void wn_proto_fail(req_t *r, int err)
     DISPATCH(r->pool->proto, wn_mc_fail(r, err), wn_redis_fail(r, err));
 }
 
+void wn_proto_req_orphaned(req_t *r)
+{
+    if (r->pool->proto == WN_PROTO_MC)
+        wn_mc_req_orphaned(r);
+}
+
 uint32_t wn_proto_ncmds(wn_proto_t proto)
 {
     switch (proto) {

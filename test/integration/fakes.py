@@ -282,6 +282,16 @@ class StallingBackend(FakeBackend):
         return b"ERROR\r\n"
 
 
+class MuteBackend(FakeBackend):
+    """Answers the probe; reads every other request and answers none (a
+    server paused, or shedding load by silence)."""
+
+    def reply(self, cid, parts, data):
+        if parts and parts[0] == b"version":
+            return self.VERSION
+        return b""
+
+
 class BatchReplyBackend(FakeBackend):
     """Answers the probe; reads every storage command at once but answers none
     of them (STORED each, in order) until it has `n` of them."""
