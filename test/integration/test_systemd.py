@@ -396,8 +396,18 @@ class TestSignals(h.ProxyTestCase):
         handled = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
                    signal.SIGUSR1, signal.SIGUSR2]
         tids = [int(t) for t in os.listdir("/proc/%d/task" % px.pid)]
-        self.assertEqual(blocked(px.pid) & sum(1 << (s - 1) for s in handled), 0,
-                         "the control thread blocks a signal it handles")
+        # A thread blocks every signal for a moment while it creates one
+        # (glibc's pthread_create; control starts libuv's pool threads for
+        # its lookups), seen once under TSan: the mask is looked at again.
+        mask = sum(1 << (s - 1) for s in handled)
+        seen = [blocked(px.pid) & mask for _ in range(1)]
+        for _ in range(50):
+            if seen[-1] == 0:
+                break
+            time.sleep(0.02)
+            seen.append(blocked(px.pid) & mask)
+        self.assertEqual(seen[-1], 0, "the control thread blocks a signal it handles (masks "
+                         "seen over 1 s: %s)" % sorted(set(seen)))
         others = [t for t in tids if t != px.pid]
         open_to = [t for t in others if not all(blocked(t) & (1 << (s - 1)) for s in handled)]
         # three workers, and under TSan its own thread (which blocks them too)
