@@ -266,7 +266,7 @@ static void client_close(client_t *c, bool error)
         c->head = r->next;
         r->next = NULL;
         wn_req_detach(r);
-        if (r->conn != NULL)
+        if (r->conn != NULL || (r->kind == REQ_PARENT && !r->done))
             wn_proto_req_orphaned(r);
         wn_req_unref(r);
     }

@@ -215,6 +215,11 @@ req_t *wn_req_root(req_t *r);
 client_t *wn_req_client(const req_t *r);
 /* Append the client's FIFO (takes a reference). */
 void wn_req_enqueue_client(client_t *c, req_t *r);
+/* What a parent keeps until it is answered: its slot and its fragments'
+ * (answered ones are kept too), its `out` when kept (a get's line), and its
+ * protocol's kept memory (a split's bookkeeping, copied keys). Not what it
+ * lets go of once written, nor a protocol's `owned` block. */
+uint64_t wn_req_kept(const req_t *r);
 /* Count `bytes` more held for r's client (memory a unit keeps for it). */
 void wn_req_hold(req_t *r, uint64_t bytes);
 /* `bytes` counted for `from` are held on for `to`, a later request of the

@@ -591,18 +591,21 @@ bool wn_mc_must_wait(mc_client_t *c, const char *line, const wn_mc_request_t *q)
 
 /*
  * A get waiting for its server keeps its line (`out`) to match the reply's
- * keys. Its client gone, that would keep the client's whole input buffer
- * alive (a 16 KiB chunk for a line of a few dozen bytes) until the server
- * answers, which one that reads and does not answer never does, and only
- * the line's bytes count in the server's bound: the line moves to a buffer
- * of its own. Only a written line of a get of its own (split parts and
- * streamed lines point into others' buffers); one still in a write stays.
+ * keys; so does a split get's parent while a fragment waits (the fragments
+ * match against it). Its client gone, that would keep the client's whole
+ * input buffer alive (a 16 KiB chunk for a line of a few dozen bytes) until
+ * the server answers, which one that reads and does not answer never does,
+ * and only the line's bytes count in the server's bound: the line moves to
+ * a buffer of its own. Only a written line of a get of its own, or a split
+ * parent's (never written itself); streamed lines' parts point into others'
+ * buffers, and a line still in a write stays.
  */
 void wn_mc_req_orphaned(req_t *req)
 {
     mc_req_t *r = (mc_req_t *)req;
-    if (!req->keep_out || req->waiting != 0 || req->out.n != 1 || !r->is_get || r->split != NULL ||
-        r->part_of != NULL || r->line == NULL)
+    bool parent = req->kind == REQ_PARENT;
+    if (!req->keep_out || req->waiting != 0 || req->out.n != 1 || !r->is_get ||
+        (r->split != NULL) != parent || r->part_of != NULL || r->line == NULL)
         return;
     seg_t *s = &req->out.v[0];
     if (r->line != s->buf->data + s->off || s->buf->cap / 2 <= s->len)

@@ -140,7 +140,9 @@ int wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
     c->nqueued++;
     r->waiting = r->out_bytes;
     s->waiting += r->waiting;
-    r->held = s->pool->w->req_size;
+    /* A fragment (or copy) waiting here pins its parent too: counted
+     * against the client while it is there, and nowhere once it has gone. */
+    r->held = s->pool->w->req_size + (r->parent != NULL ? wn_req_kept(r->parent) : 0);
     s->held += r->held;
     if (s->fresh_turn != s->pool->w->turns) {
         s->fresh_turn = s->pool->w->turns;

@@ -151,6 +151,16 @@ void wn_req_free_all(wn_worker_t *w)
     w->nfree_reqs = 0;
 }
 
+uint64_t wn_req_kept(const req_t *r)
+{
+    uint64_t slot = r->pool->w->req_size;
+    uint64_t n = slot + (uint64_t)r->nfrags * (slot + sizeof(req_t *));
+    if (r->keep_out)
+        n += r->out_bytes;
+    for (uint32_t i = 0; i < r->keep.n; i++)
+        n += r->keep.v[i].len;
+    return n;
+}
 
 void wn_req_hold(req_t *r, uint64_t bytes)
 {
@@ -224,8 +234,9 @@ void wn_req_out_written(req_t *r)
 {
     wn_req_not_waiting(r);
     if (r->keep_out) {
-        /* kept until the reply: its server holds them (once, if written again) */
-        uint64_t want = r->server != NULL ? r->server->pool->w->req_size + r->out_bytes : 0;
+        /* kept until the reply: its server holds them (once, if written again;
+         * held is set, and the server with it, from when r is queued) */
+        uint64_t want = r->pool->w->req_size + r->out_bytes;
         if (r->held != 0 && r->held < want) {
             r->server->held += want - r->held;
             r->held = want;

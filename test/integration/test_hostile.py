@@ -1719,6 +1719,91 @@ class TestBackendMisbehaviour(HostileCase):
         self.assertNoSanitizerReport(px)
         px.stop()
 
+    def test_17d_a_split_get_whose_client_left_is_bounded(self):
+        """A get split over a server that reads and never answers and a live
+        one: its parent (the 47 KB line, the split's bookkeeping) lives while
+        the silent server's part waits, and was counted nowhere once its client
+        had gone; the silent server's bound counted the part's slot alone.
+        Client after client sending such a get and closing grew walnut without
+        bound (review: RSS +121 MiB for 2,000 clients, every part still
+        queued). Expected: each part waiting counts its parent in its server's
+        bound, so the server is refused requests once its parts pin more than
+        16 MiB (here: over client_buffer_limit's 8 MiB), and the parent's line
+        moves out of the client's input buffer."""
+        fake = self.fake(fakes.MuteBackend())
+        mc = self.memcached(1)[0]
+        px = self.proxy([fake, mc], start=False, client_buffer_limit=8 * MiB)
+        silent = self.keys_on(px, fake.addr, 2, b"s" * 200 + b":")
+        live = self.keys_on(px, mc.addr, 200, b"l" * 200 + b":")
+        px.start()
+        self.addCleanup(px.kill)
+        line = b"get " + b" ".join([silent[0]] + live) + b"\r\n"
+        n = 2000 if not sanitized() else 500
+        base = h.rss(px.pid)
+        for _ in range(n):
+            s = self.sock(px.port(), timeout=10)
+            s.sendall(line)
+            s.close()
+
+        def queued():
+            url = "http://%s:%d/metrics" % (HOST, px.stats_port)
+            with urllib.request.urlopen(url, timeout=5) as r:
+                for l in r.read().decode().splitlines():
+                    if l.startswith("walnut_server_out_queue{") and fake.addr in l:
+                        return int(float(l.split()[-1]))
+            self.fail("no out_queue for %s" % fake.addr)
+        # every client is read (and its parts are queued or refused)
+        h.wait_until(lambda: "has not answered requests holding" in px.log(), deadline=20,
+                     what="the silent server's bound met")
+        time.sleep(0.5)
+        grew = h.rss(px.pid) - base
+        waiting = queued()
+        measured("split gets waiting for a mute server, %d clients of a %d-byte line gone"
+                 % (n, len(line)), "%d (RSS +%.1f MiB)" % (waiting, grew / MiB))
+        self.assertLessEqual(waiting, 16 * MiB // len(line),
+                             "parts waiting for the silent server, each pinning its parent")
+        if not sanitized():
+            self.assertLess(grew, 40 * MiB, "RSS growth for %d split gets whose clients left" % n)
+        c = self.raw(px.port(), timeout=10)
+        c.request(b"get %s\r\n" % silent[1], b"SERVER_ERROR Out of memory\r\n")
+        c.request(b"get %s\r\n" % live[0], b"END\r\n")  # the live server is served
+        self.assertAlive(px)
+        self.assertNoSanitizerReport(px)
+        px.stop()
+
+    def test_17e_a_split_get_whose_client_left_lets_go_of_its_input_buffer(self):
+        """As test_17c, for a get split over a mute server and a live one: the
+        parent's line, which its parts match their replies against, pointed
+        into the client's 16 KiB input buffer, kept alive for as long as the
+        mute server's part waits; its bound counts the line alone. Expected:
+        the line moves to a buffer of its own once its client is gone."""
+        fake = self.fake(fakes.MuteBackend())
+        mc = self.memcached(1)[0]
+        px = self.proxy([fake, mc], start=False, client_buffer_limit=8 * MiB)
+        silent = self.keys_on(px, fake.addr, 1, b"s" * 100 + b":")[0]
+        live = self.keys_on(px, mc.addr, 1, b"l" * 100 + b":")[0]
+        px.start()
+        self.addCleanup(px.kill)
+        n = 3000 if not sanitized() else 500
+        base = h.rss(px.pid)
+        for _ in range(n):
+            s = self.sock(px.port(), timeout=10)
+            s.sendall(b"get %s %s\r\n" % (silent, live))
+            time.sleep(0.001)  # read and sent on before the reset
+            rst_close(s)
+        time.sleep(0.5)
+        grew = h.rss(px.pid) - base
+        measured("RSS growth, %d clients each sending a get split over a mute server and "
+                 "resetting" % n, "%.1f MiB" % (grew / MiB))
+        self.assertNotIn("has not answered requests holding", px.log())
+        if not sanitized():
+            self.assertLess(grew, 12 * MiB, "RSS growth for %d split gets whose clients left" % n)
+        c = self.raw(px.port(), timeout=10)
+        c.request(b"get %s\r\n" % live, b"END\r\n")  # the live server is served
+        self.assertAlive(px)
+        self.assertNoSanitizerReport(px)
+        px.stop()
+
     def test_17_clients_that_leave_cannot_grow_a_stalled_servers_queue(self):
         """Defect 17: a server that stops reading (no timeout set), and client after
         client that sends it 3 MB of sets and closes. A client's bytes count against it
