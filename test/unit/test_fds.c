@@ -1,0 +1,151 @@
+/*
+ * Unit test of control's descriptor budget (control/fds.c): what walnut
+ * keeps for its own descriptors, summed over pools, servers, connections
+ * and workers, and the clients' limit the soft RLIMIT_NOFILE leaves beside
+ * it, set again when the limit or the configuration changes.
+ *
+ * The budget tests lower this process's soft limit (never the hard one) and
+ * put it back.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <cmocka.h>
+
+#include "control/fds.h"
+#include "control/http.h"
+#include "walnut/config.h"
+
+static wn_conf_t *parse(const char *text)
+{
+    char err[256];
+    wn_conf_t *conf = NULL;
+    if (wn_conf_parse(text, strlen(text), "test.yml", &conf, err, sizeof(err)) != 0)
+        fail_msg("config: %s", err);
+    return conf;
+}
+
+/* Two pools: 2 servers x 2 connections, and 3 servers x 1 (the default). */
+static const char two_pools[] = "a:\n"
+                                "  listen: 127.0.0.1:22121\n"
+                                "  server_connections: 2\n"
+                                "  servers:\n"
+                                "    - 127.0.0.1:11211:1 a1\n"
+                                "    - 127.0.0.1:11212:1 a2\n"
+                                "b:\n"
+                                "  listen: 127.0.0.1:22122\n"
+                                "  servers:\n"
+                                "    - 127.0.0.1:11213:1 b1\n"
+                                "    - 127.0.0.1:11214:1 b2\n"
+                                "    - 127.0.0.1:11215:1 b3\n";
+
+static const char one_server[] = "a:\n"
+                                 "  listen: 127.0.0.1:22121\n"
+                                 "  servers:\n"
+                                 "    - 127.0.0.1:11211:1 a1\n";
+
+static void test_reserve_counts_every_worker_s_connections(void **state)
+{
+    (void)state;
+    wn_conf_t *two = parse(two_pools), *one = parse(one_server);
+    /* What a worker adds: its server connections (2x2 + 3x1) and a listener
+     * per pool (2) beside its loop's own; probes once per server (5). */
+    uint64_t w1 = wn_fds_reserved(two, 1), w2 = wn_fds_reserved(two, 2);
+    uint64_t w4 = wn_fds_reserved(two, 4);
+    assert_true(w2 - w1 >= 4 + 3 + 2);
+    assert_int_equal(w4 - w2, 2 * (w2 - w1)); /* the same for every worker */
+    /* No worker count is one worker. */
+    assert_int_equal(wn_fds_reserved(two, 0), w1);
+    /* One pool of one server: each worker keeps 1 server connection and 1
+     * listener, 7 fewer than with two pools ... */
+    uint64_t o1 = wn_fds_reserved(one, 1), o2 = wn_fds_reserved(one, 2);
+    assert_true(o2 - o1 >= 1 + 1);
+    assert_int_equal((w2 - w1) - (o2 - o1), (4 + 3 + 2) - (1 + 1));
+    /* ... and its probes: 5 servers against 1. */
+    assert_int_equal(w1 - o1, (w2 - w1) - (o2 - o1) + (5 - 1));
+    /* The stats server's connections are kept too. */
+    assert_true(o1 > WN_HTTP_MAX_CONNS);
+    wn_conf_unref(two);
+    wn_conf_unref(one);
+}
+
+static struct rlimit saved;
+
+static int save_limit(void **state)
+{
+    (void)state;
+    return getrlimit(RLIMIT_NOFILE, &saved);
+}
+
+static int restore_limit(void **state)
+{
+    (void)state;
+    return setrlimit(RLIMIT_NOFILE, &saved);
+}
+
+static void set_soft(rlim_t soft)
+{
+    struct rlimit rl = saved;
+    rl.rlim_cur = soft;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+}
+
+static void test_clients_get_what_the_limit_leaves(void **state)
+{
+    (void)state;
+    wn_conf_t *conf = parse(two_pools);
+    uint64_t reserved = wn_fds_reserved(conf, 2);
+    if (saved.rlim_max != RLIM_INFINITY && saved.rlim_max < reserved + 1000)
+        skip(); /* a hard limit this low cannot show it */
+    wn_client_budget_t budget;
+    atomic_init(&budget.open, 0);
+    atomic_init(&budget.limit, 0);
+    bool said = false;
+
+    set_soft((rlim_t)(reserved + 1000));
+    wn_fds_budget(&budget, &said, conf, 2);
+    assert_true(said);
+    assert_int_equal(atomic_load(&budget.limit), 1000);
+
+    /* Set again: the limit moved (a reload in a process whose limit changed). */
+    set_soft((rlim_t)(reserved + 10));
+    wn_fds_budget(&budget, &said, conf, 2);
+    assert_int_equal(atomic_load(&budget.limit), 10);
+
+    /* More workers keep more: fewer for clients under the same limit. */
+    set_soft((rlim_t)(reserved + 1000));
+    wn_fds_budget(&budget, &said, conf, 4);
+    assert_int_equal(atomic_load(&budget.limit), reserved + 1000 - wn_fds_reserved(conf, 4));
+
+    /* Clients already open past a new limit stay open (none is closed). */
+    atomic_store(&budget.open, 500);
+    set_soft((rlim_t)(reserved + 100));
+    wn_fds_budget(&budget, &said, conf, 2);
+    assert_int_equal(atomic_load(&budget.limit), 100);
+    assert_int_equal(atomic_load(&budget.open), 500);
+
+    /* A limit that leaves nothing beside the reserve limits no client (0),
+     * rather than refusing every one. */
+    set_soft((rlim_t)reserved);
+    wn_fds_budget(&budget, &said, conf, 2);
+    assert_int_equal(atomic_load(&budget.limit), 0);
+    set_soft((rlim_t)(reserved / 2));
+    wn_fds_budget(&budget, &said, conf, 2);
+    assert_int_equal(atomic_load(&budget.limit), 0);
+    wn_conf_unref(conf);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reserve_counts_every_worker_s_connections),
+        cmocka_unit_test_setup_teardown(test_clients_get_what_the_limit_leaves, save_limit,
+                                        restore_limit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
