@@ -88,7 +88,33 @@ typedef struct wn_msg {
 typedef struct wn_client_budget {
     atomic_uint open;
     atomic_uint limit;
+    /* Each pool's clients over every worker, for its client_connections
+     * (pool names ever configured: control adds, workers look up). */
+    _Atomic(struct wn_pool_clients *) pools;
 } wn_client_budget_t;
+
+/*
+ * One pool's open client connections, counted over every worker, so its
+ * client_connections holds for the process as twemproxy's does, however
+ * SO_REUSEPORT spreads the clients (and a unix socket, which worker 0 alone
+ * accepts on). Found by the pool's name: a pool a reload keeps keeps its
+ * count; one it drops keeps its entry while its clients drain (entries live
+ * as long as the budget).
+ */
+typedef struct wn_pool_clients {
+    struct wn_pool_clients *next;
+    atomic_uint open;
+    char name[];
+} wn_pool_clients_t;
+
+/* Control: an entry for every pool of conf (before workers see conf); the
+ * one control thread adds, workers only look up. WN_ENOMEM: some pool has
+ * none (its workers count their own share instead). */
+int wn_client_budget_add_pools(wn_client_budget_t *b, const wn_conf_t *conf);
+/* The entry for pool `name`, or NULL. Any thread. */
+wn_pool_clients_t *wn_client_budget_pool(wn_client_budget_t *b, const char *name);
+/* Control, once every worker is joined. */
+void wn_client_budget_free(wn_client_budget_t *b);
 
 typedef struct wn_worker_options {
     int id;

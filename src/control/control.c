@@ -430,7 +430,11 @@ static int control_start(control_t *ctl, const wn_options_t *opts, int *started)
         rc = wn_control_stats_start(ctl, opts->stats_addr, opts->stats_port);
     if (rc == 0) {
         wn_fds_budget(&ctl->budget, &ctl->budget_said, ctl->conf, ctl->nworkers);
-        rc = create_workers(ctl, opts);
+        rc = wn_client_budget_add_pools(&ctl->budget, ctl->conf);
+        if (rc < 0)
+            wn_log_error("out of memory");
+        else
+            rc = create_workers(ctl, opts);
     }
     while (rc == 0 && *started < ctl->nworkers) {
         rc = wn_worker_start(ctl->workers[*started]);
@@ -523,6 +527,7 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
     /* Every worker is joined and the stats server is gone: nobody reads
      * the blocks any more. */
     destroy_blocks(&ctl);
+    wn_client_budget_free(&ctl.budget);
     wn_control_stats_deinit(&ctl);
     wn_sd_deinit(&ctl);
     free(ctl.inherited);

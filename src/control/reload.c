@@ -206,6 +206,9 @@ void wn_control_reload(control_t *ctl)
     ctl->gen++;
     ctl->listeners_opened += nnew;
     wn_fds_budget(&ctl->budget, &ctl->budget_said, ctl->conf, ctl->nworkers);
+    if (wn_client_budget_add_pools(&ctl->budget, ctl->conf) < 0)
+        wn_log_error("reload: out of memory; a new pool's client_connections is counted per "
+                     "worker (its share of it)");
     if (wn_control_stats_reconf(ctl) < 0)
         wn_log_error("reload: out of memory; command counters are not reported");
     for (uint32_t p = 0; p < ctl->npools; p++)

@@ -179,30 +179,51 @@ static bool budget_room(wn_worker_t *w)
     return false;
 }
 
+/* Is there room for one more client in the pool's client_connections? It
+ * is a limit for the process, as in twemproxy: counted over every worker
+ * (a client let in is counted; the caller counts it out if it cannot open). */
+static bool pool_room(pool_rt_t *pool)
+{
+    wn_worker_t *w = pool->w;
+    int limit = pool->conf->client_connections;
+    wn_pool_clients_t *pc = pool->clients;
+    unsigned open;
+    if (pc != NULL) {
+        open = atomic_fetch_add_explicit(&pc->open, 1, memory_order_relaxed);
+        if (limit <= 0 || open < (unsigned)limit)
+            return true;
+        atomic_fetch_sub_explicit(&pc->open, 1, memory_order_relaxed);
+    } else {
+        /* No shared count (out of memory at its reload): this worker's share. */
+        open = pool->nclients;
+        if (limit <= 0 || open < (unsigned)((limit + w->nworkers - 1) / w->nworkers))
+            return true;
+    }
+    uint32_t left_out;
+    if (wn_log_limit_pass(&pool->clients_warned, uv_now(&w->loop), WN_BUDGET_WARN_MS, &left_out,
+                          NULL))
+        wn_log_warn("pool '%s': %u client connections open, its client_connections: new ones "
+                    "are closed at once (%u more since the last warning)",
+                    pool->conf->name, open, left_out);
+    return false;
+}
+
 void wn_client_accept(pool_rt_t *pool, int fd)
 {
     wn_worker_t *w = pool->w;
-    if (!budget_room(w)) {
+    if (!budget_room(w) || !pool_room(pool)) {
         wn_stat_add(WN_GSTAT(w, rejected_connections), 1);
         close(fd);
         return;
     }
-    /* client_connections is a process-wide limit in twemproxy; each worker
-     * takes its share of it. */
-    int limit = pool->conf->client_connections;
-    if (limit > 0) {
-        uint32_t share = (uint32_t)((limit + w->nworkers - 1) / w->nworkers);
-        if (pool->nclients >= share) {
-            wn_stat_add(WN_GSTAT(w, rejected_connections), 1);
-            close(fd);
-            return;
-        }
-    }
     client_t *c = NULL;
     if (wn_client_open(pool, fd, pool->conf->listen.is_unix, &c) < 0) {
+        if (pool->clients != NULL)
+            atomic_fetch_sub_explicit(&pool->clients->open, 1, memory_order_relaxed);
         close(fd);
         return;
     }
+    c->pool_counted = pool->clients != NULL;
     if (!pool->conf->listen.is_unix) {
         uv_tcp_nodelay(&c->h.tcp, 1);
         if (pool->conf->tcpkeepalive)
@@ -289,6 +310,8 @@ static void client_close(client_t *c, bool error)
     pool->nclients--;
     if (w->budget != NULL)
         atomic_fetch_sub_explicit(&w->budget->open, 1, memory_order_relaxed);
+    if (c->pool_counted)
+        atomic_fetch_sub_explicit(&pool->clients->open, 1, memory_order_relaxed);
     wn_stat_sub(WN_GSTAT(w, curr_connections), 1);
     wn_stat_sub(WN_PSTAT(pool, client_connections), 1);
     wn_stat_add(error ? WN_PSTAT(pool, client_err) : WN_PSTAT(pool, client_eof), 1);

@@ -422,6 +422,10 @@ struct pool_rt {
                                         points into */
     uint32_t nsuspect;               /* servers with suspect_until_ms set */
     uint32_t nclients;               /* this worker's open clients of the pool */
+    wn_pool_clients_t *clients;      /* borrowed: the pool's clients over every worker (its
+                                        client_connections); NULL: this worker takes its
+                                        share of the limit instead */
+    wn_log_limit_t clients_warned;   /* clients refused for client_connections */
     uint64_t buffer_limit;           /* client_buffer_limit */
     size_t client_size;              /* bytes of the protocol unit's client */
     size_t sconn_size;               /* bytes of the protocol unit's server connection */
@@ -486,6 +490,7 @@ struct client {
     uint64_t stall_ms;     /* paused with a write that has not moved since (0: not) */
     size_t stall_queue;    /* that write's bytes libuv still had then */
     bool closing;
+    bool pool_counted; /* counted in pool->clients */
     bool dirty;
     client_t *dirty_next;
     uint32_t slot;         /* picks this client's connection to each server */

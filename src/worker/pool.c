@@ -47,6 +47,7 @@ pool_rt_t *wn_pool_rt_create(wn_worker_t *w, const wn_conf_pool_t *conf, uint32_
     p->client_size = wn_proto_client_size(p->proto);
     p->sconn_size = wn_proto_sconn_size(p->proto);
     p->buffer_limit = conf->client_buffer_limit;
+    p->clients = w->budget != NULL ? wn_client_budget_pool(w->budget, conf->name) : NULL;
     p->servers = calloc(conf->nservers ? conf->nservers : 1, sizeof(*p->servers));
     if (p->servers == NULL) {
         snprintf(err, errlen, "pool '%s': out of memory", conf->name);

@@ -1,9 +1,9 @@
 """test_limits.py: limits on client connections.
 
-client_connections is enforced (twemproxy 0.5.0 ignores it). Each worker
-takes its share of the pool's limit (the limit divided by the workers,
-rounded up): with one worker and client_connections 2, the third connection
-is closed at once and counted as rejected; closing one makes room.
+client_connections is enforced (twemproxy 0.5.0 ignores it), for the
+process: clients are counted over every worker. With client_connections 2,
+the third connection is closed at once and counted as rejected; closing one
+makes room.
 
 Descriptors: as twemproxy does, walnut keeps RLIMIT_NOFILE's descriptors for
 its own server connections (and listeners, probes, stats) and closes clients
@@ -87,6 +87,103 @@ class TestClientConnections(h.ProxyTestCase):
                 c.close()
         h.wait_until(admitted, deadline=10.0, what="a new client admitted after one left")
         self.px.stop(check=True)
+
+
+class TestClientConnectionsOverWorkers(h.ProxyTestCase):
+    """client_connections is the pool's limit for the process, as in twemproxy.
+    Each worker took its share of it (the limit divided by the workers): a
+    unix socket, which worker 0 alone accepts on, let in 2 of 8 clients with
+    4 workers, and over TCP a worker SO_REUSEPORT gave more than its share
+    closed clients while the pool was under its limit (adversarial F1, F2).
+    Expected: as many clients as the limit, however the workers got them,
+    then new ones closed at once, counted and warned about; room again once
+    one leaves."""
+
+    WORKERS = 4
+    LIMIT = 8
+
+    def setUp(self):
+        if h.UNDER_NUTCRACKER:
+            self.skipTest("walnut-only: twemproxy 0.5.0 does not enforce client_connections")
+        self.tmp = self.tmpdir()
+        self.mcs = self.start_memcached(self.tmp, n=1)
+
+    def connect(self, where):
+        if isinstance(where, str):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(where)
+        else:
+            s = socket.create_connection((h.HOST, where), timeout=10)
+        self.addCleanup(s.close)
+        return s
+
+    def check(self, listen):
+        px = self.start_proxy(self.tmp, {"alpha": h.pool(self.mcs, listen=listen,
+                                                         client_connections=self.LIMIT)},
+                              workers=self.WORKERS)
+        where = px.port()
+        # The harness's readiness check connected too: wait until it is gone.
+        h.wait_until(lambda: metric(px.stats_port, "walnut_client_connections") == 0,
+                     deadline=10.0, what="no client connected")
+        socks = [self.connect(where) for _ in range(self.LIMIT)]
+        got = [served_or_closed(s) for s in socks]
+        self.assertEqual(got.count("served"), self.LIMIT,
+                         "clients served of %d under client_connections %d, %d workers: %s"
+                         % (self.LIMIT, self.LIMIT, self.WORKERS, got))
+        extra = [self.connect(where) for _ in range(3)]
+        self.assertEqual([served_or_closed(s) for s in extra], ["closed"] * 3,
+                         "clients past client_connections")
+        self.assertEqual(metric(px.stats_port, "walnut_client_connections_rejected_total"), 3)
+        self.assertIn("pool 'alpha': %d client connections open, its client_connections"
+                      % self.LIMIT, px.log())
+        socks[0].close()
+        h.wait_until(lambda: metric(px.stats_port, "walnut_client_connections") < self.LIMIT,
+                     deadline=10.0, what="a client gone")
+        self.assertEqual(served_or_closed(self.connect(where)), "served",
+                         "a client once another left")
+        px.stop(check=True)
+
+    def test_a_reload_keeps_the_count(self):
+        """The pool's clients stay counted across a reload that keeps it: a
+        lower limit closes none of them, lets no new one in until enough have
+        left, then lets in up to the new limit."""
+        px = self.start_proxy(self.tmp, {"alpha": h.pool(self.mcs,
+                                                         client_connections=self.LIMIT)},
+                              workers=self.WORKERS)
+        where = px.port()
+        h.wait_until(lambda: metric(px.stats_port, "walnut_client_connections") == 0,
+                     deadline=10.0, what="no client connected")
+        socks = [self.connect(where) for _ in range(self.LIMIT)]
+        self.assertEqual([served_or_closed(s) for s in socks], ["served"] * self.LIMIT)
+        mark = os.path.getsize(px.log_path)
+        with open(px.conf_path, "w") as f:
+            f.write(h.render_config({"alpha": h.pool(self.mcs, client_connections=4,
+                                                     listen=px.pools["alpha"]["listen"])}))
+        os.kill(px.pid, signal.SIGHUP)
+
+        def log_since():
+            with open(px.log_path, "rb") as f:
+                f.seek(mark)
+                return f.read().decode(errors="replace")
+        h.wait_until(lambda: "run generation" in log_since(), deadline=10,
+                     what="the reload applied by every worker")
+        self.assertEqual(served_or_closed(self.connect(where)), "closed", "8 open, limit 4")
+        self.assertEqual([served_or_closed(s) for s in socks], ["served"] * self.LIMIT,
+                         "the clients open before the reload")
+        for s in socks[:5]:
+            s.close()
+        h.wait_until(lambda: metric(px.stats_port, "walnut_client_connections") == 3,
+                     deadline=10.0, what="5 clients gone")
+        self.assertEqual(served_or_closed(self.connect(where)), "served", "3 open, limit 4")
+        self.assertEqual(served_or_closed(self.connect(where)), "closed", "4 open, limit 4")
+        px.stop(check=True)
+
+    def test_unix_socket_takes_the_whole_limit(self):
+        self.check(os.path.join(self.tmp.path, "alpha.sock"))
+
+    def test_tcp_takes_the_limit_however_workers_get_clients(self):
+        self.check(None)
 
 
 def served_or_closed(sock):
