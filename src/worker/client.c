@@ -351,6 +351,10 @@ static uint64_t pop_answered(client_t *c)
     r->acct = 0;
     r->client = NULL;
     c->inflight--;
+    /* Answered while a part still waits (another part failed): the part
+     * keeps it, and its line, as long as its server does not answer. */
+    if (r->kind == REQ_PARENT && r->refs > 1)
+        wn_proto_req_orphaned(r);
     wn_req_unref(r);
     return held;
 }

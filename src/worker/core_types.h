@@ -188,6 +188,7 @@ struct req {
     uint64_t waiting;   /* bytes counted in its server's `waiting` (wn_server_enqueue) */
     uint64_t held;      /* bytes counted in its server's `held` (wn_server_enqueue) */
     uint32_t rsp_sent;  /* segments of rsp already written to the client (streaming) */
+    uint32_t owned_size; /* bytes of `owned` */
     segv_t out;         /* bytes for the server */
     segv_t rsp;         /* bytes for the client */
     segv_t keep;        /* memory a protocol unit keeps for the request (a split's
@@ -217,8 +218,8 @@ client_t *wn_req_client(const req_t *r);
 void wn_req_enqueue_client(client_t *c, req_t *r);
 /* What a parent keeps until it is answered: its slot and its fragments'
  * (answered ones are kept too), its `out` when kept (a get's line), and its
- * protocol's kept memory (a split's bookkeeping, copied keys). Not what it
- * lets go of once written, nor a protocol's `owned` block. */
+ * protocol's kept memory (a split's bookkeeping, copied keys, a Redis
+ * argument array). Not what it lets go of once written. */
 uint64_t wn_req_kept(const req_t *r);
 /* Count `bytes` more held for r's client (memory a unit keeps for it). */
 void wn_req_hold(req_t *r, uint64_t bytes);

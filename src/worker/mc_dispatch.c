@@ -592,7 +592,8 @@ bool wn_mc_must_wait(mc_client_t *c, const char *line, const wn_mc_request_t *q)
 /*
  * A get waiting for its server keeps its line (`out`) to match the reply's
  * keys; so does a split get's parent while a fragment waits (the fragments
- * match against it). Its client gone, that would keep the client's whole
+ * match against it, even once the parent is answered because another
+ * failed). Its client gone, that would keep the client's whole
  * input buffer alive (a 16 KiB chunk for a line of a few dozen bytes) until
  * the server answers, which one that reads and does not answer never does,
  * and only the line's bytes count in the server's bound: the line moves to

@@ -65,9 +65,9 @@ void wn_proto_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead
 /* r could not be completed (its connection failed): count it, and answer it
  * with the protocol's error reply; a fragment's parent hears of it. */
 void wn_proto_fail(req_t *r, int err);
-/* r's client is gone while r waits for its server's reply: let go of what
- * it need not keep pinned (a memcached get's line: its client's input
- * buffer). */
+/* r's client is gone while r waits for its server's reply (or r, a parent,
+ * was answered while a part still waits): let go of what it need not keep
+ * pinned (a memcached get's line: its client's input buffer). */
 void wn_proto_req_orphaned(req_t *r);
 
 /* Answer r, a memcached `stats` request, with control's text (binary

@@ -58,7 +58,8 @@ static void queue_stats(req_t *r, int64_t dir)
  * unanswered (`held`: a server that reads and does not answer, such as
  * redis-server under CLIENT PAUSE), past the limit or WN_SERVER_HELD_MIN,
  * whichever is larger: a small limit must not refuse a healthy server's
- * ordinary pipelines (480 gets in flight are 390 KB of bookkeeping).
+ * ordinary pipelines (480 text gets in flight are 390 KB of bookkeeping,
+ * binary ones, each a parent and its part, about twice that).
  */
 #define WN_SERVER_HELD_MIN (16u << 20)
 
@@ -119,6 +120,25 @@ static bool over_bound(server_rt_t *s)
     return over_waiting(s) || over_held(s);
 }
 
+/* What r pins while it waits for s: its slot. A fragment (or copy) pins its
+ * parent, counted against the client while it is there and nowhere once it
+ * has gone: the parent's last fragment for s carries it (with its own slot),
+ * so a parent counts once per server however many parts s gets (a gat split
+ * into 2 KB lines sends one server dozens). */
+static uint64_t pinned(const req_t *r, const server_rt_t *s)
+{
+    const req_t *p = r->parent;
+    if (p == NULL)
+        return s->pool->w->req_size;
+    uint32_t i = 0;
+    while (i < p->nfrags && p->frags[i] != r)
+        i++;
+    for (i++; i < p->nfrags; i++)
+        if (p->frags[i] != NULL && p->frags[i]->server == s)
+            return s->pool->w->req_size;
+    return wn_req_kept(p);
+}
+
 int wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
 {
     if (over_bound(s))
@@ -140,9 +160,7 @@ int wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
     c->nqueued++;
     r->waiting = r->out_bytes;
     s->waiting += r->waiting;
-    /* A fragment (or copy) waiting here pins its parent too: counted
-     * against the client while it is there, and nowhere once it has gone. */
-    r->held = s->pool->w->req_size + (r->parent != NULL ? wn_req_kept(r->parent) : 0);
+    r->held = pinned(r, s);
     s->held += r->held;
     if (s->fresh_turn != s->pool->w->turns) {
         s->fresh_turn = s->pool->w->turns;

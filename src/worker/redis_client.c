@@ -349,6 +349,7 @@ static bool args_grow(redis_req_t *r)
         memcpy(args, r->inl, sizeof(r->inl));
     wn_req_hold(&r->r, sizeof(redis_arg_t) * (cap - r->args_cap));
     r->r.owned = r->args = args;
+    r->r.owned_size = (uint32_t)(sizeof(redis_arg_t) * cap);
     r->args_cap = cap;
     return true;
 }

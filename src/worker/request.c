@@ -154,7 +154,7 @@ void wn_req_free_all(wn_worker_t *w)
 uint64_t wn_req_kept(const req_t *r)
 {
     uint64_t slot = r->pool->w->req_size;
-    uint64_t n = slot + (uint64_t)r->nfrags * (slot + sizeof(req_t *));
+    uint64_t n = slot + (uint64_t)r->nfrags * (slot + sizeof(req_t *)) + r->owned_size;
     if (r->keep_out)
         n += r->out_bytes;
     for (uint32_t i = 0; i < r->keep.n; i++)

@@ -102,7 +102,7 @@ static void test_clients_get_what_the_limit_leaves(void **state)
     uint64_t reserved = wn_fds_reserved(conf, 2);
     if (saved.rlim_max != RLIM_INFINITY && saved.rlim_max < reserved + 1000)
         skip(); /* a hard limit this low cannot show it */
-    wn_client_budget_t budget;
+    wn_client_budget_t budget = {0};
     atomic_init(&budget.open, 0);
     atomic_init(&budget.limit, 0);
     bool said = false;
