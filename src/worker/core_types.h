@@ -364,7 +364,8 @@ struct server_rt {
     uint64_t suspect_until_ms;       /* a connection failed: hold new requests until
                                         control decides or this passes; 0: not suspect */
     bool reported;                   /* a failure was reported and no success since */
-    bool added;                      /* a reload added it to a kept pool (preconnect) */
+    bool added;                      /* a reload made it in a kept pool: no connection yet
+                                        (preconnect) */
     client_t *waiters;               /* clients held until the suspicion is resolved */
     wn_server_stats_t *stats;        /* borrowed: this worker's block */
     bool retired;                    /* a reload dropped it: it finishes what is queued,

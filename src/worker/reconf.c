@@ -199,7 +199,7 @@ static int plan_make(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char *err,
                  * on, and so does the duty to report its next answer. */
                 const server_rt_t *was = same_name(old, pc->servers[j].name);
                 v[j]->reported = was != NULL && was->reported;
-                v[j]->added = was == NULL;
+                v[j]->added = true;
             }
         }
     }
@@ -403,7 +403,8 @@ int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
     /* A gauge the worker sets (not adds to) must not count twice once its
      * old block is folded into control's. */
     wn_stat_set(&old_block->global[WN_G_buffer_bytes], 0);
-    /* preconnect: every server of a new pool, and those added to a kept one */
+    /* preconnect: every server of a new pool, and those new to a kept one
+     * (added, or made anew: moved, server_connections or redis_auth changed) */
     for (uint32_t i = 0; i < w->npools; i++) {
         pool_rt_t *p = w->pools[i];
         for (uint32_t j = 0; j < p->nservers; j++) {

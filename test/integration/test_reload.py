@@ -520,6 +520,17 @@ class TestPreconnect(ReloadCase):
         want[mcs[2].port] = 2
         h.wait_until(lambda: census() == want, deadline=10.0, interval=0.05,
                      what="the added server preconnected once per worker")
+        # A reload that changes server_connections makes every server anew
+        # (the old ones close as they drain): preconnected too, not left with
+        # no connection until a client needs one.
+        fewer = {"alpha": h.pool(mcs, listen=pools["alpha"]["listen"],
+                                 **dict(settings, server_connections=4))}
+        self.assertEqual(self.reload(pools=fewer)["generation"], 2)
+        h.wait_until(lambda: census() == want, deadline=10.0, interval=0.05,
+                     what="servers made anew preconnected once per worker (%s)" % census)
+        time.sleep(0.3)
+        self.assertEqual(census(), want)
+        settings["server_connections"] = 4
         # clients on other slots open the other connections as they need them
         clients = [h.Raw(self.px.port("alpha")) for _ in range(12)]
         try:
