@@ -7,6 +7,13 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 bash "$top/test/install-deps.sh"
+# memtier_benchmark drives test_mc_binary (and bench/); it is not a Debian
+# package, so it is not installed here: say so now, not after the build.
+if ! PATH="$PATH:/usr/local/bin:/usr/local/sbin" command -v memtier_benchmark >/dev/null; then
+  echo "run.sh: memtier_benchmark is not on PATH (it is not a Debian package): build it from" \
+       "https://github.com/RedisLabs/memtier_benchmark (see README.md, Quick start)" >&2
+  exit 1
+fi
 
 sanitize=${WALNUT_SANITIZE:-}
 args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
