@@ -1685,6 +1685,18 @@ class TestBackendMisbehaviour(HostileCase):
         fake.go()
         px.stop()
 
+    def clients_that_reset(self, px, request, n):
+        """n clients one after another, each sending request and resetting
+        once walnut has read it: walnut's RSS growth."""
+        base = h.rss(px.pid)
+        for _ in range(n):
+            s = self.sock(px.port(), timeout=10)
+            s.sendall(request)
+            time.sleep(0.001)  # read and sent on before the reset
+            rst_close(s)
+        time.sleep(0.5)
+        return h.rss(px.pid) - base
+
     def test_17c_a_get_whose_client_left_lets_go_of_its_input_buffer(self):
         """A get waiting for its server keeps its line, to match the reply's
         keys. A server that reads and never answers, and client after client
@@ -1701,14 +1713,7 @@ class TestBackendMisbehaviour(HostileCase):
         px.start()
         self.addCleanup(px.kill)
         n = 3000 if not sanitized() else 500
-        base = h.rss(px.pid)
-        for _ in range(n):
-            s = self.sock(px.port(), timeout=10)
-            s.sendall(b"get %s\r\n" % key)
-            time.sleep(0.001)  # read and sent on before the reset
-            rst_close(s)
-        time.sleep(0.5)
-        grew = h.rss(px.pid) - base
+        grew = self.clients_that_reset(px, b"get %s\r\n" % key, n)
         measured("RSS growth, %d clients each sending a get to a mute server and resetting" % n,
                  "%.1f MiB" % (grew / MiB))
         if not sanitized():
@@ -1785,14 +1790,7 @@ class TestBackendMisbehaviour(HostileCase):
         px.start()
         self.addCleanup(px.kill)
         n = 3000 if not sanitized() else 500
-        base = h.rss(px.pid)
-        for _ in range(n):
-            s = self.sock(px.port(), timeout=10)
-            s.sendall(b"get %s %s\r\n" % (silent, live))
-            time.sleep(0.001)  # read and sent on before the reset
-            rst_close(s)
-        time.sleep(0.5)
-        grew = h.rss(px.pid) - base
+        grew = self.clients_that_reset(px, b"get %s %s\r\n" % (silent, live), n)
         parts = sum(1 for _, r in fake.requests() if r.startswith(b"get "))
         self.assertGreater(parts, n * 9 // 10, "parts the mute server received (reset first?)")
         measured("RSS growth, %d clients each sending a get split over a mute server and "

@@ -118,14 +118,20 @@ class TestClientConnectionsOverWorkers(h.ProxyTestCase):
         self.addCleanup(s.close)
         return s
 
-    def check(self, listen):
+    def start(self, listen=None):
+        """walnut at client_connections LIMIT, no client connected yet."""
         px = self.start_proxy(self.tmp, {"alpha": h.pool(self.mcs, listen=listen,
                                                          client_connections=self.LIMIT)},
                               workers=self.WORKERS)
-        where = px.port()
-        # The harness's readiness check connected too: wait until it is gone.
-        h.wait_until(lambda: metric(px.stats_port, "walnut_client_connections") == 0,
-                     deadline=10.0, what="no client connected")
+        # The harness's readiness check connected too: wait until walnut has
+        # taken it and seen it go (counted until then, as any client).
+        h.wait_until(lambda: metric(px.stats_port, "walnut_client_connections_accepted_total")
+                     >= 1 and metric(px.stats_port, "walnut_client_connections") == 0,
+                     deadline=10.0, what="the readiness check's connection gone")
+        return px, px.port()
+
+    def check(self, listen):
+        px, where = self.start(listen)
         socks = [self.connect(where) for _ in range(self.LIMIT)]
         got = [served_or_closed(s) for s in socks]
         self.assertEqual(got.count("served"), self.LIMIT,
@@ -148,12 +154,7 @@ class TestClientConnectionsOverWorkers(h.ProxyTestCase):
         """The pool's clients stay counted across a reload that keeps it: a
         lower limit closes none of them, lets no new one in until enough have
         left, then lets in up to the new limit."""
-        px = self.start_proxy(self.tmp, {"alpha": h.pool(self.mcs,
-                                                         client_connections=self.LIMIT)},
-                              workers=self.WORKERS)
-        where = px.port()
-        h.wait_until(lambda: metric(px.stats_port, "walnut_client_connections") == 0,
-                     deadline=10.0, what="no client connected")
+        px, where = self.start()
         socks = [self.connect(where) for _ in range(self.LIMIT)]
         self.assertEqual([served_or_closed(s) for s in socks], ["served"] * self.LIMIT)
         mark = os.path.getsize(px.log_path)
