@@ -286,6 +286,8 @@ struct sconn {
     bool timer_open;
     bool dirty;           /* on the worker's flush list */
     int fail_err;         /* failed: close at the next flush with this error */
+    bool recycle;         /* close once nothing written waits for a reply; what is
+                             unsent goes on a new connection (wn_sconn_recycle) */
     sconn_t *dirty_next;
     req_t *head;          /* FIFO: sent or waiting to be sent, oldest first (refs held) */
     req_t *tail;
@@ -314,6 +316,11 @@ void wn_sconn_pop(sconn_t *c);
 void wn_sconn_drop(sconn_t *c);
 /* c broke (read error, protocol error, timeout): mark it, the flush closes it. */
 void wn_sconn_fail(sconn_t *c, int err);
+/* c is to be opened anew (a protocol's first requests refused, and the
+ * server may take them now): nothing more is written on it; once what was
+ * written is answered, the flush closes it, and what is queued goes on a
+ * new connection, after the protocol's first requests, failing nothing. */
+void wn_sconn_recycle(sconn_t *c);
 /* Flush: connect, write, or close c as its state asks. */
 void wn_sconn_flush(sconn_t *c);
 /* What a warning about one server says; each kind is limited on its own

@@ -127,6 +127,7 @@ typedef struct redis_sconn {
     bool done_after_data;
     char trailer[2];
     bool auth_refused;       /* the server refused walnut's AUTH on this connection */
+    uint64_t auth_refused_ms; /* when (loop time) */
     bool text_ok;            /* a long +/- line coming in pieces: what its start said of
                               * the server's health */
 } redis_sconn_t;

@@ -79,6 +79,8 @@ static void complete_head(redis_sconn_t *s, bool server_ok)
     req_t *r = s->s.head;
     wn_req_ref(r);
     wn_sconn_pop(&s->s);
+    if (s->s.recycle && s->s.head == s->s.unsent)
+        wn_sconn_mark(&s->s); /* the last written one: the flush opens it anew */
     if (server_ok)
         wn_ctl_server_ok(s->s.server);
     wn_req_done(r);
@@ -135,11 +137,28 @@ static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
                    (int)WN_MIN(tok->line_len - 2, 200u), line,
                    r->internal_select ? "; closing the connection" : "");
     wn_ctl_server_failed(srv, WN_EPROTO);
-    if (r->internal_select)
+    if (r->internal_select) {
         wn_sconn_fail(&s->s, WN_ESELECT);
-    else
+    } else {
         s->auth_refused = true;
+        s->auth_refused_ms = uv_now(&srv->pool->w->loop);
+    }
     return false;
+}
+
+/* A connection whose AUTH was refused serves on unauthenticated (requests
+ * get the server's -NOAUTH), but not for good: the password may be right
+ * again (rotated back, a server restarted with it), and the probe, on its
+ * own connection, would say the server is fine while every request fails.
+ * When the server says -NOAUTH again, at most once a second, the connection
+ * is opened anew, its AUTH (and SELECT) sent first again. */
+#define WN_REDIS_REAUTH_MS 1000u
+
+static void reauth_due(redis_sconn_t *s)
+{
+    uint64_t now = uv_now(&s->s.server->pool->w->loop);
+    if (!s->s.recycle && now - s->auth_refused_ms >= WN_REDIS_REAUTH_MS)
+        wn_sconn_recycle(&s->s);
 }
 
 /* A fragment's element begins (depth 1 of an MGET reply). */
@@ -310,7 +329,11 @@ static int take_line(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
         s->text_ok = ok; /* for its last piece */
         stream(r);
     } else if (tok->done) {
+        bool noauth = s->auth_refused && r->kind != REQ_INTERNAL && tok->depth == 0 &&
+                      tok->type == '-' && starts(line, tok->line_len, "-NOAUTH");
         complete_head(s, ok);
+        if (noauth)
+            reauth_due(s);
     } else {
         stream(r); /* an array's header or element: integers flow as strings do */
     }

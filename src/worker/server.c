@@ -464,12 +464,14 @@ static void fail_queued(sconn_t *c, int err)
     }
 }
 
-static void sconn_close(sconn_t *c, int err)
+/* The connection goes; its queue stays (the caller fails it, or keeps it
+ * for the next connection). */
+static void sconn_shut(sconn_t *c)
 {
     server_rt_t *s = c->server;
-    bool had_requests = c->head != NULL;
     if (c->state == SCONN_CONNECTED)
         wn_stat_sub(WN_SSTAT(s, server_connections), 1);
+    c->recycle = false;
     c->state = SCONN_CLOSING;
     wn_proto_sconn_reset(c);
     wn_instream_deinit(&c->in);
@@ -483,6 +485,13 @@ static void sconn_close(sconn_t *c, int err)
     if (c->closes == 0)
         c->state = SCONN_IDLE;
     c->fail_err = 0;
+}
+
+static void sconn_close(sconn_t *c, int err)
+{
+    server_rt_t *s = c->server;
+    bool had_requests = c->head != NULL;
+    sconn_shut(c);
     fail_queued(c, err);
     /* A server closing an idle connection has not failed; one sending
      * bytes nobody asked for (WN_EPROTO with nothing in flight) has. */
@@ -518,10 +527,24 @@ static bool behind_predecessor(const sconn_t *c)
     return false;
 }
 
+void wn_sconn_recycle(sconn_t *c)
+{
+    c->recycle = true;
+    wn_sconn_mark(c);
+}
+
 void wn_sconn_flush(sconn_t *c)
 {
     if (c->fail_err != 0) {
         sconn_close(c, c->fail_err);
+        return;
+    }
+    if (c->recycle && c->state == SCONN_CONNECTED) {
+        if (c->head != c->unsent)
+            return; /* written requests wait for their replies: the last one marks it */
+        sconn_shut(c);
+        if (c->state == SCONN_IDLE && c->head != NULL)
+            wn_sconn_mark(c); /* closed at once: connect again now */
         return;
     }
     switch (c->state) {

@@ -1738,6 +1738,40 @@ class TestRedis(RedisCase):
         self.assertEqual(log.count("answered walnut's AUTH"), 1, log[-3000:])
         self.assertNotIn("answered walnut's SELECT", log)
 
+    def test_refused_auth_is_tried_again(self):
+        """A server's password changes and walnut's connections are dropped:
+        the new connection's AUTH is refused and requests get -NOAUTH, as they
+        must. The password is then put back: probes, on connections of their
+        own, pass, but the refused connection served on unauthenticated for
+        good, every request -NOAUTH (adversarial pass; nutcracker the same).
+        Expected: once the server says -NOAUTH again, at most once a second,
+        the connection is opened anew, its AUTH and SELECT sent again."""
+        tmp = self.tmpdir()
+        locked = self.start_redis(tmp, 1, prefix="rot", password="right")[0]
+        px = self.start_proxy(tmp, {
+            "p": h.pool([locked], redis=True, timeout=2000, redis_auth="right", redis_db=2)},
+            workers=1, name="rotate")
+        admin = self.raw(locked.port, timeout=5)
+        admin.request(resp("AUTH", "right"), b"+OK\r\n")
+        c = self.raw(px.port(), timeout=5)
+        c.request(resp("AUTH", "right"), b"+OK\r\n")
+        c.request(resp("SET", "k", "v"), b"+OK\r\n")
+        admin.request(resp("CONFIG", "SET", "requirepass", "other"), b"+OK\r\n")
+        admin.send(resp("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
+        admin.recv_resp()
+
+        def get():
+            c.send(resp("GET", "k"))
+            return c.recv_resp()
+        # (the first may find walnut's killed connection not yet seen closed)
+        h.wait_until(lambda: get() == b"-NOAUTH Authentication required.\r\n", deadline=10,
+                     interval=0.2, what="-NOAUTH while the password differs")
+        admin.request(resp("CONFIG", "SET", "requirepass", "right"), b"+OK\r\n")
+        h.wait_until(lambda: get() == b"$1\r\nv\r\n", deadline=10, interval=0.3,
+                     what="the value (database 2) once the password is right again")
+        self.assertIn("answered walnut's AUTH with: -WRONGPASS", h.read_text(px.log_path))
+        px.stop(check=True)
+
     def test_refused_auth_and_bad_redis_db(self):
         """redis_auth set against a server with no password (it refuses walnut's AUTH
         with -ERR, not -WRONGPASS) and a redis_db it does not have: the SELECT's
