@@ -56,6 +56,12 @@ void wn_server_wake_successors(server_rt_t *s)
             mark_unsent(o); /* retired after s: newer */
 }
 
+void wn_sconn_recycle(sconn_t *c)
+{
+    c->recycle = true;
+    wn_sconn_mark(c);
+}
+
 void wn_sconn_fail(sconn_t *c, int err)
 {
     if (c->fail_err != 0)

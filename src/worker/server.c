@@ -527,12 +527,6 @@ static bool behind_predecessor(const sconn_t *c)
     return false;
 }
 
-void wn_sconn_recycle(sconn_t *c)
-{
-    c->recycle = true;
-    wn_sconn_mark(c);
-}
-
 void wn_sconn_flush(sconn_t *c)
 {
     if (c->fail_err != 0) {
