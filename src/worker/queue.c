@@ -231,8 +231,10 @@ static void sconn_unlink(sconn_t *c, bool answered)
     }
     if (c->head != NULL && c->head != c->unsent)
         c->progress_ms = uv_now(&c->server->pool->w->loop);
-    /* A handshake request answered: what waited behind it may go. */
-    if (r->kind == REQ_INTERNAL && answered && c->unsent != NULL)
+    /* A handshake request answered: what waited behind it may go. The last
+     * written request of a connection to open anew: the flush does it. */
+    if ((r->kind == REQ_INTERNAL && answered && c->unsent != NULL) ||
+        (c->recycle && c->head == c->unsent))
         wn_sconn_mark(c);
     wn_req_unref(r);
 }

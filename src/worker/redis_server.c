@@ -79,8 +79,6 @@ static void complete_head(redis_sconn_t *s, bool server_ok)
     req_t *r = s->s.head;
     wn_req_ref(r);
     wn_sconn_pop(&s->s);
-    if (s->s.recycle && s->s.head == s->s.unsent)
-        wn_sconn_mark(&s->s); /* the last written one: the flush opens it anew */
     if (server_ok)
         wn_ctl_server_ok(s->s.server);
     wn_req_done(r);
