@@ -971,7 +971,12 @@ class TestRedis(RedisCase):
         t_end = time.monotonic() + 4
         clients, most = 0, 0
         while time.monotonic() < t_end:
+            # A short send timeout: once walnut stops reading a client (its
+            # refused requests' replies unread), a blocked sendall would
+            # otherwise hold the flood, and the checks after it, for 10 s,
+            # past the pause (twice in CI's ASan phase).
             s = socket.create_connection((h.HOST, px.port("p")), timeout=10)
+            s.settimeout(1)
             try:
                 s.sendall(payload)
             except OSError:
