@@ -168,6 +168,8 @@ struct req {
     bool rsp_held;      /* its reply goes out only once it is done, not as it grows
                            (the protocol may still drop it) */
     bool sent;          /* written to its server connection */
+    bool more_here;     /* fragments: a later fragment of its parent goes to the same
+                           server (a gat's 2 KB lines) and counts the parent there */
     uint16_t cmd;       /* the protocol's command index, for per-command counters */
     pool_rt_t *pool;    /* borrowed: outlives every request */
     client_t *client;   /* borrowed; NULL for fragments and once the client is gone */

@@ -268,9 +268,11 @@ static int make_fragment(mc_req_t *p, uint32_t f, server_rt_t *srv, const wn_mc_
     return rc < 0 ? rc : 0;
 }
 
-/* `bytes`: the split's bookkeeping (split_size). */
+/* `bytes`: the split's bookkeeping (split_size); last_of[server index]: the
+ * server's last fragment. */
 static void dispatch_split(mc_client_t *c, mc_req_t *r, mc_split_t *s, size_t bytes,
-                           server_rt_t **where, uint32_t *scratch, const wn_mc_request_t *q)
+                           server_rt_t **where, const uint32_t *last_of, uint32_t *scratch,
+                           const wn_mc_request_t *q)
 {
     wn_split_group(s->key_frag, s->nkeys, s->nfrags, s->frag_first, scratch, s->frag_keys);
     r->r.kind = REQ_PARENT;
@@ -292,6 +294,7 @@ static void dispatch_split(mc_client_t *c, mc_req_t *r, mc_split_t *s, size_t by
             wn_mc_fail(&r->r, rc);
             return;
         }
+        r->r.frags[f]->more_here = last_of[where[f]->idx] != f;
     }
     r->r.frags_left = s->nfrags;
     wn_stat_add(WN_PSTAT(c->c.pool, fragments), s->nfrags);
@@ -339,7 +342,7 @@ static void dispatch_keys(mc_client_t *c, mc_req_t *r, const char *line, const w
     bool routed = route_keys(c, line, q, s, &plan);
     if (routed && (s->nfrags > 1 || !as_is)) {
         /* the sizes are done with: scratch for grouping (nfrags entries) */
-        dispatch_split(c, r, s, bytes, plan.where, plan.size, q);
+        dispatch_split(c, r, s, bytes, plan.where, plan.of_server, plan.size, q);
         free(plan.where);
         return;
     }

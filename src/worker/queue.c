@@ -127,16 +127,9 @@ static bool over_bound(server_rt_t *s)
  * into 2 KB lines sends one server dozens). */
 static uint64_t pinned(const req_t *r, const server_rt_t *s)
 {
-    const req_t *p = r->parent;
-    if (p == NULL)
+    if (r->parent == NULL || r->more_here)
         return s->pool->w->req_size;
-    uint32_t i = 0;
-    while (i < p->nfrags && p->frags[i] != r)
-        i++;
-    for (i++; i < p->nfrags; i++)
-        if (p->frags[i] != NULL && p->frags[i]->server == s)
-            return s->pool->w->req_size;
-    return wn_req_kept(p);
+    return wn_req_kept(r->parent);
 }
 
 int wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)

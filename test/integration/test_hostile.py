@@ -1735,14 +1735,25 @@ class TestBackendMisbehaviour(HostileCase):
         bound, so the server is refused requests once its parts pin more than
         16 MiB (here: over client_buffer_limit's 8 MiB), and the parent's line
         moves out of the client's input buffer."""
+        self.split_parents_bounded(b"get", 2)
+
+    def test_17h_a_split_gat_whose_client_left_is_bounded(self):
+        """As test_17d for a gat, which sends the mute server several parts
+        (2 KB lines of its 20 keys): the parent counts once in that server's
+        bound, on its last part there (not on every part: test_17g; and not
+        on none, which would let the parts grow without bound)."""
+        self.split_parents_bounded(b"gat 0", 21, parts=3)
+
+    def split_parents_bounded(self, verb, nsilent, parts=1):
+        """`parts`: the mute server's parts of each line."""
         fake = self.fake(fakes.MuteBackend())
         mc = self.memcached(1)[0]
         px = self.proxy([fake, mc], start=False, client_buffer_limit=8 * MiB)
-        silent = self.keys_on(px, fake.addr, 2, b"s" * 200 + b":")
+        silent = self.keys_on(px, fake.addr, nsilent, b"s" * 200 + b":")
         live = self.keys_on(px, mc.addr, 200, b"l" * 200 + b":")
         px.start()
         self.addCleanup(px.kill)
-        line = b"get " + b" ".join([silent[0]] + live) + b"\r\n"
+        line = verb + b" " + b" ".join(silent[:-1] + live) + b"\r\n"
         n = 2000 if not sanitized() else 500
         base = h.rss(px.pid)
         for _ in range(n):
@@ -1763,14 +1774,14 @@ class TestBackendMisbehaviour(HostileCase):
         time.sleep(0.5)
         grew = h.rss(px.pid) - base
         waiting = queued()
-        measured("split gets waiting for a mute server, %d clients of a %d-byte line gone"
-                 % (n, len(line)), "%d (RSS +%.1f MiB)" % (waiting, grew / MiB))
-        self.assertLessEqual(waiting, 16 * MiB // len(line),
-                             "parts waiting for the silent server, each pinning its parent")
+        measured("%s parts waiting for a mute server, %d clients of a %d-byte line gone"
+                 % (verb.decode(), n, len(line)), "%d (RSS +%.1f MiB)" % (waiting, grew / MiB))
+        self.assertLessEqual(waiting, parts * (16 * MiB // len(line)),
+                             "parts waiting for the silent server, each line pinning its parent")
         if not sanitized():
-            self.assertLess(grew, 40 * MiB, "RSS growth for %d split gets whose clients left" % n)
+            self.assertLess(grew, 40 * MiB, "RSS growth for %d split lines whose clients left" % n)
         c = self.raw(px.port(), timeout=10)
-        c.request(b"get %s\r\n" % silent[1], b"SERVER_ERROR Out of memory\r\n")
+        c.request(b"get %s\r\n" % silent[-1], b"SERVER_ERROR Out of memory\r\n")
         c.request(b"get %s\r\n" % live[0], b"END\r\n")  # the live server is served
         self.assertAlive(px)
         self.assertNoSanitizerReport(px)
