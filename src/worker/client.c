@@ -189,10 +189,18 @@ static bool pool_room(pool_rt_t *pool)
     wn_pool_clients_t *pc = pool->clients;
     unsigned open;
     if (pc != NULL) {
-        open = atomic_fetch_add_explicit(&pc->open, 1, memory_order_relaxed);
-        if (limit <= 0 || open < (unsigned)limit)
+        if (limit <= 0) {
+            atomic_fetch_add_explicit(&pc->open, 1, memory_order_relaxed);
             return true;
-        atomic_fetch_sub_explicit(&pc->open, 1, memory_order_relaxed);
+        }
+        /* Counted only if under the limit: two workers taking the last
+         * place at once must not both be refused (an add then a subtract
+         * would refuse both). */
+        open = atomic_load_explicit(&pc->open, memory_order_relaxed);
+        while (open < (unsigned)limit)
+            if (atomic_compare_exchange_weak_explicit(&pc->open, &open, open + 1,
+                                                      memory_order_relaxed, memory_order_relaxed))
+                return true;
     } else {
         /* No shared count (out of memory at its reload): this worker's share. */
         open = pool->nclients;
