@@ -219,8 +219,15 @@ static int build_pool(const ctx_t *c, const wn_conf_raw_pool_t *raw, wn_conf_poo
                      sp->key_text[wn_conf_schema_key_index("max_ejected_fraction", 20)]);
         return WN_ECONFIG;
     }
-    /* twemproxy treats an empty password as none */
-    if (raw->redis_auth != NULL && raw->redis_auth[0] != '\0') {
+    /* twemproxy refuses an empty one ("syntax is invalid"); most likely a
+     * template's variable that was not set, so it is not taken for none */
+    if (raw->redis_auth != NULL && raw->redis_auth[0] == '\0') {
+        wn_conf_errf(c->err, c->errlen, c->file, key_line(c, "redis_auth"), sp->name,
+                     "redis_auth is empty; give the servers' password, or remove redis_auth "
+                     "for servers without one");
+        return WN_ECONFIG;
+    }
+    if (raw->redis_auth != NULL) {
         if (!pool->redis) {
             wn_conf_errf(c->err, c->errlen, c->file, key_line(c, "redis_auth"), sp->name,
                          "redis_auth is only valid in a redis pool; add 'redis: true' or "

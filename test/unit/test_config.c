@@ -555,11 +555,6 @@ static void test_parse_text(void **state)
     assert_string_equal(conf->pools[2].name, "- x");
     wn_conf_unref(conf);
 
-    /* an empty password is no password, as in twemproxy */
-    conf = parse_ok(ALPHA_HEAD "  redis_auth: ''\n" ONE_SERVER);
-    assert_null(conf->pools[0].redis_auth);
-    wn_conf_unref(conf);
-
     /* bounds that are still fine */
     conf = parse_ok("alpha:\n  listen: 127.0.0.1:65535\n  timeout: 2147483647\n"
                     "  server_connections: 000001\n  max_ejected_fraction: 0\n"
@@ -595,6 +590,13 @@ static void test_parse_rejects(void **state)
               "client_buffer_limit '2147483648'", "out of range (want 65536 to 2147483647)");
     parse_bad(ALPHA_HEAD "  client_connections: 99999999999999999999999\n" ONE_SERVER,
               ":3:", "pool 'alpha'", "client_connections", "out of range");
+    /* an empty password: twemproxy refuses it too (an unset template
+     * variable must not run a pool without AUTH) */
+    parse_bad(ALPHA_HEAD "  redis: true\n  redis_auth: ''\n" ONE_SERVER, ":4:", "pool 'alpha'",
+              "redis_auth is empty", "remove redis_auth");
+    parse_bad(ALPHA_HEAD "  redis: true\n  redis_auth: \"\"\n" ONE_SERVER, ":4:", "pool 'alpha'",
+              "redis_auth is empty", "password");
+    parse_bad(ALPHA_HEAD "  redis_auth:\n" ONE_SERVER, ":3:", "pool 'alpha'", "redis_auth", "");
     /* booleans: only true and false, as twemproxy */
     parse_bad(ALPHA_HEAD "  preconnect: True\n" ONE_SERVER, ":3:", "pool 'alpha'",
               "preconnect 'True'", "true, false");
