@@ -142,7 +142,10 @@ static int probe_tcp(const wn_conf_pool_t *conf, const struct sockaddr_storage *
     if (probe < 0) {
         listen_fail(conf, err, errlen, "cannot listen on %s: %s%s", conf->listen_text,
                     wn_strerror(probe),
-                    probe == UV_EADDRINUSE ? " (another process serves it)" : "");
+                    probe == UV_EADDRINUSE ? " (another process serves it, or a connection "
+                                             "has it as its local port: a port in "
+                                             "net.ipv4.ip_local_port_range may be taken so)"
+                                           : "");
         return probe;
     }
     close(probe);

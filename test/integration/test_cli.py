@@ -252,6 +252,31 @@ class TestCommandLine(h.ProxyTestCase):
                       % listen_where(conf, "alpha"), err)
         self.assertNotIn("syntax is ok", err)
 
+    def test_port_taken_by_a_connection_is_said_so(self):
+        """A listen port that a connection has as its local port (a port in
+        the ephemeral range) cannot be bound though nobody listens there;
+        walnut said "another process serves it" and nothing more (found
+        checking published configurations). Expected: the message names
+        that case too."""
+        tmp = self.tmpdir()
+        srv = socket.socket()
+        self.addCleanup(srv.close)
+        srv.bind((h.HOST, 0))
+        srv.listen(1)
+        conn = socket.create_connection(srv.getsockname(), timeout=5)
+        self.addCleanup(conn.close)
+        port = conn.getsockname()[1]
+        conf = tmp.join("taken.yml")
+        with open(conf, "w") as f:
+            f.write(h.render_config({"alpha": h.pool(["127.0.0.1:%d:1" % h.free_port()],
+                                                     listen="%s:%d" % (h.HOST, port))}))
+        r = subprocess.run([self.bin, "-c", conf, "-s", str(h.free_port()), "-a", h.HOST,
+                            "-T", "1"], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        err = r.stderr.decode("utf-8", "replace")
+        self.assertNotEqual(r.returncode, 0, err)
+        self.assertIn("cannot listen on %s:%d: address already in use" % (h.HOST, port), err)
+        self.assertIn("or a connection has it as its local port", err)
+
     def test_start_refuses_two_pools_on_one_address(self):
         """Two pools on one address spelled two ways (validation compares the
         text), or a pool on walnut's own stats address, failed at start with
