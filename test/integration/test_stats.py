@@ -306,21 +306,46 @@ class Scraper:
         return True
 
 
+YIELD_S = 0.050  # WN_HTTP_YIELD_MS: how long walnut lets a connection idle while others wait
+
+
 def drive_scrapers(scrapers, port, deadline):
     """Run every scraper to completion from this one thread (nonblocking sockets).
 
-    Each connects, writes its next request the moment the connection (or the
-    previous response) is there, and reads the response. Errors land in
-    scraper.error. Returns the longest time one turn of the loop took.
+    Each connects and writes its first request at once (as Prometheus does:
+    a connection silent for YIELD_S while others wait is, rightly, served
+    twemproxy's JSON, and one turn of this loop over 200 sockets may take
+    longer than that on a loaded machine), then its next request when the
+    previous response is there. A connection walnut closes while it is idle
+    between two responses is opened again and the request sent again, as an
+    HTTP client does with a kept-alive connection; walnut closes idle ones
+    when others wait (after YIELD_S), so check_scrape allows it only when a
+    turn took that long. Errors land in scraper.error. Returns the longest
+    time one turn of the loop took.
     """
     import selectors
     sel = selectors.DefaultSelector()
-    for sc in scrapers:
+
+    def send(sc):
+        sc.out = sc.out[sc.sock.send(sc.out):]
+
+    def connect(sc):
         sc.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sc.sock.setblocking(False)
         sc.sock.connect_ex((HOST, port))
         sc.connects += 1
-        sel.register(sc.sock, selectors.EVENT_WRITE, sc)
+        sc.sent_here = 1
+        sc.request()
+        try:
+            send(sc)  # on loopback the connection is usually up already
+        except (BlockingIOError, OSError):
+            pass      # when it is writable, then
+        sel.register(sc.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if sc.out else 0), sc)
+
+    # A few connections a turn: connecting all 200 before the loop ran left
+    # the first ones' responses unread, and their connections idle, for as
+    # long as the rest took.
+    pending = list(reversed(scrapers))
     active, end, longest = len(scrapers), time.monotonic() + deadline, 0.0
 
     def finish(sc, error=None):
@@ -330,21 +355,32 @@ def drive_scrapers(scrapers, port, deadline):
 
     try:
         while active and time.monotonic() < end:
-            events = sel.select(timeout=1.0)
+            # a turn: its connects and the events it handles, not its wait
             t0 = time.monotonic()
+            for _ in range(min(10, len(pending))):
+                connect(pending.pop())
+            connecting = time.monotonic() - t0
+            events = sel.select(timeout=0 if pending else 1.0)
+            t0 = time.monotonic() - connecting
             for key, mask in events:
                 sc = key.data
                 if sc.done:
                     continue
                 try:
-                    if not sc.responses and not sc.out and not sc.buf and mask & selectors.EVENT_WRITE:
-                        err = sc.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                        if err:
-                            raise AssertionError("connect: %s" % os.strerror(err))
-                        sc.request()
                     if mask & selectors.EVENT_READ:
-                        data = sc.sock.recv(1 << 16)
+                        try:
+                            data = sc.sock.recv(1 << 16)
+                        except ConnectionResetError:
+                            data = None
                         if not data:
+                            # closed: allowed only while idle on a reused
+                            # connection (nothing of this response read yet)
+                            if sc.responses and sc.sent_here > 1 and not sc.buf:
+                                sel.unregister(sc.sock)
+                                sc.sock.close()
+                                sc.out = b""
+                                connect(sc)
+                                continue
                             raise AssertionError("closed after %d responses; got %s" % (
                                 len(sc.responses), h.show(sc.buf, 80)))
                         sc.buf += data
@@ -352,10 +388,15 @@ def drive_scrapers(scrapers, port, deadline):
                             if len(sc.responses) == len(sc.paths):
                                 break
                             sc.request()
+                            sc.sent_here += 1
                         if sc.buf and len(sc.responses) == len(sc.paths):
                             raise AssertionError("bytes after the last response")
+                    if mask & selectors.EVENT_WRITE and not sc.responses and not sc.buf:
+                        err = sc.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        if err:
+                            raise AssertionError("connect: %s" % os.strerror(err))
                     if sc.out:
-                        sc.out = sc.out[sc.sock.send(sc.out):]
+                        send(sc)
                     if len(sc.responses) == len(sc.paths):
                         finish(sc)
                         active -= 1
@@ -1351,9 +1392,14 @@ class TestHttp(StatsCase):
                                 "a request sent before the deadline got: %s" % h.show(head))
                 c.expect(b"ok\n")
 
-    def check_scrape(self, sc):
-        """One scraper's 4 responses: all 200 on one connection, sane and monotonic."""
-        self.assertEqual(sc.connects, 1, "not one kept-alive connection")
+    def check_scrape(self, sc, lag=0.0):
+        """One scraper's 4 responses: all 200 on one connection (more only
+        if this client's loop let connections idle past YIELD_S), sane and
+        monotonic."""
+        if lag < YIELD_S * 0.8:
+            self.assertEqual(sc.connects, 1, "not one kept-alive connection")
+        else:
+            self.assertLessEqual(sc.connects, len(sc.paths))
         self.assertEqual([st for st, _ in sc.responses], [200] * len(sc.paths))
         seen = []   # the pool's requests counter, scrape after scrape
         for path, (_, body) in zip(sc.paths, sc.responses):
@@ -1391,7 +1437,7 @@ class TestHttp(StatsCase):
             try:
                 if sc.error:
                     raise AssertionError(sc.error)
-                self.check_scrape(sc)
+                self.check_scrape(sc, lag)
             except AssertionError as e:
                 failures.append("scraper %d: %s" % (sc.i, e))
         self.assertEqual(failures[:10], [], "%d of 200 scrapers failed (client loop's longest "
