@@ -23,6 +23,8 @@ typedef struct bridge {
     bool have_ev;
     bool oom;
     const char *file;
+    const char *text; /* the file's bytes, for a syntax error's hint */
+    size_t text_len;
     char *err;
     size_t errlen;
     const char *pool; /* borrowed: the pool being walked, for messages */
@@ -135,6 +137,19 @@ static int check_plain(bridge_t *b)
     }
 }
 
+/* Does line `line` (from 0) start with blanks that hold a tab? */
+static bool indented_with_tab(const bridge_t *b, size_t line)
+{
+    size_t i = 0;
+    for (size_t n = 0; n < line && i < b->text_len; i++)
+        if (b->text[i] == '\n')
+            n++;
+    for (; i < b->text_len && (b->text[i] == ' ' || b->text[i] == '\t'); i++)
+        if (b->text[i] == '\t')
+            return true;
+    return false;
+}
+
 static int next(bridge_t *b)
 {
     if (b->have_ev) {
@@ -150,8 +165,12 @@ static int next(bridge_t *b)
         if (context[0] != '\0')
             snprintf(where, sizeof(where), " (%s, line %zu)", context,
                      b->parser.context_mark.line + 1);
-        return fail(b, (int)b->parser.problem_mark.line + 1, "YAML syntax error: %s%s", problem,
-                    where);
+        /* libyaml names the token, not the tab a file indented with */
+        const char *tab = indented_with_tab(b, b->parser.problem_mark.line)
+                              ? "; the line is indented with a tab: YAML indents with spaces only"
+                              : "";
+        return fail(b, (int)b->parser.problem_mark.line + 1, "YAML syntax error: %s%s%s", problem,
+                    where, tab);
     }
     b->have_ev = true;
     return check_plain(b);
@@ -581,6 +600,8 @@ int wn_conf_bridge(const char *text, size_t len, const char *file, wn_conf_src_t
         return fail_oom(&b);
     }
     yaml_parser_set_input_string(&b.parser, (const unsigned char *)text, len);
+    b.text = text;
+    b.text_len = len;
 
     rc = document(&b);
 

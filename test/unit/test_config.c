@@ -677,7 +677,10 @@ static void test_parse_yaml_shape(void **state)
               NULL);
     parse_bad("alpha:\n  listen: 127.0.0.1:1\n   bad: indent\n", ":3:", "YAML syntax error", NULL,
               NULL);
-    parse_bad("alpha:\n\tlisten: x\n", ":2:", "YAML syntax error", NULL, NULL);
+    parse_bad("alpha:\n\tlisten: x\n", ":2:", "YAML syntax error", "indented with a tab",
+              "spaces only");
+    parse_bad(ALPHA_HEAD "  servers:\n\t- 127.0.0.1:1:1\n", ":4:", "YAML syntax error",
+              "indented with a tab", NULL);
     parse_bad(ALPHA_HEAD "  hash: \"md5\\0\"\n" ONE_SERVER, ":3:", "NUL", NULL, NULL);
     parse_bad("", "walnut.yml: file is empty", NULL, NULL, NULL);
     parse_bad("~\n", ":1:", "top level is a single value", NULL, NULL);
