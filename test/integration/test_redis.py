@@ -963,14 +963,21 @@ class TestRedis(RedisCase):
         payload = b"".join(resp("GET", k) for k in on_paused[:1000])
         base = h.rss(px.pid)
         have_peak = h.reset_peak(px.pid)
-        # Paused well past the 4 s flood: the checks after it must still find
+        # Paused well past the flood: the checks after it must still find
         # the server paused on a loaded machine (once, 6 s was not enough
         # under ASan beside other work). Nothing ends a pause early: even
-        # CLIENT UNPAUSE waits for it.
-        self.assertEqual(paused.call("CLIENT", "PAUSE", "12000", "ALL"), b"OK")
+        # CLIENT UNPAUSE waits for it. Under a sanitizer walnut works through
+        # the flood's clients for a long while after it (CI's TSan phase: the
+        # GET below not refused within 10 s; here once not within 30 s, after
+        # 665 clients): at most 150 clients (150,000 requests, nine times the
+        # bound), a longer pause and wait.
+        slow = h.sanitized()
+        pause_s, wait_s = (40, 30) if slow else (12, 10)
+        t_paused = time.monotonic()
+        self.assertEqual(paused.call("CLIENT", "PAUSE", str(pause_s * 1000), "ALL"), b"OK")
         t_end = time.monotonic() + 4
         clients, most = 0, 0
-        while time.monotonic() < t_end:
+        while time.monotonic() < t_end and (clients < 150 or not slow):
             # A short send timeout: once walnut stops reading a client (its
             # refused requests' replies unread), a blocked sendall would
             # otherwise hold the flood, and the checks after it, for 10 s,
@@ -985,6 +992,10 @@ class TestRedis(RedisCase):
             clients += 1
             if clients % 100 == 0:
                 most = max(most, out_queue(px, paused))
+        # (which bound it meets first depends on how fast the paused server
+        # still reads: its socket's queue, or what it holds unanswered)
+        h.wait_until(lambda: re.search("has not (answered requests holding|taken)", px.log()),
+                     deadline=wait_s, what="a bound met")
         most = max(most, out_queue(px, paused))
         grew = (h.proc_status(px.pid, "VmHWM") if have_peak else h.rss(px.pid)) - base
         sys.stderr.write("  [measured] %d clients x 1,000 GETs for a paused server, each "
@@ -995,12 +1006,11 @@ class TestRedis(RedisCase):
         # up to the limit or 16 MiB, the larger (before: every request of
         # every client).
         self.assertLessEqual(most, max(limit, 16 << 20) // 512, "requests held for a paused server")
-        # (which bound it meets first depends on how fast the paused server
-        # still reads: its socket's queue, or what it holds unanswered)
-        self.assertRegex(px.log(), "has not (answered requests holding|taken)")
-        with h.Raw(px.port("p"), timeout=10) as c:
-            c.request(resp("GET", on_paused[0]), b"-ERR ")  # refused at once
+        with h.Raw(px.port("p"), timeout=wait_s) as c:
+            # refused, not waiting for the server: the pause still holds
+            c.request(resp("GET", on_paused[0]), b"-ERR ")
             c.recv_line()
+            self.assertLess(time.monotonic() - t_paused, pause_s, "the pause ended first")
             c.request(resp("GET", other), b"$-1\r\n")  # the other server is served
         # What RSS adds beyond that is the clients walnut is still working
         # through (up to 1,024 requests each, their bookkeeping uncounted):
@@ -1011,7 +1021,8 @@ class TestRedis(RedisCase):
             with h.Raw(px.port("p"), timeout=10) as c:
                 c.send(resp("GET", on_paused[1]))
                 return c.recv_line() == b"$-1\r\n"
-        h.wait_until(answered, deadline=30, interval=0.3, what="the server taking requests again")
+        h.wait_until(answered, deadline=pause_s + 20, interval=0.3,
+                     what="the server taking requests again")
         self.assertRegex(px.log(), "(answers|reads) again")
         px.stop(check=True)
 
