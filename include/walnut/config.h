@@ -35,6 +35,8 @@
 #define WN_CONF_DEFAULT_MAX_EJECTED_FRACTION 1.0   /* walnut-only: twemproxy may eject all */
 #define WN_CONF_DEFAULT_CLIENT_BUFFER_LIMIT (64u << 20) /* walnut-only: bytes */
 #define WN_CONF_MIN_CLIENT_BUFFER_LIMIT (64u << 10)
+#define WN_CONF_DEFAULT_DNS_REFRESH_INTERVAL 30000 /* ms; walnut-only */
+#define WN_CONF_MIN_DNS_REFRESH_INTERVAL 100       /* ms */
 
 /* A listen address or a server address. */
 typedef struct wn_conf_addr {
@@ -90,6 +92,10 @@ typedef struct wn_conf_pool {
     /* Bytes walnut may hold for one client (its requests not yet sent, its
      * replies not yet written); past it the client is disconnected. */
     uint64_t client_buffer_limit;
+    /* ms between lookups of a server's host name while it answers (one that
+     * fails or has no address is looked up at most every second); 0: a name
+     * is looked up only when a server is added, at start or by a reload. */
+    int dns_refresh_interval;
 
     wn_conf_server_t *servers; /* owned; sorted as twemproxy sorts: name length, then bytes */
     uint32_t nservers;
@@ -115,6 +121,11 @@ int wn_conf_load(const char *path, wn_conf_t **out, char *err, size_t errlen);
 /* The same from text in memory; `name` is used in messages in place of a path. */
 int wn_conf_parse(const char *text, size_t len, const char *name, wn_conf_t **out, char *err,
                   size_t errlen);
+
+/* A copy of conf with one reference, its own in every part (looked-up
+ * addresses included), for control to change before sharing it; NULL when
+ * memory is short. */
+wn_conf_t *wn_conf_dup(const wn_conf_t *conf);
 
 void wn_conf_ref(wn_conf_t *conf);
 /* Drop a reference; the last one frees. NULL is fine. Any thread. */

@@ -198,6 +198,68 @@ fail:
     return rc;
 }
 
+/* strdup of an owned string that may be NULL; false when memory is short. */
+static bool dup_str(char **dst, const char *src)
+{
+    *dst = src != NULL ? strdup(src) : NULL;
+    return src == NULL || *dst != NULL;
+}
+
+static bool dup_addr(wn_conf_addr_t *dst, const wn_conf_addr_t *src)
+{
+    *dst = *src;
+    return dup_str(&dst->host, src->host);
+}
+
+/* Copies one pool into zeroed *dst; on failure what was copied stays for
+ * wn_conf_pool_deinit. */
+static bool dup_pool(wn_conf_pool_t *dst, const wn_conf_pool_t *src)
+{
+    *dst = *src;
+    dst->name = dst->listen_text = dst->listen_where = dst->redis_auth = NULL;
+    dst->listen.host = NULL;
+    dst->servers = NULL;
+    dst->nservers = 0;
+    if (!dup_str(&dst->name, src->name) || !dup_str(&dst->listen_text, src->listen_text) ||
+        !dup_str(&dst->listen_where, src->listen_where) || !dup_addr(&dst->listen, &src->listen) ||
+        !dup_str(&dst->redis_auth, src->redis_auth))
+        return false;
+    dst->servers = calloc(src->nservers ? src->nservers : 1, sizeof(*dst->servers));
+    if (dst->servers == NULL)
+        return false;
+    for (uint32_t j = 0; j < src->nservers; j++) {
+        wn_conf_server_t *d = &dst->servers[j];
+        const wn_conf_server_t *x = &src->servers[j];
+        dst->nservers++;
+        *d = *x;
+        d->pname = d->name = NULL;
+        d->addr.host = NULL;
+        if (!dup_str(&d->pname, x->pname) || !dup_str(&d->name, x->name) ||
+            !dup_addr(&d->addr, &x->addr))
+            return false;
+    }
+    return true;
+}
+
+wn_conf_t *wn_conf_dup(const wn_conf_t *conf)
+{
+    wn_conf_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    atomic_init(&c->refs, 1);
+    c->pools = calloc(conf->npools ? conf->npools : 1, sizeof(*c->pools));
+    bool ok = c->pools != NULL && dup_str(&c->path, conf->path);
+    for (uint32_t i = 0; ok && i < conf->npools; i++) {
+        c->npools++;
+        ok = dup_pool(&c->pools[i], &conf->pools[i]);
+    }
+    if (!ok) {
+        conf_free(c);
+        return NULL;
+    }
+    return c;
+}
+
 void wn_conf_ref(wn_conf_t *conf)
 {
     if (conf != NULL)

@@ -87,6 +87,7 @@ typedef struct wn_conf_raw_pool {
     int *health_check_interval;
     double *max_ejected_fraction;
     int *client_buffer_limit;
+    int *dns_refresh_interval;
     char **servers;
     unsigned servers_count;
 } wn_conf_raw_pool_t;

@@ -73,6 +73,7 @@ static const cyaml_schema_field_t pool_fields[] = {
     CYAML_FIELD_INT_PTR("health_check_interval", OPT, wn_conf_raw_pool_t, health_check_interval),
     CYAML_FIELD_FLOAT_PTR("max_ejected_fraction", OPT, wn_conf_raw_pool_t, max_ejected_fraction),
     CYAML_FIELD_INT_PTR("client_buffer_limit", OPT, wn_conf_raw_pool_t, client_buffer_limit),
+    CYAML_FIELD_INT_PTR("dns_refresh_interval", OPT, wn_conf_raw_pool_t, dns_refresh_interval),
     CYAML_FIELD_END,
 };
 

@@ -194,6 +194,19 @@ static int build_pool(const ctx_t *c, const wn_conf_raw_pool_t *raw, wn_conf_poo
         return WN_ECONFIG;
     }
 
+    pool->dns_refresh_interval =
+        int_or(raw->dns_refresh_interval, WN_CONF_DEFAULT_DNS_REFRESH_INTERVAL);
+    if (pool->dns_refresh_interval > 0 &&
+        pool->dns_refresh_interval < WN_CONF_MIN_DNS_REFRESH_INTERVAL) {
+        wn_conf_errf(c->err, c->errlen, c->file, key_line(c, "dns_refresh_interval"), sp->name,
+                     "dns_refresh_interval %d is too short: it counts milliseconds (want 0 to "
+                     "look names up only when a server is added, or at least %d; the default "
+                     "is %d)",
+                     pool->dns_refresh_interval, WN_CONF_MIN_DNS_REFRESH_INTERVAL,
+                     WN_CONF_DEFAULT_DNS_REFRESH_INTERVAL);
+        return WN_ECONFIG;
+    }
+
     pool->client_buffer_limit = raw->client_buffer_limit
                                     ? (uint64_t)(uint32_t)*raw->client_buffer_limit
                                     : WN_CONF_DEFAULT_CLIENT_BUFFER_LIMIT;

@@ -77,6 +77,15 @@ typedef struct hserver {
     bool retired;                 /* gone from the config: freed when its handles close */
     uint32_t closes;              /* retired: close callbacks still to come */
     probe_t probe;
+    struct { /* dns.c: its name looked up again */
+        uv_getaddrinfo_t req;
+        bool named;       /* its host is a name (not an address, not a path) */
+        bool busy;        /* a lookup is out */
+        bool failed;      /* the last lookup failed (logged once) */
+        bool moved;       /* sa: where a lookup found it, not yet in ctl->conf */
+        uint64_t last_ms; /* when the last lookup started or ended */
+        struct sockaddr_storage sa;
+    } dns;
 } hserver_t;
 
 struct hpool {
@@ -104,7 +113,8 @@ struct control {
     int nsignals;
     uv_async_t wakeup;            /* workers have messages */
     wn_conf_t *conf;              /* one reference: the configuration in force */
-    uint64_t gen;                 /* its generation: 0 at start, one more per reload */
+    uint64_t gen;                 /* its generation: 0 at start, one more per reload
+                                     or address change (dns.c) */
     wn_conf_t *prev_conf;         /* one reference, or NULL: generation gen - 1's, which
                                      reports a worker sent before it took `conf` name */
     wn_worker_t **workers;        /* owned */
@@ -166,6 +176,11 @@ struct control {
     const char *conf_path;        /* borrowed from the options: what SIGHUP re-reads */
     wn_client_budget_t budget;    /* clients of every worker against the descriptors (fds.c) */
     bool budget_said;             /* its limit was logged */
+    uv_timer_t dns_timer;         /* dns.c: names looked up again */
+    uint32_t dns_inflight;        /* lookups out */
+    uint32_t dns_cursor;          /* where the next scan for due lookups starts */
+    bool gen_by_dns;              /* the generation `gen` moved servers, no file was read */
+    bool readdress_again;         /* a server moved during a reload: one more after it */
 };
 
 /* control.c: some message to a worker is waiting in an outbox; retry soon. */
@@ -181,6 +196,10 @@ void wn_control_stop(control_t *ctl);
 void wn_control_log_convergence(control_t *ctl, uint32_t pool);
 /* reload.c */
 void wn_control_reload(control_t *ctl);
+/* A lookup (dns.c) moved a server: a generation that is the configuration
+ * in force with the new addresses (pools.c takes them from the servers'
+ * dns.sa); after the reload in flight, if one is. */
+void wn_control_readdress(control_t *ctl);
 /* A worker runs the reloaded configuration now. */
 void wn_control_config_done(control_t *ctl, const wn_msg_t *m);
 
@@ -259,6 +278,15 @@ void health_reload_cap(hpool_t *p);
 void health_probes_off(hserver_t *s);
 /* A worker's message about a server. */
 void health_on_message(control_t *ctl, const wn_msg_t *m);
+
+/* dns.c: servers' names looked up again in the background. At start and
+ * after each new generation: the lookups' timer runs while a pool has a
+ * server given by name and a dns_refresh_interval. */
+void wn_dns_start(control_t *ctl);
+/* s was just made (its name looked up, or not a name). */
+void wn_dns_server_new(control_t *ctl, hserver_t *s);
+/* s leaves: a lookup out is cancelled and holds s until it returns. */
+void wn_dns_server_retire(hserver_t *s);
 
 /* pools.c: the pools and servers themselves */
 /* A retired server's close callback came (its last one frees it). */

@@ -24,13 +24,15 @@ static int resolve(wn_conf_server_t *sc)
 }
 
 /* A server whose name did not resolve is kept without an address: its
- * requests and probes fail ("Host is down", as twemproxy answers), and a
- * reload looks it up again. */
+ * requests and probes fail ("Host is down", as twemproxy answers) until a
+ * lookup in the background (dns.c) or a reload finds it. */
 static void unresolved(const wn_conf_pool_t *pc, const wn_conf_server_t *sc, int rc)
 {
-    wn_log_warn("pool '%s': server %s: cannot resolve '%s' (%s): its requests fail until a "
-                "reload finds its address",
-                pc->name, sc->name, sc->addr.host, wn_strerror(rc));
+    wn_log_warn("pool '%s': server %s: cannot resolve '%s' (%s): its requests fail until %s",
+                pc->name, sc->name, sc->addr.host, wn_strerror(rc),
+                pc->dns_refresh_interval > 0
+                    ? "its name resolves (looked up again every second)"
+                    : "a reload finds its address (dns_refresh_interval is 0)");
 }
 
 /* A server's state, without handles yet (server_open adds them): NULL with
@@ -58,15 +60,15 @@ static hserver_t *server_new(const wn_conf_pool_t *pc, wn_conf_server_t *sc, boo
     return s;
 }
 
-/* A kept server keeps the address it was looked up to: a reload asks DNS
- * only for servers it adds. Looking every name up again would block
- * control's loop (and its watchdog pings) for the resolver's timeout per
- * server while DNS is down; to follow a name that moved, change its server
- * line. */
+/* A kept server keeps the address it was looked up to, or the one a
+ * lookup in the background moved it to (dns.c): a reload asks DNS only for
+ * servers it adds. Looking every name up here would block control's loop
+ * (and its watchdog pings) for the resolver's timeout per server while DNS
+ * is down. */
 static void keep_address(const wn_conf_pool_t *pc, wn_conf_server_t *sc, const hserver_t *s)
 {
-    sc->sa = s->conf->sa;
-    sc->has_sa = s->conf->has_sa;
+    sc->sa = s->dns.moved ? s->dns.sa : s->conf->sa;
+    sc->has_sa = s->dns.moved || s->conf->has_sa;
     if (!sc->addr.is_unix && !sc->has_sa) {
         /* it never had one (DNS failed at start): asked again */
         int rc = resolve(sc);
@@ -79,6 +81,7 @@ static void server_open(hserver_t *s, hpool_t *p, uint32_t idx)
 {
     s->pool = p;
     s->idx = idx;
+    wn_dns_server_new(p->ctl, s);
     uv_timer_init(&p->ctl->loop, &s->probe.timer);
     s->probe.timer.data = s;
 }
@@ -105,6 +108,7 @@ static void server_retire(hserver_t *s)
     health_probe_close(s);
     if (s->probe.closing)
         s->closes++; /* probe_closed releases it */
+    wn_dns_server_retire(s);
     if (s->probe.timer.loop != NULL)
         uv_close((uv_handle_t *)&s->probe.timer, server_handle_closed);
     else
@@ -201,6 +205,8 @@ int health_init(control_t *ctl)
     ctl->pools = calloc(ctl->conf->npools ? ctl->conf->npools : 1, sizeof(*ctl->pools));
     if (ctl->pools == NULL)
         return WN_ENOMEM;
+    uv_timer_init(&ctl->loop, &ctl->dns_timer);
+    ctl->dns_timer.data = ctl;
     for (uint32_t i = 0; i < ctl->conf->npools; i++) {
         wn_conf_pool_t *pc = &ctl->conf->pools[i];
         hpool_t *p = pool_new(ctl, pc, err, sizeof(err));
@@ -234,6 +240,7 @@ void health_start(control_t *ctl)
 {
     for (uint32_t i = 0; i < ctl->npools; i++)
         schedule_probes(ctl->pools[i]);
+    wn_dns_start(ctl);
 }
 
 void health_stop(control_t *ctl)
@@ -241,6 +248,7 @@ void health_stop(control_t *ctl)
     for (uint32_t i = 0; i < ctl->npools; i++)
         pool_retire(ctl->pools[i]);
     ctl->npools = 0;
+    uv_close((uv_handle_t *)&ctl->dns_timer, NULL);
 }
 
 void health_deinit(control_t *ctl)
@@ -276,6 +284,7 @@ static void server_carry(hserver_t *s, const wn_conf_pool_t *pc, uint32_t idx,
         health_probe_close(s);
     s->conf = sc;
     s->idx = idx;
+    s->dns.moved = false; /* sc has the address it moved to */
 }
 
 /* What can only change with a restart: refused before anything is touched. */

@@ -16,6 +16,12 @@
  * generation it had: the reload is then not converged (stats say so) until
  * a later one reaches it. A SIGHUP that comes meanwhile is applied right
  * after.
+ *
+ * A server whose name a lookup in the background found elsewhere (dns.c)
+ * moves the same way: a generation that is the configuration in force,
+ * copied in memory (the file is not read: it may have changed without a
+ * SIGHUP), with the new address. Workers take it as a reload that changed
+ * that server's line; systemd is not told of a reload.
  * Control thread only.
  */
 #include "control_priv.h"
@@ -155,47 +161,34 @@ static void send_config(control_t *ctl, int worker)
     ctl->reload_acks--;
 }
 
-void wn_control_reload(control_t *ctl)
+/* Everything a new configuration needs made before it is committed: its
+ * listeners checked, counter blocks, control's pools and servers. 0, or an
+ * error in err with nothing changed. */
+static int prepare(control_t *ctl, wn_conf_t *nc, wn_stats_block_t **mine, uint32_t *nnew,
+                   char *err, size_t errlen)
 {
-    if (ctl->stopping || ctl->conf_path == NULL)
-        return;
-    if (ctl->reload_acks > 0) {
-        wn_log_notice("reload: the previous reload is still reaching the workers; this one "
-                      "follows it");
-        ctl->reload_again = true;
-        return;
-    }
-    wn_sd_state(ctl, "RELOADING=1\nMONOTONIC_USEC=%llu",
-                (unsigned long long)wn_sd_monotonic_usec());
-    char err[512];
-    wn_conf_t *nc = NULL;
-    wn_stats_block_t *mine = NULL;
-    uint32_t nnew = 0; /* pools listening where none did */
-    int rc = wn_conf_load(ctl->conf_path, &nc, err, sizeof(err));
-    if (rc == 0)
-        rc = check_listeners(ctl, nc, &nnew, err, sizeof(err));
-    if (rc == 0 && make_blocks(ctl, nc, &mine) < 0) {
-        snprintf(err, sizeof(err), "out of memory");
+    int rc = check_listeners(ctl, nc, nnew, err, errlen);
+    if (rc == 0 && make_blocks(ctl, nc, mine) < 0) {
+        snprintf(err, errlen, "out of memory");
         rc = WN_ENOMEM;
     }
     if (rc == 0) {
-        rc = health_reload(ctl, nc, err, sizeof(err));
+        rc = health_reload(ctl, nc, err, errlen);
         if (rc < 0) {
-            wn_stats_block_destroy(mine);
+            wn_stats_block_destroy(*mine);
             for (int i = 0; i < ctl->nworkers; i++) {
                 wn_stats_block_destroy(ctl->next_blocks[i]);
                 ctl->next_blocks[i] = NULL;
             }
         }
     }
-    if (rc < 0) {
-        wn_log_error("reload: %s; still serving the configuration loaded before", err);
-        wn_conf_unref(nc);
-        finish(ctl, "failed: %.96s", err);
-        return;
-    }
+    return rc;
+}
 
-    /* Committed: control runs the new configuration from here on. */
+/* Control runs nc (its reference taken) from here on, as generation gen + 1,
+ * and sends it to every worker. */
+static void commit(control_t *ctl, wn_conf_t *nc, wn_stats_block_t *mine, uint32_t nnew)
+{
     wn_stats_block_t **own = &ctl->blocks[ctl->nblocks - 1];
     wn_stats_block_fold(mine, *own);
     wn_stats_block_destroy(*own);
@@ -216,13 +209,85 @@ void wn_control_reload(control_t *ctl)
     ctl->reload_start_ms = uv_now(&ctl->loop);
     ctl->reload_acks = ctl->nworkers;
     ctl->reload_failed = false;
+    wn_dns_start(ctl);
+}
+
+static void send_all(control_t *ctl)
+{
+    for (int i = 0; i < ctl->nworkers; i++)
+        send_config(ctl, i);
+    if (ctl->reload_acks == 0 && !ctl->gen_by_dns)
+        finish(ctl, "applied, but not every worker could take it");
+}
+
+void wn_control_reload(control_t *ctl)
+{
+    if (ctl->stopping || ctl->conf_path == NULL)
+        return;
+    if (ctl->reload_acks > 0) {
+        wn_log_notice("reload: the previous %s is still reaching the workers; this one "
+                      "follows it",
+                      ctl->gen_by_dns ? "address change" : "reload");
+        ctl->reload_again = true;
+        return;
+    }
+    wn_sd_state(ctl, "RELOADING=1\nMONOTONIC_USEC=%llu",
+                (unsigned long long)wn_sd_monotonic_usec());
+    char err[512];
+    wn_conf_t *nc = NULL;
+    wn_stats_block_t *mine = NULL;
+    uint32_t nnew = 0; /* pools listening where none did */
+    int rc = wn_conf_load(ctl->conf_path, &nc, err, sizeof(err));
+    if (rc == 0)
+        rc = prepare(ctl, nc, &mine, &nnew, err, sizeof(err));
+    if (rc < 0) {
+        wn_log_error("reload: %s; still serving the configuration loaded before", err);
+        wn_conf_unref(nc);
+        finish(ctl, "failed: %.96s", err);
+        return;
+    }
+    commit(ctl, nc, mine, nnew);
+    ctl->gen_by_dns = false;
     wn_log_notice("reload: '%s' applied (generation %llu, %u pool(s)); sending it to %d "
                   "worker(s)",
                   ctl->conf_path, (unsigned long long)ctl->gen, ctl->npools, ctl->nworkers);
-    for (int i = 0; i < ctl->nworkers; i++)
-        send_config(ctl, i);
-    if (ctl->reload_acks == 0)
-        finish(ctl, "applied, but not every worker could take it");
+    send_all(ctl);
+}
+
+void wn_control_readdress(control_t *ctl)
+{
+    if (ctl->stopping)
+        return;
+    if (ctl->reload_acks > 0) {
+        ctl->readdress_again = true; /* after it: it may even take the address itself */
+        return;
+    }
+    bool moved = false;
+    for (uint32_t p = 0; p < ctl->npools && !moved; p++)
+        for (uint32_t j = 0; j < ctl->pools[p]->nservers && !moved; j++)
+            moved = ctl->pools[p]->servers[j]->dns.moved;
+    if (!moved)
+        return; /* a reload took the addresses meanwhile */
+    char err[512] = "out of memory";
+    wn_stats_block_t *mine = NULL;
+    uint32_t nnew = 0;
+    /* the configuration in force, read again from memory, not from the file
+     * (which may have changed without a SIGHUP); kept servers take the
+     * addresses their lookups found (pools.c, keep_address) */
+    wn_conf_t *nc = wn_conf_dup(ctl->conf);
+    int rc = nc != NULL ? prepare(ctl, nc, &mine, &nnew, err, sizeof(err)) : WN_ENOMEM;
+    if (rc < 0) {
+        /* only memory can fail here: the next lookup tries again */
+        wn_log_error("cannot move servers to their new addresses: %s", err);
+        wn_conf_unref(nc);
+        return;
+    }
+    commit(ctl, nc, mine, nnew);
+    ctl->gen_by_dns = true;
+    wn_log_notice("servers moved to their new addresses (generation %llu); sending it to %d "
+                  "worker(s)",
+                  (unsigned long long)ctl->gen, ctl->nworkers);
+    send_all(ctl);
 }
 
 void wn_control_config_done(control_t *ctl, const wn_msg_t *m)
@@ -303,7 +368,16 @@ static void reload_acked(control_t *ctl)
         return;
     int current = wn_control_workers_current(ctl);
     unsigned long long ms = uv_now(&ctl->loop) - ctl->reload_start_ms;
-    if (current == ctl->nworkers && ctl->reload_failed)
+    if (ctl->gen_by_dns) {
+        if (current == ctl->nworkers)
+            wn_log_notice("all %d worker(s) run generation %llu, with the new addresses "
+                          "(%llu ms)",
+                          ctl->nworkers, (unsigned long long)ctl->gen, ms);
+        else
+            wn_log_warn("%d of %d worker(s) run generation %llu, with the new addresses (%llu "
+                        "ms); the others use the old ones until a generation reaches them",
+                        current, ctl->nworkers, (unsigned long long)ctl->gen, ms);
+    } else if (current == ctl->nworkers && ctl->reload_failed)
         wn_log_warn("reload: all %d worker(s) run generation %llu (%llu ms), but a listener did "
                     "not open on every worker (their errors are above): on those workers the pool "
                     "listens at its old address, or not at all if it is new, until a reload opens "
@@ -318,7 +392,9 @@ static void reload_acked(control_t *ctl)
                     current, ctl->nworkers, (unsigned long long)ctl->gen, ms);
     for (uint32_t p = 0; p < ctl->npools; p++)
         wn_control_log_convergence(ctl, p);
-    if (ctl->reload_failed)
+    if (ctl->gen_by_dns)
+        ; /* systemd was not told of a reload: nothing to finish */
+    else if (ctl->reload_failed)
         finish(ctl, "applied with errors (see the log), generation %llu",
                (unsigned long long)ctl->gen);
     else
@@ -326,5 +402,9 @@ static void reload_acked(control_t *ctl)
     if (ctl->reload_again) {
         ctl->reload_again = false;
         wn_control_reload(ctl);
+    }
+    if (ctl->readdress_again && ctl->reload_acks == 0) {
+        ctl->readdress_again = false;
+        wn_control_readdress(ctl);
     }
 }

@@ -273,7 +273,8 @@ static void render_header(sbuf_t *b, const wn_stats_view_t *v)
     family(b, "walnut_workers", "gauge", "worker threads");
     sample_u64(b, "walnut_workers", NULL, v->nworkers);
     family(b, "walnut_config_generation", "gauge",
-           "configuration generation: 0 at start, one more per applied reload");
+           "configuration generation: 0 at start, one more per applied reload or server "
+           "address change");
     sample_u64(b, "walnut_config_generation", NULL, v->generation);
     family(b, "walnut_client_connections_limit", "gauge",
            "client connections the descriptor limit leaves room for beside walnut's own "

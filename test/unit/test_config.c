@@ -89,6 +89,7 @@ static void assert_defaults_walnut(const wn_conf_pool_t *p)
 {
     assert_int_equal(p->health_check_interval, WN_CONF_DEFAULT_HEALTH_CHECK_INTERVAL);
     assert_true(p->max_ejected_fraction == WN_CONF_DEFAULT_MAX_EJECTED_FRACTION);
+    assert_int_equal(p->dns_refresh_interval, WN_CONF_DEFAULT_DNS_REFRESH_INTERVAL);
     assert_false(p->reuseport);
     assert_false(p->tcpkeepalive);
     assert_int_equal(p->client_connections, 0);
@@ -568,6 +569,12 @@ static void test_parse_text(void **state)
     conf = parse_ok(ALPHA_HEAD "  health_check_interval: 10\n" ONE_SERVER);
     assert_int_equal(pool(conf, "alpha")->health_check_interval, WN_CONF_MIN_HEALTH_CHECK_INTERVAL);
     wn_conf_unref(conf);
+    conf = parse_ok(ALPHA_HEAD "  dns_refresh_interval: 100\n" ONE_SERVER);
+    assert_int_equal(pool(conf, "alpha")->dns_refresh_interval, WN_CONF_MIN_DNS_REFRESH_INTERVAL);
+    wn_conf_unref(conf);
+    conf = parse_ok(ALPHA_HEAD "  dns_refresh_interval: 0\n" ONE_SERVER);
+    assert_int_equal(pool(conf, "alpha")->dns_refresh_interval, 0);
+    wn_conf_unref(conf);
 }
 
 static void test_parse_rejects(void **state)
@@ -618,6 +625,10 @@ static void test_parse_rejects(void **state)
               "health_check_interval 1 is too short", "milliseconds");
     parse_bad(ALPHA_HEAD "  health_check_interval: 9\n" ONE_SERVER, ":3:", "pool 'alpha'",
               "health_check_interval 9", "at least 10");
+    parse_bad(ALPHA_HEAD "  dns_refresh_interval: 30\n" ONE_SERVER, ":3:", "pool 'alpha'",
+              "dns_refresh_interval 30 is too short", "at least 100");
+    parse_bad(ALPHA_HEAD "  dns_refresh_interval: -1\n" ONE_SERVER, ":3:", "pool 'alpha'",
+              "dns_refresh_interval '-1'", "negative");
     /* hash_tag counts bytes */
     parse_bad(ALPHA_HEAD "  hash_tag: \"\xc2\xab\xc2\xbb\"\n" ONE_SERVER, ":3:", "pool 'alpha'",
               "hash_tag", "4 bytes");
@@ -687,6 +698,64 @@ static void test_parse_yaml_shape(void **state)
 }
 
 /* ---- the snapshot ------------------------------------------------------------- */
+
+/* A copy is equal in every field and shares no memory: changing or
+ * freeing one leaves the other intact (ASan sees any sharing). */
+static void test_dup(void **state)
+{
+    (void)state;
+    wn_conf_t *conf = parse_ok("alpha:\n  listen: 127.0.0.1:22121\n  hash: md5\n"
+                               "  hash_tag: \"{}\"\n  redis: true\n  redis_auth: pw\n"
+                               "  dns_refresh_interval: 500\n  servers:\n"
+                               "   - cache-a.example:6379:2 a\n   - 10.0.0.2:6379:1\n"
+                               "beta:\n  listen: /tmp/walnut-beta.sock 0600\n  servers:\n"
+                               "   - /tmp/mc.sock:1 m\n");
+    struct sockaddr_in *sin = (struct sockaddr_in *)&conf->pools[0].servers[0].sa;
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(6379);
+    sin->sin_addr.s_addr = htonl(0x7f000002);
+    conf->pools[0].servers[0].has_sa = true;
+    wn_conf_t *copy = wn_conf_dup(conf);
+    assert_non_null(copy);
+    assert_int_equal(copy->npools, 2);
+    assert_string_equal(copy->path, conf->path);
+    assert_ptr_not_equal(copy->path, conf->path);
+    for (uint32_t i = 0; i < 2; i++) {
+        const wn_conf_pool_t *a = &conf->pools[i], *b = &copy->pools[i];
+        assert_string_equal(a->name, b->name);
+        assert_ptr_not_equal(a->name, b->name);
+        assert_string_equal(a->listen_text, b->listen_text);
+        assert_string_equal(a->listen.host, b->listen.host);
+        assert_ptr_not_equal(a->listen.host, b->listen.host);
+        assert_int_equal(a->listen.perm, b->listen.perm);
+        assert_int_equal(a->hash, b->hash);
+        assert_int_equal(a->dns_refresh_interval, b->dns_refresh_interval);
+        assert_int_equal(a->nservers, b->nservers);
+        for (uint32_t j = 0; j < a->nservers; j++) {
+            assert_string_equal(a->servers[j].pname, b->servers[j].pname);
+            assert_string_equal(a->servers[j].name, b->servers[j].name);
+            assert_ptr_not_equal(a->servers[j].name, b->servers[j].name);
+            assert_string_equal(a->servers[j].addr.host, b->servers[j].addr.host);
+            assert_int_equal(a->servers[j].addr.port, b->servers[j].addr.port);
+            assert_int_equal(a->servers[j].weight, b->servers[j].weight);
+            assert_true(wn_conf_server_conns_same(a, &a->servers[j], b, &b->servers[j]));
+        }
+    }
+    assert_string_equal(copy->pools[0].redis_auth, "pw");
+    assert_ptr_not_equal(copy->pools[0].redis_auth, conf->pools[0].redis_auth);
+    assert_null(copy->pools[1].redis_auth);
+    assert_true(copy->pools[0].servers[0].has_sa);
+    assert_true(wn_sockaddr_same(&copy->pools[0].servers[0].sa, &conf->pools[0].servers[0].sa));
+    /* the copy changes alone */
+    sin = (struct sockaddr_in *)&copy->pools[0].servers[0].sa;
+    sin->sin_addr.s_addr = htonl(0x7f000003);
+    assert_false(wn_conf_server_conns_same(&conf->pools[0], &conf->pools[0].servers[0],
+                                           &copy->pools[0], &copy->pools[0].servers[0]));
+    assert_true(wn_conf_server_same(&conf->pools[0].servers[0], &copy->pools[0].servers[0]));
+    wn_conf_unref(conf);
+    assert_string_equal(copy->pools[0].servers[0].name, "a");
+    wn_conf_unref(copy);
+}
 
 static void test_refcount(void **state)
 {
@@ -882,13 +951,21 @@ static void test_sockaddr_overlap(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sockaddr_same),    cmocka_unit_test(test_sockaddr_overlap),
-        cmocka_unit_test(test_sockaddr_format),  cmocka_unit_test(test_twemproxy_example),
-        cmocka_unit_test(test_repo_configs),     cmocka_unit_test(test_every_key),
-        cmocka_unit_test(test_names_and_order),  cmocka_unit_test(test_server_parse),
-        cmocka_unit_test(test_listen_parse),     cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_parse_text),       cmocka_unit_test(test_parse_rejects),
-        cmocka_unit_test(test_parse_yaml_shape), cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_sockaddr_same),
+        cmocka_unit_test(test_sockaddr_overlap),
+        cmocka_unit_test(test_sockaddr_format),
+        cmocka_unit_test(test_twemproxy_example),
+        cmocka_unit_test(test_repo_configs),
+        cmocka_unit_test(test_every_key),
+        cmocka_unit_test(test_names_and_order),
+        cmocka_unit_test(test_server_parse),
+        cmocka_unit_test(test_listen_parse),
+        cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_parse_text),
+        cmocka_unit_test(test_parse_rejects),
+        cmocka_unit_test(test_parse_yaml_shape),
+        cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_dup),
         cmocka_unit_test(test_load_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,17 +2,22 @@
  * flaky_dns.c: an LD_PRELOAD shim for the tests that need DNS to misbehave
  * (test_reload_hostile.py, test_cli.py). The host name "flaky.walnut.test"
  * resolves to 127.0.0.1, or to 127.0.0.2 while the file named by
- * WALNUT_TEST_DNS_MOVED exists (the name moved), and fails (EAI_NONAME)
- * while the file named by WALNUT_TEST_DNS_DOWN exists: a DNS outage the test
- * switches on and off. With WALNUT_TEST_DNS_LOG set, each lookup of that name
- * appends a line to that file: "main" when the process's main thread (walnut's
- * control thread) asked, "other" when another thread did. Every other name
+ * WALNUT_TEST_DNS_MOVED exists (the name moved), to 127.0.0.2 and then
+ * 127.0.0.1 while WALNUT_TEST_DNS_BOTH exists (a name with two addresses),
+ * and fails (EAI_NONAME) while the file named by WALNUT_TEST_DNS_DOWN exists:
+ * a DNS outage the test switches on and off; each lookup of it takes a
+ * second while WALNUT_TEST_DNS_SLOW exists. With WALNUT_TEST_DNS_LOG set,
+ * each lookup of that name appends a line to that file: "main" when the
+ * process's main thread (walnut's control thread) asked, else the asking
+ * thread's name (walnut names its workers "wn-worker-N"). Every other name
  * goes to the real getaddrinfo.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +31,22 @@ static bool flag_set(const char *var)
     return path != NULL && access(path, F_OK) == 0;
 }
 
+/* With WALNUT_TEST_DNS_PORTS set, the port asked with that name, a line per lookup. */
+static void log_port(const char *service)
+{
+    const char *path = getenv("WALNUT_TEST_DNS_PORTS");
+    if (path == NULL)
+        return;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return;
+    char line[32];
+    int len = snprintf(line, sizeof(line), "%s\n", service != NULL ? service : "-");
+    ssize_t n = write(fd, line, (size_t)len);
+    (void)n;
+    close(fd);
+}
+
 static void log_lookup(void)
 {
     const char *path = getenv("WALNUT_TEST_DNS_LOG");
@@ -34,10 +55,37 @@ static void log_lookup(void)
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
         return;
-    const char *who = gettid() == getpid() ? "main\n" : "other\n";
+    char who[32] = "main\n";
+    if (gettid() != getpid()) {
+        /* another thread: its name ("wn-worker-N" for a worker) */
+        char name[16] = "?";
+        pthread_getname_np(pthread_self(), name, sizeof(name));
+        snprintf(who, sizeof(who), "%s\n", name);
+    }
     ssize_t n = write(fd, who, strlen(who));
     (void)n;
     close(fd);
+}
+
+/* 127.0.0.2 then 127.0.0.1: two lookups chained (freeaddrinfo frees both) */
+static int both(const char *service, const struct addrinfo *hints, struct addrinfo **res,
+                gai_fn real)
+{
+    struct addrinfo *a = NULL, *b = NULL;
+    int rc = real("127.0.0.2", service, hints, &a);
+    if (rc != 0)
+        return rc;
+    rc = real("127.0.0.1", service, hints, &b);
+    if (rc != 0) {
+        freeaddrinfo(a);
+        return rc;
+    }
+    struct addrinfo *last = a;
+    while (last->ai_next != NULL)
+        last = last->ai_next;
+    last->ai_next = b;
+    *res = a;
+    return 0;
 }
 
 int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
@@ -48,8 +96,13 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
         real = (gai_fn)dlsym(RTLD_NEXT, "getaddrinfo");
     if (node != NULL && strcmp(node, "flaky.walnut.test") == 0) {
         log_lookup();
+        log_port(service);
+        if (flag_set("WALNUT_TEST_DNS_SLOW"))
+            usleep(1000 * 1000); /* a resolver that takes a second */
         if (flag_set("WALNUT_TEST_DNS_DOWN"))
             return EAI_NONAME;
+        if (flag_set("WALNUT_TEST_DNS_BOTH"))
+            return both(service, hints, res, real);
         node = flag_set("WALNUT_TEST_DNS_MOVED") ? "127.0.0.2" : "127.0.0.1";
     }
     return real(node, service, hints, res);
