@@ -179,6 +179,7 @@ static json_t *health_object(const wn_stats_server_view_t *s, bool *ok)
     }
     put(o, "name", json_string(s->name), ok);
     put(o, "address", json_string(s->address), ok);
+    put(o, "resolved", s->resolved != NULL ? json_string(s->resolved) : json_null(), ok);
     put(o, "health", json_string(wn_health_state_name(s->state)), ok);
     put(o, "ejected", json_boolean(s->ejected), ok);
     put_u64(o, "failures", s->failures, ok);

@@ -126,6 +126,15 @@ static char *address_dup(const wn_conf_addr_t *a)
     return utf8_dup(buf);
 }
 
+static char *resolved_dup(const wn_conf_server_t *sc)
+{
+    if (sc->addr.is_unix)
+        return utf8_dup(sc->addr.host);
+    char buf[128];
+    wn_sockaddr_format(&sc->sa, buf, sizeof(buf));
+    return strdup(buf);
+}
+
 /* twemproxy's pool order in its JSON: shorter name first, then bytewise.
  * qsort_r (glibc) so that nothing global holds the config. */
 static int pool_order(const void *a, const void *b, void *arg)
@@ -331,6 +340,11 @@ int wn_stats_view_build(wn_stats_view_t *v, const wn_conf_t *conf,
             pv->servers[s].address = address_dup(&cp->servers[s].addr);
             if (pv->servers[s].name == NULL || pv->servers[s].address == NULL)
                 goto nomem;
+            if (cp->servers[s].addr.is_unix || cp->servers[s].has_sa) {
+                pv->servers[s].resolved = resolved_dup(&cp->servers[s]);
+                if (pv->servers[s].resolved == NULL)
+                    goto nomem;
+            }
         }
         v->sorted[p] = p;
     }
@@ -384,6 +398,7 @@ void wn_stats_view_free(wn_stats_view_t *v)
                 for (uint32_t s = 0; s < pv->nservers; s++) {
                     free(pv->servers[s].name);
                     free(pv->servers[s].address);
+                    free(pv->servers[s].resolved);
                 }
             free(pv->servers);
             free(pv->worker_epoch);

@@ -63,6 +63,9 @@ typedef struct wn_stats_cmd_table {
 typedef struct wn_stats_server_view {
     char *name;    /* owned: twemproxy's server name (the JSON key), valid UTF-8 */
     char *address; /* owned: "host:port" ("[v6]:port") or the unix path */
+    /* owned: the address control looked the host up to, which workers
+     * connect to ("ip:port", "[ip]:port"; the path), or NULL: none yet */
+    char *resolved;
     uint64_t v[WN_SERVER_STAT_COUNT];
     wn_hist_sum_t latency;
     /* Control's health view: zero after build, filled in by the caller. */

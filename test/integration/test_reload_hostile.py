@@ -214,6 +214,14 @@ class TestDnsRefresh(HostileCase):
     def generation(self):
         return self.servers_view()["generation"]
 
+    def resolved(self, name):
+        """Where /servers says server `name` is looked up to (None: no address)."""
+        for p in self.servers_view()["pools"]:
+            for sv in p["servers"]:
+                if sv["name"] == name:
+                    return sv["resolved"]
+        raise AssertionError("no server %s in /servers" % name)
+
     def wait_generation(self, gen, deadline=10.0):
         def there():
             v = self.servers_view()
@@ -248,12 +256,15 @@ class TestDnsRefresh(HostileCase):
         key = self.key_on(pools, "alpha", "x")
         self.set_everywhere(key, b"old")
         self.assertTrue(x.keys_held([key]))
+        self.assertEqual(self.resolved("x"), "127.0.0.1:%d" % x.port)
+        self.assertEqual(self.resolved("y"), y.addr)
         marker = self.log_size()
         open(self.dns_moved, "w").close()
         x.stop()
         self.wait_log(marker, "server x: 'flaky.walnut.test' now resolves to 127.0.0.2:%d "
                       "(was 127.0.0.1:%d)" % (x.port, x.port))
         self.wait_generation(1)
+        self.assertEqual(self.resolved("x"), "127.0.0.2:%d" % x.port)
         self.set_everywhere(key, b"new")
         with h.Raw(x.port, host="127.0.0.2") as c:
             c.request(b"get %s\r\n" % key, b"VALUE %s 0 3\r\nnew\r\nEND\r\n" % key)
@@ -321,6 +332,7 @@ class TestDnsRefresh(HostileCase):
             c.request(b"set %s 0 0 1\r\nv\r\n" % key, b"SERVER_ERROR Host is down\r\n")
         time.sleep(1.5)  # lookups in the background fail meanwhile: nothing moves
         self.assertEqual(self.generation(), 0)
+        self.assertIsNone(self.resolved("x"))
         os.unlink(self.dns_down)
         self.wait_generation(1, deadline=5.0)
         self.assertIn("server x: 'flaky.walnut.test' now resolves to 127.0.0.1:%d (was no "

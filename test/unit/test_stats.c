@@ -7,6 +7,8 @@
  */
 #include "control/stats_view.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -394,6 +396,14 @@ static void test_json_twemproxy(void **state)
 static void test_json_servers(void **state)
 {
     fixture_t *f = *state;
+    /* the weird pool's first server was looked up to 127.0.0.2 */
+    const wn_conf_pool_t *wp = &f->conf->pools[pool_index(f->conf, WEIRD_POOL)];
+    wn_conf_server_t *looked = (wn_conf_server_t *)&wp->servers[0];
+    struct sockaddr_in *sin = (struct sockaddr_in *)&looked->sa;
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(11211);
+    sin->sin_addr.s_addr = htonl(0x7f000002);
+    looked->has_sa = true;
     build(f, 2);
     fill_health(f);
     size_t len;
@@ -416,11 +426,14 @@ static void test_json_servers(void **state)
     json_t *s = json_array_get(json_object_get(weird, "servers"), 1);
     assert_string_equal(json_string_value(json_object_get(s, "name")), WEIRD_SERVER);
     assert_string_equal(json_string_value(json_object_get(s, "address")), "127.0.0.1:11211");
+    /* not looked up in this fixture: no address yet */
+    assert_true(json_is_null(json_object_get(s, "resolved")));
     assert_string_equal(json_string_value(json_object_get(s, "health")), "ejected");
     assert_string_equal(json_string_value(json_object_get(s, "last_probe_code")),
                         "ECONNREFUSED");
     s = json_array_get(json_object_get(weird, "servers"), 0);
     assert_true(json_is_null(json_object_get(s, "last_probe")));
+    assert_string_equal(json_string_value(json_object_get(s, "resolved")), "127.0.0.2:11211");
     json_t *zz = json_array_get(pools, pool_index(f->conf, "zz"));
     assert_true(json_is_true(json_object_get(zz, "converged")));
     json_decref(root);
