@@ -78,9 +78,8 @@ typedef struct hserver {
     uint32_t closes;              /* retired: close callbacks still to come */
     probe_t probe;
     struct { /* dns.c: its name looked up again */
-        uv_getaddrinfo_t req;
-        bool named;       /* its host is a name (not an address, not a path) */
-        bool busy;        /* a lookup is out */
+        struct dns_lookup *lookup; /* the one out, or NULL */
+        bool named;                /* its host is a name (not an address, not a path) */
         bool failed;      /* the last lookup failed (logged once) */
         bool moved;       /* sa: where a lookup found it, not yet in ctl->conf */
         uint64_t last_ms; /* when the last lookup started or ended */
@@ -177,9 +176,11 @@ struct control {
     wn_client_budget_t budget;    /* clients of every worker against the descriptors (fds.c) */
     bool budget_said;             /* its limit was logged */
     uv_timer_t dns_timer;         /* dns.c: names looked up again */
+    uv_async_t dns_async;         /* lookup threads answered */
     uint32_t dns_inflight;        /* lookups out */
     uint32_t dns_cursor;          /* where the next scan for due lookups starts */
     bool gen_by_dns;              /* the generation `gen` moved servers, no file was read */
+    bool gen_by_dns_preparing;    /* such a generation is being made (pools.c asks no DNS) */
     bool readdress_again;         /* a server moved during a reload: one more after it */
 };
 
@@ -283,9 +284,13 @@ void health_on_message(control_t *ctl, const wn_msg_t *m);
  * after each new generation: the lookups' timer runs while a pool has a
  * server given by name and a dns_refresh_interval. */
 void wn_dns_start(control_t *ctl);
+/* Its handles (with the pools, before any server opens), and their close:
+ * after the servers retired, lookups still out are left to their threads. */
+void wn_dns_init(control_t *ctl);
+void wn_dns_stop(control_t *ctl);
 /* s was just made (its name looked up, or not a name). */
 void wn_dns_server_new(control_t *ctl, hserver_t *s);
-/* s leaves: a lookup out is cancelled and holds s until it returns. */
+/* s leaves: a lookup out forgets it (its answer is dropped). */
 void wn_dns_server_retire(hserver_t *s);
 
 /* pools.c: the pools and servers themselves */

@@ -4,8 +4,10 @@
  * is followed, as twemproxy follows it when it reconnects.
  *
  * Control alone asks DNS, as at start: every worker and control's probes
- * use the one address it found. The lookups run on libuv's thread pool, so
- * a DNS server that does not answer never holds control's loop. A server
+ * use the one address it found. Each lookup runs on a thread of its own
+ * (at most two at once), so a DNS server that does not answer never holds
+ * control's loop, nor its stop: a lookup still out when walnut stops is
+ * left to finish alone (libuv's thread pool would be waited for). A server
  * given by name (not an address literal, not a unix path) is looked up
  * every dns_refresh_interval while it answers, and at most every second
  * while it has no address or is failing (that is when a moved name shows).
@@ -20,16 +22,91 @@
 #include "control_priv.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "walnut/core.h"
 
-#define DNS_TICK_MS 100
-#define DNS_FAILING_MS 1000 /* a failing server's name, looked up this often at most */
-#define DNS_MAX_INFLIGHT 2  /* lookups at once: the rest of the thread pool stays free */
+#define DNS_TICK_MS 100 /* the soonest the timer looks again */
+#define DNS_FAILING_MS                                                                             \
+    1000                    /* a failing server's name, looked up this often at most; and          \
+                               the timer looks at least this often (a server may start             \
+                               failing in between) */
+#define DNS_MAX_INFLIGHT 2  /* lookups at once */
+#define DNS_MAX_ADDRS 16    /* addresses of one answer compared with the one in use */
 #define ADDR_TEXT 80        /* "[IPv6]:port" */
+
+/* One lookup: made by control, filled in by its thread, handed back to
+ * control through the hub. `s` is control's alone (the thread never reads
+ * it): NULL once the server is gone. */
+typedef struct dns_lookup {
+    struct dns_lookup *next; /* in the hub's list of answers */
+    hserver_t *s;
+    int err; /* 0, or a UV_EAI_* / negative errno */
+    uint32_t naddrs;
+    struct sockaddr_storage addrs[DNS_MAX_ADDRS];
+    char port[8];
+    char host[]; /* the name, copied: the thread never reads the configuration */
+} dns_lookup_t;
+
+/* Where lookup threads leave their answers. One control per process; a
+ * thread that finishes after control stopped frees its own lookup. */
+static struct {
+    pthread_mutex_t mu;
+    bool alive;        /* control takes answers */
+    uv_async_t *async; /* control's, woken for each answer (only while alive) */
+    dns_lookup_t *done;
+} hub = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static int lookup_error(int rc)
+{
+    switch (rc) {
+    case EAI_NONAME:
+    case EAI_NODATA:
+        return UV_EAI_NONAME;
+    case EAI_AGAIN:
+        return UV_EAI_AGAIN;
+    case EAI_MEMORY:
+        return UV_EAI_MEMORY;
+    case EAI_SYSTEM:
+        return errno > 0 ? -errno : UV_EAI_FAIL;
+    default:
+        return UV_EAI_FAIL;
+    }
+}
+
+static void *lookup_main(void *arg)
+{
+    dns_lookup_t *l = arg;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(l->host, l->port, &hints, &res);
+    if (rc != 0) {
+        l->err = lookup_error(rc);
+    } else {
+        for (const struct addrinfo *a = res; a != NULL && l->naddrs < DNS_MAX_ADDRS; a = a->ai_next)
+            memcpy(&l->addrs[l->naddrs++], a->ai_addr,
+                   WN_MIN((size_t)a->ai_addrlen, sizeof(l->addrs[0])));
+        freeaddrinfo(res);
+        if (l->naddrs == 0)
+            l->err = UV_EAI_NONAME;
+    }
+    pthread_mutex_lock(&hub.mu);
+    if (hub.alive) {
+        l->next = hub.done;
+        hub.done = l;
+        uv_async_send(hub.async);
+        l = NULL;
+    }
+    pthread_mutex_unlock(&hub.mu);
+    free(l); /* control stopped */
+    return NULL;
+}
 
 /* A host name, not an address literal or a unix path. */
 static bool named(const wn_conf_server_t *sc)
@@ -54,51 +131,87 @@ static uint64_t period(const hserver_t *s)
     return failing(s) ? WN_MIN(every, DNS_FAILING_MS) : every;
 }
 
-static void lookup_done(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
+/* The lookup's thread, detached, with every signal blocked (control's
+ * thread takes them all). false when no thread could be made. */
+static bool lookup_thread(dns_lookup_t *l)
+{
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0)
+        return false;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pthread_t t;
+    int rc = pthread_create(&t, &attr, lookup_main, l);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    return rc == 0;
+}
 
 static void lookup_start(control_t *ctl, hserver_t *s)
 {
     const wn_conf_server_t *sc = s->conf;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    char port[8];
-    snprintf(port, sizeof(port), "%u", sc->addr.port);
-    s->dns.req.data = s;
+    size_t len = strlen(sc->addr.host);
     s->dns.last_ms = uv_now(&ctl->loop);
-    /* the name is the configuration's: it outlives the lookup, which copies it */
-    if (uv_getaddrinfo(&ctl->loop, &s->dns.req, lookup_done, sc->addr.host, port, &hints) == 0) {
-        s->dns.busy = true;
-        ctl->dns_inflight++;
+    dns_lookup_t *l = calloc(1, sizeof(*l) + len + 1);
+    if (l == NULL)
+        return; /* asked again at its next turn */
+    l->s = s;
+    memcpy(l->host, sc->addr.host, len + 1);
+    snprintf(l->port, sizeof(l->port), "%u", sc->addr.port);
+    if (!lookup_thread(l)) {
+        free(l);
+        return;
     }
+    s->dns.lookup = l;
+    ctl->dns_inflight++;
 }
+
+static void on_timer(uv_timer_t *t);
 
 /* Starts the lookups that are due, while fewer than DNS_MAX_INFLIGHT are
  * out: round the servers of every pool from where the last scan stopped, so
- * that with more due than can run, each has its turn. */
+ * that with more due than can run, each has its turn. Then sets the timer
+ * for the next one due. */
 static void scan(control_t *ctl)
 {
     uint64_t now = uv_now(&ctl->loop);
     uint32_t total = 0;
     for (uint32_t i = 0; i < ctl->npools; i++)
         total += ctl->pools[i]->nservers;
-    uint32_t p = 0, j = 0;
+    uint32_t p = 0, j = 0, start = total > 0 ? ctl->dns_cursor % total : 0;
     if (total > 0) { /* the cursor, as pool and server */
-        uint32_t k = ctl->dns_cursor % total;
+        uint32_t k = start;
         while (k >= ctl->pools[p]->nservers)
             k -= ctl->pools[p++]->nservers;
         j = k;
     }
-    for (uint32_t n = 0; n < total && ctl->dns_inflight < DNS_MAX_INFLIGHT; n++) {
+    uint64_t next = DNS_FAILING_MS;
+    bool any = false;
+    for (uint32_t n = 0; n < total; n++) {
         hserver_t *s = ctl->pools[p]->servers[j];
         uint64_t every = period(s);
-        if (every > 0 && !s->dns.busy && now - s->dns.last_ms >= every)
-            lookup_start(ctl, s);
-        ctl->dns_cursor++;
-        for (j++; p < ctl->npools && j >= ctl->pools[p]->nservers; j = 0)
+        if (every > 0) {
+            any = true;
+            uint64_t due = s->dns.last_ms + every;
+            if (s->dns.lookup == NULL && due <= now && ctl->dns_inflight < DNS_MAX_INFLIGHT) {
+                lookup_start(ctl, s);
+                ctl->dns_cursor = start + n + 1;
+            } else if (s->dns.lookup == NULL) {
+                next = WN_MIN(next, due > now ? due - now : DNS_TICK_MS);
+            }
+        }
+        for (j++; j >= ctl->pools[p]->nservers; j = 0)
             p = (p + 1) % ctl->npools;
     }
+    if (any)
+        uv_timer_start(&ctl->dns_timer, on_timer, WN_MAX(next, DNS_TICK_MS), 0);
+    else
+        uv_timer_stop(&ctl->dns_timer);
 }
 
-static void on_tick(uv_timer_t *t)
+static void on_timer(uv_timer_t *t)
 {
     scan(t->data);
 }
@@ -111,51 +224,40 @@ static const struct sockaddr_storage *in_use(const hserver_t *s)
     return s->conf->has_sa ? &s->conf->sa : NULL;
 }
 
-static void lookup_done(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+/* s's lookup answered. */
+static void answered(control_t *ctl, hserver_t *s, const dns_lookup_t *l)
 {
-    hserver_t *s = req->data;
-    s->dns.busy = false;
-    if (s->retired) { /* its pool may be gone: only s is left to free */
-        uv_freeaddrinfo(res);
-        health_server_release(s);
-        return;
-    }
-    control_t *ctl = s->pool->ctl;
-    ctl->dns_inflight--;
     s->dns.last_ms = uv_now(&ctl->loop);
-    scan(ctl); /* the next due, without waiting for the tick */
     const wn_conf_pool_t *pc = s->pool->conf;
     const wn_conf_server_t *sc = s->conf;
     const struct sockaddr_storage *cur = in_use(s);
     char was[ADDR_TEXT] = "no address";
     if (cur != NULL)
         wn_sockaddr_format(cur, was, sizeof(was));
-    if (status < 0 || res == NULL) {
-        if (status != UV_ECANCELED && !s->dns.failed && cur != NULL)
+    if (l->err < 0) {
+        if (!s->dns.failed && cur != NULL)
             wn_log_warn("pool '%s': server %s: cannot look '%s' up again (%s): it stays at %s",
-                        pc->name, sc->name, sc->addr.host, wn_strerror(status), was);
-        s->dns.failed = status != UV_ECANCELED;
-        uv_freeaddrinfo(res);
+                        pc->name, sc->name, sc->addr.host, wn_strerror(l->err), was);
+        s->dns.failed = true;
         return;
     }
     s->dns.failed = false;
-    for (const struct addrinfo *a = res; cur != NULL && a != NULL; a = a->ai_next) {
-        struct sockaddr_storage ss = {0};
-        memcpy(&ss, a->ai_addr, WN_MIN((size_t)a->ai_addrlen, sizeof(ss)));
-        if (wn_sockaddr_same(&ss, cur)) {
-            uv_freeaddrinfo(res);
-            return; /* still listed: stays */
+    for (uint32_t i = 0; cur != NULL && i < l->naddrs; i++) {
+        if (wn_sockaddr_same(&l->addrs[i], cur)) {
+            /* still listed: stays (and a move not yet made, for want of
+             * memory, is tried again) */
+            if (s->dns.moved)
+                wn_control_readdress(ctl);
+            return;
         }
     }
-    struct sockaddr_storage first = {0};
-    memcpy(&first, res->ai_addr, WN_MIN((size_t)res->ai_addrlen, sizeof(first)));
-    uv_freeaddrinfo(res);
+    const struct sockaddr_storage *first = &l->addrs[0];
     char now_at[ADDR_TEXT];
-    wn_sockaddr_format(&first, now_at, sizeof(now_at));
-    if (sc->has_sa && wn_sockaddr_same(&first, &sc->sa)) {
+    wn_sockaddr_format(first, now_at, sizeof(now_at));
+    if (sc->has_sa && wn_sockaddr_same(first, &sc->sa)) {
         s->dns.moved = false; /* back where the configuration in force has it */
     } else {
-        s->dns.sa = first;
+        s->dns.sa = *first;
         s->dns.moved = true;
     }
     wn_log_notice("pool '%s': server %s: '%s' now resolves to %s (was %s); moving it there",
@@ -163,18 +265,61 @@ static void lookup_done(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     wn_control_readdress(ctl);
 }
 
+/* Lookup threads left answers: each goes to its server (if it is still
+ * there), then the next lookups due start. */
+static void on_answers(uv_async_t *a)
+{
+    control_t *ctl = a->data;
+    pthread_mutex_lock(&hub.mu);
+    dns_lookup_t *l = hub.done;
+    hub.done = NULL;
+    pthread_mutex_unlock(&hub.mu);
+    while (l != NULL) {
+        dns_lookup_t *next = l->next;
+        hserver_t *s = l->s;
+        if (s != NULL) {
+            s->dns.lookup = NULL;
+            ctl->dns_inflight--;
+            answered(ctl, s, l);
+        }
+        free(l);
+        l = next;
+    }
+    scan(ctl);
+}
+
+void wn_dns_init(control_t *ctl)
+{
+    uv_timer_init(&ctl->loop, &ctl->dns_timer);
+    ctl->dns_timer.data = ctl;
+    uv_async_init(&ctl->loop, &ctl->dns_async, on_answers);
+    ctl->dns_async.data = ctl;
+    pthread_mutex_lock(&hub.mu);
+    hub.alive = true;
+    hub.async = &ctl->dns_async;
+    pthread_mutex_unlock(&hub.mu);
+}
+
 void wn_dns_start(control_t *ctl)
 {
-    bool any = false; /* a name to look up: else control's loop is not woken for it */
-    for (uint32_t i = 0; i < ctl->npools && !any; i++) {
-        hpool_t *p = ctl->pools[i];
-        for (uint32_t j = 0; j < p->nservers && !any; j++)
-            any = p->conf->dns_refresh_interval > 0 && p->servers[j]->dns.named;
+    scan(ctl);
+}
+
+void wn_dns_stop(control_t *ctl)
+{
+    pthread_mutex_lock(&hub.mu);
+    hub.alive = false;
+    hub.async = NULL;
+    dns_lookup_t *l = hub.done;
+    hub.done = NULL;
+    pthread_mutex_unlock(&hub.mu);
+    while (l != NULL) { /* answers not yet taken: their servers are gone */
+        dns_lookup_t *next = l->next;
+        free(l);
+        l = next;
     }
-    if (!any)
-        uv_timer_stop(&ctl->dns_timer);
-    else if (!uv_is_active((uv_handle_t *)&ctl->dns_timer))
-        uv_timer_start(&ctl->dns_timer, on_tick, DNS_TICK_MS, DNS_TICK_MS);
+    uv_close((uv_handle_t *)&ctl->dns_timer, NULL);
+    uv_close((uv_handle_t *)&ctl->dns_async, NULL);
 }
 
 void wn_dns_server_new(control_t *ctl, hserver_t *s)
@@ -185,9 +330,10 @@ void wn_dns_server_new(control_t *ctl, hserver_t *s)
 
 void wn_dns_server_retire(hserver_t *s)
 {
-    if (!s->dns.busy)
+    if (s->dns.lookup == NULL)
         return;
+    /* its answer is dropped when it comes (or by its thread, after a stop) */
+    s->dns.lookup->s = NULL;
+    s->dns.lookup = NULL;
     s->pool->ctl->dns_inflight--;
-    s->closes++; /* lookup_done releases it, cancelled or not */
-    uv_cancel((uv_req_t *)&s->dns.req);
 }

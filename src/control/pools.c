@@ -69,8 +69,11 @@ static void keep_address(const wn_conf_pool_t *pc, wn_conf_server_t *sc, const h
 {
     sc->sa = s->dns.moved ? s->dns.sa : s->conf->sa;
     sc->has_sa = s->dns.moved || s->conf->has_sa;
-    if (!sc->addr.is_unix && !sc->has_sa) {
-        /* it never had one (DNS failed at start): asked again */
+    if (!sc->addr.is_unix && !sc->has_sa && pc->dns_refresh_interval == 0 &&
+        !s->pool->ctl->gen_by_dns_preparing) {
+        /* It never had one (DNS failed at start): a SIGHUP asks again when
+         * no lookups run in the background (they ask every second); an
+         * address change never does, it must not wait on DNS. */
         int rc = resolve(sc);
         if (rc < 0)
             unresolved(pc, sc, rc);
@@ -205,8 +208,7 @@ int health_init(control_t *ctl)
     ctl->pools = calloc(ctl->conf->npools ? ctl->conf->npools : 1, sizeof(*ctl->pools));
     if (ctl->pools == NULL)
         return WN_ENOMEM;
-    uv_timer_init(&ctl->loop, &ctl->dns_timer);
-    ctl->dns_timer.data = ctl;
+    wn_dns_init(ctl);
     for (uint32_t i = 0; i < ctl->conf->npools; i++) {
         wn_conf_pool_t *pc = &ctl->conf->pools[i];
         hpool_t *p = pool_new(ctl, pc, err, sizeof(err));
@@ -248,7 +250,7 @@ void health_stop(control_t *ctl)
     for (uint32_t i = 0; i < ctl->npools; i++)
         pool_retire(ctl->pools[i]);
     ctl->npools = 0;
-    uv_close((uv_handle_t *)&ctl->dns_timer, NULL);
+    wn_dns_stop(ctl);
 }
 
 void health_deinit(control_t *ctl)

@@ -275,7 +275,9 @@ void wn_control_readdress(control_t *ctl)
      * (which may have changed without a SIGHUP); kept servers take the
      * addresses their lookups found (pools.c, keep_address) */
     wn_conf_t *nc = wn_conf_dup(ctl->conf);
+    ctl->gen_by_dns_preparing = true;
     int rc = nc != NULL ? prepare(ctl, nc, &mine, &nnew, err, sizeof(err)) : WN_ENOMEM;
+    ctl->gen_by_dns_preparing = false;
     if (rc < 0) {
         /* only memory can fail here: the next lookup tries again */
         wn_log_error("cannot move servers to their new addresses: %s", err);
@@ -343,6 +345,9 @@ bool wn_control_report_current(const control_t *ctl, wn_msg_t *m)
             continue;
         for (uint32_t i = 0; i < pc->nservers; i++) {
             if (wn_conf_server_same(&pc->servers[i], &pp->servers[m->server])) {
+                const wn_conf_server_t *now = &pc->servers[i], *then = &pp->servers[m->server];
+                if (then->has_sa && (!now->has_sa || !wn_sockaddr_same(&now->sa, &then->sa)))
+                    return false; /* about the address it moved from (dns.c) */
                 m->pool = p;
                 m->server = i;
                 return true;

@@ -6,7 +6,8 @@
  * 127.0.0.1 while WALNUT_TEST_DNS_BOTH exists (a name with two addresses),
  * and fails (EAI_NONAME) while the file named by WALNUT_TEST_DNS_DOWN exists:
  * a DNS outage the test switches on and off; each lookup of it takes a
- * second while WALNUT_TEST_DNS_SLOW exists. With WALNUT_TEST_DNS_LOG set,
+ * while when WALNUT_TEST_DNS_SLOW exists (slow()). "down.walnut.test" never
+ * resolves (logged with "down:" before the thread). With WALNUT_TEST_DNS_LOG set,
  * each lookup of that name appends a line to that file: "main" when the
  * process's main thread (walnut's control thread) asked, else the asking
  * thread's name (walnut names its workers "wn-worker-N"). Every other name
@@ -47,7 +48,7 @@ static void log_port(const char *service)
     close(fd);
 }
 
-static void log_lookup(void)
+static void log_lookup(const char *prefix)
 {
     const char *path = getenv("WALNUT_TEST_DNS_LOG");
     if (path == NULL)
@@ -55,12 +56,13 @@ static void log_lookup(void)
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
         return;
-    char who[32] = "main\n";
+    char who[40];
+    snprintf(who, sizeof(who), "%smain\n", prefix);
     if (gettid() != getpid()) {
         /* another thread: its name ("wn-worker-N" for a worker) */
         char name[16] = "?";
         pthread_getname_np(pthread_self(), name, sizeof(name));
-        snprintf(who, sizeof(who), "%s\n", name);
+        snprintf(who, sizeof(who), "%s%s\n", prefix, name);
     }
     ssize_t n = write(fd, who, strlen(who));
     (void)n;
@@ -88,17 +90,38 @@ static int both(const char *service, const struct addrinfo *hints, struct addrin
     return 0;
 }
 
+/* While the file named by WALNUT_TEST_DNS_SLOW exists, a lookup takes as
+ * many seconds as it says (1 when it is empty): a slow or silent resolver. */
+static void slow(void)
+{
+    const char *path = getenv("WALNUT_TEST_DNS_SLOW");
+    if (path == NULL)
+        return;
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return;
+    int seconds = 1;
+    if (fscanf(f, "%d", &seconds) != 1)
+        seconds = 1;
+    fclose(f);
+    sleep((unsigned)seconds);
+}
+
 int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
                 struct addrinfo **res)
 {
     static gai_fn real;
     if (real == NULL)
         real = (gai_fn)dlsym(RTLD_NEXT, "getaddrinfo");
+    if (node != NULL && strcmp(node, "down.walnut.test") == 0) {
+        log_lookup("down:");
+        slow();
+        return EAI_NONAME; /* a name that never resolves */
+    }
     if (node != NULL && strcmp(node, "flaky.walnut.test") == 0) {
-        log_lookup();
+        log_lookup("");
         log_port(service);
-        if (flag_set("WALNUT_TEST_DNS_SLOW"))
-            usleep(1000 * 1000); /* a resolver that takes a second */
+        slow();
         if (flag_set("WALNUT_TEST_DNS_DOWN"))
             return EAI_NONAME;
         if (flag_set("WALNUT_TEST_DNS_BOTH"))
