@@ -495,5 +495,7 @@ int health_reload(control_t *ctl, wn_conf_t *nc, char *err, size_t errlen)
     ctl->npools = nc->npools;
     pl.pool = NULL;
     plan_free(&pl);
+    if (!ctl->stopping)
+        wn_dns_start(ctl); /* names added or gone, intervals changed */
     return 0;
 }

@@ -209,7 +209,6 @@ static void commit(control_t *ctl, wn_conf_t *nc, wn_stats_block_t *mine, uint32
     ctl->reload_start_ms = uv_now(&ctl->loop);
     ctl->reload_acks = ctl->nworkers;
     ctl->reload_failed = false;
-    wn_dns_start(ctl);
 }
 
 static void send_all(control_t *ctl)

@@ -218,6 +218,21 @@ class TestDnsRefresh(HostileCase):
     def generation(self):
         return self.servers_view()["generation"]
 
+    def start_named(self, **settings):
+        """memcached x (127.0.0.1, and its twin on 127.0.0.2) by name, y by address,
+        walnut with 2 workers over them; returns x, y, the pools and a key on x."""
+        x, y = self.start_memcached(self.tmp, n=2)
+        self.memcached_on_127_0_0_2(x.port)
+        pools = {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y")],
+                                 **settings)}
+        self.px = self.start_flaky(pools, workers=2)
+        return x, y, pools, self.key_on(pools, "alpha", "x")
+
+    def wait_lookups(self, more, what):
+        """`more` lookups in the background from now on."""
+        seen = self.background_lookups()
+        h.wait_until(lambda: self.background_lookups() >= seen + more, deadline=10.0, what=what)
+
     def resolved(self, name):
         """Where /servers says server `name` is looked up to (None: no address)."""
         for p in self.servers_view()["pools"]:
@@ -252,12 +267,7 @@ class TestDnsRefresh(HostileCase):
         failing server's name is looked up again within about a second (the
         default dns_refresh_interval, 30 s, is for servers that answer) and every
         worker moves to the new address, without a reload."""
-        x, y = self.start_memcached(self.tmp, n=2)
-        self.memcached_on_127_0_0_2(x.port)
-        pools = {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y")],
-                                 timeout=500, health_check_interval=100)}
-        self.px = self.start_flaky(pools, workers=2)
-        key = self.key_on(pools, "alpha", "x")
+        x, y, pools, key = self.start_named(timeout=500, health_check_interval=100)
         self.set_everywhere(key, b"old")
         self.assertTrue(x.keys_held([key]))
         self.assertEqual(self.resolved("x"), "127.0.0.1:%d" % x.port)
@@ -280,12 +290,7 @@ class TestDnsRefresh(HostileCase):
         """A name that moves while the old address still answers (a blue/green
         switch) is followed within dns_refresh_interval; lookups that find the
         address in use change nothing (no new generation)."""
-        x, y = self.start_memcached(self.tmp, n=2)
-        self.memcached_on_127_0_0_2(x.port)
-        pools = {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y")],
-                                 dns_refresh_interval=200)}
-        self.px = self.start_flaky(pools, workers=2)
-        key = self.key_on(pools, "alpha", "x")
+        x, y, pools, key = self.start_named(dns_refresh_interval=200)
         h.wait_until(lambda: self.background_lookups() >= 4, deadline=10.0,
                      what="lookups in the background")
         self.assertEqual(self.generation(), 0, "a lookup that found the same address moved x")
@@ -305,16 +310,9 @@ class TestDnsRefresh(HostileCase):
         DNS): as long as the address in use is among them walnut stays, or every
         lookup could move a server and its connections about. Here the name
         gains 127.0.0.2, listed first; x stays at 127.0.0.1."""
-        x, y = self.start_memcached(self.tmp, n=2)
-        self.memcached_on_127_0_0_2(x.port)
-        pools = {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y")],
-                                 dns_refresh_interval=200)}
-        self.px = self.start_flaky(pools, workers=2)
-        key = self.key_on(pools, "alpha", "x")
+        x, y, pools, key = self.start_named(dns_refresh_interval=200)
         open(self.dns_both, "w").close()
-        seen = self.background_lookups()
-        h.wait_until(lambda: self.background_lookups() >= seen + 5, deadline=10.0,
-                     what="lookups while the name has two addresses")
+        self.wait_lookups(5, "lookups while the name has two addresses")
         self.assertEqual(self.generation(), 0, "x moved to the other address of its name")
         self.set_everywhere(key, b"one")
         self.assertTrue(x.keys_held([key]))
@@ -348,16 +346,9 @@ class TestDnsRefresh(HostileCase):
     def test_dns_outage_keeps_the_address(self):
         """Lookups that fail keep the address in use (one warning, not one per
         lookup), and the server serves on; when DNS is back, a move is followed."""
-        x, y = self.start_memcached(self.tmp, n=2)
-        self.memcached_on_127_0_0_2(x.port)
-        pools = {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y")],
-                                 dns_refresh_interval=200)}
-        self.px = self.start_flaky(pools, workers=2)
-        key = self.key_on(pools, "alpha", "x")
+        x, y, pools, key = self.start_named(dns_refresh_interval=200)
         open(self.dns_down, "w").close()
-        seen = self.background_lookups()
-        h.wait_until(lambda: self.background_lookups() >= seen + 5, deadline=10.0,
-                     what="lookups while DNS is down")
+        self.wait_lookups(5, "lookups while DNS is down")
         self.set_everywhere(key, b"kept")
         self.assertTrue(x.keys_held([key]))
         self.assertEqual(self.generation(), 0)
@@ -430,9 +421,7 @@ class TestDnsRefresh(HostileCase):
         self.px = self.start_flaky(pools, workers=2)
         open(self.dns_slow, "w").close()
         for gen in (1, 3):
-            seen = self.background_lookups()
-            h.wait_until(lambda: self.background_lookups() > seen, deadline=10.0,
-                         what="a lookup out")
+            self.wait_lookups(1, "a lookup out")
             self.assertEqual(self.reload(pools=without_x)["generation"], gen)
             self.assertEqual(self.reload(pools=pools)["generation"], gen + 1)
         key = self.key_on(pools, "alpha", "x")
@@ -441,9 +430,7 @@ class TestDnsRefresh(HostileCase):
         # a resolver that does not answer for a minute: the stop does not wait
         with open(self.dns_slow, "w") as f:
             f.write("60")
-        seen = self.background_lookups()
-        h.wait_until(lambda: self.background_lookups() > seen, deadline=10.0,
-                     what="a lookup out")
+        self.wait_lookups(1, "a lookup out")
         t0 = time.monotonic()
         self.stop_clean()
         self.assertLess(time.monotonic() - t0, 10.0, "the stop waited for the lookup")

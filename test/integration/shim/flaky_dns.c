@@ -32,30 +32,30 @@ static bool flag_set(const char *var)
     return path != NULL && access(path, F_OK) == 0;
 }
 
-/* With WALNUT_TEST_DNS_PORTS set, the port asked with that name, a line per lookup. */
-static void log_port(const char *service)
+/* Appends one line to the file the environment variable `var` names, if set. */
+static void append(const char *var, const char *line)
 {
-    const char *path = getenv("WALNUT_TEST_DNS_PORTS");
+    const char *path = getenv(var);
     if (path == NULL)
         return;
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
         return;
-    char line[32];
-    int len = snprintf(line, sizeof(line), "%s\n", service != NULL ? service : "-");
-    ssize_t n = write(fd, line, (size_t)len);
+    ssize_t n = write(fd, line, strlen(line));
     (void)n;
     close(fd);
 }
 
+/* With WALNUT_TEST_DNS_PORTS set, the port asked with that name, a line per lookup. */
+static void log_port(const char *service)
+{
+    char line[32];
+    snprintf(line, sizeof(line), "%s\n", service != NULL ? service : "-");
+    append("WALNUT_TEST_DNS_PORTS", line);
+}
+
 static void log_lookup(const char *prefix)
 {
-    const char *path = getenv("WALNUT_TEST_DNS_LOG");
-    if (path == NULL)
-        return;
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return;
     char who[40];
     snprintf(who, sizeof(who), "%smain\n", prefix);
     if (gettid() != getpid()) {
@@ -64,9 +64,7 @@ static void log_lookup(const char *prefix)
         pthread_getname_np(pthread_self(), name, sizeof(name));
         snprintf(who, sizeof(who), "%s%s\n", prefix, name);
     }
-    ssize_t n = write(fd, who, strlen(who));
-    (void)n;
-    close(fd);
+    append("WALNUT_TEST_DNS_LOG", who);
 }
 
 /* 127.0.0.2 then 127.0.0.1: two lookups chained (freeaddrinfo frees both) */
