@@ -305,6 +305,100 @@ class TestDnsRefresh(HostileCase):
                      expect=b"VALUE %s 0 3\r\nold\r\nEND\r\n" % key)
         self.stop_clean()
 
+    def test_clients_see_no_error_while_an_answering_server_moves(self):
+        """Four clients keep one connection each and set and get keys of x without
+        pause while its name moves to a server that answers too (both are up, as
+        in a blue/green switch): requests on the old connections finish there, new
+        ones go to the new address, and no client sees an error. (A get may miss
+        once per client: its set went to the old server, the get to the new one,
+        which has other data; twemproxy reconnecting does the same.)"""
+        x, y, pools, key = self.start_named(dns_refresh_interval=200, timeout=2000)
+        keys = [self.key_on(pools, "alpha", "x", prefix="c%d-" % i) for i in range(4)]
+        moved_at = []
+        errors, done, misses = [], [0] * 4, [0] * 4
+        stop = threading.Event()
+
+        def client(i):
+            try:
+                with h.Raw(self.px.port("alpha"), timeout=10) as c:
+                    for n in range(200000):
+                        if stop.is_set():
+                            return
+                        v = b"%d" % n
+                        c.request(b"set %s 0 0 %d\r\n%s\r\n" % (keys[i], len(v), v),
+                                  b"STORED\r\n")
+                        c.send(b"get %s\r\n" % keys[i])
+                        got = c.recv_until(b"END\r\n")
+                        if got == b"END\r\n":
+                            misses[i] += 1
+                        elif got != b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (keys[i], len(v), v):
+                            raise AssertionError("get %s: %r" % (keys[i], got))
+                        done[i] += 1
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append("client %d after %d: %r" % (i, done[i], e))
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            h.wait_until(lambda: min(done) >= 50 or errors, deadline=10.0, what="load")
+            before = list(done)
+            open(self.dns_moved, "w").close()
+            self.wait_generation(1)
+            moved_at = list(done)
+            h.wait_until(lambda: min(d - m for d, m in zip(done, moved_at)) >= 50 or errors,
+                         deadline=10.0, what="load after the move")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        self.assertEqual(errors, [])
+        self.assertTrue(all(m > b for m, b in zip(moved_at, before)), (before, moved_at))
+        self.assertTrue(all(m <= 1 for m in misses), misses)
+        with h.Raw(x.port, host="127.0.0.2") as c:  # the new server has the latest values
+            for k in keys:
+                c.send(b"get %s\r\n" % k)
+                self.assertTrue(c.recv_until(b"END\r\n").startswith(b"VALUE %s " % k))
+        self.stop_clean()
+
+    def test_redis_server_moves_with_its_auth(self):
+        """A Redis pool with redis_auth: the server at the new address gets AUTH on
+        its new connections before any request, as at start."""
+        import redis  # python3-redis (test/install-deps.sh)
+        port = h.free_port()
+        bin_ = h.find_tool("redis-server", package="redis-server")
+        procs = []
+        for host in ("127.0.0.1", "127.0.0.2"):
+            d = self.tmp.join("redis-" + host)
+            os.makedirs(d, exist_ok=True)
+            p = subprocess.Popen([bin_, "--port", str(port), "--bind", host, "--save", "",
+                                  "--appendonly", "no", "--dir", d, "--requirepass", "pw",
+                                  "--protected-mode", "no"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 stdin=subprocess.DEVNULL)
+            self.addCleanup(lambda p=p: (p.kill(), p.wait()))
+            self.assertTrue(h.wait_port(host, port, p), "redis-server on %s" % host)
+            procs.append(p)
+        pools = {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % port], redis=True,
+                                 redis_auth="pw", dns_refresh_interval=200)}
+        self.px = self.start_flaky(pools, workers=2)
+        old = redis.Redis(host="127.0.0.1", port=port, password="pw", socket_timeout=10)
+        new = redis.Redis(host="127.0.0.2", port=port, password="pw", socket_timeout=10)
+        for i in range(4):
+            cl = redis.Redis(host=h.HOST, port=self.px.port("alpha"), password="pw",
+                             socket_timeout=10)
+            self.assertTrue(cl.set(b"k%d" % i, b"old"))
+        self.assertEqual(old.get(b"k0"), b"old")
+        open(self.dns_moved, "w").close()
+        self.wait_generation(1)
+        for i in range(4):
+            cl = redis.Redis(host=h.HOST, port=self.px.port("alpha"), password="pw",
+                             socket_timeout=10)
+            self.assertTrue(cl.set(b"k%d" % i, b"new"))
+            self.assertEqual(cl.get(b"k%d" % i), b"new")
+        self.assertEqual([new.get(b"k%d" % i) for i in range(4)], [b"new"] * 4)
+        self.assertEqual(old.get(b"k0"), b"old")
+        self.stop_clean()
+
     def test_name_with_two_addresses_keeps_the_one_in_use(self):
         """A name with several addresses, listed in changing order (round-robin
         DNS): as long as the address in use is among them walnut stays, or every
