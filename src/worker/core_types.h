@@ -585,6 +585,7 @@ struct wn_worker {
      * done with, and the configurations they still point into. */
     pool_rt_t *retired_pools;
     server_rt_t *retired_servers;
+    uint64_t retire_grace_ms; /* how long they may take (reconf.c) */
     uv_timer_t reap_timer;
     bool reap_timer_open;
     /* Counters of what was dropped go here: nobody reads them. */
@@ -650,6 +651,9 @@ void wn_worker_finish_stop(wn_worker_t *w);
 int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m);
 /* Free what retired and is done; false while something is left. */
 bool wn_reconf_reap(wn_worker_t *w);
+/* How long what retired may take before it is closed: 30 s (tests may set
+ * WALNUT_TEST_RETIRE_GRACE_MS with WALNUT_TEST_HOOKS=1). */
+uint64_t wn_reconf_grace_ms(void);
 /* Stopping: close what retired pools and servers still hold. */
 void wn_reconf_close_all(wn_worker_t *w);
 /* After the loop ended: free everything retired, and the old configurations. */

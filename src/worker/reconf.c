@@ -30,8 +30,18 @@
 /* How often retired pools and servers are checked for being done. */
 #define REAP_MS 100
 /* How long a retired server may take to answer what is queued on it (a
- * server with no timeout may never answer) before it is closed anyway. */
+ * server with no timeout may never answer) before it is closed anyway; a
+ * retired pool's clients likewise. */
 #define RETIRE_GRACE_MS 30000
+
+uint64_t wn_reconf_grace_ms(void)
+{
+    /* tests only (WALNUT_TEST_HOOKS=1): a shorter grace, so that what
+     * happens past it is seen without waiting 30 s */
+    const char *ms = wn_test_hooks() ? getenv("WALNUT_TEST_RETIRE_GRACE_MS") : NULL;
+    long v = ms != NULL ? strtol(ms, NULL, 10) : 0;
+    return v > 0 ? (uint64_t)v : RETIRE_GRACE_MS;
+}
 
 static void on_reap(uv_timer_t *t)
 {
@@ -473,7 +483,7 @@ bool wn_reconf_reap(wn_worker_t *w)
     uint64_t now = uv_now(&w->loop);
     for (server_rt_t **sp = &w->retired_servers; *sp != NULL;) {
         server_rt_t *s = *sp;
-        if (!s->closing && (wn_server_idle(s) || now >= s->retired_ms + RETIRE_GRACE_MS))
+        if (!s->closing && (wn_server_idle(s) || now >= s->retired_ms + w->retire_grace_ms))
             close_server(s);
         if (s->closing && wn_server_closed(s)) {
             *sp = s->retired_next;
@@ -487,7 +497,7 @@ bool wn_reconf_reap(wn_worker_t *w)
     for (pool_rt_t **pp = &w->retired_pools; *pp != NULL;) {
         pool_rt_t *p = *pp;
         bool idle = p->nclients == 0 && !stats_waiting_on(w, p) && !has_retired_server(w, p);
-        bool late = now >= p->retired_ms + RETIRE_GRACE_MS;
+        bool late = now >= p->retired_ms + w->retire_grace_ms;
         if (late && p->nclients > 0)
             end_clients(w, p);
         bool closed = true;

@@ -148,6 +148,7 @@ int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker
     w->control_wakeup = opts->control_wakeup;
     w->budget = opts->budget;
     w->start_time = (uint64_t)time(NULL);
+    w->retire_grace_ms = wn_reconf_grace_ms();
     snprintf(w->name, sizeof(w->name), "worker %d", opts->id);
     wn_conf_ref(conf);
     w->conf = conf;
