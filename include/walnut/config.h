@@ -151,9 +151,15 @@ bool wn_sockaddr_overlap(const struct sockaddr_storage *a, const struct sockaddr
 void wn_sockaddr_format(const struct sockaddr_storage *ss, char *buf, size_t len);
 /* A TCP address's first getaddrinfo answer, as twemproxy takes it (an empty
  * host: the wildcard). `numeric`: literals only, never DNS. Blocking; 0, or
- * UV_EAI_NONAME / a negative errno. */
+ * UV_EAI_NONAME (UV_EAI_AGAIN: no DNS server answered) / a negative errno. */
 int wn_conf_addr_lookup(const wn_conf_addr_t *a, bool numeric, struct sockaddr_storage *out,
                         uint32_t *outlen);
+/* The same, every answer in getaddrinfo's order, up to max of them into
+ * out[] (and their lengths into outlen[], if not NULL): how many, or an
+ * error as above (UV_EAI_AGAIN when a DNS server did not answer). Any
+ * thread: it reads only `a`. */
+int wn_conf_addr_lookup_all(const wn_conf_addr_t *a, bool numeric, struct sockaddr_storage *out,
+                            uint32_t *outlen, uint32_t max);
 /* The server named `name` in pool, or NULL. */
 const wn_conf_server_t *wn_conf_server_find(const wn_conf_pool_t *pool, const char *name);
 /* Server a of pool pa and server b of pool pb are one backend (same name,

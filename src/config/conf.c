@@ -286,8 +286,23 @@ const wn_conf_pool_t *wn_conf_pool_find(const wn_conf_t *conf, const char *name)
     return NULL;
 }
 
-int wn_conf_addr_lookup(const wn_conf_addr_t *a, bool numeric, struct sockaddr_storage *out,
-                        uint32_t *outlen)
+/* getaddrinfo's failure as walnut's errors say it. */
+static int lookup_error(int rc)
+{
+    switch (rc) {
+    case EAI_AGAIN:
+        return UV_EAI_AGAIN; /* a DNS server did not answer: not the name's fault */
+    case EAI_MEMORY:
+        return UV_EAI_MEMORY;
+    case EAI_SYSTEM:
+        return errno > 0 ? -errno : UV_EAI_FAIL;
+    default:
+        return UV_EAI_NONAME;
+    }
+}
+
+int wn_conf_addr_lookup_all(const wn_conf_addr_t *a, bool numeric, struct sockaddr_storage *out,
+                            uint32_t *outlen, uint32_t max)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     if (a->host[0] == '\0')
@@ -299,12 +314,24 @@ int wn_conf_addr_lookup(const wn_conf_addr_t *a, bool numeric, struct sockaddr_s
     snprintf(port, sizeof(port), "%u", a->port);
     int rc = getaddrinfo(a->host[0] ? a->host : NULL, port, &hints, &res);
     if (rc != 0)
-        return rc == EAI_SYSTEM ? -errno : UV_EAI_NONAME;
-    memcpy(out, res->ai_addr, res->ai_addrlen);
-    if (outlen != NULL)
-        *outlen = (uint32_t)res->ai_addrlen;
+        return lookup_error(rc);
+    uint32_t n = 0;
+    for (const struct addrinfo *ai = res; ai != NULL && n < max; ai = ai->ai_next, n++) {
+        size_t len = WN_MIN((size_t)ai->ai_addrlen, sizeof(out[n]));
+        memset(&out[n], 0, sizeof(out[n]));
+        memcpy(&out[n], ai->ai_addr, len);
+        if (outlen != NULL)
+            outlen[n] = (uint32_t)len;
+    }
     freeaddrinfo(res);
-    return 0;
+    return n > 0 ? (int)n : UV_EAI_NONAME;
+}
+
+int wn_conf_addr_lookup(const wn_conf_addr_t *a, bool numeric, struct sockaddr_storage *out,
+                        uint32_t *outlen)
+{
+    int n = wn_conf_addr_lookup_all(a, numeric, out, outlen, 1);
+    return n < 0 ? n : 0;
 }
 
 /* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 one it is: a

@@ -177,10 +177,8 @@ struct control {
     bool budget_said;             /* its limit was logged */
     uv_timer_t dns_timer;         /* dns.c: names looked up again */
     uv_async_t dns_async;         /* lookup threads answered */
-    uint32_t dns_inflight;        /* lookups out */
     uint32_t dns_cursor;          /* where the next scan for due lookups starts */
     bool gen_by_dns;              /* the generation `gen` moved servers, no file was read */
-    bool gen_by_dns_preparing;    /* such a generation is being made (pools.c asks no DNS) */
     bool readdress_again;         /* a server moved during a reload: one more after it */
 };
 
@@ -307,7 +305,9 @@ void health_deinit(control_t *ctl);
  * and address, new ones are looked up (into nc) and start probing, gone
  * ones close; every pool's ring is rebuilt. Nothing changes unless it
  * returns 0; else err says why (a protocol change, a new server's address
- * that does not resolve). */
-int health_reload(control_t *ctl, wn_conf_t *nc, char *err, size_t errlen);
+ * that does not resolve). `ask_dns`: a kept server that has no address is
+ * looked up too, in a pool without lookups in the background (a SIGHUP;
+ * never an address change, which must not wait on DNS). */
+int health_reload(control_t *ctl, wn_conf_t *nc, bool ask_dns, char *err, size_t errlen);
 
 #endif

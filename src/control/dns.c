@@ -22,8 +22,6 @@
 #include "control_priv.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
-#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,12 +30,14 @@
 
 #include "walnut/core.h"
 
-#define DNS_TICK_MS 100 /* the soonest the timer looks again */
-#define DNS_FAILING_MS                                                                             \
-    1000                    /* a failing server's name, looked up this often at most; and          \
-                               the timer looks at least this often (a server may start             \
-                               failing in between) */
-#define DNS_MAX_INFLIGHT 2  /* lookups at once */
+/* The soonest the timer looks again. */
+#define DNS_TICK_MS 100
+/* A failing server's name is looked up this often at most; and the timer
+ * looks at least this often (a server may start failing in between). */
+#define DNS_FAILING_MS 1000
+/* Lookup threads at once, those of servers gone since included: a resolver
+ * that hangs while reloads add and remove servers holds this many at most. */
+#define DNS_MAX_THREADS 2
 #define DNS_MAX_ADDRS 16    /* addresses of one answer compared with the one in use */
 #define ADDR_TEXT 80        /* "[IPv6]:port" */
 
@@ -47,10 +47,9 @@
 typedef struct dns_lookup {
     struct dns_lookup *next; /* in the hub's list of answers */
     hserver_t *s;
-    int err; /* 0, or a UV_EAI_* / negative errno */
-    uint32_t naddrs;
+    int n; /* how many addrs, or a UV_EAI_* / negative errno */
     struct sockaddr_storage addrs[DNS_MAX_ADDRS];
-    char port[8];
+    uint16_t port;
     char host[]; /* the name, copied: the thread never reads the configuration */
 } dns_lookup_t;
 
@@ -58,45 +57,19 @@ typedef struct dns_lookup {
  * thread that finishes after control stopped frees its own lookup. */
 static struct {
     pthread_mutex_t mu;
+    uint32_t threads;  /* lookup threads running */
     bool alive;        /* control takes answers */
     uv_async_t *async; /* control's, woken for each answer (only while alive) */
     dns_lookup_t *done;
 } hub = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-static int lookup_error(int rc)
-{
-    switch (rc) {
-    case EAI_NONAME:
-    case EAI_NODATA:
-        return UV_EAI_NONAME;
-    case EAI_AGAIN:
-        return UV_EAI_AGAIN;
-    case EAI_MEMORY:
-        return UV_EAI_MEMORY;
-    case EAI_SYSTEM:
-        return errno > 0 ? -errno : UV_EAI_FAIL;
-    default:
-        return UV_EAI_FAIL;
-    }
-}
-
 static void *lookup_main(void *arg)
 {
     dns_lookup_t *l = arg;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(l->host, l->port, &hints, &res);
-    if (rc != 0) {
-        l->err = lookup_error(rc);
-    } else {
-        for (const struct addrinfo *a = res; a != NULL && l->naddrs < DNS_MAX_ADDRS; a = a->ai_next)
-            memcpy(&l->addrs[l->naddrs++], a->ai_addr,
-                   WN_MIN((size_t)a->ai_addrlen, sizeof(l->addrs[0])));
-        freeaddrinfo(res);
-        if (l->naddrs == 0)
-            l->err = UV_EAI_NONAME;
-    }
+    wn_conf_addr_t a = {.host = l->host, .port = l->port};
+    l->n = wn_conf_addr_lookup_all(&a, false, l->addrs, NULL, DNS_MAX_ADDRS);
     pthread_mutex_lock(&hub.mu);
+    hub.threads--;
     if (hub.alive) {
         l->next = hub.done;
         hub.done = l;
@@ -159,19 +132,32 @@ static void lookup_start(control_t *ctl, hserver_t *s)
         return; /* asked again at its next turn */
     l->s = s;
     memcpy(l->host, sc->addr.host, len + 1);
-    snprintf(l->port, sizeof(l->port), "%u", sc->addr.port);
+    l->port = sc->addr.port;
+    pthread_mutex_lock(&hub.mu);
+    hub.threads++; /* before it runs: it takes itself off when done */
+    pthread_mutex_unlock(&hub.mu);
     if (!lookup_thread(l)) {
+        pthread_mutex_lock(&hub.mu);
+        hub.threads--;
+        pthread_mutex_unlock(&hub.mu);
         free(l);
         return;
     }
     s->dns.lookup = l;
-    ctl->dns_inflight++;
+}
+
+static uint32_t threads_running(void)
+{
+    pthread_mutex_lock(&hub.mu);
+    uint32_t n = hub.threads;
+    pthread_mutex_unlock(&hub.mu);
+    return n;
 }
 
 static void on_timer(uv_timer_t *t);
 
-/* Starts the lookups that are due, while fewer than DNS_MAX_INFLIGHT are
- * out: round the servers of every pool from where the last scan stopped, so
+/* Starts the lookups that are due, while fewer than DNS_MAX_THREADS run:
+ * round the servers of every pool from where the last scan stopped, so
  * that with more due than can run, each has its turn. Then sets the timer
  * for the next one due. */
 static void scan(control_t *ctl)
@@ -189,14 +175,16 @@ static void scan(control_t *ctl)
     }
     uint64_t next = DNS_FAILING_MS;
     bool any = false;
+    uint32_t running = threads_running(); /* threads only end meanwhile: fewer, never more */
     for (uint32_t n = 0; n < total; n++) {
         hserver_t *s = ctl->pools[p]->servers[j];
         uint64_t every = period(s);
         if (every > 0) {
             any = true;
             uint64_t due = s->dns.last_ms + every;
-            if (s->dns.lookup == NULL && due <= now && ctl->dns_inflight < DNS_MAX_INFLIGHT) {
+            if (s->dns.lookup == NULL && due <= now && running < DNS_MAX_THREADS) {
                 lookup_start(ctl, s);
+                running += s->dns.lookup != NULL;
                 ctl->dns_cursor = start + n + 1;
             } else if (s->dns.lookup == NULL) {
                 next = WN_MIN(next, due > now ? due - now : DNS_TICK_MS);
@@ -234,15 +222,15 @@ static void answered(control_t *ctl, hserver_t *s, const dns_lookup_t *l)
     char was[ADDR_TEXT] = "no address";
     if (cur != NULL)
         wn_sockaddr_format(cur, was, sizeof(was));
-    if (l->err < 0) {
+    if (l->n < 0) {
         if (!s->dns.failed && cur != NULL)
             wn_log_warn("pool '%s': server %s: cannot look '%s' up again (%s): it stays at %s",
-                        pc->name, sc->name, sc->addr.host, wn_strerror(l->err), was);
+                        pc->name, sc->name, sc->addr.host, wn_strerror(l->n), was);
         s->dns.failed = true;
         return;
     }
     s->dns.failed = false;
-    for (uint32_t i = 0; cur != NULL && i < l->naddrs; i++) {
+    for (int i = 0; cur != NULL && i < l->n; i++) {
         if (wn_sockaddr_same(&l->addrs[i], cur)) {
             /* still listed: stays (and a move not yet made, for want of
              * memory, is tried again) */
@@ -279,7 +267,6 @@ static void on_answers(uv_async_t *a)
         hserver_t *s = l->s;
         if (s != NULL) {
             s->dns.lookup = NULL;
-            ctl->dns_inflight--;
             answered(ctl, s, l);
         }
         free(l);
@@ -332,8 +319,8 @@ void wn_dns_server_retire(hserver_t *s)
 {
     if (s->dns.lookup == NULL)
         return;
-    /* its answer is dropped when it comes (or by its thread, after a stop) */
+    /* its answer is dropped when it comes (or by its thread, after a stop);
+     * its thread counts against DNS_MAX_THREADS until then */
     s->dns.lookup->s = NULL;
     s->dns.lookup = NULL;
-    s->pool->ctl->dns_inflight--;
 }

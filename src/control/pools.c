@@ -65,12 +65,12 @@ static hserver_t *server_new(const wn_conf_pool_t *pc, wn_conf_server_t *sc, boo
  * servers it adds. Looking every name up here would block control's loop
  * (and its watchdog pings) for the resolver's timeout per server while DNS
  * is down. */
-static void keep_address(const wn_conf_pool_t *pc, wn_conf_server_t *sc, const hserver_t *s)
+static void keep_address(const wn_conf_pool_t *pc, wn_conf_server_t *sc, const hserver_t *s,
+                         bool ask_dns)
 {
     sc->sa = s->dns.moved ? s->dns.sa : s->conf->sa;
     sc->has_sa = s->dns.moved || s->conf->has_sa;
-    if (!sc->addr.is_unix && !sc->has_sa && pc->dns_refresh_interval == 0 &&
-        !s->pool->ctl->gen_by_dns_preparing) {
+    if (!sc->addr.is_unix && !sc->has_sa && pc->dns_refresh_interval == 0 && ask_dns) {
         /* It never had one (DNS failed at start): a SIGHUP asks again when
          * no lookups run in the background (they ask every second); an
          * address change never does, it must not wait on DNS. */
@@ -311,6 +311,7 @@ static int check_fixed(control_t *ctl, const wn_conf_t *nc, char *err, size_t er
  * ones not yet opened), and the pool's new ring. Every allocation and
  * address lookup happens here, so the commit cannot fail half-way. */
 typedef struct plan {
+    bool ask_dns; /* a kept server without an address is looked up (a SIGHUP) */
     uint32_t n;
     hpool_t **pool;
     hserver_t ***servers;
@@ -368,7 +369,7 @@ static int plan_pool(control_t *ctl, plan_t *pl, uint32_t i, wn_conf_pool_t *pc,
     for (uint32_t j = 0; j < pc->nservers; j++) {
         hserver_t *s = old == NULL ? NULL : find_server(old, &pc->servers[j]);
         if (s != NULL)
-            keep_address(pc, &pc->servers[j], s);
+            keep_address(pc, &pc->servers[j], s, pl->ask_dns);
         else
             s = server_new(pc, &pc->servers[j], true, err, errlen);
         if (s == NULL)
@@ -456,9 +457,9 @@ static void commit_fresh(hpool_t *p, const wn_conf_pool_t *pc, uint32_t idx)
     pool_open(p, idx); /* worker_epoch starts zeroed (pool_new) */
 }
 
-int health_reload(control_t *ctl, wn_conf_t *nc, char *err, size_t errlen)
+int health_reload(control_t *ctl, wn_conf_t *nc, bool ask_dns, char *err, size_t errlen)
 {
-    plan_t pl = {0};
+    plan_t pl = {.ask_dns = ask_dns};
     int rc = check_fixed(ctl, nc, err, errlen);
     if (rc == 0)
         rc = plan_make(ctl, nc, &pl, err, errlen);

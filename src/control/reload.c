@@ -162,10 +162,10 @@ static void send_config(control_t *ctl, int worker)
 }
 
 /* Everything a new configuration needs made before it is committed: its
- * listeners checked, counter blocks, control's pools and servers. 0, or an
- * error in err with nothing changed. */
-static int prepare(control_t *ctl, wn_conf_t *nc, wn_stats_block_t **mine, uint32_t *nnew,
-                   char *err, size_t errlen)
+ * listeners checked, counter blocks, control's pools and servers (ask_dns:
+ * see health_reload). 0, or an error in err with nothing changed. */
+static int prepare(control_t *ctl, wn_conf_t *nc, bool ask_dns, wn_stats_block_t **mine,
+                   uint32_t *nnew, char *err, size_t errlen)
 {
     int rc = check_listeners(ctl, nc, nnew, err, errlen);
     if (rc == 0 && make_blocks(ctl, nc, mine) < 0) {
@@ -173,7 +173,7 @@ static int prepare(control_t *ctl, wn_conf_t *nc, wn_stats_block_t **mine, uint3
         rc = WN_ENOMEM;
     }
     if (rc == 0) {
-        rc = health_reload(ctl, nc, err, errlen);
+        rc = health_reload(ctl, nc, ask_dns, err, errlen);
         if (rc < 0) {
             wn_stats_block_destroy(*mine);
             for (int i = 0; i < ctl->nworkers; i++) {
@@ -238,7 +238,7 @@ void wn_control_reload(control_t *ctl)
     uint32_t nnew = 0; /* pools listening where none did */
     int rc = wn_conf_load(ctl->conf_path, &nc, err, sizeof(err));
     if (rc == 0)
-        rc = prepare(ctl, nc, &mine, &nnew, err, sizeof(err));
+        rc = prepare(ctl, nc, true, &mine, &nnew, err, sizeof(err));
     if (rc < 0) {
         wn_log_error("reload: %s; still serving the configuration loaded before", err);
         wn_conf_unref(nc);
@@ -274,9 +274,7 @@ void wn_control_readdress(control_t *ctl)
      * (which may have changed without a SIGHUP); kept servers take the
      * addresses their lookups found (pools.c, keep_address) */
     wn_conf_t *nc = wn_conf_dup(ctl->conf);
-    ctl->gen_by_dns_preparing = true;
-    int rc = nc != NULL ? prepare(ctl, nc, &mine, &nnew, err, sizeof(err)) : WN_ENOMEM;
-    ctl->gen_by_dns_preparing = false;
+    int rc = nc != NULL ? prepare(ctl, nc, false, &mine, &nnew, err, sizeof(err)) : WN_ENOMEM;
     if (rc < 0) {
         /* only memory can fail here: the next lookup tries again */
         wn_log_error("cannot move servers to their new addresses: %s", err);

@@ -214,9 +214,7 @@ static void worker_main(void *arg)
     wn_log_set_thread(w->name);
     /* "wn-worker-3" in top -H, ps -L and /proc (at most 15 characters) */
     char comm[16];
-    snprintf(comm, sizeof(comm), "wn-%.12s", w->name);
-    for (char *c = comm; *c != '\0'; c++)
-        *c = *c == ' ' ? '-' : *c;
+    snprintf(comm, sizeof(comm), "wn-worker-%d", w->id);
     pthread_setname_np(pthread_self(), comm);
     wn_log_debug("started");
     for (uint32_t p = 0; p < w->npools; p++) {

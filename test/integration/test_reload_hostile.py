@@ -102,11 +102,13 @@ class HostileCase(ReloadCase):
         self.dns_log = self.tmp.join("dns-lookups")
         self.dns_both = self.tmp.join("dns-both")
         self.dns_slow = self.tmp.join("dns-slow")
+        self.dns_hang = self.tmp.join("dns-hang")
         self.dns_ports = self.tmp.join("dns-ports")
         self.refuse = self.tmp.join("refuse-config")
         env = {"LD_PRELOAD": h.build_dns_shim(self.tmp), "WALNUT_TEST_DNS_DOWN": self.dns_down,
                "WALNUT_TEST_DNS_MOVED": self.dns_moved, "WALNUT_TEST_DNS_LOG": self.dns_log,
                "WALNUT_TEST_DNS_BOTH": self.dns_both, "WALNUT_TEST_DNS_SLOW": self.dns_slow,
+               "WALNUT_TEST_DNS_HANG": self.dns_hang,
                "WALNUT_TEST_DNS_PORTS": self.dns_ports,
                "WALNUT_TEST_HOOKS": "1", "WALNUT_TEST_REFUSE_CONFIG": self.refuse}
         return self.start_proxy(self.tmp, pools, workers=workers, env=env, verbosity=6)
@@ -528,6 +530,63 @@ class TestDnsRefresh(HostileCase):
         t0 = time.monotonic()
         self.stop_clean()
         self.assertLess(time.monotonic() - t0, 10.0, "the stop waited for the lookup")
+
+    def test_lookup_threads_are_bounded_when_the_resolver_hangs(self):
+        """The resolver stops answering (lookups in the background hang) while
+        reloads remove and add a named server again and again: each server gone
+        leaves its lookup's thread behind, and walnut used to start one more for
+        each new server, a thread per reload for as long as the resolver hangs.
+        Lookup threads, those left behind included, are two at most."""
+        x, y = self.start_memcached(self.tmp, n=2)
+        listen = "%s:%d" % (h.HOST, h.free_port())
+        xline = "flaky.walnut.test:%d:1 x" % x.port
+        pools = {"alpha": h.pool([xline, spec(y.addr, "y")], listen=listen,
+                                 dns_refresh_interval=100)}
+        without_x = {"alpha": h.pool([spec(y.addr, "y")], listen=listen,
+                                     dns_refresh_interval=100)}
+        self.px = self.start_flaky(pools, workers=2)
+
+        def threads():
+            return len(os.listdir("/proc/%d/task" % self.px.pid))
+        self.wait_lookups(2, "lookups in the background")
+        base = min(threads() for _ in range(20) if time.sleep(0.02) is None)
+        open(self.dns_hang, "w").close()
+        before = self.background_lookups()
+        self.wait_lookups(1, "a lookup that hangs")
+        seen = []
+        for gen in range(1, 13, 2):
+            self.assertEqual(self.reload(pools=without_x)["generation"], gen)
+            self.assertEqual(self.reload(pools=pools)["generation"], gen + 1)
+            time.sleep(0.3)  # the new x's first lookup would be due after 100 ms
+            seen.append(threads())
+        self.assertLessEqual(max(seen), base + 2, "threads: %d at first, then %r" % (base, seen))
+        self.assertLessEqual(self.background_lookups() - before, 2, "lookups started")
+        # the reloads themselves were applied: y serves, x (added back) too
+        with h.Raw(self.px.port("alpha")) as c:
+            c.request(b"version\r\n", b"VERSION ")
+        self.stop_clean()
+
+    def test_report_about_the_old_address_does_not_count(self):
+        """A worker still on the generation before a move (here it cannot apply the
+        new one: the test hook) fails x at its old address. control runs the new
+        generation, where x is elsewhere: that failure is not x's at its new
+        address, and is not counted against it."""
+        x, y, pools, key = self.start_named(dns_refresh_interval=200, timeout=1000,
+                                            health_check_interval=60000)
+        open(self.refuse, "w").close()
+        marker = self.log_size()
+        open(self.dns_moved, "w").close()
+        self.wait_log(marker, "0 of 2 worker(s) run generation 1")
+        x.stop()  # the old address stops answering
+        for _ in range(4):
+            with h.Raw(self.px.port("alpha")) as c:
+                c.send(b"get %s\r\n" % key)
+                self.assertTrue(c.recv_line().startswith(b"SERVER_ERROR"))
+        time.sleep(0.5)  # the workers' reports reach control
+        sv = [p for p in self.servers_view()["pools"][0]["servers"] if p["name"] == "x"][0]
+        self.assertEqual((sv["failures"], sv["health"]), (0, "up"), sv)
+        os.unlink(self.refuse)
+        self.stop_clean()
 
     def test_an_address_change_asks_no_dns_on_control(self):
         """A server whose name never resolves (down.walnut.test) beside one that

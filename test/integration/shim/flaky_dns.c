@@ -6,7 +6,8 @@
  * 127.0.0.1 while WALNUT_TEST_DNS_BOTH exists (a name with two addresses),
  * and fails (EAI_NONAME) while the file named by WALNUT_TEST_DNS_DOWN exists:
  * a DNS outage the test switches on and off; each lookup of it takes a
- * while when WALNUT_TEST_DNS_SLOW exists (slow()). "down.walnut.test" never
+ * while when WALNUT_TEST_DNS_SLOW exists (slow()), and 30 s when another
+ * thread than the main one asks while WALNUT_TEST_DNS_HANG exists. "down.walnut.test" never
  * resolves (logged with "down:" before the thread). With WALNUT_TEST_DNS_LOG set,
  * each lookup of that name appends a line to that file: "main" when the
  * process's main thread (walnut's control thread) asked, else the asking
@@ -120,6 +121,8 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
         log_lookup("");
         log_port(service);
         slow();
+        if (flag_set("WALNUT_TEST_DNS_HANG") && gettid() != getpid())
+            sleep(30); /* a resolver that never answers the lookups in the background */
         if (flag_set("WALNUT_TEST_DNS_DOWN"))
             return EAI_NONAME;
         if (flag_set("WALNUT_TEST_DNS_BOTH"))
