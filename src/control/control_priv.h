@@ -84,6 +84,10 @@ typedef struct hserver {
         bool moved;       /* sa: where a lookup found it, not yet in ctl->conf */
         uint64_t last_ms; /* when the last lookup started or ended */
         struct sockaddr_storage sa;
+        /* counted for the stats since the server was added */
+        uint64_t lookups;  /* answered, failed ones included */
+        uint64_t failures; /* lookups that failed */
+        uint64_t moves;    /* answers that moved it to another address */
     } dns;
 } hserver_t;
 

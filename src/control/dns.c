@@ -222,7 +222,9 @@ static void answered(control_t *ctl, hserver_t *s, const dns_lookup_t *l)
     char was[ADDR_TEXT] = "no address";
     if (cur != NULL)
         wn_sockaddr_format(cur, was, sizeof(was));
+    s->dns.lookups++;
     if (l->n < 0) {
+        s->dns.failures++;
         if (!s->dns.failed && cur != NULL)
             wn_log_warn("pool '%s': server %s: cannot look '%s' up again (%s): it stays at %s",
                         pc->name, sc->name, sc->addr.host, wn_strerror(l->n), was);
@@ -248,6 +250,7 @@ static void answered(control_t *ctl, hserver_t *s, const dns_lookup_t *l)
         s->dns.sa = *first;
         s->dns.moved = true;
     }
+    s->dns.moves++;
     wn_log_notice("pool '%s': server %s: '%s' now resolves to %s (was %s); moving it there",
                   pc->name, sc->name, sc->addr.host, now_at, was);
     wn_control_readdress(ctl);

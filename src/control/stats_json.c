@@ -180,6 +180,17 @@ static json_t *health_object(const wn_stats_server_view_t *s, bool *ok)
     put(o, "name", json_string(s->name), ok);
     put(o, "address", json_string(s->address), ok);
     put(o, "resolved", s->resolved != NULL ? json_string(s->resolved) : json_null(), ok);
+    if (s->dns_named) {
+        json_t *d = json_object();
+        if (d == NULL)
+            *ok = false;
+        put_u64(d, "lookups", s->dns[WN_DNS_LOOKUPS], ok);
+        put_u64(d, "failures", s->dns[WN_DNS_FAILURES], ok);
+        put_u64(d, "moves", s->dns[WN_DNS_MOVES], ok);
+        put(o, "dns", d, ok);
+    } else {
+        put(o, "dns", json_null(), ok);
+    }
     put(o, "health", json_string(wn_health_state_name(s->state)), ok);
     put(o, "ejected", json_boolean(s->ejected), ok);
     put_u64(o, "failures", s->failures, ok);

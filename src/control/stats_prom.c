@@ -471,6 +471,27 @@ static void render_servers(sbuf_t *b, const wn_stats_view_t *v)
         labels_t l = server_labels(pv, sv);
         sample_us(b, "walnut_server_probe_age_seconds", &l, sv->last_probe_age_ms * 1000u);
     }
+    /* Servers given by name only: an address is never looked up. */
+    static const char *const dns[WN_DNS_STAT_COUNT][2] = {
+        [WN_DNS_LOOKUPS] = {"walnut_server_dns_lookups_total",
+                            "lookups of the server's name while walnut runs "
+                            "(dns_refresh_interval), failed ones included"},
+        [WN_DNS_FAILURES] = {"walnut_server_dns_lookup_failures_total",
+                             "lookups of the server's name that failed"},
+        [WN_DNS_MOVES] = {"walnut_server_address_changes_total",
+                          "times a lookup found the server's name at another address and "
+                          "walnut moved the server there"},
+    };
+    for (unsigned i = 0; i < WN_DNS_STAT_COUNT; i++) {
+        family(b, dns[i][0], "counter", dns[i][1]);
+        FOR_EACH_SERVER(v, pv, sv)
+        {
+            if (!sv->dns_named)
+                continue;
+            labels_t l = server_labels(pv, sv);
+            sample_u64(b, dns[i][0], &l, sv->dns[i]);
+        }
+    }
     family(b, "walnut_server_request_duration_seconds", "histogram",
            "time from a request being sent to the server to its reply being complete");
     FOR_EACH_SERVER(v, pv, sv)

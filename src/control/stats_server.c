@@ -88,6 +88,10 @@ static int build_view(wn_stats_view_t *v, void *arg)
             sv->probed = hs->last_probe_ms != 0;
             sv->last_probe_err = hs->last_probe_err;
             sv->last_probe_age_ms = sv->probed ? now - hs->last_probe_ms : 0;
+            sv->dns_named = hs->dns.named;
+            sv->dns[WN_DNS_LOOKUPS] = hs->dns.lookups;
+            sv->dns[WN_DNS_FAILURES] = hs->dns.failures;
+            sv->dns[WN_DNS_MOVES] = hs->dns.moves;
         }
     }
     return 0;

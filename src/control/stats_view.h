@@ -60,6 +60,14 @@ typedef struct wn_stats_cmd_table {
     uint32_t n;
 } wn_stats_cmd_table_t;
 
+/* What control counts of a named server's lookups (dns.c). */
+typedef enum wn_dns_stat {
+    WN_DNS_LOOKUPS = 0, /* answered, failed ones included */
+    WN_DNS_FAILURES,    /* lookups that failed */
+    WN_DNS_MOVES,       /* answers that moved the server to another address */
+    WN_DNS_STAT_COUNT
+} wn_dns_stat_t;
+
 typedef struct wn_stats_server_view {
     char *name;    /* owned: twemproxy's server name (the JSON key), valid UTF-8 */
     char *address; /* owned: "host:port" ("[v6]:port") or the unix path */
@@ -76,6 +84,11 @@ typedef struct wn_stats_server_view {
     bool probed;            /* a probe has finished at least once */
     int last_probe_err;     /* 0 or a negative error (text: wn_strerror) */
     uint64_t last_probe_age_ms;
+    /* Control's lookups of the server's name while walnut runs (dns.c):
+     * named false for an address literal or a unix path, which are never
+     * looked up (with dns_refresh_interval 0 the counts stay 0). */
+    bool dns_named;
+    uint64_t dns[WN_DNS_STAT_COUNT];
 } wn_stats_server_view_t;
 
 typedef struct wn_stats_pool_view {

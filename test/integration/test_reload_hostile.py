@@ -243,6 +243,23 @@ class TestDnsRefresh(HostileCase):
                     return sv["resolved"]
         raise AssertionError("no server %s in /servers" % name)
 
+    def dns_counts(self, name):
+        """/servers' `dns` object of server `name`, and the three counters of
+        /metrics for it (None for a server given by address)."""
+        view = [sv for p in self.servers_view()["pools"] for sv in p["servers"]
+                if sv["name"] == name]
+        self.assertEqual(len(view), 1, name)
+        metrics = self.metrics()
+        prom = {}
+        for family, key in (("walnut_server_dns_lookups_total", "lookups"),
+                            ("walnut_server_dns_lookup_failures_total", "failures"),
+                            ("walnut_server_address_changes_total", "moves")):
+            m = re.search(r'^%s\{pool="alpha",server="%s"\} (\d+)$' % (family, name),
+                          metrics, re.M)
+            if m:
+                prom[key] = int(m.group(1))
+        return view[0]["dns"], prom or None
+
     def wait_generation(self, gen, deadline=10.0):
         def there():
             v = self.servers_view()
@@ -286,6 +303,12 @@ class TestDnsRefresh(HostileCase):
             c.request(b"get %s\r\n" % key, b"VALUE %s 0 3\r\nnew\r\nEND\r\n" % key)
         self.assertGreaterEqual(self.background_lookups(), 1)
         self.assertIsNone(self.servers_view()["last_reload"], "an address change is no reload")
+        dns, prom = self.dns_counts("x")
+        self.assertEqual(dns["moves"], 1, dns)
+        self.assertGreaterEqual(dns["lookups"], 1, dns)
+        self.assertEqual(dns["failures"], 0, dns)
+        self.assertEqual(prom["moves"], 1, prom)
+        self.assertEqual(self.dns_counts("y"), (None, None), "y is given by address")
         self.stop_clean()
 
     def test_answering_server_follows_its_name_every_interval(self):
@@ -451,6 +474,11 @@ class TestDnsRefresh(HostileCase):
         warned = self.px.log().count("cannot look 'flaky.walnut.test' up again")
         self.assertEqual(warned, 1, self.px.log()[-3000:])
         self.assertIn("it stays at 127.0.0.1:%d" % x.port, self.px.log())
+        dns, prom = self.dns_counts("x")
+        self.assertGreaterEqual(dns["failures"], 5, dns)
+        self.assertEqual(dns["moves"], 0, dns)
+        self.assertGreaterEqual(prom["failures"], 5, prom)
+        self.assertGreaterEqual(prom["lookups"], prom["failures"], prom)
         open(self.dns_moved, "w").close()
         os.unlink(self.dns_down)
         self.wait_generation(1)

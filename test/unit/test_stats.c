@@ -308,6 +308,10 @@ static void fill_health(fixture_t *f)
     s->probed = true;
     s->last_probe_err = UV_ECONNREFUSED;
     s->last_probe_age_ms = 1500;
+    s->dns_named = true; /* servers[0] is an address: never looked up */
+    s->dns[WN_DNS_LOOKUPS] = 41;
+    s->dns[WN_DNS_FAILURES] = 3;
+    s->dns[WN_DNS_MOVES] = 2;
     weird->servers[0].state = WN_HEALTH_SUSPECT;
     weird->servers[0].failures = 1;
 }
@@ -431,8 +435,14 @@ static void test_json_servers(void **state)
     assert_string_equal(json_string_value(json_object_get(s, "health")), "ejected");
     assert_string_equal(json_string_value(json_object_get(s, "last_probe_code")),
                         "ECONNREFUSED");
+    json_t *dns = json_object_get(s, "dns");
+    assert_true(json_is_object(dns));
+    assert_int_equal(json_integer_value(json_object_get(dns, "lookups")), 41);
+    assert_int_equal(json_integer_value(json_object_get(dns, "failures")), 3);
+    assert_int_equal(json_integer_value(json_object_get(dns, "moves")), 2);
     s = json_array_get(json_object_get(weird, "servers"), 0);
     assert_true(json_is_null(json_object_get(s, "last_probe")));
+    assert_true(json_is_null(json_object_get(s, "dns")));
     assert_string_equal(json_string_value(json_object_get(s, "resolved")), "127.0.0.2:11211");
     json_t *zz = json_array_get(pools, pool_index(f->conf, "zz"));
     assert_true(json_is_true(json_object_get(zz, "converged")));
@@ -620,6 +630,22 @@ static void test_prom_exposition(void **state)
     assert_int_equal((uint64_t)v, 0);
     assert_true(sample(text, "walnut_server_probe_age_seconds{" WEIRD_POOL_LABEL "," WEIRD_SERVER_LABEL "}", &v));
     assert_float_equal(v, 1.5, 1e-9);
+    assert_true(sample(
+        text, "walnut_server_dns_lookups_total{" WEIRD_POOL_LABEL "," WEIRD_SERVER_LABEL "}", &v));
+    assert_int_equal((uint64_t)v, 41);
+    assert_true(sample(text,
+                       "walnut_server_dns_lookup_failures_total{" WEIRD_POOL_LABEL
+                       "," WEIRD_SERVER_LABEL "}",
+                       &v));
+    assert_int_equal((uint64_t)v, 3);
+    assert_true(sample(
+        text, "walnut_server_address_changes_total{" WEIRD_POOL_LABEL "," WEIRD_SERVER_LABEL "}",
+        &v));
+    assert_int_equal((uint64_t)v, 2);
+    /* only the named server has them */
+    const char *first = strstr(text, "walnut_server_dns_lookups_total{");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, "walnut_server_dns_lookups_total{"));
     assert_true(sample(text, "walnut_pool_ring_epoch{" WEIRD_POOL_LABEL "}", &v));
     assert_int_equal((uint64_t)v, 7);
     assert_true(sample(text, "walnut_pool_worker_ring_epoch{" WEIRD_POOL_LABEL ",worker=\"1\"}", &v));
