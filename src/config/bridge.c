@@ -281,11 +281,14 @@ static bool all_digits(const char *s, size_t n)
 
 /*
  * twemproxy reads numbers as plain decimal digits (so "010" is ten). libcyaml
- * would take signs, hex, octal and trailing junk, so the form is checked here
- * and leading zeros dropped; libcyaml then converts and range-checks.
+ * would take signs, hex, octal and trailing junk, so the form and the range
+ * are checked here, in the file's order (a later stage would report a value
+ * further down first), and leading zeros dropped; libcyaml then converts.
  */
-static int check_int(bridge_t *b, const char *key, const char *s, size_t n, size_t *skip)
+static int check_int(bridge_t *b, const cyaml_schema_field_t *f, const char *s, size_t n,
+                     size_t *skip)
 {
+    const char *key = f->key;
     int line = ev_line(&b->ev);
     char quoted[WN_CONF_QUOTE_MAX + 1];
 
@@ -301,7 +304,25 @@ static int check_int(bridge_t *b, const char *key, const char *s, size_t n, size
     while (z + 1 < n && s[z] == '0')
         z++;
     *skip = z;
+    static const char int_max[] = "2147483647";
+    _Static_assert(INT_MAX == 2147483647, "int_max");
+    size_t digits = n - z;
+    if (digits > sizeof(int_max) - 1 ||
+        (digits == sizeof(int_max) - 1 && memcmp(s + z, int_max, digits) > 0))
+        return fail(b, line, "%s '%s' is out of range (want %u to %d)", key, quoted,
+                    wn_conf_schema_int_min(f), INT_MAX);
     return 0;
+}
+
+/* An enum or bool: one of its words exactly (twemproxy's own spelling). */
+static int check_enum(bridge_t *b, const cyaml_schema_field_t *f, const char *s, size_t n)
+{
+    if (wn_conf_schema_enum_has(&f->value, s, n))
+        return 0;
+    char list[256];
+    wn_conf_schema_enum_list(&f->value, list, sizeof(list));
+    return fail(b, ev_line(&b->ev), "%s '%.*s' is not one of %s", f->key,
+                (int)WN_MIN(n, WN_CONF_QUOTE_MAX), s, list);
 }
 
 /* A plain decimal fraction: digits with an optional '.' part, nothing else. */
@@ -375,9 +396,11 @@ static int pool_value(bridge_t *b, wn_conf_src_pool_t *sp, int k)
     size_t skip = 0;
 
     if (f->value.type == CYAML_INT)
-        rc = check_int(b, f->key, s, n, &skip);
+        rc = check_int(b, f, s, n, &skip);
     else if (f->value.type == CYAML_FLOAT)
         rc = check_float(b, f->key, s, n);
+    else if (f->value.type == CYAML_ENUM)
+        rc = check_enum(b, f, s, n);
     if (rc != 0)
         return rc;
     sp->key_text[k] = strndup(s, n);

@@ -98,6 +98,12 @@ int wn_conf_schema_nkeys(void);
 const cyaml_schema_field_t *wn_conf_schema_key(int i);
 /* Index of user key `key` (len bytes), or -1. */
 int wn_conf_schema_key_index(const char *key, size_t len);
+/* An enum (or bool) field's value v takes exactly s[0..n), case and all. */
+bool wn_conf_schema_enum_has(const cyaml_schema_value_t *v, const char *s, size_t n);
+/* "a, b, c": the words an enum field takes, cut to outlen. */
+void wn_conf_schema_enum_list(const cyaml_schema_value_t *v, char *out, size_t outlen);
+/* The least an int field takes (its most is INT_MAX). */
+unsigned wn_conf_schema_int_min(const cyaml_schema_field_t *f);
 
 /*
  * Load src->yaml with libcyaml into *out (src->npools entries). libcyaml's

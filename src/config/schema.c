@@ -103,6 +103,22 @@ const cyaml_schema_field_t *wn_conf_schema_key(int i)
     return &pool_fields[i + 1];
 }
 
+unsigned wn_conf_schema_int_min(const cyaml_schema_field_t *f)
+{
+    /* client_buffer_limit has a floor of its own (validate.c) */
+    return strcmp(f->key, "client_buffer_limit") == 0 ? WN_CONF_MIN_CLIENT_BUFFER_LIMIT : 0u;
+}
+
+bool wn_conf_schema_enum_has(const cyaml_schema_value_t *v, const char *s, size_t n)
+{
+    for (uint32_t i = 0; i < v->enumeration.count; i++) {
+        const char *e = v->enumeration.strings[i].str;
+        if (strlen(e) == n && memcmp(e, s, n) == 0)
+            return true;
+    }
+    return false;
+}
+
 int wn_conf_schema_key_index(const char *key, size_t len)
 {
     for (int i = 0; i < NKEYS; i++) {
@@ -175,7 +191,7 @@ static void backtrace_place(const capture_t *cap, int *key, long *pool)
     }
 }
 
-static void enum_list(const cyaml_schema_value_t *v, char *out, size_t outlen)
+void wn_conf_schema_enum_list(const cyaml_schema_value_t *v, char *out, size_t outlen)
 {
     size_t used = 0;
     out[0] = '\0';
@@ -214,17 +230,13 @@ static void explain(const wn_conf_src_t *src, const char *file, const capture_t 
 
     switch (f->value.type) {
     case CYAML_ENUM:
-        enum_list(&f->value, list, sizeof(list));
+        wn_conf_schema_enum_list(&f->value, list, sizeof(list));
         wn_conf_errf(err, errlen, file, line, sp->name, "%s '%.*s' is not one of %s", f->key,
                      WN_CONF_QUOTE_MAX, text, list);
         break;
     case CYAML_INT:
-        /* client_buffer_limit has a floor of its own (validate.c) */
         wn_conf_errf(err, errlen, file, line, sp->name, "%s '%.*s' is out of range (want %u to %d)",
-                     f->key, WN_CONF_QUOTE_MAX, text,
-                     strcmp(f->key, "client_buffer_limit") == 0 ? WN_CONF_MIN_CLIENT_BUFFER_LIMIT
-                                                                : 0u,
-                     INT_MAX);
+                     f->key, WN_CONF_QUOTE_MAX, text, wn_conf_schema_int_min(f), INT_MAX);
         break;
     case CYAML_FLOAT:
         wn_conf_errf(err, errlen, file, line, sp->name, "%s '%.*s' is not a number", f->key,

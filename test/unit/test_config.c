@@ -592,6 +592,24 @@ static void test_parse_rejects(void **state)
     parse_bad(ALPHA_HEAD "  timeout:\n" ONE_SERVER, ":3:", "pool 'alpha'", "timeout", "no value");
     parse_bad(ALPHA_HEAD "  server_retry_timeout: 2147483648\n" ONE_SERVER, ":3:", "pool 'alpha'",
               "server_retry_timeout '2147483648'", "out of range");
+    /* With several bad values, the first in the file is the one reported,
+     * whatever its kind: words, negative numbers and numbers out of range
+     * are all checked as the file is read. */
+    parse_bad(ALPHA_HEAD "  hash: nope\n  timeout: -5\n" ONE_SERVER, ":3:", "pool 'alpha'",
+              "hash 'nope'", "is not one of");
+    parse_bad(ALPHA_HEAD "  timeout: -5\n  hash: nope\n" ONE_SERVER, ":3:", "pool 'alpha'",
+              "timeout '-5'", "negative");
+    parse_bad(ALPHA_HEAD "  redis: yes\n  backlog: 2147483648\n" ONE_SERVER, ":3:", "pool 'alpha'",
+              "redis 'yes'", "true, false");
+    parse_bad(ALPHA_HEAD "  backlog: 2147483648\n  redis: yes\n" ONE_SERVER, ":3:", "pool 'alpha'",
+              "backlog '2147483648'", "out of range (want 0 to 2147483647)");
+    parse_bad(ALPHA_HEAD "  distribution: Ketama\n" ONE_SERVER "beta:\n  listen: 127.0.0.1:1\n"
+                         "  hash: md4\n" ONE_SERVER,
+              ":3:", "pool 'alpha'", "distribution 'Ketama'", "ketama, modula, random");
+    /* the largest int is taken, leading zeros or not */
+    wn_conf_t *big = parse_ok(ALPHA_HEAD "  backlog: 0002147483647\n" ONE_SERVER);
+    assert_int_equal(big->pools[0].backlog, 2147483647);
+    wn_conf_unref(big);
     /* client_buffer_limit's range starts at its own floor, not 0 */
     parse_bad(ALPHA_HEAD "  client_buffer_limit: 2147483648\n" ONE_SERVER, ":3:", "pool 'alpha'",
               "client_buffer_limit '2147483648'", "out of range (want 65536 to 2147483647)");
