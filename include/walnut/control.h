@@ -22,6 +22,7 @@
 #define WN_MIN_MBUF_SIZE 512
 #define WN_MAX_MBUF_SIZE 16777216
 #define WN_MAX_WORKERS 256
+#define WN_MIN_CLIENT_MEMORY (1u << 20) /* --client-memory, when not 0 */
 
 typedef enum wn_action {
     WN_ACTION_RUN,
@@ -44,6 +45,10 @@ typedef struct wn_options {
     const char *pid_file;   /* -p; NULL = none */
     size_t mbuf_size;       /* -m: buffer chunk size */
     int workers;            /* -T/--workers: 0 = one per online CPU */
+    /* --client-memory: bytes every client together may hold (requests unsent,
+     * replies unwritten), split evenly between the workers; 0: no bound */
+    uint64_t client_memory;
+    bool client_memory_set; /* given; otherwise half the memory walnut may use */
     char **locate_keys;     /* --locate: borrowed from argv */
     int nlocate_keys;
     char *owned[3]; /* owned: paths made absolute by wn_options_absolute_paths */

@@ -41,18 +41,21 @@ typedef enum wn_stat_kind {
     XX(bytes_read, COUNTER, "bytes read from clients and servers")                                 \
     XX(bytes_written, COUNTER, "bytes written to clients and servers")                             \
     XX(buffer_bytes, GAUGE, "bytes of buffers in use, free ones included")                         \
+    XX(client_bytes, GAUGE, "bytes held for clients: requests unsent, replies unwritten")          \
     XX(total_server_connections, COUNTER, "server connections opened (connect attempts)")
 
 /* Per pool. The first six are twemproxy's, in twemproxy's order. */
-#define WN_POOL_STATS_MAP(XX)                                                                     \
-    XX(client_eof, COUNTER, "client connections closed by the client")                            \
-    XX(client_err, COUNTER, "client connections closed on an error")                              \
-    XX(client_connections, GAUGE, "open client connections")                                      \
-    XX(server_ejects, COUNTER, "times a server of the pool was ejected")                          \
-    XX(forward_error, COUNTER, "requests answered with an error made by walnut")                  \
-    XX(fragments, COUNTER, "fragments made by splitting multi-key requests")                      \
-    XX(client_overlimit, COUNTER, "clients disconnected for holding more than the buffer limit")  \
-    XX(requests, COUNTER, "requests received from clients")                                       \
+#define WN_POOL_STATS_MAP(XX)                                                                      \
+    XX(client_eof, COUNTER, "client connections closed by the client")                             \
+    XX(client_err, COUNTER, "client connections closed on an error")                               \
+    XX(client_connections, GAUGE, "open client connections")                                       \
+    XX(server_ejects, COUNTER, "times a server of the pool was ejected")                           \
+    XX(forward_error, COUNTER, "requests answered with an error made by walnut")                   \
+    XX(fragments, COUNTER, "fragments made by splitting multi-key requests")                       \
+    XX(client_overlimit, COUNTER, "clients disconnected for holding more than the buffer limit")   \
+    XX(client_evicted, COUNTER,                                                                    \
+       "clients disconnected because all clients together held more than --client-memory")         \
+    XX(requests, COUNTER, "requests received from clients")                                        \
     XX(request_errors, COUNTER, "requests rejected by walnut (bad syntax, unknown command)")
 
 /* Why walnut failed a request or one per-server part of a split or copied

@@ -133,6 +133,10 @@ typedef struct wn_worker_options {
     /* The process's client count and limit (borrowed; outlives the worker).
      * NULL: clients are not counted there. */
     wn_client_budget_t *budget;
+    /* Bytes this worker's clients may hold together (its share of
+     * --client-memory); past it the ones holding the most are disconnected.
+     * 0: no bound. */
+    uint64_t client_memory;
 } wn_worker_options_t;
 
 /* Create a worker for `conf` (a reference is taken). Main thread. Opens the

@@ -291,6 +291,31 @@ int wn_control_check_listen(wn_conf_t *conf, const char *stats_addr, uint16_t st
     return wn_listen_apart(conf, sslen != 0 ? &ss : NULL, err, errlen);
 }
 
+/* What all clients together may hold: --client-memory, or half the memory
+ * walnut may use; each worker takes an even share, at least 1 MiB. */
+static uint64_t client_memory_share(control_t *ctl, const wn_options_t *opts)
+{
+    const char *how = "--client-memory";
+    ctl->client_memory = opts->client_memory;
+    if (!opts->client_memory_set) {
+        ctl->client_memory = wn_mem_limit("") / 2;
+        how = "half the memory walnut may use; --client-memory sets it";
+    }
+    if (ctl->client_memory == 0) {
+        wn_log_notice("what clients hold is bounded per client only (client_buffer_limit): %s",
+                      opts->client_memory_set ? "--client-memory 0"
+                                              : "how much memory walnut may use is unknown");
+        return 0;
+    }
+    uint64_t share =
+        WN_MAX(ctl->client_memory / (uint64_t)ctl->nworkers, (uint64_t)WN_MIN_CLIENT_MEMORY);
+    wn_log_notice("clients may hold %llu MiB in all (%s), %llu MiB per worker; past it the "
+                  "clients holding the most are disconnected",
+                  (unsigned long long)(ctl->client_memory >> 20), how,
+                  (unsigned long long)(share >> 20));
+    return share;
+}
+
 static int create_workers(control_t *ctl, const wn_options_t *opts)
 {
     /* Listen addresses are looked up here, once (servers' in health_init),
@@ -334,6 +359,7 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
         free(rings);
         return WN_ENOMEM;
     }
+    uint64_t client_memory = client_memory_share(ctl, opts);
     for (int i = 0; i < ctl->nworkers; i++) {
         for (uint32_t p = 0; p < ctl->npools; p++) {
             fds[p] = wn_sd_fd_for_worker(ctl, p, i);
@@ -352,6 +378,7 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
             .listen_fds = fds,
             .control_wakeup = &ctl->wakeup,
             .budget = &ctl->budget,
+            .client_memory = client_memory,
         };
         rc = wn_worker_create(ctl->conf, &wo, &ctl->workers[i], err, sizeof(err));
         if (rc < 0) {

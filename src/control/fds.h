@@ -1,6 +1,8 @@
 /*
- * control/fds.h: file descriptors: the soft limit raised at start, and the
- * clients' share of it (see fds.c). Control thread (raise: main thread).
+ * control/fds.h: what the system lets walnut have. File descriptors: the
+ * soft limit raised at start, and the clients' share of it (fds.c). Memory:
+ * how much walnut may use, for --client-memory's default (mem.c). Control
+ * thread (raise: main thread).
  */
 #ifndef WALNUT_CONTROL_FDS_H
 #define WALNUT_CONTROL_FDS_H
@@ -21,5 +23,10 @@ void wn_fds_raise(void);
  * wn_fds_reserved (at start and at each reload), logged when it changes or
  * *said is false (then true). */
 void wn_fds_budget(wn_client_budget_t *budget, bool *said, const wn_conf_t *conf, int nworkers);
+
+/* The memory walnut may use, in bytes: the machine's (MemTotal), or less if
+ * its cgroup (v2) or one above it has a memory.max; 0 if unknown. `root` is
+ * "" (tests give a directory standing for /). */
+uint64_t wn_mem_limit(const char *root);
 
 #endif

@@ -15,7 +15,7 @@
 
 #include "walnut/core.h"
 
-enum { OPT_LOCATE = 1000 };
+enum { OPT_LOCATE = 1000, OPT_CLIENT_MEMORY };
 
 static const struct option long_options[] = {
     {"help", no_argument, NULL, 'h'},
@@ -34,6 +34,7 @@ static const struct option long_options[] = {
     {"mbuf-size", required_argument, NULL, 'm'},
     {"workers", required_argument, NULL, 'T'},
     {"locate", no_argument, NULL, OPT_LOCATE},
+    {"client-memory", required_argument, NULL, OPT_CLIENT_MEMORY},
     {NULL, 0, NULL, 0},
 };
 
@@ -80,13 +81,53 @@ static int parse_num(const char *s, long min, long max, long *out)
     return 0;
 }
 
+/* A size in bytes: decimal digits with an optional K, M or G (powers of
+ * 1024, either case), at most 2^50; anything else is rejected. */
+static int parse_size(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    const char *p = s;
+    if (*p < '0' || *p > '9')
+        return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        v = v * 10 + (uint64_t)(*p - '0');
+        if (v > (1ull << 50))
+            return -1;
+    }
+    unsigned shift = 0;
+    switch (*p) {
+    case '\0':
+        break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        break;
+    default:
+        return -1;
+    }
+    if (*p != '\0' && p[1] != '\0')
+        return -1;
+    if (v > ((1ull << 50) >> shift))
+        return -1;
+    *out = v << shift;
+    return 0;
+}
+
 void wn_options_usage(FILE *out)
 {
     fprintf(out,
             "Usage: walnut [-?hVdDt] [-v verbosity level] [-o output file]\n"
             "              [-c conf file] [-s stats port] [-a stats addr]\n"
             "              [-i stats interval] [-p pid file] [-m mbuf size]\n"
-            "              [-T workers] [--locate KEY...]\n"
+            "              [-T workers] [--client-memory bytes] [--locate KEY...]\n"
             "\n"
             "Options:\n"
             "  -h, --help             : this help\n"
@@ -104,6 +145,10 @@ void wn_options_usage(FILE *out)
             "  -m, --mbuf-size=N      : set size of buffer chunk (default: %d, min: %d, max: %d)\n"
             "  -T, --workers=N        : set number of worker threads (default: online CPUs,\n"
             "                           max: %d)\n"
+            "      --client-memory=N  : bytes all clients together may hold, K, M or G\n"
+            "                           suffix; past it the clients holding the most are\n"
+            "                           disconnected; 0: no bound (default: half the\n"
+            "                           memory walnut may use)\n"
             "      --locate KEY...    : print the server each KEY lands on in every pool of\n"
             "                           the configuration, then exit\n",
             WN_LOG_NOTICE, WN_LOG_LEVEL_MAX, WN_DEFAULT_CONF_FILE, WN_DEFAULT_STATS_PORT,
@@ -193,6 +238,15 @@ int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_
             break;
         case OPT_LOCATE:
             locate = true;
+            break;
+        case OPT_CLIENT_MEMORY:
+            if (parse_size(optarg, &opts->client_memory) < 0 ||
+                (opts->client_memory > 0 && opts->client_memory < WN_MIN_CLIENT_MEMORY))
+                return fail(err, errlen,
+                            "option %s requires a size in bytes (K, M or G for 1024, 1024^2 or "
+                            "1024^3 of them) of at least %u (1M), or 0 for no bound, not '%s'",
+                            opt_name(OPT_CLIENT_MEMORY), WN_MIN_CLIENT_MEMORY, optarg);
+            opts->client_memory_set = true;
             break;
         case ':':
         case '?':

@@ -306,6 +306,7 @@ static void client_close(client_t *c, bool error)
     c->backlog_buf = NULL;
     wn_proto_client_deinit(c);
     wn_instream_deinit(&c->in);
+    w->clients_held -= WN_MIN(c->held, w->clients_held); /* what it held goes with it */
     c->closing = true;
     if (c->prev != NULL)
         c->prev->next = c->next;
@@ -334,7 +335,7 @@ static void on_written(void *arg, int status, uint64_t bytes)
     c->unpaced = false; /* it reads: its bounds apply again */
     c->stall_ms = 0;
     c->pending -= bytes;
-    c->held -= bytes;
+    wn_client_held_sub(c, bytes);
     if (status < 0)
         c->broken = true;
     wn_client_mark(c);
@@ -429,8 +430,8 @@ static void compact_ready(client_t *c)
         released += pop_answered(c);
     }
     c->backlog_bytes += taken;
-    c->held -= WN_MIN(released, c->held);
-    c->held += taken;
+    wn_client_held_sub(c, released);
+    wn_client_held_add(c, taken);
     /* As a request's bytes are counted (request.c): past the limit, the
      * flush disconnects it. */
     if (c->held > c->pool->buffer_limit && !c->overlimit) {
@@ -507,11 +508,11 @@ static int write_ready(client_t *c)
         if (last)
             break;
     }
-    c->held -= WN_MIN(released, c->held);
+    wn_client_held_sub(c, released);
     if (queued > 0) {
         c->writes++;
         c->pending += (uint64_t)queued;
-        c->held += (uint64_t)queued;
+        wn_client_held_add(c, (uint64_t)queued);
     }
     if (close_after) {
         /* Nothing after a quit or lost framing is answered. */
@@ -563,10 +564,49 @@ static bool parse_due(const client_t *c)
     return (c->in.buf != NULL && c->in.pos < c->in.buf->len) || wn_proto_client_has_pending(c);
 }
 
+/* At most this many clients are picked in one flush: each pick looks at
+ * every client; the next turn picks more if need be. */
+#define EVICT_MAX_PER_TURN 64
+#define EVICT_WARN_MS 60000
+
+void wn_client_evict(wn_worker_t *w)
+{
+    uint64_t held = w->clients_held;
+    for (client_t *c = w->clients; c != NULL; c = c->next)
+        if (c->overlimit) /* going already */
+            held -= WN_MIN(c->held, held);
+    for (int n = 0; n < EVICT_MAX_PER_TURN && held > w->client_memory; n++) {
+        client_t *big = NULL;
+        for (client_t *c = w->clients; c != NULL; c = c->next)
+            if (!c->overlimit && !c->closing && (big == NULL || c->held > big->held))
+                big = c;
+        if (big == NULL || big->held == 0)
+            return;
+        uint32_t left_out;
+        if (wn_log_limit_pass(&w->evict_warned, uv_now(&w->loop), EVICT_WARN_MS, &left_out, NULL))
+            wn_log_warn("pool '%s': worker %d's clients hold %llu bytes, over its share of "
+                        "--client-memory (%llu); disconnecting the client holding the most "
+                        "(%llu bytes; %u more since the last warning)",
+                        big->pool->conf->name, w->id, (unsigned long long)held,
+                        (unsigned long long)w->client_memory, (unsigned long long)big->held,
+                        left_out);
+        held -= big->held;
+        big->overlimit = true;
+        big->evicted = true;
+        big->held_over = big->held;
+        wn_client_mark(big);
+    }
+}
+
 void wn_client_flush(client_t *c)
 {
     if (c->closing)
         return;
+    if (c->overlimit && c->evicted) {
+        wn_stat_add(WN_PSTAT(c->pool, client_evicted), 1);
+        client_close(c, true);
+        return;
+    }
     if (c->overlimit) {
         wn_log_warn("pool '%s': client holds %llu bytes, over client_buffer_limit %llu; "
                     "disconnecting it",

@@ -488,6 +488,7 @@ struct client {
     bool eof;              /* the peer closed its side: answer what was asked, then close */
     bool broken;           /* the socket failed: close at the next flush */
     bool overlimit;        /* held more than the pool's buffer limit: close at the next flush */
+    bool evicted;          /* overlimit for the worker's bound (--client-memory) instead */
     bool stop_parsing;     /* quit, or framing lost: nothing more is read or parsed */
     bool draining;         /* the worker is stopping: close once nothing is in flight */
     bool mid_request;      /* the protocol is inside a request: keep reading (see
@@ -552,6 +553,10 @@ int wn_client_open(pool_rt_t *pool, uv_file fd, bool is_pipe, client_t **out);
 void wn_client_mark(client_t *c);
 /* Flush: write what is ready, close or resume reading as c's state asks. */
 void wn_client_flush(client_t *c);
+/* The worker's clients hold more than its bound (client_memory): the ones
+ * holding the most are marked to be disconnected by this flush until the
+ * rest fit. */
+void wn_client_evict(wn_worker_t *w);
 /* Stop: answer what is in flight (and on its way); close once drained. */
 void wn_client_shutdown(client_t *c);
 
@@ -593,6 +598,11 @@ struct wn_worker {
     wn_server_stats_t *sink_server; /* owned */
     client_t *clients;   /* list */
     uint32_t nclients;
+    /* Bytes its clients hold together (their `held`, closing ones left out),
+     * and the bound on it (its share of --client-memory; 0: none). */
+    uint64_t clients_held;
+    uint64_t client_memory;
+    wn_log_limit_t evict_warned;  /* clients disconnected for it: said once a minute at most */
     wn_client_budget_t *budget;   /* borrowed; NULL: none (wn_worker_options_t) */
     wn_log_limit_t budget_warned; /* clients refused for it: said once a minute at most */
     sconn_t *dirty_servers;
@@ -628,6 +638,23 @@ struct wn_worker {
     uv_timer_t hold_timer;         /* ends holds whose time is up */
     bool hold_timer_open;
 };
+
+/* A client's `held` changes through these, so its worker's sum follows
+ * (a closing client's bytes left the sum when it closed). */
+static inline void wn_client_held_add(client_t *c, uint64_t n)
+{
+    c->held += n;
+    if (!c->closing)
+        c->w->clients_held += n;
+}
+
+static inline void wn_client_held_sub(client_t *c, uint64_t n)
+{
+    n = WN_MIN(n, c->held);
+    c->held -= n;
+    if (!c->closing)
+        c->w->clients_held -= n;
+}
 
 /* flush.c */
 void wn_worker_flush_init(wn_worker_t *w);

@@ -27,6 +27,7 @@ static void on_trim(uv_timer_t *t)
 static void after_flush(wn_worker_t *w)
 {
     wn_stat_set(WN_GSTAT(w, buffer_bytes), w->bufs.bytes);
+    wn_stat_set(WN_GSTAT(w, client_bytes), w->clients_held);
     if (w->bufs.freed - w->trimmed_at >= TRIM_AFTER_BYTES && !w->stopped &&
         !uv_is_active((uv_handle_t *)&w->trim_timer))
         uv_timer_start(&w->trim_timer, on_trim, TRIM_DELAY_MS, 0);
@@ -35,6 +36,8 @@ static void after_flush(wn_worker_t *w)
 static void flush(wn_worker_t *w)
 {
     w->flushing = true;
+    if (w->client_memory != 0 && w->clients_held > w->client_memory)
+        wn_client_evict(w);
     if (w->dirty_servers != NULL || w->dirty_clients != NULL)
         wn_worker_tick(w);
     /* Closing a server fails its requests (clients become dirty); flushing a
@@ -76,6 +79,9 @@ void wn_worker_finish_stop(wn_worker_t *w)
     if (w->stopped)
         return;
     w->stopped = true;
+    if (w->clients == NULL && w->clients_held != 0)
+        wn_log_error("internal: %llu bytes still counted for clients with none left",
+                     (unsigned long long)w->clients_held);
     for (uint32_t p = 0; p < w->npools; p++)
         for (uint32_t s = 0; s < w->pools[p]->nservers; s++)
             wn_server_close_all(w->pools[p]->servers[s]);

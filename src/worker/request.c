@@ -79,7 +79,10 @@ static void account(req_t *r, int64_t n)
     if (n < 0 && (uint64_t)-n > root->acct)
         n = -(int64_t)root->acct;
     root->acct += (uint64_t)n;
-    c->held += (uint64_t)n;
+    if (n > 0)
+        wn_client_held_add(c, (uint64_t)n);
+    else
+        wn_client_held_sub(c, (uint64_t)-n);
     if (n > 0 && c->held > c->pool->buffer_limit && !c->overlimit) {
         /* The flush disconnects it; from now on its replies are dropped. */
         c->overlimit = true;

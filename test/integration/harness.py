@@ -665,6 +665,9 @@ class Proxy:
                 raise AssertionError("%s exited with status %s after SIGTERM, expected %s; log:\n%s"
                                      % (self.name, rc, " or ".join(map(str, self.expected_term_status())),
                                         self.log()))
+            if self.kind == "walnut" and "still counted for clients" in self.log():
+                raise AssertionError("%s lost count of what its clients hold; log:\n%s"
+                                     % (self.name, self.log()))
         return rc
 
     def kill(self):

@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import sys
+import time
 import unittest
 
 sys.dont_write_bytecode = True
@@ -360,6 +361,128 @@ class TestDescriptorBudget(h.ProxyTestCase):
         self.assertEqual(self.waiting, 0, "connections left waiting: out of descriptors")
         self.assertLessEqual(abs(len(served) - after), self.WORKERS - 1,
                              "served %d, closed %d" % (len(served), closed))
+        self.px.stop(check=True)
+
+
+class TestClientMemory(h.ProxyTestCase):
+    """--client-memory bounds what all clients together make walnut hold.
+    client_buffer_limit bounds one client (64 MiB by default), and nothing
+    bounded how many clients: eight clients that each pipeline 40 gets of a
+    1 MB value and do not read made walnut hold 8 x 40 MB, and enough of them
+    would run the machine out of memory. Past the worker's share of the
+    bound, the clients holding the most are disconnected."""
+
+    VALUE = 1000000
+    HOGS = 8
+    GETS = 40
+    BOUND_MIB = 32
+
+    def setUp(self):
+        if h.UNDER_NUTCRACKER:
+            self.skipTest("walnut-only: --client-memory")
+        self.tmp = self.tmpdir()
+        self.mc = h.Memcached(self.tmp, extra=["-I", "2m"]).start()
+        self.addCleanup(self.mc.stop)
+
+    def start(self, *extra):
+        env = None
+        if h.sanitizer() == "asan":
+            # freed memory stays in ASan's quarantine (256 MB), which RSS would count
+            env = {"ASAN_OPTIONS": ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"),
+                                                          "quarantine_size_mb=0"]))}
+        self.px = self.start_proxy(self.tmp, {"alpha": h.pool([self.mc])}, workers=1,
+                                   extra=list(extra), env=env)
+        with h.Raw(self.px.port()) as c:
+            c.request(b"set big 0 0 %d\r\n%s\r\n" % (self.VALUE, b"v" * self.VALUE),
+                      b"STORED\r\n")
+
+    def stats(self):
+        import json
+        import urllib.request
+        url = "http://%s:%d/stats" % (h.HOST, self.px.stats_port)
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.loads(r.read())
+
+    def hog(self):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((h.HOST, self.px.port()))
+        self.addCleanup(s.close)
+        s.sendall(b"get big\r\n" * self.GETS)
+        return s
+
+    def run_hogs(self):
+        """Starts the hogs and returns walnut's peak RSS over the next 3 s, while a
+        polite client sets and gets a small key and must be answered every time."""
+        base = h.rss(self.px.pid)
+        hogs = [self.hog() for _ in range(self.HOGS)]
+        peak = base
+        with h.Raw(self.px.port()) as polite:
+            for i in range(30):
+                polite.request(b"set small 0 0 2\r\n%02d\r\n" % i, b"STORED\r\n")
+                polite.request(b"get small\r\n", b"VALUE small 0 2\r\n%02d\r\nEND\r\n" % i)
+                peak = max(peak, h.rss(self.px.pid))
+                time.sleep(0.1)
+        return hogs, base, peak
+
+    def test_clients_holding_the_most_are_disconnected_past_the_bound(self):
+        self.start("--client-memory", "%dM" % self.BOUND_MIB)
+        self.assertIn("clients may hold %d MiB in all (--client-memory), %d MiB per worker"
+                      % (self.BOUND_MIB, self.BOUND_MIB), self.px.log())
+        hogs, base, peak = self.run_hogs()
+        # The bound, plus what one turn reads past it and the buffers walnut
+        # keeps for reuse; without the bound this is 320 MB.
+        self.assertLess(peak - base, (self.BOUND_MIB + 48) << 20,
+                        "RSS grew by %d MiB" % ((peak - base) >> 20))
+        # Every hog held more than the bound alone: each is disconnected (its
+        # socket ends, after what walnut had written to it).
+        for s in hogs:
+            s.settimeout(10)
+            got = 0
+            while True:
+                try:
+                    d = s.recv(1 << 16)
+                except ConnectionResetError:
+                    break
+                if not d:
+                    break
+                got += len(d)
+            self.assertLess(got, self.GETS * self.VALUE, "a hog got every reply")
+        st = self.stats()
+        self.assertGreaterEqual(st["alpha"]["client_evicted"], 1, st["alpha"])
+        self.assertEqual(st["alpha"]["client_overlimit"], 0, "client_buffer_limit is 64 MiB")
+        self.assertIn("over its share of --client-memory (%d); disconnecting the client holding "
+                      "the most" % (self.BOUND_MIB << 20), self.px.log())
+        # What the clients held is all given back (the count is exact).
+        h.wait_until(lambda: self.stats()["client_bytes"] == 0, deadline=10,
+                     what="client_bytes back to 0")
+        self.px.stop(check=True)
+
+    def test_no_bound_holds_every_hog(self):
+        """--client-memory 0: the old behaviour, and the measure of what the
+        bound saves (every hog's replies are held)."""
+        self.start("--client-memory", "0")
+        self.assertIn("bounded per client only (client_buffer_limit): --client-memory 0",
+                      self.px.log())
+        hogs, base, peak = self.run_hogs()
+        self.assertGreater(peak - base, (self.HOGS * self.GETS * self.VALUE) // 2,
+                           "RSS grew by %d MiB only" % ((peak - base) >> 20))
+        self.assertEqual(self.stats()["alpha"]["client_evicted"], 0)
+        for s in hogs:
+            s.close()
+        h.wait_until(lambda: self.stats()["client_bytes"] == 0, deadline=10,
+                     what="client_bytes back to 0")
+        self.px.stop(check=True)
+
+    def test_default_is_half_the_memory_walnut_may_use(self):
+        self.start()
+        m = re.search(r"clients may hold (\d+) MiB in all \(half the memory walnut may use; "
+                      r"--client-memory sets it\), (\d+) MiB per worker", self.px.log())
+        self.assertIsNotNone(m, self.px.log()[-2000:])
+        with open("/proc/meminfo") as f:
+            total = int(re.search(r"MemTotal:\s+(\d+) kB", f.read()).group(1)) * 1024
+        self.assertGreater(int(m.group(1)), 0)
+        self.assertLessEqual(int(m.group(1)), (total // 2) >> 20)
         self.px.stop(check=True)
 
 

@@ -13,7 +13,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -140,10 +142,65 @@ static void test_clients_get_what_the_limit_leaves(void **state)
     wn_conf_unref(conf);
 }
 
+/* ---- the memory walnut may use (mem.c), on a tree standing for / ---------- */
+
+static void put(const char *root, const char *rel, const char *text)
+{
+    char path[1024], dir[1024];
+    snprintf(path, sizeof(path), "%s/%s", root, rel);
+    /* make the directories on the way */
+    for (char *p = strchr(path + strlen(root) + 1, '/'); p != NULL; p = strchr(p + 1, '/')) {
+        snprintf(dir, sizeof(dir), "%.*s", (int)(p - path), path);
+        mkdir(dir, 0700);
+    }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_memory_limit(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/walnut-test-mem-XXXXXX";
+    assert_non_null(mkdtemp(root));
+    char empty[1100];
+    snprintf(empty, sizeof(empty), "%s/none", root);
+    assert_true(wn_mem_limit(empty) == 0); /* nothing to read: unknown */
+
+    put(root, "proc/meminfo", "MemFree:         1000 kB\nMemTotal:       8000000 kB\n");
+    assert_true(wn_mem_limit(root) == 8000000ull * 1024);
+    /* cgroup v1 only, or the root cgroup: the machine's memory */
+    put(root, "proc/self/cgroup", "12:memory:/foo\n");
+    assert_true(wn_mem_limit(root) == 8000000ull * 1024);
+    put(root, "proc/self/cgroup", "0::/\n");
+    assert_true(wn_mem_limit(root) == 8000000ull * 1024);
+
+    put(root, "proc/self/cgroup", "0::/system.slice/walnut.service\n");
+    put(root, "sys/fs/cgroup/system.slice/walnut.service/memory.max", "max\n");
+    assert_true(wn_mem_limit(root) == 8000000ull * 1024);
+    /* systemd's MemoryMax= on the unit */
+    put(root, "sys/fs/cgroup/system.slice/walnut.service/memory.max", "536870912\n");
+    assert_true(wn_mem_limit(root) == 536870912ull);
+    /* a lower limit on the slice above wins; a higher one does not */
+    put(root, "sys/fs/cgroup/system.slice/memory.max", "268435456\n");
+    assert_true(wn_mem_limit(root) == 268435456ull);
+    put(root, "sys/fs/cgroup/system.slice/memory.max", "1073741824\n");
+    assert_true(wn_mem_limit(root) == 536870912ull);
+    /* a limit above the machine's memory: the machine's */
+    put(root, "sys/fs/cgroup/system.slice/walnut.service/memory.max", "99999999999999\n");
+    assert_true(wn_mem_limit(root) == 1073741824ull);
+
+    char cmd[1100];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reserve_counts_every_worker_s_connections),
+        cmocka_unit_test(test_memory_limit),
         cmocka_unit_test_setup_teardown(test_clients_get_what_the_limit_leaves, save_limit,
                                         restore_limit),
     };

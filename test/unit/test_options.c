@@ -141,6 +141,43 @@ static void test_errors_name_the_option(void **state)
     expect_error("unexpected argument 'stray'", PARSE(&o, err, "stray"), err);
 }
 
+/* --client-memory: bytes, K/M/G powers of 1024, 0 for no bound; unset by
+ * default (control then takes half the memory walnut may use). */
+static void test_client_memory(void **state)
+{
+    (void)state;
+    wn_options_t o;
+    char err[256] = "";
+    assert_int_equal(PARSE(&o, err), 0);
+    assert_false(o.client_memory_set);
+    static const struct {
+        const char *arg;
+        uint64_t want;
+    } ok[] = {
+        {"0", 0},           {"1048576", 1048576},  {"1024k", 1048576},       {"512M", 512ull << 20},
+        {"3g", 3ull << 30}, {"0001M", 1ull << 20}, {"1048576G", 1ull << 50},
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        assert_int_equal(PARSE(&o, err, "--client-memory", ok[i].arg), 0);
+        assert_true(o.client_memory_set);
+        if (o.client_memory != ok[i].want)
+            fail_msg("--client-memory %s: %llu, want %llu", ok[i].arg,
+                     (unsigned long long)o.client_memory, (unsigned long long)ok[i].want);
+    }
+    assert_int_equal(PARSE(&o, err, "--client-memory=2G"), 0);
+    assert_true(o.client_memory == 2ull << 30);
+    static const char *const bad[] = {"",        "-1",    "1.5G",     "12X",
+                                      "1M5",     "M",     "1MB",      " 1M",
+                                      "1048575", "1023K", "1048577G", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        if (PARSE(&o, err, "--client-memory", bad[i]) != WN_EINVAL)
+            fail_msg("--client-memory '%s' was taken", bad[i]);
+        if (strstr(err, "option --client-memory requires a size in bytes") == NULL)
+            fail_msg("--client-memory '%s': %s", bad[i], err);
+    }
+}
+
 /* -d chdirs to /: relative -c, -p, -o are made absolute against the cwd
  * (absolute ones and the log's "stderr" are kept). */
 static void test_absolute_paths(void **state)
@@ -175,6 +212,7 @@ int main(void)
         cmocka_unit_test(test_twemproxy_values),
         cmocka_unit_test(test_errors_name_the_option),
         cmocka_unit_test(test_absolute_paths),
+        cmocka_unit_test(test_client_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
