@@ -335,7 +335,10 @@ static void on_written(void *arg, int status, uint64_t bytes)
     c->unpaced = false; /* it reads: its bounds apply again */
     c->stall_ms = 0;
     c->pending -= bytes;
-    wn_client_held_sub(c, bytes);
+    if (c->closing) /* cancelled: its bytes left the worker's sum at the close */
+        c->held -= WN_MIN(bytes, c->held);
+    else
+        wn_client_held_sub(c, bytes);
     if (status < 0)
         c->broken = true;
     wn_client_mark(c);

@@ -639,21 +639,20 @@ struct wn_worker {
     bool hold_timer_open;
 };
 
-/* A client's `held` changes through these, so its worker's sum follows
- * (a closing client's bytes left the sum when it closed). */
+/* A client's `held` changes through these, so its worker's sum follows.
+ * Not once it is closing: its bytes left the sum when it closed, and only
+ * its cancelled writes' callbacks change its count after that (client.c). */
 static inline void wn_client_held_add(client_t *c, uint64_t n)
 {
     c->held += n;
-    if (!c->closing)
-        c->w->clients_held += n;
+    c->w->clients_held += n;
 }
 
 static inline void wn_client_held_sub(client_t *c, uint64_t n)
 {
     n = WN_MIN(n, c->held);
     c->held -= n;
-    if (!c->closing)
-        c->w->clients_held -= n;
+    c->w->clients_held -= n;
 }
 
 /* flush.c */

@@ -69,8 +69,9 @@ client_t *wn_req_client(const req_t *r)
     return root->client;
 }
 
-/* Count n more (or fewer) bytes held for r's client. */
-static void account(req_t *r, int64_t n)
+/* Count n more (or fewer) bytes held for r's client. Inline: it runs a
+ * few times per request. */
+WN_INLINE void account(req_t *r, int64_t n)
 {
     req_t *root = wn_req_root(r);
     client_t *c = root->client;
@@ -79,10 +80,8 @@ static void account(req_t *r, int64_t n)
     if (n < 0 && (uint64_t)-n > root->acct)
         n = -(int64_t)root->acct;
     root->acct += (uint64_t)n;
-    if (n > 0)
-        wn_client_held_add(c, (uint64_t)n);
-    else
-        wn_client_held_sub(c, (uint64_t)-n);
+    c->held += (uint64_t)n; /* either way: n < 0 wraps, as much as acct had */
+    c->w->clients_held += (uint64_t)n;
     if (n > 0 && c->held > c->pool->buffer_limit && !c->overlimit) {
         /* The flush disconnects it; from now on its replies are dropped. */
         c->overlimit = true;
