@@ -25,8 +25,9 @@ void wn_fds_raise(void);
 void wn_fds_budget(wn_client_budget_t *budget, bool *said, const wn_conf_t *conf, int nworkers);
 
 /* The memory walnut may use, in bytes: the machine's (MemTotal), or less if
- * its cgroup (v2) or one above it has a memory.max; 0 if unknown. `root` is
- * "" (tests give a directory standing for /). */
+ * its cgroup or one above it has a lower limit (v2 memory.max, v1
+ * memory.limit_in_bytes); 0 if unknown. `root` is "" (tests give a
+ * directory standing for /). */
 uint64_t wn_mem_limit(const char *root);
 
 #endif

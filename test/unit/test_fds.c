@@ -191,6 +191,19 @@ static void test_memory_limit(void **state)
     put(root, "sys/fs/cgroup/system.slice/walnut.service/memory.max", "99999999999999\n");
     assert_true(wn_mem_limit(root) == 1073741824ull);
 
+    /* cgroup v1's memory controller (alone or with others on its line);
+     * "unlimited" there is a huge number, which the machine's memory caps */
+    put(root, "proc/self/cgroup", "4:memory:/docker/abc\n0::/\n");
+    put(root, "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes", "9223372036854771712\n");
+    assert_true(wn_mem_limit(root) == 8000000ull * 1024);
+    put(root, "sys/fs/cgroup/memory/docker/memory.limit_in_bytes", "402653184\n");
+    assert_true(wn_mem_limit(root) == 402653184ull);
+    put(root, "proc/self/cgroup", "3:cpu,memory,pids:/docker/abc\n");
+    assert_true(wn_mem_limit(root) == 402653184ull);
+    /* not the memory controller: no limit of its */
+    put(root, "proc/self/cgroup", "3:cpu,memoryx:/docker/abc\n");
+    assert_true(wn_mem_limit(root) == 8000000ull * 1024);
+
     char cmd[1100];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
     assert_int_equal(system(cmd), 0);
