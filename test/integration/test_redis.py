@@ -26,6 +26,7 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import sys
 import threading
@@ -162,6 +163,28 @@ def kernel_can_buffer():
         except (OSError, ValueError, IndexError):
             return 0
     return 2 * (most("tcp_rmem") + most("tcp_wmem"))
+
+
+def metric(px, sample):
+    """The value of one sample of walnut's /metrics ("name" or "name{labels}")."""
+    import urllib.request
+    url = "http://%s:%d/metrics" % (h.HOST, px.stats_port)
+    with urllib.request.urlopen(url, timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no %s in /metrics" % sample)
+
+
+def recv_exactly(sock, n):
+    """n bytes from sock (its timeout applies to each read), or what came before EOF."""
+    got = b""
+    while len(got) < n:
+        d = sock.recv(n - len(got))
+        if not d:
+            break
+        got += d
+    return got
 
 
 def out_queue(px, server):
@@ -1024,6 +1047,53 @@ class TestRedis(RedisCase):
         h.wait_until(answered, deadline=pause_s + 20, interval=0.3,
                      what="the server taking requests again")
         self.assertRegex(px.log(), "(answers|reads) again")
+        px.stop(check=True)
+
+    def test_inline_requests_for_a_stopped_server_hold_what_they_count(self):
+        """Inline requests (GET k, as typed into telnet) are rewritten in
+        multibulk form into a buffer of their own. That buffer was a pooled
+        16 KiB chunk, held until the request was written, of which only the
+        request's ~20 bytes counted: while a server did not read (stopped,
+        here with SIGSTOP, its socket filled first), 20 clients' 1,000 inline
+        GETs each (140 KB sent, under a 1 MiB client_buffer_limit) held 329 MB
+        of buffers (adversarial pass; RSS +94 MiB). Now each rewritten request
+        holds a buffer of its own size. Then the server goes on, and every
+        client gets its 1,000 replies in order."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        (r,) = self.start_redis(tmp, 1, prefix="st")
+        px = self.start_proxy(tmp, {"p": h.pool([r], redis=True, client_buffer_limit=1 << 20)},
+                              workers=1, name="stopped")
+        h.sigstop_and_wait(r.proc.pid)
+        self.addCleanup(lambda: os.kill(r.proc.pid, signal.SIGCONT))
+        fills = []
+        for i in range(5):  # the stopped server's socket filled, each SET under the limit
+            f = socket.create_connection((h.HOST, px.port("p")), timeout=10)
+            self.addCleanup(f.close)
+            f.sendall(resp("SET", "fill%d" % i, b"x" * 900000))
+            fills.append(f)
+        time.sleep(1)
+        clients = []
+        for i in range(20):
+            c = socket.create_connection((h.HOST, px.port("p")), timeout=30)
+            self.addCleanup(c.close)
+            c.sendall(b"GET k\r\n" * 1000)
+            clients.append(c)
+        def buffers():
+            return metric(px, "walnut_buffer_bytes")
+        h.wait_until(lambda: metric(px, "walnut_pool_requests_total{pool=\"p\"}") >= 20005,
+                     deadline=20, what="every request read")
+        held = buffers()
+        sys.stderr.write("  [measured] 20 clients x 1,000 inline GETs for a stopped server: "
+                         "%.1f MiB of buffers\n" % (held / (1 << 20)))
+        # the fills' 4.5 MB (and the read buffers); 329 MB before
+        self.assertLess(held, 24 << 20, "buffers held for inline requests")
+        os.kill(r.proc.pid, signal.SIGCONT)
+        for f in fills:
+            self.assertEqual(recv_exactly(f, 5), b"+OK\r\n")
+        for c in clients:
+            self.assertEqual(recv_exactly(c, 5 * 1000), b"$-1\r\n" * 1000)
+        self.assertEqual(metric(px, "walnut_pool_client_overlimit_total{pool=\"p\"}"), 0)
         px.stop(check=True)
 
     def test_copies_for_a_stalled_server_stay_counted(self):
