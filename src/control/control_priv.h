@@ -160,6 +160,10 @@ struct control {
 #define WN_HEARTBEATS_KEPT 512
     uint64_t heartbeat_sent_ms[WN_HEARTBEATS_KEPT];
     uint64_t heartbeat_ms;        /* how often */
+    /* When control's loop last went to sleep (or last saw it had not
+     * slept too long): a sleep past every timer is a stall (stats_server.c). */
+    uv_prepare_t asleep_watch;
+    uint64_t asleep_ms;
     uint64_t *pong_seq;           /* owned, [nworkers]: last PING each answered */
     uint64_t *pong_ms;            /* owned, [nworkers]: when */
     /* systemd (sd.c) */
@@ -248,8 +252,7 @@ void wn_control_mc_stats(control_t *ctl, const wn_msg_t *m);
 void wn_control_mc_stats_end_turn(control_t *ctl);
 /* Every worker answered the last heartbeat within `within_ms`; otherwise
  * the first that did not, in *late (and how long it has been, *late_ms). */
-bool wn_control_workers_alive(const control_t *ctl, uint64_t within_ms, int *late,
-                              uint64_t *late_ms);
+bool wn_control_workers_alive(control_t *ctl, uint64_t within_ms, int *late, uint64_t *late_ms);
 
 /* health.c: decisions and probes */
 static inline bool health_probing(const hpool_t *p)

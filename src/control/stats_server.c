@@ -97,10 +97,38 @@ static int build_view(wn_stats_view_t *v, void *arg)
     return 0;
 }
 
-bool wn_control_workers_alive(const control_t *ctl, uint64_t within_ms, int *late,
-                              uint64_t *late_ms)
+/* A sleep of control's loop this much past its heartbeat interval (the
+ * longest any of its timers lets it sleep) is a stall. */
+#define STALL_SLACK_MS 250
+
+/* Control's loop slept past every timer it has: the whole process was
+ * stopped (SIGSTOP, a CPU quota, a paused VM), or control alone could not
+ * run. The heartbeats out then went out before it, and the workers cannot
+ * be blamed for that time (if they were stopped too) nor control seen their
+ * answers (if not): the send times move forward by it. Called before a
+ * verdict, and as the loop goes to sleep. */
+static void note_stall(control_t *ctl)
 {
-    uint64_t now = uv_now((uv_loop_t *)&ctl->loop);
+    uint64_t now = uv_now(&ctl->loop);
+    if (ctl->asleep_ms != 0 && now > ctl->asleep_ms + ctl->heartbeat_ms + STALL_SLACK_MS) {
+        uint64_t stall = now - ctl->asleep_ms - ctl->heartbeat_ms;
+        for (size_t i = 0; i < WN_HEARTBEATS_KEPT; i++)
+            ctl->heartbeat_sent_ms[i] = WN_MIN(ctl->heartbeat_sent_ms[i] + stall, now);
+    }
+    ctl->asleep_ms = now;
+}
+
+static void on_asleep(uv_prepare_t *p)
+{
+    control_t *ctl = p->data;
+    uv_update_time(&ctl->loop); /* callbacks of this turn may have taken a while */
+    note_stall(ctl);
+}
+
+bool wn_control_workers_alive(control_t *ctl, uint64_t within_ms, int *late, uint64_t *late_ms)
+{
+    note_stall(ctl);
+    uint64_t now = uv_now(&ctl->loop);
     for (int i = 0; i < ctl->nworkers; i++) {
         /* Late: a PING it has not answered went out more than within_ms
          * ago (PINGs go out more often than that). Past the PINGs kept, the
@@ -168,6 +196,7 @@ static void on_heartbeat(uv_timer_t *t)
     control_t *ctl = t->data;
     if (ctl->stopping)
         return;
+    note_stall(ctl); /* before this one goes out: it is not part of a stall */
     ctl->heartbeat_seq++;
     ctl->heartbeat_sent_ms[ctl->heartbeat_seq % WN_HEARTBEATS_KEPT] = uv_now(&ctl->loop);
     wn_msg_t m = {.type = WN_MSG_PING, .epoch = ctl->heartbeat_seq};
@@ -303,6 +332,10 @@ int wn_control_stats_start(control_t *ctl, const char *addr, uint16_t port)
     uv_timer_init(&ctl->loop, &ctl->heartbeat_timer);
     ctl->heartbeat_timer.data = ctl;
     uv_timer_start(&ctl->heartbeat_timer, on_heartbeat, 0, ctl->heartbeat_ms);
+    uv_prepare_init(&ctl->loop, &ctl->asleep_watch);
+    ctl->asleep_watch.data = ctl;
+    uv_prepare_start(&ctl->asleep_watch, on_asleep);
+    uv_unref((uv_handle_t *)&ctl->asleep_watch);
 
     char err[256];
     wn_http_handlers_t h = {.build_view = build_view, .health = health};
@@ -318,6 +351,8 @@ void wn_control_stats_stop(control_t *ctl)
 {
     if (ctl->heartbeat_timer.loop != NULL && !uv_is_closing((uv_handle_t *)&ctl->heartbeat_timer))
         uv_close((uv_handle_t *)&ctl->heartbeat_timer, NULL);
+    if (ctl->asleep_watch.loop != NULL && !uv_is_closing((uv_handle_t *)&ctl->asleep_watch))
+        uv_close((uv_handle_t *)&ctl->asleep_watch, NULL);
     wn_http_stop(ctl->http);
     ctl->http = NULL;
 }

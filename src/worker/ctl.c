@@ -11,6 +11,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Ring sizes: messages are rare (failures, ejections), a burst fits easily. */
@@ -349,12 +350,27 @@ bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *out)
             /* The reply is the protocol's: the worker hands it on. */
             *out = m;
             return true;
-        case WN_MSG_WEDGE:
+        case WN_MSG_WEDGE: {
             /* Only sent when the process runs with WALNUT_TEST_HOOKS=1: a
-             * stuck loop, as a bug would make it, for the watchdog tests. */
+             * stuck loop, as a bug would make it, for the watchdog tests;
+             * with WALNUT_TEST_WEDGE_MS, a loop busy for that much of its
+             * own CPU time (which a stop of the process does not use up),
+             * then going on. */
+            const char *ms = getenv("WALNUT_TEST_WEDGE_MS");
             wn_log_warn("wedged by the test hook");
+            if (ms != NULL) {
+                struct timespec t0, t;
+                clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+                long want = atol(ms);
+                do
+                    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+                while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < want);
+                wn_log_warn("the test hook's wedge is over");
+                break;
+            }
             for (;;)
                 sleep(3600);
+        }
         default:
             drop_msg(&m, NULL);
             break;

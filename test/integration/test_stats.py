@@ -1718,6 +1718,41 @@ class TestHealthz(StatsCase):
             self.assertTrue(c.buf.startswith(b"HTTP/1.1 200 OK\r\n") and c.buf.endswith(b"ok\n"),
                             h.show(c.buf))
 
+    def test_healthz_after_a_pause_that_caught_a_heartbeat_unanswered(self):
+        """The process is stopped (4 s) while a heartbeat is out that a worker
+        has not answered yet (here it is busy for 1.5 s of its CPU time, which
+        the stop does not use up: the test hook). On
+        waking, control answered the waiting /healthz before the answer came,
+        counting the heartbeat from before the pause: 503 "worker 0 has not
+        answered for 5xxx ms" (CI saw it when the stop came in the moment
+        between a heartbeat and its answer). Expected: 200; the time control
+        itself was stopped is nobody's lateness. A worker still late after
+        the pause is still named (test_healthz_names_a_wedged_worker)."""
+        tmp = self.tmpdir()
+        mcs = self.start_memcached(tmp, n=1)
+        p = self.proxy(tmp, {"alpha": h.pool(mcs)}, workers=2,
+                       env={"WALNUT_TEST_HOOKS": "1", "WALNUT_TEST_WEDGE_MS": "1500"})
+        self.assertEqual(http_request(p.stats_port, "/healthz")[::2], (200, b"ok\n"))
+        os.kill(p.proc.pid, signal.SIGUSR2)  # test hook: worker 0 busy for 1.5 s of CPU
+        h.wait_until(lambda: "wedged by the test hook" in p.log(), deadline=10,
+                     what="worker 0 busy")
+        time.sleep(1.2)  # a heartbeat (one a second) went out that it has not answered
+        h.sigstop_and_wait(p.proc.pid)
+        try:
+            with h.Raw(p.stats_port, timeout=15) as c:
+                c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                time.sleep(4.0)
+                os.kill(p.proc.pid, signal.SIGCONT)
+                while c._fill(time.monotonic() + 15):
+                    pass
+        finally:
+            os.kill(p.proc.pid, signal.SIGCONT)
+        self.assertTrue(c.buf.startswith(b"HTTP/1.1 200 OK\r\n") and c.buf.endswith(b"ok\n"),
+                        h.show(c.buf))
+        h.wait_until(lambda: "the test hook's wedge is over" in p.log(), deadline=10,
+                     what="worker 0 back")
+        self.assertEqual(http_request(p.stats_port, "/healthz")[::2], (200, b"ok\n"))
+
 
 # ---------------------------------------------------------------------------
 # Prometheus
