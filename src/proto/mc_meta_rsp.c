@@ -36,23 +36,30 @@ static bool word_is(const char *c, uint32_t len, const char *w, uint32_t *rest)
     return true;
 }
 
-/* The returned flags from `pos`: note k, O and b. */
-static void scan_flags(const char *c, uint32_t len, uint32_t pos, wn_meta_response_t *r)
+/* The returned flags from `pos`: note k, O and b. Two O tokens are no
+ * reply memcached sends: the one not checked would reach the client with
+ * whatever it carries (walnut's own tag, say), so the line is refused. */
+static int scan_flags(const char *c, uint32_t len, uint32_t pos, wn_meta_response_t *r)
 {
     r->flags.off = pos;
     r->flags.len = len - pos;
     wn_mc_span_t tok;
+    bool opaque = false;
     while (mc_token_next(c, &pos, len, &tok)) {
         char f = c[tok.off];
         if (f == 'k') {
             r->key.off = tok.off + 1;
             r->key.len = tok.len - 1;
         } else if (f == 'O') {
+            if (opaque)
+                return WN_EPROTO;
+            opaque = true;
             r->opaque = tok;
         } else if (f == 'b' && tok.len == 1) {
             r->base64 = true;
         }
     }
+    return 0;
 }
 
 static int parse_va(const wn_mc_limits_t *lim, const char *c, uint32_t len, uint32_t pos,
@@ -68,8 +75,7 @@ static int parse_va(const wn_mc_limits_t *lim, const char *c, uint32_t len, uint
     r->type = WN_META_RSP_VA;
     r->bytes = (uint32_t)bytes;
     r->data_len = (uint32_t)bytes + 2;
-    scan_flags(c, len, pos < len ? pos + 1 : pos, r);
-    return 0;
+    return scan_flags(c, len, pos < len ? pos + 1 : pos, r);
 }
 
 typedef struct code {
@@ -101,8 +107,7 @@ static int classify(const wn_mc_limits_t *lim, const char *c, uint32_t len, wn_m
     for (size_t i = 0; i < WN_ARRAY_SIZE(flag_codes); i++) {
         if (word_is(c, len, flag_codes[i].word, &rest)) {
             r->type = flag_codes[i].type;
-            scan_flags(c, len, rest, r);
-            return 0;
+            return scan_flags(c, len, rest, r);
         }
     }
     if (word_is(c, len, "ME", &rest) && rest < len) {

@@ -91,6 +91,11 @@ static const rsp_case_t rsp_cases[] = {
     {IN("MN x\r\n"), .rc = WN_EPROTO},
     {IN("ME\r\n"), .rc = WN_EPROTO},
     {IN("STORED\r\n"), .rc = WN_EPROTO},
+    /* two O tokens: the one not checked would reach the client (a broken
+     * server echoing walnut's tag twice; adversarial pass) */
+    {IN("HD O1 O1\r\n"), .rc = WN_EPROTO},
+    {IN("EN O1 kk O2\r\n"), .rc = WN_EPROTO},
+    {IN("VA 1 O1 O1\r\n"), .rc = WN_EPROTO},
     {IN("\r\n"), .rc = WN_EPROTO},
     {IN("VA 1048577\r\n"), .rc = WN_ETOOBIG},
     {IN("VA 1048576\r\n"), .type = WN_META_RSP_VA, .bytes = 1048576},
