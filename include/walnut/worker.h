@@ -85,12 +85,23 @@ typedef struct wn_msg {
  * Shared by every thread; relaxed atomics (workers accepting at the same
  * moment may pass it by one each).
  */
+/* What one worker's clients hold, as it last published it (once a loop
+ * turn), on a cache line of its own. */
+typedef struct wn_client_held {
+    _Alignas(64) atomic_uint_fast64_t bytes;
+} wn_client_held_t;
+
 typedef struct wn_client_budget {
     atomic_uint open;
     atomic_uint limit;
     /* Each pool's clients over every worker, for its client_connections
      * (pool names ever configured: control adds, workers look up). */
     _Atomic(struct wn_pool_clients *) pools;
+    /* --client-memory: what all clients together may hold (0: no bound),
+     * and what each worker's hold ([nworkers]; NULL: no bound). Set by
+     * control before the workers start. */
+    uint64_t memory_limit;
+    wn_client_held_t *held;
 } wn_client_budget_t;
 
 /*
@@ -133,10 +144,6 @@ typedef struct wn_worker_options {
     /* The process's client count and limit (borrowed; outlives the worker).
      * NULL: clients are not counted there. */
     wn_client_budget_t *budget;
-    /* Bytes this worker's clients may hold together (its share of
-     * --client-memory); past it the ones holding the most are disconnected.
-     * 0: no bound. */
-    uint64_t client_memory;
 } wn_worker_options_t;
 
 /* Create a worker for `conf` (a reference is taken). Main thread. Opens the

@@ -292,8 +292,10 @@ int wn_control_check_listen(wn_conf_t *conf, const char *stats_addr, uint16_t st
 }
 
 /* What all clients together may hold: --client-memory, or half the memory
- * walnut may use; each worker takes an even share, at least 1 MiB. */
-static uint64_t client_memory_share(control_t *ctl, const wn_options_t *opts)
+ * walnut may use. Each worker publishes what its clients hold in the
+ * budget; one holding more than its even share disconnects the clients
+ * holding the most while the total is over. */
+static int client_memory_bound(control_t *ctl, const wn_options_t *opts)
 {
     const char *how = "--client-memory";
     ctl->client_memory = opts->client_memory;
@@ -307,13 +309,17 @@ static uint64_t client_memory_share(control_t *ctl, const wn_options_t *opts)
                                               : "how much memory walnut may use is unknown");
         return 0;
     }
-    uint64_t share =
-        WN_MAX(ctl->client_memory / (uint64_t)ctl->nworkers, (uint64_t)WN_MIN_CLIENT_MEMORY);
-    wn_log_notice("clients may hold %llu MiB in all (%s), %llu MiB per worker; past it the "
-                  "clients holding the most are disconnected",
-                  (unsigned long long)(ctl->client_memory >> 20), how,
-                  (unsigned long long)(share >> 20));
-    return share;
+    size_t size = (size_t)ctl->nworkers * sizeof(wn_client_held_t);
+    ctl->budget.held = aligned_alloc(_Alignof(wn_client_held_t), size);
+    if (ctl->budget.held == NULL)
+        return WN_ENOMEM;
+    for (int i = 0; i < ctl->nworkers; i++)
+        atomic_init(&ctl->budget.held[i].bytes, 0);
+    ctl->budget.memory_limit = ctl->client_memory;
+    wn_log_notice("clients may hold %llu MiB in all (%s); past it, the workers holding more "
+                  "than their share disconnect the clients holding the most",
+                  (unsigned long long)(ctl->client_memory >> 20), how);
+    return 0;
 }
 
 static int create_workers(control_t *ctl, const wn_options_t *opts)
@@ -359,7 +365,11 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
         free(rings);
         return WN_ENOMEM;
     }
-    uint64_t client_memory = client_memory_share(ctl, opts);
+    if (client_memory_bound(ctl, opts) < 0) {
+        free(fds);
+        free(rings);
+        return WN_ENOMEM;
+    }
     for (int i = 0; i < ctl->nworkers; i++) {
         for (uint32_t p = 0; p < ctl->npools; p++) {
             fds[p] = wn_sd_fd_for_worker(ctl, p, i);
@@ -378,7 +388,6 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
             .listen_fds = fds,
             .control_wakeup = &ctl->wakeup,
             .budget = &ctl->budget,
-            .client_memory = client_memory,
         };
         rc = wn_worker_create(ctl->conf, &wo, &ctl->workers[i], err, sizeof(err));
         if (rc < 0) {

@@ -250,7 +250,8 @@ static void answered(control_t *ctl, hserver_t *s, const dns_lookup_t *l)
         s->dns.sa = *first;
         s->dns.moved = true;
     }
-    s->dns.moves++;
+    if (cur != NULL) /* a name found at last is no move */
+        s->dns.moves++;
     wn_log_notice("pool '%s': server %s: '%s' now resolves to %s (was %s); moving it there",
                   pc->name, sc->name, sc->addr.host, now_at, was);
     wn_control_readdress(ctl);

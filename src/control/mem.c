@@ -102,6 +102,8 @@ uint64_t wn_mem_limit(const char *root)
         if (c2 == NULL || c2[1] != '/')
             continue;
         const char *rel = c2 + 1;
+        if (strstr(rel, "/..") != NULL) /* outside our cgroup namespace: not ours to read */
+            continue;
         if (c2 == c1 + 1 && strncmp(line, "0:", 2) == 0) {
             snprintf(mount, sizeof(mount), "%s/sys/fs/cgroup", root);
             limit = cgroup_walk(mount, rel, "memory.max", limit);

@@ -145,10 +145,10 @@ void wn_options_usage(FILE *out)
             "  -m, --mbuf-size=N      : set size of buffer chunk (default: %d, min: %d, max: %d)\n"
             "  -T, --workers=N        : set number of worker threads (default: online CPUs,\n"
             "                           max: %d)\n"
-            "      --client-memory=N  : bytes all clients together may hold, K, M or G\n"
-            "                           suffix; past it the clients holding the most are\n"
-            "                           disconnected; 0: no bound (default: half the\n"
-            "                           memory walnut may use)\n"
+            "      --client-memory=N  : bytes all clients together may hold, at least 1M;\n"
+            "                           K, M or G suffix; past it the clients holding the\n"
+            "                           most are disconnected; 0: no bound (default: half\n"
+            "                           the memory walnut may use)\n"
             "      --locate KEY...    : print the server each KEY lands on in every pool of\n"
             "                           the configuration, then exit\n",
             WN_LOG_NOTICE, WN_LOG_LEVEL_MAX, WN_DEFAULT_CONF_FILE, WN_DEFAULT_STATS_PORT,

@@ -478,9 +478,10 @@ static void render_servers(sbuf_t *b, const wn_stats_view_t *v)
                             "(dns_refresh_interval), failed ones included"},
         [WN_DNS_FAILURES] = {"walnut_server_dns_lookup_failures_total",
                              "lookups of the server's name that failed"},
-        [WN_DNS_MOVES] = {"walnut_server_address_changes_total",
-                          "times a lookup found the server's name at another address and "
-                          "walnut moved the server there"},
+        [WN_DNS_MOVES] =
+            {"walnut_server_address_changes_total",
+             "times a lookup found the server's name at another address than the one in use and "
+             "walnut moved the server there"},
     };
     for (unsigned i = 0; i < WN_DNS_STAT_COUNT; i++) {
         family(b, dns[i][0], "counter", dns[i][1]);

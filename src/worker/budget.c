@@ -43,6 +43,8 @@ int wn_client_budget_add_pools(wn_client_budget_t *b, const wn_conf_t *conf)
 
 void wn_client_budget_free(wn_client_budget_t *b)
 {
+    free(b->held);
+    b->held = NULL;
     wn_pool_clients_t *e = atomic_exchange_explicit(&b->pools, NULL, memory_order_acquire);
     while (e != NULL) {
         wn_pool_clients_t *next = e->next;

@@ -572,33 +572,58 @@ static bool parse_due(const client_t *c)
 #define EVICT_MAX_PER_TURN 64
 #define EVICT_WARN_MS 60000
 
-void wn_client_evict(wn_worker_t *w)
+/* Marks the clients holding the most to go until `shed` bytes are. */
+static bool evict(wn_worker_t *w, uint64_t shed, uint64_t total)
 {
-    uint64_t held = w->clients_held;
+    uint64_t going = 0;
     for (client_t *c = w->clients; c != NULL; c = c->next)
         if (c->overlimit) /* going already */
-            held -= WN_MIN(c->held, held);
-    for (int n = 0; n < EVICT_MAX_PER_TURN && held > w->client_memory; n++) {
+            going += c->held;
+    bool any = false;
+    for (int n = 0; n < EVICT_MAX_PER_TURN && going < shed; n++) {
         client_t *big = NULL;
         for (client_t *c = w->clients; c != NULL; c = c->next)
             if (!c->overlimit && !c->closing && (big == NULL || c->held > big->held))
                 big = c;
         if (big == NULL || big->held == 0)
-            return;
+            break;
         uint32_t left_out;
         if (wn_log_limit_pass(&w->evict_warned, uv_now(&w->loop), EVICT_WARN_MS, &left_out, NULL))
-            wn_log_warn("pool '%s': worker %d's clients hold %llu bytes, over its share of "
-                        "--client-memory (%llu); disconnecting the client holding the most "
-                        "(%llu bytes; %u more since the last warning)",
-                        big->pool->conf->name, w->id, (unsigned long long)held,
-                        (unsigned long long)w->client_memory, (unsigned long long)big->held,
+            wn_log_warn("pool '%s': clients hold %llu bytes in all, over --client-memory (%llu), "
+                        "and this worker's %llu; disconnecting the client holding the most (%llu "
+                        "bytes; %u more since the last warning)",
+                        big->pool->conf->name, (unsigned long long)total,
+                        (unsigned long long)w->budget->memory_limit,
+                        (unsigned long long)w->clients_held, (unsigned long long)big->held,
                         left_out);
-        held -= big->held;
+        going += big->held;
         big->overlimit = true;
         big->evicted = true;
         big->held_over = big->held;
         wn_client_mark(big);
+        any = true;
     }
+    return any;
+}
+
+bool wn_client_memory_check(wn_worker_t *w)
+{
+    wn_client_budget_t *b = w->budget;
+    if (b == NULL || b->held == NULL)
+        return false;
+    atomic_store_explicit(&b->held[w->id].bytes, w->clients_held, memory_order_relaxed);
+    /* Within its share, a worker never looks further: the total is the
+     * others' to bring down, and a client alone may hold more than the
+     * share while the total is under the bound. */
+    uint64_t share = b->memory_limit / (uint64_t)w->nworkers;
+    if (w->clients_held <= share)
+        return false;
+    uint64_t total = 0;
+    for (int i = 0; i < w->nworkers; i++)
+        total += atomic_load_explicit(&b->held[i].bytes, memory_order_relaxed);
+    if (total <= b->memory_limit)
+        return false;
+    return evict(w, WN_MIN(total - b->memory_limit, w->clients_held - share), total);
 }
 
 void wn_client_flush(client_t *c)

@@ -553,10 +553,11 @@ int wn_client_open(pool_rt_t *pool, uv_file fd, bool is_pipe, client_t **out);
 void wn_client_mark(client_t *c);
 /* Flush: write what is ready, close or resume reading as c's state asks. */
 void wn_client_flush(client_t *c);
-/* The worker's clients hold more than its bound (client_memory): the ones
- * holding the most are marked to be disconnected by this flush until the
- * rest fit. */
-void wn_client_evict(wn_worker_t *w);
+/* All clients together hold more than --client-memory, and this worker's
+ * more than its share: publishes what they hold, and marks the clients
+ * holding the most to be disconnected by this flush until the excess is
+ * shed. true if it marked any. */
+bool wn_client_memory_check(wn_worker_t *w);
 /* Stop: answer what is in flight (and on its way); close once drained. */
 void wn_client_shutdown(client_t *c);
 
@@ -598,10 +599,9 @@ struct wn_worker {
     wn_server_stats_t *sink_server; /* owned */
     client_t *clients;   /* list */
     uint32_t nclients;
-    /* Bytes its clients hold together (their `held`, closing ones left out),
-     * and the bound on it (its share of --client-memory; 0: none). */
+    /* Bytes its clients hold together (their `held`, closing ones left
+     * out), published in budget->held once a turn for --client-memory. */
     uint64_t clients_held;
-    uint64_t client_memory;
     wn_log_limit_t evict_warned;  /* clients disconnected for it: said once a minute at most */
     wn_client_budget_t *budget;   /* borrowed; NULL: none (wn_worker_options_t) */
     wn_log_limit_t budget_warned; /* clients refused for it: said once a minute at most */

@@ -33,16 +33,11 @@ static void after_flush(wn_worker_t *w)
         uv_timer_start(&w->trim_timer, on_trim, TRIM_DELAY_MS, 0);
 }
 
-static void flush(wn_worker_t *w)
+/* Closing a server fails its requests (clients become dirty); flushing a
+ * client may parse more requests (servers become dirty): go on until both
+ * lists are empty. */
+static void flush_dirty(wn_worker_t *w)
 {
-    w->flushing = true;
-    if (w->client_memory != 0 && w->clients_held > w->client_memory)
-        wn_client_evict(w);
-    if (w->dirty_servers != NULL || w->dirty_clients != NULL)
-        wn_worker_tick(w);
-    /* Closing a server fails its requests (clients become dirty); flushing a
-     * client may parse more requests (servers become dirty): go on until
-     * both lists are empty. */
     while (w->dirty_servers != NULL || w->dirty_clients != NULL) {
         while (w->dirty_servers != NULL) {
             sconn_t *c = w->dirty_servers;
@@ -59,6 +54,19 @@ static void flush(wn_worker_t *w)
             wn_client_flush(c);
         }
     }
+}
+
+static void flush(wn_worker_t *w)
+{
+    w->flushing = true;
+    if (w->dirty_servers != NULL || w->dirty_clients != NULL)
+        wn_worker_tick(w);
+    flush_dirty(w);
+    /* With this turn's replies handed to the sockets (a client that reads
+     * has let go of them), what clients hold is weighed against
+     * --client-memory; the clients it marks to go are closed now. */
+    if (wn_client_memory_check(w))
+        flush_dirty(w);
     w->flushing = false;
     w->turns++; /* what this turn queued has been offered to the sockets */
     uv_idle_stop(&w->kick);

@@ -147,7 +147,6 @@ int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker
     w->stats = opts->stats;
     w->control_wakeup = opts->control_wakeup;
     w->budget = opts->budget;
-    w->client_memory = opts->client_memory;
     w->start_time = (uint64_t)time(NULL);
     w->retire_grace_ms = wn_reconf_grace_ms();
     snprintf(w->name, sizeof(w->name), "worker %d", opts->id);

@@ -460,6 +460,10 @@ class TestDnsRefresh(HostileCase):
                       "address)" % x.port, self.px.log())
         self.set_everywhere(key, b"v")
         self.assertTrue(x.keys_held([key]))
+        # found at last, not moved: an alert on moves does not fire
+        dns, prom = self.dns_counts("x")
+        self.assertEqual((dns["moves"], prom["moves"]), (0, 0), dns)
+        self.assertGreaterEqual(dns["failures"], 1, dns)
         self.stop_clean()
 
     def test_dns_outage_keeps_the_address(self):

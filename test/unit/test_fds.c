@@ -200,6 +200,10 @@ static void test_memory_limit(void **state)
     assert_true(wn_mem_limit(root) == 402653184ull);
     put(root, "proc/self/cgroup", "3:cpu,memory,pids:/docker/abc\n");
     assert_true(wn_mem_limit(root) == 402653184ull);
+    /* a cgroup outside our namespace ("/../x"): nothing of it is read */
+    put(root, "proc/self/cgroup", "0::/../escape\n");
+    put(root, "sys/fs/escape/memory.max", "4096\n");
+    assert_true(wn_mem_limit(root) == 8000000ull * 1024);
     /* not the memory controller: no limit of its */
     put(root, "proc/self/cgroup", "3:cpu,memoryx:/docker/abc\n");
     assert_true(wn_mem_limit(root) == 8000000ull * 1024);
