@@ -1900,8 +1900,10 @@ class TestBackendMisbehaviour(HostileCase):
                  "closing" % (clients, 2 * clients), "%.1f MiB, %.1f MiB" % (g1 / MiB, g2 / MiB))
         if not sanitized():
             # (before: +40 MiB for the second 20; now the peak moves only with how many
-            # clients walnut is reading at once, which the machine's load decides)
-            self.assertLess(g2 - g1, 16 * MiB, "RSS growth %.1f MiB after %d clients that left, "
+            # clients walnut is reading at once, which the machine's load decides: the
+            # first round alone has ranged from 12.8 to 28 MiB, and a loaded CI run saw
+            # 12.8 then 31.4, so the second round may add up to 24 MiB to a low first)
+            self.assertLess(g2 - g1, 24 * MiB, "RSS growth %.1f MiB after %d clients that left, "
                             "%.1f MiB after %d" % (g1 / MiB, clients, g2 / MiB, 2 * clients))
             self.assertLess(g2, 48 * MiB, "RSS growth %.1f MiB" % (g2 / MiB))
         c = self.raw(port, timeout=10)
