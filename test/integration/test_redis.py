@@ -1072,6 +1072,7 @@ class TestRedis(RedisCase):
             self.addCleanup(f.close)
             f.sendall(resp("SET", "fill%d" % i, b"x" * 900000))
             fills.append(f)
+            time.sleep(0.2)  # one a turn: a turn offers a stalled server one limit's worth
         time.sleep(1)
         clients = []
         for i in range(20):
@@ -1090,7 +1091,10 @@ class TestRedis(RedisCase):
         self.assertLess(held, 24 << 20, "buffers held for inline requests")
         os.kill(r.proc.pid, signal.SIGCONT)
         for f in fills:
-            self.assertEqual(recv_exactly(f, 5), b"+OK\r\n")
+            # stored, or (a slow machine read two in one turn) refused by the
+            # server's bound on what one turn may queue for it
+            line = f.makefile("rb").readline()
+            self.assertTrue(line == b"+OK\r\n" or line.startswith(b"-ERR "), line)
         for c in clients:
             self.assertEqual(recv_exactly(c, 5 * 1000), b"$-1\r\n" * 1000)
         self.assertEqual(metric(px, "walnut_pool_client_overlimit_total{pool=\"p\"}"), 0)
