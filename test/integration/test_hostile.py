@@ -607,6 +607,12 @@ class TestProtocolFraming(HostileCase):
         every get answered by memcached."""
         self.start(client_buffer_limit=64 << 10)
         key = b"t" * 200
+        # The server connection open first: bytes queued while it is still
+        # connecting have not been offered to a socket either, and a client
+        # paused at its soft bound and read a turn later then met them
+        # (CI's TSan phase once: client 4's gets refused). That is a case of
+        # its own (see the session notes); this test is about one turn.
+        self.raw(self.port, timeout=30).request(b"get %s\r\n" % key, b"END\r\n")
         socks = [self.sock(self.port, timeout=30) for _ in range(6)]
         h.sigstop_and_wait(self.px.pid)
         try:
