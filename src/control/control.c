@@ -298,12 +298,12 @@ int wn_control_check_listen(wn_conf_t *conf, const char *stats_addr, uint16_t st
 static int client_memory_bound(control_t *ctl, const wn_options_t *opts)
 {
     const char *how = "--client-memory";
-    ctl->client_memory = opts->client_memory;
+    uint64_t limit = opts->client_memory;
     if (!opts->client_memory_set) {
-        ctl->client_memory = wn_mem_limit("") / 2;
+        limit = wn_mem_limit("") / 2;
         how = "half the memory walnut may use; --client-memory sets it";
     }
-    if (ctl->client_memory == 0) {
+    if (limit == 0) {
         wn_log_notice("what clients hold is bounded per client only (client_buffer_limit): %s",
                       opts->client_memory_set ? "--client-memory 0"
                                               : "how much memory walnut may use is unknown");
@@ -315,10 +315,10 @@ static int client_memory_bound(control_t *ctl, const wn_options_t *opts)
         return WN_ENOMEM;
     for (int i = 0; i < ctl->nworkers; i++)
         atomic_init(&ctl->budget.held[i].bytes, 0);
-    ctl->budget.memory_limit = ctl->client_memory;
+    ctl->budget.memory_limit = limit;
     wn_log_notice("clients may hold %llu MiB in all (%s); past it, the workers holding more "
                   "than their share disconnect the clients holding the most",
-                  (unsigned long long)(ctl->client_memory >> 20), how);
+                  (unsigned long long)(limit >> 20), how);
     return 0;
 }
 

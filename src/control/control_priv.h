@@ -183,7 +183,6 @@ struct control {
     const char *conf_path;        /* borrowed from the options: what SIGHUP re-reads */
     wn_client_budget_t budget;    /* clients of every worker against the descriptors (fds.c) */
     bool budget_said;             /* its limit was logged */
-    uint64_t client_memory;       /* --client-memory, or its default; 0: no bound */
     uv_timer_t dns_timer;         /* dns.c: names looked up again */
     uv_async_t dns_async;         /* lookup threads answered */
     uint32_t dns_cursor;          /* where the next scan for due lookups starts */

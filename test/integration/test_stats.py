@@ -1705,18 +1705,9 @@ class TestHealthz(StatsCase):
         p = self.proxy(tmp, {"alpha": h.pool(mcs)}, workers=2)
         self.assertEqual(http_request(p.stats_port, "/healthz")[::2], (200, b"ok\n"))
         for _ in range(2):
-            h.sigstop_and_wait(p.proc.pid)
-            try:
-                with h.Raw(p.stats_port, timeout=15) as c:
-                    c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    time.sleep(4.0)
-                    os.kill(p.proc.pid, signal.SIGCONT)
-                    while c._fill(time.monotonic() + 15):
-                        pass
-            finally:
-                os.kill(p.proc.pid, signal.SIGCONT)
-            self.assertTrue(c.buf.startswith(b"HTTP/1.1 200 OK\r\n") and c.buf.endswith(b"ok\n"),
-                            h.show(c.buf))
+            got = healthz_across_a_stop(p)
+            self.assertTrue(got.startswith(b"HTTP/1.1 200 OK\r\n") and got.endswith(b"ok\n"),
+                            h.show(got))
 
     def test_healthz_after_a_pause_that_caught_a_heartbeat_unanswered(self):
         """The process is stopped (4 s) while a heartbeat is out that a worker
@@ -1737,21 +1728,28 @@ class TestHealthz(StatsCase):
         h.wait_until(lambda: "wedged by the test hook" in p.log(), deadline=10,
                      what="worker 0 busy")
         time.sleep(1.2)  # a heartbeat (one a second) went out that it has not answered
-        h.sigstop_and_wait(p.proc.pid)
-        try:
-            with h.Raw(p.stats_port, timeout=15) as c:
-                c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                time.sleep(4.0)
-                os.kill(p.proc.pid, signal.SIGCONT)
-                while c._fill(time.monotonic() + 15):
-                    pass
-        finally:
-            os.kill(p.proc.pid, signal.SIGCONT)
-        self.assertTrue(c.buf.startswith(b"HTTP/1.1 200 OK\r\n") and c.buf.endswith(b"ok\n"),
-                        h.show(c.buf))
+        got = healthz_across_a_stop(p)
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 OK\r\n") and got.endswith(b"ok\n"),
+                        h.show(got))
         h.wait_until(lambda: "the test hook's wedge is over" in p.log(), deadline=10,
                      what="worker 0 back")
         self.assertEqual(http_request(p.stats_port, "/healthz")[::2], (200, b"ok\n"))
+
+
+def healthz_across_a_stop(p):
+    """The whole process stopped for 4 s with a /healthz probe waiting for it:
+    the whole response the probe gets once it goes on."""
+    h.sigstop_and_wait(p.proc.pid)
+    try:
+        with h.Raw(p.stats_port, timeout=15) as c:
+            c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            time.sleep(4.0)
+            os.kill(p.proc.pid, signal.SIGCONT)
+            while c._fill(time.monotonic() + 15):
+                pass
+    finally:
+        os.kill(p.proc.pid, signal.SIGCONT)
+    return c.buf
 
 
 # ---------------------------------------------------------------------------
