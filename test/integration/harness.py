@@ -1103,6 +1103,7 @@ class RedisMonitor:
     """
 
     def __init__(self, port, password=None):
+        self.port, self.password, self.syncs = port, password, 0
         self.c = _redis_conn(port, None, password, IO_TIMEOUT)
         self.c.send(b"MONITOR\r\n")
         self.c.expect(b"+OK\r\n", what="MONITOR")
@@ -1136,8 +1137,19 @@ class RedisMonitor:
         return out
 
     def clear(self):
+        """Forget everything the server ran so far. MONITOR lines arrive some
+        time after the command ran, so a marker is sent on a connection of our
+        own and everything up to and including it dropped: a command run
+        before clear() never shows up after it."""
+        self.syncs += 1
+        marker = b"monitor-sync-%d" % self.syncs
+        redis_call(self.port, "ECHO", marker, password=self.password)
+        self.wait_for(lambda e: e[2] == [b"ECHO", marker], what="MONITOR sync marker")
         with self.lock:
-            self.lines.clear()
+            for i, line in enumerate(self.lines):
+                if marker in line and b'"ECHO"' in line.upper():
+                    del self.lines[:i + 1]
+                    break
 
     def wait_for(self, pred, deadline=10.0, what="a command on MONITOR"):
         return wait_until(lambda: [c for c in self.commands() if pred(c)], deadline=deadline,
