@@ -263,6 +263,9 @@ void wn_req_detach(req_t *r);
 /* The request bytes were written to the server: release them unless kept. */
 void wn_req_out_written(req_t *r);
 
+/* r's bytes were offered to a socket (or dropped unwritten): they leave
+ * its server's `unoffered`. Once; before r->sent is set. */
+void wn_req_offered(req_t *r);
 /* r's bytes no longer wait for its server: its socket took them, or r left
  * the queue unsent. */
 void wn_req_not_waiting(req_t *r);
@@ -394,8 +397,9 @@ struct server_rt {
     uint64_t held;
     bool over_warned;                /* `waiting` went over its bound: said so once */
     bool held_warned;                /* `held` went over its bound: said so once */
-    uint64_t fresh;                  /* of `waiting`, what loop turn `fresh_turn` queued */
-    uint64_t fresh_turn;
+    uint64_t unoffered;              /* of `waiting`, what no write has offered a socket
+                                        yet (queued this turn, while connecting, behind
+                                        a handshake or a retired predecessor) */
     wn_log_limit_t warned[WN_SWARN_KINDS]; /* server.c: each kind at most once per
                                               WN_SERVER_WARN_MS */
 };
@@ -610,7 +614,6 @@ struct wn_worker {
     uv_check_t flusher;  /* one flush per loop turn */
     uv_idle_t kick;      /* keeps the loop from sleeping while a flush is due */
     bool flushing;
-    uint64_t turns; /* flushes done: one per loop turn */
     uint32_t meta_tags; /* the last O token walnut tagged a meta request with (mc.h) */
     uint32_t next_slot;
     uint64_t next_client_id; /* the last client id handed out here (Redis CLIENT ID) */

@@ -68,7 +68,6 @@ static void flush(wn_worker_t *w)
     if (wn_client_memory_check(w))
         flush_dirty(w);
     w->flushing = false;
-    w->turns++; /* what this turn queued has been offered to the sockets */
     uv_idle_stop(&w->kick);
     after_flush(w);
     /* Stopping and the last client has gone: the worker ends. */

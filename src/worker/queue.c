@@ -87,15 +87,16 @@ static bool over_held(server_rt_t *s)
 static bool over_waiting(server_rt_t *s)
 {
     pool_rt_t *p = s->pool;
-    /* What this turn queued was not offered to the socket yet: when one turn
-     * reads many clients, that alone may pass the bound while the server
-     * reads fine. What is left once the flush offered it says it stopped.
-     * One limit's worth at most is let through so: a worker that fell
-     * behind (descheduled, stopped) reads hundreds of clients in one turn,
-     * and a server that does not read would be queued all of it. So a
-     * server holds at most twice the limit. */
-    uint64_t fresh = s->fresh_turn == p->w->turns ? WN_MIN(s->fresh, p->buffer_limit) : 0;
-    uint64_t offered = s->waiting > fresh ? s->waiting - fresh : 0;
+    /* Bytes no write has offered to a socket yet say nothing of the server:
+     * when one turn reads many clients, or while its connection is being made
+     * or its handshake answered, they alone may pass the bound while the
+     * server reads fine. What is left once they were offered says it stopped.
+     * One limit's worth at most is let through so: a worker that fell behind
+     * (descheduled, stopped) reads hundreds of clients in one turn, and a
+     * server that does not read, or never connects, would be queued all of
+     * it. So a server holds at most twice the limit. */
+    uint64_t excused = WN_MIN(s->unoffered, p->buffer_limit);
+    uint64_t offered = s->waiting > excused ? s->waiting - excused : 0;
     if (offered <= p->buffer_limit) {
         if (s->over_warned) {
             s->over_warned = false;
@@ -155,11 +156,7 @@ int wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
     s->waiting += r->waiting;
     r->held = pinned(r, s);
     s->held += r->held;
-    if (s->fresh_turn != s->pool->w->turns) {
-        s->fresh_turn = s->pool->w->turns;
-        s->fresh = 0;
-    }
-    s->fresh += r->waiting;
+    s->unoffered += r->waiting;
     queue_stats(r, 1);
     /* CONNECTING: on_connect marks it; CLOSING: the close callback does. */
     if (c->state == SCONN_IDLE || c->state == SCONN_CONNECTED)
@@ -235,6 +232,7 @@ static void sconn_unlink(sconn_t *c, bool answered)
 void wn_queue_sent(req_t *r)
 {
     if (r->kind != REQ_INTERNAL) {
+        wn_req_offered(r);
         queue_stats(r, -1);
         r->sent = true;
         queue_stats(r, 1);

@@ -223,10 +223,19 @@ void wn_req_out_uncount(req_t *r)
     r->out_bytes = 0;
 }
 
+void wn_req_offered(req_t *r)
+{
+    if (r->waiting == 0 || r->sent)
+        return;
+    server_rt_t *s = r->server;
+    s->unoffered -= WN_MIN(r->waiting, s->unoffered);
+}
+
 void wn_req_not_waiting(req_t *r)
 {
     if (r->waiting == 0)
         return;
+    wn_req_offered(r); /* dropped before a write offered it */
     server_rt_t *s = r->server;
     s->waiting -= WN_MIN(r->waiting, s->waiting);
     r->waiting = 0;

@@ -1275,14 +1275,24 @@ class FakeMemcached:
 
     STORAGE = (b"set", b"add", b"replace", b"append", b"prepend", b"cas")
 
-    def __init__(self, name="fake"):
+    def __init__(self, name="fake", hold_connects=False):
         self.name = name
         self.version = b"1.6.18-fake"  # what `version` answers
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind((HOST, 0))
-        self.lsock.listen(64)
+        self.lsock.listen(0 if hold_connects else 64)
         self.port = self.lsock.getsockname()[1]
+        # hold_connects: a connection of our own fills the accept queue (one
+        # place with a backlog of 0) and nothing is accepted until release():
+        # the kernel drops other SYNs, so a connect completes only at its
+        # SYN's retransmit after release() (Linux: 1 s after the first).
+        self.accepting = threading.Event()
+        self.filler = None
+        if hold_connects:
+            self.filler = socket.create_connection((HOST, self.port), timeout=IO_TIMEOUT)
+        else:
+            self.accepting.set()
         self.lock = threading.Lock()
         self.store = {}
         self.log = []
@@ -1297,8 +1307,13 @@ class FakeMemcached:
     def addr(self):
         return "%s:%d" % (HOST, self.port)
 
+    def release(self):
+        """Accept connections from now on (see hold_connects)."""
+        self.accepting.set()
+
     def _accept(self):
         n = 0
+        self.accepting.wait()
         while not self.stopped:
             try:
                 conn, _ = self.lsock.accept()
@@ -1401,10 +1416,13 @@ class FakeMemcached:
 
     def stop(self):
         self.stopped = True
+        self.accepting.set()
         try:
             self.lsock.close()
         except OSError:
             pass
+        if self.filler is not None:
+            self.filler.close()
         with self.lock:
             conns = list(self.conns)
         for c in conns:
