@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -417,14 +418,35 @@ static int process_setup(const wn_options_t *opts)
     return 0;
 }
 
+/* Without --workers, a worker per CPU walnut may use: those it may run on
+ * (taskset, systemd's CPUAffinity=, a container's cpuset), or fewer if its
+ * cgroup has a CPU quota (CPUQuota=, docker --cpus), rounded up. */
+static int default_workers(void)
+{
+    uint32_t cpus = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        cpus = (uint32_t)CPU_COUNT(&set);
+    if (cpus == 0) { /* more CPUs than a cpu_set_t holds */
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cpus = n > 0 ? (uint32_t)WN_MIN(n, (long)UINT32_MAX) : 1;
+    }
+    uint32_t n = wn_cpu_limit("", cpus);
+    int workers = (int)WN_MIN(WN_MAX(n, 1u), (uint32_t)WN_MAX_WORKERS);
+    const char *s = workers == 1 ? "" : "s";
+    if (n < cpus)
+        wn_log_notice("%d worker%s: walnut's cgroup has a CPU quota of %u CPU%s (it may run on "
+                      "%u); --workers sets it",
+                      workers, s, n, n == 1 ? "" : "s", cpus);
+    else
+        wn_log_notice("%d worker%s: one per CPU walnut may run on; --workers sets it", workers, s);
+    return workers;
+}
+
 /* Control's loop and its own handles, signals and systemd's environment. */
 static int control_init(control_t *ctl, const wn_options_t *opts)
 {
-    ctl->nworkers = opts->workers;
-    if (ctl->nworkers <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        ctl->nworkers = n > 0 ? (int)WN_MIN(n, WN_MAX_WORKERS) : 1;
-    }
+    ctl->nworkers = opts->workers > 0 ? opts->workers : default_workers();
     ctl->workers = calloc((size_t)ctl->nworkers, sizeof(*ctl->workers));
     if (ctl->workers == NULL || uv_loop_init(&ctl->loop) < 0) {
         free(ctl->workers);

@@ -1,8 +1,8 @@
 /*
  * control/fds.h: what the system lets walnut have. File descriptors: the
- * soft limit raised at start, and the clients' share of it (fds.c). Memory:
- * how much walnut may use, for --client-memory's default (mem.c). Control
- * thread (raise: main thread).
+ * soft limit raised at start, and the clients' share of it (fds.c). Memory
+ * and CPUs: how much walnut may use, for the defaults of --client-memory and
+ * --workers (limits.c). Control thread (raise: main thread).
  */
 #ifndef WALNUT_CONTROL_FDS_H
 #define WALNUT_CONTROL_FDS_H
@@ -29,5 +29,10 @@ void wn_fds_budget(wn_client_budget_t *budget, bool *said, const wn_conf_t *conf
  * memory.limit_in_bytes); 0 if unknown. `root` is "" (tests give a
  * directory standing for /). */
 uint64_t wn_mem_limit(const char *root);
+/* The CPUs walnut may use: `cpus` (those it may run on), or fewer if its
+ * cgroup or one above it has a lower CPU quota (v2 cpu.max, v1
+ * cpu.cfs_quota_us over cpu.cfs_period_us), rounded up; 0 if `cpus` is 0 and
+ * there is no quota. `root` as for wn_mem_limit. */
+uint32_t wn_cpu_limit(const char *root, uint32_t cpus);
 
 #endif

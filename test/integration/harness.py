@@ -566,10 +566,13 @@ class Proxy:
     """
 
     def __init__(self, tmp, pools, workers=1, verbosity=5, kind=None, name=None, extra=(),
-                 nofile=None, env=None):
+                 nofile=None, env=None, cpus=None, cgroup=None):
+        # workers=None: walnut's default (no --workers)
         self.tmp, self.pools, self.workers, self.verbosity = tmp, pools, workers, verbosity
         self.env = env  # extra environment variables for the proxy, if set
         self.nofile = nofile  # RLIMIT_NOFILE for the proxy, if set: N (soft and hard) or (soft, hard)
+        self.cpus = cpus  # the CPUs it may run on, if set
+        self.cgroup = cgroup  # a cgroup directory it starts in, if set
         self.kind = kind or PROXY
         self.name = name or self.kind
         self.extra = list(extra)
@@ -593,7 +596,7 @@ class Proxy:
         self.stats_port = free_port()
         cmd = [self.bin, "-c", self.conf_path, "-v", str(self.verbosity), "-o", self.log_path,
                "-s", str(self.stats_port), "-a", HOST]
-        if self.kind == "walnut":
+        if self.kind == "walnut" and self.workers is not None:
             cmd += ["--workers", str(self.workers)]
         return cmd + self.extra
 
@@ -623,14 +626,20 @@ class Proxy:
             self.name, self.conf_path, last))
 
     def _preexec(self):
-        if self.nofile is None:
+        if self.nofile is None and self.cpus is None and self.cgroup is None:
             return None
-        soft, hard = self.nofile if isinstance(self.nofile, tuple) else (self.nofile, self.nofile)
-        soft, hard = int(soft), int(hard)
+        nofile = self.nofile if isinstance(self.nofile, tuple) else (self.nofile, self.nofile)
+        cpus, procs = self.cpus, self.cgroup and os.path.join(self.cgroup, "cgroup.procs")
 
-        def limit_fds():  # runs in the child between fork and exec: no imports here
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        return limit_fds
+        def setup():  # runs in the child between fork and exec: no imports here
+            if nofile[0] is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (int(nofile[0]), int(nofile[1])))
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
+            if procs:
+                with open(procs, "w") as f:
+                    f.write(str(os.getpid()))
+        return setup
 
     @property
     def pid(self):

@@ -518,6 +518,91 @@ class TestClientMemory(h.ProxyTestCase):
         self.px.stop(check=True)
 
 
+class TestWorkerCount(h.ProxyTestCase):
+    """Without --workers, a worker per CPU walnut may use: those it may run on
+    (its affinity: taskset, systemd's CPUAffinity=, a container's cpuset) or,
+    when lower, its cgroup's CPU quota (CPUQuota=, docker --cpus), rounded up.
+    It was the host's online CPUs: a service allowed two CPUs of a 64-CPU host
+    ran 64 workers, each with its own server connections."""
+
+    def start(self, **kw):
+        tmp = self.tmpdir()
+        mc = h.Memcached(tmp, name="mc").start()
+        self.addCleanup(mc.kill)
+        px = h.Proxy(tmp, {"alpha": h.pool([mc])}, workers=None, **kw).start()
+        self.addCleanup(px.kill)
+        with h.Raw(px.port()) as c:
+            c.request(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n")
+        return px
+
+    def test_one_per_cpu_it_may_run_on(self):
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            self.skipTest("this process may run on one CPU: one worker either way")
+        px = self.start(cpus={cpus[-1]})
+        self.assertEqual(metric(px.stats_port, "walnut_workers"), 1)
+        self.assertIn("1 worker: one per CPU walnut may run on; --workers sets it", px.log())
+        px.stop(check=True)
+
+    def cpu_cgroup(self, ncpus):
+        """A new cgroup allowed half a CPU (v1 cpu controller, or v2 with
+        the cpu controller under the root), removed at the end; or a skip."""
+        if ncpus < 2:
+            self.skipTest("this process may run on one CPU: a quota cannot lower it")
+        name = "walnut-test-%d" % os.getpid()
+        v2_cpu = False
+        try:
+            with open("/sys/fs/cgroup/cgroup.subtree_control") as f:
+                v2_cpu = "cpu" in f.read().split()
+        except OSError:
+            pass
+        for parent, files in (("/sys/fs/cgroup/cpu", [("cpu.cfs_period_us", "100000"),
+                                                       ("cpu.cfs_quota_us", "50000")]),
+                              ("/sys/fs/cgroup", [("cpu.max", "50000 100000")])):
+            if parent == "/sys/fs/cgroup" and not v2_cpu:
+                continue
+            if parent != "/sys/fs/cgroup" and not os.path.exists(
+                    os.path.join(parent, "cpu.cfs_quota_us")):
+                continue
+            d = os.path.join(parent, name)
+            try:
+                os.mkdir(d)
+            except OSError:
+                continue
+            self.addCleanup(self.remove_cgroup, d)
+            try:
+                for fname, text in files:
+                    with open(os.path.join(d, fname), "w") as f:
+                        f.write(text)
+            except OSError:
+                continue
+            return d
+        self.skipTest("no cgroup with a CPU quota can be made here (root and a writable cgroup "
+                      "v1 cpu hierarchy, or v2 with the cpu controller, are needed)")
+
+    @staticmethod
+    def remove_cgroup(d):
+        # after walnut has gone (cleanups run last-added first)
+        h.wait_until(lambda: not os.path.exists(d) or TestWorkerCount.try_rmdir(d), deadline=10,
+                     what="cgroup %s removed" % d)
+
+    @staticmethod
+    def try_rmdir(d):
+        try:
+            os.rmdir(d)
+            return True
+        except OSError:
+            return False
+
+    def test_a_cgroup_cpu_quota_lowers_it(self):
+        n = len(os.sched_getaffinity(0))
+        px = self.start(cgroup=self.cpu_cgroup(n))
+        self.assertEqual(metric(px.stats_port, "walnut_workers"), 1)
+        self.assertIn("1 worker: walnut's cgroup has a CPU quota of 1 CPU (it may run on %d); "
+                      "--workers sets it" % n, px.log())
+        px.stop(check=True)
+
+
 def resource_limits():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

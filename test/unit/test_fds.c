@@ -142,7 +142,7 @@ static void test_clients_get_what_the_limit_leaves(void **state)
     wn_conf_unref(conf);
 }
 
-/* ---- the memory walnut may use (mem.c), on a tree standing for / ---------- */
+/* ---- the memory and CPUs walnut may use (limits.c), on a tree for / ------ */
 
 static void put(const char *root, const char *rel, const char *text)
 {
@@ -213,11 +213,67 @@ static void test_memory_limit(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+static void test_cpu_limit(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/walnut-test-cpu-XXXXXX";
+    assert_non_null(mkdtemp(root));
+    char empty[1100];
+    snprintf(empty, sizeof(empty), "%s/none", root);
+    assert_int_equal(wn_cpu_limit(empty, 8), 8); /* nothing to read: what it may run on */
+    assert_int_equal(wn_cpu_limit(empty, 0), 0);
+
+    /* v2: "max" is no quota; a quota is rounded up; the lowest level wins */
+    put(root, "proc/self/cgroup", "0::/system.slice/walnut.service\n");
+    put(root, "sys/fs/cgroup/system.slice/walnut.service/cpu.max", "max 100000\n");
+    assert_int_equal(wn_cpu_limit(root, 8), 8);
+    put(root, "sys/fs/cgroup/system.slice/walnut.service/cpu.max", "150000 100000\n");
+    assert_int_equal(wn_cpu_limit(root, 8), 2);
+    put(root, "sys/fs/cgroup/system.slice/walnut.service/cpu.max", "20000 100000\n");
+    assert_int_equal(wn_cpu_limit(root, 8), 1);
+    put(root, "sys/fs/cgroup/system.slice/walnut.service/cpu.max", "300000 100000\n");
+    assert_int_equal(wn_cpu_limit(root, 8), 3);
+    put(root, "sys/fs/cgroup/system.slice/cpu.max", "200000 100000\n");
+    assert_int_equal(wn_cpu_limit(root, 8), 2);
+    /* a quota above what it may run on does not raise it */
+    assert_int_equal(wn_cpu_limit(root, 1), 1);
+    /* no period, or a zero one: no quota */
+    put(root, "sys/fs/cgroup/system.slice/cpu.max", "200000\n");
+    put(root, "sys/fs/cgroup/system.slice/walnut.service/cpu.max", "100000 0\n");
+    assert_int_equal(wn_cpu_limit(root, 8), 8);
+
+    /* v1: quota over period in the cpu hierarchy; -1 is none */
+    put(root, "proc/self/cgroup", "3:cpu,cpuacct:/docker/abc\n0::/\n");
+    put(root, "sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us", "-1\n");
+    put(root, "sys/fs/cgroup/cpu/docker/abc/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(wn_cpu_limit(root, 8), 8);
+    put(root, "sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us", "250000\n");
+    assert_int_equal(wn_cpu_limit(root, 8), 3);
+    put(root, "sys/fs/cgroup/cpu/docker/abc/cpu.cfs_period_us", "50000\n");
+    assert_int_equal(wn_cpu_limit(root, 8), 5);
+    /* a quota without its period file: none */
+    put(root, "proc/self/cgroup", "3:cpu,cpuacct:/other\n");
+    put(root, "sys/fs/cgroup/cpu/other/cpu.cfs_quota_us", "50000\n");
+    assert_int_equal(wn_cpu_limit(root, 8), 8);
+    /* the memory controller's line is not the cpu hierarchy */
+    put(root, "proc/self/cgroup", "4:memory:/docker/abc\n");
+    assert_int_equal(wn_cpu_limit(root, 8), 8);
+    /* outside our cgroup namespace: not read */
+    put(root, "proc/self/cgroup", "0::/../escape\n");
+    put(root, "sys/fs/escape/cpu.max", "100000 100000\n");
+    assert_int_equal(wn_cpu_limit(root, 8), 8);
+
+    char cmd[1100];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reserve_counts_every_worker_s_connections),
         cmocka_unit_test(test_memory_limit),
+        cmocka_unit_test(test_cpu_limit),
         cmocka_unit_test_setup_teardown(test_clients_get_what_the_limit_leaves, save_limit,
                                         restore_limit),
     };
