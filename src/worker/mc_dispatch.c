@@ -255,7 +255,7 @@ static int make_fragment(mc_req_t *p, uint32_t f, server_rt_t *srv, const wn_mc_
     /* The head, composed straight into a buffer of its own size. */
     const uint32_t *order = s->frag_keys + s->frag_first[f];
     size_t need = wn_mc_retrieval_head_size(p->line, q, s->keys, order, fr->nkeys);
-    wn_buf_t *hb = wn_buf_get(&p->r.pool->w->bufs, need);
+    wn_buf_t *hb = wn_buf_get_exact(&p->r.pool->w->bufs, need);
     if (hb == NULL)
         return WN_ENOMEM;
     int len = wn_mc_retrieval_head_compose(hb->data, need, p->line, q, s->keys, order, fr->nkeys);

@@ -24,10 +24,12 @@ class FakeBackend:
 
     VERSION = b"VERSION 1.6.18\r\n"
 
-    def __init__(self, name="fake"):
+    def __init__(self, name="fake", rcvbuf=None):
         self.name = name
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf is not None:  # connections accepted take it: a small kernel buffer
+            self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.lsock.bind((HOST, 0))
         self.lsock.listen(128)
         self.port = self.lsock.getsockname()[1]
@@ -249,11 +251,11 @@ class StallingBackend(FakeBackend):
     stores everything it is sent (STORED) and answers gets from what it
     stored. While stalled, what walnut writes to it backs up in walnut."""
 
-    def __init__(self, name="stalling"):
+    def __init__(self, name="stalling", rcvbuf=None):
         self.go_event = threading.Event()
         self.stalled = 0
         self.store = {}
-        super().__init__(name)
+        super().__init__(name, rcvbuf)
 
     def go(self):
         self.go_event.set()
