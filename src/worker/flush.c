@@ -26,6 +26,7 @@ static void on_trim(uv_timer_t *t)
  * chunks in its arenas otherwise, and RSS never shrinks). */
 static void after_flush(wn_worker_t *w)
 {
+    /* Gauges set here are zeroed in a reload's old block (reconf.c). */
     wn_stat_set(WN_GSTAT(w, buffer_bytes), w->bufs.bytes);
     wn_stat_set(WN_GSTAT(w, client_bytes), w->clients_held);
     if (w->bufs.freed - w->trimmed_at >= TRIM_AFTER_BYTES && !w->stopped &&
@@ -90,8 +91,16 @@ void wn_worker_finish_stop(wn_worker_t *w)
         wn_log_error("internal: %llu bytes still counted for clients with none left",
                      (unsigned long long)w->clients_held);
     for (uint32_t p = 0; p < w->npools; p++)
-        for (uint32_t s = 0; s < w->pools[p]->nservers; s++)
-            wn_server_close_all(w->pools[p]->servers[s]);
+        for (uint32_t s = 0; s < w->pools[p]->nservers; s++) {
+            server_rt_t *srv = w->pools[p]->servers[s];
+            if (wn_server_idle(srv) && (srv->waiting | srv->unoffered | srv->held) != 0)
+                wn_log_error("internal: pool '%s': server %s has nothing queued and still counts "
+                             "%llu bytes waiting, %llu unoffered, %llu held",
+                             srv->pool->conf->name, srv->conf->name,
+                             (unsigned long long)srv->waiting, (unsigned long long)srv->unoffered,
+                             (unsigned long long)srv->held);
+            wn_server_close_all(srv);
+        }
     wn_reconf_close_all(w);
     close_if_open((uv_handle_t *)&w->wakeup);
     if (w->stop_timer_open) {

@@ -674,8 +674,8 @@ class Proxy:
                 raise AssertionError("%s exited with status %s after SIGTERM, expected %s; log:\n%s"
                                      % (self.name, rc, " or ".join(map(str, self.expected_term_status())),
                                         self.log()))
-            if self.kind == "walnut" and "still counted for clients" in self.log():
-                raise AssertionError("%s lost count of what its clients hold; log:\n%s"
+            if self.kind == "walnut" and "internal: " in self.log():
+                raise AssertionError("%s lost count of what its clients or servers hold; log:\n%s"
                                      % (self.name, self.log()))
         return rc
 
