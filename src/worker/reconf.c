@@ -411,8 +411,9 @@ int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
     w->conf = nc;
     w->gen = m->gen;
     /* A gauge the worker sets (not adds to) must not count twice once its
-     * old block is folded into control's. */
+     * old block is folded into control's: every one of them (flush.c). */
     wn_stat_set(&old_block->global[WN_G_buffer_bytes], 0);
+    wn_stat_set(&old_block->global[WN_G_client_bytes], 0);
     /* preconnect: every server of a new pool, and those new to a kept one
      * (added, or made anew: moved, server_connections or redis_auth changed) */
     for (uint32_t i = 0; i < w->npools; i++) {

@@ -460,6 +460,27 @@ class TestClientMemory(h.ProxyTestCase):
                      what="client_bytes back to 0")
         self.px.stop(check=True)
 
+    def test_client_bytes_comes_back_to_zero_across_reloads(self):
+        """A reload folds each worker's old counter block into control's
+        totals. The client_bytes gauge, which a worker sets rather than adds
+        to, was left in the old block and counted again beside the new one:
+        after a reload with a client holding 6.7 MiB, the gauge stayed there
+        once the client had gone, and grew by as much at each reload
+        (adversarial pass). Expected: 0 once no client holds anything."""
+        self.start()
+        s = self.hog()
+        h.wait_until(lambda: self.stats()["client_bytes"] > 1 << 20, deadline=10,
+                     what="the client holding replies")
+        for i in range(2):
+            os.kill(self.px.pid, signal.SIGHUP)
+            h.wait_until(lambda: len(re.findall(r"reload: all \d+ worker\(s\) run generation",
+                                                self.px.log())) > i,
+                         deadline=10, what="reload %d applied by every worker" % i)
+        s.close()
+        h.wait_until(lambda: self.stats()["client_bytes"] == 0, deadline=10,
+                     what="client_bytes back to 0 (now %d)" % self.stats()["client_bytes"])
+        self.px.stop(check=True)
+
     def test_a_client_over_its_workers_share_is_kept_while_the_total_fits(self):
         """Two workers, --client-memory 32M: one client holding 24 MB (its
         replies unread for a while) is over its worker's even share (16 MiB)
