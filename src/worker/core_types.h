@@ -300,7 +300,14 @@ struct sconn {
     uint32_t nqueued;
     uint64_t connect_ms;  /* when the connect started */
     uint64_t progress_ms; /* last time the server sent bytes (or was sent the oldest request) */
-    uint32_t closes;      /* close callbacks outstanding */
+    /* Whether its socket takes bytes (looked at by each write and past the
+     * bound): bytes handed to libuv's write queue since the connect, how
+     * many of them had gone at the last look, and when that last changed or
+     * the queue was empty. */
+    uint64_t handed;
+    uint64_t drained_seen;
+    uint64_t drained_ms;
+    uint32_t closes; /* close callbacks outstanding */
     instream_t in;
 };
 
@@ -312,6 +319,11 @@ int wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r);
 sconn_t *wn_server_conn(server_rt_t *s, uint32_t slot);
 /* r was written to its connection: it now waits for its reply. */
 void wn_queue_sent(req_t *r);
+/* A socket that took nothing for this long, with bytes waiting for it in
+ * its queue, has stopped reading (queue.c's bound). */
+#define WN_SERVER_STALL_MS 500
+/* Has c's socket queue held bytes it took none of for WN_SERVER_STALL_MS? */
+bool wn_sconn_stalled(sconn_t *c);
 /* Queue an internal request at the front of a new connection (AUTH/SELECT). */
 void wn_sconn_enqueue(sconn_t *c, req_t *r);
 /* The head request of c is complete: unlink it (its reference is dropped). */

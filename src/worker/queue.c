@@ -84,20 +84,41 @@ static bool over_held(server_rt_t *s)
     return true;
 }
 
+/* Has a connection of s had bytes in its socket's queue that it took none
+ * of for WN_SERVER_STALL_MS? (A connection being made has none there.) */
+static bool server_stalled(server_rt_t *s)
+{
+    for (uint32_t i = 0; i < s->nconns; i++)
+        if (s->conns[i] != NULL && wn_sconn_stalled(s->conns[i]))
+            return true;
+    return false;
+}
+
 static bool over_waiting(server_rt_t *s)
 {
     pool_rt_t *p = s->pool;
     /* Bytes no write has offered to a socket yet say nothing of the server:
      * when one turn reads many clients, or while its connection is being made
      * or its handshake answered, they alone may pass the bound while the
-     * server reads fine. What is left once they were offered says it stopped.
-     * One limit's worth at most is let through so: a worker that fell behind
-     * (descheduled, stopped) reads hundreds of clients in one turn, and a
-     * server that does not read, or never connects, would be queued all of
-     * it. So a server holds at most twice the limit. */
-    uint64_t excused = WN_MIN(s->unoffered, p->buffer_limit);
+     * server reads fine. What is left once they were offered says whether it
+     * stopped. One bound's worth at most is let through so: a worker that
+     * fell behind (descheduled, stopped) reads hundreds of clients in one
+     * turn, and a server that does not read, or never connects, would be
+     * queued all of it. */
+    uint64_t bound = p->buffer_limit;
+    uint64_t excused = WN_MIN(s->unoffered, bound);
     uint64_t offered = s->waiting > excused ? s->waiting - excused : 0;
-    if (offered <= p->buffer_limit) {
+    if (offered > bound && bound < WN_SERVER_HELD_MIN && !server_stalled(s)) {
+        /* Its sockets take what they are given: a burst of many clients
+         * leaves more than a small limit in them while the server reads
+         * fine. The bound is then the limit or 16 MiB, the larger (as for
+         * `held`); once a socket took nothing for WN_SERVER_STALL_MS, the
+         * limit. So a server holds at most twice that. */
+        bound = WN_SERVER_HELD_MIN;
+        excused = WN_MIN(s->unoffered, bound);
+        offered = s->waiting > excused ? s->waiting - excused : 0;
+    }
+    if (offered <= bound) {
         if (s->over_warned) {
             s->over_warned = false;
             wn_log_notice("pool '%s': server %s reads again: taking requests for it", p->conf->name,
@@ -108,8 +129,11 @@ static bool over_waiting(server_rt_t *s)
     if (!s->over_warned) {
         s->over_warned = true;
         wn_log_warn("pool '%s': server %s has not taken %llu bytes queued for it (over "
-                    "client_buffer_limit): refusing requests for it until it reads",
-                    p->conf->name, s->conf->name, (unsigned long long)s->waiting);
+                    "client_buffer_limit with a socket taking nothing for %d ms, or over the "
+                    "larger of client_buffer_limit and 16 MiB): refusing requests for it until "
+                    "it reads",
+                    p->conf->name, s->conf->name, (unsigned long long)s->waiting,
+                    WN_SERVER_STALL_MS);
     }
     return true;
 }

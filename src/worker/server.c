@@ -289,6 +289,8 @@ static int sconn_connect(sconn_t *c)
     c->connect_req.data = c;
     c->connect_ms = uv_now(loop);
     c->fail_err = 0;
+    c->handed = c->drained_seen = 0;
+    c->drained_ms = c->connect_ms;
     wn_stat_add(WN_GSTAT(s->pool->w, total_server_connections), 1);
     wn_proto_sconn_reset(c);
     int rc;
@@ -403,6 +405,27 @@ WN_COLD static inwrite_t *still_in_write(req_t *from, req_t *stop, uint64_t done
     return q;
 }
 
+/* What c's socket has taken of what was queued for it: looked at before
+ * each write and by the bound. Returns the bytes still in the queue. */
+static uint64_t sample_drain(sconn_t *c, uint64_t now)
+{
+    uint64_t queued = c->h.stream.write_queue_size;
+    uint64_t drained = c->handed > queued ? c->handed - queued : 0;
+    if (drained != c->drained_seen || queued == 0) {
+        c->drained_seen = drained;
+        c->drained_ms = now;
+    }
+    return queued;
+}
+
+bool wn_sconn_stalled(sconn_t *c)
+{
+    if (c->state != SCONN_CONNECTED)
+        return false;
+    uint64_t now = uv_now(&c->server->pool->w->loop);
+    return sample_drain(c, now) > 0 && now - c->drained_ms >= WN_SERVER_STALL_MS;
+}
+
 static void write_unsent(sconn_t *c)
 {
     server_rt_t *s = c->server;
@@ -421,6 +444,7 @@ static void write_unsent(sconn_t *c)
             }
     uint64_t now = uv_now(&w->loop);
     bool was_idle = !outstanding(c);
+    sample_drain(c, now);
     /* A failed write shows up as a read error or a timeout. */
     int64_t rc = wn_outv_try(&o, &c->h.stream);
     uint64_t taken = rc > 0 ? (uint64_t)rc : 0;
@@ -430,6 +454,8 @@ static void write_unsent(sconn_t *c)
         rc = wn_outv_queue(&o, &c->h.stream, taken, q != NULL ? on_taken : NULL, q);
         if (rc < 0 && q != NULL)
             on_taken(q, (int)rc, 0);
+        if (rc >= 0)
+            c->handed += o.bytes - taken;
     }
     wn_stat_add(WN_GSTAT(w, bytes_written), o.bytes);
     wn_outv_deinit(&o);
