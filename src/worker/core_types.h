@@ -297,6 +297,8 @@ struct sconn {
     req_t *head;          /* FIFO: sent or waiting to be sent, oldest first (refs held) */
     req_t *tail;
     req_t *unsent;        /* first request not yet written */
+    uint64_t unsent_ms;   /* since when `unsent` has waited (queued, or held back behind
+                             the connect, a handshake or a retired predecessor) */
     uint32_t nqueued;
     uint64_t connect_ms;  /* when the connect started */
     uint64_t progress_ms; /* last time the server sent bytes (or was sent the oldest request) */
@@ -322,8 +324,23 @@ void wn_queue_sent(req_t *r);
 /* A socket that took nothing for this long, with bytes waiting for it in
  * its queue, has stopped reading (queue.c's bound). */
 #define WN_SERVER_STALL_MS 500
-/* Has c's socket queue held bytes it took none of for WN_SERVER_STALL_MS? */
+/* Has c's socket queue held bytes it took none of for WN_SERVER_STALL_MS,
+ * or have requests waited that long to be written (its connect, handshake
+ * or a retired predecessor not done)? */
 bool wn_sconn_stalled(sconn_t *c);
+/* At a stop: a server with nothing queued must count nothing (queue.c). */
+void wn_server_check_counts(const server_rt_t *s);
+/* *count -= n for a server's count, logging an internal error if n is more
+ * than it has (counted out twice somewhere). */
+void wn_count_underflow(const server_rt_t *s, const char *what, uint64_t have, uint64_t n);
+WN_INLINE void wn_count_sub(const server_rt_t *s, uint64_t *count, uint64_t n, const char *what)
+{
+    if (__builtin_expect(n > *count, 0)) {
+        wn_count_underflow(s, what, *count, n);
+        n = *count;
+    }
+    *count -= n;
+}
 /* Queue an internal request at the front of a new connection (AUTH/SELECT). */
 void wn_sconn_enqueue(sconn_t *c, req_t *r);
 /* The head request of c is complete: unlink it (its reference is dropped). */

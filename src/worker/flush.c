@@ -92,14 +92,8 @@ void wn_worker_finish_stop(wn_worker_t *w)
                      (unsigned long long)w->clients_held);
     for (uint32_t p = 0; p < w->npools; p++)
         for (uint32_t s = 0; s < w->pools[p]->nservers; s++) {
-            server_rt_t *srv = w->pools[p]->servers[s];
-            if (wn_server_idle(srv) && (srv->waiting | srv->unoffered | srv->held) != 0)
-                wn_log_error("internal: pool '%s': server %s has nothing queued and still counts "
-                             "%llu bytes waiting, %llu unoffered, %llu held",
-                             srv->pool->conf->name, srv->conf->name,
-                             (unsigned long long)srv->waiting, (unsigned long long)srv->unoffered,
-                             (unsigned long long)srv->held);
-            wn_server_close_all(srv);
+            wn_server_check_counts(w->pools[p]->servers[s]);
+            wn_server_close_all(w->pools[p]->servers[s]);
         }
     wn_reconf_close_all(w);
     close_if_open((uv_handle_t *)&w->wakeup);

@@ -84,8 +84,24 @@ static bool over_held(server_rt_t *s)
     return true;
 }
 
-/* Has a connection of s had bytes in its socket's queue that it took none
- * of for WN_SERVER_STALL_MS? (A connection being made has none there.) */
+void wn_count_underflow(const server_rt_t *s, const char *what, uint64_t have, uint64_t n)
+{
+    wn_log_error("internal: pool '%s': server %s counts %llu bytes %s and %llu leave",
+                 s->pool->conf->name, s->conf->name, (unsigned long long)have, what,
+                 (unsigned long long)n);
+}
+
+void wn_server_check_counts(const server_rt_t *s)
+{
+    if (wn_server_idle(s) && (s->waiting | s->unoffered | s->held) != 0)
+        wn_log_error("internal: pool '%s': server %s has nothing queued and still counts %llu "
+                     "bytes waiting, %llu unoffered, %llu held",
+                     s->pool->conf->name, s->conf->name, (unsigned long long)s->waiting,
+                     (unsigned long long)s->unoffered, (unsigned long long)s->held);
+}
+
+/* Has a connection of s stalled: bytes in its socket's queue taken none of,
+ * or requests not written, for WN_SERVER_STALL_MS? */
 static bool server_stalled(server_rt_t *s)
 {
     for (uint32_t i = 0; i < s->nconns; i++)
@@ -173,8 +189,10 @@ int wn_server_enqueue(server_rt_t *s, uint32_t slot, req_t *r)
     else
         c->head = r;
     c->tail = r;
-    if (c->unsent == NULL)
+    if (c->unsent == NULL) {
         c->unsent = r;
+        c->unsent_ms = uv_now(&s->pool->w->loop);
+    }
     c->nqueued++;
     r->waiting = r->out_bytes;
     s->waiting += r->waiting;
@@ -199,6 +217,7 @@ void wn_sconn_enqueue(sconn_t *c, req_t *r)
     if (c->tail == NULL)
         c->tail = r;
     c->unsent = r;
+    c->unsent_ms = uv_now(&c->server->pool->w->loop);
     c->nqueued++;
 }
 
@@ -226,8 +245,7 @@ static void sconn_unlink(sconn_t *c, bool answered)
     r->conn = NULL;
     wn_req_not_waiting(r);
     if (r->held != 0) { /* answered, or dropped: its server holds it no more */
-        server_rt_t *s = c->server;
-        s->held -= WN_MIN(r->held, s->held);
+        wn_count_sub(c->server, &c->server->held, r->held, "held");
         r->held = 0;
     }
     c->nqueued--;

@@ -524,11 +524,15 @@ bool wn_reconf_reap(wn_worker_t *w)
 
 void wn_reconf_close_all(wn_worker_t *w)
 {
-    for (server_rt_t *s = w->retired_servers; s != NULL; s = s->retired_next)
+    for (server_rt_t *s = w->retired_servers; s != NULL; s = s->retired_next) {
+        wn_server_check_counts(s);
         close_server(s);
+    }
     for (pool_rt_t *p = w->retired_pools; p != NULL; p = p->retired_next)
-        for (uint32_t j = 0; j < p->nservers; j++)
+        for (uint32_t j = 0; j < p->nservers; j++) {
+            wn_server_check_counts(p->servers[j]);
             close_server(p->servers[j]);
+        }
     if (w->reap_timer_open) {
         uv_close((uv_handle_t *)&w->reap_timer, NULL);
         w->reap_timer_open = false;

@@ -227,8 +227,7 @@ void wn_req_offered(req_t *r)
 {
     if (r->waiting == 0 || r->sent)
         return;
-    server_rt_t *s = r->server;
-    s->unoffered -= WN_MIN(r->waiting, s->unoffered);
+    wn_count_sub(r->server, &r->server->unoffered, r->waiting, "unoffered");
 }
 
 void wn_req_not_waiting(req_t *r)
@@ -236,8 +235,7 @@ void wn_req_not_waiting(req_t *r)
     if (r->waiting == 0)
         return;
     wn_req_offered(r); /* dropped before a write offered it */
-    server_rt_t *s = r->server;
-    s->waiting -= WN_MIN(r->waiting, s->waiting);
+    wn_count_sub(r->server, &r->server->waiting, r->waiting, "waiting");
     r->waiting = 0;
 }
 

@@ -420,9 +420,12 @@ static uint64_t sample_drain(sconn_t *c, uint64_t now)
 
 bool wn_sconn_stalled(sconn_t *c)
 {
+    uint64_t now = uv_now(&c->server->pool->w->loop);
+    if (c->unsent != NULL && (c->state == SCONN_CONNECTING || c->state == SCONN_CONNECTED) &&
+        now - c->unsent_ms >= WN_SERVER_STALL_MS)
+        return true; /* not written: the connect, a handshake or a predecessor holds them */
     if (c->state != SCONN_CONNECTED)
         return false;
-    uint64_t now = uv_now(&c->server->pool->w->loop);
     return sample_drain(c, now) > 0 && now - c->drained_ms >= WN_SERVER_STALL_MS;
 }
 
@@ -471,6 +474,7 @@ static void write_unsent(sconn_t *c)
         wn_req_out_written(r);
     }
     c->unsent = stop;
+    c->unsent_ms = now; /* what is left waits for the handshake from now */
     if (was_idle) {
         c->progress_ms = now;
         if (timeout_ms(c) > 0 && !uv_is_active((uv_handle_t *)&c->timer))

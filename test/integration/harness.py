@@ -1317,7 +1317,11 @@ class FakeMemcached:
         return "%s:%d" % (HOST, self.port)
 
     def release(self):
-        """Accept connections from now on (see hold_connects)."""
+        """Accept connections from now on (see hold_connects). The backlog
+        grows first: with room for one, two connects completing at once (a
+        worker's and a probe's) overflow it, and with SYN cookies the kernel
+        answers the loser's next segment with a reset."""
+        self.lsock.listen(64)
         self.accepting.set()
 
     def _accept(self):

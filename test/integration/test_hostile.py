@@ -594,6 +594,17 @@ class TestProtocolFraming(HostileCase):
         self.assertAlive(self.px)
         self.assertNoSanitizerReport(self.px)
 
+    def assertAllMissed(self, socks, gets):
+        """Client i's gets[i] gets of a key nobody set are each answered END."""
+        for i, (s, n) in enumerate(zip(socks, gets)):
+            want, got = b"END\r\n" * n, b""
+            while len(got) < len(want):
+                more = s.recv(65536)
+                if not more:
+                    break
+                got += more
+            self.assertEqual(got, want, "client %d's gets" % i)
+
     def test_05g_one_turns_requests_are_not_a_stalled_server(self):
         """A server's bound on the bytes queued for it (client_buffer_limit)
         says it stopped reading. It counted requests from the moment they were
@@ -614,14 +625,7 @@ class TestProtocolFraming(HostileCase):
                 s.sendall(b"get %s\r\n" % key * 80)
         finally:
             os.kill(self.px.pid, signal.SIGCONT)
-        for i, s in enumerate(socks):
-            got, n = b"", 80 * len(b"END\r\n")
-            while len(got) < n:
-                more = s.recv(65536)
-                if not more:
-                    break
-                got += more
-            self.assertEqual(got, b"END\r\n" * 80, "client %d's gets" % i)
+        self.assertAllMissed(socks, [80] * len(socks))
         self.assertAlive(self.px)
 
     def test_05i_a_burst_the_socket_has_not_taken_yet_is_not_a_stalled_server(self):
@@ -640,14 +644,7 @@ class TestProtocolFraming(HostileCase):
         time.sleep(0.3)
         for s in socks:
             s.sendall(b"get %s\r\n" % key * 78)
-        for i, s in enumerate(socks):
-            got, n = b"", 78 * len(b"END\r\n")
-            while len(got) < n:
-                more = s.recv(65536)
-                if not more:
-                    break
-                got += more
-            self.assertEqual(got, b"END\r\n" * 78, "client %d's gets" % i)
+        self.assertAllMissed(socks, [78] * len(socks))
         self.assertNotIn("refusing requests", self.px.log())
         self.assertAlive(self.px)
 
@@ -659,25 +656,51 @@ class TestProtocolFraming(HostileCase):
         refused with SERVER_ERROR Out of memory by a healthy server (seen under
         ThreadSanitizer in CI, test_05g). Here the server's accept queue is
         full until six clients have each sent 16 KiB of gets over several
-        turns (97 KiB against a 64 KiB bound). Expected: every get answered."""
+        turns (97 KiB against a 64 KiB bound), once the connect has taken
+        over 500 ms (a server whose requests wait that long to be written is
+        held to the limit: 64 KiB may wait unoffered, 64 KiB more offered).
+        Expected: every get answered."""
         fake = self.fake(h.FakeMemcached(hold_connects=True))
         self.px = self.proxy([fake.addr + ":1"], client_buffer_limit=64 << 10, timeout=10000)
         port = h.listen_port(self.px.pools["alpha"])
-        socks = [self.sock(port, timeout=30) for _ in range(6)]
+        socks = [self.sock(port, timeout=30) for _ in range(7)]
         key = b"t" * 200
-        for s in socks:
+        socks[0].sendall(b"get %s\r\n" % key)  # the connect starts
+        time.sleep(0.6)
+        for s in socks[1:]:
             s.sendall(b"get %s\r\n" % key * 80)
-            time.sleep(0.05)  # one client a turn, or more: none of them fresh
-        time.sleep(0.3)
+            time.sleep(0.02)  # one client a turn, or more: none of them fresh
+        time.sleep(0.1)
         fake.release()
-        for i, s in enumerate(socks):
-            got, n = b"", 80 * len(b"END\r\n")
-            while len(got) < n:
-                more = s.recv(65536)
-                if not more:
-                    break
-                got += more
-            self.assertEqual(got, b"END\r\n" * 80, "client %d's gets" % i)
+        self.assertAllMissed(socks, [1] + [80] * (len(socks) - 1))
+        self.assertAlive(self.px)
+
+    def test_05j_a_server_that_never_connects_is_held_to_the_limit(self):
+        """Requests for a server whose connect never completes are not
+        offered to a socket; once they have waited 500 ms the server is held
+        to its limit like one that stopped reading (one limit unoffered, one
+        more, and the request that crosses it), not to the 16 MiB a server
+        that reads gets (review: 400 clients' 30 KB sets queued 12 MB under a
+        64 KiB limit). Expected: later requests refused, little queued."""
+        fake = self.fake(h.FakeMemcached(hold_connects=True))  # never released
+        self.px = self.proxy([fake.addr + ":1"], client_buffer_limit=64 << 10)
+        port = h.listen_port(self.px.pools["alpha"])
+        first = self.sock(port, timeout=30)
+        first.sendall(b"get k\r\n")  # the connect starts
+        time.sleep(0.7)
+        value = b"v" * 30000
+        refused = 0
+        for i in range(40):
+            c = self.raw(port, timeout=30)
+            c.send(b"set k%d 0 0 %d\r\n%s\r\n" % (i, len(value), value))
+            try:
+                if c.recv_line(timeout=0.2).startswith(b"SERVER_ERROR Out of memory"):
+                    refused += 1
+            except AssertionError:
+                pass  # queued: no answer while the connect waits
+        self.assertGreaterEqual(refused, 30, "sets refused for a server that never connects")
+        queued = max(int(n) for n in re.findall(r"has not taken (\d+) bytes", self.px.log()))
+        self.assertLessEqual(queued, 2 * (64 << 10) + len(value) + 100, "bytes queued for it")
         self.assertAlive(self.px)
 
     def test_06_noreply_with_long_head(self):
@@ -1924,6 +1947,8 @@ class TestBackendMisbehaviour(HostileCase):
         filler = self.sock(port, timeout=60)
         value = b"f" * MiB
 
+        filler.settimeout(5)  # a host whose socket buffers take less: full enough
+
         def fill():
             try:
                 for k in keys[:10]:
@@ -1958,6 +1983,47 @@ class TestBackendMisbehaviour(HostileCase):
             self.assertEqual(f.readline(), b"END\r\n")
         self.assertAlive(px)
         self.assertNoSanitizerReport(px)
+        px.stop()
+
+    def test_17j_a_stalled_servers_bound_is_the_limit_again(self):
+        """While a server's socket takes bytes, its bound is the limit or 16
+        MiB, the larger (test_05i); once the socket has had bytes in it and
+        taken none for 500 ms, the limit. Here (limit 1 MiB) the stalled
+        server's socket is full and it has taken nothing for a second; then
+        clients send 300 KB sets one turn apart. Expected: refused once about
+        twice the limit waits, not at 16 MiB."""
+        fake = self.fake(fakes.StallingBackend(rcvbuf=64 << 10))
+        mc = self.memcached(1)[0]
+        px = self.proxy([fake, mc], start=False, client_buffer_limit=MiB)
+        keys = self.keys_on(px, fake.addr, 40, b"sj:")
+        px.start()
+        self.addCleanup(px.kill)
+        port = px.port()
+        filler = self.sock(port, timeout=5)
+        value = b"f" * (300 << 10)
+        try:  # the server stalls at the first; the kernel's buffers fill with the rest
+            for k in keys[:20]:
+                filler.sendall(b"set %s 0 0 %d noreply\r\n%s\r\n" % (k, len(value), value))
+        except OSError:
+            pass  # walnut stopped reading the filler: the socket is full
+        h.wait_until(lambda: fake.stalled >= 1, deadline=20, what="the server stalled")
+        time.sleep(1)
+        refused = 0
+        for k in keys[20:]:
+            c = self.raw(port, timeout=10)
+            c.send(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(value), value))
+            try:
+                if c.recv_line(timeout=0.1).startswith(b"SERVER_ERROR Out of memory"):
+                    refused += 1
+            except AssertionError:
+                pass  # queued
+        self.assertGreaterEqual(refused, 10, "300 KB sets refused for a stalled server")
+        queued = max(int(n) for n in re.findall(r"has not taken (\d+) bytes", px.log()))
+        measured("bytes queued for a server stalled for a second, limit 1 MiB",
+                 "%.1f MiB" % (queued / MiB))
+        self.assertLessEqual(queued, 2 * MiB + len(value) + 200, "bytes queued for it")
+        self.assertAlive(px)
+        fake.go()
         px.stop()
 
     def metric(self, px, name, addr):

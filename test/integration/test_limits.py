@@ -546,6 +546,10 @@ class TestWorkerCount(h.ProxyTestCase):
     It was the host's online CPUs: a service allowed two CPUs of a 64-CPU host
     ran 64 workers, each with its own server connections."""
 
+    def setUp(self):
+        if h.UNDER_NUTCRACKER:
+            self.skipTest("walnut-only: --workers")
+
     def start(self, **kw):
         tmp = self.tmpdir()
         mc = h.Memcached(tmp, name="mc").start()
