@@ -110,31 +110,31 @@ static bool server_stalled(server_rt_t *s)
     return false;
 }
 
+/* Does what waits for s fit `bound`? Bytes no write has offered to a
+ * socket yet say nothing of the server: when one turn reads many clients,
+ * or while its connection is being made or its handshake answered, they
+ * alone may pass the bound while the server reads fine; what is left once
+ * they were offered says whether it stopped. One bound's worth at most is
+ * let through so: a worker that fell behind (descheduled, stopped) reads
+ * hundreds of clients in one turn, and a server that does not read, or
+ * never connects, would be queued all of it. So a server holds at most
+ * twice the bound. */
+static bool waiting_fits(const server_rt_t *s, uint64_t bound)
+{
+    uint64_t excused = WN_MIN(s->unoffered, bound);
+    return s->waiting <= excused || s->waiting - excused <= bound;
+}
+
 static bool over_waiting(server_rt_t *s)
 {
     pool_rt_t *p = s->pool;
-    /* Bytes no write has offered to a socket yet say nothing of the server:
-     * when one turn reads many clients, or while its connection is being made
-     * or its handshake answered, they alone may pass the bound while the
-     * server reads fine. What is left once they were offered says whether it
-     * stopped. One bound's worth at most is let through so: a worker that
-     * fell behind (descheduled, stopped) reads hundreds of clients in one
-     * turn, and a server that does not read, or never connects, would be
-     * queued all of it. */
-    uint64_t bound = p->buffer_limit;
-    uint64_t excused = WN_MIN(s->unoffered, bound);
-    uint64_t offered = s->waiting > excused ? s->waiting - excused : 0;
-    if (offered > bound && bound < WN_SERVER_HELD_MIN && !server_stalled(s)) {
-        /* Its sockets take what they are given: a burst of many clients
-         * leaves more than a small limit in them while the server reads
-         * fine. The bound is then the limit or 16 MiB, the larger (as for
-         * `held`); once a socket took nothing for WN_SERVER_STALL_MS, the
-         * limit. So a server holds at most twice that. */
-        bound = WN_SERVER_HELD_MIN;
-        excused = WN_MIN(s->unoffered, bound);
-        offered = s->waiting > excused ? s->waiting - excused : 0;
-    }
-    if (offered <= bound) {
+    /* Its sockets take what they are given: a burst of many clients leaves
+     * more than a small limit in them while the server reads fine. The bound
+     * is then the limit or 16 MiB, the larger (as for `held`); once it is
+     * seen stalled, the limit. */
+    if (waiting_fits(s, p->buffer_limit) ||
+        (p->buffer_limit < WN_SERVER_HELD_MIN && waiting_fits(s, WN_SERVER_HELD_MIN) &&
+         !server_stalled(s))) {
         if (s->over_warned) {
             s->over_warned = false;
             wn_log_notice("pool '%s': server %s reads again: taking requests for it", p->conf->name,

@@ -69,6 +69,11 @@ def measured(what, value):
 
 
 
+def most_queued(px):
+    """The most bytes walnut said were queued for a server it refused."""
+    return max(int(n) for n in re.findall(r"has not taken (\d+) bytes", px.log()))
+
+
 def nfds(pid):
     try:
         return len(os.listdir("/proc/%d/fd" % pid))
@@ -190,6 +195,21 @@ class HostileCase(h.ProxyTestCase):
         s = socket.create_connection((HOST, port), timeout=timeout)
         self.addCleanup(s.close)
         return s
+
+    def sets_refused(self, port, keys, value, wait):
+        """A set of value for each key, each on a client of its own: how many
+        were refused at once (within `wait` s) as out of memory; the others
+        stay queued."""
+        refused = 0
+        for k in keys:
+            c = self.raw(port, timeout=10)
+            c.send(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(value), value))
+            try:
+                if c.recv_line(timeout=wait).startswith(b"SERVER_ERROR Out of memory"):
+                    refused += 1
+            except AssertionError:
+                pass  # queued: no answer while the server does not take it
+        return refused
 
     def assertAlive(self, px, what=""):
         if not px.alive():
@@ -689,17 +709,9 @@ class TestProtocolFraming(HostileCase):
         first.sendall(b"get k\r\n")  # the connect starts
         time.sleep(0.7)
         value = b"v" * 30000
-        refused = 0
-        for i in range(40):
-            c = self.raw(port, timeout=30)
-            c.send(b"set k%d 0 0 %d\r\n%s\r\n" % (i, len(value), value))
-            try:
-                if c.recv_line(timeout=0.2).startswith(b"SERVER_ERROR Out of memory"):
-                    refused += 1
-            except AssertionError:
-                pass  # queued: no answer while the connect waits
+        refused = self.sets_refused(port, [b"k%d" % i for i in range(40)], value, 0.2)
         self.assertGreaterEqual(refused, 30, "sets refused for a server that never connects")
-        queued = max(int(n) for n in re.findall(r"has not taken (\d+) bytes", self.px.log()))
+        queued = most_queued(self.px)
         self.assertLessEqual(queued, 2 * (64 << 10) + len(value) + 100, "bytes queued for it")
         self.assertAlive(self.px)
 
@@ -1757,7 +1769,7 @@ class TestBackendMisbehaviour(HostileCase):
         self.assertServerError(late.recv_line(), "a request for a server over its bound")
         for s in socks:
             s.close()
-        queued = max(int(n) for n in re.findall(r"has not taken (\d+) bytes", px.log()))
+        queued = most_queued(px)
         measured("bytes queued for a stalled server after one turn read 60 x 1.9 MB sets",
                  "%.1f MiB (limit 8 MiB)" % (queued / MiB))
         self.assertLessEqual(queued, 2 * 16 * MiB + len(value) + 100,
@@ -2008,17 +2020,9 @@ class TestBackendMisbehaviour(HostileCase):
             pass  # walnut stopped reading the filler: the socket is full
         h.wait_until(lambda: fake.stalled >= 1, deadline=20, what="the server stalled")
         time.sleep(1)
-        refused = 0
-        for k in keys[20:]:
-            c = self.raw(port, timeout=10)
-            c.send(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(value), value))
-            try:
-                if c.recv_line(timeout=0.1).startswith(b"SERVER_ERROR Out of memory"):
-                    refused += 1
-            except AssertionError:
-                pass  # queued
+        refused = self.sets_refused(port, keys[20:], value, 0.1)
         self.assertGreaterEqual(refused, 10, "300 KB sets refused for a stalled server")
-        queued = max(int(n) for n in re.findall(r"has not taken (\d+) bytes", px.log()))
+        queued = most_queued(px)
         measured("bytes queued for a server stalled for a second, limit 1 MiB",
                  "%.1f MiB" % (queued / MiB))
         self.assertLessEqual(queued, 2 * MiB + len(value) + 200, "bytes queued for it")
