@@ -1929,12 +1929,15 @@ class TestBackendMisbehaviour(HostileCase):
             c = h.Raw(px.port(), timeout=10)
             c.request(b"get %s %s\r\n" % (silent, refused), b"SERVER_ERROR Connection refused\r\n")
             c.close()
+        def parts():
+            return sum(1 for _, r in fake.requests() if r.startswith(b"get "))
+        # the fake's reading thread may lag the replies (once: 2,999 at 0.5 s)
+        h.wait_until(lambda: parts() >= n, deadline=10, what="every part at the mute server")
         time.sleep(0.5)
         grew = h.rss(px.pid) - base
         measured("RSS growth, %d clients each answered a split get while its part waits for a "
                  "mute server" % n, "%.1f MiB" % (grew / MiB))
-        self.assertEqual(sum(1 for _, r in fake.requests() if r.startswith(b"get ")), n,
-                         "parts the mute server received")
+        self.assertEqual(parts(), n, "parts the mute server received")
         if not sanitized():
             self.assertLess(grew, 10 * MiB, "RSS growth for %d answered split gets" % n)
         self.assertAlive(px)
@@ -2097,7 +2100,10 @@ class TestBackendMisbehaviour(HostileCase):
             # 12.8 then 31.4, so the second round may add up to 24 MiB to a low first)
             self.assertLess(g2 - g1, 24 * MiB, "RSS growth %.1f MiB after %d clients that left, "
                             "%.1f MiB after %d" % (g1 / MiB, clients, g2 / MiB, 2 * clients))
-            self.assertLess(g2, 48 * MiB, "RSS growth %.1f MiB" % (g2 / MiB))
+            # (and until its socket has taken nothing for 500 ms a server is bound by
+            # 16 MiB, not the 8 MiB limit, so twice 8 MiB more may queue in the turns
+            # before it is seen stalled: 17251e3; measured 49 to 61 MiB on a plain build)
+            self.assertLess(g2, (48 + 16) * MiB, "RSS growth %.1f MiB" % (g2 / MiB))
         c = self.raw(port, timeout=10)
         c.request(b"set %s 0 0 1\r\nx\r\n" % keys[-1], b"SERVER_ERROR ")
         self.assertServerError(b"SERVER_ERROR " + c.recv_line(), "over the server's bound")
