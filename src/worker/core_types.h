@@ -412,6 +412,8 @@ struct server_rt {
     bool retired;                    /* a reload dropped it: it finishes what is queued,
                                         then closes (reconf.c) */
     bool closing;                    /* retired and drained: its connections close */
+    bool replaced;                   /* retired, and its name stays in the pool (its address
+                                        moved or its connection settings changed) */
     uint64_t retired_ms;
     wn_conf_t *retired_conf;         /* retired: a reference to the configuration its conf
                                         points into */

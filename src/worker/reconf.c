@@ -119,8 +119,9 @@ static wn_server_stats_t *retired_server_stats(wn_worker_t *w, const server_rt_t
     return wn_stats_server(w->stats, p->idx, (uint32_t)(sc - p->conf->servers));
 }
 
-static void retire_server(wn_worker_t *w, server_rt_t *s)
+static void retire_server(wn_worker_t *w, server_rt_t *s, bool replaced)
 {
+    s->replaced = replaced;
     /* It points into the configuration it came with: it keeps it. */
     wn_conf_ref(w->conf);
     s->retired_conf = w->conf;
@@ -327,7 +328,8 @@ static void commit_kept(wn_worker_t *w, pool_rt_t *p, const wn_conf_pool_t *pc, 
 {
     for (uint32_t j = 0; j < p->nservers; j++)
         if (!listed(ns, pc->nservers, p->servers[j]))
-            retire_server(w, p->servers[j]);
+            retire_server(w, p->servers[j],
+                          wn_conf_server_find(pc, p->servers[j]->conf->name) != NULL);
     free(p->servers);
     p->servers = ns;
     p->nservers = pc->nservers;
@@ -488,8 +490,17 @@ bool wn_reconf_reap(wn_worker_t *w)
             close_server(s);
         if (s->closing && wn_server_closed(s)) {
             *sp = s->retired_next;
-            wn_log_info("pool '%s': removed server %s closed", s->pool->conf->name,
-                        s->conf->name);
+            if (!s->replaced) {
+                wn_log_info("pool '%s': removed server %s closed", s->pool->conf->name,
+                            s->conf->name);
+            } else {
+                char addr[128] = "its unix socket";
+                if (!s->conf->addr.is_unix)
+                    wn_sockaddr_format(&s->addr, addr, sizeof(addr));
+                wn_log_info("pool '%s': server %s: its earlier connections (to %s) closed; "
+                            "new ones serve it",
+                            s->pool->conf->name, s->conf->name, addr);
+            }
             destroy_retired_server(s);
             continue;
         }

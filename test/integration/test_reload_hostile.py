@@ -301,6 +301,11 @@ class TestDnsRefresh(HostileCase):
         self.set_everywhere(key, b"new")
         with h.Raw(x.port, host="127.0.0.2") as c:
             c.request(b"get %s\r\n" % key, b"VALUE %s 0 3\r\nnew\r\nEND\r\n" % key)
+        # x was moved, not removed: the log says what closed (it said
+        # "removed server x closed")
+        self.wait_log(marker, "pool 'alpha': server x: its earlier connections (to 127.0.0.1:%d) "
+                      "closed; new ones serve it" % x.port)
+        self.assertNotIn("removed server x", self.log_since(marker))
         self.assertGreaterEqual(self.background_lookups(), 1)
         self.assertIsNone(self.servers_view()["last_reload"], "an address change is no reload")
         dns, prom = self.dns_counts("x")
