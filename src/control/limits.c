@@ -116,13 +116,105 @@ static bool v1_has(const char *controllers, size_t len, const char *controller)
     return false;
 }
 
+/* A mountinfo path field with its octal escapes (a space is "\\040")
+ * undone, into out; false if it does not fit. */
+static bool unescape(const char *field, char *out, size_t size)
+{
+    size_t n = 0;
+    for (const char *p = field; *p != '\0'; n++) {
+        if (n + 1 >= size)
+            return false;
+        if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+            p[3] >= '0' && p[3] <= '7') {
+            out[n] = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+            p += 4;
+        } else {
+            out[n] = *p++;
+        }
+    }
+    out[n] = '\0';
+    return true;
+}
+
+/* Where the hierarchy of `controller` (NULL: the v2 one) is mounted
+ * (`mnt`) and which of its cgroups that mount shows (`mroot`: "/" unless a
+ * container was given its own), from /proc/self/mountinfo:
+ * "31 23 0:26 / /sys/fs/cgroup/cpu,cpuacct rw,… - cgroup cgroup rw,cpu,cpuacct".
+ * 1: found; 0: not mounted; -1: no mountinfo to read. */
+static int find_mount(const char *root, const char *controller, char *mnt, char *mroot, size_t size)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/proc/self/mountinfo", root);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return -1;
+    char line[8192];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        char *field[5], *save = NULL, *t = strtok_r(line, " ", &save);
+        int n = 0;
+        for (; t != NULL && n < 5; t = strtok_r(NULL, " ", &save))
+            field[n++] = t;
+        /* optional fields ("shared:5"), then "-", the type, the source and
+         * the superblock's options, which name a v1 hierarchy's controllers */
+        while (t != NULL && strcmp(t, "-") != 0)
+            t = strtok_r(NULL, " ", &save);
+        char *type = t != NULL ? strtok_r(NULL, " ", &save) : NULL;
+        char *source = type != NULL ? strtok_r(NULL, " ", &save) : NULL;
+        char *opts = source != NULL ? strtok_r(NULL, " ", &save) : NULL;
+        if (n < 5 || opts == NULL)
+            continue;
+        if (controller == NULL
+                ? strcmp(type, "cgroup2") != 0
+                : strcmp(type, "cgroup") != 0 || !v1_has(opts, strlen(opts), controller))
+            continue;
+        found = unescape(field[3], mroot, size) && unescape(field[4], mnt, size);
+    }
+    fclose(f);
+    return found ? 1 : 0;
+}
+
+/* The lowest limit over the cgroup `rel` of the hierarchy of `controller`
+ * (NULL: v2) and those above it, or `limit` if that is lower. It is read
+ * where mountinfo says the hierarchy is mounted (nowhere if it is not);
+ * without a mountinfo, at
+ * /sys/fs/cgroup (v2) or /sys/fs/cgroup/<controller> (systemd's and
+ * Docker's places). */
+static uint64_t hierarchy_lowest(const char *root, const char *controller, const char *rel,
+                                 const char *file, limit_fn get, uint64_t limit)
+{
+    char mnt[4096], mroot[4096], mount[4096 + 256];
+    int mounted = find_mount(root, controller, mnt, mroot, sizeof(mnt));
+    if (mounted == 0)
+        return limit; /* (a v2 line in a v1-only system) */
+    if (mounted > 0) {
+        /* A mount of a cgroup below the top (a container's own, without a
+         * cgroup namespace) holds what is below it: the path goes on from
+         * there. One of another cgroup is read for its own limit. */
+        size_t mlen = strlen(mroot);
+        while (mlen > 0 && mroot[mlen - 1] == '/')
+            mlen--;
+        if (strncmp(rel, mroot, mlen) == 0 && (rel[mlen] == '/' || rel[mlen] == '\0'))
+            rel += mlen;
+        else
+            rel = "";
+        snprintf(mount, sizeof(mount), "%s%s", root, mnt);
+    } else if (controller == NULL) {
+        snprintf(mount, sizeof(mount), "%s/sys/fs/cgroup", root);
+    } else {
+        snprintf(mount, sizeof(mount), "%s/sys/fs/cgroup/%s", root, controller);
+    }
+    return cgroup_walk(mount, rel, file, get, limit);
+}
+
 /* `limit` lowered to the lowest limit of the cgroups walnut is in and those
  * above them: v2's `v2file`, or v1's `v1file` in the hierarchy of
- * `controller` (mounted at /sys/fs/cgroup/<controller>). */
+ * `controller`. */
 static uint64_t cgroups_lowest(const char *root, const char *controller, const char *v2file,
                                const char *v1file, limit_fn get, uint64_t limit)
 {
-    char path[4096], mount[4096];
+    char path[4096];
     /* "0::/system.slice/walnut.service" (v2), "4:memory:/docker/…" (v1):
      * each level of the path may have a limit */
     snprintf(path, sizeof(path), "%s/proc/self/cgroup", root);
@@ -139,13 +231,10 @@ static uint64_t cgroups_lowest(const char *root, const char *controller, const c
         const char *rel = c2 + 1;
         if (strstr(rel, "/..") != NULL) /* outside our cgroup namespace: not ours to read */
             continue;
-        if (c2 == c1 + 1 && strncmp(line, "0:", 2) == 0) {
-            snprintf(mount, sizeof(mount), "%s/sys/fs/cgroup", root);
-            limit = cgroup_walk(mount, rel, v2file, get, limit);
-        } else if (v1_has(c1 + 1, (size_t)(c2 - c1 - 1), controller)) {
-            snprintf(mount, sizeof(mount), "%s/sys/fs/cgroup/%s", root, controller);
-            limit = cgroup_walk(mount, rel, v1file, get, limit);
-        }
+        if (c2 == c1 + 1 && strncmp(line, "0:", 2) == 0)
+            limit = hierarchy_lowest(root, NULL, rel, v2file, get, limit);
+        else if (v1_has(c1 + 1, (size_t)(c2 - c1 - 1), controller))
+            limit = hierarchy_lowest(root, controller, rel, v1file, get, limit);
     }
     fclose(f);
     return limit;

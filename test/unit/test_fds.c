@@ -148,7 +148,8 @@ static void put(const char *root, const char *rel, const char *text)
 {
     char path[1024], dir[1024];
     snprintf(path, sizeof(path), "%s/%s", root, rel);
-    /* make the directories on the way */
+    /* make the directories on the way (root too) */
+    mkdir(root, 0700);
     for (char *p = strchr(path + strlen(root) + 1, '/'); p != NULL; p = strchr(p + 1, '/')) {
         snprintf(dir, sizeof(dir), "%.*s", (int)(p - path), path);
         mkdir(dir, 0700);
@@ -207,6 +208,14 @@ static void test_memory_limit(void **state)
     /* not the memory controller: no limit of its */
     put(root, "proc/self/cgroup", "3:cpu,memoryx:/docker/abc\n");
     assert_true(wn_mem_limit(root) == 8000000ull * 1024);
+    /* the memory hierarchy where mountinfo says it is mounted */
+    put(root, "proc/self/mountinfo",
+        "35 31 0:32 / /cg/mem rw,relatime - cgroup cgroup rw,memory\n"
+        "36 31 0:33 / /cg/cpu rw,relatime - cgroup cgroup rw,cpu\n");
+    put(root, "proc/self/cgroup", "4:memory:/svc\n1:cpu:/svc\n");
+    put(root, "cg/mem/svc/memory.limit_in_bytes", "134217728\n");
+    put(root, "cg/cpu/svc/memory.limit_in_bytes", "1000\n"); /* not the memory hierarchy */
+    assert_true(wn_mem_limit(root) == 134217728ull);
 
     char cmd[1100];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
@@ -262,6 +271,49 @@ static void test_cpu_limit(void **state)
     put(root, "proc/self/cgroup", "0::/../escape\n");
     put(root, "sys/fs/escape/cpu.max", "100000 100000\n");
     assert_int_equal(wn_cpu_limit(root, 8), 8);
+
+    /* With a mountinfo, each hierarchy is read where it is mounted (before,
+     * always at /sys/fs/cgroup[/<controller>]). A v1 cpu hierarchy mounted
+     * elsewhere, its path with a space (escaped "\040"): */
+    char sub[1200];
+    snprintf(sub, sizeof(sub), "%s/m1", root);
+    put(sub, "proc/self/mountinfo",
+        "23 1 0:21 / /sys rw - sysfs sysfs rw\n"
+        "32 23 0:29 / /cgroup/cpu\\040x rw,relatime shared:9 - cgroup cgroup rw,cpuacct,cpu\n");
+    put(sub, "proc/self/cgroup", "3:cpu,cpuacct:/svc\n");
+    put(sub, "cgroup/cpu x/svc/cpu.cfs_quota_us", "150000\n");
+    put(sub, "cgroup/cpu x/svc/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(wn_cpu_limit(sub, 8), 2);
+    /* a container's own cgroup mounted as the hierarchy's top (no cgroup
+     * namespace): its path goes on from the mount, not from the top */
+    snprintf(sub, sizeof(sub), "%s/m2", root);
+    put(sub, "proc/self/mountinfo",
+        "32 23 0:29 /docker/abc /sys/fs/cgroup/cpu ro - cgroup cgroup rw,cpu\n");
+    put(sub, "proc/self/cgroup", "3:cpu:/docker/abc/inner\n");
+    put(sub, "sys/fs/cgroup/cpu/inner/cpu.cfs_quota_us", "300000\n");
+    put(sub, "sys/fs/cgroup/cpu/inner/cpu.cfs_period_us", "100000\n");
+    put(sub, "sys/fs/cgroup/cpu/docker/abc/inner/cpu.cfs_quota_us", "100000\n"); /* not it */
+    put(sub, "sys/fs/cgroup/cpu/docker/abc/inner/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(wn_cpu_limit(sub, 8), 3);
+    put(sub, "sys/fs/cgroup/cpu/cpu.cfs_quota_us", "200000\n"); /* the container's own */
+    put(sub, "sys/fs/cgroup/cpu/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(wn_cpu_limit(sub, 8), 2);
+    /* hybrid: the v2 hierarchy at /sys/fs/cgroup/unified */
+    snprintf(sub, sizeof(sub), "%s/m3", root);
+    put(sub, "proc/self/mountinfo",
+        "31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755\n"
+        "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n");
+    put(sub, "proc/self/cgroup", "1:cpu:/\n0::/svc\n");
+    put(sub, "sys/fs/cgroup/unified/svc/cpu.max", "100000 100000\n");
+    put(sub, "sys/fs/cgroup/svc/cpu.max", "400000 100000\n"); /* not it */
+    assert_int_equal(wn_cpu_limit(sub, 8), 1);
+    /* a v2 line where no v2 hierarchy is mounted: nothing of it is read */
+    put(sub, "proc/self/mountinfo", "31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n");
+    assert_int_equal(wn_cpu_limit(sub, 8), 8);
+    /* a line cut short, or with no "-": passed over */
+    put(sub, "proc/self/mountinfo",
+        "41 31 0:38 / /sys/fs/cgroup/unified rw cgroup2 cgroup2 rw\n41 31\n\n");
+    assert_int_equal(wn_cpu_limit(sub, 8), 8);
 
     char cmd[1100];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
