@@ -149,6 +149,24 @@ def free_port(host=HOST):
     raise AssertionError("no fresh ephemeral port in 1000 tries")
 
 
+_refusing = []
+
+
+def refused_port(host=HOST):
+    """A port on host where every connect is refused for as long as this
+    process runs: bound and never listened on, without SO_REUSEADDR, so no
+    other process can listen there. A free_port() nobody binds may be handed
+    to another test running alongside (a memcached), and a server meant to
+    be dead answers."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.bind((host, 0))
+    _refusing.append(s)
+    port = s.getsockname()[1]
+    _ports_given.add(port)
+    return port
+
+
 class TempDir:
     """A temp dir removed on cleanup unless WALNUT_TEST_KEEP is set."""
 

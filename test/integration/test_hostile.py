@@ -1327,7 +1327,7 @@ class TestBackendMisbehaviour(HostileCase):
         8,400 lines in 5 s at the default level). Expected: a server's
         warnings at most once per 10 s, the next saying how many were left
         out; every request still answered."""
-        dead = "%s:%d:1" % (HOST, h.free_port())  # nothing listens there
+        dead = "%s:%d:1" % (HOST, h.refused_port())  # nothing listens there
         px = self.proxy([dead], workers=1, timeout=1000)
         c = self.raw(px.port())
         for i in range(200):
@@ -1917,7 +1917,7 @@ class TestBackendMisbehaviour(HostileCase):
         matches against, kept the client's input buffer (review: 3,000
         clients, RSS +16.3 MiB). Expected: the line moves then too."""
         fake = self.fake(fakes.MuteBackend())
-        dead = "%s:%d" % (HOST, h.free_port())  # nothing listens there
+        dead = "%s:%d" % (HOST, h.refused_port())  # nothing listens there
         px = self.proxy([fake, dead + ":1"], start=False, client_buffer_limit=8 * MiB)
         silent = self.keys_on(px, fake.addr, 1, b"s:")[0]
         refused = self.keys_on(px, dead, 1, b"d:")[0]

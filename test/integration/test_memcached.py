@@ -381,7 +381,7 @@ class MemcachedSuite:
 
     def test_version_with_every_backend_down(self):
         tmp = self.tmpdir()
-        dead = ["%s:%d:1" % (HOST, h.free_port()) for _ in range(2)]  # nothing listens there
+        dead = ["%s:%d:1" % (HOST, h.refused_port()) for _ in range(2)]  # nothing listens there
         px = self.start_proxy(tmp, {"dead": h.pool(dead, timeout=2000)}, workers=self.WORKERS,
                               extra=self.EXTRA_ARGS)
         c = self.raw(px.port())

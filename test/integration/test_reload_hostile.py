@@ -634,7 +634,7 @@ class TestDnsRefresh(HostileCase):
         self.memcached_on_127_0_0_2(x.port)
         listen = "%s:%d" % (h.HOST, h.free_port())
         pools = {"alpha": h.pool(["flaky.walnut.test:%d:1 x" % x.port, spec(y.addr, "y"),
-                                  "down.walnut.test:%d:1 z" % h.free_port()],
+                                  "down.walnut.test:%d:1 z" % h.refused_port()],
                                  listen=listen, dns_refresh_interval=200)}
         self.px = self.start_flaky(pools, workers=2)
         at_start = self.lookups("down:").count("main")
@@ -1530,7 +1530,7 @@ class TestReloadStormHealth(HostileCase):
         and rejoins: servers (one dead, one SIGSTOPped) are removed and added
         back while their probes are connecting, waiting or timing out."""
         mc = self.start_memcached(self.tmp, n=3)
-        dead = "%s:%d" % (h.HOST, h.free_port())
+        dead = "%s:%d" % (h.HOST, h.refused_port())
         mc[2].sigstop()
         self.addCleanup(mc[2].sigcont)
         listen = "%s:%d" % (h.HOST, h.free_port())

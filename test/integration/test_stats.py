@@ -973,7 +973,7 @@ class TestStartOrder(StatsCase):
         to see: connect to the last pool's port as fast as possible, then at
         once to the stats port, five times over."""
         tmp = self.tmpdir()
-        mcs = ["127.0.0.1:%d:1" % h.free_port() for _ in range(2)]  # never reached
+        mcs = ["127.0.0.1:%d:1" % h.refused_port() for _ in range(2)]  # never reached
         for attempt in range(5):
             pools = {"p%d" % i: h.pool(mcs) for i in range(6)}
             px = h.Proxy(tmp, pools, workers=16, kind="walnut", name="order%d" % attempt)
