@@ -191,14 +191,15 @@ static uint64_t hierarchy_lowest(const char *root, const char *controller, const
     if (mounted > 0) {
         /* A mount of a cgroup below the top (a container's own, without a
          * cgroup namespace) holds what is below it: the path goes on from
-         * there. One of another cgroup is read for its own limit. */
+         * there. A mount of a cgroup that is not walnut's nor above it
+         * (another branch, or outside walnut's namespace) holds nothing of
+         * walnut's: none of its limits apply. */
         size_t mlen = strlen(mroot);
         while (mlen > 0 && mroot[mlen - 1] == '/')
             mlen--;
-        if (strncmp(rel, mroot, mlen) == 0 && (rel[mlen] == '/' || rel[mlen] == '\0'))
-            rel += mlen;
-        else
-            rel = "";
+        if (strncmp(rel, mroot, mlen) != 0 || (rel[mlen] != '/' && rel[mlen] != '\0'))
+            return limit;
+        rel += mlen;
         snprintf(mount, sizeof(mount), "%s%s", root, mnt);
     } else if (controller == NULL) {
         snprintf(mount, sizeof(mount), "%s/sys/fs/cgroup", root);

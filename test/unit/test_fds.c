@@ -160,6 +160,16 @@ static void put(const char *root, const char *rel, const char *text)
     fclose(f);
 }
 
+/* A v1 CPU quota of quota/period µs in the cgroup dir under root. */
+static void put_quota(const char *root, const char *dir, const char *quota, const char *period)
+{
+    char rel[512];
+    snprintf(rel, sizeof(rel), "%s/cpu.cfs_quota_us", dir);
+    put(root, rel, quota);
+    snprintf(rel, sizeof(rel), "%s/cpu.cfs_period_us", dir);
+    put(root, rel, period);
+}
+
 static void test_memory_limit(void **state)
 {
     (void)state;
@@ -281,8 +291,7 @@ static void test_cpu_limit(void **state)
         "23 1 0:21 / /sys rw - sysfs sysfs rw\n"
         "32 23 0:29 / /cgroup/cpu\\040x rw,relatime shared:9 - cgroup cgroup rw,cpuacct,cpu\n");
     put(sub, "proc/self/cgroup", "3:cpu,cpuacct:/svc\n");
-    put(sub, "cgroup/cpu x/svc/cpu.cfs_quota_us", "150000\n");
-    put(sub, "cgroup/cpu x/svc/cpu.cfs_period_us", "100000\n");
+    put_quota(sub, "cgroup/cpu x/svc", "150000\n", "100000\n");
     assert_int_equal(wn_cpu_limit(sub, 8), 2);
     /* a container's own cgroup mounted as the hierarchy's top (no cgroup
      * namespace): its path goes on from the mount, not from the top */
@@ -290,14 +299,16 @@ static void test_cpu_limit(void **state)
     put(sub, "proc/self/mountinfo",
         "32 23 0:29 /docker/abc /sys/fs/cgroup/cpu ro - cgroup cgroup rw,cpu\n");
     put(sub, "proc/self/cgroup", "3:cpu:/docker/abc/inner\n");
-    put(sub, "sys/fs/cgroup/cpu/inner/cpu.cfs_quota_us", "300000\n");
-    put(sub, "sys/fs/cgroup/cpu/inner/cpu.cfs_period_us", "100000\n");
-    put(sub, "sys/fs/cgroup/cpu/docker/abc/inner/cpu.cfs_quota_us", "100000\n"); /* not it */
-    put(sub, "sys/fs/cgroup/cpu/docker/abc/inner/cpu.cfs_period_us", "100000\n");
+    put_quota(sub, "sys/fs/cgroup/cpu/inner", "300000\n", "100000\n");
+    put_quota(sub, "sys/fs/cgroup/cpu/docker/abc/inner", "100000\n", "100000\n"); /* not it */
     assert_int_equal(wn_cpu_limit(sub, 8), 3);
-    put(sub, "sys/fs/cgroup/cpu/cpu.cfs_quota_us", "200000\n"); /* the container's own */
-    put(sub, "sys/fs/cgroup/cpu/cpu.cfs_period_us", "100000\n");
+    put_quota(sub, "sys/fs/cgroup/cpu", "200000\n", "100000\n"); /* the container's own */
     assert_int_equal(wn_cpu_limit(sub, 8), 2);
+    /* a mount of a cgroup walnut is neither in nor under: none of its limits */
+    put(sub, "proc/self/cgroup", "3:cpu:/other/x\n");
+    assert_int_equal(wn_cpu_limit(sub, 8), 8);
+    put(sub, "proc/self/cgroup", "3:cpu:/docker/abcd\n"); /* a prefix of the name is not it */
+    assert_int_equal(wn_cpu_limit(sub, 8), 8);
     /* hybrid: the v2 hierarchy at /sys/fs/cgroup/unified */
     snprintf(sub, sizeof(sub), "%s/m3", root);
     put(sub, "proc/self/mountinfo",
