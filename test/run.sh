@@ -35,4 +35,14 @@ label=()
 # each.
 jobs=$(( $(nproc) * 2 ))
 [ "$sanitize" = fuzz ] && label=(-L fuzz) && jobs=$(nproc)
-ctest --test-dir "$build" --output-on-failure -j "$jobs" "${label[@]}"
+rc=0
+ctest --test-dir "$build" --output-on-failure -j "$jobs" "${label[@]}" || rc=$?
+if [ "$rc" -ne 0 ]; then
+  # Side by side, a failed test's output lands mid-log, far from the end a
+  # CI summary shows: repeat each unittest failure (its header, traceback
+  # and assertion, cut to 60 lines) last.
+  echo "=== run.sh: why the failed tests failed (from $build/Testing/Temporary/LastTest.log) ==="
+  awk '/^(FAIL|ERROR): |^\[  (FAILED|ERROR) /{n=60} n>0{print; n--} /^Ran [0-9]+ tests? in/{n=0}' \
+    "$build/Testing/Temporary/LastTest.log" || true
+  exit "$rc"
+fi

@@ -278,6 +278,45 @@ def wait_port(host, port, proc=None, deadline=START_DEADLINE):
     return False
 
 
+def _listening_inodes(port):
+    """The socket inodes listening on TCP port (any address) in this network namespace."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    return inodes
+
+
+def owns_listener(pid, port):
+    """Whether process pid holds a socket listening on TCP port. A port drawn by
+    free_port() may be drawn by another test running alongside and listened on
+    by its server before ours binds it: a connect then succeeds, to the wrong
+    process."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return False
+    fd_dir = "/proc/%d/fd" % pid
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
 def wait_until(pred, deadline=10.0, interval=0.05, what="condition"):
     """Poll pred() until true; returns its value or raises AssertionError at the deadline."""
     end = time.monotonic() + deadline
@@ -635,13 +674,28 @@ class Proxy:
             _register(self.proc)
             ok = all(wait_port(unix_path(p), None, self.proc) if unix_path(p) else
                      wait_port(HOST, listen_port(p), self.proc) for p in self.pools.values())
-            if ok and self.proc.poll() is None:
+            if ok and self._owns_ports():
                 return self
             rc, _ = _stop_proc(self.proc, signal.SIGKILL)
             last = "exit status %s; log:\n%s\n%s" % (rc, tail(self.log_path),
                                                     tail(self.log_path + ".stdout"))
         raise HarnessError("%s did not start serving (config %s): %s" % (
             self.name, self.conf_path, last))
+
+    def _owns_ports(self):
+        """Every TCP port of the configuration (pools and stats) is listened on by
+        this process, not by another test's server that drew the same port: wait
+        until it is, or until the proxy exits (its bind failed: start retries)."""
+        ports = [listen_port(p) for p in self.pools.values() if not unix_path(p)]
+        ports.append(self.stats_port)
+        end = time.monotonic() + START_DEADLINE
+        while self.proc.poll() is None:
+            if all(owns_listener(self.proc.pid, port) for port in ports):
+                return True
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.02)
+        return False
 
     def _preexec(self):
         if self.nofile is None and self.cpus is None and self.cgroup is None:
