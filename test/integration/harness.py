@@ -167,6 +167,37 @@ def refused_port(host=HOST):
     return port
 
 
+_held_ports = {}  # port -> a socket bound there, so the port stays ours while its server is down
+
+
+def hold_port(port, host=HOST):
+    """Keep a stopped server's port from other processes until it starts again:
+    a socket bound there (never listening, without SO_REUSEADDR), as
+    refused_port() does; connects are still refused. Otherwise another test
+    running alongside may draw the port, and its server answers for ours, or
+    ours cannot come back on it. Best effort: a port a connection still has
+    in TIME_WAIT cannot be bound so, and nobody else binds it either. Only
+    the latest 64 are held."""
+    if port is None or port in _held_ports:
+        return
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((host, port))
+    except OSError:
+        s.close()
+        return
+    _held_ports[port] = s
+    while len(_held_ports) > 64:
+        _held_ports.pop(next(iter(_held_ports))).close()
+
+
+def release_port(port):
+    """Let a server bind its held port again (see hold_port)."""
+    s = _held_ports.pop(port, None)
+    if s is not None:
+        s.close()
+
+
 class TempDir:
     """A temp dir removed on cleanup unless WALNUT_TEST_KEEP is set."""
 
@@ -424,6 +455,7 @@ class Memcached:
         for _ in range(8 if not fixed else 1):
             port = self.port if fixed else free_port()
             for _ in range(attempts):
+                release_port(port)
                 log = open(self.log_path, "ab")
                 self.proc = subprocess.Popen(self._cmd(port), stdout=log, stderr=log,
                                              stdin=subprocess.DEVNULL)
@@ -450,8 +482,9 @@ class Memcached:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self):
-        """SIGKILL (a crash): the port stays known for start() again."""
+        """SIGKILL (a crash): the port stays known (and held) for start() again."""
         _stop_proc(self.proc, signal.SIGKILL)
+        hold_port(self.port)
 
     def sigstop(self):
         sigstop_and_wait(self.proc.pid)
@@ -462,6 +495,7 @@ class Memcached:
 
     def stop(self):
         _stop_proc(self.proc, signal.SIGTERM)
+        hold_port(self.port)
 
     # direct access (never through the proxy)
     def flush(self):
@@ -505,6 +539,7 @@ class RedisServer:
         for _ in range(1 if fixed else 8):
             port = self.port if fixed else free_port()
             for _ in range(40 if fixed else 1):
+                release_port(port)
                 cmd = [self.bin, "--port", str(port), "--bind", HOST, "--save", "",
                        "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
                        "--logfile", self.log_path, "--protected-mode", "no"] + self.extra
@@ -538,6 +573,7 @@ class RedisServer:
 
     def kill(self):
         _stop_proc(self.proc, signal.SIGKILL)
+        hold_port(self.port)
 
     def sigstop(self):
         sigstop_and_wait(self.proc.pid)
@@ -548,6 +584,7 @@ class RedisServer:
 
     def stop(self):
         _stop_proc(self.proc, signal.SIGTERM)
+        hold_port(self.port)
 
     def call(self, *args, db=None):
         """One command, asked directly (AUTH and SELECT db first); the parsed reply."""

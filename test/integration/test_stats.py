@@ -949,7 +949,10 @@ class TestFailures(StatsCase):
                 server()), deadline=5, what="probes to see %s back" % name)
         finally:
             s = server()
-        self.assertLess(s["last_probe_age_ms"], 2000, s)
+        # and they go on (every 100 ms): a recent one is seen within a few
+        # seconds, however slow a loaded machine makes one scrape
+        h.wait_until(lambda: server()["last_probe_age_ms"] < 2000, deadline=10,
+                     what="a probe in the last 2 s (last seen: %s)" % s)
 
 
 # ---------------------------------------------------------------------------
