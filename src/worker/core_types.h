@@ -328,6 +328,11 @@ void wn_queue_sent(req_t *r);
  * or have requests waited that long to be written (its connect, handshake
  * or a retired predecessor not done)? */
 bool wn_sconn_stalled(sconn_t *c);
+/* Have requests written to c waited WN_SERVER_ANSWER_MS for a byte of reply
+ * (since the last byte, or since the oldest of them was written), and has
+ * none come into its socket unread? */
+#define WN_SERVER_ANSWER_MS 100
+bool wn_sconn_unanswering(const sconn_t *c);
 /* At a stop: a server with nothing queued must count nothing (queue.c). */
 void wn_server_check_counts(const server_rt_t *s);
 /* *count -= n for a server's count, logging an internal error if n is more

@@ -59,14 +59,40 @@ static void queue_stats(req_t *r, int64_t dir)
  * redis-server under CLIENT PAUSE), past the limit or WN_SERVER_HELD_MIN,
  * whichever is larger: a small limit must not refuse a healthy server's
  * ordinary pipelines (480 text gets in flight are 390 KB of bookkeeping,
- * binary ones, each a parent and its part, about twice that).
+ * binary ones, each a parent and its part, about twice that). Nor must a
+ * burst: clients' requests count against them too, each slot about 0.6 KB,
+ * and 100 clients pipelining 720 gets read in one turn are 44 MB for one
+ * server (all but 27,236 refused before). So while the server answers
+ * (every connection of it that waits for a reply has had a byte of one
+ * within WN_SERVER_ANSWER_MS, or has one unread in its socket, and none is
+ * stalled on writing), `held` may reach WN_SERVER_HELD_CEILING times the
+ * bound: a server that answers a request now and then, for clients that
+ * leave their requests behind, pins that much at most; one that never
+ * answers is refused at the bound once its first request has waited
+ * WN_SERVER_ANSWER_MS.
  */
 #define WN_SERVER_HELD_MIN (16u << 20)
+#define WN_SERVER_HELD_CEILING 4u
+
+/* Has a connection of s stalled: bytes in its socket's queue taken none of,
+ * or requests not written, for WN_SERVER_STALL_MS, or (with `answers`)
+ * requests written to it unanswered for WN_SERVER_ANSWER_MS? */
+static bool server_stalled(server_rt_t *s, bool answers)
+{
+    for (uint32_t i = 0; i < s->nconns; i++) {
+        sconn_t *c = s->conns[i];
+        if (c != NULL && (wn_sconn_stalled(c) || (answers && wn_sconn_unanswering(c))))
+            return true;
+    }
+    return false;
+}
 
 static bool over_held(server_rt_t *s)
 {
     pool_rt_t *p = s->pool;
-    if (s->held <= WN_MAX(p->buffer_limit, (uint64_t)WN_SERVER_HELD_MIN)) {
+    uint64_t bound = WN_MAX(p->buffer_limit, (uint64_t)WN_SERVER_HELD_MIN);
+    if (s->held <= bound ||
+        (s->held / WN_SERVER_HELD_CEILING <= bound && !server_stalled(s, true))) {
         if (s->held_warned) {
             s->held_warned = false;
             wn_log_notice("pool '%s': server %s answers again: taking requests for it",
@@ -77,9 +103,11 @@ static bool over_held(server_rt_t *s)
     if (!s->held_warned) {
         s->held_warned = true;
         wn_log_warn("pool '%s': server %s has not answered requests holding %llu bytes of "
-                    "walnut's memory (over client_buffer_limit, or 16 MiB): refusing requests "
-                    "for it until it answers",
-                    p->conf->name, s->conf->name, (unsigned long long)s->held);
+                    "walnut's memory (over client_buffer_limit or 16 MiB, the larger, with no "
+                    "reply for %d ms; or over %u times that): refusing requests for it until it "
+                    "answers",
+                    p->conf->name, s->conf->name, (unsigned long long)s->held, WN_SERVER_ANSWER_MS,
+                    WN_SERVER_HELD_CEILING);
     }
     return true;
 }
@@ -98,16 +126,6 @@ void wn_server_check_counts(const server_rt_t *s)
                      "bytes waiting, %llu unoffered, %llu held",
                      s->pool->conf->name, s->conf->name, (unsigned long long)s->waiting,
                      (unsigned long long)s->unoffered, (unsigned long long)s->held);
-}
-
-/* Has a connection of s stalled: bytes in its socket's queue taken none of,
- * or requests not written, for WN_SERVER_STALL_MS? */
-static bool server_stalled(server_rt_t *s)
-{
-    for (uint32_t i = 0; i < s->nconns; i++)
-        if (s->conns[i] != NULL && wn_sconn_stalled(s->conns[i]))
-            return true;
-    return false;
 }
 
 /* Does what waits for s fit `bound`? Bytes no write has offered to a
@@ -134,7 +152,7 @@ static bool over_waiting(server_rt_t *s)
      * seen stalled, the limit. */
     if (waiting_fits(s, p->buffer_limit) ||
         (p->buffer_limit < WN_SERVER_HELD_MIN && waiting_fits(s, WN_SERVER_HELD_MIN) &&
-         !server_stalled(s))) {
+         !server_stalled(s, false))) {
         if (s->over_warned) {
             s->over_warned = false;
             wn_log_notice("pool '%s': server %s reads again: taking requests for it", p->conf->name,

@@ -28,6 +28,7 @@ the idle-connections test is skipped.
 Run with Debian's /usr/bin/python3; WALNUT_BIN names the binary.
 """
 
+import collections
 import hashlib
 import json
 import os
@@ -1829,7 +1830,11 @@ class TestBackendMisbehaviour(HostileCase):
         queued). Expected: each part waiting counts its parent in its server's
         bound, so the server is refused requests once its parts pin more than
         16 MiB (here: over client_buffer_limit's 8 MiB), and the parent's line
-        moves out of the client's input buffer."""
+        moves out of the client's input buffer. (What is queued before the
+        server could have answered, within 100 ms of its first request or
+        while its connection is made, is let through up to four times that:
+        it cannot be told from a healthy server given a burst, test_17k. A
+        loaded machine reads hundreds of these clients in that time.)"""
         self.split_parents_bounded(b"get", 2)
 
     def test_17h_a_split_gat_whose_client_left_is_bounded(self):
@@ -1871,10 +1876,10 @@ class TestBackendMisbehaviour(HostileCase):
         waiting = queued()
         measured("%s parts waiting for a mute server, %d clients of a %d-byte line gone"
                  % (verb.decode(), n, len(line)), "%d (RSS +%.1f MiB)" % (waiting, grew / MiB))
-        self.assertLessEqual(waiting, parts * (16 * MiB // len(line)),
+        self.assertLessEqual(waiting, parts * (4 * 16 * MiB // len(line)),
                              "parts waiting for the silent server, each line pinning its parent")
         if not sanitized():
-            self.assertLess(grew, 40 * MiB, "RSS growth for %d split lines whose clients left" % n)
+            self.assertLess(grew, 80 * MiB, "RSS growth for %d split lines whose clients left" % n)
         c = self.raw(px.port(), timeout=10)
         c.request(b"get %s\r\n" % silent[-1], b"SERVER_ERROR Out of memory\r\n")
         c.request(b"get %s\r\n" % live[0], b"END\r\n")  # the live server is served
@@ -2055,6 +2060,71 @@ class TestBackendMisbehaviour(HostileCase):
             c.request(b"gat 0" + b" a" * nkeys + b"\r\n", b"END\r\n",
                       what="a gat of %d keys" % nkeys)
         self.assertNotIn("has not answered requests holding", px.log())
+        self.assertNoSanitizerReport(px)
+        px.stop()
+
+    def test_17k_a_burst_of_pipelined_gets_for_a_healthy_server_is_served(self):
+        """What a server has not answered is bounded by the limit or 16 MiB,
+        each request counting its slot (about 0.6 KB). 100 clients each
+        pipelining 720 gets, read in one turn (walnut stopped while they
+        send), are 72,000 requests, 44 MB, for one healthy memcached: 44,764
+        of them were answered SERVER_ERROR Out of memory. Expected: a server
+        that answers is held to four times the bound, so every get is
+        answered (END); a server that does not answer is still refused at the
+        bound (test_17c to test_17h)."""
+        mc = self.memcached(1)[0]
+        px = self.proxy([mc], client_buffer_limit=MiB)
+        nclients, ngets = 100, 720
+        socks = [self.sock(px.port(), timeout=60) for _ in range(nclients)]
+        line = b"".join(b"get burst%d\r\n" % i for i in range(ngets))
+        time.sleep(0.2)  # every connection accepted
+        h.sigstop_and_wait(px.pid)
+        try:
+            for s in socks:
+                s.sendall(line)  # 7.5 KB: the socket buffers take it
+        finally:
+            os.kill(px.pid, signal.SIGCONT)
+        replies = collections.Counter()
+        for s in socks:
+            f = s.makefile("rb")
+            for _ in range(ngets):
+                replies[f.readline()] += 1
+        measured("gets of a one-turn burst (100 clients x 720) answered END", replies[b"END\r\n"])
+        self.assertEqual(dict(replies), {b"END\r\n": nclients * ngets})
+        self.assertNotIn("has not answered requests holding", px.log())
+        self.assertAlive(px)
+        self.assertNoSanitizerReport(px)
+        px.stop()
+
+    def test_17l_a_mute_server_is_held_to_the_bound_not_the_burst_ceiling(self):
+        """The other side of test_17k: a server that reads and has not
+        answered its first request for 100 ms is refused at the bound (limit
+        1 MiB here, so 16 MiB, about 27,000 gets of 0.6 KB), not at four
+        times it. 150 clients then pipeline 700 gets each (105,000)."""
+        fake = self.fake(fakes.MuteBackend())
+        px = self.proxy([fake], client_buffer_limit=MiB)
+        port = px.port()
+        first = self.sock(port, timeout=10)
+        first.sendall(b"get first\r\n")
+        h.wait_until(lambda: self.metric(px, "walnut_server_out_queue", fake.addr) >= 1,
+                     deadline=20, what="the first get at the mute server")
+        time.sleep(0.3)  # unanswered for longer than 100 ms
+        line = b"".join(b"get mute%d\r\n" % i for i in range(700))
+        socks = []
+        for _ in range(150):
+            s = self.sock(port, timeout=10)
+            s.sendall(line)
+            socks.append(s)
+        h.wait_until(lambda: "has not answered requests holding" in px.log(), deadline=30,
+                     what="the mute server's bound met")
+        time.sleep(0.5)
+        queued = self.metric(px, "walnut_server_out_queue", fake.addr)
+        measured("gets queued for a mute server (limit 1 MiB, 105,000 sent)", queued)
+        # 16 MiB of ~0.6 KB slots, and what one turn read past it
+        self.assertLessEqual(queued, 16 * MiB // 600 + 2 * 700, "gets held for a mute server")
+        late = self.raw(port, timeout=10)
+        late.request(b"get late\r\n", b"SERVER_ERROR Out of memory\r\n")
+        self.assertAlive(px)
         self.assertNoSanitizerReport(px)
         px.stop()
 
