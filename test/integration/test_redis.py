@@ -165,6 +165,21 @@ def kernel_can_buffer():
     return 2 * (most("tcp_rmem") + most("tcp_wmem"))
 
 
+def in_kernel(port):
+    """Bytes in the kernel on the way to the server on port: the send queues
+    of connections to it and the receive queues of its own (/proc/net/tcp)."""
+    total = 0
+    with open("/proc/net/tcp") as f:
+        for row in f.read().splitlines()[1:]:
+            cols = row.split()
+            tx, rx = (int(x, 16) for x in cols[4].split(":"))
+            if int(cols[2].rsplit(":", 1)[1], 16) == port:
+                total += tx
+            if int(cols[1].rsplit(":", 1)[1], 16) == port:
+                total += rx
+    return total
+
+
 def metric(px, sample):
     """The value of one sample of walnut's /metrics ("name" or "name{labels}")."""
     import urllib.request
@@ -1076,14 +1091,26 @@ class TestRedis(RedisCase):
                               workers=1, name="stopped")
         h.sigstop_and_wait(r.proc.pid)
         self.addCleanup(lambda: os.kill(r.proc.pid, signal.SIGCONT))
-        fills = []
-        for i in range(5):  # the stopped server's socket filled, each SET under the limit
+        # The stopped server's connection filled: 200 KB SETs, one a turn,
+        # until the kernel takes no more (its buffers vary with the machine
+        # and its load: fixed 4.5 MB of fills once left 1.06 MB in walnut,
+        # over the limit, and the GETs below were refused).
+        fills, before = [], in_kernel(r.port)
+        for i in range(80):
             f = socket.create_connection((h.HOST, px.port("p")), timeout=10)
             self.addCleanup(f.close)
-            f.sendall(resp("SET", "fill%d" % i, b"x" * 900000))
+            f.sendall(resp("SET", "fill%d" % i, b"x" * 200000))
             fills.append(f)
-            time.sleep(0.2)  # one a turn: a turn offers a stalled server one limit's worth
-        time.sleep(1)
+            h.wait_until(lambda: metric(px, "walnut_pool_requests_total{pool=\"p\"}") > i,
+                         deadline=20, what="fill %d read" % i)
+            time.sleep(0.2)  # and offered to the server's socket
+            now = in_kernel(r.port)
+            if now < before + 4096:
+                break
+            before = now
+        else:
+            self.fail("the stopped server's connection took 16 MB: never full")
+        time.sleep(0.7)  # stalled: nothing taken for 500 ms
         clients = []
         for i in range(20):
             c = socket.create_connection((h.HOST, px.port("p")), timeout=30)
@@ -1092,11 +1119,12 @@ class TestRedis(RedisCase):
             clients.append(c)
         def buffers():
             return metric(px, "walnut_buffer_bytes")
-        h.wait_until(lambda: metric(px, "walnut_pool_requests_total{pool=\"p\"}") >= 20005,
-                     deadline=20, what="every request read")
+        h.wait_until(lambda: metric(px, "walnut_pool_requests_total{pool=\"p\"}") >=
+                     20000 + len(fills), deadline=20, what="every request read")
         held = buffers()
-        sys.stderr.write("  [measured] 20 clients x 1,000 inline GETs for a stopped server: "
-                         "%.1f MiB of buffers\n" % (held / (1 << 20)))
+        sys.stderr.write("  [measured] 20 clients x 1,000 inline GETs for a stopped server "
+                         "(after %d fills): %.1f MiB of buffers\n" % (len(fills), held / (1 << 20)))
+        self.assertLess(in_kernel(r.port), before + 4096, "the GETs stayed in walnut")
         # the fills' 4.5 MB (and the read buffers); 329 MB before
         self.assertLess(held, 24 << 20, "buffers held for inline requests")
         os.kill(r.proc.pid, signal.SIGCONT)
