@@ -302,6 +302,7 @@ struct sconn {
     uint32_t nqueued;
     uint64_t connect_ms;  /* when the connect started */
     uint64_t progress_ms; /* last time the server sent bytes (or was sent the oldest request) */
+    uint64_t answer_ms;   /* last time it completed a reply (or was sent the oldest request) */
     /* Whether its socket takes bytes (looked at by each write and past the
      * bound): bytes handed to libuv's write queue since the connect, how
      * many of them had gone at the last look, and when that last changed or
@@ -328,9 +329,9 @@ void wn_queue_sent(req_t *r);
  * or have requests waited that long to be written (its connect, handshake
  * or a retired predecessor not done)? */
 bool wn_sconn_stalled(sconn_t *c);
-/* Have requests written to c waited WN_SERVER_ANSWER_MS for a byte of reply
- * (since the last byte, or since the oldest of them was written), and has
- * none come into its socket unread? */
+/* Have requests written to c waited WN_SERVER_ANSWER_MS for a reply (since
+ * the last one was complete, or since the oldest of them was written), and
+ * has nothing come into its socket unread? */
 #define WN_SERVER_ANSWER_MS 100
 bool wn_sconn_unanswering(const sconn_t *c);
 /* At a stop: a server with nothing queued must count nothing (queue.c). */
@@ -371,6 +372,8 @@ typedef enum wn_server_warn_kind {
     WN_SWARN_MISMATCH, /* a reply that does not match its request */
     WN_SWARN_AUTH,     /* refused walnut's AUTH */
     WN_SWARN_SELECT,   /* refused walnut's SELECT */
+    WN_SWARN_WAITING,  /* over its bound of bytes not taken (queue.c) */
+    WN_SWARN_HELD,     /* over its bound of what it has not answered (queue.c) */
     WN_SWARN_KINDS
 } wn_server_warn_kind_t;
 
@@ -384,8 +387,8 @@ void wn_server_rt_destroy(server_rt_t *s);
 void wn_server_preconnect(server_rt_t *s);
 /* A warning about s, logged at most once per 10 s per worker and kind (a
  * server that fails every request would otherwise log a line per request);
- * the next one logged says how many were left out. */
-__attribute__((format(printf, 5, 6))) void wn_server_warn_at(server_rt_t *s,
+ * the next one logged says how many were left out. Whether it was logged. */
+__attribute__((format(printf, 5, 6))) bool wn_server_warn_at(server_rt_t *s,
                                                              wn_server_warn_kind_t kind,
                                                              const char *file, int line,
                                                              const char *fmt, ...);
@@ -431,8 +434,10 @@ struct server_rt {
      * does not answer is bounded by this, as one that stops reading is by
      * `waiting`. */
     uint64_t held;
-    bool over_warned;                /* `waiting` went over its bound: said so once */
-    bool held_warned;                /* `held` went over its bound: said so once */
+    bool over_warned;                /* `waiting` went over its bound */
+    bool held_warned;                /* `held` went over its bound */
+    bool over_logged, held_logged;   /* ... and the warning was logged (not left out by
+                                        wn_server_warn's limit): so is its end */
     uint64_t unoffered;              /* of `waiting`, what no write has offered a socket
                                         yet (queued this turn, while connecting, behind
                                         a handshake or a retired predecessor) */

@@ -25,7 +25,7 @@ static void sconn_close(sconn_t *c, int err);
  * refused AUTH) is limited on its own, not hidden by the first. */
 #define WN_SERVER_WARN_MS 10000u
 
-void wn_server_warn_at(server_rt_t *s, wn_server_warn_kind_t kind, const char *file, int line,
+bool wn_server_warn_at(server_rt_t *s, wn_server_warn_kind_t kind, const char *file, int line,
                        const char *fmt, ...)
 {
     uint32_t left_out;
@@ -33,7 +33,7 @@ void wn_server_warn_at(server_rt_t *s, wn_server_warn_kind_t kind, const char *f
     if (!wn_log_enabled(WN_LOG_WARN) ||
         !wn_log_limit_pass(&s->warned[kind], uv_now(&s->pool->w->loop), WN_SERVER_WARN_MS,
                            &left_out, &since))
-        return;
+        return false;
     char text[512];
     va_list ap;
     va_start(ap, fmt);
@@ -45,6 +45,7 @@ void wn_server_warn_at(server_rt_t *s, wn_server_warn_kind_t kind, const char *f
                      (unsigned)(since / 1000));
     else
         wn_log_write(WN_LOG_WARN, file, line, "%s", text);
+    return true;
 }
 
 /* A TCP server's address: the one control looked up (sc->sa), or, for a
@@ -433,7 +434,7 @@ bool wn_sconn_stalled(sconn_t *c)
 bool wn_sconn_unanswering(const sconn_t *c)
 {
     if (c->state != SCONN_CONNECTED || !outstanding(c) ||
-        uv_now(&c->server->pool->w->loop) - c->progress_ms < WN_SERVER_ANSWER_MS)
+        uv_now(&c->server->pool->w->loop) - c->answer_ms < WN_SERVER_ANSWER_MS)
         return false;
     /* Its reply may wait in the socket while this worker was busy (a turn
      * of thousands of requests) or descheduled: that is an answer. */
@@ -490,6 +491,7 @@ static void write_unsent(sconn_t *c)
     c->unsent_ms = now; /* what is left waits for the handshake from now */
     if (was_idle) {
         c->progress_ms = now;
+        c->answer_ms = now;
         if (timeout_ms(c) > 0 && !uv_is_active((uv_handle_t *)&c->timer))
             arm_timer(c, now + (uint64_t)timeout_ms(c));
     }

@@ -2132,6 +2132,78 @@ class TestBackendMisbehaviour(HostileCase):
         self.assertNoSanitizerReport(px)
         px.stop()
 
+    def test_17m_a_server_trickling_a_reply_it_never_ends_is_held_to_the_bound(self):
+        """As test_17l, for a server that sends a byte of a reply now and
+        then and never completes it (a 400 KB value in 400 pieces 90 ms
+        apart). A byte of reply counted as an answer (adversarial review of
+        22f68dc: 106,725 requests held, the bound and 48 MiB); an answer is
+        a complete reply."""
+        fake = self.fake(fakes.SlowValueBackend(b"big", b"v" * 400000, chunks=400, gap=0.09))
+        px = self.proxy([fake], client_buffer_limit=MiB)
+        port = px.port()
+        first = self.sock(port, timeout=10)
+        first.sendall(b"get big\r\n")
+        h.wait_until(lambda: len(first.recv(65536, socket.MSG_PEEK)) > 0, deadline=20,
+                     what="the reply's first piece")
+        time.sleep(0.3)
+        line = b"".join(b"get drip%d\r\n" % i for i in range(700))
+        for _ in range(150):
+            s = self.sock(port, timeout=10)
+            s.sendall(line)
+            s.close()
+        h.wait_until(lambda: "has not answered requests holding" in px.log(), deadline=30,
+                     what="the trickling server's bound met")
+        time.sleep(0.5)
+        queued = self.metric(px, "walnut_server_out_queue", fake.addr)
+        measured("gets queued for a server trickling one reply (limit 1 MiB, 105,000 sent)",
+                 queued)
+        # 16 MiB of ~0.6 KB slots, and what the turns read past it (a piece
+        # unread in the socket when a client is read counts as an answer)
+        self.assertLessEqual(queued, 16 * MiB // 600 + 3 * 700, "gets held for it")
+        # the warning and its end at most once per 10 s, however often the
+        # pieces let a request by (100 of each in 5 s, before)
+        self.assertLessEqual(px.log().count("has not answered requests holding"), 1, px.log())
+        self.assertAlive(px)
+        self.assertNoSanitizerReport(px)
+        px.stop()
+
+    def test_17n_a_burst_counts_the_lines_its_gets_keep(self):
+        """A get keeps its line until its reply (to check the reply's keys);
+        the line counted in its server's bound once written, after the
+        bound was asked. 400 clients' 300 gets of 240-byte keys, read in one
+        turn for a server not yet connected that will never answer: 26 MB of
+        lines past the bound and its 48 MiB for a burst (review: 89.6 MiB held,
+        64 MiB promised). Expected: the slots and lines held stay within 64
+        MiB (limit 1 MiB)."""
+        fake = self.fake(fakes.MuteBackend())
+        px = self.proxy([fake], client_buffer_limit=MiB)
+        port = px.port()
+        socks = [self.sock(port, timeout=30) for _ in range(400)]
+        time.sleep(0.3)
+        h.sigstop_and_wait(px.pid)
+        try:
+            for i, s in enumerate(socks):
+                s.setblocking(False)
+                try:
+                    s.send(b"".join(b"get %s\r\n" % (b"%06d" % (i * 300 + j)).rjust(240, b"k")
+                                    for j in range(300)))
+                except OSError:
+                    pass
+        finally:
+            os.kill(px.pid, signal.SIGCONT)
+        h.wait_until(lambda: "has not answered requests holding" in px.log(), deadline=30,
+                     what="the mute server's bound met")
+        time.sleep(0.5)
+        n = self.metric(px, "walnut_server_out_queue", fake.addr)
+        lines = self.metric(px, "walnut_server_out_queue_bytes", fake.addr)
+        held = n * 600 + lines  # a slot is about 0.6 KB
+        measured("held for a mute server after a one-turn burst of 120,000 gets with 240-byte "
+                 "keys (limit 1 MiB)", "%d gets, %.1f MiB" % (n, held / MiB))
+        self.assertLessEqual(held, 65 * MiB, "slots and lines held for a mute server")
+        self.assertAlive(px)
+        self.assertNoSanitizerReport(px)
+        px.stop()
+
     def test_17_clients_that_leave_cannot_grow_a_stalled_servers_queue(self):
         """Defect 17: a server that stops reading (no timeout set), and client after
         client that sends it 3 MB of sets and closes. A client's bytes count against it
