@@ -330,8 +330,11 @@ void wn_queue_sent(req_t *r);
  * or a retired predecessor not done)? */
 bool wn_sconn_stalled(sconn_t *c);
 /* Have requests written to c waited WN_SERVER_ANSWER_MS for a reply (since
- * the last one was complete, or since the oldest of them was written), and
- * has nothing come into its socket unread? */
+ * the last one was complete, or since the oldest of them was written)? A
+ * worker that took longer than that over a turn may not have read a reply
+ * that came: the bound is then the smaller one, as it always was. (Bytes
+ * unread in the socket, FIONREAD, cannot say so: a server trickling a reply
+ * it never ends has some there whenever the worker is slow.) */
 #define WN_SERVER_ANSWER_MS 100
 bool wn_sconn_unanswering(const sconn_t *c);
 /* At a stop: a server with nothing queued must count nothing (queue.c). */

@@ -64,13 +64,11 @@ static void queue_stats(req_t *r, int64_t dir)
  * and 100 clients pipelining 720 gets read in one turn are 44 MB for one
  * server (all but 27,236 refused before). So while the server answers
  * (every connection of it that waits for a reply has completed one within
- * WN_SERVER_ANSWER_MS, or has bytes unread in its socket, and none is
- * stalled on writing), `held` may pass the bound by WN_SERVER_HELD_BURST,
- * what such bursts take (they grow with the clients, not with the limit):
- * a server that answers a request now and then, for clients that leave
- * their requests behind, pins that much more at most; one that never
- * completes a reply is refused at the bound once its first request has
- * waited WN_SERVER_ANSWER_MS.
+ * WN_SERVER_ANSWER_MS, and none is stalled on writing), `held` may pass the bound by
+ * WN_SERVER_HELD_BURST, what such bursts take (they grow with the clients, not with the limit): a
+ * server that answers a request now and then, for clients that leave their requests behind, pins
+ * that much more at most; one that never completes a reply is refused at the bound once its first
+ * request has waited WN_SERVER_ANSWER_MS.
  */
 #define WN_SERVER_HELD_MIN (16u << 20)
 #define WN_SERVER_HELD_BURST (48u << 20)

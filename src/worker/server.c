@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 
 static void sconn_close(sconn_t *c, int err);
 
@@ -433,14 +432,8 @@ bool wn_sconn_stalled(sconn_t *c)
 
 bool wn_sconn_unanswering(const sconn_t *c)
 {
-    if (c->state != SCONN_CONNECTED || !outstanding(c) ||
-        uv_now(&c->server->pool->w->loop) - c->answer_ms < WN_SERVER_ANSWER_MS)
-        return false;
-    /* Its reply may wait in the socket while this worker was busy (a turn
-     * of thousands of requests) or descheduled: that is an answer. */
-    uv_os_fd_t fd;
-    int unread = 0;
-    return uv_fileno(&c->h.handle, &fd) < 0 || ioctl(fd, FIONREAD, &unread) < 0 || unread <= 0;
+    return c->state == SCONN_CONNECTED && outstanding(c) &&
+           uv_now(&c->server->pool->w->loop) - c->answer_ms >= WN_SERVER_ANSWER_MS;
 }
 
 static void write_unsent(sconn_t *c)
