@@ -2042,6 +2042,11 @@ class TestBackendMisbehaviour(HostileCase):
         fake.go()
         px.stop()
 
+    def queued(self, px, addr):
+        """Requests queued for the server at addr, written or not yet (a slow
+        build writes them later)."""
+        return sum(self.metric(px, "walnut_server_%s_queue" % q, addr) for q in ("in", "out"))
+
     def metric(self, px, name, addr):
         url = "http://%s:%d/metrics" % (HOST, px.stats_port)
         with urllib.request.urlopen(url, timeout=5) as r:
@@ -2122,8 +2127,9 @@ class TestBackendMisbehaviour(HostileCase):
         h.wait_until(lambda: "has not answered requests holding" in px.log(), deadline=30,
                      what="the mute server's bound met")
         time.sleep(0.5)
-        queued = self.metric(px, "walnut_server_out_queue", fake.addr)
+        queued = self.queued(px, fake.addr)
         measured("gets queued for a mute server (limit 1 MiB, 105,000 sent)", queued)
+        self.assertGreater(queued, 16 * MiB // 700, "gets queued for the mute server")
         # 16 MiB of ~0.6 KB slots, and what one turn read past it
         self.assertLessEqual(queued, 16 * MiB // 600 + 2 * 700, "gets held for a mute server")
         late = self.raw(port, timeout=10)
@@ -2154,9 +2160,10 @@ class TestBackendMisbehaviour(HostileCase):
         h.wait_until(lambda: "has not answered requests holding" in px.log(), deadline=30,
                      what="the trickling server's bound met")
         time.sleep(0.5)
-        queued = self.metric(px, "walnut_server_out_queue", fake.addr)
+        queued = self.queued(px, fake.addr)
         measured("gets queued for a server trickling one reply (limit 1 MiB, 105,000 sent)",
                  queued)
+        self.assertGreater(queued, 16 * MiB // 700, "gets queued for the trickling server")
         # 16 MiB of ~0.6 KB slots, and what the turns read past it (a piece
         # unread in the socket when a client is read counts as an answer)
         self.assertLessEqual(queued, 16 * MiB // 600 + 3 * 700, "gets held for it")
@@ -2194,8 +2201,10 @@ class TestBackendMisbehaviour(HostileCase):
         h.wait_until(lambda: "has not answered requests holding" in px.log(), deadline=30,
                      what="the mute server's bound met")
         time.sleep(0.5)
-        n = self.metric(px, "walnut_server_out_queue", fake.addr)
-        lines = self.metric(px, "walnut_server_out_queue_bytes", fake.addr)
+        n = self.queued(px, fake.addr)
+        lines = sum(self.metric(px, "walnut_server_%s_queue_bytes" % q, fake.addr)
+                    for q in ("in", "out"))
+        self.assertGreater(n, 16 * MiB // 700, "gets queued for the mute server")
         held = n * 600 + lines  # a slot is about 0.6 KB
         measured("held for a mute server after a one-turn burst of 120,000 gets with 240-byte "
                  "keys (limit 1 MiB)", "%d gets, %.1f MiB" % (n, held / MiB))
