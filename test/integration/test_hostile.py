@@ -1866,12 +1866,7 @@ class TestBackendMisbehaviour(HostileCase):
             s.close()
 
         def queued():
-            url = "http://%s:%d/metrics" % (HOST, px.stats_port)
-            with urllib.request.urlopen(url, timeout=5) as r:
-                for l in r.read().decode().splitlines():
-                    if l.startswith("walnut_server_out_queue{") and fake.addr in l:
-                        return int(float(l.split()[-1]))
-            self.fail("no out_queue for %s" % fake.addr)
+            return self.queued(px, fake.addr)
         # every client is read (and its parts are queued or refused)
         h.wait_until(lambda: "has not answered requests holding" in px.log(), deadline=20,
                      what="the silent server's bound met")

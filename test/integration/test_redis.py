@@ -203,14 +203,20 @@ def recv_exactly(sock, n):
 
 
 def out_queue(px, server):
-    """walnut_server_out_queue for server (requests sent to it, unanswered)."""
+    """Requests queued for server and not answered, written or not yet
+    (walnut_server_out_queue and walnut_server_in_queue)."""
     import urllib.request
     url = "http://%s:%d/metrics" % (h.HOST, px.stats_port)
+    found, total = 0, 0
     with urllib.request.urlopen(url, timeout=10) as r:
         for line in r.read().decode().splitlines():
-            if line.startswith("walnut_server_out_queue{") and server.addr in line:
-                return int(float(line.rsplit(" ", 1)[1]))
-    raise AssertionError("no walnut_server_out_queue for %s" % server.addr)
+            if line.startswith(("walnut_server_out_queue{", "walnut_server_in_queue{")) and \
+                    server.addr in line:
+                found += 1
+                total += int(float(line.rsplit(" ", 1)[1]))
+    if found != 2:
+        raise AssertionError("no walnut_server_out_queue/in_queue for %s" % server.addr)
+    return total
 
 
 def resp_bulk(v):
