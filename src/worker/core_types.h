@@ -329,14 +329,9 @@ void wn_queue_sent(req_t *r);
  * or have requests waited that long to be written (its connect, handshake
  * or a retired predecessor not done)? */
 bool wn_sconn_stalled(sconn_t *c);
-/* Have requests written to c waited WN_SERVER_ANSWER_MS for a reply (since
- * the last one was complete, or since the oldest of them was written)? A
- * worker that took longer than that over a turn may not have read a reply
- * that came: the bound is then the smaller one, as it always was. (Bytes
- * unread in the socket, FIONREAD, cannot say so: a server trickling a reply
- * it never ends has some there whenever the worker is slow.) */
+/* A server that has completed no reply for this long since it was given a
+ * request is not answering (queue.c's bound). */
 #define WN_SERVER_ANSWER_MS 100
-bool wn_sconn_unanswering(const sconn_t *c);
 /* At a stop: a server with nothing queued must count nothing (queue.c). */
 void wn_server_check_counts(const server_rt_t *s);
 /* *count -= n for a server's count, logging an internal error if n is more
@@ -367,7 +362,7 @@ void wn_sconn_recycle(sconn_t *c);
 /* Flush: connect, write, or close c as its state asks. */
 void wn_sconn_flush(sconn_t *c);
 /* What a warning about one server says; each kind is limited on its own
- * (server.c, wn_server_warn). */
+ * (queue.c, wn_server_warn). */
 typedef enum wn_server_warn_kind {
     WN_SWARN_CONNECT,  /* cannot connect */
     WN_SWARN_TIMEOUT,  /* no progress within timeout */
@@ -444,7 +439,7 @@ struct server_rt {
     uint64_t unoffered;              /* of `waiting`, what no write has offered a socket
                                         yet (queued this turn, while connecting, behind
                                         a handshake or a retired predecessor) */
-    wn_log_limit_t warned[WN_SWARN_KINDS]; /* server.c: each kind at most once per
+    wn_log_limit_t warned[WN_SWARN_KINDS]; /* queue.c: each kind at most once per
                                               WN_SERVER_WARN_MS */
 };
 

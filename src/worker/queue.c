@@ -7,7 +7,39 @@
  */
 #include "core_types.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
+
+/* A server failing every request (a connection refused or closed each
+ * time, with auto_eject_hosts off) would log a line per request: each kind
+ * of its warnings is logged at most once per WN_SERVER_WARN_MS, the next one
+ * saying how many were left out. Another kind (a refused SELECT after a
+ * refused AUTH) is limited on its own, not hidden by the first. */
+#define WN_SERVER_WARN_MS 10000u
+
+bool wn_server_warn_at(server_rt_t *s, wn_server_warn_kind_t kind, const char *file, int line,
+                       const char *fmt, ...)
+{
+    uint32_t left_out;
+    uint64_t since;
+    if (!wn_log_enabled(WN_LOG_WARN) ||
+        !wn_log_limit_pass(&s->warned[kind], uv_now(&s->pool->w->loop), WN_SERVER_WARN_MS,
+                           &left_out, &since))
+        return false;
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (left_out > 0)
+        wn_log_write(WN_LOG_WARN, file, line,
+                     "%s (and %u more like it in the last %u s, not logged)", text, left_out,
+                     (unsigned)(since / 1000));
+    else
+        wn_log_write(WN_LOG_WARN, file, line, "%s", text);
+    return true;
+}
 
 void wn_req_enqueue_client(client_t *c, req_t *r)
 {
@@ -73,6 +105,18 @@ static void queue_stats(req_t *r, int64_t dir)
 #define WN_SERVER_HELD_MIN (16u << 20)
 #define WN_SERVER_HELD_BURST (48u << 20)
 
+/* Have requests written to c waited WN_SERVER_ANSWER_MS for a reply (since
+ * the last one was complete, or since the oldest of them was written)? A
+ * worker that took longer than that over a turn may not have read a reply
+ * that came: the bound is then the smaller one, as it always was. (Bytes
+ * unread in the socket, FIONREAD, cannot say so: a server trickling a reply
+ * it never ends has some there whenever the worker is slow.) */
+static bool unanswering(const sconn_t *c)
+{
+    return c->state == SCONN_CONNECTED && c->head != NULL && c->head != c->unsent &&
+           uv_now(&c->server->pool->w->loop) - c->answer_ms >= WN_SERVER_ANSWER_MS;
+}
+
 /* Has a connection of s stalled: bytes in its socket's queue taken none of,
  * or requests not written, for WN_SERVER_STALL_MS, or (with `answers`)
  * requests written to it unanswered for WN_SERVER_ANSWER_MS? */
@@ -80,7 +124,7 @@ static bool server_stalled(server_rt_t *s, bool answers)
 {
     for (uint32_t i = 0; i < s->nconns; i++) {
         sconn_t *c = s->conns[i];
-        if (c != NULL && (wn_sconn_stalled(c) || (answers && wn_sconn_unanswering(c))))
+        if (c != NULL && (wn_sconn_stalled(c) || (answers && unanswering(c))))
             return true;
     }
     return false;

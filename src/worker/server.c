@@ -10,42 +10,11 @@
  */
 #include "protocol.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static void sconn_close(sconn_t *c, int err);
-
-/* A server failing every request (a connection refused or closed each
- * time, with auto_eject_hosts off) would log a line per request: each kind
- * of its warnings is logged at most once per WN_SERVER_WARN_MS, the next one
- * saying how many were left out. Another kind (a refused SELECT after a
- * refused AUTH) is limited on its own, not hidden by the first. */
-#define WN_SERVER_WARN_MS 10000u
-
-bool wn_server_warn_at(server_rt_t *s, wn_server_warn_kind_t kind, const char *file, int line,
-                       const char *fmt, ...)
-{
-    uint32_t left_out;
-    uint64_t since;
-    if (!wn_log_enabled(WN_LOG_WARN) ||
-        !wn_log_limit_pass(&s->warned[kind], uv_now(&s->pool->w->loop), WN_SERVER_WARN_MS,
-                           &left_out, &since))
-        return false;
-    char text[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    if (left_out > 0)
-        wn_log_write(WN_LOG_WARN, file, line,
-                     "%s (and %u more like it in the last %u s, not logged)", text, left_out,
-                     (unsigned)(since / 1000));
-    else
-        wn_log_write(WN_LOG_WARN, file, line, "%s", text);
-    return true;
-}
 
 /* A TCP server's address: the one control looked up (sc->sa), or, for a
  * configuration control never saw (the worker's unit tests), a numeric
@@ -428,12 +397,6 @@ bool wn_sconn_stalled(sconn_t *c)
     if (c->state != SCONN_CONNECTED)
         return false;
     return sample_drain(c, now) > 0 && now - c->drained_ms >= WN_SERVER_STALL_MS;
-}
-
-bool wn_sconn_unanswering(const sconn_t *c)
-{
-    return c->state == SCONN_CONNECTED && outstanding(c) &&
-           uv_now(&c->server->pool->w->loop) - c->answer_ms >= WN_SERVER_ANSWER_MS;
 }
 
 static void write_unsent(sconn_t *c)
