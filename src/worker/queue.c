@@ -93,14 +93,15 @@ static void queue_stats(req_t *r, int64_t dir)
  * ordinary pipelines (480 text gets in flight are 390 KB of bookkeeping,
  * binary ones, each a parent and its part, about twice that). Nor must a
  * burst: clients' requests count against them too, each slot about 0.6 KB,
- * and 100 clients pipelining 720 gets read in one turn are 44 MB for one
+ * and 100 clients pipelining 720 gets read in one turn are 45 MB for one
  * server (all but 27,236 refused before). So while the server answers
  * (every connection of it that waits for a reply has completed one within
- * WN_SERVER_ANSWER_MS, and none is stalled on writing), `held` may pass the bound by
- * WN_SERVER_HELD_BURST, what such bursts take (they grow with the clients, not with the limit): a
- * server that answers a request now and then, for clients that leave their requests behind, pins
- * that much more at most; one that never completes a reply is refused at the bound once its first
- * request has waited WN_SERVER_ANSWER_MS.
+ * WN_SERVER_ANSWER_MS, and none is stalled on writing), `held` may pass the
+ * bound by WN_SERVER_HELD_BURST, what such bursts take (they grow with the
+ * clients, not with the limit): a server that answers a request now and
+ * then, for clients that leave their requests behind, pins that much more
+ * at most; one that never completes a reply is refused at the bound once
+ * its first request has waited WN_SERVER_ANSWER_MS.
  */
 #define WN_SERVER_HELD_MIN (16u << 20)
 #define WN_SERVER_HELD_BURST (48u << 20)
@@ -230,11 +231,12 @@ static bool over_bound(server_rt_t *s)
 /* What r pins while it waits for s: its slot, and a line it keeps to check
  * the reply (counted here, before the bound is asked, not once written: 400
  * clients' 300 gets of 240-byte keys for a server not yet connected put
- * 26 MB of lines past a bound that had counted only their slots). A fragment (or copy) pins its
- * parent, counted against the client while it is there and nowhere once it
- * has gone: the parent's last fragment for s carries it (with its own slot),
- * so a parent counts once per server however many parts s gets (a gat split
- * into 2 KB lines sends one server dozens). */
+ * 26 MB of lines past a bound that had counted only their slots). A
+ * fragment (or copy) pins its parent, counted against the client while it
+ * is there and nowhere once it has gone: the parent's last fragment for s
+ * carries it (with its own slot), so a parent counts once per server
+ * however many parts s gets (a gat split into 2 KB lines sends one server
+ * dozens). */
 static uint64_t pinned(const req_t *r, const server_rt_t *s)
 {
     if (r->parent == NULL || r->more_here)
