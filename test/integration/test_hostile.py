@@ -2037,10 +2037,37 @@ class TestBackendMisbehaviour(HostileCase):
         fake.go()
         px.stop()
 
-    def queued(self, px, addr):
+    def queued(self, px, addr, with_bytes=False):
         """Requests queued for the server at addr, written or not yet (a slow
-        build writes them later)."""
-        return sum(self.metric(px, "walnut_server_%s_queue" % q, addr) for q in ("in", "out"))
+        build writes them later), and with_bytes their bytes too. Read from
+        one scrape, and again until two scrapes agree: requests written
+        between reads of the in and out queues were counted twice (CI, ASan:
+        a 19 MB burst written to its server between two scrapes read as 38)."""
+        def snapshot():
+            url = "http://%s:%d/metrics" % (HOST, px.stats_port)
+            with urllib.request.urlopen(url, timeout=5) as r:
+                got = {}
+                for l in r.read().decode().splitlines():
+                    name = l.split("{", 1)[0]
+                    if name in ("walnut_server_in_queue", "walnut_server_out_queue",
+                                "walnut_server_in_queue_bytes",
+                                "walnut_server_out_queue_bytes") and addr in l:
+                        got[name] = int(float(l.split()[-1]))
+            if len(got) != 4:
+                self.fail("no queue gauges for %s: %r" % (addr, got))
+            return (got["walnut_server_in_queue"] + got["walnut_server_out_queue"],
+                    got["walnut_server_in_queue_bytes"] + got["walnut_server_out_queue_bytes"])
+        last = snapshot()
+        deadline = time.monotonic() + 30  # a fake server parses 19 MB in Python
+        while True:
+            time.sleep(0.1)
+            now = snapshot()
+            if now == last:
+                break
+            if time.monotonic() > deadline:
+                self.fail("the queue for %s never settled: %r then %r" % (addr, last, now))
+            last = now
+        return now if with_bytes else now[0]
 
     def metric(self, px, name, addr):
         url = "http://%s:%d/metrics" % (HOST, px.stats_port)
@@ -2196,9 +2223,7 @@ class TestBackendMisbehaviour(HostileCase):
         h.wait_until(lambda: "has not answered requests holding" in px.log(), deadline=30,
                      what="the mute server's bound met")
         time.sleep(0.5)
-        n = self.queued(px, fake.addr)
-        lines = sum(self.metric(px, "walnut_server_%s_queue_bytes" % q, fake.addr)
-                    for q in ("in", "out"))
+        n, lines = self.queued(px, fake.addr, with_bytes=True)
         self.assertGreater(n, 16 * MiB // 700, "gets queued for the mute server")
         held = n * 600 + lines  # a slot is about 0.6 KB
         measured("held for a mute server after a one-turn burst of 120,000 gets with 240-byte "
