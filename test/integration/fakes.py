@@ -14,6 +14,7 @@ tests register stop() as a cleanup.
 
 import socket
 import threading
+import time
 
 HOST = "127.0.0.1"
 STORAGE = (b"set", b"add", b"replace", b"append", b"prepend", b"cas")
@@ -95,10 +96,18 @@ class FakeBackend:
                 conn.sendall(chunk)
         return True
 
+    dripping = frozenset()  # connections read only when wait_turn() allows
+
+    def wait_turn(self):
+        """Wait until a connection in `dripping` may be read; True: stopping."""
+        return False
+
     def _serve(self, conn, cid):
         buf = b""
         try:
             while not self.stop_event.is_set():
+                if cid in self.dripping and self.wait_turn():
+                    return
                 chunk = conn.recv(65536)
                 if not chunk:
                     return
@@ -281,6 +290,32 @@ class StallingBackend(FakeBackend):
                         v = self.store[k]
                         out += b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(v), v)
             return out + b"END\r\n"
+        return b"ERROR\r\n"
+
+
+class PhasedReadBackend(FakeBackend):
+    """Answers the probe, and every storage command STORED; a connection that
+    has carried one is read only `read_for` seconds in every `read_for +
+    pause_for` (a server that stops reading and reads again, over and over;
+    probes are answered at once)."""
+
+    def __init__(self, read_for=0.5, pause_for=2.0, name="phased-read", rcvbuf=None):
+        self.read_for, self.pause_for = read_for, pause_for
+        self.t0 = time.monotonic()
+        self.dripping = set()
+        super().__init__(name, rcvbuf)
+
+    def wait_turn(self):
+        cycle = self.read_for + self.pause_for
+        into = (time.monotonic() - self.t0) % cycle
+        return into >= self.read_for and self.stop_event.wait(cycle - into)
+
+    def reply(self, cid, parts, data):
+        if parts and parts[0] == b"version":
+            return self.VERSION
+        if parts and parts[0] in STORAGE:
+            self.dripping.add(cid)
+            return b"STORED\r\n"
         return b"ERROR\r\n"
 
 

@@ -2233,6 +2233,49 @@ class TestBackendMisbehaviour(HostileCase):
         self.assertNoSanitizerReport(px)
         px.stop()
 
+    def test_17o_a_server_that_stops_reading_again_and_again_warns_once(self):
+        """The waiting bound's warning, for a server that reads for 0.5 s in
+        every 2.5: past the limit (1 MiB) while its socket has taken nothing
+        for 500 ms, requests for it are refused; it reads, and they are taken
+        again; and again. Each turn logged the warning and its end (22f68dc);
+        now the warning at most once per 10 s, its end only after a logged
+        warning. Clients send 192 KB of sets each, one every 0.05 s, and leave
+        (what they leave behind counts against the server, not them)."""
+        fake = self.fake(fakes.PhasedReadBackend(read_for=0.5, pause_for=2.0, rcvbuf=65536))
+        px = self.proxy([fake], client_buffer_limit=MiB)
+        port = px.port()
+        value = b"v" * 65536
+        refused = []  # per client: were its sets refused at once?
+        deadline = time.monotonic() + 9
+        i = 0
+        while time.monotonic() < deadline:
+            s = socket.create_connection((HOST, port), timeout=10)
+            try:
+                s.sendall(b"".join(b"set drip%d 0 0 %d\r\n%s\r\n" % (3 * i + j, len(value), value)
+                                   for j in range(3)))
+                s.settimeout(0.05)
+                try:
+                    refused.append(s.recv(64).startswith(b"SERVER_ERROR"))
+                except socket.timeout:
+                    refused.append(False)
+            finally:
+                s.close()
+            i += 1
+        runs = "".join("R" if r else "." for r in refused)
+        turns = runs.count("R.")
+        log = px.log()
+        measured("a server reading 0.5 s in 2.5: clients refused, refusals that ended, "
+                 "warnings, ends logged", "%d of %d, %d, %d, %d" % (
+                     sum(refused), len(refused), turns, log.count("has not taken"),
+                     log.count("reads again")))
+        # the bound was met, left and met again (else this tests nothing)
+        self.assertGreaterEqual(turns, 2, "clients refused (R) or not (.): " + runs)
+        self.assertEqual(log.count("has not taken"), 1, log)
+        self.assertLessEqual(log.count("reads again"), 1, log)
+        self.assertAlive(px)
+        self.assertNoSanitizerReport(px)
+        px.stop()
+
     def test_17_clients_that_leave_cannot_grow_a_stalled_servers_queue(self):
         """Defect 17: a server that stops reading (no timeout set), and client after
         client that sends it 3 MB of sets and closes. A client's bytes count against it
