@@ -303,6 +303,8 @@ struct sconn {
     uint64_t connect_ms;  /* when the connect started */
     uint64_t progress_ms; /* last time the server sent bytes (or was sent the oldest request) */
     uint64_t answer_ms;   /* last time it completed a reply (or was sent the oldest request) */
+    uint64_t late_stamp;  /* the deadline's start for which the timer found the socket ready */
+    bool late_checked;    /* late_stamp is set (server.c's ready_unseen) */
     /* Whether its socket takes bytes (looked at by each write and past the
      * bound): bytes handed to libuv's write queue since the connect, how
      * many of them had gone at the last look, and when that last changed or

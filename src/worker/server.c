@@ -10,6 +10,7 @@
  */
 #include "protocol.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,23 +108,49 @@ static void arm_timer(sconn_t *c, uint64_t due)
     uv_timer_start(&c->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
+/* Has the server moved (bytes or its close to read; its connect done) where
+ * the worker has not looked yet? A loop turn runs its timers before it
+ * polls, so a worker that was not running for longer than the timeout (a
+ * long turn, a loaded or stopped host) would take a reply waiting in the
+ * socket for the server's silence. Once per `stamp` (the progress or
+ * connect time the deadline counts from): a socket that stays ready and is
+ * not read still times out, a timeout later. */
+static bool ready_unseen(sconn_t *c, uint64_t stamp)
+{
+    uv_os_fd_t fd;
+    if ((c->late_checked && c->late_stamp == stamp) ||
+        uv_fileno((const uv_handle_t *)&c->h.stream, &fd) != 0)
+        return false;
+    struct pollfd p = {.fd = fd, .events = c->state == SCONN_CONNECTING ? POLLOUT : POLLIN};
+    if (poll(&p, 1, 0) != 1)
+        return false;
+    c->late_checked = true;
+    c->late_stamp = stamp;
+    return true;
+}
+
 static void on_timer(uv_timer_t *t)
 {
     sconn_t *c = t->data;
     wn_worker_tick(c->server->pool->w);
     uint64_t now = uv_now(t->loop);
     int timeout = timeout_ms(c);
-    uint64_t due;
+    uint64_t due, stamp;
     if (timeout <= 0 || c->fail_err != 0)
         return;
     if (c->state == SCONN_CONNECTING)
-        due = c->connect_ms + (uint64_t)timeout;
+        stamp = c->connect_ms;
     else if (c->state == SCONN_CONNECTED && outstanding(c))
-        due = c->progress_ms + (uint64_t)timeout;
+        stamp = c->progress_ms;
     else
         return;
+    due = stamp + (uint64_t)timeout;
     if (now < due) {
         arm_timer(c, due); /* there was progress since: wait on */
+        return;
+    }
+    if (ready_unseen(c, stamp)) {
+        arm_timer(c, now + (uint64_t)timeout); /* this turn's poll reads it */
         return;
     }
     server_rt_t *s = c->server;
