@@ -120,6 +120,12 @@ uint64_t wn_time_ms(void);
 uint64_t wn_time_us(void);
 /* Wall-clock time in microseconds since the epoch (for timestamps people read). */
 uint64_t wn_wall_us(void);
+/* Has the socket fd something to read (or, with `connecting`, has its
+ * connect completed or failed), asked without waiting? A deadline's timer
+ * asks before blaming the peer: a loop turn runs its timers before it
+ * polls, so after a turn or a pause longer than the deadline the answer may
+ * be waiting unread. */
+bool wn_fd_ready(int fd, bool connecting);
 
 /*
  * Buffers: fixed-size chunks (the -m size) from a per-worker pool, refcounted

@@ -47,6 +47,7 @@ typedef struct probe {
     bool closing;       /* uv_close called, its callback not yet run */
     bool connected;
     bool busy;          /* a probe is outstanding */
+    bool late_granted;  /* its deadline passed with the socket ready: one more wait */
     bool fresh;         /* new connection: redis auth/select go first */
     char rbuf[512];
     size_t rlen;

@@ -582,6 +582,7 @@ static void probe_start(hserver_t *s)
         return;
     }
     pr->busy = true;
+    pr->late_granted = false;
     uv_timer_start(&pr->timer, on_probe_timer, probe_timeout(s->pool), 0);
     if (pr->connected) {
         probe_send(s);
@@ -620,6 +621,18 @@ static void on_probe_timer(uv_timer_t *t)
     if (s->pool->ctl->stopping)
         return;
     if (s->probe.busy) {
+        /* Its answer (or its connect) may be waiting unread: this turn's
+         * poll comes after its timers, and the control thread may have
+         * been off the CPU for longer than the deadline. Once a probe. */
+        probe_t *pr = &s->probe;
+        uv_os_fd_t fd;
+        if (!pr->late_granted && pr->handle_open &&
+            uv_fileno((const uv_handle_t *)&pr->h.stream, &fd) == 0 &&
+            wn_fd_ready(fd, !pr->connected)) {
+            pr->late_granted = true;
+            uv_timer_start(&pr->timer, on_probe_timer, probe_timeout(s->pool), 0);
+            return;
+        }
         probe_done(s, UV_ETIMEDOUT);
         return;
     }

@@ -10,7 +10,6 @@
  */
 #include "protocol.h"
 
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,10 +118,8 @@ static bool ready_unseen(sconn_t *c, uint64_t stamp)
 {
     uv_os_fd_t fd;
     if ((c->late_checked && c->late_stamp == stamp) ||
-        uv_fileno((const uv_handle_t *)&c->h.stream, &fd) != 0)
-        return false;
-    struct pollfd p = {.fd = fd, .events = c->state == SCONN_CONNECTING ? POLLOUT : POLLIN};
-    if (poll(&p, 1, 0) != 1)
+        uv_fileno((const uv_handle_t *)&c->h.stream, &fd) != 0 ||
+        !wn_fd_ready(fd, c->state == SCONN_CONNECTING))
         return false;
     c->late_checked = true;
     c->late_stamp = stamp;

@@ -319,6 +319,23 @@ class PhasedReadBackend(FakeBackend):
         return b"ERROR\r\n"
 
 
+class SlowProbeBackend(FakeBackend):
+    """Answers the health probe `delay` seconds late (every other request
+    ERROR); `probes` counts the probes it has read."""
+
+    def __init__(self, delay, name="slow-probe"):
+        self.delay = delay
+        self.probes = 0
+        super().__init__(name)
+
+    def reply(self, cid, parts, data):
+        if parts and parts[0] == b"version":
+            with self.lock:
+                self.probes += 1
+            return [(self.VERSION, self.delay)]
+        return b"ERROR\r\n"
+
+
 class MuteBackend(FakeBackend):
     """Answers the probe; reads every other request and answers none (a
     server paused, or shedding load by silence)."""

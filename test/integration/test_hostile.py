@@ -1606,6 +1606,46 @@ class TestBackendMisbehaviour(HostileCase):
         self.assertNoSanitizerReport(px)
         px.stop()
 
+    def test_12d_a_probe_answered_while_walnut_was_not_running_is_no_failure(self):
+        """As test_12c for control's health probe: a probe answered while the
+        control thread was not running (here SIGSTOP, with /metrics scraped
+        in a loop so it is mostly mid-turn) was failed by its deadline's
+        timer before the turn's poll read the answer: with
+        server_failure_limit 1, a healthy server ejected."""
+        fake = self.fake(fakes.SlowProbeBackend(delay=0.3))
+        px = self.proxy([fake], timeout=1000, health_check_interval=200, auto_eject_hosts=True,
+                        server_failure_limit=1, server_retry_timeout=60000)
+        stop = threading.Event()
+
+        def scrape():
+            url = "http://%s:%d/metrics" % (HOST, px.stats_port)
+            while not stop.is_set():
+                try:
+                    with urllib.request.urlopen(url, timeout=10) as r:
+                        r.read()
+                except OSError:
+                    pass
+        threads = [threading.Thread(target=scrape, daemon=True) for _ in range(3)]
+        for t in threads:
+            t.start()
+        self.addCleanup(lambda: [t.join(15) for t in threads])
+        self.addCleanup(stop.set)
+        for i in range(5):
+            self.assertNotIn("ejected after", px.log(), "after %d stops" % i)
+            seen = fake.probes
+            h.wait_until(lambda: fake.probes > seen, deadline=20, interval=0.002,
+                         what="a probe at the server")
+            h.sigstop_and_wait(px.pid)  # its answer comes 0.3 s later
+            time.sleep(1.5)
+            os.kill(px.pid, signal.SIGCONT)
+            time.sleep(0.3)
+        stop.set()
+        log = px.log()
+        self.assertNotIn("ejected after", log)
+        self.assertAlive(px)
+        self.assertNoSanitizerReport(px)
+        px.stop()
+
     def test_13_connect_failing_at_once(self):
         """Defect 13: a server whose connect fails synchronously: no use-after-free; a
         split get answers one SERVER_ERROR line, then the next request is answered."""
