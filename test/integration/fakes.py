@@ -12,11 +12,14 @@ Every thread ends when stop() closes the listener and the connections; the
 tests register stop() as a cleanup.
 """
 
+import select
 import socket
 import threading
 import time
 
 HOST = "127.0.0.1"
+# a reply step's delay: until the connection's next request has come (10 s at most)
+NEXT_REQUEST = "next request"
 STORAGE = (b"set", b"add", b"replace", b"append", b"prepend", b"cas")
 
 
@@ -90,7 +93,10 @@ class FakeBackend:
                 conn.sendall(reply)
             return True
         for chunk, delay in reply:
-            if delay and self.stop_event.wait(delay):
+            if delay == NEXT_REQUEST:
+                if not self._wait_readable(conn):
+                    return False
+            elif delay and self.stop_event.wait(delay):
                 return False
             if chunk:
                 conn.sendall(chunk)
@@ -101,6 +107,17 @@ class FakeBackend:
     def wait_turn(self):
         """Wait until a connection in `dripping` may be read; True: stopping."""
         return False
+
+    def _wait_readable(self, conn, cap=10.0):
+        """Wait until conn has bytes to read (the next request came), at most
+        cap seconds; False: stopping."""
+        end = time.monotonic() + cap
+        while time.monotonic() < end:
+            if self.stop_event.is_set():
+                return False
+            if select.select([conn], [], [], 0.05)[0]:
+                return True
+        return True
 
     def _serve(self, conn, cid):
         buf = b""
@@ -501,8 +518,9 @@ class HalfReplyRedis(FakeRedis):
 
 class StrayReplyRedis(FakeRedis):
     """Answers GET correctly, then sends a second reply nobody asked for. With
-    `delay`, both come that many seconds late (so that other clients'
-    requests queue behind the GET on a shared connection)."""
+    `delay`, both come that many seconds late, or (NEXT_REQUEST) once the
+    connection's next request has come (another client's request queued
+    behind the GET on a shared connection)."""
 
     STRAY = b"$6\r\nsecret\r\n"
 
@@ -519,8 +537,9 @@ class StrayReplyRedis(FakeRedis):
 
 class ExtraIntegerRedis(FakeRedis):
     """Answers INCR with its integer twice: the second is a well-formed reply
-    nobody asked for. With `delay`, both come that many seconds late (so that
-    other clients' requests queue behind the INCR on a shared connection)."""
+    nobody asked for. With `delay`, both come that many seconds late, or
+    (NEXT_REQUEST) once the connection's next request has come (another
+    client's request queued behind the INCR on a shared connection)."""
 
     def __init__(self, delay=0.0, name="extra-int-redis"):
         self.delay = delay

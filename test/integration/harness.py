@@ -417,6 +417,46 @@ def task_states(pid):
     return states
 
 
+def log_time(log, pattern):
+    """The time (s) of walnut's first log line matching pattern: its
+    timestamp is [YYYY-MM-DD HH:MM:SS.mmm]."""
+    for line in log.splitlines():
+        m = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(\d{3})\]", line)
+        if m and re.search(pattern, line):
+            return time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + \
+                int(m.group(2)) / 1000.0
+    raise AssertionError("no log line matching %r in:\n%s" % (pattern, log))
+
+
+def in_kernel(port):
+    """Bytes in the kernel on the way to the server on port: the send queues
+    of connections to it and the receive queues of its own (/proc/net/tcp)."""
+    total = 0
+    with open("/proc/net/tcp") as f:
+        for row in f.read().splitlines()[1:]:
+            cols = row.split()
+            tx, rx = (int(x, 16) for x in cols[4].split(":"))
+            if int(cols[2].rsplit(":", 1)[1], 16) == port:
+                total += tx
+            if int(cols[1].rsplit(":", 1)[1], 16) == port:
+                total += rx
+    return total
+
+
+def wait_until_still(value, still=1.0, deadline=30.0, what="a value to stop moving"):
+    """Wait until value() has not changed for `still` seconds; its last value."""
+    end = time.monotonic() + deadline
+    last, since = value(), time.monotonic()
+    while time.monotonic() - since < still:
+        if time.monotonic() > end:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (deadline, what))
+        time.sleep(0.05)
+        now = value()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 def sigstop_and_wait(pid, deadline=10.0):
     """SIGSTOP pid and wait until every thread is really stopped (kill() returns before)."""
     os.kill(pid, signal.SIGSTOP)

@@ -165,21 +165,6 @@ def kernel_can_buffer():
     return 2 * (most("tcp_rmem") + most("tcp_wmem"))
 
 
-def in_kernel(port):
-    """Bytes in the kernel on the way to the server on port: the send queues
-    of connections to it and the receive queues of its own (/proc/net/tcp)."""
-    total = 0
-    with open("/proc/net/tcp") as f:
-        for row in f.read().splitlines()[1:]:
-            cols = row.split()
-            tx, rx = (int(x, 16) for x in cols[4].split(":"))
-            if int(cols[2].rsplit(":", 1)[1], 16) == port:
-                total += tx
-            if int(cols[1].rsplit(":", 1)[1], 16) == port:
-                total += rx
-    return total
-
-
 def metric(px, sample):
     """The value of one sample of walnut's /metrics ("name" or "name{labels}")."""
     import urllib.request
@@ -1016,7 +1001,7 @@ class TestRedis(RedisCase):
         # 665 clients): at most 150 clients (150,000 requests, nine times the
         # bound), a longer pause and wait.
         slow = h.sanitized()
-        pause_s, wait_s = (40, 30) if slow else (12, 10)
+        pause_s, wait_s = (40, 30) if slow else (20, 10)
         t_paused = time.monotonic()
         self.assertEqual(paused.call("CLIENT", "PAUSE", str(pause_s * 1000), "ALL"), b"OK")
         # One request left unanswered for longer than 100 ms first: until
@@ -1114,7 +1099,7 @@ class TestRedis(RedisCase):
         # until the kernel takes no more (its buffers vary with the machine
         # and its load: fixed 4.5 MB of fills once left 1.06 MB in walnut,
         # over the limit, and the GETs below were refused).
-        fills, before = [], in_kernel(r.port)
+        fills, before = [], h.in_kernel(r.port)
         for i in range(80):
             f = socket.create_connection((h.HOST, px.port("p")), timeout=10)
             self.addCleanup(f.close)
@@ -1122,8 +1107,9 @@ class TestRedis(RedisCase):
             fills.append(f)
             h.wait_until(lambda: metric(px, "walnut_pool_requests_total{pool=\"p\"}") > i,
                          deadline=20, what="fill %d read" % i)
-            time.sleep(0.2)  # and offered to the server's socket
-            now = in_kernel(r.port)
+            # and offered to the server's socket: its bytes in the kernel settle
+            now = h.wait_until_still(lambda: h.in_kernel(r.port), still=0.3,
+                                     what="the fill's bytes to settle")
             if now < before + 4096:
                 break
             before = now
@@ -1143,7 +1129,7 @@ class TestRedis(RedisCase):
         held = buffers()
         sys.stderr.write("  [measured] 20 clients x 1,000 inline GETs for a stopped server "
                          "(after %d fills): %.1f MiB of buffers\n" % (len(fills), held / (1 << 20)))
-        self.assertLess(in_kernel(r.port), before + 4096, "the GETs stayed in walnut")
+        self.assertLess(h.in_kernel(r.port), before + 4096, "the GETs stayed in walnut")
         # the fills' 4.5 MB (and the read buffers); 329 MB before
         self.assertLess(held, 24 << 20, "buffers held for inline requests")
         os.kill(r.proc.pid, signal.SIGCONT)
@@ -1398,7 +1384,10 @@ class TestRedis(RedisCase):
         threads = [threading.Thread(target=reader, args=(n,)) for n in range(4)]
         for t in threads:
             t.start()
-        time.sleep(0.2)
+        # every reader's MSET done (and an MGET) before the kill: a late one's
+        # MSET would rightly fail on the dead server's part
+        h.wait_until(lambda: all(n > 0 for n in counts) or errors, deadline=30,
+                     what="every reader started")
         backends[2].kill()
         with h.Raw(port) as c:
             for cmd in (("MGET",) + tuple(keys), ("DEL",) + tuple(keys[:3]),
@@ -1834,11 +1823,13 @@ class TestRedis(RedisCase):
             "baddb": h.pool([plain], redis=True, timeout=2000, redis_db=20),
             "badauth": h.pool([locked], redis=True, timeout=2000, redis_auth="wrong")},
             workers=1, name="refuses")
+        t0 = time.monotonic()
         with self.raw(px.port("baddb"), timeout=5) as c:
             for _ in range(60):
                 c.request(resp("SET", "k", "v"), b"-ERR the server refused SELECT of the pool's "
                           b"redis_db (see walnut's log)\r\n")
             c.request(resp("PING"), b"+PONG\r\n")
+        windows = 1 + int((time.monotonic() - t0) / 10)  # one line per 10 s at most
         # Requests wait for the SELECT's answer: refused, they never ran (in db 0).
         self.assertIsNone(plain.call("GET", "k"), "a SET behind the refused SELECT ran in db 0")
         with self.raw(px.port("badauth"), timeout=5) as c:
@@ -1849,7 +1840,8 @@ class TestRedis(RedisCase):
                                     in t else None)(h.read_text(px.log_path, "rb").decode()),
                            deadline=5, what="the AUTH and SELECT warnings")
         self.assertIn("answered walnut's SELECT with: -ERR DB index is out of range", log)
-        self.assertEqual(log.count("answered walnut's SELECT"), 1, log[-3000:])
+        self.assertGreaterEqual(log.count("answered walnut's SELECT"), 1, log[-3000:])
+        self.assertLessEqual(log.count("answered walnut's SELECT"), windows, log[-3000:])
         self.assertIn("answered walnut's AUTH with: -WRONGPASS", log)
         bad = [ln for ln in log.split("\n") if not re.match(r"^\[\d{4}-", ln) and ln != ""]
         self.assertEqual(bad, [], "log lines that are not log entries")
@@ -1875,14 +1867,21 @@ class TestRedis(RedisCase):
             info = locked.call("INFO", "stats")
             return int(re.search(rb"total_connections_received:(\d+)", info).group(1))
         before = connections()
+        t0 = time.monotonic()
         with self.raw(px.port(), timeout=5) as c:
             c.request(resp("AUTH", "wrong"), b"+OK\r\n")
             for _ in range(5):
                 c.request(resp("SET", "k", "v"), b"-NOAUTH Authentication required.\r\n")
-        # walnut's one connection, and the one asking INFO now
-        self.assertEqual(connections() - before, 2)
+        # walnut's one connection, and the one asking INFO now; and one more
+        # for each second the requests took (a -NOAUTH a second after the
+        # refusal opens the connection anew: test_refused_auth_is_tried_again)
+        again = int(time.monotonic() - t0)
+        opened = connections() - before
+        self.assertGreaterEqual(opened, 2)
+        self.assertLessEqual(opened, 2 + again, "connections for 5 requests in %d s" % again)
         log = h.read_text(px.log_path)
-        self.assertEqual(log.count("answered walnut's AUTH"), 1, log[-3000:])
+        self.assertGreaterEqual(log.count("answered walnut's AUTH"), 1, log[-3000:])
+        self.assertLessEqual(log.count("answered walnut's AUTH"), 1 + again, log[-3000:])
         self.assertNotIn("answered walnut's SELECT", log)
 
     def test_refused_auth_is_tried_again(self):
@@ -2293,13 +2292,14 @@ class TestRedis(RedisCase):
         needs more than walnut's position matching. The replies come late, so
         B's GET is always in flight when the stray arrives (it once ran three
         clients at random, and could pass by luck: an unexpected success)."""
-        f = self.fake(fakes.StrayReplyRedis, delay=0.3)
+        f = self.fake(fakes.StrayReplyRedis, delay=fakes.NEXT_REQUEST)
         f.store[b"a-key"], f.store[b"b-key"] = b"a-value", b"b-value"
         px, port = self.fake_pool(f)
         with self.raw(port) as a, self.raw(port) as b:
             a.send(resp("GET", "a-key"))
             time.sleep(0.1)  # A's GET is on the server connection, unanswered
             b.send(resp("GET", "b-key"))  # queued behind it: the stray lands here
+            # (the server answers A once B's GET has come)
             a.expect(resp_bulk(b"a-value"))
             got = b.recv_resp()
             self.assertTrue(got == resp_bulk(b"b-value") or re.match(RX_FAIL, got),
@@ -2313,13 +2313,14 @@ class TestRedis(RedisCase):
         of the other client's integer, both clients keep their connections.
         Under concurrent load no GET ever gets anything but its own value or
         an error, and the INCR client only integers or errors."""
-        f = self.fake(fakes.ExtraIntegerRedis, delay=0.3)
+        f = self.fake(fakes.ExtraIntegerRedis, delay=fakes.NEXT_REQUEST)
         f.store[b"b-key"] = b"b-value"
         px, port = self.fake_pool(f)
         with self.raw(port) as a, self.raw(port) as b:
             a.send(resp("INCR", "a-counter"))
             time.sleep(0.1)  # A's INCR is on the server connection, unanswered
             b.send(resp("GET", "b-key"))  # queued behind it on that connection
+            # (the server answers A once B's GET has come)
             a.expect(b":1\r\n")
             self.assertRegex(b.recv_resp(), RX_FAIL, "B must not get A's integer")
             b.request(resp("GET", "b-key"), resp_bulk(b"b-value"))

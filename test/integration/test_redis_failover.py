@@ -268,7 +268,13 @@ class TestRedisFailover(h.ProxyTestCase):
         self.assertGreaterEqual(e_rj.t - e_ej.t, RETRY_MS / 1000.0 - 0.05,
                                 self.with_log("rejoined before server_retry_timeout"))
         self.assertGreater(t_moved, e_ej.t)
-        w.wait_rounds_after(e_rj.t + 0.3, rounds=2)
+        # every worker on the rejoin's ring (control logs when all are; one
+        # may take it late on a loaded machine), then two rounds
+        conv = h.wait_until(lambda: [e for e, m in self.log.find(mcfo.RX_CONVERGED,
+                                                                 thread="control")
+                                     if e.t >= e_rj.t] or None,
+                            deadline=10, what="every worker on the rejoin's ring")
+        w.wait_rounds_after(conv[0].t + 0.05, rounds=2)
         w.stop()
         self.assert_last_writes_on(self.victim, on_victim, after=e_rj.t)
         self.assert_last_writes_on(self.survivor, on_survivor, after=e_rj.t)

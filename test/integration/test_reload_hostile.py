@@ -999,7 +999,13 @@ class TestRetiredServerGauges(HostileCase):
         self.addCleanup(waiting.close)
         try:
             waiting.send(b"get %s\r\n" % key)
-            time.sleep(0.3)  # queued on x's connection, unanswered
+
+            def queued_on_x():  # on x's connection, unanswered
+                return sum(float(line.rsplit(" ", 1)[1]) for line in self.metrics().splitlines()
+                           if line.startswith(("walnut_server_in_queue{",
+                                               "walnut_server_out_queue{"))
+                           and 'server="x"' in line)
+            h.wait_until(lambda: queued_on_x() >= 1, deadline=20, what="the get queued on x")
             v = self.reload(pools=only_y)
             self.assertEqual(v["generation"], 1)
             v = self.reload(pools=both)
@@ -1814,9 +1820,8 @@ class TestReloadCarries(HostileCase):
         server's probe connection open for good; a fresh start with that file
         opens none (control-plane review)."""
         x, y, conf = self.probed_pool(100)
-        time.sleep(0.5)  # probes connected
-        self.assertGreater(self.fd_census({x.port})["to_backend"].get(x.port, 0), 0,
-                           "no probe connection to x before the reload")
+        h.wait_until(lambda: self.fd_census({x.port})["to_backend"].get(x.port, 0) > 0,
+                     deadline=20, what="a probe connection to x before the reload")
         self.reload(pools=conf(0))
         h.wait_until(lambda: self.fd_census({x.port, y.port})["to_backend"] == {}, deadline=3,
                      what="the probe connections closed")

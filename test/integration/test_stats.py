@@ -1928,7 +1928,9 @@ class TestPrometheus(StatsCase):
                                         lambda v: v > 0),
                          deadline=30, interval=0.25, what="walnut_pool_requests_total in Prometheus")
         self.assertGreater(v, 0)
-        self.assertEqual(scalar('up{job="walnut"}'), 1.0)
+        # up of the last scrape: one may time out on a loaded machine (1 s)
+        self.assertEqual(h.wait_until(lambda: scalar('up{job="walnut"}', lambda v: v == 1.0),
+                                      deadline=30, interval=0.25, what="up == 1"), 1.0)
         # The tricky label values round-trip through the real parser.
         res = query('walnut_pool_info{pool=%s}' % json.dumps(TRICKY_POOL))
         self.assertEqual(len(res), 1, res)
