@@ -583,6 +583,9 @@ static void probe_start(hserver_t *s)
     }
     pr->busy = true;
     pr->late_granted = false;
+    /* The deadline from now, not from the turn's poll (a control thread
+     * paused since would start it in the past). */
+    uv_update_time(loop);
     uv_timer_start(&pr->timer, on_probe_timer, probe_timeout(s->pool), 0);
     if (pr->connected) {
         probe_send(s);

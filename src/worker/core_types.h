@@ -302,6 +302,8 @@ struct sconn {
     uint32_t nqueued;
     uint64_t connect_ms;  /* when the connect started */
     uint64_t progress_ms; /* last time the server sent bytes (or was sent the oldest request) */
+    /* (both by the worker's clock at that moment, never behind the loop's:
+     * a timeout counts from them; the other stamps are the loop's) */
     uint64_t answer_ms;   /* last time it completed a reply (or was sent the oldest request) */
     uint64_t late_stamp;  /* the deadline's start for which the timer found the socket ready */
     bool late_checked;    /* late_stamp is set (server.c's ready_unseen) */

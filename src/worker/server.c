@@ -216,7 +216,12 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->in.buf->len += (uint32_t)nread;
-    c->progress_ms = uv_now(&w->loop);
+    /* This read's own time (wn_worker_tick's, above), not the loop's: that
+     * is the poll's return, and a worker paused since (a long turn, a
+     * loaded or stopped host) would stamp the progress in the past, the
+     * next turn's timers counting the pause as the server's silence. It is
+     * never behind the loop's clock, so a deadline from it is never early. */
+    c->progress_ms = w->now_us / 1000;
     wn_stat_add(WN_GSTAT(w, bytes_read), (uint64_t)nread);
     wn_stat_add(WN_SSTAT(s, response_bytes), (uint64_t)nread);
     int rc = wn_proto_server_parse(c);
@@ -281,10 +286,11 @@ static int sconn_connect(sconn_t *c)
         c->timer_open = true;
     }
     c->connect_req.data = c;
-    c->connect_ms = uv_now(loop);
+    wn_worker_tick(s->pool->w); /* the connect's own time (see write_unsent) */
+    c->connect_ms = s->pool->w->now_us / 1000;
     c->fail_err = 0;
     c->handed = c->drained_seen = 0;
-    c->drained_ms = c->connect_ms;
+    c->drained_ms = uv_now(loop); /* the stall's clock: the loop's */
     wn_stat_add(WN_GSTAT(s->pool->w, total_server_connections), 1);
     wn_proto_sconn_reset(c);
     int rc;
@@ -470,10 +476,16 @@ static void write_unsent(sconn_t *c)
     c->unsent = stop;
     c->unsent_ms = now; /* what is left waits for the handshake from now */
     if (was_idle) {
-        c->progress_ms = now;
-        c->answer_ms = now;
+        /* The timeout counts from this write: the write's own time, not the
+         * loop's (the poll's return): a worker paused in between (a long
+         * turn, a loaded or stopped host) stamped it in the past, and the
+         * next turn's timers failed a request sent a moment ago (seen: the
+         * stamp 1.5 s before the write; test_pauses). */
+        wn_worker_tick(w);
+        c->progress_ms = w->now_us / 1000;
+        c->answer_ms = now; /* the bound's clock: the loop's (queue.c) */
         if (timeout_ms(c) > 0 && !uv_is_active((uv_handle_t *)&c->timer))
-            arm_timer(c, now + (uint64_t)timeout_ms(c));
+            arm_timer(c, c->progress_ms + (uint64_t)timeout_ms(c));
     }
 }
 
