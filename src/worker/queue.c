@@ -334,8 +334,13 @@ static void sconn_unlink(sconn_t *c, bool answered)
     }
     if (answered)
         c->answer_ms = uv_now(&c->server->pool->w->loop);
-    if (c->head != NULL && c->head != c->unsent)
-        c->progress_ms = uv_now(&c->server->pool->w->loop);
+    if (c->head != NULL && c->head != c->unsent) {
+        /* The timeout's clock (server.c): the worker's at the reply read
+         * just now, never behind the loop's, which may be the turn's start
+         * before a pause. */
+        wn_worker_t *w = c->server->pool->w;
+        c->progress_ms = WN_MAX(uv_now(&w->loop), wn_worker_now_us(w) / 1000);
+    }
     /* A handshake request answered: what waited behind it may go. The last
      * written request of a connection to open anew: the flush does it. */
     if ((r->kind == REQ_INTERNAL && answered && c->unsent != NULL) ||
