@@ -372,6 +372,14 @@ class TestReloadUnderLoad(ReloadCase):
         # can hide a leak: files, pipes and loop handles as at the start; the
         # same listeners; the two idle clients; and connections only to the
         # servers of the final file, at most one per worker and one probe each.
+        # (a file walnut opens for a moment, /proc or /etc/hosts on a lookup,
+        # may be open at one look: CI, ASan, once 21 for 20; a leak stays)
+        try:
+            census1 = h.wait_until(
+                lambda: (lambda c: c if c["other"] == census0["other"] else None)(
+                    self.fd_census(backend_ports)), deadline=5.0, what="non-socket fds as before")
+        except AssertionError:
+            census1 = self.fd_census(backend_ports)
         self.assertEqual(census1["other"], census0["other"], "non-socket fds leaked")
         self.assertEqual(census1["untracked_sockets"], census0["untracked_sockets"],
                          "non-TCP sockets leaked")
