@@ -66,9 +66,13 @@ int main(int argc, char **argv)
     case WN_ACTION_HELP:
         print_version(stdout);
         wn_options_usage(stdout);
+        if (opts.describe_stats)
+            wn_stats_describe(stdout);
         return EXIT_SUCCESS;
     case WN_ACTION_VERSION:
         print_version(stdout);
+        if (opts.describe_stats)
+            wn_stats_describe(stdout);
         return EXIT_SUCCESS;
     case WN_ACTION_DESCRIBE_STATS:
         wn_stats_describe(stdout);

@@ -34,7 +34,8 @@ typedef enum wn_action {
 } wn_action_t;
 
 typedef struct wn_options {
-    wn_action_t action;
+    wn_action_t action;  /* -h, then -V, -D, -t, whatever their order */
+    bool describe_stats; /* -D given (with -h or -V too: they print it after) */
     bool daemonize;
     int verbosity;          /* -v: log level 0..11 */
     const char *log_file;   /* -o: borrowed from argv; NULL = stderr */

@@ -156,6 +156,23 @@ void wn_options_usage(FILE *out)
             WN_MIN_MBUF_SIZE, WN_MAX_MBUF_SIZE, WN_MAX_WORKERS);
 }
 
+/* As nutcracker weighs them, whatever their order: -h, then -V, then -D,
+ * then -t (-h and -V print the stats description too when -D is given). */
+static void take_action(wn_options_t *opts, wn_action_t a)
+{
+    static const wn_action_t rank[] = {WN_ACTION_TEST_CONF, WN_ACTION_DESCRIBE_STATS,
+                                       WN_ACTION_VERSION, WN_ACTION_HELP};
+    int have = -1, want = -1;
+    for (int i = 0; i < (int)(sizeof(rank) / sizeof(rank[0])); i++) {
+        if (rank[i] == opts->action)
+            have = i;
+        if (rank[i] == a)
+            want = i;
+    }
+    if (want > have)
+        opts->action = a;
+}
+
 int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_t errlen)
 {
     *opts = (wn_options_t){
@@ -178,19 +195,20 @@ int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_
             break;
         switch (c) {
         case 'h':
-            opts->action = WN_ACTION_HELP;
+            take_action(opts, WN_ACTION_HELP);
             break;
         case 'V':
-            opts->action = WN_ACTION_VERSION;
+            take_action(opts, WN_ACTION_VERSION);
             break;
         case 't':
-            opts->action = WN_ACTION_TEST_CONF;
+            take_action(opts, WN_ACTION_TEST_CONF);
             break;
         case 'd':
             opts->daemonize = true;
             break;
         case 'D':
-            opts->action = WN_ACTION_DESCRIBE_STATS;
+            take_action(opts, WN_ACTION_DESCRIBE_STATS);
+            opts->describe_stats = true;
             break;
         case 'v':
             /* above the most verbose level: that level, as twemproxy clamps it */

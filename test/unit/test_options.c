@@ -79,6 +79,24 @@ static void test_short_and_long_forms(void **state)
     assert_int_equal(o.action, WN_ACTION_VERSION);
     assert_int_equal(PARSE(&o, err, "--help"), 0);
     assert_int_equal(o.action, WN_ACTION_HELP);
+    assert_false(o.describe_stats);
+
+    /* nutcracker's order, whatever the flags' (-V -t printed no version
+     * and tested the configuration) */
+    assert_int_equal(PARSE(&o, err, "-V", "-t"), 0);
+    assert_int_equal(o.action, WN_ACTION_VERSION);
+    assert_int_equal(PARSE(&o, err, "-t", "-D"), 0);
+    assert_int_equal(o.action, WN_ACTION_DESCRIBE_STATS);
+    assert_int_equal(PARSE(&o, err, "-D", "-t"), 0);
+    assert_int_equal(o.action, WN_ACTION_DESCRIBE_STATS);
+    assert_int_equal(PARSE(&o, err, "-D", "-V"), 0);
+    assert_int_equal(o.action, WN_ACTION_VERSION);
+    assert_true(o.describe_stats);
+    assert_int_equal(PARSE(&o, err, "-h", "-V", "-D", "-t"), 0);
+    assert_int_equal(o.action, WN_ACTION_HELP);
+    assert_true(o.describe_stats);
+    assert_int_equal(PARSE(&o, err, "-t", "--locate", "k"), 0);
+    assert_int_equal(o.action, WN_ACTION_TEST_CONF);
 }
 
 static void test_locate(void **state)
