@@ -256,8 +256,14 @@ bool wn_req_err_unreached(int err);
 /* What a failed request is answered with, as twemproxy words it (strerror
  * of the cause): "Connection refused", "Connection timed out", ... */
 const char *wn_req_fail_text(int err);
-/* Answer r with a line walnut wrote (copied). */
+/* Answer r with a line walnut wrote (copied), in place of what it had
+ * gathered; if some of that has gone out already, nothing can follow it and
+ * the client is closed after it. */
 void wn_req_reply(req_t *r, const char *text, size_t len);
+/* End r's reply with a line walnut wrote (copied), after what it gathered,
+ * sent or not: for a reply whose segments end where a line may follow (a
+ * split get's whole items). */
+void wn_req_reply_after(req_t *r, const char *text, size_t len);
 /* The client is going away: its requests keep going but answer nobody. */
 void wn_req_detach(req_t *r);
 /* The request bytes were written to the server: release them unless kept. */

@@ -60,6 +60,21 @@ static int emit_item(mc_req_t *p, mc_req_t *f, const mc_item_t *it)
     return 0;
 }
 
+/* p's reply ends with an error line. A split's items are merged whole, so
+ * once some have gone out the line follows them, as memcached ends a get
+ * it fails part-way (`SERVER_ERROR out of memory writing get response`
+ * after the hits it wrote), and the client is served on; before that, the
+ * line answers alone, as twemproxy's. Anything else already under way
+ * (one server's reply, streamed as it came) may have stopped inside a
+ * value: wn_req_reply closes the client after it. */
+static void reply_error(mc_req_t *p, const char *line, size_t n)
+{
+    if (p->split != NULL && p->r.rsp_sent > 0)
+        wn_req_reply_after(&p->r, line, n);
+    else
+        wn_req_reply(&p->r, line, n);
+}
+
 /* A failed fragment answers for the whole: its error line (a server's
  * CLIENT_ERROR/SERVER_ERROR, or walnut's own), the client's other parts
  * dropped. */
@@ -86,7 +101,7 @@ static void answer_with_error(mc_req_t *p, mc_req_t *f)
     if (p->part_of != NULL)
         part_failed(p, line, n);
     else
-        wn_req_reply(&p->r, line, n);
+        reply_error(p, line, n);
 }
 
 /* ---- streamed lines --------------------------------------------------------- */
@@ -152,17 +167,6 @@ static void part_over(mc_req_t *p)
         line_answer(l);
 }
 
-/* Has any part before p sent, or readied, bytes for the client? */
-static bool earlier_parts_answered(const mc_line_t *l, const mc_req_t *p)
-{
-    for (uint32_t i = 0; i < l->nparts && l->parts[i] != p; i++) {
-        const req_t *r = &l->parts[i]->r;
-        if (r->rsp_sent > 0 || (r->done && r->rsp.n > 0))
-            return true;
-    }
-    return false;
-}
-
 /* Parts after p may have hits ready, unsent (p is before them and was not
  * done): p's error line ends the reply, so they answer nothing, or the
  * client would take them for its next reply. A part whose merge is over
@@ -185,8 +189,8 @@ static void drop_later_replies(mc_line_t *l, const mc_req_t *p)
 /* A part failed. Before the line has ended nothing has gone out: the line
  * answers with the first error line alone. After (its parts released and
  * streaming), this part answers with the error and the parts after it with
- * nothing; if hits went out before it, no reply can be whole any more, so
- * the client is closed after the error, as for a split get. */
+ * nothing: the hits of the parts before it, and its own, end with the
+ * error line (reply_error), and the client is served on. */
 static void part_failed(mc_req_t *p, const char *line, size_t n)
 {
     mc_line_t *l = p->part_of;
@@ -194,10 +198,7 @@ static void part_failed(mc_req_t *p, const char *line, size_t n)
         return;
     if (l->released && !l->failed) {
         l->failed = true;
-        bool partial = earlier_parts_answered(l, p);
-        wn_req_reply(&p->r, line, n);
-        if (partial)
-            p->r.close_after = true;
+        reply_error(p, line, n);
         drop_later_replies(l, p);
     } else if (!l->released && l->err_len == 0) {
         n = WN_MIN(n, sizeof(l->err));

@@ -411,6 +411,13 @@ void wn_req_reply(req_t *r, const char *text, size_t len)
     wn_req_done(r);
 }
 
+void wn_req_reply_after(req_t *r, const char *text, size_t len)
+{
+    if (wn_req_rsp_scratch(r, text, len) < 0 && r->client != NULL)
+        r->close_after = true; /* as wn_req_reply: it cannot be answered in order */
+    wn_req_done(r);
+}
+
 void wn_req_detach(req_t *r)
 {
     account(r, -(int64_t)r->acct);

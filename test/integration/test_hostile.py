@@ -502,6 +502,49 @@ class TestProtocolFraming(HostileCase):
         self.assertAlive(self.px)
         self.assertNoSanitizerReport(self.px)
 
+    def test_05k_a_get_failing_after_its_first_hits_ends_with_the_error(self):
+        """A get split over two servers whose second server fails (stopped:
+        timed out) after the first server's hits went out to the client: the
+        client got those VALUE blocks, then the connection closed, with no
+        error line and no END (pymemcache: MemcacheUnexpectedCloseError, the
+        hits lost), depending only on the order of the keys. Now the hits are
+        followed by the error line, as memcached ends a get it fails part-way,
+        and the connection serves on; for a split get, and for a line over
+        64 KiB (parts), whose failing part is itself split."""
+        mcs = self.memcached(2)
+        self.px = self.proxy(mcs, timeout=800, auto_eject_hosts=False)
+        port = self.px.port()
+        keys = [b"pk:%04d" % i for i in range(600)]
+        where = h.walnut_locate(self.px.conf_path, keys)
+        on = {0: [], 1: []}
+        for k in keys:
+            on[0 if where[("alpha", k)][1] == mcs[0].addr else 1].append(k)
+        self.assertTrue(on[0] and on[1], "keys on both servers")
+        c = self.raw(port, timeout=30)
+        c.send(b"".join(b"set %s 0 0 2\r\nv%s\r\n" % (k, k[-1:]) for k in keys))
+        c.expect(b"STORED\r\n" * len(keys))
+        fast, stopped = on[0][:5], on[1][:5]
+        mcs[1].sigstop()
+        self.addCleanup(mcs[1].sigcont)
+        err = b"SERVER_ERROR Connection timed out\r\n"
+        # the split get: the first server's hits, then the error line
+        c.send(b"get " + b" ".join(fast + stopped) + b"\r\n")
+        c.expect(get_reply([(k, 0, b"v" + k[-1:]) for k in fast])[:-len(b"END\r\n")] + err)
+        # a line over 64 KiB: every hit of the parts before, then the error line
+        long_keys = on[0] * (12000 // len(on[0])) + stopped
+        line = b"get " + b" ".join(long_keys) + b"\r\n"
+        self.assertGreater(len(line), 64 << 10)
+        c.send(line)
+        head = get_reply([(k, 0, b"v" + k[-1:]) for k in long_keys[:-len(stopped)]])
+        c.expect(head[:-len(b"END\r\n")] + err)
+        mcs[1].sigcont()
+        # the connection serves on, in order
+        c.send(b"get %s %s\r\n" % (fast[0], stopped[0]))
+        c.expect(get_reply([(fast[0], 0, b"v" + fast[0][-1:]),
+                            (stopped[0], 0, b"v" + stopped[0][-1:])]))
+        self.assertAlive(self.px)
+        self.assertNoSanitizerReport(self.px)
+
     def test_05e_streamed_line_server_error_and_big_replies(self):
         """Defect 5: a streamed line whose server answers with a long error line gets that
         line (it was dropped once: the line then answered END as if nothing failed); a
