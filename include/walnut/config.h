@@ -142,9 +142,9 @@ bool wn_conf_addr_same(const wn_conf_addr_t *a, const wn_conf_addr_t *b);
  * unix path). */
 bool wn_sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 /* Two looked-up TCP addresses cannot both be listened on: one address, or
- * one port of one family with either address the wildcard (walnut's IPv6
- * pool listeners are v6-only, so there the families never meet, but for an
- * IPv4-mapped address, which is read as IPv4). */
+ * one port with either address the wildcard of its family; the IPv6
+ * wildcard holds the IPv4 port too (walnut binds it dual-stack, as
+ * nutcracker's `:::P` is), and an IPv4-mapped address is read as IPv4. */
 bool wn_sockaddr_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 /* An address as operators and redis-server write it: "ip:port", "[ip]:port"
  * for IPv6, a unix socket's path; "an address of family N" otherwise. */

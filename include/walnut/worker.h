@@ -127,6 +127,21 @@ wn_pool_clients_t *wn_client_budget_pool(wn_client_budget_t *b, const char *name
 /* Control, once every worker is joined. */
 void wn_client_budget_free(wn_client_budget_t *b);
 
+/* Every listening socket systemd handed over (socket activation), kept
+ * open by control for walnut's whole run, so that a pool a reload adds on
+ * one of them (one removed before, one no pool took at start) serves on it:
+ * systemd keeps its own copy, which walnut could not bind beside. Made at
+ * start, read-only after; owned by control. */
+typedef struct wn_activated_sock {
+    int fd;
+    char *name;                 /* FileDescriptorName=, or NULL */
+    struct sockaddr_storage sa; /* where it listens (zeroed: unknown) */
+} wn_activated_sock_t;
+typedef struct wn_activated {
+    uint32_t n;
+    wn_activated_sock_t *socks;
+} wn_activated_t;
+
 typedef struct wn_worker_options {
     int id;
     int nworkers;
@@ -138,6 +153,9 @@ typedef struct wn_worker_options {
     /* Listening sockets handed over by systemd, one per pool (-1: the
      * worker binds its own); each fd becomes the worker's. NULL: none. */
     const int *listen_fds;
+    /* Every socket systemd handed over, for pools a reload adds (borrowed;
+     * outlives the worker). NULL: none. */
+    const wn_activated_t *activated;
     /* Where failures go: the control thread's wakeup (borrowed). NULL: no
      * control thread; failures are not reported and nothing is ever ejected. */
     uv_async_t *control_wakeup;
@@ -169,6 +187,13 @@ int wn_worker_receive(wn_worker_t *w, wn_msg_t *msg);
  * unix socket): control does, before a worker sees the configuration;
  * workers never ask DNS. 0 or a negative error with a line in err. */
 int wn_listen_resolve(wn_conf_pool_t *conf, char *err, size_t errlen);
+/* Worker: for pool i of nc, a copy of a socket systemd handed over (by the
+ * pool's name, else by its address and named for no other pool of nc; with
+ * several, the worker's share), or -1: none (or no descriptor). */
+int wn_listen_activated(const wn_activated_t *a, const wn_conf_t *nc, uint32_t i, int worker);
+/* As wn_listen_resolve, for a lookup made elsewhere (rc: its result): the
+ * line in err for a failed one. Returns rc. */
+int wn_listen_resolved(const wn_conf_pool_t *conf, int rc, char *err, size_t errlen);
 /* Could a pool listen on its address now (looked up as above, unless it was
  * already)? A TCP address another process serves, or a unix path something
  * accepts on, is an error (start checks unix paths with it, a reload every

@@ -368,14 +368,30 @@ bool wn_sockaddr_same(const struct sockaddr_storage *a0, const struct sockaddr_s
     return false;
 }
 
+/* The IPv6 wildcard, which walnut's listeners bind dual-stack. */
+static bool any6(const struct sockaddr_storage *a)
+{
+    return a->ss_family == AF_INET6 &&
+           IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)a)->sin6_addr);
+}
+
+static uint16_t port_of(const struct sockaddr_storage *a)
+{
+    return a->ss_family == AF_INET ? ((const struct sockaddr_in *)a)->sin_port
+                                   : ((const struct sockaddr_in6 *)a)->sin6_port;
+}
+
 bool wn_sockaddr_overlap(const struct sockaddr_storage *a0, const struct sockaddr_storage *b0)
 {
     struct sockaddr_storage ta, tb;
     const struct sockaddr_storage *a = plain(a0, &ta), *b = plain(b0, &tb);
     if (wn_sockaddr_same(a, b))
         return true;
-    if (a->ss_family != b->ss_family)
-        return false;
+    if (a->ss_family != b->ss_family) {
+        const struct sockaddr_storage *v4 = a->ss_family == AF_INET ? a : b;
+        const struct sockaddr_storage *v6 = v4 == a ? b : a;
+        return v4->ss_family == AF_INET && any6(v6) && port_of(v4) == port_of(v6);
+    }
     if (a->ss_family == AF_INET) {
         const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
         return x->sin_port == y->sin_port &&

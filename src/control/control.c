@@ -387,6 +387,7 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
             .accept_unix = i == 0,
             .stats = ctl->blocks[i],
             .listen_fds = fds,
+            .activated = ctl->activated.n > 0 ? &ctl->activated : NULL,
             .control_wakeup = &ctl->wakeup,
             .budget = &ctl->budget,
         };

@@ -181,6 +181,7 @@ struct control {
     bool watchdog_held;           /* a worker is late: WATCHDOG=1 withheld (logged once) */
     char last_reload[200];        /* for STATUS=: how the last reload went ("" before one) */
     wn_inherited_t *inherited;    /* owned, [npools], or NULL: no socket activation */
+    wn_activated_t activated;     /* every socket systemd handed over, open until exit */
     const char *conf_path;        /* borrowed from the options: what SIGHUP re-reads */
     wn_client_budget_t budget;    /* clients of every worker against the descriptors (fds.c) */
     bool budget_said;             /* its limit was logged */

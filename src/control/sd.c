@@ -83,6 +83,13 @@ void wn_sd_deinit(control_t *ctl)
     if (ctl->notify_fd >= 0)
         close(ctl->notify_fd);
     ctl->notify_fd = -1;
+    for (uint32_t i = 0; i < ctl->activated.n; i++) {
+        close(ctl->activated.socks[i].fd);
+        free(ctl->activated.socks[i].name);
+    }
+    free(ctl->activated.socks);
+    ctl->activated.socks = NULL;
+    ctl->activated.n = 0;
 }
 
 static int notify_send(const control_t *ctl, const char *msg, size_t len)
@@ -320,8 +327,20 @@ int wn_sd_listen_fds(control_t *ctl)
         return n < 0 ? n : 0;
     uint32_t np = ctl->conf->npools;
     ctl->inherited = calloc(np ? np : 1, sizeof(*ctl->inherited));
-    if (ctl->inherited == NULL)
+    ctl->activated.socks = calloc((size_t)n, sizeof(*ctl->activated.socks));
+    if (ctl->inherited == NULL || ctl->activated.socks == NULL)
         return WN_ENOMEM;
+    for (int i = 0; i < n; i++) {
+        /* Kept for walnut's whole run (wn_sd_deinit closes them): each
+         * worker serves on a copy, and a pool a reload adds on one of
+         * them (one removed before, or one no pool takes now) takes one. */
+        wn_activated_sock_t *x = &ctl->activated.socks[ctl->activated.n++];
+        x->fd = SD_LISTEN_FDS_START + i;
+        x->name = named(names[i]) ? strdup(names[i]) : NULL;
+        socklen_t len = sizeof(x->sa);
+        if (getsockname(x->fd, (struct sockaddr *)&x->sa, &len) < 0)
+            memset(&x->sa, 0, sizeof(x->sa));
+    }
     bool *used = calloc((size_t)n, sizeof(bool));
     if (used == NULL)
         return WN_ENOMEM;
@@ -363,11 +382,10 @@ int wn_sd_listen_fds(control_t *ctl)
         }
     }
     for (int i = 0; i < n; i++) {
-        if (!used[i]) {
-            wn_log_warn("systemd handed over socket %d ('%s') that no pool listens on; closing it",
+        if (!used[i])
+            wn_log_warn("systemd handed over socket %d ('%s') that no pool listens on; kept "
+                        "for a pool a reload may add there (its connections wait until then)",
                         SD_LISTEN_FDS_START + i, names[i] ? names[i] : "");
-            close(SD_LISTEN_FDS_START + i);
-        }
         free(names[i]);
     }
     free(names);
@@ -381,10 +399,9 @@ int wn_sd_fd_for_worker(const control_t *ctl, uint32_t pool, int worker)
         return -1;
     const wn_inherited_t *in = &ctl->inherited[pool];
     /* One socket per worker (ListenStream= repeated with ReusePort=yes), or
-     * all workers accept on the same one(s). Each worker owns its fd. */
+     * all workers accept on the same one(s). Each worker owns its copy;
+     * control keeps the socket (ctl->activated). */
     int fd = in->fds[(uint32_t)worker % in->n];
-    if ((uint32_t)worker < in->n)
-        return fd;
     int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     return copy < 0 ? -errno : copy;
 }

@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <uv.h>
 
 #include "walnut/accept.h"
@@ -459,7 +460,10 @@ struct server_rt {
  * one pool to another that listens on the same address. */
 typedef struct listener {
     wn_acceptor_t acc;
-    char *unix_path;                 /* owned: a unix socket's file, removed at close */
+    char *unix_path; /* owned: a unix socket's file, removed at close
+                        while it is still the one bound (unix_dev, unix_ino) */
+    dev_t unix_dev;  /* the file's device and inode after bind */
+    ino_t unix_ino;
     pool_rt_t *pool;                 /* borrowed: whose clients it accepts */
     const wn_conf_addr_t *addr;      /* borrowed from pool's configuration, or addr_conf */
     wn_conf_t *addr_conf;            /* a reference: the configuration addr is in, when it
@@ -631,6 +635,7 @@ struct wn_worker {
     bool stopping;
     bool stopped;        /* finish_stop ran */
     bool accept_unix;
+    const wn_activated_t *activated; /* borrowed: systemd's sockets, for reloads */
     uv_timer_t stop_timer; /* grace period for in-flight requests at stop */
     bool stop_timer_open;
     uv_timer_t trim_timer; /* gives freed memory back to the system now and then */

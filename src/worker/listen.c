@@ -11,6 +11,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -46,9 +47,19 @@ static void listen_fail(const wn_conf_pool_t *conf, char *err, size_t errlen, co
     va_end(ap);
 }
 
+/* Remove a unix socket's file if it is still the one bound (id): another
+ * process may have replaced it since (a new instance started before this
+ * one stopped), and its clients must still find it, as with nutcracker. */
+static void unlink_own(const char *path, dev_t dev, ino_t ino)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == dev && st.st_ino == ino)
+        unlink(path);
+}
+
 /* The pool's listener on listening socket fd, accepting; on an error fd is
- * closed (and a unix socket's file removed). */
-static int listener_start(pool_rt_t *p, int fd, const char *unix_path)
+ * closed (and a unix socket's file, bound as unix_id, removed). */
+static int listener_start(pool_rt_t *p, int fd, const char *unix_path, const struct stat *unix_id)
 {
     const wn_conf_pool_t *conf = p->conf;
     listener_t *l = calloc(1, sizeof(*l));
@@ -62,13 +73,17 @@ static int listener_start(pool_rt_t *p, int fd, const char *unix_path)
     if (rc < 0) {
         close(fd);
         if (unix_path != NULL)
-            unlink(unix_path);
+            unlink_own(unix_path, unix_id->st_dev, unix_id->st_ino);
         if (l != NULL)
             free(l->unix_path);
         free(l);
         return rc;
     }
     l->acc.data = l;
+    if (unix_path != NULL) {
+        l->unix_dev = unix_id->st_dev;
+        l->unix_ino = unix_id->st_ino;
+    }
     l->pool = p;
     l->addr = &conf->listen;
     if (!conf->listen.is_unix)
@@ -83,13 +98,16 @@ static int tcp_socket(const struct sockaddr_storage *ss, socklen_t len, bool reu
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    int one = 1;
+    int one = 1, zero = 0;
+    /* The IPv6 wildcard takes IPv4 connections too, as nutcracker's `:::P`
+     * does on Linux's default (net.ipv6.bindv6only 0), whatever that
+     * setting says; other IPv6 addresses receive only IPv6 anyway (an
+     * IPv4-mapped one, ::ffff:a.b.c.d, only IPv4). */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
-        /* an IPv4-mapped address (::ffff:a.b.c.d) takes IPv4 connections */
         (ss->ss_family == AF_INET6 &&
-         !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)ss)->sin6_addr) &&
-         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+         IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr) &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) < 0) ||
         bind(fd, (const struct sockaddr *)ss, len) < 0) {
         int rc = -errno;
         close(fd);
@@ -152,15 +170,21 @@ static int probe_tcp(const wn_conf_pool_t *conf, const struct sockaddr_storage *
     return 0;
 }
 
-int wn_listen_resolve(wn_conf_pool_t *conf, char *err, size_t errlen)
+int wn_listen_resolved(const wn_conf_pool_t *conf, int rc, char *err, size_t errlen)
 {
-    if (conf->listen.is_unix)
-        return 0;
-    int rc = wn_conf_addr_lookup(&conf->listen, false, &conf->listen_sa, &conf->listen_salen);
     if (rc < 0)
         listen_fail(conf, err, errlen, "cannot resolve listen address %s: %s", conf->listen_text,
                     rc == UV_EAI_NONAME ? "unknown host" : wn_strerror(rc));
     return rc;
+}
+
+int wn_listen_resolve(wn_conf_pool_t *conf, char *err, size_t errlen)
+{
+    if (conf->listen.is_unix)
+        return 0;
+    return wn_listen_resolved(
+        conf, wn_conf_addr_lookup(&conf->listen, false, &conf->listen_sa, &conf->listen_salen), err,
+        errlen);
 }
 
 /* A unix socket path is free when nothing is there, or a socket nobody
@@ -231,7 +255,7 @@ static int listen_tcp(pool_rt_t *p, bool first, char *err, size_t errlen)
         close(fd);
         fd = rc;
     }
-    rc = fd < 0 ? fd : listener_start(p, fd, NULL);
+    rc = fd < 0 ? fd : listener_start(p, fd, NULL, NULL);
     if (rc < 0)
         listen_fail(conf, err, errlen, "cannot listen on %s: %s", conf->listen_text,
                     wn_strerror(rc));
@@ -261,14 +285,17 @@ static int listen_unix(pool_rt_t *p, char *err, size_t errlen)
     } else if (bind(fd, (const struct sockaddr *)&un, sizeof(un)) < 0) {
         rc = -errno;
         close(fd);
+    } else if (lstat(path, &st) < 0) {
+        rc = -errno;
+        close(fd);
     } else {
         if ((conf->listen.perm != 0 && chmod(path, conf->listen.perm) < 0) ||
             listen(fd, conf->backlog) < 0) {
             rc = -errno;
             close(fd);
-            unlink(path);
+            unlink_own(path, st.st_dev, st.st_ino);
         } else {
-            rc = listener_start(p, fd, path);
+            rc = listener_start(p, fd, path, &st);
         }
     }
     if (rc < 0)
@@ -289,11 +316,56 @@ int wn_listen_adopt(pool_rt_t *p, int fd, char *err, size_t errlen)
     if (rc < 0)
         close(fd);
     else
-        rc = listener_start(p, fd, NULL);
+        rc = listener_start(p, fd, NULL, NULL);
+    if (rc == 0 && !p->conf->listen.is_unix) {
+        /* where systemd's socket listens, which a reload compares with a
+         * respelled address (the configuration's was never looked up) */
+        socklen_t len = sizeof(p->listener->sa);
+        memset(&p->listener->sa, 0, sizeof(p->listener->sa));
+        if (getsockname(fd, (struct sockaddr *)&p->listener->sa, &len) < 0)
+            memset(&p->listener->sa, 0, sizeof(p->listener->sa));
+    }
     if (rc < 0)
         listen_fail(p->conf, err, errlen, "cannot listen on the socket systemd handed over: %s",
                     wn_strerror(rc));
     return rc;
+}
+
+/* Does socket x listen where pc does? */
+static bool activated_at(const wn_activated_sock_t *x, const wn_conf_pool_t *pc)
+{
+    if (pc->listen.is_unix)
+        return x->sa.ss_family == AF_UNIX &&
+               strncmp(((const struct sockaddr_un *)&x->sa)->sun_path, pc->listen.host,
+                       sizeof(((struct sockaddr_un *)0)->sun_path)) == 0;
+    return pc->listen_salen != 0 && wn_sockaddr_same(&x->sa, &pc->listen_sa);
+}
+
+/* Pass 0: x is named for pc; pass 1: x listens where pc does and is named
+ * for no pool of nc. */
+static bool activated_for(const wn_activated_sock_t *x, const wn_conf_t *nc,
+                          const wn_conf_pool_t *pc, int pass)
+{
+    if (pass == 0)
+        return x->name != NULL && strcmp(x->name, pc->name) == 0;
+    return (x->name == NULL || wn_conf_pool_find(nc, x->name) == NULL) && activated_at(x, pc);
+}
+
+int wn_listen_activated(const wn_activated_t *a, const wn_conf_t *nc, uint32_t i, int worker)
+{
+    if (a == NULL)
+        return -1;
+    const wn_conf_pool_t *pc = &nc->pools[i];
+    for (int pass = 0; pass < 2; pass++) {
+        uint32_t n = 0;
+        for (uint32_t k = 0; k < a->n; k++)
+            n += activated_for(&a->socks[k], nc, pc, pass);
+        uint32_t want = n > 0 ? (uint32_t)worker % n : 0;
+        for (uint32_t k = 0; k < a->n && n > 0; k++)
+            if (activated_for(&a->socks[k], nc, pc, pass) && want-- == 0)
+                return fcntl(a->socks[k].fd, F_DUPFD_CLOEXEC, 3);
+    }
+    return -1;
 }
 
 static void listener_closed(wn_acceptor_t *a)
@@ -301,7 +373,7 @@ static void listener_closed(wn_acceptor_t *a)
     listener_t *l = a->data;
     /* As libuv did for a pipe it bound: the socket file goes with it. */
     if (l->unix_path != NULL)
-        unlink(l->unix_path);
+        unlink_own(l->unix_path, l->unix_dev, l->unix_ino);
     free(l->unix_path);
     if (l->addr_conf != NULL)
         wn_conf_unref(l->addr_conf);
@@ -323,26 +395,11 @@ void wn_listen_close(pool_rt_t *p)
 int wn_listen_apart(const wn_conf_t *conf, const struct sockaddr_storage *stats, char *err,
                     size_t errlen)
 {
-    /* The stats socket is not v6-only: on [::] it holds the IPv4 port too,
-     * as 0.0.0.0 would (which wn_sockaddr_overlap weighs against IPv4 and
-     * IPv4-mapped pool addresses). */
-    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)stats;
-    struct sockaddr_storage any4;
-    memset(&any4, 0, sizeof(any4));
-    bool dual =
-        stats != NULL && stats->ss_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
-    if (dual) {
-        struct sockaddr_in *a4 = (struct sockaddr_in *)&any4;
-        a4->sin_family = AF_INET;
-        a4->sin_port = s6->sin6_port;
-        a4->sin_addr.s_addr = htonl(INADDR_ANY);
-    }
     for (uint32_t i = 0; i < conf->npools; i++) {
         const wn_conf_pool_t *p = &conf->pools[i];
         if (p->listen.is_unix || p->listen_salen == 0)
             continue;
-        if (stats != NULL && (wn_sockaddr_overlap(&p->listen_sa, stats) ||
-                              (dual && wn_sockaddr_overlap(&p->listen_sa, &any4)))) {
+        if (stats != NULL && wn_sockaddr_overlap(&p->listen_sa, stats)) {
             listen_fail(p, err, errlen,
                         "cannot listen on %s: walnut's stats server listens there (-a, -s)",
                         p->listen_text);

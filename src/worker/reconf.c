@@ -274,10 +274,14 @@ static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char 
             p->listener = l;
             continue;
         }
-        if (pc->listen.is_unix && !w->accept_unix)
+        /* A socket systemd handed over for it: walnut could not bind
+         * beside systemd's own copy (no SO_REUSEPORT there). */
+        int fd = wn_listen_activated(w->activated, nc, i, w->id);
+        if (fd < 0 && pc->listen.is_unix && !w->accept_unix)
             continue;
         char why[256];
-        int r = wn_listen_open(p, false, why, sizeof(why));
+        int r = fd >= 0 ? wn_listen_adopt(p, fd, why, sizeof(why))
+                        : wn_listen_open(p, false, why, sizeof(why));
         if (r < 0) {
             wn_listen_close(p);
             /* The pool's old listener, if it had one, serves on (the new

@@ -144,6 +144,7 @@ int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker
     w->id = opts->id;
     w->nworkers = opts->nworkers;
     w->accept_unix = opts->accept_unix;
+    w->activated = opts->activated;
     w->stats = opts->stats;
     w->control_wakeup = opts->control_wakeup;
     w->budget = opts->budget;

@@ -12,6 +12,7 @@ reported, not failed, under nutcracker, and is a plain failure under walnut.
 import os
 import random
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -1092,6 +1093,28 @@ class MemcachedSuite:
         t.request(b"get %s\r\n" % keys[0], get_reply([(keys[0], 0, b"unix2-" + keys[0])]))
         px.stop(check=True)
 
+    def test_unix_socket_file_of_a_later_instance_is_kept(self):
+        """A walnut stopping removes its unix socket's file only while it is
+        still the one it bound: its file was removed and a second instance
+        took the path, and the first's exit removed the second's file, so no
+        client could reach the second (nutcracker leaves it)."""
+        tmp = self.tmpdir()
+        path = tmp.join("shared.sock")
+        first = self.start_proxy(tmp, {"unix": h.pool(self.backends, listen=path)},
+                                 workers=self.WORKERS, extra=self.EXTRA_ARGS, name="first")
+        os.unlink(path)
+        second = self.start_proxy(tmp, {"unix": h.pool(self.backends, listen=path)},
+                                  workers=self.WORKERS, extra=self.EXTRA_ARGS, name="second")
+        inode = os.stat(path).st_ino
+        first.stop(check=True)
+        self.assertTrue(os.path.exists(path), "the second instance's socket file was removed")
+        self.assertEqual(os.stat(path).st_ino, inode)
+        c = self.raw(path)
+        c.request(b"set later 0 0 1\r\nx\r\n", b"STORED\r\n")
+        c.close()
+        second.stop(check=True)
+        self.assertFalse(os.path.exists(path), "its own file goes with the last instance")
+
     def test_ipv4_mapped_listener(self):
         """listen: ::ffff:127.0.0.1:PORT, an IPv4-mapped IPv6 address that
         nutcracker serves, takes IPv4 clients. walnut made every IPv6 listener
@@ -1105,6 +1128,43 @@ class MemcachedSuite:
         c.request(b"set mapped 0 0 1\r\nv\r\nget mapped\r\n",
                   b"STORED\r\n" + get_reply([(b"mapped", 0, b"v")]))
         px.stop(check=True)
+
+    def test_ipv6_wildcard_listener_takes_ipv4(self):
+        """listen: :::PORT (the IPv6 wildcard) takes IPv4 clients too, as
+        nutcracker's does on Linux: walnut bound it IPv6-only, so a
+        nutcracker.yml with it refused every IPv4 client. -t then refuses
+        another pool on an IPv4 address of that port."""
+        try:
+            socket.socket(socket.AF_INET6).close()
+        except OSError:
+            self.fail("this test needs IPv6 on loopback (::1)")
+        tmp = self.tmpdir()
+        port = h.free_port()
+        px = self.start_proxy(tmp, {"any6": h.pool(self.backends, listen=":::%d" % port)},
+                              workers=self.WORKERS, extra=self.EXTRA_ARGS)
+        for host in ("127.0.0.1", "::1"):
+            with socket.create_connection((host, port), timeout=10) as s:
+                s.sendall(b"set any6 0 0 %d\r\n%s\r\nget any6\r\n" % (len(host), host.encode()))
+                want = b"STORED\r\n" + get_reply([(b"any6", 0, host.encode())])
+                got = b""
+                while len(got) < len(want):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+                self.assertEqual(got, want, host)
+        px.stop(check=True)
+        if os.environ.get("WALNUT_TEST_PROXY") == "nutcracker":
+            return
+        conf = tmp.join("any6-and-v4.yml")
+        with open(conf, "w") as f:
+            f.write(h.render_config({
+                "any6": h.pool(self.backends, listen=":::%d" % port),
+                "v4": h.pool(self.backends, listen="127.0.0.1:%d" % port)}))
+        r = subprocess.run([h.walnut_bin(), "-t", "-c", conf], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=60)
+        self.assertNotEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"pool 'any6' listens there", r.stderr)
 
     def test_backend_receives_client_bytes(self):
         fakes = [h.FakeMemcached("fake%d" % i) for i in range(2)]

@@ -684,7 +684,7 @@ class TestSocketActivation(h.ProxyTestCase):
         self.assertEqual(sample(text, "walnut_server_connections_opened_total"), n)
         self.assertEqual(h._stop_proc(p, signal.SIGTERM), (0, True))
 
-    def launch_with(self, tmp, socks, names, pools, log):
+    def launch_with(self, tmp, socks, names, pools, log, workers=1, stats_port=None):
         """walnut with `socks` handed over as fds 3.. under LISTEN_FDNAMES
         `names` (None: no LISTEN_FDNAMES, as systemd without names)."""
         conf = tmp.join("named.yml")
@@ -693,8 +693,9 @@ class TestSocketActivation(h.ProxyTestCase):
         env = 'LISTEN_PID=$$ LISTEN_FDS=%d ' % len(socks)
         if names is not None:
             env += 'LISTEN_FDNAMES=%s ' % ":".join(names)
-        cmd = ["/bin/sh", "-c", env + 'exec "$@"', "sh", h.walnut_bin(), "-c", conf, "-T", "1",
-               "-o", log, "-s", str(h.free_port()), "-a", h.HOST]
+        cmd = ["/bin/sh", "-c", env + 'exec "$@"', "sh", h.walnut_bin(), "-c", conf,
+               "-T", str(workers), "-o", log, "-s", str(stats_port or h.free_port()),
+               "-a", h.HOST]
         srcs = [s.fileno() for s in socks]
 
         def hand_over():
@@ -706,6 +707,68 @@ class TestSocketActivation(h.ProxyTestCase):
         h._register(p)
         self.addCleanup(h._stop_proc, p, signal.SIGTERM)
         return p
+
+    def test_reload_serves_on_sockets_systemd_handed_over(self):
+        """systemd keeps its own copy of each socket, without SO_REUSEPORT.
+        A reload that removed a pool closed walnut's copy, and one adding
+        the pool back bound a socket of its own beside systemd's: 'address
+        already in use', the pool unreachable until a restart. So was a
+        pool on a socket no pool took at start, and a respelled listen
+        address (127.1 for 127.0.0.1) 'applied with errors'. walnut now
+        keeps every socket it was handed for its whole run and serves a
+        pool a reload adds on the one named for it, or at its address."""
+        tmp = self.tmpdir()
+        backends = self.start_memcached(tmp, n=1)
+        socks = []
+        for _ in range(2):  # as systemd makes them: no SO_REUSEPORT
+            s = socket.socket()
+            self.addCleanup(s.close)
+            s.bind((h.HOST, 0))
+            s.listen(64)
+            socks.append(s)
+        pa, pb = (s.getsockname()[1] for s in socks)
+        other = h.free_port()
+
+        def conf(*pools):
+            spec = {"alpha": "%s:%d" % (h.HOST, pa), "alpha127": "127.1:%d" % pa,
+                    "beta": "%s:%d" % (h.HOST, pb), "other": "%s:%d" % (h.HOST, other)}
+            return {name.replace("127", ""): h.pool(backends, listen=spec[name])
+                    for name in pools}
+        log = tmp.join("readd.log")
+        p = self.launch_with(tmp, socks, ["alpha", "beta"], conf("alpha"), log, workers=2)
+        cpath = tmp.join("named.yml")
+
+        def reload(pools, gen):
+            with open(cpath, "w") as f:
+                f.write(h.render_config(pools))
+            size = os.path.getsize(log)
+            os.kill(p.pid, signal.SIGHUP)
+            h.wait_until(lambda: "run generation %d" % gen in h.read_text(log)[size:] or
+                         "still serving" in h.read_text(log)[size:],
+                         deadline=20, what="reload %d" % gen)
+            text = h.read_text(log)[size:]
+            self.assertNotIn("still serving", text)
+            self.assertNotRegex(text, r"(?m)(ERROR|WARN).*listen|applied with errors")
+
+        def served(port, rounds=8):
+            for i in range(rounds):  # connections reach both workers
+                with socket.create_connection((h.HOST, port), timeout=5) as c:
+                    c.sendall(b"version\r\n")
+                    c.settimeout(5)
+                    self.assertTrue(c.recv(100).startswith(b"VERSION "), "port %d" % port)
+        h.wait_until(lambda: "started on pid" in h.read_text(log), deadline=20,
+                     what="walnut to start")
+        self.assertIn("that no pool listens on; kept", h.read_text(log))
+        served(pa)
+        reload(conf("other"), 1)       # alpha removed
+        served(other)
+        reload(conf("other", "alpha"), 2)  # and back, on its socket
+        served(pa)
+        reload(conf("other", "alpha", "beta"), 3)  # the socket no pool took at start
+        served(pb)
+        reload(conf("other", "alpha127", "beta"), 4)  # respelled: the same socket
+        served(pa)
+        self.assertEqual(h._stop_proc(p, signal.SIGTERM), (0, True))
 
     def test_sockets_named_for_other_addresses_are_said_so(self):
         """Two sockets whose names are swapped against the file's addresses:

@@ -961,7 +961,15 @@ static void test_sockaddr_overlap(void **state)
     inet_pton(AF_INET6, "::2", &w->sin6_addr);
     assert_false(wn_sockaddr_overlap(&c, &d));
     x->sin_addr.s_addr = htonl(INADDR_ANY);
-    assert_false(wn_sockaddr_overlap(&a, &d)); /* v6 sockets are v6-only */
+    assert_false(wn_sockaddr_overlap(&a, &d)); /* ::2 receives no IPv4 */
+    /* the IPv6 wildcard is dual-stack: it holds every IPv4 address's port */
+    memset(&w->sin6_addr, 0, sizeof(w->sin6_addr));
+    assert_true(wn_sockaddr_overlap(&a, &d));
+    assert_true(wn_sockaddr_overlap(&d, &a));
+    x->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_true(wn_sockaddr_overlap(&a, &d));
+    x->sin_port = htons(22122);
+    assert_false(wn_sockaddr_overlap(&a, &d));
     memset(&d, 0, sizeof(d));
     assert_false(wn_sockaddr_overlap(&d, &d)); /* zeroed: no address */
 }
