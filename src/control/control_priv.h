@@ -190,6 +190,8 @@ struct control {
     uint32_t dns_cursor;          /* where the next scan for due lookups starts */
     bool gen_by_dns;              /* the generation `gen` moved servers, no file was read */
     bool readdress_again;         /* a server moved during a reload: one more after it */
+    struct wn_ahead *ahead;       /* ahead.c: a reload's names being looked up, or NULL */
+    uv_async_t ahead_async;       /* their threads answered */
 };
 
 /* control.c: some message to a worker is waiting in an outbox; retry soon. */
@@ -300,6 +302,35 @@ void wn_dns_server_new(control_t *ctl, hserver_t *s);
 /* s leaves: a lookup out forgets it (its answer is dropped). */
 void wn_dns_server_retire(hserver_t *s);
 
+/* ahead.c: a reload's names looked up on threads before it is prepared. */
+typedef struct wn_ahead wn_ahead_t;
+/* A host name, not an address literal, a unix path or the wildcard. */
+bool wn_dns_named(const wn_conf_addr_t *a);
+void wn_ahead_init(control_t *ctl);
+/* Starts looking up every name the reload to nc will ask for (reload.c's
+ * wn_reload_names): 0 when there is none (or no thread could start: the
+ * reload asks DNS itself), a count when they are being looked up (nc's
+ * reference is then held, and wn_control_reload_looked_up gets it back once
+ * all have answered), or WN_ENOMEM. */
+int wn_ahead_start(control_t *ctl, wn_conf_t *nc);
+/* For wn_reload_names: a's host is to be looked up (if it is a name). */
+int wn_ahead_add(wn_ahead_t *b, const wn_conf_addr_t *a);
+/* a looked up ahead: 0 with *sa (and *salen) the first address with a's
+ * port, a negative lookup error, or WN_AHEAD_UNASKED. */
+#define WN_AHEAD_UNASKED 1
+int wn_ahead_answer(const control_t *ctl, const wn_conf_addr_t *a, struct sockaddr_storage *sa,
+                    uint32_t *salen);
+/* The reload is done with its answers (or walnut stops): threads still out
+ * finish alone and free them. */
+void wn_ahead_drop(control_t *ctl);
+/* At stop: drops a batch still out, closes the async. */
+void wn_ahead_close(control_t *ctl);
+/* reload.c: every name a reload to nc asks for: its new listen addresses,
+ * and (health_reload_names) its servers. */
+int wn_reload_names(control_t *ctl, const wn_conf_t *nc, wn_ahead_t *b);
+/* The names a reload to nc looked up ahead have all answered: it goes on. */
+void wn_control_reload_looked_up(control_t *ctl, wn_conf_t *nc);
+
 /* pools.c: the pools and servers themselves */
 /* A retired server's close callback came (its last one frees it). */
 void health_server_release(hserver_t *s);
@@ -318,5 +349,8 @@ void health_deinit(control_t *ctl);
  * looked up too, in a pool without lookups in the background (a SIGHUP;
  * never an address change, which must not wait on DNS). */
 int health_reload(control_t *ctl, wn_conf_t *nc, bool ask_dns, char *err, size_t errlen);
+/* Adds to b every server name health_reload(ctl, nc, true, ...) would look
+ * up: servers it adds, and kept ones without an address under ask_dns. */
+int health_reload_names(control_t *ctl, const wn_conf_t *nc, wn_ahead_t *b);
 
 #endif

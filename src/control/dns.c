@@ -81,15 +81,6 @@ static void *lookup_main(void *arg)
     return NULL;
 }
 
-/* A host name, not an address literal or a unix path. */
-static bool named(const wn_conf_server_t *sc)
-{
-    unsigned char buf[sizeof(struct in6_addr)];
-    return !sc->addr.is_unix && sc->addr.host[0] != '\0' &&
-           inet_pton(AF_INET, sc->addr.host, buf) != 1 &&
-           inet_pton(AF_INET6, sc->addr.host, buf) != 1;
-}
-
 static bool failing(const hserver_t *s)
 {
     return !s->conf->has_sa || s->failures > 0 || s->ejected || s->suspected;
@@ -316,7 +307,7 @@ void wn_dns_stop(control_t *ctl)
 void wn_dns_server_new(control_t *ctl, hserver_t *s)
 {
     s->dns.last_ms = uv_now(&ctl->loop);
-    s->dns.named = named(s->conf);
+    s->dns.named = wn_dns_named(&s->conf->addr);
 }
 
 void wn_dns_server_retire(hserver_t *s)

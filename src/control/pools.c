@@ -15,10 +15,13 @@
 
 /* Looks the server's address up (the first address wins, as in twemproxy)
  * into sc->sa: the one address control probes and every worker connects to.
- * Blocking, on the control thread only; workers never ask DNS. */
-static int resolve(wn_conf_server_t *sc)
+ * A reload's names were looked up ahead, on threads (ahead.c); at start,
+ * blocking, on the control thread only; workers never ask DNS. */
+static int resolve(const control_t *ctl, wn_conf_server_t *sc)
 {
-    int rc = wn_conf_addr_lookup(&sc->addr, false, &sc->sa, NULL);
+    int rc = wn_ahead_answer(ctl, &sc->addr, &sc->sa, NULL);
+    if (rc == WN_AHEAD_UNASKED)
+        rc = wn_conf_addr_lookup(&sc->addr, false, &sc->sa, NULL);
     sc->has_sa = rc == 0;
     return rc;
 }
@@ -39,8 +42,8 @@ static void unresolved(const wn_conf_pool_t *pc, const wn_conf_server_t *sc, int
  * a line in err when memory is short, or when its address does not resolve
  * and must (a server a reload adds: the reload is refused, saying why; one
  * in the configuration walnut starts with is kept, as twemproxy keeps it). */
-static hserver_t *server_new(const wn_conf_pool_t *pc, wn_conf_server_t *sc, bool must_resolve,
-                             char *err, size_t errlen)
+static hserver_t *server_new(const control_t *ctl, const wn_conf_pool_t *pc, wn_conf_server_t *sc,
+                             bool must_resolve, char *err, size_t errlen)
 {
     hserver_t *s = calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -48,7 +51,7 @@ static hserver_t *server_new(const wn_conf_pool_t *pc, wn_conf_server_t *sc, boo
         return NULL;
     }
     s->conf = sc;
-    int rc = sc->addr.is_unix ? 0 : resolve(sc);
+    int rc = sc->addr.is_unix ? 0 : resolve(ctl, sc);
     if (rc < 0 && must_resolve) {
         snprintf(err, errlen, "pool '%s': server %s: cannot resolve '%s'", pc->name, sc->name,
                  sc->addr.host);
@@ -65,16 +68,24 @@ static hserver_t *server_new(const wn_conf_pool_t *pc, wn_conf_server_t *sc, boo
  * servers it adds. Looking every name up here would block control's loop
  * (and its watchdog pings) for the resolver's timeout per server while DNS
  * is down. */
-static void keep_address(const wn_conf_pool_t *pc, wn_conf_server_t *sc, const hserver_t *s,
-                         bool ask_dns)
+static bool kept_asks_dns(const wn_conf_pool_t *pc, const wn_conf_server_t *sc, const hserver_t *s,
+                          bool ask_dns)
 {
+    /* It never had one (DNS failed at start): a SIGHUP asks again when no
+     * lookups run in the background (they ask every second); an address
+     * change never does, it must not wait on DNS. */
+    return !sc->addr.is_unix && !s->dns.moved && !s->conf->has_sa &&
+           pc->dns_refresh_interval == 0 && ask_dns;
+}
+
+static void keep_address(const control_t *ctl, const wn_conf_pool_t *pc, wn_conf_server_t *sc,
+                         const hserver_t *s, bool ask_dns)
+{
+    bool ask = kept_asks_dns(pc, sc, s, ask_dns);
     sc->sa = s->dns.moved ? s->dns.sa : s->conf->sa;
     sc->has_sa = s->dns.moved || s->conf->has_sa;
-    if (!sc->addr.is_unix && !sc->has_sa && pc->dns_refresh_interval == 0 && ask_dns) {
-        /* It never had one (DNS failed at start): a SIGHUP asks again when
-         * no lookups run in the background (they ask every second); an
-         * address change never does, it must not wait on DNS. */
-        int rc = resolve(sc);
+    if (ask) {
+        int rc = resolve(ctl, sc);
         if (rc < 0)
             unresolved(pc, sc, rc);
     }
@@ -209,6 +220,7 @@ int health_init(control_t *ctl)
     if (ctl->pools == NULL)
         return WN_ENOMEM;
     wn_dns_init(ctl);
+    wn_ahead_init(ctl);
     for (uint32_t i = 0; i < ctl->conf->npools; i++) {
         wn_conf_pool_t *pc = &ctl->conf->pools[i];
         hpool_t *p = pool_new(ctl, pc, err, sizeof(err));
@@ -218,7 +230,7 @@ int health_init(control_t *ctl)
         }
         ctl->pools[ctl->npools++] = p;
         for (uint32_t j = 0; j < pc->nservers; j++) {
-            p->servers[j] = server_new(pc, &pc->servers[j], false, err, sizeof(err));
+            p->servers[j] = server_new(ctl, pc, &pc->servers[j], false, err, sizeof(err));
             if (p->servers[j] == NULL) {
                 wn_log_error("%s", err);
                 return WN_EINVAL; /* health_stop frees what was made */
@@ -250,6 +262,7 @@ void health_stop(control_t *ctl)
     for (uint32_t i = 0; i < ctl->npools; i++)
         pool_retire(ctl->pools[i]);
     ctl->npools = 0;
+    wn_ahead_close(ctl);
     wn_dns_stop(ctl);
 }
 
@@ -369,9 +382,9 @@ static int plan_pool(control_t *ctl, plan_t *pl, uint32_t i, wn_conf_pool_t *pc,
     for (uint32_t j = 0; j < pc->nservers; j++) {
         hserver_t *s = old == NULL ? NULL : find_server(old, &pc->servers[j]);
         if (s != NULL)
-            keep_address(pc, &pc->servers[j], s, pl->ask_dns);
+            keep_address(ctl, pc, &pc->servers[j], s, pl->ask_dns);
         else
-            s = server_new(pc, &pc->servers[j], true, err, errlen);
+            s = server_new(ctl, pc, &pc->servers[j], true, err, errlen);
         if (s == NULL)
             return WN_EINVAL;
         pl->servers[i][j] = s;
@@ -381,6 +394,22 @@ static int plan_pool(control_t *ctl, plan_t *pl, uint32_t i, wn_conf_pool_t *pc,
                               &pl->ring[i]);
     if (rc < 0)
         snprintf(err, errlen, "pool '%s': out of memory", pc->name);
+    return rc;
+}
+
+int health_reload_names(control_t *ctl, const wn_conf_t *nc, wn_ahead_t *b)
+{
+    int rc = 0;
+    for (uint32_t i = 0; i < nc->npools && rc == 0; i++) {
+        const wn_conf_pool_t *pc = &nc->pools[i];
+        hpool_t *old = find_pool(ctl, pc->name);
+        for (uint32_t j = 0; j < pc->nservers && rc == 0; j++) {
+            const wn_conf_server_t *sc = &pc->servers[j];
+            const hserver_t *s = old == NULL ? NULL : find_server(old, sc);
+            if (s == NULL || kept_asks_dns(pc, sc, s, true))
+                rc = wn_ahead_add(b, &sc->addr);
+        }
+    }
     return rc;
 }
 

@@ -59,6 +59,33 @@ static void finish(control_t *ctl, const char *fmt, ...)
     wn_sd_status(ctl);
 }
 
+/* A new listen address nobody served yet: walnut's pools, compared as
+ * configured (a kept one keeps the address its listener is bound to). */
+static bool listen_new(const control_t *ctl, const wn_conf_pool_t *np)
+{
+    for (uint32_t j = 0; j < ctl->conf->npools; j++)
+        if (wn_conf_addr_same(&np->listen, &ctl->conf->pools[j].listen))
+            return false;
+    return !np->listen.is_unix;
+}
+
+int wn_reload_names(control_t *ctl, const wn_conf_t *nc, wn_ahead_t *b)
+{
+    int rc = 0;
+    for (uint32_t i = 0; i < nc->npools && rc == 0; i++)
+        if (listen_new(ctl, &nc->pools[i]))
+            rc = wn_ahead_add(b, &nc->pools[i].listen);
+    return rc < 0 ? rc : health_reload_names(ctl, nc, b);
+}
+
+/* The pool's listen address, looked up ahead (ahead.c) or now. */
+static int listen_lookup(const control_t *ctl, wn_conf_pool_t *np, char *err, size_t errlen)
+{
+    int rc = wn_ahead_answer(ctl, &np->listen, &np->listen_sa, &np->listen_salen);
+    return rc == WN_AHEAD_UNASKED ? wn_listen_resolve(np, err, errlen)
+                                  : wn_listen_resolved(np, rc, err, errlen);
+}
+
 /* A pool listening where no pool listened before: is the address free?
  * (Looked up here, as every listen address: a kept one keeps the address
  * its listener is bound to.) Two pools of the file on one address, or a
@@ -81,7 +108,7 @@ static int check_listeners(const control_t *ctl, wn_conf_t *nc, uint32_t *nnew, 
         /* The same address spelled otherwise (localhost for 127.0.0.1): a
          * new listener joins walnut's own (SO_REUSEPORT), as for a move. */
         if (served == NULL && !np->listen.is_unix) {
-            rc = wn_listen_resolve(np, err, errlen);
+            rc = listen_lookup(ctl, np, err, errlen);
             for (uint32_t j = 0; rc == 0 && j < ctl->conf->npools && served == NULL; j++)
                 if (!ctl->conf->pools[j].listen.is_unix &&
                     wn_sockaddr_same(&ctl->conf->pools[j].listen_sa, &np->listen_sa))
@@ -219,31 +246,20 @@ static void send_all(control_t *ctl)
         finish(ctl, "applied, but not every worker could take it");
 }
 
-void wn_control_reload(control_t *ctl)
+/* Applies the reload to nc (its reference given), or fails it saying why:
+ * false then. */
+static bool reload_apply(control_t *ctl, wn_conf_t *nc)
 {
-    if (ctl->stopping || ctl->conf_path == NULL)
-        return;
-    if (ctl->reload_acks > 0) {
-        wn_log_notice("reload: the previous %s is still reaching the workers; this one "
-                      "follows it",
-                      ctl->gen_by_dns ? "address change" : "reload");
-        ctl->reload_again = true;
-        return;
-    }
-    wn_sd_state(ctl, "RELOADING=1\nMONOTONIC_USEC=%llu",
-                (unsigned long long)wn_sd_monotonic_usec());
     char err[512];
-    wn_conf_t *nc = NULL;
     wn_stats_block_t *mine = NULL;
     uint32_t nnew = 0; /* pools listening where none did */
-    int rc = wn_conf_load(ctl->conf_path, &nc, err, sizeof(err));
-    if (rc == 0)
-        rc = prepare(ctl, nc, true, &mine, &nnew, err, sizeof(err));
+    int rc = prepare(ctl, nc, true, &mine, &nnew, err, sizeof(err));
+    wn_ahead_drop(ctl); /* its answers were read */
     if (rc < 0) {
         wn_log_error("reload: %s; still serving the configuration loaded before", err);
         wn_conf_unref(nc);
         finish(ctl, "failed: %.96s", err);
-        return;
+        return false;
     }
     commit(ctl, nc, mine, nnew);
     ctl->gen_by_dns = false;
@@ -251,13 +267,70 @@ void wn_control_reload(control_t *ctl)
                   "worker(s)",
                   ctl->conf_path, (unsigned long long)ctl->gen, ctl->npools, ctl->nworkers);
     send_all(ctl);
+    return true;
+}
+
+void wn_control_reload(control_t *ctl)
+{
+    if (ctl->stopping || ctl->conf_path == NULL)
+        return;
+    if (ctl->reload_acks > 0 || ctl->ahead != NULL) {
+        wn_log_notice("reload: the previous %s is still %s; this one follows it",
+                      ctl->ahead != NULL ? "reload"
+                      : ctl->gen_by_dns  ? "address change"
+                                         : "reload",
+                      ctl->ahead != NULL ? "looking names up" : "reaching the workers");
+        ctl->reload_again = true;
+        return;
+    }
+    wn_sd_state(ctl, "RELOADING=1\nMONOTONIC_USEC=%llu",
+                (unsigned long long)wn_sd_monotonic_usec());
+    char err[512];
+    wn_conf_t *nc = NULL;
+    int rc = wn_conf_load(ctl->conf_path, &nc, err, sizeof(err));
+    if (rc == 0 && (rc = wn_ahead_start(ctl, nc)) > 0) {
+        wn_log_notice("reload: looking up %d name(s) first", rc);
+        return; /* wn_control_reload_looked_up goes on */
+    }
+    if (rc < 0) {
+        if (rc == WN_ENOMEM && nc != NULL)
+            snprintf(err, sizeof(err), "out of memory");
+        wn_log_error("reload: %s; still serving the configuration loaded before", err);
+        wn_conf_unref(nc);
+        finish(ctl, "failed: %.96s", err);
+        return;
+    }
+    reload_apply(ctl, nc);
+}
+
+/* What waited for the reload (or address change) that just ended. */
+static void run_deferred(control_t *ctl)
+{
+    if (ctl->reload_again) {
+        ctl->reload_again = false;
+        wn_control_reload(ctl);
+    }
+    if (ctl->readdress_again && ctl->reload_acks == 0 && ctl->ahead == NULL) {
+        ctl->readdress_again = false;
+        wn_control_readdress(ctl);
+    }
+}
+
+void wn_control_reload_looked_up(control_t *ctl, wn_conf_t *nc)
+{
+    if (ctl->stopping) {
+        wn_ahead_drop(ctl);
+        wn_conf_unref(nc);
+    } else if (!reload_apply(ctl, nc)) {
+        run_deferred(ctl);
+    }
 }
 
 void wn_control_readdress(control_t *ctl)
 {
     if (ctl->stopping)
         return;
-    if (ctl->reload_acks > 0) {
+    if (ctl->reload_acks > 0 || ctl->ahead != NULL) {
         ctl->readdress_again = true; /* after it: it may even take the address itself */
         return;
     }
@@ -401,12 +474,5 @@ static void reload_acked(control_t *ctl)
                (unsigned long long)ctl->gen);
     else
         finish(ctl, "applied, generation %llu", (unsigned long long)ctl->gen);
-    if (ctl->reload_again) {
-        ctl->reload_again = false;
-        wn_control_reload(ctl);
-    }
-    if (ctl->readdress_again && ctl->reload_acks == 0) {
-        ctl->readdress_again = false;
-        wn_control_readdress(ctl);
-    }
+    run_deferred(ctl);
 }

@@ -267,10 +267,11 @@ class TestDnsRefresh(HostileCase):
         return h.wait_until(there, deadline=deadline, what="generation %d on every worker" % gen)
 
     def background_lookups(self):
-        """Lookups of the name by threads that are not control's (libuv's pool)."""
+        """Lookups of the name in the background: by threads that are not
+        control's, nor a reload's ("reload-dns")."""
         who = self.lookups()
         self.assertEqual([w for w in who if w.startswith("wn-")], [], "a worker asked DNS")
-        return len([w for w in who if w != "main"])
+        return len([w for w in who if w not in ("main", "reload-dns")])
 
     def set_everywhere(self, key, value):
         """Set through walnut on fresh connections (they land on both workers)."""
@@ -652,6 +653,90 @@ class TestDnsRefresh(HostileCase):
         self.stop_clean()
 
 
+class TestReloadLooksNamesUpAhead(HostileCase):
+    """A reload that adds a server (or a listen address) given by name looked
+    it up on control's thread, blocking control's loop for as long as the
+    resolver took: with DNS not answering (glibc: 5 s a try), /metrics,
+    /healthz, SIGTERM and systemd's WATCHDOG=1 all waited, and one such
+    name was enough to miss a WatchdogSec of 10 s (systemd then kills
+    walnut mid-reload). The names are now looked up on threads of their own
+    ("reload-dns") while control's loop goes on; the reload is applied
+    when they have answered."""
+
+    def healthz_seconds(self):
+        import urllib.request
+        t0 = time.monotonic()
+        with urllib.request.urlopen("http://%s:%d/healthz" % (h.HOST, self.px.stats_port),
+                                    timeout=30) as r:
+            r.read()
+        return time.monotonic() - t0
+
+    def generation(self):
+        return self.servers_view()["generation"]
+
+    def test_slow_names_do_not_hold_control(self):
+        x, y = self.start_memcached(self.tmp, n=2)
+        listen = "%s:%d" % (h.HOST, h.free_port())
+        beta_port = h.free_port()
+        before = {"alpha": h.pool([spec(y.addr, "y")], listen=listen)}
+        self.px = self.start_flaky(before, workers=2)
+        xline = "flaky.walnut.test:%d:1 x" % x.port
+        added = {"alpha": h.pool([spec(y.addr, "y"), xline], listen=listen),
+                 "beta": h.pool([spec(y.addr, "y")], listen="flaky.walnut.test:%d" % beta_port)}
+        again = {"alpha": h.pool([spec(y.addr, "y"), xline], listen=listen,
+                                 server_connections=2),
+                 "beta": added["beta"]}
+        with open(self.dns_slow, "w") as f:
+            f.write("4")  # each lookup of flaky.walnut.test takes 4 s
+        marker = self.log_size()
+        asked = len(self.lookups())
+        self.reload_nowait(pools=added)
+        h.wait_until(lambda: len(self.lookups()) > asked, deadline=10.0,
+                     what="the reload's lookup under way")
+        # control answers meanwhile, and a second SIGHUP waits for the first
+        took = self.healthz_seconds()
+        self.assertLess(took, 2.0, "/healthz during the reload's lookup")
+        self.assertIn("reload: looking up 1 name(s) first", self.log_since(marker))
+        self.assertEqual(self.generation(), 0)
+        self.reload_nowait(pools=again)
+        self.wait_log(marker, "still looking names up; this one follows it")
+        self.wait_log(marker, "run generation 2", deadline=30.0)
+        self.assertEqual(self.generation(), 2)
+        self.px.pools = again
+        os.unlink(self.dns_slow)
+        who = self.lookups()
+        self.assertEqual(who.count("reload-dns"), 1, "one lookup for the host: %r" % who)
+        key = self.key_on(again, "alpha", "x")
+        with h.Raw(self.px.port("alpha")) as c:
+            c.request(b"set %s 0 0 1\r\nv\r\n" % key, b"STORED\r\n")
+        self.assertTrue(x.keys_held([key]))
+        with h.Raw(beta_port) as c:
+            c.request(b"version\r\n", b"VERSION " + y.stats()["version"].encode() + b"\r\n")
+        # a name that does not resolve, found out ahead: the reload fails, saying why
+        open(self.dns_down, "w").close()
+        marker = self.log_size()
+        z = "flaky.walnut.test:%d:1 z" % h.refused_port()
+        self.reload_nowait(pools={"alpha": h.pool([spec(y.addr, "y"), xline, z],
+                                                  listen=listen, server_connections=2),
+                                  "beta": added["beta"]})
+        self.wait_log(marker, "still serving the configuration loaded before")
+        self.assertIn("server z: cannot resolve 'flaky.walnut.test'", self.log_since(marker))
+        self.assertEqual(self.generation(), 2)
+        os.unlink(self.dns_down)
+        # and a stop during a lookup does not wait for it
+        with open(self.dns_slow, "w") as f:
+            f.write("20")
+        marker = self.log_size()
+        self.reload_nowait(pools={"alpha": h.pool([spec(y.addr, "y"), xline, z],
+                                                  listen=listen, server_connections=2),
+                                  "beta": added["beta"]})
+        self.wait_log(marker, "reload: looking up 1 name(s) first")
+        t0 = time.monotonic()
+        self.stop_clean()
+        self.assertLess(time.monotonic() - t0, 10.0, "the stop waited for the reload's lookup")
+        self.assertIn("that reload is not applied", self.log_since(marker))
+
+
 class TestWorkerCannotApply(HostileCase):
     def test_dns_outage_during_reload_does_not_wedge_reloads(self):
         """server_connections of a kept server (a host name) changes while DNS
@@ -858,11 +943,13 @@ class TestWorkerCannotApply(HostileCase):
         h.mc_command(x.port, b"get %s\r\n" % key, b"END\r\n",
                      expect=b"VALUE %s 0 1\r\n7\r\nEND\r\n" % key)
         who = self.lookups()
-        # control's own (at start and at the reload), and maybe one in the
-        # background (libuv's pool threads, started by control); never a worker
+        # control's own at start, the reload's (on its thread, "reload-dns",
+        # for the new listen address), and maybe one in the background
+        # (control's lookup threads); never a worker
         self.assertEqual([w for w in who if w.startswith("wn-")], [],
                          "lookups of flaky.walnut.test by thread: %r" % who)
-        self.assertGreaterEqual(who.count("main"), 2, "at start and at the reload: %r" % who)
+        self.assertGreaterEqual(who.count("main"), 1, "at start: %r" % who)
+        self.assertGreaterEqual(who.count("reload-dns"), 1, "at the reload: %r" % who)
         self.stop_clean()
 
     def test_kept_server_keeps_its_address(self):
