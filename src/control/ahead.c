@@ -18,7 +18,6 @@
 
 #include <arpa/inet.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,24 +91,6 @@ static void *ahead_main(void *arg)
     }
     ahead_unref(b);
     return NULL;
-}
-
-/* A thread for b, detached, with every signal blocked (control's thread
- * takes them all). */
-static bool ahead_thread(wn_ahead_t *b)
-{
-    pthread_attr_t attr;
-    if (pthread_attr_init(&attr) != 0)
-        return false;
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    pthread_t t;
-    int rc = pthread_create(&t, &attr, ahead_main, b);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
-    return rc == 0;
 }
 
 static ahead_name_t *find(const wn_ahead_t *b, const char *host)
@@ -186,7 +167,7 @@ int wn_ahead_start(control_t *ctl, wn_conf_t *nc)
         pthread_mutex_lock(&b->mu);
         b->refs++; /* before it runs: it drops its own */
         pthread_mutex_unlock(&b->mu);
-        if (ahead_thread(b)) {
+        if (wn_dns_thread(ahead_main, b)) {
             started++;
         } else {
             pthread_mutex_lock(&b->mu);

@@ -301,6 +301,9 @@ void wn_dns_stop(control_t *ctl);
 void wn_dns_server_new(control_t *ctl, hserver_t *s);
 /* s leaves: a lookup out forgets it (its answer is dropped). */
 void wn_dns_server_retire(hserver_t *s);
+/* A lookup thread running main(arg), detached, with every signal blocked
+ * (control's thread takes them all). false when none could be made. */
+bool wn_dns_thread(void *(*main)(void *), void *arg);
 
 /* ahead.c: a reload's names looked up on threads before it is prepared. */
 typedef struct wn_ahead wn_ahead_t;

@@ -95,9 +95,7 @@ static uint64_t period(const hserver_t *s)
     return failing(s) ? WN_MIN(every, DNS_FAILING_MS) : every;
 }
 
-/* The lookup's thread, detached, with every signal blocked (control's
- * thread takes them all). false when no thread could be made. */
-static bool lookup_thread(dns_lookup_t *l)
+bool wn_dns_thread(void *(*main)(void *), void *arg)
 {
     pthread_attr_t attr;
     if (pthread_attr_init(&attr) != 0)
@@ -107,7 +105,7 @@ static bool lookup_thread(dns_lookup_t *l)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     pthread_t t;
-    int rc = pthread_create(&t, &attr, lookup_main, l);
+    int rc = pthread_create(&t, &attr, main, arg);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     return rc == 0;
@@ -127,7 +125,7 @@ static void lookup_start(control_t *ctl, hserver_t *s)
     pthread_mutex_lock(&hub.mu);
     hub.threads++; /* before it runs: it takes itself off when done */
     pthread_mutex_unlock(&hub.mu);
-    if (!lookup_thread(l)) {
+    if (!wn_dns_thread(lookup_main, l)) {
         pthread_mutex_lock(&hub.mu);
         hub.threads--;
         pthread_mutex_unlock(&hub.mu);
