@@ -43,14 +43,8 @@ struct wn_ahead {
     uint32_t n, cap;
     ahead_name_t *names;
     wn_conf_t *conf; /* control's: the configuration the reload reads */
+    wn_ahead_done_cb done;
 };
-
-bool wn_dns_named(const wn_conf_addr_t *a)
-{
-    unsigned char buf[sizeof(struct in6_addr)];
-    return !a->is_unix && a->host[0] != '\0' && inet_pton(AF_INET, a->host, buf) != 1 &&
-           inet_pton(AF_INET6, a->host, buf) != 1;
-}
 
 static void ahead_free(wn_ahead_t *b)
 {
@@ -134,7 +128,7 @@ static void on_answered(uv_async_t *h)
     if (done) {
         wn_conf_t *nc = b->conf; /* the reload's now */
         b->conf = NULL;
-        wn_control_reload_looked_up(ctl, nc);
+        b->done(ctl, nc);
     }
 }
 
@@ -144,18 +138,29 @@ void wn_ahead_init(control_t *ctl)
     ctl->ahead_async.data = ctl;
 }
 
-int wn_ahead_start(control_t *ctl, wn_conf_t *nc)
+wn_ahead_t *wn_ahead_new(void)
 {
     wn_ahead_t *b = calloc(1, sizeof(*b));
-    if (b == NULL || pthread_mutex_init(&b->mu, NULL) != 0) {
+    if (b != NULL && pthread_mutex_init(&b->mu, NULL) != 0) {
         free(b);
-        return WN_ENOMEM;
+        b = NULL;
     }
-    int rc = wn_reload_names(ctl, nc, b);
-    if (rc < 0 || b->n == 0) {
+    return b;
+}
+
+void wn_ahead_free(wn_ahead_t *b)
+{
+    if (b != NULL)
         ahead_free(b);
-        return rc;
+}
+
+int wn_ahead_start(control_t *ctl, wn_ahead_t *b, wn_conf_t *nc, wn_ahead_done_cb done)
+{
+    if (b->n == 0) {
+        ahead_free(b);
+        return 0;
     }
+    b->done = done;
     b->conf = nc;
     b->async = &ctl->ahead_async;
     b->wanted = true;

@@ -301,23 +301,27 @@ void wn_dns_stop(control_t *ctl);
 void wn_dns_server_new(control_t *ctl, hserver_t *s);
 /* s leaves: a lookup out forgets it (its answer is dropped). */
 void wn_dns_server_retire(hserver_t *s);
+/* A host name, not an address literal, a unix path or the wildcard. */
+bool wn_dns_named(const wn_conf_addr_t *a);
 /* A lookup thread running main(arg), detached, with every signal blocked
  * (control's thread takes them all). false when none could be made. */
 bool wn_dns_thread(void *(*main)(void *), void *arg);
 
 /* ahead.c: a reload's names looked up on threads before it is prepared. */
 typedef struct wn_ahead wn_ahead_t;
-/* A host name, not an address literal, a unix path or the wildcard. */
-bool wn_dns_named(const wn_conf_addr_t *a);
+typedef void (*wn_ahead_done_cb)(control_t *ctl, wn_conf_t *nc);
 void wn_ahead_init(control_t *ctl);
-/* Starts looking up every name the reload to nc will ask for (reload.c's
- * wn_reload_names): 0 when there is none (or no thread could start: the
- * reload asks DNS itself), a count when they are being looked up (nc's
- * reference is then held, and wn_control_reload_looked_up gets it back once
- * all have answered), or WN_ENOMEM. */
-int wn_ahead_start(control_t *ctl, wn_conf_t *nc);
-/* For wn_reload_names: a's host is to be looked up (if it is a name). */
+/* An empty batch of names (NULL: out of memory); wn_ahead_add fills it. */
+wn_ahead_t *wn_ahead_new(void);
+/* a's host is to be looked up (if it is a name, and not yet in b). */
 int wn_ahead_add(wn_ahead_t *b, const wn_conf_addr_t *a);
+/* A batch not started. NULL is fine. */
+void wn_ahead_free(wn_ahead_t *b);
+/* Starts looking up b's names for the reload to nc, b taken: 0 when there
+ * is none (or no thread could start: the reload asks DNS itself), or how
+ * many are being looked up; then nc's reference is held, and done(ctl, nc)
+ * gets it back once all have answered. */
+int wn_ahead_start(control_t *ctl, wn_ahead_t *b, wn_conf_t *nc, wn_ahead_done_cb done);
 /* a looked up ahead: 0 with *sa (and *salen) the first address with a's
  * port, a negative lookup error, or WN_AHEAD_UNASKED. */
 #define WN_AHEAD_UNASKED 1
@@ -328,11 +332,6 @@ int wn_ahead_answer(const control_t *ctl, const wn_conf_addr_t *a, struct sockad
 void wn_ahead_drop(control_t *ctl);
 /* At stop: drops a batch still out, closes the async. */
 void wn_ahead_close(control_t *ctl);
-/* reload.c: every name a reload to nc asks for: its new listen addresses,
- * and (health_reload_names) its servers. */
-int wn_reload_names(control_t *ctl, const wn_conf_t *nc, wn_ahead_t *b);
-/* The names a reload to nc looked up ahead have all answered: it goes on. */
-void wn_control_reload_looked_up(control_t *ctl, wn_conf_t *nc);
 
 /* pools.c: the pools and servers themselves */
 /* A retired server's close callback came (its last one frees it). */

@@ -81,6 +81,13 @@ static void *lookup_main(void *arg)
     return NULL;
 }
 
+bool wn_dns_named(const wn_conf_addr_t *a)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return !a->is_unix && a->host[0] != '\0' && inet_pton(AF_INET, a->host, buf) != 1 &&
+           inet_pton(AF_INET6, a->host, buf) != 1;
+}
+
 static bool failing(const hserver_t *s)
 {
     return !s->conf->has_sa || s->failures > 0 || s->ejected || s->suspected;

@@ -39,6 +39,7 @@
 
 static void finish(control_t *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void reload_acked(control_t *ctl);
+static void reload_looked_up(control_t *ctl, wn_conf_t *nc);
 
 static void finish(control_t *ctl, const char *fmt, ...)
 {
@@ -69,7 +70,9 @@ static bool listen_new(const control_t *ctl, const wn_conf_pool_t *np)
     return !np->listen.is_unix;
 }
 
-int wn_reload_names(control_t *ctl, const wn_conf_t *nc, wn_ahead_t *b)
+/* Every name a reload to nc asks for: its new listen addresses, and
+ * (health_reload_names) its servers. */
+static int reload_names(control_t *ctl, const wn_conf_t *nc, wn_ahead_t *b)
 {
     int rc = 0;
     for (uint32_t i = 0; i < nc->npools && rc == 0; i++)
@@ -288,9 +291,15 @@ void wn_control_reload(control_t *ctl)
     char err[512];
     wn_conf_t *nc = NULL;
     int rc = wn_conf_load(ctl->conf_path, &nc, err, sizeof(err));
-    if (rc == 0 && (rc = wn_ahead_start(ctl, nc)) > 0) {
-        wn_log_notice("reload: looking up %d name(s) first", rc);
-        return; /* wn_control_reload_looked_up goes on */
+    if (rc == 0) {
+        wn_ahead_t *b = wn_ahead_new();
+        rc = b != NULL ? reload_names(ctl, nc, b) : WN_ENOMEM;
+        if (rc < 0)
+            wn_ahead_free(b);
+        else if ((rc = wn_ahead_start(ctl, b, nc, reload_looked_up)) > 0) {
+            wn_log_notice("reload: looking up %d name(s) first", rc);
+            return; /* reload_looked_up goes on */
+        }
     }
     if (rc < 0) {
         if (rc == WN_ENOMEM && nc != NULL)
@@ -316,7 +325,8 @@ static void run_deferred(control_t *ctl)
     }
 }
 
-void wn_control_reload_looked_up(control_t *ctl, wn_conf_t *nc)
+/* The names the reload to nc looked up ahead have all answered: it goes on. */
+static void reload_looked_up(control_t *ctl, wn_conf_t *nc)
 {
     if (ctl->stopping) {
         wn_ahead_drop(ctl);
