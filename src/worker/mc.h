@@ -99,6 +99,8 @@ typedef struct mc_req {
     uint32_t ncomplete;    /* fragments: of which complete (data block in) */
     uint32_t taken;        /* fragments: of which merged into the parent */
     bool error_line;       /* fragments: the server answered with an error line */
+    bool torn;             /* split parents: an item was merged only in part (out of
+                              memory): no line may follow what went out */
     /* Meta requests (cmd WN_MC_META): which one, and whether walnut drops
      * what memcached would not have sent to a client that asked with q (the
      * server is asked without it); false for until_mn requests, whose q the

@@ -69,7 +69,7 @@ static int emit_item(mc_req_t *p, mc_req_t *f, const mc_item_t *it)
  * value: wn_req_reply closes the client after it. */
 static void reply_error(mc_req_t *p, const char *line, size_t n)
 {
-    if (p->split != NULL && p->r.rsp_sent > 0)
+    if (p->split != NULL && !p->torn && p->r.rsp_sent > 0)
         wn_req_reply_after(&p->r, line, n);
     else
         wn_req_reply(&p->r, line, n);
@@ -157,8 +157,13 @@ static void part_over(mc_req_t *p)
     mc_line_t *l = p->part_of;
     p->part_done = true;
     if (l->released) {
-        if (!p->r.done && l->failed)
-            wn_req_reply(&p->r, "", 0); /* after the error line: nothing */
+        /* After a later part's error line (drop_later_replies held the
+         * parts after it): nothing. A part before it ends as it is, its
+         * hits then the error line, unless it failed itself where an
+         * item may be cut: then nothing coherent can follow it. */
+        bool cut = p->r.failed && (p->split == NULL || p->torn);
+        if (!p->r.done && l->failed && (p->r.rsp_held || cut))
+            wn_req_reply(&p->r, "", 0);
         else if (!p->r.done)
             wn_req_done(&p->r);
         keep_counted(l, p);
@@ -250,6 +255,7 @@ static void split_progress(mc_req_t *p)
             const mc_item_t *it = &s->items[s->frag_first[fr->frag] + fr->taken];
             if (it->key == k) {
                 if (emit_item(p, fr, it) < 0) {
+                    p->torn = true;
                     wn_mc_fail(&p->r, WN_ENOMEM);
                     return;
                 }

@@ -515,14 +515,12 @@ class TestProtocolFraming(HostileCase):
         self.px = self.proxy(mcs, timeout=800, auto_eject_hosts=False)
         port = self.px.port()
         keys = [b"pk:%04d" % i for i in range(600)]
-        where = h.walnut_locate(self.px.conf_path, keys)
-        on = {0: [], 1: []}
-        for k in keys:
-            on[0 if where[("alpha", k)][1] == mcs[0].addr else 1].append(k)
-        self.assertTrue(on[0] and on[1], "keys on both servers")
         c = self.raw(port, timeout=30)
         c.send(b"".join(b"set %s 0 0 2\r\nv%s\r\n" % (k, k[-1:]) for k in keys))
         c.expect(b"STORED\r\n" * len(keys))
+        where = h.placement(mcs, keys)  # asked of each memcached
+        on = {i: [k for k in keys if where[k] is mcs[i]] for i in (0, 1)}
+        self.assertTrue(on[0] and on[1], "keys on both servers")
         fast, stopped = on[0][:5], on[1][:5]
         mcs[1].sigstop()
         self.addCleanup(mcs[1].sigcont)
@@ -542,6 +540,52 @@ class TestProtocolFraming(HostileCase):
         c.send(b"get %s %s\r\n" % (fast[0], stopped[0]))
         c.expect(get_reply([(fast[0], 0, b"v" + fast[0][-1:]),
                             (stopped[0], 0, b"v" + stopped[0][-1:])]))
+        self.assertAlive(self.px)
+        self.assertNoSanitizerReport(self.px)
+
+    def test_05l_a_later_part_failing_while_an_earlier_one_merges(self):
+        """A get line over 64 KiB whose second part fails (its server answers
+        SERVER_ERROR) while the first part still waits for a stopped server:
+        the first part, once in, was cut with nothing (its hits streamed so
+        far, then the connection closed, no error line; a review of 05k).
+        Now the first part ends whole, its hits in key order, and the
+        second's error line follows them; the connection serves on."""
+        a, b = self.memcached(2)
+        bad = self.fake(fakes.ServerErrorBackend(b"SERVER_ERROR boom\r\n"))
+        self.px = self.proxy([a, b, bad], timeout=5000, auto_eject_hosts=False)
+        port = self.px.port()
+        keys = [b"pk:%05d" % i for i in range(3000)]
+        c = self.raw(port, timeout=30)
+        # every key set: those of the fake get its SERVER_ERROR, the others
+        # land on a or b, which are then asked what they hold
+        c.send(b"".join(b"set %s 0 0 2\r\nv%s\r\n" % (k, k[-1:]) for k in keys))
+        got = b"".join(c.recv_line() for _ in keys)
+        self.assertEqual(got.count(b"STORED\r\n") + got.count(b"SERVER_ERROR boom\r\n"),
+                         len(keys), got[:200])
+        held_a, held_b = a.keys_held(keys), b.keys_held(keys)
+        on_a = [k for k in keys if k in held_a][:800]
+        on_b = [k for k in keys if k in held_b]
+        on_c = [k for k in keys if k not in held_a and k not in held_b]
+        self.assertTrue(on_a and on_b and on_c, "keys on every server")
+        b.sigstop()
+        self.addCleanup(b.sigcont)
+        first = (on_a * 20)[:8000]
+        hits = first[:7000] + [on_b[0]] + first[7000:]
+        line = b"get " + b" ".join(hits + [on_c[0]]) + b"\r\n"
+        self.assertGreater(line.index(on_b[0]), 60000)
+        c.send(line)
+        time.sleep(1.0)  # the second part fails meanwhile
+        b.sigcont()
+        # The parts before the failing one answer whole, in key order; the
+        # failing part (the one with the SERVER_ERROR key, where the line's
+        # last parts of 16 KiB begin) answers with its error line alone.
+        got = c.recv_until(b"SERVER_ERROR boom\r\n")[:-len(b"SERVER_ERROR boom\r\n")]
+        items = [(k, 0, b"v" + k[-1:]) for k in hits]
+        n = got.count(b"VALUE ")
+        self.assertGreater(n, 7000, "every hit of the first part, the stopped server's one too")
+        self.assertEqual(got, get_reply(items[:n])[:-len(b"END\r\n")])
+        c.send(b"get %s\r\n" % on_b[0])
+        c.expect(get_reply([(on_b[0], 0, b"v" + on_b[0][-1:])]))
         self.assertAlive(self.px)
         self.assertNoSanitizerReport(self.px)
 
