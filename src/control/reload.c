@@ -241,12 +241,17 @@ static void commit(control_t *ctl, wn_conf_t *nc, wn_stats_block_t *mine, uint32
     ctl->reload_failed = false;
 }
 
+static void run_deferred(control_t *ctl);
+
 static void send_all(control_t *ctl)
 {
     for (int i = 0; i < ctl->nworkers; i++)
         send_config(ctl, i);
-    if (ctl->reload_acks == 0 && !ctl->gen_by_dns)
+    if (ctl->reload_acks > 0)
+        return; /* reload_acked ends it */
+    if (!ctl->gen_by_dns)
         finish(ctl, "applied, but not every worker could take it");
+    run_deferred(ctl); /* no answer will come to run them */
 }
 
 /* Applies the reload to nc (its reference given), or fails it saying why:
