@@ -8,6 +8,7 @@ packages=(
   libuv1-dev libcyaml-dev libyaml-dev libcmocka-dev libmd-dev libsystemd-dev systemd libjansson-dev libhttp-parser-dev
   prometheus  # promtool (check metrics) and the server test_stats.py starts; its service is stopped below
   curl        # test_stats.py: keep-alive, HEAD, 431 with a real HTTP client
+  iproute2    # ip: loopback up in the network namespaces of the wildcard-address tests
   memcached redis-server redis-tools nutcracker libmemcached-tools
   python3 python3-pymemcache python3-redis
 )

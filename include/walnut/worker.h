@@ -189,8 +189,10 @@ int wn_worker_receive(wn_worker_t *w, wn_msg_t *msg);
 int wn_listen_resolve(wn_conf_pool_t *conf, char *err, size_t errlen);
 /* Worker: for pool i of nc, a copy of a socket systemd handed over (by the
  * pool's name, else by its address and named for no other pool of nc; with
- * several, the worker's share), or -1: none (or no descriptor). */
-int wn_listen_activated(const wn_activated_t *a, const wn_conf_t *nc, uint32_t i, int worker);
+ * several, the worker's share) that no listener of `taken` (socket inodes:
+ * the other pools') serves on, or -1: none (or no descriptor). */
+int wn_listen_activated(const wn_activated_t *a, const wn_conf_t *nc, uint32_t i, int worker,
+                        const uint64_t *taken, uint32_t ntaken);
 /* As wn_listen_resolve, for a lookup made elsewhere (rc: its result): the
  * line in err for a failed one. Returns rc. */
 int wn_listen_resolved(const wn_conf_pool_t *conf, int rc, char *err, size_t errlen);

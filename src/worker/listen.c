@@ -80,6 +80,8 @@ static int listener_start(pool_rt_t *p, int fd, const char *unix_path, const str
         return rc;
     }
     l->acc.data = l;
+    struct stat st;
+    l->sock_id = fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
     if (unix_path != NULL) {
         l->unix_dev = unix_id->st_dev;
         l->unix_ino = unix_id->st_ino;
@@ -116,9 +118,11 @@ static int tcp_socket(const struct sockaddr_storage *ss, socklen_t len, bool reu
     return fd;
 }
 
-/* One of walnut's own listening sockets is bound to ss (TCP) or path
- * (unix): a listener a worker kept when a reload could not bind the address
- * that replaced it (reconf.c). Reloading back to it is no conflict. */
+/* One of walnut's own listening sockets is bound to ss, or to an address
+ * that overlaps it (TCP), or to path (unix): a listener a worker kept when
+ * a reload could not bind the address that replaced it (reconf.c), or the
+ * one a pool moves from (0.0.0.0:P to [::]:P, which holds the IPv4 port
+ * too). No conflict: walnut's listeners share their port (SO_REUSEPORT). */
 static bool own_listener(const struct sockaddr_storage *ss, const char *path)
 {
     DIR *d = opendir("/proc/self/fd");
@@ -144,7 +148,7 @@ static bool own_listener(const struct sockaddr_storage *ss, const char *path)
                 b.ss_family == AF_UNIX && strncmp(((struct sockaddr_un *)&b)->sun_path, path,
                                                   sizeof(((struct sockaddr_un *)0)->sun_path)) == 0;
         else
-            found = b.ss_family == ss->ss_family && wn_sockaddr_same(&b, ss);
+            found = wn_sockaddr_overlap(&b, ss);
     }
     closedir(d);
     return found;
@@ -351,7 +355,20 @@ static bool activated_for(const wn_activated_sock_t *x, const wn_conf_t *nc,
     return (x->name == NULL || wn_conf_pool_find(nc, x->name) == NULL) && activated_at(x, pc);
 }
 
-int wn_listen_activated(const wn_activated_t *a, const wn_conf_t *nc, uint32_t i, int worker)
+/* Is x free: no listener of taken (another pool's) serves on it? */
+static bool activated_free(const wn_activated_sock_t *x, const uint64_t *taken, uint32_t ntaken)
+{
+    struct stat st;
+    if (fstat(x->fd, &st) < 0)
+        return false;
+    for (uint32_t k = 0; k < ntaken; k++)
+        if (taken[k] == (uint64_t)st.st_ino)
+            return false;
+    return true;
+}
+
+int wn_listen_activated(const wn_activated_t *a, const wn_conf_t *nc, uint32_t i, int worker,
+                        const uint64_t *taken, uint32_t ntaken)
 {
     if (a == NULL)
         return -1;
@@ -359,10 +376,12 @@ int wn_listen_activated(const wn_activated_t *a, const wn_conf_t *nc, uint32_t i
     for (int pass = 0; pass < 2; pass++) {
         uint32_t n = 0;
         for (uint32_t k = 0; k < a->n; k++)
-            n += activated_for(&a->socks[k], nc, pc, pass);
+            n += activated_for(&a->socks[k], nc, pc, pass) &&
+                 activated_free(&a->socks[k], taken, ntaken);
         uint32_t want = n > 0 ? (uint32_t)worker % n : 0;
         for (uint32_t k = 0; k < a->n && n > 0; k++)
-            if (activated_for(&a->socks[k], nc, pc, pass) && want-- == 0)
+            if (activated_for(&a->socks[k], nc, pc, pass) &&
+                activated_free(&a->socks[k], taken, ntaken) && want-- == 0)
                 return fcntl(a->socks[k].fd, F_DUPFD_CLOEXEC, 3);
     }
     return -1;

@@ -260,6 +260,9 @@ static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char 
                 pl->old_l[k] = NULL;
             }
     int rc = 0;
+    /* the sockets other pools serve on, for systemd's (out of memory: none taken) */
+    uint64_t *taken =
+        w->activated != NULL ? calloc(nc->npools ? nc->npools : 1, sizeof(*taken)) : NULL;
     for (uint32_t i = 0; i < nc->npools; i++) {
         pool_rt_t *p = pl->pools[i];
         const wn_conf_pool_t *pc = &nc->pools[i];
@@ -274,9 +277,19 @@ static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char 
             p->listener = l;
             continue;
         }
-        /* A socket systemd handed over for it: walnut could not bind
-         * beside systemd's own copy (no SO_REUSEPORT there). */
-        int fd = wn_listen_activated(w->activated, nc, i, w->id);
+        /* A socket systemd handed over for it (and no other pool's now):
+         * walnut could not bind beside systemd's own copy (no SO_REUSEPORT
+         * there). */
+        int fd = -1;
+        if (taken != NULL) {
+            uint32_t ntaken = 0;
+            for (uint32_t k = 0; k < nc->npools; k++) {
+                const listener_t *o = k < i ? pl->pools[k]->listener : pl->claimed[k];
+                if (o != NULL)
+                    taken[ntaken++] = o->sock_id;
+            }
+            fd = wn_listen_activated(w->activated, nc, i, w->id, taken, ntaken);
+        }
         if (fd < 0 && pc->listen.is_unix && !w->accept_unix)
             continue;
         char why[256];
@@ -311,6 +324,7 @@ static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char 
             rc = r;
         }
     }
+    free(taken);
     for (uint32_t k = 0; k < w->npools; k++)
         wn_listener_close(pl->old_l[k]);
     return rc;

@@ -1245,6 +1245,39 @@ class TestListenMoveThatCannotBind(HostileCase):
         self.stop_clean()
 
 
+class TestListenFamilyMove(HostileCase):
+    def test_move_between_ipv4_and_ipv6_wildcards(self):
+        """A reload moves a pool from 0.0.0.0:P to [::]:P (turning IPv6 on)
+        and back. Once [::] took the IPv4 port too (dual-stack, as
+        nutcracker's), the new address's probe met walnut's own listener on
+        the other family and the reload was refused ("another process
+        serves it"). Run in a network namespace of its own: it binds the
+        wildcards."""
+        if h.in_own_netns(self):
+            return
+        x = self.start_memcached(self.tmp, n=1)[0]
+        port = h.free_port()
+
+        def conf(host):
+            return {"alpha": h.pool([x], listen="%s:%d" % (host, port))}
+
+        def served(host):
+            with socket.create_connection((host, port), timeout=5) as c:
+                c.sendall(b"version\r\n")
+                c.settimeout(5)
+                self.assertTrue(c.recv(100).startswith(b"VERSION "), host)
+        self.px = self.start_proxy(self.tmp, conf("0.0.0.0"), workers=2)
+        served("127.0.0.1")
+        v = self.reload(pools=conf("::"))
+        self.assertEqual(v["generation"], 1, self.px.log()[-1500:])
+        served("127.0.0.1")
+        served("::1")
+        v = self.reload(pools=conf("0.0.0.0"))
+        self.assertEqual(v["generation"], 2, self.px.log()[-1500:])
+        served("127.0.0.1")
+        self.stop_clean()
+
+
 class TestConfigPathNotAFile(HostileCase):
     def test_fifo_in_place_of_the_file_is_refused(self):
         """The configuration path replaced by a FIFO: SIGHUP blocked the control

@@ -770,6 +770,58 @@ class TestSocketActivation(h.ProxyTestCase):
         served(pa)
         self.assertEqual(h._stop_proc(p, signal.SIGTERM), (0, True))
 
+    def test_reload_takes_a_free_socket_by_address_never_one_in_use(self):
+        """A pool a reload adds takes a handed-over socket no pool serves on
+        by its address (an unnamed one here); never one another pool serves
+        on: a socket named 'cache' that pool alpha took by address at start
+        was also taken by a pool 'cache' a reload added elsewhere, and every
+        client of alpha's address went to cache's servers (a review)."""
+        tmp = self.tmpdir()
+        a, b = self.start_memcached(tmp, n=2)
+        socks = []
+        for _ in range(2):
+            s = socket.socket()
+            self.addCleanup(s.close)
+            s.bind((h.HOST, 0))
+            s.listen(64)
+            socks.append(s)
+        px_, py = (s.getsockname()[1] for s in socks)
+        pz = h.free_port()
+        alpha = h.pool([a], listen="%s:%d" % (h.HOST, px_))
+        cache = h.pool([b], listen="%s:%d" % (h.HOST, pz))
+        beta = h.pool([b], listen="%s:%d" % (h.HOST, py))
+        log = tmp.join("inuse.log")
+        p = self.launch_with(tmp, socks, ["cache", ""], {"alpha": alpha}, log, workers=2)
+        cpath = tmp.join("named.yml")
+        h.wait_until(lambda: "started on pid" in h.read_text(log), deadline=20,
+                     what="walnut to start")
+
+        def reload(pools, gen):
+            with open(cpath, "w") as f:
+                f.write(h.render_config(pools))
+            size = os.path.getsize(log)
+            os.kill(p.pid, signal.SIGHUP)
+            h.wait_until(lambda: "run generation %d" % gen in h.read_text(log)[size:] or
+                         "still serving" in h.read_text(log)[size:],
+                         deadline=20, what="reload %d" % gen)
+            self.assertNotIn("still serving", h.read_text(log)[size:])
+
+        def set_via(port, key):
+            for _ in range(6):  # both workers
+                with socket.create_connection((h.HOST, port), timeout=5) as c:
+                    c.sendall(b"set %s 0 0 1\r\nx\r\n" % key)
+                    c.settimeout(5)
+                    self.assertEqual(c.recv(100), b"STORED\r\n", "port %d" % port)
+        reload({"alpha": alpha, "cache": cache}, 1)
+        set_via(px_, b"via-alpha")
+        set_via(pz, b"via-cache")
+        self.assertEqual(sorted(a.keys_held([b"via-alpha", b"via-cache"])), [b"via-alpha"])
+        self.assertEqual(sorted(b.keys_held([b"via-alpha", b"via-cache"])), [b"via-cache"])
+        reload({"alpha": alpha, "cache": cache, "beta": beta}, 2)  # the unnamed socket
+        set_via(py, b"via-beta")
+        self.assertTrue(b.keys_held([b"via-beta"]))
+        self.assertEqual(h._stop_proc(p, signal.SIGTERM), (0, True))
+
     def test_sockets_named_for_other_addresses_are_said_so(self):
         """Two sockets whose names are swapped against the file's addresses:
         walnut serves each pool on the socket named for it (the README's
