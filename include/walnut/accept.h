@@ -40,6 +40,7 @@ struct wn_acceptor {
     uv_timer_t rest;
     int fd;
     uint8_t handles; /* open handles; the fd is closed after the last */
+    bool keep_fd;    /* the fd is not the acceptor's: left open at close */
     bool watching;   /* the owner wants connections */
     bool resting;    /* out of descriptors or memory: the timer runs */
     bool closing;

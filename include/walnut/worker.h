@@ -187,10 +187,12 @@ int wn_worker_receive(wn_worker_t *w, wn_msg_t *msg);
  * unix socket): control does, before a worker sees the configuration;
  * workers never ask DNS. 0 or a negative error with a line in err. */
 int wn_listen_resolve(wn_conf_pool_t *conf, char *err, size_t errlen);
-/* Worker: for pool i of nc, a copy of a socket systemd handed over (by the
- * pool's name, else by its address and named for no other pool of nc; with
+/* Worker: for pool i of nc, a socket systemd handed over (by the pool's
+ * name, else by its address and named for no other pool of nc; with
  * several, the worker's share) that no listener of `taken` (socket inodes:
- * the other pools') serves on, or -1: none (or no descriptor). */
+ * the other pools') serves on, or -1: none. The descriptor is control's:
+ * a listener on it leaves it open (a copy made on a worker would take a
+ * number another worker just closed, unseen by ThreadSanitizer). */
 int wn_listen_activated(const wn_activated_t *a, const wn_conf_t *nc, uint32_t i, int worker,
                         const uint64_t *taken, uint32_t ntaken);
 /* As wn_listen_resolve, for a lookup made elsewhere (rc: its result): the

@@ -107,7 +107,7 @@ int wn_acceptor_init(uv_loop_t *loop, wn_acceptor_t *a, int fd, const char *what
     a->poll.data = a->rest.data = a;
     a->fd = fd;
     a->handles = 2;
-    a->watching = a->resting = a->closing = false;
+    a->watching = a->resting = a->closing = a->keep_fd = false;
     a->on_accept = on_accept;
     a->room = room;
     a->on_closed = NULL;
@@ -134,7 +134,8 @@ static void on_handle_closed(uv_handle_t *h)
     wn_acceptor_t *a = h->data;
     if (--a->handles > 0)
         return;
-    close(a->fd);
+    if (!a->keep_fd)
+        close(a->fd);
     a->fd = -1;
     if (a->on_closed != NULL)
         a->on_closed(a);

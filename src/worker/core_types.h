@@ -518,8 +518,10 @@ static inline server_rt_t *wn_pool_route(pool_rt_t *p, const char *key, size_t l
 /* Open the pool's listening socket (listen.c); `first`: no other worker of
  * this process has bound it yet, so a process already serving it is found. */
 int wn_listen_open(pool_rt_t *p, bool first, char *err, size_t errlen);
-/* Listen on a socket systemd handed over (it becomes the pool's). */
-int wn_listen_adopt(pool_rt_t *p, int fd, char *err, size_t errlen);
+/* Listen on a socket systemd handed over: it becomes the pool's, or with
+ * keep_fd stays its owner's (control's), left open when the listener
+ * closes. */
+int wn_listen_adopt(pool_rt_t *p, int fd, bool keep_fd, char *err, size_t errlen);
 /* Close a listener (freed by its close callback); NULL is fine. */
 void wn_listener_close(listener_t *l);
 /* Close the pool's listener. */

@@ -59,7 +59,8 @@ static void unlink_own(const char *path, dev_t dev, ino_t ino)
 
 /* The pool's listener on listening socket fd, accepting; on an error fd is
  * closed (and a unix socket's file, bound as unix_id, removed). */
-static int listener_start(pool_rt_t *p, int fd, const char *unix_path, const struct stat *unix_id)
+static int listener_start(pool_rt_t *p, int fd, bool keep_fd, const char *unix_path,
+                          const struct stat *unix_id)
 {
     const wn_conf_pool_t *conf = p->conf;
     listener_t *l = calloc(1, sizeof(*l));
@@ -71,7 +72,8 @@ static int listener_start(pool_rt_t *p, int fd, const char *unix_path, const str
     if (rc == 0)
         rc = wn_acceptor_init(&p->w->loop, &l->acc, fd, what, on_connection, NULL);
     if (rc < 0) {
-        close(fd);
+        if (!keep_fd)
+            close(fd);
         if (unix_path != NULL)
             unlink_own(unix_path, unix_id->st_dev, unix_id->st_ino);
         if (l != NULL)
@@ -80,6 +82,7 @@ static int listener_start(pool_rt_t *p, int fd, const char *unix_path, const str
         return rc;
     }
     l->acc.data = l;
+    l->acc.keep_fd = keep_fd;
     struct stat st;
     l->sock_id = fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
     if (unix_path != NULL) {
@@ -259,7 +262,7 @@ static int listen_tcp(pool_rt_t *p, bool first, char *err, size_t errlen)
         close(fd);
         fd = rc;
     }
-    rc = fd < 0 ? fd : listener_start(p, fd, NULL, NULL);
+    rc = fd < 0 ? fd : listener_start(p, fd, false, NULL, NULL);
     if (rc < 0)
         listen_fail(conf, err, errlen, "cannot listen on %s: %s", conf->listen_text,
                     wn_strerror(rc));
@@ -299,7 +302,7 @@ static int listen_unix(pool_rt_t *p, char *err, size_t errlen)
             close(fd);
             unlink_own(path, st.st_dev, st.st_ino);
         } else {
-            rc = listener_start(p, fd, path, &st);
+            rc = listener_start(p, fd, false, path, &st);
         }
     }
     if (rc < 0)
@@ -314,13 +317,13 @@ int wn_listen_open(pool_rt_t *p, bool first, char *err, size_t errlen)
     return listen_tcp(p, first, err, errlen);
 }
 
-int wn_listen_adopt(pool_rt_t *p, int fd, char *err, size_t errlen)
+int wn_listen_adopt(pool_rt_t *p, int fd, bool keep_fd, char *err, size_t errlen)
 {
     int rc = listen(fd, p->conf->backlog) < 0 ? -errno : 0;
-    if (rc < 0)
+    if (rc < 0 && !keep_fd)
         close(fd);
-    else
-        rc = listener_start(p, fd, NULL, NULL);
+    else if (rc == 0)
+        rc = listener_start(p, fd, keep_fd, NULL, NULL);
     if (rc == 0 && !p->conf->listen.is_unix) {
         /* where systemd's socket listens, which a reload compares with a
          * respelled address (the configuration's was never looked up) */
@@ -382,7 +385,7 @@ int wn_listen_activated(const wn_activated_t *a, const wn_conf_t *nc, uint32_t i
         for (uint32_t k = 0; k < a->n && n > 0; k++)
             if (activated_for(&a->socks[k], nc, pc, pass) &&
                 activated_free(&a->socks[k], taken, ntaken) && want-- == 0)
-                return fcntl(a->socks[k].fd, F_DUPFD_CLOEXEC, 3);
+                return a->socks[k].fd;
     }
     return -1;
 }

@@ -244,6 +244,18 @@ static bool same_listen(const listener_t *l, const wn_conf_pool_t *pc)
            (!pc->listen.is_unix && wn_sockaddr_same(&l->sa, &pc->listen_sa));
 }
 
+/* An old listener serves pool p (pc) from now on. */
+static void give_listener(listener_t *l, pool_rt_t *p, const wn_conf_pool_t *pc)
+{
+    l->pool = p;
+    l->addr = &pc->listen;
+    if (l->addr_conf != NULL) {
+        wn_conf_unref(l->addr_conf); /* its address is this configuration's too */
+        l->addr_conf = NULL;
+    }
+    p->listener = l;
+}
+
 /* Old listeners go to the new pools on their addresses; the rest open new
  * sockets; only then do old listeners nobody took close. */
 static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char *err,
@@ -268,13 +280,7 @@ static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char 
         const wn_conf_pool_t *pc = &nc->pools[i];
         listener_t *l = pl->claimed[i];
         if (l != NULL) {
-            l->pool = p;
-            l->addr = &pc->listen;
-            if (l->addr_conf != NULL) {
-                wn_conf_unref(l->addr_conf); /* its address is this configuration's too */
-                l->addr_conf = NULL;
-            }
-            p->listener = l;
+            give_listener(l, p, pc);
             continue;
         }
         /* A socket systemd handed over for it (and no other pool's now):
@@ -290,10 +296,22 @@ static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char 
             }
             fd = wn_listen_activated(w->activated, nc, i, w->id, taken, ntaken);
         }
+        /* A listener of a pool this reload drops may serve on that very
+         * descriptor: it goes on, for this pool (one descriptor, one watch
+         * in the loop). */
+        for (uint32_t k = 0; fd >= 0 && l == NULL && k < w->npools; k++)
+            if (pl->old_l[k] != NULL && pl->old_l[k]->acc.keep_fd && pl->old_l[k]->acc.fd == fd) {
+                l = pl->old_l[k];
+                pl->old_l[k] = NULL;
+            }
+        if (l != NULL) {
+            give_listener(l, p, pc);
+            continue;
+        }
         if (fd < 0 && pc->listen.is_unix && !w->accept_unix)
             continue;
         char why[256];
-        int r = fd >= 0 ? wn_listen_adopt(p, fd, why, sizeof(why))
+        int r = fd >= 0 ? wn_listen_adopt(p, fd, true, why, sizeof(why))
                         : wn_listen_open(p, false, why, sizeof(why));
         if (r < 0) {
             wn_listen_close(p);

@@ -195,7 +195,7 @@ int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker
          * socket and every one binds its own on TCP. */
         int fd = opts->listen_fds != NULL ? opts->listen_fds[p] : -1;
         if (fd >= 0)
-            rc = wn_listen_adopt(w->pools[p], fd, err, errlen);
+            rc = wn_listen_adopt(w->pools[p], fd, false, err, errlen);
         else if (!conf->pools[p].listen.is_unix || w->accept_unix)
             rc = wn_listen_open(w->pools[p], w->id == 0, err, errlen);
         if (rc < 0)
