@@ -716,6 +716,32 @@ class TestSocketActivation(h.ProxyTestCase):
         got = h._stop_proc(p, signal.SIGTERM)
         self.assertEqual(got, (0, True), h.tail(log + ".stderr", 6000))
 
+    def plain_sockets(self, n):
+        """n listening sockets on loopback as systemd makes them (no
+        SO_REUSEPORT), kept open here as systemd keeps its copies."""
+        socks = []
+        for _ in range(n):
+            s = socket.socket()
+            self.addCleanup(s.close)
+            s.bind((h.HOST, 0))
+            s.listen(64)
+            socks.append(s)
+        return socks
+
+    def sighup(self, p, tmp, log, pools, gen):
+        """Write launch_with's file with pools and reload: generation gen runs,
+        without a listener error."""
+        with open(tmp.join("named.yml"), "w") as f:
+            f.write(h.render_config(pools))
+        size = os.path.getsize(log)
+        os.kill(p.pid, signal.SIGHUP)
+        h.wait_until(lambda: "run generation %d" % gen in h.read_text(log)[size:] or
+                     "still serving" in h.read_text(log)[size:],
+                     deadline=20, what="reload %d" % gen)
+        text = h.read_text(log)[size:]
+        self.assertNotIn("still serving", text)
+        self.assertNotRegex(text, r"(?m)(ERROR|WARN).*listen|applied with errors")
+
     def test_reload_serves_on_sockets_systemd_handed_over(self):
         """systemd keeps its own copy of each socket, without SO_REUSEPORT.
         A reload that removed a pool closed walnut's copy, and one adding
@@ -727,13 +753,7 @@ class TestSocketActivation(h.ProxyTestCase):
         pool a reload adds on the one named for it, or at its address."""
         tmp = self.tmpdir()
         backends = self.start_memcached(tmp, n=1)
-        socks = []
-        for _ in range(2):  # as systemd makes them: no SO_REUSEPORT
-            s = socket.socket()
-            self.addCleanup(s.close)
-            s.bind((h.HOST, 0))
-            s.listen(64)
-            socks.append(s)
+        socks = self.plain_sockets(2)
         pa, pb = (s.getsockname()[1] for s in socks)
         other = h.free_port()
 
@@ -744,19 +764,9 @@ class TestSocketActivation(h.ProxyTestCase):
                     for name in pools}
         log = tmp.join("readd.log")
         p = self.launch_with(tmp, socks, ["alpha", "beta"], conf("alpha"), log, workers=2)
-        cpath = tmp.join("named.yml")
 
         def reload(pools, gen):
-            with open(cpath, "w") as f:
-                f.write(h.render_config(pools))
-            size = os.path.getsize(log)
-            os.kill(p.pid, signal.SIGHUP)
-            h.wait_until(lambda: "run generation %d" % gen in h.read_text(log)[size:] or
-                         "still serving" in h.read_text(log)[size:],
-                         deadline=20, what="reload %d" % gen)
-            text = h.read_text(log)[size:]
-            self.assertNotIn("still serving", text)
-            self.assertNotRegex(text, r"(?m)(ERROR|WARN).*listen|applied with errors")
+            self.sighup(p, tmp, log, pools, gen)
 
         def served(port, rounds=8):
             for i in range(rounds):  # connections reach both workers
@@ -786,13 +796,7 @@ class TestSocketActivation(h.ProxyTestCase):
         client of alpha's address went to cache's servers (a review)."""
         tmp = self.tmpdir()
         a, b = self.start_memcached(tmp, n=2)
-        socks = []
-        for _ in range(2):
-            s = socket.socket()
-            self.addCleanup(s.close)
-            s.bind((h.HOST, 0))
-            s.listen(64)
-            socks.append(s)
+        socks = self.plain_sockets(2)
         px_, py = (s.getsockname()[1] for s in socks)
         pz = h.free_port()
         alpha = h.pool([a], listen="%s:%d" % (h.HOST, px_))
@@ -800,19 +804,11 @@ class TestSocketActivation(h.ProxyTestCase):
         beta = h.pool([b], listen="%s:%d" % (h.HOST, py))
         log = tmp.join("inuse.log")
         p = self.launch_with(tmp, socks, ["cache", ""], {"alpha": alpha}, log, workers=2)
-        cpath = tmp.join("named.yml")
         h.wait_until(lambda: "started on pid" in h.read_text(log), deadline=20,
                      what="walnut to start")
 
         def reload(pools, gen):
-            with open(cpath, "w") as f:
-                f.write(h.render_config(pools))
-            size = os.path.getsize(log)
-            os.kill(p.pid, signal.SIGHUP)
-            h.wait_until(lambda: "run generation %d" % gen in h.read_text(log)[size:] or
-                         "still serving" in h.read_text(log)[size:],
-                         deadline=20, what="reload %d" % gen)
-            self.assertNotIn("still serving", h.read_text(log)[size:])
+            self.sighup(p, tmp, log, pools, gen)
 
         def set_via(port, key):
             for _ in range(6):  # both workers
