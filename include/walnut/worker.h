@@ -195,6 +195,9 @@ int wn_listen_resolve(wn_conf_pool_t *conf, char *err, size_t errlen);
  * number another worker just closed, unseen by ThreadSanitizer). */
 int wn_listen_activated(const wn_activated_t *a, const wn_conf_t *nc, uint32_t i, int worker,
                         const uint64_t *taken, uint32_t ntaken);
+/* Control: how many handed-over sockets pool i of nc would take (by name,
+ * else by address), whoever serves on them now. */
+uint32_t wn_listen_activated_count(const wn_activated_t *a, const wn_conf_t *nc, uint32_t i);
 /* As wn_listen_resolve, for a lookup made elsewhere (rc: its result): the
  * line in err for a failed one. Returns rc. */
 int wn_listen_resolved(const wn_conf_pool_t *conf, int rc, char *err, size_t errlen);

@@ -129,6 +129,18 @@ static int check_listeners(const control_t *ctl, wn_conf_t *nc, uint32_t *nnew, 
     for (uint32_t i = 0; i < nc->npools && rc == 0; i++) {
         if (!fresh[i])
             continue;
+        /* as at start (sd.c): each socket needs a worker accepting on it,
+         * or the kernel's share of clients for it waits forever */
+        uint32_t nsock =
+            wn_listen_activated_count(ctl->activated.n > 0 ? &ctl->activated : NULL, nc, i);
+        if (nsock > (uint32_t)ctl->nworkers) {
+            snprintf(err, errlen,
+                     "pool '%s': systemd handed over %u sockets for it but walnut runs %d "
+                     "worker(s), and each socket needs a worker of its own",
+                     nc->pools[i].name, nsock, ctl->nworkers);
+            rc = WN_EINVAL;
+            break;
+        }
         rc = wn_listen_check(&nc->pools[i], err, errlen);
         (*nnew)++;
     }

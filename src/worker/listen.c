@@ -370,6 +370,18 @@ static bool activated_free(const wn_activated_sock_t *x, const uint64_t *taken, 
     return true;
 }
 
+uint32_t wn_listen_activated_count(const wn_activated_t *a, const wn_conf_t *nc, uint32_t i)
+{
+    for (int pass = 0; a != NULL && pass < 2; pass++) {
+        uint32_t n = 0;
+        for (uint32_t k = 0; k < a->n; k++)
+            n += activated_for(&a->socks[k], nc, &nc->pools[i], pass);
+        if (n > 0)
+            return n;
+    }
+    return 0;
+}
+
 int wn_listen_activated(const wn_activated_t *a, const wn_conf_t *nc, uint32_t i, int worker,
                         const uint64_t *taken, uint32_t ntaken)
 {

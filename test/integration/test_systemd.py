@@ -826,6 +826,41 @@ class TestSocketActivation(h.ProxyTestCase):
         self.assertTrue(b.keys_held([b"via-beta"]))
         self.stopped_clean(p, log)
 
+    def test_reload_refuses_more_sockets_than_workers(self):
+        """Three SO_REUSEPORT sockets named 'beta', no pool 'beta' at start
+        (kept), two workers: a reload adding beta took two of them and left
+        the third, which the kernel still gives a third of the clients,
+        with nobody accepting (a review). Refused, as at start."""
+        tmp = self.tmpdir()
+        backends = self.start_memcached(tmp, n=1)
+        socks = []
+        port = 0
+        for _ in range(3):
+            s = socket.socket()
+            self.addCleanup(s.close)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((h.HOST, port))
+            s.listen(64)
+            port = s.getsockname()[1]
+            socks.append(s)
+        alpha = h.pool(backends, listen="%s:%d" % (h.HOST, h.free_port()))
+        beta = h.pool(backends, listen="%s:%d" % (h.HOST, port))
+        log = tmp.join("toomany-reload.log")
+        p = self.launch_with(tmp, socks, ["beta"] * 3, {"alpha": alpha}, log, workers=2)
+        h.wait_until(lambda: "started on pid" in h.read_text(log), deadline=20,
+                     what="walnut to start")
+        with open(tmp.join("named.yml"), "w") as f:
+            f.write(h.render_config({"alpha": alpha, "beta": beta}))
+        size = os.path.getsize(log)
+        os.kill(p.pid, signal.SIGHUP)
+        h.wait_until(lambda: "still serving" in h.read_text(log)[size:] or
+                     "run generation 1" in h.read_text(log)[size:],
+                     deadline=20, what="the reload to settle")
+        self.assertIn("pool 'beta': systemd handed over 3 sockets for it but walnut runs 2 "
+                      "worker(s)", h.read_text(log)[size:])
+        self.stopped_clean(p, log)
+
     def test_sockets_named_for_other_addresses_are_said_so(self):
         """Two sockets whose names are swapped against the file's addresses:
         walnut serves each pool on the socket named for it (the README's
