@@ -141,7 +141,9 @@ static int check_listeners(const control_t *ctl, wn_conf_t *nc, uint32_t *nnew, 
             rc = WN_EINVAL;
             break;
         }
-        rc = wn_listen_check(&nc->pools[i], err, errlen);
+        /* a socket systemd handed over is walnut's own: nothing to probe */
+        if (nsock == 0)
+            rc = wn_listen_check(&nc->pools[i], err, errlen);
         (*nnew)++;
     }
     free(fresh);

@@ -122,7 +122,9 @@ static int tcp_socket(const struct sockaddr_storage *ss, socklen_t len, bool reu
 }
 
 /* One of walnut's own listening sockets is bound to ss, or to an address
- * that overlaps it (TCP), or to path (unix): a listener a worker kept when
+ * that overlaps it, with SO_REUSEPORT (TCP; a socket systemd handed over
+ * has none, and a worker's bind could not share its port), or to path
+ * (unix): a listener a worker kept when
  * a reload could not bind the address that replaced it (reconf.c), or the
  * one a pool moves from (0.0.0.0:P to [::]:P, which holds the IPv4 port
  * too). No conflict: walnut's listeners share their port (SO_REUSEPORT). */
@@ -146,12 +148,15 @@ static bool own_listener(const struct sockaddr_storage *ss, const char *path)
         if (getsockopt((int)fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &alen) < 0 || !acc ||
             getsockname((int)fd, (struct sockaddr *)&b, &blen) < 0)
             continue;
+        int reuse = 0;
+        socklen_t rlen = sizeof(reuse);
         if (path != NULL)
             found =
                 b.ss_family == AF_UNIX && strncmp(((struct sockaddr_un *)&b)->sun_path, path,
                                                   sizeof(((struct sockaddr_un *)0)->sun_path)) == 0;
-        else
-            found = wn_sockaddr_overlap(&b, ss);
+        else /* one a worker's bind can share the port with */
+            found = wn_sockaddr_overlap(&b, ss) &&
+                    getsockopt((int)fd, SOL_SOCKET, SO_REUSEPORT, &reuse, &rlen) == 0 && reuse;
     }
     closedir(d);
     return found;
@@ -389,10 +394,17 @@ int wn_listen_activated(const wn_activated_t *a, const wn_conf_t *nc, uint32_t i
         return -1;
     const wn_conf_pool_t *pc = &nc->pools[i];
     for (int pass = 0; pass < 2; pass++) {
-        uint32_t n = 0;
-        for (uint32_t k = 0; k < a->n; k++)
-            n += activated_for(&a->socks[k], nc, pc, pass) &&
-                 activated_free(&a->socks[k], taken, ntaken);
+        uint32_t all = 0, n = 0;
+        for (uint32_t k = 0; k < a->n; k++) {
+            bool match = activated_for(&a->socks[k], nc, pc, pass);
+            all += match;
+            n += match && activated_free(&a->socks[k], taken, ntaken);
+        }
+        /* the pass wn_listen_activated_count counts, whoever serves on
+         * its sockets: sockets named for the pool, all taken, leave it
+         * none (never those at its address instead) */
+        if (all > 0 && n == 0)
+            return -1;
         uint32_t want = n > 0 ? (uint32_t)worker % n : 0;
         for (uint32_t k = 0; k < a->n && n > 0; k++)
             if (activated_for(&a->socks[k], nc, pc, pass) &&
