@@ -568,21 +568,31 @@ class TestSocketActivation(h.ProxyTestCase):
         p, text = self.run_activated([], "unnamed")
         self.assertNotIn("no pool listens on", text)
 
-    def hand_over_reuseport(self, tmp, n, workers, log):
-        """Play systemd: n SO_REUSEPORT sockets on one port, kept open here, handed
-        to walnut -T workers under the pool's name. Returns (process, port, stats port)."""
-        backends = self.start_memcached(tmp, n=1)
+    def plain_sockets(self, n, reuseport=False):
+        """n listening sockets on loopback as systemd makes them, kept open
+        here as systemd keeps its copies: each on a port of its own, or with
+        reuseport (ReusePort=yes) all on one."""
         socks = []
         port = 0
         for _ in range(n):
             s = socket.socket()
             self.addCleanup(s.close)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if reuseport:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             s.bind((h.HOST, port))
             s.listen(512)
-            port = s.getsockname()[1]
+            if reuseport:
+                port = s.getsockname()[1]
             socks.append(s)
+        return socks
+
+    def hand_over_reuseport(self, tmp, n, workers, log):
+        """Play systemd: n SO_REUSEPORT sockets on one port, kept open here, handed
+        to walnut -T workers under the pool's name. Returns (process, port, stats port)."""
+        backends = self.start_memcached(tmp, n=1)
+        socks = self.plain_sockets(n, reuseport=True)
+        port = socks[0].getsockname()[1]
         conf = self.conf(tmp, port, backends)
         stats_port = h.free_port()
         # LISTEN_PID must be the exec'd process: set it in a shell that execs.
@@ -716,17 +726,6 @@ class TestSocketActivation(h.ProxyTestCase):
         got = h._stop_proc(p, signal.SIGTERM)
         self.assertEqual(got, (0, True), h.tail(log + ".stderr", 6000))
 
-    def plain_sockets(self, n):
-        """n listening sockets on loopback as systemd makes them (no
-        SO_REUSEPORT), kept open here as systemd keeps its copies."""
-        socks = []
-        for _ in range(n):
-            s = socket.socket()
-            self.addCleanup(s.close)
-            s.bind((h.HOST, 0))
-            s.listen(64)
-            socks.append(s)
-        return socks
 
     def sighup(self, p, tmp, log, pools, gen):
         """Write launch_with's file with pools and reload: generation gen runs,
@@ -833,17 +832,8 @@ class TestSocketActivation(h.ProxyTestCase):
         with nobody accepting (a review). Refused, as at start."""
         tmp = self.tmpdir()
         backends = self.start_memcached(tmp, n=1)
-        socks = []
-        port = 0
-        for _ in range(3):
-            s = socket.socket()
-            self.addCleanup(s.close)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            s.bind((h.HOST, port))
-            s.listen(64)
-            port = s.getsockname()[1]
-            socks.append(s)
+        socks = self.plain_sockets(3, reuseport=True)
+        port = socks[0].getsockname()[1]
         alpha = h.pool(backends, listen="%s:%d" % (h.HOST, h.free_port()))
         beta = h.pool(backends, listen="%s:%d" % (h.HOST, port))
         log = tmp.join("toomany-reload.log")
