@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -137,6 +138,25 @@ static void on_write(uv_write_t *req, int status)
     drive(c);
 }
 
+/* Queue w behind c's earlier writes; false (w freed, c closing) if libuv
+ * refused it. */
+static bool queue_write(conn_t *c, wreq_t *w, uv_buf_t *bufs, unsigned nbufs)
+{
+    bool first = c->pending == 0;
+    size_t before = queued(c);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write) < 0) {
+        wreq_free(w);
+        http_conn_close(c);
+        return false;
+    }
+    if (first)
+        write_progressed(c);
+    else
+        c->queued_at_progress += queued(c) - before; /* more to write, none of it late yet */
+    c->pending++;
+    return true;
+}
+
 /* Queue one response. a's body is taken over; with head_only the body
  * only gives its length (HEAD). */
 static void send_response(conn_t *c, http_answer_t *a, bool head_only)
@@ -178,20 +198,26 @@ static void send_response(conn_t *c, http_answer_t *a, bool head_only)
     uv_buf_t bufs[2] = {uv_buf_init(w->head, (unsigned)w->head_len),
                         uv_buf_init(body, (unsigned)body_len)};
     unsigned nbufs = head_only || body_len == 0 ? 1 : 2;
-    bool first = c->pending == 0;
-    size_t before = queued(c);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write);
-    if (rc < 0) {
-        wreq_free(w);
+    if (queue_write(c, w, bufs, nbufs))
+        c->srv->counters.requests++;
+}
+
+/* The interim answer to Expect: 100-continue, queued before the response. */
+static void send_continue(conn_t *c)
+{
+    static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    wreq_t *w = malloc(sizeof(*w));
+    if (w == NULL) {
         http_conn_close(c);
         return;
     }
-    if (first)
-        write_progressed(c);
-    else
-        c->queued_at_progress += queued(c) - before; /* more to write, none of it late yet */
-    c->pending++;
-    c->srv->counters.requests++;
+    w->c = c;
+    w->body = NULL;
+    w->shared = NULL;
+    w->head_len = sizeof(line) - 1;
+    memcpy(w->head, line, w->head_len);
+    uv_buf_t buf = uv_buf_init(w->head, (unsigned)w->head_len);
+    queue_write(c, w, &buf, 1);
 }
 
 /* No more requests on c: shut our side down once what is queued is written. */
@@ -306,6 +332,8 @@ static int on_message_begin(http_parser *p)
     c->nheaders = 0;
     c->body_bytes = 0;
     c->in_field = false;
+    c->in_expect = false;
+    c->want_continue = false;
     return 0;
 }
 
@@ -321,36 +349,69 @@ static int on_url(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
+/* The first bytes of a header's name or value, up to cap; a length of
+ * cap + 1 stands for anything longer. */
+static void keep_prefix(char *dst, uint8_t *len, size_t cap, const char *at, size_t n)
+{
+    if (*len > cap)
+        return;
+    size_t room = cap - *len;
+    memcpy(dst + *len, at, WN_MIN(n, room));
+    *len = n > room ? (uint8_t)(cap + 1) : (uint8_t)(*len + n);
+}
+
+/* The value of an Expect header is complete: note a 100-continue. */
+static void expect_done(conn_t *c)
+{
+    if (!c->in_expect)
+        return;
+    c->in_expect = false;
+    if (c->value_len == 12 && strncasecmp(c->value, "100-continue", 12) == 0)
+        c->want_continue = true;
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
-    (void)at;
-    (void)n;
     conn_t *c = conn_of(p);
     if (!c->in_field) {
+        expect_done(c);
         c->in_field = true;
+        c->name_len = 0;
         if (++c->nheaders > c->srv->lim.max_headers) {
             c->error_status = 431;
             return -1;
         }
     }
+    keep_prefix(c->name, &c->name_len, sizeof(c->name), at, n);
     return 0;
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t n)
 {
-    (void)at;
-    (void)n;
-    conn_of(p)->in_field = false;
+    conn_t *c = conn_of(p);
+    if (c->in_field) {
+        c->in_field = false;
+        c->in_expect = c->name_len == 6 && strncasecmp(c->name, "expect", 6) == 0;
+        c->value_len = 0;
+    }
+    if (c->in_expect)
+        keep_prefix(c->value, &c->value_len, sizeof(c->value), at, n);
     return 0;
 }
 
 static int on_headers_complete(http_parser *p)
 {
     conn_t *c = conn_of(p);
+    expect_done(c);
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->lim.max_body) {
         c->error_status = 413;
         return -1;
     }
+    /* A client asking before it sends a body waits for "100 Continue" (curl a
+     * second, others for good). Only a body that is to come is asked for. */
+    bool body_to_come =
+        (p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length > 0);
+    c->want_continue = c->want_continue && body_to_come && p->http_major == 1 && p->http_minor >= 1;
     c->event = EV_HEADERS;
     http_parser_pause(p, 1);
     return 0;
@@ -432,9 +493,11 @@ static void parse(conn_t *c)
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
-            if (c->event == EV_HEADERS)
+            if (c->event == EV_HEADERS) {
                 c->head_done = true;
-            else if (c->event == EV_MESSAGE)
+                if (c->want_continue)
+                    send_continue(c);
+            } else if (c->event == EV_MESSAGE)
                 request_done(c);
             continue;
         }

@@ -74,6 +74,8 @@ struct conn {
     bool in_request;          /* a request's first byte came; its response is not queued */
     bool head_done;
     bool in_field;            /* the parser is inside a header name */
+    bool in_expect;           /* ... whose name is Expect (its value being read) */
+    bool want_continue;       /* Expect: 100-continue, and a body is to come */
     bool done;                /* no further request: a closing response is queued */
     bool shut;                /* uv_shutdown called */
     bool lingering;           /* shut down; draining the client's input until EOF */
@@ -82,6 +84,8 @@ struct conn {
                                * upper-case letters came (`STATS`, or a method) */
     int error_status;         /* a parser callback's verdict (413, 414, 431) */
     uint32_t head_bytes, nheaders, body_bytes;
+    uint8_t name_len, value_len; /* of the header being read, capped (see on_header_field) */
+    char name[8], value[16];     /* its first bytes: enough to know Expect: 100-continue */
     uint32_t pending;         /* writes queued, callbacks not run */
     uint64_t accepted_ms, req_start_ms, idle_since_ms, write_progress_ms, linger_start_ms;
     uint64_t word_ms;          /* word_only: when its last letters came */

@@ -1335,6 +1335,36 @@ class TestHttp(StatsCase):
             self.assertTrue(head2.startswith(b"HTTP/1.1 200 OK\r\n"), head2)
             c.expect(b"ok\n")
 
+    def test_expect_100_continue_is_answered_before_the_body(self):
+        # A client that asks before sending a body waits for "100 Continue";
+        # without it the request would wait out the 5 s request limit.
+        for name, framing, body in (("length", b"Content-Length: 5\r\n", b"x=1&y"),
+                                    ("chunked", b"Transfer-Encoding: chunked\r\n",
+                                     b"5\r\nx=1&y\r\n0\r\n\r\n")):
+            with self.subTest(framing=name), h.Raw(self.sport) as c:
+                c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nEXPECT: 100-Continue\r\n" +
+                       framing + b"\r\n")
+                interim = c.recv_until(b"\r\n\r\n", timeout=2.0)
+                self.assertEqual(interim, b"HTTP/1.1 100 Continue\r\n\r\n")
+                c.send(body)
+                head = c.recv_until(b"\r\n\r\n")
+                self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"), head)
+                c.expect(b"ok\n")
+        # No body to come, another expectation, or HTTP/1.0: no interim line.
+        for req in (b"GET /healthz HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+                    b"GET /healthz HTTP/1.1\r\nExpect: 100-continuex\r\n"
+                    b"Content-Length: 1\r\n\r\nz",
+                    b"GET /healthz HTTP/1.0\r\nExpect: 100-continue\r\n"
+                    b"Content-Length: 1\r\n\r\nz"):
+            with self.subTest(req=req), h.Raw(self.sport) as c:
+                c.send(req)
+                head = c.recv_until(b"\r\n\r\n")
+                self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"), head)
+        # http.client's own 100-continue handling.
+        status, _, data = http_request(self.sport, "/healthz", body=b"abc",
+                                       headers={"Expect": "100-continue"}, timeout=3.0)
+        self.assertEqual((status, data), (200, b"ok\n"))
+
     def test_huge_header_431_and_closed(self):
         with h.Raw(self.sport) as c:
             req = (b"GET /stats HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 +
