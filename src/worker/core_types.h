@@ -470,7 +470,7 @@ typedef struct listener {
                                         is not the pool's (kept by a reload that could
                                         not bind the new address) */
     struct sockaddr_storage sa;      /* TCP: the address bound (zeroed: unix) */
-    uint64_t sock_id;                /* the socket's inode: copies of one socket share it */
+    uint64_t sock_id;                /* the socket's cookie: copies of one socket share it */
 } listener_t;
 
 struct pool_rt {

@@ -59,6 +59,19 @@ static void unlink_own(const char *path, dev_t dev, ino_t ino)
 
 /* The pool's listener on listening socket fd, accepting; on an error fd is
  * closed (and a unix socket's file, bound as unix_id, removed). */
+/* What tells one socket from another (copies of one share it), 0 if
+ * nothing: the kernel's socket cookie, which never repeats while the system
+ * runs (an inode number, 32 bits, wraps after enough sockets). */
+static uint64_t sock_id(int fd)
+{
+    uint64_t cookie = 0;
+    socklen_t len = sizeof(cookie);
+    if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0 && len == sizeof(cookie))
+        return cookie;
+    struct stat st;
+    return fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
 static int listener_start(pool_rt_t *p, int fd, bool keep_fd, const char *unix_path,
                           const struct stat *unix_id)
 {
@@ -83,8 +96,7 @@ static int listener_start(pool_rt_t *p, int fd, bool keep_fd, const char *unix_p
     }
     l->acc.data = l;
     l->acc.keep_fd = keep_fd;
-    struct stat st;
-    l->sock_id = fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+    l->sock_id = sock_id(fd);
     if (unix_path != NULL) {
         l->unix_dev = unix_id->st_dev;
         l->unix_ino = unix_id->st_ino;
@@ -366,11 +378,11 @@ static bool activated_for(const wn_activated_sock_t *x, const wn_conf_t *nc,
 /* Is x free: no listener of taken (another pool's) serves on it? */
 static bool activated_free(const wn_activated_sock_t *x, const uint64_t *taken, uint32_t ntaken)
 {
-    struct stat st;
-    if (fstat(x->fd, &st) < 0)
+    uint64_t id = sock_id(x->fd);
+    if (id == 0)
         return false;
     for (uint32_t k = 0; k < ntaken; k++)
-        if (taken[k] == (uint64_t)st.st_ino)
+        if (taken[k] == id)
             return false;
     return true;
 }
