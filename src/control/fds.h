@@ -24,7 +24,8 @@ void wn_fds_raise(void);
  * *said is false (then true). */
 void wn_fds_budget(wn_client_budget_t *budget, bool *said, const wn_conf_t *conf, int nworkers);
 
-/* The memory walnut may use, in bytes: the machine's (MemTotal), or less if
+/* The memory walnut may use, in bytes: the machine's (MemTotal, or the
+ * kernel's sysinfo where /proc/meminfo is hidden), or less if
  * its cgroup or one above it has a lower limit (v2 memory.max, v1
  * memory.limit_in_bytes); 0 if unknown. `root` is "" (tests give a
  * directory standing for /). */

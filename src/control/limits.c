@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysinfo.h>
 
 /* The first number on the line of `file` that starts with `key`, times
  * `unit`; 0 when there is none. */
@@ -51,7 +52,11 @@ static uint64_t memory_limit(const char *dir, const char *file)
 {
     char text[64];
     read_line(dir, file, text, sizeof(text));
-    return text[0] >= '0' && text[0] <= '9' ? strtoull(text, NULL, 10) : 0;
+    if (text[0] < '0' || text[0] > '9')
+        return 0;
+    /* v1 says "no limit" with a number near 2^63 (the page counter's top) */
+    uint64_t v = strtoull(text, NULL, 10);
+    return v < (UINT64_C(1) << 62) ? v : 0;
 }
 
 /* A cgroup's CPU quota in CPUs, rounded up: v2 cpu.max ("200000 100000",
@@ -246,6 +251,9 @@ uint64_t wn_mem_limit(const char *root)
     char path[4096];
     snprintf(path, sizeof(path), "%s/proc/meminfo", root);
     uint64_t limit = read_key(path, "MemTotal:", 1024);
+    struct sysinfo si;
+    if (limit == 0 && root[0] == '\0' && sysinfo(&si) == 0)
+        limit = (uint64_t)si.totalram * si.mem_unit; /* /proc/meminfo hidden (ProcSubset=pid) */
     return cgroups_lowest(root, "memory", "memory.max", "memory.limit_in_bytes", memory_limit,
                           limit);
 }

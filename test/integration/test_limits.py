@@ -538,6 +538,35 @@ class TestClientMemory(h.ProxyTestCase):
         self.assertLessEqual(int(m.group(1)), (total // 2) >> 20)
         self.px.stop(check=True)
 
+    def test_default_when_proc_hides_the_memory_size(self):
+        """Under the shipped unit /proc/meminfo is hidden: the bound was then
+        8 EiB (cgroup v1's "unlimited" taken for a limit) or none at all."""
+        px = HiddenMeminfoProxy(self.tmp, {"alpha": h.pool([self.mc])}).start()
+        self.addCleanup(px.kill)
+        with h.Raw(px.port()) as c:
+            c.request(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n")
+        m = re.search(r"clients may hold (\d+) MiB in all \(half the memory walnut may use; "
+                      r"--client-memory sets it\)", px.log())
+        self.assertIsNotNone(m, px.log()[-2000:])
+        with open("/proc/meminfo") as f:
+            total = int(re.search(r"MemTotal:\s+(\d+) kB", f.read()).group(1)) * 1024
+        self.assertGreater(int(m.group(1)), 0)
+        self.assertLessEqual(int(m.group(1)), (total // 2) >> 20)
+        px.stop(check=True)
+
+
+class HiddenMeminfoProxy(h.Proxy):
+    """walnut in a mount namespace of its own whose /proc shows processes
+    only, as systemd's ProcSubset=pid and ProtectProc=invisible (which the
+    shipped unit sets) make it: no /proc/meminfo. unshare execs, so the
+    process is walnut's own."""
+
+    def command(self):
+        unshare = h.find_tool("unshare", package="util-linux")
+        return [unshare, "--mount", "--", "sh", "-c",
+                'mount -t proc -o subset=pid,hidepid=invisible proc /proc && '
+                'test ! -e /proc/meminfo && exec "$@"', "sh"] + super().command()
+
 
 class TestWorkerCount(h.ProxyTestCase):
     """Without --workers, a worker per CPU walnut may use: those it may run on

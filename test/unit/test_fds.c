@@ -226,6 +226,15 @@ static void test_memory_limit(void **state)
     put(root, "cg/mem/svc/memory.limit_in_bytes", "134217728\n");
     put(root, "cg/cpu/svc/memory.limit_in_bytes", "1000\n"); /* not the memory hierarchy */
     assert_true(wn_mem_limit(root) == 134217728ull);
+    /* no MemTotal to read (systemd's ProcSubset=pid hides /proc/meminfo):
+     * v1's "unlimited" is no limit, not 8 EiB */
+    char meminfo[1100];
+    snprintf(meminfo, sizeof(meminfo), "%s/proc/meminfo", root);
+    assert_int_equal(unlink(meminfo), 0);
+    put(root, "cg/mem/svc/memory.limit_in_bytes", "9223372036854771712\n");
+    assert_true(wn_mem_limit(root) == 0);
+    put(root, "cg/mem/svc/memory.limit_in_bytes", "134217728\n");
+    assert_true(wn_mem_limit(root) == 134217728ull);
 
     char cmd[1100];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
