@@ -75,6 +75,7 @@ int main(int argc, char **argv)
             wn_stats_describe(stdout);
         return EXIT_SUCCESS;
     case WN_ACTION_DESCRIBE_STATS:
+        print_version(stdout); /* as nutcracker -D does */
         wn_stats_describe(stdout);
         return EXIT_SUCCESS;
     case WN_ACTION_TEST_CONF:

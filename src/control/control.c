@@ -283,13 +283,21 @@ int wn_control_check_listen(wn_conf_t *conf, const char *stats_addr, uint16_t st
             return rc;
     }
     /* The stats server's address as the start would bind it (port 0 is
-     * any port: nothing to clash with). */
+     * any port: nothing to clash with); one the start could not listen on
+     * fails here, as it would there. */
     struct sockaddr_storage ss;
     uint32_t sslen = 0;
     wn_conf_addr_t sa = {.host = (char *)stats_addr, .port = stats_port};
-    if (stats_addr != NULL && stats_port != 0 && wn_conf_addr_lookup(&sa, false, &ss, &sslen) < 0)
-        sslen = 0; /* the start says why it cannot listen there */
-    return wn_listen_apart(conf, sslen != 0 ? &ss : NULL, err, errlen);
+    if (stats_addr != NULL) {
+        int rc = wn_conf_addr_lookup(&sa, false, &ss, &sslen);
+        if (rc < 0) {
+            bool v6 = strchr(stats_addr, ':') != NULL;
+            snprintf(err, errlen, "stats: cannot listen on %s%s%s:%u: %s", v6 ? "[" : "",
+                     stats_addr, v6 ? "]" : "", (unsigned)stats_port, wn_strerror(rc));
+            return rc;
+        }
+    }
+    return wn_listen_apart(conf, sslen != 0 && stats_port != 0 ? &ss : NULL, err, errlen);
 }
 
 /* What all clients together may hold: --client-memory, or half the memory

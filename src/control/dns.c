@@ -9,15 +9,13 @@
  * control's loop, nor its stop: a lookup still out when walnut stops is
  * left to finish alone (libuv's thread pool would be waited for). A server
  * given by name (not an address literal, not a unix path) is looked up
- * every dns_refresh_interval while it answers, and at most every second
- * while it has no address or is failing (that is when a moved name shows).
- * An answer that still lists the address in use changes nothing (a name
- * with several addresses in rotating order does not move walnut about);
- * otherwise the first address is taken, as at start, and the server moves
- * there through a new generation (reload.c), exactly as if its server line
- * had changed: workers open connections to the new address and let the old
- * ones finish. A failed lookup keeps the address the server has.
- * Control thread only.
+ * every dns_refresh_interval while it answers, and every second (or
+ * every dns_refresh_interval, when shorter) while it has no address or is failing (that is when a
+ * moved name shows). An answer that still lists the address in use changes nothing (a name with
+ * several addresses in rotating order does not move walnut about); otherwise the first address is
+ * taken, as at start, and the server moves there through a new generation (reload.c), exactly as if
+ * its server line had changed: workers open connections to the new address and let the old ones
+ * finish. A failed lookup keeps the address the server has. Control thread only.
  */
 #include "control_priv.h"
 
@@ -32,9 +30,8 @@
 
 /* The soonest the timer looks again. */
 #define DNS_TICK_MS 100
-/* A failing server's name is looked up this often at most; and the timer
- * looks at least this often (a server may start failing in between). */
-#define DNS_FAILING_MS 1000
+/* The timer looks at least every WN_DNS_FAILING_MS (control_priv.h), as
+ * a server may start failing between its lookups. */
 /* Lookup threads at once, those of servers gone since included: a resolver
  * that hangs while reloads add and remove servers holds this many at most. */
 #define DNS_MAX_THREADS 2
@@ -99,7 +96,7 @@ static uint64_t period(const hserver_t *s)
     uint64_t every = (uint64_t)s->pool->conf->dns_refresh_interval;
     if (every == 0 || !s->dns.named)
         return 0;
-    return failing(s) ? WN_MIN(every, DNS_FAILING_MS) : every;
+    return failing(s) ? WN_MIN(every, WN_DNS_FAILING_MS) : every;
 }
 
 bool wn_dns_thread(void *(*main)(void *), void *arg)
@@ -169,7 +166,7 @@ static void scan(control_t *ctl)
             k -= ctl->pools[p++]->nservers;
         j = k;
     }
-    uint64_t next = DNS_FAILING_MS;
+    uint64_t next = WN_DNS_FAILING_MS;
     bool any = false;
     uint32_t running = threads_running(); /* threads only end meanwhile: fewer, never more */
     for (uint32_t n = 0; n < total; n++) {

@@ -31,11 +31,16 @@ static int resolve(const control_t *ctl, wn_conf_server_t *sc)
  * lookup in the background (dns.c) or a reload finds it. */
 static void unresolved(const wn_conf_pool_t *pc, const wn_conf_server_t *sc, int rc)
 {
+    char until[96];
+    if (pc->dns_refresh_interval == 0)
+        snprintf(until, sizeof(until), "a reload finds its address (dns_refresh_interval is 0)");
+    else if ((unsigned)pc->dns_refresh_interval >= WN_DNS_FAILING_MS)
+        snprintf(until, sizeof(until), "its name resolves (looked up again every second)");
+    else
+        snprintf(until, sizeof(until), "its name resolves (looked up again every %u ms)",
+                 (unsigned)pc->dns_refresh_interval);
     wn_log_warn("pool '%s': server %s: cannot resolve '%s' (%s): its requests fail until %s",
-                pc->name, sc->name, sc->addr.host, wn_strerror(rc),
-                pc->dns_refresh_interval > 0
-                    ? "its name resolves (looked up again every second)"
-                    : "a reload finds its address (dns_refresh_interval is 0)");
+                pc->name, sc->name, sc->addr.host, wn_strerror(rc), until);
 }
 
 /* A server's state, without handles yet (server_open adds them): NULL with

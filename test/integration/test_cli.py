@@ -351,6 +351,31 @@ class TestCommandLine(h.ProxyTestCase):
                 self.assertIn(why, err)
                 self.assertNotIn("syntax is ok", err)
 
+    def test_test_conf_checks_the_stats_address(self):
+        """-t said "syntax is ok" for an -a the start then could not listen
+        on (ExecStartPre passed, the service failed)."""
+        tmp = self.tmpdir()
+        conf = tmp.join("stats-addr.yml")
+        with open(conf, "w") as f:
+            f.write(h.render_config({"alpha": h.pool(["127.0.0.1:%d:1" % h.free_port()],
+                                                     listen="127.0.0.1:%d" % h.free_port())}))
+        stats = str(h.free_port())
+        # a name that never resolves (the DNS shim's: no DNS server is asked)
+        env = dict(os.environ, LD_PRELOAD=h.build_dns_shim(tmp))
+        addr = "down.walnut.test"
+        for args in (["-t"], []):
+            r = subprocess.run([self.bin] + args + ["-c", conf, "-s", stats, "-a", addr],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                               env=env)
+            err = r.stderr.decode("utf-8", "replace")
+            self.assertEqual(r.returncode, 1, (args, err))
+            self.assertIn("stats: cannot listen on %s:%s: " % (addr, stats), err)
+            if args:
+                self.assertIn("syntax is invalid", err)
+        for addr in (h.HOST, "localhost", "::1"):
+            rc, out, err = run(["-t", "-c", conf, "-s", stats, "-a", addr])
+            self.assertEqual(rc, 0, err)
+
     def test_listen_error_keeps_its_reason_after_long_names(self):
         """A pool name of 600 bytes filled the listen error's buffer before
         the reason: -t said "pool 'ppp…" and nothing else. Names are quoted
@@ -601,6 +626,7 @@ class TestCommandLine(h.ProxyTestCase):
     def test_describe_stats(self):
         rc, out, err = run(["-D"])
         self.assertEqual(rc, 0, err)
+        self.assertTrue(out.startswith("This is walnut-"), out[:200])  # as nutcracker's
         names = set(re.findall(r"^[ \t]+([a-z_]+)[ \t]", out, re.M))
         for n in TWEMPROXY_POOL_STATS + TWEMPROXY_SERVER_STATS:
             self.assertIn(n, names, "-D does not list twemproxy's %s" % n)

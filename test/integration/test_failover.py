@@ -23,9 +23,9 @@ epoch) and the pool settings auto_eject_hosts: true, server_retry_timeout:
      does not eject, twice in a row
   8  max_ejected_fraction 0.5, both backends down -> one ejected, the other
      "stays in"; clients get SERVER_ERROR, not a hang; both return -> recovery
-  9a, 9b  known walnut bugs, as expected failures (remove the decorator once
-     fixed): a request meeting a closing backend connection fails unreported;
-     a server kept in by max_ejected_fraction is never probed again
+  9a, 9b  two walnut bugs, fixed (once expected failures): a request meeting
+     a closing backend connection failed unreported; a server kept in by
+     max_ejected_fraction was never probed again
 
 Writers in 1, 2, 4, 5 and 8 keep one connection each (as a client library
 that does not drop its connection on SERVER_ERROR would): a walnut client
