@@ -752,7 +752,7 @@ void wn_ctl_deinit(wn_worker_t *w);
 void wn_ctl_close(wn_worker_t *w);
 /* Drain control's messages (on the worker's wakeup). Stops at one the
  * worker must handle above this layer, true with it in *out, then call
- * again: a new configuration (WN_MSG_CONFIG; holds already ended) to apply
+ * again: a new configuration (WN_MSG_CONFIG) to apply
  * and answer with wn_ctl_config_done, or the text of a `stats` request
  * (WN_MSG_STATS_REPLY; take its request with wn_ctl_stats_take, free the
  * text). */
@@ -772,6 +772,12 @@ bool wn_ctl_hold(client_t *c, server_rt_t *s);
 bool wn_ctl_ask_stats(req_t *r);
 /* c is closing: take it off any waiter list. */
 void wn_ctl_forget(client_t *c);
+/* Holds end: on s (its waiters parse on, routing anew); on every server of p;
+ * on the servers of p its ring gives no points (ejected, or gone), a server
+ * still on the ring staying suspect until control's verdict on it. */
+void wn_ctl_release(server_rt_t *s);
+void wn_ctl_release_pool(pool_rt_t *p);
+void wn_ctl_release_unrouted(pool_rt_t *p);
 static inline bool wn_server_is_suspect(const server_rt_t *s)
 {
     return s->suspect_until_ms != 0;

@@ -288,11 +288,34 @@ void wn_ctl_config_done(wn_worker_t *w, uint64_t gen, int err)
     send_to_control(w, &done);
 }
 
-static void release_pool(pool_rt_t *p)
+void wn_ctl_release(server_rt_t *s)
+{
+    if (s->suspect_until_ms != 0 || s->waiters != NULL)
+        release(s);
+}
+
+void wn_ctl_release_pool(pool_rt_t *p)
 {
     for (uint32_t i = 0; i < p->nservers; i++)
-        if (p->servers[i]->suspect_until_ms != 0 || p->servers[i]->waiters != NULL)
-            release(p->servers[i]);
+        wn_ctl_release(p->servers[i]);
+}
+
+void wn_ctl_release_unrouted(pool_rt_t *p)
+{
+    if (p->nsuspect == 0)
+        return; /* nobody waits: waiters wait only for a suspect server */
+    bool some[64];
+    bool *live = p->nservers <= 64 ? some : malloc(p->nservers * sizeof(*live));
+    if (live == NULL) {
+        wn_ctl_release_pool(p); /* they route anew: a second error at worst */
+        return;
+    }
+    wn_ring_live(p->ring, live, p->nservers);
+    for (uint32_t i = 0; i < p->nservers; i++)
+        if (!live[i])
+            wn_ctl_release(p->servers[i]);
+    if (live != some)
+        free(live);
 }
 
 static void swap_ring(wn_worker_t *w, const wn_msg_t *m)
@@ -311,8 +334,11 @@ static void swap_ring(wn_worker_t *w, const wn_msg_t *m)
                 (unsigned long long)m->epoch, wn_ring_nlive(p->ring), wn_ring_nservers(p->ring));
     wn_msg_t back = {.type = WN_MSG_RING_DONE, .pool = m->pool, .ring = old, .epoch = m->epoch};
     send_to_control(w, &back);
-    /* Every hold in the pool ends: held clients route with the new ring. */
-    release_pool(p);
+    /* Holds on servers the ring no longer routes to end: their clients route
+     * with it. A server still on it stays suspect until control's verdict on
+     * it: another server's ejection or return says nothing of it (its
+     * clients, let go, met it again and failed twice). */
+    wn_ctl_release_unrouted(p);
 }
 
 bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *out)
@@ -324,10 +350,9 @@ bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *out)
             swap_ring(w, &m);
             break;
         case WN_MSG_CONFIG:
-            /* Holds end first: held clients route with the new rings. The
-             * worker applies it (reconf.c) and calls wn_ctl_config_done. */
-            for (uint32_t p = 0; p < w->npools; p++)
-                release_pool(w->pools[p]);
+            /* The worker applies it (reconf.c: holds on servers it retires,
+             * or its new rings do not route to, end there) and calls
+             * wn_ctl_config_done. */
             *out = m;
             return true;
         case WN_MSG_HEALTHY:

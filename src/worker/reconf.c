@@ -121,6 +121,7 @@ static wn_server_stats_t *retired_server_stats(wn_worker_t *w, const server_rt_t
 
 static void retire_server(wn_worker_t *w, server_rt_t *s, bool replaced)
 {
+    wn_ctl_release(s); /* its waiters route with the new configuration */
     s->replaced = replaced;
     /* It points into the configuration it came with: it keeps it. */
     wn_conf_ref(w->conf);
@@ -133,6 +134,7 @@ static void retire_server(wn_worker_t *w, server_rt_t *s, bool replaced)
 
 static void retire_pool(wn_worker_t *w, pool_rt_t *p)
 {
+    wn_ctl_release_pool(p);
     wn_conf_ref(w->conf);
     p->retired_conf = w->conf;
     p->retired = true;
@@ -387,12 +389,20 @@ static void commit_kept(wn_worker_t *w, pool_rt_t *p, const wn_conf_pool_t *pc, 
             wn_server_timeout_changed(s);
 }
 
+/* Every hold ends: held clients route with the configuration in force. */
+static void release_all(wn_worker_t *w)
+{
+    for (uint32_t k = 0; k < w->npools; k++)
+        wn_ctl_release_pool(w->pools[k]);
+}
+
 int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
 {
     wn_conf_t *nc = m->conf;
     char err[256] = "";
     plan_t pl = {0};
     if (w->stopping || m->nrings != nc->npools) {
+        release_all(w);
         drop_msg(m);
         return UV_ECANCELED;
     }
@@ -414,6 +424,7 @@ int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
         plan_free(&pl);
         w->stats = old_block;
         drop_msg(m);
+        release_all(w); /* control's verdicts now name a generation it has not */
         return rc;
     }
 
@@ -431,6 +442,9 @@ int wn_reconf_apply(wn_worker_t *w, const wn_msg_t *m)
         p->ring = m->rings[i];
         p->epoch = wn_ring_epoch(p->ring);
         wn_pool_rt_count_in(p, w->stats);
+        /* A kept server still on the ring stays suspect: control kept what
+         * it knows of it, and its verdict is still to come. */
+        wn_ctl_release_unrouted(p);
     }
     /* Nothing may count in the old block once control is told (it frees it). */
     for (server_rt_t *s = w->retired_servers; s != NULL; s = s->retired_next)

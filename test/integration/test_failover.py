@@ -948,6 +948,78 @@ class TestFailover(h.ProxyTestCase):
                                    "the recovery")
 
 
+class TestHoldThroughOtherChanges(h.ProxyTestCase):
+    """A client held for a suspect server (its request waits for control's
+    verdict on it) stays held when the ring changes for another server, or a
+    reload leaves the server where it was: that is no verdict on it. Both
+    used to let the client go: its request went to the stopped server again
+    and timed out, a second error, sometimes after the server's ejection
+    (found by an adversarial pass, 3 Dec)."""
+
+    TIMEOUT = 1000
+    LIMIT = 3  # a hold of up to 3 x 1000 + 500 ms
+
+    def run_case(self, change):
+        tmp = self.tmpdir()
+        a, b, c = self.start_memcached(tmp, n=3)
+        pools = {POOL: h.pool([a, b, c], auto_eject_hosts=True, server_retry_timeout=30000,
+                              server_failure_limit=self.LIMIT, timeout=self.TIMEOUT)}
+        px = self.start_proxy(tmp, pools, workers=2, verbosity=6)
+        log = Log(px.log_path)
+        keys = [b"hold:" + hashlib.sha1(b"%d" % i).hexdigest()[:12].encode() for i in range(300)]
+        located = h.walnut_locate(px.conf_path, keys)
+        names = {addr: name for name, addr in located.values()}
+        on_c = [k for k in keys if located[(POOL, k)][1] == c.addr]
+        self.assertGreater(len(on_c), 5)
+        client = RawMc(px.port(), timeout=15.0)
+        self.addCleanup(client.close)
+        ops = []
+
+        def write(n):
+            for _ in range(n):
+                k = on_c[len(ops) % len(on_c)]
+                v = b"v%d" % len(ops)
+                t0 = time.time()
+                ops.append((t0, k, client.set(k, v), time.time()))
+
+        write(3)
+        self.assertTrue(all(r == b"STORED" for _, _, r, _ in ops), ops)
+        c.sigstop()
+        self.addCleanup(c.sigcont)
+        t_stop = time.time()
+        write(1)  # in flight at the stop: times out, c turns suspect
+        self.assertEqual(ops[-1][2], b"SERVER_ERROR Connection timed out", ops[-1])
+        # the next request waits for the verdict on c; meanwhile another change
+        done = threading.Event()
+        writer = threading.Thread(target=lambda: (write(4), done.set()), daemon=True)
+        writer.start()
+        time.sleep(0.2)
+        change(px, pools, a, b)
+        log.wait(rx_ejected(names[c.addr]), 10.0, since=t_stop,
+                 what="the stopped server ejected")
+        self.assertTrue(done.wait(20.0), "the writer is stuck")
+        errors = [op for op in ops[4:] if op[2] != b"STORED"]
+        self.assertFalse(errors, "a held client was let go by another change and met the "
+                         "stopped server again: %r\n%s" % (errors, h.tail(px.log_path, 6000)))
+        # its keys are now on a survivor
+        self.assertEqual(h.mc_get_many(a.port, [ops[-1][1]]).get(ops[-1][1]) or
+                         h.mc_get_many(b.port, [ops[-1][1]]).get(ops[-1][1]), b"v%d" % (len(ops) - 1))
+        c.sigcont()
+        px.stop(check=True)
+
+    def test_another_servers_ejection_keeps_the_hold(self):
+        def kill_b(px, pools, a, b):
+            b.kill()
+        self.run_case(kill_b)
+
+    def test_a_reload_that_keeps_the_server_keeps_the_hold(self):
+        def reload(px, pools, a, b):
+            pools["beta"] = h.pool([a], listen="%s:%d" % (HOST, h.free_port()))
+            px.write_config()
+            os.kill(px.pid, signal.SIGHUP)
+        self.run_case(reload)
+
+
 def tearDownModule():
     if MEASURED:
         sys.stderr.write("\n=== test_failover measured times ===\n")
