@@ -26,7 +26,8 @@
     XX(EINVAL, "invalid argument")                                                                 \
     XX(EFULL, "queue is full")                                                                     \
     XX(EIO, "input/output error")                                                                  \
-    XX(ESELECT, "the server refused SELECT of the pool's redis_db")
+    XX(ESELECT, "the server refused SELECT of the pool's redis_db")                                \
+    XX(ESRVFULL, "the server is at its connection limit")
 
 #define WN_ERR_BASE (-30000)
 

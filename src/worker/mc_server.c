@@ -290,6 +290,16 @@ static int take_meta_line(mc_sconn_t *s, req_t *r, wn_buf_t *b)
     return 0;
 }
 
+/* What memcached writes on a connection it accepts past its connection
+ * limit (-c), before it closes it: no answer to any request. */
+static const char FULL_LINE[] = "ERROR Too many open connections\r\n";
+
+static bool server_full(const wn_buf_t *b, uint32_t pos)
+{
+    return b->data[pos] == 'E' && b->len - pos >= sizeof(FULL_LINE) - 1 &&
+           memcmp(b->data + pos, FULL_LINE, sizeof(FULL_LINE) - 1) == 0;
+}
+
 int wn_mc_server_parse(sconn_t *sc)
 {
     mc_sconn_t *s = (mc_sconn_t *)sc;
@@ -297,6 +307,8 @@ int wn_mc_server_parse(sconn_t *sc)
         wn_buf_t *b = sc->in.buf;
         if (b == NULL || sc->in.pos == b->len)
             return 0;
+        if (s->data_left == 0 && server_full(b, sc->in.pos))
+            return WN_ESRVFULL; /* asked or not (a preconnected connection) */
         req_t *r = sc->head;
         if (r == NULL || r == sc->unsent)
             return WN_EPROTO; /* bytes nobody asked for */

@@ -354,6 +354,8 @@ const char *wn_req_fail_text(int err)
         return "Invalid argument"; /* twemproxy's EINVAL for a reply it cannot parse */
     case WN_ESELECT:
         return "the server refused SELECT of the pool's redis_db (see walnut's log)";
+    case WN_ESRVFULL:
+        return "Too many open connections"; /* memcached's words for it */
     case UV_ENOMEM:
     case WN_ENOMEM:
         return "Out of memory";

@@ -225,6 +225,16 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     wn_stat_add(WN_GSTAT(w, bytes_read), (uint64_t)nread);
     wn_stat_add(WN_SSTAT(s, response_bytes), (uint64_t)nread);
     int rc = wn_proto_server_parse(c);
+    if (rc == WN_ESRVFULL) {
+        wn_stat_add(WN_SSTAT(s, server_err), 1);
+        wn_server_warn(s, WN_SWARN_CLOSED,
+                       "pool '%s': server %s is at its connection limit (it said 'ERROR Too "
+                       "many open connections' and closed); %u request(s) on the connection "
+                       "fail",
+                       s->pool->conf->name, s->conf->name, c->nqueued);
+        wn_sconn_fail(c, rc);
+        return;
+    }
     if (rc < 0) {
         wn_stat_add(WN_SSTAT(s, server_err), 1);
         wn_server_warn(s, WN_SWARN_MISMATCH,
@@ -531,9 +541,11 @@ static void sconn_close(sconn_t *c, int err)
     sconn_shut(c);
     fail_queued(c, err);
     /* A server closing an idle connection has not failed; one sending
-     * bytes nobody asked for (WN_EPROTO with nothing in flight) has. */
+     * bytes nobody asked for (WN_EPROTO with nothing in flight), or saying
+     * it is full, has. */
     if (err != 0 && err != UV_ECANCELED &&
-        (had_requests || err == UV_ECONNREFUSED || err == UV_ETIMEDOUT || err == WN_EPROTO))
+        (had_requests || err == UV_ECONNREFUSED || err == UV_ETIMEDOUT || err == WN_EPROTO ||
+         err == WN_ESRVFULL))
         wn_ctl_server_failed(s, err);
 }
 

@@ -1445,6 +1445,45 @@ class TestBackendMisbehaviour(HostileCase):
                                    r"like it in the last 1\d s, not logged\)")
         px.stop()
 
+    def test_20_a_server_at_its_connection_limit_says_so(self):
+        """memcached past its -c accepts, writes 'ERROR Too many open
+        connections' and closes. walnut gave that line to the client as the
+        answer to its set (memcached clients read a bare ERROR as 'unknown
+        command'), and logged only 'closed ... end of file' (an adversarial
+        pass, 3 Dec). Expected: SERVER_ERROR with memcached's words, a log line
+        saying the server is full, and service once a slot is free."""
+        mc = self.memcached(1, extra=["-c", "16", "-t", "1"])[0]
+        fillers, full = [], None
+        for _ in range(64):  # connect until memcached says it is full
+            s = socket.create_connection((HOST, mc.port), timeout=5)
+            s.settimeout(0.2)
+            try:
+                full = s.recv(100)
+            except socket.timeout:
+                fillers.append(s)
+                continue
+            s.close()
+            break
+        self.addCleanup(lambda: [f.close() for f in fillers])
+        self.assertEqual(full, b"ERROR Too many open connections\r\n", "memcached never filled")
+        px = self.proxy([mc], workers=1, timeout=2000)
+        c = self.raw(px.port())
+        c.request(b"set k 0 0 1\r\nv\r\n", b"SERVER_ERROR Too many open connections\r\n")
+        c.request(b"get k\r\n", b"SERVER_ERROR Too many open connections\r\n")
+        self.assertIn("is at its connection limit (it said 'ERROR Too many open connections'",
+                      px.log())
+        for f in fillers:
+            f.close()
+        fillers.clear()
+        def has_slot():
+            with socket.create_connection((HOST, mc.port), timeout=5) as s:
+                s.sendall(b"version\r\n")
+                return s.recv(100).startswith(b"VERSION ")
+        h.wait_until(has_slot, deadline=5, what="a slot in memcached")
+        c.request(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n")
+        c.request(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n")
+        px.stop()
+
     def test_07_probe_only_backend_is_ejected(self):
         """Defect 7: a backend that answers `version` but nothing else is ejected;
         its keys go to the live server."""
