@@ -72,6 +72,8 @@ typedef struct hserver {
     uint64_t last_probe_ms;       /* loop time the last probe finished; 0: never */
     uint64_t last_fail_ms;        /* when the last failure was counted */
     bool suspected;               /* a worker reported a failure, no verdict sent yet */
+    bool verdict_due;             /* suspected, with no probe to decide: tell the workers
+                                   * once the reload is sent (health_verdicts_due) */
     bool ejected;
     uint64_t retry_at_ms;         /* ejected: earliest rejoin */
     bool guard_logged;            /* max_ejected_fraction stopped an ejection */
@@ -282,10 +284,14 @@ void health_reload_rejoin(hserver_t *s);
 void health_reload_cap(hpool_t *p);
 /* A reload turned health checks off: s's probe connection closes (a fresh
  * start opens none), a probe in flight is forgotten, a suspicion ends (no
- * probe will confirm it; the new configuration releases the workers' holds),
+ * probe will confirm it: health_verdicts_due tells the workers once the new
+ * configuration is sent),
  * and an ejected s rejoins when its server_retry_timeout has passed, as
  * twemproxy does. */
 void health_probes_off(hserver_t *s);
+/* After a new configuration went to the workers: the verdicts health_probes_off
+ * left due. */
+void health_verdicts_due(control_t *ctl);
 /* A worker's message about a server. */
 void health_on_message(control_t *ctl, const wn_msg_t *m);
 

@@ -262,12 +262,25 @@ void health_probes_off(hserver_t *s)
     if (s->ejected) {
         uint64_t now = now_ms(s->pool->ctl);
         health_probe_schedule(s, s->retry_at_ms > now ? s->retry_at_ms - now : 0);
-    } else {
-        /* No probe will confirm a suspicion. Not broadcast: this runs inside
-         * the reload's commit (new indices, old generation); the workers
-         * release their holds when the new configuration lands. */
-        s->suspected = false;
+    } else if (s->suspected) {
+        /* No probe will confirm the suspicion: the verdict goes once the
+         * new configuration is sent (this runs inside the reload's commit:
+         * new indices, old generation), so workers holding clients for s
+         * let them go then. */
+        s->verdict_due = true;
     }
+}
+
+void health_verdicts_due(control_t *ctl)
+{
+    for (uint32_t p = 0; p < ctl->npools; p++)
+        for (uint32_t i = 0; i < ctl->pools[p]->nservers; i++) {
+            hserver_t *s = ctl->pools[p]->servers[i];
+            if (s->verdict_due) {
+                s->verdict_due = false;
+                send_verdict(s);
+            }
+        }
 }
 
 void health_reload_cap(hpool_t *p)
@@ -330,7 +343,12 @@ void health_on_message(control_t *ctl, const wn_msg_t *m)
         return;
     hserver_t *s = ctl->pools[m->pool]->servers[m->server];
     if (s->ejected) {
-        /* Out already; a worker still finishing old requests is no news. */
+        /* Out already; a worker still finishing old requests is no news. It
+         * may hold clients for s all the same (its ring had s when that
+         * request failed): the verdict lets them go, behind the ring that
+         * ejected s, so they route without it. */
+        if (m->type != WN_MSG_OK)
+            s->suspected = true;
         send_verdict(s);
         return;
     }

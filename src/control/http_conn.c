@@ -366,7 +366,10 @@ static void expect_done(conn_t *c)
     if (!c->in_expect)
         return;
     c->in_expect = false;
-    if (c->value_len == 12 && strncasecmp(c->value, "100-continue", 12) == 0)
+    uint8_t n = c->value_len;
+    while (n > 0 && n <= sizeof(c->value) && (c->value[n - 1] == ' ' || c->value[n - 1] == '\t'))
+        n--; /* the parser hands trailing whitespace over; it is no part of the value */
+    if (n == 12 && strncasecmp(c->value, "100-continue", 12) == 0)
         c->want_continue = true;
 }
 

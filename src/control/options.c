@@ -237,6 +237,8 @@ int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_
             opts->stats_interval = (int)v;
             break;
         case 'a':
+            if (optarg[0] == '\0') /* the stats server could not listen there */
+                return fail(err, errlen, "option %s requires an address, not ''", opt_name('a'));
             opts->stats_addr = optarg;
             break;
         case 'p':

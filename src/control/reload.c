@@ -261,6 +261,7 @@ static void send_all(control_t *ctl)
 {
     for (int i = 0; i < ctl->nworkers; i++)
         send_config(ctl, i);
+    health_verdicts_due(ctl); /* behind the configuration, in its generation */
     if (ctl->reload_acks > 0)
         return; /* reload_acked ends it */
     if (!ctl->gen_by_dns)

@@ -1020,6 +1020,97 @@ class TestHoldThroughOtherChanges(h.ProxyTestCase):
         self.run_case(reload)
 
 
+class TestHoldsEndWithAVerdict(h.ProxyTestCase):
+    """Every hold ends with a verdict, not at its deadline ("no verdict on
+    server ... in time"). Two ways it once did not, once other changes no
+    longer ended holds (a review of 52b1999): a worker whose request to a
+    server failed after control had ejected it held clients for it (control
+    sent no verdict on an ejected server), still after the server rejoined;
+    and a reload turning probes off dropped a suspicion without a word."""
+
+    RX_NO_VERDICT = r"no verdict on server \S+ in time"
+
+    def start(self, workers, **settings):
+        tmp = self.tmpdir()
+        a, c = self.start_memcached(tmp, n=2)
+        pools = {POOL: h.pool([a, c], auto_eject_hosts=True, timeout=1000, **settings)}
+        px = self.start_proxy(tmp, pools, workers=workers, verbosity=6)
+        keys = [b"verdict:" + hashlib.sha1(b"%d" % i).hexdigest()[:10].encode()
+                for i in range(200)]
+        located = h.walnut_locate(px.conf_path, keys)
+        self.c_name = [n for n, addr in located.values() if addr == c.addr][0]
+        self.on_c = [k for k in keys if located[(POOL, k)][1] == c.addr]
+        self.assertGreaterEqual(len(self.on_c), 8)
+        return px, pools, a, c
+
+    def sets(self, conns, value):
+        """One set per connection at once, each on its own key of c."""
+        out = {}
+
+        def one(i):
+            out[i] = conns[i].set(self.on_c[i], value)
+        threads = [threading.Thread(target=one, args=(i,), daemon=True)
+                   for i in range(len(conns))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        return out
+
+    def test_a_request_failing_after_the_ejection_holds_nothing_past_the_rejoin(self):
+        px, pools, a, c = self.start(2, server_failure_limit=2, server_retry_timeout=1500)
+        log = Log(px.log_path)
+        conns = [RawMc(px.port(), timeout=15.0) for _ in range(8)]
+        for cl in conns:
+            self.addCleanup(cl.close)
+        self.assertEqual(set(self.sets(conns, b"x").values()), {b"STORED"})
+        c.sigstop()
+        self.addCleanup(c.sigcont)
+        t0 = time.time()
+        self.assertEqual(conns[0].set(self.on_c[0], b"y"), b"SERVER_ERROR Connection timed out")
+        time.sleep(0.4)
+        self.sets(conns[1:], b"z")  # in flight or held, on both workers, across the ejection
+        log.wait(rx_ejected(self.c_name), 10.0, since=t0, what="c ejected")
+        c.sigcont()
+        (e_rj, _), = log.wait(rx_rejoins(self.c_name), 10.0, since=t0, what="c rejoins")[:1]
+        time.sleep(0.3)  # the ring reaches the workers
+        replies = self.sets(conns, b"w")
+        self.assertEqual(set(replies.values()), {b"STORED"}, replies)
+        time.sleep(0.5)
+        self.assertFalse(log.find(self.RX_NO_VERDICT, since=e_rj.t - LOG_SLACK),
+                         "clients held for a server that had rejoined:\n" +
+                         h.tail(px.log_path, 5000))
+        px.stop(check=True)
+
+    def test_a_reload_turning_probes_off_ends_the_hold(self):
+        px, pools, a, c = self.start(1, server_failure_limit=3, server_retry_timeout=30000)
+        log = Log(px.log_path)
+        first, second = RawMc(px.port(), timeout=15.0), RawMc(px.port(), timeout=15.0)
+        self.addCleanup(first.close)
+        self.addCleanup(second.close)
+        self.assertEqual(first.set(self.on_c[0], b"x"), b"STORED")
+        c.sigstop()
+        self.addCleanup(c.sigcont)
+        t0 = time.time()
+        self.assertEqual(first.set(self.on_c[0], b"y"), b"SERVER_ERROR Connection timed out")
+        held = {}
+        t = threading.Thread(target=lambda: held.update(r=second.set(self.on_c[1], b"z")),
+                             daemon=True)
+        t.start()
+        time.sleep(0.3)  # held: c is suspect, its verdict to come from probes
+        pools[POOL]["health_check_interval"] = 0
+        px.write_config()
+        os.kill(px.pid, signal.SIGHUP)
+        log.wait(r"reload: all 1 worker\(s\) run generation", 10.0, since=t0,
+                 what="the reload applied")
+        t.join(20)
+        self.assertIn("r", held, "the held client got no answer")
+        self.assertFalse(log.find(self.RX_NO_VERDICT, since=t0),
+                         "the hold lasted to its deadline:\n" + h.tail(px.log_path, 5000))
+        c.sigcont()
+        px.stop(check=True)
+
+
 def tearDownModule():
     if MEASURED:
         sys.stderr.write("\n=== test_failover measured times ===\n")

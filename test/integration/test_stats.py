@@ -1342,7 +1342,7 @@ class TestHttp(StatsCase):
                                     ("chunked", b"Transfer-Encoding: chunked\r\n",
                                      b"5\r\nx=1&y\r\n0\r\n\r\n")):
             with self.subTest(framing=name), h.Raw(self.sport) as c:
-                c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nEXPECT: 100-Continue\r\n" +
+                c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nEXPECT: 100-Continue \t\r\n" +
                        framing + b"\r\n")
                 interim = c.recv_until(b"\r\n\r\n", timeout=2.0)
                 self.assertEqual(interim, b"HTTP/1.1 100 Continue\r\n\r\n")

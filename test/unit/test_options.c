@@ -143,6 +143,7 @@ static void test_errors_name_the_option(void **state)
                  PARSE(&o, err, "-v", "-1"), err);
     expect_error("option -s/--stats-port requires a port", PARSE(&o, err, "-s", "0"), err);
     expect_error("option -s/--stats-port requires a port", PARSE(&o, err, "-s", "70000"), err);
+    expect_error("option -a/--stats-addr requires an address", PARSE(&o, err, "-a", ""), err);
     expect_error("option -m/--mbuf-size requires a size from 512", PARSE(&o, err, "-m", "100"), err);
     expect_error("option -m/--mbuf-size requires a size", PARSE(&o, err, "-m", "16k"), err);
     expect_error("option -T/--workers requires a number from 1 to 256", PARSE(&o, err, "-T", "0"),
