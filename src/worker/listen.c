@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -133,6 +134,35 @@ static int tcp_socket(const struct sockaddr_storage *ss, socklen_t len, bool reu
     return fd;
 }
 
+/* A unix socket path with its directory resolved (symlinks, ".", "..",
+ * "//"), so that two spellings of one socket file compare equal; the path
+ * as written when its directory cannot be resolved. */
+static void unix_canon(const char *path, char *out, size_t size)
+{
+    char dir[PATH_MAX], real[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == path)
+        snprintf(dir, sizeof(dir), "/");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    if (realpath(dir, real) == NULL) {
+        snprintf(out, size, "%s", path);
+        return;
+    }
+    snprintf(out, size, "%s%s%s", real, strcmp(real, "/") == 0 ? "" : "/",
+             slash != NULL ? slash + 1 : path);
+}
+
+static bool unix_same(const char *a, const char *b)
+{
+    char ca[2 * PATH_MAX], cb[2 * PATH_MAX]; /* a resolved directory and a name */
+    unix_canon(a, ca, sizeof(ca));
+    unix_canon(b, cb, sizeof(cb));
+    return strcmp(ca, cb) == 0;
+}
+
 /* One of walnut's own listening sockets is bound to ss, or to an address
  * that overlaps it, with SO_REUSEPORT (TCP; a socket systemd handed over
  * has none, and a worker's bind could not share its port), or to path
@@ -162,13 +192,16 @@ static bool own_listener(const struct sockaddr_storage *ss, const char *path)
             continue;
         int reuse = 0;
         socklen_t rlen = sizeof(reuse);
-        if (path != NULL)
-            found =
-                b.ss_family == AF_UNIX && strncmp(((struct sockaddr_un *)&b)->sun_path, path,
-                                                  sizeof(((struct sockaddr_un *)0)->sun_path)) == 0;
-        else /* one a worker's bind can share the port with */
+        if (path != NULL) {
+            char bound[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+            snprintf(bound, sizeof(bound), "%.*s", (int)sizeof(((struct sockaddr_un *)0)->sun_path),
+                     ((struct sockaddr_un *)&b)->sun_path);
+            found = b.ss_family == AF_UNIX && unix_same(bound, path);
+        } else {
+            /* one a worker's bind can share the port with */
             found = wn_sockaddr_overlap(&b, ss) &&
                     getsockopt((int)fd, SOL_SOCKET, SO_REUSEPORT, &reuse, &rlen) == 0 && reuse;
+        }
     }
     closedir(d);
     return found;
@@ -455,6 +488,16 @@ int wn_listen_apart(const wn_conf_t *conf, const struct sockaddr_storage *stats,
 {
     for (uint32_t i = 0; i < conf->npools; i++) {
         const wn_conf_pool_t *p = &conf->pools[i];
+        for (uint32_t j = 0; p->listen.is_unix && j < i; j++) {
+            /* one socket file spelt two ways ("./s", "//", a symlinked
+             * directory): the second bind would take the first's clients */
+            const wn_conf_pool_t *q = &conf->pools[j];
+            if (!q->listen.is_unix || !unix_same(p->listen.host, q->listen.host))
+                continue;
+            listen_fail(p, err, errlen, "cannot listen on %s: pool '%.*s' listens there (%s)",
+                        p->listen_text, NAME_MAX_SHOWN, q->name, q->listen_text);
+            return UV_EADDRINUSE;
+        }
         if (p->listen.is_unix || p->listen_salen == 0)
             continue;
         if (stats != NULL && wn_sockaddr_overlap(&p->listen_sa, stats)) {

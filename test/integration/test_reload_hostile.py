@@ -1178,6 +1178,41 @@ class TestUnixListenChecked(HostileCase):
         self.stop_clean()
 
 
+class TestUnixPathSpellings(HostileCase):
+    """One socket file spelt two ways ("dir/./s", "dir//s", a symlinked
+    directory) was two addresses: two pools on it passed -t and the start,
+    the second bind replaced the first's file and pool a's clients reached
+    pool b's servers; and a reload respelling a pool's own path was refused
+    ("another process serves it": walnut). An adversarial pass, 3 Dec."""
+
+    def test_two_spellings_of_one_path_are_one_address(self):
+        mc = self.start_memcached(self.tmp, n=2)
+        link = self.tmp.join("link")
+        os.symlink(self.tmp.path, link)
+        path = self.tmp.join("s.sock")
+        for other in (self.tmp.path + "/./s.sock", self.tmp.path + "//s.sock",
+                      os.path.join(link, "s.sock")):
+            with self.subTest(other=other):
+                conf = self.tmp.join("two.yml")
+                with open(conf, "w") as f:
+                    f.write(h.render_config({"a": h.pool(mc[:1], listen=path),
+                                             "b": h.pool(mc[1:], listen=other)}))
+                r = h.run_walnut(["-t", "-c", conf])
+                err = r.stderr.decode("utf-8", "replace")
+                self.assertEqual(r.returncode, 1, err)
+                self.assertIn("cannot listen on %s: pool 'a' listens there" % other, err)
+
+    def test_a_reload_respelling_its_own_path_is_applied(self):
+        mc = self.start_memcached(self.tmp, n=1)
+        path = self.tmp.join("r.sock")
+        self.px = self.start_proxy(self.tmp, {"alpha": h.pool(mc, listen=path)}, workers=2)
+        view = self.reload(pools={"alpha": h.pool(mc, listen=self.tmp.path + "/./r.sock")})
+        self.assertEqual(view["generation"], 1, "the respelt path was refused: %s" % view)
+        with h.Raw(path) as c:
+            c.request(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n")
+        self.stop_clean()
+
+
 class TestListenMoveThatCannotBind(HostileCase):
     def test_pool_keeps_its_old_listener_when_the_new_one_fails(self):
         """A reload moves a pool's listen address while walnut is one
