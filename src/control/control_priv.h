@@ -295,12 +295,12 @@ void health_verdicts_due(control_t *ctl);
 /* A worker's message about a server. */
 void health_on_message(control_t *ctl, const wn_msg_t *m);
 
+/* dns.c: a failing server's name is looked up this often (ms), or every
+ * dns_refresh_interval when that is shorter. */
+#define WN_DNS_FAILING_MS 1000u
 /* dns.c: servers' names looked up again in the background. At start and
  * after each new generation: the lookups' timer runs while a pool has a
  * server given by name and a dns_refresh_interval. */
-/* A failing server's name is looked up this often (ms), or every
- * dns_refresh_interval when that is shorter. */
-#define WN_DNS_FAILING_MS 1000u
 void wn_dns_start(control_t *ctl);
 /* Its handles (with the pools, before any server opens), and their close:
  * after the servers retired, lookups still out are left to their threads. */

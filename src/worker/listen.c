@@ -58,8 +58,6 @@ static void unlink_own(const char *path, dev_t dev, ino_t ino)
         unlink(path);
 }
 
-/* The pool's listener on listening socket fd, accepting; on an error fd is
- * closed (and a unix socket's file, bound as unix_id, removed). */
 /* What tells one socket from another (copies of one share it), 0 if
  * nothing: the kernel's socket cookie, which never repeats while the system
  * runs (an inode number, 32 bits, wraps after enough sockets). */
@@ -73,6 +71,8 @@ static uint64_t sock_id(int fd)
     return fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
 }
 
+/* The pool's listener on listening socket fd, accepting; on an error fd is
+ * closed (and a unix socket's file, bound as unix_id, removed). */
 static int listener_start(pool_rt_t *p, int fd, bool keep_fd, const char *unix_path,
                           const struct stat *unix_id)
 {
@@ -155,9 +155,12 @@ static void unix_canon(const char *path, char *out, size_t size)
              slash != NULL ? slash + 1 : path);
 }
 
+/* A resolved directory and a name. */
+#define UNIX_CANON_MAX (2 * PATH_MAX)
+
 static bool unix_same(const char *a, const char *b)
 {
-    char ca[2 * PATH_MAX], cb[2 * PATH_MAX]; /* a resolved directory and a name */
+    char ca[UNIX_CANON_MAX], cb[UNIX_CANON_MAX];
     unix_canon(a, ca, sizeof(ca));
     unix_canon(b, cb, sizeof(cb));
     return strcmp(ca, cb) == 0;
@@ -483,21 +486,46 @@ void wn_listen_close(pool_rt_t *p)
     p->listener = NULL;
 }
 
-int wn_listen_apart(const wn_conf_t *conf, const struct sockaddr_storage *stats, char *err,
-                    size_t errlen)
+/* No two pools on one unix socket file, however it is spelt ("./s", "//",
+ * a symlinked directory): the second bind would take the first's clients.
+ * Each path is resolved once. */
+static int unix_apart(const wn_conf_t *conf, char *err, size_t errlen)
 {
-    for (uint32_t i = 0; i < conf->npools; i++) {
+    char **canon = calloc(conf->npools ? conf->npools : 1, sizeof(*canon));
+    char buf[UNIX_CANON_MAX];
+    int rc = canon != NULL ? 0 : WN_ENOMEM;
+    for (uint32_t i = 0; rc == 0 && i < conf->npools; i++) {
         const wn_conf_pool_t *p = &conf->pools[i];
-        for (uint32_t j = 0; p->listen.is_unix && j < i; j++) {
-            /* one socket file spelt two ways ("./s", "//", a symlinked
-             * directory): the second bind would take the first's clients */
+        if (!p->listen.is_unix)
+            continue;
+        unix_canon(p->listen.host, buf, sizeof(buf));
+        if ((canon[i] = strdup(buf)) == NULL)
+            rc = WN_ENOMEM;
+        for (uint32_t j = 0; rc == 0 && j < i; j++) {
             const wn_conf_pool_t *q = &conf->pools[j];
-            if (!q->listen.is_unix || !unix_same(p->listen.host, q->listen.host))
+            if (canon[j] == NULL || strcmp(canon[i], canon[j]) != 0)
                 continue;
             listen_fail(p, err, errlen, "cannot listen on %s: pool '%.*s' listens there (%s)",
                         p->listen_text, NAME_MAX_SHOWN, q->name, q->listen_text);
-            return UV_EADDRINUSE;
+            rc = UV_EADDRINUSE;
         }
+    }
+    if (rc == WN_ENOMEM)
+        snprintf(err, errlen, "out of memory");
+    for (uint32_t i = 0; canon != NULL && i < conf->npools; i++)
+        free(canon[i]);
+    free(canon);
+    return rc;
+}
+
+int wn_listen_apart(const wn_conf_t *conf, const struct sockaddr_storage *stats, char *err,
+                    size_t errlen)
+{
+    int rc = unix_apart(conf, err, errlen);
+    if (rc < 0)
+        return rc;
+    for (uint32_t i = 0; i < conf->npools; i++) {
+        const wn_conf_pool_t *p = &conf->pools[i];
         if (p->listen.is_unix || p->listen_salen == 0)
             continue;
         if (stats != NULL && wn_sockaddr_overlap(&p->listen_sa, stats)) {
