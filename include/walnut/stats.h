@@ -139,6 +139,10 @@ void wn_hist_record(wn_hist_t *h, uint64_t us);
 /* dst += src (relaxed loads). Any thread. */
 void wn_hist_add(wn_hist_sum_t *dst, const wn_hist_t *src);
 
+/* Bytes kept (NUL included) of the line a server answered a health probe
+ * with when that line failed it (control's /servers shows it). */
+#define WN_PROBE_SAID_MAX 96
+
 /* ---- one block: everything one thread counts ---------------------------- */
 
 /* Commands counted per pool: index from the pool's protocol command table. */

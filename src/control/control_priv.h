@@ -54,6 +54,7 @@ typedef struct probe {
     uint32_t lines_left;
     bool ok;            /* every reply line so far was good */
     bool auth_line;     /* the next line answers AUTH (not judged) */
+    char said[WN_PROBE_SAID_MAX]; /* the first line that was no good answer, printable */
     char *wbuf;         /* owned: sized for the pool's AUTH/SELECT/PING */
     size_t wcap;
 } probe_t;
@@ -69,6 +70,7 @@ typedef struct hserver {
     uint64_t ejected_at_us;       /* wall clock of the last ejection (twemproxy's
                                      server_ejected_at), 0 if never */
     int last_probe_err;           /* 0 or the last probe's error */
+    char last_probe_said[WN_PROBE_SAID_MAX]; /* its server's refusal, or "" */
     uint64_t last_probe_ms;       /* loop time the last probe finished; 0: never */
     uint64_t last_fail_ms;        /* when the last failure was counted */
     bool suspected;               /* a worker reported a failure, no verdict sent yet */

@@ -402,6 +402,12 @@ static void probe_done(hserver_t *s, int err)
     uv_timer_stop(&pr->timer);
     s->last_probe_err = err;
     s->last_probe_ms = now_ms(p->ctl);
+    /* The server's own words, when its answer is what failed the probe. */
+    const char *said = err == WN_EPROTO || err == WN_ESRVFULL ? pr->said : "";
+    snprintf(s->last_probe_said, sizeof(s->last_probe_said), "%s", said);
+    char how[WN_PROBE_SAID_MAX + 48] = "health probe";
+    if (said[0] != '\0')
+        snprintf(how, sizeof(how), "health probe, which it answered '%s'", said);
     if (p->ctl->stopping)
         return;
     uint64_t interval = (uint64_t)p->conf->health_check_interval;
@@ -431,12 +437,12 @@ static void probe_done(hserver_t *s, int err)
     }
     if (s->ejected) {
         uint64_t again = health_probing(p) ? interval : (uint64_t)p->conf->server_retry_timeout;
-        wn_log_info("pool '%s': ejected server %s still failing (%s); next check in %llu ms",
-                    p->conf->name, s->conf->name, wn_strerror(err), (unsigned long long)again);
+        wn_log_info("pool '%s': ejected server %s still failing (%s, %s); next check in %llu ms",
+                    p->conf->name, s->conf->name, wn_strerror(err), how, (unsigned long long)again);
         health_probe_schedule(s, again);
         return;
     }
-    count_failure(s, err, "health probe");
+    count_failure(s, err, how);
     if (!s->ejected && health_probing(p) && s->failures == 0)
         health_probe_schedule(s, interval);
 }
@@ -446,6 +452,32 @@ static bool line_ok(const hpool_t *p, const char *line, size_t len)
     if (p->conf->redis)
         return len >= 1 && line[0] == '+';
     return len >= 8 && memcmp(line, "VERSION ", 8) == 0;
+}
+
+/* What a server writes on a connection it accepted past its limit (memcached
+ * -c, redis-server maxclients), before it closes it. */
+static bool line_full(const hpool_t *p, const char *line, size_t len)
+{
+    static const char mc[] = "ERROR Too many open connections",
+                      redis[] = "-ERR max number of clients reached";
+    const char *full = p->conf->redis ? redis : mc;
+    size_t n = p->conf->redis ? sizeof(redis) - 1 : sizeof(mc) - 1;
+    return len >= n && memcmp(line, full, n) == 0 && (len == n + 1 || len == n + 2);
+}
+
+/* The first line that failed the probe, kept for the log and /servers: its
+ * line end left out, bytes outside printable ASCII as '?' (it goes into JSON
+ * and log lines), cut to WN_PROBE_SAID_MAX. */
+static void keep_said(probe_t *pr, const char *line, size_t len)
+{
+    if (pr->said[0] != '\0')
+        return;
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        len--;
+    size_t n = WN_MIN(len, sizeof(pr->said) - 1);
+    for (size_t i = 0; i < n; i++)
+        pr->said[i] = line[i] >= 0x20 && line[i] < 0x7f ? line[i] : '?';
+    pr->said[n] = '\0';
 }
 
 static void probe_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -483,10 +515,18 @@ static void probe_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         /* AUTH's answer is not the verdict: a server without a password
          * refuses AUTH and serves every request (and the request path keeps
          * such a connection); a wrong password shows in PING's -NOAUTH. */
-        if (pr->auth_line)
+        if (line_full(s->pool, pr->rbuf, len)) {
+            /* Whichever line it comes as: the server closes next. */
+            keep_said(pr, pr->rbuf, len);
+            probe_done(s, WN_ESRVFULL);
+            return;
+        }
+        if (pr->auth_line) {
             pr->auth_line = false;
-        else if (!line_ok(s->pool, pr->rbuf, len))
+        } else if (!line_ok(s->pool, pr->rbuf, len)) {
             pr->ok = false;
+            keep_said(pr, pr->rbuf, len);
+        }
         memmove(pr->rbuf, pr->rbuf + len, pr->rlen - len);
         pr->rlen -= len;
         if (--pr->lines_left == 0) {
@@ -527,6 +567,7 @@ static void probe_send(hserver_t *s)
     pr->lines_left = 0;
     pr->ok = true;
     pr->auth_line = false;
+    pr->said[0] = '\0';
     pr->rlen = 0;
     /* Room for AUTH <password>, SELECT <db> and the ping, whatever their size. */
     size_t need = 128 + (c->redis_auth != NULL ? strlen(c->redis_auth) : 0);

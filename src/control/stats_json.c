@@ -202,10 +202,13 @@ static json_t *health_object(const wn_stats_server_view_t *s, bool *ok)
         put(o, "last_probe_code",
             s->last_probe_err == 0 ? json_null() : json_string(wn_err_name(s->last_probe_err)),
             ok);
+        put(o, "last_probe_said",
+            s->last_probe_said[0] != '\0' ? json_string(s->last_probe_said) : json_null(), ok);
         put_u64(o, "last_probe_age_ms", s->last_probe_age_ms, ok);
     } else {
         put(o, "last_probe", json_null(), ok);
         put(o, "last_probe_code", json_null(), ok);
+        put(o, "last_probe_said", json_null(), ok);
         put(o, "last_probe_age_ms", json_null(), ok);
     }
     return o;

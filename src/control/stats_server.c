@@ -87,6 +87,7 @@ static int build_view(wn_stats_view_t *v, void *arg)
             sv->ejected_at_us = hs->ejected_at_us;
             sv->probed = hs->last_probe_ms != 0;
             sv->last_probe_err = hs->last_probe_err;
+            memcpy(sv->last_probe_said, hs->last_probe_said, sizeof(sv->last_probe_said));
             sv->last_probe_age_ms = sv->probed ? now - hs->last_probe_ms : 0;
             sv->dns_named = hs->dns.named;
             sv->dns[WN_DNS_LOOKUPS] = hs->dns.lookups;

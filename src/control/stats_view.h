@@ -83,6 +83,7 @@ typedef struct wn_stats_server_view {
     uint64_t ejected_at_us; /* twemproxy's server_ejected_at: wall clock usec; 0: never */
     bool probed;            /* a probe has finished at least once */
     int last_probe_err;     /* 0 or a negative error (text: wn_strerror) */
+    char last_probe_said[WN_PROBE_SAID_MAX]; /* the server's line that failed it, or "" */
     uint64_t last_probe_age_ms;
     /* Control's lookups of the server's name while walnut runs (dns.c):
      * named false for an address literal or a unix path, which are never

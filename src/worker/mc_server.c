@@ -292,12 +292,12 @@ static int take_meta_line(mc_sconn_t *s, req_t *r, wn_buf_t *b)
 
 /* What memcached writes on a connection it accepts past its connection
  * limit (-c), before it closes it: no answer to any request. */
-static const char FULL_LINE[] = "ERROR Too many open connections\r\n";
+const char WN_MC_FULL_LINE[] = "ERROR Too many open connections\r\n";
 
 static bool server_full(const wn_buf_t *b, uint32_t pos)
 {
-    return b->data[pos] == 'E' && b->len - pos >= sizeof(FULL_LINE) - 1 &&
-           memcmp(b->data + pos, FULL_LINE, sizeof(FULL_LINE) - 1) == 0;
+    return b->data[pos] == 'E' && b->len - pos >= sizeof(WN_MC_FULL_LINE) - 1 &&
+           memcmp(b->data + pos, WN_MC_FULL_LINE, sizeof(WN_MC_FULL_LINE) - 1) == 0;
 }
 
 int wn_mc_server_parse(sconn_t *sc)

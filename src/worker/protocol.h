@@ -61,6 +61,9 @@ void wn_proto_sconn_hello(sconn_t *s);
  * server broke the protocol (the core fails the connection). */
 int wn_proto_server_parse(sconn_t *s);
 void wn_proto_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead);
+/* The line ("\r\n" included) a server of the protocol writes before closing
+ * a connection it accepted past its limit (WN_ESRVFULL), for the log. */
+const char *wn_proto_full_line(wn_proto_t proto);
 
 /* r could not be completed (its connection failed): count it, and answer it
  * with the protocol's error reply; a fragment's parent hears of it. */

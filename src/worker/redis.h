@@ -177,6 +177,8 @@ void wn_redis_local(redis_client_t *c, redis_req_t *r);
 void wn_redis_refuse_over_limit(redis_req_t *r);
 
 /* redis_server.c */
+/* redis-server's refusal of a connection past its maxclients (WN_ESRVFULL). */
+extern const char WN_REDIS_FULL_LINE[];
 void wn_redis_sconn_reset(sconn_t *s);
 void wn_redis_sconn_hello(sconn_t *s);
 int wn_redis_server_parse(sconn_t *s);

@@ -374,6 +374,22 @@ static int take_data(redis_sconn_t *s, req_t *r, wn_buf_t *b)
     return 0;
 }
 
+/* What redis-server writes on a connection it accepts past its maxclients,
+ * before it closes it: no answer to any request, though it reads as one. */
+const char WN_REDIS_FULL_LINE[] = "-ERR max number of clients reached\r\n";
+
+/* At the start of a reply (not inside an array, a bulk or a long line)
+ * whose request is no script's (a script may return any error). */
+static bool server_full(const redis_sconn_t *s, const wn_buf_t *b, uint32_t pos)
+{
+    req_t *r = s->s.head;
+    return b->data[pos] == '-' && s->data_left == 0 && s->rsp.depth == 0 && s->rsp.text == 0 &&
+           b->len - pos >= sizeof(WN_REDIS_FULL_LINE) - 1 &&
+           memcmp(b->data + pos, WN_REDIS_FULL_LINE, sizeof(WN_REDIS_FULL_LINE) - 1) == 0 &&
+           (r == NULL || r->kind == REQ_INTERNAL || redis_req(r)->cmd == NULL ||
+            redis_req(r)->cmd->cls != WN_RCMD_SCRIPT);
+}
+
 int wn_redis_server_parse(sconn_t *sc)
 {
     redis_sconn_t *s = (redis_sconn_t *)sc;
@@ -383,6 +399,8 @@ int wn_redis_server_parse(sconn_t *sc)
             return 0;
         if (sc->fail_err != 0)
             return 0; /* failed here (a refused SELECT): nothing more is read */
+        if (server_full(s, b, sc->in.pos))
+            return WN_ESRVFULL; /* asked or not (a preconnected connection) */
         req_t *r = sc->head;
         if (r == NULL || r == sc->unsent)
             return WN_EPROTO; /* bytes nobody asked for */

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 import unittest
+import urllib.request
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -343,6 +344,91 @@ class TestHandshakeReplies(AdversarialRedisCase):
         self.assertNotIn("s3cr3t", log, "the password in the log")
         self.assertAlive(px)
         px.stop()
+
+class TestServerAtItsLimit(AdversarialRedisCase):
+
+    def fill(self, r):
+        """Connections to r until it refuses one; closed at the test's end."""
+        self.assertEqual(r.call("CONFIG", "SET", "maxclients", "2"), b"OK")
+        fillers, said = [], None
+        for _ in range(16):
+            f = h.Raw(r.port, timeout=5)
+            f.send(b"PING\r\n")
+            said = f.recv_resp()
+            if said != b"+PONG\r\n":
+                f.close()
+                break
+            fillers.append(f)
+        self.addCleanup(lambda: [f.close() for f in fillers])
+        self.assertEqual(said, b"-ERR max number of clients reached\r\n",
+                         "redis-server did not fill")
+        return fillers
+
+    def servers_view(self, px):
+        with urllib.request.urlopen("http://%s:%d/servers" % (h.HOST, px.stats_port),
+                                    timeout=10) as f:
+            return json.load(f)["pools"][0]["servers"][0]
+
+    def test_09_a_server_at_maxclients_says_so(self):
+        """redis-server past its maxclients accepts, writes '-ERR max number of
+        clients reached' and closes. walnut gave that line to the first request
+        on the connection as its reply and '-ERR Connection reset by peer' (or
+        Broken pipe) to the rest, and logged nothing at the default level (an
+        adversarial pass, 3 Dec). Expected, as for memcached's -c (test_hostile
+        test_20): every request on that connection gets redis-server's words, the
+        log says the server is at its connection limit, and service resumes once
+        a slot is free."""
+        r = self.redis(1)[0]
+        fillers = self.fill(r)
+        px = self.proxy([r], workers=1, timeout=2000, health_check_interval=0)
+        c = self.raw(px.port(), timeout=5)
+        full = b"-ERR max number of clients reached\r\n"
+        c.send(resp("SET", "k", "v") + resp("GET", "k") + resp("INCR", "n"))
+        self.assertEqual([c.recv_resp() for _ in range(3)], [full] * 3)
+        self.assertIn("is at its connection limit (it said '-ERR max number of clients reached'",
+                      h.wait_until(lambda: (lambda t: t if "connection limit" in t else None)(
+                          h.read_text(px.log_path)), deadline=5, what="the warning"))
+        for f in fillers:
+            f.close()
+        def has_slot():
+            with h.Raw(r.port, timeout=5) as s:
+                s.send(b"PING\r\n")
+                return s.recv_resp() == b"+PONG\r\n"
+        h.wait_until(has_slot, deadline=5, what="a slot in redis-server")
+        c.send(resp("SET", "k", "v") + resp("GET", "k"))
+        self.assertEqual([c.recv_resp() for _ in range(2)], [b"+OK\r\n", b"$1\r\nv\r\n"])
+        self.assertAlive(px)
+        px.stop()
+
+    def test_10_probe_failures_say_what_the_server_said(self):
+        """A probe the server refused read 'protocol error' in the log and in
+        /servers, whatever the server said: a wrong redis_auth's -NOAUTH and a
+        full server looked alike (an adversarial pass, 3 Dec). Expected: the
+        server's line in /servers (last_probe_said) and in the failure's log
+        line; a full server's probe fails as ESRVFULL."""
+        locked = self.redis(1, prefix="locked", password="right-pw")[0]
+        px = self.proxy([locked], workers=1, timeout=1000, redis_auth="wrong-pw",
+                        health_check_interval=100, auto_eject_hosts=False, verbosity=6)
+        sv = h.wait_until(lambda: (lambda v: v if v["last_probe"] not in (None, "ok") else None)(
+            self.servers_view(px)), deadline=10, what="a refused probe")
+        self.assertEqual(sv["last_probe_code"], "WN_EPROTO")
+        self.assertEqual(sv["last_probe_said"], "-NOAUTH Authentication required.")
+        h.wait_until(lambda: "health probe, which it answered '-NOAUTH Authentication "
+                     "required.'" in h.read_text(px.log_path), deadline=5, what="the log line")
+        self.assertNotIn("wrong-pw", h.read_text(px.log_path), "the password in the log")
+        px.stop()
+
+        full = self.redis(1, prefix="full")[0]
+        self.fill(full)
+        px = self.proxy([full], workers=1, timeout=1000, health_check_interval=100,
+                        auto_eject_hosts=False)
+        sv = h.wait_until(lambda: (lambda v: v if v["last_probe"] not in (None, "ok") else None)(
+            self.servers_view(px)), deadline=10, what="a refused probe")
+        self.assertEqual(sv["last_probe_code"], "WN_ESRVFULL")
+        self.assertEqual(sv["last_probe"], "the server is at its connection limit")
+        self.assertEqual(sv["last_probe_said"], "-ERR max number of clients reached")
+        px.stop()
+
 
 if __name__ == "__main__":
     h.main()

@@ -435,6 +435,8 @@ static void test_json_servers(void **state)
     assert_string_equal(json_string_value(json_object_get(s, "health")), "ejected");
     assert_string_equal(json_string_value(json_object_get(s, "last_probe_code")),
                         "ECONNREFUSED");
+    /* no server's words for a refused connection */
+    assert_true(json_is_null(json_object_get(s, "last_probe_said")));
     json_t *dns = json_object_get(s, "dns");
     assert_true(json_is_object(dns));
     assert_int_equal(json_integer_value(json_object_get(dns, "lookups")), 41);
@@ -446,6 +448,24 @@ static void test_json_servers(void **state)
     assert_string_equal(json_string_value(json_object_get(s, "resolved")), "127.0.0.2:11211");
     json_t *zz = json_array_get(pools, pool_index(f->conf, "zz"));
     assert_true(json_is_true(json_object_get(zz, "converged")));
+    json_decref(root);
+    free(text);
+
+    /* a probe the server answered wrongly: its line, as kept */
+    wn_stats_server_view_t *sv = &f->view.pools[pool_index(f->conf, WEIRD_POOL)].servers[1];
+    sv->last_probe_err = WN_EPROTO;
+    snprintf(sv->last_probe_said, sizeof(sv->last_probe_said), "%s",
+             "-NOAUTH Authentication required.");
+    text = wn_stats_json_servers(&f->view, &len);
+    assert_non_null(text);
+    root = json_loads(text, 0, &jerr);
+    assert_non_null(root);
+    pools = json_object_get(root, "pools");
+    weird = json_array_get(pools, pool_index(f->conf, WEIRD_POOL));
+    s = json_array_get(json_object_get(weird, "servers"), 1);
+    assert_string_equal(json_string_value(json_object_get(s, "last_probe")), "protocol error");
+    assert_string_equal(json_string_value(json_object_get(s, "last_probe_said")),
+                        "-NOAUTH Authentication required.");
     json_decref(root);
     free(text);
 }
