@@ -265,8 +265,13 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     if (status < 0) {
         wn_stat_add(WN_SSTAT(s, server_err), 1);
-        wn_server_warn(s, WN_SWARN_CONNECT, "pool '%s': cannot connect to server %s: %s",
-                       s->pool->conf->name, s->conf->name, uv_strerror(status));
+        /* A unix socket whose accept queue is full refuses a non-blocking
+         * connect with EAGAIN, whose text says nothing of the server. */
+        bool backlog = status == UV_EAGAIN && s->conf->addr.is_unix;
+        wn_server_warn(
+            s, WN_SWARN_CONNECT, "pool '%s': cannot connect to server %s: %s%s",
+            s->pool->conf->name, s->conf->name, uv_strerror(status),
+            backlog ? " (its listen backlog is full: it accepts too slowly, or not at all)" : "");
         wn_sconn_fail(c, status);
         return;
     }

@@ -1487,6 +1487,39 @@ class TestBackendMisbehaviour(HostileCase):
         c.request(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n")
         px.stop()
 
+    def test_21_a_unix_server_with_a_full_backlog_says_so(self):
+        """A unix socket server whose accept queue is full refuses a
+        non-blocking connect with EAGAIN: the log said only 'cannot connect to
+        server ...: resource temporarily unavailable', which says nothing of
+        the server (an adversarial pass, 3 Dec). Expected: the request fails at
+        once with the system's text, as twemproxy answers, and the log says the
+        server's listen backlog is full."""
+        path = os.path.join(self.tmp.path, "stuck.sock")
+        stuck = socket.socket(socket.AF_UNIX)
+        self.addCleanup(stuck.close)
+        stuck.bind(path)
+        stuck.listen(0)  # never accepts
+        queued = []
+        self.addCleanup(lambda: [q.close() for q in queued])
+        for _ in range(64):  # fill its accept queue
+            q = socket.socket(socket.AF_UNIX)
+            q.setblocking(False)
+            try:
+                q.connect(path)
+            except BlockingIOError:
+                q.close()
+                break
+            queued.append(q)
+        else:
+            self.fail("the accept queue never filled")
+        px = self.proxy(["%s:1" % path], workers=1, timeout=2000, health_check_interval=0)
+        c = self.raw(px.port())
+        c.request(b"get k\r\n", b"SERVER_ERROR Resource temporarily unavailable\r\n")
+        h.wait_until(lambda: "its listen backlog is full" in h.read_text(px.log_path),
+                     deadline=5, what="the warning")
+        self.assertAlive(px)
+        px.stop()
+
     def test_07_probe_only_backend_is_ejected(self):
         """Defect 7: a backend that answers `version` but nothing else is ejected;
         its keys go to the live server."""
