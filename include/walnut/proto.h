@@ -12,6 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* What memcached writes on a connection it accepts past its connection
+ * limit (-c), before it closes it: no answer to any request. */
+#define WN_MC_FULL_LINE "ERROR Too many open connections\r\n"
+
 /* ---- limits ------------------------------------------------------------ */
 
 /* memcached's KEY_MAX_LENGTH: keys are 1..250 bytes. */

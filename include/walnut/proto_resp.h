@@ -14,6 +14,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* What redis-server writes on a connection it accepts past its maxclients,
+ * before it reads anything, then closes it: no answer to any request, though
+ * it reads as one. */
+#define WN_RESP_FULL_LINE "-ERR max number of clients reached\r\n"
+
 /* ---- limits ------------------------------------------------------------ */
 
 /* Defaults. redis-server 7.0.15 accepts up to 2^31-1 args (measured);

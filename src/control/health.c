@@ -18,6 +18,8 @@
 #include <string.h>
 
 #include "walnut/core.h"
+#include "walnut/proto.h"
+#include "walnut/proto_resp.h"
 
 /* Reports from several workers within this window are one event. */
 #define DEDUPE_MS 100
@@ -458,10 +460,9 @@ static bool line_ok(const hpool_t *p, const char *line, size_t len)
  * -c, redis-server maxclients), before it closes it. */
 static bool line_full(const hpool_t *p, const char *line, size_t len)
 {
-    static const char mc[] = "ERROR Too many open connections",
-                      redis[] = "-ERR max number of clients reached";
-    const char *full = p->conf->redis ? redis : mc;
-    size_t n = p->conf->redis ? sizeof(redis) - 1 : sizeof(mc) - 1;
+    /* the line without its "\r\n", ended by "\n" or "\r\n" */
+    const char *full = p->conf->redis ? WN_RESP_FULL_LINE : WN_MC_FULL_LINE;
+    size_t n = p->conf->redis ? sizeof(WN_RESP_FULL_LINE) - 3 : sizeof(WN_MC_FULL_LINE) - 3;
     return len >= n && memcmp(line, full, n) == 0 && (len == n + 1 || len == n + 2);
 }
 
@@ -534,8 +535,13 @@ static void probe_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             return;
         }
     }
-    if (pr->rlen == sizeof(pr->rbuf))
+    if (pr->rlen == sizeof(pr->rbuf)) {
+        /* A line longer than any good answer; its start is kept, unless
+         * it answers AUTH (it might echo the password). */
+        if (!pr->auth_line)
+            keep_said(pr, pr->rbuf, pr->rlen);
         probe_done(s, WN_EPROTO);
+    }
 }
 
 static void probe_written(uv_write_t *req, int status)

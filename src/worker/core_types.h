@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 #include <uv.h>
 
@@ -381,6 +382,7 @@ typedef enum wn_server_warn_kind {
     WN_SWARN_MISMATCH, /* a reply that does not match its request */
     WN_SWARN_AUTH,     /* refused walnut's AUTH */
     WN_SWARN_SELECT,   /* refused walnut's SELECT */
+    WN_SWARN_FULL,     /* at its connection limit */
     WN_SWARN_WAITING,  /* over its bound of bytes not taken (queue.c) */
     WN_SWARN_HELD,     /* over its bound of what it has not answered (queue.c) */
     WN_SWARN_KINDS
@@ -778,6 +780,18 @@ void wn_ctl_forget(client_t *c);
 void wn_ctl_release(server_rt_t *s);
 void wn_ctl_release_pool(pool_rt_t *p);
 void wn_ctl_release_unrouted(pool_rt_t *p);
+/* Bytes p[0..n) against a server's refusal line (len bytes, WN_*_FULL_LINE):
+ * 1 when they start with it whole, -1 when they are a strict prefix of it
+ * (the rest may be on its way), 0 otherwise. */
+static inline int wn_full_line_at(const char *p, size_t n, const char *line, size_t len)
+{
+    if (n == 0 || p[0] != line[0])
+        return 0;
+    if (n < len)
+        return memcmp(p, line, n) == 0 ? -1 : 0;
+    return memcmp(p, line, len) == 0 ? 1 : 0;
+}
+
 static inline bool wn_server_is_suspect(const server_rt_t *s)
 {
     return s->suspect_until_ms != 0;

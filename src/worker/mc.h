@@ -243,8 +243,6 @@ size_t wn_mc_meta_tag(wn_worker_t *w, mc_req_t *r, char *buf);
 int wn_mc_meta_tag_line(wn_worker_t *w, mc_req_t *r, char *buf, int len, size_t cap);
 
 /* mc_server.c */
-/* memcached's refusal of a connection past its -c (WN_ESRVFULL). */
-extern const char WN_MC_FULL_LINE[];
 void wn_mc_sconn_reset(sconn_t *s);
 int wn_mc_server_parse(sconn_t *s);
 void wn_mc_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead);

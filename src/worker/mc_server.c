@@ -290,14 +290,12 @@ static int take_meta_line(mc_sconn_t *s, req_t *r, wn_buf_t *b)
     return 0;
 }
 
-/* What memcached writes on a connection it accepts past its connection
- * limit (-c), before it closes it: no answer to any request. */
-const char WN_MC_FULL_LINE[] = "ERROR Too many open connections\r\n";
-
-static bool server_full(const wn_buf_t *b, uint32_t pos)
+/* memcached's refusal past its -c (WN_MC_FULL_LINE) at pos: 1 whole, -1
+ * its start so far, 0 not. */
+static int server_full(const wn_buf_t *b, uint32_t pos)
 {
-    return b->data[pos] == 'E' && b->len - pos >= sizeof(WN_MC_FULL_LINE) - 1 &&
-           memcmp(b->data + pos, WN_MC_FULL_LINE, sizeof(WN_MC_FULL_LINE) - 1) == 0;
+    return wn_full_line_at(b->data + pos, b->len - pos, WN_MC_FULL_LINE,
+                           sizeof(WN_MC_FULL_LINE) - 1);
 }
 
 int wn_mc_server_parse(sconn_t *sc)
@@ -307,11 +305,12 @@ int wn_mc_server_parse(sconn_t *sc)
         wn_buf_t *b = sc->in.buf;
         if (b == NULL || sc->in.pos == b->len)
             return 0;
-        if (s->data_left == 0 && server_full(b, sc->in.pos))
+        int full = s->data_left == 0 ? server_full(b, sc->in.pos) : 0;
+        if (full > 0)
             return WN_ESRVFULL; /* asked or not (a preconnected connection) */
         req_t *r = sc->head;
         if (r == NULL || r == sc->unsent)
-            return WN_EPROTO; /* bytes nobody asked for */
+            return full < 0 ? 0 : WN_EPROTO; /* bytes nobody asked for */
         int rc;
         if (s->data_left > 0) {
             rc = take_data(s, r, b);

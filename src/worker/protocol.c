@@ -140,7 +140,7 @@ int wn_proto_server_parse(sconn_t *s)
 
 const char *wn_proto_full_line(wn_proto_t proto)
 {
-    return proto == WN_PROTO_REDIS ? WN_REDIS_FULL_LINE : WN_MC_FULL_LINE;
+    return proto == WN_PROTO_REDIS ? WN_RESP_FULL_LINE : WN_MC_FULL_LINE;
 }
 
 void wn_proto_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead)

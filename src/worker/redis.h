@@ -130,6 +130,7 @@ typedef struct redis_sconn {
     uint64_t auth_refused_ms; /* when (loop time) */
     bool text_ok;            /* a long +/- line coming in pieces: what its start said of
                               * the server's health */
+    bool replied;            /* a reply has completed on this connection */
 } redis_sconn_t;
 
 static inline redis_req_t *redis_req(req_t *r)
@@ -177,8 +178,6 @@ void wn_redis_local(redis_client_t *c, redis_req_t *r);
 void wn_redis_refuse_over_limit(redis_req_t *r);
 
 /* redis_server.c */
-/* redis-server's refusal of a connection past its maxclients (WN_ESRVFULL). */
-extern const char WN_REDIS_FULL_LINE[];
 void wn_redis_sconn_reset(sconn_t *s);
 void wn_redis_sconn_hello(sconn_t *s);
 int wn_redis_server_parse(sconn_t *s);

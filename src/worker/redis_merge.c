@@ -20,7 +20,7 @@ void wn_redis_fail(req_t *r, int err)
         return;
     char line[160];
     int n = err == WN_ESRVFULL /* redis-server's words for it */
-                ? snprintf(line, sizeof(line), "%s", WN_REDIS_FULL_LINE)
+                ? snprintf(line, sizeof(line), "%s", WN_RESP_FULL_LINE)
                 : snprintf(line, sizeof(line), "-ERR %s\r\n", wn_req_fail_text(err));
     if (r->kind == REQ_FRAGMENT) {
         /* The parent answers for the whole command. */

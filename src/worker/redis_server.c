@@ -25,6 +25,7 @@ void wn_redis_sconn_reset(sconn_t *sc)
     s->done_after_data = false;
     s->auth_refused = false;
     s->text_ok = true;
+    s->replied = false;
 }
 
 void wn_redis_server_read_plan(const sconn_t *sc, uint32_t *keep, uint64_t *ahead)
@@ -77,6 +78,7 @@ static bool starts(const char *p, size_t n, const char *word)
 static void complete_head(redis_sconn_t *s, bool server_ok)
 {
     req_t *r = s->s.head;
+    s->replied = true;
     wn_req_ref(r);
     wn_sconn_pop(&s->s);
     if (server_ok)
@@ -95,6 +97,34 @@ static bool no_password_set(const char *line, size_t len)
 {
     return memmem(line, len, "without any password configured", 31) != NULL ||
            memmem(line, len, "no password is set", 18) != NULL;
+}
+
+/*
+ * The server's line for the log (its CRLF left out, cut to fit out, bytes
+ * outside printable ASCII as '?'), walnut's password masked wherever it
+ * shows: whole, or cut short by a quote or the line's end (redis-server
+ * echoes the arguments of a command it does not know, cut at 128 bytes, as
+ * for an AUTH renamed away).
+ */
+static void quote_reply(char *out, size_t cap, const char *line, size_t len, const char *secret)
+{
+    size_t slen = secret != NULL ? strlen(secret) : 0, o = 0;
+    for (size_t i = 0; i < len && o + 1 < cap;) {
+        size_t m = 0;
+        while (m < slen && i + m < len && line[i + m] == secret[m])
+            m++;
+        if (m > 0 && (m == slen || (m >= 4 && (i + m == len || line[i + m] == '\'')))) {
+            if (o + 5 > cap)
+                break;
+            memcpy(out + o, "****", 4);
+            o += 4;
+            i += m;
+            continue;
+        }
+        out[o++] = line[i] >= 0x20 && line[i] < 0x7f ? line[i] : '?';
+        i++;
+    }
+    out[o] = '\0';
 }
 
 /*
@@ -118,21 +148,22 @@ static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
     if (r->internal_select && s->auth_refused && starts(line, tok->line_len, "-NOAUTH"))
         return false; /* said already: the AUTH's refusal */
     server_rt_t *srv = s->s.server;
+    char said[201];
+    quote_reply(said, sizeof(said), line, tok->line_len - 2,
+                r->internal_select ? NULL : srv->pool->conf->redis_auth);
     if (!r->internal_select && no_password_set(line, tok->line_len)) {
         /* Not a failure: such a server serves every request (the probe's
          * PING agrees). Said once per connection, at most once per 10 s. */
         wn_server_warn(srv, WN_SWARN_AUTH,
-                       "pool '%s': server %s has no password and refused walnut's AUTH (%.*s); "
+                       "pool '%s': server %s has no password and refused walnut's AUTH (%s); "
                        "serving it without",
-                       srv->pool->conf->name, srv->conf->name, (int)WN_MIN(tok->line_len - 2, 200u),
-                       line);
+                       srv->pool->conf->name, srv->conf->name, said);
         s->auth_refused = true;
         return false;
     }
     wn_server_warn(srv, r->internal_select ? WN_SWARN_SELECT : WN_SWARN_AUTH,
-                   "pool '%s': server %s answered walnut's %s with: %.*s%s", srv->pool->conf->name,
-                   srv->conf->name, r->internal_select ? "SELECT" : "AUTH",
-                   (int)WN_MIN(tok->line_len - 2, 200u), line,
+                   "pool '%s': server %s answered walnut's %s with: %s%s", srv->pool->conf->name,
+                   srv->conf->name, r->internal_select ? "SELECT" : "AUTH", said,
                    r->internal_select ? "; closing the connection" : "");
     wn_ctl_server_failed(srv, WN_EPROTO);
     if (r->internal_select) {
@@ -374,20 +405,16 @@ static int take_data(redis_sconn_t *s, req_t *r, wn_buf_t *b)
     return 0;
 }
 
-/* What redis-server writes on a connection it accepts past its maxclients,
- * before it closes it: no answer to any request, though it reads as one. */
-const char WN_REDIS_FULL_LINE[] = "-ERR max number of clients reached\r\n";
-
-/* At the start of a reply (not inside an array, a bulk or a long line)
- * whose request is no script's (a script may return any error). */
-static bool server_full(const redis_sconn_t *s, const wn_buf_t *b, uint32_t pos)
+/* redis-server's refusal past its maxclients (WN_RESP_FULL_LINE) at pos: 1
+ * whole, -1 its start so far, 0 not. redis-server writes it before it reads
+ * anything, so it can only be a connection's first reply (whatever its head
+ * asked: a script's first reply that says the same is taken for it). */
+static int server_full(const redis_sconn_t *s, const wn_buf_t *b, uint32_t pos)
 {
-    req_t *r = s->s.head;
-    return b->data[pos] == '-' && s->data_left == 0 && s->rsp.depth == 0 && s->rsp.text == 0 &&
-           b->len - pos >= sizeof(WN_REDIS_FULL_LINE) - 1 &&
-           memcmp(b->data + pos, WN_REDIS_FULL_LINE, sizeof(WN_REDIS_FULL_LINE) - 1) == 0 &&
-           (r == NULL || r->kind == REQ_INTERNAL || redis_req(r)->cmd == NULL ||
-            redis_req(r)->cmd->cls != WN_RCMD_SCRIPT);
+    if (s->replied || s->data_left != 0 || s->rsp.depth != 0 || s->rsp.text != 0)
+        return 0;
+    return wn_full_line_at(b->data + pos, b->len - pos, WN_RESP_FULL_LINE,
+                           sizeof(WN_RESP_FULL_LINE) - 1);
 }
 
 int wn_redis_server_parse(sconn_t *sc)
@@ -399,11 +426,12 @@ int wn_redis_server_parse(sconn_t *sc)
             return 0;
         if (sc->fail_err != 0)
             return 0; /* failed here (a refused SELECT): nothing more is read */
-        if (server_full(s, b, sc->in.pos))
+        int full = server_full(s, b, sc->in.pos);
+        if (full > 0)
             return WN_ESRVFULL; /* asked or not (a preconnected connection) */
         req_t *r = sc->head;
         if (r == NULL || r == sc->unsent)
-            return WN_EPROTO; /* bytes nobody asked for */
+            return full < 0 ? 0 : WN_EPROTO; /* bytes nobody asked for */
         int rc;
         if (s->data_left > 0) {
             rc = take_data(s, r, b);

@@ -228,10 +228,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (rc == WN_ESRVFULL) {
         const char *said = wn_proto_full_line(s->pool->proto);
         wn_stat_add(WN_SSTAT(s, server_err), 1);
-        wn_server_warn(s, WN_SWARN_CLOSED,
+        wn_server_warn(s, WN_SWARN_FULL,
                        "pool '%s': server %s is at its connection limit (it said '%.*s' and "
-                       "closed); %u request(s) on the connection fail",
-                       s->pool->conf->name, s->conf->name, (int)strlen(said) - 2, said, c->nqueued);
+                       "closed); the requests on the connection fail",
+                       s->pool->conf->name, s->conf->name, (int)strlen(said) - 2, said);
         wn_sconn_fail(c, rc);
         return;
     }

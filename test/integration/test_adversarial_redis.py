@@ -54,6 +54,34 @@ class ScriptRedis(fakes.FakeRedis):
         return super().reply(cid, args)
 
 
+class FullSplitRedis(fakes.FakeRedis):
+    """Says redis-server's maxclients refusal on every connection it accepts,
+    in two writes `gap` seconds apart, before reading anything; then closes."""
+
+    def __init__(self, gap=0.3, name="full-split"):
+        self.gap = gap
+        super().__init__(name)
+
+    def _serve(self, conn, cid):
+        try:
+            conn.sendall(b"-ERR max num")
+            if not self.stop_event.wait(self.gap):
+                conn.sendall(b"ber of clients reached\r\n")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+class LongProbeReplyRedis(fakes.FakeRedis):
+    """Answers PING with an error line longer than any good probe answer."""
+
+    def reply(self, cid, args):
+        if args and args[0].upper() == b"PING":
+            return b"-ERR " + b"y" * 600 + b"\r\n"
+        return super().reply(cid, args)
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -344,6 +372,30 @@ class TestHandshakeReplies(AdversarialRedisCase):
         self.assertNotIn("s3cr3t", log, "the password in the log")
         self.assertAlive(px)
         px.stop()
+    def test_14_a_server_echoing_the_password_does_not_put_it_in_the_log(self):
+        """A server without AUTH (renamed away) answers walnut's AUTH with
+        "-ERR unknown command 'AUTH', with args beginning with: '<password>'",
+        and walnut's warning quoted that line: the password was in the log
+        (review of fbc3df3). Expected: the quote with the password masked, also
+        when redis-server cut a long one short."""
+        for pw in ("pw-SECRET-5", "L" + "0123456789" * 20):
+            r = h.RedisServer(self.tmp, name="noauth%d" % len(pw),
+                              extra=["--rename-command", "AUTH", ""]).start()
+            self.addCleanup(r.stop)
+            px = self.proxy([r], timeout=2000, redis_auth=pw, health_check_interval=0,
+                            name="px%d" % len(pw))
+            c = self.raw(px.port(), timeout=5)
+            c.request(resp("AUTH", pw), b"+OK\r\n")
+            c.send(resp("SET", "k", "v"))
+            c.recv_resp()
+            log = h.wait_until(lambda: (lambda t: t if "answered walnut's AUTH" in t else None)(
+                h.read_text(px.log_path)), deadline=5, what="the AUTH warning")
+            self.assertIn("unknown command 'AUTH'", log)
+            self.assertIn("****", log)
+            for i in range(len(pw) - 7):
+                self.assertNotIn(pw[i:i + 8], log, "the password in the log")
+            px.stop()
+
 
 class TestServerAtItsLimit(AdversarialRedisCase):
 
@@ -429,6 +481,50 @@ class TestServerAtItsLimit(AdversarialRedisCase):
         self.assertEqual(sv["last_probe_said"], "-ERR max number of clients reached")
         px.stop()
 
+
+    def test_11_a_script_first_on_a_full_server(self):
+        """The full line was not recognised when the connection's first request
+        was a script (a script may return any error): EVAL got the line as its
+        reply, the GET behind it 'Connection reset by peer', the log said only
+        'closed ... end of file', and the server was never counted as failing
+        (review of fbc3df3). redis-server says it before reading anything, so
+        it is the connection's first reply whatever was asked."""
+        r = self.redis(1)[0]
+        self.fill(r)
+        px = self.proxy([r], workers=1, timeout=2000, health_check_interval=0)
+        c = self.raw(px.port(), timeout=5)
+        full = b"-ERR max number of clients reached\r\n"
+        c.send(resp("EVAL", "return 1", "0") + resp("GET", "k"))
+        self.assertEqual([c.recv_resp() for _ in range(2)], [full] * 2)
+        h.wait_until(lambda: "is at its connection limit" in h.read_text(px.log_path),
+                     deadline=5, what="the warning")
+        self.assertAlive(px)
+        px.stop()
+
+    def test_12_the_full_line_in_pieces_on_a_preconnected_connection(self):
+        """On a connection with nothing asked (preconnect), the first piece of
+        the full line was 'bytes nobody asked for': the log said the server
+        sent a reply that does not match its request (review of fbc3df3)."""
+        fake = self.fake(FullSplitRedis())
+        px = self.proxy([fake], workers=1, timeout=2000, health_check_interval=0,
+                        preconnect=True)
+        h.wait_until(lambda: "is at its connection limit" in h.read_text(px.log_path),
+                     deadline=5, what="the warning")
+        self.assertNotIn("does not match its request", h.read_text(px.log_path))
+        self.assertAlive(px)
+        px.stop()
+
+    def test_13_a_probe_answer_longer_than_its_buffer_is_quoted(self):
+        """A probe answer over 512 bytes failed the probe with no
+        last_probe_said (review of fbc3df3). Expected: its start, cut."""
+        fake = self.fake(LongProbeReplyRedis(name="long-probe"))
+        px = self.proxy([fake], workers=1, timeout=1000, health_check_interval=100,
+                        auto_eject_hosts=False)
+        sv = h.wait_until(lambda: (lambda v: v if v["last_probe"] not in (None, "ok") else None)(
+            self.servers_view(px)), deadline=10, what="a refused probe")
+        self.assertEqual(sv["last_probe_code"], "WN_EPROTO")
+        self.assertRegex(sv["last_probe_said"] or "", r"^-ERR y{80,}$")
+        px.stop()
 
 if __name__ == "__main__":
     h.main()
