@@ -159,8 +159,9 @@ int wn_conf_server_parse(const char *text, wn_conf_server_t *out, char *why, siz
         name = sp + 1;
         name_len = n - (size_t)(name - text);
         rest = (size_t)(sp - text);
-        if (name_len == 0)
-            return why_set(why, whylen, "has a space but no name after it");
+        /* A space and nothing after it names the server "" (twemproxy hashes
+         * that, so placement follows it; a second such server is a
+         * duplicate). */
     }
 
     bool is_unix = text[0] == '/';
@@ -219,8 +220,12 @@ int wn_conf_server_parse(const char *text, wn_conf_server_t *out, char *why, siz
     s.pname = strdup(text);
     s.name = name ? strndup(name, name_len) : strndup(text, auto_len);
     s.name_len = name ? name_len : auto_len;
+    if (s.name_len > 0)
+        s.label = strndup(s.name, s.name_len);
+    else if (asprintf(&s.label, "'' (%.*s)", (int)rest, text) < 0)
+        s.label = NULL;
     s.addr.host = strndup(host, host_len);
-    if (s.pname == NULL || s.name == NULL || s.addr.host == NULL) {
+    if (s.pname == NULL || s.name == NULL || s.label == NULL || s.addr.host == NULL) {
         wn_conf_server_deinit(&s);
         return WN_ENOMEM;
     }
@@ -252,7 +257,9 @@ void wn_conf_server_deinit(wn_conf_server_t *server)
         return;
     free(server->pname);
     free(server->name);
+    free(server->label);
     wn_conf_addr_deinit(&server->addr);
     server->pname = NULL;
     server->name = NULL;
+    server->label = NULL;
 }

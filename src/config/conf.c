@@ -232,10 +232,10 @@ static bool dup_pool(wn_conf_pool_t *dst, const wn_conf_pool_t *src)
         const wn_conf_server_t *x = &src->servers[j];
         dst->nservers++;
         *d = *x;
-        d->pname = d->name = NULL;
+        d->pname = d->name = d->label = NULL;
         d->addr.host = NULL;
         if (!dup_str(&d->pname, x->pname) || !dup_str(&d->name, x->name) ||
-            !dup_addr(&d->addr, &x->addr))
+            !dup_str(&d->label, x->label) || !dup_addr(&d->addr, &x->addr))
             return false;
     }
     return true;

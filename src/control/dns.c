@@ -220,7 +220,7 @@ static void answered(control_t *ctl, hserver_t *s, const dns_lookup_t *l)
         s->dns.failures++;
         if (!s->dns.failed && cur != NULL)
             wn_log_warn("pool '%s': server %s: cannot look '%s' up again (%s): it stays at %s",
-                        pc->name, sc->name, sc->addr.host, wn_strerror(l->n), was);
+                        pc->name, sc->label, sc->addr.host, wn_strerror(l->n), was);
         s->dns.failed = true;
         return;
     }
@@ -246,7 +246,7 @@ static void answered(control_t *ctl, hserver_t *s, const dns_lookup_t *l)
     if (cur != NULL) /* a name found at last is no move */
         s->dns.moves++;
     wn_log_notice("pool '%s': server %s: '%s' now resolves to %s (was %s); moving it there",
-                  pc->name, sc->name, sc->addr.host, now_at, was);
+                  pc->name, sc->label, sc->addr.host, now_at, was);
     wn_control_readdress(ctl);
 }
 

@@ -198,7 +198,7 @@ static void eject(hserver_t *s, int err, const char *how)
         if (!s->guard_logged)
             wn_log_warn("pool '%s': server %s is failing (%s) but stays in: %u of %u servers "
                         "are out and max_ejected_fraction is %.2f",
-                        p->conf->name, s->conf->name, wn_strerror(err), ejected, p->nservers,
+                        p->conf->name, s->conf->label, wn_strerror(err), ejected, p->nservers,
                         p->conf->max_ejected_fraction);
         s->guard_logged = true;
         send_verdict(s);
@@ -216,8 +216,8 @@ static void eject(hserver_t *s, int err, const char *how)
     s->suspected = false; /* the new ring is the verdict */
     wn_log_warn("pool '%s': server %s ejected after %d consecutive failures (last: %s, %s); "
                 "retry in %d ms",
-                p->conf->name, s->conf->name, p->conf->server_failure_limit, wn_strerror(err),
-                how, p->conf->server_retry_timeout);
+                p->conf->name, s->conf->label, p->conf->server_failure_limit, wn_strerror(err), how,
+                p->conf->server_retry_timeout);
     request_rebuild(p);
     health_probe_schedule(s, (uint64_t)p->conf->server_retry_timeout);
     wn_sd_status(p->ctl);
@@ -228,7 +228,7 @@ static void rejoin_state(hserver_t *s, const char *how)
     s->ejected = false;
     s->failures = 0;
     s->guard_logged = false;
-    wn_log_notice("pool '%s': server %s rejoins (%s)", s->pool->conf->name, s->conf->name, how);
+    wn_log_notice("pool '%s': server %s rejoins (%s)", s->pool->conf->name, s->conf->label, how);
     wn_sd_status(s->pool->ctl);
 }
 
@@ -301,7 +301,7 @@ static void count_failure(hserver_t *s, int err, const char *how)
     if (s->failures < (uint32_t)p->conf->server_failure_limit)
         s->failures++;
     s->last_fail_ms = now_ms(p->ctl);
-    wn_log_info("pool '%s': server %s failure %u of %d (%s, %s)", p->conf->name, s->conf->name,
+    wn_log_info("pool '%s': server %s failure %u of %d (%s, %s)", p->conf->name, s->conf->label,
                 s->failures, p->conf->server_failure_limit, wn_strerror(err), how);
     if (!p->conf->auto_eject_hosts) {
         send_verdict(s);
@@ -431,7 +431,7 @@ static void probe_done(hserver_t *s, int err)
     health_probe_close(s);
     if (wn_err_local(err)) {
         /* walnut is out of descriptors or memory: says nothing of the server. */
-        wn_log_info("pool '%s': cannot probe server %s: %s", p->conf->name, s->conf->name,
+        wn_log_info("pool '%s': cannot probe server %s: %s", p->conf->name, s->conf->label,
                     wn_strerror(err));
         health_probe_schedule(s, health_probing(p) ? interval
                                                    : (uint64_t)p->conf->server_retry_timeout);
@@ -440,7 +440,8 @@ static void probe_done(hserver_t *s, int err)
     if (s->ejected) {
         uint64_t again = health_probing(p) ? interval : (uint64_t)p->conf->server_retry_timeout;
         wn_log_info("pool '%s': ejected server %s still failing (%s, %s); next check in %llu ms",
-                    p->conf->name, s->conf->name, wn_strerror(err), how, (unsigned long long)again);
+                    p->conf->name, s->conf->label, wn_strerror(err), how,
+                    (unsigned long long)again);
         health_probe_schedule(s, again);
         return;
     }

@@ -40,7 +40,7 @@ static void unresolved(const wn_conf_pool_t *pc, const wn_conf_server_t *sc, int
         snprintf(until, sizeof(until), "its name resolves (looked up again every %u ms)",
                  (unsigned)pc->dns_refresh_interval);
     wn_log_warn("pool '%s': server %s: cannot resolve '%s' (%s): its requests fail until %s",
-                pc->name, sc->name, sc->addr.host, wn_strerror(rc), until);
+                pc->name, sc->label, sc->addr.host, wn_strerror(rc), until);
 }
 
 /* A server's state, without handles yet (server_open adds them): NULL with
@@ -58,7 +58,7 @@ static hserver_t *server_new(const control_t *ctl, const wn_conf_pool_t *pc, wn_
     s->conf = sc;
     int rc = sc->addr.is_unix ? 0 : resolve(ctl, sc);
     if (rc < 0 && must_resolve) {
-        snprintf(err, errlen, "pool '%s': server %s: cannot resolve '%s'", pc->name, sc->name,
+        snprintf(err, errlen, "pool '%s': server %s: cannot resolve '%s'", pc->name, sc->label,
                  sc->addr.host);
         free(s);
         return NULL;

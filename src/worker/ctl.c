@@ -200,7 +200,7 @@ static void on_hold_timer(uv_timer_t *t)
             server_rt_t *s = w->pools[p]->servers[i];
             if (s->suspect_until_ms != 0 && s->suspect_until_ms <= now) {
                 wn_log_info("pool '%s': no verdict on server %s in time; trying it again",
-                            w->pools[p]->conf->name, s->conf->name);
+                            w->pools[p]->conf->name, s->conf->label);
                 release(s);
             }
         }

@@ -141,7 +141,7 @@ static void bound_left(server_rt_t *s, bool *warned, bool *logged, const char *w
     *warned = false;
     if (*logged)
         wn_log_notice("pool '%s': server %s %s again: taking requests for it", s->pool->conf->name,
-                      s->conf->name, what);
+                      s->conf->label, what);
     *logged = false;
 }
 
@@ -160,7 +160,7 @@ static bool over_held(server_rt_t *s)
             "pool '%s': server %s has not answered requests holding %llu bytes of walnut's "
             "memory (over client_buffer_limit or 16 MiB, the larger, with no reply for %d ms; "
             "or over that and 48 MiB): refusing requests for it until it answers",
-            p->conf->name, s->conf->name, (unsigned long long)s->held, WN_SERVER_ANSWER_MS);
+            p->conf->name, s->conf->label, (unsigned long long)s->held, WN_SERVER_ANSWER_MS);
     }
     return true;
 }
@@ -168,7 +168,7 @@ static bool over_held(server_rt_t *s)
 void wn_count_underflow(const server_rt_t *s, const char *what, uint64_t have, uint64_t n)
 {
     wn_log_error("internal: pool '%s': server %s counts %llu bytes %s and %llu leave",
-                 s->pool->conf->name, s->conf->name, (unsigned long long)have, what,
+                 s->pool->conf->name, s->conf->label, (unsigned long long)have, what,
                  (unsigned long long)n);
 }
 
@@ -177,7 +177,7 @@ void wn_server_check_counts(const server_rt_t *s)
     if (wn_server_idle(s) && (s->waiting | s->unoffered | s->held) != 0)
         wn_log_error("internal: pool '%s': server %s has nothing queued and still counts %llu "
                      "bytes waiting, %llu unoffered, %llu held",
-                     s->pool->conf->name, s->conf->name, (unsigned long long)s->waiting,
+                     s->pool->conf->name, s->conf->label, (unsigned long long)s->waiting,
                      (unsigned long long)s->unoffered, (unsigned long long)s->held);
 }
 
@@ -216,7 +216,7 @@ static bool over_waiting(server_rt_t *s)
             "pool '%s': server %s has not taken %llu bytes queued for it (over "
             "client_buffer_limit with a socket taking nothing for %d ms, or over the larger of "
             "client_buffer_limit and 16 MiB): refusing requests for it until it reads",
-            p->conf->name, s->conf->name, (unsigned long long)s->waiting, WN_SERVER_STALL_MS);
+            p->conf->name, s->conf->label, (unsigned long long)s->waiting, WN_SERVER_STALL_MS);
     }
     return true;
 }

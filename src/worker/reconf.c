@@ -542,14 +542,14 @@ bool wn_reconf_reap(wn_worker_t *w)
             *sp = s->retired_next;
             if (!s->replaced) {
                 wn_log_info("pool '%s': removed server %s closed", s->pool->conf->name,
-                            s->conf->name);
+                            s->conf->label);
             } else {
                 char addr[128] = "its unix socket";
                 if (!s->conf->addr.is_unix)
                     wn_sockaddr_format(&s->addr, addr, sizeof(addr));
                 wn_log_info("pool '%s': server %s: its earlier connections (to %s) closed; "
                             "new ones serve it",
-                            s->pool->conf->name, s->conf->name, addr);
+                            s->pool->conf->name, s->conf->label, addr);
             }
             destroy_retired_server(s);
             continue;

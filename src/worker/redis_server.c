@@ -157,13 +157,13 @@ static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
         wn_server_warn(srv, WN_SWARN_AUTH,
                        "pool '%s': server %s has no password and refused walnut's AUTH (%s); "
                        "serving it without",
-                       srv->pool->conf->name, srv->conf->name, said);
+                       srv->pool->conf->name, srv->conf->label, said);
         s->auth_refused = true;
         return false;
     }
     wn_server_warn(srv, r->internal_select ? WN_SWARN_SELECT : WN_SWARN_AUTH,
                    "pool '%s': server %s answered walnut's %s with: %s%s", srv->pool->conf->name,
-                   srv->conf->name, r->internal_select ? "SELECT" : "AUTH", said,
+                   srv->conf->label, r->internal_select ? "SELECT" : "AUTH", said,
                    r->internal_select ? "; closing the connection" : "");
     wn_ctl_server_failed(srv, WN_EPROTO);
     if (r->internal_select) {

@@ -154,7 +154,7 @@ static void on_timer(uv_timer_t *t)
     wn_stat_add(WN_SSTAT(s, server_timedout), 1);
     wn_server_warn(s, WN_SWARN_TIMEOUT,
                    "pool '%s': server %s: %s for %d ms; closing its connection",
-                   s->pool->conf->name, s->conf->name,
+                   s->pool->conf->name, s->conf->label,
                    c->state == SCONN_CONNECTING ? "no connection" : "no reply", timeout);
     wn_sconn_fail(c, UV_ETIMEDOUT);
 }
@@ -209,9 +209,9 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             wn_stat_add(WN_SSTAT(s, server_err), 1);
         }
         if (c->head != NULL)
-            wn_server_warn(s, WN_SWARN_CLOSED,
-                           "pool '%s': server %s closed with %u request(s) in flight: %s",
-                           s->pool->conf->name, s->conf->name, c->nqueued, uv_strerror((int)nread));
+            wn_server_warn(
+                s, WN_SWARN_CLOSED, "pool '%s': server %s closed with %u request(s) in flight: %s",
+                s->pool->conf->name, s->conf->label, c->nqueued, uv_strerror((int)nread));
         wn_sconn_fail(c, err);
         return;
     }
@@ -231,7 +231,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         wn_server_warn(s, WN_SWARN_FULL,
                        "pool '%s': server %s is at its connection limit (it said '%.*s' and "
                        "closed); the requests on the connection fail",
-                       s->pool->conf->name, s->conf->name, (int)strlen(said) - 2, said);
+                       s->pool->conf->name, s->conf->label, (int)strlen(said) - 2, said);
         wn_sconn_fail(c, rc);
         return;
     }
@@ -240,7 +240,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         wn_server_warn(s, WN_SWARN_MISMATCH,
                        "pool '%s': server %s sent a reply that does not match its request "
                        "(%s); closing the connection",
-                       s->pool->conf->name, s->conf->name, wn_strerror(rc));
+                       s->pool->conf->name, s->conf->label, wn_strerror(rc));
         wn_sconn_fail(c, WN_EPROTO);
         return;
     }
@@ -270,7 +270,7 @@ static void on_connect(uv_connect_t *req, int status)
         bool backlog = status == UV_EAGAIN && s->conf->addr.is_unix;
         wn_server_warn(
             s, WN_SWARN_CONNECT, "pool '%s': cannot connect to server %s: %s%s",
-            s->pool->conf->name, s->conf->name, uv_strerror(status),
+            s->pool->conf->name, s->conf->label, uv_strerror(status),
             backlog ? " (its listen backlog is full: it accepts too slowly, or not at all)" : "");
         wn_sconn_fail(c, status);
         return;
@@ -330,7 +330,7 @@ static int sconn_connect(sconn_t *c)
          * failed connect, handled by this same flush. */
         wn_stat_add(WN_SSTAT(s, server_err), 1);
         wn_server_warn(s, WN_SWARN_CONNECT, "pool '%s': cannot connect to server %s: %s",
-                       s->pool->conf->name, s->conf->name, uv_strerror(rc));
+                       s->pool->conf->name, s->conf->label, uv_strerror(rc));
         c->fail_err = rc;
         return rc;
     }

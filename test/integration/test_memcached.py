@@ -1310,6 +1310,9 @@ class MemcachedSuite:
                             "%s:2 three" % b[2].addr], hash="md5"),
             "gamma": h.pool(backends, hash="murmur", distribution="modula"),
             "delta": h.pool(backends, hash="crc32a", hash_tag="{}"),
+            # a space and no name after it: nutcracker names that server ""
+            # and hashes "" on the continuum
+            "epsilon": h.pool(['"%s:1 "' % b[0].addr, b[1], b[2]]),
         }
         px = self.start_proxy(tmp, pools, workers=self.WORKERS, extra=self.EXTRA_ARGS)
         rng = random.Random(99)

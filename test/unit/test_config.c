@@ -314,6 +314,9 @@ static void test_server_parse(void **state)
         {"/var/run/mc.sock:1", "/var/run/mc.sock:", "/var/run/mc.sock", 0, 1, true},
         {"/var/run/mc.sock:5 mc", "mc", "/var/run/mc.sock", 0, 5, true},
         {"h:65535:2147483647", "h:65535", "h", 65535, 2147483647u, false},
+        /* a space and nothing after it: the name "", as twemproxy has it */
+        {"127.0.0.1:11211:1 ", "", "127.0.0.1", 11211, 1, false},
+        {"/var/run/mc.sock:1 ", "", "/var/run/mc.sock", 0, 1, true},
     };
     static const struct {
         const char *text, *why;
@@ -330,7 +333,6 @@ static void test_server_parse(void **state)
         {"127.0.0.1:65536:1", "bad port '65536'"},
         {"127.0.0.1::1", "no port"},
         {":11211:1", "no host"},
-        {"127.0.0.1:11211:1 ", "no name"},
         {"127.0.0.1:11211:1  two", "bad weight"},
         {"/tmp/a:b.sock:1", "':'"},
         {"/tmp/mc.sock", "no weight"},
@@ -346,6 +348,14 @@ static void test_server_parse(void **state)
         assert_string_equal(s.pname, good[i].text);
         assert_int_equal(s.name_len, strlen(good[i].name));
         assert_string_equal(s.name, good[i].name);
+        /* log lines name a server named "" by the text before its space */
+        if (good[i].name[0] != '\0')
+            assert_string_equal(s.label, good[i].name);
+        else {
+            char want[128];
+            snprintf(want, sizeof(want), "'' (%.*s)", (int)strlen(good[i].text) - 1, good[i].text);
+            assert_string_equal(s.label, want);
+        }
         assert_string_equal(s.addr.host, good[i].host);
         assert_int_equal(s.addr.port, good[i].port);
         assert_int_equal(s.weight, good[i].weight);
@@ -668,8 +678,9 @@ static void test_parse_rejects(void **state)
               ":5:", "pool 'alpha'", "servers entry is a list", NULL);
     parse_bad(ALPHA_HEAD "  servers: 127.0.0.1:11211:1\n", ":3:", "pool 'alpha'",
               "servers is a single value", NULL);
-    parse_bad(ALPHA_HEAD "  servers:\n   - \"127.0.0.1:11211:1 \"\n", ":4:", "pool 'alpha'",
-              "servers[0]", "no name");
+    /* two servers named "" (a space and no name after it) */
+    parse_bad(ALPHA_HEAD "  servers:\n   - \"127.0.0.1:11211:1 \"\n   - \"127.0.0.1:11212:1 \"\n",
+              ":5:", "pool 'alpha'", "same name ''", NULL);
     parse_bad(ALPHA_HEAD "  servers:\n   - ':11211:1'\n", ":4:", "pool 'alpha'", "servers[0]",
               "no host");
     parse_bad(ALPHA_HEAD "  listen2: x\n" ONE_SERVER, ":3:", "pool 'alpha'",
