@@ -662,6 +662,9 @@ static void test_parse_rejects(void **state)
               "hash_tag", "4 bytes");
     parse_bad(ALPHA_HEAD "  hash_tag: abc\n" ONE_SERVER, ":3:", "pool 'alpha'", "hash_tag 'abc'",
               "3 bytes");
+    /* `hash_tag: ##` is a YAML comment: the message says so */
+    parse_bad(ALPHA_HEAD "  hash_tag: ##\n" ONE_SERVER, ":3:", "0 bytes", "YAML comment", "\"##\"");
+    parse_bad(ALPHA_HEAD "  hash_tag: a #b\n" ONE_SERVER, ":3:", "1 byte;", "YAML comment", NULL);
     /* redis_auth with redis: false written out */
     parse_bad(ALPHA_HEAD "  redis: false\n  redis_auth: x\n" ONE_SERVER, ":4:", "pool 'alpha'",
               "redis_auth", NULL);
