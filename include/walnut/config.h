@@ -50,8 +50,9 @@ typedef struct wn_conf_server {
     char *pname;         /* owned: the text as written ("127.0.0.1:11211:1 name") */
     char *name;          /* owned: twemproxy's server name, what ketama hashes */
     size_t name_len;
-    /* owned: the server in log lines: the name, or for a server named ""
-     * (a space and nothing after it) "'' (127.0.0.1:11211:1)" */
+    /* owned: the server in log lines: the name; for a unix server with no
+     * name its path (the name has twemproxy's ':' after it); for a server
+     * named "" (a space and nothing after it) "'' (127.0.0.1:11211:1)" */
     char *label;
     wn_conf_addr_t addr; /* owned */
     uint32_t weight;     /* > 0 */

@@ -220,7 +220,9 @@ int wn_conf_server_parse(const char *text, wn_conf_server_t *out, char *why, siz
     s.pname = strdup(text);
     s.name = name ? strndup(name, name_len) : strndup(text, auto_len);
     s.name_len = name ? name_len : auto_len;
-    if (s.name_len > 0)
+    if (is_unix && name == NULL)
+        s.label = strndup(text, addr_len); /* the path, without the name's ':' */
+    else if (s.name_len > 0)
         s.label = strndup(s.name, s.name_len);
     else if (asprintf(&s.label, "'' (%.*s)", (int)rest, text) < 0)
         s.label = NULL;
