@@ -7,6 +7,7 @@
  */
 #include "control_priv.h"
 #include "fds.h"
+#include "http.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -291,9 +292,7 @@ int wn_control_check_listen(wn_conf_t *conf, const char *stats_addr, uint16_t st
     if (stats_addr != NULL) {
         int rc = wn_conf_addr_lookup(&sa, false, &ss, &sslen);
         if (rc < 0) {
-            bool v6 = strchr(stats_addr, ':') != NULL;
-            snprintf(err, errlen, "stats: cannot listen on %s%s%s:%u: %s", v6 ? "[" : "",
-                     stats_addr, v6 ? "]" : "", (unsigned)stats_port, wn_strerror(rc));
+            wn_http_listen_error(err, errlen, stats_addr, stats_port, rc);
             return rc;
         }
     }

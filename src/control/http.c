@@ -35,6 +35,13 @@ void wn_http_limits_default(wn_http_limits_t *l)
     };
 }
 
+void wn_http_listen_error(char *err, size_t errlen, const char *addr, uint16_t port, int rc)
+{
+    bool v6 = strchr(addr, ':') != NULL;
+    snprintf(err, errlen, "stats: cannot listen on %s%s%s:%u: %s", v6 ? "[" : "", addr,
+             v6 ? "]" : "", (unsigned)port, wn_strerror(rc));
+}
+
 void http_server_maybe_free(wn_http_t *srv)
 {
     if (srv->stopping && !srv->listener_open && !srv->turn_open && srv->nconns == 0) {
@@ -217,9 +224,7 @@ int wn_http_start(wn_http_t **out, uv_loop_t *loop, const char *addr, uint16_t p
     int rc = listen_socket(addr, port, loop, &fd, &srv->port);
     if (rc < 0) {
         if (err != NULL)
-            snprintf(err, errlen, "stats: cannot listen on %s%s%s:%u: %s",
-                     strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "",
-                     (unsigned)port, wn_strerror(rc));
+            wn_http_listen_error(err, errlen, addr, port, rc);
         free(srv);
         return rc;
     }

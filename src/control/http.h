@@ -95,6 +95,10 @@ typedef struct wn_http wn_http_t;
  */
 int wn_http_start(wn_http_t **out, uv_loop_t *loop, const char *addr, uint16_t port,
                   const wn_http_handlers_t *h, void *arg, char *err, size_t errlen);
+/* The line wn_http_start gives when it cannot listen on addr:port (rc, a
+ * negative error): "stats: cannot listen on [::1]:22222: ..."; -t words a
+ * failed lookup of the stats address the same way. */
+void wn_http_listen_error(char *err, size_t errlen, const char *addr, uint16_t port, int rc);
 /*
  * Stop listening and close every connection (responses not yet written are
  * dropped). The server frees itself in the last close callback, so the loop
