@@ -125,7 +125,7 @@ int wn_conf_listen_parse(const char *text, wn_conf_addr_t *out, char *why, size_
 
 /*
  * Parse a servers entry: "host:port:weight [name]" or "/path:weight [name]",
- * and form twemproxy's server name. Fills *out (pname, name, addr, weight;
+ * and form twemproxy's server name. Fills *out (pname, name, label, addr, weight;
  * line is left to the caller) or returns WN_ECONFIG / WN_ENOMEM with a reason.
  */
 int wn_conf_server_parse(const char *text, wn_conf_server_t *out, char *why, size_t whylen);

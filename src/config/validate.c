@@ -160,9 +160,9 @@ static int build_pool(const ctx_t *c, const wn_conf_raw_pool_t *raw, wn_conf_poo
                          "hash_tag '%.*s' is %zu byte%s; want exactly two, the opening and "
                          "closing character, e.g. \"{}\"%s",
                          WN_CONF_QUOTE_MAX, raw->hash_tag, n, n == 1 ? "" : "s",
-                         n < 2 ? " (a '#' after a space starts a YAML comment: quote a tag "
-                                 "with one, as in \"##\")"
-                               : "");
+                         n == 0 ? " (a '#' after a space starts a YAML comment: quote a tag "
+                                  "with one, as in \"##\")"
+                                : "");
             return WN_ECONFIG;
         }
         memcpy(pool->hash_tag, raw->hash_tag, 2);

@@ -448,7 +448,7 @@ static void commit_kept(control_t *ctl, hpool_t *p, const wn_conf_pool_t *pc, ui
         for (uint32_t k = 0; k < pc->nservers && !kept; k++)
             kept = ns[k] == p->servers[j];
         if (!kept) {
-            wn_log_notice("pool '%s': server %s removed", pc->name, p->servers[j]->conf->name);
+            wn_log_notice("pool '%s': server %s removed", pc->name, p->servers[j]->conf->label);
             server_retire(p->servers[j]);
         }
     }
@@ -465,7 +465,7 @@ static void commit_kept(control_t *ctl, hpool_t *p, const wn_conf_pool_t *pc, ui
             continue;
         }
         server_open(s, p, j);
-        wn_log_notice("pool '%s': server %s added", pc->name, pc->servers[j].name);
+        wn_log_notice("pool '%s': server %s added", pc->name, pc->servers[j].label);
         if (pc->health_check_interval > 0 && !ctl->stopping)
             health_probe_schedule(s, 0);
     }

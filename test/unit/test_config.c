@@ -666,7 +666,7 @@ static void test_parse_rejects(void **state)
               "3 bytes");
     /* `hash_tag: ##` is a YAML comment: the message says so */
     parse_bad(ALPHA_HEAD "  hash_tag: ##\n" ONE_SERVER, ":3:", "0 bytes", "YAML comment", "\"##\"");
-    parse_bad(ALPHA_HEAD "  hash_tag: a #b\n" ONE_SERVER, ":3:", "1 byte;", "YAML comment", NULL);
+    parse_bad(ALPHA_HEAD "  hash_tag: \"{\"\n" ONE_SERVER, ":3:", "1 byte;", NULL, NULL);
     /* redis_auth with redis: false written out */
     parse_bad(ALPHA_HEAD "  redis: false\n  redis_auth: x\n" ONE_SERVER, ":4:", "pool 'alpha'",
               "redis_auth", NULL);
@@ -769,6 +769,8 @@ static void test_dup(void **state)
             assert_string_equal(a->servers[j].pname, b->servers[j].pname);
             assert_string_equal(a->servers[j].name, b->servers[j].name);
             assert_ptr_not_equal(a->servers[j].name, b->servers[j].name);
+            assert_string_equal(a->servers[j].label, b->servers[j].label);
+            assert_ptr_not_equal(a->servers[j].label, b->servers[j].label);
             assert_string_equal(a->servers[j].addr.host, b->servers[j].addr.host);
             assert_int_equal(a->servers[j].addr.port, b->servers[j].addr.port);
             assert_int_equal(a->servers[j].weight, b->servers[j].weight);
