@@ -494,7 +494,7 @@ static void render_servers(sbuf_t *b, const wn_stats_view_t *v)
         }
     }
     family(b, "walnut_server_request_duration_seconds", "histogram",
-           "time from a request being sent to the server to its reply being complete");
+           "time from a request's arrival to its server's reply being complete");
     FOR_EACH_SERVER(v, pv, sv)
     {
         labels_t l = server_labels(pv, sv);

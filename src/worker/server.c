@@ -345,8 +345,9 @@ static void on_handle_closed(uv_handle_t *h)
     if (--c->closes > 0 || c->state != SCONN_CLOSING)
         return;
     c->state = SCONN_IDLE;
-    /* Requests that came while the old connection was closing go on a new one. */
-    if (c->head != NULL && !c->server->pool->w->stopping)
+    /* Requests that came while the old connection was closing go on a new
+     * one (a stopping worker's too: its clients' requests are answered). */
+    if (c->head != NULL)
         wn_sconn_mark(c);
 }
 
@@ -597,7 +598,9 @@ void wn_sconn_flush(sconn_t *c)
     }
     switch (c->state) {
     case SCONN_IDLE:
-        if (c->head == NULL || c->server->pool->w->stopping)
+        /* A stopping worker connects too: a request that came during the
+         * stop is answered (the grace period bounds the wait). */
+        if (c->head == NULL)
             return;
         if (sconn_connect(c) < 0)
             sconn_close(c, c->fail_err);

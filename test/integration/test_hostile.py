@@ -1036,6 +1036,40 @@ class TestClientLifecycle(HostileCase):
                         "exit took %.2f s after SIGTERM with an idle client" % took)
         self.assertLess(took, 4.5, "exit seen %.2f s after SIGTERM with an idle client" % took)
 
+    def test_09b_a_request_completed_while_stopping_gets_its_server(self):
+        """A request that arrives while walnut stops is answered, also when its
+        worker has no connection to the key's server yet (connections open
+        when first needed): a stopping worker used to never connect, so the
+        request waited the 5 s grace and its client was closed unanswered."""
+        mcs = self.memcached(1)
+        with h.Raw(mcs[0].port) as c:
+            c.request(b"set stopkey 0 0 1\r\nv\r\n", b"STORED\r\n")
+        for workers in (1, 2):
+            with self.subTest(workers=workers):
+                px = self.proxy(mcs, workers=workers, name="walnut-w%d" % workers)
+                s = self.sock(px.port())
+                # half a request: the client is mid-request, so the stop waits
+                # for it whatever this machine's timing
+                s.sendall(b"get stopkey")
+                time.sleep(0.2)
+                t0 = time.monotonic()
+                os.kill(px.pid, signal.SIGTERM)
+                h.wait_until(lambda: re.search(r"stopping", px.log()) is not None,
+                             what="walnut logs that it stops")
+                s.sendall(b"\r\n")
+                got = b""
+                s.settimeout(10)
+                while not got.endswith(b"END\r\n"):
+                    more = s.recv(4096)
+                    if not more:
+                        break
+                    got += more
+                took = time.monotonic() - t0
+                self.assertEqual(got, b"VALUE stopkey 0 1\r\nv\r\nEND\r\n",
+                                 "after %.2f s; log:\n%s" % (took, px.log()[-2000:]))
+                self.assertEqual(px.proc.wait(timeout=15), 0, px.log())
+                self.assertNotIn("still busy", px.log())
+
     def test_10_shutdown_while_busy_is_clean(self):
         """Defect 10: SIGTERM while 8 clients hammer `stats` on 4 workers: exit 0, no
         sanitizer report. Repeated 10 times."""
