@@ -762,12 +762,17 @@ bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *out);
 /* The request waiting for the stats asked as `id`, off the list, with the
  * reference the list held (NULL: none; its client may have gone). */
 req_t *wn_ctl_stats_take(wn_worker_t *w, uint64_t id);
+/* Any request still waiting for its stats, as wn_ctl_stats_take gives it
+ * (NULL: none): a stopping worker answers them itself, since control, which
+ * takes the signal first, answers nothing more. */
+req_t *wn_ctl_stats_take_any(wn_worker_t *w);
 /* Tell control the worker applied generation gen (err: 0, or what failed). */
 void wn_ctl_config_done(wn_worker_t *w, uint64_t gen, int err);
 /* A request or connection to s failed / s answered. */
 void wn_ctl_server_failed(server_rt_t *s, int err);
 void wn_ctl_server_ok(server_rt_t *s);
-/* s is suspect: c must wait before sending it anything. True when c waits. */
+/* s is suspect: c must wait before sending it anything. True when c waits
+ * (never while the worker stops: no verdict would come). */
 bool wn_ctl_hold(client_t *c, server_rt_t *s);
 /* Ask control for the memcached `stats` reply to r (r waits, holding a
  * reference); false when there is no control thread to ask. */

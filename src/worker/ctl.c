@@ -117,6 +117,11 @@ req_t *wn_ctl_stats_take(wn_worker_t *w, uint64_t id)
     return NULL;
 }
 
+req_t *wn_ctl_stats_take_any(wn_worker_t *w)
+{
+    return w->nstats_waiting > 0 ? wn_ctl_stats_take(w, w->stats_ids[0]) : NULL;
+}
+
 /* After both threads have stopped. */
 void wn_ctl_deinit(wn_worker_t *w)
 {
@@ -240,7 +245,8 @@ void wn_ctl_server_ok(server_rt_t *s)
 
 bool wn_ctl_hold(client_t *c, server_rt_t *s)
 {
-    if (s->suspect_until_ms == 0)
+    /* Stopping: control has taken the signal and gives no more verdicts. */
+    if (s->suspect_until_ms == 0 || c->w->stopping)
         return false;
     if (c->held_by == NULL) {
         c->held_by = s;

@@ -262,6 +262,9 @@ void wn_mc_forward(client_t *c, server_rt_t *s, req_t *r);
 
 /* mc_stats.c: `stats` answered with walnut's counters. */
 void wn_mc_reply_stats(mc_req_t *r);
+/* mc_stats.c: the same, from this worker's own counters (no control thread
+ * to ask, or a stopping worker's, whose control answers no more). */
+void wn_mc_stats_local(req_t *r);
 /* mc_stats.c: the stats text as r's reply, in r's framing (text or binary). */
 void wn_mc_stats_text(req_t *r, const char *text, size_t len);
 

@@ -24,10 +24,14 @@ void wn_mc_stats_text(req_t *r, const char *text, size_t len)
 
 void wn_mc_reply_stats(mc_req_t *r)
 {
-    if (wn_ctl_ask_stats(&r->r))
-        return;
-    wn_worker_t *w = r->r.pool->w;
-    uint32_t pool = r->r.pool->idx;
+    if (!wn_ctl_ask_stats(&r->r))
+        wn_mc_stats_local(&r->r);
+}
+
+void wn_mc_stats_local(req_t *r)
+{
+    wn_worker_t *w = r->pool->w;
+    uint32_t pool = r->pool->idx;
     uint64_t g[WN_GLOBAL_STAT_COUNT] = {0}, pv[WN_POOL_STAT_COUNT] = {0};
     uint64_t sv[WN_SERVER_STAT_COUNT] = {0};
     for (uint32_t b = 0; b < 1; b++) {
@@ -36,7 +40,7 @@ void wn_mc_reply_stats(mc_req_t *r)
             g[i] += wn_stat_get(&blk->global[i]);
         for (int i = 0; i < WN_POOL_STAT_COUNT; i++)
             pv[i] += wn_stat_get(&blk->pools[pool].v[i]);
-        for (uint32_t s = 0; s < r->r.pool->nservers; s++)
+        for (uint32_t s = 0; s < r->pool->nservers; s++)
             for (int i = 0; i < WN_SERVER_STAT_COUNT; i++)
                 sv[i] += wn_stat_get(&wn_stats_server(blk, pool, s)->v[i]);
     }
@@ -70,5 +74,5 @@ void wn_mc_reply_stats(mc_req_t *r)
     }
     LINE("END\r\n");
 #undef LINE
-    wn_mc_stats_text(&r->r, text, n);
+    wn_mc_stats_text(r, text, n);
 }

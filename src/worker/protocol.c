@@ -154,6 +154,12 @@ void wn_proto_stats_reply(req_t *r, const char *text, size_t len)
     DISPATCH(r->pool->proto, wn_mc_stats_text(r, text, len), wn_req_reply(r, text, len));
 }
 
+void wn_proto_stats_local(req_t *r)
+{
+    /* Only memcached's `stats` waits for control. */
+    DISPATCH(r->pool->proto, wn_mc_stats_local(r), wn_req_reply(r, "", 0));
+}
+
 void wn_proto_fail(req_t *r, int err)
 {
     DISPATCH(r->pool->proto, wn_mc_fail(r, err), wn_redis_fail(r, err));

@@ -76,6 +76,9 @@ void wn_proto_req_orphaned(req_t *r);
 /* Answer r, a memcached `stats` request, with control's text (binary
  * clients get it as STAT packets). */
 void wn_proto_stats_reply(req_t *r, const char *text, size_t len);
+/* Answer r, a `stats` request that waited for control, with this worker's
+ * own counters (control stopped answering). */
+void wn_proto_stats_local(req_t *r);
 
 /* Number and names of the unit's commands (per-command counters). */
 uint32_t wn_proto_ncmds(wn_proto_t proto);

@@ -54,8 +54,18 @@ static void begin_stop(wn_worker_t *w)
     if (w->stopping)
         return;
     w->stopping = true;
-    for (uint32_t p = 0; p < w->npools; p++)
+    /* Control took the signal before telling us and answers nothing more:
+     * what waits for it is settled here. A `stats` gets this worker's own
+     * counters; a client held for a verdict on a suspect server routes
+     * anew, as it would once the hold timed out. */
+    for (req_t *r; (r = wn_ctl_stats_take_any(w)) != NULL;) {
+        wn_proto_stats_local(r);
+        wn_req_unref(r);
+    }
+    for (uint32_t p = 0; p < w->npools; p++) {
+        wn_ctl_release_pool(w->pools[p]);
         wn_listen_close(w->pools[p]);
+    }
     if (w->clients == NULL) {
         wn_worker_finish_stop(w);
         return;

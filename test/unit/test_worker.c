@@ -251,6 +251,10 @@ typedef struct fixture {
     char dir[64];
 } fixture_t;
 
+/* A control thread that never answers (as control once it has taken a
+ * SIGTERM: it waits for the workers); NULL: none, as in most tests. */
+static uv_async_t *mute_control;
+
 static void worker_up(fixture_t *fx, const char *pool_yaml)
 {
     memset(fx, 0, sizeof(*fx));
@@ -272,6 +276,7 @@ static void worker_up(fixture_t *fx, const char *pool_yaml)
         .mbuf_size = 16384,
         .accept_unix = false,
         .stats = fx->stats,
+        .control_wakeup = mute_control,
     };
     rc = wn_worker_create(fx->conf, &wo, &fx->w, err, sizeof(err));
     if (rc != 0)
@@ -1015,6 +1020,75 @@ static void test_stop_closes_idle_clients(void **state)
     two_down(&fx, &a, &b);
 }
 
+static bool got_end(void *arg)
+{
+    reader_t *r = arg;
+    reader_fill(r);
+    return r->eof || (r->len >= 5 && memcmp(r->buf + r->len - 5, "END\r\n", 5) == 0);
+}
+
+static void noop_async(uv_async_t *a)
+{
+    (void)a;
+}
+
+/* Control takes a SIGTERM before its workers hear of it, and then answers
+ * nothing more: a `stats` waiting for it, and a client held for its verdict
+ * on a suspect server, are settled by the stopping worker at once (they
+ * used to wait out the 5 s grace and be closed unanswered). */
+static void test_stop_settles_what_waits_for_control(void **state)
+{
+    (void)state;
+    uv_loop_t control_loop;
+    uv_async_t wakeup;
+    assert_int_equal(uv_loop_init(&control_loop), 0);
+    assert_int_equal(uv_async_init(&control_loop, &wakeup, noop_async), 0);
+    mute_control = &wakeup;
+    fake_t a, b;
+    fixture_t fx;
+    two_up(&fx, &a, mini_memcached, &b, mini_memcached, "");
+    mute_control = NULL;
+    fake_t *fakes[] = {&a, &b};
+    const char *ka, *kb;
+    split_keys(&fx, &ka, &kb);
+    server_rt_t *sa = fx.w->pools[0]->servers[0];
+    sa->suspect_until_ms = uv_now(&fx.w->loop) + 60000; /* as a reported failure does */
+    fx.w->pools[0]->nsuspect++;
+    int st = client_new(&fx, 0), held = client_new(&fx, 0);
+    send_all(st, "stats\r\n", 7);
+    char get[32];
+    snprintf(get, sizeof(get), "get %s\r\n", ka);
+    send_all(held, get, strlen(get));
+    pump(&fx, fakes, 2, NULL, NULL, 200);
+    char early[64];
+    assert_int_equal(recv(st, early, sizeof(early), 0), -1);   /* asked of control */
+    assert_int_equal(recv(held, early, sizeof(early), 0), -1); /* held */
+    assert_int_equal(a.loglen, 0);
+    uint64_t t0 = wn_time_ms();
+    wn_worker_stop(fx.w);
+    reader_t *r = calloc(1, sizeof(*r));
+    r->fd = st;
+    pump(&fx, fakes, 2, got_end, r, 2000);
+    if (strncmp(r->buf, "STAT pid ", 9) != 0 || !got_end(r) || r->eof)
+        fail_msg("stats got '%.200s' (eof %d) after %llu ms", r->buf, r->eof,
+                 (unsigned long long)(wn_time_ms() - t0));
+    memset(r, 0, sizeof(*r));
+    r->fd = held;
+    pump(&fx, fakes, 2, got_end, r, 2000);
+    char want[64];
+    snprintf(want, sizeof(want), "VALUE %s 0 %zu\r\n%s\r\nEND\r\n", ka, strlen(ka), ka);
+    if (strcmp(r->buf, want) != 0)
+        fail_msg("held client got '%s' (eof %d), want '%s'", r->buf, r->eof, want);
+    assert_true(wn_time_ms() - t0 < 2000);
+    free(r);
+    close(st);
+    close(held);
+    two_down(&fx, &a, &b);
+    uv_close((uv_handle_t *)&wakeup, NULL);
+    uv_run(&control_loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&control_loop), 0);
+}
+
 /* An idle connection holds no read buffer; a long noreply head goes out
  * without its noreply (defect 6); a 7,500-key get works (defect 5). */
 static bool nothing_buffered(void *arg)
@@ -1277,6 +1351,7 @@ int main(void)
         cmocka_unit_test(test_timeout_is_per_progress),
         cmocka_unit_test(test_connect_fails_at_once),
         cmocka_unit_test(test_stop_closes_idle_clients),
+        cmocka_unit_test(test_stop_settles_what_waits_for_control),
         cmocka_unit_test(test_idle_buffer_noreply_and_long_get),
         cmocka_unit_test(test_server_closed_waits_for_the_flush),
         cmocka_unit_test(test_server_gone),
