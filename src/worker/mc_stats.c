@@ -31,19 +31,18 @@ void wn_mc_reply_stats(mc_req_t *r)
 void wn_mc_stats_local(req_t *r)
 {
     wn_worker_t *w = r->pool->w;
-    uint32_t pool = r->pool->idx;
     uint64_t g[WN_GLOBAL_STAT_COUNT] = {0}, pv[WN_POOL_STAT_COUNT] = {0};
     uint64_t sv[WN_SERVER_STAT_COUNT] = {0};
-    for (uint32_t b = 0; b < 1; b++) {
-        wn_stats_block_t *blk = w->stats;
-        for (int i = 0; i < WN_GLOBAL_STAT_COUNT; i++)
-            g[i] += wn_stat_get(&blk->global[i]);
-        for (int i = 0; i < WN_POOL_STAT_COUNT; i++)
-            pv[i] += wn_stat_get(&blk->pools[pool].v[i]);
-        for (uint32_t s = 0; s < r->pool->nservers; s++)
-            for (int i = 0; i < WN_SERVER_STAT_COUNT; i++)
-                sv[i] += wn_stat_get(&wn_stats_server(blk, pool, s)->v[i]);
-    }
+    /* Through the pool's and servers' own pointers, not the block's index:
+     * a pool a reload dropped (its clients drain; a stopping worker answers
+     * their stats too) has no place in the current block. */
+    for (int i = 0; i < WN_GLOBAL_STAT_COUNT; i++)
+        g[i] = wn_stat_get(&w->stats->global[i]);
+    for (int i = 0; i < WN_POOL_STAT_COUNT; i++)
+        pv[i] = wn_stat_get(&r->pool->stats->v[i]);
+    for (uint32_t s = 0; s < r->pool->nservers; s++)
+        for (int i = 0; i < WN_SERVER_STAT_COUNT; i++)
+            sv[i] += wn_stat_get(&r->pool->servers[s]->stats->v[i]);
     char text[4096];
     size_t n = 0;
     uint64_t now = (uint64_t)time(NULL);

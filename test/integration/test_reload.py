@@ -472,6 +472,46 @@ class TestReloadListeners(ReloadCase):
         self.px.stop()
 
 
+    def test_removed_pools_client_asks_stats_while_walnut_stops(self):
+        """A stopping worker answers `stats` from its own counters: for a
+        client of a pool a reload removed, through the pool's own counters
+        (the current block has no place for it: indexing it by the pool's
+        old index read past the block's end, which ASan reports)."""
+        mc = self.start_memcached(self.tmp, n=2)
+        # beta last of eight: its index lies well past the end of a block
+        # made for alpha alone
+        pools = {"alpha": h.pool(mc[:1])}
+        for i in range(6):
+            pools["p%d" % i] = h.pool(mc[:1])
+        pools["beta"] = h.pool(mc[1:], timeout=10000)
+        self.px = self.start_proxy(self.tmp, pools, workers=1)
+        busy = h.Raw(self.px.port("beta"))
+        self.addCleanup(busy.close)
+        mc[1].sigstop()
+        try:
+            busy.send(b"get b\r\nstats")  # a get in flight, half a stats
+            time.sleep(0.2)
+            self.reload(pools={"alpha": pools["alpha"]})
+            marker = self.log_size()
+            os.kill(self.px.pid, signal.SIGTERM)
+            h.wait_until(lambda: "stopping" in self.log_since(marker), what="walnut stops")
+            busy.send(b"\r\n")
+            time.sleep(0.2)
+        finally:
+            mc[1].sigcont()
+        busy.expect(b"END\r\nSTAT pid ", what="the get, then the stats")
+        got = b""
+        for _ in range(200):
+            line = busy.recv_line()
+            got += line
+            if not line or got.endswith(b"END\r\n"):
+                break
+        self.assertTrue(got.endswith(b"END\r\n"), got[-300:])
+        self.assertIn(b"STAT curr_connections ", got)
+        self.assertEqual(self.px.proc.wait(timeout=15), 0, self.px.log())
+        self.assertNotIn("ERROR: AddressSanitizer", self.px.log())
+
+
     def test_connections_opened_is_a_counter(self):
         """total_connections (JSON) and walnut_connections_opened_total count
         pool listeners as twemproxy does, one per pool. They added the pools
