@@ -6,7 +6,7 @@
  * 127.0.0.1 while WALNUT_TEST_DNS_BOTH exists (a name with two addresses),
  * and fails (EAI_NONAME) while the file named by WALNUT_TEST_DNS_DOWN exists:
  * a DNS outage the test switches on and off; each lookup of it takes a
- * while when WALNUT_TEST_DNS_SLOW exists (slow()), and 30 s when another
+ * while when WALNUT_TEST_DNS_SLOW exists (slow_seconds()), and 30 s when another
  * thread than the main one asks while WALNUT_TEST_DNS_HANG exists. "down.walnut.test" never
  * resolves (logged with "down:" before the thread). With WALNUT_TEST_DNS_LOG set,
  * each lookup of that name appends a line to that file: "main" when the
@@ -100,20 +100,23 @@ static int both(const char *service, const struct addrinfo *hints, struct addrin
 }
 
 /* While the file named by WALNUT_TEST_DNS_SLOW exists, a lookup takes as
- * many seconds as it says (1 when it is empty): a slow or silent resolver. */
-static void slow(void)
+ * many seconds as it says (1 when it is empty): a slow or silent resolver.
+ * Read before the lookup is logged: a lookup a test has counted never takes
+ * a value the test wrote after counting it (it would hang where the test
+ * waits for the next one). */
+static unsigned slow_seconds(void)
 {
     const char *path = getenv("WALNUT_TEST_DNS_SLOW");
     if (path == NULL)
-        return;
+        return 0;
     FILE *f = fopen(path, "re");
     if (f == NULL)
-        return;
+        return 0;
     int seconds = 1;
-    if (fscanf(f, "%d", &seconds) != 1)
+    if (fscanf(f, "%d", &seconds) != 1 || seconds < 0)
         seconds = 1;
     fclose(f);
-    sleep((unsigned)seconds);
+    return (unsigned)seconds;
 }
 
 int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
@@ -123,14 +126,16 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
     if (real == NULL)
         real = (gai_fn)dlsym(RTLD_NEXT, "getaddrinfo");
     if (node != NULL && strcmp(node, "down.walnut.test") == 0) {
+        unsigned s = slow_seconds();
         log_lookup("down:");
-        slow();
+        sleep(s);
         return EAI_NONAME; /* a name that never resolves */
     }
     if (node != NULL && strcmp(node, "flaky.walnut.test") == 0) {
+        unsigned s = slow_seconds();
         log_lookup("");
         log_port(service);
-        slow();
+        sleep(s);
         if (flag_set("WALNUT_TEST_DNS_HANG") && gettid() != getpid() && !reload_thread())
             sleep(30); /* a resolver that never answers the lookups in the background */
         if (flag_set("WALNUT_TEST_DNS_DOWN"))
