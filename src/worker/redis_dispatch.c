@@ -39,11 +39,13 @@ static void refuse(redis_req_t *r, const char *a, const char *b, const char *c)
 }
 
 /* The server of argument i, a key; NULL with *bad set when it is too long
- * to route (or nothing is live: *bad stays false). */
+ * to route (or nothing is live: *bad stays false). The length decides, not
+ * whether the key was copied: a long key that arrived in one buffer chunk
+ * (-m over 64 KiB) is readable in place, and was routed. */
 static server_rt_t *key_server(redis_req_t *r, uint32_t i, bool *bad)
 {
     const redis_arg_t *a = &r->args[i];
-    if (a->val == NULL) {
+    if (a->val == NULL || a->len > WN_REDIS_MAX_KEY) {
         *bad = true;
         return NULL;
     }

@@ -226,7 +226,7 @@ static bool name_ok(const redis_arg_t *a)
 static bool set_name(redis_client_t *c, redis_req_t *r, uint32_t at)
 {
     const redis_arg_t *a = &r->args[at];
-    if (a->len > 0 && a->val == NULL) {
+    if (a->len > WN_REDIS_MAX_KEY || (a->len > 0 && a->val == NULL)) {
         reply_error(r, "-ERR walnut keeps client names of up to 65536 bytes\r\n");
         return false;
     }

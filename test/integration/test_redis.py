@@ -636,6 +636,10 @@ class TestRedis(RedisCase):
                         ("EVAL", "return 1", 1, too_long)):
                 c.request(resp(*cmd), b"-ERR key too long: walnut routes keys of up to 65536 "
                           b"bytes\r\n", what=cmd[0])
+            c.request(resp("CLIENT", "SETNAME", b"n" * 65537),
+                      b"-ERR walnut keeps client names of up to 65536 bytes\r\n")
+            c.request(resp("CLIENT", "SETNAME", b"n" * 65536), b"+OK\r\n")
+            c.request(resp("CLIENT", "GETNAME"), resp_bulk(b"n" * 65536))
             c.request(resp("PING"), b"+PONG\r\n")
         where = h.redis_placement(self.backends, keys)
         located = h.walnut_locate(self.proxy.conf_path, keys)
@@ -2525,6 +2529,21 @@ class TestRedisSmallBuffers(TestRedis):
 for _name in dir(TestRedis):
     if _name.startswith("test_") and _name not in TestRedisSmallBuffers.KEEP:
         setattr(TestRedisSmallBuffers, _name, None)  # not collected: not callable
+
+
+class TestRedisLargeBuffers(TestRedis):
+    """1 MiB buffer chunks (-m 1048576, the maximum): a key over 64 KiB
+    arrives in one chunk, readable where it lies. Only a key that spanned
+    chunks was refused (a review): such a key was routed."""
+
+    WORKERS = 1
+    EXTRA_ARGS = ("-m", "1048576")
+    KEEP = ("test_long_keys", "test_1000_keys_mget_mset", "test_multikey_split_and_merged")
+
+
+for _name in dir(TestRedis):
+    if _name.startswith("test_") and _name not in TestRedisLargeBuffers.KEEP:
+        setattr(TestRedisLargeBuffers, _name, None)  # not collected: not callable
 
 
 def tearDownModule():
