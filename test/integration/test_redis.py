@@ -2526,24 +2526,29 @@ class TestRedisSmallBuffers(TestRedis):
             "test_slow_big_bulk_under_timeout")
 
 
-for _name in dir(TestRedis):
-    if _name.startswith("test_") and _name not in TestRedisSmallBuffers.KEEP:
-        setattr(TestRedisSmallBuffers, _name, None)  # not collected: not callable
+def keep_only(cls):
+    """cls runs only the TestRedis tests in its KEEP; the rest are set to
+    None, which unittest does not collect (not callable)."""
+    for name in dir(TestRedis):
+        if name.startswith("test_") and name not in cls.KEEP:
+            setattr(cls, name, None)
+
+
+keep_only(TestRedisSmallBuffers)
 
 
 class TestRedisLargeBuffers(TestRedis):
     """1 MiB buffer chunks (-m 1048576, the maximum): a key over 64 KiB
-    arrives in one chunk, readable where it lies. Only a key that spanned
-    chunks was refused (a review): such a key was routed."""
+    arrives whole in one chunk, readable where it lies. The 64 KiB limit was
+    applied only to keys that spanned chunks, so such a key was routed (a
+    review found it)."""
 
     WORKERS = 1
     EXTRA_ARGS = ("-m", "1048576")
     KEEP = ("test_long_keys", "test_1000_keys_mget_mset", "test_multikey_split_and_merged")
 
 
-for _name in dir(TestRedis):
-    if _name.startswith("test_") and _name not in TestRedisLargeBuffers.KEEP:
-        setattr(TestRedisLargeBuffers, _name, None)  # not collected: not callable
+keep_only(TestRedisLargeBuffers)
 
 
 def tearDownModule():
