@@ -655,6 +655,15 @@ static void on_timer(uv_timer_t *t)
         rearm(c); /* shortened while a client waited, and nobody waits now */
         return;
     }
+    if (c->reading && !c->lingering && !c->in_request && c->pending == 0 && !c->done &&
+        input_waiting(c)) {
+        /* Idle past its time only because the loop was busy (a render, a
+         * stall): its next request is here, unread. The read callback
+         * brings it; the request's own deadline counts from there. */
+        c->idle_since_ms = now_ms(c);
+        rearm(c);
+        return;
+    }
     if (c->pending > 0 && !c->lingering && queued(c) < c->queued_at_progress) {
         /* The client reads, slowly but on: a large body is not cut off. (It
          * must keep reading within write_ms, or while another client waits

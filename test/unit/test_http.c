@@ -906,6 +906,61 @@ static void test_connection_cap_slow_requests(void **state)
     reader_free(c);
 }
 
+/* Every slot taken and a client waiting, a kept-alive connection's next
+ * request comes while the loop is busy (a slow render) and past the time its
+ * connection may idle: the request is there, unread, when the loop gets
+ * back. It is served, not closed under it (a scraper on 2 CPUs under load
+ * saw its kept-alive connection closed although it had asked at once). */
+static void test_connection_cap_request_came_while_busy(void **state)
+{
+    fixture_t *f = *state;
+    f->lim.max_conns = 2;
+    start_server(f);
+    reader_t *a = reader_new(connect_to(f->port));
+    reader_t *b = reader_new(connect_to(f->port));
+    send_str(a->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    expect_healthz(a);
+    send_str(b->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    expect_healthz(b);
+    /* a's scrape holds the loop; meanwhile c comes (every slot taken) and
+     * a asks again, so the loop's next turn sees both at once. */
+    atomic_store(&f->gate, 1);
+    atomic_store(&f->view_ms, 300);
+    send_str(a->fd, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    for (int i = 0; i < 10000 && atomic_load(&f->views) == 0; i++)
+        nanosleep(&(struct timespec){.tv_nsec = 1000000L}, NULL);
+    assert_int_equal(atomic_load(&f->views), 1);
+    reader_t *c = reader_new(connect_to(f->port));
+    send_str(c->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    nanosleep(&(struct timespec){.tv_nsec = 20000000L}, NULL);
+    send_str(a->fd, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    nanosleep(&(struct timespec){.tv_nsec = 20000000L}, NULL);
+    atomic_store(&f->gate, 0);
+    /* The second render takes 300 ms; b asks during it. */
+    for (int i = 0; i < 10000 && atomic_load(&f->views) < 2; i++)
+        nanosleep(&(struct timespec){.tv_nsec = 1000000L}, NULL);
+    assert_int_equal(atomic_load(&f->views), 2);
+    send_str(b->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    for (int i = 0; i < 2; i++) {
+        response_t rsp;
+        assert_true(read_response(a, &rsp, false));
+        assert_int_equal(rsp.status, 200);
+        free(rsp.body);
+    }
+    expect_healthz(b);
+    /* a, idle now, gives its slot to c; b stays. */
+    expect_healthz(c);
+    assert_true(closed_within(a, 2000));
+    assert_false(closed_within(b, 100));
+    send_str(b->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    expect_healthz(b);
+    stop_server(f);
+    reader_free(a);
+    reader_free(b);
+    reader_free(c);
+    assert_int_equal(f->counters.accepted, 3);
+}
+
 static void test_start_errors(void **state)
 {
     fixture_t *f = *state;
@@ -962,6 +1017,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scrapes_of_one_turn_share_a_render, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cap_slow_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_cap_request_came_while_busy, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_start_errors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
