@@ -211,14 +211,28 @@ static void do_select(redis_client_t *c, redis_req_t *r)
 /* ---- HELLO and CLIENT --------------------------------------------------------- */
 
 /* Client names: redis-server refuses spaces, newlines and other specials. */
-static bool name_ok(const redis_arg_t *a)
+static bool printable(const char *p, uint32_t len)
 {
-    if (a->val == NULL)
-        return false;
-    for (uint32_t i = 0; i < a->len; i++)
-        if (a->val[i] < '!' || a->val[i] > '~')
+    for (uint32_t i = 0; i < len; i++)
+        if (p[i] < '!' || p[i] > '~')
             return false;
     return true;
+}
+
+static int printable_piece(void *ctx, wn_buf_t *buf, uint32_t off, uint32_t len)
+{
+    (void)ctx;
+    return printable(buf->data + off, len) ? 0 : -1;
+}
+
+/* Arg i's payload, read in place or, too long to copy, in the buffers it
+ * arrived in. */
+static bool name_ok(const redis_req_t *r, uint32_t i)
+{
+    const redis_arg_t *a = &r->args[i];
+    if (a->val != NULL)
+        return printable(a->val, a->len);
+    return wn_redis_arg_pieces(r, i, a->hdr, a->len, printable_piece, NULL) == 0;
 }
 
 /* CLIENT SETNAME <name> and HELLO's SETNAME option: false when refused
@@ -230,7 +244,7 @@ static bool set_name(redis_client_t *c, redis_req_t *r, uint32_t at)
         reply_error(r, "-ERR walnut keeps client names of up to 65536 bytes\r\n");
         return false;
     }
-    if (!name_ok(a)) {
+    if (!name_ok(r, at)) {
         reply_error(r, "-ERR Client names cannot contain spaces, newlines or special "
                        "characters.\r\n");
         return false;
@@ -402,11 +416,10 @@ static void do_client(redis_client_t *c, redis_req_t *r)
         reply(r, line, (size_t)n);
     } else if (wn_redis_arg_is(r, 1, "SETINFO")) {
         /* What client library this is: checked as redis-server 7.2 checks
-         * it, then kept nowhere (a value too long to look at is not). */
-        const redis_arg_t *v = &r->args[3];
+         * it, then kept nowhere. */
         if (!wn_redis_arg_is(r, 2, "LIB-NAME") && !wn_redis_arg_is(r, 2, "LIB-VER"))
             reply_error_showing(r, "-ERR Unrecognized option '", &r->args[2], 64, "'\r\n");
-        else if (v->len > 0 && v->val != NULL && !name_ok(v))
+        else if (!name_ok(r, 3))
             reply_error_showing(r, "-ERR ", &r->args[2], 8,
                                 " cannot contain spaces, newlines or special characters.\r\n");
         else

@@ -1571,6 +1571,13 @@ class TestRedis(RedisCase):
                       b"-ERR lib-ver cannot contain spaces, newlines or special characters.\r\n")
             c.request(resp("CLIENT", "SETINFO", "lib-nom", "x"),
                       b"-ERR Unrecognized option 'lib-nom'\r\n")
+            # values longer than a key (they span buffers): checked all the
+            # same (a space at the end of 100,000 bytes got +OK)
+            c.request(resp("CLIENT", "SETINFO", "LIB-VER", b"v" * 99999 + b" "),
+                      b"-ERR LIB-VER cannot contain spaces, newlines or special characters.\r\n")
+            c.request(resp("CLIENT", "SETINFO", "LIB-NAME", b"\x01" + b"v" * 99999),
+                      b"-ERR LIB-NAME cannot contain spaces, newlines or special characters.\r\n")
+            c.request(resp("CLIENT", "SETINFO", "LIB-NAME", b"v" * 100000), b"+OK\r\n")
             c.request(resp("CLIENT", "SETNAME", ""), b"+OK\r\n")
             c.request(resp("CLIENT", "GETNAME"), b"$-1\r\n")
             for sub in (("LIST",), ("KILL", "ID", "1"), ("PAUSE", "10"), ("NOSUCH",),
