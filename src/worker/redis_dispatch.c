@@ -111,10 +111,17 @@ static size_t split_size(uint32_t nkeys, uint32_t nservers)
            sizeof(redis_item_t) * nkeys;
 }
 
+/* r's bookkeeping from an earlier try (held for a suspect server) fits
+ * this one: it is used again, not made (and counted) anew. */
+static bool split_reusable(const redis_req_t *r, uint32_t nkeys, uint32_t nservers)
+{
+    return r->split != NULL && r->split->nkeys == nkeys && r->split->nservers == nservers;
+}
+
 static redis_split_t *split_alloc(redis_req_t *r, uint32_t nkeys, uint32_t nservers)
 {
     redis_split_t *s = r->split;
-    if (s == NULL || s->nkeys != nkeys || s->nservers != nservers) {
+    if (!split_reusable(r, nkeys, nservers)) {
         size_t size = split_size(nkeys, nservers);
         s = wn_scratch_alloc(r->r.pool->w, &r->r.keep, size);
         if (s == NULL)
@@ -260,8 +267,10 @@ static bool dispatch_split(redis_client_t *c, redis_req_t *r, uint32_t per, redi
         return true;
     }
     /* Its bookkeeping would take it past the limit (the client would be
-     * cut with no word): refused. */
-    if (r->split == NULL && r->r.acct + split_size(nkeys, pool->nservers) > pool->buffer_limit) {
+     * cut with no word): refused. Also when made again after a hold, for a
+     * reload that changed the server count meanwhile. */
+    if (!split_reusable(r, nkeys, pool->nservers) &&
+        r->r.acct + split_size(nkeys, pool->nservers) > pool->buffer_limit) {
         wn_redis_refuse_over_limit(r);
         return true;
     }
