@@ -90,6 +90,8 @@ typedef struct redis_req {
     uint32_t taken;        /* elements merged into the parent */
     bool error_reply;      /* the reply (or walnut's failure) is an error line */
     bool over_limit;       /* larger than client_buffer_limit: read, dropped, refused */
+    bool reply_over_limit; /* its reply would take the client past client_buffer_limit:
+                              let go, the rest read and dropped, the command refused */
     bool unreached;        /* failed by walnut: its server could not be reached
                               (wn_req_err_unreached) */
 } redis_req_t;
@@ -173,9 +175,10 @@ void wn_redis_forward(client_t *c, server_rt_t *s, req_t *r);
 
 /* redis_local.c: PING ECHO QUIT SELECT AUTH HELLO CLIENT. */
 void wn_redis_local(redis_client_t *c, redis_req_t *r);
-/* Answer r: larger than its pool's client_buffer_limit, it did not run
+/* Answer r: larger than its pool's client_buffer_limit, it did not run;
+ * with `reply`, its reply would have taken the client past it
  * (redis_client.c). */
-void wn_redis_refuse_over_limit(redis_req_t *r);
+void wn_redis_refuse_over_limit(redis_req_t *r, bool reply);
 
 /* redis_server.c */
 void wn_redis_sconn_reset(sconn_t *s);

@@ -82,12 +82,14 @@ void wn_redis_reply(redis_req_t *r, const char *text, size_t len)
     wn_req_reply(&r->r, text, len);
 }
 
-void wn_redis_refuse_over_limit(redis_req_t *r)
+void wn_redis_refuse_over_limit(redis_req_t *r, bool reply)
 {
     char line[160];
     int n = snprintf(line, sizeof(line),
-                     "-ERR walnut: the request is larger than the pool's client_buffer_limit "
-                     "(%llu bytes)\r\n",
+                     reply ? "-ERR walnut: the reply would take the client past the pool's "
+                             "client_buffer_limit (%llu bytes)\r\n"
+                           : "-ERR walnut: the request is larger than the pool's "
+                             "client_buffer_limit (%llu bytes)\r\n",
                      (unsigned long long)r->r.pool->buffer_limit);
     wn_stat_add(WN_PSTAT(r->r.pool, request_errors), 1);
     wn_redis_reply(r, line, n > 0 ? (size_t)n : 0);

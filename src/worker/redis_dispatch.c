@@ -271,7 +271,7 @@ static bool dispatch_split(redis_client_t *c, redis_req_t *r, uint32_t per, redi
      * reload that changed the server count meanwhile. */
     if (!split_reusable(r, nkeys, pool->nservers) &&
         r->r.acct + split_size(nkeys, pool->nservers) > pool->buffer_limit) {
-        wn_redis_refuse_over_limit(r);
+        wn_redis_refuse_over_limit(r, false);
         return true;
     }
     uint32_t maxf = WN_MIN(nkeys, pool->nservers);

@@ -464,7 +464,7 @@ void wn_redis_local(redis_client_t *c, redis_req_t *r)
 {
     const wn_rcmd_t *cmd = r->cmd;
     if (r->over_limit) {
-        wn_redis_refuse_over_limit(r);
+        wn_redis_refuse_over_limit(r, false);
         return;
     }
     if (c->tx_refused && (cmd == NULL || cmd->id != WN_RCMD_ID_QUIT)) {

@@ -170,6 +170,12 @@ void wn_redis_parent_progress(req_t *parent)
             first = f;
     bool skip = (p->merge == RMERGE_SAME || p->merge == RMERGE_ALL) && first < parent->nfrags;
     for (uint32_t f = 0; f < parent->nfrags; f++) {
+        if (redis_req(parent->frags[f])->reply_over_limit) {
+            wn_redis_refuse_over_limit(p, true);
+            return;
+        }
+    }
+    for (uint32_t f = 0; f < parent->nfrags; f++) {
         redis_req_t *fr = redis_req(parent->frags[f]);
         if (fr->error_reply && !(skip && fr->unreached)) {
             answer_error(p, fr);

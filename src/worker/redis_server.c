@@ -190,6 +190,26 @@ static void reauth_due(redis_sconn_t *s)
         wn_sconn_recycle(&s->s);
 }
 
+/*
+ * A part's reply is kept until every part has answered (the client's reply
+ * is made of them all), so it counts against the client whole, however
+ * fast the client reads. One that would take the client past
+ * client_buffer_limit is let go and the rest of it read and dropped; the
+ * command is refused (wn_redis_parent_progress) and the client, which has
+ * done nothing wrong, is not cut.
+ */
+static int frag_push(redis_req_t *f, wn_buf_t *b, uint32_t pos, uint32_t len, bool split)
+{
+    const client_t *c = wn_req_client(&f->r);
+    if (c != NULL && !f->r.swallow && c->held + len > c->pool->buffer_limit) {
+        wn_req_rsp_drop(&f->r);
+        f->r.swallow = true;
+        f->reply_over_limit = true;
+        return 0;
+    }
+    return wn_req_rsp_push(&f->r, b, pos, len, split);
+}
+
 /* A fragment's element begins (depth 1 of an MGET reply). */
 static int start_item(redis_req_t *f, wn_buf_t *b, uint32_t pos, uint32_t len)
 {
@@ -197,14 +217,14 @@ static int start_item(redis_req_t *f, wn_buf_t *b, uint32_t pos, uint32_t len)
         return WN_EPROTO; /* more elements than keys asked */
     redis_item_t *it = &f->split->items[f->split->frag_first[f->frag] + f->nitems++];
     it->seg_first = f->r.rsp.n;
-    int rc = wn_req_rsp_push(&f->r, b, pos, len, true);
+    int rc = frag_push(f, b, pos, len, true);
     it->nsegs = f->r.rsp.n - it->seg_first;
     return rc;
 }
 
 static void item_grew(redis_req_t *f)
 {
-    if (f->nitems > 0) {
+    if (f->nitems > 0 && !f->reply_over_limit) {
         redis_item_t *it = &f->split->items[f->split->frag_first[f->frag] + f->nitems - 1];
         it->nsegs = f->r.rsp.n - it->seg_first;
     }
@@ -221,7 +241,7 @@ static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
 {
     if (tok->depth == 0 && tok->type == '-') {
         f->error_reply = true;
-        return wn_req_rsp_push(&f->r, b, pos, tok->line_len, true);
+        return frag_push(f, b, pos, tok->line_len, true);
     }
     switch (f->merge) {
     case RMERGE_ARRAY:
@@ -247,7 +267,7 @@ static int fragment_line(redis_req_t *f, wn_buf_t *b, uint32_t pos,
         return 0;
     case RMERGE_SAME: /* SCRIPT LOAD: one bulk, kept to compare and answer */
         return tok->depth == 0 && tok->type == '$' && tok->number >= 0
-                   ? wn_req_rsp_push(&f->r, b, pos, tok->line_len, true)
+                   ? frag_push(f, b, pos, tok->line_len, true)
                    : WN_EPROTO;
     default: /* RMERGE_OK: exactly +OK (a +QUEUED, say, is no MSET's) */
         return tok->type == '+' && tok->done && tok->line_len == 5 &&
@@ -286,9 +306,12 @@ static int take_text_piece(redis_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos
     if (r->kind == REQ_FORWARD ||
         (r->kind == REQ_FRAGMENT && ((tok->depth == 0 && rr->error_reply) ||
                                      (tok->depth == 1 && rr->merge == RMERGE_ARRAY)))) {
-        rc = wn_req_rsp_push(r, b, pos, tok->line_len, false);
-        if (r->kind == REQ_FRAGMENT)
+        if (r->kind == REQ_FRAGMENT) {
+            rc = frag_push(rr, b, pos, tok->line_len, false);
             item_grew(rr);
+        } else {
+            rc = wn_req_rsp_push(r, b, pos, tok->line_len, false);
+        }
     }
     s->s.in.pos += tok->line_len;
     if (rc < 0)
@@ -376,7 +399,8 @@ static int take_data(redis_sconn_t *s, req_t *r, wn_buf_t *b)
     bool keep = r->kind != REQ_INTERNAL &&
                 (r->kind != REQ_FRAGMENT || redis_req(r)->merge == RMERGE_ARRAY ||
                  redis_req(r)->merge == RMERGE_SAME);
-    if (keep && wn_req_rsp_push(r, b, pos, take, false) < 0)
+    if (keep && (r->kind == REQ_FRAGMENT ? frag_push(redis_req(r), b, pos, take, false)
+                                         : wn_req_rsp_push(r, b, pos, take, false)) < 0)
         return WN_ENOMEM;
     if (r->kind == REQ_FRAGMENT)
         item_grew(redis_req(r));

@@ -388,15 +388,20 @@ bool wn_req_failed(req_t *r, int err)
     return true;
 }
 
+void wn_req_rsp_drop(req_t *r)
+{
+    uint64_t had = 0;
+    for (uint32_t i = r->rsp_sent; i < r->rsp.n; i++)
+        had += r->rsp.v[i].len;
+    account(r, -(int64_t)had);
+    wn_segv_clear(&r->rsp);
+}
+
 void wn_req_reply(req_t *r, const char *text, size_t len)
 {
     if (r->rsp.n > 0) {
         /* Replace what was gathered (a failed merge, say). */
-        uint64_t had = 0;
-        for (uint32_t i = r->rsp_sent; i < r->rsp.n; i++)
-            had += r->rsp.v[i].len;
-        account(r, -(int64_t)had);
-        wn_segv_clear(&r->rsp);
+        wn_req_rsp_drop(r);
         if (r->rsp_sent > 0) {
             /* Part of the reply is on its way already: nothing coherent can
              * follow it, so the client is closed after it. */

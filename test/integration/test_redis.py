@@ -1994,6 +1994,43 @@ class TestRedis(RedisCase):
             c.request(resp("STRLEN", "big"), b":100000\r\n")
         px.stop()
 
+    def test_split_mget_larger_than_client_buffer_limit(self):
+        """A split MGET's reply is sent once every part has answered, so it
+        counts whole against client_buffer_limit however fast the client
+        reads: one larger than the limit cut the client with nothing sent
+        (adversarial pass: 100,000 values of 1,000 bytes under 64 MiB).
+        Expected: that command gets an error line, in order; the client is
+        not cut, and what the parts held is let go (a large MGET under the
+        limit is served after it)."""
+        tmp = self.tmpdir()
+        two = self.start_redis(tmp, 2, prefix="mb")
+        px = self.start_proxy(tmp, {"p": h.pool(two, redis=True, timeout=5000,
+                                                client_buffer_limit=1 << 20)},
+                              workers=1, name="bigmget")
+        cand = [b"mb:%s" % hashlib.sha1(b"%d" % i).hexdigest()[:10].encode()
+                for i in range(2000)]
+        where = h.walnut_locate(px.conf_path, cand)
+        keys = []
+        for r in two:
+            mine = [k for k in cand if where[("p", k)][1] == r.addr][:100]
+            self.assertEqual(len(mine), 100)
+            for k in mine:
+                r.call("SET", k, b"v" * 10000)
+            keys += mine
+        keys.sort()  # interleaved: each part is about half of the reply
+        err = (b"-ERR walnut: the reply would take the client past the pool's "
+               b"client_buffer_limit (1048576 bytes)\r\n")
+        with self.raw(px.port(), timeout=20) as c:
+            # 200 values of 10 KB: 2 MB for a 1 MiB limit
+            c.request(resp("MGET", *keys) + resp("PING"), err + b"+PONG\r\n")
+            # 60 of them (600 KB) fit, after it as before it
+            got = c.call("MGET", *keys[:60])
+            self.assertEqual(got, [b"v" * 10000] * 60)
+            c.request(resp("MGET", *keys) + resp("GET", keys[0]),
+                      err + resp_bulk(b"v" * 10000))
+        self.assertNotIn("over client_buffer_limit", h.read_text(px.log_path))
+        px.stop()
+
     def test_integer_array_streams_past_client_buffer_limit(self):
         """A reply of integers (LPOS COUNT 0, SMISMEMBER, a script's table)
         went out only once complete: a million of them (8.9 MB) cut a
