@@ -237,11 +237,34 @@ void wn_mc_line_closed(mc_line_t *l)
         line_answer(l);
 }
 
+/* A part's items would have taken the client past its limit (mc_server.c
+ * keep): the get ends with an error line, after the items that went out. */
+static void answer_over_limit(mc_req_t *p)
+{
+    char line[160];
+    int n = snprintf(line, sizeof(line),
+                     "SERVER_ERROR walnut: the reply would take the client past the pool's "
+                     "client_buffer_limit (%llu bytes)\r\n",
+                     (unsigned long long)p->r.pool->buffer_limit);
+    wn_stat_add(WN_PSTAT(p->r.pool, request_errors), 1);
+    p->r.failed = true;
+    if (p->part_of != NULL)
+        part_failed(p, line, (size_t)n);
+    else
+        reply_error(p, line, (size_t)n);
+}
+
 static void split_progress(mc_req_t *p)
 {
     mc_split_t *s = p->split;
     for (uint32_t f = 0; f < p->r.nfrags; f++) {
         mc_req_t *fr = mc_req(p->r.frags[f]);
+        if (fr->over_limit) {
+            /* Nothing more is merged: its item under way may be cut. */
+            if (fr->r.done)
+                answer_over_limit(p);
+            return;
+        }
         if (fr->error_line && fr->r.done) {
             answer_with_error(p, fr);
             return;

@@ -78,6 +78,27 @@ static int32_t match_value(mc_req_t *m, const char *key, uint32_t len)
     return wn_mc_match_line_key(m->line, m->keys, &m->match, key, len) ? 0 : -1;
 }
 
+/*
+ * Keep bytes of m's reply. A split get's part keeps its items until their
+ * turn in the client's key order comes (mc_merge.c), so what one server
+ * sends ahead of the others counts against the client however fast it
+ * reads. A part whose bytes would take the client past client_buffer_limit
+ * keeps no more: the rest of its reply is read and dropped, and the get
+ * ends with an error (split_progress); the client is not cut.
+ */
+static int keep(mc_req_t *m, wn_buf_t *b, uint32_t pos, uint32_t len, bool split)
+{
+    if (is_fragment_of_split(m) && !m->r.swallow) {
+        const client_t *c = wn_req_client(&m->r);
+        if (c != NULL && c->held + len > c->pool->buffer_limit) {
+            m->r.swallow = true;
+            m->over_limit = true;
+            return 0;
+        }
+    }
+    return wn_req_rsp_push(&m->r, b, pos, len, split);
+}
+
 /* A VALUE line of a fragment starts an item (merged later by key). */
 static int start_item(mc_req_t *m, int32_t key, wn_buf_t *b, uint32_t pos, uint32_t len)
 {
@@ -87,7 +108,7 @@ static int start_item(mc_req_t *m, int32_t key, wn_buf_t *b, uint32_t pos, uint3
     it->seg_first = m->r.rsp.n;
     it->nsegs = 0;
     m->nitems++;
-    int rc = wn_req_rsp_push(&m->r, b, pos, len, true);
+    int rc = keep(m, b, pos, len, true);
     it->nsegs = m->r.rsp.n - it->seg_first;
     return rc;
 }
@@ -116,7 +137,7 @@ static int take_data(mc_sconn_t *s, req_t *r, wn_buf_t *b)
     mc_req_t *m = mc_req(r);
     uint32_t pos = s->s.in.pos;
     uint32_t take = WN_MIN(b->len - pos, s->data_left);
-    if (wn_req_rsp_push(r, b, pos, take, false) < 0)
+    if (keep(m, b, pos, take, false) < 0)
         return WN_ENOMEM;
     item_grew(m);
     wn_mc_track_trailer(s->trailer, b->data + pos, take);
@@ -158,7 +179,7 @@ static int take_line(mc_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
         if (rsp->type != WN_MC_RSP_END) {
             /* An error line instead of VALUE/END: the merge answers with it. */
             m->error_line = true;
-            rc = wn_req_rsp_push(r, b, pos, rsp->line_len, true);
+            rc = keep(m, b, pos, rsp->line_len, true);
         }
     } else {
         if (m->cmd == WN_MC_TOUCH && rsp->type == WN_MC_RSP_TOUCHED)

@@ -12,6 +12,7 @@ reported, not failed, under nutcracker, and is a plain failure under walnut.
 import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -1220,6 +1221,49 @@ class MemcachedSuite:
             self.assertTrue(got[0][1].endswith(b"\r\n"))
             self.assertEqual(parts[0], b"get")
             self.assertEqual(parts[1:], want, "%s: fragment keys" % f.name)
+        px.stop(check=True)
+
+    def test_split_get_larger_than_client_buffer_limit(self):
+        """A split get's items go out in the client's key order, so what one
+        server sends ahead of the others is held: 120 values of 10 KB from
+        one server while the server of the first keys is slow, under a 1 MiB
+        client_buffer_limit, disconnected the client with nothing sent,
+        however fast it read (memcached direct serves it). Expected: the get
+        ends with a SERVER_ERROR line (after the whole items that went out,
+        if any: as memcached ends a get it fails part-way); the client is
+        served on, and a get that fits is served whole after it."""
+        tmp = self.tmpdir()
+        slow, fast = self.start_memcached(tmp, n=2, prefix="gl")
+        px = self.start_proxy(tmp, {"gl": h.pool([slow, fast], timeout=5000,
+                                                 client_buffer_limit=1 << 20)},
+                              workers=self.WORKERS, extra=self.EXTRA_ARGS)
+        cand = [b"gl:%d" % i for i in range(3000)]
+        where = h.walnut_locate(px.conf_path, cand)
+        on = {m: [k for k in cand if where[("gl", k)][1] == m.addr][:120] for m in (slow, fast)}
+        self.assertEqual([len(on[slow]), len(on[fast])], [120, 120])
+        keys = on[slow] + on[fast]
+        value = b"v" * 10000
+        c = self.raw(px.port(), timeout=20)
+        for k in keys:
+            c.request(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(value), value), b"STORED\r\n")
+        with self.nc_differs("a split get whose items would take the client past "
+                             "client_buffer_limit ends with SERVER_ERROR (twemproxy has no "
+                             "limit)"):
+            # The fast server's 1.2 MB wait for the slow one's keys, first.
+            h.sigstop_and_wait(slow.proc.pid)
+            try:
+                c.send(b"get %s\r\n" % b" ".join(keys))
+                line = c.recv_line(timeout=20)
+            finally:
+                os.kill(slow.proc.pid, signal.SIGCONT)
+            self.assertEqual(line, b"SERVER_ERROR walnut: the reply would take the client past "
+                                   b"the pool's client_buffer_limit (1048576 bytes)\r\n")
+            c.request(b"version\r\n", b"VERSION ")
+            c.recv_line()
+        # 60 of them (600 KB) fit, after it as before it
+        c.request(b"get %s\r\n" % b" ".join(keys[:60]),
+                  b"".join(value_block(k, 0, value) for k in keys[:60]) + b"END\r\n")
+        self.assertNotIn("over client_buffer_limit", h.read_text(px.log_path))
         px.stop(check=True)
 
     def test_servers_get_lines_they_take(self):
