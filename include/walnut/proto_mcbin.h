@@ -367,11 +367,13 @@ int wn_mcbin_stats_compose(uint8_t *dst, size_t cap, uint32_t opaque, const char
  * its STAT lines as packets, then the empty packet where the text has END
  * (sizes_enable and sizes_disable have neither); reset and detail on|off:
  * the empty packet; detail dump: ("detailed", "END\r\n") and the empty
- * packet. Groups memcached's binary protocol does not know (conns,
- * extstore, cachedump, detail <else>, unknown words): returns 0, answer
- * KEY_ENOENT. Otherwise the length, or WN_ETOOBIG (dst NULL: measure).
+ * packet. The key names a group as memcached's binary STAT reads it: reset,
+ * settings and detail (dump, on, off) by their first bytes, the others by
+ * the key's exact bytes. Groups memcached's binary protocol does not know
+ * (conns, extstore, cachedump, detail <else>, unknown keys, "slabs "):
+ * returns 0, answer KEY_ENOENT. Otherwise the length, or WN_ETOOBIG (dst
+ * NULL: measure).
  */
-int wn_mcbin_stats_group(uint8_t *dst, size_t cap, uint32_t opaque, const char *group,
-                         size_t len);
+int wn_mcbin_stats_group(uint8_t *dst, size_t cap, uint32_t opaque, const char *key, size_t len);
 
 #endif

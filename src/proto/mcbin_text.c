@@ -428,22 +428,47 @@ int wn_mcbin_stats_compose(uint8_t *dst, size_t cap, uint32_t opaque, const char
     return stat_lines(dst, cap, opaque, text, len, false);
 }
 
-static bool word_is(const char *s, size_t len, const char *word)
+static bool has_prefix(const char *s, size_t len, const char *word)
 {
     size_t n = strlen(word);
-    return len >= n && memcmp(s, word, n) == 0 && (len == n || s[n] == ' ');
+    return len >= n && memcmp(s, word, n) == 0;
 }
 
-int wn_mcbin_stats_group(uint8_t *dst, size_t cap, uint32_t opaque, const char *group,
-                         size_t len)
+/* The group a binary STAT key names, as memcached 1.6.18 reads the key: not
+ * as the words of a text line but reset, settings and detail by their first
+ * bytes (detail's dump, on and off likewise, after one space: "resetfoo"
+ * resets, "detail dumpx" dumps), the others by the key's exact bytes
+ * ("slabs " is no group). NULL: none (conns, extstore, cachedump are text
+ * only). */
+static const char *binary_group(const char *key, size_t len)
 {
-    /* Groups memcached's binary STAT does not have (the text one does). */
-    if (word_is(group, len, "conns") || word_is(group, len, "extstore") ||
-        word_is(group, len, "cachedump"))
+    static const char *const exact[] = {"items", "slabs", "sizes", "sizes_enable", "sizes_disable"};
+    if (has_prefix(key, len, "reset"))
+        return "reset";
+    if (has_prefix(key, len, "settings"))
+        return "settings";
+    if (has_prefix(key, len, "detail")) {
+        static const char *const sub[][2] = {
+            {" dump", "detail dump"}, {" on", "detail on"}, {" off", "detail off"}};
+        for (size_t i = 0; i < WN_ARRAY_SIZE(sub); i++)
+            if (has_prefix(key + 6, len - 6, sub[i][0]))
+                return sub[i][1];
+        return NULL;
+    }
+    for (size_t i = 0; i < WN_ARRAY_SIZE(exact); i++)
+        if (len == strlen(exact[i]) && memcmp(key, exact[i], len) == 0)
+            return exact[i];
+    return NULL;
+}
+
+int wn_mcbin_stats_group(uint8_t *dst, size_t cap, uint32_t opaque, const char *key, size_t len)
+{
+    const char *group = binary_group(key, len);
+    if (group == NULL)
         return 0;
     size_t tlen;
-    const char *text = wn_mc_stats_args_reply(group, len, &tlen);
-    if (strcmp(text, "END\r\n") == 0 && word_is(group, len, "detail")) {
+    const char *text = wn_mc_stats_args_reply(group, strlen(group), &tlen);
+    if (strcmp(group, "detail dump") == 0) {
         /* detail dump: memcached's binary sends the (empty) dump as one stat,
          * "detailed" = "END\r\n", then the empty packet */
         size_t need = 2 * WN_MCBIN_HEADER_LEN + 8 + 5;

@@ -432,6 +432,22 @@ static void test_stats_groups(void **state)
         {"cachedump 1 1", NULL},
         {"cachedump", NULL},
         {"bogus", NULL},
+        /* the key's bytes, as memcached's binary STAT reads them (not the
+         * words of a text line): a prefix for reset, settings and detail's
+         * words, the exact bytes for the others */
+        {"resetfoo", "|"},
+        {"settingsx", "|"},
+        {"detail dumpx", "detailed=END\r\n||"},
+        {"detail onx", "|"},
+        {"detail  dump", NULL},
+        {"detaildump", NULL},
+        {"res", NULL},
+        {"slabs ", NULL},
+        {" slabs", NULL},
+        {"items ", NULL},
+        {"sizes ", NULL},
+        {"sizes_disable ", NULL},
+        {"slabsx", NULL},
     };
     for (size_t i = 0; i < WN_ARRAY_SIZE(cases); i++) {
         const group_case_t *c = &cases[i];
