@@ -262,8 +262,13 @@ const char *wn_req_fail_text(int err);
  * gathered; if some of that has gone out already, nothing can follow it and
  * the client is closed after it. */
 void wn_req_reply(req_t *r, const char *text, size_t len);
-/* Let go of what r's reply has gathered and not sent (no longer counted). */
+/* Let go of what r's reply has gathered and not sent (no longer counted;
+ * segments a fragment gave its parent, their buf NULL, stay counted). */
 void wn_req_rsp_drop(req_t *r);
+/* r, a fragment, and every other part of its parent: let go of what their
+ * replies gathered, and drop the rest as it comes (their command is
+ * answered otherwise). */
+void wn_req_frags_let_go(req_t *r);
 /* End r's reply with a line walnut wrote (copied), after what it gathered,
  * sent or not: for a reply whose segments end where a line may follow (a
  * split get's whole items). */

@@ -91,7 +91,10 @@ static int keep(mc_req_t *m, wn_buf_t *b, uint32_t pos, uint32_t len, bool split
     if (is_fragment_of_split(m) && !m->r.swallow) {
         const client_t *c = wn_req_client(&m->r);
         if (c != NULL && c->held + len > c->pool->buffer_limit) {
-            m->r.swallow = true;
+            /* Every part lets go of the items it holds (those merged into
+             * the parent stay, whole): the get ends with the error, and
+             * what they held would leave no room for the replies after it. */
+            wn_req_frags_let_go(&m->r);
             m->over_limit = true;
             return 0;
         }
@@ -109,13 +112,13 @@ static int start_item(mc_req_t *m, int32_t key, wn_buf_t *b, uint32_t pos, uint3
     it->nsegs = 0;
     m->nitems++;
     int rc = keep(m, b, pos, len, true);
-    it->nsegs = m->r.rsp.n - it->seg_first;
+    it->nsegs = m->r.swallow ? 0 : m->r.rsp.n - it->seg_first; /* (let go: nothing kept) */
     return rc;
 }
 
 static void item_grew(mc_req_t *m)
 {
-    if (is_fragment_of_split(m) && m->nitems > 0) {
+    if (is_fragment_of_split(m) && m->nitems > 0 && !m->r.swallow) {
         mc_item_t *it = &m->split->items[m->split->frag_first[m->frag] + m->nitems - 1];
         it->nsegs = m->r.rsp.n - it->seg_first;
     }

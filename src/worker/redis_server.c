@@ -202,8 +202,9 @@ static int frag_push(redis_req_t *f, wn_buf_t *b, uint32_t pos, uint32_t len, bo
 {
     const client_t *c = wn_req_client(&f->r);
     if (c != NULL && !f->r.swallow && c->held + len > c->pool->buffer_limit) {
-        wn_req_rsp_drop(&f->r);
-        f->r.swallow = true;
+        /* Every part lets go: the command's answer is the error, and what
+         * they held would leave no room for the replies after it. */
+        wn_req_frags_let_go(&f->r);
         f->reply_over_limit = true;
         return 0;
     }
@@ -218,13 +219,13 @@ static int start_item(redis_req_t *f, wn_buf_t *b, uint32_t pos, uint32_t len)
     redis_item_t *it = &f->split->items[f->split->frag_first[f->frag] + f->nitems++];
     it->seg_first = f->r.rsp.n;
     int rc = frag_push(f, b, pos, len, true);
-    it->nsegs = f->r.rsp.n - it->seg_first;
+    it->nsegs = f->r.swallow ? 0 : f->r.rsp.n - it->seg_first; /* (let go: nothing kept) */
     return rc;
 }
 
 static void item_grew(redis_req_t *f)
 {
-    if (f->nitems > 0 && !f->reply_over_limit) {
+    if (f->nitems > 0 && !f->r.swallow) {
         redis_item_t *it = &f->split->items[f->split->frag_first[f->frag] + f->nitems - 1];
         it->nsegs = f->r.rsp.n - it->seg_first;
     }

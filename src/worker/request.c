@@ -107,6 +107,19 @@ static void release_frags(req_t *r)
     }
 }
 
+void wn_req_frags_let_go(req_t *r)
+{
+    req_t *p = r->kind == REQ_FRAGMENT ? r->parent : NULL;
+    for (uint32_t i = 0; p != NULL && p->frags != NULL && i < p->nfrags; i++) {
+        if (p->frags[i] != NULL) {
+            wn_req_rsp_drop(p->frags[i]);
+            p->frags[i]->swallow = true;
+        }
+    }
+    wn_req_rsp_drop(r); /* (listed above, unless its parent let go of its parts) */
+    r->swallow = true;
+}
+
 int wn_req_frags_alloc(req_t *r, uint32_t n)
 {
     r->frags = calloc(n ? n : 1, sizeof(*r->frags));
@@ -392,7 +405,8 @@ void wn_req_rsp_drop(req_t *r)
 {
     uint64_t had = 0;
     for (uint32_t i = r->rsp_sent; i < r->rsp.n; i++)
-        had += r->rsp.v[i].len;
+        if (r->rsp.v[i].buf != NULL) /* else moved to the parent, and counted there */
+            had += r->rsp.v[i].len;
     account(r, -(int64_t)had);
     wn_segv_clear(&r->rsp);
 }

@@ -2490,6 +2490,42 @@ class TestBackendMisbehaviour(HostileCase):
         self.assertNoSanitizerReport(px)
         px.stop()
 
+    def test_17p_an_open_get_line_whose_hits_pass_the_limit_gets_an_error(self):
+        """A get line over 64 KiB goes out in parts while it is still coming,
+        and their hits are held until it ends. Hits over client_buffer_limit
+        (3,000 values of 600 bytes under 1 MiB, the line's end held back
+        until every part is answered): the part that went over kept what it
+        had, so the line's next part took the client over and it was cut
+        with nothing sent (a review). Expected: every part lets go, the line
+        is answered with the limit's SERVER_ERROR alone, and the client is
+        served on."""
+        mcs = self.memcached(2)
+        px = self.proxy(mcs, timeout=5000, client_buffer_limit=MiB)
+        keys = [b"ll:%020d" % i for i in range(3000)]
+        value = b"v" * 600
+        c = self.raw(px.port(), timeout=30)
+        c.send(b"".join(b"set %s 0 0 %d noreply\r\n%s\r\n" % (k, len(value), value)
+                        for k in keys))
+        c.request(b"version\r\n", b"VERSION ")
+        c.recv_line()
+        line = b"get %s\r\n" % b" ".join(keys)
+        self.assertGreater(len(line), 64 << 10)
+        hits = sum(int(m.stats()["get_hits"]) for m in mcs)
+        c.send(line[:-40])
+        # The parts sent so far (all but the last, of at most 16 KiB of
+        # keys: over 2,000 keys) are answered: their hits, over 1 MiB, held.
+        h.wait_until(lambda: sum(int(m.stats()["get_hits"]) for m in mcs) - hits >= 2000 and
+                     sum(self.queued(px, m.addr) for m in mcs) == 0, deadline=30,
+                     what="the open line's parts answered")
+        c.send(line[-40:])
+        c.expect(b"SERVER_ERROR walnut: the reply would take the client past the pool's "
+                 b"client_buffer_limit (1048576 bytes)\r\n", timeout=30)
+        c.request(b"get %s\r\n" % keys[0], b"VALUE %s 0 600\r\n%s\r\nEND\r\n" % (
+            keys[0], value))
+        self.assertNotIn("over client_buffer_limit", px.log())
+        self.assertAlive(px)
+        px.stop()
+
     def test_17_clients_that_leave_cannot_grow_a_stalled_servers_queue(self):
         """Defect 17: a server that stops reading (no timeout set), and client after
         client that sends it 3 MB of sets and closes. A client's bytes count against it

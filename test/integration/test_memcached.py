@@ -1230,8 +1230,11 @@ class MemcachedSuite:
         client_buffer_limit, disconnected the client with nothing sent,
         however fast it read (memcached direct serves it). Expected: the get
         ends with a SERVER_ERROR line (after the whole items that went out,
-        if any: as memcached ends a get it fails part-way); the client is
-        served on, and a get that fits is served whole after it."""
+        if any: as memcached ends a get it fails part-way), every part
+        letting go of what it gathered at once (a review: they kept it until
+        the error was written, and a 40 KB reply pipelined behind it cut the
+        client); the client is served on, and a get that fits is served whole
+        after it."""
         tmp = self.tmpdir()
         slow, fast = self.start_memcached(tmp, n=2, prefix="gl")
         px = self.start_proxy(tmp, {"gl": h.pool([slow, fast], timeout=5000,
@@ -1243,21 +1246,23 @@ class MemcachedSuite:
         self.assertEqual([len(on[slow]), len(on[fast])], [120, 120])
         keys = on[slow] + on[fast]
         value = b"v" * 10000
+        after, big = [k for k in cand if where[("gl", k)][1] == fast.addr][120], b"w" * 40000
         c = self.raw(px.port(), timeout=20)
-        for k in keys:
-            c.request(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(value), value), b"STORED\r\n")
+        for k, v in [(k, value) for k in keys] + [(after, big)]:
+            c.request(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(v), v), b"STORED\r\n")
         with self.nc_differs("a split get whose items would take the client past "
                              "client_buffer_limit ends with SERVER_ERROR (twemproxy has no "
                              "limit)"):
             # The fast server's 1.2 MB wait for the slow one's keys, first.
             h.sigstop_and_wait(slow.proc.pid)
             try:
-                c.send(b"get %s\r\n" % b" ".join(keys))
+                c.send(b"get %s\r\nget %s\r\n" % (b" ".join(keys), after))
                 line = c.recv_line(timeout=20)
             finally:
                 os.kill(slow.proc.pid, signal.SIGCONT)
             self.assertEqual(line, b"SERVER_ERROR walnut: the reply would take the client past "
                                    b"the pool's client_buffer_limit (1048576 bytes)\r\n")
+            c.expect(value_block(after, 0, big) + b"END\r\n")
             c.request(b"version\r\n", b"VERSION ")
             c.recv_line()
         # 60 of them (600 KB) fit, after it as before it

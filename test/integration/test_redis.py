@@ -1999,35 +1999,51 @@ class TestRedis(RedisCase):
         counts whole against client_buffer_limit however fast the client
         reads: one larger than the limit cut the client with nothing sent
         (adversarial pass: 100,000 values of 1,000 bytes under 64 MiB).
-        Expected: that command gets an error line, in order; the client is
-        not cut, and what the parts held is let go (a large MGET under the
-        limit is served after it)."""
+        Expected: that command gets an error line, in order, and every part
+        lets go of what it gathered at once (a review: the parts under the
+        limit kept theirs until the last part answered, and a 60 KB reply
+        pipelined behind it cut the client); the client is not cut, and a
+        large MGET under the limit is served after it."""
         tmp = self.tmpdir()
-        two = self.start_redis(tmp, 2, prefix="mb")
-        px = self.start_proxy(tmp, {"p": h.pool(two, redis=True, timeout=5000,
+        x, y, z = self.start_redis(tmp, 3, prefix="mb")
+        px = self.start_proxy(tmp, {"p": h.pool([x, y, z], redis=True, timeout=15000,
                                                 client_buffer_limit=1 << 20)},
                               workers=1, name="bigmget")
         cand = [b"mb:%s" % hashlib.sha1(b"%d" % i).hexdigest()[:10].encode()
-                for i in range(2000)]
+                for i in range(3000)]
         where = h.walnut_locate(px.conf_path, cand)
-        keys = []
-        for r in two:
-            mine = [k for k in cand if where[("p", k)][1] == r.addr][:100]
-            self.assertEqual(len(mine), 100)
-            for k in mine:
+        on = {r: [k for k in cand if where[("p", k)][1] == r.addr] for r in (x, y, z)}
+        # 100 values of 10 KB on x and on y (each part about 1 MB, under the
+        # 1 MiB limit; together over it), one key on z
+        keys = on[z][:1]
+        for r in (x, y):
+            for k in on[r][:100]:
                 r.call("SET", k, b"v" * 10000)
-            keys += mine
-        keys.sort()  # interleaved: each part is about half of the reply
+            keys += on[r][:100]
+        keys.sort()
+        after = on[x][100]
+        x.call("SET", after, b"w" * 60000)
         err = (b"-ERR walnut: the reply would take the client past the pool's "
                b"client_buffer_limit (1048576 bytes)\r\n")
         with self.raw(px.port(), timeout=20) as c:
-            # 200 values of 10 KB: 2 MB for a 1 MiB limit
-            c.request(resp("MGET", *keys) + resp("PING"), err + b"+PONG\r\n")
+            # y's part comes first (whole, under the limit), then x's (over
+            # it, with the GET's reply behind it), while z holds the MGET
+            h.sigstop_and_wait(z.proc.pid)
+            h.sigstop_and_wait(x.proc.pid)
+            try:
+                c.send(resp("MGET", *keys) + resp("GET", after))
+                h.wait_until(lambda: out_queue(px, y) == 0, deadline=20, what="y's part")
+                os.kill(x.proc.pid, signal.SIGCONT)
+                h.wait_until(lambda: out_queue(px, x) == 0, deadline=20,
+                             what="x's part and the GET")
+            finally:
+                os.kill(x.proc.pid, signal.SIGCONT)
+                os.kill(z.proc.pid, signal.SIGCONT)
+            c.expect(err + resp_bulk(b"w" * 60000), timeout=20)
+            c.request(resp("PING"), b"+PONG\r\n")
             # 60 of them (600 KB) fit, after it as before it
-            got = c.call("MGET", *keys[:60])
-            self.assertEqual(got, [b"v" * 10000] * 60)
-            c.request(resp("MGET", *keys) + resp("GET", keys[0]),
-                      err + resp_bulk(b"v" * 10000))
+            self.assertEqual(c.call("MGET", *keys[1:61]),
+                             [x.call("GET", k) or y.call("GET", k) for k in keys[1:61]])
         self.assertNotIn("over client_buffer_limit", h.read_text(px.log_path))
         px.stop()
 
