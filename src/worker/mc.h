@@ -157,6 +157,9 @@ typedef struct mc_line {
     bool closed;             /* no more parts: the line ended, or the client left */
     bool released;           /* ended good: its parts answer (and stream) in order */
     bool failed;             /* released, then a part answered with an error line */
+    bool over_limit;         /* before release, a part's hits would have taken the client
+                                past client_buffer_limit: the line answers that error
+                                alone, and its parts keep no hits */
     wn_mc_reply_t verdict;   /* NONE: answer the hits, then END */
     uint32_t err_len;        /* before release, the first error line a part met */
     char err[512];
@@ -251,6 +254,14 @@ void wn_mc_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead);
 
 /* mc_merge.c */
 void wn_mc_parent_progress(req_t *parent);
+/* f, a split get's part, would take its client past client_buffer_limit:
+ * every part of the get lets go of the items it holds and drops the rest;
+ * the get ends with the error (split_progress). A get that is part of a
+ * streamed line still open fails the whole line at once: its parts' hits
+ * will never be sent. */
+void wn_mc_part_over_limit(mc_req_t *f);
+/* Keep nothing more for f: a part of a streamed line that failed so. */
+bool wn_mc_part_of_failed_line(const mc_req_t *f);
 /* A streamed line has no more parts (closed): it answers once they are in. */
 void wn_mc_line_closed(mc_line_t *l);
 /* r could not be completed: count it, answer it with twemproxy's

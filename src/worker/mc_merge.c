@@ -237,15 +237,48 @@ void wn_mc_line_closed(mc_line_t *l)
         line_answer(l);
 }
 
+static int over_limit_line(const pool_rt_t *pool, char *line, size_t cap)
+{
+    return snprintf(line, cap,
+                    "SERVER_ERROR walnut: the reply would take the client past the pool's "
+                    "client_buffer_limit (%llu bytes)\r\n",
+                    (unsigned long long)pool->buffer_limit);
+}
+
+bool wn_mc_part_of_failed_line(const mc_req_t *f)
+{
+    const mc_req_t *p = (const mc_req_t *)f->r.parent; /* (mc_req, const) */
+    return p != NULL && p->part_of != NULL && p->part_of->over_limit;
+}
+
+void wn_mc_part_over_limit(mc_req_t *f)
+{
+    wn_req_frags_let_go(&f->r);
+    f->over_limit = true;
+    mc_req_t *p = f->r.parent != NULL ? mc_req(f->r.parent) : NULL;
+    mc_line_t *l = p != NULL ? p->part_of : NULL;
+    if (l == NULL || l->released || l->over_limit)
+        return;
+    /* Open: the line will answer this error alone (it cannot be released
+     * good now), so nothing its parts hold will be sent. */
+    l->over_limit = true;
+    if (l->err_len == 0)
+        l->err_len = (uint32_t)WN_MAX(0, over_limit_line(p->r.pool, l->err, sizeof(l->err)));
+    for (uint32_t i = 0; i < l->nparts; i++) {
+        req_t *q = &l->parts[i]->r;
+        wn_req_rsp_drop(q);
+        for (uint32_t k = 0; q->frags != NULL && k < q->nfrags; k++)
+            if (q->frags[k] != NULL)
+                wn_req_frags_let_go(q->frags[k]);
+    }
+}
+
 /* A part's items would have taken the client past its limit (mc_server.c
  * keep): the get ends with an error line, after the items that went out. */
 static void answer_over_limit(mc_req_t *p)
 {
     char line[160];
-    int n = snprintf(line, sizeof(line),
-                     "SERVER_ERROR walnut: the reply would take the client past the pool's "
-                     "client_buffer_limit (%llu bytes)\r\n",
-                     (unsigned long long)p->r.pool->buffer_limit);
+    int n = over_limit_line(p->r.pool, line, sizeof(line));
     wn_stat_add(WN_PSTAT(p->r.pool, request_errors), 1);
     p->r.failed = true;
     if (p->part_of != NULL)
@@ -269,6 +302,13 @@ static void split_progress(mc_req_t *p)
             answer_with_error(p, fr);
             return;
         }
+    }
+    if (p->part_of != NULL && p->part_of->over_limit) {
+        /* Another part of its line went over the limit: the hits this one
+         * held were let go, and the line answers that error alone. */
+        if (p->r.frags_left == 0)
+            part_over(p);
+        return;
     }
     bool grew = false;
     while (s->merged < s->nkeys) {

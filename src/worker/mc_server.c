@@ -90,12 +90,15 @@ static int keep(mc_req_t *m, wn_buf_t *b, uint32_t pos, uint32_t len, bool split
 {
     if (is_fragment_of_split(m) && !m->r.swallow) {
         const client_t *c = wn_req_client(&m->r);
+        if (wn_mc_part_of_failed_line(m)) {
+            m->r.swallow = true;
+            return 0;
+        }
         if (c != NULL && c->held + len > c->pool->buffer_limit) {
             /* Every part lets go of the items it holds (those merged into
              * the parent stay, whole): the get ends with the error, and
              * what they held would leave no room for the replies after it. */
-            wn_req_frags_let_go(&m->r);
-            m->over_limit = true;
+            wn_mc_part_over_limit(m);
             return 0;
         }
     }

@@ -2524,6 +2524,7 @@ class TestBackendMisbehaviour(HostileCase):
             keys[0], value))
         self.assertNotIn("over client_buffer_limit", px.log())
         self.assertAlive(px)
+        self.assertNoSanitizerReport(px)
         px.stop()
 
     def test_17_clients_that_leave_cannot_grow_a_stalled_servers_queue(self):
