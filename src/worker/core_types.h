@@ -269,6 +269,13 @@ void wn_req_rsp_drop(req_t *r);
  * replies gathered, and drop the rest as it comes (their command is
  * answered otherwise). */
 void wn_req_frags_let_go(req_t *r);
+/* wn_req_rsp_push for a part of a split command. Its reply waits for the
+ * other parts' (the client's is made of them all), so it counts against
+ * the client whole however fast the client reads: bytes that would take
+ * the client past client_buffer_limit are not kept and every part lets go
+ * (wn_req_frags_let_go). 1: so; the protocol answers the command with the
+ * limit's error instead of the client being cut. */
+int wn_req_part_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len, bool split);
 /* End r's reply with a line walnut wrote (copied), after what it gathered,
  * sent or not: for a reply whose segments end where a line may follow (a
  * split get's whole items). */

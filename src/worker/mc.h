@@ -254,9 +254,9 @@ void wn_mc_server_read_plan(const sconn_t *s, uint32_t *keep, uint64_t *ahead);
 
 /* mc_merge.c */
 void wn_mc_parent_progress(req_t *parent);
-/* f, a split get's part, would take its client past client_buffer_limit:
- * every part of the get lets go of the items it holds and drops the rest;
- * the get ends with the error (split_progress). A get that is part of a
+/* f, a split get's part, would have taken its client past
+ * client_buffer_limit (wn_req_part_push: every part of the get let go): the
+ * get ends with the error (split_progress). A get that is part of a
  * streamed line still open fails the whole line at once: its parts' hits
  * will never be sent. */
 void wn_mc_part_over_limit(mc_req_t *f);

@@ -253,7 +253,6 @@ bool wn_mc_part_of_failed_line(const mc_req_t *f)
 
 void wn_mc_part_over_limit(mc_req_t *f)
 {
-    wn_req_frags_let_go(&f->r);
     f->over_limit = true;
     mc_req_t *p = f->r.parent != NULL ? mc_req(f->r.parent) : NULL;
     mc_line_t *l = p != NULL ? p->part_of : NULL;

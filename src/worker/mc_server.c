@@ -80,29 +80,23 @@ static int32_t match_value(mc_req_t *m, const char *key, uint32_t len)
 
 /*
  * Keep bytes of m's reply. A split get's part keeps its items until their
- * turn in the client's key order comes (mc_merge.c), so what one server
- * sends ahead of the others counts against the client however fast it
- * reads. A part whose bytes would take the client past client_buffer_limit
- * keeps no more: the rest of its reply is read and dropped, and the get
- * ends with an error (split_progress); the client is not cut.
+ * turn in the client's key order comes (mc_merge.c): past the client's
+ * limit (wn_req_part_push) the get ends with an error (split_progress) and
+ * the client is not cut; a part of a streamed line that failed so keeps
+ * nothing.
  */
 static int keep(mc_req_t *m, wn_buf_t *b, uint32_t pos, uint32_t len, bool split)
 {
-    if (is_fragment_of_split(m) && !m->r.swallow) {
-        const client_t *c = wn_req_client(&m->r);
-        if (wn_mc_part_of_failed_line(m)) {
-            m->r.swallow = true;
-            return 0;
-        }
-        if (c != NULL && c->held + len > c->pool->buffer_limit) {
-            /* Every part lets go of the items it holds (those merged into
-             * the parent stay, whole): the get ends with the error, and
-             * what they held would leave no room for the replies after it. */
-            wn_mc_part_over_limit(m);
-            return 0;
-        }
+    if (!is_fragment_of_split(m))
+        return wn_req_rsp_push(&m->r, b, pos, len, split);
+    if (wn_mc_part_of_failed_line(m))
+        m->r.swallow = true;
+    int rc = wn_req_part_push(&m->r, b, pos, len, split);
+    if (rc == 1) {
+        wn_mc_part_over_limit(m);
+        return 0;
     }
-    return wn_req_rsp_push(&m->r, b, pos, len, split);
+    return rc;
 }
 
 /* A VALUE line of a fragment starts an item (merged later by key). */

@@ -190,25 +190,17 @@ static void reauth_due(redis_sconn_t *s)
         wn_sconn_recycle(&s->s);
 }
 
-/*
- * A part's reply is kept until every part has answered (the client's reply
- * is made of them all), so it counts against the client whole, however
- * fast the client reads. One that would take the client past
- * client_buffer_limit is let go and the rest of it read and dropped; the
+/* A part's reply bytes (wn_req_part_push): past the client's limit, the
  * command is refused (wn_redis_parent_progress) and the client, which has
- * done nothing wrong, is not cut.
- */
+ * done nothing wrong, is not cut. */
 static int frag_push(redis_req_t *f, wn_buf_t *b, uint32_t pos, uint32_t len, bool split)
 {
-    const client_t *c = wn_req_client(&f->r);
-    if (c != NULL && !f->r.swallow && c->held + len > c->pool->buffer_limit) {
-        /* Every part lets go: the command's answer is the error, and what
-         * they held would leave no room for the replies after it. */
-        wn_req_frags_let_go(&f->r);
+    int rc = wn_req_part_push(&f->r, b, pos, len, split);
+    if (rc == 1) {
         f->reply_over_limit = true;
         return 0;
     }
-    return wn_req_rsp_push(&f->r, b, pos, len, split);
+    return rc;
 }
 
 /* A fragment's element begins (depth 1 of an MGET reply). */

@@ -120,6 +120,16 @@ void wn_req_frags_let_go(req_t *r)
     r->swallow = true;
 }
 
+int wn_req_part_push(req_t *r, wn_buf_t *buf, uint32_t off, uint32_t len, bool split)
+{
+    const client_t *c = wn_req_client(r);
+    if (c != NULL && !r->swallow && c->held + len > c->pool->buffer_limit) {
+        wn_req_frags_let_go(r);
+        return 1;
+    }
+    return wn_req_rsp_push(r, buf, off, len, split);
+}
+
 int wn_req_frags_alloc(req_t *r, uint32_t n)
 {
     r->frags = calloc(n ? n : 1, sizeof(*r->frags));
