@@ -125,6 +125,16 @@ static void line_answer(mc_line_t *l)
         req_t *r = &l->parts[i]->r;
         if (!r->done)
             wn_req_reply(r, "", 0); /* its hits dropped: the line answers alone */
+        /* A part over by its error may still have fragments out, whose
+         * replies come after the line is gone: they keep nothing. */
+        l->parts[i]->part_of = NULL;
+        for (uint32_t k = 0; r->frags != NULL && k < r->nfrags; k++) {
+            req_t *f = r->frags[k];
+            if (f != NULL && !f->done) {
+                wn_req_rsp_drop(f);
+                f->swallow = true;
+            }
+        }
         wn_req_unref(r);
     }
     if (l->term != NULL) {

@@ -592,6 +592,44 @@ class TestProtocolFraming(HostileCase):
         self.assertAlive(self.px)
         self.assertNoSanitizerReport(self.px)
 
+    def test_05m_hits_after_a_failed_line_answered_are_dropped(self):
+        """A get line over 64 KiB whose every part is split over a dead server
+        and a stopped one: the dead server's fragments fail at once, every
+        part is over and the line answers with the error alone while the
+        stopped server still owes its hits. When they came, walnut read them
+        through the line it had freed (a use-after-free; TSan caught it in
+        test_05d once in CI). Now they are dropped: the client gets the one
+        error line, then its next reply, and walnut stays whole."""
+        a, b = self.memcached(2)
+        self.px = self.proxy([a, b], timeout=5000, auto_eject_hosts=False)
+        port = self.px.port()
+        keys = [b"pm:%05x" % (i * 2654435761 % (1 << 20)) for i in range(3000)]
+        c = self.raw(port, timeout=30)
+        c.send(b"".join(b"set %s 0 0 4\r\nv%s\r\n" % (k, k[-3:]) for k in keys))
+        c.expect(b"STORED\r\n" * len(keys))
+        held_a = a.keys_held(keys)
+        on_a = [k for k in keys if k in held_a]
+        on_b = [k for k in keys if k not in held_a]
+        self.assertTrue(on_a and on_b, "keys on both servers")
+        # every 2 KB of the line has keys of both servers
+        mixed = [k for pair in zip(on_a, on_b) for k in pair]
+        line = b"get " + b" ".join((mixed * 8)[:9000]) + b"\r\n"
+        self.assertGreater(len(line), 64 << 10)
+        b.kill()
+        a.sigstop()
+        self.addCleanup(a.sigcont)
+        c.send(line + b"get %s\r\n" % on_a[0])
+        err = c.recv_line()
+        self.assertTrue(err.startswith(b"SERVER_ERROR "), err)
+        time.sleep(0.3)
+        a.sigcont()
+        # the stopped server's hits come now, for a line already answered
+        c.expect(get_reply([(on_a[0], 0, b"v" + on_a[0][-3:])]))
+        c.send(b"get %s\r\n" % on_a[1])
+        c.expect(get_reply([(on_a[1], 0, b"v" + on_a[1][-3:])]))
+        self.assertAlive(self.px)
+        self.assertNoSanitizerReport(self.px)
+
     def test_05e_streamed_line_server_error_and_big_replies(self):
         """Defect 5: a streamed line whose server answers with a long error line gets that
         line (it was dropped once: the line then answered END as if nothing failed); a
