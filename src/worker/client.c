@@ -41,7 +41,7 @@ static bool paused_on_a_write(const client_t *c)
 {
     return !c->reading && !c->unpaced && c->writes > 0 && !c->eof && !c->closing && !c->broken &&
            !c->overlimit && !c->stop_parsing && c->held_by == NULL && !c->mid_request &&
-           (c->inflight >= WN_CLIENT_MAX_INFLIGHT || c->held >= c->soft_limit);
+           (wn_client_inflight_full(c) || c->held >= c->soft_limit);
 }
 
 static void on_pace(uv_timer_t *t)
@@ -128,6 +128,7 @@ static client_t *client_new(pool_rt_t *pool)
     c->w = w;
     c->pool = pool;
     c->soft_limit = pool->buffer_limit / 4;
+    c->reply_est = c->soft_limit / WN_CLIENT_FIRST_INFLIGHT;
     wn_segv_init(&c->backlog);
     c->h.handle.data = c;
     return c;
@@ -363,6 +364,10 @@ static uint64_t pop_answered(client_t *c)
     r->acct = 0;
     r->client = NULL;
     c->inflight--;
+    /* What its replies hold, a maximum that decays by an eighth a reply
+     * (wn_client_inflight_full): after a large one, a few dozen small ones
+     * let it have 1024 in flight again. */
+    c->reply_est = WN_MAX(held, c->reply_est - c->reply_est / 8);
     /* Answered while a part still waits (another part failed): the part
      * keeps it, and its line, as long as its server does not answer. */
     if (r->kind == REQ_PARENT && r->refs > 1)

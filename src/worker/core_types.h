@@ -34,8 +34,11 @@
 
 /* Per-client bounds. A client with this many requests in flight, or holding
  * a quarter of its buffer limit, is not read until it drains; one holding
- * more than its limit (client_buffer_limit) is disconnected. */
+ * more than its limit (client_buffer_limit) is disconnected. Fewer in
+ * flight when its replies are large: see wn_client_can_parse. */
 #define WN_CLIENT_MAX_INFLIGHT 1024
+/* Before its first reply a client may have this many requests in flight. */
+#define WN_CLIENT_FIRST_INFLIGHT 32
 /* Largest buffer a read is sized to when more bytes are known to be coming
  * (a value); the rest of a larger value arrives in further buffers. */
 #define WN_READ_AHEAD_MAX (1u << 20)
@@ -558,6 +561,8 @@ struct client {
     uint64_t held_over;    /* `held` when it went over its limit (what the warning says:
                               by the flush, written requests may have lowered it) */
     uint64_t soft_limit;   /* a quarter of the pool's buffer limit: stop reading past it */
+    uint64_t reply_est;    /* what its recent replies held, a decaying maximum: its requests
+                              in flight times this stay under soft_limit */
     uint64_t pending;      /* of which handed to uv_write and not yet written */
     uint32_t writes;       /* uv_write calls outstanding */
     bool reading;
@@ -587,18 +592,35 @@ struct client {
 };
 
 /*
+ * Has c as many requests in flight as it may? 1024, and fewer when its
+ * replies are large: a server builds the replies to what it has read before
+ * it writes them, so a few small requests for large values (a client that
+ * pipelines GETs of 512 KB and never reads) would make it build gigabytes
+ * for walnut's connection, and every other client of that connection would
+ * wait behind them. Its requests in flight times what its recent replies
+ * held (reply_est; before the first, the soft bound over
+ * WN_CLIENT_FIRST_INFLIGHT) stay under the soft bound; one is always let in.
+ */
+static inline bool wn_client_inflight_full(const client_t *c)
+{
+    return c->inflight >= WN_CLIENT_MAX_INFLIGHT ||
+           (c->inflight > 0 && (uint64_t)c->inflight * c->reply_est >= c->soft_limit);
+}
+
+/*
  * May c be read and parsed further? Not once it is closing, broken, over its
  * limit, done (quit, lost framing) or held for control's verdict. Between
- * requests the soft bounds apply too: 1024 requests in flight, or a quarter
- * of the buffer limit held; inside a request (the unit sets mid_request) they
- * wait for its end, or a half-received request could never complete.
+ * requests the soft bounds apply too: its requests in flight (above), or a
+ * quarter of the buffer limit held; inside a request (the unit sets
+ * mid_request) they wait for its end, or a half-received request could
+ * never complete.
  */
 static inline bool wn_client_can_parse(const client_t *c)
 {
     if (c->closing || c->broken || c->overlimit || c->stop_parsing || c->held_by != NULL)
         return false;
     return c->mid_request ||
-           (c->inflight < WN_CLIENT_MAX_INFLIGHT && (c->unpaced || c->held < c->soft_limit));
+           (!wn_client_inflight_full(c) && (c->unpaced || c->held < c->soft_limit));
 }
 
 /*

@@ -1155,6 +1155,25 @@ def resp(*args):
     return b"".join(parts)
 
 
+def warm_up(sock, redis=False, n=40):
+    """Make a client walnut has seen small replies for: walnut lets a client
+    have 32 requests in flight until its replies are seen, then as many as
+    the size of its recent replies allows (1024 for small ones, after a few
+    dozen). n requests walnut answers itself (Redis PING, memcached an
+    unknown word: ERROR), their replies read. For tests of what many
+    requests in flight do to a server that never answers them."""
+    req, rep = (resp("PING"), b"+PONG\r\n") if redis else (b"warm-up\r\n", b"ERROR\r\n")
+    sock.sendall(req * n)
+    want, got = len(rep) * n, b""
+    while len(got) < want:
+        d = sock.recv(want - len(got))
+        if not d:
+            raise AssertionError("warm-up: EOF after %r" % got[-40:])
+        got += d
+    if got != rep * n:
+        raise AssertionError("warm-up: %r" % got[:80])
+
+
 def resp_parse(data, pos=0):
     """(value, end) of the RESP2 reply starting at data[pos], or None if incomplete.
 

@@ -2232,6 +2232,7 @@ class TestBackendMisbehaviour(HostileCase):
         n = 1000  # under the client's 8 MiB: each line counts its parts' slots
         line = b"".join(b"get %s %s\r\n" % (keys[10 + i % 7], other) for i in range(n))
         c = self.sock(port, timeout=30)
+        h.warm_up(c)  # 1000 in flight: a client seen to have small replies
         c.sendall(line)
         h.wait_until(lambda: self.metric(px, "walnut_server_out_queue", fake.addr) >= n,
                      deadline=30, what="every split get's part queued for the stalled server")
@@ -2396,6 +2397,7 @@ class TestBackendMisbehaviour(HostileCase):
         socks = []
         for _ in range(150):
             s = self.sock(port, timeout=10)
+            h.warm_up(s)  # 700 in flight: a client seen to have small replies
             s.sendall(line)
             socks.append(s)
         h.wait_until(lambda: "has not answered requests holding" in px.log(), deadline=30,
@@ -2429,6 +2431,7 @@ class TestBackendMisbehaviour(HostileCase):
         line = b"".join(b"get drip%d\r\n" % i for i in range(700))
         for _ in range(150):
             s = self.sock(port, timeout=10)
+            h.warm_up(s)  # 700 in flight: a client seen to have small replies
             s.sendall(line)
             s.close()
         h.wait_until(lambda: "has not answered requests holding" in px.log(), deadline=30,
@@ -2460,6 +2463,8 @@ class TestBackendMisbehaviour(HostileCase):
         px = self.proxy([fake], client_buffer_limit=MiB)
         port = px.port()
         socks = [self.sock(port, timeout=30) for _ in range(400)]
+        for s in socks:
+            h.warm_up(s)  # 300 in flight: a client seen to have small replies
         time.sleep(0.3)
         h.sigstop_and_wait(px.pid)
         try:
