@@ -508,7 +508,10 @@ void wn_redis_client_parse(client_t *cl)
 {
     redis_client_t *c = (redis_client_t *)cl;
     for (;;) {
-        cl->mid_request = c->cur != NULL;
+        /* A request held for control's verdict was read whole: when the
+         * hold ends it goes out whatever the client's soft bounds say (one
+         * larger than they are would wait for itself forever). */
+        cl->mid_request = c->cur != NULL || c->pending != NULL;
         if (!wn_client_can_parse(cl))
             break;
         if (c->pending != NULL) {

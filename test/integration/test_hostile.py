@@ -2645,5 +2645,117 @@ class TestBackendMisbehaviour(HostileCase):
         self.assertNoSanitizerReport(px)
         px.stop()
 
+class TestLateRepliesAndHolds(HostileCase):
+    """From a review of the streamed-line fix (e2cfd5e): replies that come
+    for a request already answered are dropped, not kept counted against its
+    client; a Redis request held for control's verdict goes out when the
+    hold ends, however large."""
+
+    def client_bytes(self, px):
+        import json
+        import urllib.request
+        url = "http://%s:%d/stats" % (h.HOST, px.stats_port)
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return int(json.loads(r.read())["client_bytes"])
+
+    def late_hits(self, streamed):
+        """A get on a stopped server (c3) heads the client's queue; behind it
+        a get split over a dead server (b) and a stopped one (a) fails at
+        once and is answered. When a resumes, its hits for the answered get
+        (about 4.5 MB) were kept and counted for the client as long as the
+        answered get waited behind the first; now they are read and
+        dropped."""
+        a, b, c3 = self.memcached(3)
+        px = self.proxy([a, b, c3], timeout=20000, client_buffer_limit=64 * MiB)
+        port = px.port()
+        keys = [b"ek:%05x" % (i * 2654435761 % (1 << 20)) for i in range(6000)]
+        val = b"x" * 1000
+        c = self.raw(port, timeout=30)
+        c.send(b"".join(b"set %s 0 0 %d noreply\r\n%s\r\n" % (k, len(val), val) for k in keys))
+        c.request(b"version\r\n", b"VERSION ")
+        c.recv_line()
+        ha, hb = a.keys_held(keys), b.keys_held(keys)
+        on_a = [k for k in keys if k in ha]
+        on_b = [k for k in keys if k in hb]
+        on_c = [k for k in keys if k not in ha and k not in hb]
+        self.assertTrue(on_a and on_b and on_c, "keys on every server")
+        mixed = [k for pair in zip(on_a, on_b) for k in pair]
+        line = b"get " + b" ".join((mixed * 8)[:9000 if streamed else 6000]) + b"\r\n"
+        if streamed:
+            self.assertGreater(len(line), 64 << 10)
+        else:
+            self.assertLess(len(line), 64 << 10)
+        base = int(a.stats()["get_hits"])
+        c3.sigstop()
+        self.addCleanup(c3.sigcont)
+        a.sigstop()
+        self.addCleanup(a.sigcont)
+        b.kill()
+        c.send(b"get %s\r\n" % on_c[0] + line)
+        time.sleep(0.5)
+        before = self.client_bytes(px)
+        a.sigcont()  # its hits for the answered get come now
+        asked = sum(1 for k in line[4:-2].split(b" ") if k in ha)
+        h.wait_until(lambda: int(a.stats()["get_hits"]) >= base + asked, deadline=20,
+                     what="the resumed server's %d hits" % asked)
+        time.sleep(0.5)  # and walnut read them
+        after = self.client_bytes(px)
+        measured("counted for the client after the late hits of an answered %s get came"
+                 % ("streamed" if streamed else "split"), "%.1f MB" % ((after - before) / 1e6))
+        c3.sigcont()
+        self.assertEqual(c.recv_until(b"END\r\n"), get_reply([(on_c[0], 0, val)]))
+        err = c.recv_line()
+        self.assertTrue(err.startswith(b"SERVER_ERROR "), err)
+        self.assertLess(after - before, MiB, "late hits of an answered get kept for the client")
+        c.close()
+        h.wait_until(lambda: self.client_bytes(px) == 0, deadline=20, what="nothing counted")
+        self.assertAlive(px)
+        self.assertNoSanitizerReport(px)
+
+    def test_late_hits_of_an_answered_streamed_line_are_dropped(self):
+        self.late_hits(True)
+
+    def test_late_hits_of_a_split_get_answered_early_are_dropped(self):
+        self.late_hits(False)
+
+    def held_request(self, req):
+        """A request for a suspect server (auto_eject_hosts) is held until
+        control's verdict, kept read and counted against its client. When
+        the hold ended it went out only if the client was under its soft
+        bound (a quarter of client_buffer_limit), which a request larger
+        than that keeps it over by itself: never sent, never answered, the
+        client never read again."""
+        rs = [h.RedisServer(self.tmp, name="hb%d" % i).start() for i in range(2)]
+        for r in rs:
+            self.addCleanup(r.kill)
+        px = self.proxy(rs, redis=True, auto_eject_hosts=True, server_failure_limit=2,
+                        server_retry_timeout=2000, timeout=400, client_buffer_limit=MiB)
+        port = px.port()
+        keys = [b"hb:%05d" % i for i in range(400)]
+        c = self.raw(port, timeout=10)
+        c.send(b"".join(h.resp("SET", k, "0") for k in keys))
+        c.expect(b"+OK\r\n" * len(keys))
+        on1 = [k for k, e in zip(keys, rs[1].pipeline([("EXISTS", k) for k in keys])) if e == 1]
+        self.assertTrue(0 < len(on1) < len(keys), "keys on both servers")
+        rs[1].kill()
+        c.send(h.resp("GET", on1[0]))
+        self.assertTrue(c.recv_resp().startswith(b"-ERR "))  # rs[1] is suspect now
+        c.send(req(keys, on1[0]) + h.resp("PING"))
+        first = c.recv_resp(timeout=10)
+        self.assertTrue(first == b"+OK\r\n" or first.startswith(b"-ERR "), first)
+        c.expect(b"+PONG\r\n", timeout=5)
+        c.close()
+        h.wait_until(lambda: self.client_bytes(px) == 0, deadline=20, what="nothing counted")
+        self.assertAlive(px)
+        self.assertNoSanitizerReport(px)
+
+    def test_a_held_mset_larger_than_the_soft_bound_goes_out(self):
+        self.held_request(lambda keys, k: h.resp("MSET", *[x for k in keys
+                                                             for x in (k, b"v" * 1000)]))
+
+    def test_a_held_set_larger_than_the_soft_bound_goes_out(self):
+        self.held_request(lambda keys, k: h.resp("SET", k, b"v" * 400000))
+
+
 if __name__ == "__main__":
     h.main()
