@@ -2557,10 +2557,13 @@ class TestRedis(RedisCase):
 
     def test_slow_big_bulk_under_timeout(self):
         """`timeout` is per progress: a 4 MB bulk dribbled over ~2 s under
-        timeout: 500 arrives whole."""
+        timeout: 1000 arrives whole. (It was 500: twice in full-file runs
+        beside a CI run on this 2-CPU machine the reply stopped at a piece's
+        end, not reproduced since, alone or with the CPUs loaded; the fake's
+        130 ms gaps now have 7x, not 4x, before the timeout.)"""
         value = bytes(random.Random(9).getrandbits(8) for _ in range(256)) * (4 << 12)
         f = self.fake(fakes.SlowBulkRedis, b"big", value, chunks=16, gap=0.13)
-        px, port = self.fake_pool(f, timeout=500)
+        px, port = self.fake_pool(f, timeout=1000)
         with self.raw(port, timeout=30) as c:
             t0 = time.monotonic()
             c.send(resp("GET", "big"))
