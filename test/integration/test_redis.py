@@ -1027,6 +1027,7 @@ class TestRedis(RedisCase):
             # otherwise hold the flood, and the checks after it, for 10 s,
             # past the pause (twice in CI's ASan phase).
             s = socket.create_connection((h.HOST, px.port("p")), timeout=10)
+            h.warm_up(s, redis=True)  # 1,000 in flight: a client seen to have small replies
             s.settimeout(1)
             try:
                 s.sendall(payload)
