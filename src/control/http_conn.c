@@ -57,6 +57,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     if (c->next != NULL)
         c->next->prev = c->prev;
     srv->nconns--;
+    srv->nclosing--;
     free(c->buf);
     free(c->url);
     free(c);
@@ -69,6 +70,7 @@ void http_conn_close(conn_t *c)
     if (c->closing_handles)
         return;
     c->closing_handles = true;
+    c->srv->nclosing++;
     /* Pending writes and the shutdown complete with UV_ECANCELED before the
      * close callbacks run; their callbacks see closing_handles and only free. */
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
@@ -114,9 +116,14 @@ static size_t queued(const conn_t *c)
     return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
 }
 
-/* A write was queued, or taken whole: the client's reading is on time. */
+/* A write was queued, or taken whole: the client's reading is on time. The
+ * clock is read afresh: the loop's time is its turn's start, and a turn
+ * that rendered a slow view before this write would count the render
+ * against the client (a kept-alive connection answered after a 300 ms
+ * render was closed as idle for 300 ms before it could ask again). */
 static void write_progressed(conn_t *c)
 {
+    uv_update_time(c->srv->loop);
     c->write_progress_ms = now_ms(c);
     c->queued_at_progress = queued(c);
 }
@@ -586,7 +593,9 @@ static void on_timer(uv_timer_t *t);
 static uint64_t deadline_of(const conn_t *c)
 {
     const wn_http_limits_t *lim = &c->srv->lim;
-    uint32_t yield = c->srv->waiting ? WN_HTTP_YIELD_MS : UINT32_MAX;
+    /* Once a slot is being freed (a close under way), the waiting client
+     * has it: others idle as long as they may. */
+    uint32_t yield = c->srv->waiting && c->srv->nclosing == 0 ? WN_HTTP_YIELD_MS : UINT32_MAX;
     if (c->lingering)
         return c->linger_start_ms + WN_MIN(lim->linger_ms, yield);
     if (c->mode == MODE_FIRST)

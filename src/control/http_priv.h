@@ -34,6 +34,7 @@ struct wn_http {
     bool stopping;
     bool waiting; /* a connection waits to be accepted (max_conns were open):
                    * acc watches the listener no more until a slot is freed */
+    uint32_t nclosing; /* of nconns, closing: their slots are being freed */
     uint16_t port;
     wn_http_counters_t counters;
     /* Loop turns, counted after each poll (http.c), and the bodies

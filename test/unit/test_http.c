@@ -961,6 +961,46 @@ static void test_connection_cap_request_came_while_busy(void **state)
     assert_int_equal(f->counters.accepted, 3);
 }
 
+/* Every slot taken and a client waiting, a kept-alive connection's response
+ * is written whole at the end of a long turn (its own slow render): the
+ * write's callback runs in the loop's next turn, after its timers, and the
+ * connection's deadline counted from the turn's start. It was closed right
+ * after its response, however soon its client asked again (the 200-scraper
+ * test under TSan: scrapers reconnecting although their loop was on time).
+ * A response the socket took whole is the client's progress. */
+static void test_connection_cap_response_written_after_a_long_turn(void **state)
+{
+    fixture_t *f = *state;
+    f->lim.max_conns = 2;
+    start_server(f);
+    reader_t *a = reader_new(connect_to(f->port));
+    reader_t *b = reader_new(connect_to(f->port));
+    send_str(a->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    expect_healthz(a);
+    send_str(b->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    expect_healthz(b);
+    reader_t *c = reader_new(connect_to(f->port)); /* waits for a slot */
+    nanosleep(&(struct timespec){.tv_nsec = 20000000L}, NULL);
+    atomic_store(&f->view_ms, 300);
+    send_str(a->fd, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    response_t rsp;
+    assert_true(read_response(a, &rsp, false));
+    assert_int_equal(rsp.status, 200);
+    free(rsp.body);
+    /* a asks again at once: served, not closed under it. */
+    send_str(a->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_true(read_response(a, &rsp, false));
+    assert_int_equal(rsp.status, 200);
+    free(rsp.body);
+    /* c gets a slot once a connection idles past the yield. */
+    send_str(c->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    expect_healthz(c);
+    stop_server(f);
+    reader_free(a);
+    reader_free(b);
+    reader_free(c);
+}
+
 static void test_start_errors(void **state)
 {
     fixture_t *f = *state;
@@ -1019,6 +1059,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cap_request_came_while_busy, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_connection_cap_response_written_after_a_long_turn,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_errors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
