@@ -2620,7 +2620,10 @@ class TestBackendMisbehaviour(HostileCase):
         what = "queued for the stalled server: %.1f MiB after %d clients that left, %.1f MiB " \
                "after %d" % (q1 / MiB, clients, q2 / MiB, 2 * clients)
         if q1 >= 16 * MiB:  # the bound was reached (always, but with a sanitizer's 8 clients)
-            self.assertLessEqual(q2, q1 + MiB, what)
+            # Which sets cross the bound moves with the turns: once under
+            # TSan 18.0 then 20.0 MiB (CI of 0a9ca4e); the defect added 16
+            # MiB for 8 clients, so a few sets' slack still catches it.
+            self.assertLessEqual(q2, q1 + 3 * MiB, what)
         kernel = sum(int(open("/proc/sys/net/ipv4/tcp_%s" % b).read().split()[2])
                      for b in ("wmem", "rmem"))
         self.assertLessEqual(max(q1, q2), 17 * MiB + kernel, what)
