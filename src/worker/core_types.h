@@ -268,9 +268,11 @@ void wn_req_reply(req_t *r, const char *text, size_t len);
 /* Let go of what r's reply has gathered and not sent (no longer counted;
  * segments a fragment gave its parent, their buf NULL, stay counted). */
 void wn_req_rsp_drop(req_t *r);
-/* r, a fragment, and every other part of its parent: let go of what their
- * replies gathered, and drop the rest as it comes (their command is
- * answered otherwise). */
+/* Every fragment p still lists: let go of what their replies gathered, and
+ * drop the rest as it comes (p's reply is settled without them: an error,
+ * or the limit's). */
+void wn_req_let_go_frags(req_t *p);
+/* r, a fragment, and every other part of its parent, as above. */
 void wn_req_frags_let_go(req_t *r);
 /* wn_req_rsp_push for a part of a split command. Its reply waits for the
  * other parts' (the client's is made of them all), so it counts against

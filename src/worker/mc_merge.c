@@ -60,20 +60,6 @@ static int emit_item(mc_req_t *p, mc_req_t *f, const mc_item_t *it)
     return 0;
 }
 
-/* r's reply is settled before all its fragments are in: what those still
- * out bring is read and dropped, not kept counted against the client until
- * r leaves it. */
-static void let_go_unfinished(req_t *r)
-{
-    for (uint32_t k = 0; r->frags != NULL && k < r->nfrags; k++) {
-        req_t *f = r->frags[k];
-        if (f != NULL && !f->done) {
-            wn_req_rsp_drop(f);
-            f->swallow = true;
-        }
-    }
-}
-
 /* p's reply ends with an error line. A split's items are merged whole, so
  * once some have gone out the line follows them, as memcached ends a get
  * it fails part-way (`SERVER_ERROR out of memory writing get response`
@@ -83,7 +69,7 @@ static void let_go_unfinished(req_t *r)
  * value: wn_req_reply closes the client after it. */
 static void reply_error(mc_req_t *p, const char *line, size_t n)
 {
-    let_go_unfinished(&p->r);
+    wn_req_let_go_frags(&p->r);
     if (p->split != NULL && !p->torn && p->r.rsp_sent > 0)
         wn_req_reply_after(&p->r, line, n);
     else
@@ -142,7 +128,7 @@ static void line_answer(mc_line_t *l)
          * replies come after the line is gone: they keep nothing (before
          * its reply, which lets go of its list of them). */
         l->parts[i]->part_of = NULL;
-        let_go_unfinished(r);
+        wn_req_let_go_frags(r);
         if (!r->done)
             wn_req_reply(r, "", 0); /* its hits dropped: the line answers alone */
         wn_req_unref(r);
@@ -286,9 +272,7 @@ void wn_mc_part_over_limit(mc_req_t *f)
     for (uint32_t i = 0; i < l->nparts; i++) {
         req_t *q = &l->parts[i]->r;
         wn_req_rsp_drop(q);
-        for (uint32_t k = 0; q->frags != NULL && k < q->nfrags; k++)
-            if (q->frags[k] != NULL)
-                wn_req_frags_let_go(q->frags[k]);
+        wn_req_let_go_frags(q);
     }
 }
 

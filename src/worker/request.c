@@ -107,15 +107,20 @@ static void release_frags(req_t *r)
     }
 }
 
-void wn_req_frags_let_go(req_t *r)
+void wn_req_let_go_frags(req_t *p)
 {
-    req_t *p = r->kind == REQ_FRAGMENT ? r->parent : NULL;
-    for (uint32_t i = 0; p != NULL && p->frags != NULL && i < p->nfrags; i++) {
+    for (uint32_t i = 0; p->frags != NULL && i < p->nfrags; i++) {
         if (p->frags[i] != NULL) {
             wn_req_rsp_drop(p->frags[i]);
             p->frags[i]->swallow = true;
         }
     }
+}
+
+void wn_req_frags_let_go(req_t *r)
+{
+    if (r->kind == REQ_FRAGMENT && r->parent != NULL)
+        wn_req_let_go_frags(r->parent);
     wn_req_rsp_drop(r); /* (listed above, unless its parent let go of its parts) */
     r->swallow = true;
 }

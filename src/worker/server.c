@@ -247,14 +247,6 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     wn_instream_trim(&c->in);
 }
 
-/* ---- queueing ------------------------------------------------------------- */
-
-
-
-
-
-
-
 /* ---- connecting ----------------------------------------------------------- */
 
 static void on_connect(uv_connect_t *req, int status)

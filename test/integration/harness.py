@@ -21,6 +21,7 @@ Environment:
 
 import atexit
 import contextlib
+import json
 import os
 import re
 import resource
@@ -33,6 +34,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 
 HOST = "127.0.0.1"
 PROXY = os.environ.get("WALNUT_TEST_PROXY", "walnut").strip() or "walnut"
@@ -799,6 +801,20 @@ class Proxy:
 
     def log(self):
         return tail(self.log_path, 20000) + tail(self.log_path + ".stdout", 4000)
+
+    # The stats port's HTTP (walnut only; an HTTP error status raises).
+    def http(self, path, timeout=10):
+        """The body of GET path."""
+        url = "http://%s:%d%s" % (HOST, self.stats_port, path)
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.read()
+
+    def http_json(self, path="/stats", timeout=10):
+        return json.loads(self.http(path, timeout))
+
+    def metrics(self, timeout=10):
+        """/metrics as text."""
+        return self.http("/metrics", timeout).decode()
 
     def expected_term_status(self):
         # walnut exits 0 on SIGTERM; twemproxy 0.5.0 does not handle SIGTERM

@@ -17,8 +17,6 @@ import json
 import os
 import sys
 import time
-import unittest
-import urllib.request
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -417,9 +415,7 @@ class TestServerAtItsLimit(AdversarialRedisCase):
         return fillers
 
     def servers_view(self, px):
-        with urllib.request.urlopen("http://%s:%d/servers" % (h.HOST, px.stats_port),
-                                    timeout=10) as f:
-            return json.load(f)["pools"][0]["servers"][0]
+        return px.http_json("/servers")["pools"][0]["servers"][0]
 
     def test_09_a_server_at_maxclients_says_so(self):
         """redis-server past its maxclients accepts, writes '-ERR max number of

@@ -41,7 +41,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -1653,9 +1652,7 @@ class TestBackendMisbehaviour(HostileCase):
         a.request(b"get boom1\r\n", b"SERVER_ERROR ")
 
         def failures():
-            url = "http://%s:%d/servers" % (HOST, px.stats_port)
-            with urllib.request.urlopen(url, timeout=5) as r:
-                return json.loads(r.read())["pools"][0]["servers"][0]["failures"]
+            return px.http_json("/servers")["pools"][0]["servers"][0]["failures"]
         h.wait_until(lambda: failures() == 1, deadline=5, what="the failure counted")
         time.sleep(0.5)  # a good probe or two: they do not clear it
         for i in range(5):
@@ -2297,15 +2294,13 @@ class TestBackendMisbehaviour(HostileCase):
         between reads of the in and out queues were counted twice (CI, ASan:
         a 19 MB burst written to its server between two scrapes read as 38)."""
         def snapshot():
-            url = "http://%s:%d/metrics" % (HOST, px.stats_port)
-            with urllib.request.urlopen(url, timeout=5) as r:
-                got = {}
-                for l in r.read().decode().splitlines():
-                    name = l.split("{", 1)[0]
-                    if name in ("walnut_server_in_queue", "walnut_server_out_queue",
-                                "walnut_server_in_queue_bytes",
-                                "walnut_server_out_queue_bytes") and addr in l:
-                        got[name] = int(float(l.split()[-1]))
+            got = {}
+            for l in px.metrics().splitlines():
+                name = l.split("{", 1)[0]
+                if name in ("walnut_server_in_queue", "walnut_server_out_queue",
+                            "walnut_server_in_queue_bytes",
+                            "walnut_server_out_queue_bytes") and addr in l:
+                    got[name] = int(float(l.split()[-1]))
             if len(got) != 4:
                 self.fail("no queue gauges for %s: %r" % (addr, got))
             return (got["walnut_server_in_queue"] + got["walnut_server_out_queue"],
@@ -2323,11 +2318,9 @@ class TestBackendMisbehaviour(HostileCase):
         return now if with_bytes else now[0]
 
     def metric(self, px, name, addr):
-        url = "http://%s:%d/metrics" % (HOST, px.stats_port)
-        with urllib.request.urlopen(url, timeout=5) as r:
-            for l in r.read().decode().splitlines():
-                if l.startswith(name + "{") and addr in l:
-                    return int(float(l.split()[-1]))
+        for l in px.metrics().splitlines():
+            if l.startswith(name + "{") and addr in l:
+                return int(float(l.split()[-1]))
         self.fail("no %s for %s" % (name, addr))
 
     def test_17g_a_long_gat_is_not_refused_by_its_own_parts(self):
@@ -2657,11 +2650,7 @@ class TestLateRepliesAndHolds(HostileCase):
     hold ends, however large."""
 
     def client_bytes(self, px):
-        import json
-        import urllib.request
-        url = "http://%s:%d/stats" % (h.HOST, px.stats_port)
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return int(json.loads(r.read())["client_bytes"])
+        return int(px.http_json()["client_bytes"])
 
     def late_hits(self, streamed):
         """A get on a stopped server (c3) heads the client's queue; behind it

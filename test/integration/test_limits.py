@@ -397,11 +397,7 @@ class TestClientMemory(h.ProxyTestCase):
                       b"STORED\r\n")
 
     def stats(self):
-        import json
-        import urllib.request
-        url = "http://%s:%d/stats" % (h.HOST, self.px.stats_port)
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return json.loads(r.read())
+        return self.px.http_json()
 
     def hog(self):
         s = socket.socket()
@@ -595,11 +591,7 @@ class TestInflightByReplySize(h.ProxyTestCase):
         self.tmp = self.tmpdir()
 
     def stats(self):
-        import json
-        import urllib.request
-        url = "http://%s:%d/stats" % (h.HOST, self.px.stats_port)
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return json.loads(r.read())
+        return self.px.http_json()
 
     def hog(self, request):
         s = socket.socket()

@@ -22,7 +22,6 @@ import socket
 import sys
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fakes  # noqa: E402
@@ -124,9 +123,7 @@ class TestPauses(HostileCase):
             os.kill(px.pid, signal.SIGCONT)
             time.sleep(0.05)
         stop.set()
-        url = "http://%s:%d/metrics" % (HOST, px.stats_port)
-        with urllib.request.urlopen(url, timeout=10) as r:
-            text = r.read().decode()
+        text = px.metrics()
         timedout = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
                        if l.startswith("walnut_server_timedout_total{"))
         measured("connections timed out, 20 stops of 0.6 s past a 500 ms timeout", timedout)
@@ -148,11 +145,9 @@ class TestPauses(HostileCase):
         stop = threading.Event()
 
         def scrape():
-            url = "http://%s:%d/metrics" % (HOST, px.stats_port)
             while not stop.is_set():
                 try:
-                    with urllib.request.urlopen(url, timeout=10) as r:
-                        r.read()
+                    px.metrics()
                 except OSError:
                     pass
         threads = [threading.Thread(target=scrape, daemon=True) for _ in range(3)]

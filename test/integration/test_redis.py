@@ -167,12 +167,9 @@ def kernel_can_buffer():
 
 def metric(px, sample):
     """The value of one sample of walnut's /metrics ("name" or "name{labels}")."""
-    import urllib.request
-    url = "http://%s:%d/metrics" % (h.HOST, px.stats_port)
-    with urllib.request.urlopen(url, timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(sample + " "):
-                return float(line.rsplit(" ", 1)[1])
+    for line in px.metrics().splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
     raise AssertionError("no %s in /metrics" % sample)
 
 
@@ -190,15 +187,12 @@ def recv_exactly(sock, n):
 def out_queue(px, server):
     """Requests queued for server and not answered, written or not yet
     (walnut_server_out_queue and walnut_server_in_queue)."""
-    import urllib.request
-    url = "http://%s:%d/metrics" % (h.HOST, px.stats_port)
     found, total = 0, 0
-    with urllib.request.urlopen(url, timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(("walnut_server_out_queue{", "walnut_server_in_queue{")) and \
-                    server.addr in line:
-                found += 1
-                total += int(float(line.rsplit(" ", 1)[1]))
+    for line in px.metrics().splitlines():
+        if line.startswith(("walnut_server_out_queue{", "walnut_server_in_queue{")) and \
+                server.addr in line:
+            found += 1
+            total += int(float(line.rsplit(" ", 1)[1]))
     if found != 2:
         raise AssertionError("no walnut_server_out_queue/in_queue for %s" % server.addr)
     return total

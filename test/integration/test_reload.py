@@ -16,16 +16,12 @@ then closes its clients, refused reloads (a protocol change, an address
 another process serves, a bad file) change nothing.
 """
 
-import json
 import os
-import random
 import signal
 import socket
 import sys
 import threading
 import time
-import unittest
-import urllib.request
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -107,9 +103,7 @@ class ReloadCase(h.ProxyTestCase):
     # -- helpers ---------------------------------------------------------
 
     def servers_view(self):
-        url = "http://%s:%d/servers" % (h.HOST, self.px.stats_port)
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return json.loads(r.read())
+        return self.px.http_json("/servers")
 
     def fd_census(self, backend_ports):
         """walnut's fds by kind: non-socket fds (files, pipes, eventfds, epoll), listening
@@ -149,9 +143,7 @@ class ReloadCase(h.ProxyTestCase):
                 "clients": clients, "untracked_sockets": len(inodes - seen)}
 
     def metric(self, name, **labels):
-        url = "http://%s:%d/metrics" % (h.HOST, self.px.stats_port)
-        with urllib.request.urlopen(url, timeout=5) as r:
-            text = r.read().decode()
+        text = self.px.metrics()
         want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
         for line in text.splitlines():
             if line.startswith(name + "{") or line.startswith(name + " "):
@@ -523,9 +515,7 @@ class TestReloadListeners(ReloadCase):
         self.px = self.start_proxy(self.tmp, three, workers=2)
 
         def counts():
-            url = "http://%s:%d/stats" % (h.HOST, self.px.stats_port)
-            with urllib.request.urlopen(url, timeout=5) as r:
-                js = json.loads(r.read())["total_connections"]
+            js = self.px.http_json()["total_connections"]
             return js, self.metric("walnut_connections_opened_total")
 
         before = counts()

@@ -47,7 +47,6 @@ import subprocess
 import sys
 import threading
 import time
-import unittest
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -83,10 +82,7 @@ class HostileCase(ReloadCase):
         self.check_sanitizers()
 
     def metrics(self):
-        import urllib.request
-        url = "http://%s:%d/metrics" % (h.HOST, self.px.stats_port)
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.read().decode()
+        return self.px.metrics()
 
     def reload_nowait(self, pools=None, text=None):
         with open(self.px.conf_path, "w") as f:
@@ -664,11 +660,8 @@ class TestReloadLooksNamesUpAhead(HostileCase):
     when they have answered."""
 
     def healthz_seconds(self):
-        import urllib.request
         t0 = time.monotonic()
-        with urllib.request.urlopen("http://%s:%d/healthz" % (h.HOST, self.px.stats_port),
-                                    timeout=30) as r:
-            r.read()
+        self.px.http("/healthz", timeout=30)
         return time.monotonic() - t0
 
     def generation(self):

@@ -40,7 +40,6 @@ import subprocess
 import sys
 import threading
 import time
-import unittest
 import urllib.parse
 
 sys.dont_write_bytecode = True  # keep the source tree clean

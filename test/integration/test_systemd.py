@@ -18,7 +18,6 @@
 """
 
 import http.client
-import json
 import os
 import re
 import shutil
@@ -29,7 +28,6 @@ import sys
 import threading
 import time
 import unittest
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -221,9 +219,7 @@ class TestNotify(h.ProxyTestCase):
             os.kill(px.pid, signal.SIGHUP)
             h.wait_until(lambda: "all 1 worker(s) run generation %d (" % gen in px.log(),
                          deadline=10, what="reload %d" % gen, interval=0.005)
-        url = "http://%s:%d/servers" % (h.HOST, px.stats_port)
-        with urllib.request.urlopen(url, timeout=5) as r:
-            self.assertEqual(json.loads(r.read())["generation"], 40)
+        self.assertEqual(px.http_json("/servers")["generation"], 40)
         self.assertTrue(mc_ok(px.port()))
         # One warning a minute: the first refused message may be a state
         # change (kept, sent again) or a STATUS= (dropped); either says it.
