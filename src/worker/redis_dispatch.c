@@ -323,12 +323,29 @@ static int make_copy(redis_req_t *p, uint32_t f)
 /* SCRIPT EXISTS: for each of its n SHA1s, what each of nf servers said
  * (kept apart, so a server that fails half-way through its reply leaves
  * no trace in the answer). */
+static size_t counts_size(uint32_t n, uint32_t nf)
+{
+    return sizeof(redis_split_t) + (size_t)n * nf;
+}
+
+static bool counts_reusable(const redis_req_t *r, uint32_t n, uint32_t nf)
+{
+    const redis_split_t *s = r->split;
+    return s != NULL && s->yes != NULL && s->nkeys == n && s->nfrags == nf;
+}
+
+/* The table, n bytes a server, would take the request past the client's
+ * limit: refused as a split command's bookkeeping is (dispatch_split). */
+static bool counts_fit(const redis_req_t *r, uint32_t n, uint32_t nf)
+{
+    return counts_reusable(r, n, nf) || r->r.acct + counts_size(n, nf) <= r->r.pool->buffer_limit;
+}
+
 static bool counts_alloc(redis_req_t *r, uint32_t n, uint32_t nf)
 {
     redis_split_t *s = r->split;
-    size_t size = sizeof(*s) + (size_t)n * nf;
-    if (s == NULL || s->yes == NULL || s->nkeys != n ||
-        s->nfrags != nf) { /* else made before a hold */
+    size_t size = counts_size(n, nf);
+    if (!counts_reusable(r, n, nf)) { /* else made before a hold */
         s = wn_scratch_alloc(r->r.pool->w, &r->r.keep, size);
         if (s == NULL)
             return false;
@@ -413,6 +430,8 @@ static bool dispatch_every_server(redis_client_t *c, redis_req_t *r)
             wn_redis_fail(&r->r, WN_ENOSERVER);
         else if (nf == 1)
             sent = forward_whole(c, r, where[0]);
+        else if (r->merge == RMERGE_ALL && !counts_fit(r, r->nargs - 2, nf))
+            wn_redis_refuse_over_limit(r, false);
         else if (r->merge == RMERGE_ALL && !counts_alloc(r, r->nargs - 2, nf))
             wn_redis_fail(&r->r, WN_ENOMEM);
         else

@@ -841,6 +841,31 @@ class TestRedis(RedisCase):
         self.assertEqual(self.backends[1].call("STRLEN", k1), 2 << 20)
         self.assertNotIn("over client_buffer_limit", px.log())
 
+    def test_script_exists_table_over_the_limit_is_refused(self):
+        """SCRIPT EXISTS keeps one byte per SHA1 per server until every server
+        has answered, and that table was made without a look at the client's
+        limit: in a pool of 48 servers, 16,000 SHA1s (about 0.6 MB with their
+        bookkeeping, under a 1 MiB limit) made a 0.77 MB table on top, and
+        the client was disconnected. Refused now, in order, as a split
+        command's bookkeeping is; the connection serves on."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        servers = ["%s:1 s%d" % (self.backends[i % 2].addr, i) for i in range(48)]
+        px = self.start_proxy(tmp, {"lim": h.pool(servers, redis=True, timeout=10000,
+                                                  client_buffer_limit=1 << 20)},
+                              workers=1, name="exists-table")
+        self.addCleanup(px.stop, check=False)
+        err = b"-ERR walnut: the request is larger than the pool's client_buffer_limit " \
+              b"(1048576 bytes)\r\n"
+        with self.raw(px.port("lim"), timeout=30) as c:
+            c.send(resp("PING") + resp("SCRIPT", "EXISTS", *[b""] * 16000) + resp("PING"))
+            self.assertEqual(c.recv_until(b"+PONG\r\n" + err + b"+PONG\r\n"),
+                             b"+PONG\r\n" + err + b"+PONG\r\n")
+            # Under the limit, every server asked: a 0 for each.
+            c.send(resp("SCRIPT", "EXISTS", *[b""] * 1000))
+            self.assertEqual(c.recv_until(b":0\r\n" * 1000), b"*1000\r\n" + b":0\r\n" * 1000)
+        self.assertNotIn("over client_buffer_limit", px.log())
+
     def never_reading_client(self, name, limit):
         """A redis-server, walnut in front of it (one server connection, the
         given client_buffer_limit) and a raw client with a small receive
