@@ -124,7 +124,7 @@ static int parse_size(const char *s, uint64_t *out)
 void wn_options_usage(FILE *out)
 {
     fprintf(out,
-            "Usage: walnut [-?hVdDt] [-v verbosity level] [-o output file]\n"
+            "Usage: walnut [-hVdDt] [-v verbosity level] [-o output file]\n"
             "              [-c conf file] [-s stats port] [-a stats addr]\n"
             "              [-i stats interval] [-p pid file] [-m mbuf size]\n"
             "              [-T workers] [--client-memory bytes] [--locate KEY...]\n"

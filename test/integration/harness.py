@@ -84,8 +84,9 @@ def walnut_bin():
 _SEARCH_DIRS = ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin", "/sbin", "/bin"]
 
 
-def find_tool(*names, package=None):
-    """The first of names found on PATH or in the usual bin dirs; HarnessError if none."""
+def find_tool(*names, package=None, how=None):
+    """The first of names found on PATH or in the usual bin dirs; HarnessError if none,
+    naming the Debian package to install, or `how` to get a tool that is not one."""
     dirs = os.environ.get("PATH", "").split(os.pathsep) + _SEARCH_DIRS
     for name in names:
         for d in dirs:
@@ -94,9 +95,9 @@ def find_tool(*names, package=None):
             p = os.path.join(d, name)
             if os.path.isfile(p) and os.access(p, os.X_OK):
                 return p
-    raise HarnessError("required tool not found: %s%s" % (
-        " or ".join(names), " (Debian package %s; see test/install-deps.sh)" % package
-        if package else ""))
+    hint = " (%s)" % how if how else \
+        " (Debian package %s; see test/install-deps.sh)" % package if package else ""
+    raise HarnessError("required tool not found: %s%s" % (" or ".join(names), hint))
 
 
 _sanitizer = []

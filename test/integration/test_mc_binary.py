@@ -1054,7 +1054,9 @@ class BinarySuite:
             self.assertEqual(want, got, "memcached %r, walnut %r" % (short(want), short(got)))
 
     def test_memtier_binary(self):
-        memtier = h.find_tool("memtier_benchmark", package="memtier_benchmark (built from source)")
+        memtier = h.find_tool("memtier_benchmark",
+                              how="not a Debian package: build it from source, see README.md, "
+                              "Quick start")
         tmp = h.TempDir()
         self.addCleanup(tmp.cleanup)
         js = tmp.join("mt.json")
