@@ -69,6 +69,9 @@ static int rsp_piece(void *ctx, wn_buf_t *buf, uint32_t off, uint32_t len)
 
 static void reply_arg(redis_req_t *r, uint32_t i)
 {
+    /* The bytes count once, as the reply: counted as the request too, an
+     * argument of over half the client's limit took it past. */
+    wn_req_out_uncount(&r->r);
     if (wn_redis_arg_pieces(r, i, 0, wn_redis_arg_bytes(&r->args[i]), rsp_piece, &r->r) < 0) {
         wn_redis_fail(&r->r, WN_ENOMEM);
         return;
@@ -152,7 +155,10 @@ static const char *auth_error(const redis_client_t *c, const redis_req_t *r, uin
                               uint32_t pass_at)
 {
     const char *want = c->c.pool->conf->redis_auth;
-    bool default_user = user_at == 0 || wn_redis_arg_is(r, user_at, "default");
+    /* User names are case-sensitive: "Default" is another user. */
+    const redis_arg_t *u = &r->args[user_at];
+    bool default_user =
+        user_at == 0 || (u->val != NULL && u->len == 7 && memcmp(u->val, "default", 7) == 0);
     if (want == NULL) {
         if (user_at == 0)
             return "-ERR AUTH <password> called without any password configured for the "

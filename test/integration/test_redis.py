@@ -841,6 +841,35 @@ class TestRedis(RedisCase):
         self.assertEqual(self.backends[1].call("STRLEN", k1), 2 << 20)
         self.assertNotIn("over client_buffer_limit", px.log())
 
+    def test_echo_and_sets_up_to_the_limit(self):
+        """An ECHO's (or PING's) argument is its reply, by reference: it was
+        counted as the request and again as the reply, so one of over half
+        of client_buffer_limit disconnected the client, its earlier replies
+        lost (a review: 34 MB under 64 MiB; under 64 KiB, 32.7 KB). And a
+        request's room was cut by a copy of any argument (up to 64 KiB) that
+        only a key split over buffers needs: a SET of a 40,000-byte value
+        was refused under 64 KiB."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        px = self.start_proxy(tmp, {"lim": h.pool(self.backends, redis=True, timeout=10000,
+                                                  client_buffer_limit=1 << 20),
+                                    "small": h.pool(self.backends, redis=True, timeout=10000,
+                                                    client_buffer_limit=65536)},
+                              workers=1, name="echo-limit")
+        self.addCleanup(px.stop, check=False)
+        big = bytes(random.Random(5).getrandbits(8) for _ in range(256)) * 2800  # 700 KB
+        with self.raw(px.port("lim"), timeout=30) as c:
+            c.send(resp("PING") + resp("ECHO", big) + resp("PING", big) + resp("PING"))
+            want = b"+PONG\r\n" + resp_bulk(big) * 2 + b"+PONG\r\n"
+            self.assertEqual(c.recv_until(resp_bulk(big) * 2 + b"+PONG\r\n"), want)
+        with self.raw(px.port("small"), timeout=30) as c:
+            c.send(resp("PING") + resp("ECHO", big[:40000]) + resp("PING"))
+            want = b"+PONG\r\n" + resp_bulk(big[:40000]) + b"+PONG\r\n"
+            self.assertEqual(c.recv_until(resp_bulk(big[:40000]) + b"+PONG\r\n"), want)
+            c.request(resp("SET", "k40", big[:40000]), b"+OK\r\n")
+            c.request(resp("GET", "k40"), resp_bulk(big[:40000]))
+        self.assertNotIn("over client_buffer_limit", px.log())
+
     def test_script_exists_table_over_the_limit_is_refused(self):
         """SCRIPT EXISTS keeps one byte per SHA1 per server until every server
         has answered, and that table was made without a look at the client's
@@ -1752,6 +1781,10 @@ class TestRedis(RedisCase):
             c.request(resp("AUTH", "wrong"), b"-ERR invalid password\r\n")
             c.request(resp("AUTH", "default", "wrong"), b"-ERR invalid password\r\n")
             c.request(resp("AUTH", "nobody", self.PASSWORD), b"-ERR invalid password\r\n")
+            # user names are case-sensitive (a review: these logged in)
+            c.request(resp("AUTH", "Default", self.PASSWORD), b"-ERR invalid password\r\n")
+            c.request(resp("HELLO", "2", "AUTH", "DEFAULT", self.PASSWORD),
+                      b"-ERR invalid password\r\n")
             c.request(resp("GET", "k"), noauth)
             c.request(resp("AUTH", self.PASSWORD), b"+OK\r\n")
             c.request(resp("SET", "k", "v"), b"+OK\r\n")
@@ -1811,9 +1844,11 @@ class TestRedis(RedisCase):
         gets redis-server's -WRONGPASS."""
         self.assertSameAsDirect(self.port, self.backends[0].port,
                                 resp("AUTH", "default", "x") + resp("PING"))
-        # and another user: redis-server's WRONGPASS
-        self.assertSameAsDirect(self.port, self.backends[0].port,
-                                resp("AUTH", "someone", "x") + resp("PING"))
+        # and another user, "DEFAULT" too (names are case-sensitive):
+        # redis-server's WRONGPASS
+        for user in ("someone", "DEFAULT", "Default"):
+            self.assertSameAsDirect(self.port, self.backends[0].port,
+                                    resp("AUTH", user, "x") + resp("PING"))
 
     def test_redis_db(self):
         """redis_db: 3: keys written through walnut are in db 3 on the servers;
