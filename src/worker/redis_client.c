@@ -370,10 +370,12 @@ static bool start_arg(redis_client_t *c, wn_buf_t *b, uint32_t pos, const wn_res
     bool grow = tok->arg >= r->args_cap;
     /* What it will hold with this argument: its line, its bytes, the
      * array's growth, and a copy of it if it is one walnut reads (a key)
-     * and it is split over buffers (settle_value). */
-    uint64_t copy = arg_needed(r, tok->arg) ? WN_MIN(tok->bulk_len, WN_REDIS_MAX_KEY) : 0;
-    if (r->r.acct + tok->line_len + tok->bulk_len + 2 + (grow ? args_growth(r) : 0) + copy >
-        c->c.pool->buffer_limit) {
+     * and it is split over buffers (settle_value). Which arguments walnut
+     * reads is asked only near the limit: it costs more than the sum. */
+    uint64_t need = r->r.acct + tok->line_len + tok->bulk_len + 2 + (grow ? args_growth(r) : 0);
+    uint64_t limit = c->c.pool->buffer_limit;
+    if (need + WN_MIN(tok->bulk_len, WN_REDIS_MAX_KEY) > limit &&
+        (need > limit || arg_needed(r, tok->arg))) {
         refuse_over_limit(c, r);
         return true;
     }
