@@ -469,7 +469,8 @@ static void answer_in_refused_tx(redis_client_t *c, redis_req_t *r)
 void wn_redis_local(redis_client_t *c, redis_req_t *r)
 {
     const wn_rcmd_t *cmd = r->cmd;
-    if (r->over_limit) {
+    /* QUIT reads none of its arguments (redis-server takes any): it quits */
+    if (r->over_limit && (cmd == NULL || cmd->id != WN_RCMD_ID_QUIT)) {
         wn_redis_refuse_over_limit(r, false);
         return;
     }

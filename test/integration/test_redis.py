@@ -868,6 +868,10 @@ class TestRedis(RedisCase):
             self.assertEqual(c.recv_until(resp_bulk(big[:40000]) + b"+PONG\r\n"), want)
             c.request(resp("SET", "k40", big[:40000]), b"+OK\r\n")
             c.request(resp("GET", "k40"), resp_bulk(big[:40000]))
+            # QUIT takes any arguments, of any size, as redis-server's does
+            # (it got the limit's error and the connection stayed open)
+            c.send(resp("QUIT", big[:70000]) + resp("PING"))
+            self.assertEqual(c.recv_until_closed(), b"+OK\r\n")
         self.assertNotIn("over client_buffer_limit", px.log())
 
     def test_script_exists_table_over_the_limit_is_refused(self):
