@@ -320,9 +320,9 @@ static int make_copy(redis_req_t *p, uint32_t f)
     return 0;
 }
 
-/* SCRIPT EXISTS: for each of its n SHA1s, what each of nf servers said
- * (kept apart, so a server that fails half-way through its reply leaves
- * no trace in the answer). */
+/* SCRIPT EXISTS's table: for each of its n SHA1s, what each of nf servers
+ * said (kept apart, so a server that fails half-way through its reply
+ * leaves no trace in the answer). */
 static size_t counts_size(uint32_t n, uint32_t nf)
 {
     return sizeof(redis_split_t) + (size_t)n * nf;
@@ -341,6 +341,7 @@ static bool counts_fit(const redis_req_t *r, uint32_t n, uint32_t nf)
     return counts_reusable(r, n, nf) || r->r.acct + counts_size(n, nf) <= r->r.pool->buffer_limit;
 }
 
+/* The table made (or kept from before a hold) and counted; false: no memory. */
 static bool counts_alloc(redis_req_t *r, uint32_t n, uint32_t nf)
 {
     redis_split_t *s = r->split;
