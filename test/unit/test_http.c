@@ -770,12 +770,25 @@ static void test_healthz_and_500(void **state)
     stop_server(f);
 }
 
-static void expect_healthz(reader_t *r)
+/* The next response on r is a 200 (its body dropped). */
+static void expect_ok(reader_t *r)
 {
     response_t rsp;
     assert_true(read_response(r, &rsp, false));
     assert_int_equal(rsp.status, 200);
     free(rsp.body);
+}
+
+/* Two connections, each answered once: at max_conns 2, every slot held by
+ * a kept-alive connection. */
+static void two_served(fixture_t *f, reader_t **a, reader_t **b)
+{
+    *a = reader_new(connect_to(f->port));
+    *b = reader_new(connect_to(f->port));
+    send_str((*a)->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    expect_ok(*a);
+    send_str((*b)->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    expect_ok(*b);
 }
 
 /* Read to EOF: twemproxy's JSON? */
@@ -807,8 +820,8 @@ static void test_connection_cap(void **state)
     uint64_t t0 = mono_ms();
     assert_true(got_raw_json(a));
     assert_true(got_raw_json(b));
-    expect_healthz(c);
-    expect_healthz(d);
+    expect_ok(c);
+    expect_ok(d);
     assert_true(mono_ms() - t0 < 2000);
     /* Answered, c and d keep their slots between keep-alive requests while
      * nobody waits. */
@@ -819,7 +832,7 @@ static void test_connection_cap(void **state)
      * and the newcomer is served. */
     reader_t *e = reader_new(connect_to(f->port));
     send_str(e->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    expect_healthz(e);
+    expect_ok(e);
     assert_true(closed_within(c, 2000) || closed_within(d, 2000));
     /* Stopping closes every connection, and the loop closes cleanly. */
     stop_server(f);
@@ -850,7 +863,7 @@ static void test_scrapes_of_one_turn_share_a_render(void **state)
     for (int i = 0; i < N; i++) {
         r[i] = reader_new(connect_to(f->port));
         send_str(r[i]->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-        expect_healthz(r[i]);
+        expect_ok(r[i]);
     }
     assert_int_equal(atomic_load(&f->views), 0);
     atomic_store(&f->gate, 1);
@@ -899,7 +912,7 @@ static void test_connection_cap_slow_requests(void **state)
     reader_t *c = reader_new(connect_to(f->port));
     send_str(c->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_true(closed_within(a, 2000) || closed_within(b, 2000));
-    expect_healthz(c);
+    expect_ok(c);
     stop_server(f);
     reader_free(a);
     reader_free(b);
@@ -916,12 +929,8 @@ static void test_connection_cap_request_came_while_busy(void **state)
     fixture_t *f = *state;
     f->lim.max_conns = 2;
     start_server(f);
-    reader_t *a = reader_new(connect_to(f->port));
-    reader_t *b = reader_new(connect_to(f->port));
-    send_str(a->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    expect_healthz(a);
-    send_str(b->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    expect_healthz(b);
+    reader_t *a, *b;
+    two_served(f, &a, &b);
     /* a's scrape holds the loop; meanwhile c comes (every slot taken) and
      * a asks again, so the loop's next turn sees both at once. */
     atomic_store(&f->gate, 1);
@@ -942,18 +951,15 @@ static void test_connection_cap_request_came_while_busy(void **state)
     assert_int_equal(atomic_load(&f->views), 2);
     send_str(b->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     for (int i = 0; i < 2; i++) {
-        response_t rsp;
-        assert_true(read_response(a, &rsp, false));
-        assert_int_equal(rsp.status, 200);
-        free(rsp.body);
+        expect_ok(a);
     }
-    expect_healthz(b);
+    expect_ok(b);
     /* a, idle now, gives its slot to c; b stays. */
-    expect_healthz(c);
+    expect_ok(c);
     assert_true(closed_within(a, 2000));
     assert_false(closed_within(b, 100));
     send_str(b->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    expect_healthz(b);
+    expect_ok(b);
     stop_server(f);
     reader_free(a);
     reader_free(b);
@@ -973,28 +979,19 @@ static void test_connection_cap_response_written_after_a_long_turn(void **state)
     fixture_t *f = *state;
     f->lim.max_conns = 2;
     start_server(f);
-    reader_t *a = reader_new(connect_to(f->port));
-    reader_t *b = reader_new(connect_to(f->port));
-    send_str(a->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    expect_healthz(a);
-    send_str(b->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    expect_healthz(b);
+    reader_t *a, *b;
+    two_served(f, &a, &b);
     reader_t *c = reader_new(connect_to(f->port)); /* waits for a slot */
     nanosleep(&(struct timespec){.tv_nsec = 20000000L}, NULL);
     atomic_store(&f->view_ms, 300);
     send_str(a->fd, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    response_t rsp;
-    assert_true(read_response(a, &rsp, false));
-    assert_int_equal(rsp.status, 200);
-    free(rsp.body);
+    expect_ok(a);
     /* a asks again at once: served, not closed under it. */
     send_str(a->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_true(read_response(a, &rsp, false));
-    assert_int_equal(rsp.status, 200);
-    free(rsp.body);
+    expect_ok(a);
     /* c gets a slot once a connection idles past the yield. */
     send_str(c->fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    expect_healthz(c);
+    expect_ok(c);
     stop_server(f);
     reader_free(a);
     reader_free(b);
