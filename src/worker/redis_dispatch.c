@@ -111,6 +111,14 @@ static size_t split_size(uint32_t nkeys, uint32_t nservers)
            sizeof(redis_item_t) * nkeys;
 }
 
+/* Bookkeeping of `size` bytes for r (a split's, SCRIPT EXISTS's table)
+ * leaves it within its client's limit, or is there already (`reusable`,
+ * counted when made): else the command is refused, not the client cut. */
+static bool bookkeeping_fits(const redis_req_t *r, bool reusable, size_t size)
+{
+    return reusable || r->r.acct + size <= r->r.pool->buffer_limit;
+}
+
 /* r's bookkeeping from an earlier try (held for a suspect server) fits
  * this one: it is used again, not made (and counted) anew. */
 static bool split_reusable(const redis_req_t *r, uint32_t nkeys, uint32_t nservers)
@@ -269,8 +277,8 @@ static bool dispatch_split(redis_client_t *c, redis_req_t *r, uint32_t per, redi
     /* Its bookkeeping would take it past the limit (the client would be
      * cut with no word): refused. Also when made again after a hold, for a
      * reload that changed the server count meanwhile. */
-    if (!split_reusable(r, nkeys, pool->nservers) &&
-        r->r.acct + split_size(nkeys, pool->nservers) > pool->buffer_limit) {
+    if (!bookkeeping_fits(r, split_reusable(r, nkeys, pool->nservers),
+                          split_size(nkeys, pool->nservers))) {
         wn_redis_refuse_over_limit(r, false);
         return true;
     }
@@ -332,13 +340,6 @@ static bool counts_reusable(const redis_req_t *r, uint32_t n, uint32_t nf)
 {
     const redis_split_t *s = r->split;
     return s != NULL && s->yes != NULL && s->nkeys == n && s->nfrags == nf;
-}
-
-/* The table, n bytes a server, would take the request past the client's
- * limit: refused as a split command's bookkeeping is (dispatch_split). */
-static bool counts_fit(const redis_req_t *r, uint32_t n, uint32_t nf)
-{
-    return counts_reusable(r, n, nf) || r->r.acct + counts_size(n, nf) <= r->r.pool->buffer_limit;
 }
 
 /* The table made (or kept from before a hold) and counted; false: no memory. */
@@ -431,7 +432,9 @@ static bool dispatch_every_server(redis_client_t *c, redis_req_t *r)
             wn_redis_fail(&r->r, WN_ENOSERVER);
         else if (nf == 1)
             sent = forward_whole(c, r, where[0]);
-        else if (r->merge == RMERGE_ALL && !counts_fit(r, r->nargs - 2, nf))
+        else if (r->merge == RMERGE_ALL &&
+                 !bookkeeping_fits(r, counts_reusable(r, r->nargs - 2, nf),
+                                   counts_size(r->nargs - 2, nf)))
             wn_redis_refuse_over_limit(r, false);
         else if (r->merge == RMERGE_ALL && !counts_alloc(r, r->nargs - 2, nf))
             wn_redis_fail(&r->r, WN_ENOMEM);

@@ -143,6 +143,12 @@ static void set_authed(redis_client_t *c, bool ok)
     wn_resp_req_parser_set_unauth(&c->parser, !c->authed);
 }
 
+/* Argument a (read by walnut) is exactly s, case and all. */
+static bool arg_equals(const redis_arg_t *a, const char *s)
+{
+    return a->val != NULL && a->len == strlen(s) && memcmp(a->val, s, a->len) == 0;
+}
+
 /*
  * The password in argument pass_at, for the user in user_at (0: AUTH <pass>,
  * the default user): NULL when accepted, else the error line. With
@@ -156,9 +162,7 @@ static const char *auth_error(const redis_client_t *c, const redis_req_t *r, uin
 {
     const char *want = c->c.pool->conf->redis_auth;
     /* User names are case-sensitive: "Default" is another user. */
-    const redis_arg_t *u = &r->args[user_at];
-    bool default_user =
-        user_at == 0 || (u->val != NULL && u->len == 7 && memcmp(u->val, "default", 7) == 0);
+    bool default_user = user_at == 0 || arg_equals(&r->args[user_at], "default");
     if (want == NULL) {
         if (user_at == 0)
             return "-ERR AUTH <password> called without any password configured for the "
@@ -166,9 +170,7 @@ static const char *auth_error(const redis_client_t *c, const redis_req_t *r, uin
         return default_user ? NULL
                             : "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
     }
-    const redis_arg_t *p = &r->args[pass_at];
-    bool ok = default_user && p->val != NULL && p->len == strlen(want) &&
-              memcmp(p->val, want, p->len) == 0;
+    bool ok = default_user && arg_equals(&r->args[pass_at], want);
     return ok ? NULL : "-ERR invalid password\r\n";
 }
 
