@@ -77,8 +77,24 @@ void wn_redis_client_read_plan(const client_t *cl, uint32_t *keep, uint64_t *ahe
     wn_instream_plan(&cl->in, ((const redis_client_t *)cl)->data_left, keep, ahead);
 }
 
+/* No line walnut writes on its own is longer (refuse()'s are under 256). */
+#define OWN_LINE_MAX 256
+
 void wn_redis_reply(redis_req_t *r, const char *text, size_t len)
 {
+    /* Answered here, or failed before it was written: nothing of the
+     * request goes to a server, so its bytes stop counting before the
+     * answer's do. Counted on top of them, an error for a request near the
+     * limit took the client past it: cut, not answered. */
+    if (!r->r.sent && r->r.out.n > 0)
+        wn_req_out_written(&r->r);
+    /* An answer that still does not fit (an error showing a long argument,
+     * beside what the request keeps): the limit's own line instead. */
+    const client_t *c = wn_req_client(&r->r);
+    if (c != NULL && len > OWN_LINE_MAX && c->held + len > c->pool->buffer_limit) {
+        wn_redis_refuse_over_limit(r, true);
+        return;
+    }
     wn_req_reply(&r->r, text, len);
 }
 
@@ -186,8 +202,11 @@ static bool arg_needed(const redis_req_t *r, uint32_t i)
         (i - first) % step == 0)
         return true;
     if (cmd->numkeys_at > 0 && i >= (uint32_t)cmd->numkeys_at) {
-        /* numkeys itself, and the keys after it (numkeys is read by then) */
-        if (i == (uint32_t)cmd->numkeys_at)
+        /* numkeys itself, and the keys after it (numkeys is read by then);
+         * the first of them whatever numkeys says: ZDIFF and its kind go by
+         * it (a count of 0 is the server's to refuse), and a copy of it
+         * not made when it came split over buffers read as a key too long */
+        if (i <= (uint32_t)cmd->numkeys_at + 1)
             return true;
         const redis_arg_t *nk = &r->args[cmd->numkeys_at];
         uint64_t numkeys = 0;

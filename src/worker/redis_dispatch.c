@@ -112,12 +112,16 @@ static size_t split_size(uint32_t nkeys, uint32_t nservers)
 }
 
 /* Bookkeeping of `size` bytes for r (a split's, SCRIPT EXISTS's table)
- * leaves it within its client's limit, or is there already (`reusable`,
- * counted when made): else the command is refused, not the client cut. */
-static bool bookkeeping_fits(const redis_req_t *r, bool reusable, size_t size)
+ * and `more` bytes besides (a split's parts' heads) leave it within its
+ * client's limit; the bookkeeping may be there already (`reusable`,
+ * counted when made). Else the command is refused, not the client cut. */
+static bool bookkeeping_fits(const redis_req_t *r, bool reusable, size_t size, size_t more)
 {
-    return reusable || r->r.acct + size <= r->r.pool->buffer_limit;
+    return r->r.acct + (reusable ? 0 : size) + more <= r->r.pool->buffer_limit;
 }
+
+/* The most a part's head ("*<n>\r\n$<len>\r\n<name>\r\n") takes (fragment_new). */
+#define FRAG_HEAD_MAX (WN_RESP_ARRAY_HEAD_MAX + WN_RESP_BULK_HEAD_MAX + 32)
 
 /* r's bookkeeping from an earlier try (held for a suspect server) fits
  * this one: it is used again, not made (and counted) anew. */
@@ -207,7 +211,7 @@ static redis_req_t *fragment_new(redis_req_t *p, uint32_t f, uint32_t nkeys, uin
     wn_req_ref(&p->r);
     fr->r.parent = &p->r;
     p->r.frags[f] = &fr->r;
-    char head[WN_RESP_ARRAY_HEAD_MAX + WN_RESP_BULK_HEAD_MAX + 32];
+    char head[FRAG_HEAD_MAX];
     int n = wn_resp_compose_cmd_head(head, sizeof(head), p->cmd->name, strlen(p->cmd->name), nargs);
     if (n < 0)
         return NULL;
@@ -278,7 +282,8 @@ static bool dispatch_split(redis_client_t *c, redis_req_t *r, uint32_t per, redi
      * cut with no word): refused. Also when made again after a hold, for a
      * reload that changed the server count meanwhile. */
     if (!bookkeeping_fits(r, split_reusable(r, nkeys, pool->nservers),
-                          split_size(nkeys, pool->nservers))) {
+                          split_size(nkeys, pool->nservers),
+                          (size_t)WN_MIN(nkeys, pool->nservers) * FRAG_HEAD_MAX)) {
         wn_redis_refuse_over_limit(r, false);
         return true;
     }
@@ -434,7 +439,7 @@ static bool dispatch_every_server(redis_client_t *c, redis_req_t *r)
             sent = forward_whole(c, r, where[0]);
         else if (r->merge == RMERGE_ALL &&
                  !bookkeeping_fits(r, counts_reusable(r, r->nargs - 2, nf),
-                                   counts_size(r->nargs - 2, nf)))
+                                   counts_size(r->nargs - 2, nf), 0))
             wn_redis_refuse_over_limit(r, false);
         else if (r->merge == RMERGE_ALL && !counts_alloc(r, r->nargs - 2, nf))
             wn_redis_fail(&r->r, WN_ENOMEM);

@@ -262,6 +262,9 @@ static bool set_name(redis_client_t *c, redis_req_t *r, uint32_t at)
         wn_redis_fail(&r->r, WN_ENOMEM);
         return false;
     }
+    /* Kept as long as the client: counted in what it holds. */
+    wn_client_held_sub(&c->c, c->client_name != NULL ? strlen(c->client_name) : 0);
+    wn_client_held_add(&c->c, a->len);
     free(c->client_name);
     c->client_name = name;
     return true;

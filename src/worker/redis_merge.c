@@ -23,6 +23,10 @@ void wn_redis_fail(req_t *r, int err)
                 ? snprintf(line, sizeof(line), "%s", WN_RESP_FULL_LINE)
                 : snprintf(line, sizeof(line), "-ERR %s\r\n", wn_req_fail_text(err));
     if (r->kind == REQ_FRAGMENT) {
+        /* Never to be written: its bytes stop counting (a copy's, shared
+         * with its parent, when the last copy is out or failed). */
+        if (!r->sent && r->out.n > 0)
+            wn_req_out_written(r);
         /* The parent answers for the whole command. */
         redis_req(r)->error_reply = true;
         redis_req(r)->unreached = wn_req_err_unreached(err);
