@@ -397,6 +397,7 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
             .activated = ctl->activated.n > 0 ? &ctl->activated : NULL,
             .control_wakeup = &ctl->wakeup,
             .budget = &ctl->budget,
+            .busy_poll_us = opts->busy_poll_us,
         };
         rc = wn_worker_create(ctl->conf, &wo, &ctl->workers[i], err, sizeof(err));
         if (rc < 0) {
@@ -533,7 +534,7 @@ static void control_abort(control_t *ctl, int started)
     uv_run(&ctl->loop, UV_RUN_DEFAULT);
 }
 
-static void log_started(const control_t *ctl)
+static void log_started(const control_t *ctl, const wn_options_t *opts)
 {
     for (uint32_t p = 0; p < ctl->conf->npools; p++) {
         const wn_conf_pool_t *pool = &ctl->conf->pools[p];
@@ -545,8 +546,13 @@ static void log_started(const control_t *ctl)
                       pool->nservers, wn_hash_name(pool->hash), wn_dist_name(pool->distribution),
                       pool->redis ? "redis" : "memcache");
     }
-    wn_log_notice("walnut-%s started on pid %ld with %d worker(s)", WN_VERSION, (long)getpid(),
-                  ctl->nworkers);
+    if (opts->busy_poll_us > 0)
+        wn_log_notice("walnut-%s started on pid %ld with %d worker(s), each waiting %d usec "
+                      "awake after a busy turn (--busy-poll)",
+                      WN_VERSION, (long)getpid(), ctl->nworkers, opts->busy_poll_us);
+    else
+        wn_log_notice("walnut-%s started on pid %ld with %d worker(s)", WN_VERSION, (long)getpid(),
+                      ctl->nworkers);
 }
 
 int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
@@ -579,7 +585,7 @@ int wn_control_run(wn_conf_t *conf, const wn_options_t *opts)
         control_abort(&ctl, started);
     } else {
         health_start(&ctl);
-        log_started(&ctl);
+        log_started(&ctl, opts);
         /* Every listener is bound and every worker runs. */
         wn_sd_watchdog_start(&ctl);
         wn_sd_state(&ctl, "READY=1\nMAINPID=%ld", (long)getpid());

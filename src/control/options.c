@@ -15,7 +15,7 @@
 
 #include "walnut/core.h"
 
-enum { OPT_LOCATE = 1000, OPT_CLIENT_MEMORY };
+enum { OPT_LOCATE = 1000, OPT_CLIENT_MEMORY, OPT_BUSY_POLL };
 
 static const struct option long_options[] = {
     {"help", no_argument, NULL, 'h'},
@@ -35,6 +35,7 @@ static const struct option long_options[] = {
     {"workers", required_argument, NULL, 'T'},
     {"locate", no_argument, NULL, OPT_LOCATE},
     {"client-memory", required_argument, NULL, OPT_CLIENT_MEMORY},
+    {"busy-poll", required_argument, NULL, OPT_BUSY_POLL},
     {NULL, 0, NULL, 0},
 };
 
@@ -127,7 +128,8 @@ void wn_options_usage(FILE *out)
             "Usage: walnut [-hVdDt] [-v verbosity level] [-o output file]\n"
             "              [-c conf file] [-s stats port] [-a stats addr]\n"
             "              [-i stats interval] [-p pid file] [-m mbuf size]\n"
-            "              [-T workers] [--client-memory bytes] [--locate KEY...]\n"
+            "              [-T workers] [--client-memory bytes] [--busy-poll usec]\n"
+            "              [--locate KEY...]\n"
             "\n"
             "Options:\n"
             "  -h, --help             : this help\n"
@@ -149,11 +151,16 @@ void wn_options_usage(FILE *out)
             "                           K, M or G suffix; past it the clients holding the\n"
             "                           most are disconnected; 0: no bound (default: half\n"
             "                           the memory walnut may use)\n"
+            "      --busy-poll=N      : after a loop turn that had work, a worker waits N\n"
+            "                           usec, awake, for more before it polls again: fewer,\n"
+            "                           larger reads and writes where waking a thread is\n"
+            "                           dear (VMs) and walnut has CPUs of its own; costs CPU\n"
+            "                           and up to N usec a turn (default: 0, off; max: %d)\n"
             "      --locate KEY...    : print the server each KEY lands on in every pool of\n"
             "                           the configuration, then exit\n",
             WN_LOG_NOTICE, WN_LOG_LEVEL_MAX, WN_DEFAULT_CONF_FILE, WN_DEFAULT_STATS_PORT,
             WN_DEFAULT_STATS_ADDR, WN_DEFAULT_STATS_INTERVAL, WN_DEFAULT_MBUF_SIZE,
-            WN_MIN_MBUF_SIZE, WN_MAX_MBUF_SIZE, WN_MAX_WORKERS);
+            WN_MIN_MBUF_SIZE, WN_MAX_MBUF_SIZE, WN_MAX_WORKERS, WN_MAX_BUSY_POLL_US);
 }
 
 /* As nutcracker weighs them, whatever their order: -h, then -V, then -D,
@@ -267,6 +274,12 @@ int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_
                             "1024^3 of them) of at least %u (1M), or 0 for no bound, not '%s'",
                             opt_name(OPT_CLIENT_MEMORY), WN_MIN_CLIENT_MEMORY, optarg);
             opts->client_memory_set = true;
+            break;
+        case OPT_BUSY_POLL:
+            if (parse_num(optarg, 0, WN_MAX_BUSY_POLL_US, &v) < 0)
+                return fail(err, errlen, "option %s requires microseconds from 0 to %d, not '%s'",
+                            opt_name(OPT_BUSY_POLL), WN_MAX_BUSY_POLL_US, optarg);
+            opts->busy_poll_us = (int)v;
             break;
         case ':':
         case '?':

@@ -37,10 +37,12 @@ static void after_flush(wn_worker_t *w)
 /* Closing a server fails its requests (clients become dirty); flushing a
  * client may parse more requests (servers become dirty): go on until both
  * lists are empty. */
-static void flush_dirty(wn_worker_t *w)
+static uint32_t flush_dirty(wn_worker_t *w)
 {
+    uint32_t n = 0;
     while (w->dirty_servers != NULL || w->dirty_clients != NULL) {
         while (w->dirty_servers != NULL) {
+            n++;
             sconn_t *c = w->dirty_servers;
             w->dirty_servers = c->dirty_next;
             c->dirty = false;
@@ -48,6 +50,7 @@ static void flush_dirty(wn_worker_t *w)
             wn_sconn_flush(c);
         }
         while (w->dirty_clients != NULL) {
+            n++;
             client_t *c = w->dirty_clients;
             w->dirty_clients = c->dirty_next;
             c->dirty = false;
@@ -55,14 +58,16 @@ static void flush_dirty(wn_worker_t *w)
             wn_client_flush(c);
         }
     }
+    return n;
 }
 
-static void flush(wn_worker_t *w)
+/* Flush what this turn made dirty; how many connections that was. */
+static uint32_t flush(wn_worker_t *w)
 {
     w->flushing = true;
     if (w->dirty_servers != NULL || w->dirty_clients != NULL)
         wn_worker_tick(w);
-    flush_dirty(w);
+    uint32_t n = flush_dirty(w);
     /* With this turn's replies handed to the sockets (a client that reads
      * has let go of them), what clients hold is weighed against
      * --client-memory; the clients it marks to go are closed now. */
@@ -74,6 +79,7 @@ static void flush(wn_worker_t *w)
     /* Stopping and the last client has gone: the worker ends. */
     if (w->stopping && w->clients == NULL && !w->stopped)
         wn_worker_finish_stop(w);
+    return n;
 }
 
 static void close_if_open(uv_handle_t *h)
@@ -108,9 +114,32 @@ void wn_worker_finish_stop(wn_worker_t *w)
     close_if_open((uv_handle_t *)&w->pace_timer);
 }
 
+/*
+ * --busy-poll: after a busy turn (one that wrote to at least
+ * BUSY_TURN_CONNS connections), wait a while awake before polling again.
+ * What comes meanwhile is read in one turn and answered in one flush:
+ * fewer, larger reads and writes for the worker, and for the servers and
+ * clients it talks to, whose sockets it then wakes less often. Where waking
+ * a thread on another CPU is dear (a VM: an interrupt is a trap to the host
+ * on both sides) and walnut has CPUs of its own, that is worth the CPU the
+ * wait burns and the delay (up to the wait) it adds to what comes in it. A
+ * quiet worker does not wait (a lone client's request and reply would each
+ * pay it), nor does a stopping one.
+ */
+#define BUSY_TURN_CONNS 8
+
+static void busy_wait(const wn_worker_t *w)
+{
+    uint64_t until = uv_hrtime() + w->busy_poll_ns;
+    while (uv_hrtime() < until)
+        ;
+}
+
 static void on_check(uv_check_t *h)
 {
-    flush(h->data);
+    wn_worker_t *w = h->data;
+    if (flush(w) >= BUSY_TURN_CONNS && w->busy_poll_ns > 0 && !w->stopping)
+        busy_wait(w);
 }
 
 void wn_worker_flush_init(wn_worker_t *w)

@@ -158,6 +158,7 @@ int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker
     w->stats = opts->stats;
     w->control_wakeup = opts->control_wakeup;
     w->budget = opts->budget;
+    w->busy_poll_ns = (uint64_t)opts->busy_poll_us * 1000;
     w->start_time = (uint64_t)time(NULL);
     w->retire_grace_ms = wn_reconf_grace_ms();
     snprintf(w->name, sizeof(w->name), "worker %d", opts->id);

@@ -210,6 +210,8 @@ class TestCommandLine(h.ProxyTestCase):
             (["-x"], "-x"),
             (["--no-such-option"], "--no-such-option"),
             (["--workers"], "--workers"),
+            (["--busy-poll", "1001"], "--busy-poll"),
+            (["--busy-poll", "fast"], "--busy-poll"),
         ]
         for args, opt in cases:
             with self.subTest(args=args):

@@ -1020,6 +1020,28 @@ class TestRedis(RedisCase):
                 self.assertEqual(c.recv_line(), want, "%s %s <%d bytes> after %d" % (
                     cmd, nk, klen, 16384 - 60 + shift))
 
+    def test_busy_poll_answers_pipelines_and_a_lone_client(self):
+        """--busy-poll=200 (a worker waits 200 usec awake after a turn that
+        wrote to eight connections or more): 20 clients pipelining 300 SET
+        and GET pairs at once (busy turns) are each answered whole, in
+        order, and a lone client's requests (quiet turns, no wait) too."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        px = self.start_proxy(tmp, {"p": h.pool(self.backends, redis=True, timeout=10000)},
+                              workers=2, name="busy-poll", extra=["--busy-poll=200"])
+        self.addCleanup(px.stop, check=False)
+        self.assertIn("usec awake after a busy turn (--busy-poll)", px.log())
+        socks = [self.raw(px.port(), timeout=30) for _ in range(20)]
+        for i, c in enumerate(socks):
+            c.send(b"".join(resp("SET", b"bp:%d:%d" % (i, j), b"v%d.%d" % (i, j)) +
+                            resp("GET", b"bp:%d:%d" % (i, j)) for j in range(300)))
+        for i, c in enumerate(socks):
+            want = b"".join(b"+OK\r\n" + resp_bulk(b"v%d.%d" % (i, j)) for j in range(300))
+            self.assertEqual(c.recv_exact(len(want)), want, "client %d" % i)
+        with self.raw(px.port(), timeout=30) as c:
+            for j in range(20):
+                c.request(resp("GET", b"bp:3:%d" % j), resp_bulk(b"v3.%d" % j))
+
     def never_reading_client(self, name, limit):
         """A redis-server, walnut in front of it (one server connection, the
         given client_buffer_limit) and a raw client with a small receive
