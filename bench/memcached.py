@@ -17,6 +17,7 @@ import json
 import os
 import random
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -444,6 +445,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--walnut", default=os.environ.get("WALNUT") or default_walnut(),
                     help="walnut binary (default: build-bench/walnut or build/walnut in the repository)")
+    ap.add_argument("--walnut-args", default="",
+                    help="more options for both walnuts, e.g. '--busy-poll=200' (named in the table)")
     ap.add_argument("--nutcracker", default=shutil.which("nutcracker") or "/usr/sbin/nutcracker")
     ap.add_argument("--memcached", default=shutil.which("memcached") or "/usr/bin/memcached")
     ap.add_argument("--test-time", type=int, default=5, help="seconds per memtier run (default 5)")
@@ -529,7 +532,8 @@ def main():
         for n, port, sport in ((1, w1_port, w1_stats), (2, w2_port, w2_stats)):
             lp = os.path.join(outdir, f"walnut{n}.log")
             walnuts[n] = procs.start(f"walnut -T{n}", [args.walnut, "-c", confs[f"walnut{n}"], "--workers", str(n),
-                                                       "-s", str(sport), "-a", HOST, "-o", lp], lp)
+                                                       "-s", str(sport), "-a", HOST, "-o", lp]
+                                     + shlex.split(args.walnut_args), lp)
             wait_listening(port, walnuts[n], f"walnut -T{n}", lp)
 
         mc_pids = [mcs["memcached A"].pid, mcs["memcached B"].pid]
@@ -639,7 +643,9 @@ def report(results, targets, sizes, pipelines, args, outdir, protocols=None):
         med[key] = m
     col = (lambda protocol: f"| {short.get(protocol, protocol)} ") if many else (lambda protocol: "")
     lines = []
-    lines.append(f"walnut: {args.walnut} ({walnut_revision(args.walnut)}); {os.cpu_count()} CPUs; "
+    extra = getattr(args, "walnut_args", "")
+    lines.append(f"walnut: {args.walnut} ({walnut_revision(args.walnut)})"
+                 f"{' ' + extra if extra else ''}; {os.cpu_count()} CPUs; "
                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     lines.append(f"memtier_benchmark --protocol={'|'.join(protocols)} -t {args.threads} -c {args.clients} "
                  f"--ratio={args.ratio} --test-time={args.test_time}, keys 1..{args.keys} (R:R), "

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -179,6 +180,8 @@ def pin_threads(pid, cpus):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--walnut", default=os.environ.get("WALNUT") or mb.default_walnut())
+    ap.add_argument("--walnut-args", default="",
+                    help="more options for both walnuts, e.g. '--busy-poll=200' (named in the table)")
     ap.add_argument("--nutcracker", default=shutil.which("nutcracker") or "/usr/sbin/nutcracker")
     ap.add_argument("--redis-server", default=shutil.which("redis-server") or "/usr/bin/redis-server")
     ap.add_argument("--test-time", type=int, default=5, help="seconds per memtier run (default 5)")
@@ -254,7 +257,8 @@ def main():
         for n, port, sport in ((1, w1_port, w1_stats), (2, w2_port, w2_stats)):
             lp = os.path.join(outdir, f"walnut{n}.log")
             walnuts[n] = procs.start(f"walnut -T{n}", [args.walnut, "-c", confs[f"walnut{n}"], "--workers",
-                                                       str(n), "-s", str(sport), "-a", HOST, "-o", lp], lp)
+                                                       str(n), "-s", str(sport), "-a", HOST, "-o", lp]
+                                     + shlex.split(args.walnut_args), lp)
             mb.wait_listening(port, walnuts[n], f"walnut -T{n}", lp)
 
         if args.pin:
