@@ -162,7 +162,7 @@ typedef struct wn_worker_options {
     /* The process's client count and limit (borrowed; outlives the worker).
      * NULL: clients are not counted there. */
     wn_client_budget_t *budget;
-    /* --busy-poll: after a turn that flushed anything, the worker waits
+    /* --busy-poll: after a busy turn (flush.c says which), the worker waits
      * this long, awake, before it polls again (0: it polls at once). */
     int busy_poll_us;
 } wn_worker_options_t;

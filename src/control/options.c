@@ -151,11 +151,12 @@ void wn_options_usage(FILE *out)
             "                           K, M or G suffix; past it the clients holding the\n"
             "                           most are disconnected; 0: no bound (default: half\n"
             "                           the memory walnut may use)\n"
-            "      --busy-poll=N      : after a loop turn that had work, a worker waits N\n"
-            "                           usec, awake, for more before it polls again: fewer,\n"
-            "                           larger reads and writes where waking a thread is\n"
-            "                           dear (VMs) and walnut has CPUs of its own; costs CPU\n"
-            "                           and up to N usec a turn (default: 0, off; max: %d)\n"
+            "      --busy-poll=N      : after a busy loop turn (one that wrote to 8 or more\n"
+            "                           connections), a worker waits N usec, awake, for more\n"
+            "                           before it polls again: fewer, larger reads and\n"
+            "                           writes where waking a thread is dear (VMs) and\n"
+            "                           walnut has CPUs of its own; costs CPU and up to N\n"
+            "                           usec a turn (default: 0, off; max: %d)\n"
             "      --locate KEY...    : print the server each KEY lands on in every pool of\n"
             "                           the configuration, then exit\n",
             WN_LOG_NOTICE, WN_LOG_LEVEL_MAX, WN_DEFAULT_CONF_FILE, WN_DEFAULT_STATS_PORT,

@@ -104,7 +104,7 @@ class TestCommandLine(h.ProxyTestCase):
             self.assertEqual(rc, 0, err)
             self.assertIn("Usage: walnut", out)
             for opt in ("-h", "-V", "-t", "-d", "-D", "-v", "-o", "-c", "-s", "-a", "-i", "-p",
-                        "-m", "--workers", "--locate"):
+                        "-m", "--workers", "--client-memory", "--busy-poll", "--locate"):
                 self.assertRegex(out, r"(^|[\s,\[])%s\b" % re.escape(opt),
                                  "%s does not mention %s" % (flag, opt))
 
