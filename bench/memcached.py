@@ -446,7 +446,7 @@ def main():
     ap.add_argument("--walnut", default=os.environ.get("WALNUT") or default_walnut(),
                     help="walnut binary (default: build-bench/walnut or build/walnut in the repository)")
     ap.add_argument("--walnut-args", default="",
-                    help="more options for both walnuts, e.g. '--busy-poll=200' (named in the table)")
+                    help="more options for both walnuts, e.g. '--batch-wait=100' (named in the table)")
     ap.add_argument("--nutcracker", default=shutil.which("nutcracker") or "/usr/sbin/nutcracker")
     ap.add_argument("--memcached", default=shutil.which("memcached") or "/usr/bin/memcached")
     ap.add_argument("--test-time", type=int, default=5, help="seconds per memtier run (default 5)")

@@ -181,7 +181,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--walnut", default=os.environ.get("WALNUT") or mb.default_walnut())
     ap.add_argument("--walnut-args", default="",
-                    help="more options for both walnuts, e.g. '--busy-poll=200' (named in the table)")
+                    help="more options for both walnuts, e.g. '--batch-wait=100' (named in the table)")
     ap.add_argument("--nutcracker", default=shutil.which("nutcracker") or "/usr/sbin/nutcracker")
     ap.add_argument("--redis-server", default=shutil.which("redis-server") or "/usr/bin/redis-server")
     ap.add_argument("--test-time", type=int, default=5, help="seconds per memtier run (default 5)")

@@ -23,7 +23,7 @@
 #define WN_MAX_MBUF_SIZE 16777216
 #define WN_MAX_WORKERS 256
 #define WN_MIN_CLIENT_MEMORY (1u << 20) /* --client-memory, when not 0 */
-#define WN_MAX_BUSY_POLL_US 1000        /* --busy-poll */
+#define WN_MAX_BATCH_WAIT_US 1000       /* --batch-wait */
 
 typedef enum wn_action {
     WN_ACTION_RUN,
@@ -51,7 +51,7 @@ typedef struct wn_options {
      * replies unwritten), split evenly between the workers; 0: no bound */
     uint64_t client_memory;
     bool client_memory_set; /* given; otherwise half the memory walnut may use */
-    int busy_poll_us;       /* --busy-poll: a worker's wait, awake, after a busy turn */
+    int batch_wait_us;      /* --batch-wait: a worker's sleep after a busy turn */
     char **locate_keys;     /* --locate: borrowed from argv */
     int nlocate_keys;
     char *owned[3]; /* owned: paths made absolute by wn_options_absolute_paths */

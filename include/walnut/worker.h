@@ -162,9 +162,9 @@ typedef struct wn_worker_options {
     /* The process's client count and limit (borrowed; outlives the worker).
      * NULL: clients are not counted there. */
     wn_client_budget_t *budget;
-    /* --busy-poll: after a busy turn (flush.c says which), the worker waits
-     * this long, awake, before it polls again (0: it polls at once). */
-    int busy_poll_us;
+    /* --batch-wait: after a busy turn (flush.c says which), the worker sleeps
+     * this long before it polls again (0: it polls at once). */
+    int batch_wait_us;
 } wn_worker_options_t;
 
 /* Create a worker for `conf` (a reference is taken). Main thread. Opens the

@@ -397,7 +397,7 @@ static int create_workers(control_t *ctl, const wn_options_t *opts)
             .activated = ctl->activated.n > 0 ? &ctl->activated : NULL,
             .control_wakeup = &ctl->wakeup,
             .budget = &ctl->budget,
-            .busy_poll_us = opts->busy_poll_us,
+            .batch_wait_us = opts->batch_wait_us,
         };
         rc = wn_worker_create(ctl->conf, &wo, &ctl->workers[i], err, sizeof(err));
         if (rc < 0) {
@@ -546,10 +546,10 @@ static void log_started(const control_t *ctl, const wn_options_t *opts)
                       pool->nservers, wn_hash_name(pool->hash), wn_dist_name(pool->distribution),
                       pool->redis ? "redis" : "memcache");
     }
-    if (opts->busy_poll_us > 0)
-        wn_log_notice("walnut-%s started on pid %ld with %d worker(s), each waiting %d usec "
-                      "awake after a busy turn (--busy-poll)",
-                      WN_VERSION, (long)getpid(), ctl->nworkers, opts->busy_poll_us);
+    if (opts->batch_wait_us > 0)
+        wn_log_notice("walnut-%s started on pid %ld with %d worker(s), each sleeping %d usec "
+                      "after a busy turn (--batch-wait)",
+                      WN_VERSION, (long)getpid(), ctl->nworkers, opts->batch_wait_us);
     else
         wn_log_notice("walnut-%s started on pid %ld with %d worker(s)", WN_VERSION, (long)getpid(),
                       ctl->nworkers);

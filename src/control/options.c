@@ -15,7 +15,7 @@
 
 #include "walnut/core.h"
 
-enum { OPT_LOCATE = 1000, OPT_CLIENT_MEMORY, OPT_BUSY_POLL };
+enum { OPT_LOCATE = 1000, OPT_CLIENT_MEMORY, OPT_BATCH_WAIT };
 
 static const struct option long_options[] = {
     {"help", no_argument, NULL, 'h'},
@@ -35,7 +35,7 @@ static const struct option long_options[] = {
     {"workers", required_argument, NULL, 'T'},
     {"locate", no_argument, NULL, OPT_LOCATE},
     {"client-memory", required_argument, NULL, OPT_CLIENT_MEMORY},
-    {"busy-poll", required_argument, NULL, OPT_BUSY_POLL},
+    {"batch-wait", required_argument, NULL, OPT_BATCH_WAIT},
     {NULL, 0, NULL, 0},
 };
 
@@ -128,7 +128,7 @@ void wn_options_usage(FILE *out)
             "Usage: walnut [-hVdDt] [-v verbosity level] [-o output file]\n"
             "              [-c conf file] [-s stats port] [-a stats addr]\n"
             "              [-i stats interval] [-p pid file] [-m mbuf size]\n"
-            "              [-T workers] [--client-memory bytes] [--busy-poll usec]\n"
+            "              [-T workers] [--client-memory bytes] [--batch-wait usec]\n"
             "              [--locate KEY...]\n"
             "\n"
             "Options:\n"
@@ -151,17 +151,17 @@ void wn_options_usage(FILE *out)
             "                           K, M or G suffix; past it the clients holding the\n"
             "                           most are disconnected; 0: no bound (default: half\n"
             "                           the memory walnut may use)\n"
-            "      --busy-poll=N      : after a busy loop turn (one that wrote to 8 or more\n"
-            "                           connections), a worker waits N usec, awake, for more\n"
-            "                           before it polls again: fewer, larger reads and\n"
-            "                           writes where waking a thread is dear (VMs) and\n"
-            "                           walnut has CPUs of its own; costs CPU and up to N\n"
-            "                           usec a turn (default: 0, off; max: %d)\n"
+            "      --batch-wait=N     : after a busy loop turn (one that wrote to 8 or more\n"
+            "                           connections), a worker sleeps N usec before it polls\n"
+            "                           again, so what comes meanwhile is read and written\n"
+            "                           in one turn: fewer wakeups and system calls for it,\n"
+            "                           the servers and the clients; adds up to N usec to\n"
+            "                           what comes in the wait (default: 0, off; max: %d)\n"
             "      --locate KEY...    : print the server each KEY lands on in every pool of\n"
             "                           the configuration, then exit\n",
             WN_LOG_NOTICE, WN_LOG_LEVEL_MAX, WN_DEFAULT_CONF_FILE, WN_DEFAULT_STATS_PORT,
             WN_DEFAULT_STATS_ADDR, WN_DEFAULT_STATS_INTERVAL, WN_DEFAULT_MBUF_SIZE,
-            WN_MIN_MBUF_SIZE, WN_MAX_MBUF_SIZE, WN_MAX_WORKERS, WN_MAX_BUSY_POLL_US);
+            WN_MIN_MBUF_SIZE, WN_MAX_MBUF_SIZE, WN_MAX_WORKERS, WN_MAX_BATCH_WAIT_US);
 }
 
 /* As nutcracker weighs them, whatever their order: -h, then -V, then -D,
@@ -276,11 +276,11 @@ int wn_options_parse(int argc, char **argv, wn_options_t *opts, char *err, size_
                             opt_name(OPT_CLIENT_MEMORY), WN_MIN_CLIENT_MEMORY, optarg);
             opts->client_memory_set = true;
             break;
-        case OPT_BUSY_POLL:
-            if (parse_num(optarg, 0, WN_MAX_BUSY_POLL_US, &v) < 0)
+        case OPT_BATCH_WAIT:
+            if (parse_num(optarg, 0, WN_MAX_BATCH_WAIT_US, &v) < 0)
                 return fail(err, errlen, "option %s requires microseconds from 0 to %d, not '%s'",
-                            opt_name(OPT_BUSY_POLL), WN_MAX_BUSY_POLL_US, optarg);
-            opts->busy_poll_us = (int)v;
+                            opt_name(OPT_BATCH_WAIT), WN_MAX_BATCH_WAIT_US, optarg);
+            opts->batch_wait_us = (int)v;
             break;
         case ':':
         case '?':

@@ -710,7 +710,7 @@ struct wn_worker {
     client_t *dirty_clients;
     uv_check_t flusher;  /* one flush per loop turn */
     uv_idle_t kick;      /* keeps the loop from sleeping while a flush is due */
-    uint64_t busy_poll_ns; /* --busy-poll: the wait, awake, after a busy turn (flush.c) */
+    uint64_t batch_wait_ns; /* --batch-wait: the sleep after a busy turn (flush.c) */
     bool flushing;
     uint32_t meta_tags; /* the last O token walnut tagged a meta request with (mc.h) */
     uint32_t next_slot;

@@ -8,7 +8,9 @@
  */
 #include "protocol.h"
 
+#include <errno.h>
 #include <malloc.h>
+#include <time.h>
 
 /* Give freed memory back to the system once this much went back to malloc. */
 #define TRIM_AFTER_BYTES (16u << 20)
@@ -115,31 +117,33 @@ void wn_worker_finish_stop(wn_worker_t *w)
 }
 
 /*
- * --busy-poll: after a busy turn (one that wrote to at least
- * BUSY_TURN_CONNS connections), wait a while awake before polling again.
- * What comes meanwhile is read in one turn and answered in one flush:
- * fewer, larger reads and writes for the worker, and for the servers and
- * clients it talks to, whose sockets it then wakes less often. Where waking
- * a thread on another CPU is dear (a VM: an interrupt is a trap to the host
- * on both sides) and walnut has CPUs of its own, that is worth the CPU the
- * wait burns and the delay (up to the wait) it adds to what comes in it. A
- * quiet worker does not wait (a lone client's request and reply would each
- * pay it), nor does a stopping one.
+ * --batch-wait: after a busy turn (one that wrote to at least
+ * BUSY_TURN_CONNS connections), sleep a while before polling again. What
+ * comes meanwhile waits in the kernel's socket queues, and is read in one
+ * turn and answered in one flush: fewer, larger reads and writes for the
+ * worker, and for the servers and clients it talks to, whose threads it
+ * then wakes less often. A sleeping thread is not in epoll_wait, so what
+ * arrives does not wake it (on a VM each such wakeup is a trap to the host
+ * on both CPUs); only its own timer does. The cost is the delay, up to the
+ * wait, added to what comes in it. A quiet worker does not wait (a lone
+ * client's request and reply would each pay it), nor does a stopping one.
+ * worker_main sets the thread's timer slack so the sleep is as long as
+ * asked, not up to 50 usec longer.
  */
 #define BUSY_TURN_CONNS 8
 
-static void busy_wait(const wn_worker_t *w)
+static void batch_wait(const wn_worker_t *w)
 {
-    uint64_t until = uv_hrtime() + w->busy_poll_ns;
-    while (uv_hrtime() < until)
+    struct timespec left = {.tv_sec = 0, .tv_nsec = (long)w->batch_wait_ns};
+    while (nanosleep(&left, &left) < 0 && errno == EINTR)
         ;
 }
 
 static void on_check(uv_check_t *h)
 {
     wn_worker_t *w = h->data;
-    if (flush(w) >= BUSY_TURN_CONNS && w->busy_poll_ns > 0 && !w->stopping)
-        busy_wait(w);
+    if (flush(w) >= BUSY_TURN_CONNS && w->batch_wait_ns > 0 && !w->stopping)
+        batch_wait(w);
 }
 
 void wn_worker_flush_init(wn_worker_t *w)

@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <string.h>
 #include <time.h>
 
@@ -158,7 +159,7 @@ int wn_worker_create(wn_conf_t *conf, const wn_worker_options_t *opts, wn_worker
     w->stats = opts->stats;
     w->control_wakeup = opts->control_wakeup;
     w->budget = opts->budget;
-    w->busy_poll_ns = (uint64_t)opts->busy_poll_us * 1000;
+    w->batch_wait_ns = (uint64_t)opts->batch_wait_us * 1000;
     w->start_time = (uint64_t)time(NULL);
     w->retire_grace_ms = wn_reconf_grace_ms();
     snprintf(w->name, sizeof(w->name), "worker %d", opts->id);
@@ -228,6 +229,10 @@ static void worker_main(void *arg)
     char comm[16];
     snprintf(comm, sizeof(comm), "wn-worker-%d", w->id);
     pthread_setname_np(pthread_self(), comm);
+    /* --batch-wait sleeps tens of microseconds: without this the kernel
+     * may stretch each sleep by the default timer slack, 50 usec. */
+    if (w->batch_wait_ns > 0)
+        prctl(PR_SET_TIMERSLACK, 1000UL);
     wn_log_debug("started");
     for (uint32_t p = 0; p < w->npools; p++) {
         if (!w->pools[p]->conf->preconnect)

@@ -104,7 +104,7 @@ class TestCommandLine(h.ProxyTestCase):
             self.assertEqual(rc, 0, err)
             self.assertIn("Usage: walnut", out)
             for opt in ("-h", "-V", "-t", "-d", "-D", "-v", "-o", "-c", "-s", "-a", "-i", "-p",
-                        "-m", "--workers", "--client-memory", "--busy-poll", "--locate"):
+                        "-m", "--workers", "--client-memory", "--batch-wait", "--locate"):
                 self.assertRegex(out, r"(^|[\s,\[])%s\b" % re.escape(opt),
                                  "%s does not mention %s" % (flag, opt))
 
@@ -210,8 +210,8 @@ class TestCommandLine(h.ProxyTestCase):
             (["-x"], "-x"),
             (["--no-such-option"], "--no-such-option"),
             (["--workers"], "--workers"),
-            (["--busy-poll", "1001"], "--busy-poll"),
-            (["--busy-poll", "fast"], "--busy-poll"),
+            (["--batch-wait", "1001"], "--batch-wait"),
+            (["--batch-wait", "fast"], "--batch-wait"),
         ]
         for args, opt in cases:
             with self.subTest(args=args):

@@ -1020,17 +1020,29 @@ class TestRedis(RedisCase):
                 self.assertEqual(c.recv_line(), want, "%s %s <%d bytes> after %d" % (
                     cmd, nk, klen, 16384 - 60 + shift))
 
-    def test_busy_poll_answers_pipelines_and_a_lone_client(self):
-        """--busy-poll=200 (a worker waits 200 usec awake after a turn that
-        wrote to eight connections or more): 20 clients pipelining 300 SET
-        and GET pairs at once (busy turns) are each answered whole, in
-        order, and a lone client's requests (quiet turns, no wait) too."""
+    def test_batch_wait_answers_pipelines_and_a_lone_client(self):
+        """--batch-wait=200 (a worker sleeps 200 usec after a turn that wrote
+        to eight connections or more): 20 clients pipelining 300 SET and GET
+        pairs at once (busy turns) are each answered whole, in order, and a
+        lone client's requests (quiet turns, no wait) too. The workers'
+        timer slack is 1 usec (the sleep is not stretched by the default
+        50 usec); the control thread's is left alone."""
         tmp = h.TempDir()
         self.addCleanup(tmp.cleanup)
         px = self.start_proxy(tmp, {"p": h.pool(self.backends, redis=True, timeout=10000)},
-                              workers=2, name="busy-poll", extra=["--busy-poll=200"])
+                              workers=2, name="batch-wait", extra=["--batch-wait=200"])
         self.addCleanup(px.stop, check=False)
-        self.assertIn("usec awake after a busy turn (--busy-poll)", px.log())
+        self.assertIn("each sleeping 200 usec after a busy turn (--batch-wait)", px.log())
+        slack = {}
+        for tid in os.listdir("/proc/%d/task" % px.proc.pid):
+            with open("/proc/%d/task/%s/comm" % (px.proc.pid, tid)) as f:
+                comm = f.read().strip()
+            # /proc/TID/...: the task directories do not list timerslack_ns
+            with open("/proc/%s/timerslack_ns" % tid) as f:
+                slack[comm] = int(f.read())
+        self.assertEqual(slack.get("wn-worker-0"), 1000, slack)
+        self.assertEqual(slack.get("wn-worker-1"), 1000, slack)
+        self.assertEqual(slack.get("walnut"), 50000, slack)
         socks = [self.raw(px.port(), timeout=30) for _ in range(20)]
         for i, c in enumerate(socks):
             c.send(b"".join(resp("SET", b"bp:%d:%d" % (i, j), b"v%d.%d" % (i, j)) +

@@ -197,28 +197,28 @@ static void test_client_memory(void **state)
     }
 }
 
-/* --busy-poll: microseconds from 0 (off, the default) to 1000. */
-static void test_busy_poll(void **state)
+/* --batch-wait: microseconds from 0 (off, the default) to 1000. */
+static void test_batch_wait(void **state)
 {
     (void)state;
     wn_options_t o;
     char err[256] = "";
     assert_int_equal(PARSE(&o, err), 0);
-    assert_int_equal(o.busy_poll_us, 0);
-    assert_int_equal(PARSE(&o, err, "--busy-poll", "200"), 0);
-    assert_int_equal(o.busy_poll_us, 200);
-    assert_int_equal(PARSE(&o, err, "--busy-poll=1000"), 0);
-    assert_int_equal(o.busy_poll_us, 1000);
-    assert_int_equal(PARSE(&o, err, "--busy-poll=0"), 0);
-    assert_int_equal(o.busy_poll_us, 0);
+    assert_int_equal(o.batch_wait_us, 0);
+    assert_int_equal(PARSE(&o, err, "--batch-wait", "200"), 0);
+    assert_int_equal(o.batch_wait_us, 200);
+    assert_int_equal(PARSE(&o, err, "--batch-wait=1000"), 0);
+    assert_int_equal(o.batch_wait_us, 1000);
+    assert_int_equal(PARSE(&o, err, "--batch-wait=0"), 0);
+    assert_int_equal(o.batch_wait_us, 0);
     static const char *const bad[] = {
         "", "-1", "1001", "20us", "1e2", "0x10", "99999999999999999999"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';
-        if (PARSE(&o, err, "--busy-poll", bad[i]) != WN_EINVAL)
-            fail_msg("--busy-poll '%s' was taken", bad[i]);
-        if (strstr(err, "option --busy-poll requires microseconds from 0 to 1000") == NULL)
-            fail_msg("--busy-poll '%s': %s", bad[i], err);
+        if (PARSE(&o, err, "--batch-wait", bad[i]) != WN_EINVAL)
+            fail_msg("--batch-wait '%s' was taken", bad[i]);
+        if (strstr(err, "option --batch-wait requires microseconds from 0 to 1000") == NULL)
+            fail_msg("--batch-wait '%s': %s", bad[i], err);
     }
 }
 
@@ -257,7 +257,7 @@ int main(void)
         cmocka_unit_test(test_errors_name_the_option),
         cmocka_unit_test(test_absolute_paths),
         cmocka_unit_test(test_client_memory),
-        cmocka_unit_test(test_busy_poll),
+        cmocka_unit_test(test_batch_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
