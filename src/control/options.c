@@ -152,11 +152,13 @@ void wn_options_usage(FILE *out)
             "                           most are disconnected; 0: no bound (default: half\n"
             "                           the memory walnut may use)\n"
             "      --batch-wait=N     : after a busy loop turn (one that wrote to 8 or more\n"
-            "                           connections), a worker sleeps N usec before it polls\n"
-            "                           again, so what comes meanwhile is read and written\n"
-            "                           in one turn: fewer wakeups and system calls for it,\n"
-            "                           the servers and the clients; adds up to N usec to\n"
-            "                           what comes in the wait (default: 0, off; max: %d)\n"
+            "                           connections, or to 2 or more while 8 or more clients\n"
+            "                           wait for replies), a worker sleeps N usec before it\n"
+            "                           polls again, so what comes meanwhile is read and\n"
+            "                           written in one turn: fewer wakeups and system calls\n"
+            "                           for it, the servers and the clients; adds up to N\n"
+            "                           usec to what comes in the wait (default: 0, off;\n"
+            "                           max: %d)\n"
             "      --locate KEY...    : print the server each KEY lands on in every pool of\n"
             "                           the configuration, then exit\n",
             WN_LOG_NOTICE, WN_LOG_LEVEL_MAX, WN_DEFAULT_CONF_FILE, WN_DEFAULT_STATS_PORT,

@@ -301,6 +301,8 @@ static void client_close(client_t *c, bool error)
         wn_req_unref(r);
     }
     c->tail = NULL;
+    if (c->inflight > 0)
+        w->clients_waiting--;
     c->inflight = 0;
     wn_segv_clear(&c->backlog);
     wn_buf_unref(c->backlog_buf);
@@ -363,7 +365,8 @@ static uint64_t pop_answered(client_t *c)
     uint64_t held = r->acct;
     r->acct = 0;
     r->client = NULL;
-    c->inflight--;
+    if (--c->inflight == 0)
+        c->w->clients_waiting--;
     /* What its replies hold, a maximum that decays by an eighth a reply
      * (wn_client_inflight_full): after a large one, a few dozen small ones
      * let it have 1024 in flight again. */

@@ -700,6 +700,7 @@ struct wn_worker {
     wn_server_stats_t *sink_server; /* owned */
     client_t *clients;   /* list */
     uint32_t nclients;
+    uint32_t clients_waiting; /* clients with requests unanswered (inflight > 0) */
     /* Bytes its clients hold together (their `held`, closing ones left
      * out), published in budget->held once a turn for --client-memory. */
     uint64_t clients_held;

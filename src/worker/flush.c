@@ -98,6 +98,9 @@ void wn_worker_finish_stop(wn_worker_t *w)
     if (w->clients == NULL && w->clients_held != 0)
         wn_log_error("internal: %llu bytes still counted for clients with none left",
                      (unsigned long long)w->clients_held);
+    if (w->clients == NULL && w->clients_waiting != 0)
+        wn_log_error("internal: %u clients still counted as waiting with none left",
+                     w->clients_waiting);
     for (uint32_t p = 0; p < w->npools; p++)
         for (uint32_t s = 0; s < w->pools[p]->nservers; s++) {
             wn_server_check_counts(w->pools[p]->servers[s]);
@@ -117,20 +120,28 @@ void wn_worker_finish_stop(wn_worker_t *w)
 }
 
 /*
- * --batch-wait: after a busy turn (one that wrote to at least
- * BUSY_TURN_CONNS connections), sleep a while before polling again. What
+ * --batch-wait: after a busy turn, sleep a while before polling again. What
  * comes meanwhile waits in the kernel's socket queues, and is read in one
  * turn and answered in one flush: fewer, larger reads and writes for the
  * worker, and for the servers and clients it talks to, whose threads it
  * then wakes less often. A sleeping thread is not in epoll_wait, so what
  * arrives does not wake it (on a VM each such wakeup is a trap to the host
  * on both CPUs); only its own timer does. The cost is the delay, up to the
- * wait, added to what comes in it. A quiet worker does not wait (a lone
- * client's request and reply would each pay it), nor does a stopping one.
+ * wait, added to what comes in it.
+ *
+ * A turn is busy when it wrote to BUSY_TURN_CONNS connections or more, or
+ * to two or more while BUSY_CLIENTS clients or more wait for replies. The
+ * second half matters where turns stay small however many clients are
+ * busy (memcached answers so fast that each turn had a request or two; the
+ * first half alone never waited there). A few clients in front of a few
+ * servers never make a turn busy (their requests and replies would each
+ * pay the wait), nor does a turn that wrote to one connection; a stopping
+ * worker does not wait.
  * worker_main sets the thread's timer slack so the sleep is as long as
  * asked, not up to 50 usec longer.
  */
 #define BUSY_TURN_CONNS 8
+#define BUSY_CLIENTS 8
 
 static void batch_wait(const wn_worker_t *w)
 {
@@ -142,7 +153,9 @@ static void batch_wait(const wn_worker_t *w)
 static void on_check(uv_check_t *h)
 {
     wn_worker_t *w = h->data;
-    if (flush(w) >= BUSY_TURN_CONNS && w->batch_wait_ns > 0 && !w->stopping)
+    uint32_t n = flush(w);
+    bool busy = n >= BUSY_TURN_CONNS || (n >= 2 && w->clients_waiting >= BUSY_CLIENTS);
+    if (busy && w->batch_wait_ns > 0 && !w->stopping)
         batch_wait(w);
 }
 

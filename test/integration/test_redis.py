@@ -1021,8 +1021,9 @@ class TestRedis(RedisCase):
                     cmd, nk, klen, 16384 - 60 + shift))
 
     def test_batch_wait_answers_pipelines_and_a_lone_client(self):
-        """--batch-wait=200 (a worker sleeps 200 usec after a turn that wrote
-        to eight connections or more): 20 clients pipelining 300 SET and GET
+        """--batch-wait=200 (a worker sleeps 200 usec after a busy turn: one
+        that wrote to eight connections or more, or to two while eight
+        clients wait for replies): 20 clients pipelining 300 SET and GET
         pairs at once (busy turns) are each answered whole, in order, and a
         lone client's requests (quiet turns, no wait) too. The workers'
         timer slack is 1 usec (the sleep is not stretched by the default
