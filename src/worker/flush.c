@@ -38,8 +38,9 @@ static void after_flush(wn_worker_t *w)
 
 /* Closing a server fails its requests (clients become dirty); flushing a
  * client may parse more requests (servers become dirty): go on until both
- * lists are empty. */
-static uint32_t flush_dirty(wn_worker_t *w)
+ * lists are empty. Counts the connections flushed, and in *nclients the
+ * clients among them. */
+static uint32_t flush_dirty(wn_worker_t *w, uint32_t *nclients)
 {
     uint32_t n = 0;
     while (w->dirty_servers != NULL || w->dirty_clients != NULL) {
@@ -53,6 +54,7 @@ static uint32_t flush_dirty(wn_worker_t *w)
         }
         while (w->dirty_clients != NULL) {
             n++;
+            (*nclients)++;
             client_t *c = w->dirty_clients;
             w->dirty_clients = c->dirty_next;
             c->dirty = false;
@@ -63,18 +65,19 @@ static uint32_t flush_dirty(wn_worker_t *w)
     return n;
 }
 
-/* Flush what this turn made dirty; how many connections that was. */
-static uint32_t flush(wn_worker_t *w)
+/* Flush what this turn made dirty; how many connections that was, and in
+ * *nclients how many clients. */
+static uint32_t flush(wn_worker_t *w, uint32_t *nclients)
 {
     w->flushing = true;
     if (w->dirty_servers != NULL || w->dirty_clients != NULL)
         wn_worker_tick(w);
-    uint32_t n = flush_dirty(w);
+    uint32_t n = flush_dirty(w, nclients);
     /* With this turn's replies handed to the sockets (a client that reads
      * has let go of them), what clients hold is weighed against
      * --client-memory; the clients it marks to go are closed now. */
     if (wn_client_memory_check(w))
-        flush_dirty(w);
+        flush_dirty(w, nclients);
     w->flushing = false;
     uv_idle_stop(&w->kick);
     after_flush(w);
@@ -129,18 +132,19 @@ void wn_worker_finish_stop(wn_worker_t *w)
  * on both CPUs); only its own timer does. The cost is the delay, up to the
  * wait, added to what comes in it.
  *
- * A turn is busy when it wrote to BUSY_TURN_CONNS connections or more, or
- * to two or more while BUSY_CLIENTS clients or more wait for replies. The
- * second half matters where turns stay small however many clients are
- * busy (memcached answers so fast that each turn had a request or two; the
- * first half alone never waited there). A few clients in front of a few
- * servers never make a turn busy (their requests and replies would each
- * pay the wait), nor does a turn that wrote to one connection; a stopping
- * worker does not wait.
- * worker_main sets the thread's timer slack so the sleep is as long as
- * asked, not up to 50 usec longer.
+ * A turn is busy when it flushed BUSY_CLIENTS clients or more, or two
+ * connections or more while BUSY_CLIENTS clients or more have requests
+ * unanswered (a request being read counts). The first half alone never
+ * started in front of memcached, which answers so fast that each turn
+ * carried a request or two; the second alone misses the big turns, which
+ * answer every client they read from. Connections of any kind would not
+ * do for the first half: one client's MGET over eight servers flushes
+ * eight, and a lone client would pay the wait on every such request. A
+ * few clients never make a turn busy, nor does a turn that flushed one
+ * connection; a stopping worker does not wait. worker_main sets the
+ * thread's timer slack so the sleep is as long as asked, not up to 50
+ * usec longer.
  */
-#define BUSY_TURN_CONNS 8
 #define BUSY_CLIENTS 8
 
 static void batch_wait(const wn_worker_t *w)
@@ -153,8 +157,9 @@ static void batch_wait(const wn_worker_t *w)
 static void on_check(uv_check_t *h)
 {
     wn_worker_t *w = h->data;
-    uint32_t n = flush(w);
-    bool busy = n >= BUSY_TURN_CONNS || (n >= 2 && w->clients_waiting >= BUSY_CLIENTS);
+    uint32_t nclients = 0;
+    uint32_t n = flush(w, &nclients);
+    bool busy = nclients >= BUSY_CLIENTS || (n >= 2 && w->clients_waiting >= BUSY_CLIENTS);
     if (busy && w->batch_wait_ns > 0 && !w->stopping)
         batch_wait(w);
 }

@@ -1022,12 +1022,15 @@ class TestRedis(RedisCase):
 
     def test_batch_wait_answers_pipelines_and_a_lone_client(self):
         """--batch-wait=200 (a worker sleeps 200 usec after a busy turn: one
-        that wrote to eight connections or more, or to two while eight
-        clients wait for replies): 20 clients pipelining 300 SET and GET
-        pairs at once (busy turns) are each answered whole, in order, and a
-        lone client's requests (quiet turns, no wait) too. The workers'
-        timer slack is 1 usec (the sleep is not stretched by the default
-        50 usec); the control thread's is left alone."""
+        that flushed eight clients, or two connections while eight clients
+        wait for replies): 20 clients pipelining 300 SET and GET pairs at
+        once (busy turns) are each answered whole, in order, and a lone
+        client's requests (quiet turns, no wait) too; at stop the count of
+        waiting clients is back to 0 (the harness fails on an "internal:"
+        line). The workers' timer slack is 1 usec (the sleep is not
+        stretched by the default 50 usec); the control thread keeps the
+        slack it inherited (this process's). Reading another process's
+        thread's slack takes CAP_SYS_NICE (root has it)."""
         tmp = h.TempDir()
         self.addCleanup(tmp.cleanup)
         px = self.start_proxy(tmp, {"p": h.pool(self.backends, redis=True, timeout=10000)},
@@ -1039,11 +1042,17 @@ class TestRedis(RedisCase):
             with open("/proc/%d/task/%s/comm" % (px.proc.pid, tid)) as f:
                 comm = f.read().strip()
             # /proc/TID/...: the task directories do not list timerslack_ns
-            with open("/proc/%s/timerslack_ns" % tid) as f:
-                slack[comm] = int(f.read())
+            try:
+                with open("/proc/%s/timerslack_ns" % tid) as f:
+                    slack[comm] = int(f.read())
+            except PermissionError:
+                self.skipTest("reading walnut's timer slack takes CAP_SYS_NICE")
+        with open("/proc/self/timerslack_ns") as f:
+            inherited = int(f.read())
+        self.assertNotEqual(inherited, 1000)
         self.assertEqual(slack.get("wn-worker-0"), 1000, slack)
         self.assertEqual(slack.get("wn-worker-1"), 1000, slack)
-        self.assertEqual(slack.get("walnut"), 50000, slack)
+        self.assertEqual(slack.get("walnut"), inherited, slack)
         socks = [self.raw(px.port(), timeout=30) for _ in range(20)]
         for i, c in enumerate(socks):
             c.send(b"".join(resp("SET", b"bp:%d:%d" % (i, j), b"v%d.%d" % (i, j)) +
@@ -1054,6 +1063,9 @@ class TestRedis(RedisCase):
         with self.raw(px.port(), timeout=30) as c:
             for j in range(20):
                 c.request(resp("GET", b"bp:3:%d" % j), resp_bulk(b"v3.%d" % j))
+        for c in socks:
+            c.close()
+        px.stop()
 
     def never_reading_client(self, name, limit):
         """A redis-server, walnut in front of it (one server connection, the
