@@ -160,6 +160,21 @@ static void test_errors_name_the_option(void **state)
     expect_error("unexpected argument 'stray'", PARSE(&o, err, "stray"), err);
 }
 
+/* Each of the n values after `opt` is refused with WN_EINVAL and an error
+ * that says `want`. */
+static void assert_refused(const char *opt, const char *const *bad, size_t n, const char *want)
+{
+    wn_options_t o;
+    char err[256];
+    for (size_t i = 0; i < n; i++) {
+        err[0] = '\0';
+        if (PARSE(&o, err, opt, bad[i]) != WN_EINVAL)
+            fail_msg("%s '%s' was taken", opt, bad[i]);
+        if (strstr(err, want) == NULL)
+            fail_msg("%s '%s': %s", opt, bad[i], err);
+    }
+}
+
 /* --client-memory: bytes, K/M/G powers of 1024, 0 for no bound; unset by
  * default (control then takes half the memory walnut may use). */
 static void test_client_memory(void **state)
@@ -188,13 +203,8 @@ static void test_client_memory(void **state)
     static const char *const bad[] = {"",        "-1",    "1.5G",     "12X",
                                       "1M5",     "M",     "1MB",      " 1M",
                                       "1048575", "1023K", "1048577G", "99999999999999999999"};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        err[0] = '\0';
-        if (PARSE(&o, err, "--client-memory", bad[i]) != WN_EINVAL)
-            fail_msg("--client-memory '%s' was taken", bad[i]);
-        if (strstr(err, "option --client-memory requires a size in bytes") == NULL)
-            fail_msg("--client-memory '%s': %s", bad[i], err);
-    }
+    assert_refused("--client-memory", bad, sizeof(bad) / sizeof(bad[0]),
+                   "option --client-memory requires a size in bytes");
 }
 
 /* --batch-wait: microseconds from 0 (off, the default) to 1000. */
@@ -213,13 +223,8 @@ static void test_batch_wait(void **state)
     assert_int_equal(o.batch_wait_us, 0);
     static const char *const bad[] = {
         "", "-1", "1001", "20us", "1e2", "0x10", "99999999999999999999"};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        err[0] = '\0';
-        if (PARSE(&o, err, "--batch-wait", bad[i]) != WN_EINVAL)
-            fail_msg("--batch-wait '%s' was taken", bad[i]);
-        if (strstr(err, "option --batch-wait requires microseconds from 0 to 1000") == NULL)
-            fail_msg("--batch-wait '%s': %s", bad[i], err);
-    }
+    assert_refused("--batch-wait", bad, sizeof(bad) / sizeof(bad[0]),
+                   "option --batch-wait requires microseconds from 0 to 1000");
 }
 
 /* -d chdirs to /: relative -c, -p, -o are made absolute against the cwd
