@@ -160,8 +160,10 @@ static void on_check(uv_check_t *h)
     uint32_t nclients = 0;
     uint32_t n = flush(w, &nclients);
     bool busy = nclients >= BUSY_CLIENTS || (n >= 2 && w->clients_waiting >= BUSY_CLIENTS);
-    if (busy && w->batch_wait_ns > 0 && !w->stopping)
+    if (busy && w->batch_wait_ns > 0 && !w->stopping) {
         batch_wait(w);
+        wn_stat_add(WN_GSTAT(w, batch_waits), 1);
+    }
 }
 
 void wn_worker_flush_init(wn_worker_t *w)

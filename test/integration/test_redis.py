@@ -1024,8 +1024,9 @@ class TestRedis(RedisCase):
         """--batch-wait=200 (a worker sleeps 200 usec after a busy turn: one
         that flushed eight clients, or two connections while eight clients
         wait for replies): 20 clients pipelining 300 SET and GET pairs at
-        once (busy turns) are each answered whole, in order, and a lone
-        client's requests (quiet turns, no wait) too; at stop the count of
+        once (busy turns: the batch_waits counter moves) are each answered
+        whole, in order, and a lone client's requests (quiet turns, no
+        wait) too; at stop the count of
         waiting clients is back to 0 (the harness fails on an "internal:"
         line). The workers' timer slack is 1 usec (the sleep is not
         stretched by the default 50 usec); the control thread keeps the
@@ -1054,17 +1055,60 @@ class TestRedis(RedisCase):
         self.assertEqual(slack.get("wn-worker-1"), 1000, slack)
         self.assertEqual(slack.get("walnut"), inherited, slack)
         socks = [self.raw(px.port(), timeout=30) for _ in range(20)]
-        for i, c in enumerate(socks):
-            c.send(b"".join(resp("SET", b"bp:%d:%d" % (i, j), b"v%d.%d" % (i, j)) +
-                            resp("GET", b"bp:%d:%d" % (i, j)) for j in range(300)))
+        reqs = [b"".join(resp("SET", b"bp:%d:%d" % (i, j), b"v%d.%d" % (i, j)) +
+                         resp("GET", b"bp:%d:%d" % (i, j)) for j in range(300))
+                for i in range(len(socks))]
+        # Each client's first bytes, then a pause: the clients wait (a
+        # request being read counts), so the turns that then read, forward
+        # and answer the rest are busy (sent whole, one by one, each could
+        # be answered before the next came: no turn busy, no wait).
+        for c, r in zip(socks, reqs):
+            c.send(r[:4])
+        time.sleep(0.3)
+        for c, r in zip(socks, reqs):
+            c.send(r[4:])
         for i, c in enumerate(socks):
             want = b"".join(b"+OK\r\n" + resp_bulk(b"v%d.%d" % (i, j)) for j in range(300))
             self.assertEqual(c.recv_exact(len(want)), want, "client %d" % i)
+        waits = px.http_json()["batch_waits"]
+        self.assertGreater(waits, 0, "twenty clients pipelining at once made no turn busy")
         with self.raw(px.port(), timeout=30) as c:
             for j in range(20):
                 c.request(resp("GET", b"bp:3:%d" % j), resp_bulk(b"v3.%d" % j))
         for c in socks:
             c.close()
+        px.stop()
+
+    def test_batch_wait_not_for_a_lone_clients_fan_out(self):
+        """A lone client's MGET over eight servers flushes nine connections
+        in a turn, but one client: not a busy turn, so with
+        --batch-wait=1000 it never waits. Under the rule before 02891a2
+        (eight connections of any kind) each such MGET slept a millisecond
+        (p50 232 usec -> 1,274 usec, review). Shown by the batch_waits
+        counter staying 0, not by timing; that each MGET reached all eight
+        servers, by their commandstats."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        servers = []
+        for i in range(8):
+            servers.append(h.RedisServer(tmp, name="fan%d" % i).start())
+            self.addCleanup(servers[-1].stop)
+        px = self.start_proxy(tmp, {"p": h.pool(servers, redis=True, timeout=10000)},
+                              workers=1, name="batch-fan", extra=["--batch-wait=1000"])
+        self.addCleanup(px.stop, check=False)
+        # Names that differ in more than their last bytes: fnv1a_64 puts
+        # "fan:0" ... "fan:63" on one or two servers.
+        keys = [hashlib.sha1(b"%d" % i).hexdigest().encode() for i in range(64)]
+        with self.raw(px.port(), timeout=30) as c:
+            c.send(b"".join(resp("SET", k, k) for k in keys))
+            c.recv_exact(5 * len(keys))
+            want = b"*64\r\n" + b"".join(resp_bulk(k) for k in keys)
+            for _ in range(200):
+                c.request(resp("MGET", *keys), want)
+        for s in servers:
+            self.assertIn("cmdstat_mget:calls=200,", s.call("INFO", "commandstats").decode(),
+                          "server %d" % s.port)
+        self.assertEqual(px.http_json()["batch_waits"], 0)
         px.stop()
 
     def never_reading_client(self, name, limit):
