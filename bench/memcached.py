@@ -441,6 +441,33 @@ def fmt_ratio(a, b):
     return f"{a / b:.2f}" if b else "n/a"
 
 
+def pin_threads(pid, cpus):
+    """Every thread of pid onto cpus (threads made later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:
+            pass
+
+
+def pin(backends, proxies, what):
+    """--pin: the backends and this process (so memtier, which it starts) on
+    CPU 0, the proxies on CPU 1."""
+    if not {0, 1} <= os.sched_getaffinity(0):
+        raise BenchFailure("--pin needs CPUs 0 and 1")
+    for p in backends:
+        pin_threads(p.pid, {0})
+    for p in proxies:
+        pin_threads(p.pid, {1})
+    os.sched_setaffinity(0, {0})
+    log(f"pinned: {what} on CPU 0; proxies on CPU 1")
+
+
+PIN_HELP = ("the servers and the load on CPU 0, the proxies on CPU 1: the load and the server get the "
+            "same CPU in every row, and a proxy one of its own, as on a host where the proxy does not "
+            "share cores")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--walnut", default=os.environ.get("WALNUT") or default_walnut(),
@@ -468,6 +495,7 @@ def main():
                     help="seconds for all measured runs; waiting and repeating stop when the runs still to "
                          "come would not fit (default 480 for the text rows, 840 with the binary ones)")
     ap.add_argument("--out", default=None, help="directory for logs and raw results (default: a new /tmp dir)")
+    ap.add_argument("--pin", action="store_true", help=PIN_HELP)
     args = ap.parse_args()
 
     if shutil.which("memtier_benchmark") is None:
@@ -536,6 +564,8 @@ def main():
                                      + shlex.split(args.walnut_args), lp)
             wait_listening(port, walnuts[n], f"walnut -T{n}", lp)
 
+        if args.pin:
+            pin(mcs.values(), [nc] + list(walnuts.values()), "memcacheds, memtier")
         mc_pids = [mcs["memcached A"].pid, mcs["memcached B"].pid]
         targets = [  # (label, port, pid whose CPU is "the proxy's")
             (f"memcached direct (A, :{mc_a})", mc_a, mcs["memcached A"].pid),
@@ -645,7 +675,8 @@ def report(results, targets, sizes, pipelines, args, outdir, protocols=None):
     lines = []
     extra = getattr(args, "walnut_args", "")
     lines.append(f"walnut: {args.walnut} ({walnut_revision(args.walnut)})"
-                 f"{' ' + extra if extra else ''}; {os.cpu_count()} CPUs; "
+                 f"{' ' + extra if extra else ''}; {os.cpu_count()} CPUs"
+                 f"{'; pinned (--pin): servers and load on CPU 0, proxies on CPU 1' if getattr(args, 'pin', False) else ''}; "
                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     lines.append(f"memtier_benchmark --protocol={'|'.join(protocols)} -t {args.threads} -c {args.clients} "
                  f"--ratio={args.ratio} --test-time={args.test_time}, keys 1..{args.keys} (R:R), "

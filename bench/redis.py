@@ -168,15 +168,6 @@ def redis_benchmark(port, label, outdir, args, watch, procs, pid):
     return {"rps": rps, "cpu_target": cpu / total * 1e5}
 
 
-def pin_threads(pid, cpus):
-    """Every thread of pid onto cpus (threads made later inherit it)."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except ProcessLookupError:
-            pass
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--walnut", default=os.environ.get("WALNUT") or mb.default_walnut())
@@ -198,10 +189,7 @@ def main():
     ap.add_argument("--retries", type=int, default=2)
     ap.add_argument("--budget", type=int, default=480)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--pin", action="store_true",
-                    help="redis-servers, memtier and redis-benchmark on CPU 0, the proxies on CPU 1: "
-                         "the load and the server get the same CPU in every row, and a proxy one of "
-                         "its own, as on a host where the proxy does not share cores")
+    ap.add_argument("--pin", action="store_true", help=mb.PIN_HELP)
     args = ap.parse_args()
     args.protocol = "redis"
     args.backend_name = "redis"
@@ -262,14 +250,7 @@ def main():
             mb.wait_listening(port, walnuts[n], f"walnut -T{n}", lp)
 
         if args.pin:
-            if len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
-                raise BenchFailure("--pin needs CPUs 0 and 1")
-            for p in servers.values():
-                pin_threads(p.pid, {0})
-            for p in [nc] + list(walnuts.values()):
-                pin_threads(p.pid, {1})
-            os.sched_setaffinity(0, {0})  # memtier and redis-benchmark inherit it
-            log("pinned: redis-servers, memtier, redis-benchmark on CPU 0; proxies on CPU 1")
+            mb.pin(servers.values(), [nc] + list(walnuts.values()), "redis-servers, memtier, redis-benchmark")
 
         backend_pids = [servers["redis A"].pid, servers["redis B"].pid]
         targets = [
@@ -333,9 +314,6 @@ def main():
             rps = row["rps"]
             lines.append(f"| {tlabel} | {rps.get('SET', 0):,.0f} | {rps.get('GET', 0):,.0f} | "
                          f"{rps.get('MSET', 0):,.0f} | {row['cpu_target']:.3f} |")
-        if args.pin:
-            lines += ["", "pinned (--pin): redis-servers, memtier and redis-benchmark on CPU 0, "
-                      "nutcracker and walnut on CPU 1"]
         text = "\n".join(lines) + "\n"
         with open(os.path.join(outdir, "table.md"), "a") as f:
             f.write(text)
