@@ -301,9 +301,11 @@ static void client_close(client_t *c, bool error)
         wn_req_unref(r);
     }
     c->tail = NULL;
-    if (c->inflight > 0)
-        w->clients_waiting--;
     c->inflight = 0;
+    if (c->waiting) {
+        c->waiting = false;
+        w->clients_waiting--;
+    }
     wn_segv_clear(&c->backlog);
     wn_buf_unref(c->backlog_buf);
     c->backlog_buf = NULL;
@@ -365,8 +367,8 @@ static uint64_t pop_answered(client_t *c)
     uint64_t held = r->acct;
     r->acct = 0;
     r->client = NULL;
-    if (--c->inflight == 0)
-        c->w->clients_waiting--;
+    c->inflight--;
+    wn_client_recount(c);
     /* What its replies hold, a maximum that decays by an eighth a reply
      * (wn_client_inflight_full): after a large one, a few dozen small ones
      * let it have 1024 in flight again. */

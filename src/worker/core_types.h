@@ -576,6 +576,7 @@ struct client {
     bool draining;         /* the worker is stopping: close once nothing is in flight */
     bool mid_request;      /* the protocol is inside a request: keep reading (see
                               wn_client_can_parse); set by the protocol unit */
+    bool waiting;          /* counted in its worker's clients_waiting (wn_client_recount) */
     bool close_on_write;   /* close once the queued writes are done */
     bool unpaced;          /* read past the soft bounds (see WN_CLIENT_STALL_MS) */
     segv_t backlog;        /* replies copied out of their requests while a write was under
@@ -700,7 +701,7 @@ struct wn_worker {
     wn_server_stats_t *sink_server; /* owned */
     client_t *clients;   /* list */
     uint32_t nclients;
-    uint32_t clients_waiting; /* clients with requests unanswered (inflight > 0) */
+    uint32_t clients_waiting; /* with --batch-wait: clients with a whole request unanswered */
     /* Bytes its clients hold together (their `held`, closing ones left
      * out), published in budget->held once a turn for --client-memory. */
     uint64_t clients_held;
@@ -755,6 +756,27 @@ static inline void wn_client_held_sub(client_t *c, uint64_t n)
     n = WN_MIN(n, c->held);
     c->held -= n;
     c->w->clients_held -= n;
+}
+
+/* Is c waiting for a reply: a request read whole and not yet answered? One
+ * being read does not count (every protocol queues a request when it starts
+ * reading it), so clients that send half a request and stop do not make
+ * turns busy for --batch-wait (flush.c). Called where its requests in flight
+ * or its protocol's mid_request change: a request queued or answered, and
+ * after each parse. Only --batch-wait reads the count: without it, none is
+ * kept (the option is the worker's for life). */
+static inline void wn_client_recount(client_t *c)
+{
+    if (c->w->batch_wait_ns == 0)
+        return;
+    bool now = c->inflight > (c->mid_request ? 1u : 0u);
+    if (now != c->waiting) {
+        c->waiting = now;
+        if (now)
+            c->w->clients_waiting++;
+        else
+            c->w->clients_waiting--;
+    }
 }
 
 /* flush.c */

@@ -134,7 +134,7 @@ void wn_worker_finish_stop(wn_worker_t *w)
  *
  * A turn is busy when it flushed BUSY_CLIENTS clients or more, or two
  * connections or more while BUSY_CLIENTS clients or more have requests
- * unanswered (a request being read counts). The first half alone never
+ * unanswered (read whole: wn_client_recount). The first half alone never
  * started in front of memcached, which answers so fast that each turn
  * carried a request or two; the second alone misses the big turns, which
  * answer every client they read from. Connections of any kind would not

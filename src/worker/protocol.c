@@ -74,11 +74,17 @@ void wn_proto_client_init(client_t *c)
 
 /* A memcache pool's client speaks text or binary, chosen by its first byte
  * as memcached does (0x80: binary); mcbin_*.c serves the binary ones. */
-void wn_proto_client_parse(client_t *c)
+static void client_parse(client_t *c)
 {
     DISPATCH(c->pool->proto,
              wn_mcbin_client_select(c) ? wn_mcbin_client_parse(c) : wn_mc_client_parse(c),
              wn_redis_client_parse(c));
+}
+
+void wn_proto_client_parse(client_t *c)
+{
+    client_parse(c);
+    wn_client_recount(c); /* a request may be read whole now, or begun */
 }
 
 bool wn_proto_client_has_pending(const client_t *c)
@@ -94,11 +100,17 @@ bool wn_proto_client_has_pending(const client_t *c)
     }
 }
 
-void wn_proto_client_eof(client_t *c)
+static void client_eof(client_t *c)
 {
     DISPATCH(c->pool->proto,
              wn_mcbin_client_is(c) ? wn_mcbin_client_eof(c) : wn_mc_client_eof(c),
              wn_redis_client_eof(c));
+}
+
+void wn_proto_client_eof(client_t *c)
+{
+    client_eof(c);
+    wn_client_recount(c); /* a half-sent request is dropped */
 }
 
 void wn_proto_client_deinit(client_t *c)

@@ -50,8 +50,8 @@ void wn_req_enqueue_client(client_t *c, req_t *r)
     else
         c->head = r;
     c->tail = r;
-    if (c->inflight++ == 0)
-        c->w->clients_waiting++;
+    c->inflight++;
+    wn_client_recount(c);
 }
 
 sconn_t *wn_server_conn(server_rt_t *s, uint32_t slot)

@@ -9,6 +9,7 @@ proxy), the assertion sits in an nc_differs() block: a failure there is
 reported, not failed, under nutcracker, and is a plain failure under walnut.
 """
 
+import hashlib
 import os
 import random
 import re
@@ -1404,6 +1405,35 @@ class MemcachedSuite:
 
 class TestMemcachedWorkers1(MemcachedSuite, h.ProxyTestCase):
     WORKERS = 1
+
+    def test_batch_wait_half_sent_requests_do_not_count(self):
+        """test_redis's test of that name, for memcached: ten clients that
+        sent a set's line and half its value are not waiting for a reply,
+        so a lone client's gets over three servers (two connections flushed
+        in a turn or more) never wait with --batch-wait=1000 (the
+        batch_waits counter stays 0; 200 when a request being read
+        counted). Then the ten send the rest and are answered."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        px = self.start_proxy(tmp, {"p": h.pool(self.backends, timeout=10000)},
+                              name="batch-half", extra=["--batch-wait=1000"])
+        self.addCleanup(px.stop, check=False)
+        keys = [hashlib.sha1(b"half%d" % i).hexdigest().encode() for i in range(30)]
+        half = [self.raw(px.port(), timeout=30) for _ in range(10)]
+        for i, c in enumerate(half):
+            c.send(b"set half%d 0 0 10\r\nhalf" % i)
+        c = self.raw(px.port(), timeout=30)
+        c.send(b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys))
+        c.recv_exact(len(b"STORED\r\n") * len(keys))
+        want = b"".join(b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys) + b"END\r\n"
+        for _ in range(200):
+            c.request(b"get " + b" ".join(keys) + b"\r\n", want)
+        self.assertEqual(px.http_json()["batch_waits"], 0)
+        for c in half:
+            c.send(b"values\r\n")  # "half" + "values": 10 bytes
+        for c in half:
+            c.expect(b"STORED\r\n")
+        px.stop()
 
 
 class TestMemcachedWorkers4(MemcachedSuite, h.ProxyTestCase):

@@ -1111,6 +1111,37 @@ class TestRedis(RedisCase):
         self.assertEqual(px.http_json()["batch_waits"], 0)
         px.stop()
 
+    def test_batch_wait_half_sent_requests_do_not_count(self):
+        """Clients that send half a request and stop are not waiting for a
+        reply: with ten of them, a lone client's MGETs over three servers
+        (two connections flushed in a turn) must not wait. When a request
+        being read counted (every protocol queues it as it starts reading
+        it), ten such clients made that MGET's every turn busy: 200 waits of
+        a millisecond. The counter stays 0; once the ten send the rest,
+        their replies come, and stop finds the count back at 0."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        px = self.start_proxy(tmp, {"p": h.pool(self.backends, redis=True, timeout=10000)},
+                              workers=1, name="batch-half", extra=["--batch-wait=1000"])
+        self.addCleanup(px.stop, check=False)
+        keys = [hashlib.sha1(b"half%d" % i).hexdigest().encode() for i in range(30)]
+        half = [self.raw(px.port(), timeout=30) for _ in range(10)]
+        for i, c in enumerate(half):
+            c.send(b"*2\r\n$3\r\nGET\r\n$%d\r\nhalf" % (len(b"half%d" % i)))
+        with self.raw(px.port(), timeout=30) as c:
+            c.send(b"".join(resp("SET", k, k) for k in keys))
+            c.recv_exact(5 * len(keys))
+            want = b"*30\r\n" + b"".join(resp_bulk(k) for k in keys)
+            for _ in range(200):
+                c.request(resp("MGET", *keys), want)
+        self.assertEqual(px.http_json()["batch_waits"], 0)
+        for i, c in enumerate(half):
+            c.send(b"%d\r\n" % i)
+        for c in half:
+            c.expect(b"$-1\r\n")
+            c.close()
+        px.stop()
+
     def never_reading_client(self, name, limit):
         """A redis-server, walnut in front of it (one server connection, the
         given client_buffer_limit) and a raw client with a small receive
