@@ -1079,6 +1079,16 @@ class TestRedis(RedisCase):
             c.close()
         px.stop()
 
+    def lone_mgets(self, port, keys, times=200):
+        """Through port, each key SET to its name, then one MGET of them
+        all, answered whole, `times` times, one at a time."""
+        with self.raw(port, timeout=30) as c:
+            c.send(b"".join(resp("SET", k, k) for k in keys))
+            c.recv_exact(5 * len(keys))
+            want = b"*%d\r\n" % len(keys) + b"".join(resp_bulk(k) for k in keys)
+            for _ in range(times):
+                c.request(resp("MGET", *keys), want)
+
     def test_batch_wait_not_for_a_lone_clients_fan_out(self):
         """A lone client's MGET over eight servers flushes nine connections
         in a turn, but one client: not a busy turn, so with
@@ -1099,12 +1109,7 @@ class TestRedis(RedisCase):
         # Names that differ in more than their last bytes: fnv1a_64 puts
         # "fan:0" ... "fan:63" on one or two servers.
         keys = [hashlib.sha1(b"%d" % i).hexdigest().encode() for i in range(64)]
-        with self.raw(px.port(), timeout=30) as c:
-            c.send(b"".join(resp("SET", k, k) for k in keys))
-            c.recv_exact(5 * len(keys))
-            want = b"*64\r\n" + b"".join(resp_bulk(k) for k in keys)
-            for _ in range(200):
-                c.request(resp("MGET", *keys), want)
+        self.lone_mgets(px.port(), keys)
         for s in servers:
             self.assertIn("cmdstat_mget:calls=200,", s.call("INFO", "commandstats").decode(),
                           "server %d" % s.port)
@@ -1128,12 +1133,7 @@ class TestRedis(RedisCase):
         half = [self.raw(px.port(), timeout=30) for _ in range(10)]
         for i, c in enumerate(half):
             c.send(b"*2\r\n$3\r\nGET\r\n$%d\r\nhalf" % (len(b"half%d" % i)))
-        with self.raw(px.port(), timeout=30) as c:
-            c.send(b"".join(resp("SET", k, k) for k in keys))
-            c.recv_exact(5 * len(keys))
-            want = b"*30\r\n" + b"".join(resp_bulk(k) for k in keys)
-            for _ in range(200):
-                c.request(resp("MGET", *keys), want)
+        self.lone_mgets(px.port(), keys)
         self.assertEqual(px.http_json()["batch_waits"], 0)
         for i, c in enumerate(half):
             c.send(b"%d\r\n" % i)
