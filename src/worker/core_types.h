@@ -576,6 +576,8 @@ struct client {
     bool draining;         /* the worker is stopping: close once nothing is in flight */
     bool mid_request;      /* the protocol is inside a request: keep reading (see
                               wn_client_can_parse); set by the protocol unit */
+    bool reading_queued;   /* the request being read is queued already (in inflight); a
+                              partial first line or head is not: set by the protocol unit */
     bool waiting;          /* counted in its worker's clients_waiting (wn_client_recount) */
     bool close_on_write;   /* close once the queued writes are done */
     bool unpaced;          /* read past the soft bounds (see WN_CLIENT_STALL_MS) */
@@ -759,17 +761,21 @@ static inline void wn_client_held_sub(client_t *c, uint64_t n)
 }
 
 /* Is c waiting for a reply: a request read whole and not yet answered? One
- * being read does not count (every protocol queues a request when it starts
- * reading it), so clients that send half a request and stop do not make
- * turns busy for --batch-wait (flush.c). Called where its requests in flight
- * or its protocol's mid_request change: a request queued or answered, and
- * after each parse. Only --batch-wait reads the count: without it, none is
- * kept (the option is the worker's for life). */
+ * being read does not count: a protocol unit queues a request once its first
+ * line or head is read (Redis at its *N line, memcached at its command line
+ * or binary head), and says so in reading_queued while the rest comes; a
+ * partial first line is not queued and takes nothing off. So clients that
+ * send half a request and stop do not make turns busy for --batch-wait
+ * (flush.c), and a client with a request unanswered still waits while its
+ * next one arrives. Called where its requests in flight or reading_queued
+ * change: a request queued or answered, and after each parse or EOF. Only
+ * --batch-wait reads the count: without it, none is kept (the option is the
+ * worker's for life). */
 static inline void wn_client_recount(client_t *c)
 {
     if (c->w->batch_wait_ns == 0)
         return;
-    bool now = c->inflight > (c->mid_request ? 1u : 0u);
+    bool now = c->inflight > (c->reading_queued ? 1u : 0u);
     if (now != c->waiting) {
         c->waiting = now;
         if (now)

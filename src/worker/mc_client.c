@@ -89,6 +89,7 @@ void wn_mc_client_eof(client_t *cl)
      * parts are dropped, unanswered. */
     line_close(c, NULL);
     cl->mid_request = false;
+    cl->reading_queued = false;
 }
 
 void wn_mc_client_read_plan(const client_t *cl, uint32_t *keep, uint64_t *ahead)
@@ -338,6 +339,7 @@ void wn_mc_client_parse(client_t *cl)
         /* Between requests the client's bounds apply; inside one (a partial
          * line, a data block) reading goes on, or it could never complete. */
         cl->mid_request = c->data_left > 0 || c->line != NULL;
+        cl->reading_queued = cl->mid_request; /* a value or a streamed line */
         if (!wn_client_can_parse(cl))
             break;
         wn_buf_t *b = cl->in.buf;

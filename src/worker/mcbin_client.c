@@ -62,6 +62,7 @@ void wn_mcbin_client_eof(client_t *cl)
     drop_value_req(c);
     c->skip_left = 0;
     cl->mid_request = false;
+    cl->reading_queued = false;
 }
 
 void wn_mcbin_client_read_plan(const client_t *cl, uint32_t *keep, uint64_t *ahead)
@@ -170,6 +171,7 @@ void wn_mcbin_client_parse(client_t *cl)
          * head, a value, a refused body) reading goes on, or it could never
          * complete. */
         cl->mid_request = c->value_left > 0 || c->skip_left > 0;
+        cl->reading_queued = cl->mid_request; /* a value, or a refused body's reply */
         if (!wn_client_can_parse(cl))
             break;
         wn_buf_t *b = cl->in.buf;

@@ -65,6 +65,7 @@ void wn_redis_client_eof(client_t *cl)
     /* A request that never arrived whole is dropped, never forwarded. */
     drop_cur((redis_client_t *)cl);
     cl->mid_request = false;
+    cl->reading_queued = false;
 }
 
 bool wn_redis_client_has_pending(const client_t *cl)
@@ -533,6 +534,7 @@ void wn_redis_client_parse(client_t *cl)
          * hold ends it goes out whatever the client's soft bounds say (one
          * larger than they are would wait for itself forever). */
         cl->mid_request = c->cur != NULL || c->pending != NULL;
+        cl->reading_queued = c->cur != NULL; /* queued at its *N line */
         if (!wn_client_can_parse(cl))
             break;
         if (c->pending != NULL) {
