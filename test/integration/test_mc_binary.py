@@ -39,6 +39,7 @@ import unittest
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+import fakes  # noqa: E402
 
 HOST = h.HOST
 NC_SKIP = "nutcracker (twemproxy 0.5.0) has no memcached binary protocol"
@@ -1397,6 +1398,65 @@ class TestBinaryValueAcrossReload(rh.HostileCase):
 @unittest.skipIf(h.UNDER_NUTCRACKER, NC_SKIP)
 class TestBinaryWorkers1(BinarySuite, h.ProxyTestCase):
     WORKERS = 1
+
+    def lone_gets(self, px, port, times):
+        """batch_waits while a lone text client sets the class's keys (on
+        every server) and then gets them all at once, `times` times."""
+        keys = [k for ks in self.keys_on for k in ks]
+        lone = h.Raw(port, timeout=30)
+        self.addCleanup(lone.close)
+        before = px.http_json()["batch_waits"]
+        lone.send(b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys))
+        lone.recv_exact(len(b"STORED\r\n") * len(keys))
+        want = b"".join(b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys) + b"END\r\n"
+        for _ in range(times):
+            lone.request(b"get " + b" ".join(keys) + b"\r\n", want)
+        return px.http_json()["batch_waits"] - before
+
+    def test_batch_wait_who_waits(self):
+        """--batch-wait=1000, one worker, binary clients: a client waits from
+        when a packet of its is read whole until it is answered (README
+        "Batching under load"). Ten with a GET on a silent server and the
+        first byte of their next packet wait, so a lone text client's gets
+        over three servers wait each time (0 waits when the begun packet
+        took one off, 73c93db); ten that sent a SET's head and half its
+        value, and five half a GET's head, do not, and it never waits (when
+        a packet being read counted, 7c3f8df: it waited)."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        silent = fakes.MuteBackend()
+        self.addCleanup(silent.stop)
+        pools = {"fast": h.pool(self.backends, timeout=10000),
+                 "slow": h.pool([silent], timeout=60000)}
+        px = self.start_proxy(tmp, pools, name="batch-bin", extra=["--batch-wait=1000"])
+        self.addCleanup(px.stop, check=False)
+        stuck = [BinConn(px.port("slow"), timeout=30) for _ in range(10)]
+        for c in stuck:
+            self.addCleanup(c.close)
+            c.send(packet(0x00, key=b"stuck") + b"\x80")
+        h.wait_until(lambda: len(silent.requests()) == 10, what="the ten GETs at the silent server")
+        waits = self.lone_gets(px, px.port("fast"), 100)
+        self.assertGreaterEqual(waits, 100, "ten clients waiting, %d waits" % waits)
+        for c in stuck:
+            c.reset()  # closed with FIN, each would wait for its GET's answer
+        h.wait_until(lambda: px.http_json()["slow"]["client_connections"] == 0,
+                     what="the ten gone")
+        half = [BinConn(px.port("fast"), timeout=30) for _ in range(15)]
+        sets = [packet(0x01, key=b"half%d" % i, extras=set_extras(), value=b"v" * 10)
+                for i in range(10)]
+        gets = [packet(0x00, key=b"half%d" % i) for i in range(5)]
+        for c, pkt in zip(half, sets + gets):
+            self.addCleanup(c.close)
+            c.send(pkt[:-5] if pkt in sets else pkt[:10])
+        time.sleep(0.3)  # read by then; if not, nothing here waits either
+        self.assertEqual(self.lone_gets(px, px.port("fast"), 100), 0)
+        for c, pkt in zip(half, sets + gets):
+            c.send(pkt[-5:] if pkt in sets else pkt[10:])
+        for c in half[:10]:
+            self.assertEqual(c.read_packet().status, 0)
+        for c in half[10:]:
+            self.assertEqual(c.read_packet().op, 0x00)
+        px.stop()
 
 
 @unittest.skipIf(h.UNDER_NUTCRACKER, NC_SKIP)
