@@ -1393,6 +1393,17 @@ def mc_command(port, data, terminator=b"\r\n", timeout=IO_TIMEOUT, expect=None):
     return got
 
 
+def mc_lone_gets(port, keys, times):
+    """A lone text client: each key set to its name, then one get of them
+    all, answered whole, `times` times, one at a time."""
+    with Raw(port, timeout=30) as c:
+        c.send(b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys))
+        c.recv_exact(len(b"STORED\r\n") * len(keys))
+        want = b"".join(b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys) + b"END\r\n"
+        for _ in range(times):
+            c.request(b"get " + b" ".join(keys) + b"\r\n", want)
+
+
 def mc_stats(port, arg=""):
     cmd = ("stats %s" % arg).strip().encode() + b"\r\n"
     raw = mc_command(port, cmd, b"END\r\n")
@@ -1698,6 +1709,19 @@ class ProxyTestCase(unittest.TestCase):
         self.addCleanup(p.kill)  # runs after the check below (cleanups are LIFO)
         self.addCleanup(self._log_if_failed, p)  # before the kill; tmp is cleaned after it
         return p
+
+    def start_with_silent_pool(self, fast, silent, name, extra, redis=False):
+        """One worker serving pool "fast" over the servers `fast` and pool
+        "slow" over the fake `silent`, which never answers; the proxy, the
+        fake and the temp dir go at cleanup."""
+        tmp = TempDir()
+        self.addCleanup(tmp.cleanup)
+        self.addCleanup(silent.stop)
+        pools = {"fast": pool(fast, redis=redis, timeout=10000),
+                 "slow": pool([silent], redis=redis, timeout=60000)}
+        px = self.start_proxy(tmp, pools, workers=1, name=name, extra=extra)
+        self.addCleanup(px.stop, check=False)
+        return px
 
     def _failed_so_far(self):
         """Whether the test method (or a cleanup before this one) has failed or erred.

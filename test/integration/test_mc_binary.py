@@ -1399,18 +1399,11 @@ class TestBinaryValueAcrossReload(rh.HostileCase):
 class TestBinaryWorkers1(BinarySuite, h.ProxyTestCase):
     WORKERS = 1
 
-    def lone_gets(self, px, port, times):
+    def lone_gets(self, px, times):
         """batch_waits while a lone text client sets the class's keys (on
-        every server) and then gets them all at once, `times` times."""
-        keys = [k for ks in self.keys_on for k in ks]
-        lone = h.Raw(port, timeout=30)
-        self.addCleanup(lone.close)
+        every server) and gets them all at once, `times` times."""
         before = px.http_json()["batch_waits"]
-        lone.send(b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys))
-        lone.recv_exact(len(b"STORED\r\n") * len(keys))
-        want = b"".join(b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys) + b"END\r\n"
-        for _ in range(times):
-            lone.request(b"get " + b" ".join(keys) + b"\r\n", want)
+        h.mc_lone_gets(px.port("fast"), [k for ks in self.keys_on for k in ks], times)
         return px.http_json()["batch_waits"] - before
 
     def test_batch_wait_who_waits(self):
@@ -1422,20 +1415,14 @@ class TestBinaryWorkers1(BinarySuite, h.ProxyTestCase):
         took one off, 73c93db); ten that sent a SET's head and half its
         value, and five half a GET's head, do not, and it never waits (when
         a packet being read counted, 7c3f8df: it waited)."""
-        tmp = h.TempDir()
-        self.addCleanup(tmp.cleanup)
         silent = fakes.MuteBackend()
-        self.addCleanup(silent.stop)
-        pools = {"fast": h.pool(self.backends, timeout=10000),
-                 "slow": h.pool([silent], timeout=60000)}
-        px = self.start_proxy(tmp, pools, name="batch-bin", extra=["--batch-wait=1000"])
-        self.addCleanup(px.stop, check=False)
+        px = self.start_with_silent_pool(self.backends, silent, "batch-bin", ["--batch-wait=1000"])
         stuck = [BinConn(px.port("slow"), timeout=30) for _ in range(10)]
         for c in stuck:
             self.addCleanup(c.close)
             c.send(packet(0x00, key=b"stuck") + b"\x80")
         h.wait_until(lambda: len(silent.requests()) == 10, what="the ten GETs at the silent server")
-        waits = self.lone_gets(px, px.port("fast"), 100)
+        waits = self.lone_gets(px, 100)
         self.assertGreaterEqual(waits, 100, "ten clients waiting, %d waits" % waits)
         for c in stuck:
             c.reset()  # closed with FIN, each would wait for its GET's answer
@@ -1449,7 +1436,7 @@ class TestBinaryWorkers1(BinarySuite, h.ProxyTestCase):
             self.addCleanup(c.close)
             c.send(pkt[:-5] if pkt in sets else pkt[:10])
         time.sleep(0.3)  # read by then; if not, nothing here waits either
-        self.assertEqual(self.lone_gets(px, px.port("fast"), 100), 0)
+        self.assertEqual(self.lone_gets(px, 100), 0)
         for c, pkt in zip(half, sets + gets):
             c.send(pkt[-5:] if pkt in sets else pkt[10:])
         for c in half[:10]:

@@ -1423,23 +1423,13 @@ class TestMemcachedWorkers1(MemcachedSuite, h.ProxyTestCase):
         half = [self.raw(px.port(), timeout=30) for _ in range(10)]
         for i, c in enumerate(half):
             c.send(b"set half%d 0 0 10\r\nhalf" % i)
-        self.lone_gets(px.port(), keys, 200)
+        h.mc_lone_gets(px.port(), keys, 200)
         self.assertEqual(px.http_json()["batch_waits"], 0)
         for c in half:
             c.send(b"values\r\n")  # "half" + "values": 10 bytes
         for c in half:
             c.expect(b"STORED\r\n")
         px.stop()
-
-    def lone_gets(self, port, keys, times):
-        """Through port, each key set to its name, then one get of them all,
-        answered whole, `times` times, one at a time."""
-        lone = self.raw(port, timeout=30)
-        lone.send(b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys))
-        lone.recv_exact(len(b"STORED\r\n") * len(keys))
-        want = b"".join(b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys) + b"END\r\n"
-        for _ in range(times):
-            lone.request(b"get " + b" ".join(keys) + b"\r\n", want)
 
     def test_batch_wait_clients_on_a_silent_server_wait(self):
         """test_redis's test of that name, for memcached: ten clients, each
@@ -1450,22 +1440,16 @@ class TestMemcachedWorkers1(MemcachedSuite, h.ProxyTestCase):
         keys = [hashlib.sha1(b"silent%d" % i).hexdigest().encode() for i in range(30)]
         for next_bytes in (b"", b"get"):
             with self.subTest(next_bytes=next_bytes):
-                tmp = h.TempDir()
-                self.addCleanup(tmp.cleanup)
                 silent = fakes.MuteBackend()
-                self.addCleanup(silent.stop)
-                pools = {"fast": h.pool(self.backends, timeout=10000),
-                         "slow": h.pool([silent], timeout=60000)}
-                px = self.start_proxy(tmp, pools, name="batch-silent",
-                                      extra=["--batch-wait=1000"])
-                self.addCleanup(px.stop, check=False)
+                px = self.start_with_silent_pool(self.backends, silent, "batch-silent",
+                                                 ["--batch-wait=1000"])
                 stuck = [self.raw(px.port("slow"), timeout=30) for _ in range(10)]
                 for c in stuck:
                     c.send(b"get stuck\r\n" + next_bytes)
                 h.wait_until(lambda: len(silent.requests()) == 10,
                              what="the ten gets at the silent server")
                 before = px.http_json()["batch_waits"]
-                self.lone_gets(px.port("fast"), keys, 100)
+                h.mc_lone_gets(px.port("fast"), keys, 100)
                 waits = px.http_json()["batch_waits"] - before
                 self.assertGreaterEqual(waits, 100, "ten clients waiting, %d waits" % waits)
                 for c in stuck:

@@ -1158,15 +1158,9 @@ class TestRedis(RedisCase):
         keys = [hashlib.sha1(b"silent%d" % i).hexdigest().encode() for i in range(30)]
         for next_bytes in (b"", b"*2"):
             with self.subTest(next_bytes=next_bytes):
-                tmp = h.TempDir()
-                self.addCleanup(tmp.cleanup)
                 silent = Silent()
-                self.addCleanup(silent.stop)
-                pools = {"fast": h.pool(self.backends, redis=True, timeout=10000),
-                         "slow": h.pool([silent], redis=True, timeout=60000)}
-                px = self.start_proxy(tmp, pools, workers=1, name="batch-silent",
-                                      extra=["--batch-wait=1000"])
-                self.addCleanup(px.stop, check=False)
+                px = self.start_with_silent_pool(self.backends, silent, "batch-silent",
+                                                 ["--batch-wait=1000"], redis=True)
                 stuck = [self.raw(px.port("slow"), timeout=30) for _ in range(10)]
                 for c in stuck:
                     c.send(resp("GET", "stuck") + next_bytes)
