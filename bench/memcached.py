@@ -441,6 +441,19 @@ def fmt_ratio(a, b):
     return f"{a / b:.2f}" if b else "n/a"
 
 
+def paired(a, b):
+    """Round by round ratios of two targets' rates (a, b: round -> ops/s) and their median: each
+    round runs the targets one after the other, so a host that drifts slower or faster between
+    rounds (a VM's neighbours) moves both sides of a round's ratio, where it moves one median more
+    than the other. "n/a" when the targets share no round."""
+    if not a or not b:
+        return "n/a"
+    rs = [a[k] / b[k] for k in sorted(a) if k in b and b[k] > 0]
+    if not rs:
+        return "n/a"
+    return f"{', '.join(f'{x:.2f}' for x in rs)} ({statistics.median(rs):.2f})"
+
+
 def pin_threads(pid, cpus):
     """Every thread of pid onto cpus (threads made later inherit it)."""
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -670,6 +683,7 @@ def report(results, targets, sizes, pipelines, args, outdir, protocols=None):
         m = {k: statistics.median(r[k] for r in rs)
              for k in ("ops", "p50", "p99", "cpu_target", "cpu_backends", "cpu_memtier", "hit")}
         m["ops_all"] = [round(r["ops"]) for r in rs]
+        m["by_round"] = {r["round"]: r["ops"] for r in rs}
         med[key] = m
     col = (lambda protocol: f"| {short.get(protocol, protocol)} ") if many else (lambda protocol: "")
     lines = []
@@ -700,8 +714,9 @@ def report(results, targets, sizes, pipelines, args, outdir, protocols=None):
                                  f"{cpu_b} | {m['cpu_memtier']:.3f} | {', '.join(f'{x:,}' for x in m['ops_all'])} |")
     lines.append("")
     lines.append(("| protocol " if many else "") + "| value | pipeline | T1/nutcracker ops | T1/nutcracker CPU per req "
-                 f"| T2/nutcracker ops | T2/nutcracker CPU per req | T1/{backend} ops | T2/{backend} ops |")
-    lines.append(("|---" if many else "") + "|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 f"| T2/nutcracker ops | T2/nutcracker CPU per req | T1/{backend} ops | T2/{backend} ops "
+                 "| T1/nutcracker ops round by round (median) |")
+    lines.append(("|---" if many else "") + "|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     direct, nc, w1, w2 = (t[0] for t in targets)
     for protocol in protocols:
         for size in sizes:
@@ -716,7 +731,8 @@ def report(results, targets, sizes, pipelines, args, outdir, protocols=None):
                              f"{ratio(g(w1, 'cpu_target'), g(nc, 'cpu_target'))} | "
                              f"{ratio(g(w2, 'ops'), g(nc, 'ops'))} | "
                              f"{ratio(g(w2, 'cpu_target'), g(nc, 'cpu_target'))} | "
-                             f"{ratio(g(w1, 'ops'), g(direct, 'ops'))} | {ratio(g(w2, 'ops'), g(direct, 'ops'))} |")
+                             f"{ratio(g(w1, 'ops'), g(direct, 'ops'))} | {ratio(g(w2, 'ops'), g(direct, 'ops'))} | "
+                             f"{paired(g(w1, 'by_round'), g(nc, 'by_round'))} |")
     if "memcache_binary" in protocols:
         lines.append("")
         lines.append("nutcracker (twemproxy 0.5.0) has no memcached binary protocol: its binary rows are n/a.")
