@@ -154,10 +154,11 @@ void wn_options_usage(FILE *out)
             "      --batch-wait=N     : after a busy loop turn (one that flushed 8 or more\n"
             "                           clients, or 2 or more connections while 8 or more\n"
             "                           clients wait for replies), a worker sleeps N usec\n"
+            "                           (up to 2.5 N while the waiting clients pipeline)\n"
             "                           before it polls again, so what comes meanwhile is\n"
             "                           read and written in one turn: fewer wakeups and\n"
             "                           system calls for it, the servers and the clients;\n"
-            "                           adds up to N usec to what comes in the wait\n"
+            "                           adds up to the wait to what comes in it\n"
             "                           (default: 0, off; max: %d)\n"
             "      --locate KEY...    : print the server each KEY lands on in every pool of\n"
             "                           the configuration, then exit\n",

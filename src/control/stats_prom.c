@@ -226,6 +226,7 @@ static const char *const global_names[WN_GLOBAL_STAT_COUNT] = {
     [WN_G_bytes_read] = "walnut_read_bytes_total",
     [WN_G_bytes_written] = "walnut_written_bytes_total",
     [WN_G_total_server_connections] = "walnut_server_connections_opened_total",
+    [WN_G_batch_wait_usec] = "walnut_batch_wait_seconds_total", /* in seconds (sample_us) */
 };
 static const char *const pool_names[WN_POOL_STAT_COUNT] = {
     [WN_P_forward_error] = "walnut_pool_forward_errors_total",
@@ -297,7 +298,10 @@ static void render_header(sbuf_t *b, const wn_stats_view_t *v)
         const wn_stat_desc_t *d = &wn_global_stat_desc[i];
         stat_name(name, sizeof(name), "", global_names[i], d);
         family(b, name, kind_type(d->kind), d->text);
-        sample_u64(b, name, NULL, v->global[i]);
+        if (i == WN_G_batch_wait_usec)
+            sample_us(b, name, NULL, v->global[i]);
+        else
+            sample_u64(b, name, NULL, v->global[i]);
     }
 }
 

@@ -306,6 +306,8 @@ static void client_close(client_t *c, bool error)
         c->waiting = false;
         w->clients_waiting--;
     }
+    w->reqs_waiting -= c->waiting_reqs;
+    c->waiting_reqs = 0;
     wn_segv_clear(&c->backlog);
     wn_buf_unref(c->backlog_buf);
     c->backlog_buf = NULL;

@@ -579,6 +579,8 @@ struct client {
     bool reading_queued;   /* the request being read is queued already (in inflight); a
                               partial first line or head is not: set by the protocol unit */
     bool waiting;          /* counted in its worker's clients_waiting (wn_client_recount) */
+    uint32_t waiting_reqs; /* its requests read whole and unanswered, as counted in its
+                              worker's reqs_waiting (wn_client_recount) */
     bool close_on_write;   /* close once the queued writes are done */
     bool unpaced;          /* read past the soft bounds (see WN_CLIENT_STALL_MS) */
     segv_t backlog;        /* replies copied out of their requests while a write was under
@@ -704,6 +706,7 @@ struct wn_worker {
     client_t *clients;   /* list */
     uint32_t nclients;
     uint32_t clients_waiting; /* with --batch-wait: clients with a whole request unanswered */
+    uint64_t reqs_waiting;    /* and their whole requests unanswered, together */
     /* Bytes its clients hold together (their `held`, closing ones left
      * out), published in budget->held once a turn for --client-memory. */
     uint64_t clients_held;
@@ -775,7 +778,8 @@ static inline void wn_client_recount(client_t *c)
 {
     if (c->w->batch_wait_ns == 0)
         return;
-    bool now = c->inflight > (c->reading_queued ? 1u : 0u);
+    uint32_t whole = c->inflight > 0 && c->reading_queued ? c->inflight - 1 : c->inflight;
+    bool now = whole > 0;
     if (now != c->waiting) {
         c->waiting = now;
         if (now)
@@ -783,7 +787,14 @@ static inline void wn_client_recount(client_t *c)
         else
             c->w->clients_waiting--;
     }
+    c->w->reqs_waiting += whole;
+    c->w->reqs_waiting -= c->waiting_reqs;
+    c->waiting_reqs = whole;
 }
+
+/* flush.c: how long --batch-wait sleeps after a busy turn (base_ns: the
+ * option) while `clients` clients wait for `reqs` whole requests. */
+uint64_t wn_batch_wait_ns(uint64_t base_ns, uint64_t reqs, uint32_t clients);
 
 /* flush.c */
 void wn_worker_flush_init(wn_worker_t *w);

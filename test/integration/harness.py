@@ -1393,12 +1393,13 @@ def mc_command(port, data, terminator=b"\r\n", timeout=IO_TIMEOUT, expect=None):
     return got
 
 
-def mc_lone_gets(port, keys, times):
-    """A lone text client: each key set to its name, then one get of them
-    all, answered whole, `times` times, one at a time."""
+def mc_lone_gets(port, keys, times, sets=True):
+    """A lone text client: each key set to its name (unless not `sets`),
+    then one get of them all, answered whole, `times` times, one at a time."""
     with Raw(port, timeout=30) as c:
-        c.send(b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys))
-        c.recv_exact(len(b"STORED\r\n") * len(keys))
+        if sets:
+            c.send(b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys))
+            c.recv_exact(len(b"STORED\r\n") * len(keys))
         want = b"".join(b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys) + b"END\r\n"
         for _ in range(times):
             c.request(b"get " + b" ".join(keys) + b"\r\n", want)

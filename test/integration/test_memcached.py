@@ -1436,22 +1436,26 @@ class TestMemcachedWorkers1(MemcachedSuite, h.ProxyTestCase):
         with a get that a silent server never answers, wait for replies, so
         a lone client's gets over three servers wait each time
         (--batch-wait=1000); also when each of the ten has sent the first
-        bytes of its next command line, which is not a request queued."""
+        bytes of its next command line, which is not a request queued. Each
+        wait is the option's with a get each, 2.5 times it with ten each."""
         keys = [hashlib.sha1(b"silent%d" % i).hexdigest().encode() for i in range(30)]
-        for next_bytes in (b"", b"get"):
-            with self.subTest(next_bytes=next_bytes):
+        for gets, next_bytes, usec in ((1, b"", 1000), (1, b"get", 1000), (10, b"", 2500)):
+            with self.subTest(gets=gets, next_bytes=next_bytes):
                 silent = fakes.MuteBackend()
                 px = self.start_with_silent_pool(self.backends, silent, "batch-silent",
                                                  ["--batch-wait=1000"])
                 stuck = [self.raw(px.port("slow"), timeout=30) for _ in range(10)]
                 for c in stuck:
-                    c.send(b"get stuck\r\n" + next_bytes)
-                h.wait_until(lambda: len(silent.requests()) == 10,
-                             what="the ten gets at the silent server")
-                before = px.http_json()["batch_waits"]
-                h.mc_lone_gets(px.port("fast"), keys, 100)
-                waits = px.http_json()["batch_waits"] - before
+                    c.send(b"get stuck\r\n" * gets + next_bytes)
+                h.wait_until(lambda: len(silent.requests()) == 10 * gets,
+                             what="the gets at the silent server")
+                h.mc_lone_gets(px.port("fast"), keys, 0)  # its sets pipeline: not counted
+                before = px.http_json()
+                h.mc_lone_gets(px.port("fast"), keys, 100, sets=False)
+                after = px.http_json()
+                waits = after["batch_waits"] - before["batch_waits"]
                 self.assertGreaterEqual(waits, 100, "ten clients waiting, %d waits" % waits)
+                self.assertEqual(after["batch_wait_usec"] - before["batch_wait_usec"], waits * usec)
                 for c in stuck:
                     c.close()
                 px.stop()

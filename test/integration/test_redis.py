@@ -1035,7 +1035,8 @@ class TestRedis(RedisCase):
         px = self.start_proxy(tmp, {"p": h.pool(self.backends, redis=True, timeout=10000)},
                               workers=2, name="batch-wait", extra=["--batch-wait=200"])
         self.addCleanup(px.stop, check=False)
-        self.assertIn("each sleeping 200 usec after a busy turn (--batch-wait)", px.log())
+        self.assertIn("each sleeping 200 usec (up to 2.5 times that for pipelines) after a busy "
+                      "turn (--batch-wait)", px.log())
         slack = {}
         for tid in os.listdir("/proc/%d/task" % px.proc.pid):
             with open("/proc/%d/task/%s/comm" % (px.proc.pid, tid)) as f:
@@ -1080,12 +1081,13 @@ class TestRedis(RedisCase):
             c.close()
         px.stop()
 
-    def lone_mgets(self, port, keys, times=200):
-        """Through port, each key SET to its name, then one MGET of them
-        all, answered whole, `times` times, one at a time."""
+    def lone_mgets(self, port, keys, times=200, sets=True):
+        """Through port, each key SET to its name (unless not `sets`), then
+        one MGET of them all, answered whole, `times` times, one at a time."""
         with self.raw(port, timeout=30) as c:
-            c.send(b"".join(resp("SET", k, k) for k in keys))
-            c.recv_exact(5 * len(keys))
+            if sets:
+                c.send(b"".join(resp("SET", k, k) for k in keys))
+                c.recv_exact(5 * len(keys))
             want = b"*%d\r\n" % len(keys) + b"".join(resp_bulk(k) for k in keys)
             for _ in range(times):
                 c.request(resp("MGET", *keys), want)
@@ -1150,26 +1152,34 @@ class TestRedis(RedisCase):
         more) wait each time (--batch-wait=1000, one worker). The same when
         each of the ten has also sent the first bytes of its next request:
         an unfinished *N line is not a request queued, and once taking it
-        off the GET's count left none waiting (review: 0 waits)."""
+        off the GET's count left none waiting (review: 0 waits).
+
+        How long each wait is follows the requests the waiting clients have
+        unanswered, on average: one GET each (the lone client's MGET counts
+        as one too), the option's 1,000 usec; ten GETs each, 2.5 times it
+        (the most: 8 or more each), as batch_wait_usec counts them."""
         class Silent(fakes.FakeRedis):
             def reply(self, cid, args):
                 return b"" if args[:1] == [b"GET"] else super().reply(cid, args)
 
         keys = [hashlib.sha1(b"silent%d" % i).hexdigest().encode() for i in range(30)]
-        for next_bytes in (b"", b"*2"):
-            with self.subTest(next_bytes=next_bytes):
+        for gets, next_bytes, usec in ((1, b"", 1000), (1, b"*2", 1000), (10, b"", 2500)):
+            with self.subTest(gets=gets, next_bytes=next_bytes):
                 silent = Silent()
                 px = self.start_with_silent_pool(self.backends, silent, "batch-silent",
                                                  ["--batch-wait=1000"], redis=True)
                 stuck = [self.raw(px.port("slow"), timeout=30) for _ in range(10)]
                 for c in stuck:
-                    c.send(resp("GET", "stuck") + next_bytes)
-                h.wait_until(lambda: sum(a[:1] == [b"GET"] for _, a in silent.requests()) == 10,
-                             what="the ten GETs at the silent server")
-                before = px.http_json()["batch_waits"]
-                self.lone_mgets(px.port("fast"), keys, times=100)
-                waits = px.http_json()["batch_waits"] - before
+                    c.send(resp("GET", "stuck") * gets + next_bytes)
+                h.wait_until(lambda: sum(a[:1] == [b"GET"] for _, a in silent.requests()) == 10 * gets,
+                             what="the GETs at the silent server")
+                self.lone_mgets(px.port("fast"), keys, times=0)  # its SETs pipeline: not counted
+                before = px.http_json()
+                self.lone_mgets(px.port("fast"), keys, times=100, sets=False)
+                after = px.http_json()
+                waits = after["batch_waits"] - before["batch_waits"]
                 self.assertGreaterEqual(waits, 100, "ten clients waiting, %d waits" % waits)
+                self.assertEqual(after["batch_wait_usec"] - before["batch_wait_usec"], waits * usec)
                 for c in stuck:
                     c.close()
                 px.stop()

@@ -1337,10 +1337,35 @@ static void test_meta_quiet_order(void **state)
     two_down(&fx, &a, &b);
 }
 
+/* --batch-wait's sleep: the option's value for request-reply clients (one
+ * request each), growing with the requests each waiting client has
+ * unanswered to 2.5 times at 8 or more. */
+static void test_batch_wait_grows_with_pipelining(void **state)
+{
+    (void)state;
+    const uint64_t us = 1000;
+    assert_int_equal(wn_batch_wait_ns(100 * us, 0, 0), 100 * us);    /* replies only */
+    assert_int_equal(wn_batch_wait_ns(100 * us, 25, 25), 100 * us);  /* pipeline 1 */
+    assert_int_equal(wn_batch_wait_ns(100 * us, 40, 25), 100 * us);  /* 1.6 each: 1 */
+    assert_int_equal(wn_batch_wait_ns(100 * us, 50, 25), 121428);    /* 2 each */
+    assert_int_equal(wn_batch_wait_ns(100 * us, 200, 25), 250 * us); /* 8 each */
+    assert_int_equal(wn_batch_wait_ns(100 * us, 400, 25), 250 * us); /* 16: no longer */
+    assert_int_equal(wn_batch_wait_ns(100 * us, UINT64_MAX, 1), 250 * us);
+    /* The option's limit, 1000 usec: 2.5 ms at most. */
+    assert_int_equal(wn_batch_wait_ns(1000 * us, 1u << 20, 1), 2500 * us);
+    uint64_t last = 0;
+    for (uint64_t d = 1; d <= 20; d++) {
+        uint64_t ns = wn_batch_wait_ns(100 * us, d * 10, 10);
+        assert_true(ns >= last);
+        last = ns;
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fail_text_is_the_systems),
+        cmocka_unit_test(test_batch_wait_grows_with_pipelining),
         cmocka_unit_test(test_split_group),
         cmocka_unit_test(test_pipeline_order),
         cmocka_unit_test(test_bytes_after_quit),
