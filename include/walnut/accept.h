@@ -60,6 +60,14 @@ int wn_acceptor_init(uv_loop_t *loop, wn_acceptor_t *a, int fd, const char *what
                      wn_accept_cb on_accept, wn_accept_room_cb room);
 void wn_acceptor_start(wn_acceptor_t *a);
 void wn_acceptor_stop(wn_acceptor_t *a);
+/* Accept the connections waiting in the backlog now, as the watch would
+ * (at most WN_ACCEPT_DRAIN_MAX tries): for an owner about to close a socket
+ * while it still serves the socket's clients, whose handshakes the kernel
+ * completed already and would reset at the close. Stops at the first error
+ * that is not one connection's (no connection left, out of descriptors).
+ * Returns how many were accepted. */
+#define WN_ACCEPT_DRAIN_MAX 65536u
+uint32_t wn_acceptor_drain(wn_acceptor_t *a);
 /* Close the handles, then the fd, then call closed (may be NULL) from the
  * loop: the acceptor's memory must live until then. */
 void wn_acceptor_close(wn_acceptor_t *a, wn_acceptor_closed_cb closed);

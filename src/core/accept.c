@@ -129,14 +129,29 @@ void wn_acceptor_stop(wn_acceptor_t *a)
         uv_poll_stop(&a->poll);
 }
 
+uint32_t wn_acceptor_drain(wn_acceptor_t *a)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < WN_ACCEPT_DRAIN_MAX && !a->closing; i++) {
+        if (a->room != NULL && (!pending(a->fd) || !a->room(a)))
+            break;
+        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            n++;
+            a->on_accept(a, fd);
+        } else if (!one_connection(errno)) {
+            break;
+        }
+    }
+    return n;
+}
+
 static void on_handle_closed(uv_handle_t *h)
 {
     wn_acceptor_t *a = h->data;
     if (--a->handles > 0)
         return;
-    if (!a->keep_fd)
-        close(a->fd);
-    a->fd = -1;
+    a->fd = -1; /* closed by wn_acceptor_close, or not the acceptor's */
     if (a->on_closed != NULL)
         a->on_closed(a);
 }
@@ -152,4 +167,13 @@ void wn_acceptor_close(wn_acceptor_t *a, wn_acceptor_closed_cb closed)
     uv_timer_stop(&a->rest);
     uv_close((uv_handle_t *)&a->poll, on_handle_closed);
     uv_close((uv_handle_t *)&a->rest, on_handle_closed);
+    /* Now, not when the handles' close completes (the next loop turn):
+     * connections the kernel completes meanwhile would wait in the backlog
+     * to be reset, and an owner that drained it (wn_acceptor_drain) just
+     * before would lose them. uv_close took the fd out of the loop's poll
+     * set already, so its number may be reused at once. */
+    if (!a->keep_fd) {
+        close(a->fd);
+        a->fd = -1;
+    }
 }

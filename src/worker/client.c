@@ -217,7 +217,7 @@ static bool pool_room(pool_rt_t *pool)
     return false;
 }
 
-void wn_client_accept(pool_rt_t *pool, int fd)
+void wn_client_accept(pool_rt_t *pool, int fd, bool is_unix)
 {
     wn_worker_t *w = pool->w;
     if (!budget_room(w) || !pool_room(pool)) {
@@ -226,14 +226,14 @@ void wn_client_accept(pool_rt_t *pool, int fd)
         return;
     }
     client_t *c = NULL;
-    if (wn_client_open(pool, fd, pool->conf->listen.is_unix, &c) < 0) {
+    if (wn_client_open(pool, fd, is_unix, &c) < 0) {
         if (pool->clients != NULL)
             atomic_fetch_sub_explicit(&pool->clients->open, 1, memory_order_relaxed);
         close(fd);
         return;
     }
     c->pool_counted = pool->clients != NULL;
-    if (!pool->conf->listen.is_unix) {
+    if (!is_unix) {
         uv_tcp_nodelay(&c->h.tcp, 1);
         if (pool->conf->tcpkeepalive)
             uv_tcp_keepalive(&c->h.tcp, 1, 60);

@@ -545,6 +545,9 @@ int wn_listen_open(pool_rt_t *p, bool first, char *err, size_t errlen);
 int wn_listen_adopt(pool_rt_t *p, int fd, bool keep_fd, char *err, size_t errlen);
 /* Close a listener (freed by its close callback); NULL is fine. */
 void wn_listener_close(listener_t *l);
+/* Close l, whose pool goes on (its listen address moved): the connections
+ * waiting in its backlog are accepted first, and served on the pool. */
+void wn_listener_close_serving(listener_t *l);
 /* Close the pool's listener. */
 void wn_listen_close(pool_rt_t *p);
 
@@ -648,8 +651,10 @@ static inline bool wn_client_can_parse(const client_t *c)
 #define WN_CLIENT_STALL_MS 1000
 void wn_client_pace_init(wn_worker_t *w);
 
-/* A connection accepted on the pool's listener: fd is the client's. */
-void wn_client_accept(pool_rt_t *pool, int fd);
+/* A connection accepted on the pool's listener: fd is the client's, a unix
+ * socket's or a TCP one's (is_unix: the listener's, which may not be the
+ * pool's listen address now). */
+void wn_client_accept(pool_rt_t *pool, int fd, bool is_unix);
 /* The pool's limits changed (a reload): c takes them on. */
 void wn_client_limits(client_t *c);
 /* Adopt an already connected stream fd (tests, socket handover). */

@@ -25,7 +25,10 @@
 
 static void on_connection(wn_acceptor_t *a, int fd)
 {
-    wn_client_accept(((listener_t *)a->data)->pool, fd);
+    const listener_t *l = a->data;
+    /* its own kind of socket: a pool whose listen moved from TCP to unix (or
+     * back) serves its old listener's backlog before closing it */
+    wn_client_accept(l->pool, fd, l->addr->is_unix);
 }
 
 /* As validation quotes names: the reason must fit after a long one. */
@@ -478,6 +481,17 @@ void wn_listener_close(listener_t *l)
 {
     if (l != NULL)
         wn_acceptor_close(&l->acc, listener_closed);
+}
+
+void wn_listener_close_serving(listener_t *l)
+{
+    if (l == NULL)
+        return;
+    /* A socket systemd handed over stays open (acc.keep_fd): what waits in
+     * it is for whoever serves it next (a reload that adds its pool again). */
+    if (!l->acc.keep_fd)
+        wn_acceptor_drain(&l->acc);
+    wn_listener_close(l);
 }
 
 void wn_listen_close(pool_rt_t *p)

@@ -345,8 +345,15 @@ static int move_listeners(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char 
         }
     }
     free(taken);
-    for (uint32_t k = 0; k < w->npools; k++)
-        wn_listener_close(pl->old_l[k]);
+    /* A pool that goes on at a new address serves the clients whose
+     * connections the kernel took on the old one (as the README promises);
+     * a retired pool's would be closed at once anyway. */
+    for (uint32_t k = 0; k < w->npools; k++) {
+        if (w->pools[k]->retired)
+            wn_listener_close(pl->old_l[k]);
+        else
+            wn_listener_close_serving(pl->old_l[k]);
+    }
     return rc;
 }
 

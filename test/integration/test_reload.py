@@ -412,6 +412,50 @@ class TestReloadListeners(ReloadCase):
             socket.create_connection((h.HOST, old_port), timeout=2).close()
         self.px.stop()
 
+    def test_listen_moves_connections_in_the_backlog_are_served(self):
+        """Connections the kernel completed on the old address but walnut had
+        not accepted yet when a reload moved the pool are clients that came
+        in on the old address: served, not reset. walnut is stopped
+        (SIGSTOP) while 500 clients connect and the reload is asked for,
+        so on SIGCONT the worker has most of them still in its backlog when
+        the reload comes. The old listener's close reset them (adversarial
+        run: 26-561 of 3,000-7,000 connections made just before a SIGHUP);
+        now it accepts what waits first."""
+        mc = self.start_memcached(self.tmp, n=1)
+        pools = {"alpha": h.pool(mc, backlog=2048)}
+        self.px = self.start_proxy(self.tmp, pools, workers=1)
+        old_port = self.px.port("alpha")
+        moved = {"alpha": h.pool(mc, backlog=2048)}
+        with open(self.px.conf_path, "w") as f:
+            f.write(h.render_config(moved))
+        marker = self.log_size()
+        clients = []
+        os.kill(self.px.pid, signal.SIGSTOP)
+        try:
+            for _ in range(500):
+                clients.append(socket.create_connection((h.HOST, old_port), timeout=10))
+            os.kill(self.px.pid, signal.SIGHUP)
+        finally:
+            os.kill(self.px.pid, signal.SIGCONT)
+        for c in clients:
+            self.addCleanup(c.close)
+        h.wait_until(lambda: "run generation 1" in self.log_since(marker), deadline=10.0,
+                     what="the reload on the worker")
+        self.px.pools = moved
+        failed = 0
+        for c in clients:
+            try:
+                c.sendall(b"version\r\n")
+                if not c.recv(100).startswith(b"VERSION "):
+                    failed += 1
+            except OSError:
+                failed += 1
+        self.assertEqual(failed, 0, "of 500 connections made on the old address")
+        with h.Raw(self.px.port("alpha")) as c:
+            c.send(b"version\r\n")
+            self.assertTrue(c.recv_line().startswith(b"VERSION "), "the new address")
+        self.px.stop()
+
     def test_respelled_listen_address_keeps_its_listener(self):
         """listen: 127.0.0.1:P respelled 127.1:P (the same address, looked
         up): control took it for a new address, probed it and refused the
