@@ -247,7 +247,8 @@ static void commit(control_t *ctl, wn_conf_t *nc, wn_stats_block_t *mine, uint32
         wn_log_error("reload: out of memory; a new pool's client_connections is counted per "
                      "worker (its share of it)");
     if (wn_control_stats_reconf(ctl) < 0)
-        wn_log_error("reload: out of memory; command counters are not reported");
+        wn_log_error("reload: out of memory; command counters are not reported until a "
+                     "reload can allocate their names");
     for (uint32_t p = 0; p < ctl->npools; p++)
         ctl->pools[p]->config_epoch = ctl->pools[p]->epoch;
     ctl->reload_start_ms = uv_now(&ctl->loop);

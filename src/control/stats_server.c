@@ -305,9 +305,17 @@ void wn_control_pong(control_t *ctl, const wn_msg_t *m)
 
 int wn_control_stats_reconf(control_t *ctl)
 {
-    struct wn_stats_cmd_table *t = calloc(ctl->conf->npools ? ctl->conf->npools : 1, sizeof(*t));
-    if (t == NULL)
+    struct wn_stats_cmd_table *t =
+        wn_test_fault("WALNUT_TEST_NO_CMD_TABLES")
+            ? NULL /* as if out of memory */
+            : calloc(ctl->conf->npools ? ctl->conf->npools : 1, sizeof(*t));
+    if (t == NULL) {
+        /* The old table has an entry per old pool: read for the new
+         * pools, it would be read past its end. None until a reload can. */
+        free(ctl->cmd_tables);
+        ctl->cmd_tables = NULL;
         return WN_ENOMEM;
+    }
     for (uint32_t p = 0; p < ctl->conf->npools; p++) {
         if (ctl->conf->pools[p].redis)
             t[p].names = redis_cmd_names(&t[p].n);

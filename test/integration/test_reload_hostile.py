@@ -39,6 +39,7 @@ shim/flaky_dns.c (built with cc) to make a DNS outage on demand.
 """
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -101,12 +102,14 @@ class HostileCase(ReloadCase):
         self.dns_hang = self.tmp.join("dns-hang")
         self.dns_ports = self.tmp.join("dns-ports")
         self.refuse = self.tmp.join("refuse-config")
+        self.no_cmd_tables = self.tmp.join("no-cmd-tables")
         env = {"LD_PRELOAD": h.build_dns_shim(self.tmp), "WALNUT_TEST_DNS_DOWN": self.dns_down,
                "WALNUT_TEST_DNS_MOVED": self.dns_moved, "WALNUT_TEST_DNS_LOG": self.dns_log,
                "WALNUT_TEST_DNS_BOTH": self.dns_both, "WALNUT_TEST_DNS_SLOW": self.dns_slow,
                "WALNUT_TEST_DNS_HANG": self.dns_hang,
                "WALNUT_TEST_DNS_PORTS": self.dns_ports,
-               "WALNUT_TEST_HOOKS": "1", "WALNUT_TEST_REFUSE_CONFIG": self.refuse}
+               "WALNUT_TEST_HOOKS": "1", "WALNUT_TEST_REFUSE_CONFIG": self.refuse,
+               "WALNUT_TEST_NO_CMD_TABLES": self.no_cmd_tables}
         return self.start_proxy(self.tmp, pools, workers=workers, env=env, verbosity=6)
 
     def lookups(self, prefix=""):
@@ -995,6 +998,50 @@ class TestWorkerCannotApply(HostileCase):
 
 # ---------------------------------------------------------------------------
 # F2: a retired server's counters follow its name into a later configuration
+
+
+class TestCommandNamesOutOfMemory(HostileCase):
+    def test_reload_adding_pools_without_memory_for_command_names(self):
+        """control keeps each pool's command names for the stats views. A
+        reload that could not allocate them (the hook, as out of memory
+        would) kept the old table, an entry a pool, and the views read it
+        for every pool of the new file: past its end once pools were added
+        (code review of an adversarial run). Now no command counters are
+        shown until a reload can allocate them; every view stays whole."""
+        mc = self.start_memcached(self.tmp, n=1)
+        r = h.RedisServer(self.tmp, name="names").start()
+        self.addCleanup(r.stop)
+        one = {"alpha": h.pool(mc)}
+        self.px = self.start_flaky(one, workers=2)
+        with h.Raw(self.px.port("alpha")) as c:
+            c.request(b"get k\r\n", b"END\r\n")
+        self.assertIn('walnut_pool_commands_total{pool="alpha",command="get"} 1', self.px.metrics())
+        open(self.no_cmd_tables, "w").close()
+        more = dict(one, beta=h.pool(mc), gamma=h.pool([r], redis=True), delta=h.pool(mc))
+        marker = self.log_size()
+        self.assertEqual(self.reload(pools=more)["generation"], 1)
+        self.assertIn("command counters are not reported until a reload can allocate",
+                      self.log_since(marker))
+        for name in ("beta", "delta"):
+            with h.Raw(self.px.port(name)) as c:
+                c.request(b"get k\r\n", b"END\r\n")
+        with h.Raw(self.px.port("gamma")) as c:
+            c.request(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", b"$-1\r\n")
+        text = self.px.metrics()
+        self.assertNotIn("walnut_pool_commands_total{", text)
+        self.assertIn('walnut_pool_requests_total{pool="delta"} 1', text)
+        self.assertIn("delta", json.dumps(self.px.http_json()))
+        # its get, then this stats
+        self.assertIn("STAT requests 2\r\n", h.mc_command(self.px.port("delta"), b"stats\r\n",
+                                                          b"END\r\n").decode())
+        os.unlink(self.no_cmd_tables)
+        self.assertEqual(self.reload(pools=dict(more, epsilon=h.pool(mc)))["generation"], 2)
+        with h.Raw(self.px.port("epsilon")) as c:
+            c.request(b"get k\r\n", b"END\r\n")
+        text = self.px.metrics()
+        self.assertIn('walnut_pool_commands_total{pool="epsilon",command="get"} 1', text)
+        self.assertIn('walnut_pool_commands_total{pool="gamma",command="get"} 1', text)
+        self.stop_clean()
 
 
 class TestReplacedServerKeepsClientOrder(HostileCase):
