@@ -559,7 +559,6 @@ class TestDnsRefresh(HostileCase):
             self.assertEqual(self.reload(pools=pools)["generation"], gen + 1)
         key = self.key_on(pools, "alpha", "x")
         self.set_everywhere(key, b"v")
-        seen = self.background_lookups()
         # a resolver that does not answer for a minute: the stop does not wait
         with open(self.dns_slow, "w") as f:
             f.write("60")
