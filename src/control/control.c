@@ -96,8 +96,9 @@ static void on_wakeup(uv_async_t *a)
                 wn_control_pong(ctl, &m);
                 break;
             case WN_MSG_STATS:
-                if (m.gen != ctl->gen)
-                    m.pool = UINT32_MAX; /* a pool of an older configuration */
+                /* asked before the worker took the last reload: the pool of
+                 * that name now (none if the reload removed it) */
+                m.pool = wn_control_pool_current(ctl, m.gen, m.pool);
                 wn_control_mc_stats(ctl, &m);
                 break;
             default:

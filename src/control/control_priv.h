@@ -251,6 +251,10 @@ void wn_control_pong(control_t *ctl, const wn_msg_t *m);
  * moved to the configuration in force, matched by name. False when that
  * server is not in it (or the message is older): the message is dropped. */
 bool wn_control_report_current(const control_t *ctl, wn_msg_t *m);
+/* Pool index `pool` of generation gen, in the configuration in force: the
+ * pool of that name (gen the previous generation: a worker that asked
+ * before it took the reload), UINT32_MAX if there is none or gen is older. */
+uint32_t wn_control_pool_current(const control_t *ctl, uint64_t gen, uint32_t pool);
 /* Workers that run control's generation (all of them once converged). */
 int wn_control_workers_current(const control_t *ctl);
 /* A worker asks for the memcached `stats` reply (answered at once, from

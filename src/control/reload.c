@@ -431,30 +431,35 @@ void wn_control_config_done(control_t *ctl, const wn_msg_t *m)
     reload_acked(ctl);
 }
 
+uint32_t wn_control_pool_current(const control_t *ctl, uint64_t gen, uint32_t pool)
+{
+    if (gen == ctl->gen)
+        return pool < ctl->conf->npools ? pool : UINT32_MAX;
+    const wn_conf_t *prev = ctl->prev_conf;
+    if (prev == NULL || gen + 1 != ctl->gen || pool >= prev->npools)
+        return UINT32_MAX;
+    const wn_conf_pool_t *pc = wn_conf_pool_find(ctl->conf, prev->pools[pool].name);
+    return pc != NULL ? (uint32_t)(pc - ctl->conf->pools) : UINT32_MAX;
+}
+
 bool wn_control_report_current(const control_t *ctl, wn_msg_t *m)
 {
     if (m->gen == ctl->gen)
         return true;
-    const wn_conf_t *prev = ctl->prev_conf;
-    if (prev == NULL || m->gen + 1 != ctl->gen || m->pool >= prev->npools ||
-        m->server >= prev->pools[m->pool].nservers)
+    uint32_t p = wn_control_pool_current(ctl, m->gen, m->pool);
+    if (p == UINT32_MAX || m->server >= ctl->prev_conf->pools[m->pool].nservers)
         return false;
-    const wn_conf_pool_t *pp = &prev->pools[m->pool];
-    for (uint32_t p = 0; p < ctl->conf->npools; p++) {
-        const wn_conf_pool_t *pc = &ctl->conf->pools[p];
-        if (strcmp(pc->name, pp->name) != 0)
-            continue;
-        for (uint32_t i = 0; i < pc->nservers; i++) {
-            if (wn_conf_server_same(&pc->servers[i], &pp->servers[m->server])) {
-                const wn_conf_server_t *now = &pc->servers[i], *then = &pp->servers[m->server];
-                if (then->has_sa && (!now->has_sa || !wn_sockaddr_same(&now->sa, &then->sa)))
-                    return false; /* about the address it moved from (dns.c) */
-                m->pool = p;
-                m->server = i;
-                return true;
-            }
+    const wn_conf_pool_t *pp = &ctl->prev_conf->pools[m->pool];
+    const wn_conf_pool_t *pc = &ctl->conf->pools[p];
+    for (uint32_t i = 0; i < pc->nservers; i++) {
+        if (wn_conf_server_same(&pc->servers[i], &pp->servers[m->server])) {
+            const wn_conf_server_t *now = &pc->servers[i], *then = &pp->servers[m->server];
+            if (then->has_sa && (!now->has_sa || !wn_sockaddr_same(&now->sa, &then->sa)))
+                return false; /* about the address it moved from (dns.c) */
+            m->pool = p;
+            m->server = i;
+            return true;
         }
-        return false;
     }
     return false;
 }

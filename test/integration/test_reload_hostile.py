@@ -863,6 +863,34 @@ class TestWorkerCannotApply(HostileCase):
         self.assertIn("all 2 worker(s) run generation 2", self.log_since(marker))
         self.stop_clean()
 
+    def test_stats_on_a_worker_behind_a_reload_that_reordered_pools(self):
+        """memcached's `stats` carries the asking worker's pool index to
+        control, which reads it in its own configuration. From a worker not
+        yet on control's generation (here it cannot apply it: the test hook)
+        the reply left out every pool line, though the reload only reordered
+        the pools (adversarial run: 253-635 of about 25,000 stats during
+        reloads that swapped the order). Now control finds the pool by name
+        in the generation before; the reply is the asker's pool's, never
+        another's."""
+        mc = self.start_memcached(self.tmp, n=1)
+        a, b, c = (h.pool(mc, listen="%s:%d" % (h.HOST, h.free_port())) for _ in range(3))
+        self.px = self.start_flaky({"a": a, "b": b, "c": c}, workers=1)
+        with h.Raw(self.px.port("a")) as cl:
+            for _ in range(7):
+                cl.request(b"get k\r\n", b"END\r\n")
+        open(self.refuse, "w").close()
+        marker = self.log_size()
+        self.reload_nowait({"c": c, "b": b, "a": a})
+        self.wait_log(marker, "0 of 1 worker(s) run generation 1")
+        with h.Raw(self.px.port("c")) as cl:
+            cl.request(b"get k\r\n", b"END\r\n")
+            cl.send(b"stats\r\n")
+            reply = cl.recv_until(b"END\r\n").decode()
+        self.assertIn("STAT requests 2\r\n", reply)  # c's get and this stats, not a's 7
+        self.assertIn("STAT server_requests 1\r\n", reply)
+        os.unlink(self.refuse)
+        self.stop_clean()
+
     def server_state(self, name):
         for p in self.servers_view()["pools"]:
             for sv in p["servers"]:
