@@ -636,6 +636,9 @@ typedef enum wn_rcmd_id {
 #undef WN_RCMD_ID_ENUM
     WN_RCMD_COUNT
 } wn_rcmd_id_t;
+/* The per-command counter (stats.h) of names redis-server 7 does not have,
+ * "unknown" in the stats, after every command's. */
+#define WN_RCMD_STAT_UNKNOWN WN_RCMD_COUNT
 
 /* The command called `name` (len bytes, any case), or NULL if redis-server 7
  * has no such command. Binary search over the sorted names. */

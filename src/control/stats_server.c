@@ -37,10 +37,11 @@ static const char *const *mc_cmd_names(uint32_t *n)
 
 static const char *const *redis_cmd_names(uint32_t *n)
 {
-    static const char *names[WN_RCMD_COUNT];
+    static const char *names[WN_RCMD_STAT_UNKNOWN + 1];
     for (uint32_t i = 0; i < WN_RCMD_COUNT; i++)
         names[i] = wn_rcmd_by_id((uint16_t)i)->name;
-    *n = WN_RCMD_COUNT;
+    names[WN_RCMD_STAT_UNKNOWN] = "unknown"; /* as memcached pools name theirs */
+    *n = WN_RCMD_STAT_UNKNOWN + 1;
     return names;
 }
 

@@ -315,7 +315,8 @@ static const wn_rcmd_t table[WN_RCMD_COUNT] = {
 #undef ARR
 #undef ANY
 
-_Static_assert(WN_RCMD_COUNT < 256, "command ids must fit the per-command counters");
+_Static_assert(WN_RCMD_STAT_UNKNOWN < 256, "command ids and the unknown's must fit the per-command "
+                                           "counters");
 
 /* The longest command name ("georadiusbymember_ro"). */
 #define NAME_MAX_LEN 20

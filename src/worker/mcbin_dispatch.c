@@ -48,7 +48,7 @@ static wn_mc_cmd_t cmd_of(uint8_t loud)
     case WN_MCBIN_OP_QUIT:
         return WN_MC_QUIT;
     case WN_MCBIN_OP_NOOP:
-        return WN_MC_CMD_COUNT; /* a batch marker, not a command: not counted */
+        return WN_MC_META; /* as its text counterpart, mn, counts */
     default:
         return WN_MC_UNKNOWN;
     }

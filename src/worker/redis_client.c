@@ -284,8 +284,7 @@ static void command_known(redis_client_t *c, redis_req_t *r)
                          (!c->authed && cmd->id != WN_RCMD_ID_AUTH && cmd->id != WN_RCMD_ID_HELLO &&
                           cmd->id != WN_RCMD_ID_QUIT) ||
                          c->tx_refused; /* the body of a refused transaction runs nowhere */
-    if (cmd != NULL)
-        wn_stat_add(&c->c.pool->stats->cmds[cmd->id], 1);
+    wn_stat_add(&c->c.pool->stats->cmds[cmd != NULL ? cmd->id : WN_RCMD_STAT_UNKNOWN], 1);
     if (answered_here && !c->cur_swallow) {
         /* Read the rest and drop it: nothing of it is forwarded. */
         c->cur_swallow = true;

@@ -763,6 +763,48 @@ class TestCounters(StatsCase):
                      what="client_connections 0")
 
 
+class TestCommandsAddUp(StatsCase):
+    def test_commands_sum_to_requests(self):
+        """walnut_pool_commands_total ("requests received, by command") sums to
+        walnut_pool_requests_total, whatever the requests: a binary NOOP was
+        counted as a request under no command, and so was a Redis command
+        walnut does not know (adversarial run). Now NOOP counts as "meta",
+        as its text counterpart mn does, and an unknown Redis command as
+        "unknown", as memcached pools count theirs."""
+        tmp = self.tmpdir()
+        mc = self.start_memcached(tmp, n=1)
+        r = h.RedisServer(tmp, name="sums").start()
+        self.addCleanup(r.stop)
+        p = self.proxy(tmp, {"m": h.pool(mc), "r": h.pool([r], redis=True)}, workers=2)
+
+        def binary(op, key=b"", opaque=0):
+            return struct.pack(">BBHBBHIIQ", 0x80, op, len(key), 0, 0, 0, len(key), opaque, 0) + key
+        with h.Raw(p.port("m")) as c:
+            c.send(b"set k 0 0 1\r\nv\r\nget k\r\nmn\r\nbogus\r\nmg k v\r\n"
+                   b"get\r\nversion\r\n")
+            c.recv_until(b"VERSION ")
+        with h.Raw(p.port("m")) as c:
+            c.send(binary(0x0a) + binary(0x00, b"k", 1) + binary(0x0a, opaque=2) + binary(0x0b))
+            c.recv_exact(4 * 24 + 4 + 1)  # NOOP, GET k (flags, v), NOOP, VERSION: its header
+        with h.Raw(p.port("r")) as c:
+            c.send(h.resp("SET", "k", "v") + h.resp("GET", "k") + h.resp("PING") + h.resp("NOSUCH", "x")
+                   + h.resp("GET") + b"PING\r\n" + h.resp("MULTI") + h.resp("EXEC") + h.resp("ECHO", "e"))
+            c.recv_until(b"$1\r\ne\r\n")
+        text = get_metrics(p.stats_port)
+        for pool, want in (("m", 11), ("r", 9)):
+            requests = metric_value(text, "walnut_pool_requests_total", pool=pool)
+            commands = 0.0
+            for line in text.split("\n"):
+                if line.startswith('walnut_pool_commands_total{pool="%s",' % pool):
+                    commands += float(line.rsplit(" ", 1)[1])
+            self.assertEqual(requests, want, pool)
+            self.assertEqual(commands, requests, "pool %s:\n%s" % (pool, text))
+        self.assertEqual(metric_value(text, "walnut_pool_commands_total", pool="m", command="meta"),
+                         4)  # mn, mg, the two NOOPs
+        self.assertEqual(metric_value(text, "walnut_pool_commands_total", pool="r",
+                                      command="unknown"), 1)
+
+
 class TestFailures(StatsCase):
     """Ejections and timeouts as counters."""
 
