@@ -133,6 +133,11 @@ typedef struct wn_meta_request {
     bool want_key;       /* k: the reply carries the key */
     char mode;           /* ms, ma: the M token's letter; else 0 */
     wn_mc_span_t opaque; /* the O token, 'O' included (len 0: none) */
+    /* mg, ma: the O token is over memcached's 32 bytes. memcached runs them
+     * all the same and answers CLIENT_ERROR opaque token too long (unless
+     * its own error comes first): forward them as they are (md, ms: refused
+     * here, as memcached refuses them unrun). */
+    bool opaque_too_long;
     wn_mc_span_t quiet_flag; /* the q token (len 0: none) */
     uint32_t nflags;     /* flag tokens (ms: after the length); me, mn: 0 */
     wn_meta_flag_t flags[WN_META_FLAGS_MAX];

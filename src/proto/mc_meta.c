@@ -196,8 +196,9 @@ static int parse_keyed(const meta_line_t *ml, wn_meta_request_t *r)
         return reject(r, r->cmd == WN_META_MG ? err : WN_META_ERR_INVALID_OR_DUP);
     if (r->cmd == WN_META_MA && r->mode != 0 && strchr("I+D-", r->mode) == NULL)
         return reject(r, WN_META_ERR_MA_MODE);
-    if (opaque_too_long(r))
+    if (opaque_too_long(r) && r->cmd == WN_META_MD)
         return reject(r, WN_META_ERR_OPAQUE_TOO_LONG);
+    r->opaque_too_long = opaque_too_long(r);
     return 0;
 }
 

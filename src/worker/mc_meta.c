@@ -149,7 +149,10 @@ static int push_line(mc_client_t *c, mc_req_t *r, wn_buf_t *b, uint32_t pos,
     char out[WN_MC_SERVER_LINE_MAX + WN_MC_TAG_MAX + 8];
     char tag[WN_MC_TAG_MAX];
     int len = WN_EFULL, rc;
-    if (mq->cmd != WN_META_ME) {
+    /* me echoes nothing; an mg or ma with an O over 32 bytes goes with it,
+     * and memcached runs it and answers only its error, which echoes
+     * nothing either: untagged, each as memcached sees it from a client */
+    if (mq->cmd != WN_META_ME && !mq->opaque_too_long) {
         size_t taglen = wn_mc_meta_tag(c->c.w, r, tag);
         bool canonical = mq->line_len > WN_MC_SERVER_LINE_MAX;
         len =
@@ -244,8 +247,9 @@ static void dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_meta_re
     }
     r->meta = (uint8_t)mq->cmd;
     r->counts = (uint8_t)counts;
-    r->until_mn = needs_mn(line, mq);
-    r->quiet = mq->quiet && !r->until_mn;
+    /* An O over 32 bytes: memcached answers an error, q or not */
+    r->until_mn = needs_mn(line, mq) && !mq->opaque_too_long;
+    r->quiet = mq->quiet && !r->until_mn && !mq->opaque_too_long;
     r->r.server = srv;
     if (mq->cmd == WN_META_ME) {
         uint8_t buf[WN_META_KEY_DECODED_MAX];

@@ -48,6 +48,7 @@ typedef struct req_case {
     bool quiet;
     const char *opaque;
     const char *stripped; /* quiet: the line without q */
+    bool long_o;          /* an O over 32 bytes, forwarded (mg, ma) */
     char mode;
     uint32_t bytes;        /* ms */
     wn_meta_err_t err;     /* rejected */
@@ -104,8 +105,9 @@ static const req_case_t req_cases[] = {
     {IN("mg k\tv\r\n"), FWD(MG), .key = "k\tv", .mc = "EN\r\n"},
     {IN("mg k v\0q\r\n"), FWD(MG), .key = "k", .nflags = 1},
     {IN("mg k " O31 "\r\n"), FWD(MG), .key = "k", .opaque = O31, .nflags = 1},
-    {IN("mg k v " O32 "\r\n"), REJ(MG, OPAQUE_TOO_LONG), .mc = "CLIENT_ERROR opaque token too long\r\n"},
-    {IN("mg miss v q " O32 "\r\n"), REJ(MG, OPAQUE_TOO_LONG), .mc = "CLIENT_ERROR opaque token too long\r\n"},
+    /* memcached runs mg and ma with an O over 32 bytes, then answers its error (q or not) */
+    {IN("mg k v " O32 "\r\n"), FWD(MG), .key = "k", .opaque = O32, .long_o = true, .nflags = 2, .mc = "CLIENT_ERROR opaque token too long\r\n"},
+    {IN("mg miss v q " O32 "\r\n"), FWD(MG), .key = "miss", .quiet = true, .opaque = O32, .long_o = true, .stripped = "mg miss v " O32 "\r\n", .nflags = 3, .mc = "CLIENT_ERROR opaque token too long\r\n"},
     {IN("mg hit !\r\n"), REJ(MG, INVALID_FLAG), .mc = "CLIENT_ERROR invalid flag\r\n"},
     {IN("mg hit q !\r\n"), REJ(MG, INVALID_FLAG), .mc = "CLIENT_ERROR invalid flag\r\n"},
     {IN("mg k S1\r\n"), REJ(MG, INVALID_FLAG), .mc = "CLIENT_ERROR invalid flag\r\n"},
@@ -186,6 +188,7 @@ static const req_case_t req_cases[] = {
     {IN("md k " O32 "\r\n"), REJ(MD, OPAQUE_TOO_LONG), .mc = "CLIENT_ERROR opaque token too long\r\n"},
     {IN("md k v k c f h l s t u O1 P L q I T1 N1 R1 E\r\n"), REJ(MD, TOO_MANY), .mc = "CLIENT_ERROR options flags too long\r\n"},
     {IN("ma num v q\r\n"), FWD(MA), .key = "num", .quiet = true, .stripped = "ma num v\r\n", .nflags = 2, .mc = ""},
+    {IN("ma num q " O32 "\r\n"), FWD(MA), .key = "num", .quiet = true, .opaque = O32, .long_o = true, .stripped = "ma num " O32 "\r\n", .nflags = 2, .mc = "CLIENT_ERROR opaque token too long\r\n"},
     {IN("ma k Dx\r\n"), REJ(MA, INVALID_OR_DUP), .mc = "CLIENT_ERROR invalid or duplicate flag\r\n"},
     {IN("ma k D\r\n"), REJ(MA, INVALID_OR_DUP), .mc = "CLIENT_ERROR invalid or duplicate flag\r\n"},
     {IN("ma k MX\r\n"), REJ(MA, MA_MODE), .mc = "CLIENT_ERROR invalid mode for ma M token\r\n"},
@@ -224,6 +227,7 @@ static void check_forwarded(const req_case_t *c, const char *line, const wn_meta
     check_span(line, r->key, c->key, "key", c->in);
     assert_int_equal(r->quiet, c->quiet);
     check_span(line, r->opaque, c->opaque, "opaque", c->in);
+    assert_int_equal(r->opaque_too_long, c->long_o);
     assert_int_equal(r->mode, c->mode);
     assert_int_equal(r->nflags, c->nflags);
     assert_int_equal(r->bytes, c->bytes);
