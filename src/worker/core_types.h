@@ -582,8 +582,9 @@ struct client {
     bool reading_queued;   /* the request being read is queued already (in inflight); a
                               partial first line or head is not: set by the protocol unit */
     bool waiting;          /* counted in its worker's clients_waiting (wn_client_recount) */
-    uint32_t waiting_reqs; /* its requests read whole and unanswered, as counted in its
-                              worker's reqs_waiting (wn_client_recount) */
+    uint32_t waiting_reqs; /* its requests read whole and unanswered (up to
+                              WN_BATCH_DEPTH_FULL), as counted in its worker's
+                              reqs_waiting (wn_client_recount) */
     bool close_on_write;   /* close once the queued writes are done */
     bool unpaced;          /* read past the soft bounds (see WN_CLIENT_STALL_MS) */
     segv_t backlog;        /* replies copied out of their requests while a write was under
@@ -711,7 +712,8 @@ struct wn_worker {
     client_t *clients;   /* list */
     uint32_t nclients;
     uint32_t clients_waiting; /* with --batch-wait: clients with a whole request unanswered */
-    uint64_t reqs_waiting;    /* and their whole requests unanswered, together */
+    uint64_t reqs_waiting;    /* and their whole requests unanswered, together (each
+                                 client's up to WN_BATCH_DEPTH_FULL) */
     /* Bytes its clients hold together (their `held`, closing ones left
      * out), published in budget->held once a turn for --client-memory. */
     uint64_t clients_held;
@@ -722,7 +724,8 @@ struct wn_worker {
     client_t *dirty_clients;
     uv_check_t flusher;  /* one flush per loop turn */
     uv_idle_t kick;      /* keeps the loop from sleeping while a flush is due */
-    uint64_t batch_wait_ns; /* --batch-wait: the sleep after a busy turn (flush.c) */
+    uint64_t batch_wait_ns; /* --batch-wait: the sleep after a busy turn for request-reply
+                               clients; longer for pipelines (wn_batch_wait_ns, flush.c) */
     bool flushing;
     uint32_t meta_tags; /* the last O token walnut tagged a meta request with (mc.h) */
     uint32_t next_slot;
@@ -768,6 +771,13 @@ static inline void wn_client_held_sub(client_t *c, uint64_t n)
     c->w->clients_held -= n;
 }
 
+/* flush.c: how long --batch-wait sleeps after a busy turn (base_ns: the
+ * option) while `clients` clients wait for `reqs` whole requests (each
+ * client's counted up to WN_BATCH_DEPTH_FULL): the longest from an average
+ * of WN_BATCH_DEPTH_FULL. */
+#define WN_BATCH_DEPTH_FULL 8u
+uint64_t wn_batch_wait_ns(uint64_t base_ns, uint64_t reqs, uint32_t clients);
+
 /* Is c waiting for a reply: a request read whole and not yet answered? One
  * being read does not count: a protocol unit queues a request once its first
  * line or head is read (Redis at its *N line, memcached at its command line
@@ -778,13 +788,17 @@ static inline void wn_client_held_sub(client_t *c, uint64_t n)
  * next one arrives. Called where its requests in flight or reading_queued
  * change: a request queued or answered, and after each parse or EOF. Only
  * --batch-wait reads the count: without it, none is kept (the option is the
- * worker's for life). */
+ * worker's for life). Its requests so counted go into reqs_waiting, for the
+ * length of the wait. */
 static inline void wn_client_recount(client_t *c)
 {
     if (c->w->batch_wait_ns == 0)
         return;
     uint32_t whole = c->inflight > 0 && c->reading_queued ? c->inflight - 1 : c->inflight;
     bool now = whole > 0;
+    /* counted up to WN_BATCH_DEPTH_FULL: one deep client (a pipeline of
+     * thousands, a slow server's) cannot make every client's wait longest */
+    whole = WN_MIN(whole, WN_BATCH_DEPTH_FULL);
     if (now != c->waiting) {
         c->waiting = now;
         if (now)
@@ -796,10 +810,6 @@ static inline void wn_client_recount(client_t *c)
     c->w->reqs_waiting -= c->waiting_reqs;
     c->waiting_reqs = whole;
 }
-
-/* flush.c: how long --batch-wait sleeps after a busy turn (base_ns: the
- * option) while `clients` clients wait for `reqs` whole requests. */
-uint64_t wn_batch_wait_ns(uint64_t base_ns, uint64_t reqs, uint32_t clients);
 
 /* flush.c */
 void wn_worker_flush_init(wn_worker_t *w);

@@ -156,9 +156,12 @@ void wn_worker_finish_stop(wn_worker_t *w)
  * linearly between. Longer waits gathered little more at pipeline 16
  * (bench/README.md: 150-200 usec were as good as 400), and every client in
  * the turn waits them. An average of 1 (or no client waiting: a busy turn of
- * replies only) keeps the option's value.
+ * replies only) keeps the option's value. The sleep is the worker's, every
+ * client of it waits it, so each client's requests count up to DEPTH_FULL:
+ * one pipelining thousands, or stuck on a slow server, does not make the
+ * average.
  */
-#define DEPTH_FULL 8
+#define DEPTH_FULL WN_BATCH_DEPTH_FULL
 
 uint64_t wn_batch_wait_ns(uint64_t base_ns, uint64_t reqs, uint32_t clients)
 {
