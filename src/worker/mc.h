@@ -119,7 +119,11 @@ typedef struct mc_req {
      * taken out, and the client's own O token (kept in r.keep) put back. */
     uint32_t tag;
     bool tag_relay;
-    uint8_t opaque_len;
+    /* mg, ma with an O token over memcached's 32 bytes, sent untagged as the
+     * client spelled it (memcached runs them, then answers an error): a reply
+     * that is not an error must echo that very token (opaque). */
+    bool long_o;
+    uint16_t opaque_len;
     const char *opaque; /* borrowed from r.keep, which owns it; NULL: none */
     /* The request's key (decoded), a copy owned by r.keep. Storage commands
      * wait for their data block routed: if the worker's configuration

@@ -117,7 +117,8 @@ int wn_mc_meta_tag_line(wn_worker_t *w, mc_req_t *r, char *buf, int len, size_t 
     return len + 1 + (int)n;
 }
 
-/* The line untagged (me, which memcached echoes nothing of): as sent, without q
+/* The line untagged (me, which memcached echoes nothing of; mg, ma with an O
+ * over 32 bytes, which it answers with an error): as sent, without q
  * (unless until_mn), or, when memcached could not take it as sent (over
  * 2 KiB), rebuilt as memcached reads it. */
 static int push_line_untagged(mc_req_t *r, wn_buf_t *b, uint32_t pos, const wn_meta_request_t *mq,
@@ -137,10 +138,22 @@ static int push_line_untagged(mc_req_t *r, wn_buf_t *b, uint32_t pos, const wn_m
     return len < 0 ? len : wn_req_out_scratch(&r->r, out, (size_t)len);
 }
 
+/* The client's O token, kept with the request (r.keep owns the copy). */
+static int keep_opaque(mc_client_t *c, mc_req_t *r, const char *line, const wn_meta_request_t *mq)
+{
+    char *o = wn_scratch_alloc(c->c.w, &r->r.keep, mq->opaque.len);
+    if (o == NULL)
+        return WN_ENOMEM;
+    memcpy(o, line + mq->opaque.off, mq->opaque.len);
+    r->opaque = o;
+    r->opaque_len = (uint16_t)mq->opaque.len;
+    return 0;
+}
+
 /* The line as its server gets it: rebuilt from its tokens with walnut's tag
  * in place of the client's O (kept, to put back in the reply), without q
- * (unless until_mn), as sent or, over 2 KiB, as memcached reads it; me
- * untagged (memcached echoes nothing of it); then mn for until_mn. */
+ * (unless until_mn), as sent or, over 2 KiB, as memcached reads it; me, and
+ * mg or ma with an O over 32 bytes, untagged (below); then mn for until_mn. */
 static int push_line(mc_client_t *c, mc_req_t *r, wn_buf_t *b, uint32_t pos,
                      const wn_meta_request_t *mq)
 {
@@ -149,9 +162,11 @@ static int push_line(mc_client_t *c, mc_req_t *r, wn_buf_t *b, uint32_t pos,
     char out[WN_MC_SERVER_LINE_MAX + WN_MC_TAG_MAX + 8];
     char tag[WN_MC_TAG_MAX];
     int len = WN_EFULL, rc;
-    /* me echoes nothing; an mg or ma with an O over 32 bytes goes with it,
-     * and memcached runs it and answers only its error, which echoes
-     * nothing either: untagged, each as memcached sees it from a client */
+    /* me echoes nothing; an mg or ma with an O over 32 bytes goes with that
+     * O, as memcached runs it and then answers only its error, which echoes
+     * nothing either (a tag would have it run differently: a W token sent
+     * to walnut is not sent again): untagged, each as memcached sees it from
+     * a client (without q, which changes nothing for them) */
     if (mq->cmd != WN_META_ME && !mq->opaque_too_long) {
         size_t taglen = wn_mc_meta_tag(c->c.w, r, tag);
         bool canonical = mq->line_len > WN_MC_SERVER_LINE_MAX;
@@ -162,20 +177,18 @@ static int push_line(mc_client_t *c, mc_req_t *r, wn_buf_t *b, uint32_t pos,
     }
     if (len == WN_EFULL) {
         r->tag = 0;
-        rc = push_line_untagged(r, b, pos, mq, out, sizeof out);
+        /* a long O: its reply must echo it, unless an error */
+        r->long_o = mq->opaque_too_long;
+        rc = r->long_o ? keep_opaque(c, r, line, mq) : 0;
+        if (rc == 0)
+            rc = push_line_untagged(r, b, pos, mq, out, sizeof out);
     } else if (len < 0) {
         rc = len;
     } else {
         r->tag_relay = true;
-        if (mq->opaque.len > 0) {
-            char *o = wn_scratch_alloc(c->c.w, &r->r.keep, mq->opaque.len);
-            if (o == NULL)
-                return WN_ENOMEM;
-            memcpy(o, line + mq->opaque.off, mq->opaque.len);
-            r->opaque = o;
-            r->opaque_len = (uint8_t)mq->opaque.len;
-        }
-        rc = wn_req_out_scratch(&r->r, out, (size_t)len);
+        rc = mq->opaque.len > 0 ? keep_opaque(c, r, line, mq) : 0;
+        if (rc == 0)
+            rc = wn_req_out_scratch(&r->r, out, (size_t)len);
     }
     if (rc == 0 && r->until_mn)
         rc = wn_req_out_scratch(&r->r, mn, sizeof(mn) - 1);

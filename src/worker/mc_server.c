@@ -281,10 +281,16 @@ static int take_meta_line(mc_sconn_t *s, req_t *r, wn_buf_t *b)
     bool tagged = m->tag != 0 && wn_meta_rsp_echoes_opaque(rsp.type);
     if (tagged && !tag_is(b->data + pos, rsp.opaque, m->tag))
         return WN_EPROTO; /* the reply to another request */
-    /* Sent untagged (me, a line at memcached's token limit), so with no O
-     * at all (one of the client's would have been replaced by a tag): a
-     * reply that has one answers another request. */
-    if (m->tag == 0 && rsp.opaque.len > 0 && wn_meta_rsp_echoes_opaque(rsp.type))
+    /* Sent untagged (me), so with no O at all (one of the client's would
+     * have been replaced by a tag): a reply that has one answers another
+     * request. An mg or ma sent with the client's own O, over 32 bytes
+     * (long_o), is answered with an error by memcached; a server that took
+     * it would echo that O: nothing else is its reply. */
+    if (m->long_o && wn_meta_rsp_echoes_opaque(rsp.type) &&
+        (rsp.opaque.len != m->opaque_len ||
+         memcmp(b->data + pos + rsp.opaque.off, m->opaque, m->opaque_len) != 0))
+        return WN_EPROTO;
+    if (m->tag == 0 && !m->long_o && rsp.opaque.len > 0 && wn_meta_rsp_echoes_opaque(rsp.type))
         return WN_EPROTO;
     /* me cannot be tagged; its ME line names the key instead */
     if (rsp.type == WN_META_RSP_ME && !me_key_is(b->data + pos, rsp.key, m))

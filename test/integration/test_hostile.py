@@ -1519,6 +1519,45 @@ class TestBackendMisbehaviour(HostileCase):
                                    r"like it in the last 1\d s, not logged\)")
         px.stop()
 
+    def test_long_opaque_reply_must_echo_it(self):
+        """An mg with an O over 32 bytes goes to its server untagged, with
+        the client's O (memcached runs it, then answers CLIENT_ERROR opaque
+        token too long). A server that takes the O echoes it: its reply is
+        relayed and the connection serves on (a first cut closed the server
+        connection on it, failing every request on it: one client could do
+        that at will, review). A reply without that O (a stray EN) is no
+        answer to it: a protocol error, never the client's reply (the first
+        cut relayed it)."""
+        long_o = b"O" + b"x" * 40
+
+        class Echoing(fakes.FakeBackend):
+            stray = False
+
+            def reply(self, cid, parts, data):
+                if parts[:1] != [b"mg"]:
+                    return super().reply(cid, parts, data)
+                o = [p for p in parts if p.startswith(b"O")]
+                if o and o[0] == long_o and self.stray:
+                    return b"EN\r\n"
+                return b"EN" + b"".join(b" " + x for x in o) + b"\r\n"
+
+        for stray in (False, True):
+            with self.subTest(stray=stray):
+                fake = Echoing()
+                fake.stray = stray
+                self.addCleanup(fake.stop)
+                px = self.proxy([fake.addr + ":1"], workers=1, timeout=2000)
+                c = self.raw(px.port())
+                c.send(b"mg k v " + long_o + b"\r\n")
+                line = c.recv_line()
+                if stray:
+                    self.assertServerError(line, "a reply without the request's O")
+                    self.assertIn("protocol", px.log())
+                else:
+                    self.assertEqual(line, b"EN " + long_o + b"\r\n")
+                c.request(b"mg k2 v Oab\r\n", b"EN Oab\r\n", what="the next request")
+                px.stop()
+
     def test_20_a_server_at_its_connection_limit_says_so(self):
         """memcached past its -c accepts, writes 'ERROR Too many open
         connections' and closes. walnut gave that line to the client as the
