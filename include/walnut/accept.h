@@ -39,7 +39,7 @@ struct wn_acceptor {
     uv_poll_t poll;
     uv_timer_t rest;
     int fd;
-    uint8_t handles; /* open handles; the fd is closed after the last */
+    uint8_t handles; /* open handles (the fd is closed with the close call) */
     bool keep_fd;    /* the fd is not the acceptor's: left open at close */
     bool watching;   /* the owner wants connections */
     bool resting;    /* out of descriptors or memory: the timer runs */
@@ -68,8 +68,9 @@ void wn_acceptor_stop(wn_acceptor_t *a);
  * Returns how many were accepted. */
 #define WN_ACCEPT_DRAIN_MAX 65536u
 uint32_t wn_acceptor_drain(wn_acceptor_t *a);
-/* Close the handles, then the fd, then call closed (may be NULL) from the
- * loop: the acceptor's memory must live until then. */
+/* Stop watching and close the fd now (unless keep_fd), the handles, then
+ * call closed (may be NULL) from the loop once they are closed: the
+ * acceptor's memory must live until then. */
 void wn_acceptor_close(wn_acceptor_t *a, wn_acceptor_closed_cb closed);
 
 #endif

@@ -430,9 +430,11 @@ class TestReloadListeners(ReloadCase):
             f.write(h.render_config(moved))
         marker = self.log_size()
         clients = []
+        with open("/proc/sys/net/core/somaxconn") as f:  # the backlog's bound
+            n = min(500, int(f.read()) - 16)
         os.kill(self.px.pid, signal.SIGSTOP)
         try:
-            for _ in range(500):
+            for _ in range(n):
                 clients.append(socket.create_connection((h.HOST, old_port), timeout=10))
             os.kill(self.px.pid, signal.SIGHUP)
         finally:
@@ -450,7 +452,7 @@ class TestReloadListeners(ReloadCase):
                     failed += 1
             except OSError:
                 failed += 1
-        self.assertEqual(failed, 0, "of 500 connections made on the old address")
+        self.assertEqual(failed, 0, "of %d connections made on the old address" % n)
         with h.Raw(self.px.port("alpha")) as c:
             c.send(b"version\r\n")
             self.assertTrue(c.recv_line().startswith(b"VERSION "), "the new address")
