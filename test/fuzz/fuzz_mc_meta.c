@@ -100,7 +100,11 @@ static void check_forwarded(const char *line, const wn_meta_request_t *r, const 
 {
     CHECK(r->cmd > WN_META_NONE && r->cmd < WN_META_CMD_COUNT && r->err == WN_META_ERR_NONE);
     CHECK(in_line(r->key, r->line_len) && in_line(r->opaque, r->line_len));
-    CHECK(r->nflags <= WN_META_FLAGS_MAX && r->opaque.len <= WN_META_OPAQUE_MAX);
+    CHECK(r->nflags <= WN_META_FLAGS_MAX);
+    /* an O over memcached's limit is forwarded only on mg and ma (memcached
+     * runs them, then answers the error), and then marked */
+    CHECK(r->opaque_too_long == (r->opaque.len > WN_META_OPAQUE_MAX));
+    CHECK(!r->opaque_too_long || r->cmd == WN_META_MG || r->cmd == WN_META_MA);
     if (r->cmd == WN_META_MS)
         CHECK(r->bytes <= lim->max_value && r->data_len == r->bytes + 2);
     else
