@@ -44,7 +44,8 @@ typedef enum wn_stat_kind {
     XX(client_bytes, GAUGE, "bytes held for clients: requests unsent, replies unwritten")          \
     XX(total_server_connections, COUNTER, "server connections opened (connect attempts)")          \
     XX(batch_waits, COUNTER, "sleeps after a busy loop turn (--batch-wait)")                       \
-    XX(batch_wait_usec, COUNTER, "time asked for by those sleeps (the wait grows with pipelining)")
+    XX(batch_wait_usec, COUNTER,                                                                   \
+       "time asked for by those sleeps (it grows with pipelining and reply size)")
 
 /* Per pool. The first six are twemproxy's, in twemproxy's order. */
 #define WN_POOL_STATS_MAP(XX)                                                                      \

@@ -549,7 +549,7 @@ static void log_started(const control_t *ctl, const wn_options_t *opts)
     }
     if (opts->batch_wait_us > 0)
         wn_log_notice("walnut-%s started on pid %ld with %d worker(s), each sleeping %d usec "
-                      "(up to 2.5 times that for pipelines) after a busy turn (--batch-wait)",
+                      "(up to 5 times that for pipelines) after a busy turn (--batch-wait)",
                       WN_VERSION, (long)getpid(), ctl->nworkers, opts->batch_wait_us);
     else
         wn_log_notice("walnut-%s started on pid %ld with %d worker(s)", WN_VERSION, (long)getpid(),

@@ -371,6 +371,7 @@ static uint64_t pop_answered(client_t *c)
     r->client = NULL;
     c->inflight--;
     wn_client_recount(c);
+    c->w->answered++;
     /* What its replies hold, a maximum that decays by an eighth a reply
      * (wn_client_inflight_full): after a large one, a few dozen small ones
      * let it have 1024 in flight again. */
@@ -490,6 +491,7 @@ static int write_ready(client_t *c)
     }
     int64_t queued = wn_outv_write(&o, &c->h.stream, on_written, c);
     wn_stat_add(WN_GSTAT(c->w, bytes_written), o.bytes);
+    c->w->answered_bytes += o.bytes;
     wn_outv_deinit(&o);
     if (queued < 0)
         return (int)queued;

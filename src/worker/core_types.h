@@ -714,6 +714,11 @@ struct wn_worker {
     uint32_t clients_waiting; /* with --batch-wait: clients with a whole request unanswered */
     uint64_t reqs_waiting;    /* and their whole requests unanswered, together (each
                                  client's up to WN_BATCH_DEPTH_FULL) */
+    uint64_t answered;        /* requests its clients had answered (pop_answered) */
+    uint64_t answered_bytes;  /* bytes written to its clients */
+    uint64_t answered_mark;   /* both as the last --batch-wait saw them (flush.c) */
+    uint64_t answered_bytes_mark;
+    uint64_t reply_avg; /* --batch-wait: bytes written a request answered, averaged */
     /* Bytes its clients hold together (their `held`, closing ones left
      * out), published in budget->held once a turn for --client-memory. */
     uint64_t clients_held;
@@ -773,10 +778,12 @@ static inline void wn_client_held_sub(client_t *c, uint64_t n)
 
 /* flush.c: how long --batch-wait sleeps after a busy turn (base_ns: the
  * option) while `clients` clients wait for `reqs` whole requests (each
- * client's counted up to WN_BATCH_DEPTH_FULL): the longest from an average
- * of WN_BATCH_DEPTH_FULL. */
+ * client's counted up to WN_BATCH_DEPTH_FULL), their replies `reply_bytes`
+ * long on average: the longest from an average of WN_BATCH_DEPTH_FULL and
+ * replies of WN_BATCH_REPLY_FULL bytes. */
 #define WN_BATCH_DEPTH_FULL 8u
-uint64_t wn_batch_wait_ns(uint64_t base_ns, uint64_t reqs, uint32_t clients);
+#define WN_BATCH_REPLY_FULL 1024u
+uint64_t wn_batch_wait_ns(uint64_t base_ns, uint64_t reqs, uint32_t clients, uint64_t reply_bytes);
 
 /* Is c waiting for a reply: a request read whole and not yet answered? One
  * being read does not count: a protocol unit queues a request once its first

@@ -152,28 +152,51 @@ void wn_worker_finish_stop(wn_worker_t *w)
  * reply: each pays it once a request. A client that pipelines d requests
  * pays it once for the d, so while the waiting clients have more requests
  * unanswered each, on average, the wait is longer, to gather more of what
- * they send: up to 2.5 times the option at DEPTH_FULL requests or more,
- * linearly between. Longer waits gathered little more at pipeline 16
- * (bench/README.md: 150-200 usec were as good as 400), and every client in
- * the turn waits them. An average of 1 (or no client waiting: a busy turn of
- * replies only) keeps the option's value. The sleep is the worker's, every
- * client of it waits it, so each client's requests count up to DEPTH_FULL:
- * one pipelining thousands, or stuck on a slow server, does not make the
- * average.
+ * they send, and longer again while the replies are long: each request is
+ * then more work for the servers and clients, whose turns the wait is to
+ * gather, and a short wait answers them in more, smaller batches. From an
+ * average of DEPTH_FULL requests each the wait is 2.5 times the option with
+ * replies of a few dozen bytes, 5 times with replies of REPLY_FULL bytes or
+ * more, linearly between (measured, bench/README.md: at 1 KiB pipeline 16, 5
+ * times served more than 2.5 and as much as 7.5; at 32 B, 5 times served a
+ * quarter less than 2.5). An average of 1 (or no client waiting: a busy
+ * turn of replies only) keeps the option's value, whatever the replies. The
+ * sleep is the worker's, every client of it waits it, so each client's
+ * requests count up to DEPTH_FULL: one pipelining thousands, or stuck on a
+ * slow server, does not make the average.
  */
 #define DEPTH_FULL WN_BATCH_DEPTH_FULL
+#define REPLY_FULL WN_BATCH_REPLY_FULL
 
-uint64_t wn_batch_wait_ns(uint64_t base_ns, uint64_t reqs, uint32_t clients)
+uint64_t wn_batch_wait_ns(uint64_t base_ns, uint64_t reqs, uint32_t clients, uint64_t reply_bytes)
 {
     uint64_t depth = clients > 0 ? reqs / clients : 1;
     depth = WN_MAX(depth, 1);
     depth = WN_MIN(depth, DEPTH_FULL);
-    return base_ns + base_ns * 3 * (depth - 1) / (2 * (DEPTH_FULL - 1));
+    uint64_t reply = WN_MIN(reply_bytes, REPLY_FULL);
+    /* at DEPTH_FULL: 1.5 more times base_ns, and 2.5 more with long replies */
+    return base_ns + base_ns * (depth - 1) * (3 * REPLY_FULL + 5 * reply) /
+                         (2 * REPLY_FULL * (DEPTH_FULL - 1));
+}
+
+/* The bytes written to clients a request answered since the last wait, into
+ * an average over the last few waits (an eighth each). */
+static uint64_t reply_average(wn_worker_t *w)
+{
+    uint64_t n = w->answered - w->answered_mark;
+    if (n > 0) {
+        uint64_t now = (w->answered_bytes - w->answered_bytes_mark) / n;
+        w->reply_avg = w->reply_avg == 0 ? now : w->reply_avg - w->reply_avg / 8 + now / 8;
+        w->answered_mark = w->answered;
+        w->answered_bytes_mark = w->answered_bytes;
+    }
+    return w->reply_avg;
 }
 
 static void batch_wait(wn_worker_t *w)
 {
-    uint64_t ns = wn_batch_wait_ns(w->batch_wait_ns, w->reqs_waiting, w->clients_waiting);
+    uint64_t ns =
+        wn_batch_wait_ns(w->batch_wait_ns, w->reqs_waiting, w->clients_waiting, reply_average(w));
     wn_stat_add(WN_GSTAT(w, batch_waits), 1);
     wn_stat_add(WN_GSTAT(w, batch_wait_usec), ns / 1000);
     struct timespec left = {.tv_sec = (time_t)(ns / 1000000000u),

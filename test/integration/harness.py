@@ -1393,14 +1393,16 @@ def mc_command(port, data, terminator=b"\r\n", timeout=IO_TIMEOUT, expect=None):
     return got
 
 
-def mc_lone_gets(port, keys, times, sets=True):
+def mc_lone_gets(port, keys, times, sets=True, absent=False):
     """A lone text client: each key set to its name (unless not `sets`),
-    then one get of them all, answered whole, `times` times, one at a time."""
+    then one get of them all, answered whole (with none found if `absent`),
+    `times` times, one at a time."""
     with Raw(port, timeout=30) as c:
         if sets:
             c.send(b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys))
             c.recv_exact(len(b"STORED\r\n") * len(keys))
-        want = b"".join(b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys) + b"END\r\n"
+        want = b"" if absent else b"".join(b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(k), k) for k in keys)
+        want += b"END\r\n"
         for _ in range(times):
             c.request(b"get " + b" ".join(keys) + b"\r\n", want)
 

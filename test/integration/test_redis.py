@@ -1035,7 +1035,7 @@ class TestRedis(RedisCase):
         px = self.start_proxy(tmp, {"p": h.pool(self.backends, redis=True, timeout=10000)},
                               workers=2, name="batch-wait", extra=["--batch-wait=200"])
         self.addCleanup(px.stop, check=False)
-        self.assertIn("each sleeping 200 usec (up to 2.5 times that for pipelines) after a busy "
+        self.assertIn("each sleeping 200 usec (up to 5 times that for pipelines) after a busy "
                       "turn (--batch-wait)", px.log())
         slack = {}
         for tid in os.listdir("/proc/%d/task" % px.proc.pid):
@@ -1081,14 +1081,16 @@ class TestRedis(RedisCase):
             c.close()
         px.stop()
 
-    def lone_mgets(self, port, keys, times=200, sets=True):
+    def lone_mgets(self, port, keys, times=200, sets=True, absent=False):
         """Through port, each key SET to its name (unless not `sets`), then
-        one MGET of them all, answered whole, `times` times, one at a time."""
+        one MGET of them all, answered whole (all nil if `absent`), `times`
+        times, one at a time."""
         with self.raw(port, timeout=30) as c:
             if sets:
                 c.send(b"".join(resp("SET", k, k) for k in keys))
                 c.recv_exact(5 * len(keys))
-            want = b"*%d\r\n" % len(keys) + b"".join(resp_bulk(k) for k in keys)
+            want = b"*%d\r\n" % len(keys)
+            want += b"$-1\r\n" * len(keys) if absent else b"".join(resp_bulk(k) for k in keys)
             for _ in range(times):
                 c.request(resp("MGET", *keys), want)
 
@@ -1155,20 +1157,27 @@ class TestRedis(RedisCase):
         off the GET's count left none waiting (review: 0 waits).
 
         How long each wait is follows the requests the waiting clients have
-        unanswered, on average, each client's counted up to 8: one GET each
-        (the lone client's MGET counts as one too), the option's 1,000 usec;
-        ten each, (10 x 8 + 1) / 11 = 7 on average, 2,285 usec; nine with
-        one and one with 30, still 1,000 (uncapped, one such client made
-        everyone's wait longer, up to 2.5 times: review), as batch_wait_usec
-        counts them."""
+        unanswered, on average, each client's counted up to 8, and the bytes
+        of the replies answered: one GET each (the lone client's MGET counts
+        as one too), the option's 1,000 usec, whatever the replies; ten
+        each, (10 x 8 + 1) / 11 = 7 on average, 4,428 usec with the MGET's
+        1,415-byte replies (1 KiB or more: the longest; 2,285 before replies
+        counted), 2,610 with 155-byte replies (an MGET of keys not there);
+        nine with one and one with 30, still 1,000 (uncapped, one such client
+        made everyone's wait longer: review), as batch_wait_usec counts
+        them. Before the window, 40 MGETs make the replies' average."""
         class Silent(fakes.FakeRedis):
             def reply(self, cid, args):
                 return b"" if args[:1] == [b"GET"] else super().reply(cid, args)
 
         keys = [hashlib.sha1(b"silent%d" % i).hexdigest().encode() for i in range(30)]
-        for gets, next_bytes, usec in (([1] * 10, b"", 1000), ([1] * 10, b"*2", 1000),
-                                       ([10] * 10, b"", 2285), ([1] * 9 + [30], b"", 1000)):
-            with self.subTest(gets=gets, next_bytes=next_bytes):
+        absent = [hashlib.sha1(b"silent-absent%d" % i).hexdigest().encode() for i in range(30)]
+        for gets, next_bytes, short, usec in (([1] * 10, b"", False, 1000),
+                                              ([1] * 10, b"*2", False, 1000),
+                                              ([10] * 10, b"", False, 4428),
+                                              ([10] * 10, b"", True, 2610),
+                                              ([1] * 9 + [30], b"", False, 1000)):
+            with self.subTest(gets=gets, next_bytes=next_bytes, short=short):
                 silent = Silent()
                 px = self.start_with_silent_pool(self.backends, silent, "batch-silent",
                                                  ["--batch-wait=1000"], redis=True)
@@ -1177,9 +1186,11 @@ class TestRedis(RedisCase):
                     c.send(resp("GET", "stuck") * n + next_bytes)
                 h.wait_until(lambda: sum(a[:1] == [b"GET"] for _, a in silent.requests()) == sum(gets),
                              what="the GETs at the silent server")
-                self.lone_mgets(px.port("fast"), keys, times=0)  # its SETs pipeline: not counted
+                mget = dict(keys=absent, sets=False, absent=True) if short else dict(keys=keys)
+                self.lone_mgets(px.port("fast"), times=40, **mget)  # the SETs' replies too
+                mget["sets"] = False
                 before = px.http_json()
-                self.lone_mgets(px.port("fast"), keys, times=100, sets=False)
+                self.lone_mgets(px.port("fast"), times=100, **mget)
                 after = px.http_json()
                 waits = after["batch_waits"] - before["batch_waits"]
                 self.assertGreaterEqual(waits, 100, "ten clients waiting, %d waits" % waits)

@@ -1339,25 +1339,38 @@ static void test_meta_quiet_order(void **state)
 
 /* --batch-wait's sleep: the option's value for request-reply clients (one
  * request each), growing with the requests each waiting client has
- * unanswered to 2.5 times at 8 or more. */
+ * unanswered to 2.5 times at 8 or more, to 5 times while the replies are
+ * 1 KiB or longer. */
 static void test_batch_wait_grows_with_pipelining(void **state)
 {
     (void)state;
     const uint64_t us = 1000;
-    assert_int_equal(wn_batch_wait_ns(100 * us, 0, 0), 100 * us);    /* replies only */
-    assert_int_equal(wn_batch_wait_ns(100 * us, 25, 25), 100 * us);  /* pipeline 1 */
-    assert_int_equal(wn_batch_wait_ns(100 * us, 40, 25), 100 * us);  /* 1.6 each: 1 */
-    assert_int_equal(wn_batch_wait_ns(100 * us, 50, 25), 121428);    /* 2 each */
-    assert_int_equal(wn_batch_wait_ns(100 * us, 200, 25), 250 * us); /* 8 each */
-    assert_int_equal(wn_batch_wait_ns(100 * us, 400, 25), 250 * us); /* 16: no longer */
-    assert_int_equal(wn_batch_wait_ns(100 * us, UINT64_MAX, 1), 250 * us);
-    /* The option's limit, 1000 usec: 2.5 ms at most. */
-    assert_int_equal(wn_batch_wait_ns(1000 * us, 1u << 20, 1), 2500 * us);
-    uint64_t last = 0;
-    for (uint64_t d = 1; d <= 20; d++) {
-        uint64_t ns = wn_batch_wait_ns(100 * us, d * 10, 10);
-        assert_true(ns >= last);
-        last = ns;
+    assert_int_equal(wn_batch_wait_ns(100 * us, 0, 0, 0), 100 * us);    /* replies only */
+    assert_int_equal(wn_batch_wait_ns(100 * us, 25, 25, 0), 100 * us);  /* pipeline 1 */
+    assert_int_equal(wn_batch_wait_ns(100 * us, 40, 25, 0), 100 * us);  /* 1.6 each: 1 */
+    assert_int_equal(wn_batch_wait_ns(100 * us, 50, 25, 0), 121428);    /* 2 each */
+    assert_int_equal(wn_batch_wait_ns(100 * us, 200, 25, 0), 250 * us); /* 8 each */
+    assert_int_equal(wn_batch_wait_ns(100 * us, 400, 25, 0), 250 * us); /* 16: no longer */
+    assert_int_equal(wn_batch_wait_ns(100 * us, UINT64_MAX, 1, 0), 250 * us);
+    /* Long replies: longer at any depth but 1, 5 times at 8 and 1 KiB. */
+    assert_int_equal(wn_batch_wait_ns(100 * us, 25, 25, 1024), 100 * us);
+    assert_int_equal(wn_batch_wait_ns(100 * us, 25, 25, UINT64_MAX), 100 * us);
+    assert_int_equal(wn_batch_wait_ns(100 * us, 50, 25, 1024), 157142);
+    assert_int_equal(wn_batch_wait_ns(100 * us, 200, 25, 512), 375 * us);
+    assert_int_equal(wn_batch_wait_ns(100 * us, 200, 25, 1024), 500 * us);
+    assert_int_equal(wn_batch_wait_ns(100 * us, 200, 25, 1u << 20), 500 * us);
+    assert_int_equal(wn_batch_wait_ns(100 * us, UINT64_MAX, 1, UINT64_MAX), 500 * us);
+    /* The option's limit, 1000 usec: 5 ms at most. */
+    assert_int_equal(wn_batch_wait_ns(1000 * us, 1u << 20, 1, 0), 2500 * us);
+    assert_int_equal(wn_batch_wait_ns(1000 * us, 1u << 20, 1, UINT64_MAX), 5000 * us);
+    for (uint64_t reply = 0; reply <= 2048; reply += 64) {
+        uint64_t last = 0;
+        for (uint64_t d = 1; d <= 20; d++) {
+            uint64_t ns = wn_batch_wait_ns(100 * us, d * 10, 10, reply);
+            assert_true(ns >= last);
+            assert_true(ns >= wn_batch_wait_ns(100 * us, d * 10, 10, reply > 0 ? reply - 64 : 0));
+            last = ns;
+        }
     }
 }
 
