@@ -174,7 +174,7 @@ uint64_t wn_batch_wait_ns(uint64_t base_ns, uint64_t reqs, uint32_t clients, uin
     depth = WN_MAX(depth, 1);
     depth = WN_MIN(depth, DEPTH_FULL);
     uint64_t reply = WN_MIN(reply_bytes, REPLY_FULL);
-    /* at DEPTH_FULL: 1.5 more times base_ns, and 2.5 more with long replies */
+    /* at DEPTH_FULL: base_ns and 1.5 times it more, 4 times with long replies */
     return base_ns + base_ns * (depth - 1) * (3 * REPLY_FULL + 5 * reply) /
                          (2 * REPLY_FULL * (DEPTH_FULL - 1));
 }
