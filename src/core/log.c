@@ -3,7 +3,11 @@
  * stderr is the systemd journal, lines carry the syslog priority ("<3>")
  * instead of a timestamp, so `journalctl -p warning` works. Each line
  * is formatted into a stack buffer and written with one write(2) so lines from
- * different threads never interleave. The level is an atomic; the file
+ * different threads never interleave. A message is one line whatever it
+ * carries: control bytes in it (a pool or server name from the YAML, a
+ * server's error text, a client's command name) are written escaped, so
+ * nothing logged can forge a line or a journal priority, or move a
+ * terminal's cursor. The level is an atomic; the file
  * descriptor number never changes after start-up: reopen dup2()s the new file
  * onto it, so a thread in the middle of a write never sees it closed.
  */
@@ -135,8 +139,38 @@ void wn_log_set_thread(const char *name)
     snprintf(thread_name, sizeof(thread_name), "%s", name);
 }
 
+/* Append msg to buf at n (of cap, one byte kept for the newline), its
+ * control bytes escaped as locate.c prints them (\t \n \r \xHH); a byte
+ * whose escape does not fit ends the line there. Returns the new n. */
+static size_t append_escaped(char *buf, size_t n, size_t cap, const char *msg, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        unsigned char b = (unsigned char)msg[i];
+        char esc[4];
+        size_t k = 0;
+        if (b == '\t' || b == '\n' || b == '\r') {
+            esc[k++] = '\\';
+            esc[k++] = b == '\t' ? 't' : b == '\n' ? 'n' : 'r';
+        } else if (b < 0x20 || b == 0x7f) {
+            esc[k++] = '\\';
+            esc[k++] = 'x';
+            esc[k++] = hex[b >> 4];
+            esc[k++] = hex[b & 15];
+        } else {
+            esc[k++] = (char)b;
+        }
+        if (n + k > cap - 1)
+            break;
+        memcpy(buf + n, esc, k);
+        n += k;
+    }
+    return n;
+}
+
 void wn_log_write(int level, const char *file, int line, const char *fmt, ...)
 {
+    char msg[LOG_LINE_MAX];
     char buf[LOG_LINE_MAX];
     struct timeval tv;
     struct tm tm;
@@ -166,14 +200,15 @@ void wn_log_write(int level, const char *file, int line, const char *fmt, ...)
     if (m > 0)
         n += (size_t)m < sizeof(buf) - n ? (size_t)m : sizeof(buf) - n - 1;
 
-    va_list ap;
-    va_start(ap, fmt);
-    m = vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
-    va_end(ap);
-    if (m > 0)
-        n += (size_t)m < sizeof(buf) - n ? (size_t)m : sizeof(buf) - n - 1;
     if (n >= sizeof(buf) - 1)
         n = sizeof(buf) - 2; /* truncated: keep room for the newline */
+    va_list ap;
+    va_start(ap, fmt);
+    m = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (m > 0)
+        n = append_escaped(buf, n, sizeof(buf), msg,
+                           (size_t)m < sizeof(msg) ? (size_t)m : sizeof(msg) - 1);
     buf[n++] = '\n';
 
     int fd = atomic_load(&log_fd);

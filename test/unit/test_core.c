@@ -5,7 +5,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <uv.h>
@@ -136,12 +139,51 @@ static void test_log_limit(void **state)
     assert_int_equal(left, 1);
 }
 
+/* What a message carries (a pool name from the YAML, a server's error
+ * text) cannot forge a log line: control bytes are escaped, the line ends
+ * once. A 2,000-byte message is cut, not spilled onto a second line. */
+static void test_log_escapes_control_bytes(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/walnut-test-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(wn_log_init(WN_LOG_NOTICE, path), 0);
+    const char *name = "p\n[2026-01-01 00:00:00.000] ERROR control x.c:1 forged\r\x1b[2J\t\x7f\\";
+    wn_log_notice("pool '%s': listening", name);
+    char big[2000];
+    memset(big, '\n', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    wn_log_notice("%s", big);
+    wn_log_init(WN_LOG_NOTICE, NULL); /* back to stderr: closes the file */
+
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[4096];
+    assert_non_null(fgets(line, sizeof(line), f));
+    const char *want = "pool 'p\\n[2026-01-01 00:00:00.000] ERROR control x.c:1 "
+                       "forged\\r\\x1b[2J\\t\\x7f\\': listening\n";
+    size_t len = strlen(line), wlen = strlen(want);
+    assert_true(len > wlen);
+    assert_string_equal(line + len - wlen, want);
+    assert_non_null(fgets(line, sizeof(line), f));
+    len = strlen(line);
+    assert_true(len > 1000 && len <= 2048);
+    assert_int_equal(line[len - 1], '\n');
+    assert_int_equal(line[len - 2], 'n'); /* ...\n\n\n cut whole, before the newline */
+    assert_int_equal(line[len - 3], '\\');
+    assert_null(fgets(line, sizeof(line), f)); /* two lines, no more */
+    fclose(f);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_space),   cmocka_unit_test(test_bufpool_reuse_and_refs),
         cmocka_unit_test(test_buf_get_exact), cmocka_unit_test(test_bufpool_reports_leaks),
-        cmocka_unit_test(test_log_limit),
+        cmocka_unit_test(test_log_limit),     cmocka_unit_test(test_log_escapes_control_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
