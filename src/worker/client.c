@@ -491,10 +491,10 @@ static int write_ready(client_t *c)
     }
     int64_t queued = wn_outv_write(&o, &c->h.stream, on_written, c);
     wn_stat_add(WN_GSTAT(c->w, bytes_written), o.bytes);
-    c->w->answered_bytes += o.bytes;
     wn_outv_deinit(&o);
     if (queued < 0)
         return (int)queued;
+    c->w->answered_bytes += o.bytes; /* a failed write answers nothing */
     /* Written or queued with references of their own: the backlog and the
      * requests can go, and a streaming head lets go of what it has sent. */
     if (c->backlog_buf != NULL) {

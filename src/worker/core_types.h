@@ -784,6 +784,9 @@ static inline void wn_client_held_sub(client_t *c, uint64_t n)
 #define WN_BATCH_DEPTH_FULL 8u
 #define WN_BATCH_REPLY_FULL 1024u
 uint64_t wn_batch_wait_ns(uint64_t base_ns, uint64_t reqs, uint32_t clients, uint64_t reply_bytes);
+/* flush.c: the average reply_bytes above, moved by n requests answered with
+ * `bytes` written to their clients since the last wait. */
+uint64_t wn_batch_reply_avg(uint64_t avg, uint64_t bytes, uint64_t n);
 
 /* Is c waiting for a reply: a request read whole and not yet answered? One
  * being read does not count: a protocol unit queues a request once its first

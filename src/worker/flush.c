@@ -156,8 +156,8 @@ void wn_worker_finish_stop(wn_worker_t *w)
  * then more work for the servers and clients, whose turns the wait is to
  * gather, and a short wait answers them in more, smaller batches. From an
  * average of DEPTH_FULL requests each the wait is 2.5 times the option with
- * replies of a few dozen bytes, 5 times with replies of REPLY_FULL bytes or
- * more, linearly between (measured, bench/README.md: at 1 KiB pipeline 16, 5
+ * replies of a few bytes (2.6 with 32-byte values), 5 times with replies of REPLY_FULL
+ * bytes or more, linearly between (measured, bench/README.md: at 1 KiB pipeline 16, 5
  * times served more than 2.5 and as much as 7.5; at 32 B, 5 times served a
  * quarter less than 2.5). An average of 1 (or no client waiting: a busy
  * turn of replies only) keeps the option's value, whatever the replies. The
@@ -179,17 +179,28 @@ uint64_t wn_batch_wait_ns(uint64_t base_ns, uint64_t reqs, uint32_t clients, uin
                          (2 * REPLY_FULL * (DEPTH_FULL - 1));
 }
 
-/* The bytes written to clients a request answered since the last wait, into
- * an average over the last few waits (an eighth each). */
+/* The bytes written to clients a request answered, `bytes` for `n` since the
+ * last wait, into an average over the last few waits: an eighth of the way
+ * to each sample, rounded towards it, so a steady size is reached exactly
+ * (the first sample is the average). Each sample counts up to REPLY_FULL,
+ * past which the wait is the same: one 4 MiB reply among 16 would otherwise
+ * hold the longest wait for 27 busy turns (review). */
+uint64_t wn_batch_reply_avg(uint64_t avg, uint64_t bytes, uint64_t n)
+{
+    if (n == 0)
+        return avg;
+    uint64_t now = WN_MIN(bytes / n, REPLY_FULL);
+    if (avg == 0)
+        return now;
+    return now >= avg ? avg + (now - avg + 7) / 8 : avg - (avg - now + 7) / 8;
+}
+
 static uint64_t reply_average(wn_worker_t *w)
 {
-    uint64_t n = w->answered - w->answered_mark;
-    if (n > 0) {
-        uint64_t now = (w->answered_bytes - w->answered_bytes_mark) / n;
-        w->reply_avg = w->reply_avg == 0 ? now : w->reply_avg - w->reply_avg / 8 + now / 8;
-        w->answered_mark = w->answered;
-        w->answered_bytes_mark = w->answered_bytes;
-    }
+    w->reply_avg = wn_batch_reply_avg(w->reply_avg, w->answered_bytes - w->answered_bytes_mark,
+                                      w->answered - w->answered_mark);
+    w->answered_mark = w->answered;
+    w->answered_bytes_mark = w->answered_bytes;
     return w->reply_avg;
 }
 

@@ -1458,7 +1458,7 @@ class TestMemcachedWorkers1(MemcachedSuite, h.ProxyTestCase):
                 h.wait_until(lambda: len(silent.requests()) == sum(gets),
                              what="the gets at the silent server")
                 get = dict(keys=absent, sets=False, absent=True) if short else dict(keys=keys)
-                h.mc_lone_gets(px.port("fast"), times=40, **get)  # the sets' replies too
+                h.mc_lone_gets(px.port("fast"), times=80, **get)  # the sets' replies too
                 get["sets"] = False
                 before = px.http_json()
                 h.mc_lone_gets(px.port("fast"), times=100, **get)

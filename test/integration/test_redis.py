@@ -1165,7 +1165,8 @@ class TestRedis(RedisCase):
         counted), 2,610 with 155-byte replies (an MGET of keys not there);
         nine with one and one with 30, still 1,000 (uncapped, one such client
         made everyone's wait longer: review), as batch_wait_usec counts
-        them. Before the window, 40 MGETs make the replies' average."""
+        them. Before the window, 80 MGETs make the replies' average (41 reach
+        1 KiB from the SETs' 5 bytes)."""
         class Silent(fakes.FakeRedis):
             def reply(self, cid, args):
                 return b"" if args[:1] == [b"GET"] else super().reply(cid, args)
@@ -1187,7 +1188,7 @@ class TestRedis(RedisCase):
                 h.wait_until(lambda: sum(a[:1] == [b"GET"] for _, a in silent.requests()) == sum(gets),
                              what="the GETs at the silent server")
                 mget = dict(keys=absent, sets=False, absent=True) if short else dict(keys=keys)
-                self.lone_mgets(px.port("fast"), times=40, **mget)  # the SETs' replies too
+                self.lone_mgets(px.port("fast"), times=80, **mget)  # the SETs' replies too
                 mget["sets"] = False
                 before = px.http_json()
                 self.lone_mgets(px.port("fast"), times=100, **mget)

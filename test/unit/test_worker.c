@@ -1363,6 +1363,28 @@ static void test_batch_wait_grows_with_pipelining(void **state)
     /* The option's limit, 1000 usec: 5 ms at most. */
     assert_int_equal(wn_batch_wait_ns(1000 * us, 1u << 20, 1, 0), 2500 * us);
     assert_int_equal(wn_batch_wait_ns(1000 * us, 1u << 20, 1, UINT64_MAX), 5000 * us);
+    /* The replies' average: the first sample is it; an eighth a sample after;
+     * each sample counted up to 1 KiB, so one huge reply among short ones
+     * moves it an eighth of 1 KiB at most. */
+    assert_int_equal(wn_batch_reply_avg(0, 0, 0), 0);
+    assert_int_equal(wn_batch_reply_avg(0, 155 * 30, 30), 155);
+    assert_int_equal(wn_batch_reply_avg(155, 0, 0), 155); /* no answer: kept */
+    assert_int_equal(wn_batch_reply_avg(155, 155 * 30, 30), 155);
+    assert_int_equal(wn_batch_reply_avg(0, 2000, 1), 1024);
+    assert_int_equal(wn_batch_reply_avg(37, (4u << 20) + 15 * 37, 16), 37 + 124);
+    assert_int_equal(wn_batch_reply_avg(1024, 5, 1), 1024 - 128);
+    assert_int_equal(wn_batch_reply_avg(208, 215, 1), 209); /* towards it, to it */
+    assert_int_equal(wn_batch_reply_avg(215, 208, 1), 214);
+    /* after it, 289 usec (2.9 times), shorter each turn; uncapped, 500 (5
+     * times) for 27 busy turns */
+    uint64_t avg = wn_batch_reply_avg(37, (4u << 20) + 15 * 37, 16);
+    assert_int_equal(wn_batch_wait_ns(100 * us, 200, 25, avg), 289306);
+    /* The integration tests' warm-up: 30 SETs (5 bytes each), then 80
+     * MGETs of 1,415 bytes reach the cap (it takes 41). */
+    avg = wn_batch_reply_avg(0, 5 * 30, 30);
+    for (int i = 0; i < 80; i++)
+        avg = wn_batch_reply_avg(avg, 1415, 1);
+    assert_int_equal(avg, 1024);
     for (uint64_t reply = 0; reply <= 2048; reply += 64) {
         uint64_t last = 0;
         for (uint64_t d = 1; d <= 20; d++) {
