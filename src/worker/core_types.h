@@ -714,11 +714,9 @@ struct wn_worker {
     uint32_t clients_waiting; /* with --batch-wait: clients with a whole request unanswered */
     uint64_t reqs_waiting;    /* and their whole requests unanswered, together (each
                                  client's up to WN_BATCH_DEPTH_FULL) */
-    uint64_t answered;        /* requests its clients had answered (pop_answered) */
-    uint64_t answered_bytes;  /* bytes written to its clients */
-    uint64_t answered_mark;   /* both as the last --batch-wait saw them (flush.c) */
-    uint64_t answered_bytes_mark;
-    uint64_t reply_avg; /* --batch-wait: bytes written a request answered, averaged */
+    uint64_t answered;        /* requests its clients had answered since the last wait */
+    uint64_t answered_bytes;  /* and bytes written to them (reply_average, flush.c) */
+    uint64_t reply_avg;       /* --batch-wait: bytes written a request answered, averaged */
     /* Bytes its clients hold together (their `held`, closing ones left
      * out), published in budget->held once a turn for --client-memory. */
     uint64_t clients_held;

@@ -156,10 +156,10 @@ void wn_worker_finish_stop(wn_worker_t *w)
  * then more work for the servers and clients, whose turns the wait is to
  * gather, and a short wait answers them in more, smaller batches. From an
  * average of DEPTH_FULL requests each the wait is 2.5 times the option with
- * replies of a few bytes (2.6 with 32-byte values), 5 times with replies of REPLY_FULL
- * bytes or more, linearly between (measured, bench/README.md: at 1 KiB pipeline 16, 5
- * times served more than 2.5 and as much as 7.5; at 32 B, 5 times served a
- * quarter less than 2.5). An average of 1 (or no client waiting: a busy
+ * replies of a few bytes (2.6 with 32-byte values), 5 times with replies of
+ * REPLY_FULL bytes or more, linearly between (measured, bench/README.md: at
+ * 1 KiB pipeline 16, 5 times served more than 2.5 and as much as 7.5; at
+ * 32 B, 5 times served a quarter less than 2.5). An average of 1 (or no client waiting: a busy
  * turn of replies only) keeps the option's value, whatever the replies. The
  * sleep is the worker's, every client of it waits it, so each client's
  * requests count up to DEPTH_FULL: one pipelining thousands, or stuck on a
@@ -197,10 +197,9 @@ uint64_t wn_batch_reply_avg(uint64_t avg, uint64_t bytes, uint64_t n)
 
 static uint64_t reply_average(wn_worker_t *w)
 {
-    w->reply_avg = wn_batch_reply_avg(w->reply_avg, w->answered_bytes - w->answered_bytes_mark,
-                                      w->answered - w->answered_mark);
-    w->answered_mark = w->answered;
-    w->answered_bytes_mark = w->answered_bytes;
+    w->reply_avg = wn_batch_reply_avg(w->reply_avg, w->answered_bytes, w->answered);
+    if (w->answered > 0)
+        w->answered = w->answered_bytes = 0;
     return w->reply_avg;
 }
 
