@@ -754,7 +754,7 @@ class Proxy:
             _register(self.proc)
             ok = all(wait_port(unix_path(p), None, self.proc) if unix_path(p) else
                      wait_port(HOST, listen_port(p), self.proc) for p in self.pools.values())
-            if ok and self._owns_ports():
+            if ok and self._owns_ports() and self._logged_start():
                 return self
             rc, _ = _stop_proc(self.proc, signal.SIGKILL)
             last = "exit status %s; log:\n%s\n%s" % (rc, tail(self.log_path),
@@ -775,6 +775,22 @@ class Proxy:
             if time.monotonic() > end:
                 return False
             time.sleep(0.02)
+        return False
+
+    def _logged_start(self):
+        """walnut listens before its control thread logs "started on pid"
+        (after the workers run): wait for that line, so a test reading the
+        log right after start sees every start-up line (a slow sanitizer
+        build once had not written it yet). Only where NOTICE is logged."""
+        if self.kind != "walnut" or self.verbosity < 5:
+            return True
+        end = time.monotonic() + START_DEADLINE
+        while self.proc.poll() is None:
+            if "started on pid" in tail(self.log_path, 20000):
+                return True
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.01)
         return False
 
     def _preexec(self):
