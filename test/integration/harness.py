@@ -328,27 +328,39 @@ def _listening_inodes(port):
     return inodes
 
 
+def _socket_inodes(pid):
+    """The socket inodes process pid holds (empty if it is gone)."""
+    fd_dir = "/proc/%d/fd" % pid
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return set()
+    held = set()
+    for fd in fds:
+        try:
+            link = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            held.add(link[8:-1])
+    return held
+
+
 def owns_listener(pid, port):
     """Whether process pid holds a socket listening on TCP port. A port drawn by
     free_port() may be drawn by another test running alongside and listened on
     by its server before ours binds it: a connect then succeeds, to the wrong
     process."""
     inodes = _listening_inodes(port)
-    if not inodes:
-        return False
-    fd_dir = "/proc/%d/fd" % pid
-    try:
-        fds = os.listdir(fd_dir)
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            link = os.readlink(os.path.join(fd_dir, fd))
-        except OSError:
-            continue
-        if link.startswith("socket:[") and link[8:-1] in inodes:
-            return True
-    return False
+    return bool(inodes & _socket_inodes(pid))
+
+
+def listener_shared(pid, port):
+    """Whether another process listens on TCP port beside pid: walnut listens
+    with SO_REUSEPORT, so a second walnut (another test process drew the same
+    free_port()) binds it beside the first without an error, and each gets
+    some of the other's clients."""
+    return bool(_listening_inodes(port) - _socket_inodes(pid))
 
 
 def wait_until(pred, deadline=10.0, interval=0.05, what="condition"):
@@ -771,7 +783,8 @@ class Proxy:
         end = time.monotonic() + START_DEADLINE
         while self.proc.poll() is None:
             if all(owns_listener(self.proc.pid, port) for port in ports):
-                return True
+                # Alone on them: start retries on fresh ports otherwise.
+                return not any(listener_shared(self.proc.pid, port) for port in ports)
             if time.monotonic() > end:
                 return False
             time.sleep(0.02)
