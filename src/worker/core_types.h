@@ -597,6 +597,10 @@ struct client {
     bool pool_counted; /* counted in pool->clients */
     bool dirty;
     client_t *dirty_next;
+    bool deferring; /* on its worker's deferred list: flushed again next turn */
+    bool deferred;  /* its last flush held its replies back a turn (client.c,
+                       hold_for_pipeline): the next one writes them */
+    client_t *defer_next;
     uint32_t slot;         /* picks this client's connection to each server */
     server_rt_t *held_by;  /* waiting for control's verdict on this server */
     client_t *wait_next;   /* held_by's waiter list */
@@ -662,6 +666,10 @@ void wn_client_limits(client_t *c);
 int wn_client_open(pool_rt_t *pool, uv_file fd, bool is_pipe, client_t **out);
 /* Queue c for the next flush. */
 void wn_client_mark(client_t *c);
+/* Queue c for the next turn's flush, not this one's. */
+void wn_client_defer(client_t *c);
+/* The start of a flush: the clients deferred last turn are due. */
+void wn_worker_undefer(wn_worker_t *w);
 /* Flush: write what is ready, close or resume reading as c's state asks. */
 void wn_client_flush(client_t *c);
 /* All clients together hold more than --client-memory, and this worker's
@@ -725,6 +733,8 @@ struct wn_worker {
     wn_log_limit_t budget_warned; /* clients refused for it: said once a minute at most */
     sconn_t *dirty_servers;
     client_t *dirty_clients;
+    client_t *deferred_clients; /* flushed again next turn: replies held back for the rest of
+                                   a pipeline (wn_client_defer) */
     uv_check_t flusher;  /* one flush per loop turn */
     uv_idle_t kick;      /* keeps the loop from sleeping while a flush is due */
     uint64_t batch_wait_ns; /* --batch-wait: the sleep after a busy turn for request-reply

@@ -70,6 +70,7 @@ static uint32_t flush_dirty(wn_worker_t *w, uint32_t *nclients)
 static uint32_t flush(wn_worker_t *w, uint32_t *nclients)
 {
     w->flushing = true;
+    wn_worker_undefer(w);
     if (w->dirty_servers != NULL || w->dirty_clients != NULL)
         wn_worker_tick(w);
     uint32_t n = flush_dirty(w, nclients);
@@ -80,6 +81,8 @@ static uint32_t flush(wn_worker_t *w, uint32_t *nclients)
         flush_dirty(w, nclients);
     w->flushing = false;
     uv_idle_stop(&w->kick);
+    if (w->deferred_clients != NULL)
+        wn_worker_kick(w); /* the next turn is theirs: the poll must not sleep */
     after_flush(w);
     /* Stopping and the last client has gone: the worker ends. */
     if (w->stopping && w->clients == NULL && !w->stopped)

@@ -28,6 +28,26 @@ void wn_client_mark(client_t *c)
     wn_worker_kick(c->w);
 }
 
+void wn_client_defer(client_t *c)
+{
+    if (c->deferring || c->closing)
+        return;
+    c->deferring = true;
+    c->defer_next = c->w->deferred_clients;
+    c->w->deferred_clients = c;
+}
+
+void wn_worker_undefer(wn_worker_t *w)
+{
+    while (w->deferred_clients != NULL) {
+        client_t *c = w->deferred_clients;
+        w->deferred_clients = c->defer_next;
+        c->deferring = false;
+        c->defer_next = NULL;
+        wn_client_mark(c);
+    }
+}
+
 void wn_sconn_mark(sconn_t *c)
 {
     if (c->dirty)

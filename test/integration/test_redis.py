@@ -1200,6 +1200,59 @@ class TestRedis(RedisCase):
                     c.close()
                 px.stop()
 
+    def test_batch_wait_holds_replies_a_turn_at_most(self):
+        """With --batch-wait, a client with replies ready and more of its
+        requests still at the servers is written a turn later, with what
+        came meanwhile (a pipeline over two servers was written once per
+        server), and a turn later only: SETs on a live server sent with a
+        GET that a silent server never answers are answered, 20 times in
+        a few milliseconds (unsanitized). Held until the pipeline's end they
+        never were; with the loop left to sleep after holding them, each
+        waited for a worker timer, about a second. The same while ten
+        clients wait on that server, so that the turns are busy and the
+        held replies wait out a sleep."""
+        class Silent(fakes.FakeRedis):
+            def reply(self, cid, args):
+                return b"" if args[:1] == [b"GET"] else super().reply(cid, args)
+
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        silent = Silent()
+        self.addCleanup(silent.stop)
+        live = self.backends[0]
+        px = self.start_proxy(tmp, {"p": h.pool([live, silent], redis=True, timeout=60000)},
+                              workers=1, name="batch-hold", extra=["--batch-wait=1000"])
+        self.addCleanup(px.stop, check=False)
+        # names that differ in more than their last bytes (fnv1a_64)
+        cand = [hashlib.sha1(b"hold%d" % i).hexdigest().encode() for i in range(200)]
+        where = h.walnut_locate(px.conf_path, cand)
+        on_live = [k for k in cand if where[("p", k)][1] == live.addr][:3]
+        on_silent = [k for k in cand if where[("p", k)][1] == silent.addr][:1]
+        self.assertEqual((len(on_live), len(on_silent)), (3, 1), where)
+        stuck = []
+        for busy in (False, True):
+            with self.subTest(busy_turns=busy):
+                if busy:
+                    stuck = [self.raw(px.port(), timeout=30) for _ in range(10)]
+                    for c in stuck:
+                        c.send(resp("GET", on_silent[0]))
+                    h.wait_until(lambda: sum(a[:1] == [b"GET"] for _, a in silent.requests())
+                                 >= 11, what="the GETs at the silent server")
+                t0 = time.monotonic()
+                for _ in range(20):
+                    with self.raw(px.port(), timeout=30) as c:
+                        c.send(b"".join(resp("SET", k, b"v") for k in on_live) +
+                               resp("GET", on_silent[0]))
+                        c.expect(b"+OK\r\n" * len(on_live),
+                                 what="the SETs' replies, with the GET after them unanswered")
+                # A held client's turn comes at once: without the loop kept
+                # from sleeping, each waited for a worker timer (~1 s).
+                took = time.monotonic() - t0
+                self.assertLess(took, 8.0, "20 pipelines answered in %.1f s" % took)
+        for c in stuck:
+            c.close()
+        px.stop()
+
     def never_reading_client(self, name, limit):
         """A redis-server, walnut in front of it (one server connection, the
         given client_buffer_limit) and a raw client with a small receive
