@@ -158,12 +158,13 @@ void wn_worker_finish_stop(wn_worker_t *w)
  * they send, and longer again while the replies are long: each request is
  * then more work for the servers and clients, whose turns the wait is to
  * gather, and a short wait answers them in more, smaller batches. From an
- * average of DEPTH_FULL requests each the wait is 2.5 times the option with
- * replies of a few bytes (2.6 with 32-byte values), 5 times with replies of
+ * average of DEPTH_FULL requests each the wait is 1.7 times the option with
+ * replies of a few bytes (1.8 with 32-byte values), 5 times with replies of
  * REPLY_FULL bytes or more, linearly between (measured, bench/README.md: at
  * 1 KiB pipeline 16, 5 times served more than 2.5 and as much as 7.5; at
- * 32 B, 5 times served a quarter less than 2.5). An average of 1 (or no client waiting: a busy
- * turn of replies only) keeps the option's value, whatever the replies. The
+ * 32 B, 5 times served a quarter less than 2.5, and 1.7 a tenth more). An
+ * average of 1 (or no client waiting: a busy turn of replies only) keeps
+ * the option's value, whatever the replies. The
  * sleep is the worker's, every client of it waits it, so each client's
  * requests count up to DEPTH_FULL: one pipelining thousands, or stuck on a
  * slow server, does not make the average.
@@ -177,9 +178,9 @@ uint64_t wn_batch_wait_ns(uint64_t base_ns, uint64_t reqs, uint32_t clients, uin
     depth = WN_MAX(depth, 1);
     depth = WN_MIN(depth, DEPTH_FULL);
     uint64_t reply = WN_MIN(reply_bytes, REPLY_FULL);
-    /* at DEPTH_FULL: base_ns and 1.5 times it more, 4 times with long replies */
-    return base_ns + base_ns * (depth - 1) * (3 * REPLY_FULL + 5 * reply) /
-                         (2 * REPLY_FULL * (DEPTH_FULL - 1));
+    /* at DEPTH_FULL: base_ns and 0.7 times it more, 4 times with long replies */
+    return base_ns + base_ns * (depth - 1) * (7 * REPLY_FULL + 33 * reply) /
+                         (10 * REPLY_FULL * (DEPTH_FULL - 1));
 }
 
 /* The bytes written to clients a request answered, `bytes` for `n` since the
