@@ -45,7 +45,8 @@ typedef enum wn_stat_kind {
     XX(total_server_connections, COUNTER, "server connections opened (connect attempts)")          \
     XX(batch_waits, COUNTER, "sleeps after a busy loop turn (--batch-wait)")                       \
     XX(batch_wait_usec, COUNTER,                                                                   \
-       "time asked for by those sleeps (it grows with pipelining and reply size)")
+       "time asked for by those sleeps (it grows with pipelining and reply size)")                 \
+    XX(batch_holds, COUNTER, "client writes held a turn for the rest of a pipeline (--batch-wait)")
 
 /* Per pool. The first six are twemproxy's, in twemproxy's order. */
 #define WN_POOL_STATS_MAP(XX)                                                                      \

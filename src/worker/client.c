@@ -654,25 +654,39 @@ bool wn_client_memory_check(wn_worker_t *w)
 }
 
 /*
- * --batch-wait: a client with replies ready and more of its requests still
- * at the servers has them written a turn later, with what came meanwhile.
- * A pipeline's requests go to several servers, whose replies come in
- * different turns, and the client was written once for each: one write,
- * and one wakeup of the client, for a few replies where it sent them in
- * one (memtier, pipeline 16 over two servers: 1.4 writes a batch). Held
- * one turn at most, whatever its requests do next: a client whose last
- * request never gets an answer still gets the replies before it, and one
- * that pipelines without end is written every other turn. Not while the
- * worker stops, nor for a client that will not send more (its replies
- * then end it).
+ * --batch-wait: a client with replies ready and more of its requests
+ * unanswered (at the servers, or still coming) has them written a turn
+ * later, with what came meanwhile. A pipeline's requests go to several
+ * servers, whose replies come in different turns, and the client was
+ * written once for each: one write, and one wakeup of the client, for a
+ * few replies where it sent them in one (memtier, pipeline 16 over two
+ * servers: 1.4 writes a batch). Held one turn at most, whatever its
+ * requests do next: a client whose last request never gets an answer
+ * still gets the replies before it, and one that pipelines without end is
+ * written every other turn. Not while the worker stops, nor for a client
+ * that will not send more (its replies then end it), nor where memory is
+ * short: the client holds its soft bound (what it reads meanwhile would
+ * take it towards its limit), or the worker half its share of
+ * --client-memory (the check after the flush counts what is held).
  */
+static bool memory_short(const client_t *c)
+{
+    if (c->held >= c->soft_limit)
+        return true;
+    const wn_client_budget_t *b = c->w->budget;
+    return b != NULL && b->held != NULL &&
+           c->w->clients_held >= b->memory_limit / (uint64_t)c->w->nworkers / 2;
+}
+
 static bool hold_for_pipeline(client_t *c)
 {
     if (c->deferred || c->w->batch_wait_ns == 0 || c->w->stopping || c->backlog.n > 0 || c->eof ||
-        c->close_on_write || c->draining || c->head == NULL || !c->head->done || c->tail->done) {
+        c->close_on_write || c->draining || c->head == NULL || !c->head->done || c->tail->done ||
+        memory_short(c)) {
         c->deferred = false;
         return false;
     }
+    wn_stat_add(WN_GSTAT(c->w, batch_holds), 1);
     c->deferred = true;
     wn_client_defer(c);
     return true;

@@ -1211,7 +1211,9 @@ class TestRedis(RedisCase):
         never were; with the loop left to sleep after holding them, each
         waited for a worker timer, about a second. The same while ten
         clients wait on that server, so that the turns are busy and the
-        held replies wait out a sleep."""
+        held replies wait out a sleep. batch_holds counts the holds (20 at
+        least, one a pipeline); none for a client whose reply is over a
+        quarter of its client_buffer_limit (5 when memory did not count)."""
         class Silent(fakes.FakeRedis):
             def reply(self, cid, args):
                 return b"" if args[:1] == [b"GET"] else super().reply(cid, args)
@@ -1221,7 +1223,9 @@ class TestRedis(RedisCase):
         silent = Silent()
         self.addCleanup(silent.stop)
         live = self.backends[0]
-        px = self.start_proxy(tmp, {"p": h.pool([live, silent], redis=True, timeout=60000)},
+        px = self.start_proxy(tmp, {"p": h.pool([live, silent], redis=True, timeout=60000),
+                                    "small": h.pool([live, silent], redis=True, timeout=60000,
+                                                    client_buffer_limit=64 << 10)},
                               workers=1, name="batch-hold", extra=["--batch-wait=1000"])
         self.addCleanup(px.stop, check=False)
         # names that differ in more than their last bytes (fnv1a_64)
@@ -1230,15 +1234,17 @@ class TestRedis(RedisCase):
         on_live = [k for k in cand if where[("p", k)][1] == live.addr][:3]
         on_silent = [k for k in cand if where[("p", k)][1] == silent.addr][:1]
         self.assertEqual((len(on_live), len(on_silent)), (3, 1), where)
-        stuck = []
         for busy in (False, True):
             with self.subTest(busy_turns=busy):
                 if busy:
-                    stuck = [self.raw(px.port(), timeout=30) for _ in range(10)]
-                    for c in stuck:
+                    for _ in range(10):
+                        c = self.raw(px.port(), timeout=30)
+                        self.addCleanup(c.close)
                         c.send(resp("GET", on_silent[0]))
+                    # the first subtest's 20 and these ten
                     h.wait_until(lambda: sum(a[:1] == [b"GET"] for _, a in silent.requests())
-                                 >= 11, what="the GETs at the silent server")
+                                 >= 30, what="the GETs at the silent server")
+                before = px.http_json()
                 t0 = time.monotonic()
                 for _ in range(20):
                     with self.raw(px.port(), timeout=30) as c:
@@ -1250,8 +1256,25 @@ class TestRedis(RedisCase):
                 # from sleeping, each waited for a worker timer (~1 s).
                 took = time.monotonic() - t0
                 self.assertLess(took, 8.0, "20 pipelines answered in %.1f s" % took)
-        for c in stuck:
-            c.close()
+                after = px.http_json()
+                # each pipeline's SET replies were held (once at least: the
+                # three may come in more than one turn)
+                self.assertGreaterEqual(after["batch_holds"] - before["batch_holds"], 20)
+                if busy:
+                    self.assertGreater(after["batch_waits"], before["batch_waits"],
+                                       "ten clients waiting made no turn busy")
+        # Short of memory, no hold: a 20 KiB reply is over a quarter of the
+        # pool's 64 KiB client_buffer_limit (what the client reads while
+        # it is held would take it towards the limit).
+        with self.raw(px.port("small"), timeout=30) as c:
+            c.request(resp("SET", on_live[0], b"x" * 20000), b"+OK\r\n")
+        before = px.http_json()
+        for _ in range(5):
+            with self.raw(px.port("small"), timeout=30) as c:
+                c.send(resp("GET", on_live[0]) + resp("GET", on_silent[0]))
+                c.expect(resp_bulk(b"x" * 20000))
+        after = px.http_json()
+        self.assertEqual(after["batch_holds"], before["batch_holds"])
         px.stop()
 
     def never_reading_client(self, name, limit):
