@@ -163,12 +163,11 @@ void wn_worker_finish_stop(wn_worker_t *w)
  * REPLY_FULL bytes or more, linearly between (measured, bench/README.md: at
  * 1 KiB pipeline 16, 5 times served more than 2.5 and as much as 7.5; at
  * 32 B, 5 times served a quarter less than 2.5, and 1.7 2-9 % more with
- * the client's hold, 14 % without it). An
- * average of 1 (or no client waiting: a busy turn of replies only) keeps
- * the option's value, whatever the replies. The
- * sleep is the worker's, every client of it waits it, so each client's
- * requests count up to DEPTH_FULL: one pipelining thousands, or stuck on a
- * slow server, does not make the average.
+ * the client's hold, 14 % without it). An average of 1 (or no client
+ * waiting: a busy turn of replies only) keeps the option's value, whatever
+ * the replies. The sleep is the worker's, every client of it waits it, so
+ * each client's requests count up to DEPTH_FULL: one pipelining thousands,
+ * or stuck on a slow server, does not make the average.
  */
 #define DEPTH_FULL WN_BATCH_DEPTH_FULL
 #define REPLY_FULL WN_BATCH_REPLY_FULL
