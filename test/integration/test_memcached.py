@@ -1470,6 +1470,68 @@ class TestMemcachedWorkers1(MemcachedSuite, h.ProxyTestCase):
                     c.close()
                 px.stop()
 
+    def test_batch_wait_holds_replies_a_turn_at_most(self):
+        """test_redis's test of that name, for memcached (the hold is the
+        protocols' shared code, client.c): with --batch-wait, sets on a live
+        memcached pipelined with a get that a silent server never answers
+        are answered, 20 times in a few milliseconds, in quiet turns and in
+        busy ones (ten clients waiting on that server); batch_holds counts
+        20 holds at least; none for a client whose 20 KB reply is over a
+        quarter of its 64 KiB client_buffer_limit."""
+        tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
+        silent = fakes.MuteBackend(name="mute")
+        self.addCleanup(silent.stop)
+        live = self.backends[0]
+        px = self.start_proxy(tmp, {"p": h.pool([live, silent], timeout=60000),
+                                    "small": h.pool([live, silent], timeout=60000,
+                                                    client_buffer_limit=64 << 10)},
+                              name="batch-hold", extra=["--batch-wait=1000"])
+        self.addCleanup(px.stop, check=False)
+        cand = [hashlib.sha1(b"mchold%d" % i).hexdigest().encode() for i in range(200)]
+        where = h.walnut_locate(px.conf_path, cand)
+        on_live = [k for k in cand if where[("p", k)][1] == live.addr][:3]
+        on_silent = [k for k in cand if where[("p", k)][1] == silent.addr][:1]
+        self.assertEqual((len(on_live), len(on_silent)), (3, 1), where)
+        stuck_get = b"get %s\r\n" % on_silent[0]
+        for busy in (False, True):
+            with self.subTest(busy_turns=busy):
+                if busy:
+                    for _ in range(10):
+                        c = self.raw(px.port(), timeout=30)
+                        self.addCleanup(c.close)
+                        c.send(stuck_get)
+                    # the first subtest's 20 and these ten
+                    h.wait_until(lambda: sum(line.startswith(b"get ")
+                                             for _, line in silent.requests()) >= 30,
+                                 what="the gets at the silent server")
+                before = px.http_json()
+                t0 = time.monotonic()
+                for _ in range(20):
+                    with self.raw(px.port(), timeout=30) as c:
+                        c.send(b"".join(b"set %s 0 0 1\r\nv\r\n" % k for k in on_live) +
+                               stuck_get)
+                        c.expect(b"STORED\r\n" * len(on_live),
+                                 what="the sets' replies, with the get after them unanswered")
+                took = time.monotonic() - t0
+                self.assertLess(took, 8.0, "20 pipelines answered in %.1f s" % took)
+                after = px.http_json()
+                self.assertGreaterEqual(after["batch_holds"] - before["batch_holds"], 20)
+                if busy:
+                    self.assertGreater(after["batch_waits"], before["batch_waits"],
+                                       "ten clients waiting made no turn busy")
+        value = b"x" * 20000
+        with self.raw(px.port("small"), timeout=30) as c:
+            c.request(b"set %s 0 0 %d\r\n%s\r\n" % (on_live[0], len(value), value), b"STORED\r\n")
+        before = px.http_json()
+        for _ in range(5):
+            with self.raw(px.port("small"), timeout=30) as c:
+                c.send(b"get %s\r\n" % on_live[0] + stuck_get)
+                c.expect(b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (on_live[0], len(value), value))
+        after = px.http_json()
+        self.assertEqual(after["batch_holds"], before["batch_holds"])
+        px.stop()
+
 
 class TestMemcachedWorkers4(MemcachedSuite, h.ProxyTestCase):
     WORKERS = 4
