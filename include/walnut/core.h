@@ -87,6 +87,11 @@ void wn_log_set_level(int level);
 int wn_log_get_level(void);
 /* Name shown for the calling thread ("main", "control", "worker 3"). Copied. */
 void wn_log_set_thread(const char *name);
+/* One byte of a key or message as it is shown in a line: a tab, a line
+ * break and any other control byte escaped (\t \n \r \xHH), the backslash
+ * too (\\) when `backslash`; other bytes, UTF-8 included, as they are.
+ * Writes 1 to 4 bytes to out; returns how many. */
+size_t wn_escape_byte(unsigned char b, bool backslash, char out[4]);
 
 void wn_log_write(int level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

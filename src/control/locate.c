@@ -21,24 +21,13 @@ static void print_addr(FILE *out, const wn_conf_addr_t *a)
         fprintf(out, "%s:%u", a->host, a->port);
 }
 
-/* A key or name as one field of a line: a tab, a line break, any other
- * control byte and the backslash escaped (\t \n \r \\ \xHH); other bytes,
- * UTF-8 included, as they are. */
+/* A key or name as one field of a line: wn_escape_byte's escapes, the
+ * backslash's included (a field's tab is then always a separator). */
 static void print_field(FILE *out, const char *text, size_t len)
 {
     for (const unsigned char *p = (const unsigned char *)text; len-- > 0; p++) {
-        if (*p == '\t')
-            fputs("\\t", out);
-        else if (*p == '\n')
-            fputs("\\n", out);
-        else if (*p == '\r')
-            fputs("\\r", out);
-        else if (*p == '\\')
-            fputs("\\\\", out);
-        else if (*p < 0x20 || *p == 0x7f)
-            fprintf(out, "\\x%02x", *p);
-        else
-            fputc(*p, out);
+        char esc[4];
+        fwrite(esc, 1, wn_escape_byte(*p, true, esc), out);
     }
 }
 

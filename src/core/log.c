@@ -139,27 +139,33 @@ void wn_log_set_thread(const char *name)
     snprintf(thread_name, sizeof(thread_name), "%s", name);
 }
 
+size_t wn_escape_byte(unsigned char b, bool backslash, char out[4])
+{
+    static const char hex[] = "0123456789abcdef";
+    if (b == '\t' || b == '\n' || b == '\r' || (b == '\\' && backslash)) {
+        out[0] = '\\';
+        out[1] = b == '\t' ? 't' : b == '\n' ? 'n' : b == '\r' ? 'r' : '\\';
+        return 2;
+    }
+    if (b < 0x20 || b == 0x7f) {
+        out[0] = '\\';
+        out[1] = 'x';
+        out[2] = hex[b >> 4];
+        out[3] = hex[b & 15];
+        return 4;
+    }
+    out[0] = (char)b;
+    return 1;
+}
+
 /* Append msg to buf at n (of cap, one byte kept for the newline), its
- * control bytes escaped as locate.c prints them (\t \n \r \xHH); a byte
+ * control bytes escaped (wn_escape_byte; a backslash as it is); a byte
  * whose escape does not fit ends the line there. Returns the new n. */
 static size_t append_escaped(char *buf, size_t n, size_t cap, const char *msg, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < len; i++) {
-        unsigned char b = (unsigned char)msg[i];
         char esc[4];
-        size_t k = 0;
-        if (b == '\t' || b == '\n' || b == '\r') {
-            esc[k++] = '\\';
-            esc[k++] = b == '\t' ? 't' : b == '\n' ? 'n' : 'r';
-        } else if (b < 0x20 || b == 0x7f) {
-            esc[k++] = '\\';
-            esc[k++] = 'x';
-            esc[k++] = hex[b >> 4];
-            esc[k++] = hex[b & 15];
-        } else {
-            esc[k++] = (char)b;
-        }
+        size_t k = wn_escape_byte((unsigned char)msg[i], false, esc);
         if (n + k > cap - 1)
             break;
         memcpy(buf + n, esc, k);
