@@ -99,6 +99,8 @@ typedef struct mc_req {
     uint32_t ncomplete;    /* fragments: of which complete (data block in) */
     uint32_t taken;        /* fragments: of which merged into the parent */
     bool error_line;       /* fragments: the server answered with an error line */
+    uint32_t error_seg;    /* fragments: where in rsp that line begins (after any
+                              hits it sent first, which the merge may not have taken) */
     bool over_limit;       /* fragments of a split get: its items would take the client
                               past client_buffer_limit; the rest is read and dropped */
     bool torn;             /* split parents: an item was merged only in part (out of

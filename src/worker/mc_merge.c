@@ -28,6 +28,7 @@ void wn_mc_fail(req_t *r, int err)
     if (r->kind == REQ_FRAGMENT) {
         /* The parent's merge answers for the whole request. */
         mc_req(r)->error_line = true;
+        mc_req(r)->error_seg = 0;
         wn_segv_clear(&r->rsp);
         wn_req_rsp_scratch(r, line, (size_t)n);
         wn_req_done(r);
@@ -78,12 +79,16 @@ static void reply_error(mc_req_t *p, const char *line, size_t n)
 
 /* A failed fragment answers for the whole: its error line (a server's
  * CLIENT_ERROR/SERVER_ERROR, or walnut's own), the client's other parts
- * dropped. */
+ * dropped. Only the line: the hits a server sent before it (memcached
+ * failing a get part-way, or a walnut in front of it) that the merge has
+ * not taken wait for keys before them, and go with the rest (review: they
+ * went out with the line, before those keys' hits, a block cut at 512
+ * bytes taking the client's next reply for its data). */
 static void answer_with_error(mc_req_t *p, mc_req_t *f)
 {
     char line[512];
     size_t n = 0;
-    for (uint32_t i = 0; i < f->r.rsp.n && n < sizeof(line); i++) {
+    for (uint32_t i = f->error_seg; i < f->r.rsp.n && n < sizeof(line); i++) {
         seg_t *sg = &f->r.rsp.v[i];
         if (sg->buf == NULL)
             continue;

@@ -179,6 +179,7 @@ static int take_line(mc_sconn_t *s, req_t *r, wn_buf_t *b, uint32_t pos,
         if (rsp->type != WN_MC_RSP_END) {
             /* An error line instead of VALUE/END: the merge answers with it. */
             m->error_line = true;
+            m->error_seg = m->r.rsp.n;
             rc = keep(m, b, pos, rsp->line_len, true);
         }
     } else {

@@ -217,6 +217,29 @@ class ServerErrorBackend(FakeBackend):
         return self.line
 
 
+class PartFailBackend(FakeBackend):
+    """A memcached failing a get part-way, as it does out of memory: the
+    hits for its first `hits` keys (each value `value`), then
+    `SERVER_ERROR out of memory writing get response`, no END; with fewer
+    keys than that, every hit and END. Each reply `delay` seconds late."""
+
+    LINE = b"SERVER_ERROR out of memory writing get response\r\n"
+
+    def __init__(self, value, hits=1, delay=0.0, name="part-fail"):
+        self.value, self.hits, self.delay = value, hits, delay
+        super().__init__(name)
+
+    def reply(self, cid, parts, data):
+        if parts and parts[0] == b"version":
+            return self.VERSION
+        if parts and parts[0] == b"get":
+            out = b"".join(b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(self.value), self.value)
+                           for k in parts[1:1 + self.hits])
+            return [(out + (self.LINE if len(parts) - 1 > self.hits else b"END\r\n"),
+                     self.delay)]
+        return b"ERROR\r\n"
+
+
 class LeakyBackend(FakeBackend):
     """Answers `get <k>` from a small dict, correctly, then appends a VALUE
     block nobody asked for (a stray reply meant for no one)."""

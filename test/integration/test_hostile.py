@@ -591,6 +591,33 @@ class TestProtocolFraming(HostileCase):
         self.assertAlive(self.px)
         self.assertNoSanitizerReport(self.px)
 
+    def test_05n_a_part_failing_after_hits_answers_with_its_line_alone(self):
+        """A split get whose second server sends a hit and then an error line
+        (memcached out of memory part-way, or a walnut in front of one)
+        while the first key's server has not answered: walnut answered with
+        that part's whole reply as the "error line", the held hit before
+        the line (out of key order, the first key's hit lost) and, a block
+        cut at 512 bytes, a VALUE whose data took in the client's next
+        reply (a review). Now the line alone, as for any part that fails
+        before a hit has gone out; the next get is answered whole."""
+        for value in (b"v1", b"\n" * 600):
+            with self.subTest(value_len=len(value)):
+                slow = self.fake(fakes.PartFailBackend(value, hits=9, delay=0.3, name="slow"))
+                bad = self.fake(fakes.PartFailBackend(value, hits=1, name="bad"))
+                px = self.proxy([slow, bad], timeout=5000, auto_eject_hosts=False)
+                cand = [hashlib.sha1(b"pf%d" % i).hexdigest().encode() for i in range(200)]
+                where = h.walnut_locate(px.conf_path, cand)
+                on_slow = [k for k in cand if where[("alpha", k)][1] == slow.addr][:3]
+                on_bad = [k for k in cand if where[("alpha", k)][1] == bad.addr][:2]
+                c = self.raw(px.port(), timeout=10)
+                c.send(b"get %s %s %s %s\r\nget %s\r\n" % (
+                    on_slow[0], on_bad[0], on_slow[1], on_bad[1], on_slow[2]))
+                c.expect(fakes.PartFailBackend.LINE +
+                         get_reply([(on_slow[2], 0, value)]))
+                c.close()
+                self.assertNoSanitizerReport(px)
+                px.stop()
+
     def test_05m_hits_after_a_failed_line_answered_are_dropped(self):
         """A get line over 64 KiB whose every part is split over a dead server
         and a stopped one: the dead server's fragments fail at once, every
