@@ -264,7 +264,10 @@ static void dispatch(mc_client_t *c, wn_buf_t *b, uint32_t pos, const wn_meta_re
     r->until_mn = needs_mn(line, mq) && !mq->opaque_too_long;
     r->quiet = mq->quiet && !r->until_mn && !mq->opaque_too_long;
     r->r.server = srv;
-    if (mq->cmd == WN_META_ME) {
+    /* me: its ME line names the key; mg md ma with k: the reply does.
+     * Either is checked against the key asked for (mc_server.c), as a
+     * classic get's VALUE lines are. (ms keeps its key below.) */
+    if (mq->cmd == WN_META_ME || (mq->want_key && mq->cmd != WN_META_MS)) {
         uint8_t buf[WN_META_KEY_DECODED_MAX];
         const char *key;
         int n = routing_key(line, mq, buf, sizeof buf, &key);

@@ -247,9 +247,9 @@ static int push_reply_untagged(mc_req_t *m, wn_buf_t *b, uint32_t pos,
     return rc;
 }
 
-/* The key an ME line names is the one asked for: as it is, or in base64
+/* The key an ME line (or a k flag) names is the one asked for: as it is, or in base64
  * (how memcached prints a key stored with b, whatever spelling asked). */
-static bool me_key_is(const char *line, wn_mc_span_t key, const mc_req_t *m)
+static bool reply_key_is(const char *line, wn_mc_span_t key, const mc_req_t *m)
 {
     if (key.len == m->route_key_len && memcmp(line + key.off, m->route_key, key.len) == 0)
         return true;
@@ -293,8 +293,11 @@ static int take_meta_line(mc_sconn_t *s, req_t *r, wn_buf_t *b)
         return WN_EPROTO;
     if (m->tag == 0 && !m->long_o && rsp.opaque.len > 0 && wn_meta_rsp_echoes_opaque(rsp.type))
         return WN_EPROTO;
-    /* me cannot be tagged; its ME line names the key instead */
-    if (rsp.type == WN_META_RSP_ME && !me_key_is(b->data + pos, rsp.key, m))
+    /* me cannot be tagged; its ME line names the key instead. A reply with
+     * a k flag names it too: another key's item is not this request's
+     * reply, whatever its tag (a server that mixed them up). */
+    if ((rsp.type == WN_META_RSP_ME || rsp.key.len > 0) && m->route_key != NULL &&
+        !reply_key_is(b->data + pos, rsp.key, m))
         return WN_EPROTO;
     if (m->quiet && wn_meta_quiet_drops((wn_meta_cmd_t)m->meta, rsp.type))
         r->swallow = true;

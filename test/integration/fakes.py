@@ -263,6 +263,27 @@ class LeakyBackend(FakeBackend):
         return b"ERROR\r\n"
 
 
+class MixupBackend(FakeBackend):
+    """Answers every get and mg with another key's item (`secret`): a get
+    with its VALUE line, an mg with the request's own O token (so the tag
+    matches) and, when asked for k, `ksecret`; an ms with k, HD `ksecret`."""
+
+    def reply(self, cid, parts, data):
+        if parts and parts[0] == b"version":
+            return self.VERSION
+        if parts and parts[0] == b"get":
+            return b"VALUE secret 0 6\r\nSECRET\r\nEND\r\n"
+        if parts and parts[0] in (b"mg", b"ms"):
+            flags = parts[2:] if parts[0] == b"mg" else parts[3:]
+            echo = [f for f in flags if f[:1] == b"O"]
+            if b"k" in flags:
+                echo.append(b"ksecret")
+            if parts[0] == b"ms":
+                return b" ".join([b"HD"] + echo) + b"\r\n"
+            return b" ".join([b"VA 6"] + echo) + b"\r\nSECRET\r\n"
+        return b"ERROR\r\n"
+
+
 class SlowValueBackend(FakeBackend):
     """`get <key>` of its one big value: the reply goes out in `chunks` pieces,
     `gap` seconds apart (steady progress, slower in total than any timeout).

@@ -1791,6 +1791,27 @@ class TestBackendMisbehaviour(HostileCase):
                       % (len(wrong), wrong[:3]))
         self.assertGreater(answered[0] + failed[0], 0)
 
+    def test_08b_a_meta_reply_naming_another_key_is_refused(self):
+        """A server answering `mg mine v k` with another key's item under the
+        request's own O tag (so the tag matches): walnut relayed it (a
+        review), where a classic get's VALUE for another key is refused.
+        Now the k flag's key is checked as the VALUE line's is: the client
+        gets a SERVER_ERROR, never SECRET, for mg (plain and base64 keys,
+        with an O of its own) and for ms with k; without k nothing names
+        the key, and the reply goes as it came."""
+        fake = self.fake(fakes.MixupBackend(name="mixup"))
+        px = self.proxy([fake], timeout=2000, auto_eject_hosts=False)
+        for req in (b"get mine\r\n", b"mg mine v k\r\n", b"mg mine k v Oab\r\n",
+                    b"mg bWluZQ== b v k\r\n", b"ms mine 2 k\r\nhi\r\n"):
+            with self.subTest(req=req), self.raw(px.port(), timeout=10) as c:
+                c.send(req)
+                line = c.recv_line()
+                self.assertTrue(line.startswith(b"SERVER_ERROR "), line)
+        with self.raw(px.port(), timeout=10) as c:
+            c.request(b"mg mine v\r\n", b"VA 6\r\nSECRET\r\n")
+        self.assertAlive(px)
+        self.assertNoSanitizerReport(px)
+
     def test_12a_slow_but_steady_reply_is_delivered(self):
         """Defect 12: a 4,000,000-byte value in 40 chunks 60 ms apart (~2.4 s) with
         timeout 500 arrives whole: timeout bounds the wait for the next byte."""
