@@ -28,6 +28,15 @@ typedef union wn_stream {
 } wn_stream_t;
 
 /*
+ * Control's pace after a failure, by which a worker sizes how long its
+ * clients wait for a verdict (worker/ctl.c): a failed probe is followed by
+ * another this soon, each allowed the pool's timeout or, with none, the
+ * default below.
+ */
+#define WN_HEALTH_CONFIRM_MS 100
+#define WN_HEALTH_PROBE_TIMEOUT_MS 1000
+
+/*
  * Messages between the control thread and a worker, one SPSC ring per
  * direction per worker. A message is copied into the ring; a pointer in it
  * (a ring) is handed over with the message: the receiver owns that reference.

@@ -24,11 +24,11 @@
 /* Reports from several workers within this window are one event. */
 #define DEDUPE_MS 100
 /* After a failure, check again this soon (rather than a whole interval). */
-#define CONFIRM_MS 100
+#define CONFIRM_MS WN_HEALTH_CONFIRM_MS
 /* At most one ring rebuild per pool this often; changes in between are batched. */
 #define MIN_REBUILD_MS 100
 /* Probe deadline when the pool has no timeout. */
-#define DEFAULT_PROBE_TIMEOUT_MS 1000
+#define DEFAULT_PROBE_TIMEOUT_MS WN_HEALTH_PROBE_TIMEOUT_MS
 
 static void request_rebuild(hpool_t *p);
 

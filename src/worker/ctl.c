@@ -166,12 +166,25 @@ static void flush_outbox(wn_worker_t *w)
         uv_async_send(w->control_wakeup);
 }
 
+/*
+ * How long clients wait for control's verdict on a suspect server, 0: not
+ * at all. Control ejects at server_failure_limit failures: the one reported,
+ * then one a probe, each probe WN_HEALTH_CONFIRM_MS after the last failed,
+ * failing at once (refused) or at its deadline (silent). The wait covers
+ * the silent case up to HOLD_MAX_MS. Where even the fast case takes longer
+ * (a limit over 50: 100 takes ten seconds) a wait would end with no verdict
+ * and the request would fail all the same, seconds late, each request in
+ * turn (an adversarial helper's find): no wait then; the requests fail as
+ * they come, as under twemproxy, and count towards the limit.
+ */
 static uint64_t hold_ms(const server_rt_t *s)
 {
     const wn_conf_pool_t *c = s->pool->conf;
-    /* Control needs server_failure_limit failed checks, each up to timeout. */
-    uint64_t per = c->timeout > 0 ? (uint64_t)c->timeout : 200;
-    uint64_t ms = (uint64_t)c->server_failure_limit * per + 500;
+    uint64_t more = c->server_failure_limit > 1 ? (uint64_t)c->server_failure_limit - 1 : 0;
+    if (more * WN_HEALTH_CONFIRM_MS >= HOLD_MAX_MS)
+        return 0;
+    uint64_t probe = c->timeout > 0 ? (uint64_t)c->timeout : WN_HEALTH_PROBE_TIMEOUT_MS;
+    uint64_t ms = more * (WN_HEALTH_CONFIRM_MS + probe) + 500;
     return WN_MAX(HOLD_MIN_MS, WN_MIN(HOLD_MAX_MS, ms));
 }
 
@@ -204,9 +217,11 @@ static void on_hold_timer(uv_timer_t *t)
         for (uint32_t i = 0; i < w->pools[p]->nservers; i++) {
             server_rt_t *s = w->pools[p]->servers[i];
             if (s->suspect_until_ms != 0 && s->suspect_until_ms <= now) {
-                wn_log_info("pool '%s': no verdict on server %s in time; trying it again",
+                wn_log_info("pool '%s': no verdict on server %s in time; trying it again, "
+                            "with no more waits until there is one",
                             w->pools[p]->conf->name, s->conf->label);
                 release(s);
+                s->hold_spent = true;
             }
         }
     flush_outbox(w);
@@ -226,9 +241,10 @@ void wn_ctl_server_failed(server_rt_t *s, int err)
     send_to_control(w, &m);
     /* Hold new requests only where control may eject: otherwise there is no
      * verdict worth waiting for. */
-    if (w->control_wakeup != NULL && s->pool->conf->auto_eject_hosts &&
-        s->suspect_until_ms == 0) {
-        s->suspect_until_ms = uv_now(&w->loop) + hold_ms(s);
+    uint64_t ms;
+    if (w->control_wakeup != NULL && s->pool->conf->auto_eject_hosts && s->suspect_until_ms == 0 &&
+        !s->hold_spent && (ms = hold_ms(s)) > 0) {
+        s->suspect_until_ms = uv_now(&w->loop) + ms;
         s->pool->nsuspect++;
         arm_hold_timer(w);
     }
@@ -296,6 +312,7 @@ void wn_ctl_config_done(wn_worker_t *w, uint64_t gen, int err)
 
 void wn_ctl_release(server_rt_t *s)
 {
+    s->hold_spent = false;
     if (s->suspect_until_ms != 0 || s->waiters != NULL)
         release(s);
 }
@@ -365,8 +382,7 @@ bool wn_ctl_receive(wn_worker_t *w, wn_msg_t *out)
             if (m.gen == w->gen && m.pool < w->npools &&
                 m.server < w->pools[m.pool]->nservers) {
                 server_rt_t *s = w->pools[m.pool]->servers[m.server];
-                if (s->suspect_until_ms != 0 || s->waiters != NULL)
-                    release(s);
+                wn_ctl_release(s);
                 if (m.err != 0)
                     s->reported = true; /* its next answer clears control's count */
             }

@@ -1027,6 +1027,72 @@ class TestHoldThroughOtherChanges(h.ProxyTestCase):
         self.run_case(reload)
 
 
+class TestHoldOnlyWhereAVerdictComes(h.ProxyTestCase):
+    """A client waits for control's verdict on a suspect server only when
+    one can come within the wait (at most 5 s). With a high
+    server_failure_limit (100: ten seconds of probes at the least) every
+    request for a dead server waited the 5 s and then failed all the same,
+    where twemproxy answers at once (an adversarial helper's find); and a
+    wait that ran out with no verdict was followed by another for the next
+    request, and another, until control decided."""
+
+    RX_NO_VERDICT = r"no verdict on server \S+ in time"
+
+    def start(self, **settings):
+        tmp = self.tmpdir()
+        a, c = self.start_memcached(tmp, n=2)
+        pools = {POOL: h.pool([a, c], auto_eject_hosts=True, timeout=1000, **settings)}
+        px = self.start_proxy(tmp, pools, workers=1, verbosity=6)
+        keys = [b"limit:" + hashlib.sha1(b"%d" % i).hexdigest()[:10].encode()
+                for i in range(200)]
+        located = h.walnut_locate(px.conf_path, keys)
+        self.on_c = [k for k in keys if located[(POOL, k)][1] == c.addr]
+        self.assertGreaterEqual(len(self.on_c), 4)
+        conn = RawMc(px.port(), timeout=30.0)
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.set(self.on_c[0], b"x"), b"STORED")
+        return px, c, conn
+
+    def timed_set(self, conn, key):
+        t0 = time.monotonic()
+        reply = conn.set(key, b"y")
+        return reply, time.monotonic() - t0
+
+    def test_a_limit_control_cannot_reach_in_the_wait_holds_nothing(self):
+        px, c, conn = self.start(server_failure_limit=100)
+        log = Log(px.log_path)
+        t0 = time.time()
+        c.kill()
+        for i in range(4):
+            reply, took = self.timed_set(conn, self.on_c[i])
+            self.assertTrue(reply.startswith(b"SERVER_ERROR "), reply)
+            # waited 5.0 s from the second on
+            self.assertLess(took, 3.0, "request %d: %r after %.1f s" % (i, reply, took))
+        self.assertFalse(log.find(self.RX_NO_VERDICT, since=t0 - LOG_SLACK),
+                         h.tail(px.log_path, 3000))
+        px.stop(check=True)
+
+    def test_a_wait_that_ran_out_is_not_followed_by_another(self):
+        # A stopped server: each probe and request fails at the 1 s timeout,
+        # so control needs about 20 s; the wait is 5 s.
+        px, c, conn = self.start(server_failure_limit=20)
+        log = Log(px.log_path)
+        t0 = time.time()
+        c.sigstop()
+        self.addCleanup(c.sigcont)
+        reply, took = self.timed_set(conn, self.on_c[1])
+        self.assertEqual(reply, b"SERVER_ERROR Connection timed out")
+        reply, took = self.timed_set(conn, self.on_c[2])  # waits 5 s, then tried
+        self.assertEqual(reply, b"SERVER_ERROR Connection timed out")
+        self.assertEqual(len(log.find(self.RX_NO_VERDICT, since=t0 - LOG_SLACK)), 1)
+        reply, took = self.timed_set(conn, self.on_c[3])  # tried at once
+        self.assertEqual(reply, b"SERVER_ERROR Connection timed out")
+        self.assertLess(took, 3.0, "the next request waited again: %.1f s" % took)
+        self.assertEqual(len(log.find(self.RX_NO_VERDICT, since=t0 - LOG_SLACK)), 1)
+        c.sigcont()
+        px.stop(check=True)
+
+
 class TestHoldsEndWithAVerdict(h.ProxyTestCase):
     """Every hold ends with a verdict, not at its deadline ("no verdict on
     server ... in time"). Two ways it once did not, once other changes no
