@@ -325,8 +325,9 @@ void wn_ctl_release_pool(pool_rt_t *p)
 
 void wn_ctl_release_unrouted(pool_rt_t *p)
 {
-    if (p->nsuspect == 0)
-        return; /* nobody waits: waiters wait only for a suspect server */
+    /* Also with no server suspect: one whose hold ran out (hold_spent) and
+     * is ejected now has its verdict, and holds again after it rejoins
+     * (review: with a shortcut here it never did). Rings are rare. */
     bool some[64];
     bool *live = p->nservers <= 64 ? some : malloc(p->nservers * sizeof(*live));
     if (live == NULL) {

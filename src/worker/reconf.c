@@ -212,6 +212,7 @@ static int plan_make(wn_worker_t *w, const wn_conf_t *nc, plan_t *pl, char *err,
                  * on, and so does the duty to report its next answer. */
                 const server_rt_t *was = same_name(old, pc->servers[j].name);
                 v[j]->reported = was != NULL && was->reported;
+                v[j]->hold_spent = was != NULL && was->hold_spent; /* no verdict yet */
                 v[j]->added = true;
             }
         }

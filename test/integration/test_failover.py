@@ -1041,12 +1041,14 @@ class TestHoldOnlyWhereAVerdictComes(h.ProxyTestCase):
     def start(self, **settings):
         tmp = self.tmpdir()
         a, c = self.start_memcached(tmp, n=2)
-        pools = {POOL: h.pool([a, c], auto_eject_hosts=True, timeout=1000, **settings)}
+        settings.setdefault("timeout", 1000)
+        pools = {POOL: h.pool([a, c], auto_eject_hosts=True, **settings)}
         px = self.start_proxy(tmp, pools, workers=1, verbosity=6)
         keys = [b"limit:" + hashlib.sha1(b"%d" % i).hexdigest()[:10].encode()
                 for i in range(200)]
         located = h.walnut_locate(px.conf_path, keys)
         self.on_c = [k for k in keys if located[(POOL, k)][1] == c.addr]
+        self.c_name = [n for n, addr in located.values() if addr == c.addr][0]
         self.assertGreaterEqual(len(self.on_c), 4)
         conn = RawMc(px.port(), timeout=30.0)
         self.addCleanup(conn.close)
@@ -1090,6 +1092,31 @@ class TestHoldOnlyWhereAVerdictComes(h.ProxyTestCase):
         self.assertLess(took, 3.0, "the next request waited again: %.1f s" % took)
         self.assertEqual(len(log.find(self.RX_NO_VERDICT, since=t0 - LOG_SLACK)), 1)
         c.sigcont()
+        px.stop(check=True)
+
+    def test_holds_come_back_once_control_has_decided(self):
+        """A server whose hold ran out, then ejected and back: the ejection
+        is control's verdict, and when the server dies again its clients
+        are held and re-routed as before (review: the ejection's ring did
+        not clear the spent hold when no other server was suspect, and
+        every request for it failed from then on)."""
+        px, c, conn = self.start(server_failure_limit=10, server_retry_timeout=1000,
+                                 timeout=600)
+        log = Log(px.log_path)
+        t0 = time.time()
+        c.sigstop()
+        self.addCleanup(c.sigcont)
+        self.assertEqual(conn.set(self.on_c[1], b"y"), b"SERVER_ERROR Connection timed out")
+        log.wait(self.RX_NO_VERDICT, 15.0, since=t0, what="the hold running out")
+        log.wait(rx_ejected(self.c_name), 20.0, since=t0, what="c ejected")
+        c.sigcont()
+        log.wait(rx_rejoins(self.c_name), 20.0, since=t0, what="c rejoins")
+        time.sleep(0.3)  # the ring reaches the worker
+        c.kill()
+        first = conn.set(self.on_c[2], b"z")
+        self.assertTrue(first.startswith(b"SERVER_ERROR "), first)
+        # held until c is ejected again, then stored on the other server
+        self.assertEqual(conn.set(self.on_c[3], b"z"), b"STORED")
         px.stop(check=True)
 
 
