@@ -298,6 +298,10 @@ static void answer_over_limit(mc_req_t *p)
 static void split_progress(mc_req_t *p)
 {
     mc_split_t *s = p->split;
+    /* A part over the limit first: it let go of every part, so another
+     * part's error line, kept by none, would answer with no text of its own
+     * (an adversarial helper: `Connection reset by peer`, for a server's
+     * SERVER_ERROR or a timeout). */
     for (uint32_t f = 0; f < p->r.nfrags; f++) {
         mc_req_t *fr = mc_req(p->r.frags[f]);
         if (fr->over_limit) {
@@ -306,6 +310,9 @@ static void split_progress(mc_req_t *p)
                 answer_over_limit(p);
             return;
         }
+    }
+    for (uint32_t f = 0; f < p->r.nfrags; f++) {
+        mc_req_t *fr = mc_req(p->r.frags[f]);
         if (fr->error_line && fr->r.done) {
             answer_with_error(p, fr);
             return;

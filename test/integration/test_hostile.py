@@ -618,6 +618,58 @@ class TestProtocolFraming(HostileCase):
                 self.assertNoSanitizerReport(px)
                 px.stop()
 
+    def test_05o_a_part_over_the_limit_answers_before_another_part_s_error(self):
+        """A split get under a 64 KiB client_buffer_limit: one server sends
+        150 KB of hits at once (its END a second later: its part is over the
+        limit, not done), the first key's server then fails (SERVER_ERROR,
+        or silence past the timeout). The part over the limit let go of
+        every part, so the failed one kept no line, and walnut answered
+        `SERVER_ERROR Connection reset by peer` (an adversarial helper).
+        Now the over-limit line, as when the other part answers; the mn
+        after the get is answered."""
+        big = b"z" * 30000
+
+        class Slow(fakes.FakeBackend):
+            how = "err"
+
+            def reply(self, cid, parts, data):
+                if parts and parts[0] == b"version":
+                    return self.VERSION
+                if self.how == "err":
+                    return [(b"SERVER_ERROR boom\r\n", 0.5)]
+                if self.how == "mute":
+                    return b""
+                return [(b"".join(b"VALUE %s 0 1\r\nA\r\n" % k for k in parts[1:]) +
+                         b"END\r\n", 0.5)]
+
+        class Big(fakes.FakeBackend):
+            def reply(self, cid, parts, data):
+                if parts and parts[0] == b"version":
+                    return self.VERSION
+                return [(b"".join(b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(big), big)
+                                  for k in parts[1:]), 0), (b"END\r\n", 2.0)]
+
+        slow = self.fake(Slow(name="slow"))
+        bulk = self.fake(Big(name="big"))
+        limit = 64 << 10
+        px = self.proxy([slow, bulk], timeout=1000, client_buffer_limit=limit,
+                        auto_eject_hosts=False)
+        cand = [hashlib.sha1(b"ovl%d" % i).hexdigest().encode() for i in range(200)]
+        where = h.walnut_locate(px.conf_path, cand)
+        on_slow = [k for k in cand if where[("alpha", k)][1] == slow.addr][:1]
+        on_big = [k for k in cand if where[("alpha", k)][1] == bulk.addr][:5]
+        over = (b"SERVER_ERROR walnut: the reply would take the client past the pool's "
+                b"client_buffer_limit (%d bytes)\r\n" % limit)
+        for how in ("err", "mute", "ok"):
+            with self.subTest(first_server=how):
+                slow.how = how
+                c = self.raw(px.port(), timeout=10)
+                c.send(b"get " + b" ".join(on_slow + on_big) + b"\r\nmn\r\n")
+                c.expect(over + b"MN\r\n")
+                c.close()
+        self.assertNoSanitizerReport(px)
+        px.stop()
+
     def test_05m_hits_after_a_failed_line_answered_are_dropped(self):
         """A get line over 64 KiB whose every part is split over a dead server
         and a stopped one: the dead server's fragments fail at once, every
