@@ -27,7 +27,8 @@
     XX(EFULL, "queue is full")                                                                     \
     XX(EIO, "input/output error")                                                                  \
     XX(ESELECT, "the server refused SELECT of the pool's redis_db")                                \
-    XX(ESRVFULL, "the server is at its connection limit")
+    XX(ESRVFULL, "the server is at its connection limit")                                          \
+    XX(ENOAUTH, "the server refused walnut's AUTH")
 
 #define WN_ERR_BASE (-30000)
 

@@ -18,6 +18,8 @@
  * before it reads anything, then closes it: no answer to any request, though
  * it reads as one. */
 #define WN_RESP_FULL_LINE "-ERR max number of clients reached\r\n"
+/* redis-server's answer to a command before a good AUTH (7.0's words) */
+#define WN_RESP_NOAUTH_LINE "-NOAUTH Authentication required.\r\n"
 
 /* ---- limits ------------------------------------------------------------ */
 

@@ -443,6 +443,8 @@ struct server_rt {
     uint64_t suspect_until_ms;       /* a connection failed: hold new requests until
                                         control decides or this passes; 0: not suspect */
     bool reported;                   /* a failure was reported and no success since */
+    uint64_t noauth_until_ms;        /* Redis: refused walnut's AUTH, with a redis_db:
+                                        its requests fail until then (redis_server.c) */
     bool hold_spent;                 /* a hold ran out with no verdict: none again
                                         until control says something of it (ctl.c) */
     bool added;                      /* a reload made it in a kept pool: no connection yet

@@ -21,6 +21,8 @@ void wn_redis_forward(client_t *c, server_rt_t *s, req_t *r)
 {
     if (s == NULL)
         wn_redis_fail(r, WN_ENOSERVER);
+    else if (s->noauth_until_ms != 0 && uv_now(&c->w->loop) < s->noauth_until_ms)
+        wn_redis_fail(r, WN_ENOAUTH); /* redis_server.c: tried again after a while */
     else if (wn_server_enqueue(s, c->slot, r) < 0)
         wn_redis_fail(r, WN_ENOMEM);
 }

@@ -19,8 +19,10 @@ void wn_redis_fail(req_t *r, int err)
     if (!wn_req_failed(r, err))
         return;
     char line[160];
-    int n = err == WN_ESRVFULL /* redis-server's words for it */
-                ? snprintf(line, sizeof(line), "%s", WN_RESP_FULL_LINE)
+    /* redis-server's words for these */
+    int n = err == WN_ESRVFULL ? snprintf(line, sizeof(line), "%s", WN_RESP_FULL_LINE)
+            : err == WN_ENOAUTH
+                ? snprintf(line, sizeof(line), "%s", WN_RESP_NOAUTH_LINE)
                 : snprintf(line, sizeof(line), "-ERR %s\r\n", wn_req_fail_text(err));
     if (r->kind == REQ_FRAGMENT) {
         /* Never to be written: its bytes stop counting (a copy's, shared

@@ -127,27 +127,38 @@ static void quote_reply(char *out, size_t cap, const char *line, size_t len, con
     out[o] = '\0';
 }
 
+/* How often a server that refused walnut's AUTH is tried again (below). */
+#define WN_REDIS_REAUTH_MS 1000u
+
 /*
  * An internal request's reply: AUTH/SELECT must say +OK; true when it did.
  * A refusal is logged here, with the server's line (its CRLF left out), at
  * most once per 10 s per kind (wn_server_warn): a refused SELECT closes the
  * connection and every request opens another. In the wrong database every
  * request would be wrong: a refused SELECT fails the connection (its
- * requests get an error saying so). A refused AUTH does not: requests get
- * the server's own -NOAUTH, which says what is wrong. Nor does the SELECT
- * after a refused AUTH when the server refuses it for the same reason
- * (-NOAUTH): closing would only reconnect and be refused again, for every
- * request, each counted as a failure. Any other refusal of SELECT (a
- * database out of range) fails the connection.
+ * requests get an error saying so), whatever the reason, a database out of
+ * range or the -NOAUTH that follows a refused AUTH (that one logged and
+ * counted with the AUTH). A refused AUTH alone (redis_db 0) does not:
+ * requests get the server's own -NOAUTH, which says what is wrong.
  */
 static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
                            const wn_resp_rsp_tok_t *tok)
 {
     if (tok->type == '+')
         return true;
-    if (r->internal_select && s->auth_refused && starts(line, tok->line_len, "-NOAUTH"))
-        return false; /* said already: the AUTH's refusal */
     server_rt_t *srv = s->s.server;
+    if (r->internal_select && s->auth_refused && starts(line, tok->line_len, "-NOAUTH")) {
+        /* Said and counted already: the AUTH's refusal. But not selected:
+         * once the server stops asking for a password (its requirepass
+         * removed) a request written here would run in database 0
+         * (an adversarial helper: it did, silently). The connection fails,
+         * its requests unrun with the server's -NOAUTH; so do the server's
+         * next requests for WN_REDIS_REAUTH_MS (wn_redis_forward), and
+         * then a connection tries AUTH and SELECT again. */
+        srv->noauth_until_ms = uv_now(&srv->pool->w->loop) + WN_REDIS_REAUTH_MS;
+        wn_sconn_fail(&s->s, WN_ENOAUTH);
+        return false;
+    }
     char said[201];
     quote_reply(said, sizeof(said), line, tok->line_len - 2,
                 r->internal_select ? NULL : srv->pool->conf->redis_auth);
@@ -181,7 +192,6 @@ static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
  * own connection, would say the server is fine while every request fails.
  * When the server says -NOAUTH again, at most once a second, the connection
  * is opened anew, its AUTH (and SELECT) sent first again. */
-#define WN_REDIS_REAUTH_MS 1000u
 
 static void reauth_due(redis_sconn_t *s)
 {

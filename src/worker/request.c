@@ -345,6 +345,7 @@ static wn_error_cause_t cause_of(int err)
         return WN_CAUSE_reset;
     case WN_EPROTO:
     case WN_ESELECT: /* the server's answer to walnut's SELECT was not +OK */
+    case WN_ENOAUTH: /* nor to its AUTH, and the connection is not selected */
         return WN_CAUSE_protocol;
     case UV_ENETUNREACH:
     case UV_EHOSTUNREACH:
@@ -384,6 +385,8 @@ const char *wn_req_fail_text(int err)
         return "the server refused SELECT of the pool's redis_db (see walnut's log)";
     case WN_ESRVFULL:
         return "Too many open connections"; /* memcached's words for it */
+    case WN_ENOAUTH:
+        return "Authentication required.";
     case UV_ENOMEM:
     case WN_ENOMEM:
         return "Out of memory";

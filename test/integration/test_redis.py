@@ -2300,9 +2300,11 @@ class TestRedis(RedisCase):
     def test_refused_auth_with_redis_db(self):
         """A redis_auth the servers refuse, with redis_db set: the server refuses
         walnut's SELECT too (-NOAUTH), for the same reason. That is not a second
-        failure: requests get the server's -NOAUTH, which says what is wrong, on one
-        connection, logged once. It used to close the connection at the SELECT: each
-        request opened a new one, got -ERR Invalid argument, and logged two warnings."""
+        failure: requests get the server's -NOAUTH, which says what is wrong, logged
+        once, and a connection is tried again once a second at most. It used to close
+        the connection at the SELECT: each request opened a new one, got -ERR Invalid
+        argument, and logged two warnings. (Kept open, the unselected connection ran
+        requests in database 0 once the password was gone: the next test.)"""
         tmp = self.tmpdir()
         locked = self.start_redis(tmp, 1, prefix="sad", password="right")[0]
         # Probes off: each probe of a server refusing AUTH opens a connection
@@ -2332,6 +2334,38 @@ class TestRedis(RedisCase):
         self.assertGreaterEqual(log.count("answered walnut's AUTH"), 1, log[-3000:])
         self.assertLessEqual(log.count("answered walnut's AUTH"), 1 + again, log[-3000:])
         self.assertNotIn("answered walnut's SELECT", log)
+
+    def test_refused_auth_with_redis_db_never_runs_in_database_0(self):
+        """redis_auth wrong, redis_db 3: walnut's AUTH and SELECT refused, the
+        connection was kept open (requests got the server's -NOAUTH); when the
+        operator then removed the server's password, the requests written on
+        it ran in database 0, silently (an adversarial helper; nutcracker the
+        same). Now that connection fails at the SELECT, requests get the
+        server's -NOAUTH unrun, and a new connection is tried a second later:
+        its SELECT passes, and the SET lands in database 3, never in 0."""
+        tmp = self.tmpdir()
+        locked = self.start_redis(tmp, 1, prefix="wdb", password="right")[0]
+        px = self.start_proxy(tmp, {
+            "p": h.pool([locked], redis=True, timeout=2000, redis_auth="wrong", redis_db=3,
+                        health_check_interval=0)},
+            workers=1, name="wrongdb")
+        with self.raw(px.port(), timeout=5) as c:
+            c.request(resp("AUTH", "wrong"), b"+OK\r\n")
+            c.request(resp("SET", "k1", "v1"), b"-NOAUTH Authentication required.\r\n")
+            locked.call("CONFIG", "SET", "requirepass", "")
+            locked.password = None
+
+            def stored():
+                c.send(resp("SET", "k2", "v2"))
+                got = c.recv_resp()
+                self.assertIn(got, (b"+OK\r\n", b"-NOAUTH Authentication required.\r\n"))
+                return got == b"+OK\r\n"
+            h.wait_until(stored, deadline=10, interval=0.2, what="the SET served")
+            c.request(resp("GET", "k2"), b"$2\r\nv2\r\n")
+        self.assertIsNone(locked.call("GET", "k2", db=0), "the SET ran in database 0")
+        self.assertEqual(locked.call("GET", "k2", db=3), b"v2")
+        self.assertIsNone(locked.call("GET", "k1", db=0))
+        px.stop(check=True)
 
     def test_refused_auth_is_tried_again(self):
         """A server's password changes and walnut's connections are dropped:
