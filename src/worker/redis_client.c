@@ -536,6 +536,13 @@ void wn_redis_client_parse(client_t *cl)
         cl->reading_queued = c->cur != NULL; /* queued at its *N line */
         if (!wn_client_can_parse(cl))
             break;
+        if (!c->authed && cl->pool->conf->redis_auth == NULL) {
+            /* A reload took the pool's redis_auth away: nothing to pass now,
+             * as on a redis-server whose requirepass is removed (review: such
+             * a client was refused for good). */
+            c->authed = true;
+            wn_resp_req_parser_set_unauth(&c->parser, false);
+        }
         if (c->pending != NULL) {
             redis_req_t *r = c->pending;
             c->pending = NULL;

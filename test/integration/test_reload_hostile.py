@@ -2091,6 +2091,30 @@ class TestReloadCarries(HostileCase):
         self.assertEqual(rs.call("GET", "c", db=3), b"3")
         self.stop_clean()
 
+    def test_redis_auth_removed_lets_a_waiting_client_in(self):
+        """A client connected under redis_auth that has not authenticated: a
+        reload removing redis_auth let new clients in, but this one got
+        -NOAUTH for good (an adversarial helper). redis-server serves such a
+        client at once once its requirepass is removed; so does walnut now,
+        with an authenticated client's limits (a 100 KB value)."""
+        rs = h.RedisServer(self.tmp, name="r0").start()
+        self.addCleanup(rs.stop)
+        listen = "%s:%d" % (h.HOST, h.free_port())
+
+        def conf(pw):
+            return {"r": h.pool([spec(rs.addr, "r")], listen=listen, redis=True,
+                                **({"redis_auth": pw} if pw else {}))}
+        self.px = self.start_proxy(self.tmp, conf("pw"), workers=1)
+        waiting = h.Raw(self.px.port("r"))
+        self.addCleanup(waiting.close)
+        waiting.request(h.resp("GET", "k"), b"-NOAUTH Authentication required\r\n")
+        v = self.reload(pools=conf(None))
+        self.assertEqual(v["generation"], 1)
+        big = b"v" * 100000
+        waiting.request(h.resp("SET", "k", big), b"+OK\r\n")
+        waiting.request(h.resp("GET", "k"), b"$%d\r\n%s\r\n" % (len(big), big))
+        self.stop_clean()
+
     def test_pool_removed_and_readded_while_its_old_client_drains(self):
         mc = self.start_memcached(self.tmp, n=2)
         x, y = mc
