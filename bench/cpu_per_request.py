@@ -70,6 +70,8 @@ def memtier(port, requests, pipeline, args):
            "--data-size=%d" % args.data_size, "--key-pattern=R:R",
            "--key-maximum=%d" % args.keys, "--pipeline=%d" % pipeline,
            "--requests=%d" % requests, "--hide-histogram", "--distinct-client-seed"]
+    if args.multi_key_get > 0:
+        cmd.append("--multi-key-get=%d" % args.multi_key_get)
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=900)
     if r.returncode != 0:
         raise SystemExit("memtier failed: %s" % r.stderr[-2000:])
@@ -117,6 +119,9 @@ def main():
     ap.add_argument("--no-nutcracker", action="store_true")
     ap.add_argument("--protocol", choices=sorted(MEMTIER_PROTOCOL), default="memcache")
     ap.add_argument("--data-size", type=int, default=32, help="value bytes (default 32)")
+    ap.add_argument("--multi-key-get", type=int, default=0,
+                    help="memtier's --multi-key-get: gets of up to N keys (split over both "
+                         "servers); default 0, one key a get")
     args = ap.parse_args()
     need("valgrind", "Debian package valgrind")
     redis = args.protocol == "redis"
@@ -192,7 +197,9 @@ def main():
             for name, label, _ in targets:
                 v = sorted(samples[name])
                 rows.append((pipeline, label, v[len(v) // 2], v))
-        print("%s, %d-byte values" % (args.protocol, args.data_size))
+        print("%s, %d-byte values%s" % (args.protocol, args.data_size,
+                                         ", gets of up to %d keys" % args.multi_key_get
+                                         if args.multi_key_get > 0 else ""))
         print("| pipeline | target | instructions per request (median) | rounds |")
         print("|---:|---|---:|---|")
         for pipeline, label, per, v in rows:
