@@ -298,10 +298,11 @@ static void answer_over_limit(mc_req_t *p)
 static void split_progress(mc_req_t *p)
 {
     mc_split_t *s = p->split;
-    /* A part over the limit first: it let go of every part, so another
-     * part's error line, kept by none, would answer with no text of its own
-     * (an adversarial helper: `Connection reset by peer`, for a server's
-     * SERVER_ERROR or a timeout). */
+    /* A part over the limit before any part's error: it let go of every
+     * part, so another part's error line, kept by none, would answer with
+     * no text of its own (an adversarial helper: `Connection reset by
+     * peer`, for a server's SERVER_ERROR or a timeout). */
+    mc_req_t *failed = NULL;
     for (uint32_t f = 0; f < p->r.nfrags; f++) {
         mc_req_t *fr = mc_req(p->r.frags[f]);
         if (fr->over_limit) {
@@ -310,13 +311,12 @@ static void split_progress(mc_req_t *p)
                 answer_over_limit(p);
             return;
         }
+        if (failed == NULL && fr->error_line && fr->r.done)
+            failed = fr;
     }
-    for (uint32_t f = 0; f < p->r.nfrags; f++) {
-        mc_req_t *fr = mc_req(p->r.frags[f]);
-        if (fr->error_line && fr->r.done) {
-            answer_with_error(p, fr);
-            return;
-        }
+    if (failed != NULL) {
+        answer_with_error(p, failed);
+        return;
     }
     if (p->part_of != NULL && p->part_of->over_limit) {
         /* Another part of its line went over the limit: the hits this one

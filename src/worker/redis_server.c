@@ -192,7 +192,6 @@ static bool internal_reply(redis_sconn_t *s, redis_req_t *r, const char *line,
  * own connection, would say the server is fine while every request fails.
  * When the server says -NOAUTH again, at most once a second, the connection
  * is opened anew, its AUTH (and SELECT) sent first again. */
-
 static void reauth_due(redis_sconn_t *s)
 {
     uint64_t now = uv_now(&s->s.server->pool->w->loop);

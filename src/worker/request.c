@@ -385,8 +385,6 @@ const char *wn_req_fail_text(int err)
         return "the server refused SELECT of the pool's redis_db (see walnut's log)";
     case WN_ESRVFULL:
         return "Too many open connections"; /* memcached's words for it */
-    case WN_ENOAUTH:
-        return "Authentication required.";
     case UV_ENOMEM:
     case WN_ENOMEM:
         return "Out of memory";
