@@ -8,8 +8,10 @@
  */
 #include "protocol.h"
 
+#include <linux/sockios.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -23,7 +25,8 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     client_t *c = h->data;
     uint32_t keep = 0;
     uint64_t ahead = 0;
-    wn_proto_client_read_plan(c, &keep, &ahead);
+    if (!c->lingering) /* else read only to be dropped */
+        wn_proto_client_read_plan(c, &keep, &ahead);
     if (wn_instream_alloc(c->w, &c->in, keep, ahead, buf) < 0)
         *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
 }
@@ -50,6 +53,11 @@ static void on_pace(uv_timer_t *t)
     uint64_t now = uv_now(&w->loop);
     bool watching = false;
     for (client_t *c = w->clients; c != NULL; c = c->next) {
+        if (c->lingering) { /* the flush looks at its socket (linger) */
+            watching = true;
+            wn_client_mark(c);
+            continue;
+        }
         if (!paused_on_a_write(c)) {
             c->stall_ms = 0;
             continue;
@@ -76,12 +84,18 @@ void wn_client_pace_init(wn_worker_t *w)
     uv_unref((uv_handle_t *)&w->pace_timer);
 }
 
+static void pace_timer_on(wn_worker_t *w)
+{
+    uv_timer_t *t = &w->pace_timer;
+    if (!uv_is_active((uv_handle_t *)t))
+        uv_timer_start(t, on_pace, WN_CLIENT_STALL_MS / 4, WN_CLIENT_STALL_MS / 4);
+}
+
 /* c stopped reading: watch it if a write of its is under way. */
 static void pace_watch(client_t *c)
 {
-    uv_timer_t *t = &c->w->pace_timer;
-    if (paused_on_a_write(c) && !uv_is_active((uv_handle_t *)t))
-        uv_timer_start(t, on_pace, WN_CLIENT_STALL_MS / 4, WN_CLIENT_STALL_MS / 4);
+    if (paused_on_a_write(c))
+        pace_timer_on(c->w);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -95,7 +109,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         uv_read_stop(s);
         c->reading = false;
         c->eof = true;
-        if (nread == UV_EOF) {
+        if (nread == UV_EOF && !c->lingering) {
             /* Answer what was asked in full; a half-sent request is dropped. */
             wn_proto_client_eof(c);
         } else {
@@ -112,7 +126,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     } else {
         wn_proto_client_parse(c);
     }
-    if (c->reading && !wn_client_can_parse(c)) {
+    if (c->reading && !c->lingering && !wn_client_can_parse(c)) {
         uv_read_stop(s);
         c->reading = false;
         pace_watch(c);
@@ -362,6 +376,39 @@ static void on_written(void *arg, int status, uint64_t bytes)
     if (status < 0)
         c->broken = true;
     wn_client_mark(c);
+}
+
+/*
+ * c's last reply is written: may it close now, or is it worth lingering
+ * (WN_CLIENT_LINGER_MS)? Not when the client closed its side (it sent
+ * all it will, walnut read it all), nor when its socket holds nothing
+ * unacknowledged: the client's kernel has every reply, a reset cannot take
+ * them away. Else FIN, and read on until one of those or no progress.
+ */
+static bool linger(client_t *c)
+{
+    uv_os_fd_t fd;
+    int unacked;
+    if (c->eof || uv_fileno(&c->h.handle, &fd) < 0 || ioctl(fd, SIOCOUTQ, &unacked) < 0)
+        return false;
+    uint64_t now = uv_now(&c->w->loop);
+    if (!c->lingering) {
+        if (unacked <= 0 || shutdown(fd, SHUT_WR) < 0)
+            return false;
+        c->lingering = true;
+        c->stall_ms = now;
+        c->stall_queue = (size_t)unacked;
+        start_reading(c);
+        pace_timer_on(c->w);
+        return true;
+    }
+    if (unacked <= 0)
+        return false;
+    if ((size_t)unacked != c->stall_queue) {
+        c->stall_queue = (size_t)unacked;
+        c->stall_ms = now;
+    }
+    return now - c->stall_ms < WN_CLIENT_LINGER_MS;
 }
 
 /* Nothing more will be asked or answered. */
@@ -731,11 +778,11 @@ void wn_client_flush(client_t *c)
         compact_ready(c);
     }
     if (c->close_on_write) {
-        if (c->reading) {
+        if (c->writes > 0 && c->reading) {
             uv_read_stop(&c->h.stream);
             c->reading = false;
         }
-        if (c->writes == 0)
+        if (c->writes == 0 && !linger(c))
             client_close(c, false);
         return;
     }

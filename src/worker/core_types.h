@@ -590,6 +590,7 @@ struct client {
                               WN_BATCH_DEPTH_FULL), as counted in its worker's
                               reqs_waiting (wn_client_recount) */
     bool close_on_write;   /* close once the queued writes are done */
+    bool lingering;        /* closing: FIN sent, reading on (see WN_CLIENT_LINGER_MS) */
     bool unpaced;          /* read past the soft bounds (see WN_CLIENT_STALL_MS) */
     segv_t backlog;        /* replies copied out of their requests while a write was under
                               way (compact_ready), next to write */
@@ -658,6 +659,15 @@ static inline bool wn_client_can_parse(const client_t *c)
  * Watched by a worker timer while such a client exists.
  */
 #define WN_CLIENT_STALL_MS 1000
+/*
+ * A client that sent more than walnut read (bytes after `quit`, after a
+ * request it cannot frame) would get a reset from close(2), and a reset
+ * throws away what its socket had not delivered yet: the replies it asked
+ * for first. Once its last reply is written walnut sends FIN instead and
+ * reads on, dropping what comes, until the client has taken everything
+ * (nothing unacknowledged), closes, or takes nothing for this long.
+ */
+#define WN_CLIENT_LINGER_MS 2000
 void wn_client_pace_init(wn_worker_t *w);
 
 /* A connection accepted on the pool's listener: fd is the client's, a unix

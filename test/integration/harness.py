@@ -1176,6 +1176,44 @@ def send_and_read(port, data, nbytes, timeout=IO_TIMEOUT):
         return got, err
 
 
+def last_replies_then_more(port, asked, more, wait=1.0, timeout=IO_TIMEOUT):
+    """A client that sends `asked` (requests ending with one after which the
+    server closes: quit, or bytes it cannot frame), then `more` bytes the
+    server will not look at, and reads nothing for `wait` s through a small
+    receive buffer, so the replies are still on their way when the server is
+    done. Returns (what it then read, "EOF" or "RST"). The sender runs on a
+    thread of its own: `more` may be larger than the sockets take."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(timeout)
+    try:
+        s.connect((HOST, port))
+
+        def writer():
+            try:
+                s.sendall(asked + more)
+            except OSError:
+                pass
+
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        time.sleep(wait)
+        got = []
+        end = "EOF"
+        try:
+            while True:
+                d = s.recv(1 << 16)
+                if not d:
+                    break
+                got.append(d)
+        except ConnectionResetError:
+            end = "RST"
+        t.join(timeout)
+        return b"".join(got), end
+    finally:
+        s.close()
+
+
 # ---------------------------------------------------------------------------
 # Redis: RESP2 encoding and parsing, redis-server asked directly
 

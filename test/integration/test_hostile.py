@@ -294,6 +294,28 @@ class TestProtocolFraming(HostileCase):
                          "`set x` sent after `quit` was run (get through walnut: %r)" % got)
         self.assertEqual(got, b"END\r\n")
 
+    def test_01b_replies_before_quit_arrive_whole_when_more_follows(self):
+        """Defect 1, the other half: a client that sent more after `quit`
+        than walnut read, and reads its replies slowly, gets every reply asked
+        before `quit`, then EOF. Closing over unread bytes makes the kernel
+        reset the connection and throw away what it had not delivered: the
+        client got 1 of 3.8 MB, then a reset (memcached 1.6.18 itself does
+        that)."""
+        mc = h.Memcached(self.tmp, name="mcbig", extra=["-I", "2m"]).start()
+        self.addCleanup(mc.kill)
+        px = self.proxy([mc], timeout=10000)
+        size = 1900000
+        for k in (b"q1", b"q2"):
+            h.mc_command(mc.port, b"set %s 0 0 %d\r\n%s\r\n" % (k, size, k * (size // 2)),
+                         expect=b"STORED\r\n")
+        want = get_reply([(b"q1", 0, b"q1" * (size // 2)), (b"q2", 0, b"q2" * (size // 2))])
+        for more in (b"get q1\r\n" * 10, b"x" * (4 << 20)):
+            with self.subTest(more=more[:8], n=len(more)):
+                got, end = h.last_replies_then_more(px.port(), b"get q1 q2\r\nquit\r\n", more)
+                self.assertTrue(got == want and end == "EOF",
+                                "got %d of %d bytes, then %s" % (len(got), len(want), end))
+        h.mc_command(px.port(), b"get q3\r\n", expect=b"END\r\n")  # walnut answers on
+
     def read_until_version(self, c, what):
         lines = []
         for _ in range(6):

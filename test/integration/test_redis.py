@@ -1933,6 +1933,30 @@ class TestRedis(RedisCase):
         # as redis-server does
         self.assertSameAsDirect(self.port, self.backends[0].port, b"PING\r\nQUIT\r\nPING\r\n")
 
+    def test_last_replies_arrive_whole_when_more_follows(self):
+        """A client that sends more after QUIT, or after a request walnut
+        cannot frame, than walnut read, and reads slowly, still gets every
+        reply before it, then EOF: closing over unread bytes made the kernel
+        reset the connection and drop what it had not delivered (got 1 of
+        3.8 MB; redis-server 7.0 does that too)."""
+        k = self.key_per_backend(1)[:2]  # on two servers
+        size = 1900000
+        vals = [bytes([65 + i]) * size for i in range(2)]
+        h.redis_pipeline(self.port, [("SET", k[i], vals[i]) for i in range(2)])
+        mget = resp_array([resp_bulk(v) for v in vals])
+        for last, reply in ((resp("QUIT"), b"+OK\r\n"),
+                            (b"*1\r\n$x\r\n", b"-ERR Protocol error: invalid bulk length\r\n")):
+            for more in (resp("PING") * 10, b"x" * (4 << 20)):
+                with self.subTest(last=last, more=more[:8], n=len(more)):
+                    got, end = h.last_replies_then_more(
+                        self.port, resp("MGET", *k) + resp("GET", k[0]) + last, more)
+                    want = mget + resp_bulk(vals[0]) + reply
+                    self.assertTrue(got == want and end == "EOF",
+                                    "got %d of %d bytes, then %s; %s" % (
+                                        len(got), len(want), end, h.describe_mismatch(want, got)))
+        with self.raw(self.port) as c:  # walnut answers on
+            c.request(resp("PING"), b"+PONG\r\n")
+
     def test_select(self):
         """SELECT 0 (and SELECT <redis_db>) is +OK; any other db a clear -ERR;
         what is no integer to redis-server gets its error (it got walnut's)."""
