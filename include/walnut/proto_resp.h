@@ -652,7 +652,9 @@ uint16_t wn_rcmd_count(void);
 const char *wn_rcmd_class_name(wn_rcmd_class_t cls);
 
 /* redis-server's generic arity check for a request of argc args (the name
- * counted), plus its whole-pairs check for MSET and MSETNX. */
+ * counted), made before it asks for AUTH. */
+bool wn_rcmd_arity_ok(const wn_rcmd_t *cmd, uint32_t argc);
+/* That, plus the whole-pairs check MSET and MSETNX make when they run. */
 bool wn_rcmd_argc_ok(const wn_rcmd_t *cmd, uint32_t argc);
 
 /*

@@ -390,9 +390,14 @@ const char *wn_rcmd_class_name(wn_rcmd_class_t cls)
     return (unsigned)cls < WN_RCMD_CLASS_COUNT ? class_names[cls] : NULL;
 }
 
+bool wn_rcmd_arity_ok(const wn_rcmd_t *cmd, uint32_t argc)
+{
+    return cmd->arity >= 0 ? argc == (uint32_t)cmd->arity : argc >= (uint32_t)-cmd->arity;
+}
+
 bool wn_rcmd_argc_ok(const wn_rcmd_t *cmd, uint32_t argc)
 {
-    if (cmd->arity >= 0 ? argc != (uint32_t)cmd->arity : argc < (uint32_t)-cmd->arity)
+    if (!wn_rcmd_arity_ok(cmd, argc))
         return false;
     /* MSET, MSETNX: key/value pairs to the end */
     if (cmd->key_step == 2 && cmd->last_key == -1)

@@ -36,12 +36,16 @@ static int fail(wn_resp_req_parser_t *p, wn_resp_req_err_t err)
 
 /*
  * Find the "\r" of a "*N" or "$N" line and make sure the byte after it has
- * arrived. 0 with *cr; WN_EAGAIN; or WN_EPROTO for `too_big`.
+ * arrived. 0 with *cr; WN_EAGAIN; or WN_EPROTO for `too_big`. As
+ * redis-server, the line may run to the inline bound (64 KiB) before it is
+ * too big: a longer number in it is then merely not one it takes
+ * ("invalid bulk length"); max_line, if larger, for the longest valid one.
  */
 static int find_cr(wn_resp_req_parser_t *p, const char *buf, size_t n, wn_resp_req_err_t too_big,
                    uint32_t *cr)
 {
-    resp_line_scan_t s = {&p->scanned, &p->stuck, p->lim.max_line - 1, '\r', false};
+    uint32_t most = WN_MAX(p->lim.max_inline, p->lim.max_line - 2);
+    resp_line_scan_t s = {&p->scanned, &p->stuck, most + 1, '\r', false};
     switch (resp_line_find(&s, buf, n, cr)) {
     case RESP_LINE_FOUND:
         return (size_t)*cr + 1 < n ? 0 : WN_EAGAIN;
@@ -105,10 +109,14 @@ static int multibulk_line(wn_resp_req_parser_t *p, const char *buf, size_t n,
                          &count, &line_len);
     if (rc != 0)
         return rc;
-    if (count > (int64_t)p->lim.max_args)
+    /* redis-server's order: past INT_MAX, then the unauthenticated bound,
+     * then walnut's own (max_args, lower than INT_MAX) */
+    if (count > INT32_MAX)
         return fail(p, WN_RESP_REQERR_MBULK_LEN);
     if (p->unauth && count > (int64_t)WN_RESP_UNAUTH_MAX_ARGS)
         return fail(p, WN_RESP_REQERR_MBULK_UNAUTH);
+    if (count > (int64_t)p->lim.max_args)
+        return fail(p, WN_RESP_REQERR_MBULK_LEN);
     line_done(p);
     if (count <= 0) {
         tok_init(tok, WN_RESP_REQ_EMPTY, line_len);

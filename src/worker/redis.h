@@ -135,6 +135,29 @@ typedef struct redis_sconn {
     bool replied;            /* a reply has completed on this connection */
 } redis_sconn_t;
 
+/*
+ * A client that has not authenticated gets -NOAUTH for cmd (after the
+ * checks redis-server makes first: the command known, its arity)? Not for
+ * what redis-server answers before AUTH: AUTH, HELLO, QUIT and RESET run
+ * there without it (walnut refuses RESET either way), and DEBUG is refused
+ * first (enable-debug-command).
+ */
+static inline bool wn_redis_needs_auth(const redis_client_t *c, const wn_rcmd_t *cmd)
+{
+    if (c->authed)
+        return false;
+    switch ((wn_rcmd_id_t)cmd->id) {
+    case WN_RCMD_ID_AUTH:
+    case WN_RCMD_ID_HELLO:
+    case WN_RCMD_ID_QUIT:
+    case WN_RCMD_ID_RESET:
+    case WN_RCMD_ID_DEBUG:
+        return false;
+    default:
+        return true;
+    }
+}
+
 static inline redis_req_t *redis_req(req_t *r)
 {
     return (redis_req_t *)r;

@@ -280,9 +280,7 @@ static void command_known(redis_client_t *c, redis_req_t *r)
     const wn_rcmd_t *cmd = r->cmd;
     r->reply_type = cmd != NULL ? wn_rcmd_reply_type(cmd, r->nargs) : 0;
     bool answered_here = cmd == NULL || !wn_rcmd_argc_ok(cmd, r->nargs) ||
-                         cmd->cls == WN_RCMD_UNSUPPORTED ||
-                         (!c->authed && cmd->id != WN_RCMD_ID_AUTH && cmd->id != WN_RCMD_ID_HELLO &&
-                          cmd->id != WN_RCMD_ID_QUIT) ||
+                         cmd->cls == WN_RCMD_UNSUPPORTED || wn_redis_needs_auth(c, cmd) ||
                          c->tx_refused; /* the body of a refused transaction runs nowhere */
     wn_stat_add(&c->c.pool->stats->cmds[cmd != NULL ? cmd->id : WN_RCMD_STAT_UNKNOWN], 1);
     if (answered_here && !c->cur_swallow) {

@@ -82,6 +82,20 @@ static void reply_arg(redis_req_t *r, uint32_t i)
 
 /* ---- errors for what walnut does not forward ------------------------------ */
 
+/*
+ * redis-server refuses an EXEC as it aborts a transaction: the error line
+ * `err` after "-EXECABORT Transaction discarded because of: ", without its
+ * "-" (its "-ERR ": that code is not in redis-server's message) and CR LF,
+ * into line (cap bytes). Returns its length.
+ */
+static int exec_abort(char *line, size_t cap, const char *err, size_t len)
+{
+    size_t skip = len >= 5 && memcmp(err, "-ERR ", 5) == 0 ? 5 : 1;
+    int n = snprintf(line, cap, "-EXECABORT Transaction discarded because of: %.*s\r\n",
+                     len >= skip + 2 ? (int)(len - skip - 2) : 0, err + skip);
+    return n < 0 || (size_t)n >= cap ? 0 : n;
+}
+
 static void answer_refused(redis_client_t *c, redis_req_t *r)
 {
     char line[WN_RESP_UNKNOWN_CMD_MAX + WN_RESP_UNSUPPORTED_MAX];
@@ -96,11 +110,19 @@ static void answer_refused(redis_client_t *c, redis_req_t *r)
         }
         n = wn_resp_compose_unknown_cmd(line, sizeof(line), c->name, c->name_len, args,
                                         c->nerrargs);
-    } else if (!wn_rcmd_argc_ok(r->cmd, r->nargs)) {
+    } else if (!wn_rcmd_arity_ok(r->cmd, r->nargs) ||
+               (!wn_redis_needs_auth(c, r->cmd) && !wn_rcmd_argc_ok(r->cmd, r->nargs))) {
         n = wn_resp_compose_arity_error(line, sizeof(line), r->cmd->name, strlen(r->cmd->name));
-    } else if (!c->authed) {
+        if (r->cmd->id == WN_RCMD_ID_EXEC && n > 0) {
+            char err[WN_RESP_ARITY_ERR_MAX];
+            memcpy(err, line, (size_t)n);
+            n = exec_abort(line, sizeof(line), err, (size_t)n);
+        }
+    } else if (wn_redis_needs_auth(c, r->cmd)) {
         n = (int)strlen(NOAUTH);
         memcpy(line, NOAUTH, (size_t)n);
+        if (r->cmd->id == WN_RCMD_ID_EXEC) /* in redis-server's own words there */
+            n = exec_abort(line, sizeof(line), WN_RESP_NOAUTH_LINE, strlen(WN_RESP_NOAUTH_LINE));
     } else {
         n = wn_resp_compose_unsupported(line, sizeof(line), r->cmd);
     }
@@ -447,8 +469,8 @@ static void do_client(redis_client_t *c, redis_req_t *r)
 /*
  * After a refused MULTI a client may go on as if in a transaction (redis-py
  * sends MULTI, the commands and EXEC in one write): run none of them, as
- * redis-server runs none of a transaction whose EXEC fails. EXEC ends it
- * with redis-server's EXECABORT, DISCARD with +OK, RESET (which ends a
+ * redis-server runs none of a transaction whose EXEC fails. EXEC (of any
+ * arity) ends it with redis-server's EXECABORT, DISCARD with +OK, RESET (which ends a
  * transaction in redis-server) with its own refusal; QUIT still quits.
  * MULTI's error says so, for a client that reads it before going on.
  */
@@ -461,10 +483,14 @@ static void answer_in_refused_tx(redis_client_t *c, redis_req_t *r)
     } else if (cmd != NULL && cmd->id == WN_RCMD_ID_DISCARD && wn_rcmd_argc_ok(cmd, r->nargs)) {
         c->tx_refused = false;
         reply_str(r, "+OK\r\n");
-    } else if (cmd != NULL && cmd->id == WN_RCMD_ID_EXEC && wn_rcmd_argc_ok(cmd, r->nargs)) {
+    } else if (cmd != NULL && cmd->id == WN_RCMD_ID_EXEC) {
+        /* with the wrong arity too: redis-server's EXECABORT for that */
         c->tx_refused = false;
-        reply_error(r, "-EXECABORT Transaction discarded because walnut refused its MULTI "
-                       "(transactions need a dedicated server connection)\r\n");
+        if (wn_rcmd_argc_ok(cmd, r->nargs))
+            reply_error(r, "-EXECABORT Transaction discarded because walnut refused its MULTI "
+                           "(transactions need a dedicated server connection)\r\n");
+        else
+            answer_refused(c, r);
     } else {
         reply_error(r, "-ERR not run: walnut refused this connection's MULTI (transactions need "
                        "a dedicated server connection); EXEC or DISCARD ends it\r\n");
@@ -484,8 +510,7 @@ void wn_redis_local(redis_client_t *c, redis_req_t *r)
         return;
     }
     if (cmd == NULL || !wn_rcmd_argc_ok(cmd, r->nargs) || cmd->cls == WN_RCMD_UNSUPPORTED ||
-        (!c->authed && cmd->id != WN_RCMD_ID_AUTH && cmd->id != WN_RCMD_ID_HELLO &&
-         cmd->id != WN_RCMD_ID_QUIT)) {
+        wn_redis_needs_auth(c, cmd)) {
         /* what the client sends next belongs to a transaction it thinks open */
         c->tx_refused = cmd != NULL && cmd->id == WN_RCMD_ID_MULTI && c->authed &&
                         wn_rcmd_argc_ok(cmd, r->nargs);

@@ -2150,13 +2150,17 @@ class TestRedis(RedisCase):
             self.assertEqual([c.recv_line() for _ in range(3)],
                              [tx, b"-ERR unsupported command 'reset': server administration goes "
                               b"to each server directly\r\n", b":2\r\n"])
-            # EXEC and DISCARD with the wrong arity do not end it; QUIT quits
-            c.send(resp("MULTI") + resp("EXEC", "x") + resp("DISCARD", "x") + resp("QUIT"))
-            self.assertEqual([c.recv_line() for _ in range(4)],
-                             [tx, not_run, not_run, b"+OK\r\n"])
+            # DISCARD with the wrong arity does not end it; EXEC with the wrong
+            # arity does, with redis-server's EXECABORT; QUIT quits
+            c.send(resp("MULTI") + resp("DISCARD", "x") + resp("EXEC", "x") + resp("INCR", k0) +
+                   resp("MULTI") + resp("QUIT"))
+            self.assertEqual([c.recv_line() for _ in range(6)],
+                             [tx, not_run, b"-EXECABORT Transaction discarded because of: wrong "
+                              b"number of arguments for 'exec' command\r\n", b":3\r\n", tx,
+                              b"+OK\r\n"])
             c.expect_closed(what="QUIT closes the connection")
         self.assertIsNone(self.backends[1].call("GET", k1), "a refused transaction wrote")
-        self.assertEqual(self.backends[0].call("GET", k0), b"2")
+        self.assertEqual(self.backends[0].call("GET", k0), b"3")
         # before AUTH, MULTI gets NOAUTH and starts nothing (test_auth)
 
     # ------------------------------------------------------- AUTH, redis_db
@@ -2201,17 +2205,30 @@ class TestRedis(RedisCase):
             c.request(resp("GET", "k"), noauth, what="after a failed AUTH (twemproxy's rule)")
             c.request(resp("AUTH", "default", self.PASSWORD), b"+OK\r\n")
             c.request(resp("GET", "k"), resp_bulk(b"v"))
-        # unknown command and wrong arity before AUTH: what redis-server says
+        # unknown command and wrong arity before AUTH: what redis-server says;
+        # MSET's pairs are checked after AUTH; EXEC's refusals are EXECABORTs
         d = backends[0].port
-        data = resp("NOSUCH", "a") + resp("GET") + resp("MSET", "a") + resp("MSET", "a", "b")
+        data = (resp("NOSUCH", "a") + resp("GET") + resp("MSET", "a") + resp("MSET", "a", "b") +
+                resp("MSET", "a", "1", "b") + resp("EXEC") + resp("EXEC", "x"))
         got, want = [], []
         for p_, out in ((port, got), (d, want)):
             with h.Raw(p_) as c:
                 c.send(data)
-                out.extend(c.recv_resp() for _ in range(4))
-        self.assertEqual(got[:3], want[:3])
-        self.assertEqual((got[3], want[3]), (noauth, b"-NOAUTH Authentication required.\r\n"),
+                out.extend(c.recv_resp() for _ in range(7))
+        self.assertEqual(got[:3] + got[5:], want[:3] + want[5:])
+        self.assertEqual(got[5], b"-EXECABORT Transaction discarded because of: NOAUTH "
+                         b"Authentication required.\r\n")
+        self.assertEqual((got[3:5], want[3:5]), ([noauth] * 2,
+                                                 [b"-NOAUTH Authentication required.\r\n"] * 2),
                          "walnut: twemproxy's NOAUTH text (no period)")
+        # RESET runs before AUTH in redis-server, DEBUG is refused there first:
+        # walnut's refusals of both, not NOAUTH
+        with self.raw(port) as c:
+            c.request(resp("RESET"), b"-ERR unsupported command 'reset': server administration "
+                      b"goes to each server directly\r\n")
+            c.request(resp("DEBUG", "SLEEP", "0"), b"-ERR unsupported command 'debug': server "
+                      b"administration goes to each server directly\r\n")
+            c.request(resp("GET", "k"), noauth)
         # AUTH and a command in one write; HELLO 2 AUTH
         with self.raw(port) as c:
             c.request(resp("AUTH", self.PASSWORD) + resp("GET", "k"), b"+OK\r\n$1\r\nv\r\n")

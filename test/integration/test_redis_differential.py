@@ -112,10 +112,6 @@ ALLOWED = [
          why="the SET inside the refused transaction did not run (redis-server ran it at EXEC)"),
     dict(name="no transaction, dbsize", cmd=r"^GET s2$", walnut=rb"\$1\r\ny\r\n",
          why="FLUSHDB and FLUSHALL are refused, so the key is still there"),
-    dict(name="exec arity", cmd=r"^EXEC a$",
-         walnut=rb"-ERR wrong number of arguments for 'exec' command\r\n",
-         why="redis-server words a rejected EXEC as -EXECABORT Transaction discarded because "
-             "of: ...; walnut has no transactions and gives the plain arity error"),
     dict(name="bulk crlf", line=r'^raw "\*1\\r\\n\$4\\r\\nPINGxx',
          walnut=rb"-ERR Protocol error: bulk data not followed by CRLF\r\n",
          why="redis-server skips the two bytes after a bulk unseen; walnut checks them and "

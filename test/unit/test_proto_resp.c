@@ -340,15 +340,16 @@ static const req_case_t req_cases[] = {
     {IN("*1\rx$4\r\nPING\r\n"), "!" E_MBULK, PONG},
     {IN("*1\r\n$4\rxPING\r\n"), "*1 !" E_BULK, PONG},
     {IN("*1\r\n$4\r\nPINGxx" PING), "*1 $4:PING !" E_CRLF, PONG PONG},
-    /* a NUL hides the line's end: redis-server waits until 64 KiB, walnut
-     * until max_line */
+    /* a NUL hides the line's end: redis-server and walnut wait until 64 KiB
+     * (test_request_limits) */
     {IN("*1\0\r\n" PING), "?", ""},
     {IN("*1\r\n$\0" "4\r\nPING\r\n"), "*1 ?", ""},
-    {IN("*1\0\r\n" PING PING PING PING PING), "!" E_MBULK_BIG, NULL},
-    /* no "\r" within max_line (64): redis-server says the same at 64 KiB */
-    {IN("*" D70), "!" E_MBULK_BIG, NULL},
-    {IN("*1\r\n$" D70), "*1 !" E_BULK_BIG, NULL},
-    {IN("*" D70 "\r\n"), "!" E_MBULK_BIG, NULL}, /* redis-server: invalid multibulk length */
+    {IN("*1\0\r\n" PING PING PING PING PING), "?", ""},
+    /* no "\r" yet: both wait, until 64 KiB; a number too long to be one */
+    {IN("*" D70), "?", ""},
+    {IN("*1\r\n$" D70), "*1 ?", ""},
+    {IN("*" D70 "\r\n"), "!" E_MBULK, E_MBULK "\r\n"},
+    {IN("*1\r\n$" D70 "\r\n"), "*1 !" E_BULK, E_BULK "\r\n"},
 
     /* inline */
     {IN("PING\r\n"), "I[PING]", PONG},
@@ -542,8 +543,9 @@ static void test_request_limits(void **state)
     assert_int_equal(wn_resp_request_next(&p, "$11\r\n", 5, &tok), WN_EPROTO);
     assert_int_equal(p.err, WN_RESP_REQERR_BULK_LEN);
 
-    /* "*" lines: the "\r" must come within max_line - 2 bytes; up to
-     * max_line - 2 bytes without it are merely incomplete */
+    /* "*" lines: the "\r" must come within max_inline bytes, or max_line - 2
+     * where that is more (here); up to that many without it are merely
+     * incomplete */
     char line[64];
     memset(line, '1', sizeof line);
     line[0] = '*';
@@ -563,6 +565,57 @@ static void test_request_limits(void **state)
     wn_resp_req_parser_init(&p, &tiny);
     assert_int_equal(wn_resp_request_next(&p, "*1\r\n", 4, &tok), 4);
     assert_int_equal(wn_resp_request_next(&p, "$536870912\r\n", 12, &tok), 12);
+
+    /* the defaults: a "*N" or "$N" line may run to 64 KiB before its "\r",
+     * as in redis-server: longer numbers are refused as numbers, not as
+     * lines (measured: 62 digits, 100 leading zeros: "invalid bulk length") */
+    size_t wide_n = WN_RESP_MAX_INLINE + 8;
+    char *wl = malloc(wide_n);
+    assert_non_null(wl);
+    for (int lead = 0; lead < 2; lead++) {
+        memset(wl, '0', wide_n);
+        wl[0] = lead ? '$' : '*';
+        wn_resp_req_err_t len_err = lead ? WN_RESP_REQERR_BULK_LEN : WN_RESP_REQERR_MBULK_LEN;
+        wn_resp_req_err_t big_err =
+            lead ? WN_RESP_REQERR_BULK_TOO_BIG : WN_RESP_REQERR_MBULK_TOO_BIG;
+        for (size_t len = 63; len <= WN_RESP_MAX_INLINE; len += WN_RESP_MAX_INLINE - 63) {
+            memset(wl + 1, '9', len - 1);
+            memcpy(wl + len, "\r\n", 2);
+            wn_resp_req_parser_t wp;
+            wn_resp_req_parser_init(&wp, NULL);
+            if (lead)
+                assert_int_equal(wn_resp_request_next(&wp, "*1\r\n", 4, &tok), 4);
+            for (size_t k = 1; k < len + 2; k += 4096) /* as it arrives */
+                assert_int_equal(wn_resp_request_next(&wp, wl, k, &tok), WN_EAGAIN);
+            assert_int_equal(wn_resp_request_next(&wp, wl, len + 2, &tok), WN_EPROTO);
+            assert_int_equal(wp.err, len_err);
+        }
+        memset(wl + 1, '0', 100); /* leading zeros */
+        memcpy(wl + 101, "4\r\n", 3);
+        wn_resp_req_parser_t zp;
+        wn_resp_req_parser_init(&zp, NULL);
+        if (lead)
+            assert_int_equal(wn_resp_request_next(&zp, "*1\r\n", 4, &tok), 4);
+        assert_int_equal(wn_resp_request_next(&zp, wl, 104, &tok), WN_EPROTO);
+        assert_int_equal(zp.err, len_err);
+        memset(wl + 1, '9', wide_n - 1); /* no "\r" at all */
+        wn_resp_req_parser_t bp;
+        wn_resp_req_parser_init(&bp, NULL);
+        if (lead)
+            assert_int_equal(wn_resp_request_next(&bp, "*1\r\n", 4, &tok), 4);
+        assert_int_equal(wn_resp_request_next(&bp, wl, WN_RESP_MAX_INLINE, &tok), WN_EAGAIN);
+        assert_int_equal(wn_resp_request_next(&bp, wl, WN_RESP_MAX_INLINE + 1, &tok), WN_EPROTO);
+        assert_int_equal(bp.err, big_err);
+        wl[2] = '\0'; /* a NUL hides a "\r" after it, as from redis-server's strchr */
+        wl[3] = '\r';
+        wn_resp_req_parser_init(&bp, NULL);
+        if (lead)
+            assert_int_equal(wn_resp_request_next(&bp, "*1\r\n", 4, &tok), 4);
+        assert_int_equal(wn_resp_request_next(&bp, wl, WN_RESP_MAX_INLINE, &tok), WN_EAGAIN);
+        assert_int_equal(wn_resp_request_next(&bp, wl, WN_RESP_MAX_INLINE + 1, &tok), WN_EPROTO);
+        assert_int_equal(bp.err, big_err);
+    }
+    free(wl);
 
     /* inline: max_inline bytes before the "\n", as redis-server counts */
     char in[32];
@@ -618,6 +671,19 @@ static void test_request_unauth(void **state)
     wn_resp_req_parser_set_unauth(&p, true);
     assert_int_equal(wn_resp_request_next(&p, "*2147483648\r\n", 13, &tok), WN_EPROTO);
     assert_int_equal(p.err, WN_RESP_REQERR_MBULK_LEN);
+    /* then the unauthenticated one, before walnut's own bound on arguments
+     * (redis-server: "unauthenticated multibulk length" up to INT_MAX) */
+    static const char *const over[] = {"*1048577\r\n", "*2147483647\r\n"};
+    for (size_t i = 0; i < 2; i++) {
+        wn_resp_req_parser_init(&p, NULL);
+        wn_resp_req_parser_set_unauth(&p, true);
+        assert_int_equal(wn_resp_request_next(&p, over[i], strlen(over[i]), &tok), WN_EPROTO);
+        assert_int_equal(p.err, WN_RESP_REQERR_MBULK_UNAUTH);
+        wn_resp_req_parser_set_unauth(&p, false);
+        wn_resp_req_parser_init(&p, NULL);
+        assert_int_equal(wn_resp_request_next(&p, over[i], strlen(over[i]), &tok), WN_EPROTO);
+        assert_int_equal(p.err, WN_RESP_REQERR_MBULK_LEN);
+    }
     wn_resp_req_parser_init(&p, NULL);
     wn_resp_req_parser_set_unauth(&p, true);
     assert_int_equal(wn_resp_request_next(&p, "*2\r\n", 4, &tok), 4);
