@@ -680,21 +680,41 @@ static bool evict(wn_worker_t *w, uint64_t shed, uint64_t total)
     return any;
 }
 
+/* The total w sees, when w is over its share (else 0): within its share a
+ * worker never looks further: the total is the others' to bring down, and
+ * a client alone may hold more than the share while the total is under the
+ * bound. */
+static uint64_t total_over_share(const wn_worker_t *w, uint64_t *share)
+{
+    const wn_client_budget_t *b = w->budget;
+    *share = b->memory_limit / (uint64_t)w->nworkers;
+    if (w->clients_held <= *share)
+        return 0;
+    uint64_t total = w->clients_held;
+    for (int i = 0; i < w->nworkers; i++)
+        if (i != w->id)
+            total += atomic_load_explicit(&b->held[i].bytes, memory_order_relaxed);
+    return total;
+}
+
+bool wn_client_memory_over(const wn_worker_t *w)
+{
+    /* after each server read: within its share (the common case) at the
+     * cost of a multiplication */
+    uint64_t share;
+    return w->budget != NULL && w->budget->held != NULL &&
+           w->clients_held * (uint64_t)w->nworkers > w->budget->memory_limit &&
+           total_over_share(w, &share) > w->budget->memory_limit;
+}
+
 bool wn_client_memory_check(wn_worker_t *w)
 {
     wn_client_budget_t *b = w->budget;
     if (b == NULL || b->held == NULL)
         return false;
     atomic_store_explicit(&b->held[w->id].bytes, w->clients_held, memory_order_relaxed);
-    /* Within its share, a worker never looks further: the total is the
-     * others' to bring down, and a client alone may hold more than the
-     * share while the total is under the bound. */
-    uint64_t share = b->memory_limit / (uint64_t)w->nworkers;
-    if (w->clients_held <= share)
-        return false;
-    uint64_t total = 0;
-    for (int i = 0; i < w->nworkers; i++)
-        total += atomic_load_explicit(&b->held[i].bytes, memory_order_relaxed);
+    uint64_t share;
+    uint64_t total = total_over_share(w, &share);
     if (total <= b->memory_limit)
         return false;
     return evict(w, WN_MIN(total - b->memory_limit, w->clients_held - share), total);

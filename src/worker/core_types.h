@@ -320,6 +320,8 @@ struct sconn {
     int fail_err;         /* failed: close at the next flush with this error */
     bool recycle;         /* close once nothing written waits for a reply; what is
                              unsent goes on a new connection (wn_sconn_recycle) */
+    bool read_paused;     /* not read for the rest of the turn: clients over
+                             --client-memory (server.c's on_read); the flush reads on */
     sconn_t *dirty_next;
     req_t *head;          /* FIFO: sent or waiting to be sent, oldest first (refs held) */
     req_t *tail;
@@ -691,6 +693,9 @@ void wn_client_flush(client_t *c);
  * holding the most to be disconnected by this flush until the excess is
  * shed. true if it marked any. */
 bool wn_client_memory_check(wn_worker_t *w);
+/* Clients over --client-memory now, as this worker sees the total (its own
+ * hold now, the others' as last published); false with no bound. */
+bool wn_client_memory_over(const wn_worker_t *w);
 /* Stop: answer what is in flight (and on its way); close once drained. */
 void wn_client_shutdown(client_t *c);
 

@@ -429,6 +429,29 @@ class TestClientMemory(h.ProxyTestCase):
                 time.sleep(0.1)
         return hogs, base, peak
 
+    def test_one_turn_of_reads_does_not_pass_the_bound_far(self):
+        """The bound is weighed after a turn, and libuv reads a ready server
+        socket up to 32 times a turn: one client pipelining 20 gets of a 1 MB
+        value without reading was disconnected holding 13.2 MiB under
+        --client-memory=1M (an adversarial pass). A server connection is now
+        not read further in a turn once the clients are over the bound."""
+        self.start("--client-memory", "1M")
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((h.HOST, self.px.port()))
+        self.addCleanup(s.close)
+        s.sendall(b"get big\r\n" * 20)
+        h.wait_until(lambda: self.stats()["alpha"]["client_evicted"] >= 1, deadline=30,
+                     what="the client disconnected")
+        held = [int(n) for n in re.findall(r"disconnecting the client holding the most "
+                                           r"\((\d+) bytes", self.px.log())]
+        self.assertTrue(held, self.px.log()[-2000:])
+        # the bound, plus one read of a server connection (a value) at most
+        self.assertLess(held[0], (1 << 20) + 2 * self.VALUE, "held %d bytes" % held[0])
+        with h.Raw(self.px.port()) as c:  # the server connection reads on
+            c.request(b"get big\r\n", b"VALUE big 0 %d\r\n%s\r\nEND\r\n"
+                      % (self.VALUE, b"v" * self.VALUE), timeout=30)
+
     def test_clients_holding_the_most_are_disconnected_past_the_bound(self):
         self.start("--client-memory", "%dM" % self.BOUND_MIB)
         self.assertIn("clients may hold %d MiB in all (--client-memory); past it, the workers "
