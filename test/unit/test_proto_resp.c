@@ -506,6 +506,27 @@ static void assert_req_err(const char *s, size_t n, const wn_resp_limits_t *lim,
     assert_int_equal(p.err, err);
 }
 
+/* A parser about to read a "*N" line (lead 0) or, inside "*1", a "$N" one. */
+static void parser_at_count_line(wn_resp_req_parser_t *p, int lead)
+{
+    wn_resp_req_tok_t tok;
+    wn_resp_req_parser_init(p, NULL);
+    if (lead)
+        assert_int_equal(wn_resp_request_next(p, "*1\r\n", 4, &tok), 4);
+}
+
+/* line (no "\r" that counts in its first 64 KiB + 1 bytes) waits for
+ * 64 KiB, and is too big one byte later. */
+static void too_big_past_64k(const char *line, int lead, wn_resp_req_err_t big_err)
+{
+    wn_resp_req_parser_t p;
+    wn_resp_req_tok_t tok;
+    parser_at_count_line(&p, lead);
+    assert_int_equal(wn_resp_request_next(&p, line, WN_RESP_MAX_INLINE, &tok), WN_EAGAIN);
+    assert_int_equal(wn_resp_request_next(&p, line, WN_RESP_MAX_INLINE + 1, &tok), WN_EPROTO);
+    assert_int_equal(p.err, big_err);
+}
+
 static void test_request_limits(void **state)
 {
     (void)state;
@@ -582,9 +603,7 @@ static void test_request_limits(void **state)
             memset(wl + 1, '9', len - 1);
             memcpy(wl + len, "\r\n", 2);
             wn_resp_req_parser_t wp;
-            wn_resp_req_parser_init(&wp, NULL);
-            if (lead)
-                assert_int_equal(wn_resp_request_next(&wp, "*1\r\n", 4, &tok), 4);
+            parser_at_count_line(&wp, lead);
             for (size_t k = 1; k < len + 2; k += 4096) /* as it arrives */
                 assert_int_equal(wn_resp_request_next(&wp, wl, k, &tok), WN_EAGAIN);
             assert_int_equal(wn_resp_request_next(&wp, wl, len + 2, &tok), WN_EPROTO);
@@ -593,27 +612,14 @@ static void test_request_limits(void **state)
         memset(wl + 1, '0', 100); /* leading zeros */
         memcpy(wl + 101, "4\r\n", 3);
         wn_resp_req_parser_t zp;
-        wn_resp_req_parser_init(&zp, NULL);
-        if (lead)
-            assert_int_equal(wn_resp_request_next(&zp, "*1\r\n", 4, &tok), 4);
+        parser_at_count_line(&zp, lead);
         assert_int_equal(wn_resp_request_next(&zp, wl, 104, &tok), WN_EPROTO);
         assert_int_equal(zp.err, len_err);
         memset(wl + 1, '9', wide_n - 1); /* no "\r" at all */
-        wn_resp_req_parser_t bp;
-        wn_resp_req_parser_init(&bp, NULL);
-        if (lead)
-            assert_int_equal(wn_resp_request_next(&bp, "*1\r\n", 4, &tok), 4);
-        assert_int_equal(wn_resp_request_next(&bp, wl, WN_RESP_MAX_INLINE, &tok), WN_EAGAIN);
-        assert_int_equal(wn_resp_request_next(&bp, wl, WN_RESP_MAX_INLINE + 1, &tok), WN_EPROTO);
-        assert_int_equal(bp.err, big_err);
+        too_big_past_64k(wl, lead, big_err);
         wl[2] = '\0'; /* a NUL hides a "\r" after it, as from redis-server's strchr */
         wl[3] = '\r';
-        wn_resp_req_parser_init(&bp, NULL);
-        if (lead)
-            assert_int_equal(wn_resp_request_next(&bp, "*1\r\n", 4, &tok), 4);
-        assert_int_equal(wn_resp_request_next(&bp, wl, WN_RESP_MAX_INLINE, &tok), WN_EAGAIN);
-        assert_int_equal(wn_resp_request_next(&bp, wl, WN_RESP_MAX_INLINE + 1, &tok), WN_EPROTO);
-        assert_int_equal(bp.err, big_err);
+        too_big_past_64k(wl, lead, big_err);
     }
     free(wl);
 
