@@ -109,12 +109,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         uv_read_stop(s);
         c->reading = false;
         c->eof = true;
-        if (nread == UV_EOF && !c->lingering) {
+        if (nread != UV_EOF) {
+            c->broken = true;
+        } else if (!c->lingering) {
             /* Answer what was asked in full; a half-sent request is dropped. */
             wn_proto_client_eof(c);
-        } else {
-            c->broken = true;
-        }
+        } /* else the client closes after its last reply: a close like any */
         wn_client_mark(c);
         return;
     }

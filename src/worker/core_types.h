@@ -667,9 +667,12 @@ static inline bool wn_client_can_parse(const client_t *c)
  * throws away what its socket had not delivered yet: the replies it asked
  * for first. Once its last reply is written walnut sends FIN instead and
  * reads on, dropping what comes, until the client has taken everything
- * (nothing unacknowledged), closes, or takes nothing for this long.
+ * (nothing unacknowledged), closes, or takes nothing for this long. Taking
+ * is seen as the unacknowledged bytes going down, which a slow reader's
+ * receive window lets happen in steps (32 KB every 4 s for one reading
+ * 8 KB/s: 2 s cut it off, a review found).
  */
-#define WN_CLIENT_LINGER_MS 2000
+#define WN_CLIENT_LINGER_MS 10000
 void wn_client_pace_init(wn_worker_t *w);
 
 /* A connection accepted on the pool's listener: fd is the client's, a unix

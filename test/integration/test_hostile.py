@@ -309,12 +309,20 @@ class TestProtocolFraming(HostileCase):
             h.mc_command(mc.port, b"set %s 0 0 %d\r\n%s\r\n" % (k, size, k * (size // 2)),
                          expect=b"STORED\r\n")
         want = get_reply([(b"q1", 0, b"q1" * (size // 2)), (b"q2", 0, b"q2" * (size // 2))])
-        for more in (b"get q1\r\n" * 10, b"x" * (4 << 20)):
+        before = px.http_json()["alpha"]
+        for more in (b"get q1\r\n" * 10, b"x" * (4 << 20), b""):
             with self.subTest(more=more[:8], n=len(more)):
                 got, end = h.last_replies_then_more(px.port(), b"get q1 q2\r\nquit\r\n", more)
                 self.assertTrue(got == want and end == "EOF",
                                 "got %d of %d bytes, then %s" % (len(got), len(want), end))
         h.mc_command(px.port(), b"get q3\r\n", expect=b"END\r\n")  # walnut answers on
+        # Each of them closed as a client that quits does: counted in
+        # client_eof, not client_err (a review: the EOF of a client walnut
+        # lingered for was taken for a broken socket)
+        h.wait_until(lambda: px.http_json()["alpha"]["client_connections"] == 0, deadline=10)
+        after = px.http_json()["alpha"]
+        self.assertEqual((after["client_eof"] - before["client_eof"],
+                          after["client_err"] - before["client_err"]), (4, 0))
 
     def read_until_version(self, c, what):
         lines = []
