@@ -15,9 +15,7 @@
 #include <sys/socket.h>
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-
-
-
+static bool input_waiting(const client_t *c);
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
@@ -382,8 +380,10 @@ static void on_written(void *arg, int status, uint64_t bytes)
  * c's last reply is written: may it close now, or is it worth lingering
  * (WN_CLIENT_LINGER_MS)? Not when the client closed its side (it sent
  * all it will, walnut read it all), nor when its socket holds nothing
- * unacknowledged: the client's kernel has every reply, a reset cannot take
- * them away. Else FIN, and read on until one of those or no progress.
+ * unacknowledged and nothing unread (close(2) sends FIN). Else FIN, and read
+ * on until the client closes, or has acknowledged everything, the FIN too
+ * (its kernel has every reply and the end: a reset for what it sends after
+ * cannot take them away, and it reads EOF), or no progress.
  */
 static bool linger(client_t *c)
 {
@@ -393,7 +393,7 @@ static bool linger(client_t *c)
         return false;
     uint64_t now = uv_now(&c->w->loop);
     if (!c->lingering) {
-        if (unacked <= 0 || shutdown(fd, SHUT_WR) < 0)
+        if ((unacked <= 0 && !input_waiting(c)) || shutdown(fd, SHUT_WR) < 0)
             return false;
         c->lingering = true;
         c->stall_ms = now;
