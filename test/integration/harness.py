@@ -1176,18 +1176,26 @@ def send_and_read(port, data, nbytes, timeout=IO_TIMEOUT):
         return got, err
 
 
-def last_replies_then_more(port, asked, more, wait=1.0, timeout=IO_TIMEOUT):
+def last_replies_then_more(port, asked, more, wait=1.0, eager=False, timeout=IO_TIMEOUT):
     """A client that sends `asked` (requests ending with one after which the
     server closes: quit, or bytes it cannot frame), then `more` bytes the
     server will not look at, and reads nothing for `wait` s through a small
     receive buffer, so the replies are still on their way when the server is
-    done. Returns (what it then read, "EOF" or "RST"). The sender runs on a
-    thread of its own: `more` may be larger than the sockets take."""
+    done. Or, `eager`, reads at once and acknowledges each segment as it
+    comes (TCP_QUICKACK), so the server's kernel holds nothing unacknowledged
+    when its last write returns while `more` still comes. Returns (what it
+    then read, "EOF" or "RST"). The sender runs on a thread of its own:
+    `more` may be larger than the sockets take."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if eager:
+        wait = 0
+    else:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(timeout)
     try:
         s.connect((HOST, port))
+        if eager:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
         def writer():
             try:

@@ -1957,6 +1957,16 @@ class TestRedis(RedisCase):
         with self.raw(self.port) as c:  # walnut answers on
             c.request(resp("PING"), b"+PONG\r\n")
 
+    def test_quit_read_at_once_with_more_after_it_ends_in_eof(self):
+        """A client that reads each reply at once, its kernel acknowledging
+        it before walnut's last write returns, while more it sent after QUIT
+        waits unread: EOF after +OK, not a reset (walnut closed over the
+        unread bytes: 14 to 19 of 20 tries before the fix, with 1 MB after
+        QUIT; a CI run caught it once)."""
+        ends = [h.last_replies_then_more(self.port, resp("PING") + resp("QUIT"),
+                                         b"x" * (1 << 20), eager=True) for _ in range(10)]
+        self.assertEqual(ends, [(b"+PONG\r\n+OK\r\n", "EOF")] * 10)
+
     def test_select(self):
         """SELECT 0 (and SELECT <redis_db>) is +OK; any other db a clear -ERR;
         what is no integer to redis-server gets its error (it got walnut's)."""
