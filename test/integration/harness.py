@@ -1832,6 +1832,75 @@ class ProxyTestCase(unittest.TestCase):
         self.assertRegex(line, rb"^SERVER_ERROR [^\r\n]+\r\n$", what)
 
 
+class SharedProxyCase(ProxyTestCase):
+    """A TestCase class whose walnut(s) and servers start once for all its
+    tests. setUpClass calls the class's start_shared(), which appends what it
+    starts to cls.servers and cls.proxies as it goes; whatever was started is
+    stopped at the end (SIGTERM: a walnut must exit 0 promptly), or at once
+    when starting failed part way."""
+
+    servers = proxies = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = TempDir()
+        cls.servers, cls.proxies = [], []
+        try:
+            cls.start_shared()
+        except BaseException:
+            cls._stop_all(check=False)
+            raise
+
+    @classmethod
+    def start_shared(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def shared_server(cls, kind, name, **kw):
+        """A server kind(tmp, name=name, **kw) (Memcached, RedisServer),
+        started, stopped at the end."""
+        cls.servers.append(kind(cls.tmp, name=name, **kw).start())
+        return cls.servers[-1]
+
+    @classmethod
+    def shared_servers(cls, kind, n, prefix, **kw):
+        """n of them, named prefix + 0, 1, ..."""
+        return [cls.shared_server(kind, "%s%d" % (prefix, i), **kw) for i in range(n)]
+
+    @classmethod
+    def shared_proxy(cls, pools, **kw):
+        """A walnut (Proxy(tmp, pools, **kw)), started, stopped at the end."""
+        cls.proxies.append(Proxy(cls.tmp, pools, **kw).start())
+        return cls.proxies[-1]
+
+    @classmethod
+    def _stop_all(cls, check):
+        try:
+            for p in cls.proxies:
+                p.stop(check=check)
+        finally:
+            for s in cls.servers:
+                s.stop()
+            cls.tmp.cleanup()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._stop_all(check=True)
+
+    def assertProxyAlive(self):
+        for p in self.proxies:
+            if not p.alive():
+                self.fail("%s is not running (exit status %s); log:\n%s" % (
+                    p.name, p.proc.returncode, p.log()))
+
+    def watch_shared(self):
+        """At a test's start: the walnuts are alive, and their logs' tails go
+        to stderr if the test fails."""
+        self.assertProxyAlive()
+        for p in self.proxies:
+            self.addCleanup(self._log_if_failed, p)
+
+
 def report_known_diffs(stream=sys.stderr):
     if not UNDER_NUTCRACKER:
         return

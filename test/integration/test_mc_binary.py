@@ -453,59 +453,31 @@ class BinarySuite:
     EXTRA_ARGS = ()
 
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.TempDir()
-        cls.backends, cls.proxy, cls.ref = [], None, None
-        try:
-            cls.ref = h.Memcached(cls.tmp, name="ref").start()
-            cls.backends = [h.Memcached(cls.tmp, name="mc%d" % i).start()
-                            for i in range(cls.NBACKENDS)]
-            cls.pools = {"alpha": h.pool(cls.backends, timeout=10000)}
-            cls.proxy = h.Proxy(cls.tmp, cls.pools, workers=cls.WORKERS,
-                                extra=cls.EXTRA_ARGS).start()
-            cls.port = cls.proxy.port()
-            # keys on every server, found by the text path's routing
-            rng = random.Random(11)  # consecutive names hash close together
-            cand = [b"bin:%08x" % rng.getrandbits(32) for i in range(400)]
-            where = locate(cls.proxy, cand)
-            addrs = [b.addr for b in cls.backends]
-            cls.keys_on = [[k for k in cand if where[k] == a][:6] for a in addrs]
-            if not all(len(ks) == 6 for ks in cls.keys_on):
-                raise AssertionError("keys per server %s: %s" % (
-                    [len(k) for k in cls.keys_on], sorted(set(where.values()))))
-        except BaseException:
-            cls._stop_all(check=False)
-            raise
-
-    @classmethod
-    def _stop_all(cls, check):
-        try:
-            if cls.proxy is not None:
-                cls.proxy.stop(check=check)
-        finally:
-            for b in cls.backends + ([cls.ref] if cls.ref else []):
-                b.stop()
-            cls.tmp.cleanup()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls._stop_all(check=True)
+    def start_shared(cls):
+        cls.ref = cls.shared_server(h.Memcached, "ref")
+        cls.backends = cls.shared_servers(h.Memcached, cls.NBACKENDS, "mc")
+        cls.pools = {"alpha": h.pool(cls.backends, timeout=10000)}
+        cls.proxy = cls.shared_proxy(cls.pools, workers=cls.WORKERS, extra=cls.EXTRA_ARGS)
+        cls.port = cls.proxy.port()
+        # keys on every server, found by the text path's routing
+        rng = random.Random(11)  # consecutive names hash close together
+        cand = [b"bin:%08x" % rng.getrandbits(32) for i in range(400)]
+        where = locate(cls.proxy, cand)
+        addrs = [b.addr for b in cls.backends]
+        cls.keys_on = [[k for k in cand if where[k] == a][:6] for a in addrs]
+        if not all(len(ks) == 6 for ks in cls.keys_on):
+            raise AssertionError("keys per server %s: %s" % (
+                [len(k) for k in cls.keys_on], sorted(set(where.values()))))
 
     def setUp(self):
-        self.assertProxyAlive()
-        self.addCleanup(self._log_if_failed, self.proxy)  # the class's proxy, on failure
-        for b in self.backends + [self.ref]:
+        self.watch_shared()
+        for b in self.servers:
             if not b.running():
                 b.start()
             b.flush()
 
     def tearDown(self):
         self.assertProxyAlive()
-
-    def assertProxyAlive(self):
-        if not self.proxy.alive():
-            self.fail("walnut is not running (exit status %s); log:\n%s" % (
-                self.proxy.proc.returncode, self.proxy.log()))
 
     def session(self, port):
         s = Session(port)
@@ -1396,7 +1368,7 @@ class TestBinaryValueAcrossReload(rh.HostileCase):
 
 
 @unittest.skipIf(h.UNDER_NUTCRACKER, NC_SKIP)
-class TestBinaryWorkers1(BinarySuite, h.ProxyTestCase):
+class TestBinaryWorkers1(BinarySuite, h.SharedProxyCase):
     WORKERS = 1
 
     def lone_gets(self, px, times):
@@ -1447,7 +1419,7 @@ class TestBinaryWorkers1(BinarySuite, h.ProxyTestCase):
 
 
 @unittest.skipIf(h.UNDER_NUTCRACKER, NC_SKIP)
-class TestBinaryWorkers2TwoServersSmallBuffers(BinarySuite, h.ProxyTestCase):
+class TestBinaryWorkers2TwoServersSmallBuffers(BinarySuite, h.SharedProxyCase):
     """Two servers, two workers, 512-byte buffer chunks (-m 512): every packet
     head and value straddles chunk boundaries."""
     WORKERS = 2

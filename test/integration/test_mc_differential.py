@@ -902,50 +902,30 @@ def pymemcache_checks():
     ]
 
 
-class McDifferential(h.ProxyTestCase):
+class McDifferential(h.SharedProxyCase):
+    admins = ()
+
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.TempDir()
-        cls.servers, cls.proxies, cls.admins = [], [], []
-        try:
-            a, b, c = (h.Memcached(cls.tmp, name=n).start() for n in ("direct", "b", "c"))
-            cls.servers = [a, b, c]
-            cls.admins = [Admin(m) for m in cls.servers]
-            # walnut even under WALNUT_TEST_PROXY=nutcracker: the tables describe walnut
-            one = h.Proxy(cls.tmp, {"one": h.pool([b], timeout=10000)}, workers=2,
-                          kind="walnut", name="walnut-one").start()
-            cls.proxies.append(one)
-            # the smallest buffer chunks (-m 512): lines and values straddle them
-            two = h.Proxy(cls.tmp, {"two": h.pool([b, c], timeout=10000)}, workers=2,
-                          kind="walnut", name="walnut-two", extra=("-m", "512")).start()
-            cls.proxies.append(two)
-            cls.direct = Side("direct", a.port, [a.port])
-            cls.one = Side("one", one.port(), [b.port])
-            cls.two = Side("two", two.port(), [b.port, c.port])
-        except BaseException:
-            cls._stop_all(check=False)
-            raise
+    def start_shared(cls):
+        a, b, c = (cls.shared_server(h.Memcached, n) for n in ("direct", "b", "c"))
+        cls.admins = [Admin(m) for m in cls.servers]
+        # walnut even under WALNUT_TEST_PROXY=nutcracker: the tables describe walnut
+        one = cls.shared_proxy({"one": h.pool([b], timeout=10000)}, workers=2, kind="walnut",
+                               name="walnut-one")
+        # the smallest buffer chunks (-m 512): lines and values straddle them
+        two = cls.shared_proxy({"two": h.pool([b, c], timeout=10000)}, workers=2, kind="walnut",
+                               name="walnut-two", extra=("-m", "512"))
+        cls.direct = Side("direct", a.port, [a.port])
+        cls.one = Side("one", one.port(), [b.port])
+        cls.two = Side("two", two.port(), [b.port, c.port])
 
     @classmethod
     def _stop_all(cls, check):
         try:
             for a in cls.admins:
                 a.close()
-            for p in cls.proxies:
-                p.stop(check=check)
         finally:
-            for m in cls.servers:
-                m.stop()
-            cls.tmp.cleanup()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls._stop_all(check=True)
-
-    def assertProxiesAlive(self):
-        for p in self.proxies:
-            if not p.alive():
-                self.fail("%s exited (status %s); log:\n%s" % (p.name, p.proc.returncode, p.log()))
+            super()._stop_all(check)
 
     def test_corpus(self):
         records = load_corpus()
@@ -981,7 +961,7 @@ class McDifferential(h.ProxyTestCase):
             judge.judge(rec.name, "one", mc, one, rec)
             if two is not None:
                 judge.judge(rec.name, "two", mask_cas(mc), mask_cas(two), rec)
-            self.assertProxiesAlive()
+            self.assertProxyAlive()
             if time.monotonic() - t1 > 1.0:
                 slow.append("%s %.1fs" % (rec.name, time.monotonic() - t1))
         if slow:
@@ -1018,7 +998,7 @@ class McDifferential(h.ProxyTestCase):
                     m.flush(deep=True)
                 wn2 = normalize_ports(fn(self.two.port), ports)
                 judge.judge(name, "tool2", mask_cas(mc), mask_cas(wn2))
-            self.assertProxiesAlive()
+            self.assertProxyAlive()
             if os.environ.get("WALNUT_MCDIFF_SHOW"):
                 sys.stderr.write("%s: %.1fs\n" % (name, time.monotonic() - t1))
         judge.report("clients")

@@ -85,39 +85,16 @@ class MemcachedSuite:
     # ------------------------------------------------------------------ fixture
 
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.TempDir()
-        cls.backends, cls.proxy = [], None
-        try:
-            cls.backends = [h.Memcached(cls.tmp, name="mc%d" % i).start()
-                            for i in range(cls.NBACKENDS)]
-            cls.pools = {"alpha": h.pool(cls.backends, timeout=10000)}
-            cls.proxy = h.Proxy(cls.tmp, cls.pools, workers=cls.WORKERS,
-                                extra=cls.EXTRA_ARGS).start()
-            cls.port = cls.proxy.port()
-            cls.rng = random.Random(1234 + cls.WORKERS)
-            cls.keys_on = spread_keys(cls.port, cls.backends, b"sp", 40, cls.rng)
-        except BaseException:
-            cls._stop_all(check=False)
-            raise
-
-    @classmethod
-    def _stop_all(cls, check):
-        try:
-            if cls.proxy is not None:
-                cls.proxy.stop(check=check)
-        finally:
-            for b in cls.backends:
-                b.stop()
-            cls.tmp.cleanup()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls._stop_all(check=True)  # SIGTERM: walnut must exit 0 promptly
+    def start_shared(cls):
+        cls.backends = cls.shared_servers(h.Memcached, cls.NBACKENDS, "mc")
+        cls.pools = {"alpha": h.pool(cls.backends, timeout=10000)}
+        cls.proxy = cls.shared_proxy(cls.pools, workers=cls.WORKERS, extra=cls.EXTRA_ARGS)
+        cls.port = cls.proxy.port()
+        cls.rng = random.Random(1234 + cls.WORKERS)
+        cls.keys_on = spread_keys(cls.port, cls.backends, b"sp", 40, cls.rng)
 
     def setUp(self):
-        self.assertProxyAlive()
-        self.addCleanup(self._log_if_failed, self.proxy)  # the class's proxy, on failure
+        self.watch_shared()
         for b in self.backends:
             if not b.running():
                 b.start()
@@ -125,11 +102,6 @@ class MemcachedSuite:
 
     def tearDown(self):
         self.assertProxyAlive()
-
-    def assertProxyAlive(self):
-        if not self.proxy.alive():
-            self.fail("%s is not running (exit status %s); log:\n%s" % (
-                self.proxy.name, self.proxy.proc.returncode, self.proxy.log()))
 
     def raw(self, port=None, timeout=h.IO_TIMEOUT):
         c = h.Raw(port or self.port, timeout=timeout)
@@ -1404,7 +1376,7 @@ class MemcachedSuite:
         px.stop(check=True)
 
 
-class TestMemcachedWorkers1(MemcachedSuite, h.ProxyTestCase):
+class TestMemcachedWorkers1(MemcachedSuite, h.SharedProxyCase):
     WORKERS = 1
 
     def test_batch_wait_half_sent_requests_do_not_count(self):
@@ -1533,11 +1505,11 @@ class TestMemcachedWorkers1(MemcachedSuite, h.ProxyTestCase):
         px.stop()
 
 
-class TestMemcachedWorkers4(MemcachedSuite, h.ProxyTestCase):
+class TestMemcachedWorkers4(MemcachedSuite, h.SharedProxyCase):
     WORKERS = 4
 
 
-class TestMemcachedWorkers2SmallBuffers(MemcachedSuite, h.ProxyTestCase):
+class TestMemcachedWorkers2SmallBuffers(MemcachedSuite, h.SharedProxyCase):
     """512-byte buffer chunks (-m 512, the minimum): every request, key line and
     value straddles chunk boundaries."""
     WORKERS = 2

@@ -211,7 +211,7 @@ def resp_array(items):
 
 
 @unittest.skipIf(h.UNDER_NUTCRACKER, NC_SKIP)
-class TestRedis(RedisCase):
+class TestRedis(RedisCase, h.SharedProxyCase):
     """One walnut (--workers 2) over three redis-servers: pool `alpha`
     (defaults, timeout 10 s) and pool `tagged` (hash_tag "{}")."""
 
@@ -220,42 +220,19 @@ class TestRedis(RedisCase):
     EXTRA_ARGS = ()
 
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.TempDir()
-        cls.backends, cls.proxy = [], None
-        try:
-            cls.backends = [h.RedisServer(cls.tmp, name="r%d" % i).start()
-                            for i in range(cls.NBACKENDS)]
-            cls.pools = {"alpha": h.pool(cls.backends, redis=True, timeout=10000),
-                         "tagged": h.pool(cls.backends, redis=True, timeout=10000,
-                                          hash_tag="{}")}
-            cls.proxy = h.Proxy(cls.tmp, cls.pools, workers=cls.WORKERS,
-                                extra=cls.EXTRA_ARGS).start()
-            cls.port = cls.proxy.port("alpha")
-            cls.tport = cls.proxy.port("tagged")
-            cls.rng = random.Random(4321)
-            cls.keys_on = spread_keys(cls.port, cls.backends, b"sp", 30, cls.rng)
-        except BaseException:
-            cls._stop_all(check=False)
-            raise
-
-    @classmethod
-    def _stop_all(cls, check):
-        try:
-            if cls.proxy is not None:
-                cls.proxy.stop(check=check)
-        finally:
-            for b in cls.backends:
-                b.stop()
-            cls.tmp.cleanup()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls._stop_all(check=True)  # SIGTERM: walnut must exit 0 promptly
+    def start_shared(cls):
+        cls.backends = cls.shared_servers(h.RedisServer, cls.NBACKENDS, "r")
+        cls.pools = {"alpha": h.pool(cls.backends, redis=True, timeout=10000),
+                     "tagged": h.pool(cls.backends, redis=True, timeout=10000,
+                                      hash_tag="{}")}
+        cls.proxy = cls.shared_proxy(cls.pools, workers=cls.WORKERS, extra=cls.EXTRA_ARGS)
+        cls.port = cls.proxy.port("alpha")
+        cls.tport = cls.proxy.port("tagged")
+        cls.rng = random.Random(4321)
+        cls.keys_on = spread_keys(cls.port, cls.backends, b"sp", 30, cls.rng)
 
     def setUp(self):
-        self.assertProxyAlive()
-        self.addCleanup(self._log_if_failed, self.proxy)  # the class's proxy, on failure
+        self.watch_shared()
         for b in self.backends:
             if not b.running():
                 b.start()
@@ -263,11 +240,6 @@ class TestRedis(RedisCase):
 
     def tearDown(self):
         self.assertProxyAlive()
-
-    def assertProxyAlive(self):
-        if not self.proxy.alive():
-            self.fail("walnut is not running (exit status %s); log:\n%s" % (
-                self.proxy.proc.returncode, self.proxy.log()))
 
     def key_per_backend(self, n=1, offset=0):
         """n keys on every backend, interleaved: [b0k0, b1k0, b2k0, b0k1, ...]."""

@@ -52,50 +52,28 @@ def redis_py():
 
 
 @unittest.skipIf(h.UNDER_NUTCRACKER, NC_SKIP)
-class TestRedisClients(h.ProxyTestCase):
+class TestRedisClients(h.SharedProxyCase):
 
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.TempDir()
-        cls.backends, cls.proxy, cls.direct = [], None, None
-        try:
-            cls.backends = [h.RedisServer(cls.tmp, name="c%d" % i).start() for i in range(3)]
-            cls.direct = h.RedisServer(cls.tmp, name="direct").start()
-            authed = [h.RedisServer(cls.tmp, name="a%d" % i, password=PASSWORD).start()
-                      for i in range(2)]
-            cls.backends += authed
-            cls.pools = {
-                "alpha": h.pool(cls.backends[:3], redis=True, timeout=10000),
-                "db3": h.pool(cls.backends[:3], redis=True, timeout=10000, redis_db=3),
-                "auth": h.pool(authed, redis=True, timeout=10000, redis_auth=PASSWORD),
-            }
-            cls.proxy = h.Proxy(cls.tmp, cls.pools, workers=2).start()
-            cls.port = cls.proxy.port("alpha")
-        except BaseException:
-            cls._stop_all(check=False)
-            raise
-
-    @classmethod
-    def _stop_all(cls, check):
-        try:
-            if cls.proxy is not None:
-                cls.proxy.stop(check=check)
-        finally:
-            for b in cls.backends + ([cls.direct] if cls.direct else []):
-                b.stop()
-            cls.tmp.cleanup()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls._stop_all(check=True)
+    def start_shared(cls):
+        cls.backends = cls.shared_servers(h.RedisServer, 3, "c")
+        cls.direct = cls.shared_server(h.RedisServer, "direct")
+        authed = cls.shared_servers(h.RedisServer, 2, "a", password=PASSWORD)
+        cls.backends += authed
+        cls.pools = {
+            "alpha": h.pool(cls.backends[:3], redis=True, timeout=10000),
+            "db3": h.pool(cls.backends[:3], redis=True, timeout=10000, redis_db=3),
+            "auth": h.pool(authed, redis=True, timeout=10000, redis_auth=PASSWORD),
+        }
+        cls.proxy = cls.shared_proxy(cls.pools, workers=2)
+        cls.port = cls.proxy.port("alpha")
 
     def setUp(self):
-        if not self.proxy.alive():
-            self.fail("walnut is not running; log:\n%s" % self.proxy.log())
-        self.addCleanup(self._log_if_failed, self.proxy)  # the class's proxy, on failure
-        for b in self.backends + [self.direct]:
+        self.watch_shared()
+        for b in self.servers:
             b.call("FLUSHALL", db=None)
-            b.call("FLUSHALL", db=3) if b.password is None else None
+            if b.password is None:
+                b.call("FLUSHALL", db=3)
 
     def client(self, port=None, **kw):
         redis = redis_py()

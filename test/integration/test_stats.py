@@ -1243,36 +1243,16 @@ class TestTwemproxyProtocol(StatsCase):
 # HTTP
 
 
-class TestHttp(StatsCase):
+class TestHttp(StatsCase, h.SharedProxyCase):
     """The HTTP side of the stats port, with real clients."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.TempDir()
-        cls.mcs, cls.p = [], None
-        try:
-            cls.mcs = [h.Memcached(cls.tmp, name="mc%d" % i).start() for i in range(2)]
-            cls.pools = {"alpha": h.pool(cls.mcs, timeout=5000)}
-            cls.p = h.Proxy(cls.tmp, cls.pools, workers=2, kind="walnut").start()
-            wait_stats_port(cls.p)
-            cls.sport = cls.p.stats_port
-        except BaseException:
-            cls._stop_all(check=False)
-            raise
-
-    @classmethod
-    def _stop_all(cls, check):
-        try:
-            if cls.p is not None:
-                cls.p.stop(check=check)
-        finally:
-            for m in cls.mcs:
-                m.stop()
-            cls.tmp.cleanup()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls._stop_all(check=True)
+    def start_shared(cls):
+        cls.mcs = cls.shared_servers(h.Memcached, 2, "mc")
+        cls.pools = {"alpha": h.pool(cls.mcs, timeout=5000)}
+        cls.p = cls.shared_proxy(cls.pools, workers=2, kind="walnut")
+        wait_stats_port(cls.p)
+        cls.sport = cls.p.stats_port
 
     def tearDown(self):
         self.assertAlive(self.p)
