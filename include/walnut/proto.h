@@ -168,12 +168,26 @@ typedef struct wn_mc_request {
  * TOO_MANY_KEYS), so the same line asks for the same keys and gets the same
  * verdict either way. Caller memory, one per line.
  */
+/*
+ * memcached's strtol/strtoul scan of one number token (base 10), resumable:
+ * fed the token in pieces, it keeps only where it is and the value so far,
+ * so a token of any length (white space or zeros before the digits) reads
+ * as it would whole. Zeroed to start (proto/mc_lex.c).
+ */
+typedef struct wn_mc_num {
+    uint8_t phase; /* before the digits, at the first, in them, decided good or bad */
+    bool neg;
+    bool overflow; /* the magnitude does not fit in 64 bits */
+    uint64_t mag;
+} wn_mc_num_t;
+
 typedef struct wn_mc_stream {
     uint8_t cmd;            /* wn_mc_cmd_t: GET, GETS, GAT or GATS */
     bool want_arg;          /* gat/gats: the exptime token is next */
     bool nul;               /* a NUL ended the content: the rest up to "\n" is not read */
     bool ended;             /* the line's "\n" was taken: verdict is final */
-    bool skip;              /* the rest of a long exptime token, judged by its start */
+    bool in_exptime;        /* in a long exptime token, read as it arrives */
+    wn_mc_num_t num;        /* that token so far */
     int32_t exptime;        /* gat/gats, once read */
     uint32_t nkeys;         /* keys handed out so far */
     uint32_t max_keys;

@@ -80,37 +80,60 @@ static bool c_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
 }
 
-/* strtol/strtoul's scan in base 10. Returns false when no digits were read
- * or the digits are followed by something other than white space or the
- * token end (memcached's endptr test). *mag saturates; *overflow set when the
- * magnitude does not fit in 64 bits. */
-static bool scan_number(const char *s, size_t len, bool *neg, uint64_t *mag, bool *overflow)
+/* wn_mc_num_t's phases */
+enum { NUM_LEAD, NUM_FIRST, NUM_DIGITS, NUM_GOOD, NUM_BAD };
+
+/* strtol/strtoul's scan in base 10: white space, a sign, digits, then the
+ * token's end or white space (memcached's endptr test; what follows it is
+ * not looked at). The magnitude stops growing where it would overflow 64
+ * bits (n->overflow). */
+void mc_num_feed(wn_mc_num_t *n, const char *s, size_t len)
 {
     size_t i = 0;
-    while (i < len && c_space(s[i]))
-        i++;
-    *neg = false;
-    if (i < len && (s[i] == '+' || s[i] == '-')) {
-        *neg = s[i] == '-';
-        i++;
+    if (n->phase == NUM_LEAD) {
+        while (i < len && c_space(s[i]))
+            i++;
+        if (i == len)
+            return;
+        if (s[i] == '+' || s[i] == '-')
+            n->neg = s[i++] == '-';
+        n->phase = NUM_FIRST;
     }
-    size_t digits = i;
-    uint64_t v = 0;
-    *overflow = false;
-    while (i < len && s[i] >= '0' && s[i] <= '9') {
-        unsigned d = (unsigned)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            *overflow = true;
-        else
-            v = v * 10 + d;
-        i++;
+    if (n->phase == NUM_FIRST) {
+        if (i == len)
+            return;
+        n->phase = s[i] >= '0' && s[i] <= '9' ? NUM_DIGITS : NUM_BAD;
     }
-    if (i == digits)
-        return false;
-    if (i < len && !c_space(s[i]))
-        return false;
-    *mag = v;
-    return true;
+    if (n->phase == NUM_DIGITS) {
+        uint64_t v = n->mag;
+        while (i < len && s[i] >= '0' && s[i] <= '9') {
+            unsigned d = (unsigned)(s[i] - '0');
+            if (v > (UINT64_MAX - d) / 10)
+                n->overflow = true;
+            else
+                v = v * 10 + d;
+            i++;
+        }
+        n->mag = v;
+        if (i < len)
+            n->phase = c_space(s[i]) ? NUM_GOOD : NUM_BAD;
+    }
+}
+
+/* At the token's end: digits were read, and nothing but white space after. */
+static bool num_read(const wn_mc_num_t *n)
+{
+    return n->phase == NUM_DIGITS || n->phase == NUM_GOOD;
+}
+
+static bool scan_number(const char *s, size_t len, bool *neg, uint64_t *mag, bool *overflow)
+{
+    wn_mc_num_t n = {0};
+    mc_num_feed(&n, s, len);
+    *neg = n.neg;
+    *mag = n.mag;
+    *overflow = n.overflow;
+    return num_read(&n);
 }
 
 bool mc_read_u64(const char *s, size_t len, uint64_t *out)
@@ -138,10 +161,17 @@ bool mc_read_u32(const char *s, size_t len, uint32_t *out)
 
 bool mc_read_i32(const char *s, size_t len, int32_t *out)
 {
-    bool neg, overflow;
-    uint64_t mag;
-    if (!scan_number(s, len, &neg, &mag, &overflow) || overflow)
+    wn_mc_num_t n = {0};
+    mc_num_feed(&n, s, len);
+    return mc_num_i32(&n, out);
+}
+
+bool mc_num_i32(const wn_mc_num_t *n, int32_t *out)
+{
+    if (!num_read(n) || n->overflow)
         return false;
+    bool neg = n->neg;
+    uint64_t mag = n->mag;
     /* strtol's range on LP64 */
     if (!neg && mag > (uint64_t)INT64_MAX)
         return false;

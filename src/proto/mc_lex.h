@@ -41,6 +41,12 @@ bool mc_read_u32(const char *s, size_t len, uint32_t *out);
 bool mc_read_u64(const char *s, size_t len, uint64_t *out);
 bool mc_read_i32(const char *s, size_t len, int32_t *out);
 
+/* The same scan over a token that comes in pieces: feed each piece in turn
+ * (a zeroed wn_mc_num_t to start), then read the result at the token's end
+ * as mc_read_i32 would (false: memcached's error). */
+void mc_num_feed(wn_mc_num_t *n, const char *s, size_t len);
+bool mc_num_i32(const wn_mc_num_t *n, int32_t *out);
+
 /* Strict: 1..20 ASCII digits fitting in 64 bits, nothing else (replies). */
 bool mc_read_digits(const char *s, size_t len, uint64_t *out);
 

@@ -104,12 +104,16 @@ int wn_mc_stream_take(wn_mc_stream_t *s, const char *buf, size_t n, wn_mc_span_t
             break;
         }
         char c = buf[i];
-        if (s->skip) {
-            /* on to the token's end, taking what is passed */
+        if (s->in_exptime) {
+            /* on to the token's end, reading it as it comes */
+            uint32_t t = i;
             i = token_end(buf, i, len);
+            mc_num_feed(&s->num, buf + t, i - t);
             if (i == len || (buf[i] == '\r' && i + 1 == len))
                 return (int)i;
-            s->skip = false;
+            s->in_exptime = false;
+            if (!mc_num_i32(&s->num, &s->exptime))
+                s->verdict = WN_MC_REPLY_BAD_EXPTIME;
             continue;
         }
         if (c == ' ') {
@@ -139,12 +143,13 @@ int wn_mc_stream_take(wn_mc_stream_t *s, const char *buf, size_t n, wn_mc_span_t
             /* Cut by the end of what arrived: taken later, whole, unless it
              * is too long to be a key (or an exptime) already. */
             if (i - t > WN_MC_KEY_MAX && s->want_arg) {
-                /* An exptime is decided by its start (memcached's strtol
-                 * stops at the first white-space byte, "-1\r...", and the
-                 * rest of the token is not looked at): judge what came,
-                 * pass over the rest. */
-                token(s, buf + t, i - t, t, keys, nkeys);
-                s->skip = true;
+                /* An exptime too long to wait for whole (white space or
+                 * zeros before its digits, or anything after white space
+                 * that follows them): read as it arrives, as strtol reads
+                 * it whole. */
+                s->want_arg = false;
+                s->in_exptime = true;
+                mc_num_feed(&s->num, buf + t, i - t);
                 continue;
             }
             if (i - t > WN_MC_KEY_MAX) {

@@ -238,6 +238,9 @@ static void check_streamed(const char *line, int rc, const wn_mc_request_t *whol
     }
     CHECK(st.ended && pos == n && nkeys == whole->nkeys);
     CHECK(st.verdict == (rc > 0 ? WN_MC_REPLY_NONE : whole->reply));
+    /* and the same exptime: the servers are sent the number read */
+    if (rc > 0 && (st.cmd == WN_MC_GAT || st.cmd == WN_MC_GATS))
+        CHECK(st.exptime == whole->exptime);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -1617,6 +1617,57 @@ static void test_stream_long_exptime_cut(void **state)
     }
 }
 
+/* A gat exptime token whose start decides nothing yet (white space, a
+ * sign, zeros: 300 bytes of them) is read on as it arrives, as strtol reads
+ * it whole. Streamed, it was judged by what had come: 300 tabs then 5 were
+ * no number, 300 zeros then 100 were 0 and "-" with 300 zeros then 1 was 0
+ * (never expire, for expire now). */
+static void test_stream_long_exptime_read_as_it_comes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *head;
+        char fill;
+        const char *tail;
+        wn_mc_reply_t verdict;
+        int32_t exptime;
+    } cases[] = {
+        {"", '\t', "5", WN_MC_REPLY_NONE, 5},
+        {"", '0', "100", WN_MC_REPLY_NONE, 100},
+        {"-", '0', "1", WN_MC_REPLY_NONE, -1},
+        {"\t+", '0', "42\vjunk", WN_MC_REPLY_NONE, 42},
+        {"", '\v', "", WN_MC_REPLY_BAD_EXPTIME, 0},
+        {"", '0', "x", WN_MC_REPLY_BAD_EXPTIME, 0},
+        {"+", '\t', "5", WN_MC_REPLY_BAD_EXPTIME, 0},
+        {"9", '9', "", WN_MC_REPLY_BAD_EXPTIME, 0}, /* past 64 bits */
+    };
+    char line[1024];
+    for (size_t e = 0; e < sizeof(cases) / sizeof(cases[0]); e++) {
+        size_t n = (size_t)sprintf(line, "gat %s", cases[e].head);
+        memset(line + n, cases[e].fill, 300);
+        n += 300;
+        n += (size_t)sprintf(line + n, "%s alpha beta\r\n", cases[e].tail);
+        char wkeys[8192];
+        size_t wlen;
+        uint32_t wn;
+        int32_t wexp;
+        wn_mc_reply_t wv = whole_line(line, n, wkeys, &wlen, &wn, &wexp);
+        assert_int_equal(wv, cases[e].verdict);
+        for (size_t cut = 5; cut < n; cut++) {
+            size_t cuts[2] = {cut, cut + 1 + cut % 7};
+            streamed_t sv;
+            stream_line(line, n, cuts, 2, 10, &sv);
+            if (sv.verdict != wv || sv.nkeys != wn || sv.keys_len != wlen ||
+                memcmp(sv.keys, wkeys, wlen) != 0)
+                fail_msg("case %zu cut %zu: whole %d (%u keys), streamed %d (%u keys)", e, cut,
+                         (int)wv, wn, (int)sv.verdict, sv.nkeys);
+            if (wv == WN_MC_REPLY_NONE && (sv.exptime != wexp || wexp != cases[e].exptime))
+                fail_msg("case %zu cut %zu: exptime %d streamed, %d whole, %d wanted", e, cut,
+                         sv.exptime, wexp, cases[e].exptime);
+        }
+    }
+}
+
 /* Every byte a piece of its own; and the bound on keys. */
 static void test_stream_bytewise_and_bound(void **state)
 {
@@ -1659,12 +1710,18 @@ static void test_stream_bytewise_and_bound(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_golden),        cmocka_unit_test(test_request_split),
-        cmocka_unit_test(test_request_many_keys),     cmocka_unit_test(test_request_line_limit),
-        cmocka_unit_test(test_request_resume_linear), cmocka_unit_test(test_request_pipeline),
-        cmocka_unit_test(test_request_streams),       cmocka_unit_test(test_reply_texts),
-        cmocka_unit_test(test_response_golden),       cmocka_unit_test(test_response_split),
-        cmocka_unit_test(test_response_validity),     cmocka_unit_test(test_response_limits),
+        cmocka_unit_test(test_request_golden),
+        cmocka_unit_test(test_request_split),
+        cmocka_unit_test(test_request_many_keys),
+        cmocka_unit_test(test_request_line_limit),
+        cmocka_unit_test(test_request_resume_linear),
+        cmocka_unit_test(test_request_pipeline),
+        cmocka_unit_test(test_request_streams),
+        cmocka_unit_test(test_reply_texts),
+        cmocka_unit_test(test_response_golden),
+        cmocka_unit_test(test_response_split),
+        cmocka_unit_test(test_response_validity),
+        cmocka_unit_test(test_response_limits),
         cmocka_unit_test(test_compose_retrieval),
         cmocka_unit_test(test_compose_without_noreply),
         cmocka_unit_test(test_retrieval_line_limit),
@@ -1673,6 +1730,7 @@ int main(void)
         cmocka_unit_test(test_stream_matches_whole_line),
         cmocka_unit_test(test_stream_bytewise_and_bound),
         cmocka_unit_test(test_stream_long_exptime_cut),
+        cmocka_unit_test(test_stream_long_exptime_read_as_it_comes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
