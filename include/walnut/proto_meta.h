@@ -218,12 +218,15 @@ int wn_meta_compose_without_quiet(char *dst, size_t cap, const char *line,
  * command, the key as sent, ms's length, then each flag as memcached takes
  * it (N T R F C J D with their number in decimal, O and M as sent, every
  * other flag its letter alone: memcached ignores the rest of those tokens),
- * single spaces, "\r\n". For a line memcached could not take as sent (over
- * 2 KiB). req must be a request wn_meta_line_parse accepted. Returns the
- * length written, WN_ETOOBIG if cap is too small (WN_META_CANONICAL_MAX
+ * single spaces, "\r\n". An O over WN_META_OPAQUE_MAX bytes (mg, ma) is cut
+ * to WN_META_CANONICAL_OPAQUE: memcached refuses it as it refuses a longer
+ * one, and the line stays short. For a line memcached could not take as sent
+ * (over 2 KiB). req must be a request wn_meta_line_parse accepted. Returns
+ * the length written, WN_ETOOBIG if cap is too small (WN_META_CANONICAL_MAX
  * always suffices), WN_EINVAL for mn or no command.
  */
 #define WN_META_CANONICAL_MAX 1024
+#define WN_META_CANONICAL_OPAQUE (WN_META_OPAQUE_MAX + 1)
 int wn_meta_compose_canonical(char *dst, size_t cap, const char *line,
                               const wn_meta_request_t *req);
 

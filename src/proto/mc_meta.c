@@ -399,6 +399,8 @@ static int canonical_flag(char *out, size_t cap, const char *tok, uint32_t len)
             return WN_EINVAL;
         return snprintf(out, cap, " %c%" PRIu64, tok[0], u64);
     case 'O':
+        /* one over memcached's bound is refused as any longer one is */
+        return snprintf(out, cap, " %.*s", (int)WN_MIN(len, WN_META_CANONICAL_OPAQUE), tok);
     case 'M':
         return snprintf(out, cap, " %.*s", (int)len, tok);
     default:

@@ -138,15 +138,17 @@ static int push_line_untagged(mc_req_t *r, wn_buf_t *b, uint32_t pos, const wn_m
     return len < 0 ? len : wn_req_out_scratch(&r->r, out, (size_t)len);
 }
 
-/* The client's O token, kept with the request (r.keep owns the copy). */
-static int keep_opaque(mc_client_t *c, mc_req_t *r, const char *line, const wn_meta_request_t *mq)
+/* The client's O token (its first len bytes: as its server gets it), kept
+ * with the request (r.keep owns the copy). */
+static int keep_opaque(mc_client_t *c, mc_req_t *r, const char *line, const wn_meta_request_t *mq,
+                       uint32_t len)
 {
-    char *o = wn_scratch_alloc(c->c.w, &r->r.keep, mq->opaque.len);
+    char *o = wn_scratch_alloc(c->c.w, &r->r.keep, len);
     if (o == NULL)
         return WN_ENOMEM;
-    memcpy(o, line + mq->opaque.off, mq->opaque.len);
+    memcpy(o, line + mq->opaque.off, len);
     r->opaque = o;
-    r->opaque_len = (uint16_t)mq->opaque.len;
+    r->opaque_len = (uint16_t)len;
     return 0;
 }
 
@@ -179,14 +181,18 @@ static int push_line(mc_client_t *c, mc_req_t *r, wn_buf_t *b, uint32_t pos,
         r->tag = 0;
         /* a long O: its reply must echo it, unless an error */
         r->long_o = mq->opaque_too_long;
-        rc = r->long_o ? keep_opaque(c, r, line, mq) : 0;
+        /* rebuilt over 2 KiB, with the O cut (wn_meta_compose_canonical) */
+        uint32_t sent = mq->line_len > WN_MC_SERVER_LINE_MAX
+                            ? WN_MIN(mq->opaque.len, WN_META_CANONICAL_OPAQUE)
+                            : mq->opaque.len;
+        rc = r->long_o ? keep_opaque(c, r, line, mq, sent) : 0;
         if (rc == 0)
             rc = push_line_untagged(r, b, pos, mq, out, sizeof out);
     } else if (len < 0) {
         rc = len;
     } else {
         r->tag_relay = true;
-        rc = mq->opaque.len > 0 ? keep_opaque(c, r, line, mq) : 0;
+        rc = mq->opaque.len > 0 ? keep_opaque(c, r, line, mq, mq->opaque.len) : 0;
         if (rc == 0)
             rc = wn_req_out_scratch(&r->r, out, (size_t)len);
     }

@@ -483,6 +483,35 @@ static void test_compose_canonical(void **state)
     assert_int_equal(wn_meta_compose_canonical(out, sizeof out, "mn\r\n", &r), WN_EINVAL);
 }
 
+/* An mg or ma with an O over memcached's 32 bytes, in a line over 2 KiB:
+ * rebuilt with the O cut to 33 bytes, which memcached refuses as it refuses
+ * the whole (it could not be rebuilt at all with an O of 1018 bytes or more:
+ * the client got SERVER_ERROR, and an ma did not run). */
+static void test_compose_canonical_long_opaque(void **state)
+{
+    (void)state;
+    static const char *cmds[] = {"mg k v O", "ma k N0 O"};
+    for (size_t c = 0; c < WN_ARRAY_SIZE(cmds); c++) {
+        char in[3000], want[128];
+        int n = snprintf(in, sizeof in, "%s", cmds[c]);
+        memset(in + n, 'x', 2500);
+        n += 2500;
+        memcpy(in + n, "\r\n", 2);
+        n += 2;
+        wn_meta_request_t r;
+        assert_int_equal(wn_meta_line_parse(NULL, in, (uint32_t)n, &r), n);
+        assert_true(r.opaque_too_long);
+        int w = snprintf(want, sizeof want, "%s%.32s\r\n", cmds[c], in + strlen(cmds[c]));
+        char out[WN_META_CANONICAL_MAX];
+        int len = wn_meta_compose_canonical(out, sizeof out, in, &r);
+        assert_int_equal(len, w);
+        assert_memory_equal(out, want, (size_t)w);
+        wn_meta_request_t back;
+        assert_int_equal(wn_meta_line_parse(NULL, out, (uint32_t)len, &back), len);
+        assert_true(back.opaque_too_long); /* memcached refuses it still */
+    }
+}
+
 /* The line a server gets, tagged: the client's O replaced in place (or the
  * tag last), q dropped unless kept, everything else as sent (or canonical);
  * what it parses back to carries the tag as its opaque. */
@@ -557,9 +586,13 @@ static void test_compose_tagged(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_golden),    cmocka_unit_test(test_request_split),
-        cmocka_unit_test(test_request_limits),    cmocka_unit_test(test_base64),
-        cmocka_unit_test(test_compose_canonical), cmocka_unit_test(test_compose_tagged),
+        cmocka_unit_test(test_request_golden),
+        cmocka_unit_test(test_request_split),
+        cmocka_unit_test(test_request_limits),
+        cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_compose_canonical),
+        cmocka_unit_test(test_compose_canonical_long_opaque),
+        cmocka_unit_test(test_compose_tagged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
