@@ -159,16 +159,6 @@ typedef struct wn_mc_request {
 } wn_mc_request_t;
 
 /*
- * A get/gets/gat/gats line too long to hold whole, parsed as it arrives.
- * wn_mc_stream_begin takes the command word; wn_mc_stream_take then takes
- * what has arrived of the rest, handing out runs of complete keys as soon as
- * they are complete. Tokens, the line end, NUL and the limits are those of
- * wn_mc_request_parse (a key over WN_MC_KEY_MAX bytes: BAD_FORMAT, the keys
- * before it handed out, as memcached looked them up; more than max_keys:
- * TOO_MANY_KEYS), so the same line asks for the same keys and gets the same
- * verdict either way. Caller memory, one per line.
- */
-/*
  * memcached's strtol/strtoul scan of one number token (base 10), resumable:
  * fed the token in pieces, it keeps only where it is and the value so far,
  * so a token of any length (white space or zeros before the digits) reads
@@ -181,6 +171,16 @@ typedef struct wn_mc_num {
     uint64_t mag;
 } wn_mc_num_t;
 
+/*
+ * A get/gets/gat/gats line too long to hold whole, parsed as it arrives.
+ * wn_mc_stream_begin takes the command word; wn_mc_stream_take then takes
+ * what has arrived of the rest, handing out runs of complete keys as soon as
+ * they are complete. Tokens, the line end, NUL and the limits are those of
+ * wn_mc_request_parse (a key over WN_MC_KEY_MAX bytes: BAD_FORMAT, the keys
+ * before it handed out, as memcached looked them up; more than max_keys:
+ * TOO_MANY_KEYS), so the same line asks for the same keys and gets the same
+ * verdict either way. Caller memory, one per line.
+ */
 typedef struct wn_mc_stream {
     uint8_t cmd;            /* wn_mc_cmd_t: GET, GETS, GAT or GATS */
     bool want_arg;          /* gat/gats: the exptime token is next */

@@ -85,8 +85,8 @@ enum { NUM_LEAD, NUM_FIRST, NUM_DIGITS, NUM_GOOD, NUM_BAD };
 
 /* strtol/strtoul's scan in base 10: white space, a sign, digits, then the
  * token's end or white space (memcached's endptr test; what follows it is
- * not looked at). The magnitude stops growing where it would overflow 64
- * bits (n->overflow). */
+ * not looked at here). Past 64 bits n->overflow is set, and n->mag means
+ * nothing. */
 void mc_num_feed(wn_mc_num_t *n, const char *s, size_t len)
 {
     size_t i = 0;
@@ -143,8 +143,10 @@ bool mc_read_u64(const char *s, size_t len, uint64_t *out)
     if (!scan_number(s, len, &neg, &mag, &overflow) || overflow)
         return false;
     uint64_t v = neg ? (uint64_t)0 - mag : mag;
-    /* memcached rejects a '-' only when the result looks negative as signed. */
-    if (neg && v > (uint64_t)INT64_MAX)
+    /* When the result looks negative as signed, memcached's safe_strtoul/l
+     * refuse a '-' anywhere in the token (strchr), not only before the
+     * digits: "9223372036854775808\t-" is no number to it. */
+    if (v > (uint64_t)INT64_MAX && memchr(s, '-', len) != NULL)
         return false;
     *out = v;
     return true;

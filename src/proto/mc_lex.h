@@ -33,8 +33,9 @@ bool mc_span_eq(const char *buf, wn_mc_span_t t, const char *s);
  * memcached's safe_strtoul / safe_strtoull / safe_strtol over one token,
  * on LP64: leading white space and a sign are allowed, the digits must end
  * the token or be followed by white space (anything after that is ignored),
- * overflow of the 64-bit C type fails, a negative number that is negative as
- * a signed 64-bit value fails for the unsigned readers; the 32-bit results
+ * overflow of the 64-bit C type fails, and for the unsigned readers a value
+ * that is negative as a signed 64-bit one fails when the token holds a '-'
+ * anywhere (memcached's strchr: "9223372036854775808\t-" too); the 32-bit results
  * then wrap exactly as memcached's implicit conversions do.
  */
 bool mc_read_u32(const char *s, size_t len, uint32_t *out);

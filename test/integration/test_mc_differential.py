@@ -525,7 +525,8 @@ SWALLOWED = [
     "args.cas.five", "pipe.swallow_then_commands", "meta.key.long", "tokens.cas_30",
 ] + ["num.flags." + n for n in (
     "neg1", "hex", "junk_after", "alpha", "dot", "exp", "neg2p31", "neg2p31m1", "neg2p63",
-    "2p64", "huge", "fullwidth1", "minus_alone", "plus_alone")] + ["num.exptime." + n for n in (
+    "2p64", "huge", "fullwidth1", "minus_alone", "plus_alone", "2p63_minus_after_tab")] + [
+    "num.exptime." + n for n in (
         "hex", "junk_after", "alpha", "dot", "exp", "2p63", "u64max", "2p64", "huge",
         "fullwidth1", "spaces_plus", "minus_alone", "plus_alone", "neg_u64max")] + [
     "num.cas." + n for n in (

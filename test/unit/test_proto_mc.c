@@ -215,6 +215,9 @@ static const req_case_t req_cases[] = {
     {IN("set k 0 0 noreply\r\na\r\n"), REJ(SET, BAD_FORMAT), .noreply = true, .mc = E_ERROR},
     {IN("set k 0 abc 1\r\na\r\n"), REJ(SET, BAD_FORMAT), SWL(3), .mc = E_FORMAT E_ERROR},
     {IN("set k -1 0 1\r\na\r\n"), REJ(SET, BAD_FORMAT), SWL(3), .mc = E_FORMAT E_ERROR},
+    /* past 2^63 a '-' anywhere in the token refuses it (memcached's strchr) */
+    {IN("set k 9223372036854775808\t- 0 1\r\na\r\n"), REJ(SET, BAD_FORMAT), SWL(3), .mc = E_FORMAT E_ERROR},
+    {IN("set k 9223372036854775807\t- 0 1\r\na\r\n"), FWD(SET), .keys = "k", .bytes = 1, .flags = 4294967295, .mc = "STORED\r\n"},
     {IN("set k 5x 0 1\r\na\r\n"), REJ(SET, BAD_FORMAT), SWL(3), .mc = E_FORMAT E_ERROR},
     {IN("set k 18446744073709551616 0 1\r\na\r\n"), REJ(SET, BAD_FORMAT), SWL(3), .mc = E_FORMAT E_ERROR},
     {IN("set k 0 99999999999999999999 1\r\na\r\n"), REJ(SET, BAD_FORMAT), SWL(3), .mc = E_FORMAT E_ERROR},
@@ -1582,10 +1585,10 @@ static void test_stream_matches_whole_line(void **state)
     }
 }
 
-/* A gat exptime token longer than a key, cut by the end of what arrived, is
- * judged by its start as when the line is whole (memcached's strtol stops at
- * the first white-space byte): "-1\r<300 bytes>" is -1, "12\v<300>" is 12,
- * 300 digits are out of range; the keys after it are the same. */
+/* A gat exptime token longer than a key, cut by the end of what arrived,
+ * reads as when the line is whole (memcached's strtol stops at the first
+ * white-space byte after the digits): "-1\r<300 bytes>" is -1, "12\v<300>"
+ * is 12, 300 digits are out of range; the keys after it are the same. */
 static void test_stream_long_exptime_cut(void **state)
 {
     (void)state;
