@@ -126,23 +126,13 @@ static bool num_read(const wn_mc_num_t *n)
     return n->phase == NUM_DIGITS || n->phase == NUM_GOOD;
 }
 
-static bool scan_number(const char *s, size_t len, bool *neg, uint64_t *mag, bool *overflow)
+bool mc_read_u64(const char *s, size_t len, uint64_t *out)
 {
     wn_mc_num_t n = {0};
     mc_num_feed(&n, s, len);
-    *neg = n.neg;
-    *mag = n.mag;
-    *overflow = n.overflow;
-    return num_read(&n);
-}
-
-bool mc_read_u64(const char *s, size_t len, uint64_t *out)
-{
-    bool neg, overflow;
-    uint64_t mag;
-    if (!scan_number(s, len, &neg, &mag, &overflow) || overflow)
+    if (!num_read(&n) || n.overflow)
         return false;
-    uint64_t v = neg ? (uint64_t)0 - mag : mag;
+    uint64_t v = n.neg ? (uint64_t)0 - n.mag : n.mag;
     /* When the result looks negative as signed, memcached's safe_strtoul/l
      * refuse a '-' anywhere in the token (strchr), not only before the
      * digits: "9223372036854775808\t-" is no number to it. */

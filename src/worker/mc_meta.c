@@ -117,6 +117,13 @@ int wn_mc_meta_tag_line(wn_worker_t *w, mc_req_t *r, char *buf, int len, size_t 
     return len + 1 + (int)n;
 }
 
+/* A line memcached could not take as sent (over 2 KiB) goes rebuilt from
+ * what memcached reads in it (wn_meta_compose_canonical). */
+static bool rebuilt(const wn_meta_request_t *mq)
+{
+    return mq->line_len > WN_MC_SERVER_LINE_MAX;
+}
+
 /* The line untagged (me, which memcached echoes nothing of; mg, ma with an O
  * over 32 bytes, which it answers with an error): as sent, without q
  * (unless until_mn), or, when memcached could not take it as sent (over
@@ -126,7 +133,7 @@ static int push_line_untagged(mc_req_t *r, wn_buf_t *b, uint32_t pos, const wn_m
 {
     const char *line = b->data + pos;
     int len;
-    if (mq->line_len > WN_MC_SERVER_LINE_MAX) {
+    if (rebuilt(mq)) {
         len = wn_meta_compose_canonical(out, cap, line, mq);
         if (len > 0 && r->until_mn) /* put the q back */
             len += snprintf(out + len - 2, cap - (size_t)len + 2, " q\r\n") - 2;
@@ -171,7 +178,7 @@ static int push_line(mc_client_t *c, mc_req_t *r, wn_buf_t *b, uint32_t pos,
      * a client (without q, which changes nothing for them) */
     if (mq->cmd != WN_META_ME && !mq->opaque_too_long) {
         size_t taglen = wn_mc_meta_tag(c->c.w, r, tag);
-        bool canonical = mq->line_len > WN_MC_SERVER_LINE_MAX;
+        bool canonical = rebuilt(mq);
         len =
             wn_meta_compose_tagged(out, sizeof out, line, mq, r->until_mn, canonical, tag, taglen);
         if (!canonical && (len == WN_ETOOBIG || len > (int)WN_MC_SERVER_LINE_MAX))
@@ -181,10 +188,9 @@ static int push_line(mc_client_t *c, mc_req_t *r, wn_buf_t *b, uint32_t pos,
         r->tag = 0;
         /* a long O: its reply must echo it, unless an error */
         r->long_o = mq->opaque_too_long;
-        /* rebuilt over 2 KiB, with the O cut (wn_meta_compose_canonical) */
-        uint32_t sent = mq->line_len > WN_MC_SERVER_LINE_MAX
-                            ? WN_MIN(mq->opaque.len, WN_META_CANONICAL_OPAQUE)
-                            : mq->opaque.len;
+        /* rebuilt, the O is cut (wn_meta_compose_canonical) */
+        uint32_t sent =
+            rebuilt(mq) ? WN_MIN(mq->opaque.len, WN_META_CANONICAL_OPAQUE) : mq->opaque.len;
         rc = r->long_o ? keep_opaque(c, r, line, mq, sent) : 0;
         if (rc == 0)
             rc = push_line_untagged(r, b, pos, mq, out, sizeof out);

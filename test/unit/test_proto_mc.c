@@ -1585,6 +1585,32 @@ static void test_stream_matches_whole_line(void **state)
     }
 }
 
+/* line (n bytes) parsed whole, then streamed in three pieces cut at c and
+ * at c + 1 + c % spread, for each c in [from, to): the same keys, verdict
+ * and exptime every time. Returns the whole parse's verdict, *exptime its
+ * exptime. */
+static wn_mc_reply_t stream_cuts_match_whole(const char *line, size_t n, size_t from, size_t to,
+                                             size_t spread, int32_t *exptime)
+{
+    char wkeys[8192];
+    size_t wlen;
+    uint32_t wn;
+    wn_mc_reply_t wv = whole_line(line, n, wkeys, &wlen, &wn, exptime);
+    for (size_t cut = from; cut < to; cut++) {
+        size_t cuts[2] = {cut, cut + 1 + cut % spread};
+        streamed_t sv;
+        stream_line(line, n, cuts, 2, 10, &sv);
+        if (sv.verdict != wv || sv.nkeys != wn || sv.keys_len != wlen ||
+            memcmp(sv.keys, wkeys, wlen) != 0)
+            fail_msg("'%.12s...' cut %zu: whole %d (%u keys), streamed %d (%u keys)", line, cut,
+                     (int)wv, wn, (int)sv.verdict, sv.nkeys);
+        if (wv == WN_MC_REPLY_NONE && sv.exptime != *exptime)
+            fail_msg("'%.12s...' cut %zu: exptime %d streamed, %d whole", line, cut, sv.exptime,
+                     *exptime);
+    }
+    return wv;
+}
+
 /* A gat exptime token longer than a key, cut by the end of what arrived,
  * reads as when the line is whole (memcached's strtol stops at the first
  * white-space byte after the digits): "-1\r<300 bytes>" is -1, "12\v<300>"
@@ -1600,23 +1626,9 @@ static void test_stream_long_exptime_cut(void **state)
         memset(line + n, e == 3 ? '1' : 'q', 300);
         n += 300;
         n += (size_t)sprintf(line + n, " alpha beta\r\n");
-        char wkeys[8192];
-        size_t wlen;
-        uint32_t wn;
         int32_t wexp;
-        wn_mc_reply_t wv = whole_line(line, n, wkeys, &wlen, &wn, &wexp);
-        assert_int_equal(wv, e < 3 ? WN_MC_REPLY_NONE : WN_MC_REPLY_BAD_EXPTIME);
-        for (size_t cut = tok + 1; cut < tok + 310; cut++) {
-            size_t cuts[2] = {cut, cut + 1};
-            streamed_t sv;
-            stream_line(line, n, cuts, 2, 10, &sv);
-            if (sv.verdict != wv || sv.nkeys != wn || sv.keys_len != wlen ||
-                memcmp(sv.keys, wkeys, wlen) != 0)
-                fail_msg("start %zu cut %zu: whole %d (%u keys), streamed %d (%u keys)", e, cut,
-                         (int)wv, wn, (int)sv.verdict, sv.nkeys);
-            if (wv == WN_MC_REPLY_NONE)
-                assert_int_equal(sv.exptime, wexp);
-        }
+        assert_int_equal(stream_cuts_match_whole(line, n, tok + 1, tok + 310, 1, &wexp),
+                         e < 3 ? WN_MC_REPLY_NONE : WN_MC_REPLY_BAD_EXPTIME);
     }
 }
 
@@ -1650,24 +1662,10 @@ static void test_stream_long_exptime_read_as_it_comes(void **state)
         memset(line + n, cases[e].fill, 300);
         n += 300;
         n += (size_t)sprintf(line + n, "%s alpha beta\r\n", cases[e].tail);
-        char wkeys[8192];
-        size_t wlen;
-        uint32_t wn;
         int32_t wexp;
-        wn_mc_reply_t wv = whole_line(line, n, wkeys, &wlen, &wn, &wexp);
-        assert_int_equal(wv, cases[e].verdict);
-        for (size_t cut = 5; cut < n; cut++) {
-            size_t cuts[2] = {cut, cut + 1 + cut % 7};
-            streamed_t sv;
-            stream_line(line, n, cuts, 2, 10, &sv);
-            if (sv.verdict != wv || sv.nkeys != wn || sv.keys_len != wlen ||
-                memcmp(sv.keys, wkeys, wlen) != 0)
-                fail_msg("case %zu cut %zu: whole %d (%u keys), streamed %d (%u keys)", e, cut,
-                         (int)wv, wn, (int)sv.verdict, sv.nkeys);
-            if (wv == WN_MC_REPLY_NONE && (sv.exptime != wexp || wexp != cases[e].exptime))
-                fail_msg("case %zu cut %zu: exptime %d streamed, %d whole, %d wanted", e, cut,
-                         sv.exptime, wexp, cases[e].exptime);
-        }
+        assert_int_equal(stream_cuts_match_whole(line, n, 5, n, 7, &wexp), cases[e].verdict);
+        if (cases[e].verdict == WN_MC_REPLY_NONE)
+            assert_int_equal(wexp, cases[e].exptime);
     }
 }
 
